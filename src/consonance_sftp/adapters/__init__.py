@@ -1,0 +1,1 @@
+"""Adapters: each implements one port and never imports another adapter, the engine or flows."""

@@ -1,0 +1,1 @@
+"""Consonance GraphQL client (httpx) behind the ConsonanceAPI port."""

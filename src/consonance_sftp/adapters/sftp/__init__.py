@@ -1,0 +1,1 @@
+"""SFTP transport (asyncssh) behind the RemoteFS port."""

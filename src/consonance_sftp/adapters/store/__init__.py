@@ -1,0 +1,1 @@
+"""Our own records (SQLAlchemy 2 + Alembic): delivery and intake ledgers, asset versions, audit trail, alerts."""

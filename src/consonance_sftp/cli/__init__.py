@@ -1,0 +1,1 @@
+"""Command-line interface: parses input, calls App, formats output."""

@@ -1,0 +1,1 @@
+"""Configuration: one TOML file loaded into Pydantic v2 models."""

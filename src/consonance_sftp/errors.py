@@ -1,0 +1,204 @@
+"""One exception tree for the whole service.
+
+Every error raised past an adapter boundary is a ``ConsonanceSftpError``. Each carries a
+``retryable`` flag (the engine retries those with backoff and fails the rest at once), an
+optional ``hint`` (what the user can do about it; the CLI prints it under the message), and the
+original exception as ``__cause__`` (adapters raise ``... from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ConsonanceSftpError(Exception):
+    """Root of every error this service raises on purpose."""
+
+    retryable: bool = False
+    default_hint: str | None = None
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, retryable: bool | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem in a config file, located by its TOML path (``partners.printer.host``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(ConsonanceSftpError):
+    """The config file is missing, unreadable or invalid. Lists every problem at once."""
+
+    default_hint = "Fix the listed fields, then run 'consonance-sftp config check' again."
+
+    def __init__(
+        self,
+        message: str,
+        problems: Sequence[ConfigProblem] = (),
+        *,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return self.message
+        lines = [self.message, *(f"  {p}" for p in self.problems)]
+        return "\n".join(lines)
+
+
+class SecretError(ConfigError):
+    """A secret reference (``{env = ...}`` / ``{file = ...}``) could not be resolved."""
+
+
+# --- our own records -----------------------------------------------------------------------
+
+
+class StoreError(ConsonanceSftpError):
+    """The database behind the ledger and audit trail failed."""
+
+
+class AuditTamperError(StoreError):
+    """The audit trail's hash chain does not verify: a row was edited, removed or inserted."""
+
+
+# --- SFTP transport ------------------------------------------------------------------------
+
+
+class TransportError(ConsonanceSftpError):
+    """An SFTP operation with a partner failed. Messages name the partner and the path."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partner: str | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        where = ", ".join(x for x in (f"partner {partner!r}" if partner else "", path or "") if x)
+        super().__init__(f"{message} ({where})" if where else message, hint=hint, retryable=retryable)
+        self.partner = partner
+        self.path = path
+
+
+class ConnectionLost(TransportError):
+    retryable = True
+
+
+class TransferTimeout(TransportError):
+    retryable = True
+
+
+class AuthenticationFailed(TransportError):
+    default_hint = "Check the partner's user name, key or password in the config."
+
+
+class HostKeyMismatch(TransportError):
+    """The server presented a host key that is not pinned: a security event."""
+
+    default_hint = (
+        "Nothing was sent. If the partner really rotated its key, confirm the new fingerprint "
+        "with them and run 'consonance-sftp partner trust NAME --fingerprint SHA256:...'."
+    )
+
+
+class RemotePermissionDenied(TransportError):
+    pass
+
+
+class RemotePathNotFound(TransportError):
+    pass
+
+
+class RemoteDiskFull(TransportError):
+    pass
+
+
+class RemoteFileExists(TransportError):
+    """The final name is taken and the overwrite policy says fail."""
+
+
+class IntegrityError(TransportError):
+    """Size or checksum of a transferred file did not match."""
+
+    retryable = True
+
+
+class UnsupportedOperation(TransportError):
+    """The server does not offer an operation the partner's settings require."""
+
+    default_hint = "Run 'consonance-sftp partner probe NAME' to see what this server supports."
+
+
+# --- Consonance ----------------------------------------------------------------------------
+
+
+class ConsonanceError(ConsonanceSftpError):
+    """Talking to Consonance failed."""
+
+
+class ConsonanceUnavailable(ConsonanceError):
+    """5xx, 429, timeouts and dropped connections: try again later."""
+
+    retryable = True
+
+
+class ConsonanceAuthError(ConsonanceError):
+    default_hint = "Check the Consonance API token (consonance.token in the config)."
+
+
+class ConsonanceQueryError(ConsonanceError):
+    """The API answered with GraphQL ``errors``, or with a body that is not what we asked for."""
+
+
+# --- content -------------------------------------------------------------------------------
+
+
+class ValidationFailed(ConsonanceSftpError):
+    """Content (ONIX, a sales report, an asset) failed validation. Nothing was sent."""
+
+    def __init__(self, message: str, reasons: Sequence[str] = (), *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.reasons = list(reasons)
+
+    def __str__(self) -> str:
+        return "\n".join([self.message, *(f"  {r}" for r in self.reasons)])
+
+
+class UnsafeFileName(ValidationFailed):
+    """A remote or local file name that could escape its folder or confuse a partner."""
+
+
+# --- engine --------------------------------------------------------------------------------
+
+
+class EngineError(ConsonanceSftpError):
+    """The durable engine could not start, enqueue or find a workflow."""
+
+
+class Paused(ConsonanceSftpError):
+    """A partner or flow is paused by an operator; work waits."""
+
+    retryable = True

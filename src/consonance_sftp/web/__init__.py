@@ -1,0 +1,1 @@
+"""Web dashboard and JSON API (FastAPI): parses requests, calls App, renders output."""
