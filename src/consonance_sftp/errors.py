@@ -98,7 +98,9 @@ class TransportError(ConsonanceSftpError):
         retryable: bool | None = None,
     ) -> None:
         where = ", ".join(x for x in (f"partner {partner!r}" if partner else "", path or "") if x)
-        super().__init__(f"{message} ({where})" if where else message, hint=hint, retryable=retryable)
+        super().__init__(
+            f"{message} ({where})" if where else message, hint=hint, retryable=retryable
+        )
         self.partner = partner
         self.path = path
 

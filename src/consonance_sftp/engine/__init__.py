@@ -1,1 +1,3 @@
-"""Durable execution on DBOS Transact: workflows, queues, schedules, recovery. The only package that imports DBOS."""
+"""Durable execution on DBOS Transact: workflows, queues, schedules, recovery. The only package
+that imports DBOS.
+"""

@@ -1,1 +1,3 @@
-"""Business rules of each exchange (production, onix_feed, intake, finance, sales_in, marketing, formats, archive), written against ports only."""
+"""Business rules of each exchange (production, onix_feed, intake, finance, sales_in, marketing,
+formats, archive), written against ports only.
+"""

@@ -1,1 +1,3 @@
-"""Pure conversions: ONIX, sales reports, file naming, manifests. No I/O beyond the streams handed in."""
+"""Pure conversions: ONIX, sales reports, file naming, manifests. No I/O beyond the streams handed
+in.
+"""
