@@ -6,6 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from consonance_sftp.cli import config_cmd
+    from consonance_sftp.cli import audit, config_cmd, partner, sandbox
 
-    config_cmd.register(app)
+    for module in (config_cmd, audit, partner, sandbox):
+        module.register(app)
