@@ -63,6 +63,50 @@ class AlertSeverity(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Identifier:
+    """An identifier with its ONIX type code (lists 5, 16, 44, 92...); ``type_name`` for 01."""
+
+    id_type: str
+    value: str
+    type_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Territory:
+    """An ONIX territory: ISO 3166-1 countries and ONIX regions (``WORLD``), in and out."""
+
+    countries_included: tuple[str, ...] = ()
+    regions_included: tuple[str, ...] = ()
+    countries_excluded: tuple[str, ...] = ()
+    regions_excluded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SalesRights:
+    rights_type: str  # ONIX list 46: 01 exclusive, 02 non-exclusive, 03 not for sale
+    territory: Territory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extent:
+    extent_type: str  # ONIX list 23, e.g. "00" main content pages
+    value: str
+    unit: str  # ONIX list 24, e.g. "03" pages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Audience:
+    code_type: str  # ONIX list 29, e.g. "01" ONIX audience codes
+    value: str  # e.g. list 28 "01" general/trade
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelatedProduct:
+    relation_codes: tuple[str, ...]  # ONIX list 51, e.g. "06" alternative format, "27" e-version
+    isbn13: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Imprint:
     id: int
     name: str
@@ -79,6 +123,7 @@ class Contact:
     is_organisation: bool = False
     biographical_note: str | None = None
     emails: tuple[str, ...] = ()
+    identifiers: tuple[Identifier, ...] = ()  # ONIX list 44: 16 ISNI, 21 ORCID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +153,10 @@ class Price:
     territories: tuple[str, ...] = ()  # ISO 3166-1 countries included; empty: unspecified
     effective_from: date | None = None
     effective_to: date | None = None
+    regions: tuple[str, ...] = ()  # ONIX regions included, e.g. "WORLD"
+    excluded_territories: tuple[str, ...] = ()  # countries excluded from ``regions``
+    tax_rate_code: str | None = None  # ONIX list 62, e.g. "Z" zero-rated
+    tax_rate_percent: Decimal | None = None
 
     @property
     def slot(self) -> str:
@@ -123,6 +172,7 @@ class MarketingText:
     approval_status: str | None = None
     product_ids: tuple[int, ...] = ()
     embargo_from: date | None = None
+    text_format: str | None = None  # ONIX list 34, e.g. "05" XHTML; None: plain text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +190,7 @@ class SupportingResource:
     height: int | None = None
     product_ids: tuple[int, ...] = ()
     created_at: datetime | None = None
+    caption: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,6 +252,20 @@ class Product:
     language: str | None = None  # ONIX list 74, e.g. "eng"
     production_files: tuple[ProductionFile, ...] = ()
     updated_at: datetime | None = None
+    # ONIX-only detail: optional, filled by the ONIX reader and used by the ONIX writer.
+    record_reference: str | None = None  # ONIX RecordReference; default: the ISBN-13
+    doi: str | None = None
+    onix_product_form: str | None = None  # ONIX 3.0 list 150; None: mapped from product_form
+    product_form_details: tuple[str, ...] = ()  # ONIX list 175, e.g. "E101" EPUB
+    edition_types: tuple[str, ...] = ()  # ONIX list 21
+    edition_statement: str | None = None
+    extents: tuple[Extent, ...] = ()
+    audiences: tuple[Audience, ...] = ()
+    sales_rights: tuple[SalesRights, ...] = ()  # empty: derived from the for-sale fields
+    related_products: tuple[RelatedProduct, ...] = ()
+    availability: str | None = None  # ONIX list 65, e.g. "20" available
+    supplier_name: str | None = None
+    supplier_role: str | None = None  # ONIX list 93
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +298,8 @@ class Work:
     todos: tuple[Todo, ...] = ()
     contract_ids: tuple[int, ...] = ()
     updated_at: datetime | None = None
+    publisher_name: str | None = None
+    identifiers: tuple[Identifier, ...] = ()  # ONIX work identifiers (list 16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,3 +348,35 @@ class Alert:
     partner: str | None = None
     flow: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+
+
+# --- change detection --------------------------------------------------------------------
+
+
+class ChangeKind(enum.StrEnum):
+    """What the Consonance poller noticed; flows' triggers match on these."""
+
+    WORK_ENTERED_STAGE = "work_entered_stage"
+    TODO_COMPLETED = "todo_completed"
+    PUBLISHING_STATUS_CHANGED = "publishing_status_changed"
+    PUBLICATION_DATE_CHANGED = "publication_date_changed"
+    SUPPORTING_RESOURCE_ADDED = "supporting_resource_added"
+    SUPPORTING_RESOURCE_REPLACED = "supporting_resource_replaced"
+    PRICE_CHANGED = "price_changed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeEvent:
+    """One domain event: a change between two polls of Consonance.
+
+    ``subject`` names what changed inside the record (the stage, the to-do id, the price slot
+    ``GBP-02-05``, the resource variant); ``old``/``new`` are its values as strings.
+    """
+
+    kind: ChangeKind
+    work_id: int
+    product_id: int | None = None
+    subject: str | None = None
+    old: str | None = None
+    new: str | None = None
+    detected_at: datetime | None = None
