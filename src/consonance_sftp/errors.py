@@ -200,6 +200,16 @@ class EngineError(ConsonanceSftpError):
     """The durable engine could not start, enqueue or find a workflow."""
 
 
+class Fenced(EngineError):
+    """This executor lost its lease (another process may be taking its work over): it must not
+    write anything more."""
+
+
+class DeliveryFailed(EngineError):
+    """A delivery ended for good: a non-retryable error, or retries exhausted. The message is
+    the reason shown by ``status`` and ``history``."""
+
+
 class Paused(ConsonanceSftpError):
     """A partner or flow is paused by an operator; work waits."""
 
