@@ -1,0 +1,345 @@
+"""The config file's models: the Consonance connection, database, partners, flows, notifications.
+
+Every model forbids unknown keys (a misspelt key is an error, not a silently ignored setting)
+and every field carries a description: the reference in ``docs/reference/config.md`` is
+generated from them and a test fails when one is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from consonance_sftp.config.flows import NAME_PATTERN, ConfigPath, FlowConfig, StrictModel
+from consonance_sftp.config.hostkeys import HostKeyFormatError, fingerprint_of, validate_host_key
+from consonance_sftp.config.secrets import OptionalSecret, Secret, base_dir_of
+from consonance_sftp.config.transfer import TransferSettings
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+
+def _http_url(value: str) -> str:
+    value = value.strip()
+    if not _URL.match(value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class ConsonanceSettings(StrictModel):
+    """Where the Consonance GraphQL API is and how to authenticate."""
+
+    base_url: str = Field(
+        default="https://web.consonance.app",
+        description="Base URL of the Consonance instance; the GraphQL endpoint is "
+        "`<base_url>/graphql`. The local sandbox is `http://127.0.0.1:8765`.",
+    )
+    token: Secret = Field(
+        description='API token, as a reference: `{env = "CONSONANCE_TOKEN"}` or '
+        '`{file = "keys/consonance-token"}`.'
+    )
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds before one API request is abandoned and retried."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class DatabaseSettings(StrictModel):
+    """Our own records (ledger, audit trail, versions) and the durable engine's database.
+
+    Both URLs may use `{state_dir}`, which stands for the resolved `state_dir`.
+    """
+
+    url: str = Field(
+        default="sqlite:///{state_dir}/consonance-sftp.db",
+        description="SQLAlchemy URL of our own records: SQLite (default) or "
+        "`postgresql+psycopg://user@host/db`. Relative SQLite paths are relative to the "
+        "config file.",
+    )
+    dbos_system_url: str = Field(
+        default="sqlite:///{state_dir}/dbos-system.db",
+        description="URL of the durable engine's (DBOS) own system database. Must differ "
+        "from `url`: the engine manages its own schema.",
+    )
+
+    @field_validator("url", "dbos_system_url")
+    @classmethod
+    def _known_scheme(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            # Only the scheme is echoed: the rest of a URL may hold a password.
+            raise ValueError(
+                "expected a sqlite:/// or postgresql:// URL, got "
+                + repr(value.split("://", 1)[0] + "://...")
+            )
+        prefix = "sqlite:///"
+        rest = value[len(prefix) :]
+        base = base_dir_of(info)
+        if (
+            value.startswith(prefix)
+            and base is not None
+            and rest
+            and not rest.startswith(("/", "{state_dir}", ":memory:"))
+        ):
+            # SQLAlchemy reads sqlite:///relative.db against the cwd; we mean the config folder.
+            return prefix + (base / rest).as_posix()
+        return value
+
+    @model_validator(mode="after")
+    def _separate(self) -> DatabaseSettings:
+        if self.url == self.dbos_system_url:
+            raise ValueError("url and dbos_system_url must name different databases")
+        return self
+
+
+class PartnerAuth(StrictModel):
+    """How we log in to a partner's server: exactly one of `key`, `password`,
+    `keyboard_interactive`."""
+
+    key: ConfigPath | None = Field(
+        default=None, description="Private key file (OpenSSH format) for public-key auth."
+    )
+    passphrase: OptionalSecret = Field(
+        default=None, description="Passphrase of an encrypted `key`, as a secret reference."
+    )
+    password: OptionalSecret = Field(
+        default=None, description="Password for password auth, as a secret reference."
+    )
+    keyboard_interactive: OptionalSecret = Field(
+        default=None,
+        description="Response to the server's keyboard-interactive prompt, as a secret reference.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PartnerAuth:
+        chosen = [
+            name
+            for name in ("key", "password", "keyboard_interactive")
+            if getattr(self, name) is not None
+        ]
+        if len(chosen) != 1:
+            raise ValueError(
+                "set exactly one of key, password, keyboard_interactive"
+                + (f" (found {', '.join(chosen)})" if chosen else "")
+            )
+        if self.passphrase is not None and self.key is None:
+            raise ValueError("passphrase only applies to key auth")
+        return self
+
+    @property
+    def method(self) -> Literal["key", "password", "keyboard_interactive"]:
+        if self.key is not None:
+            return "key"
+        return "password" if self.password is not None else "keyboard_interactive"
+
+
+class PartnerConfig(StrictModel):
+    """One partner's SFTP server."""
+
+    host: str = Field(min_length=1, description="Host name or IP address of the SFTP server.")
+    port: Port = Field(default=22, description="TCP port of the SFTP server.")
+    user: str = Field(min_length=1, description="User name to log in as.")
+    host_keys: list[str] = Field(
+        min_length=1,
+        description="Pinned host keys; no connection without a match. Each is a known_hosts "
+        "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints) or a fingerprint "
+        "(`SHA256:...`, as `ssh-keygen -lf` prints). Several entries allow a key rotation.",
+    )
+    auth: PartnerAuth = Field(description="Login method; see `[partners.<name>.auth]`.")
+    folders: dict[str, str] = Field(
+        default_factory=dict,
+        description='Remote folders by role, e.g. `send = "/in"` (where we put files) and '
+        '`receive = "/out"` (where the partner leaves files for us). Flows name a role.',
+    )
+    max_connections: int = Field(
+        default=2, ge=1, description="Most concurrent SFTP connections to this partner."
+    )
+    paused: bool = Field(
+        default=False, description="A paused partner gets no transfers; work waits until resumed."
+    )
+    transfer: TransferSettings = Field(
+        default_factory=TransferSettings,
+        description="Upload/download behaviour for this partner; see `[partners.<name>.transfer]`.",
+    )
+
+    @field_validator("host_keys")
+    @classmethod
+    def _valid_keys(cls, values: list[str]) -> list[str]:
+        out: list[str] = []
+        problems: list[str] = []
+        for index, value in enumerate(values):
+            try:
+                out.append(validate_host_key(value))
+            except HostKeyFormatError as exc:
+                problems.append(f"entry {index + 1}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    @field_validator("folders")
+    @classmethod
+    def _valid_folders(cls, values: dict[str, str]) -> dict[str, str]:
+        for role, path in values.items():
+            if not path.strip():
+                raise ValueError(f"folder {role!r} is empty")
+            if "\x00" in path or any(part == ".." for part in path.split("/")):
+                raise ValueError(f"folder {role!r} may not contain '..' or NUL: {path!r}")
+        return values
+
+    @property
+    def host_key_fingerprints(self) -> frozenset[str]:
+        """``SHA256:...`` fingerprints of every pinned key, whichever form it was written in."""
+        return frozenset(fingerprint_of(k) for k in self.host_keys)
+
+
+class LogTarget(StrictModel):
+    """Alerts go to the service log (always on; listing it sets the minimum severity)."""
+
+    type: Literal["log"] = Field(description="`log`.")
+    min_severity: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Least severe alert sent to this target."
+    )
+
+
+class EmailTarget(StrictModel):
+    """Alerts by e-mail over SMTP."""
+
+    type: Literal["email"] = Field(description="`email`.")
+    min_severity: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Least severe alert sent to this target."
+    )
+    smtp_host: str = Field(min_length=1, description="SMTP server host name.")
+    smtp_port: Port = Field(default=587, description="SMTP server port.")
+    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
+    username: str | None = Field(default=None, description="SMTP login, if the server needs one.")
+    password: OptionalSecret = Field(
+        default=None, description="SMTP password, as a secret reference."
+    )
+    sender: str = Field(min_length=3, description="From address, e.g. `sftp@publisher.example`.")
+    recipients: list[str] = Field(min_length=1, description="To addresses.")
+
+
+class WebhookTarget(StrictModel):
+    """Alerts as JSON POSTed to a URL (chat tools, incident systems)."""
+
+    type: Literal["webhook"] = Field(description="`webhook`.")
+    min_severity: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Least severe alert sent to this target."
+    )
+    url: str = Field(description="URL the alert is POSTed to.")
+    header_name: str = Field(
+        default="Authorization", description="Name of the header that carries `header_value`."
+    )
+    header_value: OptionalSecret = Field(
+        default=None, description="Secret header value (e.g. `Bearer ...`), as a reference."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+NotificationTarget = Annotated[LogTarget | EmailTarget | WebhookTarget, Field(discriminator="type")]
+
+
+class SandboxSettings(StrictModel):
+    """The local Consonance-compatible API and SFTP partner servers (`consonance-sftp sandbox`)."""
+
+    graphql_host: str = Field(default="127.0.0.1", description="Address the sandbox API binds.")
+    graphql_port: Port = Field(default=8765, description="Port of the sandbox API.")
+    sftp_host: str = Field(default="127.0.0.1", description="Address the sandbox SFTP binds.")
+    sftp_port: Port = Field(default=2222, description="Port of the sandbox SFTP server.")
+    data_dir: ConfigPath = Field(
+        default=Path("var/sandbox"),
+        description="Folder holding the sandbox partners' files and the sandbox catalogue.",
+    )
+    host_key: ConfigPath = Field(
+        default=Path("var/sandbox/ssh_host_ed25519_key"),
+        description="Private host key of the sandbox SFTP server (written by `init`).",
+    )
+    authorized_keys: ConfigPath = Field(
+        default=Path("keys/client_ed25519.pub"),
+        description="Public key(s) the sandbox SFTP server accepts for every sandbox partner.",
+    )
+    partners: list[Name] = Field(
+        default_factory=list,
+        description="User names of the sandbox SFTP partners; each gets its own root folder.",
+    )
+    seed: int = Field(
+        default=24, ge=0, description="Number of works generated in the sandbox catalogue."
+    )
+
+
+class LoggingSettings(StrictModel):
+    """Log output."""
+
+    level: LogLevel = Field(default="INFO", description="Least severe log level written.")
+    json_lines: bool | None = Field(
+        default=None,
+        description="JSON lines (true), readable lines (false), or unset: JSON unless on a "
+        "terminal.",
+    )
+
+
+class Settings(StrictModel):
+    """The whole config file."""
+
+    state_dir: ConfigPath = Field(
+        default=Path("var"),
+        description="Folder for local state: the SQLite databases, downloaded files, archives.",
+    )
+    consonance: ConsonanceSettings = Field(description="The Consonance API connection.")
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="Where records are kept."
+    )
+    partners: dict[Name, PartnerConfig] = Field(
+        default_factory=dict, description="Partners' SFTP servers, by name."
+    )
+    flows: dict[Name, FlowConfig] = Field(
+        default_factory=dict, description="The exchanges to run, by name."
+    )
+    notifications: list[NotificationTarget] = Field(
+        default_factory=list, description="Where alerts are sent, besides the alerts table."
+    )
+    sandbox: SandboxSettings | None = Field(
+        default=None, description="Local sandbox servers; only for trying the service and tests."
+    )
+    logging: LoggingSettings = Field(
+        default_factory=LoggingSettings, description="Log output settings."
+    )
+
+    @model_validator(mode="after")
+    def _expand_state_dir(self) -> Settings:
+        # ``{state_dir}`` lets the database defaults follow a moved state_dir.
+        database = self.database.model_copy(
+            update={
+                "url": _expand(self.database.url, self.state_dir),
+                "dbos_system_url": _expand(self.database.dbos_system_url, self.state_dir),
+            }
+        )
+        return self.model_copy(update={"database": database})
+
+    def secret(self, value: SecretStr | None) -> str | None:
+        """Reveal a secret at the point of use (kept as a method so uses are easy to find)."""
+        return None if value is None else value.get_secret_value()
+
+
+def _expand(url: str, state_dir: Path) -> str:
+    return url.replace("{state_dir}", state_dir.as_posix())
