@@ -1,0 +1,168 @@
+"""Code-list mappings between Consonance's values and ONIX, kept in one place.
+
+Consonance exposes ONIX 2.1 product form codes (list 7: ``BB``, ``BC``, ``DG``...); ONIX 3.0
+uses list 150 plus list 175 details. Most book and audio codes are the same in both; the
+electronic ones are not (``DG`` "electronic book text" became ``ED`` + ``E101`` and friends).
+"""
+
+from __future__ import annotations
+
+from ...models import Product, SubjectScheme
+
+# ONIX 2.1 list 7 codes that list 150 dropped -> (3.0 ProductForm, ProductFormDetail defaults).
+_FORM_21_TO_30: dict[str, tuple[str, tuple[str, ...]]] = {
+    "DG": ("ED", ("E101",)),  # electronic book text: an EPUB download unless told otherwise
+    "DH": ("EC", ()),  # online resource
+    "PI": ("PI", ()),
+}
+
+# Digital 3.0 forms that collapse back to 2.1 ``DG`` (ebook) or ``DH`` (online).
+_EBOOK_DETAILS = frozenset({"E101", "E107", "E116", "E127", "E139", "E135", "E105"})
+
+
+def product_form_30(product: Product) -> tuple[str, tuple[str, ...]]:
+    """ONIX 3.0 ``ProductForm`` and ``ProductFormDetail`` codes for a product."""
+    if product.onix_product_form:
+        return product.onix_product_form, product.product_form_details
+    code = (product.product_form or "").upper()
+    if code in _FORM_21_TO_30:
+        form, details = _FORM_21_TO_30[code]
+        return form, product.product_form_details or details
+    if code:
+        return code, product.product_form_details
+    # No form at all: say what kind of thing it is from its Consonance type.
+    fallback = {
+        "ElectronicBookProduct": ("ED", ("E101",)),
+        "ElectronicAudioProduct": ("AJ", ()),
+        "PhysicalAudioProduct": ("AC", ()),
+        "PhysicalBookProduct": ("BA", ()),
+    }
+    return fallback.get(product.typename, ("00", ()))
+
+
+def product_form_21(form: str, details: tuple[str, ...]) -> str:
+    """The ONIX 2.1 list 7 code for a 3.0 form and details (what Consonance would hold)."""
+    if form in {"EA", "EB", "ED"} and (not details or _EBOOK_DETAILS & set(details)):
+        return "DG"
+    if form == "EC":
+        return "DH"
+    return form
+
+
+def typename_for(form: str, details: tuple[str, ...]) -> str:
+    """Consonance's product ``__typename`` implied by an ONIX 3.0 form."""
+    if form in {"AJ", "AN", "AE"} or (
+        form.startswith("E") and any(d.startswith("A1") for d in details)
+    ):
+        return "ElectronicAudioProduct"
+    if form.startswith(("E", "DG")):
+        return "ElectronicBookProduct"
+    if form.startswith("A"):
+        return "PhysicalAudioProduct"
+    if form.startswith("B"):
+        return "PhysicalBookProduct"
+    return "GenericProduct"
+
+
+# --- subjects -------------------------------------------------------------------------------
+
+# Thema qualifiers are told apart by their first character (EDItEUR's Thema structure).
+_THEMA_QUALIFIER_SCHEME = {"1": "94", "2": "95", "3": "96", "4": "97", "5": "98", "6": "99"}
+THEMA_SCHEMES = frozenset({"93", "94", "95", "96", "97", "98", "99"})
+
+
+def subject_scheme_id(scheme: SubjectScheme, code: str) -> str | None:
+    """ONIX list 27 ``SubjectSchemeIdentifier`` for a subject; None for keywords."""
+    if scheme is SubjectScheme.BISAC:
+        return "10"
+    if scheme is SubjectScheme.BIC:
+        return "12"
+    if scheme is SubjectScheme.THEMA:
+        return _THEMA_QUALIFIER_SCHEME.get(code[:1], "93")
+    return None
+
+
+def subject_scheme(scheme_id: str) -> SubjectScheme | None:
+    """Our scheme for an ONIX list 27 identifier, None for schemes we do not carry."""
+    if scheme_id == "10":
+        return SubjectScheme.BISAC
+    if scheme_id == "12":
+        return SubjectScheme.BIC
+    if scheme_id in THEMA_SCHEMES:
+        return SubjectScheme.THEMA
+    if scheme_id == "20":
+        return SubjectScheme.KEYWORD
+    return None
+
+
+# --- texts and resources ------------------------------------------------------------------
+
+# Consonance MarketingTextVariant <-> ONIX list 153 TextType.
+TEXT_TYPES: dict[str, str] = {
+    "SHORT_DESCRIPTION": "02",
+    "DESCRIPTION": "03",
+    "TABLE_OF_CONTENTS": "04",
+    "PRIMARY_CONTENT": "05",
+    "REVIEW_QUOTE": "06",
+    "PREVIOUS_REVIEW_QUOTE": "07",
+    "ENDORSEMENT": "08",
+    "PROMOTIONAL_HEADLINE": "10",
+    "FEATURE": "11",
+    "BIOGRAPHICAL_NOTE": "12",
+    "EXCERPT": "14",
+    "INDEX": "15",
+    "FLAP_COPY": "17",
+    "KEY_SELLING_POINTS": "18",
+}
+TEXT_VARIANTS: dict[str, str] = {code: variant for variant, code in TEXT_TYPES.items()}
+
+
+def text_type(variant: str) -> str | None:
+    """ONIX TextType for a marketing-text variant (``ONIX_TEXT_TYPE_NN`` round-trips)."""
+    if variant.startswith("ONIX_TEXT_TYPE_"):
+        return variant.removeprefix("ONIX_TEXT_TYPE_")
+    return TEXT_TYPES.get(variant.upper())
+
+
+def text_variant(code: str) -> str:
+    return TEXT_VARIANTS.get(code, f"ONIX_TEXT_TYPE_{code}")
+
+
+# SupportingResource variant <-> ONIX list 158 ResourceContentType.
+RESOURCE_TYPES: dict[str, str] = {
+    "FRONT_COVER": "01",
+    "BACK_COVER": "02",
+    "COVER_PACK": "03",
+    "CONTRIBUTOR_PICTURE": "04",
+    "SERIES_IMAGE": "05",
+    "SERIES_LOGO": "06",
+    "PRODUCT_IMAGE": "07",
+    "PRODUCT_LOGO": "08",
+    "PUBLISHER_LOGO": "09",
+    "IMPRINT_LOGO": "10",
+    "SAMPLE_CONTENT": "15",
+    "WIDGET": "16",
+    "REVIEW": "17",
+}
+RESOURCE_VARIANTS: dict[str, str] = {code: variant for variant, code in RESOURCE_TYPES.items()}
+
+
+def resource_type(variant: str) -> str | None:
+    if variant.startswith("ONIX_RESOURCE_TYPE_"):
+        return variant.removeprefix("ONIX_RESOURCE_TYPE_")
+    return RESOURCE_TYPES.get(variant.upper())
+
+
+def resource_variant(code: str) -> str:
+    return RESOURCE_VARIANTS.get(code, f"ONIX_RESOURCE_TYPE_{code}")
+
+
+# ResourceVersionFeature (list 160) file formats (list 178) we recognise by MIME type.
+IMAGE_FORMATS: dict[str, str] = {
+    "image/jpeg": "D502",
+    "image/gif": "D501",
+    "image/png": "D503",
+    "image/tiff": "D504",
+    "application/pdf": "E107",
+}
+IMAGE_MIME: dict[str, str] = {code: mime for mime, code in IMAGE_FORMATS.items()}

@@ -1,0 +1,616 @@
+"""Read ONIX 3.0/3.1 messages (reference names or short tags) into domain ``Work`` records.
+
+Streaming: ``lxml.etree.iterparse`` hands over one ``Product`` at a time and each is cleared
+once read, so memory grows with the catalogue returned, not with the XML. Short tags are
+renamed to reference names as each product arrives, so the rest of the module only knows one
+vocabulary. Products are grouped into works by their ``RelatedWork`` work identifier (relation
+01, "manifestation of") when present, else one work per product. Ids are deterministic:
+numbered 1, 2, 3... in document order, so the same file always yields the same records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import BinaryIO
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from ...errors import ValidationFailed
+from ...models import (
+    Audience,
+    Contact,
+    Contribution,
+    Extent,
+    Identifier,
+    Imprint,
+    MarketingText,
+    Price,
+    Product,
+    RelatedProduct,
+    SalesRights,
+    Subject,
+    SubjectScheme,
+    SupportingResource,
+    Territory,
+    Work,
+)
+from . import codes
+from .tags import OnixVersion, TagStyle, reference_names, version_of
+
+_Element = etree._Element
+_XMLNS = re.compile(r' xmlns(?::\w+)?="[^"]*"')
+
+
+@dataclass(slots=True)
+class OnixRecord:
+    """One ``Product`` record as read, before products are grouped into works."""
+
+    notification_type: str
+    product: Product
+    work_key: str | None
+    title: str
+    subtitle: str | None = None
+    imprint_name: str | None = None
+    publisher_name: str | None = None
+    contributors: list[tuple[Contact, str, int]] = field(default_factory=list)
+    subjects: list[Subject] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+    texts: list[tuple[str, str, str | None]] = field(default_factory=list)
+    resources: list[SupportingResource] = field(default_factory=list)
+    work_identifier: Identifier | None = None
+
+
+# --- small element helpers ------------------------------------------------------------------
+
+
+def _text(el: _Element | None, path: str) -> str | None:
+    if el is None:
+        return None
+    found = el.find(path)
+    if found is None or found.text is None:
+        return None
+    value = found.text.strip()
+    return value or None
+
+
+def _all(el: _Element | None, path: str) -> list[str]:
+    if el is None:
+        return []
+    return [x.text.strip() for x in el.findall(path) if x.text and x.text.strip()]
+
+
+def _inner_xml(el: _Element) -> str:
+    """Text of an element, keeping XHTML children (``textformat`` 05) as markup."""
+    if len(el) == 0:
+        return (el.text or "").strip()
+    parts = [escape(el.text or "")]
+    parts.extend(etree.tostring(child, encoding="unicode", with_tail=True) for child in el)
+    # lxml repeats the in-scope ONIX namespace on each serialised child; it is noise here.
+    return _XMLNS.sub("", "".join(parts)).strip()
+
+
+def _onix_date(el: _Element | None) -> date | None:
+    if el is None or not el.text:
+        return None
+    raw = el.text.strip()
+    fmt = el.get("dateformat")
+    digits = raw[:8]
+    if fmt not in (None, "00", "13", "14") or len(digits) != 8 or not digits.isdigit():
+        return None  # a year or month alone is not a publication day
+    try:
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return None
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(value.split()) if value else ()
+
+
+def _territory(el: _Element | None) -> Territory:
+    return Territory(
+        countries_included=_split(_text(el, "CountriesIncluded")),
+        regions_included=_split(_text(el, "RegionsIncluded")),
+        countries_excluded=_split(_text(el, "CountriesExcluded")),
+        regions_excluded=_split(_text(el, "RegionsExcluded")),
+    )
+
+
+_MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "in": Decimal("25.4")}
+
+
+# --- one product ------------------------------------------------------------------------------
+
+
+class _Ids:
+    """Deterministic sequential ids per kind, in document order."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._named: dict[tuple[str, object], int] = {}
+
+    def new(self, kind: str) -> int:
+        value = self._next.get(kind, 0) + 1
+        self._next[kind] = value
+        return value
+
+    def named(self, kind: str, key: object) -> int:
+        found = self._named.get((kind, key))
+        if found is None:
+            found = self._named[(kind, key)] = self.new(kind)
+        return found
+
+
+def _contact(el: _Element, ids: _Ids) -> Contact:
+    corporate = _text(el, "CorporateName")
+    before = _text(el, "NamesBeforeKey")
+    key = _text(el, "KeyNames")
+    person = _text(el, "PersonName")
+    name = person or corporate or " ".join(x for x in (before, _text(el, "PrefixToKey"), key) if x)
+    bio_el = el.find("BiographicalNote")
+    identifiers = tuple(
+        Identifier(
+            id_type=_text(n, "NameIDType") or "01",
+            value=_text(n, "IDValue") or "",
+            type_name=_text(n, "IDTypeName"),
+        )
+        for n in el.findall("NameIdentifier")
+    )
+    is_org = corporate is not None and person is None and key is None
+    return Contact(
+        id=ids.named("contact", (name, before, key, is_org)),
+        name=name or "(unnamed)",
+        key_names=key,
+        names_before_key=before,
+        is_organisation=is_org,
+        biographical_note=_inner_xml(bio_el) if bio_el is not None else None,
+        identifiers=identifiers,
+    )
+
+
+def _price(el: _Element, default_currency: str | None, ids: _Ids) -> Price | None:
+    amount = _decimal(_text(el, "PriceAmount"))
+    currency = _text(el, "CurrencyCode") or default_currency
+    if amount is None or currency is None:
+        return None  # unpriced ("price to be announced") entries carry no amount
+    territory = _territory(el.find("Territory"))
+    tax = el.find("Tax")
+    effective_from = effective_to = None
+    for price_date in el.findall("PriceDate"):
+        role = _text(price_date, "PriceDateRole")
+        value = _onix_date(price_date.find("Date"))
+        if role == "14":
+            effective_from = value
+        elif role == "15":
+            effective_to = value
+    return Price(
+        id=ids.new("price"),
+        amount=amount,
+        currency=currency,
+        price_type=_text(el, "PriceType") or "01",
+        qualifier=_text(el, "PriceQualifier"),
+        territories=territory.countries_included,
+        regions=territory.regions_included,
+        excluded_territories=territory.countries_excluded,
+        effective_from=effective_from,
+        effective_to=effective_to,
+        tax_rate_code=_text(tax, "TaxRateCode"),
+        tax_rate_percent=_decimal(_text(tax, "TaxRatePercent")),
+    )
+
+
+def _title(detail: _Element | None) -> tuple[str, str | None]:
+    if detail is None:
+        return "", None
+    for title_detail in detail.findall("TitleDetail"):
+        if _text(title_detail, "TitleType") not in (None, "01"):
+            continue
+        elements = title_detail.findall("TitleElement")
+        chosen = next(
+            (e for e in elements if _text(e, "TitleElementLevel") == "01"),
+            elements[0] if elements else None,
+        )
+        if chosen is None:
+            continue
+        text = _text(chosen, "TitleText")
+        if text is None:
+            text = " ".join(
+                x for x in (_text(chosen, "TitlePrefix"), _text(chosen, "TitleWithoutPrefix")) if x
+            )
+        return text, _text(chosen, "Subtitle")
+    return "", None
+
+
+def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord:
+    """Turn one ``Product`` element (reference names, no namespace) into an ``OnixRecord``."""
+    product_id = ids.new("product")
+    isbn13 = gtin = doi = None
+    for ident in el.findall("ProductIdentifier"):
+        kind, value = _text(ident, "ProductIDType"), _text(ident, "IDValue")
+        if kind == "15":
+            isbn13 = value
+        elif kind == "03":
+            gtin = value
+        elif kind == "06":
+            doi = value
+    if isbn13 is None and gtin and gtin.startswith(("978", "979")):
+        isbn13 = gtin
+
+    detail = el.find("DescriptiveDetail")
+    form = _text(detail, "ProductForm") or "00"
+    form_details = tuple(_all(detail, "ProductFormDetail"))
+    title, subtitle = _title(detail)
+
+    contributors = [
+        (
+            _contact(c, ids),
+            _text(c, "ContributorRole") or "A01",
+            int(_text(c, "SequenceNumber") or n),
+        )
+        for n, c in enumerate(detail.findall("Contributor") if detail is not None else (), 1)
+    ]
+    language = None
+    for lang in detail.findall("Language") if detail is not None else ():
+        if _text(lang, "LanguageRole") == "01":
+            language = _text(lang, "LanguageCode")
+            break
+
+    extents = tuple(
+        Extent(
+            extent_type=_text(x, "ExtentType") or "00",
+            value=_text(x, "ExtentValue") or _text(x, "ExtentValueRoman") or "",
+            unit=_text(x, "ExtentUnit") or "03",
+        )
+        for x in (detail.findall("Extent") if detail is not None else ())
+    )
+    page_count = next(
+        (
+            int(x.value)
+            for x in extents
+            if x.extent_type == "00" and x.unit == "03" and x.value.isdigit()
+        ),
+        None,
+    )
+    measures: dict[str, Decimal] = {}
+    for measure in detail.findall("Measure") if detail is not None else ():
+        amount = _decimal(_text(measure, "Measurement"))
+        factor = _MM_PER_UNIT.get(_text(measure, "MeasureUnitCode") or "")
+        kind = _text(measure, "MeasureType")
+        if amount is not None and factor is not None and kind and kind not in measures:
+            measures[kind] = amount * factor
+
+    subjects: list[Subject] = []
+    keywords: list[str] = []
+    for subject in detail.findall("Subject") if detail is not None else ():
+        scheme_id = _text(subject, "SubjectSchemeIdentifier") or ""
+        scheme = codes.subject_scheme(scheme_id)
+        if scheme is SubjectScheme.KEYWORD:
+            heading = _text(subject, "SubjectHeadingText") or _text(subject, "SubjectCode") or ""
+            keywords.extend(k.strip() for k in heading.split(";") if k.strip())
+            continue
+        code = _text(subject, "SubjectCode")
+        if scheme is None or code is None:
+            continue
+        subjects.append(
+            Subject(
+                scheme=scheme,
+                code=code,
+                description=_text(subject, "SubjectHeadingText"),
+                main=subject.find("MainSubject") is not None,
+            )
+        )
+    audiences = tuple(
+        Audience(
+            code_type=_text(a, "AudienceCodeType") or "01",
+            value=_text(a, "AudienceCodeValue") or "",
+        )
+        for a in (detail.findall("Audience") if detail is not None else ())
+    )
+
+    collateral = el.find("CollateralDetail")
+    texts: list[tuple[str, str, str | None]] = []
+    resources: list[SupportingResource] = []
+    for content in collateral.findall("TextContent") if collateral is not None else ():
+        text_el = content.find("Text")
+        if text_el is None:
+            continue
+        texts.append(
+            (
+                codes.text_variant(_text(content, "TextType") or "03"),
+                _inner_xml(text_el),
+                text_el.get("textformat"),
+            )
+        )
+    for resource in collateral.findall("SupportingResource") if collateral is not None else ():
+        version = resource.find("ResourceVersion")
+        url = _text(version, "ResourceLink")
+        if url is None or version is None:
+            continue
+        features = {
+            _text(f, "ResourceVersionFeatureType"): _text(f, "FeatureValue")
+            for f in version.findall("ResourceVersionFeature")
+        }
+        height, width = features.get("02"), features.get("03")
+        resources.append(
+            SupportingResource(
+                id=ids.new("resource"),
+                variant=codes.resource_variant(_text(resource, "ResourceContentType") or "01"),
+                filename=url.rstrip("/").rsplit("/", 1)[-1],
+                url=url,
+                content_type=codes.IMAGE_MIME.get(features.get("01") or ""),
+                height=int(height) if height and height.isdigit() else None,
+                width=int(width) if width and width.isdigit() else None,
+                product_ids=(product_id,),
+            )
+        )
+
+    publishing = el.find("PublishingDetail")
+    publisher_name = None
+    for publisher in publishing.findall("Publisher") if publishing is not None else ():
+        if _text(publisher, "PublishingRole") in (None, "01"):
+            publisher_name = _text(publisher, "PublisherName")
+            break
+    publication_date = None
+    for pub_date in publishing.findall("PublishingDate") if publishing is not None else ():
+        if _text(pub_date, "PublishingDateRole") == "01":
+            publication_date = _onix_date(pub_date.find("Date"))
+    sales_rights = tuple(
+        SalesRights(
+            rights_type=_text(r, "SalesRightsType") or "01",
+            territory=_territory(r.find("Territory")),
+        )
+        for r in (publishing.findall("SalesRights") if publishing is not None else ())
+    )
+    for_sale = tuple(
+        c
+        for r in sales_rights
+        if r.rights_type in ("01", "02")
+        for c in r.territory.countries_included
+    )
+    not_for_sale = tuple(
+        c for r in sales_rights if r.rights_type == "03" for c in r.territory.countries_included
+    )
+    worldwide = any(
+        r.rights_type in ("01", "02") and "WORLD" in r.territory.regions_included
+        for r in sales_rights
+    )
+
+    related = el.find("RelatedMaterial")
+    work_key = None
+    work_identifier = None
+    for related_work in related.findall("RelatedWork") if related is not None else ():
+        if _text(related_work, "WorkRelationCode") not in (None, "01"):
+            continue
+        work_ident = related_work.find("WorkIdentifier")
+        id_type, value = _text(work_ident, "WorkIDType"), _text(work_ident, "IDValue")
+        if id_type and value:
+            work_identifier = Identifier(
+                id_type=id_type, value=value, type_name=_text(work_ident, "IDTypeName")
+            )
+            work_key = f"{id_type}:{value}"
+            break
+    related_products = []
+    for related_product in related.findall("RelatedProduct") if related is not None else ():
+        idents = {
+            _text(i, "ProductIDType"): _text(i, "IDValue")
+            for i in related_product.findall("ProductIdentifier")
+        }
+        other = idents.get("15") or idents.get("03")
+        if other:
+            related_products.append(
+                RelatedProduct(
+                    relation_codes=tuple(_all(related_product, "ProductRelationCode")), isbn13=other
+                )
+            )
+
+    prices: list[Price] = []
+    availability = supplier_name = supplier_role = None
+    for supply in el.findall("ProductSupply"):
+        for supply_detail in supply.findall("SupplyDetail"):
+            supplier = supply_detail.find("Supplier")
+            supplier_name = supplier_name or _text(supplier, "SupplierName")
+            supplier_role = supplier_role or _text(supplier, "SupplierRole")
+            availability = availability or _text(supply_detail, "ProductAvailability")
+            for price_el in supply_detail.findall("Price"):
+                price = _price(price_el, default_currency, ids)
+                if price is not None:
+                    prices.append(price)
+
+    product = Product(
+        id=product_id,
+        work_id=0,  # set when grouped
+        typename=codes.typename_for(form, form_details),
+        isbn13=isbn13,
+        title=title,
+        subtitle=subtitle,
+        product_form=codes.product_form_21(form, form_details),
+        publishing_status=_text(publishing, "PublishingStatus"),
+        publication_date=publication_date,
+        prices=tuple(prices),
+        for_sale_countries=for_sale,
+        not_for_sale_countries=not_for_sale,
+        for_sale_worldwide=worldwide,
+        height_mm=measures.get("01"),
+        width_mm=measures.get("02"),
+        thickness_mm=measures.get("03"),
+        page_count=page_count,
+        edition_number=int(n) if (n := _text(detail, "EditionNumber")) and n.isdigit() else None,
+        language=language,
+        record_reference=_text(el, "RecordReference"),
+        doi=doi,
+        onix_product_form=form,
+        product_form_details=form_details,
+        edition_types=tuple(_all(detail, "EditionType")),
+        edition_statement=_text(detail, "EditionStatement"),
+        extents=extents,
+        audiences=audiences,
+        sales_rights=sales_rights,
+        related_products=tuple(related_products),
+        availability=availability,
+        supplier_name=supplier_name,
+        supplier_role=supplier_role,
+    )
+    return OnixRecord(
+        notification_type=_text(el, "NotificationType") or "03",
+        product=product,
+        work_key=work_key,
+        title=title,
+        subtitle=subtitle,
+        imprint_name=_text(publishing, "Imprint/ImprintName"),
+        publisher_name=publisher_name,
+        contributors=contributors,
+        subjects=subjects,
+        keywords=keywords,
+        texts=texts,
+        resources=resources,
+        work_identifier=work_identifier,
+    )
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+def _to_reference(el: _Element, names: dict[str, str] | None) -> None:
+    """Strip namespaces (and map short tags to reference names) in place."""
+    for node in el.iter():
+        tag = node.tag
+        if not isinstance(tag, str):
+            continue
+        local = tag.rsplit("}", 1)[-1]
+        node.tag = names.get(local, local) if names else local
+
+
+def iter_onix_records(source: Path | str | BinaryIO) -> Iterator[OnixRecord]:
+    """Yield each ``Product`` of an ONIX 3.x message, one at a time, in document order."""
+    ids = _Ids()
+    names: dict[str, str] | None = None
+    default_currency: str | None = None
+    where = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
+    context = etree.iterparse(
+        str(source) if isinstance(source, Path) else source,
+        events=("start", "end"),
+        resolve_entities=False,
+        no_network=True,
+        huge_tree=True,
+        remove_comments=True,
+    )
+    depth = 0
+    try:
+        for event, el in context:
+            if event == "start":
+                depth += 1
+                if depth == 1:
+                    version, style = version_of(el.tag, el.get("release"))
+                    if version is OnixVersion.V21:
+                        raise ValidationFailed(
+                            f"{where}: ONIX 2.1 is not read here; only ONIX 3.0 and 3.1",
+                        )
+                    names = reference_names(version) if style is TagStyle.SHORT else None
+                continue
+            depth -= 1
+            if depth != 1:
+                continue
+            local = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
+            _to_reference(el, names)
+            if local in ("Header", "header"):
+                default_currency = _text(el, "DefaultCurrencyCode")
+            elif local in ("Product", "product"):
+                yield _record(el, default_currency, ids)
+            el.clear()
+            parent = el.getparent()
+            if parent is not None:
+                # Drop already-read siblings so memory stays flat on large files.
+                while el.getprevious() is not None:
+                    del parent[0]
+    except etree.XMLSyntaxError as exc:
+        raise ValidationFailed(f"{where}: not well-formed XML", [str(exc)]) from exc
+
+
+def read_onix_works(source: Path | str | BinaryIO) -> list[Work]:
+    """Parse an ONIX 3.0/3.1 message (reference names or short tags) into works with products."""
+    ids = _Ids()
+    groups: dict[str, list[OnixRecord]] = {}
+    for record in iter_onix_records(source):
+        key = record.work_key or f"product:{record.product.id}"
+        groups.setdefault(key, []).append(record)
+    return [_work(ids.new("work"), records, ids) for records in groups.values()]
+
+
+def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
+    first = records[0]
+    products = tuple(_with_work(r.product, work_id) for r in records)
+    all_ids = {p.id for p in products}
+
+    def applies(found: set[int]) -> tuple[int, ...]:
+        return () if found == all_ids else tuple(sorted(found))
+
+    contributions: dict[tuple[int, str], tuple[Contact, int, set[int]]] = {}
+    for record in records:
+        for contact, role, seq in record.contributors:
+            entry = contributions.setdefault((contact.id, role), (contact, seq, set()))
+            entry[2].add(record.product.id)
+    subjects: dict[tuple[SubjectScheme, str], Subject] = {}
+    keywords: dict[str, None] = {}
+    texts: dict[tuple[str, str], tuple[str | None, set[int]]] = {}
+    resources: list[SupportingResource] = []
+    for record in records:
+        for subject in record.subjects:
+            subjects.setdefault((subject.scheme, subject.code), subject)
+        keywords.update(dict.fromkeys(record.keywords))
+        for variant, text, text_format in record.texts:
+            texts.setdefault((variant, text), (text_format, set()))[1].add(record.product.id)
+        resources.extend(record.resources)
+    imprint_name = next((r.imprint_name for r in records if r.imprint_name), None)
+    return Work(
+        id=work_id,
+        title=first.title,
+        subtitle=first.subtitle,
+        imprint=Imprint(id=ids.named("imprint", imprint_name), name=imprint_name)
+        if imprint_name
+        else None,
+        contributions=tuple(
+            Contribution(
+                id=ids.new("contribution"),
+                contributor=contact,
+                role=role,
+                sequence_number=seq,
+                product_ids=applies(found),
+            )
+            for (_, role), (contact, seq, found) in contributions.items()
+        ),
+        subjects=tuple(subjects.values()),
+        keywords=tuple(keywords),
+        marketing_texts=tuple(
+            MarketingText(
+                id=ids.new("text"),
+                variant=variant,
+                text=text,
+                text_format=text_format,
+                product_ids=applies(found),
+            )
+            for (variant, text), (text_format, found) in texts.items()
+        ),
+        supporting_resources=tuple(resources),
+        products=products,
+        publisher_name=next((r.publisher_name for r in records if r.publisher_name), None),
+        identifiers=(first.work_identifier,) if first.work_identifier else (),
+    )
+
+
+def _with_work(product: Product, work_id: int) -> Product:
+    return replace(product, work_id=work_id)
