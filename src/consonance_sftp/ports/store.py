@@ -1,9 +1,323 @@
-"""Store port: our own records (ledgers, versions, audit trail, alerts)."""
+"""Store port: our own records (ledgers, versions, audit trail, alerts) as the engine and flows
+see them.
+
+The methods are synchronous (SQLAlchemy underneath); async code calls them through
+``asyncio.to_thread`` where a slow database would stall the event loop. Every failure of the
+database comes out as ``errors.StoreError`` (tampering found by ``verify_audit`` is reported, and
+raised as ``errors.AuditTamperError`` only by ``verify_audit_or_raise``).
+
+The records below are plain values: ``id`` is ``None`` until the store has saved them.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, IntakeOutcome
+from consonance_sftp.ports.snapshots import SnapshotStore
+
+JsonValue = Any
+"""What audit details and alert details may hold: str, int, float, bool, None, lists, dicts."""
 
 
-class Store(Protocol):
-    """Filled in by the store work of the foundation issue."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRecord:
+    """One file sent (or to be sent) to one partner: one row of the delivery ledger.
+
+    Unique on (partner, remote_path, sha256, generation): the same content to the same place is
+    one row; a resend is a new generation.
+    """
+
+    flow: str
+    partner: str
+    remote_path: str
+    sha256: str
+    size: int
+    generation: int = 0
+    source: str | None = None  # local path or other reference to where the bytes came from
+    package_id: str | None = None
+    isbn: str | None = None
+    asset_version_id: int | None = None
+    workflow_id: str | None = None
+    trigger: str | None = None  # "schedule", "manual:alice", "consonance:work 12 stage", ...
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    outcome: DeliveryOutcome = DeliveryOutcome.PLANNED
+    error: str | None = None
+    id: int | None = None
+
+    @property
+    def key(self) -> DeliveryKey:
+        return DeliveryKey(partner=self.partner, remote_path=self.remote_path, sha256=self.sha256)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntakeRecord:
+    """One file received from a partner: one row of the intake ledger.
+
+    Unique on (partner, remote_path, size, remote_mtime): the same listing entry seen again on the
+    next poll is the same row, so a file is never taken in twice.
+    """
+
+    partner: str
+    remote_path: str
+    size: int
+    remote_mtime: float
+    flow: str | None = None
+    sha256: str | None = None
+    local_path: str | None = None
+    outcome: IntakeOutcome = IntakeOutcome.STORED
+    reason: str | None = None
+    work_id: int | None = None
+    product_id: int | None = None
+    received_at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetVersion:
+    """One version of an asset (interior PDF, cover, EPUB, ...) of a work or one of its products.
+
+    Versions count up from 1 per (work_id, product_id, kind); adding a version marks the previous
+    current one as superseded by it.
+    """
+
+    work_id: int
+    kind: str
+    sha256: str
+    size: int
+    product_id: int | None = None
+    version: int | None = None  # assigned by the store
+    source: str | None = None  # "consonance", "intake:typesetter", "derived", ...
+    local_path: str | None = None
+    derived_from: int | None = None  # id of the version this one was made from
+    approved_at: datetime | None = None
+    superseded_by: int | None = None
+    created_at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One entry of the append-only, hash-chained audit trail."""
+
+    chain_id: str
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, JsonValue]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditProblem:
+    """The first thing wrong with one chain of the audit trail."""
+
+    chain_id: str
+    seq: int | None  # the row concerned (None: the chain as a whole)
+    kind: str  # "edited", "missing", "reordered", "truncated", "head_missing", "head_mismatch"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"chain {self.chain_id} seq {self.seq}" if self.seq else f"chain {self.chain_id}"
+        return f"{where}: {self.kind}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditReport:
+    """What ``verify_audit`` checked and found: at most one problem per chain (the first)."""
+
+    events: int
+    chains: int
+    problems: Sequence[AuditProblem] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRecord:
+    """A stored alert."""
+
+    id: int
+    ts: datetime
+    severity: AlertSeverity
+    kind: str
+    message: str
+    partner: str | None = None
+    flow: str | None = None
+    details: Mapping[str, JsonValue] = field(default_factory=dict)
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+
+
+class Store(SnapshotStore, Protocol):
+    """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``."""
+
+    # --- delivery ledger -------------------------------------------------------------------
+
+    def record_delivery(self, record: DeliveryRecord) -> DeliveryRecord:
+        """Insert the row for (partner, remote_path, sha256, generation), or return the existing
+        one unchanged: workflow steps replay, and a replay must not make a second row."""
+        ...
+
+    def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        outcome: DeliveryOutcome | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        attempts: int | None = None,
+        error: str | None = None,
+        workflow_id: str | None = None,
+    ) -> DeliveryRecord:
+        """Change the given fields of one row (``None`` leaves a field as it is)."""
+        ...
+
+    def get_delivery(self, delivery_id: int) -> DeliveryRecord | None: ...
+
+    def find_delivery(
+        self, key: DeliveryKey, generation: int | None = None
+    ) -> DeliveryRecord | None:
+        """The row for this key and generation; without a generation, the latest one."""
+        ...
+
+    def list_deliveries(
+        self,
+        *,
+        isbn: str | None = None,
+        partner: str | None = None,
+        flow: str | None = None,
+        outcome: DeliveryOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        package_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeliveryRecord]:
+        """Newest first. ``since``/``until`` bound the start time (or creation, if not started)."""
+        ...
+
+    # --- intake ledger ---------------------------------------------------------------------
+
+    def record_intake(self, record: IntakeRecord) -> IntakeRecord:
+        """Insert the row for (partner, remote_path, size, remote_mtime), or return the existing
+        one unchanged."""
+        ...
+
+    def update_intake(
+        self,
+        intake_id: int,
+        *,
+        outcome: IntakeOutcome | None = None,
+        reason: str | None = None,
+        sha256: str | None = None,
+        local_path: str | None = None,
+        work_id: int | None = None,
+        product_id: int | None = None,
+    ) -> IntakeRecord: ...
+
+    def find_intake(
+        self, partner: str, remote_path: str, size: int, remote_mtime: float
+    ) -> IntakeRecord | None: ...
+
+    def list_intakes(
+        self,
+        *,
+        partner: str | None = None,
+        outcome: IntakeOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[IntakeRecord]:
+        """Newest first."""
+        ...
+
+    # --- asset versions --------------------------------------------------------------------
+
+    def add_asset_version(self, version: AssetVersion) -> AssetVersion:
+        """Store a new version (its number is the next one for its work/product/kind) and mark
+        the previous current version superseded by it."""
+        ...
+
+    def get_asset_version(self, version_id: int) -> AssetVersion | None: ...
+
+    def list_asset_versions(
+        self, work_id: int, *, product_id: int | None = None, kind: str | None = None
+    ) -> list[AssetVersion]:
+        """Oldest first. ``product_id=None`` lists the work's versions at every level."""
+        ...
+
+    def current_asset_version(
+        self, work_id: int, product_id: int | None, kind: str
+    ) -> AssetVersion | None:
+        """The latest version not superseded (``product_id=None``: the work-level asset)."""
+        ...
+
+    def approve_asset_version(
+        self, version_id: int, at: datetime | None = None
+    ) -> AssetVersion: ...
+
+    # --- audit trail -----------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        details: Mapping[str, JsonValue] | None = None,
+    ) -> AuditEvent:
+        """Append one event to this store's own chain (no lock shared with other writers)."""
+        ...
+
+    def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Newest first."""
+        ...
+
+    def verify_audit(self) -> AuditReport:
+        """Re-check every chain; report the first problem of each."""
+        ...
+
+    def verify_audit_or_raise(self) -> AuditReport:
+        """Like ``verify_audit``, but raise ``errors.AuditTamperError`` on any problem."""
+        ...
+
+    # --- alerts ----------------------------------------------------------------------------
+
+    def raise_alert(self, alert: Alert) -> AlertRecord:
+        """Record the alert and log it (warning or critical, by its severity)."""
+        ...
+
+    def list_alerts(
+        self,
+        *,
+        unacknowledged: bool = False,
+        partner: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> list[AlertRecord]:
+        """Newest first."""
+        ...
+
+    def acknowledge_alert(self, alert_id: int, by: str) -> AlertRecord: ...
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the database connections."""
+        ...

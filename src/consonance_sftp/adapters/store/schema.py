@@ -1,0 +1,162 @@
+"""Table definitions (SQLAlchemy Core) for our own records: the one description of the schema.
+
+The Alembic migrations in ``migrations/versions`` create exactly these tables; a test compares
+the two so they cannot drift. Everything here works the same on SQLite and PostgreSQL: enums are
+stored as their string values (adding a value needs no migration), times as timezone-aware
+timestamps (SQLite keeps them as UTC text; the store normalises on read).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.DateTime(timezone=True)
+
+asset_versions = sa.Table(
+    "asset_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("work_id", sa.Integer, nullable=False),
+    sa.Column("product_id", sa.Integer, nullable=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("local_path", sa.Text, nullable=True),
+    sa.Column("derived_from", sa.Integer, sa.ForeignKey("asset_versions.id"), nullable=True),
+    sa.Column("approved_at", TS, nullable=True),
+    sa.Column("superseded_by", sa.Integer, sa.ForeignKey("asset_versions.id"), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    # product_id NULL means "the work itself"; COALESCE so NULLs collide (they are distinct in
+    # a plain unique constraint on both databases).
+    sa.Index(
+        "uq_asset_versions_scope_version",
+        "work_id",
+        sa.func.coalesce(sa.column("product_id"), 0),
+        "kind",
+        "version",
+        unique=True,
+    ),
+    sa.Index("ix_asset_versions_sha256", "sha256"),
+)
+
+delivery_ledger = sa.Table(
+    "delivery_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("partner", sa.String(100), nullable=False),
+    sa.Column("remote_path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("package_id", sa.String(200), nullable=True),
+    sa.Column("isbn", sa.String(13), nullable=True),
+    sa.Column("asset_version_id", sa.Integer, sa.ForeignKey("asset_versions.id"), nullable=True),
+    sa.Column("workflow_id", sa.String(200), nullable=True),
+    sa.Column("trigger", sa.String(200), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column("finished_at", TS, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.UniqueConstraint("partner", "remote_path", "sha256", "generation"),
+    sa.Index("ix_delivery_ledger_isbn", "isbn"),
+    sa.Index("ix_delivery_ledger_flow_created_at", "flow", "created_at"),
+    sa.Index("ix_delivery_ledger_package_id", "package_id"),
+    sa.Index("ix_delivery_ledger_created_at", "created_at"),
+)
+
+intake_ledger = sa.Table(
+    "intake_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(100), nullable=True),
+    sa.Column("partner", sa.String(100), nullable=False),
+    sa.Column("remote_path", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("remote_mtime", sa.Float, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("local_path", sa.Text, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("work_id", sa.Integer, nullable=True),
+    sa.Column("product_id", sa.Integer, nullable=True),
+    sa.Column("received_at", TS, nullable=False),
+    sa.UniqueConstraint("partner", "remote_path", "size", "remote_mtime"),
+    sa.Index("ix_intake_ledger_received_at", "received_at"),
+)
+
+# The audit trail: one hash chain per writer, so writers never wait on each other's head.
+audit_chains = sa.Table(
+    "audit_chains",
+    metadata,
+    sa.Column("chain_id", sa.String(100), primary_key=True),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("writer", sa.String(200), nullable=False),  # host and pid, for the operator
+    sa.Column("seq", sa.Integer, nullable=False),  # last seq appended (0: none yet)
+    sa.Column("hash", sa.String(64), nullable=False),  # hash of that last event
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("chain_id", sa.String(100), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("ts", TS, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(200), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # canonical JSON, exactly as hashed
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_ts", "ts"),
+    sa.Index("ix_audit_events_subject", "subject"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", TS, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("partner", sa.String(100), nullable=True),
+    sa.Column("flow", sa.String(100), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("acknowledged_at", TS, nullable=True),
+    sa.Column("acknowledged_by", sa.String(200), nullable=True),
+    sa.Index("ix_alerts_ts", "ts"),
+)
+
+consonance_snapshots = sa.Table(
+    "consonance_snapshots",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("record_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("content_hash", sa.String(128), nullable=False),
+    sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)

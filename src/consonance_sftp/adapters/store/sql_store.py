@@ -1,0 +1,748 @@
+"""``SqlStore``: the ``Store`` port on SQLAlchemy, for SQLite and PostgreSQL alike.
+
+``open_store(url)`` is the one entry point: it builds the engine, runs the migrations and
+returns a store whose audit writes go to a chain of its own. Records go in and come out as the
+plain dataclasses of ``ports.store``; times are stored in UTC and come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from consonance_sftp.adapters.store import database
+from consonance_sftp.adapters.store.audit_trail import AuditTrail
+from consonance_sftp.adapters.store.base import (
+    Tables,
+    from_db_time,
+    from_db_time_required,
+    to_db_time,
+    translate_errors,
+)
+from consonance_sftp.adapters.store.schema import (
+    alerts,
+    asset_versions,
+    consonance_snapshots,
+    delivery_ledger,
+    intake_ledger,
+    watermarks,
+)
+from consonance_sftp.errors import StoreError
+from consonance_sftp.models import (
+    Alert,
+    AlertSeverity,
+    DeliveryKey,
+    DeliveryOutcome,
+    IntakeOutcome,
+)
+from consonance_sftp.ports.clock import Clock, SystemClock
+from consonance_sftp.ports.snapshots import Snapshot
+from consonance_sftp.ports.store import (
+    AlertRecord,
+    AssetVersion,
+    AuditEvent,
+    AuditReport,
+    DeliveryRecord,
+    IntakeRecord,
+    JsonValue,
+)
+
+alert_log = logging.getLogger("consonance_sftp.alerts")
+_LOG_LEVEL = {
+    AlertSeverity.INFO: logging.INFO,
+    AlertSeverity.WARNING: logging.WARNING,
+    AlertSeverity.CRITICAL: logging.CRITICAL,
+}
+_ASSET_ATTEMPTS = 5
+_SNAPSHOT_BATCH = 500
+
+
+def open_store(
+    url: str,
+    *,
+    clock: Clock | None = None,
+    chain_id: str | None = None,
+    writer: str | None = None,
+    migrate: bool = True,
+    must_exist: bool = False,
+) -> SqlStore:
+    """Open (and by default migrate) the database at ``url``.
+
+    ``chain_id``: continue an existing audit chain (e.g. a stable executor id) instead of
+    starting a new one; ``must_exist``: refuse to create a new SQLite file (for read-only
+    commands such as ``audit verify``, where a typo must not look like an empty, valid trail).
+    """
+    normalised = database.normalise_url(url)
+    parsed = make_url(normalised)
+    if must_exist and parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or not Path(path).expanduser().exists():
+            raise StoreError(
+                f"no database at {path or url!r}",
+                hint="Check the database URL (--db or database.url in the config).",
+            )
+    engine = database.create_engine(normalised)
+    try:
+        if migrate:
+            _migrate(engine)
+        return SqlStore(engine, clock=clock, chain_id=chain_id, writer=writer)
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+@translate_errors("migrating the database")
+def _migrate(engine: Engine) -> None:
+    database.migrate(engine)
+
+
+def _delivery(row: sa.Row[Any]) -> DeliveryRecord:
+    m = row._mapping
+    return DeliveryRecord(
+        id=m["id"],
+        flow=m["flow"],
+        partner=m["partner"],
+        remote_path=m["remote_path"],
+        sha256=m["sha256"],
+        generation=m["generation"],
+        size=m["size"],
+        source=m["source"],
+        package_id=m["package_id"],
+        isbn=m["isbn"],
+        asset_version_id=m["asset_version_id"],
+        workflow_id=m["workflow_id"],
+        trigger=m["trigger"],
+        started_at=from_db_time(m["started_at"]),
+        finished_at=from_db_time(m["finished_at"]),
+        attempts=m["attempts"],
+        outcome=DeliveryOutcome(m["outcome"]),
+        error=m["error"],
+    )
+
+
+def _intake(row: sa.Row[Any]) -> IntakeRecord:
+    m = row._mapping
+    return IntakeRecord(
+        id=m["id"],
+        flow=m["flow"],
+        partner=m["partner"],
+        remote_path=m["remote_path"],
+        size=m["size"],
+        remote_mtime=m["remote_mtime"],
+        sha256=m["sha256"],
+        local_path=m["local_path"],
+        outcome=IntakeOutcome(m["outcome"]),
+        reason=m["reason"],
+        work_id=m["work_id"],
+        product_id=m["product_id"],
+        received_at=from_db_time(m["received_at"]),
+    )
+
+
+def _asset(row: sa.Row[Any]) -> AssetVersion:
+    m = row._mapping
+    return AssetVersion(
+        id=m["id"],
+        work_id=m["work_id"],
+        product_id=m["product_id"],
+        kind=m["kind"],
+        version=m["version"],
+        sha256=m["sha256"],
+        size=m["size"],
+        source=m["source"],
+        local_path=m["local_path"],
+        derived_from=m["derived_from"],
+        approved_at=from_db_time(m["approved_at"]),
+        superseded_by=m["superseded_by"],
+        created_at=from_db_time(m["created_at"]),
+    )
+
+
+def _alert(row: sa.Row[Any]) -> AlertRecord:
+    m = row._mapping
+    return AlertRecord(
+        id=m["id"],
+        ts=from_db_time_required(m["ts"]),
+        severity=AlertSeverity(m["severity"]),
+        kind=m["kind"],
+        message=m["message"],
+        partner=m["partner"],
+        flow=m["flow"],
+        details=m["details"] or {},
+        acknowledged_at=from_db_time(m["acknowledged_at"]),
+        acknowledged_by=m["acknowledged_by"],
+    )
+
+
+def _not_found(what: str, ident: int) -> StoreError:
+    return StoreError(f"no {what} with id {ident}")
+
+
+class SqlStore(Tables):
+    """Delivery and intake ledgers, asset versions, audit trail, alerts and poll snapshots."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        chain_id: str | None = None,
+        writer: str | None = None,
+    ) -> None:
+        super().__init__(engine)
+        self.clock: Clock = clock or SystemClock()
+        self.audit = AuditTrail(engine, self.clock, chain_id=chain_id, writer=writer)
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden (for messages)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def chain_id(self) -> str:
+        """This store's own audit chain."""
+        return self.audit.chain_id
+
+    def _now(self) -> datetime:
+        now = to_db_time(self.clock.now())
+        assert now is not None
+        return now
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- delivery ledger -------------------------------------------------------------------
+
+    def _delivery_where(
+        self, partner: str, remote_path: str, sha256: str
+    ) -> sa.ColumnElement[bool]:
+        c = delivery_ledger.c
+        return sa.and_(c.partner == partner, c.remote_path == remote_path, c.sha256 == sha256)
+
+    @translate_errors("recording a delivery")
+    def record_delivery(self, record: DeliveryRecord) -> DeliveryRecord:
+        where = sa.and_(
+            self._delivery_where(record.partner, record.remote_path, record.sha256),
+            delivery_ledger.c.generation == record.generation,
+        )
+        existing = self._first_delivery(sa.select(delivery_ledger).where(where))
+        if existing is not None:
+            return existing
+        values = {
+            f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"
+        }
+        values["outcome"] = str(record.outcome)
+        values["started_at"] = to_db_time(record.started_at)
+        values["finished_at"] = to_db_time(record.finished_at)
+        values["created_at"] = self._now()
+        try:
+            with self.write() as conn:
+                new_id = conn.execute(
+                    delivery_ledger.insert().values(**values).returning(delivery_ledger.c.id)
+                ).scalar_one()
+        except sa.exc.IntegrityError:
+            # Another process recorded the same key in between: that row is the one.
+            existing = self._first_delivery(sa.select(delivery_ledger).where(where))
+            if existing is None:
+                raise
+            return existing
+        return dataclasses.replace(record, id=new_id)
+
+    def _first_delivery(self, query: sa.Select[Any]) -> DeliveryRecord | None:
+        with self.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _delivery(row)
+
+    @translate_errors("updating a delivery")
+    def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        outcome: DeliveryOutcome | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        attempts: int | None = None,
+        error: str | None = None,
+        workflow_id: str | None = None,
+    ) -> DeliveryRecord:
+        changes: dict[str, Any] = {
+            "outcome": None if outcome is None else str(outcome),
+            "started_at": to_db_time(started_at),
+            "finished_at": to_db_time(finished_at),
+            "attempts": attempts,
+            "error": error,
+            "workflow_id": workflow_id,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        with self.write() as conn:
+            if changes:
+                conn.execute(
+                    delivery_ledger.update()
+                    .where(delivery_ledger.c.id == delivery_id)
+                    .values(**changes)
+                )
+            row = conn.execute(
+                sa.select(delivery_ledger).where(delivery_ledger.c.id == delivery_id)
+            ).first()
+        if row is None:
+            raise _not_found("delivery", delivery_id)
+        return _delivery(row)
+
+    @translate_errors("reading a delivery")
+    def get_delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        return self._first_delivery(
+            sa.select(delivery_ledger).where(delivery_ledger.c.id == delivery_id)
+        )
+
+    @translate_errors("finding a delivery")
+    def find_delivery(
+        self, key: DeliveryKey, generation: int | None = None
+    ) -> DeliveryRecord | None:
+        query = sa.select(delivery_ledger).where(
+            self._delivery_where(key.partner, key.remote_path, key.sha256)
+        )
+        if generation is None:
+            query = query.order_by(delivery_ledger.c.generation.desc()).limit(1)
+        else:
+            query = query.where(delivery_ledger.c.generation == generation)
+        return self._first_delivery(query)
+
+    @translate_errors("listing deliveries")
+    def list_deliveries(
+        self,
+        *,
+        isbn: str | None = None,
+        partner: str | None = None,
+        flow: str | None = None,
+        outcome: DeliveryOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        package_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeliveryRecord]:
+        c = delivery_ledger.c
+        when = sa.func.coalesce(c.started_at, c.created_at)
+        query = sa.select(delivery_ledger).order_by(when.desc(), c.id.desc())
+        for column, value in (
+            (c.isbn, isbn),
+            (c.partner, partner),
+            (c.flow, flow),
+            (c.package_id, package_id),
+            (c.outcome, None if outcome is None else str(outcome)),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(when >= to_db_time(since))
+        if until is not None:
+            query = query.where(when < to_db_time(until))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.read() as conn:
+            return [_delivery(row) for row in conn.execute(query)]
+
+    # --- intake ledger ---------------------------------------------------------------------
+
+    def _intake_where(
+        self, partner: str, remote_path: str, size: int, remote_mtime: float
+    ) -> sa.ColumnElement[bool]:
+        c = intake_ledger.c
+        return sa.and_(
+            c.partner == partner,
+            c.remote_path == remote_path,
+            c.size == size,
+            c.remote_mtime == remote_mtime,
+        )
+
+    def _first_intake(self, query: sa.Select[Any]) -> IntakeRecord | None:
+        with self.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _intake(row)
+
+    @translate_errors("recording an intake")
+    def record_intake(self, record: IntakeRecord) -> IntakeRecord:
+        where = self._intake_where(
+            record.partner, record.remote_path, record.size, record.remote_mtime
+        )
+        existing = self._first_intake(sa.select(intake_ledger).where(where))
+        if existing is not None:
+            return existing
+        values = {
+            f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"
+        }
+        values["outcome"] = str(record.outcome)
+        values["received_at"] = to_db_time(record.received_at) or self._now()
+        try:
+            with self.write() as conn:
+                new_id = conn.execute(
+                    intake_ledger.insert().values(**values).returning(intake_ledger.c.id)
+                ).scalar_one()
+        except sa.exc.IntegrityError:
+            existing = self._first_intake(sa.select(intake_ledger).where(where))
+            if existing is None:
+                raise
+            return existing
+        return dataclasses.replace(
+            record, id=new_id, received_at=from_db_time(values["received_at"])
+        )
+
+    @translate_errors("updating an intake")
+    def update_intake(
+        self,
+        intake_id: int,
+        *,
+        outcome: IntakeOutcome | None = None,
+        reason: str | None = None,
+        sha256: str | None = None,
+        local_path: str | None = None,
+        work_id: int | None = None,
+        product_id: int | None = None,
+    ) -> IntakeRecord:
+        changes: dict[str, Any] = {
+            "outcome": None if outcome is None else str(outcome),
+            "reason": reason,
+            "sha256": sha256,
+            "local_path": local_path,
+            "work_id": work_id,
+            "product_id": product_id,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        with self.write() as conn:
+            if changes:
+                conn.execute(
+                    intake_ledger.update().where(intake_ledger.c.id == intake_id).values(**changes)
+                )
+            row = conn.execute(
+                sa.select(intake_ledger).where(intake_ledger.c.id == intake_id)
+            ).first()
+        if row is None:
+            raise _not_found("intake", intake_id)
+        return _intake(row)
+
+    @translate_errors("finding an intake")
+    def find_intake(
+        self, partner: str, remote_path: str, size: int, remote_mtime: float
+    ) -> IntakeRecord | None:
+        return self._first_intake(
+            sa.select(intake_ledger).where(
+                self._intake_where(partner, remote_path, size, remote_mtime)
+            )
+        )
+
+    @translate_errors("listing intakes")
+    def list_intakes(
+        self,
+        *,
+        partner: str | None = None,
+        outcome: IntakeOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[IntakeRecord]:
+        c = intake_ledger.c
+        query = sa.select(intake_ledger).order_by(c.received_at.desc(), c.id.desc())
+        if partner is not None:
+            query = query.where(c.partner == partner)
+        if outcome is not None:
+            query = query.where(c.outcome == str(outcome))
+        if since is not None:
+            query = query.where(c.received_at >= to_db_time(since))
+        if until is not None:
+            query = query.where(c.received_at < to_db_time(until))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.read() as conn:
+            return [_intake(row) for row in conn.execute(query)]
+
+    # --- asset versions --------------------------------------------------------------------
+
+    @staticmethod
+    def _asset_scope(work_id: int, product_id: int | None, kind: str) -> sa.ColumnElement[bool]:
+        c = asset_versions.c
+        return sa.and_(
+            c.work_id == work_id,
+            sa.func.coalesce(c.product_id, 0) == (product_id or 0),
+            c.kind == kind,
+        )
+
+    @translate_errors("adding an asset version")
+    def add_asset_version(self, version: AssetVersion) -> AssetVersion:
+        for _ in range(_ASSET_ATTEMPTS):
+            try:
+                return self._add_asset_version_once(version)
+            except sa.exc.IntegrityError as exc:
+                # A concurrent writer took this version number (PostgreSQL); anything else
+                # (a bad derived_from) is not worth retrying.
+                if "uq_asset_versions_scope_version" not in str(exc.orig) and "UNIQUE" not in str(
+                    exc.orig
+                ):
+                    raise
+        raise StoreError(
+            f"could not number a new {version.kind} version of work {version.work_id}: "
+            "too many concurrent writers",
+            retryable=True,
+        )
+
+    def _add_asset_version_once(self, version: AssetVersion) -> AssetVersion:
+        scope = self._asset_scope(version.work_id, version.product_id, version.kind)
+        c = asset_versions.c
+        now = self._now()
+        with self.write() as conn:
+            last = conn.execute(sa.select(sa.func.max(c.version)).where(scope)).scalar()
+            number = (last or 0) + 1
+            values = {
+                f.name: getattr(version, f.name)
+                for f in dataclasses.fields(version)
+                if f.name not in {"id", "version", "superseded_by", "created_at"}
+            }
+            values["approved_at"] = to_db_time(version.approved_at)
+            new_id = conn.execute(
+                asset_versions.insert()
+                .values(**values, version=number, created_at=now)
+                .returning(c.id)
+            ).scalar_one()
+            conn.execute(
+                asset_versions.update()
+                .where(scope, c.id != new_id, c.superseded_by.is_(None))
+                .values(superseded_by=new_id)
+            )
+        return dataclasses.replace(
+            version, id=new_id, version=number, superseded_by=None, created_at=now
+        )
+
+    @translate_errors("reading an asset version")
+    def get_asset_version(self, version_id: int) -> AssetVersion | None:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(asset_versions).where(asset_versions.c.id == version_id)
+            ).first()
+        return None if row is None else _asset(row)
+
+    @translate_errors("listing asset versions")
+    def list_asset_versions(
+        self, work_id: int, *, product_id: int | None = None, kind: str | None = None
+    ) -> list[AssetVersion]:
+        c = asset_versions.c
+        query = sa.select(asset_versions).where(c.work_id == work_id)
+        if product_id is not None:
+            query = query.where(c.product_id == product_id)
+        if kind is not None:
+            query = query.where(c.kind == kind)
+        query = query.order_by(c.product_id, c.kind, c.version)
+        with self.read() as conn:
+            return [_asset(row) for row in conn.execute(query)]
+
+    @translate_errors("reading the current asset version")
+    def current_asset_version(
+        self, work_id: int, product_id: int | None, kind: str
+    ) -> AssetVersion | None:
+        c = asset_versions.c
+        query = (
+            sa.select(asset_versions)
+            .where(self._asset_scope(work_id, product_id, kind), c.superseded_by.is_(None))
+            .order_by(c.version.desc())
+            .limit(1)
+        )
+        with self.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _asset(row)
+
+    @translate_errors("approving an asset version")
+    def approve_asset_version(self, version_id: int, at: datetime | None = None) -> AssetVersion:
+        with self.write() as conn:
+            conn.execute(
+                asset_versions.update()
+                .where(asset_versions.c.id == version_id)
+                .values(approved_at=to_db_time(at) or self._now())
+            )
+            row = conn.execute(
+                sa.select(asset_versions).where(asset_versions.c.id == version_id)
+            ).first()
+        if row is None:
+            raise _not_found("asset version", version_id)
+        return _asset(row)
+
+    # --- audit trail -----------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        details: Mapping[str, JsonValue] | None = None,
+    ) -> AuditEvent:
+        return self.audit.append(actor, action, subject, details)
+
+    def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        return self.audit.list(subject=subject, action=action, since=since, limit=limit)
+
+    def verify_audit(self) -> AuditReport:
+        return self.audit.verify()
+
+    def verify_audit_or_raise(self) -> AuditReport:
+        return self.audit.verify_or_raise()
+
+    # --- alerts ----------------------------------------------------------------------------
+
+    @translate_errors("recording an alert")
+    def raise_alert(self, alert: Alert) -> AlertRecord:
+        now = self._now()
+        with self.write() as conn:
+            new_id = conn.execute(
+                alerts.insert()
+                .values(
+                    ts=now,
+                    severity=str(alert.severity),
+                    kind=alert.kind,
+                    partner=alert.partner,
+                    flow=alert.flow,
+                    message=alert.message,
+                    details=dict(alert.details),
+                )
+                .returning(alerts.c.id)
+            ).scalar_one()
+        extra = {
+            "alert_id": new_id,
+            "alert_kind": alert.kind,
+            "alert_severity": str(alert.severity),
+        }
+        if alert.partner:
+            extra["partner"] = alert.partner
+        if alert.flow:
+            extra["flow"] = alert.flow
+        alert_log.log(
+            _LOG_LEVEL.get(alert.severity, logging.WARNING),
+            "alert: %s",
+            alert.message,
+            extra=extra,
+        )
+        return AlertRecord(
+            id=new_id,
+            ts=now,
+            severity=alert.severity,
+            kind=alert.kind,
+            message=alert.message,
+            partner=alert.partner,
+            flow=alert.flow,
+            details=dict(alert.details),
+        )
+
+    @translate_errors("listing alerts")
+    def list_alerts(
+        self,
+        *,
+        unacknowledged: bool = False,
+        partner: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> list[AlertRecord]:
+        c = alerts.c
+        query = sa.select(alerts).order_by(c.ts.desc(), c.id.desc())
+        if unacknowledged:
+            query = query.where(c.acknowledged_at.is_(None))
+        if partner is not None:
+            query = query.where(c.partner == partner)
+        if kind is not None:
+            query = query.where(c.kind == kind)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.read() as conn:
+            return [_alert(row) for row in conn.execute(query)]
+
+    @translate_errors("acknowledging an alert")
+    def acknowledge_alert(self, alert_id: int, by: str) -> AlertRecord:
+        with self.write() as conn:
+            conn.execute(
+                alerts.update()
+                .where(alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None))
+                .values(acknowledged_at=self._now(), acknowledged_by=by)
+            )
+            row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+        if row is None:
+            raise _not_found("alert", alert_id)
+        return _alert(row)
+
+    # --- poll snapshots and watermarks (ports.snapshots.SnapshotStore) ---------------------
+
+    def _upsert(
+        self, conn: Connection, table: sa.Table, keys: list[str], rows: list[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        others = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=others), rows)
+
+    @translate_errors("reading snapshots")
+    def load_snapshots(self, kind: str) -> dict[int, Snapshot]:
+        c = consonance_snapshots.c
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(c.record_id, c.content_hash, c.fields).where(c.kind == kind)
+            )
+            return {
+                int(row.record_id): Snapshot(row.content_hash, dict(row.fields or {}))
+                for row in rows
+            }
+
+    @translate_errors("saving snapshots")
+    def save_snapshots(self, kind: str, snapshots: Mapping[int, Snapshot]) -> None:
+        now = self._now()
+        rows = [
+            {
+                "kind": kind,
+                "record_id": record_id,
+                "content_hash": snap.content_hash,
+                "fields": dict(snap.fields),
+                "updated_at": now,
+            }
+            for record_id, snap in snapshots.items()
+        ]
+        with self.write() as conn:
+            for start in range(0, len(rows), _SNAPSHOT_BATCH):
+                self._upsert(
+                    conn,
+                    consonance_snapshots,
+                    ["kind", "record_id"],
+                    rows[start : start + _SNAPSHOT_BATCH],
+                )
+
+    @translate_errors("reading a watermark")
+    def get_watermark(self, name: str) -> str | None:
+        with self.read() as conn:
+            value = conn.execute(
+                sa.select(watermarks.c.value).where(watermarks.c.name == name)
+            ).scalar()
+        return None if value is None else str(value)
+
+    @translate_errors("saving a watermark")
+    def set_watermark(self, name: str, value: str) -> None:
+        with self.write() as conn:
+            self._upsert(
+                conn,
+                watermarks,
+                ["name"],
+                [{"name": name, "value": value, "updated_at": self._now()}],
+            )
