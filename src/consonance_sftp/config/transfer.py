@@ -1,11 +1,197 @@
-"""Per-partner SFTP transfer settings (upload protocol, fallbacks, timeouts, limits)."""
+"""Per-partner SFTP transfer settings (upload protocol, fallbacks, timeouts, limits).
+
+One ``TransferSettings`` sits under each partner (``[partners.NAME.transfer]``). The defaults
+are the safe choice for an unknown server: temp name then rename, never setstat, verify the
+size, never overwrite. ``consonance-sftp partner probe NAME`` measures what a server really
+supports and recommends the fields to change; ``--apply`` writes them here.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import enum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# OpenSSH's sftp-server caps one message at 256 KiB; a write block of 262,144 bytes of data
+# plus the header makes it drop the connection. 255 KiB (261,120) is the largest safe block.
+MAX_OPENSSH_BLOCK = 261_120
+
+
+class UploadStrategy(enum.StrEnum):
+    """How a finished temporary file becomes the final name."""
+
+    AUTO = "auto"  # posix-rename when offered, else rename (delete first when the name is taken)
+    POSIX_RENAME = "posix_rename"  # atomic, replaces an existing file
+    RENAME = "rename"  # SFTPv3 rename; fails when the final name exists
+    DELETE_RENAME = "delete_rename"  # delete the existing final file, then rename (a gap)
+    DIRECT = "direct"  # no rename allowed: write under the final name; pair with a done-marker
+
+
+class OverwritePolicy(enum.StrEnum):
+    FAIL = "fail"
+    REPLACE = "replace"
+    SKIP_IF_IDENTICAL = "skip_if_identical"
+
+
+class ChecksumMethod(enum.StrEnum):
+    """How to prove the remote bytes equal the local ones after an upload."""
+
+    AUTO = "auto"  # check-file when offered, else the shell command when allowed, else none
+    NONE = "none"  # size only (checked on the open handle before close)
+    CHECK_FILE = "check_file"  # the SFTP 'check-file' extension
+    SHELL = "shell"  # exec `shell_hash_command` (needs a shell account)
+    READ_BACK = "read_back"  # download the file again and hash it (costs a second transfer)
+
+
+class PostAction(enum.StrEnum):
+    """What happens to a partner's file after its local copy is durable."""
+
+    LEAVE = "leave"
+    DELETE = "delete"
+    MOVE = "move"
 
 
 class TransferSettings(BaseModel):
-    """How files move to and from one partner. Filled in by the SFTP transport issue."""
+    """How files move to and from one partner."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # --- connection ---------------------------------------------------------------------
+    connect_timeout: float = Field(
+        15.0, gt=0, description="Seconds to open the TCP connection and log in."
+    )
+    operation_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds one SFTP request (or one block of a transfer) may take before "
+        "the connection is treated as stalled and the transfer is retried.",
+    )
+    idle_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds an unused pooled connection stays open before it is closed.",
+    )
+    keepalive_interval: float = Field(
+        15.0, ge=0, description="Seconds between SSH keepalives (0 turns them off)."
+    )
+    keepalive_count_max: int = Field(
+        3, ge=1, description="Unanswered keepalives before the connection counts as lost."
+    )
+    ciphers: list[str] | None = Field(
+        None,
+        description="SSH ciphers in order of preference. Unset: AES-GCM first when the CPU has "
+        "AES-NI, ChaCha20-Poly1305 first otherwise.",
+    )
+    # --- throughput ---------------------------------------------------------------------
+    block_size: int = Field(
+        MAX_OPENSSH_BLOCK,
+        ge=4096,
+        le=MAX_OPENSSH_BLOCK,
+        description="Bytes per SFTP read/write request. 261,120 is the largest OpenSSH accepts.",
+    )
+    max_requests: int = Field(
+        32, ge=1, le=1024, description="SFTP requests in flight per file (pipelining depth)."
+    )
+    segment_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes per segment of a large file sent over several connections at once.",
+    )
+    segmented_threshold: int = Field(
+        128 * 1024 * 1024,
+        ge=0,
+        description="Files of at least this many bytes are sent in parallel segments.",
+    )
+    segment_connections: int = Field(
+        4,
+        ge=1,
+        description="Connections one segmented transfer uses, within the partner's "
+        "max_connections.",
+    )
+    file_concurrency: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Small files in flight at once on one connection.",
+    )
+    bandwidth_limit: int | None = Field(
+        None,
+        gt=0,
+        description="Bytes per second for all transfers to this partner from this process.",
+    )
+    # --- upload protocol ----------------------------------------------------------------
+    upload_strategy: UploadStrategy = Field(
+        UploadStrategy.AUTO,
+        description="How the temporary file becomes the final name: auto, posix_rename, "
+        "rename, delete_rename or direct (servers that forbid rename).",
+    )
+    temp_prefix: str = Field(".", description="Prefix of the temporary upload name.")
+    temp_suffix: str = Field(".part", description="Suffix of the temporary upload name.")
+    temp_folder: str | None = Field(
+        None,
+        description="Remote folder for temporary files (same file system as the target), "
+        "instead of a temporary name next to the final one.",
+    )
+    overwrite: OverwritePolicy = Field(
+        OverwritePolicy.FAIL,
+        description="When the final name already exists: fail, replace, or "
+        "skip_if_identical (same size and SHA-256).",
+    )
+    checksum: ChecksumMethod = Field(
+        ChecksumMethod.AUTO,
+        description="How to verify the remote SHA-256 after upload: auto, none, check_file, "
+        "shell or read_back.",
+    )
+    allow_shell: bool = Field(
+        False, description="The account may run commands (enables the shell checksum)."
+    )
+    shell_hash_command: str = Field(
+        "sha256sum", description="Command run over SSH to hash a remote file (shell checksum)."
+    )
+    set_mtime: bool = Field(
+        False,
+        description="Copy the local modification time to the remote file (needs setstat; "
+        "many managed servers refuse it).",
+    )
+    done_marker: str | None = Field(
+        None,
+        description="Name of a marker written after the file, e.g. '{name}.done'. Holds "
+        "'<sha256>  <name>'. Placeholders: {name}, {stem}, {suffix}.",
+    )
+    resume: bool = Field(
+        True, description="Continue an interrupted upload or download from its journal."
+    )
+    # --- download / inbox ---------------------------------------------------------------
+    stable_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds an inbound file's size and mtime must stay unchanged before it "
+        "is taken.",
+    )
+    min_age: float = Field(
+        0.0, ge=0, description="Seconds since an inbound file's mtime before it is taken."
+    )
+    inbound_done_marker: str | None = Field(
+        None,
+        description="Take an inbound file only once this marker exists, e.g. '{name}.done' "
+        "(replaces the stability wait).",
+    )
+    post_action: PostAction = Field(
+        PostAction.LEAVE,
+        description="After an inbound file is stored locally: leave, delete or move it.",
+    )
+    processed_folder: str | None = Field(
+        None, description="Remote folder that post_action 'move' moves taken files into."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TransferSettings:
+        if self.post_action is PostAction.MOVE and not self.processed_folder:
+            raise ValueError("post_action 'move' needs processed_folder")
+        has_temp_name = bool(self.temp_prefix or self.temp_suffix or self.temp_folder)
+        if not has_temp_name and self.upload_strategy is not UploadStrategy.DIRECT:
+            raise ValueError(
+                "a temporary name needs temp_prefix, temp_suffix or temp_folder "
+                "(or upload_strategy 'direct')"
+            )
+        return self

@@ -1,9 +1,148 @@
-"""RemoteFS port: a partner's SFTP server as the flows see it."""
+"""RemoteFS port: a partner's SFTP server as the flows see it, and the connection budget.
+
+One ``RemoteFS`` talks to one partner. Paths are POSIX strings as the partner's server shows
+them. Every method raises only ``errors.TransportError`` subclasses, with the partner and path
+in the message: ``ConnectionLost`` and ``TransferTimeout`` are retryable, the rest are terminal.
+
+``ConnectionBudget`` is the one cap on concurrent connections to a partner. Every connection
+(transfers, segments, inbox polls, probes) takes a slot first; the in-process implementation
+is an asyncio semaphore per partner, a cross-process one (PostgreSQL) comes with the engine.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+# Called with (bytes done, bytes total) as a transfer advances.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteEntry:
+    """One directory entry on the partner's server."""
+
+    path: str  # full remote path
+    name: str
+    size: int
+    mtime: float  # UTC epoch seconds, as the server reports it (often 1 s precision)
+    is_dir: bool = False
+    is_file: bool = True
+
+    @property
+    def identity(self) -> tuple[str, int, float]:
+        """(path, size, mtime): how an inbound file version is recognised."""
+        return (self.path, self.size, self.mtime)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadResult:
+    remote_path: str
+    size: int
+    sha256: str
+    skipped: bool = False  # an identical file was already at the final name
+    verified_by: str = "size"  # size | check_file | shell | read_back
+    resumed_from: int = 0  # bytes that were already on the server from an earlier attempt
+    seconds: float = 0.0
+    strategy: str = ""  # how the temporary file became the final name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadItem:
+    local_path: Path
+    remote_path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadResult:
+    remote_path: str
+    local_path: Path
+    size: int
+    sha256: str
+    resumed_from: int = 0
+    seconds: float = 0.0
+    post_action: str = "leave"  # what was done to the remote file afterwards
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeReport:
+    """What a partner's server really supports, and the settings that follow from it."""
+
+    partner: str
+    server_version: str = ""
+    sftp_version: int = 3
+    extensions: tuple[str, ...] = ()
+    posix_rename: bool = False
+    rename: bool = False
+    rename_over_existing: bool = False
+    setstat: bool = False
+    check_file: bool = False
+    shell_hash: bool = False
+    statvfs: bool = False
+    free_bytes: int | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+    folders: dict[str, dict[str, bool]] = field(default_factory=dict)  # folder -> list/write
+    clock_skew_seconds: float | None = None
+    notes: tuple[str, ...] = ()
+    recommended: dict[str, object] = field(default_factory=dict)  # TransferSettings fields
 
 
 class RemoteFS(Protocol):
-    """Filled in by the SFTP transport issue."""
+    """A partner's SFTP server."""
+
+    @property
+    def partner(self) -> str: ...
+
+    async def upload(
+        self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
+    ) -> UploadResult: ...
+
+    async def upload_many(
+        self, items: Sequence[UploadItem], *, progress: ProgressCallback | None = None
+    ) -> list[UploadResult]: ...
+
+    async def download(
+        self,
+        remote_path: str,
+        local_path: Path,
+        *,
+        expected_size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadResult: ...
+
+    def list(
+        self, folder: str, *, pattern: str | None = None, regex: str | None = None
+    ) -> AsyncIterator[RemoteEntry]: ...
+
+    def walk(
+        self, folder: str, *, max_depth: int = 0, pattern: str | None = None
+    ) -> AsyncIterator[RemoteEntry]: ...
+
+    async def stat(self, remote_path: str) -> RemoteEntry | None: ...
+
+    async def wait_stable(self, entry: RemoteEntry) -> RemoteEntry | None: ...
+
+    async def remove(self, remote_path: str) -> None: ...
+
+    async def move(self, remote_path: str, new_path: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ConnectionBudget(Protocol):
+    """The cap on concurrent connections to each partner, across everything that connects."""
+
+    def slot(self, partner: str, limit: int) -> AbstractAsyncContextManager[None]:
+        """Hold one of ``limit`` slots for ``partner`` for the duration of the block."""
+        ...
+
+    async def acquire(self, partner: str, limit: int, *, wait: bool = True) -> bool:
+        """Take a slot; with ``wait=False`` return False at once when none is free."""
+        ...
+
+    async def release(self, partner: str) -> None: ...
+
+    def in_use(self, partner: str) -> int: ...

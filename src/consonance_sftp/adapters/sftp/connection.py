@@ -1,0 +1,438 @@
+"""Opening SSH connections to a partner: pinned host keys, explicit auth, ciphers, pooling.
+
+Nothing here reads ``~/.ssh``, the SSH agent or ``ssh_config``: every asyncssh option that would
+fall back to them is passed explicitly (``known_hosts`` as key lists, ``agent_path=None``,
+``config=[]``, ``client_keys`` as the one configured key or ``None``). A host key that is not
+pinned fails the key exchange, before authentication, so no byte of a file is ever sent.
+
+``ConnectionPool`` keeps a partner's connections for reuse; each open connection holds one
+slot of the partner's ``ConnectionBudget``, so the cap counts idle pooled connections too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from consonance_sftp import errors
+from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
+from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.ports.remote_fs import ConnectionBudget
+
+log = logging.getLogger(__name__)
+
+_GCM_FIRST = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+_CHACHA_FIRST = (
+    "chacha20-poly1305@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+
+
+@functools.cache
+def cpu_has_aes_ni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU advertises AES instructions (the ``aes`` flag)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")) and "aes" in line.split(":", 1)[-1].split():
+            return True
+    return False
+
+
+def preferred_ciphers(configured: list[str] | None = None) -> list[str]:
+    """The cipher order to offer: the partner's own list, else the fastest for this CPU."""
+    if configured:
+        return list(configured)
+    return list(_GCM_FIRST if cpu_has_aes_ni() else _CHACHA_FIRST)
+
+
+# --- host key pinning ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostKeyPins:
+    """A partner's pinned host keys: full public keys and bare SHA256 fingerprints."""
+
+    keys: tuple[asyncssh.SSHKey, ...]
+    fingerprints: frozenset[str]
+
+    @classmethod
+    def parse(cls, pins: tuple[str, ...] | list[str], *, partner: str) -> HostKeyPins:
+        keys: list[asyncssh.SSHKey] = []
+        fingerprints: set[str] = set()
+        for pin in pins:
+            text = pin.strip()
+            if text.upper().startswith("SHA256:"):
+                fingerprints.add("SHA256:" + text[7:].rstrip("="))
+                continue
+            fields = text.split()
+            # known_hosts: "[host]:port type base64 [comment]" or just "type base64"
+            blob = fields[1:3] if len(fields) >= 3 and not _is_key_type(fields[0]) else fields[:2]
+            try:
+                key = asyncssh.import_public_key(" ".join(blob))
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise errors.ConfigError(
+                    f"partner {partner!r}: a pinned host key does not parse: {exc}"
+                ) from exc
+            keys.append(key)
+            fingerprints.add(fingerprint(key))
+        if not fingerprints:
+            raise errors.HostKeyMismatch(
+                "no host key is pinned for this partner; refusing to connect",
+                partner=partner,
+                hint="Add the server's key to host_keys (ssh-keyscan -t ed25519 HOST).",
+            )
+        return cls(tuple(keys), frozenset(fingerprints))
+
+    def matches(self, key: asyncssh.SSHKey) -> bool:
+        return fingerprint(key) in self.fingerprints
+
+
+def _is_key_type(word: str) -> bool:
+    return word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-"))
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    """``SHA256:...`` without base64 padding, as ssh-keygen prints it."""
+    value: str = key.get_fingerprint("sha256")
+    return value.rstrip("=")
+
+
+class _PinningClient(asyncssh.SSHClient):
+    """Accepts only pinned host keys; remembers what the server presented."""
+
+    def __init__(self, pins: HostKeyPins) -> None:
+        self._pins = pins
+        self.presented: str | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.presented = fingerprint(key)
+        return self._pins.matches(key)
+
+
+# --- connecting ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _load_key(path: Path, passphrase: str | None) -> asyncssh.SSHKey:
+    return asyncssh.read_private_key(path, passphrase)
+
+
+def _auth_options(ep: SftpEndpoint) -> dict[str, Any]:
+    if ep.auth is AuthMethod.KEY:
+        if ep.key_path is None:
+            raise errors.AuthenticationFailed(
+                "key authentication is configured but no key file is given", partner=ep.partner
+            )
+        try:
+            key = _load_key(Path(ep.key_path), ep.key_passphrase)
+        except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+            raise errors.AuthenticationFailed(
+                f"cannot load the private key {ep.key_path}: {exc}",
+                partner=ep.partner,
+                hint="Check the key path and its passphrase in the partner's auth settings.",
+            ) from exc
+        return {"client_keys": [key], "password": None, "preferred_auth": ["publickey"]}
+    if ep.password is None:
+        raise errors.AuthenticationFailed(
+            f"{ep.auth.value} authentication is configured but no password is given",
+            partner=ep.partner,
+        )
+    methods = (
+        ["keyboard-interactive"]
+        if ep.auth is AuthMethod.KEYBOARD_INTERACTIVE
+        else ["password", "keyboard-interactive"]
+    )
+    # client_keys=None (not []): an empty list would make asyncssh load ~/.ssh/id_*.
+    return {"client_keys": None, "password": ep.password, "preferred_auth": methods}
+
+
+async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
+    """Connect and log in to ``ep``; raises HostKeyMismatch, AuthenticationFailed, ..."""
+    pins = HostKeyPins.parse(ep.host_keys, partner=ep.partner)
+    ts = ep.transfer
+    client = _PinningClient(pins)
+    options: dict[str, Any] = {
+        "username": ep.user,
+        "known_hosts": (list(pins.keys), [], []),
+        "agent_path": None,
+        "agent_forwarding": False,
+        "config": [],
+        "x509_trusted_certs": None,
+        "x509_trusted_cert_paths": None,
+        "gss_auth": False,
+        "gss_kex": False,
+        "host_based_auth": False,
+        "connect_timeout": ts.connect_timeout,
+        "login_timeout": ts.connect_timeout,
+        "keepalive_interval": ts.keepalive_interval,
+        "keepalive_count_max": ts.keepalive_count_max,
+        "encryption_algs": preferred_ciphers(ts.ciphers),
+        "compression_algs": None,
+        **_auth_options(ep),
+    }
+    if pins.keys and len(pins.keys) == len(pins.fingerprints):
+        # Only full keys pinned: offer exactly their algorithms so the server presents one.
+        algs: list[str] = []
+        for key in pins.keys:
+            algs.extend(a.decode() for a in key.sig_algorithms if a.decode() not in algs)
+        options["server_host_key_algs"] = algs
+    try:
+        async with asyncio.timeout(ts.connect_timeout * 2):
+            conn, _ = await asyncssh.create_connection(lambda: client, ep.host, ep.port, **options)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise _host_key_mismatch(ep, pins, client.presented) from exc
+    except asyncssh.KeyExchangeFailed as exc:
+        if "host key" in str(exc.reason).lower():
+            raise _host_key_mismatch(ep, pins, client.presented) from exc
+        raise translate(exc, partner=ep.partner) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise errors.AuthenticationFailed(
+            f"login as {ep.user!r} refused ({ep.auth.value})", partner=ep.partner
+        ) from exc
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise translate(exc, partner=ep.partner, path=f"{ep.host}:{ep.port}") from exc
+    return conn
+
+
+def _host_key_mismatch(
+    ep: SftpEndpoint, pins: HostKeyPins, presented: str | None
+) -> errors.HostKeyMismatch:
+    pinned = ", ".join(sorted(pins.fingerprints))
+    log.error(
+        "host key mismatch: connection refused before login",
+        extra={
+            "event": "host_key_mismatch",
+            "partner": ep.partner,
+            "host": f"{ep.host}:{ep.port}",
+            "presented_fingerprint": presented or "unknown",
+            "pinned_fingerprints": pinned,
+        },
+    )
+    return errors.HostKeyMismatch(
+        f"{ep.host}:{ep.port} presented host key {presented or '(of an unpinned type)'}, "
+        f"pinned: {pinned}",
+        partner=ep.partner,
+    )
+
+
+# --- budget and pool ----------------------------------------------------------------------
+
+
+class InProcessConnectionBudget:
+    """The per-partner connection cap within one process (asyncio semaphores)."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+
+    def _cond(self, partner: str) -> asyncio.Condition:
+        return self._changed.setdefault(partner, asyncio.Condition())
+
+    async def acquire(self, partner: str, limit: int, *, wait: bool = True) -> bool:
+        cond = self._cond(partner)
+        async with cond:
+            if not wait and self._used.get(partner, 0) >= limit:
+                return False
+            await cond.wait_for(lambda: self._used.get(partner, 0) < limit)
+            self._used[partner] = self._used.get(partner, 0) + 1
+            return True
+
+    async def release(self, partner: str) -> None:
+        cond = self._cond(partner)
+        async with cond:
+            self._used[partner] = max(0, self._used.get(partner, 0) - 1)
+            cond.notify_all()
+
+    def in_use(self, partner: str) -> int:
+        return self._used.get(partner, 0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, partner: str, limit: int) -> AsyncIterator[None]:
+        await self.acquire(partner, limit)
+        try:
+            yield
+        finally:
+            await self.release(partner)
+
+
+@dataclass(eq=False)
+class PooledConnection:
+    """One SSH connection with its SFTP session, shared by concurrent users."""
+
+    conn: asyncssh.SSHClientConnection
+    sftp: asyncssh.SFTPClient
+    users: int = 0
+    broken: bool = False
+    idle_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and not self.conn.is_closed()
+
+
+Connector = Callable[[SftpEndpoint], Any]
+
+
+class ConnectionPool:
+    """A partner's open connections: reused while alive, closed after ``idle_timeout``."""
+
+    def __init__(
+        self,
+        endpoint: SftpEndpoint,
+        budget: ConnectionBudget,
+        *,
+        connector: Connector = open_connection,
+    ) -> None:
+        self.endpoint = endpoint
+        self.budget = budget
+        self._connector = connector
+        self._conns: list[PooledConnection] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self.opened = 0  # connections opened over the pool's life (tests and stats)
+
+    @property
+    def _limit(self) -> int:
+        return max(1, self.endpoint.max_connections)
+
+    async def _open(self) -> PooledConnection:
+        """Open a connection for a budget slot already taken (given back on failure)."""
+        try:
+            conn = await self._connector(self.endpoint)
+            try:
+                sftp = await conn.start_sftp_client()
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as exc:
+            await self.budget.release(self.endpoint.partner)
+            if isinstance(exc, asyncssh.Error | OSError):
+                raise translate(exc, partner=self.endpoint.partner) from exc
+            raise
+        self.opened += 1
+        pooled = PooledConnection(conn, sftp)
+        self._conns.append(pooled)
+        return pooled
+
+    async def _take(self, *, exclusive: bool, wait: bool) -> PooledConnection | None:
+        partner = self.endpoint.partner
+        async with self._lock:
+            for pooled in list(self._conns):
+                if not pooled.alive:
+                    self._discard(pooled)
+            idle = [c for c in self._conns if c.users == 0]
+            if idle:
+                return self._use(idle[0])
+            if await self.budget.acquire(partner, self._limit, wait=False):
+                return self._use(await self._open())
+            if not exclusive and self._conns:
+                return self._use(min(self._conns, key=lambda c: c.users))
+        if not wait:
+            return None
+        await self.budget.acquire(partner, self._limit, wait=True)
+        async with self._lock:
+            return self._use(await self._open())
+
+    def _use(self, pooled: PooledConnection) -> PooledConnection:
+        pooled.users += 1
+        if pooled.idle_timer is not None:
+            pooled.idle_timer.cancel()
+            pooled.idle_timer = None
+        return pooled
+
+    def _give_back(self, pooled: PooledConnection) -> None:
+        pooled.users -= 1
+        if pooled.users > 0:
+            return
+        idle_timeout = self.endpoint.transfer.idle_timeout
+        if not pooled.alive or idle_timeout <= 0:
+            self._discard(pooled)
+        else:
+            loop = asyncio.get_running_loop()
+            pooled.idle_timer = loop.call_later(idle_timeout, self._discard, pooled)
+
+    def _discard(self, pooled: PooledConnection) -> None:
+        if pooled not in self._conns:
+            return
+        self._conns.remove(pooled)
+        if pooled.idle_timer is not None:
+            pooled.idle_timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._close_one(pooled))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_one(self, pooled: PooledConnection) -> None:
+        try:
+            pooled.sftp.exit()
+            pooled.conn.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await pooled.conn.wait_closed()
+        finally:
+            await self.budget.release(self.endpoint.partner)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, *, exclusive: bool = False) -> AsyncIterator[PooledConnection]:
+        """A connection for the block; a connection that failed mid-block is not reused."""
+        pooled = await self._take(exclusive=exclusive, wait=True)
+        assert pooled is not None
+        try:
+            yield pooled
+        except (errors.ConnectionLost, errors.TransferTimeout, asyncssh.Error, OSError):
+            pooled.broken = True
+            raise
+        finally:
+            self._give_back(pooled)
+
+    @contextlib.asynccontextmanager
+    async def lease_many(self, n: int) -> AsyncIterator[list[PooledConnection]]:
+        """One connection (waiting for it), plus up to ``n - 1`` more if free right now."""
+        first = await self._take(exclusive=True, wait=True)
+        assert first is not None
+        got = [first]
+        try:
+            for _ in range(max(0, n - 1)):
+                extra = await self._take(exclusive=True, wait=False)
+                if extra is None:
+                    break
+                got.append(extra)
+            yield got
+        except (errors.ConnectionLost, errors.TransferTimeout, asyncssh.Error, OSError):
+            for pooled in got:
+                pooled.broken = True
+            raise
+        finally:
+            for pooled in got:
+                self._give_back(pooled)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    async def close(self) -> None:
+        for pooled in list(self._conns):
+            self._discard(pooled)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

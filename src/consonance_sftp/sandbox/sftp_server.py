@@ -1,0 +1,198 @@
+"""The local SFTP partner server for the demo, the sandbox and the tests (asyncssh).
+
+One server holds every sandbox partner: each login user is chrooted into its own folder
+``<root>/<user>/`` (created on first login), so a partner never sees another's files. Users log
+in with a key from one authorized-keys file (``consonance-sftp init`` creates the client key);
+tests may also give passwords, which enables password and keyboard-interactive logins.
+
+    server = await start_sandbox_sftp("127.0.0.1", 0, root, host_key_path, authorized_keys_path,
+                                      users=["printer", "distributor"])
+    server.port, server.known_hosts_line, server.fingerprint
+    server.close(); await server.wait_closed()
+
+``PartnerSSHServer`` and ``PartnerSFTPServer`` are meant to be subclassed (the tests' fault
+server injects failures by overriding their methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+
+def ensure_host_key(path: Path) -> asyncssh.SSHKey:
+    """Load the ed25519 host key at ``path``, creating it (mode 0600) when missing."""
+    if path.exists():
+        return asyncssh.read_private_key(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(path)
+    os.chmod(path, 0o600)
+    return key
+
+
+def _prepare(
+    root: Path, host_key_path: Path, authorized_keys_path: Path | None
+) -> tuple[asyncssh.SSHKey, asyncssh.SSHAuthorizedKeys | None]:
+    root.mkdir(parents=True, exist_ok=True)
+    host_key = ensure_host_key(host_key_path)
+    authorized = (
+        asyncssh.read_authorized_keys(str(authorized_keys_path))
+        if authorized_keys_path is not None and authorized_keys_path.exists()
+        else None
+    )
+    return host_key, authorized
+
+
+@dataclass
+class ServerSettings:
+    """What every connection of one sandbox server shares."""
+
+    root: Path
+    users: frozenset[str]
+    authorized_keys: asyncssh.SSHAuthorizedKeys | None
+    passwords: Mapping[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # for subclasses (fault settings)
+
+    def home(self, user: str) -> Path:
+        home = self.root / user
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+
+class PartnerSSHServer(asyncssh.SSHServer):
+    """Accepts the configured users: by authorized key, or by password when one is given."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        if username in self.settings.users and self.settings.authorized_keys is not None:
+            assert self.conn is not None
+            self.conn.set_authorized_keys(self.settings.authorized_keys)
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return bool(self.settings.passwords)
+
+    def validate_password(self, username: str, password: str) -> bool:
+        expected = self.settings.passwords.get(username)
+        return expected is not None and username in self.settings.users and expected == password
+
+    def kbdint_auth_supported(self) -> bool:
+        return bool(self.settings.passwords)
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        return ("", "", "", [("Password: ", False)])
+
+    def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        return len(responses) == 1 and self.validate_password(username, responses[0])
+
+
+class PartnerSFTPServer(asyncssh.SFTPServer):
+    """SFTP chrooted into the logged-in user's folder."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], settings: ServerSettings) -> None:
+        self.settings = settings
+        self.username: str = chan.get_extra_info("username")
+        super().__init__(chan, chroot=os.fsencode(settings.home(self.username)))
+
+
+@dataclass
+class SandboxSftpServer:
+    """A running sandbox server and what a client needs to pin and reach it."""
+
+    acceptor: asyncssh.SSHAcceptor
+    host: str
+    port: int
+    host_key: asyncssh.SSHKey
+    settings: ServerSettings
+
+    @property
+    def known_hosts_line(self) -> str:
+        public = self.host_key.export_public_key("openssh").decode().split()
+        return f"[{self.host}]:{self.port} {public[0]} {public[1]}"
+
+    @property
+    def fingerprint(self) -> str:
+        value: str = self.host_key.get_fingerprint("sha256")
+        return value.rstrip("=")
+
+    def home(self, user: str) -> Path:
+        return self.settings.home(user)
+
+    def close(self) -> None:
+        self.acceptor.close()
+
+    async def wait_closed(self) -> None:
+        await self.acceptor.wait_closed()
+
+
+async def start_sandbox_sftp(
+    host: str,
+    port: int,
+    root: Path,
+    host_key_path: Path,
+    authorized_keys_path: Path | None,
+    users: Iterable[str],
+    *,
+    passwords: Mapping[str, str] | None = None,
+    server_class: type[PartnerSSHServer] = PartnerSSHServer,
+    sftp_class: type[PartnerSFTPServer] = PartnerSFTPServer,
+    extra: dict[str, Any] | None = None,
+) -> SandboxSftpServer:
+    """Listen on ``host:port`` (0 picks a free port); each user is chrooted in ``root/user``."""
+    host_key, authorized = await asyncio.to_thread(
+        _prepare, root, host_key_path, authorized_keys_path
+    )
+    settings = ServerSettings(
+        root=root,
+        users=frozenset(users),
+        authorized_keys=authorized,
+        passwords=dict(passwords or {}),
+        extra=dict(extra or {}),
+    )
+    for user in settings.users:
+        settings.home(user)
+
+    def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> PartnerSFTPServer:
+        return sftp_class(chan, settings)
+
+    acceptor = await asyncssh.listen(
+        host,
+        port,
+        server_factory=lambda: server_class(settings),
+        server_host_keys=[host_key],
+        sftp_factory=sftp_factory,
+        allow_scp=False,
+        # Shell and exec are refused: a partner account on the sandbox is SFTP-only.
+        process_factory=None,
+        agent_forwarding=False,
+        allow_pty=False,
+        x509_trusted_certs=None,
+        x509_trusted_cert_paths=None,
+        config=[],
+    )
+    bound_port = acceptor.sockets[0].getsockname()[1]
+    return SandboxSftpServer(acceptor, host, bound_port, host_key, settings)
+
+
+async def serve_forever(server: SandboxSftpServer) -> None:
+    """Run until cancelled (the ``sandbox`` command)."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.close()
+        await server.wait_closed()
