@@ -1,11 +1,90 @@
-"""``init`` and ``config check``."""
+"""``init``, ``config check`` and ``docs config-reference``."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from consonance_sftp.cli.main import state
+from consonance_sftp.config import Settings, load_settings
+from consonance_sftp.config.reference import config_reference
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
 
 config_app = typer.Typer(help="Check and explain the config file.", no_args_is_help=True)
+docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
+# soft_wrap: long paths and key lines stay on one line, so they can be copied.
+console = Console(highlight=False, soft_wrap=True)
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
+
+
+@config_app.command("check")
+def check() -> None:
+    """Validate the config file; list every problem with its TOML path (exit code 2)."""
+    settings = load_settings(state.config_path)
+    for line in summary(settings):
+        console.print(line, markup=False)
+
+
+def summary(settings: Settings) -> list[str]:
+    """A few lines that show what the service will do with this config."""
+    lines = [
+        f"config ok: {state.config_path}",
+        f"  consonance: {settings.consonance.base_url}",
+        f"  database:   {_hide_password(settings.database.url)}",
+        f"  partners:   {len(settings.partners)}",
+    ]
+    for name, partner in settings.partners.items():
+        paused = " (paused)" if partner.paused else ""
+        lines.append(
+            f"    {name}: {partner.user}@{partner.host}:{partner.port}, {partner.auth.method} "
+            f"auth, {len(partner.host_keys)} pinned host key(s){paused}"
+        )
+    lines.append(f"  flows:      {len(settings.flows)}")
+    for name, flow in settings.flows.items():
+        state_word = "" if flow.enabled else " (disabled)"
+        who = ", ".join(flow.partners) or "local"
+        lines.append(f"    {name}: {flow.kind} -> {who}{state_word}")
+    if settings.notifications:
+        kinds = ", ".join(target.type for target in settings.notifications)
+        lines.append(f"  notifications: {kinds}")
+    return lines
+
+
+def _hide_password(url: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+def init(
+    directory: Annotated[
+        Path, typer.Option("--dir", "-d", help="Folder to write the starter files into.")
+    ] = Path("."),
+) -> None:
+    """Write a starter config for the local sandbox, a client key pair and sandbox secrets."""
+    written = init_project(directory)
+    console.print(f"[green]wrote[/green] {len(written)} files (never overwrites):")
+    for item in written:
+        console.print(f"  {escape(str(item.path))}  [dim]{oct(item.mode)[2:]}  {item.what}[/dim]")
+    config = escape(str(directory / CONFIG_NAME))
+    console.print(
+        "next:\n"
+        f"  consonance-sftp --config {config} config check\n"
+        f"  consonance-sftp --config {config} sandbox"
+    )
+
+
+@docs_app.command("config-reference")
+def docs_config_reference() -> None:
+    """Print the Markdown config reference generated from the models' field descriptions."""
+    typer.echo(config_reference(), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config")
+    app.add_typer(docs_app, name="docs")
+    app.command("init")(init)

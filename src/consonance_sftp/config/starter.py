@@ -1,0 +1,270 @@
+"""``consonance-sftp init``: a starter config wired to the local sandbox, plus its keys.
+
+The starter passes ``config check`` as written: it pins the sandbox SFTP server's host key
+(generated here, so it is known before the server first starts), logs in with a fresh ed25519
+client key, and reads the sandbox API token from a file. Nothing existing is ever overwritten:
+every target is checked first, and each file is created with ``O_EXCL`` so a file appearing in
+between is not clobbered either.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from consonance_sftp.errors import ConsonanceSftpError
+
+CONFIG_NAME = "consonance-sftp.toml"
+CLIENT_KEY = Path("keys/client_ed25519")
+TOKEN_FILE = Path("keys/consonance-sandbox-token")
+SANDBOX_HOST_KEY = Path("var/sandbox/ssh_host_ed25519_key")
+SANDBOX_PARTNERS = (
+    "printer",
+    "distributor",
+    "ebook-vendor",
+    "audio-vendor",
+    "marketing",
+    "designer",
+)
+SANDBOX_SFTP = ("127.0.0.1", 2222)
+SANDBOX_API = "http://127.0.0.1:8765"
+
+
+class InitRefused(ConsonanceSftpError):
+    """``init`` found a file it would have to overwrite."""
+
+    default_hint = (
+        "init never overwrites files: move the listed files away, or run "
+        "'consonance-sftp init --dir NEW_FOLDER'."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    path: Path
+    mode: int
+    what: str
+
+
+def init_project(directory: Path) -> list[WrittenFile]:
+    """Write the starter config, client key pair, sandbox host key and token into ``directory``."""
+    directory = directory.expanduser()
+    client_key = asyncssh.generate_private_key("ssh-ed25519", comment="consonance-sftp client")
+    host_key = asyncssh.generate_private_key("ssh-ed25519", comment="consonance-sftp sandbox")
+    token = secrets.token_urlsafe(32)
+    host, port = SANDBOX_SFTP
+    host_pub = host_key.export_public_key("openssh").decode().split()
+    known_hosts_line = f"[{host}]:{port} {host_pub[0]} {host_pub[1]}"
+
+    files: list[tuple[Path | str, bytes, int, str]] = [
+        (CONFIG_NAME, starter_config(known_hosts_line).encode(), 0o644, "config"),
+        (CLIENT_KEY, client_key.export_private_key("openssh"), 0o600, "client private key"),
+        (
+            CLIENT_KEY.with_name(CLIENT_KEY.name + ".pub"),
+            client_key.export_public_key("openssh"),
+            0o644,
+            "client public key (the sandbox accepts it; give it to real partners)",
+        ),
+        (SANDBOX_HOST_KEY, host_key.export_private_key("openssh"), 0o600, "sandbox host key"),
+        (TOKEN_FILE, (token + "\n").encode(), 0o600, "sandbox Consonance API token"),
+    ]
+    targets = [directory / name for name, *_ in files]
+    existing = [str(path) for path in targets if path.exists() or path.is_symlink()]
+    if existing:
+        raise InitRefused(f"init would overwrite {', '.join(existing)}; nothing was written")
+    written: list[WrittenFile] = []
+    for (_name, content, mode, what), path in zip(files, targets, strict=True):
+        _create(path, content, mode)
+        written.append(WrittenFile(path, mode, what))
+    return written
+
+
+def _create(path: Path, content: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise InitRefused(f"init would overwrite {path}; it appeared while init ran") from None
+    except OSError as exc:
+        raise ConsonanceSftpError(f"cannot create {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    # The umask may have removed bits; private files must be exactly 0600 either way.
+    os.chmod(path, mode)
+
+
+def starter_config(known_hosts_line: str) -> str:
+    """The commented starter TOML, pinned to the sandbox host key given."""
+    host, port = SANDBOX_SFTP
+    partners = "\n".join(
+        _PARTNER.format(name=name, host=host, port=port, known_hosts_line=known_hosts_line)
+        for name in SANDBOX_PARTNERS
+    )
+    sandbox_partners = ", ".join(f'"{name}"' for name in SANDBOX_PARTNERS)
+    return _TEMPLATE.format(
+        api=SANDBOX_API,
+        token_file=TOKEN_FILE.as_posix(),
+        partners=partners.rstrip(),
+        sandbox_partners=sandbox_partners,
+        sftp_host=host,
+        sftp_port=port,
+        host_key=SANDBOX_HOST_KEY.as_posix(),
+        client_pub=CLIENT_KEY.as_posix() + ".pub",
+    )
+
+
+_PARTNER = """\
+[partners.{name}]
+host = "{host}"
+port = {port}
+user = "{name}"
+host_keys = ["{known_hosts_line}"]
+auth = {{ key = "keys/client_ed25519" }}
+folders = {{ send = "/in", receive = "/out" }}
+max_connections = 2
+"""
+
+_TEMPLATE = """\
+# consonance-sftp configuration (written by `consonance-sftp init`).
+#
+# This starter talks to the local sandbox: a Consonance-compatible API and one SFTP server
+# holding a folder per partner. Start it with `consonance-sftp sandbox`, check this file with
+# `consonance-sftp config check`. Every key is described in docs/reference/config.md.
+#
+# Relative paths are relative to this file's folder. Secrets are never written here: use
+# {{env = "NAME"}} (an environment variable) or {{file = "path"}} (a file, mode 0600).
+
+# Local state: SQLite databases, downloaded files, archives.
+state_dir = "var"
+
+[consonance]
+base_url = "{api}"
+token = {{ file = "{token_file}" }}
+timeout = 30
+# A real account:
+# base_url = "https://web.consonance.app"
+# token = {{ env = "CONSONANCE_TOKEN" }}
+
+[database]
+# Our own records (delivery ledger, audit trail, versions). SQLite by default; to scale out
+# over several machines use PostgreSQL, e.g.
+# url = "postgresql+psycopg://consonance@db.internal/consonance_sftp"
+url = "sqlite:///{{state_dir}}/consonance-sftp.db"
+# The durable engine's own database; never the same database as `url`.
+dbos_system_url = "sqlite:///{{state_dir}}/dbos-system.db"
+
+[logging]
+level = "INFO"
+
+# --- partners --------------------------------------------------------------------------------
+# One table per partner. host_keys pins the server's key: no connection without a match.
+# folders maps roles to remote paths: `send` is where we put files, `receive` is where the
+# partner leaves files for us. Flows name a role, not a path.
+
+{partners}
+
+# A real partner: password from the environment, host key pinned by its SHA256 fingerprint
+# (get it from the partner, or `ssh-keyscan -p 22 sftp.acme-print.example | ssh-keygen -lf -`
+# and confirm it with them by phone). Give them keys/client_ed25519.pub for key auth instead.
+#
+# [partners.acme-print]
+# host = "sftp.acme-print.example"
+# port = 22
+# user = "publisher01"
+# host_keys = ["SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"]
+# auth = {{ password = {{ env = "ACME_PRINT_PASSWORD" }} }}
+# folders = {{ send = "/incoming", receive = "/outgoing" }}
+# max_connections = 4
+# [partners.acme-print.transfer]
+# upload_strategy = "rename"
+
+# --- flows -----------------------------------------------------------------------------------
+# One table per exchange; `kind` says which one. `partners` name tables above.
+
+[flows.print-files]
+kind = "production"
+partners = ["printer"]
+# Sent when the work reaches this project stage in Consonance.
+when = {{ project_stage = "Approved for print" }}
+
+[flows.onix-distributor]
+kind = "onix_feed"
+partners = ["distributor"]
+onix_version = "3.0"
+schedule = {{ cron = "0 6 * * *", timezone = "Europe/London" }}
+
+[flows.design-intake]
+kind = "intake"
+partners = ["designer"]
+poll_interval = 60
+
+[flows.sales-reports]
+kind = "sales_in"
+partners = ["distributor"]
+
+[flows.marketing-release]
+kind = "marketing"
+partners = ["marketing"]
+when = {{ approval_status = "APPROVED" }}
+
+[flows.ebook-package]
+kind = "formats"
+partners = ["ebook-vendor"]
+file_variants = ["EPUB"]
+when = {{ approval_status = "APPROVED" }}
+
+[flows.audio-package]
+kind = "formats"
+partners = ["audio-vendor"]
+file_variants = ["AUDIO"]
+when = {{ approval_status = "APPROVED" }}
+
+[flows.nightly-archive]
+kind = "archive"
+schedule = {{ cron = "30 2 * * *", timezone = "UTC" }}
+
+# Royalty statements to agents, each receiving only its own:
+# [flows.royalty-statements]
+# kind = "finance_out"
+# partners = ["acme-agency"]
+# schedule = {{ cron = "0 7 1 */3 *", timezone = "Europe/London" }}
+
+# --- notifications ---------------------------------------------------------------------------
+# Alerts are always recorded in the database; these targets also receive them.
+
+[[notifications]]
+type = "log"
+min_severity = "warning"
+
+# [[notifications]]
+# type = "email"
+# smtp_host = "smtp.publisher.example"
+# smtp_port = 587
+# username = "alerts"
+# password = {{ env = "SMTP_PASSWORD" }}
+# sender = "sftp@publisher.example"
+# recipients = ["production@publisher.example"]
+#
+# [[notifications]]
+# type = "webhook"
+# url = "https://chat.publisher.example/hooks/sftp"
+# header_value = {{ env = "CHAT_WEBHOOK_TOKEN" }}
+
+# --- sandbox ---------------------------------------------------------------------------------
+# The local servers started by `consonance-sftp sandbox` (and by `make demo`).
+
+[sandbox]
+graphql_host = "127.0.0.1"
+graphql_port = 8765
+sftp_host = "{sftp_host}"
+sftp_port = {sftp_port}
+data_dir = "var/sandbox"
+host_key = "{host_key}"
+authorized_keys = "{client_pub}"
+partners = [{sandbox_partners}]
+seed = 24
+"""

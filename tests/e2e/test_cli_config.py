@@ -1,0 +1,101 @@
+"""The CLI as a user runs it: ``init``, then ``config check`` on good and broken files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = Path(sys.executable).with_name("consonance-sftp")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CSFTP_E2E_UNSET_TOKEN"}
+    return subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+def test_init_then_check_passes(tmp_path: Path) -> None:
+    init = run("init", "--dir", str(tmp_path))
+    assert init.returncode == 0, init.stderr
+    config = tmp_path / "consonance-sftp.toml"
+    assert stat.S_IMODE((tmp_path / "keys" / "client_ed25519").stat().st_mode) == 0o600
+
+    check = run("--config", str(config), "config", "check")
+    assert check.returncode == 0, check.stderr
+    assert "config ok" in check.stdout
+    for partner in ("printer", "distributor", "ebook-vendor", "audio-vendor", "marketing"):
+        assert f"{partner}: {partner}@127.0.0.1:2222, key auth" in check.stdout
+    token = (tmp_path / "keys" / "consonance-sandbox-token").read_text().strip()
+    assert token not in check.stdout + check.stderr
+
+    again = run("init", "--dir", str(tmp_path))
+    assert again.returncode != 0
+    assert "would overwrite" in again.stderr
+    assert str(config) in again.stderr.replace("\n", "")
+    assert "Traceback" not in again.stderr
+
+
+BROKEN = """
+[consonance]
+base_url = "http://127.0.0.1:8765"
+token = { env = "CSFTP_E2E_UNSET_TOKEN" }
+
+[partners.printer]
+host = "127.0.0.1"
+port = "abc"
+user = "printer"
+auth = { password = "hunter2-literal" }
+folders = { send = "/in" }
+colour = "blue"
+
+[flows.print]
+kind = "production"
+partners = ["printer", "printr"]
+schedule = { cron = "0 25 * * *" }
+"""
+
+
+def test_broken_config_reports_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text(BROKEN)
+    result = run("--config", str(config), "config", "check")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    expected = {
+        "consonance.token:": "CSFTP_E2E_UNSET_TOKEN",
+        "partners.printer.host_keys:": "required",
+        "partners.printer.port:": "abc",
+        "partners.printer.auth.password:": "literal secret",
+        "partners.printer.colour:": "unknown field",
+        "flows.print.partners:": "printr",
+        "flows.print.schedule.cron:": "cron",
+    }
+    flat = " ".join(output.split())
+    for path, word in expected.items():
+        assert path in output, f"{path} not reported:\n{output}"
+        after = flat.split(path, 1)[1]
+        assert word in after[:200], f"{path} lacks {word!r}"
+    assert "7 problems" in flat
+    assert "hunter2-literal" not in output
+
+
+def test_toml_syntax_error_reports_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[consonance]\nbase_url = "http://x"\nport = = 3\n')
+    result = run("--config", str(config), "config", "check")
+    assert result.returncode == 2
+    assert "line 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_docs_config_reference_matches_generator() -> None:
+    from consonance_sftp.config.reference import config_reference
+
+    result = run("docs", "config-reference")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == config_reference()

@@ -1,0 +1,294 @@
+"""Config loading: every problem reported at once with TOML paths, secrets resolved and hidden."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from consonance_sftp.config import (
+    ArchiveFlow,
+    ProductionFlow,
+    Settings,
+    fingerprint_of,
+    load_settings,
+)
+from consonance_sftp.config.starter import starter_config
+from consonance_sftp.errors import ConfigError
+from consonance_sftp.logs import JsonFormatter
+
+HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
+KNOWN_HOSTS_LINE = "[127.0.0.1]:2222 " + HOST_KEY.export_public_key("openssh").decode().strip()
+
+MINIMAL = f"""
+[consonance]
+token = {{ env = "CSFTP_TEST_TOKEN" }}
+
+[partners.printer]
+host = "sftp.printer.example"
+user = "pub"
+host_keys = ["{KNOWN_HOSTS_LINE}"]
+auth = {{ password = {{ env = "CSFTP_TEST_PRINTER_PW" }} }}
+folders = {{ send = "/in" }}
+
+[flows.print]
+kind = "production"
+partners = ["printer"]
+when = {{ project_stage = "Approved" }}
+"""
+
+TOKEN = "tok-3f9a8c7e1d2b"
+PASSWORD = "pw-Zq81xLm0vB"
+
+
+@pytest.fixture
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSFTP_TEST_TOKEN", TOKEN)
+    monkeypatch.setenv("CSFTP_TEST_PRINTER_PW", PASSWORD)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "consonance-sftp.toml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(path: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    return {p.path: p.message for p in caught.value.problems}
+
+
+def test_minimal_config_loads_with_defaults(tmp_path: Path, secrets_env: None) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    printer = settings.partners["printer"]
+    assert printer.port == 22
+    assert printer.max_connections == 2
+    assert printer.auth.method == "password"
+    assert printer.auth.password is not None
+    assert printer.auth.password.get_secret_value() == PASSWORD
+    assert settings.consonance.token.get_secret_value() == TOKEN
+    flow = settings.flows["print"]
+    assert isinstance(flow, ProductionFlow)
+    assert flow.when is not None and flow.when.project_stage == "Approved"
+    # Relative paths and the database defaults follow the config file's folder.
+    assert settings.state_dir == tmp_path.resolve() / "var"
+    assert settings.database.url == f"sqlite:///{tmp_path.resolve()}/var/consonance-sftp.db"
+    assert settings.database.dbos_system_url != settings.database.url
+
+
+def test_secrets_never_in_repr_or_logs(tmp_path: Path, secrets_env: None) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert TOKEN not in repr(settings)
+    assert PASSWORD not in repr(settings)
+    assert PASSWORD not in settings.model_dump_json()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.config.secrets")
+    logger.addHandler(handler)
+    try:
+        # A careless log line that reveals the secret value must still come out redacted.
+        logger.warning("connecting with %s", PASSWORD, extra={"detail": f"token={TOKEN}"})
+    finally:
+        logger.removeHandler(handler)
+    output = stream.getvalue()
+    assert "connecting with" in output
+    assert PASSWORD not in output
+    assert TOKEN not in output
+
+
+def test_every_problem_reported_with_toml_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("CSFTP_TEST_MISSING", raising=False)
+    path = write(
+        tmp_path,
+        f"""
+[consonance]
+token = "plain-text-token-xyz"
+
+[partners.printer]
+host = "h"
+port = "abc"
+user = "u"
+colour = "blue"
+auth = {{ password = {{ env = "CSFTP_TEST_MISSING" }} }}
+folders = {{ send = "/in" }}
+
+[partners.dist]
+host = "h"
+user = "u"
+host_keys = ["SHA256:short", "{KNOWN_HOSTS_LINE}"]
+auth = {{ key = "keys/k", password = {{ file = "pw.txt" }} }}
+
+[flows.print]
+kind = "production"
+partners = ["printer", "printr"]
+schedule = {{ cron = "61 * * * *" }}
+
+[flows.odd]
+kind = "teleport"
+partners = ["printer"]
+""",
+    )
+    found = problems_of(path)
+    assert found["consonance.token"].startswith("a literal secret is not allowed")
+    assert found["partners.printer.host_keys"].startswith("required")
+    assert found["partners.printer.port"] == "expected a whole number, got 'abc'"
+    assert found["partners.printer.colour"].startswith("unknown field")
+    assert (
+        "environment variable CSFTP_TEST_MISSING is not set"
+        in (found["partners.printer.auth.password"])
+    )
+    assert "SHA256" in found["partners.dist.host_keys"]
+    assert "cannot read secret file" in found["partners.dist.auth.password"]
+    assert "pw.txt" in found["partners.dist.auth.password"]
+    assert "unknown partner 'printr'" in found["flows.print.partners"]
+    assert "cron" in found["flows.print.schedule.cron"]
+    assert "unknown flow kind 'teleport'" in found["flows.odd.kind"]
+    assert "production" in found["flows.odd.kind"]
+    # The refused literal secret is never echoed back.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "plain-text-token-xyz" not in str(caught.value)
+
+
+def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '[consonance]\nbase_url = "http://x"\ntoken = {env = "X"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    [problem] = caught.value.problems
+    assert problem.path.startswith("line 3, column")
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ("{}", "set exactly one of key, password, keyboard_interactive"),
+        (
+            '{ key = "k", password = { env = "CSFTP_TEST_PRINTER_PW" } }',
+            "found key, password",
+        ),
+        (
+            '{ password = { env = "CSFTP_TEST_PRINTER_PW" }, '
+            'passphrase = { env = "CSFTP_TEST_TOKEN" } }',
+            "passphrase only applies",
+        ),
+        ('{ password = { env = "CSFTP_TEST_PRINTER_PW", file = "x" } }', "exactly one key"),
+    ],
+)
+def test_auth_needs_exactly_one_method(
+    tmp_path: Path, secrets_env: None, auth: str, message: str
+) -> None:
+    text = MINIMAL.replace(
+        'auth = { password = { env = "CSFTP_TEST_PRINTER_PW" } }', f"auth = {auth}"
+    )
+    found = problems_of(write(tmp_path, text))
+    assert any(message in m for p, m in found.items() if p.startswith("partners.printer.auth"))
+
+
+def test_secret_from_file_relative_to_config(tmp_path: Path, secrets_env: None) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "token").write_text("file-token-123456\n")
+    text = MINIMAL.replace(
+        'token = { env = "CSFTP_TEST_TOKEN" }', 'token = { file = "keys/token" }'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.consonance.token.get_secret_value() == "file-token-123456"
+
+
+def test_flow_folder_must_exist_on_each_partner(tmp_path: Path, secrets_env: None) -> None:
+    text = MINIMAL + '\n[flows.in]\nkind = "intake"\npartners = ["printer"]\n'
+    found = problems_of(write(tmp_path, text))
+    assert found == {
+        "flows.in.folder": "partner 'printer' has no folder 'receive'; add it to "
+        "partners.printer.folders or set this flow's folder"
+    }
+
+
+def test_host_key_forms(tmp_path: Path) -> None:
+    fingerprint = HOST_KEY.get_fingerprint("sha256").rstrip("=")
+    assert fingerprint_of(KNOWN_HOSTS_LINE) == fingerprint
+    assert fingerprint_of(fingerprint) == fingerprint
+    for bad in ("SHA256:tooshort", "MD5:aa:bb", "host ssh-ed25519 AAAAnotbase64!!", "garbage"):
+        with pytest.raises(ValueError):
+            fingerprint_of(bad)
+
+
+def test_schedule_validates_cron_and_timezone(tmp_path: Path, secrets_env: None) -> None:
+    text = MINIMAL + (
+        '\n[flows.feed]\nkind = "onix_feed"\npartners = ["printer"]\n'
+        'schedule = { cron = "0 6 * * 1-5", timezone = "Mars/Olympus" }\n'
+    )
+    found = problems_of(write(tmp_path, text))
+    assert list(found) == ["flows.feed.schedule.timezone"]
+    assert "Mars/Olympus" in found["flows.feed.schedule.timezone"]
+
+
+def test_archive_flow_needs_no_partner_but_others_do(tmp_path: Path, secrets_env: None) -> None:
+    text = MINIMAL + '\n[flows.arch]\nkind = "archive"\n\n[flows.out]\nkind = "finance_out"\n'
+    found = problems_of(write(tmp_path, text))
+    assert found == {"flows.out.partners": "list at least one partner"}
+    ok = load_settings(write(tmp_path, MINIMAL + '\n[flows.arch]\nkind = "archive"\n'))
+    assert isinstance(ok.flows["arch"], ArchiveFlow)
+
+
+def test_database_urls_must_differ(tmp_path: Path, secrets_env: None) -> None:
+    text = (
+        MINIMAL + '\n[database]\nurl = "sqlite:///same.db"\ndbos_system_url = "sqlite:///same.db"\n'
+    )
+    found = problems_of(write(tmp_path, text))
+    assert "must name different databases" in found["database"]
+
+
+def test_starter_config_is_valid(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "consonance-sandbox-token").write_text("sandbox-token-abcdef\n")
+    settings = load_settings(write(tmp_path, starter_config(KNOWN_HOSTS_LINE)))
+    assert isinstance(settings, Settings)
+    assert settings.sandbox is not None
+    assert set(settings.sandbox.partners) == set(settings.partners)
+    kinds = {flow.kind for flow in settings.flows.values()}
+    assert {"production", "onix_feed"} <= kinds
+    printer = settings.partners["printer"]
+    assert printer.host_key_fingerprints == {HOST_KEY.get_fingerprint("sha256").rstrip("=")}
+    assert printer.auth.key == tmp_path.resolve() / "keys" / "client_ed25519"
+
+
+def test_starter_commented_examples_are_valid_when_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commented examples (a real partner, finance flow, e-mail, webhook) work as written."""
+    monkeypatch.setenv("ACME_PRINT_PASSWORD", "acme-secret-pw")
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-secret-pw")
+    monkeypatch.setenv("CHAT_WEBHOOK_TOKEN", "Bearer chat-secret")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "consonance-sandbox-token").write_text("sandbox-token-abcdef\n")
+    example = re.compile(r"^# (\[|[a-z_]+ = )")
+    # These are alternatives to keys the starter already sets, not additions.
+    alternatives = ("# base_url", "# token", '# url = "postgresql')
+    lines = [
+        line[2:] if example.match(line) and not line.startswith(alternatives) else line
+        for line in starter_config(KNOWN_HOSTS_LINE).splitlines()
+    ]
+    original = starter_config(KNOWN_HOSTS_LINE).splitlines()
+    uncommented = sum(a != b for a, b in zip(lines, original, strict=True))
+    assert uncommented >= 25
+    found = problems_of(write(tmp_path, "\n".join(lines)))
+    # The finance example names a partner the reader is meant to add; nothing else is wrong.
+    assert list(found) == ["flows.royalty-statements.partners"]
+    assert "unknown partner 'acme-agency'" in found["flows.royalty-statements.partners"]
+    fixed = "\n".join(lines).replace('"acme-agency"', '"acme-print"')
+    settings = load_settings(write(tmp_path, fixed))
+    acme = settings.partners["acme-print"]
+    assert acme.auth.method == "password"
+    assert acme.host_key_fingerprints == {"SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"}
+    assert [t.type for t in settings.notifications] == ["log", "email", "webhook"]
