@@ -1,3 +1,41 @@
 """Durable execution on DBOS Transact: workflows, queues, schedules, recovery. The only package
 that imports DBOS.
+
+``Engine`` runs one executor process (``serve`` on SQLite, ``worker`` on PostgreSQL);
+``EngineClient`` enqueues and reads from other processes. See docs/reference/engine.md.
 """
+
+from .contracts import (
+    AlertSink,
+    DeliveryLedger,
+    DeliveryRecord,
+    DeliveryRequest,
+    DeliveryTransport,
+    Fence,
+    FileToSend,
+    LogAlertSink,
+    RemoteFileState,
+)
+from .ids import delivery_queue_name, delivery_workflow_id
+from .runtime import Engine, EngineClient, dbos_config
+from .settings import EngineSettings, RetryPolicy, default_executor_id
+
+__all__ = [
+    "AlertSink",
+    "DeliveryLedger",
+    "DeliveryRecord",
+    "DeliveryRequest",
+    "DeliveryTransport",
+    "Engine",
+    "EngineClient",
+    "EngineSettings",
+    "Fence",
+    "FileToSend",
+    "LogAlertSink",
+    "RemoteFileState",
+    "RetryPolicy",
+    "dbos_config",
+    "default_executor_id",
+    "delivery_queue_name",
+    "delivery_workflow_id",
+]

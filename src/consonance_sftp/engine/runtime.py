@@ -1,0 +1,250 @@
+"""The engine of one process: DBOS configuration, launch, delivery queues, enqueue, shutdown.
+
+``Engine`` is what ``serve`` and ``worker`` run; ``EngineClient`` is what other processes (CLI,
+dashboard) use to enqueue and read without becoming an executor (SQLite allows only one
+executor process per file).
+
+Start-up order matters: the executor lease is taken before DBOS launches, because DBOS's launch
+recovers this executor ID's pending workflows and that must never happen in two processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
+
+from consonance_sftp.errors import EngineError
+from consonance_sftp.logs import get_logger
+
+from . import delivery
+from .contracts import AlertSink, DeliveryLedger, DeliveryRequest, DeliveryTransport, LogAlertSink
+from .ids import delivery_queue_name, delivery_workflow_id
+from .lease import ExecutorLease, make_lease
+from .settings import EngineSettings
+from .takeover import TakeoverScanner
+
+log = get_logger(__name__)
+
+
+def dbos_config(settings: EngineSettings) -> DBOSConfig:
+    """The DBOS configuration for these settings. ``application_version`` and ``executor_id``
+    are always explicit (see reference/engine-dbos.md §3.10 and §3.5)."""
+    config: DBOSConfig = {
+        "name": settings.app_name,
+        "system_database_url": settings.system_database_url,
+        "application_version": settings.application_version,
+        "executor_id": settings.executor_id,
+        "log_level": "WARNING",
+        "notification_listener_polling_interval_sec": 0.1,
+        "scheduler_polling_interval_sec": 5.0,
+    }
+    if settings.is_postgres:
+        # Room for the queue threads of each delivery queue plus the workflow steps.
+        config["sys_db_pool_size"] = 20
+    return config
+
+
+def _queue_kwargs(settings: EngineSettings, max_connections: int) -> dict[str, Any]:
+    return {
+        "partition_concurrency": max_connections,
+        "worker_concurrency": settings.worker_concurrency,
+        "polling_interval_sec": settings.queue_polling_interval_s,
+    }
+
+
+class Engine:
+    """One executor process. Not re-entrant: one ``Engine`` per process (DBOS is a singleton)."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        transport: DeliveryTransport,
+        ledger: DeliveryLedger,
+        alerts: AlertSink | None = None,
+        on_fenced: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.ledger = ledger
+        self.alerts = alerts or LogAlertSink()
+        self.lease: ExecutorLease = make_lease(settings, on_fenced)
+        self.scanner: TakeoverScanner | None = None
+        self._queues: set[str] = set()
+        self._queue_lock = threading.Lock()
+        self._launched = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Take the lease, start DBOS (which recovers this executor's own pending work), start
+        the heartbeat and, on PostgreSQL, the takeover scan. Blocking: from async code call it
+        with ``asyncio.to_thread``."""
+        if self._launched:
+            return
+        self.lease.acquire()
+        try:
+            delivery.bind_dependencies(
+                delivery.Dependencies(
+                    transport=self.transport,
+                    ledger=self.ledger,
+                    alerts=self.alerts,
+                    fence=self.lease.fence,
+                    retry=self.settings.retry,
+                    executor_id=self.settings.executor_id,
+                )
+            )
+            DBOS(config=dbos_config(self.settings))
+            DBOS.launch()
+        except Exception:
+            self.lease.release()
+            raise
+        if self.settings.is_postgres:
+            self.scanner = TakeoverScanner(self.settings, self.alerts)
+            self.lease.on_tick(self.scanner.scan)
+        self.lease.start()
+        self._launched = True
+        log.info(
+            "engine started",
+            extra={
+                "executor_id": self.settings.executor_id,
+                "application_version": self.settings.application_version,
+                "backend": self.settings.backend,
+            },
+        )
+
+    def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop dequeuing, give running workflows ``grace_s`` to finish, then stop.
+
+        Workflows still running are cancelled at an ``await`` (a chunk boundary of the
+        transfer): they stay PENDING under this executor ID and resume, from the bytes already
+        sent, when a process with the same ID starts again (or another takes them over).
+        """
+        if not self._launched:
+            return
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        DBOS.destroy(workflow_completion_timeout_sec=int(grace))
+        if self.scanner is not None:
+            self.scanner.close()
+        self.lease.stop()
+        delivery.bind_dependencies(None)
+        self._launched = False
+
+    async def run_until_signal(self, stop: asyncio.Event | None = None) -> None:
+        """Launch, then serve until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await asyncio.to_thread(self.launch)
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await asyncio.to_thread(self.shutdown)
+
+    # --- queues and deliveries --------------------------------------------------------------
+
+    def ensure_delivery_queue(self, max_connections: int) -> str:
+        """Register (once per process) the partitioned queue for this connection cap."""
+        name = delivery_queue_name(max_connections)
+        with self._queue_lock:
+            if name not in self._queues:
+                DBOS.register_queue(name, **_queue_kwargs(self.settings, max_connections))
+                self._queues.add(name)
+        return name
+
+    async def enqueue_delivery(self, request: DeliveryRequest, *, max_connections: int) -> str:
+        """Enqueue a delivery; return its workflow ID. Enqueuing the same files again (same
+        generation) attaches to the existing workflow instead of sending again."""
+        queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
+        workflow_id = delivery_workflow_id(request.keys(), request.generation)
+        options: EnqueueOptions = {
+            "workflow_name": delivery.DELIVER_WORKFLOW,
+            "queue_name": queue,
+            "workflow_id": workflow_id,
+            "queue_partition_key": request.partner,
+            "app_version": self.settings.application_version,
+        }
+        await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
+        return workflow_id
+
+    async def result(self, workflow_id: str, timeout_s: float = 60.0) -> Any:
+        handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
+        return await asyncio.wait_for(handle.get_result(), timeout_s)
+
+
+class EngineClient:
+    """Enqueue and read without being an executor (the CLI next to ``serve``, the dashboard)."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._client = DBOSClient(
+            system_database_url=settings.system_database_url, application_name=settings.app_name
+        )
+
+    def close(self) -> None:
+        self._client.destroy()
+
+    def enqueue_delivery(self, request: DeliveryRequest, *, max_connections: int) -> str:
+        queue = delivery_queue_name(max_connections)
+        if self._client.retrieve_queue(queue) is None:
+            self._client.register_queue(
+                queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
+            )
+        workflow_id = delivery_workflow_id(request.keys(), request.generation)
+        options: EnqueueOptions = {
+            "workflow_name": delivery.DELIVER_WORKFLOW,
+            "queue_name": queue,
+            "workflow_id": workflow_id,
+            "queue_partition_key": request.partner,
+            "app_version": self.settings.application_version,
+        }
+        self._client.enqueue(options, request.to_dict())
+        return workflow_id
+
+    def status(self, workflow_id: str) -> str | None:
+        found = self._client.list_workflows(workflow_ids=[workflow_id])
+        return str(found[0].status) if found else None
+
+    def statuses(self, prefix: str = "dlv-") -> dict[str, str]:
+        return {
+            w.workflow_id: str(w.status)
+            for w in self._client.list_workflows(workflow_id_prefix=prefix)
+        }
+
+    def error(self, workflow_id: str) -> str | None:
+        found = self._client.list_workflows(workflow_ids=[workflow_id])
+        if not found or found[0].error is None:
+            return None
+        return str(found[0].error)
+
+    def retry(self, workflow_id: str) -> None:
+        """``consonance-sftp retry ID``: re-run a failed delivery from its first failed step,
+        under the same workflow ID (completed uploads are not repeated)."""
+        found = self._client.list_workflows(workflow_ids=[workflow_id])
+        if not found:
+            raise EngineError(f"no workflow {workflow_id!r}")
+        if str(found[0].status) not in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
+            raise EngineError(
+                f"workflow {workflow_id!r} is {found[0].status}; only failed work can be retried"
+            )
+        steps = self._client.list_workflow_steps(workflow_id)
+        failed = [s["function_id"] for s in steps if s.get("error") is not None]
+        start = min(failed) if failed else 1
+        # Without the queue and partition, DBOS would re-enqueue on its internal queue and
+        # the partner's connection cap would not apply to the retry.
+        self._client.rewind_workflow(
+            workflow_id,
+            start_step=start,
+            queue_name=found[0].queue_name,
+            queue_partition_key=found[0].queue_partition_key,
+        )
