@@ -47,8 +47,8 @@ class Schedule(StrictModel):
         value = value.strip()
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(
-                f"not a valid cron expression: {value!r} (expected five fields: "
-                "minute hour day-of-month month day-of-week)"
+                f"not a valid cron expression: {value!r} (five fields: minute 0-59, hour 0-23, "
+                "day of month 1-31, month 1-12, day of week 0-6)"
             )
         return value
 

@@ -28,6 +28,10 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _DISCRIMINATORS = ("kind", "type")
 
+_HOST_KEYS_REQUIRED = (
+    "required: pin at least one host key (a known_hosts line or a SHA256:... fingerprint)"
+)
+
 Loc = tuple[int | str, ...]
 
 
@@ -90,6 +94,8 @@ def problem_from(error: ErrorDetails) -> ConfigProblem:
 
     if kind == "missing":
         message = "required"
+        if parts and parts[-1] == "host_keys":
+            message = _HOST_KEYS_REQUIRED
     elif kind == "extra_forbidden":
         message = "unknown field"
         if model is not None and isinstance(loc[-1], str):
@@ -123,7 +129,7 @@ def problem_from(error: ErrorDetails) -> ConfigProblem:
         minimum = ctx.get("min_length", 1)
         message = "must not be empty" if minimum == 1 else f"needs at least {minimum} entries"
         if parts and parts[-1] == "host_keys":
-            message = "required: pin at least one host key (known_hosts line or SHA256:...)"
+            message = _HOST_KEYS_REQUIRED
     elif kind == "string_too_short":
         message = "must not be empty"
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):

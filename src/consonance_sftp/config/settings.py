@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
-    SecretStr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -335,10 +334,6 @@ class Settings(StrictModel):
             }
         )
         return self.model_copy(update={"database": database})
-
-    def secret(self, value: SecretStr | None) -> str | None:
-        """Reveal a secret at the point of use (kept as a method so uses are easy to find)."""
-        return None if value is None else value.get_secret_value()
 
 
 def _expand(url: str, state_dir: Path) -> str:
