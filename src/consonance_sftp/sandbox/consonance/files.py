@@ -1,0 +1,83 @@
+"""Real, tiny files for the sandbox's generated covers and production files.
+
+A generated catalogue of 50,000 products cannot keep a file per record on disk, so the bytes are
+made on request from the record id: a valid baseline JPEG (flat grey, any size, the id in a
+comment segment so every cover has its own checksum) and a valid one-page PDF. Both open in
+ordinary viewers; that matters because flows checksum, size-check and deliver them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def make_jpeg(width: int = 40, height: int = 60, comment: str = "") -> bytes:
+    """A baseline greyscale JPEG of mid-grey.
+
+    Mid-grey level-shifts to zero, so every 8x8 block has DC difference 0 and no AC
+    coefficients: with one-symbol Huffman tables each block is the two bits ``0`` (DC size 0)
+    and ``0`` (end of block).
+    """
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    bits = blocks * 2
+    scan = bytearray(b"\x00" * (bits // 8))
+    if bits % 8:
+        scan.append(0xFF >> (bits % 8))  # pad the last byte with 1 bits, as the standard says
+    out = bytearray(b"\xff\xd8")
+    out += _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    if comment:
+        out += _segment(0xFE, comment.encode("utf-8")[:60000])
+    out += _segment(0xDB, b"\x00" + b"\x01" * 64)  # quantisation table 0, all ones
+    out += _segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+    one_symbol = bytes([1] + [0] * 15)
+    out += _segment(0xC4, b"\x00" + one_symbol + b"\x00")  # DC table 0: size category 0
+    out += _segment(0xC4, b"\x10" + one_symbol + b"\x00")  # AC table 0: end of block
+    out += _segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+    out += bytes(scan)
+    out += b"\xff\xd9"
+    return bytes(out)
+
+
+def make_pdf(title: str = "Sandbox file", pages: int = 1) -> bytes:
+    """A valid PDF with ``pages`` empty A5 pages and a title in its info dictionary."""
+    safe = title.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    page_ids = [4 + i for i in range(pages)]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids ["
+        + b" ".join(f"{i} 0 R".encode() for i in page_ids)
+        + f"] /Count {pages} >>".encode(),
+        f"<< /Title ({safe}) /Producer (consonance-sftp sandbox) >>".encode("latin-1", "replace"),
+    ]
+    objects += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 420 595] >>" for _ in page_ids]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        out += f"{offset:010d} 00000 n \n".encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 3 0 R >>\n"
+        f"startxref\n{xref}\n%%EOF\n"
+    ).encode()
+    return bytes(out)
+
+
+def generated_file(name: str) -> tuple[bytes, str] | None:
+    """Bytes and content type of a generated ``sr-<id>-<w>x<h>.jpg`` or ``pf-<id>.pdf``."""
+    stem, _, ext = name.rpartition(".")
+    parts = stem.split("-")
+    if ext == "jpg" and len(parts) == 3 and parts[0] == "sr" and parts[1].isdigit():
+        w, _, h = parts[2].partition("x")
+        if w.isdigit() and h.isdigit():
+            return make_jpeg(int(w), int(h), f"sandbox resource {parts[1]}"), "image/jpeg"
+    if ext == "pdf" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
+        return make_pdf(f"Sandbox production file {parts[1]}", 2), "application/pdf"
+    return None

@@ -1,0 +1,476 @@
+"""A generator of realistic Consonance catalogues of any size, deterministic for a given seed.
+
+Works get print, ebook and audio products with valid ISBN-13s, contributors, prices in several
+currencies and territories, BISAC and Thema subjects, production runs for print, marketing
+texts, covers (served as real small JPEGs), production files (real small PDFs), contracts and
+to-dos. Record dates lie at least three days in the past, so an incremental poll right after
+seeding sees only the changes a test or the demo makes. 50,000 products take a few seconds.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from consonance_sftp.models import (
+    Contact,
+    Contract,
+    Contribution,
+    Imprint,
+    MarketingText,
+    Price,
+    Product,
+    ProductionFile,
+    ProductionRun,
+    Subject,
+    SubjectScheme,
+    SupportingResource,
+    Todo,
+    Work,
+)
+from consonance_sftp.sandbox.consonance.catalogue import Catalogue
+
+FIRST = [
+    "Ada",
+    "Ben",
+    "Cate",
+    "Dev",
+    "Elif",
+    "Femi",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonah",
+    "Kiri",
+    "Leo",
+    "Maya",
+    "Nils",
+    "Olu",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tove",
+    "Uma",
+    "Vik",
+    "Wen",
+    "Xavi",
+    "Yara",
+    "Zoe",
+    "Amir",
+    "Bea",
+    "Cal",
+    "Dora",
+    "Emil",
+    "Fern",
+    "Gus",
+    "Hana",
+    "Ivo",
+    "Juno",
+    "Kai",
+    "Lena",
+]
+LAST = [
+    "Abbott",
+    "Baptiste",
+    "Chen",
+    "Dlamini",
+    "Evans",
+    "Farah",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Larsen",
+    "Mensah",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Quispe",
+    "Rossi",
+    "Santos",
+    "Tanaka",
+    "Ueda",
+    "Varga",
+    "Walsh",
+    "Xu",
+    "Yilmaz",
+    "Zhou",
+    "Brennan",
+    "Castillo",
+    "Duarte",
+    "Eriksen",
+    "Fischer",
+    "Green",
+    "Holm",
+    "Ivanova",
+    "Jones",
+    "Kaur",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+]
+WORDS = [
+    "River",
+    "Glass",
+    "Winter",
+    "Orchard",
+    "Lantern",
+    "Harbour",
+    "Silent",
+    "Copper",
+    "Northern",
+    "Atlas",
+    "Salt",
+    "Meridian",
+    "Paper",
+    "Hollow",
+    "Ember",
+    "Tide",
+    "Garden",
+    "Signal",
+    "Iron",
+    "Velvet",
+    "Quiet",
+    "Distant",
+    "Small",
+    "Hours",
+    "Island",
+    "Map",
+    "Season",
+    "Thread",
+    "Stone",
+    "Letters",
+    "Light",
+    "Orbit",
+    "Cartographer",
+    "Archive",
+    "Field",
+    "Weather",
+    "Bridge",
+    "Ash",
+]
+IMPRINTS = (Imprint(id=1, name="Snowbooks"), Imprint(id=2, name="Meridian Press"))
+THEMA = (
+    ("FBA", "Modern & contemporary fiction", "FB"),
+    ("FF", "Crime & mystery fiction", "F"),
+    ("FM", "Fantasy", "F"),
+    ("DCF", "Poetry by individual poets", "DC"),
+    ("NHB", "General & world history", "NH"),
+    ("WBA", "General cookery & recipes", "WB"),
+    ("YFB", "Children's / Teenage general fiction", "YF"),
+)
+BISAC = (
+    ("FIC000000", "FICTION / General"),
+    ("FIC022000", "FICTION / Mystery & Detective / General"),
+    ("FIC009000", "FICTION / Fantasy / General"),
+    ("POE000000", "POETRY / General"),
+    ("HIS000000", "HISTORY / General"),
+    ("CKB000000", "COOKING / General"),
+    ("JUV000000", "JUVENILE FICTION / General"),
+)
+STAGES = (
+    "Commissioning",
+    "Editorial",
+    "Copy-edit",
+    "Typesetting",
+    "Proofs",
+    "Production approval",
+    "Printing",
+    "Published",
+)
+TODO_NAMES = (
+    "Cover brief",
+    "Copy-edit complete",
+    "Final proofs approved",
+    "Print files approved",
+    "Ebook files approved",
+    "Marketing copy approved",
+)
+# (currency, ONIX price type, qualifier, territories, multiplier against GBP)
+PRICE_SLOTS = (
+    ("GBP", "02", "05", ("GB",), Decimal("1")),
+    ("USD", "01", "05", ("US",), Decimal("1.3")),
+    ("EUR", "02", "05", ("DE", "FR", "IE", "NL"), Decimal("1.2")),
+    ("AUD", "02", "05", ("AU",), Decimal("2.0")),
+    ("CAD", "01", "05", ("CA",), Decimal("1.8")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Format:
+    typename: str
+    product_form: str
+    base_price: Decimal
+
+
+HARDBACK = _Format("PhysicalBookProduct", "BB", Decimal("18.99"))
+PAPERBACK = _Format("PhysicalBookProduct", "BC", Decimal("9.99"))
+EBOOK = _Format("ElectronicBookProduct", "DG", Decimal("5.99"))
+AUDIO = _Format("ElectronicAudioProduct", "AJ", Decimal("14.99"))
+PATTERNS = (
+    ((PAPERBACK, EBOOK), 60),
+    ((HARDBACK, PAPERBACK, EBOOK, AUDIO), 15),
+    ((PAPERBACK,), 15),
+    ((HARDBACK, EBOOK, AUDIO), 10),
+)
+
+
+def isbn13(n: int) -> str:
+    """A valid ISBN-13 in the 978-1-9 range, one per ``n``."""
+    body = f"97819{n % 10_000_000:07d}"
+    total = sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(body))
+    return body + str((10 - total % 10) % 10)
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+
+    def __call__(self, kind: str, start: int = 1) -> int:
+        value = self.counters.get(kind, start - 1) + 1
+        self.counters[kind] = value
+        return value
+
+
+def generate_catalogue(
+    products: int = 250, *, seed: int = 1, today: date | None = None
+) -> Catalogue:
+    """A catalogue with exactly ``products`` products spread over works."""
+    rng = random.Random(seed)
+    today = today or datetime.now(UTC).date()
+    ids = _Ids()
+    contacts = [
+        Contact(
+            id=ids("contact", 501),
+            name=f"{first} {last}",
+            key_names=last,
+            names_before_key=first,
+            biographical_note=f"{first} {last} lives by the sea and writes novels.",
+            emails=(f"{first.lower()}.{last.lower()}@example.com",),
+        )
+        for first, last in (
+            (rng.choice(FIRST), rng.choice(LAST)) for _ in range(max(8, products // 4))
+        )
+    ]
+    patterns = [p for p, _ in PATTERNS]
+    weights = [w for _, w in PATTERNS]
+    works: list[Work] = []
+    contracts: list[Contract] = []
+    made = 0
+    while made < products:
+        formats = rng.choices(patterns, weights)[0][: products - made]
+        work, contract = _work(rng, ids, formats, contacts, today)
+        works.append(work)
+        contracts.append(contract)
+        made += len(work.products)
+    return Catalogue.from_records(works, contacts, contracts)
+
+
+def _stamp(day: date) -> datetime:
+    return datetime.combine(day, time(9, 30), tzinfo=UTC)
+
+
+def _work(
+    rng: random.Random,
+    ids: _Ids,
+    formats: tuple[_Format, ...],
+    contacts: list[Contact],
+    today: date,
+) -> tuple[Work, Contract]:
+    work_id = ids("work", 1001)
+    title = " ".join(rng.sample(WORDS, rng.randint(1, 3)))
+    title = f"The {title}" if rng.random() < 0.3 else title
+    subtitle = (
+        f"A {rng.choice(('novel', 'history', 'memoir', 'collection'))}"
+        if rng.random() < 0.4
+        else None
+    )
+    pub = today + timedelta(days=rng.randint(-900, 300))
+    updated = _stamp(today - timedelta(days=rng.randint(3, 900)))
+    status = "02" if pub > today else ("07" if rng.random() < 0.05 else "04")
+    authors = rng.sample(contacts, rng.choice((1, 1, 1, 2, 3)))
+    product_list: list[Product] = []
+    for fmt in formats:
+        product_id = ids("product", 20001)
+        product_list.append(
+            _product(rng, ids, fmt, product_id, work_id, title, subtitle, pub, status, updated)
+        )
+    physical = tuple(p.id for p in product_list if p.typename == "PhysicalBookProduct")
+    contributions = tuple(
+        Contribution(id=ids("contribution"), contributor=c, role="A01", sequence_number=i + 1)
+        for i, c in enumerate(authors)
+    )
+    if rng.random() < 0.2:
+        contributions += (
+            Contribution(
+                id=ids("contribution"),
+                contributor=rng.choice(contacts),
+                role="A12",
+                sequence_number=len(contributions) + 1,
+                product_ids=physical,
+            ),
+        )
+    thema = rng.sample(THEMA, 2)
+    bisac = rng.sample(BISAC, 2)
+    subjects = (
+        Subject(scheme=SubjectScheme.THEMA, code=thema[0][0], description=thema[0][1], main=True),
+        Subject(scheme=SubjectScheme.THEMA, code=thema[1][0], description=thema[1][1]),
+        Subject(scheme=SubjectScheme.BISAC, code=bisac[0][0], description=bisac[0][1], main=True),
+        Subject(scheme=SubjectScheme.BISAC, code=bisac[1][0], description=bisac[1][1]),
+    )
+    names = " and ".join(c.contributor.name for c in contributions if c.role == "A01")
+    texts = (
+        MarketingText(
+            id=ids("text"),
+            variant="SHORT_DESCRIPTION",
+            text=f"<p>{title}: the new book by {names}.</p>",
+            approval_status="APPROVED",
+        ),
+        MarketingText(
+            id=ids("text"),
+            variant="LONG_DESCRIPTION",
+            text=f"<p>{title} follows a {rng.choice(WORDS).lower()} "
+            f"and a {rng.choice(WORDS).lower()} across one long "
+            f"{rng.choice(('summer', 'winter', 'decade'))}.</p>",
+            approval_status=rng.choice(("APPROVED", "DRAFT")),
+            embargo_from=pub - timedelta(days=90),
+        ),
+    )
+    cover_id = ids("resource", 70001)
+    resources = (
+        SupportingResource(
+            id=cover_id,
+            variant="FRONT_COVER",
+            filename=f"{product_list[0].isbn13}.jpg",
+            url=f"/files/generated/sr-{cover_id}-40x60.jpg",
+            status="APPROVED",
+            content_type="image/jpeg",
+            width=40,
+            height=60,
+            created_at=updated,
+            caption=f"Front cover of {title}",
+        ),
+    )
+    runs: tuple[ProductionRun, ...] = ()
+    if physical:
+        runs = (
+            ProductionRun(
+                id=ids("run", 90001),
+                name="First printing",
+                product_ids=physical,
+                quantity=rng.choice((1000, 1500, 2000, 3000, 5000)),
+                delivery_date=pub - timedelta(days=42),
+                paper=rng.choice(("Holmen Book Cream 60gsm", "Munken Print White 80gsm")),
+                text_colour="1/1",
+                binding=rng.choice(("Perfect bound", "Sewn")),
+                cover_type=rng.choice(("Softback", "Case-bound with jacket")),
+                cover_colours="4/0",
+                finishes=("Matt laminate",) + (("Spot UV",) if rng.random() < 0.3 else ()),
+                embellishments=("Foil",) if rng.random() < 0.1 else (),
+            ),
+        )
+    stage_index = rng.randrange(len(STAGES))
+    todos = tuple(
+        Todo(
+            id=ids("todo", 50001),
+            name=name,
+            completed=i < stage_index - 2,
+            due_date=pub - timedelta(days=120 - 20 * i),
+        )
+        for i, name in enumerate(TODO_NAMES)
+    )
+    contract = Contract(
+        id=ids("contract", 3001),
+        contract_name=f"{names or 'Author'}: {title}",
+        work_id=work_id,
+        signed_date=pub - timedelta(days=rng.randint(400, 900)),
+        licensed_rights=("World English", "Audio") if rng.random() < 0.5 else ("World English",),
+    )
+    work = Work(
+        id=work_id,
+        title=title,
+        subtitle=subtitle,
+        imprint=rng.choice(IMPRINTS),
+        project_stage=STAGES[stage_index],
+        work_type=rng.choice(("Fiction", "Non-fiction")),
+        contributions=contributions,
+        subjects=subjects,
+        keywords=tuple(w.lower() for w in rng.sample(WORDS, 3)),
+        marketing_texts=texts,
+        supporting_resources=resources,
+        production_runs=runs,
+        products=tuple(product_list),
+        todos=todos,
+        contract_ids=(contract.id,),
+        updated_at=updated,
+    )
+    return work, contract
+
+
+def _product(
+    rng: random.Random,
+    ids: _Ids,
+    fmt: _Format,
+    product_id: int,
+    work_id: int,
+    title: str,
+    subtitle: str | None,
+    pub: date,
+    status: str,
+    updated: datetime,
+) -> Product:
+    prices = tuple(
+        Price(
+            id=ids("price", 400001),
+            amount=(fmt.base_price * mult).quantize(Decimal("1")) - Decimal("0.01"),
+            currency=currency,
+            price_type=price_type,
+            qualifier=qualifier,
+            territories=territories,
+        )
+        for currency, price_type, qualifier, territories, mult in PRICE_SLOTS
+        if currency in ("GBP", "USD") or rng.random() < 0.6
+    )
+    files: tuple[ProductionFile, ...] = ()
+    if fmt.typename == "PhysicalBookProduct" or fmt is EBOOK:
+        variant = "INTERIOR" if fmt.typename == "PhysicalBookProduct" else "EPUB"
+        file_id = ids("file", 80001)
+        files = (
+            ProductionFile(
+                id=file_id,
+                file_variant=variant,
+                filename=f"{product_id}_{variant.lower()}.pdf",
+                approval_status=rng.choice(("APPROVED", "APPROVED", "AWAITING_APPROVAL")),
+                allow_distribution="ALLOWED",
+                file_format="PDF",
+                url=f"/files/generated/pf-{file_id}.pdf",
+                product_ids=(product_id,),
+                created_at=updated,
+            ),
+        )
+    physical = fmt.typename == "PhysicalBookProduct"
+    return Product(
+        id=product_id,
+        work_id=work_id,
+        typename=fmt.typename,
+        isbn13=isbn13(product_id),
+        title=title,
+        subtitle=subtitle,
+        product_form=fmt.product_form,
+        publishing_status=status,
+        publication_date=pub,
+        prices=prices,
+        for_sale_countries=("GB", "IE", "US", "CA", "AU", "NZ"),
+        for_sale_worldwide=False,
+        height_mm=Decimal(rng.choice((198, 216, 234))) if physical else None,
+        width_mm=Decimal(rng.choice((129, 135, 153))) if physical else None,
+        thickness_mm=Decimal(rng.randint(12, 40)) if physical else None,
+        page_count=rng.randint(120, 640) if fmt is not AUDIO else None,
+        language="eng",
+        production_files=files,
+        updated_at=updated,
+    )
