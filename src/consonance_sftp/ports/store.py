@@ -131,12 +131,24 @@ class AuditProblem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuditChainHead:
+    """Where one chain ends, as recorded: copy these elsewhere to anchor the trail."""
+
+    chain_id: str
+    writer: str
+    started_at: datetime
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditReport:
     """What ``verify_audit`` checked and found: at most one problem per chain (the first)."""
 
     events: int
     chains: int
     problems: Sequence[AuditProblem] = ()
+    heads: Sequence[AuditChainHead] = ()
 
     @property
     def ok(self) -> bool:

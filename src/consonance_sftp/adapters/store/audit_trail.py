@@ -39,7 +39,7 @@ from consonance_sftp.adapters.store.base import (
 from consonance_sftp.adapters.store.schema import audit_chains, audit_events
 from consonance_sftp.errors import AuditTamperError, StoreError
 from consonance_sftp.ports.clock import Clock
-from consonance_sftp.ports.store import AuditEvent, AuditReport, JsonValue
+from consonance_sftp.ports.store import AuditChainHead, AuditEvent, AuditReport, JsonValue
 
 _APPEND_ATTEMPTS = 5
 
@@ -209,14 +209,21 @@ class AuditTrail(Tables):
     def verify(self) -> AuditReport:
         # One snapshot for heads and events, or a concurrent append looks like tampering.
         with self.read(snapshot=True) as conn:
-            heads = {
-                row.chain_id: ChainHead(row.chain_id, row.seq, row.hash)
-                for row in conn.execute(
-                    sa.select(audit_chains.c.chain_id, audit_chains.c.seq, audit_chains.c.hash)
+            recorded = [
+                AuditChainHead(
+                    chain_id=row.chain_id,
+                    writer=row.writer,
+                    started_at=from_db_time_required(row.started_at),
+                    seq=row.seq,
+                    hash=row.hash,
                 )
-            }
+                for row in conn.execute(sa.select(audit_chains).order_by(audit_chains.c.chain_id))
+            ]
+            heads = {h.chain_id: ChainHead(h.chain_id, h.seq, h.hash) for h in recorded}
             events, chains, problems = check_chains(self._stream(conn), heads)
-        return AuditReport(events=events, chains=chains, problems=tuple(problems))
+        return AuditReport(
+            events=events, chains=chains, problems=tuple(problems), heads=tuple(recorded)
+        )
 
     def _stream(self, conn: Connection) -> Iterator[StoredEvent]:
         result = conn.execution_options(yield_per=2000).execute(
