@@ -23,6 +23,7 @@ from consonance_sftp.logs import JsonFormatter
 
 HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
 KNOWN_HOSTS_LINE = "[127.0.0.1]:2222 " + HOST_KEY.export_public_key("openssh").decode().strip()
+PRINTER_LINE = KNOWN_HOSTS_LINE.replace("[127.0.0.1]:2222", "sftp.printer.example")
 
 MINIMAL = f"""
 [consonance]
@@ -31,7 +32,7 @@ token = {{ env = "CSFTP_TEST_TOKEN" }}
 [partners.printer]
 host = "sftp.printer.example"
 user = "pub"
-host_keys = ["{KNOWN_HOSTS_LINE}"]
+host_keys = ["{PRINTER_LINE}"]
 auth = {{ password = {{ env = "CSFTP_TEST_PRINTER_PW" }} }}
 folders = {{ send = "/in" }}
 
@@ -292,3 +293,33 @@ def test_starter_commented_examples_are_valid_when_uncommented(
     assert acme.auth.method == "password"
     assert acme.host_key_fingerprints == {"SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"}
     assert [t.type for t in settings.notifications] == ["log", "email", "webhook"]
+
+
+def test_schedule_next_run_is_in_its_time_zone() -> None:
+    from datetime import UTC, datetime
+
+    from consonance_sftp.config import Schedule
+
+    schedule = Schedule(cron="0 6 * * *", timezone="Europe/London")
+    # 1 July: London is on BST (UTC+1), so 06:00 local is 05:00 UTC.
+    after = schedule.next_after(datetime(2026, 7, 1, 12, 0, tzinfo=UTC))
+    assert after.astimezone(UTC) == datetime(2026, 7, 2, 5, 0, tzinfo=UTC)
+
+
+def test_known_hosts_line_for_another_server_is_refused(tmp_path: Path, secrets_env: None) -> None:
+    other = KNOWN_HOSTS_LINE.replace("[127.0.0.1]:2222", "sftp.other.example")
+    text = MINIMAL.replace(PRINTER_LINE, other)
+    found = problems_of(write(tmp_path, text))
+    assert list(found) == ["partners.printer.host_keys"]
+    assert (
+        "entry 1 is for sftp.other.example, not for sftp.printer.example"
+        in (found["partners.printer.host_keys"])
+    )
+    # The partner's own name, a wildcard and a bare key (no host part) are all accepted.
+    for line in (
+        KNOWN_HOSTS_LINE.replace("[127.0.0.1]:2222", "sftp.printer.example"),
+        KNOWN_HOSTS_LINE.replace("[127.0.0.1]:2222", "*.printer.example,10.0.0.1"),
+        KNOWN_HOSTS_LINE.split(" ", 1)[1],
+    ):
+        settings = load_settings(write(tmp_path, MINIMAL.replace(PRINTER_LINE, line)))
+        assert settings.partners["printer"].host_keys == [line]

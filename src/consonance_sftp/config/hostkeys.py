@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import re
 
 import asyncssh
@@ -46,6 +47,29 @@ def parse_public_key(line: str) -> asyncssh.SSHKey:
         return asyncssh.import_public_key(f"{key_type} {blob}")
     except (binascii.Error, asyncssh.KeyImportError, ValueError) as exc:
         raise HostKeyFormatError(f"the {key_type} key does not decode: {exc}") from None
+
+
+def pattern_mismatch(value: str, host: str, port: int) -> str | None:
+    """The host patterns of a known_hosts line when they cannot match ``host``:``port``.
+
+    A line copied from another server's entry is a likely paste error; hashed (``|1|``)
+    patterns cannot be checked and pass, as do bare keys and fingerprints.
+    """
+    if value.upper().startswith("SHA256:"):
+        return None
+    try:
+        patterns, _key_type, _blob = _split_known_hosts(value.strip())
+    except HostKeyFormatError:
+        return None
+    if patterns is None or patterns.startswith("|"):
+        return None
+    name = host if port == 22 else f"[{host}]:{port}"
+    for pattern in patterns.split(","):
+        # known_hosts patterns know only * and ?; brackets are literal ([host]:port).
+        literal = pattern.lower().replace("[", "\x00").replace("]", "[]]").replace("\x00", "[[]")
+        if not pattern.startswith("!") and fnmatch.fnmatchcase(name.lower(), literal):
+            return None
+    return patterns
 
 
 def validate_host_key(value: str) -> str:

@@ -20,7 +20,12 @@ from pydantic import (
 )
 
 from consonance_sftp.config.flows import NAME_PATTERN, ConfigPath, FlowConfig, StrictModel
-from consonance_sftp.config.hostkeys import HostKeyFormatError, fingerprint_of, validate_host_key
+from consonance_sftp.config.hostkeys import (
+    HostKeyFormatError,
+    fingerprint_of,
+    pattern_mismatch,
+    validate_host_key,
+)
 from consonance_sftp.config.secrets import OptionalSecret, Secret, base_dir_of
 from consonance_sftp.config.transfer import TransferSettings
 
@@ -34,7 +39,8 @@ _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 def _http_url(value: str) -> str:
     value = value.strip()
     if not _URL.match(value):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        # The value is not echoed: a URL may carry credentials.
+        raise ValueError("expected an http:// or https:// URL such as https://host/path")
     return value.rstrip("/")
 
 
@@ -179,14 +185,25 @@ class PartnerConfig(StrictModel):
 
     @field_validator("host_keys")
     @classmethod
-    def _valid_keys(cls, values: list[str]) -> list[str]:
+    def _valid_keys(cls, values: list[str], info: ValidationInfo) -> list[str]:
         out: list[str] = []
         problems: list[str] = []
+        # host and port are declared first, so they are validated (or failed) by now.
+        host, port = info.data.get("host"), info.data.get("port")
         for index, value in enumerate(values):
             try:
                 out.append(validate_host_key(value))
             except HostKeyFormatError as exc:
                 problems.append(f"entry {index + 1}: {exc}")
+                continue
+            if isinstance(host, str) and isinstance(port, int):
+                patterns = pattern_mismatch(value, host, port)
+                if patterns is not None:
+                    where = host if port == 22 else f"[{host}]:{port}"
+                    problems.append(
+                        f"entry {index + 1} is for {patterns}, not for {where}; pin this "
+                        "server's own key (or drop the host part of the line)"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return out
