@@ -22,7 +22,12 @@ def translate(
     exc: BaseException, *, partner: str, path: str | None = None
 ) -> errors.TransportError:
     """The TransportError that describes ``exc`` (already one: returned unchanged)."""
+    exc = first_cause(exc)
     if isinstance(exc, errors.TransportError):
+        if exc.partner is None:
+            # Raised below the adapter (segmented transfer) without a partner: add it.
+            message = exc.message.removesuffix(f" ({exc.path})") if exc.path else exc.message
+            return type(exc)(message, partner=partner, path=exc.path or path)
         return exc
     reason = _reason(exc)
     if isinstance(exc, asyncssh.SFTPError):
@@ -78,6 +83,14 @@ def translate(
     return errors.TransportError(
         f"unexpected SFTP error: {type(exc).__name__}: {reason}", partner=partner, path=path
     )
+
+
+def first_cause(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from ``asyncio.TaskGroup``."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (inner or list(exc.exceptions))[0]
+    return exc
 
 
 def raise_translated(exc: BaseException, *, partner: str, path: str | None = None) -> NoReturn:

@@ -1,0 +1,69 @@
+"""Per-partner bandwidth limit: a token bucket, and SFTP session wrappers that draw from it.
+
+The wrappers stand in for ``asyncssh.SFTPClient`` in the segmented transfer, which only opens
+files and reads or writes blocks: each block waits for its bytes' worth of tokens first, so all
+connections of one partner share one budget of bytes per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+
+class TokenBucket:
+    """``rate`` bytes per second, with bursts of up to one second's worth."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = float(rate)
+        self._tokens = self.rate
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def consume(self, nbytes: int) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= nbytes
+            if self._tokens < 0:
+                # Sleeping inside the lock keeps later blocks queued behind this one, in order.
+                await asyncio.sleep(-self._tokens / self.rate)
+
+
+class _ThrottledFile:
+    def __init__(self, inner: Any, bucket: TokenBucket) -> None:
+        self._inner = inner
+        self._bucket = bucket
+
+    async def __aenter__(self) -> _ThrottledFile:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.__aexit__(*exc)
+
+    async def write(self, data: bytes, offset: int) -> int:
+        await self._bucket.consume(len(data))
+        written: int = await self._inner.write(data, offset)
+        return written
+
+    async def stat(self) -> Any:
+        return await self._inner.stat()
+
+    async def read(self, size: int, offset: int) -> bytes:
+        await self._bucket.consume(size)
+        data: bytes = await self._inner.read(size, offset)
+        return data
+
+
+class ThrottledSFTP:
+    """Wraps an SFTP session so that file reads and writes respect a shared ``TokenBucket``."""
+
+    def __init__(self, inner: Any, bucket: TokenBucket) -> None:
+        self._inner = inner
+        self._bucket = bucket
+
+    async def open(self, path: str, *args: Any, **kwargs: Any) -> _ThrottledFile:
+        return _ThrottledFile(await self._inner.open(path, *args, **kwargs), self._bucket)
