@@ -42,6 +42,15 @@ from consonance_sftp.ports.clock import Clock
 from consonance_sftp.ports.store import AuditChainHead, AuditEvent, AuditReport, JsonValue
 
 _APPEND_ATTEMPTS = 5
+# Built once: appending is the hot path, and a statement with bound parameters is compiled once.
+_INSERT_EVENT = audit_events.insert()
+_INSERT_HEAD = audit_chains.insert()
+_MOVE_HEAD = (
+    audit_chains.update()
+    .where(audit_chains.c.chain_id == sa.bindparam("c"))
+    .where(audit_chains.c.seq == sa.bindparam("old_seq"))
+    .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
+)
 
 
 class _HeadMoved(Exception):
@@ -144,34 +153,34 @@ class AuditTrail(Tables):
                 details_json=details_json,
             )
             conn.execute(
-                audit_events.insert().values(
-                    chain_id=self.chain_id,
-                    seq=seq,
-                    ts=ts,
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    details=details_json,
-                    prev_hash=head.hash,
-                    hash=digest,
-                )
+                _INSERT_EVENT,
+                {
+                    "chain_id": self.chain_id,
+                    "seq": seq,
+                    "ts": ts,
+                    "actor": actor,
+                    "action": action,
+                    "subject": subject,
+                    "details": details_json,
+                    "prev_hash": head.hash,
+                    "hash": digest,
+                },
             )
             if head.seq == 0:
                 conn.execute(
-                    audit_chains.insert().values(
-                        chain_id=self.chain_id,
-                        started_at=ts,
-                        writer=self.writer,
-                        seq=seq,
-                        hash=digest,
-                    )
+                    _INSERT_HEAD,
+                    {
+                        "chain_id": self.chain_id,
+                        "started_at": ts,
+                        "writer": self.writer,
+                        "seq": seq,
+                        "hash": digest,
+                    },
                 )
             else:
                 moved = conn.execute(
-                    audit_chains.update()
-                    .where(audit_chains.c.chain_id == self.chain_id)
-                    .where(audit_chains.c.seq == head.seq)
-                    .values(seq=seq, hash=digest)
+                    _MOVE_HEAD,
+                    {"c": self.chain_id, "old_seq": head.seq, "new_seq": seq, "new_hash": digest},
                 )
                 if moved.rowcount != 1:
                     raise _HeadMoved

@@ -53,6 +53,7 @@ from consonance_sftp.ports.store import (
     DeliveryRecord,
     IntakeRecord,
     JsonValue,
+    Store,
 )
 
 alert_log = logging.getLogger("consonance_sftp.alerts")
@@ -746,3 +747,8 @@ class SqlStore(Tables):
                 ["name"],
                 [{"name": name, "value": value, "updated_at": self._now()}],
             )
+
+
+def _implements_the_port(store: SqlStore) -> Store:
+    # mypy checks here that SqlStore satisfies ports.store.Store structurally.
+    return store
