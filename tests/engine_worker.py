@@ -297,11 +297,27 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
 
 
 def max_overlap(events: list[dict[str, Any]], partner: str) -> int:
-    """Most uploads to ``partner`` in progress at the same instant, from start/end events."""
-    edges = []
+    """Most uploads to ``partner`` in progress at the same instant, from start/end events.
+
+    An upload cut short by ``kill -9`` has no end event: its bytes stopped landing with the
+    process's last event, so it is closed there.
+    """
+    last_t: dict[int, float] = {}
     for e in events:
-        if e.get("partner") == partner and e["ev"] in {"upload_start", "upload_end"}:
-            edges.append((e["t"], 0 if e["ev"] == "upload_end" else 1))
+        last_t[e["pid"]] = max(last_t.get(e["pid"], 0.0), e["t"])
+    open_at: dict[tuple[int, str], float] = {}
+    edges: list[tuple[float, int]] = []
+    for e in events:
+        if e.get("partner") != partner or e["ev"] not in {"upload_start", "upload_end"}:
+            continue
+        key = (e["pid"], e["path"])
+        if e["ev"] == "upload_start":
+            open_at[key] = e["t"]
+            edges.append((e["t"], 1))
+        elif open_at.pop(key, None) is not None:
+            edges.append((e["t"], 0))
+    for (pid, _), _t in open_at.items():
+        edges.append((last_t[pid], 0))
     level = best = 0
     for _, kind in sorted(edges):
         level += 1 if kind else -1
