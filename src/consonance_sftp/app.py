@@ -1,3 +1,85 @@
-"""Composition root: builds the adapters named by the config and hands them to the engine."""
+"""Composition root: builds the adapters named by the config and hands them to the engine.
+
+This is the only module that imports adapters. User interfaces (cli, web) ask an ``App`` for
+what they need; flows and the engine receive ports, never adapters. Adapters are built lazily,
+so a command that only reads the ledger never opens an SSH connection.
+"""
 
 from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from consonance_sftp.adapters.consonance import ConsonanceClient
+from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.store import SqlStore, open_store
+from consonance_sftp.config import PartnerConfig, Settings, load_settings
+from consonance_sftp.errors import ConfigError, ConfigProblem
+from consonance_sftp.ports.remote_fs import ConnectionBudget
+
+
+def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
+    """The SFTP adapter's view of one configured partner (secrets resolved)."""
+    auth = partner.auth
+    secret = auth.password or auth.keyboard_interactive
+    return SftpEndpoint(
+        partner=name,
+        host=partner.host,
+        port=partner.port,
+        user=partner.user,
+        host_keys=tuple(partner.host_keys),
+        auth=AuthMethod(auth.method),
+        key_path=auth.key,
+        key_passphrase=auth.passphrase.get_secret_value() if auth.passphrase else None,
+        password=secret.get_secret_value() if secret else None,
+        max_connections=partner.max_connections,
+        folders=tuple(partner.folders.values()),
+        transfer=partner.transfer,
+    )
+
+
+class App:
+    """Everything a command needs, built from one config file."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._budget: ConnectionBudget | None = None
+
+    @classmethod
+    def from_config(cls, path: Path | str) -> App:
+        return cls(load_settings(path))
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.settings.state_dir)
+
+    @cached_property
+    def store(self) -> SqlStore:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return open_store(self.settings.database.url)
+
+    def consonance(self) -> ConsonanceClient:
+        """A new Consonance client; use it as an async context manager."""
+        c = self.settings.consonance
+        return ConsonanceClient(c.base_url, c.token.get_secret_value(), timeout=c.timeout)
+
+    def partner_config(self, name: str) -> PartnerConfig:
+        try:
+            return self.settings.partners[name]
+        except KeyError:
+            known = ", ".join(sorted(self.settings.partners)) or "none configured"
+            raise ConfigError(
+                f"unknown partner {name!r}",
+                [ConfigProblem(f"partners.{name}", f"not in the config (known: {known})")],
+            ) from None
+
+    def remote_fs(self, name: str) -> SftpRemoteFS:
+        """An SFTP session pool for one partner; use it as an async context manager."""
+        endpoint = sftp_endpoint(name, self.partner_config(name))
+        return SftpRemoteFS(endpoint, state_dir=self.state_dir / "transfers", budget=self._budget)
+
+
+def open_store_from_config(path: Path | str) -> SqlStore:
+    """The store named by a config file (used by commands that only read records)."""
+    return App.from_config(path).store
