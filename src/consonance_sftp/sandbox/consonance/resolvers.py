@@ -735,9 +735,66 @@ def _serialize_date(value: Any) -> str:
     return str(value)
 
 
+_EXTRA_PRODUCT_TYPES = (
+    "PhysicalAudioProduct",
+    "PhysicalProduct",
+    "ElectronicProduct",
+    "GenericProduct",
+)
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _extensions(sdl: str) -> str:
+    """SDL added at build time so any ONIX file can seed the sandbox.
+
+    The schema file lists the values the public record shows; ONIX files carry codes beyond
+    them, and a GraphQL enum refuses unknown values. Code enums are widened to every code of
+    the right shape, variant enums to our ONIX mapping's names, and the Product types the
+    ONIX reader can produce get the Product interface's fields.
+    """
+    from consonance_sftp.formats.onix import codes  # only the sandbox needs these names
+
+    def values(enum: str) -> set[str]:
+        body = re.search(r"enum " + enum + r" \{(.*?)\}", sdl, re.S)
+        assert body is not None, enum
+        return set(re.sub(r"#.*", "", body.group(1)).split())
+
+    numeric = [f"_{n:02d}" for n in range(100)]
+    wanted = {
+        "ONIXPriceTypeCode": numeric,
+        "ONIXPriceTypeQualifierCode": numeric,
+        "ONIXPublishingStatusCode": numeric,
+        "ONIX21ProductFormCode": [a + b for a in _LETTERS for b in _LETTERS],
+        "ONIXContributorRoleCode": [f"{a}{n:02d}" for a in "ABCDEFZ" for n in range(1, 100)],
+        "MarketingTextVariant": [
+            *codes.TEXT_TYPES,
+            *(f"ONIX_TEXT_TYPE_{n:02d}" for n in range(100)),
+        ],
+        "SupportingResourceVariant": [
+            *codes.RESOURCE_TYPES,
+            *(f"ONIX_RESOURCE_TYPE_{n:02d}" for n in range(100)),
+        ],
+    }
+    parts = []
+    for enum, candidates in wanted.items():
+        extra = sorted(set(candidates) - values(enum))
+        if extra:
+            parts.append(f"extend enum {enum} {{ {' '.join(extra)} }}")
+    iface = re.search(r"interface Product \{(.*?)\n\}", sdl, re.S)
+    assert iface is not None
+    for name in _EXTRA_PRODUCT_TYPES:
+        parts.append(f"type {name} implements Product {{{iface.group(1)}\n}}")
+        parts.append(
+            f"extend enum ProductTypename {{ {name} }}"
+            if name not in values("ProductTypename")
+            else ""
+        )
+    return "\n".join(parts)
+
+
 def build_sandbox_schema(mutations: dict[str, Resolver]) -> GraphQLSchema:
     sdl = resources.files(__package__).joinpath("schema.graphql").read_text("utf-8")
-    schema = build_schema(sdl)
+    schema = build_schema(sdl + "\n" + _extensions(sdl))
     bindings: dict[str, dict[str, Resolver]] = {
         "Query": ROOT_FIELDS,
         "Mutation": mutations,

@@ -1,0 +1,267 @@
+"""Consonance GraphQL results → our domain models.
+
+``onix_code``/``onix_enum`` are the one place that knows Consonance writes numeric ONIX codes
+as enum names with a leading underscore (``_02``); everything past this module sees ``"02"``.
+A missing or malformed field raises ``ConsonanceQueryError`` naming the record and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from consonance_sftp.errors import ConsonanceQueryError
+from consonance_sftp.models import (
+    Contact,
+    Contract,
+    Contribution,
+    Imprint,
+    MarketingText,
+    Price,
+    Product,
+    ProductionFile,
+    ProductionRun,
+    Subject,
+    SubjectScheme,
+    SupportingResource,
+    Todo,
+    Work,
+)
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+_SCHEMES = {"Bic": SubjectScheme.BIC, "Thema": SubjectScheme.THEMA, "Bisac": SubjectScheme.BISAC}
+
+
+def onix_code(value: str | None) -> str | None:
+    """``_02`` → ``02``; ``BC`` stays ``BC``."""
+    if value is None:
+        return None
+    return value[1:] if value.startswith("_") and value[1:2].isdigit() else value
+
+
+def onix_enum(code: str | None) -> str | None:
+    """``02`` → ``_02``, for enum arguments sent to Consonance."""
+    if code is None:
+        return None
+    return f"_{code}" if code[:1].isdigit() else code
+
+
+def _date(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(str(value)[:10])
+
+
+def _datetime(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in value or ())
+
+
+def _list(raw: Json, key: str) -> list[Json]:
+    return list(raw.get(key) or ())
+
+
+def _guard(what: str, raw: Json, build: Callable[[Json], T]) -> T:
+    try:
+        return build(raw)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        raise ConsonanceQueryError(
+            f"cannot read {what} {ident}: field {exc} is missing or malformed"
+        ) from exc
+
+
+def price(raw: Json) -> Price:
+    return Price(
+        id=int(raw["id"]),
+        amount=Decimal(str(raw["amount"])),
+        currency=raw["currencyCode"],
+        price_type=onix_code(raw["onixPriceTypeCode"]) or "",
+        qualifier=onix_code(raw.get("onixPriceTypeQualifierCode")),
+        territories=tuple(raw.get("countryCodesIncluded") or ()),
+        effective_from=_date(raw.get("effectiveFrom")),
+        effective_to=_date(raw.get("effectiveTo")),
+    )
+
+
+def production_file(raw: Json) -> ProductionFile:
+    return ProductionFile(
+        id=int(raw["id"]),
+        file_variant=raw["fileVariant"],
+        filename=raw.get("filename") or "",
+        approval_status=raw["approvalStatus"],
+        allow_distribution=raw.get("allowDistribution"),
+        file_format=raw.get("fileFormat"),
+        file_size=raw.get("fileSize"),
+        url=raw.get("url"),
+        product_ids=_ints(raw.get("productIds")),
+        created_at=_datetime(raw.get("createdAt")),
+    )
+
+
+def product(raw: Json, work_id: int | None = None) -> Product:
+    def build(r: Json) -> Product:
+        return Product(
+            id=int(r["id"]),
+            work_id=int(r.get("workId") or work_id or 0),
+            typename=r["__typename"],
+            isbn13=(r.get("isbn") or {}).get("isbn13"),
+            title=r.get("fullTitle") or "",
+            subtitle=r.get("subtitle"),
+            product_form=r.get("onix21ProductFormCode"),
+            publishing_status=onix_code(r.get("onixPublishingStatusCode")),
+            publication_date=_date(r.get("publicationDate")),
+            prices=tuple(_guard("price", p, price) for p in _list(r, "prices")),
+            for_sale_countries=tuple(r.get("forSaleCountryCodes") or ()),
+            not_for_sale_countries=tuple(r.get("notForSaleCountryCodes") or ()),
+            for_sale_worldwide=bool(r.get("isForSaleWorldwide")),
+            height_mm=_decimal(r.get("productHeight")),
+            width_mm=_decimal(r.get("productWidth")),
+            thickness_mm=_decimal(r.get("productThickness")),
+            page_count=r.get("productionPageCount"),
+            edition_number=r.get("editionNumber"),
+            language=r.get("languageCode"),
+            production_files=tuple(
+                _guard("production file", f, production_file) for f in _list(r, "productionFiles")
+            ),
+            updated_at=_datetime(r.get("updatedAt")),
+        )
+
+    return _guard("product", raw, build)
+
+
+def contact(raw: Json) -> Contact:
+    return Contact(
+        id=int(raw["id"]),
+        name=raw.get("name") or "",
+        key_names=raw.get("keyNames"),
+        names_before_key=raw.get("namesBeforeKey"),
+        is_organisation=raw.get("__typename") == "Organisation",
+        biographical_note=raw.get("biographicalNote"),
+        emails=tuple(e["email"] for e in _list(raw, "emails")),
+    )
+
+
+def resource(raw: Json) -> SupportingResource:
+    return SupportingResource(
+        id=int(raw["id"]),
+        variant=raw.get("resourceVariant") or "",
+        filename=raw.get("filename") or "",
+        url=raw.get("url"),
+        status=raw.get("status"),
+        content_type=raw.get("imageContentType"),
+        file_size=raw.get("fileSize"),
+        width=raw.get("width"),
+        height=raw.get("height"),
+        product_ids=_ints(raw.get("productIds")),
+        created_at=_datetime(raw.get("createdAt")),
+        caption=raw.get("caption"),
+    )
+
+
+def todo(raw: Json) -> Todo:
+    return Todo(
+        id=int(raw["id"]),
+        name=raw["name"],
+        completed=bool(raw.get("completed")),
+        due_date=_date(raw.get("dueDate")),
+    )
+
+
+def _run(raw: Json) -> ProductionRun:
+    def first(key: str, field: str) -> Any:
+        items = _list(raw, key)
+        return items[0].get(field) if items else None
+
+    return ProductionRun(
+        id=int(raw["id"]),
+        name=raw.get("name"),
+        product_ids=_ints(raw.get("productIds")),
+        quantity=sum(int(q.get("quantity") or 0) for q in _list(raw, "quantities")) or None,
+        delivery_date=_date(raw.get("deliveryDate")),
+        paper=first("interiors", "paper"),
+        text_colour=first("interiors", "textColour"),
+        binding=first("bindings", "pageBindingMethod"),
+        cover_type=first("covers", "coverType"),
+        cover_colours=first("covers", "coverColoursOutside"),
+        finishes=tuple(f["name"] for f in _list(raw, "finishes") if f.get("name")),
+        embellishments=tuple(e["name"] for e in _list(raw, "embellishments") if e.get("name")),
+    )
+
+
+def _subject(raw: Json) -> Subject | None:
+    scheme = _SCHEMES.get(raw.get("__typename", ""))
+    if scheme is None:
+        return None
+    return Subject(
+        scheme=scheme, code=raw["code"], description=raw.get("description"), main=bool(raw["main"])
+    )
+
+
+def work(raw: Json) -> Work:
+    def build(r: Json) -> Work:
+        work_id = int(r["id"])
+        imprint = r.get("imprint")
+        subjects = [s for s in (_guard("subject", x, _subject) for x in _list(r, "subjectCodes"))]
+        return Work(
+            id=work_id,
+            title=r["title"],
+            subtitle=r.get("subtitle"),
+            imprint=Imprint(id=int(imprint["id"]), name=imprint["name"]) if imprint else None,
+            project_stage=r.get("projectStage"),
+            work_type=r.get("workType"),
+            contributions=tuple(
+                Contribution(
+                    id=int(c.get("id") or 0),
+                    contributor=_guard("contact", c["contributor"], contact),
+                    role=onix_code(c["onixContributorRoleCode"]) or "",
+                    sequence_number=int(c.get("sequenceNumber") or 1),
+                    product_ids=_ints(c.get("productIds")),
+                )
+                for c in _list(r, "contributions")
+            ),
+            subjects=tuple(s for s in subjects if s is not None),
+            keywords=tuple(r.get("keywords") or ()),
+            marketing_texts=tuple(
+                MarketingText(
+                    id=int(t.get("id") or 0),
+                    variant=t.get("variant") or "",
+                    text=t.get("externalText") or "",
+                    approval_status=t.get("approvalStatus"),
+                    product_ids=_ints(t.get("productIds")),
+                    embargo_from=_date(t.get("fromDate")),
+                )
+                for t in _list(r, "marketingTexts")
+            ),
+            supporting_resources=tuple(
+                _guard("supporting resource", x, resource) for x in _list(r, "supportingResources")
+            ),
+            production_runs=tuple(
+                _guard("production run", x, _run) for x in _list(r, "productionRuns")
+            ),
+            products=tuple(product(p, work_id) for p in _list(r, "products")),
+            todos=tuple(_guard("to-do", t, todo) for t in _list(r, "todos")),
+            contract_ids=tuple(int(c["id"]) for c in _list(r, "contracts")),
+            updated_at=_datetime(r.get("updatedAt")),
+        )
+
+    return _guard("work", raw, build)
+
+
+def contract(raw: Json) -> Contract:
+    return Contract(
+        id=int(raw["id"]),
+        contract_name=raw.get("contractName") or "",
+        work_id=(raw.get("work") or {}).get("id"),
+        signed_date=_date(raw.get("signedDate")),
+        licensed_rights=tuple(r["rightType"] for r in _list(raw, "licensedRights")),
+    )
