@@ -225,6 +225,39 @@ def test_two_writers_append_concurrently_and_both_chains_verify(store_url: str) 
             s.close()
 
 
+_WRITER = """
+import sys
+from consonance_sftp.adapters.store import open_store
+store = open_store(sys.argv[1])  # both processes migrate the fresh database at once
+for i in range(int(sys.argv[2])):
+    store.append_audit("worker", "delivery.sent", f"delivery:{i}", {"i": i})
+print(store.chain_id)
+store.close()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_migrate_and_append_at_once(store_url: str) -> None:
+    """Separate processes on a fresh database: one migration wins, both chains are whole."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, store_url, "80"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    chain_ids = {out.strip() for out, _ in outs}
+    with open_store(store_url) as store:
+        report = store.verify_audit()
+    assert report.ok, report.problems
+    assert (report.events, report.chains) == (160, 2)
+    assert {h.chain_id for h in report.heads} == chain_ids
+
+
 def test_threads_sharing_one_store_share_one_linear_chain(store: SqlStore) -> None:
     threads = [threading.Thread(target=fill, args=(store, 25)) for _ in range(4)]
     for t in threads:
@@ -292,17 +325,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _composition_can_open_stores() -> bool:
-    from consonance_sftp import app
-
-    return hasattr(app, "open_store")
-
-
-@pytest.mark.xfail(
-    not _composition_can_open_stores(),
-    reason="waiting for consonance_sftp.app.open_store(url, **options) (composition root)",
-    strict=True,
-)
 def test_cli_audit_verify_ok_then_tampered(store: SqlStore, store_url: str) -> None:
     fill(store, 3)
     ok = _cli("audit", "verify", "--db", store_url, "--heads")
@@ -317,13 +339,22 @@ def test_cli_audit_verify_ok_then_tampered(store: SqlStore, store_url: str) -> N
     assert "Traceback" not in bad.stderr
 
 
-@pytest.mark.xfail(
-    not _composition_can_open_stores(),
-    reason="waiting for consonance_sftp.app.open_store(url, **options) (composition root)",
-    strict=True,
-)
 def test_cli_audit_verify_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
     result = _cli("audit", "verify", "--db", f"sqlite:///{tmp_path / 'typo.db'}")
     assert result.returncode == 1
     assert "no database at" in result.stderr
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_cli_audit_verify_defaults_to_the_configs_database(tmp_path: Path) -> None:
+    from consonance_sftp.config import load_settings
+
+    assert _cli("init", "--dir", str(tmp_path)).returncode == 0
+    config = tmp_path / "consonance-sftp.toml"
+    before = _cli("--config", str(config), "audit", "verify")
+    assert before.returncode == 1 and "no database at" in before.stderr  # not created by verify
+    with open_store(load_settings(config).database.url) as store:
+        fill(store, 2)
+    after = _cli("--config", str(config), "audit", "verify")
+    assert after.returncode == 0, after.stderr
+    assert "ok: 2 events in 1 chains" in after.stdout

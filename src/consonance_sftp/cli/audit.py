@@ -12,7 +12,8 @@ a new, empty (and so "valid") trail.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -38,23 +39,19 @@ def _open_store(db: str | None) -> Store:
     # and it is the only layer allowed to build adapters.
     from consonance_sftp import app as composition
 
-    options: dict[str, Any] = {"migrate": False, "must_exist": True}
     if db is None:
-        from_config = getattr(composition, "open_store_from_config", None)
-        if from_config is not None:
-            store: Store = from_config(state.config_path, **options)
-            return store
         from consonance_sftp.config import load_settings
 
         db = load_settings(state.config_path).database.url
-    open_store = getattr(composition, "open_store", None)
+    # Not App.store: verifying must not migrate, nor create an empty SQLite file on a typo.
+    # app imports open_store from the store adapter without re-exporting it explicitly, hence
+    # the lookup by name (mypy strict refuses the attribute otherwise).
+    open_store: Callable[..., Store] | None = getattr(composition, "open_store", None)
     if open_store is None:
         raise ConsonanceSftpError(
-            "this build cannot open the store: consonance_sftp.app.open_store is missing",
-            hint="Update consonance-sftp; the composition root must provide open_store(url).",
+            "this build cannot open a store by URL: consonance_sftp.app.open_store is missing"
         )
-    opened: Store = open_store(db, **options)
-    return opened
+    return open_store(db, migrate=False, must_exist=True)
 
 
 @audit_app.command("verify")
