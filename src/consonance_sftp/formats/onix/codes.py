@@ -166,3 +166,8 @@ IMAGE_FORMATS: dict[str, str] = {
     "application/pdf": "E107",
 }
 IMAGE_MIME: dict[str, str] = {code: mime for mime, code in IMAGE_FORMATS.items()}
+
+
+def form_30_of_code(code: str) -> str:
+    """The ONIX 3.0 ``ProductForm`` for a bare 2.1 or 3.0 form code."""
+    return _FORM_21_TO_30.get(code.upper(), (code.upper(), ()))[0]

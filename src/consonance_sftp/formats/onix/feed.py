@@ -1,0 +1,193 @@
+"""One recipient's ONIX message, end to end: filter, trim, delta, write, validate.
+
+``write_feed`` streams works into a sink for one recipient's rules. Each product is filtered,
+its prices trimmed, serialised once, hashed, compared with the hashes of the last successful
+send, and written only when the message should carry it. Deleted, withdrawn and filtered-out
+products the recipient holds go out as notification 05 when the recipient wants them. The
+same bytes are piped to a validator in a second process, so the message is validated while it
+is written; ``FeedResult.should_send`` is false unless every product passed.
+
+The engine owns the rest: where the bytes go, the ledger, storing ``FeedResult.state`` after a
+successful send (never for test feeds), and scheduling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import IO, Literal
+
+from ...models import Work
+from .delta import Decision, DeltaTracker
+from .rules import Compression, RecipientRules
+from .tags import OnixVersion
+from .validate import Fanout, StreamValidator, ValidationReport, ValidatorProcess
+from .writer import ByteSink, MessageHeader, OnixWriter, notification_type_for, record_reference
+from .writer21 import Onix21Writer
+
+FeedKind = Literal["full", "delta", "test"]
+
+
+@dataclass(slots=True)
+class FeedResult:
+    kind: FeedKind
+    sent: dict[str, str] = field(default_factory=dict)  # record reference -> content hash
+    deleted: list[str] = field(default_factory=list)  # sent as notification 05
+    state: dict[str, str] | None = None  # store after a successful send; None for test feeds
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    filtered_out: int = 0
+    bytes: int = 0
+    report: ValidationReport = field(default_factory=ValidationReport)
+    send_empty: bool = False
+
+    @property
+    def products(self) -> int:
+        return len(self.sent) + len(self.deleted)
+
+    @property
+    def empty(self) -> bool:
+        return self.products == 0
+
+    @property
+    def should_send(self) -> bool:
+        """Valid, and either carries something or the recipient wants empty messages."""
+        return self.report.ok and (not self.empty or self.send_empty)
+
+
+def _notification(accepted: frozenset[str], wanted: str) -> str:
+    if wanted in accepted:
+        return wanted
+    # A recipient that refuses early/advance notices still gets a complete record as 03.
+    return "03" if "03" in accepted else min(accepted - {"04", "05"}, default=wanted)
+
+
+def write_feed(
+    works: Iterable[Work],
+    sink: ByteSink,
+    *,
+    rules: RecipientRules,
+    header: MessageHeader,
+    previous: Mapping[str, str] | None = None,
+    kind: FeedKind = "delta",
+    validate: Literal["process", "inline", "none"] = "process",
+    today: date | None = None,
+    publisher_name: str | None = None,
+) -> FeedResult:
+    """Write one ONIX message for one recipient into ``sink`` and validate it.
+
+    ``previous`` holds the recipient's hashes from its last successful send (empty: first
+    send). ``kind`` "full" resends every product; "test" writes a sample of
+    ``rules.test_sample_size`` products and yields no state to store.
+    """
+    with contextlib.ExitStack() as stack:
+        # Inline validation (tests, dry runs) re-reads a spooled copy after writing.
+        buffer = (
+            stack.enter_context(tempfile.SpooledTemporaryFile(8 << 20))
+            if validate == "inline"
+            else None
+        )
+        return _write_feed(
+            works, sink, rules, header, previous, kind, validate, today, publisher_name, buffer
+        )
+
+
+def _write_feed(
+    works: Iterable[Work],
+    sink: ByteSink,
+    rules: RecipientRules,
+    header: MessageHeader,
+    previous: Mapping[str, str] | None,
+    kind: FeedKind,
+    validate: str,
+    today: date | None,
+    publisher_name: str | None,
+    buffer: IO[bytes] | None,
+) -> FeedResult:
+    writer_class = Onix21Writer if rules.onix_version is OnixVersion.V21 else OnixWriter
+    previous = previous or {}
+    result = FeedResult(kind=kind, send_empty=rules.send_empty)
+    tracker = DeltaTracker(previous, full=kind != "delta")
+    validator = ValidatorProcess(rules) if validate == "process" else None
+    target = Fanout(*(s for s in (sink, validator, buffer) if s is not None))
+    today = today or header.sent_at.date()
+    try:
+        with writer_class(
+            target,
+            header,
+            version=rules.onix_version,
+            style=rules.tag_style,
+            publisher_name=publisher_name,
+            today=today,
+        ) as writer:
+            for work in works:
+                for product in work.products:
+                    if kind == "test" and len(result.sent) >= rules.test_sample_size:
+                        break
+                    reference = record_reference(product)
+                    if not rules.accepts(work, product):
+                        result.filtered_out += 1
+                        continue
+                    if product.publishing_status in rules.delete_statuses:
+                        if kind != "test" and tracker.withdraw(reference) and rules.send_deletions:
+                            writer.write_deletion(reference, product.isbn13)
+                            result.deleted.append(reference)
+                        continue
+                    trimmed = rules.trim_prices(product)
+                    notification = _notification(
+                        rules.notification_types, notification_type_for(trimmed, today)
+                    )
+                    data = writer.product_bytes(work, trimmed, notification)
+                    decision = tracker.decide(reference, writer.content_hash(data))
+                    if decision is Decision.UNCHANGED and kind == "delta":
+                        result.unchanged += 1
+                        continue
+                    if decision is Decision.NEW:
+                        result.new += 1
+                    elif decision is Decision.CHANGED:
+                        result.changed += 1
+                    writer.write_bytes(data)
+                    result.sent[reference] = tracker.state[reference]
+            if kind != "test" and rules.send_deletions:
+                for reference in tracker.gone():
+                    writer.write_deletion(reference)
+                    result.deleted.append(reference)
+        result.bytes = writer.bytes_written
+    except BaseException:
+        if validator is not None:
+            validator.kill()
+        raise
+    tracker.forget(result.deleted)
+    result.state = None if kind == "test" else tracker.state
+    if validator is not None:
+        result.report = validator.finish()
+    elif buffer is not None:
+        buffer.seek(0)
+        result.report = StreamValidator(rules).validate(buffer)
+    return result
+
+
+def compress(
+    source: IO[bytes], target: IO[bytes], compression: Compression, inner_name: str
+) -> None:
+    """Copy an ONIX message into ``target`` gzipped or zipped (as ``inner_name``), streaming."""
+    if compression is Compression.GZIP:
+        with gzip.GzipFile(filename=inner_name, mode="wb", fileobj=target, mtime=0) as gz:
+            shutil.copyfileobj(source, gz, 1 << 20)
+    elif compression is Compression.ZIP:
+        info = zipfile.ZipInfo(inner_name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with (
+            zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+            archive.open(info, "w") as member,
+        ):
+            shutil.copyfileobj(source, member, 1 << 20)
+    else:
+        shutil.copyfileobj(source, target, 1 << 20)

@@ -1,0 +1,463 @@
+"""Validate ONIX messages while streaming: the bundled XSD per product, plus recipient rules.
+
+onixcheck validates by loading the whole document (1.4 GB for 100,000 products). Here the
+message is read with ``iterparse`` and each ``Product``, once complete, is moved into a small
+shell message (the real root and ``Header``) and validated there with the *unmodified* EDItEUR
+XSD that onixcheck bundles, loaded by lxml. Memory stays flat and every problem is tied to a
+product: its record reference, ISBN, the element and libxml2's reason. The one constraint that
+spans products in the XSD, unique record references, is checked with a set.
+
+``ValidatorProcess`` runs the same validator in a second process fed through a pipe, so a
+feed is validated while it is generated, on the other core. Run as a module it reads a message
+on stdin and prints the report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from lxml import etree
+
+from ...errors import ValidationFailed
+from . import codes
+from .rules import RecipientRules
+from .tags import OnixVersion, TagStyle, namespace, schema_path, short_tags, version_of
+
+_Element = etree._Element
+_NS = re.compile(r"\{[^}]*\}")
+_ELEMENT = re.compile(r"^Element '([^']+)'(?:, attribute '([^']+)')?: ")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a message may not be sent."""
+
+    record_reference: str | None  # None: the header or the message as a whole
+    isbn13: str | None
+    element: str
+    reason: str
+    check: str = "schema"  # schema | rules | xml
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.record_reference is None:
+            where = "message header" if self.element else "message"
+        else:
+            where = f"product {self.record_reference}"
+            if self.isbn13 and self.isbn13 != self.record_reference:
+                where += f" (ISBN {self.isbn13})"
+        at = f" line {self.line}" if self.line else ""
+        return f"{where}{at}: {self.element}: {self.reason} [{self.check}]"
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    products: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    truncated: bool = False  # more problems than ``max_problems``; the rest were not listed
+    version: str | None = None
+    style: str | None = None
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0  # of the process that validated
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def invalid_products(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for problem in self.problems:
+            if problem.record_reference is not None:
+                seen.setdefault(problem.record_reference)
+        return list(seen)
+
+    def raise_if_invalid(self, what: str) -> None:
+        """Raise ``ValidationFailed`` naming every problem (product, element, reason)."""
+        if self.ok:
+            return
+        count = len(self.invalid_products)
+        more = " (and more not listed)" if self.truncated else ""
+        raise ValidationFailed(
+            f"{what}: {len(self.problems)} problem(s) in {count} product(s){more}; not sent",
+            [str(p) for p in self.problems],
+            hint="Fix the named products in Consonance (or the recipient's rules), then rerun.",
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ValidationReport:
+        data = json.loads(text)
+        problems = [Problem(**p) for p in data.pop("problems")]
+        return cls(problems=problems, **data)
+
+
+@lru_cache(maxsize=6)
+def load_schema(version: OnixVersion, style: TagStyle) -> etree.XMLSchema:
+    """The bundled EDItEUR XSD, parsed once per process."""
+    return etree.XMLSchema(etree.parse(str(schema_path(version, style))))
+
+
+class _Names:
+    """Reference name -> the tag actually used in the message (short tags or not)."""
+
+    def __init__(self, version: OnixVersion, style: TagStyle, ns: str | None) -> None:
+        short = short_tags(version) if style is TagStyle.SHORT else {}
+        prefix = f"{{{ns}}}" if ns else ""
+        self._cache: dict[str, str] = {}
+        self._short = short
+        self._prefix = prefix
+
+    def __call__(self, name: str) -> str:
+        tag = self._cache.get(name)
+        if tag is None:
+            tag = self._cache[name] = self._prefix + self._short.get(name, name)
+        return tag
+
+
+def _first_text(el: _Element, path: str) -> str | None:
+    found = el.find(path)
+    return found.text.strip() if found is not None and found.text else None
+
+
+def rule_problems(
+    product: _Element, rules: RecipientRules, n: _Names, default_currency: str | None
+) -> list[tuple[str, str]]:
+    """(element, reason) for every recipient rule a written ``Product`` breaks."""
+    problems: list[tuple[str, str]] = []
+    notification = _first_text(product, n("NotificationType")) or ""
+    if notification not in rules.notification_types:
+        accepted = ", ".join(sorted(rules.notification_types))
+        problems.append(
+            (
+                "NotificationType",
+                f"{notification!r} is not accepted by this recipient (accepts {accepted})",
+            )
+        )
+    if notification == "05":
+        return problems
+    supplies = product.findall(n("ProductSupply"))
+    onix21 = (
+        product.find(n("DescriptiveDetail")) is None and product.find(n("ProductForm")) is not None
+    )
+    if rules.require_market and not onix21:
+        if not supplies:
+            problems.append(
+                ("ProductSupply", "missing: this recipient needs ProductSupply with a Market")
+            )
+        for supply in supplies:
+            if supply.find(n("Market")) is None:
+                problems.append(
+                    (
+                        "ProductSupply/Market",
+                        "missing: this recipient needs the Market of every ProductSupply",
+                    )
+                )
+    forms = rules.allowed_forms_30()
+    if forms is not None:
+        form = _first_text(
+            product, n("ProductForm") if onix21 else f"{n('DescriptiveDetail')}/{n('ProductForm')}"
+        )
+        form = codes.form_30_of_code(form) if onix21 and form else form
+        if form not in forms:
+            problems.append(
+                (
+                    "DescriptiveDetail/ProductForm",
+                    f"{form!r} is outside this recipient's product forms "
+                    f"({', '.join(sorted(forms))})",
+                )
+            )
+    if rules.price_types is not None or rules.currencies is not None:
+        for price in product.iter(n("Price")):
+            price_type = _first_text(price, n("PriceTypeCode" if onix21 else "PriceType"))
+            currency = _first_text(price, n("CurrencyCode")) or default_currency
+            if rules.price_types is not None and price_type not in rules.price_types:
+                problems.append(
+                    ("Price/PriceType", f"{price_type!r} is not a price type this recipient takes")
+                )
+            if rules.currencies is not None and currency not in rules.currencies:
+                problems.append(
+                    ("Price/CurrencyCode", f"{currency!r} is not a currency this recipient takes")
+                )
+    return problems
+
+
+class StreamValidator:
+    """Validate one message from a path or binary stream, product by product."""
+
+    def __init__(self, rules: RecipientRules | None = None, *, max_problems: int = 200) -> None:
+        self.rules = rules
+        self.max_problems = max_problems
+
+    def validate(self, source: Path | str | IO[bytes]) -> ValidationReport:
+        started = time.perf_counter()
+        report = ValidationReport()
+        try:
+            self._run(source, report)
+        except etree.XMLSyntaxError as exc:
+            self._add(
+                report, Problem(None, None, "", f"not well-formed XML: {exc}", "xml", exc.lineno)
+            )
+        report.seconds = round(time.perf_counter() - started, 3)
+        report.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return report
+
+    def _add(self, report: ValidationReport, problem: Problem) -> None:
+        if len(report.problems) >= self.max_problems:
+            report.truncated = True
+        else:
+            report.problems.append(problem)
+
+    def _run(self, source: Path | str | IO[bytes], report: ValidationReport) -> None:
+        # Only the root, Header and Product raise events: the parser does the rest in C.
+        watched = [
+            f"{{*}}{name}"
+            for name in ("ONIXMessage", "ONIXmessage", "Header", "header", "Product", "product")
+        ] + ["{*}NoProduct", "{*}x507"]
+        context = etree.iterparse(
+            str(source) if isinstance(source, Path) else source,
+            events=("start", "end"),
+            tag=watched,
+            resolve_entities=False,
+            no_network=True,
+            huge_tree=True,
+            remove_comments=True,
+        )
+        shell: _Element | None = None
+        root: _Element | None = None
+        tree: Any = None
+        schema: etree.XMLSchema | None = None
+        names: _Names | None = None
+        outer: _Names | None = None
+        renamespace = False
+        ns = ""
+        header_checked = False
+        default_currency: str | None = None
+        references: set[str] = set()
+        for event, el in context:
+            if event == "start":
+                if root is None:
+                    root = el
+                    version, style = version_of(el.tag, el.get("release"))
+                    report.version, report.style = version.value, style.value
+                    found_ns = etree.QName(el).namespace
+                    ns = namespace(version, style)
+                    # A missing or misspelt namespace is a common real-world defect; like
+                    # onixcheck, validate as if the right one had been declared.
+                    renamespace = found_ns != ns
+                    outer = _Names(version, style, found_ns)
+                    names = _Names(version, style, ns)
+                    schema = load_schema(version, style)
+                    shell = etree.Element(
+                        f"{{{ns}}}{etree.QName(el).localname}",
+                        dict(el.attrib),
+                        nsmap={None: ns},  # type: ignore[dict-item]
+                    )
+                    tree = etree.ElementTree(shell)
+                continue
+            if el is root or el.getparent() is not root:
+                continue
+            if shell is None or names is None or schema is None or outer is None:
+                continue
+            tag = el.tag
+            if renamespace:
+                for node in el.iter():
+                    if isinstance(node.tag, str):
+                        node.tag = f"{{{ns}}}{etree.QName(node).localname}"
+            if tag == outer("Header"):
+                shell.insert(0, el)
+                default_currency = _first_text(el, names("DefaultCurrencyCode"))
+                continue
+            if tag != outer("Product"):
+                shell.append(el)  # NoProduct: let the XSD judge
+                continue
+            report.products += 1
+            reference = _first_text(el, names("RecordReference"))
+            isbn = None
+            for ident in el.iterchildren(names("ProductIdentifier")):
+                if _first_text(ident, names("ProductIDType")) in ("15", "03"):
+                    isbn = _first_text(ident, names("IDValue"))
+                    break
+            label = reference or f"#{report.products}"
+            shell.append(el)
+            if not schema.validate(tree):
+                for entry in _entries(schema.error_log):
+                    # Everything above the product's first line belongs to the header.
+                    in_header = entry.line < (el.sourceline or 0)
+                    if in_header and header_checked:
+                        continue
+                    element, reason = _describe(entry.message)
+                    self._add(
+                        report,
+                        Problem(
+                            None if in_header else label,
+                            None if in_header else isbn,
+                            element,
+                            reason,
+                            "schema",
+                            entry.line,
+                        ),
+                    )
+            header_checked = True
+            if reference is not None:
+                if reference in references:
+                    self._add(
+                        report,
+                        Problem(
+                            label,
+                            isbn,
+                            "RecordReference",
+                            "used by more than one product in this message",
+                            "schema",
+                            el.sourceline,
+                        ),
+                    )
+                references.add(reference)
+            if self.rules is not None:
+                for element, reason in rule_problems(el, self.rules, names, default_currency):
+                    self._add(report, Problem(label, isbn, element, reason, "rules", el.sourceline))
+            shell.remove(el)
+        no_products = shell is not None and report.products == 0
+        if no_products and schema is not None and not schema.validate(tree):
+            for entry in _entries(schema.error_log):
+                element, reason = _describe(entry.message)
+                self._add(report, Problem(None, None, element, reason, "schema", entry.line))
+
+
+def _entries(log: Any) -> list[Any]:
+    return list(log)
+
+
+def _describe(message: str) -> tuple[str, str]:
+    """Split libxml2's "Element '{ns}X': reason" into element and reason, without namespaces."""
+    text = _NS.sub("", message)
+    match = _ELEMENT.match(text)
+    if match is None:
+        return "", text
+    element = match.group(1) + (f"/@{match.group(2)}" if match.group(2) else "")
+    return element, text[match.end() :]
+
+
+def validate_file(
+    path: Path | str | IO[bytes], rules: RecipientRules | None = None, *, max_problems: int = 200
+) -> ValidationReport:
+    """Validate a message in this process (streaming)."""
+    return StreamValidator(rules, max_problems=max_problems).validate(path)
+
+
+# --- second process -----------------------------------------------------------------------------
+
+
+class ValidatorProcess:
+    """A validator in a child process; write the message to it, then ``finish()``.
+
+    It is file-like (``write``), so a feed can write to the output file and to the validator at
+    once. Writes block when the child falls behind (the pipe is the back-pressure), so memory
+    stays flat on both sides.
+    """
+
+    def __init__(self, rules: RecipientRules | None = None, *, max_problems: int = 200) -> None:
+        import consonance_sftp
+
+        src = str(Path(consonance_sftp.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
+        args = [
+            sys.executable,
+            "-m",
+            "consonance_sftp.formats.onix.validate",
+            "--max-problems",
+            str(max_problems),
+        ]
+        if rules is not None:
+            args += ["--rules", rules.model_dump_json()]
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        self._broken = False
+
+    def write(self, data: bytes) -> int:
+        if not self._broken:
+            assert self._proc.stdin is not None
+            try:
+                self._proc.stdin.write(data)
+            except BrokenPipeError:
+                self._broken = True  # the child died: finish() reports why
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def finish(self, timeout: float = 600) -> ValidationReport:
+        try:
+            out, err = self._proc.communicate(timeout=timeout)  # closes stdin: end of message
+        except (BrokenPipeError, ValueError):
+            self._broken = True
+            out, err = self._proc.communicate(timeout=timeout)
+        if self._proc.returncode != 0 or not out.strip():
+            reason = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+            return ValidationReport(
+                problems=[Problem(None, None, "", f"validator process failed: {reason[0]}", "xml")]
+            )
+        return ValidationReport.from_json(out.decode())
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> ValidatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class Fanout:
+    """Write the same bytes to several sinks (the output file and the validator process)."""
+
+    def __init__(self, *sinks: _Sink) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Validate an ONIX message read from stdin.")
+    parser.add_argument("--rules", help="RecipientRules as JSON")
+    parser.add_argument("--max-problems", type=int, default=200)
+    args = parser.parse_args(argv)
+    rules = RecipientRules.model_validate_json(args.rules) if args.rules else None
+    report = StreamValidator(rules, max_problems=args.max_problems).validate(sys.stdin.buffer)
+    sys.stdout.write(report.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
