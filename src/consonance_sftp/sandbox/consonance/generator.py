@@ -237,9 +237,9 @@ class _Ids:
 
 
 def generate_catalogue(
-    products: int = 250, *, seed: int = 1, today: date | None = None
+    products: int = 250, *, seed: int = 1, today: date | None = None, works: int | None = None
 ) -> Catalogue:
-    """A catalogue with exactly ``products`` products spread over works."""
+    """A catalogue with exactly ``products`` products spread over works (or ``works`` works)."""
     rng = random.Random(seed)
     today = today or datetime.now(UTC).date()
     ids = _Ids()
@@ -253,21 +253,24 @@ def generate_catalogue(
             emails=(f"{first.lower()}.{last.lower()}@example.com",),
         )
         for first, last in (
-            (rng.choice(FIRST), rng.choice(LAST)) for _ in range(max(8, products // 4))
+            (rng.choice(FIRST), rng.choice(LAST))
+            for _ in range(max(8, (products if works is None else works * 2) // 4))
         )
     ]
     patterns = [p for p, _ in PATTERNS]
     weights = [w for _, w in PATTERNS]
-    works: list[Work] = []
+    works_out: list[Work] = []
     contracts: list[Contract] = []
     made = 0
-    while made < products:
-        formats = rng.choices(patterns, weights)[0][: products - made]
+    while (made < products) if works is None else (len(works_out) < works):
+        formats: tuple[_Format, ...] = rng.choices(patterns, weights)[0]
+        if works is None:
+            formats = formats[: products - made]
         work, contract = _work(rng, ids, formats, contacts, today)
-        works.append(work)
+        works_out.append(work)
         contracts.append(contract)
         made += len(work.products)
-    return Catalogue.from_records(works, contacts, contracts)
+    return Catalogue.from_records(works_out, contacts, contracts)
 
 
 def _stamp(day: date) -> datetime:

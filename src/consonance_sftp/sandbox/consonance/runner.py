@@ -11,14 +11,16 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
-from consonance_sftp.sandbox.consonance.server import SandboxSettings, create_app
+from consonance_sftp.sandbox.consonance.resolvers import DEFAULT_PAGE_SIZE
+from consonance_sftp.sandbox.consonance.seed import catalogue_dir, load_or_seed
+from consonance_sftp.sandbox.consonance.server import DEFAULT_TOKEN, SandboxSettings, create_app
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -130,5 +132,24 @@ class SandboxThread:
         self.stop()
 
 
-def open_catalogue(data_dir: Path) -> Catalogue:
-    return Catalogue.load(data_dir)
+async def run_consonance_sandbox(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    tokens: Sequence[str] = (DEFAULT_TOKEN,),
+    works: int = 24,
+    seed_value: int = 1,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """What ``consonance-sftp sandbox`` runs for Consonance: load (or seed) and serve.
+
+    The catalogue lives in ``<data_dir>/consonance``; changes are saved there as they happen.
+    Runs until cancelled, so it can be gathered with the SFTP partner servers.
+    """
+    catalogue = await asyncio.to_thread(load_or_seed, data_dir, works=works, seed_value=seed_value)
+    settings = SandboxSettings(
+        tokens=tuple(tokens), page_size=page_size, data_dir=catalogue_dir(data_dir)
+    )
+    await serve_consonance(catalogue, settings, host=host, port=port, on_ready=on_ready)
