@@ -1,0 +1,634 @@
+"""Transfer benchmark: our SFTP transport against OpenSSH ``sftp -b``, same files, same run.
+
+Starts a private OpenSSH ``sshd`` on 127.0.0.1 (``consonance_sftp.sandbox.openssh``) and measures,
+for each scenario, OpenSSH's ``sftp`` client and our transport in alternating order, several
+repetitions, every copy checked by SHA-256:
+
+* loopback: a large file (1 GiB) up and down, and 2,000 files of 50 KiB up;
+* wan: the same large file up and down through ``bench/latency_relay.py``, a userspace relay
+  that holds every chunk 50 ms each way (100 ms round trip: it emulates latency, not loss).
+  OpenSSH runs there with its best flags for such a link (``-R 256 -B 261120``).
+
+Both sides use aes128-gcm@openssh.com. Times include connecting and logging in (OpenSSH's
+process start included), because a user waits for those too. Medians and ratios (ours /
+OpenSSH throughput, higher is better) are printed; the last line is one JSON object:
+
+    {"loopback_up": r, "loopback_down": r, "small_files_up": r, "wan_up": r, "wan_down": r}
+
+Quick run:  .venv/bin/python bench/transfer.py --size 256M --reps 3 --wan-reps 1
+Full run:   .venv/bin/python bench/transfer.py          (about 15 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from consonance_sftp.adapters.sftp.segmented import (
+    MAX_OPENSSH_BLOCK,
+    get_segmented,
+    put_segmented,
+)
+from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
+
+CIPHER = "aes128-gcm@openssh.com"
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("loopback_up", "loopback_down", "small_files_up", "wan_up", "wan_down")
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- test data -------------------------------------------------------------------------------
+
+
+def make_file(path: Path, size: int) -> str:
+    """Random content of ``size`` bytes (kept between runs when the size matches); its SHA-256."""
+    if not (path.exists() and path.stat().st_size == size):
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            left = size
+            while left:
+                chunk = os.urandom(min(left, 8 << 20))
+                fh.write(chunk)
+                left -= len(chunk)
+        os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_small_files(folder: Path, count: int, size: int) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"small-{i:05d}.dat" for i in range(count)]
+    existing = {p.name for p in folder.iterdir()}
+    if existing != set(names) or any((folder / n).stat().st_size != size for n in names):
+        shutil.rmtree(folder)
+        folder.mkdir()
+        for n in names:
+            (folder / n).write_bytes(os.urandom(size))
+    return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+# --- the latency relay ------------------------------------------------------------------------
+
+
+@dataclass
+class Relay:
+    process: subprocess.Popen[str]
+    port: int
+    banner: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=5)
+
+
+def start_relay(target_port: int, delay_ms: float) -> Relay:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "latency_relay.py"),
+            "--target",
+            f"127.0.0.1:{target_port}",
+            "--delay-ms",
+            str(delay_ms),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline().strip()
+    if not banner.startswith("listening on "):
+        process.kill()
+        raise RuntimeError(f"latency relay did not start: {banner!r}")
+    port = int(banner.split()[2].rsplit(":", 1)[1])
+    return Relay(process, port, banner)
+
+
+def measure_relay(delay_ms: float, nbytes: int) -> tuple[float, float]:
+    """Raw TCP throughput (MiB/s) and round trip (ms) through a relay to a plain socket sink."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen()
+    received = [0]
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        with conn:
+            buf = memoryview(bytearray(1 << 20))
+            conn.recv(1)
+            conn.sendall(b"p")  # answer the round-trip probe
+            while n := conn.recv_into(buf):
+                received[0] += n
+            conn.sendall(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    relay = start_relay(sink.getsockname()[1], delay_ms)
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+            t = time.perf_counter()
+            sock.sendall(b"p")
+            sock.recv(1)
+            rtt = (time.perf_counter() - t) * 1000
+            chunk = bytes(1 << 20)
+            t = time.perf_counter()
+            for _ in range(nbytes >> 20):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1)
+            elapsed = time.perf_counter() - t
+    finally:
+        relay.stop()
+        sink.close()
+    thread.join(5)
+    assert received[0] == (nbytes >> 20) << 20, "relay lost bytes"
+    return ((nbytes >> 20) / elapsed, rtt)
+
+
+# --- the two contenders ----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    server: OpenSshServer
+    port: int  # sshd itself, or the relay in front of it
+    known_hosts: Path
+    wan: bool
+
+
+def openssh(target: Target, commands: str) -> None:
+    """One ``sftp -b`` run; raises when sftp fails."""
+    batch = target.known_hosts.parent / "batch.txt"
+    batch.write_text(commands + "\n")
+    cmd = [
+        "sftp",
+        "-q",
+        "-F",
+        "/dev/null",
+        "-b",
+        str(batch),
+        "-i",
+        str(target.server.client_key_path),
+        "-P",
+        str(target.port),
+        "-c",
+        CIPHER,
+        "-o",
+        f"UserKnownHostsFile={target.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+    ]
+    if target.wan:
+        # OpenSSH at its best on a long fat link: deepest request queue, largest block.
+        cmd += ["-R", "256", "-B", str(MAX_OPENSSH_BLOCK)]
+    cmd.append(f"{target.server.shell_user}@127.0.0.1")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@dataclass
+class Ours:
+    connections: int
+    segment_size: int
+    max_requests: int
+    window: int
+    file_concurrency: int
+    block_size: int = MAX_OPENSSH_BLOCK
+
+
+async def connect(target: Target, n: int, window: int) -> list[asyncssh.SSHClientConnection]:
+    host_key = target.server.host_key.convert_to_public()
+    return list(
+        await asyncio.gather(
+            *(
+                asyncssh.connect(
+                    "127.0.0.1",
+                    target.port,
+                    username=target.server.shell_user,
+                    client_keys=[str(target.server.client_key_path)],
+                    known_hosts=([host_key], [], []),
+                    agent_path=None,
+                    config=[],
+                    encryption_algs=[CIPHER],
+                    compression_algs=None,
+                    window=window,
+                )
+                for _ in range(n)
+            )
+        )
+    )
+
+
+async def ours_session(
+    target: Target,
+    n: int,
+    window: int,
+    work: Callable[[list[asyncssh.SFTPClient]], Awaitable[None]],
+) -> None:
+    conns = await connect(target, n, window)
+    try:
+        # Concurrently: each start costs several round trips on a long link.
+        sftps = list(await asyncio.gather(*(c.start_sftp_client() for c in conns)))
+        await work(sftps)
+    finally:
+        for c in conns:
+            c.close()
+        await asyncio.gather(*(c.wait_closed() for c in conns))
+
+
+async def ours_put_many(
+    sftps: list[asyncssh.SFTPClient], files: list[Path], remote_dir: str, concurrency: int
+) -> None:
+    """Many small files in flight at once, spread over the sessions."""
+    slots = asyncio.Semaphore(concurrency * len(sftps))
+
+    async def one(i: int, path: Path) -> None:
+        async with slots:
+            sftp = sftps[i % len(sftps)]
+            data = path.read_bytes()
+            async with await sftp.open(
+                f"{remote_dir}/{path.name}", "wb", encoding=None, block_size=0
+            ) as fh:
+                await fh.write(data, 0)
+
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(files)))
+
+
+# --- runner ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    amount: dict[str, float] = field(default_factory=dict)  # MiB or files per run
+    unit: dict[str, str] = field(default_factory=dict)
+
+    def add(self, scenario: str, who: str, seconds: float) -> None:
+        self.seconds.setdefault((scenario, who), []).append(seconds)
+
+    def rate(self, scenario: str, who: str) -> float:
+        return self.amount[scenario] / statistics.median(self.seconds[(scenario, who)])
+
+    def ratio(self, scenario: str) -> float:
+        return self.rate(scenario, "ours") / self.rate(scenario, "openssh")
+
+
+def timed(fn: Callable[[], None]) -> float:
+    os.sync()  # dirty pages of the previous run must not be flushed on this run's clock
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run_pair(
+    results: Results,
+    scenario: str,
+    rep: int,
+    reps: int,
+    openssh_run: Callable[[], None],
+    ours_run: Callable[[], None],
+    prepare: Callable[[], None],
+    check: Callable[[], None],
+) -> None:
+    # Alternate who goes first so slow drift of a noisy machine hits both alike.
+    order = [("openssh", openssh_run), ("ours", ours_run)]
+    if rep % 2:
+        order.reverse()
+    for who, fn in order:
+        prepare()
+        seconds = timed(fn)
+        check()
+        results.add(scenario, who, seconds)
+        rate = results.amount[scenario] / seconds
+        say(
+            f"  {scenario:15s} rep {rep + 1}/{reps} {who:8s} {seconds:7.2f} s "
+            f"{rate:8.1f} {results.unit[scenario]}  (sha256 ok)"
+        )
+
+
+def expect_same(path: Path, digest: str) -> Callable[[], None]:
+    def check() -> None:
+        got = sha256_file(path)
+        if got != digest:
+            raise SystemExit(f"SHA-256 mismatch for {path}: {got} != {digest}")
+
+    return check
+
+
+def bench_large(
+    results: Results,
+    prefix: str,
+    target: Target,
+    big: Path,
+    digest: str,
+    out: Path,
+    reps: int,
+    ours: Ours,
+) -> None:
+    size = big.stat().st_size
+    remote = out / "remote.bin"
+    local = out / "local.bin"
+    for scenario in (f"{prefix}_up", f"{prefix}_down"):
+        results.amount[scenario] = size / (1 << 20)
+        results.unit[scenario] = "MiB/s"
+    # The server reads and writes the same disk: uploads land in `remote`, downloads read `big`.
+
+    def up_ours() -> None:
+        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+            await put_segmented(
+                sftps,
+                big,
+                str(remote),
+                segment_size=ours.segment_size,
+                block_size=ours.block_size,
+                max_requests=ours.max_requests,
+            )
+
+        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+
+    def down_ours() -> None:
+        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+            await get_segmented(
+                sftps,
+                str(big),
+                local,
+                size=size,
+                segment_size=ours.segment_size,
+                block_size=ours.block_size,
+                max_requests=ours.max_requests,
+            )
+
+        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+
+    for rep in range(reps):
+        run_pair(
+            results,
+            f"{prefix}_up",
+            rep,
+            reps,
+            lambda: openssh(target, f"put {big} {remote}"),
+            up_ours,
+            lambda: remove(remote),
+            expect_same(remote, digest),
+        )
+        run_pair(
+            results,
+            f"{prefix}_down",
+            rep,
+            reps,
+            lambda: openssh(target, f"get {big} {local}"),
+            down_ours,
+            lambda: remove(local),
+            expect_same(local, digest),
+        )
+    remove(remote)
+    remove(local)
+
+
+def bench_small(
+    results: Results,
+    target: Target,
+    folder: Path,
+    digests: dict[str, str],
+    out: Path,
+    reps: int,
+    ours: Ours,
+) -> None:
+    scenario = "small_files_up"
+    results.amount[scenario] = len(digests)
+    results.unit[scenario] = "files/s"
+    remote_dir = out / "small-remote"
+    files = sorted(folder.iterdir())
+
+    def check() -> None:
+        names = {p.name for p in remote_dir.iterdir()}
+        if names != set(digests):
+            raise SystemExit(f"small files: {len(names)} arrived, {len(digests)} expected")
+        for name, digest in digests.items():
+            if hashlib.sha256((remote_dir / name).read_bytes()).hexdigest() != digest:
+                raise SystemExit(f"SHA-256 mismatch for {remote_dir / name}")
+
+    def run_ours() -> None:
+        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+            await ours_put_many(sftps, files, str(remote_dir), ours.file_concurrency)
+
+        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+
+    for rep in range(reps):
+        run_pair(
+            results,
+            scenario,
+            rep,
+            reps,
+            lambda: openssh(target, f"put {folder}/* {remote_dir}/"),
+            run_ours,
+            lambda: fresh_dir(remote_dir),
+            check,
+        )
+    shutil.rmtree(remote_dir, ignore_errors=True)
+
+
+def machine_note() -> str:
+    load = os.getloadavg()
+    cpus = os.cpu_count()
+    aes = "aes" in Path("/proc/cpuinfo").read_text().split()
+    return f"{cpus} CPUs, AES-NI {'yes' if aes else 'no'}, load average {load[0]:.2f} {load[1]:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Our SFTP transport against OpenSSH sftp, loopback and a 100 ms link."
+    )
+    p.add_argument("--size", type=parse_size, default=parse_size("1G"), help="large file")
+    p.add_argument("--reps", type=int, default=5, help="repetitions on loopback")
+    p.add_argument("--wan-reps", type=int, default=3, help="repetitions through the relay")
+    p.add_argument("--wan-size", type=parse_size, default=None, help="default: --size")
+    p.add_argument("--small-count", type=int, default=2000)
+    p.add_argument("--small-size", type=parse_size, default=parse_size("50K"))
+    p.add_argument("--delay-ms", type=float, default=50.0, help="relay hold, each way")
+    p.add_argument(
+        "--only", default=",".join(SCENARIOS), help="comma list of scenario groups to run"
+    )
+    p.add_argument("--loopback-connections", type=int, default=1)
+    p.add_argument("--wan-connections", type=int, default=8)
+    p.add_argument("--small-connections", type=int, default=2)
+    p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
+    p.add_argument("--segment-size", type=parse_size, default=parse_size("64M"))
+    p.add_argument("--wan-segment-size", type=parse_size, default=parse_size("16M"))
+    p.add_argument("--max-requests", type=int, default=16, help="loopback, per connection")
+    p.add_argument("--wan-max-requests", type=int, default=64, help="per connection")
+    p.add_argument("--wan-window", type=parse_size, default=parse_size("16M"))
+    p.add_argument(
+        "--workdir", type=Path, default=Path("/var/tmp/consonance-sftp-bench"), help="data"
+    )
+    args = p.parse_args(argv)
+    only = set(args.only.split(","))
+    wanted = [s for s in SCENARIOS if s in only or s.rsplit("_", 1)[0] in only]
+
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"machine: {machine_note()}")
+    say(f"data in {work}; every copy is checked by SHA-256")
+    big = work / "large.bin"
+    t = time.perf_counter()
+    digest = make_file(big, args.size)
+    small_dir = work / "small"
+    small = (
+        make_small_files(small_dir, args.small_count, args.small_size)
+        if "small_files_up" in wanted
+        else {}
+    )
+    say(
+        f"test data ready ({human(args.size)} file, {len(small)} small files) in "
+        f"{time.perf_counter() - t:.1f} s"
+    )
+    wan_big, wan_digest = big, digest
+    if args.wan_size and args.wan_size != args.size:
+        wan_big = work / "large-wan.bin"
+        wan_digest = make_file(wan_big, args.wan_size)
+
+    out = fresh_dir(work / "out")
+    server = start_openssh(work / "sshd", chroot=False)
+    relay: Relay | None = None
+    results = Results()
+    try:
+        kh = work / "known_hosts"
+        lines = [server.known_hosts_line]
+        target = Target(server, server.port, kh, wan=False)
+        if any(s.startswith("wan") for s in wanted):
+            mib_s, rtt = measure_relay(args.delay_ms, 1 << 30)
+            say(
+                f"latency relay: holds every chunk {args.delay_ms:g} ms each way, round trip "
+                f"{rtt:.0f} ms; it emulates latency, not loss. Raw TCP through it: "
+                f"{mib_s:.0f} MiB/s (far above what either client reaches: not the bottleneck)"
+            )
+            relay = start_relay(server.port, args.delay_ms)
+            lines.append(server.known_hosts_line.replace(f":{server.port} ", f":{relay.port} "))
+        kh.write_text("\n".join(lines) + "\n")
+        say(f"OpenSSH sshd on 127.0.0.1:{server.port}; cipher {CIPHER} on both sides")
+
+        loop_ours = Ours(
+            connections=args.loopback_connections,
+            segment_size=args.segment_size,
+            max_requests=args.max_requests,
+            window=2 << 20,
+            file_concurrency=args.file_concurrency,
+        )
+        if "loopback_up" in wanted or "loopback_down" in wanted:
+            say(
+                f"loopback, {human(args.size)}: OpenSSH sftp -b (defaults) vs ours "
+                f"({loop_ours.connections} connection(s), {loop_ours.max_requests} requests of "
+                f"{loop_ours.block_size} bytes)"
+            )
+            bench_large(results, "loopback", target, big, digest, out, args.reps, loop_ours)
+        if "small_files_up" in wanted:
+            small_ours = Ours(
+                connections=args.small_connections,
+                segment_size=args.segment_size,
+                max_requests=args.max_requests,
+                window=2 << 20,
+                file_concurrency=args.file_concurrency,
+            )
+            say(
+                f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
+                f"'put dir/*' vs ours ({small_ours.connections} connection(s), "
+                f"{small_ours.file_concurrency} files in flight on each)"
+            )
+            bench_small(results, target, small_dir, small, out, args.reps, small_ours)
+        if relay is not None:
+            wan_target = Target(server, relay.port, kh, wan=True)
+            wan_ours = Ours(
+                connections=args.wan_connections,
+                segment_size=args.wan_segment_size,
+                max_requests=args.wan_max_requests,
+                window=args.wan_window,
+                file_concurrency=args.file_concurrency,
+            )
+            say(
+                f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
+                f"{human(wan_big.stat().st_size)}: OpenSSH sftp -R 256 -B {MAX_OPENSSH_BLOCK} vs "
+                f"ours ({wan_ours.connections} connections, segments of "
+                f"{human(wan_ours.segment_size)}, {wan_ours.max_requests} requests each, "
+                f"window {human(wan_ours.window)})"
+            )
+            bench_large(
+                results, "wan", wan_target, wan_big, wan_digest, out, args.wan_reps, wan_ours
+            )
+    finally:
+        if relay is not None:
+            relay.stop()
+        server.stop()
+        shutil.rmtree(out, ignore_errors=True)
+
+    say("")
+    say(f"machine after the run: {machine_note()}")
+    say(f"{'scenario':16s} {'OpenSSH':>12s} {'ours':>12s} {'ratio':>7s}   (medians)")
+    ratios: dict[str, float] = {}
+    for s in SCENARIOS:
+        if (s, "ours") not in results.seconds:
+            continue
+        ratios[s] = round(results.ratio(s), 2)
+        unit = results.unit[s]
+        say(
+            f"{s:16s} {results.rate(s, 'openssh'):8.1f} {unit:<7s} "
+            f"{results.rate(s, 'ours'):8.1f} {unit:<7s} {ratios[s]:6.2f}x"
+        )
+    print(json.dumps(ratios), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
