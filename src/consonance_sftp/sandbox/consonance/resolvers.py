@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, TypeAlias
@@ -35,6 +35,8 @@ from consonance_sftp.models import (
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue, Note
 
 DEFAULT_PAGE_SIZE = 250
+# For records that came without a creation time (ONIX carries none); the field is non-null.
+_UNKNOWN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 # graphql-core 3.3 made the resolve info generic over the context type.
 Info: TypeAlias = "GraphQLResolveInfo[Any]"
@@ -486,7 +488,7 @@ def resource_dict(r: SupportingResource, info: Info) -> dict[str, Any]:
     return {
         "id": r.id,
         "caption": r.caption,
-        "createdAt": r.created_at,
+        "createdAt": r.created_at or _UNKNOWN_TIME,
         "fileSize": r.file_size,
         "filename": r.filename,
         "height": r.height,
@@ -506,7 +508,7 @@ def production_file_dict(f: ProductionFile, info: Info) -> dict[str, Any]:
         "allowDistribution": f.allow_distribution or "ALLOWED",
         "analysisStatus": "ANALYSED" if f.url else "NOT_ANALYSED",
         "approvalStatus": f.approval_status,
-        "createdAt": f.created_at,
+        "createdAt": f.created_at or _UNKNOWN_TIME,
         "exists": f.url is not None,
         "fileFormat": f.file_format,
         "fileSize": f.file_size,

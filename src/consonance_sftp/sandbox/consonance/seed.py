@@ -58,7 +58,10 @@ def catalogue_from_onix(
     contracts: list[Contract] = []
     for work in works:
         products = tuple(dataclasses.replace(p, updated_at=stamp) for p in work.products)
-        resources = work.supporting_resources
+        resources = tuple(
+            r if r.created_at else dataclasses.replace(r, created_at=stamp)
+            for r in work.supporting_resources
+        )
         if not keep_resource_urls:
             resources = tuple(_placeholder(r) for r in resources)
         changes: dict[str, object] = {
