@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -202,6 +202,26 @@ class _Tracker:
             self._journal.mark(seg.index)
 
 
+@contextlib.asynccontextmanager
+async def _first_error() -> AsyncIterator[None]:
+    """Raise the first real error of the task groups inside, not an ExceptionGroup.
+
+    When one block fails, the sibling blocks are cancelled and the other sessions usually fail
+    the same way; the caller translates one asyncssh/OS error, so give it the first one.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise _leaf(group) from None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        real = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (real or list(exc.exceptions))[0]
+    return exc
+
+
 def _check_sizes(block_size: int, max_requests: int, segment_size: int) -> None:
     if not 0 < block_size <= MAX_OPENSSH_BLOCK:
         raise ValueError(f"block_size must be 1..{MAX_OPENSSH_BLOCK}, got {block_size}")
@@ -266,7 +286,7 @@ async def put_segmented(
             tracker.maybe_finish(_Segment(0, 0, 0, issued_all=True))
             return
         sessions = sftps[: len(segments)]
-        async with asyncio.TaskGroup() as tg:
+        async with _first_error(), asyncio.TaskGroup() as tg:
             for sftp in sessions:
                 tg.create_task(
                     _put_worker(
@@ -356,7 +376,7 @@ async def get_segmented(
         if segments and size == 0:
             tracker.maybe_finish(_Segment(0, 0, 0, issued_all=True))
         elif segments:
-            async with asyncio.TaskGroup() as tg:
+            async with _first_error(), asyncio.TaskGroup() as tg:
                 for sftp in sftps[: len(segments)]:
                     tg.create_task(
                         _get_worker(sftp, fd, remote_path, size, block_size, max_requests, tracker)
