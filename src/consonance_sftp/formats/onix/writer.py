@@ -405,7 +405,9 @@ class OnixWriter:
         el(title, "TitleType", "01")
         te = el(title, "TitleElement")
         el(te, "TitleElementLevel", "01")
-        el(te, "TitleText", product.title or work.title)
+        if product.title or work.title:
+            # No title, no element: the XSD then names the record as missing its title.
+            el(te, "TitleText", product.title or work.title)
         subtitle = product.subtitle if product.title else (product.subtitle or work.subtitle)
         if subtitle:
             el(te, "Subtitle", subtitle)
