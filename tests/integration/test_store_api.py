@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -148,6 +149,10 @@ def test_update_delivery_changes_only_given_fields(store: SqlStore) -> None:
     assert done.attempts == 1 and done.started_at == started
     assert done.finished_at == started + timedelta(minutes=1)
     assert store.get_delivery(rec.id) == done
+    assert done.created_at is not None and done.created_at == rec.created_at
+    failed_once = store.update_delivery(rec.id, error="connection lost")
+    assert failed_once.error == "connection lost"
+    assert store.update_delivery(rec.id, error="").error is None
     with pytest.raises(StoreError, match="no delivery with id 999999"):
         store.update_delivery(999999, attempts=2)
 
@@ -243,6 +248,34 @@ def test_asset_versions_count_up_and_supersede(store: SqlStore) -> None:
     assert [v.version for v in store.list_asset_versions(1, kind="interior", product_id=10)] == [1]
     approved = store.approve_asset_version(v2.id, datetime(2026, 2, 2, tzinfo=UTC))
     assert approved.approved_at == datetime(2026, 2, 2, tzinfo=UTC)
+
+
+def test_concurrent_asset_versions_get_distinct_numbers(store_url: str) -> None:
+    stores = [open_store(store_url), open_store(store_url)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def add(s: SqlStore) -> None:
+        try:
+            barrier.wait()
+            for i in range(8):
+                s.add_asset_version(AssetVersion(work_id=9, kind="cover", sha256=str(i), size=i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not errors, errors
+        versions = stores[0].list_asset_versions(9, kind="cover")
+        assert sorted(v.version or 0 for v in versions) == list(range(1, 17))
+        assert [v.version for v in versions if v.superseded_by is None] == [16]
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_asset_version_derived_from_must_exist(store: SqlStore) -> None:

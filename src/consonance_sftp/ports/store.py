@@ -48,6 +48,7 @@ class DeliveryRecord:
     attempts: int = 0
     outcome: DeliveryOutcome = DeliveryOutcome.PLANNED
     error: str | None = None
+    created_at: datetime | None = None  # set by the store
     id: int | None = None
 
     @property
@@ -192,7 +193,8 @@ class Store(SnapshotStore, Protocol):
         error: str | None = None,
         workflow_id: str | None = None,
     ) -> DeliveryRecord:
-        """Change the given fields of one row (``None`` leaves a field as it is)."""
+        """Change the given fields of one row (``None`` leaves a field as it is; ``error=""``
+        clears a previous error, e.g. when a retry succeeded)."""
         ...
 
     def get_delivery(self, delivery_id: int) -> DeliveryRecord | None: ...

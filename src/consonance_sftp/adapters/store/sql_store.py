@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +64,7 @@ _LOG_LEVEL = {
     AlertSeverity.CRITICAL: logging.CRITICAL,
 }
 _ASSET_ATTEMPTS = 5
+_ASSET_LOCK_NAMESPACE = 0x41535354  # "ASST": first key of the advisory lock per asset scope
 _SNAPSHOT_BATCH = 500
 
 
@@ -126,6 +128,7 @@ def _delivery(row: sa.Row[Any]) -> DeliveryRecord:
         attempts=m["attempts"],
         outcome=DeliveryOutcome(m["outcome"]),
         error=m["error"],
+        created_at=from_db_time(m["created_at"]),
     )
 
 
@@ -181,6 +184,12 @@ def _alert(row: sa.Row[Any]) -> AlertRecord:
         acknowledged_at=from_db_time(m["acknowledged_at"]),
         acknowledged_by=m["acknowledged_by"],
     )
+
+
+def _scope_key(version: AssetVersion) -> int:
+    """A signed 32-bit key for one (work, product, kind); collisions only serialise more."""
+    digest = zlib.crc32(f"{version.work_id}/{version.product_id or 0}/{version.kind}".encode())
+    return digest - (1 << 32) if digest >= (1 << 31) else digest
 
 
 def _not_found(what: str, ident: int) -> StoreError:
@@ -244,7 +253,9 @@ class SqlStore(Tables):
         if existing is not None:
             return existing
         values = {
-            f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"
+            f.name: getattr(record, f.name)
+            for f in dataclasses.fields(record)
+            if f.name not in {"id", "created_at"}
         }
         values["outcome"] = str(record.outcome)
         values["started_at"] = to_db_time(record.started_at)
@@ -261,7 +272,7 @@ class SqlStore(Tables):
             if existing is None:
                 raise
             return existing
-        return dataclasses.replace(record, id=new_id)
+        return dataclasses.replace(record, id=new_id, created_at=values["created_at"])
 
     def _first_delivery(self, query: sa.Select[Any]) -> DeliveryRecord | None:
         with self.read() as conn:
@@ -289,6 +300,8 @@ class SqlStore(Tables):
             "workflow_id": workflow_id,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
+        if error == "":
+            changes["error"] = None
         with self.write() as conn:
             if changes:
                 conn.execute(
@@ -503,6 +516,13 @@ class SqlStore(Tables):
         c = asset_versions.c
         now = self._now()
         with self.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # Number versions of one asset one writer at a time (SQLite's BEGIN IMMEDIATE
+                # does this already); without it concurrent writers keep colliding and retrying.
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                    {"ns": _ASSET_LOCK_NAMESPACE, "key": _scope_key(version)},
+                )
             last = conn.execute(sa.select(sa.func.max(c.version)).where(scope)).scalar()
             number = (last or 0) + 1
             values = {
