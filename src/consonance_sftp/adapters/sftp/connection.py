@@ -408,8 +408,9 @@ class ConnectionPool:
 
     @contextlib.asynccontextmanager
     async def lease_many(self, n: int) -> AsyncIterator[list[PooledConnection]]:
-        """One connection (waiting for it), plus up to ``n - 1`` more if free right now."""
-        first = await self._take(exclusive=True, wait=True)
+        """One connection (waiting for it, shared if need be), plus up to ``n - 1`` more of
+        its own if the budget has room right now."""
+        first = await self._take(exclusive=False, wait=True)
         assert first is not None
         got = [first]
         try:
