@@ -188,15 +188,15 @@ def test_rules_embed_as_json_and_render_file_names() -> None:
 
 
 def test_invalid_product_blocks_the_file_with_a_report_naming_it() -> None:
-    works = _catalogue(30)
+    works = _catalogue(200)  # more than one validation batch: errors still find their product
     broken_work = dataclasses.replace(
-        works[5],
+        works[70],
         title="",
         products=tuple(
-            dataclasses.replace(p, title="", subtitle=None) for p in works[5].products[:1]
+            dataclasses.replace(p, title="", subtitle=None) for p in works[70].products[:1]
         ),
     )
-    works[5] = broken_work
+    works[70] = broken_work
     broken = broken_work.products[0]
     sink = io.BytesIO()
 

@@ -89,9 +89,13 @@ def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
                         name=f"{first} {last}",
                         names_before_key=first,
                         key_names=last,
-                        biographical_note=f"{first} {last} writes about "
-                        + " ".join(rng.choice(_WORDS) for _ in range(12))
-                        + ".",
+                        biographical_note=(
+                            f"{first} {last} writes about "
+                            + " ".join(rng.choice(_WORDS) for _ in range(12))
+                            + "."
+                        )
+                        if seq == 1
+                        else None,
                     ),
                     role="A01" if seq == 1 else rng.choice(("A12", "B06", "B01")),
                     sequence_number=seq,
@@ -165,11 +169,11 @@ def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
                     id=work_id * 2 + 1,
                     variant="DESCRIPTION",
                     text="<p>"
-                    + " ".join(rng.choice(_WORDS) for _ in range(50)).capitalize()
+                    + " ".join(rng.choice(_WORDS) for _ in range(25)).capitalize()
                     + ".</p><p><em>"
                     + title
                     + "</em> is a story of "
-                    + " ".join(rng.choice(_WORDS) for _ in range(20))
+                    + " ".join(rng.choice(_WORDS) for _ in range(8))
                     + ".</p>",
                     text_format="05",
                 ),

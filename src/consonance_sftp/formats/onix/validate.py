@@ -36,6 +36,9 @@ from .tags import OnixVersion, TagStyle, namespace, schema_path, short_tags, ver
 
 _Element = etree._Element
 _NS = re.compile(r"\{[^}]*\}")
+_CHILD = re.compile(r"^/[^/]+/[^/\[]+(?:\[(\d+)\])?")
+# Products validated per call: fewer validation contexts, errors still tied to their product.
+_BATCH = 64
 _ELEMENT = re.compile(r"^Element '([^']+)'(?:, attribute '([^']+)')?: ")
 
 
@@ -70,6 +73,7 @@ class ValidationReport:
     style: str | None = None
     seconds: float = 0.0
     peak_rss_mb: float = 0.0  # of the process that validated
+    cpu_seconds: float = 0.0  # of the process that validated
 
     @property
     def ok(self) -> bool:
@@ -212,7 +216,9 @@ class StreamValidator:
                 report, Problem(None, None, "", f"not well-formed XML: {exc}", "xml", exc.lineno)
             )
         report.seconds = round(time.perf_counter() - started, 3)
-        report.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        report.peak_rss_mb = round(usage.ru_maxrss / 1024, 1)
+        report.cpu_seconds = round(usage.ru_utime + usage.ru_stime, 2)
         return report
 
     def _add(self, report: ValidationReport, problem: Problem) -> None:
@@ -247,6 +253,7 @@ class StreamValidator:
         header_checked = False
         default_currency: str | None = None
         references: set[str] = set()
+        batch: list[_Element] = []
         for event, el in context:
             if event == "start":
                 if root is None:
@@ -285,56 +292,76 @@ class StreamValidator:
                 shell.append(el)  # NoProduct: let the XSD judge
                 continue
             report.products += 1
-            reference = _first_text(el, names("RecordReference"))
-            isbn = None
-            for ident in el.iterchildren(names("ProductIdentifier")):
-                if _first_text(ident, names("ProductIDType")) in ("15", "03"):
-                    isbn = _first_text(ident, names("IDValue"))
-                    break
-            label = reference or f"#{report.products}"
             shell.append(el)
-            if not schema.validate(tree):
-                for entry in _entries(schema.error_log):
-                    # Everything above the product's first line belongs to the header.
-                    in_header = entry.line < (el.sourceline or 0)
-                    if in_header and header_checked:
-                        continue
-                    element, reason = _describe(entry.message)
-                    self._add(
-                        report,
-                        Problem(
-                            None if in_header else label,
-                            None if in_header else isbn,
-                            element,
-                            reason,
-                            "schema",
-                            entry.line,
-                        ),
-                    )
-            header_checked = True
+            batch.append(el)
+            reference = _first_text(el, names("RecordReference"))
+            label = reference or f"#{report.products}"
             if reference is not None:
                 if reference in references:
-                    self._add(
-                        report,
-                        Problem(
-                            label,
-                            isbn,
-                            "RecordReference",
-                            "used by more than one product in this message",
-                            "schema",
-                            el.sourceline,
-                        ),
+                    problem = Problem(
+                        label,
+                        _isbn(el, names),
+                        "RecordReference",
+                        "used by more than one product in this message",
+                        "schema",
+                        el.sourceline,
                     )
+                    self._add(report, problem)
                 references.add(reference)
             if self.rules is not None:
                 for element, reason in rule_problems(el, self.rules, names, default_currency):
+                    isbn = _isbn(el, names)
                     self._add(report, Problem(label, isbn, element, reason, "rules", el.sourceline))
-            shell.remove(el)
+            if len(batch) >= _BATCH:
+                self._validate_batch(report, schema, tree, shell, batch, names, header_checked)
+                header_checked = True
+        if batch and schema is not None and shell is not None and names is not None:
+            self._validate_batch(report, schema, tree, shell, batch, names, header_checked)
         no_products = shell is not None and report.products == 0
         if no_products and schema is not None and not schema.validate(tree):
             for entry in _entries(schema.error_log):
                 element, reason = _describe(entry.message)
                 self._add(report, Problem(None, None, element, reason, "schema", entry.line))
+
+    def _validate_batch(
+        self,
+        report: ValidationReport,
+        schema: etree.XMLSchema,
+        tree: Any,
+        shell: _Element,
+        batch: list[_Element],
+        names: _Names,
+        header_checked: bool,
+    ) -> None:
+        """Validate the shell holding a batch of products; tie each error to its product."""
+        if not schema.validate(tree):
+            first = 2 if len(shell) > len(batch) else 1  # the Header is child 1 when present
+            for entry in _entries(schema.error_log):
+                # libxml2's path starts /*/*[k]: the k-th child of the shell.
+                match = _CHILD.match(entry.path or "")
+                index = int(match.group(1) or 1) if match else 1
+                element, reason = _describe(entry.message)
+                if index < first:
+                    if not header_checked:
+                        self._add(
+                            report, Problem(None, None, element, reason, "schema", entry.line)
+                        )
+                    continue
+                product = batch[min(index - first, len(batch) - 1)]
+                reference = _first_text(product, names("RecordReference"))
+                label = reference or f"#{report.products - len(batch) + index - first + 1}"
+                isbn = _isbn(product, names)
+                self._add(report, Problem(label, isbn, element, reason, "schema", entry.line))
+        for product in batch:
+            shell.remove(product)
+        batch.clear()
+
+
+def _isbn(product: _Element, names: _Names) -> str | None:
+    for ident in product.iterchildren(names("ProductIdentifier")):
+        if _first_text(ident, names("ProductIDType")) in ("15", "03"):
+            return _first_text(ident, names("IDValue"))
+    return None
 
 
 def _entries(log: Any) -> list[Any]:
@@ -378,7 +405,7 @@ class ValidatorProcess:
         args = [
             sys.executable,
             "-m",
-            "consonance_sftp.formats.onix.validate",
+            "consonance_sftp.formats.onix.validator_main",
             "--max-problems",
             str(max_problems),
         ]
@@ -457,7 +484,3 @@ def main(argv: list[str] | None = None) -> int:
     report = StreamValidator(rules, max_problems=args.max_problems).validate(sys.stdin.buffer)
     sys.stdout.write(report.to_json())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
