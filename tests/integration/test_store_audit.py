@@ -325,18 +325,31 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_audit_verify_ok_then_tampered(store: SqlStore, store_url: str) -> None:
-    fill(store, 3)
-    ok = _cli("audit", "verify", "--db", store_url, "--heads")
-    assert ok.returncode == 0, ok.stderr
-    assert "ok: 3 events in 1 chains" in ok.stdout
-    assert store.chain_id in ok.stdout  # --heads
-    bypass_guards(store)
-    raw(store, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
-    bad = _cli("audit", "verify", "--db", store_url)
+def test_cli_audit_verify_ok_then_tampered(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        fill(store, 3)
+        ok = _cli("audit", "verify", "--db", url, "--heads")
+        assert ok.returncode == 0, ok.stderr
+        assert "ok: 3 events in 1 chains" in ok.stdout
+        assert store.chain_id in ok.stdout  # --heads
+        bypass_guards(store)
+        raw(store, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    bad = _cli("audit", "verify", "--db", url)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"TAMPERED chain {store.chain_id} seq 2: edited" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.postgres
+def test_cli_audit_verify_tampered_postgres(pg_url: str) -> None:
+    with open_store(pg_url) as store:
+        fill(store, 4)
+        bypass_guards(store)
+        raw(store, "DELETE FROM audit_events WHERE seq = 4")
+    bad = _cli("audit", "verify", "--db", pg_url)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"TAMPERED chain {store.chain_id} seq 4: truncated" in bad.stderr
 
 
 def test_cli_audit_verify_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
@@ -348,9 +361,10 @@ def test_cli_audit_verify_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
 
 def test_cli_audit_verify_defaults_to_the_configs_database(tmp_path: Path) -> None:
     from consonance_sftp.config import load_settings
+    from consonance_sftp.config.starter import CONFIG_NAME, init_project
 
-    assert _cli("init", "--dir", str(tmp_path)).returncode == 0
-    config = tmp_path / "consonance-sftp.toml"
+    init_project(tmp_path)  # the starter config, as 'consonance-sftp init' writes it
+    config = tmp_path / CONFIG_NAME
     before = _cli("--config", str(config), "audit", "verify")
     assert before.returncode == 1 and "no database at" in before.stderr  # not created by verify
     with open_store(load_settings(config).database.url) as store:
