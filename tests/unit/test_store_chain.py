@@ -186,3 +186,11 @@ def test_urls_are_normalised_to_psycopg() -> None:
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
     with pytest.raises(StoreError, match="not a database URL"):
         normalise_url("::nonsense::")
+
+
+def test_in_memory_sqlite_works_for_single_threaded_tests() -> None:
+    with open_store("sqlite://") as store:
+        store.append_audit("a", "b", "c")
+        store.set_watermark("w", "1")
+        assert store.get_watermark("w") == "1"
+        assert store.verify_audit().events == 1
