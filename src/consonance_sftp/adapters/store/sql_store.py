@@ -66,6 +66,9 @@ _LOG_LEVEL = {
 _ASSET_ATTEMPTS = 5
 _ASSET_LOCK_NAMESPACE = 0x41535354  # "ASST": first key of the advisory lock per asset scope
 _SNAPSHOT_BATCH = 500
+# Built once, with bound parameters: compiled once and cached (ledger writes are hot paths).
+_INSERT_DELIVERY = delivery_ledger.insert().returning(delivery_ledger.c.id)
+_INSERT_INTAKE = intake_ledger.insert().returning(intake_ledger.c.id)
 
 
 def open_store(
@@ -263,9 +266,7 @@ class SqlStore(Tables):
         values["created_at"] = self._now()
         try:
             with self.write() as conn:
-                new_id = conn.execute(
-                    delivery_ledger.insert().values(**values).returning(delivery_ledger.c.id)
-                ).scalar_one()
+                new_id = conn.execute(_INSERT_DELIVERY, values).scalar_one()
         except sa.exc.IntegrityError:
             # Another process recorded the same key in between: that row is the one.
             existing = self._first_delivery(sa.select(delivery_ledger).where(where))
@@ -402,9 +403,7 @@ class SqlStore(Tables):
         values["received_at"] = to_db_time(record.received_at) or self._now()
         try:
             with self.write() as conn:
-                new_id = conn.execute(
-                    intake_ledger.insert().values(**values).returning(intake_ledger.c.id)
-                ).scalar_one()
+                new_id = conn.execute(_INSERT_INTAKE, values).scalar_one()
         except sa.exc.IntegrityError:
             existing = self._first_intake(sa.select(intake_ledger).where(where))
             if existing is None:
