@@ -13,18 +13,19 @@ from typing import Any
 
 
 class TokenBucket:
-    """``rate`` bytes per second, with bursts of up to one second's worth."""
+    """``rate`` bytes per second, with bursts of up to a quarter second's worth."""
 
     def __init__(self, rate: int) -> None:
         self.rate = float(rate)
-        self._tokens = self.rate
+        self.burst = self.rate / 4
+        self._tokens = self.burst
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
 
     async def consume(self, nbytes: int) -> None:
         async with self._lock:
             now = time.monotonic()
-            self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= nbytes
             if self._tokens < 0:
