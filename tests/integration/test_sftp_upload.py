@@ -123,7 +123,7 @@ async def test_overwrite_policies(
     state = tmp_path / "state"
 
     async with SftpRemoteFS(fault_endpoint(overwrite="fail"), state_dir=state) as fs:
-        with pytest.raises(errors.RemoteFileExists, match="feed.xml"):
+        with pytest.raises(errors.RemoteFileExists, match=r"feed\.xml"):
             await fs.upload(local, "feed.xml")
     assert target.read_bytes() == b"old"
 
@@ -181,7 +181,7 @@ async def test_no_posix_rename_falls_back_in_auto_and_fails_when_pinned(
     async with SftpRemoteFS(
         fault_endpoint(upload_strategy="posix_rename"), state_dir=tmp_path / "s"
     ) as fs:
-        with pytest.raises(errors.UnsupportedOperation, match="a.txt"):
+        with pytest.raises(errors.UnsupportedOperation, match=r"a\.txt"):
             await fs.upload(local, "a.txt")
     assert not (home / "a.txt").exists()
 
