@@ -72,16 +72,13 @@ def test_silent_executor_is_taken_over_within_threshold_and_others_keep_moving(
     tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
 ) -> None:
     base = {**cfg, "chunk_delay_s": 0.03}
-    a, _b = start_all(
-        workers,
-        [{**base, "executor_id": "worker-a"}, {**base, "executor_id": "worker-b"}],
-        tmp_path,
-    )
+    # worker-a starts alone, so that it (not worker-b) holds partner x's two slots, and sends
+    # slowly (4 MB at 64 KiB per 0.1 s), so it is still mid-transfer once worker-b is up.
+    (a,) = start_all(workers, [{**base, "executor_id": "worker-a", "chunk_delay_s": 0.1}], tmp_path)
     client = EngineClient(settings_from({**base, "executor_id": "cli"}))
-    big = [make_source(tmp_path / f"x{i}.pdf", 2_500_000, seed=i) for i in range(4)]
+    big = [make_source(tmp_path / f"x{i}.pdf", 4_000_000, seed=i) for i in range(4)]
     small = [make_source(tmp_path / f"y{i}.xml", 200_000, seed=100 + i) for i in range(30)]
     ids = [client.enqueue_delivery(request("x", f), max_connections=2) for f in big]
-    ids += [client.enqueue_delivery(request("y", f), max_connections=3) for f in small]
 
     def a_is_uploading_x() -> bool:
         ev = [e for e in read_events(cfg["events"]) if e["executor"] == "worker-a"]
@@ -91,8 +88,15 @@ def test_silent_executor_is_taken_over_within_threshold_and_others_keep_moving(
         return len(chunks) >= 5
 
     wait_for(a_is_uploading_x, 30, "worker-a mid-transfer on partner x", interval=0.02)
+    start_all(workers, [{**base, "executor_id": "worker-b"}], tmp_path)
     a.kill9()
     killed_at = time.time()
+    a_ended = [
+        e for e in read_events(cfg["events"]) if e["ev"] == "upload_end" and e["partner"] == "x"
+    ]
+    assert len(a_ended) < 2, "worker-a was no longer mid-transfer when killed"
+    # Work for another partner, enqueued while x's two slots are held by the dead executor.
+    ids += [client.enqueue_delivery(request("y", f), max_connections=3) for f in small]
 
     wait_for(lambda: all(client.status(i) == "SUCCESS" for i in ids), 90, "every delivery")
     events = read_events(cfg["events"])
@@ -125,7 +129,19 @@ def test_silent_executor_is_taken_over_within_threshold_and_others_keep_moving(
         for e in events
         if e["ev"] == "rename" and e["partner"] == "y" and killed_at < e["t"] < taken_at
     ]
-    assert y_done_while_blocked
+    # ...while x's queued deliveries waited for the takeover: DBOS counts the dead
+    # executor's PENDING workflows against x's cap until they are recovered.
+    x_started_while_blocked = [
+        e
+        for e in events
+        if e["ev"] == "upload_start" and e["partner"] == "x" and killed_at < e["t"] < taken_at
+    ]
+    assert x_started_while_blocked == []
+    assert y_done_while_blocked, [
+        (round(e["t"] - killed_at, 2), e["ev"], e.get("partner"))
+        for e in events
+        if e["t"] > killed_at
+    ][:40]
     for f in big:
         assert sha256_file(Path(cfg["dest"]) / "x" / "in" / Path(f.source).name) == f.sha256
     renames = Counter(e["path"] for e in events if e["ev"] == "rename")
@@ -201,3 +217,52 @@ def test_schedule_runs_once_per_tick_across_two_processes_and_a_restart(
     times = sorted(counts)
     assert len({e["workflow"] for e in ticks}) == len(ticks)
     assert times == sorted(set(times))
+
+
+@pytest.mark.slow
+def test_hung_executor_is_fenced_and_never_writes_after_takeover(
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """A slow-but-alive executor (SIGSTOP: its sockets stay open) and its rescuer never both
+    write: the rescuer ends the hung session, takes the work over, and the hung process,
+    once resumed, stops at its next fence check without writing a byte."""
+    import os
+    import signal
+
+    base = {**cfg, "chunk_delay_s": 0.05}
+    (a,) = start_all(workers, [{**base, "executor_id": "hung-a"}], tmp_path)
+    client = EngineClient(settings_from({**base, "executor_id": "cli"}))
+    files = [make_source(tmp_path / f"h{i}.pdf", 4_000_000, seed=i) for i in range(2)]
+    ids = [client.enqueue_delivery(request("x", f), max_connections=2) for f in files]
+
+    def a_chunks() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in read_events(cfg["events"])
+            if e["ev"] == "chunk" and e["executor"] == "hung-a"
+        ]
+
+    wait_for(lambda: len(a_chunks()) >= 3, 30, "hung-a mid-transfer", interval=0.02)
+    start_all(workers, [{**base, "executor_id": "rescuer-b"}], tmp_path)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    assert not [e for e in read_events(cfg["events"]) if e["ev"] == "upload_end"], (
+        "hung-a finished before it was stopped: the test proves nothing"
+    )
+    wait_for(
+        lambda: any(e["ev"] == "alert" for e in read_events(cfg["events"])), 20, "the takeover"
+    )
+    os.kill(a.proc.pid, signal.SIGCONT)
+    assert a.proc.wait(10) == 70  # FENCED_EXIT_CODE: it noticed it lost its lease
+    (alert,) = [e for e in read_events(cfg["events"]) if e["ev"] == "alert"]
+    assert alert["executor"] == "rescuer-b" and alert["details"]["executor_id"] == "hung-a"
+    assert set(alert["details"]["workflows"].split(",")) == set(ids)
+    # The hung process's session still held the lock: the rescuer had to end it first.
+    rescuer = next(w for w in workers if w.cfg["executor_id"] == "rescuer-b")
+    assert "its session is alive: ended 1 session(s)" in rescuer.log_tail()
+    wait_for(lambda: all(client.status(i) == "SUCCESS" for i in ids), 60, "both deliveries")
+    assert [e for e in a_chunks() if e["t"] > stopped_at] == []
+    for f in files:
+        assert sha256_file(Path(cfg["dest"]) / "x" / "in" / Path(f.source).name) == f.sha256
+    assert [r[6] for r in ledger_rows(cfg["ledger"])] == [1, 1]
+    client.close()

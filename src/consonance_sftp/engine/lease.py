@@ -105,8 +105,9 @@ def connect_pg(url: str) -> psycopg.Connection[Any]:
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.cursor() as cur:
-        # Serialise concurrent first starts: CREATE ... IF NOT EXISTS races on the catalog.
+    # Serialise concurrent first starts (CREATE ... IF NOT EXISTS races on the catalog): the
+    # transaction-scoped lock needs an explicit transaction on this autocommit connection.
+    with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(7346101)")
         cur.execute("CREATE SCHEMA IF NOT EXISTS consonance_engine")
         cur.execute(
@@ -135,7 +136,6 @@ class ExecutorLease:
         self.fence = LeaseFence(settings.lease_ttl_s, on_lost)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tick_hooks: list[Callable[[], object]] = []
 
     def acquire(self) -> None:
         raise NotImplementedError
@@ -145,10 +145,6 @@ class ExecutorLease:
 
     def release(self) -> None:
         raise NotImplementedError
-
-    def on_tick(self, hook: Callable[[], object]) -> None:
-        """Run ``hook`` after each heartbeat (the takeover scan)."""
-        self._tick_hooks.append(hook)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="consonance-heartbeat", daemon=True)
@@ -169,11 +165,6 @@ class ExecutorLease:
             except Exception as exc:
                 self.fence.lose(f"heartbeat failed: {exc}")
                 return
-            for hook in self._tick_hooks:
-                try:
-                    hook()
-                except Exception:
-                    log.exception("executor takeover scan failed")
 
 
 class PostgresLease(ExecutorLease):

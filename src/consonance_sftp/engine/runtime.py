@@ -89,6 +89,9 @@ class Engine:
         if self._launched:
             return
         self.lease.acquire()
+        # Heartbeat from now on: DBOS's launch can take seconds on a loaded machine, and the
+        # recovered workflows start writing (checking the fence) as soon as it returns.
+        self.lease.start()
         try:
             delivery.bind_dependencies(
                 delivery.Dependencies(
@@ -103,12 +106,11 @@ class Engine:
             DBOS(config=dbos_config(self.settings))
             DBOS.launch()
         except Exception:
-            self.lease.release()
+            self.lease.stop()
             raise
         if self.settings.is_postgres:
             self.scanner = TakeoverScanner(self.settings, self.alerts)
-            self.lease.on_tick(self.scanner.scan)
-        self.lease.start()
+            self.scanner.start()
         self._launched = True
         log.info(
             "engine started",
@@ -129,9 +131,9 @@ class Engine:
         if not self._launched:
             return
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        DBOS.destroy(workflow_completion_timeout_sec=int(grace))
         if self.scanner is not None:
-            self.scanner.close()
+            self.scanner.stop()
+        DBOS.destroy(workflow_completion_timeout_sec=int(grace))
         self.lease.stop()
         delivery.bind_dependencies(None)
         self._launched = False

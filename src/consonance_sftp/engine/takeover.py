@@ -23,6 +23,7 @@ pins its signature and behaviour so that a DBOS upgrade that changes it fails lo
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,13 +67,34 @@ class Takeover:
 
 
 class TakeoverScanner:
-    """Run by each PostgreSQL executor after its heartbeat (see ``ExecutorLease.on_tick``)."""
+    """Scans every heartbeat interval, in its own thread: a slow recovery must never delay
+    this executor's own heartbeat (that would fence it)."""
 
     def __init__(self, settings: EngineSettings, alerts: AlertSink) -> None:
         self.settings = settings
         self.alerts = alerts
         self._conn: psycopg.Connection[Any] | None = None
         self.takeovers: list[Takeover] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="consonance-takeover", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.scan()
+            except Exception:
+                log.exception("executor takeover scan failed")
+                self.close()
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
