@@ -76,7 +76,7 @@ def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
     price_id = 0
     while made < count_products:
         work_id += 1
-        title = " ".join(rng.choice(_WORDS).title() for _ in range(rng.randint(1, 4)))
+        title = " ".join(w.title() for w in rng.choices(_WORDS, k=rng.randint(1, 4)))
         contributions = []
         for seq in (1, 2):
             contact_id += 1
@@ -91,7 +91,7 @@ def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
                         key_names=last,
                         biographical_note=(
                             f"{first} {last} writes about "
-                            + " ".join(rng.choice(_WORDS) for _ in range(12))
+                            + " ".join(rng.choices(_WORDS, k=12))
                             + "."
                         )
                         if seq == 1
@@ -163,17 +163,17 @@ def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
                 MarketingText(
                     id=work_id * 2,
                     variant="SHORT_DESCRIPTION",
-                    text=" ".join(rng.choice(_WORDS) for _ in range(15)).capitalize() + ".",
+                    text=" ".join(rng.choices(_WORDS, k=15)).capitalize() + ".",
                 ),
                 MarketingText(
                     id=work_id * 2 + 1,
                     variant="DESCRIPTION",
                     text="<p>"
-                    + " ".join(rng.choice(_WORDS) for _ in range(25)).capitalize()
+                    + " ".join(rng.choices(_WORDS, k=25)).capitalize()
                     + ".</p><p><em>"
                     + title
                     + "</em> is a story of "
-                    + " ".join(rng.choice(_WORDS) for _ in range(8))
+                    + " ".join(rng.choices(_WORDS, k=8))
                     + ".</p>",
                     text_format="05",
                 ),
