@@ -27,7 +27,7 @@ from consonance_sftp.adapters.consonance.transport import (
 )
 from consonance_sftp.errors import ConsonanceQueryError, ConsonanceUnavailable
 from consonance_sftp.models import Product, ProductionFile, SupportingResource, Todo, Work
-from consonance_sftp.ports.consonance import AttachTarget
+from consonance_sftp.ports.consonance import AttachTarget, ConsonanceAPI
 
 T = TypeVar("T")
 OVERLAP = timedelta(days=1)
@@ -245,3 +245,8 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
 
 def _with_size(record: Any, size: int) -> Any:
     return dataclasses.replace(record, file_size=size)
+
+
+def _conforms(client: ConsonanceClient) -> ConsonanceAPI:
+    """Never called: makes mypy check that the client implements the port."""
+    return client

@@ -337,7 +337,8 @@ class Catalogue:
         if pending is None:
             raise CatalogueError("unknown or already used upload URL")
         url_path = f"/files/uploads/{pending.record_id}/{pending.filename}"
-        self.files[url_path] = str(stored_at)
+        with self.lock:
+            self.files[url_path] = str(stored_at)
         work = self.get_work(pending.work_id)
         if pending.kind == "supporting_resource":
             resources = tuple(
