@@ -25,6 +25,7 @@ from consonance_sftp.models import (
 )
 from consonance_sftp.ports.snapshots import Snapshot
 from consonance_sftp.ports.store import AssetVersion, DeliveryRecord, IntakeRecord, Store
+from tests.fixtures.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -40,10 +41,29 @@ class StepClock:
         return self.t
 
 
+def _migrate(url: str) -> None:
+    open_store(url).close()
+
+
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database per test (PostgreSQL: a copy of one migrated once per session)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.create_database(template=cluster.template("store_migrated", _migrate))
+    try:
+        yield url
+    finally:
+        cluster.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with nothing in it yet (the migrations have not run)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
     return str(request.getfixturevalue("pg_url"))
 
 
@@ -83,7 +103,8 @@ def test_sqlstore_satisfies_the_port(store: SqlStore) -> None:
             assert callable(getattr(port, name)), name
 
 
-def test_migrations_create_every_table_from_empty(store: SqlStore) -> None:
+def test_migrations_create_every_table_from_empty(empty_url: str) -> None:
+    store = open_store(empty_url)
     names = set(sa.inspect(store.engine).get_table_names())
     assert {
         "delivery_ledger",
@@ -98,6 +119,10 @@ def test_migrations_create_every_table_from_empty(store: SqlStore) -> None:
     } <= names
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    store.append_audit("test", "migrated", "store")  # the audit guards were created too
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_events"))
+    store.close()
 
 
 @pytest.mark.filterwarnings("ignore:.*expression-based index")

@@ -18,14 +18,34 @@ import sqlalchemy as sa
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.adapters.store.audit_chain import event_hash
 from consonance_sftp.errors import AuditTamperError
+from tests.fixtures.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+def _migrate(url: str) -> None:
+    open_store(url).close()
+
+
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database per test (PostgreSQL: a copy of one migrated once per session)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.create_database(template=cluster.template("store_migrated", _migrate))
+    try:
+        yield url
+    finally:
+        cluster.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with nothing in it yet (the migrations have not run)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
     return str(request.getfixturevalue("pg_url"))
 
 
@@ -237,11 +257,11 @@ store.close()
 
 
 @pytest.mark.slow
-def test_two_processes_migrate_and_append_at_once(store_url: str) -> None:
+def test_two_processes_migrate_and_append_at_once(empty_url: str) -> None:
     """Separate processes on a fresh database: one migration wins, both chains are whole."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, store_url, "80"],
+            [sys.executable, "-c", _WRITER, empty_url, "80"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -251,7 +271,7 @@ def test_two_processes_migrate_and_append_at_once(store_url: str) -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     chain_ids = {out.strip() for out, _ in outs}
-    with open_store(store_url) as store:
+    with open_store(empty_url) as store:
         report = store.verify_audit()
     assert report.ok, report.problems
     assert (report.events, report.chains) == (160, 2)
