@@ -365,6 +365,12 @@ async def main(cfg: dict[str, Any]) -> None:
     global _EVENTS
     events = EventLog(cfg["events"], cfg["executor_id"])
     _EVENTS = events
+    if cfg.get("code_change"):
+        # A new release: one more workflow changes the source hash DBOS would use as version.
+        @DBOS.workflow(name="test.added_in_v2")
+        async def added_in_v2() -> None:
+            return None
+
     engine = Engine(
         settings_from(cfg),
         transport=FolderTransport(cfg, events),

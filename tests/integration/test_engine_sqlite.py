@@ -279,3 +279,34 @@ def test_second_executor_on_one_sqlite_file_is_refused(
     workers.append(second)
     with pytest.raises(RuntimeError, match="one executor process per SQLite file"):
         second.wait_ready()
+
+
+@pytest.mark.slow
+def test_new_release_with_work_in_flight_loses_nothing(
+    tmp_path: Path, base_cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """Queued and running deliveries survive a deploy that changes workflow code, because the
+    application version is pinned rather than derived from the code."""
+    cfg = {**base_cfg, "chunk_delay_s": 0.02, "app_version": "2026.11"}
+    files = [make_source(tmp_path / f"v{i}.pdf", 1_000_000, seed=10 + i) for i in range(3)]
+    w1 = start(workers, cfg, tmp_path)
+    client = EngineClient(settings_from(cfg))
+    ids = [
+        client.enqueue_delivery(
+            DeliveryRequest(flow="production", partner="printer", package=f"v{i}", files=(f,)),
+            max_connections=1,  # one running, two queued at the deploy
+        )
+        for i, f in enumerate(files)
+    ]
+    wait_for(lambda: len(events_of(cfg, "chunk")) >= 5, 30, "the first upload under way")
+    w1.kill9()
+    assert sorted(client.statuses().values()) == ["ENQUEUED", "ENQUEUED", "PENDING"]
+
+    start(workers, {**cfg, "code_change": True}, tmp_path)
+    wait_for(
+        lambda: all(client.status(i) == "SUCCESS" for i in ids), 60, "every delivery after deploy"
+    )
+    assert len(ledger_rows(cfg["ledger"])) == 3
+    for f in files:
+        assert sha256_file(Path(cfg["dest"]) / "printer" / "in" / Path(f.source).name) == f.sha256
+    client.close()
