@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -63,20 +64,34 @@ def sha(path: Path) -> str:
 class Recorder:
     """Progress callback that remembers every running total and can interrupt the transfer."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, journal: Path | None = None) -> None:
         self.totals: list[int] = []
         self.stop_after = stop_after
+        self.journal = journal
         self.task: asyncio.Task[None] | None = None
 
     def __call__(self, done: int) -> None:
         self.totals.append(done)
         if self.stop_after is not None and done >= self.stop_after and self.task is not None:
+            # Journal marks are written by worker threads; blocking the event loop here (the
+            # transfer stands still) lets the marks of finished segments land before the crash,
+            # so the test does not depend on how busy the machine is.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self._marks() == 0:
+                time.sleep(0.01)
             self.task.cancel()  # the "crash": nothing after this point completes
             self.stop_after = None
 
+    def _marks(self) -> int:
+        if self.journal is None or not self.journal.exists():
+            return 1
+        return len(self.journal.read_bytes().split(b"\n")) - 2
 
-async def interrupted(coro_factory: Callable[[Recorder], object], stop_after: int) -> Recorder:
-    rec = Recorder(stop_after)
+
+async def interrupted(
+    coro_factory: Callable[[Recorder], object], stop_after: int, journal: Path
+) -> Recorder:
+    rec = Recorder(stop_after, journal)
     task: asyncio.Task[None] = asyncio.create_task(coro_factory(rec))  # type: ignore[arg-type]
     rec.task = task
     with pytest.raises(asyncio.CancelledError):
@@ -149,7 +164,7 @@ async def test_upload_resumes_from_the_journal_and_sends_only_missing_segments(
             progress=rec,
         )
 
-    await interrupted(attempt, stop_after=4 * SEGMENT)
+    await interrupted(attempt, stop_after=6 * SEGMENT, journal=journal_path)
     done = new_journal().done()
     assert 0 < len(done) < 10, done
 
@@ -202,7 +217,9 @@ async def test_changed_source_invalidates_the_journal(
         )
 
     old_id = file_source_id(source, sha(source))
-    await interrupted(lambda rec: attempt(rec, old_id), stop_after=4 * SEGMENT)
+    await interrupted(
+        lambda rec: attempt(rec, old_id), stop_after=6 * SEGMENT, journal=journal_path
+    )
 
     # Same size, new content: the old marks describe bytes of another file.
     source.write_bytes(os.urandom(SIZE))
@@ -239,7 +256,7 @@ async def test_download_resumes_from_the_journal(
             progress=rec,
         )
 
-    await interrupted(attempt, stop_after=4 * SEGMENT)
+    await interrupted(attempt, stop_after=6 * SEGMENT, journal=journal_path)
     done = new_journal().done()
     assert 0 < len(done) < 10, done
     # Marked segments are on the local disk already (fsynced before the mark).

@@ -21,6 +21,7 @@ the final rename; asyncssh errors propagate unchanged for the caller to translat
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -181,6 +182,9 @@ class _Tracker:
         self._journal = journal
         self._progress = progress
         self._before_mark = before_mark
+        self.group: asyncio.TaskGroup | None = None
+        self._marker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._jobs: list[concurrent.futures.Future[None]] = []
         if progress is not None:
             progress(done_bytes)
 
@@ -196,10 +200,43 @@ class _Tracker:
         self.maybe_finish(seg)
 
     def maybe_finish(self, seg: _Segment) -> None:
-        if seg.issued_all and seg.outstanding == 0 and self._journal is not None:
-            if self._before_mark is not None:
-                self._before_mark()
-            self._journal.mark(seg.index)
+        if not (seg.issued_all and seg.outstanding == 0 and self._journal is not None):
+            return
+        if self.group is None:
+            self._durable_mark(seg.index)
+            return
+        # fsync of the data (downloads) and of the journal take milliseconds to tens of them:
+        # in a worker thread, so the event loop keeps every session's pipeline full.
+        if self._marker is None:
+            self._marker = concurrent.futures.ThreadPoolExecutor(1, "segment-journal")
+        job = self._marker.submit(self._durable_mark, seg.index)
+        self._jobs.append(job)
+        waiter = _await_job(job)
+        try:
+            self.group.create_task(waiter)
+        except RuntimeError:
+            # The transfer is being torn down (an error or a cancel): the segment is simply
+            # sent again by the next attempt.
+            waiter.close()
+            job.cancel()
+
+    async def settle(self) -> None:
+        """Wait for marks already running in the worker thread (none may land after we return)."""
+        pending = [asyncio.wrap_future(j) for j in self._jobs if not j.done()]
+        if pending:
+            await asyncio.wait(pending)
+        if self._marker is not None:
+            self._marker.shutdown(wait=False)
+
+    def _durable_mark(self, index: int) -> None:
+        assert self._journal is not None
+        if self._before_mark is not None:
+            self._before_mark()
+        self._journal.mark(index)
+
+
+async def _await_job(job: concurrent.futures.Future[None]) -> None:
+    await asyncio.wrap_future(job)
 
 
 @contextlib.asynccontextmanager
@@ -287,6 +324,7 @@ async def put_segmented(
             return
         sessions = sftps[: len(segments)]
         async with _first_error(), asyncio.TaskGroup() as tg:
+            tracker.group = tg
             for sftp in sessions:
                 tg.create_task(
                     _put_worker(
@@ -294,6 +332,7 @@ async def put_segmented(
                     )
                 )
     finally:
+        await tracker.settle()
         os.close(fd)
 
 
@@ -369,20 +408,22 @@ async def get_segmented(
     )
     local_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(local_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    tracker = _Tracker(segments, already, journal, progress, before_mark=lambda: os.fdatasync(fd))
     try:
         # Sets the final length without touching data below it; holes read as zeros until filled.
         os.ftruncate(fd, size)
-        tracker = _Tracker(segments, already, journal, progress, before_mark=lambda: os.fsync(fd))
         if segments and size == 0:
             tracker.maybe_finish(_Segment(0, 0, 0, issued_all=True))
         elif segments:
             async with _first_error(), asyncio.TaskGroup() as tg:
+                tracker.group = tg
                 for sftp in sftps[: len(segments)]:
                     tg.create_task(
                         _get_worker(sftp, fd, remote_path, size, block_size, max_requests, tracker)
                     )
-        os.fsync(fd)
+        await asyncio.to_thread(os.fsync, fd)
     finally:
+        await tracker.settle()
         os.close(fd)
 
 
