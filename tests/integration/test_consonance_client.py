@@ -230,3 +230,26 @@ async def test_mutation_user_errors_become_query_errors(sandbox: SandboxHandle):
     async with sandbox.client() as api:
         with pytest.raises(ConsonanceQueryError, match=r"UpdateTodo.*no to-do"):
             await api.update_todo(999_999_999, completed=True)
+
+
+async def test_execution_errors_name_the_path(sandbox: SandboxHandle):
+    query = """query OddDate($d: ISO8601Date) {
+      product(productSearch: {publicationDateEq: $d}) { id }
+    }"""
+    async with sandbox.client() as api:
+        with pytest.raises(ConsonanceQueryError) as info:
+            await api.execute("OddDate", query, {"d": "not a date"})
+    assert "OddDate" in str(info.value)
+    assert "(at product)" in str(info.value)
+
+
+async def test_organisations_and_contacts_resolve(sandbox: SandboxHandle):
+    async with sandbox.client() as api:
+        data = await api.execute(
+            "Orgs",
+            """query Orgs { organisation(organisationSearch: {nameEq: "Clays Ltd"}) {
+                 id organisationName emails { email } }
+               contacts(contactSearch: {personNameCont: "a"}) { __typename id name } }""",
+        )
+    assert data["organisation"]["organisationName"] == "Clays Ltd"
+    assert data["contacts"] and {c["__typename"] for c in data["contacts"]} == {"Person"}

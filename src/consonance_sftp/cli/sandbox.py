@@ -173,6 +173,18 @@ def stage(
     _show(_call(url, "POST", f"works/{work_id}/stage", {"stage": stage_name}))
 
 
+@sandbox_app.command("work")
+def work(
+    work_id: int,
+    title: Annotated[str | None, typer.Option(help="New title.")] = None,
+    subtitle: Annotated[str | None, typer.Option(help="New subtitle.")] = None,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Change a work's title or subtitle."""
+    body = {k: v for k, v in (("title", title), ("subtitle", subtitle)) if v is not None}
+    _show(_call(url, "PATCH", f"works/{work_id}", body))
+
+
 @sandbox_app.command("todo")
 def todo(
     todo_id: int,

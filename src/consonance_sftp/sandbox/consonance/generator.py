@@ -257,6 +257,14 @@ def generate_catalogue(
             for _ in range(max(8, (products if works is None else works * 2) // 4))
         )
     ]
+    contacts += [
+        Contact(id=ids("contact", 501), name=name, is_organisation=True, emails=(email,))
+        for name, email in (
+            ("Clays Ltd", "production@clays.example"),
+            ("Gardners Books", "data@gardners.example"),
+            ("Northern Audio Studio", "masters@northern-audio.example"),
+        )
+    ]
     patterns = [p for p, _ in PATTERNS]
     weights = [w for _, w in PATTERNS]
     works_out: list[Work] = []
@@ -295,7 +303,8 @@ def _work(
     pub = today + timedelta(days=rng.randint(-900, 300))
     updated = _stamp(today - timedelta(days=rng.randint(3, 900)))
     status = "02" if pub > today else ("07" if rng.random() < 0.05 else "04")
-    authors = rng.sample(contacts, rng.choice((1, 1, 1, 2, 3)))
+    persons = [c for c in contacts if not c.is_organisation]
+    authors = rng.sample(persons, rng.choice((1, 1, 1, 2, 3)))
     product_list: list[Product] = []
     for fmt in formats:
         product_id = ids("product", 20001)
@@ -311,7 +320,7 @@ def _work(
         contributions += (
             Contribution(
                 id=ids("contribution"),
-                contributor=rng.choice(contacts),
+                contributor=rng.choice(persons),
                 role="A12",
                 sequence_number=len(contributions) + 1,
                 product_ids=physical,
