@@ -59,6 +59,21 @@ class AlertSeverity(enum.StrEnum):
     CRITICAL = "critical"
 
 
+class AssetKind(enum.StrEnum):
+    """What an outbound file is, as delivery profiles and preflight name it."""
+
+    INTERIOR_PDF = "interior_pdf"
+    COVER_PDF = "cover_pdf"
+    SPEC_SHEET = "spec_sheet"
+    EPUB = "epub"
+    AUDIO = "audio"
+    ACCESSIBILITY = "accessibility"
+    COVER_IMAGE = "cover_image"
+    JACKET_COPY = "jacket_copy"
+    AUTHOR_BIO = "author_bio"
+    PROMO = "promo"
+
+
 # --- Consonance records ------------------------------------------------------------------
 
 
