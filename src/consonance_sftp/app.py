@@ -80,6 +80,6 @@ class App:
         return SftpRemoteFS(endpoint, state_dir=self.state_dir / "transfers", budget=self._budget)
 
 
-def open_store_from_config(path: Path | str) -> SqlStore:
-    """The store named by a config file (used by commands that only read records)."""
-    return App.from_config(path).store
+def open_existing_store(url: str) -> SqlStore:
+    """A store for reading and verifying records: never migrates, never creates a database."""
+    return open_store(url, migrate=False, must_exist=True)

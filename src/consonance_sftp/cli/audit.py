@@ -12,7 +12,6 @@ a new, empty (and so "valid") trail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.ports.store import AuditReport, Store
@@ -35,23 +33,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _open_store(db: str | None) -> Store:
-    # Imported here: the composition root is heavier than this command needs at import time,
-    # and it is the only layer allowed to build adapters.
-    from consonance_sftp import app as composition
+    # Imported here: the composition root is heavier than this command needs at import time.
+    from consonance_sftp.app import open_existing_store
 
     if db is None:
         from consonance_sftp.config import load_settings
 
         db = load_settings(state.config_path).database.url
-    # Not App.store: verifying must not migrate, nor create an empty SQLite file on a typo.
-    # app imports open_store from the store adapter without re-exporting it explicitly, hence
-    # the lookup by name (mypy strict refuses the attribute otherwise).
-    open_store: Callable[..., Store] | None = getattr(composition, "open_store", None)
-    if open_store is None:
-        raise ConsonanceSftpError(
-            "this build cannot open a store by URL: consonance_sftp.app.open_store is missing"
-        )
-    return open_store(db, migrate=False, must_exist=True)
+    # Verifying must not migrate, nor create an empty SQLite file on a typo.
+    return open_existing_store(db)
 
 
 @audit_app.command("verify")
