@@ -1,0 +1,176 @@
+"""The transport against a real OpenSSH sshd: a shell account and a chroot SFTP-only account."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from consonance_sftp import errors
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.config.transfer import PostAction
+from consonance_sftp.ports.remote_fs import UploadItem
+from consonance_sftp.sandbox.openssh import OpenSshServer
+
+pytestmark = pytest.mark.sshd
+
+MIB = 1024 * 1024
+
+
+def _file(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("account", ["shell", "chroot"])
+async def test_round_trip_segmented(
+    openssh_endpoint, openssh_dir, tmp_path: Path, account: str
+) -> None:
+    local_dir, remote_dir = openssh_dir(account)
+    local = tmp_path / "interior.pdf"
+    sha = _file(local, 24 * MIB)
+    ep = openssh_endpoint(
+        account,
+        segment_size=4 * MIB,
+        segmented_threshold=8 * MIB,
+        segment_connections=3,
+        allow_shell=account == "shell",
+    )
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "state") as fs:
+        up = await fs.upload(local, f"{remote_dir}/interior.pdf")
+        assert fs.pool.opened >= 2  # the segments really went over several connections
+        down = await fs.download(f"{remote_dir}/interior.pdf", tmp_path / "back.pdf")
+    assert up.strategy == "posix_rename"
+    assert up.verified_by == ("shell" if account == "shell" else "size")
+    assert up.sha256 == down.sha256 == sha
+    assert hashlib.sha256((local_dir / "interior.pdf").read_bytes()).hexdigest() == sha
+    assert sorted(p.name for p in local_dir.iterdir()) == ["interior.pdf"]
+
+
+async def test_concurrent_lister_never_sees_a_partial_final_name(
+    openssh_endpoint, openssh_dir, tmp_path: Path
+) -> None:
+    _local_dir, remote_dir = openssh_dir("chroot")
+    size = 16 * MIB
+    files = []
+    for i in range(3):
+        path = tmp_path / f"f{i}.bin"
+        _file(path, size)
+        files.append(path)
+    seen: list[tuple[str, int]] = []
+    stop = asyncio.Event()
+    async with (
+        SftpRemoteFS(
+            openssh_endpoint("chroot", segment_size=MIB, block_size=32 * 1024, max_requests=4),
+            state_dir=tmp_path / "s",
+        ) as fs,
+        SftpRemoteFS(openssh_endpoint("chroot"), state_dir=tmp_path / "s2") as lister,
+    ):
+
+        async def watch() -> None:
+            # the partner's view, over SFTP: any final name it lists must be complete
+            while not stop.is_set():
+                async for entry in lister.list(remote_dir, pattern="f*.bin"):
+                    seen.append((entry.name, entry.size))
+
+        task = asyncio.create_task(watch())
+        for path in files:
+            await fs.upload(path, f"{remote_dir}/{path.name}")
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
+    assert seen, "the lister never saw a final name"
+    assert {s for _, s in seen} == {size}
+    assert {n for n, _ in seen} == {"f0.bin", "f1.bin", "f2.bin"}
+
+
+async def test_resume_after_killed_connection(
+    openssh_endpoint, openssh_dir, tmp_path: Path
+) -> None:
+    local_dir, remote_dir = openssh_dir("shell")
+    size = 20 * MIB
+    local = tmp_path / "big.bin"
+    sha = _file(local, size)
+    ep = openssh_endpoint("shell", segment_size=MIB, max_requests=4, block_size=64 * 1024)
+    fs = SftpRemoteFS(ep, state_dir=tmp_path / "state", retries=0)
+    progressed = asyncio.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done > 5 * MIB:
+            progressed.set()
+
+    upload = asyncio.create_task(fs.upload(local, f"{remote_dir}/big.bin", progress=progress))
+    await progressed.wait()
+    for pooled in list(fs.pool._conns):  # the network drops: abort the client's connections
+        pooled.conn.abort()
+    with pytest.raises(errors.ConnectionLost):
+        await upload
+    assert not (local_dir / "big.bin").exists()
+    result = await fs.upload(local, f"{remote_dir}/big.bin")
+    await fs.close()
+    assert result.resumed_from >= 4 * MIB
+    assert hashlib.sha256((local_dir / "big.bin").read_bytes()).hexdigest() == sha
+
+
+async def test_many_small_files_and_listing(openssh_endpoint, openssh_dir, tmp_path: Path) -> None:
+    local_dir, remote_dir = openssh_dir("chroot")
+    items = []
+    for i in range(300):
+        path = tmp_path / f"c{i:03d}.jpg"
+        _file(path, 50 * 1024)
+        items.append(UploadItem(local_path=path, remote_path=f"{remote_dir}/c{i:03d}.jpg"))
+    async with SftpRemoteFS(openssh_endpoint("chroot"), state_dir=tmp_path / "s") as fs:
+        results = await fs.upload_many(items)
+        assert not [r for r in results if isinstance(r, Exception)]
+        listed = [e async for e in fs.list(remote_dir, pattern="c*.jpg")]
+    assert len(listed) == 300 and all(e.size == 50 * 1024 for e in listed)
+    assert len(list(local_dir.iterdir())) == 300
+
+
+async def test_download_post_action_move_on_real_server(
+    openssh_endpoint, openssh_dir, tmp_path: Path
+) -> None:
+    local_dir, remote_dir = openssh_dir("chroot")
+    (local_dir / "report.csv").write_bytes(b"isbn,units\n9780000000001,3\n")
+    processed = local_dir / "processed"
+    processed.mkdir()
+    os.chown(processed, local_dir.stat().st_uid, local_dir.stat().st_gid)
+    ep = openssh_endpoint("chroot", processed_folder=f"{remote_dir}/processed")
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s") as fs:
+        entry = await fs.stat(f"{remote_dir}/report.csv")
+        assert entry is not None
+        result = await fs.download(
+            entry.path,
+            tmp_path / "report.csv",
+            expected_size=entry.size,
+            post_action=PostAction.MOVE,
+        )
+    assert (tmp_path / "report.csv").read_bytes().startswith(b"isbn")
+    assert (processed / "report.csv").exists() and not (local_dir / "report.csv").exists()
+    assert result.post_action.startswith("move:")
+
+
+async def test_chroot_account_permissions_are_translated(
+    openssh_endpoint, openssh: OpenSshServer, tmp_path: Path
+) -> None:
+    local = tmp_path / "x.txt"
+    local.write_bytes(b"x")
+    async with SftpRemoteFS(openssh_endpoint("chroot"), state_dir=tmp_path / "s") as fs:
+        # the chroot root is owned by root: the SFTP-only user may not write there
+        with pytest.raises(errors.RemotePermissionDenied) as info:
+            await fs.upload(local, "/x.txt")
+    assert "openssh-chroot" in str(info.value)
+
+
+async def test_host_key_mismatch_against_sshd(openssh_endpoint, tmp_path: Path) -> None:
+    other = asyncssh.generate_private_key("ssh-ed25519").get_fingerprint("sha256")
+    ep = dataclasses.replace(openssh_endpoint("shell"), host_keys=(other,))
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s") as fs:
+        with pytest.raises(errors.HostKeyMismatch):
+            await fs.stat("/")
