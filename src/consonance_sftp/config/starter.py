@@ -30,8 +30,9 @@ SANDBOX_PARTNERS = (
     "marketing",
     "designer",
 )
-SANDBOX_SFTP = ("127.0.0.1", 2222)
-SANDBOX_API = "http://127.0.0.1:8765"
+SANDBOX_HOST = "127.0.0.1"
+SANDBOX_SFTP_PORT = 2222
+SANDBOX_API_PORT = 8765
 
 
 class InitRefused(ConsonanceSftpError):
@@ -50,18 +51,24 @@ class WrittenFile:
     what: str
 
 
-def init_project(directory: Path) -> list[WrittenFile]:
-    """Write the starter config, client key pair, sandbox host key and token into ``directory``."""
+def init_project(
+    directory: Path, *, sftp_port: int = SANDBOX_SFTP_PORT, api_port: int = SANDBOX_API_PORT
+) -> list[WrittenFile]:
+    """Write the starter config, client key pair, sandbox host key and token into ``directory``.
+
+    The ports are the sandbox's; the demo passes free ones so it never collides with a sandbox
+    already running on the defaults.
+    """
     directory = directory.expanduser()
     client_key = asyncssh.generate_private_key("ssh-ed25519", comment="consonance-sftp client")
     host_key = asyncssh.generate_private_key("ssh-ed25519", comment="consonance-sftp sandbox")
     token = secrets.token_urlsafe(32)
-    host, port = SANDBOX_SFTP
     host_pub = host_key.export_public_key("openssh").decode().split()
-    known_hosts_line = f"[{host}]:{port} {host_pub[0]} {host_pub[1]}"
+    known_hosts_line = f"[{SANDBOX_HOST}]:{sftp_port} {host_pub[0]} {host_pub[1]}"
 
+    config = starter_config(known_hosts_line, sftp_port, api_port)
     files: list[tuple[Path | str, bytes, int, str]] = [
-        (CONFIG_NAME, starter_config(known_hosts_line).encode(), 0o644, "config"),
+        (CONFIG_NAME, config.encode(), 0o644, "config"),
         (CLIENT_KEY, client_key.export_private_key("openssh"), 0o600, "client private key"),
         (
             CLIENT_KEY.with_name(CLIENT_KEY.name + ".pub"),
@@ -97,16 +104,21 @@ def _create(path: Path, content: bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def starter_config(known_hosts_line: str) -> str:
+def starter_config(
+    known_hosts_line: str,
+    sftp_port: int = SANDBOX_SFTP_PORT,
+    api_port: int = SANDBOX_API_PORT,
+) -> str:
     """The commented starter TOML, pinned to the sandbox host key given."""
-    host, port = SANDBOX_SFTP
+    host, port = SANDBOX_HOST, sftp_port
     partners = "\n".join(
         _PARTNER.format(name=name, host=host, port=port, known_hosts_line=known_hosts_line)
         for name in SANDBOX_PARTNERS
     )
     sandbox_partners = ", ".join(f'"{name}"' for name in SANDBOX_PARTNERS)
     return _TEMPLATE.format(
-        api=SANDBOX_API,
+        api=f"http://{SANDBOX_HOST}:{api_port}",
+        api_port=api_port,
         token_file=TOKEN_FILE.as_posix(),
         partners=partners.rstrip(),
         sandbox_partners=sandbox_partners,
@@ -189,7 +201,7 @@ level = "INFO"
 kind = "production"
 partners = ["printer"]
 # Sent when the work reaches this project stage in Consonance.
-when = {{ project_stage = "Approved for print" }}
+when = {{ project_stage = "Production approval" }}
 
 [flows.onix-distributor]
 kind = "onix_feed"
@@ -259,7 +271,7 @@ min_severity = "warning"
 
 [sandbox]
 graphql_host = "127.0.0.1"
-graphql_port = 8765
+graphql_port = {api_port}
 sftp_host = "{sftp_host}"
 sftp_port = {sftp_port}
 data_dir = "var/sandbox"
