@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from consonance_sftp.adapters.consonance import ConsonanceClient, RetryPolicy
 from consonance_sftp.errors import ConsonanceAuthError, ConsonanceQueryError, ConsonanceUnavailable
-from consonance_sftp.logs import redact
+from consonance_sftp.logs import JsonFormatter, redact
 from consonance_sftp.models import ProductionFile, SupportingResource
 from consonance_sftp.ports.consonance import AttachTarget
 from consonance_sftp.sandbox.consonance.files import make_jpeg, make_pdf
@@ -145,6 +146,19 @@ async def test_malformed_json_is_retried_then_reported(sandbox: SandboxHandle):
             await api.get_work(sandbox.catalogue.work_ids[0])
 
 
+async def test_token_never_reaches_the_logs(sandbox: SandboxHandle, caplog):
+    sandbox.inject("server_error", count=1)
+    sandbox.inject("rate_limit", count=1, retry_after=0.05)
+    with caplog.at_level(logging.DEBUG, logger="consonance_sftp"):
+        async with sandbox.client() as api:
+            await api.get_work(sandbox.catalogue.work_ids[0])
+    assert "retry" in caplog.text  # the retries were logged...
+    assert sandbox.token not in caplog.text  # ...without the token
+    assert sandbox.token not in JsonFormatter().format(
+        logging.makeLogRecord({"msg": f"Authorization: Bearer {sandbox.token}"})
+    )
+
+
 async def test_timeout_becomes_unavailable(sandbox: SandboxHandle):
     sandbox.inject("slow", count=2, delay=1.5)
     retry = RetryPolicy(max_attempts=2, backoff_base=0.01)
@@ -253,3 +267,18 @@ async def test_organisations_and_contacts_resolve(sandbox: SandboxHandle):
         )
     assert data["organisation"]["organisationName"] == "Clays Ltd"
     assert data["contacts"] and {c["__typename"] for c in data["contacts"]} == {"Person"}
+
+
+async def test_mutations_are_not_repeated_when_they_may_have_applied(sandbox: SandboxHandle):
+    work_id = sandbox.catalogue.work_ids[30]
+    sandbox.inject("server_error", count=1)
+    async with sandbox.client() as api:
+        with pytest.raises(ConsonanceUnavailable, match="may or may not have applied") as info:
+            await api.add_note("once only", work_id=work_id)
+        assert api.stats.requests == 1
+        assert not info.value.retryable
+        sandbox.inject("rate_limit", count=1, retry_after=0.05)  # refused: safe to repeat
+        await api.add_note("after a 429", work_id=work_id)
+        assert api.stats.requests == 3
+    # The sandbox's injected 500 came before the note was stored; the client could not know.
+    assert [n.text for n in sandbox.catalogue.notes_for(work_id=work_id)] == ["after a 429"]

@@ -178,7 +178,7 @@ class ConsonanceClient:
                 productIds=list(product_ids) or None,
             )
             doc = mutations.document("create_production_file")
-        data = await self._transport.execute(operation, doc, args)
+        data = await self._transport.execute(operation, doc, args, idempotent=False)
         raw = mutations.payload(operation, data, root, record)
         url = raw["_payload"].get("presignedUrl")
         if not url:
@@ -222,7 +222,7 @@ class ConsonanceClient:
             "UpdateTodo",
             mutations.document("update_todo"),
             mutations.variables(id=todo_id, completed=completed),
-        )
+        )  # setting a to-do's state twice is harmless: retried like a query
         return mapping.todo(mutations.payload("UpdateTodo", data, "updateTodo", "todo"))
 
     async def add_note(
@@ -232,6 +232,7 @@ class ConsonanceClient:
             "CreateNote",
             mutations.document("create_note"),
             mutations.variables(workId=work_id, productId=product_id, noteText=text),
+            idempotent=False,
         )
         return int(mutations.payload("CreateNote", data, "createNote", "note")["id"])
 

@@ -112,6 +112,7 @@ class GraphQLTransport:
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
         }
+        self._unprocessed = False  # set by _attempt: the failed request never reached the API
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
 
@@ -124,18 +125,34 @@ class GraphQLTransport:
         return self._client
 
     async def execute(
-        self, operation: str, document: str, variables: dict[str, Any] | None = None
+        self,
+        operation: str,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = True,
     ) -> dict[str, Any]:
+        """Run one operation. ``idempotent=False`` (mutations) retries only failures that
+        certainly did not reach Consonance (429, no connection): a repeated mutation could
+        create a second note or resource."""
         body = {"query": document, "variables": variables or {}, "operationName": operation}
         attempt = 0
         while True:
             attempt += 1
+            self._unprocessed = False
             problem, retry_after, cause = await self._attempt(operation, body)
             if problem is None:
                 assert isinstance(cause, dict)
                 return cause
+            exc_cause = cause if isinstance(cause, BaseException) else None
+            if problem.retryable and not idempotent and not self._unprocessed:
+                raise ConsonanceUnavailable(
+                    f"{problem} - Consonance may or may not have applied {operation}; "
+                    "check before repeating it",
+                    retryable=False,
+                ) from exc_cause
             if attempt >= self.retry.max_attempts or not problem.retryable:
-                raise problem from (cause if isinstance(cause, BaseException) else None)
+                raise problem from exc_cause
             wait = self.retry.delay(attempt, retry_after)
             self.stats.retries += 1
             log.warning(
@@ -158,12 +175,14 @@ class GraphQLTransport:
         try:
             response = await self._client.post(self.endpoint, json=body, headers=self._headers)
         except httpx.TimeoutException as exc:
+            self._unprocessed = isinstance(exc, httpx.ConnectTimeout)
             return (
                 ConsonanceUnavailable(f"Consonance did not answer {operation} in time ({exc!r})"),
                 None,
                 exc,
             )
         except httpx.TransportError as exc:
+            self._unprocessed = isinstance(exc, httpx.ConnectError)
             return (
                 ConsonanceUnavailable(f"cannot reach Consonance at {self.endpoint}: {exc!r}"),
                 None,
@@ -182,6 +201,7 @@ class GraphQLTransport:
                 None,
             )
         if status in RETRY_STATUS:
+            self._unprocessed = status == 429
             what = "rate limit" if status == 429 else "server error"
             return (
                 ConsonanceUnavailable(f"Consonance {what} (HTTP {status}) for {operation}"),
