@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 DEFAULT_DATA_DIR = Path("var/sandbox")
@@ -149,14 +148,14 @@ def seed_cmd(
 
 
 def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    try:
-        response = httpx.request(method, f"{url.rstrip('/')}/_sandbox/{path}", json=body)
-    except httpx.HTTPError as exc:
-        raise typer.BadParameter(f"no sandbox answers at {url}: {exc}") from exc
-    if response.status_code >= 400:
-        typer.echo(f"error: {response.json().get('error', response.text)}", err=True)
-        raise typer.Exit(1)
-    return response.json()
+    from consonance_sftp.sandbox.consonance.control import SandboxControl, SandboxControlError
+
+    with SandboxControl(url) as control:
+        try:
+            return control.call(method, path, body)
+        except SandboxControlError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
 
 
 def _show(result: Any) -> None:
