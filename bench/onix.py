@@ -9,6 +9,7 @@ The peer, measured in the same run, is onixcheck itself validating the 10,000-pr
     .venv/bin/python bench/onix.py                    # 10,000 and 100,000 products
     .venv/bin/python bench/onix.py --sizes 2000       # quick look
     .venv/bin/python bench/onix.py --no-peer
+    .venv/bin/python bench/onix.py --lean             # typical ~2.5 KB records
 
 The last line is one JSON object: products_per_s_100k, seconds_100k, peak_rss_mb (the sum of
 both processes' peaks, 100k run), and the same for 10k, plus the machine's load.
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 
-def one(size: int, path: Path) -> dict[str, float]:
+def one(size: int, path: Path, lean: bool) -> dict[str, float]:
     """Generate and validate one full feed of ``size`` products (runs in its own process)."""
     from consonance_sftp.formats.onix import MessageHeader, RecipientRules, write_feed
     from consonance_sftp.formats.onix.synthetic import synthetic_works
@@ -37,7 +38,7 @@ def one(size: int, path: Path) -> dict[str, float]:
     started = time.perf_counter()
     with path.open("wb") as sink:
         result = write_feed(
-            synthetic_works(size),
+            synthetic_works(size, lean=lean),
             sink,
             rules=RecipientRules(),
             header=header,
@@ -84,20 +85,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--lean", action="store_true", help="typical minimal records (~2.5 KB) instead of full"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.path)))
+        print(json.dumps(one(args.one, args.path, args.lean)))
         return
 
     load_start = os.getloadavg()
-    figures: dict[str, object] = {"cpus": os.cpu_count(), "load_avg_start": load_start}
+    figures: dict[str, object] = {
+        "profile": "lean" if args.lean else "full",
+        "cpus": os.cpu_count(),
+        "load_avg_start": load_start,
+    }
     with tempfile.TemporaryDirectory(prefix="onix-bench-") as tmp:
         for size in args.sizes:
             path = Path(tmp) / f"feed-{size}.xml"
             out = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), "--path", str(path)],
+                [sys.executable, __file__, "--one", str(size), "--path", str(path)]
+                + (["--lean"] if args.lean else []),
                 capture_output=True,
                 text=True,
                 check=True,

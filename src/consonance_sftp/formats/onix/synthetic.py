@@ -7,6 +7,7 @@ link, prices in three currencies. Same seed, same catalogue.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -67,8 +68,44 @@ def isbn13(n: int, prefix: str = "978199") -> str:
     return body + str((10 - total % 10) % 10)
 
 
-def synthetic_works(count_products: int, *, seed: int = 7) -> Iterator[Work]:
-    """Yield works until ``count_products`` products have been produced."""
+def synthetic_works(count_products: int, *, seed: int = 7, lean: bool = False) -> Iterator[Work]:
+    """Yield works until ``count_products`` products have been produced.
+
+    ``lean`` trims each record to a typical minimal trade record (about 2.8 KB of ONIX: one
+    contributor, two subjects, a short description, two prices, no cover link or measures);
+    the default is a fuller record (about 4.9 KB) with bios, keywords, XHTML descriptions,
+    a cover link and three prices.
+    """
+    for work in _works(count_products, seed):
+        if lean:
+            work = dataclasses.replace(
+                work,
+                contributions=tuple(
+                    dataclasses.replace(
+                        c, contributor=dataclasses.replace(c.contributor, biographical_note=None)
+                    )
+                    for c in work.contributions[:1]
+                ),
+                subjects=work.subjects[:2],
+                keywords=(),
+                marketing_texts=work.marketing_texts[:1],
+                supporting_resources=(),
+                products=tuple(
+                    dataclasses.replace(
+                        p,
+                        prices=p.prices[:2],
+                        extents=(),
+                        audiences=(),
+                        height_mm=None,
+                        width_mm=None,
+                    )
+                    for p in work.products
+                ),
+            )
+        yield work
+
+
+def _works(count_products: int, seed: int) -> Iterator[Work]:
     rng = random.Random(seed)
     made = 0
     work_id = 0
