@@ -213,6 +213,28 @@ def test_invalid_product_blocks_the_file_with_a_report_naming_it() -> None:
     assert "gardners" in str(caught.value) and "TitleElement" in str(caught.value)
 
 
+def test_control_characters_in_catalogue_text_do_not_break_the_message() -> None:
+    works = _catalogue(6)
+    work = works[1]
+    works[1] = dataclasses.replace(
+        work,
+        marketing_texts=tuple(
+            dataclasses.replace(t, text=t.text.replace(" ", "\x01 ", 1))
+            for t in work.marketing_texts
+        ),
+        products=tuple(dataclasses.replace(p, title="Bad\x0bTitle") for p in work.products),
+    )
+    sink = io.BytesIO()
+
+    result = write_feed(
+        works, sink, rules=RecipientRules(), header=HEADER, kind="full", validate="inline"
+    )
+
+    assert result.report.ok and result.report.products == sum(len(w.products) for w in works)
+    titles = {r.product.title for r in iter_onix_records(io.BytesIO(sink.getvalue()))}
+    assert "BadTitle" in titles
+
+
 def test_broken_xml_is_a_report_not_a_crash() -> None:
     report = validate_file(io.BytesIO(b"<ONIXMessage release='3.0'><Header>"))
     assert not report.ok and report.problems[0].check == "xml"

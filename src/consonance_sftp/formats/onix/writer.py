@@ -1,13 +1,16 @@
 """Stream ONIX 3.0/3.1 messages from domain works and products, one product at a time.
 
-``OnixWriter`` opens the message with lxml's incremental writer (``etree.xmlfile``), writes the
-header, then builds each ``Product`` as a small element tree and hands it to the incremental
-writer, so memory stays flat however many products go through. Product elements are built
-without a namespace: they sit textually inside the root, which declares the ONIX namespace as
-the default, so they are ONIX elements without each one repeating ``xmlns``.
+``OnixWriter`` opens the message with lxml's incremental writer (``etree.xmlfile``) and writes
+the header; each ``Product`` is then built as a small lxml element tree, serialised once, and
+its bytes go into the stream between flushes of the incremental writer, so memory stays flat
+however many products go through. Product elements are built without a namespace: they sit
+textually inside the root, which declares the ONIX namespace as the default, so they are ONIX
+elements without each one repeating ``xmlns``.
 
-Each product's serialised bytes (and nothing else: no header, no sent time) are hashed on the
-way out; that SHA-256 is the per-product content hash the delta logic compares.
+The same bytes (and nothing else: no header, no sent time) are hashed; that SHA-256 is the
+per-product content hash the delta logic compares. Text that XML cannot carry (control
+characters from pasted catalogue copy) is dropped from that product rather than failing the
+whole message.
 
 Element order follows the ONIX 3.0 XSD (Release 3.0 revision 8), which 3.1 keeps for
 everything written here. Reference names by default, short tags on request.
@@ -277,7 +280,15 @@ class OnixWriter:
 
     def product_bytes(self, work: Work, product: Product, notification_type: str = "03") -> bytes:
         """The serialised ``Product`` exactly as ``write_bytes`` would put it in the message."""
-        element = self.product_element(work, product, notification_type)
+        try:
+            element = self.product_element(work, product, notification_type)
+        except ValueError:
+            # lxml refuses control characters; rebuild this one product with them removed.
+            self._el = _clean_leaf
+            try:
+                element = self.product_element(work, product, notification_type)
+            finally:
+                self._el = _leaf
         return etree.tostring(element, encoding="utf-8")
 
     def content_hash(self, data: bytes) -> str:
@@ -367,6 +378,8 @@ class OnixWriter:
 
     def _text_el(self, parent: _Element, name: str, text: str, text_format: str | None) -> None:
         """A text element; XHTML (``textformat`` 05) is written as markup, not escaped."""
+        if self._el is _clean_leaf:
+            text = _NOT_XML.sub("", text)
         child = self._el(parent, name)
         if text_format in (None, "05") and _MARKUP.search(text):
             try:
@@ -636,6 +649,14 @@ def _leaf(parent: _Element, name: str, text: str | None = None) -> _Element:
     if text is not None:
         child.text = text
     return child
+
+
+# Characters XML 1.0 cannot carry at all (C0 controls except tab, newline, carriage return).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean_leaf(parent: _Element, name: str, text: str | None = None) -> _Element:
+    return _leaf(parent, name, _NOT_XML.sub("", text) if text is not None else None)
 
 
 def _num(value: Decimal | int) -> str:
