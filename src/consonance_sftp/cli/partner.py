@@ -1,9 +1,152 @@
-"""CLI commands: partner (filled in by its owner)."""
+"""``partner probe NAME [--apply]`` and ``partner test NAME``: what a partner's server supports.
+
+The probing itself lives in the SFTP adapter (reached through ``App``); this module formats
+the report, stores it as JSON under ``<state_dir>/probes/``, and with ``--apply`` writes the
+recommended settings into ``[partners.NAME.transfer]`` of the config file, keeping its
+comments and layout (tomlkit). Nothing changes behaviour silently: without ``--apply`` the
+recommendations are only printed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import tomlkit
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from consonance_sftp.app import App
+from consonance_sftp.cli.main import state
+from consonance_sftp.errors import ConfigError, ConfigProblem
+from consonance_sftp.ports.remote_fs import ProbeReport
+
+partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.add_typer(partner_app, name="partner")
+
+
+def _yes(value: bool) -> str:
+    return "[green]yes[/green]" if value else "[red]no[/red]"
+
+
+def render_report(report: ProbeReport) -> Table:
+    table = Table(title=f"partner {report.partner}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("server", f"{report.server_version} (SFTP v{report.sftp_version})")
+    table.add_row("extensions", ", ".join(report.extensions) or "none")
+    table.add_row("posix-rename", _yes(report.posix_rename))
+    table.add_row("rename", _yes(report.rename))
+    table.add_row("rename over an existing file", _yes(report.rename_over_existing))
+    table.add_row("setstat / utime", _yes(report.setstat))
+    table.add_row("check-file (SHA-256)", _yes(report.check_file))
+    table.add_row("hashing command over SSH", _yes(report.shell_hash))
+    free = f", {report.free_bytes / 2**30:.1f} GiB free" if report.free_bytes is not None else ""
+    table.add_row("statvfs", _yes(report.statvfs) + free)
+    limits = ", ".join(f"{k}={v}" for k, v in report.limits.items()) or "not offered"
+    table.add_row("limits", limits)
+    for folder, rights in report.folders.items():
+        table.add_row(
+            f"folder {folder}", f"list {_yes(rights['list'])}, write {_yes(rights['write'])}"
+        )
+    if report.clock_skew_seconds is not None:
+        table.add_row("clock skew", f"{report.clock_skew_seconds:+.1f} s (server - local)")
+    return table
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def apply_recommendations(config_path: Path, partner: str, settings: dict[str, Any]) -> None:
+    """Write ``settings`` into ``[partners.<partner>.transfer]``, keeping comments and layout."""
+    doc = tomlkit.parse(config_path.read_text())
+    partners = doc.get("partners")
+    if partners is None or partner not in partners:
+        raise ConfigError(
+            f"cannot apply: partner {partner!r} is not in {config_path}",
+            [ConfigProblem(f"partners.{partner}", "not found in the file")],
+        )
+    entry = partners[partner]
+    if "transfer" not in entry:
+        entry["transfer"] = tomlkit.table()
+    transfer = entry["transfer"]
+    for key, value in settings.items():
+        transfer[key] = value
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    transfer.comment(f"partner probe --apply, {stamp}")
+    config_path.write_text(tomlkit.dumps(doc))
+
+
+@partner_app.command("probe")
+def probe(
+    name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the recommended settings into the config.")
+    ] = False,
+) -> None:
+    """Connect with the configured credentials and report what the server really supports."""
+    app = App.from_config(state.config_path)
+
+    async def run() -> ProbeReport:
+        async with app.remote_fs(name) as fs:
+            return await fs.probe()
+
+    report = asyncio.run(run())
+    console.print(render_report(report))
+    for note in report.notes:
+        console.print(f"  note: {note}", markup=False)
+    probes = app.state_dir / "probes"
+    probes.mkdir(parents=True, exist_ok=True)
+    stored = probes / f"{name}.json"
+    data = {**dataclasses.asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    console.print(f"stored: {stored}", markup=False)
+    if not report.recommended:
+        console.print("the current settings already match this server", markup=False)
+        return
+    console.print(f"\nrecommended settings for [partners.{name}.transfer]:", markup=False)
+    for key, value in report.recommended.items():
+        console.print(f"  {key} = {_toml_value(value)}", markup=False)
+    if apply:
+        apply_recommendations(state.config_path, name, dict(report.recommended))
+        console.print(
+            f"applied: wrote {len(report.recommended)} setting(s) to "
+            f"[partners.{name}.transfer] in {state.config_path}",
+            markup=False,
+        )
+    else:
+        console.print("run again with --apply to write them into the config", markup=False)
+
+
+@partner_app.command("test")
+def send_test(
+    name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
+    folder: Annotated[
+        str | None, typer.Option(help="Remote folder (default: the partner's first folder).")
+    ] = None,
+) -> None:
+    """Send a small file through the full upload protocol, then remove it."""
+    app = App.from_config(state.config_path)
+
+    async def run() -> Any:
+        async with app.remote_fs(name) as fs:
+            return await fs.send_test_file(folder)
+
+    result = asyncio.run(run())
+    console.print(
+        f"ok: sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
+        f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s, "
+        "then removed it",
+        markup=False,
+    )

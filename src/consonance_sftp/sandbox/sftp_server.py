@@ -59,10 +59,14 @@ class ServerSettings:
     authorized_keys: asyncssh.SSHAuthorizedKeys | None
     passwords: Mapping[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # for subclasses (fault settings)
+    folders: tuple[str, ...] = ()  # created in every home, e.g. ("in", "out")
 
     def home(self, user: str) -> Path:
         home = self.root / user
-        home.mkdir(parents=True, exist_ok=True)
+        if not home.is_dir():
+            home.mkdir(parents=True, exist_ok=True)
+            for folder in self.folders:
+                (home / folder).mkdir(parents=True, exist_ok=True)
         return home
 
 
@@ -152,8 +156,12 @@ async def start_sandbox_sftp(
     server_class: type[PartnerSSHServer] = PartnerSSHServer,
     sftp_class: type[PartnerSFTPServer] = PartnerSFTPServer,
     extra: dict[str, Any] | None = None,
+    folders: Iterable[str] = (),
 ) -> SandboxSftpServer:
-    """Listen on ``host:port`` (0 picks a free port); each user is chrooted in ``root/user``."""
+    """Listen on ``host:port`` (0 picks a free port); each user is chrooted in ``root/user``.
+
+    ``folders`` are created in every user's home (the starter config uses ``in`` and ``out``).
+    """
     host_key, authorized = await asyncio.to_thread(
         _prepare, root, host_key_path, authorized_keys_path
     )
@@ -163,6 +171,7 @@ async def start_sandbox_sftp(
         authorized_keys=authorized,
         passwords=dict(passwords or {}),
         extra=dict(extra or {}),
+        folders=tuple(f.strip("/") for f in folders),
     )
     for user in settings.users:
         settings.home(user)

@@ -61,6 +61,7 @@ from consonance_sftp.config.transfer import (
 from consonance_sftp.ports.remote_fs import (
     ConnectionBudget,
     DownloadResult,
+    ProbeReport,
     ProgressCallback,
     RemoteEntry,
     UploadItem,
@@ -848,6 +849,20 @@ class SftpRemoteFS:
         if again is None or again.size != entry.size or again.mtime != entry.mtime:
             return None
         return again
+
+    # --- partner doctor -----------------------------------------------------------------
+
+    async def probe(self) -> ProbeReport:
+        """What this partner's server supports, and recommended settings (``partner probe``)."""
+        from consonance_sftp.adapters.sftp.probe import probe_partner
+
+        return await probe_partner(self)
+
+    async def send_test_file(self, folder: str | None = None) -> UploadResult:
+        """One small file through the full upload protocol, then removed (``partner test``)."""
+        from consonance_sftp.adapters.sftp.probe import send_test_file
+
+        return await send_test_file(self, folder)
 
     # --- simple operations --------------------------------------------------------------
 

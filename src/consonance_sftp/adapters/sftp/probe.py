@@ -1,0 +1,305 @@
+"""Partner probe: what a partner's server really supports, and the settings that follow.
+
+It logs in with the configured credentials and tries, on small files of its own named
+``.consonance-probe-*`` (all removed afterwards): list and write in each configured folder,
+posix-rename, plain rename, rename over an existing file, setstat (utime), the ``check-file``
+extension, a hashing command over SSH, statvfs and the ``limits`` extension; the mtime of a
+file it wrote gives the clock skew. Nothing is changed on our side: the recommendations are
+returned, and only ``partner probe --apply`` writes them into the config.
+
+``send_test_file`` is ``partner test``: one small file through the full upload protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import posixpath
+import secrets
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import asyncssh
+
+from consonance_sftp import errors
+from consonance_sftp.adapters.sftp import checksums
+from consonance_sftp.adapters.sftp.connection import PooledConnection
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.config.transfer import (
+    MAX_OPENSSH_BLOCK,
+    ChecksumMethod,
+    OverwritePolicy,
+    UploadStrategy,
+)
+from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
+
+log = logging.getLogger(__name__)
+
+# The SFTP drafts require servers to accept at least 32 KiB per read/write request.
+_SAFE_BLOCK = 32_768
+_SHELL_PROBE_TIMEOUT = 10.0
+
+
+async def _attempt(aw: object) -> bool:
+    """True when the remote operation succeeded, False when the server refused it."""
+    try:
+        await aw  # type: ignore[misc]
+        return True
+    except (asyncssh.SFTPError, errors.TransportError) as exc:
+        if isinstance(exc, errors.ConnectionLost | asyncssh.SFTPConnectionLost):
+            raise
+        return False
+
+
+async def _write(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
+    async with sftp.open(path, "wb") as fh:
+        await fh.write(data)
+
+
+async def probe_partner(fs: SftpRemoteFS) -> ProbeReport:
+    """Probe ``fs``'s partner; raises the usual TransportError when it cannot log in."""
+    try:
+        return await _probe(fs)
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        raise translate(exc, partner=fs.partner) from exc
+
+
+async def _probe(fs: SftpRemoteFS) -> ProbeReport:
+    ep = fs.endpoint
+    notes: list[str] = []
+    folders_report: dict[str, dict[str, bool]] = {}
+    token = secrets.token_hex(4)
+    created: list[str] = []
+    async with fs.pool.lease() as pc:
+        sftp = pc.sftp
+        handler = sftp._handler
+        flags = {
+            name: bool(getattr(handler, f"_supports_{name}", False))
+            for name in ("posix_rename", "statvfs", "fsync", "limits", "hardlink", "copy_data")
+        }
+        extensions = tuple(name for name, on in flags.items() if on)
+        limits: dict[str, int] = {}
+        if flags["limits"]:
+            lim = sftp.limits
+            limits = {
+                "max_packet_len": lim.max_packet_len,
+                "max_read_len": lim.max_read_len,
+                "max_write_len": lim.max_write_len,
+                "max_open_handles": lim.max_open_handles,
+            }
+        folders = list(ep.folders) or ["."]
+        writable: str | None = None
+        for folder in folders:
+            can_list = await _attempt(_first_entry(sftp, folder))
+            probe_file = posixpath.join(folder, f".consonance-probe-{token}-w")
+            can_write = await _attempt(_write(sftp, probe_file, b"probe"))
+            if can_write:
+                created.append(probe_file)
+                writable = writable or folder
+            folders_report[folder] = {"list": can_list, "write": can_write}
+            if not can_list:
+                notes.append(f"cannot list {folder!r}")
+            if not can_write:
+                notes.append(f"cannot write in {folder!r}")
+
+        report = ProbeReport(
+            partner=ep.partner,
+            server_version=str(pc.conn.get_extra_info("server_version") or ""),
+            sftp_version=int(sftp.version),
+            extensions=extensions,
+            posix_rename=False,
+            limits=limits,
+            folders=folders_report,
+        )
+        if writable is None:
+            notes.append("no configured folder is writable: upload capabilities not probed")
+            return _finish(report, notes, {}, fs)
+
+        try:
+            found = await _probe_writes(fs, pc, writable, token, created, flags)
+        finally:
+            for path in created:
+                with contextlib.suppress(asyncssh.SFTPError, errors.TransportError):
+                    await sftp.remove(path)
+    return _finish(report, notes, found, fs)
+
+
+async def _first_entry(sftp: asyncssh.SFTPClient, folder: str) -> None:
+    async for _ in sftp.scandir(folder):
+        break
+
+
+async def _probe_writes(
+    fs: SftpRemoteFS,
+    pc: PooledConnection,
+    folder: str,
+    token: str,
+    created: list[str],
+    flags: dict[str, bool],
+) -> dict[str, object]:
+    sftp = pc.sftp
+
+    def name(tag: str) -> str:
+        path = posixpath.join(folder, f".consonance-probe-{token}-{tag}")
+        created.append(path)
+        return path
+
+    found: dict[str, object] = {}
+    body = b"consonance-sftp probe\n"
+    digest = hashlib.sha256(body).hexdigest()
+
+    a = name("a")
+    before = time.time()
+    await _write(sftp, a, body)
+    after = time.time()
+    attrs = await sftp.stat(a)
+    if attrs.mtime is not None:
+        # mtime has 1 s precision on SFTP v3: the skew is only meaningful beyond a second
+        found["clock_skew"] = round(float(attrs.mtime) - (before + after) / 2, 1)
+
+    found["setstat"] = await _attempt(sftp.utime(a, (1_600_000_000, 1_600_000_000)))
+    try:
+        found["check_file"] = await checksums.check_file_sha256(sftp, a) == digest
+    except (asyncssh.SFTPError, asyncssh.Error):
+        found["check_file"] = False
+    try:
+        async with asyncio.timeout(_SHELL_PROBE_TIMEOUT):
+            sha = await checksums.shell_sha256(
+                pc.conn, fs.settings.shell_hash_command, a, limit=_SHELL_PROBE_TIMEOUT
+            )
+        found["shell_hash"] = sha == digest
+    except (asyncssh.Error, OSError, TimeoutError):
+        found["shell_hash"] = False
+
+    b = name("b")
+    found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
+    source = b if found["posix_rename"] else a
+    c = name("c")
+    found["rename"] = await _attempt(sftp.rename(source, c))
+    if found["rename"]:
+        d = name("d")
+        await _write(sftp, d, body)
+        found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
+    else:
+        found["rename_over_existing"] = False
+    if flags["statvfs"]:
+        try:
+            vfs = await sftp.statvfs(folder)
+            found["free_bytes"] = int(vfs.bavail * vfs.frsize)
+        except asyncssh.SFTPError:
+            found["free_bytes"] = None
+    return found
+
+
+def _finish(
+    report: ProbeReport, notes: list[str], found: dict[str, object], fs: SftpRemoteFS
+) -> ProbeReport:
+    ts = fs.settings
+    posix = bool(found.get("posix_rename"))
+    rename = bool(found.get("rename"))
+    over = bool(found.get("rename_over_existing"))
+    setstat = bool(found.get("setstat"))
+    check_file = bool(found.get("check_file"))
+    shell_hash = bool(found.get("shell_hash"))
+    skew = found.get("clock_skew")
+    free = found.get("free_bytes")
+
+    wanted: dict[str, object] = {}
+    if found:
+        if posix:
+            wanted["upload_strategy"] = UploadStrategy.POSIX_RENAME.value
+        elif rename and over:
+            wanted["upload_strategy"] = UploadStrategy.RENAME.value
+            notes.append("plain rename replaces an existing file on this server")
+        elif rename:
+            wanted["upload_strategy"] = (
+                UploadStrategy.RENAME.value
+                if ts.overwrite is OverwritePolicy.FAIL
+                else UploadStrategy.DELETE_RENAME.value
+            )
+        else:
+            wanted["upload_strategy"] = UploadStrategy.DIRECT.value
+            if not ts.done_marker:
+                wanted["done_marker"] = "{name}.done"
+            notes.append("rename is refused: files are written under their final name")
+        if not setstat:
+            wanted["set_mtime"] = False
+        if check_file:
+            wanted["checksum"] = ChecksumMethod.CHECK_FILE.value
+        elif shell_hash:
+            wanted["checksum"] = ChecksumMethod.SHELL.value
+            wanted["allow_shell"] = True
+        else:
+            wanted["checksum"] = ChecksumMethod.NONE.value
+            notes.append(
+                "no remote checksum (no check-file, no shell): size is verified; set "
+                "checksum = 'read_back' to verify content at the cost of a second transfer"
+            )
+        if isinstance(skew, float) and abs(skew) > 120:
+            notes.append(f"server clock is {skew:+.0f}s off: min_age compares against it")
+    limits = report.limits
+    if limits:
+        caps = [v for k, v in limits.items() if k in ("max_read_len", "max_write_len") and v]
+        wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
+    else:
+        wanted["block_size"] = _SAFE_BLOCK
+        notes.append("no limits extension: 32 KiB blocks are the safe size")
+    recommended = {k: v for k, v in wanted.items() if _current(ts, k) != v}
+    return ProbeReport(
+        partner=report.partner,
+        server_version=report.server_version,
+        sftp_version=report.sftp_version,
+        extensions=report.extensions,
+        posix_rename=posix,
+        rename=rename,
+        rename_over_existing=over,
+        setstat=setstat,
+        check_file=check_file,
+        shell_hash=shell_hash,
+        statvfs="statvfs" in report.extensions,
+        free_bytes=free if isinstance(free, int) else None,
+        limits=report.limits,
+        folders=report.folders,
+        clock_skew_seconds=skew if isinstance(skew, float) else None,
+        notes=tuple(notes),
+        recommended=recommended,
+    )
+
+
+def _current(ts: object, key: str) -> object:
+    value = getattr(ts, key, None)
+    return getattr(value, "value", value)
+
+
+def save_report(report: ProbeReport, folder: Path) -> Path:
+    """Store a probe result as JSON (``<folder>/<partner>.json``); returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{report.partner}.json"
+    data = {**asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> UploadResult:
+    """``partner test``: one small file through the full upload protocol, then removed."""
+    folder = folder or (fs.endpoint.folders[0] if fs.endpoint.folders else ".")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    remote = posixpath.join(folder, f"consonance-sftp-test-{stamp}-{secrets.token_hex(3)}.txt")
+    with tempfile.TemporaryDirectory(prefix="consonance-sftp-test-") as tmp:
+        local = Path(tmp) / "test.txt"
+        local.write_bytes(f"consonance-sftp connection test {stamp}\n".encode() * 64)
+        result = await fs.upload(local, remote)
+    await fs.remove(remote)
+    marker = fs.settings.done_marker
+    if marker:
+        stem, _dot, suffix = posixpath.basename(remote).rpartition(".")
+        name = marker.format(name=posixpath.basename(remote), stem=stem, suffix=suffix)
+        with contextlib.suppress(errors.TransportError):
+            await fs.remove(posixpath.join(folder, name))
+    return result

@@ -1,0 +1,140 @@
+"""``partner probe`` and ``partner test``: against the fault server's crippled modes, real sshd,
+and through the real CLI on a config written by ``init``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.config import load_settings
+from consonance_sftp.config.starter import CLIENT_KEY, SANDBOX_HOST_KEY, init_project
+from consonance_sftp.sandbox.openssh import free_port
+from consonance_sftp.sandbox.sftp_server import start_sandbox_sftp
+from tests.fixtures.fault_server import FaultServer
+from tests.fixtures.sftp_servers import EndpointFactory
+
+
+async def test_probe_full_featured_asyncssh_server(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    async with SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s") as fs:
+        report = await fs.probe()
+    assert report.posix_rename and report.rename and report.setstat
+    assert not report.rename_over_existing  # SFTPv3 rename refuses an existing target
+    assert not report.check_file and not report.shell_hash  # SFTP-only account
+    assert report.folders == {".": {"list": True, "write": True}}
+    assert report.clock_skew_seconds is not None and abs(report.clock_skew_seconds) < 3
+    assert report.recommended["upload_strategy"] == "posix_rename"
+    assert report.recommended["checksum"] == "none"
+    # the probe cleans up after itself
+    assert list(fault_server.home("partner").iterdir()) == []
+
+
+async def test_probe_crippled_server_recommends_fallbacks(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.deny_rename = True
+    fault_server.faults.deny_setstat = True
+    async with SftpRemoteFS(fault_endpoint(set_mtime=True), state_dir=tmp_path / "s") as fs:
+        report = await fs.probe()
+    assert not report.posix_rename and not report.rename and not report.setstat
+    assert report.recommended["upload_strategy"] == "direct"
+    assert report.recommended["done_marker"] == "{name}.done"
+    assert report.recommended["set_mtime"] is False
+    assert any("rename is refused" in n for n in report.notes)
+
+
+async def test_probe_no_posix_rename(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.no_posix_rename = True
+    async with SftpRemoteFS(fault_endpoint(overwrite="replace"), state_dir=tmp_path / "s") as fs:
+        report = await fs.probe()
+        assert not report.posix_rename and report.rename
+        assert report.recommended["upload_strategy"] == "delete_rename"
+        sent = await fs.send_test_file()
+    assert sent.size > 0
+    assert list(fault_server.home("partner").iterdir()) == []
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("account", ["shell", "chroot"])
+async def test_probe_openssh(openssh_endpoint, openssh_dir, tmp_path: Path, account: str) -> None:
+    _local, remote = openssh_dir(account)
+    ep = openssh_endpoint(account)
+    ep = type(ep)(**{**{f: getattr(ep, f) for f in ep.__dataclass_fields__}, "folders": (remote,)})
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s") as fs:
+        report = await fs.probe()
+    assert report.server_version.startswith("SSH-2.0-OpenSSH")
+    assert report.posix_rename and report.setstat and report.statvfs
+    assert report.limits["max_write_len"] == 261_120
+    assert "block_size" not in report.recommended  # the default already matches
+    assert report.shell_hash is (account == "shell")
+    if account == "shell":
+        assert report.recommended["checksum"] == "shell"
+        assert report.recommended["allow_shell"] is True
+    assert report.folders[remote] == {"list": True, "write": True}
+
+
+async def _cli(config: Path, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consonance_sftp",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.slow
+async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) -> None:
+    port = free_port()
+    init_project(tmp_path, sftp_port=port, api_port=free_port())
+    config = tmp_path / "consonance-sftp.toml"
+    before = config.read_text()
+    server = await start_sandbox_sftp(
+        "127.0.0.1",
+        port,
+        tmp_path / "var" / "sftp",
+        tmp_path / SANDBOX_HOST_KEY,
+        tmp_path / CLIENT_KEY.with_name(CLIENT_KEY.name + ".pub"),
+        ["printer", "distributor"],
+        folders=("in", "out"),
+    )
+    try:
+        code, out = await _cli(config, "partner", "probe", "printer")
+        assert code == 0, out
+        assert "posix-rename" in out and "run again with --apply" in out
+        assert config.read_text() == before  # never a silent change
+        stored = json.loads((tmp_path / "var" / "probes" / "printer.json").read_text())
+        assert stored["posix_rename"] is True
+
+        code, out = await _cli(config, "partner", "probe", "printer", "--apply")
+        assert code == 0, out
+        assert "applied:" in out
+        after = config.read_text()
+        assert "# consonance-sftp configuration" in after  # comments kept
+        transfer = tomllib.loads(after)["partners"]["printer"]["transfer"]
+        assert transfer["checksum"] == "none"
+        assert load_settings(config).partners["printer"].transfer.checksum.value == "none"
+
+        code, out = await _cli(config, "partner", "test", "printer")
+        assert code == 0, out
+        assert "ok: sent /in/consonance-sftp-test-" in out
+        assert list((tmp_path / "var" / "sftp" / "printer" / "in").iterdir()) == []
+    finally:
+        server.close()
+        await server.wait_closed()
