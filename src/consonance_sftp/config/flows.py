@@ -2,6 +2,8 @@
 
 Fields shared by every kind live on ``FlowBase``; each kind adds what it needs. The kind-specific
 fields are deliberately small for now; the issues that implement each exchange fill them in.
+The outbound package flows (production, marketing, formats) carry a delivery ``profile``
+(``config.profiles``), one per flow with optional per-partner overrides.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from consonance_sftp.config.profiles import DeliveryProfile
+from consonance_sftp.config.profiles import StrictModel as StrictModel  # re-exported
 from consonance_sftp.config.secrets import resolve_path
 from consonance_sftp.models import FlowKind
 
@@ -22,12 +26,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 ConfigPath = Annotated[Path, AfterValidator(resolve_path)]
 """A filesystem path; relative paths resolve against the config file's folder."""
-
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, defaults are validated too."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
 class Schedule(StrictModel):
@@ -121,7 +119,34 @@ class FlowBase(StrictModel):
         return value
 
 
-class ProductionFlow(FlowBase):
+class PackageFlow(FlowBase):
+    """An outbound flow that sends each partner a package built from its delivery profile."""
+
+    profile: DeliveryProfile = Field(
+        default_factory=lambda: DeliveryProfile.model_validate("generic"),
+        description='Delivery profile: a preset name (`profile = "print_on_demand"`) or a '
+        "table starting from `preset` with keys overriding it. See the profiles reference.",
+    )
+    partner_profiles: dict[str, DeliveryProfile] = Field(
+        default_factory=dict,
+        description="Per-partner profile instead of `profile`, by partner name (each vendor "
+        "receives only what its own profile names).",
+    )
+
+    @model_validator(mode="after")
+    def _profiles_for_listed_partners(self) -> PackageFlow:
+        if unknown := sorted(set(self.partner_profiles) - set(self.partners)):
+            raise ValueError(
+                f"partner_profiles names partners not in `partners`: {', '.join(unknown)}"
+            )
+        return self
+
+    def profile_for(self, partner: str) -> DeliveryProfile:
+        """The profile that applies to ``partner``."""
+        return self.partner_profiles.get(partner, self.profile)
+
+
+class ProductionFlow(PackageFlow):
     """Print-ready interior and cover PDFs plus the production spec sheet, to the printer."""
 
     kind: Literal["production"] = Field(description="`production`.")
@@ -173,7 +198,7 @@ class SalesInFlow(FlowBase):
     )
 
 
-class MarketingFlow(FlowBase):
+class MarketingFlow(PackageFlow):
     """Approved covers, copy and promo material, only once a title is released (embargo)."""
 
     kind: Literal["marketing"] = Field(description="`marketing`.")
@@ -182,7 +207,7 @@ class MarketingFlow(FlowBase):
     )
 
 
-class FormatsFlow(FlowBase):
+class FormatsFlow(PackageFlow):
     """EPUB, audio masters and accessibility files; each vendor receives only its own package."""
 
     kind: Literal["formats"] = Field(description="`formats`.")
