@@ -32,6 +32,7 @@ from dbos import DBOS
 
 from consonance_sftp.engine import (
     DeliveryRecord,
+    DeliveryRequest,
     Engine,
     EngineSettings,
     FileToSend,
@@ -388,6 +389,11 @@ async def main(cfg: dict[str, Any]) -> None:
         await asyncio.to_thread(engine.ensure_delivery_queue, int(cap))
     if "schedule" in cfg:
         await asyncio.to_thread(ensure_schedule, "test-tick", tick, cfg["schedule"])
+    for item in cfg.get("enqueue_on_start", []):
+        # The in-process path ``serve`` uses (flows enqueue through the running engine).
+        req = DeliveryRequest.from_dict(item["request"])
+        wid = await engine.enqueue_delivery(req, max_connections=int(item["max_connections"]))
+        events.write("enqueued", workflow=wid)
     events.write("ready")
     print(f"READY {cfg['executor_id']}", flush=True)
     del loop

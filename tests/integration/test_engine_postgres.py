@@ -266,3 +266,28 @@ def test_hung_executor_is_fenced_and_never_writes_after_takeover(
         assert sha256_file(Path(cfg["dest"]) / "x" / "in" / Path(f.source).name) == f.sha256
     assert [r[6] for r in ledger_rows(cfg["ledger"])] == [1, 1]
     client.close()
+
+
+def test_same_package_enqueued_concurrently_by_two_clients_runs_once(
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """Per-key exclusion comes from the workflow ID (DBOS rejects deduplication IDs on
+    partitioned queues): racing enqueues of the same files attach to one workflow."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start_all(workers, [{**cfg, "executor_id": "w-solo"}], tmp_path)
+    files = [make_source(tmp_path / f"k{i}.xml", 5_000, seed=300 + i) for i in range(40)]
+    clients = [EngineClient(settings_from({**cfg, "executor_id": "cli"})) for _ in range(2)]
+
+    def enqueue_all(client: EngineClient) -> list[str]:
+        return [client.enqueue_delivery(request("k", f), max_connections=2) for f in files]
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(enqueue_all, clients)
+    assert first == second
+    wait_for(lambda: sum(s == "SUCCESS" for s in clients[0].statuses().values()) == 40, 60, "40")
+    starts = Counter(e["path"] for e in read_events(cfg["events"]) if e["ev"] == "upload_start")
+    assert len(starts) == 40 and set(starts.values()) == {1}
+    assert len(ledger_rows(cfg["ledger"])) == 40
+    for c in clients:
+        c.close()

@@ -310,3 +310,27 @@ def test_new_release_with_work_in_flight_loses_nothing(
     for f in files:
         assert sha256_file(Path(cfg["dest"]) / "printer" / "in" / Path(f.source).name) == f.sha256
     client.close()
+
+
+def test_engine_enqueues_in_process_and_duplicates_attach(
+    tmp_path: Path, base_cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    files = [make_source(tmp_path / f"m{i}.jpg", 30_000, seed=20 + i) for i in range(2)]
+    reqs = [
+        DeliveryRequest(flow="marketing", partner="retail", package=f"m{i}", files=(f,)).to_dict()
+        for i, f in enumerate(files)
+    ]
+    cfg = {
+        **base_cfg,
+        "enqueue_on_start": [
+            {"request": r, "max_connections": 2} for r in (reqs[0], reqs[1], reqs[0])
+        ],
+    }
+    start(workers, cfg, tmp_path)
+    client = EngineClient(settings_from(cfg))
+    enqueued = [e["workflow"] for e in events_of(cfg, "enqueued")]
+    assert len(enqueued) == 3 and enqueued[0] == enqueued[2] != enqueued[1]
+    wait_for(lambda: set(client.statuses().values()) == {"SUCCESS"}, 30, "both deliveries")
+    assert len(client.statuses()) == 2
+    assert len(events_of(cfg, "upload_start")) == 2
+    client.close()
