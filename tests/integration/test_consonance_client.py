@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -282,3 +283,18 @@ async def test_mutations_are_not_repeated_when_they_may_have_applied(sandbox: Sa
         assert api.stats.requests == 3
     # The sandbox's injected 500 came before the note was stored; the client could not know.
     assert [n.text for n in sandbox.catalogue.notes_for(work_id=work_id)] == ["after a 429"]
+
+
+async def test_introspection_query_in_the_docs_runs(sandbox: SandboxHandle):
+    """The query docs/reference/consonance.md gives for settling the mutation shape."""
+    doc = (Path(__file__).parents[2] / "docs/reference/consonance.md").read_text()
+    query = re.search(r"```graphql\n\s*(query \{ __schema.*?)```", doc, re.S)
+    assert query is not None
+    async with sandbox.client() as api:
+        data = await api.execute("Introspection", query.group(1))
+    mutations = {f["name"]: f for f in data["__schema"]["mutationType"]["fields"]}
+    assert {"createSupportingResource", "createProductionFile", "updateTodo", "createNote"} <= set(
+        mutations
+    )
+    payload = mutations["createSupportingResource"]["type"]["fields"]
+    assert {"supportingResource", "presignedUrl", "errors"} <= {f["name"] for f in payload}

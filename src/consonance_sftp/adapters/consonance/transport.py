@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -135,7 +136,9 @@ class GraphQLTransport:
         """Run one operation. ``idempotent=False`` (mutations) retries only failures that
         certainly did not reach Consonance (429, no connection): a repeated mutation could
         create a second note or resource."""
-        body = {"query": document, "variables": variables or {}, "operationName": operation}
+        body: dict[str, Any] = {"query": document, "variables": variables or {}}
+        if re.search(rf"\b(query|mutation)\s+{re.escape(operation)}\b", document):
+            body["operationName"] = operation  # else ``operation`` only labels logs and errors
         attempt = 0
         while True:
             attempt += 1
