@@ -180,3 +180,9 @@ def test_apply_recommendations_keeps_comments(tmp_path: Path) -> None:
     assert "[partners.other.transfer]" in text and 'checksum = "none"' in text
     with pytest.raises(errors.ConfigError, match="ghost"):
         apply_recommendations(config, "ghost", {"checksum": "none"})
+
+
+def test_reference_documents_every_transfer_setting() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "reference" / "transfer.md").read_text()
+    missing = [name for name in TransferSettings.model_fields if f"| `{name}` |" not in text]
+    assert missing == []
