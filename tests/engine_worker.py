@@ -38,6 +38,7 @@ from consonance_sftp.engine import (
     FileToSend,
     RemoteFileState,
     RetryPolicy,
+    StoreLedger,
 )
 from consonance_sftp.engine.contracts import Fence
 from consonance_sftp.engine.schedules import ensure_schedule
@@ -334,6 +335,15 @@ def ledger_rows(path: str | Path) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
+class TeeAlerts:
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def raise_alert(self, alert: Alert) -> None:
+        for sink in self.sinks:
+            sink.raise_alert(alert)
+
+
 _EVENTS: EventLog | None = None
 
 
@@ -372,11 +382,17 @@ async def main(cfg: dict[str, Any]) -> None:
         async def added_in_v2() -> None:
             return None
 
+    ledger: Any = SqliteLedger(cfg["ledger"])
+    alerts: Any = EventAlerts(events)
+    if cfg.get("store_url"):
+        # The service's real store (ledger and alerts), as ``app`` will wire it.
+        from consonance_sftp.adapters.store import open_store
+
+        store = open_store(cfg["store_url"], writer=cfg["executor_id"])
+        ledger = StoreLedger(store)
+        alerts = TeeAlerts(EventAlerts(events), store)
     engine = Engine(
-        settings_from(cfg),
-        transport=FolderTransport(cfg, events),
-        ledger=SqliteLedger(cfg["ledger"]),
-        alerts=EventAlerts(events),
+        settings_from(cfg), transport=FolderTransport(cfg, events), ledger=ledger, alerts=alerts
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

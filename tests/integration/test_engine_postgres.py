@@ -33,6 +33,19 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
+def store_url(postgres_cluster: Any) -> str:
+    """The service's own database: a different database from DBOS's system database."""
+    return str(postgres_cluster.create_database())
+
+
+def store_rows(url: str) -> list[Any]:
+    from consonance_sftp.adapters.store import open_store
+
+    with open_store(url) as store:
+        return store.list_deliveries()
+
+
+@pytest.fixture
 def cfg(tmp_path: Path, pg_url: str) -> dict[str, Any]:
     return {
         "db": pg_url,
@@ -69,9 +82,9 @@ def request(partner: str, f: Any, flow: str = "production") -> DeliveryRequest:
 
 @pytest.mark.slow
 def test_silent_executor_is_taken_over_within_threshold_and_others_keep_moving(
-    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker], store_url: str
 ) -> None:
-    base = {**cfg, "chunk_delay_s": 0.03}
+    base = {**cfg, "chunk_delay_s": 0.03, "store_url": store_url}
     # worker-a starts alone, so that it (not worker-b) holds partner x's two slots, and sends
     # slowly (4 MB at 64 KiB per 0.1 s), so it is still mid-transfer once worker-b is up.
     (a,) = start_all(workers, [{**base, "executor_id": "worker-a", "chunk_delay_s": 0.1}], tmp_path)
@@ -146,16 +159,23 @@ def test_silent_executor_is_taken_over_within_threshold_and_others_keep_moving(
         assert sha256_file(Path(cfg["dest"]) / "x" / "in" / Path(f.source).name) == f.sha256
     renames = Counter(e["path"] for e in events if e["ev"] == "rename")
     assert set(renames.values()) == {1} and len(renames) == len(ids)
-    assert [r[6] for r in ledger_rows(cfg["ledger"])] == [1] * len(ids)
+    rows = store_rows(store_url)  # the real ledger: one row per file, all sent
+    assert len(rows) == len(ids) and {r.outcome for r in rows} == {"sent"}
+    assert {r.workflow_id for r in rows} == set(ids)
+    from consonance_sftp.adapters.store import open_store
+
+    with open_store(store_url) as store:
+        (stored_alert,) = store.list_alerts(kind="executor_silent")
+    assert "worker-a" in stored_alert.message and stored_alert.severity == "critical"
     assert max_overlap(events, "x") <= 2 and max_overlap(events, "y") <= 3
     client.close()
 
 
 @pytest.mark.slow
 def test_three_workers_200_deliveries_5_partners_exactly_once_within_caps(
-    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker], store_url: str
 ) -> None:
-    base = {**cfg, "chunk_size": 4096, "chunk_delay_s": 0.01}  # 2 chunks per file
+    base = {**cfg, "chunk_size": 4096, "chunk_delay_s": 0.01, "store_url": store_url}
     start_all(workers, [{**base, "executor_id": f"w{i}"} for i in range(3)], tmp_path)
     client = EngineClient(settings_from({**base, "executor_id": "cli"}))
     caps = {"p1": 1, "p2": 2, "p3": 3, "p4": 2, "p5": 1}
@@ -187,8 +207,9 @@ def test_three_workers_200_deliveries_5_partners_exactly_once_within_caps(
     for partner, cap in caps.items():
         assert overlaps[partner] <= cap
     assert overlaps["p3"] >= 2  # the caps are limits, not serialisation
-    rows = ledger_rows(cfg["ledger"])
-    assert len(rows) == 200 and {r[6] for r in rows} == {1}
+    rows = store_rows(store_url)
+    assert len(rows) == 200 and {r.outcome for r in rows} == {"sent"}
+    assert len({(r.partner, r.remote_path, r.sha256) for r in rows}) == 200
     client.close()
 
 

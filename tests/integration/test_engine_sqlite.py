@@ -58,6 +58,14 @@ def start(workers: list[Worker], cfg: dict[str, Any], tmp_path: Path) -> Worker:
     return w
 
 
+def store_rows(url: str) -> list[Any]:
+    """The delivery ledger rows of the service's real store."""
+    from consonance_sftp.adapters.store import open_store
+
+    with open_store(url) as store:
+        return store.list_deliveries()
+
+
 def events_of(cfg: dict[str, Any], ev: str, path: str | None = None) -> list[dict[str, Any]]:
     return [
         e
@@ -188,6 +196,8 @@ def test_retryable_errors_back_off_exponentially_then_fail_with_reason_and_retry
         "fault_partner": "flaky",
         "fault_error": "connection",
         "retry": {"max_attempts": 4, "initial_interval_s": 0.25, "backoff_rate": 2.0},
+        # The service's real store as the ledger (separate from DBOS's file).
+        "store_url": f"sqlite:///{tmp_path}/consonance-sftp.db",
     }
     f = make_source(tmp_path / "royalties.csv", 20_000, seed=5)
     start(workers, cfg, tmp_path)
@@ -207,13 +217,15 @@ def test_retryable_errors_back_off_exponentially_then_fail_with_reason_and_retry
     error = client.error(wf) or ""
     assert "connection reset by peer" in error and "gave up after 4 attempts" in error
     assert "partner 'flaky'" in error
-    rows = ledger_rows(cfg["ledger"])
-    assert [(r[4], "connection reset by peer" in (r[5] or "")) for r in rows] == [("failed", True)]
+    (row,) = store_rows(cfg["store_url"])
+    assert row.outcome == "failed" and "connection reset by peer" in (row.error or "")
+    assert row.workflow_id == wf and row.remote_path == f.remote_path and row.sha256 == f.sha256
 
     fault.unlink()  # the partner is fixed: an operator retries
     client.retry(wf)
     wait_for(lambda: client.status(wf) == "SUCCESS", 30, "the retried delivery")
-    assert [(r[4], r[6]) for r in ledger_rows(cfg["ledger"])] == [("sent", 2)]
+    (row,) = store_rows(cfg["store_url"])  # still one row: the retry moved it to sent
+    assert (row.outcome, row.error, row.attempts) == ("sent", None, 2)  # 2 runs recorded it
     assert sha256_file(Path(cfg["dest"]) / "flaky" / "in" / "royalties.csv") == f.sha256
     client.close()
 

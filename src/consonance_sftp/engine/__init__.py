@@ -17,6 +17,7 @@ from .contracts import (
     RemoteFileState,
 )
 from .ids import delivery_queue_name, delivery_workflow_id
+from .ledger import StoreLedger
 from .runtime import Engine, EngineClient, dbos_config
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
@@ -34,6 +35,7 @@ __all__ = [
     "LogAlertSink",
     "RemoteFileState",
     "RetryPolicy",
+    "StoreLedger",
     "dbos_config",
     "default_executor_id",
     "delivery_queue_name",

@@ -153,7 +153,10 @@ class DeliveryLedger(Protocol):
 
 
 class AlertSink(Protocol):
-    def raise_alert(self, alert: Alert) -> None: ...
+    """Where executor alerts go (``ports.store.Store`` fits: its ``raise_alert`` records and
+    logs them)."""
+
+    def raise_alert(self, alert: Alert) -> object: ...
 
 
 class LogAlertSink:

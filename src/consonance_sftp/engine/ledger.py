@@ -1,0 +1,60 @@
+"""The delivery ledger and alerts of the engine, on the Store port.
+
+``StoreLedger`` adapts ``ports.store.Store`` (the service's own database) to what the delivery
+workflow needs: "was this key and generation already sent?" and "record this outcome", with one
+row per (partner, remote path, SHA-256, generation) however often a step replays.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.ports.store import DeliveryRecord as LedgerRow
+from consonance_sftp.ports.store import Store
+
+from .contracts import DeliveryRecord
+
+_DONE = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
+
+
+class StoreLedger:
+    """``DeliveryLedger`` on the Store port (``app`` passes the real ``SqlStore``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def already_sent(self, key: DeliveryKey, generation: int) -> bool:
+        row = self.store.find_delivery(key, generation)
+        return row is not None and row.outcome in _DONE
+
+    def record(self, record: DeliveryRecord) -> None:
+        now = datetime.now(UTC)
+        row = self.store.record_delivery(
+            LedgerRow(
+                flow=record.flow,
+                partner=record.key.partner,
+                remote_path=record.key.remote_path,
+                sha256=record.key.sha256,
+                size=record.size,
+                generation=record.generation,
+                workflow_id=record.workflow_id,
+                trigger=record.trigger,
+                attempts=record.attempts,
+                outcome=record.outcome,
+                error=record.reason,
+                finished_at=now,
+            )
+        )
+        if row.id is None:
+            return
+        if row.outcome != record.outcome or (row.error or None) != record.reason:
+            # The row existed (a failed attempt, then ``retry``): move it to the new outcome.
+            self.store.update_delivery(
+                row.id,
+                outcome=record.outcome,
+                error=record.reason or "",
+                workflow_id=record.workflow_id,
+                finished_at=now,
+                attempts=row.attempts + 1,
+            )
