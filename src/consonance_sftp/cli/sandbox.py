@@ -90,10 +90,39 @@ def serve_consonance_command(
         typer.echo("sandbox stopped")
 
 
+def serve_from_config(config_path: Path) -> None:
+    """Serve the Consonance API and the SFTP partners named by the config's ``[sandbox]``."""
+    from consonance_sftp.config import load_settings
+    from consonance_sftp.sandbox.services import sandbox_services
+
+    settings = load_settings(config_path)
+
+    async def run() -> None:
+        async with sandbox_services(settings) as sb:
+            typer.echo(f"Consonance sandbox: {sb.api_url}/graphql (token: consonance.token)")
+            typer.echo(
+                f"SFTP partners on {sb.sftp.host}:{sb.sftp.port} "
+                f"(host key {sb.sftp.fingerprint}): {', '.join(sorted(sb.sftp.settings.users))}"
+            )
+            typer.echo(f"partner folders under {sb.data_dir / 'sftp'}; Ctrl-C stops the sandbox.")
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        typer.echo("sandbox stopped")
+
+
 @sandbox_app.callback()
 def _default(ctx: typer.Context) -> None:
+    """With a config file (see --config): its [sandbox]; without one: the API on defaults."""
     if ctx.invoked_subcommand is None:
-        serve_consonance_command()
+        from consonance_sftp.cli.main import state
+
+        if state.config_path.is_file():
+            serve_from_config(state.config_path)
+        else:
+            serve_consonance_command()
 
 
 @sandbox_app.command("serve")
