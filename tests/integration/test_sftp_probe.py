@@ -55,10 +55,12 @@ async def test_probe_no_posix_rename(
     fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
 ) -> None:
     fault_server.faults.no_posix_rename = True
+    fault_server.faults.check_file = True
     async with SftpRemoteFS(fault_endpoint(overwrite="replace"), state_dir=tmp_path / "s") as fs:
         report = await fs.probe()
         assert not report.posix_rename and report.rename
         assert report.recommended["upload_strategy"] == "delete_rename"
+        assert report.check_file and report.recommended["checksum"] == "check_file"
         sent = await fs.send_test_file()
     assert sent.size > 0
     assert list(fault_server.home("partner").iterdir()) == []

@@ -312,3 +312,41 @@ async def test_upload_many_small_files(
     assert done[-1] == 200
     assert fault_server.recorder.connections == 1
     assert len(list(fault_server.home("partner").glob("s*.jpg"))) == 200
+
+
+async def test_checksum_by_check_file_extension(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.check_file = True
+    local = tmp_path / "h.bin"
+    sha = _file(local, 300_000)
+    async with SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s") as fs:
+        result = await fs.upload(local, "h.bin")
+    assert result.verified_by == "check_file" and result.sha256 == sha
+    assert fault_server.recorder.ops("check_file") == [(".h.bin.part", "")]
+
+
+async def test_checksum_mismatch_never_reaches_the_final_name(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.check_file = True
+    fault_server.faults.check_file_lies = True
+    local = tmp_path / "i.bin"
+    _file(local, 300_000)
+    async with SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s", retries=1) as fs:
+        with pytest.raises(errors.IntegrityError, match="does not match") as info:
+            await fs.upload(local, "i.bin")
+    assert info.value.retryable
+    assert len(fault_server.recorder.ops("check_file")) == 2  # retried once, then raised
+    assert list(fault_server.home("partner").iterdir()) == []  # no final name, temp removed
+
+
+async def test_checksum_check_file_required_but_missing(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    local = tmp_path / "j.bin"
+    _file(local, 1000)
+    async with SftpRemoteFS(fault_endpoint(checksum="check_file"), state_dir=tmp_path / "s") as fs:
+        with pytest.raises(errors.UnsupportedOperation):
+            await fs.upload(local, "j.bin")
+    assert not (fault_server.home("partner") / "j.bin").exists()

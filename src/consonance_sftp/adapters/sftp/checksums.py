@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 import asyncssh
+from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_STATUS
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
 
 _HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
@@ -35,19 +36,22 @@ async def check_file_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
     """SHA-256 by the ``check-file-name`` extension (draft-ietf-secsh-filexfer-extensions).
 
     Raises ``asyncssh.SFTPOpUnsupported`` when the server does not offer it. asyncssh has no
-    public call for it, so the request goes through the session's request method.
+    call for this extension (nor a reply type registered for it), so the request is sent and
+    its reply parsed here, through the session's request plumbing.
     """
     handler = sftp._handler  # no public API for extended requests
-    reply = await handler._make_request(
+    waiter: asyncio.Future[tuple[int, SSHPacket]] = handler._loop.create_future()
+    handler._send_request(
         b"check-file-name",
-        String(path.encode()),
-        String(b"sha256"),
-        UInt64(0),
-        UInt64(0),
-        UInt32(0),
+        [String(path.encode()), String(b"sha256"), UInt64(0), UInt64(0), UInt32(0)],
+        waiter,
     )
-    if not isinstance(reply, SSHPacket):
-        raise asyncssh.SFTPBadMessage("unexpected check-file reply")
+    resptype, reply = await waiter
+    if resptype == FXP_STATUS:
+        handler._process_status(reply)  # raises the server's error
+        raise asyncssh.SFTPBadMessage("check-file answered OK without a hash")
+    if resptype != FXP_EXTENDED_REPLY:
+        raise asyncssh.SFTPBadMessage(f"unexpected check-file reply type {resptype}")
     algorithm = reply.get_string()
     if algorithm != b"sha256":
         raise asyncssh.SFTPOpUnsupported(f"check-file answered with {algorithm.decode()!r}")

@@ -280,16 +280,55 @@ class SftpRemoteFS:
         progress: ProgressCallback | None,
         shared: PooledConnection | None,
     ) -> UploadResult:
-        started = time.monotonic()
-        ts = self.settings
         try:
-            size, sha = await asyncio.to_thread(checksums.sha256_file, local_path)
+            size = (await asyncio.to_thread(os.stat, local_path)).st_size
         except OSError as exc:
             raise errors.TransportError(
                 f"cannot read the local file {local_path}: {exc.strerror}",
                 partner=self.partner,
                 path=remote_path,
             ) from exc
+        # Hash while the bytes travel: hashing first would add a full read of the file to
+        # every upload's time.
+        hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
+        try:
+            return await self._upload_hashed(
+                local_path, remote_path, size, hashing, progress, shared
+            )
+        finally:
+            if not hashing.done():
+                hashing.cancel()
+
+    async def _local_sha(
+        self, hashing: asyncio.Future[tuple[int, str]], size: int, local_path: Path, path: str
+    ) -> str:
+        try:
+            hashed_size, sha = await hashing
+        except OSError as exc:
+            raise errors.TransportError(
+                f"cannot read the local file {local_path}: {exc.strerror}",
+                partner=self.partner,
+                path=path,
+            ) from exc
+        if hashed_size != size:
+            raise errors.IntegrityError(
+                f"the local file {local_path} changed while it was sent",
+                partner=self.partner,
+                path=path,
+            )
+        return sha
+
+    async def _upload_hashed(
+        self,
+        local_path: Path,
+        remote_path: str,
+        size: int,
+        hashing: asyncio.Future[tuple[int, str]],
+        progress: ProgressCallback | None,
+        shared: PooledConnection | None,
+    ) -> UploadResult:
+        started = time.monotonic()
+        ts = self.settings
         final = remote_path
         direct = ts.upload_strategy is UploadStrategy.DIRECT
         temp = final if direct else self.temp_name(final)
@@ -305,6 +344,7 @@ class SftpRemoteFS:
                         hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
                     )
                 if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and existing.size == size:
+                    sha = await self._local_sha(hashing, size, local_path, final)
                     remote_sha, _how = await self._remote_sha256(pc, final, force=True)
                     if remote_sha == sha:
                         log.info(
@@ -330,7 +370,7 @@ class SftpRemoteFS:
                 self._journal_path("up", final),
                 file_size=size,
                 segment_size=segment_size,
-                source_id=file_source_id(local_path, sha) + f";temp={temp}",
+                source_id=file_source_id(local_path) + f";temp={temp}",
             )
             done = journal.done()
             if done:
@@ -380,6 +420,7 @@ class SftpRemoteFS:
                     ticks,
                 )
 
+        sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
             attrs = None if small else await self._stat(pc.sftp, temp)
             if not small and (attrs is None or attrs.size != size):
