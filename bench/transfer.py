@@ -40,11 +40,17 @@ from pathlib import Path
 
 import asyncssh
 
+from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import (
     MAX_OPENSSH_BLOCK,
+    coalesce_writes,
     get_segmented,
     put_segmented,
 )
+from consonance_sftp.config.transfer import OverwritePolicy, TransferSettings
+from consonance_sftp.errors import TransportError
+from consonance_sftp.ports.remote_fs import UploadItem
 from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
 
 CIPHER = "aes128-gcm@openssh.com"
@@ -241,12 +247,110 @@ def openssh(target: Target, commands: str) -> None:
 
 @dataclass
 class Ours:
+    """Our side's settings for one scenario; ``engine`` picks what runs.
+
+    ``transport``: ``SftpRemoteFS``, the service's own path (pooled pinned connections, temp
+    name, size check, atomic rename, resume journal). ``raw``: the segmented engine and plain
+    concurrent puts on bare asyncssh connections, to see the engine's own ceiling.
+    """
+
+    engine: str
     connections: int
     segment_size: int
     max_requests: int
     window: int
     file_concurrency: int
+    state_dir: Path
     block_size: int = MAX_OPENSSH_BLOCK
+
+    def remote_fs(self, target: Target) -> SftpRemoteFS:
+        settings = TransferSettings(
+            block_size=self.block_size,
+            max_requests=self.max_requests,
+            segment_size=self.segment_size,
+            segmented_threshold=0,
+            segment_connections=self.connections,
+            file_concurrency=self.file_concurrency,
+            overwrite=OverwritePolicy.REPLACE,
+        )
+        endpoint = SftpEndpoint(
+            partner="bench",
+            host="127.0.0.1",
+            port=target.port,
+            user=target.server.shell_user,
+            host_keys=(
+                target.server.known_hosts_line.replace(
+                    f":{target.server.port} ", f":{target.port} "
+                ),
+            ),
+            key_path=target.server.client_key_path,
+            max_connections=max(self.connections, 1),
+            transfer=settings,
+        )
+        return SftpRemoteFS(endpoint, state_dir=self.state_dir)
+
+    def upload(self, target: Target, local: Path, remote: str) -> None:
+        async def run() -> None:
+            if self.engine == "raw":
+
+                async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+                    await put_segmented(
+                        sftps,
+                        local,
+                        remote,
+                        segment_size=self.segment_size,
+                        block_size=self.block_size,
+                        max_requests=self.max_requests,
+                    )
+
+                await ours_session(target, self.connections, self.window, work)
+                return
+            async with self.remote_fs(target) as fs:
+                await fs.upload(local, remote)
+
+        asyncio.run(run())
+
+    def download(self, target: Target, remote: str, local: Path, size: int) -> None:
+        async def run() -> None:
+            if self.engine == "raw":
+
+                async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+                    await get_segmented(
+                        sftps,
+                        remote,
+                        local,
+                        size=size,
+                        segment_size=self.segment_size,
+                        block_size=self.block_size,
+                        max_requests=self.max_requests,
+                    )
+
+                await ours_session(target, self.connections, self.window, work)
+                return
+            async with self.remote_fs(target) as fs:
+                await fs.download(remote, local)
+
+        asyncio.run(run())
+
+    def upload_many(self, target: Target, files: list[Path], remote_dir: str) -> None:
+        async def run() -> None:
+            if self.engine == "raw":
+
+                async def work(sftps: list[asyncssh.SFTPClient]) -> None:
+                    await ours_put_many(sftps, files, remote_dir, self.file_concurrency)
+
+                await ours_session(target, self.connections, self.window, work)
+                return
+            async with self.remote_fs(target) as fs:
+                items = [
+                    UploadItem(local_path=p, remote_path=f"{remote_dir}/{p.name}") for p in files
+                ]
+                results = await fs.upload_many(items)
+            failed = [r for r in results if isinstance(r, TransportError)]
+            if failed:
+                raise SystemExit(f"{len(failed)} small uploads failed, first: {failed[0]}")
+
+        asyncio.run(run())
 
 
 async def connect(target: Target, n: int, window: int) -> list[asyncssh.SSHClientConnection]:
@@ -272,6 +376,10 @@ async def connect(target: Target, n: int, window: int) -> list[asyncssh.SSHClien
     )
 
 
+# BENCH_COALESCE=0 turns off the one-send-per-loop-turn patch (segmented.coalesce_writes).
+COALESCE = os.environ.get("BENCH_COALESCE", "1") != "0"
+
+
 async def ours_session(
     target: Target,
     n: int,
@@ -279,6 +387,9 @@ async def ours_session(
     work: Callable[[list[asyncssh.SFTPClient]], Awaitable[None]],
 ) -> None:
     conns = await connect(target, n, window)
+    if COALESCE:
+        for c in conns:
+            coalesce_writes(c)
     try:
         # Concurrently: each start costs several round trips on a long link.
         sftps = list(await asyncio.gather(*(c.start_sftp_client() for c in conns)))
@@ -387,31 +498,10 @@ def bench_large(
     # The server reads and writes the same disk: uploads land in `remote`, downloads read `big`.
 
     def up_ours() -> None:
-        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
-            await put_segmented(
-                sftps,
-                big,
-                str(remote),
-                segment_size=ours.segment_size,
-                block_size=ours.block_size,
-                max_requests=ours.max_requests,
-            )
-
-        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+        ours.upload(target, big, str(remote))
 
     def down_ours() -> None:
-        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
-            await get_segmented(
-                sftps,
-                str(big),
-                local,
-                size=size,
-                segment_size=ours.segment_size,
-                block_size=ours.block_size,
-                max_requests=ours.max_requests,
-            )
-
-        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+        ours.download(target, str(big), local, size)
 
     for rep in range(reps):
         run_pair(
@@ -462,10 +552,7 @@ def bench_small(
                 raise SystemExit(f"SHA-256 mismatch for {remote_dir / name}")
 
     def run_ours() -> None:
-        async def work(sftps: list[asyncssh.SFTPClient]) -> None:
-            await ours_put_many(sftps, files, str(remote_dir), ours.file_concurrency)
-
-        asyncio.run(ours_session(target, ours.connections, ours.window, work))
+        ours.upload_many(target, files, str(remote_dir))
 
     for rep in range(reps):
         run_pair(
@@ -504,7 +591,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--loopback-connections", type=int, default=1)
     p.add_argument("--wan-connections", type=int, default=8)
-    p.add_argument("--small-connections", type=int, default=2)
+    p.add_argument(
+        "--engine",
+        choices=("transport", "raw"),
+        default="transport",
+        help="ours = the service's SftpRemoteFS (default) or the bare segmented engine",
+    )
+    p.add_argument("--small-connections", type=int, default=1, help="raw engine only")
     p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
     p.add_argument("--segment-size", type=parse_size, default=parse_size("64M"))
     p.add_argument("--wan-segment-size", type=parse_size, default=parse_size("16M"))
@@ -541,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         wan_digest = make_file(wan_big, args.wan_size)
 
     out = fresh_dir(work / "out")
+    state_dir = fresh_dir(work / "state")
     server = start_openssh(work / "sshd", chroot=False)
     relay: Relay | None = None
     results = Results()
@@ -559,6 +653,14 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(server.known_hosts_line.replace(f":{server.port} ", f":{relay.port} "))
         kh.write_text("\n".join(lines) + "\n")
         say(f"OpenSSH sshd on 127.0.0.1:{server.port}; cipher {CIPHER} on both sides")
+        say(
+            "ours: "
+            + (
+                "SftpRemoteFS (temp name, size check, atomic rename, resume journal)"
+                if args.engine == "transport"
+                else "raw segmented engine on bare asyncssh connections (no upload protocol)"
+            )
+        )
 
         loop_ours = Ours(
             connections=args.loopback_connections,
@@ -566,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
             max_requests=args.max_requests,
             window=2 << 20,
             file_concurrency=args.file_concurrency,
+            engine=args.engine,
+            state_dir=state_dir,
         )
         if "loopback_up" in wanted or "loopback_down" in wanted:
             say(
@@ -581,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_requests=args.max_requests,
                 window=2 << 20,
                 file_concurrency=args.file_concurrency,
+                engine=args.engine,
+                state_dir=state_dir,
             )
             say(
                 f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
@@ -596,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_requests=args.wan_max_requests,
                 window=args.wan_window,
                 file_concurrency=args.file_concurrency,
+                engine=args.engine,
+                state_dir=state_dir,
             )
             say(
                 f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "

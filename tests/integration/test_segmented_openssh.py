@@ -23,6 +23,7 @@ from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.segmented import (
     MAX_OPENSSH_BLOCK,
     SegmentJournal,
+    coalesce_writes,
     file_source_id,
     get_segmented,
     put_segmented,
@@ -302,3 +303,46 @@ async def test_block_above_the_openssh_limit_is_refused(
             block_size=MAX_OPENSSH_BLOCK + 1,
             max_requests=2,
         )
+
+
+async def test_coalesced_connection_sends_fewer_writes_and_the_same_bytes(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    source: Path,
+) -> None:
+    local_dir, remote_dir = openssh_dir("shell")
+    ep = openssh_endpoint("shell")
+    writes: dict[bool, int] = {}
+    for coalesced in (False, True):
+        conn = await open_connection(ep)
+        try:
+            if coalesced:
+                coalesce_writes(conn)
+                coalesce_writes(conn)  # idempotent
+            transport = conn._transport
+            original = transport.write
+            count = [0]
+
+            def counting(data: bytes, original=original, count=count) -> None:  # type: ignore[no-untyped-def]
+                count[0] += 1
+                original(data)
+
+            transport.write = counting
+            sftp = await conn.start_sftp_client()
+            name = f"c{int(coalesced)}.part"
+            await put_segmented(
+                [sftp],
+                source,
+                f"{remote_dir}/{name}",
+                segment_size=SEGMENT,
+                block_size=BLOCK,
+                max_requests=8,
+            )
+            sftp.exit()
+            writes[coalesced] = count[0]
+            assert sha(local_dir / name) == sha(source)
+        finally:
+            conn.close()
+            await conn.wait_closed()
+    # Uncoalesced: two writes per SSH packet (asyncssh adds an IGNORE packet before each).
+    assert writes[True] * 3 < writes[False], writes

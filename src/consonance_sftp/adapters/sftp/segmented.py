@@ -138,6 +138,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
+    """Send all SSH packets produced in one event-loop turn with one ``send()``.
+
+    asyncssh writes every SSH packet to the socket on its own, and precedes each encrypted
+    packet with an ``SSH_MSG_IGNORE``: a 255 KiB SFTP write becomes 16 ``send()`` calls, a small
+    file's open/write/close a dozen. On loopback each ``send()`` also runs the receiver's TCP
+    path, so these syscalls are the largest single cost of the client (profiled: 20-35 % of
+    its CPU). Buffering the packets of one loop turn and writing them once cuts the syscalls
+    several-fold; it adds no latency beyond the current turn and keeps the packet order.
+
+    Call it once, right after the connection is established. It replaces the connection's
+    internal ``_send`` (asyncssh 2.24; the single place every packet passes through).
+    """
+    if getattr(conn, "_consonance_coalesced", False):
+        return  # idempotent: a second buffer in front of the first would only cost time
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    # The transport as it was when the turn's first packet was queued: asyncssh drops its
+    # reference on a forced close, after queueing the disconnect message that must still go.
+    holder: list[asyncio.Transport | None] = [None]
+
+    def flush() -> None:
+        transport = holder[0]
+        data = b"".join(chunks)
+        chunks.clear()
+        holder[0] = None
+        if transport is not None and data:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                transport.write(data)
+
+    def send(data: bytes) -> None:
+        if not chunks:
+            holder[0] = conn._transport
+            loop.call_soon(flush)
+        chunks.append(data)
+
+    conn._send = send  # type: ignore[method-assign]
+    setattr(conn, "_consonance_coalesced", True)  # noqa: B010 (not a declared attribute)
+
+
 def file_source_id(path: Path, sha256: str | None = None) -> str:
     """Identity of a local file for a journal: size and mtime, plus its SHA-256 when known."""
     st = path.stat()
