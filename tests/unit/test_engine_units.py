@@ -190,3 +190,44 @@ def test_private_recovery_call_keeps_its_shape() -> None:
     # Recovery re-enqueues on the workflow's own queue (and partition), keeping the cap.
     src = inspect.getsource(SystemDatabase.reenqueue_for_recovery)
     assert "coalesce" in src and "queue_name" in src
+
+
+# --- the ledger on the real store ----------------------------------------------------------
+
+
+def test_store_ledger_keeps_one_row_per_key_and_generation(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from consonance_sftp.adapters.store import open_store
+    from consonance_sftp.engine import DeliveryRecord, StoreLedger
+    from consonance_sftp.models import DeliveryOutcome
+
+    with open_store(f"sqlite:///{Path(str(tmp_path)) / 'store.db'}") as store:
+        ledger = StoreLedger(store)
+        k = key("/in/a.pdf")
+
+        def rec(outcome: DeliveryOutcome, reason: str | None = None, gen: int = 0) -> None:
+            ledger.record(
+                DeliveryRecord(
+                    workflow_id="dlv-x",
+                    flow="production",
+                    key=k,
+                    size=10,
+                    generation=gen,
+                    outcome=outcome,
+                    reason=reason,
+                )
+            )
+
+        assert not ledger.already_sent(k, 0)
+        rec(DeliveryOutcome.FAILED, "permission denied")
+        assert not ledger.already_sent(k, 0)  # a failure is not a delivery
+        rec(DeliveryOutcome.SENT)
+        rec(DeliveryOutcome.SENT)  # a replayed step
+        assert ledger.already_sent(k, 0) and not ledger.already_sent(k, 1)
+        rec(DeliveryOutcome.SKIPPED, gen=1)
+        rows = sorted(store.list_deliveries(), key=lambda r: r.generation)
+        assert [(r.generation, r.outcome, r.error) for r in rows] == [
+            (0, "sent", None),
+            (1, "skipped", None),
+        ]
