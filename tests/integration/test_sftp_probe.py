@@ -137,6 +137,20 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         assert code == 0, out
         assert "ok: sent /in/consonance-sftp-test-" in out
         assert list((tmp_path / "var" / "sftp" / "printer" / "in").iterdir()) == []
+
+        code, out = await _cli(config, "partner", "trust", "printer")
+        assert code == 0, out
+        assert f"printer presents: {server.fingerprint}" in out
+        code, out = await _cli(
+            config, "partner", "trust", "printer", "--fingerprint", "SHA256:" + "B" * 43
+        )
+        assert code == 1 and "refused" in out
+        code, out = await _cli(
+            config, "partner", "trust", "printer", "--fingerprint", server.fingerprint
+        )
+        assert code == 0, out
+        pins = load_settings(config).partners["printer"].host_keys
+        assert pins[-1] == server.fingerprint and len(pins) == 2
     finally:
         server.close()
         await server.wait_closed()

@@ -150,3 +150,69 @@ def send_test(
         "then removed it",
         markup=False,
     )
+
+
+def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
+    """Add (or with ``replace``, set as the only) pinned host key, keeping the file's layout."""
+    doc = tomlkit.parse(config_path.read_text())
+    partners = doc.get("partners")
+    if partners is None or partner not in partners:
+        raise ConfigError(
+            f"cannot pin: partner {partner!r} is not in {config_path}",
+            [ConfigProblem(f"partners.{partner}", "not found in the file")],
+        )
+    entry = partners[partner]
+    keys = entry.get("host_keys")
+    if replace or keys is None:
+        entry["host_keys"] = [pin]
+    elif pin not in keys:
+        keys.append(pin)
+    config_path.write_text(tomlkit.dumps(doc))
+
+
+@partner_app.command("trust")
+def trust(
+    name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="The SHA256 fingerprint the partner confirmed (e.g. by phone)."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Drop the previously pinned keys.")
+    ] = False,
+) -> None:
+    """Show the host key a partner's server presents; pin it once its fingerprint is confirmed.
+
+    Never trusts on first use: the key is pinned only when --fingerprint, obtained from the
+    partner by another channel, equals what the server presents.
+    """
+    app = App.from_config(state.config_path)
+
+    async def run() -> tuple[str, str]:
+        async with app.remote_fs(name) as fs:
+            return await fs.presented_host_key()
+
+    presented, line = asyncio.run(run())
+    pinned = app.partner_config(name).host_keys
+    console.print(f"{name} presents: {presented}", markup=False)
+    console.print(f"known_hosts line: {line}", markup=False)
+    console.print(f"pinned now: {', '.join(pinned) or 'nothing'}", markup=False)
+    if fingerprint is None:
+        console.print(
+            "confirm this fingerprint with the partner, then run again with "
+            f"--fingerprint {presented}",
+            markup=False,
+        )
+        return
+    if fingerprint.strip().rstrip("=") != presented:
+        console.print(
+            f"refused: the server presents {presented}, not {fingerprint}; nothing changed",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    pin_host_key(state.config_path, name, presented, replace=replace)
+    console.print(
+        f"pinned {presented} for {name} in {state.config_path}"
+        + (" (replacing the old keys)" if replace else ""),
+        markup=False,
+    )

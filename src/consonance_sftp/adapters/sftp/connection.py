@@ -237,6 +237,24 @@ def _host_key_mismatch(
     )
 
 
+async def fetch_host_key(ep: SftpEndpoint) -> tuple[str, str]:
+    """(SHA256 fingerprint, known_hosts line) of the key the server presents now.
+
+    Only the key exchange runs: no login, nothing sent. For ``partner trust``, where a human
+    compares the fingerprint with the one the partner gives them.
+    """
+    try:
+        async with asyncio.timeout(ep.transfer.connect_timeout):
+            key = await asyncssh.get_server_host_key(ep.host, ep.port, config=[])
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise translate(exc, partner=ep.partner, path=f"{ep.host}:{ep.port}") from exc
+    if key is None:
+        raise errors.ConnectionLost("the server presented no host key", partner=ep.partner)
+    kind, blob = key.export_public_key("openssh").decode().split()[:2]
+    host = ep.host if ep.port == 22 else f"[{ep.host}]:{ep.port}"
+    return fingerprint(key), f"{host} {kind} {blob}"
+
+
 # --- budget and pool ----------------------------------------------------------------------
 
 

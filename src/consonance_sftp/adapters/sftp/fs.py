@@ -41,6 +41,7 @@ from consonance_sftp.adapters.sftp.connection import (
     ConnectionPool,
     InProcessConnectionBudget,
     PooledConnection,
+    fetch_host_key,
 )
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.segmented import (
@@ -904,6 +905,10 @@ class SftpRemoteFS:
         from consonance_sftp.adapters.sftp.probe import send_test_file
 
         return await send_test_file(self, folder)
+
+    async def presented_host_key(self) -> tuple[str, str]:
+        """(fingerprint, known_hosts line) the server presents now (``partner trust``)."""
+        return await fetch_host_key(self.endpoint)
 
     # --- simple operations --------------------------------------------------------------
 
