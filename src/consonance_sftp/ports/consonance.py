@@ -47,6 +47,11 @@ class ConsonanceAPI(Protocol):
         """Create the record and upload the bytes to the presigned URL Consonance returns."""
         ...
 
+    async def download_file(self, url: str, dest: Path) -> tuple[int, str]:
+        """Fetch a linked file (production file, resource) into ``dest`` atomically;
+        returns (size, SHA-256)."""
+        ...
+
     async def update_todo(self, todo_id: int, *, completed: bool) -> Todo: ...
 
     async def add_note(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import mimetypes
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -216,6 +218,39 @@ class ConsonanceClient:
                 retryable=response.status_code >= 500,
             )
         return size
+
+    async def download_file(self, url: str, dest: Path) -> tuple[int, str]:
+        """Stream a file Consonance links to (production file, resource) into ``dest``.
+
+        Written under a temporary name, fsynced, then renamed: ``dest`` is never half a file.
+        Returns (size, SHA-256). Links are usually presigned storage URLs that must not get
+        our API token, so the token goes only to URLs on the API's own origin.
+        """
+        headers = self._transport.auth_headers_for(url)
+        part = dest.with_name(f".{dest.name}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with self._transport.http.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 400:
+                    raise ConsonanceUnavailable(
+                        f"download of {url} from Consonance failed with HTTP "
+                        f"{response.status_code}",
+                        retryable=response.status_code >= 500 or response.status_code == 429,
+                    )
+                await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+                with part.open("wb") as out:
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        await asyncio.to_thread(out.write, chunk)
+                    await asyncio.to_thread(os.fsync, out.fileno())
+        except httpx.HTTPError as exc:
+            raise ConsonanceUnavailable(
+                f"download of {url} from Consonance failed: {exc!r}"
+            ) from exc
+        await asyncio.to_thread(os.replace, part, dest)
+        return size, digest.hexdigest()
 
     async def update_todo(self, todo_id: int, *, completed: bool) -> Todo:
         data = await self._transport.execute(

@@ -125,6 +125,12 @@ class GraphQLTransport:
     def http(self) -> httpx.AsyncClient:
         return self._client
 
+    def auth_headers_for(self, url: str) -> dict[str, str]:
+        """The Authorization header, only for URLs on the API's own origin."""
+        target, api = httpx.URL(url), httpx.URL(self.endpoint)
+        same = (target.scheme, target.host, target.port) == (api.scheme, api.host, api.port)
+        return {"Authorization": self._headers["Authorization"]} if same else {}
+
     async def execute(
         self,
         operation: str,
