@@ -16,10 +16,13 @@ async def test_production_file_downloads_whole_with_its_sha256(
     consonance_sandbox: SandboxHandle, tmp_path: Path
 ):
     async with consonance_sandbox.client() as api:
-        work = next(
-            w async for w in api.iter_works() if any(p.production_files for p in w.products)
-        )
-        pf = next(f for p in work.products for f in p.production_files)
+        pf = None
+        async for work in api.iter_works():
+            files = [f for p in work.products for f in p.production_files]
+            if files:
+                pf = files[0]
+                break
+        assert pf is not None
         assert pf.url
         dest = tmp_path / "out" / pf.filename
         size, sha = await api.download_file(pf.url, dest)
