@@ -350,3 +350,30 @@ async def test_checksum_check_file_required_but_missing(
         with pytest.raises(errors.UnsupportedOperation):
             await fs.upload(local, "j.bin")
     assert not (fault_server.home("partner") / "j.bin").exists()
+
+
+async def test_stale_longer_temp_file_is_replaced(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    home = fault_server.home("partner")
+    (home / ".k.bin.part").write_bytes(b"\xff" * (12 * MIB))  # left by an abandoned attempt
+    local = tmp_path / "k.bin"
+    sha = _file(local, 9 * MIB)
+    async with SftpRemoteFS(fault_endpoint(segment_size=MIB), state_dir=tmp_path / "s") as fs:
+        result = await fs.upload(local, "k.bin")
+    assert result.resumed_from == 0
+    assert _sha(home / "k.bin") == sha
+    assert sorted(p.name for p in home.iterdir()) == ["k.bin"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 8 * MIB, 8 * MIB + 1])
+async def test_edge_sizes_round_trip(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path, size: int
+) -> None:
+    local = tmp_path / "e.bin"
+    sha = _file(local, size)
+    async with SftpRemoteFS(fault_endpoint(segment_size=MIB), state_dir=tmp_path / "s") as fs:
+        up = await fs.upload(local, "e.bin")
+        down = await fs.download("e.bin", tmp_path / "back.bin")
+    assert up.size == down.size == size
+    assert up.sha256 == down.sha256 == sha == _sha(tmp_path / "back.bin")

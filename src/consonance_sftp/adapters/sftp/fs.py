@@ -396,6 +396,13 @@ class SftpRemoteFS:
                         extra={"partner": self.partner, "path": final},
                     )
 
+        if not small and not resumed_from:
+            # A fresh start: the segmented writer never truncates (sessions must not wipe each
+            # other's ranges), so a stale, longer temporary file from an abandoned attempt is
+            # cut to nothing first.
+            async with self._lease(shared) as pc:
+                await self._guard(self._truncate(pc.sftp, temp), temp)
+
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
         n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
@@ -427,6 +434,9 @@ class SftpRemoteFS:
             if not small and (attrs is None or attrs.size != size):
                 if journal is not None:
                     journal.remove()
+                with contextlib.suppress(errors.TransportError):
+                    if not direct:
+                        await self._guard(pc.sftp.remove(temp), temp)
                 raise errors.IntegrityError(
                     f"remote size {None if attrs is None else attrs.size} after upload, "
                     f"expected {size}",
@@ -518,6 +528,12 @@ class SftpRemoteFS:
                 partner=self.partner,
                 path=temp,
             )
+
+    @staticmethod
+    async def _truncate(sftp: asyncssh.SFTPClient, path: str) -> None:
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+        async with await sftp.open(path, flags, encoding=None, block_size=0):
+            pass
 
     def _sessions_one(self, sftp: asyncssh.SFTPClient) -> asyncssh.SFTPClient:
         if self._bucket is None:
