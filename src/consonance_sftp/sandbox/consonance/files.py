@@ -8,7 +8,9 @@ ordinary viewers; that matters because flows checksum, size-check and deliver th
 
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -80,4 +82,38 @@ def generated_file(name: str) -> tuple[bytes, str] | None:
             return make_jpeg(int(w), int(h), f"sandbox resource {parts[1]}"), "image/jpeg"
     if ext == "pdf" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
         return make_pdf(f"Sandbox production file {parts[1]}", 2), "application/pdf"
+    if ext == "epub" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
+        return make_epub(f"Sandbox EPUB {parts[1]}"), "application/epub+zip"
     return None
+
+
+def make_epub(title: str = "Sandbox book") -> bytes:
+    """A small valid EPUB 3: ``mimetype`` first and stored, container, package, one page."""
+    container = (
+        '<?xml version="1.0"?>\n<container version="1.0" '
+        'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+        '<rootfile full-path="EPUB/package.opf" media-type="application/oebps-package+xml"/>'
+        "</rootfiles></container>"
+    )
+    package = (
+        '<?xml version="1.0"?>\n<package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+        'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f'<dc:identifier id="id">urn:uuid:00000000-0000-4000-8000-000000000000</dc:identifier>'
+        f"<dc:title>{title}</dc:title><dc:language>en</dc:language>"
+        '<meta property="dcterms:modified">2026-01-01T00:00:00Z</meta></metadata>'
+        '<manifest><item id="p1" href="page.xhtml" media-type="application/xhtml+xml" '
+        'properties="nav"/></manifest><spine><itemref idref="p1"/></spine></package>'
+    )
+    page = (
+        '<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml" '
+        'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>t</title></head><body>'
+        f'<nav epub:type="toc"><ol><li><a href="page.xhtml">{title}</a></li></ol></nav>'
+        "</body></html>"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as epub:
+        epub.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")  # stored, first
+        epub.writestr("META-INF/container.xml", container, zipfile.ZIP_DEFLATED)
+        epub.writestr("EPUB/package.opf", package, zipfile.ZIP_DEFLATED)
+        epub.writestr("EPUB/page.xhtml", page, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()

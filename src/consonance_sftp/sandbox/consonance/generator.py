@@ -449,21 +449,27 @@ def _product(
     )
     files: tuple[ProductionFile, ...] = ()
     if fmt.typename == "PhysicalBookProduct" or fmt is EBOOK:
-        variant = "INTERIOR" if fmt.typename == "PhysicalBookProduct" else "EPUB"
-        file_id = ids("file", 80001)
-        files = (
-            ProductionFile(
-                id=file_id,
-                file_variant=variant,
-                filename=f"{product_id}_{variant.lower()}.pdf",
-                approval_status=rng.choice(("APPROVED", "APPROVED", "AWAITING_APPROVAL")),
-                allow_distribution="ALLOWED",
-                file_format="PDF",
-                url=f"/files/generated/pf-{file_id}.pdf",
-                product_ids=(product_id,),
-                created_at=updated,
-            ),
-        )
+        # Print products get the printer's pair (interior and cover PDFs), approved together;
+        # ebooks get an EPUB. One random draw either way, so seeds keep their catalogues.
+        approval = rng.choice(("APPROVED", "APPROVED", "AWAITING_APPROVAL"))
+        parts = (("INTERIOR", "pdf"), ("COVER", "pdf")) if fmt is not EBOOK else (("EPUB", "epub"),)
+        made = []
+        for variant, ext in parts:
+            file_id = ids("file", 80001)
+            made.append(
+                ProductionFile(
+                    id=file_id,
+                    file_variant=variant,
+                    filename=f"{product_id}_{variant.lower()}.{ext}",
+                    approval_status=approval,
+                    allow_distribution="ALLOWED",
+                    file_format=ext.upper(),
+                    url=f"/files/generated/pf-{file_id}.{ext}",
+                    product_ids=(product_id,),
+                    created_at=updated,
+                )
+            )
+        files = tuple(made)
     physical = fmt.typename == "PhysicalBookProduct"
     return Product(
         id=product_id,
