@@ -11,11 +11,14 @@ is an asyncio semaphore per partner, a cross-process one (PostgreSQL) comes with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from consonance_sftp.config.transfer import PostAction
+from consonance_sftp.errors import TransportError
 
 # Called with (bytes done, bytes total) as a transfer advances.
 ProgressCallback = Callable[[int, int], None]
@@ -91,18 +94,22 @@ class ProbeReport:
 
 
 class RemoteFS(Protocol):
-    """A partner's SFTP server."""
+    """A partner's SFTP server (implemented by ``adapters.sftp.fs.SftpRemoteFS``)."""
 
     @property
     def partner(self) -> str: ...
 
     async def upload(
         self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
-    ) -> UploadResult: ...
+    ) -> UploadResult:
+        """Temp name, verify, rename; raises RemoteFileExists, IntegrityError, ..."""
+        ...
 
     async def upload_many(
         self, items: Sequence[UploadItem], *, progress: ProgressCallback | None = None
-    ) -> list[UploadResult]: ...
+    ) -> list[UploadResult | TransportError]:
+        """One result or error per item, in order; ``progress`` counts files."""
+        ...
 
     async def download(
         self,
@@ -111,23 +118,46 @@ class RemoteFS(Protocol):
         *,
         expected_size: int | None = None,
         progress: ProgressCallback | None = None,
-    ) -> DownloadResult: ...
+        post_action: PostAction | None = None,
+        before_post_action: Callable[[DownloadResult], Awaitable[None]] | None = None,
+    ) -> DownloadResult:
+        """Durable local copy first; then ``before_post_action``; then the remote action."""
+        ...
 
     def list(
-        self, folder: str, *, pattern: str | None = None, regex: str | None = None
+        self,
+        folder: str,
+        *,
+        pattern: str | None = None,
+        regex: str | None = None,
+        include_dirs: bool = False,
     ) -> AsyncIterator[RemoteEntry]: ...
 
     def walk(
-        self, folder: str, *, max_depth: int = 0, pattern: str | None = None
+        self, folder: str, *, max_depth: int | None = None, pattern: str | None = None
     ) -> AsyncIterator[RemoteEntry]: ...
 
     async def stat(self, remote_path: str) -> RemoteEntry | None: ...
 
-    async def wait_stable(self, entry: RemoteEntry) -> RemoteEntry | None: ...
+    async def wait_stable(
+        self, entry: RemoteEntry, *, now: Callable[[], float] = ...
+    ) -> RemoteEntry | None:
+        """The entry once the partner has finished writing it, else None (look again)."""
+        ...
+
+    async def apply_post_action(
+        self, remote_path: str, action: PostAction | None = None
+    ) -> str: ...
 
     async def remove(self, remote_path: str) -> None: ...
 
     async def move(self, remote_path: str, new_path: str) -> None: ...
+
+    async def makedirs(self, remote_path: str) -> None: ...
+
+    async def probe(self) -> ProbeReport: ...
+
+    async def send_test_file(self, folder: str | None = None) -> UploadResult: ...
 
     async def close(self) -> None: ...
 

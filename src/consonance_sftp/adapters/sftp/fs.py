@@ -31,7 +31,7 @@ import stat as statmod
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncssh
 
@@ -65,6 +65,7 @@ from consonance_sftp.ports.remote_fs import (
     ProbeReport,
     ProgressCallback,
     RemoteEntry,
+    RemoteFS,
     UploadItem,
     UploadResult,
 )
@@ -939,6 +940,11 @@ class SftpRemoteFS:
     async def makedirs(self, remote_path: str) -> None:
         async with self.pool.lease() as pc:
             await self._guard(pc.sftp.makedirs(remote_path, exist_ok=True), remote_path)
+
+
+if TYPE_CHECKING:
+    # mypy checks that the adapter implements the port.
+    _implements: type[RemoteFS] = SftpRemoteFS
 
 
 def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
