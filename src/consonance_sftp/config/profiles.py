@@ -240,12 +240,14 @@ class DeliveryProfile(StrictModel):
         description="Kinds that must all be present, or nothing is sent (an incomplete set).",
     )
     folder: str = Field(
-        default="", description="Sub-folder template under the flow's folder, e.g. `{isbn13}`."
+        default="",
+        description="Sub-folder template under the flow's folder, e.g. `{isbn13}`; a zip, "
+        "the manifest and the done-marker go here too.",
     )
     folders: AssetNames = Field(
         default_factory=dict,
         description="Sub-folder template per asset kind, instead of `folder` (Google: "
-        "`ebooks/{collection}`, `audio/{collection}`).",
+        "`ebooks/{collection}`, `audio/{collection}`); inside a zip, relative to the zip.",
     )
     names: AssetNames = Field(
         default_factory=dict,

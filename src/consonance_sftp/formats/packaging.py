@@ -529,7 +529,9 @@ def plan_package(
                 "track": track,
                 "tracks": len(group),
             }
-            folder_template = profile.folders.get(kind, profile.folder)
+            # Inside a zip, paths are relative to the zip (which itself goes to ``folder``).
+            zipped = profile.packaging == "zip"
+            folder_template = profile.folders.get(kind, "" if zipped else profile.folder)
             folder = render_name(folder_template, file_values) if folder_template else ""
             name = render_name(profile.names[kind], file_values)
             remote = join_remote(folder, name)
