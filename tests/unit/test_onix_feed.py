@@ -235,6 +235,30 @@ def test_control_characters_in_catalogue_text_do_not_break_the_message() -> None
     assert "BadTitle" in titles
 
 
+def test_the_envelope_is_checked_too() -> None:
+    ns = b'xmlns="http://ns.editeur.org/onix/3.0/reference"'
+    header = (
+        b"<Header><Sender><SenderName>x</SenderName></Sender>"
+        b"<SentDateTime>20260101</SentDateTime></Header>"
+    )
+    empty = validate_file(
+        io.BytesIO(b"<ONIXMessage " + ns + b' release="3.0">' + header + b"</ONIXMessage>")
+    )
+    no_release = validate_file(
+        io.BytesIO(b"<ONIXMessage " + ns + b">" + header + b"<NoProduct/></ONIXMessage>")
+    )
+    said_so = validate_file(
+        io.BytesIO(
+            b"<ONIXMessage " + ns + b' release="3.0">' + header + b"<NoProduct/></ONIXMessage>"
+        )
+    )
+
+    assert [(p.element, p.record_reference) for p in empty.problems] == [("ONIXMessage", None)]
+    assert "Missing child" in empty.problems[0].reason
+    assert any("release" in p.reason for p in no_release.problems)
+    assert said_so.ok and str(empty.problems[0]).startswith("message: ONIXMessage")
+
+
 def test_broken_xml_is_a_report_not_a_crash() -> None:
     report = validate_file(io.BytesIO(b"<ONIXMessage release='3.0'><Header>"))
     assert not report.ok and report.problems[0].check == "xml"

@@ -15,6 +15,7 @@ on stdin and prints the report as JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -36,9 +37,6 @@ from .tags import OnixVersion, TagStyle, namespace, schema_path, short_tags, ver
 
 _Element = etree._Element
 _NS = re.compile(r"\{[^}]*\}")
-_CHILD = re.compile(r"^/[^/]+/[^/\[]+(?:\[(\d+)\])?")
-# Products validated per call: fewer validation contexts, errors still tied to their product.
-_BATCH = 64
 _ELEMENT = re.compile(r"^Element '([^']+)'(?:, attribute '([^']+)')?: ")
 
 
@@ -55,7 +53,8 @@ class Problem:
 
     def __str__(self) -> str:
         if self.record_reference is None:
-            where = "message header" if self.element else "message"
+            envelope = ("", "ONIXMessage", "ONIXmessage", "NoProduct", "x507", "Header", "header")
+            where = "message" if self.element in envelope else "message header"
         else:
             where = f"product {self.record_reference}"
             if self.isbn13 and self.isbn13 != self.record_reference:
@@ -242,18 +241,17 @@ class StreamValidator:
             huge_tree=True,
             remove_comments=True,
         )
-        shell: _Element | None = None
         root: _Element | None = None
-        tree: Any = None
         schema: etree.XMLSchema | None = None
         names: _Names | None = None
         outer: _Names | None = None
         renamespace = False
         ns = ""
-        header_checked = False
         default_currency: str | None = None
         references: set[str] = set()
-        batch: list[_Element] = []
+        header: _Element | None = None
+        first_product: _Element | None = None
+        no_product = False
         for event, el in context:
             if event == "start":
                 if root is None:
@@ -268,16 +266,10 @@ class StreamValidator:
                     outer = _Names(version, style, found_ns)
                     names = _Names(version, style, ns)
                     schema = load_schema(version, style)
-                    shell = etree.Element(
-                        f"{{{ns}}}{etree.QName(el).localname}",
-                        dict(el.attrib),
-                        nsmap={None: ns},  # type: ignore[dict-item]
-                    )
-                    tree = etree.ElementTree(shell)
                 continue
             if el is root or el.getparent() is not root:
                 continue
-            if shell is None or names is None or schema is None or outer is None:
+            if names is None or schema is None or outer is None:
                 continue
             tag = el.tag
             if renamespace:
@@ -285,17 +277,29 @@ class StreamValidator:
                     if isinstance(node.tag, str):
                         node.tag = f"{{{ns}}}{etree.QName(node).localname}"
             if tag == outer("Header"):
-                shell.insert(0, el)
+                if report.products:
+                    self._add(
+                        report,
+                        Problem(
+                            None, None, "Header", "comes after products", "schema", el.sourceline
+                        ),
+                    )
+                header = copy.deepcopy(el)
                 default_currency = _first_text(el, names("DefaultCurrencyCode"))
+                # Header and Product are global elements of the XSD: each is validated as the
+                # root of its own check, in place, so nothing is copied or moved.
+                for element, reason, line in _schema_errors(schema, el):
+                    self._add(report, Problem(None, None, element, reason, "schema", line))
                 continue
             if tag != outer("Product"):
-                shell.append(el)  # NoProduct: let the XSD judge
+                no_product = no_product or tag == outer("NoProduct") or tag == outer("x507")
                 continue
             report.products += 1
-            shell.append(el)
-            batch.append(el)
             reference = _first_text(el, names("RecordReference"))
             label = reference or f"#{report.products}"
+            errors = _schema_errors(schema, el)
+            for element, reason, line in errors:
+                self._add(report, Problem(label, _isbn(el, names), element, reason, "schema", line))
             if reference is not None:
                 if reference in references:
                     problem = Problem(
@@ -312,49 +316,49 @@ class StreamValidator:
                 for element, reason in rule_problems(el, self.rules, names, default_currency):
                     isbn = _isbn(el, names)
                     self._add(report, Problem(label, isbn, element, reason, "rules", el.sourceline))
-            if len(batch) >= _BATCH:
-                self._validate_batch(report, schema, tree, shell, batch, names, header_checked)
-                header_checked = True
-        if batch and schema is not None and shell is not None and names is not None:
-            self._validate_batch(report, schema, tree, shell, batch, names, header_checked)
-        no_products = shell is not None and report.products == 0
-        if no_products and schema is not None and not schema.validate(tree):
-            for entry in _entries(schema.error_log):
-                element, reason = _describe(entry.message)
-                self._add(report, Problem(None, None, element, reason, "schema", entry.line))
+            if first_product is None:
+                first_product = copy.deepcopy(el)
+            el.clear()
+            while el.getprevious() is not None:
+                del root[0]
+        if root is not None and schema is not None and names is not None:
+            self._check_envelope(report, schema, root, ns, header, first_product, no_product)
 
-    def _validate_batch(
+    def _check_envelope(
         self,
         report: ValidationReport,
         schema: etree.XMLSchema,
-        tree: Any,
-        shell: _Element,
-        batch: list[_Element],
-        names: _Names,
-        header_checked: bool,
+        root: _Element,
+        ns: str,
+        header: _Element | None,
+        first_product: _Element | None,
+        no_product: bool,
     ) -> None:
-        """Validate the shell holding a batch of products; tie each error to its product."""
-        if not schema.validate(tree):
-            first = 2 if len(shell) > len(batch) else 1  # the Header is child 1 when present
-            for entry in _entries(schema.error_log):
-                # libxml2's path starts /*/*[k]: the k-th child of the shell.
-                match = _CHILD.match(entry.path or "")
-                index = int(match.group(1) or 1) if match else 1
+        """The message around the products: root, release attribute, Header, not empty."""
+        shell = etree.Element(
+            f"{{{ns}}}{etree.QName(root).localname}",
+            {str(k): str(v) for k, v in root.attrib.items()},
+            nsmap={None: ns},  # type: ignore[dict-item]
+        )
+        if header is not None:
+            shell.append(copy.deepcopy(header))
+        if first_product is not None:
+            shell.append(first_product)
+        elif no_product:
+            shell.append(etree.Element(f"{{{ns}}}{'x507' if 'short' in ns else 'NoProduct'}"))
+        if schema.validate(shell):
+            return
+        for entry in _entries(schema.error_log):
+            # Only problems of the envelope itself: deeper ones were reported per product.
+            if (entry.path or "/").count("/") <= 2:
                 element, reason = _describe(entry.message)
-                if index < first:
-                    if not header_checked:
-                        self._add(
-                            report, Problem(None, None, element, reason, "schema", entry.line)
-                        )
-                    continue
-                product = batch[min(index - first, len(batch) - 1)]
-                reference = _first_text(product, names("RecordReference"))
-                label = reference or f"#{report.products - len(batch) + index - first + 1}"
-                isbn = _isbn(product, names)
-                self._add(report, Problem(label, isbn, element, reason, "schema", entry.line))
-        for product in batch:
-            shell.remove(product)
-        batch.clear()
+                self._add(report, Problem(None, None, element, reason, "schema", entry.line))
+
+
+def _schema_errors(schema: etree.XMLSchema, element: _Element) -> list[tuple[str, str, int]]:
+    if schema.validate(element):
+        return []
+    return [(*_describe(entry.message), entry.line) for entry in _entries(schema.error_log)]
 
 
 def _isbn(product: _Element, names: _Names) -> str | None:
