@@ -34,12 +34,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
 
+from consonance_sftp.adapters.sftp.connection import (
+    ConnectionPool,
+    PooledConnection,
+    open_connection,
+)
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import (
@@ -245,6 +250,45 @@ def openssh(target: Target, commands: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+class ParallelOpenPool(ConnectionPool):
+    """Bench-only stand-in for a proposed change to ``ConnectionPool.lease_many``.
+
+    The committed pool opens the extra connections of a segmented transfer one after another;
+    each costs about 5 round trips (TCP, key exchange, auth, channel, SFTP init), so 8 of them
+    take 8 s on a 100 ms link. This variant takes the budget slots first, then opens all of
+    them at once.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lease_many(self, n: int) -> AsyncIterator[list[PooledConnection]]:
+        first = await self._take(exclusive=False, wait=True)
+        assert first is not None
+        got = [first]
+        partner = self.endpoint.partner
+        slots = 0
+        async with self._lock:
+            for pooled in self._conns:
+                if len(got) < n and pooled.users == 0 and pooled.alive:
+                    got.append(self._use(pooled))
+            while len(got) + slots < n and await self.budget.acquire(
+                partner, self._limit, wait=False
+            ):
+                slots += 1
+            opened = await asyncio.gather(
+                *(self._open() for _ in range(slots)), return_exceptions=True
+            )
+        got += [self._use(o) for o in opened if isinstance(o, PooledConnection)]
+        try:
+            yield got
+        except (TransportError, asyncssh.Error, OSError):
+            for pooled in got:
+                pooled.broken = True
+            raise
+        finally:
+            for pooled in got:
+                self._give_back(pooled)
+
+
 @dataclass
 class Ours:
     """Our side's settings for one scenario; ``engine`` picks what runs.
@@ -261,6 +305,7 @@ class Ours:
     window: int
     file_concurrency: int
     state_dir: Path
+    shims: frozenset[str] = frozenset()
     block_size: int = MAX_OPENSSH_BLOCK
 
     def remote_fs(self, target: Target) -> SftpRemoteFS:
@@ -287,7 +332,20 @@ class Ours:
             max_connections=max(self.connections, 1),
             transfer=settings,
         )
-        return SftpRemoteFS(endpoint, state_dir=self.state_dir)
+        fs = SftpRemoteFS(endpoint, state_dir=self.state_dir)
+        if self.shims:
+            connector = open_connection
+            if "coalesce" in self.shims:
+
+                async def coalesced(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
+                    conn = await open_connection(ep)
+                    coalesce_writes(conn)
+                    return conn
+
+                connector = coalesced
+            pool_class = ParallelOpenPool if "parallel-open" in self.shims else ConnectionPool
+            fs.pool = pool_class(endpoint, fs.pool.budget, connector=connector)
+        return fs
 
     def upload(self, target: Target, local: Path, remote: str) -> None:
         async def run() -> None:
@@ -303,7 +361,9 @@ class Ours:
                         max_requests=self.max_requests,
                     )
 
-                await ours_session(target, self.connections, self.window, work)
+                await ours_session(
+                    target, self.connections, self.window, work, "coalesce" in self.shims
+                )
                 return
             async with self.remote_fs(target) as fs:
                 await fs.upload(local, remote)
@@ -325,7 +385,9 @@ class Ours:
                         max_requests=self.max_requests,
                     )
 
-                await ours_session(target, self.connections, self.window, work)
+                await ours_session(
+                    target, self.connections, self.window, work, "coalesce" in self.shims
+                )
                 return
             async with self.remote_fs(target) as fs:
                 await fs.download(remote, local)
@@ -339,7 +401,9 @@ class Ours:
                 async def work(sftps: list[asyncssh.SFTPClient]) -> None:
                     await ours_put_many(sftps, files, remote_dir, self.file_concurrency)
 
-                await ours_session(target, self.connections, self.window, work)
+                await ours_session(
+                    target, self.connections, self.window, work, "coalesce" in self.shims
+                )
                 return
             async with self.remote_fs(target) as fs:
                 items = [
@@ -376,18 +440,15 @@ async def connect(target: Target, n: int, window: int) -> list[asyncssh.SSHClien
     )
 
 
-# BENCH_COALESCE=0 turns off the one-send-per-loop-turn patch (segmented.coalesce_writes).
-COALESCE = os.environ.get("BENCH_COALESCE", "1") != "0"
-
-
 async def ours_session(
     target: Target,
     n: int,
     window: int,
     work: Callable[[list[asyncssh.SFTPClient]], Awaitable[None]],
+    coalesce: bool,
 ) -> None:
     conns = await connect(target, n, window)
-    if COALESCE:
+    if coalesce:
         for c in conns:
             coalesce_writes(c)
     try:
@@ -597,6 +658,13 @@ def main(argv: list[str] | None = None) -> int:
         default="transport",
         help="ours = the service's SftpRemoteFS (default) or the bare segmented engine",
     )
+    p.add_argument(
+        "--shims",
+        default="coalesce,parallel-open",
+        help="proposed changes applied to the transport from the bench (comma list, or "
+        "'none'): coalesce = segmented.coalesce_writes on every connection; parallel-open = "
+        "open a segmented transfer's extra connections at once",
+    )
     p.add_argument("--small-connections", type=int, default=1, help="raw engine only")
     p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
     p.add_argument("--segment-size", type=parse_size, default=parse_size("64M"))
@@ -609,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     only = set(args.only.split(","))
+    shims = frozenset() if args.shims == "none" else frozenset(args.shims.split(","))
     wanted = [s for s in SCENARIOS if s in only or s.rsplit("_", 1)[0] in only]
 
     work: Path = args.workdir
@@ -656,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
         say(
             "ours: "
             + (
-                "SftpRemoteFS (temp name, size check, atomic rename, resume journal)"
+                "SftpRemoteFS (temp name, size check, atomic rename, resume journal), "
+                f"bench shims: {', '.join(sorted(shims)) or 'none'}"
                 if args.engine == "transport"
                 else "raw segmented engine on bare asyncssh connections (no upload protocol)"
             )
@@ -670,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             file_concurrency=args.file_concurrency,
             engine=args.engine,
             state_dir=state_dir,
+            shims=shims,
         )
         if "loopback_up" in wanted or "loopback_down" in wanted:
             say(
@@ -687,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                 file_concurrency=args.file_concurrency,
                 engine=args.engine,
                 state_dir=state_dir,
+                shims=shims,
             )
             say(
                 f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
@@ -704,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                 file_concurrency=args.file_concurrency,
                 engine=args.engine,
                 state_dir=state_dir,
+                shims=shims,
             )
             say(
                 f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
