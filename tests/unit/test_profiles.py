@@ -10,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from consonance_sftp.config import FormatsFlow, ProductionFlow, load_settings
-from consonance_sftp.config.profiles import PRESETS, DeliveryProfile, preset
+from consonance_sftp.config.profiles import (
+    PLACEHOLDERS,
+    PRESETS,
+    DeliveryProfile,
+    PreflightSettings,
+    preset,
+)
 from consonance_sftp.errors import ConfigError
 from consonance_sftp.formats.packaging import SourceAsset, plan_package
 from consonance_sftp.models import AssetKind
@@ -261,3 +267,15 @@ profile = { preset = "print_on_demand", names = { cover_pdf = "../{isbn13}.pdf" 
     text = str(caught.value)
     assert "partner_profiles names partners not in `partners`: other" in text
     assert "names.cover_pdf" in text and "'..'" in text
+
+
+def test_the_docs_cover_every_preset_placeholder_and_check() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "reference"
+    profiles = (docs / "profiles.md").read_text(encoding="utf-8")
+    for name in PRESETS:
+        assert f"### `{name}`" in profiles, f"preset {name} is not documented"
+    for placeholder in PLACEHOLDERS:
+        assert f"`{placeholder}`" in profiles, f"placeholder {placeholder} is not documented"
+    checks = (docs / "preflight.md").read_text(encoding="utf-8")
+    for field in PreflightSettings.model_fields:
+        assert f"`{field}`" in checks, f"preflight setting {field} is not documented"

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
 
+from consonance_sftp.config.profiles import preset
 from consonance_sftp.errors import ValidationFailed
-from consonance_sftp.formats.specsheet import build_spec_sheet, spec_sheet_json, spec_sheet_pdf
-from consonance_sftp.models import Extent, Imprint, Product, ProductionRun, Work
+from consonance_sftp.formats.packaging import SourceAsset, plan_package
+from consonance_sftp.formats.preflight import preflight
+from consonance_sftp.formats.specsheet import (
+    build_spec_sheet,
+    spec_sheet_json,
+    spec_sheet_pdf,
+    write_spec_sheets,
+)
+from consonance_sftp.models import AssetKind, Extent, Imprint, Product, ProductionRun, Work
 
 RUN = ProductionRun(
     id=7,
@@ -84,3 +93,20 @@ def test_an_incomplete_run_is_reported() -> None:
     ]
     text = PdfReader(io.BytesIO(spec_sheet_pdf(sheet))).pages[0].extract_text()
     assert "Not set in Consonance: quantity, binding, paper" in text
+
+
+def test_written_sheets_plan_under_the_printer_names(tmp_path: Path) -> None:
+    sheet = build_spec_sheet(RUN, PRODUCT, WORK)
+    pdf_path, json_path = write_spec_sheets(sheet, tmp_path / "spec")
+    assert json.loads(json_path.read_bytes())["isbn13"] == "9781234567897"
+    assets = [
+        SourceAsset(kind=AssetKind.SPEC_SHEET, path=pdf_path),
+        SourceAsset(kind=AssetKind.SPEC_SHEET, path=json_path),
+    ]
+    assert all(preflight(a.path, a.kind).ok for a in assets)
+    printer = preset("print_on_demand", required=[])
+    plan = plan_package(printer, assets, values={"isbn13": sheet.isbn13}, now=datetime.now(UTC))
+    assert [f.remote_path for f in plan.assets] == [
+        "9781234567897_spec.pdf",
+        "9781234567897_spec.json",
+    ]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
@@ -182,3 +183,14 @@ def spec_sheet_pdf(sheet: SpecSheet, *, generated_at: datetime = EPOCH) -> bytes
         pdf.set_font("Helvetica", "B", 10)
         pdf.multi_cell(0, 6, "Not set in Consonance: " + ", ".join(sheet.missing))
     return bytes(pdf.output())
+
+
+def write_spec_sheets(
+    sheet: SpecSheet, folder: Path, *, generated_at: datetime = EPOCH
+) -> tuple[Path, Path]:
+    """Write ``spec.pdf`` and ``spec.json`` into ``folder`` (the package's spec-sheet assets)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pdf_path, json_path = folder / "spec.pdf", folder / "spec.json"
+    pdf_path.write_bytes(spec_sheet_pdf(sheet, generated_at=generated_at))
+    json_path.write_bytes(spec_sheet_json(sheet))
+    return pdf_path, json_path

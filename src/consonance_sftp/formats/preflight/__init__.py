@@ -188,7 +188,7 @@ def preflight(
     allowed = KIND_TYPES[kind]
     if allowed is not None and found not in allowed:
         wanted = " or ".join(sorted(t.upper() for t in allowed))
-        problems.append(f"content is {found.upper()}; a {kind.value} must be {wanted}")
+        problems.append(f"content is {found.upper()}; {kind.value} files must be {wanted}")
     if rules.max_file_bytes is not None and size > rules.max_file_bytes:
         problems.append(
             f"{size:,} bytes is more than the partner's limit of {rules.max_file_bytes:,}"
