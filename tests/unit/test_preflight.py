@@ -6,6 +6,7 @@ The builders here are imported by the packaging, derivatives and spec-sheet test
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import wave
 import zipfile
@@ -48,20 +49,54 @@ def make_image(
     return path
 
 
-def make_epub(path: Path, *, mimetype_first: bool = True, compress_mimetype: bool = False) -> Path:
+NAV = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n'
+    '<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops" '
+    'xml:lang="en" lang="en"><head><title>Contents</title></head><body>'
+    '<nav epub:type="toc"><ol><li><a href="c1.xhtml">One</a></li></ol></nav></body></html>'
+)
+CHAPTER = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n'
+    '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en"><head>'
+    "<title>One</title></head><body><p>Chapter one.</p></body></html>"
+)
+
+
+def make_epub(
+    path: Path,
+    *,
+    mimetype_first: bool = True,
+    compress_mimetype: bool = False,
+    with_nav: bool = True,
+) -> Path:
+    """A minimal EPUB 3 that EPUBCheck accepts (``with_nav=False``: one it rejects)."""
     container = (
         '<?xml version="1.0"?><container version="1.0" '
         'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
         '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
         "</rootfiles></container>"
     )
-    opf = (
-        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
-        'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        '<dc:identifier id="id">urn:isbn:9780000000002</dc:identifier><dc:title>T</dc:title>'
-        "<dc:language>en</dc:language></metadata><manifest/><spine/></package>"
+    nav_item = (
+        '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+        if with_nav
+        else ""
     )
-    entries = [("META-INF/container.xml", container), ("OEBPS/content.opf", opf)]
+    opf = (
+        '<?xml version="1.0" encoding="UTF-8"?><package xmlns="http://www.idpf.org/2007/opf" '
+        'version="3.0" unique-identifier="id" xml:lang="en">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        '<dc:identifier id="id">urn:isbn:9780000000002</dc:identifier><dc:title>T</dc:title>'
+        '<dc:language>en</dc:language><meta property="dcterms:modified">2026-01-01T00:00:00Z'
+        f"</meta></metadata><manifest>{nav_item}"
+        '<item id="c1" href="c1.xhtml" media-type="application/xhtml+xml"/></manifest>'
+        '<spine><itemref idref="c1"/></spine></package>'
+    )
+    entries = [
+        ("META-INF/container.xml", container),
+        ("OEBPS/content.opf", opf),
+        ("OEBPS/nav.xhtml", NAV),
+        ("OEBPS/c1.xhtml", CHAPTER),
+    ]
     mime = zipfile.ZipInfo("mimetype")
     mime.compress_type = zipfile.ZIP_DEFLATED if compress_mimetype else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -285,6 +320,20 @@ def test_epub_container_faults(tmp_path: Path) -> None:
     assert preflight(pdf, AssetKind.EPUB).problems[0] == (
         "named .epub but its content is PDF, not ZIP"
     )
+
+
+@pytest.mark.slow
+def test_epubcheck_runs_when_installed(tmp_path: Path) -> None:
+    """Real EPUBCheck (Debian's ``epubcheck``, a jar run through java); ~8 s per file."""
+    if shutil.which("epubcheck") is None:
+        pytest.skip("epubcheck is not installed (scripts/system-deps.sh installs it)")
+    good = preflight(make_epub(tmp_path / "good.epub"), AssetKind.EPUB, Rules(epubcheck="required"))
+    assert good.ok, good.problems
+    assert "EPUBCheck: no errors" in good.notes
+    bad = preflight(make_epub(tmp_path / "bad.epub", with_nav=False), AssetKind.EPUB)
+    assert bad.problems
+    assert all(p.startswith("EPUBCheck: ERROR(") for p in bad.problems), bad.problems
+    assert any('"nav"' in p for p in bad.problems)
 
 
 # --- audio ---------------------------------------------------------------------------------

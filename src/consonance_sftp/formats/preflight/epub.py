@@ -107,9 +107,16 @@ def _epubcheck(path: Path, *, required: bool, notes: list[str], skipped: list[st
             return ["EPUBCheck is required by the profile but 'epubcheck' is not installed"]
         skipped.append("EPUBCheck: skipped, 'epubcheck' is not on PATH")
         return []
+    command = _command(Path(tool))
+    if command is None:
+        message = "EPUBCheck: 'epubcheck' is a Java archive but 'java' is not installed"
+        if required:
+            return [message]
+        skipped.append(message)
+        return []
     try:
         done = subprocess.run(
-            [tool, "--quiet", str(path)],
+            [*command, "--quiet", str(path)],
             capture_output=True,
             text=True,
             timeout=EPUBCHECK_TIMEOUT,
@@ -128,3 +135,14 @@ def _epubcheck(path: Path, *, required: bool, notes: list[str], skipped: list[st
     return [f"EPUBCheck: {line}" for line in lines[:20]] or [
         f"EPUBCheck failed (exit {done.returncode})"
     ]
+
+
+def _command(tool: Path) -> list[str] | None:
+    # Debian installs /usr/bin/epubcheck as an executable jar, which runs only where binfmt
+    # has a jar handler (not in containers): call it through java instead.
+    with tool.open("rb") as handle:
+        is_jar = handle.read(4) == b"PK\x03\x04"
+    if not is_jar:
+        return [str(tool)]
+    java = shutil.which("java")
+    return [java, "-jar", str(tool)] if java else None
