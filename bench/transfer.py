@@ -32,6 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,7 +90,7 @@ def say(text: str) -> None:
 def make_file(path: Path, size: int) -> str:
     """Random content of ``size`` bytes (kept between runs when the size matches); its SHA-256."""
     if not (path.exists() and path.stat().st_size == size):
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             left = size
             while left:
@@ -687,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     big = work / "large.bin"
     t = time.perf_counter()
     digest = make_file(big, args.size)
-    small_dir = work / "small"
+    small_dir = work / f"small-{args.small_count}x{args.small_size}"
     small = (
         make_small_files(small_dir, args.small_count, args.small_size)
         if "small_files_up" in wanted
@@ -702,13 +703,16 @@ def main(argv: list[str] | None = None) -> int:
         wan_big = work / "large-wan.bin"
         wan_digest = make_file(wan_big, args.wan_size)
 
-    out = fresh_dir(work / "out")
-    state_dir = fresh_dir(work / "state")
-    server = start_openssh(work / "sshd", chroot=False)
+    # Everything but the cached test data is private to this run: two runs at once (other
+    # engineers run the bench too) must not share an sshd folder, keys or output files.
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    out = fresh_dir(run_dir / "out")
+    state_dir = fresh_dir(run_dir / "state")
+    server = start_openssh(run_dir / "sshd", chroot=False)
     relay: Relay | None = None
     results = Results()
     try:
-        kh = work / "known_hosts"
+        kh = run_dir / "known_hosts"
         lines = [server.known_hosts_line]
         target = Target(server, server.port, kh, wan=False)
         if any(s.startswith("wan") for s in wanted):
@@ -782,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
                 f"{human(wan_big.stat().st_size)}: OpenSSH sftp -R 256 -B {MAX_OPENSSH_BLOCK} vs "
                 f"ours ({wan_ours.connections} connections, segments of "
-                f"{human(wan_ours.segment_size)}, {wan_ours.max_requests} requests each, "
-                f"window {human(wan_ours.window)})"
+                f"{human(wan_ours.segment_size)}, {wan_ours.max_requests} requests each"
+                + (f", window {human(wan_ours.window)})" if args.engine == "raw" else ")")
             )
             bench_large(
                 results, "wan", wan_target, wan_big, wan_digest, out, args.wan_reps, wan_ours
@@ -792,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         if relay is not None:
             relay.stop()
         server.stop()
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     say("")
     say(f"machine after the run: {machine_note()}")
