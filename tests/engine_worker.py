@@ -364,6 +364,7 @@ def settings_from(cfg: dict[str, Any]) -> EngineSettings:
         lease_acquire_timeout_s=float(cfg.get("lease_acquire_timeout_s", 10)),
         shutdown_grace_s=float(cfg.get("shutdown_grace_s", 0)),
         worker_concurrency=int(cfg.get("worker_concurrency", 32)),
+        queue_polling_interval_s=float(cfg.get("queue_polling_interval_s", 0.05)),
         retry=RetryPolicy(
             max_attempts=int(retry.get("max_attempts", 3)),
             initial_interval_s=float(retry.get("initial_interval_s", 0.2)),

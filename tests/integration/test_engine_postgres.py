@@ -312,3 +312,32 @@ def test_same_package_enqueued_concurrently_by_two_clients_runs_once(
     assert len(ledger_rows(cfg["ledger"])) == 40
     for c in clients:
         c.close()
+
+
+@pytest.mark.slow
+def test_work_left_by_a_stopped_worker_moves_on_at_once(
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """Scale-down: SIGTERM stops a worker mid-transfer at a resumable point; another worker
+    picks the work up at its next scan (not after the silence threshold), with no alert."""
+    base = {**cfg, "takeover_after_s": 20.0, "chunk_delay_s": 0.05, "shutdown_grace_s": 0}
+    (a,) = start_all(workers, [{**base, "executor_id": "leaving"}], tmp_path)
+    client = EngineClient(settings_from({**base, "executor_id": "cli"}))
+    f = make_source(tmp_path / "scale.pdf", 3_000_000, seed=77)
+    wf = client.enqueue_delivery(request("x", f), max_connections=2)
+    wait_for(
+        lambda: len([e for e in read_events(cfg["events"]) if e["ev"] == "chunk"]) >= 5,
+        30,
+        "chunks",
+    )
+    start_all(workers, [{**base, "executor_id": "staying"}], tmp_path)
+    assert a.terminate() == 0
+    stopped_at = time.time()
+    wait_for(lambda: client.status(wf) == "SUCCESS", 30, "the delivery on the other worker")
+    events = read_events(cfg["events"])
+    (resumed,) = [e for e in events if e["ev"] == "upload_start" and e["executor"] == "staying"]
+    assert resumed["offset"] > 0
+    assert resumed["t"] - stopped_at < 3.0  # well under the 20 s silence threshold
+    assert [e for e in events if e["ev"] == "alert"] == []
+    assert sha256_file(Path(cfg["dest"]) / "x" / "in" / "scale.pdf") == f.sha256
+    client.close()

@@ -65,6 +65,11 @@ class LeaseFence:
             self._lost = reason
             self._on_lost(reason)
 
+    def close(self) -> None:
+        """After shutdown: any straggling writer is refused, without stopping the process."""
+        if self._lost is None:
+            self._lost = "the engine has shut down"
+
     @property
     def lost(self) -> str | None:
         return self._lost

@@ -153,6 +153,8 @@ class Engine:
         if self.scanner is not None:
             self.scanner.stop()
         DBOS.destroy(workflow_completion_timeout_sec=int(grace))
+        # Only then give the lease up: from here another executor may take over what is left.
+        self.lease.fence.close()
         self.lease.stop()
         delivery.bind_dependencies(None)
         self._launched = False

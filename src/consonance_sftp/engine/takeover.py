@@ -16,6 +16,10 @@ the heartbeat table after each heartbeat; for an executor silent longer than
 3. marks the row ``taken_over`` and raises an ``executor_silent`` alert;
 4. releases the lock, so the dead executor's supervisor can restart it under the same ID.
 
+An executor that stopped on purpose (SIGTERM, scale-down) releases its lock and marks its row
+``stopped``; whatever it left PENDING (stopped at a resumable point) is taken over at the next
+scan, without waiting for the threshold and without an alert, and the row becomes ``drained``.
+
 ``recover_executor`` is the single place that touches the private DBOS call; the test suite
 pins its signature and behaviour so that a DBOS upgrade that changes it fails loudly.
 """
@@ -108,12 +112,14 @@ class TakeoverScanner:
 
     def scan(self) -> list[Takeover]:
         conn = self._connection()
+        # Silent executors (crashed or hung), and executors that stopped on purpose (SIGTERM,
+        # scale-down) leaving PENDING work behind: theirs needs no waiting, the lock is free.
         rows = conn.execute(
-            """SELECT executor_id, EXTRACT(EPOCH FROM now() - last_seen_at)::float8
+            """SELECT executor_id, status, EXTRACT(EPOCH FROM now() - last_seen_at)::float8
                 FROM consonance_engine.executors
-                WHERE status = 'running' AND executor_id <> %s
-                  AND application_version = %s
-                  AND last_seen_at < now() - make_interval(secs => %s)""",
+                WHERE executor_id <> %s AND application_version = %s
+                  AND (status = 'stopped' OR (status = 'running'
+                       AND last_seen_at < now() - make_interval(secs => %s)))""",
             (
                 self.settings.executor_id,
                 self.settings.application_version,
@@ -121,38 +127,58 @@ class TakeoverScanner:
             ),
         ).fetchall()
         done = []
-        for executor_id, silent_s in rows:
-            takeover = self._take_over(conn, str(executor_id), float(silent_s))
+        for executor_id, status, silent_s in rows:
+            takeover = self._take_over(conn, str(executor_id), str(status), float(silent_s))
             if takeover is not None:
                 done.append(takeover)
         self.takeovers.extend(done)
         return done
 
     def _take_over(
-        self, conn: psycopg.Connection[Any], executor_id: str, silent_s: float
+        self, conn: psycopg.Connection[Any], executor_id: str, status: str, silent_s: float
     ) -> Takeover | None:
         key = advisory_key(executor_id)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not (got and got[0]):
-            self._end_hung_session(conn, executor_id, key, silent_s)
+            if status == "running":
+                self._end_hung_session(conn, executor_id, key, silent_s)
+            # A stopped executor whose lock is held is starting again under its ID.
             return None
         try:
             # Re-check under the lock: the executor may have restarted (same ID) meanwhile.
             row = conn.execute(
                 """SELECT status FROM consonance_engine.executors WHERE executor_id = %s
-                    AND last_seen_at < now() - make_interval(secs => %s)""",
+                    AND (status = 'stopped' OR (status = 'running'
+                         AND last_seen_at < now() - make_interval(secs => %s)))""",
                 (executor_id, self.settings.takeover_after_s),
             ).fetchone()
-            if row is None or row[0] != "running":
+            if row is None:
                 return None
+            status = str(row[0])
             workflow_ids = recover_executor(executor_id)
             conn.execute(
-                """UPDATE consonance_engine.executors SET status = 'taken_over', taken_over_by = %s,
+                """UPDATE consonance_engine.executors
+                    SET status = %s, taken_over_by = %s,
                     taken_over_at = now(), recovered_workflows = %s WHERE executor_id = %s""",
-                (self.settings.executor_id, len(workflow_ids), executor_id),
+                (
+                    "taken_over" if status == "running" else "drained",
+                    self.settings.executor_id,
+                    len(workflow_ids),
+                    executor_id,
+                ),
             )
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        takeover = Takeover(executor_id=executor_id, silent_s=silent_s, workflow_ids=workflow_ids)
+        if status != "running":
+            if workflow_ids:
+                log.info(
+                    "executor %r stopped with %d unfinished workflow(s): taken over by %r",
+                    executor_id,
+                    len(workflow_ids),
+                    self.settings.executor_id,
+                )
+            return takeover
         message = (
             f"executor {executor_id!r} silent for {silent_s:.1f} s: "
             f"{len(workflow_ids)} workflow(s) taken over by {self.settings.executor_id!r}"
@@ -171,7 +197,7 @@ class TakeoverScanner:
                 },
             )
         )
-        return Takeover(executor_id=executor_id, silent_s=silent_s, workflow_ids=workflow_ids)
+        return takeover
 
     def _end_hung_session(
         self, conn: psycopg.Connection[Any], executor_id: str, key: int, silent_s: float
