@@ -221,3 +221,22 @@ def test_a_2gib_audio_package_is_planned_and_zipped_in_flat_memory(tmp_path: Pat
     # Members stored: the zip is the data plus headers (zip64 for members over 2 GiB).
     assert zipped.files[0].size > loose.assets[0].size + loose.assets[1].size
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_materialize_backs_every_file_with_a_local_file(
+    tmp_path: Path, assets: list[SourceAsset]
+) -> None:
+    profile = preset("generic", packaging="zip")
+    dry = plan_package(profile, assets, values={"isbn13": ISBN}, now=NOW)
+    assert [f.source for f in dry.files] == [None, None]
+    ready = dry.materialize(tmp_path / "out")
+    for planned in ready.files:
+        assert planned.source is not None
+        assert (planned.size, planned.sha256) == (
+            planned.source.stat().st_size,
+            sha(planned.source),
+        )
+    keys = ready.delivery_keys("printer", "/in")
+    assert [k.remote_path for k in keys] == [f"/in/{ISBN}/{ISBN}.zip", f"/in/{ISBN}/{ISBN}.done"]
+    assert {k.partner for k in keys} == {"printer"}
+    assert [k.sha256 for k in keys] == [f.sha256 for f in dry.files]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from consonance_sftp.errors import UnsafeFileName, ValidationFailed
-from consonance_sftp.models import AssetKind
+from consonance_sftp.models import AssetKind, DeliveryKey
 
 CHUNK = 1024 * 1024
 """Bytes per read when copying into a zip: bounded memory whatever the file size."""
@@ -278,6 +278,40 @@ class PackagePlan:
                 out.append(f)
             out.extend(m for m in f.members if m.role == "asset")
         return tuple(out)
+
+    def delivery_keys(self, partner: str, base_folder: str = "") -> list[DeliveryKey]:
+        """The ledger keys of the files sent, with remote paths under ``base_folder`` (the
+        partner's folder for the flow, e.g. ``/in``)."""
+        return [
+            DeliveryKey(
+                partner=partner,
+                remote_path=join_remote(base_folder, f.remote_path),
+                sha256=f.sha256,
+            )
+            for f in self.files
+        ]
+
+    def materialize(self, folder: Path) -> PackagePlan:
+        """The same plan with every file backed by a local file under ``folder``: generated
+        manifests and markers are written, a dry-run zip is built. Transports send paths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        out: list[PlannedFile] = []
+        for f in self.files:
+            local = folder / f.remote_path.replace("/", "_")
+            if f.source is not None:
+                out.append(f)
+                continue
+            if f.content is not None:
+                local.write_bytes(f.content)
+            else:
+                size, digest = write_zip(f.members, local, compression=self.compression)
+                if (size, digest) != (f.size, f.sha256):
+                    raise ValidationFailed(
+                        f"{f.remote_path}: the zip built differs from the planned one",
+                        [f"planned {f.size} bytes {f.sha256}, built {size} bytes {digest}"],
+                    )
+            out.append(replace(f, source=local))
+        return replace(self, files=tuple(out))
 
     def lines(self) -> list[str]:
         """Human-readable dry-run lines: size, SHA-256, remote path (and temp name)."""
