@@ -240,3 +240,28 @@ def test_materialize_backs_every_file_with_a_local_file(
     assert [k.remote_path for k in keys] == [f"/in/{ISBN}/{ISBN}.zip", f"/in/{ISBN}/{ISBN}.done"]
     assert {k.partner for k in keys} == {"printer"}
     assert [k.sha256 for k in keys] == [f.sha256 for f in dry.files]
+
+
+def test_zip64_structures_round_trip(
+    tmp_path: Path, assets: list[SourceAsset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lowering zipfile's 2 GiB threshold makes the writer emit the zip64 headers it uses for
+    # multi-GB audio, on small files that can be written and read back in a unit test.
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    plan = plan_package(
+        preset("generic", packaging="zip"),
+        assets,
+        values={"isbn13": ISBN},
+        now=NOW,
+        work_dir=tmp_path,
+    )
+    package = plan.files[0]
+    assert package.source is not None
+    monkeypatch.undo()
+    data = package.source.read_bytes()
+    assert b"PK\x06\x06" in data  # the zip64 end-of-central-directory record
+    with zipfile.ZipFile(package.source) as archive:
+        assert archive.testzip() is None
+        for member in package.members:
+            content = archive.read(member.remote_path)
+            assert hashlib.sha256(content).hexdigest() == member.sha256
