@@ -9,6 +9,7 @@ restart.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -340,4 +341,44 @@ def test_work_left_by_a_stopped_worker_moves_on_at_once(
     assert resumed["t"] - stopped_at < 3.0  # well under the 20 s silence threshold
     assert [e for e in events if e["ev"] == "alert"] == []
     assert sha256_file(Path(cfg["dest"]) / "x" / "in" / "scale.pdf") == f.sha256
+    client.close()
+
+
+@pytest.mark.slow
+def test_heartbeat_stays_on_time_under_50_concurrent_transfers(
+    tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """50 transfers at once in one process: the lease keeps being renewed on time (a late
+    heartbeat would fence the process), and every delivery completes."""
+    import psycopg
+
+    from consonance_sftp.engine.lease import pg_conninfo
+
+    base = {**cfg, "chunk_size": 16384, "chunk_delay_s": 0.01}
+    (w,) = start_all(workers, [{**base, "executor_id": "busy"}], tmp_path)
+    client = EngineClient(settings_from({**base, "executor_id": "cli"}))
+    files = [make_source(tmp_path / f"c{i}.bin", 400_000, seed=500 + i) for i in range(50)]
+    ids = [
+        client.enqueue_delivery(request(f"q{i % 25}", f), max_connections=2)
+        for i, f in enumerate(files)
+    ]
+    seen: list[tuple[float, Any]] = []
+    with psycopg.connect(pg_conninfo(cfg["db"]), autocommit=True) as conn:
+
+        def all_done() -> bool:
+            row = conn.execute(
+                "SELECT last_seen_at FROM consonance_engine.executors WHERE executor_id = 'busy'"
+            ).fetchone()
+            assert row is not None
+            if not seen or seen[-1][1] != row[0]:
+                seen.append((time.monotonic(), row[0]))
+            return all(client.status(i) == "SUCCESS" for i in ids)
+
+        wait_for(all_done, 60, "50 deliveries", interval=0.05)
+    events = read_events(cfg["events"])
+    peak = max(max_overlap(events, f"q{i}") for i in range(25))
+    gaps = [(b[1] - a[1]).total_seconds() for a, b in itertools.pairwise(seen)]
+    print(f"\n50 concurrent: peak per partner {peak}; heartbeat gaps max {max(gaps):.2f} s")
+    assert w.proc.poll() is None  # never fenced
+    assert len(gaps) >= 3 and max(gaps) < 0.5 + 0.5  # interval 0.5 s
     client.close()

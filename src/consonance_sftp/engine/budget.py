@@ -77,7 +77,7 @@ class PostgresConnectionBudget:
             await self.release(partner)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        await asyncio.to_thread(self.close_blocking)
 
     # --- blocking parts, run in a worker thread ------------------------------------------
 
@@ -137,7 +137,7 @@ class PostgresConnectionBudget:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _close(self) -> None:
+    def close_blocking(self) -> None:
         with self._lock:
             self._held.clear()
             self._drop()

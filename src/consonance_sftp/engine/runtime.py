@@ -23,6 +23,7 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 
 from . import delivery
+from .budget import PostgresConnectionBudget
 from .contracts import AlertSink, DeliveryLedger, DeliveryRequest, DeliveryTransport, LogAlertSink
 from .ids import delivery_queue_name, delivery_workflow_id
 from .lease import ExecutorLease, make_lease
@@ -94,6 +95,7 @@ class Engine:
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
         self.scanner: TakeoverScanner | None = None
         self._queues: set[str] = set()
+        self._budget: PostgresConnectionBudget | None = None
         self._queue_lock = threading.Lock()
         self._launched = False
 
@@ -155,6 +157,8 @@ class Engine:
         DBOS.destroy(workflow_completion_timeout_sec=int(grace))
         # Only then give the lease up: from here another executor may take over what is left.
         self.lease.fence.close()
+        if self._budget is not None:
+            self._budget.close_blocking()
         self.lease.stop()
         delivery.bind_dependencies(None)
         self._launched = False
@@ -173,6 +177,16 @@ class Engine:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             await asyncio.to_thread(self.shutdown)
+
+    def connection_budget(self) -> PostgresConnectionBudget | None:
+        """The cross-process per-partner connection cap for the transport on PostgreSQL
+        (advisory locks in the system database every executor shares); ``None`` on SQLite,
+        where the transport's in-process budget is enough."""
+        if not self.settings.is_postgres:
+            return None
+        if self._budget is None:
+            self._budget = PostgresConnectionBudget(self.settings.system_database_url)
+        return self._budget
 
     # --- queues and deliveries --------------------------------------------------------------
 

@@ -27,12 +27,22 @@ def ensure_schedule(
     timezone: str | None = None,
     context: Any = None,
     queue_name: str | None = None,
+    backfill: bool = False,
 ) -> bool:
     """Create the schedule unless one with this name already has this definition; a changed
-    definition replaces it. Returns True if it was created or replaced."""
+    definition replaces it. Returns True if it was created or replaced.
+
+    ``backfill``: on start-up, run the ticks missed while no process was running (DBOS's
+    ``automatic_backfill``); by default missed ticks are skipped and the next one runs.
+    """
     existing = DBOS.get_schedule(name)
     if existing is not None:
-        if existing["schedule"] == cron and existing.get("cron_timezone") == timezone:
+        same = (
+            existing["schedule"] == cron
+            and existing.get("cron_timezone") == timezone
+            and bool(existing.get("automatic_backfill")) == backfill
+        )
+        if same:
             return False
         DBOS.delete_schedule(name)
     try:
@@ -43,6 +53,7 @@ def ensure_schedule(
             context=context,
             cron_timezone=timezone,
             queue_name=queue_name,
+            automatic_backfill=backfill,
         )
     except DBOSException as exc:
         if "already exists" in str(exc):
