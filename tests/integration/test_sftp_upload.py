@@ -310,7 +310,7 @@ async def test_upload_many_small_files(
     assert len(failures) == 1 and isinstance(failures[0], errors.RemoteFileExists)
     assert "s7.jpg" in str(failures[0])
     assert done[-1] == 200
-    assert fault_server.recorder.connections == 1
+    assert fault_server.recorder.connections == 2  # file_connections, reused for all 200
     assert len(list(fault_server.home("partner").glob("s*.jpg"))) == 200
 
 

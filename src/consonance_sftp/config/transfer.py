@@ -108,6 +108,18 @@ class TransferSettings(BaseModel):
         description="Connections one segmented transfer uses, within the partner's "
         "max_connections.",
     )
+    file_connections: int = Field(
+        2,
+        ge=1,
+        description="Connections a batch of small files is spread over, within the partner's "
+        "max_connections (each server-side SFTP process then works in parallel).",
+    )
+    channel_window: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="SSH channel window in bytes: how much may be in flight per SFTP session. "
+        "Raise it on long, fat links (round trip x bandwidth).",
+    )
     file_concurrency: int = Field(
         16,
         ge=1,

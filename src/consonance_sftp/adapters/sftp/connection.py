@@ -24,6 +24,7 @@ import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
+from consonance_sftp.adapters.sftp.segmented import coalesce_writes
 from consonance_sftp.adapters.sftp.translate import translate
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
@@ -189,6 +190,7 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
         "keepalive_interval": ts.keepalive_interval,
         "keepalive_count_max": ts.keepalive_count_max,
         "encryption_algs": preferred_ciphers(ts.ciphers),
+        "window": ts.channel_window,
         "compression_algs": None,
         **_auth_options(ep),
     }
@@ -340,6 +342,8 @@ class ConnectionPool:
         try:
             conn = await self._connector(self.endpoint)
             try:
+                # One send() per event-loop turn instead of one per SSH packet (see segmented).
+                coalesce_writes(conn)
                 sftp = await conn.start_sftp_client()
             except BaseException:
                 conn.close()
@@ -427,16 +431,27 @@ class ConnectionPool:
     @contextlib.asynccontextmanager
     async def lease_many(self, n: int) -> AsyncIterator[list[PooledConnection]]:
         """One connection (waiting for it, shared if need be), plus up to ``n - 1`` more of
-        its own if the budget has room right now."""
+        its own if the budget has room right now. New ones are opened all at once: each costs
+        about five round trips, which add up on a long link when opened one after another."""
         first = await self._take(exclusive=False, wait=True)
         assert first is not None
         got = [first]
+        partner = self.endpoint.partner
         try:
-            for _ in range(max(0, n - 1)):
-                extra = await self._take(exclusive=True, wait=False)
-                if extra is None:
-                    break
-                got.append(extra)
+            async with self._lock:
+                for pooled in self._conns:
+                    if len(got) < n and pooled.users == 0 and pooled.alive:
+                        got.append(self._use(pooled))
+                slots = 0
+                while len(got) + slots < n and await self.budget.acquire(
+                    partner, self._limit, wait=False
+                ):
+                    slots += 1
+                opened = await asyncio.gather(
+                    *(self._open() for _ in range(slots)), return_exceptions=True
+                )
+            # A connection that failed to open gave its slot back; go on with the others.
+            got += [self._use(o) for o in opened if isinstance(o, PooledConnection)]
             yield got
         except (errors.ConnectionLost, errors.TransferTimeout, asyncssh.Error, OSError):
             for pooled in got:
