@@ -416,7 +416,12 @@ class ValidatorProcess:
         if rules is not None:
             args += ["--rules", rules.model_dump_json()]
         self._proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            bufsize=1 << 20,  # one pipe write per ~200 products, not one per product
         )
         self._broken = False
 

@@ -156,8 +156,9 @@ class _Tee:
         self.total = 0
 
     def write(self, data: bytes) -> int:
-        self.total += len(data)
-        self.sink.write(data)
+        if data:
+            self.total += len(data)
+            self.sink.write(data)
         return len(data)
 
     def flush(self) -> None:
@@ -194,6 +195,7 @@ class OnixWriter:
         self._short = short_tags(version) if style is TagStyle.SHORT else None
         self._el = _leaf
         self._hash_prefix = f"onix {version.value} {style.value}\n".encode()
+        self._flushed = False
         self._xf_cm: Any = None
         self._xf: Any = None
         self._root_cm: Any = None
@@ -214,6 +216,7 @@ class OnixWriter:
         self._xf.write("\n")
         self._xf.write(self._header())
         self._xf.write("\n")
+        self._flushed = False
         return self
 
     def __exit__(
@@ -299,9 +302,10 @@ class OnixWriter:
         """Append one already-serialised product (from ``product_bytes``) to the message."""
         # Product bytes go straight to the sink between flushes of the incremental writer,
         # so each product is serialised once, for both its hash and the file.
-        self._xf.flush()
-        self._tee.write(data)
-        self._tee.write(b"\n")
+        if not self._flushed:
+            self._xf.flush()  # the header is still in the incremental writer's buffer
+            self._flushed = True
+        self._tee.write(data + b"\n")
         self.products += 1
 
     def write(self, work: Work, product: Product, notification_type: str = "03") -> WrittenProduct:
