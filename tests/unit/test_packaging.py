@@ -265,3 +265,13 @@ def test_zip64_structures_round_trip(
         for member in package.members:
             content = archive.read(member.remote_path)
             assert hashlib.sha256(content).hexdigest() == member.sha256
+
+
+def test_a_source_changed_after_planning_is_not_zipped(
+    tmp_path: Path, assets: list[SourceAsset]
+) -> None:
+    dry = plan_package(preset("generic", packaging="zip"), assets, values={"isbn13": ISBN}, now=NOW)
+    data = assets[0].path.read_bytes()
+    assets[0].path.write_bytes(data.replace(b"%%EOF", b"%%EOX"))  # same size, other bytes
+    with pytest.raises(ValidationFailed, match="the source changed since the package was planned"):
+        dry.materialize(tmp_path / "out")

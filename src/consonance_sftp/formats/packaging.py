@@ -22,7 +22,7 @@ import json
 import re
 import string
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -438,21 +438,68 @@ class _Sink(io.RawIOBase):
         return len(view)
 
 
-def _zip_members(members: Sequence[PlannedFile], sink: _Sink, compression: str) -> None:
+Finish = Callable[[list[PlannedFile]], "PlannedFile | None"]
+
+
+def _zip_members(
+    members: Sequence[PlannedFile], sink: _Sink, compression: str, finish: Finish | None
+) -> list[PlannedFile]:
+    """Stream the members into a zip; return them with the SHA-256 of the bytes written.
+
+    ``finish`` sees the hashed members and may add one last member (the manifest), so a zip
+    package is planned in a single read of its multi-GB sources. A member planned with a
+    checksum must still have it: a source changed since planning is an error, not a new zip.
+    """
     method = zipfile.ZIP_DEFLATED if compression == "deflated" else zipfile.ZIP_STORED
+    written: list[PlannedFile] = []
     with zipfile.ZipFile(sink, "w", compression=method, allowZip64=True) as archive:
-        for member in members:
+
+        def add(member: PlannedFile) -> None:
             info = zipfile.ZipInfo(member.remote_path, date_time=ZIP_TIME)
             info.compress_type = method
             info.external_attr = 0o644 << 16
             # A known size lets zipfile choose zip64 headers up front for members > 2 GiB.
             info.file_size = member.size
+            digest, size = hashlib.sha256(), 0
             with (
                 member.open() as src,
                 archive.open(info, "w", force_zip64=member.size > 2**31) as dst,
             ):
                 while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
                     dst.write(chunk)
+            found = digest.hexdigest()
+            if size != member.size or (member.sha256 and member.sha256 != found):
+                raise ValidationFailed(
+                    f"{member.remote_path}: the source changed since the package was planned",
+                    [f"planned {member.size} bytes {member.sha256 or '?'}, read {size} {found}"],
+                )
+            written.append(replace(member, sha256=found))
+
+        for member in members:
+            add(member)
+        last = finish(list(written)) if finish is not None else None
+        if last is not None:
+            add(last)
+    return written
+
+
+def _build_zip(
+    members: Sequence[PlannedFile],
+    dest: Path | None,
+    compression: str,
+    finish: Finish | None = None,
+) -> tuple[int, str, list[PlannedFile]]:
+    if dest is None:
+        sink = _Sink(None)
+        written = _zip_members(members, sink, compression, finish)
+        return sink.size, sink.hash.hexdigest(), written
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as handle:
+        sink = _Sink(handle)
+        written = _zip_members(members, sink, compression, finish)
+    return sink.size, sink.hash.hexdigest(), written
 
 
 def write_zip(
@@ -462,15 +509,8 @@ def write_zip(
 
     Streamed: memory stays flat for multi-GB members; zip64 is used where needed.
     """
-    if dest is None:
-        sink = _Sink(None)
-        _zip_members(members, sink, compression)
-        return sink.size, sink.hash.hexdigest()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with dest.open("wb") as handle:
-        sink = _Sink(handle)
-        _zip_members(members, sink, compression)
-    return sink.size, sink.hash.hexdigest()
+    size, digest, _members = _build_zip(members, dest, compression)
+    return size, digest
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -570,7 +610,9 @@ def plan_package(
             name = render_name(profile.names[kind], file_values)
             remote = join_remote(folder, name)
             claimed.claim(remote, f"{kind.value} {asset.path.name}")
-            size, digest = sha256_file(asset.path)
+            zipping = profile.packaging == "zip"
+            # Zipped sources are hashed while the zip is streamed: one read, not two.
+            size, digest = (asset.path.stat().st_size, "") if zipping else sha256_file(asset.path)
             if size == 0:
                 raise ValidationFailed(
                     f"{asset.path.name}: zero-byte file", [f"{kind.value} {asset.path} is empty"]
@@ -588,13 +630,15 @@ def plan_package(
             )
 
     top = render_name(profile.folder, common) if profile.folder else ""
-    manifest = _manifest(profile, planned, common, top, zipped=profile.packaging == "zip")
     files: list[PlannedFile]
     if profile.packaging == "zip":
-        members = planned + ([manifest] if manifest else [])
         zip_remote = join_remote(top, render_name(profile.zip_name, common))
         dest = work_dir / zip_remote.replace("/", "_") if work_dir is not None else None
-        size, digest = write_zip(members, dest, compression=profile.zip_compression)
+
+        def finish(hashed: list[PlannedFile]) -> PlannedFile | None:
+            return _manifest(profile, hashed, common, top, zipped=True)
+
+        size, digest, members = _build_zip(planned, dest, profile.zip_compression, finish)
         files = [
             PlannedFile(
                 role="zip",
@@ -606,6 +650,7 @@ def plan_package(
             )
         ]
     else:
+        manifest = _manifest(profile, planned, common, top, zipped=False)
         files = planned + ([manifest] if manifest else [])
     if profile.done_marker:
         marker_remote = join_remote(top, render_name(profile.done_marker, common))
