@@ -1,0 +1,517 @@
+"""The upload protocol of ``SftpRemoteFS`` (never half a file under its final name).
+
+1. hash the local file (SHA-256, also the ledger's content key), while it is sent;
+2. apply the overwrite policy to an existing final name (fail / replace / skip-if-identical);
+3. write into a temporary name (prefix/suffix, or a temp folder), in segments over one or
+   several connections, recording finished segments in a local journal so an interrupted
+   upload resumes from what is already on the server;
+4. verify the remote size, and the SHA-256 where the server offers a way;
+5. rename to the final name (``posix-rename`` when offered); servers that forbid rename,
+   overwrite or setstat get the partner's configured strategy, never a silent fallback;
+6. write the optional done-marker last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import asyncssh
+
+from consonance_sftp import errors
+from consonance_sftp.adapters.sftp import checksums
+from consonance_sftp.adapters.sftp.base import FSBase
+from consonance_sftp.adapters.sftp.connection import (
+    PooledConnection,
+)
+from consonance_sftp.adapters.sftp.segmented import (
+    SegmentJournal,
+    file_source_id,
+    put_segmented,
+    segment_count,
+)
+from consonance_sftp.config.transfer import (
+    ChecksumMethod,
+    OverwritePolicy,
+    UploadStrategy,
+)
+from consonance_sftp.ports.remote_fs import (
+    ProgressCallback,
+    UploadItem,
+    UploadResult,
+)
+
+log = logging.getLogger(__name__)
+
+# Files up to this size are sent from memory in one pipelined burst on one handle, size-checked
+# by fstat before close: no journal (a single segment resumes nothing), fewer round trips.
+SMALL_FILE = 8 * 1024 * 1024
+# With checksum 'auto', a hashing command runs for files from this size: an exec costs a new
+# SSH channel (tens of ms), too much per small file whose bytes SSH's MAC already protects.
+_SHELL_HASH_MIN_SIZE = 1024 * 1024
+
+
+class UploadMixin(FSBase):
+    """``upload``, ``upload_many`` and their protocol."""
+
+    def temp_name(self, final: str) -> str:
+        """Where ``final`` is written before it is renamed."""
+        folder, name = posixpath.split(final)
+        temp = f"{self.settings.temp_prefix}{name}{self.settings.temp_suffix}"
+        if self.settings.temp_folder:
+            return posixpath.join(self.settings.temp_folder, temp)
+        return posixpath.join(folder, temp) if folder else temp
+
+    async def upload(
+        self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
+    ) -> UploadResult:
+        """Send one file through the full upload protocol (retrying transient failures)."""
+        return await self._retrying(
+            "upload",
+            remote_path,
+            lambda: self._upload_once(local_path, remote_path, progress, None),
+        )
+
+    async def upload_many(
+        self,
+        items: Sequence[UploadItem],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> list[UploadResult | errors.TransportError]:
+        """Upload many (small) files concurrently, spread over up to ``file_connections``
+        connections with ``file_concurrency`` files in flight on each.
+
+        Returns one result per item, in order: an ``UploadResult``, or the error that item
+        ended with (other items go on). ``progress`` reports (files done, files total).
+        """
+        total = len(items)
+        finished = 0
+        ts = self.settings
+        n_conns = max(1, min(ts.file_connections, self.endpoint.max_connections, total))
+        results: list[UploadResult | errors.TransportError] = []
+
+        async with self.pool.lease_many(n_conns) as conns:
+            gates = [asyncio.Semaphore(ts.file_concurrency) for _ in conns]
+
+            async def one(i: int, item: UploadItem) -> UploadResult | errors.TransportError:
+                nonlocal finished
+                shared, gate = conns[i % len(conns)], gates[i % len(conns)]
+                async with gate:
+                    try:
+                        result: UploadResult | errors.TransportError = await self._retrying(
+                            "upload",
+                            item.remote_path,
+                            # a retry after a dropped connection takes a fresh one
+                            lambda: self._upload_once(
+                                item.local_path,
+                                item.remote_path,
+                                None,
+                                shared if shared.alive else None,
+                            ),
+                        )
+                    except errors.TransportError as exc:
+                        result = exc
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
+                return result
+
+            results = list(await asyncio.gather(*(one(i, it) for i, it in enumerate(items))))
+        return results
+
+    async def _upload_once(
+        self,
+        local_path: Path,
+        remote_path: str,
+        progress: ProgressCallback | None,
+        shared: PooledConnection | None,
+    ) -> UploadResult:
+        try:
+            size = (await asyncio.to_thread(os.stat, local_path)).st_size
+        except OSError as exc:
+            raise errors.TransportError(
+                f"cannot read the local file {local_path}: {exc.strerror}",
+                partner=self.partner,
+                path=remote_path,
+            ) from exc
+        data: bytes | None = None
+        if size <= min(SMALL_FILE, self.settings.segment_size):
+            # One trip to a thread reads and hashes a small file: it is sent from memory.
+            content, sha = await asyncio.to_thread(_read_and_hash, local_path)
+            data = content
+            hashing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+            hashing.set_result((len(content), sha))
+        else:
+            # Hash while the bytes travel: hashing first would add a full read of the file to
+            # every upload's time.
+            hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
+        try:
+            return await self._upload_hashed(
+                local_path, remote_path, size, hashing, progress, shared, data
+            )
+        finally:
+            if not hashing.done():
+                hashing.cancel()
+
+    async def _local_sha(
+        self, hashing: asyncio.Future[tuple[int, str]], size: int, local_path: Path, path: str
+    ) -> str:
+        try:
+            hashed_size, sha = await hashing
+        except OSError as exc:
+            raise errors.TransportError(
+                f"cannot read the local file {local_path}: {exc.strerror}",
+                partner=self.partner,
+                path=path,
+            ) from exc
+        if hashed_size != size:
+            raise errors.IntegrityError(
+                f"the local file {local_path} changed while it was sent",
+                partner=self.partner,
+                path=path,
+            )
+        return sha
+
+    async def _upload_hashed(
+        self,
+        local_path: Path,
+        remote_path: str,
+        size: int,
+        hashing: asyncio.Future[tuple[int, str]],
+        progress: ProgressCallback | None,
+        shared: PooledConnection | None,
+        data: bytes | None,
+    ) -> UploadResult:
+        started = time.monotonic()
+        ts = self.settings
+        final = remote_path
+        direct = ts.upload_strategy is UploadStrategy.DIRECT
+        temp = final if direct else self.temp_name(final)
+
+        async with self._lease(shared) as pc:
+            # An atomic replace needs no look at the final name first: one round trip less
+            # per file, which counts for batches of small files.
+            replacing = ts.overwrite is OverwritePolicy.REPLACE and (
+                self._strategy(pc.sftp) is UploadStrategy.POSIX_RENAME
+            )
+            existing = None if replacing else await self._stat(pc.sftp, final)
+            if existing is not None:
+                if ts.overwrite is OverwritePolicy.FAIL:
+                    raise errors.RemoteFileExists(
+                        "the final name already exists and the overwrite policy is 'fail'",
+                        partner=self.partner,
+                        path=final,
+                        hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
+                    )
+                if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and existing.size == size:
+                    sha = await self._local_sha(hashing, size, local_path, final)
+                    remote_sha, _how = await self._remote_sha256(pc, final, force=True)
+                    if remote_sha == sha:
+                        log.info(
+                            "identical file already present, skipped",
+                            extra={"partner": self.partner, "path": final},
+                        )
+                        return UploadResult(
+                            remote_path=final,
+                            size=size,
+                            sha256=sha,
+                            skipped=True,
+                            verified_by=_how,
+                            seconds=time.monotonic() - started,
+                        )
+
+        journal: SegmentJournal | None = None
+        resumed_from = 0
+        segment_size = ts.segment_size
+        small = data is not None
+        if ts.resume and segment_count(size, segment_size) > 1:
+            journal = await asyncio.to_thread(
+                SegmentJournal,
+                self._journal_path("up", final),
+                file_size=size,
+                segment_size=segment_size,
+                source_id=file_source_id(local_path) + f";temp={temp}",
+            )
+            done = journal.done()
+            if done:
+                async with self._lease(shared) as pc:
+                    if await self._stat(pc.sftp, temp) is None:
+                        # The partial file is gone (cleaned up by the partner): start over.
+                        journal.remove()
+                        journal = await asyncio.to_thread(
+                            SegmentJournal,
+                            journal.path,
+                            file_size=size,
+                            segment_size=segment_size,
+                            source_id=journal.source_id,
+                        )
+                        done = set()
+                resumed_from = sum(min(segment_size, size - i * segment_size) for i in done)
+                if resumed_from:
+                    log.info(
+                        "resuming upload: %d of %d bytes already on the server",
+                        resumed_from,
+                        size,
+                        extra={"partner": self.partner, "path": final},
+                    )
+
+        if not small and not resumed_from:
+            # A fresh start: the segmented writer never truncates (sessions must not wipe each
+            # other's ranges), so a stale, longer temporary file from an abandoned attempt is
+            # cut to nothing first.
+            async with self._lease(shared) as pc:
+                await self._guard(self._truncate(pc.sftp, temp), temp)
+
+        ticks = [time.monotonic()]
+        report = self._progress(size, progress, ticks)
+        n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
+        n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
+        async with self._lease_many(shared, n_conns) as conns:
+            if small:
+                await self._watch(
+                    self._put_small(conns[0].sftp, data or b"", temp, size, report), temp, ticks
+                )
+            else:
+                await self._watch(
+                    put_segmented(
+                        self._sessions(conns),
+                        local_path,
+                        temp,
+                        segment_size=segment_size,
+                        block_size=ts.block_size,
+                        max_requests=ts.max_requests,
+                        journal=journal,
+                        progress=report,
+                    ),
+                    temp,
+                    ticks,
+                )
+
+        sha = await self._local_sha(hashing, size, local_path, final)
+        async with self._lease(shared) as pc:
+            attrs = None if small else await self._stat(pc.sftp, temp)
+            if not small and (attrs is None or attrs.size != size):
+                if journal is not None:
+                    journal.remove()
+                with contextlib.suppress(errors.TransportError):
+                    if not direct:
+                        await self._guard(pc.sftp.remove(temp), temp)
+                raise errors.IntegrityError(
+                    f"remote size {None if attrs is None else attrs.size} after upload, "
+                    f"expected {size}",
+                    partner=self.partner,
+                    path=temp,
+                )
+            remote_sha, verified_by = await self._remote_sha256(pc, temp, size=size)
+            if remote_sha is not None and remote_sha != sha:
+                if journal is not None:
+                    journal.remove()
+                with contextlib.suppress(errors.TransportError):
+                    if not direct:
+                        await self._guard(pc.sftp.remove(temp), temp)
+                raise errors.IntegrityError(
+                    f"remote SHA-256 {remote_sha} does not match the local {sha}",
+                    partner=self.partner,
+                    path=temp,
+                )
+            if ts.set_mtime:
+                await self._set_mtime(pc.sftp, local_path, temp)
+            strategy = await self._finalize(pc, temp, final)
+            if ts.done_marker:
+                await self._write_marker(pc.sftp, final, sha)
+        if journal is not None:
+            journal.remove()
+        return UploadResult(
+            remote_path=final,
+            size=size,
+            sha256=sha,
+            verified_by=verified_by,
+            resumed_from=resumed_from,
+            seconds=time.monotonic() - started,
+            strategy=strategy,
+        )
+
+    async def _put_small(
+        self,
+        sftp: asyncssh.SFTPClient,
+        data: bytes,
+        temp: str,
+        size: int,
+        report: Callable[[int], None],
+    ) -> None:
+        if len(data) != size:
+            raise errors.IntegrityError(
+                f"the local file changed while it was sent ({len(data)} bytes, hashed {size})",
+                partner=self.partner,
+                path=temp,
+            )
+        session = self._sessions_one(sftp)
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+        block = self.settings.block_size
+        done = 0
+
+        async def put(offset: int) -> None:
+            nonlocal done
+            chunk = data[offset : offset + block]
+            await fh.write(chunk, offset)
+            done += len(chunk)
+            report(done)
+
+        # Every write is acknowledged by the server (SSH_FX_OK) and the writes cover
+        # [0, size) of a truncated file: that is the size check, without an fstat round trip
+        # per file (small files are latency-bound), and a partner that moves files away on
+        # close cannot make it fail.
+        async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+            await asyncio.gather(*(put(offset) for offset in range(0, size, block)))
+
+    @staticmethod
+    async def _truncate(sftp: asyncssh.SFTPClient, path: str) -> None:
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+        async with await sftp.open(path, flags, encoding=None, block_size=0):
+            pass
+
+    async def _remote_sha256(
+        self, pc: PooledConnection, path: str, *, size: int = 0, force: bool = False
+    ) -> tuple[str | None, str]:
+        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works."""
+        ts = self.settings
+        method = ts.checksum
+        want_check_file = method is ChecksumMethod.CHECK_FILE or (
+            method is ChecksumMethod.AUTO and "check_file" not in self._unsupported
+        )
+        if want_check_file:
+            try:
+                digest = await self._guard(checksums.check_file_sha256(pc.sftp, path), path)
+                return digest, "check_file"
+            except errors.UnsupportedOperation:
+                self._unsupported.add("check_file")
+                if method is ChecksumMethod.CHECK_FILE:
+                    raise
+        want_shell = method is ChecksumMethod.SHELL or (
+            method is ChecksumMethod.AUTO
+            and ts.allow_shell
+            and (force or size >= _SHELL_HASH_MIN_SIZE)
+        )
+        if want_shell:
+            digest = await self._guard(
+                checksums.shell_sha256(
+                    pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                ),
+                path,
+            )
+            return digest, "shell"
+        if method is ChecksumMethod.READ_BACK or force:
+            _size, digest = await self._guard(
+                checksums.read_back_sha256(
+                    pc.sftp, path, block_size=ts.block_size, max_requests=ts.max_requests
+                ),
+                path,
+            )
+            return digest, "read_back"
+        return None, "size"
+
+    async def _set_mtime(self, sftp: asyncssh.SFTPClient, local_path: Path, temp: str) -> None:
+        st = await asyncio.to_thread(os.stat, local_path)
+        try:
+            await self._guard(sftp.utime(temp, (st.st_atime, st.st_mtime)), temp)
+        except (errors.RemotePermissionDenied, errors.UnsupportedOperation) as exc:
+            raise errors.UnsupportedOperation(
+                f"the server refused to set the modification time: {exc.message}",
+                partner=self.partner,
+                path=temp,
+                hint="This server forbids setstat: set transfer.set_mtime = false.",
+            ) from exc
+
+    def _strategy(self, sftp: asyncssh.SFTPClient) -> UploadStrategy:
+        chosen = self.settings.upload_strategy
+        if chosen is not UploadStrategy.AUTO:
+            return chosen
+        offers_posix = bool(getattr(sftp._handler, "_supports_posix_rename", False))
+        if offers_posix and "posix_rename" not in self._unsupported:
+            return UploadStrategy.POSIX_RENAME
+        if self.settings.overwrite is OverwritePolicy.FAIL:
+            return UploadStrategy.RENAME
+        return UploadStrategy.DELETE_RENAME
+
+    async def _finalize(self, pc: PooledConnection, temp: str, final: str) -> str:
+        """Give the verified temporary file its final name; returns the strategy used."""
+        sftp = pc.sftp
+        strategy = self._strategy(sftp)
+        if strategy is UploadStrategy.DIRECT:
+            return strategy.value
+        try:
+            if strategy is UploadStrategy.POSIX_RENAME:
+                try:
+                    await self._guard(sftp.posix_rename(temp, final), final)
+                    return strategy.value
+                except errors.UnsupportedOperation:
+                    if self.settings.upload_strategy is not UploadStrategy.AUTO:
+                        raise
+                    # Advertised but refused. 'auto' is the documented adaptive mode: note it
+                    # and use the plain rename it would have chosen without the extension.
+                    self._unsupported.add("posix_rename")
+                    log.warning(
+                        "server refused posix-rename; using rename (set upload_strategy to "
+                        "pin this)",
+                        extra={"partner": self.partner, "path": final},
+                    )
+                    strategy = self._strategy(sftp)
+            if (
+                strategy is UploadStrategy.DELETE_RENAME
+                and await self._stat(sftp, final) is not None
+            ):
+                await self._guard(sftp.remove(final), final)
+            try:
+                await self._guard(sftp.rename(temp, final), final)
+            except (errors.RemoteFileExists, errors.TransportError) as exc:
+                if type(exc) in (errors.RemoteFileExists, errors.TransportError) and (
+                    await self._stat(sftp, final) is not None
+                ):
+                    raise errors.RemoteFileExists(
+                        "the server will not rename over the existing final name",
+                        partner=self.partner,
+                        path=final,
+                        hint="Set transfer.upload_strategy = 'delete_rename', or overwrite "
+                        "= 'fail' if replacing is not wanted.",
+                    ) from exc
+                raise
+        except (errors.RemotePermissionDenied, errors.UnsupportedOperation) as exc:
+            # Terminal: leave no orphaned temporary file behind (pitfall: ".part" leftovers).
+            with contextlib.suppress(errors.TransportError):
+                await self._guard(sftp.remove(temp), temp)
+            raise type(exc)(
+                f"the server refused to rename the uploaded file: {exc.message}",
+                partner=self.partner,
+                path=final,
+                hint="This server forbids rename: set transfer.upload_strategy = 'direct' "
+                "and a transfer.done_marker so the partner knows when a file is complete.",
+            ) from exc
+        return strategy.value
+
+    async def _write_marker(self, sftp: asyncssh.SFTPClient, final: str, sha: str) -> None:
+        assert self.settings.done_marker is not None
+        folder, name = posixpath.split(final)
+        stem, dot, suffix = name.rpartition(".")
+        marker = self.settings.done_marker.format(
+            name=name, stem=stem if dot else name, suffix=suffix if dot else ""
+        )
+        path = posixpath.join(folder, marker) if folder else marker
+        body = f"{sha}  {name}\n".encode()
+
+        async def write() -> None:
+            async with sftp.open(path, "wb") as fh:
+                await fh.write(body)
+
+        await self._guard(write(), path)
+
+
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
