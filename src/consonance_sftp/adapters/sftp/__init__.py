@@ -41,6 +41,7 @@ Guarantees (each tested against real OpenSSH and the fault-injecting server):
   ``idle_timeout``; every error is a ``TransportError`` naming the partner and the path.
 
 Modules: ``endpoint`` (connection parameters), ``connection`` (connect, host keys, ciphers,
-pool, budget), ``fs`` (the protocols), ``segmented`` (parallel ranges + journal),
-``checksums``, ``throttle`` (bandwidth limit), ``translate`` (errors), ``probe``.
+pool, budget), ``fs`` (``SftpRemoteFS``), ``upload`` and ``inbound`` (the protocols),
+``base`` (their shared plumbing), ``segmented`` (parallel ranges + journal), ``checksums``,
+``throttle`` (bandwidth limit), ``translate`` (errors), ``probe`` (partner probe and test).
 """
