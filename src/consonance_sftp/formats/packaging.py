@@ -354,10 +354,15 @@ class PackagePlan:
 
 
 def sha256_file(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file, read in bounded blocks."""
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256")
-        return handle.tell(), digest.hexdigest()
+    """Size and SHA-256 of a file, read in bounded blocks (1 MiB, reused)."""
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+            size += count
+    return size, digest.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
