@@ -125,12 +125,12 @@ def make_mp3(
     return path
 
 
-def make_wav(path: Path, *, rate: int = 44100, seconds: float = 0.1) -> Path:
+def make_wav(path: Path, *, rate: int = 44100, seconds: float = 0.1, width: int = 2) -> Path:
     with wave.open(str(path), "wb") as out:
         out.setnchannels(2)
-        out.setsampwidth(2)
+        out.setsampwidth(width)
         out.setframerate(rate)
-        out.writeframes(bytes(int(rate * seconds) * 4))
+        out.writeframes(bytes(int(rate * seconds) * 2 * width))
     return path
 
 
@@ -353,6 +353,10 @@ def test_audio_bitrate_and_sample_rate_per_profile(tmp_path: Path) -> None:
         "sample rate 22050 Hz is below the required 44100 Hz",
     )
     assert preflight(make_wav(tmp_path / "ok.wav"), AssetKind.AUDIO, google).ok
+    eight_bit = make_wav(tmp_path / "8bit.wav", width=1)
+    assert preflight(eight_bit, AssetKind.AUDIO, google).problems == (
+        "bit depth 8 is below the required 16 bits",
+    )
     mp3_only = Rules(audio_formats=("mp3",))
     assert preflight(low_rate, AssetKind.AUDIO, mp3_only).problems == (
         "audio format wav is not accepted; expected mp3",

@@ -211,6 +211,9 @@ class PreflightSettings(StrictModel):
     audio_min_sample_rate: int | None = Field(
         default=None, ge=1, description="Lowest sample rate in Hz, e.g. 44100."
     )
+    audio_min_bit_depth: int | None = Field(
+        default=None, ge=8, description="Lowest bit depth of lossless audio (FLAC, WAV), e.g. 16."
+    )
     audio_cbr: bool = Field(
         default=False, description="MP3 must be constant bitrate (ACX requires CBR)."
     )
@@ -396,6 +399,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "audio_min_kbps_mono": 128,
             "audio_min_kbps_stereo": 256,
             "audio_min_sample_rate": 44100,
+            "audio_min_bit_depth": 16,
         },
         "cover_rendition": {"format": "JPEG", "mode": "RGB", "max_long_side": 7200},
     },

@@ -92,6 +92,8 @@ class PreflightRules(Protocol):
     @property
     def audio_min_sample_rate(self) -> int | None: ...
     @property
+    def audio_min_bit_depth(self) -> int | None: ...
+    @property
     def audio_cbr(self) -> bool: ...
 
 
@@ -113,6 +115,7 @@ class Rules:
     audio_min_kbps_mono: int | None = None
     audio_min_kbps_stereo: int | None = None
     audio_min_sample_rate: int | None = None
+    audio_min_bit_depth: int | None = None
     audio_cbr: bool = False
 
 
@@ -238,6 +241,7 @@ def _by_type(
             min_kbps_mono=rules.audio_min_kbps_mono,
             min_kbps_stereo=rules.audio_min_kbps_stereo,
             min_sample_rate=rules.audio_min_sample_rate,
+            min_bit_depth=rules.audio_min_bit_depth,
             cbr=rules.audio_cbr,
             notes=log.notes,
         )

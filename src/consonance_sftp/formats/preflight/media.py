@@ -77,6 +77,7 @@ def check_audio(
     min_kbps_mono: int | None,
     min_kbps_stereo: int | None,
     min_sample_rate: int | None,
+    min_bit_depth: int | None,
     cbr: bool,
     notes: list[str],
 ) -> list[str]:
@@ -100,6 +101,9 @@ def check_audio(
     notes.append(f"{fmt} {kbps} kbps {rate} Hz {channels} ch {getattr(info, 'length', 0):.0f} s")
     if min_sample_rate is not None and rate < min_sample_rate:
         problems.append(f"sample rate {rate} Hz is below the required {min_sample_rate} Hz")
+    bits = int(getattr(info, "bits_per_sample", 0) or 0)
+    if fmt not in LOSSY and min_bit_depth is not None and bits and bits < min_bit_depth:
+        problems.append(f"bit depth {bits} is below the required {min_bit_depth} bits")
     if fmt in LOSSY:
         floor = min_kbps_stereo if channels >= 2 else min_kbps_mono
         label = "stereo" if channels >= 2 else "mono"
