@@ -249,13 +249,17 @@ class EngineClient:
         return workflow_id
 
     def status(self, workflow_id: str) -> str | None:
-        found = self._client.list_workflows(workflow_ids=[workflow_id])
+        found = self._client.list_workflows(
+            workflow_ids=[workflow_id], load_input=False, load_output=False
+        )
         return str(found[0].status) if found else None
 
     def statuses(self, prefix: str = "dlv-") -> dict[str, str]:
         return {
             w.workflow_id: str(w.status)
-            for w in self._client.list_workflows(workflow_id_prefix=prefix)
+            for w in self._client.list_workflows(
+                workflow_id_prefix=prefix, load_input=False, load_output=False
+            )
         }
 
     def error(self, workflow_id: str) -> str | None:
