@@ -264,6 +264,9 @@ class PackagePlan:
     files: tuple[PlannedFile, ...]
     excluded: tuple[tuple[SourceAsset, str], ...] = ()
     compression: str = "stored"
+    # The time the names were made from ({timestamp}, {date}): re-plan a retried package
+    # with it, or a timestamped name (TitlePage) changes and the package looks new.
+    planned_at: datetime | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -591,49 +594,7 @@ def plan_package(
             )
 
     claimed = _Counter()
-    per_kind: dict[AssetKind, list[SourceAsset]] = {}
-    for asset in chosen:
-        per_kind.setdefault(asset.kind, []).append(asset)
-    planned: list[PlannedFile] = []
-    for kind, group in per_kind.items():
-        if kind is AssetKind.AUDIO:
-            group = sorted(group, key=lambda a: (a.track is None, a.track or 0))
-        for index, asset in enumerate(group, start=1):
-            track = asset.track if asset.track is not None else index
-            file_values = {
-                **common,
-                "ext": asset.ext,
-                "index": index,
-                "count": len(group),
-                "track": track,
-                "tracks": len(group),
-            }
-            # Inside a zip, paths are relative to the zip (which itself goes to ``folder``).
-            zipped = profile.packaging == "zip"
-            folder_template = profile.folders.get(kind, "" if zipped else profile.folder)
-            folder = render_name(folder_template, file_values) if folder_template else ""
-            name = render_name(profile.names[kind], file_values)
-            remote = join_remote(folder, name)
-            claimed.claim(remote, f"{kind.value} {asset.path.name}")
-            zipping = profile.packaging == "zip"
-            # Zipped sources are hashed while the zip is streamed: one read, not two.
-            size, digest = (asset.path.stat().st_size, "") if zipping else sha256_file(asset.path)
-            if size == 0:
-                raise ValidationFailed(
-                    f"{asset.path.name}: zero-byte file", [f"{kind.value} {asset.path} is empty"]
-                )
-            planned.append(
-                PlannedFile(
-                    role="asset",
-                    kind=kind,
-                    remote_path=remote,
-                    size=size,
-                    sha256=digest,
-                    source=asset.path,
-                    version_id=asset.version_id,
-                )
-            )
-
+    planned = _plan_assets(profile, chosen, common, claimed)
     top = render_name(profile.folder, common) if profile.folder else ""
     files: list[PlannedFile]
     if profile.packaging == "zip":
@@ -656,6 +617,8 @@ def plan_package(
         ]
     else:
         manifest = _manifest(profile, planned, common, top, zipped=False)
+        if manifest:
+            claimed.claim(manifest.remote_path, "the manifest")
         files = planned + ([manifest] if manifest else [])
     if profile.done_marker:
         marker_remote = join_remote(top, render_name(profile.done_marker, common))
@@ -671,7 +634,60 @@ def plan_package(
             )
         )
     with_upload = tuple(replace(f, upload_path=_upload_path(profile, f.remote_path)) for f in files)
-    return PackagePlan(files=with_upload, excluded=excluded, compression=profile.zip_compression)
+    return PackagePlan(
+        files=with_upload,
+        excluded=excluded,
+        compression=profile.zip_compression,
+        planned_at=now,
+    )
+
+
+def _plan_assets(
+    profile: PackageProfile,
+    chosen: Sequence[SourceAsset],
+    common: Mapping[str, object],
+    claimed: _Counter,
+) -> list[PlannedFile]:
+    zipped = profile.packaging == "zip"
+    per_kind: dict[AssetKind, list[SourceAsset]] = {}
+    for asset in chosen:
+        per_kind.setdefault(asset.kind, []).append(asset)
+    planned: list[PlannedFile] = []
+    for kind, group in per_kind.items():
+        if kind is AssetKind.AUDIO:
+            group = sorted(group, key=lambda a: (a.track is None, a.track or 0))
+        for index, asset in enumerate(group, start=1):
+            file_values = {
+                **common,
+                "ext": asset.ext,
+                "index": index,
+                "count": len(group),
+                "track": asset.track if asset.track is not None else index,
+                "tracks": len(group),
+            }
+            # Inside a zip, paths are relative to the zip (which itself goes to ``folder``).
+            folder_template = profile.folders.get(kind, "" if zipped else profile.folder)
+            folder = render_name(folder_template, file_values) if folder_template else ""
+            remote = join_remote(folder, render_name(profile.names[kind], file_values))
+            claimed.claim(remote, f"{kind.value} {asset.path.name}")
+            # Zipped sources are hashed while the zip is streamed: one read, not two.
+            size, digest = (asset.path.stat().st_size, "") if zipped else sha256_file(asset.path)
+            if size == 0:
+                raise ValidationFailed(
+                    f"{asset.path.name}: zero-byte file", [f"{kind.value} {asset.path} is empty"]
+                )
+            planned.append(
+                PlannedFile(
+                    role="asset",
+                    kind=kind,
+                    remote_path=remote,
+                    size=size,
+                    sha256=digest,
+                    source=asset.path,
+                    version_id=asset.version_id,
+                )
+            )
+    return planned
 
 
 def _manifest(
