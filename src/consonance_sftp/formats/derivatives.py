@@ -1,4 +1,5 @@
-"""Derived renditions of approved masters, e.g. a cover as an RGB JPEG at most N px long.
+"""Derived renditions of approved masters: images (a cover as an RGB JPEG at most N px long)
+and text files made from Consonance records (jacket copy, author bios) for marketing packages.
 
 A partner's profile can ask for a rendition instead of the master (``cover_rendition``). The
 derivative is made from the approved master only, written next to nothing else (the caller names
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +25,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.formats.packaging import sha256_file
+from consonance_sftp.models import Contribution, MarketingText, Work
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 
@@ -132,3 +135,85 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
 def rendition_suffix(spec: RenditionSpec) -> str:
     """File extension of a rendition, e.g. ``.jpg``."""
     return EXTENSIONS[spec.format]
+
+
+# --- text renditions -----------------------------------------------------------------------
+
+JACKET_VARIANTS = ("MAIN_DESCRIPTION", "LONG_DESCRIPTION", "SHORT_DESCRIPTION")
+"""Marketing-text variants used as jacket copy, most preferred first."""
+AUTHOR_ROLES = ("A01", "A02", "A03", "A12", "B06")
+"""ONIX list 17 roles whose biographies go out: author, ghost, screenplay, illustrator,
+translator."""
+HTML_FORMATS = {"02", "05"}  # ONIX list 34: HTML, XHTML
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextFile:
+    """A text asset written for a package."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def _released(text: MarketingText, product_id: int | None, on: date) -> bool:
+    return (
+        (text.approval_status or "").upper() == "APPROVED"
+        and (not text.product_ids or product_id is None or product_id in text.product_ids)
+        and (text.embargo_from is None or text.embargo_from <= on)
+    )
+
+
+def jacket_copy(work: Work, *, on: date, product_id: int | None = None) -> MarketingText | None:
+    """The approved, released description to send as jacket copy, by variant preference."""
+    candidates = [t for t in work.marketing_texts if _released(t, product_id, on) and t.text]
+    for variant in JACKET_VARIANTS:
+        for text in candidates:
+            if text.variant == variant:
+                return text
+    return None
+
+
+def author_bios(
+    work: Work, *, on: date, product_id: int | None = None
+) -> list[tuple[Contribution, str]]:
+    """Contributors' biographies in sequence order (author-like roles only, with a bio).
+
+    An approved ``BIOGRAPHICAL_NOTE`` marketing text, when there is one, stands for the whole
+    work and is returned alone, attached to the first contributor.
+    """
+    people = sorted(
+        (
+            c
+            for c in work.contributions
+            if c.role in AUTHOR_ROLES
+            and (not c.product_ids or product_id is None or product_id in c.product_ids)
+        ),
+        key=lambda c: c.sequence_number,
+    )
+    note = next(
+        (
+            t
+            for t in work.marketing_texts
+            if t.variant == "BIOGRAPHICAL_NOTE" and _released(t, product_id, on) and t.text
+        ),
+        None,
+    )
+    if note is not None and people:
+        return [(people[0], note.text)]
+    return [(c, c.contributor.biographical_note) for c in people if c.contributor.biographical_note]
+
+
+def write_text(text: str, dest: Path) -> TextFile:
+    """Write UTF-8 text atomically (a trailing newline added) and describe the file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.write_text(text.rstrip("\n") + "\n", encoding="utf-8", newline="\n")
+    os.replace(partial, dest)
+    size, digest = sha256_file(dest)
+    return TextFile(path=dest, size=size, sha256=digest)
+
+
+def text_suffix(text: MarketingText) -> str:
+    """``.html`` for (X)HTML marketing texts, ``.txt`` otherwise."""
+    return ".html" if text.text_format in HTML_FORMATS else ".txt"
