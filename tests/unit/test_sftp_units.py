@@ -186,3 +186,28 @@ def test_reference_documents_every_transfer_setting() -> None:
     text = (Path(__file__).parents[2] / "docs" / "reference" / "transfer.md").read_text()
     missing = [name for name in TransferSettings.model_fields if f"| `{name}` |" not in text]
     assert missing == []
+
+
+async def test_hashing_journal_hashes_in_order_as_segments_land(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from consonance_sftp.adapters.sftp.inbound import HashingJournal
+
+    data = os.urandom(5 * 1000 + 7)
+    staging = tmp_path / "staging"
+    staging.write_bytes(data)
+    journal = HashingJournal(tmp_path / "j", len(data), 1000, "src", staging)
+    hashing = asyncio.ensure_future(asyncio.to_thread(journal.hash_in_order))
+    for index in (3, 1, 0, 5, 2):
+        await asyncio.to_thread(journal.mark, index)
+    await asyncio.sleep(0.05)
+    assert not hashing.done()  # segment 4 is still missing
+    await asyncio.to_thread(journal.mark, 4)
+    assert await asyncio.wait_for(hashing, 5) == hashlib.sha256(data).hexdigest()
+
+    again = HashingJournal(tmp_path / "j2", len(data), 1000, "src", staging)
+    waiting = asyncio.ensure_future(asyncio.to_thread(again.hash_in_order))
+    await asyncio.to_thread(again.mark, 0)
+    again.stop()
+    assert await asyncio.wait_for(waiting, 5) is None

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import os
 import posixpath
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -99,28 +101,63 @@ class InboundMixin(FSBase):
                 path=remote_path,
             )
         staging = local_path.with_name(f".{local_path.name}.partial")
-        journal: SegmentJournal | None = None
+        journal: HashingJournal | None = None
         resumed_from = 0
         if ts.resume and size > 0:
+            journal_path = self._journal_path("down", f"{remote_path}\0{local_path}")
+            source_id = f"{self.partner}:{remote_path}:{size}:{mtime}"
             journal = await asyncio.to_thread(
-                SegmentJournal,
-                self._journal_path("down", f"{remote_path}\0{local_path}"),
-                file_size=size,
-                segment_size=ts.segment_size,
-                source_id=f"{self.partner}:{remote_path}:{size}:{mtime}",
+                HashingJournal, journal_path, size, ts.segment_size, source_id, staging
             )
             done = journal.done()
             if done and not staging.exists():
                 journal.remove()
                 journal = await asyncio.to_thread(
-                    SegmentJournal,
-                    journal.path,
-                    file_size=size,
-                    segment_size=ts.segment_size,
-                    source_id=journal.source_id,
+                    HashingJournal, journal_path, size, ts.segment_size, source_id, staging
                 )
                 done = set()
             resumed_from = sum(min(ts.segment_size, size - i * ts.segment_size) for i in done)
+        # The hash follows the download segment by segment (from the page cache), instead of
+        # reading the whole file again at the end.
+        hashing = (
+            asyncio.ensure_future(asyncio.to_thread(journal.hash_in_order))
+            if journal is not None
+            else None
+        )
+        try:
+            return await self._fetch(
+                remote_path,
+                local_path,
+                staging,
+                size,
+                mtime,
+                journal,
+                hashing,
+                resumed_from,
+                progress,
+                started,
+            )
+        finally:
+            if journal is not None:
+                journal.stop()
+            if hashing is not None:
+                with contextlib.suppress(BaseException):
+                    await hashing
+
+    async def _fetch(
+        self,
+        remote_path: str,
+        local_path: Path,
+        staging: Path,
+        size: int,
+        mtime: int,
+        journal: HashingJournal | None,
+        hashing: asyncio.Future[str | None] | None,
+        resumed_from: int,
+        progress: ProgressCallback | None,
+        started: float,
+    ) -> DownloadResult:
+        ts = self.settings
 
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
@@ -146,14 +183,14 @@ class InboundMixin(FSBase):
         if after is None or after.size != size or (after.mtime or 0) != mtime:
             if journal is not None:
                 journal.remove()
-            with contextlib.suppress(OSError):
-                staging.unlink()
+            await asyncio.to_thread(staging.unlink, missing_ok=True)
             raise errors.IntegrityError(
                 "the remote file changed while it was downloaded (still being written?)",
                 partner=self.partner,
                 path=remote_path,
             )
-        got, sha = await asyncio.to_thread(_commit_local, staging, local_path)
+        in_order = await hashing if hashing is not None else None
+        got, sha = await asyncio.to_thread(_commit_local, staging, local_path, in_order, size)
         if got != size:
             raise errors.IntegrityError(
                 f"downloaded {got} bytes, expected {size}", partner=self.partner, path=remote_path
@@ -276,9 +313,13 @@ class InboundMixin(FSBase):
         return again
 
 
-def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
-    """Hash the fsynced staging file, rename it into place, fsync the folder."""
-    size, sha = checksums.sha256_file(staging)
+def _commit_local(staging: Path, final: Path, sha: str | None, size: int) -> tuple[int, str]:
+    """Hash the fsynced staging file (unless hashed already), rename it into place, fsync the
+    folder."""
+    if sha is None:
+        size, sha = checksums.sha256_file(staging)
+    else:
+        size = staging.stat().st_size
     os.replace(staging, final)
     fd = os.open(final.parent, os.O_RDONLY)
     try:
@@ -286,3 +327,60 @@ def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
     finally:
         os.close(fd)
     return size, sha
+
+
+class HashingJournal(SegmentJournal):
+    """A download journal that also hashes the staging file in order as segments are marked.
+
+    ``get_segmented`` marks a segment (from a worker thread) once its bytes are fsynced;
+    ``hash_in_order`` (run in a thread) waits for segment 0, hashes it, waits for segment 1,
+    and so on, so the SHA-256 is ready almost as soon as the last segment lands. Segments
+    finished by an earlier attempt are hashed from the staging file first.
+    """
+
+    def __init__(
+        self, path: Path, size: int, segment_size: int, source_id: str, staging: Path
+    ) -> None:
+        self._cond = threading.Condition()
+        self._stopped = False
+        super().__init__(path, file_size=size, segment_size=segment_size, source_id=source_id)
+        self._ready = self.done()
+        self._staging = staging
+
+    def mark(self, index: int) -> None:
+        super().mark(index)
+        with self._cond:
+            self._ready.add(index)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def hash_in_order(self) -> str | None:
+        """SHA-256 of the whole file, or None when stopped before every segment arrived."""
+        digest = hashlib.sha256()
+        fh = None
+        try:
+            for index in range(self.segment_count):
+                with self._cond:
+                    while index not in self._ready and not self._stopped:
+                        self._cond.wait()
+                    if index not in self._ready:
+                        return None
+                if fh is None:
+                    fh = open(self._staging, "rb")  # noqa: SIM115 (closed in finally)
+                offset = index * self.segment_size
+                remaining = min(self.segment_size, self.file_size - offset)
+                fh.seek(offset)
+                while remaining > 0:
+                    chunk = fh.read(min(remaining, 4 * 1024 * 1024))
+                    if not chunk:
+                        return None
+                    digest.update(chunk)
+                    remaining -= len(chunk)
+            return digest.hexdigest()
+        finally:
+            if fh is not None:
+                fh.close()
