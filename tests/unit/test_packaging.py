@@ -191,9 +191,10 @@ def test_a_zero_byte_asset_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_a_hostile_isbn_never_reaches_a_path(assets: list[SourceAsset]) -> None:
-    with pytest.raises(UnsafeFileName):
-        plan_package(preset("generic"), assets, values={"isbn13": "../../x"}, now=NOW)
+@pytest.mark.parametrize("isbn", ["../../x", "9781234567890", "978-1-2345-6789-7", 9781234567897])
+def test_a_wrong_isbn_never_reaches_a_path(assets: list[SourceAsset], isbn: object) -> None:
+    with pytest.raises(ValidationFailed, match="is not a valid ISBN-13"):
+        plan_package(preset("generic"), assets, values={"isbn13": isbn}, now=NOW)
 
 
 @pytest.mark.slow

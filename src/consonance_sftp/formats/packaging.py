@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from stdnum import isbn as stdnum_isbn
+
 from consonance_sftp.errors import UnsafeFileName, ValidationFailed
 from consonance_sftp.models import AssetKind, DeliveryKey
 
@@ -41,6 +43,7 @@ ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 _SAFE_CHARS = re.compile(r"[A-Za-z0-9._ +()-]+")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_COMPONENT_BYTES = 255
+ISBN_PLACEHOLDERS = ("isbn13", "print_isbn13", "ebook_isbn13")
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -547,6 +550,16 @@ def base_values(
     out: dict[str, object] = {"date": now.strftime("%Y%m%d"), "timestamp": now}
     out.update(profile.values)
     out.update(values)
+    for key in ISBN_PLACEHOLDERS:
+        value = out.get(key)
+        # Partners file by ISBN: a wrong one lands in their hold/ folder or on another title.
+        if value is not None and not (
+            isinstance(value, str) and len(value) == 13 and stdnum_isbn.is_valid(value)
+        ):
+            raise ValidationFailed(
+                f"{key} {value!r} is not a valid ISBN-13",
+                ["13 digits, no hyphens, with a correct check digit"],
+            )
     return out
 
 
