@@ -279,3 +279,23 @@ def test_the_docs_cover_every_preset_placeholder_and_check() -> None:
     checks = (docs / "preflight.md").read_text(encoding="utf-8")
     for field in PreflightSettings.model_fields:
         assert f"`{field}`" in checks, f"preflight setting {field} is not documented"
+
+
+def test_the_docs_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T", "x")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "profiles.md").read_text(
+        encoding="utf-8"
+    )
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[consonance]\ntoken = {env = "T"}\n' + example + partners("lsi", "play", "audio-house"),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    ebooks = settings.flows["ebooks"]
+    assert isinstance(ebooks, FormatsFlow)
+    play = ebooks.profile_for("play")
+    assert play.names[AssetKind.COVER_IMAGE] == "{isbn13}_frontcover.png"
+    assert play.preflight.image_min_px == 1024
+    assert ebooks.profile_for("audio-house").assets == [AssetKind.EPUB, AssetKind.ACCESSIBILITY]
