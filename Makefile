@@ -38,8 +38,11 @@ unit: setup
 integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
 
+## Benchmarks print ratios against a peer measured in the same run (see bench/README.md).
 bench: setup system-deps
 	$(PY) bench/transfer.py
+	$(PY) bench/onix.py
+	$(PY) bench/consonance_poll.py
 
 ## Regenerate the lock file after changing dependencies in pyproject.toml.
 lock:
