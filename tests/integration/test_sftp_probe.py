@@ -14,9 +14,9 @@ import pytest
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config import load_settings
-from consonance_sftp.config.starter import CLIENT_KEY, SANDBOX_HOST_KEY, init_project
+from consonance_sftp.config.starter import init_project
 from consonance_sftp.sandbox.openssh import free_port
-from consonance_sftp.sandbox.sftp_server import start_sandbox_sftp
+from consonance_sftp.sandbox.sftp_server import start_configured_sandbox_sftp
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 
@@ -107,15 +107,8 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
     init_project(tmp_path, sftp_port=port, api_port=free_port())
     config = tmp_path / "consonance-sftp.toml"
     before = config.read_text()
-    server = await start_sandbox_sftp(
-        "127.0.0.1",
-        port,
-        tmp_path / "var" / "sftp",
-        tmp_path / SANDBOX_HOST_KEY,
-        tmp_path / CLIENT_KEY.with_name(CLIENT_KEY.name + ".pub"),
-        ["printer", "distributor"],
-        folders=("in", "out"),
-    )
+    server = await start_configured_sandbox_sftp(load_settings(config))
+    assert server.port == port
     try:
         code, out = await _cli(config, "partner", "probe", "printer")
         assert code == 0, out
@@ -136,7 +129,7 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         code, out = await _cli(config, "partner", "test", "printer")
         assert code == 0, out
         assert "ok: sent /in/consonance-sftp-test-" in out
-        assert list((tmp_path / "var" / "sftp" / "printer" / "in").iterdir()) == []
+        assert list((tmp_path / "var" / "sandbox" / "sftp" / "printer" / "in").iterdir()) == []
 
         code, out = await _cli(config, "partner", "trust", "printer")
         assert code == 0, out

@@ -25,6 +25,9 @@ from typing import Any
 
 import asyncssh
 
+from consonance_sftp.config import Settings
+from consonance_sftp.errors import ConfigError, ConfigProblem
+
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
     """Load the ed25519 host key at ``path``, creating it (mode 0600) when missing."""
@@ -196,6 +199,38 @@ async def start_sandbox_sftp(
     )
     bound_port = acceptor.sockets[0].getsockname()[1]
     return SandboxSftpServer(acceptor, host, bound_port, host_key, settings)
+
+
+async def start_configured_sandbox_sftp(settings: Settings) -> SandboxSftpServer:
+    """The sandbox SFTP server as ``[sandbox]`` describes it (``consonance-sftp sandbox``).
+
+    Files live in ``<data_dir>/sftp/<partner>/``; every configured folder of the sandbox
+    partners (``/in``, ``/out`` in the starter config) exists from the start.
+    """
+    sandbox = settings.sandbox
+    if sandbox is None:
+        raise ConfigError(
+            "the config has no [sandbox] table",
+            [ConfigProblem("sandbox", "missing; `consonance-sftp init` writes one")],
+        )
+    folders = sorted(
+        {
+            folder.strip("/")
+            for name in sandbox.partners
+            if name in settings.partners
+            for folder in settings.partners[name].folders.values()
+            if folder.strip("/")
+        }
+    )
+    return await start_sandbox_sftp(
+        sandbox.sftp_host,
+        sandbox.sftp_port,
+        Path(sandbox.data_dir) / "sftp",
+        Path(sandbox.host_key),
+        Path(sandbox.authorized_keys),
+        sandbox.partners,
+        folders=folders,
+    )
 
 
 async def serve_forever(server: SandboxSftpServer) -> None:
