@@ -7,6 +7,8 @@ need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# EPUBCheck (a Java jar) for the EPUB preflight tests.
+command -v epubcheck >/dev/null 2>&1 || need+=(epubcheck)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
