@@ -5,6 +5,7 @@ that imports DBOS.
 ``EngineClient`` enqueues and reads from other processes. See docs/reference/engine.md.
 """
 
+from .budget import PostgresConnectionBudget
 from .contracts import (
     AlertSink,
     DeliveryLedger,
@@ -19,6 +20,7 @@ from .contracts import (
 from .ids import delivery_queue_name, delivery_workflow_id
 from .ledger import StoreLedger
 from .runtime import Engine, EngineClient, dbos_config
+from .schedules import ensure_schedule
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Fence",
     "FileToSend",
     "LogAlertSink",
+    "PostgresConnectionBudget",
     "RemoteFileState",
     "RetryPolicy",
     "StoreLedger",
@@ -40,4 +43,5 @@ __all__ = [
     "default_executor_id",
     "delivery_queue_name",
     "delivery_workflow_id",
+    "ensure_schedule",
 ]
