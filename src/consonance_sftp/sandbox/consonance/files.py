@@ -73,15 +73,19 @@ def make_pdf(title: str = "Sandbox file", pages: int = 1) -> bytes:
 
 
 def generated_file(name: str) -> tuple[bytes, str] | None:
-    """Bytes and content type of a generated ``sr-<id>-<w>x<h>.jpg`` or ``pf-<id>.pdf``."""
+    """Bytes and content type of a generated ``sr-<id>-<w>x<h>.jpg``, ``pf-<id>[-p<pages>].pdf``
+    or ``pf-<id>.epub``."""
     stem, _, ext = name.rpartition(".")
     parts = stem.split("-")
     if ext == "jpg" and len(parts) == 3 and parts[0] == "sr" and parts[1].isdigit():
         w, _, h = parts[2].partition("x")
         if w.isdigit() and h.isdigit():
             return make_jpeg(int(w), int(h), f"sandbox resource {parts[1]}"), "image/jpeg"
-    if ext == "pdf" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
-        return make_pdf(f"Sandbox production file {parts[1]}", 2), "application/pdf"
+    if ext == "pdf" and len(parts) in (2, 3) and parts[0] == "pf" and parts[1].isdigit():
+        # ``pf-<id>-p<pages>.pdf``: an interior with the product's extent.
+        pages = parts[2][1:] if len(parts) == 3 and parts[2].startswith("p") else "2"
+        if pages.isdigit() and 0 < int(pages) <= 2000:
+            return make_pdf(f"Sandbox production file {parts[1]}", int(pages)), "application/pdf"
     if ext == "epub" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
         return make_epub(f"Sandbox EPUB {parts[1]}"), "application/epub+zip"
     return None

@@ -9,6 +9,7 @@ seeding sees only the changes a test or the demo makes. 50,000 products take a f
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -471,7 +472,7 @@ def _product(
             )
         files = tuple(made)
     physical = fmt.typename == "PhysicalBookProduct"
-    return Product(
+    product = Product(
         id=product_id,
         work_id=work_id,
         typename=fmt.typename,
@@ -491,4 +492,14 @@ def _product(
         language="eng",
         production_files=files,
         updated_at=updated,
+    )
+    # The interior PDF has the product's extent, so page-count preflight checks real pages.
+    return dataclasses.replace(
+        product,
+        production_files=tuple(
+            dataclasses.replace(f, url=f.url.replace(".pdf", f"-p{product.page_count}.pdf"))
+            if f.file_variant == "INTERIOR" and f.url and product.page_count
+            else f
+            for f in product.production_files
+        ),
     )

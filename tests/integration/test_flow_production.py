@@ -1,0 +1,98 @@
+"""Production handoff preparation against the sandbox over HTTP and a real SQLite store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.adapters.store import open_store
+from consonance_sftp.config import ProductionFlow
+from consonance_sftp.flows.production import ProductionHandoff, triggered
+from consonance_sftp.formats.packaging import sha256_file
+from consonance_sftp.models import AssetKind, ChangeEvent, ChangeKind, Work
+from tests.fixtures.consonance_sandbox import SandboxHandle
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+FLOW = ProductionFlow.model_validate(
+    {
+        "kind": "production",
+        "partners": ["printer"],
+        "when": {"project_stage": "Production approval"},
+    }
+)
+
+
+def _approved(work: Work) -> bool:
+    return any(
+        p.typename == "PhysicalBookProduct"
+        and {f.file_variant for f in p.production_files if f.approval_status == "APPROVED"}
+        >= {"INTERIOR", "COVER"}
+        for p in work.products
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield s
+    s.close()
+
+
+async def _works(sandbox: SandboxHandle) -> list[Work]:
+    async with sandbox.client() as api:
+        return [w async for w in api.iter_works()]
+
+
+def test_only_the_configured_stage_triggers_the_flow():
+    entered = ChangeEvent(kind=ChangeKind.WORK_ENTERED_STAGE, work_id=1, new="Production approval")
+    assert triggered(FLOW, entered)
+    assert not triggered(
+        FLOW, ChangeEvent(kind=ChangeKind.WORK_ENTERED_STAGE, work_id=1, new="Proofs")
+    )
+    assert not triggered(FLOW, ChangeEvent(kind=ChangeKind.PRICE_CHANGED, work_id=1, new="x"))
+
+
+async def test_approved_print_files_become_a_checked_package_with_recorded_versions(
+    consonance_sandbox: SandboxHandle, store, tmp_path: Path
+):
+    works = await _works(consonance_sandbox)
+    work = next(w for w in works if _approved(w) and w.production_runs)
+    async with consonance_sandbox.client() as api:
+        handoff = ProductionHandoff(api, store, tmp_path / "staging")
+        packages, _skipped = await handoff.prepare(FLOW, work, now=NOW)
+        again, _ = await handoff.prepare(FLOW, work, now=NOW)
+
+    assert packages, "an approved print product must give a package"
+    pkg = packages[0]
+    assert pkg.partner == "printer"
+    kinds = {f.kind for f in pkg.plan.assets}
+    assert {AssetKind.INTERIOR_PDF, AssetKind.COVER_PDF, AssetKind.SPEC_SHEET} <= kinds
+    for f in pkg.plan.files:  # every planned file exists locally with the planned checksum
+        assert f.source is not None
+        assert sha256_file(f.source) == (f.size, f.sha256)
+        assert pkg.product.isbn13 in f.remote_path
+    versions = store.list_asset_versions(work.id, product_id=pkg.product.id)
+    assert sorted(v.kind for v in versions) == ["cover_pdf", "interior_pdf"]
+    # Same approved bytes the second time: the same versions, not new ones.
+    assert [v.id for v in again[0].versions] == [v.id for v in pkg.versions]
+    assert len(store.list_asset_versions(work.id, product_id=pkg.product.id)) == 2
+
+
+async def test_products_without_approved_files_are_skipped_with_a_reason(
+    consonance_sandbox: SandboxHandle, store, tmp_path: Path
+):
+    works = await _works(consonance_sandbox)
+    work = next(
+        w
+        for w in works
+        if any(p.typename == "PhysicalBookProduct" for p in w.products) and not _approved(w)
+    )
+    async with consonance_sandbox.client() as api:
+        packages, skipped = await ProductionHandoff(api, store, tmp_path).prepare(
+            FLOW, work, now=NOW
+        )
+    assert packages == []
+    assert skipped
+    assert all("not both approved" in s.reason for s in skipped)
