@@ -303,6 +303,52 @@ class SandboxSettings(StrictModel):
     )
 
 
+class EngineConfig(StrictModel):
+    """The durable engine (DBOS Transact) that runs deliveries, schedules and recovery."""
+
+    application_version: str = Field(
+        default="0.1",
+        min_length=1,
+        description="Version of the workflow code. Work queued under one version is resumed "
+        "only by processes of the same version: change it only after the queues are drained.",
+    )
+    executor_id: str | None = Field(
+        default=None,
+        description="Stable ID of this process; unset: `CONSONANCE_EXECUTOR_ID` or "
+        "`<hostname>-0`. A restarted process must keep its ID to resume its own work.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="Seconds between executor heartbeats."
+    )
+    takeover_after_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds of silence after which another process takes over an executor's "
+        "work and raises an alert (PostgreSQL only; at least 3 heartbeats).",
+    )
+    queue_polling_interval_s: float = Field(
+        default=0.05, gt=0, description="Seconds between polls of the delivery queues."
+    )
+    worker_concurrency: int = Field(
+        default=32, ge=1, description="Deliveries one process runs at once (all partners)."
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, seconds running transfers get before stopping at a resumable "
+        "point.",
+    )
+    retry_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts of a step that fails with a retryable error."
+    )
+    retry_initial_interval_s: float = Field(
+        default=2.0, ge=0, description="Wait before the first retry, in seconds."
+    )
+    retry_backoff_rate: float = Field(
+        default=2.0, ge=1, description="Each retry waits this many times longer than the last."
+    )
+
+
 class LoggingSettings(StrictModel):
     """Log output."""
 
@@ -339,6 +385,9 @@ class Settings(StrictModel):
     )
     logging: LoggingSettings = Field(
         default_factory=LoggingSettings, description="Log output settings."
+    )
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig, description="The durable engine's settings."
     )
 
     @model_validator(mode="after")
