@@ -58,6 +58,7 @@ class DeliveryRequest:
     files: tuple[FileToSend, ...]
     generation: int = 0  # bumped by an explicit resend
     trigger: str = "manual"
+    isbn: str | None = None  # the title the package is for, for the ledger and `history`
 
     def keys(self) -> list[DeliveryKey]:
         return [f.key(self.partner) for f in self.files]
@@ -70,6 +71,7 @@ class DeliveryRequest:
             "files": [f.to_dict() for f in self.files],
             "generation": self.generation,
             "trigger": self.trigger,
+            "isbn": self.isbn,
         }
 
     @classmethod
@@ -81,6 +83,7 @@ class DeliveryRequest:
             files=tuple(FileToSend.from_dict(f) for f in data["files"]),
             generation=int(data.get("generation", 0)),
             trigger=str(data.get("trigger", "manual")),
+            isbn=data.get("isbn"),
         )
 
 
@@ -106,6 +109,9 @@ class DeliveryRecord:
     trigger: str = "manual"
     executor_id: str = ""
     reason: str | None = None
+    package: str | None = None
+    isbn: str | None = None
+    source: str | None = None
     details: dict[str, str] = field(default_factory=dict)
 
 

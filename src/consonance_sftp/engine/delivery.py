@@ -153,6 +153,9 @@ async def _record(
             trigger=req.trigger,
             executor_id=deps.executor_id,
             reason=reason,
+            package=req.package,
+            isbn=req.isbn,
+            source=f.source,
         )
         await asyncio.to_thread(deps.ledger.record, record)
     return len(outcomes)

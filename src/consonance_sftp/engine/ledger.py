@@ -44,6 +44,9 @@ class StoreLedger:
                 outcome=record.outcome,
                 error=record.reason,
                 finished_at=now,
+                package_id=record.package,
+                isbn=record.isbn,
+                source=record.source,
             )
         )
         if row.id is None:
