@@ -2,26 +2,24 @@
 
 ``consonance-sftp sandbox`` and the demo both use ``sandbox_services``: the Consonance-compatible
 API (seeded on first start) and one SFTP server holding a chrooted folder per sandbox partner,
-with each partner's configured remote folders (``/in``, ``/out``, ...) created up front so the
-first delivery does not depend on a partner's habit of making folders.
+with each partner's configured remote folders (``/in``, ``/out``, ...) created up front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import posixpath
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consonance_sftp.config import Settings
-from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.sandbox.consonance.runner import serve_consonance
 from consonance_sftp.sandbox.consonance.seed import catalogue_dir, load_or_seed
 from consonance_sftp.sandbox.consonance.server import SandboxSettings as ApiSettings
-from consonance_sftp.sandbox.sftp_server import SandboxSftpServer, start_sandbox_sftp
+from consonance_sftp.sandbox.sftp_server import SandboxSftpServer, start_configured_sandbox_sftp
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,54 +33,25 @@ class RunningSandbox:
         return self.sftp.home(partner) / remote.lstrip("/")
 
 
-def _sandbox_of(settings: Settings) -> tuple[Path, list[str]]:
-    sb = settings.sandbox
-    if sb is None:
-        raise ConfigError(
-            "the config has no [sandbox] section",
-            [ConfigProblem("sandbox", "required to run the local sandbox")],
-            hint="'consonance-sftp init' writes a config with one.",
-        )
-    return Path(sb.data_dir), list(sb.partners)
-
-
-def _make_partner_folders(settings: Settings, server: SandboxSftpServer) -> None:
-    for name in server.settings.users:
-        partner = settings.partners.get(name)
-        for folder in partner.folders.values() if partner else ():
-            relative = posixpath.normpath(folder).lstrip("/")
-            if relative and not relative.startswith(".."):
-                (server.home(name) / relative).mkdir(parents=True, exist_ok=True)
-
-
 @contextlib.asynccontextmanager
 async def sandbox_services(settings: Settings) -> AsyncIterator[RunningSandbox]:
     """Start the sandbox API and SFTP partners; stop both when the block ends."""
-    data_dir, partners = _sandbox_of(settings)
+    try:
+        sftp = await start_configured_sandbox_sftp(settings)
+    except OSError as exc:
+        raise ConsonanceSftpError(
+            f"the sandbox SFTP server cannot start: {exc.strerror}",
+            hint="Another sandbox may be running; stop it or change sandbox.sftp_port "
+            "(and the partners' port and host_keys) in the config.",
+        ) from exc
     sb = settings.sandbox
-    assert sb is not None
+    assert sb is not None  # start_configured_sandbox_sftp refuses a config without one
+    data_dir = Path(sb.data_dir)
     catalogue = await asyncio.to_thread(load_or_seed, data_dir, works=sb.seed)
     api_settings = ApiSettings(
         tokens=(settings.consonance.token.get_secret_value(),),
         data_dir=catalogue_dir(data_dir),
     )
-    try:
-        sftp = await start_sandbox_sftp(
-            sb.sftp_host,
-            sb.sftp_port,
-            data_dir / "sftp",
-            Path(sb.host_key),
-            Path(sb.authorized_keys),
-            partners,
-        )
-    except OSError as exc:
-        raise ConsonanceSftpError(
-            f"the sandbox SFTP server cannot listen on {sb.sftp_host}:{sb.sftp_port}: "
-            f"{exc.strerror}",
-            hint="Another sandbox may be running; stop it or change sandbox.sftp_port "
-            "(and the partners' port and host_keys) in the config.",
-        ) from exc
-    _make_partner_folders(settings, sftp)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     api = asyncio.create_task(
         serve_consonance(
