@@ -96,3 +96,39 @@ async def test_products_without_approved_files_are_skipped_with_a_reason(
     assert packages == []
     assert skipped
     assert all("not both approved" in s.reason for s in skipped)
+
+
+async def test_a_file_that_fails_preflight_blocks_its_package_on_the_record(
+    consonance_sandbox_factory, store, tmp_path: Path
+):
+    import dataclasses
+
+    from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+
+    catalogue = generate_catalogue(60, seed=5)
+    work = next(w for w in catalogue.works.values() if _approved(w) and w.production_runs)
+    product = next(p for p in work.products if p.typename == "PhysicalBookProduct")
+    # The "interior PDF" the printer would get is really a JPEG.
+    files = tuple(
+        dataclasses.replace(f, url="/files/generated/sr-1-40x60.jpg")
+        if f.file_variant == "INTERIOR"
+        else f
+        for f in product.production_files
+    )
+    catalogue.update_product(product.id, production_files=files)
+    sandbox = consonance_sandbox_factory(catalogue)
+    async with sandbox.client() as api:
+        fresh = await api.get_work(work.id)
+        assert fresh is not None
+        packages, skipped = await ProductionHandoff(api, store, tmp_path).prepare(
+            FLOW, fresh, now=NOW
+        )
+
+    assert all(p.product.id != product.id for p in packages)
+    reasons = [s.reason for s in skipped if s.product.id == product.id]
+    assert reasons and "preflight failed" in reasons[0]
+    assert "interior_pdf" in reasons[0] and "JPEG" in reasons[0].upper()
+    blocked = store.list_audit(action="package.blocked")
+    assert [e.subject for e in blocked] == [f"printer:{product.isbn13}"]
+    alerts = store.list_alerts()
+    assert [a.kind for a in alerts] == ["preflight_failed"]

@@ -29,6 +29,26 @@ class StoreLedger:
         return row is not None and row.outcome in _DONE
 
     def record(self, record: DeliveryRecord) -> None:
+        self._write(record)
+        # Every outcome is a state change on the append-only audit trail too.
+        self.store.append_audit(
+            actor=f"engine:{record.executor_id or 'unknown'}",
+            action=f"delivery.{record.outcome.value}",
+            subject=f"{record.key.partner}:{record.key.remote_path}",
+            details={
+                "sha256": record.key.sha256,
+                "size": record.size,
+                "generation": record.generation,
+                "workflow_id": record.workflow_id,
+                "flow": record.flow,
+                "package": record.package,
+                "isbn": record.isbn,
+                "trigger": record.trigger,
+                "reason": record.reason,
+            },
+        )
+
+    def _write(self, record: DeliveryRecord) -> None:
         now = datetime.now(UTC)
         row = self.store.record_delivery(
             LedgerRow(

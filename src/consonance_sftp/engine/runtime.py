@@ -15,6 +15,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
@@ -163,6 +164,13 @@ class Engine:
         delivery.bind_dependencies(None)
         self._launched = False
 
+    async def aclose(self, grace_s: float | None = None) -> None:
+        """``shutdown`` from async code, leaving the calling event loop usable: DBOS's async
+        API makes DBOS's thread pool the loop's default executor, and destroy shuts that pool
+        down, after which ``asyncio.to_thread`` on the loop would fail."""
+        await asyncio.to_thread(self.shutdown, grace_s)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+
     async def run_until_signal(self, stop: asyncio.Event | None = None) -> None:
         """Launch, then serve until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
         stop = stop or asyncio.Event()
@@ -176,7 +184,7 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
-            await asyncio.to_thread(self.shutdown)
+            await self.aclose()
 
     def connection_budget(self) -> PostgresConnectionBudget | None:
         """The cross-process per-partner connection cap for the transport on PostgreSQL

@@ -27,6 +27,8 @@ from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_pac
 from consonance_sftp.formats.preflight import PreflightItem, check_package
 from consonance_sftp.formats.specsheet import build_spec_sheet, write_spec_sheets
 from consonance_sftp.models import (
+    Alert,
+    AlertSeverity,
     AssetKind,
     ChangeEvent,
     ChangeKind,
@@ -135,19 +137,57 @@ class ProductionHandoff:
                 assets.append(SourceAsset(kind=AssetKind.SPEC_SHEET, path=pdf))
             for partner in flow.partners:
                 profile = flow.profile_for(partner)
-                plan = await asyncio.to_thread(
-                    self._plan, profile, assets, product, work, now, folder / _safe(partner)
-                )
-                packages.append(
-                    PreparedPackage(
-                        partner=partner,
-                        work=work,
-                        product=product,
-                        plan=plan,
-                        versions=tuple(versions),
+                try:
+                    plan = await asyncio.to_thread(
+                        self._plan, profile, assets, product, work, now, folder / _safe(partner)
                     )
+                except ValidationFailed as exc:
+                    # Nothing of a package that fails its checks is sent; the reason is kept.
+                    skipped.append(Skipped(product=product, reason=str(exc)))
+                    await asyncio.to_thread(self._blocked, partner, product, exc)
+                    continue
+                package = PreparedPackage(
+                    partner=partner,
+                    work=work,
+                    product=product,
+                    plan=plan,
+                    versions=tuple(versions),
                 )
+                packages.append(package)
+                await asyncio.to_thread(self._prepared, package)
         return packages, skipped
+
+    def _prepared(self, package: PreparedPackage) -> None:
+        self.store.append_audit(
+            actor="flow:production",
+            action="package.prepared",
+            subject=f"{package.partner}:{package.product.isbn13}",
+            details={
+                "work_id": package.work.id,
+                "files": [f.remote_path for f in package.plan.files],
+                "versions": {v.kind: v.version for v in package.versions},
+                "bytes": package.plan.total_bytes,
+            },
+        )
+
+    def _blocked(self, partner: str, product: Product, exc: ValidationFailed) -> None:
+        subject = f"{partner}:{product.isbn13}"
+        self.store.append_audit(
+            actor="flow:production",
+            action="package.blocked",
+            subject=subject,
+            details={"reason": exc.message, "problems": exc.reasons},
+        )
+        self.store.raise_alert(
+            Alert(
+                severity=AlertSeverity.WARNING,
+                kind="preflight_failed",
+                message=f"{product.isbn13} was not sent to {partner}: {exc.message}",
+                partner=partner,
+                flow="production",
+                details={"problems": "; ".join(exc.reasons)},
+            )
+        )
 
     async def _fetch(
         self,

@@ -377,6 +377,17 @@ class UploadMixin(FSBase):
         async with await sftp.open(path, flags, encoding=None, block_size=0):
             pass
 
+    async def holds(self, remote_path: str, size: int, sha256: str) -> bool:
+        """Does ``remote_path`` already hold exactly these bytes (size, then SHA-256 by the
+        best method the server allows, reading back as the last resort)? The engine asks
+        before re-running an upload, so a crash between rename and record never resends."""
+        async with self._lease(None) as pc:
+            attrs = await self._stat(pc.sftp, remote_path)
+            if attrs is None or attrs.size != size:
+                return False
+            digest, _how = await self._remote_sha256(pc, remote_path, size=size, force=True)
+        return digest == sha256
+
     async def _remote_sha256(
         self, pc: PooledConnection, path: str, *, size: int = 0, force: bool = False
     ) -> tuple[str | None, str]:

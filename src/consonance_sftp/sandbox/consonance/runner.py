@@ -63,7 +63,9 @@ async def serve_consonance(
             await asyncio.sleep(0.05)
         if on_ready is not None:
             on_ready(url)
-        await task
+        # Shielded: cancelling this coroutine asks uvicorn to exit (below) instead of
+        # cancelling it mid-request, which would print a lifespan traceback.
+        await asyncio.shield(task)
     finally:
         server.should_exit = True
         if not task.done():

@@ -11,10 +11,14 @@ from functools import cached_property
 from pathlib import Path
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
+from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
+from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
+from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
+from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import ConfigError, ConfigProblem
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
@@ -44,7 +48,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._budget: ConnectionBudget | None = None
+        self._budget: ConnectionBudget = InProcessConnectionBudget()
 
     @classmethod
     def from_config(cls, path: Path | str) -> App:
@@ -78,6 +82,43 @@ class App:
         """An SFTP session pool for one partner; use it as an async context manager."""
         endpoint = sftp_endpoint(name, self.partner_config(name))
         return SftpRemoteFS(endpoint, state_dir=self.state_dir / "transfers", budget=self._budget)
+
+    def engine_settings(self, executor_id: str | None = None) -> EngineSettings:
+        e = self.settings.engine
+        return EngineSettings(
+            system_database_url=self.settings.database.dbos_system_url,
+            application_version=e.application_version,
+            executor_id=executor_id or e.executor_id or default_executor_id(),
+            queue_polling_interval_s=e.queue_polling_interval_s,
+            worker_concurrency=e.worker_concurrency,
+            heartbeat_interval_s=e.heartbeat_interval_s,
+            takeover_after_s=e.takeover_after_s,
+            shutdown_grace_s=e.shutdown_grace_s,
+            retry=RetryPolicy(
+                max_attempts=e.retry_max_attempts,
+                initial_interval_s=e.retry_initial_interval_s,
+                backoff_rate=e.retry_backoff_rate,
+            ),
+        )
+
+    def engine(
+        self, *, executor_id: str | None = None, progress: ProgressSink | None = None
+    ) -> Engine:
+        """The executor of this process: deliveries go through the SFTP adapter, outcomes
+        into the store's ledger, alerts into the store. On PostgreSQL the partners'
+        connection caps hold across every process through the engine's budget."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        transport = SftpDeliveryTransport(self.remote_fs, progress)
+        engine = Engine(
+            self.engine_settings(executor_id),
+            transport=transport,
+            ledger=StoreLedger(self.store),
+            alerts=self.store,
+        )
+        shared = engine.connection_budget()
+        if shared is not None:
+            self._budget = shared
+        return engine
 
 
 def open_existing_store(url: str) -> SqlStore:

@@ -1,0 +1,126 @@
+"""The SFTP adapter as the engine's delivery transport, and packages as engine requests.
+
+The engine checkpoints a delivery as plan, upload, verify and rename steps. The SFTP adapter's
+upload already runs the whole safe protocol (temporary name, resume journal, size and hash
+check, atomic rename), so here ``upload`` is that protocol, ``verify`` re-checks the final file,
+and ``commit`` only confirms it is in place. What makes a re-run after a crash safe is
+``remote_state``/``upload`` asking the server first whether the final name already holds exactly
+these bytes: then nothing is sent again, whatever the partner's overwrite policy.
+
+Connections are opened on the event loop that uses them (DBOS runs workflows on its own loop),
+one ``SftpRemoteFS`` per partner and loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import Callable
+from pathlib import Path
+
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.engine import DeliveryRequest, Fence, FileToSend, RemoteFileState
+from consonance_sftp.errors import IntegrityError
+from consonance_sftp.formats.packaging import PackagePlan, join_remote
+
+ProgressSink = Callable[[str, str, int, int], None]
+"""(partner, remote path, bytes done, bytes total)."""
+
+
+class SftpDeliveryTransport:
+    """``engine.DeliveryTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
+
+    def __init__(
+        self,
+        make_fs: Callable[[str], SftpRemoteFS],
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self._make_fs = make_fs
+        self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
+        self.progress = progress
+
+    def _for(self, partner: str) -> SftpRemoteFS:
+        key = (partner, id(asyncio.get_running_loop()))
+        if key not in self._fs:
+            self._fs[key] = self._make_fs(partner)
+        return self._fs[key]
+
+    async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
+        held = await self._for(partner).holds(file.remote_path, file.size, file.sha256)
+        return RemoteFileState(final_matches=held)
+
+    async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
+        fs = self._for(partner)
+        if await fs.holds(file.remote_path, file.size, file.sha256):
+            return 0  # a re-run after the rename: the partner already has these bytes
+        folder = posixpath.dirname(file.remote_path)
+        if folder not in ("", "/"):
+            await fs.makedirs(folder)  # profiles may file each title in its own folder
+
+        def on_progress(done: int, total: int) -> None:
+            fence.check()  # a fenced-off executor stops at the next chunk
+            if self.progress is not None:
+                self.progress(partner, file.remote_path, done, total)
+
+        result = await fs.upload(Path(file.source), file.remote_path, progress=on_progress)
+        if result.sha256 != file.sha256:
+            raise IntegrityError(
+                "the file changed after it was planned: planned SHA-256 "
+                f"{file.sha256[:12]}..., sent {result.sha256[:12]}...",
+                partner=partner,
+                path=file.remote_path,
+            )
+        return result.size - result.resumed_from
+
+    async def verify(self, partner: str, file: FileToSend) -> None:
+        entry = await self._for(partner).stat(file.remote_path)
+        if entry is None or entry.size != file.size:
+            raise IntegrityError(
+                f"expected {file.size} bytes at the final name, found "
+                f"{'nothing' if entry is None else entry.size}",
+                partner=partner,
+                path=file.remote_path,
+            )
+
+    async def commit(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        await self.verify(partner, file)  # the adapter's upload renamed it already
+
+    async def close(self) -> None:
+        for fs in self._fs.values():
+            await fs.close()
+        self._fs.clear()
+
+
+def delivery_request(
+    plan: PackagePlan,
+    *,
+    flow: str,
+    partner: str,
+    folder: str,
+    package: str,
+    isbn: str | None,
+    trigger: str,
+    generation: int = 0,
+) -> DeliveryRequest:
+    """The engine's request for a planned package: every file, under the partner's folder."""
+    files = []
+    for f in plan.files:
+        if f.source is None:
+            raise ValueError(f"{f.remote_path}: the plan must be materialized before delivery")
+        files.append(
+            FileToSend(
+                source=str(f.source),
+                remote_path=join_remote(folder, f.remote_path),
+                sha256=f.sha256,
+                size=f.size,
+            )
+        )
+    return DeliveryRequest(
+        flow=flow,
+        partner=partner,
+        package=package,
+        files=tuple(files),
+        generation=generation,
+        trigger=trigger,
+        isbn=isbn,
+    )

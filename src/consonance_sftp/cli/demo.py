@@ -1,0 +1,232 @@
+"""``consonance-sftp demo``: one real end-to-end exchange on the embedded default, then exit.
+
+It writes a starter config into a fresh folder, starts the local Consonance sandbox and SFTP
+partner servers, and plays a production handoff the way it happens in a publishing house: the
+poller learns the catalogue, a production editor moves a title to "Production approval" in
+Consonance, the next poll sees it, the approved interior and cover PDFs and a spec sheet are
+fetched, checked and planned by the printer's profile, and the durable engine (DBOS on SQLite)
+delivers them to the printer's SFTP folder with the ledger and audit trail written as it goes.
+Then it says what happened and where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from consonance_sftp.config import ProductionFlow, load_settings
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.models import Work
+
+MARKER = ".consonance-sftp-demo"
+STAGE = "Production approval"
+# Wide enough for a plan line (size, SHA-256, path) when the output is not a terminal.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _fresh_folder(folder: Path) -> None:
+    if folder.exists():
+        if not (folder / MARKER).exists():
+            raise ConsonanceSftpError(
+                f"{folder} exists and was not made by the demo; nothing was changed",
+                hint="Pass another folder: 'consonance-sftp demo --dir NEW_FOLDER'.",
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("made by consonance-sftp demo; removed by the next demo run\n")
+
+
+def _step(n: int, text: str) -> None:
+    console.rule(f"[bold]{n}. {text}", align="left")
+
+
+def _printable(work: Work) -> bool:
+    return bool(work.production_runs) and any(
+        p.typename == "PhysicalBookProduct"
+        and {f.file_variant for f in p.production_files if f.approval_status == "APPROVED"}
+        >= {"INTERIOR", "COVER"}
+        for p in work.products
+    )
+
+
+async def _run(folder: Path) -> None:
+    from consonance_sftp.app import App
+    from consonance_sftp.app.delivery import delivery_request
+    from consonance_sftp.flows.changes import ChangeDetector
+    from consonance_sftp.flows.production import ProductionHandoff, triggered
+    from consonance_sftp.sandbox.consonance.control import SandboxControl
+    from consonance_sftp.sandbox.services import sandbox_services
+
+    config = folder / CONFIG_NAME
+    settings = load_settings(config)
+    app = App(settings)
+    flow_name, flow = next(
+        (name, f) for name, f in settings.flows.items() if isinstance(f, ProductionFlow)
+    )
+
+    _step(2, "Start the local Consonance sandbox and the partners' SFTP server")
+    async with sandbox_services(settings) as sb:
+        console.print(f"Consonance API  {sb.api_url}/graphql")
+        console.print(
+            f"SFTP partners   {sb.sftp.host}:{sb.sftp.port}, host key {sb.sftp.fingerprint} "
+            "(pinned in the config)"
+        )
+
+        _step(3, "Learn the catalogue (the first poll is a silent baseline)")
+        async with app.consonance() as api:
+            detector = ChangeDetector(api, app.store)
+            baseline = await detector.poll()
+            console.print(
+                f"read {baseline.works_read} works and {baseline.products_read} products in "
+                f"{baseline.seconds:.1f} s; no events on a baseline"
+            )
+            work = await _first_printable(api)
+
+            _step(4, f"A production editor moves a title to '{STAGE}' in Consonance")
+            with SandboxControl(sb.api_url) as control:
+                # A thread: the sandbox is served by this very event loop.
+                await asyncio.to_thread(control.move_stage, work.id, STAGE)
+            console.print(f"work {work.id}: [bold]{work.title}[/bold]")
+            report = await detector.poll()
+            for event in report.events:
+                console.print(f"event: {event.kind.value} {event.old!r} -> {event.new!r}")
+            events = [e for e in report.events if triggered(flow, e)]
+            if not events:
+                raise ConsonanceSftpError("the poll did not see the stage change")
+
+            _step(5, "Fetch, check and plan the printer's package")
+            work = await api.get_work(work.id) or work
+            handoff = ProductionHandoff(api, app.store, app.state_dir / "packages")
+            packages, skipped = await handoff.prepare(flow, work, now=datetime.now(UTC))
+        for s in skipped:
+            console.print(f"[yellow]skipped[/yellow] {s.product.isbn13}: {s.reason}")
+        for pkg in packages:
+            console.print(f"[bold]{pkg.label}[/bold] for {pkg.partner} (preflight passed):")
+            for line in pkg.plan.lines():
+                console.print("  " + line)
+
+        _step(6, "Deliver through the durable engine (DBOS on SQLite)")
+        await _deliver(app, packages, flow_name, flow, delivery_request)
+
+        _step(7, "What happened")
+        _report(app, sb.partner_folder("printer", "/in"), packages)
+        async with app.consonance() as api:
+            quiet = await ChangeDetector(api, app.store).poll()
+        console.print(f"one more poll: {len(quiet.events)} new events (nothing is sent twice)")
+    _where_to_look(folder, config)
+
+
+async def _first_printable(api: Any) -> Work:
+    async for work in api.iter_works():
+        if _printable(work) and work.project_stage != STAGE:
+            return work  # type: ignore[no-any-return]
+    raise ConsonanceSftpError("the sandbox catalogue has no title ready for print")
+
+
+async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any, make: Any) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(partner: str, path: str, done: int, total: int) -> None:
+            key = f"{partner}:{path}"
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{partner} {path}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        engine = app.engine(progress=on_progress)
+        await asyncio.to_thread(engine.launch)
+        try:
+            ids = []
+            for pkg in packages:
+                partner = app.partner_config(pkg.partner)
+                request = make(
+                    pkg.plan,
+                    flow=flow_name,
+                    partner=pkg.partner,
+                    folder=partner.folders[flow.folder],
+                    package=pkg.label,
+                    isbn=pkg.product.isbn13,
+                    trigger=f"consonance: work {pkg.work.id} entered '{STAGE}'",
+                )
+                ids.append(
+                    await engine.enqueue_delivery(request, max_connections=partner.max_connections)
+                )
+            for wid in ids:
+                result = await engine.result(wid, timeout_s=120)
+                console.print(
+                    f"workflow {wid}: {len(result['sent'])} files sent, "
+                    f"{len(result['already_present'])} already on the server, "
+                    f"{len(result['already_recorded'])} already in the ledger"
+                )
+        finally:
+            await engine.aclose()
+
+
+def _report(app: Any, printer_in: Path, packages: list[Any]) -> None:
+    table = Table("ledger: partner", "remote path", "bytes", "SHA-256", "outcome")
+    for row in reversed(app.store.list_deliveries(limit=20)):
+        table.add_row(row.partner, row.remote_path, f"{row.size:,}", row.sha256[:16], row.outcome)
+    console.print(table)
+    on_disk = sorted(p.relative_to(printer_in) for p in printer_in.rglob("*") if p.is_file())
+    console.print(f"on the printer's SFTP server ({printer_in}):")
+    for p in on_disk:
+        console.print(f"  {p}")
+    report = app.store.verify_audit()
+    state = "verified" if report.ok else "BROKEN"
+    console.print(f"audit trail: {state}, {report.events} events in {report.chains} chain(s)")
+    if not packages or not on_disk:
+        raise ConsonanceSftpError("the demo delivered nothing; see the messages above")
+
+
+def _where_to_look(folder: Path, config: Path) -> None:
+    console.rule("[bold]Where to look", align="left")
+    console.print(
+        f"config and keys   {folder}/\n"
+        f"partner folders   {folder}/var/sandbox/sftp/<partner>/\n"
+        f"ledger, audit     {folder}/var/consonance-sftp.db (SQLite)\n"
+        f"try               consonance-sftp --config {config} audit verify\n"
+        f"                  consonance-sftp --config {config} sandbox   (keeps the sandbox up)"
+    )
+
+
+def demo(
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Fresh folder for the demo's config, keys and data.")
+    ] = Path("demo-run"),
+) -> None:
+    """Run one real end-to-end exchange on the embedded default, print what happened, exit."""
+    _step(1, f"Write a starter config and keys into {folder}/")
+    _fresh_folder(folder)
+    written = init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    for w in written:
+        console.print(f"wrote {w.path} ({w.what})")
+    asyncio.run(_run(folder))
+    console.print("[bold green]demo finished[/bold green]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
