@@ -58,7 +58,8 @@ def triggered(flow: ProductionFlow, event: ChangeEvent) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PreparedPackage:
-    """One product's package for one partner, planned and preflighted, ready to deliver."""
+    """One product's package for one partner, planned and preflighted (a ``flows.outbound.
+    Outbound``)."""
 
     partner: str
     work: Work
@@ -69,6 +70,10 @@ class PreparedPackage:
     @property
     def label(self) -> str:
         return f"{self.product.isbn13} production"
+
+    @property
+    def isbn(self) -> str | None:
+        return self.product.isbn13
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
