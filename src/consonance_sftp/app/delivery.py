@@ -21,7 +21,8 @@ from pathlib import Path
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.engine import DeliveryRequest, Fence, FileToSend, RemoteFileState
 from consonance_sftp.errors import IntegrityError
-from consonance_sftp.formats.packaging import PackagePlan, join_remote
+from consonance_sftp.flows.outbound import Outbound
+from consonance_sftp.formats.packaging import join_remote
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
@@ -92,19 +93,17 @@ class SftpDeliveryTransport:
 
 
 def delivery_request(
-    plan: PackagePlan,
+    outbound: Outbound,
     *,
     flow: str,
-    partner: str,
     folder: str,
-    package: str,
-    isbn: str | None,
     trigger: str,
     generation: int = 0,
 ) -> DeliveryRequest:
-    """The engine's request for a planned package: every file, under the partner's folder."""
+    """The engine's request for a planned package: every file, under the partner's folder
+    (``folder`` is the remote path of the flow's folder on that partner, e.g. ``/in``)."""
     files = []
-    for f in plan.files:
+    for f in outbound.plan.files:
         if f.source is None:
             raise ValueError(f"{f.remote_path}: the plan must be materialized before delivery")
         files.append(
@@ -117,10 +116,10 @@ def delivery_request(
         )
     return DeliveryRequest(
         flow=flow,
-        partner=partner,
-        package=package,
+        partner=outbound.partner,
+        package=outbound.label,
         files=tuple(files),
         generation=generation,
         trigger=trigger,
-        isbn=isbn,
+        isbn=outbound.isbn,
     )

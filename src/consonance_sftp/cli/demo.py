@@ -164,12 +164,9 @@ async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any, mak
             for pkg in packages:
                 partner = app.partner_config(pkg.partner)
                 request = make(
-                    pkg.plan,
+                    pkg,
                     flow=flow_name,
-                    partner=pkg.partner,
                     folder=partner.folders[flow.folder],
-                    package=pkg.label,
-                    isbn=pkg.product.isbn13,
                     trigger=f"consonance: work {pkg.work.id} entered '{STAGE}'",
                 )
                 ids.append(
