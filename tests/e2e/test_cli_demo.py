@@ -1,0 +1,64 @@
+"""The README's first command: the demo runs a real exchange end to end and exits by itself."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "consonance_sftp"]
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("init", "config", "demo", "sandbox", "partner", "audit"):
+        assert command in out
+
+
+def test_demo_delivers_a_production_package_and_says_where_to_look(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    run = subprocess.run(
+        [*CLI, "demo", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert "demo finished" in run.stdout
+    assert "Where to look" in run.stdout
+
+    # The package is on the printer's (sandbox) SFTP server, whole, with nothing temporary left.
+    printer_in = folder / "var" / "sandbox" / "sftp" / "printer" / "in"
+    landed = sorted(p.name for p in printer_in.rglob("*") if p.is_file())
+    assert any(n.endswith("_interior.pdf") for n in landed)
+    assert any(n.endswith("_cover.pdf") for n in landed)
+    assert not [n for n in landed if n.startswith(".") or n.endswith(".part")]
+
+    # One ledger row per file, all sent; the audit trail names each delivery.
+    with sqlite3.connect(folder / "var" / "consonance-sftp.db") as db:
+        rows = db.execute("SELECT remote_path, outcome FROM delivery_ledger").fetchall()
+        actions = [a for (a,) in db.execute("SELECT action FROM audit_events")]
+    assert len(rows) == len(landed)
+    assert {outcome for _, outcome in rows} == {"sent"}
+    assert actions.count("delivery.sent") == len(landed)
+
+    verify = subprocess.run(
+        [*CLI, "--config", str(folder / "consonance-sftp.toml"), "audit", "verify"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    run = subprocess.run(
+        [*CLI, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 1
+    assert "was not made by the demo" in run.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
