@@ -22,8 +22,10 @@ def _tests_in(path: Path) -> set[str]:
 
 def test_every_cited_test_exists() -> None:
     cited: list[tuple[str, str | None]] = []
+    current: str | None = None  # a bullet's file, for `::name` citations on its wrapped lines
     for line in DOC.read_text().splitlines():
-        current: str | None = None
+        if not line.startswith("  "):
+            current = None
         for match in CITE.finditer(line):
             path, name, continued = match.groups()
             if path:
