@@ -176,10 +176,24 @@ def seed_cmd(
     )
 
 
+def _control_url(url: str) -> str:
+    """An explicit --url wins; else the config's [sandbox] API (the demo picks free ports)."""
+    from consonance_sftp.cli.main import state
+
+    if url != DEFAULT_URL or not state.config_path.is_file():
+        return url
+    from consonance_sftp.config import load_settings
+
+    sandbox = load_settings(state.config_path).sandbox
+    if sandbox is None:
+        return url
+    return f"http://{sandbox.graphql_host}:{sandbox.graphql_port}"
+
+
 def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     from consonance_sftp.sandbox.consonance.control import SandboxControl, SandboxControlError
 
-    with SandboxControl(url) as control:
+    with SandboxControl(_control_url(url)) as control:
         try:
             return control.call(method, path, body)
         except SandboxControlError as exc:
