@@ -161,3 +161,51 @@ async def test_idle_connections_close_and_give_back_their_slot(
     assert budget.in_use("fault-partner") == 0
     assert pool.open_connections == 0
     await pool.close()
+
+
+async def test_silent_server_times_out_on_connect(
+    fault_endpoint: EndpointFactory, tmp_path: Path
+) -> None:
+    async def accept_and_say_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ep = dataclasses.replace(fault_endpoint(connect_timeout=0.5), port=port)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises((errors.TransferTimeout, errors.ConnectionLost)) as info:
+            await open_connection(ep)
+    finally:
+        server.close()
+    assert info.value.retryable
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_hung_server_is_detected_by_keepalive(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.freeze_after_bytes = 1024 * 1024
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(4 * 1024 * 1024))
+    ep = fault_endpoint(keepalive_interval=0.2, keepalive_count_max=2, block_size=64 * 1024)
+    started = asyncio.get_running_loop().time()
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s", retries=0) as fs:
+        with pytest.raises(errors.ConnectionLost) as info:
+            await fs.upload(local, "big.bin")
+    assert asyncio.get_running_loop().time() - started < 10
+    assert info.value.retryable
+
+
+async def test_stalled_transfer_times_out_without_keepalive(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.faults.freeze_after_bytes = 1024 * 1024
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(4 * 1024 * 1024))
+    ep = fault_endpoint(keepalive_interval=0, operation_timeout=1, block_size=64 * 1024)
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s", retries=0) as fs:
+        with pytest.raises(errors.TransferTimeout, match="no progress"):
+            await fs.upload(local, "big.bin")

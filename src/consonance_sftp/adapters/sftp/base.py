@@ -135,8 +135,18 @@ class FSBase:
         bucket = self._bucket
         return [cast(asyncssh.SFTPClient, ThrottledSFTP(c.sftp, bucket)) for c in conns]
 
-    async def _watch(self, coro: Coroutine[Any, Any, None], path: str, ticks: list[float]) -> None:
-        """Run a transfer; a stall longer than the operation timeout becomes TransferTimeout."""
+    async def _watch(
+        self,
+        coro: Coroutine[Any, Any, None],
+        path: str,
+        ticks: list[float],
+        conns: Sequence[PooledConnection],
+    ) -> None:
+        """Run a transfer; a stall longer than the operation timeout becomes TransferTimeout.
+
+        A stalled server does not answer a cancelled request's file close either, so the
+        transfer's connections are aborted (and never reused) to let it unwind.
+        """
         task = asyncio.ensure_future(coro)
         timeout = self.settings.operation_timeout
         try:
@@ -145,9 +155,11 @@ class FSBase:
                 if done:
                     break
                 if time.monotonic() - ticks[0] > timeout:
+                    for pooled in conns:
+                        pooled.broken = True
+                        pooled.conn.abort()
                     task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                    await asyncio.wait({task}, timeout=5.0)
                     raise errors.TransferTimeout(
                         f"no progress for {timeout:.0f}s", partner=self.partner, path=path
                     )

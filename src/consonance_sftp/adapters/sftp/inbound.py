@@ -178,6 +178,7 @@ class InboundMixin(FSBase):
                 ),
                 remote_path,
                 ticks,
+                conns,
             )
             after = await self._stat(conns[0].sftp, remote_path)
         if after is None or after.size != size or (after.mtime or 0) != mtime:

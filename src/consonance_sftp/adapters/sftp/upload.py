@@ -276,7 +276,10 @@ class UploadMixin(FSBase):
         async with self._lease_many(shared, n_conns) as conns:
             if small:
                 await self._watch(
-                    self._put_small(conns[0].sftp, data or b"", temp, size, report), temp, ticks
+                    self._put_small(conns[0].sftp, data or b"", temp, size, report),
+                    temp,
+                    ticks,
+                    conns,
                 )
             else:
                 await self._watch(
@@ -292,6 +295,7 @@ class UploadMixin(FSBase):
                     ),
                     temp,
                     ticks,
+                    conns,
                 )
 
         sha = await self._local_sha(hashing, size, local_path, final)
