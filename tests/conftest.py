@@ -8,6 +8,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.store",
     "tests.fixtures.sshd",
     "tests.fixtures.sftp_servers",
     "tests.fixtures.consonance_sandbox",

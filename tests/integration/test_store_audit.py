@@ -18,35 +18,6 @@ import sqlalchemy as sa
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.adapters.store.audit_chain import event_hash
 from consonance_sftp.errors import AuditTamperError
-from tests.fixtures.postgres import PostgresCluster
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _migrate(url: str) -> None:
-    open_store(url).close()
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database per test (PostgreSQL: a copy of one migrated once per session)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-    url = cluster.create_database(template=cluster.template("store_migrated", _migrate))
-    try:
-        yield url
-    finally:
-        cluster.drop_database(url.rsplit("/", 1)[1])
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database with nothing in it yet (the migrations have not run)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
