@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from consonance_sftp.cli import audit, config_cmd, demo, partner, sandbox
+    from consonance_sftp.cli import audit, config_cmd, demo, partner, records, sandbox, service
 
-    for module in (config_cmd, demo, audit, partner, sandbox):
+    for module in (config_cmd, demo, audit, partner, sandbox, service, records):
         module.register(app)

@@ -1,0 +1,682 @@
+"""The long-running service and manual runs: Consonance changes and schedules -> flows -> engine.
+
+``Service`` joins the pieces the composition root builds:
+
+* **dispatch**: each flow kind has one entry in ``PREPARERS``, an async function that turns a
+  flow's config (and the titles asked for, or the change event that fired) into planned
+  ``Outbound`` packages. Adding a flow kind is one entry there.
+* **triggers**: the poller (incremental Consonance change detection on an interval; the
+  detector runs a full reconcile on its slower cycle) hands each event to the flows whose
+  ``when`` matches; cron schedules (``flow.schedule``) tick the flows they belong to.
+* **deliveries**: every package becomes one engine delivery (``app.delivery.delivery_request``).
+  Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
+  and released when the pause is lifted.
+* **operator controls**: pause/resume of partners and flows live in our own store (a named
+  value per control), each change is an audit event with who and why.
+
+Only one DBOS executor may run per SQLite file. ``DeliveryRunner`` therefore either runs an
+in-process engine (nothing else executes on that file) or, when ``serve`` already holds the
+file, enqueues through the DBOS client and lets ``serve`` do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from consonance_sftp.app.delivery import ProgressSink, delivery_request
+from consonance_sftp.config import FlowConfig
+from consonance_sftp.config.flows import FlowBase, ProductionFlow
+from consonance_sftp.engine import DeliveryRequest, EngineClient, FileToSend
+from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.flows.changes import ChangeDetector, PollReport
+from consonance_sftp.flows.outbound import Outbound
+from consonance_sftp.logs import get_logger
+from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
+from consonance_sftp.ports.consonance import ConsonanceAPI
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.engine import Engine
+
+log = get_logger(__name__)
+
+PAUSE_PREFIX = "operator.paused"
+HELD = "delivery.held"
+SCOPES = ("partner", "flow")
+
+
+# --- planned runs and the dispatch table ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """Something a flow did not package, and why (shown by ``run`` and on the record)."""
+
+    what: str
+    reason: str
+
+
+@dataclass(slots=True)
+class PlannedRun:
+    """What one run of one flow would send: one ``Outbound`` per (package, partner)."""
+
+    flow: str
+    kind: str
+    outbounds: list[Outbound] = field(default_factory=list)
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    """What a preparer gets: the app (store, state dir), a Consonance client, the time."""
+
+    app: App
+    api: ConsonanceAPI
+    now: datetime
+
+
+Preparer = Callable[
+    [FlowContext, str, Any, Sequence[str], ChangeEvent | None], Awaitable[PlannedRun]
+]
+"""(context, flow name, flow config, ISBNs asked for, triggering event) -> planned run."""
+
+
+class FlowNotAvailable(ConsonanceSftpError):
+    """A flow kind whose exchange is not implemented (yet) in this release."""
+
+
+async def _works_for(
+    ctx: FlowContext, isbns: Sequence[str], event: ChangeEvent | None
+) -> list[Work]:
+    if event is not None:
+        work = await ctx.api.get_work(event.work_id)
+        return [work] if work is not None else []
+    works: dict[int, Work] = {}
+    for isbn in isbns:
+        product = await ctx.api.get_product_by_isbn(isbn)
+        if product is None:
+            raise ConsonanceSftpError(
+                f"no product with ISBN {isbn} in Consonance",
+                hint="Check the ISBN-13 (13 digits, no hyphens).",
+            )
+        if product.work_id not in works:
+            work = await ctx.api.get_work(product.work_id)
+            if work is not None:
+                works[product.work_id] = work
+    return list(works.values())
+
+
+async def prepare_production(
+    ctx: FlowContext,
+    name: str,
+    flow: ProductionFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 1: each title's approved print files and spec sheet, per printer."""
+    from consonance_sftp.flows.production import ProductionHandoff
+
+    if not isbns and event is None:
+        raise ConsonanceSftpError(
+            f"flow {name!r} (production) sends one title at a time: name it",
+            hint=f"consonance-sftp run {name} --isbn 978...",
+        )
+    run = PlannedRun(flow=name, kind=FlowKind.PRODUCTION.value)
+    handoff = ProductionHandoff(ctx.api, ctx.app.store, ctx.app.state_dir / "packages")
+    for work in await _works_for(ctx, isbns, event):
+        packages, skipped = await handoff.prepare(flow, work, now=ctx.now)
+        wanted = set(isbns)
+        for pkg in packages:
+            if not wanted or pkg.isbn in wanted:
+                run.outbounds.append(pkg)
+        for s in skipped:
+            if not wanted or s.product.isbn13 in wanted:
+                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
+    return run
+
+
+PREPARERS: dict[str, Preparer] = {
+    FlowKind.PRODUCTION.value: prepare_production,
+}
+"""One entry per flow kind with an implementation; ``run``, the poller and schedules use it."""
+
+PLANNED_MODULES: dict[str, str] = {
+    FlowKind.ONIX_FEED.value: "flows/onix_feed.py",
+    FlowKind.MARKETING.value: "flows/marketing.py",
+    FlowKind.FORMATS.value: "flows/formats.py",
+    FlowKind.INTAKE.value: "flows/intake.py",
+    FlowKind.SALES_IN.value: "flows/sales_in.py",
+    FlowKind.FINANCE_OUT.value: "flows/finance_out.py",
+    FlowKind.ARCHIVE.value: "flows/archive.py",
+}
+
+
+def preparer_for(name: str, flow: FlowBase) -> Preparer:
+    kind = str(getattr(flow, "kind", ""))
+    found = PREPARERS.get(kind)
+    if found is None:
+        where = PLANNED_MODULES.get(kind, "flows/")
+        raise FlowNotAvailable(
+            f"flow {name!r} is of kind {kind!r}, which this release cannot run yet",
+            hint=f"Implemented kinds: {', '.join(sorted(PREPARERS))}. The {kind} exchange "
+            f"({where}) is not wired into the service in this version.",
+        )
+    return found
+
+
+def event_matches(flow: FlowBase, event: ChangeEvent) -> bool:
+    """Does a Consonance event meet the flow's ``when`` condition?
+
+    Project stage and to-do conditions are matched on the events the poller emits. To-dos
+    depend on a guess about Consonance's API (the public schema may not expose them).
+    ``approval_status`` has no event of its own yet, so it never fires from the poller.
+    """
+    if isinstance(flow, ProductionFlow):
+        from consonance_sftp.flows.production import triggered
+
+        return triggered(flow, event)
+    when = getattr(flow, "when", None)
+    if when is None or not flow.enabled:
+        return False
+    if when.project_stage is not None:
+        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
+    if when.todo_done is not None:
+        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
+    return False
+
+
+# --- operator controls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    scope: str
+    name: str
+    paused: bool
+    by: str
+    reason: str
+    at: str
+
+
+class Controls:
+    """Pause and resume of partners and flows, kept in our store, recorded in the audit trail."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def _check(self, scope: str, name: str) -> None:
+        known = self.app.settings.partners if scope == "partner" else self.app.settings.flows
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none configured"
+            raise ConfigError(
+                f"unknown {scope} {name!r}",
+                [ConfigProblem(f"{scope}s.{name}", f"not in the config (known: {names})")],
+            )
+
+    def get(self, scope: str, name: str) -> Pause | None:
+        raw = self.app.store.get_watermark(f"{PAUSE_PREFIX}.{scope}.{name}")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Pause(scope, name, bool(data["paused"]), data["by"], data["reason"], data["at"])
+
+    def is_paused(self, scope: str, name: str) -> bool:
+        found = self.get(scope, name)
+        return found is not None and found.paused
+
+    def paused(self) -> list[Pause]:
+        out = []
+        for scope, names in (
+            ("partner", self.app.settings.partners),
+            ("flow", self.app.settings.flows),
+        ):
+            for name in names:
+                found = self.get(scope, name)
+                if found is not None and found.paused:
+                    out.append(found)
+        return out
+
+    def set(self, scope: str, name: str, *, paused: bool, by: str, reason: str) -> Pause:
+        self._check(scope, name)
+        at = datetime.now(UTC).isoformat()
+        value = {"paused": paused, "by": by, "reason": reason, "at": at}
+        self.app.store.set_watermark(f"{PAUSE_PREFIX}.{scope}.{name}", json.dumps(value))
+        self.app.store.append_audit(
+            actor=f"user:{by}",
+            action=f"{scope}.{'paused' if paused else 'resumed'}",
+            subject=f"{scope}:{name}",
+            details={"reason": reason},
+        )
+        return Pause(scope, name, paused, by, reason, at)
+
+    def hold_reason(self, flow: str, partner: str) -> str | None:
+        if self.is_paused("partner", partner):
+            return f"partner {partner!r} is paused"
+        if self.is_paused("flow", flow):
+            return f"flow {flow!r} is paused"
+        return None
+
+
+# --- running deliveries --------------------------------------------------------------------
+
+
+def executor_running(app: App) -> bool:
+    """Is a ``serve`` process holding this SQLite engine file? (PostgreSQL: workers always
+    run elsewhere, so the answer is yes.) Probed with the same ``flock`` the engine takes."""
+    settings = app.engine_settings()
+    if settings.is_postgres:
+        return True
+    path = Path(settings.sqlite_path + ".lease")
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock too
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    workflow_id: str
+    request: DeliveryRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    request: DeliveryRequest
+    reason: str
+
+
+class DeliveryRunner:
+    """Enqueues deliveries on this process's engine, or through the DBOS client when another
+    process (``serve``, ``worker``) is the executor."""
+
+    def __init__(self, app: App, *, progress: ProgressSink | None = None) -> None:
+        self.app = app
+        self.controls = Controls(app)
+        self.progress = progress
+        self.engine: Engine | None = None
+        self.client: EngineClient | None = None
+
+    async def __aenter__(self) -> DeliveryRunner:
+        if executor_running(self.app):
+            self.client = EngineClient(self.app.engine_settings())
+        else:
+            self.engine = self.app.engine(progress=self.progress)
+            await asyncio.to_thread(self.engine.launch)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
+        if self.client is not None:
+            self.client.close()
+
+    @property
+    def in_process(self) -> bool:
+        return self.engine is not None
+
+    async def submit(self, request: DeliveryRequest) -> Enqueued | Held:
+        reason = await asyncio.to_thread(self.controls.hold_reason, request.flow, request.partner)
+        if reason is not None:
+            await asyncio.to_thread(self._record_held, request, reason)
+            return Held(request, reason)
+        cap = self.app.partner_config(request.partner).max_connections
+        if self.engine is not None:
+            wid = await self.engine.enqueue_delivery(request, max_connections=cap)
+        else:
+            assert self.client is not None
+            wid = await asyncio.to_thread(
+                self.client.enqueue_delivery, request, max_connections=cap
+            )
+        return Enqueued(wid, request)
+
+    def _record_held(self, request: DeliveryRequest, reason: str) -> None:
+        self.app.store.append_audit(
+            actor="service",
+            action=HELD,
+            subject=f"{request.partner}:{request.package}",
+            details={"reason": reason, "request": request.to_dict()},
+        )
+
+    async def wait(self, workflow_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait for a delivery's outcome: its result, or ``{"error": reason}``."""
+        if self.engine is not None:
+            try:
+                result: dict[str, Any] = await self.engine.result(workflow_id, timeout_s)
+                return result
+            except ConsonanceSftpError as exc:
+                return {"workflow_id": workflow_id, "error": str(exc)}
+        assert self.client is not None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await asyncio.to_thread(self.client.status, workflow_id)
+            if status in {"SUCCESS"}:
+                return {"workflow_id": workflow_id, "status": status}
+            if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
+                err = await asyncio.to_thread(self.client.error, workflow_id)
+                return {"workflow_id": workflow_id, "error": err or status}
+            if asyncio.get_running_loop().time() > deadline:
+                return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
+            await asyncio.sleep(0.3)
+
+    async def release_held(self) -> list[Enqueued]:
+        """Enqueue the held deliveries whose partner and flow are no longer paused. Safe to
+        repeat: the same files and generation give the same workflow ID, which attaches."""
+        events = await asyncio.to_thread(self.app.store.list_audit, action=HELD)
+        released: list[Enqueued] = []
+        seen: set[str] = set()
+        for event in reversed(events):
+            data = event.details.get("request")
+            if not isinstance(data, dict):
+                continue
+            request = DeliveryRequest.from_dict(data)
+            if request.partner not in self.app.settings.partners:
+                continue
+            key = json.dumps(data, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            if await asyncio.to_thread(self._released_already, event.ts, request):
+                continue
+            outcome = await self.submit(request)
+            if isinstance(outcome, Enqueued):
+                await asyncio.to_thread(
+                    self.app.store.append_audit,
+                    "service",
+                    "delivery.released",
+                    f"{request.partner}:{request.package}",
+                    {"workflow_id": outcome.workflow_id, "held_at": event.ts.isoformat()},
+                )
+                released.append(outcome)
+        return released
+
+    def _released_already(self, held_at: datetime, request: DeliveryRequest) -> bool:
+        subject = f"{request.partner}:{request.package}"
+        later = self.app.store.list_audit(subject=subject, action="delivery.released")
+        return any(e.ts >= held_at for e in later)
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """What ``run_flow`` did: the plan, and per package the workflow or why it was held."""
+
+    planned: PlannedRun
+    enqueued: list[Enqueued] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def folder_of(app: App, flow: FlowBase, partner: str) -> str:
+    folders = app.partner_config(partner).folders
+    if flow.folder not in folders:
+        raise ConfigError(
+            f"partner {partner!r} has no {flow.folder!r} folder",
+            [ConfigProblem(f"partners.{partner}.folders", f"add {flow.folder} = '/path'")],
+        )
+    return folders[flow.folder]
+
+
+def remote_files(app: App, flow: FlowBase, outbound: Outbound) -> list[FileToSend]:
+    """The files of a package as they will land on the partner's server (for dry runs)."""
+    request = delivery_request(
+        outbound, flow="-", folder=folder_of(app, flow, outbound.partner), trigger="-"
+    )
+    return list(request.files)
+
+
+class Service:
+    """Flows, triggers and deliveries of one config."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.controls = Controls(app)
+
+    def flow(self, name: str) -> FlowConfig:
+        try:
+            return self.app.settings.flows[name]
+        except KeyError:
+            known = ", ".join(sorted(self.app.settings.flows)) or "none configured"
+            raise ConfigError(
+                f"unknown flow {name!r}",
+                [ConfigProblem(f"flows.{name}", f"not in the config (known: {known})")],
+            ) from None
+
+    async def plan(
+        self,
+        name: str,
+        *,
+        isbns: Sequence[str] = (),
+        event: ChangeEvent | None = None,
+        api: ConsonanceAPI | None = None,
+    ) -> PlannedRun:
+        flow = self.flow(name)
+        if not flow.enabled:
+            raise ConsonanceSftpError(
+                f"flow {name!r} is disabled in the config",
+                hint=f"Set enabled = true under [flows.{name}].",
+            )
+        preparer = preparer_for(name, flow)
+        if api is not None:
+            return await preparer(
+                FlowContext(self.app, api, datetime.now(UTC)), name, flow, isbns, event
+            )
+        async with self.app.consonance() as client:
+            ctx = FlowContext(self.app, client, datetime.now(UTC))
+            return await preparer(ctx, name, flow, isbns, event)
+
+    def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
+        flow = self.flow(planned.flow)
+        return [
+            delivery_request(
+                o,
+                flow=planned.flow,
+                folder=folder_of(self.app, flow, o.partner),
+                trigger=trigger,
+            )
+            for o in planned.outbounds
+        ]
+
+    async def run_flow(
+        self,
+        name: str,
+        *,
+        dry_run: bool = False,
+        isbns: Sequence[str] = (),
+        trigger: str | None = None,
+        runner: DeliveryRunner | None = None,
+        wait: bool = True,
+        progress: ProgressSink | None = None,
+    ) -> RunOutcome:
+        """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing."""
+        planned = await self.plan(name, isbns=isbns)
+        outcome = RunOutcome(planned)
+        if dry_run:
+            return outcome
+        requests = self.requests(planned, trigger=trigger or f"manual:{_user()}")
+        if runner is not None:
+            await self._submit_all(runner, requests, outcome, wait=wait)
+            return outcome
+        async with DeliveryRunner(self.app, progress=progress) as own:
+            await self._submit_all(own, requests, outcome, wait=wait)
+        return outcome
+
+    async def _submit_all(
+        self,
+        runner: DeliveryRunner,
+        requests: list[DeliveryRequest],
+        outcome: RunOutcome,
+        *,
+        wait: bool,
+    ) -> None:
+        for request in requests:
+            submitted = await runner.submit(request)
+            if isinstance(submitted, Held):
+                outcome.held.append(submitted)
+            else:
+                outcome.enqueued.append(submitted)
+        if wait:
+            for e in outcome.enqueued:
+                outcome.results[e.workflow_id] = await runner.wait(e.workflow_id)
+
+    async def on_events(
+        self, events: Sequence[ChangeEvent], runner: DeliveryRunner, api: ConsonanceAPI
+    ) -> list[RunOutcome]:
+        """Hand each event to every enabled flow whose ``when`` matches; enqueue the packages."""
+        outcomes = []
+        for name, flow in self.app.settings.flows.items():
+            for event in events:
+                if not flow.enabled or not event_matches(flow, event):
+                    continue
+                if flow.kind not in PREPARERS:
+                    log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
+                    continue
+                try:
+                    planned = await self.plan(name, event=event, api=api)
+                except ConsonanceSftpError as exc:
+                    log.warning("flow %s: event on work %s: %s", name, event.work_id, exc)
+                    continue
+                trigger = f"consonance: work {event.work_id} {event.kind.value} {event.new}"
+                outcome = RunOutcome(planned)
+                await self._submit_all(
+                    runner, self.requests(planned, trigger=trigger), outcome, wait=False
+                )
+                outcomes.append(outcome)
+        return outcomes
+
+    async def poll_once(
+        self, detector: ChangeDetector, runner: DeliveryRunner, api: ConsonanceAPI
+    ) -> PollReport:
+        report = await detector.poll()
+        if report.events:
+            await self.on_events(report.events, runner, api)
+        return report
+
+    async def scheduled_tick(
+        self, name: str, tick: datetime, runner: DeliveryRunner
+    ) -> RunOutcome | None:
+        """One tick of a flow's schedule. Each tick is claimed once in our store first, so a
+        tick seen twice (a restart within the same second) does not run twice."""
+        claim = f"schedule.{name}.last_tick"
+        last = await asyncio.to_thread(self.app.store.get_watermark, claim)
+        if last is not None and datetime.fromisoformat(last) >= tick:
+            return None
+        await asyncio.to_thread(self.app.store.set_watermark, claim, tick.isoformat())
+        await asyncio.to_thread(
+            self.app.store.append_audit,
+            "schedule",
+            "flow.tick",
+            f"flow:{name}",
+            {"tick": tick.isoformat()},
+        )
+        if self.controls.is_paused("flow", name):
+            return None
+        try:
+            return await self.run_flow(
+                name, trigger=f"schedule:{tick.isoformat()}", runner=runner, wait=False
+            )
+        except ConsonanceSftpError as exc:
+            log.warning("scheduled run of %s at %s: %s", name, tick.isoformat(), exc)
+            return None
+
+    async def serve(
+        self,
+        *,
+        stop: asyncio.Event,
+        poll_interval_s: float = 60.0,
+        reconcile_every: timedelta = timedelta(hours=24),
+        schedule_overrides: dict[str, Callable[[datetime], datetime]] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Run the engine, the poller, the schedules and the release of held deliveries until
+        ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown)."""
+        async with DeliveryRunner(self.app) as runner:
+            if not runner.in_process:
+                raise ConsonanceSftpError(
+                    "another process already runs the engine on this SQLite file",
+                    hint="Stop the other 'serve' first (one executor per SQLite file).",
+                )
+            tasks = [
+                asyncio.create_task(self._poller(stop, runner, poll_interval_s, reconcile_every)),
+                asyncio.create_task(self._releaser(stop, runner)),
+            ]
+            for name, flow in self.app.settings.flows.items():
+                nxt: Callable[[datetime], datetime] | None = None
+                if schedule_overrides and name in schedule_overrides:
+                    nxt = schedule_overrides[name]
+                elif flow.schedule is not None and flow.enabled:
+                    nxt = flow.schedule.next_after
+                if nxt is not None:
+                    tasks.append(asyncio.create_task(self._scheduler(stop, runner, name, nxt)))
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    async def _poller(
+        self,
+        stop: asyncio.Event,
+        runner: DeliveryRunner,
+        interval: float,
+        reconcile_every: timedelta,
+    ) -> None:
+        async with self.app.consonance() as api:
+            detector = ChangeDetector(api, self.app.store, reconcile_every=reconcile_every)
+            while not stop.is_set():
+                try:
+                    await self.poll_once(detector, runner, api)
+                except ConsonanceSftpError as exc:
+                    log.warning("Consonance poll failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+    async def _releaser(self, stop: asyncio.Event, runner: DeliveryRunner) -> None:
+        while not stop.is_set():
+            try:
+                await runner.release_held()
+            except ConsonanceSftpError as exc:
+                log.warning("releasing held deliveries failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _scheduler(
+        self,
+        stop: asyncio.Event,
+        runner: DeliveryRunner,
+        name: str,
+        next_after: Callable[[datetime], datetime],
+    ) -> None:
+        tick = next_after(datetime.now(UTC))
+        while not stop.is_set():
+            delay = (tick - datetime.now(UTC)).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+            await self.scheduled_tick(name, tick, runner)
+            tick = next_after(max(tick, datetime.now(UTC)))
+
+
+def _user() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"

@@ -1,0 +1,423 @@
+"""``status``, ``history``, ``retry``, ``resend`` and the pause/resume controls.
+
+These read our own store (ledger, audit trail) and the engine through the DBOS client; they
+never become a second executor next to ``serve``. When nothing executes on the SQLite engine
+file, ``retry`` and ``resend`` run the delivery in-process and wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consonance_sftp.cli.main import state
+from consonance_sftp.errors import ConsonanceSftpError
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.engine import DeliveryRequest
+    from consonance_sftp.ports.store import DeliveryRecord
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+flow_app = typer.Typer(help="Flows: pause and resume.", no_args_is_help=True)
+
+CSV_COLUMNS = (
+    "finished_at",
+    "started_at",
+    "created_at",
+    "flow",
+    "partner",
+    "isbn",
+    "package",
+    "remote_path",
+    "size",
+    "sha256",
+    "generation",
+    "asset_version_id",
+    "outcome",
+    "attempts",
+    "workflow_id",
+    "trigger",
+    "error",
+)
+
+
+def _app() -> App:
+    from consonance_sftp.app import App
+
+    return App.from_config(state.config_path)
+
+
+def _user() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO date or time: {value!r}", param_hint=option) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _ts(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
+
+
+# --- history -------------------------------------------------------------------------------
+
+
+def history(
+    isbn: Annotated[str | None, typer.Option(help="Only this title (ISBN-13).")] = None,
+    partner: Annotated[str | None, typer.Option(help="Only this partner.")] = None,
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this date/time (ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date/time (ISO).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many files (newest first).")] = 200,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="CSV on stdout: did it go, when, which version.")
+    ] = False,
+) -> None:
+    """What was delivered: one row per file sent (or failed, or skipped), newest first."""
+    app = _app()
+    rows = app.store.list_deliveries(
+        isbn=isbn,
+        partner=partner,
+        flow=flow,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        limit=limit,
+    )
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            writer.writerow(_csv_row(r))
+        return
+    table = Table(
+        "finished",
+        "flow",
+        "partner",
+        "ISBN",
+        "remote path",
+        "bytes",
+        "SHA-256",
+        "gen",
+        "outcome",
+        "workflow",
+    )
+    for r in rows:
+        style = {"failed": "red", "sent": "green", "skipped": "yellow"}.get(r.outcome.value, "")
+        table.add_row(
+            _ts(r.finished_at or r.created_at),
+            r.flow,
+            r.partner,
+            r.isbn or "",
+            r.remote_path,
+            f"{r.size:,}",
+            r.sha256[:12],
+            str(r.generation),
+            f"[{style}]{r.outcome.value}[/{style}]" if style else r.outcome.value,
+            r.workflow_id or "",
+        )
+    console.print(table)
+    console.print(f"{len(rows)} file(s)")
+
+
+def _csv_row(r: DeliveryRecord) -> list[str]:
+    return [
+        _ts(r.finished_at),
+        _ts(r.started_at),
+        _ts(r.created_at),
+        r.flow,
+        r.partner,
+        r.isbn or "",
+        r.package_id or "",
+        r.remote_path,
+        str(r.size),
+        r.sha256,
+        str(r.generation),
+        "" if r.asset_version_id is None else str(r.asset_version_id),
+        r.outcome.value,
+        str(r.attempts),
+        r.workflow_id or "",
+        r.trigger or "",
+        r.error or "",
+    ]
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def status() -> None:
+    """What is running, queued and failed; paused partners and flows; next schedule ticks."""
+    from consonance_sftp.app.service import Controls, executor_running
+    from consonance_sftp.engine import EngineClient
+
+    app = _app()
+    running = executor_running(app)
+    console.print(
+        f"engine: {'an executor is running' if running else 'no executor running'} "
+        f"({app.engine_settings().backend})"
+    )
+    client = EngineClient(app.engine_settings())
+    try:
+        statuses = client.statuses("dlv-")
+        table = Table(
+            "workflow", "partner", "state", "reason", title="deliveries", title_justify="left"
+        )
+        counts: dict[str, int] = {}
+        for wid, st in sorted(statuses.items()):
+            counts[st] = counts.get(st, 0) + 1
+            if st in {"SUCCESS"}:
+                continue
+            reason = client.error(wid) or "" if st == "ERROR" else ""
+            table.add_row(wid, _partner_of(wid), _label(st), reason)
+        console.print(table)
+        summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
+        console.print(f"deliveries: {summary}")
+    finally:
+        client.close()
+    paused = Controls(app).paused()
+    if paused:
+        t = Table(
+            "paused",
+            "name",
+            "by",
+            "since",
+            "reason",
+            title="operator controls",
+            title_justify="left",
+        )
+        for p in paused:
+            t.add_row(p.scope, p.name, p.by, p.at, p.reason)
+        console.print(t)
+    else:
+        console.print("nothing paused")
+    now = datetime.now(UTC)
+    sched = Table("flow", "cron", "timezone", "next tick", title="schedules", title_justify="left")
+    for name, f in app.settings.flows.items():
+        if f.schedule is not None and f.enabled:
+            sched.add_row(
+                name, f.schedule.cron, f.schedule.timezone, f.schedule.next_after(now).isoformat()
+            )
+    console.print(sched)
+
+
+def _label(dbos_status: str) -> str:
+    return {
+        "PENDING": "running",
+        "ENQUEUED": "queued",
+        "SUCCESS": "done",
+        "ERROR": "failed",
+    }.get(dbos_status, dbos_status.lower())
+
+
+def _partner_of(workflow_id: str) -> str:
+    # dlv-<partner>-<key hash>-g<generation>; partner names may hold '-'.
+    parts = workflow_id.split("-")
+    return "-".join(parts[1:-2]) if len(parts) >= 4 else ""
+
+
+# --- retry and resend ----------------------------------------------------------------------
+
+
+def retry(
+    workflow_id: Annotated[str, typer.Argument(help="ID of the failed delivery workflow.")],
+    by: Annotated[str | None, typer.Option(help="Who asks (default: $USER).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+) -> None:
+    """Re-run a failed delivery from its first failed step (same workflow ID)."""
+    from consonance_sftp.engine import EngineClient
+
+    app = _app()
+    client = EngineClient(app.engine_settings())
+    try:
+        client.retry(workflow_id)
+    finally:
+        client.close()
+    app.store.append_audit(
+        actor=f"user:{by or _user()}",
+        action="delivery.retry",
+        subject=workflow_id,
+        details={"partner": _partner_of(workflow_id)},
+    )
+    console.print(f"retrying {workflow_id}")
+    if wait:
+        result = asyncio.run(_wait_for(app, workflow_id, _partner_of(workflow_id)))
+        _report(workflow_id, result)
+
+
+async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
+    from consonance_sftp.app.service import DeliveryRunner
+
+    async with DeliveryRunner(app) as runner:
+        if runner.engine is not None and partner in app.settings.partners:
+            cap = app.partner_config(partner).max_connections
+            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+        return await runner.wait(workflow_id)
+
+
+def _report(workflow_id: str, result: dict[str, object]) -> None:
+    if "error" in result:
+        console.print(f"[red]failed[/red] {workflow_id}: {result['error']}")
+        raise typer.Exit(1)
+    sent = result.get("sent")
+    if isinstance(sent, list):
+        console.print(f"[green]done[/green] {workflow_id}: {len(sent)} file(s) sent")
+    else:
+        console.print(f"{workflow_id}: {result.get('status')}")
+
+
+def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> DeliveryRequest:
+    """The request for a new generation of a recorded delivery (same files, same places)."""
+    from consonance_sftp.engine import DeliveryRequest, FileToSend
+
+    rows = [
+        r
+        for r in app.store.list_deliveries(partner=_partner_of(workflow_id) or None)
+        if r.workflow_id == workflow_id
+    ]
+    if not rows:
+        raise ConsonanceSftpError(
+            f"no delivery {workflow_id!r} in the ledger",
+            hint="Find it with 'consonance-sftp history --isbn ... --partner ...'.",
+        )
+    first = rows[0]
+    newest = max(
+        (app.store.find_delivery(r.key) for r in rows),
+        key=lambda r: r.generation if r is not None else -1,
+    )
+    generation = (newest.generation if newest is not None else first.generation) + 1
+    files = []
+    for r in sorted(rows, key=lambda r: r.id or 0):
+        if not r.source or not os.path.exists(r.source):
+            raise ConsonanceSftpError(
+                f"the local copy of {r.remote_path} is gone ({r.source or 'no source recorded'})",
+                hint="Run the flow again for the title: 'consonance-sftp run FLOW --isbn ...'.",
+            )
+        files.append(
+            FileToSend(source=r.source, remote_path=r.remote_path, sha256=r.sha256, size=r.size)
+        )
+    return DeliveryRequest(
+        flow=first.flow,
+        partner=first.partner,
+        package=first.package_id or workflow_id,
+        files=tuple(files),
+        generation=generation,
+        trigger=f"resend:{by}: {reason}",
+        isbn=first.isbn,
+    )
+
+
+def resend(
+    reason: Annotated[str, typer.Option("--reason", help="Why it is sent again (required).")],
+    workflow_id: Annotated[
+        str | None, typer.Argument(help="Workflow ID of the delivery to send again.")
+    ] = None,
+    isbn: Annotated[str | None, typer.Option(help="Or: the title's latest delivery...")] = None,
+    partner: Annotated[str | None, typer.Option(help="...to this partner.")] = None,
+    flow: Annotated[str | None, typer.Option(help="...of this flow (optional).")] = None,
+    by: Annotated[str | None, typer.Option(help="Who asks (default: $USER).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+) -> None:
+    """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
+    from consonance_sftp.app.service import DeliveryRunner, Enqueued
+
+    app = _app()
+    who = by or _user()
+    if not reason.strip():
+        raise typer.BadParameter("give a reason", param_hint="--reason")
+    if workflow_id is None:
+        if not (isbn and partner):
+            raise typer.BadParameter("name a workflow ID, or --isbn and --partner")
+        rows = app.store.list_deliveries(isbn=isbn, partner=partner, flow=flow, limit=1)
+        if not rows or rows[0].workflow_id is None:
+            raise ConsonanceSftpError(f"nothing was delivered for {isbn} to {partner}")
+        workflow_id = rows[0].workflow_id
+    request = resend_request(app, workflow_id, by=who, reason=reason)
+
+    async def go() -> tuple[str, dict[str, object] | None]:
+        async with DeliveryRunner(app) as runner:
+            submitted = await runner.submit(request)
+            if not isinstance(submitted, Enqueued):
+                raise ConsonanceSftpError(f"resend held: {submitted.reason}")
+            app.store.append_audit(
+                actor=f"user:{who}",
+                action="delivery.resend",
+                subject=f"{request.partner}:{request.package}",
+                details={
+                    "by": who,
+                    "reason": reason,
+                    "from_workflow": workflow_id,
+                    "workflow_id": submitted.workflow_id,
+                    "generation": request.generation,
+                },
+            )
+            result = await runner.wait(submitted.workflow_id) if wait else None
+            return submitted.workflow_id, result
+
+    new_id, result = asyncio.run(go())
+    console.print(f"resend of {workflow_id} as generation {request.generation}: {new_id}")
+    if result is not None:
+        _report(new_id, result)
+
+
+# --- pause and resume ----------------------------------------------------------------------
+
+
+def _control(scope: str, name: str, paused: bool, by: str | None, reason: str | None) -> None:
+    from consonance_sftp.app.service import Controls
+
+    app = _app()
+    p = Controls(app).set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    verb = "paused" if p.paused else "resumed"
+    console.print(f"{scope} {name} {verb} by {p.by}" + (f": {p.reason}" if p.reason else ""))
+
+
+ByOpt = Annotated[str | None, typer.Option(help="Who (default: $USER).")]
+ReasonOpt = Annotated[str | None, typer.Option(help="Why (recorded in the audit trail).")]
+
+
+def partner_pause(name: str, by: ByOpt = None, reason: ReasonOpt = None) -> None:
+    """Hold every delivery to this partner until it is resumed (recorded)."""
+    _control("partner", name, True, by, reason)
+
+
+def partner_resume(name: str, by: ByOpt = None, reason: ReasonOpt = None) -> None:
+    """Release the partner's held deliveries (the running service sends them)."""
+    _control("partner", name, False, by, reason)
+
+
+@flow_app.command("pause")
+def flow_pause(name: str, by: ByOpt = None, reason: ReasonOpt = None) -> None:
+    """Hold every delivery of this flow until it is resumed (recorded)."""
+    _control("flow", name, True, by, reason)
+
+
+@flow_app.command("resume")
+def flow_resume(name: str, by: ByOpt = None, reason: ReasonOpt = None) -> None:
+    """Release the flow's held deliveries (the running service sends them)."""
+    _control("flow", name, False, by, reason)
+
+
+def register(app: typer.Typer) -> None:
+    from consonance_sftp.cli.partner import partner_app
+
+    app.command("history")(history)
+    app.command("status")(status)
+    app.command("retry")(retry)
+    app.command("resend")(resend)
+    partner_app.command("pause")(partner_pause)
+    partner_app.command("resume")(partner_resume)
+    app.add_typer(flow_app, name="flow")

@@ -1,0 +1,189 @@
+"""``serve``, ``worker`` and ``run FLOW``: the long-running processes and one manual run.
+
+``serve`` is everything in one process on the embedded default (SQLite): the engine, the
+Consonance poller, the flows' schedules and the release of held deliveries. ``worker`` is an
+executor for scale-out on PostgreSQL, with a stable ID. ``run`` plans one flow now and either
+prints what would be sent (``--dry-run``) or delivers it, in-process, or through ``serve`` when
+it holds the engine file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from consonance_sftp.cli.main import state
+from consonance_sftp.errors import ConsonanceSftpError
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.app.service import RunOutcome
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _app() -> App:
+    from consonance_sftp.app import App
+
+    return App.from_config(state.config_path)
+
+
+def _print_plan(app: App, outcome: RunOutcome) -> None:
+    from consonance_sftp.app.service import remote_files
+
+    planned = outcome.planned
+    flow = app.settings.flows[planned.flow]
+    if not planned.outbounds:
+        console.print(f"flow {planned.flow}: nothing to send")
+    for o in planned.outbounds:
+        files = remote_files(app, flow, o)
+        total = sum(f.size for f in files)
+        table = Table(
+            "remote path", "bytes", "SHA-256", title=f"{o.partner}: {o.label}", title_justify="left"
+        )
+        for f in files:
+            table.add_row(f.remote_path, f"{f.size:,}", f.sha256)
+        console.print(table)
+        console.print(f"{len(files)} files, {total:,} bytes to partner {o.partner}")
+    for s in planned.skipped:
+        console.print(f"[yellow]skipped[/yellow] {s.what}: {s.reason}")
+
+
+def run(
+    flow: Annotated[str, typer.Argument(help="Name of the flow (a key of [flows]).")],
+    isbn: Annotated[
+        list[str] | None, typer.Option("--isbn", help="Title(s) to run the flow for.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the deliveries to finish.")
+    ] = True,
+) -> None:
+    """Run one flow now (manual trigger); with --dry-run, show exactly what would be sent."""
+    from consonance_sftp.app.service import Service
+
+    app = _app()
+    service = Service(app)
+    isbns = tuple(isbn or ())
+    if dry_run:
+        outcome = asyncio.run(service.run_flow(flow, dry_run=True, isbns=isbns))
+        _print_plan(app, outcome)
+        console.print("[bold]dry run[/bold]: nothing was sent")
+        return
+    outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait))
+    _print_plan(app, outcome)
+    failed = False
+    for h in outcome.held:
+        console.print(
+            f"[yellow]held[/yellow] {h.request.package} for {h.request.partner}: {h.reason}"
+        )
+    for e in outcome.enqueued:
+        result = outcome.results.get(e.workflow_id)
+        if result is None:
+            console.print(f"queued {e.workflow_id} ({e.request.package} -> {e.request.partner})")
+        elif "error" in result:
+            failed = True
+            console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
+        elif "sent" in result:
+            console.print(
+                f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
+                f"{len(result['already_present'])} already on the server, "
+                f"{len(result['already_recorded'])} already in the ledger"
+            )
+        else:
+            console.print(f"{e.workflow_id}: {result.get('status')}")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _run_with_progress(service: Any, flow: str, isbns: tuple[str, ...], wait: bool) -> Any:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(partner: str, path: str, done: int, total: int) -> None:
+            key = f"{partner}:{path}"
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{partner} {path}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        return await service.run_flow(flow, isbns=isbns, wait=wait, progress=on_progress)
+
+
+def serve(
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between two Consonance change polls.")
+    ] = 60.0,
+    reconcile_hours: Annotated[
+        float, typer.Option(help="Hours between two full reconciles of the catalogue.")
+    ] = 24.0,
+) -> None:
+    """Run everything in one process (engine, poller, schedules) until SIGTERM/SIGINT."""
+    from consonance_sftp.app.service import Service
+
+    app = _app()
+    service = Service(app)
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready() -> None:
+            console.print(
+                f"serving: executor {app.engine_settings().executor_id}, "
+                f"{len(app.settings.flows)} flows, poll every {poll_interval:g} s",
+                soft_wrap=True,
+            )
+
+        await service.serve(
+            stop=stop,
+            poll_interval_s=poll_interval,
+            reconcile_every=timedelta(hours=reconcile_hours),
+            on_ready=ready,
+        )
+
+    asyncio.run(main())
+    console.print("stopped (in-flight deliveries resume on the next start)")
+
+
+def worker(
+    executor_id: Annotated[
+        str | None, typer.Option("--id", help="Stable executor ID of this worker process.")
+    ] = None,
+) -> None:
+    """An executor for scale-out on PostgreSQL: runs queued deliveries until SIGTERM."""
+    app = _app()
+    settings = app.engine_settings(executor_id)
+    if not settings.is_postgres:
+        raise ConsonanceSftpError(
+            "'worker' is for PostgreSQL; this config's engine database is SQLite",
+            hint="On SQLite run one 'consonance-sftp serve' (one executor per SQLite file).",
+        )
+    engine = app.engine(executor_id=executor_id)
+    console.print(f"worker {settings.executor_id} started", soft_wrap=True)
+    asyncio.run(engine.run_until_signal())
+    console.print(f"worker {settings.executor_id} stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("serve")(serve)
+    app.command("worker")(worker)
