@@ -155,17 +155,151 @@ class ProductionFlow(PackageFlow):
     )
 
 
+class OnixRecipient(StrictModel):
+    """What one ONIX recipient wants. The same fields as ``formats.onix.RecipientRules``
+    (converted with ``RecipientRules.model_validate(...)`` by the flow); a filter left unset
+    means no restriction."""
+
+    preset: Literal["google_play_books"] | None = Field(
+        default=None,
+        description="Start from a known recipient's rules; keys set here override it. "
+        "`google_play_books`: ebooks only (EA/EB/EC/ED, DG), notifications 01/02/03/05 "
+        "(never 04 block updates), `Market` on every supply.",
+    )
+    onix_version: Literal["3.0", "3.1", "2.1"] = Field(
+        default="3.0", description="ONIX version written for this recipient."
+    )
+    tag_style: Literal["reference", "short"] = Field(
+        default="reference", description="ONIX vocabulary: reference names or short tags."
+    )
+    imprints: list[str] | None = Field(
+        default=None, description="Only products of these imprints (names); unset: all."
+    )
+    product_forms: list[str] | None = Field(
+        default=None,
+        description="Only these product forms: Consonance (ONIX 2.1 list 7) or ONIX 3.0 "
+        '(list 150) codes, e.g. `["BB", "BC"]`; unset: all.',
+    )
+    publishing_statuses: list[str] | None = Field(
+        default=None,
+        description="Only products with these publishing statuses (ONIX list 64, e.g. `04` "
+        "active); unset: all.",
+    )
+    markets: list[str] | None = Field(
+        default=None,
+        description="Only products for sale in at least one of these countries (ISO 3166-1, "
+        "e.g. `GB`); unset: all.",
+    )
+    price_types: list[str] | None = Field(
+        default=None,
+        description="Keep only prices of these types (ONIX list 58, e.g. `02` RRP incl. tax); "
+        "unset: all.",
+    )
+    currencies: list[str] | None = Field(
+        default=None, description="Keep only prices in these currencies (ISO 4217); unset: all."
+    )
+    require_prices: bool = Field(
+        default=False, description="Leave out products with no price left after trimming."
+    )
+    notification_types: list[str] = Field(
+        default_factory=lambda: ["01", "02", "03", "05"],
+        description="Notification types (ONIX list 1) the recipient accepts; a product whose "
+        "type is not accepted is sent as `03` (complete record).",
+    )
+    require_market: bool = Field(
+        default=False, description="Every `ProductSupply` must name its `Market` (checked)."
+    )
+    mode: Literal["full", "delta"] = Field(
+        default="delta",
+        description="What a scheduled or manual run sends: every product (`full`) or only "
+        "those changed since the last successful send (`delta`).",
+    )
+    send_deletions: bool = Field(
+        default=True,
+        description="Send deleted, withdrawn and filtered-out products the recipient holds "
+        "as notification `05`.",
+    )
+    delete_statuses: list[str] = Field(
+        default_factory=lambda: ["01", "11"],
+        description="Publishing statuses (list 64) treated as deletions (cancelled, withdrawn).",
+    )
+    send_empty: bool = Field(
+        default=False,
+        description="Send a message with no products when nothing changed (otherwise nothing "
+        "is sent).",
+    )
+    file_name: str = Field(
+        default="{sender}_{recipient}_{sent:%Y%m%d%H%M%S}_{kind}.xml",
+        description="File name template; fields `sender`, `recipient`, `sent` (a UTC "
+        "datetime: `{sent:%Y%m%d}`), `kind` (full, delta, test). `.zip`/`.gz` is added for "
+        "compression.",
+    )
+    compression: Literal["none", "zip", "gzip"] = Field(
+        default="none", description="Send the message as is, zipped or gzipped."
+    )
+    addressee_name: str | None = Field(
+        default=None, description="Name in the message header's `Addressee`; unset: none."
+    )
+    test_sample_size: int = Field(
+        default=10, ge=1, description="Products in a test feed (`run FLOW --test`)."
+    )
+
+    @field_validator("file_name")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        sample = datetime(2026, 1, 1)
+        try:
+            value.format(sender="s", recipient="r", sent=sample, kind="full")
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"bad file name template {value!r}: {exc} (fields: sender, recipient, sent, kind)"
+            ) from None
+        return value
+
+
 class OnixFeedFlow(FlowBase):
     """ONIX full and delta feeds (and CSV/XLSX metadata) to distributors and agencies."""
 
     kind: Literal["onix_feed"] = Field(description="`onix_feed`.")
-    onix_version: Literal["3.0", "2.1"] = Field(
-        default="3.0", description="ONIX version the recipients expect."
+    sender_name: str = Field(
+        default="Publisher",
+        min_length=1,
+        description="The sender named in each message header and in file names.",
     )
-    delta: bool = Field(
-        default=True,
-        description="Send only records changed since the last feed; a full feed when false.",
+    contact_name: str | None = Field(
+        default=None, description="Contact person in the message header."
     )
+    email: str | None = Field(default=None, description="Contact e-mail in the message header.")
+    default_language: str | None = Field(
+        default=None,
+        description="Default language of text in the header (ISO 639-2/B, e.g. `eng`).",
+    )
+    recipient: OnixRecipient = Field(
+        default_factory=OnixRecipient,
+        description="What every partner of this flow receives (version, filters, prices, "
+        "notification types, file name, compression, full or delta).",
+    )
+    partner_recipients: dict[str, OnixRecipient] = Field(
+        default_factory=dict,
+        description="Per-partner rules instead of `recipient`, by partner name.",
+    )
+    test_folder: str = Field(
+        default="test",
+        description="Sub-folder (under the flow's folder on the partner) that test feeds go "
+        "to; test feeds never count as the recipient's last send.",
+    )
+
+    @model_validator(mode="after")
+    def _rules_for_listed_partners(self) -> OnixFeedFlow:
+        if unknown := sorted(set(self.partner_recipients) - set(self.partners)):
+            raise ValueError(
+                f"partner_recipients names partners not in `partners`: {', '.join(unknown)}"
+            )
+        return self
+
+    def recipient_for(self, partner: str) -> OnixRecipient:
+        """The rules that apply to ``partner``."""
+        return self.partner_recipients.get(partner, self.recipient)
 
 
 class IntakeFlow(FlowBase):
@@ -204,6 +338,32 @@ class MarketingFlow(PackageFlow):
     kind: Literal["marketing"] = Field(description="`marketing`.")
     when: When | None = Field(
         default=None, description="Approval condition that releases the material; unset: manual."
+    )
+    embargo: Literal["publication_date", "none"] = Field(
+        default="publication_date",
+        description="When the material may go out: from the title's earliest publication date "
+        "(less `release_days_before`), or as soon as it is approved (`none`).",
+    )
+    release_days_before: int = Field(
+        default=0,
+        ge=0,
+        description="Days before the publication date the embargo lifts (e.g. 90 for "
+        "pre-order marketing).",
+    )
+    cover_variants: list[str] = Field(
+        default_factory=lambda: ["FRONT_COVER"],
+        description="Consonance supporting-resource variants sent as the cover image (the "
+        "newest approved one; a replaced cover supersedes the old).",
+    )
+    promo_variants: list[str] = Field(
+        default_factory=lambda: ["SAMPLE_CONTENT"],
+        description="Supporting-resource variants sent as promotional material.",
+    )
+    withdrawn_statuses: list[str] = Field(
+        default_factory=lambda: ["01", "11", "12"],
+        description="Publishing statuses (ONIX list 64) that withdraw a title: cancelled, "
+        "withdrawn from sale, recalled. Partners whose profile has `withdraw = true` then have "
+        "what was sent removed.",
     )
 
 

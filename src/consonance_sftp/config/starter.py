@@ -206,8 +206,18 @@ when = {{ project_stage = "Production approval" }}
 [flows.onix-distributor]
 kind = "onix_feed"
 partners = ["distributor"]
-onix_version = "3.0"
+sender_name = "Sandbox Books"
 schedule = {{ cron = "0 6 * * *", timezone = "Europe/London" }}
+# What the distributor receives: ONIX 3.0, only what changed since the last successful send
+# (`consonance-sftp run onix-distributor --full` forces a full resend). Filters, price types,
+# currencies, notification types, file name and compression: docs/how-to/onix-feeds.md.
+recipient = {{ onix_version = "3.0", mode = "delta", compression = "none" }}
+# A partner with its own rules instead, e.g. Google Play Books rules (ebooks only, never
+# block updates), zipped:
+# [flows.onix-distributor.partner_recipients.distributor]
+# preset = "google_play_books"
+# currencies = ["GBP", "USD"]
+# compression = "zip"
 
 [flows.design-intake]
 kind = "intake"

@@ -330,6 +330,18 @@ class Store(SnapshotStore, Protocol):
 
     def acknowledge_alert(self, alert_id: int, by: str) -> AlertRecord: ...
 
+    # --- ONIX feed state -------------------------------------------------------------------
+
+    def load_onix_hashes(self, flow: str, partner: str) -> dict[str, str]:
+        """Record reference -> content hash of every product the recipient (``flow``,
+        ``partner``) holds since its last successful send (empty: never sent)."""
+        ...
+
+    def save_onix_hashes(self, flow: str, partner: str, hashes: Mapping[str, str]) -> None:
+        """Replace the recipient's hashes with ``hashes`` in one transaction (references not
+        in it are removed). Call only after the feed was delivered."""
+        ...
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -160,3 +160,14 @@ watermarks = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# ONIX feeds: per recipient (flow, partner), the content hash of each product as last sent.
+onix_feed_hashes = sa.Table(
+    "onix_feed_hashes",
+    metadata,
+    sa.Column("flow", sa.String(100), primary_key=True),
+    sa.Column("partner", sa.String(100), primary_key=True),
+    sa.Column("record_reference", sa.String(200), primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)

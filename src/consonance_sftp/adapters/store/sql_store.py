@@ -34,6 +34,7 @@ from consonance_sftp.adapters.store.schema import (
     consonance_snapshots,
     delivery_ledger,
     intake_ledger,
+    onix_feed_hashes,
     watermarks,
 )
 from consonance_sftp.errors import StoreError
@@ -766,6 +767,60 @@ class SqlStore(Tables):
                 ["name"],
                 [{"name": name, "value": value, "updated_at": self._now()}],
             )
+
+    # --- ONIX feed state (per recipient, per product content hashes) -----------------------
+
+    @translate_errors("reading ONIX feed hashes")
+    def load_onix_hashes(self, flow: str, partner: str) -> dict[str, str]:
+        c = onix_feed_hashes.c
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(c.record_reference, c.content_hash).where(
+                    c.flow == flow, c.partner == partner
+                )
+            )
+            return {str(row.record_reference): str(row.content_hash) for row in rows}
+
+    @translate_errors("saving ONIX feed hashes")
+    def save_onix_hashes(self, flow: str, partner: str, hashes: Mapping[str, str]) -> None:
+        c = onix_feed_hashes.c
+        now = self._now()
+        with self.write() as conn:
+            held = {
+                str(row.record_reference): str(row.content_hash)
+                for row in conn.execute(
+                    sa.select(c.record_reference, c.content_hash).where(
+                        c.flow == flow, c.partner == partner
+                    )
+                )
+            }
+            gone = [ref for ref in held if ref not in hashes]
+            for start in range(0, len(gone), _SNAPSHOT_BATCH):
+                conn.execute(
+                    onix_feed_hashes.delete().where(
+                        c.flow == flow,
+                        c.partner == partner,
+                        c.record_reference.in_(gone[start : start + _SNAPSHOT_BATCH]),
+                    )
+                )
+            rows = [
+                {
+                    "flow": flow,
+                    "partner": partner,
+                    "record_reference": ref,
+                    "content_hash": digest,
+                    "updated_at": now,
+                }
+                for ref, digest in hashes.items()
+                if held.get(ref) != digest  # unchanged rows are left alone
+            ]
+            for start in range(0, len(rows), _SNAPSHOT_BATCH):
+                self._upsert(
+                    conn,
+                    onix_feed_hashes,
+                    ["flow", "partner", "record_reference"],
+                    rows[start : start + _SNAPSHOT_BATCH],
+                )
 
 
 def _implements_the_port(store: SqlStore) -> Store:

@@ -1,0 +1,494 @@
+"""Flow 2, ONIX feeds: full, delta and test feeds per recipient, validated before they leave.
+
+The service calls two functions (``run FLOW``, ``serve`` schedules):
+
+1. ``prepare_onix_feed(api, store, name, flow, now=, staging=, force_full=, test=)`` reads the
+   catalogue once through the Consonance API and streams it into one ONIX message per partner
+   of the flow (each partner's own rules: filters, prices, notification types, version, file
+   name, compression). Every message is validated while it is written (the bundled EDItEUR XSD
+   plus the recipient's rules, in a second process). It returns the packages to deliver
+   (``OnixFeedPackage``, a ``flows.outbound.Outbound``: give each to
+   ``app.delivery.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
+   holds or why nothing goes: an invalid message is never returned as a package; the report
+   names product, element and reason, and an alert and an audit event are recorded.
+2. ``record_sent(store, package)`` once the engine has delivered a package. Only then does the
+   recipient's delta baseline (per-product content hashes in the store) advance, and only if
+   the ledger shows the file delivered. A test feed is recorded as a test and never advances it.
+
+A delta holds the products whose ONIX content changed since the last successful send to that
+recipient, plus notification 05 for products it holds that were deleted, withdrawn or left its
+filter. A feed whose send failed leaves the baseline where it was, so the next run carries its
+changes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient
+from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.onix import (
+    Compression,
+    FeedMode,
+    FeedResult,
+    MessageHeader,
+    RecipientRules,
+    compress,
+    write_feed,
+)
+from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
+from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.store import Store
+
+FeedKind = Literal["full", "delta", "test"]
+Validation = Literal["process", "inline"]
+ACTOR = "flow:onix_feed"
+_CHUNK = 100  # works per hand-over from the API reader to the writer threads
+_QUEUE_CHUNKS = 8  # chunks buffered per recipient: memory stays flat whatever the catalogue
+_DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
+
+
+class FeedNotDelivered(ConsonanceSftpError):
+    """``record_sent`` was asked to advance a baseline for a feed the ledger has not seen
+    delivered."""
+
+
+def recipient_rules(config: OnixRecipient) -> RecipientRules:
+    """The pure-format rules for one recipient's config (the preset, then the keys set)."""
+    values = config.model_dump(exclude={"preset"})
+    if config.preset == "google_play_books":
+        return RecipientRules.google_play_books(
+            **config.model_dump(exclude={"preset"}, exclude_unset=True)
+        )
+    return RecipientRules.model_validate(values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnixFeedPackage:
+    """One partner's ONIX message, written, validated and planned (a ``flows.outbound.
+    Outbound``). ``state`` is what the recipient holds once it is delivered (None: test)."""
+
+    flow: str
+    partner: str
+    kind: FeedKind
+    file_name: str
+    plan: PackagePlan
+    result: FeedResult
+    sent_at: datetime
+
+    @property
+    def label(self) -> str:
+        return f"onix {self.kind} {self.file_name}"
+
+    @property
+    def isbn(self) -> str | None:
+        return None  # a feed is many titles
+
+    @property
+    def state(self) -> dict[str, str] | None:
+        return self.result.state
+
+    def delivery_keys(self, folder: str) -> list[DeliveryKey]:
+        """The ledger keys of the files, under the partner's flow folder (e.g. ``/in``)."""
+        return self.plan.delivery_keys(self.partner, folder)
+
+
+@dataclass(slots=True, kw_only=True)
+class RecipientOutcome:
+    """What one partner's message holds, or why nothing goes to it."""
+
+    partner: str
+    kind: FeedKind
+    status: Literal["ready", "empty", "invalid", "failed"]
+    file_name: str | None = None
+    products: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    filtered_out: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        head = f"{self.partner}: {self.kind} {self.status}"
+        if self.status == "failed":
+            return f"{head}: {'; '.join(self.problems)}"
+        counts = (
+            f"{self.products} products ({self.new} new, {self.changed} changed, "
+            f"{self.deleted} deletions as 05; {self.unchanged} unchanged, "
+            f"{self.filtered_out} outside the filter)"
+        )
+        if self.status == "ready":
+            return f"{head}: {self.file_name}, {self.bytes:,} bytes, {counts}"
+        if self.status == "empty":
+            return f"{head}: nothing changed since the last send; nothing to send"
+        return f"{head}: {len(self.problems)} problem(s), not sent: " + "; ".join(self.problems[:5])
+
+
+@dataclass(slots=True, kw_only=True)
+class FeedReport:
+    """The outcome of one run of an ``onix_feed`` flow, one line per partner."""
+
+    flow: str
+    works_read: int = 0
+    products_read: int = 0
+    seconds: float = 0.0
+    recipients: list[RecipientOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("ready", "empty") for r in self.recipients)
+
+    def lines(self) -> list[str]:
+        return [
+            f"flow {self.flow}: read {self.works_read} works, {self.products_read} products "
+            f"in {self.seconds:.1f} s",
+            *(r.line() for r in self.recipients),
+        ]
+
+
+class _Feeder:
+    """Hands works from the event loop to one writer thread through a bounded queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[list[Work] | None] = queue.Queue(_QUEUE_CHUNKS)
+        self.stopped = threading.Event()  # the writer ended (finished or failed)
+
+    def works(self) -> Iterator[Work]:
+        while (chunk := self.queue.get()) is not None:
+            yield from chunk
+
+    def put(self, chunk: list[Work] | None) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                self.queue.put(chunk, timeout=0.2)
+                return
+
+
+@dataclass(slots=True)
+class _Job:
+    partner: str
+    rules: RecipientRules
+    kind: FeedKind
+    xml_path: Path
+    header: MessageHeader
+    previous: dict[str, str]
+    feeder: _Feeder = field(default_factory=_Feeder)
+
+
+def _kind(rules: RecipientRules, *, force_full: bool, test: bool) -> FeedKind:
+    if test:
+        return "test"
+    return "full" if force_full or rules.mode is FeedMode.FULL else "delta"
+
+
+def _run_writer(job: _Job, validate: Validation) -> FeedResult:
+    try:
+        job.xml_path.parent.mkdir(parents=True, exist_ok=True)
+        with job.xml_path.open("wb") as sink:
+            return write_feed(
+                job.feeder.works(),
+                sink,
+                rules=job.rules,
+                header=job.header,
+                previous=job.previous,
+                kind=job.kind,
+                validate=validate,
+            )
+    finally:
+        job.feeder.stopped.set()
+        # Drain so a reader blocked on a full queue can finish.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                job.feeder.queue.get_nowait()
+
+
+async def _read_into(api: ConsonanceAPI, jobs: Sequence[_Job], report: FeedReport) -> None:
+    chunk: list[Work] = []
+    try:
+        async for work in api.iter_works():
+            report.works_read += 1
+            report.products_read += len(work.products)
+            chunk.append(work)
+            if len(chunk) >= _CHUNK:
+                for job in jobs:
+                    await asyncio.to_thread(job.feeder.put, chunk)
+                chunk = []
+        for job in jobs:
+            if chunk:
+                await asyncio.to_thread(job.feeder.put, chunk)
+    finally:
+        for job in jobs:  # end of catalogue (or the reader failed): writers close the message
+            await asyncio.to_thread(job.feeder.put, None)
+
+
+async def prepare_onix_feed(
+    api: ConsonanceAPI,
+    store: Store,
+    name: str,
+    flow: OnixFeedFlow,
+    *,
+    now: datetime,
+    staging: Path,
+    force_full: bool = False,
+    test: bool = False,
+    partners: Sequence[str] | None = None,
+    validate: Validation = "process",
+) -> tuple[list[OnixFeedPackage], FeedReport]:
+    """One ONIX message per partner of flow ``name``, written, validated and planned.
+
+    ``force_full``: every product the recipient's filter passes (a forced full resend), not
+    only the changes. ``test``: a sample of ``test_sample_size`` products into the flow's
+    ``test_folder``, recorded as a test. ``partners``: only these (default: all the flow's).
+    Packages are returned only for valid, non-empty messages (empty ones too if the recipient
+    wants them). Call ``record_sent`` for each package the engine delivered.
+    """
+    started = time.monotonic()
+    report = FeedReport(flow=name)
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    jobs: list[_Job] = []
+    for partner in partners or flow.partners:
+        rules = recipient_rules(flow.recipient_for(partner))
+        kind = _kind(rules, force_full=force_full, test=test)
+        previous = (
+            {} if kind == "test" else await asyncio.to_thread(store.load_onix_hashes, name, partner)
+        )
+        header = MessageHeader(
+            sender_name=flow.sender_name,
+            sent_at=now,
+            contact_name=flow.contact_name,
+            email=flow.email,
+            addressee_name=rules.addressee_name,
+            default_language=flow.default_language,
+            message_note=f"{kind} feed" if kind != "test" else "test feed: not for sale",
+        )
+        xml = staging / name / partner / stamp / "message.xml"
+        jobs.append(_Job(partner, rules, kind, xml, header, previous))
+
+    loop = asyncio.get_running_loop()
+    writers = [loop.run_in_executor(None, _run_writer, job, validate) for job in jobs]
+    reader = asyncio.ensure_future(_read_into(api, jobs, report))
+    outcomes = await asyncio.gather(*writers, return_exceptions=True)
+    await reader  # a failed catalogue read is the run's failure: raise it
+    report.seconds = time.monotonic() - started
+
+    packages: list[OnixFeedPackage] = []
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            report.recipients.append(
+                RecipientOutcome(
+                    partner=job.partner, kind=job.kind, status="failed", problems=[str(outcome)]
+                )
+            )
+            await asyncio.to_thread(_failed, store, name, job, outcome)
+            continue
+        package, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
+        report.recipients.append(line)
+        if package is not None:
+            packages.append(package)
+    return packages, report
+
+
+def _outcome(job: _Job, result: FeedResult, status: str, file_name: str | None) -> RecipientOutcome:
+    return RecipientOutcome(
+        partner=job.partner,
+        kind=job.kind,
+        status=status,  # type: ignore[arg-type]
+        file_name=file_name,
+        products=result.products,
+        new=result.new,
+        changed=result.changed,
+        unchanged=result.unchanged,
+        deleted=len(result.deleted),
+        filtered_out=result.filtered_out,
+        bytes=result.bytes,
+        problems=[str(p) for p in result.report.problems],
+    )
+
+
+def _finish(
+    store: Store,
+    name: str,
+    flow: OnixFeedFlow,
+    job: _Job,
+    result: FeedResult,
+    now: datetime,
+) -> tuple[OnixFeedPackage | None, RecipientOutcome]:
+    subject = f"{job.partner}:{name}"
+    if not result.report.ok:
+        line = _outcome(job, result, "invalid", None)
+        _blocked(store, name, job, result, line)
+        return None, line
+    if not result.should_send:
+        line = _outcome(job, result, "empty", None)
+        store.append_audit(
+            ACTOR,
+            "onix.feed.empty",
+            subject,
+            {"kind": job.kind, "unchanged": result.unchanged, "filtered_out": result.filtered_out},
+        )
+        return None, line
+    file_name = job.rules.render_file_name(
+        sender=flow.sender_name, recipient=job.partner, sent=now, kind=job.kind
+    )
+    source = job.xml_path
+    if job.rules.compression is not Compression.NONE:
+        inner = file_name.rsplit(".", 1)[0]  # the message's own name inside the archive
+        source = job.xml_path.with_name(file_name)
+        with job.xml_path.open("rb") as raw, source.open("wb") as packed:
+            compress(raw, packed, job.rules.compression, inner)
+        job.xml_path.unlink()
+    size, digest = sha256_file(source)
+    remote = join_remote(flow.test_folder, file_name) if job.kind == "test" else file_name
+    plan = PackagePlan(
+        files=(
+            PlannedFile(
+                role="asset",
+                remote_path=remote.lstrip("/"),
+                size=size,
+                sha256=digest,
+                source=source,
+            ),
+        ),
+        planned_at=now,
+    )
+    package = OnixFeedPackage(
+        flow=name,
+        partner=job.partner,
+        kind=job.kind,
+        file_name=file_name,
+        plan=plan,
+        result=result,
+        sent_at=now,
+    )
+    line = _outcome(job, result, "ready", file_name)
+    store.append_audit(
+        ACTOR,
+        "onix.test_feed.prepared" if job.kind == "test" else "onix.feed.prepared",
+        subject,
+        {
+            "kind": job.kind,
+            "file": remote,
+            "sha256": digest,
+            "bytes": size,
+            "products": result.products,
+            "new": result.new,
+            "changed": result.changed,
+            "deleted": len(result.deleted),
+            "onix_version": str(job.rules.onix_version),
+        },
+    )
+    return package, line
+
+
+def _blocked(
+    store: Store, name: str, job: _Job, result: FeedResult, line: RecipientOutcome
+) -> None:
+    problems = line.problems
+    store.append_audit(
+        ACTOR,
+        "onix.feed.blocked",
+        f"{job.partner}:{name}",
+        {
+            "kind": job.kind,
+            "invalid_products": result.report.invalid_products,
+            "problems": problems[:50],
+            "truncated": result.report.truncated or len(problems) > 50,
+        },
+    )
+    store.raise_alert(
+        Alert(
+            severity=AlertSeverity.WARNING,
+            kind="onix_invalid",
+            message=(
+                f"the ONIX {job.kind} feed for {job.partner} was not sent: {len(problems)} "
+                f"problem(s) in {len(result.report.invalid_products)} product(s)"
+            ),
+            partner=job.partner,
+            flow=name,
+            details={"problems": "; ".join(problems[:20])},
+        )
+    )
+
+
+def _failed(store: Store, name: str, job: _Job, exc: Exception) -> None:
+    store.append_audit(
+        ACTOR, "onix.feed.failed", f"{job.partner}:{name}", {"kind": job.kind, "error": str(exc)}
+    )
+    store.raise_alert(
+        Alert(
+            severity=AlertSeverity.WARNING,
+            kind="onix_failed",
+            message=f"the ONIX {job.kind} feed for {job.partner} could not be written: {exc}",
+            partner=job.partner,
+            flow=name,
+        )
+    )
+
+
+def record_sent(
+    store: Store,
+    package: OnixFeedPackage,
+    *,
+    folder: str,
+    workflow_id: str | None = None,
+) -> None:
+    """After the engine delivered ``package``: advance the recipient's delta baseline.
+
+    ``folder`` is the remote path of the flow's folder on the partner (the one given to
+    ``delivery_request``). Refuses (``FeedNotDelivered``) unless the delivery ledger shows
+    every file of the package sent (or already present), so a failed send never advances the
+    baseline. A test feed is recorded as a test and leaves the baseline alone.
+    """
+    missing = []
+    for key in package.delivery_keys(folder):
+        row = store.find_delivery(key)
+        if row is None or row.outcome not in _DELIVERED:
+            missing.append(f"{key.remote_path}: {row.outcome if row else 'not in the ledger'}")
+    if missing:
+        raise FeedNotDelivered(
+            f"the ONIX {package.kind} feed for {package.partner} is not delivered; its delta "
+            "baseline stays where it was",
+            hint="; ".join(missing),
+        )
+    details: dict[str, object] = {
+        "kind": package.kind,
+        "file": package.plan.files[0].remote_path,
+        "sha256": package.plan.files[0].sha256,
+        "products": package.result.products,
+        "workflow_id": workflow_id,
+    }
+    subject = f"{package.partner}:{package.flow}"
+    if package.kind == "test" or package.state is None:
+        store.append_audit(ACTOR, "onix.test_feed.sent", subject, details)
+        return
+    store.save_onix_hashes(package.flow, package.partner, package.state)
+    store.set_watermark(
+        f"onix_feed:{package.flow}:{package.partner}:last_sent", package.sent_at.isoformat()
+    )
+    details["baseline_products"] = len(package.state)
+    store.append_audit(ACTOR, "onix.feed.sent", subject, details)
+
+
+def last_sent(store: Store, name: str, partner: str) -> datetime | None:
+    """When the recipient last received a (non-test) feed of flow ``name`` successfully."""
+    value = store.get_watermark(f"onix_feed:{name}:{partner}:last_sent")
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def baseline(store: Store, name: str, partner: str) -> Mapping[str, str]:
+    """The recipient's per-product content hashes as of its last successful send."""
+    return store.load_onix_hashes(name, partner)

@@ -1,0 +1,304 @@
+"""The onix_feed flow against the Consonance sandbox over real HTTP and a real SQLite store:
+full feeds validated before sending, deltas from per-recipient hashes, recipient rules.
+
+Delivery itself is the engine's (see test_flow_onix_delivery.py); here a successful send is
+recorded the way the engine's ledger records it, so ``record_sent`` can advance the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consonance_sftp.adapters.store import SqlStore, open_store
+from consonance_sftp.config import OnixFeedFlow
+from consonance_sftp.flows.onix_feed import (
+    FeedNotDelivered,
+    OnixFeedPackage,
+    baseline,
+    last_sent,
+    prepare_onix_feed,
+    record_sent,
+)
+from consonance_sftp.formats.onix import iter_onix_records, record_reference
+from consonance_sftp.models import DeliveryOutcome, Product, Work
+from consonance_sftp.ports.store import DeliveryRecord
+from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+from tests.fixtures.consonance_sandbox import SandboxHandle
+
+NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+FOLDER = "/in"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sandbox(consonance_sandbox_factory: Callable[..., SandboxHandle]) -> SandboxHandle:
+    return consonance_sandbox_factory(generate_catalogue(60, seed=7))
+
+
+def _flow(**values: Any) -> OnixFeedFlow:
+    return OnixFeedFlow.model_validate(
+        {"kind": "onix_feed", "partners": ["dist"], "sender_name": "Test Books", **values}
+    )
+
+
+async def _prepare(
+    sandbox: SandboxHandle, store: SqlStore, flow: OnixFeedFlow, tmp_path: Path, **kw: Any
+) -> tuple[list[OnixFeedPackage], Any]:
+    kw.setdefault("now", NOW)
+    kw.setdefault("validate", "inline")
+    async with sandbox.client() as api:
+        return await prepare_onix_feed(api, store, "feed", flow, staging=tmp_path / "staging", **kw)
+
+
+def _delivered(store: SqlStore, package: OnixFeedPackage) -> None:
+    """What the engine's ledger holds after delivering the package."""
+    for key, f in zip(package.delivery_keys(FOLDER), package.plan.files, strict=True):
+        store.record_delivery(
+            DeliveryRecord(
+                flow=package.flow,
+                partner=package.partner,
+                remote_path=key.remote_path,
+                sha256=f.sha256,
+                size=f.size,
+                package_id=package.label,
+                outcome=DeliveryOutcome.SENT,
+            )
+        )
+    record_sent(store, package, folder=FOLDER)
+
+
+def _records(package: OnixFeedPackage) -> list[Any]:
+    source = package.plan.files[0].source
+    assert source is not None
+    return list(iter_onix_records(source))
+
+
+def _all_products(sandbox: SandboxHandle) -> list[tuple[Work, Product]]:
+    return [(w, p) for w in sandbox.catalogue.works.values() for p in w.products]
+
+
+async def test_full_feed_is_validated_in_a_second_process_and_planned(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    packages, report = await _prepare(
+        sandbox, store, _flow(), tmp_path, validate="process", force_full=True
+    )
+    assert report.ok, report.lines()
+    assert report.products_read == 60
+    [pkg] = packages
+    assert pkg.kind == "full" and pkg.partner == "dist" and pkg.isbn is None
+    records = _records(pkg)
+    expected = {
+        record_reference(p)
+        for _w, p in _all_products(sandbox)
+        if p.publishing_status not in {"01", "11"}
+    }
+    assert {r.product.record_reference for r in records} == expected
+    [planned] = pkg.plan.files
+    assert planned.remote_path == pkg.file_name == "Test_Books_dist_20261124060000_full.xml"
+    assert planned.size == pkg.result.bytes
+    assert report.recipients[0].status == "ready"
+    assert [e.action for e in store.list_audit(subject="dist:feed")] == ["onix.feed.prepared"]
+    # Prepared is not sent: no baseline yet.
+    assert baseline(store, "feed", "dist") == {}
+    assert last_sent(store, "feed", "dist") is None
+
+
+async def test_an_invalid_product_blocks_the_file_with_a_report_alert_and_audit(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    work, product = next(
+        (w, p)
+        for w, p in _all_products(sandbox)
+        if p.publishing_status not in {"01", "11"} and len(w.products) == 1
+    )
+    # A title with no title at all: TitleDetail loses its mandatory TitleText.
+    await asyncio.to_thread(sandbox.ctl.update_product, product.id, title="")
+    await asyncio.to_thread(sandbox.ctl.update_work, work.id, title="")
+
+    packages, report = await _prepare(sandbox, store, _flow(), tmp_path)
+
+    assert packages == []  # nothing goes
+    assert not report.ok
+    [line] = report.recipients
+    assert line.status == "invalid"
+    reference = record_reference(product)
+    assert line.problems and all(reference in p for p in line.problems)
+    assert any("TitleElement" in p or "TitleText" in p for p in line.problems), line.problems
+    [alert] = store.list_alerts(kind="onix_invalid")
+    assert (
+        alert.partner == "dist" and alert.flow == "feed" and reference in alert.details["problems"]
+    )
+    [event] = store.list_audit(action="onix.feed.blocked")
+    assert event.details["invalid_products"] == [reference]
+    assert baseline(store, "feed", "dist") == {}
+
+
+async def test_delta_holds_exactly_the_changed_products_then_nothing_then_a_forced_full(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    flow = _flow()
+    first, _ = await _prepare(sandbox, store, flow, tmp_path)
+    [full] = first
+    assert full.kind == "delta" and full.result.new == full.result.products > 2
+    _delivered(store, full)
+    assert baseline(store, "feed", "dist") == full.state
+    assert last_sent(store, "feed", "dist") == NOW
+
+    live = [
+        p
+        for _w, p in _all_products(sandbox)
+        if p.publishing_status not in {"01", "11"} and p.prices
+    ]
+    priced, retitled = live[0], live[1]
+    price = priced.prices[0]
+    await asyncio.to_thread(
+        sandbox.ctl.update_product,
+        priced.id,
+        price=(price.currency, price.price_type, price.qualifier, price.amount + Decimal("1.00")),
+    )
+    await asyncio.to_thread(sandbox.ctl.update_product, retitled.id, title="A New Title")
+
+    later = NOW + timedelta(days=1)
+    second, report = await _prepare(sandbox, store, flow, tmp_path, now=later)
+    [delta] = second
+    assert {r.product.record_reference for r in _records(delta)} == {
+        record_reference(priced),
+        record_reference(retitled),
+    }
+    assert (delta.result.changed, delta.result.new, delta.result.deleted) == (2, 0, [])
+    titles = {r.product.record_reference: r.title for r in _records(delta)}
+    assert titles[record_reference(retitled)] == "A New Title"
+    assert report.recipients[0].line().startswith("dist: delta ready")
+
+    # Not delivered: the baseline stays, and the same two products come again.
+    with pytest.raises(FeedNotDelivered):
+        record_sent(store, delta, folder=FOLDER)
+    assert baseline(store, "feed", "dist") == full.state
+    again, _ = await _prepare(sandbox, store, flow, tmp_path, now=later + timedelta(hours=1))
+    assert again[0].result.sent.keys() == delta.result.sent.keys()
+    _delivered(store, again[0])
+
+    third, report = await _prepare(sandbox, store, flow, tmp_path, now=later + timedelta(days=1))
+    assert third == []
+    assert report.recipients[0].status == "empty"
+    assert report.ok
+
+    forced, _ = await _prepare(
+        sandbox, store, flow, tmp_path, now=later + timedelta(days=2), force_full=True
+    )
+    assert forced[0].kind == "full"
+    assert forced[0].result.products == full.result.products
+
+    wants_empty = _flow(recipient={"send_empty": True})
+    empty, _ = await _prepare(sandbox, store, wants_empty, tmp_path, now=later + timedelta(days=3))
+    assert [p.result.products for p in empty] == [0]
+    source = empty[0].plan.files[0].source
+    assert source is not None and b"NoProduct" in source.read_bytes()
+
+
+async def test_recipient_rules_from_config_shape_each_partners_feed(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    products = _all_products(sandbox)
+    imprint = next(w.imprint.name for w, _p in products if w.imprint is not None)
+    flow = OnixFeedFlow.model_validate(
+        {
+            "kind": "onix_feed",
+            "sender_name": "Test Books",
+            "partners": ["google", "shop", "plain"],
+            "partner_recipients": {
+                "google": {
+                    "preset": "google_play_books",
+                    "file_name": "{sender}_{sent:%Y%m%d}.xml",
+                    "compression": "zip",
+                },
+                "shop": {
+                    "imprints": [imprint],
+                    "price_types": ["02"],
+                    "currencies": ["GBP"],
+                    "compression": "gzip",
+                    "onix_version": "3.1",
+                    "tag_style": "short",
+                },
+            },
+            "recipient": {"mode": "full", "notification_types": ["03", "05"]},
+        }
+    )
+    packages, report = await _prepare(sandbox, store, flow, tmp_path)
+    assert report.ok, report.lines()
+    by = {p.partner: p for p in packages}
+
+    google = by["google"]
+    assert google.file_name == "Test_Books_20261124.xml.zip"
+    with zipfile.ZipFile(google.plan.files[0].source) as archive:  # type: ignore[arg-type]
+        assert archive.namelist() == ["Test_Books_20261124.xml"]
+        (tmp_path / "google.xml").write_bytes(archive.read("Test_Books_20261124.xml"))
+    google_records = list(iter_onix_records(tmp_path / "google.xml"))
+    assert google_records
+    assert {r.notification_type for r in google_records} <= {"01", "02", "03", "05"}
+    assert all(r.product.typename == "ElectronicBookProduct" for r in google_records)
+
+    shop = by["shop"]
+    assert shop.file_name.endswith("_delta.xml.gz")
+    (tmp_path / "shop.xml").write_bytes(gzip.decompress(shop.plan.files[0].source.read_bytes()))  # type: ignore[union-attr]
+    assert b'release="3.1"' in (tmp_path / "shop.xml").read_bytes()[:500]
+    shop_records = list(iter_onix_records(tmp_path / "shop.xml"))
+    allowed = {record_reference(p) for w, p in products if w.imprint and w.imprint.name == imprint}
+    assert shop_records and {r.product.record_reference for r in shop_records} <= allowed
+    assert shop.result.filtered_out == len(products) - len(allowed)
+    for r in shop_records:
+        assert {(p.price_type, p.currency) for p in r.product.prices} <= {("02", "GBP")}
+
+    plain = by["plain"]
+    assert plain.kind == "full"
+    assert {r.notification_type for r in _records(plain)} == {"03"}
+
+    # A product leaving the shop's filter: the shop gets it as 05 and never the product.
+    _delivered(store, shop)
+    leaving = next(
+        p
+        for w, p in products
+        if w.imprint and w.imprint.name == imprint and p.publishing_status == "04"
+    )
+    await asyncio.to_thread(sandbox.ctl.update_product, leaving.id, publishing_status="11")
+    after, _ = await _prepare(
+        sandbox, store, flow, tmp_path, now=NOW + timedelta(days=1), partners=["shop"]
+    )
+    [shop2] = after
+    (tmp_path / "shop2.xml").write_bytes(gzip.decompress(shop2.plan.files[0].source.read_bytes()))  # type: ignore[union-attr]
+    records = list(iter_onix_records(tmp_path / "shop2.xml"))
+    assert [(r.product.record_reference, r.notification_type) for r in records] == [
+        (record_reference(leaving), "05")
+    ]
+
+
+async def test_a_test_feed_samples_products_into_the_test_folder_and_never_sets_the_baseline(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    flow = _flow(recipient={"test_sample_size": 3})
+    packages, _ = await _prepare(sandbox, store, flow, tmp_path, test=True)
+    [pkg] = packages
+    assert pkg.kind == "test" and pkg.state is None
+    assert pkg.plan.files[0].remote_path == f"test/{pkg.file_name}"
+    assert len(_records(pkg)) == 3
+    _delivered(store, pkg)
+    assert baseline(store, "feed", "dist") == {}
+    assert last_sent(store, "feed", "dist") is None
+    actions = [e.action for e in store.list_audit(subject="dist:feed")]
+    assert actions == ["onix.test_feed.sent", "onix.test_feed.prepared"]
