@@ -612,6 +612,11 @@ class Service:
                     "another process already runs the engine on this SQLite file",
                     hint="Stop the other 'serve' first (one executor per SQLite file).",
                 )
+            assert runner.engine is not None
+            # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
+            # client) are dequeued only from queues this executor has registered.
+            for cap in sorted({p.max_connections for p in self.app.settings.partners.values()}):
+                await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
             tasks = [
                 asyncio.create_task(self._poller(stop, runner, poll_interval_s, reconcile_every)),
                 asyncio.create_task(self._releaser(stop, runner)),

@@ -1,0 +1,252 @@
+"""The service as an operator drives it: real ``sandbox`` and ``serve`` processes, the CLI next to
+them.
+
+One sandbox (Consonance API + SFTP partners) for the module. ``run --dry-run`` sends nothing;
+``serve`` sees a title moved to the production stage and delivers its package to the printer's
+SFTP folder with one ledger row per file; ``history --csv`` names it; a paused partner's
+delivery is held until it is resumed; ``resend`` records who and why and sends a new
+generation; SIGTERM stops ``serve`` cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.config import load_settings
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
+
+CLI = [sys.executable, "-m", "consonance_sftp"]
+FLOW = "print-files"
+STAGE = "Production approval"
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait(check: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Project:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.config = folder / CONFIG_NAME
+        self.db = folder / "var" / "consonance-sftp.db"
+        self.printer_in = folder / "var" / "sandbox" / "sftp" / "printer" / "in"
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "USER": "tester"}
+        done = subprocess.run(
+            [*CLI, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        return done
+
+    def rows(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(self.db) as db:
+            return db.execute(sql, params).fetchall()
+
+    def landed(self, isbn: str) -> list[str]:
+        folder = self.printer_in / isbn
+        return sorted(p.name for p in folder.glob("*") if p.is_file()) if folder.exists() else []
+
+
+def _printable_titles(config: Path) -> list[tuple[int, str]]:
+    """(work id, ISBN) of print products whose interior and cover are approved."""
+    from consonance_sftp.app import App
+
+    async def find() -> list[tuple[int, str]]:
+        out = []
+        async with App(load_settings(config)).consonance() as api:
+            async for work in api.iter_works():
+                if not work.production_runs or work.project_stage == STAGE:
+                    continue
+                for p in work.products:
+                    approved = {
+                        f.file_variant
+                        for f in p.production_files
+                        if f.approval_status == "APPROVED"
+                    }
+                    if (
+                        p.typename == "PhysicalBookProduct"
+                        and p.isbn13
+                        and approved >= {"INTERIOR", "COVER"}
+                    ):
+                        out.append((work.id, p.isbn13))
+                        break
+        return out
+
+    return asyncio.run(find())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    folder = tmp_path_factory.mktemp("service")
+    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    proj = Project(folder)
+    sandbox = subprocess.Popen(
+        [*CLI, "--config", str(proj.config), "sandbox"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=folder,
+    )
+    try:
+        assert sandbox.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in sandbox.stdout:
+            if "stops the sandbox" in line:
+                break
+            assert time.monotonic() < deadline, "sandbox did not start"
+        else:
+            raise AssertionError("sandbox exited before it was ready")
+        yield proj
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        try:
+            sandbox.wait(15)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
+
+
+def test_run_dry_run_prints_the_plan_and_sends_nothing(project: Project) -> None:
+    titles = _printable_titles(project.config)
+    assert titles, "the sandbox catalogue has no printable title"
+    _work, isbn = titles[0]
+    out = project.cli("run", FLOW, "--isbn", isbn, "--dry-run").stdout
+    assert "dry run" in out and "nothing was sent" in out
+    assert f"/in/{isbn}/{isbn}_interior.pdf" in out
+    assert any(len(tok) == 64 and all(c in "0123456789abcdef" for c in tok) for tok in out.split())
+    assert project.landed(isbn) == []
+    assert project.rows("SELECT count(*) FROM delivery_ledger") == [(0,)]
+
+
+def test_unimplemented_flow_kind_says_so(project: Project) -> None:
+    done = project.cli("run", "design-intake", "--dry-run", check=False)
+    assert done.returncode == 1
+    assert "cannot run yet" in done.stderr and "hint" in done.stderr
+
+
+def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Project) -> None:
+    from consonance_sftp.sandbox.consonance.control import SandboxControl
+
+    titles = _printable_titles(project.config)
+    assert len(titles) >= 2
+    (work_a, isbn_a), (_work_b, isbn_b) = titles[0], titles[1]
+    settings = load_settings(project.config)
+    serve = subprocess.Popen(
+        [*CLI, "--config", str(project.config), "serve", "--poll-interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "USER": "tester"},
+    )
+    try:
+        # The first poll is a silent baseline; wait for it before changing anything.
+        _wait(
+            lambda: project.rows(
+                "SELECT value FROM watermarks WHERE name = 'consonance.changes.incremental'"
+            ),
+            60,
+            "the baseline poll",
+        )
+        with SandboxControl(settings.consonance.base_url) as control:
+            control.move_stage(work_a, STAGE)
+        _wait(lambda: len(project.landed(isbn_a)) >= 5, 60, "the package on the printer's SFTP")
+        rows = project.rows(
+            "SELECT remote_path, outcome, generation, trigger FROM delivery_ledger WHERE isbn = ?",
+            isbn_a,
+        )
+        assert len(rows) == len(project.landed(isbn_a))
+        assert {r[1] for r in rows} == {"sent"}
+        assert all(str(r[3]).startswith("consonance: work") for r in rows)
+        assert not [n for n in project.landed(isbn_a) if n.startswith(".")]
+
+        # history --csv answers "did it go, when, which version".
+        out = project.cli("history", "--isbn", isbn_a, "--csv").stdout
+        table = list(csv.DictReader(io.StringIO(out)))
+        assert len(table) == len(rows)
+        assert {r["outcome"] for r in table} == {"sent"}
+        assert all(r["finished_at"] and len(r["sha256"]) == 64 for r in table)
+        assert {r["package"] for r in table} == {f"{isbn_a} production"}
+
+        # A paused partner's deliveries are held, and sent once it is resumed.
+        project.cli("partner", "pause", "printer", "--reason", "printer maintenance")
+        held = project.cli("run", FLOW, "--isbn", isbn_b, "--no-wait").stdout
+        assert "held" in held
+        time.sleep(2.5)
+        assert project.landed(isbn_b) == []
+        assert "printer" in project.cli("status").stdout
+        project.cli("partner", "resume", "printer", "--reason", "back")
+        _wait(lambda: len(project.landed(isbn_b)) >= 5, 60, "the held package after resume")
+
+        # An explicit resend: a new generation, a new workflow, who and why on the record.
+        for f in (project.printer_in / isbn_a).glob("*"):
+            f.unlink()  # the printer took the files in and lost them
+        project.cli(
+            "resend", "--isbn", isbn_a, "--partner", "printer", "--reason", "lost", "--by", "alice"
+        )
+        _wait(lambda: len(project.landed(isbn_a)) >= 5, 60, "the resent package")
+        gens = project.rows(
+            "SELECT generation, workflow_id FROM delivery_ledger"
+            " WHERE isbn = ? AND outcome = 'sent'",
+            isbn_a,
+        )
+        assert {g for g, _ in gens} == {0, 1}
+        assert len({w for _, w in gens}) == 2
+        audit = project.rows(
+            "SELECT actor, details FROM audit_events WHERE action = 'delivery.resend'"
+        )
+        assert len(audit) == 1
+        assert audit[0][0] == "user:alice"
+        assert json.loads(str(audit[0][1]))["reason"] == "lost"
+        actions = [a for (a,) in project.rows("SELECT action FROM audit_events")]
+        assert {"partner.paused", "partner.resumed", "delivery.held", "delivery.released"} <= set(
+            actions
+        )
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            code = serve.wait(40)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            raise
+        output = serve.stdout.read() if serve.stdout else ""
+    assert code == 0, output
+    assert "stopped" in output
