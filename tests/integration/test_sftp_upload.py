@@ -377,3 +377,21 @@ async def test_edge_sizes_round_trip(
         down = await fs.download("e.bin", tmp_path / "back.bin")
     assert up.size == down.size == size
     assert up.sha256 == down.sha256 == sha == _sha(tmp_path / "back.bin")
+
+
+async def test_caller_supplied_hash(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small_sha, big_sha = _file(small, 1000), _file(big, 9 * MIB)
+    async with SftpRemoteFS(
+        fault_endpoint(checksum="read_back", segment_size=MIB), state_dir=tmp_path / "s", retries=0
+    ) as fs:
+        assert (await fs.upload(big, "big.bin", sha256=big_sha)).sha256 == big_sha
+        assert (await fs.upload(small, "small.bin", sha256=small_sha)).sha256 == small_sha
+        with pytest.raises(errors.IntegrityError, match="changed since it was hashed"):
+            await fs.upload(small, "small2.bin", sha256="0" * 64)
+        # a stale hash for a large file is caught by the remote checksum, before the rename
+        with pytest.raises(errors.IntegrityError, match="does not match"):
+            await fs.upload(big, "big2.bin", sha256="0" * 64)
+    assert not (fault_server.home("partner") / "big2.bin").exists()

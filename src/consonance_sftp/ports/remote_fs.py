@@ -57,6 +57,7 @@ class UploadResult:
 class UploadItem:
     local_path: Path
     remote_path: str
+    sha256: str | None = None  # when the caller hashed the file already
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +101,12 @@ class RemoteFS(Protocol):
     def partner(self) -> str: ...
 
     async def upload(
-        self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        progress: ProgressCallback | None = None,
+        sha256: str | None = None,
     ) -> UploadResult:
         """Temp name, verify, rename; raises RemoteFileExists, IntegrityError, ..."""
         ...

@@ -70,13 +70,23 @@ class UploadMixin(FSBase):
         return posixpath.join(folder, temp) if folder else temp
 
     async def upload(
-        self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        progress: ProgressCallback | None = None,
+        sha256: str | None = None,
     ) -> UploadResult:
-        """Send one file through the full upload protocol (retrying transient failures)."""
+        """Send one file through the full upload protocol (retrying transient failures).
+
+        ``sha256``: the file's hash when the caller has it already (the delivery ledger keys
+        files by it), which saves reading the file a second time; verification compares the
+        remote checksum with it.
+        """
         return await self._retrying(
             "upload",
             remote_path,
-            lambda: self._upload_once(local_path, remote_path, progress, None),
+            lambda: self._upload_once(local_path, remote_path, progress, None, sha256),
         )
 
     async def upload_many(
@@ -114,6 +124,7 @@ class UploadMixin(FSBase):
                                 item.remote_path,
                                 None,
                                 shared if shared.alive else None,
+                                item.sha256,
                             ),
                         )
                     except errors.TransportError as exc:
@@ -132,6 +143,7 @@ class UploadMixin(FSBase):
         remote_path: str,
         progress: ProgressCallback | None,
         shared: PooledConnection | None,
+        known_sha: str | None = None,
     ) -> UploadResult:
         try:
             size = (await asyncio.to_thread(os.stat, local_path)).st_size
@@ -145,9 +157,18 @@ class UploadMixin(FSBase):
         if size <= min(SMALL_FILE, self.settings.segment_size):
             # One trip to a thread reads and hashes a small file: it is sent from memory.
             content, sha = await asyncio.to_thread(_read_and_hash, local_path)
+            if known_sha is not None and known_sha != sha:
+                raise errors.IntegrityError(
+                    f"the local file {local_path} changed since it was hashed",
+                    partner=self.partner,
+                    path=remote_path,
+                )
             data = content
             hashing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
             hashing.set_result((len(content), sha))
+        elif known_sha is not None:
+            hashing = asyncio.get_running_loop().create_future()
+            hashing.set_result((size, known_sha))
         else:
             # Hash while the bytes travel: hashing first would add a full read of the file to
             # every upload's time.
