@@ -2,15 +2,21 @@
 
 A generated catalogue of 50,000 products cannot keep a file per record on disk, so the bytes are
 made on request from the record id: a valid baseline JPEG (flat grey, any size, the id in a
-comment segment so every cover has its own checksum) and a valid one-page PDF. Both open in
-ordinary viewers; that matters because flows checksum, size-check and deliver them.
+comment segment so every cover has its own checksum), a valid PDF, a valid EPUB 3, a WAV audio
+master (one second of silence, the id in an INFO chunk) and an accessibility summary (XHTML).
+All open in ordinary tools; that matters because flows checksum, preflight and deliver them.
+
+``write_wav`` writes a WAV master of any size as a stream (the silence is a sparse hole), so
+tests can deliver multi-GB audio packages without holding them in memory.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
+from pathlib import Path
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -88,7 +94,75 @@ def generated_file(name: str) -> tuple[bytes, str] | None:
             return make_pdf(f"Sandbox production file {parts[1]}", int(pages)), "application/pdf"
     if ext == "epub" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
         return make_epub(f"Sandbox EPUB {parts[1]}"), "application/epub+zip"
+    if ext == "wav" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
+        return make_wav(comment=f"sandbox audio master {parts[1]}"), "audio/wav"
+    if ext == "html" and len(parts) == 2 and parts[0] == "pf" and parts[1].isdigit():
+        return make_accessibility_summary(f"Sandbox title {parts[1]}"), "application/xhtml+xml"
+    if ext == "pdf" and len(parts) == 2 and parts[0] == "sr" and parts[1].isdigit():
+        return make_pdf(f"Sandbox promotional material {parts[1]}", 1), "application/pdf"
     return None
+
+
+def _wav_header(data_bytes: int, comment: str, rate: int, channels: int, bits: int) -> bytes:
+    info = b""
+    if comment:
+        text = comment.encode("utf-8") + b"\x00"
+        if len(text) % 2:
+            text += b"\x00"  # RIFF chunks are word-aligned
+        icmt = b"ICMT" + struct.pack("<I", len(text)) + text
+        info = b"LIST" + struct.pack("<I", 4 + len(icmt)) + b"INFO" + icmt
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + info
+    riff_size = len(body) + 8 + data_bytes
+    if riff_size > 0xFFFFFFFF:
+        raise ValueError("a WAV file holds at most 4 GiB")
+    return b"RIFF" + struct.pack("<I", riff_size) + body + b"data" + struct.pack("<I", data_bytes)
+
+
+def make_wav(
+    seconds: float = 1.0, *, rate: int = 44100, channels: int = 1, bits: int = 16, comment: str = ""
+) -> bytes:
+    """A PCM WAV audio master of silence (``comment`` in a LIST/INFO chunk)."""
+    frames = int(seconds * rate)
+    data = frames * channels * bits // 8
+    return _wav_header(data, comment, rate, channels, bits) + bytes(data)
+
+
+def write_wav(
+    path: Path,
+    data_bytes: int,
+    *,
+    rate: int = 44100,
+    channels: int = 2,
+    bits: int = 16,
+    comment: str = "",
+) -> int:
+    """Write a WAV master with ``data_bytes`` of silence to ``path`` without holding it in
+    memory: the header is written and the file extended (a sparse hole reads as zeros, which
+    is PCM silence). Returns the file size."""
+    block = channels * bits // 8
+    data_bytes -= data_bytes % block
+    header = _wav_header(data_bytes, comment, rate, channels, bits)
+    with path.open("wb") as handle:
+        handle.write(header)
+        handle.truncate(len(header) + data_bytes)
+    return os.path.getsize(path)
+
+
+def make_accessibility_summary(title: str = "Sandbox book") -> bytes:
+    """An XHTML accessibility summary (EPUB Accessibility 1.1 conformance, features, hazards)."""
+    page = (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head>'
+        f"<title>Accessibility summary: {title}</title></head><body>"
+        f"<h1>Accessibility summary: {title}</h1>"
+        "<p>Conforms to EPUB Accessibility 1.1, WCAG 2.1 Level AA.</p>"
+        "<ul><li>accessMode: textual</li><li>accessibilityFeature: structuralNavigation, "
+        "tableOfContents, readingOrder</li><li>accessibilityHazard: none</li></ul>"
+        "</body></html>\n"
+    )
+    return page.encode("utf-8")
 
 
 def make_epub(title: str = "Sandbox book") -> bytes:
@@ -115,9 +189,18 @@ def make_epub(title: str = "Sandbox book") -> bytes:
         "</body></html>"
     )
     buffer = io.BytesIO()
+    # Fixed member times: the same record gives the same bytes on every download, as a real
+    # stored file would (flows version files by their SHA-256).
+    stamp = (2026, 1, 1, 0, 0, 0)
+
+    def member(name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        return info
+
     with zipfile.ZipFile(buffer, "w") as epub:
-        epub.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")  # stored, first
-        epub.writestr("META-INF/container.xml", container, zipfile.ZIP_DEFLATED)
-        epub.writestr("EPUB/package.opf", package, zipfile.ZIP_DEFLATED)
-        epub.writestr("EPUB/page.xhtml", page, zipfile.ZIP_DEFLATED)
+        epub.writestr(zipfile.ZipInfo("mimetype", date_time=stamp), "application/epub+zip")
+        epub.writestr(member("META-INF/container.xml"), container)
+        epub.writestr(member("EPUB/package.opf"), package)
+        epub.writestr(member("EPUB/page.xhtml"), page)
     return buffer.getvalue()

@@ -2,9 +2,11 @@
 
 Works get print, ebook and audio products with valid ISBN-13s, contributors, prices in several
 currencies and territories, BISAC and Thema subjects, production runs for print, marketing
-texts, covers (served as real small JPEGs), production files (real small PDFs), contracts and
-to-dos. Record dates lie at least three days in the past, so an incremental poll right after
-seeding sees only the changes a test or the demo makes. 50,000 products take a few seconds.
+texts (some under embargo until before publication), covers (served as real small JPEGs),
+promotional samples (PDFs), production files (real small PDFs for print, EPUBs with an XHTML
+accessibility summary for ebooks, WAV masters per track for audiobooks), contracts and to-dos.
+Record dates lie at least three days in the past, so an incremental poll right after seeding
+sees only the changes a test or the demo makes. 50,000 products take a few seconds.
 """
 
 from __future__ import annotations
@@ -212,6 +214,8 @@ HARDBACK = _Format("PhysicalBookProduct", "BB", Decimal("18.99"))
 PAPERBACK = _Format("PhysicalBookProduct", "BC", Decimal("9.99"))
 EBOOK = _Format("ElectronicBookProduct", "DG", Decimal("5.99"))
 AUDIO = _Format("ElectronicAudioProduct", "AJ", Decimal("14.99"))
+AUDIO_TRACKS = 3
+"""Audio masters per audiobook (one WAV per track)."""
 PATTERNS = (
     ((PAPERBACK, EBOOK), 60),
     ((HARDBACK, PAPERBACK, EBOOK, AUDIO), 15),
@@ -354,6 +358,9 @@ def _work(
         ),
     )
     cover_id = ids("resource", 70001)
+    # Promotional material (a one-page PDF sample); its own id range and no random draw, so
+    # every seed keeps the catalogue it had before promo material was added.
+    promo_id = ids("promo_resource", 2_000_001)
     resources = (
         SupportingResource(
             id=cover_id,
@@ -366,6 +373,16 @@ def _work(
             height=60,
             created_at=updated,
             caption=f"Front cover of {title}",
+        ),
+        SupportingResource(
+            id=promo_id,
+            variant="SAMPLE_CONTENT",
+            filename=f"{product_list[0].isbn13}_sample.pdf",
+            url=f"/files/generated/sr-{promo_id}.pdf",
+            status="APPROVED",
+            content_type="application/pdf",
+            created_at=updated,
+            caption=f"Sample chapter of {title}",
         ),
     )
     runs: tuple[ProductionRun, ...] = ()
@@ -470,7 +487,41 @@ def _product(
                     created_at=updated,
                 )
             )
+        if fmt is EBOOK:
+            # The accessibility summary goes with the EPUB, approved with it (no extra draw).
+            a11y_id = ids("a11y_file", 4_000_001)
+            made.append(
+                ProductionFile(
+                    id=a11y_id,
+                    file_variant="ACCESSIBILITY",
+                    filename=f"{product_id}_accessibility.html",
+                    approval_status=approval,
+                    allow_distribution="ALLOWED",
+                    file_format="HTML",
+                    url=f"/files/generated/pf-{a11y_id}.html",
+                    product_ids=(product_id,),
+                    created_at=updated,
+                )
+            )
         files = tuple(made)
+    elif fmt is AUDIO:
+        # Audio masters, one WAV per track; approval follows the id, not a random draw, so
+        # seeds keep their catalogues. About one audiobook in four still awaits approval.
+        approval = "AWAITING_APPROVAL" if product_id % 4 == 0 else "APPROVED"
+        files = tuple(
+            ProductionFile(
+                id=(audio_id := ids("audio_file", 3_000_001)),
+                file_variant="AUDIO",
+                filename=f"{product_id}_audio_{track:02d}.wav",
+                approval_status=approval,
+                allow_distribution="ALLOWED",
+                file_format="WAV",
+                url=f"/files/generated/pf-{audio_id}.wav",
+                product_ids=(product_id,),
+                created_at=updated,
+            )
+            for track in range(1, AUDIO_TRACKS + 1)
+        )
     physical = fmt.typename == "PhysicalBookProduct"
     product = Product(
         id=product_id,
