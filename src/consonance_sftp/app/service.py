@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, delivery_request
 from consonance_sftp.config import FlowConfig
-from consonance_sftp.config.flows import FlowBase, ProductionFlow
+from consonance_sftp.config.flows import FlowBase, OnixFeedFlow, ProductionFlow
 from consonance_sftp.engine import DeliveryRequest, EngineClient, FileToSend
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport
@@ -73,15 +73,21 @@ class PlannedRun:
     kind: str
     outbounds: list[Outbound] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # Called for each package the engine delivered: (package, partner folder, workflow ID).
+    on_delivered: Callable[[Outbound, str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FlowContext:
-    """What a preparer gets: the app (store, state dir), a Consonance client, the time."""
+    """What a preparer gets: the app (store, state dir), a Consonance client, the time, and
+    the run's options (``force_full``: a full feed instead of a delta; ``test``: a test feed)."""
 
     app: App
     api: ConsonanceAPI
     now: datetime
+    force_full: bool = False
+    test: bool = False
 
 
 Preparer = Callable[
@@ -144,8 +150,50 @@ async def prepare_production(
     return run
 
 
+async def prepare_onix_feed(
+    ctx: FlowContext,
+    name: str,
+    flow: OnixFeedFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 2: one ONIX message per recipient (delta by default), validated before it goes;
+    the recipient's delta baseline advances only once the engine has delivered it."""
+    from consonance_sftp.flows import onix_feed
+
+    if isbns:
+        raise ConsonanceSftpError(
+            f"flow {name!r} (onix_feed) sends whole feeds, not single titles",
+            hint=f"consonance-sftp run {name} [--full] [--test]",
+        )
+    packages, report = await onix_feed.prepare_onix_feed(
+        ctx.api,
+        ctx.app.store,
+        name,
+        flow,
+        now=ctx.now,
+        staging=ctx.app.state_dir / "onix" / name,
+        force_full=ctx.force_full,
+        test=ctx.test,
+    )
+    store = ctx.app.store
+
+    def delivered(outbound: Outbound, folder: str, workflow_id: str) -> None:
+        assert isinstance(outbound, onix_feed.OnixFeedPackage)
+        onix_feed.record_sent(store, outbound, folder=folder, workflow_id=workflow_id)
+
+    return PlannedRun(
+        flow=name,
+        kind=FlowKind.ONIX_FEED.value,
+        outbounds=list(packages),
+        notes=report.lines(),
+        on_delivered=delivered,
+    )
+
+
 PREPARERS: dict[str, Preparer] = {
     FlowKind.PRODUCTION.value: prepare_production,
+    FlowKind.ONIX_FEED.value: prepare_onix_feed,
 }
 """One entry per flow kind with an implementation; ``run``, the poller and schedules use it."""
 
@@ -465,6 +513,8 @@ class Service:
         isbns: Sequence[str] = (),
         event: ChangeEvent | None = None,
         api: ConsonanceAPI | None = None,
+        force_full: bool = False,
+        test: bool = False,
     ) -> PlannedRun:
         flow = self.flow(name)
         if not flow.enabled:
@@ -474,11 +524,10 @@ class Service:
             )
         preparer = preparer_for(name, flow)
         if api is not None:
-            return await preparer(
-                FlowContext(self.app, api, datetime.now(UTC)), name, flow, isbns, event
-            )
+            ctx = FlowContext(self.app, api, datetime.now(UTC), force_full, test)
+            return await preparer(ctx, name, flow, isbns, event)
         async with self.app.consonance() as client:
-            ctx = FlowContext(self.app, client, datetime.now(UTC))
+            ctx = FlowContext(self.app, client, datetime.now(UTC), force_full, test)
             return await preparer(ctx, name, flow, isbns, event)
 
     def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
@@ -503,37 +552,52 @@ class Service:
         runner: DeliveryRunner | None = None,
         wait: bool = True,
         progress: ProgressSink | None = None,
+        force_full: bool = False,
+        test: bool = False,
     ) -> RunOutcome:
         """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing."""
-        planned = await self.plan(name, isbns=isbns)
+        planned = await self.plan(name, isbns=isbns, force_full=force_full, test=test)
         outcome = RunOutcome(planned)
         if dry_run:
             return outcome
-        requests = self.requests(planned, trigger=trigger or f"manual:{_user()}")
         if runner is not None:
-            await self._submit_all(runner, requests, outcome, wait=wait)
+            await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
             return outcome
         async with DeliveryRunner(self.app, progress=progress) as own:
-            await self._submit_all(own, requests, outcome, wait=wait)
+            await self._submit_all(own, outcome, trigger=trigger or f"manual:{_user()}", wait=wait)
         return outcome
 
     async def _submit_all(
         self,
         runner: DeliveryRunner,
-        requests: list[DeliveryRequest],
         outcome: RunOutcome,
         *,
+        trigger: str,
         wait: bool,
     ) -> None:
-        for request in requests:
+        planned = outcome.planned
+        requests = self.requests(planned, trigger=trigger)
+        sent: list[tuple[Outbound, DeliveryRequest, str]] = []
+        for outbound, request in zip(planned.outbounds, requests, strict=True):
             submitted = await runner.submit(request)
             if isinstance(submitted, Held):
                 outcome.held.append(submitted)
             else:
                 outcome.enqueued.append(submitted)
-        if wait:
-            for e in outcome.enqueued:
-                outcome.results[e.workflow_id] = await runner.wait(e.workflow_id)
+                sent.append((outbound, request, submitted.workflow_id))
+        if not wait:
+            return
+        flow = self.flow(planned.flow)
+        for outbound, _request, wid in sent:
+            result = await runner.wait(wid)
+            outcome.results[wid] = result
+            if planned.on_delivered is not None and "error" not in result:
+                folder = folder_of(self.app, flow, outbound.partner)
+                try:
+                    await asyncio.to_thread(planned.on_delivered, outbound, folder, wid)
+                except ConsonanceSftpError as exc:
+                    log.warning("after delivery %s: %s", wid, exc)
+                    outcome.results[wid] = {**result, "error": str(exc)}
 
     async def on_events(
         self, events: Sequence[ChangeEvent], runner: DeliveryRunner, api: ConsonanceAPI
@@ -554,9 +618,7 @@ class Service:
                     continue
                 trigger = f"consonance: work {event.work_id} {event.kind.value} {event.new}"
                 outcome = RunOutcome(planned)
-                await self._submit_all(
-                    runner, self.requests(planned, trigger=trigger), outcome, wait=False
-                )
+                await self._submit_all(runner, outcome, trigger=trigger, wait=False)
                 outcomes.append(outcome)
         return outcomes
 
@@ -589,7 +651,7 @@ class Service:
             return None
         try:
             return await self.run_flow(
-                name, trigger=f"schedule:{tick.isoformat()}", runner=runner, wait=False
+                name, trigger=f"schedule:{tick.isoformat()}", runner=runner, wait=True
             )
         except ConsonanceSftpError as exc:
             log.warning("scheduled run of %s at %s: %s", name, tick.isoformat(), exc)

@@ -54,6 +54,8 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
         console.print(f"{len(files)} files, {total:,} bytes to partner {o.partner}")
     for s in planned.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.what}: {s.reason}")
+    for note in planned.notes:
+        console.print(note)
 
 
 def run(
@@ -67,6 +69,12 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for the deliveries to finish.")
     ] = True,
+    full: Annotated[
+        bool, typer.Option("--full", help="ONIX feeds: a full feed instead of a delta.")
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", help="ONIX feeds: a test sample into the test folder.")
+    ] = False,
 ) -> None:
     """Run one flow now (manual trigger); with --dry-run, show exactly what would be sent."""
     from consonance_sftp.app.service import Service
@@ -75,11 +83,13 @@ def run(
     service = Service(app)
     isbns = tuple(isbn or ())
     if dry_run:
-        outcome = asyncio.run(service.run_flow(flow, dry_run=True, isbns=isbns))
+        outcome = asyncio.run(
+            service.run_flow(flow, dry_run=True, isbns=isbns, force_full=full, test=test)
+        )
         _print_plan(app, outcome)
         console.print("[bold]dry run[/bold]: nothing was sent")
         return
-    outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait))
+    outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
     failed = False
     for h in outcome.held:
@@ -105,7 +115,9 @@ def run(
         raise typer.Exit(1)
 
 
-async def _run_with_progress(service: Any, flow: str, isbns: tuple[str, ...], wait: bool) -> Any:
+async def _run_with_progress(
+    service: Any, flow: str, isbns: tuple[str, ...], wait: bool, *, full: bool, test: bool
+) -> Any:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -121,7 +133,9 @@ async def _run_with_progress(service: Any, flow: str, isbns: tuple[str, ...], wa
                 tasks[key] = progress.add_task(f"{partner} {path}", total=total)
             progress.update(tasks[key], completed=done)
 
-        return await service.run_flow(flow, isbns=isbns, wait=wait, progress=on_progress)
+        return await service.run_flow(
+            flow, isbns=isbns, wait=wait, progress=on_progress, force_full=full, test=test
+        )
 
 
 def serve(
