@@ -23,6 +23,7 @@ from consonance_sftp.config import OnixFeedFlow
 from consonance_sftp.flows.onix_feed import (
     FeedNotDelivered,
     OnixFeedPackage,
+    SpreadsheetPackage,
     baseline,
     last_sent,
     prepare_onix_feed,
@@ -65,7 +66,7 @@ async def _prepare(
         return await prepare_onix_feed(api, store, "feed", flow, staging=tmp_path / "staging", **kw)
 
 
-def _delivered(store: SqlStore, package: OnixFeedPackage) -> None:
+def _delivered(store: SqlStore, package: OnixFeedPackage | SpreadsheetPackage) -> None:
     """What the engine's ledger holds after delivering the package."""
     for key, f in zip(package.delivery_keys(FOLDER), package.plan.files, strict=True):
         store.record_delivery(
@@ -302,3 +303,56 @@ async def test_a_test_feed_samples_products_into_the_test_folder_and_never_sets_
     assert last_sent(store, "feed", "dist") is None
     actions = [e.action for e in store.list_audit(subject="dist:feed")]
     assert actions == ["onix.test_feed.sent", "onix.test_feed.prepared"]
+
+
+async def test_spreadsheet_exports_go_with_the_feed_or_alone(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    flow = OnixFeedFlow.model_validate(
+        {
+            "kind": "onix_feed",
+            "sender_name": "Test Books",
+            "partners": ["dist", "retail"],
+            "partner_recipients": {"retail": {"currencies": ["GBP"]}},
+            "spreadsheets": {
+                "dist": {"format": "xlsx"},
+                "retail": {
+                    "format": "csv",
+                    "columns": ["isbn13", "title", "price:GBP"],
+                    "headers": {"price:GBP": "RRP (GBP)"},
+                    "only": True,
+                },
+            },
+        }
+    )
+    packages, report = await _prepare(sandbox, store, flow, tmp_path)
+    assert report.ok, report.lines()
+    kinds = sorted((p.partner, p.kind) for p in packages)
+    assert kinds == [("dist", "delta"), ("dist", "spreadsheet"), ("retail", "spreadsheet")]
+    retail = next(p for p in packages if p.partner == "retail")
+    assert isinstance(retail, SpreadsheetPackage)
+    assert retail.file_name == "Test_Books_retail_20261124_metadata.csv"
+    source = retail.plan.files[0].source
+    assert source is not None
+    lines = source.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "isbn13,title,RRP (GBP)"
+    isbns = {p.isbn13 for _w, p in _all_products(sandbox)}
+    assert len(lines) - 1 == retail.rows == len(isbns)
+    assert {line.split(",")[0] for line in lines[1:]} == isbns
+    _delivered(store, retail)  # a spreadsheet is on the record but has no baseline
+    assert baseline(store, "feed", "retail") == {}
+    assert store.list_audit(action="onix.spreadsheet.sent")[0].subject == "retail:feed"
+    sheet = next(p for p in packages if p.partner == "dist" and p.kind == "spreadsheet")
+    assert sheet.plan.files[0].remote_path.endswith("_metadata.xlsx")
+    # Test feeds are ONIX samples only.
+    tested, _ = await _prepare(sandbox, store, flow, tmp_path, test=True)
+    assert [(p.partner, p.kind) for p in tested] == [("dist", "test")]
+
+    bad = OnixFeedFlow.model_validate(
+        {"kind": "onix_feed", "partners": ["x"], "spreadsheets": {"x": {"columns": ["nope"]}}}
+    )
+    none, report = await _prepare(sandbox, store, bad, tmp_path)
+    assert [p.kind for p in none] == ["delta"]
+    failed = next(r for r in report.recipients if r.kind == "spreadsheet")
+    assert failed.status == "failed" and "nope" in failed.problems[0]
+    assert store.list_alerts(kind="onix_failed")

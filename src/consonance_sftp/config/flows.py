@@ -257,6 +257,57 @@ class OnixRecipient(StrictModel):
         return value
 
 
+class SpreadsheetExport(StrictModel):
+    """A CSV or XLSX metadata export for a partner who wants a spreadsheet: one row per
+    product that passes the partner's recipient filters, prices trimmed as in its ONIX."""
+
+    format: Literal["csv", "xlsx"] = Field(default="xlsx", description="`csv` or `xlsx`.")
+    columns: list[str] = Field(
+        default_factory=lambda: [
+            "isbn13",
+            "title",
+            "contributors",
+            "imprint",
+            "product_form",
+            "publishing_status",
+            "publication_date",
+            "price:GBP",
+            "price:USD",
+        ],
+        min_length=1,
+        description="Columns in order: field names (`isbn13`, `title`, `subtitle`, "
+        "`contributors`, `imprint`, `publication_date`, `pages`, `bisac`, `thema`, ... see "
+        "docs/reference/onix.md) or prices as `price:CUR` / `price:CUR:TYPE`.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Header text per column instead of its name, e.g. `{ "price:GBP:02" = '
+        '"RRP (GBP)" }`.',
+    )
+    file_name: str = Field(
+        default="{sender}_{recipient}_{sent:%Y%m%d}_metadata",
+        description="File name template without the extension (`.csv`/`.xlsx` is added); "
+        "fields `sender`, `recipient`, `sent`.",
+    )
+    only: bool = Field(
+        default=False,
+        description="Send only the spreadsheet to this partner, no ONIX message.",
+    )
+
+    @model_validator(mode="after")
+    def _headers_name_columns(self) -> SpreadsheetExport:
+        if unknown := sorted(set(self.headers) - set(self.columns)):
+            raise ValueError(f"headers names columns not in `columns`: {', '.join(unknown)}")
+        try:
+            self.file_name.format(sender="s", recipient="r", sent=datetime(2026, 1, 1))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"bad file name template {self.file_name!r}: {exc} "
+                "(fields: sender, recipient, sent)"
+            ) from None
+        return self
+
+
 class OnixFeedFlow(FlowBase):
     """ONIX full and delta feeds (and CSV/XLSX metadata) to distributors and agencies."""
 
@@ -283,6 +334,11 @@ class OnixFeedFlow(FlowBase):
         default_factory=dict,
         description="Per-partner rules instead of `recipient`, by partner name.",
     )
+    spreadsheets: dict[str, SpreadsheetExport] = Field(
+        default_factory=dict,
+        description="CSV/XLSX metadata exports by partner name, sent with each (non-test) "
+        "run, e.g. `[flows.NAME.spreadsheets.retailer]`.",
+    )
     test_folder: str = Field(
         default="test",
         description="Sub-folder (under the flow's folder on the partner) that test feeds go "
@@ -291,10 +347,9 @@ class OnixFeedFlow(FlowBase):
 
     @model_validator(mode="after")
     def _rules_for_listed_partners(self) -> OnixFeedFlow:
-        if unknown := sorted(set(self.partner_recipients) - set(self.partners)):
-            raise ValueError(
-                f"partner_recipients names partners not in `partners`: {', '.join(unknown)}"
-            )
+        for table in ("partner_recipients", "spreadsheets"):
+            if unknown := sorted(set(getattr(self, table)) - set(self.partners)):
+                raise ValueError(f"{table} names partners not in `partners`: {', '.join(unknown)}")
         return self
 
     def recipient_for(self, partner: str) -> OnixRecipient:

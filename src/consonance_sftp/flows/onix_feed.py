@@ -29,12 +29,13 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient
+from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient, SpreadsheetExport
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.onix import (
     Compression,
@@ -46,6 +47,7 @@ from consonance_sftp.formats.onix import (
     write_feed,
 )
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
+from consonance_sftp.formats.spreadsheet import export_csv, export_xlsx, resolve_columns
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.store import Store
@@ -103,12 +105,40 @@ class OnixFeedPackage:
         return self.plan.delivery_keys(self.partner, folder)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpreadsheetPackage:
+    """One partner's CSV/XLSX metadata export, planned (a ``flows.outbound.Outbound``)."""
+
+    flow: str
+    partner: str
+    file_name: str
+    plan: PackagePlan
+    rows: int
+    sent_at: datetime
+    kind: Literal["spreadsheet"] = "spreadsheet"
+
+    @property
+    def label(self) -> str:
+        return f"metadata spreadsheet {self.file_name}"
+
+    @property
+    def isbn(self) -> str | None:
+        return None
+
+    def delivery_keys(self, folder: str) -> list[DeliveryKey]:
+        return self.plan.delivery_keys(self.partner, folder)
+
+
+FeedPackage = OnixFeedPackage | SpreadsheetPackage
+"""What ``prepare_onix_feed`` returns per partner: ONIX messages and spreadsheet exports."""
+
+
 @dataclass(slots=True, kw_only=True)
 class RecipientOutcome:
     """What one partner's message holds, or why nothing goes to it."""
 
     partner: str
-    kind: FeedKind
+    kind: FeedKind | Literal["spreadsheet"]
     status: Literal["ready", "empty", "invalid", "failed"]
     file_name: str | None = None
     products: int = 0
@@ -129,6 +159,8 @@ class RecipientOutcome:
             f"{self.deleted} deletions as 05; {self.unchanged} unchanged, "
             f"{self.filtered_out} outside the filter)"
         )
+        if self.status == "ready" and self.kind == "spreadsheet":
+            return f"{head}: {self.file_name}, {self.bytes:,} bytes, {self.products} rows"
         if self.status == "ready":
             return f"{head}: {self.file_name}, {self.bytes:,} bytes, {counts}"
         if self.status == "empty":
@@ -187,6 +219,37 @@ class _Job:
     feeder: _Feeder = field(default_factory=_Feeder)
 
 
+@dataclass(slots=True)
+class _SheetJob:
+    partner: str
+    export: SpreadsheetExport
+    rules: RecipientRules
+    path: Path
+    feeder: _Feeder = field(default_factory=_Feeder)
+    kind: Literal["spreadsheet"] = "spreadsheet"
+
+
+def _run_sheet(job: _SheetJob) -> int:
+    columns = [(job.export.headers.get(c, c), c) for c in job.export.columns]
+    try:
+        resolve_columns(columns)  # unknown columns fail before anything is written
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        if job.export.format == "csv":
+            with job.path.open("w", encoding="utf-8", newline="") as sink:
+                return export_csv(job.feeder.works(), sink, columns, rules=job.rules)
+        return export_xlsx(job.feeder.works(), job.path, columns, rules=job.rules)
+    finally:
+        _stop(job.feeder)
+
+
+def _stop(feeder: _Feeder) -> None:
+    feeder.stopped.set()
+    # Drain so a reader blocked on a full queue can finish.
+    with contextlib.suppress(queue.Empty):
+        while True:
+            feeder.queue.get_nowait()
+
+
 def _kind(rules: RecipientRules, *, force_full: bool, test: bool) -> FeedKind:
     if test:
         return "test"
@@ -207,14 +270,12 @@ def _run_writer(job: _Job, validate: Validation) -> FeedResult:
                 validate=validate,
             )
     finally:
-        job.feeder.stopped.set()
-        # Drain so a reader blocked on a full queue can finish.
-        with contextlib.suppress(queue.Empty):
-            while True:
-                job.feeder.queue.get_nowait()
+        _stop(job.feeder)
 
 
-async def _read_into(api: ConsonanceAPI, jobs: Sequence[_Job], report: FeedReport) -> None:
+async def _read_into(
+    api: ConsonanceAPI, jobs: Sequence[_Job | _SheetJob], report: FeedReport
+) -> None:
     chunk: list[Work] = []
     try:
         async for work in api.iter_works():
@@ -245,7 +306,7 @@ async def prepare_onix_feed(
     test: bool = False,
     partners: Sequence[str] | None = None,
     validate: Validation = "process",
-) -> tuple[list[OnixFeedPackage], FeedReport]:
+) -> tuple[list[FeedPackage], FeedReport]:
     """One ONIX message per partner of flow ``name``, written, validated and planned.
 
     ``force_full``: every product the recipient's filter passes (a forced full resend), not
@@ -258,8 +319,16 @@ async def prepare_onix_feed(
     report = FeedReport(flow=name)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     jobs: list[_Job] = []
+    sheets: list[_SheetJob] = []
     for partner in partners or flow.partners:
         rules = recipient_rules(flow.recipient_for(partner))
+        folder = staging / name / partner / stamp
+        export = flow.spreadsheets.get(partner)
+        if export is not None and not test:
+            suffix = f".{export.format}"
+            sheets.append(_SheetJob(partner, export, rules, folder / f"metadata{suffix}"))
+        if export is not None and export.only:
+            continue
         kind = _kind(rules, force_full=force_full, test=test)
         previous = (
             {} if kind == "test" else await asyncio.to_thread(store.load_onix_hashes, name, partner)
@@ -273,18 +342,24 @@ async def prepare_onix_feed(
             default_language=flow.default_language,
             message_note=f"{kind} feed" if kind != "test" else "test feed: not for sale",
         )
-        xml = staging / name / partner / stamp / "message.xml"
-        jobs.append(_Job(partner, rules, kind, xml, header, previous))
+        jobs.append(_Job(partner, rules, kind, folder / "message.xml", header, previous))
 
     loop = asyncio.get_running_loop()
-    writers = [loop.run_in_executor(None, _run_writer, job, validate) for job in jobs]
-    reader = asyncio.ensure_future(_read_into(api, jobs, report))
-    outcomes = await asyncio.gather(*writers, return_exceptions=True)
-    await reader  # a failed catalogue read is the run's failure: raise it
+    everything: list[_Job | _SheetJob] = [*jobs, *sheets]
+    # Writers get threads of their own: they block on their queues, and must never starve
+    # the default executor the reader hands works over with.
+    with ThreadPoolExecutor(max(1, len(everything)), thread_name_prefix="onix") as pool:
+        writers: list[asyncio.Future[FeedResult | int]] = [
+            loop.run_in_executor(pool, _run_writer, job, validate) for job in jobs
+        ]
+        writers += [loop.run_in_executor(pool, _run_sheet, job) for job in sheets]
+        reader = asyncio.ensure_future(_read_into(api, everything, report))
+        outcomes = await asyncio.gather(*writers, return_exceptions=True)
+        await reader  # a failed catalogue read is the run's failure: raise it
     report.seconds = time.monotonic() - started
 
-    packages: list[OnixFeedPackage] = []
-    for job, outcome in zip(jobs, outcomes, strict=True):
+    packages: list[FeedPackage] = []
+    for job, outcome in zip(everything, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, Exception):
                 raise outcome
@@ -293,13 +368,65 @@ async def prepare_onix_feed(
                     partner=job.partner, kind=job.kind, status="failed", problems=[str(outcome)]
                 )
             )
-            await asyncio.to_thread(_failed, store, name, job, outcome)
+            await asyncio.to_thread(_failed, store, name, job.partner, job.kind, outcome)
             continue
-        package, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
+        package: FeedPackage | None
+        if isinstance(job, _SheetJob):
+            assert isinstance(outcome, int)
+            package, line = await asyncio.to_thread(
+                _finish_sheet, store, name, flow, job, outcome, now
+            )
+        else:
+            assert isinstance(outcome, FeedResult)
+            package, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
         report.recipients.append(line)
         if package is not None:
             packages.append(package)
     return packages, report
+
+
+def _finish_sheet(
+    store: Store, name: str, flow: OnixFeedFlow, job: _SheetJob, rows: int, now: datetime
+) -> tuple[SpreadsheetPackage, RecipientOutcome]:
+    file_name = (
+        _safe_name(
+            job.export.file_name.format(sender=flow.sender_name, recipient=job.partner, sent=now)
+        )
+        + f".{job.export.format}"
+    )
+    source = job.path.with_name(file_name)
+    job.path.replace(source)
+    size, digest = sha256_file(source)
+    plan = PackagePlan(
+        files=(
+            PlannedFile(
+                role="asset", remote_path=file_name, size=size, sha256=digest, source=source
+            ),
+        ),
+        planned_at=now,
+    )
+    store.append_audit(
+        ACTOR,
+        "onix.spreadsheet.prepared",
+        f"{job.partner}:{name}",
+        {"file": file_name, "sha256": digest, "bytes": size, "rows": rows},
+    )
+    package = SpreadsheetPackage(
+        flow=name, partner=job.partner, file_name=file_name, plan=plan, rows=rows, sent_at=now
+    )
+    line = RecipientOutcome(
+        partner=job.partner,
+        kind="spreadsheet",
+        status="ready",
+        file_name=file_name,
+        products=rows,
+        bytes=size,
+    )
+    return package, line
+
+
+def _safe_name(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in value).strip("._") or "x"
 
 
 def _outcome(job: _Job, result: FeedResult, status: str, file_name: str | None) -> RecipientOutcome:
@@ -424,16 +551,16 @@ def _blocked(
     )
 
 
-def _failed(store: Store, name: str, job: _Job, exc: Exception) -> None:
+def _failed(store: Store, name: str, partner: str, kind: str, exc: Exception) -> None:
     store.append_audit(
-        ACTOR, "onix.feed.failed", f"{job.partner}:{name}", {"kind": job.kind, "error": str(exc)}
+        ACTOR, "onix.feed.failed", f"{partner}:{name}", {"kind": kind, "error": str(exc)}
     )
     store.raise_alert(
         Alert(
             severity=AlertSeverity.WARNING,
             kind="onix_failed",
-            message=f"the ONIX {job.kind} feed for {job.partner} could not be written: {exc}",
-            partner=job.partner,
+            message=f"the ONIX {kind} output for {partner} could not be written: {exc}",
+            partner=partner,
             flow=name,
         )
     )
@@ -441,7 +568,7 @@ def _failed(store: Store, name: str, job: _Job, exc: Exception) -> None:
 
 def record_sent(
     store: Store,
-    package: OnixFeedPackage,
+    package: FeedPackage,
     *,
     folder: str,
     workflow_id: str | None = None,
@@ -468,10 +595,14 @@ def record_sent(
         "kind": package.kind,
         "file": package.plan.files[0].remote_path,
         "sha256": package.plan.files[0].sha256,
-        "products": package.result.products,
         "workflow_id": workflow_id,
     }
     subject = f"{package.partner}:{package.flow}"
+    if isinstance(package, SpreadsheetPackage):
+        details["products"] = package.rows
+        store.append_audit(ACTOR, "onix.spreadsheet.sent", subject, details)
+        return
+    details["products"] = package.result.products
     if package.kind == "test" or package.state is None:
         store.append_audit(ACTOR, "onix.test_feed.sent", subject, details)
         return
