@@ -356,3 +356,17 @@ async def test_spreadsheet_exports_go_with_the_feed_or_alone(
     failed = next(r for r in report.recipients if r.kind == "spreadsheet")
     assert failed.status == "failed" and "nope" in failed.problems[0]
     assert store.list_alerts(kind="onix_failed")
+
+
+async def test_onix_21_recipient_gets_valid_21_and_never_an_empty_message(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    flow = _flow(recipient={"onix_version": "2.1", "send_empty": True})
+    [first], report = await _prepare(sandbox, store, flow, tmp_path)
+    assert report.ok, report.lines()
+    source = first.plan.files[0].source
+    assert source is not None and b'release="2.1"' in source.read_bytes()[:400]
+    _delivered(store, first)
+    nothing, report = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(days=1))
+    assert nothing == [] and report.recipients[0].status == "empty"
+    assert store.list_alerts() == []

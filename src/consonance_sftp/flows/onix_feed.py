@@ -42,6 +42,7 @@ from consonance_sftp.formats.onix import (
     FeedMode,
     FeedResult,
     MessageHeader,
+    OnixVersion,
     RecipientRules,
     compress,
     write_feed,
@@ -455,6 +456,11 @@ def _finish(
     now: datetime,
 ) -> tuple[OnixFeedPackage | None, RecipientOutcome]:
     subject = f"{job.partner}:{name}"
+    if result.empty and job.rules.onix_version is OnixVersion.V21:
+        # ONIX 2.1 has no NoProduct: an empty 2.1 message cannot be valid, so it is never
+        # sent (even to a recipient that asks for empty files), and is no fault of the data.
+        result.report.problems.clear()
+        result.send_empty = False
     if not result.report.ok:
         line = _outcome(job, result, "invalid", None)
         _blocked(store, name, job, result, line)
