@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -346,3 +347,59 @@ async def test_coalesced_connection_sends_fewer_writes_and_the_same_bytes(
             await conn.wait_closed()
     # Uncoalesced: two writes per SSH packet (asyncssh adds an IGNORE packet before each).
     assert writes[True] * 3 < writes[False], writes
+
+
+async def test_fresh_upload_replaces_a_longer_stale_temp_file(
+    sessions: list[asyncssh.SFTPClient],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    source: Path,
+) -> None:
+    local_dir, remote_dir = openssh_dir("shell")
+    (local_dir / "stale.part").write_bytes(b"old" * SIZE)  # three times longer
+    await put_segmented(
+        sessions,
+        source,
+        f"{remote_dir}/stale.part",
+        segment_size=SEGMENT,
+        block_size=BLOCK,
+        max_requests=4,
+    )
+    assert (local_dir / "stale.part").read_bytes() == source.read_bytes()
+
+
+async def test_memory_stays_flat_whatever_the_file_size(
+    sessions: list[asyncssh.SFTPClient],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    _local_dir, remote_dir = openssh_dir("shell")
+    big = tmp_path / "big.bin"
+    size = 24 * 1024 * KiB
+    with open(big, "wb") as fh:
+        for _ in range(24):
+            fh.write(os.urandom(1024 * KiB))
+    tracemalloc.start()
+    try:
+        await put_segmented(
+            sessions[:2],
+            big,
+            f"{remote_dir}/big.part",
+            segment_size=4 * 1024 * KiB,
+            block_size=64 * KiB,
+            max_requests=4,
+        )
+        await get_segmented(
+            sessions[:2],
+            f"{remote_dir}/big.part",
+            tmp_path / "back.bin",
+            size=size,
+            segment_size=4 * 1024 * KiB,
+            block_size=64 * KiB,
+            max_requests=4,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # In flight: 2 sessions x 4 requests x 64 KiB, plus SSH buffers; far below the 24 MiB file.
+    assert peak < 6 * 1024 * KiB, peak
+    assert sha(tmp_path / "back.bin") == sha(big)

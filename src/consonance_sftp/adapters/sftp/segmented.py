@@ -332,8 +332,9 @@ async def put_segmented(
 ) -> None:
     """Upload ``local_path`` into ``remote_path`` as segments spread over ``sftps``.
 
-    ``remote_path`` is the caller's temporary name: it is created if missing and never
-    truncated, so segments already recorded in ``journal`` stay as they are and are skipped.
+    ``remote_path`` is the caller's temporary name: it is created if missing, truncated only
+    when nothing is recorded yet (a fresh start), and otherwise never: segments already
+    recorded in ``journal`` stay as they are and are skipped.
     ``max_requests`` block writes are in flight per session. ``progress`` receives the running
     total of bytes in place (first call: the bytes already done by an earlier attempt).
     Raises ``IntegrityError`` if the local file changes size while it is read.
@@ -354,8 +355,11 @@ async def put_segmented(
 
     fd = os.open(local_path, os.O_RDONLY)
     try:
-        # Create the file once before the sessions race to open it.
-        async with await sftps[0].open(remote_path, flags, encoding=None, block_size=0):
+        # Create the file once before the sessions race to open it. A fresh start (nothing
+        # recorded) truncates: a stale, longer temp file from an earlier, different source
+        # must not leave its tail behind. Afterwards nothing truncates again.
+        first_flags = flags if done else flags | asyncssh.FXF_TRUNC
+        async with await sftps[0].open(remote_path, first_flags, encoding=None, block_size=0):
             pass
         if not segments:
             return
