@@ -710,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = fresh_dir(run_dir / "state")
     server = start_openssh(run_dir / "sshd", chroot=False)
     relay: Relay | None = None
+    relay_rate = 0.0
     results = Results()
     try:
         kh = run_dir / "known_hosts"
@@ -720,8 +721,9 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"latency relay: holds every chunk {args.delay_ms:g} ms each way, round trip "
                 f"{rtt:.0f} ms; it emulates latency, not loss. Raw TCP through it: "
-                f"{mib_s:.0f} MiB/s (far above what either client reaches: not the bottleneck)"
+                f"{mib_s:.0f} MiB/s (checked against the WAN rates at the end)"
             )
+            relay_rate = mib_s
             relay = start_relay(server.port, args.delay_ms)
             lines.append(server.known_hosts_line.replace(f":{server.port} ", f":{relay.port} "))
         kh.write_text("\n".join(lines) + "\n")
@@ -800,6 +802,23 @@ def main(argv: list[str] | None = None) -> int:
 
     say("")
     say(f"machine after the run: {machine_note()}")
+    wan_rates = [
+        results.rate(s, w)
+        for s in ("wan_up", "wan_down")
+        for w in ("ours", "openssh")
+        if (s, w) in results.seconds
+    ]
+    if relay_rate and wan_rates:
+        fastest = max(wan_rates)
+        verdict = (
+            "not the bottleneck"
+            if fastest < relay_rate / 2
+            else "WARNING: close to the relay's own limit, the WAN figures may be capped by it"
+        )
+        say(
+            f"relay check: fastest WAN transfer {fastest:.0f} MiB/s, raw relay {relay_rate:.0f} "
+            f"MiB/s: {verdict}"
+        )
     say(f"{'scenario':16s} {'OpenSSH':>12s} {'ours':>12s} {'ratio':>7s}   (medians)")
     ratios: dict[str, float] = {}
     for s in SCENARIOS:
