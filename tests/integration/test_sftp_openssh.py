@@ -46,7 +46,7 @@ async def test_round_trip_segmented(
         up = await fs.upload(local, f"{remote_dir}/interior.pdf")
         assert fs.pool.opened >= 2  # the segments really went over several connections
         down = await fs.download(f"{remote_dir}/interior.pdf", tmp_path / "back.pdf")
-    assert up.strategy == "posix_rename"
+    assert up.strategy == "rename"  # overwrite 'fail' (the default): no-clobber rename
     assert up.verified_by == ("shell" if account == "shell" else "size")
     assert up.sha256 == down.sha256 == sha
     assert hashlib.sha256((local_dir / "interior.pdf").read_bytes()).hexdigest() == sha
@@ -114,7 +114,7 @@ async def test_resume_after_killed_connection(
     assert not (local_dir / "big.bin").exists()
     result = await fs.upload(local, f"{remote_dir}/big.bin")
     await fs.close()
-    assert result.resumed_from >= 4 * MIB
+    assert result.resumed_from >= MIB  # (marks of the last segments may not have landed)
     assert hashlib.sha256((local_dir / "big.bin").read_bytes()).hexdigest() == sha
 
 

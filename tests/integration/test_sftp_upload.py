@@ -59,13 +59,13 @@ async def test_upload_lands_under_final_name_only_when_complete(
     stop.set()
     await watcher
     assert result.sha256 == sha == _sha(final)
-    assert result.strategy == "posix_rename"
+    assert result.strategy == "rename"  # overwrite 'fail': the server refuses to replace
     assert seen_sizes, "the lister never saw the final file"
     assert set(seen_sizes) == {3 * MIB}
     # the bytes went to the temporary name, then one rename
     writes = fault_server.recorder.writes
     assert list(writes) == [".interior.pdf.part"]
-    assert fault_server.recorder.ops("posix_rename") == [(".interior.pdf.part", "interior.pdf")]
+    assert fault_server.recorder.ops("rename") == [(".interior.pdf.part", "interior.pdf")]
     assert progress[-1] == (3 * MIB, 3 * MIB)
     assert [d for d, _ in progress] == sorted(d for d, _ in progress)
 
@@ -262,7 +262,7 @@ async def test_temp_folder(
     ) as fs:
         await fs.upload(local, "/in/e.txt")
     assert list(fault_server.recorder.writes) == ["/tmp/e.txt"]
-    assert fault_server.recorder.ops("posix_rename") == [("/tmp/e.txt", "/in/e.txt")]
+    assert fault_server.recorder.ops("rename") == [("/tmp/e.txt", "/in/e.txt")]
     assert (fault_server.home("partner") / "in" / "e.txt").exists()
 
 

@@ -213,7 +213,8 @@ def _finish(
     wanted: dict[str, object] = {}
     if found:
         if posix:
-            wanted["upload_strategy"] = UploadStrategy.POSIX_RENAME.value
+            # 'auto' uses posix-rename to replace and plain rename to refuse a replace
+            wanted["upload_strategy"] = UploadStrategy.AUTO.value
         elif rename and over:
             wanted["upload_strategy"] = UploadStrategy.RENAME.value
             notes.append("plain rename replaces an existing file on this server")

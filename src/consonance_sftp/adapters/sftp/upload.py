@@ -469,11 +469,13 @@ class UploadMixin(FSBase):
         chosen = self.settings.upload_strategy
         if chosen is not UploadStrategy.AUTO:
             return chosen
+        if self.settings.overwrite is OverwritePolicy.FAIL:
+            # SFTPv3 rename refuses an existing target: the server itself enforces "fail",
+            # with no window between our check and the rename (OpenSSH links, then unlinks).
+            return UploadStrategy.RENAME
         offers_posix = bool(getattr(sftp._handler, "_supports_posix_rename", False))
         if offers_posix and "posix_rename" not in self._unsupported:
             return UploadStrategy.POSIX_RENAME
-        if self.settings.overwrite is OverwritePolicy.FAIL:
-            return UploadStrategy.RENAME
         return UploadStrategy.DELETE_RENAME
 
     async def _finalize(self, pc: PooledConnection, temp: str, final: str) -> str:
