@@ -216,19 +216,21 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         project.cli("partner", "resume", "printer", "--reason", "back")
         _wait(lambda: len(project.landed(isbn_b)) >= 5, 60, "the held package after resume")
 
-        # An explicit resend: a new generation, a new workflow, who and why on the record.
-        for f in (project.printer_in / isbn_a).glob("*"):
-            f.unlink()  # the printer took the files in and lost them
+        # An explicit resend: a new generation, a new workflow, who and why on the record, and
+        # the files go again although the printer still holds identical bytes.
+        before = {p.name: p.stat().st_mtime_ns for p in (project.printer_in / isbn_a).glob("*")}
         project.cli(
             "resend", "--isbn", isbn_a, "--partner", "printer", "--reason", "lost", "--by", "alice"
         )
-        _wait(lambda: len(project.landed(isbn_a)) >= 5, 60, "the resent package")
+        after = {p.name: p.stat().st_mtime_ns for p in (project.printer_in / isbn_a).glob("*")}
+        assert after.keys() == before.keys()
+        assert all(after[n] != before[n] for n in before), "a file was not sent again"
         gens = project.rows(
             "SELECT generation, workflow_id FROM delivery_ledger"
             " WHERE isbn = ? AND outcome = 'sent'",
             isbn_a,
         )
-        assert {g for g, _ in gens} == {0, 1}
+        assert sorted(g for g, _ in gens) == [0] * len(before) + [1] * len(before)
         assert len({w for _, w in gens}) == 2
         audit = project.rows(
             "SELECT actor, details FROM audit_events WHERE action = 'delivery.resend'"

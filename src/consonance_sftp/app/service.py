@@ -12,7 +12,7 @@
   Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
   and released when the pause is lifted.
 * **operator controls**: pause/resume of partners and flows live in our own store (a named
-  value per control), each change is an audit event with who and why.
+  value per control), each change is an audit event with who and why (``app.runner``).
 
 Only one DBOS executor may run per SQLite file. ``DeliveryRunner`` therefore either runs an
 in-process engine (nothing else executes on that file) or, when ``serve`` already holds the
@@ -23,19 +23,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, delivery_request
+from consonance_sftp.app.runner import (
+    Controls,
+    DeliveryRunner,
+    Enqueued,
+    Held,
+    Pause,
+    ResendTransport,
+    executor_running,
+    mark_resend,
+    with_resends,
+)
 from consonance_sftp.config import FlowConfig
 from consonance_sftp.config.flows import FlowBase, OnixFeedFlow, ProductionFlow
-from consonance_sftp.engine import DeliveryRequest, EngineClient, FileToSend
+from consonance_sftp.engine import (
+    DeliveryRequest,
+    FileToSend,
+)
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport
 from consonance_sftp.flows.outbound import Outbound
@@ -45,12 +56,9 @@ from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.engine import Engine
 
 log = get_logger(__name__)
 
-PAUSE_PREFIX = "operator.paused"
-HELD = "delivery.held"
 SCOPES = ("partner", "flow")
 
 
@@ -240,222 +248,6 @@ def event_matches(flow: FlowBase, event: ChangeEvent) -> bool:
     if when.todo_done is not None:
         return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
     return False
-
-
-# --- operator controls ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    scope: str
-    name: str
-    paused: bool
-    by: str
-    reason: str
-    at: str
-
-
-class Controls:
-    """Pause and resume of partners and flows, kept in our store, recorded in the audit trail."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    def _check(self, scope: str, name: str) -> None:
-        known = self.app.settings.partners if scope == "partner" else self.app.settings.flows
-        if name not in known:
-            names = ", ".join(sorted(known)) or "none configured"
-            raise ConfigError(
-                f"unknown {scope} {name!r}",
-                [ConfigProblem(f"{scope}s.{name}", f"not in the config (known: {names})")],
-            )
-
-    def get(self, scope: str, name: str) -> Pause | None:
-        raw = self.app.store.get_watermark(f"{PAUSE_PREFIX}.{scope}.{name}")
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Pause(scope, name, bool(data["paused"]), data["by"], data["reason"], data["at"])
-
-    def is_paused(self, scope: str, name: str) -> bool:
-        found = self.get(scope, name)
-        return found is not None and found.paused
-
-    def paused(self) -> list[Pause]:
-        out = []
-        for scope, names in (
-            ("partner", self.app.settings.partners),
-            ("flow", self.app.settings.flows),
-        ):
-            for name in names:
-                found = self.get(scope, name)
-                if found is not None and found.paused:
-                    out.append(found)
-        return out
-
-    def set(self, scope: str, name: str, *, paused: bool, by: str, reason: str) -> Pause:
-        self._check(scope, name)
-        at = datetime.now(UTC).isoformat()
-        value = {"paused": paused, "by": by, "reason": reason, "at": at}
-        self.app.store.set_watermark(f"{PAUSE_PREFIX}.{scope}.{name}", json.dumps(value))
-        self.app.store.append_audit(
-            actor=f"user:{by}",
-            action=f"{scope}.{'paused' if paused else 'resumed'}",
-            subject=f"{scope}:{name}",
-            details={"reason": reason},
-        )
-        return Pause(scope, name, paused, by, reason, at)
-
-    def hold_reason(self, flow: str, partner: str) -> str | None:
-        if self.is_paused("partner", partner):
-            return f"partner {partner!r} is paused"
-        if self.is_paused("flow", flow):
-            return f"flow {flow!r} is paused"
-        return None
-
-
-# --- running deliveries --------------------------------------------------------------------
-
-
-def executor_running(app: App) -> bool:
-    """Is a ``serve`` process holding this SQLite engine file? (PostgreSQL: workers always
-    run elsewhere, so the answer is yes.) Probed with the same ``flock`` the engine takes."""
-    settings = app.engine_settings()
-    if settings.is_postgres:
-        return True
-    path = Path(settings.sqlite_path + ".lease")
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops our probe lock too
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    workflow_id: str
-    request: DeliveryRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    request: DeliveryRequest
-    reason: str
-
-
-class DeliveryRunner:
-    """Enqueues deliveries on this process's engine, or through the DBOS client when another
-    process (``serve``, ``worker``) is the executor."""
-
-    def __init__(self, app: App, *, progress: ProgressSink | None = None) -> None:
-        self.app = app
-        self.controls = Controls(app)
-        self.progress = progress
-        self.engine: Engine | None = None
-        self.client: EngineClient | None = None
-
-    async def __aenter__(self) -> DeliveryRunner:
-        if executor_running(self.app):
-            self.client = EngineClient(self.app.engine_settings())
-        else:
-            self.engine = self.app.engine(progress=self.progress)
-            await asyncio.to_thread(self.engine.launch)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        if self.engine is not None:
-            await self.engine.aclose()
-        if self.client is not None:
-            self.client.close()
-
-    @property
-    def in_process(self) -> bool:
-        return self.engine is not None
-
-    async def submit(self, request: DeliveryRequest) -> Enqueued | Held:
-        reason = await asyncio.to_thread(self.controls.hold_reason, request.flow, request.partner)
-        if reason is not None:
-            await asyncio.to_thread(self._record_held, request, reason)
-            return Held(request, reason)
-        cap = self.app.partner_config(request.partner).max_connections
-        if self.engine is not None:
-            wid = await self.engine.enqueue_delivery(request, max_connections=cap)
-        else:
-            assert self.client is not None
-            wid = await asyncio.to_thread(
-                self.client.enqueue_delivery, request, max_connections=cap
-            )
-        return Enqueued(wid, request)
-
-    def _record_held(self, request: DeliveryRequest, reason: str) -> None:
-        self.app.store.append_audit(
-            actor="service",
-            action=HELD,
-            subject=f"{request.partner}:{request.package}",
-            details={"reason": reason, "request": request.to_dict()},
-        )
-
-    async def wait(self, workflow_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
-        """Wait for a delivery's outcome: its result, or ``{"error": reason}``."""
-        if self.engine is not None:
-            try:
-                result: dict[str, Any] = await self.engine.result(workflow_id, timeout_s)
-                return result
-            except ConsonanceSftpError as exc:
-                return {"workflow_id": workflow_id, "error": str(exc)}
-        assert self.client is not None
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            status = await asyncio.to_thread(self.client.status, workflow_id)
-            if status in {"SUCCESS"}:
-                return {"workflow_id": workflow_id, "status": status}
-            if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
-                err = await asyncio.to_thread(self.client.error, workflow_id)
-                return {"workflow_id": workflow_id, "error": err or status}
-            if asyncio.get_running_loop().time() > deadline:
-                return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
-            await asyncio.sleep(0.3)
-
-    async def release_held(self) -> list[Enqueued]:
-        """Enqueue the held deliveries whose partner and flow are no longer paused. Safe to
-        repeat: the same files and generation give the same workflow ID, which attaches."""
-        events = await asyncio.to_thread(self.app.store.list_audit, action=HELD)
-        released: list[Enqueued] = []
-        seen: set[str] = set()
-        for event in reversed(events):
-            data = event.details.get("request")
-            if not isinstance(data, dict):
-                continue
-            request = DeliveryRequest.from_dict(data)
-            if request.partner not in self.app.settings.partners:
-                continue
-            key = json.dumps(data, sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            if await asyncio.to_thread(self._released_already, event.ts, request):
-                continue
-            outcome = await self.submit(request)
-            if isinstance(outcome, Enqueued):
-                await asyncio.to_thread(
-                    self.app.store.append_audit,
-                    "service",
-                    "delivery.released",
-                    f"{request.partner}:{request.package}",
-                    {"workflow_id": outcome.workflow_id, "held_at": event.ts.isoformat()},
-                )
-                released.append(outcome)
-        return released
-
-    def _released_already(self, held_at: datetime, request: DeliveryRequest) -> bool:
-        subject = f"{request.partner}:{request.package}"
-        later = self.app.store.list_audit(subject=subject, action="delivery.released")
-        return any(e.ts >= held_at for e in later)
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -747,3 +539,21 @@ class Service:
 
 def _user() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+
+
+__all__ = [
+    "Controls",
+    "DeliveryRunner",
+    "Enqueued",
+    "FlowContext",
+    "FlowNotAvailable",
+    "Held",
+    "Pause",
+    "PlannedRun",
+    "ResendTransport",
+    "RunOutcome",
+    "Service",
+    "executor_running",
+    "mark_resend",
+    "with_resends",
+]

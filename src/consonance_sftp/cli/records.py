@@ -332,7 +332,7 @@ def resend(
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
     """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
-    from consonance_sftp.app.service import DeliveryRunner, Enqueued
+    from consonance_sftp.app.service import DeliveryRunner, Enqueued, mark_resend
 
     app = _app()
     who = by or _user()
@@ -346,6 +346,7 @@ def resend(
             raise ConsonanceSftpError(f"nothing was delivered for {isbn} to {partner}")
         workflow_id = rows[0].workflow_id
     request = resend_request(app, workflow_id, by=who, reason=reason)
+    mark_resend(app.store, request)
 
     async def go() -> tuple[str, dict[str, object] | None]:
         async with DeliveryRunner(app) as runner:

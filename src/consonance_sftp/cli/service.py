@@ -191,7 +191,9 @@ def worker(
             "'worker' is for PostgreSQL; this config's engine database is SQLite",
             hint="On SQLite run one 'consonance-sftp serve' (one executor per SQLite file).",
         )
-    engine = app.engine(executor_id=executor_id)
+    from consonance_sftp.app.service import with_resends
+
+    engine = with_resends(app.engine(executor_id=executor_id), app.store)
     console.print(f"worker {settings.executor_id} started", soft_wrap=True)
     asyncio.run(engine.run_until_signal())
     console.print(f"worker {settings.executor_id} stopped")

@@ -1,0 +1,315 @@
+"""Deliveries for the service and the CLI: operator pauses, explicit resends, and the runner
+that enqueues on this process's engine or through the DBOS client.
+
+``DeliveryRunner`` runs an in-process engine when nothing else executes on the SQLite engine
+file, and otherwise enqueues through the DBOS client so ``serve`` (or the PostgreSQL workers) do
+the work: one DBOS executor per SQLite file. Deliveries to a paused partner, or of a paused
+flow, are held on the audit trail and released when the pause is lifted. An explicit resend
+(``mark_resend``) makes ``ResendTransport`` send the files again even when the partner still
+holds identical bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
+from consonance_sftp.engine import (
+    DeliveryRequest,
+    EngineClient,
+    Fence,
+    FileToSend,
+    RemoteFileState,
+)
+from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.ports.store import Store
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.engine import Engine
+
+PAUSE_PREFIX = "operator.paused"
+HELD = "delivery.held"
+
+# --- operator controls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    scope: str
+    name: str
+    paused: bool
+    by: str
+    reason: str
+    at: str
+
+
+class Controls:
+    """Pause and resume of partners and flows, kept in our store, recorded in the audit trail."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def _check(self, scope: str, name: str) -> None:
+        known = self.app.settings.partners if scope == "partner" else self.app.settings.flows
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none configured"
+            raise ConfigError(
+                f"unknown {scope} {name!r}",
+                [ConfigProblem(f"{scope}s.{name}", f"not in the config (known: {names})")],
+            )
+
+    def get(self, scope: str, name: str) -> Pause | None:
+        raw = self.app.store.get_watermark(f"{PAUSE_PREFIX}.{scope}.{name}")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Pause(scope, name, bool(data["paused"]), data["by"], data["reason"], data["at"])
+
+    def is_paused(self, scope: str, name: str) -> bool:
+        found = self.get(scope, name)
+        return found is not None and found.paused
+
+    def paused(self) -> list[Pause]:
+        out = []
+        for scope, names in (
+            ("partner", self.app.settings.partners),
+            ("flow", self.app.settings.flows),
+        ):
+            for name in names:
+                found = self.get(scope, name)
+                if found is not None and found.paused:
+                    out.append(found)
+        return out
+
+    def set(self, scope: str, name: str, *, paused: bool, by: str, reason: str) -> Pause:
+        self._check(scope, name)
+        at = datetime.now(UTC).isoformat()
+        value = {"paused": paused, "by": by, "reason": reason, "at": at}
+        self.app.store.set_watermark(f"{PAUSE_PREFIX}.{scope}.{name}", json.dumps(value))
+        self.app.store.append_audit(
+            actor=f"user:{by}",
+            action=f"{scope}.{'paused' if paused else 'resumed'}",
+            subject=f"{scope}:{name}",
+            details={"reason": reason},
+        )
+        return Pause(scope, name, paused, by, reason, at)
+
+    def hold_reason(self, flow: str, partner: str) -> str | None:
+        if self.is_paused("partner", partner):
+            return f"partner {partner!r} is paused"
+        if self.is_paused("flow", flow):
+            return f"flow {flow!r} is paused"
+        return None
+
+
+# --- explicit resends ---------------------------------------------------------------------
+
+RESEND_PREFIX = "resend.force"
+_DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
+
+
+def mark_resend(store: Store, request: DeliveryRequest) -> None:
+    """Mark every file of an explicit resend: until the ledger shows this generation sent,
+    the transport sends it again even if the partner still holds identical bytes."""
+    for f in request.files:
+        key = f"{RESEND_PREFIX}.{request.partner}:{f.remote_path}:{f.sha256}"
+        store.set_watermark(key, str(request.generation))
+
+
+class ResendTransport:
+    """The engine's transport, plus explicit resends: a file marked by ``mark_resend`` is not
+    taken as "already there" and the identical copy at the final name is removed before it is
+    uploaded again, so the partner sees a new arrival (which is what a resend asks for).
+    Everything else goes to the SFTP transport unchanged."""
+
+    def __init__(self, inner: SftpDeliveryTransport, store: Store) -> None:
+        self.inner = inner
+        self.store = store
+
+    def _forced(self, partner: str, file: FileToSend) -> bool:
+        marker = self.store.get_watermark(
+            f"{RESEND_PREFIX}.{partner}:{file.remote_path}:{file.sha256}"
+        )
+        if marker is None:
+            return False
+        row = self.store.find_delivery(file.key(partner), int(marker))
+        return row is None or row.outcome not in _DELIVERED
+
+    async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
+        if await asyncio.to_thread(self._forced, partner, file):
+            return RemoteFileState(final_matches=False)
+        return await self.inner.remote_state(partner, file)
+
+    async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
+        if await asyncio.to_thread(self._forced, partner, file):
+            fs = self.inner._for(partner)
+            if await fs.holds(file.remote_path, file.size, file.sha256):
+                fence.check()
+                await fs.remove(file.remote_path)
+        return await self.inner.upload(partner, file, fence)
+
+    async def verify(self, partner: str, file: FileToSend) -> None:
+        await self.inner.verify(partner, file)
+
+    async def commit(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        await self.inner.commit(partner, file, fence)
+
+
+def with_resends(engine: Engine, store: Store) -> Engine:
+    """Install ``ResendTransport`` on an engine built by ``App.engine`` (before its launch)."""
+    if isinstance(engine.transport, SftpDeliveryTransport):
+        engine.transport = ResendTransport(engine.transport, store)
+    return engine
+
+
+# --- running deliveries --------------------------------------------------------------------
+
+
+def executor_running(app: App) -> bool:
+    """Is a ``serve`` process holding this SQLite engine file? (PostgreSQL: workers always
+    run elsewhere, so the answer is yes.) Probed with the same ``flock`` the engine takes."""
+    settings = app.engine_settings()
+    if settings.is_postgres:
+        return True
+    path = Path(settings.sqlite_path + ".lease")
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock too
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    workflow_id: str
+    request: DeliveryRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    request: DeliveryRequest
+    reason: str
+
+
+class DeliveryRunner:
+    """Enqueues deliveries on this process's engine, or through the DBOS client when another
+    process (``serve``, ``worker``) is the executor."""
+
+    def __init__(self, app: App, *, progress: ProgressSink | None = None) -> None:
+        self.app = app
+        self.controls = Controls(app)
+        self.progress = progress
+        self.engine: Engine | None = None
+        self.client: EngineClient | None = None
+
+    async def __aenter__(self) -> DeliveryRunner:
+        if executor_running(self.app):
+            self.client = EngineClient(self.app.engine_settings())
+        else:
+            self.engine = with_resends(self.app.engine(progress=self.progress), self.app.store)
+            await asyncio.to_thread(self.engine.launch)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
+        if self.client is not None:
+            self.client.close()
+
+    @property
+    def in_process(self) -> bool:
+        return self.engine is not None
+
+    async def submit(self, request: DeliveryRequest) -> Enqueued | Held:
+        reason = await asyncio.to_thread(self.controls.hold_reason, request.flow, request.partner)
+        if reason is not None:
+            await asyncio.to_thread(self._record_held, request, reason)
+            return Held(request, reason)
+        cap = self.app.partner_config(request.partner).max_connections
+        if self.engine is not None:
+            wid = await self.engine.enqueue_delivery(request, max_connections=cap)
+        else:
+            assert self.client is not None
+            wid = await asyncio.to_thread(
+                self.client.enqueue_delivery, request, max_connections=cap
+            )
+        return Enqueued(wid, request)
+
+    def _record_held(self, request: DeliveryRequest, reason: str) -> None:
+        self.app.store.append_audit(
+            actor="service",
+            action=HELD,
+            subject=f"{request.partner}:{request.package}",
+            details={"reason": reason, "request": request.to_dict()},
+        )
+
+    async def wait(self, workflow_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait for a delivery's outcome: its result, or ``{"error": reason}``."""
+        if self.engine is not None:
+            try:
+                result: dict[str, Any] = await self.engine.result(workflow_id, timeout_s)
+                return result
+            except ConsonanceSftpError as exc:
+                return {"workflow_id": workflow_id, "error": str(exc)}
+        assert self.client is not None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await asyncio.to_thread(self.client.status, workflow_id)
+            if status in {"SUCCESS"}:
+                return {"workflow_id": workflow_id, "status": status}
+            if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
+                err = await asyncio.to_thread(self.client.error, workflow_id)
+                return {"workflow_id": workflow_id, "error": err or status}
+            if asyncio.get_running_loop().time() > deadline:
+                return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
+            await asyncio.sleep(0.3)
+
+    async def release_held(self) -> list[Enqueued]:
+        """Enqueue the held deliveries whose partner and flow are no longer paused. Safe to
+        repeat: the same files and generation give the same workflow ID, which attaches."""
+        events = await asyncio.to_thread(self.app.store.list_audit, action=HELD)
+        released: list[Enqueued] = []
+        seen: set[str] = set()
+        for event in reversed(events):
+            data = event.details.get("request")
+            if not isinstance(data, dict):
+                continue
+            request = DeliveryRequest.from_dict(data)
+            if request.partner not in self.app.settings.partners:
+                continue
+            key = json.dumps(data, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            if await asyncio.to_thread(self._released_already, event.ts, request):
+                continue
+            outcome = await self.submit(request)
+            if isinstance(outcome, Enqueued):
+                await asyncio.to_thread(
+                    self.app.store.append_audit,
+                    "service",
+                    "delivery.released",
+                    f"{request.partner}:{request.package}",
+                    {"workflow_id": outcome.workflow_id, "held_at": event.ts.isoformat()},
+                )
+                released.append(outcome)
+        return released
+
+    def _released_already(self, held_at: datetime, request: DeliveryRequest) -> bool:
+        subject = f"{request.partner}:{request.package}"
+        later = self.app.store.list_audit(subject=subject, action="delivery.released")
+        return any(e.ts >= held_at for e in later)
