@@ -21,7 +21,13 @@ import asyncio
 import collections
 import contextlib
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_MAX_BUFFER = 256 * 1024 * 1024
 
@@ -168,6 +174,86 @@ async def start_relay(
         return side
 
     return await loop.create_server(factory, host, port)
+
+
+# --- used by bench/transfer.py ----------------------------------------------------------
+
+
+@dataclass
+class RelayProcess:
+    """A relay running as a child process (so it has its own interpreter and core time)."""
+
+    process: subprocess.Popen[str]
+    port: int
+    banner: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=5)
+
+
+def spawn_relay(target_port: int, delay_ms: float) -> RelayProcess:
+    """Start ``python latency_relay.py`` towards 127.0.0.1:target_port; returns once listening."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--target",
+            f"127.0.0.1:{target_port}",
+            "--delay-ms",
+            str(delay_ms),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline().strip()
+    if not banner.startswith("listening on "):
+        process.kill()
+        raise RuntimeError(f"latency relay did not start: {banner!r}")
+    port = int(banner.split()[2].rsplit(":", 1)[1])
+    return RelayProcess(process, port, banner)
+
+
+def measure_relay(delay_ms: float, nbytes: int) -> tuple[float, float]:
+    """Raw TCP throughput (MiB/s) and round trip (ms) through a relay to a plain socket sink."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen()
+    received = [0]
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        with conn:
+            buf = memoryview(bytearray(1 << 20))
+            conn.recv(1)
+            conn.sendall(b"p")  # answer the round-trip probe
+            while n := conn.recv_into(buf):
+                received[0] += n
+            conn.sendall(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    relay = spawn_relay(sink.getsockname()[1], delay_ms)
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+            t = time.perf_counter()
+            sock.sendall(b"p")
+            sock.recv(1)
+            rtt = (time.perf_counter() - t) * 1000
+            chunk = bytes(1 << 20)
+            t = time.perf_counter()
+            for _ in range(nbytes >> 20):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1)
+            elapsed = time.perf_counter() - t
+    finally:
+        relay.stop()
+        sink.close()
+    thread.join(5)
+    assert received[0] == (nbytes >> 20) << 20, "relay lost bytes"
+    return ((nbytes >> 20) / elapsed, rtt)
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -28,12 +28,10 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,9 +56,9 @@ from consonance_sftp.config.transfer import OverwritePolicy, TransferSettings
 from consonance_sftp.errors import TransportError
 from consonance_sftp.ports.remote_fs import UploadItem
 from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
+from latency_relay import RelayProcess, measure_relay, spawn_relay
 
 CIPHER = "aes128-gcm@openssh.com"
-HERE = Path(__file__).resolve().parent
 SCENARIOS = ("loopback_up", "loopback_down", "small_files_up", "wan_up", "wan_down")
 
 
@@ -130,83 +128,6 @@ def fresh_dir(path: Path) -> Path:
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-# --- the latency relay ------------------------------------------------------------------------
-
-
-@dataclass
-class Relay:
-    process: subprocess.Popen[str]
-    port: int
-    banner: str
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=5)
-
-
-def start_relay(target_port: int, delay_ms: float) -> Relay:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "latency_relay.py"),
-            "--target",
-            f"127.0.0.1:{target_port}",
-            "--delay-ms",
-            str(delay_ms),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline().strip()
-    if not banner.startswith("listening on "):
-        process.kill()
-        raise RuntimeError(f"latency relay did not start: {banner!r}")
-    port = int(banner.split()[2].rsplit(":", 1)[1])
-    return Relay(process, port, banner)
-
-
-def measure_relay(delay_ms: float, nbytes: int) -> tuple[float, float]:
-    """Raw TCP throughput (MiB/s) and round trip (ms) through a relay to a plain socket sink."""
-    sink = socket.socket()
-    sink.bind(("127.0.0.1", 0))
-    sink.listen()
-    received = [0]
-
-    def serve() -> None:
-        conn, _ = sink.accept()
-        with conn:
-            buf = memoryview(bytearray(1 << 20))
-            conn.recv(1)
-            conn.sendall(b"p")  # answer the round-trip probe
-            while n := conn.recv_into(buf):
-                received[0] += n
-            conn.sendall(b"x")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    relay = start_relay(sink.getsockname()[1], delay_ms)
-    try:
-        with socket.create_connection(("127.0.0.1", relay.port)) as sock:
-            t = time.perf_counter()
-            sock.sendall(b"p")
-            sock.recv(1)
-            rtt = (time.perf_counter() - t) * 1000
-            chunk = bytes(1 << 20)
-            t = time.perf_counter()
-            for _ in range(nbytes >> 20):
-                sock.sendall(chunk)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(1)
-            elapsed = time.perf_counter() - t
-    finally:
-        relay.stop()
-        sink.close()
-    thread.join(5)
-    assert received[0] == (nbytes >> 20) << 20, "relay lost bytes"
-    return ((nbytes >> 20) / elapsed, rtt)
 
 
 # --- the two contenders ----------------------------------------------------------------------
@@ -709,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     out = fresh_dir(run_dir / "out")
     state_dir = fresh_dir(run_dir / "state")
     server = start_openssh(run_dir / "sshd", chroot=False)
-    relay: Relay | None = None
+    relay: RelayProcess | None = None
     relay_rate = 0.0
     results = Results()
     try:
@@ -724,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mib_s:.0f} MiB/s (checked against the WAN rates at the end)"
             )
             relay_rate = mib_s
-            relay = start_relay(server.port, args.delay_ms)
+            relay = spawn_relay(server.port, args.delay_ms)
             lines.append(server.known_hosts_line.replace(f":{server.port} ", f":{relay.port} "))
         kh.write_text("\n".join(lines) + "\n")
         say(f"OpenSSH sshd on 127.0.0.1:{server.port}; cipher {CIPHER} on both sides")
