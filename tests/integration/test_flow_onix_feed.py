@@ -20,6 +20,7 @@ import pytest
 
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.config import OnixFeedFlow
+from consonance_sftp.errors import ConsonanceAuthError
 from consonance_sftp.flows.onix_feed import (
     FeedNotDelivered,
     OnixFeedPackage,
@@ -370,3 +371,53 @@ async def test_onix_21_recipient_gets_valid_21_and_never_an_empty_message(
     nothing, report = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(days=1))
     assert nothing == [] and report.recipients[0].status == "empty"
     assert store.list_alerts() == []
+
+
+class _FailsAfterFirstPage:
+    """The real client, with the sandbox refusing requests once the first work is read."""
+
+    def __init__(self, api: Any, sandbox: SandboxHandle) -> None:
+        self.api = api
+        self.sandbox = sandbox
+
+    async def iter_works(self, **kw: Any) -> Any:
+        async for n, work in _enumerate(self.api.iter_works(**kw)):
+            if n == 0:
+                await asyncio.to_thread(self.sandbox.inject, "unauthorized", 50)
+            yield work
+
+
+async def _enumerate(items: Any) -> Any:
+    n = 0
+    async for item in items:
+        yield n, item
+        n += 1
+
+
+async def test_a_catalogue_read_failing_midway_sends_nothing_and_deletes_nothing(
+    consonance_sandbox_factory: Callable[..., SandboxHandle], store: SqlStore, tmp_path: Path
+):
+    sandbox = consonance_sandbox_factory(generate_catalogue(60, seed=7), page_size=5)
+    flow = _flow()
+    [first], _ = await _prepare(sandbox, store, flow, tmp_path)
+    _delivered(store, first)
+    held = baseline(store, "feed", "dist")
+
+    async with sandbox.client() as api:
+        with pytest.raises(ConsonanceAuthError) as caught:
+            await prepare_onix_feed(
+                _FailsAfterFirstPage(api, sandbox),  # type: ignore[arg-type]
+                store,
+                "feed",
+                flow,
+                now=NOW + timedelta(days=1),
+                staging=tmp_path / "staging",
+                validate="inline",
+            )
+    sandbox.clear_faults()
+    # A truncated read must never look like a catalogue whose other products were deleted.
+    assert "HTTP 401" in str(caught.value)
+    assert baseline(store, "feed", "dist") == held
+    assert [e.action for e in store.list_audit(action="onix.feed.prepared")] == [
+        "onix.feed.prepared"
+    ]
