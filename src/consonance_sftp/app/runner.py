@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -209,8 +210,11 @@ class DeliveryRunner:
     """Enqueues deliveries on this process's engine, or through the DBOS client when another
     process (``serve``, ``worker``) is the executor."""
 
-    def __init__(self, app: App, *, progress: ProgressSink | None = None) -> None:
+    def __init__(
+        self, app: App, *, progress: ProgressSink | None = None, quiet: bool = False
+    ) -> None:
         self.app = app
+        self.quiet = quiet
         self.controls = Controls(app)
         self.progress = progress
         self.engine: Engine | None = None
@@ -222,6 +226,10 @@ class DeliveryRunner:
         else:
             self.engine = with_resends(self.app.engine(progress=self.progress), self.app.store)
             await asyncio.to_thread(self.engine.launch)
+            if self.quiet:
+                # A one-shot command reports a failed delivery as one line with its reason (and
+                # the ledger keeps it); DBOS would also print the workflow's traceback.
+                logging.getLogger("dbos").setLevel(logging.CRITICAL)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -355,7 +355,7 @@ class Service:
         if runner is not None:
             await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
             return outcome
-        async with DeliveryRunner(self.app, progress=progress) as own:
+        async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
             await self._submit_all(own, outcome, trigger=trigger or f"manual:{_user()}", wait=wait)
         return outcome
 

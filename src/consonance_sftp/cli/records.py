@@ -12,6 +12,7 @@ import csv
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,7 +24,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.engine import DeliveryRequest
+    from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -161,8 +162,7 @@ def _csv_row(r: DeliveryRecord) -> list[str]:
 
 def status() -> None:
     """What is running, queued and failed; paused partners and flows; next schedule ticks."""
-    from consonance_sftp.app.service import Controls, executor_running
-    from consonance_sftp.engine import EngineClient
+    from consonance_sftp.app.service import executor_running
 
     app = _app()
     running = executor_running(app)
@@ -170,7 +170,18 @@ def status() -> None:
         f"engine: {'an executor is running' if running else 'no executor running'} "
         f"({app.engine_settings().backend})"
     )
-    client = EngineClient(app.engine_settings())
+    settings = app.engine_settings()
+    if not settings.is_postgres and not Path(settings.sqlite_path).exists():
+        console.print("deliveries: none yet (the engine has not run on this config)")
+    else:
+        _deliveries_table(settings)
+    _controls_and_schedules(app)
+
+
+def _deliveries_table(settings: EngineSettings) -> None:
+    from consonance_sftp.engine import EngineClient
+
+    client = EngineClient(settings)
     try:
         statuses = client.statuses("dlv-")
         table = Table(
@@ -183,11 +194,17 @@ def status() -> None:
                 continue
             reason = client.error(wid) or "" if st == "ERROR" else ""
             table.add_row(wid, _partner_of(wid), _label(st), reason)
-        console.print(table)
+        if table.row_count:
+            console.print(table)
         summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
         console.print(f"deliveries: {summary}")
     finally:
         client.close()
+
+
+def _controls_and_schedules(app: App) -> None:
+    from consonance_sftp.app.service import Controls
+
     paused = Controls(app).paused()
     if paused:
         t = Table(
@@ -261,7 +278,7 @@ def retry(
 async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
     from consonance_sftp.app.service import DeliveryRunner
 
-    async with DeliveryRunner(app) as runner:
+    async with DeliveryRunner(app, quiet=True) as runner:
         if runner.engine is not None and partner in app.settings.partners:
             cap = app.partner_config(partner).max_connections
             await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
@@ -349,7 +366,7 @@ def resend(
     mark_resend(app.store, request)
 
     async def go() -> tuple[str, dict[str, object] | None]:
-        async with DeliveryRunner(app) as runner:
+        async with DeliveryRunner(app, quiet=True) as runner:
             submitted = await runner.submit(request)
             if not isinstance(submitted, Enqueued):
                 raise ConsonanceSftpError(f"resend held: {submitted.reason}")

@@ -1,0 +1,109 @@
+"""``run`` that fails, then ``status``, ``history`` and ``retry`` as an operator uses them, with
+real processes: a sandbox, and the CLI running the engine in-process (no ``serve``).
+
+The fault is real: the printer's server has a plain file where the title's folder must go, so
+the upload fails and, once retries are spent, the delivery ends failed with the reason. After
+the file is removed, ``retry ID`` finishes the same workflow and the same ledger rows become
+``sent``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from tests.e2e.test_cli_service import _free_port, _printable_titles
+
+CLI = [sys.executable, "-m", "consonance_sftp"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("records")
+    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    path = folder / CONFIG_NAME
+    with path.open("a") as f:
+        f.write("\n[engine]\nretry_max_attempts = 2\nretry_initial_interval_s = 0.2\n")
+    sandbox = subprocess.Popen(
+        [*CLI, "--config", str(path), "sandbox"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert sandbox.stdout is not None
+        for line in sandbox.stdout:
+            if "stops the sandbox" in line:
+                break
+        else:
+            raise AssertionError("sandbox exited before it was ready")
+        yield path
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        try:
+            sandbox.wait(15)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
+def test_failed_delivery_shows_in_status_and_history_and_retry_finishes_it(config: Path) -> None:
+    folder = config.parent
+    _work, isbn = _printable_titles(config)[0]
+    blocker = folder / "var" / "sandbox" / "sftp" / "printer" / "in" / isbn
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+
+    started = time.monotonic()
+    failed = cli(config, "run", "print-files", "--isbn", isbn)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    match = re.search(r"failed (dlv-\S+): (.+)", failed.stdout)
+    assert match, failed.stdout
+    workflow_id = match.group(1)
+    assert "printer" in match.group(2)
+    assert time.monotonic() - started < 90
+
+    status = cli(config, "status").stdout
+    assert workflow_id in status and "failed" in status
+
+    rows = list(csv.DictReader(io.StringIO(cli(config, "history", "--csv").stdout)))
+    assert rows and {r["outcome"] for r in rows} == {"failed"}
+    assert all(r["workflow_id"] == workflow_id and r["error"] for r in rows)
+
+    blocker.unlink()  # the fault is gone
+    retried = cli(config, "retry", workflow_id, "--by", "carol")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert f"done {workflow_id}" in retried.stdout
+
+    landed = sorted(p.name for p in blocker.glob("*") if p.is_file())
+    assert len(landed) == len(rows)
+    with sqlite3.connect(folder / "var" / "consonance-sftp.db") as db:
+        ledger = db.execute(
+            "SELECT outcome, workflow_id FROM delivery_ledger WHERE isbn = ?", (isbn,)
+        ).fetchall()
+        actors = db.execute(
+            "SELECT actor FROM audit_events WHERE action = 'delivery.retry'"
+        ).fetchall()
+    assert len(ledger) == len(rows), "retry made new ledger rows instead of moving the old"
+    assert {o for o, _ in ledger} == {"sent"} and {w for _, w in ledger} == {workflow_id}
+    assert actors == [("user:carol",)]
