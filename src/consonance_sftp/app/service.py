@@ -42,7 +42,13 @@ from consonance_sftp.app.runner import (
     with_resends,
 )
 from consonance_sftp.config import FlowConfig
-from consonance_sftp.config.flows import FlowBase, OnixFeedFlow, ProductionFlow
+from consonance_sftp.config.flows import (
+    FlowBase,
+    FormatsFlow,
+    MarketingFlow,
+    OnixFeedFlow,
+    ProductionFlow,
+)
 from consonance_sftp.engine import (
     DeliveryRequest,
     FileToSend,
@@ -199,9 +205,67 @@ async def prepare_onix_feed(
     )
 
 
+def _titles_needed(name: str, kind: str, isbns: Sequence[str], event: ChangeEvent | None) -> None:
+    if not isbns and event is None:
+        raise ConsonanceSftpError(
+            f"flow {name!r} ({kind}) sends one title at a time: name it",
+            hint=f"consonance-sftp run {name} --isbn 978...",
+        )
+
+
+async def prepare_marketing(
+    ctx: FlowContext,
+    name: str,
+    flow: MarketingFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 5: approved cover, copy, bios and promo material, once the embargo lifts."""
+    from consonance_sftp.flows.marketing import MarketingRelease
+    from consonance_sftp.ports.clock import SystemClock
+
+    _titles_needed(name, FlowKind.MARKETING.value, isbns, event)
+    run = PlannedRun(flow=name, kind=FlowKind.MARKETING.value)
+    release = MarketingRelease(
+        ctx.api, ctx.app.store, ctx.app.state_dir / "packages" / name, SystemClock()
+    )
+    for work in await _works_for(ctx, isbns, event):
+        packages, held = await release.prepare(flow, work)
+        run.outbounds.extend(packages)
+        for h in held:
+            who = f" for {h.partner}" if h.partner else ""
+            run.skipped.append(SkippedItem(f"work {h.work.id}{who}", h.reason))
+    return run
+
+
+async def prepare_formats(
+    ctx: FlowContext,
+    name: str,
+    flow: FormatsFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 6: EPUB, audio masters, accessibility files; each vendor only its own package."""
+    from consonance_sftp.flows.formats import FormatPackages
+
+    _titles_needed(name, FlowKind.FORMATS.value, isbns, event)
+    run = PlannedRun(flow=name, kind=FlowKind.FORMATS.value)
+    prep = FormatPackages(ctx.api, ctx.app.store, ctx.app.state_dir / "packages" / name)
+    wanted = set(isbns)
+    for work in await _works_for(ctx, isbns, event):
+        packages, skipped = await prep.prepare(flow, work, now=ctx.now)
+        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
+        for s in skipped:
+            if not wanted or s.product.isbn13 in wanted:
+                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
+    return run
+
+
 PREPARERS: dict[str, Preparer] = {
     FlowKind.PRODUCTION.value: prepare_production,
     FlowKind.ONIX_FEED.value: prepare_onix_feed,
+    FlowKind.MARKETING.value: prepare_marketing,
+    FlowKind.FORMATS.value: prepare_formats,
 }
 """One entry per flow kind with an implementation; ``run``, the poller and schedules use it."""
 
