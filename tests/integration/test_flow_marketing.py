@@ -186,3 +186,28 @@ async def test_a_withdrawn_title_gets_no_package(consonance_sandbox_factory, sto
         packages, held = await MarketingRelease(api, store, tmp_path, clock).prepare(FLOW, fresh)
     assert packages == []
     assert [h.reason for h in held] == ["the title is withdrawn"]
+
+
+def test_the_how_to_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from consonance_sftp.config import FormatsFlow, load_settings
+    from tests.unit.test_profiles import partners
+
+    monkeypatch.setenv("T", "x")
+    doc = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "outbound-packages.md"
+    example = doc.read_text(encoding="utf-8").split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[consonance]\ntoken = {env = "T"}\n'
+        + example
+        + partners("printer", "ebook-house", "audio-house", "retailer", "sales-team"),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    release = settings.flows["release"]
+    assert isinstance(release, MarketingFlow)
+    assert release.release_days_before == 14
+    assert release.profile_for("retailer").preset == "titleleaf"
+    assert release.profile_for("sales-team").withdraw
+    formats = settings.flows["formats"]
+    assert isinstance(formats, FormatsFlow)
+    assert formats.profile_for("audio-house").assets == [AssetKind.AUDIO]
