@@ -179,6 +179,8 @@ async def test_delta_holds_exactly_the_changed_products_then_nothing_then_a_forc
     later = NOW + timedelta(days=1)
     second, report = await _prepare(sandbox, store, flow, tmp_path, now=later)
     [delta] = second
+    assert (full.message_number, delta.message_number) == (1, 2)
+    assert b"<MessageNumber>2</MessageNumber>" in delta.plan.files[0].source.read_bytes()[:2000]  # type: ignore[union-attr]
     assert {r.product.record_reference for r in _records(delta)} == {
         record_reference(priced),
         record_reference(retitled),
@@ -194,6 +196,7 @@ async def test_delta_holds_exactly_the_changed_products_then_nothing_then_a_forc
     assert baseline(store, "feed", "dist") == full.state
     again, _ = await _prepare(sandbox, store, flow, tmp_path, now=later + timedelta(hours=1))
     assert again[0].result.sent.keys() == delta.result.sent.keys()
+    assert again[0].message_number == 2  # the undelivered message did not use up its number
     _delivered(store, again[0])
 
     third, report = await _prepare(sandbox, store, flow, tmp_path, now=later + timedelta(days=1))

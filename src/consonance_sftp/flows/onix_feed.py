@@ -88,6 +88,7 @@ class OnixFeedPackage:
     plan: PackagePlan
     result: FeedResult
     sent_at: datetime
+    message_number: int | None = None
 
     @property
     def label(self) -> str:
@@ -334,9 +335,15 @@ async def prepare_onix_feed(
         previous = (
             {} if kind == "test" else await asyncio.to_thread(store.load_onix_hashes, name, partner)
         )
+        number = (
+            None
+            if kind == "test"
+            else await asyncio.to_thread(_message_number, store, name, partner)
+        )
         header = MessageHeader(
             sender_name=flow.sender_name,
             sent_at=now,
+            message_number=number,
             contact_name=flow.contact_name,
             email=flow.email,
             addressee_name=rules.addressee_name,
@@ -506,6 +513,7 @@ def _finish(
         plan=plan,
         result=result,
         sent_at=now,
+        message_number=job.header.message_number,
     )
     line = _outcome(job, result, "ready", file_name)
     store.append_audit(
@@ -616,8 +624,20 @@ def record_sent(
     store.set_watermark(
         f"onix_feed:{package.flow}:{package.partner}:last_sent", package.sent_at.isoformat()
     )
+    if package.message_number is not None:
+        store.set_watermark(_number_key(package.flow, package.partner), str(package.message_number))
     details["baseline_products"] = len(package.state)
     store.append_audit(ACTOR, "onix.feed.sent", subject, details)
+
+
+def _number_key(name: str, partner: str) -> str:
+    return f"onix_feed:{name}:{partner}:message_number"
+
+
+def _message_number(store: Store, name: str, partner: str) -> int:
+    """The header's ``MessageNumber``: one more than the last message the recipient received
+    (a failed send does not use up a number)."""
+    return int(store.get_watermark(_number_key(name, partner)) or 0) + 1
 
 
 def last_sent(store: Store, name: str, partner: str) -> datetime | None:
