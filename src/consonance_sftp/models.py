@@ -37,6 +37,7 @@ class DeliveryOutcome(enum.StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"  # identical content already at the final name
     FAILED = "failed"
+    WITHDRAWN = "withdrawn"  # sent, then removed from the partner (a withdrawn title)
 
 
 class IntakeOutcome(enum.StrEnum):
