@@ -194,8 +194,18 @@ def worker(
     from consonance_sftp.app.service import with_resends
 
     engine = with_resends(app.engine(executor_id=executor_id), app.store)
-    console.print(f"worker {settings.executor_id} started", soft_wrap=True)
-    asyncio.run(engine.run_until_signal())
+    caps = sorted({p.max_connections for p in app.settings.partners.values()})
+
+    async def main() -> None:
+        await asyncio.to_thread(engine.launch)
+        # Work enqueued through the DBOS client (run, resend, other processes) is dequeued
+        # only from the queues this executor has registered: one per connection cap.
+        for cap in caps:
+            await asyncio.to_thread(engine.ensure_delivery_queue, cap)
+        console.print(f"worker {settings.executor_id} started", soft_wrap=True)
+        await engine.run_until_signal()  # already launched: waits for SIGTERM, then drains
+
+    asyncio.run(main())
     console.print(f"worker {settings.executor_id} stopped")
 
 
