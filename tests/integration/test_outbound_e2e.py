@@ -236,7 +236,11 @@ async def _deliver(world: World, packages: Sequence[Outbound], flow_name: str) -
     for pkg in packages:
         partner = world.app.partner_config(pkg.partner)
         request = delivery_request(
-            pkg, flow=flow_name, folder=partner.folders[flow.folder], trigger="test: e2e"
+            pkg,
+            flow=flow_name,
+            folder=partner.folders[flow.folder],
+            trigger="test: e2e",
+            generation=getattr(pkg, "generation", 0),
         )
         ids.append(
             await world.engine.enqueue_delivery(request, max_connections=partner.max_connections)
@@ -481,9 +485,19 @@ async def test_marketing_waits_for_the_embargo_then_sends_supersedes_and_withdra
             remote_fs=world.app.remote_fs,
             folder=lambda p: world.app.partner_config(p).folders["send"],
         )
-    by_partner = {w.partner: w for w in outcome}
-    assert _on_server(world.folders["sales-team"]) == {}
-    assert by_partner["sales-team"].removed
-    assert by_partner["agency"].kept and _on_server(world.folders["agency"])
-    actions = {(e.action, e.subject) for e in store.list_audit(action="package.withdrawn")}
-    assert ("package.withdrawn", f"sales-team:{isbn}") in actions
+        by_partner = {w.partner: w for w in outcome}
+        assert _on_server(world.folders["sales-team"]) == {}
+        assert by_partner["sales-team"].removed
+        assert by_partner["agency"].kept and _on_server(world.folders["agency"])
+        actions = {(e.action, e.subject) for e in store.list_audit(action="package.withdrawn")}
+        assert ("package.withdrawn", f"sales-team:{isbn}") in actions
+        rows = store.list_deliveries(partner="sales-team", isbn=isbn)
+        assert rows and {r.outcome for r in rows} == {DeliveryOutcome.WITHDRAWN}
+
+        # Back on sale: released again, the next generation goes out where it was withdrawn.
+        for product in work.products:
+            world.catalogue.update_product(product.id, publishing_status="04")
+        again, _ = await release.prepare(flow, await _work(world, work.id))
+        assert {p.partner: p.generation for p in again}["sales-team"] == 1
+        await _deliver(world, again, "marketing")
+    assert f"{isbn}/{isbn}_jacket_copy.txt" in _on_server(world.folders["sales-team"])

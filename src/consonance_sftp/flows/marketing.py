@@ -15,12 +15,14 @@ approved promotional material. A replaced cover is a new master version supersed
 one; its renditions are new derivative versions, so the next run sends the new cover.
 
 A title whose publishing status is one of ``withdrawn_statuses`` gets no package; ``withdraw``
-removes what the ledger says was sent from every partner whose profile has ``withdraw = true``
-and records each removal (and each partner left alone) on the audit trail.
+removes what the ledger says was sent from every partner whose profile has ``withdraw = true``,
+marks those ledger rows ``withdrawn`` and records each removal (and each partner left alone) on
+the audit trail. A title released again afterwards goes out as the next generation.
 
 Entry points for ``run marketing`` / ``serve``: ``MarketingRelease(api, store, staging,
 clock).prepare(flow, work)`` returns ``(packages, skipped)`` of ``flows.outbound.Outbound``
-packages (as production's ``prepare``); ``withdrawn(flow, work)`` says when to call
+packages (as production's ``prepare``; pass each package's ``generation`` to
+``delivery_request``); ``withdrawn(flow, work)`` says when to call
 ``withdraw(flow, flow_name, work, remote_fs=..., folder=...)`` instead.
 """
 
@@ -105,6 +107,10 @@ class MarketingPackage:
     isbn13: str
     plan: PackagePlan
     versions: tuple[AssetVersion, ...]
+    generation: int = 0
+    """Pass to ``delivery_request``: bumped by each withdrawal, so a title released again
+    after a withdrawal is sent again (the ledger's rows of the earlier generation say
+    ``withdrawn``)."""
 
     @property
     def label(self) -> str:
@@ -214,8 +220,16 @@ class MarketingRelease:
                 held.append(Held(work=work, reason=str(exc), partner=partner))
                 await asyncio.to_thread(self._blocked, partner, isbn, exc)
                 continue
+            withdrawals = await asyncio.to_thread(
+                self.store.list_audit, subject=f"{partner}:{isbn}", action="package.withdrawn"
+            )
             package = MarketingPackage(
-                partner=partner, work=work, isbn13=isbn, plan=plan, versions=tuple(versions)
+                partner=partner,
+                work=work,
+                isbn13=isbn,
+                plan=plan,
+                versions=tuple(versions),
+                generation=len(withdrawals),
             )
             packages.append(package)
             await asyncio.to_thread(
@@ -429,6 +443,11 @@ class MarketingRelease:
             base = folder(partner).rstrip("/") + "/" if folder is not None else ""
             paths = sorted({r.remote_path for r in rows if r.remote_path.startswith(base)})
             removed, gone = await _remove_all(remote_fs(partner), paths)
+            for row in rows:
+                if row.id is not None and row.remote_path in paths:
+                    await asyncio.to_thread(
+                        self.store.update_delivery, row.id, outcome=DeliveryOutcome.WITHDRAWN
+                    )
             await asyncio.to_thread(
                 self._audit,
                 "package.withdrawn",
