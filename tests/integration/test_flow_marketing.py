@@ -87,9 +87,11 @@ async def test_an_embargoed_title_sends_nothing_before_its_date_and_everything_a
         assert [h.reason for h in held] == [f"embargoed until {lifts.isoformat()}"]
         assert store.list_asset_versions(work.id) == []  # nothing fetched while embargoed
         assert [e.action for e in store.list_audit()] == ["package.held"]
+        assert release.pending_releases() == [work.id]  # a scheduled run re-checks it
 
         clock.current += timedelta(days=1)
         after, held_after = await release.prepare(FLOW, fresh)
+        assert release.pending_releases() == []
 
     assert held_after == []
     assert sorted(p.partner for p in after) == ["agency", "retailer", "sales-team"]

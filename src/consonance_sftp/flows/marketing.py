@@ -405,6 +405,27 @@ class MarketingRelease:
             raise ValidationFailed(f"the {isbn} marketing package is empty for this profile")
         return plan.materialize(work_dir)
 
+    def pending_releases(self) -> list[int]:
+        """Works held at some point (approved, but embargoed or without a cover) that no
+        package has been prepared for since: what a scheduled run re-checks, because nothing
+        in Consonance changes on the day an embargo lifts. Synchronous (the store)."""
+        held = self.store.list_audit(action="package.held")
+        prepared = self.store.list_audit(action="package.prepared")
+        last_prepared: dict[int, datetime] = {}
+        for event in prepared:
+            work_id = event.details.get("work_id")
+            if event.actor == ACTOR and isinstance(work_id, int):
+                last_prepared[work_id] = max(event.ts, last_prepared.get(work_id, event.ts))
+        pending: set[int] = set()
+        for event in held:
+            if event.actor != ACTOR or not event.subject.isdigit():
+                continue
+            work_id = int(event.subject)
+            done = last_prepared.get(work_id)
+            if done is None or done < event.ts:
+                pending.add(work_id)
+        return sorted(pending)
+
     # --- withdrawal ----------------------------------------------------------------------
 
     async def withdraw(
