@@ -15,6 +15,10 @@ import hashlib
 import os
 import pwd
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,7 +41,7 @@ from consonance_sftp.models import DeliveryOutcome, ProductionFile, SupportingRe
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.files import write_wav
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
-from consonance_sftp.sandbox.openssh import OpenSshServer
+from consonance_sftp.sandbox.openssh import OpenSshServer, free_port
 from tests.fixtures.consonance_sandbox import ManualClock, SandboxHandle, start_sandbox
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -126,16 +130,16 @@ def _printable(work: Work) -> bool:
     )
 
 
-def _big_audio(catalogue: Catalogue, work: Work, folder: Path) -> list[Path]:
-    """Replace the work's audio masters with four streamed, sparse WAVs (> 2 GiB in all)."""
+def _big_audio(catalogue: Catalogue, work: Work, folder: Path, base_url: str) -> list[Path]:
+    """Replace the work's audio masters with four streamed, sparse WAVs (> 2 GiB in all),
+    served from ``base_url`` as storage links on another origin, as Consonance's are."""
     product = next(p for p in work.products if p.typename == "ElectronicAudioProduct")
     paths: list[Path] = []
     files: list[ProductionFile] = []
     for track in range(1, BIG_TRACKS + 1):
         path = folder / f"{product.id}_master_{track:02d}.wav"
         write_wav(path, BIG_TRACK_BYTES, comment=f"big master {track}")
-        url = f"/files/masters/{path.name}"
-        catalogue.files[url] = str(path)
+        url = f"{base_url}/{path.name}"
         paths.append(path)
         files.append(
             ProductionFile(
@@ -180,7 +184,17 @@ async def world(
     formats = [w for w in catalogue.works.values() if _approved(w, {"EPUB", "AUDIO"})]
     format_work, big_work = formats[0], formats[1]
     (root / "masters").mkdir()
-    big_sources = _big_audio(catalogue, big_work, root / "masters")
+    # A storage server in its own process (the sandbox's in-process server shares the GIL
+    # with the client, which halves a 2 GiB download's speed).
+    port = free_port()
+    storage = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=root / "masters",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    big_sources = _big_audio(catalogue, big_work, root / "masters", f"http://127.0.0.1:{port}")
+    _wait_for_port(port)
     sandbox = start_sandbox(catalogue)
 
     folders: dict[str, Path] = {}
@@ -225,9 +239,23 @@ async def world(
         await engine.aclose()
         app.store.close()
         sandbox.stop()
+        storage.terminate()
+        storage.wait(10)
         for name in CHROOT_PARTNERS:
             shutil.rmtree(folders[name], ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)  # GBs of audio: do not keep them around
+
+
+def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 async def _deliver(world: World, packages: Sequence[Outbound], flow_name: str) -> list[Any]:
