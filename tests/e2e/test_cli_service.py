@@ -186,6 +186,11 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
             60,
             "the baseline poll",
         )
+        # One executor per SQLite file: a second serve is refused at once, with a reason.
+        second = project.cli("serve", check=False, timeout=30)
+        assert second.returncode == 1
+        assert "another process already runs the engine" in second.stderr
+
         with SandboxControl(settings.consonance.base_url) as control:
             control.move_stage(work_a, STAGE)
         _wait(lambda: len(project.landed(isbn_a)) >= 5, 60, "the package on the printer's SFTP")

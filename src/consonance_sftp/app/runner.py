@@ -211,17 +211,25 @@ class DeliveryRunner:
     process (``serve``, ``worker``) is the executor."""
 
     def __init__(
-        self, app: App, *, progress: ProgressSink | None = None, quiet: bool = False
+        self,
+        app: App,
+        *,
+        progress: ProgressSink | None = None,
+        quiet: bool = False,
+        executor: bool | None = None,
     ) -> None:
+        """``executor``: True to be this process's executor whatever else runs (``serve``),
+        None to decide (in-process only when no executor holds the SQLite engine file)."""
         self.app = app
         self.quiet = quiet
+        self.executor = executor
         self.controls = Controls(app)
         self.progress = progress
         self.engine: Engine | None = None
         self.client: EngineClient | None = None
 
     async def __aenter__(self) -> DeliveryRunner:
-        if executor_running(self.app):
+        if not self.executor and executor_running(self.app):
             self.client = EngineClient(self.app.engine_settings())
         else:
             self.engine = with_resends(self.app.engine(progress=self.progress), self.app.store)

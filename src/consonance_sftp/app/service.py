@@ -524,12 +524,14 @@ class Service:
     ) -> None:
         """Run the engine, the poller, the schedules and the release of held deliveries until
         ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown)."""
-        async with DeliveryRunner(self.app) as runner:
-            if not runner.in_process:
-                raise ConsonanceSftpError(
-                    "another process already runs the engine on this SQLite file",
-                    hint="Stop the other 'serve' first (one executor per SQLite file).",
-                )
+        # Always this process's own executor: on PostgreSQL it joins the workers; on SQLite
+        # a second one on the same file is refused at once.
+        if not self.app.engine_settings().is_postgres and executor_running(self.app):
+            raise ConsonanceSftpError(
+                "another process already runs the engine on this SQLite file",
+                hint="Stop the other 'serve' first (one executor per SQLite file).",
+            )
+        async with DeliveryRunner(self.app, executor=True) as runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
             # client) are dequeued only from queues this executor has registered.
