@@ -105,3 +105,51 @@ def test_paused_partner_is_recorded_with_who_and_why(app: App) -> None:
         ("partner.resumed", "user:bob", "done"),
     ]
     assert timedelta(0) <= datetime.now(UTC) - events[0].ts < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_tick_is_claimed_by_one_process_only(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The claim behind "each tick runs once across processes": many stores (as many
+    processes would have) race for the same ticks; each tick has exactly one winner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from consonance_sftp.adapters.store import open_store
+
+    url = (
+        f"sqlite:///{tmp_path}/claims.db"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    stores = [open_store(url) for _ in range(4)]
+    try:
+        ticks = [f"schedule.feed.2026-11-24T10:{m:02d}:00+00:00" for m in range(10)]
+        jobs = [(s, t) for t in ticks for s in stores]
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(lambda job: job[0].claim_watermark(job[1], "x"), jobs))
+        per_tick = {
+            t: sum(w for (_s, tt), w in zip(jobs, won, strict=True) if tt == t) for t in ticks
+        }
+        assert per_tick == {t: 1 for t in ticks}
+        assert stores[0].claim_watermark(ticks[0], "again") is False
+        assert stores[1].get_watermark(ticks[0]) == "x"
+    finally:
+        for s in stores:
+            s.close()
+
+
+async def test_the_same_tick_twice_runs_once(app: App) -> None:
+    from consonance_sftp.app.runner import DeliveryRunner
+
+    service = Service(app)
+    await asyncio.to_thread(
+        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+    )
+    tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    runner = DeliveryRunner(app)  # not entered: a paused flow never reaches it
+    await service.scheduled_tick(ONIX, tick, runner)
+    await service.scheduled_tick(ONIX, tick, runner)
+    await service.scheduled_tick(ONIX, tick + timedelta(days=1), runner)
+    ticks = [e.details["tick"] for e in app.store.list_audit(action="flow.tick")]
+    assert sorted(ticks) == [tick.isoformat(), (tick + timedelta(days=1)).isoformat()]

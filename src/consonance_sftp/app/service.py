@@ -489,13 +489,14 @@ class Service:
     async def scheduled_tick(
         self, name: str, tick: datetime, runner: DeliveryRunner
     ) -> RunOutcome | None:
-        """One tick of a flow's schedule. Each tick is claimed once in our store first, so a
-        tick seen twice (a restart within the same second) does not run twice."""
-        claim = f"schedule.{name}.last_tick"
-        last = await asyncio.to_thread(self.app.store.get_watermark, claim)
-        if last is not None and datetime.fromisoformat(last) >= tick:
+        """One tick of a flow's schedule. The tick is claimed in our store first (an insert
+        that only one process can make), so it runs once however many processes see it."""
+        claim = f"schedule.{name}.{tick.astimezone(UTC).isoformat()}"
+        won = await asyncio.to_thread(
+            self.app.store.claim_watermark, claim, datetime.now(UTC).isoformat()
+        )
+        if not won:
             return None
-        await asyncio.to_thread(self.app.store.set_watermark, claim, tick.isoformat())
         await asyncio.to_thread(
             self.app.store.append_audit,
             "schedule",
