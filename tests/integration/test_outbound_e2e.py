@@ -382,6 +382,14 @@ async def test_each_vendor_receives_only_its_own_package_over_its_own_account(wo
     chroot = world.app.partner_config("epub-vendor")
     shell = world.app.partner_config("audio-vendor")
     assert chroot.user != shell.user
+    # Over the EPUB vendor's own login, the audio vendor's files do not exist at all.
+    audio_file = next(iter(audio_side.values()))
+    fs = world.app.remote_fs("epub-vendor")
+    try:
+        assert await fs.stat(str(audio_file)) is None
+        assert await fs.stat(chroot.folders["send"]) is not None  # its own folder is there
+    finally:
+        await fs.close()
 
 
 def openssh_jail(world: World) -> Path:
