@@ -593,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wan-segment-size", type=parse_size, default=parse_size("16M"))
     p.add_argument("--max-requests", type=int, default=16, help="loopback, per connection")
     p.add_argument("--wan-max-requests", type=int, default=64, help="per connection")
-    p.add_argument("--wan-window", type=parse_size, default=parse_size("16M"))
+    p.add_argument("--wan-window", type=parse_size, default=parse_size("16M"), help="raw only")
+    p.add_argument("--loopback-window", type=parse_size, default=parse_size("2M"), help="raw only")
     p.add_argument(
         "--workdir", type=Path, default=Path("/var/tmp/consonance-sftp-bench"), help="data"
     )
@@ -663,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             connections=args.loopback_connections,
             segment_size=args.segment_size,
             max_requests=args.max_requests,
-            window=2 << 20,
+            window=args.loopback_window,
             file_concurrency=args.file_concurrency,
             engine=args.engine,
             state_dir=state_dir,
