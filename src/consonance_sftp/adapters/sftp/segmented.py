@@ -14,8 +14,13 @@ by the source's identity (size, mtime, checksum...) and the segment size, and st
 either changed.
 
 The remote file is opened without ``O_TRUNC`` (``FXF_WRITE | FXF_CREAT``) by every session, so
-no session ever wipes what another wrote. The caller owns the temporary name, verification and
-the final rename; asyncssh errors propagate unchanged for the caller to translate.
+no session ever wipes what another wrote; only the single creating open of a fresh start
+(nothing in the journal) truncates, so a stale, longer temp file cannot leave its tail. The
+caller owns the temporary name, verification and the final rename; asyncssh errors propagate
+unchanged (the first one, not an ExceptionGroup) for the caller to translate.
+
+``coalesce_writes`` is a separate, optional speed-up for any asyncssh connection: one socket
+write per event-loop turn instead of two per SSH packet (see docs/reference/performance.md).
 """
 
 from __future__ import annotations
