@@ -5,6 +5,7 @@ sandbox printer once with one ledger row per file, and SIGTERM stops each worker
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -66,7 +67,7 @@ def test_two_workers_deliver_what_run_enqueues(tmp_path: Path, pg_url: str) -> N
             timeout=120,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "done dlv-printer-" in done.stdout or "SUCCESS" in done.stdout, done.stdout
+        assert re.search(r"done dlv-printer-\S+: 5 sent", done.stdout), done.stdout
         landed = tmp_path / "var" / "sandbox" / "sftp" / "printer" / "in" / isbn
         files = sorted(p.name for p in landed.glob("*") if p.is_file())
         assert len(files) == 5, files

@@ -286,13 +286,28 @@ class DeliveryRunner:
         while True:
             status = await asyncio.to_thread(self.client.status, workflow_id)
             if status in {"SUCCESS"}:
-                return {"workflow_id": workflow_id, "status": status}
+                return await asyncio.to_thread(self._from_ledger, workflow_id, status)
             if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
                 err = await asyncio.to_thread(self.client.error, workflow_id)
                 return {"workflow_id": workflow_id, "error": err or status}
             if asyncio.get_running_loop().time() > deadline:
                 return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
             await asyncio.sleep(0.3)
+
+    def _from_ledger(self, workflow_id: str, status: str) -> dict[str, Any]:
+        """The outcome of a delivery another process ran, as the ledger recorded it."""
+        rows = [
+            r for r in self.app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id
+        ]
+        return {
+            "workflow_id": workflow_id,
+            "status": status,
+            "sent": [r.remote_path for r in rows if r.outcome is DeliveryOutcome.SENT],
+            "already_present": [
+                r.remote_path for r in rows if r.outcome is DeliveryOutcome.SKIPPED
+            ],
+            "already_recorded": [],
+        }
 
     async def release_held(self) -> list[Enqueued]:
         """Enqueue the held deliveries whose partner and flow are no longer paused. Safe to
