@@ -84,7 +84,20 @@ class Project:
 
     def landed(self, isbn: str) -> list[str]:
         folder = self.printer_in / isbn
-        return sorted(p.name for p in folder.glob("*") if p.is_file()) if folder.exists() else []
+        # Final names only: a temporary upload name starts with '.' and ends with '.part'.
+        if not folder.exists():
+            return []
+        return sorted(
+            p.name for p in folder.glob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def ledger_rows(self, isbn: str, generation: int = 0) -> int:
+        found = self.rows(
+            "SELECT count(*) FROM delivery_ledger WHERE isbn = ? AND generation = ?",
+            isbn,
+            generation,
+        )
+        return int(str(found[0][0])) if found else 0
 
 
 def _printable_titles(config: Path) -> list[tuple[int, str]]:
@@ -194,6 +207,7 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         with SandboxControl(settings.consonance.base_url) as control:
             control.move_stage(work_a, STAGE)
         _wait(lambda: len(project.landed(isbn_a)) >= 5, 60, "the package on the printer's SFTP")
+        _wait(lambda: project.ledger_rows(isbn_a) >= 5, 30, "the ledger rows")
         rows = project.rows(
             "SELECT remote_path, outcome, generation, trigger FROM delivery_ledger WHERE isbn = ?",
             isbn_a,
@@ -201,7 +215,7 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         assert len(rows) == len(project.landed(isbn_a))
         assert {r[1] for r in rows} == {"sent"}
         assert all(str(r[3]).startswith("consonance: work") for r in rows)
-        assert not [n for n in project.landed(isbn_a) if n.startswith(".")]
+        assert list((project.printer_in / isbn_a).glob(".*")) == [], "a temporary name is left"
 
         # history --csv answers "did it go, when, which version".
         out = project.cli("history", "--isbn", isbn_a, "--csv").stdout
@@ -220,6 +234,7 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         assert "printer" in project.cli("status").stdout
         project.cli("partner", "resume", "printer", "--reason", "back")
         _wait(lambda: len(project.landed(isbn_b)) >= 5, 60, "the held package after resume")
+        _wait(lambda: project.ledger_rows(isbn_b) >= 5, 30, "the released package's ledger rows")
 
         # An explicit resend: a new generation, a new workflow, who and why on the record, and
         # the files go again although the printer still holds identical bytes.
