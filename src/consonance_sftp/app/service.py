@@ -548,7 +548,14 @@ class Service:
                     nxt = schedule_overrides[name]
                 elif flow.schedule is not None and flow.enabled:
                     nxt = flow.schedule.next_after
-                if nxt is not None:
+                if nxt is not None and flow.kind not in PREPARERS:
+                    log.warning(
+                        "flow %s is scheduled but its kind (%s) cannot run in this release; "
+                        "its schedule is not started",
+                        name,
+                        flow.kind,
+                    )
+                elif nxt is not None:
                     tasks.append(asyncio.create_task(self._scheduler(stop, runner, name, nxt)))
             if on_ready is not None:
                 on_ready()
