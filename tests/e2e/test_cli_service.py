@@ -262,6 +262,9 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         assert {"partner.paused", "partner.resumed", "delivery.held", "delivery.released"} <= set(
             actions
         )
+        # Held once, released once: a pause does not re-record the held delivery.
+        assert actions.count("delivery.held") == 1
+        assert actions.count("delivery.released") == 1
     finally:
         serve.send_signal(signal.SIGTERM)
         try:

@@ -328,6 +328,11 @@ class DeliveryRunner:
             seen.add(key)
             if await asyncio.to_thread(self._released_already, event.ts, request):
                 continue
+            still = await asyncio.to_thread(
+                self.controls.hold_reason, request.flow, request.partner
+            )
+            if still is not None:
+                continue  # still paused: it stays held (and is not recorded as held again)
             outcome = await self.submit(request)
             if isinstance(outcome, Enqueued):
                 await asyncio.to_thread(
