@@ -512,6 +512,9 @@ class Service:
             )
         except ConsonanceSftpError as exc:
             log.warning("scheduled run of %s at %s: %s", name, tick.isoformat(), exc)
+        except Exception:
+            # The next tick must still come: one failed run does not end the flow's schedule.
+            log.exception("scheduled run of %s at %s failed unexpectedly", name, tick.isoformat())
             return None
 
     async def serve(
@@ -580,6 +583,9 @@ class Service:
                     await self.poll_once(detector, runner, api)
                 except ConsonanceSftpError as exc:
                     log.warning("Consonance poll failed: %s", exc)
+                except Exception:
+                    # A long-running loop: one bad poll must not stop the service's triggers.
+                    log.exception("Consonance poll failed unexpectedly")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
 
@@ -589,6 +595,8 @@ class Service:
                 await runner.release_held()
             except ConsonanceSftpError as exc:
                 log.warning("releasing held deliveries failed: %s", exc)
+            except Exception:
+                log.exception("releasing held deliveries failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
