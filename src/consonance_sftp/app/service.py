@@ -512,6 +512,7 @@ class Service:
             )
         except ConsonanceSftpError as exc:
             log.warning("scheduled run of %s at %s: %s", name, tick.isoformat(), exc)
+            return None
         except Exception:
             # The next tick must still come: one failed run does not end the flow's schedule.
             log.exception("scheduled run of %s at %s failed unexpectedly", name, tick.isoformat())
