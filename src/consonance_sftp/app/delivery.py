@@ -98,10 +98,14 @@ def delivery_request(
     flow: str,
     folder: str,
     trigger: str,
-    generation: int = 0,
+    generation: int | None = None,
 ) -> DeliveryRequest:
     """The engine's request for a planned package: every file, under the partner's folder
-    (``folder`` is the remote path of the flow's folder on that partner, e.g. ``/in``)."""
+    (``folder`` is the remote path of the flow's folder on that partner, e.g. ``/in``).
+    The generation is the outbound's own when it has one (a marketing package released again
+    after a withdrawal), so it is a new workflow rather than the old one's result."""
+    if generation is None:
+        generation = int(getattr(outbound, "generation", 0))
     files = []
     for f in outbound.plan.files:
         if f.source is None:

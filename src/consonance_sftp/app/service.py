@@ -95,13 +95,15 @@ class PlannedRun:
 @dataclass(frozen=True, slots=True)
 class FlowContext:
     """What a preparer gets: the app (store, state dir), a Consonance client, the time, and
-    the run's options (``force_full``: a full feed instead of a delta; ``test``: a test feed)."""
+    the run's options (``force_full``: a full feed instead of a delta; ``test``: a test feed;
+    ``dry_run``: plan only)."""
 
     app: App
     api: ConsonanceAPI
     now: datetime
     force_full: bool = False
     test: bool = False
+    dry_run: bool = False  # plan only: nothing is sent, and nothing is withdrawn
 
 
 Preparer = Callable[
@@ -193,7 +195,7 @@ async def prepare_onix_feed(
     store = ctx.app.store
 
     def delivered(outbound: Outbound, folder: str, workflow_id: str) -> None:
-        assert isinstance(outbound, onix_feed.OnixFeedPackage)
+        assert isinstance(outbound, onix_feed.OnixFeedPackage | onix_feed.SpreadsheetPackage)
         onix_feed.record_sent(store, outbound, folder=folder, workflow_id=workflow_id)
 
     return PlannedRun(
@@ -221,15 +223,32 @@ async def prepare_marketing(
     event: ChangeEvent | None,
 ) -> PlannedRun:
     """Flow 5: approved cover, copy, bios and promo material, once the embargo lifts."""
-    from consonance_sftp.flows.marketing import MarketingRelease
+    from consonance_sftp.flows.marketing import MarketingRelease, withdrawn
     from consonance_sftp.ports.clock import SystemClock
 
-    _titles_needed(name, FlowKind.MARKETING.value, isbns, event)
     run = PlannedRun(flow=name, kind=FlowKind.MARKETING.value)
     release = MarketingRelease(
         ctx.api, ctx.app.store, ctx.app.state_dir / "packages" / name, SystemClock()
     )
-    for work in await _works_for(ctx, isbns, event):
+    if isbns or event is not None:
+        works = await _works_for(ctx, isbns, event)
+    else:
+        # A scheduled run: nothing changes in Consonance on the day an embargo lifts, so the
+        # titles held for their embargo are checked again.
+        ids = await asyncio.to_thread(release.pending_releases)
+        works = [w for w in [await ctx.api.get_work(i) for i in ids] if w is not None]
+    for work in works:
+        if withdrawn(flow, work):
+            if not ctx.dry_run:
+                await release.withdraw(
+                    flow,
+                    name,
+                    work,
+                    remote_fs=ctx.app.remote_fs,
+                    folder=lambda partner: folder_of(ctx.app, flow, partner),
+                )
+            run.skipped.append(SkippedItem(f"work {work.id}", "withdrawn: assets withdrawn"))
+            continue
         packages, held = await release.prepare(flow, work)
         run.outbounds.extend(packages)
         for h in held:
@@ -371,6 +390,7 @@ class Service:
         api: ConsonanceAPI | None = None,
         force_full: bool = False,
         test: bool = False,
+        dry_run: bool = False,
     ) -> PlannedRun:
         flow = self.flow(name)
         if not flow.enabled:
@@ -380,10 +400,10 @@ class Service:
             )
         preparer = preparer_for(name, flow)
         if api is not None:
-            ctx = FlowContext(self.app, api, datetime.now(UTC), force_full, test)
+            ctx = FlowContext(self.app, api, datetime.now(UTC), force_full, test, dry_run)
             return await preparer(ctx, name, flow, isbns, event)
         async with self.app.consonance() as client:
-            ctx = FlowContext(self.app, client, datetime.now(UTC), force_full, test)
+            ctx = FlowContext(self.app, client, datetime.now(UTC), force_full, test, dry_run)
             return await preparer(ctx, name, flow, isbns, event)
 
     def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
@@ -412,7 +432,9 @@ class Service:
         test: bool = False,
     ) -> RunOutcome:
         """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing."""
-        planned = await self.plan(name, isbns=isbns, force_full=force_full, test=test)
+        planned = await self.plan(
+            name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run
+        )
         outcome = RunOutcome(planned)
         if dry_run:
             return outcome
