@@ -43,6 +43,7 @@ bench: setup system-deps
 	$(PY) bench/transfer.py
 	$(PY) bench/onix.py
 	$(PY) bench/consonance_poll.py
+	$(PY) bench/engine.py
 
 ## Regenerate the lock file after changing dependencies in pyproject.toml.
 lock:
