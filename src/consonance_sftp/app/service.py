@@ -55,9 +55,9 @@ from consonance_sftp.engine import (
 )
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport
-from consonance_sftp.flows.outbound import Outbound
+from consonance_sftp.flows.outbound import Outbound, triggered
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
+from consonance_sftp.models import ChangeEvent, FlowKind, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
@@ -313,24 +313,8 @@ def preparer_for(name: str, flow: FlowBase) -> Preparer:
 
 
 def event_matches(flow: FlowBase, event: ChangeEvent) -> bool:
-    """Does a Consonance event meet the flow's ``when`` condition?
-
-    Project stage and to-do conditions are matched on the events the poller emits. To-dos
-    depend on a guess about Consonance's API (the public schema may not expose them).
-    ``approval_status`` has no event of its own yet, so it never fires from the poller.
-    """
-    if isinstance(flow, ProductionFlow):
-        from consonance_sftp.flows.production import triggered
-
-        return triggered(flow, event)
-    when = getattr(flow, "when", None)
-    if when is None or not flow.enabled:
-        return False
-    if when.project_stage is not None:
-        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
-    if when.todo_done is not None:
-        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
-    return False
+    """Does a Consonance event meet the flow's ``when`` condition (event-driven kinds only)?"""
+    return isinstance(flow, ProductionFlow | MarketingFlow | FormatsFlow) and triggered(flow, event)
 
 
 # --- the service ---------------------------------------------------------------------------

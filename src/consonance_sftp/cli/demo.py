@@ -71,7 +71,8 @@ async def _run(folder: Path) -> None:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import delivery_request
     from consonance_sftp.flows.changes import ChangeDetector
-    from consonance_sftp.flows.production import ProductionHandoff, triggered
+    from consonance_sftp.flows.outbound import triggered
+    from consonance_sftp.flows.production import ProductionHandoff
     from consonance_sftp.sandbox.consonance.control import SandboxControl
     from consonance_sftp.sandbox.services import sandbox_services
 

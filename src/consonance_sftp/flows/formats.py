@@ -32,8 +32,6 @@ from consonance_sftp.models import (
     Alert,
     AlertSeverity,
     AssetKind,
-    ChangeEvent,
-    ChangeKind,
     Product,
     ProductionFile,
     Work,
@@ -49,18 +47,6 @@ FORMAT_FILES: dict[str, AssetKind] = {
 """Consonance production-file variants this flow sends, and the asset kind of each."""
 
 _TRACK = re.compile(r"(\d+)\.[A-Za-z0-9]+$")
-
-
-def triggered(flow: FormatsFlow, event: ChangeEvent) -> bool:
-    """Does this Consonance event meet the flow's approval condition?"""
-    when = flow.when
-    if when is None or not flow.enabled:
-        return False
-    if when.project_stage is not None:
-        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
-    if when.todo_done is not None:
-        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
-    return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -52,8 +52,6 @@ from consonance_sftp.models import (
     Alert,
     AlertSeverity,
     AssetKind,
-    ChangeEvent,
-    ChangeKind,
     DeliveryOutcome,
     SupportingResource,
     Work,
@@ -65,18 +63,6 @@ from consonance_sftp.ports.store import AssetVersion, Store
 
 APPROVED = "APPROVED"
 ACTOR = "flow:marketing"
-
-
-def triggered(flow: MarketingFlow, event: ChangeEvent) -> bool:
-    """Does this Consonance event meet the flow's approval condition?"""
-    when = flow.when
-    if when is None or not flow.enabled:
-        return False
-    if when.project_stage is not None:
-        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
-    if when.todo_done is not None:
-        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
-    return False
 
 
 def lead_isbn(work: Work) -> str | None:

@@ -10,7 +10,36 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from consonance_sftp.config.flows import When
 from consonance_sftp.formats.packaging import PackagePlan
+from consonance_sftp.models import ChangeEvent, ChangeKind
+
+
+class Triggered(Protocol):
+    """An event-driven flow's config: enabled, and its ``when`` condition (unset: manual)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def when(self) -> When | None: ...
+
+
+def triggered(flow: Triggered, event: ChangeEvent) -> bool:
+    """Does a Consonance event meet the flow's ``when`` condition?
+
+    Project stage and to-do conditions are matched on the events the poller emits. To-dos
+    depend on a guess about Consonance's API (the public schema may not expose them).
+    ``approval_status`` has no event of its own yet, so it never fires from the poller.
+    """
+    when = flow.when
+    if when is None or not flow.enabled:
+        return False
+    if when.project_stage is not None:
+        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
+    if when.todo_done is not None:
+        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
+    return False
 
 
 class Outbound(Protocol):

@@ -30,8 +30,6 @@ from consonance_sftp.models import (
     Alert,
     AlertSeverity,
     AssetKind,
-    ChangeEvent,
-    ChangeKind,
     Product,
     ProductionFile,
     ProductionRun,
@@ -42,18 +40,6 @@ from consonance_sftp.ports.store import AssetVersion, Store
 
 PRINT_FILES = {"INTERIOR": AssetKind.INTERIOR_PDF, "COVER": AssetKind.COVER_PDF}
 APPROVED = "APPROVED"
-
-
-def triggered(flow: ProductionFlow, event: ChangeEvent) -> bool:
-    """Does this Consonance event meet the flow's approval condition?"""
-    when = flow.when
-    if when is None or not flow.enabled:
-        return False
-    if when.project_stage is not None:
-        return event.kind is ChangeKind.WORK_ENTERED_STAGE and event.new == when.project_stage
-    if when.todo_done is not None:
-        return event.kind is ChangeKind.TODO_COMPLETED and event.new == when.todo_done
-    return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
