@@ -15,29 +15,16 @@ that ``app.delivery.delivery_request`` turns into an engine request (as for prod
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from consonance_sftp.config import FormatsFlow
-from consonance_sftp.config.profiles import DeliveryProfile
-from consonance_sftp.errors import ValidationFailed
-from consonance_sftp.flows.production import APPROVED, Skipped
-from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package
-from consonance_sftp.formats.preflight import PreflightItem, check_package
-from consonance_sftp.models import (
-    Alert,
-    AlertSeverity,
-    AssetKind,
-    Product,
-    ProductionFile,
-    Work,
-)
-from consonance_sftp.ports.consonance import ConsonanceAPI
-from consonance_sftp.ports.store import AssetVersion, Store
+from consonance_sftp.flows.packages import APPROVED, Skipped, TitlePackage, TitlePackager
+from consonance_sftp.formats.packaging import SourceAsset
+from consonance_sftp.models import AssetKind, Product, ProductionFile, Work
+from consonance_sftp.ports.store import AssetVersion
 
 FORMAT_FILES: dict[str, AssetKind] = {
     "EPUB": AssetKind.EPUB,
@@ -47,25 +34,6 @@ FORMAT_FILES: dict[str, AssetKind] = {
 """Consonance production-file variants this flow sends, and the asset kind of each."""
 
 _TRACK = re.compile(r"(\d+)\.[A-Za-z0-9]+$")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FormatPackage:
-    """One product's format package for one vendor (a ``flows.outbound.Outbound``)."""
-
-    partner: str
-    work: Work
-    product: Product
-    plan: PackagePlan
-    versions: tuple[AssetVersion, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.product.isbn13} formats"
-
-    @property
-    def isbn(self) -> str | None:
-        return self.product.isbn13
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,26 +75,17 @@ def _approved_files(flow: FormatsFlow, product: Product) -> list[_Approved]:
     return out
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-class FormatPackages:
+class FormatPackages(TitlePackager):
     """Prepares format packages per vendor; the engine delivers them."""
 
-    actor = "flow:formats"
-
-    def __init__(self, api: ConsonanceAPI, store: Store, staging: Path) -> None:
-        self.api = api
-        self.store = store
-        self.staging = staging
+    kind = "formats"
 
     async def prepare(
         self, flow: FormatsFlow, work: Work, *, now: datetime
-    ) -> tuple[list[FormatPackage], list[Skipped]]:
+    ) -> tuple[list[TitlePackage], list[Skipped]]:
         """A package per (product with approved format files, vendor whose profile names
         at least one of their kinds)."""
-        packages: list[FormatPackage] = []
+        packages: list[TitlePackage] = []
         skipped: list[Skipped] = []
         profiles = {partner: flow.profile_for(partner) for partner in flow.partners}
         wanted_kinds = {k for p in profiles.values() for k in p.assets}
@@ -143,103 +102,27 @@ class FormatPackages:
                 mine = [(a, v) for a, v in fetched if a.kind in profile.assets]
                 if not mine:
                     continue  # this vendor's profile names none of the product's formats
-                assets = [a for a, _ in mine]
-                try:
-                    plan = await asyncio.to_thread(
-                        self._plan, profile, assets, product, work, now, folder / _safe(partner)
-                    )
-                except ValidationFailed as exc:
-                    skipped.append(Skipped(product=product, reason=str(exc)))
-                    await asyncio.to_thread(self._blocked, partner, product, exc)
-                    continue
-                package = FormatPackage(
-                    partner=partner,
-                    work=work,
-                    product=product,
-                    plan=plan,
-                    versions=tuple(v for _, v in mine),
+                package = await self.package(
+                    partner,
+                    profile,
+                    [a for a, _ in mine],
+                    [v for _, v in mine],
+                    work,
+                    product,
+                    now=now,
+                    folder=folder,
+                    skipped=skipped,
                 )
-                packages.append(package)
-                await asyncio.to_thread(self._prepared, package)
+                if package is not None:
+                    packages.append(package)
         return packages, skipped
 
     async def _fetch(
-        self, work: Work, product: Product, approved: Sequence[_Approved], folder: Path
+        self, work: Work, product: Product, approved: list[_Approved], folder: Path
     ) -> list[tuple[SourceAsset, AssetVersion]]:
         out: list[tuple[SourceAsset, AssetVersion]] = []
         for item in approved:
-            assert item.file.url is not None
-            dest = folder / "source" / _safe(item.file.filename)
-            size, sha = await self.api.download_file(item.file.url, dest)
-            version = await asyncio.to_thread(
-                self._record_version, work, product, item, sha, size, dest
-            )
-            asset = SourceAsset(kind=item.kind, path=dest, track=item.track, version_id=version.id)
+            path, version = await self.fetch(work, product, item.file, item.slot, folder)
+            asset = SourceAsset(kind=item.kind, path=path, track=item.track, version_id=version.id)
             out.append((asset, version))
         return out
-
-    def _record_version(
-        self, work: Work, product: Product, item: _Approved, sha: str, size: int, path: Path
-    ) -> AssetVersion:
-        current = self.store.current_asset_version(work.id, product.id, item.slot)
-        if current is not None and current.sha256 == sha:
-            return current
-        return self.store.add_asset_version(
-            AssetVersion(
-                work_id=work.id,
-                product_id=product.id,
-                kind=item.slot,
-                sha256=sha,
-                size=size,
-                source=f"consonance:production_file:{item.file.id}",
-                local_path=str(path),
-                approved_at=item.file.created_at,
-            )
-        )
-
-    @staticmethod
-    def _plan(
-        profile: DeliveryProfile,
-        assets: Sequence[SourceAsset],
-        product: Product,
-        work: Work,
-        now: datetime,
-        work_dir: Path,
-    ) -> PackagePlan:
-        check_package([PreflightItem(path=a.path, kind=a.kind) for a in assets], profile.preflight)
-        values = {"isbn13": product.isbn13, "work_id": work.id, "product_id": product.id}
-        plan = plan_package(profile, assets, values=values, now=now, work_dir=work_dir)
-        if not plan.files:
-            raise ValidationFailed(f"the {product.isbn13} package is empty for this profile")
-        return plan.materialize(work_dir)
-
-    def _prepared(self, package: FormatPackage) -> None:
-        self.store.append_audit(
-            actor=self.actor,
-            action="package.prepared",
-            subject=f"{package.partner}:{package.product.isbn13}",
-            details={
-                "work_id": package.work.id,
-                "files": [f.remote_path for f in package.plan.files],
-                "versions": {v.kind: v.version for v in package.versions},
-                "bytes": package.plan.total_bytes,
-            },
-        )
-
-    def _blocked(self, partner: str, product: Product, exc: ValidationFailed) -> None:
-        self.store.append_audit(
-            actor=self.actor,
-            action="package.blocked",
-            subject=f"{partner}:{product.isbn13}",
-            details={"reason": exc.message, "problems": exc.reasons},
-        )
-        self.store.raise_alert(
-            Alert(
-                severity=AlertSeverity.WARNING,
-                kind="preflight_failed",
-                message=f"{product.isbn13} formats were not sent to {partner}: {exc.message}",
-                partner=partner,
-                flow="formats",
-                details={"problems": "; ".join(exc.reasons)},
-            )
-        )

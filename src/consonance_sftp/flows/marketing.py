@@ -29,7 +29,6 @@ packages (as production's ``prepare``; pass each package's ``generation`` to
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -38,6 +37,7 @@ from pathlib import Path
 from consonance_sftp.config import MarketingFlow
 from consonance_sftp.config.profiles import DeliveryProfile, ImageRendition
 from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.flows.packages import APPROVED, safe_name
 from consonance_sftp.formats.derivatives import (
     author_bios,
     jacket_copy,
@@ -61,7 +61,6 @@ from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.remote_fs import RemoteFS
 from consonance_sftp.ports.store import AssetVersion, Store
 
-APPROVED = "APPROVED"
 ACTOR = "flow:marketing"
 
 
@@ -142,10 +141,6 @@ def _newest_approved(resources: Sequence[SupportingResource]) -> SupportingResou
     return max(approved, key=lambda r: (r.created_at is not None, r.created_at, r.id), default=None)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
 def _spec_key(spec: ImageRendition) -> str:
     return f"{spec.format}-{spec.mode}-{spec.max_long_side or 'full'}-q{spec.quality}"
 
@@ -200,7 +195,7 @@ class MarketingRelease:
                     self._partner_assets, profile, work, material, folder
                 )
                 plan = await asyncio.to_thread(
-                    self._plan, profile, assets, work, isbn, now, folder / _safe(partner)
+                    self._plan, profile, assets, work, isbn, now, folder / safe_name(partner)
                 )
             except ValidationFailed as exc:
                 held.append(Held(work=work, reason=str(exc), partner=partner))
@@ -265,7 +260,7 @@ class MarketingRelease:
         self, work: Work, resource: SupportingResource, slot: str, folder: Path
     ) -> tuple[Path, AssetVersion]:
         assert resource.url is not None
-        dest = folder / "source" / f"{resource.id}_{_safe(resource.filename)}"
+        dest = folder / "source" / f"{resource.id}_{safe_name(resource.filename)}"
         size, sha = await self.api.download_file(resource.url, dest)
         version = await asyncio.to_thread(
             self._version,
