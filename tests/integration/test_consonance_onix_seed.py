@@ -8,14 +8,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import pytest
 from lxml import etree
 
 from consonance_sftp.models import SubjectScheme
 from consonance_sftp.sandbox.consonance.seed import catalogue_from_onix
 from tests.fixtures.consonance_sandbox import SandboxHandle
+from tests.samples import EDITEUR_REFERENCE
 
-SAMPLE = Path("/work/shared/samples/onix/editeur-sample-onix3-reference.xml")
+SAMPLE = EDITEUR_REFERENCE
 NS = {"o": "http://ns.editeur.org/onix/3.0/reference"}
 
 
@@ -55,7 +55,6 @@ def expected_from_onix(path: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason="the shared ONIX samples are not mounted")
 async def test_onix_seeded_work_reads_back_through_the_client(
     consonance_sandbox_factory: Callable[..., SandboxHandle],
 ):

@@ -20,8 +20,9 @@ from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.consonance.seed import catalogue_from_onix
 from tests.fixtures.consonance_sandbox import SandboxHandle
+from tests.samples import EDITEUR_REFERENCE
 
-SAMPLE = Path("/work/shared/samples/onix/editeur-sample-onix3-reference.xml")
+SAMPLE = EDITEUR_REFERENCE
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 FLOW = OnixFeedFlow.model_validate(
     {"kind": "onix_feed", "partners": ["dist"], "recipient": {"mode": "full"}}
@@ -76,7 +77,6 @@ async def _round_trip(
     return source, _facts(read_onix_works(path))
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason="the shared ONIX samples are not mounted")
 async def test_the_editeur_sample_survives_the_feed(
     consonance_sandbox_factory: Callable[..., SandboxHandle], store: SqlStore, tmp_path: Path
 ):

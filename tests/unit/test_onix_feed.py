@@ -27,8 +27,9 @@ from consonance_sftp.formats.onix import (
 )
 from consonance_sftp.formats.onix.synthetic import synthetic_works
 from consonance_sftp.models import Imprint, Work
+from tests.samples import ONIX_SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "onix"
+SAMPLES = ONIX_SAMPLES
 HEADER = MessageHeader(sender_name="Snowbooks", sent_at=datetime(2026, 3, 1, 9, 30, tzinfo=UTC))
 
 

@@ -12,8 +12,9 @@ import pytest
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.formats.onix import iter_onix_records, read_onix_works
 from consonance_sftp.models import SubjectScheme
+from tests.samples import ONIX_SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "onix"
+SAMPLES = ONIX_SAMPLES
 
 
 def _sample(name: str) -> Path:
