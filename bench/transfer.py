@@ -582,10 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--shims",
-        default="coalesce,parallel-open",
-        help="proposed changes applied to the transport from the bench (comma list, or "
-        "'none'): coalesce = segmented.coalesce_writes on every connection; parallel-open = "
-        "open a segmented transfer's extra connections at once",
+        default="none",
+        help="experimental changes applied to the transport from the bench (comma list, or "
+        "'none', the default: measure the transport as shipped, which already coalesces "
+        "writes and opens extra connections at once): coalesce = segmented.coalesce_writes on "
+        "every connection; parallel-open = open a segmented transfer's extra connections at once",
     )
     p.add_argument("--small-connections", type=int, default=1, help="raw engine only")
     p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
