@@ -63,7 +63,13 @@ class SftpDeliveryTransport:
             if self.progress is not None:
                 self.progress(partner, file.remote_path, done, total)
 
-        result = await fs.upload(Path(file.source), file.remote_path, progress=on_progress)
+        result = await fs.upload(
+            Path(file.source),
+            file.remote_path,
+            progress=on_progress,
+            sha256=file.sha256,
+            temp_path=file.upload_path,
+        )
         if result.sha256 != file.sha256:
             raise IntegrityError(
                 "the file changed after it was planned: planned SHA-256 "
@@ -116,6 +122,7 @@ def delivery_request(
                 remote_path=join_remote(folder, f.remote_path),
                 sha256=f.sha256,
                 size=f.size,
+                upload_path=join_remote(folder, f.upload_path) if f.upload_path else None,
             )
         )
     return DeliveryRequest(

@@ -26,6 +26,7 @@ class FileToSend:
     remote_path: str
     sha256: str
     size: int
+    upload_path: str | None = None  # the temporary name a delivery convention fixes (.XOT)
 
     def key(self, partner: str) -> DeliveryKey:
         return DeliveryKey(partner=partner, remote_path=self.remote_path, sha256=self.sha256)
@@ -36,6 +37,7 @@ class FileToSend:
             "remote_path": self.remote_path,
             "sha256": self.sha256,
             "size": self.size,
+            "upload_path": self.upload_path,
         }
 
     @classmethod
@@ -45,6 +47,7 @@ class FileToSend:
             remote_path=str(data["remote_path"]),
             sha256=str(data["sha256"]),
             size=int(data["size"]),
+            upload_path=data.get("upload_path"),
         )
 
 

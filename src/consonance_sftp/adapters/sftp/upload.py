@@ -76,17 +76,20 @@ class UploadMixin(FSBase):
         *,
         progress: ProgressCallback | None = None,
         sha256: str | None = None,
+        temp_path: str | None = None,
     ) -> UploadResult:
         """Send one file through the full upload protocol (retrying transient failures).
 
         ``sha256``: the file's hash when the caller has it already (the delivery ledger keys
         files by it), which saves reading the file a second time; verification compares the
-        remote checksum with it.
+        remote checksum with it. ``temp_path``: the name to write before the rename when the
+        partner's delivery convention fixes it (TitlePage: ``.XOT`` renamed to ``.COT``);
+        otherwise the partner's temp prefix/suffix or folder.
         """
         return await self._retrying(
             "upload",
             remote_path,
-            lambda: self._upload_once(local_path, remote_path, progress, None, sha256),
+            lambda: self._upload_once(local_path, remote_path, progress, None, sha256, temp_path),
         )
 
     async def upload_many(
@@ -144,6 +147,7 @@ class UploadMixin(FSBase):
         progress: ProgressCallback | None,
         shared: PooledConnection | None,
         known_sha: str | None = None,
+        temp_path: str | None = None,
     ) -> UploadResult:
         try:
             size = (await asyncio.to_thread(os.stat, local_path)).st_size
@@ -175,7 +179,7 @@ class UploadMixin(FSBase):
             hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
         try:
             return await self._upload_hashed(
-                local_path, remote_path, size, hashing, progress, shared, data
+                local_path, remote_path, size, hashing, progress, shared, data, temp_path
             )
         finally:
             if not hashing.done():
@@ -209,12 +213,13 @@ class UploadMixin(FSBase):
         progress: ProgressCallback | None,
         shared: PooledConnection | None,
         data: bytes | None,
+        temp_path: str | None = None,
     ) -> UploadResult:
         started = time.monotonic()
         ts = self.settings
         final = remote_path
-        direct = ts.upload_strategy is UploadStrategy.DIRECT
-        temp = final if direct else self.temp_name(final)
+        direct = ts.upload_strategy is UploadStrategy.DIRECT and temp_path is None
+        temp = final if direct else (temp_path or self.temp_name(final))
 
         async with self._lease(shared) as pc:
             # An atomic replace needs no look at the final name first: one round trip less
