@@ -104,9 +104,13 @@ class Controls:
         )
         return Pause(scope, name, paused, by, reason, at)
 
-    def hold_reason(self, flow: str, partner: str) -> str | None:
-        if self.is_paused("partner", partner):
+    def hold_reason(self, flow: str, partner: str, *, now: datetime | None = None) -> str | None:
+        config = self.app.settings.partners.get(partner)
+        if self.is_paused("partner", partner) or (config is not None and config.paused):
             return f"partner {partner!r} is paused"
+        window = config.delivery_window if config is not None else None
+        if window is not None and not window.is_open(now or datetime.now(UTC)):
+            return f"outside partner {partner!r}'s delivery window ({window})"
         if self.is_paused("flow", flow):
             return f"flow {flow!r} is paused"
         return None

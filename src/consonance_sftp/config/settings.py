@@ -8,8 +8,10 @@ generated from them and a test fails when one is missing.
 from __future__ import annotations
 
 import re
+from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -154,6 +156,43 @@ class PartnerAuth(StrictModel):
         return "password" if self.password is not None else "keyboard_interactive"
 
 
+class DeliveryWindow(StrictModel):
+    """When a partner accepts deliveries (e.g. nights only). Outside it, deliveries wait on
+    the record and go out when the window opens."""
+
+    start: time = Field(description="Local time the window opens, `HH:MM`.")
+    end: time = Field(
+        description="Local time the window closes, `HH:MM`; before `start` for a window that "
+        "runs past midnight (`22:00` to `06:00`)."
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone of `start` and `end`.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DeliveryWindow:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would never open")
+        return self
+
+    def is_open(self, at: datetime) -> bool:
+        """Is ``at`` (timezone-aware) inside the window?"""
+        local = at.astimezone(ZoneInfo(self.timezone)).time()
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M} {self.timezone}"
+
+
 class PartnerConfig(StrictModel):
     """One partner's SFTP server."""
 
@@ -177,6 +216,11 @@ class PartnerConfig(StrictModel):
     )
     paused: bool = Field(
         default=False, description="A paused partner gets no transfers; work waits until resumed."
+    )
+    delivery_window: DeliveryWindow | None = Field(
+        default=None,
+        description="When this partner accepts deliveries; unset: any time. Deliveries outside "
+        "it are held on the record and sent when it opens.",
     )
     transfer: TransferSettings = Field(
         default_factory=TransferSettings,

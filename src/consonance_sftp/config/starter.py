@@ -191,6 +191,8 @@ level = "INFO"
 # auth = {{ password = {{ env = "ACME_PRINT_PASSWORD" }} }}
 # folders = {{ send = "/incoming", receive = "/outgoing" }}
 # max_connections = 4
+# # Files only at night, UK time: outside the window deliveries wait, on the record.
+# delivery_window = {{ start = "22:00", end = "06:00", timezone = "Europe/London" }}
 # [partners.acme-print.transfer]
 # upload_strategy = "rename"
 
