@@ -7,9 +7,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import SftpDeliveryTransport, delivery_request
 from consonance_sftp.engine import FileToSend
+from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
@@ -80,3 +83,54 @@ async def test_the_fixed_temporary_name_is_written_then_renamed(
     assert sorted(p.name for p in (fault_server.home("partner") / "in").iterdir()) == [
         "20261124.COT"
     ]
+
+
+async def test_a_changed_host_key_is_reported_once_and_sends_nothing(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    local = tmp_path / "a.pdf"
+    local.write_bytes(b"%PDF-1.7\n" + b"x" * 100)
+    file = FileToSend(
+        source=str(local),
+        remote_path="/a.pdf",
+        sha256=hashlib.sha256(local.read_bytes()).hexdigest(),
+        size=local.stat().st_size,
+    )
+    reported: list[tuple[str, str]] = []
+    wrong_pin = ("SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8",)
+    transport = SftpDeliveryTransport(
+        lambda partner: SftpRemoteFS(fault_endpoint(host_keys=wrong_pin), state_dir=tmp_path),
+        on_host_key_changed=lambda partner, exc: reported.append((partner, type(exc).__name__)),
+    )
+    try:
+        with pytest.raises(HostKeyMismatch):
+            await transport.upload("printer", file, _OpenFence())
+    finally:
+        await transport.close()
+    assert reported == [("printer", "HostKeyMismatch")]
+    assert fault_server.recorder.bytes_written == 0
+    assert fault_server.recorder.sessions == 0
+
+
+def test_the_app_alerts_and_stops_the_partner_on_a_changed_host_key(tmp_path: Path) -> None:
+    import socket
+
+    from consonance_sftp.app import App
+    from consonance_sftp.app.runner import Controls
+    from consonance_sftp.config import load_settings
+    from consonance_sftp.config.starter import CONFIG_NAME, init_project
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    init_project(tmp_path, sftp_port=ports[0], api_port=ports[1])
+    app = App(load_settings(tmp_path / CONFIG_NAME))
+    app.host_key_changed("printer", HostKeyMismatch("the server presented SHA256:abc"))
+    alerts = app.store.list_alerts()
+    assert [(a.kind, a.severity, a.partner) for a in alerts] == [
+        ("host_key_mismatch", "critical", "printer")
+    ]
+    assert Controls(app).hold_reason("print-files", "printer") == "partner 'printer' is paused"
+    assert [e.action for e in app.store.list_audit(subject="partner:printer")] == ["partner.paused"]

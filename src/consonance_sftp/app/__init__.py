@@ -19,7 +19,8 @@ from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
 from consonance_sftp.engine.ledger import StoreLedger
-from consonance_sftp.errors import ConfigError, ConfigProblem
+from consonance_sftp.errors import ConfigError, ConfigProblem, HostKeyMismatch
+from consonance_sftp.models import Alert, AlertSeverity
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
 
@@ -108,7 +109,7 @@ class App:
         into the store's ledger, alerts into the store. On PostgreSQL the partners'
         connection caps hold across every process through the engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        transport = SftpDeliveryTransport(self.remote_fs, progress)
+        transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         engine = Engine(
             self.engine_settings(executor_id),
             transport=transport,
@@ -119,6 +120,27 @@ class App:
         if shared is not None:
             self._budget = shared
         return engine
+
+    def host_key_changed(self, partner: str, exc: HostKeyMismatch) -> None:
+        """A changed host key is a security event: alert, and stop that partner until an
+        operator confirms the new key (``partner trust``) and resumes it."""
+        from consonance_sftp.app.runner import Controls  # runner builds on this module
+
+        self.store.raise_alert(
+            Alert(
+                severity=AlertSeverity.CRITICAL,
+                kind="host_key_mismatch",
+                message=exc.message,
+                partner=partner,
+            )
+        )
+        Controls(self).set(
+            "partner",
+            partner,
+            paused=True,
+            by="consonance-sftp",
+            reason=f"host key changed: {exc.message}",
+        )
 
 
 def open_existing_store(url: str) -> SqlStore:

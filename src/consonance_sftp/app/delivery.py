@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.engine import DeliveryRequest, Fence, FileToSend, RemoteFileState
-from consonance_sftp.errors import IntegrityError
+from consonance_sftp.errors import HostKeyMismatch, IntegrityError
 from consonance_sftp.flows.outbound import Outbound
 from consonance_sftp.formats.packaging import join_remote
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
+T = TypeVar("T")
+
+SecuritySink = Callable[[str, HostKeyMismatch], None]
+"""(partner, the mismatch): a changed host key stops that partner and alerts."""
 
 
 class SftpDeliveryTransport:
@@ -35,10 +40,20 @@ class SftpDeliveryTransport:
         self,
         make_fs: Callable[[str], SftpRemoteFS],
         progress: ProgressSink | None = None,
+        on_host_key_changed: SecuritySink | None = None,
     ) -> None:
         self._make_fs = make_fs
         self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
         self.progress = progress
+        self.on_host_key_changed = on_host_key_changed
+
+    async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except HostKeyMismatch as exc:
+            if self.on_host_key_changed is not None:
+                await asyncio.to_thread(self.on_host_key_changed, partner, exc)
+            raise
 
     def _for(self, partner: str) -> SftpRemoteFS:
         key = (partner, id(asyncio.get_running_loop()))
@@ -47,10 +62,14 @@ class SftpDeliveryTransport:
         return self._fs[key]
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
-        held = await self._for(partner).holds(file.remote_path, file.size, file.sha256)
+        fs = self._for(partner)
+        held = await self._reporting(partner, fs.holds(file.remote_path, file.size, file.sha256))
         return RemoteFileState(final_matches=held)
 
     async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
+        return await self._reporting(partner, self._upload(partner, file, fence))
+
+    async def _upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
         fs = self._for(partner)
         if await fs.holds(file.remote_path, file.size, file.sha256):
             return 0  # a re-run after the rename: the partner already has these bytes
