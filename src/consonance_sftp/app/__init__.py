@@ -1,8 +1,10 @@
 """Composition root: builds the adapters named by the config and hands them to the engine.
 
-This is the only module that imports adapters. User interfaces (cli, web) ask an ``App`` for
+This is the only package that imports adapters. User interfaces (cli, web) ask an ``App`` for
 what they need; flows and the engine receive ports, never adapters. Adapters are built lazily,
-so a command that only reads the ledger never opens an SSH connection.
+so a command that only reads the ledger never opens an SSH connection. Beside it: ``delivery``
+(the SFTP adapter as the engine's transport), ``service`` (poller, schedules, ``run``) and
+``runner`` (deliveries in-process or through the DBOS client, pauses, windows, resends).
 """
 
 from __future__ import annotations
