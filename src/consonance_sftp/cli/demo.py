@@ -69,7 +69,6 @@ def _printable(work: Work) -> bool:
 
 async def _run(folder: Path) -> None:
     from consonance_sftp.app import App
-    from consonance_sftp.app.delivery import delivery_request
     from consonance_sftp.flows.changes import ChangeDetector
     from consonance_sftp.flows.outbound import triggered
     from consonance_sftp.flows.production import ProductionHandoff
@@ -125,7 +124,7 @@ async def _run(folder: Path) -> None:
                 console.print("  " + line)
 
         _step(6, "Deliver through the durable engine (DBOS on SQLite)")
-        await _deliver(app, packages, flow_name, flow, delivery_request)
+        await _deliver(app, packages, flow_name, flow)
 
         _step(7, "What happened")
         _report(app, sb.partner_folder("printer", "/in"), packages)
@@ -142,7 +141,9 @@ async def _first_printable(api: Any) -> Work:
     raise ConsonanceSftpError("the sandbox catalogue has no title ready for print")
 
 
-async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any, make: Any) -> None:
+async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> None:
+    from consonance_sftp.app.delivery import delivery_request
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -164,7 +165,7 @@ async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any, mak
             ids = []
             for pkg in packages:
                 partner = app.partner_config(pkg.partner)
-                request = make(
+                request = delivery_request(
                     pkg,
                     flow=flow_name,
                     folder=partner.folders[flow.folder],
