@@ -231,7 +231,11 @@ def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Pr
         assert "held" in held
         time.sleep(2.5)
         assert project.landed(isbn_b) == []
-        assert "printer" in project.cli("status").stdout
+        status = project.cli("status").stdout
+        assert "printer" in status
+        # status lists the held package and why it waits
+        assert f"{isbn_b} production" in status
+        assert "partner 'printer' is paused" in status
         project.cli("partner", "resume", "printer", "--reason", "back")
         _wait(lambda: len(project.landed(isbn_b)) >= 5, 60, "the held package after resume")
         _wait(lambda: project.ledger_rows(isbn_b) >= 5, 30, "the released package's ledger rows")

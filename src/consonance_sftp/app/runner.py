@@ -314,42 +314,52 @@ class DeliveryRunner:
         }
 
     async def release_held(self) -> list[Enqueued]:
-        """Enqueue the held deliveries whose partner and flow are no longer paused. Safe to
-        repeat: the same files and generation give the same workflow ID, which attaches."""
-        events = await asyncio.to_thread(self.app.store.list_audit, action=HELD)
+        """Enqueue the held deliveries whose partner and flow are no longer paused (and whose
+        delivery window is open). Safe to repeat: the same files and generation give the same
+        workflow ID, which attaches."""
         released: list[Enqueued] = []
-        seen: set[str] = set()
-        for event in reversed(events):
-            data = event.details.get("request")
-            if not isinstance(data, dict):
-                continue
-            request = DeliveryRequest.from_dict(data)
-            if request.partner not in self.app.settings.partners:
-                continue
-            key = json.dumps(data, sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            if await asyncio.to_thread(self._released_already, event.ts, request):
-                continue
-            still = await asyncio.to_thread(
-                self.controls.hold_reason, request.flow, request.partner
-            )
-            if still is not None:
-                continue  # still paused: it stays held (and is not recorded as held again)
-            outcome = await self.submit(request)
+        for item in await asyncio.to_thread(held_deliveries, self.app, self.controls):
+            if item.reason is not None:
+                continue  # still held (and not recorded as held again)
+            outcome = await self.submit(item.request)
             if isinstance(outcome, Enqueued):
                 await asyncio.to_thread(
                     self.app.store.append_audit,
                     "service",
                     "delivery.released",
-                    f"{request.partner}:{request.package}",
-                    {"workflow_id": outcome.workflow_id, "held_at": event.ts.isoformat()},
+                    f"{item.request.partner}:{item.request.package}",
+                    {"workflow_id": outcome.workflow_id, "held_at": item.held_at.isoformat()},
                 )
                 released.append(outcome)
         return released
 
-    def _released_already(self, held_at: datetime, request: DeliveryRequest) -> bool:
+
+@dataclass(frozen=True, slots=True)
+class HeldDelivery:
+    """A delivery held by a pause or a closed delivery window, not released since."""
+
+    held_at: datetime
+    request: DeliveryRequest
+    reason: str | None  # why it is still held now; None: it may go
+
+
+def held_deliveries(app: App, controls: Controls) -> list[HeldDelivery]:
+    """Every held delivery not released since (oldest first), with today's reason."""
+    out: list[HeldDelivery] = []
+    seen: set[str] = set()
+    for event in reversed(app.store.list_audit(action=HELD)):
+        data = event.details.get("request")
+        if not isinstance(data, dict):
+            continue
+        request = DeliveryRequest.from_dict(data)
+        key = json.dumps(data, sort_keys=True)
+        if request.partner not in app.settings.partners or key in seen:
+            continue
+        seen.add(key)
         subject = f"{request.partner}:{request.package}"
-        later = self.app.store.list_audit(subject=subject, action="delivery.released")
-        return any(e.ts >= held_at for e in later)
+        released = app.store.list_audit(subject=subject, action="delivery.released")
+        if any(e.ts >= event.ts for e in released):
+            continue
+        reason = controls.hold_reason(request.flow, request.partner)
+        out.append(HeldDelivery(event.ts, request, reason))
+    return out

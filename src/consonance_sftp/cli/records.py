@@ -203,9 +203,19 @@ def _deliveries_table(settings: EngineSettings) -> None:
 
 
 def _controls_and_schedules(app: App) -> None:
+    from consonance_sftp.app.runner import held_deliveries
     from consonance_sftp.app.service import Controls
 
-    paused = Controls(app).paused()
+    controls = Controls(app)
+    held = held_deliveries(app, controls)
+    if held:
+        t = Table("held since", "partner", "package", "why", title="held", title_justify="left")
+        for h in held:
+            why = h.reason or "free to go: the running service sends it within a second"
+            when = h.held_at.isoformat(timespec="seconds")
+            t.add_row(when, h.request.partner, h.request.package, why)
+        console.print(t)
+    paused = controls.paused()
     if paused:
         t = Table(
             "paused",
