@@ -7,6 +7,8 @@ electronic ones are not (``DG`` "electronic book text" became ``ED`` + ``E101`` 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from ...models import Product, SubjectScheme
 
 # ONIX 2.1 list 7 codes that list 150 dropped -> (3.0 ProductForm, ProductFormDetail defaults).
@@ -171,3 +173,10 @@ IMAGE_MIME: dict[str, str] = {code: mime for mime, code in IMAGE_FORMATS.items()
 def form_30_of_code(code: str) -> str:
     """The ONIX 3.0 ``ProductForm`` for a bare 2.1 or 3.0 form code."""
     return _FORM_21_TO_30.get(code.upper(), (code.upper(), ()))[0]
+
+
+def measures(product: Product) -> list[tuple[str, Decimal]]:
+    """The product's measures as (list 48 measure type, millimetres), for both ONIX versions:
+    01 height, 02 width, 03 thickness."""
+    pairs = (("01", product.height_mm), ("02", product.width_mm), ("03", product.thickness_mm))
+    return [(kind, value) for kind, value in pairs if value is not None]

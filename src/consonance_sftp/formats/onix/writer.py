@@ -408,16 +408,11 @@ class OnixWriter:
         el(d, "ProductForm", form)
         for detail in details:
             el(d, "ProductFormDetail", detail)
-        for kind, value in (
-            ("01", product.height_mm),
-            ("02", product.width_mm),
-            ("03", product.thickness_mm),
-        ):
-            if value is not None:
-                m = el(d, "Measure")
-                el(m, "MeasureType", kind)
-                el(m, "Measurement", _num(value))
-                el(m, "MeasureUnitCode", "mm")
+        for kind, value in codes.measures(product):
+            m = el(d, "Measure")
+            el(m, "MeasureType", kind)
+            el(m, "Measurement", _num(value))
+            el(m, "MeasureUnitCode", "mm")
         title = el(d, "TitleDetail")
         el(title, "TitleType", "01")
         te = el(title, "TitleElement")

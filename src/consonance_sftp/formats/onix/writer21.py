@@ -173,16 +173,11 @@ class Onix21Writer(OnixWriter):
                 sr = el(p, "SalesRights")
                 el(sr, "SalesRightsType", rights_type)
                 el(sr, "RightsTerritory", " ".join(territory.regions_included))
-        for kind, value in (
-            ("01", product.height_mm),
-            ("02", product.width_mm),
-            ("03", product.thickness_mm),
-        ):
-            if value is not None:
-                m = el(p, "Measure")
-                el(m, "MeasureTypeCode", kind)
-                el(m, "Measurement", _num(value))
-                el(m, "MeasureUnitCode", "mm")
+        for kind, value in codes.measures(product):
+            m = el(p, "Measure")
+            el(m, "MeasureTypeCode", kind)
+            el(m, "Measurement", _num(value))
+            el(m, "MeasureUnitCode", "mm")
         for related in product.related_products:
             for code in related.relation_codes or ("06",):
                 rp = el(p, "RelatedProduct")
