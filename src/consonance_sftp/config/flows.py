@@ -8,6 +8,7 @@ The outbound package flows (production, marketing, formats) carry a delivery ``p
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -357,15 +358,90 @@ class OnixFeedFlow(FlowBase):
         return self.partner_recipients.get(partner, self.recipient)
 
 
-class IntakeFlow(FlowBase):
+def poll_cron(seconds: int) -> str:
+    """The six-field cron (seconds first) that fires every ``seconds``, aligned on the clock.
+
+    A cron step must divide its unit, or the gap after the wrap (e.g. ``*/7`` seconds: 56, then
+    0) is shorter than asked: under a minute the interval must divide 60, under an hour it must
+    be whole minutes dividing 60, otherwise whole hours dividing 24.
+    """
+    if seconds < 60:
+        if 60 % seconds:
+            raise ValueError(
+                f"poll_interval {seconds} s does not divide a minute; use one of "
+                "10, 12, 15, 20, 30 (or whole minutes)"
+            )
+        return f"*/{seconds} * * * * *"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        if rest or 60 % minutes:
+            raise ValueError(
+                f"poll_interval {seconds} s is not a whole number of minutes dividing an hour; "
+                "use e.g. 60, 120, 300, 600, 900, 1200 or 1800"
+            )
+        return "0 * * * * *" if minutes == 1 else f"0 */{minutes} * * * *"
+    hours, rest = divmod(seconds, 3600)
+    if rest or 24 % hours:
+        raise ValueError(
+            f"poll_interval {seconds} s is not a whole number of hours dividing a day; "
+            "use e.g. 3600, 7200, 10800, 21600, 43200 or 86400"
+        )
+    if hours == 24:
+        return "0 0 0 * * *"
+    return "0 0 * * * *" if hours == 1 else f"0 0 */{hours} * * *"
+
+
+class InboxFlow(FlowBase):
+    """An inbound flow: each partner's folder is polled, and each new, finished file is taken
+    in exactly once (stored locally, checksummed, recorded) before anything else happens."""
+
+    poll_interval: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="Seconds between two looks at the partner's folder. Runs on the clock: "
+        "under a minute it must divide 60, under an hour be whole minutes dividing 60, "
+        "otherwise whole hours dividing 24.",
+    )
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description='File names taken from the folder (shell patterns, e.g. `["*.pdf", '
+        '"*.csv"]`); other files are left on the server untouched. Default: every file.',
+    )
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _maps_onto_cron(cls, value: int) -> int:
+        poll_cron(value)
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _plain_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or "/" in pattern:
+                raise ValueError(
+                    f"pattern {pattern!r} must be a non-empty file-name pattern without '/'"
+                )
+        return value
+
+    def poll_cron(self) -> str:
+        """The six-field cron (seconds first) of this flow's polls, e.g. 300 s ->
+        ``0 */5 * * * *``."""
+        return poll_cron(self.poll_interval)
+
+    def accepts(self, name: str) -> bool:
+        """Does a file of this name belong to this flow (one of ``patterns``)?"""
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+
+class IntakeFlow(InboxFlow):
     """Revised files from designers, typesetters, indexers and cover artists, into Consonance."""
 
     kind: Literal["intake"] = Field(description="`intake`.")
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for files."
-    )
-    poll_interval: int = Field(
-        default=300, ge=10, description="Seconds between two looks at the partner's folder."
     )
 
 
@@ -375,7 +451,7 @@ class FinanceOutFlow(FlowBase):
     kind: Literal["finance_out"] = Field(description="`finance_out`.")
 
 
-class SalesInFlow(FlowBase):
+class SalesInFlow(InboxFlow):
     """Distributor sales and usage reports into the sales ledger and a Consonance import file."""
 
     kind: Literal["sales_in"] = Field(description="`sales_in`.")
@@ -383,7 +459,12 @@ class SalesInFlow(FlowBase):
         default="receive", description="Which of each partner's `folders` is polled for reports."
     )
     poll_interval: int = Field(
-        default=3600, ge=10, description="Seconds between two looks at the partner's folder."
+        default=3600,
+        ge=10,
+        le=86400,
+        description="Seconds between two looks at the partner's folder. Runs on the clock: "
+        "under a minute it must divide 60, under an hour be whole minutes dividing 60, "
+        "otherwise whole hours dividing 24.",
     )
 
 
