@@ -2,7 +2,9 @@
 
 The delivery workflow moves files through a ``DeliveryTransport`` (the SFTP transport, or a local
 folder in tests), asks a ``DeliveryLedger`` whether a file key was already sent and records the
-outcome, and raises alerts through an ``AlertSink``. ``app`` wires the real adapters to these;
+outcome, and raises alerts through an ``AlertSink``. The ingest workflow takes a partner's file in
+through an ``IngestTransport``, records it in an ``IntakeLedger`` and hands it to the flow kind's
+``IngestHandler`` when one is bound. ``app`` wires the real adapters to these;
 they belong in ``ports/`` once the RemoteFS and Store ports are filled in.
 
 Workflow inputs and outputs cross the DBOS system database, so they are plain JSON-friendly
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome, IntakeOutcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,3 +179,132 @@ class LogAlertSink:
         get_logger("consonance_sftp.alerts").warning(
             alert.message, extra={"alert_kind": alert.kind, "severity": str(alert.severity)}
         )
+
+
+# --- inbound: the ingest workflow ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestRequest:
+    """One version of one file in a partner's inbox, as the poll listed it: the unit an ingest
+    workflow runs for. (partner, remote path, size, mtime) is the intake ledger's key."""
+
+    flow: str
+    kind: str  # the flow's kind (intake, sales_in): which hand-off applies
+    partner: str
+    remote_path: str
+    size: int
+    mtime: float
+    trigger: str = "manual"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "kind": self.kind,
+            "partner": self.partner,
+            "remote_path": self.remote_path,
+            "size": self.size,
+            "mtime": self.mtime,
+            "trigger": self.trigger,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IngestRequest:
+        return cls(
+            flow=str(data["flow"]),
+            kind=str(data["kind"]),
+            partner=str(data["partner"]),
+            remote_path=str(data["remote_path"]),
+            size=int(data["size"]),
+            mtime=float(data["mtime"]),
+            trigger=str(data.get("trigger", "manual")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchedFile:
+    """Where a received file's bytes are kept locally (durably), and what they hash to."""
+
+    local_path: str
+    size: int
+    sha256: str
+    resumed_from: int = 0  # bytes an earlier, interrupted attempt had already fetched
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "local_path": self.local_path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "resumed_from": self.resumed_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FetchedFile:
+        return cls(
+            local_path=str(data["local_path"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            resumed_from=int(data.get("resumed_from", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestRecord:
+    """The state of one received file, as the intake ledger stores it."""
+
+    workflow_id: str
+    request: IngestRequest
+    outcome: IntakeOutcome
+    executor_id: str = ""
+    fetched: FetchedFile | None = None  # None: nothing is stored locally (a failed fetch)
+    reason: str | None = None
+    work_id: int | None = None
+    product_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandOffResult:
+    """What a flow's hand-off made of a stored file (matched to a work, or quarantined)."""
+
+    outcome: IntakeOutcome
+    reason: str | None = None
+    work_id: int | None = None
+    product_id: int | None = None
+
+
+class IngestTransport(Protocol):
+    """Takes one file in from a partner. Every method must be safe to call again after a
+    crash."""
+
+    async def fetch(self, request: IngestRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
+        """Download the file durably (resuming from the bytes already here) to its local
+        place: the inbox, or under a safe name in the quarantine folder; return where it is,
+        its size and SHA-256. A re-run after a completed fetch returns the same file."""
+        ...
+
+    async def post_action(self, request: IngestRequest, fence: Fence) -> str:
+        """Leave, delete or move the remote file as the partner's settings say; return what
+        was done (``leave``, ``delete``, ``move:<new path>``, or ``gone``/``changed`` when the
+        remote file is no longer this version, which is then left alone)."""
+        ...
+
+
+class IntakeLedger(Protocol):
+    """Our own record of what was received (the store's intake ledger and audit trail).
+    Synchronous, like the store; the engine calls it from a worker thread."""
+
+    def record(self, record: IngestRecord) -> int:
+        """Insert or update the row for the request's (partner, path, size, mtime): one row
+        per file version however often a step replays; return its id."""
+        ...
+
+    def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+        """Append an event about this file to the audit trail."""
+        ...
+
+
+class IngestHandler(Protocol):
+    """A flow kind's processing of a stored file (matching an intake file to a work,
+    validating a sales report). None is bound yet: files then stay stored, awaiting it."""
+
+    async def handle(self, request: IngestRequest, file: FetchedFile) -> HandOffResult: ...

@@ -1,0 +1,408 @@
+"""Inbox polling, and the SFTP adapter as the engine's ingest transport.
+
+``poll_inbox`` is what one tick of an inbound flow (``intake``, ``sales_in``) does: for each
+partner of the flow it lists the flow's folder, keeps the files the partner has finished
+writing (size and mtime unchanged over ``stable_interval`` and older than ``min_age``, or,
+with ``inbound_done_marker``, once the marker is there), skips those the intake ledger already
+has, and enqueues one ingest workflow per file (``engine.ingest``). Enqueuing a file again
+attaches to the workflow already taking it in, so overlapping polls never fetch twice. A paused
+partner or flow, or a partner outside its delivery window, is not polled at all.
+
+``SftpIngestTransport`` downloads durably into the local inbox store::
+
+    <state_dir>/inbox/<flow>/<partner>/<mtime>-<digest>/<name>
+    <state_dir>/quarantine/<flow>/<partner>/<mtime>-<digest>/<safe name>
+
+(one folder per version of a remote file, so a partner re-sending a name never overwrites the
+copy we kept), and applies the partner's post-action only to the version it took in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import posixpath
+import re
+import string
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from consonance_sftp.adapters.sftp.checksums import sha256_file
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
+from consonance_sftp.config.transfer import PostAction, TransferSettings
+from consonance_sftp.engine.contracts import Fence, FetchedFile, IngestRequest
+from consonance_sftp.engine.ingest import safe_local_name
+from consonance_sftp.errors import (
+    HostKeyMismatch,
+    IntegrityError,
+    RemotePathNotFound,
+    TransportError,
+)
+from consonance_sftp.logs import get_logger
+from consonance_sftp.ports.remote_fs import RemoteEntry
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.app.runner import DeliveryRunner
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+SecuritySink = Callable[[str, HostKeyMismatch], None]
+ProgressSink = Callable[[str, str, int, int], None]
+"""(partner, remote path, bytes done, bytes total)."""
+
+
+# --- the local inbox store -----------------------------------------------------------------
+
+
+def version_folder(request: IngestRequest) -> str:
+    """``<mtime, UTC>-<digest>``: one local folder per version of a remote file."""
+    key = f"{request.partner}\x1f{request.remote_path}\x1f{request.size}\x1f{request.mtime!r}"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    stamp = datetime.fromtimestamp(request.mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{digest}"
+
+
+def local_path_for(root: Path, request: IngestRequest, *, quarantine: bool) -> Path:
+    """Where a taken file is kept: under the inbox (its own name) or the quarantine (a safe
+    name), below the flow, the partner and the file's version folder."""
+    name = posixpath.basename(request.remote_path)
+    top = root / ("quarantine" if quarantine else "inbox") / request.flow / request.partner
+    return top / version_folder(request) / (safe_local_name(name) if quarantine else name)
+
+
+class SftpIngestTransport:
+    """``engine.IngestTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
+
+    def __init__(
+        self,
+        make_fs: Callable[[str], SftpRemoteFS],
+        root: Path,
+        on_host_key_changed: SecuritySink | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self._make_fs = make_fs
+        self.root = root
+        self.on_host_key_changed = on_host_key_changed
+        self.progress = progress
+        self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
+
+    def _for(self, partner: str) -> SftpRemoteFS:
+        key = (partner, id(asyncio.get_running_loop()))
+        if key not in self._fs:
+            self._fs[key] = self._make_fs(partner)
+        return self._fs[key]
+
+    async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except HostKeyMismatch as exc:
+            if self.on_host_key_changed is not None:
+                await asyncio.to_thread(self.on_host_key_changed, partner, exc)
+            raise
+
+    async def fetch(self, request: IngestRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
+        return await self._reporting(request.partner, self._fetch(request, quarantine, fence))
+
+    async def _fetch(self, request: IngestRequest, quarantine: bool, fence: Fence) -> FetchedFile:
+        local = local_path_for(self.root, request, quarantine=quarantine)
+        if local.exists():
+            # A re-run after the download completed (its rename into place is atomic, so a
+            # file under the final local name is whole): hash it again, fetch nothing.
+            size, sha = await asyncio.to_thread(sha256_file, local)
+            if size == request.size:
+                return FetchedFile(local_path=str(local), size=size, sha256=sha)
+            await asyncio.to_thread(local.unlink)
+        await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
+        fs = self._for(request.partner)
+        entry = await fs.stat(request.remote_path)
+        if entry is None:
+            raise RemotePathNotFound(
+                "the file is no longer on the server (removed after it was listed)",
+                partner=request.partner,
+                path=request.remote_path,
+            )
+        if (entry.size, entry.mtime) != (request.size, request.mtime):
+            raise IntegrityError(
+                f"the file changed after it was listed ({request.size} bytes at "
+                f"{request.mtime:.0f}, now {entry.size} bytes at {entry.mtime:.0f}); the next "
+                "poll takes the new version",
+                partner=request.partner,
+                path=request.remote_path,
+                retryable=False,
+            )
+
+        def on_progress(done: int, total: int) -> None:
+            fence.check()  # a fenced-off executor stops at the next chunk
+            if self.progress is not None:
+                self.progress(request.partner, request.remote_path, done, total)
+
+        result = await fs.download(
+            request.remote_path, local, expected_size=request.size, progress=on_progress
+        )
+        return FetchedFile(
+            local_path=str(result.local_path),
+            size=result.size,
+            sha256=result.sha256,
+            resumed_from=result.resumed_from,
+        )
+
+    async def post_action(self, request: IngestRequest, fence: Fence) -> str:
+        return await self._reporting(request.partner, self._post_action(request, fence))
+
+    async def _post_action(self, request: IngestRequest, fence: Fence) -> str:
+        fs = self._for(request.partner)
+        action = fs.settings.post_action
+        if action is PostAction.LEAVE:
+            return action.value
+        entry = await fs.stat(request.remote_path)
+        if entry is None:
+            return "gone"  # done by an earlier run of this step (or the partner removed it)
+        if (entry.size, entry.mtime) != (request.size, request.mtime):
+            # A newer upload under the same name: not ours to move or delete.
+            return "changed"
+        fence.check()
+        moved_to = await fs.apply_post_action(request.remote_path, action)
+        return f"{action.value}:{moved_to}" if moved_to else action.value
+
+    async def close(self) -> None:
+        for fs in self._fs.values():
+            await fs.close()
+        self._fs.clear()
+
+
+# --- polling ---------------------------------------------------------------------------------
+
+InboundFlow = IntakeFlow | SalesInFlow
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFile:
+    """One file seen in a partner's inbox, and what the poll made of it."""
+
+    partner: str
+    path: str
+    size: int
+    mtime: float
+    workflow_id: str | None = None  # taken: the ingest workflow taking it in
+    reason: str | None = None  # not taken: why not (yet)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"partner": self.partner, "path": self.path, "size": self.size}
+        if self.workflow_id:
+            out["workflow_id"] = self.workflow_id
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(slots=True)
+class InboxReport:
+    """What one poll of an inbound flow did, partner by partner."""
+
+    flow: str
+    trigger: str
+    taken: list[InboxFile] = field(default_factory=list)  # an ingest workflow is taking it in
+    known: list[InboxFile] = field(default_factory=list)  # already in the intake ledger
+    unstable: list[InboxFile] = field(default_factory=list)  # not finished yet: next poll
+    ignored: list[InboxFile] = field(default_factory=list)  # not one of the flow's patterns
+    held: dict[str, str] = field(default_factory=dict)  # partner -> why it was not polled
+    errors: dict[str, str] = field(default_factory=dict)  # partner -> why its poll failed
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able account (the flow tick's result, ``run`` output)."""
+        return {
+            "flow": self.flow,
+            "trigger": self.trigger,
+            "taken": [f.to_dict() for f in self.taken],
+            "known": len(self.known),
+            "unstable": [f.to_dict() for f in self.unstable],
+            "ignored": [f.to_dict() for f in self.ignored],
+            "held": dict(self.held),
+            "errors": dict(self.errors),
+        }
+
+
+def marker_regex(template: str) -> re.Pattern[str]:
+    """Names that are done-markers under ``template`` (``{name}.done``, ``{stem}.ok``...)."""
+    parts: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if name is not None:
+            parts.append("[^.]*" if name == "suffix" else ".+")
+    return re.compile("".join(parts))
+
+
+def marker_name(template: str, name: str) -> str:
+    stem, dot, suffix = name.rpartition(".")
+    return template.format(name=name, stem=stem if dot else name, suffix=suffix if dot else "")
+
+
+def _is_our_temp_name(name: str, ts: TransferSettings) -> bool:
+    """Our own temporary upload names (a delivery to the same folder still under way)."""
+    if ts.temp_folder or not (ts.temp_prefix or ts.temp_suffix):
+        return False
+    return name.startswith(ts.temp_prefix) and name.endswith(ts.temp_suffix)
+
+
+async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
+    return {e.path: e async for e in fs.list(folder) if e.is_file}
+
+
+async def poll_inbox(
+    app: App, runner: DeliveryRunner, name: str, flow: InboundFlow, *, trigger: str
+) -> InboxReport:
+    """Look into each partner's inbox for this flow and take in every finished, new file
+    (one ingest workflow per file version). Partners are polled concurrently, each within
+    its own connection cap; a partner that fails to answer does not stop the others."""
+    report = InboxReport(flow=name, trigger=trigger)
+    await asyncio.gather(
+        *(_poll_partner(app, runner, name, flow, p, report) for p in flow.partners)
+    )
+    return report
+
+
+async def _poll_partner(
+    app: App,
+    runner: DeliveryRunner,
+    name: str,
+    flow: InboundFlow,
+    partner: str,
+    report: InboxReport,
+) -> None:
+    held = await asyncio.to_thread(runner.controls.hold_reason, name, partner)
+    if held is not None:
+        report.held[partner] = held
+        return
+    config = app.partner_config(partner)
+    folder = config.folders.get(flow.folder)
+    if folder is None:
+        report.errors[partner] = (
+            f"partner {partner!r} has no folder {flow.folder!r} (flow {name!r} polls it); "
+            f"add it under [partners.{partner}.folders]"
+        )
+        return
+    ts = config.transfer
+    try:
+        async with app.remote_fs(partner) as fs:
+            candidates = await _candidates(app, fs, flow, partner, folder, ts, report)
+            stable = await _stable(fs, folder, candidates, ts, partner, report)
+    except HostKeyMismatch as exc:
+        await asyncio.to_thread(app.host_key_changed, partner, exc)
+        report.errors[partner] = str(exc)
+        return
+    except TransportError as exc:
+        log.warning("inbox poll of %s for flow %s failed: %s", partner, name, exc)
+        report.errors[partner] = str(exc)
+        return
+    for entry in stable:
+        request = IngestRequest(
+            flow=name,
+            kind=flow.kind,
+            partner=partner,
+            remote_path=entry.path,
+            size=entry.size,
+            mtime=entry.mtime,
+            trigger=report.trigger,
+        )
+        workflow_id = await runner.submit_ingest(request)
+        report.taken.append(InboxFile(partner, entry.path, entry.size, entry.mtime, workflow_id))
+
+
+async def _candidates(
+    app: App,
+    fs: SftpRemoteFS,
+    flow: InboundFlow,
+    partner: str,
+    folder: str,
+    ts: TransferSettings,
+    report: InboxReport,
+) -> list[RemoteEntry]:
+    """The folder's files this flow may take that the intake ledger does not have yet."""
+    markers = marker_regex(ts.inbound_done_marker) if ts.inbound_done_marker else None
+    listed = await _listing(fs, folder)
+    out: list[RemoteEntry] = []
+    for entry in listed.values():
+        if entry.name.startswith(".") or _is_our_temp_name(entry.name, ts):
+            continue  # hidden files, and partial uploads (theirs or ours)
+        if markers is not None and markers.fullmatch(entry.name):
+            continue
+        if not flow.accepts(entry.name):
+            report.ignored.append(
+                InboxFile(partner, entry.path, entry.size, entry.mtime, reason="not in patterns")
+            )
+            continue
+        out.append(entry)
+
+    def unknown() -> list[RemoteEntry]:
+        fresh = []
+        for entry in out:
+            if app.store.find_intake(partner, entry.path, entry.size, entry.mtime) is None:
+                fresh.append(entry)
+            else:
+                report.known.append(InboxFile(partner, entry.path, entry.size, entry.mtime))
+        return fresh
+
+    fresh = await asyncio.to_thread(unknown)
+    if markers is not None and ts.inbound_done_marker:
+        with_marker = []
+        for entry in fresh:
+            marker = posixpath.join(folder, marker_name(ts.inbound_done_marker, entry.name))
+            if marker in listed:
+                with_marker.append(entry)
+            else:
+                report.unstable.append(
+                    InboxFile(
+                        partner, entry.path, entry.size, entry.mtime, reason="no done marker yet"
+                    )
+                )
+        return with_marker
+    return fresh
+
+
+async def _stable(
+    fs: SftpRemoteFS,
+    folder: str,
+    candidates: list[RemoteEntry],
+    ts: TransferSettings,
+    partner: str,
+    report: InboxReport,
+) -> list[RemoteEntry]:
+    """The candidates the partner has finished writing: older than ``min_age`` and unchanged
+    across ``stable_interval`` (one second listing for the whole folder). With a done-marker,
+    the marker already said so."""
+    if ts.inbound_done_marker or not candidates:
+        return candidates
+    now = time.time()
+    old_enough = []
+    for entry in candidates:
+        if ts.min_age and now - entry.mtime < ts.min_age:
+            report.unstable.append(
+                InboxFile(
+                    partner, entry.path, entry.size, entry.mtime, reason="younger than min_age"
+                )
+            )
+        else:
+            old_enough.append(entry)
+    if not old_enough or not ts.stable_interval:
+        return old_enough
+    await asyncio.sleep(ts.stable_interval)
+    again = await _listing(fs, folder)
+    stable = []
+    for entry in old_enough:
+        later = again.get(entry.path)
+        if later is not None and (later.size, later.mtime) == (entry.size, entry.mtime):
+            stable.append(entry)
+        else:
+            report.unstable.append(
+                InboxFile(
+                    partner, entry.path, entry.size, entry.mtime, reason="still being written"
+                )
+            )
+    return stable

@@ -1,0 +1,358 @@
+"""Inbox polling and the ingest workflow against a real OpenSSH server and a real engine.
+
+One engine (SQLite) runs for the module; each test has its own partner and flow, so their
+files never meet. What is checked is what a partner and an operator would see: the files left
+on (or gone from) the server, the local copies and their SHA-256, the intake ledger rows, the
+audit trail and the workflows in DBOS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import pwd
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from consonance_sftp.app import App
+from consonance_sftp.app.inbox import InboxReport, poll_inbox
+from consonance_sftp.app.runner import Controls, DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
+from consonance_sftp.engine import EngineClient
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.sandbox.openssh import OpenSshServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+WRONG_PIN = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
+
+
+@dataclass
+class World:
+    app: App
+    runner: DeliveryRunner
+    folders: dict[str, Path]  # partner -> its inbox folder, as the test sees it
+    root: Path
+
+    async def poll(self, flow_name: str) -> InboxReport:
+        flow = self.app.settings.flows[flow_name]
+        assert isinstance(flow, IntakeFlow | SalesInFlow)
+        return await poll_inbox(self.app, self.runner, flow_name, flow, trigger="test")
+
+    async def result(self, workflow_id: str) -> dict[str, Any]:
+        return await self.runner.wait(workflow_id, timeout_s=60)
+
+    def rows(self, partner: str) -> list[Any]:
+        return self.app.store.list_intakes(partner=partner)
+
+
+def _partner(openssh: OpenSshServer, folders: dict[str, str], **transfer: Any) -> dict[str, Any]:
+    return {
+        "host": openssh.host,
+        "port": openssh.port,
+        "user": openssh.shell_user,
+        "host_keys": [openssh.known_hosts_line],
+        "auth": {"key": str(openssh.client_key_path)},
+        "folders": folders,
+        "max_connections": 2,
+        "transfer": {"stable_interval": 0.4, **transfer},
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(
+    openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    root = tmp_path_factory.mktemp("inbox")
+    folders = {name: root / "sftp" / name for name in ("plain", "mover", "marked", "pinned")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (root / "sftp" / "mover-done").mkdir()
+    partners = {
+        "plain": _partner(openssh, {"receive": str(folders["plain"])}),
+        "mover": _partner(
+            openssh,
+            {"receive": str(folders["mover"])},
+            post_action="move",
+            processed_folder=str(root / "sftp" / "mover-done"),
+        ),
+        "marked": _partner(
+            openssh,
+            {"receive": str(folders["marked"])},
+            inbound_done_marker="{name}.done",
+            post_action="delete",
+        ),
+        "pinned": {
+            **_partner(openssh, {"receive": str(folders["pinned"])}),
+            "host_keys": [WRONG_PIN],
+        },
+    }
+    flows: dict[str, Any] = {
+        "typesetting": {
+            "kind": "intake",
+            "partners": ["plain"],
+            "patterns": ["*.pdf", "*.epub"],
+            "poll_interval": 60,
+        },
+        "revisions": {"kind": "intake", "partners": ["mover"]},
+        "sales": {"kind": "sales_in", "partners": ["marked"], "patterns": ["*.csv"]},
+        "pinned-in": {"kind": "intake", "partners": ["pinned"]},
+    }
+    chroot = openssh.chroot_upload_dir
+    if chroot is not None and openssh.chroot_user is not None:
+        locked = chroot / f"locked-{root.name}"
+        locked.mkdir()
+        user = pwd.getpwnam(openssh.chroot_user)
+        os.chown(locked, user.pw_uid, user.pw_gid)
+        folders["locked"] = locked
+        partners["locked"] = {
+            **_partner(openssh, {"receive": f"/upload/{locked.name}"}, post_action="delete"),
+            "user": openssh.chroot_user,
+        }
+        flows["locked-in"] = {"kind": "intake", "partners": ["locked"]}
+    (root / "token").write_text("unused")
+    settings = Settings.model_validate(
+        {
+            "state_dir": str(root / "var"),
+            "consonance": {
+                "base_url": "http://127.0.0.1:9",
+                "token": {"file": str(root / "token")},
+            },
+            "partners": partners,
+            "flows": flows,
+            "engine": {"retry_max_attempts": 2, "retry_initial_interval_s": 0.1},
+        }
+    )
+    app = App(settings)
+    runner = DeliveryRunner(app, executor=True, quiet=True)
+    await runner.__aenter__()
+    try:
+        yield World(app=app, runner=runner, folders=folders, root=root)
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()
+        if "locked" in folders:
+            shutil.rmtree(folders["locked"], ignore_errors=True)
+
+
+def _put(path: Path, size: int, *, age_s: float = 0.0) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    if age_s:
+        then = time.time() - age_s
+        os.utime(path, (then, then))
+    return data
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def test_a_stable_file_is_taken_exactly_once_across_repeated_polls(world: World) -> None:
+    inbox = world.folders["plain"]
+    data = _put(inbox / "interior.pdf", 700_000, age_s=30)
+    _put(inbox / "readme.txt", 10, age_s=30)  # not one of the flow's patterns
+    _put(inbox / ".interior.pdf.part", 10, age_s=30)  # a partial upload
+
+    first, second = await asyncio.gather(world.poll("typesetting"), world.poll("typesetting"))
+    taken = [f for report in (first, second) for f in report.taken]
+    assert {f.path for f in taken} == {str(inbox / "interior.pdf")}
+    assert len({f.workflow_id for f in taken}) == 1  # the second enqueue attached
+    assert [f.path for f in first.ignored] == [str(inbox / "readme.txt")]
+    workflow_id = taken[0].workflow_id
+    assert workflow_id is not None and workflow_id.startswith("ing-plain-")
+
+    result = await world.result(workflow_id)
+    assert result["outcome"] == "stored" and result["post_action"] == "leave"
+    assert result["sha256"] == _sha(data)
+    local = Path(result["local_path"])
+    assert local.read_bytes() == data
+    assert local.is_relative_to(world.app.state_dir / "inbox" / "typesetting" / "plain")
+    assert local.name == "interior.pdf"
+
+    third = await world.poll("typesetting")
+    assert third.taken == [] and [f.path for f in third.known] == [str(inbox / "interior.pdf")]
+
+    rows = world.rows("plain")
+    assert [(r.remote_path, r.outcome, r.sha256, r.flow) for r in rows] == [
+        (str(inbox / "interior.pdf"), IntakeOutcome.STORED, _sha(data), "typesetting")
+    ]
+    assert rows[0].local_path == str(local)
+    assert (inbox / "interior.pdf").exists()  # post_action "leave"
+    client = EngineClient(world.app.engine_settings())
+    try:
+        statuses = client.statuses(prefix="ing-plain-")
+    finally:
+        client.close()
+    assert statuses == {workflow_id: "SUCCESS"}
+    events = world.app.store.list_audit(subject=f"plain:{inbox / 'interior.pdf'}")
+    assert sorted(e.action for e in events) == ["intake.post_action", "intake.stored"]
+
+
+async def test_a_growing_file_is_not_taken_until_it_is_stable(world: World) -> None:
+    path = world.folders["plain"] / "growing.epub"
+    path.write_bytes(b"PK" + os.urandom(1000))
+    stop = asyncio.Event()
+
+    async def partner_still_uploading() -> None:
+        while not stop.is_set():
+            with path.open("ab") as fh:
+                fh.write(os.urandom(4096))
+            await asyncio.sleep(0.05)
+
+    writer = asyncio.create_task(partner_still_uploading())
+    try:
+        early = await world.poll("typesetting")
+    finally:
+        stop.set()
+        await writer
+    assert [(f.path, f.reason) for f in early.unstable] == [(str(path), "still being written")]
+    assert early.taken == []
+    assert world.app.store.find_intake("plain", str(path), 0, 0) is None
+
+    later = await world.poll("typesetting")
+    assert [f.path for f in later.taken] == [str(path)]
+    workflow_id = later.taken[0].workflow_id
+    assert workflow_id is not None
+    result = await world.result(workflow_id)
+    assert Path(result["local_path"]).read_bytes() == path.read_bytes()
+    assert result["size"] == path.stat().st_size
+
+
+async def test_move_happens_only_after_the_intake_row_exists(world: World) -> None:
+    inbox = world.folders["mover"]
+    done = world.root / "sftp" / "mover-done"
+    data = _put(inbox / "cover.tif", 300_000, age_s=30)
+    report = await world.poll("revisions")
+    assert [f.path for f in report.taken] == [str(inbox / "cover.tif")]
+    workflow_id = report.taken[0].workflow_id
+    assert workflow_id is not None
+    result = await world.result(workflow_id)
+
+    assert result["post_action"] == f"move:{done / 'cover.tif'}"
+    assert not (inbox / "cover.tif").exists()
+    assert (done / "cover.tif").read_bytes() == data
+    [row] = world.rows("mover")
+    assert (row.outcome, row.sha256) == (IntakeOutcome.STORED, _sha(data))
+    assert Path(row.local_path or "").read_bytes() == data
+
+    # The remote file moved only after the row was written: the record step finished
+    # (checkpointed) before the post-action step began, and the audit trail says the same.
+    from dbos import DBOS
+
+    steps = await asyncio.to_thread(DBOS.list_workflow_steps, workflow_id)
+    names = [s["function_name"] for s in steps]
+    assert names == ["fetch", "record", "post-action"]
+    record, post = steps[1], steps[2]
+    assert record["completed_at_epoch_ms"] <= post["started_at_epoch_ms"]
+    events = world.app.store.list_audit(subject=f"mover:{inbox / 'cover.tif'}")
+    assert [e.action for e in reversed(events)] == ["intake.stored", "intake.post_action"]
+
+    # A new version under the same name is a new file: taken again, kept beside the first.
+    data2 = _put(inbox / "cover.tif", 1000, age_s=10)
+    again = await world.poll("revisions")
+    assert [f.path for f in again.taken] == [str(inbox / "cover.tif")]
+    assert again.taken[0].workflow_id != workflow_id
+    second = await world.result(again.taken[0].workflow_id or "")
+    assert Path(second["local_path"]).read_bytes() == data2
+    assert Path(result["local_path"]).read_bytes() == data
+    assert len(world.rows("mover")) == 2
+
+
+async def test_a_dangerous_name_is_quarantined_with_its_bytes_kept(world: World) -> None:
+    inbox = world.folders["plain"]
+    names = {"-rf proof.pdf": "starts with '-'", "bad\x1bname.pdf": "control characters"}
+    kept = {name: _put(inbox / name, 5000, age_s=30) for name in names}
+    report = await world.poll("typesetting")
+    assert sorted(f.path for f in report.taken) == sorted(str(inbox / n) for n in names)
+    for item in report.taken:
+        result = await world.result(item.workflow_id or "")
+        name = Path(item.path).name
+        assert result["outcome"] == "quarantined"
+        assert names[name] in result["reason"]
+        local = Path(result["local_path"])
+        assert local.is_relative_to(world.app.state_dir / "quarantine" / "typesetting" / "plain")
+        assert not local.name.startswith(("-", ".")) and "\x1b" not in local.name
+        assert local.read_bytes() == kept[name]
+        row = world.app.store.find_intake("plain", item.path, item.size, item.mtime)
+        assert row is not None and row.outcome is IntakeOutcome.QUARANTINED
+        assert row.reason == result["reason"] and row.sha256 == _sha(kept[name])
+
+
+async def test_a_terminal_fetch_error_leaves_the_remote_file_and_a_failed_row(
+    world: World,
+) -> None:
+    if "locked" not in world.folders:
+        pytest.skip("the chroot account (a user other than the file's owner) needs root")
+    path = world.folders["locked"] / "statement.csv"
+    data = _put(path, 2000, age_s=30)
+    path.chmod(0o000)  # the partner's account may list it but not read it
+    report = await world.poll("locked-in")
+    assert [Path(f.path).name for f in report.taken] == ["statement.csv"]
+    workflow_id = report.taken[0].workflow_id or ""
+    result = await world.result(workflow_id)
+    assert "error" in result and "statement.csv" in result["error"]
+
+    [row] = world.rows("locked")
+    assert row.outcome is IntakeOutcome.FAILED
+    assert row.reason and "ermission" in row.reason
+    assert row.local_path is None and row.sha256 is None
+    path.chmod(0o600)
+    assert path.read_bytes() == data  # post_action "delete" never ran
+    client = EngineClient(world.app.engine_settings())
+    try:
+        assert client.status(workflow_id) == "ERROR"
+    finally:
+        client.close()
+    # The next poll does not take it again: the failure is on the record, and
+    # 'consonance-sftp retry' runs it again once the cause is fixed.
+    again = await world.poll("locked-in")
+    assert again.taken == [] and len(again.known) == 1
+
+
+async def test_a_done_marker_decides_and_the_post_action_deletes(world: World) -> None:
+    inbox = world.folders["marked"]
+    data = _put(inbox / "sales-2026-11.csv", 4000)
+    early = await world.poll("sales")
+    assert [(f.path, f.reason) for f in early.unstable] == [
+        (str(inbox / "sales-2026-11.csv"), "no done marker yet")
+    ]
+    (inbox / "sales-2026-11.csv.done").write_text("")
+    report = await world.poll("sales")
+    assert [f.path for f in report.taken] == [str(inbox / "sales-2026-11.csv")]
+    result = await world.result(report.taken[0].workflow_id or "")
+    assert result["post_action"] == "delete"
+    assert not (inbox / "sales-2026-11.csv").exists()
+    assert Path(result["local_path"]).read_bytes() == data
+    assert Path(result["local_path"]).is_relative_to(world.app.state_dir / "inbox" / "sales")
+    after = await world.poll("sales")  # the leftover marker is never taken as a file
+    assert after.taken == [] and after.unstable == [] and after.ignored == []
+
+
+async def test_pauses_windows_and_a_changed_host_key_hold_the_poll(world: World) -> None:
+    _put(world.folders["pinned"] / "x.pdf", 10, age_s=30)
+    report = await world.poll("pinned-in")
+    assert report.taken == [] and "pinned" in report.errors
+    assert "host key" in report.errors["pinned"].lower()
+    alerts = world.app.store.list_alerts(partner="pinned", kind="host_key_mismatch")
+    assert len(alerts) == 1
+    again = await world.poll("pinned-in")
+    assert again.errors == {} and again.held == {"pinned": "partner 'pinned' is paused"}
+
+    controls = Controls(world.app)
+    controls.set("flow", "typesetting", paused=True, by="test", reason="maintenance")
+    try:
+        held = await world.poll("typesetting")
+    finally:
+        controls.set("flow", "typesetting", paused=False, by="test", reason="done")
+    assert held.held == {"plain": "flow 'typesetting' is paused"} and held.taken == []
+    assert held.summary()["held"] == {"plain": "flow 'typesetting' is paused"}
