@@ -41,7 +41,7 @@ from consonance_sftp.engine import (
     StoreLedger,
 )
 from consonance_sftp.engine.contracts import Fence
-from consonance_sftp.engine.schedules import ensure_schedule
+from consonance_sftp.engine.schedules import FlowSchedule
 from consonance_sftp.errors import (
     ConnectionLost,
     IntegrityError,
@@ -345,12 +345,18 @@ class TeeAlerts:
 
 
 _EVENTS: EventLog | None = None
+_HOLD_FIRST_TICK_S = 0.0
 
 
-@DBOS.workflow(name="test.tick")
-async def tick(scheduled_at: datetime, context: Any) -> None:
+async def run_tick(flow: str, scheduled_at: datetime) -> dict[str, Any]:
+    """The flow runner this worker binds: what the service's ``run_tick`` is in production."""
     assert _EVENTS is not None
-    _EVENTS.write("tick", tick=scheduled_at.isoformat(), workflow=DBOS.workflow_id)
+    _EVENTS.write("tick_start", flow=flow, tick=scheduled_at.isoformat())
+    first = len([e for e in read_events(_EVENTS.path) if e["ev"] == "tick_start"]) == 1
+    if first and _HOLD_FIRST_TICK_S:
+        await asyncio.sleep(_HOLD_FIRST_TICK_S)  # the test kills the process meanwhile
+    _EVENTS.write("tick", flow=flow, tick=scheduled_at.isoformat())
+    return {"flow": flow, "tick": scheduled_at.isoformat()}
 
 
 def settings_from(cfg: dict[str, Any]) -> EngineSettings:
@@ -374,9 +380,10 @@ def settings_from(cfg: dict[str, Any]) -> EngineSettings:
 
 
 async def main(cfg: dict[str, Any]) -> None:
-    global _EVENTS
+    global _EVENTS, _HOLD_FIRST_TICK_S
     events = EventLog(cfg["events"], cfg["executor_id"])
     _EVENTS = events
+    _HOLD_FIRST_TICK_S = float(cfg.get("hold_first_tick_s", 0))
     if cfg.get("code_change"):
         # A new release: one more workflow changes the source hash DBOS would use as version.
         @DBOS.workflow(name="test.added_in_v2")
@@ -395,6 +402,7 @@ async def main(cfg: dict[str, Any]) -> None:
     engine = Engine(
         settings_from(cfg), transport=FolderTransport(cfg, events), ledger=ledger, alerts=alerts
     )
+    engine.bind_flow_runner(run_tick)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     server = asyncio.create_task(engine.run_until_signal(stop))
@@ -405,7 +413,8 @@ async def main(cfg: dict[str, Any]) -> None:
     for cap in cfg.get("caps", []):
         await asyncio.to_thread(engine.ensure_delivery_queue, int(cap))
     if "schedule" in cfg:
-        await asyncio.to_thread(ensure_schedule, "test-tick", tick, cfg["schedule"])
+        schedule = {"tick-test": FlowSchedule(cfg["schedule"])}
+        await asyncio.to_thread(engine.ensure_flow_schedules, schedule)
     for item in cfg.get("enqueue_on_start", []):
         # The in-process path ``serve`` uses (flows enqueue through the running engine).
         req = DeliveryRequest.from_dict(item["request"])

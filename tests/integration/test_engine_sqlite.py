@@ -346,3 +346,32 @@ def test_engine_enqueues_in_process_and_duplicates_attach(
     assert len(client.statuses()) == 2
     assert len(events_of(cfg, "upload_start")) == 2
     client.close()
+
+
+@pytest.mark.slow
+def test_kill9_mid_tick_resumes_the_tick_after_restart(
+    tmp_path: Path, base_cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """A flow's tick is a DBOS workflow: killed while it runs, it is recovered when the process
+    comes back and completes; no tick is lost and none completes twice."""
+    cfg = {**base_cfg, "schedule": "*/2 * * * * *", "hold_first_tick_s": 60}
+    w1 = start(workers, cfg, tmp_path)
+    wait_for(lambda: events_of(cfg, "tick_start"), 20, "the first tick to start")
+    w1.kill9()
+    (killed,) = events_of(cfg, "tick_start")
+    assert events_of(cfg, "tick") == []
+
+    start(workers, cfg, tmp_path)  # same executor ID: DBOS recovers the pending tick
+    wait_for(
+        lambda: any(e["tick"] == killed["tick"] for e in events_of(cfg, "tick")),
+        30,
+        "the killed tick to complete",
+    )
+    wait_for(lambda: len(events_of(cfg, "tick")) >= 3, 30, "later ticks")
+    done = [e["tick"] for e in events_of(cfg, "tick")]
+    assert len(done) == len(set(done)), "a tick completed twice"
+    assert [e["tick"] for e in events_of(cfg, "tick_start")].count(killed["tick"]) == 2
+    client = EngineClient(settings_from(cfg))
+    statuses = client.statuses(prefix=f"sched-flow:tick-test-{killed['tick']}")
+    client.close()
+    assert list(statuses.values()) == ["SUCCESS"]

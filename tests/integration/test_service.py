@@ -1,11 +1,12 @@
-"""The service in-process against the sandbox: schedules tick each flow once per tick, an ONIX
-feed goes through the engine to the partner's SFTP folder on the first tick and nothing is sent
-again while nothing changed, a paused flow's ticks run nothing, and a kind without an
-implementation is refused with a hint."""
+"""The service in-process against the sandbox: each flow's DBOS schedule ticks once per tick, an
+ONIX feed goes through the engine to the partner's SFTP folder on the first tick and nothing is
+sent again while nothing changed, a paused flow's ticks run nothing, the same tick enqueued twice
+runs once, and a kind without an implementation is refused with a hint."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +17,12 @@ from consonance_sftp.app import App
 from consonance_sftp.app.service import FlowNotAvailable, Service
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.engine import EngineClient, FlowSchedule
 from consonance_sftp.sandbox.services import sandbox_services
 
 ONIX = "onix-distributor"
 EVERY_S = 2
+EVERY_2_S = "*/2 * * * * *"  # DBOS cron: six fields, seconds first
 
 
 def _free_port() -> int:
@@ -27,14 +30,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _every(seconds: int):  # type: ignore[no-untyped-def]
-    def next_after(moment: datetime) -> datetime:
-        epoch = int(moment.timestamp()) // seconds * seconds + seconds
-        return datetime.fromtimestamp(epoch, UTC)
-
-    return next_after
 
 
 @pytest.fixture
@@ -52,7 +47,7 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
             service.serve(
                 stop=stop,
                 poll_interval_s=3600,
-                schedule_overrides={ONIX: _every(EVERY_S)},
+                schedule_overrides={ONIX: EVERY_2_S},
             )
         )
         await asyncio.sleep(9)
@@ -88,8 +83,8 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
 
 async def test_kind_without_implementation_is_refused_with_a_hint(app: App) -> None:
     with pytest.raises(FlowNotAvailable) as caught:
-        await Service(app).plan("design-intake")
-    assert "intake" in str(caught.value)
+        await Service(app).plan("nightly-archive")
+    assert "archive" in str(caught.value)
     assert caught.value.hint and "Implemented kinds" in caught.value.hint
 
 
@@ -107,49 +102,85 @@ def test_paused_partner_is_recorded_with_who_and_why(app: App) -> None:
     assert timedelta(0) <= datetime.now(UTC) - events[0].ts < timedelta(minutes=1)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_tick_is_claimed_by_one_process_only(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """The claim behind "each tick runs once across processes": many stores (as many
-    processes would have) race for the same ticks; each tick has exactly one winner."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from consonance_sftp.adapters.store import open_store
-
-    url = (
-        f"sqlite:///{tmp_path}/claims.db"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    stores = [open_store(url) for _ in range(4)]
-    try:
-        ticks = [f"schedule.feed.2026-11-24T10:{m:02d}:00+00:00" for m in range(10)]
-        jobs = [(s, t) for t in ticks for s in stores]
-        with ThreadPoolExecutor(8) as pool:
-            won = list(pool.map(lambda job: job[0].claim_watermark(job[1], "x"), jobs))
-        per_tick = {
-            t: sum(w for (_s, tt), w in zip(jobs, won, strict=True) if tt == t) for t in ticks
-        }
-        assert per_tick == {t: 1 for t in ticks}
-        assert stores[0].claim_watermark(ticks[0], "again") is False
-        assert stores[1].get_watermark(ticks[0]) == "x"
-    finally:
-        for s in stores:
-            s.close()
-
-
 async def test_the_same_tick_twice_runs_once(app: App) -> None:
+    """Ticks are DBOS workflows named after the schedule and the tick time: enqueuing the same
+    ticks again (as a second process, or a backfill after an outage, would) runs nothing more,
+    and a tick that ran is on the record once, with what it did."""
     from consonance_sftp.app.runner import DeliveryRunner
 
     service = Service(app)
     await asyncio.to_thread(
         service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
-    tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-    runner = DeliveryRunner(app)  # not entered: a paused flow never reaches it
-    await service.scheduled_tick(ONIX, tick, runner)
-    await service.scheduled_tick(ONIX, tick, runner)
-    await service.scheduled_tick(ONIX, tick + timedelta(days=1), runner)
-    ticks = [e.details["tick"] for e in app.store.list_audit(action="flow.tick")]
-    assert sorted(ticks) == [tick.isoformat(), (tick + timedelta(days=1)).isoformat()]
+    runner = DeliveryRunner(app, executor=True)
+    runner.flow_runner = functools.partial(service.run_tick, runner=runner)
+    async with runner:
+        engine = runner.engine
+        assert engine is not None
+        # A daily schedule that will not fire by itself during the test.
+        await asyncio.to_thread(
+            engine.ensure_flow_schedules, {ONIX: FlowSchedule("0 6 * * *", "Europe/London")}
+        )
+        start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+        end = start + timedelta(days=3)
+        first = await asyncio.to_thread(engine.backfill_flow, ONIX, start, end)
+        again = await asyncio.to_thread(engine.backfill_flow, ONIX, start, end)
+        assert first == again and len(first) == 3
+        results = [await engine.result(w, 30) for w in first]
+    ticks = sorted(str(e.details["tick"]) for e in app.store.list_audit(action="flow.tick"))
+    # 06:00 in London is 06:00 UTC in November: the time zone is applied, once per tick.
+    assert ticks == [f"2026-11-{d}T06:00:00+00:00" for d in (21, 22, 23)]
+    assert [r["skipped"] for r in results] == [f"flow {ONIX!r} is paused"] * 3
+
+
+async def test_removed_flow_stops_ticking(app: App) -> None:
+    from consonance_sftp.app.runner import DeliveryRunner
+
+    runner = DeliveryRunner(app, executor=True)
+    async with runner:
+        engine = runner.engine
+        assert engine is not None
+        every_day = FlowSchedule("0 6 * * *")
+        await asyncio.to_thread(engine.ensure_flow_schedules, {ONIX: every_day, "gone": every_day})
+        changed = await asyncio.to_thread(engine.ensure_flow_schedules, {ONIX: every_day})
+        assert changed == ["flow:gone"]
+        assert await asyncio.to_thread(engine.ensure_flow_schedules, {ONIX: every_day}) == []
+
+
+async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(app: App) -> None:
+    """Retention: finished workflows leave DBOS's history after the retention period; a failed
+    one stays (with its reason) for an operator to act on; our own records are untouched."""
+    from consonance_sftp.app.runner import DeliveryRunner
+    from consonance_sftp.engine import prune_history
+
+    service = Service(app)
+    await asyncio.to_thread(
+        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+    )
+    archive = "nightly-archive"  # a kind this release cannot run: its tick fails
+    runner = DeliveryRunner(app, executor=True)
+    runner.flow_runner = functools.partial(service.run_tick, runner=runner)
+    async with runner:
+        engine = runner.engine
+        assert engine is not None
+        daily = FlowSchedule("0 6 * * *")
+        await asyncio.to_thread(engine.ensure_flow_schedules, {ONIX: daily, archive: daily})
+        start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+        ok = await asyncio.to_thread(engine.backfill_flow, ONIX, start, start + timedelta(days=2))
+        failed = await asyncio.to_thread(
+            engine.backfill_flow, archive, start, start + timedelta(days=1)
+        )
+        for w in ok:
+            await engine.result(w, 30)
+        with pytest.raises(FlowNotAvailable):
+            await engine.result(failed[0], 30)
+
+        # Nothing is older than a day yet; then, seen from two days on, the finished ones are.
+        assert await asyncio.to_thread(prune_history, timedelta(days=1)) == 0
+        later = datetime.now(UTC) + timedelta(days=2)
+        assert await asyncio.to_thread(prune_history, timedelta(days=1), now=later) == 2
+        client = EngineClient(app.engine_settings())
+        left = client.statuses(prefix="sched-flow:")
+        client.close()
+    assert left == {failed[0]: "ERROR"}
+    assert len(app.store.list_audit(action="flow.tick")) == 3  # the record stays

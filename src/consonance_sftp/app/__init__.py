@@ -18,8 +18,10 @@ from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
+from consonance_sftp.app.inbox import SftpIngestTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
+from consonance_sftp.engine.ingest import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import ConfigError, ConfigProblem, HostKeyMismatch
 from consonance_sftp.models import Alert, AlertSeverity
@@ -97,6 +99,7 @@ class App:
             heartbeat_interval_s=e.heartbeat_interval_s,
             takeover_after_s=e.takeover_after_s,
             shutdown_grace_s=e.shutdown_grace_s,
+            history_retention_s=e.history_retention_days * 86400.0 or None,
             retry=RetryPolicy(
                 max_attempts=e.retry_max_attempts,
                 initial_interval_s=e.retry_initial_interval_s,
@@ -108,8 +111,10 @@ class App:
         self, *, executor_id: str | None = None, progress: ProgressSink | None = None
     ) -> Engine:
         """The executor of this process: deliveries go through the SFTP adapter, outcomes
-        into the store's ledger, alerts into the store. On PostgreSQL the partners'
-        connection caps hold across every process through the engine's budget."""
+        into the store's ledger, alerts into the store; inbox files are taken in through the
+        SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the intake ledger. On
+        PostgreSQL the partners' connection caps hold across every process through the
+        engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         engine = Engine(
@@ -117,6 +122,10 @@ class App:
             transport=transport,
             ledger=StoreLedger(self.store),
             alerts=self.store,
+            ingest_transport=SftpIngestTransport(
+                self.remote_fs, self.state_dir, self.host_key_changed, progress
+            ),
+            intake_ledger=StoreIntakeLedger(self.store),
         )
         shared = engine.connection_budget()
         if shared is not None:

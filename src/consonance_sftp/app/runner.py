@@ -27,8 +27,10 @@ from consonance_sftp.engine import (
     EngineClient,
     Fence,
     FileToSend,
+    FlowRunner,
     RemoteFileState,
 )
+from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.models import DeliveryOutcome
 from consonance_sftp.ports.store import Store
@@ -221,10 +223,14 @@ class DeliveryRunner:
         progress: ProgressSink | None = None,
         quiet: bool = False,
         executor: bool | None = None,
+        executor_id: str | None = None,
     ) -> None:
         """``executor``: True to be this process's executor whatever else runs (``serve``),
-        None to decide (in-process only when no executor holds the SQLite engine file)."""
+        None to decide (in-process only when no executor holds the SQLite engine file).
+        ``flow_runner``, set before entering, is what this executor runs when a flow ticks."""
         self.app = app
+        self.executor_id = executor_id
+        self.flow_runner: FlowRunner | None = None
         self.quiet = quiet
         self.executor = executor
         self.controls = Controls(app)
@@ -236,7 +242,12 @@ class DeliveryRunner:
         if not self.executor and executor_running(self.app):
             self.client = EngineClient(self.app.engine_settings())
         else:
-            self.engine = with_resends(self.app.engine(progress=self.progress), self.app.store)
+            self.engine = with_resends(
+                self.app.engine(executor_id=self.executor_id, progress=self.progress),
+                self.app.store,
+            )
+            if self.flow_runner is not None:
+                self.engine.bind_flow_runner(self.flow_runner)
             await asyncio.to_thread(self.engine.launch)
             if self.quiet:
                 # A one-shot command reports a failed delivery as one line with its reason (and
@@ -268,6 +279,16 @@ class DeliveryRunner:
                 self.client.enqueue_delivery, request, max_connections=cap
             )
         return Enqueued(wid, request)
+
+    async def submit_ingest(self, request: IngestRequest) -> str:
+        """Enqueue taking one inbox file in (``app.inbox.poll_inbox`` checks pauses and
+        windows before it lists); return the workflow ID. The same file version again
+        attaches to its workflow."""
+        cap = self.app.partner_config(request.partner).max_connections
+        if self.engine is not None:
+            return await self.engine.enqueue_ingest(request, max_connections=cap)
+        assert self.client is not None
+        return await asyncio.to_thread(self.client.enqueue_ingest, request, max_connections=cap)
 
     def _record_held(self, request: DeliveryRequest, reason: str) -> None:
         self.app.store.append_audit(

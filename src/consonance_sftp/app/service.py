@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,13 +46,16 @@ from consonance_sftp.config import FlowConfig
 from consonance_sftp.config.flows import (
     FlowBase,
     FormatsFlow,
+    IntakeFlow,
     MarketingFlow,
     OnixFeedFlow,
     ProductionFlow,
+    SalesInFlow,
 )
 from consonance_sftp.engine import (
     DeliveryRequest,
     FileToSend,
+    FlowSchedule,
 )
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport
@@ -66,6 +70,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SCOPES = ("partner", "flow")
+INBOUND_FLOWS = (IntakeFlow, SalesInFlow)
+"""Flow kinds triggered by files arriving in partners' inboxes (polled on their schedule)."""
 
 
 # --- planned runs and the dispatch table ---------------------------------------------------
@@ -375,7 +381,10 @@ class Service:
         force_full: bool = False,
         test: bool = False,
         dry_run: bool = False,
+        now: datetime | None = None,
     ) -> PlannedRun:
+        """What a run of the flow would send. ``now`` (a schedule's tick time) makes the plan
+        repeatable: message headers and file names that carry a time use it."""
         flow = self.flow(name)
         if not flow.enabled:
             raise ConsonanceSftpError(
@@ -383,11 +392,12 @@ class Service:
                 hint=f"Set enabled = true under [flows.{name}].",
             )
         preparer = preparer_for(name, flow)
+        now = now or datetime.now(UTC)
         if api is not None:
-            ctx = FlowContext(self.app, api, datetime.now(UTC), force_full, test, dry_run)
+            ctx = FlowContext(self.app, api, now, force_full, test, dry_run)
             return await preparer(ctx, name, flow, isbns, event)
         async with self.app.consonance() as client:
-            ctx = FlowContext(self.app, client, datetime.now(UTC), force_full, test, dry_run)
+            ctx = FlowContext(self.app, client, now, force_full, test, dry_run)
             return await preparer(ctx, name, flow, isbns, event)
 
     def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
@@ -414,10 +424,11 @@ class Service:
         progress: ProgressSink | None = None,
         force_full: bool = False,
         test: bool = False,
+        now: datetime | None = None,
     ) -> RunOutcome:
         """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing."""
         planned = await self.plan(
-            name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run
+            name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run, now=now
         )
         outcome = RunOutcome(planned)
         if dry_run:
@@ -492,37 +503,63 @@ class Service:
             await self.on_events(report.events, runner, api)
         return report
 
-    async def scheduled_tick(
-        self, name: str, tick: datetime, runner: DeliveryRunner
-    ) -> RunOutcome | None:
-        """One tick of a flow's schedule. The tick is claimed in our store first (an insert
-        that only one process can make), so it runs once however many processes see it."""
-        claim = f"schedule.{name}.{tick.astimezone(UTC).isoformat()}"
-        won = await asyncio.to_thread(
-            self.app.store.claim_watermark, claim, datetime.now(UTC).isoformat()
-        )
-        if not won:
-            return None
+    async def run_tick(
+        self, name: str, tick: datetime, *, runner: DeliveryRunner
+    ) -> dict[str, Any]:
+        """What one tick of a flow's schedule does (the engine's flow runner): an inbound flow
+        looks into its partners' inboxes; an outbound flow runs as of the tick time, so a tick
+        re-run after a crash plans the same packages and attaches to the same deliveries.
+
+        Errors propagate: the tick's workflow then ends failed with the reason (``status``
+        shows it, ``retry`` runs it again); the next tick comes regardless."""
+        summary: dict[str, Any] = {"flow": name, "tick": tick.isoformat()}
+        flow = self.app.settings.flows.get(name)
+        if flow is None or not flow.enabled:
+            return {**summary, "skipped": "no longer an enabled flow in the config"}
         await asyncio.to_thread(
-            self.app.store.append_audit,
-            "schedule",
-            "flow.tick",
-            f"flow:{name}",
-            {"tick": tick.isoformat()},
+            self.app.store.append_audit, "schedule", "flow.tick", f"flow:{name}", summary
         )
-        if self.controls.is_paused("flow", name):
-            return None
-        try:
-            return await self.run_flow(
-                name, trigger=f"schedule:{tick.isoformat()}", runner=runner, wait=True
-            )
-        except ConsonanceSftpError as exc:
-            log.warning("scheduled run of %s at %s: %s", name, tick.isoformat(), exc)
-            return None
-        except Exception:
-            # The next tick must still come: one failed run does not end the flow's schedule.
-            log.exception("scheduled run of %s at %s failed unexpectedly", name, tick.isoformat())
-            return None
+        if await asyncio.to_thread(self.controls.is_paused, "flow", name):
+            return {**summary, "skipped": f"flow {name!r} is paused"}
+        trigger = f"schedule:{tick.isoformat()}"
+        if isinstance(flow, INBOUND_FLOWS):
+            from consonance_sftp.app.inbox import poll_inbox
+
+            report = await poll_inbox(self.app, runner, name, flow, trigger=trigger)
+            return {**summary, "inbox": report.summary()}
+        outcome = await self.run_flow(name, trigger=trigger, runner=runner, wait=True, now=tick)
+        return {
+            **summary,
+            "deliveries": sorted(outcome.results),
+            "held": [h.reason for h in outcome.held],
+            "failed": {w: r["error"] for w, r in outcome.results.items() if "error" in r},
+        }
+
+    def flow_schedules(self, overrides: dict[str, str] | None = None) -> dict[str, FlowSchedule]:
+        """Each enabled flow's schedule as the engine declares it: its cron (inbound flows:
+        every ``poll_interval``), or a test's override (a six-field cron with seconds)."""
+        wanted: dict[str, FlowSchedule] = {}
+        for name, flow in self.app.settings.flows.items():
+            if not flow.enabled:
+                continue
+            if overrides and name in overrides:
+                when = FlowSchedule(overrides[name])
+            elif flow.schedule is not None:
+                when = FlowSchedule(flow.schedule.cron, flow.schedule.timezone)
+            elif isinstance(flow, INBOUND_FLOWS):
+                when = FlowSchedule(flow.poll_cron())
+            else:
+                continue
+            if flow.kind not in PREPARERS and not isinstance(flow, INBOUND_FLOWS):
+                log.warning(
+                    "flow %s is scheduled but its kind (%s) cannot run in this release; "
+                    "its schedule is not started",
+                    name,
+                    flow.kind,
+                )
+                continue
+            wanted[name] = when
+        return wanted
 
     async def serve(
         self,
@@ -530,11 +567,17 @@ class Service:
         stop: asyncio.Event,
         poll_interval_s: float = 60.0,
         reconcile_every: timedelta = timedelta(hours=24),
-        schedule_overrides: dict[str, Callable[[datetime], datetime]] | None = None,
+        schedule_overrides: dict[str, str] | None = None,
         on_ready: Callable[[], None] | None = None,
+        triggers: bool = True,
+        executor_id: str | None = None,
     ) -> None:
         """Run the engine, the poller, the schedules and the release of held deliveries until
-        ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown)."""
+        ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown).
+
+        ``triggers=False`` is a scale-out ``worker``: an executor that runs queued deliveries
+        and flow ticks (any executor may dequeue a tick) but polls nothing and declares no
+        schedules."""
         # Always this process's own executor: on PostgreSQL it joins the workers; on SQLite
         # a second one on the same file is refused at once.
         if not self.app.engine_settings().is_postgres and executor_running(self.app):
@@ -542,31 +585,25 @@ class Service:
                 "another process already runs the engine on this SQLite file",
                 hint="Stop the other 'serve' first (one executor per SQLite file).",
             )
-        async with DeliveryRunner(self.app, executor=True) as runner:
+        runner = DeliveryRunner(self.app, executor=True, executor_id=executor_id)
+        # Bound before the engine launches: launching resumes ticks a crash left pending.
+        runner.flow_runner = functools.partial(self.run_tick, runner=runner)
+        async with runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
             # client) are dequeued only from queues this executor has registered.
             for cap in sorted({p.max_connections for p in self.app.settings.partners.values()}):
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
-            tasks = [
-                asyncio.create_task(self._poller(stop, runner, poll_interval_s, reconcile_every)),
-                asyncio.create_task(self._releaser(stop, runner)),
-            ]
-            for name, flow in self.app.settings.flows.items():
-                nxt: Callable[[datetime], datetime] | None = None
-                if schedule_overrides and name in schedule_overrides:
-                    nxt = schedule_overrides[name]
-                elif flow.schedule is not None and flow.enabled:
-                    nxt = flow.schedule.next_after
-                if nxt is not None and flow.kind not in PREPARERS:
-                    log.warning(
-                        "flow %s is scheduled but its kind (%s) cannot run in this release; "
-                        "its schedule is not started",
-                        name,
-                        flow.kind,
-                    )
-                elif nxt is not None:
-                    tasks.append(asyncio.create_task(self._scheduler(stop, runner, name, nxt)))
+            tasks = []
+            if triggers:
+                wanted = self.flow_schedules(schedule_overrides)
+                await asyncio.to_thread(runner.engine.ensure_flow_schedules, wanted)
+                tasks = [
+                    asyncio.create_task(
+                        self._poller(stop, runner, poll_interval_s, reconcile_every)
+                    ),
+                    asyncio.create_task(self._releaser(stop, runner)),
+                ]
             if on_ready is not None:
                 on_ready()
             await stop.wait()
@@ -606,24 +643,6 @@ class Service:
                 log.exception("releasing held deliveries failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-
-    async def _scheduler(
-        self,
-        stop: asyncio.Event,
-        runner: DeliveryRunner,
-        name: str,
-        next_after: Callable[[datetime], datetime],
-    ) -> None:
-        tick = next_after(datetime.now(UTC))
-        while not stop.is_set():
-            delay = (tick - datetime.now(UTC)).total_seconds()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
-                    return
-            await self.scheduled_tick(name, tick, runner)
-            tick = next_after(max(tick, datetime.now(UTC)))
 
 
 def _user() -> str:

@@ -233,11 +233,10 @@ def _controls_and_schedules(app: App) -> None:
         console.print("nothing paused")
     now = datetime.now(UTC)
     sched = Table("flow", "cron", "timezone", "next tick", title="schedules", title_justify="left")
-    for name, f in app.settings.flows.items():
-        if f.schedule is not None and f.enabled:
-            sched.add_row(
-                name, f.schedule.cron, f.schedule.timezone, f.schedule.next_after(now).isoformat()
-            )
+    from consonance_sftp.app.service import Service
+
+    for name, tick in Service(app).flow_schedules().items():
+        sched.add_row(name, tick.cron, tick.timezone, tick.next_after(now).isoformat())
     console.print(sched)
 
 

@@ -10,6 +10,7 @@ it holds the engine file.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,7 +25,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.app.service import RunOutcome
+    from consonance_sftp.app.service import RunOutcome, Service
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -152,29 +153,19 @@ def serve(
     app = _app()
     service = Service(app)
 
-    async def main() -> None:
-        import signal
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        def ready() -> None:
-            console.print(
-                f"serving: executor {app.engine_settings().executor_id}, "
-                f"{len(app.settings.flows)} flows, poll every {poll_interval:g} s",
-                soft_wrap=True,
-            )
-
-        await service.serve(
-            stop=stop,
-            poll_interval_s=poll_interval,
-            reconcile_every=timedelta(hours=reconcile_hours),
-            on_ready=ready,
+    def ready() -> None:
+        console.print(
+            f"serving: executor {app.engine_settings().executor_id}, "
+            f"{len(app.settings.flows)} flows, poll every {poll_interval:g} s",
+            soft_wrap=True,
         )
 
-    asyncio.run(main())
+    _until_signal(
+        service,
+        poll_interval_s=poll_interval,
+        reconcile_every=timedelta(hours=reconcile_hours),
+        on_ready=ready,
+    )
     console.print("stopped (in-flight deliveries resume on the next start)")
 
 
@@ -191,22 +182,28 @@ def worker(
             "'worker' is for PostgreSQL; this config's engine database is SQLite",
             hint="On SQLite run one 'consonance-sftp serve' (one executor per SQLite file).",
         )
-    from consonance_sftp.app.service import with_resends
+    from consonance_sftp.app.service import Service
 
-    engine = with_resends(app.engine(executor_id=executor_id), app.store)
-    caps = sorted({p.max_connections for p in app.settings.partners.values()})
+    def ready() -> None:
+        console.print(f"worker {settings.executor_id} started", soft_wrap=True)
+
+    # An executor only: deliveries and flow ticks from the queues; 'serve' polls Consonance
+    # and the inboxes through the schedules it declares.
+    _until_signal(Service(app), on_ready=ready, triggers=False, executor_id=executor_id)
+    console.print(f"worker {settings.executor_id} stopped")
+
+
+def _until_signal(service: Service, **options: Any) -> None:
+    """Run ``service.serve`` until SIGTERM/SIGINT, then stop at a resumable point."""
 
     async def main() -> None:
-        await asyncio.to_thread(engine.launch)
-        # Work enqueued through the DBOS client (run, resend, other processes) is dequeued
-        # only from the queues this executor has registered: one per connection cap.
-        for cap in caps:
-            await asyncio.to_thread(engine.ensure_delivery_queue, cap)
-        console.print(f"worker {settings.executor_id} started", soft_wrap=True)
-        await engine.run_until_signal()  # already launched: waits for SIGTERM, then drains
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.serve(stop=stop, **options)
 
     asyncio.run(main())
-    console.print(f"worker {settings.executor_id} stopped")
 
 
 def register(app: typer.Typer) -> None:

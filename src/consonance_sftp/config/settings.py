@@ -391,6 +391,13 @@ class EngineConfig(StrictModel):
     retry_backoff_rate: float = Field(
         default=2.0, ge=1, description="Each retry waits this many times longer than the last."
     )
+    history_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days the engine keeps finished workflows (their steps and outputs) in its "
+        "own database; 0 keeps them forever. Pending and failed work is never pruned, and the "
+        "delivery ledger and audit trail are not affected.",
+    )
 
 
 class LoggingSettings(StrictModel):

@@ -19,8 +19,9 @@ from .contracts import (
 )
 from .ids import delivery_queue_name, delivery_workflow_id
 from .ledger import StoreLedger
+from .retention import prune_history
 from .runtime import Engine, EngineClient, dbos_config
-from .schedules import ensure_schedule
+from .schedules import FlowRunner, FlowSchedule, ensure_schedule
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "EngineSettings",
     "Fence",
     "FileToSend",
+    "FlowRunner",
+    "FlowSchedule",
     "LogAlertSink",
     "PostgresConnectionBudget",
     "RemoteFileState",
@@ -44,4 +47,5 @@ __all__ = [
     "delivery_queue_name",
     "delivery_workflow_id",
     "ensure_schedule",
+    "prune_history",
 ]

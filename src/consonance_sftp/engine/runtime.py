@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
@@ -23,11 +24,22 @@ from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 
-from . import delivery
+from . import delivery, ingest, schedules
 from .budget import PostgresConnectionBudget
-from .contracts import AlertSink, DeliveryLedger, DeliveryRequest, DeliveryTransport, LogAlertSink
-from .ids import delivery_queue_name, delivery_workflow_id
+from .contracts import (
+    AlertSink,
+    DeliveryLedger,
+    DeliveryRequest,
+    DeliveryTransport,
+    IngestHandler,
+    IngestRequest,
+    IngestTransport,
+    IntakeLedger,
+    LogAlertSink,
+)
+from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
 from .lease import ExecutorLease, make_lease
+from .retention import HistoryPruner
 from .settings import EngineSettings
 from .takeover import TakeoverScanner
 
@@ -77,6 +89,18 @@ def _queue_kwargs(settings: EngineSettings, max_connections: int) -> dict[str, A
     }
 
 
+def _ingest_options(settings: EngineSettings, request: IngestRequest, queue: str) -> EnqueueOptions:
+    return {
+        "workflow_name": ingest.INGEST_WORKFLOW,
+        "queue_name": queue,
+        "workflow_id": ingest_workflow_id(
+            request.flow, request.partner, request.remote_path, request.size, request.mtime
+        ),
+        "queue_partition_key": request.partner,
+        "app_version": settings.application_version,
+    }
+
+
 class Engine:
     """One executor process. Not re-entrant: one ``Engine`` per process (DBOS is a singleton)."""
 
@@ -88,13 +112,21 @@ class Engine:
         ledger: DeliveryLedger,
         alerts: AlertSink | None = None,
         on_fenced: Callable[[str], None] | None = None,
+        ingest_transport: IngestTransport | None = None,
+        intake_ledger: IntakeLedger | None = None,
+        ingest_handlers: dict[str, IngestHandler] | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.ledger = ledger
+        self.ingest_transport = ingest_transport
+        self.intake_ledger = intake_ledger
+        self.ingest_handlers = dict(ingest_handlers or {})
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
         self.scanner: TakeoverScanner | None = None
+        self.pruner: HistoryPruner | None = None
+        self._flow_runner: tuple[schedules.FlowRunner, asyncio.AbstractEventLoop] | None = None
         self._queues: set[str] = set()
         self._budget: PostgresConnectionBudget | None = None
         self._queue_lock = threading.Lock()
@@ -123,6 +155,19 @@ class Engine:
                     executor_id=self.settings.executor_id,
                 )
             )
+            if self._flow_runner is not None:
+                schedules.bind_flow_runner(*self._flow_runner, self.settings.retry)
+            if self.ingest_transport is not None and self.intake_ledger is not None:
+                ingest.bind_dependencies(
+                    ingest.Dependencies(
+                        transport=self.ingest_transport,
+                        ledger=self.intake_ledger,
+                        fence=self.lease.fence,
+                        retry=self.settings.retry,
+                        executor_id=self.settings.executor_id,
+                        handlers=self.ingest_handlers,
+                    )
+                )
             if not self.settings.is_postgres:
                 prepare_sqlite(self.settings.sqlite_path)
             DBOS(config=dbos_config(self.settings))
@@ -133,6 +178,9 @@ class Engine:
         if self.settings.is_postgres:
             self.scanner = TakeoverScanner(self.settings, self.alerts)
             self.scanner.start()
+        if self.settings.history_retention_s is not None:
+            self.pruner = HistoryPruner(timedelta(seconds=self.settings.history_retention_s))
+            self.pruner.start()
         self._launched = True
         log.info(
             "engine started",
@@ -155,6 +203,8 @@ class Engine:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         if self.scanner is not None:
             self.scanner.stop()
+        if self.pruner is not None:
+            self.pruner.stop()
         DBOS.destroy(workflow_completion_timeout_sec=int(grace))
         # Only then give the lease up: from here another executor may take over what is left.
         self.lease.fence.close()
@@ -162,6 +212,8 @@ class Engine:
             self._budget.close_blocking()
         self.lease.stop()
         delivery.bind_dependencies(None)
+        ingest.bind_dependencies(None)
+        schedules.bind_flow_runner(None)
         self._launched = False
 
     async def aclose(self, grace_s: float | None = None) -> None:
@@ -196,6 +248,28 @@ class Engine:
             self._budget = PostgresConnectionBudget(self.settings.system_database_url)
         return self._budget
 
+    # --- flow schedules ------------------------------------------------------------------------
+
+    def bind_flow_runner(self, runner: schedules.FlowRunner) -> None:
+        """What this process runs when a flow ticks: ``runner(flow, tick)`` on the calling
+        event loop. Every executor binds one, since any of them may dequeue a tick or recover
+        one from a dead executor; bind it before ``launch``, which resumes pending ticks."""
+        self._flow_runner = (runner, asyncio.get_running_loop())
+        if self._launched:
+            schedules.bind_flow_runner(runner, self._flow_runner[1], self.settings.retry)
+
+    def ensure_flow_schedules(self, wanted: dict[str, schedules.FlowSchedule]) -> list[str]:
+        """Declare each flow's schedule in DBOS (idempotent, once per tick across processes)
+        and remove the schedules of flows no longer scheduled. Blocking."""
+        return schedules.ensure_flow_schedules(wanted)
+
+    def backfill_flow(self, flow: str, start: datetime, end: datetime) -> list[str]:
+        """Enqueue the flow's ticks between ``start`` and ``end`` (both exclusive) that have
+        not run, under the same workflow IDs the scheduler uses (a tick that ran is skipped);
+        return every tick's workflow ID. For the ticks missed while no process was running."""
+        handles = DBOS.backfill_schedule(schedules.flow_schedule_name(flow), start, end)
+        return [h.workflow_id for h in handles]
+
     # --- queues and deliveries --------------------------------------------------------------
 
     def ensure_delivery_queue(self, max_connections: int) -> str:
@@ -221,6 +295,14 @@ class Engine:
         }
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
         return workflow_id
+
+    async def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+        """Enqueue taking one inbox file in, on the partner's delivery queue (downloads share
+        its connection cap); return the workflow ID. The same file version again attaches."""
+        queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
+        options = _ingest_options(self.settings, request, queue)
+        await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
+        return options["workflow_id"]
 
     async def result(self, workflow_id: str, timeout_s: float = 60.0) -> Any:
         handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
@@ -255,6 +337,16 @@ class EngineClient:
         }
         self._client.enqueue(options, request.to_dict())
         return workflow_id
+
+    def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+        queue = delivery_queue_name(max_connections)
+        if self._client.retrieve_queue(queue) is None:
+            self._client.register_queue(
+                queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
+            )
+        options = _ingest_options(self.settings, request, queue)
+        self._client.enqueue(options, request.to_dict())
+        return options["workflow_id"]
 
     def status(self, workflow_id: str) -> str | None:
         found = self._client.list_workflows(

@@ -63,6 +63,8 @@ class EngineSettings:
     shutdown_grace_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_recovery_attempts: int = 50
+    # Finished workflows are deleted from DBOS's history after this long (None: kept forever).
+    history_retention_s: float | None = 30 * 86400.0
 
     def __post_init__(self) -> None:
         if not self.application_version.strip():

@@ -342,14 +342,6 @@ class Store(SnapshotStore, Protocol):
         in it are removed). Call only after the feed was delivered."""
         ...
 
-    # --- claims ----------------------------------------------------------------------------
-
-    def claim_watermark(self, name: str, value: str) -> bool:
-        """Set the named value only if it does not exist yet; True for the one caller (of all
-        processes sharing the database) that set it. A schedule tick is claimed this way so
-        it runs once however many processes see it."""
-        ...
-
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:

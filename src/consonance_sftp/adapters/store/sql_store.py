@@ -768,14 +768,6 @@ class SqlStore(Tables):
                 [{"name": name, "value": value, "updated_at": self._now()}],
             )
 
-    @translate_errors("claiming a watermark")
-    def claim_watermark(self, name: str, value: str) -> bool:
-        row = {"name": name, "value": value, "updated_at": self._now()}
-        with self.write() as conn:
-            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-            stmt = insert(watermarks).on_conflict_do_nothing().returning(watermarks.c.name)
-            return conn.execute(stmt, row).first() is not None
-
     # --- ONIX feed state (per recipient, per product content hashes) -----------------------
 
     @translate_errors("reading ONIX feed hashes")
