@@ -1,0 +1,128 @@
+"""Pure parts of inbox polling: poll schedules on the clock, names that go to quarantine, the
+ingest workflow ID, done-marker names and the local inbox layout."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from croniter import croniter
+from pydantic import ValidationError
+
+from consonance_sftp.app.inbox import local_path_for, marker_name, marker_regex
+from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
+from consonance_sftp.engine.contracts import IngestRequest
+from consonance_sftp.engine.ids import ingest_workflow_id
+from consonance_sftp.engine.ingest import name_problem, safe_local_name
+
+
+@pytest.mark.parametrize(
+    ("seconds", "cron"),
+    [
+        (10, "*/10 * * * * *"),
+        (30, "*/30 * * * * *"),
+        (60, "0 * * * * *"),
+        (300, "0 */5 * * * *"),
+        (1800, "0 */30 * * * *"),
+        (3600, "0 0 * * * *"),
+        (21600, "0 0 */6 * * *"),
+        (86400, "0 0 0 * * *"),
+    ],
+)
+def test_poll_interval_maps_onto_a_cron_with_seconds(seconds: int, cron: str) -> None:
+    flow = IntakeFlow(kind="intake", partners=["p"], poll_interval=seconds)
+    assert flow.poll_cron() == cron
+    assert croniter.is_valid(cron, second_at_beginning=True)
+    # The cron fires exactly every poll_interval, also across the wrap of its unit.
+    unit = 60 if seconds < 60 else 3600 if seconds < 3600 else 86400
+    it = croniter(cron, 0, second_at_beginning=True)
+    ticks = [it.get_next(float) for _ in range(2 * unit // seconds + 1)]
+    assert {b - a for a, b in itertools.pairwise(ticks)} == {seconds}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "message"),
+    [
+        (45, "does not divide a minute"),
+        (90, "whole number of minutes dividing an hour"),
+        (420, "whole number of minutes dividing an hour"),
+        (5400, "whole number of hours dividing a day"),
+        (18000, "whole number of hours dividing a day"),
+        (5, "greater than or equal to 10"),
+        (172800, "less than or equal to 86400"),
+    ],
+)
+def test_poll_intervals_off_the_clock_are_refused_clearly(seconds: int, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SalesInFlow(kind="sales_in", partners=["p"], poll_interval=seconds)
+
+
+def test_patterns_choose_the_files_a_flow_takes() -> None:
+    flow = SalesInFlow(kind="sales_in", partners=["p"], patterns=["*.csv", "*.xlsx"])
+    assert flow.accepts("sales.csv") and flow.accepts("q3.xlsx")
+    assert not flow.accepts("sales.CSV.tmp")
+    assert IntakeFlow(kind="intake", partners=["p"]).accepts("anything at all.bin")
+    with pytest.raises(ValidationError, match="without '/'"):
+        IntakeFlow(kind="intake", partners=["p"], patterns=["sub/*.pdf"])
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("../../etc/passwd", "path separator"),
+        ("a\\b.pdf", "path separator"),
+        ("..", "'.' or '..'"),
+        ("-rf", "starts with '-'"),
+        (".hidden.pdf", "starts with '.'"),
+        ("tab\there.pdf", "U+0009"),
+        ("esc\x1b[31m.pdf", "U+001B"),
+        ("rtl\u202etxt.pdf", "U+202E"),
+        (" padded.pdf", "white space"),
+        ("x" * 201 + ".pdf", "longer than 200 bytes"),
+        ("", "empty"),
+    ],
+)
+def test_dangerous_names_are_refused_with_a_reason(name: str, reason: str) -> None:
+    problem = name_problem(name)
+    assert problem is not None and reason in problem
+    safe = safe_local_name(name)
+    assert safe and not safe.startswith((".", "-")) and len(safe) <= 100
+    assert name_problem(safe) is None
+
+
+@pytest.mark.parametrize("name", ["interior.pdf", "Élan vital (v2).epub", "9780000000001_c.tif"])
+def test_ordinary_names_are_kept(name: str) -> None:
+    assert name_problem(name) is None
+
+
+def test_the_ingest_workflow_id_is_one_per_file_version() -> None:
+    base = ("intake", "typesetter", "/out/a.pdf", 100, 1_700_000_000.0)
+    wid = ingest_workflow_id(*base)
+    assert wid == ingest_workflow_id(*base) and wid.startswith("ing-typesetter-")
+    assert ingest_workflow_id("intake", "typesetter", "/out/a.pdf", 101, 1_700_000_000.0) != wid
+    assert ingest_workflow_id("intake", "typesetter", "/out/a.pdf", 100, 1_700_000_001.0) != wid
+    assert ingest_workflow_id("sales", "typesetter", "/out/a.pdf", 100, 1_700_000_000.0) != wid
+
+
+def test_done_markers_are_recognised_by_their_template() -> None:
+    assert marker_name("{name}.done", "a.csv") == "a.csv.done"
+    assert marker_name("{stem}.ok", "a.csv") == "a.ok"
+    regex = marker_regex("{name}.done")
+    assert regex.fullmatch("a.csv.done") and not regex.fullmatch("a.csv")
+    assert marker_regex("{stem}.ok").fullmatch("a.ok")
+
+
+def test_each_file_version_has_its_own_local_folder(tmp_path: Path) -> None:
+    req = IngestRequest(
+        flow="intake", kind="intake", partner="p", remote_path="/out/a.pdf", size=5, mtime=0.0
+    )
+    newer = IngestRequest.from_dict({**req.to_dict(), "size": 6, "mtime": 60.0})
+    first = local_path_for(tmp_path, req, quarantine=False)
+    assert first.parent.parent == tmp_path / "inbox" / "intake" / "p"
+    assert first.name == "a.pdf" and first.parent.name.startswith("19700101T000000Z-")
+    assert local_path_for(tmp_path, newer, quarantine=False).parent != first.parent
+    odd = IngestRequest.from_dict({**req.to_dict(), "remote_path": "/out/-x y.pdf"})
+    kept = local_path_for(tmp_path, odd, quarantine=True)
+    assert kept.parent.parent == tmp_path / "quarantine" / "intake" / "p"
+    assert kept.name == "x_y.pdf"
