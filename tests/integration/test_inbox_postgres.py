@@ -1,0 +1,96 @@
+"""Inbox polling on the scale-out backend (PostgreSQL for the store and the engine): the same
+file polled at the same moment by the executor and by a second process enqueuing through the
+DBOS client is taken in by one workflow, into one ledger row."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consonance_sftp.app import App
+from consonance_sftp.app.inbox import poll_inbox
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.config.flows import SalesInFlow
+from consonance_sftp.engine import EngineClient
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.fixtures.postgres import PostgresCluster
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_two_processes_polling_at_once_take_the_file_once(
+    openssh: OpenSshServer, postgres_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "sftp"
+    inbox.mkdir()
+    data = os.urandom(200_000)
+    (inbox / "royalties-q3.csv").write_bytes(data)
+    then = time.time() - 60
+    os.utime(inbox / "royalties-q3.csv", (then, then))
+    (tmp_path / "token").write_text("unused")
+    store_db = postgres_cluster.create_database()
+    system_db = postgres_cluster.create_database()
+    raw: dict[str, Any] = {
+        "state_dir": str(tmp_path / "var"),
+        "consonance": {
+            "base_url": "http://127.0.0.1:9",
+            "token": {"file": str(tmp_path / "token")},
+        },
+        "database": {"url": store_db, "dbos_system_url": system_db},
+        "partners": {
+            "distributor": {
+                "host": openssh.host,
+                "port": openssh.port,
+                "user": openssh.shell_user,
+                "host_keys": [openssh.known_hosts_line],
+                "auth": {"key": str(openssh.client_key_path)},
+                "folders": {"reports": str(inbox)},
+                "transfer": {"stable_interval": 0.3},
+            }
+        },
+        "flows": {"sales": {"kind": "sales_in", "partners": ["distributor"], "folder": "reports"}},
+        "engine": {"executor_id": "pg-inbox-1"},
+    }
+    executor_app = App(Settings.model_validate(raw))
+    other_app = App(Settings.model_validate(raw))
+    flow = executor_app.settings.flows["sales"]
+    assert isinstance(flow, SalesInFlow)
+    try:
+        async with (
+            DeliveryRunner(executor_app, executor=True) as executor,
+            DeliveryRunner(other_app) as other,
+        ):
+            assert executor.in_process and not other.in_process
+            mine, theirs = await asyncio.gather(
+                poll_inbox(executor_app, executor, "sales", flow, trigger="test:a"),
+                poll_inbox(other_app, other, "sales", flow, trigger="test:b"),
+            )
+            ids = {f.workflow_id for f in mine.taken + theirs.taken}
+            assert len(ids) == 1 and len(mine.taken) == len(theirs.taken) == 1
+            [workflow_id] = ids
+            assert workflow_id is not None
+            result = await executor.wait(workflow_id, timeout_s=60)
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+        assert Path(result["local_path"]).read_bytes() == data
+        [row] = executor_app.store.list_intakes()
+        assert (row.outcome, row.flow, row.sha256) == (
+            IntakeOutcome.STORED,
+            "sales",
+            result["sha256"],
+        )
+        client = EngineClient(executor_app.engine_settings())
+        try:
+            assert client.statuses(prefix="ing-") == {workflow_id: "SUCCESS"}
+        finally:
+            client.close()
+    finally:
+        executor_app.store.close()
+        other_app.store.close()
