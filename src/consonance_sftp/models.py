@@ -379,6 +379,9 @@ class ChangeKind(enum.StrEnum):
     SUPPORTING_RESOURCE_ADDED = "supporting_resource_added"
     SUPPORTING_RESOURCE_REPLACED = "supporting_resource_replaced"
     PRICE_CHANGED = "price_changed"
+    # Not a change in Consonance: the day a title comes within a flow's
+    # ``days_before_publication`` (subject: the days; new: the publication date).
+    PUBLICATION_DUE = "publication_due"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

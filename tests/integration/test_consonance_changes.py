@@ -56,7 +56,7 @@ async def test_todo_price_and_status_changes_reach_the_poller(
         )
         report = await detector.poll()
     got = {(e.kind, e.subject) for e in report.events}
-    assert (ChangeKind.TODO_COMPLETED, str(todo.id)) in got
+    assert (ChangeKind.TODO_COMPLETED, todo.name) in got
     assert (ChangeKind.PUBLISHING_STATUS_CHANGED, "status") in got
     assert (ChangeKind.PRICE_CHANGED, "GBP-02-05") in got
     assert len(report.events) == 3

@@ -65,9 +65,11 @@ def _catalogue() -> tuple[Catalogue, Work]:
 
 
 def test_triggers_and_release_date():
-    done = ChangeEvent(kind=ChangeKind.TODO_COMPLETED, work_id=1, new="Marketing copy approved")
+    done = ChangeEvent(
+        kind=ChangeKind.TODO_COMPLETED, work_id=1, subject="Marketing copy approved", new="done"
+    )
     assert triggered(FLOW, done)
-    assert not triggered(FLOW, dataclasses.replace(done, new="Cover brief"))
+    assert not triggered(FLOW, dataclasses.replace(done, subject="Cover brief"))
     _, work = _catalogue()
     assert release_date(FLOW, work) == PUBLICATION - timedelta(days=14)
 

@@ -10,6 +10,7 @@ import functools
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,53 @@ async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(ap
         client.close()
     assert left == {failed[0]: "ERROR"}
     assert len(app.store.list_audit(action="flow.tick")) == 3  # the record stays
+
+
+@pytest.mark.slow
+async def test_a_title_entering_its_publication_window_fires_the_flow_once(app: App) -> None:
+    """`when = { days_before_publication = 56 }` (the starter's ebook package): a title whose
+    publication date moves inside the window is sent on the next poll, once; one moved to
+    100 days ahead is not."""
+    from consonance_sftp.app.runner import DeliveryRunner
+    from consonance_sftp.flows.changes import ChangeDetector
+    from consonance_sftp.sandbox.consonance.control import SandboxControl
+
+    service = Service(app)
+    today = datetime.now(UTC).date()
+    async with sandbox_services(app.settings) as sb, app.consonance() as api:
+        ebooks = [
+            p
+            async for p in api.iter_products()
+            if any(
+                f.file_variant == "EPUB" and f.approval_status == "APPROVED"
+                for f in p.production_files
+            )
+        ]
+        near, far = ebooks[0], ebooks[1]
+        detector = ChangeDetector(api, app.store)
+        async with DeliveryRunner(app) as runner:
+            await service.poll_once(detector, runner, api)  # the baseline fires nothing
+            with SandboxControl(sb.api_url) as control:
+                for product, days in ((near, 30), (far, 100)):
+                    moved = (today + timedelta(days=days)).isoformat()
+                    await asyncio.to_thread(
+                        control.update_product, product.id, publication_date=moved
+                    )
+            await service.poll_once(detector, runner, api)
+            await service.poll_once(detector, runner, api)  # nothing new: fires nothing
+
+            async def sent() -> list[Any]:
+                rows = await asyncio.to_thread(app.store.list_deliveries, flow="ebook-package")
+                return rows
+
+            for _ in range(100):
+                rows = await sent()
+                if rows and all(r.outcome.value != "pending" for r in rows):
+                    break
+                await asyncio.sleep(0.2)
+    assert rows, "the ebook package was not sent"
+    assert {r.isbn for r in rows} == {near.isbn13}
+    assert {r.outcome.value for r in rows} == {"sent"}
+    assert all("publication_due" in (r.trigger or "") for r in rows)
+    landed = [p for p in sb.partner_folder("ebook-vendor").rglob("*") if p.is_file()]
+    assert len(landed) == len(rows)

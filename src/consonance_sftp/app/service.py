@@ -27,7 +27,7 @@ import functools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, delivery_request
@@ -58,10 +58,10 @@ from consonance_sftp.engine import (
     FlowSchedule,
 )
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
-from consonance_sftp.flows.changes import ChangeDetector, PollReport
-from consonance_sftp.flows.outbound import Outbound, triggered
+from consonance_sftp.flows.changes import ChangeDetector, PollReport, TitleStates
+from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import ChangeEvent, FlowKind, Work
+from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
@@ -318,9 +318,18 @@ def preparer_for(name: str, flow: FlowBase) -> Preparer:
     return found
 
 
-def event_matches(flow: FlowBase, event: ChangeEvent) -> bool:
-    """Does a Consonance event meet the flow's ``when`` condition (event-driven kinds only)?"""
-    return isinstance(flow, ProductionFlow | MarketingFlow | FormatsFlow) and triggered(flow, event)
+EVENT_FLOWS = (ProductionFlow, MarketingFlow, FormatsFlow)
+"""Flow kinds fired by Consonance events (their ``when``)."""
+
+
+def event_matches(
+    flow: FlowBase,
+    event: ChangeEvent,
+    state: TitleState | None = None,
+    today: date | None = None,
+) -> bool:
+    """Does a Consonance event fire the flow's ``when`` condition (event-driven kinds only)?"""
+    return isinstance(flow, EVENT_FLOWS) and triggered(flow, event, state, today)
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -360,6 +369,7 @@ class Service:
     def __init__(self, app: App) -> None:
         self.app = app
         self.controls = Controls(app)
+        self._due_checked: date | None = None  # the day publication windows were last checked
 
     def flow(self, name: str) -> FlowConfig:
         try:
@@ -473,13 +483,20 @@ class Service:
                     outcome.results[wid] = {**result, "error": str(exc)}
 
     async def on_events(
-        self, events: Sequence[ChangeEvent], runner: DeliveryRunner, api: ConsonanceAPI
+        self,
+        events: Sequence[ChangeEvent],
+        runner: DeliveryRunner,
+        api: ConsonanceAPI,
+        states: TitleStates | None = None,
+        today: date | None = None,
     ) -> list[RunOutcome]:
-        """Hand each event to every enabled flow whose ``when`` matches; enqueue the packages."""
+        """Hand each event to every enabled flow whose ``when`` it fires (every other condition
+        holding on the title's ``states``); enqueue the packages."""
         outcomes = []
         for name, flow in self.app.settings.flows.items():
             for event in events:
-                if not flow.enabled or not event_matches(flow, event):
+                state = states.state(event.work_id) if states is not None else None
+                if not flow.enabled or not event_matches(flow, event, state, today):
                     continue
                 if flow.kind not in PREPARERS:
                     log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
@@ -498,10 +515,45 @@ class Service:
     async def poll_once(
         self, detector: ChangeDetector, runner: DeliveryRunner, api: ConsonanceAPI
     ) -> PollReport:
+        """One poll: Consonance's changes, plus (once a day, and when a publication date
+        changed) the titles that came within a flow's ``days_before_publication``."""
         report = await detector.poll()
-        if report.events:
-            await self.on_events(report.events, runner, api)
+        today = datetime.now(UTC).date()
+        windows = sorted(
+            {
+                f.when.days_before_publication
+                for f in self.app.settings.flows.values()
+                if f.enabled and isinstance(f, EVENT_FLOWS) and f.when is not None
+                if f.when.days_before_publication is not None
+            }
+        )
+        dates_moved = any(e.kind is ChangeKind.PUBLICATION_DATE_CHANGED for e in report.events)
+        check_due = bool(windows) and (self._due_checked != today or dates_moved)
+        if not report.events and not check_due:
+            return report
+        states = await asyncio.to_thread(TitleStates, self.app.store)
+        due = []
+        if check_due:
+            due = await asyncio.to_thread(self._newly_due, states, windows, today)
+            self._due_checked = today
+        if report.mode == "baseline":
+            return report  # the catalogue as it already is fires nothing (due ones included)
+        await self.on_events([*report.events, *due], runner, api, states, today)
         return report
+
+    def _newly_due(
+        self, states: TitleStates, windows: Sequence[int], today: date
+    ) -> list[ChangeEvent]:
+        """``publication_due`` events not seen before for this product and publication date
+        (remembered, so each fires once; a moved date fires again)."""
+        fresh = []
+        for days in windows:
+            for event in states.due(days, today):
+                mark = f"publication_due.{days}.{event.product_id}"
+                if self.app.store.get_watermark(mark) != event.new:
+                    self.app.store.set_watermark(mark, event.new or "")
+                    fresh.append(event)
+        return fresh
 
     async def run_tick(
         self, name: str, tick: datetime, *, runner: DeliveryRunner

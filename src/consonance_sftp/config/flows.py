@@ -70,25 +70,40 @@ class Schedule(StrictModel):
 
 
 class When(StrictModel):
-    """The approval condition that triggers an event-driven flow. Every condition set must hold."""
+    """The condition that triggers an event-driven flow for a title. Every condition set must
+    hold; the flow fires when the last of them becomes true (a Consonance change the poller
+    sees, or the day a title comes within `days_before_publication` of its publication)."""
 
     project_stage: str | None = Field(
         default=None,
-        description="The work's Consonance project stage that triggers the flow, e.g. `Approved`.",
+        description="The work's Consonance project stage, e.g. `Production approval`.",
     )
     todo_done: str | None = Field(
         default=None,
-        description="Name of a to-do on the work that must be completed, e.g. `Files to printer`.",
+        description="Name of a to-do on the work that must be completed, e.g. `Files to "
+        "printer`. Depends on a guess: Consonance's public API may not expose to-dos "
+        "(docs/reference/consonance.md).",
     )
-    approval_status: str | None = Field(
+    publishing_status: str | None = Field(
         default=None,
-        description="Approval status the files must have in Consonance, e.g. `APPROVED`.",
+        description="A product's publishing status, as its ONIX code (list 64), e.g. `04` "
+        "(active) or `02` (forthcoming).",
+    )
+    days_before_publication: int | None = Field(
+        default=None,
+        ge=0,
+        le=3650,
+        description="The title is at most this many days before a product's publication date "
+        "(0: on the day). Checked once a day and whenever a publication date changes.",
     )
 
     @model_validator(mode="after")
     def _something_set(self) -> When:
-        if not (self.project_stage or self.todo_done or self.approval_status):
-            raise ValueError("set at least one of project_stage, todo_done, approval_status")
+        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+            raise ValueError(
+                "set at least one of project_stage, todo_done, publishing_status, "
+                "days_before_publication"
+            )
         return self
 
 

@@ -233,19 +233,22 @@ partners = ["distributor"]
 [flows.marketing-release]
 kind = "marketing"
 partners = ["marketing"]
-when = {{ approval_status = "APPROVED" }}
+# Once a product is active (ONIX publishing status 04); the embargo still holds it until
+# publication.
+when = {{ publishing_status = "04" }}
 
 [flows.ebook-package]
 kind = "formats"
 partners = ["ebook-vendor"]
 file_variants = ["EPUB"]
-when = {{ approval_status = "APPROVED" }}
+# Eight weeks ahead of publication, as ebook retailers ask.
+when = {{ days_before_publication = 56 }}
 
 [flows.audio-package]
 kind = "formats"
 partners = ["audio-vendor"]
 file_variants = ["AUDIO"]
-when = {{ approval_status = "APPROVED" }}
+when = {{ days_before_publication = 56 }}
 
 [flows.nightly-archive]
 kind = "archive"

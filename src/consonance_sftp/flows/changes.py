@@ -10,7 +10,7 @@ A snapshot per work and per product holds a content hash (identical records are 
 cheaply) and the few fields triggers look at. Events are computed by comparing those fields:
 
 - ``work_entered_stage``: the work's project stage changed to a new value;
-- ``todo_completed``: a to-do went from open to done;
+- ``todo_completed``: a to-do went from open to done (subject: its name);
 - ``publishing_status_changed`` / ``publication_date_changed``: per product;
 - ``supporting_resource_added`` / ``supporting_resource_replaced``: a resource of a variant
   the work did not have / a new or changed file for a variant it had;
@@ -23,9 +23,10 @@ import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
+from consonance_sftp.flows.outbound import TitleState, due
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, ChangeKind, Product, Work
 from consonance_sftp.ports.clock import Clock, SystemClock
@@ -63,7 +64,7 @@ def work_snapshot(work: Work) -> Snapshot:
     body = replace(work, products=(), updated_at=None)
     fields: dict[str, str | None] = {"stage": work.project_stage}
     for todo in work.todos:
-        fields[f"todo.{todo.id}"] = "done" if todo.completed else "open"
+        fields[f"todo.{todo.id}"] = f"{'done' if todo.completed else 'open'}|{todo.name}"
     for res in work.supporting_resources:
         fields[f"resource.{res.id}"] = _resource_value(
             res.variant, res.filename, res.file_size, res.url
@@ -81,6 +82,14 @@ def product_snapshot(product: Product) -> Snapshot:
     for price in product.prices:
         fields[f"price.{price.slot}"] = str(price.amount)
     return Snapshot(content_hash=_hash(repr(body)), fields=fields)
+
+
+def todo_state(value: str | None) -> tuple[str | None, str]:
+    """(state, name) of a to-do snapshot field, ``done|Files to printer``."""
+    if value is None:
+        return None, ""
+    state, _, name = value.partition("|")
+    return state, name
 
 
 def _resource_value(variant: str, filename: str, size: int | None, url: str | None) -> str:
@@ -118,14 +127,16 @@ def work_events(
             )
         )
     old_todos, new_todos = _prefixed(before, "todo."), _prefixed(new.fields, "todo.")
-    for todo_id, state in new_todos.items():
-        if state == "done" and old_todos.get(todo_id) != "done" and old is not None:
+    for todo_id, value in new_todos.items():
+        state, name = todo_state(value)
+        was, _ = todo_state(old_todos.get(todo_id))
+        if state == "done" and was != "done" and old is not None:
             events.append(
                 ChangeEvent(
                     kind=ChangeKind.TODO_COMPLETED,
                     work_id=work_id,
-                    subject=todo_id,
-                    old=old_todos.get(todo_id),
+                    subject=name,
+                    old=was,
                     new=state,
                     detected_at=at,
                 )
@@ -314,3 +325,52 @@ def summarize(events: Iterable[ChangeEvent]) -> dict[str, int]:
     for event in events:
         out[event.kind.value] = out.get(event.kind.value, 0) + 1
     return out
+
+
+class TitleStates:
+    """What ``when`` conditions test, read from the detector's snapshots (once per poll): each
+    work's stage and completed to-dos, its products' statuses and publication dates."""
+
+    def __init__(self, snapshots: SnapshotStore) -> None:
+        self._works = snapshots.load_snapshots(WORK)
+        self._products: dict[int, list[tuple[int, Snapshot]]] = {}
+        for product_id, snap in snapshots.load_snapshots(PRODUCT).items():
+            work = snap.fields.get("work")
+            if work is not None:
+                self._products.setdefault(int(work), []).append((product_id, snap))
+
+    def state(self, work_id: int) -> TitleState:
+        work = self._works.get(work_id)
+        fields: Mapping[str, str | None] = work.fields if work else {}
+        done = {
+            name
+            for state, name in map(todo_state, _prefixed(fields, "todo.").values())
+            if state == "done"
+        }
+        products = [snap.fields for _id, snap in self._products.get(work_id, [])]
+        return TitleState(
+            stage=fields.get("stage"),
+            todos_done=frozenset(done),
+            statuses=frozenset(s for p in products if (s := p.get("status"))),
+            publication_dates=tuple(
+                date.fromisoformat(d) for p in products if (d := p.get("pubdate"))
+            ),
+        )
+
+    def due(self, days: int, today: date) -> list[ChangeEvent]:
+        """A ``publication_due`` event for each product within ``days`` of its publication."""
+        events = []
+        for work_id, products in self._products.items():
+            for product_id, snap in products:
+                pubdate = snap.fields.get("pubdate")
+                if pubdate and due(days, date.fromisoformat(pubdate), today):
+                    events.append(
+                        ChangeEvent(
+                            kind=ChangeKind.PUBLICATION_DUE,
+                            work_id=work_id,
+                            product_id=product_id,
+                            subject=str(days),
+                            new=pubdate,
+                        )
+                    )
+        return events
