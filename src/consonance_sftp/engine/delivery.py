@@ -1,20 +1,26 @@
-"""The delivery workflow: plan, upload each file, verify, rename, record.
+"""The delivery workflow: plan, upload and verify each file, then rename them all and record.
 
 One DBOS workflow per package and partner. Every step is checkpointed in the DBOS system
 database, so after a crash the workflow resumes after the last completed step; the step that was
 interrupted runs again, which is why each step is idempotent:
 
 * ``plan`` asks the ledger and the remote server what is already done (nothing is sent twice);
-* ``upload:<path>`` resumes from the bytes already under the temporary name;
-* ``verify:<path>`` re-reads size (and hash where the server allows);
-* ``rename:<path>`` succeeds without doing anything if the final name already holds the bytes
-  (a crash between the rename and its checkpoint does not send again);
-* ``record`` upserts one ledger row per file key and generation.
+* ``upload:<path>`` resumes from the bytes already under the temporary name, then re-reads size
+  (and hash where the server allows): a file is checkpointed as uploaded only once verified;
+* ``commit`` renames every uploaded file to its final name, in the package's order, then writes
+  the package's ledger rows. A rename succeeds without doing anything if the final name already
+  holds the bytes, and the ledger upserts one row per file key and generation, so a crash
+  between a rename and the ledger write (or its checkpoint) does not send again.
+
+A file of a one-file package costs three checkpoints (``plan``, ``upload:<path>``, ``commit``)
+besides DBOS's own start and result: each checkpoint is a write transaction in the system
+database, the engine's main cost per delivery (see docs/reference/performance.md).
 
 Retryable errors (``ConsonanceSftpError.retryable``) are retried by DBOS with exponential backoff
 inside the step; anything else, or exhausted retries, records ``failed`` rows with the reason and
 ends the workflow in DBOS's ``ERROR`` state with a ``DeliveryFailed`` whose message is that
-reason.
+reason. Files ``commit`` renamed before it failed keep their ``sent`` rows (it records them as it
+stops); only the others are marked ``failed``.
 
 The collaborators (transport, ledger, alerts, fence) are injected by ``Engine`` through
 ``bind_dependencies``: DBOS workflows are module-level functions, called by DBOS on its own event
@@ -109,8 +115,14 @@ async def _plan(req: DeliveryRequest) -> dict[str, list[int]]:
     send: list[int] = []
     present: list[int] = []
     recorded: list[int] = []
+
+    def ledger_has() -> list[bool]:
+        return [deps.ledger.already_sent(f.key(req.partner), req.generation) for f in req.files]
+
+    # One trip to a worker thread for the whole package's ledger lookups.
+    known = await asyncio.to_thread(ledger_has)
     for i, f in enumerate(req.files):
-        if await asyncio.to_thread(deps.ledger.already_sent, f.key(req.partner), req.generation):
+        if known[i]:
             recorded.append(i)
             continue
         state = await deps.transport.remote_state(req.partner, f)
@@ -119,35 +131,29 @@ async def _plan(req: DeliveryRequest) -> dict[str, list[int]]:
 
 
 async def _upload(partner: str, f: FileToSend) -> int:
+    """Upload to the temporary name, then verify it: one checkpoint for both, as the verify only
+    reads (a re-run after a crash between the two resumes the upload, which finds every byte
+    there, and verifies again)."""
     deps = _current()
     deps.fence.check()
-    return await deps.transport.upload(partner, f, deps.fence)
+    sent = await deps.transport.upload(partner, f, deps.fence)
+    await deps.transport.verify(partner, f)
+    return sent
 
 
-async def _verify(partner: str, f: FileToSend) -> None:
-    await _current().transport.verify(partner, f)
-
-
-async def _rename(partner: str, f: FileToSend) -> None:
-    deps = _current()
-    deps.fence.check()
-    await deps.transport.commit(partner, f, deps.fence)
-
-
-async def _record(
+def _records(
+    deps: Dependencies,
     workflow_id: str,
     req: DeliveryRequest,
     outcomes: list[tuple[int, str]],
     reason: str | None,
-) -> int:
-    deps = _current()
-    for i, outcome in outcomes:
-        f = req.files[i]
-        record = DeliveryRecord(
+) -> list[DeliveryRecord]:
+    return [
+        DeliveryRecord(
             workflow_id=workflow_id,
             flow=req.flow,
-            key=f.key(req.partner),
-            size=f.size,
+            key=req.files[i].key(req.partner),
+            size=req.files[i].size,
             generation=req.generation,
             outcome=DeliveryOutcome(outcome),
             trigger=req.trigger,
@@ -155,10 +161,62 @@ async def _record(
             reason=reason,
             package=req.package,
             isbn=req.isbn,
-            source=f.source,
+            source=req.files[i].source,
         )
-        await asyncio.to_thread(deps.ledger.record, record)
+        for i, outcome in outcomes
+    ]
+
+
+async def _write(deps: Dependencies, records: list[DeliveryRecord]) -> None:
+    def write_all() -> None:
+        for record in records:
+            deps.ledger.record(record)
+
+    # One trip to a worker thread for the whole package's rows.
+    await asyncio.to_thread(write_all)
+
+
+async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, list[int]]) -> int:
+    """Rename every uploaded file (all were verified before the first rename), then record the
+    package: ``sent`` for the renamed files, ``skipped`` for those already in place. If a rename
+    fails, the files renamed before it are recorded ``sent`` before the error goes on."""
+    deps = _current()
+    renamed: list[int] = []
+    try:
+        for i in plan["send"]:
+            deps.fence.check()
+            await deps.transport.commit(req.partner, req.files[i], deps.fence)
+            renamed.append(i)
+    except Exception:
+        if renamed:
+            sent = [(i, DeliveryOutcome.SENT.value) for i in renamed]
+            await _write(deps, _records(deps, workflow_id, req, sent, None))
+        raise
+    outcomes = [(i, DeliveryOutcome.SENT.value) for i in renamed] + [
+        (i, DeliveryOutcome.SKIPPED.value) for i in plan["present"]
+    ]
+    await _write(deps, _records(deps, workflow_id, req, outcomes, None))
     return len(outcomes)
+
+
+async def _record_failure(
+    workflow_id: str, req: DeliveryRequest, unsent: list[int], reason: str
+) -> int:
+    """``failed`` rows, with the reason, for the files of the plan not recorded ``sent`` (a
+    rename that succeeded before ``commit`` failed keeps its ``sent`` row)."""
+    deps = _current()
+
+    def still_unsent() -> list[int]:
+        return [
+            i
+            for i in unsent
+            if not deps.ledger.already_sent(req.files[i].key(req.partner), req.generation)
+        ]
+
+    failed = await asyncio.to_thread(still_unsent)
+    outcomes = [(i, DeliveryOutcome.FAILED.value) for i in failed]
+    await _write(deps, _records(deps, workflow_id, req, outcomes, reason))
+    return len(failed)
 
 
 # --- the workflow --------------------------------------------------------------------------
@@ -174,47 +232,32 @@ async def deliver(request: dict[str, Any]) -> dict[str, Any]:
         plan: dict[str, list[int]] = await DBOS.run_step_async(
             step_options("plan", retry), _plan, req
         )
-        sent: list[int] = []
         try:
             for i in plan["send"]:
                 f = req.files[i]
                 await DBOS.run_step_async(
                     step_options(f"upload:{f.remote_path}", retry), _upload, req.partner, f
                 )
-                await DBOS.run_step_async(
-                    step_options(f"verify:{f.remote_path}", retry), _verify, req.partner, f
-                )
-            for i in plan["send"]:
-                f = req.files[i]
-                await DBOS.run_step_async(
-                    step_options(f"rename:{f.remote_path}", retry), _rename, req.partner, f
-                )
-                sent.append(i)
+            await DBOS.run_step_async(
+                step_options("commit", retry), _commit, workflow_id, req, plan
+            )
         except Exception as exc:
             reason = failure_reason(exc)
-            unsent = [i for i in plan["send"] if i not in sent]
             await DBOS.run_step_async(
                 step_options("record-failure", retry),
-                _record,
+                _record_failure,
                 workflow_id,
                 req,
-                [(i, DeliveryOutcome.FAILED.value) for i in unsent]
-                + [(i, DeliveryOutcome.SENT.value) for i in sent],
+                plan["send"],
                 reason,
             )
             log.warning("delivery failed: %s", reason)
             raise DeliveryFailed(
                 f"delivery of {req.package} to partner {req.partner!r} failed: {reason}"
             ) from None
-        outcomes = [(i, DeliveryOutcome.SENT.value) for i in sent] + [
-            (i, DeliveryOutcome.SKIPPED.value) for i in plan["present"]
-        ]
-        await DBOS.run_step_async(
-            step_options("record", retry), _record, workflow_id, req, outcomes, None
-        )
         return {
             "workflow_id": workflow_id,
-            "sent": [req.files[i].remote_path for i in sent],
+            "sent": [req.files[i].remote_path for i in plan["send"]],
             "already_present": [req.files[i].remote_path for i in plan["present"]],
             "already_recorded": [req.files[i].remote_path for i in plan["recorded"]],
         }
