@@ -171,9 +171,33 @@ def test_run_dry_run_prints_the_plan_and_sends_nothing(project: Project) -> None
 
 
 def test_unimplemented_flow_kind_says_so(project: Project) -> None:
-    done = project.cli("run", "design-intake", "--dry-run", check=False)
+    done = project.cli("run", "nightly-archive", "--dry-run", check=False)
     assert done.returncode == 1
     assert "cannot run yet" in done.stderr and "hint" in done.stderr
+
+
+def test_run_of_an_inbound_flow_takes_a_partner_upload_in_once(project: Project) -> None:
+    """``run design-intake`` looks into the designer's inbox now: a finished upload is stored
+    locally, checksummed and on the intake ledger; run again, it is not taken twice."""
+    import hashlib
+
+    inbox = project.folder / "var" / "sandbox" / "sftp" / "designer" / "out"
+    inbox.mkdir(parents=True, exist_ok=True)
+    body = os.urandom(200_000)
+    (inbox / "cover-v2.pdf").write_bytes(body)
+    out = project.cli("run", "design-intake").stdout
+    assert "cover-v2.pdf" in out and "stored" in out, out
+    rows = project.rows("SELECT remote_path, size, sha256, outcome, local_path FROM intake_ledger")
+    assert len(rows) == 1
+    remote_path, size, sha, outcome, local = rows[0]
+    assert (remote_path, size, outcome) == ("/out/cover-v2.pdf", len(body), "stored")
+    assert sha == hashlib.sha256(body).hexdigest()
+    assert Path(str(local)).read_bytes() == body
+    again = project.cli("run", "design-intake").stdout
+    assert "1 file(s) already taken in earlier" in again
+    assert len(project.rows("SELECT id FROM intake_ledger")) == 1
+    refused = project.cli("run", "design-intake", "--dry-run", check=False)
+    assert refused.returncode == 1 and "do not apply" in refused.stderr
 
 
 def test_serve_delivers_on_a_stage_change_pause_holds_resend_records(project: Project) -> None:

@@ -66,6 +66,7 @@ from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.inbox import InboxReport
 
 log = get_logger(__name__)
 
@@ -371,6 +372,9 @@ class Service:
         self.controls = Controls(app)
         self._due_checked: date | None = None  # the day publication windows were last checked
 
+    def is_inbound(self, name: str) -> bool:
+        return isinstance(self.flow(name), INBOUND_FLOWS)
+
     def flow(self, name: str) -> FlowConfig:
         try:
             return self.app.settings.flows[name]
@@ -449,6 +453,31 @@ class Service:
         async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
             await self._submit_all(own, outcome, trigger=trigger or f"manual:{_user()}", wait=wait)
         return outcome
+
+    async def poll_inbox_now(
+        self, name: str, *, wait: bool = True
+    ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
+        """``run`` of an inbound flow: look into its partners' inboxes now and take in the
+        finished files (through ``serve`` when it holds the engine); with ``wait``, until each
+        file is stored. Returns the poll's report and each ingest's outcome."""
+        from consonance_sftp.app.inbox import poll_inbox
+
+        flow = self.flow(name)
+        if not isinstance(flow, INBOUND_FLOWS):
+            raise ConsonanceSftpError(f"flow {name!r} ({flow.kind}) has no inbox to poll")
+        if not flow.enabled:
+            raise ConsonanceSftpError(
+                f"flow {name!r} is disabled in the config",
+                hint=f"Set enabled = true under [flows.{name}].",
+            )
+        results: dict[str, dict[str, Any]] = {}
+        async with DeliveryRunner(self.app, quiet=True) as runner:
+            report = await poll_inbox(self.app, runner, name, flow, trigger=f"manual:{_user()}")
+            if wait:
+                for taken in report.taken:
+                    if taken.workflow_id:
+                        results[taken.workflow_id] = await runner.wait(taken.workflow_id)
+        return report, results
 
     async def _submit_all(
         self,

@@ -25,6 +25,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.inbox import InboxReport
     from consonance_sftp.app.service import RunOutcome, Service
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -83,6 +84,14 @@ def run(
     app = _app()
     service = Service(app)
     isbns = tuple(isbn or ())
+    if service.is_inbound(flow):
+        if dry_run or isbns or full or test:
+            raise ConsonanceSftpError(
+                f"flow {flow!r} takes files in: --dry-run, --isbn, --full and --test do not apply",
+                hint=f"consonance-sftp run {flow} looks into its partners' inboxes now.",
+            )
+        _print_inbox(*asyncio.run(service.poll_inbox_now(flow, wait=wait)))
+        return
     if dry_run:
         outcome = asyncio.run(
             service.run_flow(flow, dry_run=True, isbns=isbns, force_full=full, test=test)
@@ -113,6 +122,24 @@ def run(
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")
     if failed:
+        raise typer.Exit(1)
+
+
+def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:
+    t = Table("partner", "file", "bytes", "outcome", title=f"inbox poll: {report.flow}")
+    for f in report.taken:
+        result = results.get(f.workflow_id or "", {})
+        outcome = result.get("error") or result.get("outcome") or f"taken ({f.workflow_id})"
+        t.add_row(f.partner, f.path, str(f.size), str(outcome))
+    for f in report.unstable:
+        t.add_row(f.partner, f.path, str(f.size), f"not yet: {f.reason or 'still changing'}")
+    for f in report.ignored:
+        t.add_row(f.partner, f.path, str(f.size), f"ignored: {f.reason or 'not a wanted name'}")
+    console.print(t)
+    console.print(f"{len(report.known)} file(s) already taken in earlier")
+    for partner, why in {**report.held, **report.errors}.items():
+        console.print(f"[yellow]{partner}[/yellow]: {why}")
+    if report.errors or any("error" in r for r in results.values()):
         raise typer.Exit(1)
 
 
