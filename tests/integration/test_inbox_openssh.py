@@ -28,6 +28,8 @@ from consonance_sftp.app.runner import Controls, DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine import EngineClient
+from consonance_sftp.engine.contracts import FetchedFile, HandOffResult, IngestRequest
+from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
 
@@ -356,3 +358,57 @@ async def test_pauses_windows_and_a_changed_host_key_hold_the_poll(world: World)
         controls.set("flow", "typesetting", paused=False, by="test", reason="done")
     assert held.held == {"plain": "flow 'typesetting' is paused"} and held.taken == []
     assert held.summary()["held"] == {"plain": "flow 'typesetting' is paused"}
+
+
+class _Matcher:
+    """A stand-in for the later intake processing: attaches ``*.pdf`` files to work 12 and
+    refuses anything else as a terminal error."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle(self, request: IngestRequest, file: FetchedFile) -> HandOffResult:
+        self.seen.append((request.remote_path, file.sha256))
+        if not request.remote_path.endswith(".pdf"):
+            raise ValidationFailed(f"{request.remote_path}: no work matches this file")
+        return HandOffResult(outcome=IntakeOutcome.ATTACHED, work_id=12, product_id=34)
+
+
+async def test_a_bound_hand_off_attaches_or_records_why_not(world: World) -> None:
+    inbox = world.folders["plain"]
+    pdf = _put(inbox / "index-v2.pdf", 3000, age_s=30)
+    epub = _put(inbox / "proof.epub", 3000, age_s=30)
+    engine = world.runner.engine
+    assert engine is not None
+    matcher = _Matcher()
+    engine.ingest_handlers["intake"] = matcher
+    try:
+        report = await world.poll("typesetting")
+        by_name = {Path(f.path).name: f for f in report.taken}
+        assert sorted(by_name) == ["index-v2.pdf", "proof.epub"]
+        attached = await world.result(by_name["index-v2.pdf"].workflow_id or "")
+        refused = await world.result(by_name["proof.epub"].workflow_id or "")
+    finally:
+        del engine.ingest_handlers["intake"]
+    assert attached["outcome"] == "attached"
+    row = world.app.store.find_intake(
+        "plain", str(inbox / "index-v2.pdf"), 3000, _mtime(inbox / "index-v2.pdf")
+    )
+    assert row is not None
+    assert (row.outcome, row.work_id, row.product_id) == (IntakeOutcome.ATTACHED, 12, 34)
+    assert row.sha256 == _sha(pdf)
+    assert "no work matches" in refused["error"]
+    row = world.app.store.find_intake(
+        "plain", str(inbox / "proof.epub"), 3000, _mtime(inbox / "proof.epub")
+    )
+    assert row is not None and row.outcome is IntakeOutcome.STORED  # kept, awaiting a fix
+    assert row.reason is not None and "processing failed" in row.reason
+    assert Path(row.local_path or "").read_bytes() == epub
+    assert sorted(p for p, _ in matcher.seen) == [
+        str(inbox / "index-v2.pdf"),
+        str(inbox / "proof.epub"),
+    ]
+
+
+def _mtime(path: Path) -> float:
+    return float(int(path.stat().st_mtime))

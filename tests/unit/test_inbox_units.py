@@ -3,13 +3,19 @@ ingest workflow ID, done-marker names and the local inbox layout."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from croniter import croniter
 from pydantic import ValidationError
 
+from consonance_sftp.app.budget import LoopSafeConnectionBudget
 from consonance_sftp.app.inbox import local_path_for, marker_name, marker_regex
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine.contracts import IngestRequest
@@ -126,3 +132,46 @@ def test_each_file_version_has_its_own_local_folder(tmp_path: Path) -> None:
     kept = local_path_for(tmp_path, odd, quarantine=True)
     assert kept.parent.parent == tmp_path / "quarantine" / "intake" / "p"
     assert kept.name == "x_y.pdf"
+
+
+def test_a_slot_released_on_another_event_loop_wakes_the_waiter() -> None:
+    """DBOS runs downloads on its own loop while polls run on the service's: a slot given back
+    there must wake a poll waiting here (an asyncio primitive would leave it waiting)."""
+    budget = LoopSafeConnectionBudget()
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+
+    def there(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, other))
+
+    async def main() -> None:
+        assert await there(budget.acquire("p", 1))
+        waiter = asyncio.ensure_future(budget.acquire("p", 1))
+        cancelled = asyncio.ensure_future(budget.acquire("p", 1))
+        await asyncio.sleep(0.05)
+        assert not waiter.done() and budget.in_use("p") == 1
+        assert not await budget.acquire("p", 1, wait=False)
+        cancelled.cancel()
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.2)  # this loop is asleep by then
+            await budget.release("p")
+
+        # Given back over there, while nothing else would wake this loop up.
+        asyncio.run_coroutine_threadsafe(release_later(), other)
+        started = time.monotonic()
+        assert await asyncio.wait_for(waiter, 5)
+        # Woken at once, not when this loop happens to wake up for something else (here
+        # the wait_for timer; in the service, nothing: it hung).
+        assert time.monotonic() - started < 1.0
+        assert budget.in_use("p") == 1 and cancelled.cancelled()
+        await budget.release("p")
+        assert budget.in_use("p") == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(5)
+        other.close()

@@ -20,12 +20,13 @@ copy we kept), and applies the partner's post-action only to the version it took
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import posixpath
 import re
 import string
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,12 +93,27 @@ class SftpIngestTransport:
         self.on_host_key_changed = on_host_key_changed
         self.progress = progress
         self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
+        self._busy: dict[tuple[str, int], int] = {}
 
-    def _for(self, partner: str) -> SftpRemoteFS:
+    @contextlib.asynccontextmanager
+    async def _using(self, partner: str) -> AsyncIterator[SftpRemoteFS]:
+        """The partner's session pool on this loop for one operation. When the last operation
+        on it ends, the pool is closed: an idle pooled connection keeps its slot of the
+        partner's connection cap for ``idle_timeout``, and the next poll (on the service's
+        loop) or a transfer of another process would wait for it. Inbound files are few and
+        large, so the handshake saved by keeping it is not worth that wait."""
         key = (partner, id(asyncio.get_running_loop()))
-        if key not in self._fs:
-            self._fs[key] = self._make_fs(partner)
-        return self._fs[key]
+        fs = self._fs.get(key)
+        if fs is None:
+            fs = self._fs[key] = self._make_fs(partner)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield fs
+        finally:
+            self._busy[key] -= 1
+            if self._busy[key] == 0 and self._fs.get(key) is fs:
+                del self._fs[key], self._busy[key]
+                await fs.close()
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         try:
@@ -120,7 +136,12 @@ class SftpIngestTransport:
                 return FetchedFile(local_path=str(local), size=size, sha256=sha)
             await asyncio.to_thread(local.unlink)
         await asyncio.to_thread(local.parent.mkdir, parents=True, exist_ok=True)
-        fs = self._for(request.partner)
+        async with self._using(request.partner) as fs:
+            return await self._download(fs, request, local, fence)
+
+    async def _download(
+        self, fs: SftpRemoteFS, request: IngestRequest, local: Path, fence: Fence
+    ) -> FetchedFile:
         entry = await fs.stat(request.remote_path)
         if entry is None:
             raise RemotePathNotFound(
@@ -157,7 +178,10 @@ class SftpIngestTransport:
         return await self._reporting(request.partner, self._post_action(request, fence))
 
     async def _post_action(self, request: IngestRequest, fence: Fence) -> str:
-        fs = self._for(request.partner)
+        async with self._using(request.partner) as fs:
+            return await self._apply(fs, request, fence)
+
+    async def _apply(self, fs: SftpRemoteFS, request: IngestRequest, fence: Fence) -> str:
         action = fs.settings.post_action
         if action is PostAction.LEAVE:
             return action.value
@@ -175,6 +199,7 @@ class SftpIngestTransport:
         for fs in self._fs.values():
             await fs.close()
         self._fs.clear()
+        self._busy.clear()
 
 
 # --- polling ---------------------------------------------------------------------------------
