@@ -6,7 +6,6 @@ runs once, and a kind without an implementation is refused with a hint."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,9 +112,7 @@ async def test_the_same_tick_twice_runs_once(app: App) -> None:
     await asyncio.to_thread(
         service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
-    runner = DeliveryRunner(app, executor=True)
-    runner.flow_runner = functools.partial(service.run_tick, runner=runner)
-    async with runner:
+    async with DeliveryRunner(app, executor=True) as runner:
         engine = runner.engine
         assert engine is not None
         # A daily schedule that will not fire by itself during the test.
@@ -159,9 +156,7 @@ async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(ap
         service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
     archive = "nightly-archive"  # a kind this release cannot run: its tick fails
-    runner = DeliveryRunner(app, executor=True)
-    runner.flow_runner = functools.partial(service.run_tick, runner=runner)
-    async with runner:
+    async with DeliveryRunner(app, executor=True) as runner:
         engine = runner.engine
         assert engine is not None
         daily = FlowSchedule("0 6 * * *")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,6 @@ from consonance_sftp.engine import (
     EngineClient,
     Fence,
     FileToSend,
-    FlowRunner,
     RemoteFileState,
 )
 from consonance_sftp.engine.contracts import IngestRequest
@@ -227,10 +227,10 @@ class DeliveryRunner:
     ) -> None:
         """``executor``: True to be this process's executor whatever else runs (``serve``),
         None to decide (in-process only when no executor holds the SQLite engine file).
-        ``flow_runner``, set before entering, is what this executor runs when a flow ticks."""
+        An executor runs flow ticks with the service's ``run_tick``, bound before the engine
+        launches (launching resumes ticks a crash left pending, whatever command starts it)."""
         self.app = app
         self.executor_id = executor_id
-        self.flow_runner: FlowRunner | None = None
         self.quiet = quiet
         self.executor = executor
         self.controls = Controls(app)
@@ -246,8 +246,9 @@ class DeliveryRunner:
                 self.app.engine(executor_id=self.executor_id, progress=self.progress),
                 self.app.store,
             )
-            if self.flow_runner is not None:
-                self.engine.bind_flow_runner(self.flow_runner)
+            from consonance_sftp.app.service import Service  # the service builds on this module
+
+            self.engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
             await asyncio.to_thread(self.engine.launch)
             if self.quiet:
                 # A one-shot command reports a failed delivery as one line with its reason (and

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -666,10 +665,7 @@ class Service:
                 "another process already runs the engine on this SQLite file",
                 hint="Stop the other 'serve' first (one executor per SQLite file).",
             )
-        runner = DeliveryRunner(self.app, executor=True, executor_id=executor_id)
-        # Bound before the engine launches: launching resumes ticks a crash left pending.
-        runner.flow_runner = functools.partial(self.run_tick, runner=runner)
-        async with runner:
+        async with DeliveryRunner(self.app, executor=True, executor_id=executor_id) as runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
             # client) are dequeued only from queues this executor has registered.

@@ -174,30 +174,39 @@ def status() -> None:
     if not settings.is_postgres and not Path(settings.sqlite_path).exists():
         console.print("deliveries: none yet (the engine has not run on this config)")
     else:
-        _deliveries_table(settings)
+        _work_tables(settings)
     _controls_and_schedules(app)
 
 
-def _deliveries_table(settings: EngineSettings) -> None:
+WORK_KINDS = (
+    # (what, workflow ID prefix, column title)
+    ("deliveries", "dlv-", "partner"),
+    ("intake", "ing-", "partner"),
+    ("flow ticks", "sched-flow:", "flow"),
+)
+
+
+def _work_tables(settings: EngineSettings) -> None:
+    """Per kind of durable work: what is not done (running, queued, failed with its reason),
+    then a count per state."""
     from consonance_sftp.engine import EngineClient
 
     client = EngineClient(settings)
     try:
-        statuses = client.statuses("dlv-")
-        table = Table(
-            "workflow", "partner", "state", "reason", title="deliveries", title_justify="left"
-        )
-        counts: dict[str, int] = {}
-        for wid, st in sorted(statuses.items()):
-            counts[st] = counts.get(st, 0) + 1
-            if st in {"SUCCESS"}:
-                continue
-            reason = client.error(wid) or "" if st == "ERROR" else ""
-            table.add_row(wid, _partner_of(wid), _label(st), reason)
-        if table.row_count:
-            console.print(table)
-        summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
-        console.print(f"deliveries: {summary}")
+        for what, prefix, column in WORK_KINDS:
+            statuses = client.statuses(prefix)
+            table = Table("workflow", column, "state", "reason", title=what, title_justify="left")
+            counts: dict[str, int] = {}
+            for wid, st in sorted(statuses.items()):
+                counts[st] = counts.get(st, 0) + 1
+                if st in {"SUCCESS"}:
+                    continue
+                reason = client.error(wid) or "" if st == "ERROR" else ""
+                table.add_row(wid, _owner_of(wid), _label(st), reason)
+            if table.row_count:
+                console.print(table)
+            summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
+            console.print(f"{what}: {summary}")
     finally:
         client.close()
 
@@ -249,9 +258,14 @@ def _label(dbos_status: str) -> str:
     }.get(dbos_status, dbos_status.lower())
 
 
-def _partner_of(workflow_id: str) -> str:
-    # dlv-<partner>-<key hash>-g<generation>; partner names may hold '-'.
+def _owner_of(workflow_id: str) -> str:
+    """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
+    ``sched-flow:<flow>-<tick time>``; partner and flow names may hold '-'."""
+    if workflow_id.startswith("sched-flow:"):
+        return workflow_id.removeprefix("sched-flow:").rsplit("-", 3)[0]
     parts = workflow_id.split("-")
+    if workflow_id.startswith("ing-"):
+        return "-".join(parts[1:-1])
     return "-".join(parts[1:-2]) if len(parts) >= 4 else ""
 
 
@@ -276,11 +290,11 @@ def retry(
         actor=f"user:{by or _user()}",
         action="delivery.retry",
         subject=workflow_id,
-        details={"partner": _partner_of(workflow_id)},
+        details={"partner": _owner_of(workflow_id)},
     )
     console.print(f"retrying {workflow_id}")
     if wait:
-        result = asyncio.run(_wait_for(app, workflow_id, _partner_of(workflow_id)))
+        result = asyncio.run(_wait_for(app, workflow_id, _owner_of(workflow_id)))
         _report(workflow_id, result)
 
 
@@ -311,7 +325,7 @@ def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> Deliv
 
     rows = [
         r
-        for r in app.store.list_deliveries(partner=_partner_of(workflow_id) or None)
+        for r in app.store.list_deliveries(partner=_owner_of(workflow_id) or None)
         if r.workflow_id == workflow_id
     ]
     if not rows:
