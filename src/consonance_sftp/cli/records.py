@@ -273,11 +273,14 @@ def _owner_of(workflow_id: str) -> str:
 
 
 def retry(
-    workflow_id: Annotated[str, typer.Argument(help="ID of the failed delivery workflow.")],
+    workflow_id: Annotated[
+        str,
+        typer.Argument(help="ID of a failed workflow: a delivery, an intake or a flow tick."),
+    ],
     by: Annotated[str | None, typer.Option(help="Who asks (default: $USER).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
-    """Re-run a failed delivery from its first failed step (same workflow ID)."""
+    """Re-run a failed delivery, intake or flow tick from its first failed step (same ID)."""
     from consonance_sftp.engine import EngineClient
 
     app = _app()
