@@ -412,3 +412,26 @@ async def test_a_bound_hand_off_attaches_or_records_why_not(world: World) -> Non
 
 def _mtime(path: Path) -> float:
     return float(int(path.stat().st_mtime))
+
+
+async def test_a_flow_tick_polls_the_inbox_and_reports_what_it_took(world: World) -> None:
+    from datetime import UTC, datetime
+
+    from consonance_sftp.app.service import Service
+
+    inbox = world.folders["mover"]
+    data = _put(inbox / "jacket-copy.docx", 2000, age_s=30)
+    tick = datetime.now(UTC).replace(microsecond=0)
+    summary = await Service(world.app).run_tick("revisions", tick, runner=world.runner)
+    [taken] = summary["inbox"]["taken"]
+    assert taken["path"] == str(inbox / "jacket-copy.docx")
+    assert summary["inbox"]["trigger"] == f"schedule:{tick.isoformat()}"
+    result = await world.result(taken["workflow_id"])
+    assert Path(result["local_path"]).read_bytes() == data
+    row = world.app.store.find_intake(
+        "mover",
+        taken["path"],
+        taken["size"],
+        _mtime(inbox.parent / "mover-done" / "jacket-copy.docx"),
+    )
+    assert row is not None and row.outcome is IntakeOutcome.STORED
