@@ -336,7 +336,9 @@ async def test_a_done_marker_decides_and_the_post_action_deletes(world: World) -
     assert not (inbox / "sales-2026-11.csv").exists()
     assert Path(result["local_path"]).read_bytes() == data
     assert Path(result["local_path"]).is_relative_to(world.app.state_dir / "inbox" / "sales")
-    after = await world.poll("sales")  # the leftover marker is never taken as a file
+    assert not (inbox / "sales-2026-11.csv.done").exists()  # the marker follows its file
+    (inbox / "old.csv.done").write_text("")  # a marker left over from long ago
+    after = await world.poll("sales")  # ...is never taken as a file
     assert after.taken == [] and after.unstable == [] and after.ignored == []
 
 

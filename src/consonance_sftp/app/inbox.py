@@ -187,13 +187,30 @@ class SftpIngestTransport:
             return action.value
         entry = await fs.stat(request.remote_path)
         if entry is None:
-            return "gone"  # done by an earlier run of this step (or the partner removed it)
+            # Done by an earlier run of this step (or the partner removed it).
+            await self._marker_too(fs, request, action, fence)
+            return "gone"
         if (entry.size, entry.mtime) != (request.size, request.mtime):
-            # A newer upload under the same name: not ours to move or delete.
+            # A newer upload under the same name: not ours to move or delete (nor its marker).
             return "changed"
         fence.check()
         moved_to = await fs.apply_post_action(request.remote_path, action)
+        await self._marker_too(fs, request, action, fence)
         return f"{action.value}:{moved_to}" if moved_to else action.value
+
+    async def _marker_too(
+        self, fs: SftpRemoteFS, request: IngestRequest, action: PostAction, fence: Fence
+    ) -> None:
+        """The file's done-marker follows it (moved or deleted too), so markers do not pile
+        up in the partner's folder."""
+        template = fs.settings.inbound_done_marker
+        if not template:
+            return
+        folder, name = posixpath.split(request.remote_path)
+        marker = posixpath.join(folder, marker_name(template, name))
+        if await fs.stat(marker) is not None:
+            fence.check()
+            await fs.apply_post_action(marker, action)
 
     async def close(self) -> None:
         for fs in self._fs.values():
