@@ -15,7 +15,7 @@ import pytest
 from croniter import croniter
 from pydantic import ValidationError
 
-from consonance_sftp.app.budget import LoopSafeConnectionBudget
+from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
 from consonance_sftp.app.inbox import local_path_for, marker_name, marker_regex
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine.contracts import IngestRequest
@@ -137,7 +137,7 @@ def test_each_file_version_has_its_own_local_folder(tmp_path: Path) -> None:
 def test_a_slot_released_on_another_event_loop_wakes_the_waiter() -> None:
     """DBOS runs downloads on its own loop while polls run on the service's: a slot given back
     there must wake a poll waiting here (an asyncio primitive would leave it waiting)."""
-    budget = LoopSafeConnectionBudget()
+    budget = InProcessConnectionBudget()
     other = asyncio.new_event_loop()
     thread = threading.Thread(target=other.run_forever)
     thread.start()

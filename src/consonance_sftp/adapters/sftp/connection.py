@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,33 +261,60 @@ async def fetch_host_key(ep: SftpEndpoint) -> tuple[str, str]:
 # --- budget and pool ----------------------------------------------------------------------
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class InProcessConnectionBudget:
-    """The per-partner connection cap within one process (asyncio semaphores)."""
+    """The per-partner connection cap within one process, whatever event loop each caller runs
+    on.
+
+    Two loops use one partner's connections in the service: DBOS runs deliveries and ingests on
+    its own loop (in a thread of its own) while polls, flow ticks and commands run on the
+    service's. An asyncio primitive shared between them is woken from the wrong thread when a
+    slot is released on the other loop, and the waiter is never told (a poll waiting for a slot
+    held by a download hung for good). So the count sits behind a ``threading.Lock`` and each
+    waiter is woken on its own loop (``call_soon_threadsafe``).
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._used: dict[str, int] = {}
-        self._changed: dict[str, asyncio.Condition] = {}
-
-    def _cond(self, partner: str) -> asyncio.Condition:
-        return self._changed.setdefault(partner, asyncio.Condition())
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
     async def acquire(self, partner: str, limit: int, *, wait: bool = True) -> bool:
-        cond = self._cond(partner)
-        async with cond:
-            if not wait and self._used.get(partner, 0) >= limit:
-                return False
-            await cond.wait_for(lambda: self._used.get(partner, 0) < limit)
-            self._used[partner] = self._used.get(partner, 0) + 1
-            return True
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._used.get(partner, 0) < limit:
+                    self._used[partner] = self._used.get(partner, 0) + 1
+                    return True
+                if not wait:
+                    return False
+                future: asyncio.Future[None] = loop.create_future()
+                entry = (loop, future)
+                self._waiters.setdefault(partner, []).append(entry)
+            try:
+                await future
+            finally:
+                with self._lock:
+                    waiting = self._waiters.get(partner, [])
+                    if entry in waiting:
+                        waiting.remove(entry)
 
     async def release(self, partner: str) -> None:
-        cond = self._cond(partner)
-        async with cond:
+        with self._lock:
             self._used[partner] = max(0, self._used.get(partner, 0) - 1)
-            cond.notify_all()
+            waiters = self._waiters.pop(partner, [])
+        # Every waiter looks again (on its own loop); those that find no room wait again.
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                loop.call_soon_threadsafe(_wake, future)
 
     def in_use(self, partner: str) -> int:
-        return self._used.get(partner, 0)
+        with self._lock:
+            return self._used.get(partner, 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, partner: str, limit: int) -> AsyncIterator[None]:
