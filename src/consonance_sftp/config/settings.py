@@ -351,7 +351,7 @@ class EngineConfig(StrictModel):
     """The durable engine (DBOS Transact) that runs deliveries, schedules and recovery."""
 
     application_version: str = Field(
-        default="0.1",
+        default="0.2",
         min_length=1,
         description="Version of the workflow code. Work queued under one version is resumed "
         "only by processes of the same version: change it only after the queues are drained.",
