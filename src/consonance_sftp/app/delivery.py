@@ -40,6 +40,17 @@ T = TypeVar("T")
 SecuritySink = Callable[[str, HostKeyMismatch], None]
 """(partner, the mismatch): a changed host key stops that partner and alerts."""
 
+
+async def reporting_host_key(sink: SecuritySink | None, partner: str, work: Awaitable[T]) -> T:
+    """Await ``work``; a changed host key on the way is also handed to ``sink``."""
+    try:
+        return await work
+    except HostKeyMismatch as exc:
+        if sink is not None:
+            await asyncio.to_thread(sink, partner, exc)
+        raise
+
+
 _FileKey = tuple[str, str, str]  # (partner, remote path, SHA-256)
 _REMEMBERED = 10_000  # files remembered per kind; forgetting one only costs a round trip
 
@@ -75,12 +86,7 @@ class SftpDeliveryTransport:
         return (partner, file.remote_path, file.sha256)
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
-        try:
-            return await work
-        except HostKeyMismatch as exc:
-            if self.on_host_key_changed is not None:
-                await asyncio.to_thread(self.on_host_key_changed, partner, exc)
-            raise
+        return await reporting_host_key(self.on_host_key_changed, partner, work)
 
     def _for(self, partner: str) -> SftpRemoteFS:
         key = (partner, id(asyncio.get_running_loop()))

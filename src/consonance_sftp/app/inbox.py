@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from consonance_sftp.adapters.sftp.checksums import sha256_file
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.transfer import PostAction, TransferSettings
 from consonance_sftp.engine.contracts import Fence, FetchedFile, IngestRequest
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-SecuritySink = Callable[[str, HostKeyMismatch], None]
-ProgressSink = Callable[[str, str, int, int], None]
-"""(partner, remote path, bytes done, bytes total)."""
 
 
 # --- the local inbox store -----------------------------------------------------------------
@@ -116,12 +113,7 @@ class SftpIngestTransport:
                 await fs.close()
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
-        try:
-            return await work
-        except HostKeyMismatch as exc:
-            if self.on_host_key_changed is not None:
-                await asyncio.to_thread(self.on_host_key_changed, partner, exc)
-            raise
+        return await reporting_host_key(self.on_host_key_changed, partner, work)
 
     async def fetch(self, request: IngestRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
         return await self._reporting(request.partner, self._fetch(request, quarantine, fence))
