@@ -18,6 +18,7 @@ It prints ``READY <executor id>`` once launched and serves until SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -174,6 +175,15 @@ class FolderTransport:
 class SqliteLedger:
     def __init__(self, path: str) -> None:
         self.path = path
+        # WAL is a property of the file: set it once. Two workers starting together race for
+        # the switch, and SQLite answers the loser "locked" without waiting: try again.
+        for _ in range(100):
+            try:
+                with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                time.sleep(0.05)
         with self._db() as db:
             db.execute(
                 """CREATE TABLE IF NOT EXISTS ledger (
@@ -183,9 +193,7 @@ class SqliteLedger:
             )
 
     def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return sqlite3.connect(self.path, timeout=30)
 
     def already_sent(self, key: DeliveryKey, generation: int) -> bool:
         with self._db() as db:

@@ -230,3 +230,20 @@ async def test_a_title_entering_its_publication_window_fires_the_flow_once(app: 
     assert all("publication_due" in (r.trigger or "") for r in rows)
     landed = [p for p in sb.partner_folder("ebook-vendor").rglob("*") if p.is_file()]
     assert len(landed) == len(rows)
+
+
+async def test_a_tick_step_run_again_is_recorded_once(app: App) -> None:
+    """DBOS may run a tick's step again (a retry, or recovery after a crash): the audit trail
+    still has one ``flow.tick`` per tick."""
+    from consonance_sftp.app.runner import DeliveryRunner
+
+    service = Service(app)
+    await asyncio.to_thread(
+        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+    )
+    tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    runner = DeliveryRunner(app)  # not entered: a paused flow never reaches it
+    for moment in (tick, tick, tick + timedelta(days=1)):
+        await service.run_tick(ONIX, moment, runner=runner)
+    ticks = [e.details["tick"] for e in app.store.list_audit(action="flow.tick")]
+    assert sorted(ticks) == [tick.isoformat(), (tick + timedelta(days=1)).isoformat()]

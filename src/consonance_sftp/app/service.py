@@ -596,9 +596,7 @@ class Service:
         flow = self.app.settings.flows.get(name)
         if flow is None or not flow.enabled:
             return {**summary, "skipped": "no longer an enabled flow in the config"}
-        await asyncio.to_thread(
-            self.app.store.append_audit, "schedule", "flow.tick", f"flow:{name}", summary
-        )
+        await asyncio.to_thread(self._record_tick, name, summary)
         if await asyncio.to_thread(self.controls.is_paused, "flow", name):
             return {**summary, "skipped": f"flow {name!r} is paused"}
         trigger = f"schedule:{tick.isoformat()}"
@@ -614,6 +612,19 @@ class Service:
             "held": [h.reason for h in outcome.held],
             "failed": {w: r["error"] for w, r in outcome.results.items() if "error" in r},
         }
+
+    def _record_tick(self, name: str, summary: dict[str, Any]) -> None:
+        """One ``flow.tick`` audit event per tick, even when the tick's step runs again (a
+        retry, or the recovery of a tick a crash interrupted)."""
+        recent = self.app.store.list_audit(action="flow.tick", subject=f"flow:{name}", limit=100)
+        if any(e.details.get("tick") == summary["tick"] for e in recent):
+            log.info(
+                "flow %s: tick %s runs again (its step was retried or recovered)",
+                name,
+                summary["tick"],
+            )
+            return
+        self.app.store.append_audit("schedule", "flow.tick", f"flow:{name}", summary)
 
     def flow_schedules(self, overrides: dict[str, str] | None = None) -> dict[str, FlowSchedule]:
         """Each enabled flow's schedule as the engine declares it: its cron (inbound flows:
