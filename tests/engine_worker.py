@@ -354,6 +354,7 @@ class TeeAlerts:
 
 _EVENTS: EventLog | None = None
 _HOLD_FIRST_TICK_S = 0.0
+_TICK_DURATION_S = 0.0
 
 
 async def run_tick(flow: str, scheduled_at: datetime) -> dict[str, Any]:
@@ -363,6 +364,7 @@ async def run_tick(flow: str, scheduled_at: datetime) -> dict[str, Any]:
     first = len([e for e in read_events(_EVENTS.path) if e["ev"] == "tick_start"]) == 1
     if first and _HOLD_FIRST_TICK_S:
         await asyncio.sleep(_HOLD_FIRST_TICK_S)  # the test kills the process meanwhile
+    await asyncio.sleep(_TICK_DURATION_S)
     _EVENTS.write("tick", flow=flow, tick=scheduled_at.isoformat())
     return {"flow": flow, "tick": scheduled_at.isoformat()}
 
@@ -388,10 +390,11 @@ def settings_from(cfg: dict[str, Any]) -> EngineSettings:
 
 
 async def main(cfg: dict[str, Any]) -> None:
-    global _EVENTS, _HOLD_FIRST_TICK_S
+    global _EVENTS, _HOLD_FIRST_TICK_S, _TICK_DURATION_S
     events = EventLog(cfg["events"], cfg["executor_id"])
     _EVENTS = events
     _HOLD_FIRST_TICK_S = float(cfg.get("hold_first_tick_s", 0))
+    _TICK_DURATION_S = float(cfg.get("tick_duration_s", 0))
     if cfg.get("code_change"):
         # A new release: one more workflow changes the source hash DBOS would use as version.
         @DBOS.workflow(name="test.added_in_v2")

@@ -375,3 +375,20 @@ def test_kill9_mid_tick_resumes_the_tick_after_restart(
     statuses = client.statuses(prefix=f"sched-flow:tick-test-{killed['tick']}")
     client.close()
     assert list(statuses.values()) == ["SUCCESS"]
+
+
+@pytest.mark.slow
+def test_ticks_of_one_flow_never_overlap(
+    tmp_path: Path, base_cfg: dict[str, Any], workers: list[Worker]
+) -> None:
+    """A tick that takes longer than the schedule's period does not run beside the next one
+    (which would plan from the same baseline and send the same feed twice): the flow's ticks
+    queue up and run one at a time."""
+    cfg = {**base_cfg, "schedule": "* * * * * *", "tick_duration_s": 1.5}
+    start(workers, cfg, tmp_path)
+    wait_for(lambda: len(events_of(cfg, "tick")) >= 3, 30, "three ticks")
+    starts = {e["tick"]: e["t"] for e in events_of(cfg, "tick_start")}
+    ends = {e["tick"]: e["t"] for e in events_of(cfg, "tick")}
+    spans = sorted((starts[t], ends[t]) for t in ends)
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert begin >= end, f"a tick started at {begin} before the previous ended at {end}"

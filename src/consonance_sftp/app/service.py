@@ -683,8 +683,12 @@ class Service:
             for cap in sorted({p.max_connections for p in self.app.settings.partners.values()}):
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
             tasks = []
-            if triggers:
-                wanted = self.flow_schedules(schedule_overrides)
+            wanted = self.flow_schedules(schedule_overrides)
+            if not triggers:
+                # A worker runs ticks too (one at a time per flow): it dequeues them from the
+                # flows' queues; 'serve' declares the schedules that fill them.
+                await asyncio.to_thread(runner.engine.ensure_flow_queues, wanted)
+            else:
                 await asyncio.to_thread(runner.engine.ensure_flow_schedules, wanted)
                 tasks = [
                     asyncio.create_task(

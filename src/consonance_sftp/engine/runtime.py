@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -261,7 +261,17 @@ class Engine:
     def ensure_flow_schedules(self, wanted: dict[str, schedules.FlowSchedule]) -> list[str]:
         """Declare each flow's schedule in DBOS (idempotent, once per tick across processes)
         and remove the schedules of flows no longer scheduled. Blocking."""
+        self.ensure_flow_queues(wanted)
         return schedules.ensure_flow_schedules(wanted)
+
+    def ensure_flow_queues(self, flows: Iterable[str]) -> None:
+        """Register (once per process) each flow's tick queue, so this executor runs its ticks:
+        one at a time across all processes, because a tick that overlapped the one before would
+        plan from the same baseline (an ONIX delta not yet marked sent) and send it again."""
+        for flow in flows:
+            self._register_queue(
+                schedules.flow_queue_name(flow), global_concurrency=1, polling_interval_sec=1.0
+            )
 
     def backfill_flow(self, flow: str, start: datetime, end: datetime) -> list[str]:
         """Enqueue the flow's ticks between ``start`` and ``end`` (both exclusive) that have
@@ -275,11 +285,14 @@ class Engine:
     def ensure_delivery_queue(self, max_connections: int) -> str:
         """Register (once per process) the partitioned queue for this connection cap."""
         name = delivery_queue_name(max_connections)
+        self._register_queue(name, **_queue_kwargs(self.settings, max_connections))
+        return name
+
+    def _register_queue(self, name: str, **options: Any) -> None:
         with self._queue_lock:
             if name not in self._queues:
-                DBOS.register_queue(name, **_queue_kwargs(self.settings, max_connections))
+                DBOS.register_queue(name, **options)
                 self._queues.add(name)
-        return name
 
     async def enqueue_delivery(self, request: DeliveryRequest, *, max_connections: int) -> str:
         """Enqueue a delivery; return its workflow ID. Enqueuing the same files again (same

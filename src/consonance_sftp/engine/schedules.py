@@ -172,14 +172,25 @@ def flow_schedule_name(flow: str) -> str:
     return f"{FLOW_SCHEDULE_PREFIX}{flow}"
 
 
+def flow_queue_name(flow: str) -> str:
+    """The queue of a flow's ticks (one tick of a flow at a time, across processes)."""
+    return f"flow-{flow}"
+
+
 def ensure_flow_schedules(schedules: Mapping[str, FlowSchedule]) -> list[str]:
-    """Declare one DBOS schedule per flow (idempotent) and delete the schedules of flows that
-    are no longer scheduled, so a removed flow stops ticking. Returns the names changed."""
+    """Declare one DBOS schedule per flow (idempotent; its ticks go to the flow's queue, which
+    must be registered) and delete the schedules of flows that are no longer scheduled, so a
+    removed flow stops ticking. Returns the names changed."""
     changed = []
     for flow, when in schedules.items():
         name = flow_schedule_name(flow)
         if ensure_schedule(
-            name, flow_tick, when.cron, timezone=when.timezone, context={"flow": flow}
+            name,
+            flow_tick,
+            when.cron,
+            timezone=when.timezone,
+            context={"flow": flow},
+            queue_name=flow_queue_name(flow),
         ):
             changed.append(name)
     wanted = {flow_schedule_name(f) for f in schedules}
