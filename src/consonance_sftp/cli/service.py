@@ -130,11 +130,11 @@ def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> Non
     for f in report.taken:
         result = results.get(f.workflow_id or "", {})
         outcome = result.get("error") or result.get("outcome") or f"taken ({f.workflow_id})"
-        t.add_row(f.partner, f.path, str(f.size), str(outcome))
+        t.add_row(f.partner, f.path, f"{f.size:,}", str(outcome))
     for f in report.unstable:
-        t.add_row(f.partner, f.path, str(f.size), f"not yet: {f.reason or 'still changing'}")
+        t.add_row(f.partner, f.path, f"{f.size:,}", f"not yet: {f.reason or 'still changing'}")
     for f in report.ignored:
-        t.add_row(f.partner, f.path, str(f.size), f"ignored: {f.reason or 'not a wanted name'}")
+        t.add_row(f.partner, f.path, f"{f.size:,}", f"ignored: {f.reason or 'not a wanted name'}")
     console.print(t)
     console.print(f"{len(report.known)} file(s) already taken in earlier")
     for partner, why in {**report.held, **report.errors}.items():
