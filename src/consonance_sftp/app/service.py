@@ -559,6 +559,17 @@ class Service:
         check_due = bool(windows) and (self._due_checked != today or dates_moved)
         if not report.events and not check_due:
             return report
+        # The titles' state (every snapshot) is read only when a condition needs it: a window
+        # to check, or a flow with more than one condition to hold.
+        combined = any(
+            len(f.when.conditions()) > 1
+            for f in self.app.settings.flows.values()
+            if f.enabled and isinstance(f, EVENT_FLOWS) and f.when is not None
+        )
+        if not (check_due or combined):
+            if report.mode != "baseline":
+                await self.on_events(report.events, runner, api)
+            return report
         states = await asyncio.to_thread(TitleStates, self.app.store)
         due = []
         if check_due:
@@ -628,7 +639,8 @@ class Service:
 
     def flow_schedules(self, overrides: dict[str, str] | None = None) -> dict[str, FlowSchedule]:
         """Each enabled flow's schedule as the engine declares it: its cron (inbound flows:
-        every ``poll_interval``), or a test's override (a six-field cron with seconds)."""
+        every ``poll_interval``), or a test's override (a six-field cron with seconds). Kinds
+        this release cannot run are left out."""
         wanted: dict[str, FlowSchedule] = {}
         for name, flow in self.app.settings.flows.items():
             if not flow.enabled:
@@ -641,15 +653,8 @@ class Service:
                 when = FlowSchedule(flow.poll_cron())
             else:
                 continue
-            if flow.kind not in PREPARERS and not isinstance(flow, INBOUND_FLOWS):
-                log.warning(
-                    "flow %s is scheduled but its kind (%s) cannot run in this release; "
-                    "its schedule is not started",
-                    name,
-                    flow.kind,
-                )
-                continue
-            wanted[name] = when
+            if flow.kind in PREPARERS or isinstance(flow, INBOUND_FLOWS):
+                wanted[name] = when
         return wanted
 
     async def serve(
@@ -689,6 +694,14 @@ class Service:
                 # flows' queues; 'serve' declares the schedules that fill them.
                 await asyncio.to_thread(runner.engine.ensure_flow_queues, wanted)
             else:
+                for name, flow in self.app.settings.flows.items():
+                    if flow.enabled and flow.schedule is not None and name not in wanted:
+                        log.warning(
+                            "flow %s is scheduled but its kind (%s) cannot run in this "
+                            "release; its schedule is not started",
+                            name,
+                            flow.kind,
+                        )
                 await asyncio.to_thread(runner.engine.ensure_flow_schedules, wanted)
                 tasks = [
                     asyncio.create_task(

@@ -97,9 +97,13 @@ class When(StrictModel):
         "(0: on the day). Checked once a day and whenever a publication date changes.",
     )
 
+    def conditions(self) -> list[str]:
+        """The names of the conditions set."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
     @model_validator(mode="after")
     def _something_set(self) -> When:
-        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+        if not self.conditions():
             raise ValueError(
                 "set at least one of project_stage, todo_done, publishing_status, "
                 "days_before_publication"

@@ -83,7 +83,7 @@ def triggered(
     if when is None or not flow.enabled or not _fires(when, event):
         return False
     if state is None:
-        return sum(v is not None for v in when.model_dump().values()) == 1
+        return len(when.conditions()) == 1
     return holds(when, state, today or date.today())
 
 
