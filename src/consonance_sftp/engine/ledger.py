@@ -29,8 +29,9 @@ class StoreLedger:
         return row is not None and row.outcome in _DONE
 
     def record(self, record: DeliveryRecord) -> None:
-        self._write(record)
-        # Every outcome is a state change on the append-only audit trail too.
+        if not self._write(record):
+            return  # a replayed step: the row already says this, and so does the audit trail
+        # Every change of outcome is on the append-only audit trail too.
         self.store.append_audit(
             actor=f"engine:{record.executor_id or 'unknown'}",
             action=f"delivery.{record.outcome.value}",
@@ -48,9 +49,13 @@ class StoreLedger:
             },
         )
 
-    def _write(self, record: DeliveryRecord) -> None:
+    def _write(self, record: DeliveryRecord) -> bool:
+        """Write the row; False when it already held exactly this outcome and reason."""
+        existing = self.store.find_delivery(record.key, record.generation)
+        if existing is not None and _same(existing, record):
+            return False
         now = datetime.now(UTC)
-        row = self.store.record_delivery(
+        row = existing or self.store.record_delivery(
             LedgerRow(
                 flow=record.flow,
                 partner=record.key.partner,
@@ -69,9 +74,7 @@ class StoreLedger:
                 source=record.source,
             )
         )
-        if row.id is None:
-            return
-        if row.outcome != record.outcome or (row.error or None) != record.reason:
+        if row.id is not None and not _same(row, record):
             # The row existed (a failed attempt, then ``retry``): move it to the new outcome.
             self.store.update_delivery(
                 row.id,
@@ -81,3 +84,8 @@ class StoreLedger:
                 finished_at=now,
                 attempts=row.attempts + 1,
             )
+        return True
+
+
+def _same(row: LedgerRow, record: DeliveryRecord) -> bool:
+    return row.outcome == record.outcome and (row.error or None) == record.reason
