@@ -391,13 +391,14 @@ async def _candidates(
             if marker in listed:
                 with_marker.append(entry)
             else:
-                report.unstable.append(
-                    InboxFile(
-                        partner, entry.path, entry.size, entry.mtime, reason="no done marker yet"
-                    )
-                )
+                _not_yet(report, partner, entry, "no done marker yet")
         return with_marker
     return fresh
+
+
+def _not_yet(report: InboxReport, partner: str, entry: RemoteEntry, reason: str) -> None:
+    """A file left for a later poll, and why."""
+    report.unstable.append(InboxFile(partner, entry.path, entry.size, entry.mtime, reason=reason))
 
 
 async def _stable(
@@ -417,11 +418,7 @@ async def _stable(
     old_enough = []
     for entry in candidates:
         if ts.min_age and now - entry.mtime < ts.min_age:
-            report.unstable.append(
-                InboxFile(
-                    partner, entry.path, entry.size, entry.mtime, reason="younger than min_age"
-                )
-            )
+            _not_yet(report, partner, entry, "younger than min_age")
         else:
             old_enough.append(entry)
     if not old_enough or not ts.stable_interval:
@@ -434,9 +431,5 @@ async def _stable(
         if later is not None and (later.size, later.mtime) == (entry.size, entry.mtime):
             stable.append(entry)
         else:
-            report.unstable.append(
-                InboxFile(
-                    partner, entry.path, entry.size, entry.mtime, reason="still being written"
-                )
-            )
+            _not_yet(report, partner, entry, "still being written")
     return stable
