@@ -1,14 +1,11 @@
-"""Where the shared third-party samples are: ``shared/`` beside the repository (as CI lays it
-out), or ``CONSONANCE_SFTP_SAMPLES`` when set."""
+"""Where the third-party sample files the tests read are: ``tests/data/`` in this repository
+(sources and licences in ``tests/data/README.md``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-SAMPLES = Path(
-    os.environ.get("CONSONANCE_SFTP_SAMPLES")
-    or Path(__file__).resolve().parents[2] / "shared" / "samples"
-)
-ONIX_SAMPLES = SAMPLES / "onix"
+DATA = Path(__file__).resolve().parent / "data"
+ONIX_SAMPLES = DATA / "onix"
+SALES_SAMPLES = DATA / "sales"
 EDITEUR_REFERENCE = ONIX_SAMPLES / "editeur-sample-onix3-reference.xml"

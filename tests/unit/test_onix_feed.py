@@ -36,7 +36,7 @@ HEADER = MessageHeader(sender_name="Snowbooks", sent_at=datetime(2026, 3, 1, 9, 
 def _sample(name: str) -> Path:
     path = SAMPLES / name
     if not path.exists():
-        pytest.fail(f"missing shared sample {path}")
+        pytest.fail(f"missing sample (tests/data) {path}")
     return path
 
 

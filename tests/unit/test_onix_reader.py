@@ -19,8 +19,8 @@ SAMPLES = ONIX_SAMPLES
 
 def _sample(name: str) -> Path:
     path = SAMPLES / name
-    if not path.exists():  # the shared folder sits beside the repo; fail loudly, never skip
-        pytest.fail(f"missing shared sample {path}")
+    if not path.exists():  # tests/data ships with the repo; fail loudly, never skip
+        pytest.fail(f"missing sample (tests/data) {path}")
     return path
 
 

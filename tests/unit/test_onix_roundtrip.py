@@ -33,7 +33,7 @@ HEADER = MessageHeader(
 def _sample(name: str) -> Path:
     path = SAMPLES / name
     if not path.exists():
-        pytest.fail(f"missing shared sample {path}")
+        pytest.fail(f"missing sample (tests/data) {path}")
     return path
 
 
