@@ -14,10 +14,10 @@ OUTSIDE = re.compile(r"\.\./" + "shared" + r"|\b" + "shared" + r"/(samples|refer
 
 
 def _tree() -> list[Path]:
-    files = [ROOT / "Makefile", ROOT / ".ci" / "run", ROOT / "pyproject.toml"]
+    files = [ROOT / name for name in ("Makefile", ".ci/run", "pyproject.toml", "README.md")]
     for top in ("src", "tests", "bench", "scripts", "docs"):
         files += [p for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    return files + [ROOT / "README.md"]
+    return files
 
 
 def test_nothing_refers_to_a_folder_beside_the_clone() -> None:
