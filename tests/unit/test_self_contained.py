@@ -16,7 +16,9 @@ OUTSIDE = re.compile(r"\.\./" + "shared" + r"|\b" + "shared" + r"/(samples|refer
 def _tree() -> list[Path]:
     files = [ROOT / name for name in ("Makefile", ".ci/run", "pyproject.toml", "README.md")]
     for top in ("src", "tests", "bench", "scripts", "docs"):
-        files += [p for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        files += [
+            p for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
     return files
 
 
