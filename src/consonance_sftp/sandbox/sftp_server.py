@@ -1,7 +1,10 @@
 """The local SFTP partner server for the demo, the sandbox and the tests (asyncssh).
 
 One server holds every sandbox partner: each login user is chrooted into its own folder
-``<root>/<user>/`` (created on first login), so a partner never sees another's files. Users log
+``<root>/<user>/`` (created on first login), so a partner never sees another's files. The
+chroot holds for symlinks too: any path that resolves (following every link, in the final name
+and in every folder on the way) outside the partner's folder is refused with "permission
+denied", whatever the operation. Users log
 in with a key from one authorized-keys file (``consonance-sftp init`` creates the client key);
 tests may also give passwords, which enables password and keyboard-interactive logins.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,12 +113,66 @@ class PartnerSSHServer(asyncssh.SSHServer):
 
 
 class PartnerSFTPServer(asyncssh.SFTPServer):
-    """SFTP chrooted into the logged-in user's folder."""
+    """SFTP chrooted into the logged-in user's folder, links included.
+
+    asyncssh's chroot is lexical: it folds ``..`` so a client path cannot climb above the
+    root, but the operating system then follows any symlink found on the way, so a link
+    placed in the partner's folder (``leak -> /etc/shadow``, or ``in/up -> ../..`` leading to
+    another partner) reaches outside it. Every client path passes through ``map_path``, which
+    here also resolves the local path with ``realpath`` and refuses it unless it stays inside.
+    That covers open, stat, lstat, listing, rename, remove, mkdir, setstat, readlink and both
+    ends of a new link. A link pointing outside cannot be used, and cannot be read, renamed or
+    removed through SFTP either (its owner on the host removes it).
+
+    A check-then-use race remains (a folder swapped for a link between the check and the
+    system call, by a second session of the same partner): this server is for trying the
+    service and for tests, not a hardened partner server; partners can create no link whose
+    target resolves outside, so the race needs a link placed on the host.
+    """
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], settings: ServerSettings) -> None:
         self.settings = settings
         self.username: str = chan.get_extra_info("username")
-        super().__init__(chan, chroot=os.fsencode(settings.home(self.username)))
+        home = settings.home(self.username)
+        self._root = os.fsencode(os.path.realpath(home))
+        super().__init__(chan, chroot=os.fsencode(home))
+
+    def _inside(self, local: bytes) -> bool:
+        resolved = os.path.realpath(local)
+        return resolved == self._root or resolved.startswith(self._root + b"/")
+
+    def _confine(self, local: bytes) -> bytes:
+        if not self._inside(local):
+            raise asyncssh.SFTPPermissionDenied(
+                "permission denied: the path leads outside the partner's folder"
+            )
+        return local
+
+    def map_path(self, path: bytes) -> bytes:
+        """The local path of a client path; refused when it resolves outside the root."""
+        return self._confine(super().map_path(path))
+
+    def readlink(self, path: bytes) -> bytes:
+        """The link's target as a client path. asyncssh resolves a relative target against
+        the server's working folder; it is relative to the link's own folder."""
+        link = self.map_path(path)  # the link itself resolves inside, or this raised
+        target = os.readlink(link)
+        resolved = os.path.realpath(os.path.join(os.path.dirname(link), target))
+        return self.reverse_map_path(self._confine(resolved))
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        """Create a link, refused when its target would resolve outside the root.
+
+        An absolute target is the partner's own path (``/in/a.pdf`` is in its folder) and is
+        stored as the local path; a relative one is kept as written when it resolves inside
+        (asyncssh would quietly rewrite one that climbs out; refusing says what happened).
+        """
+        link = self.map_path(newpath)
+        if posixpath.isabs(oldpath):
+            os.symlink(self.map_path(oldpath), link)
+            return
+        self._confine(os.path.join(os.path.dirname(link), oldpath))
+        os.symlink(oldpath, link)
 
 
 @dataclass
