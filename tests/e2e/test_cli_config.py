@@ -99,3 +99,53 @@ def test_docs_config_reference_matches_generator() -> None:
     result = run("docs", "config-reference")
     assert result.returncode == 0, result.stderr
     assert result.stdout == config_reference()
+
+
+def test_check_reports_what_would_fail_later(tmp_path: Path) -> None:
+    """A config that validates but would fail or surprise: each finding with its TOML path."""
+    assert run("init", "--dir", str(tmp_path)).returncode == 0
+    config = tmp_path / "consonance-sftp.toml"
+    text = config.read_text()
+    key = tmp_path / "keys" / "client_ed25519"
+    token = tmp_path / "keys" / "consonance-sandbox-token"
+    token.chmod(0o644)
+    # The designer's inbox polled by a second flow with an overlapping pattern.
+    text += '\n[flows.design-pdfs]\nkind = "sales_in"\npartners = ["designer"]\n'
+    text += 'patterns = ["*.pdf"]\n'
+    config.write_text(text)
+
+    warned = run("--config", str(config), "config", "check")
+    output = warned.stdout + warned.stderr
+    assert warned.returncode == 2, output
+    assert "Traceback" not in output
+    flat = " ".join(output.split())
+    assert "flows.design-pdfs.patterns: flow 'design-intake' polls the same folder /out" in flat
+    assert "'*' overlaps '*.pdf' (both take e.g. 'a.pdf')" in flat
+    # Warnings and notes come with the errors, on stdout.
+    assert f"warning: consonance.token: secret file {token} is open to its group and others" in flat
+    assert f"(mode 0644); only the service's user should read it: chmod 600 {token}" in flat
+    assert "warning: flows.nightly-archive.kind: archive flows cannot run in this release" in flat
+    assert "note: flows.design-intake.kind: intake: polls and stores" in flat
+
+    key.unlink()
+    key.mkdir()
+    broken = run("--config", str(config), "config", "check")
+    flat = " ".join((broken.stdout + broken.stderr).split())
+    assert broken.returncode == 2
+    assert "7 problems found by the checks" in flat  # six partners share the key, one overlap
+    assert f"partners.printer.auth.key: {key} is a folder, not a private key file" in flat
+    assert f"partners.designer.auth.key: {key} is a folder" in flat
+
+
+def test_warnings_pass_unless_strict(tmp_path: Path) -> None:
+    assert run("init", "--dir", str(tmp_path)).returncode == 0
+    config = tmp_path / "consonance-sftp.toml"
+    (tmp_path / "keys" / "client_ed25519").chmod(0o640)
+    ok = run("--config", str(config), "config", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "config ok" in ok.stdout
+    assert "warning: partners.printer.auth.key: private key" in ok.stdout
+    strict = run("--config", str(config), "config", "check", "--strict")
+    assert strict.returncode == 2
+    assert "partners.printer.auth.key: private key" in strict.stderr
+    assert "chmod 600" in strict.stderr

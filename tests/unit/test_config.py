@@ -323,3 +323,218 @@ def test_known_hosts_line_for_another_server_is_refused(tmp_path: Path, secrets_
     ):
         settings = load_settings(write(tmp_path, MINIMAL.replace(PRINTER_LINE, line)))
         assert settings.partners["printer"].host_keys == [line]
+
+
+# --- config check: what fails or surprises later ------------------------------------------
+
+KEYED = f"""
+[consonance]
+token = {{ file = "keys/token" }}
+
+[partners.printer]
+host = "sftp.printer.example"
+user = "pub"
+host_keys = ["{PRINTER_LINE}"]
+auth = {{ key = "keys/id_printer" }}
+folders = {{ send = "/in", receive = "/out" }}
+"""
+
+
+def keyed_project(tmp_path: Path) -> Path:
+    """A config with key auth, a private key and a token file, both mode 0600."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(keys / "id_printer")
+    (keys / "id_printer").chmod(0o600)
+    (keys / "token").write_text("tok-file-8c2e1a\n")
+    (keys / "token").chmod(0o600)
+    return write(tmp_path, KEYED)
+
+
+def findings_of(path: Path) -> dict[str, tuple[str, str]]:
+    from consonance_sftp.config.checks import check_file
+
+    _settings, found = check_file(path)
+    return {f.path: (f.severity, f.message) for f in found}
+
+
+def test_check_finds_nothing_in_a_sound_config(tmp_path: Path) -> None:
+    assert findings_of(keyed_project(tmp_path)) == {}
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("missing", "does not exist"),
+        ("folder", "is a folder"),
+        ("corrupt", "is not a private key"),
+        ("public", "is a public key"),
+        ("dangling", "which does not exist"),
+        ("encrypted", "is encrypted: add passphrase"),
+    ],
+)
+def test_check_reports_a_key_file_that_will_fail(tmp_path: Path, damage: str, words: str) -> None:
+    path = keyed_project(tmp_path)
+    key = tmp_path / "keys" / "id_printer"
+    public = asyncssh.read_private_key(key).export_public_key("openssh")
+    key.unlink()
+    if damage == "folder":
+        key.mkdir()
+    elif damage == "corrupt":
+        key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64 at all\n")
+    elif damage == "public":
+        key.write_bytes(public)
+    elif damage == "dangling":
+        key.symlink_to(tmp_path / "keys" / "gone")
+    elif damage == "encrypted":
+        asyncssh.generate_private_key("ssh-ed25519").write_private_key(
+            key, format_name="pkcs8-pem", passphrase="secret words"
+        )
+    found = findings_of(path)
+    assert list(found) == ["partners.printer.auth.key"]
+    severity, message = found["partners.printer.auth.key"]
+    assert severity == "error"
+    assert words in message and str(key) in message
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o644, "its group and others"), (0o640, "its group")])
+def test_check_warns_about_readable_keys_and_secret_files(
+    tmp_path: Path, mode: int, who: str
+) -> None:
+    path = keyed_project(tmp_path)
+    (tmp_path / "keys" / "id_printer").chmod(mode)
+    (tmp_path / "keys" / "token").chmod(mode)
+    found = findings_of(path)
+    assert set(found) == {"partners.printer.auth.key", "consonance.token"}
+    for where, what in (("partners.printer.auth.key", "id_printer"), ("consonance.token", "token")):
+        severity, message = found[where]
+        assert severity == "warning"
+        assert f"open to {who} (mode {mode:04o})" in message
+        assert f"chmod 600 {tmp_path.resolve() / 'keys' / what}" in message
+
+
+def _inboxes(first: str, second: str, *, second_partner: str = "printer", extra: str = "") -> str:
+    return (
+        KEYED
+        + extra
+        + f"""
+[flows.intake]
+kind = "intake"
+partners = ["printer"]
+patterns = {first}
+
+[flows.sales]
+kind = "sales_in"
+partners = ["{second_partner}"]
+patterns = {second}
+"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "example"),
+    [
+        ('["*"]', '["*"]', "a"),  # identical: the second flow never gets a file
+        ('["*.pdf", "*"]', '["*.csv"]', "a.csv"),  # one subsumes the other
+        ('["sales_*.xlsx"]', '["*_2026-??.xlsx"]', "sales_2026-aa.xlsx"),  # only some names
+    ],
+)
+def test_check_reports_inbound_flows_racing_for_one_folder(
+    tmp_path: Path, first: str, second: str, example: str
+) -> None:
+    keyed_project(tmp_path)
+    found = findings_of(write(tmp_path, _inboxes(first, second)))
+    notes = {"flows.intake.kind", "flows.sales.kind"}
+    assert set(found) == {"flows.sales.patterns"} | notes
+    severity, message = found["flows.sales.patterns"]
+    assert severity == "error"
+    assert "flow 'intake' polls the same folder /out of partner 'printer'" in message
+    assert f"e.g. {example!r}" in message
+
+
+def test_check_accepts_inboxes_that_cannot_share_a_file(tmp_path: Path) -> None:
+    keyed_project(tmp_path)
+    for first, second in (('["*.pdf"]', '["*.csv", "*.CSV"]'), ('["[!s]*"]', '["s*"]')):
+        found = findings_of(write(tmp_path, _inboxes(first, second)))
+        assert "flows.sales.patterns" not in found, (first, second)
+    # A disabled flow polls nothing.
+    text = _inboxes('["*"]', '["*"]').replace(
+        'kind = "sales_in"', 'kind = "sales_in"\nenabled = false'
+    )
+    assert "flows.sales.patterns" not in findings_of(write(tmp_path, text))
+
+
+def test_check_sees_two_partner_entries_for_one_account(tmp_path: Path) -> None:
+    keyed_project(tmp_path)
+    twin = f"""
+[partners.printer-reports]
+host = "SFTP.printer.example"
+user = "pub"
+host_keys = ["{PRINTER_LINE}"]
+auth = {{ key = "keys/id_printer" }}
+folders = {{ receive = "/out/" }}
+"""
+    text = _inboxes('["*.csv"]', '["*"]', second_partner="printer-reports", extra=twin)
+    severity, message = findings_of(write(tmp_path, text))["flows.sales.patterns"]
+    assert severity == "error"
+    assert "partners 'printer' and 'printer-reports' (both pub@sftp.printer.example:22)" in message
+
+
+def test_check_says_which_flow_kinds_cannot_run_or_only_store(tmp_path: Path) -> None:
+    keyed_project(tmp_path)
+    text = (
+        KEYED
+        + '\n[flows.arch]\nkind = "archive"\n'
+        + '\n[flows.royalties]\nkind = "finance_out"\npartners = ["printer"]\n'
+        + '\n[flows.old]\nkind = "archive"\nenabled = false\n'
+        + '\n[flows.in]\nkind = "intake"\npartners = ["printer"]\n'
+    )
+    found = findings_of(write(tmp_path, text))
+    assert set(found) == {"flows.arch.kind", "flows.royalties.kind", "flows.in.kind"}
+    for where in ("flows.arch.kind", "flows.royalties.kind"):
+        severity, message = found[where]
+        assert severity == "warning" and "cannot run in this release" in message
+    severity, message = found["flows.in.kind"]
+    assert severity == "note"
+    assert "stores each new file durably" in message and "not built yet" in message
+
+
+def test_runs_today_matches_what_the_service_can_run() -> None:
+    from consonance_sftp.app.service import INBOUND_FLOWS, PREPARERS
+    from consonance_sftp.config import FLOW_MODELS
+
+    for kind, model in FLOW_MODELS.items():
+        wired = kind.value in PREPARERS or issubclass(model, INBOUND_FLOWS)
+        assert model.runs_today == wired, kind
+        if issubclass(model, INBOUND_FLOWS):
+            # Inbound kinds only store files today, and their reference text says so.
+            assert "not built yet" in model.today
+            assert "not built yet" in " ".join((model.__doc__ or "").split())
+
+
+def test_common_name_is_exact_for_shell_patterns() -> None:
+    """Every example it gives matches both patterns; when it finds none, no short name does."""
+    import fnmatch
+    import itertools
+    import random
+
+    from consonance_sftp.config.patterns import common_name
+
+    rng = random.Random(7)
+    names = ["".join(p) for n in range(1, 5) for p in itertools.product("ab.c-]!", repeat=n)]
+    names = [n for n in names if not n.startswith(".")]
+    for _ in range(1500):
+        left, right = (
+            "".join(rng.choice("ab.*?[]!-c") for _ in range(rng.randint(1, 5))) for _ in "lr"
+        )
+        example = common_name(left, right)
+        if example is not None:
+            assert fnmatch.fnmatchcase(example, left) and fnmatch.fnmatchcase(example, right)
+            assert not example.startswith(".")
+        else:
+            assert not any(
+                fnmatch.fnmatchcase(n, left) and fnmatch.fnmatchcase(n, right) for n in names
+            ), (left, right)
+    assert common_name("*.csv", "*") == "a.csv"
+    assert common_name("*.csv", "*.CSV") is None
+    assert common_name(".*", "*") is None  # hidden files are never taken

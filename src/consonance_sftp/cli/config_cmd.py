@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.config import Settings, load_settings
+from consonance_sftp.config import Settings
 from consonance_sftp.config.reference import config_reference
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.errors import ConfigError, ConfigProblem
 
 config_app = typer.Typer(help="Check and explain the config file.", no_args_is_help=True)
 docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
@@ -24,11 +25,34 @@ _URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
 
 
 @config_app.command("check")
-def check() -> None:
-    """Validate the config file; list every problem with its TOML path (exit code 2)."""
-    settings = load_settings(state.config_path)
+def check(
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Count warnings as problems too (exit code 2).")
+    ] = False,
+) -> None:
+    """Validate the config file and what it points to; list every problem with its TOML path.
+
+    Errors (what will fail: a missing or unreadable key, overlapping inboxes) exit with code
+    2; warnings (what will surprise: a key others can read, a flow kind that cannot run yet)
+    and notes are printed and exit 0, unless --strict.
+    """
+    from consonance_sftp.config.checks import check_file
+
+    settings, findings = check_file(state.config_path)
+    errors = [f for f in findings if f.severity == "error" or (strict and f.severity == "warning")]
+    others = [f for f in findings if f not in errors]
+    if errors:
+        for finding in others:
+            console.print(f"{finding.severity}: {finding}", markup=False)
+        count = len(errors)
+        raise ConfigError(
+            f"{state.config_path}: {count} problem{'s' if count != 1 else ''} found by the checks",
+            [ConfigProblem(f.path, f.message) for f in errors],
+        )
     for line in summary(settings):
         console.print(line, markup=False)
+    for finding in others:
+        console.print(f"{finding.severity}: {finding}", markup=False)
 
 
 def summary(settings: Settings) -> list[str]:

@@ -2,6 +2,8 @@
 
 Fields shared by every kind live on ``FlowBase``; each kind adds what it needs. The kind-specific
 fields are deliberately small for now; the issues that implement each exchange fill them in.
+Each model's docstring says what the kind does *today* (it becomes the reference's
+description), and ``runs_today``/``today`` let ``config check`` say so too.
 The outbound package flows (production, marketing, formats) carry a delivery ``profile``
 (``config.profiles``), one per flow with optional per-partner overrides.
 """
@@ -128,6 +130,11 @@ class FlowBase(StrictModel):
     )
 
     requires_partners: ClassVar[bool] = True
+    runs_today: ClassVar[bool] = True
+    """Can this release run the kind? ``config check`` warns about an enabled one that cannot;
+    a unit test keeps this in step with the kinds the service wires up."""
+    today: ClassVar[str] = ""
+    """What the kind does in this release where it falls short of its purpose (a note)."""
 
     @field_validator("partners")
     @classmethod
@@ -426,7 +433,9 @@ class InboxFlow(FlowBase):
         default_factory=lambda: ["*"],
         min_length=1,
         description='File names taken from the folder (shell patterns, e.g. `["*.pdf", '
-        '"*.csv"]`); other files are left on the server untouched. Default: every file.',
+        '"*.csv"]`); other files are left on the server untouched. Default: every file. Two '
+        "flows polling one folder must not share a name (`config check` reports an overlap): "
+        "each file is taken once, by whichever flow polls first.",
     )
 
     @field_validator("poll_interval")
@@ -456,24 +465,38 @@ class InboxFlow(FlowBase):
 
 
 class IntakeFlow(InboxFlow):
-    """Revised files from designers, typesetters, indexers and cover artists, into Consonance."""
+    """Files from designers, typesetters, indexers and cover artists. Today each new, finished
+    file is taken in exactly once and stored durably (checksummed, on the record); matching
+    it to a Consonance work or product and its to-do is not built yet."""
 
     kind: Literal["intake"] = Field(description="`intake`.")
+    today: ClassVar[str] = (
+        "polls and stores each new file durably (state_dir/inbox, checksummed, in the intake "
+        "ledger); matching files to Consonance records and to-dos is not built yet"
+    )
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for files."
     )
 
 
 class FinanceOutFlow(FlowBase):
-    """Royalty statements, rights reports and contract data; each payee gets only its own."""
+    """Royalty statements, rights reports and contract data, each payee only its own. Not
+    built yet: `run` refuses this kind and `serve` skips it."""
 
     kind: Literal["finance_out"] = Field(description="`finance_out`.")
+    runs_today: ClassVar[bool] = False
 
 
 class SalesInFlow(InboxFlow):
-    """Distributor sales and usage reports into the sales ledger and a Consonance import file."""
+    """Distributor sales and usage reports. Today each new, finished report is taken in
+    exactly once and stored durably (checksummed, on the record); validating it into a sales
+    ledger and writing the Consonance sales-import file are not built yet."""
 
     kind: Literal["sales_in"] = Field(description="`sales_in`.")
+    today: ClassVar[str] = (
+        "polls and stores each new report durably (state_dir/inbox, checksummed, in the intake "
+        "ledger); sales validation and the Consonance sales-import file are not built yet"
+    )
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for reports."
     )
@@ -537,16 +560,18 @@ class FormatsFlow(PackageFlow):
 
 
 class ArchiveFlow(FlowBase):
-    """A dated, checksummed archive of metadata, workflow history and final assets."""
+    """A dated, checksummed archive of metadata, workflow history and final assets. Not built
+    yet: `run` refuses this kind and `serve` skips it."""
 
     kind: Literal["archive"] = Field(description="`archive`.")
     local_dir: ConfigPath | None = Field(
         default=None,
-        description="Folder the archive is written to; unset: `archive` under `state_dir`. "
-        "Listed `partners` receive a copy as well.",
+        description="Folder the archive is to be written to (unset: `archive` under "
+        "`state_dir`), listed `partners` receiving a copy; unused until the kind is built.",
     )
 
     requires_partners: ClassVar[bool] = False
+    runs_today: ClassVar[bool] = False
 
 
 FlowConfig = Annotated[

@@ -247,6 +247,11 @@ def _valid_tags(field: str) -> str:
     return "log, email, webhook"
 
 
+def toml_path(parts: Iterable[str]) -> str:
+    """``partners.printer.auth.key`` from its parts, quoting keys TOML needs quoted."""
+    return _join(parts)
+
+
 def _join(parts: Iterable[str]) -> str:
     out: list[str] = []
     for part in parts:

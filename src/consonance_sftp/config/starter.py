@@ -221,6 +221,9 @@ recipient = {{ onix_version = "3.0", mode = "delta", compression = "none" }}
 # currencies = ["GBP", "USD"]
 # compression = "zip"
 
+# Inbound flows store each new file durably under state_dir/inbox (matching files to
+# Consonance records, and sales validation, are not built yet). Two inbound flows must not
+# poll one folder with overlapping patterns: `config check` reports it.
 [flows.design-intake]
 kind = "intake"
 partners = ["designer"]
@@ -250,6 +253,8 @@ partners = ["audio-vendor"]
 file_variants = ["AUDIO"]
 when = {{ days_before_publication = 56 }}
 
+# Not built yet: `config check` warns, `serve` skips it and `run` refuses it. It shows the
+# shape; set enabled = false to silence the warning.
 [flows.nightly-archive]
 kind = "archive"
 schedule = {{ cron = "30 2 * * *", timezone = "UTC" }}
