@@ -149,3 +149,42 @@ def test_warnings_pass_unless_strict(tmp_path: Path) -> None:
     assert strict.returncode == 2
     assert "partners.printer.auth.key: private key" in strict.stderr
     assert "chmod 600" in strict.stderr
+
+
+def test_a_mistyped_partner_or_flow_name_gets_the_closest_name(tmp_path: Path) -> None:
+    """Every command that takes a partner or flow name answers a typo the same way."""
+    assert run("init", "--dir", str(tmp_path)).returncode == 0
+    config = str(tmp_path / "consonance-sftp.toml")
+    partners = "printer, distributor, ebook-vendor, audio-vendor, marketing, designer"
+    partner_typo = (
+        f"no partner named 'printr'; did you mean 'printer'? (partners in {config}: {partners})"
+    )
+    for args in (
+        ("partner", "probe", "printr"),
+        ("partner", "test", "printr"),
+        ("partner", "pause", "printr"),
+        ("partner", "resume", "printr"),
+        ("history", "--partner", "printr"),
+    ):
+        result = run("--config", config, *args)
+        flat = " ".join(result.stderr.split())
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert partner_typo in flat, (args, flat)
+        assert "hint: Partner names are the NAME of each partners.NAME table in" in flat
+        assert "Traceback" not in result.stderr
+    for args in (
+        ("run", "print-file"),
+        ("run", "print-file", "--dry-run"),
+        ("flow", "pause", "print-file"),
+        ("history", "--flow", "print-file"),
+    ):
+        result = run("--config", config, *args)
+        flat = " ".join(result.stderr.split())
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "no flow named 'print-file'; did you mean 'print-files'? (flows in" in flat, args
+        assert "Traceback" not in result.stderr
+    # No close name: the list alone.
+    far = run("--config", config, "partner", "probe", "zzz")
+    assert f"no partner named 'zzz' (partners in {config}: {partners})" in " ".join(
+        far.stderr.split()
+    )

@@ -538,3 +538,20 @@ def test_common_name_is_exact_for_shell_patterns() -> None:
     assert common_name("*.csv", "*") == "a.csv"
     assert common_name("*.csv", "*.CSV") is None
     assert common_name(".*", "*") is None  # hidden files are never taken
+
+
+def test_unknown_names_are_answered_with_the_closest_one(tmp_path: Path, secrets_env: None) -> None:
+    path = write(tmp_path, MINIMAL)
+    settings = load_settings(path)
+    assert settings.partner("printer") is settings.partners["printer"]
+    with pytest.raises(ConfigError) as caught:
+        settings.partner("printr")
+    assert str(caught.value) == (
+        f"no partner named 'printr'; did you mean 'printer'? (partners in {path}: printer)"
+    )
+    with pytest.raises(ConfigError) as caught:
+        settings.flow("zzz")
+    assert str(caught.value) == f"no flow named 'zzz' (flows in {path}: print)"
+    empty = load_settings(write(tmp_path, MINIMAL.split("[partners.printer]")[0]))
+    with pytest.raises(ConfigError, match=f"no partner named 'x' \\({path} defines no partners\\)"):
+        empty.partner("x")

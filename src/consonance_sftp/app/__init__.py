@@ -23,7 +23,7 @@ from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
 from consonance_sftp.engine.ingest import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
-from consonance_sftp.errors import ConfigError, ConfigProblem, HostKeyMismatch
+from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.models import Alert, AlertSeverity
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
@@ -74,14 +74,7 @@ class App:
         return ConsonanceClient(c.base_url, c.token.get_secret_value(), timeout=c.timeout)
 
     def partner_config(self, name: str) -> PartnerConfig:
-        try:
-            return self.settings.partners[name]
-        except KeyError:
-            known = ", ".join(sorted(self.settings.partners)) or "none configured"
-            raise ConfigError(
-                f"unknown partner {name!r}",
-                [ConfigProblem(f"partners.{name}", f"not in the config (known: {known})")],
-            ) from None
+        return self.settings.partner(name)  # a typo is answered with the closest name
 
     def remote_fs(self, name: str) -> SftpRemoteFS:
         """An SFTP session pool for one partner; use it as an async context manager."""

@@ -31,7 +31,7 @@ from consonance_sftp.engine import (
     RemoteFileState,
 )
 from consonance_sftp.engine.contracts import IngestRequest
-from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.models import DeliveryOutcome
 from consonance_sftp.ports.store import Store
 
@@ -62,13 +62,11 @@ class Controls:
         self.app = app
 
     def _check(self, scope: str, name: str) -> None:
-        known = self.app.settings.partners if scope == "partner" else self.app.settings.flows
-        if name not in known:
-            names = ", ".join(sorted(known)) or "none configured"
-            raise ConfigError(
-                f"unknown {scope} {name!r}",
-                [ConfigProblem(f"{scope}s.{name}", f"not in the config (known: {names})")],
-            )
+        # A typo is answered with the closest configured name.
+        if scope == "partner":
+            self.app.settings.partner(name)
+        else:
+            self.app.settings.flow(name)
 
     def get(self, scope: str, name: str) -> Pause | None:
         raw = self.app.store.get_watermark(f"{PAUSE_PREFIX}.{scope}.{name}")

@@ -375,14 +375,7 @@ class Service:
         return isinstance(self.flow(name), INBOUND_FLOWS)
 
     def flow(self, name: str) -> FlowConfig:
-        try:
-            return self.app.settings.flows[name]
-        except KeyError:
-            known = ", ".join(sorted(self.app.settings.flows)) or "none configured"
-            raise ConfigError(
-                f"unknown flow {name!r}",
-                [ConfigProblem(f"flows.{name}", f"not in the config (known: {known})")],
-            ) from None
+        return self.app.settings.flow(name)  # a typo is answered with the closest name
 
     async def plan(
         self,

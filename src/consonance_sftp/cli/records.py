@@ -75,6 +75,15 @@ def _ts(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
 
 
+def _check_names(app: App, partner: str | None, flow: str | None) -> None:
+    """Nothing on record for a name the config does not know either: most likely a typo, so
+    say so with the closest name (a partner removed from the config keeps its history)."""
+    if partner is not None and partner not in app.settings.partners:
+        raise app.settings.unknown("partner", partner, app.settings.partners)
+    if flow is not None and flow not in app.settings.flows:
+        raise app.settings.unknown("flow", flow, app.settings.flows)
+
+
 # --- history -------------------------------------------------------------------------------
 
 
@@ -99,6 +108,8 @@ def history(
         until=_when(until, "--until"),
         limit=limit,
     )
+    if not rows:
+        _check_names(app, partner, flow)
     if as_csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(CSV_COLUMNS)
@@ -385,6 +396,8 @@ def resend(
         if not (isbn and partner):
             raise typer.BadParameter("name a workflow ID, or --isbn and --partner")
         rows = app.store.list_deliveries(isbn=isbn, partner=partner, flow=flow, limit=1)
+        if not rows:
+            _check_names(app, partner, flow)
         if not rows or rows[0].workflow_id is None:
             raise ConsonanceSftpError(f"nothing was delivered for {isbn} to {partner}")
         workflow_id = rows[0].workflow_id

@@ -66,18 +66,19 @@ def parse_settings(text: str, *, source: Path) -> Settings:
         ) from exc
     base_dir = source.resolve().parent
     problems = cross_check(data)
+    settings: Settings | None = None
     try:
         settings = Settings.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems.extend(problem_from(error) for error in exc.errors(include_url=False))
-    if problems:
+    if problems or settings is None:
         problems = _dedupe(problems)
         count = len(problems)
         raise ConfigError(
             f"{source}: {count} problem{'s' if count != 1 else ''} in the config",
             sorted(problems, key=lambda p: p.path),
         )
-    return settings
+    return settings.with_source(source)
 
 
 # --- pydantic errors -> TOML paths and sentences --------------------------------------------

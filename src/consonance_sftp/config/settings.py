@@ -7,7 +7,9 @@ generated from them and a test fails when one is missing.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -30,6 +33,7 @@ from consonance_sftp.config.hostkeys import (
 )
 from consonance_sftp.config.secrets import OptionalSecret, Secret, base_dir_of
 from consonance_sftp.config.transfer import TransferSettings
+from consonance_sftp.errors import ConfigError
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -440,6 +444,52 @@ class Settings(StrictModel):
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="The durable engine's settings."
     )
+
+    # The file these settings came from (set by the loader), for messages that name it.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The config file these settings were loaded from, when known."""
+        return self._source
+
+    def with_source(self, path: Path) -> Settings:
+        """These settings, remembering the file they came from (the loader calls it)."""
+        self._source = path
+        return self
+
+    def partner(self, name: str) -> PartnerConfig:
+        """The partner of this name; a typo is answered with the closest configured name."""
+        found = self.partners.get(name)
+        if found is None:
+            raise self.unknown("partner", name, self.partners)
+        return found
+
+    def flow(self, name: str) -> FlowConfig:
+        """The flow of this name; a typo is answered with the closest configured name."""
+        found = self.flows.get(name)
+        if found is None:
+            raise self.unknown("flow", name, self.flows)
+        return found
+
+    def unknown(
+        self, what: Literal["partner", "flow"], name: str, known: Iterable[str]
+    ) -> ConfigError:
+        """The error for a partner or flow name (a command's argument) not in the config:
+        ``no partner named 'printr'; did you mean 'printer'? (partners in x.toml: ...)``."""
+        names = list(known)
+        where = str(self._source) if self._source is not None else "the config"
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        listed = (
+            f"{what}s in {where}: {', '.join(names)}" if names else f"{where} defines no {what}s"
+        )
+        return ConfigError(
+            f"no {what} named {name!r}{guess} ({listed})",
+            # No square brackets: the CLI prints hints through Rich markup.
+            hint=f"{what.capitalize()} names are the NAME of each {what}s.NAME table in "
+            f"{where}; 'consonance-sftp config check' lists them.",
+        )
 
     @model_validator(mode="after")
     def _expand_state_dir(self) -> Settings:
