@@ -397,6 +397,22 @@ def test_check_reports_a_key_file_that_will_fail(tmp_path: Path, damage: str, wo
     assert words in message and str(key) in message
 
 
+def test_check_reports_a_wrong_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed_project(tmp_path)
+    key = tmp_path / "keys" / "id_printer"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(key, passphrase="right words")
+    monkeypatch.setenv("CSFTP_TEST_KEY_PASSPHRASE", "wrong words")
+    text = KEYED.replace(
+        'auth = { key = "keys/id_printer" }',
+        'auth = { key = "keys/id_printer", passphrase = { env = "CSFTP_TEST_KEY_PASSPHRASE" } }',
+    )
+    severity, message = findings_of(write(tmp_path, text))["partners.printer.auth.key"]
+    assert severity == "error"
+    assert f"{key} does not open with the configured passphrase" in message
+    monkeypatch.setenv("CSFTP_TEST_KEY_PASSPHRASE", "right words")
+    assert findings_of(write(tmp_path, text)) == {}
+
+
 @pytest.mark.parametrize(("mode", "who"), [(0o644, "its group and others"), (0o640, "its group")])
 def test_check_warns_about_readable_keys_and_secret_files(
     tmp_path: Path, mode: int, who: str

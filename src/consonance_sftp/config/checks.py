@@ -11,8 +11,9 @@ file points to and at how its parts combine, each finding with its TOML path:
 * **inboxes**: two enabled inbound flows polling the same folder of the same SFTP account
   with patterns that share a file name: whichever polls first takes the file, the other never
   sees it. The overlap test is exact for shell patterns (``config.patterns``); a folder is
-  compared by host, port, user and path as written, so two paths that are one folder on the
-  server (a link there, a case-insensitive file system) are not detected;
+  compared by host, port, user and path as written (normalised: ``/out/`` is ``/out``), so
+  two paths that are one folder on the server (a link there, a path relative to the login
+  folder, a case-insensitive file system) are not detected;
 * **flow kinds**: a kind this release cannot run (it is refused by ``run`` and skipped by
   ``serve``), and what an inbound kind does today (it only stores files).
 
