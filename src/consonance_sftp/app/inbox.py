@@ -407,11 +407,11 @@ async def _candidates(
         shown = printable_path(entry.path)
         if kind == "file":
             listed[entry.path] = entry
-        if kind == "file" and _is_our_temp_name(entry.name, ts):
-            continue  # our own delivery to this folder, still under way
         if markers is not None and kind == "file" and markers.fullmatch(entry.name):
             continue  # a done-marker: it goes with its file
         why = _ignored_reason(entry, kind)
+        if kind == "file" and _is_our_temp_name(entry.name, ts):
+            why = "a temporary upload name (an upload still under way)"
         if why is not None:
             item = InboxFile(partner, shown, entry.size, entry.mtime, reason=why)
             report.ignored.append(item)
