@@ -156,3 +156,30 @@ def test_a_final_failure_raises_one_alert_however_often_the_step_replays(
         [alert] = store.list_alerts(kind="intake_failed")
         assert alert.partner == "typesetter" and alert.flow == "intake"
         assert "permission denied" in alert.message and "/out/interior.pdf" in alert.message
+
+
+def test_a_failure_quoting_a_name_that_is_not_utf8_is_recorded_and_alerted(
+    store_url: str,
+) -> None:
+    """The error message of a file whose name is not UTF-8 quotes the name as the server has
+    it; the row, the event and the alert still get written (the bytes shown as ``\\xNN``)."""
+    odd = b"/out/Bj\xf6rk.pdf".decode("utf-8", "surrogateescape")
+    req = replace(REQ, remote_path=odd)
+    with open_store(store_url) as store:
+        ledger = StoreIntakeLedger(store)
+        ledger.record(
+            IngestRecord(
+                workflow_id="ing-odd",
+                request=req,
+                outcome=IntakeOutcome.FAILED,
+                reason=f"the file changed after it was listed (partner 'typesetter', {odd})",
+            )
+        )
+        [row] = store.list_intakes(partner="typesetter")
+        assert row.remote_path == "/out/Bj\\xf6rk.pdf" and row.raw_name == b"Bj\xf6rk.pdf".hex()
+        shown = "/out/Bj\\xf6rk.pdf"
+        assert row.reason == f"the file changed after it was listed (partner 'typesetter', {shown})"
+        [event] = store.list_audit(subject="typesetter:/out/Bj\\xf6rk.pdf")
+        assert event.action == "intake.failed" and "Bj\\xf6rk" in str(event.details["reason"])
+        [alert] = store.list_alerts(kind="intake_failed")
+        assert "/out/Bj\\xf6rk.pdf" in alert.message

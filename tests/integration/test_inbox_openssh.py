@@ -75,7 +75,7 @@ async def world(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
     root = tmp_path_factory.mktemp("inbox")
-    names = ("plain", "mover", "marked", "pinned", "odd", "hider", "namer", "grower")
+    names = ("plain", "mover", "marked", "pinned", "odd", "hider", "namer", "grower", "stuck")
     folders = {name: root / "sftp" / name for name in names}
     for folder in folders.values():
         folder.mkdir(parents=True)
@@ -102,6 +102,12 @@ async def world(
             name: _partner(openssh, {"receive": str(folders[name])})
             for name in ("odd", "hider", "namer", "grower")
         },
+        "stuck": _partner(  # its processed folder is missing: every move fails
+            openssh,
+            {"receive": str(folders["stuck"])},
+            post_action="move",
+            processed_folder=str(root / "sftp" / "no-such-folder"),
+        ),
     }
     flows: dict[str, Any] = {
         "typesetting": {
@@ -116,6 +122,7 @@ async def world(
         **{f"{name}-in": {"kind": "intake", "partners": [name]} for name in ("odd", "hider")},
         "namer-in": {"kind": "intake", "partners": ["namer"]},
         "grower-in": {"kind": "intake", "partners": ["grower"]},
+        "stuck-in": {"kind": "intake", "partners": ["stuck"]},
     }
     chroot = openssh.chroot_upload_dir
     if chroot is not None and openssh.chroot_user is not None:
@@ -594,3 +601,20 @@ async def test_a_file_taken_during_a_pause_is_superseded_as_incomplete(world: Wo
     )
     assert event.details["intake_id"] == rows[180_000].id
     assert event.details["incomplete_sha256"] == _sha(whole[:180_000])
+
+
+async def test_a_failed_post_action_raises_one_alert_with_the_reason(world: World) -> None:
+    """The file is stored, but moving it on the server fails for good: one alert says so
+    (with the partner, the path and the reason), not only a warning in the log."""
+    path = world.folders["stuck"] / "jacket.pdf"
+    data = _put(path, 4000, age_s=30)
+    report = await world.poll("stuck-in")
+    [taken] = report.taken
+    result = await world.result(taken.workflow_id or "")
+    assert "post-action failed" in result["error"]
+    [row] = world.rows("stuck")
+    assert row.outcome is IntakeOutcome.STORED and row.sha256 == _sha(data)
+    [alert] = world.app.store.list_alerts(kind="intake_failed", partner="stuck")
+    assert alert.flow == "stuck-in" and str(path) in alert.message
+    assert "post-action failed" in alert.message
+    assert path.read_bytes() == data  # still there, for the next try

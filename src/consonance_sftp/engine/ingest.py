@@ -78,13 +78,20 @@ def raw_bytes(text: str) -> bytes:
 
 
 def is_utf8(text: str) -> bool:
-    return not any("\udc80" <= c <= "\udcff" for c in text)
+    """Whether ``text`` encodes to UTF-8 as is (no surrogate code points)."""
+    return not any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def printable_path(path: str) -> str:
-    """A path as it can be stored, logged and shown: itself when it is UTF-8, else with each
-    byte that is not shown as ``\\xNN`` (the ledger keeps the original bytes in hex)."""
-    return path if is_utf8(path) else raw_bytes(path).decode("utf-8", "backslashreplace")
+    """A path (or a message naming one) as it can be stored, logged and shown: itself when it
+    is UTF-8, else with each byte that is not shown as ``\\xNN`` (the ledger keeps the original
+    bytes in hex)."""
+    if is_utf8(path):
+        return path
+    try:
+        return raw_bytes(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no SFTP name decodes to: show its code point
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def name_problem(name: str) -> str | None:
@@ -231,7 +238,8 @@ class StoreIntakeLedger:
             sha256=fetched.sha256 if fetched else None,
             local_path=fetched.local_path if fetched else None,
             outcome=record.outcome,
-            reason=record.reason,
+            # An error message may quote the name as the server has it.
+            reason=None if record.reason is None else printable_path(record.reason),
             work_id=record.work_id,
             product_id=record.product_id,
             name_note=note,
@@ -265,7 +273,7 @@ class StoreIntakeLedger:
             "executor": record.executor_id,
             "sha256": wanted.sha256,
             "local_path": wanted.local_path,
-            "reason": record.reason,
+            "reason": wanted.reason,
             "work_id": record.work_id,
             "product_id": record.product_id,
         }
@@ -278,10 +286,12 @@ class StoreIntakeLedger:
         self.event(f"intake.{record.outcome.value}", req, details)
         if record.outcome is IntakeOutcome.FAILED:
             # Once per failure: a replayed step returned above, before this.
-            self.alert(req, record.reason or "unknown error", record.workflow_id)
+            self.alert(req, wanted.reason or "unknown error", record.workflow_id)
         return row.id
 
     def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+        if isinstance(details.get("reason"), str):
+            details = {**details, "reason": printable_path(details["reason"])}
         self.store.append_audit(
             actor="engine",
             action=action,
@@ -298,6 +308,7 @@ class StoreIntakeLedger:
     def alert(self, request: IngestRequest, reason: str, workflow_id: str) -> None:
         """One alert for a final failure of taking a file in (after the last retry)."""
         shown = printable_path(request.remote_path)
+        reason = printable_path(reason)
         self.store.raise_alert(
             Alert(
                 severity=AlertSeverity.WARNING,
