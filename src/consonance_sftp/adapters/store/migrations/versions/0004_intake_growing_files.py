@@ -8,7 +8,7 @@
   ``raw_name``: the original name's bytes in hex when they are not UTF-8 (``remote_path`` then
   shows them as ``\\xNN``).
 
-Revision ID: 0004_intake
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-03
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_intake"
+revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
