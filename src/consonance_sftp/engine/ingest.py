@@ -156,7 +156,12 @@ def name_notes(name: str) -> tuple[str | None, str | None]:
     notes: list[str] = []
     nfc = unicodedata.normalize("NFC", name)
     if nfc != name:
-        notes.append(f"the name is not in NFC form (decomposed characters); NFC: {nfc!r}")
+        marks = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.combining(c)})
+        notes.append(
+            "the name is not in NFC form (decomposed characters"
+            + (f": {', '.join(marks)}" if marks else "")
+            + f"); it looks like {nfc!r} but is not the same bytes"
+        )
     # Word by word: a Greek title with a ".pdf" suffix is fine, "pаypal" (a Cyrillic "а") is not.
     mixed: set[str] = set()
     for word in re.findall(r"[^\W\d_]+", nfc):
