@@ -45,6 +45,9 @@ class IntakeOutcome(enum.StrEnum):
     ATTACHED = "attached"
     QUARANTINED = "quarantined"
     FAILED = "failed"
+    # Taken while the partner was still writing it: a later version of the same name begins
+    # with exactly these bytes (see docs/how-to/inbox.md, "A file taken before it was whole").
+    SUPERSEDED_INCOMPLETE = "superseded-incomplete"
 
 
 class SubjectScheme(enum.StrEnum):

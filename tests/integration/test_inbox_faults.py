@@ -150,3 +150,51 @@ async def test_a_partner_that_keeps_dropping_ends_in_a_failed_row_and_keeps_its_
     assert row.reason and f"gave up after {ENGINE_ATTEMPTS} attempts" in row.reason
     assert (rig.inbox / "cover.psd").read_bytes() == data  # never deleted
     assert workflow_id.startswith("ing-artist-")
+    # One alert for the final failure, with the reason (not one per retry).
+    [alert] = rig.app.store.list_alerts(kind="intake_failed")
+    assert alert.partner == "artist" and alert.flow == "art"
+    assert "/out/cover.psd" in alert.message
+    assert f"gave up after {ENGINE_ATTEMPTS} attempts" in alert.message
+
+
+async def test_a_name_that_is_not_utf8_is_quarantined_and_the_rest_taken(rig: Rig) -> None:
+    """A name the server holds as bytes that are not UTF-8 must not stop the partner's inbox:
+    the file is quarantined under a safe name with its bytes on the record, the others are
+    stored."""
+    odd = b"r\xe9sum\xe9 final.pdf"  # Latin-1, as an old Windows tool writes it
+    odd_data = os.urandom(5000)
+    with open(os.path.join(bytes(rig.inbox), odd), "wb") as fh:
+        fh.write(odd_data)
+    then = time.time() - 30
+    os.utime(os.path.join(bytes(rig.inbox), odd), (then, then))
+    good = os.urandom(4000)
+    (rig.inbox / "good.pdf").write_bytes(good)
+    os.utime(rig.inbox / "good.pdf", (then, then))
+
+    flow = rig.app.settings.flows["art"]
+    assert isinstance(flow, IntakeFlow)
+    report = await poll_inbox(rig.app, rig.runner, "art", flow, trigger="test")
+    assert report.errors == {}
+    shown = {f.path: f for f in report.taken}
+    assert set(shown) == {"/out/good.pdf", "/out/r\\xe9sum\\xe9 final.pdf"}
+    results = {
+        p: await rig.runner.wait(f.workflow_id or "", timeout_s=60) for p, f in shown.items()
+    }
+    assert results["/out/good.pdf"]["outcome"] == "stored"
+    odd_result = results["/out/r\\xe9sum\\xe9 final.pdf"]
+    assert odd_result["outcome"] == "quarantined", odd_result
+    assert "not valid UTF-8" in odd_result["reason"]
+    local = Path(odd_result["local_path"])
+    assert local.read_bytes() == odd_data
+    assert local.is_relative_to(rig.app.state_dir / "quarantine" / "art" / "artist")
+    local.name.encode("ascii")  # a safe, plain name
+    rows = {r.remote_path: r for r in rig.app.store.list_intakes()}
+    row = rows["/out/r\\xe9sum\\xe9 final.pdf"]
+    assert row.outcome is IntakeOutcome.QUARANTINED
+    assert row.raw_name == odd.hex() and bytes.fromhex(row.raw_name) == odd
+    assert row.sha256 == hashlib.sha256(odd_data).hexdigest()
+    assert rows["/out/good.pdf"].outcome is IntakeOutcome.STORED
+    # post_action "delete" removed both, the odd one by its own bytes.
+    assert sorted(os.listdir(bytes(rig.inbox))) == []
+    again = await poll_inbox(rig.app, rig.runner, "art", flow, trigger="test")
+    assert again.errors == {} and again.taken == []

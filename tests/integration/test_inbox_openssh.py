@@ -75,7 +75,8 @@ async def world(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
     root = tmp_path_factory.mktemp("inbox")
-    folders = {name: root / "sftp" / name for name in ("plain", "mover", "marked", "pinned")}
+    names = ("plain", "mover", "marked", "pinned", "odd", "hider", "namer", "grower", "stuck")
+    folders = {name: root / "sftp" / name for name in names}
     for folder in folders.values():
         folder.mkdir(parents=True)
     (root / "sftp" / "mover-done").mkdir()
@@ -97,6 +98,16 @@ async def world(
             **_partner(openssh, {"receive": str(folders["pinned"])}),
             "host_keys": [WRONG_PIN],
         },
+        **{
+            name: _partner(openssh, {"receive": str(folders[name])})
+            for name in ("odd", "hider", "namer", "grower")
+        },
+        "stuck": _partner(  # its processed folder is missing: every move fails
+            openssh,
+            {"receive": str(folders["stuck"])},
+            post_action="move",
+            processed_folder=str(root / "sftp" / "no-such-folder"),
+        ),
     }
     flows: dict[str, Any] = {
         "typesetting": {
@@ -108,6 +119,10 @@ async def world(
         "revisions": {"kind": "intake", "partners": ["mover"]},
         "sales": {"kind": "sales_in", "partners": ["marked"], "patterns": ["*.csv"]},
         "pinned-in": {"kind": "intake", "partners": ["pinned"]},
+        **{f"{name}-in": {"kind": "intake", "partners": [name]} for name in ("odd", "hider")},
+        "namer-in": {"kind": "intake", "partners": ["namer"]},
+        "grower-in": {"kind": "intake", "partners": ["grower"]},
+        "stuck-in": {"kind": "intake", "partners": ["stuck"]},
     }
     chroot = openssh.chroot_upload_dir
     if chroot is not None and openssh.chroot_user is not None:
@@ -169,7 +184,10 @@ async def test_a_stable_file_is_taken_exactly_once_across_repeated_polls(world: 
     taken = [f for report in (first, second) for f in report.taken]
     assert {f.path for f in taken} == {str(inbox / "interior.pdf")}
     assert len({f.workflow_id for f in taken}) == 1  # the second enqueue attached
-    assert [f.path for f in first.ignored] == [str(inbox / "readme.txt")]
+    assert sorted((f.path, f.reason) for f in first.ignored) == [
+        (str(inbox / ".interior.pdf.part"), "a temporary upload name (an upload still under way)"),
+        (str(inbox / "readme.txt"), "not in patterns"),
+    ]
     workflow_id = taken[0].workflow_id
     assert workflow_id is not None and workflow_id.startswith("ing-plain-")
 
@@ -253,7 +271,7 @@ async def test_move_happens_only_after_the_intake_row_exists(world: World) -> No
 
     steps = await asyncio.to_thread(DBOS.list_workflow_steps, workflow_id)
     names = [s["function_name"] for s in steps]
-    assert names == ["fetch", "record", "post-action"]
+    assert names == ["fetch", "record", "post-action", "check-growth"]
     record, post = steps[1], steps[2]
     assert record["completed_at_epoch_ms"] <= post["started_at_epoch_ms"]
     events = world.app.store.list_audit(subject=f"mover:{inbox / 'cover.tif'}")
@@ -437,3 +455,166 @@ async def test_a_flow_tick_polls_the_inbox_and_reports_what_it_took(world: World
         _mtime(inbox.parent / "mover-done" / "jacket-copy.docx"),
     )
     assert row is not None and row.outcome is IntakeOutcome.STORED
+
+
+async def test_a_name_that_is_not_utf8_does_not_block_the_inbox(world: World) -> None:
+    """A file whose name is bytes that are not UTF-8 used to fail every poll of the partner
+    (no file taken at all). It is quarantined under a safe name, with its bytes on the
+    record; the partner's other files are stored."""
+    inbox = world.folders["odd"]
+    odd = b"Bj\xf6rk cover.pdf"  # Latin-1
+    odd_path = os.path.join(bytes(inbox), odd)
+    odd_data = os.urandom(6000)
+    with open(odd_path, "wb") as fh:
+        fh.write(odd_data)
+    then = time.time() - 30
+    os.utime(odd_path, (then, then))
+    good = _put(inbox / "interior.pdf", 7000, age_s=30)
+
+    report = await world.poll("odd-in")
+    assert report.errors == {}
+    shown = f"{inbox}/Bj\\xf6rk cover.pdf"
+    assert sorted(f.path for f in report.taken) == sorted([shown, str(inbox / "interior.pdf")])
+    results = {f.path: await world.result(f.workflow_id or "") for f in report.taken}
+    assert results[str(inbox / "interior.pdf")]["sha256"] == _sha(good)
+    assert results[shown]["outcome"] == "quarantined"
+    assert "not valid UTF-8" in results[shown]["reason"]
+    assert Path(results[shown]["local_path"]).read_bytes() == odd_data
+    rows = {r.remote_path: r for r in world.rows("odd")}
+    assert rows[shown].outcome is IntakeOutcome.QUARANTINED
+    assert rows[shown].raw_name == odd.hex()
+    assert rows[str(inbox / "interior.pdf")].outcome is IntakeOutcome.STORED
+    [event] = world.app.store.list_audit(subject=f"odd:{shown}", action="intake.quarantined")
+    assert event.details["raw_name"] == odd.hex()
+    again = await world.poll("odd-in")
+    assert again.errors == {} and again.taken == [] and len(again.known) == 2
+
+
+async def test_hidden_files_links_and_folders_are_reported_once_per_version(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Left alone, as before, but never silently: each poll's report lists them with the
+    reason, and the first poll that sees a version says so once (audit event, INFO line)."""
+    inbox = world.folders["hider"]
+    _put(inbox / ".draft.pdf", 100, age_s=30)
+    (inbox / "chapters").mkdir()
+    target = _put(world.root / "outside.pdf", 100, age_s=30)
+    (inbox / "link.pdf").symlink_to(world.root / "outside.pdf")
+    expected = {
+        str(inbox / ".draft.pdf"): "a hidden file (its name starts with '.')",
+        str(inbox / "chapters"): "a folder (an inbox takes the files directly in it)",
+        str(inbox / "link.pdf"): "a symbolic link (an inbox takes regular files only)",
+    }
+    caplog.set_level("INFO", logger="consonance_sftp.app.inbox")
+    for _ in range(2):
+        report = await world.poll("hider-in")
+        assert {f.path: f.reason for f in report.ignored} == expected
+        assert report.taken == [] and report.errors == {}
+    events = [
+        e
+        for path in expected
+        for e in world.app.store.list_audit(subject=f"hider:{path}", action="intake.ignored")
+    ]
+    assert sorted((e.subject, e.details["reason"]) for e in events) == sorted(
+        (f"hider:{p}", r) for p, r in expected.items()
+    )
+    said = [r.getMessage() for r in caplog.records if "left" in r.getMessage()]
+    assert len(said) == 3 and all("hider" in m for m in said)
+    # A new version of the hidden file (it grew) is said once more; the others are not.
+    with (inbox / ".draft.pdf").open("ab") as fh:
+        fh.write(b"more")
+    await world.poll("hider-in")
+    hidden = world.app.store.list_audit(
+        subject=f"hider:{inbox / '.draft.pdf'}", action="intake.ignored"
+    )
+    assert sorted(e.details["size"] for e in hidden) == [100, 104]
+    assert world.rows("hider") == []  # nothing taken
+    assert (world.root / "outside.pdf").read_bytes() == target
+
+
+async def test_nfd_and_look_alike_names_are_noted_on_the_record(world: World) -> None:
+    """Stored under their own names, but with a note on the ledger row, the audit event and
+    the ``run`` output: the NFC form beside an NFD name, mixed look-alike scripts named."""
+    import unicodedata
+
+    from consonance_sftp.cli import service as cli_service
+
+    inbox = world.folders["namer"]
+    nfd = unicodedata.normalize("NFD", "Café crème.pdf")
+    lookalike = "p\u0430yment.pdf"  # a Cyrillic "а" among Latin letters
+    for name in (nfd, lookalike, "plain.pdf"):
+        _put(inbox / name, 3000, age_s=30)
+    report = await world.poll("namer-in")
+    results = {Path(f.path).name: await world.result(f.workflow_id or "") for f in report.taken}
+    assert {n: r["outcome"] for n, r in results.items()} == dict.fromkeys(
+        (nfd, lookalike, "plain.pdf"), "stored"
+    )
+    rows = {Path(r.remote_path).name: r for r in world.rows("namer")}
+    assert rows[nfd].name_nfc == "Café crème.pdf" and rows[nfd].name_nfc != nfd
+    assert rows[nfd].name_note and "not in NFC form" in rows[nfd].name_note
+    assert rows[lookalike].name_note and "Cyrillic, Latin" in rows[lookalike].name_note
+    assert rows["plain.pdf"].name_note is None and rows["plain.pdf"].name_nfc is None
+    assert Path(rows[nfd].local_path or "").name == nfd  # kept under its own name
+    [event] = world.app.store.list_audit(subject=f"namer:{inbox / nfd}", action="intake.stored")
+    assert event.details["name_nfc"] == "Café crème.pdf"
+    assert results[lookalike]["name_note"] == rows[lookalike].name_note
+
+    with cli_service.console.capture() as captured:
+        cli_service._print_inbox(
+            report, {f.workflow_id or "": results[Path(f.path).name] for f in report.taken}
+        )
+    out = captured.get()
+    assert "look-alike scripts (Cyrillic, Latin)" in out and "not in NFC form" in out, out
+
+
+async def test_a_file_taken_during_a_pause_is_superseded_as_incomplete(world: World) -> None:
+    """The partner wrote the first part, paused longer than ``stable_interval``, then wrote
+    the rest. The first poll took the part (it looked finished); the next poll's version is
+    recognised as the same growing file and the first marked ``superseded-incomplete``."""
+    path = world.folders["grower"] / "index.pdf"
+    whole = os.urandom(500_000)
+    path.write_bytes(whole[:180_000])
+    then = time.time() - 30
+    os.utime(path, (then, then))
+    first = await world.poll("grower-in")
+    [taken] = first.taken
+    part = await world.result(taken.workflow_id or "")
+    assert (part["outcome"], part["size"], part["supersedes"]) == ("stored", 180_000, [])
+
+    with path.open("ab") as fh:  # the partner goes on writing
+        fh.write(whole[180_000:])
+    os.utime(path, (then + 5, then + 5))
+    second = await world.poll("grower-in")
+    [taken] = second.taken
+    full = await world.result(taken.workflow_id or "")
+    assert full["sha256"] == _sha(whole)
+    rows = {r.size: r for r in world.rows("grower")}
+    assert rows[180_000].outcome is IntakeOutcome.SUPERSEDED_INCOMPLETE
+    assert rows[180_000].reason and "still writing" in rows[180_000].reason
+    assert full["supersedes"] == [rows[180_000].id]
+    assert (rows[500_000].outcome, rows[500_000].supersedes) == (
+        IntakeOutcome.STORED,
+        rows[180_000].id,
+    )
+    [event] = world.app.store.list_audit(
+        subject=f"grower:{path}", action="intake.superseded_incomplete"
+    )
+    assert event.details["intake_id"] == rows[180_000].id
+    assert event.details["incomplete_sha256"] == _sha(whole[:180_000])
+
+
+async def test_a_failed_post_action_raises_one_alert_with_the_reason(world: World) -> None:
+    """The file is stored, but moving it on the server fails for good: one alert says so
+    (with the partner, the path and the reason), not only a warning in the log."""
+    path = world.folders["stuck"] / "jacket.pdf"
+    data = _put(path, 4000, age_s=30)
+    report = await world.poll("stuck-in")
+    [taken] = report.taken
+    result = await world.result(taken.workflow_id or "")
+    assert "post-action failed" in result["error"]
+    [row] = world.rows("stuck")
+    assert row.outcome is IntakeOutcome.STORED and row.sha256 == _sha(data)
+    [alert] = world.app.store.list_alerts(kind="intake_failed", partner="stuck")
+    assert alert.flow == "stuck-in" and str(path) in alert.message
+    assert "post-action failed" in alert.message
+    assert path.read_bytes() == data  # still there, for the next try

@@ -175,3 +175,39 @@ def test_a_slot_released_on_another_event_loop_wakes_the_waiter() -> None:
         other.call_soon_threadsafe(other.stop)
         thread.join(5)
         other.close()
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_and_quarantined() -> None:
+    from consonance_sftp.engine.ingest import name_problem, printable_path
+
+    raw = b"/out/r\xe9sum\xe9.pdf"
+    path = raw.decode("utf-8", "surrogateescape")  # as the SFTP client decodes it
+    assert printable_path(path) == "/out/r\\xe9sum\\xe9.pdf"
+    assert printable_path("/out/résumé.pdf") == "/out/résumé.pdf"  # UTF-8 is kept as is
+    problem = name_problem(path.rsplit("/", 1)[1])
+    assert problem is not None and "not valid UTF-8" in problem
+    assert b"r\xe9sum\xe9.pdf".hex() in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "note", "nfc"),
+    [
+        ("Cafe\u0301.pdf", "not in NFC form", "Café.pdf"),
+        ("p\u0430ypal.pdf", "look-alike scripts (Cyrillic, Latin)", None),
+        ("\uff46ile.pdf", "compatibility characters", None),
+        ("\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac.pdf", None, None),  # Greek, .pdf
+        ("\u041c\u043e\u0441\u043a\u0432\u0430-2026.pdf", None, None),  # Cyrillic, .pdf
+        ("interior final (v2).pdf", None, None),
+    ],
+)
+def test_look_alike_and_decomposed_names_get_a_note(
+    name: str, note: str | None, nfc: str | None
+) -> None:
+    from consonance_sftp.engine.ingest import name_notes
+
+    got_note, got_nfc = name_notes(name)
+    if note is None:
+        assert got_note is None
+    else:
+        assert got_note is not None and note in got_note
+    assert got_nfc == nfc

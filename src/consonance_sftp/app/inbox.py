@@ -38,7 +38,7 @@ from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_h
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.transfer import PostAction, TransferSettings
 from consonance_sftp.engine.contracts import Fence, FetchedFile, IngestRequest
-from consonance_sftp.engine.ingest import safe_local_name
+from consonance_sftp.engine.ingest import printable_path, safe_local_name
 from consonance_sftp.errors import (
     HostKeyMismatch,
     IntegrityError,
@@ -289,6 +289,45 @@ async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
     return {e.path: e async for e in fs.list(folder) if e.is_file}
 
 
+IGNORED_EVENT = "intake.ignored"
+
+
+def _ignored_reason(entry: RemoteEntry, kind: str) -> str | None:
+    """Why a poll leaves an entry alone whatever the flow's patterns (None: it may take it)."""
+    if kind == "folder":
+        return "a folder (an inbox takes the files directly in it)"
+    if kind == "symbolic link":
+        return "a symbolic link (an inbox takes regular files only)"
+    if kind != "file":
+        return "not a regular file"
+    if entry.name.startswith("."):
+        return "a hidden file (its name starts with '.')"
+    return None
+
+
+def _say_once(app: App, flow: str, partner: str, ignored: list[InboxFile]) -> None:
+    """An audit event and an INFO line the first time a poll leaves a hidden file, a link
+    or a folder alone: once per version (path, size, mtime), not on every poll."""
+    for item in ignored:
+        subject = f"{partner}:{item.path}"
+        seen = app.store.list_audit(subject=subject, action=IGNORED_EVENT, limit=20)
+        if any(
+            (e.details.get("size"), e.details.get("mtime")) == (item.size, item.mtime)
+            and e.details.get("flow") == flow
+            for e in seen
+        ):
+            continue
+        app.store.append_audit(
+            actor="service",
+            action=IGNORED_EVENT,
+            subject=subject,
+            details={"flow": flow, "size": item.size, "mtime": item.mtime, "reason": item.reason},
+        )
+        log.info(
+            "inbox of %s for flow %s: left %s alone: %s", partner, flow, item.path, item.reason
+        )
+
+
 async def poll_inbox(
     app: App, runner: DeliveryRunner, name: str, flow: InboundFlow, *, trigger: str
 ) -> InboxReport:
@@ -346,7 +385,8 @@ async def _poll_partner(
             trigger=report.trigger,
         )
         workflow_id = await runner.submit_ingest(request)
-        report.taken.append(InboxFile(partner, entry.path, entry.size, entry.mtime, workflow_id))
+        shown = printable_path(entry.path)
+        report.taken.append(InboxFile(partner, shown, entry.size, entry.mtime, workflow_id))
 
 
 async def _candidates(
@@ -360,27 +400,39 @@ async def _candidates(
 ) -> list[RemoteEntry]:
     """The folder's files this flow may take that the intake ledger does not have yet."""
     markers = marker_regex(ts.inbound_done_marker) if ts.inbound_done_marker else None
-    listed = await _listing(fs, folder)
+    listed: dict[str, RemoteEntry] = {}
     out: list[RemoteEntry] = []
-    for entry in listed.values():
-        if entry.name.startswith(".") or _is_our_temp_name(entry.name, ts):
-            continue  # hidden files, and partial uploads (theirs or ours)
-        if markers is not None and markers.fullmatch(entry.name):
+    left_alone: list[InboxFile] = []
+    async for entry, kind in fs.list_kinds(folder):
+        shown = printable_path(entry.path)
+        if kind == "file":
+            listed[entry.path] = entry
+        if markers is not None and kind == "file" and markers.fullmatch(entry.name):
+            continue  # a done-marker: it goes with its file
+        why = _ignored_reason(entry, kind)
+        if kind == "file" and _is_our_temp_name(entry.name, ts):
+            why = "a temporary upload name (an upload still under way)"
+        if why is not None:
+            item = InboxFile(partner, shown, entry.size, entry.mtime, reason=why)
+            report.ignored.append(item)
+            left_alone.append(item)
             continue
         if not flow.accepts(entry.name):
             report.ignored.append(
-                InboxFile(partner, entry.path, entry.size, entry.mtime, reason="not in patterns")
+                InboxFile(partner, shown, entry.size, entry.mtime, reason="not in patterns")
             )
             continue
         out.append(entry)
 
     def unknown() -> list[RemoteEntry]:
+        _say_once(app, report.flow, partner, left_alone)
         fresh = []
         for entry in out:
-            if app.store.find_intake(partner, entry.path, entry.size, entry.mtime) is None:
+            shown = printable_path(entry.path)
+            if app.store.find_intake(partner, shown, entry.size, entry.mtime) is None:
                 fresh.append(entry)
             else:
-                report.known.append(InboxFile(partner, entry.path, entry.size, entry.mtime))
+                report.known.append(InboxFile(partner, shown, entry.size, entry.mtime))
         return fresh
 
     fresh = await asyncio.to_thread(unknown)
@@ -398,7 +450,8 @@ async def _candidates(
 
 def _not_yet(report: InboxReport, partner: str, entry: RemoteEntry, reason: str) -> None:
     """A file left for a later poll, and why."""
-    report.unstable.append(InboxFile(partner, entry.path, entry.size, entry.mtime, reason=reason))
+    shown = printable_path(entry.path)
+    report.unstable.append(InboxFile(partner, shown, entry.size, entry.mtime, reason=reason))
 
 
 async def _stable(

@@ -447,7 +447,7 @@ class Service:
         return outcome
 
     async def poll_inbox_now(
-        self, name: str, *, wait: bool = True
+        self, name: str, *, wait: bool = True, progress: ProgressSink | None = None
     ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
         """``run`` of an inbound flow: look into its partners' inboxes now and take in the
         finished files (through ``serve`` when it holds the engine); with ``wait``, until each
@@ -463,7 +463,7 @@ class Service:
                 hint=f"Set enabled = true under [flows.{name}].",
             )
         results: dict[str, dict[str, Any]] = {}
-        async with DeliveryRunner(self.app, quiet=True) as runner:
+        async with DeliveryRunner(self.app, progress=progress, quiet=True) as runner:
             report = await poll_inbox(self.app, runner, name, flow, trigger=f"manual:{_user()}")
             if wait:
                 for taken in report.taken:

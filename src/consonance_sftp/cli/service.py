@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -90,7 +91,7 @@ def run(
                 f"flow {flow!r} takes files in: --dry-run, --isbn, --full and --test do not apply",
                 hint=f"consonance-sftp run {flow} looks into its partners' inboxes now.",
             )
-        _print_inbox(*asyncio.run(service.poll_inbox_now(flow, wait=wait)))
+        _print_inbox(*asyncio.run(_poll_with_progress(service, flow, wait)))
         return
     if dry_run:
         outcome = asyncio.run(
@@ -125,20 +126,58 @@ def run(
         raise typer.Exit(1)
 
 
+async def _poll_with_progress(
+    service: Any, flow: str, wait: bool
+) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
+    """An inbound flow's poll, with a progress bar per download (on a terminal)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(partner: str, path: str, done: int, total: int) -> None:
+            key = f"{partner}:{path}"
+            if key not in tasks:
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                tasks[key] = progress.add_task(f"{partner} {escape(shown)} (download)", total=total)
+            progress.update(tasks[key], completed=done)
+
+        result: tuple[InboxReport, dict[str, dict[str, Any]]] = await service.poll_inbox_now(
+            flow, wait=wait, progress=on_progress
+        )
+        return result
+
+
 def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:
     t = Table("partner", "file", "bytes", "outcome", title=f"inbox poll: {report.flow}")
+    notes: list[str] = []
     for f in report.taken:
         result = results.get(f.workflow_id or "", {})
-        outcome = result.get("error") or result.get("outcome") or f"taken ({f.workflow_id})"
-        t.add_row(f.partner, f.path, f"{f.size:,}", str(outcome))
+        outcome = str(result.get("error") or result.get("outcome") or f"taken ({f.workflow_id})")
+        if result.get("reason") and "error" not in result:
+            outcome += f": {result['reason']}"
+        if result.get("supersedes"):
+            ids = ", ".join(f"#{i}" for i in result["supersedes"])
+            outcome += f" (completes intake {ids}, taken while still being written)"
+        if result.get("name_note"):
+            notes.append(f"[yellow]note[/yellow] {escape(f.path)}: {escape(result['name_note'])}")
+        t.add_row(f.partner, escape(f.path), f"{f.size:,}", escape(outcome))
     for f in report.unstable:
-        t.add_row(f.partner, f.path, f"{f.size:,}", f"not yet: {f.reason or 'still changing'}")
+        why = f"not yet: {f.reason or 'still changing'}"
+        t.add_row(f.partner, escape(f.path), f"{f.size:,}", escape(why))
     for f in report.ignored:
-        t.add_row(f.partner, f.path, f"{f.size:,}", f"ignored: {f.reason or 'not a wanted name'}")
+        why = f"ignored: {f.reason or 'not a wanted name'}"
+        t.add_row(f.partner, escape(f.path), f"{f.size:,}", escape(why))
     console.print(t)
+    for note in notes:
+        console.print(note, soft_wrap=True)
     console.print(f"{len(report.known)} file(s) already taken in earlier")
     for partner, why in {**report.held, **report.errors}.items():
-        console.print(f"[yellow]{partner}[/yellow]: {why}")
+        console.print(f"[yellow]{partner}[/yellow]: {escape(why)}", soft_wrap=True)
     if report.errors or any("error" in r for r in results.values()):
         raise typer.Exit(1)
 

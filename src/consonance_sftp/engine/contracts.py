@@ -302,6 +302,15 @@ class IntakeLedger(Protocol):
         """Append an event about this file to the audit trail."""
         ...
 
+    def alert(self, request: IngestRequest, reason: str, workflow_id: str) -> None:
+        """Raise one alert: taking this file in failed for good (after the last retry)."""
+        ...
+
+    def supersede_incomplete(self, request: IngestRequest, fetched: FetchedFile) -> list[int]:
+        """Mark earlier versions of this file that are a byte prefix of it (taken while the
+        partner was still writing) ``superseded-incomplete``; return their ids."""
+        ...
+
 
 class IngestHandler(Protocol):
     """A flow kind's processing of a stored file (matching an intake file to a work,

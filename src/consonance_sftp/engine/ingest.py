@@ -26,18 +26,20 @@ bound by ``Engine.launch`` (``bind_dependencies``), as for deliveries.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import posixpath
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dbos import DBOS
 
 from consonance_sftp.errors import ConsonanceSftpError, EngineError
 from consonance_sftp.logs import get_logger, log_context
-from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.models import Alert, AlertSeverity, IntakeOutcome
 from consonance_sftp.ports.store import IntakeRecord, Store
 
 from .contracts import (
@@ -69,6 +71,29 @@ class IngestFailed(EngineError):
 # --- names ---------------------------------------------------------------------------------
 
 
+def raw_bytes(text: str) -> bytes:
+    """The bytes a name or path had on the server. The SFTP client decodes names as UTF-8
+    with ``surrogateescape``, so a byte that is not UTF-8 survives as a lone surrogate."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 as is (no surrogate code points)."""
+    return not any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def printable_path(path: str) -> str:
+    """A path (or a message naming one) as it can be stored, logged and shown: itself when it
+    is UTF-8, else with each byte that is not shown as ``\\xNN`` (the ledger keeps the original
+    bytes in hex)."""
+    if is_utf8(path):
+        return path
+    try:
+        return raw_bytes(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no SFTP name decodes to: show its code point
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def name_problem(name: str) -> str | None:
     """Why a partner's file name is not acceptable as a local name (None: it is).
 
@@ -78,6 +103,11 @@ def name_problem(name: str) -> str | None:
     """
     if not name:
         return "the file name is empty"
+    if not is_utf8(name):
+        return (
+            "the file name is not valid UTF-8 (its bytes, in hex: "
+            f"{raw_bytes(name).hex()}); kept under a safe name"
+        )
     if "/" in name or "\\" in name:
         return "the file name contains a path separator"
     if name in (".", "..") or ".." in name.replace("\\", "/").split("/"):
@@ -96,6 +126,55 @@ def name_problem(name: str) -> str | None:
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         return f"the file name is longer than {MAX_NAME_BYTES} bytes"
     return None
+
+
+# Scripts whose letters pass for one another (Latin "a", Cyrillic "а", Greek "α"): a name that
+# mixes them may be made to look like another name. Other mixes (Kanji with Hiragana) are normal.
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
+
+
+def _script(char: str) -> str | None:
+    """The script of a letter, from its Unicode name (``CYRILLIC SMALL LETTER A``)."""
+    if not char.isalpha():
+        return None
+    words = unicodedata.name(char, "").split()
+    return words[0] if words else None
+
+
+def name_notes(name: str) -> tuple[str | None, str | None]:
+    """What a person should know about an acceptable name, and its NFC form when the name is
+    not in it: ``(note, nfc)``, ``(None, None)`` for an ordinary name.
+
+    Such a file is stored under its own name, but the note goes on its ledger row, its audit
+    event and ``run``'s output: a name in NFD (decomposed accents, as macOS writes them) is a
+    different name, byte for byte, from the same name typed on most other systems, and a name
+    that mixes look-alike scripts can pass for another file. (Invisible and bidi control
+    characters make a name dangerous: ``name_problem`` quarantines those.)
+    """
+    if not is_utf8(name):
+        return None, None
+    notes: list[str] = []
+    nfc = unicodedata.normalize("NFC", name)
+    if nfc != name:
+        marks = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.combining(c)})
+        notes.append(
+            "the name is not in NFC form (decomposed characters"
+            + (f": {', '.join(marks)}" if marks else "")
+            + f"); it looks like {nfc!r} but is not the same bytes"
+        )
+    # Word by word: a Greek title with a ".pdf" suffix is fine, "pаypal" (a Cyrillic "а") is not.
+    mixed: set[str] = set()
+    for word in re.findall(r"[^\W\d_]+", nfc):
+        scripts = {s for s in map(_script, word) if s is not None}
+        if len(scripts & _LOOKALIKE_SCRIPTS) > 1:
+            mixed |= scripts & _LOOKALIKE_SCRIPTS
+    if mixed:
+        shown = ", ".join(sorted(s.title() for s in mixed))
+        notes.append(f"the name mixes look-alike scripts ({shown}): it may pass for another name")
+    nfkc = unicodedata.normalize("NFKC", nfc)
+    if nfkc != nfc:
+        notes.append(f"the name has look-alike compatibility characters (NFKC: {nfkc!r})")
+    return ("; ".join(notes) or None), (nfc if nfc != name else None)
 
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+()-]+")
@@ -140,7 +219,11 @@ def _current() -> Dependencies:
 
 
 class StoreIntakeLedger:
-    """``IntakeLedger`` on the Store port: the intake ledger row and the audit trail."""
+    """``IntakeLedger`` on the Store port: the intake ledger row, the audit trail and alerts.
+
+    Rows and events carry the path as ``printable_path`` shows it (a name that is not UTF-8
+    could not be stored as text), with the original bytes in ``raw_name``.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -148,20 +231,27 @@ class StoreIntakeLedger:
     def record(self, record: IngestRecord) -> int:
         req = record.request
         fetched = record.fetched
+        shown = printable_path(req.remote_path)
+        name = posixpath.basename(req.remote_path)
+        note, nfc = name_notes(name)
         wanted = IntakeRecord(
             partner=req.partner,
-            remote_path=req.remote_path,
+            remote_path=shown,
             size=req.size,
             remote_mtime=req.mtime,
             flow=req.flow,
             sha256=fetched.sha256 if fetched else None,
             local_path=fetched.local_path if fetched else None,
             outcome=record.outcome,
-            reason=record.reason,
+            # An error message may quote the name as the server has it.
+            reason=None if record.reason is None else printable_path(record.reason),
             work_id=record.work_id,
             product_id=record.product_id,
+            name_note=note,
+            name_nfc=nfc,
+            raw_name=None if is_utf8(name) else raw_bytes(name).hex(),
         )
-        existing = self.store.find_intake(req.partner, req.remote_path, req.size, req.mtime)
+        existing = self.store.find_intake(req.partner, shown, req.size, req.mtime)
         row = existing or self.store.record_intake(wanted)
         assert row.id is not None
         changed = [
@@ -183,26 +273,34 @@ class StoreIntakeLedger:
                 work_id=wanted.work_id,
                 product_id=wanted.product_id,
             )
-        self.event(
-            f"intake.{record.outcome.value}",
-            req,
-            {
-                "workflow_id": record.workflow_id,
-                "executor": record.executor_id,
-                "sha256": wanted.sha256,
-                "local_path": wanted.local_path,
-                "reason": record.reason,
-                "work_id": record.work_id,
-                "product_id": record.product_id,
-            },
-        )
+        details: dict[str, Any] = {
+            "workflow_id": record.workflow_id,
+            "executor": record.executor_id,
+            "sha256": wanted.sha256,
+            "local_path": wanted.local_path,
+            "reason": wanted.reason,
+            "work_id": record.work_id,
+            "product_id": record.product_id,
+        }
+        if note:
+            details["name_note"] = note
+        if nfc:
+            details["name_nfc"] = nfc
+        if wanted.raw_name:
+            details["raw_name"] = wanted.raw_name
+        self.event(f"intake.{record.outcome.value}", req, details)
+        if record.outcome is IntakeOutcome.FAILED:
+            # Once per failure: a replayed step returned above, before this.
+            self.alert(req, wanted.reason or "unknown error", record.workflow_id)
         return row.id
 
     def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+        if isinstance(details.get("reason"), str):
+            details = {**details, "reason": printable_path(details["reason"])}
         self.store.append_audit(
             actor="engine",
             action=action,
-            subject=f"{request.partner}:{request.remote_path}",
+            subject=f"{request.partner}:{printable_path(request.remote_path)}",
             details={
                 "flow": request.flow,
                 "size": request.size,
@@ -211,6 +309,100 @@ class StoreIntakeLedger:
                 **details,
             },
         )
+
+    def alert(self, request: IngestRequest, reason: str, workflow_id: str) -> None:
+        """One alert for a final failure of taking a file in (after the last retry)."""
+        shown = printable_path(request.remote_path)
+        reason = printable_path(reason)
+        self.store.raise_alert(
+            Alert(
+                severity=AlertSeverity.WARNING,
+                kind="intake_failed",
+                message=(
+                    f"taking in {shown} from partner {request.partner!r} (flow "
+                    f"{request.flow!r}) failed: {reason}"
+                ),
+                partner=request.partner,
+                flow=request.flow,
+                details={"path": shown, "workflow_id": workflow_id, "reason": reason},
+            )
+        )
+
+    def supersede_incomplete(self, request: IngestRequest, fetched: FetchedFile) -> list[int]:
+        """Mark the earlier versions of this file that were taken before it was whole.
+
+        An earlier row of the same partner and path, smaller, whose SHA-256 is the SHA-256 of
+        this version's first bytes, was a copy of a file still being written (the partner
+        paused longer than ``stable_interval``). It becomes ``superseded-incomplete``, with an
+        audit event; this version's row names it in ``supersedes``. Returns their ids.
+        """
+        shown = printable_path(request.remote_path)
+        earlier = [
+            row
+            for row in self.store.list_intakes(partner=request.partner, remote_path=shown)
+            if row.outcome in (IntakeOutcome.STORED, IntakeOutcome.QUARANTINED)
+            and row.sha256
+            and 0 < row.size < fetched.size
+        ]
+        if not earlier:
+            return []
+        this = self.store.find_intake(request.partner, shown, request.size, request.mtime)
+        prefixes = _prefix_hashes(Path(fetched.local_path), sorted({r.size for r in earlier}))
+        marked: list[int] = []
+        for row in earlier:
+            assert row.id is not None
+            if prefixes.get(row.size) != row.sha256:
+                continue  # a different file under the same name, not a growing one
+            reason = (
+                f"incomplete: taken at {row.size:,} bytes while the partner was still writing "
+                f"it; the later version ({fetched.size:,} bytes"
+                + (f", intake #{this.id}" if this is not None else "")
+                + ") begins with exactly these bytes"
+            )
+            self.store.update_intake(
+                row.id, outcome=IntakeOutcome.SUPERSEDED_INCOMPLETE, reason=reason
+            )
+            self.event(
+                "intake.superseded_incomplete",
+                request,
+                {
+                    "intake_id": row.id,
+                    "incomplete_size": row.size,
+                    "incomplete_sha256": row.sha256,
+                    "incomplete_mtime": row.remote_mtime,
+                    "superseded_by": this.id if this is not None else None,
+                    "reason": reason,
+                },
+            )
+            log.warning(
+                "intake #%s of %s from %s was incomplete (%s of %s bytes): superseded",
+                row.id,
+                shown,
+                request.partner,
+                row.size,
+                fetched.size,
+            )
+            marked.append(row.id)
+        if marked and this is not None and this.id is not None:
+            self.store.update_intake(this.id, supersedes=max(marked))
+        return marked
+
+
+def _prefix_hashes(path: Path, sizes: list[int]) -> dict[int, str]:
+    """SHA-256 of the first ``size`` bytes of ``path``, for each size, in one read."""
+    digest = hashlib.sha256()
+    out: dict[int, str] = {}
+    done = 0
+    with path.open("rb") as fh:
+        for size in sizes:
+            while done < size:
+                chunk = fh.read(min(size - done, 4 * 1024 * 1024))
+                if not chunk:
+                    return out
+                digest.update(chunk)
+                done += len(chunk)
+            out[size] = digest.copy().hexdigest()
+    return out
 
 
 # --- steps ---------------------------------------------------------------------------------
@@ -281,6 +473,15 @@ async def _note(workflow_id: str, req: IngestRequest, action: str, reason: str) 
     )
 
 
+async def _alert(workflow_id: str, req: IngestRequest, reason: str) -> None:
+    await asyncio.to_thread(_current().ledger.alert, req, reason, workflow_id)
+
+
+async def _check_growth(req: IngestRequest, fetched: dict[str, Any]) -> list[int]:
+    ledger = _current().ledger
+    return await asyncio.to_thread(ledger.supersede_incomplete, req, FetchedFile.from_dict(fetched))
+
+
 # --- the workflow --------------------------------------------------------------------------
 
 
@@ -293,6 +494,7 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
     deps = _current()
     retry = deps.retry
     problem = name_problem(posixpath.basename(req.remote_path))
+    shown = printable_path(req.remote_path)
     with log_context(workflow=workflow_id, partner=req.partner, flow=req.flow):
         try:
             fetched: dict[str, Any] = await DBOS.run_step_async(
@@ -309,9 +511,9 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
                 IntakeOutcome.FAILED.value,
                 reason,
             )
-            log.warning("ingest of %s failed: %s", req.remote_path, reason)
+            log.warning("ingest of %s from %s failed: %s", shown, req.partner, reason)
             raise IngestFailed(
-                f"taking in {req.remote_path!r} from partner {req.partner!r} failed: {reason}",
+                f"taking in {shown!r} from partner {req.partner!r} failed: {reason}",
                 hint="The file was left on the partner's server; 'consonance-sftp retry ID' "
                 "takes it in again once the cause is fixed.",
             ) from None
@@ -373,11 +575,34 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
                 "intake.post_action_failed",
                 reason,
             )
+        # Last, so workflows started by an earlier build (without this step) replay cleanly.
+        superseded: list[int] = await DBOS.run_step_async(
+            step_options("check-growth", retry), _check_growth, req, fetched
+        )
         if problems:
-            raise IngestFailed(
-                f"{req.remote_path!r} from partner {req.partner!r} is stored "
-                f"({outcome.value}, {fetched['local_path']}), but " + "; ".join(problems),
+            reason = "; ".join(problems)
+            await DBOS.run_step_async(
+                step_options("alert", retry), _alert, workflow_id, req, reason
             )
+            log.warning("ingest of %s from %s: stored, but %s", shown, req.partner, reason)
+            raise IngestFailed(
+                f"{shown!r} from partner {req.partner!r} is stored "
+                f"({outcome.value}, {fetched['local_path']}), but {reason}",
+            )
+        note, nfc = name_notes(posixpath.basename(req.remote_path))
+        log.info(
+            "ingest of %s from %s (flow %s): %s, %s bytes%s%s%s",
+            shown,
+            req.partner,
+            req.flow,
+            outcome.value,
+            fetched["size"],
+            f" ({problem})" if problem else "",
+            f"; note: {note}" if note else "",
+            f"; completes incomplete intake #{', #'.join(map(str, superseded))}"
+            if superseded
+            else "",
+        )
         return {
             "workflow_id": workflow_id,
             "outcome": outcome.value,
@@ -387,4 +612,7 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
             "size": fetched["size"],
             "resumed_from": fetched.get("resumed_from", 0),
             "post_action": done,
+            "name_note": note,
+            "name_nfc": nfc,
+            "supersedes": superseded,
         }

@@ -76,6 +76,14 @@ class IntakeRecord:
     work_id: int | None = None
     product_id: int | None = None
     received_at: datetime | None = None
+    # What a person should know about the name (NFD form, mixed scripts, bytes that are not
+    # UTF-8), the NFC form of the name when it differs, the original name's bytes (hex) when
+    # they are not UTF-8 (``remote_path`` then shows them as ``\xNN``), and the id of the
+    # earlier, incomplete version of this file that this one completes.
+    name_note: str | None = None
+    name_nfc: str | None = None
+    raw_name: str | None = None
+    supersedes: int | None = None
     id: int | None = None
 
 
@@ -237,6 +245,7 @@ class Store(SnapshotStore, Protocol):
         local_path: str | None = None,
         work_id: int | None = None,
         product_id: int | None = None,
+        supersedes: int | None = None,
     ) -> IntakeRecord: ...
 
     def find_intake(
@@ -247,6 +256,7 @@ class Store(SnapshotStore, Protocol):
         self,
         *,
         partner: str | None = None,
+        remote_path: str | None = None,
         outcome: IntakeOutcome | None = None,
         since: datetime | None = None,
         until: datetime | None = None,

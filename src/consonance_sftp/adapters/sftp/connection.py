@@ -372,7 +372,9 @@ class ConnectionPool:
             try:
                 # One send() per event-loop turn instead of one per SSH packet (see segmented).
                 coalesce_writes(conn)
-                sftp = await conn.start_sftp_client()
+                # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
+                # back to the same bytes) instead of failing the whole listing.
+                sftp = await conn.start_sftp_client(path_errors="surrogateescape")
             except BaseException:
                 conn.close()
                 raise

@@ -15,11 +15,14 @@ import logging
 import os
 import posixpath
 import re
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
+
+import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
@@ -104,8 +107,10 @@ class InboundMixin(FSBase):
         journal: HashingJournal | None = None
         resumed_from = 0
         if ts.resume and size > 0:
-            journal_path = self._journal_path("down", f"{remote_path}\0{local_path}")
-            source_id = f"{self.partner}:{remote_path}:{size}:{mtime}"
+            # Keys of text files: a name that is not UTF-8 is written with \xNN escapes.
+            shown = _printable(remote_path)
+            journal_path = self._journal_path("down", f"{shown}\0{local_path}")
+            source_id = f"{self.partner}:{shown}:{size}:{mtime}"
             journal = await asyncio.to_thread(
                 HashingJournal, journal_path, size, ts.segment_size, source_id, staging
             )
@@ -263,6 +268,24 @@ class InboundMixin(FSBase):
                     continue
                 yield entry
 
+    async def list_kinds(self, folder: str) -> AsyncIterator[tuple[RemoteEntry, str]]:
+        """Every entry of ``folder`` with what it is: ``file``, ``folder``, ``symbolic link``
+        or ``special file`` (an inbox poll says why it leaves the others alone)."""
+        async with self.pool.lease() as pc:
+            iterator = pc.sftp.scandir(folder).__aiter__()
+            while True:
+                try:
+                    name = await self._guard(iterator.__anext__(), folder)
+                except StopAsyncIteration:
+                    break
+                filename = name.filename
+                if not isinstance(filename, str):
+                    filename = os.fsdecode(filename)
+                if filename in (".", ".."):
+                    continue
+                entry = self._entry(posixpath.join(folder, filename), filename, name.attrs)
+                yield entry, _kind(entry, name.attrs)
+
     async def walk(
         self, folder: str, *, max_depth: int | None = None, pattern: str | None = None
     ) -> AsyncIterator[RemoteEntry]:
@@ -312,6 +335,24 @@ class InboundMixin(FSBase):
         if again is None or again.size != entry.size or again.mtime != entry.mtime:
             return None
         return again
+
+
+def _printable(path: str) -> str:
+    """``path`` with bytes that are not UTF-8 (surrogates, see ``connection``) as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _kind(entry: RemoteEntry, attrs: asyncssh.SFTPAttrs) -> str:
+    if entry.is_file:
+        return "file"
+    if entry.is_dir:
+        return "folder"
+    link = (
+        stat.S_ISLNK(attrs.permissions)
+        if attrs.permissions is not None
+        else attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK
+    )
+    return "symbolic link" if link else "special file"
 
 
 def _commit_local(staging: Path, final: Path, sha: str | None, size: int) -> tuple[int, str]:

@@ -91,11 +91,16 @@ intake_ledger = sa.Table(
     sa.Column("remote_mtime", sa.Float, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("local_path", sa.Text, nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),  # 32: "superseded-incomplete"
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("work_id", sa.Integer, nullable=True),
     sa.Column("product_id", sa.Integer, nullable=True),
     sa.Column("received_at", TS, nullable=False),
+    # Migration 0004: what to know about the name, and the version this one completes.
+    sa.Column("name_note", sa.Text, nullable=True),
+    sa.Column("name_nfc", sa.Text, nullable=True),
+    sa.Column("raw_name", sa.Text, nullable=True),
+    sa.Column("supersedes", sa.Integer, nullable=True),
     sa.UniqueConstraint("partner", "remote_path", "size", "remote_mtime"),
     sa.Index("ix_intake_ledger_received_at", "received_at"),
 )

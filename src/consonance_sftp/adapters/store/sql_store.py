@@ -152,6 +152,10 @@ def _intake(row: sa.Row[Any]) -> IntakeRecord:
         work_id=m["work_id"],
         product_id=m["product_id"],
         received_at=from_db_time(m["received_at"]),
+        name_note=m["name_note"],
+        name_nfc=m["name_nfc"],
+        raw_name=m["raw_name"],
+        supersedes=m["supersedes"],
     )
 
 
@@ -425,6 +429,7 @@ class SqlStore(Tables):
         local_path: str | None = None,
         work_id: int | None = None,
         product_id: int | None = None,
+        supersedes: int | None = None,
     ) -> IntakeRecord:
         changes: dict[str, Any] = {
             "outcome": None if outcome is None else str(outcome),
@@ -433,6 +438,7 @@ class SqlStore(Tables):
             "local_path": local_path,
             "work_id": work_id,
             "product_id": product_id,
+            "supersedes": supersedes,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         with self.write() as conn:
@@ -462,6 +468,7 @@ class SqlStore(Tables):
         self,
         *,
         partner: str | None = None,
+        remote_path: str | None = None,
         outcome: IntakeOutcome | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
@@ -471,6 +478,8 @@ class SqlStore(Tables):
         query = sa.select(intake_ledger).order_by(c.received_at.desc(), c.id.desc())
         if partner is not None:
             query = query.where(c.partner == partner)
+        if remote_path is not None:
+            query = query.where(c.remote_path == remote_path)
         if outcome is not None:
             query = query.where(c.outcome == str(outcome))
         if since is not None:
