@@ -268,10 +268,18 @@ class Appender:
         self.head = ChainHead(trail.chain_id, seq, digest)
         return event
 
-    def cover(self, table: sa.Table, row_id: int) -> Mapping[str, Any]:
-        """Append the ``ledger.write`` event for a row just written; the row as it now is."""
-        found = self.conn.execute(sa.select(table).where(table.c.id == row_id)).mappings().one()
-        row = {str(name): value for name, value in found.items()}
+    def cover(
+        self, table: sa.Table, row_id: int, written: Mapping[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        """Append the ``ledger.write`` event for a row just written; the row as it now is.
+
+        ``written``: the row as the write returned it (``RETURNING``), saving a query.
+        """
+        if written is None:
+            written = (
+                self.conn.execute(sa.select(table).where(table.c.id == row_id)).mappings().one()
+            )
+        row = {str(name): value for name, value in written.items()}
         details = write_details(table.name, row_image(row))
         self.append(LEDGER_ACTOR, LEDGER_WRITE, f"{table.name}:{row_id}", canonical_json(details))
         return row

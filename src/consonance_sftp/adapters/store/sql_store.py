@@ -68,8 +68,9 @@ _ASSET_ATTEMPTS = 5
 _ASSET_LOCK_NAMESPACE = 0x41535354  # "ASST": first key of the advisory lock per asset scope
 _SNAPSHOT_BATCH = 500
 # Built once, with bound parameters: compiled once and cached (ledger writes are hot paths).
-_INSERT_DELIVERY = delivery_ledger.insert().returning(delivery_ledger.c.id)
-_INSERT_INTAKE = intake_ledger.insert().returning(intake_ledger.c.id)
+# RETURNING the whole row: the audit event that covers the write carries it.
+_INSERT_DELIVERY = delivery_ledger.insert().returning(*delivery_ledger.c)
+_INSERT_INTAKE = intake_ledger.insert().returning(*intake_ledger.c)
 
 
 def open_store(
@@ -117,14 +118,19 @@ def _covered_update(
     audit: Appender, table: sa.Table, row_id: int, changes: Mapping[str, Any]
 ) -> Mapping[str, Any] | None:
     """Update one ledger row, bump its ``audit_rev`` and cover it; None when there is no row."""
-    updated = audit.conn.execute(
-        table.update()
-        .where(table.c.id == row_id)
-        .values(**changes, audit_rev=table.c.audit_rev + 1)
+    updated = (
+        audit.conn.execute(
+            table.update()
+            .where(table.c.id == row_id)
+            .values(**changes, audit_rev=table.c.audit_rev + 1)
+            .returning(*table.c)
+        )
+        .mappings()
+        .first()
     )
-    if updated.rowcount != 1:
+    if updated is None:
         return None
-    return audit.cover(table, row_id)
+    return audit.cover(table, row_id, updated)
 
 
 def _mapping(row: sa.Row[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -289,8 +295,9 @@ class SqlStore(Tables):
         values["audit_rev"] = 1
 
         def insert(audit: Appender) -> int:
-            new_id: int = audit.conn.execute(_INSERT_DELIVERY, values).scalar_one()
-            audit.cover(delivery_ledger, new_id)  # the row and its audit event commit together
+            row = audit.conn.execute(_INSERT_DELIVERY, values).mappings().one()
+            new_id: int = row["id"]
+            audit.cover(delivery_ledger, new_id, row)  # the row and its audit event commit together
             return new_id
 
         try:
@@ -432,8 +439,9 @@ class SqlStore(Tables):
         values["audit_rev"] = 1
 
         def insert(audit: Appender) -> int:
-            new_id: int = audit.conn.execute(_INSERT_INTAKE, values).scalar_one()
-            audit.cover(intake_ledger, new_id)  # the row and its audit event commit together
+            row = audit.conn.execute(_INSERT_INTAKE, values).mappings().one()
+            new_id: int = row["id"]
+            audit.cover(intake_ledger, new_id, row)  # the row and its audit event commit together
             return new_id
 
         try:
