@@ -4,6 +4,9 @@ forgery of a row or chain that predates the upgrade is still found."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -110,3 +113,16 @@ def test_an_old_chain_cut_back_after_the_upgrade_is_found(old_db: str) -> None:
             )
         [p] = store.verify_audit().problems
         assert (p.chain_id, p.kind) == ("old", "truncated")
+
+
+def test_verify_of_a_database_not_yet_upgraded_says_so(old_db: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consonance_sftp", "audit", "verify", "--db", old_db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert result.returncode == 1
+    assert "predates migration 0005" in result.stderr
+    assert "Traceback" not in result.stderr

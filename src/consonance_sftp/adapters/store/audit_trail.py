@@ -381,6 +381,13 @@ class AuditTrail(Tables):
         # One snapshot for heads, registry, events and ledgers, or a concurrent write looks
         # like tampering.
         with self.read(snapshot=True) as conn:
+            if not sa.inspect(conn).has_table(audit_registry.name):
+                raise StoreError(
+                    "the database predates migration 0005 (ledger rows and chains on the trail) "
+                    "and cannot be verified as it is",
+                    hint="Keep a copy, then let the service migrate it (any command that opens "
+                    "the store, e.g. 'consonance-sftp history'), and verify again.",
+                )
             recorded = [
                 AuditChainHead(
                     chain_id=row.chain_id,
