@@ -268,6 +268,22 @@ class Appender:
         self.head = ChainHead(trail.chain_id, seq, digest)
         return event
 
+    def update(
+        self, table: sa.Table, row_id: int, changes: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Update one ledger row, bump its ``audit_rev`` and cover it; None when there is no row."""
+        updated = (
+            self.conn.execute(
+                table.update()
+                .where(table.c.id == row_id)
+                .values(**changes, audit_rev=table.c.audit_rev + 1)
+                .returning(*table.c)
+            )
+            .mappings()
+            .first()
+        )
+        return None if updated is None else self.cover(table, row_id, updated)
+
     def cover(
         self, table: sa.Table, row_id: int, written: Mapping[Any, Any] | None = None
     ) -> dict[str, Any]:

@@ -114,25 +114,6 @@ def _migrate(engine: Engine) -> None:
     database.migrate(engine)
 
 
-def _covered_update(
-    audit: Appender, table: sa.Table, row_id: int, changes: Mapping[str, Any]
-) -> Mapping[str, Any] | None:
-    """Update one ledger row, bump its ``audit_rev`` and cover it; None when there is no row."""
-    updated = (
-        audit.conn.execute(
-            table.update()
-            .where(table.c.id == row_id)
-            .values(**changes, audit_rev=table.c.audit_rev + 1)
-            .returning(*table.c)
-        )
-        .mappings()
-        .first()
-    )
-    if updated is None:
-        return None
-    return audit.cover(table, row_id, updated)
-
-
 def _mapping(row: sa.Row[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
     return cast("Mapping[str, Any]", row._mapping) if isinstance(row, sa.Row) else row
 
@@ -346,7 +327,7 @@ class SqlStore(Tables):
                 raise _not_found("delivery", delivery_id)
             return row
         written = self.audit.transaction(
-            lambda audit: _covered_update(audit, delivery_ledger, delivery_id, changes)
+            lambda audit: audit.update(delivery_ledger, delivery_id, changes)
         )
         if written is None:
             raise _not_found("delivery", delivery_id)
@@ -484,7 +465,7 @@ class SqlStore(Tables):
                 raise _not_found("intake", intake_id)
             return row
         written = self.audit.transaction(
-            lambda audit: _covered_update(audit, intake_ledger, intake_id, changes)
+            lambda audit: audit.update(intake_ledger, intake_id, changes)
         )
         if written is None:
             raise _not_found("intake", intake_id)
