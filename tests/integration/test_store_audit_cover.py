@@ -74,6 +74,7 @@ def test_ledger_writes_verify_and_stay_out_of_the_listing(store_url: str) -> Non
         report = store.verify_audit()
         assert report.ok, report.problems
         assert report.events == 3 * 2 + 2 + 1  # one covering event per ledger write
+        assert report.ledger_rows == 3 + 1
         assert [e.action for e in store.list_audit()] == ["partner.trust"]
         covers = store.list_audit(action="ledger.write", subject=f"delivery_ledger:{ids[0]}")
         assert [e.details["rev"] for e in covers] == [2, 1]
@@ -363,7 +364,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_names_a_forged_sha256(store_url: str) -> None:
     with open_store(store_url) as store:
         row_id = sent(store)
-        assert _cli("audit", "verify", "--db", store_url).returncode == 0
+        ok = _cli("audit", "verify", "--db", store_url)
+        assert ok.returncode == 0, ok.stderr
+        assert "ok: 2 events in 1 chains; 1 ledger rows match the trail" in ok.stdout
         raw(store, "UPDATE delivery_ledger SET sha256 = :s WHERE id = :i", s=FORGED, i=row_id)
     bad = _cli("audit", "verify", "--db", store_url)
     assert bad.returncode == 1, bad.stdout + bad.stderr

@@ -103,7 +103,9 @@ def verify(
         _print_heads(report)
     if report.ok:
         console.print(
-            f"[green]ok:[/green] {report.events} events in {report.chains} chains", markup=True
+            f"[green]ok:[/green] {report.events} events in {report.chains} chains; "
+            f"{report.ledger_rows} ledger rows match the trail",
+            markup=True,
         )
         return
     _print_problems(report)

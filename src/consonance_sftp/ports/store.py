@@ -165,6 +165,7 @@ class AuditReport:
     chains: int
     problems: Sequence[AuditProblem] = ()
     heads: Sequence[AuditChainHead] = ()
+    ledger_rows: int = 0  # delivery and intake ledger rows compared with the trail
 
     @property
     def ok(self) -> bool:

@@ -429,13 +429,20 @@ class AuditTrail(Tables):
                 broken={p.chain_id for p in checked.problems},
                 key=self.key,
             )
-            for table in (delivery_ledger, intake_ledger):
+            counted = [0]  # rows streamed past check_ledger, not held in memory
+
+            def stream(table: sa.Table) -> Iterator[dict[str, Any]]:
                 rows = conn.execution_options(yield_per=2000).execute(
                     sa.select(table).order_by(table.c.id)
                 )
+                for row in rows:
+                    counted[0] += 1
+                    yield {str(k): v for k, v in row._mapping.items()}
+
+            for table in (delivery_ledger, intake_ledger):
                 problems += check_ledger(
                     table.name,
-                    ({str(k): v for k, v in row._mapping.items()} for row in rows),
+                    stream(table),
                     covers.covers,
                     lambda cover: self._written_image(conn, cover),
                 )
@@ -444,6 +451,7 @@ class AuditTrail(Tables):
             chains=checked.chains,
             problems=tuple(problems),
             heads=tuple(recorded),
+            ledger_rows=counted[0],
         )
 
     def _stream(self, conn: Connection, covers: CoverCollector) -> Iterator[StoredEvent]:
