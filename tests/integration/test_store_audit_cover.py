@@ -398,3 +398,38 @@ def test_cli_uses_the_configs_audit_key(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     no_key = _cli("audit", "verify", "--db", settings.database.url)
     assert no_key.returncode == 1 and "key_needed" in no_key.stderr
+
+
+_LEDGER_WRITER = """
+import sys
+from consonance_sftp.adapters.store import open_store
+from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.ports.store import DeliveryRecord
+store = open_store(sys.argv[1])
+base = int(sys.argv[2])
+for n in range(base, base + 30):
+    row = store.record_delivery(DeliveryRecord(flow="f", partner="p", remote_path=f"/{n}",
+                                               sha256="c" * 64, size=n,
+                                               outcome=DeliveryOutcome.PLANNED))
+    store.update_delivery(row.id, outcome=DeliveryOutcome.SENT, attempts=1)
+store.close()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_ledger_at_once_and_it_verifies(store_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LEDGER_WRITER, store_url, str(base)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for base in (0, 1000)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    with open_store(store_url) as store:
+        report = store.verify_audit()
+    assert report.ok, report.problems
+    assert (report.ledger_rows, report.events, report.chains) == (60, 120, 2)

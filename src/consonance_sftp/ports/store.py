@@ -159,7 +159,7 @@ class AuditChainHead:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditReport:
-    """What ``verify_audit`` checked and found: at most one problem per chain (the first)."""
+    """What ``verify_audit`` checked and found: per chain its first problem, per ledger row one."""
 
     events: int
     chains: int
