@@ -194,3 +194,96 @@ def test_in_memory_sqlite_works_for_single_threaded_tests() -> None:
         store.set_watermark("w", "1")
         assert store.get_watermark("w") == "1"
         assert store.verify_audit().events == 1
+
+
+# --- keyed chains, ledger covers and the chain of chains (audit_cover) ------------------------
+
+
+def test_keyed_hash_is_hmac_sha256_over_the_same_bytes() -> None:
+    import hmac
+
+    from consonance_sftp.adapters.store.audit_chain import link_hash
+
+    assert link_hash("p", "x") == hashlib.sha256(b"p\nx").hexdigest()
+    assert link_hash("p", "x", b"k") == hmac.new(b"k", b"p\nx", hashlib.sha256).hexdigest()
+
+
+def test_keyed_chain_checks_with_the_key_only() -> None:
+    events = chain("a", 2)  # hashed without a key
+    head = ChainHead("a", 2, events[-1].hash)
+    assert check_chains(events, {"a": head}).problems == []
+    [needed] = check_chains(events, {"a": head}, keyed={"a"}).problems
+    assert needed.kind == "key_needed"
+    [edited] = check_chains(events, {"a": head}, keyed={"a"}, key=b"k").problems
+    assert (edited.kind, edited.seq) == ("edited", 1)
+    assert "different audit key" in edited.message
+
+
+def _cover_event(seq: int, image: dict[str, object]) -> StoredEvent:
+    from consonance_sftp.adapters.store.audit_cover import LEDGER_WRITE, row_image, write_details
+
+    details = canonical_json(write_details("delivery_ledger", row_image(image)))
+    return StoredEvent("c", seq, T0, "store", LEDGER_WRITE, "x", details, GENESIS, "h")
+
+
+def test_ledger_check_takes_the_newest_rev_and_names_what_differs() -> None:
+    from consonance_sftp.adapters.store.audit_cover import (
+        CoverCollector,
+        check_ledger,
+        row_image,
+    )
+
+    first = {"id": 1, "audit_rev": 1, "sha256": "a", "outcome": "planned", "finished_at": None}
+    second = {**first, "audit_rev": 2, "outcome": "sent", "finished_at": T0}
+    collector = CoverCollector()
+    for event in (_cover_event(2, second), _cover_event(1, first)):  # any order
+        collector.feed(event)
+    written = {2: row_image(second), 1: row_image(first)}
+
+    def check(row: dict[str, object]) -> list[tuple[str, str]]:
+        found = check_ledger("delivery_ledger", [row], collector.covers, lambda c: written[c.seq])
+        return [(p.kind, p.message) for p in found]
+
+    assert check(second) == []
+    [(kind, message)] = check({**second, "sha256": "forged"})
+    assert kind == "edited" and "sha256 is 'forged', the trail has 'a'" in message
+    assert [k for k, _ in check(first)] == ["rolled_back"]
+    assert [k for k, _ in check({**second, "id": 2})] == ["uncovered", "deleted"]
+
+
+def test_registry_finds_a_deleted_chain_and_a_cut_back_one() -> None:
+    from consonance_sftp.adapters.store.audit_cover import (
+        RegistryEntry,
+        check_chains_registered,
+        check_registry,
+        registry_hash,
+    )
+
+    entries: list[RegistryEntry] = []
+    prev = GENESIS
+    for seq, (chain_id, heads) in enumerate([("a", {}), ("b", {"a": 5}), ("c", {})], start=1):
+        details = canonical_json({"heads": heads})
+        fields = {
+            "seq": seq,
+            "chain_id": chain_id,
+            "ts": T0,
+            "writer": "w",
+            "alg": "sha256",
+            "details_json": details,
+            "prev_hash": prev,
+        }
+        digest = registry_hash(**fields, key=None)  # type: ignore[arg-type]
+        entries.append(RegistryEntry(**fields, hash=digest))  # type: ignore[arg-type]
+        prev = digest
+    registry = check_registry(entries, None)
+    assert registry.problems == []
+    found = check_chains_registered(
+        registry, {"a": 3, "c": 1, "x": 1}, {"a": 3, "c": 1, "x": 1}, broken=set(), key=None
+    )
+    assert sorted((p.chain_id, p.kind) for p in found) == [
+        ("a", "truncated"),
+        ("b", "chain_deleted"),
+        ("x", "unregistered"),
+    ]
+    [gap] = check_registry([entries[0], entries[2]], None).problems
+    assert (gap.table, gap.seq, gap.kind) == ("audit_registry", 3, "missing")

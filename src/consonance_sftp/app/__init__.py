@@ -66,7 +66,7 @@ class App:
     @cached_property
     def store(self) -> SqlStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        return open_store(self.settings.database.url)
+        return open_store(self.settings.database.url, audit_key=audit_key(self.settings))
 
     def consonance(self) -> ConsonanceClient:
         """A new Consonance client; use it as an async context manager."""
@@ -147,6 +147,12 @@ class App:
         )
 
 
-def open_existing_store(url: str) -> SqlStore:
+def audit_key(settings: Settings) -> bytes | None:
+    """The key of a keyed audit chain (``[audit] key``), or None."""
+    key = settings.audit.key
+    return None if key is None else key.get_secret_value().encode()
+
+
+def open_existing_store(url: str, *, key: bytes | None = None) -> SqlStore:
     """A store for reading and verifying records: never migrates, never creates a database."""
-    return open_store(url, migrate=False, must_exist=True)
+    return open_store(url, migrate=False, must_exist=True, audit_key=key)

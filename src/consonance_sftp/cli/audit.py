@@ -1,17 +1,20 @@
-"""``consonance-sftp audit verify``: re-check the audit trail's hash chains.
+"""``consonance-sftp audit verify``: re-check the audit trail's hash chains and what they cover.
 
-Prints ``ok: N events in K chains`` when every chain verifies, otherwise a table naming the first
-broken row of each broken chain, and exits 1. ``--heads`` also prints each chain's last seq and
-hash, to copy somewhere else (an anchor that even someone able to rewrite the database cannot
-change).
+Prints ``ok: N events in K chains`` when everything verifies, otherwise a table naming each
+problem (the table, the chain and seq or the ledger row, what differs), and exits 1: the first
+broken row of each broken chain, a ledger row that differs from the trail, a chain deleted whole
+or cut back. ``--heads`` also prints each chain's last seq and hash, to copy somewhere else (an
+anchor that even someone able to rewrite the database cannot change).
 
-The database is ``--db URL`` or, without it, the one in the config file. The store is opened
-read-only in spirit: no migration, and a SQLite path that does not exist is an error rather than
-a new, empty (and so "valid") trail.
+The database is ``--db URL`` or, without it, the one in the config file, whose ``[audit] key``
+checks keyed chains (with ``--db``: ``--key-file``). The store is opened read-only in spirit: no
+migration, and a SQLite path that does not exist is an error rather than a new, empty (and so
+"valid") trail.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -32,16 +35,35 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-def _open_store(db: str | None) -> Store:
+def _open_store(db: str | None, key_file: Path | None) -> Store:
     # Imported here: the composition root is heavier than this command needs at import time.
-    from consonance_sftp.app import open_existing_store
+    from consonance_sftp.app import audit_key, open_existing_store
 
+    key = None
     if db is None:
         from consonance_sftp.config import load_settings
 
-        db = load_settings(state.config_path).database.url
+        settings = load_settings(state.config_path)
+        db, key = settings.database.url, audit_key(settings)
+    if key_file is not None:
+        key = _read_key(key_file)
     # Verifying must not migrate, nor create an empty SQLite file on a typo.
-    return open_existing_store(db)
+    return open_existing_store(db, key=key)
+
+
+def _read_key(path: Path) -> bytes:
+    from consonance_sftp.errors import ConfigError
+
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the audit key file {path}: {exc.strerror or type(exc).__name__}",
+            hint="Give the file named by [audit] key in the config.",
+        ) from None
+    if not key:
+        raise ConfigError(f"the audit key file {path} is empty")
+    return key.encode()
 
 
 @audit_app.command("verify")
@@ -58,9 +80,21 @@ def verify(
     heads: Annotated[
         bool, typer.Option("--heads", help="Also print each chain's last seq and hash.")
     ] = False,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            help="File holding the key of keyed chains (default: audit.key from the config).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Check every audit chain; exit 1 and name the first broken row of each broken chain."""
-    store = _open_store(db)
+    """Check the audit trail; exit 1 and name every problem found.
+
+    The chains, the chain of chains, and every delivery and intake ledger row against the
+    event that last recorded it.
+    """
+    store = _open_store(db, key_file)
     try:
         report = store.verify_audit()
     finally:
@@ -69,7 +103,9 @@ def verify(
         _print_heads(report)
     if report.ok:
         console.print(
-            f"[green]ok:[/green] {report.events} events in {report.chains} chains", markup=True
+            f"[green]ok:[/green] {report.events} events in {report.chains} chains; "
+            f"{report.ledger_rows} ledger rows match the trail",
+            markup=True,
         )
         return
     _print_problems(report)
@@ -78,13 +114,17 @@ def verify(
 
 def _print_problems(report: AuditReport) -> None:
     table = Table(title="audit trail does not verify", title_justify="left")
+    table.add_column("table", no_wrap=True)
+    table.add_column("row", justify="right")
     table.add_column("chain", no_wrap=True)
     table.add_column("seq", justify="right")
     table.add_column("problem")
     table.add_column("detail")
     for problem in report.problems:
         table.add_row(
-            problem.chain_id,
+            problem.table,
+            "-" if problem.row is None else str(problem.row),
+            problem.chain_id or "-",
             "-" if problem.seq is None else str(problem.seq),
             problem.kind,
             problem.message,
@@ -95,8 +135,8 @@ def _print_problems(report: AuditReport) -> None:
     for problem in report.problems:
         err.print(f"TAMPERED {problem}", markup=False)
     err.print(
-        f"[bold red]FAILED:[/bold red] {len(report.problems)} of {report.chains} chains broken "
-        f"({report.events} events checked)"
+        f"[bold red]FAILED:[/bold red] {len(report.problems)} problem(s) "
+        f"({report.events} events in {report.chains} chains checked)"
     )
 
 

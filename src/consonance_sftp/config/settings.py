@@ -415,6 +415,18 @@ class LoggingSettings(StrictModel):
     )
 
 
+class AuditSettings(StrictModel):
+    """The audit trail."""
+
+    key: OptionalSecret = Field(
+        default=None,
+        description="Key of a keyed audit chain (HMAC-SHA256), as a secret reference kept "
+        'outside the database: `{file = "audit.key"}` or `{env = "CONSONANCE_SFTP_AUDIT_KEY"}`. '
+        "With it, someone who can write to the database but lacks the key cannot rewrite the "
+        "trail so that it verifies. `audit verify` needs the same key.",
+    )
+
+
 class Settings(StrictModel):
     """The whole config file."""
 
@@ -443,6 +455,9 @@ class Settings(StrictModel):
     )
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="The durable engine's settings."
+    )
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="The audit trail's settings."
     )
 
     # The file these settings came from (set by the loader), for messages that name it.

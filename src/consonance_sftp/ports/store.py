@@ -127,15 +127,30 @@ class AuditEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditProblem:
-    """The first thing wrong with one chain of the audit trail."""
+    """One thing wrong with the audit trail: the first problem of a chain, or one ledger row.
 
-    chain_id: str
-    seq: int | None  # the row concerned (None: the chain as a whole)
-    kind: str  # "edited", "missing", "reordered", "truncated", "head_missing", "head_mismatch"
+    ``table`` names where: ``audit_events`` (a chain), ``audit_registry`` (the chain of chains),
+    ``delivery_ledger`` or ``intake_ledger`` (then ``row`` is the row's id).
+    """
+
+    chain_id: str  # the chain concerned (for a ledger row: the chain that last covered it)
+    seq: int | None  # the event concerned (None: the chain as a whole)
+    kind: str  # "edited", "missing", "reordered", "truncated", "head_missing", ... (see docs)
     message: str
+    table: str = "audit_events"
+    row: int | None = None
 
     def __str__(self) -> str:
-        where = f"chain {self.chain_id} seq {self.seq}" if self.seq else f"chain {self.chain_id}"
+        if self.row is not None:
+            where = f"{self.table} row {self.row}"
+        elif self.table == "audit_registry" and not self.chain_id:
+            where = f"audit_registry seq {self.seq}" if self.seq else "audit_registry"
+        else:
+            where = (
+                f"chain {self.chain_id} seq {self.seq}" if self.seq else f"chain {self.chain_id}"
+            )
+            if self.table != "audit_events":
+                where = f"{self.table} {where}"
         return f"{where}: {self.kind}: {self.message}"
 
 
@@ -152,12 +167,13 @@ class AuditChainHead:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditReport:
-    """What ``verify_audit`` checked and found: at most one problem per chain (the first)."""
+    """What ``verify_audit`` checked and found: per chain its first problem, per ledger row one."""
 
     events: int
     chains: int
     problems: Sequence[AuditProblem] = ()
     heads: Sequence[AuditChainHead] = ()
+    ledger_rows: int = 0  # delivery and intake ledger rows compared with the trail
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,9 @@ of event n-1 (``prev_hash``; the first event carries ``GENESIS``) and its own ha
 Canonical JSON: sorted keys, no spaces, UTF-8, no NaN. The ``audit_chains`` table keeps each
 chain's last seq and hash, so removing the newest events (a truncated tail) is found too.
 
+A keyed chain (``[audit] key`` in the config) uses HMAC-SHA256 with that key in place of
+SHA-256 over the same bytes: without the key, nobody can recompute a valid chain after an edit.
+
 What the chain proves: a row edited, removed, inserted or moved after the fact breaks it,
 unless the person doing so also recomputes every later hash and the head. That needs write
 access past the triggers and knowledge of this scheme; anchoring the heads elsewhere (printed by
@@ -22,9 +25,10 @@ This module is pure: no database access, so it is tested on its own.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +37,16 @@ from consonance_sftp.errors import StoreError
 from consonance_sftp.ports.store import AuditProblem
 
 GENESIS = "0" * 64
+ALG_PLAIN = "sha256"
+ALG_KEYED = "hmac-sha256"
+
+
+def link_hash(prev_hash: str, payload: str, key: bytes | None = None) -> str:
+    """SHA-256 (or, with a key, HMAC-SHA256) of ``prev_hash + "\\n" + payload``, hex."""
+    data = f"{prev_hash}\n{payload}".encode()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -76,13 +90,14 @@ def event_hash(
     action: str,
     subject: str,
     details_json: str,
+    key: bytes | None = None,
 ) -> str:
-    """SHA-256 (hex) of one event, chained to the previous one by ``prev_hash``."""
+    """SHA-256 (hex) of one event, chained to the previous one by ``prev_hash`` (HMAC: keyed)."""
     # details go in already canonical (as stored), decoded so the list below nests them as JSON.
     payload = canonical_json(
         [chain_id, seq, ts_text(ts), actor, action, subject, json.loads(details_json)]
     )
-    return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
+    return link_hash(prev_hash, payload, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +114,7 @@ class StoredEvent:
     prev_hash: str
     hash: str
 
-    def recomputed_hash(self) -> str:
+    def recomputed_hash(self, key: bytes | None = None) -> str:
         return event_hash(
             prev_hash=self.prev_hash,
             chain_id=self.chain_id,
@@ -109,6 +124,7 @@ class StoredEvent:
             action=self.action,
             subject=self.subject,
             details_json=self.details_json,
+            key=key,
         )
 
 
@@ -122,9 +138,12 @@ class ChainHead:
 class ChainChecker:
     """Checks one chain's events, fed in ascending ``seq`` order; keeps only the first problem."""
 
-    def __init__(self, chain_id: str) -> None:
+    def __init__(self, chain_id: str, *, keyed: bool = False, key: bytes | None = None) -> None:
         self.chain_id = chain_id
+        self.keyed = keyed
+        self.key = key if keyed else None
         self.events = 0
+        self.max_seq = 0  # the highest seq seen, intact or not
         self.problem: AuditProblem | None = None
         self._last_seq = 0
         self._last_hash = GENESIS
@@ -135,7 +154,15 @@ class ChainChecker:
 
     def feed(self, event: StoredEvent) -> None:
         self.events += 1
+        self.max_seq = max(self.max_seq, event.seq)
         if self.problem is not None:
+            return
+        if self.keyed and self.key is None:
+            self._fail(
+                None,
+                "key_needed",
+                "the chain is keyed (HMAC): give the audit key ([audit] key) to check it",
+            )
             return
         expected_seq = self._last_seq + 1
         if event.seq != expected_seq:
@@ -147,12 +174,13 @@ class ChainChecker:
             self._fail(event.seq, "missing", f"{missing} missing before this row (deleted)")
             return
         try:
-            recomputed = event.recomputed_hash()
+            recomputed = event.recomputed_hash(self.key)
         except (StoreError, ValueError) as exc:
             self._fail(event.seq, "edited", f"row no longer decodes: {exc}")
             return
         if recomputed != event.hash:
-            self._fail(event.seq, "edited", "row content does not match its hash (edited)")
+            suffix = ", or a different audit key" if self.keyed else ""
+            self._fail(event.seq, "edited", f"row content does not match its hash (edited{suffix})")
             return
         if event.prev_hash != self._last_hash:
             self._fail(
@@ -191,16 +219,39 @@ class ChainChecker:
         return self.problem
 
 
+@dataclass(slots=True)
+class ChainsChecked:
+    """What ``check_chains`` found: counts, problems, and each chain's highest seq seen."""
+
+    events: int
+    chains: int
+    problems: list[AuditProblem]
+    last_seq: dict[str, int]
+
+    def __iter__(self) -> Iterator[Any]:
+        # ``events, chains, problems = check_chains(...)`` reads as before.
+        return iter((self.events, self.chains, self.problems))
+
+
 def check_chains(
-    events: Iterable[StoredEvent], heads: Mapping[str, ChainHead]
-) -> tuple[int, int, list[AuditProblem]]:
-    """Check events sorted by (chain_id, seq) against the heads: (events, chains, problems)."""
+    events: Iterable[StoredEvent],
+    heads: Mapping[str, ChainHead],
+    *,
+    keyed: Container[str] = (),
+    key: bytes | None = None,
+) -> ChainsChecked:
+    """Check events sorted by (chain_id, seq) against the heads.
+
+    ``keyed``: the chains hashed with HMAC (checked with ``key``; without one, reported).
+    """
     total = 0
     problems: list[AuditProblem] = []
     seen: set[str] = set()
+    last_seq: dict[str, int] = {}
     checker: ChainChecker | None = None
 
     def close(c: ChainChecker) -> None:
+        last_seq[c.chain_id] = c.max_seq
         problem = c.finish(heads.get(c.chain_id))
         if problem is not None:
             problems.append(problem)
@@ -210,7 +261,7 @@ def check_chains(
         if checker is None or checker.chain_id != event.chain_id:
             if checker is not None:
                 close(checker)
-            checker = ChainChecker(event.chain_id)
+            checker = ChainChecker(event.chain_id, keyed=event.chain_id in keyed, key=key)
             seen.add(event.chain_id)
         checker.feed(event)
     if checker is not None:
@@ -221,4 +272,4 @@ def check_chains(
             problem = empty.finish(head)
             if problem is not None:
                 problems.append(problem)
-    return total, len(seen | set(heads)), problems
+    return ChainsChecked(total, len(seen | set(heads)), problems, last_seq)

@@ -73,6 +73,9 @@ delivery_ledger = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # Bumped by every write; the audit event of that write carries the row as written (migration
+    # 0005), so ``audit verify`` finds a row edited, rolled back or added outside the store.
+    sa.Column("audit_rev", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("partner", "remote_path", "sha256", "generation"),
     sa.Index("ix_delivery_ledger_isbn", "isbn"),
     sa.Index("ix_delivery_ledger_flow_created_at", "flow", "created_at"),
@@ -101,6 +104,7 @@ intake_ledger = sa.Table(
     sa.Column("name_nfc", sa.Text, nullable=True),
     sa.Column("raw_name", sa.Text, nullable=True),
     sa.Column("supersedes", sa.Integer, nullable=True),
+    sa.Column("audit_rev", sa.Integer, nullable=False, server_default="0"),  # as delivery_ledger
     sa.UniqueConstraint("partner", "remote_path", "size", "remote_mtime"),
     sa.Index("ix_intake_ledger_received_at", "received_at"),
 )
@@ -130,6 +134,33 @@ audit_events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_events_ts", "ts"),
     sa.Index("ix_audit_events_subject", "subject"),
+)
+
+# The chain of chains (migration 0005): one hash-chained entry per audit chain, written in the
+# transaction of the chain's first event. Each entry also records the heads of the chains that
+# moved since the previous entry, so a chain deleted whole, or cut back below a recorded head,
+# is found.
+audit_registry = sa.Table(
+    "audit_registry",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("chain_id", sa.String(100), nullable=False, unique=True),
+    sa.Column("ts", TS, nullable=False),
+    sa.Column("writer", sa.String(200), nullable=False),
+    sa.Column("alg", sa.String(16), nullable=False),  # "sha256" or "hmac-sha256" (keyed chain)
+    sa.Column("details", sa.Text, nullable=False),  # canonical JSON, exactly as hashed
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Which head each chain had when the registry last recorded it: only a cache that keeps the
+# registry entries small (a wrong value here makes an entry record more or fewer heads, never
+# a wrong one), so it is neither chained nor guarded.
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("chain_id", sa.String(100), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
 )
 
 alerts = sa.Table(

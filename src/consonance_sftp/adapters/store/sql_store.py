@@ -13,14 +13,14 @@ import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from consonance_sftp.adapters.store import database
-from consonance_sftp.adapters.store.audit_trail import AuditTrail
+from consonance_sftp.adapters.store.audit_trail import Appender, AuditTrail
 from consonance_sftp.adapters.store.base import (
     Tables,
     from_db_time,
@@ -68,8 +68,9 @@ _ASSET_ATTEMPTS = 5
 _ASSET_LOCK_NAMESPACE = 0x41535354  # "ASST": first key of the advisory lock per asset scope
 _SNAPSHOT_BATCH = 500
 # Built once, with bound parameters: compiled once and cached (ledger writes are hot paths).
-_INSERT_DELIVERY = delivery_ledger.insert().returning(delivery_ledger.c.id)
-_INSERT_INTAKE = intake_ledger.insert().returning(intake_ledger.c.id)
+# RETURNING the whole row: the audit event that covers the write carries it.
+_INSERT_DELIVERY = delivery_ledger.insert().returning(*delivery_ledger.c)
+_INSERT_INTAKE = intake_ledger.insert().returning(*intake_ledger.c)
 
 
 def open_store(
@@ -80,12 +81,14 @@ def open_store(
     writer: str | None = None,
     migrate: bool = True,
     must_exist: bool = False,
+    audit_key: bytes | None = None,
 ) -> SqlStore:
     """Open (and by default migrate) the database at ``url``.
 
     ``chain_id``: continue an existing audit chain (e.g. a stable executor id) instead of
     starting a new one; ``must_exist``: refuse to create a new SQLite file (for read-only
-    commands such as ``audit verify``, where a typo must not look like an empty, valid trail).
+    commands such as ``audit verify``, where a typo must not look like an empty, valid trail);
+    ``audit_key``: write a keyed (HMAC-SHA256) chain, and check keyed chains with this key.
     """
     normalised = database.normalise_url(url)
     parsed = make_url(normalised)
@@ -100,7 +103,7 @@ def open_store(
     try:
         if migrate:
             _migrate(engine)
-        return SqlStore(engine, clock=clock, chain_id=chain_id, writer=writer)
+        return SqlStore(engine, clock=clock, chain_id=chain_id, writer=writer, audit_key=audit_key)
     except BaseException:
         engine.dispose()
         raise
@@ -111,8 +114,12 @@ def _migrate(engine: Engine) -> None:
     database.migrate(engine)
 
 
-def _delivery(row: sa.Row[Any]) -> DeliveryRecord:
-    m = row._mapping
+def _mapping(row: sa.Row[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
+    return cast("Mapping[str, Any]", row._mapping) if isinstance(row, sa.Row) else row
+
+
+def _delivery(row: sa.Row[Any] | Mapping[str, Any]) -> DeliveryRecord:
+    m = _mapping(row)
     return DeliveryRecord(
         id=m["id"],
         flow=m["flow"],
@@ -136,8 +143,8 @@ def _delivery(row: sa.Row[Any]) -> DeliveryRecord:
     )
 
 
-def _intake(row: sa.Row[Any]) -> IntakeRecord:
-    m = row._mapping
+def _intake(row: sa.Row[Any] | Mapping[str, Any]) -> IntakeRecord:
+    m = _mapping(row)
     return IntakeRecord(
         id=m["id"],
         flow=m["flow"],
@@ -214,10 +221,11 @@ class SqlStore(Tables):
         clock: Clock | None = None,
         chain_id: str | None = None,
         writer: str | None = None,
+        audit_key: bytes | None = None,
     ) -> None:
         super().__init__(engine)
         self.clock: Clock = clock or SystemClock()
-        self.audit = AuditTrail(engine, self.clock, chain_id=chain_id, writer=writer)
+        self.audit = AuditTrail(engine, self.clock, chain_id=chain_id, writer=writer, key=audit_key)
 
     @property
     def url(self) -> str:
@@ -269,9 +277,16 @@ class SqlStore(Tables):
         values["started_at"] = to_db_time(record.started_at)
         values["finished_at"] = to_db_time(record.finished_at)
         values["created_at"] = self._now()
+        values["audit_rev"] = 1
+
+        def insert(audit: Appender) -> int:
+            row = audit.conn.execute(_INSERT_DELIVERY, values).mappings().one()
+            new_id: int = row["id"]
+            audit.cover(delivery_ledger, new_id, row)  # the row and its audit event commit together
+            return new_id
+
         try:
-            with self.write() as conn:
-                new_id = conn.execute(_INSERT_DELIVERY, values).scalar_one()
+            new_id = self.audit.transaction(insert)
         except sa.exc.IntegrityError:
             # Another process recorded the same key in between: that row is the one.
             existing = self._first_delivery(sa.select(delivery_ledger).where(where))
@@ -308,19 +323,19 @@ class SqlStore(Tables):
         changes = {k: v for k, v in changes.items() if v is not None}
         if error == "":
             changes["error"] = None
-        with self.write() as conn:
-            if changes:
-                conn.execute(
-                    delivery_ledger.update()
-                    .where(delivery_ledger.c.id == delivery_id)
-                    .values(**changes)
-                )
-            row = conn.execute(
+        if not changes:
+            row = self._first_delivery(
                 sa.select(delivery_ledger).where(delivery_ledger.c.id == delivery_id)
-            ).first()
-        if row is None:
+            )
+            if row is None:
+                raise _not_found("delivery", delivery_id)
+            return row
+        written = self.audit.transaction(
+            lambda audit: audit.update(delivery_ledger, delivery_id, changes)
+        )
+        if written is None:
             raise _not_found("delivery", delivery_id)
-        return _delivery(row)
+        return _delivery(written)
 
     @translate_errors("reading a delivery")
     def get_delivery(self, delivery_id: int) -> DeliveryRecord | None:
@@ -406,9 +421,16 @@ class SqlStore(Tables):
         }
         values["outcome"] = str(record.outcome)
         values["received_at"] = to_db_time(record.received_at) or self._now()
+        values["audit_rev"] = 1
+
+        def insert(audit: Appender) -> int:
+            row = audit.conn.execute(_INSERT_INTAKE, values).mappings().one()
+            new_id: int = row["id"]
+            audit.cover(intake_ledger, new_id, row)  # the row and its audit event commit together
+            return new_id
+
         try:
-            with self.write() as conn:
-                new_id = conn.execute(_INSERT_INTAKE, values).scalar_one()
+            new_id = self.audit.transaction(insert)
         except sa.exc.IntegrityError:
             existing = self._first_intake(sa.select(intake_ledger).where(where))
             if existing is None:
@@ -441,17 +463,19 @@ class SqlStore(Tables):
             "supersedes": supersedes,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
-        with self.write() as conn:
-            if changes:
-                conn.execute(
-                    intake_ledger.update().where(intake_ledger.c.id == intake_id).values(**changes)
-                )
-            row = conn.execute(
+        if not changes:
+            row = self._first_intake(
                 sa.select(intake_ledger).where(intake_ledger.c.id == intake_id)
-            ).first()
-        if row is None:
+            )
+            if row is None:
+                raise _not_found("intake", intake_id)
+            return row
+        written = self.audit.transaction(
+            lambda audit: audit.update(intake_ledger, intake_id, changes)
+        )
+        if written is None:
             raise _not_found("intake", intake_id)
-        return _intake(row)
+        return _intake(written)
 
     @translate_errors("finding an intake")
     def find_intake(
