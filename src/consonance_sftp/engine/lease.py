@@ -390,7 +390,7 @@ class SqliteLease(ExecutorLease):
                     os.close(fd)
                     raise EngineBusy(
                         f"the engine on {self.settings.sqlite_path} is in use by "
-                        f"{holder.describe()} (one engine per SQLite file)",
+                        f"{holder.describe()} (one executor process per SQLite file)",
                         holder,
                         hint="Wait for it to finish, or stop it; while 'serve' runs, other "
                         "commands hand their work to it.",
