@@ -13,8 +13,10 @@ against a real ``sandbox`` process (Consonance API + SFTP partners).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -105,6 +107,38 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str
     out, err = proc.communicate(timeout=timeout)
     assert "Traceback" not in out + err, out + err
     return proc.returncode, out, err
+
+
+def _read_until(stream: object, text: str, timeout: float) -> str:
+    """Lines of a child's pipe until one holds ``text`` (AssertionError after ``timeout``)."""
+    assert hasattr(stream, "readline") and hasattr(stream, "fileno")
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if ready:
+            line = stream.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return str(line)
+    raise AssertionError(f"no {text!r} within {timeout} s: {''.join(seen)}")
+
+
+@contextlib.contextmanager
+def _one_shot_holds_the_engine(project: Project) -> Iterator[None]:
+    """This test process holds the engine's SQLite lease as a one-shot command would."""
+    from consonance_sftp.app import App
+    from consonance_sftp.engine.lease import ONE_SHOT, SqliteLease
+
+    lease = SqliteLease(App.from_config(project.config).engine_settings())
+    lease.role = ONE_SHOT
+    lease.acquire(0)
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +262,36 @@ def test_a_failed_delta_sent_by_retry_moves_the_baseline(project: Project) -> No
     assert b"Changed Before The Outage" not in newest.read_bytes()
     assert sorted(_message_number(f) for f in feeds) == list(range(1, sent + 3))
     assert _message_number(newest) == sent + 2
+
+
+def test_commands_wait_for_a_one_shot_command_holding_the_engine_and_say_so(
+    project: Project,
+) -> None:
+    """A ``run`` (or ``serve``) started while a one-shot command holds the engine file does
+    not hand its work to an engine about to stop: it waits, naming the holder, then runs."""
+    before = len(project.feeds())
+    with _one_shot_holds_the_engine(project):
+        run = project.start("run", FLOW, "--full")
+        line = _read_until(run.stderr, "waiting", 60)
+        assert f"the engine is in use by pid {os.getpid()}" in line, line
+        time.sleep(1.0)
+        assert run.poll() is None and len(project.feeds()) == before
+    code, out, _err = _finish(run)
+    assert code == 0 and "1 sent" in out, out
+    assert len(project.feeds()) == before + 1
+
+    with _one_shot_holds_the_engine(project):
+        serve = project.start("serve", "--poll-interval", "3600")
+        try:
+            line = _read_until(serve.stderr, "waiting", 60)
+            assert f"pid {os.getpid()}" in line, line
+            assert serve.poll() is None
+        except BaseException:
+            serve.kill()
+            raise
+    try:
+        assert "serving" in _read_until(serve.stdout, "serving", 60)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    assert serve.returncode == 0
