@@ -306,11 +306,12 @@ async def test_a_test_feed_samples_products_into_the_test_folder_and_never_sets_
     sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
 ):
     flow = _flow(recipient={"test_sample_size": 3})
-    packages, _ = await _prepare(sandbox, store, flow, tmp_path, test=True)
+    packages, report = await _prepare(sandbox, store, flow, tmp_path, test=True)
     [pkg] = packages
     assert pkg.kind == "test" and pkg.state is None
     assert pkg.plan.files[0].remote_path == f"test/{pkg.file_name}"
     assert len(_records(pkg)) == 3
+    assert report.recipients[0].line().endswith("3 products (a test sample)")
     _delivered(store, pkg)
     assert baseline(store, "feed", "dist") == {}
     assert last_sent(store, "feed", "dist") is None

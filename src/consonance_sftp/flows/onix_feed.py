@@ -174,9 +174,11 @@ class RecipientOutcome:
                 f"{self.deleted:,} deletions as 05; {self.unchanged:,} unchanged, "
                 f"{self.filtered_out:,} outside the filter)"
             )
+        elif self.kind == "test":
+            counts = f"{_n(self.products, 'product')} (a test sample)"
         else:
-            # A full (or test) message holds every product the filter passes: new, changed
-            # and unchanged mean nothing there.
+            # A full message holds every product the filter passes: new, changed and
+            # unchanged mean nothing there.
             counts = (
                 f"{_n(self.products, 'product')} (every product the filter passes; "
                 f"{self.filtered_out:,} outside the filter)"
