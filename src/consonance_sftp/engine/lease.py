@@ -257,7 +257,7 @@ class ExecutorLease:
     ) -> None:
         self.settings = settings
         self.fence = LeaseFence(settings.lease_ttl_s, on_lost)
-        self.role = SERVICE  # set by the engine before ``acquire``; written into the lease
+        self.role = ONE_SHOT  # set by the engine before ``acquire``; written into the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

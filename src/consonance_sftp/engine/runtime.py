@@ -38,7 +38,7 @@ from .contracts import (
     LogAlertSink,
 )
 from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
-from .lease import SERVICE, ExecutorLease, make_lease
+from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner
 from .settings import EngineSettings
 from .takeover import TakeoverScanner
@@ -115,11 +115,12 @@ class Engine:
         ingest_transport: IngestTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
         ingest_handlers: dict[str, IngestHandler] | None = None,
-        role: str = SERVICE,
+        role: str = ONE_SHOT,
     ) -> None:
         """``role``: ``SERVICE`` (``serve``, ``worker``: other commands hand their work to it)
-        or ``ONE_SHOT`` (a command that runs the engine only while it works); written into
-        the SQLite lease, so a second process can say who holds the file and what to do."""
+        or ``ONE_SHOT`` (a command that runs the engine only while it works, the default: the
+        safe guess, as others wait for it rather than hand it work it may never run); written
+        into the SQLite lease, so a second process can say who holds the file and what to do."""
         self.settings = settings
         self.transport = transport
         self.ledger = ledger
