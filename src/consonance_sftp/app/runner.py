@@ -309,8 +309,19 @@ class DeliveryRunner:
             return self
         engine: Engine | None = None
         announced: LockHolder | None = None
+        unnamed_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             holder = None if self.executor else engine_holder(settings)
+            if holder is not None and holder.pid is None:
+                # Another command's passing probe, or a holder not yet named: look again
+                # shortly; only a lasting unnamed holder is waited for as such.
+                unnamed_since = unnamed_since or loop.time()
+                if loop.time() - unnamed_since < 2.0:
+                    await asyncio.sleep(0.1)
+                    continue
+            else:
+                unnamed_since = None
             if holder is not None and holder.role == SERVICE:
                 # 'serve' runs: hand it the work, and follow it from here.
                 self.client = EngineClient(settings)

@@ -373,6 +373,7 @@ class SqliteLease(ExecutorLease):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         wait = self.settings.lease_acquire_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + wait
+        grace = True
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -380,13 +381,14 @@ class SqliteLease(ExecutorLease):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = read_holder(self.path)
-                    if holder is None:
+                    if holder is None and grace:
                         # A probe's brief shared lock, or a holder that has not written its
-                        # name yet: look again before calling the file busy.
+                        # name yet: look again (once, for half a second) before calling the
+                        # file busy.
+                        grace = False
                         deadline = time.monotonic() + 0.5
-                        time.sleep(0.05)
-                        if (holder := read_holder(self.path)) is None:
-                            continue
+                        continue
+                    holder = holder or LockHolder(pid=None, command="")
                     os.close(fd)
                     raise EngineBusy(
                         f"the engine on {self.settings.sqlite_path} is in use by "
