@@ -228,12 +228,10 @@ def test_serve_is_alone_on_its_file_and_a_run_beside_it_is_handed_to_it(
     assert serve.returncode == 0
 
 
-def test_a_failed_delta_sent_by_retry_moves_the_baseline(project: Project) -> None:
-    ids = project.product_ids()
-    project.cli("run", FLOW)  # whatever earlier tests left: the baseline is now current
-    sent = len(project.feeds())
-    project.retitle(ids[0], "Changed Before The Outage")
-    # The partner's folder is broken: the delivery fails at once (not a directory).
+def _failed_delta(project: Project, product_id: int, title: str) -> str:
+    """Change one product, then run the feed while the partner's folder is broken: the
+    delivery fails at once (not a directory). Returns the failed workflow's ID."""
+    project.retitle(product_id, title)
     project.inbox.rename(project.inbox.with_name("in.away"))
     project.inbox.write_bytes(b"")
     try:
@@ -244,21 +242,43 @@ def test_a_failed_delta_sent_by_retry_moves_the_baseline(project: Project) -> No
     assert failed.returncode == 1, failed.stdout
     found = re.search(r"failed (dlv-\S+):", failed.stdout)
     assert found, failed.stdout
+    return found.group(1)
+
+
+@pytest.mark.parametrize("beside_serve", [False, True], ids=["retry-alone", "retry-by-serve"])
+def test_a_failed_delta_sent_by_retry_moves_the_baseline(
+    project: Project, beside_serve: bool
+) -> None:
+    """Whoever runs the retried delivery (the ``retry`` command's own engine, or ``serve``),
+    the baseline and MessageNumber follow it."""
+    ids = project.product_ids()
+    tag = "serve" if beside_serve else "alone"
+    project.cli("run", FLOW)  # whatever earlier tests left: the baseline is now current
+    sent = len(project.feeds())
+    workflow = _failed_delta(project, ids[0], f"Changed Before The Outage {tag}")
     assert len(project.feeds()) == sent
 
-    retried = project.cli("retry", found.group(1))
-    assert "done" in retried.stdout, retried.stdout
-    feeds = project.feeds()
-    assert len(feeds) == sent + 1 and _products(feeds[-1]) == 1
+    serve = project.start("serve", "--poll-interval", "3600") if beside_serve else None
+    try:
+        if serve is not None:
+            assert serve.stdout is not None and "serving" in serve.stdout.readline()
+        retried = project.cli("retry", workflow)
+        assert "done" in retried.stdout, retried.stdout
+        feeds = project.feeds()
+        assert len(feeds) == sent + 1 and _products(feeds[-1]) == 1
 
-    project.retitle(ids[1], "Changed After The Outage")
-    project.cli("run", FLOW)
+        project.retitle(ids[1], f"Changed After The Outage {tag}")
+        project.cli("run", FLOW)
+    finally:
+        if serve is not None:
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(60)
     feeds = project.feeds()
     assert len(feeds) == sent + 2
     newest = feeds[-1]  # names carry the send time
     # Only what changed since the retried delta: one product, the next MessageNumber.
     assert _products(newest) == 1
-    assert b"Changed After The Outage" in newest.read_bytes()
+    assert f"Changed After The Outage {tag}".encode() in newest.read_bytes()
     assert b"Changed Before The Outage" not in newest.read_bytes()
     assert sorted(_message_number(f) for f in feeds) == list(range(1, sent + 3))
     assert _message_number(newest) == sent + 2
