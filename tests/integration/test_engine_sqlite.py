@@ -289,7 +289,11 @@ def test_second_executor_on_one_sqlite_file_is_refused(
     start(workers, base_cfg, tmp_path)
     second = Worker({**base_cfg, "executor_id": "serve-2", "lease_acquire_timeout_s": 1}, tmp_path)
     workers.append(second)
-    with pytest.raises(RuntimeError, match="one executor process per SQLite file"):
+    # Refused, naming the process that holds the file (its pid and command).
+    first = workers[0].proc.pid
+    with pytest.raises(
+        RuntimeError, match=rf"in use by pid {first} \(engine_worker\.py .*one executor process"
+    ):
         second.wait_ready()
 
 

@@ -26,6 +26,7 @@ from consonance_sftp.flows.onix_feed import (
     OnixFeedPackage,
     SpreadsheetPackage,
     baseline,
+    feed_delivered,
     last_sent,
     prepare_onix_feed,
     record_sent,
@@ -69,6 +70,15 @@ async def _prepare(
 
 def _delivered(store: SqlStore, package: OnixFeedPackage | SpreadsheetPackage) -> None:
     """What the engine's ledger holds after delivering the package."""
+    _ledger(store, package)
+    record_sent(store, package, folder=FOLDER)
+
+
+def _ledger(
+    store: SqlStore,
+    package: OnixFeedPackage | SpreadsheetPackage,
+    outcome: DeliveryOutcome = DeliveryOutcome.SENT,
+) -> None:
     for key, f in zip(package.delivery_keys(FOLDER), package.plan.files, strict=True):
         store.record_delivery(
             DeliveryRecord(
@@ -78,10 +88,9 @@ def _delivered(store: SqlStore, package: OnixFeedPackage | SpreadsheetPackage) -
                 sha256=f.sha256,
                 size=f.size,
                 package_id=package.label,
-                outcome=DeliveryOutcome.SENT,
+                outcome=outcome,
             )
         )
-    record_sent(store, package, folder=FOLDER)
 
 
 def _records(package: OnixFeedPackage) -> list[Any]:
@@ -297,11 +306,12 @@ async def test_a_test_feed_samples_products_into_the_test_folder_and_never_sets_
     sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
 ):
     flow = _flow(recipient={"test_sample_size": 3})
-    packages, _ = await _prepare(sandbox, store, flow, tmp_path, test=True)
+    packages, report = await _prepare(sandbox, store, flow, tmp_path, test=True)
     [pkg] = packages
     assert pkg.kind == "test" and pkg.state is None
     assert pkg.plan.files[0].remote_path == f"test/{pkg.file_name}"
     assert len(_records(pkg)) == 3
+    assert report.recipients[0].line().endswith("3 products (a test sample)")
     _delivered(store, pkg)
     assert baseline(store, "feed", "dist") == {}
     assert last_sent(store, "feed", "dist") is None
@@ -424,3 +434,75 @@ async def test_a_catalogue_read_failing_midway_sends_nothing_and_deletes_nothing
     assert [e.action for e in store.list_audit(action="onix.feed.prepared")] == [
         "onix.feed.prepared"
     ]
+
+
+async def test_a_full_feed_reports_what_it_holds_not_everything_as_changed(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    [first], _ = await _prepare(sandbox, store, _flow(), tmp_path)
+    _delivered(store, first)
+    [full], report = await _prepare(
+        sandbox, store, _flow(), tmp_path, now=NOW + timedelta(days=1), force_full=True
+    )
+    [line] = report.lines()[1:]
+    assert line.startswith(f"dist: full ready: {full.file_name}, {full.result.bytes:,} bytes, ")
+    assert f"{full.result.products} products (every product the filter passes" in line
+    assert "changed" not in line and "new" not in line
+    # A delta still counts what changed.
+    await asyncio.to_thread(
+        sandbox.ctl.update_product, _all_products(sandbox)[0][1].id, title="Retitled"
+    )
+    _delivered(store, full)
+    [_delta], report = await _prepare(sandbox, store, _flow(), tmp_path, now=NOW + timedelta(2))
+    assert "1 product (0 new, 1 changed, 0 deletions as 05;" in report.lines()[1]
+
+
+async def test_a_feed_delivered_later_moves_the_baseline_once_and_an_older_one_never_back(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    """The engine records a failed feed delivered on a later ``retry``: the baseline, the last
+    sent time and the MessageNumber follow then (``feed_delivered``, as the service's ledger
+    calls it), once. A feed older than the baseline never moves it back."""
+    flow = _flow()
+    [first], _ = await _prepare(sandbox, store, flow, tmp_path)
+    _ledger(store, first, DeliveryOutcome.FAILED)  # the send failed
+    assert baseline(store, "feed", "dist") == {}
+    [key] = first.delivery_keys(FOLDER)
+
+    row = store.find_delivery(key)
+    assert row is not None and row.id is not None
+    # ... and a retry delivered it: the engine's ledger moves the row to sent.
+    store.update_delivery(row.id, outcome=DeliveryOutcome.SENT, workflow_id="dlv-retried")
+    assert feed_delivered(store, "feed", key, "dlv-retried")
+    assert baseline(store, "feed", "dist") == first.state
+    assert last_sent(store, "feed", "dist") == NOW
+    assert not feed_delivered(store, "feed", key, "dlv-retried")  # once
+    record_sent(store, first, folder=FOLDER)  # the run that waited for it: nothing more
+    sent = store.list_audit(action="onix.feed.sent")
+    assert [e.details["workflow_id"] for e in sent] == ["dlv-retried"]
+
+    # Nothing changed since the retried feed: the next delta is empty, not the same again.
+    again, report = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(1))
+    assert again == [] and report.recipients[0].status == "empty"
+
+    # Two deltas prepared before either went (the first failed); the newer goes first.
+    product = _all_products(sandbox)[1][1]
+    await asyncio.to_thread(sandbox.ctl.update_product, product.id, title="Older")
+    [older], _ = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(2))
+    await asyncio.to_thread(sandbox.ctl.update_product, product.id, title="Newer")
+    [newer], _ = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(3))
+    assert older.message_number == newer.message_number == 2
+    _ledger(store, newer)
+    assert feed_delivered(store, "feed", newer.delivery_keys(FOLDER)[0], "dlv-newer")
+    held = baseline(store, "feed", "dist")
+    assert held == newer.state
+    _ledger(store, older)  # the older one retried late
+    assert not feed_delivered(store, "feed", older.delivery_keys(FOLDER)[0], "dlv-older")
+    assert baseline(store, "feed", "dist") == held
+    assert last_sent(store, "feed", "dist") == NOW + timedelta(3)
+    nothing, _ = await _prepare(sandbox, store, flow, tmp_path, now=NOW + timedelta(4))
+    assert nothing == []
+    [full], _ = await _prepare(
+        sandbox, store, flow, tmp_path, now=NOW + timedelta(5), force_full=True
+    )
+    assert full.message_number == 3

@@ -3,43 +3,58 @@ that enqueues on this process's engine or through the DBOS client.
 
 ``DeliveryRunner`` runs an in-process engine when nothing else executes on the SQLite engine
 file, and otherwise enqueues through the DBOS client so ``serve`` (or the PostgreSQL workers) do
-the work: one DBOS executor per SQLite file. Deliveries to a paused partner, or of a paused
-flow, are held on the audit trail and released when the pause is lifted. An explicit resend
-(``mark_resend``) makes ``ResendTransport`` send the files again even when the partner still
-holds identical bytes.
+the work: one DBOS executor per SQLite file. When another one-shot command (``run``,
+``retry``, ...) holds the file, it waits for it, saying so (pid and command), rather than hand
+work to an engine about to stop. ``flow_lock`` keeps two runs of one flow (manual or scheduled)
+from overlapping. Deliveries to a paused partner, or of a paused flow, are held on the audit
+trail and released when the pause is lifted. An explicit resend (``mark_resend``) makes
+``ResendTransport`` send the files again even when the partner still holds identical bytes.
+``FeedLedger`` advances an ONIX recipient's baseline as the engine records its feed
+delivered, whoever delivers it (a run, a ``retry``, a recovery).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import functools
 import json
 import logging
-import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.engine import (
+    ONE_SHOT,
+    SERVICE,
+    DeliveryLedger,
+    DeliveryRecord,
     DeliveryRequest,
+    EngineBusy,
     EngineClient,
     Fence,
     FileToSend,
+    FlowLock,
+    LockHolder,
     RemoteFileState,
+    engine_holder,
 )
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.logs import get_logger
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.store import Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.engine import Engine
 
+log = get_logger(__name__)
+
 PAUSE_PREFIX = "operator.paused"
+_DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 HELD = "delivery.held"
 
 # --- operator controls ---------------------------------------------------------------------
@@ -119,7 +134,6 @@ class Controls:
 # --- explicit resends ---------------------------------------------------------------------
 
 RESEND_PREFIX = "resend.force"
-_DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 
 
 def mark_resend(store: Store, request: DeliveryRequest) -> None:
@@ -179,23 +193,73 @@ def with_resends(engine: Engine, store: Store) -> Engine:
 # --- running deliveries --------------------------------------------------------------------
 
 
+class FeedLedger:
+    """The engine's ledger, plus: when it records an ONIX message delivered, the recipient's
+    delta baseline and MessageNumber advance (``flows.onix_feed.feed_delivered``), in the
+    process that ran the delivery. So a feed that failed and was retried later (``retry``,
+    ``serve``, a recovery after a crash) moves the baseline like one that went at once."""
+
+    def __init__(self, inner: DeliveryLedger, store: Store) -> None:
+        self.inner = inner
+        self.store = store
+
+    def already_sent(self, key: DeliveryKey, generation: int) -> bool:
+        return self.inner.already_sent(key, generation)
+
+    def record(self, record: DeliveryRecord) -> None:
+        self.inner.record(record)
+        if record.outcome not in _DELIVERED:
+            return
+        from consonance_sftp.flows import onix_feed
+
+        try:
+            onix_feed.feed_delivered(self.store, record.flow, record.key, record.workflow_id)
+        except Exception:
+            # The delivery itself is done and recorded; a baseline that could not be moved
+            # only means the next delta carries these changes again.
+            log.exception(
+                "delivery %s: the ONIX baseline could not be advanced", record.workflow_id
+            )
+
+
+def with_feed_baselines(engine: Engine, store: Store) -> Engine:
+    """Install ``FeedLedger`` on an engine built by ``App.engine`` (before its launch)."""
+    if not isinstance(engine.ledger, FeedLedger):
+        engine.ledger = FeedLedger(engine.ledger, store)
+    return engine
+
+
+# --- one engine per SQLite file, one run per flow ------------------------------------------
+
+
 def executor_running(app: App) -> bool:
-    """Is a ``serve`` process holding this SQLite engine file? (PostgreSQL: workers always
-    run elsewhere, so the answer is yes.) Probed with the same ``flock`` the engine takes."""
+    """Is a process holding this SQLite engine file? (PostgreSQL: workers always run
+    elsewhere, so the answer is yes.) Probed with the same ``flock`` the engine takes."""
     settings = app.engine_settings()
-    if settings.is_postgres:
-        return True
-    path = Path(settings.sqlite_path + ".lease")
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
+    return settings.is_postgres or engine_holder(settings) is not None
+
+
+def _waiting(what: str, holder: LockHolder, then: str) -> None:
+    log.warning("waiting: %s is in use by %s; %s", what, holder.describe(), then)
+
+
+@contextlib.asynccontextmanager
+async def flow_lock(app: App, flow: str, *, role: str = ONE_SHOT) -> AsyncIterator[None]:
+    """Hold flow ``flow``'s run lock for the block (plan, send, record): a run started while
+    another run of the same flow (manual or scheduled, any process) holds it waits, saying
+    which process it waits for, and then plans from what that run left."""
+    settings = app.engine_settings()
+    lock = FlowLock(settings, flow, role)
+    announced: LockHolder | None = None
+    while (holder := await asyncio.to_thread(lock.try_acquire)) is not None:
+        if holder != announced:
+            _waiting(f"flow {flow!r}", holder, "this run starts when that one ends")
+            announced = holder
+        await asyncio.sleep(1.0 if settings.is_postgres else 0.3)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        yield
     finally:
-        os.close(fd)  # closing drops our probe lock too
-    return False
+        await asyncio.to_thread(lock.release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,22 +301,66 @@ class DeliveryRunner:
         self.client: EngineClient | None = None
 
     async def __aenter__(self) -> DeliveryRunner:
-        if not self.executor and executor_running(self.app):
-            self.client = EngineClient(self.app.engine_settings())
-        else:
-            self.engine = with_resends(
-                self.app.engine(executor_id=self.executor_id, progress=self.progress),
-                self.app.store,
-            )
-            from consonance_sftp.app.service import Service  # the service builds on this module
-
-            self.engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
-            await asyncio.to_thread(self.engine.launch)
-            if self.quiet:
-                # A one-shot command reports a failed delivery as one line with its reason (and
-                # the ledger keeps it); DBOS would also print the workflow's traceback.
-                logging.getLogger("dbos").setLevel(logging.CRITICAL)
+        settings = self.app.engine_settings(self.executor_id)
+        if not self.executor and settings.is_postgres:
+            self.client = EngineClient(settings)  # the workers execute
+            return self
+        engine: Engine | None = None
+        announced: LockHolder | None = None
+        unnamed_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            holder = None if self.executor else engine_holder(settings)
+            if holder is not None and holder.pid is None:
+                # Another command's passing probe, or a holder not yet named: look again
+                # shortly; only a lasting unnamed holder is waited for as such.
+                unnamed_since = unnamed_since or loop.time()
+                if loop.time() - unnamed_since < 2.0:
+                    await asyncio.sleep(0.1)
+                    continue
+            else:
+                unnamed_since = None
+            if holder is not None and holder.role == SERVICE:
+                # 'serve' runs: hand it the work, and follow it from here.
+                self.client = EngineClient(settings)
+                return self
+            if holder is None:
+                if engine is None:
+                    engine = self._build_engine()
+                try:
+                    # Never the lease's silent wait: who holds the file decides what to do.
+                    wait = None if settings.is_postgres else 0.0
+                    await asyncio.to_thread(engine.launch, lease_wait_s=wait)
+                    break
+                except EngineBusy as exc:
+                    holder = exc.holder
+            if self.executor and holder.role == SERVICE:
+                raise ConsonanceSftpError(
+                    f"another process already runs the engine on {settings.sqlite_path}: "
+                    f"{holder.describe()}",
+                    hint="Stop it first: one 'serve' per SQLite file (other commands hand "
+                    "their work to it).",
+                )
+            # Another one-shot command uses the engine: it ends soon; go on after it.
+            if holder != announced:
+                _waiting("the engine", holder, "this command goes on when it ends")
+                announced = holder
+            await asyncio.sleep(0.3)
+        self.engine = engine
+        if self.quiet:
+            # A one-shot command reports a failed delivery as one line with its reason (and
+            # the ledger keeps it); DBOS would also print the workflow's traceback.
+            logging.getLogger("dbos").setLevel(logging.CRITICAL)
         return self
+
+    def _build_engine(self) -> Engine:
+        engine = self.app.engine(executor_id=self.executor_id, progress=self.progress)
+        engine.lease.role = SERVICE if self.executor else ONE_SHOT
+        with_feed_baselines(with_resends(engine, self.app.store), self.app.store)
+        from consonance_sftp.app.service import Service  # the service builds on this module
+
+        engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
+        return engine
 
     async def __aexit__(self, *_exc: object) -> None:
         if self.engine is not None:

@@ -38,6 +38,7 @@ from consonance_sftp.app.runner import (
     Pause,
     ResendTransport,
     executor_running,
+    flow_lock,
     mark_resend,
     with_resends,
 )
@@ -197,6 +198,7 @@ async def prepare_onix_feed(
         staging=ctx.app.state_dir / "onix" / name,
         force_full=ctx.force_full,
         test=ctx.test,
+        dry_run=ctx.dry_run,
     )
     store = ctx.app.store
 
@@ -432,7 +434,42 @@ class Service:
         test: bool = False,
         now: datetime | None = None,
     ) -> RunOutcome:
-        """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing."""
+        """One manual (or scheduled) run of a flow. ``dry_run`` plans and sends nothing.
+
+        A run that sends holds the flow's run lock (``flow_lock``) from its plan to its
+        recorded outcome: another run of the same flow, manual or scheduled, in any process,
+        waits for it and then plans from what it left (an ONIX baseline and MessageNumber)."""
+        if dry_run:
+            return await self._run_flow(
+                name, dry_run=True, isbns=isbns, force_full=force_full, test=test, now=now
+            )
+        async with flow_lock(self.app, name):
+            return await self._run_flow(
+                name,
+                isbns=isbns,
+                trigger=trigger,
+                runner=runner,
+                wait=wait,
+                progress=progress,
+                force_full=force_full,
+                test=test,
+                now=now,
+            )
+
+    async def _run_flow(
+        self,
+        name: str,
+        *,
+        dry_run: bool = False,
+        isbns: Sequence[str] = (),
+        trigger: str | None = None,
+        runner: DeliveryRunner | None = None,
+        wait: bool = True,
+        progress: ProgressSink | None = None,
+        force_full: bool = False,
+        test: bool = False,
+        now: datetime | None = None,
+    ) -> RunOutcome:
         planned = await self.plan(
             name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run, now=now
         )
@@ -668,12 +705,8 @@ class Service:
         and flow ticks (any executor may dequeue a tick) but polls nothing and declares no
         schedules."""
         # Always this process's own executor: on PostgreSQL it joins the workers; on SQLite
-        # a second one on the same file is refused at once.
-        if not self.app.engine_settings().is_postgres and executor_running(self.app):
-            raise ConsonanceSftpError(
-                "another process already runs the engine on this SQLite file",
-                hint="Stop the other 'serve' first (one executor per SQLite file).",
-            )
+        # a second 'serve' on the same file is refused, naming it, and a one-shot command
+        # holding the file ('run', 'retry') is waited for (DeliveryRunner).
         async with DeliveryRunner(self.app, executor=True, executor_id=executor_id) as runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS

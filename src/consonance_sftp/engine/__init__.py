@@ -18,6 +18,7 @@ from .contracts import (
     RemoteFileState,
 )
 from .ids import delivery_queue_name, delivery_workflow_id
+from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
 from .ledger import StoreLedger
 from .retention import prune_history
 from .runtime import Engine, EngineClient, dbos_config
@@ -25,18 +26,23 @@ from .schedules import FlowRunner, FlowSchedule, ensure_schedule
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
 __all__ = [
+    "ONE_SHOT",
+    "SERVICE",
     "AlertSink",
     "DeliveryLedger",
     "DeliveryRecord",
     "DeliveryRequest",
     "DeliveryTransport",
     "Engine",
+    "EngineBusy",
     "EngineClient",
     "EngineSettings",
     "Fence",
     "FileToSend",
+    "FlowLock",
     "FlowRunner",
     "FlowSchedule",
+    "LockHolder",
     "LogAlertSink",
     "PostgresConnectionBudget",
     "RemoteFileState",
@@ -46,6 +52,7 @@ __all__ = [
     "default_executor_id",
     "delivery_queue_name",
     "delivery_workflow_id",
+    "engine_holder",
     "ensure_schedule",
     "prune_history",
 ]

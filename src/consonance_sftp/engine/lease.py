@@ -7,7 +7,14 @@ Each executor process holds a lease for its executor ID while it runs:
   DBOS's). The lock proves the process's database session is alive; the row says when it last
   did work. A second process with the same executor ID cannot start (it waits, then fails).
 * SQLite: an exclusive ``flock`` on ``<system db>.lease`` (one executor process per SQLite file,
-  which DBOS requires) and a heartbeat written into that file.
+  which DBOS requires) and a heartbeat written into that file, with the holder's pid, command
+  and role, so a second process can say who holds it (``engine_holder``). The kernel drops the
+  lock when the process dies, however it dies.
+
+``FlowLock`` is the same idea per flow: the process that runs a flow (a manual ``run``, a
+scheduled tick) holds it from the plan to the recorded outcome, so two runs of one flow never
+plan from the same baseline (an ONIX delta and its MessageNumber). SQLite: a ``flock`` on a file
+beside the system database; PostgreSQL: a session advisory lock.
 
 The fence turns the lease into a guarantee for writers: the transport calls ``fence.check()``
 before every chunk and before a rename. If the last successful heartbeat is older than the lease
@@ -24,9 +31,11 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +55,115 @@ FENCED_EXIT_CODE = 70
 def _default_on_lost(reason: str) -> None:
     log.critical("executor lease lost, stopping at once: %s", reason)
     os._exit(FENCED_EXIT_CODE)
+
+
+SERVICE = "service"
+"""Role of a long-running executor (``serve``, ``worker``): others hand it their work."""
+ONE_SHOT = "one-shot"
+"""Role of a command that runs the engine only while it works (``run``, ``retry``, ...)."""
+
+
+def current_command() -> str:
+    """This process's command line as a user typed it (``consonance-sftp run feed --full``)."""
+    argv = list(sys.argv)
+    if not argv:
+        return "python"
+    if argv[0].endswith("__main__.py") or argv[0] == "-m":
+        argv[0] = "consonance-sftp"
+    else:
+        argv[0] = Path(argv[0]).name
+    # The config path says nothing about what runs; leave it out of the description.
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--config":
+            skip = True
+            continue
+        if not arg.startswith("--config="):
+            out.append(arg)
+    return " ".join(out)[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds an engine or flow lock, as it wrote itself into the lock."""
+
+    pid: int | None
+    command: str
+    role: str = ONE_SHOT
+    host: str = ""
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid is not None else "another process"
+        if self.host and self.host != socket.gethostname():
+            who += f" on {self.host}"
+        return f"{who} ({self.command})" if self.command else who
+
+
+def _holder_body(role: str, **more: Any) -> bytes:
+    return json.dumps(
+        {
+            "pid": os.getpid(),
+            "command": current_command(),
+            "role": role,
+            "host": socket.gethostname(),
+            "last_seen_at": time.time(),
+            **more,
+        }
+    ).encode()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_holder(path: Path) -> LockHolder | None:
+    """The holder written in a lock file, or None if it says nothing (yet) of a live process
+    (the holder writes it right after taking the lock; a dead one's text may linger)."""
+    try:
+        data = json.loads(path.read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return None
+    return LockHolder(
+        pid=pid,
+        command=str(data.get("command") or ""),
+        role=str(data.get("role") or ONE_SHOT),
+        host=str(data.get("host") or ""),
+    )
+
+
+def probe_flock(path: Path) -> LockHolder | None:
+    """Who holds the ``flock`` on ``path`` (None: nobody). Does not keep any lock."""
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return read_holder(path) or LockHolder(pid=None, command="")
+    finally:
+        os.close(fd)  # closing drops our probe lock too
+    return None
+
+
+class EngineBusy(EngineError):
+    """Another live process holds the lock this one needs; ``holder`` says who."""
+
+    def __init__(self, message: str, holder: LockHolder, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder
 
 
 class LeaseFence:
@@ -139,10 +257,12 @@ class ExecutorLease:
     ) -> None:
         self.settings = settings
         self.fence = LeaseFence(settings.lease_ttl_s, on_lost)
+        self.role = ONE_SHOT  # set by the engine before ``acquire``; written into the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, timeout_s: float | None = None) -> None:
+        """Take the lease; wait up to ``timeout_s`` (default ``lease_acquire_timeout_s``)."""
         raise NotImplementedError
 
     def renew(self) -> None:
@@ -180,11 +300,12 @@ class PostgresLease(ExecutorLease):
         self._conn: psycopg.Connection[Any] | None = None
         self.key = advisory_key(settings.executor_id)
 
-    def acquire(self) -> None:
+    def acquire(self, timeout_s: float | None = None) -> None:
         s = self.settings
         conn = connect_pg(s.system_database_url)
         ensure_schema(conn)
-        deadline = time.monotonic() + s.lease_acquire_timeout_s
+        wait = s.lease_acquire_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + wait
         while True:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
             if row and row[0]:
@@ -193,7 +314,7 @@ class PostgresLease(ExecutorLease):
                 conn.close()
                 raise EngineError(
                     f"executor ID {s.executor_id!r} is held by another live process "
-                    f"(waited {s.lease_acquire_timeout_s:g} s); give each process its own ID",
+                    f"(waited {wait:g} s); give each process its own ID",
                     hint="Set a distinct executor ID per worker process.",
                 )
             time.sleep(0.5)
@@ -244,23 +365,39 @@ class SqliteLease(ExecutorLease):
         self.path = Path(settings.sqlite_path + ".lease")
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, timeout_s: float | None = None) -> None:
+        """Take the file's lock, waiting up to ``timeout_s`` (default
+        ``lease_acquire_timeout_s``; 0: try once); ``EngineBusy`` names the process holding
+        it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.settings.lease_acquire_timeout_s
+        wait = self.settings.lease_acquire_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + wait
+        grace = True
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    holder = read_holder(self.path)
+                    if holder is None and grace:
+                        # A probe's brief shared lock, or a holder that has not written its
+                        # name yet: look again (once, for half a second) before calling the
+                        # file busy.
+                        grace = False
+                        deadline = time.monotonic() + 0.5
+                        continue
+                    holder = holder or LockHolder(pid=None, command="")
                     os.close(fd)
-                    raise EngineError(
-                        f"another process already runs the engine on {self.settings.sqlite_path}"
-                        " (one executor process per SQLite file)",
-                        hint="Stop the other 'serve', or use the DBOS client for reads.",
+                    raise EngineBusy(
+                        f"the engine on {self.settings.sqlite_path} is in use by "
+                        f"{holder.describe()} (one executor process per SQLite file)",
+                        holder,
+                        hint="Wait for it to finish, or stop it; while 'serve' runs, other "
+                        "commands hand their work to it.",
                     ) from None
-                time.sleep(0.2)
+                time.sleep(0.1)
         self._fd = fd
         self.renew()
         self.fence.renewed()
@@ -268,16 +405,14 @@ class SqliteLease(ExecutorLease):
     def renew(self) -> None:
         if self._fd is None:
             raise EngineError("lease not acquired")
-        body = json.dumps(
-            {
-                "executor_id": self.settings.executor_id,
-                "pid": os.getpid(),
-                "application_version": self.settings.application_version,
-                "last_seen_at": time.time(),
-            }
-        ).encode()
-        os.ftruncate(self._fd, 0)
+        body = _holder_body(
+            self.role,
+            executor_id=self.settings.executor_id,
+            application_version=self.settings.application_version,
+        )
+        # Written in place, then cut to length: a reader never sees an empty file.
         os.pwrite(self._fd, body, 0)
+        os.ftruncate(self._fd, len(body))
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -293,3 +428,106 @@ def make_lease(
     if settings.is_postgres:
         return PostgresLease(settings, on_lost)
     return SqliteLease(settings, on_lost)
+
+
+# --- one run of a flow at a time ---------------------------------------------------------------
+
+
+def _flow_key(flow: str) -> int:
+    digest = hashlib.sha256(f"consonance-flow:{flow}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def flow_lock_path(settings: EngineSettings, flow: str) -> Path:
+    """The SQLite engine's lock file for one flow, beside the system database."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in flow)
+    tag = hashlib.sha256(flow.encode()).hexdigest()[:8]  # two names that sanitise alike
+    return Path(f"{settings.sqlite_path}.flow-{safe}-{tag}.lock")
+
+
+class FlowLock:
+    """The right to run one flow now: held from a run's plan to its recorded outcome.
+
+    ``try_acquire()`` returns None once held, or the holder (pid and command) while another
+    process has it; ``release()`` gives it up. It dies with the process: SQLite, a ``flock`` on
+    a file beside the system database (one machine, as the SQLite engine is); PostgreSQL, a
+    session advisory lock on a connection of its own (every machine sharing the database).
+    """
+
+    def __init__(self, settings: EngineSettings, flow: str, role: str = ONE_SHOT) -> None:
+        self.settings = settings
+        self.flow = flow
+        self.role = role
+        self._fd: int | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self._conn is not None
+
+    def try_acquire(self) -> LockHolder | None:
+        if self.held:
+            return None
+        if self.settings.is_postgres:
+            return self._try_pg()
+        path = flow_lock_path(self.settings, self.flow)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return read_holder(path) or LockHolder(pid=None, command="")
+        body = _holder_body(self.role, flow=self.flow)
+        os.pwrite(fd, body, 0)
+        os.ftruncate(fd, len(body))
+        self._fd = fd
+        return None
+
+    def _try_pg(self) -> LockHolder | None:
+        key = _flow_key(self.flow)
+        name = f"consonance-flow {os.getpid()} {current_command()}"[:63]
+        conn = connect_pg(self.settings.system_database_url)
+        conn.execute("SELECT set_config('application_name', %s, false)", (name,))
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row and row[0]:
+            self._conn = conn
+            return None
+        try:
+            # A bigint advisory key shows in pg_locks as (classid, objid) = (high, low) halves.
+            found = conn.execute(
+                """SELECT a.application_name, a.client_hostname
+                     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                      AND l.classid = %s AND l.objid = %s""",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            ).fetchone()
+        finally:
+            conn.close()
+        if not found:
+            return LockHolder(pid=None, command="")
+        parts = str(found[0] or "").split(" ", 2)
+        if len(parts) == 3 and parts[0] == "consonance-flow" and parts[1].isdigit():
+            return LockHolder(pid=int(parts[1]), command=parts[2], host=str(found[1] or ""))
+        return LockHolder(pid=None, command=str(found[0] or ""))
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_flow_key(self.flow),))
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def engine_holder(settings: EngineSettings) -> LockHolder | None:
+    """Who runs the engine on this SQLite file now (None: nobody). PostgreSQL executors run
+    elsewhere by design; this answers None there (callers use the DBOS client)."""
+    if settings.is_postgres:
+        return None
+    return probe_flock(Path(settings.sqlite_path + ".lease"))

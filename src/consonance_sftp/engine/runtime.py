@@ -38,7 +38,7 @@ from .contracts import (
     LogAlertSink,
 )
 from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
-from .lease import ExecutorLease, make_lease
+from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner
 from .settings import EngineSettings
 from .takeover import TakeoverScanner
@@ -115,7 +115,12 @@ class Engine:
         ingest_transport: IngestTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
         ingest_handlers: dict[str, IngestHandler] | None = None,
+        role: str = ONE_SHOT,
     ) -> None:
+        """``role``: ``SERVICE`` (``serve``, ``worker``: other commands hand their work to it)
+        or ``ONE_SHOT`` (a command that runs the engine only while it works, the default: the
+        safe guess, as others wait for it rather than hand it work it may never run); written
+        into the SQLite lease, so a second process can say who holds the file and what to do."""
         self.settings = settings
         self.transport = transport
         self.ledger = ledger
@@ -124,6 +129,7 @@ class Engine:
         self.ingest_handlers = dict(ingest_handlers or {})
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
+        self.lease.role = role
         self.scanner: TakeoverScanner | None = None
         self.pruner: HistoryPruner | None = None
         self._flow_runner: tuple[schedules.FlowRunner, asyncio.AbstractEventLoop] | None = None
@@ -134,13 +140,15 @@ class Engine:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def launch(self) -> None:
+    def launch(self, *, lease_wait_s: float | None = None) -> None:
         """Take the lease, start DBOS (which recovers this executor's own pending work), start
         the heartbeat and, on PostgreSQL, the takeover scan. Blocking: from async code call it
-        with ``asyncio.to_thread``."""
+        with ``asyncio.to_thread``. On SQLite, ``EngineBusy`` (naming the holder's pid and
+        command) when another process keeps the file past ``lease_acquire_timeout_s``; nothing
+        has started then, so ``launch`` may be called again."""
         if self._launched:
             return
-        self.lease.acquire()
+        self.lease.acquire(lease_wait_s)
         # Heartbeat from now on: DBOS's launch can take seconds on a loaded machine, and the
         # recovered workflows start writing (checking the fence) as soon as it returns.
         self.lease.start()

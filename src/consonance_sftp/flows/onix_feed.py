@@ -11,9 +11,16 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    ``app.delivery.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
    names product, element and reason, and an alert and an audit event are recorded.
-2. ``record_sent(store, package)`` once the engine has delivered a package. Only then does the
-   recipient's delta baseline (per-product content hashes in the store) advance, and only if
-   the ledger shows the file delivered. A test feed is recorded as a test and never advances it.
+2. The recipient's delta baseline (per-product content hashes in the store), its last sent
+   time and its MessageNumber advance only once the engine has delivered the message, whoever
+   delivers it: ``prepare_onix_feed`` keeps what the message would make the baseline as a
+   *pending baseline*, keyed by the message's SHA-256, and ``feed_delivered(store, flow, key)``
+   (called by the service's ledger as the engine records the file delivered: a first run, a
+   ``retry`` hours later, a recovery after a crash) makes it the baseline.
+   ``record_sent(store, package)`` does the same from the package, refusing unless the ledger
+   shows the file delivered; applying the same message twice changes nothing. A message older
+   than the baseline (a failed feed retried after a newer one went) leaves it alone. A test
+   feed is recorded as a test and never advances it.
 
 A delta holds the products whose ONIX content changed since the last successful send to that
 recipient, plus notification 05 for products it holds that were deleted, withdrawn or left its
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import threading
 import time
@@ -49,6 +57,7 @@ from consonance_sftp.formats.onix import (
 )
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
 from consonance_sftp.formats.spreadsheet import export_csv, export_xlsx, resolve_columns
+from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.store import Store
@@ -59,6 +68,9 @@ ACTOR = "flow:onix_feed"
 _CHUNK = 100  # works per hand-over from the API reader to the writer threads
 _QUEUE_CHUNKS = 8  # chunks buffered per recipient: memory stays flat whatever the catalogue
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
+_PENDING_KEPT = 8  # pending baselines kept per recipient (failed feeds that may be retried)
+
+log = get_logger(__name__)
 
 
 class FeedNotDelivered(ConsonanceSftpError):
@@ -156,11 +168,21 @@ class RecipientOutcome:
         head = f"{self.partner}: {self.kind} {self.status}"
         if self.status == "failed":
             return f"{head}: {'; '.join(self.problems)}"
-        counts = (
-            f"{self.products} products ({self.new} new, {self.changed} changed, "
-            f"{self.deleted} deletions as 05; {self.unchanged} unchanged, "
-            f"{self.filtered_out} outside the filter)"
-        )
+        if self.kind == "delta":
+            counts = (
+                f"{_n(self.products, 'product')} ({self.new:,} new, {self.changed:,} changed, "
+                f"{self.deleted:,} deletions as 05; {self.unchanged:,} unchanged, "
+                f"{self.filtered_out:,} outside the filter)"
+            )
+        elif self.kind == "test":
+            counts = f"{_n(self.products, 'product')} (a test sample)"
+        else:
+            # A full message holds every product the filter passes: new, changed and
+            # unchanged mean nothing there.
+            counts = (
+                f"{_n(self.products, 'product')} (every product the filter passes; "
+                f"{self.filtered_out:,} outside the filter)"
+            )
         if self.status == "ready" and self.kind == "spreadsheet":
             return f"{head}: {self.file_name}, {self.bytes:,} bytes, {self.products} rows"
         if self.status == "ready":
@@ -168,6 +190,10 @@ class RecipientOutcome:
         if self.status == "empty":
             return f"{head}: nothing changed since the last send; nothing to send"
         return f"{head}: {len(self.problems)} problem(s), not sent: " + "; ".join(self.problems[:5])
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -308,6 +334,7 @@ async def prepare_onix_feed(
     test: bool = False,
     partners: Sequence[str] | None = None,
     validate: Validation = "process",
+    dry_run: bool = False,
 ) -> tuple[list[FeedPackage], FeedReport]:
     """One ONIX message per partner of flow ``name``, written, validated and planned.
 
@@ -315,7 +342,9 @@ async def prepare_onix_feed(
     only the changes. ``test``: a sample of ``test_sample_size`` products into the flow's
     ``test_folder``, recorded as a test. ``partners``: only these (default: all the flow's).
     Packages are returned only for valid, non-empty messages (empty ones too if the recipient
-    wants them). Call ``record_sent`` for each package the engine delivered.
+    wants them). Each delta or full message's baseline is kept pending (not with ``dry_run``:
+    nothing will be sent) until the engine records it delivered (``feed_delivered``) or
+    ``record_sent`` applies it.
     """
     started = time.monotonic()
     report = FeedReport(flow=name)
@@ -386,7 +415,10 @@ async def prepare_onix_feed(
             )
         else:
             assert isinstance(outcome, FeedResult)
-            package, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
+            feed, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
+            if feed is not None and feed.state is not None and not dry_run:
+                await asyncio.to_thread(_keep_pending, store, feed)
+            package = feed
         report.recipients.append(line)
         if package is not None:
             packages.append(package)
@@ -592,7 +624,8 @@ def record_sent(
     ``folder`` is the remote path of the flow's folder on the partner (the one given to
     ``delivery_request``). Refuses (``FeedNotDelivered``) unless the delivery ledger shows
     every file of the package sent (or already present), so a failed send never advances the
-    baseline. A test feed is recorded as a test and leaves the baseline alone.
+    baseline. A test feed is recorded as a test and leaves the baseline alone. Safe to call
+    again, and after ``feed_delivered`` applied the same message: nothing changes then.
     """
     missing = []
     for key in package.delivery_keys(folder):
@@ -620,14 +653,150 @@ def record_sent(
     if package.kind == "test" or package.state is None:
         store.append_audit(ACTOR, "onix.test_feed.sent", subject, details)
         return
-    store.save_onix_hashes(package.flow, package.partner, package.state)
-    store.set_watermark(
-        f"onix_feed:{package.flow}:{package.partner}:last_sent", package.sent_at.isoformat()
+    digest = package.plan.files[0].sha256
+    pending = _pending(store, package.flow, package.partner, digest)
+    if pending is None and last_sent(store, package.flow, package.partner) == package.sent_at:
+        return  # already applied (by the engine's ledger, as it recorded the delivery)
+    _advance(
+        store,
+        package.flow,
+        package.partner,
+        sent_at=package.sent_at,
+        message_number=package.message_number,
+        state=package.state,
+        details=details,
     )
-    if package.message_number is not None:
-        store.set_watermark(_number_key(package.flow, package.partner), str(package.message_number))
-    details["baseline_products"] = len(package.state)
+    _drop_pending(store, package.flow, package.partner, digest, package.sent_at)
+
+
+def feed_delivered(store: Store, flow: str, key: DeliveryKey, workflow_id: str | None) -> bool:
+    """The engine recorded ``key`` delivered: if it is an ONIX message of ``flow`` prepared
+    and not yet applied, its baseline, last sent time and MessageNumber become the
+    recipient's. True when a baseline was applied. Whoever delivered it (the run that
+    prepared it, a ``retry``, a recovery) does not matter."""
+    pending = _pending(store, flow, key.partner, key.sha256)
+    if pending is None:
+        return False
+    sent_at = datetime.fromisoformat(str(pending["sent_at"]))
+    number = pending.get("message_number")
+    state = dict(store.load_onix_hashes(_pending_name(flow, key.sha256), key.partner))
+    details: dict[str, object] = {
+        "kind": pending.get("kind"),
+        "file": key.remote_path,
+        "sha256": key.sha256,
+        "workflow_id": workflow_id,
+        "products": pending.get("products"),
+    }
+    _advance(
+        store,
+        flow,
+        key.partner,
+        sent_at=sent_at,
+        message_number=int(str(number)) if number is not None else None,
+        state=state,
+        details=details,
+    )
+    _drop_pending(store, flow, key.partner, key.sha256, sent_at)
+    return True
+
+
+def _advance(
+    store: Store,
+    flow: str,
+    partner: str,
+    *,
+    sent_at: datetime,
+    message_number: int | None,
+    state: Mapping[str, str],
+    details: dict[str, object],
+) -> None:
+    subject = f"{partner}:{flow}"
+    newest = last_sent(store, flow, partner)
+    if newest is not None and newest > sent_at:
+        # A feed retried after a newer one was delivered: the newer baseline stays (the
+        # partner holds the newer content too, as its MessageNumber says).
+        details["baseline"] = f"kept: a newer feed ({newest.isoformat()}) was delivered since"
+        store.append_audit(ACTOR, "onix.feed.sent", subject, details)
+        return
+    store.save_onix_hashes(flow, partner, state)
+    store.set_watermark(f"onix_feed:{flow}:{partner}:last_sent", sent_at.isoformat())
+    if message_number is not None:
+        held = int(store.get_watermark(_number_key(flow, partner)) or 0)
+        store.set_watermark(_number_key(flow, partner), str(max(held, message_number)))
+    details["baseline_products"] = len(state)
     store.append_audit(ACTOR, "onix.feed.sent", subject, details)
+
+
+# --- pending baselines: what a prepared message makes the baseline once it is delivered ----
+
+
+def _pending_name(flow: str, digest: str) -> str:
+    # The per-product hashes wait in the baseline table under a name of their own.
+    return f"{flow[:60]}#pending:{digest[:16]}"
+
+
+def _pending_key(flow: str, partner: str, digest: str) -> str:
+    return f"onix_feed:{flow}:{partner}:pending:{digest}"
+
+
+def _index_key(flow: str, partner: str) -> str:
+    return f"onix_feed:{flow}:{partner}:pending"
+
+
+def _pending(store: Store, flow: str, partner: str, digest: str) -> dict[str, object] | None:
+    raw = store.get_watermark(_pending_key(flow, partner, digest))
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None
+
+
+def _index(store: Store, flow: str, partner: str) -> list[dict[str, str]]:
+    raw = store.get_watermark(_index_key(flow, partner))
+    value = json.loads(raw) if raw else []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _keep_pending(store: Store, package: OnixFeedPackage) -> None:
+    """Keep what delivering ``package`` will make the recipient's baseline (and forget the
+    oldest pending ones beyond ``_PENDING_KEPT``)."""
+    assert package.state is not None
+    digest = package.plan.files[0].sha256
+    store.save_onix_hashes(_pending_name(package.flow, digest), package.partner, package.state)
+    body = {
+        "kind": package.kind,
+        "file": package.file_name,
+        "sent_at": package.sent_at.isoformat(),
+        "message_number": package.message_number,
+        "products": package.result.products,
+    }
+    store.set_watermark(_pending_key(package.flow, package.partner, digest), json.dumps(body))
+    index = [e for e in _index(store, package.flow, package.partner) if e["sha256"] != digest]
+    index.append({"sha256": digest, "sent_at": package.sent_at.isoformat()})
+    index.sort(key=lambda e: e["sent_at"])
+    for old in index[:-_PENDING_KEPT]:
+        _forget(store, package.flow, package.partner, old["sha256"])
+    store.set_watermark(
+        _index_key(package.flow, package.partner), json.dumps(index[-_PENDING_KEPT:])
+    )
+
+
+def _forget(store: Store, flow: str, partner: str, digest: str) -> None:
+    store.save_onix_hashes(_pending_name(flow, digest), partner, {})
+    store.set_watermark(_pending_key(flow, partner, digest), "")
+
+
+def _drop_pending(store: Store, flow: str, partner: str, digest: str, sent_at: datetime) -> None:
+    """After a message was applied: it, and every pending message not newer (it can no longer
+    move the baseline), are forgotten."""
+    keep = []
+    for entry in _index(store, flow, partner):
+        if entry["sha256"] == digest or datetime.fromisoformat(entry["sent_at"]) <= sent_at:
+            _forget(store, flow, partner, entry["sha256"])
+        else:
+            keep.append(entry)
+    _forget(store, flow, partner, digest)
+    store.set_watermark(_index_key(flow, partner), json.dumps(keep))
 
 
 def _number_key(name: str, partner: str) -> str:
