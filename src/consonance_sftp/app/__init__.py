@@ -9,6 +9,7 @@ so a command that only reads the ledger never opens an SSH connection. Beside it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -51,13 +52,25 @@ def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
 class App:
     """Everything a command needs, built from one config file."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path  # the file it came from: ``serve`` follows its changes
         self._budget: ConnectionBudget = InProcessConnectionBudget()
+        self._transport: SftpDeliveryTransport | None = None
 
     @classmethod
     def from_config(cls, path: Path | str) -> App:
-        return cls(load_settings(path))
+        return cls(load_settings(path), Path(path))
+
+    def reload(self, settings: Settings, changed_partners: Iterable[str] = ()) -> None:
+        """Switch to a new, validated config while the service runs (``app.reload``). Every
+        part reads ``self.settings`` when it acts; the delivery transport's open connections
+        of the changed partners are dropped, so the next transfer uses the new settings (a
+        new host-key pin, new credentials, new transfer settings)."""
+        self.settings = settings
+        if self._transport is not None:
+            for name in changed_partners:
+                self._transport.forget(name)
 
     @property
     def state_dir(self) -> Path:
@@ -117,6 +130,7 @@ class App:
         engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
+        self._transport = transport
         engine = Engine(
             self.engine_settings(executor_id),
             transport=transport,

@@ -41,7 +41,7 @@ from consonance_sftp.app.runner import (
     mark_resend,
     with_resends,
 )
-from consonance_sftp.config import FlowConfig
+from consonance_sftp.config import FlowConfig, Settings
 from consonance_sftp.config.flows import (
     FlowBase,
     FormatsFlow,
@@ -59,13 +59,14 @@ from consonance_sftp.engine import (
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport, TitleStates
 from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
-from consonance_sftp.logs import get_logger
+from consonance_sftp.logs import get_logger, setup_logging
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.reload import ConfigChange
 
 log = get_logger(__name__)
 
@@ -667,9 +668,13 @@ class Service:
         on_ready: Callable[[], None] | None = None,
         triggers: bool = True,
         executor_id: str | None = None,
+        sighup: asyncio.Event | None = None,
+        watch_config_s: float = 5.0,
     ) -> None:
         """Run the engine, the poller, the schedules and the release of held deliveries until
         ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown).
+        The config file is reloaded on ``sighup`` and when it changes (looked at every
+        ``watch_config_s``; 0: only on SIGHUP), validated first (``app.reload``).
 
         ``triggers=False`` is a scale-out ``worker``: an executor that runs queued deliveries
         and flow ticks (any executor may dequeue a tick) but polls nothing and declares no
@@ -709,6 +714,21 @@ class Service:
                     ),
                     asyncio.create_task(self._releaser(stop, runner)),
                 ]
+            if self.app.config_path is not None:
+                from consonance_sftp.app.reload import ConfigWatcher
+
+                async def apply(settings: Settings, change: ConfigChange) -> None:
+                    await self._switch_config(
+                        runner, settings, change, schedule_overrides, triggers=triggers
+                    )
+
+                watcher = ConfigWatcher(
+                    self.app.config_path,
+                    lambda: self.app.settings,
+                    apply,
+                    interval_s=watch_config_s,
+                )
+                tasks.append(asyncio.create_task(watcher.run(stop, sighup or asyncio.Event())))
             if on_ready is not None:
                 on_ready()
             await stop.wait()
@@ -718,6 +738,32 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
 
+    async def _switch_config(
+        self,
+        runner: DeliveryRunner,
+        settings: Settings,
+        change: ConfigChange,
+        schedule_overrides: dict[str, str] | None,
+        *,
+        triggers: bool,
+    ) -> None:
+        """Put a validated new config in force in this running service: the app reads it from
+        now on (changed partners reconnect with it), the queues of new connection caps are
+        registered, the schedules declared again; the poller reconnects by itself when
+        ``[consonance]`` changed."""
+        old_schedules = self.flow_schedules(schedule_overrides)
+        self.app.reload(settings, change.partners)
+        engine = runner.engine_or_fail()
+        for cap in sorted({p.max_connections for p in settings.partners.values()}):
+            await asyncio.to_thread(engine.ensure_delivery_queue, cap)
+        wanted = self.flow_schedules(schedule_overrides)
+        if wanted != old_schedules:
+            # Only 'serve' declares schedules; a worker registers the flows' tick queues.
+            declare = engine.ensure_flow_schedules if triggers else engine.ensure_flow_queues
+            await asyncio.to_thread(declare, wanted)
+        if "logging" in change.sections:
+            setup_logging(settings.logging.level, json_lines=settings.logging.json_lines)
+
     async def _poller(
         self,
         stop: asyncio.Event,
@@ -725,18 +771,21 @@ class Service:
         interval: float,
         reconcile_every: timedelta,
     ) -> None:
-        async with self.app.consonance() as api:
-            detector = ChangeDetector(api, self.app.store, reconcile_every=reconcile_every)
-            while not stop.is_set():
-                try:
-                    await self.poll_once(detector, runner, api)
-                except ConsonanceSftpError as exc:
-                    log.warning("Consonance poll failed: %s", exc)
-                except Exception:
-                    # A long-running loop: one bad poll must not stop the service's triggers.
-                    log.exception("Consonance poll failed unexpectedly")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
+        while not stop.is_set():
+            # A reloaded config with another [consonance] section gets a new client.
+            connection = self.app.settings.consonance
+            async with self.app.consonance() as api:
+                detector = ChangeDetector(api, self.app.store, reconcile_every=reconcile_every)
+                while not stop.is_set() and self.app.settings.consonance == connection:
+                    try:
+                        await self.poll_once(detector, runner, api)
+                    except ConsonanceSftpError as exc:
+                        log.warning("Consonance poll failed: %s", exc)
+                    except Exception:
+                        # A long-running loop: one bad poll must not stop the service's triggers.
+                        log.exception("Consonance poll failed unexpectedly")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), interval)
 
     async def _releaser(self, stop: asyncio.Event, runner: DeliveryRunner) -> None:
         while not stop.is_set():

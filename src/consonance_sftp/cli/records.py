@@ -24,6 +24,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.runner import Controls
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
@@ -212,15 +213,20 @@ def _work_tables(settings: EngineSettings) -> None:
 
 
 def _controls_and_schedules(app: App) -> None:
-    from consonance_sftp.app.runner import held_deliveries
+    from consonance_sftp.app.runner import executor_running, held_deliveries
     from consonance_sftp.app.service import Controls
 
     controls = Controls(app)
     held = held_deliveries(app, controls)
+    running = executor_running(app)
     if held:
         t = Table("held since", "partner", "package", "why", title="held", title_justify="left")
         for h in held:
-            why = h.reason or "free to go: the running service sends it within a second"
+            why = h.reason or (
+                "free to go: the running service is sending it"
+                if running
+                else "free to go: sent when 'consonance-sftp serve' starts"
+            )
             when = h.held_at.isoformat(timespec="seconds")
             t.add_row(when, h.request.partner, h.request.package, why)
         console.print(t)
@@ -424,9 +430,32 @@ def _control(scope: str, name: str, paused: bool, by: str | None, reason: str | 
     from consonance_sftp.app.service import Controls
 
     app = _app()
-    p = Controls(app).set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    controls = Controls(app)
+    p = controls.set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
     verb = "paused" if p.paused else "resumed"
     console.print(f"{scope} {name} {verb} by {p.by}" + (f": {p.reason}" if p.reason else ""))
+    if not paused:
+        _say_what_happens_to_held(app, controls, scope, name)
+
+
+def _say_what_happens_to_held(app: App, controls: Controls, scope: str, name: str) -> None:
+    """After a resume: what becomes of the held work, true to whether a service runs."""
+    from consonance_sftp.app.runner import executor_running, held_deliveries
+
+    mine = [
+        h
+        for h in held_deliveries(app, controls)
+        if (h.request.partner if scope == "partner" else h.request.flow) == name
+    ]
+    free = [h for h in mine if h.reason is None]
+    waiting = len(mine) - len(free)
+    held = f"{len(free)} held deliver{'y' if len(free) == 1 else 'ies'}"
+    if executor_running(app):
+        console.print(f"{held} released: the running service sends them now")
+    else:
+        console.print(f"no service is running: {held} will go when 'consonance-sftp serve' starts")
+    if waiting:
+        console.print(f"{waiting} more still held (see 'consonance-sftp status' for why)")
 
 
 ByOpt = Annotated[str | None, typer.Option(help="Who (default: $USER).")]
