@@ -233,3 +233,46 @@ def test_running_serve_follows_trust_then_sighup_and_keeps_a_valid_config(
     finally:
         code = serve.stop()
     assert code == 0, serve.text()
+
+
+def test_a_refused_token_alerts_once_status_tells_and_recovery_is_noted(
+    world: tuple[Project, Printer],
+) -> None:
+    """A token Consonance refuses (HTTP 401): one alert with the reason however many polls
+    fail, ``status`` shows the poller's last success and last error; once the token is right
+    again (reloaded on SIGHUP) a recovery note, and polling works again."""
+    project, _printer = world
+    token = project.folder / "keys" / "consonance-sandbox-token"
+    good = token.read_text()
+
+    def alerts(kind: str) -> list[str]:
+        return [str(m) for (m,) in project.rows("SELECT message FROM alerts WHERE kind = ?", kind)]
+
+    serve = Serve(project, "--watch-config", "0")
+    try:
+        _wait(lambda: "Consonance poller: last read" in project.cli("status").stdout, 60, "a poll")
+        token.write_text("not-the-token\n")
+        serve.proc.send_signal(signal.SIGHUP)
+        _wait(lambda: alerts("consonance_poll_failed"), 60, "the alert on a refused token")
+        failed = serve.text().count("Consonance poll failed")
+        _wait(lambda: serve.text().count("Consonance poll failed") >= failed + 3, 30, "more polls")
+        found = alerts("consonance_poll_failed")
+        assert len(found) == 1, found
+        assert "refused the API token" in found[0] and "401" in found[0]
+        status = project.cli("status").stdout
+        assert "Consonance poller: last read" in status, status
+        assert "last error" in status and "refused the API token" in status, status
+        assert "failing since" in status, status
+
+        token.write_text(good)
+        serve.proc.send_signal(signal.SIGHUP)
+        _wait(lambda: alerts("consonance_poll_recovered"), 60, "the recovery note")
+        assert len(alerts("consonance_poll_failed")) == 1
+        assert "failing since" not in project.cli("status").stdout
+    finally:
+        token.write_text(good)
+        code = serve.stop()
+    assert code == 0, serve.text()
+    # serve's log names what it did, one INFO line each (its default level shows them)
+    text = serve.text()
+    assert "Consonance incremental poll" in text or "Consonance reconcile poll" in text, text

@@ -59,7 +59,7 @@ from consonance_sftp.engine import (
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport, TitleStates
 from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
-from consonance_sftp.logs import get_logger, setup_logging
+from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
     from consonance_sftp.app.reload import ConfigChange
+    from consonance_sftp.app.serving import CatalogueProgress
 
 log = get_logger(__name__)
 
@@ -670,11 +671,13 @@ class Service:
         executor_id: str | None = None,
         sighup: asyncio.Event | None = None,
         watch_config_s: float = 5.0,
+        poll_progress: CatalogueProgress | None = None,
     ) -> None:
         """Run the engine, the poller, the schedules and the release of held deliveries until
         ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown).
         The config file is reloaded on ``sighup`` and when it changes (looked at every
         ``watch_config_s``; 0: only on SIGHUP), validated first (``app.reload``).
+        ``poll_progress`` hears how far each poll has read the catalogue.
 
         ``triggers=False`` is a scale-out ``worker``: an executor that runs queued deliveries
         and flow ticks (any executor may dequeue a tick) but polls nothing and declares no
@@ -686,6 +689,8 @@ class Service:
                 "another process already runs the engine on this SQLite file",
                 hint="Stop the other 'serve' first (one executor per SQLite file).",
             )
+        from consonance_sftp.app import serving
+
         async with DeliveryRunner(self.app, executor=True, executor_id=executor_id) as runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
@@ -710,16 +715,18 @@ class Service:
                 await asyncio.to_thread(runner.engine.ensure_flow_schedules, wanted)
                 tasks = [
                     asyncio.create_task(
-                        self._poller(stop, runner, poll_interval_s, reconcile_every)
+                        serving.poller(
+                            self, stop, runner, poll_interval_s, reconcile_every, poll_progress
+                        )
                     ),
-                    asyncio.create_task(self._releaser(stop, runner)),
+                    asyncio.create_task(serving.releaser(stop, runner)),
                 ]
             if self.app.config_path is not None:
                 from consonance_sftp.app.reload import ConfigWatcher
 
                 async def apply(settings: Settings, change: ConfigChange) -> None:
-                    await self._switch_config(
-                        runner, settings, change, schedule_overrides, triggers=triggers
+                    await serving.switch_config(
+                        self, runner, settings, change, schedule_overrides, triggers=triggers
                     )
 
                 watcher = ConfigWatcher(
@@ -737,66 +744,6 @@ class Service:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-
-    async def _switch_config(
-        self,
-        runner: DeliveryRunner,
-        settings: Settings,
-        change: ConfigChange,
-        schedule_overrides: dict[str, str] | None,
-        *,
-        triggers: bool,
-    ) -> None:
-        """Put a validated new config in force in this running service: the app reads it from
-        now on (changed partners reconnect with it), the queues of new connection caps are
-        registered, the schedules declared again; the poller reconnects by itself when
-        ``[consonance]`` changed."""
-        old_schedules = self.flow_schedules(schedule_overrides)
-        self.app.reload(settings, change.partners)
-        engine = runner.engine_or_fail()
-        for cap in sorted({p.max_connections for p in settings.partners.values()}):
-            await asyncio.to_thread(engine.ensure_delivery_queue, cap)
-        wanted = self.flow_schedules(schedule_overrides)
-        if wanted != old_schedules:
-            # Only 'serve' declares schedules; a worker registers the flows' tick queues.
-            declare = engine.ensure_flow_schedules if triggers else engine.ensure_flow_queues
-            await asyncio.to_thread(declare, wanted)
-        if "logging" in change.sections:
-            setup_logging(settings.logging.level, json_lines=settings.logging.json_lines)
-
-    async def _poller(
-        self,
-        stop: asyncio.Event,
-        runner: DeliveryRunner,
-        interval: float,
-        reconcile_every: timedelta,
-    ) -> None:
-        while not stop.is_set():
-            # A reloaded config with another [consonance] section gets a new client.
-            connection = self.app.settings.consonance
-            async with self.app.consonance() as api:
-                detector = ChangeDetector(api, self.app.store, reconcile_every=reconcile_every)
-                while not stop.is_set() and self.app.settings.consonance == connection:
-                    try:
-                        await self.poll_once(detector, runner, api)
-                    except ConsonanceSftpError as exc:
-                        log.warning("Consonance poll failed: %s", exc)
-                    except Exception:
-                        # A long-running loop: one bad poll must not stop the service's triggers.
-                        log.exception("Consonance poll failed unexpectedly")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), interval)
-
-    async def _releaser(self, stop: asyncio.Event, runner: DeliveryRunner) -> None:
-        while not stop.is_set():
-            try:
-                await runner.release_held()
-            except ConsonanceSftpError as exc:
-                log.warning("releasing held deliveries failed: %s", exc)
-            except Exception:
-                log.exception("releasing held deliveries failed unexpectedly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
 
 
 def _user() -> str:

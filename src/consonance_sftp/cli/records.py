@@ -176,7 +176,34 @@ def status() -> None:
         console.print("deliveries: none yet (the engine has not run on this config)")
     else:
         _work_tables(settings)
+    _poller_health(app)
     _controls_and_schedules(app)
+
+
+def _poller_health(app: App) -> None:
+    """When ``serve`` last read Consonance, and its last failure (kept by the service)."""
+    from consonance_sftp.app.serving import PollerHealth
+
+    health = PollerHealth.load(app.store)
+    if health is None:
+        console.print("Consonance poller: has not polled yet (it runs in 'serve')")
+        return
+    ok = (
+        f"last read {health.last_success} ({health.last_mode})"
+        if health.last_success
+        else ("never read successfully")
+    )
+    console.print(f"Consonance poller: {ok}", markup=False)
+    if health.last_error:
+        console.print(
+            f"Consonance poller: last error {health.last_error_at}: {health.last_error}",
+            markup=False,
+        )
+    if health.failing_since:
+        console.print(
+            f"[red]Consonance poller: failing since {health.failing_since} "
+            f"({health.failures} poll(s) in a row)[/red]"
+        )
 
 
 WORK_KINDS = (

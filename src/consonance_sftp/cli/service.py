@@ -199,14 +199,48 @@ def serve(
             soft_wrap=True,
         )
 
-    _until_signal(
-        service,
-        poll_interval_s=poll_interval,
-        reconcile_every=timedelta(hours=reconcile_hours),
-        on_ready=ready,
-        watch_config_s=watch_config,
-    )
+    with _CatalogueStatus() as shown:
+        _until_signal(
+            service,
+            poll_interval_s=poll_interval,
+            reconcile_every=timedelta(hours=reconcile_hours),
+            on_ready=ready,
+            watch_config_s=watch_config,
+            poll_progress=shown.update if console.is_terminal else None,
+        )
     console.print("stopped (in-flight deliveries resume on the next start)")
+
+
+class _CatalogueStatus:
+    """On a terminal, a spinner while a poll reads the Consonance catalogue (the first poll
+    reads all of it: tens of seconds), with the works and products read so far."""
+
+    def __init__(self) -> None:
+        self._status: Any = None
+
+    def __enter__(self) -> _CatalogueStatus:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def update(self, mode: str, works: int, products: int, done: bool) -> None:
+        if done:
+            if self._status is not None and mode != "incremental":
+                console.print(f"Consonance {mode}: {works:,} works, {products:,} products read")
+            self._stop()
+            return
+        text = f"reading Consonance ({mode}): {works:,} works, {products:,} products so far"
+        if self._status is None:
+            self._status = console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
 
 
 def worker(
