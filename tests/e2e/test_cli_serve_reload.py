@@ -210,6 +210,10 @@ def test_running_serve_follows_trust_then_sighup_and_keeps_a_valid_config(
         _wait(lambda: project.ledger_rows(isbn) >= 5, 30, "the released package's ledger rows")
         # The running service used the new pin: no second alert, the partner not paused again.
         assert _alerts(project) == alerts and not _paused(project)
+        # serve's log says what it did: the release, then one line per file sent.
+        log = serve.text()
+        assert f"released {isbn} production for printer" in log, log
+        assert f"sent /{str(printer.inbox).strip('/')}/{isbn}/" in log, log
 
         # An invalid edit is refused with its problem; the config in force stays. (The
         # delivery is asked for with a copy of the valid file: the CLI reads its own config.)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
@@ -21,12 +22,23 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.inbox import SftpIngestTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
-from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
+from consonance_sftp.engine import (
+    DeliveryLedger,
+    DeliveryRecord,
+    Engine,
+    EngineSettings,
+    RetryPolicy,
+    default_executor_id,
+)
+from consonance_sftp.engine.contracts import IngestRecord, IngestRequest, IntakeLedger
 from consonance_sftp.engine.ingest import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import ConfigError, ConfigProblem, HostKeyMismatch
-from consonance_sftp.models import Alert, AlertSeverity
+from consonance_sftp.logs import get_logger
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey
 from consonance_sftp.ports.remote_fs import ConnectionBudget
+
+log = get_logger("consonance_sftp.activity")
 
 
 def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
@@ -134,12 +146,12 @@ class App:
         engine = Engine(
             self.engine_settings(executor_id),
             transport=transport,
-            ledger=StoreLedger(self.store),
+            ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
             ingest_transport=SftpIngestTransport(
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
-            intake_ledger=StoreIntakeLedger(self.store),
+            intake_ledger=LoggedIntakeLedger(StoreIntakeLedger(self.store)),
         )
         shared = engine.connection_budget()
         if shared is not None:
@@ -166,6 +178,57 @@ class App:
             by="consonance-sftp",
             reason=f"host key changed: {exc.message}",
         )
+
+
+class LoggedLedger:
+    """The delivery ledger, plus one INFO line per file outcome it records: a service's log
+    says what went where (the engine logs failures; this logs every outcome)."""
+
+    def __init__(self, inner: DeliveryLedger) -> None:
+        self.inner = inner
+
+    def already_sent(self, key: DeliveryKey, generation: int) -> bool:
+        return self.inner.already_sent(key, generation)
+
+    def record(self, record: DeliveryRecord) -> None:
+        self.inner.record(record)
+        why = f": {record.reason}" if record.reason else ""
+        log.info(
+            "delivery %s: %s %s to %s (%s bytes, %s)%s",
+            record.workflow_id,
+            record.outcome.value,
+            record.key.remote_path,
+            record.key.partner,
+            f"{record.size:,}",
+            record.package or record.flow,
+            why,
+        )
+
+
+class LoggedIntakeLedger:
+    """The intake ledger, plus one INFO line per outcome of a received file."""
+
+    def __init__(self, inner: IntakeLedger) -> None:
+        self.inner = inner
+
+    def record(self, record: IngestRecord) -> int:
+        row = self.inner.record(record)
+        req = record.request
+        why = f": {record.reason}" if record.reason else ""
+        log.info(
+            "intake %s: %s %s from %s (%s bytes, flow %s)%s",
+            record.workflow_id,
+            record.outcome.value,
+            req.remote_path,
+            req.partner,
+            f"{req.size:,}",
+            req.flow,
+            why,
+        )
+        return row
+
+    def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+        self.inner.event(action, request, details)
 
 
 def open_existing_store(url: str) -> SqlStore:

@@ -346,6 +346,23 @@ class RunOutcome:
     held: list[Held] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """One line for the log: what was planned, sent, held, failed, skipped."""
+        failed = sum(1 for r in self.results.values() if "error" in r)
+        done = sum(1 for r in self.results.values() if "sent" in r)
+        parts = [
+            f"{len(self.planned.outbounds)} package(s) planned",
+            f"{len(self.enqueued)} enqueued",
+        ]
+        if self.results:
+            parts.append(f"{done} delivered, {failed} failed")
+        if self.held:
+            parts.append(f"{len(self.held)} held ({self.held[0].reason})")
+        if self.planned.skipped:
+            first = self.planned.skipped[0]
+            parts.append(f"{len(self.planned.skipped)} skipped ({first.what}: {first.reason})")
+        return ", ".join(parts)
+
 
 def folder_of(app: App, flow: FlowBase, partner: str) -> str:
     folders = app.partner_config(partner).folders
@@ -450,9 +467,11 @@ class Service:
             return outcome
         if runner is not None:
             await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
-            return outcome
-        async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
-            await self._submit_all(own, outcome, trigger=trigger or f"manual:{_user()}", wait=wait)
+        else:
+            async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
+                trigger = trigger or f"manual:{_user()}"
+                await self._submit_all(own, outcome, trigger=trigger, wait=wait)
+        log.info("run of flow %s (%s): %s", name, trigger or "manual", outcome.summary())
         return outcome
 
     async def poll_inbox_now(
@@ -539,6 +558,7 @@ class Service:
                 trigger = f"consonance: work {event.work_id} {event.kind.value} {event.new}"
                 outcome = RunOutcome(planned)
                 await self._submit_all(runner, outcome, trigger=trigger, wait=False)
+                log.info("flow %s fired by %s: %s", name, trigger, outcome.summary())
                 outcomes.append(outcome)
         return outcomes
 
@@ -606,6 +626,18 @@ class Service:
         Errors propagate: the tick's workflow then ends failed with the reason (``status``
         shows it, ``retry`` runs it again); the next tick comes regardless."""
         summary: dict[str, Any] = {"flow": name, "tick": tick.isoformat()}
+        done = await self._tick(name, tick, summary, runner)
+        log.info(
+            "flow %s: tick %s: %s",
+            name,
+            summary["tick"],
+            ", ".join(f"{k} {v}" for k, v in done.items() if k not in summary) or "nothing to do",
+        )
+        return done
+
+    async def _tick(
+        self, name: str, tick: datetime, summary: dict[str, Any], runner: DeliveryRunner
+    ) -> dict[str, Any]:
         flow = self.app.settings.flows.get(name)
         if flow is None or not flow.enabled:
             return {**summary, "skipped": "no longer an enabled flow in the config"}
