@@ -280,3 +280,36 @@ def test_a_refused_token_alerts_once_status_tells_and_recovery_is_noted(
     # serve's log names what it did, one INFO line each (its default level shows them)
     text = serve.text()
     assert "Consonance incremental poll" in text or "Consonance reconcile poll" in text, text
+
+
+def test_retry_while_serve_runs_follows_the_work_until_it_ends(
+    world: tuple[Project, Printer],
+) -> None:
+    """``retry`` hands the work to the running ``serve`` and shows its state and progress
+    until it ends, instead of waiting without a word."""
+    import re
+
+    project, printer = world
+    isbn = _printable_titles(project.config)[3][1]
+    serve = Serve(project, "--watch-config", "1")
+    try:
+        fingerprint = printer.new_host_key()
+        failed = project.cli("run", FLOW, "--isbn", isbn, check=False)
+        assert failed.returncode == 1
+        found = re.search(r"failed (dlv-\S+):", failed.stdout)
+        assert found, failed.stdout
+        wid = found.group(1)
+        project.cli("partner", "trust", "printer", "--fingerprint", fingerprint, "--replace")
+        _wait(lambda: serve.text().count("config reloaded") >= 1, 30, "serve to reload")
+        out = project.cli("retry", wid, "--by", "alice").stdout
+        lines = out.splitlines()
+        assert lines[0] == f"retrying {wid}"
+        progress = [ln for ln in lines if ln.startswith(f"{wid}: ")]
+        assert progress, out
+        assert all(re.search(r": (queued|running)\b.*\(\d+ s\)$", ln) for ln in progress), out
+        assert lines[-1] == f"done {wid}: 5 file(s) sent", out
+        assert len(printer.landed(isbn)) == 5
+        project.cli("partner", "resume", "printer")
+    finally:
+        code = serve.stop()
+    assert code == 0, serve.text()

@@ -24,6 +24,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.delivery import ProgressSink
     from consonance_sftp.app.runner import Controls
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
@@ -336,12 +337,15 @@ def retry(
 
 async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
     from consonance_sftp.app.service import DeliveryRunner
+    from consonance_sftp.cli.follow import follow, following
 
-    async with DeliveryRunner(app, quiet=True) as runner:
-        if runner.engine is not None and partner in app.settings.partners:
-            cap = app.partner_config(partner).max_connections
-            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
-        return await runner.wait(workflow_id)
+    files = len([r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id])
+    with following(app, console) as bars:
+        async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
+            if runner.engine is not None and partner in app.settings.partners:
+                cap = app.partner_config(partner).max_connections
+                await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            return await follow(console, runner, workflow_id, files=files or None)
 
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:
@@ -409,6 +413,7 @@ def resend(
 ) -> None:
     """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
     from consonance_sftp.app.service import DeliveryRunner, Enqueued, mark_resend
+    from consonance_sftp.cli.follow import follow, following
 
     app = _app()
     who = by or _user()
@@ -425,7 +430,11 @@ def resend(
     mark_resend(app.store, request)
 
     async def go() -> tuple[str, dict[str, object] | None]:
-        async with DeliveryRunner(app, quiet=True) as runner:
+        with following(app, console) as bars:
+            return await send(bars)
+
+    async def send(bars: ProgressSink | None) -> tuple[str, dict[str, object] | None]:
+        async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
             submitted = await runner.submit(request)
             if not isinstance(submitted, Enqueued):
                 raise ConsonanceSftpError(f"resend held: {submitted.reason}")
@@ -441,7 +450,11 @@ def resend(
                     "generation": request.generation,
                 },
             )
-            result = await runner.wait(submitted.workflow_id) if wait else None
+            console.print(f"resending as {submitted.workflow_id}", markup=False)
+            files = len(request.files)
+            result = (
+                await follow(console, runner, submitted.workflow_id, files=files) if wait else None
+            )
             return submitted.workflow_id, result
 
     new_id, result = asyncio.run(go())
