@@ -231,7 +231,6 @@ def _after_pin(app: App, name: str) -> None:
         )
     if Controls(app).is_paused("partner", name):
         console.print(
-            f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held "
-            "work",
+            f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held work",
             markup=False,
         )
