@@ -105,9 +105,11 @@ class SftpDeliveryTransport:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         key = (partner, id(loop))
-        if key not in self._fs:
-            self._fs[key] = self._make_fs(partner)
-        return self._fs[key]
+        # One lookup: ``forget`` may drop the entry from the service's loop meanwhile.
+        fs = self._fs.get(key)
+        if fs is None:
+            fs = self._fs[key] = self._make_fs(partner)
+        return fs
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
         fs = self._for(partner)

@@ -1,0 +1,67 @@
+"""Every file delivered and every file received is on ``serve``'s log: one INFO line with its
+outcome, written as the ledger records it (real SQLite store)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.app import App, LoggedIntakeLedger, LoggedLedger
+from consonance_sftp.config import load_settings
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.engine import DeliveryRecord, StoreLedger
+from consonance_sftp.engine.contracts import IngestRecord, IngestRequest
+from consonance_sftp.engine.ingest import StoreIntakeLedger
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome, IntakeOutcome
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    init_project(tmp_path, sftp_port=2222, api_port=8123)
+    return App(load_settings(tmp_path / CONFIG_NAME))
+
+
+def test_each_delivered_and_received_file_logs_its_outcome(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = LoggedLedger(StoreLedger(app.store))
+    intake = LoggedIntakeLedger(StoreIntakeLedger(app.store))
+    key = DeliveryKey(partner="printer", remote_path="/in/9781900200011/cover.pdf", sha256="a" * 64)
+    request = IngestRequest(
+        flow="design-intake",
+        kind="intake",
+        partner="designer",
+        remote_path="/out/cover-v2.pdf",
+        size=2048,
+        mtime=1.0,
+    )
+    with caplog.at_level(logging.INFO, logger="consonance_sftp.activity"):
+        ledger.record(
+            DeliveryRecord(
+                workflow_id="dlv-printer-x-g0",
+                flow="print-files",
+                key=key,
+                size=560,
+                generation=0,
+                outcome=DeliveryOutcome.SENT,
+                package="9781900200011 production",
+            )
+        )
+        intake.record(
+            IngestRecord(
+                workflow_id="ing-designer-y",
+                request=request,
+                outcome=IntakeOutcome.FAILED,
+                reason="connection refused",
+            )
+        )
+    assert ledger.already_sent(key, 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "consonance_sftp.activity"]
+    assert lines == [
+        "delivery dlv-printer-x-g0: sent /in/9781900200011/cover.pdf to printer (560 bytes, "
+        "9781900200011 production)",
+        "intake ing-designer-y: failed /out/cover-v2.pdf from designer (2,048 bytes, flow "
+        "design-intake): connection refused",
+    ]
