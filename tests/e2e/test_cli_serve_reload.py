@@ -168,6 +168,7 @@ def test_released_work_goes_when_serve_starts_after_trust_and_resume(
     # Nothing runs: it must not promise the work goes at once.
     assert "within a second" not in resumed
     assert "no service is running" in resumed and "serve" in resumed, resumed
+    assert "failed earlier" not in resumed, resumed  # the held package resends that one
     status = project.cli("status").stdout
     assert "within a second" not in status and f"{isbn} production" in status, status
 
@@ -301,6 +302,9 @@ def test_retry_while_serve_runs_follows_the_work_until_it_ends(
         wid = found.group(1)
         project.cli("partner", "trust", "printer", "--fingerprint", fingerprint, "--replace")
         _wait(lambda: serve.text().count("config reloaded") >= 1, 30, "serve to reload")
+        # Nothing was held: resume says the failed delivery stays failed until retried.
+        resumed = project.cli("partner", "resume", "printer").stdout
+        assert f"failed earlier, not held: {wid}" in resumed, resumed
         out = project.cli("retry", wid, "--by", "alice").stdout
         lines = out.splitlines()
         assert lines[0] == f"retrying {wid}"
@@ -309,7 +313,6 @@ def test_retry_while_serve_runs_follows_the_work_until_it_ends(
         assert all(re.search(r": (queued|running)\b.*\(\d+ s\)$", ln) for ln in progress), out
         assert lines[-1] == f"done {wid}: 5 file(s) sent", out
         assert len(printer.landed(isbn)) == 5
-        project.cli("partner", "resume", "printer")
     finally:
         code = serve.stop()
     assert code == 0, serve.text()

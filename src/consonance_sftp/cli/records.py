@@ -496,6 +496,34 @@ def _say_what_happens_to_held(app: App, controls: Controls, scope: str, name: st
         console.print(f"no service is running: {held} will go when 'consonance-sftp serve' starts")
     if waiting:
         console.print(f"{waiting} more still held (see 'consonance-sftp status' for why)")
+    if scope == "partner":
+        from consonance_sftp.engine import delivery_workflow_id
+
+        held_ids = {delivery_workflow_id(h.request.keys(), h.request.generation) for h in mine}
+        for wid in _failed_deliveries(app, name):
+            if wid not in held_ids:
+                console.print(
+                    f"failed earlier, not held: {wid} (send it with 'consonance-sftp retry {wid}')",
+                    markup=False,
+                )
+
+
+def _failed_deliveries(app: App, partner: str) -> list[str]:
+    """The partner's deliveries that ended failed (a release resends only held ones)."""
+    from consonance_sftp.app.runner import FAILED_STATES
+    from consonance_sftp.engine import EngineClient
+
+    settings = app.engine_settings()
+    if not settings.is_postgres and not Path(settings.sqlite_path).exists():
+        return []
+    client = EngineClient(settings)
+    try:
+        statuses = client.statuses("dlv-")
+    finally:
+        client.close()
+    return sorted(
+        w for w, st in statuses.items() if st in FAILED_STATES and _owner_of(w) == partner
+    )
 
 
 ByOpt = Annotated[str | None, typer.Option(help="Who (default: $USER).")]
