@@ -1,5 +1,6 @@
-"""Every file delivered and every file received is on ``serve``'s log: one INFO line with its
-outcome, written as the ledger records it (real SQLite store)."""
+"""Every file delivered is on ``serve``'s log: one INFO line with its outcome, written as the
+ledger records it (real SQLite store). (Each file received has its INFO line from the ingest
+workflow.)"""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from consonance_sftp.app import App, LoggedIntakeLedger, LoggedLedger
+from consonance_sftp.app import App, LoggedLedger
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import DeliveryRecord, StoreLedger
-from consonance_sftp.engine.contracts import IngestRecord, IngestRequest
-from consonance_sftp.engine.ingest import StoreIntakeLedger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome, IntakeOutcome
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome
 
 
 @pytest.fixture
@@ -23,20 +22,9 @@ def app(tmp_path: Path) -> App:
     return App(load_settings(tmp_path / CONFIG_NAME))
 
 
-def test_each_delivered_and_received_file_logs_its_outcome(
-    app: App, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_each_delivered_file_logs_its_outcome(app: App, caplog: pytest.LogCaptureFixture) -> None:
     ledger = LoggedLedger(StoreLedger(app.store))
-    intake = LoggedIntakeLedger(StoreIntakeLedger(app.store))
     key = DeliveryKey(partner="printer", remote_path="/in/9781900200011/cover.pdf", sha256="a" * 64)
-    request = IngestRequest(
-        flow="design-intake",
-        kind="intake",
-        partner="designer",
-        remote_path="/out/cover-v2.pdf",
-        size=2048,
-        mtime=1.0,
-    )
     with caplog.at_level(logging.INFO, logger="consonance_sftp.activity"):
         ledger.record(
             DeliveryRecord(
@@ -49,19 +37,9 @@ def test_each_delivered_and_received_file_logs_its_outcome(
                 package="9781900200011 production",
             )
         )
-        intake.record(
-            IngestRecord(
-                workflow_id="ing-designer-y",
-                request=request,
-                outcome=IntakeOutcome.FAILED,
-                reason="connection refused",
-            )
-        )
     assert ledger.already_sent(key, 0)
     lines = [r.getMessage() for r in caplog.records if r.name == "consonance_sftp.activity"]
     assert lines == [
         "delivery dlv-printer-x-g0: sent /in/9781900200011/cover.pdf to printer (560 bytes, "
         "9781900200011 production)",
-        "intake ing-designer-y: failed /out/cover-v2.pdf from designer (2,048 bytes, flow "
-        "design-intake): connection refused",
     ]

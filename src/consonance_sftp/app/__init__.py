@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
@@ -30,7 +29,6 @@ from consonance_sftp.engine import (
     RetryPolicy,
     default_executor_id,
 )
-from consonance_sftp.engine.contracts import IngestRecord, IngestRequest, IntakeLedger
 from consonance_sftp.engine.ingest import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import ConfigError, ConfigProblem, HostKeyMismatch
@@ -151,7 +149,7 @@ class App:
             ingest_transport=SftpIngestTransport(
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
-            intake_ledger=LoggedIntakeLedger(StoreIntakeLedger(self.store)),
+            intake_ledger=StoreIntakeLedger(self.store),
         )
         shared = engine.connection_budget()
         if shared is not None:
@@ -203,32 +201,6 @@ class LoggedLedger:
             record.package or record.flow,
             why,
         )
-
-
-class LoggedIntakeLedger:
-    """The intake ledger, plus one INFO line per outcome of a received file."""
-
-    def __init__(self, inner: IntakeLedger) -> None:
-        self.inner = inner
-
-    def record(self, record: IngestRecord) -> int:
-        row = self.inner.record(record)
-        req = record.request
-        why = f": {record.reason}" if record.reason else ""
-        log.info(
-            "intake %s: %s %s from %s (%s bytes, flow %s)%s",
-            record.workflow_id,
-            record.outcome.value,
-            req.remote_path,
-            req.partner,
-            f"{req.size:,}",
-            req.flow,
-            why,
-        )
-        return row
-
-    def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
-        self.inner.event(action, request, details)
 
 
 def open_existing_store(url: str) -> SqlStore:
