@@ -32,6 +32,7 @@ from consonance_sftp.engine import (
 )
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.logs import get_logger
 from consonance_sftp.models import DeliveryOutcome
 from consonance_sftp.ports.store import Store
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.engine import Engine
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PAUSE_PREFIX = "operator.paused"
 HELD = "delivery.held"
