@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.app.service import Service
     from consonance_sftp.config import Settings
+    from consonance_sftp.ports.consonance import ConsonanceAPI
 
 log = get_logger(__name__)
 
@@ -159,20 +160,31 @@ async def poller(
                 api, app.store, reconcile_every=reconcile_every, progress=shown
             )
             while not stop.is_set() and app.settings.consonance == connection:
-                started = time.monotonic()
-                try:
-                    report = await service.poll_once(detector, runner, api)
-                except ConsonanceSftpError as exc:
-                    log.warning("Consonance poll failed: %s", exc)
-                    await asyncio.to_thread(record_poll_failure, app.store, exc)
-                except Exception:
-                    # A long-running loop: one bad poll must not stop the service's triggers.
-                    log.exception("Consonance poll failed unexpectedly")
-                else:
-                    await asyncio.to_thread(record_poll_success, app.store, report)
-                    log.debug("poll took %.1f s", time.monotonic() - started)
+                await _poll_and_record(service, detector, runner, api)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _poll_and_record(
+    service: Service, detector: ChangeDetector, runner: DeliveryRunner, api: ConsonanceAPI
+) -> None:
+    """One poll, its outcome kept as the poller's health. Nothing escapes: a long-running
+    loop, one bad poll (or a failed write of its health) must not stop the service's triggers."""
+    store = service.app.store
+    try:
+        try:
+            report = await service.poll_once(detector, runner, api)
+        except ConsonanceSftpError as exc:
+            log.warning("Consonance poll failed: %s", exc)
+            await asyncio.to_thread(record_poll_failure, store, exc)
+        except Exception as exc:
+            log.exception("Consonance poll failed unexpectedly")
+            unexpected = ConsonanceSftpError(f"unexpected error: {exc!r}", retryable=True)
+            await asyncio.to_thread(record_poll_failure, store, unexpected)
+        else:
+            await asyncio.to_thread(record_poll_success, store, report)
+    except Exception:
+        log.exception("recording the Consonance poller's health failed")
 
 
 async def releaser(stop: asyncio.Event, runner: DeliveryRunner) -> None:
