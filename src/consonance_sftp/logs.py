@@ -99,8 +99,11 @@ def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # asyncssh logs every channel open at INFO; keep it to warnings unless debugging.
-    logging.getLogger("asyncssh").setLevel(max(logging.WARNING, root.level))
+    # asyncssh logs every channel open, httpx every HTTP request (each page of a catalogue
+    # read) at INFO: they would bury the service's own one line per outcome. Warnings only,
+    # unless debugging.
+    for chatty in ("asyncssh", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> logging.Logger:

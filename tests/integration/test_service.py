@@ -6,6 +6,7 @@ runs once, and a kind without an implementation is refused with a hint."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -246,3 +247,19 @@ async def test_a_tick_step_run_again_is_recorded_once(app: App) -> None:
         await service.run_tick(ONIX, moment, runner=runner)
     ticks = [e.details["tick"] for e in app.store.list_audit(action="flow.tick")]
     assert sorted(ticks) == [tick.isoformat(), (tick + timedelta(days=1)).isoformat()]
+
+
+async def test_each_tick_logs_one_info_line_with_its_outcome(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    from consonance_sftp.app.runner import DeliveryRunner
+
+    service = Service(app)
+    await asyncio.to_thread(
+        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+    )
+    tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    with caplog.at_level(logging.INFO, logger="consonance_sftp.app.service"):
+        await service.run_tick(ONIX, tick, runner=DeliveryRunner(app))
+    lines = [r.getMessage() for r in caplog.records if r.name == "consonance_sftp.app.service"]
+    assert lines == [f"flow {ONIX}: tick {tick.isoformat()}: skipped flow {ONIX!r} is paused"]

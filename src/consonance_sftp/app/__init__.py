@@ -9,6 +9,7 @@ so a command that only reads the ledger never opens an SSH connection. Beside it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -20,12 +21,22 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.inbox import SftpIngestTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
-from consonance_sftp.engine import Engine, EngineSettings, RetryPolicy, default_executor_id
+from consonance_sftp.engine import (
+    DeliveryLedger,
+    DeliveryRecord,
+    Engine,
+    EngineSettings,
+    RetryPolicy,
+    default_executor_id,
+)
 from consonance_sftp.engine.ingest import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import HostKeyMismatch
-from consonance_sftp.models import Alert, AlertSeverity
+from consonance_sftp.logs import get_logger
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey
 from consonance_sftp.ports.remote_fs import ConnectionBudget
+
+log = get_logger("consonance_sftp.activity")
 
 
 def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
@@ -51,13 +62,25 @@ def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
 class App:
     """Everything a command needs, built from one config file."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path  # the file it came from: ``serve`` follows its changes
         self._budget: ConnectionBudget = InProcessConnectionBudget()
+        self._transport: SftpDeliveryTransport | None = None
 
     @classmethod
     def from_config(cls, path: Path | str) -> App:
-        return cls(load_settings(path))
+        return cls(load_settings(path), Path(path))
+
+    def reload(self, settings: Settings, changed_partners: Iterable[str] = ()) -> None:
+        """Switch to a new, validated config while the service runs (``app.reload``). Every
+        part reads ``self.settings`` when it acts; the delivery transport's open connections
+        of the changed partners are dropped, so the next transfer uses the new settings (a
+        new host-key pin, new credentials, new transfer settings)."""
+        self.settings = settings
+        if self._transport is not None:
+            for name in changed_partners:
+                self._transport.forget(name)
 
     @property
     def state_dir(self) -> Path:
@@ -110,10 +133,11 @@ class App:
         engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
+        self._transport = transport
         engine = Engine(
             self.engine_settings(executor_id),
             transport=transport,
-            ledger=StoreLedger(self.store),
+            ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
             ingest_transport=SftpIngestTransport(
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
@@ -151,6 +175,31 @@ def audit_key(settings: Settings) -> bytes | None:
     """The key of a keyed audit chain (``[audit] key``), or None."""
     key = settings.audit.key
     return None if key is None else key.get_secret_value().encode()
+
+
+class LoggedLedger:
+    """The delivery ledger, plus one INFO line per file outcome it records: a service's log
+    says what went where (the engine logs failures; this logs every outcome)."""
+
+    def __init__(self, inner: DeliveryLedger) -> None:
+        self.inner = inner
+
+    def already_sent(self, key: DeliveryKey, generation: int) -> bool:
+        return self.inner.already_sent(key, generation)
+
+    def record(self, record: DeliveryRecord) -> None:
+        self.inner.record(record)
+        why = f": {record.reason}" if record.reason else ""
+        log.info(
+            "delivery %s: %s %s to %s (%s bytes, %s)%s",
+            record.workflow_id,
+            record.outcome.value,
+            record.key.remote_path,
+            record.key.partner,
+            f"{record.size:,}",
+            record.package or record.flow,
+            why,
+        )
 
 
 def open_existing_store(url: str, *, key: bytes | None = None) -> SqlStore:

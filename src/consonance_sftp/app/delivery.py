@@ -73,6 +73,16 @@ class SftpDeliveryTransport:
         # Uploaded (or found in place) and verified by this process: verify/commit need not stat.
         self._verified: OrderedDict[_FileKey, None] = OrderedDict()
         self._folders: set[tuple[str, int, str]] = set()
+        # Pools of partners whose config changed, to close on the loop that opened them.
+        self._stale: dict[int, list[SftpRemoteFS]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def forget(self, partner: str) -> None:
+        """The partner's config changed (a new host-key pin, say): the next transfer opens new
+        connections with it. The old pools are closed on their own event loop."""
+        for key in [k for k in self._fs if k[0] == partner]:
+            self._stale.setdefault(key[1], []).append(self._fs.pop(key))
+        self._folders = {f for f in self._folders if f[0] != partner}
 
     @staticmethod
     def _remember(memo: OrderedDict[_FileKey, None], key: _FileKey) -> None:
@@ -89,10 +99,17 @@ class SftpDeliveryTransport:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
 
     def _for(self, partner: str) -> SftpRemoteFS:
-        key = (partner, id(asyncio.get_running_loop()))
-        if key not in self._fs:
-            self._fs[key] = self._make_fs(partner)
-        return self._fs[key]
+        loop = asyncio.get_running_loop()
+        for old in self._stale.pop(id(loop), []):
+            task = loop.create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        key = (partner, id(loop))
+        # One lookup: ``forget`` may drop the entry from the service's loop meanwhile.
+        fs = self._fs.get(key)
+        if fs is None:
+            fs = self._fs[key] = self._make_fs(partner)
+        return fs
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
         fs = self._for(partner)

@@ -56,6 +56,8 @@ log = get_logger(__name__)
 PAUSE_PREFIX = "operator.paused"
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 HELD = "delivery.held"
+FAILED_STATES = frozenset({"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+"""Engine states of work that ended failed (``retry`` runs it again)."""
 
 # --- operator controls ---------------------------------------------------------------------
 
@@ -299,6 +301,7 @@ class DeliveryRunner:
         self.progress = progress
         self.engine: Engine | None = None
         self.client: EngineClient | None = None
+        self._reader: EngineClient | None = None  # reads and rewinds next to our own engine
 
     async def __aenter__(self) -> DeliveryRunner:
         settings = self.app.engine_settings(self.executor_id)
@@ -367,10 +370,18 @@ class DeliveryRunner:
             await self.engine.aclose()
         if self.client is not None:
             self.client.close()
+        if self._reader is not None:
+            self._reader.close()
 
     @property
     def in_process(self) -> bool:
         return self.engine is not None
+
+    def engine_or_fail(self) -> Engine:
+        """This process's engine (``serve``, ``worker``: always an executor)."""
+        if self.engine is None:
+            raise ConsonanceSftpError("this process does not run the engine")
+        return self.engine
 
     async def submit(self, request: DeliveryRequest) -> Enqueued | Held:
         reason = await asyncio.to_thread(self.controls.hold_reason, request.flow, request.partner)
@@ -451,15 +462,39 @@ class DeliveryRunner:
                 continue  # still held (and not recorded as held again)
             outcome = await self.submit(item.request)
             if isinstance(outcome, Enqueued):
+                resumed = await asyncio.to_thread(self._resume_failed, outcome.workflow_id)
+                details = {"workflow_id": outcome.workflow_id, "held_at": item.held_at.isoformat()}
                 await asyncio.to_thread(
                     self.app.store.append_audit,
                     "service",
                     "delivery.released",
                     f"{item.request.partner}:{item.request.package}",
-                    {"workflow_id": outcome.workflow_id, "held_at": item.held_at.isoformat()},
+                    {**details, "resumed_failed": resumed},
+                )
+                log.info(
+                    "released %s for %s: %s",
+                    item.request.package,
+                    item.request.partner,
+                    f"the failed delivery {outcome.workflow_id} runs again"
+                    if resumed
+                    else f"queued as {outcome.workflow_id}",
                 )
                 released.append(outcome)
         return released
+
+    def _resume_failed(self, workflow_id: str) -> bool:
+        """A held delivery has the same workflow ID as the same files sent before; when that
+        delivery ended failed (the changed host key that paused the partner, say), enqueuing
+        only attaches to the failure and nothing is sent. Released work must go: run the
+        failed workflow again from its first failed step, as ``retry`` does. Blocking."""
+        if self.client is None and self._reader is None:
+            self._reader = EngineClient(self.app.engine_settings())
+        client = self.client or self._reader
+        assert client is not None
+        if client.status(workflow_id) not in FAILED_STATES:
+            return False
+        client.retry(workflow_id)
+        return True
 
 
 @dataclass(frozen=True, slots=True)

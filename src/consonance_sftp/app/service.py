@@ -42,7 +42,7 @@ from consonance_sftp.app.runner import (
     mark_resend,
     with_resends,
 )
-from consonance_sftp.config import FlowConfig
+from consonance_sftp.config import FlowConfig, Settings
 from consonance_sftp.config.flows import (
     FlowBase,
     FormatsFlow,
@@ -67,6 +67,8 @@ from consonance_sftp.ports.consonance import ConsonanceAPI
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.reload import ConfigChange
+    from consonance_sftp.app.serving import CatalogueProgress
 
 log = get_logger(__name__)
 
@@ -346,6 +348,23 @@ class RunOutcome:
     held: list[Held] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """One line for the log: what was planned, sent, held, failed, skipped."""
+        failed = sum(1 for r in self.results.values() if "error" in r)
+        done = sum(1 for r in self.results.values() if "sent" in r)
+        parts = [
+            f"{len(self.planned.outbounds)} package(s) planned",
+            f"{len(self.enqueued)} enqueued",
+        ]
+        if self.results:
+            parts.append(f"{done} delivered, {failed} failed")
+        if self.held:
+            parts.append(f"{len(self.held)} held ({self.held[0].reason})")
+        if self.planned.skipped:
+            first = self.planned.skipped[0]
+            parts.append(f"{len(self.planned.skipped)} skipped ({first.what}: {first.reason})")
+        return ", ".join(parts)
+
 
 def folder_of(app: App, flow: FlowBase, partner: str) -> str:
     folders = app.partner_config(partner).folders
@@ -478,9 +497,11 @@ class Service:
             return outcome
         if runner is not None:
             await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
-            return outcome
-        async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
-            await self._submit_all(own, outcome, trigger=trigger or f"manual:{_user()}", wait=wait)
+        else:
+            async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
+                trigger = trigger or f"manual:{_user()}"
+                await self._submit_all(own, outcome, trigger=trigger, wait=wait)
+        log.info("run of flow %s (%s): %s", name, trigger or "manual", outcome.summary())
         return outcome
 
     async def poll_inbox_now(
@@ -567,6 +588,7 @@ class Service:
                 trigger = f"consonance: work {event.work_id} {event.kind.value} {event.new}"
                 outcome = RunOutcome(planned)
                 await self._submit_all(runner, outcome, trigger=trigger, wait=False)
+                log.info("flow %s fired by %s: %s", name, trigger, outcome.summary())
                 outcomes.append(outcome)
         return outcomes
 
@@ -634,6 +656,18 @@ class Service:
         Errors propagate: the tick's workflow then ends failed with the reason (``status``
         shows it, ``retry`` runs it again); the next tick comes regardless."""
         summary: dict[str, Any] = {"flow": name, "tick": tick.isoformat()}
+        done = await self._tick(name, tick, summary, runner)
+        log.info(
+            "flow %s: tick %s: %s",
+            name,
+            summary["tick"],
+            ", ".join(f"{k} {v}" for k, v in done.items() if k not in summary) or "nothing to do",
+        )
+        return done
+
+    async def _tick(
+        self, name: str, tick: datetime, summary: dict[str, Any], runner: DeliveryRunner
+    ) -> dict[str, Any]:
         flow = self.app.settings.flows.get(name)
         if flow is None or not flow.enabled:
             return {**summary, "skipped": "no longer an enabled flow in the config"}
@@ -697,9 +731,15 @@ class Service:
         on_ready: Callable[[], None] | None = None,
         triggers: bool = True,
         executor_id: str | None = None,
+        sighup: asyncio.Event | None = None,
+        watch_config_s: float = 5.0,
+        poll_progress: CatalogueProgress | None = None,
     ) -> None:
         """Run the engine, the poller, the schedules and the release of held deliveries until
         ``stop`` is set; then stop at a resumable point (the engine's graceful shutdown).
+        The config file is reloaded on ``sighup`` and when it changes (looked at every
+        ``watch_config_s``; 0: only on SIGHUP), validated first (``app.reload``).
+        ``poll_progress`` hears how far each poll has read the catalogue.
 
         ``triggers=False`` is a scale-out ``worker``: an executor that runs queued deliveries
         and flow ticks (any executor may dequeue a tick) but polls nothing and declares no
@@ -707,6 +747,8 @@ class Service:
         # Always this process's own executor: on PostgreSQL it joins the workers; on SQLite
         # a second 'serve' on the same file is refused, naming it, and a one-shot command
         # holding the file ('run', 'retry') is waited for (DeliveryRunner).
+        from consonance_sftp.app import serving
+
         async with DeliveryRunner(self.app, executor=True, executor_id=executor_id) as runner:
             assert runner.engine is not None
             # Deliveries enqueued by other processes (``run``, ``resend`` through the DBOS
@@ -731,10 +773,27 @@ class Service:
                 await asyncio.to_thread(runner.engine.ensure_flow_schedules, wanted)
                 tasks = [
                     asyncio.create_task(
-                        self._poller(stop, runner, poll_interval_s, reconcile_every)
+                        serving.poller(
+                            self, stop, runner, poll_interval_s, reconcile_every, poll_progress
+                        )
                     ),
-                    asyncio.create_task(self._releaser(stop, runner)),
+                    asyncio.create_task(serving.releaser(stop, runner)),
                 ]
+            if self.app.config_path is not None:
+                from consonance_sftp.app.reload import ConfigWatcher
+
+                async def apply(settings: Settings, change: ConfigChange) -> None:
+                    await serving.switch_config(
+                        self, runner, settings, change, schedule_overrides, triggers=triggers
+                    )
+
+                watcher = ConfigWatcher(
+                    self.app.config_path,
+                    lambda: self.app.settings,
+                    apply,
+                    interval_s=watch_config_s,
+                )
+                tasks.append(asyncio.create_task(watcher.run(stop, sighup or asyncio.Event())))
             if on_ready is not None:
                 on_ready()
             await stop.wait()
@@ -743,37 +802,6 @@ class Service:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-
-    async def _poller(
-        self,
-        stop: asyncio.Event,
-        runner: DeliveryRunner,
-        interval: float,
-        reconcile_every: timedelta,
-    ) -> None:
-        async with self.app.consonance() as api:
-            detector = ChangeDetector(api, self.app.store, reconcile_every=reconcile_every)
-            while not stop.is_set():
-                try:
-                    await self.poll_once(detector, runner, api)
-                except ConsonanceSftpError as exc:
-                    log.warning("Consonance poll failed: %s", exc)
-                except Exception:
-                    # A long-running loop: one bad poll must not stop the service's triggers.
-                    log.exception("Consonance poll failed unexpectedly")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
-
-    async def _releaser(self, stop: asyncio.Event, runner: DeliveryRunner) -> None:
-        while not stop.is_set():
-            try:
-                await runner.release_held()
-            except ConsonanceSftpError as exc:
-                log.warning("releasing held deliveries failed: %s", exc)
-            except Exception:
-                log.exception("releasing held deliveries failed unexpectedly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
 
 
 def _user() -> str:

@@ -216,3 +216,21 @@ def trust(
         + (" (replacing the old keys)" if replace else ""),
         markup=False,
     )
+    _after_pin(app, name)
+
+
+def _after_pin(app: App, name: str) -> None:
+    """What comes next: a running ``serve`` reloads the file by itself; a paused partner
+    still needs ``partner resume``."""
+    from consonance_sftp.app.runner import Controls, executor_running
+
+    if executor_running(app):
+        console.print(
+            "the running service reloads the config within a few seconds (or at once on SIGHUP)",
+            markup=False,
+        )
+    if Controls(app).is_paused("partner", name):
+        console.print(
+            f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held work",
+            markup=False,
+        )

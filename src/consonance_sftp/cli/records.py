@@ -24,6 +24,8 @@ from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.delivery import ProgressSink
+    from consonance_sftp.app.runner import Controls
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
@@ -186,7 +188,34 @@ def status() -> None:
         console.print("deliveries: none yet (the engine has not run on this config)")
     else:
         _work_tables(settings)
+    _poller_health(app)
     _controls_and_schedules(app)
+
+
+def _poller_health(app: App) -> None:
+    """When ``serve`` last read Consonance, and its last failure (kept by the service)."""
+    from consonance_sftp.app.serving import PollerHealth
+
+    health = PollerHealth.load(app.store)
+    if health is None:
+        console.print("Consonance poller: has not polled yet (it runs in 'serve')")
+        return
+    ok = (
+        f"last read {health.last_success} ({health.last_mode})"
+        if health.last_success
+        else ("never read successfully")
+    )
+    console.print(f"Consonance poller: {ok}", markup=False)
+    if health.last_error:
+        console.print(
+            f"Consonance poller: last error {health.last_error_at}: {health.last_error}",
+            markup=False,
+        )
+    if health.failing_since:
+        console.print(
+            f"[red]Consonance poller: failing since {health.failing_since} "
+            f"({health.failures} poll(s) in a row)[/red]"
+        )
 
 
 WORK_KINDS = (
@@ -223,15 +252,20 @@ def _work_tables(settings: EngineSettings) -> None:
 
 
 def _controls_and_schedules(app: App) -> None:
-    from consonance_sftp.app.runner import held_deliveries
+    from consonance_sftp.app.runner import executor_running, held_deliveries
     from consonance_sftp.app.service import Controls
 
     controls = Controls(app)
     held = held_deliveries(app, controls)
+    running = executor_running(app)
     if held:
         t = Table("held since", "partner", "package", "why", title="held", title_justify="left")
         for h in held:
-            why = h.reason or "free to go: the running service sends it within a second"
+            why = h.reason or (
+                "free to go: the running service is sending it"
+                if running
+                else "free to go: sent when 'consonance-sftp serve' starts"
+            )
             when = h.held_at.isoformat(timespec="seconds")
             t.add_row(when, h.request.partner, h.request.package, why)
         console.print(t)
@@ -314,12 +348,15 @@ def retry(
 
 async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
     from consonance_sftp.app.service import DeliveryRunner
+    from consonance_sftp.cli.follow import follow, following
 
-    async with DeliveryRunner(app, quiet=True) as runner:
-        if runner.engine is not None and partner in app.settings.partners:
-            cap = app.partner_config(partner).max_connections
-            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
-        return await runner.wait(workflow_id)
+    files = len([r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id])
+    with following(app, console) as bars:
+        async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
+            if runner.engine is not None and partner in app.settings.partners:
+                cap = app.partner_config(partner).max_connections
+                await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            return await follow(console, runner, workflow_id, files=files or None)
 
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:
@@ -387,6 +424,7 @@ def resend(
 ) -> None:
     """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
     from consonance_sftp.app.service import DeliveryRunner, Enqueued, mark_resend
+    from consonance_sftp.cli.follow import follow, following
 
     app = _app()
     who = by or _user()
@@ -405,7 +443,11 @@ def resend(
     mark_resend(app.store, request)
 
     async def go() -> tuple[str, dict[str, object] | None]:
-        async with DeliveryRunner(app, quiet=True) as runner:
+        with following(app, console) as bars:
+            return await send(bars)
+
+    async def send(bars: ProgressSink | None) -> tuple[str, dict[str, object] | None]:
+        async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
             submitted = await runner.submit(request)
             if not isinstance(submitted, Enqueued):
                 raise ConsonanceSftpError(f"resend held: {submitted.reason}")
@@ -421,7 +463,11 @@ def resend(
                     "generation": request.generation,
                 },
             )
-            result = await runner.wait(submitted.workflow_id) if wait else None
+            console.print(f"resending as {submitted.workflow_id}", markup=False)
+            files = len(request.files)
+            result = (
+                await follow(console, runner, submitted.workflow_id, files=files) if wait else None
+            )
             return submitted.workflow_id, result
 
     new_id, result = asyncio.run(go())
@@ -437,9 +483,60 @@ def _control(scope: str, name: str, paused: bool, by: str | None, reason: str | 
     from consonance_sftp.app.service import Controls
 
     app = _app()
-    p = Controls(app).set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    controls = Controls(app)
+    p = controls.set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
     verb = "paused" if p.paused else "resumed"
     console.print(f"{scope} {name} {verb} by {p.by}" + (f": {p.reason}" if p.reason else ""))
+    if not paused:
+        _say_what_happens_to_held(app, controls, scope, name)
+
+
+def _say_what_happens_to_held(app: App, controls: Controls, scope: str, name: str) -> None:
+    """After a resume: what becomes of the held work, true to whether a service runs."""
+    from consonance_sftp.app.runner import executor_running, held_deliveries
+
+    mine = [
+        h
+        for h in held_deliveries(app, controls)
+        if (h.request.partner if scope == "partner" else h.request.flow) == name
+    ]
+    free = [h for h in mine if h.reason is None]
+    waiting = len(mine) - len(free)
+    held = f"{len(free)} held deliver{'y' if len(free) == 1 else 'ies'}"
+    if executor_running(app):
+        console.print(f"{held} released: the running service sends them now")
+    else:
+        console.print(f"no service is running: {held} will go when 'consonance-sftp serve' starts")
+    if waiting:
+        console.print(f"{waiting} more still held (see 'consonance-sftp status' for why)")
+    if scope == "partner":
+        from consonance_sftp.engine import delivery_workflow_id
+
+        held_ids = {delivery_workflow_id(h.request.keys(), h.request.generation) for h in mine}
+        for wid in _failed_deliveries(app, name):
+            if wid not in held_ids:
+                console.print(
+                    f"failed earlier, not held: {wid} (send it with 'consonance-sftp retry {wid}')",
+                    markup=False,
+                )
+
+
+def _failed_deliveries(app: App, partner: str) -> list[str]:
+    """The partner's deliveries that ended failed (a release resends only held ones)."""
+    from consonance_sftp.app.runner import FAILED_STATES
+    from consonance_sftp.engine import EngineClient
+
+    settings = app.engine_settings()
+    if not settings.is_postgres and not Path(settings.sqlite_path).exists():
+        return []
+    client = EngineClient(settings)
+    try:
+        statuses = client.statuses("dlv-")
+    finally:
+        client.close()
+    return sorted(
+        w for w, st in statuses.items() if st in FAILED_STATES and _owner_of(w) == partner
+    )
 
 
 ByOpt = Annotated[str | None, typer.Option(help="Who (default: $USER).")]

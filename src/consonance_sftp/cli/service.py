@@ -23,6 +23,7 @@ from rich.table import Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.logs import setup_logging
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -212,11 +213,22 @@ def serve(
     reconcile_hours: Annotated[
         float, typer.Option(help="Hours between two full reconciles of the catalogue.")
     ] = 24.0,
+    watch_config: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between two looks at the config file for changes (0: reload only "
+            "on SIGHUP)."
+        ),
+    ] = 5.0,
 ) -> None:
-    """Run everything in one process (engine, poller, schedules) until SIGTERM/SIGINT."""
+    """Run everything in one process (engine, poller, schedules) until SIGTERM/SIGINT.
+
+    The config is reloaded on SIGHUP and when the file changes, validated first: an invalid
+    file is logged with its problems and the config in force is kept."""
     from consonance_sftp.app.service import Service
 
     app = _app()
+    _service_logging(app)
     service = Service(app)
 
     def ready() -> None:
@@ -226,13 +238,48 @@ def serve(
             soft_wrap=True,
         )
 
-    _until_signal(
-        service,
-        poll_interval_s=poll_interval,
-        reconcile_every=timedelta(hours=reconcile_hours),
-        on_ready=ready,
-    )
+    with _CatalogueStatus() as shown:
+        _until_signal(
+            service,
+            poll_interval_s=poll_interval,
+            reconcile_every=timedelta(hours=reconcile_hours),
+            on_ready=ready,
+            watch_config_s=watch_config,
+            poll_progress=shown.update if console.is_terminal else None,
+        )
     console.print("stopped (in-flight deliveries resume on the next start)")
+
+
+class _CatalogueStatus:
+    """On a terminal, a spinner while a poll reads the Consonance catalogue (the first poll
+    reads all of it: tens of seconds), with the works and products read so far."""
+
+    def __init__(self) -> None:
+        self._status: Any = None
+
+    def __enter__(self) -> _CatalogueStatus:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def update(self, mode: str, works: int, products: int, done: bool) -> None:
+        if done:
+            if self._status is not None and mode != "incremental":
+                console.print(f"Consonance {mode}: {works:,} works, {products:,} products read")
+            self._stop()
+            return
+        text = f"reading Consonance ({mode}): {works:,} works, {products:,} products so far"
+        if self._status is None:
+            self._status = console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
 
 
 def worker(
@@ -242,6 +289,7 @@ def worker(
 ) -> None:
     """An executor for scale-out on PostgreSQL: runs queued deliveries until SIGTERM."""
     app = _app()
+    _service_logging(app)
     settings = app.engine_settings(executor_id)
     if not settings.is_postgres:
         raise ConsonanceSftpError(
@@ -259,15 +307,26 @@ def worker(
     console.print(f"worker {settings.executor_id} stopped")
 
 
+def _service_logging(app: App) -> None:
+    """A long-running process logs at the config's level (INFO by default: one line per run,
+    delivery, intake and tick), not the one-shot commands' WARNING; --debug still wins."""
+    if not state.debug:
+        logs = app.settings.logging
+        setup_logging(logs.level, json_lines=logs.json_lines)
+
+
 def _until_signal(service: Service, **options: Any) -> None:
-    """Run ``service.serve`` until SIGTERM/SIGINT, then stop at a resumable point."""
+    """Run ``service.serve`` until SIGTERM/SIGINT, then stop at a resumable point; SIGHUP
+    reloads the config."""
 
     async def main() -> None:
         stop = asyncio.Event()
+        sighup = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.serve(stop=stop, **options)
+        loop.add_signal_handler(signal.SIGHUP, sighup.set)
+        await service.serve(stop=stop, sighup=sighup, **options)
 
     asyncio.run(main())
 

@@ -389,6 +389,12 @@ class EngineClient:
             return None
         return str(found[0].error)
 
+    def steps_done(self, workflow_id: str) -> list[str]:
+        """Names of the workflow's steps that have completed (``plan``, ``upload:/path``,
+        ``fetch``...), oldest first: how far it has got, for a command that follows it."""
+        steps = self._client.list_workflow_steps(workflow_id, load_output=False)
+        return [str(s["function_name"]) for s in steps if s.get("error") is None]
+
     def retry(self, workflow_id: str) -> None:
         """``consonance-sftp retry ID``: re-run a failed delivery from its first failed step,
         under the same workflow ID (completed uploads are not repeated)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -247,11 +247,16 @@ class ChangeDetector:
         clock: Clock | None = None,
         *,
         reconcile_every: timedelta = timedelta(hours=24),
+        progress: Callable[[str, int, int, bool], None] | None = None,
     ) -> None:
+        """``progress(mode, works read, products read, done)`` is called as a poll reads
+        (and once more, ``done``, at its end): the first poll (and each reconcile) reads the
+        whole catalogue, which takes a while."""
         self.api = api
         self.snapshots = snapshots
         self.clock = clock or SystemClock()
         self.reconcile_every = reconcile_every
+        self.progress = progress
 
     async def poll(self) -> PollReport:
         """Baseline on the first run, a reconcile when one is due, else an incremental poll."""
@@ -288,7 +293,11 @@ class ChangeDetector:
         since = datetime.fromisoformat(since_mark).date() if since_mark else None
         async for work in self.api.iter_works(changed_since=since):
             state.feed(work)
+            if self.progress is not None:
+                self.progress(mode, state.works_read, state.products_read, False)
         await asyncio.to_thread(self._save, state, mode, started)
+        if self.progress is not None:
+            self.progress(mode, state.works_read, state.products_read, True)
         report = PollReport(
             mode=mode,
             started_at=started,

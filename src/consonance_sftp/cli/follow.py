@@ -1,0 +1,106 @@
+"""A command that waits for durable work follows it on the console until it ends.
+
+``retry`` and ``resend`` hand their work to the engine: to this process's own engine when
+nothing else runs (then each file shows a progress bar with bytes and speed), or to a running
+``serve`` (then this process cannot see bytes move, but it sees the workflow's state and the
+steps it has finished: ``queued``, ``running: 2 of 5 file(s) uploaded``). On a terminal that is a
+live line; otherwise (a log, a pipe) one line each time it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.app.delivery import ProgressSink
+    from consonance_sftp.app.runner import DeliveryRunner
+    from consonance_sftp.engine import EngineClient
+
+STATES = {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "done", "ERROR": "failed"}
+
+
+@contextlib.contextmanager
+def transfer_bars(console: Console) -> Iterator[ProgressSink]:
+    """A progress bar per file for work this process's own engine runs."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, TransferSpeedColumn(), console=console, transient=False) as bars:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(partner: str, path: str, done: int, total: int) -> None:
+            key = f"{partner}:{path}"
+            if key not in tasks:
+                tasks[key] = bars.add_task(f"{partner} {path}", total=total)
+            bars.update(tasks[key], completed=done)
+
+        yield on_progress
+
+
+@contextlib.contextmanager
+def following(app: App, console: Console) -> Iterator[ProgressSink | None]:
+    """Progress bars when this process will run the work itself (nothing else holds the
+    engine); ``None`` when a running service does (``follow`` shows its state instead)."""
+    from consonance_sftp.app.runner import executor_running
+
+    if executor_running(app):
+        yield None
+        return
+    with transfer_bars(console) as bars:
+        yield bars
+
+
+def describe(client: EngineClient, workflow_id: str, files: int | None) -> str:
+    """The workflow's state and how far it has got, from the engine's records."""
+    state = client.status(workflow_id) or "UNKNOWN"
+    text = STATES.get(state, state.lower())
+    if state == "PENDING":
+        done = client.steps_done(workflow_id)
+        uploads = sum(1 for s in done if s.startswith(("upload:", "deliver.upload")))
+        if files:
+            text += f": {uploads} of {files} file(s) uploaded"
+        elif done:
+            text += f": {len(done)} step(s) done, last {done[-1]}"
+    return text
+
+
+async def follow(
+    console: Console,
+    runner: DeliveryRunner,
+    workflow_id: str,
+    *,
+    files: int | None = None,
+    poll_s: float = 0.5,
+) -> dict[str, Any]:
+    """Wait for the workflow's outcome (``runner.wait``); meanwhile, when another process runs
+    it, show its state and progress (see the module docstring)."""
+    waiting = asyncio.ensure_future(runner.wait(workflow_id))
+    if runner.client is None:
+        return await waiting  # our own engine: the progress bars show it
+    client = runner.client
+    started = time.monotonic()
+    shown = ""
+    status = console.status(f"{workflow_id}: waiting") if console.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+        while not waiting.done():
+            text = await asyncio.to_thread(describe, client, workflow_id, files)
+            if text != shown and not text.startswith(("done", "failed")):
+                shown = text
+                line = f"{workflow_id}: {text} ({time.monotonic() - started:.0f} s)"
+                if status is not None:
+                    status.update(line)
+                else:
+                    console.print(line, markup=False, highlight=False)
+            await asyncio.wait({waiting}, timeout=poll_s)
+    finally:
+        if status is not None:
+            status.stop()
+    return waiting.result()
