@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.config import Settings, load_settings
-from consonance_sftp.config.reference import config_reference
-from consonance_sftp.config.starter import CONFIG_NAME, init_project
+
+if TYPE_CHECKING:  # the config models (pydantic, asyncssh) load when a command runs
+    from consonance_sftp.config import Settings
 
 config_app = typer.Typer(help="Check and explain the config file.", no_args_is_help=True)
 docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
@@ -26,6 +26,8 @@ _URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
 @config_app.command("check")
 def check() -> None:
     """Validate the config file; list every problem with its TOML path (exit code 2)."""
+    from consonance_sftp.config import load_settings
+
     settings = load_settings(state.config_path)
     for line in summary(settings):
         console.print(line, markup=False)
@@ -66,6 +68,8 @@ def init(
     ] = Path("."),
 ) -> None:
     """Write a starter config for the local sandbox, a client key pair and sandbox secrets."""
+    from consonance_sftp.config.starter import CONFIG_NAME, init_project
+
     written = init_project(directory)
     console.print(f"[green]wrote[/green] {len(written)} files (never overwrites):")
     for item in written:
@@ -81,6 +85,8 @@ def init(
 @docs_app.command("config-reference")
 def docs_config_reference() -> None:
     """Print the Markdown config reference generated from the models' field descriptions."""
+    from consonance_sftp.config.reference import config_reference
+
     typer.echo(config_reference(), nl=False)
 
 

@@ -17,17 +17,17 @@ import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from consonance_sftp.config import ProductionFlow, load_settings
-from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.models import Work
+
+if TYPE_CHECKING:  # the config and domain models load when the demo runs, not at start-up
+    from consonance_sftp.models import Work
 
 MARKER = ".consonance-sftp-demo"
 STAGE = "Production approval"
@@ -69,6 +69,8 @@ def _printable(work: Work) -> bool:
 
 async def _run(folder: Path) -> None:
     from consonance_sftp.app import App
+    from consonance_sftp.config import ProductionFlow, load_settings
+    from consonance_sftp.config.starter import CONFIG_NAME
     from consonance_sftp.flows.changes import ChangeDetector
     from consonance_sftp.flows.outbound import triggered
     from consonance_sftp.flows.production import ProductionHandoff
@@ -218,6 +220,8 @@ def demo(
     ] = Path("demo-run"),
 ) -> None:
     """Run one real end-to-end exchange on the embedded default, print what happened, exit."""
+    from consonance_sftp.config.starter import init_project
+
     _step(1, f"Write a starter config and keys into {folder}/")
     _fresh_folder(folder)
     written = init_project(folder, sftp_port=_free_port(), api_port=_free_port())

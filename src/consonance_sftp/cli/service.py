@@ -61,9 +61,12 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
 
 
 def run(
-    flow: Annotated[str, typer.Argument(help="Name of the flow (a key of [flows]).")],
+    flow: Annotated[
+        str, typer.Argument(metavar="FLOW", help="Name of the flow (a key of [flows]).")
+    ],
     isbn: Annotated[
-        list[str] | None, typer.Option("--isbn", help="Title(s) to run the flow for.")
+        list[str] | None,
+        typer.Option("--isbn", metavar="ISBN", help="Title(s) to run the flow for (repeatable)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
