@@ -21,7 +21,13 @@ from datetime import datetime
 from pathlib import Path
 
 from consonance_sftp.config import FormatsFlow
-from consonance_sftp.flows.packages import APPROVED, Skipped, TitlePackage, TitlePackager
+from consonance_sftp.flows.packages import (
+    APPROVED,
+    Skipped,
+    TitlePackage,
+    TitlePackager,
+    files_on,
+)
 from consonance_sftp.formats.packaging import SourceAsset
 from consonance_sftp.models import AssetKind, Product, ProductionFile, Work
 from consonance_sftp.ports.store import AssetVersion
@@ -92,6 +98,12 @@ class FormatPackages(TitlePackager):
         for product in work.products:
             approved = [a for a in _approved_files(flow, product) if a.kind in wanted_kinds]
             if not approved:
+                kinds = ", ".join(sorted(k.value for k in wanted_kinds))
+                reason = (
+                    f"no approved file matches the package's kinds ({kinds}); "
+                    f"it has: {files_on(product)}"
+                )
+                skipped.append(Skipped(product=product, reason=reason))
                 continue
             if not product.isbn13:
                 skipped.append(Skipped(product=product, reason="the product has no ISBN-13"))

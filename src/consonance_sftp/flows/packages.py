@@ -63,6 +63,22 @@ class Skipped:
     reason: str
 
 
+def files_on(product: Product) -> str:
+    """What production files a product has, for a reason a person reads: ``"EPUB,
+    ACCESSIBILITY"``, ``"AUDIO x3 (not approved)"``, or ``"no production files"``."""
+    variants: dict[str, list[ProductionFile]] = {}
+    for f in product.production_files:
+        variants.setdefault(f.file_variant, []).append(f)
+    if not variants:
+        return "no production files"
+    parts = []
+    for variant, files in variants.items():
+        count = f" x{len(files)}" if len(files) > 1 else ""
+        approved = any(f.approval_status == APPROVED for f in files)
+        parts.append(f"{variant}{count}{'' if approved else ' (not approved)'}")
+    return ", ".join(parts)
+
+
 def safe_name(name: str) -> str:
     """A local file or folder name made from a partner name or a Consonance file name."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
