@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.ports.store import AuditReport, Store
@@ -69,7 +70,9 @@ def verify(
         _print_heads(report)
     if report.ok:
         console.print(
-            f"[green]ok:[/green] {report.events} events in {report.chains} chains", markup=True
+            f"[green]ok:[/green] {counted(report.events, 'event')} in "
+            f"{counted(report.chains, 'chain')}",
+            markup=True,
         )
         return
     _print_problems(report)
@@ -95,8 +98,8 @@ def _print_problems(report: AuditReport) -> None:
     for problem in report.problems:
         err.print(f"TAMPERED {problem}", markup=False)
     err.print(
-        f"[bold red]FAILED:[/bold red] {len(report.problems)} of {report.chains} chains broken "
-        f"({report.events} events checked)"
+        f"[bold red]FAILED:[/bold red] {len(report.problems)} of "
+        f"{counted(report.chains, 'chain')} broken ({counted(report.events, 'event')} checked)"
     )
 
 

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the config and domain models load when the demo runs, not at start-up
     from consonance_sftp.models import Work
@@ -97,7 +98,8 @@ async def _run(folder: Path) -> None:
             detector = ChangeDetector(api, app.store)
             baseline = await detector.poll()
             console.print(
-                f"read {baseline.works_read} works and {baseline.products_read} products in "
+                f"read {counted(baseline.works_read, 'work')} and "
+                f"{counted(baseline.products_read, 'product')} in "
                 f"{baseline.seconds:.1f} s; no events on a baseline"
             )
             work = await _first_printable(api)
@@ -132,7 +134,9 @@ async def _run(folder: Path) -> None:
         _report(app, sb.partner_folder("printer", "/in"), packages)
         async with app.consonance() as api:
             quiet = await ChangeDetector(api, app.store).poll()
-        console.print(f"one more poll: {len(quiet.events)} new events (nothing is sent twice)")
+        console.print(
+            f"one more poll: {counted(len(quiet.events), 'new event')} (nothing is sent twice)"
+        )
     _where_to_look(folder, config)
 
 
@@ -179,7 +183,7 @@ async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> 
             for wid in ids:
                 result = await engine.result(wid, timeout_s=120)
                 console.print(
-                    f"workflow {wid}: {len(result['sent'])} files sent, "
+                    f"workflow {wid}: {counted(len(result['sent']), 'file')} sent, "
                     f"{len(result['already_present'])} already on the server, "
                     f"{len(result['already_recorded'])} already in the ledger"
                 )
@@ -198,7 +202,10 @@ def _report(app: Any, printer_in: Path, packages: list[Any]) -> None:
         console.print(f"  {p}")
     report = app.store.verify_audit()
     state = "verified" if report.ok else "BROKEN"
-    console.print(f"audit trail: {state}, {report.events} events in {report.chains} chain(s)")
+    console.print(
+        f"audit trail: {state}, {counted(report.events, 'event')} in "
+        f"{counted(report.chains, 'chain')}"
+    )
     if not packages or not on_disk:
         raise ConsonanceSftpError("the demo delivered nothing; see the messages above")
 

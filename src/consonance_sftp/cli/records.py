@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -21,15 +22,30 @@ from rich.table import Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Not a terminal (a pipe, a log): 160 columns unless COLUMNS says otherwise.
+_WIDE = sys.stdout.isatty() or "COLUMNS" in os.environ
+console = Console(highlight=False, width=None if _WIDE else 160)
 flow_app = typer.Typer(help="Flows: pause and resume.", no_args_is_help=True)
 
+HISTORY_COLUMNS = (
+    "finished (UTC)",
+    "flow",
+    "partner",
+    "ISBN",
+    "remote path",
+    "bytes",
+    "SHA-256",
+    "gen",
+    "outcome",
+    "workflow",
+)
 CSV_COLUMNS = (
     "finished_at",
     "started_at",
@@ -88,8 +104,15 @@ def history(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout: did it go, when, which version.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines on stdout, one object per file.")
+    ] = False,
 ) -> None:
-    """What was delivered: one row per file sent (or failed, or skipped), newest first."""
+    """What was delivered: one row per file sent (or failed, or skipped), newest first.
+
+    The table folds long paths and IDs onto several lines rather than cut them; --csv and
+    --json print every column in full, one file per line.
+    """
     app = _app()
     rows = app.store.list_deliveries(
         isbn=isbn,
@@ -105,22 +128,19 @@ def history(
         for r in rows:
             writer.writerow(_csv_row(r))
         return
-    table = Table(
-        "finished",
-        "flow",
-        "partner",
-        "ISBN",
-        "remote path",
-        "bytes",
-        "SHA-256",
-        "gen",
-        "outcome",
-        "workflow",
-    )
+    if as_json:
+        for r in rows:
+            sys.stdout.write(json.dumps(_json_row(r)) + "\n")
+        return
+    table = Table(title=None)
+    # A column never cuts its text with "…": a path or workflow ID too long for the terminal
+    # is folded onto more lines, so it can still be read (and copied) whole.
+    for name in HISTORY_COLUMNS:
+        table.add_column(name, overflow="fold")
     for r in rows:
         style = {"failed": "red", "sent": "green", "skipped": "yellow"}.get(r.outcome.value, "")
         table.add_row(
-            _ts(r.finished_at or r.created_at),
+            _short_ts(r.finished_at or r.created_at),
             r.flow,
             r.partner,
             r.isbn or "",
@@ -132,7 +152,23 @@ def history(
             r.workflow_id or "",
         )
     console.print(table)
-    console.print(f"{len(rows)} file(s)")
+    console.print(counted(len(rows), "file"))
+
+
+def _short_ts(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _json_row(r: DeliveryRecord) -> dict[str, object]:
+    """The CSV columns with numbers as numbers and absent values as null."""
+    row: dict[str, object] = {k: v or None for k, v in zip(CSV_COLUMNS, _csv_row(r), strict=True)}
+    row.update(
+        size=r.size,
+        generation=r.generation,
+        attempts=r.attempts,
+        asset_version_id=r.asset_version_id,
+    )
+    return row
 
 
 def _csv_row(r: DeliveryRecord) -> list[str]:
@@ -317,7 +353,7 @@ def _report(workflow_id: str, result: dict[str, object]) -> None:
         raise typer.Exit(1)
     sent = result.get("sent")
     if isinstance(sent, list):
-        console.print(f"[green]done[/green] {workflow_id}: {len(sent)} file(s) sent")
+        console.print(f"[green]done[/green] {workflow_id}: {counted(len(sent), 'file')} sent")
     else:
         console.print(f"{workflow_id}: {result.get('status')}")
 

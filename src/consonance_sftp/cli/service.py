@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
     from consonance_sftp.app.service import RunOutcome, Service
+    from consonance_sftp.ports.store import DeliveryRecord
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -43,7 +46,11 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
     planned = outcome.planned
     flow = app.settings.flows[planned.flow]
     if not planned.outbounds:
-        console.print(f"flow {planned.flow}: nothing to send")
+        # Say why, per title: "nothing to send" alone reads like a fault.
+        why = "" if planned.skipped or planned.notes else " (no title to package)"
+        console.print(f"flow {planned.flow}: nothing to send{why}")
+        for s in planned.skipped:
+            console.print(f"  {s.what}: {s.reason}", markup=False)
     for o in planned.outbounds:
         files = remote_files(app, flow, o)
         total = sum(f.size for f in files)
@@ -53,9 +60,12 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
         for f in files:
             table.add_row(f.remote_path, f"{f.size:,}", f.sha256)
         console.print(table)
-        console.print(f"{len(files)} files, {total:,} bytes to partner {o.partner}")
-    for s in planned.skipped:
-        console.print(f"[yellow]skipped[/yellow] {s.what}: {s.reason}")
+        console.print(
+            f"{counted(len(files), 'file')}, {counted(total, 'byte', sep=True)} "
+            f"to partner {o.partner}"
+        )
+    for s in planned.skipped if planned.outbounds else ():
+        console.print(f"[yellow]skipped[/yellow] {escape(s.what)}: {escape(s.reason)}")
     for note in planned.notes:
         console.print(note)
 
@@ -102,6 +112,7 @@ def run(
         _print_plan(app, outcome)
         console.print("[bold]dry run[/bold]: nothing was sent")
         return
+    started = datetime.now(UTC)
     outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
     failed = False
@@ -116,6 +127,15 @@ def run(
         elif "error" in result:
             failed = True
             console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
+        elif "sent" in result and (earlier := _sent_before(app, e.workflow_id, started)):
+            # The same files and generation give the same workflow: the engine answered with
+            # the earlier run's result, and nothing went now.
+            when = min(r.finished_at or r.created_at or started for r in earlier)
+            console.print(
+                f"[yellow]already sent[/yellow] on {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC "
+                f"({counted(len(earlier), 'file')}), nothing sent now; use "
+                f"`consonance-sftp resend {e.workflow_id} --reason ...` to send again"
+            )
         elif "sent" in result:
             console.print(
                 f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
@@ -126,6 +146,15 @@ def run(
             console.print(f"{e.workflow_id}: {result.get('status')}")
     if failed:
         raise typer.Exit(1)
+
+
+def _sent_before(app: App, workflow_id: str, started: datetime) -> list[DeliveryRecord]:
+    """The workflow's ledger rows when every one was written before this run began (an
+    earlier run's result); else nothing."""
+    rows = [r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id]
+    if rows and all(r.created_at is not None and r.created_at < started for r in rows):
+        return rows
+    return []
 
 
 def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:
