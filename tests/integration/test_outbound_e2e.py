@@ -380,6 +380,14 @@ async def test_each_vendor_receives_only_its_own_package_over_its_own_account(wo
     rows = world.app.store.list_deliveries(flow="formats")
     assert {r.partner for r in rows if r.remote_path.endswith(".wav")} == {"audio-vendor"}
     assert {r.partner for r in rows if r.remote_path.endswith(".epub")} == {"epub-vendor"}
+    # Each row says which approved version it sent and when its delivery started.
+    versions = {v.id for pkg in packages for v in pkg.versions}
+    media = [r for r in rows if r.remote_path.endswith((".wav", ".epub"))]
+    assert media and {r.asset_version_id for r in media} <= versions
+    assert all(r.asset_version_id is not None for r in media)
+    for r in rows:
+        assert r.started_at is not None and r.finished_at is not None
+        assert r.started_at <= r.finished_at
     chroot = world.app.partner_config("epub-vendor")
     shell = world.app.partner_config("audio-vendor")
     assert chroot.user != shell.user

@@ -386,7 +386,13 @@ def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> Deliv
                 hint="Run the flow again for the title: 'consonance-sftp run FLOW --isbn ...'.",
             )
         files.append(
-            FileToSend(source=r.source, remote_path=r.remote_path, sha256=r.sha256, size=r.size)
+            FileToSend(
+                source=r.source,
+                remote_path=r.remote_path,
+                sha256=r.sha256,
+                size=r.size,
+                asset_version_id=r.asset_version_id,
+            )
         )
     return DeliveryRequest(
         flow=first.flow,
