@@ -166,3 +166,29 @@ async def test_a_file_that_fails_preflight_blocks_its_package_on_the_record(
     assert [e.subject for e in blocked] == [f"printer:{product.isbn13}"]
     alerts = store.list_alerts()
     assert [a.kind for a in alerts] == ["preflight_failed"]
+
+
+async def test_a_profile_that_sends_none_of_the_titles_files_says_which_it_has(
+    consonance_sandbox: SandboxHandle, store, tmp_path: Path
+):
+    flow = ProductionFlow.model_validate(
+        {
+            "kind": "production",
+            "partners": ["printer"],
+            "when": {"project_stage": "Production approval"},
+            "partner_profiles": {
+                "printer": {"assets": ["epub"], "preflight": {"epubcheck": "off"}}
+            },
+        }
+    )
+    works = await _works(consonance_sandbox)
+    work = next(w for w in works if _approved(w) and w.production_runs)
+    async with consonance_sandbox.client() as api:
+        packages, skipped = await ProductionHandoff(api, store, tmp_path).prepare(
+            flow, work, now=NOW
+        )
+    assert packages == []
+    empty = [s.reason for s in skipped if "package is empty" in s.reason]
+    assert empty, [s.reason for s in skipped]
+    assert "no file matches the package's kinds (epub); the title's approved files: " in empty[0]
+    assert "interior_pdf, cover_pdf" in empty[0]
