@@ -259,8 +259,10 @@ def check_history(walk: Walk, step: Step, _done: subprocess.CompletedProcess[str
     again = walk.shell(step.command)  # the reader looks again once it has gone
     out = _ok(again)
     assert ISBN in out and "sent" in out and "5 files" in out, out
-    # On a narrow terminal the table folds long paths rather than cutting them with "…".
-    narrow = _ok(walk.shell(f"COLUMNS=70 {step.command}"))
+    # On a narrow terminal (a pseudo-terminal 70 columns wide) the table folds long paths
+    # rather than cutting them with "…".
+    shown = _ok(walk.shell(f"COLUMNS=70 script -qec {shlex.quote(step.command)} /dev/null"))
+    narrow = re.sub(r"\x1b\[[0-9;]*m", "", shown)
     assert "…" not in narrow, narrow
     column = "".join(
         cells[5].strip()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
-# Not a terminal (a pipe, a log): 160 columns unless COLUMNS says otherwise.
-_WIDE = sys.stdout.isatty() or "COLUMNS" in os.environ
-console = Console(highlight=False, width=None if _WIDE else 160)
+# Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 flow_app = typer.Typer(help="Flows: pause and resume.", no_args_is_help=True)
 
 HISTORY_COLUMNS = (
@@ -231,7 +230,14 @@ def _work_tables(settings: EngineSettings) -> None:
     try:
         for what, prefix, column in WORK_KINDS:
             statuses = client.statuses(prefix)
-            table = Table("workflow", column, "state", "reason", title=what, title_justify="left")
+            table = Table(
+                Column("workflow", overflow="fold"),  # an ID is folded, never cut
+                column,
+                "state",
+                "reason",
+                title=what,
+                title_justify="left",
+            )
             counts: dict[str, int] = {}
             for wid, st in sorted(statuses.items()):
                 counts[st] = counts.get(st, 0) + 1
