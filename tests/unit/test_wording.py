@@ -27,3 +27,10 @@ def test_thousands_and_an_explicit_plural() -> None:
     assert counted(20_000, "product", sep=True) == "20,000 products"
     assert plural(2, "person", "people") == "people"
     assert plural(1, "person", "people") == "person"
+
+
+def test_the_onix_feed_report_reads_one_work_one_product() -> None:
+    from consonance_sftp.flows.onix_feed import FeedReport
+
+    line = FeedReport(flow="onix", works_read=1, products_read=1).lines()[0]
+    assert line == "flow onix: read 1 work, 1 product in 0.0 s"

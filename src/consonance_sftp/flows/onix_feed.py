@@ -49,6 +49,7 @@ from consonance_sftp.formats.onix import (
 )
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
 from consonance_sftp.formats.spreadsheet import export_csv, export_xlsx, resolve_columns
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.store import Store
@@ -167,7 +168,8 @@ class RecipientOutcome:
             return f"{head}: {self.file_name}, {self.bytes:,} bytes, {counts}"
         if self.status == "empty":
             return f"{head}: nothing changed since the last send; nothing to send"
-        return f"{head}: {len(self.problems)} problem(s), not sent: " + "; ".join(self.problems[:5])
+        problems = counted(len(self.problems), "problem")
+        return f"{head}: {problems}, not sent: " + "; ".join(self.problems[:5])
 
 
 @dataclass(slots=True, kw_only=True)
@@ -186,8 +188,8 @@ class FeedReport:
 
     def lines(self) -> list[str]:
         return [
-            f"flow {self.flow}: read {self.works_read} works, {self.products_read} products "
-            f"in {self.seconds:.1f} s",
+            f"flow {self.flow}: read {counted(self.works_read, 'work')}, "
+            f"{counted(self.products_read, 'product')} in {self.seconds:.1f} s",
             *(r.line() for r in self.recipients),
         ]
 
