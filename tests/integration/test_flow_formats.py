@@ -92,7 +92,7 @@ async def test_each_vendor_gets_only_the_kinds_its_profile_names(
     for s in skipped:
         assert s.product.typename == "PhysicalBookProduct"
         assert s.reason.startswith(
-            "no approved file matches the package's kinds (accessibility, audio, epub); it has: "
+            "no approved file of the package's kinds (ACCESSIBILITY, AUDIO, EPUB); it has: "
         )
         assert "INTERIOR" in s.reason
     by_partner: dict[str, set[AssetKind | None]] = {}

@@ -357,7 +357,7 @@ async def test_each_vendor_receives_only_its_own_package_over_its_own_account(wo
             api, world.app.store, world.app.state_dir / "packages"
         ).prepare(flow, await _work(world, world.format_work), now=NOW)
     # A print product of the work is skipped, saying why; nothing else is.
-    assert all(s.reason.startswith("no approved file matches") for s in skipped)
+    assert all(s.reason.startswith("no approved file of the package's kinds") for s in skipped)
     assert sorted(p.partner for p in packages) == ["audio-vendor", "epub-vendor"]
     await _deliver(world, packages, "formats")
 
@@ -413,7 +413,7 @@ async def test_a_two_gib_audio_package_generated_as_a_stream_arrives_whole(world
         packages, skipped = await FormatPackages(
             api, world.app.store, world.app.state_dir / "big"
         ).prepare(flow, await _work(world, world.big_work), now=NOW)
-    assert all(s.reason.startswith("no approved file matches") for s in skipped)
+    assert all(s.reason.startswith("no approved file of the package's kinds") for s in skipped)
     assert len(packages) == 1
     pkg = packages[0]
     assert pkg.plan.total_bytes > 2 * 1024**3

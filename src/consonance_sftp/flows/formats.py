@@ -95,12 +95,16 @@ class FormatPackages(TitlePackager):
         skipped: list[Skipped] = []
         profiles = {partner: flow.profile_for(partner) for partner in flow.partners}
         wanted_kinds = {k for p in profiles.values() for k in p.assets}
+        # The Consonance file variants this flow can send, named in a skipped title's reason.
+        variants = {v.upper() for v in flow.file_variants} or set(FORMAT_FILES)
+        sendable = sorted(
+            v for v in variants & set(FORMAT_FILES) if FORMAT_FILES[v] in wanted_kinds
+        )
         for product in work.products:
             approved = [a for a in _approved_files(flow, product) if a.kind in wanted_kinds]
             if not approved:
-                kinds = ", ".join(sorted(k.value for k in wanted_kinds))
                 reason = (
-                    f"no approved file matches the package's kinds ({kinds}); "
+                    f"no approved file of the package's kinds ({', '.join(sendable)}); "
                     f"it has: {files_on(product)}"
                 )
                 skipped.append(Skipped(product=product, reason=reason))
