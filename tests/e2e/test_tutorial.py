@@ -227,9 +227,16 @@ def check_partner_test(_w: Walk, _s: Step, done: subprocess.CompletedProcess[str
     assert "then removed it" in _ok(done)
 
 
-def check_dry_run(walk: Walk, _s: Step, done: subprocess.CompletedProcess[str] | None) -> None:
+def _narrow(walk: Walk, command: str) -> str:
+    """The command's output in a pseudo-terminal 70 columns wide, without colours."""
+    shown = _ok(walk.shell(f"COLUMNS=70 script -qec {shlex.quote(command)} /dev/null"))
+    return re.sub(r"\x1b\[[0-9;]*m", "", shown)
+
+
+def check_dry_run(walk: Walk, step: Step, done: subprocess.CompletedProcess[str] | None) -> None:
     out = _ok(done)
     assert f"/in/{ISBN}/{ISBN}_interior.pdf" in out and "nothing was sent" in out, out
+    assert "…" not in _narrow(walk, step.command)  # paths and hashes fold, never cut
     assert not _files(walk.project / "var" / "sandbox" / "sftp" / "printer" / "in")
     assert walk.ledger(ISBN) == []
 
@@ -261,8 +268,7 @@ def check_history(walk: Walk, step: Step, _done: subprocess.CompletedProcess[str
     assert ISBN in out and "sent" in out and "5 files" in out, out
     # On a narrow terminal (a pseudo-terminal 70 columns wide) the table folds long paths
     # rather than cutting them with "…".
-    shown = _ok(walk.shell(f"COLUMNS=70 script -qec {shlex.quote(step.command)} /dev/null"))
-    narrow = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    narrow = _narrow(walk, step.command)
     assert "…" not in narrow, narrow
     column = "".join(
         cells[5].strip()

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
@@ -55,7 +55,12 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
         files = remote_files(app, flow, o)
         total = sum(f.size for f in files)
         table = Table(
-            "remote path", "bytes", "SHA-256", title=f"{o.partner}: {o.label}", title_justify="left"
+            # Folded, never cut: the path and hash are what an operator compares.
+            Column("remote path", overflow="fold"),
+            "bytes",
+            Column("SHA-256", overflow="fold"),
+            title=f"{o.partner}: {o.label}",
+            title_justify="left",
         )
         for f in files:
             table.add_row(f.remote_path, f"{f.size:,}", f.sha256)
