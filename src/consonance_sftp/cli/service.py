@@ -28,6 +28,7 @@ from consonance_sftp.formats.wording import counted
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.service import RunOutcome, Service
     from consonance_sftp.ports.store import DeliveryRecord
 
@@ -132,7 +133,7 @@ def run(
         elif "error" in result:
             failed = True
             console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
-        elif "sent" in result and (earlier := _sent_before(app, e.workflow_id, started)):
+        elif "sent" in result and (earlier := _sent_before(app, e, started)):
             # The same files and generation give the same workflow: the engine answered with
             # the earlier run's result, and nothing went now.
             when = min(r.finished_at or r.created_at or started for r in earlier)
@@ -153,10 +154,12 @@ def run(
         raise typer.Exit(1)
 
 
-def _sent_before(app: App, workflow_id: str, started: datetime) -> list[DeliveryRecord]:
+def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[DeliveryRecord]:
     """The workflow's ledger rows when every one was written before this run began (an
     earlier run's result); else nothing."""
-    rows = [r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id]
+    request = enqueued.request
+    found = app.store.list_deliveries(partner=request.partner, package_id=request.package)
+    rows = [r for r in found if r.workflow_id == enqueued.workflow_id]
     if rows and all(r.created_at is not None and r.created_at < started for r in rows):
         return rows
     return []
