@@ -87,7 +87,14 @@ async def test_each_vendor_gets_only_the_kinds_its_profile_names(
         packages, skipped = await flows.prepare(FLOW, work, now=NOW)
         again, _ = await flows.prepare(FLOW, work, now=NOW)
 
-    assert not skipped
+    # Only the print products are skipped, each saying which files it has instead.
+    assert skipped
+    for s in skipped:
+        assert s.product.typename == "PhysicalBookProduct"
+        assert s.reason.startswith(
+            "no approved file of the package's kinds (ACCESSIBILITY, AUDIO, EPUB); it has: "
+        )
+        assert "INTERIOR" in s.reason
     by_partner: dict[str, set[AssetKind | None]] = {}
     for pkg in packages:
         by_partner.setdefault(pkg.partner, set()).update(f.kind for f in pkg.plan.assets)
@@ -133,8 +140,9 @@ async def test_file_variants_limit_what_is_fetched_and_a_bad_epub_blocks_only_it
         packages, skipped = await FormatPackages(api, store, tmp_path).prepare(flow, fresh, now=NOW)
 
     assert [p.partner for p in packages] == ["audio-vendor"]
-    assert len(skipped) == 2  # the EPUB vendor and the EPUB+accessibility vendor
-    assert all("preflight failed" in s.reason and "epub" in s.reason for s in skipped)
+    failed = [s for s in skipped if "preflight failed" in s.reason]
+    assert len(failed) == 2  # the EPUB vendor and the EPUB+accessibility vendor
+    assert all("epub" in s.reason for s in failed)
     blocked = sorted(e.subject for e in store.list_audit(action="package.blocked"))
     assert blocked == [f"a11y-vendor:{ebook.isbn13}", f"epub-vendor:{ebook.isbn13}"]
     # ACCESSIBILITY is not among file_variants: never fetched, never versioned.

@@ -95,8 +95,41 @@ async def test_products_without_approved_files_are_skipped_with_a_reason(
             FLOW, work, now=NOW
         )
     assert packages == []
-    assert skipped
-    assert all("not both approved" in s.reason for s in skipped)
+    printed = [s for s in skipped if s.product.typename == "PhysicalBookProduct"]
+    assert printed
+    assert all("not approved in Consonance (it has: " in s.reason for s in printed)
+
+
+async def test_an_ebook_in_a_print_flow_is_skipped_saying_what_files_it_has(
+    consonance_sandbox: SandboxHandle, store, tmp_path: Path
+):
+    works = await _works(consonance_sandbox)
+    work = next(w for w in works if _approved(w) and _ebook(w) is not None)
+    ebook = _ebook(work)
+    assert ebook is not None
+    variants = ", ".join(dict.fromkeys(f.file_variant for f in ebook.production_files))
+    async with consonance_sandbox.client() as api:
+        _packages, skipped = await ProductionHandoff(api, store, tmp_path).prepare(
+            FLOW, work, now=NOW
+        )
+    reasons = {s.product.isbn13: s.reason for s in skipped}
+    assert reasons[ebook.isbn13] == (
+        f"no print-ready interior PDF among its files (it has: {variants})"
+    )
+
+
+def _ebook(work: Work):  # type: ignore[no-untyped-def]
+    """The work's ebook whose files are all approved (so the reason lists them plainly)."""
+    return next(
+        (
+            p
+            for p in work.products
+            if p.typename == "ElectronicBookProduct"
+            and p.production_files
+            and all(f.approval_status == "APPROVED" for f in p.production_files)
+        ),
+        None,
+    )
 
 
 async def test_a_file_that_fails_preflight_blocks_its_package_on_the_record(
@@ -133,3 +166,29 @@ async def test_a_file_that_fails_preflight_blocks_its_package_on_the_record(
     assert [e.subject for e in blocked] == [f"printer:{product.isbn13}"]
     alerts = store.list_alerts()
     assert [a.kind for a in alerts] == ["preflight_failed"]
+
+
+async def test_a_profile_that_sends_none_of_the_titles_files_says_which_it_has(
+    consonance_sandbox: SandboxHandle, store, tmp_path: Path
+):
+    flow = ProductionFlow.model_validate(
+        {
+            "kind": "production",
+            "partners": ["printer"],
+            "when": {"project_stage": "Production approval"},
+            "partner_profiles": {
+                "printer": {"assets": ["epub"], "preflight": {"epubcheck": "off"}}
+            },
+        }
+    )
+    works = await _works(consonance_sandbox)
+    work = next(w for w in works if _approved(w) and w.production_runs)
+    async with consonance_sandbox.client() as api:
+        packages, skipped = await ProductionHandoff(api, store, tmp_path).prepare(
+            flow, work, now=NOW
+        )
+    assert packages == []
+    empty = [s.reason for s in skipped if "package is empty" in s.reason]
+    assert empty, [s.reason for s in skipped]
+    assert "no file matches the package's kinds (epub); the title's approved files: " in empty[0]
+    assert "interior_pdf, cover_pdf" in empty[0]

@@ -356,7 +356,8 @@ async def test_each_vendor_receives_only_its_own_package_over_its_own_account(wo
         packages, skipped = await FormatPackages(
             api, world.app.store, world.app.state_dir / "packages"
         ).prepare(flow, await _work(world, world.format_work), now=NOW)
-    assert not skipped
+    # A print product of the work is skipped, saying why; nothing else is.
+    assert all(s.reason.startswith("no approved file of the package's kinds") for s in skipped)
     assert sorted(p.partner for p in packages) == ["audio-vendor", "epub-vendor"]
     await _deliver(world, packages, "formats")
 
@@ -379,6 +380,14 @@ async def test_each_vendor_receives_only_its_own_package_over_its_own_account(wo
     rows = world.app.store.list_deliveries(flow="formats")
     assert {r.partner for r in rows if r.remote_path.endswith(".wav")} == {"audio-vendor"}
     assert {r.partner for r in rows if r.remote_path.endswith(".epub")} == {"epub-vendor"}
+    # Each row says which approved version it sent and when its delivery started.
+    versions = {v.id for pkg in packages for v in pkg.versions}
+    media = [r for r in rows if r.remote_path.endswith((".wav", ".epub"))]
+    assert media and {r.asset_version_id for r in media} <= versions
+    assert all(r.asset_version_id is not None for r in media)
+    for r in rows:
+        assert r.started_at is not None and r.finished_at is not None
+        assert r.started_at <= r.finished_at
     chroot = world.app.partner_config("epub-vendor")
     shell = world.app.partner_config("audio-vendor")
     assert chroot.user != shell.user
@@ -404,7 +413,8 @@ async def test_a_two_gib_audio_package_generated_as_a_stream_arrives_whole(world
         packages, skipped = await FormatPackages(
             api, world.app.store, world.app.state_dir / "big"
         ).prepare(flow, await _work(world, world.big_work), now=NOW)
-    assert not skipped and len(packages) == 1
+    assert all(s.reason.startswith("no approved file of the package's kinds") for s in skipped)
+    assert len(packages) == 1
     pkg = packages[0]
     assert pkg.plan.total_bytes > 2 * 1024**3
     results = await _deliver(world, packages, "big-formats")

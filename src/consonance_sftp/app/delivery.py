@@ -220,6 +220,7 @@ def delivery_request(
                 sha256=f.sha256,
                 size=f.size,
                 upload_path=join_remote(folder, f.upload_path) if f.upload_path else None,
+                asset_version_id=f.version_id,
             )
         )
     return DeliveryRequest(

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.ports.store import AuditReport, Store
@@ -103,8 +104,9 @@ def verify(
         _print_heads(report)
     if report.ok:
         console.print(
-            f"[green]ok:[/green] {report.events} events in {report.chains} chains; "
-            f"{report.ledger_rows} ledger rows match the trail",
+            f"[green]ok:[/green] {counted(report.events, 'event')} in "
+            f"{counted(report.chains, 'chain')}; "
+            f"{counted(report.ledger_rows, 'ledger row')} checked against the trail",
             markup=True,
         )
         return
@@ -135,8 +137,8 @@ def _print_problems(report: AuditReport) -> None:
     for problem in report.problems:
         err.print(f"TAMPERED {problem}", markup=False)
     err.print(
-        f"[bold red]FAILED:[/bold red] {len(report.problems)} problem(s) "
-        f"({report.events} events in {report.chains} chains checked)"
+        f"[bold red]FAILED:[/bold red] {counted(len(report.problems), 'problem')} "
+        f"({counted(report.events, 'event')} in {counted(report.chains, 'chain')} checked)"
     )
 
 

@@ -10,3 +10,8 @@ def register(app: typer.Typer) -> None:
 
     for module in (config_cmd, demo, audit, partner, sandbox, service, records):
         module.register(app)
+    # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich
+    # markup (see ``main.app``): the whole CLI prints plain help.
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            group.typer_instance.rich_markup_mode = None

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.config import Settings
-from consonance_sftp.config.reference import config_reference
-from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from consonance_sftp.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:  # the config models (pydantic, asyncssh) load when a command runs
+    from consonance_sftp.config import Settings
 
 config_app = typer.Typer(help="Check and explain the config file.", no_args_is_help=True)
 docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
@@ -37,6 +36,8 @@ def check(
     and notes are printed and exit 0, unless --strict.
     """
     from consonance_sftp.config.checks import check_file
+    from consonance_sftp.errors import ConfigError, ConfigProblem
+    from consonance_sftp.formats.wording import counted
 
     settings, findings = check_file(state.config_path)
     errors = [f for f in findings if f.severity == "error" or (strict and f.severity == "warning")]
@@ -44,9 +45,8 @@ def check(
     if errors:
         for finding in others:
             console.print(f"{finding.severity}: {finding}", markup=False)
-        count = len(errors)
         raise ConfigError(
-            f"{state.config_path}: {count} problem{'s' if count != 1 else ''} found by the checks",
+            f"{state.config_path}: {counted(len(errors), 'problem')} found by the checks",
             [ConfigProblem(f.path, f.message) for f in errors],
         )
     for line in summary(settings):
@@ -90,6 +90,8 @@ def init(
     ] = Path("."),
 ) -> None:
     """Write a starter config for the local sandbox, a client key pair and sandbox secrets."""
+    from consonance_sftp.config.starter import CONFIG_NAME, init_project
+
     written = init_project(directory)
     console.print(f"[green]wrote[/green] {len(written)} files (never overwrites):")
     for item in written:
@@ -105,6 +107,8 @@ def init(
 @docs_app.command("config-reference")
 def docs_config_reference() -> None:
     """Print the Markdown config reference generated from the models' field descriptions."""
+    from consonance_sftp.config.reference import config_reference
+
     typer.echo(config_reference(), nl=False)
 
 

@@ -17,17 +17,18 @@ import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from consonance_sftp.config import ProductionFlow, load_settings
-from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.models import Work
+from consonance_sftp.formats.wording import counted
+
+if TYPE_CHECKING:  # the config and domain models load when the demo runs, not at start-up
+    from consonance_sftp.models import Work
 
 MARKER = ".consonance-sftp-demo"
 STAGE = "Production approval"
@@ -69,6 +70,8 @@ def _printable(work: Work) -> bool:
 
 async def _run(folder: Path) -> None:
     from consonance_sftp.app import App
+    from consonance_sftp.config import ProductionFlow, load_settings
+    from consonance_sftp.config.starter import CONFIG_NAME
     from consonance_sftp.flows.changes import ChangeDetector
     from consonance_sftp.flows.outbound import triggered
     from consonance_sftp.flows.production import ProductionHandoff
@@ -95,7 +98,8 @@ async def _run(folder: Path) -> None:
             detector = ChangeDetector(api, app.store)
             baseline = await detector.poll()
             console.print(
-                f"read {baseline.works_read} works and {baseline.products_read} products in "
+                f"read {counted(baseline.works_read, 'work')} and "
+                f"{counted(baseline.products_read, 'product')} in "
                 f"{baseline.seconds:.1f} s; no events on a baseline"
             )
             work = await _first_printable(api)
@@ -130,7 +134,9 @@ async def _run(folder: Path) -> None:
         _report(app, sb.partner_folder("printer", "/in"), packages)
         async with app.consonance() as api:
             quiet = await ChangeDetector(api, app.store).poll()
-        console.print(f"one more poll: {len(quiet.events)} new events (nothing is sent twice)")
+        console.print(
+            f"one more poll: {counted(len(quiet.events), 'new event')} (nothing is sent twice)"
+        )
     _where_to_look(folder, config)
 
 
@@ -177,7 +183,7 @@ async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> 
             for wid in ids:
                 result = await engine.result(wid, timeout_s=120)
                 console.print(
-                    f"workflow {wid}: {len(result['sent'])} files sent, "
+                    f"workflow {wid}: {counted(len(result['sent']), 'file')} sent, "
                     f"{len(result['already_present'])} already on the server, "
                     f"{len(result['already_recorded'])} already in the ledger"
                 )
@@ -196,7 +202,10 @@ def _report(app: Any, printer_in: Path, packages: list[Any]) -> None:
         console.print(f"  {p}")
     report = app.store.verify_audit()
     state = "verified" if report.ok else "BROKEN"
-    console.print(f"audit trail: {state}, {report.events} events in {report.chains} chain(s)")
+    console.print(
+        f"audit trail: {state}, {counted(report.events, 'event')} in "
+        f"{counted(report.chains, 'chain')}"
+    )
     if not packages or not on_disk:
         raise ConsonanceSftpError("the demo delivered nothing; see the messages above")
 
@@ -218,6 +227,8 @@ def demo(
     ] = Path("demo-run"),
 ) -> None:
     """Run one real end-to-end exchange on the embedded default, print what happened, exit."""
+    from consonance_sftp.config.starter import init_project
+
     _step(1, f"Write a starter config and keys into {folder}/")
     _fresh_folder(folder)
     written = init_project(folder, sftp_port=_free_port(), api_port=_free_port())

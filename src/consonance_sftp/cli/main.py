@@ -25,7 +25,9 @@ app = typer.Typer(
     help="Automated, traceable file exchanges between Consonance and partners' SFTP servers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Plain (Click) help: Typer's Rich panels print a "<bool>" type after every flag and read
+    # help text as markup, so "a key of [flows]" lost its brackets.
+    rich_markup_mode=None,
 )
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -14,17 +14,19 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tomlkit
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.app import App
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConfigError, ConfigProblem
-from consonance_sftp.ports.remote_fs import ProbeReport
+
+if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
+    from consonance_sftp.app import App
+    from consonance_sftp.ports.remote_fs import ProbeReport
 
 partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -96,6 +98,8 @@ def probe(
     ] = False,
 ) -> None:
     """Connect with the configured credentials and report what the server really supports."""
+    from consonance_sftp.app import App
+
     app = App.from_config(state.config_path)
 
     async def run() -> ProbeReport:
@@ -137,6 +141,8 @@ def send_test(
     ] = None,
 ) -> None:
     """Send a small file through the full upload protocol, then remove it."""
+    from consonance_sftp.app import App
+
     app = App.from_config(state.config_path)
 
     async def run() -> Any:
@@ -186,6 +192,8 @@ def trust(
     Never trusts on first use: the key is pinned only when --fingerprint, obtained from the
     partner by another channel, equals what the server presents.
     """
+    from consonance_sftp.app import App
+
     app = App.from_config(state.config_path)
 
     async def run() -> tuple[str, str]:

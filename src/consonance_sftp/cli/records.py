@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -29,9 +31,22 @@ if TYPE_CHECKING:
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
+# Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 flow_app = typer.Typer(help="Flows: pause and resume.", no_args_is_help=True)
 
+HISTORY_COLUMNS = (
+    "finished (UTC)",
+    "flow",
+    "partner",
+    "ISBN",
+    "remote path",
+    "bytes",
+    "SHA-256",
+    "gen",
+    "outcome",
+    "workflow",
+)
 CSV_COLUMNS = (
     "finished_at",
     "started_at",
@@ -99,8 +114,15 @@ def history(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout: did it go, when, which version.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines on stdout, one object per file.")
+    ] = False,
 ) -> None:
-    """What was delivered: one row per file sent (or failed, or skipped), newest first."""
+    """What was delivered: one row per file sent (or failed, or skipped), newest first.
+
+    The table folds long paths and IDs onto several lines rather than cut them; --csv and
+    --json print every column in full, one file per line.
+    """
     app = _app()
     rows = app.store.list_deliveries(
         isbn=isbn,
@@ -118,22 +140,19 @@ def history(
         for r in rows:
             writer.writerow(_csv_row(r))
         return
-    table = Table(
-        "finished",
-        "flow",
-        "partner",
-        "ISBN",
-        "remote path",
-        "bytes",
-        "SHA-256",
-        "gen",
-        "outcome",
-        "workflow",
-    )
+    if as_json:
+        for r in rows:
+            sys.stdout.write(json.dumps(_json_row(r)) + "\n")
+        return
+    table = Table(title=None)
+    # A column never cuts its text with "…": a path or workflow ID too long for the terminal
+    # is folded onto more lines, so it can still be read (and copied) whole.
+    for name in HISTORY_COLUMNS:
+        table.add_column(name, overflow="fold")
     for r in rows:
         style = {"failed": "red", "sent": "green", "skipped": "yellow"}.get(r.outcome.value, "")
         table.add_row(
-            _ts(r.finished_at or r.created_at),
+            _short_ts(r.finished_at or r.created_at),
             r.flow,
             r.partner,
             r.isbn or "",
@@ -145,7 +164,23 @@ def history(
             r.workflow_id or "",
         )
     console.print(table)
-    console.print(f"{len(rows)} file(s)")
+    console.print(counted(len(rows), "file"))
+
+
+def _short_ts(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _json_row(r: DeliveryRecord) -> dict[str, object]:
+    """The CSV columns with numbers as numbers and absent values as null."""
+    row: dict[str, object] = {k: v or None for k, v in zip(CSV_COLUMNS, _csv_row(r), strict=True)}
+    row.update(
+        size=r.size,
+        generation=r.generation,
+        attempts=r.attempts,
+        asset_version_id=r.asset_version_id,
+    )
+    return row
 
 
 def _csv_row(r: DeliveryRecord) -> list[str]:
@@ -235,7 +270,14 @@ def _work_tables(settings: EngineSettings) -> None:
     try:
         for what, prefix, column in WORK_KINDS:
             statuses = client.statuses(prefix)
-            table = Table("workflow", column, "state", "reason", title=what, title_justify="left")
+            table = Table(
+                Column("workflow", overflow="fold"),  # an ID is folded, never cut
+                column,
+                "state",
+                "reason",
+                title=what,
+                title_justify="left",
+            )
             counts: dict[str, int] = {}
             for wid, st in sorted(statuses.items()):
                 counts[st] = counts.get(st, 0) + 1
@@ -365,7 +407,7 @@ def _report(workflow_id: str, result: dict[str, object]) -> None:
         raise typer.Exit(1)
     sent = result.get("sent")
     if isinstance(sent, list):
-        console.print(f"[green]done[/green] {workflow_id}: {len(sent)} file(s) sent")
+        console.print(f"[green]done[/green] {workflow_id}: {counted(len(sent), 'file')} sent")
     else:
         console.print(f"{workflow_id}: {result.get('status')}")
 
@@ -398,7 +440,13 @@ def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> Deliv
                 hint="Run the flow again for the title: 'consonance-sftp run FLOW --isbn ...'.",
             )
         files.append(
-            FileToSend(source=r.source, remote_path=r.remote_path, sha256=r.sha256, size=r.size)
+            FileToSend(
+                source=r.source,
+                remote_path=r.remote_path,
+                sha256=r.sha256,
+                size=r.size,
+                asset_version_id=r.asset_version_id,
+            )
         )
     return DeliveryRequest(
         flow=first.flow,

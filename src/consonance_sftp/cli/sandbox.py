@@ -159,6 +159,7 @@ def seed_cmd(
     ] = False,
 ) -> None:
     """Build the sandbox catalogue (replacing the one there). Restart a running sandbox after."""
+    from consonance_sftp.formats.wording import counted
     from consonance_sftp.sandbox.consonance.seed import catalogue_dir
     from consonance_sftp.sandbox.consonance.seed import seed as do_seed
 
@@ -171,7 +172,8 @@ def seed_cmd(
         keep_resource_urls=keep_resource_urls,
     )
     typer.echo(
-        f"seeded {len(catalogue.works)} works, {len(catalogue.products)} products "
+        f"seeded {counted(len(catalogue.works), 'work')}, "
+        f"{counted(len(catalogue.products), 'product')} "
         f"into {catalogue_dir(data_dir)}"
     )
 

@@ -12,23 +12,26 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import setup_logging
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.service import RunOutcome, Service
+    from consonance_sftp.ports.store import DeliveryRecord
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -45,27 +48,42 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
     planned = outcome.planned
     flow = app.settings.flows[planned.flow]
     if not planned.outbounds:
-        console.print(f"flow {planned.flow}: nothing to send")
+        # Say why, per title: "nothing to send" alone reads like a fault.
+        why = "" if planned.skipped or planned.notes else " (no title to package)"
+        console.print(f"flow {planned.flow}: nothing to send{why}")
+        for s in planned.skipped:
+            console.print(f"  {s.what}: {s.reason}", markup=False)
     for o in planned.outbounds:
         files = remote_files(app, flow, o)
         total = sum(f.size for f in files)
         table = Table(
-            "remote path", "bytes", "SHA-256", title=f"{o.partner}: {o.label}", title_justify="left"
+            # Folded, never cut: the path and hash are what an operator compares.
+            Column("remote path", overflow="fold"),
+            "bytes",
+            Column("SHA-256", overflow="fold"),
+            title=f"{o.partner}: {o.label}",
+            title_justify="left",
         )
         for f in files:
             table.add_row(f.remote_path, f"{f.size:,}", f.sha256)
         console.print(table)
-        console.print(f"{len(files)} files, {total:,} bytes to partner {o.partner}")
-    for s in planned.skipped:
-        console.print(f"[yellow]skipped[/yellow] {s.what}: {s.reason}")
+        console.print(
+            f"{counted(len(files), 'file')}, {counted(total, 'byte', sep=True)} "
+            f"to partner {o.partner}"
+        )
+    for s in planned.skipped if planned.outbounds else ():
+        console.print(f"[yellow]skipped[/yellow] {escape(s.what)}: {escape(s.reason)}")
     for note in planned.notes:
         console.print(note)
 
 
 def run(
-    flow: Annotated[str, typer.Argument(help="Name of the flow (a key of [flows]).")],
+    flow: Annotated[
+        str, typer.Argument(metavar="FLOW", help="Name of the flow (a key of [flows]).")
+    ],
     isbn: Annotated[
-        list[str] | None, typer.Option("--isbn", help="Title(s) to run the flow for.")
+        list[str] | None,
+        typer.Option("--isbn", metavar="ISBN", help="Title(s) to run the flow for (repeatable)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
@@ -101,6 +119,7 @@ def run(
         _print_plan(app, outcome)
         console.print("[bold]dry run[/bold]: nothing was sent")
         return
+    started = datetime.now(UTC)
     outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
     failed = False
@@ -115,6 +134,15 @@ def run(
         elif "error" in result:
             failed = True
             console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
+        elif "sent" in result and (earlier := _sent_before(app, e, started)):
+            # The same files and generation give the same workflow: the engine answered with
+            # the earlier run's result, and nothing went now.
+            when = min(r.finished_at or r.created_at or started for r in earlier)
+            console.print(
+                f"[yellow]already sent[/yellow] on {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC "
+                f"({counted(len(earlier), 'file')}), nothing sent now; use "
+                f"`consonance-sftp resend {e.workflow_id} --reason ...` to send again"
+            )
         elif "sent" in result:
             console.print(
                 f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
@@ -151,6 +179,17 @@ async def _poll_with_progress(
             flow, wait=wait, progress=on_progress
         )
         return result
+
+
+def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[DeliveryRecord]:
+    """The workflow's ledger rows when every one was written before this run began (an
+    earlier run's result); else nothing."""
+    request = enqueued.request
+    found = app.store.list_deliveries(partner=request.partner, package_id=request.package)
+    rows = [r for r in found if r.workflow_id == enqueued.workflow_id]
+    if rows and all(r.created_at is not None and r.created_at < started for r in rows):
+        return rows
+    return []
 
 
 def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:

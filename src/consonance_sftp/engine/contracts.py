@@ -15,6 +15,7 @@ field can still resume work queued by the previous one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome, IntakeOutcome
@@ -29,6 +30,7 @@ class FileToSend:
     sha256: str
     size: int
     upload_path: str | None = None  # the temporary name a delivery convention fixes (.XOT)
+    asset_version_id: int | None = None  # the approved version these bytes are, for the ledger
 
     def key(self, partner: str) -> DeliveryKey:
         return DeliveryKey(partner=partner, remote_path=self.remote_path, sha256=self.sha256)
@@ -40,6 +42,7 @@ class FileToSend:
             "sha256": self.sha256,
             "size": self.size,
             "upload_path": self.upload_path,
+            "asset_version_id": self.asset_version_id,
         }
 
     @classmethod
@@ -50,6 +53,7 @@ class FileToSend:
             sha256=str(data["sha256"]),
             size=int(data["size"]),
             upload_path=data.get("upload_path"),
+            asset_version_id=data.get("asset_version_id"),
         )
 
 
@@ -118,6 +122,8 @@ class DeliveryRecord:
     isbn: str | None = None
     source: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+    started_at: datetime | None = None  # when the delivery planned this file
+    asset_version_id: int | None = None
 
 
 class Fence(Protocol):

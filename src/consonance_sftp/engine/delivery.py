@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from dbos import DBOS, StepOptions
@@ -109,8 +110,9 @@ def step_options(name: str, retry: RetryPolicy | None) -> StepOptions:
 # --- steps ---------------------------------------------------------------------------------
 
 
-async def _plan(req: DeliveryRequest) -> dict[str, list[int]]:
-    """Which files to send, which are already at their final name, which the ledger has."""
+async def _plan(req: DeliveryRequest) -> dict[str, Any]:
+    """Which files to send, which are already at their final name, which the ledger has; and
+    when the delivery started (checkpointed with the plan, so a replay keeps it)."""
     deps = _current()
     send: list[int] = []
     present: list[int] = []
@@ -127,7 +129,8 @@ async def _plan(req: DeliveryRequest) -> dict[str, list[int]]:
             continue
         state = await deps.transport.remote_state(req.partner, f)
         (present if state.final_matches else send).append(i)
-    return {"send": send, "present": present, "recorded": recorded}
+    started = datetime.now(UTC).isoformat()
+    return {"send": send, "present": present, "recorded": recorded, "started_at": started}
 
 
 async def _upload(partner: str, f: FileToSend) -> int:
@@ -147,7 +150,9 @@ def _records(
     req: DeliveryRequest,
     outcomes: list[tuple[int, str]],
     reason: str | None,
+    started_at: str | None = None,
 ) -> list[DeliveryRecord]:
+    started = datetime.fromisoformat(started_at) if started_at else None
     return [
         DeliveryRecord(
             workflow_id=workflow_id,
@@ -162,6 +167,8 @@ def _records(
             package=req.package,
             isbn=req.isbn,
             source=req.files[i].source,
+            started_at=started,
+            asset_version_id=req.files[i].asset_version_id,
         )
         for i, outcome in outcomes
     ]
@@ -176,7 +183,7 @@ async def _write(deps: Dependencies, records: list[DeliveryRecord]) -> None:
     await asyncio.to_thread(write_all)
 
 
-async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, list[int]]) -> int:
+async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, Any]) -> int:
     """Rename every uploaded file (all were verified before the first rename), then record the
     package: ``sent`` for the renamed files, ``skipped`` for those already in place. If a rename
     fails, the files renamed before it are recorded ``sent`` before the error goes on."""
@@ -190,12 +197,13 @@ async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, list[i
     except Exception:
         if renamed:
             sent = [(i, DeliveryOutcome.SENT.value) for i in renamed]
-            await _write(deps, _records(deps, workflow_id, req, sent, None))
+            records = _records(deps, workflow_id, req, sent, None, plan.get("started_at"))
+            await _write(deps, records)
         raise
     outcomes = [(i, DeliveryOutcome.SENT.value) for i in renamed] + [
         (i, DeliveryOutcome.SKIPPED.value) for i in plan["present"]
     ]
-    await _write(deps, _records(deps, workflow_id, req, outcomes, None))
+    await _write(deps, _records(deps, workflow_id, req, outcomes, None, plan.get("started_at")))
     return len(outcomes)
 
 

@@ -21,7 +21,13 @@ from datetime import datetime
 from pathlib import Path
 
 from consonance_sftp.config import FormatsFlow
-from consonance_sftp.flows.packages import APPROVED, Skipped, TitlePackage, TitlePackager
+from consonance_sftp.flows.packages import (
+    APPROVED,
+    Skipped,
+    TitlePackage,
+    TitlePackager,
+    files_on,
+)
 from consonance_sftp.formats.packaging import SourceAsset
 from consonance_sftp.models import AssetKind, Product, ProductionFile, Work
 from consonance_sftp.ports.store import AssetVersion
@@ -89,9 +95,19 @@ class FormatPackages(TitlePackager):
         skipped: list[Skipped] = []
         profiles = {partner: flow.profile_for(partner) for partner in flow.partners}
         wanted_kinds = {k for p in profiles.values() for k in p.assets}
+        # The Consonance file variants this flow can send, named in a skipped title's reason.
+        variants = {v.upper() for v in flow.file_variants} or set(FORMAT_FILES)
+        sendable = sorted(
+            v for v in variants & set(FORMAT_FILES) if FORMAT_FILES[v] in wanted_kinds
+        )
         for product in work.products:
             approved = [a for a in _approved_files(flow, product) if a.kind in wanted_kinds]
             if not approved:
+                reason = (
+                    f"no approved file of the package's kinds ({', '.join(sendable)}); "
+                    f"it has: {files_on(product)}"
+                )
+                skipped.append(Skipped(product=product, reason=reason))
                 continue
             if not product.isbn13:
                 skipped.append(Skipped(product=product, reason="the product has no ISBN-13"))

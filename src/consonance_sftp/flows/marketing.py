@@ -46,7 +46,7 @@ from consonance_sftp.formats.derivatives import (
     text_suffix,
     write_text,
 )
-from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package
+from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package, why_empty
 from consonance_sftp.formats.preflight import PreflightItem, check_package
 from consonance_sftp.models import (
     Alert,
@@ -383,7 +383,9 @@ class MarketingRelease:
         values = {"isbn13": isbn, "work_id": work.id}
         plan = plan_package(profile, assets, values=values, now=now, work_dir=work_dir)
         if not plan.assets:
-            raise ValidationFailed(f"the {isbn} marketing package is empty for this profile")
+            raise ValidationFailed(
+                f"the {isbn} marketing package is empty: {why_empty(profile, assets)}"
+            )
         return plan.materialize(work_dir)
 
     def pending_releases(self) -> list[int]:

@@ -57,6 +57,7 @@ from consonance_sftp.formats.onix import (
 )
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
 from consonance_sftp.formats.spreadsheet import export_csv, export_xlsx, resolve_columns
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
@@ -170,17 +171,18 @@ class RecipientOutcome:
             return f"{head}: {'; '.join(self.problems)}"
         if self.kind == "delta":
             counts = (
-                f"{_n(self.products, 'product')} ({self.new:,} new, {self.changed:,} changed, "
+                f"{counted(self.products, 'product', sep=True)} "
+                f"({self.new:,} new, {self.changed:,} changed, "
                 f"{self.deleted:,} deletions as 05; {self.unchanged:,} unchanged, "
                 f"{self.filtered_out:,} outside the filter)"
             )
         elif self.kind == "test":
-            counts = f"{_n(self.products, 'product')} (a test sample)"
+            counts = f"{counted(self.products, 'product', sep=True)} (a test sample)"
         else:
             # A full message holds every product the filter passes: new, changed and
             # unchanged mean nothing there.
             counts = (
-                f"{_n(self.products, 'product')} (every product the filter passes; "
+                f"{counted(self.products, 'product', sep=True)} (every product the filter passes; "
                 f"{self.filtered_out:,} outside the filter)"
             )
         if self.status == "ready" and self.kind == "spreadsheet":
@@ -189,11 +191,8 @@ class RecipientOutcome:
             return f"{head}: {self.file_name}, {self.bytes:,} bytes, {counts}"
         if self.status == "empty":
             return f"{head}: nothing changed since the last send; nothing to send"
-        return f"{head}: {len(self.problems)} problem(s), not sent: " + "; ".join(self.problems[:5])
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+        problems = counted(len(self.problems), "problem")
+        return f"{head}: {problems}, not sent: " + "; ".join(self.problems[:5])
 
 
 @dataclass(slots=True, kw_only=True)
@@ -212,8 +211,8 @@ class FeedReport:
 
     def lines(self) -> list[str]:
         return [
-            f"flow {self.flow}: read {self.works_read} works, {self.products_read} products "
-            f"in {self.seconds:.1f} s",
+            f"flow {self.flow}: read {counted(self.works_read, 'work')}, "
+            f"{counted(self.products_read, 'product')} in {self.seconds:.1f} s",
             *(r.line() for r in self.recipients),
         ]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from consonance_sftp.config.profiles import DeliveryProfile
 from consonance_sftp.errors import ValidationFailed
-from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package
+from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package, why_empty
 from consonance_sftp.formats.preflight import PreflightItem, check_package
 from consonance_sftp.models import (
     Alert,
@@ -61,6 +61,22 @@ class Skipped:
 
     product: Product
     reason: str
+
+
+def files_on(product: Product) -> str:
+    """What production files a product has, for a reason a person reads: ``"EPUB,
+    ACCESSIBILITY"``, ``"AUDIO x3 (not approved)"``, or ``"no production files"``."""
+    variants: dict[str, list[ProductionFile]] = {}
+    for f in product.production_files:
+        variants.setdefault(f.file_variant, []).append(f)
+    if not variants:
+        return "no production files"
+    parts = []
+    for variant, files in variants.items():
+        count = f" x{len(files)}" if len(files) > 1 else ""
+        approved = any(f.approval_status == APPROVED for f in files)
+        parts.append(f"{variant}{count}{'' if approved else ' (not approved)'}")
+    return ", ".join(parts)
 
 
 def safe_name(name: str) -> str:
@@ -181,8 +197,10 @@ class TitlePackager:
         check_package(items, profile.preflight)
         values = {"isbn13": product.isbn13, "work_id": work.id, "product_id": product.id}
         plan = plan_package(profile, assets, values=values, now=now, work_dir=work_dir)
-        if not plan.files:
-            raise ValidationFailed(f"the {product.isbn13} package is empty for this profile")
+        if not plan.assets:  # a manifest and a done-marker alone are not a package
+            raise ValidationFailed(
+                f"the {product.isbn13} package is empty: {why_empty(profile, assets)}"
+            )
         return plan.materialize(work_dir)
 
     def _prepared(self, package: TitlePackage) -> None:

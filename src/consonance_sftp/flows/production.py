@@ -17,7 +17,13 @@ import asyncio
 from datetime import datetime
 
 from consonance_sftp.config import ProductionFlow
-from consonance_sftp.flows.packages import APPROVED, Skipped, TitlePackage, TitlePackager
+from consonance_sftp.flows.packages import (
+    APPROVED,
+    Skipped,
+    TitlePackage,
+    TitlePackager,
+    files_on,
+)
 from consonance_sftp.formats.packaging import SourceAsset
 from consonance_sftp.formats.specsheet import build_spec_sheet, write_spec_sheets
 from consonance_sftp.models import AssetKind, Product, ProductionFile, ProductionRun, Work
@@ -33,6 +39,24 @@ def _approved_print_files(product: Product) -> dict[AssetKind, ProductionFile]:
         if f.file_variant in PRINT_FILES and f.approval_status == APPROVED and f.url
     }
     return files if len(files) == len(PRINT_FILES) else {}
+
+
+def _why_not_printable(product: Product) -> str:
+    """Why a product gets no print package, naming the files it does have."""
+    approved = {
+        f.file_variant
+        for f in product.production_files
+        if f.file_variant in PRINT_FILES and f.approval_status == APPROVED and f.url
+    }
+    if product.typename != "PhysicalBookProduct" or not any(
+        f.file_variant in PRINT_FILES for f in product.production_files
+    ):
+        return f"no print-ready interior PDF among its files (it has: {files_on(product)})"
+    missing = [v.lower() for v in PRINT_FILES if v not in approved]
+    return (
+        f"its {' and '.join(missing)} PDF{'s are' if len(missing) > 1 else ' is'} not approved "
+        f"in Consonance (it has: {files_on(product)})"
+    )
 
 
 def _run_for(work: Work, product: Product) -> ProductionRun | None:
@@ -52,16 +76,16 @@ class ProductionHandoff(TitlePackager):
         packages: list[TitlePackage] = []
         skipped: list[Skipped] = []
         for product in work.products:
-            if product.typename != "PhysicalBookProduct":
+            # An ebook or audiobook has no print files: say so, or "nothing to send" for an
+            # ebook's ISBN reads like a fault.
+            approved = (
+                _approved_print_files(product) if product.typename == "PhysicalBookProduct" else {}
+            )
+            if not approved:
+                skipped.append(Skipped(product=product, reason=_why_not_printable(product)))
                 continue
-            approved = _approved_print_files(product)
             if not product.isbn13:
                 skipped.append(Skipped(product=product, reason="the product has no ISBN-13"))
-                continue
-            if not approved:
-                skipped.append(
-                    Skipped(product=product, reason="interior and cover PDFs are not both approved")
-                )
                 continue
             folder = self.staging / str(work.id) / product.isbn13
             assets: list[SourceAsset] = []

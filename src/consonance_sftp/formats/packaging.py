@@ -571,6 +571,13 @@ def _upload_path(profile: PackageProfile, remote: str) -> str | None:
     return stem + rule.upload_suffix
 
 
+def why_empty(profile: PackageProfile, assets: Sequence[SourceAsset]) -> str:
+    """Why a plan holds no content file: which kinds the profile sends, which the title has."""
+    sends = ", ".join(k.value for k in profile.assets)
+    has = ", ".join(dict.fromkeys(a.kind.value for a in assets)) or "none"
+    return f"no file matches the package's kinds ({sends}); the title's approved files: {has}"
+
+
 def plan_package(
     profile: PackageProfile,
     assets: Sequence[SourceAsset],
