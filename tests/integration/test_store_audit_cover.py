@@ -366,7 +366,7 @@ def test_cli_names_a_forged_sha256(store_url: str) -> None:
         row_id = sent(store)
         ok = _cli("audit", "verify", "--db", store_url)
         assert ok.returncode == 0, ok.stderr
-        assert "ok: 2 events in 1 chains; 1 ledger rows match the trail" in ok.stdout
+        assert "ok: 2 events in 1 chain; 1 ledger row checked against the trail" in ok.stdout
         raw(store, "UPDATE delivery_ledger SET sha256 = :s WHERE id = :i", s=FORGED, i=row_id)
     bad = _cli("audit", "verify", "--db", store_url)
     assert bad.returncode == 1, bad.stdout + bad.stderr
