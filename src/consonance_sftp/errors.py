@@ -103,6 +103,14 @@ class TransportError(ConsonanceSftpError):
         )
         self.partner = partner
         self.path = path
+        self.detail = message  # without the partner and path, for a line that names them
+
+    def without_partner(self, partner: str) -> str:
+        """The message for a line that already names ``partner``: the path, not the partner."""
+        if self.partner != partner:
+            return self.message
+        detail = getattr(self, "detail", None) or self.message
+        return f"{detail} ({self.path})" if self.path else detail
 
 
 class ConnectionLost(TransportError):
@@ -127,7 +135,10 @@ class HostKeyMismatch(TransportError):
 
 
 class RemotePermissionDenied(TransportError):
-    pass
+    default_hint = (
+        "Ask the partner to grant write access there, or change the flow's folder or "
+        "the partner's folders in the config."
+    )
 
 
 class RemotePathNotFound(TransportError):
@@ -136,6 +147,17 @@ class RemotePathNotFound(TransportError):
 
 class RemoteDiskFull(TransportError):
     pass
+
+
+class LocalDiskFull(TransportError):
+    """Our own disk (or quota) is full where a file is written locally: not a network fault,
+    so it is not retried; the partial file is kept to resume from once space is freed."""
+
+    retryable = False
+    default_hint = (
+        "Free space on the local disk (or move the state folder), then run the flow again or "
+        "'consonance-sftp retry WORKFLOW_ID': the transfer resumes from the bytes already there."
+    )
 
 
 class RemoteFileExists(TransportError):

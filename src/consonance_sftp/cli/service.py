@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -101,7 +102,7 @@ def run(
         return
     outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
-    failed = False
+    failed: list[str] = []
     for h in outcome.held:
         console.print(
             f"[yellow]held[/yellow] {h.request.package} for {h.request.partner}: {h.reason}"
@@ -111,8 +112,8 @@ def run(
         if result is None:
             console.print(f"queued {e.workflow_id} ({e.request.package} -> {e.request.partner})")
         elif "error" in result:
-            failed = True
-            console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
+            failed.append(e.workflow_id)
+            console.print(f"[red]failed[/red] {e.workflow_id}: {escape(str(result['error']))}")
         elif "sent" in result:
             console.print(
                 f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
@@ -122,7 +123,19 @@ def run(
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")
     if failed:
+        _failure_hint(failed)
         raise typer.Exit(1)
+
+
+def _failure_hint(workflow_ids: list[str]) -> None:
+    """What to do about failed deliveries: they are on the record, and how to send them."""
+    example = workflow_ids[0] if len(workflow_ids) == 1 else "WORKFLOW_ID"
+    console.print(
+        f"[dim]hint:[/dim] the failure is in 'consonance-sftp history' and raised an alert; "
+        f"once the cause is fixed, 'consonance-sftp retry {example}' sends it (running the "
+        "flow again returns the same failed delivery)",
+        soft_wrap=True,
+    )
 
 
 def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:
