@@ -22,7 +22,7 @@ from consonance_sftp import errors
 
 _DISK_FULL_WORDS = ("no space", "disk full", "quota", "not enough space", "insufficient")
 # OS errors that only a local file can raise: never a network fault, never retried as one.
-_LOCAL_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+LOCAL_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def local_disk_full(exc: OSError, local_path: Path | str | None) -> errors.LocalDiskFull:
@@ -122,7 +122,7 @@ def translate(
         )
     if isinstance(exc, ConnectionError | BrokenPipeError | EOFError):
         return errors.ConnectionLost(f"the connection failed: {reason}", partner=partner, path=path)
-    if isinstance(exc, OSError) and exc.errno in _LOCAL_DISK_FULL:
+    if isinstance(exc, OSError) and exc.errno in LOCAL_DISK_FULL:
         return local_disk_full(exc, exc.filename)
     if isinstance(exc, OSError):
         return errors.ConnectionLost(f"network error: {reason}", partner=partner, path=path)
