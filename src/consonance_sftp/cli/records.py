@@ -314,7 +314,9 @@ async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, objec
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:
     if "error" in result:
-        console.print(f"[red]failed[/red] {workflow_id}: {escape(str(result['error']))}")
+        console.print(
+            f"[red]failed[/red] {workflow_id}: {escape(str(result['error']))}", soft_wrap=True
+        )
         console.print(
             "[dim]hint:[/dim] the failure is in 'consonance-sftp history' and raised an alert; "
             f"once the cause is fixed, 'consonance-sftp retry {workflow_id}' tries again",

@@ -113,7 +113,9 @@ def run(
             console.print(f"queued {e.workflow_id} ({e.request.package} -> {e.request.partner})")
         elif "error" in result:
             failed.append(e.workflow_id)
-            console.print(f"[red]failed[/red] {e.workflow_id}: {escape(str(result['error']))}")
+            console.print(
+                f"[red]failed[/red] {e.workflow_id}: {escape(str(result['error']))}", soft_wrap=True
+            )
         elif "sent" in result:
             console.print(
                 f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
