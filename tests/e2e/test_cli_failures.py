@@ -60,8 +60,13 @@ class Project:
         return done
 
     def rows(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        if not self.db.exists():
+            return []
         with sqlite3.connect(self.db) as db:
-            return db.execute(sql, params).fetchall()
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError:  # not migrated yet
+                return []
 
     def alerts(self) -> list[tuple[object, ...]]:
         return self.rows("SELECT partner, flow, message FROM alerts WHERE kind = 'delivery_failed'")
@@ -171,3 +176,39 @@ def test_an_unreachable_partner_fails_with_one_clear_line_a_record_and_an_alert(
         "SELECT DISTINCT generation, outcome FROM delivery_ledger WHERE isbn = ?", isbn
     )
     assert sorted(generations) == [(0, "failed"), (1, "failed")]
+
+
+def test_under_serve_a_failed_delivery_is_one_alert_and_lines_not_tracebacks(
+    project: Project,
+) -> None:
+    titles = _printable_titles(project.config)
+    assert len(titles) >= 2
+    _work, isbn = titles[1]
+    with project.config.open() as fh:
+        if "[engine]" not in fh.read():
+            with project.config.open("a") as out:
+                out.write("\n[engine]\nretry_initial_interval_s = 0.1\n")
+    before = len(project.alerts())
+    log = project.folder / "serve.log"
+    serve = subprocess.Popen(
+        [*CLI, "--config", str(project.config), "serve", "--poll-interval", "5"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "USER": "tester"},
+    )
+    try:
+        queued = project.cli("run", FLOW, "--isbn", isbn, "--no-wait")
+        assert queued.returncode == 0 and "queued" in queued.stdout, queued.stdout
+        deadline = time.monotonic() + 60
+        while len(project.alerts()) == before:
+            assert time.monotonic() < deadline, "no alert for the failed delivery"
+            time.sleep(0.3)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+    out = log.read_text()
+    assert len(project.alerts()) == before + 1
+    assert "Traceback" not in out, out
+    assert "attempt 1 of 5 failed" in out and "connection refused" in out
+    rows = project.rows("SELECT DISTINCT outcome FROM delivery_ledger WHERE isbn = ?", isbn)
+    assert rows == [("failed",)]

@@ -34,6 +34,7 @@ loop, so they cannot take them as arguments.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -62,6 +63,25 @@ from .contracts import (
 from .settings import RetryPolicy
 
 log = get_logger(__name__)
+
+
+class _NoDeliveryTracebacks(logging.Filter):
+    """Drop DBOS's tracebacks for what the delivery workflow reports itself: the "Step being
+    automatically retried" warning (each attempt is logged as one line with its cause and next
+    try) and "Exception encountered in ... workflow" for a ``DeliveryFailed`` (the alert, the
+    ledger and the command say it in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Step being automatically retried"):
+            return False
+        failed = record.exc_info[1] if record.exc_info else None
+        return not (
+            message.startswith("Exception encountered in") and isinstance(failed, DeliveryFailed)
+        )
+
+
+logging.getLogger("dbos").addFilter(_NoDeliveryTracebacks())
 
 DELIVER_WORKFLOW = "consonance.deliver"
 MAX_RECOVERY_ATTEMPTS = 50
