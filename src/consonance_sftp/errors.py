@@ -8,8 +8,13 @@ original exception as ``__cause__`` (adapters raise ``... from exc``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ConsonanceSftpError(Exception):
@@ -149,15 +154,37 @@ class RemoteDiskFull(TransportError):
     pass
 
 
+# OS errors only a local write raises: a full disk or quota, never a network fault.
+LOCAL_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 class LocalDiskFull(TransportError):
     """Our own disk (or quota) is full where a file is written locally: not a network fault,
-    so it is not retried; the partial file is kept to resume from once space is freed."""
+    so it is not retried. An SFTP download keeps its partial file to resume from once space is
+    freed; a Consonance download (package staging) removes its partial and starts again."""
 
     retryable = False
     default_hint = (
         "Free space on the local disk (or move the state folder), then run the flow again or "
-        "'consonance-sftp retry WORKFLOW_ID': the transfer resumes from the bytes already there."
+        "'consonance-sftp retry WORKFLOW_ID'."
     )
+
+    @classmethod
+    def writing(cls, exc: OSError, local_path: Path | str | None, *, kept: bool) -> LocalDiskFull:
+        """The error for ``exc`` while writing ``local_path``, with the free space left."""
+        where = local_path if local_path is not None else exc.filename
+        free = ""
+        if where is not None:
+            folder = Path(where).parent
+            with contextlib.suppress(OSError):
+                free = f", {shutil.disk_usage(folder).free:,} bytes free on {folder}"
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        partial = (
+            "the partial file is kept to resume from" if kept else "the partial file is removed"
+        )
+        return cls(
+            f"the local disk is full writing {where or 'a local file'} ({reason}{free}); {partial}"
+        )
 
 
 class RemoteFileExists(TransportError):

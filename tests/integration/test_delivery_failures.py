@@ -10,13 +10,16 @@ be reached:
   one alert is raised per final failure, not per attempt, and a failed ``retry`` raises one more;
 * a refused mkdir on the partner's server says "permission denied creating folder X", whatever
   status code the server answers it with;
-* a full local disk while downloading says so (path, free space), is not retried as a network
-  fault, and keeps the partial file, from which the download resumes once space is freed.
+* a full local disk while downloading from a partner says so (path, free space), is not retried
+  as a network fault, and keeps the partial file, from which the download resumes once space is
+  freed; while staging a package from Consonance (an HTTP download that starts again) it says
+  so too and removes its partial.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -42,6 +45,7 @@ from consonance_sftp.errors import (
 )
 from consonance_sftp.models import DeliveryOutcome
 from tests.engine_worker import make_source, settings_from
+from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 
@@ -249,3 +253,32 @@ async def test_a_full_local_disk_is_said_not_retried_and_the_download_resumes(
     assert local.read_bytes() == body
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert fault_server.recorder.bytes_read - reads_before < len(body)
+
+
+async def test_a_full_local_disk_while_staging_a_package_is_said_and_leaves_no_partial(
+    consonance_sandbox: SandboxHandle, small_disk: Path
+) -> None:
+    """Staging downloads a package's files from Consonance over HTTP: that download starts
+    again rather than resumes, so its partial is removed (the space is the operator's)."""
+    async with consonance_sandbox.client() as api:
+        biggest = None
+        async for work in api.iter_works():
+            for p in work.products:
+                for f in p.production_files:
+                    if f.url and (biggest is None or (f.file_size or 0) > (biggest.file_size or 0)):
+                        biggest = f
+        assert biggest is not None and biggest.url
+        # Leave less room than the file needs.
+        filler = small_disk / "filler"
+        with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+        filler.write_bytes(b"\0" * (filler.stat().st_size - 8192))
+        dest = small_disk / "staging" / biggest.filename
+        with pytest.raises(LocalDiskFull) as full:
+            await api.download_file(biggest.url, dest)
+    message = str(full.value)
+    assert "local disk is full" in message and str(dest) in message and "bytes free" in message
+    assert "partial file is removed" in message
+    assert not full.value.retryable
+    assert sorted(p.name for p in dest.parent.iterdir()) == []

@@ -8,10 +8,7 @@ status codes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import NoReturn
@@ -21,23 +18,13 @@ import asyncssh
 from consonance_sftp import errors
 
 _DISK_FULL_WORDS = ("no space", "disk full", "quota", "not enough space", "insufficient")
-# OS errors that only a local file can raise: never a network fault, never retried as one.
-LOCAL_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+LOCAL_DISK_FULL = errors.LOCAL_DISK_FULL_ERRNOS
 
 
 def local_disk_full(exc: OSError, local_path: Path | str | None) -> errors.LocalDiskFull:
-    """The error for a full local disk while writing ``local_path``, with the free space left."""
-    where = local_path if local_path is not None else exc.filename
-    free = ""
-    if where is not None:
-        folder = Path(where).parent
-        with contextlib.suppress(OSError):
-            free = f", {shutil.disk_usage(folder).free:,} bytes free on {folder}"
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return errors.LocalDiskFull(
-        f"the local disk is full writing {where or 'a local file'} ({reason.lower()}{free}); "
-        "the partial file is kept to resume from"
-    )
+    """A full local disk while downloading: the staging file and its journal stay, so the
+    download resumes from the bytes already there once space is freed."""
+    return errors.LocalDiskFull.writing(exc, local_path, kept=True)
 
 
 def translate_connect(
