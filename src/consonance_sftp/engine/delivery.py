@@ -163,6 +163,7 @@ def _reporting_attempts(
             if attempt < attempts and is_retryable(exc):
                 assert retry is not None
                 wait = retry.initial_interval_s * retry.backoff_rate ** (attempt - 1)
+                cause = exc.without_partner(req.partner) if isinstance(exc, TransportError) else exc
                 log.warning(
                     "delivery of %s to partner %r: %s attempt %d of %d failed: %s; "
                     "next try in %g s",
@@ -171,9 +172,9 @@ def _reporting_attempts(
                     step,
                     attempt,
                     attempts,
-                    exc,
+                    cause,
                     wait,
-                    extra={"attempt": attempt, "max_attempts": attempts, "retry_in_s": wait},
+                    extra={"attempt": attempt},
                 )
             raise
 
