@@ -21,10 +21,10 @@ inside the step, each failed attempt logged as one WARNING line (which attempt, 
 the next try is). Anything else, or exhausted retries, records ``failed`` rows with the reason,
 raises one alert, and ends the workflow in DBOS's ``ERROR`` state with a ``DeliveryFailed`` whose
 message is that reason: the last underlying error (DBOS's ``DBOSMaxStepRetriesExceeded`` is
-unwrapped), so "connection refused by host:port" reaches the operator. This holds for a failing
-``plan`` too (an unreachable partner): every file of the package gets its ``failed`` row. Files
-``commit`` renamed before it failed keep their ``sent`` rows (it records them as it stops); only
-the others are marked ``failed``.
+unwrapped), so "cannot connect to host:port: connection refused" reaches the operator. This
+holds for a failing ``plan`` too (an unreachable partner): every file of the package gets its
+``failed`` row. Files ``commit`` renamed before it failed keep their ``sent`` rows (it records
+them as it stops); only the others are marked ``failed``.
 
 The collaborators (transport, ledger, alerts, fence) are injected by ``Engine`` through
 ``bind_dependencies``: DBOS workflows are module-level functions, called by DBOS on its own event
