@@ -259,6 +259,23 @@ class DeliveryFailed(EngineError):
     the reason shown by ``status`` and ``history``."""
 
 
+class RetriesExhausted(EngineError):
+    """A step's retryable error, not tried again because the next try would end after the
+    retry schedule's total time (``engine.retry_max_total_s``). Its message is the cause's."""
+
+    def __init__(self, message: str, *, attempts: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, retryable=False)
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Crosses DBOS's system database pickled: keep the keyword-only argument.
+        return (_retries_exhausted, (self.message, self.attempts, self.hint))
+
+
+def _retries_exhausted(message: str, attempts: int, hint: str | None) -> RetriesExhausted:
+    return RetriesExhausted(message, attempts=attempts, hint=hint)
+
+
 class Paused(ConsonanceSftpError):
     """A partner or flow is paused by an operator; work waits."""
 

@@ -70,7 +70,12 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
 
 
 async def _engine(
-    tmp_path: Path, store: SqlStore, make_fs: object, *, attempts: int
+    tmp_path: Path,
+    store: SqlStore,
+    make_fs: object,
+    *,
+    attempts: int,
+    max_total_s: float | None = 60.0,
 ) -> tuple[Engine, SftpDeliveryTransport]:
     settings = settings_from(
         {
@@ -78,6 +83,9 @@ async def _engine(
             "executor_id": "failures-test",
             "retry": {"max_attempts": attempts, "initial_interval_s": 0.1},
         }
+    )
+    settings = dataclasses.replace(
+        settings, retry=dataclasses.replace(settings.retry, max_total_s=max_total_s)
     )
     transport = SftpDeliveryTransport(make_fs)  # type: ignore[arg-type]
     engine = Engine(settings, transport=transport, ledger=StoreLedger(store), alerts=store)
@@ -154,6 +162,46 @@ async def test_an_unreachable_partner_fails_with_its_address_and_cause_rows_and_
         client.close()
         await engine.aclose()
         await transport.close()
+
+
+async def test_a_host_that_never_answers_gives_up_within_the_schedule_total_time(
+    fault_endpoint: EndpointFactory, store: SqlStore, tmp_path: Path
+) -> None:
+    """A port that accepts the TCP connection and never says a word (a dead server, a
+    firewall that swallows the session): each attempt costs the connect timeout, so the
+    schedule stops trying when the next try would end after ``max_total_s``."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; the client gives up first
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def make_fs(partner: str) -> SftpRemoteFS:
+        endpoint = dataclasses.replace(fault_endpoint(connect_timeout=1), partner=partner)
+        return SftpRemoteFS(dataclasses.replace(endpoint, port=port), state_dir=tmp_path / "s")
+
+    engine, transport = await _engine(tmp_path, store, make_fs, attempts=10, max_total_s=3)
+    files = (make_source(tmp_path / "a.pdf", 2000),)
+    request = DeliveryRequest(flow="print", partner="printer", package=PACKAGE, files=files)
+    try:
+        started = time.monotonic()
+        workflow_id = await engine.enqueue_delivery(request, max_connections=2)
+        with pytest.raises(DeliveryFailed) as failed:
+            await engine.result(workflow_id, 60)
+        took = time.monotonic() - started
+    finally:
+        await engine.aclose()
+        await transport.close()
+        server.close()
+    message = str(failed.value)
+    assert f"cannot connect to 127.0.0.1:{port}: no answer within 1 s" in message, message
+    assert "gave up after 2 attempts" in message
+    assert took < 8, took  # ten attempts of 1 s each, as the count alone allows, take over 10 s
+    (row,) = store.list_deliveries(partner="printer")
+    assert row.outcome is DeliveryOutcome.FAILED and row.attempts == 2
+    assert len(store.list_alerts(kind="delivery_failed")) == 1
 
 
 async def test_a_refused_mkdir_says_permission_denied_creating_the_folder(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -46,6 +47,7 @@ from consonance_sftp.errors import (
     ConsonanceSftpError,
     DeliveryFailed,
     HostKeyMismatch,
+    RetriesExhausted,
     TransportError,
 )
 from consonance_sftp.logs import get_logger, log_context
@@ -126,6 +128,8 @@ def last_error(exc: BaseException) -> BaseException:
 
 def attempts_of(exc: BaseException) -> int:
     """How many times the failed step ran."""
+    if isinstance(exc, RetriesExhausted):
+        return exc.attempts
     return len(exc.errors) if isinstance(exc, DBOSMaxStepRetriesExceeded) and exc.errors else 1
 
 
@@ -153,10 +157,14 @@ def _reporting_attempts(
     off. The final failure is not logged here: the workflow reports it once."""
     attempts = retry.max_attempts if retry is not None else 1
     attempt = 0
+    first_began: float | None = None
 
     async def body(*args: P.args, **kwargs: P.kwargs) -> R:
-        nonlocal attempt
+        nonlocal attempt, first_began
         attempt += 1
+        began = time.monotonic()
+        if first_began is None:
+            first_began = began
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:
@@ -164,6 +172,16 @@ def _reporting_attempts(
                 assert retry is not None
                 wait = retry.initial_interval_s * retry.backoff_rate ** (attempt - 1)
                 cause = exc.without_partner(req.partner) if isinstance(exc, TransportError) else exc
+                now = time.monotonic()
+                # A try that would end past the schedule's total time is not made.
+                if retry.max_total_s is not None and (
+                    now + wait + (now - began) - first_began > retry.max_total_s
+                ):
+                    raise RetriesExhausted(
+                        f"{cause} (gave up after {attempt} attempts in {now - first_began:.0f} s)",
+                        attempts=attempt,
+                        hint=exc.hint if isinstance(exc, ConsonanceSftpError) else None,
+                    ) from exc
                 log.warning(
                     "delivery of %s to partner %r: %s attempt %d of %d failed: %s; "
                     "next try in %g s",
