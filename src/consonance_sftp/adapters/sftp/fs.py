@@ -71,9 +71,15 @@ class SftpRemoteFS(UploadMixin, InboundMixin):
             if self._is_dir(await self._stat(sftp, remote_path)):
                 return
             current = "/" if remote_path.startswith("/") else ""
-            for part in (p for p in remote_path.split("/") if p):
+            parts = [p for p in remote_path.split("/") if p]
+            for n, part in enumerate(parts, 1):
                 current = posixpath.join(current, part)
-                found = await self._stat(sftp, current)
+                try:
+                    found = await self._stat(sftp, current)
+                except errors.RemotePermissionDenied:
+                    if n < len(parts):
+                        continue  # a parent we may not look at (outside a chroot): go on
+                    raise
                 if found is not None:
                     if not self._is_dir(found):
                         raise errors.TransportError(
