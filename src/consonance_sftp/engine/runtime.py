@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
-from dbos._error import DBOSMaxStepRetriesExceeded
+from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
@@ -326,6 +326,9 @@ class Engine:
             # A workflow that let a step's exhausted retries escape: name the last cause, not
             # "Step X has exceeded its maximum of 5 retries".
             raise EngineError(delivery.failure_reason(exc)) from delivery.last_error(exc)
+        except DBOSException as exc:
+            # A cancelled or otherwise ended workflow: one line, not DBOS's traceback.
+            raise EngineError(f"workflow {workflow_id}: {exc}") from exc
 
 
 class EngineClient:
