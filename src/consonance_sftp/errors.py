@@ -8,8 +8,13 @@ original exception as ``__cause__`` (adapters raise ``... from exc``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ConsonanceSftpError(Exception):
@@ -103,6 +108,14 @@ class TransportError(ConsonanceSftpError):
         )
         self.partner = partner
         self.path = path
+        self.detail = message  # without the partner and path, for a line that names them
+
+    def without_partner(self, partner: str) -> str:
+        """The message for a line that already names ``partner``: the path, not the partner."""
+        if self.partner != partner:
+            return self.message
+        detail = getattr(self, "detail", None) or self.message
+        return f"{detail} ({self.path})" if self.path else detail
 
 
 class ConnectionLost(TransportError):
@@ -127,7 +140,10 @@ class HostKeyMismatch(TransportError):
 
 
 class RemotePermissionDenied(TransportError):
-    pass
+    default_hint = (
+        "Ask the partner to grant write access there, or change the flow's folder or "
+        "the partner's folders in the config."
+    )
 
 
 class RemotePathNotFound(TransportError):
@@ -136,6 +152,39 @@ class RemotePathNotFound(TransportError):
 
 class RemoteDiskFull(TransportError):
     pass
+
+
+# OS errors only a local write raises: a full disk or quota, never a network fault.
+LOCAL_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class LocalDiskFull(TransportError):
+    """Our own disk (or quota) is full where a file is written locally: not a network fault,
+    so it is not retried. An SFTP download keeps its partial file to resume from once space is
+    freed; a Consonance download (package staging) removes its partial and starts again."""
+
+    retryable = False
+    default_hint = (
+        "Free space on the local disk (or move the state folder), then run the flow again or "
+        "'consonance-sftp retry WORKFLOW_ID'."
+    )
+
+    @classmethod
+    def writing(cls, exc: OSError, local_path: Path | str | None, *, kept: bool) -> LocalDiskFull:
+        """The error for ``exc`` while writing ``local_path``, with the free space left."""
+        where = local_path if local_path is not None else exc.filename
+        free = ""
+        if where is not None:
+            folder = Path(where).parent
+            with contextlib.suppress(OSError):
+                free = f", {shutil.disk_usage(folder).free:,} bytes free on {folder}"
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        partial = (
+            "the partial file is kept to resume from" if kept else "the partial file is removed"
+        )
+        return cls(
+            f"the local disk is full writing {where or 'a local file'} ({reason}{free}); {partial}"
+        )
 
 
 class RemoteFileExists(TransportError):
@@ -208,6 +257,23 @@ class Fenced(EngineError):
 class DeliveryFailed(EngineError):
     """A delivery ended for good: a non-retryable error, or retries exhausted. The message is
     the reason shown by ``status`` and ``history``."""
+
+
+class RetriesExhausted(EngineError):
+    """A step's retryable error, not tried again because the next try would end after the
+    retry schedule's total time (``engine.retry_max_total_s``). Its message is the cause's."""
+
+    def __init__(self, message: str, *, attempts: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, retryable=False)
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Crosses DBOS's system database pickled: keep the keyword-only argument.
+        return (_retries_exhausted, (self.message, self.attempts, self.hint))
+
+
+def _retries_exhausted(message: str, attempts: int, hint: str | None) -> RetriesExhausted:
+    return RetriesExhausted(message, attempts=attempts, hint=hint)
 
 
 class Paused(ConsonanceSftpError):

@@ -120,6 +120,7 @@ class App:
                 max_attempts=e.retry_max_attempts,
                 initial_interval_s=e.retry_initial_interval_s,
                 backoff_rate=e.retry_backoff_rate,
+                max_total_s=e.retry_max_total_s,
             ),
         )
 

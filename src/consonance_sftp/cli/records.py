@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
@@ -403,7 +404,14 @@ async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, objec
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:
     if "error" in result:
-        console.print(f"[red]failed[/red] {workflow_id}: {result['error']}")
+        console.print(
+            f"[red]failed[/red] {workflow_id}: {escape(str(result['error']))}", soft_wrap=True
+        )
+        console.print(
+            "[dim]hint:[/dim] the failure is in 'consonance-sftp history' and raised an alert; "
+            f"once the cause is fixed, 'consonance-sftp retry {workflow_id}' tries again",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     sent = result.get("sent")
     if isinstance(sent, list):

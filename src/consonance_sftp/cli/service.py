@@ -122,7 +122,7 @@ def run(
     started = datetime.now(UTC)
     outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
-    failed = False
+    failed: list[str] = []
     for h in outcome.held:
         console.print(
             f"[yellow]held[/yellow] {h.request.package} for {h.request.partner}: {h.reason}"
@@ -132,8 +132,10 @@ def run(
         if result is None:
             console.print(f"queued {e.workflow_id} ({e.request.package} -> {e.request.partner})")
         elif "error" in result:
-            failed = True
-            console.print(f"[red]failed[/red] {e.workflow_id}: {result['error']}")
+            failed.append(e.workflow_id)
+            console.print(
+                f"[red]failed[/red] {e.workflow_id}: {escape(str(result['error']))}", soft_wrap=True
+            )
         elif "sent" in result and (earlier := _sent_before(app, e, started)):
             # The same files and generation give the same workflow: the engine answered with
             # the earlier run's result, and nothing went now.
@@ -152,6 +154,7 @@ def run(
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")
     if failed:
+        _failure_hint(failed)
         raise typer.Exit(1)
 
 
@@ -190,6 +193,17 @@ def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[Delive
     if rows and all(r.created_at is not None and r.created_at < started for r in rows):
         return rows
     return []
+
+
+def _failure_hint(workflow_ids: list[str]) -> None:
+    """What to do about failed deliveries: they are on the record, and how to send them."""
+    example = workflow_ids[0] if len(workflow_ids) == 1 else "WORKFLOW_ID"
+    console.print(
+        f"[dim]hint:[/dim] the failure is in 'consonance-sftp history' and raised an alert; "
+        f"once the cause is fixed, 'consonance-sftp retry {example}' sends it (running the "
+        "flow again returns the same failed delivery)",
+        soft_wrap=True,
+    )
 
 
 def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> None:

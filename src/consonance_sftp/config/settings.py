@@ -395,6 +395,13 @@ class EngineConfig(StrictModel):
     retry_backoff_rate: float = Field(
         default=2.0, ge=1, description="Each retry waits this many times longer than the last."
     )
+    retry_max_total_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A failing step is not tried again when that try would end (judged by the "
+        "last attempt's length) more than this many seconds after its first attempt began: an "
+        "unreachable partner fails within about this long.",
+    )
     history_retention_days: int = Field(
         default=30,
         ge=0,

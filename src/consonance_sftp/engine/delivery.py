@@ -17,10 +17,14 @@ besides DBOS's own start and result: each checkpoint is a write transaction in t
 database, the engine's main cost per delivery (see docs/reference/performance.md).
 
 Retryable errors (``ConsonanceSftpError.retryable``) are retried by DBOS with exponential backoff
-inside the step; anything else, or exhausted retries, records ``failed`` rows with the reason and
-ends the workflow in DBOS's ``ERROR`` state with a ``DeliveryFailed`` whose message is that
-reason. Files ``commit`` renamed before it failed keep their ``sent`` rows (it records them as it
-stops); only the others are marked ``failed``.
+inside the step, each failed attempt logged as one WARNING line (which attempt, the cause, when
+the next try is). Anything else, or exhausted retries, records ``failed`` rows with the reason,
+raises one alert, and ends the workflow in DBOS's ``ERROR`` state with a ``DeliveryFailed`` whose
+message is that reason: the last underlying error (DBOS's ``DBOSMaxStepRetriesExceeded`` is
+unwrapped), so "cannot connect to host:port: connection refused" reaches the operator. This
+holds for a failing ``plan`` too (an unreachable partner): every file of the package gets its
+``failed`` row. Files ``commit`` renamed before it failed keep their ``sent`` rows (it records
+them as it stops); only the others are marked ``failed``.
 
 The collaborators (transport, ledger, alerts, fence) are injected by ``Engine`` through
 ``bind_dependencies``: DBOS workflows are module-level functions, called by DBOS on its own event
@@ -30,16 +34,25 @@ loop, so they cannot take them as arguments.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from dbos import DBOS, StepOptions
 from dbos._error import DBOSMaxStepRetriesExceeded
 
-from consonance_sftp.errors import ConsonanceSftpError, DeliveryFailed
+from consonance_sftp.errors import (
+    ConsonanceSftpError,
+    DeliveryFailed,
+    HostKeyMismatch,
+    RetriesExhausted,
+    TransportError,
+)
 from consonance_sftp.logs import get_logger, log_context
-from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
 
 from .contracts import (
     AlertSink,
@@ -54,8 +67,29 @@ from .settings import RetryPolicy
 
 log = get_logger(__name__)
 
+
+class _NoDeliveryTracebacks(logging.Filter):
+    """Drop DBOS's tracebacks for what the delivery workflow reports itself: the "Step being
+    automatically retried" warning (each attempt is logged as one line with its cause and next
+    try) and "Exception encountered in ... workflow" for a ``DeliveryFailed`` (the alert, the
+    ledger and the command say it in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Step being automatically retried"):
+            return False
+        failed = record.exc_info[1] if record.exc_info else None
+        return not (
+            message.startswith("Exception encountered in") and isinstance(failed, DeliveryFailed)
+        )
+
+
+logging.getLogger("dbos").addFilter(_NoDeliveryTracebacks())
+
 DELIVER_WORKFLOW = "consonance.deliver"
 MAX_RECOVERY_ATTEMPTS = 50
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -86,12 +120,84 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ConsonanceSftpError) and exc.retryable
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The message an operator sees: the last underlying error, and how many tries it took."""
+def last_error(exc: BaseException) -> BaseException:
+    """The error that ended a step: the last attempt's, inside DBOS's retries-exceeded error."""
+    while isinstance(exc, DBOSMaxStepRetriesExceeded) and exc.errors:
+        exc = exc.errors[-1]
+    return exc
+
+
+def attempts_of(exc: BaseException) -> int:
+    """How many times the failed step ran."""
+    if isinstance(exc, RetriesExhausted):
+        return exc.attempts
+    return len(exc.errors) if isinstance(exc, DBOSMaxStepRetriesExceeded) and exc.errors else 1
+
+
+def failure_reason(exc: BaseException, partner: str | None = None) -> str:
+    """The message an operator sees: the last underlying error, and how many tries it took
+    (without repeating ``partner`` when the line names it already)."""
+    last = last_error(exc)
+    if partner is not None and isinstance(last, TransportError):
+        text = last.without_partner(partner)
+    else:
+        text = str(last) or type(last).__name__
     if isinstance(exc, DBOSMaxStepRetriesExceeded):
-        last = exc.errors[-1] if exc.errors else exc
-        return f"{last} (gave up after {len(exc.errors)} attempts)"
-    return str(exc) or type(exc).__name__
+        return f"{text} (gave up after {attempts_of(exc)} attempts)"
+    return text
+
+
+def _reporting_attempts(
+    step: str,
+    req: DeliveryRequest,
+    retry: RetryPolicy | None,
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``fn`` as a step body that logs each failed attempt DBOS will retry: which attempt, the
+    cause and when the next try is, so an unreachable partner is not silence while it backs
+    off. The final failure is not logged here: the workflow reports it once."""
+    attempts = retry.max_attempts if retry is not None else 1
+    attempt = 0
+    first_began: float | None = None
+
+    async def body(*args: P.args, **kwargs: P.kwargs) -> R:
+        nonlocal attempt, first_began
+        attempt += 1
+        began = time.monotonic()
+        if first_began is None:
+            first_began = began
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt < attempts and is_retryable(exc):
+                assert retry is not None
+                wait = retry.initial_interval_s * retry.backoff_rate ** (attempt - 1)
+                cause = exc.without_partner(req.partner) if isinstance(exc, TransportError) else exc
+                now = time.monotonic()
+                # A try that would end past the schedule's total time is not made.
+                if retry.max_total_s is not None and (
+                    now + wait + (now - began) - first_began > retry.max_total_s
+                ):
+                    raise RetriesExhausted(
+                        f"{cause} (gave up after {attempt} attempts in {now - first_began:.0f} s)",
+                        attempts=attempt,
+                        hint=exc.hint if isinstance(exc, ConsonanceSftpError) else None,
+                    ) from exc
+                log.warning(
+                    "delivery of %s to partner %r: %s attempt %d of %d failed: %s; "
+                    "next try in %g s",
+                    req.package,
+                    req.partner,
+                    step,
+                    attempt,
+                    attempts,
+                    cause,
+                    wait,
+                    extra={"attempt": attempt},
+                )
+            raise
+
+    return body
 
 
 def step_options(name: str, retry: RetryPolicy | None) -> StepOptions:
@@ -151,6 +257,7 @@ def _records(
     outcomes: list[tuple[int, str]],
     reason: str | None,
     started_at: str | None = None,
+    attempts: int = 1,
 ) -> list[DeliveryRecord]:
     started = datetime.fromisoformat(started_at) if started_at else None
     return [
@@ -164,6 +271,7 @@ def _records(
             trigger=req.trigger,
             executor_id=deps.executor_id,
             reason=reason,
+            attempts=attempts,
             package=req.package,
             isbn=req.isbn,
             source=req.files[i].source,
@@ -207,8 +315,28 @@ async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, Any]) 
     return len(outcomes)
 
 
+async def _alert_failure(workflow_id: str, req: DeliveryRequest, reason: str) -> None:
+    """One alert for a delivery that failed for good (after its last retry), with the reason.
+    Its own step, run once per failure: a replay after a crash does not raise it again."""
+    deps = _current()
+    alert = Alert(
+        severity=AlertSeverity.WARNING,
+        kind="delivery_failed",
+        message=f"delivery of {req.package} to partner {req.partner!r} failed: {reason}",
+        partner=req.partner,
+        flow=req.flow,
+        details={"workflow_id": workflow_id, "package": req.package, "reason": reason},
+    )
+    await asyncio.to_thread(deps.alerts.raise_alert, alert)
+
+
 async def _record_failure(
-    workflow_id: str, req: DeliveryRequest, unsent: list[int], reason: str
+    workflow_id: str,
+    req: DeliveryRequest,
+    unsent: list[int],
+    reason: str,
+    attempts: int = 1,
+    started_at: str | None = None,
 ) -> int:
     """``failed`` rows, with the reason, for the files of the plan not recorded ``sent`` (a
     rename that succeeded before ``commit`` failed keeps its ``sent`` row)."""
@@ -223,7 +351,8 @@ async def _record_failure(
 
     failed = await asyncio.to_thread(still_unsent)
     outcomes = [(i, DeliveryOutcome.FAILED.value) for i in failed]
-    await _write(deps, _records(deps, workflow_id, req, outcomes, reason))
+    records = _records(deps, workflow_id, req, outcomes, reason, started_at, attempts)
+    await _write(deps, records)
     return len(failed)
 
 
@@ -237,32 +366,55 @@ async def deliver(request: dict[str, Any]) -> dict[str, Any]:
     workflow_id = DBOS.workflow_id or ""
     retry = _current().retry
     with log_context(workflow=workflow_id, partner=req.partner, flow=req.flow):
-        plan: dict[str, list[int]] = await DBOS.run_step_async(
-            step_options("plan", retry), _plan, req
-        )
+        # Until the plan is known, every file of the package is unsent.
+        unsent = list(range(len(req.files)))
+        plan: dict[str, Any] = {"send": [], "present": [], "recorded": []}
         try:
+            plan = await DBOS.run_step_async(
+                step_options("plan", retry), _reporting_attempts("plan", req, retry, _plan), req
+            )
+            unsent = plan["send"]
             for i in plan["send"]:
                 f = req.files[i]
                 await DBOS.run_step_async(
-                    step_options(f"upload:{f.remote_path}", retry), _upload, req.partner, f
+                    step_options(f"upload:{f.remote_path}", retry),
+                    _reporting_attempts(f"upload of {f.remote_path}", req, retry, _upload),
+                    req.partner,
+                    f,
                 )
             await DBOS.run_step_async(
-                step_options("commit", retry), _commit, workflow_id, req, plan
+                step_options("commit", retry),
+                _reporting_attempts("commit", req, retry, _commit),
+                workflow_id,
+                req,
+                plan,
             )
         except Exception as exc:
-            reason = failure_reason(exc)
+            last = last_error(exc)
+            reason = failure_reason(exc, req.partner)
             await DBOS.run_step_async(
                 step_options("record-failure", retry),
                 _record_failure,
                 workflow_id,
                 req,
-                plan["send"],
+                unsent,
                 reason,
+                attempts_of(exc),
+                plan.get("started_at"),
             )
-            log.warning("delivery failed: %s", reason)
+            # A changed host key has raised its own (critical) alert and paused the partner.
+            if isinstance(last, HostKeyMismatch):
+                log.warning("delivery failed: %s", reason)
+            else:
+                # The alert is logged as it is recorded: one line for the final failure.
+                await DBOS.run_step_async(
+                    {"name": "alert"}, _alert_failure, workflow_id, req, reason
+                )
+            hint = last.hint if isinstance(last, ConsonanceSftpError) else None
             raise DeliveryFailed(
-                f"delivery of {req.package} to partner {req.partner!r} failed: {reason}"
-            ) from None
+                f"delivery of {req.package} to partner {req.partner!r} failed: {reason}",
+                hint=hint,
+            ) from (last if isinstance(last, Exception) else None)
         return {
             "workflow_id": workflow_id,
             "sent": [req.files[i].remote_path for i in plan["send"]],

@@ -84,7 +84,7 @@ class StoreLedger:
                 error=record.reason or "",
                 workflow_id=record.workflow_id,
                 finished_at=now,
-                attempts=row.attempts + 1,
+                attempts=row.attempts + record.attempts,
             )
         return True
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
+from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
@@ -327,7 +328,15 @@ class Engine:
 
     async def result(self, workflow_id: str, timeout_s: float = 60.0) -> Any:
         handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
-        return await asyncio.wait_for(handle.get_result(), timeout_s)
+        try:
+            return await asyncio.wait_for(handle.get_result(), timeout_s)
+        except DBOSMaxStepRetriesExceeded as exc:
+            # A workflow that let a step's exhausted retries escape: name the last cause, not
+            # "Step X has exceeded its maximum of 5 retries".
+            raise EngineError(delivery.failure_reason(exc)) from delivery.last_error(exc)
+        except DBOSException as exc:
+            # A cancelled or otherwise ended workflow: one line, not DBOS's traceback.
+            raise EngineError(f"workflow {workflow_id}: {exc}") from exc
 
 
 class EngineClient:

@@ -25,10 +25,16 @@ class RetryPolicy:
     max_attempts: int = 5
     initial_interval_s: float = 2.0
     backoff_rate: float = 2.0
+    # No retry that would end more than this long after the first attempt began (None: no cap),
+    # so a host that never answers gives up within it rather than after every attempt's
+    # connect timeout.
+    max_total_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise EngineError(f"retry.max_attempts must be at least 1, got {self.max_attempts}")
+        if self.max_total_s is not None and self.max_total_s <= 0:
+            raise EngineError(f"retry.max_total_s must be positive, got {self.max_total_s}")
         if self.initial_interval_s < 0 or self.backoff_rate < 1:
             raise EngineError(
                 "retry.initial_interval_s must be >= 0 and retry.backoff_rate >= 1 "

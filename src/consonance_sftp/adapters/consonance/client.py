@@ -27,7 +27,12 @@ from consonance_sftp.adapters.consonance.transport import (
     RequestStats,
     RetryPolicy,
 )
-from consonance_sftp.errors import ConsonanceQueryError, ConsonanceUnavailable
+from consonance_sftp.errors import (
+    LOCAL_DISK_FULL_ERRNOS,
+    ConsonanceQueryError,
+    ConsonanceUnavailable,
+    LocalDiskFull,
+)
 from consonance_sftp.models import Product, ProductionFile, SupportingResource, Todo, Work
 from consonance_sftp.ports.consonance import AttachTarget, ConsonanceAPI
 
@@ -249,6 +254,13 @@ class ConsonanceClient:
             raise ConsonanceUnavailable(
                 f"download of {url} from Consonance failed: {exc!r}"
             ) from exc
+        except OSError as exc:
+            if exc.errno not in LOCAL_DISK_FULL_ERRNOS:
+                raise
+            # Our disk, not the network. An HTTP download starts again, so its partial only
+            # takes space: remove it.
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise LocalDiskFull.writing(exc, dest, kept=False) from exc
         await asyncio.to_thread(os.replace, part, dest)
         return size, digest.hexdigest()
 

@@ -164,7 +164,10 @@ class FSBase:
                         f"no progress for {timeout:.0f}s", partner=self.partner, path=path
                     )
             task.result()
-        except errors.TransportError:
+        except errors.TransportError as exc:
+            if exc.partner is None:
+                # Raised below the adapter (a segmented transfer, a full local disk): name it.
+                raise translate(exc, partner=self.partner, path=path) from exc
             raise
         except (asyncssh.Error, OSError, TimeoutError, BaseExceptionGroup) as exc:
             raise translate(exc, partner=self.partner, path=path) from exc

@@ -26,7 +26,7 @@ import asyncssh
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.segmented import coalesce_writes
-from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,9 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
             f"login as {ep.user!r} refused ({ep.auth.value})", partner=ep.partner
         ) from exc
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise translate(exc, partner=ep.partner, path=f"{ep.host}:{ep.port}") from exc
+        raise translate_connect(
+            exc, partner=ep.partner, address=f"{ep.host}:{ep.port}", timeout=ts.connect_timeout
+        ) from exc
     return conn
 
 
@@ -250,7 +252,12 @@ async def fetch_host_key(ep: SftpEndpoint) -> tuple[str, str]:
         async with asyncio.timeout(ep.transfer.connect_timeout):
             key = await asyncssh.get_server_host_key(ep.host, ep.port, config=[])
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise translate(exc, partner=ep.partner, path=f"{ep.host}:{ep.port}") from exc
+        raise translate_connect(
+            exc,
+            partner=ep.partner,
+            address=f"{ep.host}:{ep.port}",
+            timeout=ep.transfer.connect_timeout,
+        ) from exc
     if key is None:
         raise errors.ConnectionLost("the server presented no host key", partner=ep.partner)
     kind, blob = key.export_public_key("openssh").decode().split()[:2]

@@ -37,6 +37,7 @@ from typing import cast
 
 import asyncssh
 
+from consonance_sftp.adapters.sftp.translate import LOCAL_DISK_FULL, local_disk_full
 from consonance_sftp.errors import IntegrityError
 
 # OpenSSH's sftp-server caps one message at 256 KiB; 261,120 bytes of data is the largest write
@@ -455,6 +456,39 @@ async def get_segmented(
         for i in done
         if i < segment_count(size, segment_size)
     )
+    try:
+        await _get_into(
+            sftps,
+            remote_path,
+            local_path,
+            size,
+            segments,
+            already,
+            journal,
+            progress,
+            block_size,
+            max_requests,
+        )
+    except OSError as exc:
+        # Our own disk, not the network: not retried as a network fault. The staging file and
+        # journal stay, so the download resumes from the bytes already here once space is freed.
+        if exc.errno in LOCAL_DISK_FULL:
+            raise local_disk_full(exc, local_path) from exc
+        raise
+
+
+async def _get_into(
+    sftps: Sequence[asyncssh.SFTPClient],
+    remote_path: str,
+    local_path: Path,
+    size: int,
+    segments: list[_Segment],
+    already: int,
+    journal: SegmentJournal | None,
+    progress: Progress | None,
+    block_size: int,
+    max_requests: int,
+) -> None:
     local_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(local_path, os.O_WRONLY | os.O_CREAT, 0o600)
     tracker = _Tracker(segments, already, journal, progress, before_mark=lambda: os.fdatasync(fd))

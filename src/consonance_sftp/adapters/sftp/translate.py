@@ -8,7 +8,9 @@ status codes.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+from pathlib import Path
 from typing import NoReturn
 
 import asyncssh
@@ -16,6 +18,35 @@ import asyncssh
 from consonance_sftp import errors
 
 _DISK_FULL_WORDS = ("no space", "disk full", "quota", "not enough space", "insufficient")
+LOCAL_DISK_FULL = errors.LOCAL_DISK_FULL_ERRNOS
+
+
+def local_disk_full(exc: OSError, local_path: Path | str | None) -> errors.LocalDiskFull:
+    """A full local disk while downloading: the staging file and its journal stay, so the
+    download resumes from the bytes already there once space is freed."""
+    return errors.LocalDiskFull.writing(exc, local_path, kept=True)
+
+
+def translate_connect(
+    exc: BaseException, *, partner: str, address: str, timeout: float | None = None
+) -> errors.TransportError:
+    """The error for a connection to ``address`` (host:port) that could not be opened."""
+    exc = first_cause(exc)
+    if isinstance(exc, socket.gaierror):
+        return errors.ConnectionLost(
+            f"cannot resolve the host name of {address}: {_reason(exc)}", partner=partner
+        )
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        waited = f" within {timeout:g} s" if timeout else ""
+        return errors.TransferTimeout(
+            f"cannot connect to {address}: no answer{waited}", partner=partner
+        )
+    if isinstance(exc, OSError) and not isinstance(exc, asyncssh.Error):
+        return errors.ConnectionLost(
+            f"cannot connect to {address}: {_reason(exc)}", partner=partner
+        )
+    found = translate(exc, partner=partner, path=address)
+    return found
 
 
 def translate(
@@ -78,6 +109,8 @@ def translate(
         )
     if isinstance(exc, ConnectionError | BrokenPipeError | EOFError):
         return errors.ConnectionLost(f"the connection failed: {reason}", partner=partner, path=path)
+    if isinstance(exc, OSError) and exc.errno in LOCAL_DISK_FULL:
+        return local_disk_full(exc, exc.filename)
     if isinstance(exc, OSError):
         return errors.ConnectionLost(f"network error: {reason}", partner=partner, path=path)
     return errors.TransportError(
@@ -101,5 +134,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncssh.SFTPError | asyncssh.DisconnectError):
         return str(exc.reason) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
+        if exc.errno and exc.strerror.startswith("Connect call failed"):
+            # asyncio's "Connect call failed ('host', port)" hides the cause: name the errno's.
+            return os.strerror(exc.errno).lower()
         return exc.strerror
     return str(exc) or type(exc).__name__
