@@ -458,49 +458,21 @@ class Service:
         A run that sends holds the flow's run lock (``flow_lock``) from its plan to its
         recorded outcome: another run of the same flow, manual or scheduled, in any process,
         waits for it and then plans from what it left (an ONIX baseline and MessageNumber)."""
-        if dry_run:
-            return await self._run_flow(
-                name, dry_run=True, isbns=isbns, force_full=force_full, test=test, now=now
+        # A dry run sends nothing, so it need not wait for a run that does.
+        lock = contextlib.nullcontext() if dry_run else flow_lock(self.app, name)
+        async with lock:
+            planned = await self.plan(
+                name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run, now=now
             )
-        async with flow_lock(self.app, name):
-            return await self._run_flow(
-                name,
-                isbns=isbns,
-                trigger=trigger,
-                runner=runner,
-                wait=wait,
-                progress=progress,
-                force_full=force_full,
-                test=test,
-                now=now,
-            )
-
-    async def _run_flow(
-        self,
-        name: str,
-        *,
-        dry_run: bool = False,
-        isbns: Sequence[str] = (),
-        trigger: str | None = None,
-        runner: DeliveryRunner | None = None,
-        wait: bool = True,
-        progress: ProgressSink | None = None,
-        force_full: bool = False,
-        test: bool = False,
-        now: datetime | None = None,
-    ) -> RunOutcome:
-        planned = await self.plan(
-            name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run, now=now
-        )
-        outcome = RunOutcome(planned)
-        if dry_run:
-            return outcome
-        if runner is not None:
-            await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
-        else:
-            async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
-                trigger = trigger or f"manual:{_user()}"
-                await self._submit_all(own, outcome, trigger=trigger, wait=wait)
+            outcome = RunOutcome(planned)
+            if dry_run:
+                return outcome
+            if runner is not None:
+                await self._submit_all(runner, outcome, trigger=trigger or "manual", wait=wait)
+            else:
+                async with DeliveryRunner(self.app, progress=progress, quiet=True) as own:
+                    trigger = trigger or f"manual:{_user()}"
+                    await self._submit_all(own, outcome, trigger=trigger, wait=wait)
         log.info("run of flow %s (%s): %s", name, trigger or "manual", outcome.summary())
         return outcome
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from consonance_sftp.cli.follow import transfer_bars
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 
@@ -150,21 +150,7 @@ async def _first_printable(api: Any) -> Work:
 async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> None:
     from consonance_sftp.app.delivery import delivery_request
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(partner: str, path: str, done: int, total: int) -> None:
-            key = f"{partner}:{path}"
-            if key not in tasks:
-                tasks[key] = progress.add_task(f"{partner} {path}", total=total)
-            progress.update(tasks[key], completed=done)
-
+    with transfer_bars(console) as on_progress:
         engine = app.engine(progress=on_progress)
         await asyncio.to_thread(engine.launch)
         try:

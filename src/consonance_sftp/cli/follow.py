@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 if TYPE_CHECKING:
@@ -28,8 +29,9 @@ STATES = {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "done", "ERROR"
 
 
 @contextlib.contextmanager
-def transfer_bars(console: Console) -> Iterator[ProgressSink]:
-    """A progress bar per file for work this process's own engine runs."""
+def transfer_bars(console: Console, label: str = "") -> Iterator[ProgressSink]:
+    """A progress bar per file (bytes and speed) for transfers this process runs; ``label``
+    follows each file's name, e.g. ``(download)``."""
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     with Progress(*columns, TransferSpeedColumn(), console=console, transient=False) as bars:
         tasks: dict[str, Any] = {}
@@ -37,7 +39,10 @@ def transfer_bars(console: Console) -> Iterator[ProgressSink]:
         def on_progress(partner: str, path: str, done: int, total: int) -> None:
             key = f"{partner}:{path}"
             if key not in tasks:
-                tasks[key] = bars.add_task(f"{partner} {path}", total=total)
+                # A name that is not UTF-8 arrives with surrogates: show its bytes as \xNN.
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                description = f"{partner} {escape(shown)}" + (f" {label}" if label else "")
+                tasks[key] = bars.add_task(description, total=total)
             bars.update(tasks[key], completed=done)
 
         yield on_progress

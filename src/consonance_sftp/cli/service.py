@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
@@ -162,22 +161,9 @@ async def _poll_with_progress(
     service: Any, flow: str, wait: bool
 ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
     """An inbound flow's poll, with a progress bar per download (on a terminal)."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks: dict[str, Any] = {}
+    from consonance_sftp.cli.follow import transfer_bars
 
-        def on_progress(partner: str, path: str, done: int, total: int) -> None:
-            key = f"{partner}:{path}"
-            if key not in tasks:
-                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                tasks[key] = progress.add_task(f"{partner} {escape(shown)} (download)", total=total)
-            progress.update(tasks[key], completed=done)
-
+    with transfer_bars(console, "(download)") as on_progress:
         result: tuple[InboxReport, dict[str, dict[str, Any]]] = await service.poll_inbox_now(
             flow, wait=wait, progress=on_progress
         )
@@ -239,21 +225,9 @@ def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> Non
 async def _run_with_progress(
     service: Any, flow: str, isbns: tuple[str, ...], wait: bool, *, full: bool, test: bool
 ) -> Any:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks: dict[str, Any] = {}
+    from consonance_sftp.cli.follow import transfer_bars
 
-        def on_progress(partner: str, path: str, done: int, total: int) -> None:
-            key = f"{partner}:{path}"
-            if key not in tasks:
-                tasks[key] = progress.add_task(f"{partner} {path}", total=total)
-            progress.update(tasks[key], completed=done)
-
+    with transfer_bars(console) as on_progress:
         return await service.run_flow(
             flow, isbns=isbns, wait=wait, progress=on_progress, force_full=full, test=test
         )

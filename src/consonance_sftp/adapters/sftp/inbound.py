@@ -247,26 +247,14 @@ class InboundMixin(FSBase):
     ) -> AsyncIterator[RemoteEntry]:
         """Entries of ``folder`` as the server sends them (batch by batch, never all at once)."""
         compiled = re.compile(regex) if regex else None
-        async with self.pool.lease() as pc:
-            iterator = pc.sftp.scandir(folder).__aiter__()
-            while True:
-                try:
-                    name = await self._guard(iterator.__anext__(), folder)
-                except StopAsyncIteration:
-                    break
-                filename = name.filename
-                if not isinstance(filename, str):
-                    filename = os.fsdecode(filename)
-                if filename in (".", ".."):
-                    continue
-                entry = self._entry(posixpath.join(folder, filename), filename, name.attrs)
-                if entry.is_dir and not include_dirs:
-                    continue
-                if pattern and not fnmatch.fnmatchcase(filename, pattern):
-                    continue
-                if compiled and not compiled.search(filename):
-                    continue
-                yield entry
+        async for entry, _kind_of in self.list_kinds(folder):
+            if entry.is_dir and not include_dirs:
+                continue
+            if pattern and not fnmatch.fnmatchcase(entry.name, pattern):
+                continue
+            if compiled and not compiled.search(entry.name):
+                continue
+            yield entry
 
     async def list_kinds(self, folder: str) -> AsyncIterator[tuple[RemoteEntry, str]]:
         """Every entry of ``folder`` with what it is: ``file``, ``folder``, ``symbolic link``
