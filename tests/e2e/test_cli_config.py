@@ -105,7 +105,8 @@ def test_check_reports_what_would_fail_later(tmp_path: Path) -> None:
     """A config that validates but would fail or surprise: each finding with its TOML path."""
     assert run("init", "--dir", str(tmp_path)).returncode == 0
     config = tmp_path / "consonance-sftp.toml"
-    text = config.read_text()
+    # The starter's archive flow (a kind not built yet) switched on.
+    text = config.read_text().replace('kind = "archive"\nenabled = false\n', 'kind = "archive"\n')
     key = tmp_path / "keys" / "client_ed25519"
     token = tmp_path / "keys" / "consonance-sandbox-token"
     token.chmod(0o644)

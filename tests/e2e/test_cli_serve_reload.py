@@ -311,7 +311,7 @@ def test_retry_while_serve_runs_follows_the_work_until_it_ends(
         progress = [ln for ln in lines if ln.startswith(f"{wid}: ")]
         assert progress, out
         assert all(re.search(r": (queued|running)\b.*\(\d+ s\)$", ln) for ln in progress), out
-        assert lines[-1] == f"done {wid}: 5 file(s) sent", out
+        assert lines[-1] == f"done {wid}: 5 files sent", out
         assert len(printer.landed(isbn)) == 5
     finally:
         code = serve.stop()

@@ -194,7 +194,7 @@ def test_run_of_an_inbound_flow_takes_a_partner_upload_in_once(project: Project)
     assert sha == hashlib.sha256(body).hexdigest()
     assert Path(str(local)).read_bytes() == body
     again = project.cli("run", "design-intake").stdout
-    assert "1 file(s) already taken in earlier" in again
+    assert "1 file already taken in earlier" in again
     assert len(project.rows("SELECT id FROM intake_ledger")) == 1
     status = project.cli("status").stdout
     assert "intake: done 1" in status and "flow ticks: none" in status, status

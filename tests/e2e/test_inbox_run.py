@@ -104,7 +104,7 @@ def test_run_takes_the_inbox_in_and_says_what_it_left_alone(project: Path) -> No
 
     again = _run(project)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "3 file(s) already taken in earlier" in again.stdout
+    assert "3 files already taken in earlier" in again.stdout
     assert "ignored: a hidden file" in again.stdout  # listed on every run...
     said = _rows(project, "SELECT subject FROM audit_events WHERE action = 'intake.ignored'")
     assert sorted(s for (s,) in said) == [  # ...but said once

@@ -60,6 +60,7 @@ from consonance_sftp.engine import (
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport, TitleStates
 from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
@@ -353,7 +354,7 @@ class RunOutcome:
         failed = sum(1 for r in self.results.values() if "error" in r)
         done = sum(1 for r in self.results.values() if "sent" in r)
         parts = [
-            f"{len(self.planned.outbounds)} package(s) planned",
+            f"{counted(len(self.planned.outbounds), 'package')} planned",
             f"{len(self.enqueued)} enqueued",
         ]
         if self.results:
@@ -413,12 +414,12 @@ class Service:
         """What a run of the flow would send. ``now`` (a schedule's tick time) makes the plan
         repeatable: message headers and file names that carry a time use it."""
         flow = self.flow(name)
+        preparer = preparer_for(name, flow)  # a kind this release cannot run says so first
         if not flow.enabled:
             raise ConsonanceSftpError(
                 f"flow {name!r} is disabled in the config",
                 hint=f"Set enabled = true under [flows.{name}].",
             )
-        preparer = preparer_for(name, flow)
         now = now or datetime.now(UTC)
         if api is not None:
             ctx = FlowContext(self.app, api, now, force_full, test, dry_run)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows.changes import ChangeDetector, PollReport
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger, setup_logging
 from consonance_sftp.models import Alert, AlertSeverity
 from consonance_sftp.ports.store import Store
@@ -105,7 +106,7 @@ def record_poll_success(store: Store, report: PollReport) -> None:
                 severity=AlertSeverity.INFO,
                 kind="consonance_poll_recovered",
                 message=f"Consonance polling works again (failing since "
-                f"{health.failing_since}, {health.failures} failed poll(s); last error: "
+                f"{health.failing_since}, {counted(health.failures, 'failed poll')}; last error: "
                 f"{health.last_error})",
             )
         )

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from consonance_sftp.cli.main import state
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the config models (pydantic, asyncssh) load when a command runs
     from consonance_sftp.config import Settings
@@ -37,7 +38,6 @@ def check(
     """
     from consonance_sftp.config.checks import check_file
     from consonance_sftp.errors import ConfigError, ConfigProblem
-    from consonance_sftp.formats.wording import counted
 
     settings, findings = check_file(state.config_path)
     errors = [f for f in findings if f.severity == "error" or (strict and f.severity == "warning")]
@@ -67,7 +67,7 @@ def summary(settings: Settings) -> list[str]:
         paused = " (paused)" if partner.paused else ""
         lines.append(
             f"    {name}: {partner.user}@{partner.host}:{partner.port}, {partner.auth.method} "
-            f"auth, {len(partner.host_keys)} pinned host key(s){paused}"
+            f"auth, {counted(len(partner.host_keys), 'pinned host key')}{paused}"
         )
     lines.append(f"  flows:      {len(settings.flows)}")
     for name, flow in settings.flows.items():

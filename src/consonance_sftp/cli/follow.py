@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from consonance_sftp.formats.wording import counted
+
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
@@ -69,9 +71,9 @@ def describe(client: EngineClient, workflow_id: str, files: int | None) -> str:
         done = client.steps_done(workflow_id)
         uploads = sum(1 for s in done if s.startswith(("upload:", "deliver.upload")))
         if files:
-            text += f": {uploads} of {files} file(s) uploaded"
+            text += f": {uploads} of {counted(files, 'file')} uploaded"
         elif done:
-            text += f": {len(done)} step(s) done, last {done[-1]}"
+            text += f": {counted(len(done), 'step')} done, last {done[-1]}"
     return text
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from consonance_sftp.cli.main import state
 from consonance_sftp.errors import ConfigError, ConfigProblem
+from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
     from consonance_sftp.app import App
@@ -125,7 +126,7 @@ def probe(
     if apply:
         apply_recommendations(state.config_path, name, dict(report.recommended))
         console.print(
-            f"applied: wrote {len(report.recommended)} setting(s) to "
+            f"applied: wrote {counted(len(report.recommended), 'setting')} to "
             f"[partners.{name}.transfer] in {state.config_path}",
             markup=False,
         )

@@ -250,7 +250,7 @@ def _poller_health(app: App) -> None:
     if health.failing_since:
         console.print(
             f"[red]Consonance poller: failing since {health.failing_since} "
-            f"({health.failures} poll(s) in a row)[/red]"
+            f"({counted(health.failures, 'poll')} in a row)[/red]"
         )
 
 

@@ -215,7 +215,7 @@ def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> Non
     console.print(t)
     for note in notes:
         console.print(note, soft_wrap=True)
-    console.print(f"{len(report.known)} file(s) already taken in earlier")
+    console.print(f"{counted(len(report.known), 'file')} already taken in earlier")
     for partner, why in {**report.held, **report.errors}.items():
         console.print(f"[yellow]{partner}[/yellow]: {escape(why)}", soft_wrap=True)
     if report.errors or any("error" in r for r in results.values()):

@@ -501,7 +501,7 @@ class Settings(StrictModel):
         ``no partner named 'printr'; did you mean 'printer'? (partners in x.toml: ...)``."""
         names = list(known)
         where = str(self._source) if self._source is not None else "the config"
-        close = difflib.get_close_matches(name, names, n=1)
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         guess = f"; did you mean {close[0]!r}?" if close else ""
         listed = (
             f"{what}s in {where}: {', '.join(names)}" if names else f"{where} defines no {what}s"

@@ -253,10 +253,11 @@ partners = ["audio-vendor"]
 file_variants = ["AUDIO"]
 when = {{ days_before_publication = 56 }}
 
-# Not built yet: `config check` warns, `serve` skips it and `run` refuses it. It shows the
-# shape; set enabled = false to silence the warning.
+# Not built yet, so off: enabled, `config check` would warn, `serve` skip it and `run`
+# refuse it. It shows the shape.
 [flows.nightly-archive]
 kind = "archive"
+enabled = false
 schedule = {{ cron = "30 2 * * *", timezone = "UTC" }}
 
 # Royalty statements to agents, each receiving only its own:

@@ -35,6 +35,7 @@ import psycopg
 from dbos import DBOS
 
 from consonance_sftp.errors import EngineError
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity
 
@@ -181,7 +182,7 @@ class TakeoverScanner:
             return takeover
         message = (
             f"executor {executor_id!r} silent for {silent_s:.1f} s: "
-            f"{len(workflow_ids)} workflow(s) taken over by {self.settings.executor_id!r}"
+            f"{counted(len(workflow_ids), 'workflow')} taken over by {self.settings.executor_id!r}"
         )
         log.warning(message)
         self.alerts.raise_alert(

@@ -586,8 +586,9 @@ def _blocked(
             severity=AlertSeverity.WARNING,
             kind="onix_invalid",
             message=(
-                f"the ONIX {job.kind} feed for {job.partner} was not sent: {len(problems)} "
-                f"problem(s) in {len(result.report.invalid_products)} product(s)"
+                f"the ONIX {job.kind} feed for {job.partner} was not sent: "
+                f"{counted(len(problems), 'problem')} in "
+                f"{counted(len(result.report.invalid_products), 'product')}"
             ),
             partner=job.partner,
             flow=name,

@@ -33,6 +33,7 @@ from typing import IO, Any, Protocol
 from lxml import etree
 
 from ...errors import ValidationFailed
+from ..wording import counted
 from . import codes
 from .rules import RecipientRules
 from .tags import OnixVersion, TagStyle, namespace, schema_path, short_tags, version_of
@@ -95,7 +96,8 @@ class ValidationReport:
         count = len(self.invalid_products)
         more = " (and more not listed)" if self.truncated else ""
         raise ValidationFailed(
-            f"{what}: {len(self.problems)} problem(s) in {count} product(s){more}; not sent",
+            f"{what}: {counted(len(self.problems), 'problem')} in "
+            f"{counted(count, 'product')}{more}; not sent",
             [str(p) for p in self.problems],
             hint="Fix the named products in Consonance (or the recipient's rules), then rerun.",
         )
