@@ -18,6 +18,7 @@ from pathlib import Path
 
 from consonance_sftp.app import App
 from consonance_sftp.config import Settings
+from consonance_sftp.engine import SERVICE
 
 
 async def main(settings_path: str, executor_id: str, progress_path: str) -> None:
@@ -30,6 +31,7 @@ async def main(settings_path: str, executor_id: str, progress_path: str) -> None
         os.replace(tmp, progress_file)
 
     engine = app.engine(executor_id=executor_id, progress=progress)
+    engine.lease.role = SERVICE  # a long-lived executor: the test's polls hand it their work
     await asyncio.to_thread(engine.launch)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -316,12 +316,14 @@ async def test_a_full_local_disk_while_staging_a_package_is_said_and_leaves_no_p
                     if f.url and (biggest is None or (f.file_size or 0) > (biggest.file_size or 0)):
                         biggest = f
         assert biggest is not None and biggest.url
-        # Leave less room than the file needs.
+        # Leave less room than the file needs: the sandbox's files can be a few KiB, so
+        # leave at most half of it (whole tmpfs pages).
         filler = small_disk / "filler"
         with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
             while True:
                 fh.write(b"\0" * 4096)
-        filler.write_bytes(b"\0" * (filler.stat().st_size - 8192))
+        room = min(8192, (biggest.file_size or 0) // 2) // 4096 * 4096
+        filler.write_bytes(b"\0" * (filler.stat().st_size - room))
         dest = small_disk / "staging" / biggest.filename
         with pytest.raises(LocalDiskFull) as full:
             await api.download_file(biggest.url, dest)
