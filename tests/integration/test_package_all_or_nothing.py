@@ -2,7 +2,11 @@
 real OpenSSH sshd. The last file of a three-file package cannot be written (its folder is not
 the account's); the first two are staged, verified, and left under their temporary names, none
 under its final name. Once the folder is writable, ``retry`` stages the third and publishes all
-three, each file sent once."""
+three, each file sent once.
+
+On a server that forbids rename (``upload_strategy = 'direct'``) the bytes are written under
+the final names as they are staged: there all-or-nothing is the done-markers, none written
+before every file of the package is staged and verified."""
 
 from __future__ import annotations
 
@@ -40,7 +44,9 @@ def _files(tmp_path: Path, remote: str) -> tuple[FileToSend, ...]:
     return tuple(made)
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["rename", "direct-with-markers"])
 async def test_no_file_of_a_package_is_published_before_all_are_staged(
+    direct: bool,
     openssh: OpenSshServer,
     openssh_endpoint: Callable[..., SftpEndpoint],
     openssh_dir: Callable[[str], tuple[Path, str]],
@@ -54,7 +60,8 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
     locked = local / "locked"
     locked.mkdir(mode=0o755)  # root's: the partner forbids the account to write there
 
-    endpoint = openssh_endpoint("chroot")
+    transfer = {"upload_strategy": "direct", "done_marker": "{name}.done"} if direct else {}
+    endpoint = openssh_endpoint("chroot", **transfer)
     transport = SftpDeliveryTransport(lambda partner: SftpRemoteFS(endpoint, state_dir=tmp_path))
     cfg = {
         "db": f"sqlite:///{tmp_path}/dbos.sqlite",
@@ -73,12 +80,15 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
         with pytest.raises(Exception, match="ermission denied"):
             await engine.result(workflow_id, 60)
 
-        # Nothing of the package is under its final name: the first two wait, verified, under
-        # their temporary names.
+        # Nothing of the package is published: the first two wait, verified, under their
+        # temporary names (with 'direct': under their final names, without a done-marker).
         finals = [local / f.remote_path.removeprefix(remote + "/") for f in files]
-        assert [p.exists() for p in finals] == [False, False, False]
         staged = sorted(p.name for p in (local / "title").iterdir())
-        assert len(staged) == 2 and not set(staged) & {"a.pdf", "b.jpg"}
+        if direct:
+            assert staged == ["a.pdf", "b.jpg"]
+        else:
+            assert [p.exists() for p in finals] == [False, False, False]
+            assert len(staged) == 2 and not set(staged) & {"a.pdf", "b.jpg"}
         rows = {r[1]: r[4] for r in ledger_rows(ledger_path)}
         assert set(rows.values()) == {"failed"}
 
@@ -95,8 +105,11 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
 
     for f, final in zip(files, finals, strict=True):
         assert final.read_bytes() == Path(f.source).read_bytes()
-    # Published by renames: no temporary name is left behind.
-    assert sorted(p.name for p in (local / "title").iterdir()) == ["a.pdf", "b.jpg"]
-    assert sorted(p.name for p in locked.iterdir()) == ["c.xml"]
+    # Published: no temporary name is left behind (with 'direct', each file has its marker).
+    markers = [".done"] if direct else []
+    assert sorted(p.name for p in (local / "title").iterdir()) == sorted(
+        name + m for name in ("a.pdf", "b.jpg") for m in ["", *markers]
+    )
+    assert sorted(p.name for p in locked.iterdir()) == ["c.xml", *[f"c.xml{m}" for m in markers]]
     rows = {r[1]: r[4] for r in ledger_rows(ledger_path)}
     assert rows == {f.remote_path: "sent" for f in files}
