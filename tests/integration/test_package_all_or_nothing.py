@@ -52,16 +52,28 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
     openssh_dir: Callable[[str], tuple[Path, str]],
     tmp_path: Path,
 ) -> None:
-    # The chroot account is not root, so a root-owned folder refuses its writes.
-    local, remote = openssh_dir("chroot")
-    owner = pwd.getpwnam(openssh.chroot_user or "")
+    # A folder the account may not write to. As root (who may write anywhere), the account is
+    # the chroot one and the folder root's; otherwise the tests' own account and a read-only
+    # folder.
+    account = "chroot" if os.geteuid() == 0 else "shell"
+    local, remote = openssh_dir(account)
     (local / "title").mkdir()
-    os.chown(local / "title", owner.pw_uid, owner.pw_gid)
     locked = local / "locked"
-    locked.mkdir(mode=0o755)  # root's: the partner forbids the account to write there
+    locked.mkdir(mode=0o755)
+    if account == "chroot":
+        owner = pwd.getpwnam(openssh.chroot_user or "")
+        os.chown(local / "title", owner.pw_uid, owner.pw_gid)
+    else:
+        locked.chmod(0o555)
+
+    def partner_fixes_the_folder() -> None:
+        if account == "chroot":
+            os.chown(locked, owner.pw_uid, owner.pw_gid)
+        else:
+            locked.chmod(0o755)
 
     transfer = {"upload_strategy": "direct", "done_marker": "{name}.done"} if direct else {}
-    endpoint = openssh_endpoint("chroot", **transfer)
+    endpoint = openssh_endpoint(account, **transfer)
     transport = SftpDeliveryTransport(lambda partner: SftpRemoteFS(endpoint, state_dir=tmp_path))
     cfg = {
         "db": f"sqlite:///{tmp_path}/dbos.sqlite",
@@ -75,7 +87,8 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
     client = EngineClient(settings)
     files = _files(tmp_path, remote)
     try:
-        request = DeliveryRequest(flow="t", partner="openssh-chroot", package="pkg", files=files)
+        partner = f"openssh-{account}"
+        request = DeliveryRequest(flow="t", partner=partner, package="pkg", files=files)
         workflow_id = await engine.enqueue_delivery(request, max_connections=2)
         with pytest.raises(Exception, match="ermission denied"):
             await engine.result(workflow_id, 60)
@@ -92,7 +105,7 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
         rows = {r[1]: r[4] for r in ledger_rows(ledger_path)}
         assert set(rows.values()) == {"failed"}
 
-        os.chown(locked, owner.pw_uid, owner.pw_gid)  # the partner fixes the folder
+        partner_fixes_the_folder()
         await asyncio.to_thread(client.retry, workflow_id)
         deadline = time.monotonic() + 60
         while await asyncio.to_thread(client.status, workflow_id) != "SUCCESS":
