@@ -443,3 +443,23 @@ async def test_direct_stage_writes_the_final_name_and_publish_only_the_marker(
     assert sorted(p.name for p in home.iterdir()) == ["statement.pdf", "statement.pdf.done"]
     assert (home / "statement.pdf.done").read_text() == f"{sha}  statement.pdf\n"
     assert fault_server.recorder.ops("rename") + fault_server.recorder.ops("posix_rename") == []
+
+
+async def test_a_publish_whose_answer_was_lost_is_not_renamed_again(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # The rename happens, the connection drops before its answer: the retry finds the file
+    # published. Renaming again with 'delete_rename' would first remove the published file.
+    fault_server.faults.no_posix_rename = True
+    home = fault_server.home("partner")
+    (home / "feed.xml").write_bytes(b"the old version")
+    local = tmp_path / "feed.xml"
+    sha = _file(local, 20_000)
+    async with SftpRemoteFS(fault_endpoint(overwrite="replace"), state_dir=tmp_path / "s") as fs:
+        staged = await fs.stage(local, "feed.xml", sha256=sha)
+        fault_server.faults.drop_after_rename = True
+        assert await fs.publish("feed.xml", sha256=sha) == "delete_rename"
+    assert fault_server.recorder.drops == 1
+    assert fault_server.recorder.ops("rename") == [(staged.staged_path, "feed.xml")]
+    assert sorted(p.name for p in home.iterdir()) == ["feed.xml"]
+    assert _sha(home / "feed.xml") == sha

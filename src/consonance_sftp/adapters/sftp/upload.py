@@ -102,10 +102,18 @@ class UploadMixin(FSBase):
         one given to ``stage``. With ``direct`` only the marker is written: it is what tells
         the partner that the file is complete."""
 
+        tries = 0
+
         async def once() -> str:
+            nonlocal tries
+            tries += 1
             async with self._lease(None) as pc:
                 return await self._publish_staged(
-                    pc, self.staging_path(remote_path, temp_path), remote_path, sha256
+                    pc,
+                    self.staging_path(remote_path, temp_path),
+                    remote_path,
+                    sha256,
+                    again=tries > 1,
                 )
 
         return await self._retrying("rename", remote_path, once)
@@ -444,11 +452,22 @@ class UploadMixin(FSBase):
             seconds=time.monotonic() - started,
         )
 
-    async def _publish_staged(self, pc: PooledConnection, temp: str, final: str, sha: str) -> str:
-        """Rename (unless ``direct``), done-marker, and forget the resume journal."""
-        strategy = (
-            UploadStrategy.DIRECT.value if temp == final else await self._finalize(pc, temp, final)
-        )
+    async def _publish_staged(
+        self, pc: PooledConnection, temp: str, final: str, sha: str, *, again: bool = False
+    ) -> str:
+        """Rename (unless ``direct``), done-marker, and forget the resume journal. ``again``:
+        an earlier attempt may have renamed the file and lost the answer with the connection;
+        renaming again would fail (or, with ``delete_rename``, remove the published file)."""
+        if temp == final:
+            strategy = UploadStrategy.DIRECT.value
+        elif (
+            again
+            and await self._stat(pc.sftp, temp) is None
+            and await self._stat(pc.sftp, final) is not None
+        ):
+            strategy = self._strategy(pc.sftp).value
+        else:
+            strategy = await self._finalize(pc, temp, final)
         if self.settings.done_marker:
             await self._write_marker(pc.sftp, final, sha)
         # One local unlink (no thread hop: small files never have a journal to remove).
