@@ -98,9 +98,8 @@ async def plain_loop(work: Path, requests: list[DeliveryRequest]) -> float:
             state = await transport.remote_state(req.partner, f)
             if state.final_matches:
                 continue
-            await transport.upload(req.partner, f, fence)
-            await transport.verify(req.partner, f)
-            await transport.commit(req.partner, f, fence)
+            await transport.stage(req.partner, f, fence)
+            await transport.publish(req.partner, f, fence)
             await asyncio.to_thread(
                 ledger.record,
                 DeliveryRecord(

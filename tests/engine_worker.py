@@ -111,7 +111,12 @@ class FolderTransport:
             final_matches=matches, partial_bytes=part.stat().st_size if part.exists() else 0
         )
 
-    async def upload(self, partner: str, f: FileToSend, fence: Fence) -> int:
+    async def stage(self, partner: str, f: FileToSend, fence: Fence) -> int:
+        sent = await self._upload(partner, f, fence)
+        await self._verify(partner, f)
+        return sent
+
+    async def _upload(self, partner: str, f: FileToSend, fence: Fence) -> int:
         self.events.write("attempt", partner=partner, path=f.remote_path)
         if self.fault_file and partner == self.fault_partner and os.path.exists(self.fault_file):
             if self.fault_error == "permission":
@@ -149,7 +154,7 @@ class FolderTransport:
             self.events.write("upload_end", partner=partner, path=f.remote_path, sent=sent)
         return sent
 
-    async def verify(self, partner: str, f: FileToSend) -> None:
+    async def _verify(self, partner: str, f: FileToSend) -> None:
         final = self._final(partner, f)
         part = final.with_name(final.name + ".part")
         if part.exists() and part.stat().st_size == f.size and sha256_file(part) == f.sha256:
@@ -159,7 +164,7 @@ class FolderTransport:
         part.unlink(missing_ok=True)
         raise IntegrityError("size or SHA-256 mismatch", partner=partner, path=f.remote_path)
 
-    async def commit(self, partner: str, f: FileToSend, fence: Fence) -> None:
+    async def publish(self, partner: str, f: FileToSend, fence: Fence) -> None:
         final = self._final(partner, f)
         part = final.with_name(final.name + ".part")
         if final.exists() and sha256_file(final) == f.sha256 and not part.exists():

@@ -70,9 +70,9 @@ async def test_the_fixed_temporary_name_is_written_then_renamed(
         lambda partner: SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s")
     )
     try:
-        sent = await transport.upload("fault-partner", file, _OpenFence())
-        await transport.commit("fault-partner", file, _OpenFence())
-        again = await transport.upload("fault-partner", file, _OpenFence())  # a re-run
+        sent = await transport.stage("fault-partner", file, _OpenFence())
+        await transport.publish("fault-partner", file, _OpenFence())
+        again = await transport.stage("fault-partner", file, _OpenFence())  # a re-run
     finally:
         await transport.close()
     assert sent == 5000
@@ -104,7 +104,7 @@ async def test_a_changed_host_key_is_reported_once_and_sends_nothing(
     )
     try:
         with pytest.raises(HostKeyMismatch):
-            await transport.upload("printer", file, _OpenFence())
+            await transport.stage("printer", file, _OpenFence())
     finally:
         await transport.close()
     assert reported == [("printer", "HostKeyMismatch")]

@@ -33,10 +33,10 @@ class _RenameRefused(FolderTransport):
         super().__init__(cfg, events)
         self.refuse: str | None = None
 
-    async def commit(self, partner: str, f: FileToSend, fence: Fence) -> None:
+    async def publish(self, partner: str, f: FileToSend, fence: Fence) -> None:
         if f.remote_path == self.refuse:
             raise RemotePermissionDenied("rename refused", partner=partner, path=f.remote_path)
-        await super().commit(partner, f, fence)
+        await super().publish(partner, f, fence)
 
 
 async def test_a_failed_rename_keeps_earlier_files_sent_and_retry_finishes_once(

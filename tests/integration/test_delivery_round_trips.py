@@ -1,6 +1,6 @@
-"""The SFTP bridge does not repeat the adapter's round trips: after a fresh plan it sends a file
-with no extra look at the final name, no stat to verify and none to commit, and it still looks
-whenever the upload may be a re-run (nothing sent twice)."""
+"""The SFTP bridge does not repeat the adapter's round trips: after a fresh plan it stages a file
+with no extra look at the final name and publishes it with no stat, and it still looks
+whenever the stage may be a re-run (nothing sent twice)."""
 
 from __future__ import annotations
 
@@ -69,27 +69,25 @@ async def test_a_planned_file_is_sent_without_repeating_looks_and_a_rerun_looks_
         for f in (a, b):
             assert not (await transport.remote_state("p", f)).final_matches
         for f in (a, b):
-            assert await transport.upload("p", f, fence) == f.size
-            await transport.verify("p", f)
+            assert await transport.stage("p", f, fence) == f.size
         for f in (a, b):
-            await transport.commit("p", f, fence)
+            await transport.publish("p", f, fence)
         (fs,) = fs_made
-        # One look per file, in plan; the folder made once.
+        # One look per file, in plan; the folder made once; no look to publish.
         assert fs.calls == ["holds", "holds", "makedirs"]
 
         # A re-run of a step after a crash (no fresh plan in this process) looks first and
-        # sends nothing; its verify and commit trust that look.
+        # sends nothing; its publish trusts that look.
         fs.calls.clear()
-        assert await transport.upload("p", a, fence) == 0
-        await transport.verify("p", a)
-        await transport.commit("p", a, fence)
+        assert await transport.stage("p", a, fence) == 0
+        await transport.publish("p", a, fence)
         assert fs.calls == ["holds"]
 
-        # A commit with no upload of this file in this process (a restart between the steps)
-        # checks the final name.
+        # A publish with no stage of this file in this process (a re-run after its publish)
+        # finds nothing under the staging name, and checks the final name.
         fs.calls.clear()
-        await transport.commit("p", b, fence)
-        assert fs.calls == ["stat"]
+        await transport.publish("p", b, fence)
+        assert fs.calls == ["stat", "stat"]
     finally:
         await transport.close()
     home = fault_server.home("partner") / "in" / "title"

@@ -395,3 +395,71 @@ async def test_caller_supplied_hash(
         with pytest.raises(errors.IntegrityError, match="does not match"):
             await fs.upload(big, "big2.bin", sha256="0" * 64)
     assert not (fault_server.home("partner") / "big2.bin").exists()
+
+
+async def test_stage_leaves_a_verified_temporary_file_that_publish_renames(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # Staged, a file waits under its temporary name: a second stage (a retry after another
+    # file of the package failed) finds every segment there and sends nothing; publish renames
+    # it and forgets the resume journal.
+    local = tmp_path / "audio.wav"
+    sha = _file(local, 3 * MIB)
+    home = fault_server.home("partner")
+    journals = tmp_path / "s" / "journals"
+    async with SftpRemoteFS(fault_endpoint(segment_size=MIB), state_dir=tmp_path / "s") as fs:
+        staged = await fs.stage(local, "audio.wav", sha256=sha)
+        assert staged.staged_path == fs.staging_path("audio.wav") != "audio.wav"
+        assert not (home / "audio.wav").exists()
+        assert _sha(home / staged.staged_path) == sha
+        written = fault_server.recorder.bytes_written
+        again = await fs.stage(local, "audio.wav", sha256=sha)
+        assert again.resumed_from == 3 * MIB
+        assert fault_server.recorder.bytes_written == written
+        assert fault_server.recorder.ops("rename") + fault_server.recorder.ops("posix_rename") == []
+        assert list(journals.iterdir())
+        strategy = await fs.publish("audio.wav", sha256=sha)
+    assert strategy in {"posix_rename", "rename"}
+    assert sorted(p.name for p in home.iterdir()) == ["audio.wav"]
+    assert _sha(home / "audio.wav") == sha
+    assert list(journals.iterdir()) == []
+
+
+async def test_direct_stage_writes_the_final_name_and_publish_only_the_marker(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # A server that forbids rename: the bytes go to the final name as they are staged; the
+    # done-marker, written by publish, is what says the file (and its package) is complete.
+    local = tmp_path / "statement.pdf"
+    sha = _file(local, 5000)
+    home = fault_server.home("partner")
+    async with SftpRemoteFS(
+        fault_endpoint(upload_strategy="direct", done_marker="{name}.done"),
+        state_dir=tmp_path / "s",
+    ) as fs:
+        await fs.stage(local, "statement.pdf", sha256=sha)
+        assert sorted(p.name for p in home.iterdir()) == ["statement.pdf"]
+        assert await fs.publish("statement.pdf", sha256=sha) == "direct"
+    assert sorted(p.name for p in home.iterdir()) == ["statement.pdf", "statement.pdf.done"]
+    assert (home / "statement.pdf.done").read_text() == f"{sha}  statement.pdf\n"
+    assert fault_server.recorder.ops("rename") + fault_server.recorder.ops("posix_rename") == []
+
+
+async def test_a_publish_whose_answer_was_lost_is_not_renamed_again(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # The rename happens, the connection drops before its answer: the retry finds the file
+    # published. Renaming again with 'delete_rename' would first remove the published file.
+    fault_server.faults.no_posix_rename = True
+    home = fault_server.home("partner")
+    (home / "feed.xml").write_bytes(b"the old version")
+    local = tmp_path / "feed.xml"
+    sha = _file(local, 20_000)
+    async with SftpRemoteFS(fault_endpoint(overwrite="replace"), state_dir=tmp_path / "s") as fs:
+        staged = await fs.stage(local, "feed.xml", sha256=sha)
+        fault_server.faults.drop_after_rename = True
+        assert await fs.publish("feed.xml", sha256=sha) == "delete_rename"
+    assert fault_server.recorder.drops == 1
+    assert fault_server.recorder.ops("rename") == [(staged.staged_path, "feed.xml")]
+    assert sorted(p.name for p in home.iterdir()) == ["feed.xml"]
+    assert _sha(home / "feed.xml") == sha

@@ -1,18 +1,24 @@
 """The SFTP adapter as the engine's delivery transport, and packages as engine requests.
 
-The engine checkpoints a delivery as plan, upload (with verify) and commit (rename, record)
-steps. The SFTP adapter's upload already runs the whole safe protocol (temporary name, resume
-journal, size and hash check, atomic rename), so here ``upload`` is that protocol, ``verify``
-re-checks the final file, and ``commit`` only confirms it is in place. What makes a re-run after a
-crash safe is ``remote_state``/``upload`` asking the server first whether the final name already
-holds exactly these bytes: then nothing is sent again, whatever the partner's overwrite policy.
+The engine checkpoints a delivery as plan, upload (stage and verify) and commit (publish all,
+record) steps, and publishes nothing of a package before every file of it is staged. The SFTP
+adapter's protocol comes in the same two halves: ``stage`` is the adapter's ``stage``
+(temporary name, resume journal, size and hash check), ``publish`` its ``publish`` (the rename,
+then the done-marker). What makes a re-run after a crash safe is ``remote_state``/``stage``
+asking the server first whether the final name already holds exactly these bytes: then nothing
+is sent again, whatever the partner's overwrite policy; and ``publish`` renames only what is
+still under its staging name.
+
+With ``upload_strategy = 'direct'`` (a server that forbids rename) ``stage`` writes under the
+final name, so a partner sees each file as it arrives; all-or-nothing then rests on the
+done-markers, which ``publish`` writes only once the whole package is staged and verified.
 
 Round trips the adapter has already made are not made again, as they count per file on a slow
-link: ``upload`` skips its "already there?" look when this process's own ``remote_state`` found
-the file absent and nothing has tried to upload it since (the first try after a fresh plan:
-only a re-run can find it there, and a re-run always looks); ``verify`` and ``commit`` skip
-their stat after this process's own upload of the file succeeded, as the adapter checked size
-(and hash where the server allows) before it renamed; a folder is created once per connection.
+link: ``stage`` skips its "already there?" look when this process's own ``remote_state`` found
+the file absent and nothing has tried to stage it since (the first try after a fresh plan:
+only a re-run can find it there, and a re-run always looks); ``publish`` renames without a look
+what this process staged (the adapter verified it), and does nothing for a file found in place;
+a folder is created once per connection.
 
 Connections are opened on the event loop that uses them (DBOS runs workflows on its own loop),
 one ``SftpRemoteFS`` per partner and loop.
@@ -36,6 +42,7 @@ from consonance_sftp.formats.packaging import join_remote
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
 T = TypeVar("T")
+V = TypeVar("V")
 
 SecuritySink = Callable[[str, HostKeyMismatch], None]
 """(partner, the mismatch): a changed host key stops that partner and alerts."""
@@ -70,8 +77,9 @@ class SftpDeliveryTransport:
         self.on_host_key_changed = on_host_key_changed
         # Found absent by remote_state and not tried since: the upload need not look again.
         self._planned_absent: OrderedDict[_FileKey, None] = OrderedDict()
-        # Uploaded (or found in place) and verified by this process: verify/commit need not stat.
-        self._verified: OrderedDict[_FileKey, None] = OrderedDict()
+        # Staged and verified by this process (True: publish renames it without a look), or
+        # found at the final name already (False: nothing to publish).
+        self._staged: OrderedDict[_FileKey, bool] = OrderedDict()
         self._folders: set[tuple[str, int, str]] = set()
         # Pools of partners whose config changed, to close on the loop that opened them.
         self._stale: dict[int, list[SftpRemoteFS]] = {}
@@ -85,8 +93,8 @@ class SftpDeliveryTransport:
         self._folders = {f for f in self._folders if f[0] != partner}
 
     @staticmethod
-    def _remember(memo: OrderedDict[_FileKey, None], key: _FileKey) -> None:
-        memo[key] = None
+    def _remember(memo: OrderedDict[_FileKey, V], key: _FileKey, value: V) -> None:
+        memo[key] = value
         memo.move_to_end(key)
         while len(memo) > _REMEMBERED:
             memo.popitem(last=False)
@@ -118,23 +126,23 @@ class SftpDeliveryTransport:
         if held:
             self._planned_absent.pop(key, None)
         else:
-            self._remember(self._planned_absent, key)
+            self._remember(self._planned_absent, key, None)
         return RemoteFileState(final_matches=held)
 
-    async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        return await self._reporting(partner, self._upload(partner, file, fence))
+    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
+        return await self._reporting(partner, self._stage(partner, file, fence))
 
-    async def _upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
+    async def _stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
         fs = self._for(partner)
         key = self._key(partner, file)
-        self._verified.pop(key, None)
+        self._staged.pop(key, None)
         # Only the first try after this process found the file absent may skip the look: a
         # retry, a re-run after a crash or another workflow's upload of the same file all look.
         fresh = key in self._planned_absent
         self._planned_absent.pop(key, None)
         if not fresh and await fs.holds(file.remote_path, file.size, file.sha256):
-            self._remember(self._verified, key)
-            return 0  # a re-run after the rename: the partner already has these bytes
+            self._remember(self._staged, key, False)
+            return 0  # a re-run after the publish: the partner already has these bytes
         folder = posixpath.dirname(file.remote_path)
         made = (partner, id(asyncio.get_running_loop()), folder)
         if folder not in ("", "/") and made not in self._folders:
@@ -147,7 +155,7 @@ class SftpDeliveryTransport:
                 self.progress(partner, file.remote_path, done, total)
 
         try:
-            result = await fs.upload(
+            staged = await fs.stage(
                 Path(file.source),
                 file.remote_path,
                 progress=on_progress,
@@ -158,15 +166,29 @@ class SftpDeliveryTransport:
             self._folders.discard(made)  # the partner may have removed it: make it again
             raise
         # Given the planned SHA-256, the adapter refuses a local file that changed since it was
-        # planned and checks the remote copy against it wherever the server allows, before the
-        # rename: the file at the final name is verified.
-        self._remember(self._verified, key)
-        return result.size - result.resumed_from
+        # planned and checks the staged copy against it wherever the server allows.
+        self._remember(self._staged, key, not staged.skipped)
+        return staged.size - staged.resumed_from
 
-    async def verify(self, partner: str, file: FileToSend) -> None:
-        if self._key(partner, file) in self._verified:
-            return  # this process's upload checked it before renaming
-        await self._stat_final(partner, file)
+    async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        await self._reporting(partner, self._publish(partner, file, fence))
+
+    async def _publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        fs = self._for(partner)
+        key = self._key(partner, file)
+        staged = self._staged.pop(key, None)
+        if staged is False:
+            return  # found at its final name: nothing was staged
+        if staged is None:
+            # Not staged by this process (a restart between the steps, or a re-run after a
+            # publish): rename only what is still under its staging name, else check the
+            # final name holds the file.
+            entry = await fs.stat(fs.staging_path(file.remote_path, file.upload_path))
+            if entry is None or entry.size != file.size:
+                await self._stat_final(partner, file)
+                return
+        fence.check()
+        await fs.publish(file.remote_path, sha256=file.sha256, temp_path=file.upload_path)
 
     async def _stat_final(self, partner: str, file: FileToSend) -> None:
         entry = await self._for(partner).stat(file.remote_path)
@@ -178,21 +200,13 @@ class SftpDeliveryTransport:
                 path=file.remote_path,
             )
 
-    async def commit(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        # The adapter's upload renamed it already; after a restart, look once.
-        key = self._key(partner, file)
-        if key in self._verified:
-            del self._verified[key]
-            return
-        await self._stat_final(partner, file)
-
     async def close(self) -> None:
         for fs in self._fs.values():
             await fs.close()
         self._fs.clear()
         self._folders.clear()
         self._planned_absent.clear()
-        self._verified.clear()
+        self._staged.clear()
 
 
 def delivery_request(

@@ -170,19 +170,16 @@ class ResendTransport:
             return RemoteFileState(final_matches=False)
         return await self.inner.remote_state(partner, file)
 
-    async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
+    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
         if await asyncio.to_thread(self._forced, partner, file):
             fs = self.inner._for(partner)
             if await fs.holds(file.remote_path, file.size, file.sha256):
                 fence.check()
                 await fs.remove(file.remote_path)
-        return await self.inner.upload(partner, file, fence)
+        return await self.inner.stage(partner, file, fence)
 
-    async def verify(self, partner: str, file: FileToSend) -> None:
-        await self.inner.verify(partner, file)
-
-    async def commit(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        await self.inner.commit(partner, file, fence)
+    async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        await self.inner.publish(partner, file, fence)
 
 
 def with_resends(engine: Engine, store: Store) -> Engine:

@@ -137,23 +137,23 @@ class Fence(Protocol):
 
 
 class DeliveryTransport(Protocol):
-    """Moves one file to one partner. Every method must be safe to call again after a crash."""
+    """Moves one file to one partner in two halves, so that a package is all-or-nothing: the
+    engine stages every file of a package before it publishes the first. Every method must be
+    safe to call again after a crash."""
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState: ...
 
-    async def upload(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        """Send the file to its temporary name, resuming from the bytes already there;
-        return the bytes sent by this call."""
+    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
+        """Send the file to its temporary name (``file.upload_path`` when a delivery
+        convention fixes it), resuming from the bytes already there, and verify its size (and
+        hash where possible), raising ``IntegrityError`` if it does not match; nothing may get
+        its final name here. Return the bytes sent by this call (0 when the final name already
+        holds exactly these bytes: a re-run after ``publish``)."""
         ...
 
-    async def verify(self, partner: str, file: FileToSend) -> None:
-        """Check size (and hash where possible) of the temporary file; raise
-        ``IntegrityError`` if it does not match."""
-        ...
-
-    async def commit(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        """Move the temporary file to its final name. Succeeds without doing anything when the
-        final name already holds exactly these bytes (a re-run after a crash)."""
+    async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
+        """Move the staged file to its final name. Succeeds without doing anything when the
+        final name already holds these bytes and nothing is staged (a re-run after a crash)."""
         ...
 
 

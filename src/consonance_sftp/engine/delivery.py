@@ -1,16 +1,20 @@
-"""The delivery workflow: plan, upload and verify each file, then rename them all and record.
+"""The delivery workflow: stage and verify each file, then publish (rename) them all and record.
 
 One DBOS workflow per package and partner. Every step is checkpointed in the DBOS system
 database, so after a crash the workflow resumes after the last completed step; the step that was
 interrupted runs again, which is why each step is idempotent:
 
 * ``plan`` asks the ledger and the remote server what is already done (nothing is sent twice);
-* ``upload:<path>`` resumes from the bytes already under the temporary name, then re-reads size
-  (and hash where the server allows): a file is checkpointed as uploaded only once verified;
-* ``commit`` renames every uploaded file to its final name, in the package's order, then writes
-  the package's ledger rows. A rename succeeds without doing anything if the final name already
-  holds the bytes, and the ledger upserts one row per file key and generation, so a crash
-  between a rename and the ledger write (or its checkpoint) does not send again.
+* ``upload:<path>`` is the transport's ``stage``: it writes the file under its temporary name,
+  resuming from the bytes already there, then re-reads size (and hash where the server allows):
+  a file is checkpointed as uploaded only once verified, and nothing has its final name yet;
+* ``commit`` is the transport's ``publish`` of every staged file (the rename to its final
+  name), in the package's order, then writes the package's ledger rows. It runs only once every
+  file of the package is staged and verified, so a package whose last file fails shows the
+  partner none of its files (``retry`` stages that file and publishes all). A publish succeeds
+  without doing anything if the final name already holds the bytes, and the ledger upserts one
+  row per file key and generation, so a crash between a rename and the ledger write (or its
+  checkpoint) does not send again.
 
 A file of a one-file package costs three checkpoints (``plan``, ``upload:<path>``, ``commit``)
 besides DBOS's own start and result: each checkpoint is a write transaction in the system
@@ -240,14 +244,12 @@ async def _plan(req: DeliveryRequest) -> dict[str, Any]:
 
 
 async def _upload(partner: str, f: FileToSend) -> int:
-    """Upload to the temporary name, then verify it: one checkpoint for both, as the verify only
-    reads (a re-run after a crash between the two resumes the upload, which finds every byte
-    there, and verifies again)."""
+    """Stage the file: upload to the temporary name and verify it, one checkpoint for both (a
+    re-run after a crash resumes the upload, which finds every byte there, and verifies
+    again). Nothing is published here."""
     deps = _current()
     deps.fence.check()
-    sent = await deps.transport.upload(partner, f, deps.fence)
-    await deps.transport.verify(partner, f)
-    return sent
+    return await deps.transport.stage(partner, f, deps.fence)
 
 
 def _records(
@@ -292,15 +294,16 @@ async def _write(deps: Dependencies, records: list[DeliveryRecord]) -> None:
 
 
 async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, Any]) -> int:
-    """Rename every uploaded file (all were verified before the first rename), then record the
-    package: ``sent`` for the renamed files, ``skipped`` for those already in place. If a rename
-    fails, the files renamed before it are recorded ``sent`` before the error goes on."""
+    """Publish every staged file (all were staged and verified before the first rename), then
+    record the package: ``sent`` for the renamed files, ``skipped`` for those already in place.
+    If a rename fails, the files renamed before it are recorded ``sent`` before the error goes
+    on."""
     deps = _current()
     renamed: list[int] = []
     try:
         for i in plan["send"]:
             deps.fence.check()
-            await deps.transport.commit(req.partner, req.files[i], deps.fence)
+            await deps.transport.publish(req.partner, req.files[i], deps.fence)
             renamed.append(i)
     except Exception:
         if renamed:

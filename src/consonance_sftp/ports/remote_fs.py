@@ -54,6 +54,20 @@ class UploadResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StagedFile:
+    """A file ``stage`` wrote and verified under its staging name, not yet published."""
+
+    remote_path: str  # the final name it is meant for
+    staged_path: str  # where its bytes are: the temporary name (the final one with 'direct')
+    size: int
+    sha256: str
+    skipped: bool = False  # an identical file was already at the final name: nothing to publish
+    verified_by: str = "size"  # size | check_file | shell | read_back
+    resumed_from: int = 0  # bytes that were already on the server from an earlier attempt
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UploadItem:
     local_path: Path
     remote_path: str
@@ -100,6 +114,30 @@ class RemoteFS(Protocol):
     @property
     def partner(self) -> str: ...
 
+    def staging_path(self, final: str, temp_path: str | None = None) -> str:
+        """Where ``stage`` writes the bytes for ``final`` (``temp_path`` when a delivery
+        convention fixes it; ``final`` itself on a server that forbids rename)."""
+        ...
+
+    async def stage(
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        progress: ProgressCallback | None = None,
+        sha256: str | None = None,
+        temp_path: str | None = None,
+    ) -> StagedFile:
+        """Write under the staging name, resuming from the bytes already there, and verify
+        size (and SHA-256 where possible); nothing gets the final name. Raises
+        RemoteFileExists (overwrite policy 'fail'), IntegrityError, ..."""
+        ...
+
+    async def publish(self, remote_path: str, *, sha256: str, temp_path: str | None = None) -> str:
+        """Rename a staged file to its final name (then the done-marker, if configured);
+        returns the strategy used. ``temp_path`` as given to ``stage``."""
+        ...
+
     async def upload(
         self,
         local_path: Path,
@@ -107,8 +145,10 @@ class RemoteFS(Protocol):
         *,
         progress: ProgressCallback | None = None,
         sha256: str | None = None,
+        temp_path: str | None = None,
     ) -> UploadResult:
-        """Temp name, verify, rename; raises RemoteFileExists, IntegrityError, ..."""
+        """``stage`` then ``publish``, for a lone file; raises RemoteFileExists,
+        IntegrityError, ..."""
         ...
 
     async def upload_many(

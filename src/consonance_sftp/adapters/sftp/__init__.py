@@ -14,6 +14,10 @@ One ``SftpRemoteFS`` per partner; ``app`` builds it from the partner's config::
     async with SftpRemoteFS(endpoint, state_dir=Path("var/transfers"), budget=budget) as fs:
         result = await fs.upload(Path("a.pdf"), "/in/a.pdf",
                                  progress=lambda done, total: ...)   # -> UploadResult
+        # A package: stage every file (temporary name, verified), then publish them all.
+        staged = [await fs.stage(local, remote) for local, remote in package]  # StagedFile
+        for s in staged:
+            await fs.publish(s.remote_path, sha256=s.sha256)         # rename, done-marker
         results = await fs.upload_many([UploadItem(local_path=..., remote_path=...), ...])
         async for entry in fs.list("/out", pattern="*.csv"):          # lazy, 10k+ entries
             stable = await fs.wait_stable(entry)                     # None: still growing
@@ -30,7 +34,9 @@ Guarantees (each tested against real OpenSSH and the fault-injecting server):
 
 * never half a file under its final name: temporary name, size (and SHA-256 where the server
   allows) verified, then rename; servers that forbid rename/overwrite/setstat get the
-  partner's configured ``upload_strategy``, never a silent fallback;
+  partner's configured ``upload_strategy``, never a silent fallback; ``stage`` and
+  ``publish`` split the two halves so a package can be published only once all of it is
+  staged;
 * resume, don't restart: a local journal of finished segments (``segmented.SegmentJournal``)
   per transfer, under ``state_dir/journals``;
 * pinned host keys only, nothing read from ``~/.ssh``, the agent or ``ssh_config``; a mismatch

@@ -1,5 +1,10 @@
 """The upload protocol of ``SftpRemoteFS`` (never half a file under its final name).
 
+It comes in two halves, so a package can be all-or-nothing: ``stage`` (steps 1-4) leaves a
+verified file under its temporary name, ``publish`` (steps 5-6) gives it its final name. The
+delivery engine stages every file of a package before it publishes the first; ``upload`` is
+both at once, for a lone file.
+
 1. hash the local file (SHA-256, also the ledger's content key), while it is sent;
 2. apply the overwrite policy to an existing final name (fail / replace / skip-if-identical);
 3. write into a temporary name (prefix/suffix, or a temp folder), in segments over one or
@@ -44,6 +49,7 @@ from consonance_sftp.config.transfer import (
 )
 from consonance_sftp.ports.remote_fs import (
     ProgressCallback,
+    StagedFile,
     UploadItem,
     UploadResult,
 )
@@ -59,7 +65,58 @@ _SHELL_HASH_MIN_SIZE = 1024 * 1024
 
 
 class UploadMixin(FSBase):
-    """``upload``, ``upload_many`` and their protocol."""
+    """``stage``, ``publish``, ``upload``, ``upload_many`` and their protocol."""
+
+    def staging_path(self, final: str, temp_path: str | None = None) -> str:
+        """Where ``stage`` writes the bytes meant for ``final``: the delivery convention's
+        fixed temporary name, else the partner's temp name; the final name itself with the
+        ``direct`` strategy (a server that forbids rename)."""
+        if temp_path is not None:
+            return temp_path
+        if self.settings.upload_strategy is UploadStrategy.DIRECT:
+            return final
+        return self.temp_name(final)
+
+    async def stage(
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        progress: ProgressCallback | None = None,
+        sha256: str | None = None,
+        temp_path: str | None = None,
+    ) -> StagedFile:
+        """Write ``local_path`` under its staging name and verify it (size, and SHA-256 where
+        the server offers a way), resuming from the segments an earlier attempt left there;
+        nothing gets the final name (except with ``direct``, see ``staging_path``). The
+        overwrite policy is applied to the final name first. Retries transient failures."""
+        return await self._retrying(
+            "upload",
+            remote_path,
+            lambda: self._stage_once(local_path, remote_path, progress, None, sha256, temp_path),
+        )
+
+    async def publish(self, remote_path: str, *, sha256: str, temp_path: str | None = None) -> str:
+        """Give a staged file its final name (rename, as the upload strategy says), then write
+        the done-marker when one is configured; returns the strategy used. ``temp_path`` is the
+        one given to ``stage``. With ``direct`` only the marker is written: it is what tells
+        the partner that the file is complete."""
+
+        tries = 0
+
+        async def once() -> str:
+            nonlocal tries
+            tries += 1
+            async with self._lease(None) as pc:
+                return await self._publish_staged(
+                    pc,
+                    self.staging_path(remote_path, temp_path),
+                    remote_path,
+                    sha256,
+                    again=tries > 1,
+                )
+
+        return await self._retrying("rename", remote_path, once)
 
     def temp_name(self, final: str) -> str:
         """Where ``final`` is written before it is renamed."""
@@ -149,6 +206,35 @@ class UploadMixin(FSBase):
         known_sha: str | None = None,
         temp_path: str | None = None,
     ) -> UploadResult:
+        staged = await self._stage_once(
+            local_path, remote_path, progress, shared, known_sha, temp_path
+        )
+        strategy = ""
+        if not staged.skipped:
+            async with self._lease(shared) as pc:
+                strategy = await self._publish_staged(
+                    pc, staged.staged_path, remote_path, staged.sha256
+                )
+        return UploadResult(
+            remote_path=remote_path,
+            size=staged.size,
+            sha256=staged.sha256,
+            skipped=staged.skipped,
+            verified_by=staged.verified_by,
+            resumed_from=staged.resumed_from,
+            seconds=staged.seconds,
+            strategy=strategy,
+        )
+
+    async def _stage_once(
+        self,
+        local_path: Path,
+        remote_path: str,
+        progress: ProgressCallback | None,
+        shared: PooledConnection | None,
+        known_sha: str | None = None,
+        temp_path: str | None = None,
+    ) -> StagedFile:
         try:
             size = (await asyncio.to_thread(os.stat, local_path)).st_size
         except OSError as exc:
@@ -178,7 +264,7 @@ class UploadMixin(FSBase):
             # every upload's time.
             hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
         try:
-            return await self._upload_hashed(
+            return await self._stage_hashed(
                 local_path, remote_path, size, hashing, progress, shared, data, temp_path
             )
         finally:
@@ -204,7 +290,7 @@ class UploadMixin(FSBase):
             )
         return sha
 
-    async def _upload_hashed(
+    async def _stage_hashed(
         self,
         local_path: Path,
         remote_path: str,
@@ -214,12 +300,12 @@ class UploadMixin(FSBase):
         shared: PooledConnection | None,
         data: bytes | None,
         temp_path: str | None = None,
-    ) -> UploadResult:
+    ) -> StagedFile:
         started = time.monotonic()
         ts = self.settings
         final = remote_path
-        direct = ts.upload_strategy is UploadStrategy.DIRECT and temp_path is None
-        temp = final if direct else (temp_path or self.temp_name(final))
+        temp = self.staging_path(final, temp_path)
+        direct = temp == final
 
         async with self._lease(shared) as pc:
             # An atomic replace needs no look at the final name first: one round trip less
@@ -244,8 +330,9 @@ class UploadMixin(FSBase):
                             "identical file already present, skipped",
                             extra={"partner": self.partner, "path": final},
                         )
-                        return UploadResult(
+                        return StagedFile(
                             remote_path=final,
+                            staged_path=final,
                             size=size,
                             sha256=sha,
                             skipped=True,
@@ -353,20 +440,39 @@ class UploadMixin(FSBase):
                 )
             if ts.set_mtime:
                 await self._set_mtime(pc.sftp, local_path, temp)
-            strategy = await self._finalize(pc, temp, final)
-            if ts.done_marker:
-                await self._write_marker(pc.sftp, final, sha)
-        if journal is not None:
-            journal.remove()
-        return UploadResult(
+        # The journal stays until ``publish``: a stage run again (a retry after another file
+        # of the package failed) finds every segment there and sends nothing.
+        return StagedFile(
             remote_path=final,
+            staged_path=temp,
             size=size,
             sha256=sha,
             verified_by=verified_by,
             resumed_from=resumed_from,
             seconds=time.monotonic() - started,
-            strategy=strategy,
         )
+
+    async def _publish_staged(
+        self, pc: PooledConnection, temp: str, final: str, sha: str, *, again: bool = False
+    ) -> str:
+        """Rename (unless ``direct``), done-marker, and forget the resume journal. ``again``:
+        an earlier attempt may have renamed the file and lost the answer with the connection;
+        renaming again would fail (or, with ``delete_rename``, remove the published file)."""
+        if temp == final:
+            strategy = UploadStrategy.DIRECT.value
+        elif (
+            again
+            and await self._stat(pc.sftp, temp) is None
+            and await self._stat(pc.sftp, final) is not None
+        ):
+            strategy = self._strategy(pc.sftp).value
+        else:
+            strategy = await self._finalize(pc, temp, final)
+        if self.settings.done_marker:
+            await self._write_marker(pc.sftp, final, sha)
+        # One local unlink (no thread hop: small files never have a journal to remove).
+        self._journal_path("up", final).unlink(missing_ok=True)
+        return strategy
 
     async def _put_small(
         self,
