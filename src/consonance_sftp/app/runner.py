@@ -6,9 +6,9 @@ file, and otherwise enqueues through the DBOS client so ``serve`` (or the Postgr
 the work: one DBOS executor per SQLite file. When another one-shot command (``run``,
 ``retry``, ...) holds the file, it waits for it, saying so (pid and command), rather than hand
 work to an engine about to stop. ``flow_lock`` keeps two runs of one flow (manual or scheduled)
-from overlapping. Deliveries to a paused partner, or of a paused flow, are held on the audit
-store's holds and released when the pause is lifted (pauses and holds have tables of their
-own; every change is on the audit trail too). An explicit resend (``mark_resend``) makes
+from overlapping. Deliveries to a paused partner, or of a paused flow, are held (an open row of
+the store's holds, with its audit event) and released when the pause is lifted; pauses too are
+rows of their own, each change on the audit trail. An explicit resend (``mark_resend``) makes
 ``ResendTransport`` send the files again even when the partner still holds identical bytes.
 ``FeedLedger`` advances an ONIX recipient's baseline as the engine records its feed
 delivered, whoever delivers it (a run, a ``retry``, a recovery).
