@@ -136,10 +136,8 @@ def _alerts(project: Project) -> int:
 
 
 def _paused(project: Project) -> bool:
-    found = project.rows(
-        "SELECT value FROM watermarks WHERE name = 'operator.paused.partner.printer'"
-    )
-    return bool(found) and bool(json.loads(str(found[0][0]))["paused"])
+    found = project.rows("SELECT paused FROM pauses WHERE scope = 'partner' AND name = 'printer'")
+    return bool(found) and bool(found[0][0])
 
 
 def _fail_then_hold(project: Project, printer: Printer, isbn: str) -> str:

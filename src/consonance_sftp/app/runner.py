@@ -6,8 +6,9 @@ file, and otherwise enqueues through the DBOS client so ``serve`` (or the Postgr
 the work: one DBOS executor per SQLite file. When another one-shot command (``run``,
 ``retry``, ...) holds the file, it waits for it, saying so (pid and command), rather than hand
 work to an engine about to stop. ``flow_lock`` keeps two runs of one flow (manual or scheduled)
-from overlapping. Deliveries to a paused partner, or of a paused flow, are held on the audit
-trail and released when the pause is lifted. An explicit resend (``mark_resend``) makes
+from overlapping. Deliveries to a paused partner, or of a paused flow, are held (an open row of
+the store's holds, with its audit event) and released when the pause is lifted; pauses too are
+rows of their own, each change on the audit trail. An explicit resend (``mark_resend``) makes
 ``ResendTransport`` send the files again even when the partner still holds identical bytes.
 ``FeedLedger`` advances an ONIX recipient's baseline as the engine records its feed
 delivered, whoever delivers it (a run, a ``retry``, a recovery).
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome
-from consonance_sftp.ports.store import Store
+from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -53,9 +53,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-PAUSE_PREFIX = "operator.paused"
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
-HELD = "delivery.held"
 FAILED_STATES = frozenset({"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 """Engine states of work that ended failed (``retry`` runs it again)."""
 
@@ -72,6 +70,12 @@ class Pause:
     at: str
 
 
+def _as_pause(found: PauseRecord) -> Pause:
+    return Pause(
+        found.scope, found.name, found.paused, found.by, found.reason, found.at.isoformat()
+    )
+
+
 class Controls:
     """Pause and resume of partners and flows, kept in our store, recorded in the audit trail."""
 
@@ -86,40 +90,28 @@ class Controls:
             self.app.settings.flow(name)
 
     def get(self, scope: str, name: str) -> Pause | None:
-        raw = self.app.store.get_watermark(f"{PAUSE_PREFIX}.{scope}.{name}")
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Pause(scope, name, bool(data["paused"]), data["by"], data["reason"], data["at"])
+        found = self.app.store.get_pause(scope, name)
+        return None if found is None else _as_pause(found)
 
     def is_paused(self, scope: str, name: str) -> bool:
         found = self.get(scope, name)
         return found is not None and found.paused
 
     def paused(self) -> list[Pause]:
+        stored = {(p.scope, p.name): p for p in self.app.store.list_pauses() if p.paused}
         out = []
         for scope, names in (
             ("partner", self.app.settings.partners),
             ("flow", self.app.settings.flows),
         ):
-            for name in names:
-                found = self.get(scope, name)
-                if found is not None and found.paused:
-                    out.append(found)
+            out += [_as_pause(stored[scope, name]) for name in names if (scope, name) in stored]
         return out
 
     def set(self, scope: str, name: str, *, paused: bool, by: str, reason: str) -> Pause:
         self._check(scope, name)
-        at = datetime.now(UTC).isoformat()
-        value = {"paused": paused, "by": by, "reason": reason, "at": at}
-        self.app.store.set_watermark(f"{PAUSE_PREFIX}.{scope}.{name}", json.dumps(value))
-        self.app.store.append_audit(
-            actor=f"user:{by}",
-            action=f"{scope}.{'paused' if paused else 'resumed'}",
-            subject=f"{scope}:{name}",
-            details={"reason": reason},
-        )
-        return Pause(scope, name, paused, by, reason, at)
+        # The pause and its audit event commit together.
+        saved = self.app.store.set_pause(scope, name, paused=paused, by=by, reason=reason)
+        return _as_pause(saved)
 
     def hold_reason(self, flow: str, partner: str, *, now: datetime | None = None) -> str | None:
         config = self.app.settings.partners.get(partner)
@@ -135,15 +127,12 @@ class Controls:
 
 # --- explicit resends ---------------------------------------------------------------------
 
-RESEND_PREFIX = "resend.force"
-
 
 def mark_resend(store: Store, request: DeliveryRequest) -> None:
     """Mark every file of an explicit resend: until the ledger shows this generation sent,
     the transport sends it again even if the partner still holds identical bytes."""
     for f in request.files:
-        key = f"{RESEND_PREFIX}.{request.partner}:{f.remote_path}:{f.sha256}"
-        store.set_watermark(key, str(request.generation))
+        store.set_resend_mark(f.key(request.partner), request.generation)
 
 
 class ResendTransport:
@@ -157,12 +146,10 @@ class ResendTransport:
         self.store = store
 
     def _forced(self, partner: str, file: FileToSend) -> bool:
-        marker = self.store.get_watermark(
-            f"{RESEND_PREFIX}.{partner}:{file.remote_path}:{file.sha256}"
-        )
+        marker = self.store.get_resend_mark(file.key(partner))
         if marker is None:
             return False
-        row = self.store.find_delivery(file.key(partner), int(marker))
+        row = self.store.find_delivery(file.key(partner), marker)
         return row is None or row.outcome not in _DELIVERED
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
@@ -406,12 +393,8 @@ class DeliveryRunner:
         return await asyncio.to_thread(self.client.enqueue_ingest, request, max_connections=cap)
 
     def _record_held(self, request: DeliveryRequest, reason: str) -> None:
-        self.app.store.append_audit(
-            actor="service",
-            action=HELD,
-            subject=f"{request.partner}:{request.package}",
-            details={"reason": reason, "request": request.to_dict()},
-        )
+        # The hold and its ``delivery.held`` audit event commit together.
+        self.app.store.hold_delivery(request.to_dict(), reason)
 
     async def wait(self, workflow_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
         """Wait for a delivery's outcome: its result, or ``{"error": reason}``."""
@@ -460,13 +443,15 @@ class DeliveryRunner:
             outcome = await self.submit(item.request)
             if isinstance(outcome, Enqueued):
                 resumed = await asyncio.to_thread(self._resume_failed, outcome.workflow_id)
-                details = {"workflow_id": outcome.workflow_id, "held_at": item.held_at.isoformat()}
+                # The hold closes with its ``delivery.released`` audit event.
                 await asyncio.to_thread(
-                    self.app.store.append_audit,
-                    "service",
-                    "delivery.released",
-                    f"{item.request.partner}:{item.request.package}",
-                    {**details, "resumed_failed": resumed},
+                    functools.partial(
+                        self.app.store.release_hold,
+                        item.hold_id,
+                        by="service",
+                        workflow_id=outcome.workflow_id,
+                        details={"resumed_failed": resumed},
+                    )
                 )
                 log.info(
                     "released %s for %s: %s",
@@ -501,25 +486,17 @@ class HeldDelivery:
     held_at: datetime
     request: DeliveryRequest
     reason: str | None  # why it is still held now; None: it may go
+    hold_id: int  # the store's hold (``release_hold`` closes it)
 
 
 def held_deliveries(app: App, controls: Controls) -> list[HeldDelivery]:
-    """Every held delivery not released since (oldest first), with today's reason."""
+    """Every held delivery not released since (oldest first), with today's reason. Reads the
+    store's open holds, never the audit trail: the cost does not grow with history."""
     out: list[HeldDelivery] = []
-    seen: set[str] = set()
-    for event in reversed(app.store.list_audit(action=HELD)):
-        data = event.details.get("request")
-        if not isinstance(data, dict):
-            continue
-        request = DeliveryRequest.from_dict(data)
-        key = json.dumps(data, sort_keys=True)
-        if request.partner not in app.settings.partners or key in seen:
-            continue
-        seen.add(key)
-        subject = f"{request.partner}:{request.package}"
-        released = app.store.list_audit(subject=subject, action="delivery.released")
-        if any(e.ts >= event.ts for e in released):
-            continue
+    for hold in app.store.open_holds():
+        if hold.partner not in app.settings.partners:
+            continue  # a partner no longer configured: nothing to send it to
+        request = DeliveryRequest.from_dict(dict(hold.request))
         reason = controls.hold_reason(request.flow, request.partner)
-        out.append(HeldDelivery(event.ts, request, reason))
+        out.append(HeldDelivery(hold.held_at, request, reason, hold.id))
     return out

@@ -613,9 +613,9 @@ class Service:
         fresh = []
         for days in windows:
             for event in states.due(days, today):
-                mark = f"publication_due.{days}.{event.product_id}"
-                if self.app.store.get_watermark(mark) != event.new:
-                    self.app.store.set_watermark(mark, event.new or "")
+                product = event.product_id or 0
+                if self.app.store.get_publication_due(days, product) != event.new:
+                    self.app.store.set_publication_due(days, product, event.new or "")
                     fresh.append(event)
         return fresh
 

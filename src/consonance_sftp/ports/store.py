@@ -196,6 +196,34 @@ class AlertRecord:
     acknowledged_by: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseRecord:
+    """A partner's or a flow's pause as last set (a resume keeps who and why)."""
+
+    scope: str  # "partner" or "flow"
+    name: str
+    paused: bool
+    by: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldRecord:
+    """A delivery held by a pause or a closed delivery window; open until released."""
+
+    id: int
+    partner: str
+    flow: str
+    package: str
+    request: Mapping[str, JsonValue]  # the delivery request as the engine takes it (to_dict)
+    reason: str  # why it was held, when it was
+    held_at: datetime
+    released_at: datetime | None = None
+    released_by: str | None = None
+    workflow_id: str | None = None  # what the release enqueued
+
+
 class Store(SnapshotStore, Protocol):
     """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``."""
 
@@ -367,6 +395,57 @@ class Store(SnapshotStore, Protocol):
         """Replace the recipient's hashes with ``hashes`` in one transaction (references not
         in it are removed). Call only after the feed was delivered."""
         ...
+
+    # --- operational state: pauses, holds, resend and publication-due marks --------------
+
+    def get_pause(self, scope: str, name: str) -> PauseRecord | None:
+        """The pause of partner or flow ``name`` as last set; None: never paused."""
+        ...
+
+    def list_pauses(self) -> list[PauseRecord]:
+        """Every pause as last set (resumed ones too), by scope and name."""
+        ...
+
+    def set_pause(
+        self, scope: str, name: str, *, paused: bool, by: str, reason: str
+    ) -> PauseRecord:
+        """Pause or resume; the change and its ``<scope>.paused``/``.resumed`` audit event
+        commit together."""
+        ...
+
+    def hold_delivery(self, request: Mapping[str, JsonValue], reason: str) -> HoldRecord:
+        """Hold a delivery request (``DeliveryRequest.to_dict``), with a ``delivery.held``
+        audit event in the same transaction. The same request held again while held keeps
+        its first hold (and its time); the event is recorded each time."""
+        ...
+
+    def open_holds(self) -> list[HoldRecord]:
+        """The holds not released, oldest first (reads the holds only, not the audit trail)."""
+        ...
+
+    def release_hold(
+        self,
+        hold_id: int,
+        *,
+        by: str,
+        workflow_id: str,
+        details: Mapping[str, JsonValue] | None = None,
+    ) -> HoldRecord:
+        """Close a hold: its release and the ``delivery.released`` audit event commit
+        together. Releasing a released hold changes nothing and records nothing."""
+        ...
+
+    def get_resend_mark(self, key: DeliveryKey) -> int | None:
+        """The generation an explicit resend marked this file with; None: not marked."""
+        ...
+
+    def set_resend_mark(self, key: DeliveryKey, generation: int) -> None: ...
+
+    def get_publication_due(self, days: int, product_id: int) -> str | None:
+        """The publication date ``product_id`` was last found due for (within ``days``)."""
+        ...
+
+    def set_publication_due(self, days: int, product_id: int, publication_date: str) -> None: ...
 
     # --- lifecycle -------------------------------------------------------------------------
 

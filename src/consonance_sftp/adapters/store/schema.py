@@ -207,3 +207,61 @@ onix_feed_hashes = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# --- operational state (migration 0006): what operators and the service decided ------------
+
+# A pause of a partner or a flow, as last set (a resume keeps the row, paused false, who and
+# why). Every change is also an audit event.
+pauses = sa.Table(
+    "pauses",
+    metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # "partner" or "flow"
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", TS, nullable=False),
+)
+
+# A delivery held by a pause or a closed delivery window. Open while ``released_at`` is null;
+# ``hold_key`` names the held request (its canonical JSON's digest): one open hold per key.
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hold_key", sa.String(64), nullable=False),
+    sa.Column("partner", sa.String(100), nullable=False),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("package", sa.Text, nullable=False),
+    sa.Column("request", sa.Text, nullable=False),  # the delivery request, canonical JSON
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("held_at", TS, nullable=False),
+    sa.Column("released_at", TS, nullable=True),
+    sa.Column("released_by", sa.String(200), nullable=True),
+    sa.Column("workflow_id", sa.String(200), nullable=True),  # what the release enqueued
+    sa.Index("ix_holds_released_at", "released_at"),
+    sa.Index("ix_holds_hold_key", "hold_key"),
+)
+
+# An explicit resend: until the ledger shows this generation delivered, the file goes again
+# even when the partner still holds identical bytes.
+resend_marks = sa.Table(
+    "resend_marks",
+    metadata,
+    sa.Column("partner", sa.String(100), primary_key=True),
+    sa.Column("remote_path", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("marked_at", TS, nullable=False),
+)
+
+# The publication date a product was last found due for (per ``days_before_publication``
+# window): each date fires once, a moved date again.
+publication_due_marks = sa.Table(
+    "publication_due_marks",
+    metadata,
+    sa.Column("days", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("product_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("publication_date", sa.String(32), nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)

@@ -28,6 +28,7 @@ from consonance_sftp.adapters.store.base import (
     to_db_time,
     translate_errors,
 )
+from consonance_sftp.adapters.store.operations import Operations
 from consonance_sftp.adapters.store.schema import (
     alerts,
     asset_versions,
@@ -211,8 +212,9 @@ def _not_found(what: str, ident: int) -> StoreError:
     return StoreError(f"no {what} with id {ident}")
 
 
-class SqlStore(Tables):
-    """Delivery and intake ledgers, asset versions, audit trail, alerts and poll snapshots."""
+class SqlStore(Operations, Tables):
+    """Delivery and intake ledgers, asset versions, audit trail, alerts and poll snapshots;
+    pauses, holds and marks come from ``Operations`` (adapters/store/operations.py)."""
 
     def __init__(
         self,
