@@ -79,8 +79,13 @@ class Project:
     def rows(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         if not self.db.exists():
             return []
-        with sqlite3.connect(self.db) as db:
-            return db.execute(sql, params).fetchall()
+        try:
+            with sqlite3.connect(self.db) as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # read while a starting process migrates
+                return []
+            raise
 
     def landed(self, isbn: str) -> list[str]:
         folder = self.printer_in / isbn
