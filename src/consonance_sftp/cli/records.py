@@ -259,6 +259,7 @@ WORK_KINDS = (
     ("deliveries", "dlv-", "partner"),
     ("intake", "ing-", "partner"),
     ("flow ticks", "sched-flow:", "flow"),
+    ("flow events", "evt-", "flow"),
 )
 
 
@@ -348,9 +349,12 @@ def _label(dbos_status: str) -> str:
 
 def _owner_of(workflow_id: str) -> str:
     """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
-    ``sched-flow:<flow>-<tick time>``; partner and flow names may hold '-'."""
+    ``sched-flow:<flow>-<tick time>`` / ``evt-<flow>-<hash>``; partner and flow names may
+    hold '-'."""
     if workflow_id.startswith("sched-flow:"):
         return workflow_id.removeprefix("sched-flow:").rsplit("-", 3)[0]
+    if workflow_id.startswith("evt-"):
+        return workflow_id.removeprefix("evt-").rsplit("-", 1)[0]
     parts = workflow_id.split("-")
     if workflow_id.startswith("ing-"):
         return "-".join(parts[1:-1])
@@ -363,12 +367,16 @@ def _owner_of(workflow_id: str) -> str:
 def retry(
     workflow_id: Annotated[
         str,
-        typer.Argument(help="ID of a failed workflow: a delivery, an intake or a flow tick."),
+        typer.Argument(
+            help="ID of a failed workflow: a delivery, an intake, a flow tick or a flow "
+            "fired by a Consonance event."
+        ),
     ],
     by: Annotated[str | None, typer.Option(help="Who asks (default: $USER).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
-    """Re-run a failed delivery, intake or flow tick from its first failed step (same ID)."""
+    """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
+    (same ID)."""
     from consonance_sftp.engine import EngineClient
 
     app = _app()
@@ -399,6 +407,9 @@ async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, objec
             if runner.engine is not None and partner in app.settings.partners:
                 cap = app.partner_config(partner).max_connections
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            if runner.engine is not None and workflow_id.startswith("evt-"):
+                # A flow event runs on its flow's queue: this executor must dequeue from it.
+                await asyncio.to_thread(runner.engine.ensure_flow_queues, [partner])
             return await follow(console, runner, workflow_id, files=files or None)
 
 

@@ -1,0 +1,175 @@
+"""A flow fired by a Consonance event keeps its trigger when its plan fails.
+
+The poll saves its snapshots, so the next poll never sees the same change again. The work the
+event causes must therefore be durable before that: each (event, flow) is an engine workflow
+(``consonance.flow_event``) that retries its plan, ends failed and visible when the retries
+run out, and is sent by ``retry``. Real parts: the Consonance sandbox over HTTP (failing the
+next file downloads through its control API), the sandbox SFTP partners, the engine on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from consonance_sftp.app import App
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.app.service import Service
+from consonance_sftp.config import load_settings
+from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.engine import EngineClient
+from consonance_sftp.flows.changes import ChangeDetector
+from consonance_sftp.models import ChangeKind
+from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.sandbox.consonance.control import SandboxControl
+from consonance_sftp.sandbox.services import sandbox_services
+
+FLOW = "print-files"
+STAGE = "Production approval"
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _app(folder: Path, attempts: int) -> App:
+    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    config = folder / CONFIG_NAME
+    with config.open("a") as out:
+        out.write(f"\n[engine]\nretry_max_attempts = {attempts}\nretry_initial_interval_s = 0.2\n")
+    return App(load_settings(config))
+
+
+async def _printable_work(api: ConsonanceAPI) -> tuple[int, str]:
+    """A work not yet at the stage, with a print product whose interior and cover are
+    approved (what the starter's print-files flow sends)."""
+    async for work in api.iter_works():
+        if not work.production_runs or work.project_stage == STAGE:
+            continue
+        for p in work.products:
+            approved = {
+                f.file_variant for f in p.production_files if f.approval_status == "APPROVED"
+            }
+            if (
+                p.typename == "PhysicalBookProduct"
+                and p.isbn13
+                and approved >= {"INTERIOR", "COVER"}
+            ):
+                return work.id, p.isbn13
+    raise AssertionError("the sandbox catalogue has no printable title")
+
+
+async def _until(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await asyncio.to_thread(check):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _event_workflows(app: App) -> dict[str, str]:
+    client = EngineClient(app.engine_settings())
+    try:
+        return client.statuses("evt-")  # the event workflows
+    finally:
+        client.close()
+
+
+def _sent(app: App, isbn: str) -> set[str]:
+    rows = app.store.list_deliveries(flow=FLOW)
+    return {r.remote_path for r in rows if r.isbn == isbn and r.outcome.value == "sent"}
+
+
+async def _poll(service: Service, detector: ChangeDetector, runner: DeliveryRunner) -> list[int]:
+    report = await service.poll_once(detector, runner, detector.api)
+    return [e.work_id for e in report.events if e.kind is ChangeKind.WORK_ENTERED_STAGE]
+
+
+async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -> None:
+    """The first download of the plan fails; the poll after the stage change does not see the
+    change again (its snapshot advanced), yet the flow is planned again and the title sent."""
+    app = _app(tmp_path, attempts=3)
+    service = Service(app)
+    async with sandbox_services(app.settings) as sb, app.consonance() as api:
+        with SandboxControl(sb.api_url) as control:
+            detector = ChangeDetector(api, app.store)
+            async with DeliveryRunner(app) as runner:
+                assert await _poll(service, detector, runner) == []  # the baseline
+                work_id, isbn = await _printable_work(api)
+                await asyncio.to_thread(control.move_stage, work_id, STAGE)
+                await asyncio.to_thread(control.fail_downloads, 1)
+                faults_before = (await asyncio.to_thread(control.stats))["faults_served"]
+                assert await _poll(service, detector, runner) == [work_id]
+                assert await _poll(service, detector, runner) == []  # never seen again
+                await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent to the printer")
+                stats = await asyncio.to_thread(control.stats)
+    assert stats["faults_served"] == faults_before + 1, "the download never failed"
+    assert {p.rsplit("/", 1)[1] for p in _sent(app, isbn)} >= {
+        f"{isbn}_interior.pdf",
+        f"{isbn}_cover.pdf",
+    }
+    landed = {p.name for p in sb.partner_folder("printer").rglob("*") if p.is_file()}
+    assert f"{isbn}_interior.pdf" in landed
+    statuses = _event_workflows(app)
+    assert list(statuses.values()) == ["SUCCESS"], statuses
+    assert not app.store.list_alerts(kind="flow_event_failed")
+
+
+async def test_a_plan_out_of_retries_is_failed_in_status_and_retry_sends_it(
+    tmp_path: Path,
+) -> None:
+    """Every attempt's download fails: the event's workflow ends failed with the reason, one
+    alert is raised, ``status`` lists it, and ``retry`` (the downloads working again) sends
+    the title once."""
+    from consonance_sftp.cli import records
+
+    app = _app(tmp_path, attempts=2)
+    service = Service(app)
+    async with sandbox_services(app.settings) as sb, app.consonance() as api:
+        with SandboxControl(sb.api_url) as control:
+            detector = ChangeDetector(api, app.store)
+            async with DeliveryRunner(app) as runner:
+                await _poll(service, detector, runner)  # the baseline
+                work_id, isbn = await _printable_work(api)
+                await asyncio.to_thread(control.move_stage, work_id, STAGE)
+                await asyncio.to_thread(control.fail_downloads, 2)  # one per attempt
+                assert await _poll(service, detector, runner) == [work_id]
+                await _until(
+                    lambda: "ERROR" in _event_workflows(app).values(), "the event's failure"
+                )
+                assert await _poll(service, detector, runner) == []
+                [(wid, state)] = _event_workflows(app).items()
+                assert state == "ERROR"
+                client = EngineClient(app.engine_settings())
+                try:
+                    reason = client.error(wid) or ""
+                    assert "download" in reason and "HTTP 500" in reason, reason
+                    assert _sent(app, isbn) == set()
+                    alerts = app.store.list_alerts(kind="flow_event_failed")
+                    assert len(alerts) == 1 and wid in alerts[0].message
+                    with records.console.capture() as shown:
+                        records._work_tables(app.engine_settings())
+                    out = shown.get()
+                    assert "flow events" in out and wid in out and FLOW in out, out
+                    assert "failed" in out
+                    client.retry(wid)  # what 'consonance-sftp retry <id>' does
+                finally:
+                    client.close()
+                await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent after retry")
+                await _until(
+                    lambda: set(_event_workflows(app).values()) == {"SUCCESS"}, "the retry's end"
+                )
+    rows = [r for r in app.store.list_deliveries(flow=FLOW) if r.isbn == isbn]
+    assert len(rows) == len({r.remote_path for r in rows}), "a file was sent twice"
+    assert len(app.store.list_alerts(kind="flow_event_failed")) == 1
