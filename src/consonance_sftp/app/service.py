@@ -7,7 +7,9 @@
   ``Outbound`` packages. Adding a flow kind is one entry there.
 * **triggers**: the poller (incremental Consonance change detection on an interval; the
   detector runs a full reconcile on its slower cycle) hands each event to the flows whose
-  ``when`` matches; cron schedules (``flow.schedule``) tick the flows they belong to.
+  ``when`` matches, each (event, flow) enqueued as a durable engine workflow before the poll's
+  snapshots are saved (``run_event`` plans it); cron schedules (``flow.schedule``) tick the
+  flows they belong to.
 * **deliveries**: every package becomes one engine delivery (``app.delivery.delivery_request``).
   Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
   and released when the pause is lifted.
@@ -731,6 +733,15 @@ class Service:
                 wanted[name] = when
         return wanted
 
+    def event_flows(self) -> list[str]:
+        """The enabled flows Consonance events fire (kinds this release can run): each one's
+        queue takes its event workflows."""
+        return [
+            name
+            for name, flow in self.app.settings.flows.items()
+            if flow.enabled and isinstance(flow, EVENT_FLOWS) and flow.kind in PREPARERS
+        ]
+
     async def serve(
         self,
         *,
@@ -767,6 +778,9 @@ class Service:
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
             tasks = []
             wanted = self.flow_schedules(schedule_overrides)
+            # Event workflows wait on their flow's queue (enqueued by a poll, or left queued
+            # by a process that stopped): every executor dequeues them, 'serve' or 'worker'.
+            await asyncio.to_thread(runner.engine.ensure_flow_queues, self.event_flows())
             if not triggers:
                 # A worker runs ticks too (one at a time per flow): it dequeues them from the
                 # flows' queues; 'serve' declares the schedules that fill them.

@@ -23,6 +23,7 @@ import concurrent.futures
 import contextvars
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,21 @@ EventRunner = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]
 
 class FlowEventFailed(EngineError):
     """A flow fired by a Consonance event could not be planned, after its last retry."""
+
+
+class _NoEventTracebacks(logging.Filter):
+    """Drop DBOS's traceback for a ``FlowEventFailed``: the alert, ``status`` and the log
+    line of the failure say it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = record.exc_info[1] if record.exc_info else None
+        return not (
+            record.getMessage().startswith("Exception encountered in")
+            and isinstance(failed, FlowEventFailed)
+        )
+
+
+logging.getLogger("dbos").addFilter(_NoEventTracebacks())
 
 
 def flow_event_workflow_id(flow: str, event: Mapping[str, Any]) -> str:
@@ -99,14 +115,21 @@ async def _run_event(flow: str, event: dict[str, Any]) -> dict[str, Any]:
             retryable=True,
         )
     work = bound.runner(flow, event)
-    if asyncio.get_running_loop() is bound.loop:
-        return await work
-    # As for flow ticks: the plan runs on the application's loop, in a fresh context, so the
-    # deliveries it enqueues are not taken for steps of this workflow.
-    future: concurrent.futures.Future[dict[str, Any]] = contextvars.Context().run(
-        asyncio.run_coroutine_threadsafe, work, bound.loop
-    )
-    return await asyncio.wrap_future(future)
+    try:
+        if asyncio.get_running_loop() is bound.loop:
+            return await work
+        # As for flow ticks: the plan runs on the application's loop, in a fresh context, so
+        # the deliveries it enqueues are not taken for steps of this workflow.
+        future: concurrent.futures.Future[dict[str, Any]] = contextvars.Context().run(
+            asyncio.run_coroutine_threadsafe, work, bound.loop
+        )
+        return await asyncio.wrap_future(future)
+    except ConsonanceSftpError as exc:
+        # One line per failed attempt (DBOS's own retry warning is filtered out); the last
+        # one's reason goes into the alert and the workflow's error.
+        again = "tried again" if exc.retryable else "not retried"
+        log.warning("flow %s fired by %s: plan failed (%s): %s", flow, describe(event), again, exc)
+        raise
 
 
 async def _alert_failure(workflow_id: str, flow: str, event: dict[str, Any], reason: str) -> None:
