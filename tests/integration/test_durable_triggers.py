@@ -10,7 +10,9 @@ next file downloads through its control API), the sandbox SFTP partners, the eng
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +48,7 @@ def _app(folder: Path, attempts: int) -> App:
     config = folder / CONFIG_NAME
     with config.open("a") as out:
         out.write(f"\n[engine]\nretry_max_attempts = {attempts}\nretry_initial_interval_s = 0.2\n")
-    return App(load_settings(config))
+    return App(load_settings(config), config)
 
 
 async def _printable_work(api: ConsonanceAPI) -> tuple[int, str]:
@@ -126,14 +128,33 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
     assert not app.store.list_alerts(kind="flow_event_failed")
 
 
+async def _cli(app: App, *args: str) -> str:
+    """The real command line, in its own process (the sandbox keeps serving in this one)."""
+    assert app.config_path is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consonance_sftp",
+        "--config",
+        str(app.config_path),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "USER": "tester", "COLUMNS": "200"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text, text
+    return text
+
+
 async def test_a_plan_out_of_retries_is_failed_in_status_and_retry_sends_it(
     tmp_path: Path,
 ) -> None:
     """Every attempt's download fails: the event's workflow ends failed with the reason, one
-    alert is raised, ``status`` lists it, and ``retry`` (the downloads working again) sends
-    the title once."""
-    from consonance_sftp.cli import records
-
+    alert is raised, ``status`` lists it, and ``retry`` (the downloads working again) plans
+    it again and sends the title, once."""
     app = _app(tmp_path, attempts=2)
     service = Service(app)
     async with sandbox_services(app.settings) as sb, app.consonance() as api:
@@ -148,28 +169,28 @@ async def test_a_plan_out_of_retries_is_failed_in_status_and_retry_sends_it(
                 await _until(
                     lambda: "ERROR" in _event_workflows(app).values(), "the event's failure"
                 )
-                assert await _poll(service, detector, runner) == []
-                [(wid, state)] = _event_workflows(app).items()
-                assert state == "ERROR"
-                client = EngineClient(app.engine_settings())
-                try:
-                    reason = client.error(wid) or ""
-                    assert "download" in reason and "HTTP 500" in reason, reason
-                    assert _sent(app, isbn) == set()
-                    alerts = app.store.list_alerts(kind="flow_event_failed")
-                    assert len(alerts) == 1 and wid in alerts[0].message
-                    with records.console.capture() as shown:
-                        records._work_tables(app.engine_settings())
-                    out = shown.get()
-                    assert "flow events" in out and wid in out and FLOW in out, out
-                    assert "failed" in out
-                    client.retry(wid)  # what 'consonance-sftp retry <id>' does
-                finally:
-                    client.close()
-                await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent after retry")
-                await _until(
-                    lambda: set(_event_workflows(app).values()) == {"SUCCESS"}, "the retry's end"
-                )
+                assert await _poll(service, detector, runner) == []  # never seen again
+            [(wid, state)] = _event_workflows(app).items()
+            assert state == "ERROR"
+            client = EngineClient(app.engine_settings())
+            try:
+                reason = client.error(wid) or ""
+            finally:
+                client.close()
+            assert "download" in reason and "HTTP 500" in reason, reason
+            assert _sent(app, isbn) == set()
+            alerts = app.store.list_alerts(kind="flow_event_failed")
+            assert len(alerts) == 1 and wid in alerts[0].message, alerts
+
+            status = await _cli(app, "status")
+            assert "flow events" in status and wid in status and FLOW in status, status
+            assert "failed 1" in status, status
+
+            retried = await _cli(app, "retry", wid, "--by", "alice")
+    sent = _sent(app, isbn)
+    assert f"done {wid}: {len(sent)} files sent" in retried, retried
+    assert {p.rsplit("/", 1)[1] for p in sent} >= {f"{isbn}_interior.pdf", f"{isbn}_cover.pdf"}
     rows = [r for r in app.store.list_deliveries(flow=FLOW) if r.isbn == isbn]
     assert len(rows) == len({r.remote_path for r in rows}), "a file was sent twice"
+    assert set(_event_workflows(app).values()) == {"SUCCESS"}
     assert len(app.store.list_alerts(kind="flow_event_failed")) == 1

@@ -28,7 +28,7 @@ from consonance_sftp.formats.wording import counted
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
-    from consonance_sftp.app.runner import Controls
+    from consonance_sftp.app.runner import Controls, DeliveryRunner
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
@@ -407,10 +407,34 @@ async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, objec
             if runner.engine is not None and partner in app.settings.partners:
                 cap = app.partner_config(partner).max_connections
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
-            if runner.engine is not None and workflow_id.startswith("evt-"):
-                # A flow event runs on its flow's queue: this executor must dequeue from it.
-                await asyncio.to_thread(runner.engine.ensure_flow_queues, [partner])
+            if workflow_id.startswith("evt-"):
+                return await _follow_event(app, runner, workflow_id, partner)
             return await follow(console, runner, workflow_id, files=files or None)
+
+
+async def _follow_event(
+    app: App, runner: DeliveryRunner, workflow_id: str, flow: str
+) -> dict[str, object]:
+    """A flow event's plan, then the deliveries it enqueued: all sent, or the first failure."""
+    from consonance_sftp.cli.follow import follow
+
+    if runner.engine is not None:
+        # Its flow's queue and the partners' delivery queues: this executor dequeues them.
+        await asyncio.to_thread(runner.engine.ensure_flow_queues, [flow])
+        for cap in sorted({p.max_connections for p in app.settings.partners.values()}):
+            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+    planned = await follow(console, runner, workflow_id)
+    if "error" in planned:
+        return planned
+    sent: list[object] = []
+    deliveries = planned.get("deliveries")
+    for wid in deliveries if isinstance(deliveries, list) else []:
+        result = await follow(console, runner, str(wid))
+        if "error" in result:
+            return {"error": f"{wid}: {result['error']}"}
+        files = result.get("sent")
+        sent.extend(files if isinstance(files, list) else [])
+    return {"sent": sent}
 
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:

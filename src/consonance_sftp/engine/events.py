@@ -127,8 +127,8 @@ async def _run_event(flow: str, event: dict[str, Any]) -> dict[str, Any]:
     except ConsonanceSftpError as exc:
         # One line per failed attempt (DBOS's own retry warning is filtered out); the last
         # one's reason goes into the alert and the workflow's error.
-        again = "tried again" if exc.retryable else "not retried"
-        log.warning("flow %s fired by %s: plan failed (%s): %s", flow, describe(event), again, exc)
+        kind = "retryable" if exc.retryable else "not retryable"
+        log.warning("flow %s fired by %s: plan failed (%s): %s", flow, describe(event), kind, exc)
         raise
 
 
