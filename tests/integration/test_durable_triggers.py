@@ -24,8 +24,8 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient
-from consonance_sftp.flows.changes import ChangeDetector
-from consonance_sftp.models import ChangeKind
+from consonance_sftp.flows.changes import ChangeDetector, event_to_json
+from consonance_sftp.models import ChangeEvent, ChangeKind
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.sandbox.consonance.control import SandboxControl
 from consonance_sftp.sandbox.services import sandbox_services
@@ -93,9 +93,15 @@ def _sent(app: App, isbn: str) -> set[str]:
     return {r.remote_path for r in rows if r.isbn == isbn and r.outcome.value == "sent"}
 
 
-async def _poll(service: Service, detector: ChangeDetector, runner: DeliveryRunner) -> list[int]:
+async def _stage_events(
+    service: Service, detector: ChangeDetector, runner: DeliveryRunner
+) -> list[ChangeEvent]:
     report = await service.poll_once(detector, runner, detector.api)
-    return [e.work_id for e in report.events if e.kind is ChangeKind.WORK_ENTERED_STAGE]
+    return [e for e in report.events if e.kind is ChangeKind.WORK_ENTERED_STAGE]
+
+
+async def _poll(service: Service, detector: ChangeDetector, runner: DeliveryRunner) -> list[int]:
+    return [e.work_id for e in await _stage_events(service, detector, runner)]
 
 
 async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -> None:
@@ -112,10 +118,19 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
                 await asyncio.to_thread(control.move_stage, work_id, STAGE)
                 await asyncio.to_thread(control.fail_downloads, 1)
                 faults_before = (await asyncio.to_thread(control.stats))["faults_served"]
-                assert await _poll(service, detector, runner) == [work_id]
+                [event] = await _stage_events(service, detector, runner)
+                assert event.work_id == work_id
                 assert await _poll(service, detector, runner) == []  # never seen again
                 await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent to the printer")
                 stats = await asyncio.to_thread(control.stats)
+                rows_before = len(app.store.list_deliveries(flow=FLOW))
+                wids = {r.workflow_id for r in app.store.list_deliveries(flow=FLOW)}
+                # The event's step run again (a recovery after a crash): the same plan, whose
+                # deliveries attach to the ones that ran instead of sending again.
+                again = await service.run_event(FLOW, event_to_json(event), runner=runner)
+                assert set(again["deliveries"]) == wids, again
+                for wid in again["deliveries"]:
+                    assert "error" not in await runner.wait(wid)
     assert stats["faults_served"] == faults_before + 1, "the download never failed"
     assert {p.rsplit("/", 1)[1] for p in _sent(app, isbn)} >= {
         f"{isbn}_interior.pdf",
@@ -126,6 +141,7 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
     statuses = _event_workflows(app)
     assert list(statuses.values()) == ["SUCCESS"], statuses
     assert not app.store.list_alerts(kind="flow_event_failed")
+    assert len(app.store.list_deliveries(flow=FLOW)) == rows_before, "sent twice"
 
 
 async def _cli(app: App, *args: str) -> str:
