@@ -24,7 +24,8 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient
-from consonance_sftp.flows.changes import ChangeDetector, event_to_json
+from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.flows.changes import ChangeDetector, PendingPoll, event_to_json
 from consonance_sftp.models import ChangeEvent, ChangeKind
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.sandbox.consonance.control import SandboxControl
@@ -80,12 +81,16 @@ async def _until(check: Callable[[], object], what: str, timeout: float = 60.0) 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def _event_workflows(app: App) -> dict[str, str]:
+def _statuses(app: App, prefix: str) -> dict[str, str]:
     client = EngineClient(app.engine_settings())
     try:
-        return client.statuses("evt-")  # the event workflows
+        return client.statuses(prefix)
     finally:
         client.close()
+
+
+def _event_workflows(app: App) -> dict[str, str]:
+    return _statuses(app, "evt-")
 
 
 def _sent(app: App, isbn: str) -> set[str]:
@@ -210,3 +215,53 @@ async def test_a_plan_out_of_retries_is_failed_in_status_and_retry_sends_it(
     assert len(rows) == len({r.remote_path for r in rows}), "a file was sent twice"
     assert set(_event_workflows(app).values()) == {"SUCCESS"}
     assert len(app.store.list_alerts(kind="flow_event_failed")) == 1
+
+
+class _SaveFailsOnce(ChangeDetector):
+    """A detector whose first save of a poll fails, as when the process dies after the poll's
+    events were handed to the engine and before its snapshots were saved."""
+
+    saves_failed = 0
+
+    async def commit(self, pending: PendingPoll) -> None:
+        if not self.saves_failed:
+            self.saves_failed += 1
+            raise ConsonanceSftpError("the snapshots could not be saved", retryable=True)
+        await super().commit(pending)
+
+
+async def test_a_poll_not_saved_fires_the_same_work_again_not_new_work(tmp_path: Path) -> None:
+    """The poll's event workflow is enqueued, then saving its snapshots fails: the next poll
+    reads the change again and fires it under the same workflow ID, so the title is planned
+    and sent once."""
+    app = _app(tmp_path, attempts=3)
+    service = Service(app)
+    async with sandbox_services(app.settings) as sb, app.consonance() as api:
+        with SandboxControl(sb.api_url) as control:
+            detector = _SaveFailsOnce(api, app.store)
+            async with DeliveryRunner(app) as runner:
+                detector.saves_failed = 1  # the baseline saves
+                assert await _poll(service, detector, runner) == []
+                detector.saves_failed = 0
+                work_id, isbn = await _printable_work(api)
+                await asyncio.to_thread(control.move_stage, work_id, STAGE)
+                with pytest.raises(ConsonanceSftpError, match="could not be saved"):
+                    await _poll(service, detector, runner)
+                first = set(await asyncio.to_thread(_event_workflows, app))
+                assert len(first) == 1, first
+                await asyncio.sleep(1.5)  # the first plan runs meanwhile
+                assert await _poll(service, detector, runner) == [work_id]  # seen again
+                assert await _poll(service, detector, runner) == []  # saved now
+                await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent to the printer")
+                await _until(
+                    lambda: set(_event_workflows(app).values()) == {"SUCCESS"}, "the plans' end"
+                )
+                await asyncio.sleep(2)  # time for a second package, if one was enqueued
+                await _until(
+                    lambda: set(_statuses(app, "dlv-").values()) <= {"SUCCESS"},
+                    "the deliveries' end",
+                )
+    assert set(_event_workflows(app)) == first, "the change fired new work the second time"
+    rows = [r for r in app.store.list_deliveries(flow=FLOW) if r.isbn == isbn]
+    assert rows
+    assert len(rows) == len({r.remote_path for r in rows}), "a file was sent twice"

@@ -627,6 +627,7 @@ class Service:
         )
         if not (check_due or combined):
             if report.mode != "baseline":
+                await detector.hand_on(pending)
                 await self.on_events(report.events, runner)
             await detector.commit(pending)
             return report
@@ -635,6 +636,7 @@ class Service:
         if check_due:
             due = await asyncio.to_thread(self._newly_due, states, windows, today)
         if report.mode != "baseline":  # the catalogue as it already is fires nothing
+            await detector.hand_on(pending)
             stamped = [replace(e, detected_at=report.started_at) for _mark, e in due]
             await self.on_events([*report.events, *stamped], runner, states, today)
         # Remembered only once their work is enqueued (or, on a baseline, passed over).

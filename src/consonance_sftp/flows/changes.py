@@ -45,6 +45,10 @@ WORK = "work"
 PRODUCT = "product"
 INCREMENTAL_MARK = "consonance.changes.incremental"  # ISO date the last poll started
 RECONCILE_MARK = "consonance.changes.reconcile"  # ISO datetime of the last full reconcile
+# ISO datetime of a poll whose events were handed on (``hand_on``) but not yet saved: the next
+# poll, reading the same changes again, gives them the same detection time, so the work they
+# fire is recognised as the same (the engine's event workflow IDs include it).
+PENDING_MARK = "consonance.changes.pending"
 
 Mode = Literal["baseline", "incremental", "reconcile"]
 
@@ -311,13 +315,22 @@ class ChangeDetector:
     async def _reconcile(self, *, emit: bool = True) -> PendingPoll:
         return await self._run("reconcile" if emit else "baseline", emit=emit, since_mark=None)
 
+    async def hand_on(self, pending: PendingPoll) -> None:
+        """Note that this poll's events are about to be handed on (to durable work): should
+        ``commit`` never come, the next poll sees the same changes at this same time."""
+        at = pending.report.started_at.isoformat()
+        await asyncio.to_thread(self.snapshots.set_watermark, PENDING_MARK, at)
+
     async def commit(self, pending: PendingPoll) -> None:
         """Save the poll's snapshots, then advance the watermarks: from here on its events are
         never seen again."""
         await asyncio.to_thread(self._save, pending)
 
     async def _run(self, mode: Mode, *, emit: bool, since_mark: str | None) -> PendingPoll:
-        started = self.clock.now()
+        handed_on = await asyncio.to_thread(self.snapshots.get_watermark, PENDING_MARK)
+        # A poll whose events were handed on but never saved: this one reads them again, as of
+        # the same time (see PENDING_MARK).
+        started = datetime.fromisoformat(handed_on) if handed_on else self.clock.now()
         t0 = asyncio.get_running_loop().time()
         work_snaps, product_snaps = await asyncio.gather(
             asyncio.to_thread(self.snapshots.load_snapshots, WORK),
@@ -360,6 +373,8 @@ class ChangeDetector:
         self.snapshots.set_watermark(INCREMENTAL_MARK, started.date().isoformat())
         if mode != "incremental":
             self.snapshots.set_watermark(RECONCILE_MARK, started.isoformat())
+        if self.snapshots.get_watermark(PENDING_MARK):
+            self.snapshots.set_watermark(PENDING_MARK, "")
 
 
 def event_to_json(event: ChangeEvent) -> dict[str, Any]:
