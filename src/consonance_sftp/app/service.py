@@ -564,7 +564,9 @@ class Service:
                     log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
                     continue
                 wid = await _enqueue_event(runner, name, event_to_json(event))
-                log.info("flow %s fired by %s: %s", name, _trigger_of(event), wid)
+                log.info(
+                    "flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid
+                )
                 enqueued.append(wid)
         return enqueued
 
@@ -601,7 +603,8 @@ class Service:
         changed) the titles that came within a flow's ``days_before_publication``.
 
         The work the events fire is enqueued (durably, in the engine) before the poll's
-        snapshots are saved: a poll that fails in between is read again, never half-lost."""
+        snapshots are saved: a poll that fails in between is read again, never half-lost.
+        ``api`` is not used (each event's plan, in the engine, opens its own client)."""
         pending = await detector.read()
         report = pending.report
         today = datetime.now(UTC).date()
