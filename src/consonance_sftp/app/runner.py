@@ -347,6 +347,7 @@ class DeliveryRunner:
         from consonance_sftp.app.service import Service  # the service builds on this module
 
         engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
+        engine.bind_event_runner(functools.partial(Service(self.app).run_event, runner=self))
         return engine
 
     async def __aexit__(self, *_exc: object) -> None:

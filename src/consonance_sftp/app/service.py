@@ -7,7 +7,9 @@
   ``Outbound`` packages. Adding a flow kind is one entry there.
 * **triggers**: the poller (incremental Consonance change detection on an interval; the
   detector runs a full reconcile on its slower cycle) hands each event to the flows whose
-  ``when`` matches; cron schedules (``flow.schedule``) tick the flows they belong to.
+  ``when`` matches, each (event, flow) enqueued as a durable engine workflow before the poll's
+  snapshots are saved (``run_event`` plans it); cron schedules (``flow.schedule``) tick the
+  flows they belong to.
 * **deliveries**: every package becomes one engine delivery (``app.delivery.delivery_request``).
   Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
   and released when the pause is lifted.
@@ -25,7 +27,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +60,13 @@ from consonance_sftp.engine import (
     FlowSchedule,
 )
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
-from consonance_sftp.flows.changes import ChangeDetector, PollReport, TitleStates
+from consonance_sftp.flows.changes import (
+    ChangeDetector,
+    PollReport,
+    TitleStates,
+    event_from_json,
+    event_to_json,
+)
 from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
@@ -538,13 +546,15 @@ class Service:
         self,
         events: Sequence[ChangeEvent],
         runner: DeliveryRunner,
-        api: ConsonanceAPI,
         states: TitleStates | None = None,
         today: date | None = None,
-    ) -> list[RunOutcome]:
+    ) -> list[str]:
         """Hand each event to every enabled flow whose ``when`` it fires (every other condition
-        holding on the title's ``states``); enqueue the packages."""
-        outcomes = []
+        holding on the title's ``states``): each (event, flow) becomes one durable workflow of
+        the engine, which plans the flow and enqueues its packages (``run_event``). Returns
+        the workflow IDs. Errors propagate: the poll then saves nothing, and the next one sees
+        the same events again (an event enqueued twice is one workflow)."""
+        enqueued = []
         for name, flow in self.app.settings.flows.items():
             for event in events:
                 state = states.state(event.work_id) if states is not None else None
@@ -553,24 +563,50 @@ class Service:
                 if flow.kind not in PREPARERS:
                     log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
                     continue
-                try:
-                    planned = await self.plan(name, event=event, api=api)
-                except ConsonanceSftpError as exc:
-                    log.warning("flow %s: event on work %s: %s", name, event.work_id, exc)
-                    continue
-                trigger = f"consonance: work {event.work_id} {event.kind.value} {event.new}"
-                outcome = RunOutcome(planned)
-                await self._submit_all(runner, outcome, trigger=trigger, wait=False)
-                log.info("flow %s fired by %s: %s", name, trigger, outcome.summary())
-                outcomes.append(outcome)
-        return outcomes
+                wid = await _enqueue_event(runner, name, event_to_json(event))
+                log.info(
+                    "flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid
+                )
+                enqueued.append(wid)
+        return enqueued
+
+    async def run_event(
+        self, name: str, event: dict[str, Any], *, runner: DeliveryRunner
+    ) -> dict[str, Any]:
+        """What one event workflow does (the engine's event runner): plan the flow for the
+        event, as of the time the event was seen (a re-run plans the same packages and
+        attaches to the same deliveries), and enqueue its packages.
+
+        Errors propagate: the engine retries the retryable ones, then ends the workflow failed
+        with the reason (``status`` shows it, ``retry`` runs it again)."""
+        change = event_from_json(event)
+        trigger = _trigger_of(change)
+        summary: dict[str, Any] = {"flow": name, "trigger": trigger}
+        flow = self.app.settings.flows.get(name)
+        if flow is None or not flow.enabled:
+            return {**summary, "skipped": "no longer an enabled flow in the config"}
+        planned = await self.plan(name, event=change, now=change.detected_at)
+        outcome = RunOutcome(planned)
+        await self._submit_all(runner, outcome, trigger=trigger, wait=False)
+        log.info("flow %s fired by %s: %s", name, trigger, outcome.summary())
+        return {
+            **summary,
+            "deliveries": sorted(e.workflow_id for e in outcome.enqueued),
+            "held": [h.reason for h in outcome.held],
+            "skipped": [f"{s.what}: {s.reason}" for s in planned.skipped],
+        }
 
     async def poll_once(
-        self, detector: ChangeDetector, runner: DeliveryRunner, api: ConsonanceAPI
+        self, detector: ChangeDetector, runner: DeliveryRunner, api: ConsonanceAPI | None = None
     ) -> PollReport:
         """One poll: Consonance's changes, plus (once a day, and when a publication date
-        changed) the titles that came within a flow's ``days_before_publication``."""
-        report = await detector.poll()
+        changed) the titles that came within a flow's ``days_before_publication``.
+
+        The work the events fire is enqueued (durably, in the engine) before the poll's
+        snapshots are saved: a poll that fails in between is read again, never half-lost.
+        ``api`` is not used (each event's plan, in the engine, opens its own client)."""
+        pending = await detector.read()
+        report = pending.report
         today = datetime.now(UTC).date()
         windows = sorted(
             {
@@ -583,9 +619,10 @@ class Service:
         dates_moved = any(e.kind is ChangeKind.PUBLICATION_DATE_CHANGED for e in report.events)
         check_due = bool(windows) and (self._due_checked != today or dates_moved)
         if not report.events and not check_due:
+            await detector.commit(pending)
             return report
-        # The titles' state (every snapshot) is read only when a condition needs it: a window
-        # to check, or a flow with more than one condition to hold.
+        # The titles' state (every snapshot, this poll's included) is read only when a
+        # condition needs it: a window to check, or a flow with more than one condition.
         combined = any(
             len(f.when.conditions()) > 1
             for f in self.app.settings.flows.values()
@@ -593,30 +630,40 @@ class Service:
         )
         if not (check_due or combined):
             if report.mode != "baseline":
-                await self.on_events(report.events, runner, api)
+                await detector.hand_on(pending)
+                await self.on_events(report.events, runner)
+            await detector.commit(pending)
             return report
-        states = await asyncio.to_thread(TitleStates, self.app.store)
-        due = []
+        states = await asyncio.to_thread(TitleStates, self.app.store, pending)
+        due: list[tuple[int, ChangeEvent]] = []
         if check_due:
             due = await asyncio.to_thread(self._newly_due, states, windows, today)
+        if report.mode != "baseline":  # the catalogue as it already is fires nothing
+            await detector.hand_on(pending)
+            stamped = [replace(e, detected_at=report.started_at) for _days, e in due]
+            await self.on_events([*report.events, *stamped], runner, states, today)
+        # Remembered only once their work is enqueued (or, on a baseline, passed over).
+        for days, event in due:
+            await asyncio.to_thread(
+                self.app.store.set_publication_due, days, event.product_id or 0, event.new or ""
+            )
+        if check_due:
             self._due_checked = today
-        if report.mode == "baseline":
-            return report  # the catalogue as it already is fires nothing (due ones included)
-        await self.on_events([*report.events, *due], runner, api, states, today)
+        await detector.commit(pending)
         return report
 
     def _newly_due(
         self, states: TitleStates, windows: Sequence[int], today: date
-    ) -> list[ChangeEvent]:
-        """``publication_due`` events not seen before for this product and publication date
-        (remembered, so each fires once; a moved date fires again)."""
+    ) -> list[tuple[int, ChangeEvent]]:
+        """``publication_due`` events not seen before for this product and publication date,
+        each with its window in days (its mark, set once its work is enqueued, makes each fire
+        once; a moved date fires again)."""
         fresh = []
         for days in windows:
             for event in states.due(days, today):
                 product = event.product_id or 0
                 if self.app.store.get_publication_due(days, product) != event.new:
-                    self.app.store.set_publication_due(days, product, event.new or "")
-                    fresh.append(event)
+                    fresh.append((days, event))
         return fresh
 
     async def run_tick(
@@ -694,6 +741,15 @@ class Service:
                 wanted[name] = when
         return wanted
 
+    def event_flows(self) -> list[str]:
+        """The enabled flows Consonance events fire (kinds this release can run): each one's
+        queue takes its event workflows."""
+        return [
+            name
+            for name, flow in self.app.settings.flows.items()
+            if flow.enabled and isinstance(flow, EVENT_FLOWS) and flow.kind in PREPARERS
+        ]
+
     async def serve(
         self,
         *,
@@ -730,6 +786,9 @@ class Service:
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
             tasks = []
             wanted = self.flow_schedules(schedule_overrides)
+            # Event workflows wait on their flow's queue (enqueued by a poll, or left queued
+            # by a process that stopped): every executor dequeues them, 'serve' or 'worker'.
+            await asyncio.to_thread(runner.engine.ensure_flow_queues, self.event_flows())
             if not triggers:
                 # A worker runs ticks too (one at a time per flow): it dequeues them from the
                 # flows' queues; 'serve' declares the schedules that fill them.
@@ -775,6 +834,20 @@ class Service:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+
+
+async def _enqueue_event(runner: DeliveryRunner, flow: str, event: dict[str, Any]) -> str:
+    """Enqueue one (flow, event) workflow on this process's engine, or through the DBOS
+    client when another process is the executor."""
+    if runner.engine is not None:
+        return await runner.engine.enqueue_flow_event(flow, event)
+    assert runner.client is not None
+    return await asyncio.to_thread(runner.client.enqueue_flow_event, flow, event)
+
+
+def _trigger_of(event: ChangeEvent) -> str:
+    """The trigger a delivery records for the event that fired its flow."""
+    return f"consonance: work {event.work_id} {event.kind.value} {event.new}"
 
 
 def _user() -> str:

@@ -211,14 +211,15 @@ async def switch_config(
     triggers: bool,
 ) -> None:
     """Put a validated new config in force in this running service: the app reads it from
-    now on (changed partners reconnect with it), the queues of new connection caps are
-    registered, the schedules declared again; the poller reconnects by itself when
-    ``[consonance]`` changed."""
+    now on (changed partners reconnect with it), the queues of new connection caps (and of the
+    flows events fire) are registered, the schedules declared again; the poller reconnects by
+    itself when ``[consonance]`` changed."""
     old_schedules = service.flow_schedules(schedule_overrides)
     service.app.reload(settings, change.partners)
     engine = runner.engine_or_fail()
     for cap in sorted({p.max_connections for p in settings.partners.values()}):
         await asyncio.to_thread(engine.ensure_delivery_queue, cap)
+    await asyncio.to_thread(engine.ensure_flow_queues, service.event_flows())
     wanted = service.flow_schedules(schedule_overrides)
     if wanted != old_schedules:
         # Only 'serve' declares schedules; a worker registers the flows' tick queues.

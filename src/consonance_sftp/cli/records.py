@@ -28,7 +28,7 @@ from consonance_sftp.formats.wording import counted
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
-    from consonance_sftp.app.runner import Controls
+    from consonance_sftp.app.runner import Controls, DeliveryRunner
     from consonance_sftp.engine import DeliveryRequest, EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
@@ -259,6 +259,7 @@ WORK_KINDS = (
     ("deliveries", "dlv-", "partner"),
     ("intake", "ing-", "partner"),
     ("flow ticks", "sched-flow:", "flow"),
+    ("flow events", "evt-", "flow"),
 )
 
 
@@ -348,9 +349,12 @@ def _label(dbos_status: str) -> str:
 
 def _owner_of(workflow_id: str) -> str:
     """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
-    ``sched-flow:<flow>-<tick time>``; partner and flow names may hold '-'."""
+    ``sched-flow:<flow>-<tick time>`` / ``evt-<flow>-<hash>``; partner and flow names may
+    hold '-'."""
     if workflow_id.startswith("sched-flow:"):
         return workflow_id.removeprefix("sched-flow:").rsplit("-", 3)[0]
+    if workflow_id.startswith("evt-"):
+        return workflow_id.removeprefix("evt-").rsplit("-", 1)[0]
     parts = workflow_id.split("-")
     if workflow_id.startswith("ing-"):
         return "-".join(parts[1:-1])
@@ -363,12 +367,16 @@ def _owner_of(workflow_id: str) -> str:
 def retry(
     workflow_id: Annotated[
         str,
-        typer.Argument(help="ID of a failed workflow: a delivery, an intake or a flow tick."),
+        typer.Argument(
+            help="ID of a failed workflow: a delivery, an intake, a flow tick or a flow "
+            "fired by a Consonance event."
+        ),
     ],
     by: Annotated[str | None, typer.Option(help="Who asks (default: $USER).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
-    """Re-run a failed delivery, intake or flow tick from its first failed step (same ID)."""
+    """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
+    (same ID)."""
     from consonance_sftp.engine import EngineClient
 
     app = _app()
@@ -399,7 +407,34 @@ async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, objec
             if runner.engine is not None and partner in app.settings.partners:
                 cap = app.partner_config(partner).max_connections
                 await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            if workflow_id.startswith("evt-"):
+                return await _follow_event(app, runner, workflow_id, partner)
             return await follow(console, runner, workflow_id, files=files or None)
+
+
+async def _follow_event(
+    app: App, runner: DeliveryRunner, workflow_id: str, flow: str
+) -> dict[str, object]:
+    """A flow event's plan, then the deliveries it enqueued: all sent, or the first failure."""
+    from consonance_sftp.cli.follow import follow
+
+    if runner.engine is not None:
+        # Its flow's queue and the partners' delivery queues: this executor dequeues them.
+        await asyncio.to_thread(runner.engine.ensure_flow_queues, [flow])
+        for cap in sorted({p.max_connections for p in app.settings.partners.values()}):
+            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+    planned = await follow(console, runner, workflow_id)
+    if "error" in planned:
+        return planned
+    sent: list[object] = []
+    deliveries = planned.get("deliveries")
+    for wid in deliveries if isinstance(deliveries, list) else []:
+        result = await follow(console, runner, str(wid))
+        if "error" in result:
+            return {"error": f"{wid}: {result['error']}"}
+        files = result.get("sent")
+        sent.extend(files if isinstance(files, list) else [])
+    return {"sent": sent}
 
 
 def _report(workflow_id: str, result: dict[str, object]) -> None:

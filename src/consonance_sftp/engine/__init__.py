@@ -17,6 +17,7 @@ from .contracts import (
     LogAlertSink,
     RemoteFileState,
 )
+from .events import FLOW_EVENT_PREFIX, EventRunner, FlowEventFailed, flow_event_workflow_id
 from .ids import delivery_queue_name, delivery_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
 from .ledger import StoreLedger
@@ -26,6 +27,7 @@ from .schedules import FlowRunner, FlowSchedule, ensure_schedule
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
 __all__ = [
+    "FLOW_EVENT_PREFIX",
     "ONE_SHOT",
     "SERVICE",
     "AlertSink",
@@ -37,8 +39,10 @@ __all__ = [
     "EngineBusy",
     "EngineClient",
     "EngineSettings",
+    "EventRunner",
     "Fence",
     "FileToSend",
+    "FlowEventFailed",
     "FlowLock",
     "FlowRunner",
     "FlowSchedule",
@@ -54,5 +58,6 @@ __all__ = [
     "delivery_workflow_id",
     "engine_holder",
     "ensure_schedule",
+    "flow_event_workflow_id",
     "prune_history",
 ]

@@ -25,7 +25,7 @@ from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 
-from . import delivery, ingest, schedules
+from . import delivery, events, ingest, schedules
 from .budget import PostgresConnectionBudget
 from .contracts import (
     AlertSink,
@@ -102,6 +102,15 @@ def _ingest_options(settings: EngineSettings, request: IngestRequest, queue: str
     }
 
 
+def _event_options(settings: EngineSettings, flow: str, event: dict[str, Any]) -> EnqueueOptions:
+    return {
+        "workflow_name": events.FLOW_EVENT_WORKFLOW,
+        "queue_name": events.event_queue_name(flow),
+        "workflow_id": events.flow_event_workflow_id(flow, event),
+        "app_version": settings.application_version,
+    }
+
+
 class Engine:
     """One executor process. Not re-entrant: one ``Engine`` per process (DBOS is a singleton)."""
 
@@ -134,6 +143,7 @@ class Engine:
         self.scanner: TakeoverScanner | None = None
         self.pruner: HistoryPruner | None = None
         self._flow_runner: tuple[schedules.FlowRunner, asyncio.AbstractEventLoop] | None = None
+        self._event_runner: tuple[events.EventRunner, asyncio.AbstractEventLoop] | None = None
         self._queues: set[str] = set()
         self._budget: PostgresConnectionBudget | None = None
         self._queue_lock = threading.Lock()
@@ -166,6 +176,8 @@ class Engine:
             )
             if self._flow_runner is not None:
                 schedules.bind_flow_runner(*self._flow_runner, self.settings.retry)
+            if self._event_runner is not None:
+                events.bind_event_runner(*self._event_runner, self.settings.retry, self.alerts)
             if self.ingest_transport is not None and self.intake_ledger is not None:
                 ingest.bind_dependencies(
                     ingest.Dependencies(
@@ -223,6 +235,7 @@ class Engine:
         delivery.bind_dependencies(None)
         ingest.bind_dependencies(None)
         schedules.bind_flow_runner(None)
+        events.bind_event_runner(None)
         self._launched = False
 
     async def aclose(self, grace_s: float | None = None) -> None:
@@ -266,6 +279,27 @@ class Engine:
         self._flow_runner = (runner, asyncio.get_running_loop())
         if self._launched:
             schedules.bind_flow_runner(runner, self._flow_runner[1], self.settings.retry)
+
+    def bind_event_runner(self, runner: events.EventRunner) -> None:
+        """What this process runs when a Consonance event fires a flow: ``runner(flow,
+        event)`` on the calling event loop (plan, enqueue the deliveries). Like the flow
+        runner, bound by every executor before ``launch``, which resumes pending events."""
+        self._event_runner = (runner, asyncio.get_running_loop())
+        if self._launched:
+            events.bind_event_runner(
+                runner, self._event_runner[1], self.settings.retry, self.alerts
+            )
+
+    async def enqueue_flow_event(self, flow: str, event: dict[str, Any]) -> str:
+        """Enqueue the durable plan of ``flow`` for one Consonance event (on the flow's queue);
+        return its workflow ID. The same event for the same flow again attaches to it."""
+        queue = events.event_queue_name(flow)
+        await asyncio.to_thread(
+            self._register_queue, queue, global_concurrency=1, polling_interval_sec=1.0
+        )
+        options = _event_options(self.settings, flow, event)
+        await DBOS.enqueue_workflow_with_options_async(options, flow, event)
+        return options["workflow_id"]
 
     def ensure_flow_schedules(self, wanted: dict[str, schedules.FlowSchedule]) -> list[str]:
         """Declare each flow's schedule in DBOS (idempotent, once per tick across processes)
@@ -376,6 +410,17 @@ class EngineClient:
             )
         options = _ingest_options(self.settings, request, queue)
         self._client.enqueue(options, request.to_dict())
+        return options["workflow_id"]
+
+    def enqueue_flow_event(self, flow: str, event: dict[str, Any]) -> str:
+        """``Engine.enqueue_flow_event`` from a process that is not the executor."""
+        queue = events.event_queue_name(flow)
+        if self._client.retrieve_queue(queue) is None:
+            self._client.register_queue(
+                queue, on_conflict="never_update", global_concurrency=1, polling_interval_sec=1.0
+            )
+        options = _event_options(self.settings, flow, event)
+        self._client.enqueue(options, flow, event)
         return options["workflow_id"]
 
     def status(self, workflow_id: str) -> str | None:

@@ -6,6 +6,12 @@ not with the catalogue. A full reconcile, on a slower cycle, reads everything an
 the date filter could miss. The very first poll is a baseline: it records snapshots and emits
 nothing (otherwise starting the service would fire every trigger in the catalogue).
 
+A poll is two halves: ``read`` compares and returns the events with the snapshots they came
+from, still unsaved; ``commit`` saves them and advances the watermarks. The service puts the
+work the events cause somewhere durable (the engine's event workflows) between the two, so an
+event whose flow then fails to plan is retried by the engine, never lost with a snapshot that
+moved past it. ``poll`` does both at once, for callers that only look.
+
 A snapshot per work and per product holds a content hash (identical records are skipped
 cheaply) and the few fields triggers look at. Events are computed by comparing those fields:
 
@@ -24,7 +30,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from consonance_sftp.flows.outbound import TitleState, due
 from consonance_sftp.logs import get_logger
@@ -39,6 +45,10 @@ WORK = "work"
 PRODUCT = "product"
 INCREMENTAL_MARK = "consonance.changes.incremental"  # ISO date the last poll started
 RECONCILE_MARK = "consonance.changes.reconcile"  # ISO datetime of the last full reconcile
+# ISO datetime of a poll whose events were handed on (``hand_on``) but not yet saved: the next
+# poll, reading the same changes again, gives them the same detection time, so the work they
+# fire is recognised as the same (the engine's event workflow IDs include it).
+PENDING_MARK = "consonance.changes.pending"
 
 Mode = Literal["baseline", "incremental", "reconcile"]
 
@@ -237,6 +247,15 @@ class _Pass:
                 self.new_products[product.id] = psnap
 
 
+@dataclass(frozen=True, slots=True)
+class PendingPoll:
+    """A poll read but not saved: its report, and the snapshots ``commit`` will save."""
+
+    report: PollReport
+    works: Mapping[int, Snapshot]
+    products: Mapping[int, Snapshot]
+
+
 class ChangeDetector:
     """Polls through the ConsonanceAPI port and remembers through the SnapshotStore port."""
 
@@ -259,31 +278,59 @@ class ChangeDetector:
         self.progress = progress
 
     async def poll(self) -> PollReport:
-        """Baseline on the first run, a reconcile when one is due, else an incremental poll."""
+        """``read`` then ``commit``: the events, with the snapshots already past them."""
+        pending = await self.read()
+        await self.commit(pending)
+        return pending.report
+
+    async def read(self) -> PendingPoll:
+        """Baseline on the first run, a reconcile when one is due, else an incremental poll;
+        nothing is saved until ``commit``."""
         last_poll = await asyncio.to_thread(self.snapshots.get_watermark, INCREMENTAL_MARK)
         if last_poll is None:
-            return await self.reconcile(emit=False)
+            return await self._reconcile(emit=False)
         last_reconcile = await asyncio.to_thread(self.snapshots.get_watermark, RECONCILE_MARK)
         now = self.clock.now()
         if (
             last_reconcile is None
             or now - datetime.fromisoformat(last_reconcile) >= self.reconcile_every
         ):
-            return await self.reconcile()
+            return await self._reconcile()
         return await self._run("incremental", emit=True, since_mark=last_poll)
 
     async def incremental(self) -> PollReport:
         last_poll = await asyncio.to_thread(self.snapshots.get_watermark, INCREMENTAL_MARK)
         if last_poll is None:
             return await self.reconcile(emit=False)
-        return await self._run("incremental", emit=True, since_mark=last_poll)
+        pending = await self._run("incremental", emit=True, since_mark=last_poll)
+        await self.commit(pending)
+        return pending.report
 
     async def reconcile(self, *, emit: bool = True) -> PollReport:
         """Read the whole catalogue and compare every record (``emit=False``: baseline)."""
+        pending = await self._reconcile(emit=emit)
+        await self.commit(pending)
+        return pending.report
+
+    async def _reconcile(self, *, emit: bool = True) -> PendingPoll:
         return await self._run("reconcile" if emit else "baseline", emit=emit, since_mark=None)
 
-    async def _run(self, mode: Mode, *, emit: bool, since_mark: str | None) -> PollReport:
-        started = self.clock.now()
+    async def hand_on(self, pending: PendingPoll) -> None:
+        """Note that this poll's events are about to be handed on (to durable work): should
+        ``commit`` never come, the next poll sees the same changes at this same time."""
+        at = pending.report.started_at.isoformat()
+        await asyncio.to_thread(self.snapshots.set_watermark, PENDING_MARK, at)
+
+    async def commit(self, pending: PendingPoll) -> None:
+        """Save the poll's snapshots, then advance the watermarks: from here on its events are
+        never seen again."""
+        await asyncio.to_thread(self._save, pending)
+
+    async def _run(self, mode: Mode, *, emit: bool, since_mark: str | None) -> PendingPoll:
+        handed_on = await asyncio.to_thread(self.snapshots.get_watermark, PENDING_MARK)
+        # A poll whose events were handed on but never saved: this one reads them again, as of
+        # the same time (see PENDING_MARK).
+        started = datetime.fromisoformat(handed_on) if handed_on else self.clock.now()
         t0 = asyncio.get_running_loop().time()
         work_snaps, product_snaps = await asyncio.gather(
             asyncio.to_thread(self.snapshots.load_snapshots, WORK),
@@ -295,7 +342,6 @@ class ChangeDetector:
             state.feed(work)
             if self.progress is not None:
                 self.progress(mode, state.works_read, state.products_read, False)
-        await asyncio.to_thread(self._save, state, mode, started)
         if self.progress is not None:
             self.progress(mode, state.works_read, state.products_read, True)
         report = PollReport(
@@ -315,17 +361,47 @@ class ChangeDetector:
             report.changed_records,
             len(report.events),
         )
-        return report
+        return PendingPoll(report, state.new_works, state.new_products)
 
-    def _save(self, state: _Pass, mode: Mode, started: datetime) -> None:
+    def _save(self, pending: PendingPoll) -> None:
         # Snapshots first, watermarks last: a crash in between re-reads, never skips.
-        if state.new_works:
-            self.snapshots.save_snapshots(WORK, state.new_works)
-        if state.new_products:
-            self.snapshots.save_snapshots(PRODUCT, state.new_products)
+        if pending.works:
+            self.snapshots.save_snapshots(WORK, dict(pending.works))
+        if pending.products:
+            self.snapshots.save_snapshots(PRODUCT, dict(pending.products))
+        started, mode = pending.report.started_at, pending.report.mode
         self.snapshots.set_watermark(INCREMENTAL_MARK, started.date().isoformat())
         if mode != "incremental":
             self.snapshots.set_watermark(RECONCILE_MARK, started.isoformat())
+        if self.snapshots.get_watermark(PENDING_MARK):
+            self.snapshots.set_watermark(PENDING_MARK, "")
+
+
+def event_to_json(event: ChangeEvent) -> dict[str, Any]:
+    """An event as JSON (the input of its durable workflow); ``event_from_json`` reads it."""
+    return {
+        "kind": event.kind.value,
+        "work_id": event.work_id,
+        "product_id": event.product_id,
+        "subject": event.subject,
+        "old": event.old,
+        "new": event.new,
+        "detected_at": event.detected_at.isoformat() if event.detected_at else None,
+    }
+
+
+def event_from_json(data: Mapping[str, Any]) -> ChangeEvent:
+    at = data.get("detected_at")
+    product = data.get("product_id")
+    return ChangeEvent(
+        kind=ChangeKind(data["kind"]),
+        work_id=int(data["work_id"]),
+        product_id=int(product) if product is not None else None,
+        subject=data.get("subject"),
+        old=data.get("old"),
+        new=data.get("new"),
+        detected_at=datetime.fromisoformat(at) if at else None,
+    )
 
 
 def summarize(events: Iterable[ChangeEvent]) -> dict[str, int]:
@@ -338,12 +414,17 @@ def summarize(events: Iterable[ChangeEvent]) -> dict[str, int]:
 
 class TitleStates:
     """What ``when`` conditions test, read from the detector's snapshots (once per poll): each
-    work's stage and completed to-dos, its products' statuses and publication dates."""
+    work's stage and completed to-dos, its products' statuses and publication dates.
+    ``pending``: a poll read but not yet committed, whose snapshots count as saved."""
 
-    def __init__(self, snapshots: SnapshotStore) -> None:
-        self._works = snapshots.load_snapshots(WORK)
+    def __init__(self, snapshots: SnapshotStore, pending: PendingPoll | None = None) -> None:
+        self._works = dict(snapshots.load_snapshots(WORK))
+        products = dict(snapshots.load_snapshots(PRODUCT))
+        if pending is not None:
+            self._works.update(pending.works)
+            products.update(pending.products)
         self._products: dict[int, list[tuple[int, Snapshot]]] = {}
-        for product_id, snap in snapshots.load_snapshots(PRODUCT).items():
+        for product_id, snap in products.items():
             work = snap.fields.get("work")
             if work is not None:
                 self._products.setdefault(int(work), []).append((product_id, snap))

@@ -98,6 +98,11 @@ class SandboxControl:
     def inject(self, kind: str, count: int = 1, **params: float) -> None:
         self.call("POST", "faults", {"kind": kind, "count": count, **params})
 
+    def fail_downloads(self, count: int = 1) -> None:
+        """The next ``count`` file downloads (production files, resources) answer HTTP 500;
+        0 lets them through again. GraphQL requests are not affected."""
+        self.call("POST", "faults/downloads", {"count": count})
+
     def clear_faults(self) -> None:
         self.call("DELETE", "faults")
 

@@ -4,8 +4,9 @@
 the public record) and answers 401 otherwise. GraphQL errors come back as HTTP 200 with an
 ``errors`` list, as graphql-ruby does. Under ``/_sandbox/`` a control API, meant for tests and
 the demo, injects faults into the next requests (429 with Retry-After, 500, a malformed JSON
-body, a slow answer), counts requests, and changes the catalogue the way a Consonance user
-would (move a work to a project stage, complete a to-do, change a price, a title, a status).
+body, a slow answer) and the next file downloads (500), counts requests, and changes the
+catalogue the way a Consonance user would (move a work to a project stage, complete a to-do,
+change a price, a title, a status).
 Presigned uploads are served here too (``PUT /uploads/<token>``), and the files themselves
 (``GET /files/...``).
 """
@@ -85,6 +86,7 @@ class SandboxState:
         self.settings = settings
         self.schema = build_sandbox_schema(MUTATIONS)
         self.faults: deque[Fault] = deque()
+        self.failing_downloads = 0  # the next N file downloads answer HTTP 500
         self.stats = Stats()
         self.dirty = False
 
@@ -202,6 +204,10 @@ async def upload_endpoint(request: Request) -> Response:
 
 async def file_endpoint(request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
+    if state.failing_downloads > 0:
+        state.failing_downloads -= 1
+        state.stats.faults_served += 1
+        return Response("<html><body>Internal Server Error</body></html>", 500)
     path = "/files/" + request.path_params["path"]
     if path.startswith("/files/generated/"):
         made = generated_file(path.rsplit("/", 1)[-1])
@@ -262,6 +268,7 @@ async def c_stats(request: Request, state: SandboxState) -> dict[str, Any]:
 async def c_faults(request: Request, state: SandboxState) -> dict[str, Any]:
     if request.method == "DELETE":
         state.faults.clear()
+        state.failing_downloads = 0
         return {"faults_pending": 0}
     data = await _json(request)
     kind = data["kind"]
@@ -277,6 +284,19 @@ async def c_faults(request: Request, state: SandboxState) -> dict[str, Any]:
             )
         )
     return {"faults_pending": len(state.faults)}
+
+
+@_control
+async def c_download_faults(request: Request, state: SandboxState) -> dict[str, Any]:
+    """POST ``{"count": N}``: the next N file downloads fail with HTTP 500; DELETE: none."""
+    if request.method == "DELETE":
+        state.failing_downloads = 0
+    else:
+        count = int((await _json(request)).get("count", 1))
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        state.failing_downloads = count
+    return {"failing_downloads": state.failing_downloads}
 
 
 @_control
@@ -387,6 +407,7 @@ def create_app(catalogue: Catalogue, settings: SandboxSettings | None = None) ->
         Route("/_sandbox/health", c_health, methods=["GET"]),
         Route("/_sandbox/stats", c_stats, methods=["GET", "DELETE"]),
         Route("/_sandbox/faults", c_faults, methods=["POST", "DELETE"]),
+        Route("/_sandbox/faults/downloads", c_download_faults, methods=["POST", "DELETE"]),
         Route("/_sandbox/works/{work_id:int}", c_work, methods=["PATCH"]),
         Route("/_sandbox/works/{work_id:int}/stage", c_stage, methods=["POST"]),
         Route("/_sandbox/todos/{todo_id:int}/complete", c_todo, methods=["POST"]),
