@@ -26,6 +26,7 @@ from consonance_sftp.models import (
 )
 from consonance_sftp.ports.snapshots import Snapshot
 from consonance_sftp.ports.store import AssetVersion, DeliveryRecord, IntakeRecord, Store
+from tests.cli import free_port
 
 
 class StepClock:
@@ -402,11 +403,7 @@ def test_bad_url_is_a_store_error(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_unreachable_postgres_is_a_retryable_store_error() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens here
     with pytest.raises(StoreError, match="database unavailable") as info:
         open_store(f"postgresql://nobody@127.0.0.1:{port}/nothing")
     assert info.value.retryable
