@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,3 +27,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Any]]:
+    """The worker subprocesses a test starts (``Worker`` of tests/engine_worker.py or of
+    test_inbox_crash.py): each is closed when the test ends, passed or failed."""
+    started: list[Any] = []
+    yield started
+    for w in started:
+        w.close()

@@ -27,7 +27,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS
 
@@ -49,6 +49,10 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
+
+if TYPE_CHECKING:  # for annotations only
+    from collections.abc import Callable
+    from subprocess import Popen
 
 
 class EventLog:
@@ -240,6 +244,22 @@ class EventAlerts:
 # --- harness used by the tests (the parent side) -------------------------------------------
 
 
+def wait_ready(proc: Popen[bytes], log_tail: Callable[[], str], timeout: float) -> None:
+    """Wait for a worker subprocess's ``READY`` line on its stdout; if it exits first or takes
+    longer than ``timeout`` seconds, fail with the tail of its log."""
+    import select
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}: {log_tail()}")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready and proc.stdout.readline().startswith(b"READY"):
+            return
+    raise TimeoutError(f"worker not ready: {log_tail()}")
+
+
 class Worker:
     """One worker subprocess."""
 
@@ -259,17 +279,7 @@ class Worker:
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
-        import select
-
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.log_tail()}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready and self.proc.stdout.readline().startswith(b"READY"):
-                return
-        raise TimeoutError(f"worker not ready: {self.log_tail()}")
+        wait_ready(self.proc, self.log_tail, timeout)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]

@@ -18,9 +18,7 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,18 +26,11 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from tests.cli import CLI, free_port, running_sandbox
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
 FLOW = "onix-distributor"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Project:
@@ -144,32 +135,11 @@ def _one_shot_holds_the_engine(project: Project) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     folder = tmp_path_factory.mktemp("concurrency")
-    api_port = _free_port()
-    init_project(folder, sftp_port=_free_port(), api_port=api_port)
+    api_port = free_port()
+    init_project(folder, sftp_port=free_port(), api_port=api_port)
     proj = Project(folder, api_port)
-    sandbox = subprocess.Popen(
-        proj.command("sandbox"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    try:
-        assert sandbox.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-            assert time.monotonic() < deadline, "sandbox did not start"
-        else:
-            raise AssertionError("sandbox exited before it was ready")
+    with running_sandbox(proj.config, folder):
         yield proj
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
 
 
 def test_two_runs_of_one_feed_at_once_send_it_once_with_distinct_message_numbers(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
+from tests.cli import CLI
 
 
 def test_help_lists_the_commands() -> None:

@@ -15,10 +15,8 @@ import io
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +24,12 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from tests.cli import CLI, free_port, running_sandbox
 from tests.e2e.test_cli_service import _printable_titles
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
 FLOW = "print-files"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Project:
@@ -85,32 +76,11 @@ def _point_printer_at(config: Path, port: int) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     folder = tmp_path_factory.mktemp("failures")
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
-    proj = Project(folder, _free_port())
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
+    proj = Project(folder, free_port())
     _point_printer_at(proj.config, proj.closed_port)
-    sandbox = subprocess.Popen(
-        [*CLI, "--config", str(proj.config), "sandbox"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    try:
-        assert sandbox.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-            assert time.monotonic() < deadline, "sandbox did not start"
-        else:
-            raise AssertionError("sandbox exited before it was ready")
+    with running_sandbox(proj.config, folder):
         yield proj
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
 
 
 def _failed_line(out: str) -> str:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +21,8 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.e2e.test_cli_service import _free_port, _printable_titles
-
-CLI = [sys.executable, "-m", "consonance_sftp"]
+from tests.cli import CLI, free_port, running_sandbox
+from tests.e2e.test_cli_service import _printable_titles
 
 pytestmark = pytest.mark.slow
 
@@ -33,30 +30,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("records")
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
     path = folder / CONFIG_NAME
     with path.open("a") as f:
         f.write("\n[engine]\nretry_max_attempts = 2\nretry_initial_interval_s = 0.2\n")
-    sandbox = subprocess.Popen(
-        [*CLI, "--config", str(path), "sandbox"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert sandbox.stdout is not None
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-        else:
-            raise AssertionError("sandbox exited before it was ready")
+    with running_sandbox(path, folder):
         yield path
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

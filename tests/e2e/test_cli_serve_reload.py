@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +23,8 @@ import pytest
 import tomlkit
 
 from consonance_sftp.sandbox.openssh import OpenSshServer, OpenSshUnavailable, start_openssh
-from tests.e2e.test_cli_service import FLOW, Project, _free_port, _printable_titles, _wait
-
-CLI = [sys.executable, "-m", "consonance_sftp"]
+from tests.cli import CLI, free_port, running_sandbox
+from tests.e2e.test_cli_service import FLOW, Project, _printable_titles, _wait
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +59,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, P
     from consonance_sftp.config.starter import init_project
 
     folder = tmp_path_factory.mktemp("reload")
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
     project = Project(folder)
     inbox = folder / "printer-in"
     inbox.mkdir()
@@ -77,27 +75,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, P
     entry["auth"] = {"key": str(printer.server.client_key_path)}  # type: ignore[index]
     entry["folders"] = {"send": str(inbox), "receive": str(inbox)}  # type: ignore[index]
     project.config.write_text(tomlkit.dumps(doc))
-    sandbox = subprocess.Popen(
-        [*CLI, "--config", str(project.config), "sandbox"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
     try:
-        assert sandbox.stdout is not None
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-        else:
-            raise AssertionError("sandbox exited before it was ready")
-        yield project, printer
+        with running_sandbox(project.config, folder):
+            yield project, printer
     finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
         printer.server.stop()
 
 

@@ -16,10 +16,8 @@ import io
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,19 +26,12 @@ import pytest
 
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from tests.cli import CLI, free_port, running_sandbox
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
 FLOW = "print-files"
 STAGE = "Production approval"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait(check: Callable[[], object], timeout: float, what: str) -> object:
@@ -136,31 +127,10 @@ def _printable_titles(config: Path) -> list[tuple[int, str]]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     folder = tmp_path_factory.mktemp("service")
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
     proj = Project(folder)
-    sandbox = subprocess.Popen(
-        [*CLI, "--config", str(proj.config), "sandbox"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    try:
-        assert sandbox.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-            assert time.monotonic() < deadline, "sandbox did not start"
-        else:
-            raise AssertionError("sandbox exited before it was ready")
+    with running_sandbox(proj.config, folder):
         yield proj
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
 
 
 def test_run_dry_run_prints_the_plan_and_sends_nothing(project: Project) -> None:

@@ -6,12 +6,8 @@ noted."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,45 +15,17 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from tests.cli import CLI, free_port, running_sandbox
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("inbox-run")
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
-    sandbox = subprocess.Popen(
-        [*CLI, "--config", str(folder / CONFIG_NAME), "sandbox"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    try:
-        assert sandbox.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in sandbox.stdout:
-            if "stops the sandbox" in line:
-                break
-            assert time.monotonic() < deadline, "sandbox did not start"
-        else:
-            raise AssertionError("sandbox exited before it was ready")
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
+    with running_sandbox(folder / CONFIG_NAME, folder):
         yield folder
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        try:
-            sandbox.wait(15)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
 
 
 def _run(folder: Path) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.cli import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial" / "first-exchange.md"
@@ -141,13 +142,6 @@ class Walk:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -197,7 +191,7 @@ def check_init(walk: Walk, _s: Step, done: subprocess.CompletedProcess[str] | No
     # never meets another sandbox on this machine (the host key line names the port too).
     text = config.read_text()
     assert "2222" in text and "8765" in text
-    sftp, api = _free_port(), _free_port()
+    sftp, api = free_port(), free_port()
     config.write_text(text.replace("2222", str(sftp)).replace("8765", str(api)))
 
 

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
+from tests.cli import CLI, free_port
 
-CLI = [sys.executable, "-m", "consonance_sftp"]
 TOKEN = "clitoken00000000000000000000cli1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(*args: str, cwd: Path) -> str:

@@ -14,6 +14,7 @@ from consonance_sftp.app.delivery import SftpDeliveryTransport, delivery_request
 from consonance_sftp.engine import FileToSend
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile
+from tests.cli import free_port
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 
@@ -113,19 +114,12 @@ async def test_a_changed_host_key_is_reported_once_and_sends_nothing(
 
 
 def test_the_app_alerts_and_stops_the_partner_on_a_changed_host_key(tmp_path: Path) -> None:
-    import socket
-
     from consonance_sftp.app import App
     from consonance_sftp.app.runner import Controls
     from consonance_sftp.config import load_settings
     from consonance_sftp.config.starter import CONFIG_NAME, init_project
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    init_project(tmp_path, sftp_port=ports[0], api_port=ports[1])
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     app = App(load_settings(tmp_path / CONFIG_NAME))
     app.host_key_changed("printer", HostKeyMismatch("the server presented SHA256:abc"))
     alerts = app.store.list_alerts()

@@ -25,7 +25,6 @@ import errno
 import hashlib
 import logging
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,20 +43,13 @@ from consonance_sftp.errors import (
     TransportError,
 )
 from consonance_sftp.models import DeliveryOutcome
+from tests.cli import free_port
 from tests.engine_worker import make_source, settings_from
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 
 PACKAGE = "9780000000001 production"
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound, then released: the kernel answers RST)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -99,7 +91,7 @@ async def test_an_unreachable_partner_fails_with_its_address_and_cause_rows_and_
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there (bound, then released: the kernel answers RST)
 
     def make_fs(partner: str) -> SftpRemoteFS:
         endpoint = fault_endpoint(connect_timeout=5)

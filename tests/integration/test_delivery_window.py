@@ -3,7 +3,6 @@ window (on the record, like a pause) and released once it opens."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, time
 from pathlib import Path
 
@@ -15,13 +14,7 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.settings import DeliveryWindow
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.cli import free_port
 
 
 def test_an_overnight_window_wraps_midnight_in_its_own_time_zone() -> None:
@@ -43,7 +36,7 @@ def test_a_window_is_checked_when_the_config_loads() -> None:
 
 
 def test_deliveries_outside_the_window_are_held_and_inside_it_go(tmp_path: Path) -> None:
-    init_project(tmp_path, sftp_port=_free_port(), api_port=_free_port())
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     config = tmp_path / CONFIG_NAME
     text = config.read_text().replace(
         "[partners.printer]\n",

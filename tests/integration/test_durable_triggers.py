@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from consonance_sftp.models import ChangeEvent, ChangeKind
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.sandbox.consonance.control import SandboxControl
 from consonance_sftp.sandbox.services import sandbox_services
+from tests.cli import free_port
 
 FLOW = "print-files"
 STAGE = "Production approval"
@@ -37,15 +37,8 @@ STAGE = "Production approval"
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _app(folder: Path, attempts: int) -> App:
-    init_project(folder, sftp_port=_free_port(), api_port=_free_port())
+    init_project(folder, sftp_port=free_port(), api_port=free_port())
     config = folder / CONFIG_NAME
     with config.open("a") as out:
         out.write(f"\n[engine]\nretry_max_attempts = {attempts}\nretry_initial_interval_s = 0.2\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,14 +59,6 @@ def cfg(tmp_path: Path, pg_url: str) -> dict[str, Any]:
         "takeover_after_s": 3.0,
         "caps": [1, 2, 3],
     }
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.close()
 
 
 def start_all(workers: list[Worker], cfgs: list[dict[str, Any]], tmp_path: Path) -> list[Worker]:

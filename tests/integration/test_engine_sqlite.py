@@ -11,7 +11,6 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +40,6 @@ def base_cfg(tmp_path: Path) -> dict[str, Any]:
         "chunk_delay_s": 0.0,
         "caps": [2],
     }
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.close()
 
 
 def start(workers: list[Worker], cfg: dict[str, Any], tmp_path: Path) -> Worker:

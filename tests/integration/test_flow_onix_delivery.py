@@ -6,7 +6,6 @@ advance it."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,16 +24,10 @@ from consonance_sftp.flows.onix_feed import (
 from consonance_sftp.formats.onix import iter_onix_records
 from consonance_sftp.models import DeliveryOutcome
 from consonance_sftp.sandbox.services import sandbox_services
+from tests.cli import free_port
 
 NAME = "onix-distributor"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _files(folder: Path) -> list[str]:
@@ -45,7 +38,7 @@ def _files(folder: Path) -> list[str]:
 async def test_a_feed_goes_through_the_engine_once_and_only_then_moves_the_baseline(
     tmp_path: Path,
 ):
-    init_project(tmp_path, sftp_port=_free_port(), api_port=_free_port())
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     settings = load_settings(tmp_path / CONFIG_NAME)
     app = App(settings)
     flow = settings.flows[NAME]

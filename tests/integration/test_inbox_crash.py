@@ -13,13 +13,10 @@ import asyncio
 import hashlib
 import json
 import os
-import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dbos import DBOSClient
@@ -31,6 +28,8 @@ from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.engine_worker import wait_ready
+from tests.settings import offline_settings, openssh_partner
 
 WORKER = Path(__file__).resolve().parents[1] / "inbox_worker.py"
 SIZE = 24 * 1024 * 1024
@@ -49,15 +48,7 @@ class Worker:
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.tail()}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready and self.proc.stdout.readline().startswith(b"READY"):
-                return
-        raise TimeoutError(f"worker not ready: {self.tail()}")
+        wait_ready(self.proc, self.tail, timeout)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -71,14 +62,6 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.close()
 
 
 def _done_bytes(progress: Path) -> int:
@@ -98,32 +81,23 @@ async def test_kill9_mid_download_resumes_and_takes_the_file_once(
     (inbox / "audio-master.wav").write_bytes(data)
     then = time.time() - 60
     os.utime(inbox / "audio-master.wav", (then, then))
-    (tmp_path / "token").write_text("unused")
-    raw: dict[str, Any] = {
-        "state_dir": str(tmp_path / "var"),
-        "consonance": {
-            "base_url": "http://127.0.0.1:9",
-            "token": {"file": str(tmp_path / "token")},
-        },
-        "partners": {
-            "studio": {
-                "host": openssh.host,
-                "port": openssh.port,
-                "user": openssh.shell_user,
-                "host_keys": [openssh.known_hosts_line],
-                "auth": {"key": str(openssh.client_key_path)},
-                "folders": {"receive": str(inbox)},
-                "max_connections": 2,
-                "transfer": {
+    raw = offline_settings(
+        tmp_path,
+        partners={
+            "studio": openssh_partner(
+                openssh,
+                {"receive": str(inbox)},
+                max_connections=2,
+                transfer={
                     "stable_interval": 0.2,
                     "bandwidth_limit": RATE,
                     "segment_size": 1024 * 1024,  # the resume journal marks each MiB
                     "post_action": "delete",
                 },
-            }
+            )
         },
-        "flows": {"masters": {"kind": "intake", "partners": ["studio"]}},
-    }
+        flows={"masters": {"kind": "intake", "partners": ["studio"]}},
+    )
     settings_path = tmp_path / "settings.json"
     settings_path.write_text(json.dumps(raw))
     progress = tmp_path / "progress"

@@ -24,6 +24,7 @@ from consonance_sftp.config.flows import IntakeFlow
 from consonance_sftp.models import IntakeOutcome
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import PARTNER, ClientKeys
+from tests.settings import offline_settings
 
 SIZE = 3 * 1024 * 1024
 ADAPTER_ATTEMPTS = 3  # SftpRemoteFS retries a dropped download twice itself
@@ -52,15 +53,10 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     inbox = fault_server.home(PARTNER) / "out"
     inbox.mkdir()
-    (tmp_path / "token").write_text("unused")
     settings = Settings.model_validate(
-        {
-            "state_dir": str(tmp_path / "var"),
-            "consonance": {
-                "base_url": "http://127.0.0.1:9",
-                "token": {"file": str(tmp_path / "token")},
-            },
-            "partners": {
+        offline_settings(
+            tmp_path,
+            partners={
                 "artist": {
                     "host": "127.0.0.1",
                     "port": fault_server.port,
@@ -79,13 +75,13 @@ async def rig(
                     },
                 }
             },
-            "flows": {"art": {"kind": "intake", "partners": ["artist"]}},
-            "engine": {
+            flows={"art": {"kind": "intake", "partners": ["artist"]}},
+            engine={
                 "retry_max_attempts": ENGINE_ATTEMPTS,
                 "retry_initial_interval_s": 0.1,
                 "retry_backoff_rate": 2.0,
             },
-        }
+        )
     )
     app = App(settings)
     runner = DeliveryRunner(app, executor=True, quiet=True)

@@ -32,6 +32,7 @@ from consonance_sftp.engine.contracts import FetchedFile, HandOffResult, IngestR
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.settings import offline_settings, openssh_partner
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -58,16 +59,9 @@ class World:
 
 
 def _partner(openssh: OpenSshServer, folders: dict[str, str], **transfer: Any) -> dict[str, Any]:
-    return {
-        "host": openssh.host,
-        "port": openssh.port,
-        "user": openssh.shell_user,
-        "host_keys": [openssh.known_hosts_line],
-        "auth": {"key": str(openssh.client_key_path)},
-        "folders": folders,
-        "max_connections": 2,
-        "transfer": {"stable_interval": 0.4, **transfer},
-    }
+    return openssh_partner(
+        openssh, folders, max_connections=2, transfer={"stable_interval": 0.4, **transfer}
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -136,18 +130,13 @@ async def world(
             "user": openssh.chroot_user,
         }
         flows["locked-in"] = {"kind": "intake", "partners": ["locked"]}
-    (root / "token").write_text("unused")
     settings = Settings.model_validate(
-        {
-            "state_dir": str(root / "var"),
-            "consonance": {
-                "base_url": "http://127.0.0.1:9",
-                "token": {"file": str(root / "token")},
-            },
-            "partners": partners,
-            "flows": flows,
-            "engine": {"retry_max_attempts": 2, "retry_initial_interval_s": 0.1},
-        }
+        offline_settings(
+            root,
+            partners=partners,
+            flows=flows,
+            engine={"retry_max_attempts": 2, "retry_initial_interval_s": 0.1},
+        )
     )
     app = App(settings)
     runner = DeliveryRunner(app, executor=True, quiet=True)

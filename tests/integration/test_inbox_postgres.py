@@ -9,7 +9,6 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +21,7 @@ from consonance_sftp.engine import EngineClient
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.fixtures.postgres import PostgresCluster
+from tests.settings import offline_settings, openssh_partner
 
 pytestmark = pytest.mark.postgres
 
@@ -35,30 +35,19 @@ async def test_two_processes_polling_at_once_take_the_file_once(
     (inbox / "royalties-q3.csv").write_bytes(data)
     then = time.time() - 60
     os.utime(inbox / "royalties-q3.csv", (then, then))
-    (tmp_path / "token").write_text("unused")
     store_db = postgres_cluster.create_database()
     system_db = postgres_cluster.create_database()
-    raw: dict[str, Any] = {
-        "state_dir": str(tmp_path / "var"),
-        "consonance": {
-            "base_url": "http://127.0.0.1:9",
-            "token": {"file": str(tmp_path / "token")},
+    raw = offline_settings(
+        tmp_path,
+        database={"url": store_db, "dbos_system_url": system_db},
+        partners={
+            "distributor": openssh_partner(
+                openssh, {"reports": str(inbox)}, transfer={"stable_interval": 0.3}
+            )
         },
-        "database": {"url": store_db, "dbos_system_url": system_db},
-        "partners": {
-            "distributor": {
-                "host": openssh.host,
-                "port": openssh.port,
-                "user": openssh.shell_user,
-                "host_keys": [openssh.known_hosts_line],
-                "auth": {"key": str(openssh.client_key_path)},
-                "folders": {"reports": str(inbox)},
-                "transfer": {"stable_interval": 0.3},
-            }
-        },
-        "flows": {"sales": {"kind": "sales_in", "partners": ["distributor"], "folder": "reports"}},
-        "engine": {"executor_id": "pg-inbox-1"},
-    }
+        flows={"sales": {"kind": "sales_in", "partners": ["distributor"], "folder": "reports"}},
+        engine={"executor_id": "pg-inbox-1"},
+    )
     executor_app = App(Settings.model_validate(raw))
     other_app = App(Settings.model_validate(raw))
     flow = executor_app.settings.flows["sales"]

@@ -16,6 +16,7 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.cli import service as cli_service
 from consonance_sftp.config import Settings
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.settings import offline_settings, openssh_partner
 
 SIZE = 3 * 1024 * 1024
 
@@ -23,27 +24,18 @@ SIZE = 3 * 1024 * 1024
 def _app(openssh: OpenSshServer, root: Path) -> App:
     inbox = root / "sftp" / "in"
     inbox.mkdir(parents=True)
-    (root / "token").write_text("unused")
     settings = Settings.model_validate(
-        {
-            "state_dir": str(root / "var"),
-            "consonance": {
-                "base_url": "http://127.0.0.1:9",
-                "token": {"file": str(root / "token")},
+        offline_settings(
+            root,
+            partners={
+                "studio": openssh_partner(
+                    openssh,
+                    {"receive": str(inbox)},
+                    transfer={"stable_interval": 0.2, "segment_size": 1024 * 1024},
+                )
             },
-            "partners": {
-                "studio": {
-                    "host": openssh.host,
-                    "port": openssh.port,
-                    "user": openssh.shell_user,
-                    "host_keys": [openssh.known_hosts_line],
-                    "auth": {"key": str(openssh.client_key_path)},
-                    "folders": {"receive": str(inbox)},
-                    "transfer": {"stable_interval": 0.2, "segment_size": 1024 * 1024},
-                }
-            },
-            "flows": {"proofs": {"kind": "intake", "partners": ["studio"]}},
-        }
+            flows={"proofs": {"kind": "intake", "partners": ["studio"]}},
+        )
     )
     return App(settings)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,22 +18,16 @@ from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient, FlowSchedule
 from consonance_sftp.sandbox.services import sandbox_services
+from tests.cli import free_port
 
 ONIX = "onix-distributor"
 EVERY_S = 2
 EVERY_2_S = "*/2 * * * * *"  # DBOS cron: six fields, seconds first
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def app(tmp_path: Path) -> App:
-    init_project(tmp_path, sftp_port=_free_port(), api_port=_free_port())
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     config = tmp_path / CONFIG_NAME
     # The starter's archive flow is off (not built yet); on, its ticks fail, which the
     # retention test needs.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import tomllib
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import init_project
-from consonance_sftp.sandbox.openssh import free_port
 from consonance_sftp.sandbox.sftp_server import start_configured_sandbox_sftp
+from tests.cli import CLI, free_port
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 
@@ -87,9 +86,7 @@ async def test_probe_openssh(openssh_endpoint, openssh_dir, tmp_path: Path, acco
 
 async def _cli(config: Path, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consonance_sftp",
+        *CLI,
         "--config",
         str(config),
         *args,

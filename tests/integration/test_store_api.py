@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +25,8 @@ from consonance_sftp.models import (
 )
 from consonance_sftp.ports.snapshots import Snapshot
 from consonance_sftp.ports.store import AssetVersion, DeliveryRecord, IntakeRecord, Store
+from tests.cli import free_port
+from tests.threads import all_at_once
 
 
 class StepClock:
@@ -251,22 +252,12 @@ def test_asset_versions_count_up_and_supersede(store: SqlStore) -> None:
 
 def test_concurrent_asset_versions_get_distinct_numbers(store_url: str) -> None:
     stores = [open_store(store_url), open_store(store_url)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
 
     def add(s: SqlStore) -> None:
-        try:
-            barrier.wait()
-            for i in range(8):
-                s.add_asset_version(AssetVersion(work_id=9, kind="cover", sha256=str(i), size=i))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(8):
+            s.add_asset_version(AssetVersion(work_id=9, kind="cover", sha256=str(i), size=i))
 
-    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = all_at_once(add, [(s,) for s in stores])
     try:
         assert not errors, errors
         versions = stores[0].list_asset_versions(9, kind="cover")
@@ -402,11 +393,7 @@ def test_bad_url_is_a_store_error(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_unreachable_postgres_is_a_retryable_store_error() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens here
     with pytest.raises(StoreError, match="database unavailable") as info:
         open_store(f"postgresql://nobody@127.0.0.1:{port}/nothing")
     assert info.value.retryable

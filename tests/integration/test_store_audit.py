@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.adapters.store.audit_chain import event_hash
 from consonance_sftp.errors import AuditTamperError
+from tests.cli import CLI
+from tests.threads import all_at_once
 
 
 @pytest.fixture
@@ -190,21 +192,11 @@ def test_a_broken_chain_does_not_hide_others(store_url: str) -> None:
 def test_two_writers_append_concurrently_and_both_chains_verify(store_url: str) -> None:
     per_writer = 60
     stores = [open_store(store_url), open_store(store_url)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
 
     def work(s: SqlStore) -> None:
-        try:
-            barrier.wait()
-            fill(s, per_writer, actor=s.chain_id)
-        except BaseException as exc:
-            errors.append(exc)
+        fill(s, per_writer, actor=s.chain_id)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = all_at_once(work, [(s,) for s in stores])
     try:
         assert not errors, errors
         report = stores[0].verify_audit()
@@ -308,7 +300,7 @@ def test_a_held_chain_head_does_not_block_another_writer(pg_url: str) -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "consonance_sftp", *args],
+        [*CLI, *args],
         capture_output=True,
         text=True,
         timeout=60,

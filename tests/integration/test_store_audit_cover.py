@@ -5,10 +5,8 @@ named, so is a tail cut back below a head the chain of chains recorded), and the
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +18,8 @@ from consonance_sftp.adapters.store.audit_chain import event_hash
 from consonance_sftp.adapters.store.schema import audit_chains, audit_events
 from consonance_sftp.models import DeliveryOutcome, IntakeOutcome
 from consonance_sftp.ports.store import AuditProblem, DeliveryRecord, IntakeRecord
-from tests.integration.test_store_audit import bypass_guards, fill, raw
+from tests.integration.test_store_audit import _cli, bypass_guards, fill, raw
+from tests.threads import all_at_once
 
 SHA = "a" * 64
 FORGED = "f" * 64
@@ -232,29 +231,17 @@ def test_the_registry_refuses_edits(store_url: str) -> None:
 
 def test_concurrent_ledger_writers_verify(store_url: str) -> None:
     stores = [open_store(store_url) for _ in range(3)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores) * 2)
 
     def work(s: SqlStore, base: int) -> None:
-        try:
-            barrier.wait()
-            for n in range(base, base + 15):
-                row_id = sent(s, n)
-                s.update_delivery(row_id, error="")  # a second update of the same row
-                s.append_audit("engine", "delivery.sent", f"delivery:{row_id}")
-        except BaseException as exc:
-            errors.append(exc)
+        for n in range(base, base + 15):
+            row_id = sent(s, n)
+            s.update_delivery(row_id, error="")  # a second update of the same row
+            s.append_audit("engine", "delivery.sent", f"delivery:{row_id}")
 
     # Two threads per store (sharing its chain) and three stores (three chains).
-    threads = [
-        threading.Thread(target=work, args=(s, 100 * i + 50 * j))
-        for i, s in enumerate(stores)
-        for j in range(2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = all_at_once(
+        work, [(s, 100 * i + 50 * j) for i, s in enumerate(stores) for j in range(2)], timeout=120
+    )
     try:
         assert not errors, errors
         report = stores[0].verify_audit()
@@ -348,17 +335,6 @@ def test_an_unkeyed_writer_after_keying_began_is_named(store_url: str) -> None:
 
 
 # --- the command -----------------------------------------------------------------------------
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "consonance_sftp", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 def test_cli_names_a_forged_sha256(store_url: str) -> None:

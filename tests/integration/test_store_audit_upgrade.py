@@ -4,9 +4,6 @@ forgery of a row or chain that predates the upgrade is still found."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +13,7 @@ from alembic import command
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.adapters.store.audit_chain import GENESIS, event_hash
 from consonance_sftp.adapters.store.database import alembic_config, create_engine
+from tests.integration.test_store_audit import _cli
 
 SHA = "b" * 64
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -116,13 +114,7 @@ def test_an_old_chain_cut_back_after_the_upgrade_is_found(old_db: str) -> None:
 
 
 def test_verify_of_a_database_not_yet_upgraded_says_so(old_db: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "consonance_sftp", "audit", "verify", "--db", old_db],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-    )
+    result = _cli("audit", "verify", "--db", old_db)
     assert result.returncode == 1
     assert "predates migration 0005" in result.stderr
     assert "Traceback" not in result.stderr

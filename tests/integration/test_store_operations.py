@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.adapters.store.audit_chain import canonical_json
 from consonance_sftp.adapters.store.audit_trail import Appender
 from consonance_sftp.models import DeliveryKey
+from tests.cli import free_port
 
 SHA = "c" * 64
 
@@ -127,15 +127,6 @@ def _fill_audit(store: SqlStore, count: int) -> None:
     store.audit.transaction(write)
 
 
-def _free_ports(count: int) -> list[int]:
-    ports = []
-    for _ in range(count):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ports
-
-
 def test_held_deliveries_are_read_from_the_holds_not_the_audit_trail(tmp_path: Path) -> None:
     from consonance_sftp.app import App
     from consonance_sftp.app.runner import Controls, DeliveryRunner, Held, held_deliveries
@@ -143,8 +134,7 @@ def test_held_deliveries_are_read_from_the_holds_not_the_audit_trail(tmp_path: P
     from consonance_sftp.config.starter import CONFIG_NAME, init_project
     from consonance_sftp.engine import DeliveryRequest
 
-    sftp_port, api_port = _free_ports(2)
-    init_project(tmp_path, sftp_port=sftp_port, api_port=api_port)
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     app = App(load_settings(tmp_path / CONFIG_NAME))
     controls = Controls(app)
     controls.set("partner", "printer", paused=True, by="alice", reason="maintenance")

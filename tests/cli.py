@@ -1,0 +1,55 @@
+"""What the tests that drive the real command line share: how to call it (``CLI``), a free port
+for a server the test starts (``free_port``), and a running ``consonance-sftp sandbox``
+(Consonance API + SFTP partners) for the length of a ``with`` block (``running_sandbox``)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# One implementation of "a port on 127.0.0.1 that nothing listens on": the sandbox's own. A test
+# uses it for a server it starts, or for a partner that must refuse the connection.
+from consonance_sftp.sandbox.openssh import free_port
+
+__all__ = ["CLI", "free_port", "running_sandbox"]
+
+# The CLI as ``python -m``, with this interpreter: no reliance on the console script being on PATH.
+CLI = [sys.executable, "-m", "consonance_sftp"]
+
+SANDBOX_READY = "stops the sandbox"  # the sandbox prints "Ctrl-C stops the sandbox" once it serves
+
+
+@contextmanager
+def running_sandbox(
+    config: Path, cwd: Path, *, timeout: float = 60
+) -> Iterator[subprocess.Popen[str]]:
+    """``consonance-sftp --config CONFIG sandbox`` run in ``cwd``, ready (its servers listen)
+    inside the block; stopped with Ctrl-C (SIGINT) on the way out, killed if it will not stop."""
+    sandbox = subprocess.Popen(
+        [*CLI, "--config", str(config), "sandbox"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+    )
+    try:
+        assert sandbox.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in sandbox.stdout:
+            if SANDBOX_READY in line:
+                break
+            assert time.monotonic() < deadline, "sandbox did not start"
+        else:
+            raise AssertionError("sandbox exited before it was ready")
+        yield sandbox
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        try:
+            sandbox.wait(15)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
