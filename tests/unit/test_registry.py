@@ -1,0 +1,71 @@
+"""The flow registry: one entry per flow kind, and the questions the service asks of it (can
+it run, do events fire it, is it an inbox flow, what runs after delivery), plus the trigger
+helpers the poller uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from consonance_sftp.config import FLOW_MODELS
+from consonance_sftp.config.flows import FlowBase
+from consonance_sftp.flows import onix_feed, registry, triggers
+from consonance_sftp.flows.base import FlowNotAvailable
+from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind
+
+
+def config(kind: str, **fields: object) -> FlowBase:
+    return FLOW_MODELS[FlowKind(kind)].model_validate({"kind": kind, "partners": ["p"], **fields})
+
+
+def test_every_kind_has_one_entry_with_its_config_model() -> None:
+    assert set(registry.REGISTRY) == {k.value for k in FlowKind}
+    for kind, entry in registry.REGISTRY.items():
+        assert entry.kind.value == kind
+        assert entry.model is FLOW_MODELS[entry.kind]
+        assert entry.module.startswith("flows/")
+
+
+def test_how_each_runnable_kind_fires() -> None:
+    fires = {k: set(e.fires) for k, e in registry.REGISTRY.items() if e.runs_today}
+    event_or_cron = {registry.Fires.EVENT, registry.Fires.SCHEDULE}
+    assert fires == {
+        "production": event_or_cron,
+        "marketing": event_or_cron,
+        "formats": event_or_cron,
+        "onix_feed": {registry.Fires.SCHEDULE},
+        "intake": {registry.Fires.INBOX},
+        "sales_in": {registry.Fires.INBOX},
+    }
+    assert registry.REGISTRY["onix_feed"].after_delivery is onix_feed.after_delivery
+
+
+def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:
+    with pytest.raises(FlowNotAvailable) as caught:
+        registry.plan_for("royalties", config("finance_out"))
+    assert "flows/finance_out.py" in (caught.value.hint or "")
+    assert "onix_feed" in (caught.value.hint or "")
+
+
+def test_inbox_flows_and_event_flows() -> None:
+    intake = config("intake")
+    formats = config("formats", file_variants=["EPUB"], when={"project_stage": "Approved"})
+    assert registry.inbox_flow(intake) is intake and registry.inbox_flow(formats) is None
+    stage = ChangeEvent(
+        kind=ChangeKind.WORK_ENTERED_STAGE, work_id=1, subject="Approved", new="Approved"
+    )
+    assert triggers.event_matches(formats, stage)
+    assert not triggers.event_matches(intake, stage)
+    assert triggers.fires_on_events({"f": formats, "i": intake}) == ["f"]
+
+
+def test_windows_and_combined_conditions_of_enabled_event_flows() -> None:
+    due = config(
+        "formats",
+        file_variants=["EPUB"],
+        when={"project_stage": "Approved", "days_before_publication": 56},
+    )
+    single = config("marketing", when={"days_before_publication": 7})
+    off = config("production", enabled=False, when={"days_before_publication": 3})
+    assert triggers.publication_windows([due, single, off]) == [7, 56]
+    assert triggers.needs_title_state([due, single])
+    assert not triggers.needs_title_state([single, off])
