@@ -522,7 +522,7 @@ def test_runs_today_matches_what_the_service_can_run() -> None:
     for kind, model in FLOW_MODELS.items():
         entry = REGISTRY[kind.value]
         assert entry.model is model, kind
-        wired = entry.plan is not None or entry.inbound
+        wired = entry.plan is not None or entry.take is not None
         assert model.runs_today == wired, kind
         if entry.inbound:
             # Inbound kinds only store files today, and their reference text says so.

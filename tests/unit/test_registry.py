@@ -8,7 +8,7 @@ import pytest
 
 from consonance_sftp.config import FLOW_MODELS
 from consonance_sftp.config.flows import FlowBase
-from consonance_sftp.flows import onix_feed, registry, triggers
+from consonance_sftp.flows import inbox, onix_feed, registry, triggers
 from consonance_sftp.flows.base import FlowNotAvailable
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind
 
@@ -37,6 +37,8 @@ def test_how_each_runnable_kind_fires() -> None:
         "sales_in": {registry.Fires.INBOX},
     }
     assert registry.REGISTRY["onix_feed"].after_delivery is onix_feed.after_delivery
+    assert registry.REGISTRY["intake"].take is inbox.take
+    assert registry.REGISTRY["sales_in"].take is inbox.take
 
 
 def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:

@@ -44,10 +44,10 @@ from consonance_sftp.errors import (
     RemotePathNotFound,
     TransportError,
 )
+from consonance_sftp.flows import registry
 from consonance_sftp.flows.inbox import (
     marker_name,
     old_enough,
-    take,
     unchanged,
     with_done_markers,
 )
@@ -371,6 +371,8 @@ async def _candidates(
 ) -> list[RemoteEntry]:
     """The folder's files this flow may take (``flows.inbox.take``) that the intake ledger
     does not have yet; with a done-marker convention, only those whose marker is there."""
+    take = registry.entry_of(flow).take
+    assert take is not None  # an inbound kind
     taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
     left_alone: list[InboxFile] = []
     for ignored in taking.ignored:

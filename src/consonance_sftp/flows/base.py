@@ -15,19 +15,23 @@ implementation of the ports.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from consonance_sftp.config.flows import FlowBase
+from consonance_sftp.config.flows import FlowBase, InboxFlow
+from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.packaging import PackagePlan
 from consonance_sftp.models import ChangeEvent, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
-from consonance_sftp.ports.remote_fs import RemoteFS
+from consonance_sftp.ports.remote_fs import RemoteEntry, RemoteFS
 from consonance_sftp.ports.store import Store
+
+if TYPE_CHECKING:
+    from consonance_sftp.flows.inbox import Taking
 
 
 class Outbound(Protocol):
@@ -96,6 +100,10 @@ class FlowContext:
 Plan = Callable[[FlowContext, str, Any, Sequence[str], ChangeEvent | None], Awaitable[PlannedRun]]
 """An outbound flow: (context, flow name, flow config, ISBNs asked for, triggering event) ->
 planned run."""
+
+Take = Callable[[InboxFlow, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
+"""An inbound flow: (its config, one listing of (entry, kind), the partner's transfer settings)
+-> the files it takes and those it leaves (``flows.inbox.take``)."""
 
 AfterDelivery = Callable[[Store, Outbound, str, str], None]
 """Run once the engine delivered a package: (store, package, partner folder, workflow ID)."""

@@ -25,13 +25,14 @@ from consonance_sftp.config.flows import (
     ProductionFlow,
     SalesInFlow,
 )
-from consonance_sftp.flows import formats, marketing, onix_feed, production
+from consonance_sftp.flows import format_packages, inbox, marketing, onix_feed, production
 from consonance_sftp.flows.base import (
     AfterDelivery,
     FlowContext,
     FlowNotAvailable,
     Plan,
     PlannedRun,
+    Take,
 )
 from consonance_sftp.models import ChangeEvent, FlowKind
 
@@ -46,9 +47,9 @@ class Fires(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FlowEntry:
-    """One flow kind. ``plan`` (outbound) or ``Fires.INBOX`` (inbound, taken in by the app
-    through ``flows.inbox``) makes it runnable in this release; ``module`` is where it lives
-    (or will)."""
+    """One flow kind. A ``plan`` (outbound) or a ``take`` (inbound: which inbox files it
+    takes; the app lists, fetches and stores them) makes it runnable in this release;
+    ``module`` is where it lives (or will)."""
 
     kind: FlowKind
     model: type[FlowBase]
@@ -56,6 +57,7 @@ class FlowEntry:
     module: str
     plan: Plan | None = None
     after_delivery: AfterDelivery | None = None
+    take: Take | None = None
 
     @property
     def inbound(self) -> bool:
@@ -63,7 +65,7 @@ class FlowEntry:
 
     @property
     def runs_today(self) -> bool:
-        return self.plan is not None or self.inbound
+        return self.plan is not None or self.take is not None
 
 
 _EVENT_OR_CRON = frozenset({Fires.EVENT, Fires.SCHEDULE})
@@ -88,13 +90,19 @@ REGISTRY: dict[str, FlowEntry] = {
             onix_feed.plan,
             onix_feed.after_delivery,
         ),
-        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py"),
-        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py"),
+        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=inbox.take),
+        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=inbox.take),
         FlowEntry(FlowKind.FINANCE_OUT, FinanceOutFlow, _CRON, "flows/finance_out.py"),
         FlowEntry(
             FlowKind.MARKETING, MarketingFlow, _EVENT_OR_CRON, "flows/marketing.py", marketing.plan
         ),
-        FlowEntry(FlowKind.FORMATS, FormatsFlow, _EVENT_OR_CRON, "flows/formats.py", formats.plan),
+        FlowEntry(
+            FlowKind.FORMATS,
+            FormatsFlow,
+            _EVENT_OR_CRON,
+            "flows/format_packages.py",
+            format_packages.plan,
+        ),
         FlowEntry(FlowKind.ARCHIVE, ArchiveFlow, _CRON, "flows/archive.py"),
     )
 }
