@@ -71,3 +71,26 @@ def test_windows_and_combined_conditions_of_enabled_event_flows() -> None:
     assert triggers.publication_windows([due, single, off]) == [7, 56]
     assert triggers.needs_title_state([due, single])
     assert not triggers.needs_title_state([single, off])
+
+
+def test_a_publication_window_fires_once_per_product_and_date() -> None:
+    def event(product: int, pubdate: str) -> ChangeEvent:
+        return ChangeEvent(
+            kind=ChangeKind.PUBLICATION_DUE, work_id=1, product_id=product, subject="7", new=pubdate
+        )
+
+    events = {7: [event(11, "2027-01-10"), event(12, "2027-01-12")]}
+    marks = {(7, 11): "2027-01-10", (7, 12): "2027-01-05"}  # 12's date moved since it fired
+    fresh = triggers.newly_due([7], lambda days: events[days], lambda d, p: marks.get((d, p)))
+    assert [(days, e.product_id) for days, e in fresh] == [(7, 12)]
+
+
+def test_which_cron_each_flow_ticks_on() -> None:
+    onix = config("onix_feed", schedule={"cron": "0 6 * * *", "timezone": "Europe/London"})
+    intake = config("intake", poll_interval=60)
+    assert triggers.schedule_of(onix) == ("0 6 * * *", "Europe/London")
+    assert triggers.schedule_of(onix, "*/2 * * * * *") == ("*/2 * * * * *", "UTC")
+    assert triggers.schedule_of(intake) == (intake.poll_cron(), "UTC")  # type: ignore[attr-defined]
+    assert triggers.schedule_of(config("formats", file_variants=["EPUB"])) is None  # events only
+    archive = config("archive", schedule={"cron": "0 1 * * *"})
+    assert triggers.schedule_of(archive) is None  # cannot run in this release

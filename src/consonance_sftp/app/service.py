@@ -377,7 +377,12 @@ class Service:
         states = await asyncio.to_thread(TitleStates, self.app.store, pending)
         due: list[tuple[int, ChangeEvent]] = []
         if check_due:
-            due = await asyncio.to_thread(self._newly_due, states, windows, today)
+            due = await asyncio.to_thread(
+                triggers.newly_due,
+                windows,
+                lambda days: states.due(days, today),
+                self.app.store.get_publication_due,
+            )
         if report.mode != "baseline":  # the catalogue as it already is fires nothing
             await detector.hand_on(pending)
             stamped = [replace(e, detected_at=report.started_at) for _days, e in due]
@@ -391,20 +396,6 @@ class Service:
             self._due_checked = today
         await detector.commit(pending)
         return report
-
-    def _newly_due(
-        self, states: TitleStates, windows: Sequence[int], today: date
-    ) -> list[tuple[int, ChangeEvent]]:
-        """``publication_due`` events not seen before for this product and publication date,
-        each with its window in days (its mark, set once its work is enqueued, makes each fire
-        once; a moved date fires again)."""
-        fresh = []
-        for days in windows:
-            for event in states.due(days, today):
-                product = event.product_id or 0
-                if self.app.store.get_publication_due(days, product) != event.new:
-                    fresh.append((days, event))
-        return fresh
 
     async def run_tick(
         self, name: str, tick: datetime, *, runner: DeliveryRunner
@@ -468,18 +459,9 @@ class Service:
         this release cannot run are left out."""
         wanted: dict[str, FlowSchedule] = {}
         for name, flow in self.app.settings.flows.items():
-            if not flow.enabled:
-                continue
-            if overrides and name in overrides:
-                when = FlowSchedule(overrides[name])
-            elif flow.schedule is not None:
-                when = FlowSchedule(flow.schedule.cron, flow.schedule.timezone)
-            elif (inbound := registry.inbox_flow(flow)) is not None:
-                when = FlowSchedule(inbound.poll_cron())
-            else:
-                continue
-            if registry.entry_of(flow).runs_today:
-                wanted[name] = when
+            when = triggers.schedule_of(flow, (overrides or {}).get(name))
+            if when is not None:
+                wanted[name] = FlowSchedule(*when)
         return wanted
 
     def event_flows(self) -> list[str]:

@@ -6,15 +6,17 @@
 * ``days_before_publication`` windows are checked once a day and when a publication date
   moved (``publication_windows``, ``due``); the titles' state is read only when a condition
   needs it (``needs_title_state``);
-* cron schedules and inbox polls are declared by the engine from ``FlowSchedule`` values that
-  ``app.service.Service.flow_schedules`` derives from ``schedule_of``.
+* ``newly_due``: a window's ``publication_due`` event fires once per product and publication
+  date (a moved date fires again);
+* cron schedules and inbox polls: ``schedule_of`` says which cron (and time zone) a flow ticks
+  on; the app declares it to the engine (``Service.flow_schedules``).
 
 The detection of changes themselves (snapshots, events) is ``flows.changes``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol, runtime_checkable
@@ -140,3 +142,34 @@ def fires_on_events(flows: dict[str, FlowBase]) -> list[str]:
         for name, flow in flows.items()
         if flow.enabled and registry.fired_by_events(flow) and registry.can_plan(flow)
     ]
+
+
+def newly_due(
+    windows: Iterable[int],
+    due_events: Callable[[int], Iterable[ChangeEvent]],
+    marked: Callable[[int, int], str | None],
+) -> list[tuple[int, ChangeEvent]]:
+    """The ``publication_due`` events not seen before for their product and publication date,
+    each with its window in days. ``due_events(days)``: the window's events from the titles'
+    state; ``marked(days, product)``: the publication date a window last fired for (its mark
+    is set once the event's work is enqueued, so each fires once; a moved date fires again)."""
+    fresh = []
+    for days in windows:
+        for event in due_events(days):
+            if marked(days, event.product_id or 0) != event.new:
+                fresh.append((days, event))
+    return fresh
+
+
+def schedule_of(flow: FlowBase, override: str | None = None) -> tuple[str, str] | None:
+    """(cron, time zone) a flow ticks on: a test's ``override`` (six fields, seconds first),
+    its ``schedule``, or an inbox flow's ``poll_interval``; None when it has none, is disabled
+    or is of a kind this release cannot run."""
+    if not flow.enabled or not registry.entry_of(flow).runs_today:
+        return None
+    if override is not None:
+        return (override, "UTC")
+    if flow.schedule is not None:
+        return (flow.schedule.cron, flow.schedule.timezone)
+    inbound = registry.inbox_flow(flow)
+    return (inbound.poll_cron(), "UTC") if inbound is not None else None
