@@ -94,3 +94,34 @@ def test_which_cron_each_flow_ticks_on() -> None:
     assert triggers.schedule_of(config("formats", file_variants=["EPUB"])) is None  # events only
     archive = config("archive", schedule={"cron": "0 1 * * *"})
     assert triggers.schedule_of(archive) is None  # cannot run in this release
+
+
+def test_which_flows_a_polls_events_fire() -> None:
+    from datetime import date
+
+    from consonance_sftp.flows.triggers import TitleState
+
+    stage = ChangeEvent(
+        kind=ChangeKind.WORK_ENTERED_STAGE, work_id=1, subject="Approved", new="Approved"
+    )
+    other = ChangeEvent(kind=ChangeKind.WORK_ENTERED_STAGE, work_id=2, subject="Draft", new="Draft")
+    single = config("formats", file_variants=["EPUB"], when={"project_stage": "Approved"})
+    both = config("production", when={"project_stage": "Approved", "publishing_status": "04"})
+    off = config("marketing", enabled=False, when={"project_stage": "Approved"})
+    flows = {"single": single, "both": both, "off": off}
+    fired = list(triggers.fired(flows, [stage, other]))
+    assert [(name, e.work_id) for name, _f, e in fired] == [("single", 1)]
+    active = TitleState(stage="Approved", statuses=frozenset({"04"}))
+    fired = list(triggers.fired(flows, [stage], lambda _work: active, date(2026, 11, 24)))
+    assert [name for name, _f, _e in fired] == ["single", "both"]
+
+
+def test_publication_windows_are_checked_once_a_day_and_when_a_date_moves() -> None:
+    from datetime import date
+
+    today = date(2026, 11, 24)
+    moved = ChangeEvent(kind=ChangeKind.PUBLICATION_DATE_CHANGED, work_id=1, new="2027-01-01")
+    assert triggers.windows_due([7], None, today, [])
+    assert not triggers.windows_due([7], today, today, [])
+    assert triggers.windows_due([7], today, today, [moved])
+    assert not triggers.windows_due([], None, today, [moved])

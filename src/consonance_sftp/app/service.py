@@ -63,7 +63,7 @@ from consonance_sftp.flows.changes import (
 )
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import ChangeEvent, ChangeKind
+from consonance_sftp.models import ChangeEvent
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
@@ -306,19 +306,15 @@ class Service:
         the workflow IDs. Errors propagate: the poll then saves nothing, and the next one sees
         the same events again (an event enqueued twice is one workflow)."""
         enqueued = []
-        for name, flow in self.app.settings.flows.items():
-            for event in events:
-                state = states.state(event.work_id) if states is not None else None
-                if not flow.enabled or not triggers.event_matches(flow, event, state, today):
-                    continue
-                if not registry.can_plan(flow):
-                    log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
-                    continue
-                wid = await _enqueue_event(runner, name, event_to_json(event))
-                log.info(
-                    "flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid
-                )
-                enqueued.append(wid)
+        state_of = states.state if states is not None else None
+        flows = self.app.settings.flows
+        for name, flow, event in triggers.fired(flows, events, state_of, today):
+            if not registry.can_plan(flow):
+                log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
+                continue
+            wid = await _enqueue_event(runner, name, event_to_json(event))
+            log.info("flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid)
+            enqueued.append(wid)
         return enqueued
 
     async def run_event(
@@ -360,8 +356,7 @@ class Service:
         report = pending.report
         today = datetime.now(UTC).date()
         windows = triggers.publication_windows(self.app.settings.flows.values())
-        dates_moved = any(e.kind is ChangeKind.PUBLICATION_DATE_CHANGED for e in report.events)
-        check_due = bool(windows) and (self._due_checked != today or dates_moved)
+        check_due = triggers.windows_due(windows, self._due_checked, today, report.events)
         if not report.events and not check_due:
             await detector.commit(pending)
             return report

@@ -16,14 +16,16 @@ The detection of changes themselves (snapshots, events) is ``flows.changes``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from consonance_sftp.config.flows import FlowBase, When
 from consonance_sftp.flows import registry
 from consonance_sftp.models import ChangeEvent, ChangeKind
+
+F = TypeVar("F", bound=FlowBase)
 
 
 @runtime_checkable
@@ -107,6 +109,31 @@ def event_matches(
     if not registry.fired_by_events(flow) or not isinstance(flow, Triggered):
         return False
     return triggered(flow, event, state, today)
+
+
+def fired(
+    flows: Mapping[str, F],
+    events: Iterable[ChangeEvent],
+    state_of: Callable[[int], TitleState] | None = None,
+    today: date | None = None,
+) -> Iterator[tuple[str, F, ChangeEvent]]:
+    """Each (flow name, flow, event) where the event fires an enabled flow's ``when``, every
+    other condition holding on ``state_of(work_id)`` (the titles' state, when read)."""
+    events = list(events)
+    for name, flow in flows.items():
+        for event in events:
+            state = state_of(event.work_id) if state_of is not None else None
+            if flow.enabled and event_matches(flow, event, state, today):
+                yield name, flow, event
+
+
+def windows_due(
+    windows: Iterable[int], last_checked: date | None, today: date, events: Iterable[ChangeEvent]
+) -> bool:
+    """Are the publication windows checked in this poll: once a day, and whenever a
+    publication date moved?"""
+    moved = any(e.kind is ChangeKind.PUBLICATION_DATE_CHANGED for e in events)
+    return bool(list(windows)) and (last_checked != today or moved)
 
 
 def _event_whens(flows: Iterable[FlowBase]) -> list[When]:
