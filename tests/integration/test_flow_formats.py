@@ -11,8 +11,8 @@ import pytest
 
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.config import FormatsFlow
-from consonance_sftp.flows.formats import FormatPackages
-from consonance_sftp.flows.outbound import triggered
+from consonance_sftp.flows.format_packages import FormatPackages
+from consonance_sftp.flows.triggers import triggered
 from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.models import AssetKind, ChangeEvent, ChangeKind, Work
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue

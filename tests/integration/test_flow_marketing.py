@@ -15,7 +15,7 @@ from PIL import Image
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.config import MarketingFlow
 from consonance_sftp.flows.marketing import MarketingRelease, release_date
-from consonance_sftp.flows.outbound import triggered
+from consonance_sftp.flows.triggers import triggered
 from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.models import AssetKind, ChangeEvent, ChangeKind, SupportingResource, Work
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue

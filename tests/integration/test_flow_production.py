@@ -9,8 +9,8 @@ import pytest
 
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.config import ProductionFlow
-from consonance_sftp.flows.outbound import triggered
 from consonance_sftp.flows.production import ProductionHandoff
+from consonance_sftp.flows.triggers import triggered
 from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.models import AssetKind, ChangeEvent, ChangeKind, Work
 from tests.fixtures.consonance_sandbox import SandboxHandle

@@ -32,9 +32,9 @@ from consonance_sftp.app import App
 from consonance_sftp.app.delivery import delivery_request
 from consonance_sftp.config import FormatsFlow, MarketingFlow, ProductionFlow, Settings
 from consonance_sftp.engine import Engine
-from consonance_sftp.flows.formats import FormatPackages
+from consonance_sftp.flows.base import Outbound
+from consonance_sftp.flows.format_packages import FormatPackages
 from consonance_sftp.flows.marketing import MarketingRelease, withdrawn
-from consonance_sftp.flows.outbound import Outbound
 from consonance_sftp.flows.production import ProductionHandoff
 from consonance_sftp.formats.packaging import parse_manifest, sha256_file
 from consonance_sftp.models import DeliveryOutcome, ProductionFile, SupportingResource, Work

@@ -516,13 +516,15 @@ def test_check_says_which_flow_kinds_cannot_run_or_only_store(tmp_path: Path) ->
 
 
 def test_runs_today_matches_what_the_service_can_run() -> None:
-    from consonance_sftp.app.service import INBOUND_FLOWS, PREPARERS
     from consonance_sftp.config import FLOW_MODELS
+    from consonance_sftp.flows.registry import REGISTRY
 
     for kind, model in FLOW_MODELS.items():
-        wired = kind.value in PREPARERS or issubclass(model, INBOUND_FLOWS)
+        entry = REGISTRY[kind.value]
+        assert entry.model is model, kind
+        wired = entry.plan is not None or entry.take is not None
         assert model.runs_today == wired, kind
-        if issubclass(model, INBOUND_FLOWS):
+        if entry.inbound:
             # Inbound kinds only store files today, and their reference text says so.
             assert "not built yet" in model.today
             assert "not built yet" in " ".join((model.__doc__ or "").split())

@@ -16,11 +16,12 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
-from consonance_sftp.app.inbox import local_path_for, marker_name, marker_regex
+from consonance_sftp.app.inbox import local_path_for
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.engine.ids import ingest_workflow_id
 from consonance_sftp.engine.ingest import name_problem, safe_local_name
+from consonance_sftp.flows.inbox import marker_name, marker_regex
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from consonance_sftp.flows.changes import (
     product_snapshot,
     work_snapshot,
 )
-from consonance_sftp.flows.outbound import TitleState, triggered
+from consonance_sftp.flows.triggers import TitleState, triggered
 from consonance_sftp.models import ChangeEvent, ChangeKind, Product, Todo, Work
 from consonance_sftp.ports.snapshots import Snapshot
 

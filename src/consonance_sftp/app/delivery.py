@@ -36,7 +36,7 @@ from typing import TypeVar
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.engine import DeliveryRequest, Fence, FileToSend, RemoteFileState
 from consonance_sftp.errors import HostKeyMismatch, IntegrityError
-from consonance_sftp.flows.outbound import Outbound
+from consonance_sftp.flows.base import Outbound
 from consonance_sftp.formats.packaging import join_remote
 
 ProgressSink = Callable[[str, str, int, int], None]

@@ -1,7 +1,8 @@
 """Inbox polling, and the SFTP adapter as the engine's ingest transport.
 
 ``poll_inbox`` is what one tick of an inbound flow (``intake``, ``sales_in``) does: for each
-partner of the flow it lists the flow's folder, keeps the files the partner has finished
+partner of the flow it lists the flow's folder, keeps (deciding with ``flows.inbox``, this
+module doing the I/O) the files the flow takes that the partner has finished
 writing (size and mtime unchanged over ``stable_interval`` and older than ``min_age``, or,
 with ``inbound_done_marker``, once the marker is there), skips those the intake ledger already
 has, and enqueues one ingest workflow per file (``engine.ingest``). Enqueuing a file again
@@ -23,8 +24,6 @@ import asyncio
 import contextlib
 import hashlib
 import posixpath
-import re
-import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +43,13 @@ from consonance_sftp.errors import (
     IntegrityError,
     RemotePathNotFound,
     TransportError,
+)
+from consonance_sftp.flows import registry
+from consonance_sftp.flows.inbox import (
+    marker_name,
+    old_enough,
+    unchanged,
+    with_done_markers,
 )
 from consonance_sftp.logs import get_logger
 from consonance_sftp.ports.remote_fs import RemoteEntry
@@ -263,46 +269,11 @@ class InboxReport:
         }
 
 
-def marker_regex(template: str) -> re.Pattern[str]:
-    """Names that are done-markers under ``template`` (``{name}.done``, ``{stem}.ok``...)."""
-    parts: list[str] = []
-    for literal, name, _spec, _conv in string.Formatter().parse(template):
-        parts.append(re.escape(literal))
-        if name is not None:
-            parts.append("[^.]*" if name == "suffix" else ".+")
-    return re.compile("".join(parts))
-
-
-def marker_name(template: str, name: str) -> str:
-    stem, dot, suffix = name.rpartition(".")
-    return template.format(name=name, stem=stem if dot else name, suffix=suffix if dot else "")
-
-
-def _is_our_temp_name(name: str, ts: TransferSettings) -> bool:
-    """Our own temporary upload names (a delivery to the same folder still under way)."""
-    if ts.temp_folder or not (ts.temp_prefix or ts.temp_suffix):
-        return False
-    return name.startswith(ts.temp_prefix) and name.endswith(ts.temp_suffix)
-
-
 async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
     return {e.path: e async for e in fs.list(folder) if e.is_file}
 
 
 IGNORED_EVENT = "intake.ignored"
-
-
-def _ignored_reason(entry: RemoteEntry, kind: str) -> str | None:
-    """Why a poll leaves an entry alone whatever the flow's patterns (None: it may take it)."""
-    if kind == "folder":
-        return "a folder (an inbox takes the files directly in it)"
-    if kind == "symbolic link":
-        return "a symbolic link (an inbox takes regular files only)"
-    if kind != "file":
-        return "not a regular file"
-    if entry.name.startswith("."):
-        return "a hidden file (its name starts with '.')"
-    return None
 
 
 def _say_once(app: App, flow: str, partner: str, ignored: list[InboxFile]) -> None:
@@ -398,36 +369,24 @@ async def _candidates(
     ts: TransferSettings,
     report: InboxReport,
 ) -> list[RemoteEntry]:
-    """The folder's files this flow may take that the intake ledger does not have yet."""
-    markers = marker_regex(ts.inbound_done_marker) if ts.inbound_done_marker else None
-    listed: dict[str, RemoteEntry] = {}
-    out: list[RemoteEntry] = []
+    """The folder's files this flow may take (``flows.inbox.take``) that the intake ledger
+    does not have yet; with a done-marker convention, only those whose marker is there."""
+    take = registry.entry_of(flow).take
+    assert take is not None  # an inbound kind
+    taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
     left_alone: list[InboxFile] = []
-    async for entry, kind in fs.list_kinds(folder):
+    for ignored in taking.ignored:
+        entry = ignored.entry
         shown = printable_path(entry.path)
-        if kind == "file":
-            listed[entry.path] = entry
-        if markers is not None and kind == "file" and markers.fullmatch(entry.name):
-            continue  # a done-marker: it goes with its file
-        why = _ignored_reason(entry, kind)
-        if kind == "file" and _is_our_temp_name(entry.name, ts):
-            why = "a temporary upload name (an upload still under way)"
-        if why is not None:
-            item = InboxFile(partner, shown, entry.size, entry.mtime, reason=why)
-            report.ignored.append(item)
+        item = InboxFile(partner, shown, entry.size, entry.mtime, reason=ignored.reason)
+        report.ignored.append(item)
+        if ignored.noted:
             left_alone.append(item)
-            continue
-        if not flow.accepts(entry.name):
-            report.ignored.append(
-                InboxFile(partner, shown, entry.size, entry.mtime, reason="not in patterns")
-            )
-            continue
-        out.append(entry)
 
     def unknown() -> list[RemoteEntry]:
         _say_once(app, report.flow, partner, left_alone)
         fresh = []
-        for entry in out:
+        for entry in taking.candidates:
             shown = printable_path(entry.path)
             if app.store.find_intake(partner, shown, entry.size, entry.mtime) is None:
                 fresh.append(entry)
@@ -436,15 +395,11 @@ async def _candidates(
         return fresh
 
     fresh = await asyncio.to_thread(unknown)
-    if markers is not None and ts.inbound_done_marker:
-        with_marker = []
-        for entry in fresh:
-            marker = posixpath.join(folder, marker_name(ts.inbound_done_marker, entry.name))
-            if marker in listed:
-                with_marker.append(entry)
-            else:
-                _not_yet(report, partner, entry, "no done marker yet")
-        return with_marker
+    if ts.inbound_done_marker:
+        ready, waiting = with_done_markers(fresh, taking.files, folder, ts.inbound_done_marker)
+        for entry in waiting:
+            _not_yet(report, partner, entry, "no done marker yet")
+        return ready
     return fresh
 
 
@@ -467,22 +422,13 @@ async def _stable(
     the marker already said so."""
     if ts.inbound_done_marker or not candidates:
         return candidates
-    now = time.time()
-    old_enough = []
-    for entry in candidates:
-        if ts.min_age and now - entry.mtime < ts.min_age:
-            _not_yet(report, partner, entry, "younger than min_age")
-        else:
-            old_enough.append(entry)
-    if not old_enough or not ts.stable_interval:
-        return old_enough
+    old, young = old_enough(candidates, ts.min_age, time.time())
+    for entry in young:
+        _not_yet(report, partner, entry, "younger than min_age")
+    if not old or not ts.stable_interval:
+        return old
     await asyncio.sleep(ts.stable_interval)
-    again = await _listing(fs, folder)
-    stable = []
-    for entry in old_enough:
-        later = again.get(entry.path)
-        if later is not None and (later.size, later.mtime) == (entry.size, entry.mtime):
-            stable.append(entry)
-        else:
-            _not_yet(report, partner, entry, "still being written")
+    stable, moving = unchanged(old, await _listing(fs, folder))
+    for entry in moving:
+        _not_yet(report, partner, entry, "still being written")
     return stable

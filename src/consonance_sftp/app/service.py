@@ -2,14 +2,14 @@
 
 ``Service`` joins the pieces the composition root builds:
 
-* **dispatch**: each flow kind has one entry in ``PREPARERS``, an async function that turns a
-  flow's config (and the titles asked for, or the change event that fired) into planned
-  ``Outbound`` packages. Adding a flow kind is one entry there.
-* **triggers**: the poller (incremental Consonance change detection on an interval; the
-  detector runs a full reconcile on its slower cycle) hands each event to the flows whose
-  ``when`` matches, each (event, flow) enqueued as a durable engine workflow before the poll's
-  snapshots are saved (``run_event`` plans it); cron schedules (``flow.schedule``) tick the
-  flows they belong to.
+* **dispatch**: ``flows.registry`` says per flow kind how it plans (its ``plan``, given a
+  ``flows.base.FlowContext`` of ports this module builds) and what runs after delivery; a
+  planned run's packages become engine deliveries here.
+* **triggers** (the rules: ``flows.triggers``): the poller (incremental Consonance change
+  detection on an interval; the detector runs a full reconcile on its slower cycle) hands each
+  event to the flows whose ``when`` matches, each (event, flow) enqueued as a durable engine
+  workflow before the poll's snapshots are saved (``run_event`` plans it); cron schedules
+  (``flow.schedule``) tick the flows they belong to.
 * **deliveries**: every package becomes one engine delivery (``app.delivery.delivery_request``).
   Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
   and released when the pause is lifted.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,21 +45,15 @@ from consonance_sftp.app.runner import (
     with_resends,
 )
 from consonance_sftp.config import FlowConfig, Settings
-from consonance_sftp.config.flows import (
-    FlowBase,
-    FormatsFlow,
-    IntakeFlow,
-    MarketingFlow,
-    OnixFeedFlow,
-    ProductionFlow,
-    SalesInFlow,
-)
+from consonance_sftp.config.flows import FlowBase
 from consonance_sftp.engine import (
     DeliveryRequest,
     FileToSend,
     FlowSchedule,
 )
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.flows import registry, triggers
+from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, Outbound, PlannedRun
 from consonance_sftp.flows.changes import (
     ChangeDetector,
     PollReport,
@@ -67,10 +61,9 @@ from consonance_sftp.flows.changes import (
     event_from_json,
     event_to_json,
 )
-from consonance_sftp.flows.outbound import Outbound, TitleState, triggered
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind, Work
+from consonance_sftp.models import ChangeEvent
 from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
@@ -82,267 +75,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SCOPES = ("partner", "flow")
-INBOUND_FLOWS = (IntakeFlow, SalesInFlow)
-"""Flow kinds triggered by files arriving in partners' inboxes (polled on their schedule)."""
-
-
-# --- planned runs and the dispatch table ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedItem:
-    """Something a flow did not package, and why (shown by ``run`` and on the record)."""
-
-    what: str
-    reason: str
-
-
-@dataclass(slots=True)
-class PlannedRun:
-    """What one run of one flow would send: one ``Outbound`` per (package, partner)."""
-
-    flow: str
-    kind: str
-    outbounds: list[Outbound] = field(default_factory=list)
-    skipped: list[SkippedItem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # Called for each package the engine delivered: (package, partner folder, workflow ID).
-    on_delivered: Callable[[Outbound, str, str], None] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FlowContext:
-    """What a preparer gets: the app (store, state dir), a Consonance client, the time, and
-    the run's options (``force_full``: a full feed instead of a delta; ``test``: a test feed;
-    ``dry_run``: plan only)."""
-
-    app: App
-    api: ConsonanceAPI
-    now: datetime
-    force_full: bool = False
-    test: bool = False
-    dry_run: bool = False  # plan only: nothing is sent, and nothing is withdrawn
-
-
-Preparer = Callable[
-    [FlowContext, str, Any, Sequence[str], ChangeEvent | None], Awaitable[PlannedRun]
-]
-"""(context, flow name, flow config, ISBNs asked for, triggering event) -> planned run."""
-
-
-class FlowNotAvailable(ConsonanceSftpError):
-    """A flow kind whose exchange is not implemented (yet) in this release."""
-
-
-async def _works_for(
-    ctx: FlowContext, isbns: Sequence[str], event: ChangeEvent | None
-) -> list[Work]:
-    if event is not None:
-        work = await ctx.api.get_work(event.work_id)
-        return [work] if work is not None else []
-    works: dict[int, Work] = {}
-    for isbn in isbns:
-        product = await ctx.api.get_product_by_isbn(isbn)
-        if product is None:
-            raise ConsonanceSftpError(
-                f"no product with ISBN {isbn} in Consonance",
-                hint="Check the ISBN-13 (13 digits, no hyphens).",
-            )
-        if product.work_id not in works:
-            work = await ctx.api.get_work(product.work_id)
-            if work is not None:
-                works[product.work_id] = work
-    return list(works.values())
-
-
-async def prepare_production(
-    ctx: FlowContext,
-    name: str,
-    flow: ProductionFlow,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    """Flow 1: each title's approved print files and spec sheet, per printer."""
-    from consonance_sftp.flows.production import ProductionHandoff
-
-    if not isbns and event is None:
-        raise ConsonanceSftpError(
-            f"flow {name!r} (production) sends one title at a time: name it",
-            hint=f"consonance-sftp run {name} --isbn 978...",
-        )
-    run = PlannedRun(flow=name, kind=FlowKind.PRODUCTION.value)
-    handoff = ProductionHandoff(ctx.api, ctx.app.store, ctx.app.state_dir / "packages")
-    for work in await _works_for(ctx, isbns, event):
-        packages, skipped = await handoff.prepare(flow, work, now=ctx.now)
-        wanted = set(isbns)
-        for pkg in packages:
-            if not wanted or pkg.isbn in wanted:
-                run.outbounds.append(pkg)
-        for s in skipped:
-            if not wanted or s.product.isbn13 in wanted:
-                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
-    return run
-
-
-async def prepare_onix_feed(
-    ctx: FlowContext,
-    name: str,
-    flow: OnixFeedFlow,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    """Flow 2: one ONIX message per recipient (delta by default), validated before it goes;
-    the recipient's delta baseline advances only once the engine has delivered it."""
-    from consonance_sftp.flows import onix_feed
-
-    if isbns:
-        raise ConsonanceSftpError(
-            f"flow {name!r} (onix_feed) sends whole feeds, not single titles",
-            hint=f"consonance-sftp run {name} [--full] [--test]",
-        )
-    packages, report = await onix_feed.prepare_onix_feed(
-        ctx.api,
-        ctx.app.store,
-        name,
-        flow,
-        now=ctx.now,
-        staging=ctx.app.state_dir / "onix" / name,
-        force_full=ctx.force_full,
-        test=ctx.test,
-        dry_run=ctx.dry_run,
-    )
-    store = ctx.app.store
-
-    def delivered(outbound: Outbound, folder: str, workflow_id: str) -> None:
-        assert isinstance(outbound, onix_feed.OnixFeedPackage | onix_feed.SpreadsheetPackage)
-        onix_feed.record_sent(store, outbound, folder=folder, workflow_id=workflow_id)
-
-    return PlannedRun(
-        flow=name,
-        kind=FlowKind.ONIX_FEED.value,
-        outbounds=list(packages),
-        notes=report.lines(),
-        on_delivered=delivered,
-    )
-
-
-def _titles_needed(name: str, kind: str, isbns: Sequence[str], event: ChangeEvent | None) -> None:
-    if not isbns and event is None:
-        raise ConsonanceSftpError(
-            f"flow {name!r} ({kind}) sends one title at a time: name it",
-            hint=f"consonance-sftp run {name} --isbn 978...",
-        )
-
-
-async def prepare_marketing(
-    ctx: FlowContext,
-    name: str,
-    flow: MarketingFlow,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    """Flow 5: approved cover, copy, bios and promo material, once the embargo lifts."""
-    from consonance_sftp.flows.marketing import MarketingRelease, withdrawn
-    from consonance_sftp.ports.clock import SystemClock
-
-    run = PlannedRun(flow=name, kind=FlowKind.MARKETING.value)
-    release = MarketingRelease(
-        ctx.api, ctx.app.store, ctx.app.state_dir / "packages" / name, SystemClock()
-    )
-    if isbns or event is not None:
-        works = await _works_for(ctx, isbns, event)
-    else:
-        # A scheduled run: nothing changes in Consonance on the day an embargo lifts, so the
-        # titles held for their embargo are checked again.
-        ids = await asyncio.to_thread(release.pending_releases)
-        works = [w for w in [await ctx.api.get_work(i) for i in ids] if w is not None]
-    for work in works:
-        if withdrawn(flow, work):
-            if not ctx.dry_run:
-                await release.withdraw(
-                    flow,
-                    name,
-                    work,
-                    remote_fs=ctx.app.remote_fs,
-                    folder=lambda partner: folder_of(ctx.app, flow, partner),
-                )
-            run.skipped.append(SkippedItem(f"work {work.id}", "withdrawn: assets withdrawn"))
-            continue
-        packages, held = await release.prepare(flow, work)
-        run.outbounds.extend(packages)
-        for h in held:
-            who = f" for {h.partner}" if h.partner else ""
-            run.skipped.append(SkippedItem(f"work {h.work.id}{who}", h.reason))
-    return run
-
-
-async def prepare_formats(
-    ctx: FlowContext,
-    name: str,
-    flow: FormatsFlow,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    """Flow 6: EPUB, audio masters, accessibility files; each vendor only its own package."""
-    from consonance_sftp.flows.formats import FormatPackages
-
-    _titles_needed(name, FlowKind.FORMATS.value, isbns, event)
-    run = PlannedRun(flow=name, kind=FlowKind.FORMATS.value)
-    prep = FormatPackages(ctx.api, ctx.app.store, ctx.app.state_dir / "packages" / name)
-    wanted = set(isbns)
-    for work in await _works_for(ctx, isbns, event):
-        packages, skipped = await prep.prepare(flow, work, now=ctx.now)
-        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
-        for s in skipped:
-            if not wanted or s.product.isbn13 in wanted:
-                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
-    return run
-
-
-PREPARERS: dict[str, Preparer] = {
-    FlowKind.PRODUCTION.value: prepare_production,
-    FlowKind.ONIX_FEED.value: prepare_onix_feed,
-    FlowKind.MARKETING.value: prepare_marketing,
-    FlowKind.FORMATS.value: prepare_formats,
-}
-"""One entry per flow kind with an implementation; ``run``, the poller and schedules use it."""
-
-PLANNED_MODULES: dict[str, str] = {
-    FlowKind.ONIX_FEED.value: "flows/onix_feed.py",
-    FlowKind.MARKETING.value: "flows/marketing.py",
-    FlowKind.FORMATS.value: "flows/formats.py",
-    FlowKind.INTAKE.value: "flows/intake.py",
-    FlowKind.SALES_IN.value: "flows/sales_in.py",
-    FlowKind.FINANCE_OUT.value: "flows/finance_out.py",
-    FlowKind.ARCHIVE.value: "flows/archive.py",
-}
-
-
-def preparer_for(name: str, flow: FlowBase) -> Preparer:
-    kind = str(getattr(flow, "kind", ""))
-    found = PREPARERS.get(kind)
-    if found is None:
-        where = PLANNED_MODULES.get(kind, "flows/")
-        raise FlowNotAvailable(
-            f"flow {name!r} is of kind {kind!r}, which this release cannot run yet",
-            hint=f"Implemented kinds: {', '.join(sorted(PREPARERS))}. The {kind} exchange "
-            f"({where}) is not wired into the service in this version.",
-        )
-    return found
-
-
-EVENT_FLOWS = (ProductionFlow, MarketingFlow, FormatsFlow)
-"""Flow kinds fired by Consonance events (their ``when``)."""
-
-
-def event_matches(
-    flow: FlowBase,
-    event: ChangeEvent,
-    state: TitleState | None = None,
-    today: date | None = None,
-) -> bool:
-    """Does a Consonance event fire the flow's ``when`` condition (event-driven kinds only)?"""
-    return isinstance(flow, EVENT_FLOWS) and triggered(flow, event, state, today)
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -402,7 +134,7 @@ class Service:
         self._due_checked: date | None = None  # the day publication windows were last checked
 
     def is_inbound(self, name: str) -> bool:
-        return isinstance(self.flow(name), INBOUND_FLOWS)
+        return registry.is_inbound(self.flow(name))
 
     def flow(self, name: str) -> FlowConfig:
         return self.app.settings.flow(name)  # a typo is answered with the closest name
@@ -422,7 +154,7 @@ class Service:
         """What a run of the flow would send. ``now`` (a schedule's tick time) makes the plan
         repeatable: message headers and file names that carry a time use it."""
         flow = self.flow(name)
-        preparer = preparer_for(name, flow)  # a kind this release cannot run says so first
+        plan = registry.plan_for(name, flow)  # a kind this release cannot run says so first
         if not flow.enabled:
             raise ConsonanceSftpError(
                 f"flow {name!r} is disabled in the config",
@@ -430,11 +162,29 @@ class Service:
             )
         now = now or datetime.now(UTC)
         if api is not None:
-            ctx = FlowContext(self.app, api, now, force_full, test, dry_run)
-            return await preparer(ctx, name, flow, isbns, event)
+            return await plan(
+                self._context(api, now, force_full, test, dry_run), name, flow, isbns, event
+            )
         async with self.app.consonance() as client:
-            ctx = FlowContext(self.app, client, now, force_full, test, dry_run)
-            return await preparer(ctx, name, flow, isbns, event)
+            ctx = self._context(client, now, force_full, test, dry_run)
+            return await plan(ctx, name, flow, isbns, event)
+
+    def _context(
+        self, api: ConsonanceAPI, now: datetime, force_full: bool, test: bool, dry_run: bool
+    ) -> FlowContext:
+        """The ports a flow plans with: this app's store, state folder and partners."""
+        app = self.app
+        return FlowContext(
+            api=api,
+            store=app.store,
+            state_dir=app.state_dir,
+            remote_fs=app.remote_fs,
+            folder=lambda flow, partner: folder_of(app, flow, partner),
+            now=now,
+            force_full=force_full,
+            test=test,
+            dry_run=dry_run,
+        )
 
     def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
         flow = self.flow(planned.flow)
@@ -493,9 +243,10 @@ class Service:
         file is stored. Returns the poll's report and each ingest's outcome."""
         from consonance_sftp.app.inbox import poll_inbox
 
-        flow = self.flow(name)
-        if not isinstance(flow, INBOUND_FLOWS):
-            raise ConsonanceSftpError(f"flow {name!r} ({flow.kind}) has no inbox to poll")
+        config = self.flow(name)
+        flow = registry.inbox_flow(config)
+        if flow is None:
+            raise ConsonanceSftpError(f"flow {name!r} ({config.kind}) has no inbox to poll")
         if not flow.enabled:
             raise ConsonanceSftpError(
                 f"flow {name!r} is disabled in the config",
@@ -555,19 +306,15 @@ class Service:
         the workflow IDs. Errors propagate: the poll then saves nothing, and the next one sees
         the same events again (an event enqueued twice is one workflow)."""
         enqueued = []
-        for name, flow in self.app.settings.flows.items():
-            for event in events:
-                state = states.state(event.work_id) if states is not None else None
-                if not flow.enabled or not event_matches(flow, event, state, today):
-                    continue
-                if flow.kind not in PREPARERS:
-                    log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
-                    continue
-                wid = await _enqueue_event(runner, name, event_to_json(event))
-                log.info(
-                    "flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid
-                )
-                enqueued.append(wid)
+        state_of = states.state if states is not None else None
+        flows = self.app.settings.flows
+        for name, flow, event in triggers.fired(flows, events, state_of, today):
+            if not registry.can_plan(flow):
+                log.warning("flow %s (%s) matched an event but cannot run yet", name, flow.kind)
+                continue
+            wid = await _enqueue_event(runner, name, event_to_json(event))
+            log.info("flow %s fired by %s: its plan is queued as %s", name, _trigger_of(event), wid)
+            enqueued.append(wid)
         return enqueued
 
     async def run_event(
@@ -608,26 +355,14 @@ class Service:
         pending = await detector.read()
         report = pending.report
         today = datetime.now(UTC).date()
-        windows = sorted(
-            {
-                f.when.days_before_publication
-                for f in self.app.settings.flows.values()
-                if f.enabled and isinstance(f, EVENT_FLOWS) and f.when is not None
-                if f.when.days_before_publication is not None
-            }
-        )
-        dates_moved = any(e.kind is ChangeKind.PUBLICATION_DATE_CHANGED for e in report.events)
-        check_due = bool(windows) and (self._due_checked != today or dates_moved)
+        windows = triggers.publication_windows(self.app.settings.flows.values())
+        check_due = triggers.windows_due(windows, self._due_checked, today, report.events)
         if not report.events and not check_due:
             await detector.commit(pending)
             return report
         # The titles' state (every snapshot, this poll's included) is read only when a
         # condition needs it: a window to check, or a flow with more than one condition.
-        combined = any(
-            len(f.when.conditions()) > 1
-            for f in self.app.settings.flows.values()
-            if f.enabled and isinstance(f, EVENT_FLOWS) and f.when is not None
-        )
+        combined = triggers.needs_title_state(self.app.settings.flows.values())
         if not (check_due or combined):
             if report.mode != "baseline":
                 await detector.hand_on(pending)
@@ -637,7 +372,12 @@ class Service:
         states = await asyncio.to_thread(TitleStates, self.app.store, pending)
         due: list[tuple[int, ChangeEvent]] = []
         if check_due:
-            due = await asyncio.to_thread(self._newly_due, states, windows, today)
+            due = await asyncio.to_thread(
+                triggers.newly_due,
+                windows,
+                lambda days: states.due(days, today),
+                self.app.store.get_publication_due,
+            )
         if report.mode != "baseline":  # the catalogue as it already is fires nothing
             await detector.hand_on(pending)
             stamped = [replace(e, detected_at=report.started_at) for _days, e in due]
@@ -651,20 +391,6 @@ class Service:
             self._due_checked = today
         await detector.commit(pending)
         return report
-
-    def _newly_due(
-        self, states: TitleStates, windows: Sequence[int], today: date
-    ) -> list[tuple[int, ChangeEvent]]:
-        """``publication_due`` events not seen before for this product and publication date,
-        each with its window in days (its mark, set once its work is enqueued, makes each fire
-        once; a moved date fires again)."""
-        fresh = []
-        for days in windows:
-            for event in states.due(days, today):
-                product = event.product_id or 0
-                if self.app.store.get_publication_due(days, product) != event.new:
-                    fresh.append((days, event))
-        return fresh
 
     async def run_tick(
         self, name: str, tick: datetime, *, runner: DeliveryRunner
@@ -695,10 +421,11 @@ class Service:
         if await asyncio.to_thread(self.controls.is_paused, "flow", name):
             return {**summary, "skipped": f"flow {name!r} is paused"}
         trigger = f"schedule:{tick.isoformat()}"
-        if isinstance(flow, INBOUND_FLOWS):
+        inbound = registry.inbox_flow(flow)
+        if inbound is not None:
             from consonance_sftp.app.inbox import poll_inbox
 
-            report = await poll_inbox(self.app, runner, name, flow, trigger=trigger)
+            report = await poll_inbox(self.app, runner, name, inbound, trigger=trigger)
             return {**summary, "inbox": report.summary()}
         outcome = await self.run_flow(name, trigger=trigger, runner=runner, wait=True, now=tick)
         return {
@@ -727,28 +454,15 @@ class Service:
         this release cannot run are left out."""
         wanted: dict[str, FlowSchedule] = {}
         for name, flow in self.app.settings.flows.items():
-            if not flow.enabled:
-                continue
-            if overrides and name in overrides:
-                when = FlowSchedule(overrides[name])
-            elif flow.schedule is not None:
-                when = FlowSchedule(flow.schedule.cron, flow.schedule.timezone)
-            elif isinstance(flow, INBOUND_FLOWS):
-                when = FlowSchedule(flow.poll_cron())
-            else:
-                continue
-            if flow.kind in PREPARERS or isinstance(flow, INBOUND_FLOWS):
-                wanted[name] = when
+            when = triggers.schedule_of(flow, (overrides or {}).get(name))
+            if when is not None:
+                wanted[name] = FlowSchedule(*when)
         return wanted
 
     def event_flows(self) -> list[str]:
         """The enabled flows Consonance events fire (kinds this release can run): each one's
         queue takes its event workflows."""
-        return [
-            name
-            for name, flow in self.app.settings.flows.items()
-            if flow.enabled and isinstance(flow, EVENT_FLOWS) and flow.kind in PREPARERS
-        ]
+        return triggers.fires_on_events(dict(self.app.settings.flows))
 
     async def serve(
         self,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from consonance_sftp.flows.outbound import TitleState, due
+from consonance_sftp.flows.triggers import TitleState, due
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, ChangeKind, Product, Work
 from consonance_sftp.ports.clock import Clock, SystemClock

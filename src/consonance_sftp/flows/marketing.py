@@ -20,7 +20,7 @@ marks those ledger rows ``withdrawn`` and records each removal (and each partner
 the audit trail. A title released again afterwards goes out as the next generation.
 
 Entry points for ``run marketing`` / ``serve``: ``MarketingRelease(api, store, staging,
-clock).prepare(flow, work)`` returns ``(packages, skipped)`` of ``flows.outbound.Outbound``
+clock).prepare(flow, work)`` returns ``(packages, skipped)`` of ``flows.base.Outbound``
 packages (as production's ``prepare``; pass each package's ``generation`` to
 ``delivery_request``); ``withdrawn(flow, work)`` says when to call
 ``withdraw(flow, flow_name, work, remote_fs=..., folder=...)`` instead.
@@ -37,6 +37,7 @@ from pathlib import Path
 from consonance_sftp.config import MarketingFlow
 from consonance_sftp.config.profiles import DeliveryProfile, ImageRendition
 from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.flows.base import FlowContext, PlannedRun, SkippedItem, works_for
 from consonance_sftp.flows.packages import APPROVED, safe_name
 from consonance_sftp.formats.derivatives import (
     author_bios,
@@ -52,11 +53,13 @@ from consonance_sftp.models import (
     Alert,
     AlertSeverity,
     AssetKind,
+    ChangeEvent,
     DeliveryOutcome,
+    FlowKind,
     SupportingResource,
     Work,
 )
-from consonance_sftp.ports.clock import Clock
+from consonance_sftp.ports.clock import Clock, SystemClock
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.remote_fs import RemoteFS
 from consonance_sftp.ports.store import AssetVersion, Store
@@ -85,7 +88,7 @@ def withdrawn(flow: MarketingFlow, work: Work) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarketingPackage:
-    """One title's marketing package for one partner (a ``flows.outbound.Outbound``)."""
+    """One title's marketing package for one partner (a ``flows.base.Outbound``)."""
 
     partner: str
     work: Work
@@ -497,3 +500,40 @@ async def _remove_all(fs: RemoteFS, paths: Sequence[str]) -> tuple[list[str], li
     finally:
         await fs.close()
     return removed, gone
+
+
+async def plan(
+    ctx: FlowContext,
+    name: str,
+    flow: MarketingFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 5: approved cover, copy, bios and promo material, once the embargo lifts."""
+    run = PlannedRun(flow=name, kind=FlowKind.MARKETING.value)
+    release = MarketingRelease(ctx.api, ctx.store, ctx.state_dir / "packages" / name, SystemClock())
+    if isbns or event is not None:
+        works = await works_for(ctx, isbns, event)
+    else:
+        # A scheduled run: nothing changes in Consonance on the day an embargo lifts, so the
+        # titles held for their embargo are checked again.
+        ids = await asyncio.to_thread(release.pending_releases)
+        works = [w for w in [await ctx.api.get_work(i) for i in ids] if w is not None]
+    for work in works:
+        if withdrawn(flow, work):
+            if not ctx.dry_run:
+                await release.withdraw(
+                    flow,
+                    name,
+                    work,
+                    remote_fs=ctx.remote_fs,
+                    folder=lambda partner: ctx.folder(flow, partner),
+                )
+            run.skipped.append(SkippedItem(f"work {work.id}", "withdrawn: assets withdrawn"))
+            continue
+        packages, held = await release.prepare(flow, work)
+        run.outbounds.extend(packages)
+        for h in held:
+            who = f" for {h.partner}" if h.partner else ""
+            run.skipped.append(SkippedItem(f"work {h.work.id}{who}", h.reason))
+    return run

@@ -7,7 +7,7 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    of the flow (each partner's own rules: filters, prices, notification types, version, file
    name, compression). Every message is validated while it is written (the bundled EDItEUR XSD
    plus the recipient's rules, in a second process). It returns the packages to deliver
-   (``OnixFeedPackage``, a ``flows.outbound.Outbound``: give each to
+   (``OnixFeedPackage``, a ``flows.base.Outbound``: give each to
    ``app.delivery.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
    names product, element and reason, and an alert and an audit event are recorded.
@@ -45,6 +45,7 @@ from typing import Literal
 
 from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient, SpreadsheetExport
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.flows.base import FlowContext, Outbound, PlannedRun
 from consonance_sftp.formats.onix import (
     Compression,
     FeedMode,
@@ -59,7 +60,15 @@ from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_rem
 from consonance_sftp.formats.spreadsheet import export_csv, export_xlsx, resolve_columns
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, Work
+from consonance_sftp.models import (
+    Alert,
+    AlertSeverity,
+    ChangeEvent,
+    DeliveryKey,
+    DeliveryOutcome,
+    FlowKind,
+    Work,
+)
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.store import Store
 
@@ -91,7 +100,7 @@ def recipient_rules(config: OnixRecipient) -> RecipientRules:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OnixFeedPackage:
-    """One partner's ONIX message, written, validated and planned (a ``flows.outbound.
+    """One partner's ONIX message, written, validated and planned (a ``flows.base.
     Outbound``). ``state`` is what the recipient holds once it is delivered (None: test)."""
 
     flow: str
@@ -122,7 +131,7 @@ class OnixFeedPackage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpreadsheetPackage:
-    """One partner's CSV/XLSX metadata export, planned (a ``flows.outbound.Outbound``)."""
+    """One partner's CSV/XLSX metadata export, planned (a ``flows.base.Outbound``)."""
 
     flow: str
     partner: str
@@ -818,3 +827,40 @@ def last_sent(store: Store, name: str, partner: str) -> datetime | None:
 def baseline(store: Store, name: str, partner: str) -> Mapping[str, str]:
     """The recipient's per-product content hashes as of its last successful send."""
     return store.load_onix_hashes(name, partner)
+
+
+async def plan(
+    ctx: FlowContext,
+    name: str,
+    flow: OnixFeedFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 2: one ONIX message per recipient (delta by default), validated before it goes;
+    the recipient's delta baseline advances only once the engine has delivered it
+    (``after_delivery``)."""
+    if isbns:
+        raise ConsonanceSftpError(
+            f"flow {name!r} (onix_feed) sends whole feeds, not single titles",
+            hint=f"consonance-sftp run {name} [--full] [--test]",
+        )
+    packages, report = await prepare_onix_feed(
+        ctx.api,
+        ctx.store,
+        name,
+        flow,
+        now=ctx.now,
+        staging=ctx.state_dir / "onix" / name,
+        force_full=ctx.force_full,
+        test=ctx.test,
+        dry_run=ctx.dry_run,
+    )
+    return PlannedRun(
+        flow=name, kind=FlowKind.ONIX_FEED.value, outbounds=list(packages), notes=report.lines()
+    )
+
+
+def after_delivery(store: Store, outbound: Outbound, folder: str, workflow_id: str) -> None:
+    """A recipient's message was delivered: its baseline and MessageNumber advance."""
+    assert isinstance(outbound, OnixFeedPackage | SpreadsheetPackage)
+    record_sent(store, outbound, folder=folder, workflow_id=workflow_id)

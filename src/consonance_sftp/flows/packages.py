@@ -36,7 +36,7 @@ APPROVED = "APPROVED"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TitlePackage:
-    """One product's package for one partner, planned and preflighted (a ``flows.outbound.
+    """One product's package for one partner, planned and preflighted (a ``flows.base.
     Outbound``). ``kind`` names the flow kind in labels: ``9780000000001 production``."""
 
     kind: str

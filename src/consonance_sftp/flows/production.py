@@ -14,9 +14,17 @@ previous one, so the ledger can say which version a printer received.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 from consonance_sftp.config import ProductionFlow
+from consonance_sftp.flows.base import (
+    FlowContext,
+    PlannedRun,
+    SkippedItem,
+    titles_needed,
+    works_for,
+)
 from consonance_sftp.flows.packages import (
     APPROVED,
     Skipped,
@@ -26,7 +34,15 @@ from consonance_sftp.flows.packages import (
 )
 from consonance_sftp.formats.packaging import SourceAsset
 from consonance_sftp.formats.specsheet import build_spec_sheet, write_spec_sheets
-from consonance_sftp.models import AssetKind, Product, ProductionFile, ProductionRun, Work
+from consonance_sftp.models import (
+    AssetKind,
+    ChangeEvent,
+    FlowKind,
+    Product,
+    ProductionFile,
+    ProductionRun,
+    Work,
+)
 from consonance_sftp.ports.store import AssetVersion
 
 PRINT_FILES = {"INTERIOR": AssetKind.INTERIOR_PDF, "COVER": AssetKind.COVER_PDF}
@@ -114,3 +130,24 @@ class ProductionHandoff(TitlePackager):
                 if package is not None:
                     packages.append(package)
         return packages, skipped
+
+
+async def plan(
+    ctx: FlowContext,
+    name: str,
+    flow: ProductionFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 1: each title's approved print files and spec sheet, per printer."""
+    titles_needed(name, FlowKind.PRODUCTION.value, isbns, event)
+    run = PlannedRun(flow=name, kind=FlowKind.PRODUCTION.value)
+    handoff = ProductionHandoff(ctx.api, ctx.store, ctx.state_dir / "packages")
+    wanted = set(isbns)
+    for work in await works_for(ctx, isbns, event):
+        packages, skipped = await handoff.prepare(flow, work, now=ctx.now)
+        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
+        for s in skipped:
+            if not wanted or s.product.isbn13 in wanted:
+                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
+    return run

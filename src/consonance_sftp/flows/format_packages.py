@@ -9,18 +9,26 @@ partner connection (its own SFTP account), so one vendor's files cannot land on 
 server. Only files some vendor's profile asks for are downloaded (audio masters run to GBs).
 
 Entry point for ``run formats`` / ``serve``: ``FormatPackages(api, store, staging).prepare(flow,
-work, now=...)`` returns ``(packages, skipped)``; each package is a ``flows.outbound.Outbound``
+work, now=...)`` returns ``(packages, skipped)``; each package is a ``flows.base.Outbound``
 that ``app.delivery.delivery_request`` turns into an engine request (as for production).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from consonance_sftp.config import FormatsFlow
+from consonance_sftp.flows.base import (
+    FlowContext,
+    PlannedRun,
+    SkippedItem,
+    titles_needed,
+    works_for,
+)
 from consonance_sftp.flows.packages import (
     APPROVED,
     Skipped,
@@ -29,7 +37,7 @@ from consonance_sftp.flows.packages import (
     files_on,
 )
 from consonance_sftp.formats.packaging import SourceAsset
-from consonance_sftp.models import AssetKind, Product, ProductionFile, Work
+from consonance_sftp.models import AssetKind, ChangeEvent, FlowKind, Product, ProductionFile, Work
 from consonance_sftp.ports.store import AssetVersion
 
 FORMAT_FILES: dict[str, AssetKind] = {
@@ -142,3 +150,24 @@ class FormatPackages(TitlePackager):
             asset = SourceAsset(kind=item.kind, path=path, track=item.track, version_id=version.id)
             out.append((asset, version))
         return out
+
+
+async def plan(
+    ctx: FlowContext,
+    name: str,
+    flow: FormatsFlow,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """Flow 6: EPUB, audio masters, accessibility files; each vendor only its own package."""
+    titles_needed(name, FlowKind.FORMATS.value, isbns, event)
+    run = PlannedRun(flow=name, kind=FlowKind.FORMATS.value)
+    prep = FormatPackages(ctx.api, ctx.store, ctx.state_dir / "packages" / name)
+    wanted = set(isbns)
+    for work in await works_for(ctx, isbns, event):
+        packages, skipped = await prep.prepare(flow, work, now=ctx.now)
+        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
+        for s in skipped:
+            if not wanted or s.product.isbn13 in wanted:
+                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
+    return run

@@ -1,0 +1,168 @@
+"""One table of every flow kind: its config model, how it fires, its plan or take, its
+after-delivery hook, and whether this release can run it.
+
+Adding a flow is one module in ``flows/`` (its ``plan``, or for an inbound flow the files it
+takes), one config model in ``config/flows.py`` and one line here. Everything that asks "can
+this kind run", "do Consonance events fire it", "is it an inbox flow" asks this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from consonance_sftp.config.flows import (
+    ArchiveFlow,
+    FinanceOutFlow,
+    FlowBase,
+    FormatsFlow,
+    IntakeFlow,
+    MarketingFlow,
+    OnixFeedFlow,
+    ProductionFlow,
+    SalesInFlow,
+)
+from consonance_sftp.flows import format_packages, inbox, marketing, onix_feed, production
+from consonance_sftp.flows.base import (
+    AfterDelivery,
+    FlowContext,
+    FlowNotAvailable,
+    Plan,
+    PlannedRun,
+    Take,
+)
+from consonance_sftp.models import ChangeEvent, FlowKind
+
+
+class Fires(StrEnum):
+    """How a flow is set off (besides ``run`` by hand)."""
+
+    EVENT = "event"  # a Consonance change makes its ``when`` true
+    SCHEDULE = "schedule"  # its cron (``schedule``)
+    INBOX = "inbox"  # its partners' inboxes, polled every ``poll_interval`` (or its cron)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEntry:
+    """One flow kind. A ``plan`` (outbound) or a ``take`` (inbound: which inbox files it
+    takes; the app lists, fetches and stores them) makes it runnable in this release;
+    ``module`` is where it lives (or will)."""
+
+    kind: FlowKind
+    model: type[FlowBase]
+    fires: frozenset[Fires]
+    module: str
+    plan: Plan | None = None
+    after_delivery: AfterDelivery | None = None
+    take: Take | None = None
+
+    @property
+    def inbound(self) -> bool:
+        return Fires.INBOX in self.fires
+
+    @property
+    def runs_today(self) -> bool:
+        return self.plan is not None or self.take is not None
+
+
+_EVENT_OR_CRON = frozenset({Fires.EVENT, Fires.SCHEDULE})
+_CRON = frozenset({Fires.SCHEDULE})
+_INBOX = frozenset({Fires.INBOX})
+
+REGISTRY: dict[str, FlowEntry] = {
+    e.kind.value: e
+    for e in (
+        FlowEntry(
+            FlowKind.PRODUCTION,
+            ProductionFlow,
+            _EVENT_OR_CRON,
+            "flows/production.py",
+            production.plan,
+        ),
+        FlowEntry(
+            FlowKind.ONIX_FEED,
+            OnixFeedFlow,
+            _CRON,
+            "flows/onix_feed.py",
+            onix_feed.plan,
+            onix_feed.after_delivery,
+        ),
+        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=inbox.take),
+        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=inbox.take),
+        FlowEntry(FlowKind.FINANCE_OUT, FinanceOutFlow, _CRON, "flows/finance_out.py"),
+        FlowEntry(
+            FlowKind.MARKETING, MarketingFlow, _EVENT_OR_CRON, "flows/marketing.py", marketing.plan
+        ),
+        FlowEntry(
+            FlowKind.FORMATS,
+            FormatsFlow,
+            _EVENT_OR_CRON,
+            "flows/format_packages.py",
+            format_packages.plan,
+        ),
+        FlowEntry(FlowKind.ARCHIVE, ArchiveFlow, _CRON, "flows/archive.py"),
+    )
+}
+"""Every flow kind, by its ``kind`` value."""
+
+
+def entry_of(flow: FlowBase) -> FlowEntry:
+    """The registry entry of a flow's config."""
+    return REGISTRY[str(getattr(flow, "kind", ""))]
+
+
+def can_plan(flow: FlowBase) -> bool:
+    """Is the flow an outbound kind this release can run?"""
+    return entry_of(flow).plan is not None
+
+
+def is_inbound(flow: FlowBase) -> bool:
+    """Is the flow taken in from partners' inboxes (polled on its schedule)?"""
+    return entry_of(flow).inbound
+
+
+def inbox_flow(flow: FlowBase) -> IntakeFlow | SalesInFlow | None:
+    """The flow as an inbox flow, when its kind is taken in from partners' inboxes."""
+    if not entry_of(flow).inbound:
+        return None
+    assert isinstance(flow, IntakeFlow | SalesInFlow)  # the inbound kinds' models
+    return flow
+
+
+def fired_by_events(flow: FlowBase) -> bool:
+    """Do Consonance events fire the flow (its ``when``)?"""
+    return Fires.EVENT in entry_of(flow).fires
+
+
+def plan_for(name: str, flow: FlowBase) -> Plan:
+    """The flow's ``plan``, its after-delivery hook bound to each planned run; a kind this
+    release cannot run raises ``FlowNotAvailable`` naming where it will live."""
+    kind = str(getattr(flow, "kind", ""))
+    entry = REGISTRY.get(kind)
+    if entry is None or entry.plan is None:
+        where = entry.module if entry is not None else "flows/"
+        implemented = sorted(k for k, e in REGISTRY.items() if e.plan is not None)
+        raise FlowNotAvailable(
+            f"flow {name!r} is of kind {kind!r}, which this release cannot run yet",
+            hint=f"Implemented kinds: {', '.join(implemented)}. The {kind} exchange "
+            f"({where}) is not wired into the service in this version.",
+        )
+    return partial(_planned, entry.plan, entry.after_delivery)
+
+
+async def _planned(
+    plan: Plan,
+    after: AfterDelivery | None,
+    ctx: FlowContext,
+    name: str,
+    flow: Any,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    run = await plan(ctx, name, flow, isbns, event)
+    if after is not None:
+        run.on_delivered = partial(after, ctx.store)
+    return run
