@@ -128,7 +128,7 @@ async def _run(folder: Path) -> None:
                 console.print("  " + line)
 
         _step(6, "Deliver through the durable engine (DBOS on SQLite)")
-        await _deliver(app, packages, flow_name, flow)
+        await _deliver(app, packages, flow_name)
 
         _step(7, "What happened")
         _report(app, sb.partner_folder("printer", "/in"), packages)
@@ -147,8 +147,8 @@ async def _first_printable(api: Any) -> Work:
     raise ConsonanceSftpError("the sandbox catalogue has no title ready for print")
 
 
-async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> None:
-    from consonance_sftp.app.delivery import delivery_request
+async def _deliver(app: Any, packages: list[Any], flow_name: str) -> None:
+    from consonance_sftp.app.dispatch import request_for
 
     with transfer_bars(console) as on_progress:
         engine = app.engine(progress=on_progress)
@@ -157,12 +157,8 @@ async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> 
             ids = []
             for pkg in packages:
                 partner = app.partner_config(pkg.partner)
-                request = delivery_request(
-                    pkg,
-                    flow=flow_name,
-                    folder=partner.folders[flow.folder],
-                    trigger=f"consonance: work {pkg.work.id} entered '{STAGE}'",
-                )
+                trigger = f"consonance: work {pkg.work.id} entered '{STAGE}'"
+                request = request_for(app, flow_name, pkg, trigger=trigger)
                 ids.append(
                     await engine.enqueue_delivery(request, max_connections=partner.max_connections)
                 )

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
     from consonance_sftp.app.runner import Controls, DeliveryRunner
-    from consonance_sftp.engine import DeliveryRequest, EngineSettings
+    from consonance_sftp.engine import EngineSettings
     from consonance_sftp.ports.store import DeliveryRecord
 
 # Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
@@ -286,7 +286,7 @@ def _work_tables(settings: EngineSettings) -> None:
                 if st in {"SUCCESS"}:
                     continue
                 reason = client.error(wid) or "" if st == "ERROR" else ""
-                table.add_row(wid, _owner_of(wid), _label(st), reason)
+                table.add_row(wid, workflow_owner(wid), _label(st), reason)
             if table.row_count:
                 console.print(table)
             summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
@@ -347,18 +347,10 @@ def _label(dbos_status: str) -> str:
     }.get(dbos_status, dbos_status.lower())
 
 
-def _owner_of(workflow_id: str) -> str:
-    """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
-    ``sched-flow:<flow>-<tick time>`` / ``evt-<flow>-<hash>``; partner and flow names may
-    hold '-'."""
-    if workflow_id.startswith("sched-flow:"):
-        return workflow_id.removeprefix("sched-flow:").rsplit("-", 3)[0]
-    if workflow_id.startswith("evt-"):
-        return workflow_id.removeprefix("evt-").rsplit("-", 1)[0]
-    parts = workflow_id.split("-")
-    if workflow_id.startswith("ing-"):
-        return "-".join(parts[1:-1])
-    return "-".join(parts[1:-2]) if len(parts) >= 4 else ""
+def workflow_owner(workflow_id: str) -> str:
+    from consonance_sftp.app.dispatch import workflow_owner as owner  # loads the engine
+
+    return owner(workflow_id)
 
 
 # --- retry and resend ----------------------------------------------------------------------
@@ -389,11 +381,11 @@ def retry(
         actor=f"user:{by or _user()}",
         action="delivery.retry",
         subject=workflow_id,
-        details={"partner": _owner_of(workflow_id)},
+        details={"partner": workflow_owner(workflow_id)},
     )
     console.print(f"retrying {workflow_id}")
     if wait:
-        result = asyncio.run(_wait_for(app, workflow_id, _owner_of(workflow_id)))
+        result = asyncio.run(_wait_for(app, workflow_id, workflow_owner(workflow_id)))
         _report(workflow_id, result)
 
 
@@ -455,53 +447,6 @@ def _report(workflow_id: str, result: dict[str, object]) -> None:
         console.print(f"{workflow_id}: {result.get('status')}")
 
 
-def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> DeliveryRequest:
-    """The request for a new generation of a recorded delivery (same files, same places)."""
-    from consonance_sftp.engine import DeliveryRequest, FileToSend
-
-    rows = [
-        r
-        for r in app.store.list_deliveries(partner=_owner_of(workflow_id) or None)
-        if r.workflow_id == workflow_id
-    ]
-    if not rows:
-        raise ConsonanceSftpError(
-            f"no delivery {workflow_id!r} in the ledger",
-            hint="Find it with 'consonance-sftp history --isbn ... --partner ...'.",
-        )
-    first = rows[0]
-    newest = max(
-        (app.store.find_delivery(r.key) for r in rows),
-        key=lambda r: r.generation if r is not None else -1,
-    )
-    generation = (newest.generation if newest is not None else first.generation) + 1
-    files = []
-    for r in sorted(rows, key=lambda r: r.id or 0):
-        if not r.source or not os.path.exists(r.source):
-            raise ConsonanceSftpError(
-                f"the local copy of {r.remote_path} is gone ({r.source or 'no source recorded'})",
-                hint="Run the flow again for the title: 'consonance-sftp run FLOW --isbn ...'.",
-            )
-        files.append(
-            FileToSend(
-                source=r.source,
-                remote_path=r.remote_path,
-                sha256=r.sha256,
-                size=r.size,
-                asset_version_id=r.asset_version_id,
-            )
-        )
-    return DeliveryRequest(
-        flow=first.flow,
-        partner=first.partner,
-        package=first.package_id or workflow_id,
-        files=tuple(files),
-        generation=generation,
-        trigger=f"resend:{by}: {reason}",
-        isbn=first.isbn,
-    )
-
-
 def resend(
     reason: Annotated[str, typer.Option("--reason", help="Why it is sent again (required).")],
     workflow_id: Annotated[
@@ -514,6 +459,7 @@ def resend(
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
     """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
+    from consonance_sftp.app.dispatch import resend_request
     from consonance_sftp.app.service import DeliveryRunner, Enqueued, mark_resend
     from consonance_sftp.cli.follow import follow, following
 
@@ -626,7 +572,7 @@ def _failed_deliveries(app: App, partner: str) -> list[str]:
     finally:
         client.close()
     return sorted(
-        w for w, st in statuses.items() if st in FAILED_STATES and _owner_of(w) == partner
+        w for w, st in statuses.items() if st in FAILED_STATES and workflow_owner(w) == partner
     )
 
 

@@ -42,7 +42,7 @@ def _app() -> App:
 
 
 def _print_plan(app: App, outcome: RunOutcome) -> None:
-    from consonance_sftp.app.service import remote_files
+    from consonance_sftp.app.dispatch import remote_files
 
     planned = outcome.planned
     flow = app.settings.flows[planned.flow]
