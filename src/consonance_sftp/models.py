@@ -40,6 +40,32 @@ class DeliveryOutcome(enum.StrEnum):
     WITHDRAWN = "withdrawn"  # sent, then removed from the partner (a withdrawn title)
 
 
+class WorkState(enum.StrEnum):
+    """What became of a piece of the engine's durable work (a delivery, an intake, a flow tick
+    or a flow event), in the words ``status`` prints. The engine maps its executor's states onto
+    these (``engine.work_state``); nothing above the engine sees the executor's own strings.
+
+    Declared in the order ``status`` has always counted them (the executor's names sorted)."""
+
+    CANCELLED = "cancelled"
+    DELAYED = "delayed"
+    QUEUED = "queued"
+    FAILED = "failed"
+    GAVE_UP = "max_recovery_attempts_exceeded"  # crashed too often while running
+    RUNNING = "running"
+    DONE = "done"
+
+    @property
+    def ended_failed(self) -> bool:
+        """It ended without doing its work: ``retry`` runs it again."""
+        return self in (WorkState.FAILED, WorkState.GAVE_UP)
+
+    @property
+    def finished(self) -> bool:
+        """It will not change by itself any more."""
+        return self in (WorkState.DONE, WorkState.FAILED, WorkState.GAVE_UP, WorkState.CANCELLED)
+
+
 class IntakeOutcome(enum.StrEnum):
     STORED = "stored"
     ATTACHED = "attached"

@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
-FAILED_STATES = frozenset({"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
-"""Engine states of work that ended failed (``retry`` runs it again)."""
 
 # --- operator controls ---------------------------------------------------------------------
 
@@ -474,7 +472,8 @@ class DeliveryRunner:
             self._reader = EngineClient(self.app.engine_settings())
         client = self.client or self._reader
         assert client is not None
-        if client.status(workflow_id) not in FAILED_STATES:
+        state = client.state(workflow_id)
+        if state is None or not state.ended_failed:
             return False
         client.retry(workflow_id)
         return True

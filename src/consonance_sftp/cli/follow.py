@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.engine import EngineClient
 
-STATES = {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "done", "ERROR": "failed"}
-
 
 @contextlib.contextmanager
 def transfer_bars(console: Console, label: str = "") -> Iterator[ProgressSink]:
@@ -65,9 +63,11 @@ def following(app: App, console: Console) -> Iterator[ProgressSink | None]:
 
 def describe(client: EngineClient, workflow_id: str, files: int | None) -> str:
     """The workflow's state and how far it has got, from the engine's records."""
-    state = client.status(workflow_id) or "UNKNOWN"
-    text = STATES.get(state, state.lower())
-    if state == "PENDING":
+    from consonance_sftp.models import WorkState
+
+    state = client.state(workflow_id)
+    text = "unknown" if state is None else state.value
+    if state is WorkState.RUNNING:
         done = client.steps_done(workflow_id)
         uploads = sum(1 for s in done if s.startswith(("upload:", "deliver.upload")))
         if files:

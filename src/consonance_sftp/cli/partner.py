@@ -26,7 +26,6 @@ from consonance_sftp.errors import ConfigError, ConfigProblem
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
-    from consonance_sftp.app import App
     from consonance_sftp.ports.remote_fs import ProbeReport
 
 partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
@@ -159,24 +158,6 @@ def send_test(
     )
 
 
-def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
-    """Add (or with ``replace``, set as the only) pinned host key, keeping the file's layout."""
-    doc = tomlkit.parse(config_path.read_text())
-    partners = doc.get("partners")
-    if partners is None or partner not in partners:
-        raise ConfigError(
-            f"cannot pin: partner {partner!r} is not in {config_path}",
-            [ConfigProblem(f"partners.{partner}", "not found in the file")],
-        )
-    entry = partners[partner]
-    keys = entry.get("host_keys")
-    if replace or keys is None:
-        entry["host_keys"] = [pin]
-    elif pin not in keys:
-        keys.append(pin)
-    config_path.write_text(tomlkit.dumps(doc))
-
-
 @partner_app.command("trust")
 def trust(
     name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
@@ -194,18 +175,14 @@ def trust(
     partner by another channel, equals what the server presents.
     """
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> tuple[str, str]:
-        async with app.remote_fs(name) as fs:
-            return await fs.presented_host_key()
-
-    presented, line = asyncio.run(run())
-    pinned = app.partner_config(name).host_keys
+    ops = Operations(App.from_config(state.config_path))
+    check = asyncio.run(ops.trust_host_key(state.config_path, name, fingerprint, replace=replace))
+    presented = check.presented
     console.print(f"{name} presents: {presented}", markup=False)
-    console.print(f"known_hosts line: {line}", markup=False)
-    console.print(f"pinned now: {', '.join(pinned) or 'nothing'}", markup=False)
+    console.print(f"known_hosts line: {check.known_hosts_line}", markup=False)
+    console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
     if fingerprint is None:
         console.print(
             "confirm this fingerprint with the partner, then run again with "
@@ -213,32 +190,25 @@ def trust(
             markup=False,
         )
         return
-    if fingerprint.strip().rstrip("=") != presented:
+    if not check.pinned:
         console.print(
             f"refused: the server presents {presented}, not {fingerprint}; nothing changed",
             markup=False,
         )
         raise typer.Exit(1)
-    pin_host_key(state.config_path, name, presented, replace=replace)
     console.print(
         f"pinned {presented} for {name} in {state.config_path}"
         + (" (replacing the old keys)" if replace else ""),
         markup=False,
     )
-    _after_pin(app, name)
-
-
-def _after_pin(app: App, name: str) -> None:
-    """What comes next: a running ``serve`` reloads the file by itself; a paused partner
-    still needs ``partner resume``."""
-    from consonance_sftp.app.runner import Controls, executor_running
-
-    if executor_running(app):
+    # What comes next: a running ``serve`` reloads the file by itself; a paused partner
+    # still needs ``partner resume``.
+    if check.executor_running:
         console.print(
             "the running service reloads the config within a few seconds (or at once on SIGHUP)",
             markup=False,
         )
-    if Controls(app).is_paused("partner", name):
+    if check.paused:
         console.print(
             f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held work",
             markup=False,
