@@ -46,6 +46,7 @@ from consonance_sftp.errors import (
     TransportError,
 )
 from consonance_sftp.logs import get_logger
+from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
 if TYPE_CHECKING:
@@ -289,7 +290,7 @@ async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
     return {e.path: e async for e in fs.list(folder) if e.is_file}
 
 
-IGNORED_EVENT = "intake.ignored"
+IGNORED_EVENT = AuditAction.INTAKE_IGNORED
 
 
 def _ignored_reason(entry: RemoteEntry, kind: str) -> str | None:

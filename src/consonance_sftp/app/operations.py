@@ -33,7 +33,7 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.app.serving import PollerHealth
 from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
-from consonance_sftp.models import WorkState
+from consonance_sftp.models import AuditAction, WorkState
 from consonance_sftp.ports.store import DeliveryRecord
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class Operations:
         owner = workflow_owner(workflow_id)
         self.app.store.append_audit(
             actor=f"user:{by}",
-            action="delivery.retry",
+            action=AuditAction.DELIVERY_RETRY,
             subject=workflow_id,
             details={"partner": owner},
         )
@@ -278,7 +278,7 @@ class Operations:
         await asyncio.to_thread(
             self.app.store.append_audit,
             actor=f"user:{by}",
-            action="delivery.resend",
+            action=AuditAction.DELIVERY_RESEND,
             subject=f"{request.partner}:{request.package}",
             details={
                 "by": by,
@@ -312,17 +312,31 @@ class Operations:
         return PauseChange(pause, running, len(free), len(mine) - len(free), failed)
 
     async def trust_host_key(
-        self, config_path: Path, partner: str, fingerprint: str | None, *, replace: bool
+        self,
+        config_path: Path,
+        partner: str,
+        fingerprint: str | None,
+        *,
+        replace: bool,
+        by: str,
     ) -> HostKeyCheck:
         """Show the key the partner's server presents; pin it in the config file only when
         ``fingerprint`` (confirmed with the partner by another channel) equals it. Never
-        trusts on first use. A running ``serve`` reloads the file by itself."""
+        trusts on first use; a pin is recorded. A running ``serve`` reloads the file by
+        itself."""
         async with self.app.remote_fs(partner) as fs:
             presented, line = await fs.presented_host_key()
         before = list(self.app.partner_config(partner).host_keys)
         pinned = fingerprint is not None and fingerprint.strip().rstrip("=") == presented
         if pinned:
             pin_host_key(config_path, partner, presented, replace=replace)
+            await asyncio.to_thread(
+                self.app.store.append_audit,
+                actor=f"user:{by}",
+                action=AuditAction.PARTNER_TRUST,
+                subject=f"partner:{partner}",
+                details={"fingerprint": presented, "replaced": before if replace else []},
+            )
         return HostKeyCheck(
             presented=presented,
             known_hosts_line=line,

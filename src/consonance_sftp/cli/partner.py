@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -178,7 +179,9 @@ def trust(
     from consonance_sftp.app.operations import Operations
 
     ops = Operations(App.from_config(state.config_path))
-    check = asyncio.run(ops.trust_host_key(state.config_path, name, fingerprint, replace=replace))
+    by = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
+    check = asyncio.run(trusting)
     presented = check.presented
     console.print(f"{name} presents: {presented}", markup=False)
     console.print(f"known_hosts line: {check.known_hosts_line}", markup=False)
