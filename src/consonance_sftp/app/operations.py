@@ -33,23 +33,29 @@ from consonance_sftp.app.service import Service
 from consonance_sftp.app.serving import PollerHealth
 from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
-from consonance_sftp.ports.store import DeliveryRecord
+from consonance_sftp.ports.remote_fs import ProbeReport
+from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
 
 __all__ = [
     "WORK_KINDS",
+    "AuditReport",
     "DeliveryRecord",
     "HostKeyCheck",
     "Operations",
     "PauseChange",
+    "ProbeReport",
     "Schedule",
     "Status",
+    "Store",
     "WorkItem",
     "WorkTable",
     "pin_host_key",
+    "work_progress",
     "workflow_owner",
 ]
 
@@ -363,3 +369,18 @@ def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) ->
     elif pin not in keys:
         keys.append(pin)
     config_path.write_text(tomlkit.dumps(doc))
+
+
+def work_progress(client: EngineClient, workflow_id: str, files: int | None) -> str:
+    """The workflow's state and how far it has got, from the engine's records (for a command
+    that follows work another process runs)."""
+    state = client.state(workflow_id)
+    text = "unknown" if state is None else state.value
+    if state is WorkState.RUNNING:
+        done = client.steps_done(workflow_id)
+        uploads = sum(1 for s in done if s.startswith(("upload:", "deliver.upload")))
+        if files:
+            text += f": {uploads} of {counted(files, 'file')} uploaded"
+        elif done:
+            text += f": {counted(len(done), 'step')} done, last {done[-1]}"
+    return text

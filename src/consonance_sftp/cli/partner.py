@@ -27,7 +27,7 @@ from consonance_sftp.errors import ConfigError, ConfigProblem
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
-    from consonance_sftp.ports.remote_fs import ProbeReport
+    from consonance_sftp.app.operations import ProbeReport
 
 partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
