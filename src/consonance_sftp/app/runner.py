@@ -342,10 +342,7 @@ class DeliveryRunner:
         engine = self.app.engine(executor_id=self.executor_id, progress=self.progress)
         engine.lease.role = SERVICE if self.executor else ONE_SHOT
         with_feed_baselines(with_resends(engine, self.app.store), self.app.store)
-        from consonance_sftp.app.service import Service  # the service builds on this module
-
-        engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
-        engine.bind_event_runner(functools.partial(Service(self.app).run_event, runner=self))
+        self.app.bind_work(engine, self)  # flow ticks and events run the service's flows
         return engine
 
     async def __aexit__(self, *_exc: object) -> None:
