@@ -44,7 +44,7 @@ from consonance_sftp.engine import (
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:
@@ -403,24 +403,25 @@ class DeliveryRunner:
         assert self.client is not None
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            status = await asyncio.to_thread(self.client.status, workflow_id)
-            if status in {"SUCCESS"}:
-                return await asyncio.to_thread(self._from_ledger, workflow_id, status)
-            if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
+            state = await asyncio.to_thread(self.client.state, workflow_id)
+            if state is WorkState.DONE:
+                return await asyncio.to_thread(self._from_ledger, workflow_id, state)
+            if state is not None and state.finished:  # failed, gave up or cancelled
                 err = await asyncio.to_thread(self.client.error, workflow_id)
-                return {"workflow_id": workflow_id, "error": err or status}
+                return {"workflow_id": workflow_id, "error": err or state.value}
             if asyncio.get_running_loop().time() > deadline:
-                return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
+                shown = state.value if state is not None else "unknown"
+                return {"workflow_id": workflow_id, "status": shown}
             await asyncio.sleep(0.3)
 
-    def _from_ledger(self, workflow_id: str, status: str) -> dict[str, Any]:
+    def _from_ledger(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
         """The outcome of a delivery another process ran, as the ledger recorded it."""
         rows = [
             r for r in self.app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id
         ]
         return {
             "workflow_id": workflow_id,
-            "status": status,
+            "status": state.value,
             "sent": [r.remote_path for r in rows if r.outcome is DeliveryOutcome.SENT],
             "already_present": [
                 r.remote_path for r in rows if r.outcome is DeliveryOutcome.SKIPPED
