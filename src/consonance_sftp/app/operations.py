@@ -11,10 +11,13 @@ client, so a command never becomes a second executor next to ``serve``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
 
@@ -35,7 +38,7 @@ from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workf
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
-from consonance_sftp.ports.remote_fs import ProbeReport
+from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
 from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ __all__ = [
     "Store",
     "WorkItem",
     "WorkTable",
+    "apply_recommendations",
     "pin_host_key",
     "work_progress",
     "workflow_owner",
@@ -317,6 +321,23 @@ class Operations:
             failed = [w for w in self.failed_deliveries(name) if w not in held_ids]
         return PauseChange(pause, running, len(free), len(mine) - len(free), failed)
 
+    async def probe(self, partner: str) -> tuple[ProbeReport, Path]:
+        """What the partner's server supports, also stored as JSON under
+        ``<state_dir>/probes/<partner>.json`` (returned with the report)."""
+        async with self.app.remote_fs(partner) as fs:
+            report = await fs.probe()
+        probes = self.app.state_dir / "probes"
+        probes.mkdir(parents=True, exist_ok=True)
+        stored = probes / f"{partner}.json"
+        data = {**dataclasses.asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return report, stored
+
+    async def send_test(self, partner: str, folder: str | None) -> UploadResult:
+        """A small file through the full upload protocol, then removed."""
+        async with self.app.remote_fs(partner) as fs:
+            return await fs.send_test_file(folder)
+
     async def trust_host_key(
         self,
         config_path: Path,
@@ -384,3 +405,23 @@ def work_progress(client: EngineClient, workflow_id: str, files: int | None) -> 
         elif done:
             text += f": {counted(len(done), 'step')} done, last {done[-1]}"
     return text
+
+
+def apply_recommendations(config_path: Path, partner: str, settings: dict[str, Any]) -> None:
+    """Write ``settings`` into ``[partners.<partner>.transfer]``, keeping comments and layout."""
+    doc = tomlkit.parse(config_path.read_text())
+    partners = doc.get("partners")
+    if partners is None or partner not in partners:
+        raise ConfigError(
+            f"cannot apply: partner {partner!r} is not in {config_path}",
+            [ConfigProblem(f"partners.{partner}", "not found in the file")],
+        )
+    entry = partners[partner]
+    if "transfer" not in entry:
+        entry["transfer"] = tomlkit.table()
+    transfer = entry["transfer"]
+    for key, value in settings.items():
+        transfer[key] = value
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    transfer.comment(f"partner probe --apply, {stamp}")
+    config_path.write_text(tomlkit.dumps(doc))

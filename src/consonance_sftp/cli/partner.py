@@ -1,29 +1,24 @@
 """``partner probe NAME [--apply]`` and ``partner test NAME``: what a partner's server supports.
 
-The probing itself lives in the SFTP adapter (reached through ``App``); this module formats
-the report, stores it as JSON under ``<state_dir>/probes/``, and with ``--apply`` writes the
-recommended settings into ``[partners.NAME.transfer]`` of the config file, keeping its
-comments and layout (tomlkit). Nothing changes behaviour silently: without ``--apply`` the
-recommendations are only printed.
+The probing itself lives in the SFTP adapter, reached through ``app.operations`` (which stores
+the report as JSON under ``<state_dir>/probes/`` and, with ``--apply``, writes the recommended
+settings into ``[partners.NAME.transfer]`` of the config file, keeping its comments and layout
+with tomlkit); this module formats the report. Nothing changes behaviour silently: without
+``--apply`` the recommendations are only printed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import tomlkit
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.errors import ConfigError, ConfigProblem
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
@@ -71,26 +66,6 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def apply_recommendations(config_path: Path, partner: str, settings: dict[str, Any]) -> None:
-    """Write ``settings`` into ``[partners.<partner>.transfer]``, keeping comments and layout."""
-    doc = tomlkit.parse(config_path.read_text())
-    partners = doc.get("partners")
-    if partners is None or partner not in partners:
-        raise ConfigError(
-            f"cannot apply: partner {partner!r} is not in {config_path}",
-            [ConfigProblem(f"partners.{partner}", "not found in the file")],
-        )
-    entry = partners[partner]
-    if "transfer" not in entry:
-        entry["transfer"] = tomlkit.table()
-    transfer = entry["transfer"]
-    for key, value in settings.items():
-        transfer[key] = value
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    transfer.comment(f"partner probe --apply, {stamp}")
-    config_path.write_text(tomlkit.dumps(doc))
-
-
 @partner_app.command("probe")
 def probe(
     name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
@@ -100,22 +75,12 @@ def probe(
 ) -> None:
     """Connect with the configured credentials and report what the server really supports."""
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations, apply_recommendations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> ProbeReport:
-        async with app.remote_fs(name) as fs:
-            return await fs.probe()
-
-    report = asyncio.run(run())
+    report, stored = asyncio.run(Operations(App.from_config(state.config_path)).probe(name))
     console.print(render_report(report))
     for note in report.notes:
         console.print(f"  note: {note}", markup=False)
-    probes = app.state_dir / "probes"
-    probes.mkdir(parents=True, exist_ok=True)
-    stored = probes / f"{name}.json"
-    data = {**dataclasses.asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     console.print(f"stored: {stored}", markup=False)
     if not report.recommended:
         console.print("the current settings already match this server", markup=False)
@@ -143,14 +108,9 @@ def send_test(
 ) -> None:
     """Send a small file through the full upload protocol, then remove it."""
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> Any:
-        async with app.remote_fs(name) as fs:
-            return await fs.send_test_file(folder)
-
-    result = asyncio.run(run())
+    result = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
     console.print(
         f"ok: sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
         f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s, "
