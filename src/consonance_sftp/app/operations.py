@@ -223,6 +223,28 @@ class Operations:
             schedules=self.schedules(),
         )
 
+    def files_of(self, workflow_id: str) -> int:
+        """How many files the ledger holds for a delivery workflow (0: none recorded)."""
+        rows = self.app.store.list_deliveries(limit=5000)
+        return sum(1 for r in rows if r.workflow_id == workflow_id)
+
+    async def take_queues_of(self, runner: DeliveryRunner, workflow_id: str) -> None:
+        """When ``runner`` runs this process's own engine, make it dequeue what ``workflow_id``
+        needs: its partner's delivery queue; for a flow event, its flow's queue and every
+        partner's delivery queue (the deliveries it enqueues)."""
+        engine = runner.engine
+        if engine is None:
+            return  # a running service or worker does the work
+        owner = workflow_owner(workflow_id)
+        partners = self.app.settings.partners
+        if owner in partners:
+            cap = self.app.partner_config(owner).max_connections
+            await asyncio.to_thread(engine.ensure_delivery_queue, cap)
+        if workflow_id.startswith("evt-"):
+            await asyncio.to_thread(engine.ensure_flow_queues, [owner])
+            for cap in sorted({p.max_connections for p in partners.values()}):
+                await asyncio.to_thread(engine.ensure_delivery_queue, cap)
+
     def failed_deliveries(self, partner: str) -> list[str]:
         """The partner's deliveries that ended failed (a release resends only held ones)."""
         if not self.engine_started():

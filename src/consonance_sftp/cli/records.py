@@ -315,39 +315,31 @@ def retry(
     """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
     (same ID)."""
     app = _app()
-    owner = _ops(app).retry(workflow_id, by=by or _user())
+    _ops(app).retry(workflow_id, by=by or _user())
     console.print(f"retrying {workflow_id}")
     if wait:
-        result = asyncio.run(_wait_for(app, workflow_id, owner))
+        result = asyncio.run(_wait_for(app, workflow_id))
         _report(workflow_id, result)
 
 
-async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
+async def _wait_for(app: App, workflow_id: str) -> dict[str, object]:
     from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.cli.follow import follow, following
 
-    files = len([r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id])
+    ops = _ops(app)
+    files = ops.files_of(workflow_id)
     with following(app, console) as bars:
         async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
-            if runner.engine is not None and partner in app.settings.partners:
-                cap = app.partner_config(partner).max_connections
-                await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            await ops.take_queues_of(runner, workflow_id)
             if workflow_id.startswith("evt-"):
-                return await _follow_event(app, runner, workflow_id, partner)
+                return await _follow_event(runner, workflow_id)
             return await follow(console, runner, workflow_id, files=files or None)
 
 
-async def _follow_event(
-    app: App, runner: DeliveryRunner, workflow_id: str, flow: str
-) -> dict[str, object]:
+async def _follow_event(runner: DeliveryRunner, workflow_id: str) -> dict[str, object]:
     """A flow event's plan, then the deliveries it enqueued: all sent, or the first failure."""
     from consonance_sftp.cli.follow import follow
 
-    if runner.engine is not None:
-        # Its flow's queue and the partners' delivery queues: this executor dequeues them.
-        await asyncio.to_thread(runner.engine.ensure_flow_queues, [flow])
-        for cap in sorted({p.max_connections for p in app.settings.partners.values()}):
-            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
     planned = await follow(console, runner, workflow_id)
     if "error" in planned:
         return planned
