@@ -40,6 +40,85 @@ class DeliveryOutcome(enum.StrEnum):
     WITHDRAWN = "withdrawn"  # sent, then removed from the partner (a withdrawn title)
 
 
+class WorkState(enum.StrEnum):
+    """What became of a piece of the engine's durable work (a delivery, an intake, a flow tick
+    or a flow event), in the words ``status`` prints. The engine maps its executor's states onto
+    these (``engine.work_state``); nothing above the engine sees the executor's own strings.
+
+    Declared in the order ``status`` has always counted them (the executor's names sorted)."""
+
+    CANCELLED = "cancelled"
+    DELAYED = "delayed"
+    QUEUED = "queued"
+    FAILED = "failed"
+    GAVE_UP = "max_recovery_attempts_exceeded"  # crashed too often while running
+    RUNNING = "running"
+    DONE = "done"
+
+    @property
+    def ended_failed(self) -> bool:
+        """It ended without doing its work: ``retry`` runs it again."""
+        return self in (WorkState.FAILED, WorkState.GAVE_UP)
+
+    @property
+    def finished(self) -> bool:
+        """It will not change by itself any more."""
+        return self in (WorkState.DONE, WorkState.FAILED, WorkState.GAVE_UP, WorkState.CANCELLED)
+
+
+class AuditAction(enum.StrEnum):
+    """Every action written to the audit trail. Each is documented in docs/how-to/audit.md
+    ("What the actions mean"); a unit test fails for one that is not."""
+
+    # A delivery ledger row written (``delivery.<outcome>``), and the operator's acts.
+    DELIVERY_PLANNED = "delivery.planned"
+    DELIVERY_RUNNING = "delivery.running"
+    DELIVERY_SENT = "delivery.sent"
+    DELIVERY_SKIPPED = "delivery.skipped"
+    DELIVERY_FAILED = "delivery.failed"
+    DELIVERY_WITHDRAWN = "delivery.withdrawn"
+    DELIVERY_HELD = "delivery.held"
+    DELIVERY_RELEASED = "delivery.released"
+    DELIVERY_RETRY = "delivery.retry"
+    DELIVERY_RESEND = "delivery.resend"
+    # Pauses, and a pinned host key.
+    PARTNER_PAUSED = "partner.paused"
+    PARTNER_RESUMED = "partner.resumed"
+    PARTNER_TRUST = "partner.trust"
+    FLOW_PAUSED = "flow.paused"
+    FLOW_RESUMED = "flow.resumed"
+    FLOW_TICK = "flow.tick"
+    # An intake ledger row written (``intake.<outcome>``), and what happens around it.
+    INTAKE_STORED = "intake.stored"
+    INTAKE_ATTACHED = "intake.attached"
+    INTAKE_QUARANTINED = "intake.quarantined"
+    INTAKE_FAILED = "intake.failed"
+    INTAKE_SUPERSEDED_INCOMPLETE_ROW = "intake.superseded-incomplete"
+    INTAKE_SUPERSEDED_INCOMPLETE = "intake.superseded_incomplete"
+    INTAKE_POST_ACTION = "intake.post_action"
+    INTAKE_POST_ACTION_FAILED = "intake.post_action_failed"
+    INTAKE_IGNORED = "intake.ignored"
+    # Ledger rows on the trail.
+    LEDGER_WRITE = "ledger.write"
+    LEDGER_SEAL = "ledger.seal"
+    # Outbound packages (production, formats, marketing).
+    PACKAGE_PREPARED = "package.prepared"
+    PACKAGE_BLOCKED = "package.blocked"
+    PACKAGE_HELD = "package.held"
+    PACKAGE_WITHDRAWN = "package.withdrawn"
+    PACKAGE_WITHDRAW_KEPT = "package.withdraw_kept"
+    # ONIX feeds, test feeds and spreadsheets.
+    ONIX_FEED_PREPARED = "onix.feed.prepared"
+    ONIX_FEED_SENT = "onix.feed.sent"
+    ONIX_FEED_BLOCKED = "onix.feed.blocked"
+    ONIX_FEED_EMPTY = "onix.feed.empty"
+    ONIX_FEED_FAILED = "onix.feed.failed"
+    ONIX_TEST_FEED_PREPARED = "onix.test_feed.prepared"
+    ONIX_TEST_FEED_SENT = "onix.test_feed.sent"
+    ONIX_SPREADSHEET_PREPARED = "onix.spreadsheet.prepared"
+    ONIX_SPREADSHEET_SENT = "onix.spreadsheet.sent"
+
+
 class IntakeOutcome(enum.StrEnum):
     STORED = "stored"
     ATTACHED = "attached"

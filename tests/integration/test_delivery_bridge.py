@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
-from consonance_sftp.app.delivery import SftpDeliveryTransport, delivery_request
+from consonance_sftp.app.delivery import SftpDeliveryTransport
+from consonance_sftp.app.dispatch import delivery_request
 from consonance_sftp.engine import FileToSend
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile

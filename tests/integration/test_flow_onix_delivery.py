@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.app import App
-from consonance_sftp.app.delivery import delivery_request
+from consonance_sftp.app.dispatch import delivery_request
 from consonance_sftp.config import OnixFeedFlow, load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.flows.onix_feed import (

@@ -29,7 +29,7 @@ import pytest
 import pytest_asyncio
 
 from consonance_sftp.app import App
-from consonance_sftp.app.delivery import delivery_request
+from consonance_sftp.app.dispatch import delivery_request
 from consonance_sftp.config import FormatsFlow, MarketingFlow, ProductionFlow, Settings
 from consonance_sftp.engine import Engine
 from consonance_sftp.flows.base import Outbound

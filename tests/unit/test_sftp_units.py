@@ -21,7 +21,7 @@ from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.throttle import TokenBucket
 from consonance_sftp.adapters.sftp.translate import translate
-from consonance_sftp.cli.partner import apply_recommendations
+from consonance_sftp.app.operations import apply_recommendations
 from consonance_sftp.config.transfer import MAX_OPENSSH_BLOCK, TransferSettings
 
 

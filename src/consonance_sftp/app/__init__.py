@@ -3,15 +3,19 @@
 This is the only package that imports adapters. User interfaces (cli, web) ask an ``App`` for
 what they need; flows and the engine receive ports, never adapters. Adapters are built lazily,
 so a command that only reads the ledger never opens an SSH connection. Beside it: ``delivery``
-(the SFTP adapter as the engine's transport), ``service`` (poller, schedules, ``run``) and
-``runner`` (deliveries in-process or through the DBOS client, pauses, windows, resends).
+(the SFTP adapter as the engine's transport), ``dispatch`` (planned work as engine requests),
+``runner`` (deliveries in-process or through the DBOS client, pauses, windows, resends),
+``service`` (poller, schedules, ``run``) and ``operations`` (what the CLI and the web console
+do). Inside ``app`` no module imports one above it (import-linter checks for cycles).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
@@ -35,6 +39,9 @@ from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey
 from consonance_sftp.ports.remote_fs import ConnectionBudget
+
+if TYPE_CHECKING:
+    from consonance_sftp.app.runner import DeliveryRunner
 
 log = get_logger("consonance_sftp.activity")
 
@@ -149,6 +156,15 @@ class App:
         if shared is not None:
             self._budget = shared
         return engine
+
+    def bind_work(self, engine: Engine, runner: DeliveryRunner) -> None:
+        """Wire the engine's flow-tick and flow-event workflows to the service's runs (the
+        composition root knows both; the runner below the service need not)."""
+        from consonance_sftp.app.service import Service
+
+        service = Service(self)
+        engine.bind_flow_runner(functools.partial(service.run_tick, runner=runner))
+        engine.bind_event_runner(functools.partial(service.run_event, runner=runner))
 
     def host_key_changed(self, partner: str, exc: HostKeyMismatch) -> None:
         """A changed host key is a security event: alert, and stop that partner until an

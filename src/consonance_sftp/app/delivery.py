@@ -1,4 +1,4 @@
-"""The SFTP adapter as the engine's delivery transport, and packages as engine requests.
+"""The SFTP adapter as the engine's delivery transport (requests are built in ``dispatch``).
 
 The engine checkpoints a delivery as plan, upload (stage and verify) and commit (publish all,
 record) steps, and publishes nothing of a package before every file of it is staged. The SFTP
@@ -34,10 +34,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
-from consonance_sftp.engine import DeliveryRequest, Fence, FileToSend, RemoteFileState
+from consonance_sftp.engine import Fence, FileToSend, RemoteFileState
 from consonance_sftp.errors import HostKeyMismatch, IntegrityError
-from consonance_sftp.flows.base import Outbound
-from consonance_sftp.formats.packaging import join_remote
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
@@ -207,42 +205,3 @@ class SftpDeliveryTransport:
         self._folders.clear()
         self._planned_absent.clear()
         self._staged.clear()
-
-
-def delivery_request(
-    outbound: Outbound,
-    *,
-    flow: str,
-    folder: str,
-    trigger: str,
-    generation: int | None = None,
-) -> DeliveryRequest:
-    """The engine's request for a planned package: every file, under the partner's folder
-    (``folder`` is the remote path of the flow's folder on that partner, e.g. ``/in``).
-    The generation is the outbound's own when it has one (a marketing package released again
-    after a withdrawal), so it is a new workflow rather than the old one's result."""
-    if generation is None:
-        generation = int(getattr(outbound, "generation", 0))
-    files = []
-    for f in outbound.plan.files:
-        if f.source is None:
-            raise ValueError(f"{f.remote_path}: the plan must be materialized before delivery")
-        files.append(
-            FileToSend(
-                source=str(f.source),
-                remote_path=join_remote(folder, f.remote_path),
-                sha256=f.sha256,
-                size=f.size,
-                upload_path=join_remote(folder, f.upload_path) if f.upload_path else None,
-                asset_version_id=f.version_id,
-            )
-        )
-    return DeliveryRequest(
-        flow=flow,
-        partner=outbound.partner,
-        package=outbound.label,
-        files=tuple(files),
-        generation=generation,
-        trigger=trigger,
-        isbn=outbound.isbn,
-    )

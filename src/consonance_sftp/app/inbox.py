@@ -52,6 +52,7 @@ from consonance_sftp.flows.inbox import (
     with_done_markers,
 )
 from consonance_sftp.logs import get_logger
+from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
     return {e.path: e async for e in fs.list(folder) if e.is_file}
 
 
-IGNORED_EVENT = "intake.ignored"
+IGNORED_EVENT = AuditAction.INTAKE_IGNORED
 
 
 def _say_once(app: App, flow: str, partner: str, ignored: list[InboxFile]) -> None:

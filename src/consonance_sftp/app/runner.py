@@ -44,7 +44,7 @@ from consonance_sftp.engine import (
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
-FAILED_STATES = frozenset({"ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
-"""Engine states of work that ended failed (``retry`` runs it again)."""
 
 # --- operator controls ---------------------------------------------------------------------
 
@@ -344,10 +342,7 @@ class DeliveryRunner:
         engine = self.app.engine(executor_id=self.executor_id, progress=self.progress)
         engine.lease.role = SERVICE if self.executor else ONE_SHOT
         with_feed_baselines(with_resends(engine, self.app.store), self.app.store)
-        from consonance_sftp.app.service import Service  # the service builds on this module
-
-        engine.bind_flow_runner(functools.partial(Service(self.app).run_tick, runner=self))
-        engine.bind_event_runner(functools.partial(Service(self.app).run_event, runner=self))
+        self.app.bind_work(engine, self)  # flow ticks and events run the service's flows
         return engine
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -408,24 +403,25 @@ class DeliveryRunner:
         assert self.client is not None
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            status = await asyncio.to_thread(self.client.status, workflow_id)
-            if status in {"SUCCESS"}:
-                return await asyncio.to_thread(self._from_ledger, workflow_id, status)
-            if status in {"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}:
+            state = await asyncio.to_thread(self.client.state, workflow_id)
+            if state is WorkState.DONE:
+                return await asyncio.to_thread(self._from_ledger, workflow_id, state)
+            if state is not None and state.finished:  # failed, gave up or cancelled
                 err = await asyncio.to_thread(self.client.error, workflow_id)
-                return {"workflow_id": workflow_id, "error": err or status}
+                return {"workflow_id": workflow_id, "error": err or state.value}
             if asyncio.get_running_loop().time() > deadline:
-                return {"workflow_id": workflow_id, "status": status or "UNKNOWN"}
+                shown = state.value if state is not None else "unknown"
+                return {"workflow_id": workflow_id, "status": shown}
             await asyncio.sleep(0.3)
 
-    def _from_ledger(self, workflow_id: str, status: str) -> dict[str, Any]:
+    def _from_ledger(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
         """The outcome of a delivery another process ran, as the ledger recorded it."""
         rows = [
             r for r in self.app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id
         ]
         return {
             "workflow_id": workflow_id,
-            "status": status,
+            "status": state.value,
             "sent": [r.remote_path for r in rows if r.outcome is DeliveryOutcome.SENT],
             "already_present": [
                 r.remote_path for r in rows if r.outcome is DeliveryOutcome.SKIPPED
@@ -474,7 +470,8 @@ class DeliveryRunner:
             self._reader = EngineClient(self.app.engine_settings())
         client = self.client or self._reader
         assert client is not None
-        if client.status(workflow_id) not in FAILED_STATES:
+        state = client.state(workflow_id)
+        if state is None or not state.ended_failed:
             return False
         client.retry(workflow_id)
         return True

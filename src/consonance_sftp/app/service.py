@@ -10,7 +10,7 @@
   event to the flows whose ``when`` matches, each (event, flow) enqueued as a durable engine
   workflow before the poll's snapshots are saved (``run_event`` plans it); cron schedules
   (``flow.schedule``) tick the flows they belong to.
-* **deliveries**: every package becomes one engine delivery (``app.delivery.delivery_request``).
+* **deliveries**: every package becomes one engine delivery (``app.dispatch``).
   Deliveries to a paused partner, or of a paused flow, are held (recorded in the audit trail)
   and released when the pause is lifted.
 * **operator controls**: pause/resume of partners and flows live in our own store (a named
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from consonance_sftp.app.delivery import ProgressSink, delivery_request
+from consonance_sftp.app.delivery import ProgressSink
+from consonance_sftp.app.dispatch import folder_of, requests
 from consonance_sftp.app.runner import (
     Controls,
     DeliveryRunner,
@@ -45,13 +46,11 @@ from consonance_sftp.app.runner import (
     with_resends,
 )
 from consonance_sftp.config import FlowConfig, Settings
-from consonance_sftp.config.flows import FlowBase
 from consonance_sftp.engine import (
     DeliveryRequest,
-    FileToSend,
     FlowSchedule,
 )
-from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
+from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry, triggers
 from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, Outbound, PlannedRun
 from consonance_sftp.flows.changes import (
@@ -105,24 +104,6 @@ class RunOutcome:
             first = self.planned.skipped[0]
             parts.append(f"{len(self.planned.skipped)} skipped ({first.what}: {first.reason})")
         return ", ".join(parts)
-
-
-def folder_of(app: App, flow: FlowBase, partner: str) -> str:
-    folders = app.partner_config(partner).folders
-    if flow.folder not in folders:
-        raise ConfigError(
-            f"partner {partner!r} has no {flow.folder!r} folder",
-            [ConfigProblem(f"partners.{partner}.folders", f"add {flow.folder} = '/path'")],
-        )
-    return folders[flow.folder]
-
-
-def remote_files(app: App, flow: FlowBase, outbound: Outbound) -> list[FileToSend]:
-    """The files of a package as they will land on the partner's server (for dry runs)."""
-    request = delivery_request(
-        outbound, flow="-", folder=folder_of(app, flow, outbound.partner), trigger="-"
-    )
-    return list(request.files)
 
 
 class Service:
@@ -187,16 +168,7 @@ class Service:
         )
 
     def requests(self, planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
-        flow = self.flow(planned.flow)
-        return [
-            delivery_request(
-                o,
-                flow=planned.flow,
-                folder=folder_of(self.app, flow, o.partner),
-                trigger=trigger,
-            )
-            for o in planned.outbounds
-        ]
+        return requests(self.app, planned.flow, planned.outbounds, trigger=trigger)
 
     async def run_flow(
         self,

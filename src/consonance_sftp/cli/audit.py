@@ -25,7 +25,7 @@ from consonance_sftp.cli.main import state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
-    from consonance_sftp.ports.store import AuditReport, Store
+    from consonance_sftp.app.operations import AuditReport, Store
 
 audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_args_is_help=True)
 console = Console(highlight=False)

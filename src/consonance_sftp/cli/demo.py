@@ -73,8 +73,8 @@ async def _run(folder: Path) -> None:
     from consonance_sftp.config import ProductionFlow, load_settings
     from consonance_sftp.config.starter import CONFIG_NAME
     from consonance_sftp.flows.changes import ChangeDetector
-    from consonance_sftp.flows.outbound import triggered
     from consonance_sftp.flows.production import ProductionHandoff
+    from consonance_sftp.flows.triggers import triggered
     from consonance_sftp.sandbox.consonance.control import SandboxControl
     from consonance_sftp.sandbox.services import sandbox_services
 
@@ -128,7 +128,7 @@ async def _run(folder: Path) -> None:
                 console.print("  " + line)
 
         _step(6, "Deliver through the durable engine (DBOS on SQLite)")
-        await _deliver(app, packages, flow_name, flow)
+        await _deliver(app, packages, flow_name)
 
         _step(7, "What happened")
         _report(app, sb.partner_folder("printer", "/in"), packages)
@@ -147,34 +147,30 @@ async def _first_printable(api: Any) -> Work:
     raise ConsonanceSftpError("the sandbox catalogue has no title ready for print")
 
 
-async def _deliver(app: Any, packages: list[Any], flow_name: str, flow: Any) -> None:
-    from consonance_sftp.app.delivery import delivery_request
+async def _deliver(app: Any, packages: list[Any], flow_name: str) -> None:
+    """The same path as ``run``: requests from ``app.dispatch``, handed to the engine by the
+    runner (which starts it in this process: nothing else holds the demo's engine file)."""
+    from consonance_sftp.app.dispatch import request_for
+    from consonance_sftp.app.runner import DeliveryRunner, Enqueued
 
     with transfer_bars(console) as on_progress:
-        engine = app.engine(progress=on_progress)
-        await asyncio.to_thread(engine.launch)
-        try:
+        async with DeliveryRunner(app, progress=on_progress) as runner:
             ids = []
             for pkg in packages:
-                partner = app.partner_config(pkg.partner)
-                request = delivery_request(
-                    pkg,
-                    flow=flow_name,
-                    folder=partner.folders[flow.folder],
-                    trigger=f"consonance: work {pkg.work.id} entered '{STAGE}'",
-                )
-                ids.append(
-                    await engine.enqueue_delivery(request, max_connections=partner.max_connections)
-                )
+                trigger = f"consonance: work {pkg.work.id} entered '{STAGE}'"
+                submitted = await runner.submit(request_for(app, flow_name, pkg, trigger=trigger))
+                if not isinstance(submitted, Enqueued):
+                    raise ConsonanceSftpError(f"the delivery was held: {submitted.reason}")
+                ids.append(submitted.workflow_id)
             for wid in ids:
-                result = await engine.result(wid, timeout_s=120)
+                result = await runner.wait(wid, timeout_s=120)
+                if "error" in result:
+                    raise ConsonanceSftpError(f"{wid}: {result['error']}")
                 console.print(
                     f"workflow {wid}: {counted(len(result['sent']), 'file')} sent, "
                     f"{len(result['already_present'])} already on the server, "
                     f"{len(result['already_recorded'])} already in the ledger"
                 )
-        finally:
-            await engine.aclose()
 
 
 def _report(app: Any, printer_in: Path, packages: list[Any]) -> None:

@@ -19,15 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from consonance_sftp.formats.wording import counted
-
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
     from consonance_sftp.app.runner import DeliveryRunner
-    from consonance_sftp.engine import EngineClient
-
-STATES = {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "done", "ERROR": "failed"}
 
 
 @contextlib.contextmanager
@@ -63,20 +58,6 @@ def following(app: App, console: Console) -> Iterator[ProgressSink | None]:
         yield bars
 
 
-def describe(client: EngineClient, workflow_id: str, files: int | None) -> str:
-    """The workflow's state and how far it has got, from the engine's records."""
-    state = client.status(workflow_id) or "UNKNOWN"
-    text = STATES.get(state, state.lower())
-    if state == "PENDING":
-        done = client.steps_done(workflow_id)
-        uploads = sum(1 for s in done if s.startswith(("upload:", "deliver.upload")))
-        if files:
-            text += f": {uploads} of {counted(files, 'file')} uploaded"
-        elif done:
-            text += f": {counted(len(done), 'step')} done, last {done[-1]}"
-    return text
-
-
 async def follow(
     console: Console,
     runner: DeliveryRunner,
@@ -87,6 +68,8 @@ async def follow(
 ) -> dict[str, Any]:
     """Wait for the workflow's outcome (``runner.wait``); meanwhile, when another process runs
     it, show its state and progress (see the module docstring)."""
+    from consonance_sftp.app.operations import work_progress
+
     waiting = asyncio.ensure_future(runner.wait(workflow_id))
     if runner.client is None:
         return await waiting  # our own engine: the progress bars show it
@@ -98,7 +81,7 @@ async def follow(
         status.start()
     try:
         while not waiting.done():
-            text = await asyncio.to_thread(describe, client, workflow_id, files)
+            text = await asyncio.to_thread(work_progress, client, workflow_id, files)
             if text != shown and not text.startswith(("done", "failed")):
                 shown = text
                 line = f"{workflow_id}: {text} ({time.monotonic() - started:.0f} s)"

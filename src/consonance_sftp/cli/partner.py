@@ -1,33 +1,28 @@
 """``partner probe NAME [--apply]`` and ``partner test NAME``: what a partner's server supports.
 
-The probing itself lives in the SFTP adapter (reached through ``App``); this module formats
-the report, stores it as JSON under ``<state_dir>/probes/``, and with ``--apply`` writes the
-recommended settings into ``[partners.NAME.transfer]`` of the config file, keeping its
-comments and layout (tomlkit). Nothing changes behaviour silently: without ``--apply`` the
-recommendations are only printed.
+The probing itself lives in the SFTP adapter, reached through ``app.operations`` (which stores
+the report as JSON under ``<state_dir>/probes/`` and, with ``--apply``, writes the recommended
+settings into ``[partners.NAME.transfer]`` of the config file, keeping its comments and layout
+with tomlkit); this module formats the report. Nothing changes behaviour silently: without
+``--apply`` the recommendations are only printed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import time
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Annotated, Any
 
-import tomlkit
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.errors import ConfigError, ConfigProblem
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
-    from consonance_sftp.app import App
-    from consonance_sftp.ports.remote_fs import ProbeReport
+    from consonance_sftp.app.operations import ProbeReport
 
 partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -71,26 +66,6 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def apply_recommendations(config_path: Path, partner: str, settings: dict[str, Any]) -> None:
-    """Write ``settings`` into ``[partners.<partner>.transfer]``, keeping comments and layout."""
-    doc = tomlkit.parse(config_path.read_text())
-    partners = doc.get("partners")
-    if partners is None or partner not in partners:
-        raise ConfigError(
-            f"cannot apply: partner {partner!r} is not in {config_path}",
-            [ConfigProblem(f"partners.{partner}", "not found in the file")],
-        )
-    entry = partners[partner]
-    if "transfer" not in entry:
-        entry["transfer"] = tomlkit.table()
-    transfer = entry["transfer"]
-    for key, value in settings.items():
-        transfer[key] = value
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    transfer.comment(f"partner probe --apply, {stamp}")
-    config_path.write_text(tomlkit.dumps(doc))
-
-
 @partner_app.command("probe")
 def probe(
     name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
@@ -100,22 +75,12 @@ def probe(
 ) -> None:
     """Connect with the configured credentials and report what the server really supports."""
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations, apply_recommendations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> ProbeReport:
-        async with app.remote_fs(name) as fs:
-            return await fs.probe()
-
-    report = asyncio.run(run())
+    report, stored = asyncio.run(Operations(App.from_config(state.config_path)).probe(name))
     console.print(render_report(report))
     for note in report.notes:
         console.print(f"  note: {note}", markup=False)
-    probes = app.state_dir / "probes"
-    probes.mkdir(parents=True, exist_ok=True)
-    stored = probes / f"{name}.json"
-    data = {**dataclasses.asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     console.print(f"stored: {stored}", markup=False)
     if not report.recommended:
         console.print("the current settings already match this server", markup=False)
@@ -143,38 +108,15 @@ def send_test(
 ) -> None:
     """Send a small file through the full upload protocol, then remove it."""
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> Any:
-        async with app.remote_fs(name) as fs:
-            return await fs.send_test_file(folder)
-
-    result = asyncio.run(run())
+    result = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
     console.print(
         f"ok: sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
         f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s, "
         "then removed it",
         markup=False,
     )
-
-
-def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
-    """Add (or with ``replace``, set as the only) pinned host key, keeping the file's layout."""
-    doc = tomlkit.parse(config_path.read_text())
-    partners = doc.get("partners")
-    if partners is None or partner not in partners:
-        raise ConfigError(
-            f"cannot pin: partner {partner!r} is not in {config_path}",
-            [ConfigProblem(f"partners.{partner}", "not found in the file")],
-        )
-    entry = partners[partner]
-    keys = entry.get("host_keys")
-    if replace or keys is None:
-        entry["host_keys"] = [pin]
-    elif pin not in keys:
-        keys.append(pin)
-    config_path.write_text(tomlkit.dumps(doc))
 
 
 @partner_app.command("trust")
@@ -194,18 +136,16 @@ def trust(
     partner by another channel, equals what the server presents.
     """
     from consonance_sftp.app import App
+    from consonance_sftp.app.operations import Operations
 
-    app = App.from_config(state.config_path)
-
-    async def run() -> tuple[str, str]:
-        async with app.remote_fs(name) as fs:
-            return await fs.presented_host_key()
-
-    presented, line = asyncio.run(run())
-    pinned = app.partner_config(name).host_keys
+    ops = Operations(App.from_config(state.config_path))
+    by = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
+    check = asyncio.run(trusting)
+    presented = check.presented
     console.print(f"{name} presents: {presented}", markup=False)
-    console.print(f"known_hosts line: {line}", markup=False)
-    console.print(f"pinned now: {', '.join(pinned) or 'nothing'}", markup=False)
+    console.print(f"known_hosts line: {check.known_hosts_line}", markup=False)
+    console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
     if fingerprint is None:
         console.print(
             "confirm this fingerprint with the partner, then run again with "
@@ -213,32 +153,25 @@ def trust(
             markup=False,
         )
         return
-    if fingerprint.strip().rstrip("=") != presented:
+    if not check.pinned:
         console.print(
             f"refused: the server presents {presented}, not {fingerprint}; nothing changed",
             markup=False,
         )
         raise typer.Exit(1)
-    pin_host_key(state.config_path, name, presented, replace=replace)
     console.print(
         f"pinned {presented} for {name} in {state.config_path}"
         + (" (replacing the old keys)" if replace else ""),
         markup=False,
     )
-    _after_pin(app, name)
-
-
-def _after_pin(app: App, name: str) -> None:
-    """What comes next: a running ``serve`` reloads the file by itself; a paused partner
-    still needs ``partner resume``."""
-    from consonance_sftp.app.runner import Controls, executor_running
-
-    if executor_running(app):
+    # What comes next: a running ``serve`` reloads the file by itself; a paused partner
+    # still needs ``partner resume``.
+    if check.executor_running:
         console.print(
             "the running service reloads the config within a few seconds (or at once on SIGHUP)",
             markup=False,
         )
-    if Controls(app).is_paused("partner", name):
+    if check.paused:
         console.print(
             f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held work",
             markup=False,

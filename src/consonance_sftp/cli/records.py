@@ -13,7 +13,6 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,15 +21,20 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from consonance_sftp.cli.main import state
-from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.delivery import ProgressSink
-    from consonance_sftp.app.runner import Controls, DeliveryRunner
-    from consonance_sftp.engine import DeliveryRequest, EngineSettings
-    from consonance_sftp.ports.store import DeliveryRecord
+    from consonance_sftp.app.operations import (
+        DeliveryRecord,
+        Operations,
+        PauseChange,
+        Status,
+        WorkTable,
+    )
+    from consonance_sftp.app.runner import DeliveryRunner
+    from consonance_sftp.app.serving import PollerHealth
 
 # Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -75,6 +79,12 @@ def _app() -> App:
     return App.from_config(state.config_path)
 
 
+def _ops(app: App | None = None) -> Operations:
+    from consonance_sftp.app.operations import Operations
+
+    return Operations(app or _app())
+
+
 def _user() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
@@ -91,15 +101,6 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 def _ts(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
-
-
-def _check_names(app: App, partner: str | None, flow: str | None) -> None:
-    """Nothing on record for a name the config does not know either: most likely a typo, so
-    say so with the closest name (a partner removed from the config keeps its history)."""
-    if partner is not None and partner not in app.settings.partners:
-        raise app.settings.unknown("partner", partner, app.settings.partners)
-    if flow is not None and flow not in app.settings.flows:
-        raise app.settings.unknown("flow", flow, app.settings.flows)
 
 
 # --- history -------------------------------------------------------------------------------
@@ -124,8 +125,7 @@ def history(
     The table folds long paths and IDs onto several lines rather than cut them; --csv and
     --json print every column in full, one file per line.
     """
-    app = _app()
-    rows = app.store.list_deliveries(
+    rows = _ops().history(
         isbn=isbn,
         partner=partner,
         flow=flow,
@@ -133,8 +133,6 @@ def history(
         until=_when(until, "--until"),
         limit=limit,
     )
-    if not rows:
-        _check_names(app, partner, flow)
     if as_csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(CSV_COLUMNS)
@@ -211,28 +209,21 @@ def _csv_row(r: DeliveryRecord) -> list[str]:
 
 def status() -> None:
     """What is running, queued and failed; paused partners and flows; next schedule ticks."""
-    from consonance_sftp.app.service import executor_running
-
-    app = _app()
-    running = executor_running(app)
+    st = _ops().status()
     console.print(
-        f"engine: {'an executor is running' if running else 'no executor running'} "
-        f"({app.engine_settings().backend})"
+        f"engine: {'an executor is running' if st.executor_running else 'no executor running'} "
+        f"({st.backend})"
     )
-    settings = app.engine_settings()
-    if not settings.is_postgres and not Path(settings.sqlite_path).exists():
+    if not st.engine_started:
         console.print("deliveries: none yet (the engine has not run on this config)")
     else:
-        _work_tables(settings)
-    _poller_health(app)
-    _controls_and_schedules(app)
+        _work_tables(st.work)
+    _poller_health(st.poller)
+    _controls_and_schedules(st)
 
 
-def _poller_health(app: App) -> None:
+def _poller_health(health: PollerHealth | None) -> None:
     """When ``serve`` last read Consonance, and its last failure (kept by the service)."""
-    from consonance_sftp.app.serving import PollerHealth
-
-    health = PollerHealth.load(app.store)
     if health is None:
         console.print("Consonance poller: has not polled yet (it runs in 'serve')")
         return
@@ -254,67 +245,39 @@ def _poller_health(app: App) -> None:
         )
 
 
-WORK_KINDS = (
-    # (what, workflow ID prefix, column title)
-    ("deliveries", "dlv-", "partner"),
-    ("intake", "ing-", "partner"),
-    ("flow ticks", "sched-flow:", "flow"),
-    ("flow events", "evt-", "flow"),
-)
-
-
-def _work_tables(settings: EngineSettings) -> None:
+def _work_tables(tables: list[WorkTable]) -> None:
     """Per kind of durable work: what is not done (running, queued, failed with its reason),
     then a count per state."""
-    from consonance_sftp.engine import EngineClient
-
-    client = EngineClient(settings)
-    try:
-        for what, prefix, column in WORK_KINDS:
-            statuses = client.statuses(prefix)
-            table = Table(
-                Column("workflow", overflow="fold"),  # an ID is folded, never cut
-                column,
-                "state",
-                "reason",
-                title=what,
-                title_justify="left",
-            )
-            counts: dict[str, int] = {}
-            for wid, st in sorted(statuses.items()):
-                counts[st] = counts.get(st, 0) + 1
-                if st in {"SUCCESS"}:
-                    continue
-                reason = client.error(wid) or "" if st == "ERROR" else ""
-                table.add_row(wid, _owner_of(wid), _label(st), reason)
-            if table.row_count:
-                console.print(table)
-            summary = ", ".join(f"{_label(k)} {v}" for k, v in sorted(counts.items())) or "none"
-            console.print(f"{what}: {summary}")
-    finally:
-        client.close()
+    for work in tables:
+        table = Table(
+            Column("workflow", overflow="fold"),  # an ID is folded, never cut
+            work.owner,
+            "state",
+            "reason",
+            title=work.what,
+            title_justify="left",
+        )
+        for item in work.open:
+            table.add_row(item.workflow_id, item.owner, item.state.value, item.reason)
+        if table.row_count:
+            console.print(table)
+        summary = ", ".join(f"{k.value} {v}" for k, v in work.counts.items()) or "none"
+        console.print(f"{work.what}: {summary}")
 
 
-def _controls_and_schedules(app: App) -> None:
-    from consonance_sftp.app.runner import executor_running, held_deliveries
-    from consonance_sftp.app.service import Controls
-
-    controls = Controls(app)
-    held = held_deliveries(app, controls)
-    running = executor_running(app)
-    if held:
+def _controls_and_schedules(st: Status) -> None:
+    if st.held:
         t = Table("held since", "partner", "package", "why", title="held", title_justify="left")
-        for h in held:
+        for h in st.held:
             why = h.reason or (
                 "free to go: the running service is sending it"
-                if running
+                if st.executor_running
                 else "free to go: sent when 'consonance-sftp serve' starts"
             )
             when = h.held_at.isoformat(timespec="seconds")
             t.add_row(when, h.request.partner, h.request.package, why)
         console.print(t)
-    paused = controls.paused()
-    if paused:
+    if st.paused:
         t = Table(
             "paused",
             "name",
@@ -324,41 +287,15 @@ def _controls_and_schedules(app: App) -> None:
             title="operator controls",
             title_justify="left",
         )
-        for p in paused:
+        for p in st.paused:
             t.add_row(p.scope, p.name, p.by, p.at, p.reason)
         console.print(t)
     else:
         console.print("nothing paused")
-    now = datetime.now(UTC)
     sched = Table("flow", "cron", "timezone", "next tick", title="schedules", title_justify="left")
-    from consonance_sftp.app.service import Service
-
-    for name, tick in Service(app).flow_schedules().items():
-        sched.add_row(name, tick.cron, tick.timezone, tick.next_after(now).isoformat())
+    for s in st.schedules:
+        sched.add_row(s.flow, s.cron, s.timezone, s.next_tick.isoformat())
     console.print(sched)
-
-
-def _label(dbos_status: str) -> str:
-    return {
-        "PENDING": "running",
-        "ENQUEUED": "queued",
-        "SUCCESS": "done",
-        "ERROR": "failed",
-    }.get(dbos_status, dbos_status.lower())
-
-
-def _owner_of(workflow_id: str) -> str:
-    """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
-    ``sched-flow:<flow>-<tick time>`` / ``evt-<flow>-<hash>``; partner and flow names may
-    hold '-'."""
-    if workflow_id.startswith("sched-flow:"):
-        return workflow_id.removeprefix("sched-flow:").rsplit("-", 3)[0]
-    if workflow_id.startswith("evt-"):
-        return workflow_id.removeprefix("evt-").rsplit("-", 1)[0]
-    parts = workflow_id.split("-")
-    if workflow_id.startswith("ing-"):
-        return "-".join(parts[1:-1])
-    return "-".join(parts[1:-2]) if len(parts) >= 4 else ""
 
 
 # --- retry and resend ----------------------------------------------------------------------
@@ -377,52 +314,32 @@ def retry(
 ) -> None:
     """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
     (same ID)."""
-    from consonance_sftp.engine import EngineClient
-
     app = _app()
-    client = EngineClient(app.engine_settings())
-    try:
-        client.retry(workflow_id)
-    finally:
-        client.close()
-    app.store.append_audit(
-        actor=f"user:{by or _user()}",
-        action="delivery.retry",
-        subject=workflow_id,
-        details={"partner": _owner_of(workflow_id)},
-    )
+    _ops(app).retry(workflow_id, by=by or _user())
     console.print(f"retrying {workflow_id}")
     if wait:
-        result = asyncio.run(_wait_for(app, workflow_id, _owner_of(workflow_id)))
+        result = asyncio.run(_wait_for(app, workflow_id))
         _report(workflow_id, result)
 
 
-async def _wait_for(app: App, workflow_id: str, partner: str) -> dict[str, object]:
-    from consonance_sftp.app.service import DeliveryRunner
+async def _wait_for(app: App, workflow_id: str) -> dict[str, object]:
+    from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.cli.follow import follow, following
 
-    files = len([r for r in app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id])
+    ops = _ops(app)
+    files = ops.files_of(workflow_id)
     with following(app, console) as bars:
         async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
-            if runner.engine is not None and partner in app.settings.partners:
-                cap = app.partner_config(partner).max_connections
-                await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
+            await ops.take_queues_of(runner, workflow_id)
             if workflow_id.startswith("evt-"):
-                return await _follow_event(app, runner, workflow_id, partner)
+                return await _follow_event(runner, workflow_id)
             return await follow(console, runner, workflow_id, files=files or None)
 
 
-async def _follow_event(
-    app: App, runner: DeliveryRunner, workflow_id: str, flow: str
-) -> dict[str, object]:
+async def _follow_event(runner: DeliveryRunner, workflow_id: str) -> dict[str, object]:
     """A flow event's plan, then the deliveries it enqueued: all sent, or the first failure."""
     from consonance_sftp.cli.follow import follow
 
-    if runner.engine is not None:
-        # Its flow's queue and the partners' delivery queues: this executor dequeues them.
-        await asyncio.to_thread(runner.engine.ensure_flow_queues, [flow])
-        for cap in sorted({p.max_connections for p in app.settings.partners.values()}):
-            await asyncio.to_thread(runner.engine.ensure_delivery_queue, cap)
     planned = await follow(console, runner, workflow_id)
     if "error" in planned:
         return planned
@@ -455,53 +372,6 @@ def _report(workflow_id: str, result: dict[str, object]) -> None:
         console.print(f"{workflow_id}: {result.get('status')}")
 
 
-def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> DeliveryRequest:
-    """The request for a new generation of a recorded delivery (same files, same places)."""
-    from consonance_sftp.engine import DeliveryRequest, FileToSend
-
-    rows = [
-        r
-        for r in app.store.list_deliveries(partner=_owner_of(workflow_id) or None)
-        if r.workflow_id == workflow_id
-    ]
-    if not rows:
-        raise ConsonanceSftpError(
-            f"no delivery {workflow_id!r} in the ledger",
-            hint="Find it with 'consonance-sftp history --isbn ... --partner ...'.",
-        )
-    first = rows[0]
-    newest = max(
-        (app.store.find_delivery(r.key) for r in rows),
-        key=lambda r: r.generation if r is not None else -1,
-    )
-    generation = (newest.generation if newest is not None else first.generation) + 1
-    files = []
-    for r in sorted(rows, key=lambda r: r.id or 0):
-        if not r.source or not os.path.exists(r.source):
-            raise ConsonanceSftpError(
-                f"the local copy of {r.remote_path} is gone ({r.source or 'no source recorded'})",
-                hint="Run the flow again for the title: 'consonance-sftp run FLOW --isbn ...'.",
-            )
-        files.append(
-            FileToSend(
-                source=r.source,
-                remote_path=r.remote_path,
-                sha256=r.sha256,
-                size=r.size,
-                asset_version_id=r.asset_version_id,
-            )
-        )
-    return DeliveryRequest(
-        flow=first.flow,
-        partner=first.partner,
-        package=first.package_id or workflow_id,
-        files=tuple(files),
-        generation=generation,
-        trigger=f"resend:{by}: {reason}",
-        isbn=first.isbn,
-    )
-
-
 def resend(
     reason: Annotated[str, typer.Option("--reason", help="Why it is sent again (required).")],
     workflow_id: Annotated[
@@ -514,24 +384,20 @@ def resend(
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
     """Send a delivered package again, on purpose: a new generation, recorded with who and why."""
-    from consonance_sftp.app.service import DeliveryRunner, Enqueued, mark_resend
+    from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.cli.follow import follow, following
 
     app = _app()
+    ops = _ops(app)
     who = by or _user()
     if not reason.strip():
         raise typer.BadParameter("give a reason", param_hint="--reason")
     if workflow_id is None:
         if not (isbn and partner):
             raise typer.BadParameter("name a workflow ID, or --isbn and --partner")
-        rows = app.store.list_deliveries(isbn=isbn, partner=partner, flow=flow, limit=1)
-        if not rows:
-            _check_names(app, partner, flow)
-        if not rows or rows[0].workflow_id is None:
-            raise ConsonanceSftpError(f"nothing was delivered for {isbn} to {partner}")
-        workflow_id = rows[0].workflow_id
-    request = resend_request(app, workflow_id, by=who, reason=reason)
-    mark_resend(app.store, request)
+        workflow_id = ops.latest_delivery(isbn, partner, flow)
+    request = ops.prepare_resend(workflow_id, by=who, reason=reason)
+    from_workflow = workflow_id
 
     async def go() -> tuple[str, dict[str, object] | None]:
         with following(app, console) as bars:
@@ -539,27 +405,13 @@ def resend(
 
     async def send(bars: ProgressSink | None) -> tuple[str, dict[str, object] | None]:
         async with DeliveryRunner(app, quiet=True, progress=bars) as runner:
-            submitted = await runner.submit(request)
-            if not isinstance(submitted, Enqueued):
-                raise ConsonanceSftpError(f"resend held: {submitted.reason}")
-            app.store.append_audit(
-                actor=f"user:{who}",
-                action="delivery.resend",
-                subject=f"{request.partner}:{request.package}",
-                details={
-                    "by": who,
-                    "reason": reason,
-                    "from_workflow": workflow_id,
-                    "workflow_id": submitted.workflow_id,
-                    "generation": request.generation,
-                },
+            new_id = await ops.submit_resend(
+                runner, request, from_workflow=from_workflow, by=who, reason=reason
             )
-            console.print(f"resending as {submitted.workflow_id}", markup=False)
+            console.print(f"resending as {new_id}", markup=False)
             files = len(request.files)
-            result = (
-                await follow(console, runner, submitted.workflow_id, files=files) if wait else None
-            )
-            return submitted.workflow_id, result
+            result = await follow(console, runner, new_id, files=files) if wait else None
+            return new_id, result
 
     new_id, result = asyncio.run(go())
     console.print(f"resend of {workflow_id} as generation {request.generation}: {new_id}")
@@ -571,63 +423,29 @@ def resend(
 
 
 def _control(scope: str, name: str, paused: bool, by: str | None, reason: str | None) -> None:
-    from consonance_sftp.app.service import Controls
-
-    app = _app()
-    controls = Controls(app)
-    p = controls.set(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    change = _ops().set_paused(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    p = change.pause
     verb = "paused" if p.paused else "resumed"
     console.print(f"{scope} {name} {verb} by {p.by}" + (f": {p.reason}" if p.reason else ""))
     if not paused:
-        _say_what_happens_to_held(app, controls, scope, name)
+        _say_what_happens_to_held(change)
 
 
-def _say_what_happens_to_held(app: App, controls: Controls, scope: str, name: str) -> None:
+def _say_what_happens_to_held(change: PauseChange) -> None:
     """After a resume: what becomes of the held work, true to whether a service runs."""
-    from consonance_sftp.app.runner import executor_running, held_deliveries
-
-    mine = [
-        h
-        for h in held_deliveries(app, controls)
-        if (h.request.partner if scope == "partner" else h.request.flow) == name
-    ]
-    free = [h for h in mine if h.reason is None]
-    waiting = len(mine) - len(free)
-    held = f"{len(free)} held deliver{'y' if len(free) == 1 else 'ies'}"
-    if executor_running(app):
+    n = change.released
+    held = f"{n} held deliver{'y' if n == 1 else 'ies'}"
+    if change.executor_running:
         console.print(f"{held} released: the running service sends them now")
     else:
         console.print(f"no service is running: {held} will go when 'consonance-sftp serve' starts")
-    if waiting:
-        console.print(f"{waiting} more still held (see 'consonance-sftp status' for why)")
-    if scope == "partner":
-        from consonance_sftp.engine import delivery_workflow_id
-
-        held_ids = {delivery_workflow_id(h.request.keys(), h.request.generation) for h in mine}
-        for wid in _failed_deliveries(app, name):
-            if wid not in held_ids:
-                console.print(
-                    f"failed earlier, not held: {wid} (send it with 'consonance-sftp retry {wid}')",
-                    markup=False,
-                )
-
-
-def _failed_deliveries(app: App, partner: str) -> list[str]:
-    """The partner's deliveries that ended failed (a release resends only held ones)."""
-    from consonance_sftp.app.runner import FAILED_STATES
-    from consonance_sftp.engine import EngineClient
-
-    settings = app.engine_settings()
-    if not settings.is_postgres and not Path(settings.sqlite_path).exists():
-        return []
-    client = EngineClient(settings)
-    try:
-        statuses = client.statuses("dlv-")
-    finally:
-        client.close()
-    return sorted(
-        w for w, st in statuses.items() if st in FAILED_STATES and _owner_of(w) == partner
-    )
+    if change.still_held:
+        console.print(f"{change.still_held} more still held (see 'consonance-sftp status' for why)")
+    for wid in change.failed_not_held:
+        console.print(
+            f"failed earlier, not held: {wid} (send it with 'consonance-sftp retry {wid}')",
+            markup=False,
+        )
 
 
 ByOpt = Annotated[str | None, typer.Option(help="Who (default: $USER).")]

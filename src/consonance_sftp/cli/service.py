@@ -28,9 +28,9 @@ from consonance_sftp.logs import setup_logging
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.operations import DeliveryRecord
     from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.service import RunOutcome, Service
-    from consonance_sftp.ports.store import DeliveryRecord
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -42,7 +42,7 @@ def _app() -> App:
 
 
 def _print_plan(app: App, outcome: RunOutcome) -> None:
-    from consonance_sftp.app.service import remote_files
+    from consonance_sftp.app.dispatch import remote_files
 
     planned = outcome.planned
     flow = app.settings.flows[planned.flow]

@@ -22,7 +22,7 @@ from .ids import delivery_queue_name, delivery_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
 from .ledger import StoreLedger
 from .retention import prune_history
-from .runtime import Engine, EngineClient, dbos_config
+from .runtime import Engine, EngineClient, dbos_config, work_state
 from .schedules import FlowRunner, FlowSchedule, ensure_schedule
 from .settings import EngineSettings, RetryPolicy, default_executor_id
 
@@ -60,4 +60,5 @@ __all__ = [
     "ensure_schedule",
     "flow_event_workflow_id",
     "prune_history",
+    "work_state",
 ]

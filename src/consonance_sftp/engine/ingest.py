@@ -39,7 +39,7 @@ from dbos import DBOS
 
 from consonance_sftp.errors import ConsonanceSftpError, EngineError
 from consonance_sftp.logs import get_logger, log_context
-from consonance_sftp.models import Alert, AlertSeverity, IntakeOutcome
+from consonance_sftp.models import Alert, AlertSeverity, AuditAction, IntakeOutcome
 from consonance_sftp.ports.store import IntakeRecord, Store
 
 from .contracts import (
@@ -288,7 +288,7 @@ class StoreIntakeLedger:
             details["name_nfc"] = nfc
         if wanted.raw_name:
             details["raw_name"] = wanted.raw_name
-        self.event(f"intake.{record.outcome.value}", req, details)
+        self.event(AuditAction(f"intake.{record.outcome.value}"), req, details)
         if record.outcome is IntakeOutcome.FAILED:
             # Once per failure: a replayed step returned above, before this.
             self.alert(req, wanted.reason or "unknown error", record.workflow_id)
@@ -363,7 +363,7 @@ class StoreIntakeLedger:
                 row.id, outcome=IntakeOutcome.SUPERSEDED_INCOMPLETE, reason=reason
             )
             self.event(
-                "intake.superseded_incomplete",
+                AuditAction.INTAKE_SUPERSEDED_INCOMPLETE,
                 request,
                 {
                     "intake_id": row.id,
@@ -461,12 +461,15 @@ async def _post_action(workflow_id: str, req: IngestRequest) -> str:
     deps.fence.check()
     done = await deps.transport.post_action(req, deps.fence)
     await asyncio.to_thread(
-        deps.ledger.event, "intake.post_action", req, {"workflow_id": workflow_id, "done": done}
+        deps.ledger.event,
+        AuditAction.INTAKE_POST_ACTION,
+        req,
+        {"workflow_id": workflow_id, "done": done},
     )
     return done
 
 
-async def _note(workflow_id: str, req: IngestRequest, action: str, reason: str) -> None:
+async def _note(workflow_id: str, req: IngestRequest, action: AuditAction, reason: str) -> None:
     deps = _current()
     await asyncio.to_thread(
         deps.ledger.event, action, req, {"workflow_id": workflow_id, "reason": reason}
@@ -572,7 +575,7 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
                 _note,
                 workflow_id,
                 req,
-                "intake.post_action_failed",
+                AuditAction.INTAKE_POST_ACTION_FAILED,
                 reason,
             )
         # Last, so workflows started by an earlier build (without this step) replay cleanly.

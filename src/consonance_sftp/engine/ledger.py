@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.store import DeliveryRecord as LedgerRow
 from consonance_sftp.ports.store import Store
 
@@ -34,7 +34,7 @@ class StoreLedger:
         # Every change of outcome is on the append-only audit trail too.
         self.store.append_audit(
             actor=f"engine:{record.executor_id or 'unknown'}",
-            action=f"delivery.{record.outcome.value}",
+            action=AuditAction(f"delivery.{record.outcome.value}"),
             subject=f"{record.key.partner}:{record.key.remote_path}",
             details={
                 "sha256": record.key.sha256,

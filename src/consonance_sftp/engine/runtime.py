@@ -24,6 +24,7 @@ from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
+from consonance_sftp.models import WorkState
 
 from . import delivery, events, ingest, schedules
 from .budget import PostgresConnectionBudget
@@ -373,6 +374,23 @@ class Engine:
             raise EngineError(f"workflow {workflow_id}: {exc}") from exc
 
 
+_WORK_STATES = {
+    "PENDING": WorkState.RUNNING,
+    "ENQUEUED": WorkState.QUEUED,
+    "DELAYED": WorkState.DELAYED,
+    "SUCCESS": WorkState.DONE,
+    "ERROR": WorkState.FAILED,
+    "CANCELLED": WorkState.CANCELLED,
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED": WorkState.GAVE_UP,
+}
+
+
+def work_state(status: str) -> WorkState:
+    """The ``WorkState`` of a DBOS workflow status (an unknown one reads as running: it has
+    not ended, as far as anyone above the engine can tell)."""
+    return _WORK_STATES.get(status, WorkState.RUNNING)
+
+
 class EngineClient:
     """Enqueue and read without being an executor (the CLI next to ``serve``, the dashboard)."""
 
@@ -436,6 +454,15 @@ class EngineClient:
                 workflow_id_prefix=prefix, load_input=False, load_output=False
             )
         }
+
+    def state(self, workflow_id: str) -> WorkState | None:
+        """The workflow's ``WorkState``; ``None``: the engine has no such workflow."""
+        status = self.status(workflow_id)
+        return None if status is None else work_state(status)
+
+    def states(self, prefix: str = "dlv-") -> dict[str, WorkState]:
+        """Every workflow whose ID starts with ``prefix``, with its ``WorkState``."""
+        return {wid: work_state(status) for wid, status in self.statuses(prefix).items()}
 
     def error(self, workflow_id: str) -> str | None:
         found = self._client.list_workflows(workflow_ids=[workflow_id])

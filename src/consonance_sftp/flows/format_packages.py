@@ -10,7 +10,7 @@ server. Only files some vendor's profile asks for are downloaded (audio masters 
 
 Entry point for ``run formats`` / ``serve``: ``FormatPackages(api, store, staging).prepare(flow,
 work, now=...)`` returns ``(packages, skipped)``; each package is a ``flows.base.Outbound``
-that ``app.delivery.delivery_request`` turns into an engine request (as for production).
+that ``app.dispatch.delivery_request`` turns into an engine request (as for production).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    name, compression). Every message is validated while it is written (the bundled EDItEUR XSD
    plus the recipient's rules, in a second process). It returns the packages to deliver
    (``OnixFeedPackage``, a ``flows.base.Outbound``: give each to
-   ``app.delivery.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
+   ``app.dispatch.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
    names product, element and reason, and an alert and an audit event are recorded.
 2. The recipient's delta baseline (per-product content hashes in the store), its last sent

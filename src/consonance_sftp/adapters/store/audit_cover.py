@@ -35,10 +35,11 @@ from consonance_sftp.adapters.store.audit_chain import (
     link_hash,
     ts_text,
 )
+from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.store import AuditProblem
 
-LEDGER_WRITE = "ledger.write"
-LEDGER_SEAL = "ledger.seal"
+LEDGER_WRITE = AuditAction.LEDGER_WRITE
+LEDGER_SEAL = AuditAction.LEDGER_SEAL
 LEDGER_ACTOR = "store"
 LEDGER_TABLES = ("delivery_ledger", "intake_ledger")
 REGISTRY = "audit_registry"

@@ -29,12 +29,12 @@ from consonance_sftp.adapters.store.base import (
 )
 from consonance_sftp.adapters.store.schema import holds, pauses, publication_due_marks, resend_marks
 from consonance_sftp.errors import StoreError
-from consonance_sftp.models import DeliveryKey
+from consonance_sftp.models import AuditAction, DeliveryKey
 from consonance_sftp.ports.clock import Clock
 from consonance_sftp.ports.store import HoldRecord, JsonValue, PauseRecord
 
-HELD = "delivery.held"
-RELEASED = "delivery.released"
+HELD = AuditAction.DELIVERY_HELD
+RELEASED = AuditAction.DELIVERY_RELEASED
 SCOPES = ("partner", "flow")
 
 
@@ -118,7 +118,7 @@ class Operations(Tables):
             _upsert(audit.conn, pauses, ["scope", "name"], {**row, "at": record.at})
             audit.append(
                 f"user:{by}",
-                f"{scope}.{'paused' if paused else 'resumed'}",
+                AuditAction(f"{scope}.{'paused' if paused else 'resumed'}"),
                 f"{scope}:{name}",
                 canonical_json({"reason": reason}),
             )
