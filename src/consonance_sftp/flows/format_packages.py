@@ -25,9 +25,6 @@ from consonance_sftp.config import FormatsFlow
 from consonance_sftp.flows.base import (
     FlowContext,
     PlannedRun,
-    SkippedItem,
-    titles_needed,
-    works_for,
 )
 from consonance_sftp.flows.packages import (
     APPROVED,
@@ -35,9 +32,10 @@ from consonance_sftp.flows.packages import (
     TitlePackage,
     TitlePackager,
     files_on,
+    plan_titles,
 )
 from consonance_sftp.formats.packaging import SourceAsset
-from consonance_sftp.models import AssetKind, ChangeEvent, FlowKind, Product, ProductionFile, Work
+from consonance_sftp.models import AssetKind, ChangeEvent, Product, ProductionFile, Work
 from consonance_sftp.ports.store import AssetVersion
 
 FORMAT_FILES: dict[str, AssetKind] = {
@@ -160,14 +158,5 @@ async def plan(
     event: ChangeEvent | None,
 ) -> PlannedRun:
     """Flow 6: EPUB, audio masters, accessibility files; each vendor only its own package."""
-    titles_needed(name, FlowKind.FORMATS.value, isbns, event)
-    run = PlannedRun(flow=name, kind=FlowKind.FORMATS.value)
-    prep = FormatPackages(ctx.api, ctx.store, ctx.state_dir / "packages" / name)
-    wanted = set(isbns)
-    for work in await works_for(ctx, isbns, event):
-        packages, skipped = await prep.prepare(flow, work, now=ctx.now)
-        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
-        for s in skipped:
-            if not wanted or s.product.isbn13 in wanted:
-                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
-    return run
+    packager = FormatPackages(ctx.api, ctx.store, ctx.state_dir / "packages" / name)
+    return await plan_titles(ctx, name, flow, packager, isbns, event)

@@ -15,15 +15,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from consonance_sftp.config.profiles import DeliveryProfile
 from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.flows.base import (
+    FlowContext,
+    PlannedRun,
+    SkippedItem,
+    titles_needed,
+    works_for,
+)
 from consonance_sftp.formats.packaging import PackagePlan, SourceAsset, plan_package, why_empty
 from consonance_sftp.formats.preflight import PreflightItem, check_package
 from consonance_sftp.models import (
     Alert,
     AlertSeverity,
     AssetKind,
+    ChangeEvent,
     Product,
     ProductionFile,
     Work,
@@ -234,3 +243,33 @@ class TitlePackager:
                 details={"problems": "; ".join(exc.reasons)},
             )
         )
+
+
+class _Preparer(Protocol):
+    kind: str
+
+    async def prepare(
+        self, flow: Any, work: Work, *, now: datetime
+    ) -> tuple[list[TitlePackage], list[Skipped]]: ...
+
+
+async def plan_titles(
+    ctx: FlowContext,
+    name: str,
+    flow: Any,
+    packager: _Preparer,
+    isbns: Sequence[str],
+    event: ChangeEvent | None,
+) -> PlannedRun:
+    """One run of a title-at-a-time flow: each title's packages (only the ISBNs asked for,
+    when some are), and why each product that gets none was passed over."""
+    titles_needed(name, packager.kind, isbns, event)
+    run = PlannedRun(flow=name, kind=packager.kind)
+    wanted = set(isbns)
+    for work in await works_for(ctx, isbns, event):
+        packages, skipped = await packager.prepare(flow, work, now=ctx.now)
+        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
+        for s in skipped:
+            if not wanted or s.product.isbn13 in wanted:
+                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
+    return run

@@ -21,9 +21,6 @@ from consonance_sftp.config import ProductionFlow
 from consonance_sftp.flows.base import (
     FlowContext,
     PlannedRun,
-    SkippedItem,
-    titles_needed,
-    works_for,
 )
 from consonance_sftp.flows.packages import (
     APPROVED,
@@ -31,13 +28,13 @@ from consonance_sftp.flows.packages import (
     TitlePackage,
     TitlePackager,
     files_on,
+    plan_titles,
 )
 from consonance_sftp.formats.packaging import SourceAsset
 from consonance_sftp.formats.specsheet import build_spec_sheet, write_spec_sheets
 from consonance_sftp.models import (
     AssetKind,
     ChangeEvent,
-    FlowKind,
     Product,
     ProductionFile,
     ProductionRun,
@@ -140,14 +137,5 @@ async def plan(
     event: ChangeEvent | None,
 ) -> PlannedRun:
     """Flow 1: each title's approved print files and spec sheet, per printer."""
-    titles_needed(name, FlowKind.PRODUCTION.value, isbns, event)
-    run = PlannedRun(flow=name, kind=FlowKind.PRODUCTION.value)
-    handoff = ProductionHandoff(ctx.api, ctx.store, ctx.state_dir / "packages")
-    wanted = set(isbns)
-    for work in await works_for(ctx, isbns, event):
-        packages, skipped = await handoff.prepare(flow, work, now=ctx.now)
-        run.outbounds.extend(p for p in packages if not wanted or p.isbn in wanted)
-        for s in skipped:
-            if not wanted or s.product.isbn13 in wanted:
-                run.skipped.append(SkippedItem(str(s.product.isbn13 or s.product.id), s.reason))
-    return run
+    packager = ProductionHandoff(ctx.api, ctx.store, ctx.state_dir / "packages")
+    return await plan_titles(ctx, name, flow, packager, isbns, event)
