@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
+from consonance_sftp.config.flows import OnixFeedFlow
 from consonance_sftp.engine import (
     ONE_SHOT,
     SERVICE,
@@ -183,16 +184,17 @@ class FeedLedger:
     process that ran the delivery. So a feed that failed and was retried later (``retry``,
     ``serve``, a recovery after a crash) moves the baseline like one that went at once."""
 
-    def __init__(self, inner: DeliveryLedger, store: Store) -> None:
+    def __init__(self, inner: DeliveryLedger, store: Store, is_feed: Callable[[str], bool]) -> None:
         self.inner = inner
         self.store = store
+        self.is_feed = is_feed  # only an ONIX feed's files need the baseline lookup
 
     def already_sent(self, key: DeliveryKey, generation: int) -> bool:
         return self.inner.already_sent(key, generation)
 
     def record(self, record: DeliveryRecord) -> None:
         self.inner.record(record)
-        if record.outcome not in _DELIVERED:
+        if record.outcome not in _DELIVERED or not self.is_feed(record.flow):
             return
         from consonance_sftp.flows import onix_feed
 
@@ -206,10 +208,15 @@ class FeedLedger:
             )
 
 
-def with_feed_baselines(engine: Engine, store: Store) -> Engine:
-    """Install ``FeedLedger`` on an engine built by ``App.engine`` (before its launch)."""
+def with_feed_baselines(app: App, engine: Engine) -> Engine:
+    """Install ``FeedLedger`` on an engine built by ``App.engine`` (before its launch). Which
+    flows are ONIX feeds is read from the settings in force (they change on a reload)."""
+
+    def is_feed(flow: str) -> bool:
+        return isinstance(app.settings.flows.get(flow), OnixFeedFlow)
+
     if not isinstance(engine.ledger, FeedLedger):
-        engine.ledger = FeedLedger(engine.ledger, store)
+        engine.ledger = FeedLedger(engine.ledger, app.store, is_feed)
     return engine
 
 
@@ -341,7 +348,7 @@ class DeliveryRunner:
     def _build_engine(self) -> Engine:
         engine = self.app.engine(executor_id=self.executor_id, progress=self.progress)
         engine.lease.role = SERVICE if self.executor else ONE_SHOT
-        with_feed_baselines(with_resends(engine, self.app.store), self.app.store)
+        with_feed_baselines(self.app, with_resends(engine, self.app.store))
         self.app.bind_work(engine, self)  # flow ticks and events run the service's flows
         return engine
 
