@@ -23,7 +23,7 @@ from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
-from consonance_sftp.app.inbox import SftpIngestTransport
+from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     DeliveryLedger,
@@ -33,7 +33,7 @@ from consonance_sftp.engine import (
     RetryPolicy,
     default_executor_id,
 )
-from consonance_sftp.engine.ingest import StoreIntakeLedger
+from consonance_sftp.engine.intake import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.logs import get_logger
@@ -147,7 +147,7 @@ class App:
             transport=transport,
             ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
-            ingest_transport=SftpIngestTransport(
+            intake_transport=SftpIntakeTransport(
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
             intake_ledger=StoreIntakeLedger(self.store),

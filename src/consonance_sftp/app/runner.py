@@ -42,7 +42,7 @@ from consonance_sftp.engine import (
     RemoteFileState,
     engine_holder,
 )
-from consonance_sftp.engine.contracts import IngestRequest
+from consonance_sftp.engine.contracts import IntakeRequest
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
@@ -385,15 +385,15 @@ class DeliveryRunner:
             )
         return Enqueued(wid, request)
 
-    async def submit_ingest(self, request: IngestRequest) -> str:
+    async def submit_intake(self, request: IntakeRequest) -> str:
         """Enqueue taking one inbox file in (``app.inbox.poll_inbox`` checks pauses and
         windows before it lists); return the workflow ID. The same file version again
         attaches to its workflow."""
         cap = self.app.partner_config(request.partner).max_connections
         if self.engine is not None:
-            return await self.engine.enqueue_ingest(request, max_connections=cap)
+            return await self.engine.enqueue_intake(request, max_connections=cap)
         assert self.client is not None
-        return await asyncio.to_thread(self.client.enqueue_ingest, request, max_connections=cap)
+        return await asyncio.to_thread(self.client.enqueue_intake, request, max_connections=cap)
 
     def _record_held(self, request: DeliveryRequest, reason: str) -> None:
         # The hold and its ``delivery.held`` audit event commit together.

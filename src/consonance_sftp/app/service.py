@@ -67,7 +67,7 @@ from consonance_sftp.ports.consonance import ConsonanceAPI
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.reload import ConfigChange
     from consonance_sftp.app.serving import CatalogueProgress
 
@@ -114,8 +114,8 @@ class Service:
         self.controls = Controls(app)
         self._due_checked: date | None = None  # the day publication windows were last checked
 
-    def is_inbound(self, name: str) -> bool:
-        return registry.is_inbound(self.flow(name))
+    def is_intake(self, name: str) -> bool:
+        return registry.is_intake(self.flow(name))
 
     def flow(self, name: str) -> FlowConfig:
         return self.app.settings.flow(name)  # a typo is answered with the closest name
@@ -210,13 +210,13 @@ class Service:
     async def poll_inbox_now(
         self, name: str, *, wait: bool = True, progress: ProgressSink | None = None
     ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
-        """``run`` of an inbound flow: look into its partners' inboxes now and take in the
+        """``run`` of an intake flow: look into its partners' inboxes now and take in the
         finished files (through ``serve`` when it holds the engine); with ``wait``, until each
-        file is stored. Returns the poll's report and each ingest's outcome."""
-        from consonance_sftp.app.inbox import poll_inbox
+        file is stored. Returns the poll's report and each intake's outcome."""
+        from consonance_sftp.app.intake import poll_inbox
 
         config = self.flow(name)
-        flow = registry.inbox_flow(config)
+        flow = registry.intake_flow(config)
         if flow is None:
             raise ConsonanceSftpError(f"flow {name!r} ({config.kind}) has no inbox to poll")
         if not flow.enabled:
@@ -367,7 +367,7 @@ class Service:
     async def run_tick(
         self, name: str, tick: datetime, *, runner: DeliveryRunner
     ) -> dict[str, Any]:
-        """What one tick of a flow's schedule does (the engine's flow runner): an inbound flow
+        """What one tick of a flow's schedule does (the engine's flow runner): an intake flow
         looks into its partners' inboxes; an outbound flow runs as of the tick time, so a tick
         re-run after a crash plans the same packages and attaches to the same deliveries.
 
@@ -393,11 +393,11 @@ class Service:
         if await asyncio.to_thread(self.controls.is_paused, "flow", name):
             return {**summary, "skipped": f"flow {name!r} is paused"}
         trigger = f"schedule:{tick.isoformat()}"
-        inbound = registry.inbox_flow(flow)
-        if inbound is not None:
-            from consonance_sftp.app.inbox import poll_inbox
+        intake = registry.intake_flow(flow)
+        if intake is not None:
+            from consonance_sftp.app.intake import poll_inbox
 
-            report = await poll_inbox(self.app, runner, name, inbound, trigger=trigger)
+            report = await poll_inbox(self.app, runner, name, intake, trigger=trigger)
             return {**summary, "inbox": report.summary()}
         outcome = await self.run_flow(name, trigger=trigger, runner=runner, wait=True, now=tick)
         return {
@@ -421,7 +421,7 @@ class Service:
         self.app.store.append_audit("schedule", "flow.tick", f"flow:{name}", summary)
 
     def flow_schedules(self, overrides: dict[str, str] | None = None) -> dict[str, FlowSchedule]:
-        """Each enabled flow's schedule as the engine declares it: its cron (inbound flows:
+        """Each enabled flow's schedule as the engine declares it: its cron (intake flows:
         every ``poll_interval``), or a test's override (a six-field cron with seconds). Kinds
         this release cannot run are left out."""
         wanted: dict[str, FlowSchedule] = {}

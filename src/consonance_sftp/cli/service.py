@@ -27,7 +27,7 @@ from consonance_sftp.logs import setup_logging
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.operations import DeliveryRecord
     from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.service import RunOutcome, Service
@@ -103,7 +103,7 @@ def run(
     app = _app()
     service = Service(app)
     isbns = tuple(isbn or ())
-    if service.is_inbound(flow):
+    if service.is_intake(flow):
         if dry_run or isbns or full or test:
             raise ConsonanceSftpError(
                 f"flow {flow!r} takes files in: --dry-run, --isbn, --full and --test do not apply",
@@ -160,7 +160,7 @@ def run(
 async def _poll_with_progress(
     service: Any, flow: str, wait: bool
 ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
-    """An inbound flow's poll, with a progress bar per download (on a terminal)."""
+    """An intake flow's poll, with a progress bar per download (on a terminal)."""
     from consonance_sftp.cli.follow import transfer_bars
 
     with transfer_bars(console, "(download)") as on_progress:

@@ -1,4 +1,4 @@
-"""Deterministic names: delivery and ingest workflow IDs and delivery queue names.
+"""Deterministic names: delivery and intake workflow IDs and delivery queue names.
 
 A delivery's workflow ID is its idempotency key. DBOS attaches a second enqueue with the same
 ID to the existing workflow instead of running it again, so the ID must be a pure function of
@@ -15,7 +15,9 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.models import DeliveryKey
 
 DELIVERY_QUEUE_PREFIX = "deliveries"
-INGEST_PREFIX = "ing-"
+INTAKE_PREFIX = "ing-"
+# Persisted in every intake workflow's ID: a poll after an upgrade must derive the same ID for
+# a file already being taken in (to attach to its workflow), so the prefix stays as it was.
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -48,7 +50,7 @@ def delivery_queue_name(max_connections: int) -> str:
     return f"{DELIVERY_QUEUE_PREFIX}-c{max_connections}"
 
 
-def ingest_workflow_id(flow: str, partner: str, remote_path: str, size: int, mtime: float) -> str:
+def intake_workflow_id(flow: str, partner: str, remote_path: str, size: int, mtime: float) -> str:
     """``ing-<partner>-<digest>``: one workflow per version of a partner's file (its flow,
     partner, remote path, size and mtime), so a file seen again by the next poll attaches to
     the workflow that is taking it in (or took it) instead of fetching it twice."""
@@ -56,4 +58,4 @@ def ingest_workflow_id(flow: str, partner: str, remote_path: str, size: int, mti
         raise EngineError(f"a file size must be >= 0, got {size}")
     canonical = "\x1f".join((flow, partner, remote_path, str(size), repr(float(mtime))))
     digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()[:40]
-    return f"{INGEST_PREFIX}{_SAFE.sub('_', partner)[:40]}-{digest}"
+    return f"{INTAKE_PREFIX}{_SAFE.sub('_', partner)[:40]}-{digest}"

@@ -26,20 +26,20 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import WorkState
 
-from . import delivery, events, ingest, schedules
+from . import delivery, events, intake, schedules
 from .budget import PostgresConnectionBudget
 from .contracts import (
     AlertSink,
     DeliveryLedger,
     DeliveryRequest,
     DeliveryTransport,
-    IngestHandler,
-    IngestRequest,
-    IngestTransport,
+    IntakeHandler,
     IntakeLedger,
+    IntakeRequest,
+    IntakeTransport,
     LogAlertSink,
 )
-from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
+from .ids import delivery_queue_name, delivery_workflow_id, intake_workflow_id
 from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner
 from .settings import EngineSettings
@@ -91,11 +91,11 @@ def _queue_kwargs(settings: EngineSettings, max_connections: int) -> dict[str, A
     }
 
 
-def _ingest_options(settings: EngineSettings, request: IngestRequest, queue: str) -> EnqueueOptions:
+def _intake_options(settings: EngineSettings, request: IntakeRequest, queue: str) -> EnqueueOptions:
     return {
-        "workflow_name": ingest.INGEST_WORKFLOW,
+        "workflow_name": intake.INTAKE_WORKFLOW,
         "queue_name": queue,
-        "workflow_id": ingest_workflow_id(
+        "workflow_id": intake_workflow_id(
             request.flow, request.partner, request.remote_path, request.size, request.mtime
         ),
         "queue_partition_key": request.partner,
@@ -123,9 +123,9 @@ class Engine:
         ledger: DeliveryLedger,
         alerts: AlertSink | None = None,
         on_fenced: Callable[[str], None] | None = None,
-        ingest_transport: IngestTransport | None = None,
+        intake_transport: IntakeTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
-        ingest_handlers: dict[str, IngestHandler] | None = None,
+        intake_handlers: dict[str, IntakeHandler] | None = None,
         role: str = ONE_SHOT,
     ) -> None:
         """``role``: ``SERVICE`` (``serve``, ``worker``: other commands hand their work to it)
@@ -135,9 +135,9 @@ class Engine:
         self.settings = settings
         self.transport = transport
         self.ledger = ledger
-        self.ingest_transport = ingest_transport
+        self.intake_transport = intake_transport
         self.intake_ledger = intake_ledger
-        self.ingest_handlers = dict(ingest_handlers or {})
+        self.intake_handlers = dict(intake_handlers or {})
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
         self.lease.role = role
@@ -179,15 +179,15 @@ class Engine:
                 schedules.bind_flow_runner(*self._flow_runner, self.settings.retry)
             if self._event_runner is not None:
                 events.bind_event_runner(*self._event_runner, self.settings.retry, self.alerts)
-            if self.ingest_transport is not None and self.intake_ledger is not None:
-                ingest.bind_dependencies(
-                    ingest.Dependencies(
-                        transport=self.ingest_transport,
+            if self.intake_transport is not None and self.intake_ledger is not None:
+                intake.bind_dependencies(
+                    intake.Dependencies(
+                        transport=self.intake_transport,
                         ledger=self.intake_ledger,
                         fence=self.lease.fence,
                         retry=self.settings.retry,
                         executor_id=self.settings.executor_id,
-                        handlers=self.ingest_handlers,
+                        handlers=self.intake_handlers,
                     )
                 )
             if not self.settings.is_postgres:
@@ -234,7 +234,7 @@ class Engine:
             self._budget.close_blocking()
         self.lease.stop()
         delivery.bind_dependencies(None)
-        ingest.bind_dependencies(None)
+        intake.bind_dependencies(None)
         schedules.bind_flow_runner(None)
         events.bind_event_runner(None)
         self._launched = False
@@ -353,11 +353,11 @@ class Engine:
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
         return workflow_id
 
-    async def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+    async def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         """Enqueue taking one inbox file in, on the partner's delivery queue (downloads share
         its connection cap); return the workflow ID. The same file version again attaches."""
         queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
-        options = _ingest_options(self.settings, request, queue)
+        options = _intake_options(self.settings, request, queue)
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
         return options["workflow_id"]
 
@@ -420,13 +420,13 @@ class EngineClient:
         self._client.enqueue(options, request.to_dict())
         return workflow_id
 
-    def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+    def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         queue = delivery_queue_name(max_connections)
         if self._client.retrieve_queue(queue) is None:
             self._client.register_queue(
                 queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
             )
-        options = _ingest_options(self.settings, request, queue)
+        options = _intake_options(self.settings, request, queue)
         self._client.enqueue(options, request.to_dict())
         return options["workflow_id"]
 

@@ -4,7 +4,7 @@ A flow has one of two shapes:
 
 * **plan** (outbound): ``(ctx, name, config, isbns, event) -> PlannedRun``, the packages each
   partner should receive (``Outbound``), planned and checked; the app hands them to the engine.
-* **take** (inbound): a pure decision over a partner's inbox listing (``flows.inbox``), which
+* **take** (intake): a pure decision over a partner's inbox listing (``flows.inbox``), which
   files to take in; the app does the listing and the transfers.
 
 ``FlowContext`` carries ports and plain values only (the Consonance API, the store, where
@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from consonance_sftp.config.flows import FlowBase, InboxFlow
+from consonance_sftp.config.flows import FlowBase, IntakeFlowBase
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.packaging import PackagePlan
@@ -101,8 +101,8 @@ Plan = Callable[[FlowContext, str, Any, Sequence[str], ChangeEvent | None], Awai
 """An outbound flow: (context, flow name, flow config, ISBNs asked for, triggering event) ->
 planned run."""
 
-Take = Callable[[InboxFlow, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
-"""An inbound flow: (its config, one listing of (entry, kind), the partner's transfer settings)
+Take = Callable[[IntakeFlowBase, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
+"""An intake flow: (its config, one listing of (entry, kind), the partner's transfer settings)
 -> the files it takes and those it leaves (``flows.inbox.take``)."""
 
 AfterDelivery = Callable[[Store, Outbound, str, str], None]

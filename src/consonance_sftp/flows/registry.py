@@ -1,9 +1,10 @@
 """One table of every flow kind: its config model, how it fires, its plan or take, its
 after-delivery hook, and whether this release can run it.
 
-Adding a flow is one module in ``flows/`` (its ``plan``, or for an inbound flow the files it
-takes), one config model in ``config/flows.py`` and one line here. Everything that asks "can
-this kind run", "do Consonance events fire it", "is it an inbox flow" asks this table.
+Adding a flow is one module in ``flows/`` (its ``plan``, or for an intake flow its ``take``:
+the files of a partner's inbox it takes in), one config model in ``config/flows.py`` and one
+line here. Everything that asks "can this kind run", "do Consonance events fire it", "is it an
+intake flow" asks this table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from consonance_sftp.config.flows import (
     ProductionFlow,
     SalesInFlow,
 )
-from consonance_sftp.flows import format_packages, inbox, marketing, onix_feed, production
+from consonance_sftp.flows import (
+    format_packages,
+    intake,
+    marketing,
+    onix_feed,
+    production,
+    sales_in,
+)
 from consonance_sftp.flows.base import (
     AfterDelivery,
     FlowContext,
@@ -47,8 +55,8 @@ class Fires(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FlowEntry:
-    """One flow kind. A ``plan`` (outbound) or a ``take`` (inbound: which inbox files it
-    takes; the app lists, fetches and stores them) makes it runnable in this release;
+    """One flow kind. A ``plan`` (outbound) or a ``take`` (intake: which files of a partner's
+    inbox it takes in; the app lists, fetches and stores them) makes it runnable in this release;
     ``module`` is where it lives (or will)."""
 
     kind: FlowKind
@@ -60,7 +68,7 @@ class FlowEntry:
     take: Take | None = None
 
     @property
-    def inbound(self) -> bool:
+    def intake(self) -> bool:
         return Fires.INBOX in self.fires
 
     @property
@@ -90,8 +98,8 @@ REGISTRY: dict[str, FlowEntry] = {
             onix_feed.plan,
             onix_feed.after_delivery,
         ),
-        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=inbox.take),
-        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=inbox.take),
+        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=intake.take),
+        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=sales_in.take),
         FlowEntry(FlowKind.FINANCE_OUT, FinanceOutFlow, _CRON, "flows/finance_out.py"),
         FlowEntry(
             FlowKind.MARKETING, MarketingFlow, _EVENT_OR_CRON, "flows/marketing.py", marketing.plan
@@ -119,16 +127,17 @@ def can_plan(flow: FlowBase) -> bool:
     return entry_of(flow).plan is not None
 
 
-def is_inbound(flow: FlowBase) -> bool:
-    """Is the flow taken in from partners' inboxes (polled on its schedule)?"""
-    return entry_of(flow).inbound
+def is_intake(flow: FlowBase) -> bool:
+    """Is the flow an intake flow: files taken in from partners' inboxes (polled on its
+    schedule)?"""
+    return entry_of(flow).intake
 
 
-def inbox_flow(flow: FlowBase) -> IntakeFlow | SalesInFlow | None:
-    """The flow as an inbox flow, when its kind is taken in from partners' inboxes."""
-    if not entry_of(flow).inbound:
+def intake_flow(flow: FlowBase) -> IntakeFlow | SalesInFlow | None:
+    """The flow as an intake flow (its files taken in from partners' inboxes), else None."""
+    if not entry_of(flow).intake:
         return None
-    assert isinstance(flow, IntakeFlow | SalesInFlow)  # the inbound kinds' models
+    assert isinstance(flow, IntakeFlow | SalesInFlow)  # the intake kinds' models
     return flow
 
 

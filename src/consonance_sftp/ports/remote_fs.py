@@ -37,7 +37,7 @@ class RemoteEntry:
 
     @property
     def identity(self) -> tuple[str, int, float]:
-        """(path, size, mtime): how an inbound file version is recognised."""
+        """(path, size, mtime): how a version of a file taken in is recognised."""
         return (self.path, self.size, self.mtime)
 
 
