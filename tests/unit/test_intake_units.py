@@ -20,7 +20,7 @@ from consonance_sftp.app.intake import local_path_for
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine.contracts import IntakeRequest
 from consonance_sftp.engine.ids import intake_workflow_id
-from consonance_sftp.engine.intake import name_problem, safe_local_name
+from consonance_sftp.engine.intake import INTAKE_WORKFLOW, name_problem, safe_local_name
 from consonance_sftp.flows.inbox import marker_name, marker_regex
 
 
@@ -110,6 +110,16 @@ def test_the_intake_workflow_id_is_one_per_file_version() -> None:
     assert intake_workflow_id("intake", "typesetter", "/out/a.pdf", 101, 1_700_000_000.0) != wid
     assert intake_workflow_id("intake", "typesetter", "/out/a.pdf", 100, 1_700_000_001.0) != wid
     assert intake_workflow_id("sales", "typesetter", "/out/a.pdf", 100, 1_700_000_000.0) != wid
+
+
+def test_the_intake_workflows_persisted_names_are_those_earlier_versions_recorded() -> None:
+    """DBOS stores the workflow name and ID of every intake and recovers pending ones by them:
+    renaming either (the word was "ingest" before intake had one name) would orphan the work an
+    older version left pending, and make a poll fetch a file that is already being taken in.
+    The expected ID is the one the previous version derived for the same file."""
+    assert INTAKE_WORKFLOW == "consonance.ingest"
+    wid = intake_workflow_id("intake", "typesetter", "/out/a.pdf", 100, 1_700_000_000.0)
+    assert wid == "ing-typesetter-d344ba7f9f88404eb3ccf88708b5ed1216071e3d"
 
 
 def test_done_markers_are_recognised_by_their_template() -> None:

@@ -1,13 +1,14 @@
 """Intake: inbox polling, and the SFTP adapter as the engine's intake transport.
 
 ``poll_inbox`` is what one tick of an intake flow (``intake``, ``sales_in``) does: for each
-partner of the flow it lists the flow's folder, keeps (deciding with ``flows.inbox``, this
-module doing the I/O) the files the flow takes that the partner has finished
-writing (size and mtime unchanged over ``stable_interval`` and older than ``min_age``, or,
-with ``intake_done_marker``, once the marker is there), skips those the intake ledger already
-has, and enqueues one intake workflow per file (``engine.intake``). Enqueuing a file again
-attaches to the workflow already taking it in, so overlapping polls never fetch twice. A paused
-partner or flow, or a partner outside its delivery window, is not polled at all.
+partner of the flow it lists the flow's folder, keeps (deciding with the flow's ``take`` in
+``flows/`` and the shared ``flows.inbox``, this module doing the I/O) the files it takes that
+the partner has finished writing (size and mtime unchanged over ``stable_interval`` and older
+than ``min_age``, or, with ``intake_done_marker``, once the marker is there), skips those the
+intake ledger already has, and enqueues one intake workflow per file (``engine.intake``).
+Enqueuing a file again attaches to the workflow already taking it in, so overlapping polls
+never fetch twice. A paused partner or flow, or a partner outside its delivery window, is not
+polled at all.
 
 ``SftpIntakeTransport`` downloads durably into the local inbox store::
 

@@ -4,8 +4,9 @@ A flow has one of two shapes:
 
 * **plan** (outbound): ``(ctx, name, config, isbns, event) -> PlannedRun``, the packages each
   partner should receive (``Outbound``), planned and checked; the app hands them to the engine.
-* **take** (intake): a pure decision over a partner's inbox listing (``flows.inbox``), which
-  files to take in; the app does the listing and the transfers.
+* **take** (intake): a pure decision over a listing of a partner's inbox, which files to take
+  in (``flows.intake``, ``flows.sales_in``, on the shared ``flows.inbox``); the app does the
+  listing and the transfers.
 
 ``FlowContext`` carries ports and plain values only (the Consonance API, the store, where
 packages are materialized, the partners' remote file systems and folders, the time and the
@@ -103,7 +104,7 @@ planned run."""
 
 Take = Callable[[IntakeFlowBase, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
 """An intake flow: (its config, one listing of (entry, kind), the partner's transfer settings)
--> the files it takes and those it leaves (``flows.inbox.take``)."""
+-> the files it takes and those it leaves (``flows.intake.take``, ``flows.sales_in.take``)."""
 
 AfterDelivery = Callable[[Store, Outbound, str, str], None]
 """Run once the engine delivered a package: (store, package, partner folder, workflow ID)."""

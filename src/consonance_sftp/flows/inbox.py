@@ -1,6 +1,7 @@
-"""Which files of a partner's inbox an intake flow takes: pure decisions over a listing (no I/O).
+"""Which files of a partner's inbox an intake flow takes: pure decisions over a listing (no
+I/O), shared by the intake flows (``flows.intake``, ``flows.sales_in``: each flow's ``take``).
 
-``app.inbox`` lists a partner's folder, asks these functions what to do, and does the rest
+``app.intake`` lists a partner's folder, asks these functions what to do, and does the rest
 (the intake ledger lookup, the second listing, the intake workflows):
 
 1. ``take``: of one listing, the files the flow may take (regular, not hidden, not a
