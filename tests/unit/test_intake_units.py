@@ -175,7 +175,7 @@ def test_a_slot_released_on_another_event_loop_wakes_the_waiter() -> None:
         assert await asyncio.wait_for(waiter, 5)
         # Woken at once, not when this loop happens to wake up for something else (here
         # the wait_for timer; in the service, nothing: it hung).
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # the wait_for timer would be 5 s
         assert budget.in_use("p") == 1 and cancelled.cancelled()
         await budget.release("p")
         assert budget.in_use("p") == 0
