@@ -66,6 +66,7 @@ __all__ = [
 WORK_KINDS = (
     # (what, workflow ID prefix, what owns it)
     ("deliveries", "dlv-", "partner"),
+    ("withdrawals", "wdr-", "partner"),
     ("intake", "ing-", "partner"),
     ("flow ticks", "sched-flow:", "flow"),
     ("flow events", "evt-", "flow"),

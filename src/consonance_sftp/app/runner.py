@@ -167,6 +167,9 @@ class ResendTransport:
     async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
         await self.inner.publish(partner, file, fence)
 
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        return await self.inner.remove(partner, remote_path, fence)
+
 
 def with_resends(engine: Engine, store: Store) -> Engine:
     """Install ``ResendTransport`` on an engine built by ``App.engine`` (before its launch)."""

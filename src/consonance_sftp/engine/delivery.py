@@ -66,6 +66,7 @@ from .contracts import (
     DeliveryTransport,
     Fence,
     FileToSend,
+    WithdrawalLedger,
 )
 from .settings import RetryPolicy
 
@@ -104,6 +105,7 @@ class Dependencies:
     fence: Fence
     retry: RetryPolicy
     executor_id: str
+    withdrawals: WithdrawalLedger | None = None  # records withdrawals (``engine.withdrawal``)
 
 
 _deps: Dependencies | None = None
