@@ -10,12 +10,14 @@ the engine -> the fault server), so the ledger and the server hold what a partne
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from consonance_sftp.app import App
@@ -241,13 +243,19 @@ async def test_a_withdrawal_whose_host_key_changed_removes_nothing_alerts_and_pa
     assert rig.withdrawn_events() == []
 
 
-async def test_a_removal_cut_off_by_the_server_is_retried_and_recorded_once(rig: Rig) -> None:
+async def test_a_removal_cut_off_by_the_server_is_retried_and_recorded_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     sent = _sent_paths(rig)
     rig.withdraw_title()
     # The first removal happens on the server, but its answer never comes back.
     rig.server.faults.drop_after_remove = True
 
-    outcome = await rig.run()
+    with caplog.at_level(logging.WARNING):
+        outcome = await rig.run()
+    tries = [r.getMessage() for r in caplog.records if "attempt 1 of 3 failed" in r.getMessage()]
+    assert len(tries) == 1, tries  # the engine's step retry, said in one line
+    assert tries[0].startswith(f"withdrawal of {rig.isbn} marketing withdrawal from partner")
     [enqueued] = outcome.enqueued
     result = outcome.results[enqueued.workflow_id]
     assert "error" not in result, result
