@@ -275,3 +275,16 @@ async def test_a_removal_cut_off_by_the_server_is_retried_and_recorded_once(
     again = await rig.run()
     assert again.planned.withdrawals == [] and again.enqueued == []
     assert len(rig.withdrawn_events()) == 1
+
+
+async def test_a_dry_run_shows_the_withdrawal_and_removes_or_records_nothing(rig: Rig) -> None:
+    sent = rig.on_server("sales")
+    rig.withdraw_title()
+    outcome = await Service(rig.app).run_flow(FLOW, isbns=[rig.isbn], dry_run=True)
+    [planned] = outcome.planned.withdrawals
+    assert planned.partner == "sales" and planned.isbn == rig.isbn
+    assert sorted(f.remote_path for f in planned.files) == sorted(sent)
+    assert not outcome.enqueued and not outcome.held
+    assert rig.on_server("sales") == sent
+    assert rig.app.store.list_audit(action="package.withdraw_kept") == []
+    assert rig.app.store.open_holds() == [] and rig.withdrawn_events() == []
