@@ -3,7 +3,8 @@ files come off a partner through the engine's transport (the asyncssh fault serv
 paused partner or a closed delivery window holds the withdrawal (nothing is removed until it is
 released), a changed host key removes nothing, alerts and pauses the partner, and a removal cut
 off by the server is retried by the engine and ends with the files gone and one set of audit
-events. Planning a withdrawn title removes nothing by itself.
+events. Planning a withdrawn title removes nothing by itself (a dry run lists it). The SFTP
+bridge's ``remove`` says "already gone" on a re-run and removes nothing past a stale fence.
 
 Each test first releases a title for real (Consonance sandbox over HTTP -> the marketing plan ->
 the engine -> the fault server), so the ledger and the server hold what a partner was sent."""
@@ -20,16 +21,19 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app import App
+from consonance_sftp.app.delivery import SftpDeliveryTransport
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.service import RunOutcome, Service
 from consonance_sftp.config import Settings
+from consonance_sftp.errors import Fenced
 from consonance_sftp.flows.marketing import lead_isbn
 from consonance_sftp.models import DeliveryOutcome, Work
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.fixtures.fault_server import FaultServer
-from tests.fixtures.sftp_servers import PARTNER, ClientKeys
+from tests.fixtures.sftp_servers import PARTNER, ClientKeys, EndpointFactory
 
 FLOW = "marketing"
 WRONG_PIN = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
@@ -288,3 +292,35 @@ async def test_a_dry_run_shows_the_withdrawal_and_removes_or_records_nothing(rig
     assert rig.on_server("sales") == sent
     assert rig.app.store.list_audit(action="package.withdraw_kept") == []
     assert rig.app.store.open_holds() == [] and rig.withdrawn_events() == []
+
+
+class _Fence:
+    def __init__(self) -> None:
+        self.stale = False
+
+    def check(self) -> None:
+        if self.stale:
+            raise Fenced("this executor's lease is gone")
+
+
+async def test_the_bridge_removes_once_says_gone_after_and_never_past_the_fence(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    folder = fault_server.home(PARTNER) / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"cover")
+    (folder / "b.txt").write_bytes(b"copy")
+    transport = SftpDeliveryTransport(
+        lambda partner: SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s")
+    )
+    fence = _Fence()
+    try:
+        assert await transport.remove("fault-partner", "/in/a.jpg", fence) is True
+        assert await transport.remove("fault-partner", "/in/a.jpg", fence) is False  # a re-run
+        fence.stale = True  # another executor took this one's work over
+        with pytest.raises(Fenced):
+            await transport.remove("fault-partner", "/in/b.txt", fence)
+    finally:
+        await transport.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["b.txt"]
+    assert [a for a, _ in fault_server.recorder.ops("remove")] == ["/in/a.jpg"]
