@@ -11,6 +11,7 @@ the engine -> the fault server), so the ledger and the server hold what a partne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import pytest_asyncio
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app import App
 from consonance_sftp.app.delivery import SftpDeliveryTransport
+from consonance_sftp.app.operations import Operations
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.service import RunOutcome, Service
 from consonance_sftp.config import Settings
@@ -245,6 +247,19 @@ async def test_a_withdrawal_whose_host_key_changed_removes_nothing_alerts_and_pa
     assert controls.hold_reason(FLOW, "sales") == "partner 'sales' is paused"
     assert rig.outcomes("sales") == {DeliveryOutcome.SENT}
     assert rig.withdrawn_events() == []
+
+    # The operator confirms the right key and resumes: the failed withdrawal is named (a
+    # resume does not run it), and 'retry' removes the files.
+    rig.reconfigure("sales", host_keys=[rig.server.server.known_hosts_line])
+    rig.pause("sales", False)
+    ops = Operations(rig.app)
+    assert await asyncio.to_thread(ops.failed_deliveries, "sales") == [enqueued.workflow_id]
+    await asyncio.to_thread(ops.retry, enqueued.workflow_id, by="tester")
+    result = await rig.runner.wait(enqueued.workflow_id)
+    assert result.get("removed") == sorted(sent), result
+    assert rig.on_server("sales") == {}
+    assert rig.outcomes("sales") == {DeliveryOutcome.WITHDRAWN}
+    assert len(rig.withdrawn_events()) == 1
 
 
 async def test_a_removal_cut_off_by_the_server_is_retried_and_recorded_once(
