@@ -25,10 +25,12 @@ import pytest_asyncio
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app import App
 from consonance_sftp.app.delivery import SftpDeliveryTransport
+from consonance_sftp.app.dispatch import withdrawal_requests
 from consonance_sftp.app.operations import Operations
-from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.app.runner import DeliveryRunner, Enqueued
 from consonance_sftp.app.service import RunOutcome, Service
 from consonance_sftp.config import Settings
+from consonance_sftp.engine import EngineClient
 from consonance_sftp.errors import Fenced
 from consonance_sftp.flows.marketing import lead_isbn
 from consonance_sftp.models import DeliveryOutcome, Work
@@ -339,3 +341,24 @@ async def test_the_bridge_removes_once_says_gone_after_and_never_past_the_fence(
         await transport.close()
     assert sorted(p.name for p in folder.iterdir()) == ["b.txt"]
     assert [a for a, _ in fault_server.recorder.ops("remove")] == ["/in/a.jpg"]
+
+
+async def test_a_withdrawal_handed_to_the_running_service_is_followed_to_its_outcome(
+    rig: Rig,
+) -> None:
+    """A command next to ``serve`` enqueues through the DBOS client and reads the outcome back
+    from the records (here the rig's engine plays ``serve``)."""
+    sent = rig.on_server("sales")
+    rig.withdraw_title()
+    planned = await Service(rig.app).plan(FLOW, isbns=[rig.isbn])
+    [request] = withdrawal_requests(planned, trigger="test")
+    beside = DeliveryRunner(rig.app)
+    beside.client = EngineClient(rig.app.engine_settings())
+    try:
+        queued = await beside.submit(request)
+        assert isinstance(queued, Enqueued) and queued.workflow_id.startswith("wdr-sales-")
+        result = await beside.wait(queued.workflow_id, timeout_s=60)
+    finally:
+        await beside.__aexit__(None, None, None)
+    assert result["status"] == "done" and result["removed"] == sorted(sent), result
+    assert rig.on_server("sales") == {}
