@@ -134,11 +134,11 @@ class App:
     def engine(
         self, *, executor_id: str | None = None, progress: ProgressSink | None = None
     ) -> Engine:
-        """The executor of this process: deliveries go through the SFTP adapter, outcomes
-        into the store's ledger, alerts into the store; inbox files are taken in through the
-        SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the intake ledger. On
-        PostgreSQL the partners' connection caps hold across every process through the
-        engine's budget."""
+        """The executor of this process: deliveries (and withdrawals) go through the SFTP
+        adapter, outcomes into the store's ledger, alerts into the store; inbox files are
+        taken in through the SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the
+        intake ledger. On PostgreSQL the partners' connection caps hold across every process
+        through the engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         self._transport = transport
@@ -151,6 +151,7 @@ class App:
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
             intake_ledger=StoreIntakeLedger(self.store),
+            withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()
         if shared is not None:

@@ -20,6 +20,11 @@ only a re-run can find it there, and a re-run always looks); ``publish`` renames
 what this process staged (the adapter verified it), and does nothing for a file found in place;
 a folder is created once per connection.
 
+``remove`` (a withdrawal) looks first and removes only what is there, so a re-run, or a removal
+whose answer was lost with the connection, finds the file gone and says so. Like ``stage`` and
+``publish`` it goes through the host-key check: a changed key removes nothing, alerts and pauses
+the partner.
+
 Connections are opened on the event loop that uses them (DBOS runs workflows on its own loop),
 one ``SftpRemoteFS`` per partner and loop.
 """
@@ -35,7 +40,7 @@ from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.engine import Fence, FileToSend, RemoteFileState
-from consonance_sftp.errors import HostKeyMismatch, IntegrityError
+from consonance_sftp.errors import HostKeyMismatch, IntegrityError, RemotePathNotFound
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
@@ -187,6 +192,20 @@ class SftpDeliveryTransport:
                 return
         fence.check()
         await fs.publish(file.remote_path, sha256=file.sha256, temp_path=file.upload_path)
+
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        return await self._reporting(partner, self._remove(partner, remote_path, fence))
+
+    async def _remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        fs = self._for(partner)
+        if await fs.stat(remote_path) is None:
+            return False
+        fence.check()
+        try:
+            await fs.remove(remote_path)
+        except RemotePathNotFound:
+            return False  # removed meanwhile (by the partner, or an earlier, cut-off try)
+        return True
 
     async def _stat_final(self, partner: str, file: FileToSend) -> None:
         entry = await self._for(partner).stat(file.remote_path)

@@ -43,9 +43,10 @@ from consonance_sftp.engine import (
     engine_holder,
 )
 from consonance_sftp.engine.contracts import IntakeRequest
+from consonance_sftp.engine.ids import WITHDRAWAL_PREFIX
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
+from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome, WorkState
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:
@@ -166,6 +167,9 @@ class ResendTransport:
 
     async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
         await self.inner.publish(partner, file, fence)
+
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        return await self.inner.remove(partner, remote_path, fence)
 
 
 def with_resends(engine: Engine, store: Store) -> Engine:
@@ -386,7 +390,7 @@ class DeliveryRunner:
         return Enqueued(wid, request)
 
     async def submit_intake(self, request: IntakeRequest) -> str:
-        """Enqueue taking one inbox file in (``app.inbox.poll_inbox`` checks pauses and
+        """Enqueue taking one inbox file in (``app.intake.poll_inbox`` checks pauses and
         windows before it lists); return the workflow ID. The same file version again
         attaches to its workflow."""
         cap = self.app.partner_config(request.partner).max_connections
@@ -422,7 +426,10 @@ class DeliveryRunner:
             await asyncio.sleep(0.3)
 
     def _from_ledger(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
-        """The outcome of a delivery another process ran, as the ledger recorded it."""
+        """The outcome of a delivery another process ran, as the ledger recorded it (a
+        withdrawal: as its ``package.withdrawn`` event did)."""
+        if workflow_id.startswith(WITHDRAWAL_PREFIX):
+            return self._withdrawal_outcome(workflow_id, state)
         rows = [
             r for r in self.app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id
         ]
@@ -435,6 +442,19 @@ class DeliveryRunner:
             ],
             "already_recorded": [],
         }
+
+    def _withdrawal_outcome(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
+        events = self.app.store.list_audit(action=AuditAction.PACKAGE_WITHDRAWN, limit=5000)
+        for event in events:
+            if event.details.get("workflow_id") == workflow_id:
+                removed, gone = event.details.get("removed"), event.details.get("already_gone")
+                return {
+                    "workflow_id": workflow_id,
+                    "status": state.value,
+                    "removed": list(removed) if isinstance(removed, list) else [],
+                    "already_gone": list(gone) if isinstance(gone, list) else [],
+                }
+        return {"workflow_id": workflow_id, "status": state.value}
 
     async def release_held(self) -> list[Enqueued]:
         """Enqueue the held deliveries whose partner and flow are no longer paused (and whose

@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink
-from consonance_sftp.app.dispatch import folder_of, requests
+from consonance_sftp.app.dispatch import folder_of, requests, withdrawal_requests
 from consonance_sftp.app.runner import (
     Controls,
     DeliveryRunner,
@@ -159,7 +159,6 @@ class Service:
             api=api,
             store=app.store,
             state_dir=app.state_dir,
-            remote_fs=app.remote_fs,
             folder=lambda flow, partner: folder_of(app, flow, partner),
             now=now,
             force_full=force_full,
@@ -251,8 +250,18 @@ class Service:
             else:
                 outcome.enqueued.append(submitted)
                 sent.append((outbound, request, submitted.workflow_id))
+        removing: list[str] = []  # a withdrawn title's files, off the partners: held alike
+        for request in withdrawal_requests(planned, trigger=trigger):
+            submitted = await runner.submit(request)
+            if isinstance(submitted, Held):
+                outcome.held.append(submitted)
+            else:
+                outcome.enqueued.append(submitted)
+                removing.append(submitted.workflow_id)
         if not wait:
             return
+        for wid in removing:
+            outcome.results[wid] = await runner.wait(wid)
         flow = self.flow(planned.flow)
         for outbound, _request, wid in sent:
             result = await runner.wait(wid)

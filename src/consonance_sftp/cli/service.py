@@ -70,6 +70,13 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
             f"{counted(len(files), 'file')}, {counted(total, 'byte', sep=True)} "
             f"to partner {o.partner}"
         )
+    for w in planned.withdrawals:
+        console.print(
+            f"withdraw {counted(len(w.files), 'file')} of {w.label} from partner {w.partner}: "
+            + ", ".join(f.remote_path for f in w.files),
+            markup=False,
+            soft_wrap=True,
+        )
     for s in planned.skipped if planned.outbounds else ():
         console.print(f"[yellow]skipped[/yellow] {escape(s.what)}: {escape(s.reason)}")
     for note in planned.notes:
@@ -149,6 +156,11 @@ def run(
                 f"[green]done[/green] {e.workflow_id}: {len(result['sent'])} sent, "
                 f"{len(result['already_present'])} already on the server, "
                 f"{len(result['already_recorded'])} already in the ledger"
+            )
+        elif "removed" in result:  # a withdrawn title's files, off the partner
+            console.print(
+                f"[green]withdrawn[/green] {e.workflow_id}: {len(result['removed'])} removed, "
+                f"{len(result['already_gone'])} already gone"
             )
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")

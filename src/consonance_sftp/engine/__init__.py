@@ -16,9 +16,12 @@ from .contracts import (
     FileToSend,
     LogAlertSink,
     RemoteFileState,
+    RequestAction,
+    WithdrawalLedger,
+    WithdrawalRecord,
 )
 from .events import FLOW_EVENT_PREFIX, EventRunner, FlowEventFailed, flow_event_workflow_id
-from .ids import delivery_queue_name, delivery_workflow_id
+from .ids import delivery_queue_name, delivery_workflow_id, withdrawal_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
 from .ledger import StoreLedger
 from .retention import prune_history
@@ -50,8 +53,11 @@ __all__ = [
     "LogAlertSink",
     "PostgresConnectionBudget",
     "RemoteFileState",
+    "RequestAction",
     "RetryPolicy",
     "StoreLedger",
+    "WithdrawalLedger",
+    "WithdrawalRecord",
     "dbos_config",
     "default_executor_id",
     "delivery_queue_name",
@@ -60,5 +66,6 @@ __all__ = [
     "ensure_schedule",
     "flow_event_workflow_id",
     "prune_history",
+    "withdrawal_workflow_id",
     "work_state",
 ]

@@ -2,7 +2,8 @@
 
 ``StoreLedger`` adapts ``ports.store.Store`` (the service's own database) to what the delivery
 workflow needs: "was this key and generation already sent?" and "record this outcome", with one
-row per (partner, remote path, SHA-256, generation) however often a step replays.
+row per (partner, remote path, SHA-256, generation) however often a step replays; and to what
+the withdrawal workflow needs: "these files are off the partner's server now".
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.store import DeliveryRecord as LedgerRow
 from consonance_sftp.ports.store import Store
 
-from .contracts import DeliveryRecord
+from .contracts import DeliveryRecord, WithdrawalRecord
 
 _DONE = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 
@@ -48,6 +49,38 @@ class StoreLedger:
                 "reason": record.reason,
             },
         )
+
+    def withdrawn(self, record: WithdrawalRecord) -> bool:
+        """The ledger's ``sent`` rows of the withdrawn paths (this flow, partner and title,
+        any generation or version: a replaced cover was sent twice to one path) say
+        ``withdrawn``, and one ``package.withdrawn`` event says what was removed and what was
+        already gone. Its ``workflow_id`` makes a replay of the step a no-op."""
+        req = record.request
+        subject = f"{req.partner}:{req.isbn}"
+        events = self.store.list_audit(subject=subject, action=AuditAction.PACKAGE_WITHDRAWN)
+        if any(e.details.get("workflow_id") == record.workflow_id for e in events):
+            return False
+        paths = {f.remote_path for f in req.files}
+        rows = self.store.list_deliveries(
+            isbn=req.isbn, partner=req.partner, flow=req.flow, outcome=DeliveryOutcome.SENT
+        )
+        for row in rows:
+            if row.id is not None and row.remote_path in paths:
+                self.store.update_delivery(row.id, outcome=DeliveryOutcome.WITHDRAWN)
+        self.store.append_audit(
+            actor=f"engine:{record.executor_id or 'unknown'}",
+            action=AuditAction.PACKAGE_WITHDRAWN,
+            subject=subject,
+            details={
+                "work_id": req.work_id,
+                "removed": list(record.removed),
+                "already_gone": list(record.already_gone),
+                "generation": req.generation,
+                "workflow_id": record.workflow_id,
+                "trigger": req.trigger,
+            },
+        )
+        return True
 
     def _write(self, record: DeliveryRecord) -> bool:
         """Write the row; False when it already held exactly this outcome and reason."""

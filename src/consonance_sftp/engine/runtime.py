@@ -26,7 +26,7 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import WorkState
 
-from . import delivery, events, intake, schedules
+from . import delivery, events, intake, schedules, withdrawal
 from .budget import PostgresConnectionBudget
 from .contracts import (
     AlertSink,
@@ -38,8 +38,14 @@ from .contracts import (
     IntakeRequest,
     IntakeTransport,
     LogAlertSink,
+    WithdrawalLedger,
 )
-from .ids import delivery_queue_name, delivery_workflow_id, intake_workflow_id
+from .ids import (
+    delivery_queue_name,
+    delivery_workflow_id,
+    intake_workflow_id,
+    withdrawal_workflow_id,
+)
 from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner
 from .settings import EngineSettings
@@ -91,6 +97,26 @@ def _queue_kwargs(settings: EngineSettings, max_connections: int) -> dict[str, A
     }
 
 
+def _delivery_options(
+    settings: EngineSettings, request: DeliveryRequest, queue: str
+) -> EnqueueOptions:
+    """A delivery, or a withdrawal (``action = withdraw``): the same queue and partition (the
+    partner's connection cap), its own workflow and ID."""
+    if request.withdraws:
+        name = withdrawal.WITHDRAW_WORKFLOW
+        workflow_id = withdrawal_workflow_id(request.keys(), request.generation)
+    else:
+        name = delivery.DELIVER_WORKFLOW
+        workflow_id = delivery_workflow_id(request.keys(), request.generation)
+    return {
+        "workflow_name": name,
+        "queue_name": queue,
+        "workflow_id": workflow_id,
+        "queue_partition_key": request.partner,
+        "app_version": settings.application_version,
+    }
+
+
 def _intake_options(settings: EngineSettings, request: IntakeRequest, queue: str) -> EnqueueOptions:
     return {
         "workflow_name": intake.INTAKE_WORKFLOW,
@@ -126,6 +152,7 @@ class Engine:
         intake_transport: IntakeTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
         intake_handlers: dict[str, IntakeHandler] | None = None,
+        withdrawals: WithdrawalLedger | None = None,
         role: str = ONE_SHOT,
     ) -> None:
         """``role``: ``SERVICE`` (``serve``, ``worker``: other commands hand their work to it)
@@ -138,6 +165,7 @@ class Engine:
         self.intake_transport = intake_transport
         self.intake_ledger = intake_ledger
         self.intake_handlers = dict(intake_handlers or {})
+        self.withdrawals = withdrawals
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
         self.lease.role = role
@@ -173,6 +201,7 @@ class Engine:
                     fence=self.lease.fence,
                     retry=self.settings.retry,
                     executor_id=self.settings.executor_id,
+                    withdrawals=self.withdrawals,
                 )
             )
             if self._flow_runner is not None:
@@ -339,19 +368,13 @@ class Engine:
                 self._queues.add(name)
 
     async def enqueue_delivery(self, request: DeliveryRequest, *, max_connections: int) -> str:
-        """Enqueue a delivery; return its workflow ID. Enqueuing the same files again (same
-        generation) attaches to the existing workflow instead of sending again."""
+        """Enqueue a delivery (or a withdrawal); return its workflow ID. Enqueuing the same
+        files again (same generation) attaches to the existing workflow instead of sending
+        again."""
         queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
-        workflow_id = delivery_workflow_id(request.keys(), request.generation)
-        options: EnqueueOptions = {
-            "workflow_name": delivery.DELIVER_WORKFLOW,
-            "queue_name": queue,
-            "workflow_id": workflow_id,
-            "queue_partition_key": request.partner,
-            "app_version": self.settings.application_version,
-        }
+        options = _delivery_options(self.settings, request, queue)
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
-        return workflow_id
+        return options["workflow_id"]
 
     async def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         """Enqueue taking one inbox file in, on the partner's delivery queue (downloads share
@@ -409,16 +432,9 @@ class EngineClient:
             self._client.register_queue(
                 queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
             )
-        workflow_id = delivery_workflow_id(request.keys(), request.generation)
-        options: EnqueueOptions = {
-            "workflow_name": delivery.DELIVER_WORKFLOW,
-            "queue_name": queue,
-            "workflow_id": workflow_id,
-            "queue_partition_key": request.partner,
-            "app_version": self.settings.application_version,
-        }
+        options = _delivery_options(self.settings, request, queue)
         self._client.enqueue(options, request.to_dict())
-        return workflow_id
+        return options["workflow_id"]
 
     def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         queue = delivery_queue_name(max_connections)
