@@ -136,9 +136,12 @@ def mark_resend(store: Store, request: DeliveryRequest) -> None:
 
 class ResendTransport:
     """The engine's transport, plus explicit resends: a file marked by ``mark_resend`` is not
-    taken as "already there" and the identical copy at the final name is removed before it is
-    uploaded again, so the partner sees a new arrival (which is what a resend asks for).
-    Everything else goes to the SFTP transport unchanged."""
+    taken as "already there"; it is staged again beside the partner's identical copy, which
+    stays at the final name until ``publish`` replaces it (one rename where the server allows,
+    else removed right before the rename). So the partner sees a new arrival (what a resend
+    asks for), and a resend that fails before every file is staged leaves the old copies in
+    place (all-or-nothing, like any package). Everything else goes to the SFTP transport
+    unchanged."""
 
     def __init__(self, inner: SftpDeliveryTransport, store: Store) -> None:
         self.inner = inner
@@ -157,15 +160,12 @@ class ResendTransport:
         return await self.inner.remote_state(partner, file)
 
     async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        if await asyncio.to_thread(self._forced, partner, file):
-            fs = self.inner._for(partner)
-            if await fs.holds(file.remote_path, file.size, file.sha256):
-                fence.check()
-                await fs.remove(file.remote_path)
-        return await self.inner.stage(partner, file, fence)
+        forced = await asyncio.to_thread(self._forced, partner, file)
+        return await self.inner.stage(partner, file, fence, resend=forced)
 
     async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        await self.inner.publish(partner, file, fence)
+        forced = await asyncio.to_thread(self._forced, partner, file)
+        await self.inner.publish(partner, file, fence, resend=forced)
 
 
 def with_resends(engine: Engine, store: Store) -> Engine:
