@@ -50,6 +50,16 @@ def test_each_runnable_kind_lives_in_the_module_its_entry_names() -> None:
                 assert shape.__module__ == module, kind
 
 
+def test_the_hook_the_ledger_runs_after_delivery_is_the_kinds_own() -> None:
+    """``app.runner.FlowLedger`` asks the registry, by the flow's config, for its hook."""
+    feed = config("onix_feed", sender_name="Books")
+    assert registry.after_delivery_of(feed) is onix_feed.after_delivery
+    hooks = {k for k, e in registry.REGISTRY.items() if e.after_delivery is not None}
+    assert hooks == {"onix_feed"}
+    assert registry.after_delivery_of(config("intake")) is None
+    assert registry.after_delivery_of(None) is None  # a flow no longer configured
+
+
 def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:
     with pytest.raises(FlowNotAvailable) as caught:
         registry.plan_for("royalties", config("finance_out"))

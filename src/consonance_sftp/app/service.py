@@ -52,7 +52,7 @@ from consonance_sftp.engine import (
 )
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry, triggers
-from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, Outbound, PlannedRun
+from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, PlannedRun
 from consonance_sftp.flows.changes import (
     ChangeDetector,
     PollReport,
@@ -241,38 +241,22 @@ class Service:
         wait: bool,
     ) -> None:
         planned = outcome.planned
-        requests = self.requests(planned, trigger=trigger)
-        sent: list[tuple[Outbound, DeliveryRequest, str]] = []
-        for outbound, request in zip(planned.outbounds, requests, strict=True):
+        # Deliveries, then a withdrawn title's files off the partners: held alike. A flow's
+        # after-delivery hook (an ONIX baseline) runs as the engine's ledger records each file
+        # delivered (``app.runner.FlowLedger``), whether or not anyone waits here.
+        requests = [
+            *self.requests(planned, trigger=trigger),
+            *withdrawal_requests(planned, trigger=trigger),
+        ]
+        for request in requests:
             submitted = await runner.submit(request)
             if isinstance(submitted, Held):
                 outcome.held.append(submitted)
             else:
                 outcome.enqueued.append(submitted)
-                sent.append((outbound, request, submitted.workflow_id))
-        removing: list[str] = []  # a withdrawn title's files, off the partners: held alike
-        for request in withdrawal_requests(planned, trigger=trigger):
-            submitted = await runner.submit(request)
-            if isinstance(submitted, Held):
-                outcome.held.append(submitted)
-            else:
-                outcome.enqueued.append(submitted)
-                removing.append(submitted.workflow_id)
-        if not wait:
-            return
-        for wid in removing:
-            outcome.results[wid] = await runner.wait(wid)
-        flow = self.flow(planned.flow)
-        for outbound, _request, wid in sent:
-            result = await runner.wait(wid)
-            outcome.results[wid] = result
-            if planned.on_delivered is not None and "error" not in result:
-                folder = folder_of(self.app, flow, outbound.partner)
-                try:
-                    await asyncio.to_thread(planned.on_delivered, outbound, folder, wid)
-                except ConsonanceSftpError as exc:
-                    log.warning("after delivery %s: %s", wid, exc)
-                    outcome.results[wid] = {**result, "error": str(exc)}
+        if wait:
+            for e in outcome.enqueued:
+                outcome.results[e.workflow_id] = await runner.wait(e.workflow_id)
 
     async def on_events(
         self,

@@ -27,7 +27,7 @@ from consonance_sftp.config.flows import FlowBase, IntakeFlowBase
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.packaging import PackagePlan
-from consonance_sftp.models import ChangeEvent, Work
+from consonance_sftp.models import ChangeEvent, DeliveryKey, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
 from consonance_sftp.ports.remote_fs import RemoteEntry
 from consonance_sftp.ports.store import Store
@@ -98,8 +98,6 @@ class PlannedRun:
     withdrawals: list[Withdrawal] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # Called for each package the engine delivered: (package, partner folder, workflow ID).
-    on_delivered: Callable[[Outbound, str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +129,25 @@ Take = Callable[[IntakeFlowBase, Iterable[tuple[RemoteEntry, str]], TransferSett
 """An intake flow: (its config, one listing of (entry, kind), the partner's transfer settings)
 -> the files it takes and those it leaves (``flows.intake.take``, ``flows.sales_in.take``)."""
 
-AfterDelivery = Callable[[Store, Outbound, str, str], None]
-"""Run once the engine delivered a package: (store, package, partner folder, workflow ID)."""
+
+class Delivered(Protocol):
+    """What an after-delivery hook reads of the ledger's record of one delivered file (the
+    engine's ``DeliveryRecord``)."""
+
+    @property
+    def flow(self) -> str: ...
+
+    @property
+    def key(self) -> DeliveryKey: ...
+
+    @property
+    def workflow_id(self) -> str | None: ...
+
+
+AfterDelivery = Callable[[Store, Delivered], None]
+"""Run as the engine's ledger records a file of the flow delivered (sent, or found already
+there), in the process that delivered it, whoever asked (a run, a ``retry``, a recovery):
+(store, the record)."""
 
 
 class FlowNotAvailable(ConsonanceSftpError):

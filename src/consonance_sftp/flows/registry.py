@@ -9,11 +9,8 @@ intake flow" asks this table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
-from typing import Any
 
 from consonance_sftp.config.flows import (
     ArchiveFlow,
@@ -36,13 +33,11 @@ from consonance_sftp.flows import (
 )
 from consonance_sftp.flows.base import (
     AfterDelivery,
-    FlowContext,
     FlowNotAvailable,
     Plan,
-    PlannedRun,
     Take,
 )
-from consonance_sftp.models import ChangeEvent, FlowKind
+from consonance_sftp.models import FlowKind
 
 
 class Fires(StrEnum):
@@ -147,8 +142,8 @@ def fired_by_events(flow: FlowBase) -> bool:
 
 
 def plan_for(name: str, flow: FlowBase) -> Plan:
-    """The flow's ``plan``, its after-delivery hook bound to each planned run; a kind this
-    release cannot run raises ``FlowNotAvailable`` naming where it will live."""
+    """The flow's ``plan``; a kind this release cannot run raises ``FlowNotAvailable`` naming
+    where it will live."""
     kind = str(getattr(flow, "kind", ""))
     entry = REGISTRY.get(kind)
     if entry is None or entry.plan is None:
@@ -159,19 +154,11 @@ def plan_for(name: str, flow: FlowBase) -> Plan:
             hint=f"Implemented kinds: {', '.join(implemented)}. The {kind} exchange "
             f"({where}) is not wired into the service in this version.",
         )
-    return partial(_planned, entry.plan, entry.after_delivery)
+    return entry.plan
 
 
-async def _planned(
-    plan: Plan,
-    after: AfterDelivery | None,
-    ctx: FlowContext,
-    name: str,
-    flow: Any,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    run = await plan(ctx, name, flow, isbns, event)
-    if after is not None:
-        run.on_delivered = partial(after, ctx.store)
-    return run
+def after_delivery_of(flow: FlowBase | None) -> AfterDelivery | None:
+    """The hook the engine's ledger runs as it records a file of this flow delivered (the
+    app's ``FlowLedger``), if its kind has one."""
+    entry = REGISTRY.get(str(getattr(flow, "kind", ""))) if flow is not None else None
+    return entry.after_delivery if entry is not None else None
