@@ -491,8 +491,8 @@ def against_main(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "against": commit,
-                "rev": {r.metric.key: r.rev_median for r in rows},
-                "head": {r.metric.key: r.head_median for r in rows},
+                "rev": {r.metric.key: round(r.rev_median, 4) for r in rows},
+                "head": {r.metric.key: round(r.head_median, 4) for r in rows},
                 "ratio": {r.metric.key: round(r.ratio, 4) for r in rows},
                 "no_slower": all(r.no_slower for r in rows if r.metric.judged),
             }
