@@ -2,8 +2,9 @@
 
 The pieces a benchmark needs to measure two versions of ``consonance_sftp`` side by side:
 
-* ``resolve`` and ``export``: a git revision's ``src/`` (and ``pyproject.toml``) into a folder,
-  by ``git archive`` (the repository's worktrees and index are not touched);
+* ``resolve`` and ``export``: a git revision's ``src/`` (``pyproject.toml``, and any other files
+  the benchmark asks for) into a folder, by ``git archive`` (the repository's worktrees and
+  index are not touched);
 * ``unmet_requirements``: the revision's declared dependencies that this virtualenv does not
   satisfy (both versions run on the packages installed here, so they must fit both);
 * ``compare`` and ``render``: per metric the median of each side's rounds, the ratio, and
@@ -45,16 +46,23 @@ def resolve(root: Path, rev: str) -> str:
     return out.stdout.strip()
 
 
-def export(root: Path, commit: str, dest: Path) -> Path:
-    """Write ``commit``'s ``src/`` and ``pyproject.toml`` under ``dest``; return its ``src``."""
+def _has(root: Path, commit: str, path: str) -> bool:
+    probe = ["git", "-C", str(root), "cat-file", "-e", f"{commit}:{path}"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def export(root: Path, commit: str, dest: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Write ``commit``'s ``src/`` and ``pyproject.toml`` under ``dest``, and each of ``extra``
+    the commit has; return its ``src``."""
+    paths = ["src", "pyproject.toml", *(p for p in extra if _has(root, commit, p))]
     archive = subprocess.run(
-        ["git", "-C", str(root), "archive", "--format=tar", commit, "src", "pyproject.toml"],
+        ["git", "-C", str(root), "archive", "--format=tar", commit, *paths],
         capture_output=True,
         check=False,
     )
     if archive.returncode != 0:
         raise AgainstError(
-            f"git archive {commit[:10]} src pyproject.toml failed: "
+            f"git archive {commit[:10]} {' '.join(paths)} failed: "
             f"{archive.stderr.decode(errors='replace').strip()}"
         )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:

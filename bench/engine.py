@@ -48,7 +48,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Whose tests/engine_worker.py (test transport, ledger, worker process) runs: this tree's, or
+# under --against a previous commit's own when its engine wants an older transport contract.
+WORKER_ROOT = Path(os.environ.get("BENCH_ENGINE_WORKER_ROOT") or ROOT).resolve()
 sys.path.insert(0, str(ROOT))
+if WORKER_ROOT != ROOT:
+    sys.path.insert(0, str(WORKER_ROOT))
 
 from bench import against  # noqa: E402
 
@@ -117,8 +122,13 @@ async def plain_loop(work: Path, requests: list[DeliveryRequest]) -> float:
             state = await transport.remote_state(req.partner, f)
             if state.final_matches:
                 continue
-            await transport.stage(req.partner, f, fence)
-            await transport.publish(req.partner, f, fence)
+            if hasattr(transport, "stage"):
+                await transport.stage(req.partner, f, fence)
+                await transport.publish(req.partner, f, fence)
+            else:  # a previous commit's test transport (--against): upload, verify, commit
+                await transport.upload(req.partner, f, fence)
+                await transport.verify(req.partner, f)
+                await transport.commit(req.partner, f, fence)
             await asyncio.to_thread(
                 ledger.record,
                 DeliveryRecord(
@@ -273,6 +283,9 @@ def measure(args: argparse.Namespace) -> None:
     if args.tree_src is not None and not package.is_relative_to(Path(args.tree_src).resolve()):
         raise SystemExit(f"bench/engine.py: expected consonance_sftp from {args.tree_src}")
     check_contracts()
+    if args.probe:
+        return
+    print(f"test worker from {Path(sys.modules[Worker.__module__].__file__ or '?').resolve()}")
     TUNING["queue_polling_interval_s"] = args.queue_polling_interval
     TUNING["worker_concurrency"] = args.worker_concurrency
     n = args.deliveries
@@ -397,11 +410,30 @@ def _child_argv(args: argparse.Namespace, src: Path, pg_urls: str | None) -> lis
     return argv
 
 
+def _child_env(src: Path, worker_root: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(src), "BENCH_ENGINE_WORKER_ROOT": str(worker_root)}
+
+
+def _probe(src: Path, worker_root: Path) -> str | None:
+    """None if this driver and ``worker_root``'s test worker can run on the package under
+    ``src``; otherwise the one line saying what is missing."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--probe", "--tree-src", str(src)]
+    run = subprocess.run(argv, env=_child_env(src, worker_root), capture_output=True, text=True)
+    if run.returncode == 0:
+        return None
+    lines = run.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exited {run.returncode}"
+
+
 def _run_child(
-    argv: list[str], src: Path, tag: str, log: Path, running: list[subprocess.Popen[str]]
+    argv: list[str],
+    env: dict[str, str],
+    tag: str,
+    log: Path,
+    running: list[subprocess.Popen[str]],
 ) -> dict[str, float | None]:
-    """One measurement in its own process, on the package under ``src``; echo its lines."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    """One measurement in its own process, on the package its ``PYTHONPATH`` names; echo its
+    lines."""
     with log.open("w") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         running.append(proc)
@@ -442,7 +474,8 @@ def against_main(args: argparse.Namespace) -> None:
     rev_runs: list[dict[str, float | None]] = []
     head_runs: list[dict[str, float | None]] = []
     try:
-        rev_src = against.export(ROOT, commit, tmp / "tree")
+        worker_files = ("tests/__init__.py", "tests/engine_worker.py")
+        rev_src = against.export(ROOT, commit, tmp / "tree", worker_files)
         print(f"{title} exported to {tmp / 'tree'}", flush=True)
         unmet = against.unmet_requirements(against.dependencies(tmp / "tree" / "pyproject.toml"))
         if unmet:
@@ -457,6 +490,16 @@ def against_main(args: argparse.Namespace) -> None:
                 f"note: dependencies differ ({sorted(set(theirs) ^ set(ours))}); "
                 "this virtualenv satisfies both"
             )
+        rev_worker = ROOT
+        problem = _probe(rev_src, ROOT)
+        if problem is not None:
+            # REV's engine may want an older transport contract than this tree's test worker
+            # has: then REV's own test worker (the same folder transport, as it was) serves it.
+            own = tmp / "tree"
+            if not (own / "tests" / "engine_worker.py").exists() or _probe(rev_src, own):
+                raise against.AgainstError(f"{commit[:10]} cannot be measured: {problem}")
+            rev_worker = own
+            print(f"note: {problem}; REV runs with its own tests/engine_worker.py", flush=True)
         if not args.skip_pg:
             from tests.fixtures.postgres import _start, find_pg_bin
 
@@ -464,9 +507,12 @@ def against_main(args: argparse.Namespace) -> None:
             if bin_dir is None:
                 raise against.AgainstError("PostgreSQL binaries not found (make system-deps)")
             cluster = _start(bin_dir)
-        trees = [("REV", rev_src, rev_runs), ("HEAD", ROOT / "src", head_runs)]
+        trees = [
+            ("REV", rev_src, rev_worker, rev_runs),
+            ("HEAD", ROOT / "src", ROOT, head_runs),
+        ]
         for rnd in range(args.repeat):  # interleaved, so machine noise hits both alike
-            for tag, src, runs in trees:
+            for tag, src, worker_root, runs in trees:
                 pg_urls = None
                 if cluster is not None:
                     pg_urls = ",".join(
@@ -474,7 +520,8 @@ def against_main(args: argparse.Namespace) -> None:
                     )
                 print(f"round {rnd + 1}/{args.repeat}, {tag}:", flush=True)
                 argv = _child_argv(args, src, pg_urls)
-                runs.append(_run_child(argv, src, f"{tag} {rnd + 1}", tmp / "child.log", running))
+                env = _child_env(src, worker_root)
+                runs.append(_run_child(argv, env, f"{tag} {rnd + 1}", tmp / "child.log", running))
     finally:
         _stop_children(running)
         if cluster is not None:
@@ -532,6 +579,7 @@ def main() -> None:
     # Internal, for the measurements --against starts:
     parser.add_argument("--tree-src", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pg-urls", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.queue_polling_interval_given = args.queue_polling_interval
     args.worker_concurrency_given = args.worker_concurrency

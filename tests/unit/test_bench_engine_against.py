@@ -56,6 +56,10 @@ def test_against_head_prints_both_sides_and_removes_its_tree(tmp_path: Path) -> 
     # each side ran on its own package: REV on the exported tree, HEAD on the working tree
     assert f"  [REV 1] consonance_sftp from {tree / 'src' / 'consonance_sftp'}" in lines
     assert f"  [HEAD 1] consonance_sftp from {ROOT / 'src' / 'consonance_sftp'}" in lines
+    # the same engine contract: both run this tree's test worker, only the package differs
+    worker = ROOT / "tests" / "engine_worker.py"
+    assert f"  [REV 1] test worker from {worker}" in lines
+    assert f"  [HEAD 1] test worker from {worker}" in lines
     head = _head()
     [header] = [line for line in lines if line.startswith("metric ")]
     assert f"REV {head[:10]} (HEAD)" in header
@@ -73,6 +77,44 @@ def test_against_head_prints_both_sides_and_removes_its_tree(tmp_path: Path) -> 
     assert any(line.startswith("HEAD is no slower than REV: ") for line in lines)
     assert not tree.exists()
     assert list(tmp.iterdir()) == []  # the exported tree and each measurement's folder
+
+
+# The last commit before the transport contract became stage/publish (issue 12): its engine
+# calls upload, verify and commit, which this tree's test transport no longer has.
+BEFORE_STAGE = "203f97f4cc503712f8823cbfd0ac292da23261d2"
+
+
+@pytest.mark.slow  # two engine runs
+def test_a_commit_with_the_older_transport_contract_runs_its_own_test_worker(
+    tmp_path: Path,
+) -> None:
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{BEFORE_STAGE}^{{commit}}"], check=False
+    )
+    if known.returncode != 0:
+        pytest.skip(f"needs the repository's history ({BEFORE_STAGE[:10]}): a shallow clone?")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    run = subprocess.run(
+        [sys.executable, "bench/engine.py", "--against", BEFORE_STAGE, *SMALL],
+        cwd=ROOT,
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    tree = _exported(lines)
+    [note] = [line for line in lines if line.startswith("note: ") and "upload" in line]
+    assert note.endswith("; REV runs with its own tests/engine_worker.py")
+    assert f"  [REV 1] test worker from {tree / 'tests' / 'engine_worker.py'}" in lines
+    assert f"  [HEAD 1] test worker from {ROOT / 'tests' / 'engine_worker.py'}" in lines
+    result = json.loads(lines[-1])
+    assert result["rev"]["deliveries_per_s_sqlite"] > 0
+    assert result["head"]["deliveries_per_s_sqlite"] > 0
+    assert list(tmp.iterdir()) == []
 
 
 def test_ctrl_c_removes_the_exported_tree(tmp_path: Path) -> None:
