@@ -596,6 +596,9 @@ def main() -> None:
         against_main(args)
     except against.AgainstError as exc:
         raise SystemExit(f"bench/engine.py --against: {exc}") from None
+    except KeyboardInterrupt:
+        print("bench/engine.py --against: interrupted (temporary tree removed)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,16 @@ def test_ctrl_c_removes_the_exported_tree(tmp_path: Path) -> None:
         tree = _exported(lines)
         assert tree.is_dir()
         proc.send_signal(signal.SIGINT)  # to the driver alone: it must pass it on
-        proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode != 0
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "bench/engine.py --against: interrupted (temporary tree removed)"
+    )
+    assert "Traceback" not in err
     assert not tree.exists()
     assert list(tmp.iterdir()) == []
 
