@@ -180,6 +180,15 @@ class FolderTransport:
         if self.crash_after_rename:
             os._exit(137)
 
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        final = self.dest / partner / remote_path.lstrip("/")
+        fence.check()
+        if not final.exists():
+            return False
+        final.unlink()
+        self.events.write("remove", partner=partner, path=remote_path)
+        return True
+
 
 class SqliteLedger:
     def __init__(self, path: str) -> None:
