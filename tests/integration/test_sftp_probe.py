@@ -140,7 +140,7 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         )
         assert code == 0, out
         pins = load_settings(config).partners["printer"].host_keys
-        assert pins[-1] == server.fingerprint and len(pins) == 2
+        assert pins[-1] == f"ssh-ed25519 {server.fingerprint}" and len(pins) == 2
     finally:
         server.close()
         await server.wait_closed()

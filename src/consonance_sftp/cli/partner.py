@@ -124,16 +124,20 @@ def trust(
     name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
     fingerprint: Annotated[
         str | None,
-        typer.Option(help="The SHA256 fingerprint the partner confirmed (e.g. by phone)."),
+        typer.Option(
+            help="The SHA256 fingerprint the partner confirmed (e.g. by phone); any one of "
+            "the server's keys."
+        ),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop the previously pinned keys.")
     ] = False,
 ) -> None:
-    """Show the host key a partner's server presents; pin it once its fingerprint is confirmed.
+    """Show every host key a partner's server holds; pin one once its fingerprint is confirmed.
 
-    Never trusts on first use: the key is pinned only when --fingerprint, obtained from the
-    partner by another channel, equals what the server presents.
+    A server usually holds several keys (ed25519, ECDSA, RSA): each is fetched over its own
+    key exchange. Never trusts on first use: a key is pinned, with its type, only when
+    --fingerprint, obtained from the partner by another channel, is one of them.
     """
     from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
@@ -142,26 +146,28 @@ def trust(
     by = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
     trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
     check = asyncio.run(trusting)
-    presented = check.presented
-    console.print(f"{name} presents: {presented}", markup=False)
-    console.print(f"known_hosts line: {check.known_hosts_line}", markup=False)
+    for key in check.presented:
+        console.print(f"{name} presents: {key.fingerprint} ({key.key_type})", markup=False)
+        console.print(f"  known_hosts line: {key.known_hosts_line}", markup=False)
     console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
     if fingerprint is None:
         console.print(
-            "confirm this fingerprint with the partner, then run again with "
-            f"--fingerprint {presented}",
+            "confirm one of these fingerprints with the partner, then run again with "
+            f"--fingerprint {check.presented[0].fingerprint}",
             markup=False,
         )
         return
-    if not check.pinned:
+    if check.pinned is None:
+        shown = ", ".join(k.fingerprint for k in check.presented)
         console.print(
-            f"refused: the server presents {presented}, not {fingerprint}; nothing changed",
+            f"refused: {fingerprint} is none of the keys the server holds ({shown}); "
+            "nothing changed",
             markup=False,
         )
         raise typer.Exit(1)
     console.print(
-        f"pinned {presented} for {name} in {state.config_path}"
-        + (" (replacing the old keys)" if replace else ""),
+        f"pinned {check.pinned.key_type} {check.pinned.fingerprint} for {name} in "
+        f"{state.config_path}" + (" (replacing the old keys)" if replace else ""),
         markup=False,
     )
     # What comes next: a running ``serve`` reloads the file by itself; a paused partner

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncssh
 
 from consonance_sftp import errors
-from consonance_sftp.adapters.sftp.connection import (
-    fetch_host_key,
-)
+from consonance_sftp.adapters.sftp.connection import PresentedKey, fetch_host_keys
 from consonance_sftp.adapters.sftp.inbound import InboundMixin
 from consonance_sftp.adapters.sftp.upload import UploadMixin
 from consonance_sftp.ports.remote_fs import (
@@ -46,9 +44,10 @@ class SftpRemoteFS(UploadMixin, InboundMixin):
 
         return await send_test_file(self, folder)
 
-    async def presented_host_key(self) -> tuple[str, str]:
-        """(fingerprint, known_hosts line) the server presents now (``partner trust``)."""
-        return await fetch_host_key(self.endpoint)
+    async def presented_host_keys(self) -> list[PresentedKey]:
+        """Every host key the server holds, one key exchange per key type (``partner
+        trust``)."""
+        return await fetch_host_keys(self.endpoint)
 
     # --- simple operations --------------------------------------------------------------
 
