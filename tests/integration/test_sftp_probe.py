@@ -61,7 +61,7 @@ async def test_probe_no_posix_rename(
         assert report.recommended["upload_strategy"] == "delete_rename"
         assert report.check_file and report.recommended["checksum"] == "check_file"
         sent = await fs.send_test_file()
-    assert sent.size > 0
+    assert sent.upload.size > 0 and sent.removed
     assert list(fault_server.home("partner").iterdir()) == []
 
 

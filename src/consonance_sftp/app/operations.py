@@ -40,7 +40,7 @@ from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workf
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
-from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
+from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
 from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
 
 if TYPE_CHECKING:
@@ -357,8 +357,9 @@ class Operations:
         stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return report, stored
 
-    async def send_test(self, partner: str, folder: str | None) -> UploadResult:
-        """A small file through the full upload protocol, then removed."""
+    async def send_test(self, partner: str, folder: str | None) -> SentTestFile:
+        """A small file through the full upload protocol, then removed where the server
+        allows it (a drop box that refuses removes keeps it: delivered, not failed)."""
         async with self.app.remote_fs(partner) as fs:
             return await fs.send_test_file(folder)
 

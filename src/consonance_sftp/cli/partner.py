@@ -110,11 +110,21 @@ def send_test(
     from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
 
-    result = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
+    sent = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
+    result = sent.upload
+    delivered = (
+        f"sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
+        f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s"
+    )
+    if sent.removed:
+        console.print(f"ok: {delivered}, then removed it", markup=False)
+        return
+    # Delivered all the same: a drop box that takes files but refuses removes is a success.
+    console.print(f"ok: {delivered}; delivered, could not clean up", markup=False)
     console.print(
-        f"ok: sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
-        f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s, "
-        "then removed it",
+        f"  note: the server refused to remove {', '.join(sent.left_behind)} "
+        f"({sent.cleanup_error}); an upload-only drop box keeps what it is sent: ask the "
+        "partner to delete the test file",
         markup=False,
     )
 

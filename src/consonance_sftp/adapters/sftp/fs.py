@@ -20,7 +20,7 @@ from consonance_sftp.adapters.sftp.upload import UploadMixin
 from consonance_sftp.ports.remote_fs import (
     ProbeReport,
     RemoteFS,
-    UploadResult,
+    SentTestFile,
 )
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,9 @@ class SftpRemoteFS(UploadMixin, InboundMixin):
 
         return await probe_partner(self)
 
-    async def send_test_file(self, folder: str | None = None) -> UploadResult:
-        """One small file through the full upload protocol, then removed (``partner test``)."""
+    async def send_test_file(self, folder: str | None = None) -> SentTestFile:
+        """One small file through the full upload protocol, then removed where the server
+        allows it (``partner test``)."""
         from consonance_sftp.adapters.sftp.probe import send_test_file
 
         return await send_test_file(self, folder)

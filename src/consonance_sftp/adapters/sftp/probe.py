@@ -1,19 +1,23 @@
 """Partner probe: what a partner's server really supports, and the settings that follow.
 
-It logs in with the configured credentials and tries, on small files of its own named
-``.consonance-probe-*`` (all removed afterwards): list and write in each configured folder,
+It logs in with the configured credentials and tries, on small files of its own under one
+name per run (``.consonance-probe-<token>``; a second file ``<name>.over`` only to try a rename
+over an existing file), removed afterwards where the server allows it and reported as
+``leftovers`` where it does not (an upload-only drop box): list and write in each configured
+folder,
 posix-rename, plain rename, rename over an existing file, setstat (utime), the ``check-file``
 extension, a hashing command over SSH, statvfs and the ``limits`` extension; the mtime of a
 file it wrote gives the clock skew. Nothing is changed on our side: the recommendations are
 returned, and only ``partner probe --apply`` writes them into the config.
 
-``send_test_file`` is ``partner test``: one small file through the full upload protocol.
+``send_test_file`` is ``partner test``: one small file through the full upload protocol, then
+removed; a server that refuses the remove has still taken the file ("delivered, could not
+clean up"), which is not a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +25,7 @@ import posixpath
 import secrets
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import asyncssh
@@ -37,7 +41,7 @@ from consonance_sftp.config.transfer import (
     OverwritePolicy,
     UploadStrategy,
 )
-from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
+from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,40 @@ async def _attempt(aw: object) -> bool:
 async def _write(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
     async with sftp.open(path, "wb") as fh:
         await fh.write(data)
+
+
+def _probe_name(folder: str, token: str, tag: str = "") -> str:
+    """The run's one probe file name in ``folder`` (``tag``: a second file beside it)."""
+    return posixpath.join(folder, f".consonance-probe-{token}" + (f".{tag}" if tag else ""))
+
+
+async def _remove_probe_files(sftp: asyncssh.SFTPClient, paths: list[str]) -> list[str]:
+    """Remove what the probe made; returns the files still there (the server refused)."""
+    left: list[str] = []
+    for path in dict.fromkeys(paths):
+        try:
+            await sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            continue  # renamed away during the probe
+        except (asyncssh.SFTPError, asyncssh.Error, OSError):
+            try:
+                await sftp.stat(path)
+            except asyncssh.SFTPNoSuchFile:
+                continue
+            except (asyncssh.SFTPError, asyncssh.Error, OSError):
+                pass  # cannot tell: report it rather than claim it is gone
+            left.append(path)
+    return left
+
+
+def _with_leftovers(report: ProbeReport, leftovers: list[str]) -> ProbeReport:
+    if not leftovers:
+        return report
+    note = (
+        f"could not remove {len(leftovers)} probe file(s), the server refuses removes "
+        f"(an upload-only drop box?): {', '.join(leftovers)}"
+    )
+    return replace(report, leftovers=tuple(leftovers), notes=(*report.notes, note))
 
 
 async def probe_partner(fs: SftpRemoteFS) -> ProbeReport:
@@ -97,7 +135,7 @@ async def _probe(fs: SftpRemoteFS) -> ProbeReport:
         writable: str | None = None
         for folder in folders:
             can_list = await _attempt(_first_entry(sftp, folder))
-            probe_file = posixpath.join(folder, f".consonance-probe-{token}-w")
+            probe_file = _probe_name(folder, token)
             can_write = await _attempt(_write(sftp, probe_file, b"probe"))
             if can_write:
                 created.append(probe_file)
@@ -121,13 +159,12 @@ async def _probe(fs: SftpRemoteFS) -> ProbeReport:
             notes.append("no configured folder is writable: upload capabilities not probed")
             return _finish(report, notes, {}, fs)
 
+        leftovers: list[str] = []
         try:
             found = await _probe_writes(fs, pc, writable, token, created, flags)
         finally:
-            for path in created:
-                with contextlib.suppress(asyncssh.SFTPError, errors.TransportError):
-                    await sftp.remove(path)
-    return _finish(report, notes, found, fs)
+            leftovers = await _remove_probe_files(sftp, created)
+    return _with_leftovers(_finish(report, notes, found, fs), leftovers)
 
 
 async def _first_entry(sftp: asyncssh.SFTPClient, folder: str) -> None:
@@ -145,8 +182,8 @@ async def _probe_writes(
 ) -> dict[str, object]:
     sftp = pc.sftp
 
-    def name(tag: str) -> str:
-        path = posixpath.join(folder, f".consonance-probe-{token}-{tag}")
+    def name(tag: str = "") -> str:
+        path = _probe_name(folder, token, tag)
         created.append(path)
         return path
 
@@ -154,7 +191,7 @@ async def _probe_writes(
     body = b"consonance-sftp probe\n"
     digest = hashlib.sha256(body).hexdigest()
 
-    a = name("a")
+    a = name()  # the run's one name, written already by the folder check: written over
     before = time.time()
     await _write(sftp, a, body)
     after = time.time()
@@ -177,13 +214,13 @@ async def _probe_writes(
     except (asyncssh.Error, OSError, TimeoutError):
         found["shell_hash"] = False
 
-    b = name("b")
+    b = name("moved")
     found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
-    source = b if found["posix_rename"] else a
-    c = name("c")
+    # the plain rename moves the file back to the run's name where posix-rename moved it away
+    source, c = (b, a) if found["posix_rename"] else (a, b)
     found["rename"] = await _attempt(sftp.rename(source, c))
     if found["rename"]:
-        d = name("d")
+        d = name("over")
         await _write(sftp, d, body)
         found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
     else:
@@ -287,8 +324,11 @@ def save_report(report: ProbeReport, folder: Path) -> Path:
     return path
 
 
-async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> UploadResult:
-    """``partner test``: one small file through the full upload protocol, then removed."""
+async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> SentTestFile:
+    """``partner test``: one small file through the full upload protocol, then removed.
+
+    A failed upload raises. A file delivered that the server will not let us remove again
+    (an upload-only drop box) is a success, with what was left behind and why."""
     folder = folder or (fs.endpoint.folders[0] if fs.endpoint.folders else ".")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     remote = posixpath.join(folder, f"consonance-sftp-test-{stamp}-{secrets.token_hex(3)}.txt")
@@ -296,11 +336,22 @@ async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> UploadR
         local = Path(tmp) / "test.txt"
         local.write_bytes(f"consonance-sftp connection test {stamp}\n".encode() * 64)
         result = await fs.upload(local, remote)
-    await fs.remove(remote)
+    written = [remote]
     marker = fs.settings.done_marker
     if marker:
         stem, _dot, suffix = posixpath.basename(remote).rpartition(".")
         name = marker.format(name=posixpath.basename(remote), stem=stem, suffix=suffix)
-        with contextlib.suppress(errors.TransportError):
-            await fs.remove(posixpath.join(folder, name))
-    return result
+        written.append(posixpath.join(folder, name))
+    left: list[str] = []
+    cleanup_error: str | None = None
+    for path in written:
+        try:
+            await fs.remove(path)
+        except errors.RemotePathNotFound:
+            continue
+        except errors.TransportError as exc:
+            left.append(path)
+            cleanup_error = cleanup_error or exc.message
+    return SentTestFile(
+        upload=result, removed=not left, left_behind=tuple(left), cleanup_error=cleanup_error
+    )
