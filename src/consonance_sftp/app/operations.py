@@ -454,7 +454,10 @@ def apply_recommendations(config_path: Path, partner: str, settings: dict[str, A
         entry["transfer"] = tomlkit.table()
     transfer = entry["transfer"]
     for key, value in settings.items():
-        transfer[key] = value
+        if value is None:  # back to the default: TOML has no null
+            transfer.pop(key, None)
+        else:
+            transfer[key] = value
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     transfer.comment(f"partner probe --apply, {stamp}")
     config_path.write_text(tomlkit.dumps(doc))

@@ -53,6 +53,11 @@ def render_report(report: ProbeReport) -> Table:
     table.add_row("statvfs", _yes(report.statvfs) + free)
     limits = ", ".join(f"{k}={v}" for k, v in report.limits.items()) or "not offered"
     table.add_row("limits", limits)
+    if report.max_write_size is not None:
+        table.add_row(
+            "largest write / read",
+            f"{report.max_write_size} / {report.max_read_size or '?'} bytes (measured)",
+        )
     for folder, rights in report.folders.items():
         table.add_row(
             f"folder {folder}", f"list {_yes(rights['list'])}, write {_yes(rights['write'])}"
@@ -63,6 +68,8 @@ def render_report(report: ProbeReport) -> Table:
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(unset: the default)"
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 

@@ -107,6 +107,10 @@ class ProbeReport:
     notes: tuple[str, ...] = ()
     recommended: dict[str, object] = field(default_factory=dict)  # TransferSettings fields
     leftovers: tuple[str, ...] = ()  # probe files the server would not let it remove
+    # Largest single write request the server took, and largest read it answered in full
+    # (measured up to 261,120 bytes; None: not measured, no writable folder).
+    max_write_size: int | None = None
+    max_read_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -90,29 +90,36 @@ async def _remove_probe_files(sftp: asyncssh.SFTPClient, paths: list[str]) -> li
     return left
 
 
+_LEFTOVER_NOTE = "could not remove "
+
+
 def _with_leftovers(report: ProbeReport, leftovers: list[str]) -> ProbeReport:
-    if not leftovers:
+    """``report`` with ``leftovers`` added to those it has, and one note naming them all."""
+    every = tuple(dict.fromkeys((*report.leftovers, *leftovers)))
+    if not every:
         return report
     note = (
-        f"could not remove {len(leftovers)} probe file(s), the server refuses removes "
-        f"(an upload-only drop box?): {', '.join(leftovers)}"
+        f"{_LEFTOVER_NOTE}{len(every)} probe file(s), the server refuses removes "
+        f"(an upload-only drop box?): {', '.join(every)}"
     )
-    return replace(report, leftovers=tuple(leftovers), notes=(*report.notes, note))
+    notes = tuple(n for n in report.notes if not n.startswith(_LEFTOVER_NOTE))
+    return replace(report, leftovers=every, notes=(*notes, note))
 
 
 async def probe_partner(fs: SftpRemoteFS) -> ProbeReport:
     """Probe ``fs``'s partner; raises the usual TransportError when it cannot log in."""
+    token = secrets.token_hex(4)
     try:
-        return await _probe(fs)
+        report = await _probe(fs, token)
+        return await block_size_advice(fs, report, token)
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         raise translate(exc, partner=fs.partner) from exc
 
 
-async def _probe(fs: SftpRemoteFS) -> ProbeReport:
+async def _probe(fs: SftpRemoteFS, token: str) -> ProbeReport:
     ep = fs.endpoint
     notes: list[str] = []
     folders_report: dict[str, dict[str, bool]] = {}
-    token = secrets.token_hex(4)
     created: list[str] = []
     async with fs.pool.lease() as pc:
         sftp = pc.sftp
@@ -281,13 +288,6 @@ def _finish(
             )
         if isinstance(skew, float) and abs(skew) > 120:
             notes.append(f"server clock is {skew:+.0f}s off: min_age compares against it")
-    limits = report.limits
-    if limits:
-        caps = [v for k, v in limits.items() if k in ("max_read_len", "max_write_len") and v]
-        wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
-    else:
-        wanted["block_size"] = _SAFE_BLOCK
-        notes.append("no limits extension: 32 KiB blocks are the safe size")
     recommended = {k: v for k, v in wanted.items() if _current(ts, k) != v}
     return ProbeReport(
         partner=report.partner,
@@ -308,6 +308,126 @@ def _finish(
         notes=tuple(notes),
         recommended=recommended,
     )
+
+
+# --- block sizes ---------------------------------------------------------------------------
+
+# Sizes tried, largest first. The SFTP drafts oblige a server to take 32 KiB; many take 256
+# KiB (OpenSSH's own cap is MAX_OPENSSH_BLOCK, and a larger write makes it drop the session).
+_BLOCK_SIZES = (MAX_OPENSSH_BLOCK, 131_072, 65_536, _SAFE_BLOCK)
+
+
+async def measure_block_sizes(
+    fs: SftpRemoteFS, path: str, limits: dict[str, int]
+) -> tuple[int | None, int | None]:
+    """(largest write request the server takes, largest read it answers in full), measured on
+    ``path``, each up to 261,120 bytes and no more than the ``limits`` extension announces.
+
+    A write is one request of that many bytes, then a stat of the size; a read is one request
+    for 261,120 bytes of a file at least that long, whose answer (a server may answer with
+    less than asked: rclone caps reads at 32 KiB) is compared with what was written. Each
+    size is tried on a connection of its own after a failure, since a server may drop the
+    session over a request it finds too large.
+    """
+    write_cap = limits.get("max_write_len") or MAX_OPENSSH_BLOCK
+    read_cap = limits.get("max_read_len") or MAX_OPENSSH_BLOCK
+    sizes = sorted({min(n, write_cap) for n in _BLOCK_SIZES}, reverse=True)
+    payload = secrets.token_bytes(MAX_OPENSSH_BLOCK)
+    written: int | None = None
+    for size in sizes:
+        if await _attempt_sizes(_write_blocks(fs, path, payload, size)):
+            written = size
+            break
+    if written is None:
+        return None, None
+    read: int | None = None
+    for size in sorted({min(n, read_cap) for n in _BLOCK_SIZES}, reverse=True):
+        got = await _attempt_read(fs, path, payload, size)
+        if got:
+            read = got
+            break
+    return written, read
+
+
+async def _attempt_sizes(aw: object) -> bool:
+    try:
+        await aw  # type: ignore[misc]
+        return True
+    except (asyncssh.Error, errors.TransportError, OSError):
+        return False
+
+
+async def _write_blocks(fs: SftpRemoteFS, path: str, payload: bytes, size: int) -> None:
+    """Write ``payload`` to ``path`` in requests of ``size`` bytes; fails unless it all landed."""
+    async with fs.pool.lease() as pc:
+        async with await pc.sftp.open(path, "wb", encoding=None, block_size=0) as fh:
+            for offset in range(0, len(payload), size):
+                await fh.write(payload[offset : offset + size], offset)
+        attrs = await pc.sftp.stat(path)
+    if attrs.size != len(payload):
+        raise errors.TransportError(f"{size}-byte writes left {attrs.size} bytes", path=path)
+
+
+async def _attempt_read(fs: SftpRemoteFS, path: str, payload: bytes, size: int) -> int | None:
+    """Bytes one read request of ``size`` bytes returned, when they match what was written."""
+    try:
+        async with (
+            fs.pool.lease() as pc,
+            await pc.sftp.open(path, "rb", encoding=None, block_size=0) as fh,
+        ):
+            data = await fh.read(size, 0)
+    except (asyncssh.Error, errors.TransportError, OSError):
+        return None
+    assert isinstance(data, bytes)
+    return len(data) if data and data == payload[: len(data)] else None
+
+
+async def block_size_advice(fs: SftpRemoteFS, report: ProbeReport, token: str) -> ProbeReport:
+    """``report`` with the measured write and read sizes and the block sizes they recommend
+    (``block_size`` for writes, ``read_block_size`` where reads are answered with less).
+    Without a writable folder nothing can be measured: the ``limits`` extension decides, else
+    32 KiB, the size every server must take."""
+    ts = fs.settings
+    notes = list(report.notes)
+    folder = next((f for f, rights in report.folders.items() if rights.get("write")), None)
+    write = read = None
+    leftovers: list[str] = []
+    if folder is not None:
+        path = _probe_name(folder, token)
+        try:
+            write, read = await measure_block_sizes(fs, path, report.limits)
+        finally:
+            async with fs.pool.lease() as pc:
+                leftovers = await _remove_probe_files(pc.sftp, [path])
+    wanted: dict[str, object] = {}
+    if write is not None:
+        wanted["block_size"] = write
+        # one size for both unless reads come back shorter than writes may be
+        wanted["read_block_size"] = read if read is not None and read < write else None
+        if read is not None and read < write:
+            notes.append(
+                f"the server takes {write}-byte writes but answers reads with at most {read} "
+                "bytes: read_block_size is set apart"
+            )
+    elif report.limits:
+        caps = [v for k, v in report.limits.items() if k in ("max_read_len", "max_write_len") and v]
+        wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
+    else:
+        wanted["block_size"] = _SAFE_BLOCK
+        notes.append("block sizes not measured and no limits extension: 32 KiB is the safe size")
+    recommended = dict(report.recommended)
+    for key, value in wanted.items():
+        recommended.pop(key, None)
+        if _current(ts, key) != value:
+            recommended[key] = value
+    advised = replace(
+        report,
+        max_write_size=write,
+        max_read_size=read,
+        notes=tuple(notes),
+        recommended=recommended,
+    )
+    return _with_leftovers(advised, leftovers)
 
 
 def _current(ts: object, key: str) -> object:
