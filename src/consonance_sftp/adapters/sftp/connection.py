@@ -268,7 +268,8 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
             # A server holding none of the offered key types ends the key exchange; OpenSSH
             # resets the connection, so its list of types is lost with it. Ask for each type
             # on its own: if none of the offered types is there, no pinned key can be.
-            held = await _held_keys(ep) if set(remaining) != set(KEY_TYPES) else None
+            dropped = isinstance(exc, _NoKeyOfType) or _dropped_in_handshake(exc)
+            held = await _held_keys(ep) if dropped and set(remaining) != set(KEY_TYPES) else None
             if held is None or any(k.key_type in remaining for k in held):
                 if isinstance(exc, _NoKeyOfType):
                     raise translate(exc.reason, partner=ep.partner) from exc.reason
@@ -296,6 +297,13 @@ class _NoKeyOfType(Exception):
     def __init__(self, reason: asyncssh.KeyExchangeFailed) -> None:
         super().__init__(str(reason))
         self.reason = reason
+
+
+def _dropped_in_handshake(exc: BaseException) -> bool:
+    """Was the connection reset or closed by the server once open (not refused, not
+    unresolved), as OpenSSH does when it holds none of the offered host key types?"""
+    cause = exc.__cause__
+    return isinstance(cause, ConnectionResetError | BrokenPipeError | asyncssh.ConnectionLost)
 
 
 async def _held_keys(ep: SftpEndpoint) -> list[PresentedKey] | None:
