@@ -198,9 +198,15 @@ async def _probe_writes(
     body = b"consonance-sftp probe\n"
     digest = hashlib.sha256(body).hexdigest()
 
-    a = name()  # the run's one name, written already by the folder check: written over
+    a = name()  # the run's one name, written by the folder check already
+    # Made afresh: a server may refuse to open an existing file for writing (ProFTPD's
+    # AllowOverwrite off); a drop box refuses the remove but takes the write over.
+    await _attempt(sftp.remove(a))
     before = time.time()
-    await _write(sftp, a, body)
+    if not await _attempt(_write(sftp, a, body)):
+        a = name("fresh")  # neither remove nor write over: a second name
+        before = time.time()
+        await _write(sftp, a, body)
     after = time.time()
     attrs = await sftp.stat(a)
     if attrs.mtime is not None:
@@ -360,6 +366,9 @@ async def _attempt_sizes(aw: object) -> bool:
 async def _write_blocks(fs: SftpRemoteFS, path: str, payload: bytes, size: int) -> None:
     """Write ``payload`` to ``path`` in requests of ``size`` bytes; fails unless it all landed."""
     async with fs.pool.lease() as pc:
+        # afresh, as above: an earlier size may have left the file, and some servers will not
+        # open an existing file for writing
+        await _attempt(pc.sftp.remove(path))
         async with await pc.sftp.open(path, "wb", encoding=None, block_size=0) as fh:
             for offset in range(0, len(payload), size):
                 await fh.write(payload[offset : offset + size], offset)
