@@ -61,7 +61,7 @@ async def test_probe_no_posix_rename(
         assert report.recommended["upload_strategy"] == "delete_rename"
         assert report.check_file and report.recommended["checksum"] == "check_file"
         sent = await fs.send_test_file()
-    assert sent.size > 0
+    assert sent.upload.size > 0 and sent.removed
     assert list(fault_server.home("partner").iterdir()) == []
 
 
@@ -140,7 +140,7 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         )
         assert code == 0, out
         pins = load_settings(config).partners["printer"].host_keys
-        assert pins[-1] == server.fingerprint and len(pins) == 2
+        assert pins[-1] == f"ssh-ed25519 {server.fingerprint}" and len(pins) == 2
     finally:
         server.close()
         await server.wait_closed()

@@ -336,6 +336,28 @@ def test_known_hosts_line_for_another_server_is_refused(tmp_path: Path, secrets_
         assert settings.partners["printer"].host_keys == [line]
 
 
+def test_a_pin_may_name_its_key_type(tmp_path: Path, secrets_env: None) -> None:
+    from consonance_sftp.config import fingerprint_of
+    from consonance_sftp.config.hostkeys import pin_key_type
+
+    fingerprint = str(HOST_KEY.get_fingerprint("sha256")).rstrip("=")
+    for pin, types in (
+        (f"ssh-ed25519 {fingerprint}", ("ssh-ed25519",)),
+        (f"ED25519 {fingerprint}", ("ssh-ed25519",)),  # as ssh-keygen -l prints the type
+        (f"ecdsa {fingerprint}", ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                                  "ecdsa-sha2-nistp521")),
+        (fingerprint, ()),  # a bare fingerprint: any type
+        (PRINTER_LINE, ("ssh-ed25519",)),
+    ):  # fmt: skip
+        settings = load_settings(write(tmp_path, MINIMAL.replace(PRINTER_LINE, pin)))
+        [kept] = settings.partners["printer"].host_keys
+        assert fingerprint_of(kept) == fingerprint, pin
+        assert pin_key_type(kept) == types, pin
+    found = problems_of(write(tmp_path, MINIMAL.replace(PRINTER_LINE, f"ssh-dss {fingerprint}")))
+    message = found["partners.printer.host_keys"]
+    assert "unknown host key type 'ssh-dss'" in message and "ssh-ed25519" in message
+
+
 # --- config check: what fails or surprises later ------------------------------------------
 
 KEYED = f"""
@@ -371,6 +393,17 @@ def findings_of(path: Path) -> dict[str, tuple[str, str]]:
 
 def test_check_finds_nothing_in_a_sound_config(tmp_path: Path) -> None:
     assert findings_of(keyed_project(tmp_path)) == {}
+
+
+def test_check_notes_pins_that_name_no_key_type(tmp_path: Path) -> None:
+    path = keyed_project(tmp_path)
+    fingerprint = str(HOST_KEY.get_fingerprint("sha256")).rstrip("=")
+    path.write_text(path.read_text().replace(PRINTER_LINE, fingerprint))
+    severity, message = findings_of(path)["partners.printer.host_keys"]
+    assert severity == "note"
+    assert "asked for each key type in turn" in message and "'ssh-ed25519 SHA256:" in message
+    path.write_text(path.read_text().replace(fingerprint, f"ssh-ed25519 {fingerprint}"))
+    assert findings_of(path) == {}
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,25 @@ def test_host_key_pins_parse_every_form() -> None:
         HostKeyPins.parse([], partner="p")
 
 
+def test_pins_ask_for_their_own_key_types_first() -> None:
+    from consonance_sftp.config.hostkeys import KEY_TYPES
+
+    ed = asyncssh.generate_private_key("ssh-ed25519")
+    rsa = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    ed_fp, rsa_fp = (str(k.get_fingerprint("sha256")).rstrip("=") for k in (ed, rsa))
+    typed = HostKeyPins.parse([f"ssh-rsa {rsa_fp}"], partner="p")
+    assert typed.key_types() == ["ssh-rsa"]  # nothing else could match
+    assert typed.matches(rsa) and not typed.matches(ed)
+    mixed = HostKeyPins.parse([f"ssh-rsa {rsa_fp}", ed_fp], partner="p")
+    order = mixed.key_types()
+    # the named type first, then (for the bare fingerprint) every type, ed25519 before RSA
+    assert order[:2] == ["ssh-rsa", "ssh-ed25519"] and sorted(order) == sorted(KEY_TYPES)
+    assert mixed.key_types("ssh-ed25519")[0] == "ssh-ed25519"  # the type that matched last
+    assert mixed.matches(ed) and mixed.matches(rsa)
+    with pytest.raises(errors.ConfigError, match="unknown host key type"):
+        HostKeyPins.parse([f"ssh-dss {rsa_fp}"], partner="p")
+
+
 @pytest.mark.parametrize(
     ("exc", "cls", "retryable"),
     [

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomlkit
 
+from consonance_sftp.adapters.sftp.connection import PresentedKey
 from consonance_sftp.app.dispatch import resend_request, workflow_owner
 from consonance_sftp.app.poller_health import PollerHealth
 from consonance_sftp.app.runner import (
@@ -34,11 +35,12 @@ from consonance_sftp.app.runner import (
     mark_resend,
 )
 from consonance_sftp.app.serving import flow_schedules
+from consonance_sftp.config.hostkeys import HostKeyFormatError, fingerprint_of
 from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
-from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
+from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
 from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
 
 if TYPE_CHECKING:
@@ -128,12 +130,12 @@ class PauseChange:
 
 @dataclass(frozen=True, slots=True)
 class HostKeyCheck:
-    """A partner's presented host key against a confirmed fingerprint."""
+    """A partner's host keys (every key type the server holds) against a confirmed
+    fingerprint."""
 
-    presented: str
-    known_hosts_line: str
+    presented: list[PresentedKey]
     pinned_before: list[str]
-    pinned: bool  # the confirmed fingerprint matched and is now pinned
+    pinned: PresentedKey | None  # the key the confirmed fingerprint matched, now pinned
     executor_running: bool
     paused: bool  # the partner is still paused (its held work waits for a resume)
 
@@ -357,8 +359,9 @@ class Operations:
         stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return report, stored
 
-    async def send_test(self, partner: str, folder: str | None) -> UploadResult:
-        """A small file through the full upload protocol, then removed."""
+    async def send_test(self, partner: str, folder: str | None) -> SentTestFile:
+        """A small file through the full upload protocol, then removed where the server
+        allows it (a drop box that refuses removes keeps it: delivered, not failed)."""
         async with self.app.remote_fs(partner) as fs:
             return await fs.send_test_file(folder)
 
@@ -371,28 +374,36 @@ class Operations:
         replace: bool,
         by: str,
     ) -> HostKeyCheck:
-        """Show the key the partner's server presents; pin it in the config file only when
-        ``fingerprint`` (confirmed with the partner by another channel) equals it. Never
-        trusts on first use; a pin is recorded. A running ``serve`` reloads the file by
-        itself."""
+        """Show every host key the partner's server holds (one key exchange per key type);
+        pin the one ``fingerprint`` (confirmed with the partner by another channel) names, as
+        ``TYPE SHA256:...`` so the client asks for that type first. Never trusts on first
+        use; a pin is recorded. A running ``serve`` reloads the file by itself."""
+        try:
+            wanted = fingerprint_of(fingerprint) if fingerprint else None
+        except HostKeyFormatError as exc:
+            raise ConsonanceSftpError(f"--fingerprint {fingerprint!r}: {exc}") from None
         async with self.app.remote_fs(partner) as fs:
-            presented, line = await fs.presented_host_key()
+            presented = await fs.presented_host_keys()
         before = list(self.app.partner_config(partner).host_keys)
-        pinned = fingerprint is not None and fingerprint.strip().rstrip("=") == presented
-        if pinned:
-            pin_host_key(config_path, partner, presented, replace=replace)
+        match = next((k for k in presented if k.fingerprint == wanted), None)
+        if match is not None:
+            pin = f"{match.key_type} {match.fingerprint}"
+            pin_host_key(config_path, partner, pin, replace=replace)
             await asyncio.to_thread(
                 self.app.store.append_audit,
                 actor=f"user:{by}",
                 action=AuditAction.PARTNER_TRUST,
                 subject=f"partner:{partner}",
-                details={"fingerprint": presented, "replaced": before if replace else []},
+                details={
+                    "fingerprint": match.fingerprint,
+                    "key_type": match.key_type,
+                    "replaced": before if replace else [],
+                },
             )
         return HostKeyCheck(
             presented=presented,
-            known_hosts_line=line,
             pinned_before=before,
-            pinned=pinned,
+            pinned=match,
             executor_running=executor_running(self.app),
             paused=self.controls.is_paused("partner", partner),
         )
@@ -445,7 +456,10 @@ def apply_recommendations(config_path: Path, partner: str, settings: dict[str, A
         entry["transfer"] = tomlkit.table()
     transfer = entry["transfer"]
     for key, value in settings.items():
-        transfer[key] = value
+        if value is None:  # back to the default: TOML has no null
+            transfer.pop(key, None)
+        else:
+            transfer[key] = value
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     transfer.comment(f"partner probe --apply, {stamp}")
     config_path.write_text(tomlkit.dumps(doc))

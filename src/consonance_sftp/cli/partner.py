@@ -53,6 +53,11 @@ def render_report(report: ProbeReport) -> Table:
     table.add_row("statvfs", _yes(report.statvfs) + free)
     limits = ", ".join(f"{k}={v}" for k, v in report.limits.items()) or "not offered"
     table.add_row("limits", limits)
+    if report.max_write_size is not None:
+        table.add_row(
+            "largest write / read",
+            f"{report.max_write_size} / {report.max_read_size or '?'} bytes (measured)",
+        )
     for folder, rights in report.folders.items():
         table.add_row(
             f"folder {folder}", f"list {_yes(rights['list'])}, write {_yes(rights['write'])}"
@@ -63,6 +68,8 @@ def render_report(report: ProbeReport) -> Table:
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(unset: the default)"
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
@@ -110,11 +117,21 @@ def send_test(
     from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
 
-    result = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
+    sent = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
+    result = sent.upload
+    delivered = (
+        f"sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
+        f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s"
+    )
+    if sent.removed:
+        console.print(f"ok: {delivered}, then removed it", markup=False)
+        return
+    # Delivered all the same: a drop box that takes files but refuses removes is a success.
+    console.print(f"ok: {delivered}; delivered, could not clean up", markup=False)
     console.print(
-        f"ok: sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
-        f"verified by {result.verified_by}, {result.strategy}) in {result.seconds:.2f}s, "
-        "then removed it",
+        f"  note: the server refused to remove {', '.join(sent.left_behind)} "
+        f"({sent.cleanup_error}); an upload-only drop box keeps what it is sent: ask the "
+        "partner to delete the test file",
         markup=False,
     )
 
@@ -124,16 +141,20 @@ def trust(
     name: Annotated[str, typer.Argument(help="Partner name, as in [partners.NAME].")],
     fingerprint: Annotated[
         str | None,
-        typer.Option(help="The SHA256 fingerprint the partner confirmed (e.g. by phone)."),
+        typer.Option(
+            help="The SHA256 fingerprint the partner confirmed (e.g. by phone); any one of "
+            "the server's keys."
+        ),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop the previously pinned keys.")
     ] = False,
 ) -> None:
-    """Show the host key a partner's server presents; pin it once its fingerprint is confirmed.
+    """Show every host key a partner's server holds; pin one once its fingerprint is confirmed.
 
-    Never trusts on first use: the key is pinned only when --fingerprint, obtained from the
-    partner by another channel, equals what the server presents.
+    A server usually holds several keys (ed25519, ECDSA, RSA): each is fetched over its own
+    key exchange. Never trusts on first use: a key is pinned, with its type, only when
+    --fingerprint, obtained from the partner by another channel, is one of them.
     """
     from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
@@ -142,26 +163,28 @@ def trust(
     by = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
     trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
     check = asyncio.run(trusting)
-    presented = check.presented
-    console.print(f"{name} presents: {presented}", markup=False)
-    console.print(f"known_hosts line: {check.known_hosts_line}", markup=False)
+    for key in check.presented:
+        console.print(f"{name} presents: {key.fingerprint} ({key.key_type})", markup=False)
+        console.print(f"  known_hosts line: {key.known_hosts_line}", markup=False)
     console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
     if fingerprint is None:
         console.print(
-            "confirm this fingerprint with the partner, then run again with "
-            f"--fingerprint {presented}",
+            "confirm one of these fingerprints with the partner, then run again with "
+            f"--fingerprint {check.presented[0].fingerprint}",
             markup=False,
         )
         return
-    if not check.pinned:
+    if check.pinned is None:
+        shown = ", ".join(k.fingerprint for k in check.presented)
         console.print(
-            f"refused: the server presents {presented}, not {fingerprint}; nothing changed",
+            f"refused: {fingerprint} is none of the keys the server holds ({shown}); "
+            "nothing changed",
             markup=False,
         )
         raise typer.Exit(1)
     console.print(
-        f"pinned {presented} for {name} in {state.config_path}"
-        + (" (replacing the old keys)" if replace else ""),
+        f"pinned {check.pinned.key_type} {check.pinned.fingerprint} for {name} in "
+        f"{state.config_path}" + (" (replacing the old keys)" if replace else ""),
         markup=False,
     )
     # What comes next: a running ``serve`` reloads the file by itself; a paused partner

@@ -6,6 +6,9 @@ file points to and at how its parts combine, each finding with its TOML path:
 * **files**: a private key (``partners.*.auth.key``, the sandbox host key) that is missing, a
   folder, unreadable, not a private key, or needs a passphrase it was not given; the sandbox's
   authorized-keys file the same way (host keys are pinned inline, so there is no pin file);
+* **host keys**: a pin written as a bare ``SHA256:...`` fingerprint names no key type: a server
+  holding several keys (ed25519, ECDSA, RSA) is then asked for each type in turn until it
+  shows the pinned one (a note: it works, at the cost of extra key exchanges);
 * **permissions**: a private key or a ``{file = ...}`` secret that its group or others may
   read (the fix is ``chmod 600``);
 * **inboxes**: two enabled intake flows polling the same folder of the same SFTP account
@@ -36,6 +39,7 @@ import asyncssh
 from pydantic import SecretStr
 
 from consonance_sftp.config.flows import IntakeFlowBase
+from consonance_sftp.config.hostkeys import is_fingerprint, pin_key_type
 from consonance_sftp.config.loader import load_settings, toml_path
 from consonance_sftp.config.patterns import overlap
 from consonance_sftp.config.settings import Settings
@@ -69,6 +73,7 @@ def check_settings(settings: Settings, data: Mapping[str, Any], base_dir: Path) 
     """Every finding, errors first, each group in TOML-path order."""
     findings = [
         *_key_files(settings),
+        *_host_key_pins(settings),
         *_secret_files(data, base_dir),
         *_inbox_overlaps(settings),
         *_flow_kinds(settings),
@@ -92,6 +97,24 @@ def _key_files(settings: Settings) -> Iterator[Finding]:
     yield from _private_key("sandbox.host_key", Path(sandbox.host_key), None, missing_ok=True)
     if sandbox.partners:
         yield from _authorized_keys("sandbox.authorized_keys", Path(sandbox.authorized_keys))
+
+
+def _host_key_pins(settings: Settings) -> Iterator[Finding]:
+    for name, partner in settings.partners.items():
+        bare = [
+            n
+            for n, pin in enumerate(partner.host_keys, 1)
+            if is_fingerprint(pin) and not pin_key_type(pin)
+        ]
+        if bare and len(bare) == len(partner.host_keys):
+            yield Finding(
+                "note",
+                toml_path(["partners", name, "host_keys"]),
+                "no pin names its key type (a bare SHA256:... fingerprint): the server is asked "
+                "for each key type in turn (ed25519, ECDSA, RSA) until it shows the pinned key; "
+                "write it as 'ssh-ed25519 SHA256:...' (as 'partner trust' does) to ask for "
+                "that type first",
+            )
 
 
 def _private_key(

@@ -206,8 +206,11 @@ class PartnerConfig(StrictModel):
     host_keys: list[str] = Field(
         min_length=1,
         description="Pinned host keys; no connection without a match. Each is a known_hosts "
-        "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints) or a fingerprint "
-        "(`SHA256:...`, as `ssh-keygen -lf` prints). Several entries allow a key rotation.",
+        "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints), a fingerprint with "
+        "its key type (`ssh-ed25519 SHA256:...`, as `partner trust` writes it) or a bare "
+        "fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints). The server is asked for the "
+        "pinned key types first; one matching key is enough. Several entries allow a key "
+        "rotation, or pin several of the server's keys.",
     )
     auth: PartnerAuth = Field(description="Login method; see `[partners.<name>.auth]`.")
     folders: dict[str, str] = Field(

@@ -87,7 +87,16 @@ class TransferSettings(BaseModel):
         MAX_OPENSSH_BLOCK,
         ge=4096,
         le=MAX_OPENSSH_BLOCK,
-        description="Bytes per SFTP read/write request. 261,120 is the largest OpenSSH accepts.",
+        description="Bytes per SFTP write request (and read request, unless read_block_size "
+        "is set). 261,120 is the largest OpenSSH accepts.",
+    )
+    read_block_size: int | None = Field(
+        None,
+        ge=4096,
+        le=MAX_OPENSSH_BLOCK,
+        description="Bytes per SFTP read request (downloads, read-back checks) where the "
+        "server answers reads with less than it takes in a write (rclone: 32 KiB). Unset: "
+        "block_size. `partner probe` measures both.",
     )
     max_requests: int = Field(
         32, ge=1, le=1024, description="SFTP requests in flight per file (pipelining depth)."
@@ -200,6 +209,11 @@ class TransferSettings(BaseModel):
     processed_folder: str | None = Field(
         None, description="Remote folder that post_action 'move' moves taken files into."
     )
+
+    @property
+    def read_block(self) -> int:
+        """Bytes per SFTP read request."""
+        return self.read_block_size or self.block_size
 
     @model_validator(mode="after")
     def _check(self) -> TransferSettings:

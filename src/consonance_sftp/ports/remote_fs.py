@@ -106,6 +106,22 @@ class ProbeReport:
     clock_skew_seconds: float | None = None
     notes: tuple[str, ...] = ()
     recommended: dict[str, object] = field(default_factory=dict)  # TransferSettings fields
+    leftovers: tuple[str, ...] = ()  # probe files the server would not let it remove
+    # Largest single write request the server took, and largest read it answered in full
+    # (measured up to 261,120 bytes; None: not measured, no writable folder).
+    max_write_size: int | None = None
+    max_read_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentTestFile:
+    """``partner test``: the upload, and whether its file could be removed afterwards. A
+    server that refuses removes (an upload-only drop box) still took the file: delivered."""
+
+    upload: UploadResult
+    removed: bool = True
+    left_behind: tuple[str, ...] = ()  # what is still on the server (the file, its marker)
+    cleanup_error: str | None = None  # why it could not be removed
 
 
 class RemoteFS(Protocol):
@@ -215,7 +231,7 @@ class RemoteFS(Protocol):
 
     async def probe(self) -> ProbeReport: ...
 
-    async def send_test_file(self, folder: str | None = None) -> UploadResult: ...
+    async def send_test_file(self, folder: str | None = None) -> SentTestFile: ...
 
     async def close(self) -> None: ...
 

@@ -16,6 +16,10 @@ Two accounts are available:
     server = start_openssh(workdir)           # plain function: importable by bench/
     server.port, server.known_hosts_line, server.client_key_path
     server.stop()
+
+``host_key_types`` gives it several host keys, as a stock sshd has (ed25519, ECDSA, RSA),
+generated at start; ``sftp_options`` are added to ``internal-sftp`` (``-P remove,rmdir``: an
+upload-only drop box).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,11 +102,12 @@ class OpenSshServer:
     port: int
     workdir: Path
     process: subprocess.Popen[bytes]
-    host_key: asyncssh.SSHKey
+    host_key: asyncssh.SSHKey  # the first of host_keys
     client_key_path: Path
     shell_user: str
     chroot_user: str | None = None
     chroot_dir: Path | None = None  # the chroot; the user writes into chroot_dir / "upload"
+    host_keys: dict[str, asyncssh.SSHKey] = field(default_factory=dict)  # key type -> key
     _cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -113,6 +119,13 @@ class OpenSshServer:
     def fingerprint(self) -> str:
         value: str = self.host_key.get_fingerprint("sha256")
         return value.rstrip("=")
+
+    def fingerprints(self) -> dict[str, str]:
+        """``SHA256:...`` of each host key, by key type."""
+        return {
+            kind: str(key.get_fingerprint("sha256")).rstrip("=")
+            for kind, key in self.host_keys.items()
+        }
 
     @property
     def chroot_upload_dir(self) -> Path | None:
@@ -149,6 +162,8 @@ def start_openssh(
     port: int = 0,
     chroot: bool | None = None,
     client_key_type: str = "ssh-ed25519",
+    host_key_types: Sequence[str] = ("ssh-ed25519",),
+    sftp_options: str = "",
     extra_config: str = "",
     timeout: float = 10.0,
 ) -> OpenSshServer:
@@ -156,9 +171,19 @@ def start_openssh(
     if not SSHD.exists():
         raise OpenSshUnavailable(f"{SSHD} is missing (install openssh-server)")
     workdir.mkdir(parents=True, exist_ok=True)
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    host_key_path = workdir / "ssh_host_ed25519_key"
-    _write_key(host_key, host_key_path)
+    host_keys: dict[str, asyncssh.SSHKey] = {}
+    host_key_lines = ""
+    for kind in host_key_types:
+        key = (
+            asyncssh.generate_private_key(kind, key_size=3072)
+            if kind == "ssh-rsa"
+            else asyncssh.generate_private_key(kind)
+        )
+        host_keys[key.get_algorithm()] = key
+        key_path = workdir / f"ssh_host_{kind.replace('-', '_')}_key"
+        _write_key(key, key_path)
+        host_key_lines += f"HostKey {key_path}\n"
+    host_key = next(iter(host_keys.values()))
     client_key = asyncssh.generate_private_key(client_key_type)
     client_key_path = workdir / "client_key"
     _write_key(client_key, client_key_path)
@@ -192,7 +217,7 @@ def start_openssh(
         match_block = (
             f"Match User {chroot_user}\n"
             f"    ChrootDirectory {chroot_dir}\n"
-            "    ForceCommand internal-sftp -d /upload\n"
+            f"    ForceCommand internal-sftp -d /upload {sftp_options}\n"
             "    AllowTcpForwarding no\n"
             "    X11Forwarding no\n"
             "    PermitTTY no\n"
@@ -210,7 +235,7 @@ def start_openssh(
         f"{extra_config}\n"
         f"Port {chosen_port}\n"
         f"ListenAddress {host}\n"
-        f"HostKey {host_key_path}\n"
+        f"{host_key_lines}"
         f"PidFile {pid_file}\n"
         f"AuthorizedKeysFile {auth_dir}/%u\n"
         "StrictModes no\n"
@@ -222,7 +247,7 @@ def start_openssh(
         "MaxStartups 100:30:200\n"
         "MaxSessions 64\n"
         "LogLevel ERROR\n"
-        "Subsystem sftp internal-sftp\n"
+        f"Subsystem sftp internal-sftp {sftp_options}\n"
         f"{match_block}"
     )
     if is_root:
@@ -240,6 +265,7 @@ def start_openssh(
         workdir=workdir,
         process=process,
         host_key=host_key,
+        host_keys=host_keys,
         client_key_path=client_key_path,
         shell_user=shell_user,
         chroot_user=chroot_user,

@@ -27,6 +27,14 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.segmented import coalesce_writes
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
+from consonance_sftp.config.hostkeys import (
+    KEY_TYPES,
+    HostKeyFormatError,
+    fingerprint_of,
+    is_fingerprint,
+    parse_public_key,
+    pin_key_type,
+)
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
 log = logging.getLogger(__name__)
@@ -71,46 +79,81 @@ def preferred_ciphers(configured: list[str] | None = None) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class HostKeyPins:
-    """A partner's pinned host keys: full public keys and bare SHA256 fingerprints."""
+class Pin:
+    """One pinned key: its fingerprint and the key types it may be (() for any type)."""
 
-    keys: tuple[asyncssh.SSHKey, ...]
-    fingerprints: frozenset[str]
+    fingerprint: str
+    key_types: tuple[str, ...]
+    key: asyncssh.SSHKey | None = None  # pinned as a full known_hosts line
+
+    def __str__(self) -> str:
+        if len(self.key_types) == 1:
+            return f"{self.key_types[0]} {self.fingerprint}"
+        return f"{self.fingerprint} ({'/'.join(self.key_types) or 'any type'})"
+
+
+@dataclass(frozen=True, slots=True)
+class HostKeyPins:
+    """A partner's pinned host keys: full public keys, typed and bare SHA256 fingerprints."""
+
+    pins: tuple[Pin, ...]
+
+    @property
+    def keys(self) -> tuple[asyncssh.SSHKey, ...]:
+        return tuple(p.key for p in self.pins if p.key is not None)
+
+    @property
+    def fingerprints(self) -> frozenset[str]:
+        return frozenset(p.fingerprint for p in self.pins)
 
     @classmethod
     def parse(cls, pins: tuple[str, ...] | list[str], *, partner: str) -> HostKeyPins:
-        keys: list[asyncssh.SSHKey] = []
-        fingerprints: set[str] = set()
-        for pin in pins:
-            text = pin.strip()
-            if text.upper().startswith("SHA256:"):
-                fingerprints.add("SHA256:" + text[7:].rstrip("="))
-                continue
-            fields = text.split()
-            # known_hosts: "[host]:port type base64 [comment]" or just "type base64"
-            blob = fields[1:3] if len(fields) >= 3 and not _is_key_type(fields[0]) else fields[:2]
+        parsed: list[Pin] = []
+        for text in pins:
             try:
-                key = asyncssh.import_public_key(" ".join(blob))
-            except (asyncssh.KeyImportError, ValueError) as exc:
+                fp = fingerprint_of(text)
+                types = pin_key_type(text)
+                key = None
+                if not is_fingerprint(text):
+                    key = parse_public_key(text)
+                    types = types or (key.get_algorithm(),)
+            except HostKeyFormatError as exc:
                 raise errors.ConfigError(
                     f"partner {partner!r}: a pinned host key does not parse: {exc}"
                 ) from exc
-            keys.append(key)
-            fingerprints.add(fingerprint(key))
-        if not fingerprints:
+            parsed.append(Pin(fp, types, key))
+        if not parsed:
             raise errors.HostKeyMismatch(
                 "no host key is pinned for this partner; refusing to connect",
                 partner=partner,
-                hint="Add the server's key to host_keys (ssh-keyscan -t ed25519 HOST).",
+                hint="Add the server's key to host_keys (ssh-keygen -lf, or "
+                "'consonance-sftp partner trust NAME').",
             )
-        return cls(tuple(keys), frozenset(fingerprints))
+        return cls(tuple(parsed))
 
     def matches(self, key: asyncssh.SSHKey) -> bool:
-        return fingerprint(key) in self.fingerprints
+        found = fingerprint(key)
+        kind = key.get_algorithm()
+        return any(
+            p.fingerprint == found and (not p.key_types or kind in p.key_types) for p in self.pins
+        )
+
+    def key_types(self, first: str | None = None) -> list[str]:
+        """The key types to ask the server for, in order: ``first`` (the type that matched
+        last time), the pinned types in pin order, then, when a bare fingerprint is pinned,
+        every other type (OpenSSH's order: ed25519 before ECDSA before RSA)."""
+        order: list[str] = []
+        wanted = [t for p in self.pins for t in p.key_types]
+        if any(not p.key_types for p in self.pins):
+            wanted += list(KEY_TYPES)
+        for kind in ([first] if first in wanted else []) + wanted:
+            if kind not in order:
+                order.append(kind)
+        return order
 
 
-def _is_key_type(word: str) -> bool:
-    return word.startswith(("ssh-", "ecdsa-", "sk-", "rsa-sha2-"))
+def _algorithms(key_type: str) -> list[str]:
+    return list(KEY_TYPES.get(key_type, (key_type,)))
 
 
 def fingerprint(key: asyncssh.SSHKey) -> str:
@@ -124,13 +167,18 @@ class _PinningClient(asyncssh.SSHClient):
 
     def __init__(self, pins: HostKeyPins) -> None:
         self._pins = pins
-        self.presented: str | None = None
+        self.presented: asyncssh.SSHKey | None = None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        self.presented = fingerprint(key)
+        self.presented = key
         return self._pins.matches(key)
+
+
+# The key type that matched last, per server and pins, so that a bare fingerprint costs the
+# search through the server's key types once per process, not once per connection.
+_learned: dict[tuple[str, int, frozenset[str]], str] = {}
 
 
 # --- connecting ---------------------------------------------------------------------------
@@ -171,10 +219,16 @@ def _auth_options(ep: SftpEndpoint) -> dict[str, Any]:
 
 
 async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
-    """Connect and log in to ``ep``; raises HostKeyMismatch, AuthenticationFailed, ..."""
+    """Connect and log in to ``ep``; raises HostKeyMismatch, AuthenticationFailed, ...
+
+    The server shows one host key per connection, of the first key type offered that it
+    holds; the pinned types are offered first. When the key it shows is not pinned and
+    another pinned type remains, the client connects again without that type (each failed
+    attempt ends at the key exchange: nothing is sent, no login is tried). Only when no
+    offered type shows a pinned key is it a mismatch, naming every key the server showed.
+    """
     pins = HostKeyPins.parse(ep.host_keys, partner=ep.partner)
     ts = ep.transfer
-    client = _PinningClient(pins)
     options: dict[str, Any] = {
         "username": ep.user,
         "known_hosts": (list(pins.keys), [], []),
@@ -195,20 +249,87 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
         "compression_algs": None,
         **_auth_options(ep),
     }
-    if pins.keys and len(pins.keys) == len(pins.fingerprints):
-        # Only full keys pinned: offer exactly their algorithms so the server presents one.
-        algs: list[str] = []
-        for key in pins.keys:
-            algs.extend(a.decode() for a in key.sig_algorithms if a.decode() not in algs)
-        options["server_host_key_algs"] = algs
+    learned_key = (ep.host, ep.port, pins.fingerprints)
+    remaining = pins.key_types(_learned.get(learned_key))
+    shown: dict[str, str] = {}  # key type -> fingerprint of a key the server showed
+    while True:
+        client = _PinningClient(pins)
+        algs = [a for kind in remaining for a in _algorithms(kind)]
+        try:
+            conn = await _connect(ep, client, {**options, "server_host_key_algs": algs})
+        except _NotPinned as exc:
+            kind = exc.key.get_algorithm()
+            shown[kind] = fingerprint(exc.key)
+            remaining = [k for k in remaining if k != kind]
+            if not remaining:
+                raise _host_key_mismatch(ep, pins, shown) from exc.__cause__
+            continue
+        except (_NoKeyOfType, errors.ConnectionLost) as exc:
+            # A server holding none of the offered key types ends the key exchange; OpenSSH
+            # resets the connection, so its list of types is lost with it. Ask for each type
+            # on its own: if none of the offered types is there, no pinned key can be.
+            dropped = isinstance(exc, _NoKeyOfType) or _dropped_in_handshake(exc)
+            held = await _held_keys(ep) if dropped and set(remaining) != set(KEY_TYPES) else None
+            if held is None or any(k.key_type in remaining for k in held):
+                if isinstance(exc, _NoKeyOfType):
+                    raise translate(exc.reason, partner=ep.partner) from exc.reason
+                raise  # a connection that was lost for another reason: retried later
+            for found in held:
+                shown.setdefault(found.key_type, found.fingerprint)
+            raise _host_key_mismatch(ep, pins, shown, held=held) from exc
+        key = conn.get_server_host_key()
+        if key is not None:
+            _learned[learned_key] = key.get_algorithm()
+        return conn
+
+
+class _NotPinned(Exception):
+    """One key exchange showed a key that is not pinned."""
+
+    def __init__(self, key: asyncssh.SSHKey) -> None:
+        super().__init__("host key not pinned")
+        self.key = key
+
+
+class _NoKeyOfType(Exception):
+    """The key exchange failed over the host key type: none offered is held."""
+
+    def __init__(self, reason: asyncssh.KeyExchangeFailed) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+def _dropped_in_handshake(exc: BaseException) -> bool:
+    """Was the connection reset or closed by the server once open (not refused, not
+    unresolved), as OpenSSH does when it holds none of the offered host key types?"""
+    cause = exc.__cause__
+    return isinstance(cause, ConnectionResetError | BrokenPipeError | asyncssh.ConnectionLost)
+
+
+async def _held_keys(ep: SftpEndpoint) -> list[PresentedKey] | None:
+    """Every host key the server holds, or None when that cannot be told either."""
+    try:
+        return await fetch_host_keys(ep)
+    except errors.TransportError:
+        return None
+
+
+async def _connect(
+    ep: SftpEndpoint, client: _PinningClient, options: dict[str, Any]
+) -> asyncssh.SSHClientConnection:
+    ts = ep.transfer
     try:
         async with asyncio.timeout(ts.connect_timeout * 2):
             conn, _ = await asyncssh.create_connection(lambda: client, ep.host, ep.port, **options)
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise _host_key_mismatch(ep, pins, client.presented) from exc
+        if client.presented is None:
+            raise translate(exc, partner=ep.partner) from exc
+        raise _NotPinned(client.presented) from exc
     except asyncssh.KeyExchangeFailed as exc:
+        if client.presented is not None:
+            raise _NotPinned(client.presented) from exc
         if "host key" in str(exc.reason).lower():
-            raise _host_key_mismatch(ep, pins, client.presented) from exc
+            raise _NoKeyOfType(exc) from exc
         raise translate(exc, partner=ep.partner) from exc
     except asyncssh.PermissionDenied as exc:
         raise errors.AuthenticationFailed(
@@ -222,47 +343,81 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
 
 
 def _host_key_mismatch(
-    ep: SftpEndpoint, pins: HostKeyPins, presented: str | None
+    ep: SftpEndpoint,
+    pins: HostKeyPins,
+    shown: dict[str, str],
+    *,
+    held: list[PresentedKey] | None = None,
 ) -> errors.HostKeyMismatch:
-    pinned = ", ".join(sorted(pins.fingerprints))
+    pinned = ", ".join(str(p) for p in pins.pins)
+    presented = ", ".join(f"{kind} {fp}" for kind, fp in shown.items())
+    text = f"{ep.host}:{ep.port} presented host key{'s' if len(shown) > 1 else ''} {presented}"
+    if held is not None:
+        # Say which pinned type the server lacks, and the types it holds.
+        named = {k for p in pins.pins for k in p.key_types}
+        lacking = [k for k in pins.key_types() if k not in shown and k in named]
+        if lacking:
+            types = ", ".join(k.key_type for k in held)
+            text += f"; it holds no {' or '.join(lacking)} host key (only {types})"
     log.error(
         "host key mismatch: connection refused before login",
         extra={
             "event": "host_key_mismatch",
             "partner": ep.partner,
             "host": f"{ep.host}:{ep.port}",
-            "presented_fingerprint": presented or "unknown",
+            "presented_fingerprint": presented,
             "pinned_fingerprints": pinned,
         },
     )
-    return errors.HostKeyMismatch(
-        f"{ep.host}:{ep.port} presented host key {presented or '(of an unpinned type)'}, "
-        f"pinned: {pinned}",
-        partner=ep.partner,
-    )
+    return errors.HostKeyMismatch(f"{text}; pinned: {pinned}", partner=ep.partner)
 
 
-async def fetch_host_key(ep: SftpEndpoint) -> tuple[str, str]:
-    """(SHA256 fingerprint, known_hosts line) of the key the server presents now.
+@dataclass(frozen=True, slots=True)
+class PresentedKey:
+    """One host key a server holds, as ``partner trust`` shows it."""
 
-    Only the key exchange runs: no login, nothing sent. For ``partner trust``, where a human
-    compares the fingerprint with the one the partner gives them.
-    """
-    try:
-        async with asyncio.timeout(ep.transfer.connect_timeout):
-            key = await asyncssh.get_server_host_key(ep.host, ep.port, config=[])
-    except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise translate_connect(
-            exc,
-            partner=ep.partner,
-            address=f"{ep.host}:{ep.port}",
-            timeout=ep.transfer.connect_timeout,
-        ) from exc
-    if key is None:
-        raise errors.ConnectionLost("the server presented no host key", partner=ep.partner)
-    kind, blob = key.export_public_key("openssh").decode().split()[:2]
+    key_type: str
+    fingerprint: str
+    known_hosts_line: str
+
+
+async def fetch_host_keys(ep: SftpEndpoint) -> list[PresentedKey]:
+    """Every host key the server holds, one key exchange per key type (no login, nothing
+    sent), in OpenSSH's order of preference. For ``partner trust``, where a human compares a
+    fingerprint with the one the partner gives them."""
+    timeout = ep.transfer.connect_timeout
     host = ep.host if ep.port == 22 else f"[{ep.host}]:{ep.port}"
-    return fingerprint(key), f"{host} {kind} {blob}"
+
+    async def one(kind: str) -> asyncssh.SSHKey | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncssh.get_server_host_key(
+                    ep.host, ep.port, server_host_key_algs=_algorithms(kind), config=[]
+                )
+        except asyncssh.KeyExchangeFailed:
+            return None  # the server holds no key of this type
+        except ValueError:
+            return None  # an algorithm this build of asyncssh lacks (ed448)
+
+    found = await asyncio.gather(*(one(kind) for kind in KEY_TYPES), return_exceptions=True)
+    keys: list[PresentedKey] = []
+    failures: list[BaseException] = []
+    for result in found:
+        if isinstance(result, BaseException):
+            failures.append(result)
+        elif result is not None and all(k.fingerprint != fingerprint(result) for k in keys):
+            kind, blob = result.export_public_key("openssh").decode().split()[:2]
+            keys.append(PresentedKey(kind, fingerprint(result), f"{host} {kind} {blob}"))
+    if not keys:
+        exc = failures[0] if failures else None
+        if isinstance(exc, OSError | asyncssh.Error | TimeoutError):
+            raise translate_connect(
+                exc, partner=ep.partner, address=f"{ep.host}:{ep.port}", timeout=timeout
+            ) from exc
+        if exc is not None:
+            raise exc
+        raise errors.ConnectionLost("the server presented no host key", partner=ep.partner)
+    return keys
 
 
 # --- budget and pool ----------------------------------------------------------------------

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncssh
 
 from consonance_sftp import errors
-from consonance_sftp.adapters.sftp.connection import (
-    fetch_host_key,
-)
+from consonance_sftp.adapters.sftp.connection import PresentedKey, fetch_host_keys
 from consonance_sftp.adapters.sftp.intake import IntakeMixin
 from consonance_sftp.adapters.sftp.upload import UploadMixin
 from consonance_sftp.ports.remote_fs import (
     ProbeReport,
     RemoteFS,
-    UploadResult,
+    SentTestFile,
 )
 
 log = logging.getLogger(__name__)
@@ -40,15 +38,17 @@ class SftpRemoteFS(UploadMixin, IntakeMixin):
 
         return await probe_partner(self)
 
-    async def send_test_file(self, folder: str | None = None) -> UploadResult:
-        """One small file through the full upload protocol, then removed (``partner test``)."""
+    async def send_test_file(self, folder: str | None = None) -> SentTestFile:
+        """One small file through the full upload protocol, then removed where the server
+        allows it (``partner test``)."""
         from consonance_sftp.adapters.sftp.probe import send_test_file
 
         return await send_test_file(self, folder)
 
-    async def presented_host_key(self) -> tuple[str, str]:
-        """(fingerprint, known_hosts line) the server presents now (``partner trust``)."""
-        return await fetch_host_key(self.endpoint)
+    async def presented_host_keys(self) -> list[PresentedKey]:
+        """Every host key the server holds, one key exchange per key type (``partner
+        trust``)."""
+        return await fetch_host_keys(self.endpoint)
 
     # --- simple operations --------------------------------------------------------------
 

@@ -176,7 +176,7 @@ class IntakeMixin(FSBase):
                     staging,
                     size=size,
                     segment_size=ts.segment_size,
-                    block_size=ts.block_size,
+                    block_size=ts.read_block,
                     max_requests=ts.max_requests,
                     journal=journal,
                     progress=report,

@@ -1,19 +1,23 @@
 """Partner probe: what a partner's server really supports, and the settings that follow.
 
-It logs in with the configured credentials and tries, on small files of its own named
-``.consonance-probe-*`` (all removed afterwards): list and write in each configured folder,
+It logs in with the configured credentials and tries, on small files of its own under one
+name per run (``.consonance-probe-<token>``; a second file ``<name>.over`` only to try a rename
+over an existing file), removed afterwards where the server allows it and reported as
+``leftovers`` where it does not (an upload-only drop box): list and write in each configured
+folder,
 posix-rename, plain rename, rename over an existing file, setstat (utime), the ``check-file``
 extension, a hashing command over SSH, statvfs and the ``limits`` extension; the mtime of a
 file it wrote gives the clock skew. Nothing is changed on our side: the recommendations are
 returned, and only ``partner probe --apply`` writes them into the config.
 
-``send_test_file`` is ``partner test``: one small file through the full upload protocol.
+``send_test_file`` is ``partner test``: one small file through the full upload protocol, then
+removed; a server that refuses the remove has still taken the file ("delivered, could not
+clean up"), which is not a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +25,7 @@ import posixpath
 import secrets
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import asyncssh
@@ -37,7 +41,7 @@ from consonance_sftp.config.transfer import (
     OverwritePolicy,
     UploadStrategy,
 )
-from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
+from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +66,60 @@ async def _write(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
         await fh.write(data)
 
 
+def _probe_name(folder: str, token: str, tag: str = "") -> str:
+    """The run's one probe file name in ``folder`` (``tag``: a second file beside it)."""
+    return posixpath.join(folder, f".consonance-probe-{token}" + (f".{tag}" if tag else ""))
+
+
+async def _remove_probe_files(sftp: asyncssh.SFTPClient, paths: list[str]) -> list[str]:
+    """Remove what the probe made; returns the files still there (the server refused)."""
+    left: list[str] = []
+    for path in dict.fromkeys(paths):
+        try:
+            await sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            continue  # renamed away during the probe
+        except (asyncssh.SFTPError, asyncssh.Error, OSError):
+            try:
+                await sftp.stat(path)
+            except asyncssh.SFTPNoSuchFile:
+                continue
+            except (asyncssh.SFTPError, asyncssh.Error, OSError):
+                pass  # cannot tell: report it rather than claim it is gone
+            left.append(path)
+    return left
+
+
+_LEFTOVER_NOTE = "could not remove "
+
+
+def _with_leftovers(report: ProbeReport, leftovers: list[str]) -> ProbeReport:
+    """``report`` with ``leftovers`` added to those it has, and one note naming them all."""
+    every = tuple(dict.fromkeys((*report.leftovers, *leftovers)))
+    if not every:
+        return report
+    note = (
+        f"{_LEFTOVER_NOTE}{len(every)} probe file(s), the server refuses removes "
+        f"(an upload-only drop box?): {', '.join(every)}"
+    )
+    notes = tuple(n for n in report.notes if not n.startswith(_LEFTOVER_NOTE))
+    return replace(report, leftovers=every, notes=(*notes, note))
+
+
 async def probe_partner(fs: SftpRemoteFS) -> ProbeReport:
     """Probe ``fs``'s partner; raises the usual TransportError when it cannot log in."""
+    token = secrets.token_hex(4)
     try:
-        return await _probe(fs)
+        report = await _probe(fs, token)
+        return await block_size_advice(fs, report, token)
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         raise translate(exc, partner=fs.partner) from exc
 
 
-async def _probe(fs: SftpRemoteFS) -> ProbeReport:
+async def _probe(fs: SftpRemoteFS, token: str) -> ProbeReport:
     ep = fs.endpoint
     notes: list[str] = []
     folders_report: dict[str, dict[str, bool]] = {}
-    token = secrets.token_hex(4)
     created: list[str] = []
     async with fs.pool.lease() as pc:
         sftp = pc.sftp
@@ -97,7 +142,7 @@ async def _probe(fs: SftpRemoteFS) -> ProbeReport:
         writable: str | None = None
         for folder in folders:
             can_list = await _attempt(_first_entry(sftp, folder))
-            probe_file = posixpath.join(folder, f".consonance-probe-{token}-w")
+            probe_file = _probe_name(folder, token)
             can_write = await _attempt(_write(sftp, probe_file, b"probe"))
             if can_write:
                 created.append(probe_file)
@@ -121,13 +166,12 @@ async def _probe(fs: SftpRemoteFS) -> ProbeReport:
             notes.append("no configured folder is writable: upload capabilities not probed")
             return _finish(report, notes, {}, fs)
 
+        leftovers: list[str] = []
         try:
             found = await _probe_writes(fs, pc, writable, token, created, flags)
         finally:
-            for path in created:
-                with contextlib.suppress(asyncssh.SFTPError, errors.TransportError):
-                    await sftp.remove(path)
-    return _finish(report, notes, found, fs)
+            leftovers = await _remove_probe_files(sftp, created)
+    return _with_leftovers(_finish(report, notes, found, fs), leftovers)
 
 
 async def _first_entry(sftp: asyncssh.SFTPClient, folder: str) -> None:
@@ -145,8 +189,8 @@ async def _probe_writes(
 ) -> dict[str, object]:
     sftp = pc.sftp
 
-    def name(tag: str) -> str:
-        path = posixpath.join(folder, f".consonance-probe-{token}-{tag}")
+    def name(tag: str = "") -> str:
+        path = _probe_name(folder, token, tag)
         created.append(path)
         return path
 
@@ -154,9 +198,15 @@ async def _probe_writes(
     body = b"consonance-sftp probe\n"
     digest = hashlib.sha256(body).hexdigest()
 
-    a = name("a")
+    a = name()  # the run's one name, written by the folder check already
+    # Made afresh: a server may refuse to open an existing file for writing (ProFTPD's
+    # AllowOverwrite off); a drop box refuses the remove but takes the write over.
+    await _attempt(sftp.remove(a))
     before = time.time()
-    await _write(sftp, a, body)
+    if not await _attempt(_write(sftp, a, body)):
+        a = name("fresh")  # neither remove nor write over: a second name
+        before = time.time()
+        await _write(sftp, a, body)
     after = time.time()
     attrs = await sftp.stat(a)
     if attrs.mtime is not None:
@@ -177,13 +227,13 @@ async def _probe_writes(
     except (asyncssh.Error, OSError, TimeoutError):
         found["shell_hash"] = False
 
-    b = name("b")
+    b = name("moved")
     found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
-    source = b if found["posix_rename"] else a
-    c = name("c")
+    # the plain rename moves the file back to the run's name where posix-rename moved it away
+    source, c = (b, a) if found["posix_rename"] else (a, b)
     found["rename"] = await _attempt(sftp.rename(source, c))
     if found["rename"]:
-        d = name("d")
+        d = name("over")
         await _write(sftp, d, body)
         found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
     else:
@@ -244,13 +294,6 @@ def _finish(
             )
         if isinstance(skew, float) and abs(skew) > 120:
             notes.append(f"server clock is {skew:+.0f}s off: min_age compares against it")
-    limits = report.limits
-    if limits:
-        caps = [v for k, v in limits.items() if k in ("max_read_len", "max_write_len") and v]
-        wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
-    else:
-        wanted["block_size"] = _SAFE_BLOCK
-        notes.append("no limits extension: 32 KiB blocks are the safe size")
     recommended = {k: v for k, v in wanted.items() if _current(ts, k) != v}
     return ProbeReport(
         partner=report.partner,
@@ -273,6 +316,129 @@ def _finish(
     )
 
 
+# --- block sizes ---------------------------------------------------------------------------
+
+# Sizes tried, largest first. The SFTP drafts oblige a server to take 32 KiB; many take 256
+# KiB (OpenSSH's own cap is MAX_OPENSSH_BLOCK, and a larger write makes it drop the session).
+_BLOCK_SIZES = (MAX_OPENSSH_BLOCK, 131_072, 65_536, _SAFE_BLOCK)
+
+
+async def measure_block_sizes(
+    fs: SftpRemoteFS, path: str, limits: dict[str, int]
+) -> tuple[int | None, int | None]:
+    """(largest write request the server takes, largest read it answers in full), measured on
+    ``path``, each up to 261,120 bytes and no more than the ``limits`` extension announces.
+
+    A write is one request of that many bytes, then a stat of the size; a read is one request
+    for 261,120 bytes of a file at least that long, whose answer (a server may answer with
+    less than asked: rclone caps reads at 32 KiB) is compared with what was written. Each
+    size is tried on a connection of its own after a failure, since a server may drop the
+    session over a request it finds too large.
+    """
+    write_cap = limits.get("max_write_len") or MAX_OPENSSH_BLOCK
+    read_cap = limits.get("max_read_len") or MAX_OPENSSH_BLOCK
+    sizes = sorted({min(n, write_cap) for n in _BLOCK_SIZES}, reverse=True)
+    payload = secrets.token_bytes(MAX_OPENSSH_BLOCK)
+    written: int | None = None
+    for size in sizes:
+        if await _attempt_sizes(_write_blocks(fs, path, payload, size)):
+            written = size
+            break
+    if written is None:
+        return None, None
+    read: int | None = None
+    for size in sorted({min(n, read_cap) for n in _BLOCK_SIZES}, reverse=True):
+        got = await _attempt_read(fs, path, payload, size)
+        if got:
+            read = got
+            break
+    return written, read
+
+
+async def _attempt_sizes(aw: object) -> bool:
+    try:
+        await aw  # type: ignore[misc]
+        return True
+    except (asyncssh.Error, errors.TransportError, OSError):
+        return False
+
+
+async def _write_blocks(fs: SftpRemoteFS, path: str, payload: bytes, size: int) -> None:
+    """Write ``payload`` to ``path`` in requests of ``size`` bytes; fails unless it all landed."""
+    async with fs.pool.lease() as pc:
+        # afresh, as above: an earlier size may have left the file, and some servers will not
+        # open an existing file for writing
+        await _attempt(pc.sftp.remove(path))
+        async with await pc.sftp.open(path, "wb", encoding=None, block_size=0) as fh:
+            for offset in range(0, len(payload), size):
+                await fh.write(payload[offset : offset + size], offset)
+        attrs = await pc.sftp.stat(path)
+    if attrs.size != len(payload):
+        raise errors.TransportError(f"{size}-byte writes left {attrs.size} bytes", path=path)
+
+
+async def _attempt_read(fs: SftpRemoteFS, path: str, payload: bytes, size: int) -> int | None:
+    """Bytes one read request of ``size`` bytes returned, when they match what was written."""
+    try:
+        async with (
+            fs.pool.lease() as pc,
+            await pc.sftp.open(path, "rb", encoding=None, block_size=0) as fh,
+        ):
+            data = await fh.read(size, 0)
+    except (asyncssh.Error, errors.TransportError, OSError):
+        return None
+    assert isinstance(data, bytes)
+    return len(data) if data and data == payload[: len(data)] else None
+
+
+async def block_size_advice(fs: SftpRemoteFS, report: ProbeReport, token: str) -> ProbeReport:
+    """``report`` with the measured write and read sizes and the block sizes they recommend
+    (``block_size`` for writes, ``read_block_size`` where reads are answered with less).
+    Without a writable folder nothing can be measured: the ``limits`` extension decides, else
+    32 KiB, the size every server must take."""
+    ts = fs.settings
+    notes = list(report.notes)
+    folder = next((f for f, rights in report.folders.items() if rights.get("write")), None)
+    write = read = None
+    leftovers: list[str] = []
+    if folder is not None:
+        path = _probe_name(folder, token)
+        try:
+            write, read = await measure_block_sizes(fs, path, report.limits)
+        finally:
+            async with fs.pool.lease() as pc:
+                leftovers = await _remove_probe_files(pc.sftp, [path])
+    wanted: dict[str, object] = {}
+    if write is not None:
+        wanted["block_size"] = write
+        # one size for both unless reads come back shorter than writes may be
+        wanted["read_block_size"] = read if read is not None and read < write else None
+        if read is not None and read < write:
+            notes.append(
+                f"the server takes {write}-byte writes but answers reads with at most {read} "
+                "bytes: read_block_size is set apart"
+            )
+    elif report.limits:
+        caps = [v for k, v in report.limits.items() if k in ("max_read_len", "max_write_len") and v]
+        wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
+    else:
+        wanted["block_size"] = _SAFE_BLOCK
+        notes.append("block sizes not measured and no limits extension: 32 KiB is the safe size")
+    recommended = dict(report.recommended)
+    for key, value in wanted.items():
+        recommended.pop(key, None)
+        if _current(ts, key) != value:
+            recommended[key] = value
+    advised = replace(
+        report,
+        max_write_size=write,
+        max_read_size=read,
+        notes=tuple(notes),
+        recommended=recommended,
+    )
+    return _with_leftovers(advised, leftovers)
+
+
 def _current(ts: object, key: str) -> object:
     value = getattr(ts, key, None)
     return getattr(value, "value", value)
@@ -287,8 +453,11 @@ def save_report(report: ProbeReport, folder: Path) -> Path:
     return path
 
 
-async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> UploadResult:
-    """``partner test``: one small file through the full upload protocol, then removed."""
+async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> SentTestFile:
+    """``partner test``: one small file through the full upload protocol, then removed.
+
+    A failed upload raises. A file delivered that the server will not let us remove again
+    (an upload-only drop box) is a success, with what was left behind and why."""
     folder = folder or (fs.endpoint.folders[0] if fs.endpoint.folders else ".")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     remote = posixpath.join(folder, f"consonance-sftp-test-{stamp}-{secrets.token_hex(3)}.txt")
@@ -296,11 +465,22 @@ async def send_test_file(fs: SftpRemoteFS, folder: str | None = None) -> UploadR
         local = Path(tmp) / "test.txt"
         local.write_bytes(f"consonance-sftp connection test {stamp}\n".encode() * 64)
         result = await fs.upload(local, remote)
-    await fs.remove(remote)
+    written = [remote]
     marker = fs.settings.done_marker
     if marker:
         stem, _dot, suffix = posixpath.basename(remote).rpartition(".")
         name = marker.format(name=posixpath.basename(remote), stem=stem, suffix=suffix)
-        with contextlib.suppress(errors.TransportError):
-            await fs.remove(posixpath.join(folder, name))
-    return result
+        written.append(posixpath.join(folder, name))
+    left: list[str] = []
+    cleanup_error: str | None = None
+    for path in written:
+        try:
+            await fs.remove(path)
+        except errors.RemotePathNotFound:
+            continue
+        except errors.TransportError as exc:
+            left.append(path)
+            cleanup_error = cleanup_error or exc.message
+    return SentTestFile(
+        upload=result, removed=not left, left_behind=tuple(left), cleanup_error=cleanup_error
+    )
