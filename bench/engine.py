@@ -50,13 +50,12 @@ from tests.engine_worker import (  # noqa: E402
 )
 
 from consonance_sftp.engine import (  # noqa: E402
-    DeliveryRecord,
     DeliveryRequest,
     EngineClient,
     EngineSettings,
-    FileToSend,
 )
 from consonance_sftp.models import DeliveryOutcome  # noqa: E402
+from consonance_sftp.ports.delivery import DeliveryRecord, FileToSend  # noqa: E402
 
 APP_VERSION = "test-1"  # what tests/engine_worker.py runs under
 CAP = 2
@@ -105,7 +104,9 @@ async def plain_loop(work: Path, requests: list[DeliveryRequest]) -> float:
                 DeliveryRecord(
                     workflow_id="plain",
                     flow=req.flow,
-                    key=f.key(req.partner),
+                    partner=req.partner,
+                    remote_path=f.remote_path,
+                    sha256=f.sha256,
                     size=f.size,
                     generation=0,
                     outcome=DeliveryOutcome.SENT,

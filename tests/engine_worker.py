@@ -32,16 +32,12 @@ from typing import TYPE_CHECKING, Any
 from dbos import DBOS
 
 from consonance_sftp.engine import (
-    DeliveryRecord,
     DeliveryRequest,
     Engine,
     EngineSettings,
-    FileToSend,
-    RemoteFileState,
     RetryPolicy,
     StoreLedger,
 )
-from consonance_sftp.engine.contracts import Fence
 from consonance_sftp.engine.schedules import FlowSchedule
 from consonance_sftp.errors import (
     ConnectionLost,
@@ -49,6 +45,7 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRecord, Fence, FileToSend, RemoteFileState
 
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable
@@ -221,13 +218,13 @@ class SqliteLedger:
                    workflow_id=excluded.workflow_id, executor=excluded.executor,
                    writes=writes+1""",
                 (
-                    r.key.partner,
-                    r.key.remote_path,
-                    r.key.sha256,
+                    r.partner,
+                    r.remote_path,
+                    r.sha256,
                     r.generation,
                     r.workflow_id,
                     str(r.outcome),
-                    r.reason,
+                    r.error,
                     r.executor_id,
                 ),
             )

@@ -134,6 +134,7 @@ async def test_an_unreachable_partner_fails_with_its_address_and_cause_rows_and_
             assert r.outcome is DeliveryOutcome.FAILED
             assert r.error is not None and "connection refused" in r.error
             assert r.attempts == 3
+            assert r.executor_id == "failures-test"  # the engine process that recorded it
         actions = [e.action for e in store.list_audit(limit=50)]
         assert actions.count("delivery.failed") == 2
 

@@ -14,10 +14,11 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from consonance_sftp.engine import DeliveryRequest, FileToSend
+from consonance_sftp.engine import DeliveryRequest
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.base import Outbound
 from consonance_sftp.formats.packaging import join_remote
+from consonance_sftp.ports.delivery import FileToSend
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -147,7 +148,7 @@ def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> Deliv
     return DeliveryRequest(
         flow=first.flow,
         partner=first.partner,
-        package=first.package_id or workflow_id,
+        package=first.package or workflow_id,
         files=tuple(files),
         generation=generation,
         trigger=f"resend:{by}: {reason}",

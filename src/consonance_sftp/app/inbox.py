@@ -36,7 +36,7 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.transfer import PostAction, TransferSettings
-from consonance_sftp.engine.contracts import Fence, FetchedFile, IngestRequest
+from consonance_sftp.engine.contracts import FetchedFile, IngestRequest
 from consonance_sftp.engine.ingest import printable_path, safe_local_name
 from consonance_sftp.errors import (
     HostKeyMismatch,
@@ -53,6 +53,7 @@ from consonance_sftp.flows.inbox import (
 )
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import AuditAction
+from consonance_sftp.ports.delivery import Fence
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
 if TYPE_CHECKING:

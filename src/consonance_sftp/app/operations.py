@@ -38,8 +38,9 @@ from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workf
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
-from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
+from consonance_sftp.ports.store import AuditReport, Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App

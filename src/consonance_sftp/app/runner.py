@@ -30,22 +30,24 @@ from consonance_sftp.config.flows import OnixFeedFlow
 from consonance_sftp.engine import (
     ONE_SHOT,
     SERVICE,
-    DeliveryLedger,
-    DeliveryRecord,
     DeliveryRequest,
     EngineBusy,
     EngineClient,
-    Fence,
-    FileToSend,
     FlowLock,
     LockHolder,
-    RemoteFileState,
     engine_holder,
 )
 from consonance_sftp.engine.contracts import IngestRequest
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
+from consonance_sftp.ports.delivery import (
+    DeliveryLedger,
+    DeliveryRecord,
+    Fence,
+    FileToSend,
+    RemoteFileState,
+)
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:

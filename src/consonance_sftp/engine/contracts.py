@@ -1,11 +1,9 @@
-"""What the engine needs from the rest of the service, as Protocols, and the values it passes.
+"""What the engine's ingest workflow needs from the rest of the service, and the values it passes.
 
-The delivery workflow moves files through a ``DeliveryTransport`` (the SFTP transport, or a local
-folder in tests), asks a ``DeliveryLedger`` whether a file key was already sent and records the
-outcome, and raises alerts through an ``AlertSink``. The ingest workflow takes a partner's file in
-through an ``IngestTransport``, records it in an ``IntakeLedger`` and hands it to the flow kind's
-``IngestHandler`` when one is bound. ``app`` wires the real adapters to these;
-they belong in ``ports/`` once the RemoteFS and Store ports are filled in.
+The ingest workflow takes a partner's file in through an ``IngestTransport``, records it in an
+``IntakeLedger`` and hands it to the flow kind's ``IngestHandler`` when one is bound. ``app``
+wires the real adapters to these. The delivery side's contracts (transport, ledger, alerts,
+fence) are in ``ports/delivery.py``; these join them in ``ports/`` next.
 
 Workflow inputs and outputs cross the DBOS system database, so they are plain JSON-friendly
 dicts built from these dataclasses (``to_dict`` / ``from_dict``): a release that adds an optional
@@ -14,178 +12,11 @@ field can still resume work queued by the previous one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome, IntakeOutcome
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileToSend:
-    """One file of a package: where its bytes are, where they go, and what they hash to."""
-
-    source: str  # a local path (or any locator the transport understands)
-    remote_path: str
-    sha256: str
-    size: int
-    upload_path: str | None = None  # the temporary name a delivery convention fixes (.XOT)
-    asset_version_id: int | None = None  # the approved version these bytes are, for the ledger
-
-    def key(self, partner: str) -> DeliveryKey:
-        return DeliveryKey(partner=partner, remote_path=self.remote_path, sha256=self.sha256)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "remote_path": self.remote_path,
-            "sha256": self.sha256,
-            "size": self.size,
-            "upload_path": self.upload_path,
-            "asset_version_id": self.asset_version_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FileToSend:
-        return cls(
-            source=str(data["source"]),
-            remote_path=str(data["remote_path"]),
-            sha256=str(data["sha256"]),
-            size=int(data["size"]),
-            upload_path=data.get("upload_path"),
-            asset_version_id=data.get("asset_version_id"),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryRequest:
-    """A package for one partner: the unit a delivery workflow runs for."""
-
-    flow: str
-    partner: str
-    package: str  # human label, e.g. "9780000000001 production"
-    files: tuple[FileToSend, ...]
-    generation: int = 0  # bumped by an explicit resend
-    trigger: str = "manual"
-    isbn: str | None = None  # the title the package is for, for the ledger and `history`
-
-    def keys(self) -> list[DeliveryKey]:
-        return [f.key(self.partner) for f in self.files]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "partner": self.partner,
-            "package": self.package,
-            "files": [f.to_dict() for f in self.files],
-            "generation": self.generation,
-            "trigger": self.trigger,
-            "isbn": self.isbn,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeliveryRequest:
-        return cls(
-            flow=str(data["flow"]),
-            partner=str(data["partner"]),
-            package=str(data["package"]),
-            files=tuple(FileToSend.from_dict(f) for f in data["files"]),
-            generation=int(data.get("generation", 0)),
-            trigger=str(data.get("trigger", "manual")),
-            isbn=data.get("isbn"),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RemoteFileState:
-    """What the partner's server holds for one file before (re)sending it."""
-
-    final_matches: bool = False  # the final name already holds exactly these bytes
-    partial_bytes: int = 0  # bytes already under the temporary name
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryRecord:
-    """The outcome of one file of a delivery, as the ledger stores it."""
-
-    workflow_id: str
-    flow: str
-    key: DeliveryKey
-    size: int
-    generation: int
-    outcome: DeliveryOutcome
-    attempts: int = 1
-    trigger: str = "manual"
-    executor_id: str = ""
-    reason: str | None = None
-    package: str | None = None
-    isbn: str | None = None
-    source: str | None = None
-    details: dict[str, str] = field(default_factory=dict)
-    started_at: datetime | None = None  # when the delivery planned this file
-    asset_version_id: int | None = None
-
-
-class Fence(Protocol):
-    """This executor's right to write. The transport calls ``check`` before each chunk."""
-
-    def check(self) -> None:
-        """Return if this process still holds its executor lease; otherwise never return
-        normally (the default stops the process) so a rescuer and a stale writer never both
-        write the same file."""
-        ...
-
-
-class DeliveryTransport(Protocol):
-    """Moves one file to one partner in two halves, so that a package is all-or-nothing: the
-    engine stages every file of a package before it publishes the first. Every method must be
-    safe to call again after a crash."""
-
-    async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState: ...
-
-    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        """Send the file to its temporary name (``file.upload_path`` when a delivery
-        convention fixes it), resuming from the bytes already there, and verify its size (and
-        hash where possible), raising ``IntegrityError`` if it does not match; nothing may get
-        its final name here. Return the bytes sent by this call (0 when the final name already
-        holds exactly these bytes: a re-run after ``publish``)."""
-        ...
-
-    async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        """Move the staged file to its final name. Succeeds without doing anything when the
-        final name already holds these bytes and nothing is staged (a re-run after a crash)."""
-        ...
-
-
-class DeliveryLedger(Protocol):
-    """Our own record of what was sent (the store's delivery ledger). Synchronous, like the
-    store; the engine calls it from a worker thread."""
-
-    def already_sent(self, key: DeliveryKey, generation: int) -> bool: ...
-
-    def record(self, record: DeliveryRecord) -> None:
-        """Insert or update the row for (key, generation): one row per file, whatever the
-        number of attempts or re-runs."""
-        ...
-
-
-class AlertSink(Protocol):
-    """Where executor alerts go (``ports.store.Store`` fits: its ``raise_alert`` records and
-    logs them)."""
-
-    def raise_alert(self, alert: Alert) -> object: ...
-
-
-class LogAlertSink:
-    """Alerts as log lines: the default until the store's alert table is wired."""
-
-    def raise_alert(self, alert: Alert) -> None:
-        from consonance_sftp.logs import get_logger
-
-        get_logger("consonance_sftp.alerts").warning(
-            alert.message, extra={"alert_kind": alert.kind, "severity": str(alert.severity)}
-        )
-
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.delivery import Fence
 
 # --- inbound: the ingest workflow ----------------------------------------------------------
 

@@ -25,20 +25,22 @@ from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import WorkState
+from consonance_sftp.ports.delivery import (
+    AlertSink,
+    DeliveryLedger,
+    DeliveryTransport,
+    LogAlertSink,
+)
 
 from . import delivery, events, ingest, schedules
 from .budget import PostgresConnectionBudget
 from .contracts import (
-    AlertSink,
-    DeliveryLedger,
-    DeliveryRequest,
-    DeliveryTransport,
     IngestHandler,
     IngestRequest,
     IngestTransport,
     IntakeLedger,
-    LogAlertSink,
 )
+from .delivery import DeliveryRequest
 from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
 from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner

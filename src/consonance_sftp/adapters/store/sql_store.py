@@ -47,13 +47,13 @@ from consonance_sftp.models import (
     IntakeOutcome,
 )
 from consonance_sftp.ports.clock import Clock, SystemClock
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.snapshots import Snapshot
 from consonance_sftp.ports.store import (
     AlertRecord,
     AssetVersion,
     AuditEvent,
     AuditReport,
-    DeliveryRecord,
     IntakeRecord,
     JsonValue,
     Store,
@@ -130,10 +130,11 @@ def _delivery(row: sa.Row[Any] | Mapping[str, Any]) -> DeliveryRecord:
         generation=m["generation"],
         size=m["size"],
         source=m["source"],
-        package_id=m["package_id"],
+        package=m["package_id"],
         isbn=m["isbn"],
         asset_version_id=m["asset_version_id"],
         workflow_id=m["workflow_id"],
+        executor_id=m["executor_id"],
         trigger=m["trigger"],
         started_at=from_db_time(m["started_at"]),
         finished_at=from_db_time(m["finished_at"]),
@@ -275,6 +276,7 @@ class SqlStore(Operations, Tables):
             for f in dataclasses.fields(record)
             if f.name not in {"id", "created_at"}
         }
+        values["package_id"] = values.pop("package")  # the column's name since the first schema
         values["outcome"] = str(record.outcome)
         values["started_at"] = to_db_time(record.started_at)
         values["finished_at"] = to_db_time(record.finished_at)
@@ -313,6 +315,7 @@ class SqlStore(Operations, Tables):
         attempts: int | None = None,
         error: str | None = None,
         workflow_id: str | None = None,
+        executor_id: str | None = None,
     ) -> DeliveryRecord:
         changes: dict[str, Any] = {
             "outcome": None if outcome is None else str(outcome),
@@ -321,6 +324,7 @@ class SqlStore(Operations, Tables):
             "attempts": attempts,
             "error": error,
             "workflow_id": workflow_id,
+            "executor_id": executor_id,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if error == "":
@@ -368,7 +372,7 @@ class SqlStore(Operations, Tables):
         outcome: DeliveryOutcome | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        package_id: str | None = None,
+        package: str | None = None,
         limit: int | None = None,
     ) -> list[DeliveryRecord]:
         c = delivery_ledger.c
@@ -378,7 +382,7 @@ class SqlStore(Operations, Tables):
             (c.isbn, isbn),
             (c.partner, partner),
             (c.flow, flow),
-            (c.package_id, package_id),
+            (c.package_id, package),
             (c.outcome, None if outcome is None else str(outcome)),
         ):
             if value is not None:
