@@ -50,12 +50,11 @@ from tests.engine_worker import (  # noqa: E402
 )
 
 from consonance_sftp.engine import (  # noqa: E402
-    DeliveryRequest,
     EngineClient,
     EngineSettings,
 )
 from consonance_sftp.models import DeliveryOutcome  # noqa: E402
-from consonance_sftp.ports.delivery import DeliveryRecord, FileToSend  # noqa: E402
+from consonance_sftp.ports.delivery import DeliveryRecord, DeliveryRequest, FileToSend  # noqa: E402
 
 APP_VERSION = "test-1"  # what tests/engine_worker.py runs under
 CAP = 2

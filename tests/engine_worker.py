@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from dbos import DBOS
 
 from consonance_sftp.engine import (
-    DeliveryRequest,
     Engine,
     EngineSettings,
     RetryPolicy,
@@ -45,7 +44,13 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
-from consonance_sftp.ports.delivery import DeliveryRecord, Fence, FileToSend, RemoteFileState
+from consonance_sftp.ports.delivery import (
+    DeliveryRecord,
+    DeliveryRequest,
+    Fence,
+    FileToSend,
+    RemoteFileState,
+)
 
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable

@@ -9,7 +9,6 @@ import inspect
 import pytest
 
 from consonance_sftp.engine import (
-    DeliveryRequest,
     EngineSettings,
     RetryPolicy,
     dbos_config,
@@ -26,7 +25,7 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import DeliveryKey
-from consonance_sftp.ports.delivery import FileToSend
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 
 
 def key(path: str, sha: str = "ab" * 32, partner: str = "printer") -> DeliveryKey:

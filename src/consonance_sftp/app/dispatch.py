@@ -14,11 +14,10 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from consonance_sftp.engine import DeliveryRequest
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows.base import Outbound
 from consonance_sftp.formats.packaging import join_remote
-from consonance_sftp.ports.delivery import FileToSend
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App

@@ -34,11 +34,11 @@ from consonance_sftp.app.runner import (
 )
 from consonance_sftp.app.service import Service
 from consonance_sftp.app.serving import PollerHealth
-from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workflow_id
+from consonance_sftp.engine import EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
-from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.delivery import DeliveryRecord, DeliveryRequest
 from consonance_sftp.ports.remote_fs import ProbeReport, UploadResult
 from consonance_sftp.ports.store import AuditReport, Store
 

@@ -30,7 +30,6 @@ from consonance_sftp.config.flows import OnixFeedFlow
 from consonance_sftp.engine import (
     ONE_SHOT,
     SERVICE,
-    DeliveryRequest,
     EngineBusy,
     EngineClient,
     FlowLock,
@@ -44,6 +43,7 @@ from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
 from consonance_sftp.ports.delivery import (
     DeliveryLedger,
     DeliveryRecord,
+    DeliveryRequest,
     Fence,
     FileToSend,
     RemoteFileState,

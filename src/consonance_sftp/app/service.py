@@ -46,10 +46,7 @@ from consonance_sftp.app.runner import (
     with_resends,
 )
 from consonance_sftp.config import FlowConfig, Settings
-from consonance_sftp.engine import (
-    DeliveryRequest,
-    FlowSchedule,
-)
+from consonance_sftp.engine import FlowSchedule
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry, triggers
 from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, Outbound, PlannedRun
@@ -64,6 +61,7 @@ from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent
 from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.delivery import DeliveryRequest
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App

@@ -8,7 +8,6 @@ docs/reference/engine.md.
 """
 
 from .budget import PostgresConnectionBudget
-from .delivery import DeliveryRequest
 from .events import FLOW_EVENT_PREFIX, EventRunner, FlowEventFailed, flow_event_workflow_id
 from .ids import delivery_queue_name, delivery_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
@@ -22,7 +21,6 @@ __all__ = [
     "FLOW_EVENT_PREFIX",
     "ONE_SHOT",
     "SERVICE",
-    "DeliveryRequest",
     "Engine",
     "EngineBusy",
     "EngineClient",

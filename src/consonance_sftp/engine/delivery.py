@@ -56,11 +56,12 @@ from consonance_sftp.errors import (
     TransportError,
 )
 from consonance_sftp.logs import get_logger, log_context
-from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
 from consonance_sftp.ports.delivery import (
     AlertSink,
     DeliveryLedger,
     DeliveryRecord,
+    DeliveryRequest,
     DeliveryTransport,
     Fence,
     FileToSend,
@@ -93,47 +94,6 @@ DELIVER_WORKFLOW = "consonance.deliver"
 MAX_RECOVERY_ATTEMPTS = 50
 R = TypeVar("R")
 P = ParamSpec("P")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryRequest:
-    """A package for one partner: the unit a delivery workflow runs for (its input, which
-    crosses the DBOS system database as ``to_dict``: a release that adds an optional field can
-    still resume work queued by the previous one)."""
-
-    flow: str
-    partner: str
-    package: str  # human label, e.g. "9780000000001 production"
-    files: tuple[FileToSend, ...]
-    generation: int = 0  # bumped by an explicit resend
-    trigger: str = "manual"
-    isbn: str | None = None  # the title the package is for, for the ledger and `history`
-
-    def keys(self) -> list[DeliveryKey]:
-        return [f.key(self.partner) for f in self.files]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "partner": self.partner,
-            "package": self.package,
-            "files": [f.to_dict() for f in self.files],
-            "generation": self.generation,
-            "trigger": self.trigger,
-            "isbn": self.isbn,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeliveryRequest:
-        return cls(
-            flow=str(data["flow"]),
-            partner=str(data["partner"]),
-            package=str(data["package"]),
-            files=tuple(FileToSend.from_dict(f) for f in data["files"]),
-            generation=int(data.get("generation", 0)),
-            trigger=str(data.get("trigger", "manual")),
-            isbn=data.get("isbn"),
-        )
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from consonance_sftp.models import WorkState
 from consonance_sftp.ports.delivery import (
     AlertSink,
     DeliveryLedger,
+    DeliveryRequest,
     DeliveryTransport,
     LogAlertSink,
 )
@@ -40,7 +41,6 @@ from .contracts import (
     IngestTransport,
     IntakeLedger,
 )
-from .delivery import DeliveryRequest
 from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
 from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner

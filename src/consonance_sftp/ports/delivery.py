@@ -6,9 +6,10 @@ file was already sent and records each outcome as a ``DeliveryRecord`` (one row 
 delivery ledger: the engine builds the same type the store keeps), and raises alerts through an
 ``AlertSink``. A ``Fence`` is the executor's right to write, checked by the transport.
 
-``FileToSend`` crosses the engine's system database inside a delivery request, so it is a
-JSON-friendly value (``to_dict`` / ``from_dict``): a release that adds an optional field can
-still resume work queued by the previous one.
+A ``DeliveryRequest`` (a package of ``FileToSend`` for one partner) is what ``app`` asks the
+engine to deliver; it crosses the engine's system database, so it is a JSON-friendly value
+(``to_dict`` / ``from_dict``): a release that adds an optional field can still resume work
+queued by the previous one.
 """
 
 from __future__ import annotations
@@ -54,6 +55,46 @@ class FileToSend:
             size=int(data["size"]),
             upload_path=data.get("upload_path"),
             asset_version_id=data.get("asset_version_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRequest:
+    """A package for one partner: the unit a delivery workflow runs for (its input: it crosses
+    the engine's system database as ``to_dict``)."""
+
+    flow: str
+    partner: str
+    package: str  # human label, e.g. "9780000000001 production"
+    files: tuple[FileToSend, ...]
+    generation: int = 0  # bumped by an explicit resend
+    trigger: str = "manual"
+    isbn: str | None = None  # the title the package is for, for the ledger and `history`
+
+    def keys(self) -> list[DeliveryKey]:
+        return [f.key(self.partner) for f in self.files]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "partner": self.partner,
+            "package": self.package,
+            "files": [f.to_dict() for f in self.files],
+            "generation": self.generation,
+            "trigger": self.trigger,
+            "isbn": self.isbn,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeliveryRequest:
+        return cls(
+            flow=str(data["flow"]),
+            partner=str(data["partner"]),
+            package=str(data["package"]),
+            files=tuple(FileToSend.from_dict(f) for f in data["files"]),
+            generation=int(data.get("generation", 0)),
+            trigger=str(data.get("trigger", "manual")),
+            isbn=data.get("isbn"),
         )
 
 
