@@ -32,7 +32,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 @pytest.fixture
 def workers() -> Iterator[list[Any]]:
     """The worker subprocesses a test starts (``Worker`` of tests/engine_worker.py or of
-    test_inbox_crash.py): each is closed when the test ends, passed or failed."""
+    test_intake_crash.py): each is closed when the test ends, passed or failed."""
     started: list[Any] = []
     yield started
     for w in started:

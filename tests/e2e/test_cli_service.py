@@ -151,7 +151,7 @@ def test_unimplemented_flow_kind_says_so(project: Project) -> None:
     assert "cannot run yet" in done.stderr and "hint" in done.stderr
 
 
-def test_run_of_an_inbound_flow_takes_a_partner_upload_in_once(project: Project) -> None:
+def test_run_of_an_intake_flow_takes_a_partner_upload_in_once(project: Project) -> None:
     """``run design-intake`` looks into the designer's inbox now: a finished upload is stored
     locally, checksummed and on the intake ledger; run again, it is not taken twice."""
     import hashlib

@@ -21,13 +21,11 @@ import pytest
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.config import OnixFeedFlow
 from consonance_sftp.errors import ConsonanceAuthError
+from consonance_sftp.flows.onix_baseline import baseline, feed_delivered, last_sent
 from consonance_sftp.flows.onix_feed import (
     FeedNotDelivered,
     OnixFeedPackage,
     SpreadsheetPackage,
-    baseline,
-    feed_delivered,
-    last_sent,
     prepare_onix_feed,
     record_sent,
 )

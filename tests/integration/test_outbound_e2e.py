@@ -29,10 +29,10 @@ import pytest
 import pytest_asyncio
 
 from consonance_sftp.app import App
-from consonance_sftp.app.dispatch import delivery_request
+from consonance_sftp.app.dispatch import delivery_request, withdrawal_request
 from consonance_sftp.config import FormatsFlow, MarketingFlow, ProductionFlow, Settings
 from consonance_sftp.engine import Engine
-from consonance_sftp.flows.base import Outbound
+from consonance_sftp.flows.base import Outbound, Withdrawal
 from consonance_sftp.flows.format_packages import FormatPackages
 from consonance_sftp.flows.marketing import MarketingRelease, withdrawn
 from consonance_sftp.flows.production import ProductionHandoff
@@ -273,6 +273,15 @@ async def _deliver(world: World, packages: Sequence[Outbound], flow_name: str) -
         ids.append(
             await world.engine.enqueue_delivery(request, max_connections=partner.max_connections)
         )
+    return [await world.engine.result(wid, timeout_s=300) for wid in ids]
+
+
+async def _withdraw(world: World, withdrawals: Sequence[Withdrawal], flow_name: str) -> list[Any]:
+    ids = []
+    for w in withdrawals:
+        request = withdrawal_request(w, flow=flow_name, trigger="test: e2e")
+        cap = world.app.partner_config(w.partner).max_connections
+        ids.append(await world.engine.enqueue_delivery(request, max_connections=cap))
     return [await world.engine.result(wid, timeout_s=300) for wid in ids]
 
 
@@ -524,17 +533,19 @@ async def test_marketing_waits_for_the_embargo_then_sends_supersedes_and_withdra
             world.catalogue.update_product(product.id, publishing_status="11")
         gone = await _work(world, work.id)
         assert withdrawn(flow, gone)
-        outcome = await release.withdraw(
+        planned, kept = await release.withdrawals(
             flow,
             "marketing",
             gone,
-            remote_fs=world.app.remote_fs,
             folder=lambda p: world.app.partner_config(p).folders["send"],
         )
-        by_partner = {w.partner: w for w in outcome}
+        assert _on_server(world.folders["sales-team"])  # planning removes nothing
+        # The engine removes them, like any other remote write.
+        outcome = await _withdraw(world, planned, "marketing")
+        by_partner = {w.partner: r for w, r in zip(planned, outcome, strict=True)}
         assert _on_server(world.folders["sales-team"]) == {}
-        assert by_partner["sales-team"].removed
-        assert by_partner["agency"].kept and _on_server(world.folders["agency"])
+        assert by_partner["sales-team"]["removed"]
+        assert "agency" in kept and _on_server(world.folders["agency"])
         actions = {(e.action, e.subject) for e in store.list_audit(action="package.withdrawn")}
         assert ("package.withdrawn", f"sales-team:{isbn}") in actions
         rows = store.list_deliveries(partner="sales-team", isbn=isbn)

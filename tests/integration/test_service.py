@@ -61,7 +61,7 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
 
     ticks = [
         datetime.fromisoformat(str(e.details["tick"]))
-        # This flow's ticks only: the starter's inbox flows tick on the minute as well.
+        # This flow's ticks only: the starter's intake flows tick on the minute as well.
         for e in app.store.list_audit(action="flow.tick", subject=f"flow:{ONIX}")
     ]
     assert len(ticks) >= 3, ticks  # 9 s of ticks every 2 s, one of them busy sending

@@ -1,5 +1,5 @@
 """Every file delivered is on ``serve``'s log: one INFO line with its outcome, written as the
-ledger records it (real SQLite store). (Each file received has its INFO line from the ingest
+ledger records it (real SQLite store). (Each file received has its INFO line from the intake
 workflow.)"""
 
 from __future__ import annotations

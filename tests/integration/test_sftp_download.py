@@ -1,4 +1,4 @@
-"""Inbound: durable downloads, resume, stability detection, post-actions, large listings."""
+"""Intake side: durable downloads, resume, stability detection, post-actions, large listings."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ async def test_growing_file_is_not_taken_until_stable(
     assert result.size == final_size
 
 
-async def test_min_age_and_inbound_done_marker(
+async def test_min_age_and_intake_done_marker(
     fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
 ) -> None:
     _remote_file(fault_server, "fresh.csv", 100)
@@ -144,7 +144,7 @@ async def test_min_age_and_inbound_done_marker(
         assert await fs.wait_stable(entry, now=lambda: entry.mtime + 3601) is not None
 
     async with SftpRemoteFS(
-        fault_endpoint(inbound_done_marker="{stem}.ok"), state_dir=tmp_path / "s"
+        fault_endpoint(intake_done_marker="{stem}.ok"), state_dir=tmp_path / "s"
     ) as fs:
         entry = await fs.stat("fresh.csv")
         assert entry is not None

@@ -157,6 +157,17 @@ partners = ["printer"]
     assert "plain-text-token-xyz" not in str(caught.value)
 
 
+@pytest.mark.parametrize("key", ["intake_done_marker", "inbound_done_marker"])
+def test_the_done_marker_key_loads_under_its_name_and_its_older_name(
+    tmp_path: Path, secrets_env: None, key: str
+) -> None:
+    """``inbound_done_marker`` was the key's name before the intake path had one name:
+    existing config files keep working."""
+    text = MINIMAL + f'\n[partners.printer.transfer]\n{key} = "{{name}}.ok"\n'
+    settings = load_settings(write(tmp_path, text))
+    assert settings.partners["printer"].transfer.intake_done_marker == "{name}.ok"
+
+
 def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, '[consonance]\nbase_url = "http://x"\ntoken = {env = "X"\n')
     with pytest.raises(ConfigError) as caught:
@@ -455,7 +466,7 @@ patterns = {second}
         ('["sales_*.xlsx"]', '["*_2026-??.xlsx"]', "sales_2026-aa.xlsx"),  # only some names
     ],
 )
-def test_check_reports_inbound_flows_racing_for_one_folder(
+def test_check_reports_intake_flows_racing_for_one_folder(
     tmp_path: Path, first: str, second: str, example: str
 ) -> None:
     keyed_project(tmp_path)
@@ -524,8 +535,8 @@ def test_runs_today_matches_what_the_service_can_run() -> None:
         assert entry.model is model, kind
         wired = entry.plan is not None or entry.take is not None
         assert model.runs_today == wired, kind
-        if entry.inbound:
-            # Inbound kinds only store files today, and their reference text says so.
+        if entry.intake:
+            # Intake kinds only store files today, and their reference text says so.
             assert "not built yet" in model.today
             assert "not built yet" in " ".join((model.__doc__ or "").split())
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import struct
-import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -142,9 +141,9 @@ def test_retry_after_is_honoured_and_capped():
 
 
 @pytest.mark.slow
-def test_fifty_thousand_products_generate_in_seconds():
-    started = time.perf_counter()
+def test_fifty_thousand_products_generate():
+    # No time limit here: speed is for benchmarks, not tests (a loaded CI machine is no
+    # measure); bench/consonance_poll.py generates and reads large catalogues.
     cat = generate_catalogue(50_000, seed=1, today=datetime.now(UTC).date())
-    elapsed = time.perf_counter() - started
     assert len(cat.products) == 50_000
-    assert elapsed < 30, f"took {elapsed:.1f}s"
+    assert len({p.isbn13 for p in cat.products.values()}) == 50_000

@@ -14,6 +14,7 @@ from consonance_sftp.engine import (
     dbos_config,
     delivery_queue_name,
     delivery_workflow_id,
+    withdrawal_workflow_id,
 )
 from consonance_sftp.engine.delivery import failure_reason, is_retryable, step_options
 from consonance_sftp.engine.lease import LeaseFence, advisory_key, pg_conninfo
@@ -85,6 +86,30 @@ def test_request_round_trips_through_plain_dicts() -> None:
     old = req.to_dict()
     del old["generation"], old["trigger"]  # queued by an older release
     assert DeliveryRequest.from_dict(old).generation == 0
+
+
+def test_a_withdrawal_is_a_request_with_its_own_workflow_id() -> None:
+    from consonance_sftp.ports.delivery import RequestAction
+
+    f = FileToSend(source="", remote_path="/in/a.pdf", sha256="ab" * 32, size=3)
+    plain = DeliveryRequest(flow="m", partner="p", package="x", files=(f,), isbn="978")
+    # A delivery's dict is what it was before withdrawals existed (its hold key, and work a
+    # previous release queued, stay the same).
+    assert set(plain.to_dict()) == {
+        "flow", "partner", "package", "files", "generation", "trigger", "isbn"
+    }  # fmt: skip
+    assert not plain.withdraws
+    req = DeliveryRequest(
+        flow="m", partner="p", package="x withdrawal", files=(f,), generation=1,
+        action=RequestAction.WITHDRAW, work_id=7,
+    )  # fmt: skip
+    back = DeliveryRequest.from_dict(req.to_dict())
+    assert back == req and back.withdraws and back.work_id == 7
+    keys = req.keys()
+    wid = withdrawal_workflow_id(keys, 1)
+    assert wid.startswith("wdr-p-") and wid.endswith("-g1")
+    assert wid.removeprefix("wdr-") == delivery_workflow_id(keys, 1).removeprefix("dlv-")
+    assert withdrawal_workflow_id(keys, 0) != wid  # withdrawn again after a new release
 
 
 # --- settings and DBOS config ------------------------------------------------------------
@@ -303,3 +328,55 @@ def test_the_engine_records_the_row_the_store_keeps(tmp_path: object) -> None:
         actors = [e.actor for e in store.list_audit(subject="printer:/in/a.pdf")]
         assert sorted(actors) == ["engine:host-a-0", "engine:host-b-0"]
         assert store.verify_audit().ok
+
+
+def test_a_withdrawal_is_recorded_once_however_often_its_step_replays(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from consonance_sftp.adapters.store import open_store
+    from consonance_sftp.engine import StoreLedger
+    from consonance_sftp.ports.delivery import DeliveryRecord as Row
+    from consonance_sftp.ports.delivery import RequestAction, WithdrawalRecord
+
+    with open_store(f"sqlite:///{Path(str(tmp_path)) / 'store.db'}") as store:
+        for path, sha in (("/in/a.jpg", "aa"), ("/in/a.jpg", "bb"), ("/in/b.txt", "cc")):
+            store.record_delivery(
+                Row(flow="m", partner="p", remote_path=path, sha256=sha * 32, size=1,
+                    generation=0, workflow_id="dlv-p-1-g0", isbn="978", outcome="sent")
+            )  # fmt: skip
+        store.record_delivery(
+            Row(flow="m", partner="q", remote_path="/in/a.jpg", sha256="aa" * 32, size=1,
+                generation=0, workflow_id="dlv-q-1-g0", isbn="978", outcome="sent")
+        )  # fmt: skip
+        files = tuple(
+            FileToSend(source="", remote_path=p, sha256=s * 32, size=1)
+            for p, s in (("/in/a.jpg", "bb"), ("/in/b.txt", "cc"))
+        )
+        req = DeliveryRequest(
+            flow="m", partner="p", package="978 marketing withdrawal", files=files,
+            isbn="978", action=RequestAction.WITHDRAW, work_id=7,
+        )  # fmt: skip
+        record = WithdrawalRecord(
+            workflow_id="wdr-p-1-g0", request=req, removed=("/in/a.jpg",),
+            already_gone=("/in/b.txt",), executor_id="host-0",
+        )  # fmt: skip
+        ledger = StoreLedger(store)
+        assert ledger.withdrawn(record)
+        assert not ledger.withdrawn(record)  # a replayed step
+        outcomes = {(r.partner, r.sha256[:2]): r.outcome for r in store.list_deliveries()}
+        # Both versions sent to the same path are withdrawn; the other partner's row is not.
+        assert outcomes == {
+            ("p", "aa"): "withdrawn", ("p", "bb"): "withdrawn", ("p", "cc"): "withdrawn",
+            ("q", "aa"): "sent",
+        }  # fmt: skip
+        # Each withdrawn row says which executor recorded its outcome; the other keeps none.
+        executors = {(r.partner, r.sha256[:2]): r.executor_id for r in store.list_deliveries()}
+        assert executors == {
+            ("p", "aa"): "host-0", ("p", "bb"): "host-0", ("p", "cc"): "host-0",
+            ("q", "aa"): None,
+        }  # fmt: skip
+        [event] = store.list_audit(action="package.withdrawn")
+        assert (event.subject, event.actor) == ("p:978", "engine:host-0")
+        assert event.details["removed"] == ["/in/a.jpg"]
+        assert event.details["already_gone"] == ["/in/b.txt"]
+        assert event.details["work_id"] == 7 and event.details["workflow_id"] == "wdr-p-1-g0"

@@ -44,7 +44,7 @@ def test_take_keeps_the_flows_files_and_says_why_it_leaves_the_others() -> None:
 
 
 def test_done_markers_go_with_their_files_and_hold_back_those_without() -> None:
-    ts = TransferSettings(inbound_done_marker="{name}.done")
+    ts = TransferSettings(intake_done_marker="{name}.done")
     listing = [(entry(n), "file") for n in ("a.pdf", "a.pdf.done", "b.pdf")]
     taking = take(FLOW, listing, ts)
     assert names(taking.candidates) == ["a.pdf", "b.pdf"]  # the marker is neither taken nor noted

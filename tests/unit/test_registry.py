@@ -1,5 +1,5 @@
 """The flow registry: one entry per flow kind, and the questions the service asks of it (can
-it run, do events fire it, is it an inbox flow, what runs after delivery), plus the trigger
+it run, do events fire it, is it an intake flow, what runs after delivery), plus the trigger
 helpers the poller uses."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from consonance_sftp.config import FLOW_MODELS
 from consonance_sftp.config.flows import FlowBase
-from consonance_sftp.flows import inbox, onix_feed, registry, triggers
+from consonance_sftp.flows import intake, onix_feed, registry, sales_in, triggers
 from consonance_sftp.flows.base import FlowNotAvailable
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind
 
@@ -37,8 +37,27 @@ def test_how_each_runnable_kind_fires() -> None:
         "sales_in": {registry.Fires.INBOX},
     }
     assert registry.REGISTRY["onix_feed"].after_delivery is onix_feed.after_delivery
-    assert registry.REGISTRY["intake"].take is inbox.take
-    assert registry.REGISTRY["sales_in"].take is inbox.take
+    assert registry.REGISTRY["intake"].take is intake.take
+    assert registry.REGISTRY["sales_in"].take is sales_in.take
+
+
+def test_each_runnable_kind_lives_in_the_module_its_entry_names() -> None:
+    """One home per flow: a kind's plan or take is defined in its own module in flows/."""
+    for kind, entry in registry.REGISTRY.items():
+        module = "consonance_sftp." + entry.module.removesuffix(".py").replace("/", ".")
+        for shape in (entry.plan, entry.take):
+            if shape is not None:
+                assert shape.__module__ == module, kind
+
+
+def test_the_hook_the_ledger_runs_after_delivery_is_the_kinds_own() -> None:
+    """``app.runner.FlowLedger`` asks the registry, by the flow's config, for its hook."""
+    feed = config("onix_feed", sender_name="Books")
+    assert registry.after_delivery_of(feed) is onix_feed.after_delivery
+    hooks = {k for k, e in registry.REGISTRY.items() if e.after_delivery is not None}
+    assert hooks == {"onix_feed"}
+    assert registry.after_delivery_of(config("intake")) is None
+    assert registry.after_delivery_of(None) is None  # a flow no longer configured
 
 
 def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:
@@ -48,16 +67,16 @@ def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:
     assert "onix_feed" in (caught.value.hint or "")
 
 
-def test_inbox_flows_and_event_flows() -> None:
-    intake = config("intake")
+def test_intake_flows_and_event_flows() -> None:
+    intake_cfg = config("intake")
     formats = config("formats", file_variants=["EPUB"], when={"project_stage": "Approved"})
-    assert registry.inbox_flow(intake) is intake and registry.inbox_flow(formats) is None
+    assert registry.intake_flow(intake_cfg) is intake_cfg and registry.intake_flow(formats) is None
     stage = ChangeEvent(
         kind=ChangeKind.WORK_ENTERED_STAGE, work_id=1, subject="Approved", new="Approved"
     )
     assert triggers.event_matches(formats, stage)
-    assert not triggers.event_matches(intake, stage)
-    assert triggers.fires_on_events({"f": formats, "i": intake}) == ["f"]
+    assert not triggers.event_matches(intake_cfg, stage)
+    assert triggers.fires_on_events({"f": formats, "i": intake_cfg}) == ["f"]
 
 
 def test_windows_and_combined_conditions_of_enabled_event_flows() -> None:

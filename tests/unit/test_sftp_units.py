@@ -192,7 +192,7 @@ async def test_hashing_journal_hashes_in_order_as_segments_land(tmp_path: Path) 
     import hashlib
     import os
 
-    from consonance_sftp.adapters.sftp.inbound import HashingJournal
+    from consonance_sftp.adapters.sftp.intake import HashingJournal
 
     data = os.urandom(5 * 1000 + 7)
     staging = tmp_path / "staging"

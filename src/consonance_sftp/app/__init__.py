@@ -23,7 +23,7 @@ from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
-from consonance_sftp.app.inbox import SftpIngestTransport
+from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
@@ -31,7 +31,7 @@ from consonance_sftp.engine import (
     RetryPolicy,
     default_executor_id,
 )
-from consonance_sftp.engine.ingest import StoreIntakeLedger
+from consonance_sftp.engine.intake import StoreIntakeLedger
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.logs import get_logger
@@ -133,11 +133,11 @@ class App:
     def engine(
         self, *, executor_id: str | None = None, progress: ProgressSink | None = None
     ) -> Engine:
-        """The executor of this process: deliveries go through the SFTP adapter, outcomes
-        into the store's ledger, alerts into the store; inbox files are taken in through the
-        SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the intake ledger. On
-        PostgreSQL the partners' connection caps hold across every process through the
-        engine's budget."""
+        """The executor of this process: deliveries (and withdrawals) go through the SFTP
+        adapter, outcomes into the store's ledger, alerts into the store; inbox files are
+        taken in through the SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the
+        intake ledger. On PostgreSQL the partners' connection caps hold across every process
+        through the engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         self._transport = transport
@@ -146,10 +146,11 @@ class App:
             transport=transport,
             ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
-            ingest_transport=SftpIngestTransport(
+            intake_transport=SftpIntakeTransport(
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
             intake_ledger=StoreIntakeLedger(self.store),
+            withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()
         if shared is not None:

@@ -20,6 +20,11 @@ only a re-run can find it there, and a re-run always looks); ``publish`` renames
 what this process staged (the adapter verified it), and does nothing for a file found in place;
 a folder is created once per connection.
 
+``remove`` (a withdrawal) looks first and removes only what is there, so a re-run, or a removal
+whose answer was lost with the connection, finds the file gone and says so. Like ``stage`` and
+``publish`` it goes through the host-key check: a changed key removes nothing, alerts and pauses
+the partner.
+
 Connections are opened on the event loop that uses them (DBOS runs workflows on its own loop),
 one ``SftpRemoteFS`` per partner and loop.
 """
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
-from consonance_sftp.errors import HostKeyMismatch, IntegrityError
+from consonance_sftp.errors import HostKeyMismatch, IntegrityError, RemotePathNotFound
 from consonance_sftp.ports.delivery import Fence, FileToSend, RemoteFileState
 
 ProgressSink = Callable[[str, str, int, int], None]
@@ -127,10 +132,14 @@ class SftpDeliveryTransport:
             self._remember(self._planned_absent, key, None)
         return RemoteFileState(final_matches=held)
 
-    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        return await self._reporting(partner, self._stage(partner, file, fence))
+    async def stage(
+        self, partner: str, file: FileToSend, fence: Fence, *, resend: bool = False
+    ) -> int:
+        """``resend``: an explicit resend, staged even where the partner holds these bytes
+        (its old copy stays until ``publish(resend=True)`` replaces it)."""
+        return await self._reporting(partner, self._stage(partner, file, fence, resend))
 
-    async def _stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
+    async def _stage(self, partner: str, file: FileToSend, fence: Fence, resend: bool) -> int:
         fs = self._for(partner)
         key = self._key(partner, file)
         self._staged.pop(key, None)
@@ -138,7 +147,7 @@ class SftpDeliveryTransport:
         # retry, a re-run after a crash or another workflow's upload of the same file all look.
         fresh = key in self._planned_absent
         self._planned_absent.pop(key, None)
-        if not fresh and await fs.holds(file.remote_path, file.size, file.sha256):
+        if not (fresh or resend) and await fs.holds(file.remote_path, file.size, file.sha256):
             self._remember(self._staged, key, False)
             return 0  # a re-run after the publish: the partner already has these bytes
         folder = posixpath.dirname(file.remote_path)
@@ -159,6 +168,7 @@ class SftpDeliveryTransport:
                 progress=on_progress,
                 sha256=file.sha256,
                 temp_path=file.upload_path,
+                replace_identical=resend,
             )
         except BaseException:
             self._folders.discard(made)  # the partner may have removed it: make it again
@@ -168,10 +178,13 @@ class SftpDeliveryTransport:
         self._remember(self._staged, key, not staged.skipped)
         return staged.size - staged.resumed_from
 
-    async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        await self._reporting(partner, self._publish(partner, file, fence))
+    async def publish(
+        self, partner: str, file: FileToSend, fence: Fence, *, resend: bool = False
+    ) -> None:
+        """``resend``: the partner's old copy at the final name is replaced."""
+        await self._reporting(partner, self._publish(partner, file, fence, resend))
 
-    async def _publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
+    async def _publish(self, partner: str, file: FileToSend, fence: Fence, resend: bool) -> None:
         fs = self._for(partner)
         key = self._key(partner, file)
         staged = self._staged.pop(key, None)
@@ -186,7 +199,23 @@ class SftpDeliveryTransport:
                 await self._stat_final(partner, file)
                 return
         fence.check()
-        await fs.publish(file.remote_path, sha256=file.sha256, temp_path=file.upload_path)
+        await fs.publish(
+            file.remote_path, sha256=file.sha256, temp_path=file.upload_path, replace=resend
+        )
+
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        return await self._reporting(partner, self._remove(partner, remote_path, fence))
+
+    async def _remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        fs = self._for(partner)
+        if await fs.stat(remote_path) is None:
+            return False
+        fence.check()
+        try:
+            await fs.remove(remote_path)
+        except RemotePathNotFound:
+            return False  # removed meanwhile (by the partner, or an earlier, cut-off try)
+        return True
 
     async def _stat_final(self, partner: str, file: FileToSend) -> None:
         entry = await self._for(partner).stat(file.remote_path)

@@ -3,9 +3,12 @@
 A flow plans ``Outbound`` packages (``flows/``); the engine delivers ``DeliveryRequest``s
 (``engine/``). Everything in between is here: where a package lands on a partner
 (``folder_of``), the request for one package (``delivery_request``) or a planned run
-(``requests``), what a dry run shows (``remote_files``) and the request of an explicit resend
-(``resend_request``: a recorded delivery's files again, one generation up). The service's
-runs, the event and tick workflows, ``resend`` and the demo all build their requests here.
+(``requests``), what a dry run shows (``remote_files``), the request of an explicit resend
+(``resend_request``: a recorded delivery's files again, one generation up) and the request
+removing a withdrawn title's files from a partner (``withdrawal_request``, and
+``withdrawal_requests`` for a planned run: submitted like deliveries, so a pause or a closed
+delivery window holds them too). The service's runs, the event and tick workflows, ``resend``
+and the demo all build their requests here.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
-from consonance_sftp.flows.base import Outbound
+from consonance_sftp.flows.base import Outbound, PlannedRun, Withdrawal
 from consonance_sftp.formats.packaging import join_remote
-from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend, RequestAction
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -88,6 +91,32 @@ def requests(
     return [request_for(app, flow, o, trigger=trigger) for o in outbounds]
 
 
+def withdrawal_request(withdrawal: Withdrawal, *, flow: str, trigger: str) -> DeliveryRequest:
+    """The engine's request removing a withdrawn title's files from one partner: each file
+    as the ledger recorded it (full remote path, SHA-256, size; no local copy is needed), the
+    generation withdrawn (so the same withdrawal planned again attaches to its workflow)."""
+    files = tuple(
+        FileToSend(source="", remote_path=f.remote_path, sha256=f.sha256, size=f.size)
+        for f in withdrawal.files
+    )
+    return DeliveryRequest(
+        flow=flow,
+        partner=withdrawal.partner,
+        package=withdrawal.label,
+        files=files,
+        generation=withdrawal.generation,
+        trigger=trigger,
+        isbn=withdrawal.isbn,
+        action=RequestAction.WITHDRAW,
+        work_id=withdrawal.work_id,
+    )
+
+
+def withdrawal_requests(planned: PlannedRun, *, trigger: str) -> list[DeliveryRequest]:
+    """The withdrawal requests of a planned run, in the plan's order."""
+    return [withdrawal_request(w, flow=planned.flow, trigger=trigger) for w in planned.withdrawals]
+
+
 def remote_files(app: App, flow: FlowBase, outbound: Outbound) -> list[FileToSend]:
     """The files of a package as they will land on the partner's server (for dry runs)."""
     request = delivery_request(
@@ -97,7 +126,8 @@ def remote_files(app: App, flow: FlowBase, outbound: Outbound) -> list[FileToSen
 
 
 def workflow_owner(workflow_id: str) -> str:
-    """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``ing-<partner>-<hash>``, or the flow of
+    """The partner of ``dlv-<partner>-<hash>-g<n>`` / ``wdr-<partner>-<hash>-g<n>`` /
+    ``ing-<partner>-<hash>``, or the flow of
     ``sched-flow:<flow>-<tick time>`` / ``evt-<flow>-<hash>``; partner and flow names may
     hold '-'."""
     if workflow_id.startswith("sched-flow:"):

@@ -67,6 +67,7 @@ __all__ = [
 WORK_KINDS = (
     # (what, workflow ID prefix, what owns it)
     ("deliveries", "dlv-", "partner"),
+    ("withdrawals", "wdr-", "partner"),
     ("intake", "ing-", "partner"),
     ("flow ticks", "sched-flow:", "flow"),
     ("flow events", "evt-", "flow"),
@@ -247,12 +248,13 @@ class Operations:
                 await asyncio.to_thread(engine.ensure_delivery_queue, cap)
 
     def failed_deliveries(self, partner: str) -> list[str]:
-        """The partner's deliveries that ended failed (a release resends only held ones)."""
+        """The partner's deliveries (and withdrawals) that ended failed (a release resends
+        only held ones)."""
         if not self.engine_started():
             return []
         client = EngineClient(self.app.engine_settings())
         try:
-            states = client.states("dlv-")
+            states = {**client.states("dlv-"), **client.states("wdr-")}
         finally:
             client.close()
         return sorted(

@@ -10,8 +10,9 @@ from overlapping. Deliveries to a paused partner, or of a paused flow, are held 
 the store's holds, with its audit event) and released when the pause is lifted; pauses too are
 rows of their own, each change on the audit trail. An explicit resend (``mark_resend``) makes
 ``ResendTransport`` send the files again even when the partner still holds identical bytes.
-``FeedLedger`` advances an ONIX recipient's baseline as the engine records its feed
-delivered, whoever delivers it (a run, a ``retry``, a recovery).
+``FlowLedger`` runs a flow's after-delivery hook (``flows.registry``: an ONIX recipient's
+baseline advances) as the engine records its files delivered, whoever delivers them (a run, a
+``retry``, a recovery, an event or tick nobody waits for).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
-from consonance_sftp.config.flows import OnixFeedFlow
 from consonance_sftp.engine import (
     ONE_SHOT,
     SERVICE,
@@ -36,10 +36,13 @@ from consonance_sftp.engine import (
     LockHolder,
     engine_holder,
 )
-from consonance_sftp.engine.contracts import IngestRequest
+from consonance_sftp.engine.contracts import IntakeRequest
+from consonance_sftp.engine.ids import WITHDRAWAL_PREFIX
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.flows import registry
+from consonance_sftp.flows.base import AfterDelivery
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome, WorkState
+from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome, WorkState
 from consonance_sftp.ports.delivery import (
     DeliveryLedger,
     DeliveryRecord,
@@ -138,9 +141,12 @@ def mark_resend(store: Store, request: DeliveryRequest) -> None:
 
 class ResendTransport:
     """The engine's transport, plus explicit resends: a file marked by ``mark_resend`` is not
-    taken as "already there" and the identical copy at the final name is removed before it is
-    uploaded again, so the partner sees a new arrival (which is what a resend asks for).
-    Everything else goes to the SFTP transport unchanged."""
+    taken as "already there"; it is staged again beside the partner's identical copy, which
+    stays at the final name until ``publish`` replaces it (one rename where the server allows,
+    else removed right before the rename). So the partner sees a new arrival (what a resend
+    asks for), and a resend that fails before every file is staged leaves the old copies in
+    place (all-or-nothing, like any package). Everything else goes to the SFTP transport
+    unchanged."""
 
     def __init__(self, inner: SftpDeliveryTransport, store: Store) -> None:
         self.inner = inner
@@ -159,15 +165,15 @@ class ResendTransport:
         return await self.inner.remote_state(partner, file)
 
     async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
-        if await asyncio.to_thread(self._forced, partner, file):
-            fs = self.inner._for(partner)
-            if await fs.holds(file.remote_path, file.size, file.sha256):
-                fence.check()
-                await fs.remove(file.remote_path)
-        return await self.inner.stage(partner, file, fence)
+        forced = await asyncio.to_thread(self._forced, partner, file)
+        return await self.inner.stage(partner, file, fence, resend=forced)
 
     async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:
-        await self.inner.publish(partner, file, fence)
+        forced = await asyncio.to_thread(self._forced, partner, file)
+        await self.inner.publish(partner, file, fence, resend=forced)
+
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        return await self.inner.remove(partner, remote_path, fence)
 
 
 def with_resends(engine: Engine, store: Store) -> Engine:
@@ -180,45 +186,55 @@ def with_resends(engine: Engine, store: Store) -> Engine:
 # --- running deliveries --------------------------------------------------------------------
 
 
-class FeedLedger:
-    """The engine's ledger, plus: when it records an ONIX message delivered, the recipient's
-    delta baseline and MessageNumber advance (``flows.onix_feed.feed_delivered``), in the
-    process that ran the delivery. So a feed that failed and was retried later (``retry``,
-    ``serve``, a recovery after a crash) moves the baseline like one that went at once."""
+class FlowLedger:
+    """The engine's ledger, plus each flow's after-delivery hook (the registry's
+    ``after_delivery`` column): as it records a file delivered (sent, or found already
+    there), the hook of the flow's kind runs with the record, in the process that ran the
+    delivery. So work that failed and was retried later (``retry``, ``serve``, a recovery
+    after a crash), or that nobody waited for (an event, a tick), is followed up like a run
+    that went at once: an ONIX recipient's baseline and MessageNumber advance then, once."""
 
-    def __init__(self, inner: DeliveryLedger, store: Store, is_feed: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        inner: DeliveryLedger,
+        store: Store,
+        hook_of: Callable[[str], AfterDelivery | None],
+    ) -> None:
         self.inner = inner
         self.store = store
-        self.is_feed = is_feed  # only an ONIX feed's files need the baseline lookup
+        self.hook_of = hook_of  # flow name -> its kind's hook (None: most kinds have none)
 
     def already_sent(self, key: DeliveryKey, generation: int) -> bool:
         return self.inner.already_sent(key, generation)
 
     def record(self, record: DeliveryRecord) -> None:
         self.inner.record(record)
-        if record.outcome not in _DELIVERED or not self.is_feed(record.flow):
+        if record.outcome not in _DELIVERED:
             return
-        from consonance_sftp.flows import onix_feed
-
+        hook = self.hook_of(record.flow)
+        if hook is None:
+            return
         try:
-            onix_feed.feed_delivered(self.store, record.flow, record.key, record.workflow_id)
+            hook(self.store, record)
         except Exception:
-            # The delivery itself is done and recorded; a baseline that could not be moved
-            # only means the next delta carries these changes again.
+            # The delivery itself is done and recorded; a follow-up that failed (an ONIX
+            # baseline not moved) only means the next delta carries these changes again.
             log.exception(
-                "delivery %s: the ONIX baseline could not be advanced", record.workflow_id
+                "delivery %s: the after-delivery step of flow %s failed",
+                record.workflow_id,
+                record.flow,
             )
 
 
-def with_feed_baselines(app: App, engine: Engine) -> Engine:
-    """Install ``FeedLedger`` on an engine built by ``App.engine`` (before its launch). Which
-    flows are ONIX feeds is read from the settings in force (they change on a reload)."""
+def with_flow_hooks(app: App, engine: Engine) -> Engine:
+    """Install ``FlowLedger`` on an engine built by ``App.engine`` (before its launch). Which
+    hook a flow has is read from the settings in force (they change on a reload)."""
 
-    def is_feed(flow: str) -> bool:
-        return isinstance(app.settings.flows.get(flow), OnixFeedFlow)
+    def hook_of(flow: str) -> AfterDelivery | None:
+        return registry.after_delivery_of(app.settings.flows.get(flow))
 
-    if not isinstance(engine.ledger, FeedLedger):
-        engine.ledger = FeedLedger(engine.ledger, app.store, is_feed)
+    if not isinstance(engine.ledger, FlowLedger):
+        engine.ledger = FlowLedger(engine.ledger, app.store, hook_of)
     return engine
 
 
@@ -350,7 +366,7 @@ class DeliveryRunner:
     def _build_engine(self) -> Engine:
         engine = self.app.engine(executor_id=self.executor_id, progress=self.progress)
         engine.lease.role = SERVICE if self.executor else ONE_SHOT
-        with_feed_baselines(self.app, with_resends(engine, self.app.store))
+        with_flow_hooks(self.app, with_resends(engine, self.app.store))
         self.app.bind_work(engine, self)  # flow ticks and events run the service's flows
         return engine
 
@@ -387,15 +403,15 @@ class DeliveryRunner:
             )
         return Enqueued(wid, request)
 
-    async def submit_ingest(self, request: IngestRequest) -> str:
-        """Enqueue taking one inbox file in (``app.inbox.poll_inbox`` checks pauses and
+    async def submit_intake(self, request: IntakeRequest) -> str:
+        """Enqueue taking one inbox file in (``app.intake.poll_inbox`` checks pauses and
         windows before it lists); return the workflow ID. The same file version again
         attaches to its workflow."""
         cap = self.app.partner_config(request.partner).max_connections
         if self.engine is not None:
-            return await self.engine.enqueue_ingest(request, max_connections=cap)
+            return await self.engine.enqueue_intake(request, max_connections=cap)
         assert self.client is not None
-        return await asyncio.to_thread(self.client.enqueue_ingest, request, max_connections=cap)
+        return await asyncio.to_thread(self.client.enqueue_intake, request, max_connections=cap)
 
     def _record_held(self, request: DeliveryRequest, reason: str) -> None:
         # The hold and its ``delivery.held`` audit event commit together.
@@ -424,7 +440,10 @@ class DeliveryRunner:
             await asyncio.sleep(0.3)
 
     def _from_ledger(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
-        """The outcome of a delivery another process ran, as the ledger recorded it."""
+        """The outcome of a delivery another process ran, as the ledger recorded it (a
+        withdrawal: as its ``package.withdrawn`` event did)."""
+        if workflow_id.startswith(WITHDRAWAL_PREFIX):
+            return self._withdrawal_outcome(workflow_id, state)
         rows = [
             r for r in self.app.store.list_deliveries(limit=5000) if r.workflow_id == workflow_id
         ]
@@ -437,6 +456,19 @@ class DeliveryRunner:
             ],
             "already_recorded": [],
         }
+
+    def _withdrawal_outcome(self, workflow_id: str, state: WorkState) -> dict[str, Any]:
+        events = self.app.store.list_audit(action=AuditAction.PACKAGE_WITHDRAWN, limit=5000)
+        for event in events:
+            if event.details.get("workflow_id") == workflow_id:
+                removed, gone = event.details.get("removed"), event.details.get("already_gone")
+                return {
+                    "workflow_id": workflow_id,
+                    "status": state.value,
+                    "removed": list(removed) if isinstance(removed, list) else [],
+                    "already_gone": list(gone) if isinstance(gone, list) else [],
+                }
+        return {"workflow_id": workflow_id, "status": state.value}
 
     async def release_held(self) -> list[Enqueued]:
         """Enqueue the held deliveries whose partner and flow are no longer paused (and whose

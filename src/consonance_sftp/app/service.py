@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink
-from consonance_sftp.app.dispatch import folder_of, requests
+from consonance_sftp.app.dispatch import folder_of, requests, withdrawal_requests
 from consonance_sftp.app.runner import (
     Controls,
     DeliveryRunner,
@@ -49,7 +49,7 @@ from consonance_sftp.config import FlowConfig, Settings
 from consonance_sftp.engine import FlowSchedule
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry, triggers
-from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, Outbound, PlannedRun
+from consonance_sftp.flows.base import FlowContext, FlowNotAvailable, PlannedRun
 from consonance_sftp.flows.changes import (
     ChangeDetector,
     PollReport,
@@ -65,7 +65,7 @@ from consonance_sftp.ports.delivery import DeliveryRequest
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.reload import ConfigChange
     from consonance_sftp.app.serving import CatalogueProgress
 
@@ -112,8 +112,8 @@ class Service:
         self.controls = Controls(app)
         self._due_checked: date | None = None  # the day publication windows were last checked
 
-    def is_inbound(self, name: str) -> bool:
-        return registry.is_inbound(self.flow(name))
+    def is_intake(self, name: str) -> bool:
+        return registry.is_intake(self.flow(name))
 
     def flow(self, name: str) -> FlowConfig:
         return self.app.settings.flow(name)  # a typo is answered with the closest name
@@ -157,7 +157,6 @@ class Service:
             api=api,
             store=app.store,
             state_dir=app.state_dir,
-            remote_fs=app.remote_fs,
             folder=lambda flow, partner: folder_of(app, flow, partner),
             now=now,
             force_full=force_full,
@@ -208,13 +207,13 @@ class Service:
     async def poll_inbox_now(
         self, name: str, *, wait: bool = True, progress: ProgressSink | None = None
     ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
-        """``run`` of an inbound flow: look into its partners' inboxes now and take in the
+        """``run`` of an intake flow: look into its partners' inboxes now and take in the
         finished files (through ``serve`` when it holds the engine); with ``wait``, until each
-        file is stored. Returns the poll's report and each ingest's outcome."""
-        from consonance_sftp.app.inbox import poll_inbox
+        file is stored. Returns the poll's report and each intake's outcome."""
+        from consonance_sftp.app.intake import poll_inbox
 
         config = self.flow(name)
-        flow = registry.inbox_flow(config)
+        flow = registry.intake_flow(config)
         if flow is None:
             raise ConsonanceSftpError(f"flow {name!r} ({config.kind}) has no inbox to poll")
         if not flow.enabled:
@@ -240,28 +239,22 @@ class Service:
         wait: bool,
     ) -> None:
         planned = outcome.planned
-        requests = self.requests(planned, trigger=trigger)
-        sent: list[tuple[Outbound, DeliveryRequest, str]] = []
-        for outbound, request in zip(planned.outbounds, requests, strict=True):
+        # Deliveries, then a withdrawn title's files off the partners: held alike. A flow's
+        # after-delivery hook (an ONIX baseline) runs as the engine's ledger records each file
+        # delivered (``app.runner.FlowLedger``), whether or not anyone waits here.
+        requests = [
+            *self.requests(planned, trigger=trigger),
+            *withdrawal_requests(planned, trigger=trigger),
+        ]
+        for request in requests:
             submitted = await runner.submit(request)
             if isinstance(submitted, Held):
                 outcome.held.append(submitted)
             else:
                 outcome.enqueued.append(submitted)
-                sent.append((outbound, request, submitted.workflow_id))
-        if not wait:
-            return
-        flow = self.flow(planned.flow)
-        for outbound, _request, wid in sent:
-            result = await runner.wait(wid)
-            outcome.results[wid] = result
-            if planned.on_delivered is not None and "error" not in result:
-                folder = folder_of(self.app, flow, outbound.partner)
-                try:
-                    await asyncio.to_thread(planned.on_delivered, outbound, folder, wid)
-                except ConsonanceSftpError as exc:
-                    log.warning("after delivery %s: %s", wid, exc)
-                    outcome.results[wid] = {**result, "error": str(exc)}
+        if wait:
+            for e in outcome.enqueued:
+                outcome.results[e.workflow_id] = await runner.wait(e.workflow_id)
 
     async def on_events(
         self,
@@ -365,7 +358,7 @@ class Service:
     async def run_tick(
         self, name: str, tick: datetime, *, runner: DeliveryRunner
     ) -> dict[str, Any]:
-        """What one tick of a flow's schedule does (the engine's flow runner): an inbound flow
+        """What one tick of a flow's schedule does (the engine's flow runner): an intake flow
         looks into its partners' inboxes; an outbound flow runs as of the tick time, so a tick
         re-run after a crash plans the same packages and attaches to the same deliveries.
 
@@ -391,11 +384,11 @@ class Service:
         if await asyncio.to_thread(self.controls.is_paused, "flow", name):
             return {**summary, "skipped": f"flow {name!r} is paused"}
         trigger = f"schedule:{tick.isoformat()}"
-        inbound = registry.inbox_flow(flow)
-        if inbound is not None:
-            from consonance_sftp.app.inbox import poll_inbox
+        intake = registry.intake_flow(flow)
+        if intake is not None:
+            from consonance_sftp.app.intake import poll_inbox
 
-            report = await poll_inbox(self.app, runner, name, inbound, trigger=trigger)
+            report = await poll_inbox(self.app, runner, name, intake, trigger=trigger)
             return {**summary, "inbox": report.summary()}
         outcome = await self.run_flow(name, trigger=trigger, runner=runner, wait=True, now=tick)
         return {
@@ -419,7 +412,7 @@ class Service:
         self.app.store.append_audit("schedule", "flow.tick", f"flow:{name}", summary)
 
     def flow_schedules(self, overrides: dict[str, str] | None = None) -> dict[str, FlowSchedule]:
-        """Each enabled flow's schedule as the engine declares it: its cron (inbound flows:
+        """Each enabled flow's schedule as the engine declares it: its cron (intake flows:
         every ``poll_interval``), or a test's override (a six-field cron with seconds). Kinds
         this release cannot run are left out."""
         wanted: dict[str, FlowSchedule] = {}

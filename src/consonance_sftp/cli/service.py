@@ -27,7 +27,7 @@ from consonance_sftp.logs import setup_logging
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
-    from consonance_sftp.app.inbox import InboxReport
+    from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.operations import DeliveryRecord
     from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.service import RunOutcome, Service
@@ -70,6 +70,13 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
             f"{counted(len(files), 'file')}, {counted(total, 'byte', sep=True)} "
             f"to partner {o.partner}"
         )
+    for w in planned.withdrawals:
+        console.print(
+            f"withdraw {counted(len(w.files), 'file')} of {w.label} from partner {w.partner}: "
+            + ", ".join(f.remote_path for f in w.files),
+            markup=False,
+            soft_wrap=True,
+        )
     for s in planned.skipped if planned.outbounds else ():
         console.print(f"[yellow]skipped[/yellow] {escape(s.what)}: {escape(s.reason)}")
     for note in planned.notes:
@@ -103,7 +110,7 @@ def run(
     app = _app()
     service = Service(app)
     isbns = tuple(isbn or ())
-    if service.is_inbound(flow):
+    if service.is_intake(flow):
         if dry_run or isbns or full or test:
             raise ConsonanceSftpError(
                 f"flow {flow!r} takes files in: --dry-run, --isbn, --full and --test do not apply",
@@ -150,6 +157,11 @@ def run(
                 f"{len(result['already_present'])} already on the server, "
                 f"{len(result['already_recorded'])} already in the ledger"
             )
+        elif "removed" in result:  # a withdrawn title's files, off the partner
+            console.print(
+                f"[green]withdrawn[/green] {e.workflow_id}: {len(result['removed'])} removed, "
+                f"{len(result['already_gone'])} already gone"
+            )
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")
     if failed:
@@ -160,7 +172,7 @@ def run(
 async def _poll_with_progress(
     service: Any, flow: str, wait: bool
 ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
-    """An inbound flow's poll, with a progress bar per download (on a terminal)."""
+    """An intake flow's poll, with a progress bar per download (on a terminal)."""
     from consonance_sftp.cli.follow import transfer_bars
 
     with transfer_bars(console, "(download)") as on_progress:

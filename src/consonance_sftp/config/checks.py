@@ -8,14 +8,14 @@ file points to and at how its parts combine, each finding with its TOML path:
   authorized-keys file the same way (host keys are pinned inline, so there is no pin file);
 * **permissions**: a private key or a ``{file = ...}`` secret that its group or others may
   read (the fix is ``chmod 600``);
-* **inboxes**: two enabled inbound flows polling the same folder of the same SFTP account
+* **inboxes**: two enabled intake flows polling the same folder of the same SFTP account
   with patterns that share a file name: whichever polls first takes the file, the other never
   sees it. The overlap test is exact for shell patterns (``config.patterns``); a folder is
   compared by host, port, user and path as written (normalised: ``/out/`` is ``/out``), so
   two paths that are one folder on the server (a link there, a path relative to the login
   folder, a case-insensitive file system) are not detected;
 * **flow kinds**: a kind this release cannot run (it is refused by ``run`` and skipped by
-  ``serve``), and what an inbound kind does today (it only stores files).
+  ``serve``), and what an intake kind does today (it only stores files).
 
 Severities: ``error`` for what will fail (``config check`` exits 2), ``warning`` for what will
 surprise, ``note`` for what the operator should know. The checks read files but change nothing
@@ -35,7 +35,7 @@ from typing import Any, Literal
 import asyncssh
 from pydantic import SecretStr
 
-from consonance_sftp.config.flows import InboxFlow
+from consonance_sftp.config.flows import IntakeFlowBase
 from consonance_sftp.config.loader import load_settings, toml_path
 from consonance_sftp.config.patterns import overlap
 from consonance_sftp.config.settings import Settings
@@ -208,7 +208,7 @@ def _inbox_overlaps(settings: Settings) -> Iterator[Finding]:
     inboxes = [
         (name, flow)
         for name, flow in settings.flows.items()
-        if isinstance(flow, InboxFlow) and flow.enabled
+        if isinstance(flow, IntakeFlowBase) and flow.enabled
     ]
     for index, (name, flow) in enumerate(inboxes):
         for other_name, other in inboxes[:index]:

@@ -417,9 +417,10 @@ def poll_cron(seconds: int) -> str:
     return "0 0 * * * *" if hours == 1 else f"0 0 */{hours} * * *"
 
 
-class InboxFlow(FlowBase):
-    """An inbound flow: each partner's folder is polled, and each new, finished file is taken
-    in exactly once (stored locally, checksummed, recorded) before anything else happens."""
+class IntakeFlowBase(FlowBase):
+    """An intake flow (``intake``, ``sales_in``): each partner's inbox folder is polled, and
+    each new, finished file is taken in exactly once (stored locally, checksummed, recorded)
+    before anything else happens."""
 
     poll_interval: int = Field(
         default=300,
@@ -464,7 +465,7 @@ class InboxFlow(FlowBase):
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
 
-class IntakeFlow(InboxFlow):
+class IntakeFlow(IntakeFlowBase):
     """Files from designers, typesetters, indexers and cover artists. Today each new, finished
     file is taken in exactly once and stored durably (checksummed, on the record); matching
     it to a Consonance work or product and its to-do is not built yet."""
@@ -487,7 +488,7 @@ class FinanceOutFlow(FlowBase):
     runs_today: ClassVar[bool] = False
 
 
-class SalesInFlow(InboxFlow):
+class SalesInFlow(IntakeFlowBase):
     """Distributor sales and usage reports. Today each new, finished report is taken in
     exactly once and stored durably (checksummed, on the record); validating it into a sales
     ledger and writing the Consonance sales-import file are not built yet."""

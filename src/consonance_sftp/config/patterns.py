@@ -1,6 +1,6 @@
 """Do two sets of shell file-name patterns overlap? A name both would take, or proof of none.
 
-Inbound flows choose files with ``fnmatch.fnmatchcase`` patterns (``*.csv``, ``report_??.xlsx``,
+Intake flows choose files with ``fnmatch.fnmatchcase`` patterns (``*.csv``, ``report_??.xlsx``,
 ``[!.]*``). Two flows polling the same folder with overlapping patterns race for the same
 files: whichever polls first takes a file, the other never sees it. ``common_name`` decides
 the overlap exactly for the pattern language ``fnmatch`` implements (``*``, ``?``, ``[...]``,

@@ -441,7 +441,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "done_marker": None,
         "rename": {"upload_suffix": ".XOT", "final_suffix": ".COT"},
     },
-    # TitleLeaf SFTP ingestion rules: ingest/ only, ISBN_fc.jpg, RGB JPEG, no zips, no folders.
+    # TitleLeaf's SFTP upload rules: its folder ingest/ only (their name), ISBN_fc.jpg, RGB JPEG,
+    # no zips, no folders.
     "titleleaf": {
         "preset": "titleleaf",
         "description": "TitleLeaf-style retail images: ingest/ISBN_fc.jpg as RGB JPEG.",

@@ -221,8 +221,8 @@ recipient = {{ onix_version = "3.0", mode = "delta", compression = "none" }}
 # currencies = ["GBP", "USD"]
 # compression = "zip"
 
-# Inbound flows store each new file durably under state_dir/inbox (matching files to
-# Consonance records, and sales validation, are not built yet). Two inbound flows must not
+# Intake flows store each new file durably under state_dir/inbox (matching files to
+# Consonance records, and sales validation, are not built yet). Two intake flows must not
 # poll one folder with overlapping patterns: `config check` reports it.
 [flows.design-intake]
 kind = "intake"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 # OpenSSH's sftp-server caps one message at 256 KiB; a write block of 262,144 bytes of data
 # plus the header makes it drop the connection. 255 KiB (261,120) is the largest safe block.
@@ -173,24 +173,29 @@ class TransferSettings(BaseModel):
     resume: bool = Field(
         True, description="Continue an interrupted upload or download from its journal."
     )
-    # --- download / inbox ---------------------------------------------------------------
+    # --- download / intake (files taken in from the partner's inbox) ----------------------
     stable_interval: float = Field(
         5.0,
         ge=0,
-        description="Seconds an inbound file's size and mtime must stay unchanged before it "
-        "is taken.",
+        description="Seconds a file in the partner's inbox must keep its size and mtime "
+        "before it is taken in.",
     )
     min_age: float = Field(
-        0.0, ge=0, description="Seconds since an inbound file's mtime before it is taken."
+        0.0,
+        ge=0,
+        description="Seconds since a file's mtime in the partner's inbox before it is taken in.",
     )
-    inbound_done_marker: str | None = Field(
+    intake_done_marker: str | None = Field(
         None,
-        description="Take an inbound file only once this marker exists, e.g. '{name}.done' "
-        "(replaces the stability wait).",
+        # The key was `inbound_done_marker` before the intake path had one name: existing
+        # config files keep loading (the new name wins when both are given).
+        validation_alias=AliasChoices("intake_done_marker", "inbound_done_marker"),
+        description="Take a file in only once this marker exists, e.g. '{name}.done' "
+        "(replaces the stability wait). The older key `inbound_done_marker` is still accepted.",
     )
     post_action: PostAction = Field(
         PostAction.LEAVE,
-        description="After an inbound file is stored locally: leave, delete or move it.",
+        description="After a file taken in is stored locally: leave, delete or move it.",
     )
     processed_folder: str | None = Field(
         None, description="Remote folder that post_action 'move' moves taken files into."

@@ -9,7 +9,7 @@ docs/reference/engine.md.
 
 from .budget import PostgresConnectionBudget
 from .events import FLOW_EVENT_PREFIX, EventRunner, FlowEventFailed, flow_event_workflow_id
-from .ids import delivery_queue_name, delivery_workflow_id
+from .ids import delivery_queue_name, delivery_workflow_id, withdrawal_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
 from .ledger import StoreLedger
 from .retention import prune_history
@@ -42,5 +42,6 @@ __all__ = [
     "ensure_schedule",
     "flow_event_workflow_id",
     "prune_history",
+    "withdrawal_workflow_id",
     "work_state",
 ]

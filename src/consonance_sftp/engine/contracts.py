@@ -1,9 +1,9 @@
-"""What the engine's ingest workflow needs from the rest of the service, and the values it passes.
+"""What the engine's intake workflow needs from the rest of the service, and the values it passes.
 
-The ingest workflow takes a partner's file in through an ``IngestTransport``, records it in an
-``IntakeLedger`` and hands it to the flow kind's ``IngestHandler`` when one is bound. ``app``
-wires the real adapters to these. The delivery side's contracts (transport, ledger, alerts,
-fence) are in ``ports/delivery.py``; these join them in ``ports/`` next.
+The intake workflow takes a partner's file in through an ``IntakeTransport``, records it in an
+``IntakeLedger`` and hands it to the flow kind's ``IntakeHandler`` when one is bound. ``app``
+wires the real adapters to these. The delivery side's contracts (request, transport, ledgers,
+alerts, fence) are in ``ports/delivery.py``; these join them in ``ports/`` next.
 
 Workflow inputs and outputs cross the DBOS system database, so they are plain JSON-friendly
 dicts built from these dataclasses (``to_dict`` / ``from_dict``): a release that adds an optional
@@ -18,12 +18,12 @@ from typing import Any, Protocol
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.ports.delivery import Fence
 
-# --- inbound: the ingest workflow ----------------------------------------------------------
+# --- intake: the intake workflow ----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IngestRequest:
-    """One version of one file in a partner's inbox, as the poll listed it: the unit an ingest
+class IntakeRequest:
+    """One version of one file in a partner's inbox, as the poll listed it: the unit an intake
     workflow runs for. (partner, remote path, size, mtime) is the intake ledger's key."""
 
     flow: str
@@ -46,7 +46,7 @@ class IngestRequest:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IngestRequest:
+    def from_dict(cls, data: dict[str, Any]) -> IntakeRequest:
         return cls(
             flow=str(data["flow"]),
             kind=str(data["kind"]),
@@ -86,11 +86,11 @@ class FetchedFile:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IngestRecord:
+class IntakeLedgerEntry:
     """The state of one received file, as the intake ledger stores it."""
 
     workflow_id: str
-    request: IngestRequest
+    request: IntakeRequest
     outcome: IntakeOutcome
     executor_id: str = ""
     fetched: FetchedFile | None = None  # None: nothing is stored locally (a failed fetch)
@@ -109,17 +109,17 @@ class HandOffResult:
     product_id: int | None = None
 
 
-class IngestTransport(Protocol):
+class IntakeTransport(Protocol):
     """Takes one file in from a partner. Every method must be safe to call again after a
     crash."""
 
-    async def fetch(self, request: IngestRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
+    async def fetch(self, request: IntakeRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
         """Download the file durably (resuming from the bytes already here) to its local
         place: the inbox, or under a safe name in the quarantine folder; return where it is,
         its size and SHA-256. A re-run after a completed fetch returns the same file."""
         ...
 
-    async def post_action(self, request: IngestRequest, fence: Fence) -> str:
+    async def post_action(self, request: IntakeRequest, fence: Fence) -> str:
         """Leave, delete or move the remote file as the partner's settings say; return what
         was done (``leave``, ``delete``, ``move:<new path>``, or ``gone``/``changed`` when the
         remote file is no longer this version, which is then left alone)."""
@@ -130,27 +130,27 @@ class IntakeLedger(Protocol):
     """Our own record of what was received (the store's intake ledger and audit trail).
     Synchronous, like the store; the engine calls it from a worker thread."""
 
-    def record(self, record: IngestRecord) -> int:
+    def record(self, record: IntakeLedgerEntry) -> int:
         """Insert or update the row for the request's (partner, path, size, mtime): one row
         per file version however often a step replays; return its id."""
         ...
 
-    def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+    def event(self, action: str, request: IntakeRequest, details: dict[str, Any]) -> None:
         """Append an event about this file to the audit trail."""
         ...
 
-    def alert(self, request: IngestRequest, reason: str, workflow_id: str) -> None:
+    def alert(self, request: IntakeRequest, reason: str, workflow_id: str) -> None:
         """Raise one alert: taking this file in failed for good (after the last retry)."""
         ...
 
-    def supersede_incomplete(self, request: IngestRequest, fetched: FetchedFile) -> list[int]:
+    def supersede_incomplete(self, request: IntakeRequest, fetched: FetchedFile) -> list[int]:
         """Mark earlier versions of this file that are a byte prefix of it (taken while the
         partner was still writing) ``superseded-incomplete``; return their ids."""
         ...
 
 
-class IngestHandler(Protocol):
+class IntakeHandler(Protocol):
     """A flow kind's processing of a stored file (matching an intake file to a work,
     validating a sales report). None is bound yet: files then stay stored, awaiting it."""
 
-    async def handle(self, request: IngestRequest, file: FetchedFile) -> HandOffResult: ...
+    async def handle(self, request: IntakeRequest, file: FetchedFile) -> HandOffResult: ...

@@ -65,6 +65,7 @@ from consonance_sftp.ports.delivery import (
     DeliveryTransport,
     Fence,
     FileToSend,
+    WithdrawalLedger,
 )
 
 from .settings import RetryPolicy
@@ -104,6 +105,7 @@ class Dependencies:
     fence: Fence
     retry: RetryPolicy
     executor_id: str
+    withdrawals: WithdrawalLedger | None = None  # records withdrawals (``engine.withdrawal``)
 
 
 _deps: Dependencies | None = None
@@ -188,9 +190,10 @@ def _reporting_attempts(
                         hint=exc.hint if isinstance(exc, ConsonanceSftpError) else None,
                     ) from exc
                 log.warning(
-                    "delivery of %s to partner %r: %s attempt %d of %d failed: %s; "
-                    "next try in %g s",
+                    "%s of %s %s partner %r: %s attempt %d of %d failed: %s; next try in %g s",
+                    "withdrawal" if req.withdraws else "delivery",
                     req.package,
+                    "from" if req.withdraws else "to",
                     req.partner,
                     step,
                     attempt,

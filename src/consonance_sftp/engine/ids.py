@@ -1,4 +1,4 @@
-"""Deterministic names: delivery and ingest workflow IDs and delivery queue names.
+"""Deterministic names: delivery, withdrawal and intake workflow IDs and delivery queue names.
 
 A delivery's workflow ID is its idempotency key. DBOS attaches a second enqueue with the same
 ID to the existing workflow instead of running it again, so the ID must be a pure function of
@@ -15,12 +15,27 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.models import DeliveryKey
 
 DELIVERY_QUEUE_PREFIX = "deliveries"
-INGEST_PREFIX = "ing-"
+DELIVERY_PREFIX = "dlv-"
+WITHDRAWAL_PREFIX = "wdr-"
+INTAKE_PREFIX = "ing-"
+# Persisted in every intake workflow's ID: a poll after an upgrade must derive the same ID for
+# a file already being taken in (to attach to its workflow), so the prefix stays as it was.
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def delivery_workflow_id(keys: list[DeliveryKey], generation: int = 0) -> str:
     """``dlv-<partner>-<digest>-g<generation>``; order of files does not matter."""
+    return _package_id(DELIVERY_PREFIX, keys, generation)
+
+
+def withdrawal_workflow_id(keys: list[DeliveryKey], generation: int = 0) -> str:
+    """``wdr-<partner>-<digest>-g<generation>``: removing these files of that generation from
+    the partner. Planned again (the next event, a scheduled run) it attaches to the same
+    workflow; a title withdrawn again after a new release withdraws the next generation."""
+    return _package_id(WITHDRAWAL_PREFIX, keys, generation)
+
+
+def _package_id(prefix: str, keys: list[DeliveryKey], generation: int) -> str:
     if not keys:
         raise EngineError("a delivery needs at least one file")
     partners = {k.partner for k in keys}
@@ -33,7 +48,7 @@ def delivery_workflow_id(keys: list[DeliveryKey], generation: int = 0) -> str:
     )
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:40]
     partner = _SAFE.sub("_", keys[0].partner)[:40]
-    return f"dlv-{partner}-{digest}-g{generation}"
+    return f"{prefix}{partner}-{digest}-g{generation}"
 
 
 def delivery_queue_name(max_connections: int) -> str:
@@ -48,7 +63,7 @@ def delivery_queue_name(max_connections: int) -> str:
     return f"{DELIVERY_QUEUE_PREFIX}-c{max_connections}"
 
 
-def ingest_workflow_id(flow: str, partner: str, remote_path: str, size: int, mtime: float) -> str:
+def intake_workflow_id(flow: str, partner: str, remote_path: str, size: int, mtime: float) -> str:
     """``ing-<partner>-<digest>``: one workflow per version of a partner's file (its flow,
     partner, remote path, size and mtime), so a file seen again by the next poll attaches to
     the workflow that is taking it in (or took it) instead of fetching it twice."""
@@ -56,4 +71,4 @@ def ingest_workflow_id(flow: str, partner: str, remote_path: str, size: int, mti
         raise EngineError(f"a file size must be >= 0, got {size}")
     canonical = "\x1f".join((flow, partner, remote_path, str(size), repr(float(mtime))))
     digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()[:40]
-    return f"{INGEST_PREFIX}{_SAFE.sub('_', partner)[:40]}-{digest}"
+    return f"{INTAKE_PREFIX}{_SAFE.sub('_', partner)[:40]}-{digest}"

@@ -1,10 +1,11 @@
 """The delivery ledger and alerts of the engine, on the Store port.
 
-``StoreLedger`` is the engine's ``DeliveryLedger`` on ``ports.store.Store`` (the service's own
-database): "was this key and generation already sent?" and "record this outcome", with one row
-per (partner, remote path, SHA-256, generation) however often a step replays. The engine builds
-the row itself (``ports.delivery.DeliveryRecord``); this writes it, or moves an existing row to
-the new outcome, and puts every change of outcome on the audit trail.
+``StoreLedger`` is the engine's ``DeliveryLedger`` and ``WithdrawalLedger`` on
+``ports.store.Store`` (the service's own database): "was this key and generation already
+sent?" and "record this outcome", with one row per (partner, remote path, SHA-256, generation)
+however often a step replays; and "these files are off the partner's server now". The engine
+builds the row itself (``ports.delivery.DeliveryRecord``); this writes it, or moves an existing
+row to the new outcome, and puts every change of outcome on the audit trail.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import dataclasses
 from datetime import UTC, datetime
 
 from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome
-from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.delivery import DeliveryRecord, WithdrawalRecord
 from consonance_sftp.ports.store import Store
 
 _DONE = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 
 
 class StoreLedger:
-    """``DeliveryLedger`` on the Store port (``app`` passes the real ``SqlStore``)."""
+    """``DeliveryLedger`` and ``WithdrawalLedger`` on the Store port (``app`` passes the real
+    ``SqlStore``)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -49,6 +51,42 @@ class StoreLedger:
                 "reason": record.error,
             },
         )
+
+    def withdrawn(self, record: WithdrawalRecord) -> bool:
+        """The ledger's ``sent`` rows of the withdrawn paths (this flow, partner and title,
+        any generation or version: a replaced cover was sent twice to one path) say
+        ``withdrawn``, and one ``package.withdrawn`` event says what was removed and what was
+        already gone. Its ``workflow_id`` makes a replay of the step a no-op."""
+        req = record.request
+        subject = f"{req.partner}:{req.isbn}"
+        events = self.store.list_audit(subject=subject, action=AuditAction.PACKAGE_WITHDRAWN)
+        if any(e.details.get("workflow_id") == record.workflow_id for e in events):
+            return False
+        paths = {f.remote_path for f in req.files}
+        rows = self.store.list_deliveries(
+            isbn=req.isbn, partner=req.partner, flow=req.flow, outcome=DeliveryOutcome.SENT
+        )
+        for row in rows:
+            if row.id is not None and row.remote_path in paths:
+                self.store.update_delivery(
+                    row.id,
+                    outcome=DeliveryOutcome.WITHDRAWN,
+                    executor_id=record.executor_id or None,
+                )
+        self.store.append_audit(
+            actor=f"engine:{record.executor_id or 'unknown'}",
+            action=AuditAction.PACKAGE_WITHDRAWN,
+            subject=subject,
+            details={
+                "work_id": req.work_id,
+                "removed": list(record.removed),
+                "already_gone": list(record.already_gone),
+                "generation": req.generation,
+                "workflow_id": record.workflow_id,
+                "trigger": req.trigger,
+            },
+        )
+        return True
 
     def _write(self, record: DeliveryRecord) -> bool:
         """Write the row; False when it already held exactly this outcome and error."""

@@ -31,17 +31,23 @@ from consonance_sftp.ports.delivery import (
     DeliveryRequest,
     DeliveryTransport,
     LogAlertSink,
+    WithdrawalLedger,
 )
 
-from . import delivery, events, ingest, schedules
+from . import delivery, events, intake, schedules, withdrawal
 from .budget import PostgresConnectionBudget
 from .contracts import (
-    IngestHandler,
-    IngestRequest,
-    IngestTransport,
+    IntakeHandler,
     IntakeLedger,
+    IntakeRequest,
+    IntakeTransport,
 )
-from .ids import delivery_queue_name, delivery_workflow_id, ingest_workflow_id
+from .ids import (
+    delivery_queue_name,
+    delivery_workflow_id,
+    intake_workflow_id,
+    withdrawal_workflow_id,
+)
 from .lease import ONE_SHOT, ExecutorLease, make_lease
 from .retention import HistoryPruner
 from .settings import EngineSettings
@@ -93,11 +99,31 @@ def _queue_kwargs(settings: EngineSettings, max_connections: int) -> dict[str, A
     }
 
 
-def _ingest_options(settings: EngineSettings, request: IngestRequest, queue: str) -> EnqueueOptions:
+def _delivery_options(
+    settings: EngineSettings, request: DeliveryRequest, queue: str
+) -> EnqueueOptions:
+    """A delivery, or a withdrawal (``action = withdraw``): the same queue and partition (the
+    partner's connection cap), its own workflow and ID."""
+    if request.withdraws:
+        name = withdrawal.WITHDRAW_WORKFLOW
+        workflow_id = withdrawal_workflow_id(request.keys(), request.generation)
+    else:
+        name = delivery.DELIVER_WORKFLOW
+        workflow_id = delivery_workflow_id(request.keys(), request.generation)
     return {
-        "workflow_name": ingest.INGEST_WORKFLOW,
+        "workflow_name": name,
         "queue_name": queue,
-        "workflow_id": ingest_workflow_id(
+        "workflow_id": workflow_id,
+        "queue_partition_key": request.partner,
+        "app_version": settings.application_version,
+    }
+
+
+def _intake_options(settings: EngineSettings, request: IntakeRequest, queue: str) -> EnqueueOptions:
+    return {
+        "workflow_name": intake.INTAKE_WORKFLOW,
+        "queue_name": queue,
+        "workflow_id": intake_workflow_id(
             request.flow, request.partner, request.remote_path, request.size, request.mtime
         ),
         "queue_partition_key": request.partner,
@@ -125,9 +151,10 @@ class Engine:
         ledger: DeliveryLedger,
         alerts: AlertSink | None = None,
         on_fenced: Callable[[str], None] | None = None,
-        ingest_transport: IngestTransport | None = None,
+        intake_transport: IntakeTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
-        ingest_handlers: dict[str, IngestHandler] | None = None,
+        intake_handlers: dict[str, IntakeHandler] | None = None,
+        withdrawals: WithdrawalLedger | None = None,
         role: str = ONE_SHOT,
     ) -> None:
         """``role``: ``SERVICE`` (``serve``, ``worker``: other commands hand their work to it)
@@ -137,9 +164,10 @@ class Engine:
         self.settings = settings
         self.transport = transport
         self.ledger = ledger
-        self.ingest_transport = ingest_transport
+        self.intake_transport = intake_transport
         self.intake_ledger = intake_ledger
-        self.ingest_handlers = dict(ingest_handlers or {})
+        self.intake_handlers = dict(intake_handlers or {})
+        self.withdrawals = withdrawals
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
         self.lease.role = role
@@ -175,21 +203,22 @@ class Engine:
                     fence=self.lease.fence,
                     retry=self.settings.retry,
                     executor_id=self.settings.executor_id,
+                    withdrawals=self.withdrawals,
                 )
             )
             if self._flow_runner is not None:
                 schedules.bind_flow_runner(*self._flow_runner, self.settings.retry)
             if self._event_runner is not None:
                 events.bind_event_runner(*self._event_runner, self.settings.retry, self.alerts)
-            if self.ingest_transport is not None and self.intake_ledger is not None:
-                ingest.bind_dependencies(
-                    ingest.Dependencies(
-                        transport=self.ingest_transport,
+            if self.intake_transport is not None and self.intake_ledger is not None:
+                intake.bind_dependencies(
+                    intake.Dependencies(
+                        transport=self.intake_transport,
                         ledger=self.intake_ledger,
                         fence=self.lease.fence,
                         retry=self.settings.retry,
                         executor_id=self.settings.executor_id,
-                        handlers=self.ingest_handlers,
+                        handlers=self.intake_handlers,
                     )
                 )
             if not self.settings.is_postgres:
@@ -236,7 +265,7 @@ class Engine:
             self._budget.close_blocking()
         self.lease.stop()
         delivery.bind_dependencies(None)
-        ingest.bind_dependencies(None)
+        intake.bind_dependencies(None)
         schedules.bind_flow_runner(None)
         events.bind_event_runner(None)
         self._launched = False
@@ -341,25 +370,19 @@ class Engine:
                 self._queues.add(name)
 
     async def enqueue_delivery(self, request: DeliveryRequest, *, max_connections: int) -> str:
-        """Enqueue a delivery; return its workflow ID. Enqueuing the same files again (same
-        generation) attaches to the existing workflow instead of sending again."""
+        """Enqueue a delivery (or a withdrawal); return its workflow ID. Enqueuing the same
+        files again (same generation) attaches to the existing workflow instead of sending
+        again."""
         queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
-        workflow_id = delivery_workflow_id(request.keys(), request.generation)
-        options: EnqueueOptions = {
-            "workflow_name": delivery.DELIVER_WORKFLOW,
-            "queue_name": queue,
-            "workflow_id": workflow_id,
-            "queue_partition_key": request.partner,
-            "app_version": self.settings.application_version,
-        }
+        options = _delivery_options(self.settings, request, queue)
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
-        return workflow_id
+        return options["workflow_id"]
 
-    async def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+    async def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         """Enqueue taking one inbox file in, on the partner's delivery queue (downloads share
         its connection cap); return the workflow ID. The same file version again attaches."""
         queue = await asyncio.to_thread(self.ensure_delivery_queue, max_connections)
-        options = _ingest_options(self.settings, request, queue)
+        options = _intake_options(self.settings, request, queue)
         await DBOS.enqueue_workflow_with_options_async(options, request.to_dict())
         return options["workflow_id"]
 
@@ -411,24 +434,17 @@ class EngineClient:
             self._client.register_queue(
                 queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
             )
-        workflow_id = delivery_workflow_id(request.keys(), request.generation)
-        options: EnqueueOptions = {
-            "workflow_name": delivery.DELIVER_WORKFLOW,
-            "queue_name": queue,
-            "workflow_id": workflow_id,
-            "queue_partition_key": request.partner,
-            "app_version": self.settings.application_version,
-        }
+        options = _delivery_options(self.settings, request, queue)
         self._client.enqueue(options, request.to_dict())
-        return workflow_id
+        return options["workflow_id"]
 
-    def enqueue_ingest(self, request: IngestRequest, *, max_connections: int) -> str:
+    def enqueue_intake(self, request: IntakeRequest, *, max_connections: int) -> str:
         queue = delivery_queue_name(max_connections)
         if self._client.retrieve_queue(queue) is None:
             self._client.register_queue(
                 queue, on_conflict="never_update", **_queue_kwargs(self.settings, max_connections)
             )
-        options = _ingest_options(self.settings, request, queue)
+        options = _intake_options(self.settings, request, queue)
         self._client.enqueue(options, request.to_dict())
         return options["workflow_id"]
 

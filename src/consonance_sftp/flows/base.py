@@ -3,14 +3,16 @@
 A flow has one of two shapes:
 
 * **plan** (outbound): ``(ctx, name, config, isbns, event) -> PlannedRun``, the packages each
-  partner should receive (``Outbound``), planned and checked; the app hands them to the engine.
-* **take** (inbound): a pure decision over a partner's inbox listing (``flows.inbox``), which
-  files to take in; the app does the listing and the transfers.
+  partner should receive (``Outbound``), planned and checked, and the files to take off a
+  partner again (``Withdrawal``: a withdrawn title); the app hands both to the engine. A plan
+  never writes to a partner itself.
+* **take** (intake): a pure decision over a listing of a partner's inbox, which files to take
+  in (``flows.intake``, ``flows.sales_in``, on the shared ``flows.inbox``); the app does the
+  listing and the transfers.
 
 ``FlowContext`` carries ports and plain values only (the Consonance API, the store, where
-packages are materialized, the partners' remote file systems and folders, the time and the
-run's options), never the application itself, so a flow can be run and tested with any
-implementation of the ports.
+packages are materialized, the partners' folders, the time and the run's options), never the
+application itself, so a flow can be run and tested with any implementation of the ports.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from consonance_sftp.config.flows import FlowBase, InboxFlow
+from consonance_sftp.config.flows import FlowBase, IntakeFlowBase
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.packaging import PackagePlan
 from consonance_sftp.models import ChangeEvent, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
-from consonance_sftp.ports.remote_fs import RemoteEntry, RemoteFS
+from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.remote_fs import RemoteEntry
 from consonance_sftp.ports.store import Store
 
 if TYPE_CHECKING:
@@ -62,17 +65,40 @@ class SkippedItem:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class SentFile:
+    """A file the delivery ledger says a partner holds: its full remote path, as sent."""
+
+    remote_path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Withdrawal:
+    """Files sent to one partner that must come off its server (a withdrawn title): planned
+    by the flow, removed by the engine like any other remote write (held by a pause or a
+    closed delivery window), then marked ``withdrawn`` in the ledger."""
+
+    partner: str
+    isbn: str | None
+    files: tuple[SentFile, ...]  # one per remote path
+    generation: int  # the generation withdrawn (a later release is the next one)
+    label: str  # e.g. "9780000000001 marketing withdrawal"
+    work_id: int | None = None
+
+
 @dataclass(slots=True)
 class PlannedRun:
-    """What one run of one flow would send: one ``Outbound`` per (package, partner)."""
+    """What one run of one flow would send: one ``Outbound`` per (package, partner), and one
+    ``Withdrawal`` per partner a withdrawn title's files come off."""
 
     flow: str
     kind: str
     outbounds: list[Outbound] = field(default_factory=list)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # Called for each package the engine delivered: (package, partner folder, workflow ID).
-    on_delivered: Callable[[Outbound, str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +106,15 @@ class FlowContext:
     """What a flow's ``plan`` gets: ports and plain values, never the application.
 
     ``api``: a Consonance client; ``store``: the ledger and state; ``state_dir``: where
-    packages are materialized (``state_dir/packages``, ``state_dir/onix``); ``remote_fs``:
-    a partner's remote file system (marketing withdrawals); ``folder``: the partner folder a
-    flow's files go to (a ``ConfigError`` when the partner has none); ``now``: the run's time;
-    ``force_full``: a full feed instead of a delta; ``test``: a test feed; ``dry_run``: plan
-    only (nothing is sent, and nothing is withdrawn)."""
+    packages are materialized (``state_dir/packages``, ``state_dir/onix``); ``folder``: the
+    partner folder a flow's files go to (a ``ConfigError`` when the partner has none);
+    ``now``: the run's time; ``force_full``: a full feed instead of a delta; ``test``: a test
+    feed; ``dry_run``: plan only (nothing is sent, nothing withdrawn, nothing recorded that a
+    real run would record)."""
 
     api: ConsonanceAPI
     store: Store
     state_dir: Path
-    remote_fs: Callable[[str], RemoteFS]
     folder: Callable[[FlowBase, str], str]
     now: datetime
     force_full: bool = False
@@ -101,12 +126,15 @@ Plan = Callable[[FlowContext, str, Any, Sequence[str], ChangeEvent | None], Awai
 """An outbound flow: (context, flow name, flow config, ISBNs asked for, triggering event) ->
 planned run."""
 
-Take = Callable[[InboxFlow, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
-"""An inbound flow: (its config, one listing of (entry, kind), the partner's transfer settings)
--> the files it takes and those it leaves (``flows.inbox.take``)."""
+Take = Callable[[IntakeFlowBase, Iterable[tuple[RemoteEntry, str]], TransferSettings], "Taking"]
+"""An intake flow: (its config, one listing of (entry, kind), the partner's transfer settings)
+-> the files it takes and those it leaves (``flows.intake.take``, ``flows.sales_in.take``)."""
 
-AfterDelivery = Callable[[Store, Outbound, str, str], None]
-"""Run once the engine delivered a package: (store, package, partner folder, workflow ID)."""
+
+AfterDelivery = Callable[[Store, DeliveryRecord], None]
+"""Run as the engine's ledger records a file of the flow delivered (sent, or found already
+there), in the process that delivered it, whoever asked (a run, a ``retry``, a recovery):
+(store, the ledger's row of the file)."""
 
 
 class FlowNotAvailable(ConsonanceSftpError):

@@ -1,12 +1,13 @@
-"""Which inbox files an inbound flow takes: pure decisions over a listing (no I/O).
+"""Which files of a partner's inbox an intake flow takes: pure decisions over a listing (no
+I/O), shared by the intake flows (``flows.intake``, ``flows.sales_in``: each flow's ``take``).
 
-``app.inbox`` lists a partner's folder, asks these functions what to do, and does the rest
-(the intake ledger lookup, the second listing, the ingest workflows):
+``app.intake`` lists a partner's folder, asks these functions what to do, and does the rest
+(the intake ledger lookup, the second listing, the intake workflows):
 
 1. ``take``: of one listing, the files the flow may take (regular, not hidden, not a
    done-marker, not one of our own temporary upload names, one of the flow's ``patterns``),
    and everything else left alone with why (``Ignored``);
-2. ``with_done_markers``: with ``inbound_done_marker``, only the files whose marker is there;
+2. ``with_done_markers``: with ``intake_done_marker``, only the files whose marker is there;
 3. ``old_enough`` and ``unchanged``: without a marker, the files older than ``min_age`` and
    the same size and mtime across ``stable_interval``.
 """
@@ -19,7 +20,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from consonance_sftp.config.flows import InboxFlow
+from consonance_sftp.config.flows import IntakeFlowBase
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
@@ -83,10 +84,10 @@ def ignored_reason(entry: RemoteEntry, kind: str) -> str | None:
 
 
 def take(
-    flow: InboxFlow, listing: Iterable[tuple[RemoteEntry, str]], ts: TransferSettings
+    flow: IntakeFlowBase, listing: Iterable[tuple[RemoteEntry, str]], ts: TransferSettings
 ) -> Taking:
     """Of one listing of (entry, kind), the files this flow may take, and what it leaves."""
-    markers = marker_regex(ts.inbound_done_marker) if ts.inbound_done_marker else None
+    markers = marker_regex(ts.intake_done_marker) if ts.intake_done_marker else None
     out = Taking()
     for entry, kind in listing:
         if kind == FILE:

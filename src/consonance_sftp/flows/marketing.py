@@ -14,16 +14,19 @@ and author bios written from approved, released marketing texts and contributors
 approved promotional material. A replaced cover is a new master version superseding the old
 one; its renditions are new derivative versions, so the next run sends the new cover.
 
-A title whose publishing status is one of ``withdrawn_statuses`` gets no package; ``withdraw``
-removes what the ledger says was sent from every partner whose profile has ``withdraw = true``,
-marks those ledger rows ``withdrawn`` and records each removal (and each partner left alone) on
-the audit trail. A title released again afterwards goes out as the next generation.
+A title whose publishing status is one of ``withdrawn_statuses`` gets no package;
+``withdrawals`` plans, for every partner whose profile has ``withdraw = true``, the removal of
+what the ledger says was sent (a ``flows.base.Withdrawal``: the engine removes the files like
+any other remote write, with pauses, delivery windows and the host-key check, then marks those
+ledger rows ``withdrawn`` and records ``package.withdrawn``); each partner left alone gets
+``package.withdraw_kept``. Nothing is removed while planning. A title released again afterwards
+goes out as the next generation.
 
 Entry points for ``run marketing`` / ``serve``: ``MarketingRelease(api, store, staging,
 clock).prepare(flow, work)`` returns ``(packages, skipped)`` of ``flows.base.Outbound``
 packages (as production's ``prepare``; pass each package's ``generation`` to
 ``delivery_request``); ``withdrawn(flow, work)`` says when to call
-``withdraw(flow, flow_name, work, remote_fs=..., folder=...)`` instead.
+``withdrawals(flow, flow_name, work, folder=...)`` instead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ from pathlib import Path
 from consonance_sftp.config import MarketingFlow
 from consonance_sftp.config.profiles import DeliveryProfile, ImageRendition
 from consonance_sftp.errors import ValidationFailed
-from consonance_sftp.flows.base import FlowContext, PlannedRun, SkippedItem, works_for
+from consonance_sftp.flows.base import (
+    FlowContext,
+    PlannedRun,
+    SentFile,
+    SkippedItem,
+    Withdrawal,
+    works_for,
+)
 from consonance_sftp.flows.packages import APPROVED, safe_name
 from consonance_sftp.formats.derivatives import (
     author_bios,
@@ -61,7 +71,6 @@ from consonance_sftp.models import (
 )
 from consonance_sftp.ports.clock import Clock, SystemClock
 from consonance_sftp.ports.consonance import ConsonanceAPI
-from consonance_sftp.ports.remote_fs import RemoteFS
 from consonance_sftp.ports.store import AssetVersion, Store
 
 ACTOR = "flow:marketing"
@@ -116,16 +125,6 @@ class Held:
     work: Work
     reason: str
     partner: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Withdrawal:
-    """What ``withdraw`` did on one partner."""
-
-    partner: str
-    removed: tuple[str, ...] = ()
-    already_gone: tuple[str, ...] = ()
-    kept: bool = False  # the profile does not withdraw
 
 
 @dataclass(slots=True)
@@ -414,31 +413,35 @@ class MarketingRelease:
 
     # --- withdrawal ----------------------------------------------------------------------
 
-    async def withdraw(
+    async def withdrawals(
         self,
         flow: MarketingFlow,
         flow_name: str,
         work: Work,
         *,
-        remote_fs: Callable[[str], RemoteFS],
         folder: Callable[[str], str] | None = None,
-    ) -> list[Withdrawal]:
-        """Remove what was sent for this title from each partner whose profile withdraws.
+        record: bool = True,
+    ) -> tuple[list[Withdrawal], list[str]]:
+        """What to remove for this title from each partner whose profile withdraws, and the
+        partners whose profile keeps what they have. Removes nothing: the engine does.
 
-        The delivery ledger says what was sent (flow, partner, ISBN); each path is removed
-        over the partner's own connection (``remote_fs(partner)``, closed afterwards) and
-        the removal recorded. ``folder`` limits removal to paths under the partner's folder
-        for the flow (a guard against a ledger row pointing elsewhere).
-        """
+        The delivery ledger says what was sent (flow, partner, ISBN, outcome ``sent``); a
+        partner with nothing sent gets no withdrawal. ``folder`` limits it to paths under the
+        partner's folder for the flow (a guard against a ledger row pointing elsewhere). The
+        generation withdrawn is the one the title's packages went out as (one per withdrawal
+        before). ``record``: put each partner left alone on the audit trail
+        (``package.withdraw_kept``; not on a dry run)."""
         isbn = lead_isbn(work)
-        out: list[Withdrawal] = []
+        planned: list[Withdrawal] = []
+        kept: list[str] = []
         for partner in flow.partners:
             subject = f"{partner}:{isbn}"
             if not flow.profile_for(partner).withdraw:
-                await asyncio.to_thread(
-                    self._audit, "package.withdraw_kept", subject, {"work_id": work.id}
-                )
-                out.append(Withdrawal(partner=partner, kept=True))
+                if record:
+                    await asyncio.to_thread(
+                        self._audit, "package.withdraw_kept", subject, {"work_id": work.id}
+                    )
+                kept.append(partner)
                 continue
             rows = await asyncio.to_thread(
                 self.store.list_deliveries,
@@ -448,23 +451,27 @@ class MarketingRelease:
                 outcome=DeliveryOutcome.SENT,
             )
             base = folder(partner).rstrip("/") + "/" if folder is not None else ""
-            paths = sorted({r.remote_path for r in rows if r.remote_path.startswith(base)})
-            removed, gone = await _remove_all(remote_fs(partner), paths)
-            for row in rows:
-                if row.id is not None and row.remote_path in paths:
-                    await asyncio.to_thread(
-                        self.store.update_delivery, row.id, outcome=DeliveryOutcome.WITHDRAWN
-                    )
-            await asyncio.to_thread(
-                self._audit,
-                "package.withdrawn",
-                subject,
-                {"work_id": work.id, "removed": removed, "already_gone": gone},
+            # One file per path: the newest row says what the partner holds there.
+            newest: dict[str, SentFile] = {}
+            for row in sorted(rows, key=lambda r: r.id or 0):
+                if row.remote_path.startswith(base):
+                    newest[row.remote_path] = SentFile(row.remote_path, row.sha256, row.size)
+            if not newest:
+                continue
+            withdrawals = await asyncio.to_thread(
+                self.store.list_audit, subject=subject, action="package.withdrawn"
             )
-            out.append(
-                Withdrawal(partner=partner, removed=tuple(removed), already_gone=tuple(gone))
+            planned.append(
+                Withdrawal(
+                    partner=partner,
+                    isbn=isbn,
+                    files=tuple(newest[p] for p in sorted(newest)),
+                    generation=len(withdrawals),
+                    label=f"{isbn} marketing withdrawal",
+                    work_id=work.id,
+                )
             )
-        return out
+        return planned, kept
 
     # --- records -------------------------------------------------------------------------
 
@@ -487,21 +494,6 @@ class MarketingRelease:
         )
 
 
-async def _remove_all(fs: RemoteFS, paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    removed: list[str] = []
-    gone: list[str] = []
-    try:
-        for path in paths:
-            if await fs.stat(path) is None:
-                gone.append(path)
-                continue
-            await fs.remove(path)
-            removed.append(path)
-    finally:
-        await fs.close()
-    return removed, gone
-
-
 async def plan(
     ctx: FlowContext,
     name: str,
@@ -521,14 +513,15 @@ async def plan(
         works = [w for w in [await ctx.api.get_work(i) for i in ids] if w is not None]
     for work in works:
         if withdrawn(flow, work):
-            if not ctx.dry_run:
-                await release.withdraw(
-                    flow,
-                    name,
-                    work,
-                    remote_fs=ctx.remote_fs,
-                    folder=lambda partner: ctx.folder(flow, partner),
-                )
+            # Planned, not done: the engine removes the files (app.dispatch submits them).
+            planned, _kept = await release.withdrawals(
+                flow,
+                name,
+                work,
+                folder=lambda partner: ctx.folder(flow, partner),
+                record=not ctx.dry_run,
+            )
+            run.withdrawals.extend(planned)
             run.skipped.append(SkippedItem(f"work {work.id}", "withdrawn: assets withdrawn"))
             continue
         packages, held = await release.prepare(flow, work)

@@ -11,16 +11,15 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    ``app.dispatch.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
    names product, element and reason, and an alert and an audit event are recorded.
-2. The recipient's delta baseline (per-product content hashes in the store), its last sent
-   time and its MessageNumber advance only once the engine has delivered the message, whoever
-   delivers it: ``prepare_onix_feed`` keeps what the message would make the baseline as a
-   *pending baseline*, keyed by the message's SHA-256, and ``feed_delivered(store, flow, key)``
-   (called by the service's ledger as the engine records the file delivered: a first run, a
-   ``retry`` hours later, a recovery after a crash) makes it the baseline.
-   ``record_sent(store, package)`` does the same from the package, refusing unless the ledger
-   shows the file delivered; applying the same message twice changes nothing. A message older
-   than the baseline (a failed feed retried after a newer one went) leaves it alone. A test
-   feed is recorded as a test and never advances it.
+2. The recipient's delta baseline, its last sent time and its MessageNumber advance only
+   once the engine has delivered the message, whoever delivers it: ``prepare_onix_feed``
+   keeps what the message will make them as a *pending* message, and the registry's
+   after-delivery hook (``after_delivery``, run as the engine's ledger records the file
+   delivered: a first run, a ``retry`` hours later, a recovery after a crash) applies it
+   (``flows.onix_baseline``, the recipient's side of the record). ``record_sent(store,
+   package)`` does the same from the package, refusing unless the ledger shows the file
+   delivered; applying the same message twice changes nothing. A test feed is recorded as a
+   test and never advances the baseline.
 
 A delta holds the products whose ONIX content changed since the last successful send to that
 recipient, plus notification 05 for products it holds that were deleted, withdrawn or left its
@@ -32,11 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +43,9 @@ from typing import Literal
 
 from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient, SpreadsheetExport
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.flows.base import FlowContext, Outbound, PlannedRun
+from consonance_sftp.flows import onix_baseline
+from consonance_sftp.flows.base import FlowContext, PlannedRun
+from consonance_sftp.flows.onix_baseline import ACTOR, baseline, next_message_number
 from consonance_sftp.formats.onix import (
     Compression,
     FeedMode,
@@ -70,15 +70,14 @@ from consonance_sftp.models import (
     Work,
 )
 from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import Store
 
 FeedKind = Literal["full", "delta", "test"]
 Validation = Literal["process", "inline"]
-ACTOR = "flow:onix_feed"
 _CHUNK = 100  # works per hand-over from the API reader to the writer threads
 _QUEUE_CHUNKS = 8  # chunks buffered per recipient: memory stays flat whatever the catalogue
 _DELIVERED = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
-_PENDING_KEPT = 8  # pending baselines kept per recipient (failed feeds that may be retried)
 
 log = get_logger(__name__)
 
@@ -350,9 +349,9 @@ async def prepare_onix_feed(
     only the changes. ``test``: a sample of ``test_sample_size`` products into the flow's
     ``test_folder``, recorded as a test. ``partners``: only these (default: all the flow's).
     Packages are returned only for valid, non-empty messages (empty ones too if the recipient
-    wants them). Each delta or full message's baseline is kept pending (not with ``dry_run``:
-    nothing will be sent) until the engine records it delivered (``feed_delivered``) or
-    ``record_sent`` applies it.
+    wants them). What each package does once delivered (a delta or full message: its
+    baseline) is kept pending (not with ``dry_run``: nothing will be sent) until the engine
+    records it delivered (``after_delivery``) or ``record_sent`` applies it.
     """
     started = time.monotonic()
     report = FeedReport(flow=name)
@@ -370,12 +369,12 @@ async def prepare_onix_feed(
             continue
         kind = _kind(rules, force_full=force_full, test=test)
         previous = (
-            {} if kind == "test" else await asyncio.to_thread(store.load_onix_hashes, name, partner)
+            {} if kind == "test" else dict(await asyncio.to_thread(baseline, store, name, partner))
         )
         number = (
             None
             if kind == "test"
-            else await asyncio.to_thread(_message_number, store, name, partner)
+            else await asyncio.to_thread(next_message_number, store, name, partner)
         )
         header = MessageHeader(
             sender_name=flow.sender_name,
@@ -423,10 +422,9 @@ async def prepare_onix_feed(
             )
         else:
             assert isinstance(outcome, FeedResult)
-            feed, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
-            if feed is not None and feed.state is not None and not dry_run:
-                await asyncio.to_thread(_keep_pending, store, feed)
-            package = feed
+            package, line = await asyncio.to_thread(_finish, store, name, flow, job, outcome, now)
+        if package is not None and not dry_run:
+            await asyncio.to_thread(_keep_pending, store, package)
         report.recipients.append(line)
         if package is not None:
             packages.append(package)
@@ -633,8 +631,9 @@ def record_sent(
     ``folder`` is the remote path of the flow's folder on the partner (the one given to
     ``delivery_request``). Refuses (``FeedNotDelivered``) unless the delivery ledger shows
     every file of the package sent (or already present), so a failed send never advances the
-    baseline. A test feed is recorded as a test and leaves the baseline alone. Safe to call
-    again, and after ``feed_delivered`` applied the same message: nothing changes then.
+    baseline. A test feed or a spreadsheet is put on the record as sent and leaves the baseline
+    alone. Safe to call again, and after the engine's ledger applied the same message
+    (``after_delivery``): nothing changes then.
     """
     missing = []
     for key in package.delivery_keys(folder):
@@ -653,20 +652,21 @@ def record_sent(
         "sha256": package.plan.files[0].sha256,
         "workflow_id": workflow_id,
     }
-    subject = f"{package.partner}:{package.flow}"
+    digest = package.plan.files[0].sha256
     if isinstance(package, SpreadsheetPackage):
         details["products"] = package.rows
-        store.append_audit(ACTOR, "onix.spreadsheet.sent", subject, details)
+        onix_baseline.record_test_or_sheet(store, package.flow, package.partner, digest, details)
         return
     details["products"] = package.result.products
     if package.kind == "test" or package.state is None:
-        store.append_audit(ACTOR, "onix.test_feed.sent", subject, details)
+        onix_baseline.record_test_or_sheet(store, package.flow, package.partner, digest, details)
         return
-    digest = package.plan.files[0].sha256
-    pending = _pending(store, package.flow, package.partner, digest)
-    if pending is None and last_sent(store, package.flow, package.partner) == package.sent_at:
+    found = onix_baseline.pending(store, package.flow, package.partner, digest)
+    if found is None and (
+        onix_baseline.last_sent(store, package.flow, package.partner) == package.sent_at
+    ):
         return  # already applied (by the engine's ledger, as it recorded the delivery)
-    _advance(
+    onix_baseline.advance(
         store,
         package.flow,
         package.partner,
@@ -675,158 +675,27 @@ def record_sent(
         state=package.state,
         details=details,
     )
-    _drop_pending(store, package.flow, package.partner, digest, package.sent_at)
+    onix_baseline.drop_pending(store, package.flow, package.partner, digest, package.sent_at)
 
 
-def feed_delivered(store: Store, flow: str, key: DeliveryKey, workflow_id: str | None) -> bool:
-    """The engine recorded ``key`` delivered: if it is an ONIX message of ``flow`` prepared
-    and not yet applied, its baseline, last sent time and MessageNumber become the
-    recipient's. True when a baseline was applied. Whoever delivered it (the run that
-    prepared it, a ``retry``, a recovery) does not matter."""
-    pending = _pending(store, flow, key.partner, key.sha256)
-    if pending is None:
-        return False
-    sent_at = datetime.fromisoformat(str(pending["sent_at"]))
-    number = pending.get("message_number")
-    state = dict(store.load_onix_hashes(_pending_name(flow, key.sha256), key.partner))
-    details: dict[str, object] = {
-        "kind": pending.get("kind"),
-        "file": key.remote_path,
-        "sha256": key.sha256,
-        "workflow_id": workflow_id,
-        "products": pending.get("products"),
-    }
-    _advance(
+def _keep_pending(store: Store, package: FeedPackage) -> None:
+    """Keep what delivering ``package`` will do (``onix_baseline.keep_pending``)."""
+    if isinstance(package, SpreadsheetPackage):
+        number, products, state = None, package.rows, None
+    else:
+        number, products, state = package.message_number, package.result.products, package.state
+    onix_baseline.keep_pending(
         store,
-        flow,
-        key.partner,
-        sent_at=sent_at,
-        message_number=int(str(number)) if number is not None else None,
+        package.flow,
+        package.partner,
+        package.plan.files[0].sha256,
+        kind=package.kind,
+        file=package.file_name,
+        sent_at=package.sent_at,
+        message_number=number,
+        products=products,
         state=state,
-        details=details,
     )
-    _drop_pending(store, flow, key.partner, key.sha256, sent_at)
-    return True
-
-
-def _advance(
-    store: Store,
-    flow: str,
-    partner: str,
-    *,
-    sent_at: datetime,
-    message_number: int | None,
-    state: Mapping[str, str],
-    details: dict[str, object],
-) -> None:
-    subject = f"{partner}:{flow}"
-    newest = last_sent(store, flow, partner)
-    if newest is not None and newest > sent_at:
-        # A feed retried after a newer one was delivered: the newer baseline stays (the
-        # partner holds the newer content too, as its MessageNumber says).
-        details["baseline"] = f"kept: a newer feed ({newest.isoformat()}) was delivered since"
-        store.append_audit(ACTOR, "onix.feed.sent", subject, details)
-        return
-    store.save_onix_hashes(flow, partner, state)
-    store.set_watermark(f"onix_feed:{flow}:{partner}:last_sent", sent_at.isoformat())
-    if message_number is not None:
-        held = int(store.get_watermark(_number_key(flow, partner)) or 0)
-        store.set_watermark(_number_key(flow, partner), str(max(held, message_number)))
-    details["baseline_products"] = len(state)
-    store.append_audit(ACTOR, "onix.feed.sent", subject, details)
-
-
-# --- pending baselines: what a prepared message makes the baseline once it is delivered ----
-
-
-def _pending_name(flow: str, digest: str) -> str:
-    # The per-product hashes wait in the baseline table under a name of their own.
-    return f"{flow[:60]}#pending:{digest[:16]}"
-
-
-def _pending_key(flow: str, partner: str, digest: str) -> str:
-    return f"onix_feed:{flow}:{partner}:pending:{digest}"
-
-
-def _index_key(flow: str, partner: str) -> str:
-    return f"onix_feed:{flow}:{partner}:pending"
-
-
-def _pending(store: Store, flow: str, partner: str, digest: str) -> dict[str, object] | None:
-    raw = store.get_watermark(_pending_key(flow, partner, digest))
-    if not raw:
-        return None
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else None
-
-
-def _index(store: Store, flow: str, partner: str) -> list[dict[str, str]]:
-    raw = store.get_watermark(_index_key(flow, partner))
-    value = json.loads(raw) if raw else []
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _keep_pending(store: Store, package: OnixFeedPackage) -> None:
-    """Keep what delivering ``package`` will make the recipient's baseline (and forget the
-    oldest pending ones beyond ``_PENDING_KEPT``)."""
-    assert package.state is not None
-    digest = package.plan.files[0].sha256
-    store.save_onix_hashes(_pending_name(package.flow, digest), package.partner, package.state)
-    body = {
-        "kind": package.kind,
-        "file": package.file_name,
-        "sent_at": package.sent_at.isoformat(),
-        "message_number": package.message_number,
-        "products": package.result.products,
-    }
-    store.set_watermark(_pending_key(package.flow, package.partner, digest), json.dumps(body))
-    index = [e for e in _index(store, package.flow, package.partner) if e["sha256"] != digest]
-    index.append({"sha256": digest, "sent_at": package.sent_at.isoformat()})
-    index.sort(key=lambda e: e["sent_at"])
-    for old in index[:-_PENDING_KEPT]:
-        _forget(store, package.flow, package.partner, old["sha256"])
-    store.set_watermark(
-        _index_key(package.flow, package.partner), json.dumps(index[-_PENDING_KEPT:])
-    )
-
-
-def _forget(store: Store, flow: str, partner: str, digest: str) -> None:
-    store.save_onix_hashes(_pending_name(flow, digest), partner, {})
-    store.set_watermark(_pending_key(flow, partner, digest), "")
-
-
-def _drop_pending(store: Store, flow: str, partner: str, digest: str, sent_at: datetime) -> None:
-    """After a message was applied: it, and every pending message not newer (it can no longer
-    move the baseline), are forgotten."""
-    keep = []
-    for entry in _index(store, flow, partner):
-        if entry["sha256"] == digest or datetime.fromisoformat(entry["sent_at"]) <= sent_at:
-            _forget(store, flow, partner, entry["sha256"])
-        else:
-            keep.append(entry)
-    _forget(store, flow, partner, digest)
-    store.set_watermark(_index_key(flow, partner), json.dumps(keep))
-
-
-def _number_key(name: str, partner: str) -> str:
-    return f"onix_feed:{name}:{partner}:message_number"
-
-
-def _message_number(store: Store, name: str, partner: str) -> int:
-    """The header's ``MessageNumber``: one more than the last message the recipient received
-    (a failed send does not use up a number)."""
-    return int(store.get_watermark(_number_key(name, partner)) or 0) + 1
-
-
-def last_sent(store: Store, name: str, partner: str) -> datetime | None:
-    """When the recipient last received a (non-test) feed of flow ``name`` successfully."""
-    value = store.get_watermark(f"onix_feed:{name}:{partner}:last_sent")
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def baseline(store: Store, name: str, partner: str) -> Mapping[str, str]:
-    """The recipient's per-product content hashes as of its last successful send."""
-    return store.load_onix_hashes(name, partner)
 
 
 async def plan(
@@ -860,7 +729,8 @@ async def plan(
     )
 
 
-def after_delivery(store: Store, outbound: Outbound, folder: str, workflow_id: str) -> None:
-    """A recipient's message was delivered: its baseline and MessageNumber advance."""
-    assert isinstance(outbound, OnixFeedPackage | SpreadsheetPackage)
-    record_sent(store, outbound, folder=folder, workflow_id=workflow_id)
+def after_delivery(store: Store, record: DeliveryRecord) -> None:
+    """The registry's after-delivery hook, run as the engine's ledger records a file of the
+    flow delivered: a prepared message applies (``onix_baseline.feed_delivered``): a feed's
+    baseline and MessageNumber advance, a test feed or spreadsheet is recorded as sent."""
+    onix_baseline.feed_delivered(store, record.flow, record.key, record.workflow_id)

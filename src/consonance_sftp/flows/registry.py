@@ -1,18 +1,16 @@
 """One table of every flow kind: its config model, how it fires, its plan or take, its
 after-delivery hook, and whether this release can run it.
 
-Adding a flow is one module in ``flows/`` (its ``plan``, or for an inbound flow the files it
-takes), one config model in ``config/flows.py`` and one line here. Everything that asks "can
-this kind run", "do Consonance events fire it", "is it an inbox flow" asks this table.
+Adding a flow is one module in ``flows/`` (its ``plan``, or for an intake flow its ``take``:
+the files of a partner's inbox it takes in), one config model in ``config/flows.py`` and one
+line here. Everything that asks "can this kind run", "do Consonance events fire it", "is it an
+intake flow" asks this table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
-from typing import Any
 
 from consonance_sftp.config.flows import (
     ArchiveFlow,
@@ -25,16 +23,21 @@ from consonance_sftp.config.flows import (
     ProductionFlow,
     SalesInFlow,
 )
-from consonance_sftp.flows import format_packages, inbox, marketing, onix_feed, production
+from consonance_sftp.flows import (
+    format_packages,
+    intake,
+    marketing,
+    onix_feed,
+    production,
+    sales_in,
+)
 from consonance_sftp.flows.base import (
     AfterDelivery,
-    FlowContext,
     FlowNotAvailable,
     Plan,
-    PlannedRun,
     Take,
 )
-from consonance_sftp.models import ChangeEvent, FlowKind
+from consonance_sftp.models import FlowKind
 
 
 class Fires(StrEnum):
@@ -47,8 +50,8 @@ class Fires(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FlowEntry:
-    """One flow kind. A ``plan`` (outbound) or a ``take`` (inbound: which inbox files it
-    takes; the app lists, fetches and stores them) makes it runnable in this release;
+    """One flow kind. A ``plan`` (outbound) or a ``take`` (intake: which files of a partner's
+    inbox it takes in; the app lists, fetches and stores them) makes it runnable in this release;
     ``module`` is where it lives (or will)."""
 
     kind: FlowKind
@@ -60,7 +63,7 @@ class FlowEntry:
     take: Take | None = None
 
     @property
-    def inbound(self) -> bool:
+    def intake(self) -> bool:
         return Fires.INBOX in self.fires
 
     @property
@@ -90,8 +93,8 @@ REGISTRY: dict[str, FlowEntry] = {
             onix_feed.plan,
             onix_feed.after_delivery,
         ),
-        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=inbox.take),
-        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=inbox.take),
+        FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=intake.take),
+        FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=sales_in.take),
         FlowEntry(FlowKind.FINANCE_OUT, FinanceOutFlow, _CRON, "flows/finance_out.py"),
         FlowEntry(
             FlowKind.MARKETING, MarketingFlow, _EVENT_OR_CRON, "flows/marketing.py", marketing.plan
@@ -119,16 +122,17 @@ def can_plan(flow: FlowBase) -> bool:
     return entry_of(flow).plan is not None
 
 
-def is_inbound(flow: FlowBase) -> bool:
-    """Is the flow taken in from partners' inboxes (polled on its schedule)?"""
-    return entry_of(flow).inbound
+def is_intake(flow: FlowBase) -> bool:
+    """Is the flow an intake flow: files taken in from partners' inboxes (polled on its
+    schedule)?"""
+    return entry_of(flow).intake
 
 
-def inbox_flow(flow: FlowBase) -> IntakeFlow | SalesInFlow | None:
-    """The flow as an inbox flow, when its kind is taken in from partners' inboxes."""
-    if not entry_of(flow).inbound:
+def intake_flow(flow: FlowBase) -> IntakeFlow | SalesInFlow | None:
+    """The flow as an intake flow (its files taken in from partners' inboxes), else None."""
+    if not entry_of(flow).intake:
         return None
-    assert isinstance(flow, IntakeFlow | SalesInFlow)  # the inbound kinds' models
+    assert isinstance(flow, IntakeFlow | SalesInFlow)  # the intake kinds' models
     return flow
 
 
@@ -138,8 +142,8 @@ def fired_by_events(flow: FlowBase) -> bool:
 
 
 def plan_for(name: str, flow: FlowBase) -> Plan:
-    """The flow's ``plan``, its after-delivery hook bound to each planned run; a kind this
-    release cannot run raises ``FlowNotAvailable`` naming where it will live."""
+    """The flow's ``plan``; a kind this release cannot run raises ``FlowNotAvailable`` naming
+    where it will live."""
     kind = str(getattr(flow, "kind", ""))
     entry = REGISTRY.get(kind)
     if entry is None or entry.plan is None:
@@ -150,19 +154,11 @@ def plan_for(name: str, flow: FlowBase) -> Plan:
             hint=f"Implemented kinds: {', '.join(implemented)}. The {kind} exchange "
             f"({where}) is not wired into the service in this version.",
         )
-    return partial(_planned, entry.plan, entry.after_delivery)
+    return entry.plan
 
 
-async def _planned(
-    plan: Plan,
-    after: AfterDelivery | None,
-    ctx: FlowContext,
-    name: str,
-    flow: Any,
-    isbns: Sequence[str],
-    event: ChangeEvent | None,
-) -> PlannedRun:
-    run = await plan(ctx, name, flow, isbns, event)
-    if after is not None:
-        run.on_delivered = partial(after, ctx.store)
-    return run
+def after_delivery_of(flow: FlowBase | None) -> AfterDelivery | None:
+    """The hook the engine's ledger runs as it records a file of this flow delivered (the
+    app's ``FlowLedger``), if its kind has one."""
+    entry = REGISTRY.get(str(getattr(flow, "kind", ""))) if flow is not None else None
+    return entry.after_delivery if entry is not None else None

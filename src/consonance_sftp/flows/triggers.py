@@ -190,7 +190,7 @@ def newly_due(
 
 def schedule_of(flow: FlowBase, override: str | None = None) -> tuple[str, str] | None:
     """(cron, time zone) a flow ticks on: a test's ``override`` (six fields, seconds first),
-    its ``schedule``, or an inbox flow's ``poll_interval``; None when it has none, is disabled
+    its ``schedule``, or an intake flow's ``poll_interval``; None when it has none, is disabled
     or is of a kind this release cannot run."""
     if not flow.enabled or not registry.entry_of(flow).runs_today:
         return None
@@ -198,5 +198,5 @@ def schedule_of(flow: FlowBase, override: str | None = None) -> tuple[str, str] 
         return (override, "UTC")
     if flow.schedule is not None:
         return (flow.schedule.cron, flow.schedule.timezone)
-    inbound = registry.inbox_flow(flow)
-    return (inbound.poll_cron(), "UTC") if inbound is not None else None
+    intake = registry.intake_flow(flow)
+    return (intake.poll_cron(), "UTC") if intake is not None else None

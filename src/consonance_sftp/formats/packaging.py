@@ -53,7 +53,7 @@ def unsafe_reasons(path: str) -> list[str]:
     """Why ``path`` (a relative POSIX path, ``/`` between folders) is not a safe remote name.
 
     Empty when it is safe. Names are kept to letters, digits, ``. _ - + ( )`` and inner spaces:
-    partners' ingestion scripts break on anything else (Ingram warns about ``&``; Google wants
+    partners' import scripts break on anything else (Ingram warns about ``&``; Google wants
     alphanumeric names), and it rules out traversal, control characters and shell specials.
     """
     if not path:

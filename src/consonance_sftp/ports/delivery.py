@@ -4,7 +4,9 @@ The engine's delivery workflow moves files through a ``DeliveryTransport`` (the 
 ``app/delivery.py`` bridges it, or a local folder in tests), asks a ``DeliveryLedger`` whether a
 file was already sent and records each outcome as a ``DeliveryRecord`` (one row of the store's
 delivery ledger: the engine builds the same type the store keeps), and raises alerts through an
-``AlertSink``. A ``Fence`` is the executor's right to write, checked by the transport.
+``AlertSink``. A request whose ``action`` is ``withdraw`` runs the withdrawal workflow instead:
+the same transport removes the files, a ``WithdrawalLedger`` records it. A ``Fence`` is the
+executor's right to write, checked by the transport.
 
 A ``DeliveryRequest`` (a package of ``FileToSend`` for one partner) is what ``app`` asks the
 engine to deliver; it crosses the engine's system database, so it is a JSON-friendly value
@@ -14,6 +16,7 @@ queued by the previous one.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -58,10 +61,20 @@ class FileToSend:
         )
 
 
+class RequestAction(enum.StrEnum):
+    """What a request does on the partner's server."""
+
+    DELIVER = "deliver"  # send the files (the delivery workflow)
+    WITHDRAW = "withdraw"  # remove files sent before (the withdrawal workflow)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryRequest:
     """A package for one partner: the unit a delivery workflow runs for (its input: it crosses
-    the engine's system database as ``to_dict``)."""
+    the engine's system database as ``to_dict``). With ``action =
+    WITHDRAW``, files sent before to remove from the partner (a withdrawn title): each file is
+    what the ledger says the partner holds (``source`` may be empty, nothing is read), and
+    ``generation`` is the one being withdrawn."""
 
     flow: str
     partner: str
@@ -70,12 +83,18 @@ class DeliveryRequest:
     generation: int = 0  # bumped by an explicit resend
     trigger: str = "manual"
     isbn: str | None = None  # the title the package is for, for the ledger and `history`
+    action: RequestAction = RequestAction.DELIVER
+    work_id: int | None = None  # the title's work (a withdrawal records it on the audit trail)
+
+    @property
+    def withdraws(self) -> bool:
+        return self.action is RequestAction.WITHDRAW
 
     def keys(self) -> list[DeliveryKey]:
         return [f.key(self.partner) for f in self.files]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "flow": self.flow,
             "partner": self.partner,
             "package": self.package,
@@ -84,9 +103,16 @@ class DeliveryRequest:
             "trigger": self.trigger,
             "isbn": self.isbn,
         }
+        # Only a withdrawal carries these: a delivery's dict (and so its hold key, and what
+        # a queued workflow of the previous release holds) stays as it was.
+        if self.withdraws:
+            data["action"] = self.action.value
+            data["work_id"] = self.work_id
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeliveryRequest:
+        work_id = data.get("work_id")
         return cls(
             flow=str(data["flow"]),
             partner=str(data["partner"]),
@@ -95,6 +121,8 @@ class DeliveryRequest:
             generation=int(data.get("generation", 0)),
             trigger=str(data.get("trigger", "manual")),
             isbn=data.get("isbn"),
+            action=RequestAction(data.get("action", RequestAction.DELIVER.value)),
+            work_id=None if work_id is None else int(work_id),
         )
 
 
@@ -172,6 +200,12 @@ class DeliveryTransport(Protocol):
         final name already holds these bytes and nothing is staged (a re-run after a crash)."""
         ...
 
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        """Remove a file sent before (a withdrawal); ``fence.check()`` right before the
+        removal. Return False when it is already gone, which is no error: a re-run after a
+        crash, or an answer lost with the connection, finds it gone."""
+        ...
+
 
 class DeliveryLedger(Protocol):
     """Our own record of what was sent (the store's delivery ledger). Synchronous, like the
@@ -182,6 +216,28 @@ class DeliveryLedger(Protocol):
     def record(self, record: DeliveryRecord) -> None:
         """Insert or update the row for (key, generation): one row per file, whatever the
         number of attempts or re-runs."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawalRecord:
+    """What a withdrawal did on the partner's server, for the ledger and the audit trail."""
+
+    workflow_id: str
+    request: DeliveryRequest
+    removed: tuple[str, ...]  # remote paths removed now
+    already_gone: tuple[str, ...]  # remote paths that were not there any more
+    executor_id: str = ""
+
+
+class WithdrawalLedger(Protocol):
+    """Our own record of withdrawals (the store's delivery ledger and audit trail).
+    Synchronous, like the store; the engine calls it from a worker thread."""
+
+    def withdrawn(self, record: WithdrawalRecord) -> bool:
+        """Mark the ledger's ``sent`` rows of these files ``withdrawn`` and append one
+        ``package.withdrawn`` event; a replay of the same workflow changes and appends
+        nothing (return False)."""
         ...
 
 

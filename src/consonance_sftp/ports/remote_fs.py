@@ -37,7 +37,7 @@ class RemoteEntry:
 
     @property
     def identity(self) -> tuple[str, int, float]:
-        """(path, size, mtime): how an inbound file version is recognised."""
+        """(path, size, mtime): how a version of a file taken in is recognised."""
         return (self.path, self.size, self.mtime)
 
 
@@ -127,15 +127,27 @@ class RemoteFS(Protocol):
         progress: ProgressCallback | None = None,
         sha256: str | None = None,
         temp_path: str | None = None,
+        replace_identical: bool = False,
     ) -> StagedFile:
         """Write under the staging name, resuming from the bytes already there, and verify
         size (and SHA-256 where possible); nothing gets the final name. Raises
-        RemoteFileExists (overwrite policy 'fail'), IntegrityError, ..."""
+        RemoteFileExists (overwrite policy 'fail'), IntegrityError, ...
+        ``replace_identical``: a final name holding exactly these bytes is neither refused
+        nor skipped (an explicit resend); ``publish(replace=True)`` replaces it."""
         ...
 
-    async def publish(self, remote_path: str, *, sha256: str, temp_path: str | None = None) -> str:
+    async def publish(
+        self,
+        remote_path: str,
+        *,
+        sha256: str,
+        temp_path: str | None = None,
+        replace: bool = False,
+    ) -> str:
         """Rename a staged file to its final name (then the done-marker, if configured);
-        returns the strategy used. ``temp_path`` as given to ``stage``."""
+        returns the strategy used. ``temp_path`` as given to ``stage``. ``replace``: the
+        final name may exist (a resend's old copy) and is replaced, in one rename where the
+        server allows, else removed right before the rename."""
         ...
 
     async def upload(

@@ -41,13 +41,13 @@ Guarantees (each tested against real OpenSSH and the fault-injecting server):
   per transfer, under ``state_dir/journals``;
 * pinned host keys only, nothing read from ``~/.ssh``, the agent or ``ssh_config``; a mismatch
   raises ``HostKeyMismatch`` before any byte of a file is sent;
-* nothing lost inbound: the remote post-action runs only after the local copy is fsynced and
+* nothing lost on intake: the remote post-action runs only after the local copy is fsynced and
   renamed into place, and after the caller's ``before_post_action`` (the ledger record);
 * one connection cap per partner (``ConnectionBudget``), idle connections closed after
   ``idle_timeout``; every error is a ``TransportError`` naming the partner and the path.
 
 Modules: ``endpoint`` (connection parameters), ``connection`` (connect, host keys, ciphers,
-pool, budget), ``fs`` (``SftpRemoteFS``), ``upload`` and ``inbound`` (the protocols),
+pool, budget), ``fs`` (``SftpRemoteFS``), ``upload`` and ``intake`` (the protocols),
 ``base`` (their shared plumbing), ``segmented`` (parallel ranges + journal), ``checksums``,
 ``throttle`` (bandwidth limit), ``translate`` (errors), ``probe`` (partner probe and test).
 """

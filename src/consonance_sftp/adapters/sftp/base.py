@@ -37,7 +37,7 @@ _RETRY_BASE_DELAY = 0.5
 
 
 class FSBase:
-    """State and helpers shared by the upload and inbound halves."""
+    """State and helpers shared by the upload and intake halves."""
 
     def __init__(
         self,

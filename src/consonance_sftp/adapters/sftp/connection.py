@@ -277,7 +277,7 @@ class InProcessConnectionBudget:
     """The per-partner connection cap within one process, whatever event loop each caller runs
     on.
 
-    Two loops use one partner's connections in the service: DBOS runs deliveries and ingests on
+    Two loops use one partner's connections in the service: DBOS runs deliveries and intakes on
     its own loop (in a thread of its own) while polls, flow ticks and commands run on the
     service's. An asyncio primitive shared between them is woken from the wrong thread when a
     slot is released on the other loop, and the waiter is never told (a poll waiting for a slot

@@ -1,6 +1,6 @@
 """``SftpRemoteFS``: one partner's SFTP server behind the RemoteFS port.
 
-The protocols live in ``upload`` (temp name, verify, rename, resume) and ``inbound``
+The protocols live in ``upload`` (temp name, verify, rename, resume) and ``intake``
 (durable downloads, post-actions, listings, stability); ``base`` holds the plumbing both use.
 """
 
@@ -17,7 +17,7 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.connection import (
     fetch_host_key,
 )
-from consonance_sftp.adapters.sftp.inbound import InboundMixin
+from consonance_sftp.adapters.sftp.intake import IntakeMixin
 from consonance_sftp.adapters.sftp.upload import UploadMixin
 from consonance_sftp.ports.remote_fs import (
     ProbeReport,
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SftpRemoteFS(UploadMixin, InboundMixin):
+class SftpRemoteFS(UploadMixin, IntakeMixin):
     """One partner's server: upload, download, list, walk, stat, move, remove, probe."""
 
     # --- partner doctor -----------------------------------------------------------------

@@ -85,22 +85,42 @@ class UploadMixin(FSBase):
         progress: ProgressCallback | None = None,
         sha256: str | None = None,
         temp_path: str | None = None,
+        replace_identical: bool = False,
     ) -> StagedFile:
         """Write ``local_path`` under its staging name and verify it (size, and SHA-256 where
         the server offers a way), resuming from the segments an earlier attempt left there;
         nothing gets the final name (except with ``direct``, see ``staging_path``). The
-        overwrite policy is applied to the final name first. Retries transient failures."""
+        overwrite policy is applied to the final name first, except to a final name holding
+        exactly these bytes when ``replace_identical`` (an explicit resend: the old copy stays
+        until ``publish(replace=True)``). Retries transient failures."""
         return await self._retrying(
             "upload",
             remote_path,
-            lambda: self._stage_once(local_path, remote_path, progress, None, sha256, temp_path),
+            lambda: self._stage_once(
+                local_path,
+                remote_path,
+                progress,
+                None,
+                sha256,
+                temp_path,
+                replace_identical=replace_identical,
+            ),
         )
 
-    async def publish(self, remote_path: str, *, sha256: str, temp_path: str | None = None) -> str:
+    async def publish(
+        self,
+        remote_path: str,
+        *,
+        sha256: str,
+        temp_path: str | None = None,
+        replace: bool = False,
+    ) -> str:
         """Give a staged file its final name (rename, as the upload strategy says), then write
         the done-marker when one is configured; returns the strategy used. ``temp_path`` is the
         one given to ``stage``. With ``direct`` only the marker is written: it is what tells
-        the partner that the file is complete."""
+        the partner that the file is complete. ``replace``: an existing final name (a resend's
+        old copy) is replaced: in one ``posix-rename`` where the server offers it, else
+        removed right before the rename."""
 
         tries = 0
 
@@ -114,6 +134,7 @@ class UploadMixin(FSBase):
                     remote_path,
                     sha256,
                     again=tries > 1,
+                    replace=replace,
                 )
 
         return await self._retrying("rename", remote_path, once)
@@ -234,6 +255,8 @@ class UploadMixin(FSBase):
         shared: PooledConnection | None,
         known_sha: str | None = None,
         temp_path: str | None = None,
+        *,
+        replace_identical: bool = False,
     ) -> StagedFile:
         try:
             size = (await asyncio.to_thread(os.stat, local_path)).st_size
@@ -265,7 +288,15 @@ class UploadMixin(FSBase):
             hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
         try:
             return await self._stage_hashed(
-                local_path, remote_path, size, hashing, progress, shared, data, temp_path
+                local_path,
+                remote_path,
+                size,
+                hashing,
+                progress,
+                shared,
+                data,
+                temp_path,
+                replace_identical=replace_identical,
             )
         finally:
             if not hashing.done():
@@ -300,6 +331,8 @@ class UploadMixin(FSBase):
         shared: PooledConnection | None,
         data: bytes | None,
         temp_path: str | None = None,
+        *,
+        replace_identical: bool = False,
     ) -> StagedFile:
         started = time.monotonic()
         ts = self.settings
@@ -315,30 +348,37 @@ class UploadMixin(FSBase):
             )
             existing = None if replacing else await self._stat(pc.sftp, final)
             if existing is not None:
-                if ts.overwrite is OverwritePolicy.FAIL:
+                # (sha, how it was checked) of identical bytes at the final name, else None.
+                same: tuple[str, str] | None = None
+                if existing.size == size and (
+                    replace_identical or ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL
+                ):
+                    sha = await self._local_sha(hashing, size, local_path, final)
+                    remote_sha, how = await self._remote_sha256(pc, final, force=True)
+                    same = (sha, how) if remote_sha == sha else None
+                if replace_identical and same is not None:
+                    pass  # a resend: staged again; its old copy is replaced at publish
+                elif ts.overwrite is OverwritePolicy.FAIL:
                     raise errors.RemoteFileExists(
                         "the final name already exists and the overwrite policy is 'fail'",
                         partner=self.partner,
                         path=final,
                         hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
                     )
-                if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and existing.size == size:
-                    sha = await self._local_sha(hashing, size, local_path, final)
-                    remote_sha, _how = await self._remote_sha256(pc, final, force=True)
-                    if remote_sha == sha:
-                        log.info(
-                            "identical file already present, skipped",
-                            extra={"partner": self.partner, "path": final},
-                        )
-                        return StagedFile(
-                            remote_path=final,
-                            staged_path=final,
-                            size=size,
-                            sha256=sha,
-                            skipped=True,
-                            verified_by=_how,
-                            seconds=time.monotonic() - started,
-                        )
+                elif ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and same is not None:
+                    log.info(
+                        "identical file already present, skipped",
+                        extra={"partner": self.partner, "path": final},
+                    )
+                    return StagedFile(
+                        remote_path=final,
+                        staged_path=final,
+                        size=size,
+                        sha256=same[0],
+                        skipped=True,
+                        verified_by=same[1],
+                        seconds=time.monotonic() - started,
+                    )
 
         journal: SegmentJournal | None = None
         resumed_from = 0
@@ -453,11 +493,19 @@ class UploadMixin(FSBase):
         )
 
     async def _publish_staged(
-        self, pc: PooledConnection, temp: str, final: str, sha: str, *, again: bool = False
+        self,
+        pc: PooledConnection,
+        temp: str,
+        final: str,
+        sha: str,
+        *,
+        again: bool = False,
+        replace: bool = False,
     ) -> str:
         """Rename (unless ``direct``), done-marker, and forget the resume journal. ``again``:
         an earlier attempt may have renamed the file and lost the answer with the connection;
-        renaming again would fail (or, with ``delete_rename``, remove the published file)."""
+        renaming again would fail (or, with ``delete_rename``, remove the published file).
+        ``replace``: an existing final name is replaced (see ``_finalize``)."""
         if temp == final:
             strategy = UploadStrategy.DIRECT.value
         elif (
@@ -467,7 +515,7 @@ class UploadMixin(FSBase):
         ):
             strategy = self._strategy(pc.sftp).value
         else:
-            strategy = await self._finalize(pc, temp, final)
+            strategy = await self._finalize(pc, temp, final, replace=replace)
         if self.settings.done_marker:
             await self._write_marker(pc.sftp, final, sha)
         # One local unlink (no thread hop: small files never have a journal to remove).
@@ -576,11 +624,13 @@ class UploadMixin(FSBase):
                 hint="This server forbids setstat: set transfer.set_mtime = false.",
             ) from exc
 
-    def _strategy(self, sftp: asyncssh.SFTPClient) -> UploadStrategy:
+    def _strategy(self, sftp: asyncssh.SFTPClient, *, replace: bool = False) -> UploadStrategy:
+        """How to rename. ``replace``: the final name may be replaced whatever the overwrite
+        policy (a resend's own old copy), so 'fail' does not pin the plain rename."""
         chosen = self.settings.upload_strategy
         if chosen is not UploadStrategy.AUTO:
             return chosen
-        if self.settings.overwrite is OverwritePolicy.FAIL:
+        if self.settings.overwrite is OverwritePolicy.FAIL and not replace:
             # SFTPv3 rename refuses an existing target: the server itself enforces "fail",
             # with no window between our check and the rename (OpenSSH links, then unlinks).
             return UploadStrategy.RENAME
@@ -589,10 +639,15 @@ class UploadMixin(FSBase):
             return UploadStrategy.POSIX_RENAME
         return UploadStrategy.DELETE_RENAME
 
-    async def _finalize(self, pc: PooledConnection, temp: str, final: str) -> str:
-        """Give the verified temporary file its final name; returns the strategy used."""
+    async def _finalize(
+        self, pc: PooledConnection, temp: str, final: str, *, replace: bool = False
+    ) -> str:
+        """Give the verified temporary file its final name; returns the strategy used.
+        ``replace``: an existing final name (a resend's old copy) is replaced, by one
+        ``posix-rename`` where offered (the partner never sees the name missing), else
+        removed right before the rename."""
         sftp = pc.sftp
-        strategy = self._strategy(sftp)
+        strategy = self._strategy(sftp, replace=replace)
         if strategy is UploadStrategy.DIRECT:
             return strategy.value
         try:
@@ -611,11 +666,11 @@ class UploadMixin(FSBase):
                         "pin this)",
                         extra={"partner": self.partner, "path": final},
                     )
-                    strategy = self._strategy(sftp)
+                    strategy = self._strategy(sftp, replace=replace)
             if (
                 strategy is UploadStrategy.DELETE_RENAME
-                and await self._stat(sftp, final) is not None
-            ):
+                or (replace and strategy is UploadStrategy.RENAME)
+            ) and await self._stat(sftp, final) is not None:
                 await self._guard(sftp.remove(final), final)
             try:
                 await self._guard(sftp.rename(temp, final), final)

@@ -42,6 +42,11 @@ def from_db_time_required(ts: datetime) -> datetime:
     return out
 
 
+def not_found(what: str, ident: int) -> StoreError:
+    """A record asked for by its id is not in the store."""
+    return StoreError(f"no {what} with id {ident}")
+
+
 def _describe(exc: sa.exc.SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()

@@ -1,6 +1,6 @@
-"""Inbound side of ``SftpRemoteFS``: downloads, post-actions, listings, stability.
+"""Intake side of ``SftpRemoteFS``: downloads, post-actions, listings, stability.
 
-Download protocol (nothing lost inbound): stream into a hidden staging file next to the
+Download protocol (nothing lost on intake): stream into a hidden staging file next to the
 target, journal for resume, check the remote file did not change meanwhile, fsync, atomic
 local rename, fsync the folder; only then may the remote file be moved or deleted.
 """
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class InboundMixin(FSBase):
+class IntakeMixin(FSBase):
     """``download``, post-actions, ``list``, ``walk``, ``stat``, ``wait_stable``."""
 
     async def download(
@@ -302,15 +302,15 @@ class InboundMixin(FSBase):
     ) -> RemoteEntry | None:
         """The entry if the partner has finished writing it, else None (look again later).
 
-        With an inbound done-marker, the marker's presence decides. Otherwise the file must
+        With an intake done-marker, the marker's presence decides. Otherwise the file must
         be at least ``min_age`` old (by its mtime) and keep its size and mtime across
         ``stable_interval`` seconds.
         """
         ts = self.settings
-        if ts.inbound_done_marker:
+        if ts.intake_done_marker:
             folder, name = posixpath.split(entry.path)
             stem, dot, suffix = name.rpartition(".")
-            marker = ts.inbound_done_marker.format(
+            marker = ts.intake_done_marker.format(
                 name=name, stem=stem if dot else name, suffix=suffix if dot else ""
             )
             found = await self.stat(posixpath.join(folder, marker) if folder else marker)

@@ -1,7 +1,7 @@
-"""The ingest workflow: take one file in from a partner's inbox, exactly once, nothing lost.
+"""The intake workflow: take one file in from a partner's inbox, exactly once, nothing lost.
 
 One DBOS workflow per version of a partner's file: its ID is derived from (flow, partner, remote
-path, size, mtime) (``ids.ingest_workflow_id``), so the next poll, seeing the same file again,
+path, size, mtime) (``ids.intake_workflow_id``), so the next poll, seeing the same file again,
 attaches to this workflow instead of fetching it twice. Checkpointed steps, each safe to re-run
 after a crash (steps are at-least-once):
 
@@ -46,24 +46,27 @@ from consonance_sftp.ports.store import IntakeRecord, Store
 from .contracts import (
     FetchedFile,
     HandOffResult,
-    IngestHandler,
-    IngestRecord,
-    IngestRequest,
-    IngestTransport,
+    IntakeHandler,
     IntakeLedger,
+    IntakeLedgerEntry,
+    IntakeRequest,
+    IntakeTransport,
 )
 from .delivery import MAX_RECOVERY_ATTEMPTS, failure_reason, step_options
 from .settings import RetryPolicy
 
 log = get_logger(__name__)
 
-INGEST_WORKFLOW = "consonance.ingest"
+INTAKE_WORKFLOW = "consonance.ingest"
+"""The intake workflow's DBOS name. Persisted: DBOS records it with every workflow and recovers
+a pending workflow by it, so it keeps the word it had before the intake path had one name (a
+new name would orphan the intakes an older version left pending)."""
 MAX_NAME_BYTES = 200
 """Longest name kept as is: the local staging name adds a few characters, and most file
 systems stop at 255 bytes."""
 
 
-class IngestFailed(EngineError):
+class IntakeFailed(EngineError):
     """Taking a file in ended for good: a non-retryable error, or retries exhausted. The
     message is the reason the intake ledger and ``status`` show."""
 
@@ -193,12 +196,12 @@ def safe_local_name(name: str) -> str:
 
 @dataclass(slots=True)
 class Dependencies:
-    transport: IngestTransport
+    transport: IntakeTransport
     ledger: IntakeLedger
     fence: Fence
     retry: RetryPolicy
     executor_id: str
-    handlers: Mapping[str, IngestHandler] = field(default_factory=dict)
+    handlers: Mapping[str, IntakeHandler] = field(default_factory=dict)
 
 
 _deps: Dependencies | None = None
@@ -212,8 +215,8 @@ def bind_dependencies(deps: Dependencies | None) -> None:
 def _current() -> Dependencies:
     if _deps is None:
         raise EngineError(
-            "the ingest workflow has no transport in this process",
-            hint="Start the engine with an ingest transport and intake ledger (App.engine).",
+            "the intake workflow has no transport in this process",
+            hint="Start the engine with an intake transport and intake ledger (App.engine).",
         )
     return _deps
 
@@ -228,7 +231,7 @@ class StoreIntakeLedger:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, record: IngestRecord) -> int:
+    def record(self, record: IntakeLedgerEntry) -> int:
         req = record.request
         fetched = record.fetched
         shown = printable_path(req.remote_path)
@@ -294,7 +297,7 @@ class StoreIntakeLedger:
             self.alert(req, wanted.reason or "unknown error", record.workflow_id)
         return row.id
 
-    def event(self, action: str, request: IngestRequest, details: dict[str, Any]) -> None:
+    def event(self, action: str, request: IntakeRequest, details: dict[str, Any]) -> None:
         if isinstance(details.get("reason"), str):
             details = {**details, "reason": printable_path(details["reason"])}
         self.store.append_audit(
@@ -310,7 +313,7 @@ class StoreIntakeLedger:
             },
         )
 
-    def alert(self, request: IngestRequest, reason: str, workflow_id: str) -> None:
+    def alert(self, request: IntakeRequest, reason: str, workflow_id: str) -> None:
         """One alert for a final failure of taking a file in (after the last retry)."""
         shown = printable_path(request.remote_path)
         reason = printable_path(reason)
@@ -328,7 +331,7 @@ class StoreIntakeLedger:
             )
         )
 
-    def supersede_incomplete(self, request: IngestRequest, fetched: FetchedFile) -> list[int]:
+    def supersede_incomplete(self, request: IntakeRequest, fetched: FetchedFile) -> list[int]:
         """Mark the earlier versions of this file that were taken before it was whole.
 
         An earlier row of the same partner and path, smaller, whose SHA-256 is the SHA-256 of
@@ -408,7 +411,7 @@ def _prefix_hashes(path: Path, sizes: list[int]) -> dict[int, str]:
 # --- steps ---------------------------------------------------------------------------------
 
 
-async def _fetch(req: IngestRequest, quarantine: bool) -> dict[str, Any]:
+async def _fetch(req: IntakeRequest, quarantine: bool) -> dict[str, Any]:
     deps = _current()
     deps.fence.check()
     fetched = await deps.transport.fetch(req, quarantine=quarantine, fence=deps.fence)
@@ -423,14 +426,14 @@ async def _fetch(req: IngestRequest, quarantine: bool) -> dict[str, Any]:
 
 async def _record(
     workflow_id: str,
-    req: IngestRequest,
+    req: IntakeRequest,
     fetched: dict[str, Any] | None,
     outcome: str,
     reason: str | None,
     handed: dict[str, Any] | None = None,
 ) -> int:
     deps = _current()
-    record = IngestRecord(
+    record = IntakeLedgerEntry(
         workflow_id=workflow_id,
         request=req,
         outcome=IntakeOutcome(outcome),
@@ -443,7 +446,7 @@ async def _record(
     return await asyncio.to_thread(deps.ledger.record, record)
 
 
-async def _hand_off(req: IngestRequest, fetched: dict[str, Any]) -> dict[str, Any] | None:
+async def _hand_off(req: IntakeRequest, fetched: dict[str, Any]) -> dict[str, Any] | None:
     handler = _current().handlers.get(req.kind)
     if handler is None:
         return None
@@ -456,7 +459,7 @@ async def _hand_off(req: IngestRequest, fetched: dict[str, Any]) -> dict[str, An
     }
 
 
-async def _post_action(workflow_id: str, req: IngestRequest) -> str:
+async def _post_action(workflow_id: str, req: IntakeRequest) -> str:
     deps = _current()
     deps.fence.check()
     done = await deps.transport.post_action(req, deps.fence)
@@ -469,18 +472,18 @@ async def _post_action(workflow_id: str, req: IngestRequest) -> str:
     return done
 
 
-async def _note(workflow_id: str, req: IngestRequest, action: AuditAction, reason: str) -> None:
+async def _note(workflow_id: str, req: IntakeRequest, action: AuditAction, reason: str) -> None:
     deps = _current()
     await asyncio.to_thread(
         deps.ledger.event, action, req, {"workflow_id": workflow_id, "reason": reason}
     )
 
 
-async def _alert(workflow_id: str, req: IngestRequest, reason: str) -> None:
+async def _alert(workflow_id: str, req: IntakeRequest, reason: str) -> None:
     await asyncio.to_thread(_current().ledger.alert, req, reason, workflow_id)
 
 
-async def _check_growth(req: IngestRequest, fetched: dict[str, Any]) -> list[int]:
+async def _check_growth(req: IntakeRequest, fetched: dict[str, Any]) -> list[int]:
     ledger = _current().ledger
     return await asyncio.to_thread(ledger.supersede_incomplete, req, FetchedFile.from_dict(fetched))
 
@@ -488,11 +491,11 @@ async def _check_growth(req: IngestRequest, fetched: dict[str, Any]) -> list[int
 # --- the workflow --------------------------------------------------------------------------
 
 
-@DBOS.workflow(name=INGEST_WORKFLOW, max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
-async def ingest(request: dict[str, Any]) -> dict[str, Any]:
+@DBOS.workflow(name=INTAKE_WORKFLOW, max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
+async def intake(request: dict[str, Any]) -> dict[str, Any]:
     """Take one file version in from one partner; returns where it is kept and what was done
     to the remote file."""
-    req = IngestRequest.from_dict(request)
+    req = IntakeRequest.from_dict(request)
     workflow_id = DBOS.workflow_id or ""
     deps = _current()
     retry = deps.retry
@@ -514,8 +517,8 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
                 IntakeOutcome.FAILED.value,
                 reason,
             )
-            log.warning("ingest of %s from %s failed: %s", shown, req.partner, reason)
-            raise IngestFailed(
+            log.warning("intake of %s from %s failed: %s", shown, req.partner, reason)
+            raise IntakeFailed(
                 f"taking in {shown!r} from partner {req.partner!r} failed: {reason}",
                 hint="The file was left on the partner's server; 'consonance-sftp retry ID' "
                 "takes it in again once the cause is fixed.",
@@ -587,14 +590,14 @@ async def ingest(request: dict[str, Any]) -> dict[str, Any]:
             await DBOS.run_step_async(
                 step_options("alert", retry), _alert, workflow_id, req, reason
             )
-            log.warning("ingest of %s from %s: stored, but %s", shown, req.partner, reason)
-            raise IngestFailed(
+            log.warning("intake of %s from %s: stored, but %s", shown, req.partner, reason)
+            raise IntakeFailed(
                 f"{shown!r} from partner {req.partner!r} is stored "
                 f"({outcome.value}, {fetched['local_path']}), but {reason}",
             )
         note, nfc = name_notes(posixpath.basename(req.remote_path))
         log.info(
-            "ingest of %s from %s (flow %s): %s, %s bytes%s%s%s",
+            "intake of %s from %s (flow %s): %s, %s bytes%s%s%s",
             shown,
             req.partner,
             req.flow,

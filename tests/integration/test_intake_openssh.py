@@ -1,4 +1,4 @@
-"""Inbox polling and the ingest workflow against a real OpenSSH server and a real engine.
+"""Inbox polling and the intake workflow against a real OpenSSH server and a real engine.
 
 One engine (SQLite) runs for the module; each test has its own partner and flow, so their
 files never meet. What is checked is what a partner and an operator would see: the files left
@@ -23,12 +23,12 @@ import pytest
 import pytest_asyncio
 
 from consonance_sftp.app import App
-from consonance_sftp.app.inbox import InboxReport, poll_inbox
+from consonance_sftp.app.intake import InboxReport, poll_inbox
 from consonance_sftp.app.runner import Controls, DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine import EngineClient
-from consonance_sftp.engine.contracts import FetchedFile, HandOffResult, IngestRequest
+from consonance_sftp.engine.contracts import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
@@ -85,7 +85,7 @@ async def world(
         "marked": _partner(
             openssh,
             {"receive": str(folders["marked"])},
-            inbound_done_marker="{name}.done",
+            intake_done_marker="{name}.done",
             post_action="delete",
         ),
         "pinned": {
@@ -376,7 +376,7 @@ class _Matcher:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
 
-    async def handle(self, request: IngestRequest, file: FetchedFile) -> HandOffResult:
+    async def handle(self, request: IntakeRequest, file: FetchedFile) -> HandOffResult:
         self.seen.append((request.remote_path, file.sha256))
         if not request.remote_path.endswith(".pdf"):
             raise ValidationFailed(f"{request.remote_path}: no work matches this file")
@@ -390,7 +390,7 @@ async def test_a_bound_hand_off_attaches_or_records_why_not(world: World) -> Non
     engine = world.runner.engine
     assert engine is not None
     matcher = _Matcher()
-    engine.ingest_handlers["intake"] = matcher
+    engine.intake_handlers["intake"] = matcher
     try:
         report = await world.poll("typesetting")
         by_name = {Path(f.path).name: f for f in report.taken}
@@ -398,7 +398,7 @@ async def test_a_bound_hand_off_attaches_or_records_why_not(world: World) -> Non
         attached = await world.result(by_name["index-v2.pdf"].workflow_id or "")
         refused = await world.result(by_name["proof.epub"].workflow_id or "")
     finally:
-        del engine.ingest_handlers["intake"]
+        del engine.intake_handlers["intake"]
     assert attached["outcome"] == "attached"
     row = world.app.store.find_intake(
         "plain", str(inbox / "index-v2.pdf"), 3000, _mtime(inbox / "index-v2.pdf")
@@ -494,7 +494,7 @@ async def test_hidden_files_links_and_folders_are_reported_once_per_version(
         str(inbox / "chapters"): "a folder (an inbox takes the files directly in it)",
         str(inbox / "link.pdf"): "a symbolic link (an inbox takes regular files only)",
     }
-    caplog.set_level("INFO", logger="consonance_sftp.app.inbox")
+    caplog.set_level("INFO", logger="consonance_sftp.app.intake")
     for _ in range(2):
         report = await world.poll("hider-in")
         assert {f.path: f.reason for f in report.ignored} == expected

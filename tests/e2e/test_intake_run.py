@@ -1,4 +1,4 @@
-"""``run`` of an inbound flow as an operator sees it: the real CLI against the sandbox's SFTP
+"""``run`` of an intake flow as an operator sees it: the real CLI against the sandbox's SFTP
 partner (asyncssh). A name that is not UTF-8 does not block the inbox, hidden files and folders
 are listed as ignored with the reason (and said once on the audit trail), a decomposed name is
 noted."""

@@ -1,5 +1,5 @@
-"""``run`` of an inbound flow on a terminal: a progress bar per download, and one INFO line per
-ingest with its outcome (real OpenSSH, the engine in this process as ``run`` starts it)."""
+"""``run`` of an intake flow on a terminal: a progress bar per download, and one INFO line per
+intake with its outcome (real OpenSSH, the engine in this process as ``run`` starts it)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _app(openssh: OpenSshServer, root: Path) -> App:
     return App(settings)
 
 
-def test_run_shows_download_progress_and_logs_each_ingest(
+def test_run_shows_download_progress_and_logs_each_intake(
     openssh: OpenSshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = _app(openssh, tmp_path)
@@ -49,7 +49,7 @@ def test_run_shows_download_progress_and_logs_each_ingest(
         path.write_bytes(os.urandom(SIZE))
         then = time.time() - 30
         os.utime(path, (then, then))
-        caplog.set_level(logging.INFO, logger="consonance_sftp.engine.ingest")
+        caplog.set_level(logging.INFO, logger="consonance_sftp.engine.intake")
         with cli_service.console.capture() as captured:
             report, results = asyncio.run(
                 cli_service._poll_with_progress(Service(app), "proofs", True)
@@ -60,10 +60,10 @@ def test_run_shows_download_progress_and_logs_each_ingest(
         # The progress bar: the file's name and its size, downloaded in full.
         assert f"studio {path} (download)" in out, out
         assert "3.1/3.1 MB" in out, out
-        [line] = [r for r in caplog.records if r.getMessage().startswith("ingest of")]
+        [line] = [r for r in caplog.records if r.getMessage().startswith("intake of")]
         assert line.levelno == logging.INFO
         assert line.getMessage() == (
-            f"ingest of {path} from studio (flow proofs): stored, {SIZE} bytes"
+            f"intake of {path} from studio (flow proofs): stored, {SIZE} bytes"
         )
     finally:
         app.store.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.app import App
-from consonance_sftp.app.inbox import poll_inbox
+from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import SalesInFlow

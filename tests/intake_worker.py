@@ -1,8 +1,8 @@
 """A real executor process for the inbox crash test, running the application's own engine.
 
-Run as ``python tests/inbox_worker.py SETTINGS.json EXECUTOR_ID PROGRESS_FILE``. It builds the
+Run as ``python tests/intake_worker.py SETTINGS.json EXECUTOR_ID PROGRESS_FILE``. It builds the
 ``App`` from the settings (JSON, the same fields as the TOML config), launches its engine
-(deliveries and ingest through the SFTP adapter, records in the store), writes the bytes done
+(deliveries and intake through the SFTP adapter, records in the store), writes the bytes done
 of the download under way to ``PROGRESS_FILE`` as it advances, prints ``READY`` and serves until
 SIGTERM. The test kills it with SIGKILL mid-download and starts it again under the same ID.
 """

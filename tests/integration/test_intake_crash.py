@@ -1,8 +1,8 @@
 """kill -9 of the executor in the middle of a large inbox download, then a restart under the
-same executor ID: the ingest workflow resumes from the bytes already here (not from zero), and
+same executor ID: the intake workflow resumes from the bytes already here (not from zero), and
 the file ends up taken in once: one ledger row, one local copy, byte-identical.
 
-The executor is ``tests/inbox_worker.py`` (the application's own engine, SFTP adapter and
+The executor is ``tests/intake_worker.py`` (the application's own engine, SFTP adapter and
 store); this test process polls next to it the way ``run`` does next to ``serve``, enqueuing
 through the DBOS client.
 """
@@ -22,7 +22,7 @@ import pytest
 from dbos import DBOSClient
 
 from consonance_sftp.app import App
-from consonance_sftp.app.inbox import poll_inbox
+from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow
@@ -31,7 +31,7 @@ from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.engine_worker import wait_ready
 from tests.settings import offline_settings, openssh_partner
 
-WORKER = Path(__file__).resolve().parents[1] / "inbox_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "intake_worker.py"
 SIZE = 24 * 1024 * 1024
 RATE = 6 * 1024 * 1024  # bytes per second: the download takes about 4 s
 

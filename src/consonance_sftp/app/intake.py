@@ -1,15 +1,16 @@
-"""Inbox polling, and the SFTP adapter as the engine's ingest transport.
+"""Intake: inbox polling, and the SFTP adapter as the engine's intake transport.
 
-``poll_inbox`` is what one tick of an inbound flow (``intake``, ``sales_in``) does: for each
-partner of the flow it lists the flow's folder, keeps (deciding with ``flows.inbox``, this
-module doing the I/O) the files the flow takes that the partner has finished
-writing (size and mtime unchanged over ``stable_interval`` and older than ``min_age``, or,
-with ``inbound_done_marker``, once the marker is there), skips those the intake ledger already
-has, and enqueues one ingest workflow per file (``engine.ingest``). Enqueuing a file again
-attaches to the workflow already taking it in, so overlapping polls never fetch twice. A paused
-partner or flow, or a partner outside its delivery window, is not polled at all.
+``poll_inbox`` is what one tick of an intake flow (``intake``, ``sales_in``) does: for each
+partner of the flow it lists the flow's folder, keeps (deciding with the flow's ``take`` in
+``flows/`` and the shared ``flows.inbox``, this module doing the I/O) the files it takes that
+the partner has finished writing (size and mtime unchanged over ``stable_interval`` and older
+than ``min_age``, or, with ``intake_done_marker``, once the marker is there), skips those the
+intake ledger already has, and enqueues one intake workflow per file (``engine.intake``).
+Enqueuing a file again attaches to the workflow already taking it in, so overlapping polls
+never fetch twice. A paused partner or flow, or a partner outside its delivery window, is not
+polled at all.
 
-``SftpIngestTransport`` downloads durably into the local inbox store::
+``SftpIntakeTransport`` downloads durably into the local inbox store::
 
     <state_dir>/inbox/<flow>/<partner>/<mtime>-<digest>/<name>
     <state_dir>/quarantine/<flow>/<partner>/<mtime>-<digest>/<safe name>
@@ -36,8 +37,8 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.transfer import PostAction, TransferSettings
-from consonance_sftp.engine.contracts import FetchedFile, IngestRequest
-from consonance_sftp.engine.ingest import printable_path, safe_local_name
+from consonance_sftp.engine.contracts import FetchedFile, IntakeRequest
+from consonance_sftp.engine.intake import printable_path, safe_local_name
 from consonance_sftp.errors import (
     HostKeyMismatch,
     IntegrityError,
@@ -67,7 +68,7 @@ T = TypeVar("T")
 # --- the local inbox store -----------------------------------------------------------------
 
 
-def version_folder(request: IngestRequest) -> str:
+def version_folder(request: IntakeRequest) -> str:
     """``<mtime, UTC>-<digest>``: one local folder per version of a remote file."""
     key = f"{request.partner}\x1f{request.remote_path}\x1f{request.size}\x1f{request.mtime!r}"
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
@@ -75,7 +76,7 @@ def version_folder(request: IngestRequest) -> str:
     return f"{stamp}-{digest}"
 
 
-def local_path_for(root: Path, request: IngestRequest, *, quarantine: bool) -> Path:
+def local_path_for(root: Path, request: IntakeRequest, *, quarantine: bool) -> Path:
     """Where a taken file is kept: under the inbox (its own name) or the quarantine (a safe
     name), below the flow, the partner and the file's version folder."""
     name = posixpath.basename(request.remote_path)
@@ -83,8 +84,8 @@ def local_path_for(root: Path, request: IngestRequest, *, quarantine: bool) -> P
     return top / version_folder(request) / (safe_local_name(name) if quarantine else name)
 
 
-class SftpIngestTransport:
-    """``engine.IngestTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
+class SftpIntakeTransport:
+    """``engine.IntakeTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class SftpIngestTransport:
         """The partner's session pool on this loop for one operation. When the last operation
         on it ends, the pool is closed: an idle pooled connection keeps its slot of the
         partner's connection cap for ``idle_timeout``, and the next poll (on the service's
-        loop) or a transfer of another process would wait for it. Inbound files are few and
+        loop) or a transfer of another process would wait for it. Files taken in are few and
         large, so the handshake saved by keeping it is not worth that wait."""
         key = (partner, id(asyncio.get_running_loop()))
         fs = self._fs.get(key)
@@ -123,10 +124,10 @@ class SftpIngestTransport:
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
 
-    async def fetch(self, request: IngestRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
+    async def fetch(self, request: IntakeRequest, *, quarantine: bool, fence: Fence) -> FetchedFile:
         return await self._reporting(request.partner, self._fetch(request, quarantine, fence))
 
-    async def _fetch(self, request: IngestRequest, quarantine: bool, fence: Fence) -> FetchedFile:
+    async def _fetch(self, request: IntakeRequest, quarantine: bool, fence: Fence) -> FetchedFile:
         local = local_path_for(self.root, request, quarantine=quarantine)
         if local.exists():
             # A re-run after the download completed (its rename into place is atomic, so a
@@ -140,7 +141,7 @@ class SftpIngestTransport:
             return await self._download(fs, request, local, fence)
 
     async def _download(
-        self, fs: SftpRemoteFS, request: IngestRequest, local: Path, fence: Fence
+        self, fs: SftpRemoteFS, request: IntakeRequest, local: Path, fence: Fence
     ) -> FetchedFile:
         entry = await fs.stat(request.remote_path)
         if entry is None:
@@ -174,14 +175,14 @@ class SftpIngestTransport:
             resumed_from=result.resumed_from,
         )
 
-    async def post_action(self, request: IngestRequest, fence: Fence) -> str:
+    async def post_action(self, request: IntakeRequest, fence: Fence) -> str:
         return await self._reporting(request.partner, self._post_action(request, fence))
 
-    async def _post_action(self, request: IngestRequest, fence: Fence) -> str:
+    async def _post_action(self, request: IntakeRequest, fence: Fence) -> str:
         async with self._using(request.partner) as fs:
             return await self._apply(fs, request, fence)
 
-    async def _apply(self, fs: SftpRemoteFS, request: IngestRequest, fence: Fence) -> str:
+    async def _apply(self, fs: SftpRemoteFS, request: IntakeRequest, fence: Fence) -> str:
         action = fs.settings.post_action
         if action is PostAction.LEAVE:
             return action.value
@@ -199,11 +200,11 @@ class SftpIngestTransport:
         return f"{action.value}:{moved_to}" if moved_to else action.value
 
     async def _marker_too(
-        self, fs: SftpRemoteFS, request: IngestRequest, action: PostAction, fence: Fence
+        self, fs: SftpRemoteFS, request: IntakeRequest, action: PostAction, fence: Fence
     ) -> None:
         """The file's done-marker follows it (moved or deleted too), so markers do not pile
         up in the partner's folder."""
-        template = fs.settings.inbound_done_marker
+        template = fs.settings.intake_done_marker
         if not template:
             return
         folder, name = posixpath.split(request.remote_path)
@@ -221,7 +222,7 @@ class SftpIngestTransport:
 
 # --- polling ---------------------------------------------------------------------------------
 
-InboundFlow = IntakeFlow | SalesInFlow
+AnyIntakeFlow = IntakeFlow | SalesInFlow
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +233,7 @@ class InboxFile:
     path: str
     size: int
     mtime: float
-    workflow_id: str | None = None  # taken: the ingest workflow taking it in
+    workflow_id: str | None = None  # taken: the intake workflow taking it in
     reason: str | None = None  # not taken: why not (yet)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,11 +247,11 @@ class InboxFile:
 
 @dataclass(slots=True)
 class InboxReport:
-    """What one poll of an inbound flow did, partner by partner."""
+    """What one poll of an intake flow did, partner by partner."""
 
     flow: str
     trigger: str
-    taken: list[InboxFile] = field(default_factory=list)  # an ingest workflow is taking it in
+    taken: list[InboxFile] = field(default_factory=list)  # an intake workflow is taking it in
     known: list[InboxFile] = field(default_factory=list)  # already in the intake ledger
     unstable: list[InboxFile] = field(default_factory=list)  # not finished yet: next poll
     ignored: list[InboxFile] = field(default_factory=list)  # not one of the flow's patterns
@@ -302,10 +303,10 @@ def _say_once(app: App, flow: str, partner: str, ignored: list[InboxFile]) -> No
 
 
 async def poll_inbox(
-    app: App, runner: DeliveryRunner, name: str, flow: InboundFlow, *, trigger: str
+    app: App, runner: DeliveryRunner, name: str, flow: AnyIntakeFlow, *, trigger: str
 ) -> InboxReport:
     """Look into each partner's inbox for this flow and take in every finished, new file
-    (one ingest workflow per file version). Partners are polled concurrently, each within
+    (one intake workflow per file version). Partners are polled concurrently, each within
     its own connection cap; a partner that fails to answer does not stop the others."""
     report = InboxReport(flow=name, trigger=trigger)
     await asyncio.gather(
@@ -318,7 +319,7 @@ async def _poll_partner(
     app: App,
     runner: DeliveryRunner,
     name: str,
-    flow: InboundFlow,
+    flow: AnyIntakeFlow,
     partner: str,
     report: InboxReport,
 ) -> None:
@@ -348,7 +349,7 @@ async def _poll_partner(
         report.errors[partner] = str(exc)
         return
     for entry in stable:
-        request = IngestRequest(
+        request = IntakeRequest(
             flow=name,
             kind=flow.kind,
             partner=partner,
@@ -357,7 +358,7 @@ async def _poll_partner(
             mtime=entry.mtime,
             trigger=report.trigger,
         )
-        workflow_id = await runner.submit_ingest(request)
+        workflow_id = await runner.submit_intake(request)
         shown = printable_path(entry.path)
         report.taken.append(InboxFile(partner, shown, entry.size, entry.mtime, workflow_id))
 
@@ -365,7 +366,7 @@ async def _poll_partner(
 async def _candidates(
     app: App,
     fs: SftpRemoteFS,
-    flow: InboundFlow,
+    flow: AnyIntakeFlow,
     partner: str,
     folder: str,
     ts: TransferSettings,
@@ -374,7 +375,7 @@ async def _candidates(
     """The folder's files this flow may take (``flows.inbox.take``) that the intake ledger
     does not have yet; with a done-marker convention, only those whose marker is there."""
     take = registry.entry_of(flow).take
-    assert take is not None  # an inbound kind
+    assert take is not None  # an intake kind
     taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
     left_alone: list[InboxFile] = []
     for ignored in taking.ignored:
@@ -397,8 +398,8 @@ async def _candidates(
         return fresh
 
     fresh = await asyncio.to_thread(unknown)
-    if ts.inbound_done_marker:
-        ready, waiting = with_done_markers(fresh, taking.files, folder, ts.inbound_done_marker)
+    if ts.intake_done_marker:
+        ready, waiting = with_done_markers(fresh, taking.files, folder, ts.intake_done_marker)
         for entry in waiting:
             _not_yet(report, partner, entry, "no done marker yet")
         return ready
@@ -422,7 +423,7 @@ async def _stable(
     """The candidates the partner has finished writing: older than ``min_age`` and unchanged
     across ``stable_interval`` (one second listing for the whole folder). With a done-marker,
     the marker already said so."""
-    if ts.inbound_done_marker or not candidates:
+    if ts.intake_done_marker or not candidates:
         return candidates
     old, young = old_enough(candidates, ts.min_age, time.time())
     for entry in young:

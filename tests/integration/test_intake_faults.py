@@ -1,4 +1,4 @@
-"""Retries of the ingest workflow against the fault-injecting asyncssh server: dropped
+"""Retries of the intake workflow against the fault-injecting asyncssh server: dropped
 connections are retried, first by the adapter, then by the engine with its backoff (a step run
 again), and a partner that keeps dropping ends in a failed row with the reason while its file
 stays where it was."""
@@ -17,7 +17,7 @@ from typing import Any
 import pytest_asyncio
 
 from consonance_sftp.app import App
-from consonance_sftp.app.inbox import poll_inbox
+from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow

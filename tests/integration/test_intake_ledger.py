@@ -1,4 +1,4 @@
-"""The intake ledger as the ingest workflow writes it (SQLite and PostgreSQL): one row per file
+"""The intake ledger as the intake workflow writes it (SQLite and PostgreSQL): one row per file
 version however often a step replays, one audit event per change, a retried failure cleared."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from consonance_sftp.adapters.store import open_store
-from consonance_sftp.engine.contracts import FetchedFile, IngestRecord, IngestRequest
-from consonance_sftp.engine.ingest import StoreIntakeLedger
+from consonance_sftp.engine.contracts import FetchedFile, IntakeLedgerEntry, IntakeRequest
+from consonance_sftp.engine.intake import StoreIntakeLedger
 from consonance_sftp.models import IntakeOutcome
 
-REQ = IngestRequest(
+REQ = IntakeRequest(
     flow="intake",
     kind="intake",
     partner="typesetter",
@@ -28,7 +28,7 @@ FETCHED = FetchedFile(local_path="/var/inbox/interior.pdf", size=1234, sha256="a
 def test_replays_write_one_row_and_one_event(store_url: str) -> None:
     with open_store(store_url) as store:
         ledger = StoreIntakeLedger(store)
-        record = IngestRecord(
+        record = IntakeLedgerEntry(
             workflow_id="ing-x", request=REQ, outcome=IntakeOutcome.STORED, fetched=FETCHED
         )
         first = ledger.record(record)
@@ -53,7 +53,7 @@ def test_a_failure_then_a_successful_retry_is_one_row_with_the_reason_cleared(
 ) -> None:
     with open_store(store_url) as store:
         ledger = StoreIntakeLedger(store)
-        failed = IngestRecord(
+        failed = IntakeLedgerEntry(
             workflow_id="ing-x",
             request=REQ,
             outcome=IntakeOutcome.FAILED,
@@ -63,7 +63,7 @@ def test_a_failure_then_a_successful_retry_is_one_row_with_the_reason_cleared(
         [row] = store.list_intakes()
         assert row.outcome is IntakeOutcome.FAILED and "permission denied" in (row.reason or "")
         assert row.sha256 is None and row.local_path is None
-        stored = IngestRecord(
+        stored = IntakeLedgerEntry(
             workflow_id="ing-x", request=REQ, outcome=IntakeOutcome.STORED, fetched=FETCHED
         )
         assert ledger.record(stored) == row_id
@@ -100,7 +100,7 @@ def test_a_version_begun_by_an_earlier_one_supersedes_it_as_incomplete(
             )
             ids.append(
                 ledger.record(
-                    IngestRecord(
+                    IntakeLedgerEntry(
                         workflow_id=f"ing-{mtime}",
                         request=req,
                         outcome=IntakeOutcome.STORED,
@@ -130,7 +130,7 @@ def test_a_version_begun_by_an_earlier_one_supersedes_it_as_incomplete(
             local_path=str(local), size=len(other), sha256=hashlib.sha256(other).hexdigest()
         )
         ledger.record(
-            IngestRecord(
+            IntakeLedgerEntry(
                 workflow_id="ing-3", request=req, outcome=IntakeOutcome.STORED, fetched=fetched
             )
         )
@@ -145,7 +145,7 @@ def test_a_final_failure_raises_one_alert_however_often_the_step_replays(
 ) -> None:
     with open_store(store_url) as store:
         ledger = StoreIntakeLedger(store)
-        record = IngestRecord(
+        record = IntakeLedgerEntry(
             workflow_id="ing-f",
             request=REQ,
             outcome=IntakeOutcome.FAILED,
@@ -168,7 +168,7 @@ def test_a_failure_quoting_a_name_that_is_not_utf8_is_recorded_and_alerted(
     with open_store(store_url) as store:
         ledger = StoreIntakeLedger(store)
         ledger.record(
-            IngestRecord(
+            IntakeLedgerEntry(
                 workflow_id="ing-odd",
                 request=req,
                 outcome=IntakeOutcome.FAILED,
