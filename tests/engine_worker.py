@@ -44,13 +44,23 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
-from consonance_sftp.ports.delivery import (
-    DeliveryRecord,
-    DeliveryRequest,
-    Fence,
-    FileToSend,
-    RemoteFileState,
-)
+
+try:
+    from consonance_sftp.ports.delivery import (
+        DeliveryRecord,
+        DeliveryRequest,
+        Fence,
+        FileToSend,
+        RemoteFileState,
+    )
+except ImportError:  # bench/engine.py --against a commit from before ports/delivery.py
+    from consonance_sftp.engine import (  # type: ignore[attr-defined,no-redef]
+        DeliveryRecord,
+        DeliveryRequest,
+        Fence,
+        FileToSend,
+        RemoteFileState,
+    )
 
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable
@@ -182,6 +192,16 @@ class FolderTransport:
         if self.crash_after_rename:
             os._exit(137)
 
+    async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
+        final = self.dest / partner / remote_path.lstrip("/")
+        fence.check()
+        try:
+            final.unlink()
+        except FileNotFoundError:
+            return False  # already gone: no error (a re-run)
+        self.events.write("remove", partner=partner, path=remote_path)
+        return True
+
 
 class SqliteLedger:
     def __init__(self, path: str) -> None:
@@ -223,13 +243,15 @@ class SqliteLedger:
                    workflow_id=excluded.workflow_id, executor=excluded.executor,
                    writes=writes+1""",
                 (
-                    r.partner,
-                    r.remote_path,
-                    r.sha256,
+                    r.key.partner,
+                    r.key.remote_path,
+                    r.key.sha256,
                     r.generation,
                     r.workflow_id,
                     str(r.outcome),
-                    r.error,
+                    # ``reason``: an engine record of a commit before the one DeliveryRecord
+                    # (bench/engine.py --against)
+                    getattr(r, "error", None) or getattr(r, "reason", None),
                     r.executor_id,
                 ),
             )
