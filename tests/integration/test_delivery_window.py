@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from consonance_sftp.app import App
-from consonance_sftp.app.service import Service
+from consonance_sftp.app.runner import Controls
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.settings import DeliveryWindow
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
@@ -44,7 +44,7 @@ def test_deliveries_outside_the_window_are_held_and_inside_it_go(tmp_path: Path)
         1,
     )
     config.write_text(text)
-    controls = Service(App(load_settings(config))).controls
+    controls = Controls(App(load_settings(config)))
     noon, night = datetime(2026, 11, 24, 12, tzinfo=UTC), datetime(2026, 11, 24, 23, tzinfo=UTC)
     reason = controls.hold_reason("print-files", "printer", now=noon)
     assert reason == "outside partner 'printer''s delivery window (22:00-06:00 UTC)"

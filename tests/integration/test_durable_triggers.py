@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.app import App
+from consonance_sftp.app.dispatch import run_event
 from consonance_sftp.app.runner import DeliveryRunner
-from consonance_sftp.app.service import Service
+from consonance_sftp.app.serving import ServeLoop
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient
@@ -92,13 +93,13 @@ def _sent(app: App, isbn: str) -> set[str]:
 
 
 async def _stage_events(
-    service: Service, detector: ChangeDetector, runner: DeliveryRunner
+    service: ServeLoop, detector: ChangeDetector, runner: DeliveryRunner
 ) -> list[ChangeEvent]:
     report = await service.poll_once(detector, runner, detector.api)
     return [e for e in report.events if e.kind is ChangeKind.WORK_ENTERED_STAGE]
 
 
-async def _poll(service: Service, detector: ChangeDetector, runner: DeliveryRunner) -> list[int]:
+async def _poll(service: ServeLoop, detector: ChangeDetector, runner: DeliveryRunner) -> list[int]:
     return [e.work_id for e in await _stage_events(service, detector, runner)]
 
 
@@ -106,7 +107,7 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
     """The first download of the plan fails; the poll after the stage change does not see the
     change again (its snapshot advanced), yet the flow is planned again and the title sent."""
     app = _app(tmp_path, attempts=3)
-    service = Service(app)
+    service = ServeLoop(app)
     async with sandbox_services(app.settings) as sb, app.consonance() as api:
         with SandboxControl(sb.api_url) as control:
             detector = ChangeDetector(api, app.store)
@@ -125,7 +126,7 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
                 wids = {r.workflow_id for r in app.store.list_deliveries(flow=FLOW)}
                 # The event's step run again (a recovery after a crash): the same plan, whose
                 # deliveries attach to the ones that ran instead of sending again.
-                again = await service.run_event(FLOW, event_to_json(event), runner=runner)
+                again = await run_event(app, FLOW, event_to_json(event), runner=runner)
                 assert set(again["deliveries"]) == wids, again
                 for wid in again["deliveries"]:
                     assert "error" not in await runner.wait(wid)
@@ -170,7 +171,7 @@ async def test_a_plan_out_of_retries_is_failed_in_status_and_retry_sends_it(
     alert is raised, ``status`` lists it, and ``retry`` (the downloads working again) plans
     it again and sends the title, once."""
     app = _app(tmp_path, attempts=2)
-    service = Service(app)
+    service = ServeLoop(app)
     async with sandbox_services(app.settings) as sb, app.consonance() as api:
         with SandboxControl(sb.api_url) as control:
             detector = ChangeDetector(api, app.store)
@@ -228,7 +229,7 @@ async def test_a_poll_not_saved_fires_the_same_work_again_not_new_work(tmp_path:
     reads the change again and fires it under the same workflow ID, so the title is planned
     and sent once."""
     app = _app(tmp_path, attempts=3)
-    service = Service(app)
+    service = ServeLoop(app)
     async with sandbox_services(app.settings) as sb, app.consonance() as api:
         with SandboxControl(sb.api_url) as control:
             detector = _SaveFailsOnce(api, app.store)

@@ -426,12 +426,12 @@ def _mtime(path: Path) -> float:
 async def test_a_flow_tick_polls_the_inbox_and_reports_what_it_took(world: World) -> None:
     from datetime import UTC, datetime
 
-    from consonance_sftp.app.service import Service
+    from consonance_sftp.app.serving import run_tick
 
     inbox = world.folders["mover"]
     data = _put(inbox / "jacket-copy.docx", 2000, age_s=30)
     tick = datetime.now(UTC).replace(microsecond=0)
-    summary = await Service(world.app).run_tick("revisions", tick, runner=world.runner)
+    summary = await run_tick(world.app, "revisions", tick, runner=world.runner)
     [taken] = summary["inbox"]["taken"]
     assert taken["path"] == str(inbox / "jacket-copy.docx")
     assert summary["inbox"]["trigger"] == f"schedule:{tick.isoformat()}"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.app import App
-from consonance_sftp.app.service import Service
 from consonance_sftp.cli import service as cli_service
 from consonance_sftp.config import Settings
 from consonance_sftp.sandbox.openssh import OpenSshServer
@@ -51,9 +50,7 @@ def test_run_shows_download_progress_and_logs_each_intake(
         os.utime(path, (then, then))
         caplog.set_level(logging.INFO, logger="consonance_sftp.engine.intake")
         with cli_service.console.capture() as captured:
-            report, results = asyncio.run(
-                cli_service._poll_with_progress(Service(app), "proofs", True)
-            )
+            report, results = asyncio.run(cli_service._poll_with_progress(app, "proofs", True))
         out = captured.get()
         [taken] = report.taken
         assert results[taken.workflow_id or ""]["outcome"] == "stored"

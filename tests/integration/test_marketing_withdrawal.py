@@ -25,10 +25,9 @@ import pytest_asyncio
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app import App
 from consonance_sftp.app.delivery import SftpDeliveryTransport
-from consonance_sftp.app.dispatch import withdrawal_requests
+from consonance_sftp.app.dispatch import RunOutcome, plan, run_flow, withdrawal_requests
 from consonance_sftp.app.operations import Operations
-from consonance_sftp.app.runner import DeliveryRunner, Enqueued
-from consonance_sftp.app.service import RunOutcome, Service
+from consonance_sftp.app.runner import Controls, DeliveryRunner, Enqueued
 from consonance_sftp.config import Settings
 from consonance_sftp.engine import EngineClient
 from consonance_sftp.errors import Fenced
@@ -61,8 +60,7 @@ class Rig:
     isbn: str
 
     async def run(self) -> RunOutcome:
-        service = Service(self.app)
-        return await service.run_flow(FLOW, isbns=[self.isbn], runner=self.runner, wait=True)
+        return await run_flow(self.app, FLOW, isbns=[self.isbn], runner=self.runner, wait=True)
 
     def on_server(self, partner: str) -> dict[str, bytes]:
         folder = self.server.home(PARTNER) / partner
@@ -82,9 +80,7 @@ class Rig:
         self.app.reload(Settings.model_validate(self.raw), changed_partners=[partner])
 
     def pause(self, partner: str, paused: bool) -> None:
-        Service(self.app).controls.set(
-            "partner", partner, paused=paused, by="tester", reason="maintenance"
-        )
+        Controls(self.app).set("partner", partner, paused=paused, by="tester", reason="maintenance")
 
     def outcomes(self, partner: str) -> set[DeliveryOutcome]:
         rows = self.app.store.list_deliveries(partner=partner, isbn=self.isbn, flow=FLOW)
@@ -245,7 +241,7 @@ async def test_a_withdrawal_whose_host_key_changed_removes_nothing_alerts_and_pa
     assert [(a.kind, str(a.severity), a.partner) for a in alerts] == [
         ("host_key_mismatch", "critical", "sales")
     ]  # and no second alert for the failed withdrawal
-    controls = Service(rig.app).controls
+    controls = Controls(rig.app)
     assert controls.hold_reason(FLOW, "sales") == "partner 'sales' is paused"
     assert rig.outcomes("sales") == {DeliveryOutcome.SENT}
     assert rig.withdrawn_events() == []
@@ -301,7 +297,7 @@ async def test_a_removal_cut_off_by_the_server_is_retried_and_recorded_once(
 async def test_a_dry_run_shows_the_withdrawal_and_removes_or_records_nothing(rig: Rig) -> None:
     sent = rig.on_server("sales")
     rig.withdraw_title()
-    outcome = await Service(rig.app).run_flow(FLOW, isbns=[rig.isbn], dry_run=True)
+    outcome = await run_flow(rig.app, FLOW, isbns=[rig.isbn], dry_run=True)
     [planned] = outcome.planned.withdrawals
     assert planned.partner == "sales" and planned.isbn == rig.isbn
     assert sorted(f.remote_path for f in planned.files) == sorted(sent)
@@ -350,7 +346,7 @@ async def test_a_withdrawal_handed_to_the_running_service_is_followed_to_its_out
     from the records (here the rig's engine plays ``serve``)."""
     sent = rig.on_server("sales")
     rig.withdraw_title()
-    planned = await Service(rig.app).plan(FLOW, isbns=[rig.isbn])
+    planned = await plan(rig.app, FLOW, isbns=[rig.isbn])
     [request] = withdrawal_requests(planned, trigger="test")
     beside = DeliveryRunner(rig.app)
     beside.client = EngineClient(rig.app.engine_settings())

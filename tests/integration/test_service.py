@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.app import App
-from consonance_sftp.app.service import FlowNotAvailable, Service
+from consonance_sftp.app.dispatch import plan
+from consonance_sftp.app.runner import Controls
+from consonance_sftp.app.serving import ServeLoop, run_tick
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient, FlowSchedule
+from consonance_sftp.flows.base import FlowNotAvailable
 from consonance_sftp.sandbox.services import sandbox_services
 from tests.cli import free_port
 
@@ -38,11 +41,11 @@ def app(tmp_path: Path) -> App:
 
 @pytest.mark.slow
 async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
-    service = Service(app)
+    controls = Controls(app)
     async with sandbox_services(app.settings) as sb:
         stop = asyncio.Event()
         task = asyncio.create_task(
-            service.serve(
+            ServeLoop(app).serve(
                 stop=stop,
                 poll_interval_s=3600,
                 schedule_overrides={ONIX: EVERY_2_S},
@@ -50,9 +53,7 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
         )
         await asyncio.sleep(9)
         # A paused flow: its ticks are recorded, nothing runs.
-        await asyncio.to_thread(
-            service.controls.set, "flow", ONIX, paused=True, by="tester", reason="test"
-        )
+        await asyncio.to_thread(controls.set, "flow", ONIX, paused=True, by="tester", reason="test")
         paused_at = datetime.now(UTC)
         await asyncio.sleep(2 * EVERY_S + 0.5)
         stop.set()
@@ -82,17 +83,17 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
 
 async def test_kind_without_implementation_is_refused_with_a_hint(app: App) -> None:
     with pytest.raises(FlowNotAvailable) as caught:
-        await Service(app).plan("nightly-archive")
+        await plan(app, "nightly-archive")
     assert "archive" in str(caught.value)
     assert caught.value.hint and "Implemented kinds" in caught.value.hint
 
 
 def test_paused_partner_is_recorded_with_who_and_why(app: App) -> None:
-    service = Service(app)
-    service.controls.set("partner", "printer", paused=True, by="alice", reason="maintenance")
-    assert service.controls.hold_reason("print-files", "printer") == "partner 'printer' is paused"
-    service.controls.set("partner", "printer", paused=False, by="bob", reason="done")
-    assert service.controls.hold_reason("print-files", "printer") is None
+    controls = Controls(app)
+    controls.set("partner", "printer", paused=True, by="alice", reason="maintenance")
+    assert controls.hold_reason("print-files", "printer") == "partner 'printer' is paused"
+    controls.set("partner", "printer", paused=False, by="bob", reason="done")
+    assert controls.hold_reason("print-files", "printer") is None
     events = app.store.list_audit(subject="partner:printer")
     assert [(e.action, e.actor, e.details["reason"]) for e in reversed(events)] == [
         ("partner.paused", "user:alice", "maintenance"),
@@ -107,9 +108,8 @@ async def test_the_same_tick_twice_runs_once(app: App) -> None:
     and a tick that ran is on the record once, with what it did."""
     from consonance_sftp.app.runner import DeliveryRunner
 
-    service = Service(app)
     await asyncio.to_thread(
-        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+        Controls(app).set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
     async with DeliveryRunner(app, executor=True) as runner:
         engine = runner.engine
@@ -150,9 +150,8 @@ async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(ap
     from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.engine import prune_history
 
-    service = Service(app)
     await asyncio.to_thread(
-        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+        Controls(app).set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
     archive = "nightly-archive"  # a kind this release cannot run: its tick fails
     async with DeliveryRunner(app, executor=True) as runner:
@@ -190,7 +189,7 @@ async def test_a_title_entering_its_publication_window_fires_the_flow_once(app: 
     from consonance_sftp.flows.changes import ChangeDetector
     from consonance_sftp.sandbox.consonance.control import SandboxControl
 
-    service = Service(app)
+    service = ServeLoop(app)
     today = datetime.now(UTC).date()
     async with sandbox_services(app.settings) as sb, app.consonance() as api:
         ebooks = [
@@ -235,14 +234,13 @@ async def test_a_tick_step_run_again_is_recorded_once(app: App) -> None:
     still has one ``flow.tick`` per tick."""
     from consonance_sftp.app.runner import DeliveryRunner
 
-    service = Service(app)
     await asyncio.to_thread(
-        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+        Controls(app).set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
     tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
     runner = DeliveryRunner(app)  # not entered: a paused flow never reaches it
     for moment in (tick, tick, tick + timedelta(days=1)):
-        await service.run_tick(ONIX, moment, runner=runner)
+        await run_tick(app, ONIX, moment, runner=runner)
     ticks = [e.details["tick"] for e in app.store.list_audit(action="flow.tick")]
     assert sorted(ticks) == [tick.isoformat(), (tick + timedelta(days=1)).isoformat()]
 
@@ -252,12 +250,11 @@ async def test_each_tick_logs_one_info_line_with_its_outcome(
 ) -> None:
     from consonance_sftp.app.runner import DeliveryRunner
 
-    service = Service(app)
     await asyncio.to_thread(
-        service.controls.set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
+        Controls(app).set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
     tick = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-    with caplog.at_level(logging.INFO, logger="consonance_sftp.app.service"):
-        await service.run_tick(ONIX, tick, runner=DeliveryRunner(app))
-    lines = [r.getMessage() for r in caplog.records if r.name == "consonance_sftp.app.service"]
+    with caplog.at_level(logging.INFO, logger="consonance_sftp.app.serving"):
+        await run_tick(app, ONIX, tick, runner=DeliveryRunner(app))
+    lines = [r.getMessage() for r in caplog.records if r.name == "consonance_sftp.app.serving"]
     assert lines == [f"flow {ONIX}: tick {tick.isoformat()}: skipped flow {ONIX!r} is paused"]

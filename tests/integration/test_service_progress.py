@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consonance_sftp.app import serving
+from consonance_sftp.app import poller_health, serving
 from consonance_sftp.flows.changes import ChangeDetector
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from tests.fixtures.consonance_sandbox import MemorySnapshotStore, SandboxHandle
@@ -55,29 +55,29 @@ def test_poller_health_alerts_once_per_kind_of_failure_and_notes_the_recovery(
             return [a.kind for a in reversed(store.list_alerts())]
 
         down = ConsonanceUnavailable("cannot reach Consonance at http://x: ConnectError()")
-        for _ in range(serving.ALERT_AFTER - 1):
-            serving.record_poll_failure(store, down)
+        for _ in range(poller_health.ALERT_AFTER - 1):
+            poller_health.record_poll_failure(store, down)
         assert kinds() == []
         for _ in range(3):
-            serving.record_poll_failure(store, down)
+            poller_health.record_poll_failure(store, down)
         assert kinds() == ["consonance_poll_failed"]
         refused = ConsonanceAuthError("Consonance refused the API token (HTTP 401) for works")
         for _ in range(3):
-            serving.record_poll_failure(store, refused)
+            poller_health.record_poll_failure(store, refused)
         alerts = store.list_alerts()
         assert kinds() == ["consonance_poll_failed", "consonance_poll_failed"]
         assert "HTTP 401" in alerts[0].message and str(alerts[0].severity) == "critical"
-        health = serving.PollerHealth.load(store)
-        assert health is not None and health.failures == serving.ALERT_AFTER + 5
+        health = poller_health.PollerHealth.load(store)
+        assert health is not None and health.failures == poller_health.ALERT_AFTER + 5
         assert health.last_error == str(refused) and health.failing_since is not None
 
         report = PollReport(
             mode="incremental", started_at=datetime.now(UTC), works_read=0, products_read=0
         )
-        serving.record_poll_success(store, report)
-        serving.record_poll_success(store, report)
+        poller_health.record_poll_success(store, report)
+        poller_health.record_poll_success(store, report)
         assert kinds()[-1] == "consonance_poll_recovered" and len(kinds()) == 3
-        health = serving.PollerHealth.load(store)
+        health = poller_health.PollerHealth.load(store)
         assert health is not None and health.failing_since is None and health.failures == 0
         assert health.last_success is not None and health.last_mode == "incremental"
         assert health.last_error == str(refused)  # the last error stays on show

@@ -3,10 +3,11 @@
 This is the only package that imports adapters. User interfaces (cli, web) ask an ``App`` for
 what they need; flows and the engine receive ports, never adapters. Adapters are built lazily,
 so a command that only reads the ledger never opens an SSH connection. Beside it: ``delivery``
-(the SFTP adapter as the engine's transport), ``dispatch`` (planned work as engine requests),
+(the SFTP adapter as the engine's transport), ``dispatch`` (a flow's plan as engine requests),
 ``runner`` (deliveries in-process or through the DBOS client, pauses, windows, resends),
-``service`` (poller, schedules, ``run``) and ``operations`` (what the CLI and the web console
-do). Inside ``app`` no module imports one above it (import-linter checks for cycles).
+``serving`` (the serve/worker loop: polls, ticks, held work, config reloads; ``poller_health``
+beside it) and ``operations`` (what the CLI and the web console do). Inside ``app`` no module
+imports one above it (import-linter checks for cycles).
 """
 
 from __future__ import annotations
@@ -158,13 +159,14 @@ class App:
         return engine
 
     def bind_work(self, engine: Engine, runner: DeliveryRunner) -> None:
-        """Wire the engine's flow-tick and flow-event workflows to the service's runs (the
-        composition root knows both; the runner below the service need not)."""
-        from consonance_sftp.app.service import Service
+        """Wire the engine's flow-tick workflows to ``app.serving.run_tick`` and its
+        flow-event workflows to ``app.dispatch.run_event`` (the composition root knows them
+        all; the runner below them need not)."""
+        from consonance_sftp.app.dispatch import run_event
+        from consonance_sftp.app.serving import run_tick
 
-        service = Service(self)
-        engine.bind_flow_runner(functools.partial(service.run_tick, runner=runner))
-        engine.bind_event_runner(functools.partial(service.run_event, runner=runner))
+        engine.bind_flow_runner(functools.partial(run_tick, self, runner=runner))
+        engine.bind_event_runner(functools.partial(run_event, self, runner=runner))
 
     def host_key_changed(self, partner: str, exc: HostKeyMismatch) -> None:
         """A changed host key is a security event: alert, and stop that partner until an

@@ -40,6 +40,7 @@ from consonance_sftp.config.transfer import PostAction, TransferSettings
 from consonance_sftp.engine.contracts import FetchedFile, IntakeRequest
 from consonance_sftp.engine.intake import printable_path, safe_local_name
 from consonance_sftp.errors import (
+    ConsonanceSftpError,
     HostKeyMismatch,
     IntegrityError,
     RemotePathNotFound,
@@ -313,6 +314,34 @@ async def poll_inbox(
         *(_poll_partner(app, runner, name, flow, p, report) for p in flow.partners)
     )
     return report
+
+
+async def poll_inbox_now(
+    app: App, name: str, *, wait: bool = True, progress: ProgressSink | None = None
+) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
+    """``run`` of an intake flow: look into its partners' inboxes now and take in the
+    finished files (through ``serve`` when it holds the engine); with ``wait``, until each
+    file is stored. Returns the poll's report and each intake's outcome."""
+    from consonance_sftp.app.dispatch import manual_trigger
+    from consonance_sftp.app.runner import DeliveryRunner
+
+    config = app.settings.flow(name)  # a typo is answered with the closest name
+    flow = registry.intake_flow(config)
+    if flow is None:
+        raise ConsonanceSftpError(f"flow {name!r} ({config.kind}) has no inbox to poll")
+    if not flow.enabled:
+        raise ConsonanceSftpError(
+            f"flow {name!r} is disabled in the config",
+            hint=f"Set enabled = true under [flows.{name}].",
+        )
+    results: dict[str, dict[str, Any]] = {}
+    async with DeliveryRunner(app, progress=progress, quiet=True) as runner:
+        report = await poll_inbox(app, runner, name, flow, trigger=manual_trigger())
+        if wait:
+            for taken in report.taken:
+                if taken.workflow_id:
+                    results[taken.workflow_id] = await runner.wait(taken.workflow_id)
+    return report, results
 
 
 async def _poll_partner(

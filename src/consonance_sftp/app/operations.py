@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import tomlkit
 
 from consonance_sftp.app.dispatch import resend_request, workflow_owner
+from consonance_sftp.app.poller_health import PollerHealth
 from consonance_sftp.app.runner import (
     Controls,
     DeliveryRunner,
@@ -32,8 +33,7 @@ from consonance_sftp.app.runner import (
     held_deliveries,
     mark_resend,
 )
-from consonance_sftp.app.service import Service
-from consonance_sftp.app.serving import PollerHealth
+from consonance_sftp.app.serving import flow_schedules
 from consonance_sftp.engine import EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
@@ -209,7 +209,7 @@ class Operations:
         moment = now or datetime.now(UTC)
         return [
             Schedule(name, tick.cron, tick.timezone, tick.next_after(moment))
-            for name, tick in Service(self.app).flow_schedules().items()
+            for name, tick in flow_schedules(self.app).items()
         ]
 
     def status(self) -> Status:

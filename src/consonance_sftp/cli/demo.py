@@ -15,7 +15,7 @@ import asyncio
 import shutil
 import socket
 import sys
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,8 +27,9 @@ from consonance_sftp.cli.follow import transfer_bars
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 
-if TYPE_CHECKING:  # the config and domain models load when the demo runs, not at start-up
-    from consonance_sftp.models import Work
+if TYPE_CHECKING:  # the app loads when the demo runs, not at start-up
+    from consonance_sftp.app import App
+    from consonance_sftp.app.dispatch import RunOutcome
 
 MARKER = ".consonance-sftp-demo"
 STAGE = "Production approval"
@@ -59,7 +60,9 @@ def _step(n: int, text: str) -> None:
     console.rule(f"[bold]{n}. {text}", align="left")
 
 
-def _printable(work: Work) -> bool:
+def _printable(work: Any) -> bool:
+    """A work (``models.Work``, read through the app's Consonance client) whose print product
+    has its interior and cover approved: what the starter's production flow sends."""
     return bool(work.production_runs) and any(
         p.typename == "PhysicalBookProduct"
         and {f.file_variant for f in p.production_files if f.approval_status == "APPROVED"}
@@ -70,20 +73,17 @@ def _printable(work: Work) -> bool:
 
 async def _run(folder: Path) -> None:
     from consonance_sftp.app import App
+    from consonance_sftp.app.dispatch import RunOutcome, plan_event, trigger_of
+    from consonance_sftp.app.serving import change_detector, fired_flows
     from consonance_sftp.config import ProductionFlow, load_settings
     from consonance_sftp.config.starter import CONFIG_NAME
-    from consonance_sftp.flows.changes import ChangeDetector
-    from consonance_sftp.flows.production import ProductionHandoff
-    from consonance_sftp.flows.triggers import triggered
     from consonance_sftp.sandbox.consonance.control import SandboxControl
     from consonance_sftp.sandbox.services import sandbox_services
 
     config = folder / CONFIG_NAME
     settings = load_settings(config)
     app = App(settings)
-    flow_name, flow = next(
-        (name, f) for name, f in settings.flows.items() if isinstance(f, ProductionFlow)
-    )
+    flow_name = next(name for name, f in settings.flows.items() if isinstance(f, ProductionFlow))
 
     _step(2, "Start the local Consonance sandbox and the partners' SFTP server")
     async with sandbox_services(settings) as sb:
@@ -95,7 +95,8 @@ async def _run(folder: Path) -> None:
 
         _step(3, "Learn the catalogue (the first poll is a silent baseline)")
         async with app.consonance() as api:
-            detector = ChangeDetector(api, app.store)
+            # The serve loop's steps, one at a time: its poll, its triggers, dispatch's plan.
+            detector = change_detector(app, api)
             baseline = await detector.poll()
             console.print(
                 f"read {counted(baseline.works_read, 'work')} and "
@@ -112,68 +113,64 @@ async def _run(folder: Path) -> None:
             report = await detector.poll()
             for event in report.events:
                 console.print(f"event: {event.kind.value} {event.old!r} -> {event.new!r}")
-            events = [e for e in report.events if triggered(flow, e)]
-            if not events:
+            fired = [(n, e) for n, e in fired_flows(app, report.events) if n == flow_name]
+            if not fired:
                 raise ConsonanceSftpError("the poll did not see the stage change")
+            name, event = fired[0]
+            console.print(f"flow {name} fires ({trigger_of(event)})")
 
             _step(5, "Fetch, check and plan the printer's package")
-            work = await api.get_work(work.id) or work
-            handoff = ProductionHandoff(api, app.store, app.state_dir / "packages")
-            packages, skipped = await handoff.prepare(flow, work, now=datetime.now(UTC))
-        for s in skipped:
-            console.print(f"[yellow]skipped[/yellow] {s.product.isbn13}: {s.reason}")
-        for pkg in packages:
+            planned = await plan_event(app, name, event, api=api)
+        for s in planned.skipped:
+            console.print(f"[yellow]skipped[/yellow] {s.what}: {s.reason}")
+        for pkg in planned.outbounds:
             console.print(f"[bold]{pkg.label}[/bold] for {pkg.partner} (preflight passed):")
             for line in pkg.plan.lines():
                 console.print("  " + line)
 
         _step(6, "Deliver through the durable engine (DBOS on SQLite)")
-        await _deliver(app, packages, flow_name)
+        await _deliver(app, RunOutcome(planned), trigger_of(event))
 
         _step(7, "What happened")
-        _report(app, sb.partner_folder("printer", "/in"), packages)
+        _report(app, sb.partner_folder("printer", "/in"), planned.outbounds)
         async with app.consonance() as api:
-            quiet = await ChangeDetector(api, app.store).poll()
+            quiet = await change_detector(app, api).poll()
         console.print(
             f"one more poll: {counted(len(quiet.events), 'new event')} (nothing is sent twice)"
         )
     _where_to_look(folder, config)
 
 
-async def _first_printable(api: Any) -> Work:
+async def _first_printable(api: Any) -> Any:
     async for work in api.iter_works():
         if _printable(work) and work.project_stage != STAGE:
-            return work  # type: ignore[no-any-return]
+            return work
     raise ConsonanceSftpError("the sandbox catalogue has no title ready for print")
 
 
-async def _deliver(app: Any, packages: list[Any], flow_name: str) -> None:
-    """The same path as ``run``: requests from ``app.dispatch``, handed to the engine by the
-    runner (which starts it in this process: nothing else holds the demo's engine file)."""
-    from consonance_sftp.app.dispatch import request_for
-    from consonance_sftp.app.runner import DeliveryRunner, Enqueued
+async def _deliver(app: App, outcome: RunOutcome, trigger: str) -> None:
+    """The same dispatch as ``run`` and the event workflow (``app.dispatch.submit_all``),
+    handed to the engine by the runner (which starts it in this process: nothing else holds
+    the demo's engine file)."""
+    from consonance_sftp.app.dispatch import submit_all
+    from consonance_sftp.app.runner import DeliveryRunner
 
     with transfer_bars(console) as on_progress:
         async with DeliveryRunner(app, progress=on_progress) as runner:
-            ids = []
-            for pkg in packages:
-                trigger = f"consonance: work {pkg.work.id} entered '{STAGE}'"
-                submitted = await runner.submit(request_for(app, flow_name, pkg, trigger=trigger))
-                if not isinstance(submitted, Enqueued):
-                    raise ConsonanceSftpError(f"the delivery was held: {submitted.reason}")
-                ids.append(submitted.workflow_id)
-            for wid in ids:
-                result = await runner.wait(wid, timeout_s=120)
-                if "error" in result:
-                    raise ConsonanceSftpError(f"{wid}: {result['error']}")
-                console.print(
-                    f"workflow {wid}: {counted(len(result['sent']), 'file')} sent, "
-                    f"{len(result['already_present'])} already on the server, "
-                    f"{len(result['already_recorded'])} already in the ledger"
-                )
+            await submit_all(app, runner, outcome, trigger=trigger, wait=True)
+    for held in outcome.held:
+        raise ConsonanceSftpError(f"the delivery was held: {held.reason}")
+    for wid, result in outcome.results.items():
+        if "error" in result:
+            raise ConsonanceSftpError(f"{wid}: {result['error']}")
+        console.print(
+            f"workflow {wid}: {counted(len(result['sent']), 'file')} sent, "
+            f"{len(result['already_present'])} already on the server, "
+            f"{len(result['already_recorded'])} already in the ledger"
+        )
 
 
-def _report(app: Any, printer_in: Path, packages: list[Any]) -> None:
+def _report(app: App, printer_in: Path, packages: Sequence[object]) -> None:
     table = Table("ledger: partner", "remote path", "bytes", "SHA-256", "outcome")
     for row in reversed(app.store.list_deliveries(limit=20)):
         table.add_row(row.partner, row.remote_path, f"{row.size:,}", row.sha256[:16], row.outcome)

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
         Status,
         WorkTable,
     )
+    from consonance_sftp.app.poller_health import PollerHealth
     from consonance_sftp.app.runner import DeliveryRunner
-    from consonance_sftp.app.serving import PollerHealth
 
 # Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

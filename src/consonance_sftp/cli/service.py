@@ -27,10 +27,11 @@ from consonance_sftp.logs import setup_logging
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.dispatch import RunOutcome
     from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.operations import DeliveryRecord
     from consonance_sftp.app.runner import Enqueued
-    from consonance_sftp.app.service import RunOutcome, Service
+    from consonance_sftp.app.serving import ServeLoop
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -105,28 +106,27 @@ def run(
     ] = False,
 ) -> None:
     """Run one flow now (manual trigger); with --dry-run, show exactly what would be sent."""
-    from consonance_sftp.app.service import Service
+    from consonance_sftp.app.dispatch import is_intake, run_flow
 
     app = _app()
-    service = Service(app)
     isbns = tuple(isbn or ())
-    if service.is_intake(flow):
+    if is_intake(app, flow):
         if dry_run or isbns or full or test:
             raise ConsonanceSftpError(
                 f"flow {flow!r} takes files in: --dry-run, --isbn, --full and --test do not apply",
                 hint=f"consonance-sftp run {flow} looks into its partners' inboxes now.",
             )
-        _print_inbox(*asyncio.run(_poll_with_progress(service, flow, wait)))
+        _print_inbox(*asyncio.run(_poll_with_progress(app, flow, wait)))
         return
     if dry_run:
         outcome = asyncio.run(
-            service.run_flow(flow, dry_run=True, isbns=isbns, force_full=full, test=test)
+            run_flow(app, flow, dry_run=True, isbns=isbns, force_full=full, test=test)
         )
         _print_plan(app, outcome)
         console.print("[bold]dry run[/bold]: nothing was sent")
         return
     started = datetime.now(UTC)
-    outcome = asyncio.run(_run_with_progress(service, flow, isbns, wait, full=full, test=test))
+    outcome = asyncio.run(_run_with_progress(app, flow, isbns, wait, full=full, test=test))
     _print_plan(app, outcome)
     failed: list[str] = []
     for h in outcome.held:
@@ -170,16 +170,14 @@ def run(
 
 
 async def _poll_with_progress(
-    service: Any, flow: str, wait: bool
+    app: App, flow: str, wait: bool
 ) -> tuple[InboxReport, dict[str, dict[str, Any]]]:
     """An intake flow's poll, with a progress bar per download (on a terminal)."""
+    from consonance_sftp.app.intake import poll_inbox_now
     from consonance_sftp.cli.follow import transfer_bars
 
     with transfer_bars(console, "(download)") as on_progress:
-        result: tuple[InboxReport, dict[str, dict[str, Any]]] = await service.poll_inbox_now(
-            flow, wait=wait, progress=on_progress
-        )
-        return result
+        return await poll_inbox_now(app, flow, wait=wait, progress=on_progress)
 
 
 def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[DeliveryRecord]:
@@ -235,13 +233,14 @@ def _print_inbox(report: InboxReport, results: dict[str, dict[str, Any]]) -> Non
 
 
 async def _run_with_progress(
-    service: Any, flow: str, isbns: tuple[str, ...], wait: bool, *, full: bool, test: bool
-) -> Any:
+    app: App, flow: str, isbns: tuple[str, ...], wait: bool, *, full: bool, test: bool
+) -> RunOutcome:
+    from consonance_sftp.app.dispatch import run_flow
     from consonance_sftp.cli.follow import transfer_bars
 
     with transfer_bars(console) as on_progress:
-        return await service.run_flow(
-            flow, isbns=isbns, wait=wait, progress=on_progress, force_full=full, test=test
+        return await run_flow(
+            app, flow, isbns=isbns, wait=wait, progress=on_progress, force_full=full, test=test
         )
 
 
@@ -264,11 +263,11 @@ def serve(
 
     The config is reloaded on SIGHUP and when the file changes, validated first: an invalid
     file is logged with its problems and the config in force is kept."""
-    from consonance_sftp.app.service import Service
+    from consonance_sftp.app.serving import ServeLoop
 
     app = _app()
     _service_logging(app)
-    service = Service(app)
+    loop = ServeLoop(app)
 
     def ready() -> None:
         console.print(
@@ -279,7 +278,7 @@ def serve(
 
     with _CatalogueStatus() as shown:
         _until_signal(
-            service,
+            loop,
             poll_interval_s=poll_interval,
             reconcile_every=timedelta(hours=reconcile_hours),
             on_ready=ready,
@@ -335,14 +334,14 @@ def worker(
             "'worker' is for PostgreSQL; this config's engine database is SQLite",
             hint="On SQLite run one 'consonance-sftp serve' (one executor per SQLite file).",
         )
-    from consonance_sftp.app.service import Service
+    from consonance_sftp.app.serving import ServeLoop
 
     def ready() -> None:
         console.print(f"worker {settings.executor_id} started", soft_wrap=True)
 
     # An executor only: deliveries and flow ticks from the queues; 'serve' polls Consonance
     # and the inboxes through the schedules it declares.
-    _until_signal(Service(app), on_ready=ready, triggers=False, executor_id=executor_id)
+    _until_signal(ServeLoop(app), on_ready=ready, triggers=False, executor_id=executor_id)
     console.print(f"worker {settings.executor_id} stopped")
 
 
@@ -354,18 +353,18 @@ def _service_logging(app: App) -> None:
         setup_logging(logs.level, json_lines=logs.json_lines)
 
 
-def _until_signal(service: Service, **options: Any) -> None:
-    """Run ``service.serve`` until SIGTERM/SIGINT, then stop at a resumable point; SIGHUP
+def _until_signal(loop: ServeLoop, **options: Any) -> None:
+    """Run ``loop.serve`` until SIGTERM/SIGINT, then stop at a resumable point; SIGHUP
     reloads the config."""
 
     async def main() -> None:
         stop = asyncio.Event()
         sighup = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        events = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, sighup.set)
-        await service.serve(stop=stop, sighup=sighup, **options)
+            events.add_signal_handler(sig, stop.set)
+        events.add_signal_handler(signal.SIGHUP, sighup.set)
+        await loop.serve(stop=stop, sighup=sighup, **options)
 
     asyncio.run(main())
 

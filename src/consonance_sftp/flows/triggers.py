@@ -9,7 +9,7 @@
 * ``newly_due``: a window's ``publication_due`` event fires once per product and publication
   date (a moved date fires again);
 * cron schedules and inbox polls: ``schedule_of`` says which cron (and time zone) a flow ticks
-  on; the app declares it to the engine (``Service.flow_schedules``).
+  on; the app declares it to the engine (``app.serving.flow_schedules``).
 
 The detection of changes themselves (snapshots, events) is ``flows.changes``.
 """
