@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from consonance_sftp.adapters.store import open_store  # noqa: E402
 from consonance_sftp.models import DeliveryOutcome  # noqa: E402
-from consonance_sftp.ports.store import DeliveryRecord  # noqa: E402
+from consonance_sftp.ports.delivery import DeliveryRecord  # noqa: E402
 
 
 def deliver(url: str, base: int, count: int) -> None:

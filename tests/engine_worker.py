@@ -32,16 +32,11 @@ from typing import TYPE_CHECKING, Any
 from dbos import DBOS
 
 from consonance_sftp.engine import (
-    DeliveryRecord,
-    DeliveryRequest,
     Engine,
     EngineSettings,
-    FileToSend,
-    RemoteFileState,
     RetryPolicy,
     StoreLedger,
 )
-from consonance_sftp.engine.contracts import Fence
 from consonance_sftp.engine.schedules import FlowSchedule
 from consonance_sftp.errors import (
     ConnectionLost,
@@ -49,6 +44,23 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
+
+try:
+    from consonance_sftp.ports.delivery import (
+        DeliveryRecord,
+        DeliveryRequest,
+        Fence,
+        FileToSend,
+        RemoteFileState,
+    )
+except ImportError:  # bench/engine.py --against a commit from before ports/delivery.py
+    from consonance_sftp.engine import (  # type: ignore[attr-defined,no-redef]
+        DeliveryRecord,
+        DeliveryRequest,
+        Fence,
+        FileToSend,
+        RemoteFileState,
+    )
 
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable
@@ -183,9 +195,10 @@ class FolderTransport:
     async def remove(self, partner: str, remote_path: str, fence: Fence) -> bool:
         final = self.dest / partner / remote_path.lstrip("/")
         fence.check()
-        if not final.exists():
-            return False
-        final.unlink()
+        try:
+            final.unlink()
+        except FileNotFoundError:
+            return False  # already gone: no error (a re-run)
         self.events.write("remove", partner=partner, path=remote_path)
         return True
 
@@ -236,7 +249,9 @@ class SqliteLedger:
                     r.generation,
                     r.workflow_id,
                     str(r.outcome),
-                    r.reason,
+                    # ``reason``: an engine record of a commit before the one DeliveryRecord
+                    # (bench/engine.py --against)
+                    getattr(r, "error", None) or getattr(r, "reason", None),
                     r.executor_id,
                 ),
             )

@@ -12,9 +12,9 @@ import pytest
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import SftpDeliveryTransport
 from consonance_sftp.app.dispatch import delivery_request
-from consonance_sftp.engine import FileToSend
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile
+from consonance_sftp.ports.delivery import FileToSend
 from tests.cli import free_port
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from consonance_sftp.engine import DeliveryRequest, Engine, EngineClient, FileToSend
-from consonance_sftp.engine.contracts import Fence
+from consonance_sftp.engine import Engine, EngineClient
 from consonance_sftp.errors import RemotePermissionDenied
+from consonance_sftp.ports.delivery import DeliveryRequest, Fence, FileToSend
 from tests.engine_worker import (
     EventLog,
     FolderTransport,

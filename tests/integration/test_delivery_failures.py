@@ -35,7 +35,7 @@ import pytest
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store.sql_store import SqlStore, open_store
 from consonance_sftp.app.delivery import SftpDeliveryTransport
-from consonance_sftp.engine import DeliveryRequest, Engine, EngineClient, StoreLedger
+from consonance_sftp.engine import Engine, EngineClient, StoreLedger
 from consonance_sftp.errors import (
     DeliveryFailed,
     LocalDiskFull,
@@ -43,6 +43,7 @@ from consonance_sftp.errors import (
     TransportError,
 )
 from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRequest
 from tests.cli import free_port
 from tests.engine_worker import make_source, settings_from
 from tests.fixtures.consonance_sandbox import SandboxHandle
@@ -134,6 +135,7 @@ async def test_an_unreachable_partner_fails_with_its_address_and_cause_rows_and_
             assert r.outcome is DeliveryOutcome.FAILED
             assert r.error is not None and "connection refused" in r.error
             assert r.attempts == 3
+            assert r.executor_id == "failures-test"  # the engine process that recorded it
         actions = [e.action for e in store.list_audit(limit=50)]
         assert actions.count("delivery.failed") == 2
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import SftpDeliveryTransport
-from consonance_sftp.engine import FileToSend
+from consonance_sftp.ports.delivery import FileToSend
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from consonance_sftp.engine import DeliveryRequest, EngineClient
+from consonance_sftp.engine import EngineClient
+from consonance_sftp.ports.delivery import DeliveryRequest
 from tests.engine_worker import (
     Worker,
     ledger_rows,

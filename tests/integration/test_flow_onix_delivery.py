@@ -110,9 +110,9 @@ async def test_a_feed_goes_through_the_engine_once_and_only_then_moves_the_basel
         feed.plan.files[0].sha256,
         feed.plan.files[0].size,
     )
-    assert row.package_id == feed.label and row.trigger == "manual:test"
+    assert row.package == feed.label and row.trigger == "manual:test"
     test_row = by_path[f"{remote_folder}/test/{sample.file_name}"]
-    assert test_row.package_id == sample.label and sample.label.startswith("onix test ")
+    assert test_row.package == sample.label and sample.label.startswith("onix test ")
     # The test feed did not touch the baseline: still exactly the full delivery's hashes.
     assert baseline(app.store, NAME, "distributor") == feed.state
     actions = [e.action for e in app.store.list_audit(subject=f"distributor:{NAME}")]

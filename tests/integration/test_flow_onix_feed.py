@@ -31,7 +31,7 @@ from consonance_sftp.flows.onix_feed import (
 )
 from consonance_sftp.formats.onix import iter_onix_records, record_reference
 from consonance_sftp.models import DeliveryOutcome, Product, Work
-from consonance_sftp.ports.store import DeliveryRecord
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from tests.fixtures.consonance_sandbox import SandboxHandle
 
@@ -85,7 +85,7 @@ def _ledger(
                 remote_path=key.remote_path,
                 sha256=f.sha256,
                 size=f.size,
-                package_id=package.label,
+                package=package.label,
                 outcome=outcome,
             )
         )

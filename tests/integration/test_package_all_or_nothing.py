@@ -22,7 +22,8 @@ import pytest
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import SftpDeliveryTransport
-from consonance_sftp.engine import DeliveryRequest, Engine, EngineClient, FileToSend
+from consonance_sftp.engine import Engine, EngineClient
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.engine_worker import SqliteLedger, ledger_rows, make_source, settings_from
 

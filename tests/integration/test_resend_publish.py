@@ -22,9 +22,10 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.app.delivery import SftpDeliveryTransport
 from consonance_sftp.app.runner import ResendTransport, mark_resend
-from consonance_sftp.engine import DeliveryRequest, Engine, EngineClient, FileToSend
+from consonance_sftp.engine import Engine, EngineClient
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.engine_worker import make_source, settings_from
 

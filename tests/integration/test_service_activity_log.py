@@ -12,8 +12,9 @@ import pytest
 from consonance_sftp.app import App, LoggedLedger
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from consonance_sftp.engine import DeliveryRecord, StoreLedger
+from consonance_sftp.engine import StoreLedger
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRecord
 
 
 @pytest.fixture
@@ -30,7 +31,9 @@ def test_each_delivered_file_logs_its_outcome(app: App, caplog: pytest.LogCaptur
             DeliveryRecord(
                 workflow_id="dlv-printer-x-g0",
                 flow="print-files",
-                key=key,
+                partner=key.partner,
+                remote_path=key.remote_path,
+                sha256=key.sha256,
                 size=560,
                 generation=0,
                 outcome=DeliveryOutcome.SENT,

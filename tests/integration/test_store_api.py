@@ -23,8 +23,9 @@ from consonance_sftp.models import (
     DeliveryOutcome,
     IntakeOutcome,
 )
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.snapshots import Snapshot
-from consonance_sftp.ports.store import AssetVersion, DeliveryRecord, IntakeRecord, Store
+from consonance_sftp.ports.store import AssetVersion, IntakeRecord, Store
 from tests.cli import free_port
 from tests.threads import all_at_once
 
@@ -62,7 +63,7 @@ def delivery(**overrides: object) -> DeliveryRecord:
         "sha256": "a" * 64,
         "size": 1234,
         "isbn": "9781234567897",
-        "package_id": "pkg-1",
+        "package": "pkg-1",
         "trigger": "manual:alice",
     }
     values.update(overrides)

@@ -17,7 +17,8 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.adapters.store.audit_chain import event_hash
 from consonance_sftp.adapters.store.schema import audit_chains, audit_events
 from consonance_sftp.models import DeliveryOutcome, IntakeOutcome
-from consonance_sftp.ports.store import AuditProblem, DeliveryRecord, IntakeRecord
+from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.store import AuditProblem, IntakeRecord
 from tests.integration.test_store_audit import _cli, bypass_guards, fill, raw
 from tests.threads import all_at_once
 
@@ -380,7 +381,7 @@ _LEDGER_WRITER = """
 import sys
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.models import DeliveryOutcome
-from consonance_sftp.ports.store import DeliveryRecord
+from consonance_sftp.ports.delivery import DeliveryRecord
 store = open_store(sys.argv[1])
 base = int(sys.argv[2])
 for n in range(base, base + 30):

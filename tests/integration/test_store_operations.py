@@ -132,7 +132,7 @@ def test_held_deliveries_are_read_from_the_holds_not_the_audit_trail(tmp_path: P
     from consonance_sftp.app.runner import Controls, DeliveryRunner, Held, held_deliveries
     from consonance_sftp.config import load_settings
     from consonance_sftp.config.starter import CONFIG_NAME, init_project
-    from consonance_sftp.engine import DeliveryRequest
+    from consonance_sftp.ports.delivery import DeliveryRequest
 
     init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     app = App(load_settings(tmp_path / CONFIG_NAME))

@@ -9,9 +9,7 @@ import inspect
 import pytest
 
 from consonance_sftp.engine import (
-    DeliveryRequest,
     EngineSettings,
-    FileToSend,
     RetryPolicy,
     dbos_config,
     delivery_queue_name,
@@ -28,6 +26,7 @@ from consonance_sftp.errors import (
     RemotePermissionDenied,
 )
 from consonance_sftp.models import DeliveryKey
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 
 
 def key(path: str, sha: str = "ab" * 32, partner: str = "printer") -> DeliveryKey:
@@ -90,7 +89,7 @@ def test_request_round_trips_through_plain_dicts() -> None:
 
 
 def test_a_withdrawal_is_a_request_with_its_own_workflow_id() -> None:
-    from consonance_sftp.engine import RequestAction
+    from consonance_sftp.ports.delivery import RequestAction
 
     f = FileToSend(source="", remote_path="/in/a.pdf", sha256="ab" * 32, size=3)
     plain = DeliveryRequest(flow="m", partner="p", package="x", files=(f,), isbn="978")
@@ -224,23 +223,26 @@ def test_store_ledger_keeps_one_row_per_key_and_generation(tmp_path: object) -> 
     from pathlib import Path
 
     from consonance_sftp.adapters.store import open_store
-    from consonance_sftp.engine import DeliveryRecord, StoreLedger
+    from consonance_sftp.engine import StoreLedger
     from consonance_sftp.models import DeliveryOutcome
+    from consonance_sftp.ports.delivery import DeliveryRecord
 
     with open_store(f"sqlite:///{Path(str(tmp_path)) / 'store.db'}") as store:
         ledger = StoreLedger(store)
         k = key("/in/a.pdf")
 
-        def rec(outcome: DeliveryOutcome, reason: str | None = None, gen: int = 0) -> None:
+        def rec(outcome: DeliveryOutcome, error: str | None = None, gen: int = 0) -> None:
             ledger.record(
                 DeliveryRecord(
                     workflow_id="dlv-x",
                     flow="production",
-                    key=k,
+                    partner=k.partner,
+                    remote_path=k.remote_path,
+                    sha256=k.sha256,
                     size=10,
                     generation=gen,
                     outcome=outcome,
-                    reason=reason,
+                    error=error,
                 )
             )
 
@@ -263,12 +265,78 @@ def test_store_ledger_keeps_one_row_per_key_and_generation(tmp_path: object) -> 
         assert store.verify_audit().ok
 
 
+def test_the_engine_records_the_row_the_store_keeps(tmp_path: object) -> None:
+    """One ``DeliveryRecord``: the row the engine records is the one the store reads back,
+    field for field (no conversion between an engine record and a ledger row), and a later
+    outcome of the same row says which executor recorded it."""
+    import dataclasses
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from consonance_sftp.adapters.store import open_store
+    from consonance_sftp.engine import StoreLedger
+    from consonance_sftp.models import DeliveryOutcome
+    from consonance_sftp.ports.delivery import DeliveryRecord
+
+    started = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    failed = DeliveryRecord(
+        flow="production",
+        partner="printer",
+        remote_path="/in/a.pdf",
+        sha256="ab" * 32,
+        size=10,
+        generation=0,
+        source="/s/a.pdf",
+        package="9780000000001 production",
+        isbn="9780000000001",
+        workflow_id="dlv-x",
+        executor_id="host-a-0",
+        trigger="manual:alice",
+        started_at=started,
+        finished_at=started.replace(minute=1),
+        attempts=3,
+        outcome=DeliveryOutcome.FAILED,
+        error="permission denied",
+    )
+    with open_store(f"sqlite:///{Path(str(tmp_path)) / 'store.db'}") as store:
+        ledger = StoreLedger(store)
+        ledger.record(failed)
+        [row] = store.list_deliveries()
+        assert row.id is not None and row.created_at is not None
+        assert dataclasses.replace(row, id=None, created_at=None) == failed
+        # A retry on another executor moves the same row on, and says who sent it.
+        ledger.record(
+            dataclasses.replace(
+                failed,
+                workflow_id="dlv-x",
+                executor_id="host-b-0",
+                attempts=1,
+                outcome=DeliveryOutcome.SENT,
+                error=None,
+                finished_at=started.replace(minute=5),
+            )
+        )
+        [sent] = store.list_deliveries()
+        assert (sent.id, sent.outcome, sent.error, sent.executor_id, sent.attempts) == (
+            row.id,
+            DeliveryOutcome.SENT,
+            None,
+            "host-b-0",
+            4,
+        )
+        assert sent.finished_at == started.replace(minute=5)
+        actors = [e.actor for e in store.list_audit(subject="printer:/in/a.pdf")]
+        assert sorted(actors) == ["engine:host-a-0", "engine:host-b-0"]
+        assert store.verify_audit().ok
+
+
 def test_a_withdrawal_is_recorded_once_however_often_its_step_replays(tmp_path: object) -> None:
     from pathlib import Path
 
     from consonance_sftp.adapters.store import open_store
-    from consonance_sftp.engine import RequestAction, StoreLedger, WithdrawalRecord
-    from consonance_sftp.ports.store import DeliveryRecord as Row
+    from consonance_sftp.engine import StoreLedger
+    from consonance_sftp.ports.delivery import DeliveryRecord as Row
+    from consonance_sftp.ports.delivery import RequestAction, WithdrawalRecord
 
     with open_store(f"sqlite:///{Path(str(tmp_path)) / 'store.db'}") as store:
         for path, sha in (("/in/a.jpg", "aa"), ("/in/a.jpg", "bb"), ("/in/b.txt", "cc")):
@@ -300,6 +368,12 @@ def test_a_withdrawal_is_recorded_once_however_often_its_step_replays(tmp_path: 
         assert outcomes == {
             ("p", "aa"): "withdrawn", ("p", "bb"): "withdrawn", ("p", "cc"): "withdrawn",
             ("q", "aa"): "sent",
+        }  # fmt: skip
+        # Each withdrawn row says which executor recorded its outcome; the other keeps none.
+        executors = {(r.partner, r.sha256[:2]): r.executor_id for r in store.list_deliveries()}
+        assert executors == {
+            ("p", "aa"): "host-0", ("p", "bb"): "host-0", ("p", "cc"): "host-0",
+            ("q", "aa"): None,
         }  # fmt: skip
         [event] = store.list_audit(action="package.withdrawn")
         assert (event.subject, event.actor) == ("p:978", "engine:host-0")

@@ -27,8 +27,6 @@ from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
-    DeliveryLedger,
-    DeliveryRecord,
     Engine,
     EngineSettings,
     RetryPolicy,
@@ -39,6 +37,7 @@ from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.errors import HostKeyMismatch
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey
+from consonance_sftp.ports.delivery import DeliveryLedger, DeliveryRecord
 from consonance_sftp.ports.remote_fs import ConnectionBudget
 
 if TYPE_CHECKING:
@@ -209,13 +208,13 @@ class LoggedLedger:
 
     def record(self, record: DeliveryRecord) -> None:
         self.inner.record(record)
-        why = f": {record.reason}" if record.reason else ""
+        why = f": {record.error}" if record.error else ""
         log.info(
             "delivery %s: %s %s to %s (%s bytes, %s)%s",
             record.workflow_id,
             record.outcome.value,
-            record.key.remote_path,
-            record.key.partner,
+            record.remote_path,
+            record.partner,
             f"{record.size:,}",
             record.package or record.flow,
             why,

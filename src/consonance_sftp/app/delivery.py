@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
-from consonance_sftp.engine import Fence, FileToSend, RemoteFileState
 from consonance_sftp.errors import HostKeyMismatch, IntegrityError, RemotePathNotFound
+from consonance_sftp.ports.delivery import Fence, FileToSend, RemoteFileState
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
@@ -66,7 +66,7 @@ _REMEMBERED = 10_000  # files remembered per kind; forgetting one only costs a r
 
 
 class SftpDeliveryTransport:
-    """``engine.DeliveryTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
+    """``ports.delivery.DeliveryTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
 
     def __init__(
         self,

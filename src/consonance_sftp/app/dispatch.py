@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink
 from consonance_sftp.app.runner import DeliveryRunner, Enqueued, Held, flow_lock
-from consonance_sftp.engine import DeliveryRequest, FileToSend, RequestAction
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows import registry
 from consonance_sftp.flows.base import FlowContext, Outbound, PlannedRun, Withdrawal
@@ -35,6 +34,7 @@ from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent
 from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend, RequestAction
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -193,7 +193,7 @@ def resend_request(app: App, workflow_id: str, *, by: str, reason: str) -> Deliv
     return DeliveryRequest(
         flow=first.flow,
         partner=first.partner,
-        package=first.package_id or workflow_id,
+        package=first.package or workflow_id,
         files=tuple(files),
         generation=generation,
         trigger=f"resend:{by}: {reason}",

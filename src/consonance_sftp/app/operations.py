@@ -36,12 +36,13 @@ from consonance_sftp.app.runner import (
 )
 from consonance_sftp.app.serving import flow_schedules
 from consonance_sftp.config.hostkeys import HostKeyFormatError, fingerprint_of
-from consonance_sftp.engine import DeliveryRequest, EngineClient, delivery_workflow_id
+from consonance_sftp.engine import EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
+from consonance_sftp.ports.delivery import DeliveryRecord, DeliveryRequest
 from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
-from consonance_sftp.ports.store import AuditReport, DeliveryRecord, Store
+from consonance_sftp.ports.store import AuditReport, Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App

@@ -30,16 +30,10 @@ from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.engine import (
     ONE_SHOT,
     SERVICE,
-    DeliveryLedger,
-    DeliveryRecord,
-    DeliveryRequest,
     EngineBusy,
     EngineClient,
-    Fence,
-    FileToSend,
     FlowLock,
     LockHolder,
-    RemoteFileState,
     engine_holder,
 )
 from consonance_sftp.engine.contracts import IntakeRequest
@@ -49,6 +43,14 @@ from consonance_sftp.flows import registry
 from consonance_sftp.flows.base import AfterDelivery
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome, WorkState
+from consonance_sftp.ports.delivery import (
+    DeliveryLedger,
+    DeliveryRecord,
+    DeliveryRequest,
+    Fence,
+    FileToSend,
+    RemoteFileState,
+)
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:

@@ -190,7 +190,7 @@ def _csv_row(r: DeliveryRecord) -> list[str]:
         r.flow,
         r.partner,
         r.isbn or "",
-        r.package_id or "",
+        r.package or "",
         r.remote_path,
         str(r.size),
         r.sha256,

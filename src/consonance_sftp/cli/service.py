@@ -184,7 +184,7 @@ def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[Delive
     """The workflow's ledger rows when every one was written before this run began (an
     earlier run's result); else nothing."""
     request = enqueued.request
-    found = app.store.list_deliveries(partner=request.partner, package_id=request.package)
+    found = app.store.list_deliveries(partner=request.partner, package=request.package)
     rows = [r for r in found if r.workflow_id == enqueued.workflow_id]
     if rows and all(r.created_at is not None and r.created_at < started for r in rows):
         return rows

@@ -2,24 +2,12 @@
 that imports DBOS.
 
 ``Engine`` runs one executor process (``serve`` on SQLite, ``worker`` on PostgreSQL);
-``EngineClient`` enqueues and reads from other processes. See docs/reference/engine.md.
+``EngineClient`` enqueues and reads from other processes. What it needs from the rest of the
+service (transport, ledger, alerts, fence) is in ``ports/delivery.py``. See
+docs/reference/engine.md.
 """
 
 from .budget import PostgresConnectionBudget
-from .contracts import (
-    AlertSink,
-    DeliveryLedger,
-    DeliveryRecord,
-    DeliveryRequest,
-    DeliveryTransport,
-    Fence,
-    FileToSend,
-    LogAlertSink,
-    RemoteFileState,
-    RequestAction,
-    WithdrawalLedger,
-    WithdrawalRecord,
-)
 from .events import FLOW_EVENT_PREFIX, EventRunner, FlowEventFailed, flow_event_workflow_id
 from .ids import delivery_queue_name, delivery_workflow_id, withdrawal_workflow_id
 from .lease import ONE_SHOT, SERVICE, EngineBusy, FlowLock, LockHolder, engine_holder
@@ -33,31 +21,19 @@ __all__ = [
     "FLOW_EVENT_PREFIX",
     "ONE_SHOT",
     "SERVICE",
-    "AlertSink",
-    "DeliveryLedger",
-    "DeliveryRecord",
-    "DeliveryRequest",
-    "DeliveryTransport",
     "Engine",
     "EngineBusy",
     "EngineClient",
     "EngineSettings",
     "EventRunner",
-    "Fence",
-    "FileToSend",
     "FlowEventFailed",
     "FlowLock",
     "FlowRunner",
     "FlowSchedule",
     "LockHolder",
-    "LogAlertSink",
     "PostgresConnectionBudget",
-    "RemoteFileState",
-    "RequestAction",
     "RetryPolicy",
     "StoreLedger",
-    "WithdrawalLedger",
-    "WithdrawalRecord",
     "dbos_config",
     "default_executor_id",
     "delivery_queue_name",

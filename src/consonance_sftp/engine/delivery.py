@@ -57,8 +57,7 @@ from consonance_sftp.errors import (
 )
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
-
-from .contracts import (
+from consonance_sftp.ports.delivery import (
     AlertSink,
     DeliveryLedger,
     DeliveryRecord,
@@ -68,6 +67,7 @@ from .contracts import (
     FileToSend,
     WithdrawalLedger,
 )
+
 from .settings import RetryPolicy
 
 log = get_logger(__name__)
@@ -260,28 +260,33 @@ def _records(
     workflow_id: str,
     req: DeliveryRequest,
     outcomes: list[tuple[int, str]],
-    reason: str | None,
+    error: str | None,
     started_at: str | None = None,
     attempts: int = 1,
 ) -> list[DeliveryRecord]:
+    """The package's ledger rows for these outcomes (file index, outcome)."""
     started = datetime.fromisoformat(started_at) if started_at else None
+    finished = datetime.now(UTC)
     return [
         DeliveryRecord(
-            workflow_id=workflow_id,
             flow=req.flow,
-            key=req.files[i].key(req.partner),
+            partner=req.partner,
+            remote_path=req.files[i].remote_path,
+            sha256=req.files[i].sha256,
             size=req.files[i].size,
             generation=req.generation,
-            outcome=DeliveryOutcome(outcome),
-            trigger=req.trigger,
-            executor_id=deps.executor_id,
-            reason=reason,
-            attempts=attempts,
+            source=req.files[i].source,
             package=req.package,
             isbn=req.isbn,
-            source=req.files[i].source,
-            started_at=started,
             asset_version_id=req.files[i].asset_version_id,
+            workflow_id=workflow_id,
+            executor_id=deps.executor_id,
+            trigger=req.trigger,
+            started_at=started,
+            finished_at=finished,
+            attempts=attempts,
+            outcome=DeliveryOutcome(outcome),
+            error=error,
         )
         for i, outcome in outcomes
     ]

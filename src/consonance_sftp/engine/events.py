@@ -34,8 +34,8 @@ from dbos import DBOS
 from consonance_sftp.errors import ConsonanceSftpError, EngineError
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity
+from consonance_sftp.ports.delivery import AlertSink, LogAlertSink
 
-from .contracts import AlertSink, LogAlertSink
 from .delivery import MAX_RECOVERY_ATTEMPTS, attempts_of, last_error, step_options
 from .schedules import flow_queue_name
 from .settings import RetryPolicy

@@ -40,10 +40,10 @@ from dbos import DBOS
 from consonance_sftp.errors import ConsonanceSftpError, EngineError
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction, IntakeOutcome
+from consonance_sftp.ports.delivery import Fence
 from consonance_sftp.ports.store import IntakeRecord, Store
 
 from .contracts import (
-    Fence,
     FetchedFile,
     HandOffResult,
     IntakeHandler,

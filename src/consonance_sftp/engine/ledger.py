@@ -1,26 +1,28 @@
 """The delivery ledger and alerts of the engine, on the Store port.
 
-``StoreLedger`` adapts ``ports.store.Store`` (the service's own database) to what the delivery
-workflow needs: "was this key and generation already sent?" and "record this outcome", with one
-row per (partner, remote path, SHA-256, generation) however often a step replays; and to what
-the withdrawal workflow needs: "these files are off the partner's server now".
+``StoreLedger`` is the engine's ``DeliveryLedger`` and ``WithdrawalLedger`` on
+``ports.store.Store`` (the service's own database): "was this key and generation already
+sent?" and "record this outcome", with one row per (partner, remote path, SHA-256, generation)
+however often a step replays; and "these files are off the partner's server now". The engine
+builds the row itself (``ports.delivery.DeliveryRecord``); this writes it, or moves an existing
+row to the new outcome, and puts every change of outcome on the audit trail.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from consonance_sftp.models import AuditAction, DeliveryKey, DeliveryOutcome
-from consonance_sftp.ports.store import DeliveryRecord as LedgerRow
+from consonance_sftp.ports.delivery import DeliveryRecord, WithdrawalRecord
 from consonance_sftp.ports.store import Store
-
-from .contracts import DeliveryRecord, WithdrawalRecord
 
 _DONE = {DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED}
 
 
 class StoreLedger:
-    """``DeliveryLedger`` on the Store port (``app`` passes the real ``SqlStore``)."""
+    """``DeliveryLedger`` and ``WithdrawalLedger`` on the Store port (``app`` passes the real
+    ``SqlStore``)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -36,9 +38,9 @@ class StoreLedger:
         self.store.append_audit(
             actor=f"engine:{record.executor_id or 'unknown'}",
             action=AuditAction(f"delivery.{record.outcome.value}"),
-            subject=f"{record.key.partner}:{record.key.remote_path}",
+            subject=f"{record.partner}:{record.remote_path}",
             details={
-                "sha256": record.key.sha256,
+                "sha256": record.sha256,
                 "size": record.size,
                 "generation": record.generation,
                 "workflow_id": record.workflow_id,
@@ -46,7 +48,7 @@ class StoreLedger:
                 "package": record.package,
                 "isbn": record.isbn,
                 "trigger": record.trigger,
-                "reason": record.reason,
+                "reason": record.error,
             },
         )
 
@@ -66,7 +68,11 @@ class StoreLedger:
         )
         for row in rows:
             if row.id is not None and row.remote_path in paths:
-                self.store.update_delivery(row.id, outcome=DeliveryOutcome.WITHDRAWN)
+                self.store.update_delivery(
+                    row.id,
+                    outcome=DeliveryOutcome.WITHDRAWN,
+                    executor_id=record.executor_id or None,
+                )
         self.store.append_audit(
             actor=f"engine:{record.executor_id or 'unknown'}",
             action=AuditAction.PACKAGE_WITHDRAWN,
@@ -83,44 +89,26 @@ class StoreLedger:
         return True
 
     def _write(self, record: DeliveryRecord) -> bool:
-        """Write the row; False when it already held exactly this outcome and reason."""
+        """Write the row; False when it already held exactly this outcome and error."""
         existing = self.store.find_delivery(record.key, record.generation)
         if existing is not None and _same(existing, record):
             return False
-        now = datetime.now(UTC)
-        row = existing or self.store.record_delivery(
-            LedgerRow(
-                flow=record.flow,
-                partner=record.key.partner,
-                remote_path=record.key.remote_path,
-                sha256=record.key.sha256,
-                size=record.size,
-                generation=record.generation,
-                workflow_id=record.workflow_id,
-                trigger=record.trigger,
-                attempts=record.attempts,
-                outcome=record.outcome,
-                error=record.reason,
-                started_at=record.started_at,
-                finished_at=now,
-                asset_version_id=record.asset_version_id,
-                package_id=record.package,
-                isbn=record.isbn,
-                source=record.source,
-            )
-        )
+        if record.finished_at is None:  # an outcome is recorded as it is known
+            record = dataclasses.replace(record, finished_at=datetime.now(UTC))
+        row = existing or self.store.record_delivery(record)
         if row.id is not None and not _same(row, record):
             # The row existed (a failed attempt, then ``retry``): move it to the new outcome.
             self.store.update_delivery(
                 row.id,
                 outcome=record.outcome,
-                error=record.reason or "",
+                error=record.error or "",
                 workflow_id=record.workflow_id,
-                finished_at=now,
+                executor_id=record.executor_id,
+                finished_at=record.finished_at,
                 attempts=row.attempts + record.attempts,
             )
         return True
 
 
-def _same(row: LedgerRow, record: DeliveryRecord) -> bool:
-    return row.outcome == record.outcome and (row.error or None) == record.reason
+def _same(row: DeliveryRecord, record: DeliveryRecord) -> bool:
+    return row.outcome == record.outcome and (row.error or None) == (record.error or None)

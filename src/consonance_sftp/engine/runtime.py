@@ -25,20 +25,22 @@ from dbos._error import DBOSException, DBOSMaxStepRetriesExceeded
 from consonance_sftp.errors import EngineError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import WorkState
-
-from . import delivery, events, intake, schedules, withdrawal
-from .budget import PostgresConnectionBudget
-from .contracts import (
+from consonance_sftp.ports.delivery import (
     AlertSink,
     DeliveryLedger,
     DeliveryRequest,
     DeliveryTransport,
+    LogAlertSink,
+    WithdrawalLedger,
+)
+
+from . import delivery, events, intake, schedules, withdrawal
+from .budget import PostgresConnectionBudget
+from .contracts import (
     IntakeHandler,
     IntakeLedger,
     IntakeRequest,
     IntakeTransport,
-    LogAlertSink,
-    WithdrawalLedger,
 )
 from .ids import (
     delivery_queue_name,

@@ -38,8 +38,8 @@ from consonance_sftp.errors import EngineError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity
+from consonance_sftp.ports.delivery import AlertSink
 
-from .contracts import AlertSink
 from .lease import advisory_key, connect_pg
 from .settings import EngineSettings
 

@@ -32,8 +32,8 @@ from dbos import DBOS
 from consonance_sftp.errors import ConsonanceSftpError, DeliveryFailed, HostKeyMismatch
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity
+from consonance_sftp.ports.delivery import DeliveryRequest, WithdrawalRecord
 
-from .contracts import DeliveryRequest, WithdrawalRecord
 from .delivery import (
     MAX_RECOVERY_ATTEMPTS,
     _current,

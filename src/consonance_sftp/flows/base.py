@@ -27,8 +27,9 @@ from consonance_sftp.config.flows import FlowBase, IntakeFlowBase
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.packaging import PackagePlan
-from consonance_sftp.models import ChangeEvent, DeliveryKey, Work
+from consonance_sftp.models import ChangeEvent, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.remote_fs import RemoteEntry
 from consonance_sftp.ports.store import Store
 
@@ -130,24 +131,10 @@ Take = Callable[[IntakeFlowBase, Iterable[tuple[RemoteEntry, str]], TransferSett
 -> the files it takes and those it leaves (``flows.intake.take``, ``flows.sales_in.take``)."""
 
 
-class Delivered(Protocol):
-    """What an after-delivery hook reads of the ledger's record of one delivered file (the
-    engine's ``DeliveryRecord``)."""
-
-    @property
-    def flow(self) -> str: ...
-
-    @property
-    def key(self) -> DeliveryKey: ...
-
-    @property
-    def workflow_id(self) -> str | None: ...
-
-
-AfterDelivery = Callable[[Store, Delivered], None]
+AfterDelivery = Callable[[Store, DeliveryRecord], None]
 """Run as the engine's ledger records a file of the flow delivered (sent, or found already
 there), in the process that delivered it, whoever asked (a run, a ``retry``, a recovery):
-(store, the record)."""
+(store, the ledger's row of the file)."""
 
 
 class FlowNotAvailable(ConsonanceSftpError):

@@ -44,7 +44,7 @@ from typing import Literal
 from consonance_sftp.config.flows import OnixFeedFlow, OnixRecipient, SpreadsheetExport
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import onix_baseline
-from consonance_sftp.flows.base import Delivered, FlowContext, PlannedRun
+from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.flows.onix_baseline import ACTOR, baseline, next_message_number
 from consonance_sftp.formats.onix import (
     Compression,
@@ -70,6 +70,7 @@ from consonance_sftp.models import (
     Work,
 )
 from consonance_sftp.ports.consonance import ConsonanceAPI
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import Store
 
 FeedKind = Literal["full", "delta", "test"]
@@ -728,7 +729,7 @@ async def plan(
     )
 
 
-def after_delivery(store: Store, record: Delivered) -> None:
+def after_delivery(store: Store, record: DeliveryRecord) -> None:
     """The registry's after-delivery hook, run as the engine's ledger records a file of the
     flow delivered: a prepared message applies (``onix_baseline.feed_delivered``): a feed's
     baseline and MessageNumber advance, a test feed or spreadsheet is recorded as sent."""

@@ -6,7 +6,8 @@ The methods are synchronous (SQLAlchemy underneath); async code calls them throu
 database comes out as ``errors.StoreError`` (tampering found by ``verify_audit`` is reported, and
 raised as ``errors.AuditTamperError`` only by ``verify_audit_or_raise``).
 
-The records below are plain values: ``id`` is ``None`` until the store has saved them.
+The records below (and ``ports.delivery.DeliveryRecord``, the delivery ledger's row, which the
+engine builds) are plain values: ``id`` is ``None`` until the store has saved them.
 """
 
 from __future__ import annotations
@@ -17,43 +18,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, IntakeOutcome
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.snapshots import SnapshotStore
 
 JsonValue = Any
 """What audit details and alert details may hold: str, int, float, bool, None, lists, dicts."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryRecord:
-    """One file sent (or to be sent) to one partner: one row of the delivery ledger.
-
-    Unique on (partner, remote_path, sha256, generation): the same content to the same place is
-    one row; a resend is a new generation.
-    """
-
-    flow: str
-    partner: str
-    remote_path: str
-    sha256: str
-    size: int
-    generation: int = 0
-    source: str | None = None  # local path or other reference to where the bytes came from
-    package_id: str | None = None
-    isbn: str | None = None
-    asset_version_id: int | None = None
-    workflow_id: str | None = None
-    trigger: str | None = None  # "schedule", "manual:alice", "consonance:work 12 stage", ...
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    attempts: int = 0
-    outcome: DeliveryOutcome = DeliveryOutcome.PLANNED
-    error: str | None = None
-    created_at: datetime | None = None  # set by the store
-    id: int | None = None
-
-    @property
-    def key(self) -> DeliveryKey:
-        return DeliveryKey(partner=self.partner, remote_path=self.remote_path, sha256=self.sha256)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,6 +213,7 @@ class Store(SnapshotStore, Protocol):
         attempts: int | None = None,
         error: str | None = None,
         workflow_id: str | None = None,
+        executor_id: str | None = None,
     ) -> DeliveryRecord:
         """Change the given fields of one row (``None`` leaves a field as it is; ``error=""``
         clears a previous error, e.g. when a retry succeeded)."""
@@ -266,7 +236,7 @@ class Store(SnapshotStore, Protocol):
         outcome: DeliveryOutcome | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        package_id: str | None = None,
+        package: str | None = None,
         limit: int | None = None,
     ) -> list[DeliveryRecord]:
         """Newest first. ``since``/``until`` bound the start time (or creation, if not started)."""

@@ -26,7 +26,8 @@ from consonance_sftp.adapters.store.base import (
 from consonance_sftp.adapters.store.schema import delivery_ledger, intake_ledger
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome, IntakeOutcome
 from consonance_sftp.ports.clock import Clock
-from consonance_sftp.ports.store import DeliveryRecord, IntakeRecord
+from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.store import IntakeRecord
 
 # Built once, with bound parameters: compiled once and cached (ledger writes are hot paths).
 # RETURNING the whole row: the audit event that covers the write carries it.
@@ -49,10 +50,11 @@ def _delivery(row: sa.Row[Any] | Mapping[str, Any]) -> DeliveryRecord:
         generation=m["generation"],
         size=m["size"],
         source=m["source"],
-        package_id=m["package_id"],
+        package=m["package_id"],
         isbn=m["isbn"],
         asset_version_id=m["asset_version_id"],
         workflow_id=m["workflow_id"],
+        executor_id=m["executor_id"],
         trigger=m["trigger"],
         started_at=from_db_time(m["started_at"]),
         finished_at=from_db_time(m["finished_at"]),
@@ -119,6 +121,7 @@ class Ledgers(Tables):
             for f in dataclasses.fields(record)
             if f.name not in {"id", "created_at"}
         }
+        values["package_id"] = values.pop("package")  # the column's name since the first schema
         values["outcome"] = str(record.outcome)
         values["started_at"] = to_db_time(record.started_at)
         values["finished_at"] = to_db_time(record.finished_at)
@@ -157,6 +160,7 @@ class Ledgers(Tables):
         attempts: int | None = None,
         error: str | None = None,
         workflow_id: str | None = None,
+        executor_id: str | None = None,
     ) -> DeliveryRecord:
         changes: dict[str, Any] = {
             "outcome": None if outcome is None else str(outcome),
@@ -165,6 +169,7 @@ class Ledgers(Tables):
             "attempts": attempts,
             "error": error,
             "workflow_id": workflow_id,
+            "executor_id": executor_id,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if error == "":
@@ -212,7 +217,7 @@ class Ledgers(Tables):
         outcome: DeliveryOutcome | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        package_id: str | None = None,
+        package: str | None = None,
         limit: int | None = None,
     ) -> list[DeliveryRecord]:
         c = delivery_ledger.c
@@ -222,7 +227,7 @@ class Ledgers(Tables):
             (c.isbn, isbn),
             (c.partner, partner),
             (c.flow, flow),
-            (c.package_id, package_id),
+            (c.package_id, package),
             (c.outcome, None if outcome is None else str(outcome)),
         ):
             if value is not None:

@@ -73,6 +73,8 @@ delivery_ledger = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # The engine process that recorded the outcome (migration 0007); empty on older rows.
+    sa.Column("executor_id", sa.String(200), nullable=True),
     # Bumped by every write; the audit event of that write carries the row as written (migration
     # 0005), so ``audit verify`` finds a row edited, rolled back or added outside the store.
     sa.Column("audit_rev", sa.Integer, nullable=False, server_default="0"),
