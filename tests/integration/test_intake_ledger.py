@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from consonance_sftp.adapters.store import open_store
-from consonance_sftp.engine.contracts import FetchedFile, IntakeLedgerEntry, IntakeRequest
 from consonance_sftp.engine.intake import StoreIntakeLedger
 from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.intake import FetchedFile, IntakeLedgerEntry, IntakeRequest
 
 REQ = IntakeRequest(
     flow="intake",

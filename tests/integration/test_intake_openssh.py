@@ -28,9 +28,9 @@ from consonance_sftp.app.runner import Controls, DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.engine import EngineClient
-from consonance_sftp.engine.contracts import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.intake import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.settings import offline_settings, openssh_partner
 

@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
 from consonance_sftp.app.intake import local_path_for
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
-from consonance_sftp.engine.contracts import IntakeRequest
 from consonance_sftp.engine.ids import intake_workflow_id
 from consonance_sftp.engine.intake import INTAKE_WORKFLOW, name_problem, safe_local_name
 from consonance_sftp.flows.inbox import marker_name, marker_regex
+from consonance_sftp.ports.intake import IntakeRequest
 
 
 @pytest.mark.parametrize(

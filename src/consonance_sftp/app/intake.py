@@ -37,7 +37,6 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.transfer import PostAction, TransferSettings
-from consonance_sftp.engine.contracts import FetchedFile, IntakeRequest
 from consonance_sftp.engine.intake import printable_path, safe_local_name
 from consonance_sftp.errors import (
     ConsonanceSftpError,
@@ -56,6 +55,7 @@ from consonance_sftp.flows.inbox import (
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.delivery import Fence
+from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
 if TYPE_CHECKING:

@@ -36,7 +36,6 @@ from consonance_sftp.engine import (
     LockHolder,
     engine_holder,
 )
-from consonance_sftp.engine.contracts import IntakeRequest
 from consonance_sftp.engine.ids import WITHDRAWAL_PREFIX
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry
@@ -51,6 +50,7 @@ from consonance_sftp.ports.delivery import (
     FileToSend,
     RemoteFileState,
 )
+from consonance_sftp.ports.intake import IntakeRequest
 from consonance_sftp.ports.store import PauseRecord, Store
 
 if TYPE_CHECKING:

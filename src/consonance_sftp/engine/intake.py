@@ -41,9 +41,7 @@ from consonance_sftp.errors import ConsonanceSftpError, EngineError
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction, IntakeOutcome
 from consonance_sftp.ports.delivery import Fence
-from consonance_sftp.ports.store import IntakeRecord, Store
-
-from .contracts import (
+from consonance_sftp.ports.intake import (
     FetchedFile,
     HandOffResult,
     IntakeHandler,
@@ -52,6 +50,8 @@ from .contracts import (
     IntakeRequest,
     IntakeTransport,
 )
+from consonance_sftp.ports.store import IntakeRecord, Store
+
 from .delivery import MAX_RECOVERY_ATTEMPTS, failure_reason, step_options
 from .settings import RetryPolicy
 

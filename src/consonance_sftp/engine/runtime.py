@@ -33,15 +33,15 @@ from consonance_sftp.ports.delivery import (
     LogAlertSink,
     WithdrawalLedger,
 )
-
-from . import delivery, events, intake, schedules, withdrawal
-from .budget import PostgresConnectionBudget
-from .contracts import (
+from consonance_sftp.ports.intake import (
     IntakeHandler,
     IntakeLedger,
     IntakeRequest,
     IntakeTransport,
 )
+
+from . import delivery, events, intake, schedules, withdrawal
+from .budget import PostgresConnectionBudget
 from .ids import (
     delivery_queue_name,
     delivery_workflow_id,

@@ -1,9 +1,10 @@
-"""What the engine's intake workflow needs from the rest of the service, and the values it passes.
+"""The intake port: what the engine's intake workflow needs from the rest of the service, and
+the values it passes.
 
 The intake workflow takes a partner's file in through an ``IntakeTransport``, records it in an
 ``IntakeLedger`` and hands it to the flow kind's ``IntakeHandler`` when one is bound. ``app``
 wires the real adapters to these. The delivery side's contracts (request, transport, ledgers,
-alerts, fence) are in ``ports/delivery.py``; these join them in ``ports/`` next.
+alerts, fence) are in ``ports/delivery.py``.
 
 Workflow inputs and outputs cross the DBOS system database, so they are plain JSON-friendly
 dicts built from these dataclasses (``to_dict`` / ``from_dict``): a release that adds an optional
