@@ -177,6 +177,21 @@ class Operations:
             self.check_names(partner, flow)
         return rows
 
+    def sent_before(self, enqueued: Enqueued, started: datetime) -> list[DeliveryRecord]:
+        """The ledger rows of an enqueued delivery when every one was written before
+        ``started`` (the engine answered a run with an earlier run's result: nothing went
+        now); else nothing."""
+        request = enqueued.request
+        found = self.app.store.list_deliveries(partner=request.partner, package=request.package)
+        rows = [r for r in found if r.workflow_id == enqueued.workflow_id]
+        if rows and all(r.created_at is not None and r.created_at < started for r in rows):
+            return rows
+        return []
+
+    def verify_audit(self) -> AuditReport:
+        """The audit trail checked: its chains and every ledger row against its event."""
+        return self.app.store.verify_audit()
+
     def engine_started(self) -> bool:
         settings = self.app.engine_settings()
         return settings.is_postgres or Path(settings.sqlite_path).exists()

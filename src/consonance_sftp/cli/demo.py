@@ -171,15 +171,18 @@ async def _deliver(app: App, outcome: RunOutcome, trigger: str) -> None:
 
 
 def _report(app: App, printer_in: Path, packages: Sequence[object]) -> None:
+    from consonance_sftp.app.operations import Operations
+
     table = Table("ledger: partner", "remote path", "bytes", "SHA-256", "outcome")
-    for row in reversed(app.store.list_deliveries(limit=20)):
+    ops = Operations(app)
+    for row in reversed(ops.history(limit=20)):
         table.add_row(row.partner, row.remote_path, f"{row.size:,}", row.sha256[:16], row.outcome)
     console.print(table)
     on_disk = sorted(p.relative_to(printer_in) for p in printer_in.rglob("*") if p.is_file())
     console.print(f"on the printer's SFTP server ({printer_in}):")
     for p in on_disk:
         console.print(f"  {p}")
-    report = app.store.verify_audit()
+    report = ops.verify_audit()
     state = "verified" if report.ok else "BROKEN"
     console.print(
         f"audit trail: {state}, {counted(report.events, 'event')} in "

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.dispatch import RunOutcome
     from consonance_sftp.app.intake import InboxReport
-    from consonance_sftp.app.operations import DeliveryRecord
-    from consonance_sftp.app.runner import Enqueued
     from consonance_sftp.app.serving import ServeLoop
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -107,6 +105,7 @@ def run(
 ) -> None:
     """Run one flow now (manual trigger); with --dry-run, show exactly what would be sent."""
     from consonance_sftp.app.dispatch import is_intake, run_flow
+    from consonance_sftp.app.operations import Operations
 
     app = _app()
     isbns = tuple(isbn or ())
@@ -142,7 +141,7 @@ def run(
             console.print(
                 f"[red]failed[/red] {e.workflow_id}: {escape(str(result['error']))}", soft_wrap=True
             )
-        elif "sent" in result and (earlier := _sent_before(app, e, started)):
+        elif "sent" in result and (earlier := Operations(app).sent_before(e, started)):
             # The same files and generation give the same workflow: the engine answered with
             # the earlier run's result, and nothing went now.
             when = min(r.finished_at or r.created_at or started for r in earlier)
@@ -178,17 +177,6 @@ async def _poll_with_progress(
 
     with transfer_bars(console, "(download)") as on_progress:
         return await poll_inbox_now(app, flow, wait=wait, progress=on_progress)
-
-
-def _sent_before(app: App, enqueued: Enqueued, started: datetime) -> list[DeliveryRecord]:
-    """The workflow's ledger rows when every one was written before this run began (an
-    earlier run's result); else nothing."""
-    request = enqueued.request
-    found = app.store.list_deliveries(partner=request.partner, package=request.package)
-    rows = [r for r in found if r.workflow_id == enqueued.workflow_id]
-    if rows and all(r.created_at is not None and r.created_at < started for r in rows):
-        return rows
-    return []
 
 
 def _failure_hint(workflow_ids: list[str]) -> None:
