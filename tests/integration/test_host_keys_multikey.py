@@ -25,7 +25,7 @@ from consonance_sftp.app import App
 from consonance_sftp.app.delivery import SftpDeliveryTransport
 from consonance_sftp.app.runner import Controls
 from consonance_sftp.config import Settings, load_settings
-from consonance_sftp.engine import FileToSend
+from consonance_sftp.ports.delivery import FileToSend
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.cli import CLI
 from tests.fixtures.sshd import shell_endpoint
