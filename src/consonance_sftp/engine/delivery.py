@@ -40,10 +40,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from dbos import DBOS, StepOptions
 from dbos._error import DBOSMaxStepRetriesExceeded
@@ -370,6 +370,28 @@ async def _record_failure(
 # --- the workflow --------------------------------------------------------------------------
 
 
+async def fail_for_good(
+    what: str,
+    last: BaseException,
+    reason: str,
+    alert: Callable[[str, DeliveryRequest, str], Awaitable[None]],
+    workflow_id: str,
+    req: DeliveryRequest,
+) -> NoReturn:
+    """End a delivery (or withdrawal) workflow that failed after its last retry: one alert (its
+    own step, so a replay does not raise it again), then ``DeliveryFailed`` with the reason.
+    A changed host key raised its own (critical) alert and paused the partner already."""
+    if isinstance(last, HostKeyMismatch):
+        log.warning("%s failed: %s", what, reason)
+    else:
+        # The alert is logged as it is recorded: one line for the final failure.
+        await DBOS.run_step_async({"name": "alert"}, alert, workflow_id, req, reason)
+    hint = last.hint if isinstance(last, ConsonanceSftpError) else None
+    raise DeliveryFailed(f"{what} failed: {reason}", hint=hint) from (
+        last if isinstance(last, Exception) else None
+    )
+
+
 @DBOS.workflow(name=DELIVER_WORKFLOW, max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
 async def deliver(request: dict[str, Any]) -> dict[str, Any]:
     """Deliver one package to one partner; returns per-file outcomes."""
@@ -413,19 +435,8 @@ async def deliver(request: dict[str, Any]) -> dict[str, Any]:
                 attempts_of(exc),
                 plan.get("started_at"),
             )
-            # A changed host key has raised its own (critical) alert and paused the partner.
-            if isinstance(last, HostKeyMismatch):
-                log.warning("delivery failed: %s", reason)
-            else:
-                # The alert is logged as it is recorded: one line for the final failure.
-                await DBOS.run_step_async(
-                    {"name": "alert"}, _alert_failure, workflow_id, req, reason
-                )
-            hint = last.hint if isinstance(last, ConsonanceSftpError) else None
-            raise DeliveryFailed(
-                f"delivery of {req.package} to partner {req.partner!r} failed: {reason}",
-                hint=hint,
-            ) from (last if isinstance(last, Exception) else None)
+            what = f"delivery of {req.package} to partner {req.partner!r}"
+            await fail_for_good(what, last, reason, _alert_failure, workflow_id, req)
         return {
             "workflow_id": workflow_id,
             "sent": [req.files[i].remote_path for i in plan["send"]],

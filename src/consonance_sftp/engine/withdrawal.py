@@ -29,7 +29,7 @@ from typing import Any
 
 from dbos import DBOS
 
-from consonance_sftp.errors import ConsonanceSftpError, DeliveryFailed, HostKeyMismatch
+from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity
 from consonance_sftp.ports.delivery import DeliveryRequest, WithdrawalRecord
@@ -38,6 +38,7 @@ from .delivery import (
     MAX_RECOVERY_ATTEMPTS,
     _current,
     _reporting_attempts,
+    fail_for_good,
     failure_reason,
     last_error,
     step_options,
@@ -110,15 +111,6 @@ async def withdraw(request: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             last = last_error(exc)
             reason = failure_reason(exc, req.partner)
-            if isinstance(last, HostKeyMismatch):
-                log.warning("withdrawal failed: %s", reason)
-            else:
-                await DBOS.run_step_async(
-                    {"name": "alert"}, _alert_failure, workflow_id, req, reason
-                )
-            hint = last.hint if isinstance(last, ConsonanceSftpError) else None
-            raise DeliveryFailed(
-                f"withdrawal of {req.package} from partner {req.partner!r} failed: {reason}",
-                hint=hint,
-            ) from (last if isinstance(last, Exception) else None)
+            what = f"withdrawal of {req.package} from partner {req.partner!r}"
+            await fail_for_good(what, last, reason, _alert_failure, workflow_id, req)
     return {"workflow_id": workflow_id, "removed": removed, "already_gone": gone}
