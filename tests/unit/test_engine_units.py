@@ -183,6 +183,21 @@ def test_fence_passes_while_renewed_and_stops_writers_once_stale() -> None:
     assert len(lost) == 1
 
 
+def test_a_heartbeat_answered_late_counts_from_when_it_was_sent() -> None:
+    """A process stopped (SIGSTOP) after sending a heartbeat reads its answer on waking: that
+    must not pass for a fresh lease, or it writes while its rescuer does."""
+    import time
+
+    lost: list[str] = []
+    fence = LeaseFence(ttl_s=0.05, on_lost=lost.append)
+    sent_at = time.monotonic()
+    time.sleep(0.08)  # stopped between sending the heartbeat and reading its answer
+    fence.renewed(sent_at)
+    with pytest.raises(Fenced, match="no successful heartbeat"):
+        fence.check()
+    assert len(lost) == 1
+
+
 def test_advisory_keys_are_stable_signed_64_bit() -> None:
     k = advisory_key("worker-1")
     assert k == advisory_key("worker-1") != advisory_key("worker-2")

@@ -175,8 +175,12 @@ class LeaseFence:
         self._last_ok = time.monotonic()
         self._lost: str | None = None
 
-    def renewed(self) -> None:
-        self._last_ok = time.monotonic()
+    def renewed(self, sent_at: float | None = None) -> None:
+        """A heartbeat sent at ``sent_at`` (``time.monotonic()``; default now) succeeded. It
+        counts from when it was sent, not answered: a process stopped (SIGSTOP, a VM pause)
+        between the two reads an old answer on waking, and must not take it for a fresh lease
+        while a rescuer has taken its work over."""
+        self._last_ok = max(self._last_ok, time.monotonic() if sent_at is None else sent_at)
 
     def lose(self, reason: str) -> None:
         if self._lost is None:
@@ -285,8 +289,9 @@ class ExecutorLease:
         interval = self.settings.heartbeat_interval_s
         while not self._stop.wait(interval):
             try:
+                sent_at = time.monotonic()
                 self.renew()
-                self.fence.renewed()
+                self.fence.renewed(sent_at)
             except Exception as exc:
                 self.fence.lose(f"heartbeat failed: {exc}")
                 return
