@@ -32,8 +32,11 @@ def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def check_file_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
-    """SHA-256 by the ``check-file-name`` extension (draft-ietf-secsh-filexfer-extensions).
+async def check_file_sha256(
+    sftp: asyncssh.SFTPClient, path: str, offset: int = 0, length: int = 0
+) -> str:
+    """SHA-256 by the ``check-file-name`` extension (draft-ietf-secsh-filexfer-extensions),
+    of the whole file or of ``length`` bytes from ``offset`` (0: to the end).
 
     Raises ``asyncssh.SFTPOpUnsupported`` when the server does not offer it. asyncssh has no
     call for this extension (nor a reply type registered for it), so the request is sent and
@@ -43,7 +46,7 @@ async def check_file_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
     waiter: asyncio.Future[tuple[int, SSHPacket]] = handler._loop.create_future()
     handler._send_request(
         b"check-file-name",
-        [String(path.encode()), String(b"sha256"), UInt64(0), UInt64(0), UInt32(0)],
+        [String(path.encode()), String(b"sha256"), UInt64(offset), UInt64(length), UInt32(0)],
         waiter,
     )
     resptype, reply = await waiter
@@ -91,3 +94,29 @@ async def read_back_sha256(
             size += len(chunk)
             await asyncio.sleep(0)
     return size, digest.hexdigest()
+
+
+async def read_back_range_sha256(
+    sftp: asyncssh.SFTPClient,
+    path: str,
+    offset: int,
+    length: int,
+    *,
+    block_size: int,
+    max_requests: int,
+) -> str | None:
+    """SHA-256 of ``length`` bytes from ``offset`` read back, pipelined; None when the file
+    ends before them."""
+    digest = hashlib.sha256()
+    got = 0
+    async with sftp.open(
+        path, "rb", block_size=block_size, max_requests=max_requests, encoding=None
+    ) as fh:
+        while got < length:
+            chunk = await fh.read(min(_READ_CHUNK, length - got), offset + got)
+            if not chunk:
+                return None
+            assert isinstance(chunk, bytes)
+            digest.update(chunk)
+            got += len(chunk)
+    return digest.hexdigest()

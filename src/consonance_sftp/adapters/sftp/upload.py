@@ -36,10 +36,16 @@ from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.connection import (
     PooledConnection,
 )
+from consonance_sftp.adapters.sftp.resume import (
+    contiguous_prefix,
+    reconcile_journal,
+    refused_by_write_model,
+)
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
     file_source_id,
     put_segmented,
+    put_stream,
     segment_count,
 )
 from consonance_sftp.config.transfer import (
@@ -306,45 +312,13 @@ class UploadMixin(FSBase):
         final = remote_path
         temp = self.staging_path(final, temp_path)
         direct = temp == final
-
-        async with self._lease(shared) as pc:
-            # An atomic replace needs no look at the final name first: one round trip less
-            # per file, which counts for batches of small files.
-            replacing = ts.overwrite is OverwritePolicy.REPLACE and (
-                self._strategy(pc.sftp) is UploadStrategy.POSIX_RENAME
-            )
-            existing = None if replacing else await self._stat(pc.sftp, final)
-            if existing is not None:
-                if ts.overwrite is OverwritePolicy.FAIL:
-                    raise errors.RemoteFileExists(
-                        "the final name already exists and the overwrite policy is 'fail'",
-                        partner=self.partner,
-                        path=final,
-                        hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
-                    )
-                if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and existing.size == size:
-                    sha = await self._local_sha(hashing, size, local_path, final)
-                    remote_sha, _how = await self._remote_sha256(pc, final, force=True)
-                    if remote_sha == sha:
-                        log.info(
-                            "identical file already present, skipped",
-                            extra={"partner": self.partner, "path": final},
-                        )
-                        return StagedFile(
-                            remote_path=final,
-                            staged_path=final,
-                            size=size,
-                            sha256=sha,
-                            skipped=True,
-                            verified_by=_how,
-                            seconds=time.monotonic() - started,
-                        )
-
-        journal: SegmentJournal | None = None
-        resumed_from = 0
         segment_size = ts.segment_size
         small = data is not None
-        if ts.resume and segment_count(size, segment_size) > 1:
+
+        # The journal of an earlier, interrupted attempt (large files only: a small file is
+        # one burst that resumes nothing).
+        journal: SegmentJournal | None = None
+        if not small and ts.resume and segment_count(size, segment_size) > 1:
             journal = await asyncio.to_thread(
                 SegmentJournal,
                 self._journal_path("up", final),
@@ -352,64 +326,47 @@ class UploadMixin(FSBase):
                 segment_size=segment_size,
                 source_id=file_source_id(local_path) + f";temp={temp}",
             )
-            done = journal.done()
-            if done:
-                async with self._lease(shared) as pc:
-                    if await self._stat(pc.sftp, temp) is None:
-                        # The partial file is gone (cleaned up by the partner): start over.
-                        journal.remove()
-                        journal = await asyncio.to_thread(
-                            SegmentJournal,
-                            journal.path,
-                            file_size=size,
-                            segment_size=segment_size,
-                            source_id=journal.source_id,
-                        )
-                        done = set()
-                resumed_from = sum(min(segment_size, size - i * segment_size) for i in done)
-                if resumed_from:
-                    log.info(
-                        "resuming upload: %d of %d bytes already on the server",
-                        resumed_from,
-                        size,
-                        extra={"partner": self.partner, "path": final},
-                    )
-
-        if not small and not resumed_from:
-            # A fresh start: the segmented writer never truncates (sessions must not wipe each
-            # other's ranges), so a stale, longer temporary file from an abandoned attempt is
-            # cut to nothing first.
+        interrupted = journal is not None and bool(journal.done())
+        kept: set[int] = set()
+        if interrupted:
+            assert journal is not None
+            # Never trust bytes we cannot see: keep only the segments the server holds.
             async with self._lease(shared) as pc:
-                await self._guard(self._truncate(pc.sftp, temp), temp)
+                kept = await reconcile_journal(self, pc.sftp, temp, journal)
+
+        # With ``direct`` the partial file under the final name is ours when its prefix
+        # matches our journal: it is continued, not refused as somebody else's file.
+        own_partial = direct and bool(kept)
+        if not own_partial:
+            skipped = await self._apply_overwrite_policy(
+                shared, final, size, hashing, local_path, started
+            )
+            if skipped is not None:
+                return skipped
+
+        resumed_from = sum(min(segment_size, size - i * segment_size) for i in kept)
+        if resumed_from:
+            log.info(
+                "resuming upload: %d of %d bytes verified on the server",
+                resumed_from,
+                size,
+                extra={"partner": self.partner, "path": final},
+            )
 
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
-        n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
-        n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
-        async with self._lease_many(shared, n_conns) as conns:
-            if small:
+        if small:
+            async with self._lease_many(shared, 1) as conns:
                 await self._watch(
                     self._put_small(conns[0].sftp, data or b"", temp, size, report),
                     temp,
                     ticks,
                     conns,
                 )
-            else:
-                await self._watch(
-                    put_segmented(
-                        self._sessions(conns),
-                        local_path,
-                        temp,
-                        segment_size=segment_size,
-                        block_size=ts.block_size,
-                        max_requests=ts.max_requests,
-                        journal=journal,
-                        progress=report,
-                    ),
-                    temp,
-                    ticks,
-                    conns,
-                )
+        else:
+            resumed_from = await self._put_large(
+                local_path, temp, size, journal, kept, report, ticks, shared
+            )
 
         sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
@@ -426,7 +383,12 @@ class UploadMixin(FSBase):
                     partner=self.partner,
                     path=temp,
                 )
-            remote_sha, verified_by = await self._remote_sha256(pc, temp, size=size)
+            # After an interrupted attempt the size proves nothing (a server can keep zeros
+            # where acknowledged bytes were): the whole file is verified by hash, server-side
+            # or read back.
+            remote_sha, verified_by = await self._remote_sha256(
+                pc, temp, size=size, force=interrupted
+            )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
                     journal.remove()
@@ -451,6 +413,172 @@ class UploadMixin(FSBase):
             resumed_from=resumed_from,
             seconds=time.monotonic() - started,
         )
+
+    async def _apply_overwrite_policy(
+        self,
+        shared: PooledConnection | None,
+        final: str,
+        size: int,
+        hashing: asyncio.Future[tuple[int, str]],
+        local_path: Path,
+        started: float,
+    ) -> StagedFile | None:
+        """Apply the overwrite policy to an existing final name: raise (fail), or return the
+        skipped result (skip-if-identical with the same bytes there), else None."""
+        ts = self.settings
+        async with self._lease(shared) as pc:
+            # An atomic replace needs no look at the final name first: one round trip less
+            # per file, which counts for batches of small files.
+            replacing = ts.overwrite is OverwritePolicy.REPLACE and (
+                self._strategy(pc.sftp) is UploadStrategy.POSIX_RENAME
+            )
+            existing = None if replacing else await self._stat(pc.sftp, final)
+            if existing is None:
+                return None
+            if ts.overwrite is OverwritePolicy.FAIL:
+                raise errors.RemoteFileExists(
+                    "the final name already exists and the overwrite policy is 'fail'",
+                    partner=self.partner,
+                    path=final,
+                    hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
+                )
+            if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and existing.size == size:
+                sha = await self._local_sha(hashing, size, local_path, final)
+                remote_sha, _how = await self._remote_sha256(pc, final, force=True)
+                if remote_sha == sha:
+                    log.info(
+                        "identical file already present, skipped",
+                        extra={"partner": self.partner, "path": final},
+                    )
+                    return StagedFile(
+                        remote_path=final,
+                        staged_path=final,
+                        size=size,
+                        sha256=sha,
+                        skipped=True,
+                        verified_by=_how,
+                        seconds=time.monotonic() - started,
+                    )
+        return None
+
+    async def _put_large(
+        self,
+        local_path: Path,
+        temp: str,
+        size: int,
+        journal: SegmentJournal | None,
+        kept: set[int],
+        report: Callable[[int], None],
+        ticks: list[float],
+        shared: PooledConnection | None,
+    ) -> int:
+        """Send a large file the way the server's write model allows; returns the bytes that
+        were already there (verified) and not sent again.
+
+        Parallel segments need a file that can be opened again for writing and written at any
+        offset. A server that refuses either (ProFTPD's ``AllowOverwrite off``, rclone without
+        a write cache) is noted for this connection's life and gets one open and writes in
+        order (``put_stream``), continuing after the verified prefix where the server lets a
+        file be reopened, else from the start."""
+        ts = self.settings
+        segment_size = ts.segment_size
+        if "random_write" not in self._unsupported:
+            n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
+            n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
+            if not kept:
+                # A fresh start: the segmented writer never truncates (sessions must not wipe
+                # each other's ranges), so a stale, longer temporary file from an abandoned
+                # attempt is cut to nothing first.
+                async with self._lease(shared) as pc:
+                    await self._discard(pc.sftp, temp)
+            try:
+                async with self._lease_many(shared, n_conns) as conns:
+                    await self._watch(
+                        put_segmented(
+                            self._sessions(conns),
+                            local_path,
+                            temp,
+                            segment_size=segment_size,
+                            block_size=ts.block_size,
+                            max_requests=ts.max_requests,
+                            journal=journal,
+                            progress=report,
+                        ),
+                        temp,
+                        ticks,
+                        conns,
+                    )
+                return sum(min(segment_size, size - i * segment_size) for i in kept)
+            except errors.TransportError as exc:
+                if not refused_by_write_model(exc):
+                    raise
+                self._unsupported.add("random_write")
+                log.warning(
+                    "the server refused a second open or an out-of-order write (%s): "
+                    "sending in one sequential stream",
+                    exc.detail,
+                    extra={"partner": self.partner, "path": temp},
+                )
+                kept = set()
+                if journal is not None:
+                    journal.keep(kept)
+        start = contiguous_prefix(kept) if "reopen_write" not in self._unsupported else 0
+        for attempt in (start, 0) if start else (0,):
+            if attempt == 0:
+                if journal is not None:
+                    journal.keep(set())
+                async with self._lease(shared) as pc:
+                    # Removed, not truncated: a server that refuses to reopen a file for
+                    # writing refuses to truncate it too.
+                    await self._discard(pc.sftp, temp, remove=True)
+            try:
+                async with self._lease_many(shared, 1) as conns:
+                    await self._watch(
+                        put_stream(
+                            self._sessions_one(conns[0].sftp),
+                            local_path,
+                            temp,
+                            segment_size=segment_size,
+                            block_size=ts.block_size,
+                            max_requests=ts.max_requests,
+                            start_segment=attempt,
+                            journal=journal,
+                            progress=report,
+                        ),
+                        temp,
+                        ticks,
+                        conns,
+                    )
+                return min(size, attempt * segment_size)
+            except errors.TransportError as exc:
+                if attempt == 0 or not refused_by_write_model(exc):
+                    raise
+                self._unsupported.add("reopen_write")
+                log.warning(
+                    "the server will not let the temporary file be continued (%s): "
+                    "sending it again from the start",
+                    exc.detail,
+                    extra={"partner": self.partner, "path": temp},
+                )
+        raise AssertionError("unreachable")
+
+    async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
+        """Clear a stale temporary file before a fresh start: truncate it, or remove it
+        (a server that refuses to reopen an existing file refuses to truncate it too)."""
+        if not remove:
+            try:
+                await self._guard(self._truncate(sftp, temp), temp)
+                return
+            except errors.TransportError as exc:
+                if exc.retryable:
+                    raise
+        if await self._stat(sftp, temp) is not None:
+            # What cannot be removed either is left to the writer's own truncating open.
+            try:
+                await self._guard(sftp.remove(temp), temp)
+            except errors.TransportError as exc:
+                if exc.retryable:
+                    raise
 
     async def _publish_staged(
         self, pc: PooledConnection, temp: str, final: str, sha: str, *, again: bool = False
