@@ -477,14 +477,16 @@ class UploadMixin(FSBase):
 
         Parallel segments need a file that can be opened again for writing and written at any
         offset. A server that refuses either (ProFTPD's ``AllowOverwrite off``, rclone without
-        a write cache) is noted for this connection's life and gets one open and writes in
+        a write cache) is noted for this client's life and gets one open and writes in
         order (``put_stream``), continuing after the verified prefix where the server lets a
         file be reopened, else from the start."""
         ts = self.settings
         segment_size = ts.segment_size
-        if "random_write" not in self._unsupported:
-            n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
-            n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
+        n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
+        n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
+        # One connection gains nothing from segments: one open and writes in order, which
+        # every server accepts (a second open of the file is what some refuse).
+        if n_conns > 1 and "random_write" not in self._unsupported:
             if not kept:
                 # A fresh start: the segmented writer never truncates (sessions must not wipe
                 # each other's ranges), so a stale, longer temporary file from an abandoned
