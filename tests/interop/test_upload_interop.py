@@ -146,3 +146,55 @@ async def test_sequential_upload_after_an_interruption_is_not_stuck(
         result = await fs.upload(local, name)
     assert result.sha256 == sha
     assert await read_back(server, name) == (size, sha)
+
+
+@pytest.mark.parametrize("interop_server", ["paramiko"], indirect=True)
+async def test_a_resume_sends_again_the_segments_the_server_lost(
+    interop_server: InteropServer, interop_size: InteropSize, tmp_path: Path
+) -> None:
+    """The journal says what was sent, the server what it kept: a segment whose bytes were
+    lost on the server (here zeroed behind its back, as rclone's write cache did) is sent
+    again, the others are kept, and the whole file is verified by hash."""
+    server = interop_server
+    if server.process is None:
+        server.restart()
+    transfer = interop_size.transfer
+    segment = transfer["segment_size"]
+    size = 6 * segment
+    local = tmp_path / "jacket.pdf"
+    sha = _write_random(local, size)
+    name = f"lost-{random.randrange(10**9)}.pdf"
+    endpoint = server.endpoint(**transfer)
+
+    journals = tmp_path / "state" / "journals"
+
+    def progress(done: int, total: int) -> None:
+        # Killed once the journal records segment 1 and at least one other.
+        if done < 3 * segment or server.process is None:
+            return
+        lines = next(journals.glob("up-*.journal")).read_text().splitlines()[1:]
+        marked = {line.split()[0] for line in lines}
+        if "1" in marked and len(marked) >= 2:
+            server.kill()
+
+    with pytest.raises(errors.TransportError):
+        async with SftpRemoteFS(endpoint, state_dir=tmp_path / "state", retries=0) as fs:
+            await fs.upload(local, name, progress=progress)
+    await asyncio.to_thread(server.restart)
+    temp = server.local(f".{name}.part")
+    assert temp.stat().st_size >= 3 * segment
+    with open(temp, "r+b") as fh:  # segment 1 lost: zeros, the same size
+        fh.seek(segment)
+        fh.write(b"\0" * segment)
+
+    [journal_file] = journals.glob("up-*.journal")
+    recorded = journal_file.read_text()  # a header line, then "INDEX SHA256" per segment
+    recorded_segments = {int(line.split()[0]) for line in recorded.splitlines()[1:]}
+    assert 1 in recorded_segments  # the journal says segment 1 is there
+
+    async with SftpRemoteFS(endpoint, state_dir=tmp_path / "state", retries=0) as fs:
+        result = await fs.upload(local, name)
+    # Every recorded segment but the lost one is kept (parallel segments: any of them).
+    assert result.resumed_from == (len(recorded_segments) - 1) * segment
+    assert result.verified_by == "read_back"
+    assert await read_back(server, name) == (size, sha)
