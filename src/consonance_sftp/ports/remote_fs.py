@@ -106,6 +106,8 @@ class ProbeReport:
     clock_skew_seconds: float | None = None
     notes: tuple[str, ...] = ()
     recommended: dict[str, object] = field(default_factory=dict)  # TransferSettings fields
+    # How a file may be written: max_write, max_read (bytes), reopen_write, random_write, remove
+    write_model: dict[str, object] = field(default_factory=dict)
 
 
 class RemoteFS(Protocol):

@@ -31,6 +31,7 @@ from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.connection import PooledConnection
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.adapters.sftp.write_model import probe_write_model
 from consonance_sftp.config.transfer import (
     MAX_OPENSSH_BLOCK,
     ChecksumMethod,
@@ -188,6 +189,7 @@ async def _probe_writes(
         found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
     else:
         found["rename_over_existing"] = False
+    found["write_model"] = await probe_write_model(sftp, name)
     if flags["statvfs"]:
         try:
             vfs = await sftp.statvfs(folder)
@@ -209,6 +211,8 @@ def _finish(
     shell_hash = bool(found.get("shell_hash"))
     skew = found.get("clock_skew")
     free = found.get("free_bytes")
+    model = found.get("write_model")
+    write_model: dict[str, object] = dict(model) if isinstance(model, dict) else {}
 
     wanted: dict[str, object] = {}
     if found:
@@ -242,12 +246,33 @@ def _finish(
                 "no remote checksum (no check-file, no shell): size is verified; set "
                 "checksum = 'read_back' to verify content at the cost of a second transfer"
             )
+        parallel_ok = write_model.get("reopen_write") and write_model.get("random_write")
+        if write_model and not parallel_ok:
+            # Parallel segments open the temporary file again and write out of order: on this
+            # server large files go in one open with writes in order.
+            wanted["segment_connections"] = 1
+            refused = [
+                what
+                for key, what in (
+                    ("reopen_write", "opening an existing file again for writing"),
+                    ("random_write", "writes out of order"),
+                )
+                if not write_model.get(key)
+            ]
+            notes.append(
+                f"the server refuses {' and '.join(refused)}: large files are sent over one "
+                "connection, in order"
+            )
         if isinstance(skew, float) and abs(skew) > 120:
             notes.append(f"server clock is {skew:+.0f}s off: min_age compares against it")
     limits = report.limits
     if limits:
         caps = [v for k, v in limits.items() if k in ("max_read_len", "max_write_len") and v]
         wanted["block_size"] = min([MAX_OPENSSH_BLOCK, *caps])
+    elif isinstance(write_model.get("max_write"), int) and write_model["max_write"]:
+        # Measured: the largest write the server accepted. Reads may come back shorter
+        # (rclone caps them at 32 KiB); downloads ask again for the rest.
+        wanted["block_size"] = write_model["max_write"]
     else:
         wanted["block_size"] = _SAFE_BLOCK
         notes.append("no limits extension: 32 KiB blocks are the safe size")
@@ -270,6 +295,7 @@ def _finish(
         clock_skew_seconds=skew if isinstance(skew, float) else None,
         notes=tuple(notes),
         recommended=recommended,
+        write_model=write_model,
     )
 
 
