@@ -39,6 +39,20 @@ async def test_probe_learns_the_write_model_and_its_advice_takes_a_large_file(
     assert model["max_write"] == 261_120
     assert model["max_read"] == max_read
     assert model["remove"] is True
+    # Content is verified by hash wherever the server offers one (issue item 9: rclone answers
+    # md5sum and sha1sum over exec, not sha256sum, except of a file still in its write cache;
+    # ProFTPD answers check-file).
+    expected_checksum = {
+        "proftpd": "check_file",
+        "proftpd-overwrite": "check_file",
+        "rclone": "shell",
+        "rclone-writes": "none",
+        "paramiko": "none",
+    }
+    checksum = report.recommended.get("checksum", fs.settings.checksum.value)
+    assert checksum == expected_checksum[server_at.kind]
+    if server_at.kind == "rclone":
+        assert report.recommended["shell_hash_command"] in {"sha1sum", "md5sum"}
     if reopen and random_write:
         assert "segment_connections" not in report.recommended
     else:
@@ -56,4 +70,6 @@ async def test_probe_learns_the_write_model_and_its_advice_takes_a_large_file(
     ) as fs:
         result = await fs.upload(local, name)
     assert result.sha256 == sha
+    if checksum != "none":
+        assert result.verified_by in {"check_file", "shell-sha1", "shell-md5"}
     assert await read_back(server_at, name) == (interop_size.size, sha)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import posixpath
 import re
 import shlex
 from pathlib import Path
@@ -18,6 +19,11 @@ from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_STATUS
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
 
 _HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
+# Hash commands a server may answer over exec, and their digests. rclone's SFTP server answers
+# md5sum and sha1sum but not sha256sum: those still prove content, with a local digest of the
+# same kind to compare against.
+COMMAND_ALGORITHMS = {"sha256sum": "sha256", "sha1sum": "sha1", "md5sum": "md5"}
+_HEX = {"sha256": 64, "sha1": 40, "md5": 32}
 _READ_CHUNK = 8 * 1024 * 1024
 
 
@@ -74,6 +80,39 @@ async def shell_sha256(
             f"{command!r} failed (exit {result.exit_status}): {stderr.strip()[:200]}"
         )
     return match.group(1).lower()
+
+
+def command_algorithm(command: str) -> str:
+    """The digest a hashing command prints (sha256 for a command we do not know)."""
+    program = command.strip().split()[0].rsplit("/", 1)[-1] if command.strip() else ""
+    return COMMAND_ALGORITHMS.get(program, "sha256")
+
+
+async def shell_digest(
+    conn: asyncssh.SSHClientConnection, command: str, path: str, *, limit: float
+) -> str:
+    """The hex digest ``command PATH`` prints, of the length its algorithm gives."""
+    width = _HEX[command_algorithm(command)]
+    # rclone finds "x" and "/x" but not "./x": the path as plain as it can be.
+    path = posixpath.normpath(path)
+    result = await conn.run(f"{command} {shlex.quote(path)}", check=False, timeout=limit)
+    stdout = result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode()
+    match = re.search(rf"\b([0-9a-fA-F]{{{width}}})\b", stdout or "")
+    if result.exit_status not in (0, None) or match is None:
+        stderr = result.stderr if isinstance(result.stderr, str) else ""
+        raise asyncssh.SFTPOpUnsupported(
+            f"{command!r} failed (exit {result.exit_status}): {stderr.strip()[:200]}"
+        )
+    return match.group(1).lower()
+
+
+def file_digest(path: Path, algorithm: str, chunk: int = 4 * 1024 * 1024) -> str:
+    """Hex digest of a local file by ``algorithm``; run it in a thread."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm == "sha256")
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 async def read_back_sha256(

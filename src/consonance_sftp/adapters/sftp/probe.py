@@ -177,6 +177,11 @@ async def _probe_writes(
         found["shell_hash"] = sha == digest
     except (asyncssh.Error, OSError, TimeoutError):
         found["shell_hash"] = False
+    if not found["shell_hash"]:
+        command = await _other_hash_command(pc, a, body, fs.settings.shell_hash_command)
+        if command is not None:
+            found["shell_hash"] = True
+            found["shell_hash_command"] = command
 
     b = name("b")
     found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
@@ -197,6 +202,26 @@ async def _probe_writes(
         except asyncssh.SFTPError:
             found["free_bytes"] = None
     return found
+
+
+async def _other_hash_command(
+    pc: PooledConnection, path: str, body: bytes, tried: str
+) -> str | None:
+    """The first of sha256sum, sha1sum, md5sum the server answers correctly over exec (rclone
+    answers the last two only), other than ``tried``."""
+    for command, algorithm in checksums.COMMAND_ALGORITHMS.items():
+        if command == tried:
+            continue
+        try:
+            async with asyncio.timeout(_SHELL_PROBE_TIMEOUT):
+                got = await checksums.shell_digest(
+                    pc.conn, command, path, limit=_SHELL_PROBE_TIMEOUT
+                )
+        except (asyncssh.Error, OSError, TimeoutError):
+            continue
+        if got == hashlib.new(algorithm, body, usedforsecurity=False).hexdigest():
+            return command
+    return None
 
 
 def _finish(
@@ -240,6 +265,8 @@ def _finish(
         elif shell_hash:
             wanted["checksum"] = ChecksumMethod.SHELL.value
             wanted["allow_shell"] = True
+            if isinstance(found.get("shell_hash_command"), str):
+                wanted["shell_hash_command"] = found["shell_hash_command"]
         else:
             wanted["checksum"] = ChecksumMethod.NONE.value
             notes.append(

@@ -387,7 +387,7 @@ class UploadMixin(FSBase):
             # where acknowledged bytes were): the whole file is verified by hash, server-side
             # or read back.
             remote_sha, verified_by = await self._remote_sha256(
-                pc, temp, size=size, force=interrupted
+                pc, temp, size=size, force=interrupted, local=(local_path, sha)
             )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
@@ -396,7 +396,7 @@ class UploadMixin(FSBase):
                     if not direct:
                         await self._guard(pc.sftp.remove(temp), temp)
                 raise errors.IntegrityError(
-                    f"remote SHA-256 {remote_sha} does not match the local {sha}",
+                    f"remote checksum {remote_sha} does not match the local SHA-256 {sha}",
                     partner=self.partner,
                     path=temp,
                 )
@@ -655,9 +655,18 @@ class UploadMixin(FSBase):
         return digest == sha256
 
     async def _remote_sha256(
-        self, pc: PooledConnection, path: str, *, size: int = 0, force: bool = False
+        self,
+        pc: PooledConnection,
+        path: str,
+        *,
+        size: int = 0,
+        force: bool = False,
+        local: tuple[Path, str] | None = None,
     ) -> tuple[str | None, str]:
-        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works."""
+        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works.
+        ``local`` (the local file and its SHA-256) lets a server's sha1sum or md5sum stand in
+        for sha256sum: on a match the local SHA-256 is returned, else the server's digest
+        prefixed by its algorithm (which matches no SHA-256)."""
         ts = self.settings
         method = ts.checksum
         want_check_file = method is ChecksumMethod.CHECK_FILE or (
@@ -677,13 +686,42 @@ class UploadMixin(FSBase):
             and (force or size >= _SHELL_HASH_MIN_SIZE)
         )
         if want_shell:
-            digest = await self._guard(
-                checksums.shell_sha256(
-                    pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
-                ),
-                path,
-            )
-            return digest, "shell"
+            algorithm = checksums.command_algorithm(ts.shell_hash_command)
+            if algorithm == "sha256":
+                digest = await self._guard(
+                    checksums.shell_sha256(
+                        pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                    ),
+                    path,
+                )
+                return digest, "shell"
+            if local is not None:
+                # sha1sum/md5sum (rclone): compared with the same digest of the local file;
+                # a match stands for the SHA-256 the ledger records.
+                local_path, local_sha = local
+                try:
+                    remote_hex = await self._guard(
+                        checksums.shell_digest(
+                            pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                        ),
+                        path,
+                    )
+                except errors.UnsupportedOperation as exc:
+                    # rclone's write cache cannot hash a file it has not written back yet:
+                    # the bytes are read back instead.
+                    log.info(
+                        "%s failed, reading the file back: %s",
+                        ts.shell_hash_command,
+                        exc.detail,
+                        extra={"partner": self.partner, "path": path},
+                    )
+                    force = True
+                else:
+                    local_hex = await asyncio.to_thread(
+                        checksums.file_digest, local_path, algorithm
+                    )
+                    digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
+                    return digest, f"shell-{algorithm}"
         if method is ChecksumMethod.READ_BACK or force:
             _size, digest = await self._guard(
                 checksums.read_back_sha256(
