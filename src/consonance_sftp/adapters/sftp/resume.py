@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 
 async def reconcile_journal(
     fs: FSBase, sftp: asyncssh.SFTPClient, temp: str, journal: SegmentJournal
-) -> set[int]:
+) -> tuple[set[int], str]:
     """Keep in ``journal`` only the segments the server's ``temp`` holds byte for byte (by
-    SHA-256); returns their indexes. A missing file keeps none."""
+    SHA-256); returns their indexes and how they were checked (``check_file`` or
+    ``read_back``). A missing file keeps none."""
     recorded = journal.hashes()
     if not recorded:
-        return set()
+        return set(), "read_back"
     attrs = await fs._stat(sftp, temp)
     remote_size = -1 if attrs is None else (attrs.size or 0)
     size, seg = journal.file_size, journal.segment_size
@@ -53,7 +54,7 @@ async def reconcile_journal(
             extra={"partner": fs.partner, "path": temp},
         )
     journal.keep(kept)
-    return kept
+    return kept, "read_back" if "check_file" in fs._unsupported else "check_file"
 
 
 async def _segment_sha256(

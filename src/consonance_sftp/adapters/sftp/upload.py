@@ -328,11 +328,15 @@ class UploadMixin(FSBase):
             )
         interrupted = journal is not None and bool(journal.done())
         kept: set[int] = set()
+        checked_by = ""
         if interrupted:
             assert journal is not None
             # Never trust bytes we cannot see: keep only the segments the server holds.
             async with self._lease(shared) as pc:
-                kept = await reconcile_journal(self, pc.sftp, temp, journal)
+                kept, checked_by = await reconcile_journal(self, pc.sftp, temp, journal)
+        # Every segment there and checked by hash (a package's file staged again): nothing is
+        # sent, and the whole file is already verified.
+        all_checked = journal is not None and len(kept) == journal.segment_count
 
         # With ``direct`` the partial file under the final name is ours when its prefix
         # matches our journal: it is continued, not refused as somebody else's file.
@@ -386,9 +390,13 @@ class UploadMixin(FSBase):
             # After an interrupted attempt the size proves nothing (a server can keep zeros
             # where acknowledged bytes were): the whole file is verified by hash, server-side
             # or read back.
-            remote_sha, verified_by = await self._remote_sha256(
-                pc, temp, size=size, force=interrupted, local=(local_path, sha)
-            )
+            remote_sha: str | None
+            if all_checked:
+                remote_sha, verified_by = sha, checked_by
+            else:
+                remote_sha, verified_by = await self._remote_sha256(
+                    pc, temp, size=size, force=interrupted, local=(local_path, sha)
+                )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
                     journal.remove()
