@@ -22,8 +22,6 @@ from consonance_sftp.sandbox.openssh import OpenSshServer, OpenSshUnavailable, s
 from tests.fixtures.interop_servers import InteropSize
 from tests.interop.test_upload_interop import _write_random
 
-pytestmark = pytest.mark.timeout(240)
-
 
 @pytest.fixture(scope="module")
 def no_rename_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSshServer]:

@@ -10,13 +10,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
-
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from tests.fixtures.interop_servers import InteropServer, InteropSize
 from tests.interop.test_upload_interop import _write_random, read_back
-
-pytestmark = pytest.mark.timeout(240)
 
 EXPECTED = {
     # kind: (reopen_write, random_write, max_read)

@@ -22,8 +22,6 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from tests.fixtures.interop_servers import InteropServer, InteropSize
 
-pytestmark = pytest.mark.timeout(240)
-
 
 def _write_random(path: Path, size: int) -> str:
     digest = hashlib.sha256()
