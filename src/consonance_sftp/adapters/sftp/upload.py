@@ -522,6 +522,10 @@ class UploadMixin(FSBase):
             except errors.TransportError as exc:
                 if not refused_by_write_model(exc):
                     raise
+                async with self._lease(shared) as pc:
+                    created = await self._stat(pc.sftp, temp) is not None
+                if not created:
+                    raise  # not even created: a folder we may not write in, not a write model
                 self._unsupported.add("random_write")
                 log.warning(
                     "the server refused a second open or an out-of-order write (%s): "
