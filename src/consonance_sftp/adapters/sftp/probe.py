@@ -194,7 +194,7 @@ async def _probe_writes(
         found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
     else:
         found["rename_over_existing"] = False
-    found["write_model"] = await probe_write_model(sftp, name)
+    found["write_model"] = await probe_write_model(sftp, name("m"))
     if flags["statvfs"]:
         try:
             vfs = await sftp.statvfs(folder)

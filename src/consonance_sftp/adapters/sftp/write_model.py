@@ -7,14 +7,13 @@ segments need both; one open with writes in order needs neither. The sizes a ser
 per write and per read request differ too (rclone answers reads of at most 32 KiB but accepts
 255 KiB writes), so both are measured, separately.
 
-``probe_write_model`` tries each on small files of the probe's own and returns the facts;
+``probe_write_model`` tries each on one small file of the probe's own and returns the facts;
 the probe turns them into recommendations (``segment_connections = 1`` where parallel segments
 cannot work, ``block_size`` from the largest accepted write).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -44,32 +43,29 @@ async def _refused(aw: Any) -> bool:
         return True
 
 
-async def probe_write_model(
-    sftp: asyncssh.SFTPClient, name: Callable[[str], str]
-) -> dict[str, object]:
-    """The write model of the folder where ``name(tag)`` makes probe file names (each one is
-    the caller's to remove): ``max_write``, ``max_read`` (bytes; 0 when nothing worked),
-    ``reopen_write`` (an existing file opened again for writing and continued), ``random_write``
-    (a write before the end of what is written), ``remove``."""
+async def probe_write_model(sftp: asyncssh.SFTPClient, path: str) -> dict[str, object]:
+    """The write model of the folder holding ``path``, tried on that one probe file (left for
+    the caller to remove, when it is still there): ``max_write``, ``max_read`` (bytes; 0 when
+    nothing worked), ``reopen_write`` (an existing file opened again for writing and
+    continued), ``remove``, ``random_write`` (a write before the end of what is written; None
+    when it could not be tried: the file could be neither removed nor reopened)."""
     found: dict[str, object] = {}
-
-    seq = name("s")
     max_write = 0
     for size in _WRITE_SIZES:
 
         async def write_one(n: int = size) -> None:
-            async with await sftp.open(seq, _CREATE, encoding=None, block_size=0) as fh:
+            async with await sftp.open(path, _CREATE, encoding=None, block_size=0) as fh:
                 await fh.write(b"w" * n, 0)
 
         if not await _refused(write_one()):
-            attrs = await sftp.stat(seq)
+            attrs = await sftp.stat(path)
             if attrs.size == size:
                 max_write = size
                 break
     found["max_write"] = max_write
 
     async def read_one() -> int:
-        async with await sftp.open(seq, asyncssh.FXF_READ, encoding=None, block_size=0) as fh:
+        async with await sftp.open(path, asyncssh.FXF_READ, encoding=None, block_size=0) as fh:
             data = await fh.read(MAX_OPENSSH_BLOCK, 0)
         return len(data)
 
@@ -81,24 +77,25 @@ async def probe_write_model(
         found["max_read"] = 0
 
     async def reopen_and_continue() -> None:
-        async with await sftp.open(seq, _W, encoding=None, block_size=0) as fh:
+        async with await sftp.open(path, _W, encoding=None, block_size=0) as fh:
             await fh.write(b"+", max_write)
-        attrs = await sftp.stat(seq)
+        attrs = await sftp.stat(path)
         if attrs.size != max_write + 1:
             raise asyncssh.SFTPFailure("the continued file has the wrong size")
 
-    found["reopen_write"] = bool(max_write) and not await _refused(reopen_and_continue())
-
-    rnd = name("r")
+    reopen = bool(max_write) and not await _refused(reopen_and_continue())
+    found["reopen_write"] = reopen
+    # The out-of-order write needs a new file: the same name, removed first (a server that
+    # refuses to reopen a file refuses to truncate it too).
+    found["remove"] = removed = not await _refused(sftp.remove(path))
 
     async def out_of_order() -> None:
-        async with await sftp.open(rnd, _CREATE, encoding=None, block_size=0) as fh:
+        async with await sftp.open(path, _CREATE, encoding=None, block_size=0) as fh:
             await fh.write(b"b" * 1024, 4096)
             await fh.write(b"a" * 4096, 0)
-        attrs = await sftp.stat(rnd)
+        attrs = await sftp.stat(path)
         if attrs.size != 5120:
             raise asyncssh.SFTPFailure("the file written out of order has the wrong size")
 
-    found["random_write"] = not await _refused(out_of_order())
-    found["remove"] = not await _refused(sftp.remove(seq))
+    found["random_write"] = (not await _refused(out_of_order())) if removed or reopen else None
     return found
