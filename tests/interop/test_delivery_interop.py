@@ -17,10 +17,12 @@ import pytest
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store.sql_store import SqlStore, open_store
 from consonance_sftp.app.delivery import SftpDeliveryTransport
-from consonance_sftp.engine import DeliveryRequest, Engine, StoreLedger
-from consonance_sftp.engine.contracts import FileToSend
+from consonance_sftp.engine import Engine, StoreLedger
 from consonance_sftp.models import DeliveryOutcome
-from tests.engine_worker import settings_from
+
+# The delivery contracts as the engine worker imports them (they moved from the engine to
+# ports/delivery.py; tests/engine_worker.py takes them from where they are).
+from tests.engine_worker import DeliveryRequest, FileToSend, settings_from
 from tests.fixtures.interop_servers import InteropServer, InteropSize
 from tests.interop.test_upload_interop import _write_random, read_back
 

@@ -50,6 +50,9 @@ async def probe_write_model(sftp: asyncssh.SFTPClient, path: str) -> dict[str, o
     continued), ``remove``, ``random_write`` (a write before the end of what is written; None
     when it could not be tried: the file could be neither removed nor reopened)."""
     found: dict[str, object] = {}
+    # Made afresh: the name may hold an earlier probe step's file, which a server that
+    # refuses to reopen files (ProFTPD's AllowOverwrite off) would not let us write over.
+    await _refused(sftp.remove(path))
     max_write = 0
     for size in _WRITE_SIZES:
 
