@@ -542,9 +542,11 @@ class UploadMixin(FSBase):
                 if journal is not None:
                     journal.keep(set())
                 async with self._lease(shared) as pc:
-                    # Removed, not truncated: a server that refuses to reopen a file for
-                    # writing refuses to truncate it too.
-                    await self._discard(pc.sftp, temp, remove=True)
+                    # Truncated, else removed (a server that refuses to reopen a file for
+                    # writing refuses to truncate it too). Not removed first: rclone still
+                    # closes the handles of a failed attempt in the background, and a file
+                    # removed under them made its next close fail ("chtimes: no such file").
+                    await self._discard(pc.sftp, temp)
             try:
                 async with self._lease_many(shared, 1) as conns:
                     await self._watch(
