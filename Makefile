@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CLI := $(VENV)/bin/consonance-sftp
 
-.PHONY: setup demo test lint unit integration e2e bench lock docs clean system-deps
+.PHONY: setup demo test lint unit integration interop e2e bench lock docs clean system-deps
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ unit: setup
 
 integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
+
+## SFTP servers partners run (ProFTPD, rclone, paramiko); INTEROP_SIZE=1024 for 1 GiB files.
+INTEROP_SIZE ?= 128
+interop: setup system-deps
+	$(PY) -m pytest -q tests/interop --interop-size $(INTEROP_SIZE)
 
 ## Benchmarks print ratios against a peer measured in the same run (see bench/README.md).
 bench: setup system-deps

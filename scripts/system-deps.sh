@@ -9,14 +9,30 @@ command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # EPUBCheck (a Java jar) for the EPUB preflight tests.
 command -v epubcheck >/dev/null 2>&1 || need+=(epubcheck)
+# The interop tier (tests/interop): servers nobody on the project wrote. rclone serves SFTP
+# ('rclone serve sftp'); ProFTPD's mod_sftp comes unpacked below, its shared libraries from here.
+command -v rclone >/dev/null 2>&1 || need+=(rclone)
+PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
+for lib in "${PROFTPD_LIBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")
+done
 
-if [ ${#need[@]} -eq 0 ]; then
+# ProFTPD is not installed as a package: Debian's FTP servers all 'Conflict: ftp-server', so
+# one installed here would block another a machine may need (vsftpd). Its binary and modules are
+# unpacked ('apt-get download' + 'dpkg -x') into a private folder the interop fixtures read.
+INTEROP_DIR="${CONSONANCE_INTEROP_DIR:-$HOME/.cache/consonance-sftp/interop}"
+PROFTPD_ROOT="$INTEROP_DIR/proftpd"
+need_proftpd=0
+[ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] && [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_sftp.so" ] || need_proftpd=1
+
+if [ ${#need[@]} -eq 0 ] && [ $need_proftpd -eq 0 ]; then
   exit 0
 fi
 
-echo "Installing missing system packages: ${need[*]}"
+[ ${#need[@]} -gt 0 ] && echo "Installing missing system packages: ${need[*]}"
+[ $need_proftpd -eq 1 ] && echo "Unpacking ProFTPD (mod_sftp) into $PROFTPD_ROOT"
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
+if [ "$(id -u)" -ne 0 ] && [ ${#need[@]} -gt 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
     echo "error: need root or sudo to install: ${need[*]}" >&2
     echo "hint: run 'apt-get install ${need[*]}' as root, then re-run 'make test'" >&2
@@ -24,8 +40,21 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ] || [ "$(id -u)" -eq 0 ]; then $SUDO apt-get update -qq; fi
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ $need_proftpd -eq 1 ]; then
+  debs="$(mktemp -d)"
+  # apt-get download writes into the current folder, as the _apt user when it can.
+  chmod 0777 "$debs"
+  (cd "$debs" && apt-get download -qq proftpd-core proftpd-mod-crypto 2>/dev/null)
+  rm -rf "$PROFTPD_ROOT.new" && mkdir -p "$PROFTPD_ROOT.new"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$PROFTPD_ROOT.new"; done
+  rm -rf "$PROFTPD_ROOT" && mv "$PROFTPD_ROOT.new" "$PROFTPD_ROOT"
+  rm -rf "$debs"
+  "$PROFTPD_ROOT/usr/sbin/proftpd" --version
+fi
 # The Debian packages start system services we do not use; tests start their own on 127.0.0.1.
 $SUDO service ssh stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true

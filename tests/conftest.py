@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.sftp_servers",
     "tests.fixtures.consonance_sandbox",
+    "tests.fixtures.interop_servers",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

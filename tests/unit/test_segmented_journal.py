@@ -102,3 +102,30 @@ def test_file_source_id_changes_with_content_and_mtime(tmp_path: Path) -> None:
     assert first != file_source_id(f, "abd")
     f.write_bytes(b"y" * 11)
     assert file_source_id(f, "abc") != first
+
+
+def test_segment_hashes_survive_and_keep_corrects_the_journal(tmp_path: Path) -> None:
+    """An upload journal holds each segment's SHA-256 (what a resume checks the server
+    against); ``keep`` forgets the segments the server showed it does not hold, durably."""
+    path = tmp_path / "upload.journal"
+    first = journal(path)
+    first.mark_hashed(0, "a" * 64)
+    first.mark_hashed(1, "b" * 64)
+    first.mark(2)  # a download's mark: no hash
+    again = journal(path)
+    assert again.hashes() == {0: "a" * 64, 1: "b" * 64, 2: None}
+    again.keep({1})
+    assert again.done() == {1}
+    assert journal(path).hashes() == {1: "b" * 64}
+    journal(path).keep(set())
+    assert journal(path).done() == set()
+
+
+def test_a_journal_of_bare_indexes_still_loads(tmp_path: Path) -> None:
+    """Journals written before segment hashes were recorded still load: their segments have
+    no hash, so a resume cannot verify them and sends them again."""
+    path = tmp_path / "old.journal"
+    j = journal(path)
+    j.mark(0)
+    j.mark(1)
+    assert journal(path).hashes() == {0: None, 1: None}

@@ -111,6 +111,8 @@ class ProbeReport:
     # (measured up to 261,120 bytes; None: not measured, no writable folder).
     max_write_size: int | None = None
     max_read_size: int | None = None
+    # How a file may be written: max_write, max_read (bytes), reopen_write, random_write, remove
+    write_model: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import posixpath
 import re
 import shlex
 from pathlib import Path
@@ -18,6 +19,11 @@ from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_STATUS
 from asyncssh.packet import SSHPacket, String, UInt32, UInt64
 
 _HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
+# Hash commands a server may answer over exec, and their digests. rclone's SFTP server answers
+# md5sum and sha1sum but not sha256sum: those still prove content, with a local digest of the
+# same kind to compare against.
+COMMAND_ALGORITHMS = {"sha256sum": "sha256", "sha1sum": "sha1", "md5sum": "md5"}
+_HEX = {"sha256": 64, "sha1": 40, "md5": 32}
 _READ_CHUNK = 8 * 1024 * 1024
 
 
@@ -32,8 +38,11 @@ def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def check_file_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
-    """SHA-256 by the ``check-file-name`` extension (draft-ietf-secsh-filexfer-extensions).
+async def check_file_sha256(
+    sftp: asyncssh.SFTPClient, path: str, offset: int = 0, length: int = 0
+) -> str:
+    """SHA-256 by the ``check-file-name`` extension (draft-ietf-secsh-filexfer-extensions),
+    of the whole file or of ``length`` bytes from ``offset`` (0: to the end).
 
     Raises ``asyncssh.SFTPOpUnsupported`` when the server does not offer it. asyncssh has no
     call for this extension (nor a reply type registered for it), so the request is sent and
@@ -43,7 +52,7 @@ async def check_file_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
     waiter: asyncio.Future[tuple[int, SSHPacket]] = handler._loop.create_future()
     handler._send_request(
         b"check-file-name",
-        [String(path.encode()), String(b"sha256"), UInt64(0), UInt64(0), UInt32(0)],
+        [String(path.encode()), String(b"sha256"), UInt64(offset), UInt64(length), UInt32(0)],
         waiter,
     )
     resptype, reply = await waiter
@@ -73,6 +82,39 @@ async def shell_sha256(
     return match.group(1).lower()
 
 
+def command_algorithm(command: str) -> str:
+    """The digest a hashing command prints (sha256 for a command we do not know)."""
+    program = command.strip().split()[0].rsplit("/", 1)[-1] if command.strip() else ""
+    return COMMAND_ALGORITHMS.get(program, "sha256")
+
+
+async def shell_digest(
+    conn: asyncssh.SSHClientConnection, command: str, path: str, *, limit: float
+) -> str:
+    """The hex digest ``command PATH`` prints, of the length its algorithm gives."""
+    width = _HEX[command_algorithm(command)]
+    # rclone finds "x" and "/x" but not "./x": the path as plain as it can be.
+    path = posixpath.normpath(path)
+    result = await conn.run(f"{command} {shlex.quote(path)}", check=False, timeout=limit)
+    stdout = result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode()
+    match = re.search(rf"\b([0-9a-fA-F]{{{width}}})\b", stdout or "")
+    if result.exit_status not in (0, None) or match is None:
+        stderr = result.stderr if isinstance(result.stderr, str) else ""
+        raise asyncssh.SFTPOpUnsupported(
+            f"{command!r} failed (exit {result.exit_status}): {stderr.strip()[:200]}"
+        )
+    return match.group(1).lower()
+
+
+def file_digest(path: Path, algorithm: str, chunk: int = 4 * 1024 * 1024) -> str:
+    """Hex digest of a local file by ``algorithm``; run it in a thread."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm == "sha256")
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 async def read_back_sha256(
     sftp: asyncssh.SFTPClient, path: str, *, block_size: int, max_requests: int
 ) -> tuple[int, str]:
@@ -91,3 +133,29 @@ async def read_back_sha256(
             size += len(chunk)
             await asyncio.sleep(0)
     return size, digest.hexdigest()
+
+
+async def read_back_range_sha256(
+    sftp: asyncssh.SFTPClient,
+    path: str,
+    offset: int,
+    length: int,
+    *,
+    block_size: int,
+    max_requests: int,
+) -> str | None:
+    """SHA-256 of ``length`` bytes from ``offset`` read back, pipelined; None when the file
+    ends before them."""
+    digest = hashlib.sha256()
+    got = 0
+    async with sftp.open(
+        path, "rb", block_size=block_size, max_requests=max_requests, encoding=None
+    ) as fh:
+        while got < length:
+            chunk = await fh.read(min(_READ_CHUNK, length - got), offset + got)
+            if not chunk:
+                return None
+            assert isinstance(chunk, bytes)
+            digest.update(chunk)
+            got += len(chunk)
+    return digest.hexdigest()

@@ -35,6 +35,7 @@ from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.connection import PooledConnection
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.adapters.sftp.write_model import probe_write_model
 from consonance_sftp.config.transfer import (
     MAX_OPENSSH_BLOCK,
     ChecksumMethod,
@@ -226,6 +227,11 @@ async def _probe_writes(
         found["shell_hash"] = sha == digest
     except (asyncssh.Error, OSError, TimeoutError):
         found["shell_hash"] = False
+    if not found["shell_hash"]:
+        command = await _other_hash_command(pc, a, body, fs.settings.shell_hash_command)
+        if command is not None:
+            found["shell_hash"] = True
+            found["shell_hash_command"] = command
 
     b = name("moved")
     found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
@@ -238,6 +244,7 @@ async def _probe_writes(
         found["rename_over_existing"] = await _attempt(sftp.rename(d, c))
     else:
         found["rename_over_existing"] = False
+    found["write_model"] = await probe_write_model(sftp, name())  # the run's one name
     if flags["statvfs"]:
         try:
             vfs = await sftp.statvfs(folder)
@@ -245,6 +252,26 @@ async def _probe_writes(
         except asyncssh.SFTPError:
             found["free_bytes"] = None
     return found
+
+
+async def _other_hash_command(
+    pc: PooledConnection, path: str, body: bytes, tried: str
+) -> str | None:
+    """The first of sha256sum, sha1sum, md5sum the server answers correctly over exec (rclone
+    answers the last two only), other than ``tried``."""
+    for command, algorithm in checksums.COMMAND_ALGORITHMS.items():
+        if command == tried:
+            continue
+        try:
+            async with asyncio.timeout(_SHELL_PROBE_TIMEOUT):
+                got = await checksums.shell_digest(
+                    pc.conn, command, path, limit=_SHELL_PROBE_TIMEOUT
+                )
+        except (asyncssh.Error, OSError, TimeoutError):
+            continue
+        if got == hashlib.new(algorithm, body, usedforsecurity=False).hexdigest():
+            return command
+    return None
 
 
 def _finish(
@@ -259,6 +286,8 @@ def _finish(
     shell_hash = bool(found.get("shell_hash"))
     skew = found.get("clock_skew")
     free = found.get("free_bytes")
+    model = found.get("write_model")
+    write_model: dict[str, object] = dict(model) if isinstance(model, dict) else {}
 
     wanted: dict[str, object] = {}
     if found:
@@ -286,11 +315,30 @@ def _finish(
         elif shell_hash:
             wanted["checksum"] = ChecksumMethod.SHELL.value
             wanted["allow_shell"] = True
+            if isinstance(found.get("shell_hash_command"), str):
+                wanted["shell_hash_command"] = found["shell_hash_command"]
         else:
             wanted["checksum"] = ChecksumMethod.NONE.value
             notes.append(
                 "no remote checksum (no check-file, no shell): size is verified; set "
                 "checksum = 'read_back' to verify content at the cost of a second transfer"
+            )
+        parallel_ok = write_model.get("reopen_write") and write_model.get("random_write")
+        if write_model and not parallel_ok:
+            # Parallel segments open the temporary file again and write out of order: on this
+            # server large files go in one open with writes in order.
+            wanted["segment_connections"] = 1
+            refused = [
+                what
+                for key, what in (
+                    ("reopen_write", "opening an existing file again for writing"),
+                    ("random_write", "writes out of order"),
+                )
+                if not write_model.get(key)
+            ]
+            notes.append(
+                f"the server refuses {' and '.join(refused)}: large files are sent over one "
+                "connection, in order"
             )
         if isinstance(skew, float) and abs(skew) > 120:
             notes.append(f"server clock is {skew:+.0f}s off: min_age compares against it")
@@ -313,6 +361,7 @@ def _finish(
         clock_skew_seconds=skew if isinstance(skew, float) else None,
         notes=tuple(notes),
         recommended=recommended,
+        write_model=write_model,
     )
 
 

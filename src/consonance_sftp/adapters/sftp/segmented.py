@@ -8,10 +8,18 @@ flight, and the pipeline runs across segment boundaries, so a session never drai
 segments.
 
 Resume: a segmented upload leaves holes, so the remote size says nothing about what arrived.
-``SegmentJournal`` is a small local file that records each finished segment (fsynced per
-mark); a new call with the same journal sends only the missing segments. The journal is keyed
-by the source's identity (size, mtime, checksum...) and the segment size, and starts empty when
-either changed.
+``SegmentJournal`` is a small local file that records each finished segment with the SHA-256
+of its bytes (fsynced per mark); a new call with the same journal sends only the missing
+segments. The journal only says what was sent, not what the server kept (a server killed
+mid-write may keep zeros, or empty the file): the caller checks the recorded hashes against
+the server first and keeps only the segments that match (``SegmentJournal.keep``). The journal
+is keyed by the source's identity (size, mtime, checksum...) and the segment size, and starts
+empty when either changed.
+
+Servers differ in how a file may be written (the *write model*): ``put_segmented`` needs a
+temporary file that can be opened again for writing and written at any offset; ``put_stream``
+opens it once and writes strictly in order, for servers that allow nothing else (ProFTPD with
+``AllowOverwrite off``, rclone without a write cache).
 
 The remote file is opened without ``O_TRUNC`` (``FXF_WRITE | FXF_CREAT``) by every session, so
 no session ever wipes what another wrote; only the single creating open of a fresh start
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -44,7 +53,7 @@ from consonance_sftp.errors import IntegrityError
 # that fits with its header, and a larger one makes the server drop the connection.
 MAX_OPENSSH_BLOCK = 261_120
 
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 1  # segment lines "INDEX" (old) or "INDEX SHA256" both read
 
 Progress = Callable[[int], None]
 
@@ -53,9 +62,10 @@ class SegmentJournal:
     """Durable local record of the finished segments of one transfer.
 
     The file holds a JSON header line (version, file size, segment size, source id) and one line
-    per finished segment index. A header that does not match the arguments (the source changed,
-    or another segment size is used) or a corrupt file starts a fresh, empty journal. A torn last
-    line (a crash in the middle of a mark) is ignored: that segment is simply sent again.
+    per finished segment: its index and, for uploads, the SHA-256 of its bytes. A header that
+    does not match the arguments (the source changed, or another segment size is used) or a
+    corrupt file starts a fresh, empty journal. A torn last line (a crash in the middle of a
+    mark) is ignored: that segment is simply sent again.
     """
 
     def __init__(self, path: Path, *, file_size: int, segment_size: int, source_id: str) -> None:
@@ -71,7 +81,7 @@ class SegmentJournal:
             "segment_size": segment_size,
             "source_id": source_id,
         }
-        self._done: set[int] = set()
+        self._done: dict[int, str | None] = {}
         if not self._load():
             self._reset()
 
@@ -83,23 +93,47 @@ class SegmentJournal:
         """Indexes of the segments recorded as finished (a copy)."""
         return set(self._done)
 
+    def hashes(self) -> dict[int, str | None]:
+        """Finished segment -> SHA-256 of its bytes (None when not recorded: a download, or a
+        journal written before hashes were)."""
+        return dict(self._done)
+
     def mark(self, index: int) -> None:
         """Record segment ``index`` as finished; returns once the record is on disk."""
+        self._append(index, None)
+
+    def mark_hashed(self, index: int, sha256: str) -> None:
+        """Record segment ``index`` as finished with the SHA-256 of its bytes (uploads: what a
+        resume checks the server's copy against)."""
+        self._append(index, sha256)
+
+    def _append(self, index: int, sha256: str | None) -> None:
         if not 0 <= index < self.segment_count:
             raise ValueError(f"segment {index} out of range 0..{self.segment_count - 1}")
         if index in self._done:
             return
+        line = f"{index} {sha256}\n" if sha256 else f"{index}\n"
         with open(self.path, "ab") as fh:
-            fh.write(f"{index}\n".encode())
+            fh.write(line.encode())
             fh.flush()
             os.fsync(fh.fileno())
-        self._done.add(index)
+        self._done[index] = sha256
+
+    def keep(self, indexes: set[int]) -> None:
+        """Forget every finished segment not in ``indexes``: what the server showed it does not
+        hold. The journal is corrected from the server, never the other way round."""
+        kept = {i: h for i, h in self._done.items() if i in indexes}
+        if kept == self._done:
+            return
+        self._reset()
+        for index, sha in sorted(kept.items()):
+            self._append(index, sha)
 
     def remove(self) -> None:
         """Delete the journal (the transfer is complete, or abandoned)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self._done.clear()
+        self._done = {}
 
     def _load(self) -> bool:
         try:
@@ -115,16 +149,18 @@ class SegmentJournal:
         # Only newline-terminated lines count: the last element after split is the unterminated
         # remainder (empty when the file ends cleanly, a torn write otherwise).
         for raw in lines[1:-1]:
+            parts = raw.split()
             try:
-                index = int(raw)
-            except ValueError:
+                index = int(parts[0])
+            except (ValueError, IndexError):
                 return False
+            sha = parts[1].decode() if len(parts) > 1 else None
             if 0 <= index < self.segment_count:
-                self._done.add(index)
+                self._done[index] = sha
         return True
 
     def _reset(self) -> None:
-        self._done = set()
+        self._done = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
@@ -222,12 +258,14 @@ class _Tracker:
         journal: SegmentJournal | None,
         progress: Progress | None,
         before_mark: Callable[[], None] | None = None,
+        segment_hash: Callable[[_Segment], str] | None = None,
     ) -> None:
         self._queue: Iterator[_Segment] = iter(segments)
         self.done_bytes = done_bytes
         self._journal = journal
         self._progress = progress
         self._before_mark = before_mark
+        self._segment_hash = segment_hash
         self.group: asyncio.TaskGroup | None = None
         self._marker: concurrent.futures.ThreadPoolExecutor | None = None
         self._jobs: list[concurrent.futures.Future[None]] = []
@@ -249,13 +287,13 @@ class _Tracker:
         if not (seg.issued_all and seg.outstanding == 0 and self._journal is not None):
             return
         if self.group is None:
-            self._durable_mark(seg.index)
+            self._durable_mark(seg)
             return
         # fsync of the data (downloads) and of the journal take milliseconds to tens of them:
         # in a worker thread, so the event loop keeps every session's pipeline full.
         if self._marker is None:
             self._marker = concurrent.futures.ThreadPoolExecutor(1, "segment-journal")
-        job = self._marker.submit(self._durable_mark, seg.index)
+        job = self._marker.submit(self._durable_mark, seg)
         self._jobs.append(job)
         waiter = _await_job(job)
         try:
@@ -274,11 +312,17 @@ class _Tracker:
         if self._marker is not None:
             self._marker.shutdown(wait=False)
 
-    def _durable_mark(self, index: int) -> None:
+    def _durable_mark(self, seg: _Segment) -> None:
         assert self._journal is not None
         if self._before_mark is not None:
             self._before_mark()
-        self._journal.mark(index)
+        # The segment's hash is what a resume checks the server's bytes against. Taken here,
+        # in the journal's worker thread, from the local file (page cache): no cost on the
+        # event loop that keeps the sessions' pipelines full.
+        if self._segment_hash is None:
+            self._journal.mark(seg.index)
+        else:
+            self._journal.mark_hashed(seg.index, self._segment_hash(seg))
 
 
 async def _await_job(job: concurrent.futures.Future[None]) -> None:
@@ -356,10 +400,9 @@ async def put_segmented(
         for i in done
         if i < segment_count(size, segment_size)
     )
-    tracker = _Tracker(segments, already, journal, progress)
-    flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
-
     fd = os.open(local_path, os.O_RDONLY)
+    tracker = _Tracker(segments, already, journal, progress, segment_hash=_hasher(fd))
+    flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
     try:
         # Create the file once before the sessions race to open it. A fresh start (nothing
         # recorded) truncates: a stale, longer temp file from an earlier, different source
@@ -381,6 +424,73 @@ async def put_segmented(
                         sftp, fd, remote_path, flags, size, block_size, max_requests, tracker
                     )
                 )
+    finally:
+        await tracker.settle()
+        os.close(fd)
+
+
+def _hasher(fd: int) -> Callable[[_Segment], str]:
+    def segment_sha256(seg: _Segment) -> str:
+        digest = hashlib.sha256()
+        offset, end = seg.offset, seg.offset + seg.length
+        while offset < end:
+            block = os.pread(fd, min(8 * 1024 * 1024, end - offset), offset)
+            if not block:
+                break
+            digest.update(block)
+            offset += len(block)
+        return digest.hexdigest()
+
+    return segment_sha256
+
+
+async def put_stream(
+    sftp: asyncssh.SFTPClient,
+    local_path: Path,
+    remote_path: str,
+    *,
+    segment_size: int,
+    block_size: int,
+    max_requests: int,
+    start_segment: int = 0,
+    journal: SegmentJournal | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Upload ``local_path`` into ``remote_path`` with one open and writes strictly in order.
+
+    For servers that refuse a second open of the file for writing, or writes out of order.
+    ``start_segment`` 0 creates (truncates) the file; a later one continues after the
+    segments before it, which the caller has checked are on the server, in an open without
+    truncation (some servers refuse that too: the caller then starts over). Segments are
+    recorded in ``journal`` with their hashes as they complete, as ``put_segmented`` does.
+    """
+    _check_sizes(block_size, max_requests, segment_size)
+    size = os.stat(local_path).st_size
+    if journal is not None:
+        _check_journal(journal, size, segment_size)
+    count = segment_count(size, segment_size)
+    if not 0 <= start_segment <= count:
+        raise ValueError(f"start segment {start_segment} out of range 0..{count}")
+    segments = [
+        _Segment(i, i * segment_size, min(segment_size, size - i * segment_size))
+        for i in range(start_segment, count)
+    ]
+    already = min(size, start_segment * segment_size)
+    flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
+    if start_segment == 0:
+        flags |= asyncssh.FXF_TRUNC
+    fd = os.open(local_path, os.O_RDONLY)
+    tracker = _Tracker(segments, already, journal, progress, segment_hash=_hasher(fd))
+    try:
+        if size == 0 or not segments:
+            async with await sftp.open(remote_path, flags, encoding=None, block_size=0):
+                pass
+            return
+        async with _first_error(), asyncio.TaskGroup() as tg:
+            tracker.group = tg
+            tg.create_task(
+                _put_worker(sftp, fd, remote_path, flags, size, block_size, max_requests, tracker)
+            )
     finally:
         await tracker.settle()
         os.close(fd)

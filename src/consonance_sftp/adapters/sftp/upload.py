@@ -36,10 +36,16 @@ from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.connection import (
     PooledConnection,
 )
+from consonance_sftp.adapters.sftp.resume import (
+    contiguous_prefix,
+    reconcile_journal,
+    refused_by_write_model,
+)
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
     file_source_id,
     put_segmented,
+    put_stream,
     segment_count,
 )
 from consonance_sftp.config.transfer import (
@@ -339,52 +345,13 @@ class UploadMixin(FSBase):
         final = remote_path
         temp = self.staging_path(final, temp_path)
         direct = temp == final
-
-        async with self._lease(shared) as pc:
-            # An atomic replace needs no look at the final name first: one round trip less
-            # per file, which counts for batches of small files.
-            replacing = ts.overwrite is OverwritePolicy.REPLACE and (
-                self._strategy(pc.sftp) is UploadStrategy.POSIX_RENAME
-            )
-            existing = None if replacing else await self._stat(pc.sftp, final)
-            if existing is not None:
-                # (sha, how it was checked) of identical bytes at the final name, else None.
-                same: tuple[str, str] | None = None
-                if existing.size == size and (
-                    replace_identical or ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL
-                ):
-                    sha = await self._local_sha(hashing, size, local_path, final)
-                    remote_sha, how = await self._remote_sha256(pc, final, force=True)
-                    same = (sha, how) if remote_sha == sha else None
-                if replace_identical and same is not None:
-                    pass  # a resend: staged again; its old copy is replaced at publish
-                elif ts.overwrite is OverwritePolicy.FAIL:
-                    raise errors.RemoteFileExists(
-                        "the final name already exists and the overwrite policy is 'fail'",
-                        partner=self.partner,
-                        path=final,
-                        hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
-                    )
-                elif ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and same is not None:
-                    log.info(
-                        "identical file already present, skipped",
-                        extra={"partner": self.partner, "path": final},
-                    )
-                    return StagedFile(
-                        remote_path=final,
-                        staged_path=final,
-                        size=size,
-                        sha256=same[0],
-                        skipped=True,
-                        verified_by=same[1],
-                        seconds=time.monotonic() - started,
-                    )
-
-        journal: SegmentJournal | None = None
-        resumed_from = 0
         segment_size = ts.segment_size
         small = data is not None
-        if ts.resume and segment_count(size, segment_size) > 1:
+
+        # The journal of an earlier, interrupted attempt (large files only: a small file is
+        # one burst that resumes nothing).
+        journal: SegmentJournal | None = None
+        if not small and ts.resume and segment_count(size, segment_size) > 1:
             journal = await asyncio.to_thread(
                 SegmentJournal,
                 self._journal_path("up", final),
@@ -392,64 +359,51 @@ class UploadMixin(FSBase):
                 segment_size=segment_size,
                 source_id=file_source_id(local_path) + f";temp={temp}",
             )
-            done = journal.done()
-            if done:
-                async with self._lease(shared) as pc:
-                    if await self._stat(pc.sftp, temp) is None:
-                        # The partial file is gone (cleaned up by the partner): start over.
-                        journal.remove()
-                        journal = await asyncio.to_thread(
-                            SegmentJournal,
-                            journal.path,
-                            file_size=size,
-                            segment_size=segment_size,
-                            source_id=journal.source_id,
-                        )
-                        done = set()
-                resumed_from = sum(min(segment_size, size - i * segment_size) for i in done)
-                if resumed_from:
-                    log.info(
-                        "resuming upload: %d of %d bytes already on the server",
-                        resumed_from,
-                        size,
-                        extra={"partner": self.partner, "path": final},
-                    )
-
-        if not small and not resumed_from:
-            # A fresh start: the segmented writer never truncates (sessions must not wipe each
-            # other's ranges), so a stale, longer temporary file from an abandoned attempt is
-            # cut to nothing first.
+        interrupted = journal is not None and bool(journal.done())
+        kept: set[int] = set()
+        checked_by = ""
+        if interrupted:
+            assert journal is not None
+            # Never trust bytes we cannot see: keep only the segments the server holds.
             async with self._lease(shared) as pc:
-                await self._guard(self._truncate(pc.sftp, temp), temp)
+                kept, checked_by = await reconcile_journal(self, pc.sftp, temp, journal)
+        # Every segment there and checked by hash (a package's file staged again): nothing is
+        # sent, and the whole file is already verified.
+        all_checked = journal is not None and len(kept) == journal.segment_count
+
+        # With ``direct`` the partial file under the final name is ours when its prefix
+        # matches our journal: it is continued, not refused as somebody else's file.
+        own_partial = direct and bool(kept)
+        if not own_partial:
+            skipped = await self._apply_overwrite_policy(
+                shared, final, size, hashing, local_path, started, replace_identical
+            )
+            if skipped is not None:
+                return skipped
+
+        resumed_from = sum(min(segment_size, size - i * segment_size) for i in kept)
+        if resumed_from:
+            log.info(
+                "resuming upload: %d of %d bytes verified on the server",
+                resumed_from,
+                size,
+                extra={"partner": self.partner, "path": final},
+            )
 
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
-        n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
-        n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
-        async with self._lease_many(shared, n_conns) as conns:
-            if small:
+        if small:
+            async with self._lease_many(shared, 1) as conns:
                 await self._watch(
                     self._put_small(conns[0].sftp, data or b"", temp, size, report),
                     temp,
                     ticks,
                     conns,
                 )
-            else:
-                await self._watch(
-                    put_segmented(
-                        self._sessions(conns),
-                        local_path,
-                        temp,
-                        segment_size=segment_size,
-                        block_size=ts.block_size,
-                        max_requests=ts.max_requests,
-                        journal=journal,
-                        progress=report,
-                    ),
-                    temp,
-                    ticks,
-                    conns,
-                )
+        else:
+            resumed_from = await self._put_large(
+                local_path, temp, size, journal, kept, report, ticks, shared
+            )
 
         sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
@@ -466,7 +420,16 @@ class UploadMixin(FSBase):
                     partner=self.partner,
                     path=temp,
                 )
-            remote_sha, verified_by = await self._remote_sha256(pc, temp, size=size)
+            # After an interrupted attempt the size proves nothing (a server can keep zeros
+            # where acknowledged bytes were): the whole file is verified by hash, server-side
+            # or read back.
+            remote_sha: str | None
+            if all_checked:
+                remote_sha, verified_by = sha, checked_by
+            else:
+                remote_sha, verified_by = await self._remote_sha256(
+                    pc, temp, size=size, force=interrupted, local=(local_path, sha)
+                )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
                     journal.remove()
@@ -474,7 +437,7 @@ class UploadMixin(FSBase):
                     if not direct:
                         await self._guard(pc.sftp.remove(temp), temp)
                 raise errors.IntegrityError(
-                    f"remote SHA-256 {remote_sha} does not match the local {sha}",
+                    f"remote checksum {remote_sha} does not match the local SHA-256 {sha}",
                     partner=self.partner,
                     path=temp,
                 )
@@ -491,6 +454,189 @@ class UploadMixin(FSBase):
             resumed_from=resumed_from,
             seconds=time.monotonic() - started,
         )
+
+    async def _apply_overwrite_policy(
+        self,
+        shared: PooledConnection | None,
+        final: str,
+        size: int,
+        hashing: asyncio.Future[tuple[int, str]],
+        local_path: Path,
+        started: float,
+        replace_identical: bool = False,
+    ) -> StagedFile | None:
+        """Apply the overwrite policy to an existing final name: raise (fail), or return the
+        skipped result (skip-if-identical with the same bytes there), else None. With
+        ``replace_identical`` (an explicit resend) the same bytes there are staged again."""
+        ts = self.settings
+        async with self._lease(shared) as pc:
+            # An atomic replace needs no look at the final name first: one round trip less
+            # per file, which counts for batches of small files.
+            replacing = ts.overwrite is OverwritePolicy.REPLACE and (
+                self._strategy(pc.sftp) is UploadStrategy.POSIX_RENAME
+            )
+            existing = None if replacing else await self._stat(pc.sftp, final)
+            if existing is None:
+                return None
+            # (sha, how it was checked) of identical bytes at the final name, else None.
+            same: tuple[str, str] | None = None
+            if existing.size == size and (
+                replace_identical or ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL
+            ):
+                sha = await self._local_sha(hashing, size, local_path, final)
+                remote_sha, how = await self._remote_sha256(pc, final, force=True)
+                same = (sha, how) if remote_sha == sha else None
+            if replace_identical and same is not None:
+                return None  # a resend: staged again; its old copy is replaced at publish
+            if ts.overwrite is OverwritePolicy.FAIL:
+                raise errors.RemoteFileExists(
+                    "the final name already exists and the overwrite policy is 'fail'",
+                    partner=self.partner,
+                    path=final,
+                    hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
+                )
+            if ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL and same is not None:
+                log.info(
+                    "identical file already present, skipped",
+                    extra={"partner": self.partner, "path": final},
+                )
+                return StagedFile(
+                    remote_path=final,
+                    staged_path=final,
+                    size=size,
+                    sha256=same[0],
+                    skipped=True,
+                    verified_by=same[1],
+                    seconds=time.monotonic() - started,
+                )
+        return None
+
+    async def _put_large(
+        self,
+        local_path: Path,
+        temp: str,
+        size: int,
+        journal: SegmentJournal | None,
+        kept: set[int],
+        report: Callable[[int], None],
+        ticks: list[float],
+        shared: PooledConnection | None,
+    ) -> int:
+        """Send a large file the way the server's write model allows; returns the bytes that
+        were already there (verified) and not sent again.
+
+        Parallel segments need a file that can be opened again for writing and written at any
+        offset. A server that refuses either (ProFTPD's ``AllowOverwrite off``, rclone without
+        a write cache) is noted for this client's life and gets one open and writes in
+        order (``put_stream``), continuing after the verified prefix where the server lets a
+        file be reopened, else from the start."""
+        ts = self.settings
+        segment_size = ts.segment_size
+        n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
+        n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
+        # One connection gains nothing from segments: one open and writes in order, which
+        # every server accepts (a second open of the file is what some refuse).
+        if n_conns > 1 and "random_write" not in self._unsupported:
+            if not kept:
+                # A fresh start: the segmented writer never truncates (sessions must not wipe
+                # each other's ranges), so a stale, longer temporary file from an abandoned
+                # attempt is cut to nothing first.
+                async with self._lease(shared) as pc:
+                    await self._discard(pc.sftp, temp)
+            try:
+                async with self._lease_many(shared, n_conns) as conns:
+                    await self._watch(
+                        put_segmented(
+                            self._sessions(conns),
+                            local_path,
+                            temp,
+                            segment_size=segment_size,
+                            block_size=ts.block_size,
+                            max_requests=ts.max_requests,
+                            journal=journal,
+                            progress=report,
+                        ),
+                        temp,
+                        ticks,
+                        conns,
+                    )
+                return sum(min(segment_size, size - i * segment_size) for i in kept)
+            except errors.TransportError as exc:
+                if not refused_by_write_model(exc):
+                    raise
+                async with self._lease(shared) as pc:
+                    created = await self._stat(pc.sftp, temp) is not None
+                if not created:
+                    raise  # not even created: a folder we may not write in, not a write model
+                self._unsupported.add("random_write")
+                log.warning(
+                    "the server refused a second open or an out-of-order write (%s): "
+                    "sending in one sequential stream",
+                    exc.detail,
+                    extra={"partner": self.partner, "path": temp},
+                )
+                kept = set()
+                if journal is not None:
+                    journal.keep(kept)
+        start = contiguous_prefix(kept) if "reopen_write" not in self._unsupported else 0
+        for attempt in (start, 0) if start else (0,):
+            if attempt == 0:
+                if journal is not None:
+                    journal.keep(set())
+                async with self._lease(shared) as pc:
+                    # Truncated, else removed (a server that refuses to reopen a file for
+                    # writing refuses to truncate it too). Not removed first: rclone still
+                    # closes the handles of a failed attempt in the background, and a file
+                    # removed under them made its next close fail ("chtimes: no such file").
+                    await self._discard(pc.sftp, temp)
+            try:
+                async with self._lease_many(shared, 1) as conns:
+                    await self._watch(
+                        put_stream(
+                            self._sessions_one(conns[0].sftp),
+                            local_path,
+                            temp,
+                            segment_size=segment_size,
+                            block_size=ts.block_size,
+                            max_requests=ts.max_requests,
+                            start_segment=attempt,
+                            journal=journal,
+                            progress=report,
+                        ),
+                        temp,
+                        ticks,
+                        conns,
+                    )
+                return min(size, attempt * segment_size)
+            except errors.TransportError as exc:
+                if attempt == 0 or not refused_by_write_model(exc):
+                    raise
+                self._unsupported.add("reopen_write")
+                log.warning(
+                    "the server will not let the temporary file be continued (%s): "
+                    "sending it again from the start",
+                    exc.detail,
+                    extra={"partner": self.partner, "path": temp},
+                )
+        raise AssertionError("unreachable")
+
+    async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
+        """Clear a stale temporary file before a fresh start: truncate it, or remove it
+        (a server that refuses to reopen an existing file refuses to truncate it too)."""
+        if not remove:
+            try:
+                await self._guard(self._truncate(sftp, temp), temp)
+                return
+            except errors.TransportError as exc:
+                if exc.retryable:
+                    raise
+        if await self._stat(sftp, temp) is not None:
+            # What cannot be removed either is left to the writer's own truncating open.
+            try:
+                await self._guard(sftp.remove(temp), temp)
+            except errors.TransportError as exc:
+                if exc.retryable:
+                    raise
 
     async def _publish_staged(
         self,
@@ -573,9 +719,18 @@ class UploadMixin(FSBase):
         return digest == sha256
 
     async def _remote_sha256(
-        self, pc: PooledConnection, path: str, *, size: int = 0, force: bool = False
+        self,
+        pc: PooledConnection,
+        path: str,
+        *,
+        size: int = 0,
+        force: bool = False,
+        local: tuple[Path, str] | None = None,
     ) -> tuple[str | None, str]:
-        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works."""
+        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works.
+        ``local`` (the local file and its SHA-256) lets a server's sha1sum or md5sum stand in
+        for sha256sum: on a match the local SHA-256 is returned, else the server's digest
+        prefixed by its algorithm (which matches no SHA-256)."""
         ts = self.settings
         method = ts.checksum
         want_check_file = method is ChecksumMethod.CHECK_FILE or (
@@ -595,13 +750,42 @@ class UploadMixin(FSBase):
             and (force or size >= _SHELL_HASH_MIN_SIZE)
         )
         if want_shell:
-            digest = await self._guard(
-                checksums.shell_sha256(
-                    pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
-                ),
-                path,
-            )
-            return digest, "shell"
+            algorithm = checksums.command_algorithm(ts.shell_hash_command)
+            if algorithm == "sha256":
+                digest = await self._guard(
+                    checksums.shell_sha256(
+                        pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                    ),
+                    path,
+                )
+                return digest, "shell"
+            if local is not None:
+                # sha1sum/md5sum (rclone): compared with the same digest of the local file;
+                # a match stands for the SHA-256 the ledger records.
+                local_path, local_sha = local
+                try:
+                    remote_hex = await self._guard(
+                        checksums.shell_digest(
+                            pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                        ),
+                        path,
+                    )
+                except errors.UnsupportedOperation as exc:
+                    # rclone's write cache cannot hash a file it has not written back yet:
+                    # the bytes are read back instead.
+                    log.info(
+                        "%s failed, reading the file back: %s",
+                        ts.shell_hash_command,
+                        exc.detail,
+                        extra={"partner": self.partner, "path": path},
+                    )
+                    force = True
+                else:
+                    local_hex = await asyncio.to_thread(
+                        checksums.file_digest, local_path, algorithm
+                    )
+                    digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
+                    return digest, f"shell-{algorithm}"
         if method is ChecksumMethod.READ_BACK or force:
             _size, digest = await self._guard(
                 checksums.read_back_sha256(
