@@ -622,21 +622,24 @@ class UploadMixin(FSBase):
 
     async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
         """Clear a stale temporary file before a fresh start: truncate it, or remove it
-        (a server that refuses to reopen an existing file refuses to truncate it too)."""
-        if not remove:
+        (a server that refuses to reopen a file for writing refuses to truncate it too).
+        No file, nothing to do: a truncating open would create one, which such a server then
+        refuses to open again for the upload itself."""
+        if await self._stat(sftp, temp) is None:
+            return
+        if not remove and "reopen_write" not in self._unsupported:
             try:
                 await self._guard(self._truncate(sftp, temp), temp)
                 return
             except errors.TransportError as exc:
                 if exc.retryable:
                     raise
-        if await self._stat(sftp, temp) is not None:
-            # What cannot be removed either is left to the writer's own truncating open.
-            try:
-                await self._guard(sftp.remove(temp), temp)
-            except errors.TransportError as exc:
-                if exc.retryable:
-                    raise
+        # What cannot be removed either is left to the writer's own truncating open.
+        try:
+            await self._guard(sftp.remove(temp), temp)
+        except errors.TransportError as exc:
+            if exc.retryable:
+                raise
 
     async def _publish_staged(
         self,
