@@ -627,7 +627,7 @@ class UploadMixin(PublishMixin):
         refuses to open again for the upload itself."""
         if await self._stat(sftp, temp) is None:
             return
-        if not remove and "reopen_write" not in self._unsupported:
+        if not remove:
             try:
                 await self._guard(self._truncate(sftp, temp), temp)
                 return
