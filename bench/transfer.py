@@ -245,6 +245,8 @@ class Ours:
     block_size: int = MAX_OPENSSH_BLOCK
     # The probe's recommended settings for the server (applied over the ones above)
     recommended: dict[str, object] = field(default_factory=dict)
+    # --set KEY=VALUE: settings forced from the command line, over the probe's (experiments)
+    overrides: dict[str, object] = field(default_factory=dict)
 
     def settings(self) -> TransferSettings:
         base: dict[str, object] = {
@@ -256,7 +258,7 @@ class Ours:
             "file_concurrency": self.file_concurrency,
             "overwrite": OverwritePolicy.REPLACE,
         }
-        return TransferSettings.model_validate({**base, **self.recommended})
+        return TransferSettings.model_validate({**base, **self.recommended, **self.overrides})
 
     def remote_fs(self, target: Target) -> SftpRemoteFS:
         endpoint = target.server.endpoint(
@@ -589,6 +591,21 @@ def probe_advice(server: Served, base: TransferSettings, state_dir: Path) -> dic
     return dict(report.recommended)
 
 
+def parse_setting(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: VALUE as a number when it is one, else as text."""
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set wants KEY=VALUE, not {item!r}")
+    value: object = text
+    for kind in (int, float):
+        try:
+            value = kind(text)
+            break
+        except ValueError:
+            continue
+    return key.strip(), value
+
+
 def machine_note() -> str:
     load = os.getloadavg()
     cpus = os.cpu_count()
@@ -644,7 +661,21 @@ def main(argv: list[str] | None = None) -> int:
         "writes and opens extra connections at once): coalesce = segmented.coalesce_writes on "
         "every connection; parallel-open = open a segmented transfer's extra connections at once",
     )
-    p.add_argument("--small-connections", type=int, default=1, help="raw engine only")
+    p.add_argument(
+        "--small-connections",
+        type=int,
+        default=1,
+        help="connections for small files (the transport spreads them over file_connections, "
+        "within this many)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="force a transfer setting on our side, over the probe's advice (repeatable; "
+        "e.g. --set block_size=32768 --set checksum=none): for experiments, printed",
+    )
     p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
     p.add_argument("--segment-size", type=parse_size, default=parse_size("64M"))
     p.add_argument("--wan-segment-size", type=parse_size, default=parse_size("16M"))
@@ -661,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe is None:
         args.probe = args.server != "openssh"
     only = set(args.only.split(","))
+    overrides = dict(parse_setting(item) for item in args.set)
     shims = frozenset() if args.shims == "none" else frozenset(args.shims.split(","))
     wanted = [s for s in SCENARIOS if s in only or s.rsplit("_", 1)[0] in only]
 
@@ -727,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
                 state_dir=state_dir,
             )
             recommended = probe_advice(server, base.settings(), state_dir)
+        if overrides:
+            forced = ", ".join(f"{k} = {v!r}" for k, v in sorted(overrides.items()))
+            say(f"forced on our side (--set): {forced}")
         say(
             "ours: "
             + (
@@ -747,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=state_dir,
             shims=shims,
             recommended=recommended,
+            overrides=overrides,
         )
         if "loopback_up" in wanted or "loopback_down" in wanted:
             ts = loop_ours.settings()
@@ -767,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
                 state_dir=state_dir,
                 shims=shims,
                 recommended=recommended,
+                overrides=overrides,
             )
             say(
                 f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
@@ -786,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                 state_dir=state_dir,
                 shims=shims,
                 recommended=recommended,
+                overrides=overrides,
             )
             say(
                 f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
