@@ -66,7 +66,8 @@ from servers import (
     SERVERS,
     Served,
     link_into,
-    probe,
+    parse_setting,
+    probe_advice,
     remote_mkdir,
     sha256_file,
     start_served,
@@ -574,36 +575,6 @@ def bench_small(
             prepare,
             check,
         )
-
-
-def probe_advice(server: Served, base: TransferSettings, state_dir: Path) -> dict[str, object]:
-    """Our probe, once, against the server: the settings it recommends over ``base`` (what
-    ``partner probe --apply`` would write for a user), printed with what it found."""
-    t = time.perf_counter()
-    report = probe(server, base, state_dir)
-    say(f"probe ({time.perf_counter() - t:.1f} s): server {report.server_version!r}")
-    model = ", ".join(f"{k} {v}" for k, v in sorted(report.write_model.items()))
-    say(f"  write model: {model or 'not probed'}")
-    for note in report.notes:
-        say(f"  note: {note}")
-    advice = ", ".join(f"{k} = {v!r}" for k, v in sorted(report.recommended.items()))
-    say(f"  recommended, applied to our side: {advice or 'nothing to change'}")
-    return dict(report.recommended)
-
-
-def parse_setting(item: str) -> tuple[str, object]:
-    """``KEY=VALUE`` of ``--set``: VALUE as a number when it is one, else as text."""
-    key, sep, text = item.partition("=")
-    if not sep:
-        raise SystemExit(f"--set wants KEY=VALUE, not {item!r}")
-    value: object = text
-    for kind in (int, float):
-        try:
-            value = kind(text)
-            break
-        except ValueError:
-            continue
-    return key.strip(), value
 
 
 def machine_note() -> str:
