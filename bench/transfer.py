@@ -14,11 +14,14 @@ checked by SHA-256 (uploads on the server's own disk, downloads on ours):
 Both sides prefer aes128-gcm@openssh.com (our transport's order on AES-NI CPUs; the server
 picks the first it has). Against a server other than OpenSSH, our probe runs once first and
 its recommended settings are what our side uses (what ``partner probe --apply`` gives a user);
-they are printed. Times include connecting and logging in (OpenSSH's
-process start included), because a user waits for those too. Medians and ratios (ours /
+they are printed. Times include connecting and logging in (OpenSSH's process start
+included), because a user waits for those too. Medians and ratios (ours /
 OpenSSH throughput, higher is better) are printed; the last line is one JSON object:
 
-    {"loopback_up": r, "loopback_down": r, "small_files_up": r, "wan_up": r, "wan_down": r}
+    {"server": "openssh", "loopback_up": r, "loopback_down": r, "small_files_up": r,
+     "wan_up": r, "wan_down": r}
+
+(only the scenarios that ran; ``server`` names the ``--server``).
 
 Quick run:  .venv/bin/python bench/transfer.py --size 256M --reps 3 --wan-reps 1
 Full run:   .venv/bin/python bench/transfer.py          (about 15 minutes on 2 cores)
