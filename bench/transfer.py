@@ -1,22 +1,31 @@
 """Transfer benchmark: our SFTP transport against OpenSSH ``sftp -b``, same files, same run.
 
-Starts a private OpenSSH ``sshd`` on 127.0.0.1 (``consonance_sftp.sandbox.openssh``) and measures,
-for each scenario, OpenSSH's ``sftp`` client and our transport in alternating order, several
-repetitions, every copy checked by SHA-256:
+Starts a server on 127.0.0.1 (``--server``: a private OpenSSH ``sshd`` by default, or ProFTPD
+mod_sftp, rclone serve sftp or paramiko's server as the interop tier starts them, see
+``bench/servers.py``) and measures, for each scenario, OpenSSH's ``sftp`` client and our
+transport against that same server in alternating order, several repetitions, every copy
+checked by SHA-256 (uploads on the server's own disk, downloads on ours):
 
 * loopback: a large file (1 GiB) up and down, and 2,000 files of 50 KiB up;
 * wan: the same large file up and down through ``bench/latency_relay.py``, a userspace relay
   that holds every chunk 50 ms each way (100 ms round trip: it emulates latency, not loss).
   OpenSSH runs there with its best flags for such a link (``-R 256 -B 261120``).
 
-Both sides use aes128-gcm@openssh.com. Times include connecting and logging in (OpenSSH's
-process start included), because a user waits for those too. Medians and ratios (ours /
+Both sides prefer aes128-gcm@openssh.com (our transport's order on AES-NI CPUs; the server
+picks the first it has). Against a server other than OpenSSH, our probe runs once first and
+its recommended settings are what our side uses (what ``partner probe --apply`` gives a user);
+they are printed. Times include connecting and logging in (OpenSSH's process start
+included), because a user waits for those too. Medians and ratios (ours /
 OpenSSH throughput, higher is better) are printed; the last line is one JSON object:
 
-    {"loopback_up": r, "loopback_down": r, "small_files_up": r, "wan_up": r, "wan_down": r}
+    {"server": "openssh", "loopback_up": r, "loopback_down": r, "small_files_up": r,
+     "wan_up": r, "wan_down": r}
+
+(only the scenarios that ran; ``server`` names the ``--server``).
 
 Quick run:  .venv/bin/python bench/transfer.py --size 256M --reps 3 --wan-reps 1
 Full run:   .venv/bin/python bench/transfer.py          (about 15 minutes on 2 cores)
+Partner's:  .venv/bin/python bench/transfer.py --server proftpd --size 256M --reps 3
 """
 
 from __future__ import annotations
@@ -55,10 +64,25 @@ from consonance_sftp.adapters.sftp.segmented import (
 from consonance_sftp.config.transfer import OverwritePolicy, TransferSettings
 from consonance_sftp.errors import TransportError
 from consonance_sftp.ports.remote_fs import UploadItem
-from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
 from latency_relay import RelayProcess, measure_relay, spawn_relay
+from servers import (
+    SERVERS,
+    Served,
+    link_into,
+    parse_setting,
+    probe_advice,
+    remote_mkdir,
+    sha256_file,
+    start_served,
+    wait_for_content,
+)
 
-CIPHER = "aes128-gcm@openssh.com"
+# The order our transport offers on AES-NI machines (connection._GCM_FIRST); OpenSSH's sftp
+# is given the same, so both sides end up with the same cipher on every server.
+CIPHERS = (
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+    "aes128-ctr,aes256-ctr"
+)
 SCENARIOS = ("loopback_up", "loopback_down", "small_files_up", "wan_up", "wan_down")
 
 
@@ -99,14 +123,6 @@ def make_file(path: Path, size: int) -> str:
     return sha256_file(path)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make_small_files(folder: Path, count: int, size: int) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"small-{i:05d}.dat" for i in range(count)]
@@ -135,8 +151,8 @@ def remove(path: Path) -> None:
 
 @dataclass
 class Target:
-    server: OpenSshServer
-    port: int  # sshd itself, or the relay in front of it
+    server: Served
+    port: int  # the server itself, or the relay in front of it
     known_hosts: Path
     wan: bool
 
@@ -157,7 +173,7 @@ def openssh(target: Target, commands: str) -> None:
         "-P",
         str(target.port),
         "-c",
-        CIPHER,
+        CIPHERS,
         "-o",
         f"UserKnownHostsFile={target.known_hosts}",
         "-o",
@@ -168,8 +184,10 @@ def openssh(target: Target, commands: str) -> None:
     if target.wan:
         # OpenSSH at its best on a long fat link: deepest request queue, largest block.
         cmd += ["-R", "256", "-B", str(MAX_OPENSSH_BLOCK)]
-    cmd.append(f"{target.server.shell_user}@127.0.0.1")
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd.append(f"{target.server.user}@127.0.0.1")
+    done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode:
+        raise SystemExit(f"sftp failed ({commands!r}): {done.stderr.decode(errors='replace')}")
 
 
 class ParallelOpenPool(ConnectionPool):
@@ -229,30 +247,26 @@ class Ours:
     state_dir: Path
     shims: frozenset[str] = frozenset()
     block_size: int = MAX_OPENSSH_BLOCK
+    # The probe's recommended settings for the server (applied over the ones above)
+    recommended: dict[str, object] = field(default_factory=dict)
+    # --set KEY=VALUE: settings forced from the command line, over the probe's (experiments)
+    overrides: dict[str, object] = field(default_factory=dict)
+
+    def settings(self) -> TransferSettings:
+        base: dict[str, object] = {
+            "block_size": self.block_size,
+            "max_requests": self.max_requests,
+            "segment_size": self.segment_size,
+            "segmented_threshold": 0,
+            "segment_connections": self.connections,
+            "file_concurrency": self.file_concurrency,
+            "overwrite": OverwritePolicy.REPLACE,
+        }
+        return TransferSettings.model_validate({**base, **self.recommended, **self.overrides})
 
     def remote_fs(self, target: Target) -> SftpRemoteFS:
-        settings = TransferSettings(
-            block_size=self.block_size,
-            max_requests=self.max_requests,
-            segment_size=self.segment_size,
-            segmented_threshold=0,
-            segment_connections=self.connections,
-            file_concurrency=self.file_concurrency,
-            overwrite=OverwritePolicy.REPLACE,
-        )
-        endpoint = SftpEndpoint(
-            partner="bench",
-            host="127.0.0.1",
-            port=target.port,
-            user=target.server.shell_user,
-            host_keys=(
-                target.server.known_hosts_line.replace(
-                    f":{target.server.port} ", f":{target.port} "
-                ),
-            ),
-            key_path=target.server.client_key_path,
-            max_connections=max(self.connections, 1),
-            transfer=settings,
+        endpoint = target.server.endpoint(
+            self.settings(), port=target.port, max_connections=max(self.connections, 1)
         )
         fs = SftpRemoteFS(endpoint, state_dir=self.state_dir)
         if self.shims:
@@ -279,7 +293,7 @@ class Ours:
                         local,
                         remote,
                         segment_size=self.segment_size,
-                        block_size=self.block_size,
+                        block_size=self.settings().block_size,
                         max_requests=self.max_requests,
                     )
 
@@ -303,7 +317,7 @@ class Ours:
                         local,
                         size=size,
                         segment_size=self.segment_size,
-                        block_size=self.block_size,
+                        block_size=self.settings().block_size,
                         max_requests=self.max_requests,
                     )
 
@@ -347,12 +361,12 @@ async def connect(target: Target, n: int, window: int) -> list[asyncssh.SSHClien
                 asyncssh.connect(
                     "127.0.0.1",
                     target.port,
-                    username=target.server.shell_user,
+                    username=target.server.user,
                     client_keys=[str(target.server.client_key_path)],
                     known_hosts=([host_key], [], []),
                     agent_path=None,
                     config=[],
-                    encryption_algs=[CIPHER],
+                    encryption_algs=CIPHERS.split(","),
                     compression_algs=None,
                     window=window,
                 )
@@ -432,34 +446,29 @@ def run_pair(
     scenario: str,
     rep: int,
     reps: int,
-    openssh_run: Callable[[], None],
-    ours_run: Callable[[], None],
-    prepare: Callable[[], None],
-    check: Callable[[], None],
+    openssh_run: Callable[[str], None],
+    ours_run: Callable[[str], None],
+    prepare: Callable[[str], None],
+    check: Callable[[str], None],
 ) -> None:
+    """One repetition of ``scenario`` for both contenders. Each run gets a name of its own
+    (``<scenario>-<rep>-<who>``) for what it writes: a name is never used twice, so no
+    server's cache (rclone's listings) can mistake one run's file for another's."""
     # Alternate who goes first so slow drift of a noisy machine hits both alike.
     order = [("openssh", openssh_run), ("ours", ours_run)]
     if rep % 2:
         order.reverse()
     for who, fn in order:
-        prepare()
-        seconds = timed(fn)
-        check()
+        name = f"{scenario}-{rep}-{who}"
+        prepare(name)
+        seconds = timed(lambda fn=fn, name=name: fn(name))  # type: ignore[misc]
+        check(name)
         results.add(scenario, who, seconds)
         rate = results.amount[scenario] / seconds
         say(
             f"  {scenario:15s} rep {rep + 1}/{reps} {who:8s} {seconds:7.2f} s "
             f"{rate:8.1f} {results.unit[scenario]}  (sha256 ok)"
         )
-
-
-def expect_same(path: Path, digest: str) -> Callable[[], None]:
-    def check() -> None:
-        got = sha256_file(path)
-        if got != digest:
-            raise SystemExit(f"SHA-256 mismatch for {path}: {got} != {digest}")
-
-    return check
 
 
 def bench_large(
@@ -471,20 +480,32 @@ def bench_large(
     out: Path,
     reps: int,
     ours: Ours,
+    source: str,
 ) -> None:
+    """``source`` is the server's name for a copy of ``big`` in its folder (downloads)."""
     size = big.stat().st_size
-    remote = out / "remote.bin"
-    local = out / "local.bin"
+    served = target.server
     for scenario in (f"{prefix}_up", f"{prefix}_down"):
         results.amount[scenario] = size / (1 << 20)
         results.unit[scenario] = "MiB/s"
-    # The server reads and writes the same disk: uploads land in `remote`, downloads read `big`.
+    # Uploads land in the served folder and are checked there, on the server's own disk.
 
-    def up_ours() -> None:
-        ours.upload(target, big, str(remote))
+    def nothing(name: str) -> None:
+        pass
 
-    def down_ours() -> None:
-        ours.download(target, str(big), local, size)
+    def check_up(name: str) -> None:
+        landed = served.folder / f"{name}.bin"
+        waited = wait_for_content(landed, size, digest)
+        if waited > 0.5:
+            say(f"  (the server wrote the file to its disk {waited:.1f} s after the upload)")
+        remove(landed)
+
+    def check_down(name: str) -> None:
+        local = out / f"{name}.bin"
+        got = sha256_file(local)
+        if got != digest:
+            raise SystemExit(f"SHA-256 mismatch for {local}: {got} != {digest}")
+        remove(local)
 
     for rep in range(reps):
         run_pair(
@@ -492,23 +513,21 @@ def bench_large(
             f"{prefix}_up",
             rep,
             reps,
-            lambda: openssh(target, f"put {big} {remote}"),
-            up_ours,
-            lambda: remove(remote),
-            expect_same(remote, digest),
+            lambda name: openssh(target, f"put {big} {served.remote(name + '.bin')}"),
+            lambda name: ours.upload(target, big, served.remote(name + ".bin")),
+            nothing,
+            check_up,
         )
         run_pair(
             results,
             f"{prefix}_down",
             rep,
             reps,
-            lambda: openssh(target, f"get {big} {local}"),
-            down_ours,
-            lambda: remove(local),
-            expect_same(local, digest),
+            lambda name: openssh(target, f"get {source} {out / (name + '.bin')}"),
+            lambda name: ours.download(target, source, out / (name + ".bin"), size),
+            nothing,
+            check_down,
         )
-    remove(remote)
-    remove(local)
 
 
 def bench_small(
@@ -516,26 +535,37 @@ def bench_small(
     target: Target,
     folder: Path,
     digests: dict[str, str],
-    out: Path,
     reps: int,
     ours: Ours,
 ) -> None:
     scenario = "small_files_up"
     results.amount[scenario] = len(digests)
     results.unit[scenario] = "files/s"
-    remote_dir = out / "small-remote"
+    served = target.server
     files = sorted(folder.iterdir())
 
-    def check() -> None:
-        names = {p.name for p in remote_dir.iterdir()}
-        if names != set(digests):
-            raise SystemExit(f"small files: {len(names)} arrived, {len(digests)} expected")
-        for name, digest in digests.items():
-            if hashlib.sha256((remote_dir / name).read_bytes()).hexdigest() != digest:
-                raise SystemExit(f"SHA-256 mismatch for {remote_dir / name}")
+    def prepare(name: str) -> None:
+        remote_mkdir(served, name)  # through the server: it may cache its listings
 
-    def run_ours() -> None:
-        ours.upload_many(target, files, str(remote_dir))
+    def check(name: str) -> None:
+        landed = served.folder / name
+        deadline = time.monotonic() + 120  # rclone's write cache reaches the disk later
+        while True:
+            names = {p.name for p in landed.iterdir()}
+            bad = [
+                n
+                for n, d in digests.items()
+                if n not in names or hashlib.sha256((landed / n).read_bytes()).hexdigest() != d
+            ]
+            if not bad and names == set(digests):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"small files: {len(names)} arrived, {len(digests)} expected, "
+                    f"{len(bad)} missing or with the wrong SHA-256 (first: {bad[:1]})"
+                )
+            time.sleep(0.5)
+        shutil.rmtree(landed, ignore_errors=True)
 
     for rep in range(reps):
         run_pair(
@@ -543,12 +573,11 @@ def bench_small(
             scenario,
             rep,
             reps,
-            lambda: openssh(target, f"put {folder}/* {remote_dir}/"),
-            run_ours,
-            lambda: fresh_dir(remote_dir),
+            lambda name: openssh(target, f"put {folder}/* {served.remote(name)}/"),
+            lambda name: ours.upload_many(target, files, served.remote(name)),
+            prepare,
             check,
         )
-    shutil.rmtree(remote_dir, ignore_errors=True)
 
 
 def machine_note() -> str:
@@ -562,6 +591,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Our SFTP transport against OpenSSH sftp, loopback and a 100 ms link."
     )
+    p.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="openssh",
+        help="the server both clients talk to: OpenSSH's sshd (default), or one a partner runs "
+        "(proftpd: AllowOverwrite off, its default; rclone: no VFS cache, its default; "
+        "rclone-writes: --vfs-cache-mode writes), started as the interop tests start it",
+    )
+    p.add_argument(
+        "--probe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run our probe once and use its recommended settings on our side (default: on "
+        "for every server but openssh, whose figures stay comparable with earlier runs)",
+    )
     p.add_argument("--size", type=parse_size, default=parse_size("1G"), help="large file")
     p.add_argument("--reps", type=int, default=5, help="repetitions on loopback")
     p.add_argument("--wan-reps", type=int, default=3, help="repetitions through the relay")
@@ -570,7 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-size", type=parse_size, default=parse_size("50K"))
     p.add_argument("--delay-ms", type=float, default=50.0, help="relay hold, each way")
     p.add_argument(
-        "--only", default=",".join(SCENARIOS), help="comma list of scenario groups to run"
+        "--only",
+        default=None,
+        help="comma list of scenario groups to run (default: all on openssh; loopback and "
+        "small_files_up on the other servers)",
     )
     p.add_argument("--loopback-connections", type=int, default=1)
     p.add_argument("--wan-connections", type=int, default=8)
@@ -588,7 +635,21 @@ def main(argv: list[str] | None = None) -> int:
         "writes and opens extra connections at once): coalesce = segmented.coalesce_writes on "
         "every connection; parallel-open = open a segmented transfer's extra connections at once",
     )
-    p.add_argument("--small-connections", type=int, default=1, help="raw engine only")
+    p.add_argument(
+        "--small-connections",
+        type=int,
+        default=1,
+        help="connections for small files (the transport spreads them over file_connections, "
+        "within this many)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="force a transfer setting on our side, over the probe's advice (repeatable; "
+        "e.g. --set block_size=32768 --set checksum=none): for experiments, printed",
+    )
     p.add_argument("--file-concurrency", type=int, default=16, help="small files per conn")
     p.add_argument("--segment-size", type=parse_size, default=parse_size("64M"))
     p.add_argument("--wan-segment-size", type=parse_size, default=parse_size("16M"))
@@ -600,7 +661,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", type=Path, default=Path("/var/tmp/consonance-sftp-bench"), help="data"
     )
     args = p.parse_args(argv)
+    if args.only is None:
+        args.only = ",".join(SCENARIOS) if args.server == "openssh" else "loopback,small_files_up"
+    if args.probe is None:
+        args.probe = args.server != "openssh"
     only = set(args.only.split(","))
+    overrides = dict(parse_setting(item) for item in args.set)
     shims = frozenset() if args.shims == "none" else frozenset(args.shims.split(","))
     wanted = [s for s in SCENARIOS if s in only or s.rsplit("_", 1)[0] in only]
 
@@ -631,13 +697,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     out = fresh_dir(run_dir / "out")
     state_dir = fresh_dir(run_dir / "state")
-    server = start_openssh(run_dir / "sshd", chroot=False)
+    server = start_served(args.server, run_dir / "server")
     relay: RelayProcess | None = None
     relay_rate = 0.0
     results = Results()
     try:
         kh = run_dir / "known_hosts"
-        lines = [server.known_hosts_line]
+        lines = [server.known_hosts_line()]
         target = Target(server, server.port, kh, wan=False)
         if any(s.startswith("wan") for s in wanted):
             mib_s, rtt = measure_relay(args.delay_ms, 1 << 30)
@@ -648,9 +714,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             relay_rate = mib_s
             relay = spawn_relay(server.port, args.delay_ms)
-            lines.append(server.known_hosts_line.replace(f":{server.port} ", f":{relay.port} "))
+            lines.append(server.known_hosts_line(relay.port))
         kh.write_text("\n".join(lines) + "\n")
-        say(f"OpenSSH sshd on 127.0.0.1:{server.port}; cipher {CIPHER} on both sides")
+        say(f"server: {server.description} on 127.0.0.1:{server.port}")
+        # The files downloads read, linked into the served folder before anything lists it
+        # (rclone caches listings: a file put there later stays invisible to it).
+        source = link_into(server, big, "loopback-source.bin")
+        wan_source = link_into(server, wan_big, "wan-source.bin")
+        recommended: dict[str, object] = {}
+        if args.probe:
+            base = Ours(
+                connections=args.loopback_connections,
+                segment_size=args.segment_size,
+                max_requests=args.max_requests,
+                window=args.loopback_window,
+                file_concurrency=args.file_concurrency,
+                engine=args.engine,
+                state_dir=state_dir,
+            )
+            recommended = probe_advice(server, base.settings(), state_dir)
+        if overrides:
+            forced = ", ".join(f"{k} = {v!r}" for k, v in sorted(overrides.items()))
+            say(f"forced on our side (--set): {forced}")
         say(
             "ours: "
             + (
@@ -670,14 +755,17 @@ def main(argv: list[str] | None = None) -> int:
             engine=args.engine,
             state_dir=state_dir,
             shims=shims,
+            recommended=recommended,
+            overrides=overrides,
         )
         if "loopback_up" in wanted or "loopback_down" in wanted:
+            ts = loop_ours.settings()
             say(
-                f"loopback, {human(args.size)}: OpenSSH sftp -b (defaults) vs ours "
-                f"({loop_ours.connections} connection(s), {loop_ours.max_requests} requests of "
-                f"{loop_ours.block_size} bytes)"
+                f"loopback, {human(args.size)}: OpenSSH sftp -b (defaults: 64 requests of 32 "
+                f"KiB) vs ours ({ts.segment_connections} connection(s), {ts.max_requests} "
+                f"requests of {ts.block_size} bytes, checksum {ts.checksum.value})"
             )
-            bench_large(results, "loopback", target, big, digest, out, args.reps, loop_ours)
+            bench_large(results, "loopback", target, big, digest, out, args.reps, loop_ours, source)
         if "small_files_up" in wanted:
             small_ours = Ours(
                 connections=args.small_connections,
@@ -688,13 +776,15 @@ def main(argv: list[str] | None = None) -> int:
                 engine=args.engine,
                 state_dir=state_dir,
                 shims=shims,
+                recommended=recommended,
+                overrides=overrides,
             )
             say(
                 f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
                 f"'put dir/*' vs ours ({small_ours.connections} connection(s), "
                 f"{small_ours.file_concurrency} files in flight on each)"
             )
-            bench_small(results, target, small_dir, small, out, args.reps, small_ours)
+            bench_small(results, target, small_dir, small, args.reps, small_ours)
         if relay is not None:
             wan_target = Target(server, relay.port, kh, wan=True)
             wan_ours = Ours(
@@ -706,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine=args.engine,
                 state_dir=state_dir,
                 shims=shims,
+                recommended=recommended,
+                overrides=overrides,
             )
             say(
                 f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
@@ -715,7 +807,15 @@ def main(argv: list[str] | None = None) -> int:
                 + (f", window {human(wan_ours.window)})" if args.engine == "raw" else ")")
             )
             bench_large(
-                results, "wan", wan_target, wan_big, wan_digest, out, args.wan_reps, wan_ours
+                results,
+                "wan",
+                wan_target,
+                wan_big,
+                wan_digest,
+                out,
+                args.wan_reps,
+                wan_ours,
+                wan_source,
             )
     finally:
         if relay is not None:
@@ -753,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{s:16s} {results.rate(s, 'openssh'):8.1f} {unit:<7s} "
             f"{results.rate(s, 'ours'):8.1f} {unit:<7s} {ratios[s]:6.2f}x"
         )
-    print(json.dumps(ratios), flush=True)
+    print(json.dumps({"server": args.server, **ratios}), flush=True)
     return 0
 
 

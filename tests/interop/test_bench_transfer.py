@@ -1,0 +1,61 @@
+"""``bench/transfer.py --server``: both clients against a partner's server, ratios printed.
+
+A small run against paramiko's server (the quickest of the interop servers to start): the
+benchmark starts it as the interop fixtures do, runs our probe and applies its advice, moves a
+file up and down and a few small files with OpenSSH's ``sftp`` and with our transport, checks
+every copy by SHA-256, and ends with one JSON line of ratios. The figures themselves are not
+asserted (a shared machine's timings are not a test); that the run completes and reports one
+positive ratio per scenario for the right server is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_transfer_against_paramiko_prints_upload_and_download_ratios(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("sftp") is None:
+        pytest.fail("OpenSSH's sftp client is missing: run scripts/system-deps.sh")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "transfer.py"),
+            "--server",
+            "paramiko",
+            "--size",
+            "2M",
+            "--reps",
+            "1",
+            "--small-count",
+            "20",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    ratios = json.loads(lines[-1])
+    assert ratios["server"] == "paramiko"
+    assert set(ratios) == {"server", "loopback_up", "loopback_down", "small_files_up"}
+    for scenario in ("loopback_up", "loopback_down", "small_files_up"):
+        assert isinstance(ratios[scenario], float | int) and ratios[scenario] > 0
+    # Our side ran with the probe's advice for this server, and said so.
+    assert any(line.startswith("  recommended, applied to our side:") for line in lines)
+    assert "paramiko's SFTPServer" in done.stdout
+    # Every timed run was checked: 2 contenders x (up, down, small files).
+    assert sum("(sha256 ok)" in line for line in lines) == 6
