@@ -401,9 +401,12 @@ class UploadMixin(PublishMixin):
                     conns,
                 )
         else:
-            resumed_from = await self._put_large(
+            resumed_from, restarted = await self._put_large(
                 local_path, temp, size, journal, kept, report, ticks, shared
             )
+            # A write the server refused mid-upload is an interruption too: a failed attempt's
+            # writes may still land (rclone closes its handles in the background).
+            interrupted = interrupted or restarted
 
         sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
@@ -521,9 +524,10 @@ class UploadMixin(PublishMixin):
         report: Callable[[int], None],
         ticks: list[float],
         shared: PooledConnection | None,
-    ) -> int:
+    ) -> tuple[int, bool]:
         """Send a large file the way the server's write model allows; returns the bytes that
-        were already there (verified) and not sent again.
+        were already there (verified) and not sent again, and whether a refused attempt made
+        it start again (the file is then verified by hash, like after an interruption).
 
         Parallel segments need a file that can be opened again for writing and written at any
         offset. A server that refuses either (ProFTPD's ``AllowOverwrite off``, rclone without
@@ -532,6 +536,7 @@ class UploadMixin(PublishMixin):
         file be reopened, else from the start."""
         ts = self.settings
         segment_size = ts.segment_size
+        restarted = False
         n_conns = ts.segment_connections if size >= ts.segmented_threshold else 1
         n_conns = min(n_conns, segment_count(size, segment_size), self.endpoint.max_connections)
         # One connection gains nothing from segments: one open and writes in order, which
@@ -560,7 +565,7 @@ class UploadMixin(PublishMixin):
                         ticks,
                         conns,
                     )
-                return sum(min(segment_size, size - i * segment_size) for i in kept)
+                return sum(min(segment_size, size - i * segment_size) for i in kept), False
             except errors.TransportError as exc:
                 if not refused_by_write_model(exc):
                     raise
@@ -576,8 +581,11 @@ class UploadMixin(PublishMixin):
                     extra={"partner": self.partner, "path": temp},
                 )
                 kept = set()
+                restarted = True
                 if journal is not None:
                     journal.keep(kept)
+                async with self._lease(shared) as pc:
+                    await self._settled(pc.sftp, temp)
         start = contiguous_prefix(kept) if "reopen_write" not in self._unsupported else 0
         for attempt in (start, 0) if start else (0,):
             if attempt == 0:
@@ -607,11 +615,12 @@ class UploadMixin(PublishMixin):
                         ticks,
                         conns,
                     )
-                return min(size, attempt * segment_size)
+                return min(size, attempt * segment_size), restarted
             except errors.TransportError as exc:
                 if attempt == 0 or not refused_by_write_model(exc):
                     raise
                 self._unsupported.add("reopen_write")
+                restarted = True
                 log.warning(
                     "the server will not let the temporary file be continued (%s): "
                     "sending it again from the start",
@@ -619,6 +628,22 @@ class UploadMixin(PublishMixin):
                     extra={"partner": self.partner, "path": temp},
                 )
         raise AssertionError("unreachable")
+
+    async def _settled(
+        self, sftp: asyncssh.SFTPClient, temp: str, *, every_s: float = 0.2, limit_s: float = 5.0
+    ) -> None:
+        """Wait until a refused attempt stops changing the temporary file (two looks agree):
+        rclone closes its handles in the background, and a late close cut the new start's
+        file short. The hash check after a restart catches whatever this misses."""
+        deadline = time.monotonic() + limit_s
+        last = None
+        while time.monotonic() < deadline:
+            attrs = await self._stat(sftp, temp)
+            seen = None if attrs is None else (attrs.size, attrs.mtime)
+            if seen == last:
+                return
+            last = seen
+            await asyncio.sleep(every_s)
 
     async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
         """Clear a stale temporary file before a fresh start: truncate it, or remove it
