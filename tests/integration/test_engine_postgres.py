@@ -236,6 +236,12 @@ def test_schedule_runs_once_per_tick_across_two_processes_and_a_restart(
 
 
 @pytest.mark.slow
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat (``T``: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def test_hung_executor_is_fenced_and_never_writes_after_takeover(
     tmp_path: Path, cfg: dict[str, Any], workers: list[Worker]
 ) -> None:
@@ -261,6 +267,8 @@ def test_hung_executor_is_fenced_and_never_writes_after_takeover(
     wait_for(lambda: len(a_chunks()) >= 3, 30, "hung-a mid-transfer", interval=0.02)
     start_all(workers, [{**base, "executor_id": "rescuer-b"}], tmp_path)
     os.kill(a.proc.pid, signal.SIGSTOP)
+    # The signal lands asynchronously: the clock starts once the process is really stopped.
+    wait_for(lambda: _state(a.proc.pid) == "T", 10, "hung-a stopped", interval=0.01)
     stopped_at = time.time()
     assert not [e for e in read_events(cfg["events"]) if e["ev"] == "upload_end"], (
         "hung-a finished before it was stopped: the test proves nothing"
