@@ -18,25 +18,19 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config.transfer import TransferSettings
-from consonance_sftp.sandbox.openssh import OpenSshServer, OpenSshUnavailable, start_openssh
+from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.fixtures.interop_servers import InteropSize
+from tests.fixtures.sshd import running_sshd
 from tests.interop.test_upload_interop import _write_random
 
 
 @pytest.fixture(scope="module")
 def no_rename_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSshServer]:
-    try:
-        server = start_openssh(
-            tmp_path_factory.mktemp("sshd-norename"),
-            chroot=False,
-            extra_config="ForceCommand internal-sftp -P rename,posix-rename",
-        )
-    except OpenSshUnavailable as exc:
-        pytest.skip(f"OpenSSH sshd is not available: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_sshd(
+        tmp_path_factory.mktemp("sshd-norename"),
+        chroot=False,
+        extra_config="ForceCommand internal-sftp -P rename,posix-rename",
+    )
 
 
 def _kill_sessions(sshd: OpenSshServer) -> None:

@@ -14,25 +14,19 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config.transfer import TransferSettings
-from consonance_sftp.sandbox.openssh import OpenSshServer, OpenSshUnavailable, start_openssh
+from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.fixtures.interop_servers import MIB
+from tests.fixtures.sshd import running_sshd
 from tests.interop.test_upload_interop import _write_random
 
 
 @pytest.fixture(scope="module")
 def read_only_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSshServer]:
-    try:
-        server = start_openssh(
-            tmp_path_factory.mktemp("sshd-readonly"),
-            chroot=False,
-            extra_config="ForceCommand internal-sftp -R",
-        )
-    except OpenSshUnavailable as exc:
-        pytest.skip(f"OpenSSH sshd is not available: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_sshd(
+        tmp_path_factory.mktemp("sshd-readonly"),
+        chroot=False,
+        extra_config="ForceCommand internal-sftp -R",
+    )
 
 
 async def test_read_only_server_refuses_a_large_upload_clearly(
