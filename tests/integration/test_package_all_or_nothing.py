@@ -28,12 +28,15 @@ from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.engine_worker import SqliteLedger, ledger_rows, make_source, settings_from
 
 
-def _files(tmp_path: Path, remote: str) -> tuple[FileToSend, ...]:
+def three_files(
+    tmp_path: Path, remote: str, *, size: int = 40_000, seed: int = 0
+) -> tuple[FileToSend, ...]:
+    """A package of three files: two to ``title/``, the third to ``locked/``."""
     made = []
     for i, (name, folder) in enumerate(
         (("a.pdf", "title"), ("b.jpg", "title"), ("c.xml", "locked"))
     ):
-        f = make_source(tmp_path / name, 40_000 + i * 1000, seed=i)
+        f = make_source(tmp_path / name, size + i * 1000, seed=seed + i)
         made.append(
             FileToSend(
                 source=f.source,
@@ -86,7 +89,7 @@ async def test_no_file_of_a_package_is_published_before_all_are_staged(
     engine = Engine(settings, transport=transport, ledger=SqliteLedger(str(ledger_path)))
     await asyncio.to_thread(engine.launch)
     client = EngineClient(settings)
-    files = _files(tmp_path, remote)
+    files = three_files(tmp_path, remote)
     try:
         partner = f"openssh-{account}"
         request = DeliveryRequest(flow="t", partner=partner, package="pkg", files=files)

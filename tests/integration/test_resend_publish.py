@@ -25,26 +25,10 @@ from consonance_sftp.app.runner import ResendTransport, mark_resend
 from consonance_sftp.engine import Engine, EngineClient
 from consonance_sftp.engine.ledger import StoreLedger
 from consonance_sftp.models import DeliveryOutcome
-from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
+from consonance_sftp.ports.delivery import DeliveryRequest
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import make_source, settings_from
-
-
-def _files(tmp_path: Path, remote: str) -> tuple[FileToSend, ...]:
-    made = []
-    for i, (name, folder) in enumerate(
-        (("a.pdf", "title"), ("b.jpg", "title"), ("c.xml", "locked"))
-    ):
-        f = make_source(tmp_path / name, 30_000 + i * 1000, seed=10 + i)
-        made.append(
-            FileToSend(
-                source=f.source,
-                remote_path=f"{remote}/{folder}/{name}",
-                sha256=f.sha256,
-                size=f.size,
-            )
-        )
-    return tuple(made)
+from tests.engine_worker import settings_from
+from tests.integration.test_package_all_or_nothing import three_files
 
 
 async def _until_done(client: EngineClient, workflow_id: str) -> None:
@@ -94,7 +78,7 @@ async def test_a_failed_resend_leaves_the_old_copies_and_its_retry_replaces_them
     engine = Engine(settings, transport=ResendTransport(sftp, store), ledger=StoreLedger(store))
     await asyncio.to_thread(engine.launch)
     client = EngineClient(settings)
-    files = _files(tmp_path, remote)
+    files = three_files(tmp_path, remote, size=30_000, seed=10)
     finals = [local / f.remote_path.removeprefix(remote + "/") for f in files]
     partner = f"openssh-{account}"
     try:
