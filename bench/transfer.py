@@ -721,17 +721,18 @@ def main(argv: list[str] | None = None) -> int:
         # (rclone caches listings: a file put there later stays invisible to it).
         source = link_into(server, big, "loopback-source.bin")
         wan_source = link_into(server, wan_big, "wan-source.bin")
+        loop_options = {
+            "connections": args.loopback_connections,
+            "segment_size": args.segment_size,
+            "max_requests": args.max_requests,
+            "window": args.loopback_window,
+            "file_concurrency": args.file_concurrency,
+            "engine": args.engine,
+            "state_dir": state_dir,
+        }
         recommended: dict[str, object] = {}
         if args.probe:
-            base = Ours(
-                connections=args.loopback_connections,
-                segment_size=args.segment_size,
-                max_requests=args.max_requests,
-                window=args.loopback_window,
-                file_concurrency=args.file_concurrency,
-                engine=args.engine,
-                state_dir=state_dir,
-            )
+            base = Ours(**loop_options)
             recommended = probe_advice(server, base.settings(), state_dir)
         if overrides:
             forced = ", ".join(f"{k} = {v!r}" for k, v in sorted(overrides.items()))
@@ -746,18 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-        loop_ours = Ours(
-            connections=args.loopback_connections,
-            segment_size=args.segment_size,
-            max_requests=args.max_requests,
-            window=args.loopback_window,
-            file_concurrency=args.file_concurrency,
-            engine=args.engine,
-            state_dir=state_dir,
-            shims=shims,
-            recommended=recommended,
-            overrides=overrides,
-        )
+        loop_ours = Ours(**loop_options, shims=shims, recommended=recommended, overrides=overrides)
         if "loopback_up" in wanted or "loopback_down" in wanted:
             ts = loop_ours.settings()
             say(
