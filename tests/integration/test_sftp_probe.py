@@ -113,6 +113,10 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         assert config.read_text() == before  # never a silent change
         stored = json.loads((tmp_path / "var" / "probes" / "printer.json").read_text())
         assert stored["posix_rename"] is True
+        # the listing lag is shown and saved with the report (issue 13, item 8)
+        assert "listing lag" in out and "stat 0.0 s, listing 0.0 s (measured)" in out
+        assert stored["listing_lag"]["lagging"] is False
+        assert stored["listing_lag"]["stat_seconds"] == 0.0
 
         code, out = await _cli(config, "partner", "probe", "printer", "--apply")
         assert code == 0, out

@@ -41,7 +41,7 @@ from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpErr
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
 from consonance_sftp.ports.delivery import DeliveryRecord, DeliveryRequest
-from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
+from consonance_sftp.ports.remote_fs import ListingLag, ProbeReport, SentTestFile
 from consonance_sftp.ports.store import AuditReport, Store
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ __all__ = [
     "AuditReport",
     "DeliveryRecord",
     "HostKeyCheck",
+    "ListingLag",
     "Operations",
     "PauseChange",
     "ProbeReport",

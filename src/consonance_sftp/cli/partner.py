@@ -22,7 +22,7 @@ from consonance_sftp.cli.main import state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
-    from consonance_sftp.app.operations import ProbeReport
+    from consonance_sftp.app.operations import ListingLag, ProbeReport
 
 partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -64,7 +64,23 @@ def render_report(report: ProbeReport) -> Table:
         )
     if report.clock_skew_seconds is not None:
         table.add_row("clock skew", f"{report.clock_skew_seconds:+.1f} s (server - local)")
+    if report.listing_lag is not None:
+        table.add_row("listing lag", _lag(report.listing_lag))
     return table
+
+
+def _lag(lag: ListingLag) -> str:
+    """The listing-lag row: what a second session saw, and whether inboxes must allow for it."""
+
+    def seconds(value: float | None) -> str:
+        return f"{value:.1f} s" if value is not None else f"over {lag.timeout:.0f} s"
+
+    seen = f"stat {seconds(lag.stat_seconds)}, listing {seconds(lag.listing_seconds)} (measured)"
+    if lag.known_cache:
+        seen += f"; [yellow]a cache of up to {lag.known_cache_seconds:.0f} s (known)[/yellow]"
+    elif lag.lagging:
+        seen += "; [yellow]lags[/yellow]"
+    return seen
 
 
 def _toml_value(value: Any) -> str:

@@ -86,6 +86,26 @@ class DownloadResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ListingLag:
+    """How late a second session's ``stat`` and listing show what the probe wrote, and what
+    the server's software is known to cache (``partner probe``; issue 13, item 8)."""
+
+    # Seconds after a write returned until the other session's view showed the bytes written
+    # (the worst of the probe's writes; None: not within ``timeout`` while the file was open).
+    stat_seconds: float | None = None
+    listing_seconds: float | None = None
+    # A view showed the file with a size it no longer had (a file merely not listed yet is
+    # not stale: a half-written file is never taken from a view that does not show it).
+    stale: bool = False
+    timeout: float = 0.0
+    # What the server's software is documented to cache (e.g. rclone's directory cache),
+    # which the probe cannot see through SFTP: its own writes go through that cache.
+    known_cache: str = ""
+    known_cache_seconds: float = 0.0  # how long such a cache may keep an old view (default)
+    lagging: bool = False  # measured or known: two stats may agree while a file still grows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeReport:
     """What a partner's server really supports, and the settings that follow from it."""
 
@@ -113,6 +133,8 @@ class ProbeReport:
     max_read_size: int | None = None
     # How a file may be written: max_write, max_read (bytes), reopen_write, random_write, remove
     write_model: dict[str, object] = field(default_factory=dict)
+    # Whether listings and stat lag behind what is written (None: not measured)
+    listing_lag: ListingLag | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,7 +7,9 @@ over an existing file), removed afterwards where the server allows it and report
 folder,
 posix-rename, plain rename, rename over an existing file, setstat (utime), the ``check-file``
 extension, a hashing command over SSH, statvfs and the ``limits`` extension; the mtime of a
-file it wrote gives the clock skew. Nothing is changed on our side: the recommendations are
+file it wrote gives the clock skew; a second connection's ``stat`` and listing of a file it
+keeps writing give the listing lag (``listing_lag``: where listings lag, a ``min_age`` longer
+than the lag is recommended for inboxes). Nothing is changed on our side: the recommendations are
 returned, and only ``partner probe --apply`` writes them into the config.
 
 ``send_test_file`` is ``partner test``: one small file through the full upload protocol, then
@@ -21,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import secrets
 import tempfile
@@ -34,15 +37,17 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.connection import PooledConnection
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.sftp.listing_lag import measure_listing_lag
 from consonance_sftp.adapters.sftp.translate import translate
 from consonance_sftp.adapters.sftp.write_model import probe_write_model
 from consonance_sftp.config.transfer import (
     MAX_OPENSSH_BLOCK,
     ChecksumMethod,
     OverwritePolicy,
+    TransferSettings,
     UploadStrategy,
 )
-from consonance_sftp.ports.remote_fs import ProbeReport, SentTestFile
+from consonance_sftp.ports.remote_fs import ListingLag, ProbeReport, SentTestFile
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,8 @@ async def probe_partner(fs: SftpRemoteFS) -> ProbeReport:
     token = secrets.token_hex(4)
     try:
         report = await _probe(fs, token)
-        return await block_size_advice(fs, report, token)
+        report = await block_size_advice(fs, report, token)
+        return await listing_lag_advice(fs, report, token)
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         raise translate(exc, partner=fs.partner) from exc
 
@@ -486,6 +492,107 @@ async def block_size_advice(fs: SftpRemoteFS, report: ProbeReport, token: str) -
         recommended=recommended,
     )
     return _with_leftovers(advised, leftovers)
+
+
+# --- listing lag ---------------------------------------------------------------------------
+
+# Added to a lag for min_age: the server's mtime has 1 s precision, and a file written in
+# bursts keeps an old mtime between them.
+_MIN_AGE_MARGIN = 60
+
+
+async def listing_lag_advice(fs: SftpRemoteFS, report: ProbeReport, token: str) -> ProbeReport:
+    """``report`` with the listing lag (``listing_lag.measure_listing_lag``) measured on the
+    run's probe name in the first writable folder, and, where a lag is measured or known, a
+    ``min_age`` longer than it (the two-look stability rule cannot see a growing file through
+    a cache; a recent mtime still can), unless the inbox waits for done-markers already."""
+    folder = next((f for f, rights in report.folders.items() if rights.get("write")), None)
+    if folder is None:
+        return report
+    path = _probe_name(folder, token)
+    notes = list(report.notes)
+    leftovers: list[str] = []
+    try:
+        lag = await _measure_lag(fs, path, report.server_version)
+    except (asyncssh.SFTPError, errors.TransportError) as exc:
+        if isinstance(exc, asyncssh.SFTPConnectionLost | errors.ConnectionLost):
+            raise
+        notes.append(f"listing lag not measured: the server refused the probe file ({exc})")
+        return replace(report, notes=tuple(notes))
+    finally:
+        async with fs.pool.lease() as pc:
+            leftovers = await _remove_probe_files(pc.sftp, [path])
+    wanted, lag_notes = _lag_advice(lag, fs.settings, report.clock_skew_seconds)
+    recommended = dict(report.recommended)
+    recommended.update(wanted)
+    advised = replace(report, listing_lag=lag, notes=(*notes, *lag_notes), recommended=recommended)
+    return _with_leftovers(advised, leftovers)
+
+
+async def _measure_lag(fs: SftpRemoteFS, path: str, server_version: str) -> ListingLag:
+    """Write through one connection, look through a second one (or, where the connection
+    budget has no room, a second SFTP session on the same connection)."""
+    async with fs.pool.lease_many(2) as conns:
+        if len(conns) > 1:
+            return await measure_listing_lag(
+                conns[0].sftp, conns[1].sftp, path, server_version=server_version
+            )
+        extra = await conns[0].conn.start_sftp_client(path_errors="surrogateescape")
+        try:
+            return await measure_listing_lag(
+                conns[0].sftp, extra, path, server_version=server_version
+            )
+        finally:
+            extra.exit()
+
+
+def _seconds(value: float | None, timeout: float) -> str:
+    return f"after {value:.1f} s" if value is not None else f"not within {timeout:.0f} s"
+
+
+def _lag_advice(
+    lag: ListingLag, ts: TransferSettings, skew: float | None
+) -> tuple[dict[str, object], list[str]]:
+    """(settings, notes) for a server whose views lag: ``min_age`` longer than the lag (the
+    known cache time where the lag is known, not measured) plus a margin and the clock skew."""
+    if not lag.lagging:
+        return {}, []
+    notes: list[str] = []
+    measured = (
+        f"a second session saw the probe's writes in stat "
+        f"{_seconds(lag.stat_seconds, lag.timeout)}, in the listing "
+        f"{_seconds(lag.listing_seconds, lag.timeout)}"
+    )
+    if lag.known_cache:
+        notes.append(
+            f"{lag.known_cache} (known from its version string: SFTP cannot show it, {measured})"
+        )
+    else:
+        notes.append(f"listings lag: {measured}, showing an older size meanwhile")
+    if ts.intake_done_marker:
+        notes.append("the inbox waits for done-markers (intake_done_marker): the lag is harmless")
+        return {}, notes
+    worst = (
+        None
+        if lag.stale and (lag.stat_seconds is None or lag.listing_seconds is None)
+        else max(lag.stat_seconds or 0.0, lag.listing_seconds or 0.0, lag.known_cache_seconds)
+    )
+    if worst is None:
+        notes.append(
+            f"the views had not caught up after {lag.timeout:.0f} s, so no min_age can be "
+            "derived: a done-marker (intake_done_marker = '{name}.done', if the partner can "
+            "write one) or a min_age longer than the server's cache time keeps growing files out"
+        )
+        return {}, notes
+    min_age = math.ceil(worst + abs(skew or 0.0)) + _MIN_AGE_MARGIN
+    notes.append(
+        f"inbox: two looks at a growing file may agree here: min_age = {min_age} (longer than "
+        "the lag) keeps a file still being written from being taken; intake_done_marker, "
+        "where the partner writes markers, is surer"
+    )
+    if ts.min_age >= min_age:
+        return {}, notes
+    return {"min_age": min_age}, notes
 
 
 def _current(ts: object, key: str) -> object:
