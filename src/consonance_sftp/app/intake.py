@@ -3,9 +3,10 @@
 ``poll_inbox`` is what one tick of an intake flow (``intake``, ``sales_in``) does: for each
 partner of the flow it lists the flow's folder, keeps (deciding with the flow's ``take`` in
 ``flows/`` and the shared ``flows.inbox``, this module doing the I/O) the files it takes that
-the partner has finished writing (size and mtime unchanged over ``stable_interval`` and older
-than ``min_age``, or, with ``intake_done_marker``, once the marker is there), skips those the
-intake ledger already has, and enqueues one intake workflow per file (``engine.intake``).
+the partner has finished writing (older than ``min_age``, and the listing's size and mtime
+agree with a ``stat`` of the file ``stable_interval`` later; or, with
+``intake_done_marker``, once the marker is there), skips those the intake ledger already
+has, and enqueues one intake workflow per file (``engine.intake``).
 Enqueuing a file again attaches to the workflow already taking it in, so overlapping polls
 never fetch twice. A paused partner or flow, or a partner outside its delivery window, is not
 polled at all.
@@ -273,10 +274,6 @@ class InboxReport:
         }
 
 
-async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
-    return {e.path: e async for e in fs.list(folder) if e.is_file}
-
-
 IGNORED_EVENT = AuditAction.INTAKE_IGNORED
 
 
@@ -450,8 +447,10 @@ async def _stable(
     report: InboxReport,
 ) -> list[RemoteEntry]:
     """The candidates the partner has finished writing: older than ``min_age`` and unchanged
-    across ``stable_interval`` (one second listing for the whole folder). With a done-marker,
-    the marker already said so."""
+    across ``stable_interval``. The second look is a ``stat`` of each file, not a second
+    listing: a server that answers listings from a cache shows a growing file unchanged in
+    both (the probe's ``listing_lag`` measures it). With a done-marker, the marker already
+    said so."""
     if ts.intake_done_marker or not candidates:
         return candidates
     old, young = old_enough(candidates, ts.min_age, time.time())
@@ -460,7 +459,8 @@ async def _stable(
     if not old or not ts.stable_interval:
         return old
     await asyncio.sleep(ts.stable_interval)
-    stable, moving = unchanged(old, await _listing(fs, folder))
+    again = await asyncio.gather(*(fs.stat(entry.path) for entry in old))
+    stable, moving = unchanged(old, {e.path: e for e in again if e is not None})
     for entry in moving:
         _not_yet(report, partner, entry, "still being written")
     return stable
