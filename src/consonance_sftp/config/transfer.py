@@ -187,12 +187,14 @@ class TransferSettings(BaseModel):
         5.0,
         ge=0,
         description="Seconds a file in the partner's inbox must keep its size and mtime "
-        "before it is taken in.",
+        "(listed, then a stat of the file this much later) before it is taken in.",
     )
     min_age: float = Field(
         0.0,
         ge=0,
-        description="Seconds since a file's mtime in the partner's inbox before it is taken in.",
+        description="Seconds since a file's mtime in the partner's inbox before it is taken in. "
+        "Set it longer than a caching server's listing lag (`partner probe` measures it, and "
+        "recommends a value where listings lag).",
     )
     intake_done_marker: str | None = Field(
         None,

@@ -2,14 +2,15 @@
 I/O), shared by the intake flows (``flows.intake``, ``flows.sales_in``: each flow's ``take``).
 
 ``app.intake`` lists a partner's folder, asks these functions what to do, and does the rest
-(the intake ledger lookup, the second listing, the intake workflows):
+(the intake ledger lookup, the second look at each file, the intake workflows):
 
 1. ``take``: of one listing, the files the flow may take (regular, not hidden, not a
    done-marker, not one of our own temporary upload names, one of the flow's ``patterns``),
    and everything else left alone with why (``Ignored``);
 2. ``with_done_markers``: with ``intake_done_marker``, only the files whose marker is there;
 3. ``old_enough`` and ``unchanged``: without a marker, the files older than ``min_age`` and
-   the same size and mtime across ``stable_interval``.
+   the same size and mtime across ``stable_interval`` (the second look a ``stat`` of each file:
+   a server answering listings from a cache shows a growing file unchanged in two listings).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def old_enough(
 def unchanged(
     entries: Iterable[RemoteEntry], again: Mapping[str, RemoteEntry]
 ) -> tuple[list[RemoteEntry], list[RemoteEntry]]:
-    """(stable, moving): the entries with the same size and mtime in a later listing."""
+    """(stable, moving): the entries with the same size and mtime in a later look (``again``:
+    by path, a ``stat`` of each; a file missing from it is moving)."""
     stable: list[RemoteEntry] = []
     moving: list[RemoteEntry] = []
     for entry in entries:
