@@ -1,0 +1,68 @@
+"""The intake screen the engine runs on every received file (``flows.intake_screen``), wired
+to the config and to clamd (``adapters.clamd``) for the flows that name a socket.
+
+The screen reads each flow's ``screening`` settings at the moment a file is screened, so a
+config reload applies to the next file. A flow without ``clamd_socket`` is told about once per
+process, when the engine is built: its files are not scanned for malware.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from consonance_sftp.adapters.clamd import ClamdScanner
+from consonance_sftp.config import Settings
+from consonance_sftp.config.flows import IntakeScreening
+from consonance_sftp.flows import registry
+from consonance_sftp.flows.intake_screen import IntakeScreener
+from consonance_sftp.logs import get_logger
+from consonance_sftp.ports.intake import MalwareScanner
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+
+log = get_logger("consonance_sftp.activity")
+
+_told: set[str] = set()
+_told_lock = threading.Lock()
+
+
+def scanner_for(settings: IntakeScreening) -> MalwareScanner | None:
+    """clamd for a flow that names its socket, else None (no malware scan)."""
+    if settings.clamd_socket is None:
+        return None
+    return ClamdScanner(Path(settings.clamd_socket), timeout=settings.clamd_timeout)
+
+
+def intake_screen(app: App) -> IntakeScreener:
+    """The engine's ``IntakeScreen``: each flow's settings, read from the live config."""
+    say_unscanned(app.settings)
+
+    def settings_for(flow: str) -> IntakeScreening:
+        config = registry.intake_flow(app.settings.flow(flow))
+        return config.screening if config is not None else IntakeScreening()
+
+    return IntakeScreener(settings_for, scanner_for)
+
+
+def say_unscanned(settings: Settings) -> list[str]:
+    """One WARNING per enabled intake flow without a malware scanner, once per process;
+    returns the flows told about now."""
+    told: list[str] = []
+    for name, flow in settings.flows.items():
+        config = registry.intake_flow(flow)
+        if config is None or not config.enabled or config.screening.clamd_socket is not None:
+            continue
+        with _told_lock:
+            if name in _told:
+                continue
+            _told.add(name)
+        told.append(name)
+        log.warning(
+            "flow %s: no malware scan (screening.clamd_socket is not set); received files are "
+            "still checked for size, emptiness and archives",
+            name,
+        )
+    return told
