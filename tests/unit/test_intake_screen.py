@@ -325,3 +325,27 @@ def test_an_unreachable_clamd_is_a_retryable_failure_not_a_pass(tmp_path: Path) 
     with pytest.raises(MalwareScanFailed) as caught:
         asyncio.run(scanner.scan(str(path)))
     assert caught.value.retryable and "cannot reach clamd" in str(caught.value)
+
+
+def test_a_flow_without_clamd_is_told_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    from consonance_sftp.app.screening import say_unscanned
+
+    flows = {
+        "unscanned-once": IntakeFlow(kind="intake", partners=["p"]),
+        "scanned-once": SalesInFlow.model_validate(
+            {
+                "kind": "sales_in",
+                "partners": ["p"],
+                "screening": {"clamd_socket": "/run/clamav/clamd.ctl"},
+            }
+        ),
+        "off-once": IntakeFlow(kind="intake", partners=["p"], enabled=False),
+    }
+    caplog.set_level("WARNING")
+    assert say_unscanned(flows) == ["unscanned-once"]
+    assert say_unscanned(flows) == []  # once per process
+    said = [r.getMessage() for r in caplog.records if "no malware scan" in r.getMessage()]
+    assert said == [
+        "flow unscanned-once: no malware scan (screening.clamd_socket is not set); received "
+        "files are still checked for size, emptiness and archives"
+    ]

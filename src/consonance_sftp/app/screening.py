@@ -9,12 +9,12 @@ process, when the engine is built: its files are not scanned for malware.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from consonance_sftp.adapters.clamd import ClamdScanner
-from consonance_sftp.config import Settings
-from consonance_sftp.config.flows import IntakeScreening
+from consonance_sftp.config.flows import FlowBase, IntakeScreening
 from consonance_sftp.flows import registry
 from consonance_sftp.flows.intake_screen import IntakeScreener
 from consonance_sftp.logs import get_logger
@@ -38,7 +38,7 @@ def scanner_for(settings: IntakeScreening) -> MalwareScanner | None:
 
 def intake_screen(app: App) -> IntakeScreener:
     """The engine's ``IntakeScreen``: each flow's settings, read from the live config."""
-    say_unscanned(app.settings)
+    say_unscanned(app.settings.flows)
 
     def settings_for(flow: str) -> IntakeScreening:
         config = registry.intake_flow(app.settings.flow(flow))
@@ -47,11 +47,11 @@ def intake_screen(app: App) -> IntakeScreener:
     return IntakeScreener(settings_for, scanner_for)
 
 
-def say_unscanned(settings: Settings) -> list[str]:
+def say_unscanned(flows: Mapping[str, FlowBase]) -> list[str]:
     """One WARNING per enabled intake flow without a malware scanner, once per process;
     returns the flows told about now."""
     told: list[str] = []
-    for name, flow in settings.flows.items():
+    for name, flow in flows.items():
         config = registry.intake_flow(flow)
         if config is None or not config.enabled or config.screening.clamd_socket is not None:
             continue
