@@ -196,6 +196,7 @@ class World:
     root: Path
     inbox: Path
     strict: Path
+    blind: Path
     openssh: OpenSshServer
 
     async def poll(self, flow_name: str) -> InboxReport:
@@ -237,6 +238,8 @@ async def world(
     strict = root / "sftp" / "strict"
     inbox.mkdir(parents=True)
     strict.mkdir()
+    blind = root / "sftp" / "blind"
+    blind.mkdir()
 
     def partner(folder: Path) -> dict[str, Any]:
         return openssh_partner(
@@ -249,7 +252,11 @@ async def world(
     settings = Settings.model_validate(
         offline_settings(
             root,
-            partners={"hostile": partner(inbox), "strict": partner(strict)},
+            partners={
+                "hostile": partner(inbox),
+                "strict": partner(strict),
+                "blind": partner(blind),
+            },
             flows={
                 "hostile-in": {
                     "kind": "intake",
@@ -264,6 +271,11 @@ async def world(
                     },
                 },
                 "strict-in": {"kind": "intake", "partners": ["strict"]},
+                "blind-in": {  # its clamd is not running
+                    "kind": "intake",
+                    "partners": ["blind"],
+                    "screening": {"clamd_socket": str(root / "no-clamd.sock")},
+                },
             },
             engine={"retry_max_attempts": 2, "retry_initial_interval_s": 0.1},
         )
@@ -272,7 +284,7 @@ async def world(
     runner = DeliveryRunner(app, executor=True, quiet=True)
     await runner.__aenter__()
     try:
-        yield World(app, runner, root, inbox, strict, openssh)
+        yield World(app, runner, root, inbox, strict, blind, openssh)
     finally:
         await runner.__aexit__(None, None, None)
         app.store.close()
@@ -391,6 +403,27 @@ async def test_a_hostile_corpus_is_quarantined_with_reasons_and_the_inbox_keeps_
         result = await world.runner.wait(item.workflow_id or "", 60)
         assert (result["outcome"], result["reason_code"]) == ("stored", None)
         assert Path(result["local_path"]).is_relative_to(inbox_store)
+
+
+async def test_a_file_that_cannot_be_scanned_is_quarantined_unscanned_with_an_alert(
+    world: World,
+) -> None:
+    """clamd is configured but not running: after the engine's retries the file is kept in
+    quarantine (``screen-failed``), never processed unscanned, and one alert says why."""
+    data = pdf("unscanned")
+    assert await world.upload(world.blind, {b"interior.pdf": data}) == {}
+    report = await world.poll("blind-in")
+    [item] = report.taken
+    result = await world.runner.wait(item.workflow_id or "", 60)
+    assert "screening failed" in result["error"] and "cannot reach clamd" in result["error"]
+    [row] = world.app.store.list_intakes(partner="blind")
+    assert row.outcome is IntakeOutcome.QUARANTINED
+    assert row.reason and "cannot reach clamd" in row.reason and "unscreened" in row.reason
+    assert Path(row.local_path or "").read_bytes() == data
+    [event] = world.app.store.list_audit(subject=f"blind:{item.path}", action="intake.quarantined")
+    assert event.details["reason_code"] == "screen-failed"
+    [alert] = world.app.store.list_alerts(kind="intake_failed", partner="blind")
+    assert "screening failed" in alert.message
 
 
 async def test_the_corpus_covers_every_name_and_content_class() -> None:
