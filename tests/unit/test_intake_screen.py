@@ -1,6 +1,7 @@
 """Screening received files: the name rules (each dangerous class with its own code), the
 content rules (empty, too large, archives) and zip archives checked and unpacked with the
-stdlib's ``zipfile`` (zip-slip, links, encryption, bombs), and clamd over its real socket.
+stdlib's ``zipfile`` (zip-slip, links, encryption, bombs), and an unreachable clamd
+(tests/integration/test_clamd.py scans with a real one).
 
 Every archive is built by the test (no binary committed)."""
 
@@ -20,15 +21,12 @@ from consonance_sftp.adapters.clamd import ClamdScanner, MalwareScanFailed
 from consonance_sftp.config.flows import IntakeFlow, IntakeScreening, SalesInFlow
 from consonance_sftp.flows.intake_screen import (
     ArchiveRefused,
-    IntakeScreener,
     archive_format,
     check_archive,
     extract_archive,
     screen_file,
 )
 from consonance_sftp.formats.names import name_refusal, safe_local_name
-from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
-from tests.fixtures.clamd import EICAR, FOUND, Clamd
 
 MIB = 1024 * 1024
 
@@ -294,28 +292,6 @@ def test_screening_settings_sit_on_every_intake_flow() -> None:
 
 
 # --- clamd ---------------------------------------------------------------------------------
-
-
-def test_clamd_finds_the_eicar_string_and_passes_a_clean_file(clamd: Clamd, tmp_path: Path) -> None:
-    eicar = tmp_path / "cover.pdf"
-    eicar.write_bytes(EICAR)
-    clean = tmp_path / "interior.pdf"
-    clean.write_bytes(b"%PDF-1.7\n" + bytes(300_000))
-    scanner = ClamdScanner(clamd.socket, timeout=60)
-    assert asyncio.run(scanner.scan(str(eicar))) == FOUND
-    assert asyncio.run(scanner.scan(str(clean))) is None
-    assert asyncio.run(scanner.ping())
-
-    screening = IntakeScreening(clamd_socket=clamd.socket)
-    screener = IntakeScreener(lambda flow: screening, lambda s: ClamdScanner(clamd.socket))
-    request = IntakeRequest(
-        flow="f", kind="intake", partner="p", remote_path="/in/cover.pdf", size=68, mtime=0.0
-    )
-    refusal = asyncio.run(
-        screener.screen(request, FetchedFile(local_path=str(eicar), size=68, sha256="x"))
-    )
-    assert refusal is not None and refusal.reason_code == "malware"
-    assert FOUND in refusal.detail
 
 
 def test_an_unreachable_clamd_is_a_retryable_failure_not_a_pass(tmp_path: Path) -> None:
