@@ -14,6 +14,7 @@ import struct
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -325,3 +326,23 @@ def test_a_flow_without_clamd_is_told_about_once(caplog: pytest.LogCaptureFixtur
         "flow unscanned-once: no malware scan (screening.clamd_socket is not set); received "
         "files are still checked for size, emptiness and archives"
     ]
+
+
+def test_the_screen_reads_the_live_config_and_falls_back_to_the_defaults() -> None:
+    """Each file is screened with its flow's settings as the config says now (a reload
+    applies to the next file); a flow removed meanwhile is screened with the defaults."""
+    from types import SimpleNamespace
+
+    from consonance_sftp.app.screening import intake_screen
+
+    flows = {
+        "typesetting-live": IntakeFlow.model_validate(
+            {"kind": "intake", "partners": ["p"], "screening": {"max_file_size": 10}}
+        )
+    }
+    app: Any = SimpleNamespace(settings=SimpleNamespace(flows=flows))
+    screener = intake_screen(app)
+    assert screener.settings_for("typesetting-live").max_file_size == 10
+    flows["typesetting-live"] = IntakeFlow(kind="intake", partners=["p"])  # reloaded
+    assert screener.settings_for("typesetting-live").max_file_size == 4 * 1024**3
+    assert screener.settings_for("gone") == IntakeScreening()

@@ -41,7 +41,10 @@ def intake_screen(app: App) -> IntakeScreener:
     say_unscanned(app.settings.flows)
 
     def settings_for(flow: str) -> IntakeScreening:
-        config = registry.intake_flow(app.settings.flow(flow))
+        # A flow removed by a config reload while its file was being taken in: the defaults
+        # still screen the file (which is then kept, awaiting an operator).
+        found = app.settings.flows.get(flow)
+        config = registry.intake_flow(found) if found is not None else None
         return config.screening if config is not None else IntakeScreening()
 
     return IntakeScreener(settings_for, scanner_for)
