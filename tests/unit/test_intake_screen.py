@@ -98,6 +98,7 @@ def test_each_dangerous_name_class_has_its_own_code(name: str, code: str) -> Non
         "Москва cover.pdf",
         "Café crème.pdf",
         "Book ½ (draft).pdf",
+        "1ª edição, 5 µm.pdf",
         "9781900200011_cover_v3.pdf",
     ],
 )

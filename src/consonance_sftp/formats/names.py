@@ -94,11 +94,13 @@ def mixed_scripts(name: str) -> list[str]:
 def _compat_lookalikes(name: str) -> list[str]:
     """Letters and digits that NFKC folds into other ones (fullwidth ``ｆ``, mathematical bold,
     ligatures ``ﬁ``): they look like the plain letters but are other bytes. Symbols NFKC also
-    folds (``™``, ``½``) are harmless and not listed."""
+    folds (``™``, ``½``) are harmless and not listed, nor are the Latin-1 characters keyboards
+    type (``1ª edição``, ``5 µm``)."""
     return [
         c
         for c in unicodedata.normalize("NFC", name)
-        if unicodedata.category(c)[0] in "LN"
+        if ord(c) > 0xFF
+        and unicodedata.category(c)[0] in "LN"
         and unicodedata.category(c) != "No"
         and unicodedata.normalize("NFKC", c) != c
     ]
