@@ -305,7 +305,9 @@ def test_an_unreachable_clamd_is_a_retryable_failure_not_a_pass(tmp_path: Path) 
     assert caught.value.retryable and "cannot reach clamd" in str(caught.value)
 
 
-def test_a_flow_without_clamd_is_told_about_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_flow_without_clamd_is_told_about_once(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     from consonance_sftp.app.screening import say_unscanned
 
     flows = {
@@ -314,18 +316,27 @@ def test_a_flow_without_clamd_is_told_about_once(caplog: pytest.LogCaptureFixtur
             {
                 "kind": "sales_in",
                 "partners": ["p"],
-                "screening": {"clamd_socket": "/run/clamav/clamd.ctl"},
+                "screening": {"clamd_socket": str(tmp_path)},  # there
             }
         ),
         "off-once": IntakeFlow(kind="intake", partners=["p"], enabled=False),
     }
+    flows["clamd-gone-once"] = IntakeFlow.model_validate(
+        {
+            "kind": "intake",
+            "partners": ["p"],
+            "screening": {"clamd_socket": str(tmp_path / "no-clamd.sock")},
+        }
+    )
     caplog.set_level("WARNING")
-    assert say_unscanned(flows) == ["unscanned-once"]
+    assert say_unscanned(flows) == ["unscanned-once", "clamd-gone-once"]
     assert say_unscanned(flows) == []  # once per process
-    said = [r.getMessage() for r in caplog.records if "no malware scan" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "once:" in r.getMessage()]
     assert said == [
         "flow unscanned-once: no malware scan (screening.clamd_socket is not set); received "
-        "files are still checked for size, emptiness and archives"
+        "files are still checked for size, emptiness and archives",
+        f"flow clamd-gone-once: clamd's socket {tmp_path / 'no-clamd.sock'} is not there (is "
+        "clamd running?); received files are quarantined unscanned until it is",
     ]
 
 

@@ -51,21 +51,33 @@ def intake_screen(app: App) -> IntakeScreener:
 
 
 def say_unscanned(flows: Mapping[str, FlowBase]) -> list[str]:
-    """One WARNING per enabled intake flow without a malware scanner, once per process;
+    """One WARNING per enabled intake flow without a malware scanner, or whose clamd socket is
+    not there (its files would be quarantined unscreened until clamd runs), once per process;
     returns the flows told about now."""
     told: list[str] = []
     for name, flow in flows.items():
         config = registry.intake_flow(flow)
-        if config is None or not config.enabled or config.screening.clamd_socket is not None:
+        if config is None or not config.enabled:
+            continue
+        socket = config.screening.clamd_socket
+        if socket is not None and Path(socket).exists():
             continue
         with _told_lock:
             if name in _told:
                 continue
             _told.add(name)
         told.append(name)
-        log.warning(
-            "flow %s: no malware scan (screening.clamd_socket is not set); received files are "
-            "still checked for size, emptiness and archives",
-            name,
-        )
+        if socket is None:
+            log.warning(
+                "flow %s: no malware scan (screening.clamd_socket is not set); received files "
+                "are still checked for size, emptiness and archives",
+                name,
+            )
+        else:
+            log.warning(
+                "flow %s: clamd's socket %s is not there (is clamd running?); received files "
+                "are quarantined unscanned until it is",
+                name,
+                socket,
+            )
     return told
