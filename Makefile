@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(CLI) demo
 
-## System packages the real-server tests need (openssh-server, postgresql), installed when missing.
+## System packages the real-server tests need (openssh-server, postgresql, clamav-daemon...), installed when missing.
 system-deps:
 	bash scripts/system-deps.sh
 

@@ -12,6 +12,9 @@ command -v epubcheck >/dev/null 2>&1 || need+=(epubcheck)
 # The interop tier (tests/interop): servers nobody on the project wrote. rclone serves SFTP
 # ('rclone serve sftp'); ProFTPD's mod_sftp comes unpacked below, its shared libraries from here.
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
+# clamd for the malware-scan tests. They need no signature download (freshclam, the internet):
+# the fixture writes its own signature file (an MD5 signature of the EICAR test string).
+[ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
 for lib in "${PROFTPD_LIBS[@]}"; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")
@@ -58,3 +61,5 @@ fi
 # The Debian packages start system services we do not use; tests start their own on 127.0.0.1.
 $SUDO service ssh stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true
+$SUDO service clamav-daemon stop >/dev/null 2>&1 || true
+$SUDO service clamav-freshclam stop >/dev/null 2>&1 || true

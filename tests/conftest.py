@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.sftp_servers",
     "tests.fixtures.consonance_sandbox",
     "tests.fixtures.interop_servers",
+    "tests.fixtures.clamd",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

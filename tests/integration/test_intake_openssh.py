@@ -260,8 +260,8 @@ async def test_move_happens_only_after_the_intake_row_exists(world: World) -> No
 
     steps = await asyncio.to_thread(DBOS.list_workflow_steps, workflow_id)
     names = [s["function_name"] for s in steps]
-    assert names == ["fetch", "record", "post-action", "check-growth"]
-    record, post = steps[1], steps[2]
+    assert names == ["fetch", "screen", "record", "post-action", "check-growth"]
+    record, post = steps[2], steps[3]
     assert record["completed_at_epoch_ms"] <= post["started_at_epoch_ms"]
     events = world.app.store.list_audit(subject=f"mover:{inbox / 'cover.tif'}")
     assert [e.action for e in reversed(events)] == ["intake.stored", "intake.post_action"]
@@ -522,8 +522,9 @@ async def test_hidden_files_links_and_folders_are_reported_once_per_version(
 
 
 async def test_nfd_and_look_alike_names_are_noted_on_the_record(world: World) -> None:
-    """Stored under their own names, but with a note on the ledger row, the audit event and
-    the ``run`` output: the NFC form beside an NFD name, mixed look-alike scripts named."""
+    """An NFD name is stored under its own name, with a note (its NFC form) on the ledger row,
+    the audit event and the ``run`` output; a name mixing look-alike scripts is quarantined
+    (issue 14), the scripts named in its reason and its note."""
     import unicodedata
 
     from consonance_sftp.cli import service as cli_service
@@ -535,9 +536,12 @@ async def test_nfd_and_look_alike_names_are_noted_on_the_record(world: World) ->
         _put(inbox / name, 3000, age_s=30)
     report = await world.poll("namer-in")
     results = {Path(f.path).name: await world.result(f.workflow_id or "") for f in report.taken}
-    assert {n: r["outcome"] for n, r in results.items()} == dict.fromkeys(
-        (nfd, lookalike, "plain.pdf"), "stored"
-    )
+    assert {n: r["outcome"] for n, r in results.items()} == {
+        **dict.fromkeys((nfd, "plain.pdf"), "stored"),
+        lookalike: "quarantined",
+    }
+    assert results[lookalike]["reason_code"] == "name-mixed-scripts"
+    assert "(Cyrillic, Latin)" in results[lookalike]["reason"]
     rows = {Path(r.remote_path).name: r for r in world.rows("namer")}
     assert rows[nfd].name_nfc == "Café crème.pdf" and rows[nfd].name_nfc != nfd
     assert rows[nfd].name_note and "not in NFC form" in rows[nfd].name_note

@@ -25,6 +25,7 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
+from consonance_sftp.app.screening import intake_screen
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
@@ -151,6 +152,7 @@ class App:
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
             intake_ledger=StoreIntakeLedger(self.store),
+            intake_screen=intake_screen(self),
             withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()

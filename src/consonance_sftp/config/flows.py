@@ -417,6 +417,53 @@ def poll_cron(seconds: int) -> str:
     return "0 0 * * * *" if hours == 1 else f"0 0 */{hours} * * *"
 
 
+GIB = 1024**3
+
+
+class IntakeScreening(StrictModel):
+    """What every file taken in is checked for before anything processes it (docs/reference/
+    intake.md lists each quarantine reason). A file that fails a check is kept, quarantined
+    with the reason, never processed."""
+
+    max_file_size: int = Field(
+        default=4 * GIB,
+        ge=1,
+        description="Largest file accepted, in bytes (default 4 GiB); a larger one is taken in "
+        "and quarantined (`too-large`). An empty file is always quarantined (`zero-bytes`).",
+    )
+    allow_archives: bool = Field(
+        default=False,
+        description="Accept zip archives (each entry is then matched on its own). Off: a zip "
+        "is quarantined (`archive-not-accepted`). Other archive formats (gzip, tar, 7z, rar) "
+        "are always quarantined. Zip-based documents (EPUB, DOCX, XLSX, IDML...) are not "
+        "archives.",
+    )
+    archive_max_entries: int = Field(
+        default=1000, ge=1, description="Most entries (files and folders) an archive may hold."
+    )
+    archive_max_total_size: int = Field(
+        default=4 * GIB,
+        ge=1,
+        description="Most bytes an archive's entries may expand to, in total (default 4 GiB).",
+    )
+    archive_max_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="Highest expansion ratio (expanded bytes / archive bytes, overall and per "
+        "entry); above it the archive is a zip bomb (`archive-ratio`).",
+    )
+    clamd_socket: ConfigPath | None = Field(
+        default=None,
+        description="clamd's UNIX socket (Debian: `/var/run/clamav/clamd.ctl`): every file is "
+        "scanned (INSTREAM) and one with a finding quarantined (`malware`). Unset: no malware "
+        "scan (the service says so once at start). clamd's `StreamMaxLength` must be at least "
+        "`max_file_size`.",
+    )
+    clamd_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds one scan may take before it counts as failed."
+    )
+
+
 class IntakeFlowBase(FlowBase):
     """An intake flow (``intake``, ``sales_in``): each partner's inbox folder is polled, and
     each new, finished file is taken in exactly once (stored locally, checksummed, recorded)
@@ -437,6 +484,12 @@ class IntakeFlowBase(FlowBase):
         '"*.csv"]`); other files are left on the server untouched. Default: every file. Two '
         "flows polling one folder must not share a name (`config check` reports an overlap): "
         "each file is taken once, by whichever flow polls first.",
+    )
+
+    screening: IntakeScreening = Field(
+        default_factory=IntakeScreening,
+        description="Checks every file passes before it is processed: size limit, empty "
+        "files, archives (zip-slip, links, encryption, zip bombs), malware scan (clamd).",
     )
 
     @field_validator("poll_interval")

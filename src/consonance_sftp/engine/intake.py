@@ -9,8 +9,13 @@ after a crash (steps are at-least-once):
   not change, fsyncs and renames it into place under the inbox store (or, for a dangerous or
   unacceptable name, under a safe name in the quarantine folder); returns size and SHA-256. A
   re-run after a completed download finds the local file and only hashes it again.
+* ``screen`` checks the stored file (when a screen is bound, as ``app`` does): empty, over the
+  flow's size limit, an archive (not accepted, or hostile: zip-slip, links, encryption, a
+  bomb), malware (clamd). A refusal quarantines the file with its reason code (the bytes stay
+  where ``fetch`` put them); a file that could not be screened is quarantined too (and the
+  workflow alerts), never processed unscreened. Not run for a name already quarantined.
 * ``record`` writes the intake ledger row (one per partner, path, size and mtime) with outcome
-  ``stored`` or ``quarantined`` and the reason, and the audit event.
+  ``stored`` or ``quarantined``, the reason and its code, and the audit event.
 * ``hand-off`` gives the stored file to the flow kind's handler when one is bound (none yet:
   the file stays "stored, awaiting processing").
 * ``post-action`` only then leaves, deletes or moves the remote file as the partner's settings
@@ -28,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import posixpath
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,16 @@ from typing import Any
 from dbos import DBOS
 
 from consonance_sftp.errors import ConsonanceSftpError, EngineError
+from consonance_sftp.formats.names import (
+    MAX_NAME_BYTES,
+    is_utf8,
+    name_notes,
+    name_problem,
+    name_refusal,
+    printable_path,
+    raw_bytes,
+    safe_local_name,
+)
 from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction, IntakeOutcome
 from consonance_sftp.ports.delivery import Fence
@@ -48,7 +61,9 @@ from consonance_sftp.ports.intake import (
     IntakeLedger,
     IntakeLedgerEntry,
     IntakeRequest,
+    IntakeScreen,
     IntakeTransport,
+    Refusal,
 )
 from consonance_sftp.ports.store import IntakeRecord, Store
 
@@ -61,9 +76,6 @@ INTAKE_WORKFLOW = "consonance.ingest"
 """The intake workflow's DBOS name. Persisted: DBOS records it with every workflow and recovers
 a pending workflow by it, so it keeps the word it had before the intake path had one name (a
 new name would orphan the intakes an older version left pending)."""
-MAX_NAME_BYTES = 200
-"""Longest name kept as is: the local staging name adds a few characters, and most file
-systems stop at 255 bytes."""
 
 
 class IntakeFailed(EngineError):
@@ -72,123 +84,25 @@ class IntakeFailed(EngineError):
 
 
 # --- names ---------------------------------------------------------------------------------
+# The rules live in ``formats.names`` (the archive screening in ``flows`` applies them to each
+# entry); they are re-exported here, where the workflow applies them to each file.
 
-
-def raw_bytes(text: str) -> bytes:
-    """The bytes a name or path had on the server. The SFTP client decodes names as UTF-8
-    with ``surrogateescape``, so a byte that is not UTF-8 survives as a lone surrogate."""
-    return text.encode("utf-8", "surrogateescape")
-
-
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` encodes to UTF-8 as is (no surrogate code points)."""
-    return not any("\ud800" <= c <= "\udfff" for c in text)
-
-
-def printable_path(path: str) -> str:
-    """A path (or a message naming one) as it can be stored, logged and shown: itself when it
-    is UTF-8, else with each byte that is not shown as ``\\xNN`` (the ledger keeps the original
-    bytes in hex)."""
-    if is_utf8(path):
-        return path
-    try:
-        return raw_bytes(path).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate no SFTP name decodes to: show its code point
-        return path.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def name_problem(name: str) -> str | None:
-    """Why a partner's file name is not acceptable as a local name (None: it is).
-
-    Such a file is still taken in, under a safe name in the quarantine folder, with this
-    reason on its ledger row: a name that could escape its folder, hide itself, pass as a
-    command-line option or break a terminal is never used as is.
-    """
-    if not name:
-        return "the file name is empty"
-    if not is_utf8(name):
-        return (
-            "the file name is not valid UTF-8 (its bytes, in hex: "
-            f"{raw_bytes(name).hex()}); kept under a safe name"
-        )
-    if "/" in name or "\\" in name:
-        return "the file name contains a path separator"
-    if name in (".", "..") or ".." in name.replace("\\", "/").split("/"):
-        return "the file name is '.' or '..'"
-    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
-    if bad:
-        return "the file name contains control characters: " + ", ".join(
-            f"U+{ord(c):04X}" for c in bad
-        )
-    if name.startswith("-"):
-        return "the file name starts with '-' (it could pass as a command-line option)"
-    if name.startswith("."):
-        return "the file name starts with '.' (a hidden file)"
-    if name != name.strip():
-        return "the file name starts or ends with white space"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        return f"the file name is longer than {MAX_NAME_BYTES} bytes"
-    return None
-
-
-# Scripts whose letters pass for one another (Latin "a", Cyrillic "а", Greek "α"): a name that
-# mixes them may be made to look like another name. Other mixes (Kanji with Hiragana) are normal.
-_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
-
-
-def _script(char: str) -> str | None:
-    """The script of a letter, from its Unicode name (``CYRILLIC SMALL LETTER A``)."""
-    if not char.isalpha():
-        return None
-    words = unicodedata.name(char, "").split()
-    return words[0] if words else None
-
-
-def name_notes(name: str) -> tuple[str | None, str | None]:
-    """What a person should know about an acceptable name, and its NFC form when the name is
-    not in it: ``(note, nfc)``, ``(None, None)`` for an ordinary name.
-
-    Such a file is stored under its own name, but the note goes on its ledger row, its audit
-    event and ``run``'s output: a name in NFD (decomposed accents, as macOS writes them) is a
-    different name, byte for byte, from the same name typed on most other systems, and a name
-    that mixes look-alike scripts can pass for another file. (Invisible and bidi control
-    characters make a name dangerous: ``name_problem`` quarantines those.)
-    """
-    if not is_utf8(name):
-        return None, None
-    notes: list[str] = []
-    nfc = unicodedata.normalize("NFC", name)
-    if nfc != name:
-        marks = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.combining(c)})
-        notes.append(
-            "the name is not in NFC form (decomposed characters"
-            + (f": {', '.join(marks)}" if marks else "")
-            + f"); it looks like {nfc!r} but is not the same bytes"
-        )
-    # Word by word: a Greek title with a ".pdf" suffix is fine, "pаypal" (a Cyrillic "а") is not.
-    mixed: set[str] = set()
-    for word in re.findall(r"[^\W\d_]+", nfc):
-        scripts = {s for s in map(_script, word) if s is not None}
-        if len(scripts & _LOOKALIKE_SCRIPTS) > 1:
-            mixed |= scripts & _LOOKALIKE_SCRIPTS
-    if mixed:
-        shown = ", ".join(sorted(s.title() for s in mixed))
-        notes.append(f"the name mixes look-alike scripts ({shown}): it may pass for another name")
-    nfkc = unicodedata.normalize("NFKC", nfc)
-    if nfkc != nfc:
-        notes.append(f"the name has look-alike compatibility characters (NFKC: {nfkc!r})")
-    return ("; ".join(notes) or None), (nfc if nfc != name else None)
-
-
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+()-]+")
-
-
-def safe_local_name(name: str) -> str:
-    """A harmless local name for a quarantined file: letters, digits and ``._+()-`` only,
-    never starting with ``.`` or ``-``, at most 100 characters; the original name stays on the
-    ledger row (``remote_path``)."""
-    cleaned = _UNSAFE_CHARS.sub("_", name).lstrip(".-_")[:100]
-    return cleaned or "file"
+__all__ = [
+    "INTAKE_WORKFLOW",
+    "MAX_NAME_BYTES",
+    "Dependencies",
+    "IntakeFailed",
+    "StoreIntakeLedger",
+    "bind_dependencies",
+    "intake",
+    "is_utf8",
+    "name_notes",
+    "name_problem",
+    "name_refusal",
+    "printable_path",
+    "raw_bytes",
+    "safe_local_name",
+]
 
 
 # --- collaborators -------------------------------------------------------------------------
@@ -202,6 +116,7 @@ class Dependencies:
     retry: RetryPolicy
     executor_id: str
     handlers: Mapping[str, IntakeHandler] = field(default_factory=dict)
+    screen: IntakeScreen | None = None
 
 
 _deps: Dependencies | None = None
@@ -285,6 +200,8 @@ class StoreIntakeLedger:
             "work_id": record.work_id,
             "product_id": record.product_id,
         }
+        if record.reason_code:
+            details["reason_code"] = record.reason_code
         if note:
             details["name_note"] = note
         if nfc:
@@ -431,6 +348,7 @@ async def _record(
     outcome: str,
     reason: str | None,
     handed: dict[str, Any] | None = None,
+    reason_code: str | None = None,
 ) -> int:
     deps = _current()
     record = IntakeLedgerEntry(
@@ -442,8 +360,17 @@ async def _record(
         reason=reason,
         work_id=(handed or {}).get("work_id"),
         product_id=(handed or {}).get("product_id"),
+        reason_code=reason_code,
     )
     return await asyncio.to_thread(deps.ledger.record, record)
+
+
+async def _screen(req: IntakeRequest, fetched: dict[str, Any]) -> dict[str, str] | None:
+    screen = _current().screen
+    if screen is None:
+        return None
+    refusal = await screen.screen(req, FetchedFile.from_dict(fetched))
+    return None if refusal is None else refusal.to_dict()
 
 
 async def _hand_off(req: IntakeRequest, fetched: dict[str, Any]) -> dict[str, Any] | None:
@@ -488,6 +415,24 @@ async def _check_growth(req: IntakeRequest, fetched: dict[str, Any]) -> list[int
     return await asyncio.to_thread(ledger.supersede_incomplete, req, FetchedFile.from_dict(fetched))
 
 
+async def _screened(
+    workflow_id: str, req: IntakeRequest, fetched: dict[str, Any]
+) -> tuple[Refusal | None, str | None]:
+    """The ``screen`` step: (refusal, None), or, when the file could not be screened (the
+    malware scanner unreachable after the retries), a quarantine that says so and the failure
+    for the workflow's alert: a file is never processed unscreened, and never lost."""
+    try:
+        found = await DBOS.run_step_async(
+            step_options("screen", _current().retry), _screen, req, fetched
+        )
+    except Exception as exc:
+        reason = f"screening failed: {failure_reason(exc)}"
+        shown = printable_path(req.remote_path)
+        log.warning("intake of %s from %s: %s", shown, req.partner, reason)
+        return Refusal("screen-failed", f"{reason}; kept in quarantine, unscreened"), reason
+    return (None if found is None else Refusal.from_dict(found)), None
+
+
 # --- the workflow --------------------------------------------------------------------------
 
 
@@ -499,7 +444,8 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
     workflow_id = DBOS.workflow_id or ""
     deps = _current()
     retry = deps.retry
-    problem = name_problem(posixpath.basename(req.remote_path))
+    naming = name_refusal(posixpath.basename(req.remote_path))
+    problem = None if naming is None else naming.detail
     shown = printable_path(req.remote_path)
     with log_context(workflow=workflow_id, partner=req.partner, flow=req.flow):
         try:
@@ -523,7 +469,16 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
                 hint="The file was left on the partner's server; 'consonance-sftp retry ID' "
                 "takes it in again once the cause is fixed.",
             ) from None
-        outcome = IntakeOutcome.QUARANTINED if problem else IntakeOutcome.STORED
+        problems: list[str] = []
+        refusal = None if naming is None else Refusal(naming.code, naming.detail)
+        if refusal is None and deps.screen is not None:
+            # Screened before it is recorded, so the row's first outcome is its real one.
+            refusal, failure = await _screened(workflow_id, req, fetched)
+            if failure:
+                problems.append(failure)
+        outcome = IntakeOutcome.QUARANTINED if refusal else IntakeOutcome.STORED
+        why = None if refusal is None else refusal.detail
+        code = None if refusal is None else refusal.reason_code
         await DBOS.run_step_async(
             step_options("record", retry),
             _record,
@@ -531,11 +486,12 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
             req,
             fetched,
             outcome.value,
-            problem,
+            why,
+            None,
+            code,
         )
-        problems: list[str] = []
         handed: dict[str, Any] | None = None
-        if problem is None and req.kind in deps.handlers:
+        if refusal is None and req.kind in deps.handlers:
             try:
                 handed = await DBOS.run_step_async(
                     step_options("hand-off", retry), _hand_off, req, fetched
@@ -603,7 +559,7 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
             req.flow,
             outcome.value,
             fetched["size"],
-            f" ({problem})" if problem else "",
+            f" ({why})" if why else "",
             f"; note: {note}" if note else "",
             f"; completes incomplete intake #{', #'.join(map(str, superseded))}"
             if superseded
@@ -612,7 +568,8 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         return {
             "workflow_id": workflow_id,
             "outcome": outcome.value,
-            "reason": problem,
+            "reason": why,
+            "reason_code": code,
             "local_path": fetched["local_path"],
             "sha256": fetched["sha256"],
             "size": fetched["size"],

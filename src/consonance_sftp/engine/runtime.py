@@ -37,6 +37,7 @@ from consonance_sftp.ports.intake import (
     IntakeHandler,
     IntakeLedger,
     IntakeRequest,
+    IntakeScreen,
     IntakeTransport,
 )
 
@@ -154,6 +155,7 @@ class Engine:
         intake_transport: IntakeTransport | None = None,
         intake_ledger: IntakeLedger | None = None,
         intake_handlers: dict[str, IntakeHandler] | None = None,
+        intake_screen: IntakeScreen | None = None,
         withdrawals: WithdrawalLedger | None = None,
         role: str = ONE_SHOT,
     ) -> None:
@@ -167,6 +169,7 @@ class Engine:
         self.intake_transport = intake_transport
         self.intake_ledger = intake_ledger
         self.intake_handlers = dict(intake_handlers or {})
+        self.intake_screen = intake_screen
         self.withdrawals = withdrawals
         self.alerts = alerts or LogAlertSink()
         self.lease: ExecutorLease = make_lease(settings, on_fenced)
@@ -219,6 +222,7 @@ class Engine:
                         retry=self.settings.retry,
                         executor_id=self.settings.executor_id,
                         handlers=self.intake_handlers,
+                        screen=self.intake_screen,
                     )
                 )
             if not self.settings.is_postgres:

@@ -1,10 +1,11 @@
 """The intake port: what the engine's intake workflow needs from the rest of the service, and
 the values it passes.
 
-The intake workflow takes a partner's file in through an ``IntakeTransport``, records it in an
-``IntakeLedger`` and hands it to the flow kind's ``IntakeHandler`` when one is bound. ``app``
-wires the real adapters to these. The delivery side's contracts (request, transport, ledgers,
-alerts, fence) are in ``ports/delivery.py``.
+The intake workflow takes a partner's file in through an ``IntakeTransport``, screens it with
+the ``IntakeScreen`` (zero bytes, size, archives, malware through a ``MalwareScanner``), records
+it in an ``IntakeLedger`` and hands it to the flow kind's ``IntakeHandler`` when one is bound.
+``app`` wires the real adapters to these. The delivery side's contracts (request, transport,
+ledgers, alerts, fence) are in ``ports/delivery.py``.
 
 Workflow inputs and outputs cross the DBOS system database, so they are plain JSON-friendly
 dicts built from these dataclasses (``to_dict`` / ``from_dict``): a release that adds an optional
@@ -98,6 +99,7 @@ class IntakeLedgerEntry:
     reason: str | None = None
     work_id: int | None = None
     product_id: int | None = None
+    reason_code: str | None = None  # a refusal's stable code (``name-device``, ``zero-bytes``)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,3 +157,41 @@ class IntakeHandler(Protocol):
     validating a sales report). None is bound yet: files then stay stored, awaiting it."""
 
     async def handle(self, request: IntakeRequest, file: FetchedFile) -> HandOffResult: ...
+
+
+# --- screening: before any hand-off -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a received file is quarantined instead of processed: a short, stable code
+    (``zero-bytes``, ``zip-slip``, ``malware``...; docs/reference/intake.md lists them) and
+    a sentence for people. The file itself is kept."""
+
+    reason_code: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason_code": self.reason_code, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Refusal:
+        return cls(reason_code=str(data["reason_code"]), detail=str(data["detail"]))
+
+
+class IntakeScreen(Protocol):
+    """Checks a stored file before any hand-off (the flow's size limit, empty files, archives,
+    a malware scan). Raises a retryable error when a check could not be made (the malware
+    scanner is unreachable): a file is never let through unchecked."""
+
+    async def screen(self, request: IntakeRequest, file: FetchedFile) -> Refusal | None:
+        """None: the file may be processed; else why it is quarantined."""
+        ...
+
+
+class MalwareScanner(Protocol):
+    """A malware scanner (clamd). Raises an error when the file could not be scanned."""
+
+    async def scan(self, path: str) -> str | None:
+        """The name of what was found in the file at ``path``; None when it is clean."""
+        ...
