@@ -64,15 +64,18 @@ async def reconcile_journal(
 
 class _SegmentCheck:
     """Does the server hold these bytes at this range? By the ``check-file`` extension with an
-    offset and a length where the server offers it (ProFTPD's mod_sftp), else by reading the
-    range back (OpenSSH, rclone, paramiko: no ranged hash; a hash command over exec hashes
-    whole files only). A check-file answer that differs is read back until check-file has
-    matched once: a server whose check-file ignores the range (hashing the whole file)
-    would otherwise throw away every segment, and a matching answer proves it honours it."""
+    offset and a length where the server offers it, else by reading the range back (OpenSSH,
+    rclone, paramiko: no ranged hash; a hash command over exec hashes whole files only).
+
+    A check-file match keeps a segment; a check-file answer that differs is never trusted on
+    its own: the range is read back. ProFTPD 1.3.8's mod_sftp hashes from any offset but 0 to
+    the end of the file, whatever length is asked (right for the first and the last segment
+    only), and a server may ignore the range altogether: where the read-back
+    shows the bytes are there, ranged check-file is dropped for this client and every other
+    segment is read back, instead of being thrown away and sent again."""
 
     def __init__(self, fs: FSBase, sftp: asyncssh.SFTPClient, path: str) -> None:
         self.fs, self.sftp, self.path = fs, sftp, path
-        self.ranges_proven = False
         self.used: set[Verification] = set()
 
     async def holds(self, offset: int, length: int, want: str) -> bool:
@@ -86,21 +89,17 @@ class _SegmentCheck:
                 fs._unsupported.add("check_file_range")
             else:
                 if digest == want:
-                    self.ranges_proven = True
                     self.used.add(Verification.CHECK_FILE)
                     return True
-                if self.ranges_proven:
-                    self.used.add(Verification.CHECK_FILE)
-                    return False
-                if await self._read_back(offset, length) == want:
-                    # The bytes are there: this server's check-file does not hash ranges.
-                    log.info(
-                        "the server's check-file ignores byte ranges: resume checks read back",
-                        extra={"partner": fs.partner, "path": self.path},
-                    )
-                    fs._unsupported.add("check_file_range")
-                    return True
-                return False
+                if await self._read_back(offset, length) != want:
+                    return False  # the server really lost these bytes
+                log.info(
+                    "the server's check-file does not hash the byte range asked: resume "
+                    "checks read the segments back",
+                    extra={"partner": fs.partner, "path": self.path},
+                )
+                fs._unsupported.add("check_file_range")
+                return True
         return await self._read_back(offset, length) == want
 
     async def _read_back(self, offset: int, length: int) -> str | None:
