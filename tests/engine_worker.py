@@ -62,6 +62,11 @@ except ImportError:  # bench/engine.py --against a commit from before ports/deli
         RemoteFileState,
     )
 
+try:
+    from consonance_sftp.ports.delivery import StageResult, verification
+except ImportError:  # bench/engine.py --against a commit whose stage returned the bytes alone
+    StageResult = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable
     from subprocess import Popen
@@ -127,10 +132,13 @@ class FolderTransport:
             final_matches=matches, partial_bytes=part.stat().st_size if part.exists() else 0
         )
 
-    async def stage(self, partner: str, f: FileToSend, fence: Fence) -> int:
+    async def stage(self, partner: str, f: FileToSend, fence: Fence) -> Any:
         sent = await self._upload(partner, f, fence)
         await self._verify(partner, f)
-        return sent
+        if StageResult is None:
+            return sent
+        # The copy is hashed here, on "the server": a read-back.
+        return StageResult(sent=sent, verified_by=verification("read_back"))
 
     async def _upload(self, partner: str, f: FileToSend, fence: Fence) -> int:
         self.events.write("attempt", partner=partner, path=f.remote_path)

@@ -40,6 +40,23 @@ class DeliveryOutcome(enum.StrEnum):
     WITHDRAWN = "withdrawn"  # sent, then removed from the partner (a withdrawn title)
 
 
+class Verification(enum.StrEnum):
+    """How the bytes a partner's server holds were proven to be ours: the one vocabulary of the
+    transport's results, the engine's stage checkpoints and the delivery ledger's
+    ``verified_by`` column. Every value but ``SIZE`` is a hash match."""
+
+    CHECK_FILE = "check_file"  # the SFTP ``check-file`` extension (SHA-256 computed by the server)
+    SHELL = "shell"  # ``sha256sum`` (the configured hash command) run on the server
+    SHELL_SHA1 = "shell-sha1"  # a ``sha1sum`` command, compared with the local file's SHA-1
+    SHELL_MD5 = "shell-md5"  # an ``md5sum`` command, compared with the local file's MD5
+    READ_BACK = "read_back"  # the file downloaded again and hashed here
+    SIZE = "size"  # the size only: never a default, only ``checksum = "size"`` configured
+
+    @property
+    def by_hash(self) -> bool:
+        return self is not Verification.SIZE
+
+
 class WorkState(enum.StrEnum):
     """What became of a piece of the engine's durable work (a delivery, an intake, a flow tick
     or a flow event), in the words ``status`` prints. The engine maps its executor's states onto

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import sqlite3
 import subprocess
@@ -86,3 +87,14 @@ def test_failed_delivery_shows_in_status_and_history_and_retry_finishes_it(confi
     assert len(ledger) == len(rows), "retry made new ledger rows instead of moving the old"
     assert {o for o, _ in ledger} == {"sent"} and {w for _, w in ledger} == {workflow_id}
     assert actors == [("user:carol",)]
+
+    # history says how each file sent was verified: the sandbox's server offers no check-file
+    # and the starter config no shell, so every file was read back (never a size check by
+    # default); the failed rows said nothing.
+    assert {r["verified_by"] for r in rows} == {""}
+    after = list(csv.DictReader(io.StringIO(cli(config, "history", "--csv").stdout)))
+    assert {(r["outcome"], r["verified_by"]) for r in after} == {("sent", "read_back")}
+    lines = cli(config, "history", "--json").stdout.splitlines()
+    assert {json.loads(line)["verified_by"] for line in lines} == {"read_back"}
+    table = cli(config, "history").stdout
+    assert "verified by" in table and "read_back" in table

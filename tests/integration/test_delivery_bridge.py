@@ -77,8 +77,8 @@ async def test_the_fixed_temporary_name_is_written_then_renamed(
         again = await transport.stage("fault-partner", file, _OpenFence())  # a re-run
     finally:
         await transport.close()
-    assert sent == 5000
-    assert again == 0  # the partner already holds exactly these bytes: nothing is resent
+    assert sent.sent == 5000
+    assert again.sent == 0  # the partner already holds exactly these bytes: nothing is resent
     assert list(fault_server.recorder.writes) == ["/in/20261124.XOT"]
     renames = fault_server.recorder.ops("rename") + fault_server.recorder.ops("posix_rename")
     assert renames == [("/in/20261124.XOT", "/in/20261124.COT")]

@@ -27,9 +27,9 @@ class _CountingFS(SftpRemoteFS):
         super().__init__(*args, **kwargs)
         self.calls: list[str] = []
 
-    async def holds(self, remote_path: str, size: int, sha256: str) -> bool:
-        self.calls.append("holds")
-        return await super().holds(remote_path, size, sha256)
+    async def held_by(self, remote_path: str, size: int, sha256: str) -> Any:
+        self.calls.append("holds")  # the look that also says how the bytes were verified
+        return await super().held_by(remote_path, size, sha256)
 
     async def stat(self, remote_path: str) -> Any:
         self.calls.append("stat")
@@ -69,7 +69,7 @@ async def test_a_planned_file_is_sent_without_repeating_looks_and_a_rerun_looks_
         for f in (a, b):
             assert not (await transport.remote_state("p", f)).final_matches
         for f in (a, b):
-            assert await transport.stage("p", f, fence) == f.size
+            assert (await transport.stage("p", f, fence)).sent == f.size
         for f in (a, b):
             await transport.publish("p", f, fence)
         (fs,) = fs_made
@@ -79,7 +79,7 @@ async def test_a_planned_file_is_sent_without_repeating_looks_and_a_rerun_looks_
         # A re-run of a step after a crash (no fresh plan in this process) looks first and
         # sends nothing; its publish trusts that look.
         fs.calls.clear()
-        assert await transport.stage("p", a, fence) == 0
+        assert (await transport.stage("p", a, fence)).sent == 0
         await transport.publish("p", a, fence)
         assert fs.calls == ["holds"]
 

@@ -94,7 +94,7 @@ async def _send(app: App, folder: Path, tmp_path: Path) -> int:
     )
     transport = SftpDeliveryTransport(app.remote_fs, None, app.host_key_changed)
     try:
-        sent = await transport.stage("printer", file, _OpenFence())
+        sent = (await transport.stage("printer", file, _OpenFence())).sent
         await transport.publish("printer", file, _OpenFence())
         return sent
     finally:

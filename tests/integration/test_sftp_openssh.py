@@ -47,10 +47,33 @@ async def test_round_trip_segmented(
         assert fs.pool.opened >= 2  # the segments really went over several connections
         down = await fs.download(f"{remote_dir}/interior.pdf", tmp_path / "back.pdf")
     assert up.strategy == "rename"  # overwrite 'fail' (the default): no-clobber rename
-    assert up.verified_by == ("shell" if account == "shell" else "size")
+    # The shell account hashes with sha256sum; the chroot SFTP-only account offers no hash, so
+    # 'auto' reads the file back: never a size check unless one is configured (issue 13).
+    assert up.verified_by == ("shell" if account == "shell" else "read_back")
     assert up.sha256 == down.sha256 == sha
     assert hashlib.sha256((local_dir / "interior.pdf").read_bytes()).hexdigest() == sha
     assert sorted(p.name for p in local_dir.iterdir()) == ["interior.pdf"]
+
+
+@pytest.mark.parametrize("spelling", ["size", "none"])
+async def test_a_size_only_check_is_used_only_when_configured(
+    openssh_endpoint, openssh_dir, tmp_path: Path, spelling: str
+) -> None:
+    """``checksum = "size"`` (``"none"``, its older name) is the only way to a size-only check,
+    and the result says so; after an interrupted upload even it is verified by hash (the
+    resume tests). The default on the same account reads the file back."""
+    local_dir, remote_dir = openssh_dir("chroot")
+    local = tmp_path / "statement.pdf"
+    sha = _file(local, 2 * MIB)
+    async with SftpRemoteFS(
+        openssh_endpoint("chroot", checksum=spelling), state_dir=tmp_path / "state"
+    ) as fs:
+        sized = await fs.upload(local, f"{remote_dir}/sized.pdf")
+    async with SftpRemoteFS(openssh_endpoint("chroot"), state_dir=tmp_path / "state") as fs:
+        default = await fs.upload(local, f"{remote_dir}/default.pdf")
+    assert (sized.verified_by, default.verified_by) == ("size", "read_back")
+    assert sized.sha256 == default.sha256 == sha
+    assert hashlib.sha256((local_dir / "sized.pdf").read_bytes()).hexdigest() == sha
 
 
 async def test_concurrent_lister_never_sees_a_partial_final_name(

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config import load_settings
@@ -31,7 +32,9 @@ async def test_probe_full_featured_asyncssh_server(
     assert report.folders == {".": {"list": True, "write": True}}
     assert report.clock_skew_seconds is not None and abs(report.clock_skew_seconds) < 3
     assert "upload_strategy" not in report.recommended  # 'auto' already fits
-    assert report.recommended["checksum"] == "none"
+    # No hash on this server: 'auto' (the default) reads each upload back, never size only.
+    assert "checksum" not in report.recommended
+    assert any("reading it back" in n for n in report.notes)
     # the probe cleans up after itself
     assert list(fault_server.home("partner").iterdir()) == []
 
@@ -48,6 +51,20 @@ async def test_probe_crippled_server_recommends_fallbacks(
     assert report.recommended["done_marker"] == "{name}.done"
     assert report.recommended["set_mtime"] is False
     assert any("rename is refused" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("configured", ["check_file", "size"])
+async def test_probe_never_recommends_a_size_only_check(
+    fault_endpoint: EndpointFactory, tmp_path: Path, configured: str
+) -> None:
+    """A server with no check-file and no shell gets each upload read back ('auto', instead of
+    a method it lacks); a size-only check stays only where the partner's config already says
+    so explicitly."""
+    async with SftpRemoteFS(fault_endpoint(checksum=configured), state_dir=tmp_path / "s") as fs:
+        report = await fs.probe()
+    assert not report.check_file
+    assert report.recommended.get("checksum") == ("auto" if configured == "check_file" else None)
+    assert any("reading it back" in n for n in report.notes)
 
 
 async def test_probe_no_posix_rename(
@@ -103,6 +120,11 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
     port = free_port()
     init_project(tmp_path, sftp_port=port, api_port=free_port())
     config = tmp_path / "consonance-sftp.toml"
+    # A checksum method the sandbox server lacks, for the probe to correct: the starter
+    # config's defaults already fit it ('auto' reads uploads back).
+    doc = tomlkit.parse(config.read_text())
+    doc["partners"]["printer"].setdefault("transfer", tomlkit.table())["checksum"] = "check_file"
+    config.write_text(tomlkit.dumps(doc))
     before = config.read_text()
     server = await start_configured_sandbox_sftp(load_settings(config))
     assert server.port == port
@@ -124,8 +146,9 @@ async def test_cli_probe_apply_and_test_on_the_starter_config(tmp_path: Path) ->
         after = config.read_text()
         assert "# consonance-sftp configuration" in after  # comments kept
         transfer = tomllib.loads(after)["partners"]["printer"]["transfer"]
-        assert transfer["checksum"] == "none"
-        assert load_settings(config).partners["printer"].transfer.checksum.value == "none"
+        # No hash on the sandbox server: 'auto' (uploads are read back), never size only.
+        assert transfer["checksum"] == "auto"
+        assert load_settings(config).partners["printer"].transfer.checksum.value == "auto"
 
         code, out = await _cli(config, "partner", "test", "printer")
         assert code == 0, out

@@ -98,6 +98,36 @@ async def test_disconnect_at_random_offset_resumes_and_matches(
     assert fault_server.recorder.bytes_written == first_attempt + (size - result.resumed_from)
 
 
+async def test_a_resume_reads_segments_back_where_check_file_ignores_the_range(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    """Before a resume continues, each segment the journal records is checked on the server by
+    hash: the ranged check-file where its answers hold, else the range read back. This
+    server's check-file hashes the whole file whatever range is asked: the first answer that
+    differs is read back, which shows the bytes are there, and the rest are read back too;
+    the segments are kept (not sent again) and the finished file is verified by check-file."""
+    size = 12 * MIB
+    local = tmp_path / "audio-master.wav"
+    sha = _file(local, size)
+    fault_server.faults.check_file = True
+    fault_server.faults.drop_after_bytes = random.randrange(3 * MIB, size - 3 * MIB)
+    fs = SftpRemoteFS(
+        fault_endpoint(segment_size=MIB, max_requests=8), state_dir=tmp_path / "state", retries=0
+    )
+    with pytest.raises(errors.ConnectionLost):
+        await fs.upload(local, "audio-master.wav")
+    first_attempt = fault_server.recorder.bytes_written
+
+    result = await fs.upload(local, "audio-master.wav")
+    await fs.close()
+    assert result.resumed_from >= MIB  # the verified prefix was kept, not sent again
+    assert fault_server.recorder.bytes_written == first_attempt + (size - result.resumed_from)
+    assert _sha(fault_server.home("partner") / "audio-master.wav") == sha == result.sha256
+    # One ranged check-file (its answer disproved by a read-back), then the whole file's.
+    assert len(fault_server.recorder.ops("check_file")) == 2
+    assert result.verified_by == "check_file"
+
+
 async def test_disconnect_is_retried_transparently(
     fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
 ) -> None:

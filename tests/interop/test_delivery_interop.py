@@ -9,21 +9,23 @@ import asyncio
 import dataclasses
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store.sql_store import SqlStore, open_store
 from consonance_sftp.app.delivery import SftpDeliveryTransport
 from consonance_sftp.engine import Engine, StoreLedger
-from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.models import DeliveryOutcome, Verification
+from consonance_sftp.ports.delivery import DeliveryRecord
 
 # The delivery contracts as the engine worker imports them (they moved from the engine to
 # ports/delivery.py; tests/engine_worker.py takes them from where they are).
 from tests.engine_worker import DeliveryRequest, FileToSend, settings_from
-from tests.fixtures.interop_servers import InteropServer, InteropSize
+from tests.fixtures.interop_servers import MIB, InteropServer, InteropSize
 from tests.interop.test_upload_interop import _write_random, read_back
 
 
@@ -99,3 +101,65 @@ async def test_a_delivery_whose_server_is_killed_mid_upload_records_one_row_for_
         watcher.cancel()
         await engine.aclose()
         await transport.close()
+
+
+async def _deliver_one(
+    make_fs: Callable[[str], SftpRemoteFS], store: SqlStore, tmp_path: Path, name: str
+) -> DeliveryRecord:
+    """One 2 MiB file delivered by the engine with the partner's defaults; its ledger row."""
+    local = tmp_path / Path(name).name
+    sha = _write_random(local, 2 * MIB)
+    settings = settings_from(
+        {"db": f"sqlite:///{tmp_path}/dbos.sqlite", "executor_id": "interop-verified"}
+    )
+    transport = SftpDeliveryTransport(make_fs)  # type: ignore[arg-type]
+    engine = Engine(settings, transport=transport, ledger=StoreLedger(store), alerts=store)
+    await asyncio.to_thread(engine.launch)
+    try:
+        request = DeliveryRequest(
+            flow="print",
+            partner="printer",
+            package=f"{name} production",
+            files=(FileToSend(source=str(local), remote_path=name, sha256=sha, size=2 * MIB),),
+        )
+        await engine.result(await engine.enqueue_delivery(request, max_connections=2), 120)
+    finally:
+        await engine.aclose()
+        await transport.close()
+    [row] = store.list_deliveries(partner="printer")
+    assert (row.outcome, row.sha256) == (DeliveryOutcome.SENT, sha)
+    return row
+
+
+@pytest.mark.parametrize("interop_server", ["paramiko"], indirect=True)
+async def test_a_delivery_to_a_server_without_a_hash_is_read_back_and_says_so(
+    server_at: InteropServer, store: SqlStore, tmp_path: Path
+) -> None:
+    """paramiko's server offers no check-file and no exec: the default ('auto') reads the file
+    back, and the ledger row says ``read_back``, never ``size``."""
+
+    def make_fs(partner: str) -> SftpRemoteFS:
+        endpoint = dataclasses.replace(server_at.endpoint(), partner=partner)
+        return SftpRemoteFS(endpoint, state_dir=tmp_path / "state")
+
+    row = await _deliver_one(make_fs, store, tmp_path, "read-back.pdf")
+    assert row.verified_by is Verification.READ_BACK
+
+
+@pytest.mark.sshd
+async def test_a_delivery_to_openssh_with_a_shell_is_hashed_by_sha256sum_and_says_so(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    store: SqlStore,
+    tmp_path: Path,
+) -> None:
+    """OpenSSH with a shell account the partner lets us use: the server runs ``sha256sum``
+    and the ledger row says ``shell``."""
+    _local_dir, remote_dir = openssh_dir("shell")
+
+    def make_fs(partner: str) -> SftpRemoteFS:
+        endpoint = dataclasses.replace(openssh_endpoint("shell", allow_shell=True), partner=partner)
+        return SftpRemoteFS(endpoint, state_dir=tmp_path / "state")
+
+    row = await _deliver_one(make_fs, store, tmp_path, f"{remote_dir}/hashed.pdf")
+    assert row.verified_by is Verification.SHELL

@@ -37,13 +37,14 @@ async def test_probe_learns_the_write_model_and_its_advice_takes_a_large_file(
     assert model["remove"] is True
     # Content is verified by hash wherever the server offers one (issue item 9: rclone answers
     # md5sum and sha1sum over exec, not sha256sum, except of a file still in its write cache;
-    # ProFTPD answers check-file).
+    # ProFTPD answers check-file), and read back where it offers none: the probe never
+    # recommends a size-only check.
     expected_checksum = {
         "proftpd": "check_file",
         "proftpd-overwrite": "check_file",
         "rclone": "shell",
-        "rclone-writes": "none",
-        "paramiko": "none",
+        "rclone-writes": "auto",
+        "paramiko": "auto",
     }
     checksum = report.recommended.get("checksum", fs.settings.checksum.value)
     assert checksum == expected_checksum[server_at.kind]
@@ -66,6 +67,8 @@ async def test_probe_learns_the_write_model_and_its_advice_takes_a_large_file(
     ) as fs:
         result = await fs.upload(local, name)
     assert result.sha256 == sha
-    if checksum != "none":
+    if checksum == "auto":
+        assert result.verified_by == "read_back"
+    else:
         assert result.verified_by in {"check_file", "shell-sha1", "shell-md5"}
     assert await read_back(server_at, name) == (interop_size.size, sha)

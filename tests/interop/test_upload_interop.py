@@ -75,6 +75,10 @@ async def test_fresh_upload_is_byte_identical(
         result = await fs.upload(local, name)
     assert result.sha256 == sha
     assert await read_back(server_at, name) == (interop_size.size, sha)
+    # Verified by hash with the defaults: ProFTPD's check-file, else read back (rclone's
+    # sha1sum/md5sum need allow_shell, which the probe recommends); never by size alone.
+    expected = "check_file" if server_at.kind.startswith("proftpd") else "read_back"
+    assert result.verified_by == expected
 
 
 async def test_upload_killed_at_a_random_offset_and_retried_is_byte_identical(

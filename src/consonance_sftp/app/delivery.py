@@ -40,7 +40,8 @@ from typing import TypeVar
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.errors import HostKeyMismatch, IntegrityError, RemotePathNotFound
-from consonance_sftp.ports.delivery import Fence, FileToSend, RemoteFileState
+from consonance_sftp.models import Verification
+from consonance_sftp.ports.delivery import Fence, FileToSend, RemoteFileState, StageResult
 
 ProgressSink = Callable[[str, str, int, int], None]
 """(partner, remote path, bytes done, bytes total)."""
@@ -124,22 +125,24 @@ class SftpDeliveryTransport:
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState:
         fs = self._for(partner)
-        held = await self._reporting(partner, fs.holds(file.remote_path, file.size, file.sha256))
+        held = await self._reporting(partner, fs.held_by(file.remote_path, file.size, file.sha256))
         key = self._key(partner, file)
-        if held:
+        if held is not None:
             self._planned_absent.pop(key, None)
         else:
             self._remember(self._planned_absent, key, None)
-        return RemoteFileState(final_matches=held)
+        return RemoteFileState(final_matches=held is not None, verified_by=held)
 
     async def stage(
         self, partner: str, file: FileToSend, fence: Fence, *, resend: bool = False
-    ) -> int:
+    ) -> StageResult:
         """``resend``: an explicit resend, staged even where the partner holds these bytes
         (its old copy stays until ``publish(resend=True)`` replaces it)."""
         return await self._reporting(partner, self._stage(partner, file, fence, resend))
 
-    async def _stage(self, partner: str, file: FileToSend, fence: Fence, resend: bool) -> int:
+    async def _stage(
+        self, partner: str, file: FileToSend, fence: Fence, resend: bool
+    ) -> StageResult:
         fs = self._for(partner)
         key = self._key(partner, file)
         self._staged.pop(key, None)
@@ -147,9 +150,13 @@ class SftpDeliveryTransport:
         # retry, a re-run after a crash or another workflow's upload of the same file all look.
         fresh = key in self._planned_absent
         self._planned_absent.pop(key, None)
-        if not (fresh or resend) and await fs.holds(file.remote_path, file.size, file.sha256):
+        held: Verification | None = None
+        if not (fresh or resend):
+            held = await fs.held_by(file.remote_path, file.size, file.sha256)
+        if held is not None:
             self._remember(self._staged, key, False)
-            return 0  # a re-run after the publish: the partner already has these bytes
+            # a re-run after the publish: the partner already has these bytes
+            return StageResult(sent=0, verified_by=held)
         folder = posixpath.dirname(file.remote_path)
         made = (partner, id(asyncio.get_running_loop()), folder)
         if folder not in ("", "/") and made not in self._folders:
@@ -176,7 +183,7 @@ class SftpDeliveryTransport:
         # Given the planned SHA-256, the adapter refuses a local file that changed since it was
         # planned and checks the staged copy against it wherever the server allows.
         self._remember(self._staged, key, not staged.skipped)
-        return staged.size - staged.resumed_from
+        return StageResult(sent=staged.size - staged.resumed_from, verified_by=staged.verified_by)
 
     async def publish(
         self, partner: str, file: FileToSend, fence: Fence, *, resend: bool = False

@@ -49,6 +49,7 @@ from consonance_sftp.ports.delivery import (
     Fence,
     FileToSend,
     RemoteFileState,
+    StageResult,
 )
 from consonance_sftp.ports.intake import IntakeRequest
 from consonance_sftp.ports.store import PauseRecord, Store
@@ -164,7 +165,7 @@ class ResendTransport:
             return RemoteFileState(final_matches=False)
         return await self.inner.remote_state(partner, file)
 
-    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
+    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> StageResult:
         forced = await asyncio.to_thread(self._forced, partner, file)
         return await self.inner.stage(partner, file, fence, resend=forced)
 

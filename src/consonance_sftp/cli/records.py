@@ -50,6 +50,7 @@ HISTORY_COLUMNS = (
     "SHA-256",
     "gen",
     "outcome",
+    "verified by",
     "workflow",
 )
 CSV_COLUMNS = (
@@ -70,6 +71,8 @@ CSV_COLUMNS = (
     "workflow_id",
     "trigger",
     "error",
+    # Last, so that scripts reading the columns by position before it existed still work.
+    "verified_by",
 )
 
 
@@ -160,10 +163,19 @@ def history(
             r.sha256[:12],
             str(r.generation),
             f"[{style}]{r.outcome.value}[/{style}]" if style else r.outcome.value,
+            _verified(r),
             r.workflow_id or "",
         )
     console.print(table)
     console.print(counted(len(rows), "file"))
+
+
+def _verified(r: DeliveryRecord) -> str:
+    """How the partner's copy was verified; a size-only check stands out (it is no proof of
+    content, and only a partner configured with ``checksum = "size"`` gets it)."""
+    if r.verified_by is None:
+        return ""
+    return f"[yellow]{r.verified_by}[/yellow]" if not r.verified_by.by_hash else r.verified_by
 
 
 def _short_ts(moment: datetime | None) -> str:
@@ -201,6 +213,7 @@ def _csv_row(r: DeliveryRecord) -> list[str]:
         r.workflow_id or "",
         r.trigger or "",
         r.error or "",
+        "" if r.verified_by is None else r.verified_by.value,
     ]
 
 

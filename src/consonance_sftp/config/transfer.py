@@ -2,8 +2,9 @@
 
 One ``TransferSettings`` sits under each partner (``[partners.NAME.transfer]``). The defaults
 are the safe choice for an unknown server: temp name then rename, never setstat, verify the
-size, never overwrite. ``consonance-sftp partner probe NAME`` measures what a server really
-supports and recommends the fields to change; ``--apply`` writes them here.
+content by hash (reading it back when the server offers no other way), never overwrite.
+``consonance-sftp partner probe NAME`` measures what a server really supports and recommends
+the fields to change; ``--apply`` writes them here.
 """
 
 from __future__ import annotations
@@ -34,13 +35,20 @@ class OverwritePolicy(enum.StrEnum):
 
 
 class ChecksumMethod(enum.StrEnum):
-    """How to prove the remote bytes equal the local ones after an upload."""
+    """How to prove the remote bytes equal the local ones after an upload. A file is recorded
+    as sent only with a hash match, or with ``size`` configured explicitly."""
 
-    AUTO = "auto"  # check-file when offered, else the shell command when allowed, else none
-    NONE = "none"  # size only (checked on the open handle before close)
+    # check-file when offered, else the hash command when allowed, else read the file back
+    AUTO = "auto"
+    SIZE = "size"  # size only: the ledger row says so ("none" is its older spelling)
     CHECK_FILE = "check_file"  # the SFTP 'check-file' extension
     SHELL = "shell"  # exec `shell_hash_command` (needs a shell account)
     READ_BACK = "read_back"  # download the file again and hash it (costs a second transfer)
+
+    @classmethod
+    def _missing_(cls, value: object) -> ChecksumMethod | None:
+        # Config files written before "size" had its name said "none", which meant the same.
+        return cls.SIZE if value == "none" else None
 
 
 class PostAction(enum.StrEnum):
@@ -160,8 +168,11 @@ class TransferSettings(BaseModel):
     )
     checksum: ChecksumMethod = Field(
         ChecksumMethod.AUTO,
-        description="How to verify the remote SHA-256 after upload: auto, none, check_file, "
-        "shell or read_back.",
+        description="How to verify the remote bytes after upload: auto (check_file where "
+        "offered, else the hash command where allow_shell, else read_back), check_file, shell, "
+        "read_back (downloads the whole file again: a second transfer of its size), or size "
+        "(size only, recorded as such in the ledger; 'none' is its older name). After an "
+        "interrupted upload the file is verified by hash whatever this says.",
     )
     allow_shell: bool = Field(
         False, description="The account may run commands (enables the shell checksum)."

@@ -6,15 +6,18 @@ interrupted runs again, which is why each step is idempotent:
 
 * ``plan`` asks the ledger and the remote server what is already done (nothing is sent twice);
 * ``upload:<path>`` is the transport's ``stage``: it writes the file under its temporary name,
-  resuming from the bytes already there, then re-reads size (and hash where the server allows):
-  a file is checkpointed as uploaded only once verified, and nothing has its final name yet;
+  resuming from the bytes already there, then verifies it by hash (by size only where the
+  partner's ``checksum = "size"`` says so): a file is checkpointed as uploaded only once
+  verified, with how (``{"sent": bytes, "verified_by": ...}``; the previous release
+  checkpointed the bytes alone, which still replays), and nothing has its final name yet;
 * ``commit`` is the transport's ``publish`` of every staged file (the rename to its final
   name), in the package's order, then writes the package's ledger rows. It runs only once every
   file of the package is staged and verified, so a package whose last file fails shows the
   partner none of its files (``retry`` stages that file and publishes all). A publish succeeds
   without doing anything if the final name already holds the bytes, and the ledger upserts one
   row per file key and generation, so a crash between a rename and the ledger write (or its
-  checkpoint) does not send again.
+  checkpoint) does not send again. Each ``sent`` or ``skipped`` row says how its bytes were
+  verified (``verified_by``), from the upload checkpoints and the plan.
 
 A file of a one-file package costs three checkpoints (``plan``, ``upload:<path>``, ``commit``)
 besides DBOS's own start and result: each checkpoint is a write transaction in the system
@@ -65,7 +68,9 @@ from consonance_sftp.ports.delivery import (
     DeliveryTransport,
     Fence,
     FileToSend,
+    StageResult,
     WithdrawalLedger,
+    verification,
 )
 
 from .settings import RetryPolicy
@@ -230,6 +235,7 @@ async def _plan(req: DeliveryRequest) -> dict[str, Any]:
     send: list[int] = []
     present: list[int] = []
     recorded: list[int] = []
+    verified: dict[str, str] = {}  # file index -> how a file found in place was verified
 
     def ledger_has() -> list[bool]:
         return [deps.ledger.already_sent(f.key(req.partner), req.generation) for f in req.files]
@@ -242,17 +248,27 @@ async def _plan(req: DeliveryRequest) -> dict[str, Any]:
             continue
         state = await deps.transport.remote_state(req.partner, f)
         (present if state.final_matches else send).append(i)
+        if state.final_matches and state.verified_by is not None:
+            verified[str(i)] = state.verified_by.value
     started = datetime.now(UTC).isoformat()
-    return {"send": send, "present": present, "recorded": recorded, "started_at": started}
+    return {
+        "send": send,
+        "present": present,
+        "recorded": recorded,
+        "started_at": started,
+        "verified_by": verified,
+    }
 
 
-async def _upload(partner: str, f: FileToSend) -> int:
+async def _upload(partner: str, f: FileToSend) -> dict[str, Any]:
     """Stage the file: upload to the temporary name and verify it, one checkpoint for both (a
     re-run after a crash resumes the upload, which finds every byte there, and verifies
-    again). Nothing is published here."""
+    again). Nothing is published here. The checkpoint is ``StageResult.to_dict``."""
     deps = _current()
     deps.fence.check()
-    return await deps.transport.stage(partner, f, deps.fence)
+    staged = await deps.transport.stage(partner, f, deps.fence)
+    # A transport of the previous release's shape returns the bytes sent alone.
+    return StageResult.from_checkpoint(staged).to_dict()
 
 
 def _records(
@@ -263,10 +279,13 @@ def _records(
     error: str | None,
     started_at: str | None = None,
     attempts: int = 1,
+    verified: dict[str, Any] | None = None,
 ) -> list[DeliveryRecord]:
-    """The package's ledger rows for these outcomes (file index, outcome)."""
+    """The package's ledger rows for these outcomes (file index, outcome); ``verified``: how
+    each file was verified, by index (a JSON key), as the plan's ``verified_by``."""
     started = datetime.fromisoformat(started_at) if started_at else None
     finished = datetime.now(UTC)
+    verified = verified or {}
     return [
         DeliveryRecord(
             flow=req.flow,
@@ -287,6 +306,7 @@ def _records(
             attempts=attempts,
             outcome=DeliveryOutcome(outcome),
             error=error,
+            verified_by=verification(verified.get(str(i))),
         )
         for i, outcome in outcomes
     ]
@@ -307,6 +327,9 @@ async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, Any]) 
     If a rename fails, the files renamed before it are recorded ``sent`` before the error goes
     on."""
     deps = _current()
+    # How each file was verified: found in place (the plan), staged (its upload checkpoint).
+    # A plan of the previous release has none: its rows say nothing.
+    verified: dict[str, Any] = plan.get("verified_by") or {}
     renamed: list[int] = []
     try:
         for i in plan["send"]:
@@ -316,13 +339,16 @@ async def _commit(workflow_id: str, req: DeliveryRequest, plan: dict[str, Any]) 
     except Exception:
         if renamed:
             sent = [(i, DeliveryOutcome.SENT.value) for i in renamed]
-            records = _records(deps, workflow_id, req, sent, None, plan.get("started_at"))
+            records = _records(
+                deps, workflow_id, req, sent, None, plan.get("started_at"), 1, verified
+            )
             await _write(deps, records)
         raise
     outcomes = [(i, DeliveryOutcome.SENT.value) for i in renamed] + [
         (i, DeliveryOutcome.SKIPPED.value) for i in plan["present"]
     ]
-    await _write(deps, _records(deps, workflow_id, req, outcomes, None, plan.get("started_at")))
+    records = _records(deps, workflow_id, req, outcomes, None, plan.get("started_at"), 1, verified)
+    await _write(deps, records)
     return len(outcomes)
 
 
@@ -407,14 +433,19 @@ async def deliver(request: dict[str, Any]) -> dict[str, Any]:
                 step_options("plan", retry), _reporting_attempts("plan", req, retry, _plan), req
             )
             unsent = plan["send"]
+            verified = dict(plan.get("verified_by") or {})
             for i in plan["send"]:
                 f = req.files[i]
-                await DBOS.run_step_async(
+                staged = await DBOS.run_step_async(
                     step_options(f"upload:{f.remote_path}", retry),
                     _reporting_attempts(f"upload of {f.remote_path}", req, retry, _upload),
                     req.partner,
                     f,
                 )
+                how = StageResult.from_checkpoint(staged).verified_by
+                if how is not None:
+                    verified[str(i)] = how.value
+            plan = {**plan, "verified_by": verified}
             await DBOS.run_step_async(
                 step_options("commit", retry),
                 _reporting_attempts("commit", req, retry, _commit),

@@ -49,6 +49,8 @@ class StoreLedger:
                 "isbn": record.isbn,
                 "trigger": record.trigger,
                 "reason": record.error,
+                # Only where known: events of rows without it keep their earlier shape.
+                **({"verified_by": str(record.verified_by)} if record.verified_by else {}),
             },
         )
 
@@ -104,6 +106,7 @@ class StoreLedger:
                 error=record.error or "",
                 workflow_id=record.workflow_id,
                 executor_id=record.executor_id,
+                verified_by=record.verified_by,
                 finished_at=record.finished_at,
                 attempts=row.attempts + record.attempts,
             )

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome
+from consonance_sftp.models import Alert, DeliveryKey, DeliveryOutcome, Verification
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +132,45 @@ class RemoteFileState:
 
     final_matches: bool = False  # the final name already holds exactly these bytes
     partial_bytes: int = 0  # bytes already under the temporary name
+    verified_by: Verification | None = None  # how ``final_matches`` was found (by hash)
+
+
+def verification(value: object) -> Verification | None:
+    """A ``Verification`` from a checkpoint or a row; None for nothing (written by a release
+    before the ledger said how) or a name this release does not know."""
+    try:
+        return None if value is None else Verification(str(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageResult:
+    """What ``DeliveryTransport.stage`` did: the bytes it sent and how the staged (or already
+    published) copy was proven to hold the file's bytes. The engine checkpoints it as
+    ``to_dict``; ``from_checkpoint`` also reads what the previous release checkpointed (the
+    bytes sent, a plain int)."""
+
+    sent: int  # bytes sent by this call (0 when the final name already held these bytes)
+    verified_by: Verification | None = None  # None: not known (an older checkpoint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "verified_by": None if self.verified_by is None else self.verified_by.value,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: object) -> StageResult:
+        if isinstance(data, StageResult):
+            return data
+        if isinstance(data, dict):
+            return cls(
+                sent=int(data.get("sent", 0)), verified_by=verification(data.get("verified_by"))
+            )
+        if isinstance(data, int):  # the previous release's stage step: the bytes sent only
+            return cls(sent=data)
+        raise TypeError(f"not a stage result: {data!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +201,10 @@ class DeliveryRecord:
     attempts: int = 0
     outcome: DeliveryOutcome = DeliveryOutcome.PLANNED
     error: str | None = None  # why it failed (the last error), for a failed row
+    # How the partner's copy was proven to be these bytes: a hash (the server's or a read-back)
+    # or, only where ``checksum = "size"`` is configured, the size. Empty on a failed row and
+    # on rows recorded before migration 0008.
+    verified_by: Verification | None = None
     created_at: datetime | None = None  # set by the store
     id: int | None = None  # set by the store
 
@@ -187,12 +230,13 @@ class DeliveryTransport(Protocol):
 
     async def remote_state(self, partner: str, file: FileToSend) -> RemoteFileState: ...
 
-    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> int:
+    async def stage(self, partner: str, file: FileToSend, fence: Fence) -> StageResult:
         """Send the file to its temporary name (``file.upload_path`` when a delivery
-        convention fixes it), resuming from the bytes already there, and verify its size (and
-        hash where possible), raising ``IntegrityError`` if it does not match; nothing may get
-        its final name here. Return the bytes sent by this call (0 when the final name already
-        holds exactly these bytes: a re-run after ``publish``)."""
+        convention fixes it), resuming from the bytes already there, and verify it by hash
+        (by size only where ``checksum = "size"`` is configured), raising ``IntegrityError`` if
+        it does not match; nothing may get its final name here. Return the bytes sent by this
+        call (0 when the final name already holds exactly these bytes: a re-run after
+        ``publish``) and how the copy was verified."""
         ...
 
     async def publish(self, partner: str, file: FileToSend, fence: Fence) -> None:

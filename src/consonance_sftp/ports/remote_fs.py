@@ -19,6 +19,7 @@ from typing import Protocol
 
 from consonance_sftp.config.transfer import PostAction
 from consonance_sftp.errors import TransportError
+from consonance_sftp.models import Verification
 
 # Called with (bytes done, bytes total) as a transfer advances.
 ProgressCallback = Callable[[int, int], None]
@@ -47,7 +48,7 @@ class UploadResult:
     size: int
     sha256: str
     skipped: bool = False  # an identical file was already at the final name
-    verified_by: str = "size"  # size | check_file | shell | read_back
+    verified_by: Verification = Verification.SIZE  # how the remote bytes were proven
     resumed_from: int = 0  # bytes that were already on the server from an earlier attempt
     seconds: float = 0.0
     strategy: str = ""  # how the temporary file became the final name
@@ -62,7 +63,7 @@ class StagedFile:
     size: int
     sha256: str
     skipped: bool = False  # an identical file was already at the final name: nothing to publish
-    verified_by: str = "size"  # size | check_file | shell | read_back
+    verified_by: Verification = Verification.SIZE  # how the remote bytes were proven
     resumed_from: int = 0  # bytes that were already on the server from an earlier attempt
     seconds: float = 0.0
 

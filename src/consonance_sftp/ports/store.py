@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from consonance_sftp.models import Alert, AlertSeverity, DeliveryKey, DeliveryOutcome, IntakeOutcome
+from consonance_sftp.models import (
+    Alert,
+    AlertSeverity,
+    DeliveryKey,
+    DeliveryOutcome,
+    IntakeOutcome,
+    Verification,
+)
 from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.snapshots import SnapshotStore
 
@@ -214,6 +221,7 @@ class Store(SnapshotStore, Protocol):
         error: str | None = None,
         workflow_id: str | None = None,
         executor_id: str | None = None,
+        verified_by: Verification | None = None,
     ) -> DeliveryRecord:
         """Change the given fields of one row (``None`` leaves a field as it is; ``error=""``
         clears a previous error, e.g. when a retry succeeded)."""

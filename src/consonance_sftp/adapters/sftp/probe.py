@@ -324,10 +324,14 @@ def _finish(
             if isinstance(found.get("shell_hash_command"), str):
                 wanted["shell_hash_command"] = found["shell_hash_command"]
         else:
-            wanted["checksum"] = ChecksumMethod.NONE.value
+            # Never a size-only check by recommendation: 'auto' reads each upload back. Only
+            # a 'size' the partner's config already says explicitly is left as it is.
+            if ts.checksum is not ChecksumMethod.SIZE:
+                wanted["checksum"] = ChecksumMethod.AUTO.value
             notes.append(
-                "no remote checksum (no check-file, no shell): size is verified; set "
-                "checksum = 'read_back' to verify content at the cost of a second transfer"
+                "no remote hash (no check-file, no hash command): each upload is verified by "
+                "reading it back, a second transfer of its size; checksum = 'size' checks the "
+                "size only (the ledger then says 'size')"
             )
         parallel_ok = write_model.get("reopen_write") and write_model.get("random_write")
         if write_model and not parallel_ok:

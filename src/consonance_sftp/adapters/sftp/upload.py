@@ -48,11 +48,12 @@ from consonance_sftp.adapters.sftp.segmented import (
     put_stream,
     segment_count,
 )
+from consonance_sftp.adapters.sftp.verify import remote_sha256
 from consonance_sftp.config.transfer import (
-    ChecksumMethod,
     OverwritePolicy,
     UploadStrategy,
 )
+from consonance_sftp.models import Verification
 from consonance_sftp.ports.remote_fs import (
     ProgressCallback,
     StagedFile,
@@ -65,9 +66,6 @@ log = logging.getLogger(__name__)
 # Files up to this size are sent from memory in one pipelined burst on one handle, size-checked
 # by fstat before close: no journal (a single segment resumes nothing), fewer round trips.
 SMALL_FILE = 8 * 1024 * 1024
-# With checksum 'auto', a hashing command runs for files from this size: an exec costs a new
-# SSH channel (tens of ms), too much per small file whose bytes SSH's MAC already protects.
-_SHELL_HASH_MIN_SIZE = 1024 * 1024
 
 
 class UploadMixin(PublishMixin):
@@ -361,7 +359,7 @@ class UploadMixin(PublishMixin):
             )
         interrupted = journal is not None and bool(journal.done())
         kept: set[int] = set()
-        checked_by = ""
+        checked_by = Verification.READ_BACK
         if interrupted:
             assert journal is not None
             # Never trust bytes we cannot see: keep only the segments the server holds.
@@ -430,8 +428,8 @@ class UploadMixin(PublishMixin):
             if all_checked:
                 remote_sha, verified_by = sha, checked_by
             else:
-                remote_sha, verified_by = await self._remote_sha256(
-                    pc, temp, size=size, force=interrupted, local=(local_path, sha)
+                remote_sha, verified_by = await remote_sha256(
+                    self, pc, temp, size=size, force=interrupted, local=(local_path, sha)
                 )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
@@ -482,12 +480,12 @@ class UploadMixin(PublishMixin):
             if existing is None:
                 return None
             # (sha, how it was checked) of identical bytes at the final name, else None.
-            same: tuple[str, str] | None = None
+            same: tuple[str, Verification] | None = None
             if existing.size == size and (
                 replace_identical or ts.overwrite is OverwritePolicy.SKIP_IF_IDENTICAL
             ):
                 sha = await self._local_sha(hashing, size, local_path, final)
-                remote_sha, how = await self._remote_sha256(pc, final, force=True)
+                remote_sha, how = await remote_sha256(self, pc, final, force=True)
                 same = (sha, how) if remote_sha == sha else None
             if replace_identical and same is not None:
                 return None  # a resend: staged again; its old copy is replaced at publish
@@ -709,90 +707,16 @@ class UploadMixin(PublishMixin):
         """Does ``remote_path`` already hold exactly these bytes (size, then SHA-256 by the
         best method the server allows, reading back as the last resort)? The engine asks
         before re-running an upload, so a crash between rename and record never resends."""
+        return await self.held_by(remote_path, size, sha256) is not None
+
+    async def held_by(self, remote_path: str, size: int, sha256: str) -> Verification | None:
+        """How ``remote_path`` was found to hold exactly these bytes (``holds``), or None."""
         async with self._lease(None) as pc:
             attrs = await self._stat(pc.sftp, remote_path)
             if attrs is None or attrs.size != size:
-                return False
-            digest, _how = await self._remote_sha256(pc, remote_path, size=size, force=True)
-        return digest == sha256
-
-    async def _remote_sha256(
-        self,
-        pc: PooledConnection,
-        path: str,
-        *,
-        size: int = 0,
-        force: bool = False,
-        local: tuple[Path, str] | None = None,
-    ) -> tuple[str | None, str]:
-        """(SHA-256 or None, how it was checked). ``force``: read back if nothing else works.
-        ``local`` (the local file and its SHA-256) lets a server's sha1sum or md5sum stand in
-        for sha256sum: on a match the local SHA-256 is returned, else the server's digest
-        prefixed by its algorithm (which matches no SHA-256)."""
-        ts = self.settings
-        method = ts.checksum
-        want_check_file = method is ChecksumMethod.CHECK_FILE or (
-            method is ChecksumMethod.AUTO and "check_file" not in self._unsupported
-        )
-        if want_check_file:
-            try:
-                digest = await self._guard(checksums.check_file_sha256(pc.sftp, path), path)
-                return digest, "check_file"
-            except errors.UnsupportedOperation:
-                self._unsupported.add("check_file")
-                if method is ChecksumMethod.CHECK_FILE:
-                    raise
-        want_shell = method is ChecksumMethod.SHELL or (
-            method is ChecksumMethod.AUTO
-            and ts.allow_shell
-            and (force or size >= _SHELL_HASH_MIN_SIZE)
-        )
-        if want_shell:
-            algorithm = checksums.command_algorithm(ts.shell_hash_command)
-            if algorithm == "sha256":
-                digest = await self._guard(
-                    checksums.shell_sha256(
-                        pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
-                    ),
-                    path,
-                )
-                return digest, "shell"
-            if local is not None:
-                # sha1sum/md5sum (rclone): compared with the same digest of the local file;
-                # a match stands for the SHA-256 the ledger records.
-                local_path, local_sha = local
-                try:
-                    remote_hex = await self._guard(
-                        checksums.shell_digest(
-                            pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
-                        ),
-                        path,
-                    )
-                except errors.UnsupportedOperation as exc:
-                    # rclone's write cache cannot hash a file it has not written back yet:
-                    # the bytes are read back instead.
-                    log.info(
-                        "%s failed, reading the file back: %s",
-                        ts.shell_hash_command,
-                        exc.detail,
-                        extra={"partner": self.partner, "path": path},
-                    )
-                    force = True
-                else:
-                    local_hex = await asyncio.to_thread(
-                        checksums.file_digest, local_path, algorithm
-                    )
-                    digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
-                    return digest, f"shell-{algorithm}"
-        if method is ChecksumMethod.READ_BACK or force:
-            _size, digest = await self._guard(
-                checksums.read_back_sha256(
-                    pc.sftp, path, block_size=ts.block_size, max_requests=ts.max_requests
-                ),
-                path,
-            )
-            return digest, "read_back"
-        return None, "size"
+                return None
+            digest, how = await remote_sha256(self, pc, remote_path, size=size, force=True)
+        return how if digest == sha256 else None
 
 
 def _read_and_hash(path: Path) -> tuple[bytes, str]:

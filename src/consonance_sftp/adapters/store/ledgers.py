@@ -24,9 +24,9 @@ from consonance_sftp.adapters.store.base import (
     translate_errors,
 )
 from consonance_sftp.adapters.store.schema import delivery_ledger, intake_ledger
-from consonance_sftp.models import DeliveryKey, DeliveryOutcome, IntakeOutcome
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome, IntakeOutcome, Verification
 from consonance_sftp.ports.clock import Clock
-from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.delivery import DeliveryRecord, verification
 from consonance_sftp.ports.store import IntakeRecord
 
 # Built once, with bound parameters: compiled once and cached (ledger writes are hot paths).
@@ -61,6 +61,7 @@ def _delivery(row: sa.Row[Any] | Mapping[str, Any]) -> DeliveryRecord:
         attempts=m["attempts"],
         outcome=DeliveryOutcome(m["outcome"]),
         error=m["error"],
+        verified_by=verification(m["verified_by"]),
         created_at=from_db_time(m["created_at"]),
     )
 
@@ -123,6 +124,7 @@ class Ledgers(Tables):
         }
         values["package_id"] = values.pop("package")  # the column's name since the first schema
         values["outcome"] = str(record.outcome)
+        values["verified_by"] = None if record.verified_by is None else str(record.verified_by)
         values["started_at"] = to_db_time(record.started_at)
         values["finished_at"] = to_db_time(record.finished_at)
         values["created_at"] = self._now()
@@ -161,6 +163,7 @@ class Ledgers(Tables):
         error: str | None = None,
         workflow_id: str | None = None,
         executor_id: str | None = None,
+        verified_by: Verification | None = None,
     ) -> DeliveryRecord:
         changes: dict[str, Any] = {
             "outcome": None if outcome is None else str(outcome),
@@ -170,6 +173,7 @@ class Ledgers(Tables):
             "error": error,
             "workflow_id": workflow_id,
             "executor_id": executor_id,
+            "verified_by": None if verified_by is None else str(verified_by),
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if error == "":

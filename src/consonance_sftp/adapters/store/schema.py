@@ -75,6 +75,9 @@ delivery_ledger = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     # The engine process that recorded the outcome (migration 0007); empty on older rows.
     sa.Column("executor_id", sa.String(200), nullable=True),
+    # How the partner's copy was proven to be these bytes (``models.Verification``: a hash
+    # method, or ``size`` where configured so; migration 0008); empty on older and failed rows.
+    sa.Column("verified_by", sa.String(32), nullable=True),
     # Bumped by every write; the audit event of that write carries the row as written (migration
     # 0005), so ``audit verify`` finds a row edited, rolled back or added outside the store.
     sa.Column("audit_rev", sa.Integer, nullable=False, server_default="0"),

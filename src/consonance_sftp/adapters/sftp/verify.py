@@ -1,0 +1,108 @@
+"""How an upload proves the server holds our bytes: the best hash the server allows.
+
+Never trust bytes you cannot see. In order: the ``check-file`` extension (the server hashes
+the file), the configured hash command over an exec channel (``sha256sum``; rclone answers only
+``sha1sum`` and ``md5sum``, compared with the same digest of the local file), else the file is
+read back and hashed here, which costs a download of its size. Only ``checksum = "size"``,
+configured explicitly, settles for the size; even then a file whose upload was interrupted is
+verified by hash. What was used is a ``models.Verification``, the ledger's ``verified_by``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from consonance_sftp import errors
+from consonance_sftp.adapters.sftp import checksums
+from consonance_sftp.adapters.sftp.base import FSBase
+from consonance_sftp.adapters.sftp.connection import PooledConnection
+from consonance_sftp.config.transfer import ChecksumMethod
+from consonance_sftp.models import Verification
+
+log = logging.getLogger(__name__)
+
+# With checksum 'auto', a hashing command runs for files from this size: an exec costs a new
+# SSH channel (tens of ms), more than reading a small file back.
+SHELL_HASH_MIN_SIZE = 1024 * 1024
+# What a hash command's digest is called in the ledger, by its algorithm.
+_BY_COMMAND = {
+    "sha256": Verification.SHELL,
+    "sha1": Verification.SHELL_SHA1,
+    "md5": Verification.SHELL_MD5,
+}
+
+
+async def remote_sha256(
+    fs: FSBase,
+    pc: PooledConnection,
+    path: str,
+    *,
+    size: int = 0,
+    force: bool = False,
+    local: tuple[Path, str] | None = None,
+) -> tuple[str | None, Verification]:
+    """(SHA-256 or None, how it was checked). None only with ``checksum = "size"`` and
+    without ``force`` (an interrupted upload, a look at a final name: always by hash).
+    ``local`` (the local file and its SHA-256) lets a server's sha1sum or md5sum stand in for
+    sha256sum: on a match the local SHA-256 is returned, else the server's digest prefixed by
+    its algorithm (which matches no SHA-256)."""
+    ts = fs.settings
+    method = ts.checksum
+    auto = method is ChecksumMethod.AUTO
+    if method is ChecksumMethod.CHECK_FILE or (auto and "check_file" not in fs._unsupported):
+        try:
+            digest = await fs._guard(checksums.check_file_sha256(pc.sftp, path), path)
+            return digest, Verification.CHECK_FILE
+        except errors.UnsupportedOperation:
+            fs._unsupported.add("check_file")
+            if method is ChecksumMethod.CHECK_FILE:
+                raise
+    if method is ChecksumMethod.SHELL or (
+        auto and ts.allow_shell and (force or size >= SHELL_HASH_MIN_SIZE)
+    ):
+        algorithm = checksums.command_algorithm(ts.shell_hash_command)
+        if algorithm == "sha256":
+            digest = await fs._guard(
+                checksums.shell_sha256(
+                    pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                ),
+                path,
+            )
+            return digest, Verification.SHELL
+        if local is not None:
+            # sha1sum/md5sum (rclone): compared with the same digest of the local file; a match
+            # stands for the SHA-256 the ledger records.
+            local_path, local_sha = local
+            try:
+                remote_hex = await fs._guard(
+                    checksums.shell_digest(
+                        pc.conn, ts.shell_hash_command, path, limit=ts.operation_timeout
+                    ),
+                    path,
+                )
+            except errors.UnsupportedOperation as exc:
+                # rclone's write cache cannot hash a file it has not written back yet: the
+                # bytes are read back instead.
+                log.info(
+                    "%s failed, reading the file back: %s",
+                    ts.shell_hash_command,
+                    exc.detail,
+                    extra={"partner": fs.partner, "path": path},
+                )
+            else:
+                local_hex = await asyncio.to_thread(checksums.file_digest, local_path, algorithm)
+                digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
+                return digest, _BY_COMMAND[algorithm]
+    if method is ChecksumMethod.SIZE and not force:
+        return None, Verification.SIZE
+    # Nothing else proves the content ('auto' on a server without check-file or a shell, an
+    # interrupted upload, or read_back configured): the file is downloaded again and hashed.
+    _size, digest = await fs._guard(
+        checksums.read_back_sha256(
+            pc.sftp, path, block_size=ts.read_block, max_requests=ts.max_requests
+        ),
+        path,
+    )
+    return digest, Verification.READ_BACK
