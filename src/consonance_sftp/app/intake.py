@@ -65,6 +65,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 T = TypeVar("T")
 
+LINGER_S = 1.0
+"""Seconds an intake's connection to a partner stays open after the last intake on it ends,
+for the next file of the batch (``SftpIntakeTransport._using``)."""
+
 
 # --- the local inbox store -----------------------------------------------------------------
 
@@ -101,15 +105,24 @@ class SftpIntakeTransport:
         self.progress = progress
         self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
         self._busy: dict[tuple[str, int], int] = {}
+        self._closers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self.linger = LINGER_S
 
     @contextlib.asynccontextmanager
     async def _using(self, partner: str) -> AsyncIterator[SftpRemoteFS]:
-        """The partner's session pool on this loop for one operation. When the last operation
-        on it ends, the pool is closed: an idle pooled connection keeps its slot of the
-        partner's connection cap for ``idle_timeout``, and the next poll (on the service's
-        loop) or a transfer of another process would wait for it. Files taken in are few and
-        large, so the handshake saved by keeping it is not worth that wait."""
-        key = (partner, id(asyncio.get_running_loop()))
+        """The partner's session pool on this loop for one operation. ``linger`` seconds after
+        the last operation on it ends (unless another one starts meanwhile), the pool is
+        closed: an idle pooled connection keeps its slot of the partner's connection cap for
+        ``idle_timeout``, and the next poll (on the service's loop) or a transfer of another
+        process would wait for it that long. The short linger keeps the connection for the
+        next file of a batch (the engine starts the partner's next intake within a queue
+        poll), which saves a handshake per file: most of what a small file costs."""
+        loop = asyncio.get_running_loop()
+        key = (partner, id(loop))
+        closer = self._closers.pop(key, None)
+        if closer is not None:
+            closer.cancel()
         fs = self._fs.get(key)
         if fs is None:
             fs = self._fs[key] = self._make_fs(partner)
@@ -119,8 +132,20 @@ class SftpIntakeTransport:
         finally:
             self._busy[key] -= 1
             if self._busy[key] == 0 and self._fs.get(key) is fs:
-                del self._fs[key], self._busy[key]
-                await fs.close()
+                if self.linger > 0:
+                    self._closers[key] = loop.call_later(self.linger, self._close_idle, key, fs)
+                else:
+                    del self._fs[key], self._busy[key]
+                    await fs.close()
+
+    def _close_idle(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+        """The linger ran out with nothing using the pool: close it (on its own loop)."""
+        self._closers.pop(key, None)
+        if self._busy.get(key) == 0 and self._fs.get(key) is fs:
+            del self._fs[key], self._busy[key]
+            task = asyncio.get_running_loop().create_task(fs.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
@@ -215,10 +240,15 @@ class SftpIntakeTransport:
             await fs.apply_post_action(marker, action)
 
     async def close(self) -> None:
+        for closer in self._closers.values():
+            closer.cancel()
+        self._closers.clear()
         for fs in self._fs.values():
             await fs.close()
         self._fs.clear()
         self._busy.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 # --- polling ---------------------------------------------------------------------------------
