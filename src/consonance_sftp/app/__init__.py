@@ -148,7 +148,11 @@ class App:
             ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
             intake_transport=SftpIntakeTransport(
-                self.remote_fs, self.state_dir, self.host_key_changed, progress
+                self.remote_fs,
+                self.state_dir,
+                self.host_key_changed,
+                progress,
+                ack_of=lambda partner: self.partner_config(partner).intake_ack,
             ),
             intake_ledger=StoreIntakeLedger(self.store),
             withdrawals=StoreLedger(self.store),
