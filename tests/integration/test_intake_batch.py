@@ -87,3 +87,65 @@ async def test_a_batch_of_small_files_shares_one_connection_and_gives_it_back(
     finally:
         await runner.__aexit__(None, None, None)
         app.store.close()
+
+
+async def test_a_changed_partner_config_is_not_served_by_a_lingering_connection(
+    openssh: OpenSshServer, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "sftp" / "inbox"
+    inbox.mkdir(parents=True)
+    partner = openssh_partner(
+        openssh, {"receive": str(inbox)}, max_connections=2, transfer={"stable_interval": 0.1}
+    )
+    settings = Settings.model_validate(
+        offline_settings(
+            tmp_path,
+            partners={"designer": partner},
+            flows={"covers": {"kind": "intake", "partners": ["designer"]}},
+        )
+    )
+    app = App(settings)
+    flow = settings.flows["covers"]
+    assert isinstance(flow, IntakeFlow)
+    runner = DeliveryRunner(app, executor=True, quiet=True)
+    await runner.__aenter__()
+    try:
+        assert runner.engine is not None
+        transport = runner.engine.intake_transport
+        assert isinstance(transport, SftpIntakeTransport)
+        transport.linger = 3.0  # long enough to reload while the connection lingers
+        pools: list[SftpRemoteFS] = []
+        make = transport._make_fs
+
+        def counting(name: str) -> SftpRemoteFS:
+            pools.append(make(name))
+            return pools[-1]
+
+        transport._make_fs = counting
+
+        async def take(name: str) -> None:
+            (inbox / name).write_bytes(os.urandom(5000))
+            then = time.time() - 60
+            os.utime(inbox / name, (then, then))
+            report = await poll_inbox(app, runner, "covers", flow, trigger="test")
+            [taken] = report.taken
+            result = await runner.wait(taken.workflow_id or "", timeout_s=60)
+            assert result["outcome"] == "stored", result
+
+        await take("first.pdf")
+        assert len(pools) == 1 and list(transport._fs.values()) == pools  # lingering
+        # ``serve`` reloads a config in which this partner changed (a new pin, new keys...).
+        app.reload(settings, changed_partners=["designer"])
+        assert transport._fs == {}
+        await take("second.pdf")
+        assert len(pools) == 2  # a new pool, with the new settings, not the lingering one
+        assert pools[0].pool.opened == 1 and pools[1].pool.opened == 1
+        # Both are closed once their linger runs out, and the cap's slots given back.
+        deadline = time.monotonic() + transport.linger + 10
+        while (transport._fs or app._budget.in_use("designer")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert transport._fs == {} and app._budget.in_use("designer") == 0
+        assert [fs.pool.open_connections for fs in pools] == [0, 0]
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()

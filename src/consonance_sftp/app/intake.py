@@ -120,8 +120,8 @@ class SftpIntakeTransport:
         self.progress = progress
         self._ack_of = ack_of or (lambda _partner: None)
         self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
-        self._busy: dict[tuple[str, int], int] = {}
-        self._closers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self._users: dict[SftpRemoteFS, int] = {}
+        self._closers: dict[SftpRemoteFS, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.linger = LINGER_S
 
@@ -136,32 +136,44 @@ class SftpIntakeTransport:
         poll), which saves a handshake per file: most of what a small file costs."""
         loop = asyncio.get_running_loop()
         key = (partner, id(loop))
-        closer = self._closers.pop(key, None)
-        if closer is not None:
-            closer.cancel()
         fs = self._fs.get(key)
         if fs is None:
             fs = self._fs[key] = self._make_fs(partner)
-        self._busy[key] = self._busy.get(key, 0) + 1
+        closer = self._closers.pop(fs, None)
+        if closer is not None:
+            closer.cancel()
+        self._users[fs] = self._users.get(fs, 0) + 1
         try:
             yield fs
         finally:
-            self._busy[key] -= 1
-            if self._busy[key] == 0 and self._fs.get(key) is fs:
-                if self.linger > 0:
-                    self._closers[key] = loop.call_later(self.linger, self._close_idle, key, fs)
-                else:
-                    del self._fs[key], self._busy[key]
+            self._users[fs] -= 1
+            if self._users[fs] == 0:
+                if self.linger > 0 and self._fs.get(key) is fs:
+                    self._closers[fs] = loop.call_later(self.linger, self._close_idle, key, fs)
+                else:  # no linger, or the partner's config changed meanwhile (``forget``)
+                    self._drop(key, fs)
                     await fs.close()
+
+    def _drop(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+        del self._users[fs]
+        if self._fs.get(key) is fs:
+            del self._fs[key]
 
     def _close_idle(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
         """The linger ran out with nothing using the pool: close it (on its own loop)."""
-        self._closers.pop(key, None)
-        if self._busy.get(key) == 0 and self._fs.get(key) is fs:
-            del self._fs[key], self._busy[key]
+        self._closers.pop(fs, None)
+        if self._users.get(fs) == 0:
+            self._drop(key, fs)
             task = asyncio.get_running_loop().create_task(fs.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    def forget(self, partner: str) -> None:
+        """The partner's config changed (``App.reload``): its pools take no new operation, so
+        the next one connects with the new settings; each old pool is still closed on its own
+        loop, when its running operations end or when its linger runs out."""
+        for key in [k for k in self._fs if k[0] == partner]:
+            self._fs.pop(key, None)
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
@@ -288,10 +300,11 @@ class SftpIntakeTransport:
         for closer in self._closers.values():
             closer.cancel()
         self._closers.clear()
-        for fs in self._fs.values():
-            await fs.close()
+        pools = set(self._fs.values()) | set(self._users)
         self._fs.clear()
-        self._busy.clear()
+        self._users.clear()
+        for fs in pools:
+            await fs.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
