@@ -27,7 +27,7 @@ COLUMNS = (
     "current",
     "SHA-256",
     "bytes",
-    "partner",
+    "from",
     "original name",
     "received (UTC)",
     "supersedes",
