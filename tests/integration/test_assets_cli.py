@@ -208,8 +208,12 @@ def _migrate(url: str, revision: str, *, down: bool = False) -> None:
         engine.dispose()
 
 
+# The revision before 0009, whichever it is (0009 may be renumbered onto another revision).
+BEFORE = "0009-1"
+
+
 def test_migration_0009_keeps_older_versions_and_their_numbering(empty_url: str) -> None:
-    _migrate(empty_url, "0007")
+    _migrate(empty_url, BEFORE)
     engine = create_engine(empty_url)
     try:
         with engine.begin() as conn:
@@ -230,7 +234,7 @@ def test_migration_0009_keeps_older_versions_and_their_numbering(empty_url: str)
             AssetVersion(work_id=3, product_id=30, kind="cover", sha256=SHA[1], size=11)
         )
         assert new.version == 2
-    _migrate(empty_url, "0007", down=True)
+    _migrate(empty_url, BEFORE, down=True)
     engine = create_engine(empty_url)
     try:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("asset_versions")}
