@@ -115,6 +115,8 @@ class AuditAction(enum.StrEnum):
     INTAKE_POST_ACTION = "intake.post_action"
     INTAKE_POST_ACTION_FAILED = "intake.post_action_failed"
     INTAKE_IGNORED = "intake.ignored"
+    INTAKE_ACKNOWLEDGED = "intake.acknowledged"
+    INTAKE_ACK_FAILED = "intake.ack_failed"
     # Ledger rows on the trail.
     LEDGER_WRITE = "ledger.write"
     LEDGER_SEAL = "ledger.seal"

@@ -61,3 +61,19 @@ def test_young_and_moving_files_wait_for_a_later_poll() -> None:
     again = {e.path: e for e in [entry("a.pdf"), entry("b.pdf", size=20)]}
     stable, moving = unchanged(first, again)
     assert (names(stable), names(moving)) == (["a.pdf"], ["b.pdf", "c.pdf"])
+
+
+def test_take_never_takes_our_acknowledgements_back_in() -> None:
+    every = IntakeFlow.model_validate({"kind": "intake", "partners": ["p"]})  # patterns ["*"]
+    listing = [
+        (entry("cover.pdf"), "file"),
+        (entry("cover.pdf.accepted"), "file"),
+        (entry("-rf.pdf.quarantined"), "file"),
+        (entry("accepted.pdf"), "file"),  # a name that merely contains the word
+    ]
+    taking = take(every, listing, TransferSettings())
+    assert names(taking.candidates) == ["cover.pdf", "accepted.pdf"]
+    assert [(i.entry.name, i.reason, i.noted) for i in taking.ignored] == [
+        ("cover.pdf.accepted", "an acknowledgement we wrote", False),
+        ("-rf.pdf.quarantined", "an acknowledgement we wrote", False),
+    ]

@@ -75,6 +75,7 @@ class App:
         self.config_path = config_path  # the file it came from: ``serve`` follows its changes
         self._budget: ConnectionBudget = InProcessConnectionBudget()
         self._transport: SftpDeliveryTransport | None = None
+        self._intake_transport: SftpIntakeTransport | None = None
 
     @classmethod
     def from_config(cls, path: Path | str) -> App:
@@ -82,13 +83,15 @@ class App:
 
     def reload(self, settings: Settings, changed_partners: Iterable[str] = ()) -> None:
         """Switch to a new, validated config while the service runs (``app.reload``). Every
-        part reads ``self.settings`` when it acts; the delivery transport's open connections
-        of the changed partners are dropped, so the next transfer uses the new settings (a
-        new host-key pin, new credentials, new transfer settings)."""
+        part reads ``self.settings`` when it acts; the delivery and intake transports' open
+        connections of the changed partners are dropped, so the next transfer uses the new
+        settings (a new host-key pin, new credentials, new transfer settings)."""
         self.settings = settings
-        if self._transport is not None:
-            for name in changed_partners:
+        for name in changed_partners:
+            if self._transport is not None:
                 self._transport.forget(name)
+            if self._intake_transport is not None:
+                self._intake_transport.forget(name)
 
     @property
     def state_dir(self) -> Path:
@@ -143,14 +146,20 @@ class App:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         self._transport = transport
+        intake_transport = SftpIntakeTransport(
+            self.remote_fs,
+            self.state_dir,
+            self.host_key_changed,
+            progress,
+            ack_of=lambda partner: self.partner_config(partner).intake_ack,
+        )
+        self._intake_transport = intake_transport
         engine = Engine(
             self.engine_settings(executor_id),
             transport=transport,
             ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
-            intake_transport=SftpIntakeTransport(
-                self.remote_fs, self.state_dir, self.host_key_changed, progress
-            ),
+            intake_transport=intake_transport,
             intake_ledger=StoreIntakeLedger(self.store),
             intake_screen=intake_screen(self),
             withdrawals=StoreLedger(self.store),

@@ -17,7 +17,10 @@ polled at all.
     <state_dir>/quarantine/<flow>/<partner>/<mtime>-<digest>/<safe name>
 
 (one folder per version of a remote file, so a partner re-sending a name never overwrites the
-copy we kept), and applies the partner's post-action only to the version it took in.
+copy we kept), applies the partner's post-action only to the version it took in, and, for a
+partner with ``intake_ack``, uploads the acknowledgement of each decided file
+(``<name>.accepted`` / ``<name>.quarantined``, next to the upload or in the ack folder; the
+text is first written under ``<state_dir>/acks/...``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from consonance_sftp.adapters.sftp.checksums import sha256_file
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
+from consonance_sftp.config.settings import IntakeAck
 from consonance_sftp.config.transfer import PostAction, TransferSettings
 from consonance_sftp.engine.intake import printable_path, safe_local_name
 from consonance_sftp.errors import (
@@ -56,7 +60,7 @@ from consonance_sftp.flows.inbox import (
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.delivery import Fence
-from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
+from consonance_sftp.ports.intake import Acknowledgement, FetchedFile, IntakeRequest
 from consonance_sftp.ports.remote_fs import RemoteEntry
 
 if TYPE_CHECKING:
@@ -65,6 +69,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+LINGER_S = 1.0
+"""Seconds an intake's connection to a partner stays open after the last intake on it ends,
+for the next file of the batch (``SftpIntakeTransport._using``)."""
 
 
 # --- the local inbox store -----------------------------------------------------------------
@@ -86,6 +94,16 @@ def local_path_for(root: Path, request: IntakeRequest, *, quarantine: bool) -> P
     return top / version_folder(request) / (safe_local_name(name) if quarantine else name)
 
 
+def ack_folder(upload_folder: str, ack: IntakeAck) -> str:
+    """The remote folder a partner's acknowledgements go to, for an upload in
+    ``upload_folder``: that folder itself, a folder below it, or an absolute folder."""
+    if not ack.folder:
+        return upload_folder
+    if ack.folder.startswith("/"):
+        return ack.folder.rstrip("/") or "/"
+    return posixpath.join(upload_folder, ack.folder).rstrip("/")
+
+
 class SftpIntakeTransport:
     """``engine.IntakeTransport`` over one ``SftpRemoteFS`` per partner and event loop."""
 
@@ -95,33 +113,68 @@ class SftpIntakeTransport:
         root: Path,
         on_host_key_changed: SecuritySink | None = None,
         progress: ProgressSink | None = None,
+        ack_of: Callable[[str], IntakeAck | None] | None = None,
     ) -> None:
         self._make_fs = make_fs
         self.root = root
         self.on_host_key_changed = on_host_key_changed
         self.progress = progress
+        self._ack_of = ack_of or (lambda _partner: None)
         self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
-        self._busy: dict[tuple[str, int], int] = {}
+        self._users: dict[SftpRemoteFS, int] = {}
+        self._closers: dict[SftpRemoteFS, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self.linger = LINGER_S
 
     @contextlib.asynccontextmanager
     async def _using(self, partner: str) -> AsyncIterator[SftpRemoteFS]:
-        """The partner's session pool on this loop for one operation. When the last operation
-        on it ends, the pool is closed: an idle pooled connection keeps its slot of the
-        partner's connection cap for ``idle_timeout``, and the next poll (on the service's
-        loop) or a transfer of another process would wait for it. Files taken in are few and
-        large, so the handshake saved by keeping it is not worth that wait."""
-        key = (partner, id(asyncio.get_running_loop()))
+        """The partner's session pool on this loop for one operation. ``linger`` seconds after
+        the last operation on it ends (unless another one starts meanwhile), the pool is
+        closed: an idle pooled connection keeps its slot of the partner's connection cap for
+        ``idle_timeout``, and the next poll (on the service's loop) or a transfer of another
+        process would wait for it that long. The short linger keeps the connection for the
+        next file of a batch (the engine starts the partner's next intake within a queue
+        poll), which saves a handshake per file: most of what a small file costs."""
+        loop = asyncio.get_running_loop()
+        key = (partner, id(loop))
         fs = self._fs.get(key)
         if fs is None:
             fs = self._fs[key] = self._make_fs(partner)
-        self._busy[key] = self._busy.get(key, 0) + 1
+        closer = self._closers.pop(fs, None)
+        if closer is not None:
+            closer.cancel()
+        self._users[fs] = self._users.get(fs, 0) + 1
         try:
             yield fs
         finally:
-            self._busy[key] -= 1
-            if self._busy[key] == 0 and self._fs.get(key) is fs:
-                del self._fs[key], self._busy[key]
-                await fs.close()
+            self._users[fs] -= 1
+            if self._users[fs] == 0:
+                if self.linger > 0 and self._fs.get(key) is fs:
+                    self._closers[fs] = loop.call_later(self.linger, self._close_idle, key, fs)
+                else:  # no linger, or the partner's config changed meanwhile (``forget``)
+                    self._drop(key, fs)
+                    await fs.close()
+
+    def _drop(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+        del self._users[fs]
+        if self._fs.get(key) is fs:
+            del self._fs[key]
+
+    def _close_idle(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+        """The linger ran out with nothing using the pool: close it (on its own loop)."""
+        self._closers.pop(fs, None)
+        if self._users.get(fs) == 0:
+            self._drop(key, fs)
+            task = asyncio.get_running_loop().create_task(fs.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def forget(self, partner: str) -> None:
+        """The partner's config changed (``App.reload``): its pools take no new operation, so
+        the next one connects with the new settings; each old pool is still closed on its own
+        loop, when its running operations end or when its linger runs out."""
+        for key in [k for k in self._fs if k[0] == partner]:
+            self._fs.pop(key, None)
 
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
@@ -215,11 +268,51 @@ class SftpIntakeTransport:
             fence.check()
             await fs.apply_post_action(marker, action)
 
+    async def acknowledge(self, request: IntakeRequest, ack: Acknowledgement, fence: Fence) -> str:
+        return await self._reporting(request.partner, self._acknowledge(request, ack, fence))
+
+    async def _acknowledge(self, request: IntakeRequest, ack: Acknowledgement, fence: Fence) -> str:
+        settings = self._ack_of(request.partner)
+        if settings is None:
+            return ""  # the partner no longer asks for acknowledgements
+        upload_folder, name = posixpath.split(request.remote_path)
+        folder = ack_folder(upload_folder, settings)
+        remote = posixpath.join(folder, f"{name}.{ack.verdict}")
+        # The text is uploaded from a file of its own, in the version's folder of the store.
+        local = (
+            self.root / "acks" / request.flow / request.partner / version_folder(request)
+        ) / ack.verdict
+        text = ack.text(printable_path(name))
+        await asyncio.to_thread(_write_text, local, text)
+        async with self._using(request.partner) as fs:
+            if folder != upload_folder:
+                await fs.makedirs(folder)
+            if await fs.stat(remote) is not None:
+                # An earlier version's acknowledgement under this name (the partner sent the
+                # name again), or this one from an interrupted run: ours to replace.
+                fence.check()
+                with contextlib.suppress(RemotePathNotFound):
+                    await fs.remove(remote)
+            fence.check()
+            await fs.upload(local, remote)
+        return remote
+
     async def close(self) -> None:
-        for fs in self._fs.values():
-            await fs.close()
+        for closer in self._closers.values():
+            closer.cancel()
+        self._closers.clear()
+        pools = set(self._fs.values()) | set(self._users)
         self._fs.clear()
-        self._busy.clear()
+        self._users.clear()
+        for fs in pools:
+            await fs.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 # --- polling ---------------------------------------------------------------------------------
@@ -383,6 +476,7 @@ async def _poll_partner(
             size=entry.size,
             mtime=entry.mtime,
             trigger=report.trigger,
+            acknowledge=config.intake_ack is not None,
         )
         workflow_id = await runner.submit_intake(request)
         shown = printable_path(entry.path)
@@ -403,13 +497,21 @@ async def _candidates(
     take = registry.entry_of(flow).take
     assert take is not None  # an intake kind
     taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
+    ack = app.partner_config(partner).intake_ack
+    acks = ack_folder(folder, ack).rstrip("/") if ack is not None else None
     left_alone: list[InboxFile] = []
     for ignored in taking.ignored:
         entry = ignored.entry
         shown = printable_path(entry.path)
-        item = InboxFile(partner, shown, entry.size, entry.mtime, reason=ignored.reason)
+        reason = ignored.reason
+        noted = ignored.noted
+        if acks is not None and entry.path.rstrip("/") == acks:
+            # Our acknowledgements' folder: its mtime changes with each one we write, and a
+            # "left alone" event for every change would only be noise.
+            reason, noted = "the folder our acknowledgements are written to", False
+        item = InboxFile(partner, shown, entry.size, entry.mtime, reason=reason)
         report.ignored.append(item)
-        if ignored.noted:
+        if noted:
             left_alone.append(item)
 
     def unknown() -> list[RemoteEntry]:

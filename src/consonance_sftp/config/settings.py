@@ -197,6 +197,29 @@ class DeliveryWindow(StrictModel):
         return f"{self.start:%H:%M}-{self.end:%H:%M} {self.timezone}"
 
 
+class IntakeAck(StrictModel):
+    """Acknowledgements back to the partner: after each file taken in from this partner is
+    decided (stored or attached: `<name>.accepted`; quarantined: `<name>.quarantined`, with
+    the reason), a small plain-text file is uploaded to its server, through the same
+    temporary name and rename as every upload. Our own acknowledgements are never taken in."""
+
+    folder: str | None = Field(
+        default=None,
+        description="Where acknowledgements are written: unset, next to the upload; a "
+        "relative path (`ack`), that folder below the upload's folder (made when missing); an "
+        "absolute path, that folder.",
+    )
+
+    @field_validator("folder")
+    @classmethod
+    def _valid_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or "\x00" in value or any(p == ".." for p in value.split("/")):
+            raise ValueError(f"folder may not be empty or contain '..' or NUL: {value!r}")
+        return value
+
+
 class PartnerConfig(StrictModel):
     """One partner's SFTP server."""
 
@@ -232,6 +255,11 @@ class PartnerConfig(StrictModel):
     transfer: TransferSettings = Field(
         default_factory=TransferSettings,
         description="Upload/download behaviour for this partner; see `[partners.<name>.transfer]`.",
+    )
+    intake_ack: IntakeAck | None = Field(
+        default=None,
+        description="Acknowledge each file taken in from this partner with a small file on "
+        "its server; unset: no acknowledgements. See `[partners.<name>.intake_ack]`.",
     )
 
     @field_validator("host_keys")

@@ -21,6 +21,11 @@ after a crash (steps are at-least-once):
 * ``post-action`` only then leaves, deletes or moves the remote file as the partner's settings
   say, and only if the server still holds this very version (a newer upload under the same
   name is left for the next poll).
+* ``acknowledge`` (when the partner asks for acknowledgements, ``intake_ack``), last: once the
+  file's outcome is known (stored or attached: ``<name>.accepted``; quarantined:
+  ``<name>.quarantined`` with the reason), the acknowledgement is uploaded to the partner's
+  server. It is retried like every step; a final failure is an ``intake.ack_failed`` event on
+  the file's record, never a failed intake (the file is stored and recorded already).
 
 Retryable errors are retried inside the step with the deliveries' exponential backoff. A
 terminal fetch error (or exhausted retries) records a ``failed`` row with the reason and ends the
@@ -55,6 +60,7 @@ from consonance_sftp.logs import get_logger, log_context
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction, IntakeOutcome
 from consonance_sftp.ports.delivery import Fence
 from consonance_sftp.ports.intake import (
+    Acknowledgement,
     FetchedFile,
     HandOffResult,
     IntakeHandler,
@@ -399,6 +405,77 @@ async def _post_action(workflow_id: str, req: IntakeRequest) -> str:
     return done
 
 
+async def _acknowledge(
+    workflow_id: str, req: IntakeRequest, ack: dict[str, Any], outcome: str
+) -> str:
+    deps = _current()
+    deps.fence.check()
+    written = await deps.transport.acknowledge(
+        req,
+        Acknowledgement(
+            verdict=str(ack["verdict"]),
+            outcome=IntakeOutcome(outcome),
+            size=int(ack["size"]),
+            sha256=str(ack["sha256"]),
+            reason=ack.get("reason"),
+        ),
+        deps.fence,
+    )
+    if written:
+        await asyncio.to_thread(
+            deps.ledger.event,
+            AuditAction.INTAKE_ACKNOWLEDGED,
+            req,
+            {"workflow_id": workflow_id, "ack": printable_path(written), "outcome": outcome},
+        )
+    return written
+
+
+async def _send_acknowledgement(
+    workflow_id: str,
+    req: IntakeRequest,
+    outcome: IntakeOutcome,
+    reason: str | None,
+    fetched: dict[str, Any],
+    retry: RetryPolicy,
+) -> str | None:
+    """The ``acknowledge`` step, when the partner asks for acknowledgements and the file's
+    outcome is decided; returns the acknowledgement's remote path ("" when the partner no
+    longer asks), ``"failed"``, or None when none is due. A final failure is recorded as an
+    ``intake.ack_failed`` event and the workflow goes on: the file is stored and recorded."""
+    if not req.acknowledge:
+        return None
+    if outcome is IntakeOutcome.QUARANTINED:
+        verdict = "quarantined"
+    elif outcome in (IntakeOutcome.STORED, IntakeOutcome.ATTACHED):
+        verdict = "accepted"
+    else:
+        return None
+    ack = {
+        "verdict": verdict,
+        "size": fetched["size"],
+        "sha256": fetched["sha256"],
+        "reason": reason,
+    }
+    try:
+        written: str = await DBOS.run_step_async(
+            step_options("acknowledge", retry), _acknowledge, workflow_id, req, ack, outcome.value
+        )
+        return written
+    except Exception as exc:
+        why = f"acknowledgement failed: {failure_reason(exc)}"
+        await DBOS.run_step_async(
+            step_options("record-ack-failure", retry),
+            _note,
+            workflow_id,
+            req,
+            AuditAction.INTAKE_ACK_FAILED,
+            why,
+        )
+        log.warning("intake of %s from %s: %s", printable_path(req.remote_path), req.partner, why)
+        return "failed"
+
+
 async def _note(workflow_id: str, req: IntakeRequest, action: AuditAction, reason: str) -> None:
     deps = _current()
     await asyncio.to_thread(
@@ -491,12 +568,14 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
             code,
         )
         handed: dict[str, Any] | None = None
+        handed_off = True  # False: processing failed; the outcome is not decided yet
         if refusal is None and req.kind in deps.handlers:
             try:
                 handed = await DBOS.run_step_async(
                     step_options("hand-off", retry), _hand_off, req, fetched
                 )
             except Exception as exc:
+                handed_off = False
                 reason = f"processing failed: {failure_reason(exc)}"
                 problems.append(reason)
                 await DBOS.run_step_async(
@@ -541,6 +620,19 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         superseded: list[int] = await DBOS.run_step_async(
             step_options("check-growth", retry), _check_growth, req, fetched
         )
+        # After every step an earlier build had, so its workflows replay cleanly.
+        acked = (
+            await _send_acknowledgement(
+                workflow_id,
+                req,
+                outcome,
+                why or (handed or {}).get("reason"),
+                fetched,
+                retry,
+            )
+            if handed_off
+            else None
+        )
         if problems:
             reason = "; ".join(problems)
             await DBOS.run_step_async(
@@ -578,4 +670,5 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
             "name_note": note,
             "name_nfc": nfc,
             "supersedes": superseded,
+            "ack": acked,
         }

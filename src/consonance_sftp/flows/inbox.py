@@ -5,7 +5,8 @@ I/O), shared by the intake flows (``flows.intake``, ``flows.sales_in``: each flo
 (the intake ledger lookup, the second look at each file, the intake workflows):
 
 1. ``take``: of one listing, the files the flow may take (regular, not hidden, not a
-   done-marker, not one of our own temporary upload names, one of the flow's ``patterns``),
+   done-marker, not one of our own temporary upload names nor acknowledgements, one of the
+   flow's ``patterns``),
    and everything else left alone with why (``Ignored``);
 2. ``with_done_markers``: with ``intake_done_marker``, only the files whose marker is there;
 3. ``old_enough`` and ``unchanged``: without a marker, the files older than ``min_age`` and
@@ -71,6 +72,16 @@ def is_our_temp_name(name: str, ts: TransferSettings) -> bool:
     return name.startswith(ts.temp_prefix) and name.endswith(ts.temp_suffix)
 
 
+ACK_SUFFIXES = (".accepted", ".quarantined")
+"""Suffixes of the acknowledgements we write back to a partner (``intake_ack``)."""
+
+
+def is_ack_name(name: str) -> bool:
+    """One of our acknowledgements (``<name>.accepted``, ``<name>.quarantined``): never taken
+    in, whether or not the partner asks for them now (it may have asked before)."""
+    return name.endswith(ACK_SUFFIXES) and name not in ACK_SUFFIXES
+
+
 def ignored_reason(entry: RemoteEntry, kind: str) -> str | None:
     """Why a poll leaves an entry alone whatever the flow's patterns (None: it may take it)."""
     if kind == "folder":
@@ -98,7 +109,10 @@ def take(
         why = ignored_reason(entry, kind)
         if kind == FILE and is_our_temp_name(entry.name, ts):
             why = "a temporary upload name (an upload still under way)"
-        if why is not None:
+        if why is None and kind == FILE and is_ack_name(entry.name):
+            # Not noted: one is written for every file taken in.
+            out.ignored.append(Ignored(entry, "an acknowledgement we wrote", noted=False))
+        elif why is not None:
             out.ignored.append(Ignored(entry, why))
         elif not flow.accepts(entry.name):
             out.ignored.append(Ignored(entry, "not in patterns", noted=False))

@@ -35,6 +35,8 @@ class IntakeRequest:
     size: int
     mtime: float
     trigger: str = "manual"
+    # The partner asked for acknowledgements when the file was listed (``intake_ack``).
+    acknowledge: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class IntakeRequest:
             "size": self.size,
             "mtime": self.mtime,
             "trigger": self.trigger,
+            "acknowledge": self.acknowledge,
         }
 
     @classmethod
@@ -57,6 +60,7 @@ class IntakeRequest:
             size=int(data["size"]),
             mtime=float(data["mtime"]),
             trigger=str(data.get("trigger", "manual")),
+            acknowledge=bool(data.get("acknowledge", False)),
         )
 
 
@@ -103,6 +107,31 @@ class IntakeLedgerEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Acknowledgement:
+    """What the partner is told about one file it uploaded: ``accepted`` (stored or attached)
+    or ``quarantined``, why, and the bytes we hold (size, SHA-256)."""
+
+    verdict: str  # "accepted" | "quarantined": the acknowledgement's suffix
+    outcome: IntakeOutcome
+    size: int
+    sha256: str
+    reason: str | None = None
+
+    def text(self, name: str) -> str:
+        """The acknowledgement's content: plain text, one ``key: value`` per line, the same
+        for the same decision (a repeated step writes the same bytes)."""
+        lines = [
+            f"{self.verdict}: {name}",
+            f"outcome: {self.outcome.value}",
+            f"size: {self.size}",
+            f"sha256: {self.sha256}",
+        ]
+        if self.reason:
+            lines.append("reason: " + " ".join(self.reason.split()))
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HandOffResult:
     """What a flow's hand-off made of a stored file (matched to a work, or quarantined)."""
 
@@ -126,6 +155,12 @@ class IntakeTransport(Protocol):
         """Leave, delete or move the remote file as the partner's settings say; return what
         was done (``leave``, ``delete``, ``move:<new path>``, or ``gone``/``changed`` when the
         remote file is no longer this version, which is then left alone)."""
+        ...
+
+    async def acknowledge(self, request: IntakeRequest, ack: Acknowledgement, fence: Fence) -> str:
+        """Upload the acknowledgement of a decided file to the partner's server (temporary
+        name, then rename), replacing an earlier one of the same name; return the remote path
+        written, or "" when the partner no longer asks for acknowledgements. Safe to repeat."""
         ...
 
 

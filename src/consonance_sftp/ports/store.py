@@ -83,6 +83,12 @@ class AssetVersion:
     approved_at: datetime | None = None
     superseded_by: int | None = None
     created_at: datetime | None = None
+    # Where a partner's file came from (migration 0009): the product's ISBN-13 it was matched
+    # to, the partner, the name it was uploaded under, its intake ledger row.
+    isbn: str | None = None
+    partner: str | None = None
+    original_name: str | None = None
+    intake_id: int | None = None
     id: int | None = None
 
 
@@ -306,6 +312,11 @@ class Store(SnapshotStore, Protocol):
         self, work_id: int, product_id: int | None, kind: str
     ) -> AssetVersion | None:
         """The latest version not superseded (``product_id=None``: the work-level asset)."""
+        ...
+
+    def asset_scopes_for_isbn(self, isbn13: str) -> list[tuple[int, int | None]]:
+        """The (work_id, product_id) pairs our asset versions record for this ISBN-13 (from
+        the versions matched to a product by ISBN), most recent first; empty when none is."""
         ...
 
     def approve_asset_version(

@@ -38,6 +38,11 @@ asset_versions = sa.Table(
     sa.Column("approved_at", TS, nullable=True),
     sa.Column("superseded_by", sa.Integer, sa.ForeignKey("asset_versions.id"), nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    # Migration 0009: where the version came from (a partner's upload), for ``assets ISBN``.
+    sa.Column("isbn", sa.String(13), nullable=True),
+    sa.Column("partner", sa.String(100), nullable=True),
+    sa.Column("original_name", sa.Text, nullable=True),
+    sa.Column("intake_id", sa.Integer, nullable=True),
     # product_id NULL means "the work itself"; COALESCE so NULLs collide (they are distinct in
     # a plain unique constraint on both databases).
     sa.Index(
@@ -49,6 +54,7 @@ asset_versions = sa.Table(
         unique=True,
     ),
     sa.Index("ix_asset_versions_sha256", "sha256"),
+    sa.Index("ix_asset_versions_isbn", "isbn"),
 )
 
 delivery_ledger = sa.Table(

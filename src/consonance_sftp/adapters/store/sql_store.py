@@ -122,6 +122,10 @@ def _asset(row: sa.Row[Any]) -> AssetVersion:
         approved_at=from_db_time(m["approved_at"]),
         superseded_by=m["superseded_by"],
         created_at=from_db_time(m["created_at"]),
+        isbn=m["isbn"],
+        partner=m["partner"],
+        original_name=m["original_name"],
+        intake_id=m["intake_id"],
     )
 
 
@@ -283,6 +287,18 @@ class SqlStore(Ledgers, Operations, Tables):
         with self.read() as conn:
             row = conn.execute(query).first()
         return None if row is None else _asset(row)
+
+    @translate_errors("finding asset versions by ISBN")
+    def asset_scopes_for_isbn(self, isbn13: str) -> list[tuple[int, int | None]]:
+        c = asset_versions.c
+        query = (
+            sa.select(c.work_id, c.product_id, sa.func.max(c.id).label("last"))
+            .where(c.isbn == isbn13)
+            .group_by(c.work_id, c.product_id)
+            .order_by(sa.desc("last"))
+        )
+        with self.read() as conn:
+            return [(row.work_id, row.product_id) for row in conn.execute(query)]
 
     @translate_errors("approving an asset version")
     def approve_asset_version(self, version_id: int, at: datetime | None = None) -> AssetVersion:
