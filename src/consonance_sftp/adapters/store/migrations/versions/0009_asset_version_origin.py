@@ -15,7 +15,7 @@ SQLite has both since 3.35, and a batch copy would lose the expression index
 ``uq_asset_versions_scope_version``, which reflection cannot read back.
 
 Revision ID: 0009
-Revises: 0007 (the lead renumbers onto 0008, the delivery ledger's, when both are merged)
+Revises: 0008 (the delivery ledger's verified_by)
 Create Date: 2026-12-03
 """
 
