@@ -36,7 +36,15 @@ def _write_random(path: Path, size: int) -> str:
 
 
 async def read_back(server: InteropServer, remote: str) -> tuple[int, str] | None:
-    """(size, SHA-256) of ``remote`` read over SFTP, or None when the name does not exist."""
+    """(size, SHA-256) of ``remote`` read over SFTP, or None when the name does not exist.
+
+    Bounded: one 1 GiB run under heavy load once waited forever here after rclone dropped the
+    connection; a read that stalls fails the test instead of hanging the suite."""
+    async with asyncio.timeout(900):
+        return await _read_back(server, remote)
+
+
+async def _read_back(server: InteropServer, remote: str) -> tuple[int, str] | None:
     async with (
         asyncssh.connect(
             server.host,
