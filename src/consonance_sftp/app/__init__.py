@@ -25,6 +25,7 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
+from consonance_sftp.app.intake_handler import intake_processor
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
@@ -137,8 +138,9 @@ class App:
         """The executor of this process: deliveries (and withdrawals) go through the SFTP
         adapter, outcomes into the store's ledger, alerts into the store; inbox files are
         taken in through the SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the
-        intake ledger. On PostgreSQL the partners' connection caps hold across every process
-        through the engine's budget."""
+        intake ledger, then handed to the intake flow's processor (match, version, attach).
+        On PostgreSQL the partners' connection caps hold across every process through the
+        engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         self._transport = transport
@@ -151,6 +153,7 @@ class App:
                 self.remote_fs, self.state_dir, self.host_key_changed, progress
             ),
             intake_ledger=StoreIntakeLedger(self.store),
+            intake_handlers={"intake": intake_processor(self)},
             withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()

@@ -459,6 +459,17 @@ async def _hand_off(req: IntakeRequest, fetched: dict[str, Any]) -> dict[str, An
     }
 
 
+def _handles(handler: IntakeHandler | None, req: IntakeRequest) -> bool:
+    """Whether the hand-off runs for this file: a handler is bound for its kind and does not
+    say it leaves this flow's files alone (``applies``, read from the config: an intake flow
+    without ``match`` only stores). A config reload between a crash and its recovery may change
+    the answer; the steps after it are then re-run, which each of them allows."""
+    if handler is None:
+        return False
+    applies = getattr(handler, "applies", None)
+    return applies is None or bool(applies(req))
+
+
 async def _post_action(workflow_id: str, req: IntakeRequest) -> str:
     deps = _current()
     deps.fence.check()
@@ -535,7 +546,7 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         )
         problems: list[str] = []
         handed: dict[str, Any] | None = None
-        if problem is None and req.kind in deps.handlers:
+        if problem is None and _handles(deps.handlers.get(req.kind), req):
             try:
                 handed = await DBOS.run_step_async(
                     step_options("hand-off", retry), _hand_off, req, fetched

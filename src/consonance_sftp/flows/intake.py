@@ -156,6 +156,11 @@ class IntakeProcessor:
         self.context = context
         self.read_manifest = read_manifest
 
+    def applies(self, request: IntakeRequest) -> bool:
+        """Whether this file is processed at all: its flow sets ``match`` for its partner
+        (otherwise it stays stored, and the engine skips the hand-off)."""
+        return self.context(request).matching is not None
+
     async def handle(self, request: IntakeRequest, file: FetchedFile) -> HandOffResult:
         return await self.process(request, file)
 

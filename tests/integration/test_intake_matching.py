@@ -1,0 +1,275 @@
+"""Flow 3 end to end: partners upload revised files to a real OpenSSH server, the intake flow
+takes them in, matches each to its title (a manifest, a partner's pattern, a bare ISBN),
+versions it, attaches it in the Consonance sandbox over HTTP and completes the to-do; what
+cannot be matched is quarantined with its reason.
+
+Everything is read back the way an operator would: the sandbox through the Consonance client,
+the intake ledger, the asset versions and the audit trail of the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+import tomlkit
+
+from consonance_sftp.app import App
+from consonance_sftp.app.intake import poll_inbox
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.config.flows import IntakeFlow
+from consonance_sftp.models import IntakeOutcome, Work
+from consonance_sftp.sandbox.consonance.files import make_pdf
+from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.fixtures.consonance_sandbox import SandboxHandle
+from tests.settings import openssh_partner
+
+WORK = 1001
+PRODUCT = 20001
+ISBN = "9781900200011"
+PRINT_FILES = 50004  # "Print files approved", open
+COVER_BRIEF = 50001  # "Cover brief", reopened by the fixture
+FLOW = "revisions"
+
+
+@dataclass
+class World:
+    app: App
+    runner: DeliveryRunner
+    sandbox: SandboxHandle
+    folders: dict[str, Path]
+    config: Path
+
+    async def poll(self) -> dict[str, dict[str, Any]]:
+        """One poll of the flow; each file taken, by name, with its intake's result."""
+        flow = self.app.settings.flows[FLOW]
+        assert isinstance(flow, IntakeFlow)
+        report = await poll_inbox(self.app, self.runner, FLOW, flow, trigger="test")
+        assert not report.errors, report.errors
+        out = {}
+        for taken in report.taken:
+            assert taken.workflow_id
+            out[Path(taken.path).name] = await self.runner.wait(taken.workflow_id, 60)
+        return out
+
+    def row(self, partner: str, name: str) -> Any:
+        [row] = [
+            r
+            for r in self.app.store.list_intakes(partner=partner)
+            if Path(r.remote_path).name == name
+        ]
+        return row
+
+    async def work(self) -> Work:
+        async with self.sandbox.client() as api:
+            work = await api.get_work(WORK)
+        assert work is not None
+        return work
+
+
+def put(path: Path, data: bytes) -> bytes:
+    path.write_bytes(data)
+    then = time.time() - 60  # finished a minute ago: stable at once
+    os.utime(path, (then, then))
+    return data
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
+
+
+def settings(
+    root: Path, openssh: OpenSshServer, sandbox: SandboxHandle, folders: dict[str, Path]
+) -> dict[str, Any]:
+    token = root / "token"
+    token.write_text(sandbox.token)
+
+    def partner(name: str) -> dict[str, Any]:
+        return openssh_partner(
+            openssh,
+            {"receive": str(folders[name])},
+            max_connections=2,
+            transfer={"stable_interval": 0.2},
+        )
+
+    return {
+        "state_dir": str(root / "var"),
+        "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
+        "engine": {"retry_max_attempts": 3, "retry_initial_interval_s": 0.1},
+        "partners": {name: partner(name) for name in folders},
+        "flows": {
+            FLOW: {
+                "kind": "intake",
+                "partners": sorted(folders),
+                "poll_interval": 60,
+                "match": {"rules": ["isbn"], "kind": "index", "todo_action": "note"},
+                "partner_match": {
+                    "typesetter": {"rules": ["manifest"], "todo": "Print files approved"},
+                    "designer": {
+                        "rules": ["pattern"],
+                        "pattern": r"(?P<isbn>\d{13})_(?P<kind>[a-z]+)_v(?P<version>\d+)\.",
+                        "todo": "Cover brief",
+                    },
+                },
+            }
+        },
+    }
+
+
+@pytest_asyncio.fixture
+async def world(
+    openssh: OpenSshServer,
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+    tmp_path: Path,
+) -> AsyncIterator[World]:
+    sandbox = consonance_sandbox_factory(generate_catalogue(50, seed=5))
+    sandbox.catalogue.update_todo(COVER_BRIEF, completed=False)
+    folders = {n: tmp_path / "sftp" / n for n in ("typesetter", "designer", "indexer")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    raw = settings(tmp_path, openssh, sandbox, folders)
+    config = tmp_path / "consonance-sftp.toml"
+    config.write_text(tomlkit.dumps(raw))
+    app = App(Settings.model_validate(raw), config)
+    runner = DeliveryRunner(app, executor=True, quiet=True)
+    await runner.__aenter__()
+    try:
+        yield World(app, runner, sandbox, folders, config)
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()
+
+
+def manifest(folder: Path, name: str, **fields: str) -> None:
+    put(folder / f"{name}.manifest.json", json.dumps({"isbn": ISBN, **fields}).encode())
+
+
+async def test_revised_files_are_matched_versioned_attached_and_complete_their_todo(
+    world: World,
+) -> None:
+    typesetter, designer, indexer = (
+        world.folders[n] for n in ("typesetter", "designer", "indexer")
+    )
+    interior1 = put(typesetter / "proofs.pdf", make_pdf("interior, first pass", 12))
+    manifest(typesetter, "proofs.pdf", kind="interior", version="1")
+    cover1 = put(designer / f"{ISBN}_cover_v1.pdf", make_pdf("cover one"))
+    index1 = put(indexer / f"Index {ISBN}.pdf", make_pdf("index one"))
+
+    first = await world.poll()
+    assert sorted(first) == sorted(["proofs.pdf", f"{ISBN}_cover_v1.pdf", f"Index {ISBN}.pdf"])
+    assert {r["outcome"] for r in first.values()} == {"attached"}, first
+    for partner, name, rule in (
+        ("typesetter", "proofs.pdf", "manifest"),
+        ("designer", f"{ISBN}_cover_v1.pdf", "pattern"),
+        ("indexer", f"Index {ISBN}.pdf", "isbn"),
+    ):
+        row = world.row(partner, name)
+        assert (row.outcome, row.work_id, row.product_id) == (
+            IntakeOutcome.ATTACHED,
+            WORK,
+            PRODUCT,
+        )
+        assert row.reason.startswith("version 1 of the") and f"matched by {rule}" in row.reason
+
+    # The second round: each file revised, each becomes version 2 and supersedes version 1.
+    interior2 = put(typesetter / "proofs-2.pdf", make_pdf("interior, second pass", 12))
+    manifest(typesetter, "proofs-2.pdf", kind="interior", version="2")
+    cover2 = put(designer / f"{ISBN}_cover_v2.pdf", make_pdf("cover two"))
+    index2 = put(indexer / f"{ISBN}-index-final.pdf", make_pdf("index two"))
+    second = await world.poll()
+    assert {r["outcome"] for r in second.values()} == {"attached"}, second
+
+    store = world.app.store
+    for kind, one, two in (
+        ("interior", interior1, interior2),
+        ("cover", cover1, cover2),
+        ("index", index1, index2),
+    ):
+        versions = store.list_asset_versions(WORK, product_id=PRODUCT, kind=kind)
+        assert [(v.version, v.sha256) for v in versions] == [(1, sha(one)), (2, sha(two))]
+        assert versions[0].superseded_by == versions[1].id
+        assert versions[1].superseded_by is None
+        assert versions[1].source in {"intake:typesetter", "intake:designer", "intake:indexer"}
+    assert "superseding version 1" in world.row("designer", f"{ISBN}_cover_v2.pdf").reason
+
+    # In Consonance, read back through the client: every file attached once, bytes intact.
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    by_name = {f.filename: f for f in product.production_files}
+    for name, data, variant in (
+        ("proofs.pdf", interior1, "INTERIOR"),
+        ("proofs-2.pdf", interior2, "INTERIOR"),
+        (f"{ISBN}_cover_v1.pdf", cover1, "COVER"),
+        (f"{ISBN}_cover_v2.pdf", cover2, "COVER"),
+        (f"Index {ISBN}.pdf", index1, "OTHER"),
+        (f"{ISBN}-index-final.pdf", index2, "OTHER"),
+    ):
+        record = by_name[name]
+        assert (record.file_variant, record.file_size) == (variant, len(data))
+        assert record.url
+        async with world.sandbox.client() as api:
+            size, digest = await api.download_file(record.url, world.app.state_dir / "check")
+        assert (size, digest) == (len(data), sha(data))
+    assert len(product.production_files) == 2 + 6  # the generated two, and ours
+    todos = {t.id: t for t in work.todos}
+    assert todos[PRINT_FILES].completed and todos[COVER_BRIEF].completed
+    notes = world.sandbox.catalogue.notes_for(work_id=WORK)
+    assert [n.text for n in notes if "index version 2" in n.text]  # the indexer's note
+
+    # The same bytes again, under a new name: a duplicate, no new version, nothing attached.
+    put(designer / f"{ISBN}_cover_v3.pdf", cover2)
+    third = await world.poll()
+    assert third[f"{ISBN}_cover_v3.pdf"]["outcome"] == "duplicate"
+    row = world.row("designer", f"{ISBN}_cover_v3.pdf")
+    assert row.outcome is IntakeOutcome.DUPLICATE
+    assert row.reason.startswith("duplicate: the same bytes as version 2 of the cover")
+    assert len(store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover")) == 2
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    assert len(product.production_files) == 8
+    events = store.list_audit(subject=f"designer:{designer}/{ISBN}_cover_v3.pdf")
+    assert "intake.duplicate" in {e.action for e in events}
+
+
+async def test_what_cannot_be_matched_is_quarantined_with_its_reason(world: World) -> None:
+    designer, indexer = world.folders["designer"], world.folders["indexer"]
+    put(designer / f"{ISBN}_cover_v7.pdf", PNG)  # a PNG named .pdf
+    put(designer / "final artwork.pdf", make_pdf("no isbn"))
+    put(indexer / "index 9781900200012.pdf", make_pdf("bad checksum"))
+    put(indexer / f"index {ISBN} 9780306406157.pdf", make_pdf("two isbns"))
+    put(indexer / "index 9780306406157.pdf", make_pdf("unknown product"))
+    results = await world.poll()
+    assert {r["outcome"] for r in results.values()} == {"quarantined"}, results
+    reasons = {
+        name: world.row(partner, name).reason
+        for partner, name in (
+            ("designer", f"{ISBN}_cover_v7.pdf"),
+            ("designer", "final artwork.pdf"),
+            ("indexer", "index 9781900200012.pdf"),
+            ("indexer", f"index {ISBN} 9780306406157.pdf"),
+            ("indexer", "index 9780306406157.pdf"),
+        )
+    }
+    assert reasons[f"{ISBN}_cover_v7.pdf"].startswith("content does not match the kind:")
+    assert "PNG" in reasons[f"{ISBN}_cover_v7.pdf"]
+    assert reasons["final artwork.pdf"].startswith("unmatched: pattern:")
+    assert reasons["index 9781900200012.pdf"].startswith("bad checksum:")
+    assert reasons[f"index {ISBN} 9780306406157.pdf"].startswith("ambiguous:")
+    assert reasons["index 9780306406157.pdf"].startswith("unknown product:")
+    # Nothing of it reached Consonance or the versions.
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    assert len(product.production_files) == 2
+    assert world.app.store.list_asset_versions(WORK) == []
