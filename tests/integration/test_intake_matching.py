@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from consonance_sftp.models import IntakeOutcome, Work
 from consonance_sftp.sandbox.consonance.files import make_pdf
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.cli import CLI
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.settings import openssh_partner
 
@@ -273,3 +275,75 @@ async def test_what_cannot_be_matched_is_quarantined_with_its_reason(world: Worl
     [product] = [p for p in work.products if p.id == PRODUCT]
     assert len(product.production_files) == 2
     assert world.app.store.list_asset_versions(WORK) == []
+
+
+def cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "--config", str(world.config), "quarantine", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "USER": "editor", "COLUMNS": "250"},
+        check=False,
+    )
+
+
+async def test_a_quarantined_file_assigned_through_the_cli_lands_as_if_matched(
+    world: World,
+) -> None:
+    designer = world.folders["designer"]
+    artwork = put(designer / "final artwork.pdf", make_pdf("the cover, misnamed"))
+    put(designer / f"{ISBN}_cover_v9.pdf", PNG)
+    results = await world.poll()
+    assert {r["outcome"] for r in results.values()} == {"quarantined"}
+    unmatched = world.row("designer", "final artwork.pdf")
+    png = world.row("designer", f"{ISBN}_cover_v9.pdf")
+
+    listed = cli(world, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "final artwork.pdf" in listed.stdout and "unmatched" in listed.stdout
+    assert f"{ISBN}_cover_v9.pdf" in listed.stdout and "content does not match" in listed.stdout
+    shown = cli(world, "show", str(unmatched.id), "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert (data["original_name"], data["partner"], data["sha256"], data["label"]) == (
+        "final artwork.pdf",
+        "designer",
+        sha(artwork),
+        "unmatched",
+    )
+
+    assigned = cli(world, "assign", str(unmatched.id), "--isbn", ISBN, "--kind", "cover")
+    assert assigned.returncode == 0, assigned.stdout + assigned.stderr
+    assert "attached" in assigned.stdout
+    row = world.row("designer", "final artwork.pdf")
+    assert (row.outcome, row.work_id, row.product_id) == (IntakeOutcome.ATTACHED, WORK, PRODUCT)
+    assert row.reason.startswith("assigned by editor: version 1 of the cover")
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover")
+    assert (version.version, version.sha256) == (1, sha(artwork))
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    [record] = [f for f in product.production_files if f.filename == "final artwork.pdf"]
+    assert (record.file_variant, record.file_size) == ("COVER", len(artwork))
+    assert {t.id: t for t in work.todos}[COVER_BRIEF].completed
+    [event] = world.app.store.list_audit(action="intake.assigned")
+    assert event.actor == "user:editor"
+    assert (event.details["isbn"], event.details["kind"]) == (ISBN, "cover")
+
+    # Assigned once: a second assign is refused, the row is no longer in quarantine.
+    again = cli(world, "assign", str(unmatched.id), "--isbn", ISBN, "--kind", "cover")
+    assert again.returncode == 1 and "not quarantined" in again.stderr
+
+    rejected = cli(world, "reject", str(png.id), "--reason", "the designer sent a screenshot")
+    assert rejected.returncode == 0, rejected.stderr
+    row = world.row("designer", f"{ISBN}_cover_v9.pdf")
+    assert row.outcome is IntakeOutcome.REJECTED
+    assert row.reason == "rejected by editor: the designer sent a screenshot"
+    assert Path(row.local_path).read_bytes() == PNG  # kept
+    [event] = world.app.store.list_audit(action="intake.rejected")
+    assert (event.actor, event.details["reason"]) == (
+        "user:editor",
+        "the designer sent a screenshot",
+    )
+    left = cli(world, "list")
+    assert "the quarantine is empty" in left.stdout

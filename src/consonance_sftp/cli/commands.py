@@ -6,9 +6,18 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from consonance_sftp.cli import audit, config_cmd, demo, partner, records, sandbox, service
+    from consonance_sftp.cli import (
+        audit,
+        config_cmd,
+        demo,
+        partner,
+        quarantine,
+        records,
+        sandbox,
+        service,
+    )
 
-    for module in (config_cmd, demo, audit, partner, sandbox, service, records):
+    for module in (config_cmd, demo, audit, partner, sandbox, service, records, quarantine):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich
     # markup (see ``main.app``): the whole CLI prints plain help.
