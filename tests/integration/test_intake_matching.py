@@ -220,6 +220,7 @@ async def test_revised_files_are_matched_versioned_attached_and_complete_their_t
     ):
         record = by_name[name]
         assert (record.file_variant, record.file_size) == (variant, len(data))
+        assert record.approval_status == "AWAITING_APPROVAL"  # a person approves revisions
         assert record.url
         async with world.sandbox.client() as api:
             size, digest = await api.download_file(record.url, world.app.state_dir / "check")

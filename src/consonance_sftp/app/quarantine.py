@@ -33,7 +33,8 @@ from consonance_sftp.ports.store import AuditEvent, IntakeRecord
 if TYPE_CHECKING:
     from consonance_sftp.app import App
 
-ACTIONABLE = (IntakeOutcome.QUARANTINED,)
+ACTIONABLE = (IntakeOutcome.QUARANTINED, IntakeOutcome.FAILED)
+"""Rows ``assign`` and ``reject`` act on: quarantined, or failed in Consonance (stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,8 @@ def show(app: App, intake_id: int) -> QuarantinedFile:
 def _actionable(row: IntakeRecord, verb: str) -> None:
     if row.outcome not in ACTIONABLE:
         raise ValidationFailed(
-            f"intake #{row.id} is {row.outcome.value}, not quarantined: nothing to {verb}",
+            f"intake #{row.id} is {row.outcome.value}, not quarantined (nor failed): nothing "
+            f"to {verb}",
             hint="'consonance-sftp quarantine list' shows the files waiting in quarantine.",
         )
 

@@ -519,6 +519,12 @@ class IntakeMatching(StrictModel):
         "on); `{kind}` is replaced by the kind, e.g. `Revised {kind} received`. A pattern's "
         "or manifest's `todo` (a name, or a to-do id) takes precedence.",
     )
+    approve: bool = Field(
+        default=False,
+        description="Attach files as approved (production files `APPROVED`, supporting "
+        "resources `APPROVED`), so outbound flows may send them at once. Default: awaiting a "
+        "person's approval in Consonance (`AWAITING_APPROVAL`, resources `DRAFT`).",
+    )
     todo_action: Literal["complete", "note", "none"] = Field(
         default="complete",
         description="What a matched file does to its to-do: `complete` it, add a `note` to "

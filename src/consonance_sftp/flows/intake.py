@@ -264,6 +264,7 @@ class IntakeProcessor:
                 target=target,
                 variant=variant,
                 product_ids=[product.id],
+                status=approval_status(target, matching.approve),
             )
         parts = [
             f"version {version.version} of the {what}{said}"
@@ -402,6 +403,13 @@ class IntakeProcessor:
         if not todo.completed:
             await api.update_todo(todo.id, completed=True)
         return f"to-do {todo.name!r} completed"
+
+
+def approval_status(target: AttachTarget, approve: bool) -> str:
+    """The status a received file is attached with: approved only when the flow says so."""
+    if approve:
+        return "APPROVED"
+    return "AWAITING_APPROVAL" if target is AttachTarget.PRODUCTION_FILE else "DRAFT"
 
 
 def _aware(moment: datetime) -> datetime:
