@@ -348,3 +348,48 @@ async def test_a_quarantined_file_assigned_through_the_cli_lands_as_if_matched(
     )
     left = cli(world, "list")
     assert "the quarantine is empty" in left.stdout
+
+
+async def test_consonance_failures_are_retried_or_leave_the_file_stored_and_the_row_failed(
+    world: World,
+) -> None:
+    from consonance_sftp.app import quarantine
+
+    indexer = world.folders["indexer"]
+    # Six HTTP 500s: the client's own five attempts give up on the first five, and the
+    # engine's retry of the hand-off step meets the sixth and then gets through.
+    world.sandbox.reset_stats()
+    world.sandbox.inject("server_error", 6)
+    index = put(indexer / f"{ISBN} index.pdf", make_pdf("index through a flaky Consonance"))
+    results = await world.poll()
+    assert results[f"{ISBN} index.pdf"]["outcome"] == "attached", results
+    assert world.sandbox.stats()["faults_served"] == 6
+    row = world.row("indexer", f"{ISBN} index.pdf")
+    assert row.outcome is IntakeOutcome.ATTACHED
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    assert [
+        f.file_size
+        for f in product.production_files
+        if f.filename == row.remote_path.split("/")[-1]
+    ] == [len(index)]
+
+    # A refusal is terminal: the row fails with the reason, the bytes stay stored, and the
+    # file can be taken up again once the cause is fixed.
+    world.sandbox.inject("unauthorized", 1)
+    refused = put(indexer / f"{ISBN} index-2.pdf", make_pdf("index, refused"))
+    results = await world.poll()
+    assert results[f"{ISBN} index-2.pdf"]["outcome"] == "failed", results
+    row = world.row("indexer", f"{ISBN} index-2.pdf")
+    assert row.outcome is IntakeOutcome.FAILED
+    assert row.reason.startswith("Consonance refused it:")
+    assert Path(row.local_path).read_bytes() == refused
+    versions = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="index")
+    assert [v.sha256 for v in versions] == [sha(index)]  # refused before any version
+    [alert] = world.app.store.list_alerts(kind="intake_failed")
+    assert "Consonance refused it" in alert.message
+    assert row.id is not None
+    result = await quarantine.assign(world.app, row.id, isbn=ISBN, kind="index", by="editor")
+    assert result.outcome is IntakeOutcome.ATTACHED
+    versions = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="index")
+    assert [v.sha256 for v in versions] == [sha(index), sha(refused)]
