@@ -116,9 +116,14 @@ def settings(
                 "kind": "intake",
                 "partners": sorted(folders),
                 "poll_interval": 60,
+                "subfolders": True,
                 "match": {"rules": ["isbn"], "kind": "index", "todo_action": "note"},
                 "partner_match": {
                     "typesetter": {"rules": ["manifest"], "todo": "Print files approved"},
+                    "studio": {
+                        "rules": ["pattern"],
+                        "pattern": r"^(?P<isbn>97[89]\d{10})/(?P<kind>[a-z_]+)/",
+                    },
                     "designer": {
                         "rules": ["pattern"],
                         "pattern": r"(?P<isbn>\d{13})_(?P<kind>[a-z]+)_v(?P<version>\d+)\.",
@@ -138,7 +143,8 @@ async def world(
 ) -> AsyncIterator[World]:
     sandbox = consonance_sandbox_factory(generate_catalogue(50, seed=5))
     sandbox.catalogue.update_todo(COVER_BRIEF, completed=False)
-    folders = {n: tmp_path / "sftp" / n for n in ("typesetter", "designer", "indexer")}
+    names = ("typesetter", "designer", "indexer", "studio")
+    folders = {n: tmp_path / "sftp" / n for n in names}
     for folder in folders.values():
         folder.mkdir(parents=True)
     raw = settings(tmp_path, openssh, sandbox, folders)
@@ -393,3 +399,26 @@ async def test_consonance_failures_are_retried_or_leave_the_file_stored_and_the_
     assert result.outcome is IntakeOutcome.ATTACHED
     versions = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="index")
     assert [v.sha256 for v in versions] == [sha(index), sha(refused)]
+
+
+async def test_folder_names_count_for_a_pattern_in_sub_folders(world: World) -> None:
+    studio = world.folders["studio"]
+    (studio / ISBN / "interior").mkdir(parents=True)
+    (studio / ISBN / ".drafts").mkdir()
+    book = put(studio / ISBN / "interior" / "book.pdf", make_pdf("the interior, in a folder"))
+    put(studio / ISBN / ".drafts" / "draft.pdf", make_pdf("a draft, hidden"))
+    flow = world.app.settings.flows[FLOW]
+    assert isinstance(flow, IntakeFlow)
+    report = await poll_inbox(world.app, world.runner, FLOW, flow, trigger="test")
+    assert [Path(f.path).name for f in report.taken] == ["book.pdf"]
+    assert [(Path(f.path).name, f.reason) for f in report.ignored] == [
+        (".drafts", "a folder not entered (hidden, the processed or temporary folder, or too deep)")
+    ]
+    result = await world.runner.wait(report.taken[0].workflow_id or "", 60)
+    assert result["outcome"] == "attached", result
+    row = world.row("studio", "book.pdf")
+    assert row.remote_path == f"{studio}/{ISBN}/interior/book.pdf"
+    assert row.reason.startswith(f"version 1 of the interior of ISBN {ISBN}")
+    assert "matched by pattern" in row.reason
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior")
+    assert version.sha256 == sha(book)

@@ -273,8 +273,53 @@ class InboxReport:
         }
 
 
-async def _listing(fs: SftpRemoteFS, folder: str) -> dict[str, RemoteEntry]:
-    return {e.path: e async for e in fs.list(folder) if e.is_file}
+MAX_DEPTH = 4
+"""How deep an intake flow with ``subfolders`` looks (1: the folder itself)."""
+
+
+async def _list_kinds(
+    fs: SftpRemoteFS, folder: str, ts: TransferSettings, subfolders: bool
+) -> list[tuple[RemoteEntry, str]]:
+    """The folder's entries with their kinds; with ``subfolders``, the entries of its
+    sub-folders too (breadth first, ``MAX_DEPTH`` levels), the folders entered left out. A
+    hidden folder, the processed and temporary folders (and anything deeper) are listed as
+    folders, so the poll says it left them alone: files moved to a processed folder inside
+    the inbox must never be taken again."""
+    if not subfolders:
+        return [item async for item in fs.list_kinds(folder)]
+
+    def resolved(path: str | None) -> str | None:
+        return None if not path else posixpath.normpath(posixpath.join(folder, path))
+
+    never = {p for p in (resolved(ts.processed_folder), resolved(ts.temp_folder)) if p}
+    out: list[tuple[RemoteEntry, str]] = []
+    queue = [(folder, 1)]
+    while queue:
+        current, depth = queue.pop(0)
+        async for entry, kind in fs.list_kinds(current):
+            enter = (
+                kind == "folder"
+                and depth < MAX_DEPTH
+                and not entry.name.startswith(".")
+                and posixpath.normpath(entry.path) not in never
+            )
+            if enter:
+                queue.append((entry.path, depth + 1))
+            else:
+                out.append((entry, kind))
+    return out
+
+
+async def _listing(
+    fs: SftpRemoteFS, folder: str, ts: TransferSettings, subfolders: bool
+) -> dict[str, RemoteEntry]:
+    return {
+        e.path: e for e, kind in await _list_kinds(fs, folder, ts, subfolders) if kind == "file"
+    }
+
+
+def _subfolders(flow: AnyIntakeFlow) -> bool:
+    return isinstance(flow, IntakeFlow) and flow.subfolders
 
 
 IGNORED_EVENT = AuditAction.INTAKE_IGNORED
@@ -368,7 +413,9 @@ async def _poll_partner(
     try:
         async with app.remote_fs(partner) as fs:
             candidates = await _candidates(app, fs, flow, partner, folder, ts, report)
-            stable = await _stable(fs, folder, candidates, ts, partner, report)
+            stable = await _stable(
+                fs, folder, candidates, ts, partner, report, subfolders=_subfolders(flow)
+            )
     except HostKeyMismatch as exc:
         await asyncio.to_thread(app.host_key_changed, partner, exc)
         report.errors[partner] = str(exc)
@@ -405,7 +452,7 @@ async def _candidates(
     does not have yet; with a done-marker convention, only those whose marker is there."""
     take = registry.entry_of(flow).take
     assert take is not None  # an intake kind
-    taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
+    taking = take(flow, await _list_kinds(fs, folder, ts, _subfolders(flow)), ts)
     left_alone: list[InboxFile] = []
     for ignored in taking.ignored:
         entry = ignored.entry
@@ -448,6 +495,8 @@ async def _stable(
     ts: TransferSettings,
     partner: str,
     report: InboxReport,
+    *,
+    subfolders: bool = False,
 ) -> list[RemoteEntry]:
     """The candidates the partner has finished writing: older than ``min_age`` and unchanged
     across ``stable_interval`` (one second listing for the whole folder). With a done-marker,
@@ -460,7 +509,7 @@ async def _stable(
     if not old or not ts.stable_interval:
         return old
     await asyncio.sleep(ts.stable_interval)
-    stable, moving = unchanged(old, await _listing(fs, folder))
+    stable, moving = unchanged(old, await _listing(fs, folder, ts, subfolders))
     for entry in moving:
         _not_yet(report, partner, entry, "still being written")
     return stable

@@ -574,18 +574,24 @@ class IntakeFlow(IntakeFlowBase):
     set, it is then matched to a Consonance product and a kind (manifest, pattern, ISBN in
     the name), checked by content, versioned, attached to the product (production file or
     supporting resource) and its to-do completed; what cannot be matched goes to quarantine
-    with a reason (`consonance-sftp quarantine list`). Polling sub-folders of the inbox is not
-    built yet."""
+    with a reason (`consonance-sftp quarantine list`). Archives (zip) and malware scanning of
+    received files are not built yet."""
 
     kind: Literal["intake"] = Field(description="`intake`.")
     today: ClassVar[str] = (
         "polls and stores each new file durably (state_dir/inbox, checksummed, in the intake "
         "ledger); matching files to Consonance products and attaching them runs only where "
-        "the flow sets `match` (or `partner_match`); polling sub-folders of the inbox is not "
-        "built yet"
+        "the flow sets `match` (or `partner_match`); archives (zip) and malware scanning of "
+        "received files are not built yet"
     )
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for files."
+    )
+    subfolders: bool = Field(
+        default=False,
+        description="Also take the files in sub-folders of the polled folder (up to 4 levels; "
+        "hidden folders, `processed_folder` and `temp_folder` are never entered), e.g. "
+        "`9781900200011/interior/book.pdf`: a `match.pattern` sees the path below the folder.",
     )
     match: IntakeMatching | None = Field(
         default=None,

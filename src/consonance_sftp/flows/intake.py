@@ -52,6 +52,7 @@ from consonance_sftp.ports.store import AssetVersion, Store
 log = get_logger(__name__)
 
 MANIFEST = "a manifest (read with the file it describes)"
+SUBFOLDER_LEFT = "a folder not entered (hidden, the processed or temporary folder, or too deep)"
 CLOCK_SLACK = timedelta(minutes=10)
 """How much earlier than our version's record an attachment may say it was created and still
 be taken for ours (Consonance's clock and ours differ a little)."""
@@ -63,6 +64,12 @@ def take(
     """Of one listing of (entry, kind) of a partner's inbox, the files this flow takes in and
     those it leaves alone (with why): manifests are read with their file, not taken."""
     taking = inbox.take(flow, listing, ts)
+    if isinstance(flow, IntakeFlow) and flow.subfolders:
+        # The app entered every other folder: say why it left these alone.
+        taking.ignored = [
+            Ignored(i.entry, SUBFOLDER_LEFT, i.noted) if i.reason == inbox.FOLDER else i
+            for i in taking.ignored
+        ]
     templates = manifest_templates(flow)
     if not templates:
         return taking
