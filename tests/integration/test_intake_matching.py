@@ -271,6 +271,8 @@ async def test_what_cannot_be_matched_is_quarantined_with_its_reason(world: Worl
             ("indexer", "index 9780306406157.pdf"),
         )
     }
+    for name, reason in reasons.items():  # what `run` prints: the workflow's result says why
+        assert results[name]["reason"] == reason
     assert reasons[f"{ISBN}_cover_v7.pdf"].startswith("content does not match the kind:")
     assert "PNG" in reasons[f"{ISBN}_cover_v7.pdf"]
     assert reasons["final artwork.pdf"].startswith("unmatched: pattern:")

@@ -623,7 +623,8 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         return {
             "workflow_id": workflow_id,
             "outcome": outcome.value,
-            "reason": problem,
+            # Why it was quarantined, or what the hand-off did (``run`` prints it).
+            "reason": problem or (handed or {}).get("reason"),
             "local_path": fetched["local_path"],
             "sha256": fetched["sha256"],
             "size": fetched["size"],
