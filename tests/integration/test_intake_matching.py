@@ -401,6 +401,8 @@ async def test_consonance_failures_are_retried_or_leave_the_file_stored_and_the_
     assert result.outcome is IntakeOutcome.ATTACHED
     versions = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="index")
     assert [v.sha256 for v in versions] == [sha(index), sha(refused)]
+    report = world.app.store.verify_audit()
+    assert report.ok, [str(p) for p in report.problems]  # every row change is on the trail
 
 
 async def test_folder_names_count_for_a_pattern_in_sub_folders(world: World) -> None:
