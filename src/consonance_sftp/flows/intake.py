@@ -37,7 +37,7 @@ from pathlib import Path
 
 from consonance_sftp.config.flows import IntakeFlow, IntakeFlowBase, IntakeMatching
 from consonance_sftp.config.transfer import TransferSettings
-from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.errors import ConsonanceError, ConsonanceSftpError
 from consonance_sftp.flows import inbox
 from consonance_sftp.flows import intake_match as m
 from consonance_sftp.flows.inbox import Ignored, Taking
@@ -206,9 +206,10 @@ class IntakeProcessor:
         except ConsonanceSftpError as exc:
             if exc.retryable:
                 raise
-            return HandOffResult(
-                outcome=IntakeOutcome.FAILED, reason=f"Consonance refused it: {exc.message}"
-            )
+            # Terminal: Consonance refused (a bad token, a mutation's errors), or the manifest
+            # could not be read from the partner (permission denied). The file stays stored.
+            said = "Consonance refused it" if isinstance(exc, ConsonanceError) else "failed"
+            return HandOffResult(outcome=IntakeOutcome.FAILED, reason=f"{said}: {exc.message}")
 
     async def _match(self, request: IntakeRequest, matching: IntakeMatching, path: str) -> m.Claim:
         misses: list[m.Unmatched] = []
