@@ -81,8 +81,12 @@ async def test_kill9_between_attaching_and_recording_attaches_once(
     name = f"{ISBN}_interior_final.pdf"
     data = make_pdf("the revised interior", 40)
     (inbox / name).write_bytes(data)
+    # A manifest beside it (the first rule): read with the file, deleted with it at the end.
+    manifest = inbox / f"{name}.manifest.json"
+    manifest.write_text(json.dumps({"isbn": ISBN, "kind": "interior", "version": "7"}))
     then = time.time() - 60
-    os.utime(inbox / name, (then, then))
+    for path in (inbox / name, manifest):
+        os.utime(path, (then, then))
     token = tmp_path / "token"
     token.write_text(sandbox.token)
     raw = {
@@ -120,7 +124,7 @@ async def test_kill9_between_attaching_and_recording_attaches_once(
     async with DeliveryRunner(app) as runner:
         assert not runner.in_process  # the worker is the executor
         report = await poll_inbox(app, runner, "revisions", flow, trigger="test")
-    [taken] = report.taken
+    [taken] = report.taken  # the file, not its manifest
     workflow_id = taken.workflow_id or ""
 
     await asyncio.to_thread(first.proc.wait, 60)  # it kills itself once it has attached
@@ -167,7 +171,10 @@ async def test_kill9_between_attaching_and_recording_attaches_once(
     [row] = app.store.list_intakes(partner="typesetter")  # one row
     assert (row.outcome, row.work_id, row.product_id) == (IntakeOutcome.ATTACHED, WORK, PRODUCT)
     assert f"#{record.id}" in (row.reason or "")
+    assert "(the partner's version 7)" in (row.reason or "")
+    assert "matched by manifest" in (row.reason or "")
     [version] = app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior")
     assert (version.version, version.sha256) == (1, row.sha256)
     assert not (inbox / name).exists()  # deleted only after all of that
+    assert not manifest.exists()  # and its manifest with it
     app.store.close()

@@ -25,7 +25,7 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
-from consonance_sftp.app.intake_handler import intake_processor
+from consonance_sftp.app.intake_handler import intake_processor, manifest_companions
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
@@ -150,7 +150,11 @@ class App:
             ledger=LoggedLedger(StoreLedger(self.store)),
             alerts=self.store,
             intake_transport=SftpIntakeTransport(
-                self.remote_fs, self.state_dir, self.host_key_changed, progress
+                self.remote_fs,
+                self.state_dir,
+                self.host_key_changed,
+                progress,
+                companions=functools.partial(manifest_companions, self),
             ),
             intake_ledger=StoreIntakeLedger(self.store),
             intake_handlers={"intake": intake_processor(self)},

@@ -94,8 +94,12 @@ class SftpIntakeTransport:
         root: Path,
         on_host_key_changed: SecuritySink | None = None,
         progress: ProgressSink | None = None,
+        companions: Callable[[IntakeRequest], list[str]] | None = None,
     ) -> None:
+        """``companions``: the names of the files that go with a taken file (an intake flow's
+        per-file manifests); the post-action moves or deletes them with it."""
         self._make_fs = make_fs
+        self.companions = companions
         self.root = root
         self.on_host_key_changed = on_host_key_changed
         self.progress = progress
@@ -203,16 +207,17 @@ class SftpIntakeTransport:
     async def _marker_too(
         self, fs: SftpRemoteFS, request: IntakeRequest, action: PostAction, fence: Fence
     ) -> None:
-        """The file's done-marker follows it (moved or deleted too), so markers do not pile
-        up in the partner's folder."""
+        """The file's done-marker and its manifest follow it (moved or deleted too), so they
+        do not pile up in the partner's folder."""
         template = fs.settings.intake_done_marker
-        if not template:
-            return
         folder, name = posixpath.split(request.remote_path)
-        marker = posixpath.join(folder, marker_name(template, name))
-        if await fs.stat(marker) is not None:
-            fence.check()
-            await fs.apply_post_action(marker, action)
+        names = [marker_name(template, name)] if template else []
+        names += self.companions(request) if self.companions is not None else []
+        for companion in names:
+            path = posixpath.join(folder, companion)
+            if await fs.stat(path) is not None:
+                fence.check()
+                await fs.apply_post_action(path, action)
 
     async def close(self) -> None:
         for fs in self._fs.values():

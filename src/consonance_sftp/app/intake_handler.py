@@ -29,6 +29,20 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 """A manifest is a few lines; anything bigger is not read (the rule then does not match)."""
 
 
+def manifest_companions(app: App, request: IntakeRequest) -> list[str]:
+    """The per-file manifests (templates with ``{name}``) of the file's flow and partner: the
+    post-action moves or deletes them with the file. A ``{stem}`` manifest may describe more
+    than one file, so it stays."""
+    flow = app.settings.flows.get(request.flow)
+    if not isinstance(flow, IntakeFlow):
+        return []
+    matching = flow.match_for(request.partner)
+    if matching is None or "manifest" not in matching.rules:
+        return []
+    name = posixpath.basename(request.remote_path)
+    return [t.format(name=name, stem="") for t in matching.manifests if "{stem}" not in t]
+
+
 def intake_processor(app: App) -> IntakeProcessor:
     """The ``intake`` kind's hand-off for this App."""
 
