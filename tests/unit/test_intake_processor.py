@@ -15,10 +15,12 @@ import pytest
 
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.config.flows import IntakeMatching
+from consonance_sftp.errors import ConsonanceQueryError
 from consonance_sftp.flows.intake import IntakeContext, IntakeProcessor
 from consonance_sftp.models import IntakeOutcome, Product, ProductionFile, Todo, Work
 from consonance_sftp.ports.consonance import AttachTarget
 from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
+from consonance_sftp.ports.store import IntakeRecord
 from consonance_sftp.sandbox.consonance.files import make_pdf
 
 ISBN = "9781900200011"
@@ -191,3 +193,53 @@ async def test_without_match_the_file_stays_stored(store: SqlStore, tmp_path: Pa
     assert not handler.applies(request)
     result = await handler.handle(request, file)
     assert (result.outcome, api.attached) == (IntakeOutcome.STORED, [])
+
+
+def record_row(store: SqlStore, request: IntakeRequest, file: FetchedFile, outcome: str) -> None:
+    """The intake row the engine writes with the hand-off's outcome."""
+    store.record_intake(
+        IntakeRecord(
+            partner=request.partner,
+            remote_path=request.remote_path,
+            size=request.size,
+            remote_mtime=request.mtime,
+            flow=request.flow,
+            sha256=file.sha256,
+            local_path=file.local_path,
+            outcome=IntakeOutcome(outcome),
+            work_id=10 if outcome == "attached" else None,
+            product_id=20 if outcome == "attached" else None,
+        )
+    )
+
+
+async def test_the_same_bytes_after_a_failed_attachment_are_attached_not_a_duplicate(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    api = FakeConsonance()
+    matching = IntakeMatching(kind="index")
+    data = make_pdf("an index Consonance refused once")
+    refusing = api.attach_file
+
+    async def refuse(**kwargs: Any) -> ProductionFile:
+        raise ConsonanceQueryError("createProductionFile: fileVariant is not allowed")
+
+    api.attach_file = refuse  # type: ignore[method-assign]
+    request, file = stored(tmp_path, f"{ISBN}-a.pdf", data)
+    result = await processor(api, store, matching).handle(request, file)
+    assert result.outcome is IntakeOutcome.FAILED
+    assert (result.reason or "").startswith("Consonance refused it:")
+    record_row(store, request, file, "failed")
+
+    api.attach_file = refusing  # type: ignore[method-assign]
+    request, file = stored(tmp_path, f"{ISBN}-b.pdf", data)
+    result = await processor(api, store, matching).handle(request, file)
+    assert result.outcome is IntakeOutcome.ATTACHED, result.reason
+    assert [a["filename"] for a in api.attached] == [f"{ISBN}-b.pdf"]
+    record_row(store, request, file, "attached")
+    assert len(store.list_asset_versions(10, product_id=20, kind="index")) == 1
+
+    request, file = stored(tmp_path, f"{ISBN}-c.pdf", data)
+    result = await processor(api, store, matching).handle(request, file)
+    assert result.outcome is IntakeOutcome.DUPLICATE
+    assert len(api.attached) == 1

@@ -313,7 +313,9 @@ class IntakeProcessor:
             return mine[-1], (earlier[-1] if earlier else None), False
         current = self.store.current_asset_version(product.work_id, product.id, kind)
         if current is not None and current.sha256 == file.sha256:
-            return current, None, True
+            # The same bytes again: a duplicate, unless they never reached Consonance (the
+            # intake that recorded the version then failed): then these are attached now.
+            return current, None, self._landed(current)
         added = self.store.add_asset_version(
             AssetVersion(
                 work_id=product.work_id,
@@ -326,6 +328,22 @@ class IntakeProcessor:
             )
         )
         return added, (current.version if current else None), False
+
+    def _landed(self, version: AssetVersion) -> bool:
+        """Whether the intake that recorded this version got it into Consonance (a version
+        from elsewhere than an intake is taken as there)."""
+        source = version.source or ""
+        if not source.startswith("intake:") or not version.local_path:
+            return True
+        rows = self.store.list_intakes(partner=source.removeprefix("intake:"))
+        recorded = [r for r in rows if r.local_path == version.local_path]
+        if not recorded or any(r.outcome is IntakeOutcome.ATTACHED for r in recorded):
+            return True
+        # Its own intake failed; a later copy of the same bytes may have landed it since.
+        return any(
+            r.sha256 == version.sha256 and r.product_id == version.product_id
+            for r in self.store.list_intakes(outcome=IntakeOutcome.ATTACHED)
+        )
 
     async def _ours(
         self,
