@@ -110,6 +110,9 @@ class AuditAction(enum.StrEnum):
     INTAKE_ATTACHED = "intake.attached"
     INTAKE_QUARANTINED = "intake.quarantined"
     INTAKE_FAILED = "intake.failed"
+    INTAKE_DUPLICATE = "intake.duplicate"
+    INTAKE_REJECTED_ROW = "intake.rejected"
+    INTAKE_ASSIGNED = "intake.assigned"
     INTAKE_SUPERSEDED_INCOMPLETE_ROW = "intake.superseded-incomplete"
     INTAKE_SUPERSEDED_INCOMPLETE = "intake.superseded_incomplete"
     INTAKE_POST_ACTION = "intake.post_action"
@@ -143,6 +146,10 @@ class IntakeOutcome(enum.StrEnum):
     ATTACHED = "attached"
     QUARANTINED = "quarantined"
     FAILED = "failed"
+    # The same bytes as the current version of its asset: recorded, nothing attached.
+    DUPLICATE = "duplicate"
+    # Quarantined, then rejected by a person (``quarantine reject``).
+    REJECTED = "rejected"
     # Taken while the partner was still writing it: a later version of the same name begins
     # with exactly these bytes (see docs/how-to/inbox.md, "A file taken before it was whole").
     SUPERSEDED_INCOMPLETE = "superseded-incomplete"

@@ -109,6 +109,22 @@ def test_forged_intake_row_is_named(store_url: str) -> None:
         assert "size is 1, the trail has 50" in p.message
 
 
+def test_a_whole_second_mtime_verifies_and_a_forged_one_is_named(store_url: str) -> None:
+    # SFTP servers give whole-second mtimes; SQLite returns such a REAL as an int from the
+    # write's RETURNING (the trail) and as a float from the verify's SELECT (the row).
+    with open_store(store_url) as store:
+        row = store.record_intake(
+            IntakeRecord(partner="typesetter", remote_path="/out/x.pdf", size=5, remote_mtime=1.7e9)
+        )
+        assert row.id is not None
+        store.update_intake(row.id, outcome=IntakeOutcome.ATTACHED, work_id=7, product_id=8)
+        assert problems(store) == []
+        raw(store, "UPDATE intake_ledger SET remote_mtime = 1700000001.0 WHERE id = :i", i=row.id)
+        [p] = problems(store)
+        assert (p.table, p.row, p.kind) == ("intake_ledger", row.id, "edited")
+        assert "remote_mtime" in p.message
+
+
 def test_rolled_back_row_added_row_and_deleted_row_are_named(store_url: str) -> None:
     with open_store(store_url) as store:
         rolled, gone = sent(store, 0), sent(store, 1)

@@ -26,6 +26,7 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.app.screening import intake_screen
+from consonance_sftp.app.intake_handler import intake_processor, manifest_companions
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
@@ -141,8 +142,9 @@ class App:
         """The executor of this process: deliveries (and withdrawals) go through the SFTP
         adapter, outcomes into the store's ledger, alerts into the store; inbox files are
         taken in through the SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the
-        intake ledger. On PostgreSQL the partners' connection caps hold across every process
-        through the engine's budget."""
+        intake ledger, then handed to the intake flow's processor (match, version, attach).
+        On PostgreSQL the partners' connection caps hold across every process through the
+        engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         transport = SftpDeliveryTransport(self.remote_fs, progress, self.host_key_changed)
         self._transport = transport
@@ -152,6 +154,7 @@ class App:
             self.host_key_changed,
             progress,
             ack_of=lambda partner: self.partner_config(partner).intake_ack,
+            companions=functools.partial(manifest_companions, self),
         )
         self._intake_transport = intake_transport
         engine = Engine(
@@ -162,6 +165,7 @@ class App:
             intake_transport=intake_transport,
             intake_ledger=StoreIntakeLedger(self.store),
             intake_screen=intake_screen(self),
+            intake_handlers={"intake": intake_processor(self)},
             withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()

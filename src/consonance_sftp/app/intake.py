@@ -114,8 +114,12 @@ class SftpIntakeTransport:
         on_host_key_changed: SecuritySink | None = None,
         progress: ProgressSink | None = None,
         ack_of: Callable[[str], IntakeAck | None] | None = None,
+        companions: Callable[[IntakeRequest], list[str]] | None = None,
     ) -> None:
+        """``companions``: the names of the files that go with a taken file (an intake flow's
+        per-file manifests); the post-action moves or deletes them with it."""
         self._make_fs = make_fs
+        self.companions = companions
         self.root = root
         self.on_host_key_changed = on_host_key_changed
         self.progress = progress
@@ -257,16 +261,17 @@ class SftpIntakeTransport:
     async def _marker_too(
         self, fs: SftpRemoteFS, request: IntakeRequest, action: PostAction, fence: Fence
     ) -> None:
-        """The file's done-marker follows it (moved or deleted too), so markers do not pile
-        up in the partner's folder."""
+        """The file's done-marker and its manifest follow it (moved or deleted too), so they
+        do not pile up in the partner's folder."""
         template = fs.settings.intake_done_marker
-        if not template:
-            return
         folder, name = posixpath.split(request.remote_path)
-        marker = posixpath.join(folder, marker_name(template, name))
-        if await fs.stat(marker) is not None:
-            fence.check()
-            await fs.apply_post_action(marker, action)
+        names = [marker_name(template, name)] if template else []
+        names += self.companions(request) if self.companions is not None else []
+        for companion in names:
+            path = posixpath.join(folder, companion)
+            if await fs.stat(path) is not None:
+                fence.check()
+                await fs.apply_post_action(path, action)
 
     async def acknowledge(self, request: IntakeRequest, ack: Acknowledgement, fence: Fence) -> str:
         return await self._reporting(request.partner, self._acknowledge(request, ack, fence))
@@ -367,6 +372,47 @@ class InboxReport:
         }
 
 
+MAX_DEPTH = 4
+"""How deep an intake flow with ``subfolders`` looks (1: the folder itself)."""
+
+
+async def _list_kinds(
+    fs: SftpRemoteFS, folder: str, ts: TransferSettings, subfolders: bool
+) -> list[tuple[RemoteEntry, str]]:
+    """The folder's entries with their kinds; with ``subfolders``, the entries of its
+    sub-folders too (breadth first, ``MAX_DEPTH`` levels), the folders entered left out. A
+    hidden folder, the processed and temporary folders (and anything deeper) are listed as
+    folders, so the poll says it left them alone: files moved to a processed folder inside
+    the inbox must never be taken again."""
+    if not subfolders:
+        return [item async for item in fs.list_kinds(folder)]
+
+    def resolved(path: str | None) -> str | None:
+        return None if not path else posixpath.normpath(posixpath.join(folder, path))
+
+    never = {p for p in (resolved(ts.processed_folder), resolved(ts.temp_folder)) if p}
+    out: list[tuple[RemoteEntry, str]] = []
+    queue = [(folder, 1)]
+    while queue:
+        current, depth = queue.pop(0)
+        async for entry, kind in fs.list_kinds(current):
+            enter = (
+                kind == "folder"
+                and depth < MAX_DEPTH
+                and not entry.name.startswith(".")
+                and posixpath.normpath(entry.path) not in never
+            )
+            if enter:
+                queue.append((entry.path, depth + 1))
+            else:
+                out.append((entry, kind))
+    return out
+
+
+def _subfolders(flow: AnyIntakeFlow) -> bool:
+    return isinstance(flow, IntakeFlow) and flow.subfolders
+
+
 IGNORED_EVENT = AuditAction.INTAKE_IGNORED
 
 
@@ -458,7 +504,7 @@ async def _poll_partner(
     try:
         async with app.remote_fs(partner) as fs:
             candidates = await _candidates(app, fs, flow, partner, folder, ts, report)
-            stable = await _stable(fs, folder, candidates, ts, partner, report)
+            stable = await _stable(fs, candidates, ts, partner, report)
     except HostKeyMismatch as exc:
         await asyncio.to_thread(app.host_key_changed, partner, exc)
         report.errors[partner] = str(exc)
@@ -496,7 +542,7 @@ async def _candidates(
     does not have yet; with a done-marker convention, only those whose marker is there."""
     take = registry.entry_of(flow).take
     assert take is not None  # an intake kind
-    taking = take(flow, [item async for item in fs.list_kinds(folder)], ts)
+    taking = take(flow, await _list_kinds(fs, folder, ts, _subfolders(flow)), ts)
     ack = app.partner_config(partner).intake_ack
     acks = ack_folder(folder, ack).rstrip("/") if ack is not None else None
     left_alone: list[InboxFile] = []
@@ -542,7 +588,6 @@ def _not_yet(report: InboxReport, partner: str, entry: RemoteEntry, reason: str)
 
 async def _stable(
     fs: SftpRemoteFS,
-    folder: str,
     candidates: list[RemoteEntry],
     ts: TransferSettings,
     partner: str,

@@ -12,12 +12,13 @@ def register(app: typer.Typer) -> None:
         config_cmd,
         demo,
         partner,
+        quarantine,
         records,
         sandbox,
         service,
     )
 
-    for module in (config_cmd, demo, audit, partner, sandbox, service, records, assets):
+    for module in (config_cmd, demo, audit, partner, sandbox, service, records, assets, quarantine):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich
     # markup (see ``main.app``): the whole CLI prints plain help.

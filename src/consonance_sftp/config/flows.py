@@ -11,6 +11,7 @@ The outbound package flows (production, marketing, formats) carry a delivery ``p
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -518,19 +519,154 @@ class IntakeFlowBase(FlowBase):
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
 
+IntakeKind = Literal["interior", "cover", "index", "jacket_copy", "image", "epub", "audio", "other"]
+"""The kinds of file an intake flow attaches (its asset versions' kind)."""
+
+
+MatchRule = Literal["manifest", "pattern", "isbn"]
+_DEFAULT_RULES: tuple[MatchRule, ...] = ("manifest", "pattern", "isbn")
+
+
+class IntakeMatching(StrictModel):
+    """How an intake flow matches each file to a Consonance product and a kind, and what it
+    does once it has: see docs/reference/intake-matching.md for the rules and the reasons a
+    file goes to quarantine."""
+
+    rules: list[MatchRule] = Field(
+        default_factory=lambda: list(_DEFAULT_RULES),
+        min_length=1,
+        description="The matching rules tried in this order until one matches: `manifest` (a "
+        "file beside the upload naming the ISBN), `pattern` (the regular expression below, on "
+        "the path), `isbn` (a bare ISBN-13 or ISBN-10 anywhere in the name).",
+    )
+    pattern: str | None = Field(
+        default=None,
+        description="Regular expression searched in the file's path below the flow's folder, "
+        "with named groups `isbn` (required), `kind`, `version` and `todo`, e.g. "
+        "`(?P<isbn>97[89]\\d{10})_(?P<kind>[a-z]+)_v(?P<version>\\d+)`.",
+    )
+    manifests: list[str] = Field(
+        default_factory=lambda: ["{name}.manifest.json", "{name}.manifest.csv"],
+        description="Names a manifest beside a file may have (`{name}`: the file's name, "
+        "`{stem}`: without its extension); `.csv` ones are read as CSV, others as JSON. The "
+        "poll leaves manifests alone: they are read with their file.",
+    )
+    kind: IntakeKind | None = Field(
+        default=None,
+        description="The kind when neither the rule, a word of the name nor the extension says "
+        "(e.g. `index` for an indexer); unset: such a file goes to quarantine.",
+    )
+    kinds: dict[str, IntakeKind] = Field(
+        default_factory=dict,
+        description='The partner\'s own words for kinds, e.g. `{ "umschlag" = "cover" }`, on '
+        "top of the built-in ones (cover, cvr, interior, text, index, jacket, blurb, ...).",
+    )
+    check_content: bool = Field(
+        default=True,
+        description="Confirm the kind by the file's content (its first bytes): a `cover.pdf` "
+        "that is a PNG goes to quarantine.",
+    )
+    todo: str | None = Field(
+        default=None,
+        description="Name of the work's to-do that a received file completes (or gets a note "
+        "on); `{kind}` is replaced by the kind, e.g. `Revised {kind} received`. A pattern's "
+        "or manifest's `todo` (a name, or a to-do id) takes precedence.",
+    )
+    approve: bool = Field(
+        default=False,
+        description="Attach files as approved (production files `APPROVED`, supporting "
+        "resources `APPROVED`), so outbound flows may send them at once. Default: awaiting a "
+        "person's approval in Consonance (`AWAITING_APPROVAL`, resources `DRAFT`).",
+    )
+    todo_action: Literal["complete", "note", "none"] = Field(
+        default="complete",
+        description="What a matched file does to its to-do: `complete` it, add a `note` to "
+        "the work naming the file and its version, or `none`.",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _usable_pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        groups = set(compiled.groupindex)
+        if "isbn" not in groups:
+            raise ValueError("the pattern needs a named group (?P<isbn>...)")
+        if unknown := sorted(groups - {"isbn", "kind", "version", "todo"}):
+            raise ValueError(
+                f"unknown named groups {', '.join(unknown)} (use isbn, kind, version, todo)"
+            )
+        return value
+
+    @field_validator("manifests")
+    @classmethod
+    def _name_templates(cls, value: list[str]) -> list[str]:
+        for template in value:
+            if "{name}" not in template and "{stem}" not in template:
+                raise ValueError(f"manifest name {template!r} must contain {{name}} or {{stem}}")
+            if "/" in template:
+                raise ValueError(f"manifest name {template!r} must not contain '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _pattern_when_used(self) -> IntakeMatching:
+        # The default rules include `pattern`, skipped without one; listed explicitly, it is a
+        # mistake to leave it out.
+        if "rules" in self.model_fields_set and "pattern" in self.rules and self.pattern is None:
+            raise ValueError("rules lists `pattern` but no `pattern` is set")
+        return self
+
+
 class IntakeFlow(IntakeFlowBase):
-    """Files from designers, typesetters, indexers and cover artists. Today each new, finished
-    file is taken in exactly once and stored durably (checksummed, on the record); matching
-    it to a Consonance work or product and its to-do is not built yet."""
+    """Files from designers, typesetters, indexers and cover artists. Each new, finished file
+    is taken in exactly once and stored durably (checksummed, on the record); with `match`
+    set, it is then matched to a Consonance product and a kind (manifest, pattern, ISBN in
+    the name), checked by content, versioned, attached to the product (production file or
+    supporting resource) and its to-do completed; what cannot be matched goes to quarantine
+    with a reason (`consonance-sftp quarantine list`). Archives (zip) and malware scanning of
+    received files are not built yet."""
 
     kind: Literal["intake"] = Field(description="`intake`.")
     today: ClassVar[str] = (
         "polls and stores each new file durably (state_dir/inbox, checksummed, in the intake "
-        "ledger); matching files to Consonance records and to-dos is not built yet"
+        "ledger); matching files to Consonance products and attaching them runs only where "
+        "the flow sets `match` (or `partner_match`); archives (zip) and malware scanning of "
+        "received files are not built yet"
     )
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for files."
     )
+    subfolders: bool = Field(
+        default=False,
+        description="Also take the files in sub-folders of the polled folder (up to 4 levels; "
+        "hidden folders, `processed_folder` and `temp_folder` are never entered), e.g. "
+        "`9781900200011/interior/book.pdf`: a `match.pattern` sees the path below the folder.",
+    )
+    match: IntakeMatching | None = Field(
+        default=None,
+        description="Match each file to a title and attach it in Consonance (see "
+        "`IntakeMatching`); unset: files are stored, awaiting processing.",
+    )
+    partner_match: dict[str, IntakeMatching] = Field(
+        default_factory=dict,
+        description="Per-partner matching instead of `match`, by partner name.",
+    )
+
+    @model_validator(mode="after")
+    def _match_for_listed_partners(self) -> IntakeFlow:
+        if unknown := sorted(set(self.partner_match) - set(self.partners)):
+            raise ValueError(
+                f"partner_match names partners not in `partners`: {', '.join(unknown)}"
+            )
+        return self
+
+    def match_for(self, partner: str) -> IntakeMatching | None:
+        """The matching that applies to ``partner`` (None: store only)."""
+        return self.partner_match.get(partner, self.match)
 
 
 class FinanceOutFlow(FlowBase):

@@ -392,6 +392,17 @@ async def _hand_off(req: IntakeRequest, fetched: dict[str, Any]) -> dict[str, An
     }
 
 
+def _handles(handler: IntakeHandler | None, req: IntakeRequest) -> bool:
+    """Whether the hand-off runs for this file: a handler is bound for its kind and does not
+    say it leaves this flow's files alone (``applies``, read from the config: an intake flow
+    without ``match`` only stores). A config reload between a crash and its recovery may change
+    the answer; the steps after it are then re-run, which each of them allows."""
+    if handler is None:
+        return False
+    applies = getattr(handler, "applies", None)
+    return applies is None or bool(applies(req))
+
+
 async def _post_action(workflow_id: str, req: IntakeRequest) -> str:
     deps = _current()
     deps.fence.check()
@@ -569,7 +580,7 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         )
         handed: dict[str, Any] | None = None
         handed_off = True  # False: processing failed; the outcome is not decided yet
-        if refusal is None and req.kind in deps.handlers:
+        if refusal is None and _handles(deps.handlers.get(req.kind), req):
             try:
                 handed = await DBOS.run_step_async(
                     step_options("hand-off", retry), _hand_off, req, fetched
@@ -660,7 +671,8 @@ async def intake(request: dict[str, Any]) -> dict[str, Any]:
         return {
             "workflow_id": workflow_id,
             "outcome": outcome.value,
-            "reason": why,
+            # Why it was quarantined, or what the hand-off did (``run`` prints it).
+            "reason": why or (handed or {}).get("reason"),
             "reason_code": code,
             "local_path": fetched["local_path"],
             "sha256": fetched["sha256"],

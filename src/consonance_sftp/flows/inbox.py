@@ -28,6 +28,7 @@ from consonance_sftp.ports.remote_fs import RemoteEntry
 
 FILE = "file"
 """The kind a listing gives a regular file (``RemoteFS.list_kinds``)."""
+FOLDER = "a folder (an inbox takes the files directly in it)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ def is_ack_name(name: str) -> bool:
 def ignored_reason(entry: RemoteEntry, kind: str) -> str | None:
     """Why a poll leaves an entry alone whatever the flow's patterns (None: it may take it)."""
     if kind == "folder":
-        return "a folder (an inbox takes the files directly in it)"
+        return FOLDER
     if kind == "symbolic link":
         return "a symbolic link (an inbox takes regular files only)"
     if kind != FILE:
@@ -131,7 +132,10 @@ def with_done_markers(
     ready: list[RemoteEntry] = []
     waiting: list[RemoteEntry] = []
     for entry in candidates:
-        marker = posixpath.join(folder, marker_name(template, entry.name))
+        # Beside the file: in its own folder (a sub-folder of ``folder`` when it has them).
+        marker = posixpath.join(
+            posixpath.dirname(entry.path) or folder, marker_name(template, entry.name)
+        )
         (ready if marker in files else waiting).append(entry)
     return ready, waiting
 

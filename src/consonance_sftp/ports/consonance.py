@@ -43,8 +43,12 @@ class ConsonanceAPI(Protocol):
         target: AttachTarget,
         variant: str,
         product_ids: Sequence[int] = (),
+        status: str | None = None,
     ) -> SupportingResource | ProductionFile:
-        """Create the record and upload the bytes to the presigned URL Consonance returns."""
+        """Create the record and upload the bytes to the presigned URL Consonance returns.
+        ``status``: a production file's ``approvalStatus`` (``AWAITING_APPROVAL``,
+        ``APPROVED``...) or a supporting resource's ``status`` (``DRAFT``, ``APPROVED``);
+        None: Consonance's default."""
         ...
 
     async def download_file(self, url: str, dest: Path) -> tuple[int, str]:

@@ -189,7 +189,11 @@ class IntakeLedger(Protocol):
 
 class IntakeHandler(Protocol):
     """A flow kind's processing of a stored file (matching an intake file to a work,
-    validating a sales report). None is bound yet: files then stay stored, awaiting it."""
+    validating a sales report). Without one, files stay stored, awaiting processing.
+
+    An implementation may also have ``applies(request) -> bool``: False skips the hand-off
+    for that file (the intake flow's processor says so for a flow without ``match``).
+    """
 
     async def handle(self, request: IntakeRequest, file: FetchedFile) -> HandOffResult: ...
 

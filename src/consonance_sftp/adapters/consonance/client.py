@@ -157,6 +157,7 @@ class ConsonanceClient:
         target: AttachTarget,
         variant: str,
         product_ids: Sequence[int] = (),
+        status: str | None = None,
     ) -> SupportingResource | ProductionFile:
         if target is AttachTarget.SUPPORTING_RESOURCE:
             operation, root, record = (
@@ -168,6 +169,7 @@ class ConsonanceClient:
                 workId=work_id,
                 resourceFileName=filename,
                 resourceVariant=variant,
+                status=status,
                 productIds=list(product_ids) or None,
                 linkToAllProducts=None if product_ids else True,
             )
@@ -182,6 +184,7 @@ class ConsonanceClient:
                 workId=work_id,
                 fileName=filename,
                 fileVariant=variant,
+                approvalStatus=status,
                 productIds=list(product_ids) or None,
             )
             doc = mutations.document("create_production_file")
