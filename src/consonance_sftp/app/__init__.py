@@ -25,8 +25,8 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
-from consonance_sftp.app.screening import intake_screen
 from consonance_sftp.app.intake_handler import intake_processor, manifest_companions
+from consonance_sftp.app.screening import intake_screen
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
     Engine,
