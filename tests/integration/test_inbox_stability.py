@@ -22,7 +22,7 @@ async def _poll_takes(fs: SftpRemoteFS, name: str) -> list[RemoteEntry]:
     """What the inbox poll's stability step takes of ``name`` (listed first, as a poll does)."""
     [entry] = [e async for e in fs.list("incoming") if e.name == name]
     report = InboxReport(flow="revisions", trigger="test")
-    return await _stable(fs, "incoming", [entry], fs.settings, fs.partner, report)
+    return await _stable(fs, [entry], fs.settings, fs.partner, report)
 
 
 async def test_poll_takes_a_file_only_once_a_stat_agrees_with_a_cached_listing(

@@ -120,7 +120,7 @@ async def _looks_finished(fs: SftpRemoteFS, name: str) -> bool:
         by_poll, _ = with_done_markers([entry], listing, ".", ts.intake_done_marker)
     else:
         report = InboxReport(flow="revisions", trigger="test")
-        by_poll = await _stable(fs, ".", [entry], ts, fs.partner, report)
+        by_poll = await _stable(fs, [entry], ts, fs.partner, report)
     by_adapter = await fs.wait_stable(entry)
     assert bool(by_poll) == (by_adapter is not None)
     return bool(by_poll)
