@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.connection import open_connection
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import put_segmented
@@ -97,3 +98,26 @@ async def test_a_refused_segmented_put_returns_only_after_every_close_is_answere
     finally:
         for c in conns:
             c.close()
+
+
+async def test_a_file_changed_after_a_refused_attempt_is_never_published_as_sent(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    """The safety net behind the fix: after an upload that had a refused attempt, the final
+    name is looked at again right after the rename; a server that emptied it (here: behind
+    our back, between stage and publish) fails the publish loudly instead of a 'sent' row."""
+    fault_server.faults.in_order_writes = True
+    local = tmp_path / "jacket.pdf"
+    local.write_bytes(os.urandom(4 * MIB))
+    endpoint = fault_endpoint(
+        segment_size=MIB, segmented_threshold=2 * MIB, segment_connections=4, max_requests=4
+    )
+    home = fault_server.home("partner")
+    async with SftpRemoteFS(endpoint, state_dir=tmp_path / "state", retries=0) as fs:
+        staged = await fs.stage(local, "jacket.pdf")
+        assert fault_server.recorder.ops("write_refused")  # the parallel attempt was refused
+        (home / staged.staged_path).write_bytes(b"")  # a late close of the refused attempt
+        with pytest.raises(errors.IntegrityError, match="after a refused upload attempt") as info:
+            await fs.publish("jacket.pdf", sha256=staged.sha256)
+    assert info.value.partner == "fault-partner"
+    assert info.value.path == "jacket.pdf"

@@ -405,6 +405,8 @@ class UploadMixin(PublishMixin):
             # A write the server refused mid-upload is an interruption too: a failed attempt's
             # writes may still land (rclone closes its handles in the background).
             interrupted = interrupted or restarted
+            if restarted:
+                self._after_refusal[temp] = size
 
         sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
