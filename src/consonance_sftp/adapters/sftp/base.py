@@ -55,6 +55,9 @@ class FSBase:
         limit = self.settings.bandwidth_limit
         self._bucket = TokenBucket(limit) if limit else None
         self._unsupported: set[str] = set()  # operations the server refused (check_file, ...)
+        # Staged files whose upload had a refused attempt: temporary name -> size, checked
+        # again under the final name right after the rename (see ``_publish_staged``).
+        self._after_refusal: dict[str, int] = {}
 
     @property
     def partner(self) -> str:

@@ -48,11 +48,35 @@ class PublishMixin(FSBase):
             strategy = self._strategy(pc.sftp).value
         else:
             strategy = await self._finalize(pc, temp, final, replace=replace)
+        await self._check_after_refusal(pc.sftp, temp, final)
         if self.settings.done_marker:
             await self._write_marker(pc.sftp, final, sha)
         # One local unlink (no thread hop: small files never have a journal to remove).
         self._journal_path("up", final).unlink(missing_ok=True)
         return strategy
+
+    async def _check_after_refusal(self, sftp: asyncssh.SFTPClient, temp: str, final: str) -> None:
+        """A safety net, not the fix: when the upload of ``temp`` had a refused attempt, the
+        final name is looked at once more after the rename. A server that acted on a refused
+        handle after answering its close (rclone wrote an empty file over a renamed file that
+        way, before the refused attempt's closes were awaited) fails the publish loudly: never
+        a file recorded as sent with other bytes under its name."""
+        expected = self._after_refusal.get(temp)
+        if expected is None or temp == final:
+            return
+        attrs = await self._stat(sftp, final)
+        if attrs is None or attrs.size != expected:
+            raise errors.IntegrityError(
+                f"the file has {None if attrs is None else attrs.size} bytes under its final "
+                f"name right after the rename, expected {expected}: the server changed it "
+                "after a refused upload attempt",
+                partner=self.partner,
+                path=final,
+                hint=f"Run 'consonance-sftp partner probe {self.partner}' and apply its "
+                "settings (segment_connections = 1 where the server refuses parallel "
+                "segments), then send the file again.",
+            )
+        del self._after_refusal[temp]
 
     async def _set_mtime(self, sftp: asyncssh.SFTPClient, local_path: Path, temp: str) -> None:
         st = await asyncio.to_thread(os.stat, local_path)

@@ -416,14 +416,16 @@ async def put_segmented(
             tracker.maybe_finish(_Segment(0, 0, 0, issued_all=True))
             return
         sessions = sftps[: len(segments)]
+        stop = _PutStop()
         async with _first_error(), asyncio.TaskGroup() as tg:
             tracker.group = tg
             for sftp in sessions:
                 tg.create_task(
                     _put_worker(
-                        sftp, fd, remote_path, flags, size, block_size, max_requests, tracker
+                        sftp, fd, remote_path, flags, size, block_size, max_requests, tracker, stop
                     )
                 )
+        stop.raise_first()
     finally:
         await tracker.settle()
         os.close(fd)
@@ -486,14 +488,47 @@ async def put_stream(
             async with await sftp.open(remote_path, flags, encoding=None, block_size=0):
                 pass
             return
+        stop = _PutStop()
         async with _first_error(), asyncio.TaskGroup() as tg:
             tracker.group = tg
             tg.create_task(
-                _put_worker(sftp, fd, remote_path, flags, size, block_size, max_requests, tracker)
+                _put_worker(
+                    sftp, fd, remote_path, flags, size, block_size, max_requests, tracker, stop
+                )
             )
+        stop.raise_first()
     finally:
         await tracker.settle()
         os.close(fd)
+
+
+class _PutStop:
+    """The first error of an upload's sessions; once set, every session stops writing.
+
+    The sessions of an upload never cancel each other: each one, on its own error or a
+    sibling's, stops issuing writes, waits for the answers to the writes in flight and closes
+    its handle, waiting for that answer too. A server may still act on a handle until it
+    answers its close: rclone without a write cache refuses out-of-order writes, then writes
+    what the refused handle got (nothing) over the file when that handle closes, seconds
+    later. A close left unanswered would land on whatever is under the name by then (the
+    restarted upload's file, or the final name after a rename rclone deferred for it).
+    """
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None or isinstance(self.error, asyncio.CancelledError):
+            self.error = exc
+
+    def raise_first(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+# How long a cancelled upload session still waits for the answers to its writes and close
+# (a stalled server: the caller aborts the connection, which ends the wait at once).
+_CLOSE_GRACE_S = 10.0
 
 
 async def _put_worker(
@@ -505,36 +540,83 @@ async def _put_worker(
     block_size: int,
     max_requests: int,
     tracker: _Tracker,
+    stop: _PutStop,
 ) -> None:
+    try:
+        fh = await sftp.open(remote_path, flags, encoding=None, block_size=0)
+    except Exception as exc:
+        stop.fail(exc)
+        return
     slots = asyncio.Semaphore(max_requests)
-    async with await sftp.open(remote_path, flags, encoding=None, block_size=0) as fh:
+    in_flight: set[asyncio.Task[None]] = set()
 
-        async def write_block(seg: _Segment, data: bytes, offset: int) -> None:
-            try:
-                await fh.write(data, offset)
-            finally:
-                slots.release()
-            tracker.block_done(seg, len(data))
+    async def write_block(seg: _Segment, data: bytes, offset: int) -> None:
+        try:
+            await fh.write(data, offset)
+        except Exception as exc:
+            stop.fail(exc)
+            return
+        finally:
+            slots.release()
+        tracker.block_done(seg, len(data))
 
-        async with asyncio.TaskGroup() as tg:
-            while (seg := tracker.next_segment()) is not None:
-                end = seg.offset + seg.length
-                for offset in range(seg.offset, end, block_size):
-                    await slots.acquire()
-                    want = min(block_size, end - offset)
-                    # A page-cache read of 255 KiB takes tens of microseconds: cheaper inline
-                    # than a hop to a thread.
-                    data = os.pread(fd, want, offset)
-                    if len(data) != want:
-                        slots.release()
-                        raise IntegrityError(
-                            f"local file shrank while uploading (expected {size} bytes)",
-                            path=remote_path,
-                        )
-                    seg.outstanding += 1
-                    tg.create_task(write_block(seg, data, offset))
+    try:
+        while stop.error is None and (seg := tracker.next_segment()) is not None:
+            end = seg.offset + seg.length
+            for offset in range(seg.offset, end, block_size):
+                await slots.acquire()
+                if stop.error is not None:
+                    slots.release()
+                    break
+                want = min(block_size, end - offset)
+                # A page-cache read of 255 KiB takes tens of microseconds: cheaper inline
+                # than a hop to a thread.
+                data = os.pread(fd, want, offset)
+                if len(data) != want:
+                    slots.release()
+                    raise IntegrityError(
+                        f"local file shrank while uploading (expected {size} bytes)",
+                        path=remote_path,
+                    )
+                seg.outstanding += 1
+                task = asyncio.create_task(write_block(seg, data, offset))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            else:
                 seg.issued_all = True
                 tracker.maybe_finish(seg)
+    except Exception as exc:
+        stop.fail(exc)
+    finally:
+        await _drain_and_close(fh, in_flight, stop)
+
+
+async def _drain_and_close(
+    fh: asyncssh.SFTPClientFile, in_flight: set[asyncio.Task[None]], stop: _PutStop
+) -> None:
+    """Wait for the answers to the writes in flight, then close ``fh`` and wait for that
+    answer: nothing of this handle is left for the server to do afterwards. Runs to its end
+    even when the session is cancelled (within ``_CLOSE_GRACE_S``)."""
+
+    async def finish() -> None:
+        if in_flight:
+            await asyncio.wait(set(in_flight))
+        try:
+            await fh.close()
+        except Exception as exc:
+            # rclone reports a refused attempt's failure at close ("corrupted on transfer").
+            stop.fail(exc)
+
+    job = asyncio.ensure_future(finish())
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait({job}, timeout=_CLOSE_GRACE_S)
+        if not job.done():
+            job.cancel()
+        for task in list(in_flight):
+            task.cancel()
+        raise
 
 
 async def get_segmented(

@@ -405,6 +405,8 @@ class UploadMixin(PublishMixin):
             # A write the server refused mid-upload is an interruption too: a failed attempt's
             # writes may still land (rclone closes its handles in the background).
             interrupted = interrupted or restarted
+            if restarted:
+                self._after_refusal[temp] = size
 
         sha = await self._local_sha(hashing, size, local_path, final)
         async with self._lease(shared) as pc:
@@ -578,12 +580,12 @@ class UploadMixin(PublishMixin):
                     exc.detail,
                     extra={"partner": self.partner, "path": temp},
                 )
+                # ``put_segmented`` returns only once the server answered the close of every
+                # handle it opened: nothing of the refused attempt can still land on the file.
                 kept = set()
                 restarted = True
                 if journal is not None:
                     journal.keep(kept)
-                async with self._lease(shared) as pc:
-                    await self._settled(pc.sftp, temp)
         start = contiguous_prefix(kept) if "reopen_write" not in self._unsupported else 0
         for attempt in (start, 0) if start else (0,):
             if attempt == 0:
@@ -591,10 +593,9 @@ class UploadMixin(PublishMixin):
                     journal.keep(set())
                 async with self._lease(shared) as pc:
                     # Truncated, else removed (a server that refuses to reopen a file for
-                    # writing refuses to truncate it too). Not removed first: rclone still
-                    # closes the handles of a failed attempt in the background, and a file
-                    # removed under them made its next close fail ("chtimes: no such file").
-                    await self._discard(pc.sftp, temp)
+                    # writing refuses to truncate it too); after a refused attempt always
+                    # removed: the stream starts on a new file, not on the refused one.
+                    await self._discard(pc.sftp, temp, remove=restarted)
             try:
                 async with self._lease_many(shared, 1) as conns:
                     await self._watch(
@@ -626,22 +627,6 @@ class UploadMixin(PublishMixin):
                     extra={"partner": self.partner, "path": temp},
                 )
         raise AssertionError("unreachable")
-
-    async def _settled(
-        self, sftp: asyncssh.SFTPClient, temp: str, *, every_s: float = 0.2, limit_s: float = 5.0
-    ) -> None:
-        """Wait until a refused attempt stops changing the temporary file (two looks agree):
-        rclone closes its handles in the background, and a late close cut the new start's
-        file short. The hash check after a restart catches whatever this misses."""
-        deadline = time.monotonic() + limit_s
-        last = None
-        while time.monotonic() < deadline:
-            attrs = await self._stat(sftp, temp)
-            seen = None if attrs is None else (attrs.size, attrs.mtime)
-            if seen == last:
-                return
-            last = seen
-            await asyncio.sleep(every_s)
 
     async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
         """Clear a stale temporary file before a fresh start: truncate it, or remove it
