@@ -65,16 +65,25 @@ def test_demo_delivers_a_production_package_and_says_where_to_look(tmp_path: Pat
     assert "/out/final artwork.pdf: unmatched" in out
     assert "why: unmatched:" in out and "isbn: no ISBN in the name" in out
     with sqlite3.connect(folder / "var" / "consonance-sftp.db") as db:
-        intakes = dict(db.execute("SELECT remote_path, outcome FROM intake_ledger").fetchall())
+        intakes = {
+            path: (outcome, row_id)
+            for path, outcome, row_id in db.execute(
+                "SELECT remote_path, outcome, id FROM intake_ledger"
+            )
+        }
         versions = db.execute(
-            "SELECT kind, version, partner, original_name, isbn FROM asset_versions "
+            "SELECT kind, version, partner, original_name, isbn, intake_id FROM asset_versions "
             "WHERE kind LIKE 'cover%' ORDER BY kind"
         ).fetchall()
-    assert intakes == {f"/out/{cover}": "attached", "/out/final artwork.pdf": "quarantined"}
-    # The printer's cover (from Consonance) and the designer's, each with its own history.
+    assert {p: o for p, (o, _) in intakes.items()} == {
+        f"/out/{cover}": "attached",
+        "/out/final artwork.pdf": "quarantined",
+    }
+    # The printer's cover (from Consonance) and the designer's, each with its own history;
+    # the designer's names who sent it, under which name, for which ISBN, from which intake.
     assert versions == [
-        ("cover", 1, "designer", cover, isbn),
-        ("cover_pdf", 1, None, None, None),
+        ("cover", 1, "designer", cover, isbn, intakes[f"/out/{cover}"][1]),
+        ("cover_pdf", 1, None, None, None, None),
     ]
     config = str(folder / "consonance-sftp.toml")
     listed = subprocess.run(
