@@ -1,9 +1,12 @@
 """What the tests that drive the real command line share: how to call it (``CLI``), a free port
 for a server the test starts (``free_port``), and a running ``consonance-sftp sandbox``
-(Consonance API + SFTP partners) for the length of a ``with`` block (``running_sandbox``)."""
+(Consonance API + SFTP partners) for the length of a ``with`` block (``running_sandbox``), and
+the starter's designer intake flow made store-only (``store_only_intake``) for the tests of
+taking files in rather than of matching them."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from pathlib import Path
 # uses it for a server it starts, or for a partner that must refuse the connection.
 from consonance_sftp.sandbox.openssh import free_port
 
-__all__ = ["CLI", "free_port", "running_sandbox"]
+__all__ = ["CLI", "free_port", "running_sandbox", "store_only_intake"]
 
 # The CLI as ``python -m``, with this interpreter: no reliance on the console script being on PATH.
 CLI = [sys.executable, "-m", "consonance_sftp"]
@@ -53,3 +56,13 @@ def running_sandbox(
             sandbox.wait(15)
         except subprocess.TimeoutExpired:
             sandbox.kill()
+
+
+def store_only_intake(config: Path) -> None:
+    """Drop the starter's ``[flows.design-intake.match]`` table: the flow then stores each
+    file, awaiting processing, without matching it to a title (the inbox tests' subject)."""
+    text = config.read_text()
+    stripped = re.sub(r"^\[flows\.design-intake\.match\]\n(?:(?!\[).*\n)*", "", text, flags=re.M)
+    if stripped == text:
+        raise AssertionError(f"{config} has no [flows.design-intake.match] table")
+    config.write_text(stripped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -51,6 +52,52 @@ def test_demo_delivers_a_production_package_and_says_where_to_look(tmp_path: Pat
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # Then the designer's revised cover lands on the printed title as its designer's cover,
+    # attached in Consonance, with its to-do completed; the misnamed file waits in quarantine.
+    out = " ".join(run.stdout.split())
+    isbn = landed[0].split("_")[0].split(".")[0]
+    cover = f"{isbn}_cover_v2.pdf"
+    assert f"/out/{cover}: attached: version 1 of the cover of ISBN {isbn}" in out, out
+    assert "(the partner's version 2); matched by pattern" in out
+    assert "to-do 'Cover brief' completed" in out
+    assert "read back from Consonance: to-do 'Cover brief' completed" in out
+    assert "/out/final artwork.pdf: unmatched" in out
+    assert "why: unmatched:" in out and "isbn: no ISBN in the name" in out
+    with sqlite3.connect(folder / "var" / "consonance-sftp.db") as db:
+        intakes = {
+            path: (outcome, row_id)
+            for path, outcome, row_id in db.execute(
+                "SELECT remote_path, outcome, id FROM intake_ledger"
+            )
+        }
+        versions = db.execute(
+            "SELECT kind, version, partner, original_name, isbn, intake_id FROM asset_versions "
+            "WHERE kind LIKE 'cover%' ORDER BY kind"
+        ).fetchall()
+    assert {p: o for p, (o, _) in intakes.items()} == {
+        f"/out/{cover}": "attached",
+        "/out/final artwork.pdf": "quarantined",
+    }
+    # The printer's cover (from Consonance) and the designer's, each with its own history;
+    # the designer's names who sent it, under which name, for which ISBN, from which intake.
+    assert versions == [
+        ("cover", 1, "designer", cover, isbn, intakes[f"/out/{cover}"][1]),
+        ("cover_pdf", 1, None, None, None, None),
+    ]
+    config = str(folder / "consonance-sftp.toml")
+    listed = subprocess.run(
+        [*CLI, "--config", config, "quarantine", "list", "--json"], capture_output=True, text=True
+    )
+    entry = json.loads(listed.stdout)  # the one file in quarantine
+    assert (entry["remote_path"], entry["label"]) == ("/out/final artwork.pdf", "unmatched")
+    assets = subprocess.run(
+        [*CLI, "--config", config, "assets", isbn, "--offline", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert assets.returncode == 0, assets.stdout + assets.stderr
+    assert f'"original_name": "{cover}"' in assets.stdout
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:

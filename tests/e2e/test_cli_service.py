@@ -26,7 +26,7 @@ import pytest
 
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.cli import CLI, free_port, running_sandbox
+from tests.cli import CLI, free_port, running_sandbox, store_only_intake
 
 FLOW = "print-files"
 STAGE = "Production approval"
@@ -129,6 +129,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     folder = tmp_path_factory.mktemp("service")
     init_project(folder, sftp_port=free_port(), api_port=free_port())
     proj = Project(folder)
+    store_only_intake(proj.config)  # the intake test here is of taking files in, not matching
     with running_sandbox(proj.config, folder):
         yield proj
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.cli import CLI, free_port, running_sandbox
+from tests.cli import CLI, free_port, running_sandbox, store_only_intake
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("inbox-run")
     init_project(folder, sftp_port=free_port(), api_port=free_port())
+    store_only_intake(folder / CONFIG_NAME)  # taking files in, not matching them
     with running_sandbox(folder / CONFIG_NAME, folder):
         yield folder
 

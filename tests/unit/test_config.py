@@ -275,6 +275,26 @@ def test_starter_config_is_valid(tmp_path: Path) -> None:
     assert printer.auth.key == tmp_path.resolve() / "keys" / "client_ed25519"
 
 
+def test_starter_designer_intake_matches_files_to_titles(tmp_path: Path) -> None:
+    """The starter's designer flow matches: the designers' naming convention (ISBN, kind, their
+    version) and a bare ISBN anywhere in the name, and completes the title's cover to-do."""
+    from consonance_sftp.config import IntakeFlow
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "consonance-sandbox-token").write_text("sandbox-token-abcdef\n")
+    settings = load_settings(write(tmp_path, starter_config(KNOWN_HOSTS_LINE)))
+    flow = settings.flows["design-intake"]
+    assert isinstance(flow, IntakeFlow)
+    match = flow.match_for("designer")
+    assert match is not None and match.pattern is not None
+    assert match.rules == ["manifest", "pattern", "isbn"]
+    found = re.search(match.pattern, "9781900200011_cover_v3.pdf")
+    assert found is not None
+    assert found.group("isbn", "kind", "version") == ("9781900200011", "cover", "3")
+    assert re.search(match.pattern, "Cover 9781900200011 final.pdf") is None  # the isbn rule's
+    assert (match.todo, match.todo_action, match.kind) == ("Cover brief", "complete", "cover")
+
+
 def test_starter_commented_examples_are_valid_when_uncommented(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,9 @@ poller learns the catalogue, a production editor moves a title to "Production ap
 Consonance, the next poll sees it, the approved interior and cover PDFs and a spec sheet are
 fetched, checked and planned by the printer's profile, and the durable engine (DBOS on SQLite)
 delivers them to the printer's SFTP folder with the ledger and audit trail written as it goes.
-Then it says what happened and where to look.
+Then the designer sends a revised cover and a misnamed file back: the intake flow matches the
+cover to the title, versions and attaches it and completes its to-do, and quarantines the other
+(``cli/demo_intake.py``). Then it says what happened and where to look.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from consonance_sftp.cli.demo_intake import designer_sends
 from consonance_sftp.cli.follow import transfer_bars
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
@@ -60,15 +63,16 @@ def _step(n: int, text: str) -> None:
     console.rule(f"[bold]{n}. {text}", align="left")
 
 
+def _print_ready(product: Any) -> bool:
+    return product.typename == "PhysicalBookProduct" and {
+        f.file_variant for f in product.production_files if f.approval_status == "APPROVED"
+    } >= {"INTERIOR", "COVER"}
+
+
 def _printable(work: Any) -> bool:
     """A work (``models.Work``, read through the app's Consonance client) whose print product
     has its interior and cover approved: what the starter's production flow sends."""
-    return bool(work.production_runs) and any(
-        p.typename == "PhysicalBookProduct"
-        and {f.file_variant for f in p.production_files if f.approval_status == "APPROVED"}
-        >= {"INTERIOR", "COVER"}
-        for p in work.products
-    )
+    return bool(work.production_runs) and any(_print_ready(p) for p in work.products)
 
 
 async def _run(folder: Path) -> None:
@@ -138,7 +142,11 @@ async def _run(folder: Path) -> None:
         console.print(
             f"one more poll: {counted(len(quiet.events), 'new event')} (nothing is sent twice)"
         )
-    _where_to_look(folder, config)
+
+        _step(8, "The designer sends a revised cover back, and a misnamed file")
+        isbn = next(p.isbn13 for p in work.products if _print_ready(p) and p.isbn13)
+        await designer_sends(console, app, sb, work, isbn)
+    _where_to_look(folder, config, isbn)
 
 
 async def _first_printable(api: Any) -> Any:
@@ -192,13 +200,15 @@ def _report(app: App, printer_in: Path, packages: Sequence[object]) -> None:
         raise ConsonanceSftpError("the demo delivered nothing; see the messages above")
 
 
-def _where_to_look(folder: Path, config: Path) -> None:
+def _where_to_look(folder: Path, config: Path, isbn: str) -> None:
     console.rule("[bold]Where to look", align="left")
     console.print(
         f"config and keys   {folder}/\n"
         f"partner folders   {folder}/var/sandbox/sftp/<partner>/\n"
         f"ledger, audit     {folder}/var/consonance-sftp.db (SQLite)\n"
         f"try               consonance-sftp --config {config} audit verify\n"
+        f"                  consonance-sftp --config {config} assets {isbn} --offline\n"
+        f"                  consonance-sftp --config {config} quarantine list\n"
         f"                  consonance-sftp --config {config} sandbox   (keeps the sandbox up)"
     )
 

@@ -221,13 +221,31 @@ recipient = {{ onix_version = "3.0", mode = "delta", compression = "none" }}
 # currencies = ["GBP", "USD"]
 # compression = "zip"
 
-# Intake flows store each new file durably under state_dir/inbox (matching files to
-# Consonance records, and sales validation, are not built yet). Two intake flows must not
-# poll one folder with overlapping patterns: `config check` reports it.
+# Intake flows store each new file durably under state_dir/inbox (checksummed, on the
+# record). The designers' flow then matches each file to its title and attaches it in
+# Consonance as the next version of its kind (awaiting approval there), and ticks off the
+# title's to-do. A file it cannot match waits in quarantine with the reason, never dropped:
+# `consonance-sftp quarantine list`. Two intake flows must not poll one folder with
+# overlapping patterns: `config check` reports it. Sales reports are stored only (sales
+# validation is not built yet). Rules and reasons: docs/reference/intake-matching.md.
 [flows.design-intake]
 kind = "intake"
 partners = ["designer"]
 poll_interval = 60
+
+[flows.design-intake.match]
+# Tried in this order until one fits: a manifest beside the file (its name plus
+# .manifest.json, naming the ISBN); the designers' naming convention, ISBN, kind and their
+# own version number, e.g. 9781900200011_cover_v3.pdf; else an ISBN-13 or ISBN-10 anywhere
+# in the name, e.g. "Cover 9781900200011 final.pdf". The ISBN must be a product in Consonance.
+rules = ["manifest", "pattern", "isbn"]
+pattern = '(?P<isbn>97[89]\\d{{10}})_(?P<kind>[a-z_]+)_v(?P<version>\\d+)\\.'
+# A file whose name says no kind (cover, interior, index, ...) is taken as a cover.
+kind = "cover"
+# Each received file completes the title's open "Cover brief" to-do ("note" instead adds a
+# note to the work; "none" leaves to-dos alone).
+todo = "Cover brief"
+todo_action = "complete"
 
 [flows.sales-reports]
 kind = "sales_in"

@@ -316,6 +316,11 @@ class IntakeProcessor:
             # The same bytes again: a duplicate, unless they never reached Consonance (the
             # intake that recorded the version then failed): then these are attached now.
             return current, None, self._landed(current)
+        # Who sent it, under which name, matched to which ISBN: what `assets ISBN` shows (and
+        # how it finds the title in our own records).
+        row = self.store.find_intake(
+            request.partner, request.remote_path, request.size, request.mtime
+        )
         added = self.store.add_asset_version(
             AssetVersion(
                 work_id=product.work_id,
@@ -325,6 +330,10 @@ class IntakeProcessor:
                 size=file.size,
                 source=f"intake:{request.partner}",
                 local_path=file.local_path,
+                isbn=product.isbn13,
+                partner=request.partner,
+                original_name=posixpath.basename(request.remote_path),
+                intake_id=row.id if row is not None else None,
             )
         )
         return added, (current.version if current else None), False
