@@ -58,8 +58,8 @@ def test_demo_delivers_a_production_package_and_says_where_to_look(tmp_path: Pat
     out = " ".join(run.stdout.split())
     isbn = landed[0].split("_")[0].split(".")[0]
     cover = f"{isbn}_cover_v2.pdf"
-    assert f"/out/{cover}: attached: version 1 of the cover of ISBN {isbn}" in out, out
-    assert "(the partner's version 2); matched by pattern" in out
+    assert f"/out/{cover}: attached: version 2 of the cover of ISBN {isbn}" in out, out
+    assert "(the partner's version 2), superseding version 1; matched by pattern" in out
     assert "to-do 'Cover brief' completed" in out
     assert "read back from Consonance: to-do 'Cover brief' completed" in out
     assert "/out/final artwork.pdf: unmatched" in out
@@ -73,17 +73,17 @@ def test_demo_delivers_a_production_package_and_says_where_to_look(tmp_path: Pat
         }
         versions = db.execute(
             "SELECT kind, version, partner, original_name, isbn, intake_id FROM asset_versions "
-            "WHERE kind LIKE 'cover%' ORDER BY kind"
+            "WHERE kind LIKE 'cover%' ORDER BY kind, version"
         ).fetchall()
     assert {p: o for p, (o, _) in intakes.items()} == {
         f"/out/{cover}": "attached",
         "/out/final artwork.pdf": "quarantined",
     }
-    # The printer's cover (from Consonance) and the designer's, each with its own history;
+    # The printer's cover (from Consonance) is version 1, the designer's version 2 of it;
     # the designer's names who sent it, under which name, for which ISBN, from which intake.
     assert versions == [
-        ("cover", 1, "designer", cover, isbn, intakes[f"/out/{cover}"][1]),
         ("cover_pdf", 1, None, None, None, None),
+        ("cover_pdf", 2, "designer", cover, isbn, intakes[f"/out/{cover}"][1]),
     ]
     config = str(folder / "consonance-sftp.toml")
     listed = subprocess.run(

@@ -173,7 +173,7 @@ async def test_kill9_between_attaching_and_recording_attaches_once(
     assert f"#{record.id}" in (row.reason or "")
     assert "(the partner's version 7)" in (row.reason or "")
     assert "matched by manifest" in (row.reason or "")
-    [version] = app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior")
+    [version] = app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior_pdf")
     assert (version.version, version.sha256) == (1, row.sha256)
     assert not (inbox / name).exists()  # deleted only after all of that
     assert not manifest.exists()  # and its manifest with it

@@ -201,8 +201,8 @@ async def test_revised_files_are_matched_versioned_attached_and_complete_their_t
 
     store = world.app.store
     for kind, one, two in (
-        ("interior", interior1, interior2),
-        ("cover", cover1, cover2),
+        ("interior_pdf", interior1, interior2),
+        ("cover_pdf", cover1, cover2),
         ("index", index1, index2),
     ):
         versions = store.list_asset_versions(WORK, product_id=PRODUCT, kind=kind)
@@ -244,7 +244,7 @@ async def test_revised_files_are_matched_versioned_attached_and_complete_their_t
     row = world.row("designer", f"{ISBN}_cover_v3.pdf")
     assert row.outcome is IntakeOutcome.DUPLICATE
     assert row.reason.startswith("duplicate: the same bytes as version 2 of the cover")
-    assert len(store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover")) == 2
+    assert len(store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover_pdf")) == 2
     work = await world.work()
     [product] = [p for p in work.products if p.id == PRODUCT]
     assert len(product.production_files) == 8
@@ -328,7 +328,7 @@ async def test_a_quarantined_file_assigned_through_the_cli_lands_as_if_matched(
     row = world.row("designer", "final artwork.pdf")
     assert (row.outcome, row.work_id, row.product_id) == (IntakeOutcome.ATTACHED, WORK, PRODUCT)
     assert row.reason.startswith("assigned by editor: version 1 of the cover")
-    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover")
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="cover_pdf")
     assert (version.version, version.sha256) == (1, sha(artwork))
     work = await world.work()
     [product] = [p for p in work.products if p.id == PRODUCT]
@@ -424,5 +424,5 @@ async def test_folder_names_count_for_a_pattern_in_sub_folders(world: World) -> 
     assert row.remote_path == f"{studio}/{ISBN}/interior/book.pdf"
     assert row.reason.startswith(f"version 1 of the interior of ISBN {ISBN}")
     assert "matched by pattern" in row.reason
-    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior")
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="interior_pdf")
     assert version.sha256 == sha(book)

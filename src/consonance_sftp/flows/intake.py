@@ -249,7 +249,7 @@ class IntakeProcessor:
     ) -> HandOffResult:
         name = posixpath.basename(request.remote_path)
         version, previous, duplicate = await asyncio.to_thread(
-            self._version, request, file, product, kind
+            self._version, request, file, product, m.asset_kind(kind, found)
         )
         said = f" (the partner's version {claim.version})" if claim.version else ""
         what = f"{kind.replace('_', ' ')} of ISBN {product.isbn13}"

@@ -36,10 +36,12 @@ from stdnum import isbn as stdnum_isbn
 from stdnum.exceptions import ValidationError
 
 from consonance_sftp.formats.preflight.sniff import EXTENSION_TYPES
+from consonance_sftp.models import AssetKind
 from consonance_sftp.ports.consonance import AttachTarget
 
 KINDS = ("interior", "cover", "index", "jacket_copy", "image", "epub", "audio", "other")
-"""The kinds of file an intake flow knows (the asset versions' ``kind``)."""
+"""The kinds of file an intake flow knows (the asset versions' ``kind``, except a cover and an
+interior, counted under the production handoff's names: ``asset_kind``)."""
 
 RULES = ("manifest", "pattern", "isbn")
 """The matching rules, in their default order."""
@@ -256,6 +258,17 @@ def attach_target(kind: str, found: str) -> tuple[AttachTarget, str]:
         "jacket_copy": (sr, "OTHER"),
         "image": (sr, "OTHER"),
     }.get(kind, (sr, "OTHER"))
+
+
+def asset_kind(kind: str, found: str) -> str:
+    """The kind an intake file's versions are counted under: the production handoff's name
+    (``models.AssetKind``) where there is one, so a designer's revised cover PDF is the next
+    version of the cover the handoff recorded, not the first of a history of its own."""
+    if kind == "cover":
+        return AssetKind.COVER_PDF if found == "pdf" else AssetKind.COVER_IMAGE
+    if kind == "interior":
+        return AssetKind.INTERIOR_PDF
+    return kind
 
 
 # --- the pattern rule ----------------------------------------------------------------------
