@@ -46,6 +46,7 @@ from typing import cast
 
 import asyncssh
 
+from consonance_sftp.adapters.sftp import read_pipeline
 from consonance_sftp.adapters.sftp.translate import LOCAL_DISK_FULL, local_disk_full
 from consonance_sftp.errors import IntegrityError
 
@@ -218,6 +219,72 @@ def coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
 
     conn._send = send  # type: ignore[method-assign]
     setattr(conn, "_consonance_coalesced", True)  # noqa: B010 (not a declared attribute)
+
+
+# Largest SSH packet we let the server send us: one 255 KiB read answer (MAX_OPENSSH_BLOCK and
+# its SFTP header) in one packet. asyncssh's default, 32 KiB, makes ProFTPD and paramiko cut
+# every 255 KiB answer into 8 packets and rclone every 32 KiB answer into 2, each one
+# decrypted and dispatched in Python. OpenSSH's sshd sends 32 KiB packets whatever we allow.
+MAX_RECEIVE_PACKET = 256 * 1024
+
+
+def drop_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
+    """Stop asyncssh from sending an empty ``SSH_MSG_IGNORE`` before every packet.
+
+    asyncssh precedes each packet with one: a defence against the chosen-plaintext attacks on
+    CBC mode, which do not apply to the AEAD and CTR ciphers we offer. Each is one more packet
+    for both sides to encrypt, send, decrypt and dispatch: half of what a download sends (one
+    read request, one ignore) and of the small packets of an upload. Left alone when the
+    connection may use a CBC cipher (a partner configured one). Call it once, right after the
+    connection is established.
+    """
+    offered = cast(list[bytes], getattr(conn, "_enc_algs", [b"cbc"]))
+    if any(b"-cbc" in alg or alg == b"cbc" for alg in offered):
+        return
+    if getattr(conn, "_consonance_no_ignore", False):
+        return
+    send_packet = conn.send_packet
+    empty = asyncssh.packet.String(b"")
+
+    def without_ignore(pkttype: int, *args: bytes, **kwargs: object) -> None:
+        if pkttype == _MSG_IGNORE and args == (empty,):
+            return
+        send_packet(pkttype, *args, **kwargs)  # type: ignore[arg-type]
+
+    conn.send_packet = without_ignore  # type: ignore[method-assign]
+    setattr(conn, "_consonance_no_ignore", True)  # noqa: B010 (not a declared attribute)
+    _quiet_packet_logs()
+
+
+_MSG_IGNORE = 2  # RFC 4253
+
+
+def _quiet_packet_logs() -> None:
+    """Make asyncssh's per-packet log calls free when packet logging is off.
+
+    asyncssh formats a description of every SSH and SFTP packet (name, size) before its logger
+    checks whether packets are logged at all (only at its debug level 3): on a download of
+    small reads that was 5-10 % of the client's CPU. The check is done first here; at debug
+    level 3 packets are logged exactly as before.
+    """
+    cls = asyncssh.packet.SSHPacketLogger
+    if getattr(cls, "_consonance_quiet", False):
+        return
+    from asyncssh.logging import SSHLogger
+
+    sent, received = cls.log_sent_packet, cls.log_received_packet
+
+    def log_sent(self: object, *args: object, **kwargs: object) -> None:
+        if SSHLogger._debug_level >= 3:
+            sent(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def log_received(self: object, *args: object, **kwargs: object) -> None:
+        if SSHLogger._debug_level >= 3:
+            received(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    cls.log_sent_packet = log_sent  # type: ignore[method-assign]
+    cls.log_received_packet = log_received  # type: ignore[method-assign]
+    setattr(cls, "_consonance_quiet", True)  # noqa: B010 (not a declared attribute)
 
 
 def file_source_id(path: Path, sha256: str | None = None) -> str:
@@ -629,38 +696,72 @@ async def _get_worker(
     max_requests: int,
     tracker: _Tracker,
 ) -> None:
-    slots = asyncio.Semaphore(max_requests)
     async with await sftp.open(remote_path, asyncssh.FXF_READ, encoding=None, block_size=0) as fh:
+        if read_pipeline.fits(sftp, fh):
+            # Requests in file order from callbacks, no task per block (read_pipeline).
+            await read_pipeline.read_blocks(
+                sftp,
+                fh,
+                fd,
+                _blocks(tracker, block_size),
+                max_requests,
+                tracker.block_done,
+                remote_path=remote_path,
+                size=size,
+            )
+            return
+        await _get_blocks(fh, fd, remote_path, size, block_size, max_requests, tracker)
 
-        async def read_block(seg: _Segment, offset: int, length: int) -> None:
-            try:
-                got = 0
-                # A server may answer with fewer bytes than asked (its own read cap): ask again
-                # for the rest rather than leave a hole.
-                while got < length:
-                    data: bytes
-                    try:
-                        # Opened with encoding=None, so read() returns bytes.
-                        data = cast(bytes, await fh.read(length - got, offset + got))
-                    except asyncssh.SFTPEOFError:
-                        data = b""
-                    if not data:
-                        raise IntegrityError(
-                            f"remote file ended at {offset + got} bytes, expected {size}",
-                            path=remote_path,
-                        )
-                    os.pwrite(fd, data, offset + got)
-                    got += len(data)
-            finally:
-                slots.release()
-            tracker.block_done(seg, length)
 
-        async with asyncio.TaskGroup() as tg:
-            while (seg := tracker.next_segment()) is not None:
-                end = seg.offset + seg.length
-                for offset in range(seg.offset, end, block_size):
-                    await slots.acquire()
-                    seg.outstanding += 1
-                    tg.create_task(read_block(seg, offset, min(block_size, end - offset)))
-                seg.issued_all = True
-                tracker.maybe_finish(seg)
+def _blocks(tracker: _Tracker, block_size: int) -> Iterator[tuple[_Segment, int, int]]:
+    """The blocks of the segments this session takes, in order, as (segment, offset, length).
+    A segment counts as fully issued once its last block was handed out."""
+    while (seg := tracker.next_segment()) is not None:
+        end = seg.offset + seg.length
+        for offset in range(seg.offset, end, block_size):
+            yield seg, offset, min(block_size, end - offset)
+        seg.issued_all = True
+        tracker.maybe_finish(seg)
+
+
+async def _get_blocks(
+    fh: asyncssh.SFTPClientFile,
+    fd: int,
+    remote_path: str,
+    size: int,
+    block_size: int,
+    max_requests: int,
+    tracker: _Tracker,
+) -> None:
+    """The generic reader (any file object with ``read(size, offset)``: the bandwidth
+    limiter's wrapper): one task per block, ``max_requests`` of them at a time."""
+    slots = asyncio.Semaphore(max_requests)
+
+    async def read_block(seg: _Segment, offset: int, length: int) -> None:
+        try:
+            got = 0
+            # A server may answer with fewer bytes than asked (its own read cap): ask again
+            # for the rest rather than leave a hole.
+            while got < length:
+                data: bytes
+                try:
+                    # Opened with encoding=None, so read() returns bytes.
+                    data = cast(bytes, await fh.read(length - got, offset + got))
+                except asyncssh.SFTPEOFError:
+                    data = b""
+                if not data:
+                    raise IntegrityError(
+                        f"remote file ended at {offset + got} bytes, expected {size}",
+                        path=remote_path,
+                    )
+                os.pwrite(fd, data, offset + got)
+                got += len(data)
+        finally:
+            slots.release()
+        tracker.block_done(seg, length)
+
+    async with asyncio.TaskGroup() as tg:
+        for seg, offset, length in _blocks(tracker, block_size):
+            await slots.acquire()
+            seg.outstanding += 1
+            tg.create_task(read_block(seg, offset, length))
