@@ -293,6 +293,15 @@ def file_source_id(path: Path, sha256: str | None = None) -> str:
     return f"size={st.st_size};mtime_ns={st.st_mtime_ns};sha256={sha256 or '-'}"
 
 
+def read_requests(max_requests: int, block_size: int, read_block: int) -> int:
+    """Reads in flight per session: as many bytes as ``max_requests`` writes of ``block_size``
+    keep in flight. A server that answers smaller reads than it takes writes (rclone: 32 KiB
+    against 255 KiB) otherwise gets an eighth of the pipeline, which a long link feels."""
+    if read_block >= block_size:
+        return max_requests
+    return min(1024, -(-max_requests * block_size // read_block))
+
+
 def segment_count(file_size: int, segment_size: int) -> int:
     """Number of segments of ``segment_size`` bytes covering ``file_size`` (at least one)."""
     return max(1, -(-file_size // segment_size))
