@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import posixpath
@@ -275,7 +274,7 @@ class UploadMixin(PublishMixin):
         data: bytes | None = None
         if size <= min(SMALL_FILE, self.settings.segment_size):
             # One trip to a thread reads and hashes a small file: it is sent from memory.
-            content, sha = await asyncio.to_thread(_read_and_hash, local_path)
+            content, sha = await asyncio.to_thread(checksums.read_and_sha256, local_path)
             if known_sha is not None and known_sha != sha:
                 raise errors.IntegrityError(
                     f"the local file {local_path} changed since it was hashed",
@@ -758,9 +757,11 @@ class UploadMixin(PublishMixin):
                 )
                 return digest, "shell"
             if local is not None:
-                # sha1sum/md5sum (rclone): compared with the same digest of the local file;
-                # a match stands for the SHA-256 the ledger records.
+                # sha1sum/md5sum (rclone): compared with the same digest of the local file
+                # (taken while the server hashes); a match stands for the ledger's SHA-256.
                 local_path, local_sha = local
+                job = asyncio.to_thread(checksums.file_digest, local_path, algorithm)
+                local_hex = asyncio.ensure_future(job)
                 try:
                     remote_hex = await self._guard(
                         checksums.shell_digest(
@@ -779,11 +780,11 @@ class UploadMixin(PublishMixin):
                     )
                     force = True
                 else:
-                    local_hex = await asyncio.to_thread(
-                        checksums.file_digest, local_path, algorithm
-                    )
-                    digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
+                    same = remote_hex == await local_hex
+                    digest = local_sha if same else f"{algorithm}:{remote_hex}"
                     return digest, f"shell-{algorithm}"
+                finally:
+                    local_hex.cancel()  # a no-op once it has answered
         if method is ChecksumMethod.READ_BACK or force:
             _size, digest = await self._guard(
                 checksums.read_back_sha256(
@@ -793,8 +794,3 @@ class UploadMixin(PublishMixin):
             )
             return digest, "read_back"
         return None, "size"
-
-
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
