@@ -414,19 +414,19 @@ async def test_one_ssh_packet_per_sftp_request_without_ignore_packets(
     # asyncssh sends an empty SSH_MSG_IGNORE before every packet (a CBC-era defence); with the
     # AEAD ciphers we offer, the service's connections do not: one packet per request, not two.
     _local, remote_dir = openssh_dir("shell")
-    async with SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "s") as fs:
-        async with fs.pool.lease() as pc:
-            send = pc.conn._send
-            packets = [0]
+    fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "s")
+    async with fs, fs.pool.lease() as pc:
+        send = pc.conn._send
+        packets = [0]
 
-            def counting(data: bytes) -> None:
-                packets[0] += 1
-                send(data)
+        def counting(data: bytes) -> None:
+            packets[0] += 1
+            send(data)
 
-            pc.conn._send = counting  # type: ignore[method-assign]
-            try:
-                for _ in range(50):
-                    await pc.sftp.stat(remote_dir)
-            finally:
-                pc.conn._send = send  # type: ignore[method-assign]
+        pc.conn._send = counting  # type: ignore[method-assign]
+        try:
+            for _ in range(50):
+                await pc.sftp.stat(remote_dir)
+        finally:
+            pc.conn._send = send  # type: ignore[method-assign]
     assert 50 <= packets[0] < 60, packets[0]
