@@ -18,7 +18,7 @@ import asyncssh
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.base import FSBase
-from consonance_sftp.adapters.sftp.segmented import SegmentJournal
+from consonance_sftp.adapters.sftp.segmented import SegmentJournal, read_sizes
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ async def _segment_sha256(
     ts = fs.settings
     try:
         return await fs._guard(
-            checksums.read_back_range_sha256(
-                sftp, path, offset, length, block_size=ts.block_size, max_requests=ts.max_requests
-            ),
+            checksums.read_back_range_sha256(sftp, path, offset, length, **read_sizes(ts)),
             path,
         )
     except errors.TransportError as exc:

@@ -48,6 +48,7 @@ import asyncssh
 
 from consonance_sftp.adapters.sftp import read_pipeline
 from consonance_sftp.adapters.sftp.translate import LOCAL_DISK_FULL, local_disk_full
+from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import IntegrityError
 
 # OpenSSH's sftp-server caps one message at 256 KiB; 261,120 bytes of data is the largest write
@@ -302,6 +303,17 @@ def read_requests(max_requests: int, block_size: int, read_block: int) -> int:
     if read_block >= block_size:
         return max_requests
     return min(1024, -(-max_requests * block_size // read_block))
+
+
+def read_sizes(ts: TransferSettings) -> dict[str, int]:
+    """``block_size`` and ``max_requests`` for reading a remote file back (a verify, a resume's
+    prefix check): the probe's read size, with the writes' bytes in flight. rclone answers
+    255 KiB reads with 32 KiB, and asyncssh's reader then asks for the rest out of order: a
+    256 MiB read-back took 19-21 s there against 4.5 s in 32 KiB reads."""
+    return {
+        "block_size": ts.read_block,
+        "max_requests": read_requests(ts.max_requests, ts.block_size, ts.read_block),
+    }
 
 
 def segment_count(file_size: int, segment_size: int) -> int:

@@ -45,6 +45,7 @@ from consonance_sftp.adapters.sftp.segmented import (
     file_source_id,
     put_segmented,
     put_stream,
+    read_sizes,
     segment_count,
 )
 from consonance_sftp.config.transfer import (
@@ -787,9 +788,7 @@ class UploadMixin(PublishMixin):
                     local_hex.cancel()  # a no-op once it has answered
         if method is ChecksumMethod.READ_BACK or force:
             _size, digest = await self._guard(
-                checksums.read_back_sha256(
-                    pc.sftp, path, block_size=ts.block_size, max_requests=ts.max_requests
-                ),
+                checksums.read_back_sha256(pc.sftp, path, **read_sizes(ts)),
                 path,
             )
             return digest, "read_back"
