@@ -60,6 +60,7 @@ from consonance_sftp.adapters.sftp.segmented import (
     coalesce_writes,
     get_segmented,
     put_segmented,
+    read_requests,
 )
 from consonance_sftp.config.transfer import OverwritePolicy, TransferSettings
 from consonance_sftp.errors import TransportError
@@ -753,7 +754,9 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"loopback, {human(args.size)}: OpenSSH sftp -b (defaults: 64 requests of 32 "
                 f"KiB) vs ours ({ts.segment_connections} connection(s), {ts.max_requests} "
-                f"requests of {ts.block_size} bytes, checksum {ts.checksum.value})"
+                f"writes of {ts.block_size} bytes, "
+                f"{read_requests(ts.max_requests, ts.block_size, ts.read_block)} reads of "
+                f"{ts.read_block}, checksum {ts.checksum.value})"
             )
             bench_large(results, "loopback", target, big, digest, out, args.reps, loop_ours, source)
         if "small_files_up" in wanted:

@@ -132,3 +132,17 @@ async def test_openssh_takes_and_answers_255k_both_ways(
     assert report.recommended["block_size"] == MAX_OPENSSH_BLOCK
     assert "read_block_size" not in report.recommended
     assert list(folder.iterdir()) == []
+
+
+async def test_rclone_download_with_reads_larger_than_it_answers_is_byte_identical(
+    rclone: Rclone, tmp_path: Path
+) -> None:
+    # No read_block_size: every 255 KiB read is answered with 32 KiB and the rest is asked
+    # again at once (segmented's read pipeline), which must leave no hole.
+    data = os.urandom(2 * 1024 * 1024 + 4321)
+    (tmp_path / "up.bin").write_bytes(data)
+    async with SftpRemoteFS(rclone.endpoint(), state_dir=tmp_path / "s") as fs:
+        await fs.upload(tmp_path / "up.bin", "/short-reads.bin")
+        result = await fs.download("/short-reads.bin", tmp_path / "short-reads.bin")
+    assert result.size == len(data)
+    assert (tmp_path / "short-reads.bin").read_bytes() == data

@@ -21,6 +21,7 @@ import pytest
 
 from consonance_sftp.adapters.sftp.connection import open_connection
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import (
     MAX_OPENSSH_BLOCK,
     SegmentJournal,
@@ -403,3 +404,29 @@ async def test_memory_stays_flat_whatever_the_file_size(
     # In flight: 2 sessions x 4 requests x 64 KiB, plus SSH buffers; far below the 24 MiB file.
     assert peak < 6 * 1024 * KiB, peak
     assert sha(tmp_path / "back.bin") == sha(big)
+
+
+async def test_one_ssh_packet_per_sftp_request_without_ignore_packets(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    # asyncssh sends an empty SSH_MSG_IGNORE before every packet (a CBC-era defence); with the
+    # AEAD ciphers we offer, the service's connections do not: one packet per request, not two.
+    _local, remote_dir = openssh_dir("shell")
+    fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "s")
+    async with fs, fs.pool.lease() as pc:
+        send = pc.conn._send
+        packets = [0]
+
+        def counting(data: bytes) -> None:
+            packets[0] += 1
+            send(data)
+
+        pc.conn._send = counting  # type: ignore[method-assign]
+        try:
+            for _ in range(50):
+                await pc.sftp.stat(remote_dir)
+        finally:
+            pc.conn._send = send  # type: ignore[method-assign]
+    assert 50 <= packets[0] < 60, packets[0]

@@ -9,6 +9,7 @@ import pytest
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
     file_source_id,
+    read_requests,
     segment_count,
 )
 
@@ -129,3 +130,11 @@ def test_a_journal_of_bare_indexes_still_loads(tmp_path: Path) -> None:
     j.mark(0)
     j.mark(1)
     assert journal(path).hashes() == {0: None, 1: None}
+
+
+def test_reads_smaller_than_writes_keep_the_same_bytes_in_flight() -> None:
+    # rclone: 255 KiB writes, 32 KiB reads: 16 writes in flight are 128 reads (4 MiB either way)
+    assert read_requests(16, 261_120, 32_768) == 128
+    assert read_requests(32, 261_120, 261_120) == 32  # same size: unchanged
+    assert read_requests(32, 32_768, 261_120) == 32  # larger reads never lower the depth
+    assert read_requests(1024, 261_120, 4_096) == 1024  # within the setting's own cap

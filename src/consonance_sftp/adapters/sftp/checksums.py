@@ -159,3 +159,9 @@ async def read_back_range_sha256(
             digest.update(chunk)
             got += len(chunk)
     return digest.hexdigest()
+
+
+def read_and_sha256(path: Path) -> tuple[bytes, str]:
+    """A small local file's bytes and their SHA-256, in one read; run it in a thread."""
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()

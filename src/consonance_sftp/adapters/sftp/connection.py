@@ -25,7 +25,11 @@ import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
-from consonance_sftp.adapters.sftp.segmented import coalesce_writes
+from consonance_sftp.adapters.sftp.segmented import (
+    MAX_RECEIVE_PACKET,
+    coalesce_writes,
+    drop_ignore_packets,
+)
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.config.hostkeys import (
     KEY_TYPES,
@@ -246,6 +250,7 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
         "keepalive_count_max": ts.keepalive_count_max,
         "encryption_algs": preferred_ciphers(ts.ciphers),
         "window": ts.channel_window,
+        "max_pktsize": MAX_RECEIVE_PACKET,  # whole read answers per packet (segmented.py)
         "compression_algs": None,
         **_auth_options(ep),
     }
@@ -534,6 +539,7 @@ class ConnectionPool:
             try:
                 # One send() per event-loop turn instead of one per SSH packet (see segmented).
                 coalesce_writes(conn)
+                drop_ignore_packets(conn)
                 # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
                 # back to the same bytes) instead of failing the whole listing.
                 sftp = await conn.start_sftp_client(path_errors="surrogateescape")

@@ -30,6 +30,7 @@ from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
     get_segmented,
+    read_requests,
     segment_count,
 )
 from consonance_sftp.config.transfer import (
@@ -177,7 +178,7 @@ class IntakeMixin(FSBase):
                     size=size,
                     segment_size=ts.segment_size,
                     block_size=ts.read_block,
-                    max_requests=ts.max_requests,
+                    max_requests=read_requests(ts.max_requests, ts.block_size, ts.read_block),
                     journal=journal,
                     progress=report,
                 ),

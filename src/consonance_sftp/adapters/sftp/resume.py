@@ -19,7 +19,7 @@ import asyncssh
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.base import FSBase
-from consonance_sftp.adapters.sftp.segmented import SegmentJournal
+from consonance_sftp.adapters.sftp.segmented import SegmentJournal, read_sizes
 from consonance_sftp.models import Verification
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,7 @@ class _SegmentCheck:
         try:
             return await self.fs._guard(
                 checksums.read_back_range_sha256(
-                    self.sftp,
-                    self.path,
-                    offset,
-                    length,
-                    block_size=ts.read_block,
-                    max_requests=ts.max_requests,
+                    self.sftp, self.path, offset, length, **read_sizes(ts)
                 ),
                 self.path,
             )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import posixpath
@@ -273,7 +272,7 @@ class UploadMixin(PublishMixin):
         data: bytes | None = None
         if size <= min(SMALL_FILE, self.settings.segment_size):
             # One trip to a thread reads and hashes a small file: it is sent from memory.
-            content, sha = await asyncio.to_thread(_read_and_hash, local_path)
+            content, sha = await asyncio.to_thread(checksums.read_and_sha256, local_path)
             if known_sha is not None and known_sha != sha:
                 raise errors.IntegrityError(
                     f"the local file {local_path} changed since it was hashed",
@@ -702,8 +701,3 @@ class UploadMixin(PublishMixin):
                 return None
             digest, how = await remote_sha256(self, pc, remote_path, size=size, force=True)
         return how if digest == sha256 else None
-
-
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()

@@ -18,6 +18,7 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.connection import PooledConnection
+from consonance_sftp.adapters.sftp.segmented import read_sizes
 from consonance_sftp.config.transfer import ChecksumMethod
 from consonance_sftp.models import Verification
 
@@ -72,9 +73,12 @@ async def remote_sha256(
             )
             return digest, Verification.SHELL
         if local is not None:
-            # sha1sum/md5sum (rclone): compared with the same digest of the local file; a match
-            # stands for the SHA-256 the ledger records.
+            # sha1sum/md5sum (rclone): compared with the same digest of the local file (taken
+            # while the server hashes); a match stands for the SHA-256 the ledger records.
             local_path, local_sha = local
+            local_hex = asyncio.ensure_future(
+                asyncio.to_thread(checksums.file_digest, local_path, algorithm)
+            )
             try:
                 remote_hex = await fs._guard(
                     checksums.shell_digest(
@@ -92,17 +96,17 @@ async def remote_sha256(
                     extra={"partner": fs.partner, "path": path},
                 )
             else:
-                local_hex = await asyncio.to_thread(checksums.file_digest, local_path, algorithm)
-                digest = local_sha if remote_hex == local_hex else f"{algorithm}:{remote_hex}"
+                same = remote_hex == await local_hex
+                digest = local_sha if same else f"{algorithm}:{remote_hex}"
                 return digest, _BY_COMMAND[algorithm]
+            finally:
+                local_hex.cancel()  # a no-op once it has answered
     if method is ChecksumMethod.SIZE and not force:
         return None, Verification.SIZE
     # Nothing else proves the content ('auto' on a server without check-file or a shell, an
     # interrupted upload, or read_back configured): the file is downloaded again and hashed.
     _size, digest = await fs._guard(
-        checksums.read_back_sha256(
-            pc.sftp, path, block_size=ts.read_block, max_requests=ts.max_requests
-        ),
+        checksums.read_back_sha256(pc.sftp, path, **read_sizes(ts)),
         path,
     )
     return digest, Verification.READ_BACK

@@ -1,0 +1,148 @@
+"""A lean read pipeline: the blocks of a download requested in file order, without a task each.
+
+``segmented.get_segmented`` keeps ``max_requests`` reads in flight per session. Through
+asyncssh's file API each read is a coroutine in its own task, with its own debug-log calls
+(their arguments are formatted whether or not the level is on) on the way out and back: on a
+server that answers at most 32 KiB per read (rclone) that is 8,192 reads per 256 MiB, and the
+client's CPU, not the link or the server, set the pace (profiled: about a third of the
+client's time per read went to the task and the logging around it).
+
+Here a read is one request sent from a callback and one future whose done-callback writes the
+bytes to the local file and sends the next request. Requests go out strictly in file order
+(each answer sends the next block after the last one asked), so a server that reads its file
+sequentially (rclone without a read cache: an out-of-order read makes it wait, then seek) sees
+a sequential reader. A short answer (the server's own read cap) is asked again for the rest at
+once; that is the only request out of order, and the probe's ``read_block_size`` avoids it.
+
+Only a plain ``asyncssh.SFTPClient`` file can be read this way (``fits``): the pipeline talks
+to its request handler directly (asyncssh 2.24, pinned, as ``segmented.coalesce_writes``);
+anything else (the bandwidth limiter's wrapper) takes the generic path in ``segmented``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+import asyncssh
+from asyncssh.constants import FXP_DATA, FXP_READ
+from asyncssh.packet import String, UInt32, UInt64
+
+from consonance_sftp.errors import IntegrityError
+
+
+class Block(Protocol):
+    """What the pipeline needs of a segment: its count of requests not yet answered (raised
+    here as each request goes out, lowered by the caller's ``block_done``)."""
+
+    outstanding: int
+
+
+S = TypeVar("S", bound=Block)
+
+
+def fits(sftp: object, fh: object) -> bool:
+    """Can ``fh`` (opened on ``sftp``) be read by the lean pipeline?"""
+    return (
+        isinstance(sftp, asyncssh.SFTPClient)
+        and isinstance(fh, asyncssh.SFTPClientFile)
+        and isinstance(getattr(fh, "_handle", None), bytes)
+        and hasattr(getattr(sftp, "_handler", None), "_send_request")
+    )
+
+
+async def read_blocks(
+    sftp: asyncssh.SFTPClient,
+    fh: asyncssh.SFTPClientFile,
+    fd: int,
+    blocks: Iterator[tuple[S, int, int]],
+    max_requests: int,
+    block_done: Callable[[S, int], None],
+    *,
+    remote_path: str,
+    size: int,
+) -> None:
+    """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``.
+
+    ``blocks`` is consumed lazily, in order, as requests go out (at most ``max_requests`` in
+    flight); ``block_done(segment, nbytes)`` runs once per answered request, after its bytes
+    were written, and lowers ``segment.outstanding``, which each request raised. Raises
+    the server's error, or ``IntegrityError`` when the file ends before ``size``.
+    """
+    loop = asyncio.get_running_loop()
+    handler: Any = sftp._handler  # private, see the module docstring
+    handle = String(fh._handle)  # type: ignore[arg-type]
+    finished: asyncio.Future[None] = loop.create_future()
+    in_flight = 0
+
+    def fail(exc: BaseException) -> None:
+        if not finished.done():
+            finished.set_exception(exc)
+
+    def issue(seg: S, offset: int, length: int) -> None:
+        nonlocal in_flight
+        waiter: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        handler._send_request(FXP_READ, (handle, UInt64(offset), UInt32(length)), waiter)
+        in_flight += 1
+        seg.outstanding += 1
+        waiter.add_done_callback(functools.partial(answered, seg, offset, length))
+
+    def refill() -> None:
+        while in_flight < max_requests:
+            nxt = next(blocks, None)
+            if nxt is None:
+                break
+            issue(*nxt)
+        if in_flight == 0 and not finished.done():
+            finished.set_result(None)
+
+    def answered(seg: S, offset: int, length: int, waiter: asyncio.Future[Any]) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        if finished.done() or waiter.cancelled():
+            return  # an earlier failure, or the transfer was cancelled: nothing more to do
+        try:
+            data = _data(handler, *waiter.result())
+            if not data:
+                raise IntegrityError(
+                    f"remote file ended at {offset} bytes, expected {size}", path=remote_path
+                )
+            if len(data) > length:
+                raise asyncssh.SFTPBadMessage(f"{len(data)} bytes answered a {length}-byte read")
+            os.pwrite(fd, data, offset)
+            if len(data) < length:
+                # The server's own read cap: ask for the rest now rather than leave a hole.
+                issue(seg, offset + len(data), length - len(data))
+            block_done(seg, len(data))
+            refill()
+        except BaseException as exc:  # handed to the awaiting caller
+            fail(exc)
+
+    try:
+        refill()
+        await finished
+    finally:
+        # Answers still on their way find ``finished`` done and touch nothing (``fd`` may be
+        # closed by then).
+        if not finished.done():
+            finished.cancel()
+
+
+def _data(handler: Any, resptype: int, packet: Any) -> bytes:
+    """The bytes of a read's answer; an error status raises asyncssh's SFTPError for it
+    (end of file: ``SFTPEOFError``, taken as no bytes)."""
+    if resptype == FXP_DATA:
+        data: bytes = packet.get_string()
+        if handler.version < 6:
+            packet.check_end()
+        return data
+    process = handler._packet_handlers.get(resptype)
+    try:
+        if process is not None:
+            process(handler, packet)  # a status: raises its error (an OK is no answer either)
+    except asyncssh.SFTPEOFError:
+        return b""
+    raise asyncssh.SFTPBadMessage(f"unexpected response type {resptype} to a read")
