@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from stdnum import isbn as stdnum_isbn
 
 from consonance_sftp.adapters.store import open_store
-from consonance_sftp.adapters.store.database import alembic_config, create_engine
+from consonance_sftp.adapters.store.database import create_engine
 from consonance_sftp.ports.store import AssetVersion
 from tests.cli import CLI
 from tests.fixtures.consonance_sandbox import SandboxHandle
+from tests.fixtures.store import migrate_to
 
 ISBN13 = "9781900200011"
 ISBN10 = str(stdnum_isbn.format(stdnum_isbn.to_isbn10(ISBN13)))  # 1-900200-01-?, hyphenated
@@ -197,23 +197,12 @@ def test_an_isbn_not_in_our_records_is_resolved_through_consonance(
     assert [v["id"] for v in found["versions"]] == [mine.id]
 
 
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    cfg = alembic_config()
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
-    finally:
-        engine.dispose()
-
-
 # The revision before 0009, whichever it is (0009 may be renumbered onto another revision).
 BEFORE = "0009-1"
 
 
 def test_migration_0009_keeps_older_versions_and_their_numbering(empty_url: str) -> None:
-    _migrate(empty_url, BEFORE)
+    migrate_to(empty_url, BEFORE)
     engine = create_engine(empty_url)
     try:
         with engine.begin() as conn:
@@ -234,7 +223,7 @@ def test_migration_0009_keeps_older_versions_and_their_numbering(empty_url: str)
             AssetVersion(work_id=3, product_id=30, kind="cover", sha256=SHA[1], size=11)
         )
         assert new.version == 2
-    _migrate(empty_url, BEFORE, down=True)
+    migrate_to(empty_url, BEFORE, down=True)
     engine = create_engine(empty_url)
     try:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("asset_versions")}
@@ -250,6 +239,6 @@ def test_migration_0009_keeps_older_versions_and_their_numbering(empty_url: str)
             )
     finally:
         engine.dispose()
-    _migrate(empty_url, "head")
+    migrate_to(empty_url, "head")
     with open_store(empty_url) as store:
         assert [v.version for v in store.list_asset_versions(3)] == [1, 2]

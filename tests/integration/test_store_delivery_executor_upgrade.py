@@ -9,41 +9,22 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from consonance_sftp.adapters.store import open_store
-from consonance_sftp.adapters.store.database import alembic_config, create_engine
+from consonance_sftp.adapters.store.database import create_engine
 from consonance_sftp.engine import StoreLedger
 from consonance_sftp.models import DeliveryOutcome
+from tests.fixtures.store import migrate_to, table_columns
 
 SHA = "e" * 64
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    cfg = alembic_config()
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
-    finally:
-        engine.dispose()
-
-
-def _columns(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        return {c["name"] for c in sa.inspect(engine).get_columns("delivery_ledger")}
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
 def old_db(empty_url: str) -> str:
     """A database at revision 0006 with one failed delivery, written (at 0004) before the
     ledger's audit cover, and sealed by 0005."""
-    _migrate(empty_url, "0004")
+    migrate_to(empty_url, "0004")
     engine = create_engine(empty_url)
     try:
         with engine.begin() as conn:
@@ -58,8 +39,8 @@ def old_db(empty_url: str) -> str:
             )
     finally:
         engine.dispose()
-    _migrate(empty_url, "0006")
-    assert "executor_id" not in _columns(empty_url)
+    migrate_to(empty_url, "0006")
+    assert "executor_id" not in table_columns(empty_url, "delivery_ledger")
     return empty_url
 
 
@@ -94,7 +75,7 @@ def test_upgrade_adds_the_executor_and_an_older_row_moves_on_and_verifies(old_db
         report = store.verify_audit()
         assert report.ok, report.problems
 
-    _migrate(old_db, "0006", down=True)
-    assert "executor_id" not in _columns(old_db)
-    _migrate(old_db, "head")
-    assert "executor_id" in _columns(old_db)
+    migrate_to(old_db, "0006", down=True)
+    assert "executor_id" not in table_columns(old_db, "delivery_ledger")
+    migrate_to(old_db, "head")
+    assert "executor_id" in table_columns(old_db, "delivery_ledger")

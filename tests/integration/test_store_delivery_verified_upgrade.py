@@ -9,41 +9,22 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from consonance_sftp.adapters.store import open_store
-from consonance_sftp.adapters.store.database import alembic_config, create_engine
+from consonance_sftp.adapters.store.database import create_engine
 from consonance_sftp.engine import StoreLedger
 from consonance_sftp.models import DeliveryOutcome, Verification
+from tests.fixtures.store import migrate_to, table_columns
 
 SHA = "f" * 64
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    cfg = alembic_config()
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
-    finally:
-        engine.dispose()
-
-
-def _columns(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        return {c["name"] for c in sa.inspect(engine).get_columns("delivery_ledger")}
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
 def old_db(empty_url: str) -> str:
     """A database at revision 0007 with one failed delivery recorded by the store of that
     release (so its audit cover has no ``verified_by``)."""
-    _migrate(empty_url, "0007")
+    migrate_to(empty_url, "0007")
     engine = create_engine(empty_url)
     try:
         with engine.begin() as conn:
@@ -59,7 +40,7 @@ def old_db(empty_url: str) -> str:
             )
     finally:
         engine.dispose()
-    assert "verified_by" not in _columns(empty_url)
+    assert "verified_by" not in table_columns(empty_url, "delivery_ledger")
     return empty_url
 
 
@@ -93,7 +74,7 @@ def test_upgrade_adds_verified_by_and_an_older_row_takes_it_when_sent(old_db: st
         report = store.verify_audit()
         assert report.ok, report.problems
 
-    _migrate(old_db, "0007", down=True)
-    assert "verified_by" not in _columns(old_db)
-    _migrate(old_db, "head")
-    assert "verified_by" in _columns(old_db)
+    migrate_to(old_db, "0007", down=True)
+    assert "verified_by" not in table_columns(old_db, "delivery_ledger")
+    migrate_to(old_db, "head")
+    assert "verified_by" in table_columns(old_db, "delivery_ledger")
