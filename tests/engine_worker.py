@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -290,6 +291,37 @@ def wait_ready(proc: Popen[bytes], log_tail: Callable[[], str], timeout: float) 
         if ready and proc.stdout.readline().startswith(b"READY"):
             return
     raise TimeoutError(f"worker not ready: {log_tail()}")
+
+
+class ScriptWorker:
+    """A worker subprocess running a test script with its arguments (``tests/intake_worker.py``
+    and the like): ``READY`` on its stdout once it serves, its stderr in ``log``."""
+
+    def __init__(self, script: Path, args: list[str], log: Path) -> None:
+        self._log = log.open("ab")
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=str(script.parents[1]),
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_ready(self.proc, self.tail, timeout)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
 
 
 class Worker:

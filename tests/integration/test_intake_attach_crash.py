@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.consonance.files import make_pdf
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import wait_ready
+from tests.engine_worker import ScriptWorker
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.settings import openssh_partner
 
@@ -40,32 +38,8 @@ WORK, PRODUCT, ISBN = 1001, 20001, "9781900200011"
 PRINT_FILES = 50004
 
 
-class Worker:
-    def __init__(self, settings: Path, executor_id: str, marker: Path, log: Path) -> None:
-        self._log = log.open("ab")
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(settings), executor_id, str(marker)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=str(WORKER.parents[1]),
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_ready(self.proc, self.tail, timeout)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+def Worker(settings: Path, executor_id: str, marker: Path, log: Path) -> ScriptWorker:
+    return ScriptWorker(WORKER, [str(settings), executor_id, str(marker)], log)
 
 
 @pytest.mark.slow

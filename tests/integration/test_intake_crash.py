@@ -13,8 +13,6 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import wait_ready
+from tests.engine_worker import ScriptWorker
 from tests.settings import offline_settings, openssh_partner
 
 WORKER = Path(__file__).resolve().parents[1] / "intake_worker.py"
@@ -36,32 +34,8 @@ SIZE = 24 * 1024 * 1024
 RATE = 6 * 1024 * 1024  # bytes per second: the download takes about 4 s
 
 
-class Worker:
-    def __init__(self, settings: Path, executor_id: str, progress: Path, log: Path) -> None:
-        self._log = log.open("ab")
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(settings), executor_id, str(progress)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=str(WORKER.parents[1]),
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_ready(self.proc, self.tail, timeout)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+def Worker(settings: Path, executor_id: str, progress: Path, log: Path) -> ScriptWorker:
+    return ScriptWorker(WORKER, [str(settings), executor_id, str(progress)], log)
 
 
 def _done_bytes(progress: Path) -> int:
