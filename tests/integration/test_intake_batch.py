@@ -6,9 +6,12 @@ most of what a small file costs), and the connection is still given back soon af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +27,21 @@ from tests.settings import offline_settings, openssh_partner
 FILES = 12
 
 
-async def test_a_batch_of_small_files_shares_one_connection_and_gives_it_back(
-    openssh: OpenSshServer, tmp_path: Path
-) -> None:
-    inbox = tmp_path / "sftp" / "inbox"
-    inbox.mkdir(parents=True)
-    then = time.time() - 60
-    sha: dict[str, str] = {}
-    for i in range(FILES):
-        data = os.urandom(20_000 + i * 1000)
-        (inbox / f"cover-{i:02d}.pdf").write_bytes(data)
-        os.utime(inbox / f"cover-{i:02d}.pdf", (then, then))
-        sha[f"cover-{i:02d}.pdf"] = hashlib.sha256(data).hexdigest()
+@dataclass
+class Batch:
+    """A designer's inbox polled by an intake flow through a real executor, and every session
+    pool the intake transport made (``pools``: one per login burst)."""
+
+    settings: Settings
+    app: App
+    flow: IntakeFlow
+    runner: DeliveryRunner
+    transport: SftpIntakeTransport
+    pools: list[SftpRemoteFS] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def batch(openssh: OpenSshServer, tmp_path: Path, inbox: Path) -> AsyncIterator[Batch]:
     partner = openssh_partner(
         openssh, {"receive": str(inbox)}, max_connections=2, transfer={"stable_interval": 0.1}
     )
@@ -55,14 +61,34 @@ async def test_a_batch_of_small_files_shares_one_connection_and_gives_it_back(
         assert runner.engine is not None
         transport = runner.engine.intake_transport
         assert isinstance(transport, SftpIntakeTransport)
-        pools: list[SftpRemoteFS] = []
+        world = Batch(settings, app, flow, runner, transport)
         make = transport._make_fs
 
         def counting(name: str) -> SftpRemoteFS:
-            pools.append(make(name))
-            return pools[-1]
+            world.pools.append(make(name))
+            return world.pools[-1]
 
         transport._make_fs = counting
+        yield world
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()
+
+
+async def test_a_batch_of_small_files_shares_one_connection_and_gives_it_back(
+    openssh: OpenSshServer, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "sftp" / "inbox"
+    inbox.mkdir(parents=True)
+    then = time.time() - 60
+    sha: dict[str, str] = {}
+    for i in range(FILES):
+        data = os.urandom(20_000 + i * 1000)
+        (inbox / f"cover-{i:02d}.pdf").write_bytes(data)
+        os.utime(inbox / f"cover-{i:02d}.pdf", (then, then))
+        sha[f"cover-{i:02d}.pdf"] = hashlib.sha256(data).hexdigest()
+    async with batch(openssh, tmp_path, inbox) as b:
+        app, runner, transport, pools, flow = b.app, b.runner, b.transport, b.pools, b.flow
         report = await poll_inbox(app, runner, "covers", flow, trigger="test")
         assert len(report.taken) == FILES
         results: list[dict[str, Any]] = [
@@ -84,9 +110,6 @@ async def test_a_batch_of_small_files_shares_one_connection_and_gives_it_back(
             await asyncio.sleep(0.1)
         assert app._budget.in_use("designer") == 0
         assert all(fs.pool.open_connections == 0 for fs in pools)
-    finally:
-        await runner.__aexit__(None, None, None)
-        app.store.close()
 
 
 async def test_a_changed_partner_config_is_not_served_by_a_lingering_connection(
@@ -94,34 +117,10 @@ async def test_a_changed_partner_config_is_not_served_by_a_lingering_connection(
 ) -> None:
     inbox = tmp_path / "sftp" / "inbox"
     inbox.mkdir(parents=True)
-    partner = openssh_partner(
-        openssh, {"receive": str(inbox)}, max_connections=2, transfer={"stable_interval": 0.1}
-    )
-    settings = Settings.model_validate(
-        offline_settings(
-            tmp_path,
-            partners={"designer": partner},
-            flows={"covers": {"kind": "intake", "partners": ["designer"]}},
-        )
-    )
-    app = App(settings)
-    flow = settings.flows["covers"]
-    assert isinstance(flow, IntakeFlow)
-    runner = DeliveryRunner(app, executor=True, quiet=True)
-    await runner.__aenter__()
-    try:
-        assert runner.engine is not None
-        transport = runner.engine.intake_transport
-        assert isinstance(transport, SftpIntakeTransport)
+    async with batch(openssh, tmp_path, inbox) as b:
+        app, runner, transport, pools = b.app, b.runner, b.transport, b.pools
+        flow, settings = b.flow, b.settings
         transport.linger = 3.0  # long enough to reload while the connection lingers
-        pools: list[SftpRemoteFS] = []
-        make = transport._make_fs
-
-        def counting(name: str) -> SftpRemoteFS:
-            pools.append(make(name))
-            return pools[-1]
-
-        transport._make_fs = counting
 
         async def take(name: str) -> None:
             (inbox / name).write_bytes(os.urandom(5000))
@@ -146,6 +145,3 @@ async def test_a_changed_partner_config_is_not_served_by_a_lingering_connection(
             await asyncio.sleep(0.1)
         assert transport._fs == {} and app._budget.in_use("designer") == 0
         assert [fs.pool.open_connections for fs in pools] == [0, 0]
-    finally:
-        await runner.__aexit__(None, None, None)
-        app.store.close()
