@@ -55,9 +55,9 @@ from consonance_sftp.adapters.sftp.connection import (
 )
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.sftp.packets import coalesce_writes
 from consonance_sftp.adapters.sftp.segmented import (
     MAX_OPENSSH_BLOCK,
-    coalesce_writes,
     get_segmented,
     put_segmented,
     read_requests,
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="experimental changes applied to the transport from the bench (comma list, or "
         "'none', the default: measure the transport as shipped, which already coalesces "
-        "writes and opens extra connections at once): coalesce = segmented.coalesce_writes on "
+        "writes and opens extra connections at once): coalesce = packets.coalesce_writes on "
         "every connection; parallel-open = open a segmented transfer's extra connections at once",
     )
     p.add_argument(

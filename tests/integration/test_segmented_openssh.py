@@ -22,10 +22,10 @@ import pytest
 from consonance_sftp.adapters.sftp.connection import open_connection
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.sftp.packets import coalesce_writes
 from consonance_sftp.adapters.sftp.segmented import (
     MAX_OPENSSH_BLOCK,
     SegmentJournal,
-    coalesce_writes,
     file_source_id,
     get_segmented,
     put_segmented,

@@ -25,7 +25,7 @@ import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
-from consonance_sftp.adapters.sftp.segmented import (
+from consonance_sftp.adapters.sftp.packets import (
     MAX_RECEIVE_PACKET,
     coalesce_writes,
     drop_ignore_packets,
@@ -250,7 +250,7 @@ async def open_connection(ep: SftpEndpoint) -> asyncssh.SSHClientConnection:
         "keepalive_count_max": ts.keepalive_count_max,
         "encryption_algs": preferred_ciphers(ts.ciphers),
         "window": ts.channel_window,
-        "max_pktsize": MAX_RECEIVE_PACKET,  # whole read answers per packet (segmented.py)
+        "max_pktsize": MAX_RECEIVE_PACKET,  # whole read answers per packet (packets.py)
         "compression_algs": None,
         **_auth_options(ep),
     }

@@ -15,7 +15,7 @@ a sequential reader. A short answer (the server's own read cap) is asked again f
 once; that is the only request out of order, and the probe's ``read_block_size`` avoids it.
 
 Only a plain ``asyncssh.SFTPClient`` file can be read this way (``fits``): the pipeline talks
-to its request handler directly (asyncssh 2.24, pinned, as ``segmented.coalesce_writes``);
+to its request handler directly (asyncssh 2.24, pinned, as ``packets.coalesce_writes``);
 anything else (the bandwidth limiter's wrapper) takes the generic path in ``segmented``.
 """
 
