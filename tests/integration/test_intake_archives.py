@@ -1,0 +1,210 @@
+"""Archives in the intake flow: a zip a partner uploads to a flow that accepts archives
+(``screening.allow_archives``) is unpacked under the state dir and each entry matched,
+checked, versioned and attached on its own, against a real OpenSSH server and the Consonance
+sandbox over HTTP; one intake row says what became of the whole archive.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest_asyncio
+import tomlkit
+
+from consonance_sftp.app import App
+from consonance_sftp.app.intake_handler import intake_processor
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
+from consonance_sftp.sandbox.consonance.files import make_pdf
+from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.fixtures.consonance_sandbox import SandboxHandle
+from tests.integration.test_intake_matching import (
+    COVER_BRIEF,
+    FLOW,
+    ISBN,
+    PRODUCT,
+    WORK,
+    World,
+    put,
+    settings,
+    sha,
+)
+
+
+@pytest_asyncio.fixture
+async def world(
+    openssh: OpenSshServer,
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+    tmp_path: Path,
+) -> AsyncIterator[World]:
+    sandbox = consonance_sandbox_factory(generate_catalogue(50, seed=5))
+    sandbox.catalogue.update_todo(COVER_BRIEF, completed=False)
+    folders = {"indexer": tmp_path / "sftp" / "indexer"}
+    folders["indexer"].mkdir(parents=True)
+    raw = settings(tmp_path, openssh, sandbox, folders)
+    flow = raw["flows"][FLOW]
+    flow["partner_match"] = {}
+    flow["match"] = {"rules": ["manifest", "isbn"], "todo_action": "none"}
+    flow["screening"] = {"allow_archives": True}
+    config = tmp_path / "consonance-sftp.toml"
+    config.write_text(tomlkit.dumps(raw))
+    app = App(Settings.model_validate(raw), config)
+    runner = DeliveryRunner(app, executor=True, quiet=True)
+    await runner.__aenter__()
+    try:
+        yield World(app, runner, sandbox, folders, config)
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()
+
+
+def zipped(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+async def attached(world: World) -> dict[str, tuple[str, int, int]]:
+    """The product's production files by name: (variant, size, how many of that name)."""
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    names = [f.filename for f in product.production_files]
+    return {
+        f.filename: (f.file_variant or "", f.file_size or 0, names.count(f.filename))
+        for f in product.production_files
+    }
+
+
+COVER = f"{ISBN}_cover.pdf"
+INTERIOR = f"interior/{ISBN}.pdf"
+
+
+async def test_each_entry_of_a_zip_is_matched_versioned_and_attached(world: World) -> None:
+    cover = make_pdf("the cover, in a zip")
+    interior = make_pdf("the interior, in a zip", 8)
+    put(world.folders["indexer"] / "batch.zip", zipped({COVER: cover, INTERIOR: interior}))
+    results = await world.poll()
+    assert results["batch.zip"]["outcome"] == "attached", results
+
+    [row] = world.app.store.list_intakes(partner="indexer")  # one row for the archive
+    assert (row.outcome, row.work_id, row.product_id) == (IntakeOutcome.ATTACHED, WORK, PRODUCT)
+    assert row.reason.startswith("2 entries of batch.zip:")
+    assert f"{COVER} (version 1 of the cover of ISBN {ISBN}" in row.reason
+    assert f"{INTERIOR} (version 1 of the interior of ISBN {ISBN}" in row.reason
+
+    store = world.app.store
+    for kind, data, entry in (("cover_pdf", cover, COVER), ("interior_pdf", interior, INTERIOR)):
+        [version] = store.list_asset_versions(WORK, product_id=PRODUCT, kind=kind)
+        assert (version.version, version.sha256, version.size) == (1, sha(data), len(data))
+        assert (version.original_name, version.partner, version.intake_id) == (
+            f"batch.zip/{entry}",
+            "indexer",
+            row.id,
+        )
+        # Unpacked under the state dir, in the archive's own folder.
+        unpacked = world.app.state_dir / "unpacked" / FLOW / "indexer" / str(row.id)
+        assert version.local_path == str(unpacked / "files" / entry)
+        assert Path(version.local_path).read_bytes() == data
+
+    files = await attached(world)
+    assert files[COVER] == ("COVER", len(cover), 1)
+    assert files[f"{ISBN}.pdf"] == ("INTERIOR", len(interior), 1)
+    events = store.list_audit(action="intake.entry")
+    assert sorted((e.details["entry"], e.details["outcome"]) for e in events) == [
+        (COVER, "attached"),
+        (INTERIOR, "attached"),
+    ]
+    assert {e.subject for e in events} == {f"indexer:{row.remote_path}"}
+
+
+async def test_an_entry_that_cannot_be_matched_is_named_and_the_others_land(
+    world: World,
+) -> None:
+    cover = make_pdf("the cover, matched")
+    put(
+        world.folders["indexer"] / "mixed.zip",
+        zipped(
+            {
+                COVER: cover,
+                "notes.pdf": make_pdf("no ISBN in this name"),
+                f"{ISBN}_index.zip": zipped({"index.pdf": make_pdf("nested")}),
+            }
+        ),
+    )
+    results = await world.poll()
+    assert results["mixed.zip"]["outcome"] == "quarantined", results
+    [row] = world.app.store.list_intakes(partner="indexer")
+    assert row.outcome is IntakeOutcome.QUARANTINED
+    assert row.reason.startswith("archive entries not landed: 2 of 3 entries of mixed.zip")
+    assert "notes.pdf (unmatched:" in row.reason
+    assert f"{ISBN}_index.zip (nested-archive:" in row.reason
+    assert f"landed: {COVER} (version 1 of the cover" in row.reason
+    assert (row.work_id, row.product_id) == (WORK, PRODUCT)  # the entry that landed
+
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT)
+    assert (version.kind, version.sha256) == ("cover_pdf", sha(cover))
+    files = await attached(world)
+    assert files[COVER] == ("COVER", len(cover), 1)
+    assert "notes.pdf" not in files and f"{ISBN}_index.zip" not in files
+    outcomes = {
+        e.details["entry"]: e.details["outcome"]
+        for e in world.app.store.list_audit(action="intake.entry")
+    }
+    assert outcomes == {
+        COVER: "attached",
+        "notes.pdf": "quarantined",
+        f"{ISBN}_index.zip": "quarantined",
+    }
+
+
+async def test_a_rerun_or_a_reupload_attaches_nothing_twice(world: World) -> None:
+    cover = make_pdf("the cover, once")
+    interior = make_pdf("the interior, once", 4)
+    data = zipped({COVER: cover, INTERIOR: interior})
+    put(world.folders["indexer"] / "batch.zip", data)
+    first = await world.poll()
+    assert first["batch.zip"]["outcome"] == "attached", first
+    [row] = world.app.store.list_intakes(partner="indexer")
+    assert row.local_path and row.sha256 and row.id is not None
+
+    # The hand-off run again for the same row (a crash after the entries were attached, and
+    # the step replayed): each entry finds its own version by its unpacked path.
+    request = IntakeRequest(
+        flow=FLOW,
+        kind="intake",
+        partner="indexer",
+        remote_path=row.remote_path,
+        size=row.size,
+        mtime=row.remote_mtime,
+    )
+    fetched = FetchedFile(local_path=row.local_path, size=row.size, sha256=row.sha256)
+    again = await intake_processor(world.app).process(request, fetched)
+    assert again.outcome is IntakeOutcome.ATTACHED, again
+    assert "version 1 of the cover" in (again.reason or "")
+    store = world.app.store
+    assert len(store.list_asset_versions(WORK, product_id=PRODUCT)) == 2
+    files = await attached(world)
+    assert (files[COVER][2], files[f"{ISBN}.pdf"][2]) == (1, 1)
+    assert len(store.list_audit(action="intake.entry")) == 2  # one per entry, not per run
+
+    # The same zip uploaded again, under a new name: a new row, every entry a duplicate.
+    put(world.folders["indexer"] / "batch-again.zip", data)
+    second = await world.poll()
+    assert second["batch-again.zip"]["outcome"] == "duplicate", second
+    row2 = world.row("indexer", "batch-again.zip")
+    assert row2.outcome is IntakeOutcome.DUPLICATE
+    assert row2.reason.startswith("duplicate: 2 entries of batch-again.zip:")
+    assert len(store.list_asset_versions(WORK, product_id=PRODUCT)) == 2
+    files = await attached(world)
+    assert (files[COVER][2], files[f"{ISBN}.pdf"][2]) == (1, 1)
+    work = await world.work()
+    [product] = [p for p in work.products if p.id == PRODUCT]
+    assert len(product.production_files) == 2 + 2  # the generated two, and ours
