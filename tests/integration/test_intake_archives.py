@@ -208,3 +208,49 @@ async def test_a_rerun_or_a_reupload_attaches_nothing_twice(world: World) -> Non
     work = await world.work()
     [product] = [p for p in work.products if p.id == PRODUCT]
     assert len(product.production_files) == 2 + 2  # the generated two, and ours
+
+
+async def test_a_manifest_inside_the_zip_and_assign_for_the_entries_no_rule_matched(
+    world: World,
+) -> None:
+    from consonance_sftp.app import quarantine
+
+    index = make_pdf("the index, described by a manifest")
+    jacket = make_pdf("the jacket copy, misnamed")
+    manifest = f'{{"isbn": "{ISBN}", "kind": "index"}}'.encode()
+    put(
+        world.folders["indexer"] / "delivery.zip",
+        zipped(
+            {
+                "final/index.pdf": index,
+                "final/index.pdf.manifest.json": manifest,
+                "blurb final.pdf": jacket,
+            }
+        ),
+    )
+    results = await world.poll()
+    assert results["delivery.zip"]["outcome"] == "quarantined", results
+    row = world.row("indexer", "delivery.zip")
+    assert row.reason.startswith("archive entries not landed: 1 of 2 entries of delivery.zip")
+    assert "blurb final.pdf (unmatched:" in row.reason
+    assert "landed: final/index.pdf (version 1 of the index" in row.reason
+    assert "matched by manifest" in row.reason
+    files = await attached(world)
+    assert files["index.pdf"] == ("OTHER", len(index), 1)
+
+    # A person says what the unmatched entry is: it lands; the index is not attached again.
+    assert row.id is not None
+    result = await quarantine.assign(world.app, row.id, isbn=ISBN, kind="jacket_copy", by="ed")
+    assert result.outcome is IntakeOutcome.ATTACHED, result
+    assert "blurb final.pdf (version 1 of the jacket copy" in (result.reason or "")
+    row = world.row("indexer", "delivery.zip")
+    assert row.outcome is IntakeOutcome.ATTACHED
+    store = world.app.store
+    [version] = store.list_asset_versions(WORK, product_id=PRODUCT, kind="jacket_copy")
+    assert (version.sha256, version.original_name) == (sha(jacket), "delivery.zip/blurb final.pdf")
+    assert len(store.list_asset_versions(WORK, product_id=PRODUCT, kind="index")) == 1
+    files = await attached(world)
+    assert files["index.pdf"][2] == 1
+    work = await world.work()
+    [resource] = [r for r in work.supporting_resources if r.filename == "blurb final.pdf"]
+    assert resource.file_size == len(jacket)
