@@ -10,7 +10,9 @@ import io
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_asyncio
 import tomlkit
 
@@ -19,7 +21,7 @@ from consonance_sftp.app.intake_handler import intake_processor
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.models import IntakeOutcome
-from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
+from consonance_sftp.ports.intake import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.sandbox.consonance.files import make_pdf
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
@@ -254,3 +256,66 @@ async def test_a_manifest_inside_the_zip_and_assign_for_the_entries_no_rule_matc
     work = await world.work()
     [resource] = [r for r in work.supporting_resources if r.filename == "blurb final.pdf"]
     assert resource.file_size == len(jacket)
+
+
+async def test_a_crash_mid_archive_and_the_hand_off_run_again_attach_each_entry_once(
+    world: World,
+) -> None:
+    """The hand-off stops right after the first entry is attached (an error the engine
+    retries: the step is run again from the start); the second run lands the rest."""
+    from consonance_sftp.errors import ConsonanceSftpError
+    from consonance_sftp.flows.intake import IntakeProcessor
+
+    class StopsAfterTheFirstEntry(IntakeProcessor):
+        stopped = False
+
+        async def _one(self, *args: Any, **kwargs: Any) -> HandOffResult:
+            result = await super()._one(*args, **kwargs)
+            if result.outcome is IntakeOutcome.ATTACHED and not self.stopped:
+                self.stopped = True
+                raise ConsonanceSftpError("the executor died here", retryable=True)
+            return result
+
+    cover = make_pdf("the cover, crash")
+    interior = make_pdf("the interior, crash", 3)
+    data = zipped({COVER: cover, INTERIOR: interior})
+    stored = world.app.state_dir / "inbox" / "crash.zip"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(data)
+    request = IntakeRequest(
+        flow=FLOW,
+        kind="intake",
+        partner="indexer",
+        remote_path=str(world.folders["indexer"] / "crash.zip"),
+        size=len(data),
+        mtime=1.0,
+    )
+    fetched = FetchedFile(local_path=str(stored), size=len(data), sha256=sha(data))
+    real = intake_processor(world.app)
+    crashing = StopsAfterTheFirstEntry(
+        consonance=real.consonance,
+        store=real.store,
+        context=real.context,
+        read_manifest=real.read_manifest,
+        unpack_root=real.unpack_root,
+    )
+    with pytest.raises(ConsonanceSftpError, match="died here"):
+        await crashing.process(request, fetched)
+    files = await attached(world)
+    assert files[COVER][2] == 1 and f"{ISBN}.pdf" not in files  # stopped in the middle
+
+    result = await intake_processor(world.app).process(request, fetched)
+    assert result.outcome is IntakeOutcome.ATTACHED, result
+    # The cover's own version, found by its unpacked path (not a duplicate of itself).
+    assert f"{COVER} (version 1 of the cover of ISBN {ISBN}" in (result.reason or "")
+    files = await attached(world)
+    assert (files[COVER][2], files[f"{ISBN}.pdf"][2]) == (1, 1)
+    versions = world.app.store.list_asset_versions(WORK, product_id=PRODUCT)
+    assert sorted((v.kind, v.version) for v in versions) == [
+        ("cover_pdf", 1),
+        ("interior_pdf", 1),
+    ]
+    # Nothing was unpacked outside the state dir's `unpacked` folder, and only once.
+    unpacked = world.app.state_dir / "unpacked" / FLOW / "indexer"
+    [folder] = list(unpacked.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["entries.json", "files"]
