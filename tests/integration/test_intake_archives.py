@@ -319,3 +319,29 @@ async def test_a_crash_mid_archive_and_the_hand_off_run_again_attach_each_entry_
     unpacked = world.app.state_dir / "unpacked" / FLOW / "indexer"
     [folder] = list(unpacked.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == ["entries.json", "files"]
+
+
+async def test_zip_based_documents_are_documents_not_archives(world: World) -> None:
+    """An EPUB uploaded alone is attached as one file (never unpacked); a DOCX inside a zip
+    is one entry, attached as a document (not refused as a nested archive)."""
+    epub = zipped({"mimetype": b"application/epub+zip", "OEBPS/content.opf": b"<package/>"})
+    docx = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>"})
+    put(world.folders["indexer"] / f"{ISBN}.epub", epub)
+    put(world.folders["indexer"] / "copy.zip", zipped({f"{ISBN} jacket copy.docx": docx}))
+    results = await world.poll()
+    assert results[f"{ISBN}.epub"]["outcome"] == "attached", results
+    assert results["copy.zip"]["outcome"] == "attached", results
+    [version] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="epub")
+    assert (version.sha256, version.original_name) == (sha(epub), f"{ISBN}.epub")
+    assert version.local_path == world.row("indexer", f"{ISBN}.epub").local_path
+    [jacket] = world.app.store.list_asset_versions(WORK, product_id=PRODUCT, kind="jacket_copy")
+    assert (jacket.sha256, jacket.original_name) == (sha(docx), f"copy.zip/{ISBN} jacket copy.docx")
+    files = await attached(world)
+    assert files[f"{ISBN}.epub"] == ("EPUB", len(epub), 1)
+    work = await world.work()
+    assert [r.file_size for r in work.supporting_resources if r.filename.endswith(".docx")] == [
+        len(docx)
+    ]
+    # Only the zip was unpacked.
+    [folder] = list((world.app.state_dir / "unpacked" / FLOW / "indexer").iterdir())
+    assert folder.name == str(world.row("indexer", "copy.zip").id)
