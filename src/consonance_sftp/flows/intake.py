@@ -16,6 +16,10 @@ Fired by its inbox: each partner's ``folder`` is polled every ``poll_interval``.
   Consonance (production file or supporting resource) and complete the work's to-do or add a
   note. Anything that cannot be matched is quarantined with its reason. Without ``match``
   the file stays stored, awaiting processing.
+* **An accepted zip** (``screening.allow_archives``; ``flows.intake_archive``): unpacked under
+  ``state_dir/unpacked/<flow>/<partner>/<intake id>`` and each entry processed as above, as if
+  it had been uploaded alone (its name and path inside the archive, below the archive's
+  folder; a manifest beside it inside the archive); one result for the archive's row.
 
 ``consonance-sftp quarantine assign`` runs the same ``IntakeProcessor.process`` with the
 ISBN and kind a person gave (``assigned``), so an assigned file lands exactly as if a rule had
