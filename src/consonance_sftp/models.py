@@ -120,6 +120,7 @@ class AuditAction(enum.StrEnum):
     INTAKE_IGNORED = "intake.ignored"
     INTAKE_ACKNOWLEDGED = "intake.acknowledged"
     INTAKE_ACK_FAILED = "intake.ack_failed"
+    INTAKE_ENTRY = "intake.entry"  # one entry of an accepted archive, and what became of it
     # Ledger rows on the trail.
     LEDGER_WRITE = "ledger.write"
     LEDGER_SEAL = "ledger.seal"

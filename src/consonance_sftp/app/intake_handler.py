@@ -52,7 +52,9 @@ def intake_processor(app: App) -> IntakeProcessor:
             return IntakeContext(matching=None, folder="")
         partner = app.settings.partners.get(request.partner)
         folder = partner.folders.get(flow.folder, "") if partner is not None else ""
-        return IntakeContext(matching=flow.match_for(request.partner), folder=folder)
+        return IntakeContext(
+            matching=flow.match_for(request.partner), folder=folder, screening=flow.screening
+        )
 
     async def read_manifest(request: IntakeRequest, names: list[str]) -> tuple[str, bytes] | None:
         folder = posixpath.dirname(request.remote_path)
@@ -78,4 +80,5 @@ def intake_processor(app: App) -> IntakeProcessor:
         store=app.store,
         context=context,
         read_manifest=read_manifest,
+        unpack_root=app.state_dir / "unpacked",
     )

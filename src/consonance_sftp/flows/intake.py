@@ -16,6 +16,10 @@ Fired by its inbox: each partner's ``folder`` is polled every ``poll_interval``.
   Consonance (production file or supporting resource) and complete the work's to-do or add a
   note. Anything that cannot be matched is quarantined with its reason. Without ``match``
   the file stays stored, awaiting processing.
+* **An accepted zip** (``screening.allow_archives``; ``flows.intake_archive``): unpacked under
+  ``state_dir/unpacked/<flow>/<partner>/<intake id>`` and each entry processed as above, as if
+  it had been uploaded alone (its name and path inside the archive, below the archive's
+  folder; a manifest beside it inside the archive); one result for the archive's row.
 
 ``consonance-sftp quarantine assign`` runs the same ``IntakeProcessor.process`` with the
 ISBN and kind a person gave (``assigned``), so an assigned file lands exactly as if a rule had
@@ -35,15 +39,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consonance_sftp.config.flows import IntakeFlow, IntakeFlowBase, IntakeMatching
+from consonance_sftp.config.flows import (
+    IntakeFlow,
+    IntakeFlowBase,
+    IntakeMatching,
+    IntakeScreening,
+)
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import ConsonanceError, ConsonanceSftpError
 from consonance_sftp.flows import inbox
+from consonance_sftp.flows import intake_archive as archive
 from consonance_sftp.flows import intake_match as m
 from consonance_sftp.flows.inbox import Ignored, Taking
 from consonance_sftp.formats.preflight.sniff import read_head, sniff
 from consonance_sftp.logs import get_logger
-from consonance_sftp.models import IntakeOutcome, Product, ProductionFile, SupportingResource, Work
+from consonance_sftp.models import (
+    AuditAction,
+    IntakeOutcome,
+    Product,
+    ProductionFile,
+    SupportingResource,
+    Work,
+)
 from consonance_sftp.ports.consonance import AttachTarget, ConsonanceAPI
 from consonance_sftp.ports.intake import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.ports.remote_fs import RemoteEntry
@@ -53,6 +70,7 @@ log = get_logger(__name__)
 
 MANIFEST = "a manifest (read with the file it describes)"
 SUBFOLDER_LEFT = "a folder not entered (hidden, the processed or temporary folder, or too deep)"
+MAX_ENTRY_MANIFEST = 1024 * 1024  # a manifest is a few lines; a bigger one is not read
 CLOCK_SLACK = timedelta(minutes=10)
 """How much earlier than our version's record an attachment may say it was created and still
 be taken for ours (Consonance's clock and ours differ a little)."""
@@ -111,6 +129,20 @@ class IntakeContext:
 
     matching: IntakeMatching | None  # None: store only
     folder: str  # the partner's folder the flow polls (a path on the partner's server)
+    screening: IntakeScreening | None = None  # the flow's (archives: ``allow_archives``)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One file the rules see: an upload, or one entry of an uploaded archive."""
+
+    path: str  # below the flow's folder (what a pattern sees)
+    name: str  # its file name (what Consonance gets)
+    original: str  # the name its versions record (``batch.zip/cover.pdf`` for an entry)
+    file: FetchedFile  # its bytes, stored locally
+
+
+EntryManifests = Callable[[list[str]], Awaitable[tuple[str, bytes] | None]]
 
 
 ManifestReader = Callable[[IntakeRequest, list[str]], Awaitable[tuple[str, bytes] | None]]
@@ -157,11 +189,14 @@ class IntakeProcessor:
         store: Store,
         context: Callable[[IntakeRequest], IntakeContext],
         read_manifest: ManifestReader,
+        unpack_root: Path | None = None,
     ) -> None:
         self.consonance = consonance
         self.store = store
         self.context = context
         self.read_manifest = read_manifest
+        # Where accepted archives are unpacked (``state_dir/unpacked``); None: not unpacked.
+        self.unpack_root = unpack_root
 
     def applies(self, request: IntakeRequest) -> bool:
         """Whether this file is processed at all: its flow sets ``match`` for its partner
@@ -180,10 +215,40 @@ class IntakeProcessor:
         if ctx.matching is None and assigned is None:
             return HandOffResult(outcome=IntakeOutcome.STORED)
         matching = ctx.matching or IntakeMatching()
-        path = relative_path(request.remote_path, ctx.folder)
         name = posixpath.basename(request.remote_path)
+        local = Path(file.local_path)
+        if self.unpack_root is not None and await asyncio.to_thread(
+            archive.is_archive, local, name, ctx.screening
+        ):
+            assert ctx.screening is not None
+            return await self._archive(request, file, ctx, ctx.screening, matching, assigned)
+        item = _Item(relative_path(request.remote_path, ctx.folder), name, name, file)
+
+        async def beside(names: list[str]) -> tuple[str, bytes] | None:
+            return await self.read_manifest(request, names)
+
+        return await self._one(request, item, matching, beside, assigned=assigned)
+
+    async def _one(
+        self,
+        request: IntakeRequest,
+        item: _Item,
+        matching: IntakeMatching,
+        manifests: EntryManifests,
+        *,
+        assigned: m.Claim | None = None,
+        fallback: m.Claim | None = None,
+    ) -> HandOffResult:
+        """Match, check, version, attach one file (``fallback``: the claim for a file no
+        rule matched, for an archive's entries under ``quarantine assign``)."""
+        path, name, file = item.path, item.name, item.file
         try:
-            claim = assigned or await self._match(request, matching, path)
+            try:
+                claim = assigned or await self._match(matching, path, manifests)
+            except Quarantine as q:
+                if fallback is None or not q.reason.startswith(m.UNMATCHED):
+                    raise
+                claim = fallback
             kind = m.decide_kind(claim, path, matching.kind, matching.kinds)
             if kind is None:
                 raise Quarantine(
@@ -200,7 +265,7 @@ class IntakeProcessor:
                         f"{m.UNKNOWN_PRODUCT}: no product with ISBN {claim.isbn} in Consonance "
                         f"(from the {claim.rule} rule)"
                     )
-                return await self._land(api, request, file, claim, kind, found, product, matching)
+                return await self._land(api, request, item, claim, kind, found, product, matching)
         except Quarantine as q:
             return HandOffResult(outcome=IntakeOutcome.QUARANTINED, reason=q.reason)
         except ConsonanceSftpError as exc:
@@ -211,14 +276,108 @@ class IntakeProcessor:
             said = "Consonance refused it" if isinstance(exc, ConsonanceError) else "failed"
             return HandOffResult(outcome=IntakeOutcome.FAILED, reason=f"{said}: {exc.message}")
 
-    async def _match(self, request: IntakeRequest, matching: IntakeMatching, path: str) -> m.Claim:
+    async def _archive(
+        self,
+        request: IntakeRequest,
+        file: FetchedFile,
+        ctx: IntakeContext,
+        screening: IntakeScreening,
+        matching: IntakeMatching,
+        assigned: m.Claim | None,
+    ) -> HandOffResult:
+        """An accepted zip: unpacked into its own folder, each entry processed as if it had
+        been uploaded alone (``flows.intake_archive``); one result for the row."""
+        assert self.unpack_root is not None
+        zip_name = posixpath.basename(request.remote_path)
+        row = await asyncio.to_thread(
+            self.store.find_intake,
+            request.partner,
+            request.remote_path,
+            request.size,
+            request.mtime,
+        )
+        key = str(row.id) if row is not None and row.id is not None else file.sha256[:32]
+        root = self.unpack_root.resolve()
+        dest = (root / request.flow / request.partner / key).resolve()
+        if not dest.is_relative_to(root) or dest == root:
+            return HandOffResult(
+                outcome=IntakeOutcome.FAILED,
+                reason=f"failed: the archive's folder {dest} would be outside {root}",
+            )
+        try:
+            entries = await asyncio.to_thread(
+                archive.unpack_once, Path(file.local_path), dest, screening
+            )
+        except archive.ArchiveRefused as exc:
+            refused = exc.refusal
+            return HandOffResult(
+                outcome=IntakeOutcome.QUARANTINED,
+                reason=f"{refused.reason_code}: {refused.detail}",
+            )
+        folder = posixpath.dirname(relative_path(request.remote_path, ctx.folder))
+        templates = matching.manifests if "manifest" in matching.rules else []
+        by_name = {e.name: e for e in entries}
+        results: list[tuple[str, HandOffResult]] = []
+        for entry in entries:
+            base = posixpath.basename(entry.name)
+            if templates and m.is_manifest_name(templates, base):
+                continue  # read with the entry it describes, not processed itself
+            refusal = await asyncio.to_thread(archive.entry_refusal, entry, screening)
+            if refusal is not None:
+                result = HandOffResult(
+                    outcome=IntakeOutcome.QUARANTINED,
+                    reason=f"{refusal.reason_code}: {refusal.detail}",
+                )
+            else:
+                item = _Item(
+                    posixpath.join(folder, entry.name),
+                    base,
+                    f"{zip_name}/{entry.name}",
+                    FetchedFile(local_path=str(entry.path), size=entry.size, sha256=entry.sha256),
+                )
+                result = await self._one(
+                    request,
+                    item,
+                    matching,
+                    _entry_manifests(by_name, entry.name),
+                    fallback=assigned,
+                )
+            results.append((entry.name, result))
+            await asyncio.to_thread(self._entry_event, request, entry.name, entry.sha256, result)
+        return archive.summarise(zip_name, results)
+
+    def _entry_event(
+        self, request: IntakeRequest, entry: str, sha256: str, result: HandOffResult
+    ) -> None:
+        """One ``intake.entry`` event per entry on the archive's audit trail (once: a re-run
+        that comes to the same result adds none)."""
+        subject = f"{request.partner}:{request.remote_path}"
+        details: dict[str, str | int | None] = {
+            "flow": request.flow,
+            "entry": entry,
+            "sha256": sha256,
+            "outcome": result.outcome.value,
+            "reason": result.reason,
+            "work_id": result.work_id,
+            "product_id": result.product_id,
+        }
+        for event in self.store.list_audit(subject=subject, action=AuditAction.INTAKE_ENTRY):
+            if all(event.details.get(k) == details[k] for k in ("entry", "outcome", "reason")):
+                return
+        self.store.append_audit(
+            actor="engine", action=AuditAction.INTAKE_ENTRY, subject=subject, details=details
+        )
+
+    async def _match(
+        self, matching: IntakeMatching, path: str, manifests: EntryManifests
+    ) -> m.Claim:
         misses: list[m.Unmatched] = []
         name = posixpath.basename(path)
         for rule in matching.rules:
             found: m.MatchOutcome
             if rule == "manifest":
                 names = m.manifest_names(matching.manifests, name)
-                read = await self.read_manifest(request, names)
+                read = await manifests(names)
                 if read is None:
                     found = m.Unmatched("manifest", f"no manifest beside it ({', '.join(names)})")
                 else:
@@ -240,16 +399,16 @@ class IntakeProcessor:
         self,
         api: ConsonanceAPI,
         request: IntakeRequest,
-        file: FetchedFile,
+        item: _Item,
         claim: m.Claim,
         kind: str,
         found: str,
         product: Product,
         matching: IntakeMatching,
     ) -> HandOffResult:
-        name = posixpath.basename(request.remote_path)
+        name, file = item.name, item.file
         version, previous, duplicate = await asyncio.to_thread(
-            self._version, request, file, product, m.asset_kind(kind, found)
+            self._version, request, item, product, m.asset_kind(kind, found)
         )
         said = f" (the partner's version {claim.version})" if claim.version else ""
         what = f"{kind.replace('_', ' ')} of ISBN {product.isbn13}"
@@ -280,7 +439,7 @@ class IntakeProcessor:
             f"matched by {claim.rule}",
             f"attached as {target.value.replace('_', ' ')} {variant} #{record.id}",
         ]
-        if todo := await self._todo(api, work, claim, matching, kind, version, request):
+        if todo := await self._todo(api, work, claim, matching, kind, version, request, name):
             parts.append(todo)
         return HandOffResult(
             outcome=IntakeOutcome.ATTACHED,
@@ -290,11 +449,12 @@ class IntakeProcessor:
         )
 
     def _version(
-        self, request: IntakeRequest, file: FetchedFile, product: Product, kind: str
+        self, request: IntakeRequest, item: _Item, product: Product, kind: str
     ) -> tuple[AssetVersion, int | None, bool]:
         """(the version, the number it supersedes, whether it is a duplicate of the current
         one). Recorded before attaching (intent first): a re-run finds its own version by
         this intake's local path."""
+        file = item.file
         mine = [
             v
             for v in self.store.list_asset_versions(
@@ -332,7 +492,7 @@ class IntakeProcessor:
                 local_path=file.local_path,
                 isbn=product.isbn13,
                 partner=request.partner,
-                original_name=posixpath.basename(request.remote_path),
+                original_name=item.original,
                 intake_id=row.id if row is not None else None,
             )
         )
@@ -346,6 +506,12 @@ class IntakeProcessor:
             return True
         rows = self.store.list_intakes(partner=source.removeprefix("intake:"))
         recorded = [r for r in rows if r.local_path == version.local_path]
+        if not recorded and version.intake_id is not None:
+            # An archive's entry: its row is the archive's; until that row is decided (or when
+            # Consonance refused it) the entry may not be in Consonance.
+            row = [r for r in rows if r.id == version.intake_id]
+            if row and row[0].outcome in (IntakeOutcome.STORED, IntakeOutcome.FAILED):
+                return False
         if not recorded or any(r.outcome is IntakeOutcome.ATTACHED for r in recorded):
             return True
         # Its own intake failed; a later copy of the same bytes may have landed it since.
@@ -409,6 +575,7 @@ class IntakeProcessor:
         kind: str,
         version: AssetVersion,
         request: IntakeRequest,
+        name: str,
     ) -> str | None:
         """Complete the work's to-do, or add a note; what was done, for the row's reason."""
         wanted = claim.todo or (
@@ -419,7 +586,7 @@ class IntakeProcessor:
         if matching.todo_action == "note":
             text = (
                 f"Received {kind.replace('_', ' ')} version {version.version} from "
-                f"{request.partner}: {posixpath.basename(request.remote_path)} "
+                f"{request.partner}: {name} "
                 f"(SHA-256 {version.sha256})"
             )
             note = await api.add_note(text, work_id=work.id)
@@ -438,6 +605,20 @@ class IntakeProcessor:
         if not todo.completed:
             await api.update_todo(todo.id, completed=True)
         return f"to-do {todo.name!r} completed"
+
+
+def _entry_manifests(entries: dict[str, archive.ArchiveEntry], entry: str) -> EntryManifests:
+    """The ``manifest`` rule for an archive's entry: a manifest beside it in the archive."""
+    folder = posixpath.dirname(entry)
+
+    async def read(names: list[str]) -> tuple[str, bytes] | None:
+        for name in names:
+            found = entries.get(posixpath.join(folder, name))
+            if found is not None and found.size <= MAX_ENTRY_MANIFEST:
+                return name, await asyncio.to_thread(found.path.read_bytes)
+        return None
+
+    return read
 
 
 def approval_status(target: AttachTarget, approve: bool) -> str:
