@@ -627,15 +627,15 @@ class IntakeFlow(IntakeFlowBase):
     set, it is then matched to a Consonance product and a kind (manifest, pattern, ISBN in
     the name), checked by content, versioned, attached to the product (production file or
     supporting resource) and its to-do completed; what cannot be matched goes to quarantine
-    with a reason (`consonance-sftp quarantine list`). Archives (zip) and malware scanning of
-    received files are not built yet."""
+    with a reason (`consonance-sftp quarantine list`). Every file is screened first (names,
+    size, archives, malware with clamd: `screening`); an accepted zip's entries are matched one
+    by one."""
 
     kind: Literal["intake"] = Field(description="`intake`.")
     today: ClassVar[str] = (
         "polls and stores each new file durably (state_dir/inbox, checksummed, in the intake "
         "ledger); matching files to Consonance products and attaching them runs only where "
-        "the flow sets `match` (or `partner_match`); archives (zip) and malware scanning of "
-        "received files are not built yet"
+        "the flow sets `match` (or `partner_match`): without it files wait, stored"
     )
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for files."
