@@ -43,12 +43,14 @@ def running_sandbox(
     try:
         assert sandbox.stdout is not None
         deadline = time.monotonic() + timeout
+        said: list[str] = []  # what it printed, for the failure message
         for line in sandbox.stdout:
             if SANDBOX_READY in line:
                 break
-            assert time.monotonic() < deadline, "sandbox did not start"
+            said.append(line)
+            assert time.monotonic() < deadline, "sandbox did not start: " + "".join(said)
         else:
-            raise AssertionError("sandbox exited before it was ready")
+            raise AssertionError("sandbox exited before it was ready: " + "".join(said))
         yield sandbox
     finally:
         sandbox.send_signal(signal.SIGINT)
