@@ -14,12 +14,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import tomlkit
 
-from consonance_sftp.app import App
 from consonance_sftp.app.intake_handler import intake_processor
-from consonance_sftp.app.runner import DeliveryRunner
-from consonance_sftp.config import Settings
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.ports.intake import FetchedFile, HandOffResult, IntakeRequest
 from consonance_sftp.sandbox.consonance.files import make_pdf
@@ -34,6 +30,7 @@ from tests.integration.test_intake_matching import (
     WORK,
     World,
     put,
+    running,
     settings,
     sha,
 )
@@ -54,16 +51,8 @@ async def world(
     flow["partner_match"] = {}
     flow["match"] = {"rules": ["manifest", "isbn"], "todo_action": "none"}
     flow["screening"] = {"allow_archives": True}
-    config = tmp_path / "consonance-sftp.toml"
-    config.write_text(tomlkit.dumps(raw))
-    app = App(Settings.model_validate(raw), config)
-    runner = DeliveryRunner(app, executor=True, quiet=True)
-    await runner.__aenter__()
-    try:
-        yield World(app, runner, sandbox, folders, config)
-    finally:
-        await runner.__aexit__(None, None, None)
-        app.store.close()
+    async with running(raw, tmp_path, sandbox, folders) as world:
+        yield world
 
 
 def zipped(entries: dict[str, bytes]) -> bytes:

@@ -9,6 +9,7 @@ the intake ledger, the asset versions and the audit trail of the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -148,6 +149,16 @@ async def world(
     for folder in folders.values():
         folder.mkdir(parents=True)
     raw = settings(tmp_path, openssh, sandbox, folders)
+    async with running(raw, tmp_path, sandbox, folders) as world:
+        yield world
+
+
+@contextlib.asynccontextmanager
+async def running(
+    raw: dict[str, Any], tmp_path: Path, sandbox: SandboxHandle, folders: dict[str, Path]
+) -> AsyncIterator[World]:
+    """The service as configured by ``raw`` (written to ``consonance-sftp.toml`` too, for the
+    CLI), with a real executor, for one test."""
     config = tmp_path / "consonance-sftp.toml"
     config.write_text(tomlkit.dumps(raw))
     app = App(Settings.model_validate(raw), config)
