@@ -20,10 +20,10 @@ from pathlib import Path
 
 from consonance_sftp.app import App
 from consonance_sftp.config import Settings
-from consonance_sftp.engine import SERVICE
 from consonance_sftp.flows.intake import IntakeProcessor
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.ports.intake import FetchedFile, HandOffResult, IntakeRequest
+from intake_worker import serve  # run as a script: its folder (tests/) is on sys.path
 
 
 class CrashAfterAttaching:
@@ -49,14 +49,7 @@ async def main(settings_path: str, executor_id: str, marker: str) -> None:
     inner = engine.intake_handlers["intake"]
     assert isinstance(inner, IntakeProcessor)
     engine.intake_handlers["intake"] = CrashAfterAttaching(inner, Path(marker))
-    engine.lease.role = SERVICE  # a long-lived executor: the test's polls hand it their work
-    await asyncio.to_thread(engine.launch)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("READY", executor_id, flush=True)
-    await stop.wait()
-    await engine.aclose()
-    app.store.close()
+    await serve(app, engine, executor_id)
 
 
 if __name__ == "__main__":

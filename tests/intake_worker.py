@@ -18,7 +18,7 @@ from pathlib import Path
 
 from consonance_sftp.app import App
 from consonance_sftp.config import Settings
-from consonance_sftp.engine import SERVICE
+from consonance_sftp.engine import SERVICE, Engine
 
 
 async def main(settings_path: str, executor_id: str, progress_path: str) -> None:
@@ -30,8 +30,13 @@ async def main(settings_path: str, executor_id: str, progress_path: str) -> None
         tmp.write_text(f"{done} {total}")
         os.replace(tmp, progress_file)
 
-    engine = app.engine(executor_id=executor_id, progress=progress)
-    engine.lease.role = SERVICE  # a long-lived executor: the test's polls hand it their work
+    await serve(app, app.engine(executor_id=executor_id, progress=progress), executor_id)
+
+
+async def serve(app: App, engine: Engine, executor_id: str) -> None:
+    """Run ``engine`` as a long-lived executor (the test's polls hand it their work), say
+    ``READY`` on stdout, and stop on SIGTERM."""
+    engine.lease.role = SERVICE
     await asyncio.to_thread(engine.launch)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
