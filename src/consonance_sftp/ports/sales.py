@@ -12,7 +12,7 @@ Synchronous, like the rest of the store; async callers use ``asyncio.to_thread``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -29,8 +29,9 @@ an import file."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NewSalesReport:
-    """A parsed report about to be loaded."""
+class ReportHead:
+    """What is known of a report before its lines are read: where it came from, its bytes,
+    its layout."""
 
     flow: str
     partner: str
@@ -41,6 +42,13 @@ class NewSalesReport:
     layout: str
     layout_version: str
     kind: str  # "sales" | "usage" | "market"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportTail:
+    """What is known once every line has been read (``load_sales_report`` asks for it then,
+    inside its transaction)."""
+
     period_from: date | None
     period_to: date | None
     business_model: str
@@ -51,7 +59,7 @@ class NewSalesReport:
     totals: dict[str, dict[str, str]]
     stated_totals: dict[str, dict[str, str]]
     reconciled: bool | None  # None: the file states no totals
-    hold_reason: str | None  # not None: load it held
+    hold_reason: str | None  # not None: the report is held, with this reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,17 +130,17 @@ class SalesLedger(Protocol):
 
     def load_sales_report(
         self,
-        report: NewSalesReport,
-        lines: Iterable[SalesLine],
-        rejections: Iterable[Rejection],
-        usage: Iterable[UsageLine] = (),
+        head: ReportHead,
+        items: Iterable[SalesLine | UsageLine | Rejection],
+        finish: Callable[[], ReportTail],
     ) -> SalesReportRecord:
         """Record the report and all its lines in **one transaction** (a crash leaves nothing
-        of it). ``lines`` and ``usage`` are streamed: memory stays flat however long the
-        report. Same bytes from the same partner as an earlier report: recorded as a
-        ``duplicate`` of it, no line loaded. Each accepted line whose key an earlier report
-        holds is kept as a duplicate of that report's line. Loading an intake row already
-        loaded returns that report unchanged."""
+        of it): ``items`` is streamed (memory stays flat however long the report), then
+        ``finish()`` gives what only the whole file tells (period, totals, hold). Same bytes
+        from the same partner as an earlier report: recorded as a ``duplicate`` of it,
+        ``items`` not read. Each accepted line whose key an earlier report holds is kept as a
+        duplicate of that report's line. An intake row already loaded returns that report
+        unchanged (a replayed step)."""
         ...
 
     def sales_report_lines(
