@@ -402,6 +402,7 @@ def test_coresource_with_trailer_row(tmp_path: Path) -> None:
     report, lines, rejections = parse(path)
     assert rejections == []
     assert [x.channel for x in lines] == ["Barnes & Noble", "Google"]
+    assert report.facts.business_model == "wholesale"
     assert (lines[0].quantity, lines[0].return_quantity) == (3, 1)
     assert report.facts.stated_totals["USD"] == {"quantity": Decimal(3), "value": Decimal("23.00")}
     assert reconciled(report) is True

@@ -166,12 +166,22 @@ def parse_report(
         kind=found.kind,
         period_from=report_period[0] if report_period else None,
         period_to=report_period[1] if report_period else None,
-        business_model=found.business_model,
+        business_model=_business_model(reader, first[1], file_name),
     )
     report = ParsedReport(layout=found, facts=facts, header_line=header_line, items=iter(()))
     report.notes.extend(table.notes)
     report.items = reader.items(report, chain([first], rows))
     return report
+
+
+def _business_model(reader: _Reader, cells: list[str], file_name: str) -> str:
+    """The report's business model: its column, else the layout's, else a word of the file
+    name (CoreSource sends one report per business model: ``..._Agency_...``)."""
+    stated = reader.cell(cells, "business_model").casefold()
+    if stated or reader.layout.business_model:
+        return stated or reader.layout.business_model
+    name = file_name.casefold()
+    return next((word for word in ("agency", "wholesale", "subscription") if word in name), "")
 
 
 def _candidates(layout: str, generic: GenericLayout | None) -> list[Layout]:
@@ -282,6 +292,7 @@ class _Reader:
         self.dates = Dates(layout.date_formats)
         self.prefixes = tuple(p.casefold() for p in layout.trailer_prefixes)
         self.fixed_currency = layout.currency or house_currency or ""
+        self.total_without_isbn = layout.total_row_without_isbn
         self.channels: dict[tuple[str, str], str | None] = {}
         self.prices: dict[str, Decimal | None] = {}
         get = self.col.get
@@ -313,11 +324,14 @@ class _Reader:
         return self.layout.roles.get(role, role)
 
     def is_trailer(self, cells: list[str]) -> bool:
-        first = cells[0].strip() if cells else ""
-        if first and self.prefixes and first.casefold().startswith(self.prefixes):
+        # called for every row: the cheap tests first
+        first = cells[0] if cells else ""
+        if first and self.prefixes and first.lstrip().casefold().startswith(self.prefixes):
             return True
-        if self.layout.total_row_without_isbn and not self.cell(cells, "isbn").strip():
-            return any(self.cell(cells, role) for role in ("quantity", "value"))
+        if self.total_without_isbn:
+            index = self.i_isbn
+            if not 0 <= index < len(cells) or not cells[index].strip():
+                return any(self.cell(cells, role) for role in ("quantity", "value"))
         return False
 
     def period_in_row(self, cells: list[str]) -> tuple[dt.date, dt.date] | None:
