@@ -928,3 +928,30 @@ def test_bom_is_not_part_of_the_first_header_cell(tmp_path: Path) -> None:
     report, lines, _ = parse(path)
     assert report.layout.name == "nbni"
     assert len(lines) == 1
+
+
+def test_reconciliation_is_per_currency_to_the_cent(tmp_path: Path) -> None:
+    generic = GenericLayout(
+        columns={"isbn": "ISBN", "quantity": "Units", "value": "Net", "currency": "Currency"},
+    )
+    rows = [
+        ["ISBN", "Units", "Net", "Currency"],
+        [A, "2", "10.005", "USD"],
+        [B, "1", "4.50", "EUR"],
+        [BAD, "1", "1.00", "EUR"],  # rejected, still in the partner's EUR total
+        [A, "-1", "-5.00", "USD"],
+        ["Total", "1", "5.00", "USD"],
+        ["Total", "2", "5.51", "EUR"],
+    ]
+    path = text_file(tmp_path / "multi_2026-10.csv", rows)
+    report, lines, rejections = parse(path, generic=generic)
+    assert len(lines) == 3
+    assert [r.line for r in rejections] == [4]
+    assert report.totals()["EUR"]["value"] == Decimal("4.50")  # accepted lines only
+    assert report.facts.currencies == {"USD", "EUR"}
+    ok, problems = report.reconciliation()
+    assert ok is False
+    # USD 5.005 is 5.00 to the cent; EUR lines read 5.50 against 5.51
+    assert problems == [
+        "EUR net value: the lines sum to 5.50, the file states 5.51 (difference -0.01)"
+    ]
