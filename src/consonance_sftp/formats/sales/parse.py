@@ -384,18 +384,21 @@ class _Reader:
         trailer = False
         sales = self.layout.kind == "sales"
         dates_seen: list[dt.date] = []
+        sales_line = self._make_sales_line()
+        is_trailer = self.is_trailer
+        width = self.width
         for line, cells in rows:
             if not any(cells):
                 continue
-            if trailer or self.is_trailer(cells):
+            if trailer or is_trailer(cells):
                 trailer = True
                 self.read_trailer(cells, facts)
                 continue
-            if len(cells) < self.width:
-                cells = cells + [""] * (self.width - len(cells))
+            if len(cells) < width:
+                cells = cells + [""] * (width - len(cells))
             report.lines_read += 1
             if sales:
-                item = self.sales_line(line, cells, report, dates_seen)
+                item = sales_line(line, cells, report, dates_seen)
                 yield item
             else:
                 yield from self.usage_lines(line, cells, facts, dates_seen)
@@ -412,185 +415,214 @@ class _Reader:
     def _reject(self, line: int, role: str | None, reason: str) -> Rejection:
         return Rejection(line, None if role is None else self.column(role), reason)
 
-    def sales_line(
-        self, line: int, cells: list[str], report: ParsedReport, dates_seen: list[dt.date]
-    ) -> SalesLine | Rejection:
-        # Hot path (a million calls per large report): column positions are attributes
-        # resolved once (-1: the layout has no such column), repeated cells are memoised.
+    def _make_sales_line(
+        self,
+    ) -> Callable[[int, list[str], ParsedReport, list[dt.date]], SalesLine | Rejection]:
+        """The per-line function of this layout, its column positions and checks bound as
+        closure variables: it runs once per line of a report, a million times for a large
+        one, and local lookups cost a fraction of attribute lookups."""
         layout = self.layout
-        facts = report.facts
-        # money and currency first: a line whose numbers read counts in reconciliation even
-        # when it is rejected for its ISBN, its date or its channel
-        original = cells[self.i_original_currency].strip() if self.i_original_currency >= 0 else ""
-        if original:
-            currency = original.upper()
-            i_value, i_return_value = self.i_original_value, self.i_original_return_value
-            value_role, return_value_role = "original_value", "original_return_value"
-            currency_role = "original_currency"
-        else:
-            currency = (
-                cells[self.i_currency].strip().upper()
-                if self.i_currency >= 0
-                else self.fixed_currency
-            )
-            i_value, i_return_value = self.i_value, self.i_return_value
-            value_role, return_value_role = "value", "return_value"
-            currency_role = "currency"
-        if currency not in CURRENCIES:
-            if not currency:
-                return self._reject(line, currency_role, "no currency")
-            return self._reject(line, currency_role, f"{currency!r} is not an ISO 4217 currency")
-        qty_text = cells[self.i_quantity] if self.i_quantity >= 0 else ""
-        qty = quantity(qty_text)
-        if qty is None:
-            return self._reject(
-                line, "quantity", f"quantity {qty_text.strip()!r} is not a whole number"
-            )
-        value_text = cells[i_value] if i_value >= 0 else ""
-        value = money(value_text)
-        if value is None:
-            return self._reject(line, value_role, f"value {value_text.strip()!r} is not a number")
-        ret_qty = 0
-        ret_value = _ZERO
-        if self.i_return_quantity >= 0:
-            text = cells[self.i_return_quantity]
-            got = quantity(text)
-            if got is None:
-                return self._reject(
-                    line,
-                    "return_quantity",
-                    f"return quantity {text.strip()!r} is not a whole number",
+        i_original_currency = self.i_original_currency
+        i_original_value = self.i_original_value
+        i_original_return_value = self.i_original_return_value
+        i_currency = self.i_currency
+        i_quantity = self.i_quantity
+        i_value = self.i_value
+        i_return_quantity = self.i_return_quantity
+        i_return_value = self.i_return_value
+        i_type = self.i_type
+        i_product_id_type = self.i_product_id_type
+        i_isbn = self.i_isbn
+        i_date = self.i_date
+        i_channel = self.i_channel
+        i_territory = self.i_territory
+        i_channel_id = self.i_channel_id
+        i_list_price = self.i_list_price
+        i_list_price_currency = self.i_list_price_currency
+        i_transaction_id = self.i_transaction_id
+        isbn_check = self.isbns.check
+        parse_date = self.dates.parse
+        known = self.known
+        channel_for = self.channel_for
+        channels = self.channels
+        prices = self.prices
+        fixed_currency = self.fixed_currency
+        reject = self._reject
+
+        def sales_line(
+            line: int, cells: list[str], report: ParsedReport, dates_seen: list[dt.date]
+        ) -> SalesLine | Rejection:
+            # Hot path. Column positions are -1 where the layout has no such column;
+            # repeated cells (ISBNs, dates, prices, channels) are checked once, memoised.
+            facts = report.facts
+            # money and currency first: a line whose numbers read counts in reconciliation even
+            # when it is rejected for its ISBN, its date or its channel
+            original = cells[i_original_currency].strip() if i_original_currency >= 0 else ""
+            if original:
+                currency = original.upper()
+                at_value, at_return_value = i_original_value, i_original_return_value
+                value_role, return_value_role = "original_value", "original_return_value"
+                currency_role = "original_currency"
+            else:
+                currency = cells[i_currency].strip().upper() if i_currency >= 0 else fixed_currency
+                at_value, at_return_value = i_value, i_return_value
+                value_role, return_value_role = "value", "return_value"
+                currency_role = "currency"
+            if currency not in CURRENCIES:
+                if not currency:
+                    return reject(line, currency_role, "no currency")
+                return reject(line, currency_role, f"{currency!r} is not an ISO 4217 currency")
+            qty_text = cells[i_quantity] if i_quantity >= 0 else ""
+            qty = quantity(qty_text)
+            if qty is None:
+                return reject(
+                    line, "quantity", f"quantity {qty_text.strip()!r} is not a whole number"
                 )
-            ret_qty = abs(got)
-        if i_return_value >= 0:
-            text = cells[i_return_value]
-            amount = money(text)
-            if amount is None:
-                return self._reject(
-                    line, return_value_role, f"return value {text.strip()!r} is not a number"
-                )
-            ret_value = abs(amount)
-        if self.i_type >= 0 and cells[self.i_type].strip().casefold() in layout.refund_words:
-            ret_qty, qty = ret_qty + abs(qty), 0
-            ret_value, value = ret_value + abs(value), _ZERO
-        # signed net columns (and a negative gross column of any layout): returns
-        if qty < 0:
-            ret_qty, qty = ret_qty - qty, 0
-        if value < 0:
-            ret_value, value = ret_value - value, _ZERO
-        read = report._read.get(currency)
-        if read is None:
-            read = report._read[currency] = [_ZERO, _ZERO]
-            facts.currencies.add(currency)
-        read[0] += qty - ret_qty
-        read[1] += value - ret_value
-        if not (qty or ret_qty or value or ret_value) and not (
-            value_text.strip() or qty_text.strip()
-        ):
-            return self._reject(line, "value", "no quantity and no value")
-        # the product
-        if self.i_product_id_type >= 0:
-            kind = cells[self.i_product_id_type].strip()
-            if kind.casefold() != "isbn":
-                return self._reject(
-                    line, "product_id_type", f"product ID type {kind!r}: only ISBNs are matched"
-                )
-        isbn, why = self.isbns.check(cells[self.i_isbn])
-        if isbn is None:
-            return self._reject(line, "isbn", why or "no ISBN")
-        if self.known is not None and isbn not in self.known:
-            return self._reject(line, "isbn", f"ISBN {isbn} is not a product in Consonance")
-        # the date
-        if self.i_date >= 0:
-            text = cells[self.i_date]
-            day = self.dates.parse(text)
-            if day is None:
-                return self._reject(
-                    line,
-                    "date",
-                    f"{text.strip()!r} is not a date ({' or '.join(layout.date_formats)})",
-                )
-            first, last = facts.period_from, facts.period_to
-            if first is not None and last is not None:
-                if not first <= day <= last:
-                    return self._reject(
+            value_text = cells[at_value] if at_value >= 0 else ""
+            value = money(value_text)
+            if value is None:
+                return reject(line, value_role, f"value {value_text.strip()!r} is not a number")
+            ret_qty = 0
+            ret_value = _ZERO
+            if i_return_quantity >= 0:
+                text = cells[i_return_quantity]
+                got = quantity(text)
+                if got is None:
+                    return reject(
+                        line,
+                        "return_quantity",
+                        f"return quantity {text.strip()!r} is not a whole number",
+                    )
+                ret_qty = abs(got)
+            if at_return_value >= 0:
+                text = cells[at_return_value]
+                amount = money(text)
+                if amount is None:
+                    return reject(
+                        line, return_value_role, f"return value {text.strip()!r} is not a number"
+                    )
+                ret_value = abs(amount)
+            if i_type >= 0 and cells[i_type].strip().casefold() in layout.refund_words:
+                ret_qty, qty = ret_qty + abs(qty), 0
+                ret_value, value = ret_value + abs(value), _ZERO
+            # signed net columns (and a negative gross column of any layout): returns
+            if qty < 0:
+                ret_qty, qty = ret_qty - qty, 0
+            if value < 0:
+                ret_value, value = ret_value - value, _ZERO
+            read = report._read.get(currency)
+            if read is None:
+                read = report._read[currency] = [_ZERO, _ZERO]
+                facts.currencies.add(currency)
+            read[0] += qty - ret_qty
+            read[1] += value - ret_value
+            if not (qty or ret_qty or value or ret_value) and not (
+                value_text.strip() or qty_text.strip()
+            ):
+                return reject(line, "value", "no quantity and no value")
+            # the product
+            if i_product_id_type >= 0:
+                kind = cells[i_product_id_type].strip()
+                if kind.casefold() != "isbn":
+                    return reject(
+                        line, "product_id_type", f"product ID type {kind!r}: only ISBNs are matched"
+                    )
+            isbn, why = isbn_check(cells[i_isbn])
+            if isbn is None:
+                return reject(line, "isbn", why or "no ISBN")
+            if known is not None and isbn not in known:
+                return reject(line, "isbn", f"ISBN {isbn} is not a product in Consonance")
+            # the date
+            if i_date >= 0:
+                text = cells[i_date]
+                day = parse_date(text)
+                if day is None:
+                    return reject(
                         line,
                         "date",
-                        f"{day.isoformat()} is outside the report's period "
-                        f"{first.isoformat()} to {last.isoformat()}",
+                        f"{text.strip()!r} is not a date ({' or '.join(layout.date_formats)})",
                     )
-            elif not dates_seen:
-                dates_seen.extend((day, day))  # the span of the lines' dates: [first, last]
-            elif day < dates_seen[0]:
-                dates_seen[0] = day
-            elif day > dates_seen[1]:
-                dates_seen[1] = day
-        elif facts.period_to is not None:
-            day = facts.period_to  # no date column: the sale is dated the period's last day
-        else:
-            return self._reject(line, None, "no date column and no period for the report")
-        # the channel
-        channel = cells[self.i_channel].strip() if self.i_channel >= 0 else ""
-        channel = channel or layout.channel
-        territory = cells[self.i_territory].strip() if self.i_territory >= 0 else ""
-        if self.i_channel_id >= 0:
-            channel_id = cells[self.i_channel_id].strip()
-            if not channel_id:
-                return self._reject(line, "channel_id", "no Channel ID")
-        elif self.channel_for is not None:
-            key = (channel, territory)
-            mapped = self.channels.get(key, "")
-            if mapped == "":
-                mapped = self.channels[key] = self.channel_for(channel, territory)
-            if mapped is None:
-                return self._reject(
-                    line,
-                    "channel" if self.i_channel >= 0 else "territory",
-                    f"no Consonance channel is mapped for channel {channel!r}, territory "
-                    f"{territory!r}",
-                )
-            channel_id = mapped
-        else:
-            channel_id = ""
-        list_price: Decimal | None = None
-        list_price_currency: str | None = None
-        if self.i_list_price >= 0:
-            text = cells[self.i_list_price]
-            if text:
-                list_price = self.prices.get(text)
-                if list_price is None:
-                    list_price = self.prices[text] = money(text)
-            if list_price is not None:
-                list_price_currency = currency
-                if self.i_list_price_currency >= 0:
-                    list_price_currency = (
-                        cells[self.i_list_price_currency].strip().upper() or currency
+                first, last = facts.period_from, facts.period_to
+                if first is not None and last is not None:
+                    if not first <= day <= last:
+                        return reject(
+                            line,
+                            "date",
+                            f"{day.isoformat()} is outside the report's period "
+                            f"{first.isoformat()} to {last.isoformat()}",
+                        )
+                elif not dates_seen:
+                    dates_seen.extend((day, day))  # the span of the lines' dates: [first, last]
+                elif day < dates_seen[0]:
+                    dates_seen[0] = day
+                elif day > dates_seen[1]:
+                    dates_seen[1] = day
+            elif facts.period_to is not None:
+                day = facts.period_to  # no date column: the sale is dated the period's last day
+            else:
+                return reject(line, None, "no date column and no period for the report")
+            # the channel
+            channel = cells[i_channel].strip() if i_channel >= 0 else ""
+            channel = channel or layout.channel
+            territory = cells[i_territory].strip() if i_territory >= 0 else ""
+            if i_channel_id >= 0:
+                channel_id = cells[i_channel_id].strip()
+                if not channel_id:
+                    return reject(line, "channel_id", "no Channel ID")
+            elif channel_for is not None:
+                key = (channel, territory)
+                mapped = channels.get(key, "")
+                if mapped == "":
+                    mapped = channels[key] = channel_for(channel, territory)
+                if mapped is None:
+                    return reject(
+                        line,
+                        "channel" if i_channel >= 0 else "territory",
+                        f"no Consonance channel is mapped for channel {channel!r}, territory "
+                        f"{territory!r}",
                     )
-        sums = report._totals.get(currency)
-        if sums is None:
-            sums = report._totals[currency] = [_ZERO, _ZERO, _ZERO, _ZERO]
-        sums[0] += qty
-        sums[1] += value
-        sums[2] += ret_qty
-        sums[3] += ret_value
-        return SalesLine(
-            line=line,
-            isbn13=isbn,
-            sales_date=day,
-            quantity=qty,
-            value=value,
-            return_quantity=ret_qty,
-            return_value=ret_value,
-            currency=currency,
-            list_price=list_price,
-            list_price_currency=list_price_currency,
-            channel=channel,
-            territory=territory,
-            transaction_id=cells[self.i_transaction_id].strip()
-            if self.i_transaction_id >= 0
-            else "",
-            channel_id=channel_id,
-        )
+                channel_id = mapped
+            else:
+                channel_id = ""
+            list_price: Decimal | None = None
+            list_price_currency: str | None = None
+            if i_list_price >= 0:
+                text = cells[i_list_price]
+                if text:
+                    list_price = prices.get(text)
+                    if list_price is None:
+                        list_price = prices[text] = money(text)
+                if list_price is not None:
+                    list_price_currency = currency
+                    if i_list_price_currency >= 0:
+                        list_price_currency = (
+                            cells[i_list_price_currency].strip().upper() or currency
+                        )
+            sums = report._totals.get(currency)
+            if sums is None:
+                sums = report._totals[currency] = [_ZERO, _ZERO, _ZERO, _ZERO]
+            sums[0] += qty
+            sums[1] += value
+            sums[2] += ret_qty
+            sums[3] += ret_value
+            return SalesLine(
+                line=line,
+                isbn13=isbn,
+                sales_date=day,
+                quantity=qty,
+                value=value,
+                return_quantity=ret_qty,
+                return_value=ret_value,
+                currency=currency,
+                list_price=list_price,
+                list_price_currency=list_price_currency,
+                channel=channel,
+                territory=territory,
+                transaction_id=cells[i_transaction_id].strip() if i_transaction_id >= 0 else "",
+                channel_id=channel_id,
+            )
+
+        return sales_line
 
     def usage_lines(
         self, line: int, cells: list[str], facts: ReportFacts, dates_seen: list[dt.date]
