@@ -7,72 +7,29 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
-import io
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-import openpyxl
 import pytest
 import xlwt
 
-from consonance_sftp.formats.sales.layouts import LAYOUTS, GenericLayout, Layout
-from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
-from consonance_sftp.formats.sales.parse import ParsedReport, parse_report
-from consonance_sftp.formats.sales.read import open_table
+from consonance_sftp.formats.sales.layouts import GenericLayout
+from consonance_sftp.formats.sales.lines import Rejection
 from consonance_sftp.formats.sales.table import ReportRefused
 from tests.samples import SALES_SAMPLES
-
-A, B, C, D = "9780306406157", "9781861972712", "9791090000001", "9783161484100"
-D10 = "316148410X"  # D as an ISBN-10
-BAD = "9780306406158"  # A with a wrong check digit
-
-
-def layout(name: str, version: str | None = None) -> Layout:
-    return next(x for x in LAYOUTS if x.name == name and (version is None or x.version == version))
-
-
-def text_file(
-    path: Path,
-    rows: Sequence[Sequence[str]],
-    *,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
-    newline: str = "\n",
-    quoting: int = csv.QUOTE_MINIMAL,
-) -> Path:
-    buffer = io.StringIO()
-    csv.writer(buffer, delimiter=delimiter, lineterminator=newline, quoting=quoting).writerows(rows)
-    path.write_bytes(buffer.getvalue().encode(encoding))
-    return path
-
-
-def xlsx_file(path: Path, rows: Sequence[Sequence[object]], *, sheet: str = "Details") -> Path:
-    book = openpyxl.Workbook()
-    first = book.active
-    first.title = "Summary"
-    first.append(["Statement summary"])
-    details = book.create_sheet(sheet)
-    for row in rows:
-        details.append(list(row))
-    book.save(path)
-    return path
-
-
-def parse(path: Path, **kwargs: object) -> tuple[ParsedReport, list[SalesLine], list[Rejection]]:
-    with open_table(path) as table:
-        report = parse_report(table, file_name=path.name, **kwargs)  # type: ignore[arg-type]
-        items = list(report.items)
-    lines = [i for i in items if isinstance(i, SalesLine)]
-    rejections = [i for i in items if isinstance(i, Rejection)]
-    return report, lines, rejections
-
-
-def reconciled(report: ParsedReport) -> bool | None:
-    ok, problems = report.reconciliation()
-    assert ok is not False, problems
-    return ok
-
+from tests.unit.sales_files import (
+    BAD,
+    D10,
+    A,
+    B,
+    D,
+    layout,
+    parse,
+    reconciled,
+    text_file,
+    xlsx_file,
+)
 
 # --- sales layouts, one quirk each ---------------------------------------------------------
 
@@ -670,254 +627,6 @@ def test_generic_layout_mapped_in_config(tmp_path: Path) -> None:
         (B, "EUR", "AT"),
     ]
     assert rejections == [Rejection(4, "EAN", f"ISBN {BAD!r}: the check digit is wrong")]
-
-
-# --- validation ----------------------------------------------------------------------------
-
-
-def _consonance_csv(tmp_path: Path, rows: list[list[str]]) -> Path:
-    columns = [
-        "Product ID type",
-        "Product ID",
-        "Channel ID",
-        "Sales date",
-        "Sales quantity",
-        "Sales value",
-        "Original currency",
-        "Original sales value",
-    ]
-    return text_file(tmp_path / "sales_2026-10.csv", [columns, *rows])
-
-
-def test_every_line_is_validated_and_rejections_name_line_column_reason(tmp_path: Path) -> None:
-    path = _consonance_csv(
-        tmp_path,
-        [
-            ["ISBN", A, "C1", "2026-10-01", "1", "1.00", "", ""],
-            ["ISBN", B, "C1", "2026-10-01", "1", "1.00", "", ""],  # not known
-            ["ISBN", A, "C1", "2026-11-01", "1", "1.00", "", ""],  # outside the period
-            ["ISBN", A, "C1", "1 Oct", "1", "1.00", "", ""],  # not a date
-            ["ISBN", A, "C1", "2026-10-02", "one", "1.00", "", ""],  # not a number
-            ["ISBN", A, "C1", "2026-10-02", "1", "1.00", "XYZ", "1.00"],  # not ISO 4217
-            ["ISBN", A, "", "2026-10-02", "1", "1.00", "", ""],  # no channel
-            ["ISBN", C, "C1", "2026-10-31", "1", "2.00", "", ""],
-        ],
-    )
-    report, lines, rejections = parse(path, house_currency="GBP", known_isbns={A, C})
-    assert [x.line for x in lines] == [2, 9]
-    assert [(r.line, r.column) for r in rejections] == [
-        (3, "Product ID"),
-        (4, "Sales date"),
-        (5, "Sales date"),
-        (6, "Sales quantity"),
-        (7, "Original currency"),
-        (8, "Channel ID"),
-    ]
-    assert "not a product in Consonance" in rejections[0].reason
-    assert "outside the report's period 2026-10-01 to 2026-10-31" in rejections[1].reason
-    assert "ISO 4217" in rejections[4].reason
-    assert report.lines_read == 8
-
-
-def test_channel_map_miss_rejects_the_line(tmp_path: Path) -> None:
-    columns = layout("coresource").columns
-    rows = [
-        list(columns),
-        ["10/01/2026", "Kobo", "Agency", "US", A, "T", "USD", "1", "1", "0", "1", "1.00"],
-        ["10/01/2026", "Nook", "Agency", "US", A, "T", "USD", "1", "1", "0", "1", "1.00"],
-    ]
-    path = text_file(tmp_path / "cs_2026-10.csv", rows)
-    mapping = {("Kobo", "US"): "KOBO"}
-    _, lines, rejections = parse(path, channel_for=lambda ch, terr: mapping.get((ch, terr)))
-    assert [x.channel_id for x in lines] == ["KOBO"]
-    assert rejections[0].line == 3
-    assert rejections[0].column == "Retailer"
-    assert "'Nook'" in rejections[0].reason
-
-
-# --- refusals ------------------------------------------------------------------------------
-
-
-def test_changed_header_is_refused_with_the_difference(tmp_path: Path) -> None:
-    columns = [c if c != "Net Units" else "Net Unit Count" for c in layout("amazon-vendor").columns]
-    path = text_file(tmp_path / "DigitalEBooksPaymentReport.csv", [[*columns, "Marketplace"]])
-    with pytest.raises(ReportRefused) as caught:
-        parse(path)
-    assert caught.value.reason_code == "header-changed"
-    message = str(caught.value)
-    assert "'Net Units' -> 'Net Unit Count'" in message
-    assert "added 'Marketplace'" in message
-
-
-def test_named_layout_that_does_not_fit_is_refused(tmp_path: Path) -> None:
-    path = text_file(tmp_path / "x.csv", [list(layout("nbni").columns), [A, "1", "1", "1"]])
-    with pytest.raises(ReportRefused) as caught:
-        parse(path, layout="kobo")
-    assert caught.value.reason_code in ("header-changed", "unknown-layout")
-    with pytest.raises(ReportRefused) as caught:
-        parse(path, layout="no-such-layout")
-    assert caught.value.reason_code == "unknown-layout"
-
-
-def test_unknown_header_is_refused_naming_it(tmp_path: Path) -> None:
-    path = text_file(tmp_path / "x.csv", [["Name", "Address"], ["a", "b"]])
-    with pytest.raises(ReportRefused) as caught:
-        parse(path)
-    assert caught.value.reason_code == "unknown-layout"
-    assert "'Name', 'Address'" in str(caught.value)
-
-
-def test_header_without_lines_is_an_empty_report(tmp_path: Path) -> None:
-    path = text_file(tmp_path / "x_2026-10.csv", [list(layout("nbni").columns), ["", "", "0", "0"]])
-    with pytest.raises(ReportRefused) as caught:
-        parse(path)
-    assert caught.value.reason_code == "empty-report"
-
-
-# --- usage and market data -----------------------------------------------------------------
-
-
-def test_jstor_tsv_with_preamble_yields_usage_lines(tmp_path: Path) -> None:
-    columns = [
-        "Country Name",
-        "Book Title",
-        "Book ID (DOI)",
-        "Authors",
-        "ISBN",
-        "eISBN",
-        "Copyright Year",
-        "Disciplines",
-        "Usage Type",
-        "Sep-2026",
-        "Oct-2026",
-        "Reporting Period Total",
-    ]
-    rows = [
-        ["Report_Name", "Book Usage by Country"],
-        ["Report_ID", "PUB_BCU"],
-        ["Reporting_Period", "2026-09-01 to 2026-10-31"],
-        [],
-        columns,
-        [
-            "France",
-            "T",
-            "10.2307/j.x",
-            "A",
-            A,
-            "",
-            "2020",
-            "History",
-            "Chapter view",
-            "3",
-            "0",
-            "3",
-        ],
-        ["Peru", "T2", "10.2307/j.y", "B", "", B, "2021", "Art", "Chapter view", "1", "2", "3"],
-    ]
-    path = text_file(tmp_path / "jstor_country.tsv", rows, delimiter="\t")
-    with open_table(path) as table:
-        report = parse_report(table, file_name=path.name)
-        items = list(report.items)
-    assert report.facts.kind == "usage"
-    assert report.header_line == 5
-    assert (report.facts.period_from, report.facts.period_to) == (
-        dt.date(2026, 9, 1),
-        dt.date(2026, 10, 31),
-    )
-    assert all(isinstance(i, UsageLine) for i in items)
-    assert [(i.isbn13, i.period_from.month, i.count, i.country) for i in items] == [  # type: ignore[union-attr]
-        (A, 9, 3, "France"),
-        (B, 9, 1, "Peru"),
-        (B, 10, 2, "Peru"),
-    ]
-
-
-def test_muse_gzipped_csv_yields_usage_lines(tmp_path: Path) -> None:
-    import gzip
-
-    rows = [
-        ["book_id", "isbn", "title", "year", "month", "type", "usage", "country_id", "country"],
-        ["12", A, "T", "2026", "10", "Chapter", "5", "US", "United States"],
-    ]
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    path = tmp_path / "muse.csv.gz"
-    path.write_bytes(gzip.compress(buffer.getvalue().encode("cp1252")))
-    with open_table(path) as table:
-        report = parse_report(table, file_name=path.name)
-        items = list(report.items)
-    assert report.layout.name == "muse"
-    assert items == [
-        UsageLine(
-            line=2,
-            isbn13=A,
-            period_from=dt.date(2026, 10, 1),
-            period_to=dt.date(2026, 10, 31),
-            metric="Chapter",
-            count=5,
-            country="US",
-            title="T",
-        )
-    ]
-
-
-def test_counter_json_yields_usage_lines(tmp_path: Path) -> None:
-    import json
-
-    doc = {
-        "Report_Header": {
-            "Report_ID": "IRUS_IR",
-            "Report_Filters": {"Begin_Date": "2026-10-01", "End_Date": "2026-10-31"},
-        },
-        "Report_Items": [
-            {
-                "Item": "T",
-                "Item_ID": [{"Type": "ISBN", "Value": A}],
-                "Performance_Instances": [
-                    {
-                        "Event_Month": "2026-10",
-                        "Metric_Type": "Total_Item_Requests",
-                        "Count": 9,
-                        "Country": {"Country_Code": "GB"},
-                    }
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "irus.json"
-    path.write_text(json.dumps(doc))
-    with open_table(path) as table:
-        report = parse_report(table, file_name=path.name)
-        items = list(report.items)
-    assert report.layout.name == "irus-counter"
-    assert report.facts.kind == "usage"
-    assert [(i.isbn13, i.count, i.country, i.metric) for i in items] == [  # type: ignore[union-attr]
-        (A, 9, "GB", "Total_Item_Requests")
-    ]
-
-
-def test_bookscan_market_data_is_kind_market(tmp_path: Path) -> None:
-    rows = [
-        list(layout("bookscan").columns),
-        [A, "T", "A", "P", "Paperback", "9.99", "2026-10-11", "120", "1198.80"],
-    ]
-    path = text_file(tmp_path / "bookscan.csv", rows, encoding="utf-8-sig")
-    with open_table(path) as table:
-        report = parse_report(table, file_name=path.name)
-        items = list(report.items)
-    assert report.facts.kind == "market"
-    assert items == [
-        UsageLine(
-            line=2,
-            isbn13=A,
-            period_from=dt.date(2026, 10, 5),
-            period_to=dt.date(2026, 10, 11),
-            metric="units",
-            count=120,
-            title="T",
-        )
-    ]
-    assert not any(isinstance(i, SalesLine) for i in items)
 
 
 def test_bom_is_not_part_of_the_first_header_cell(tmp_path: Path) -> None:
