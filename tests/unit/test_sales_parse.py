@@ -664,3 +664,50 @@ def test_reconciliation_is_per_currency_to_the_cent(tmp_path: Path) -> None:
     assert problems == [
         "EUR net value: the lines sum to 5.50, the file states 5.51 (difference -0.01)"
     ]
+
+
+def test_lightning_source_line_without_isbn_mid_file_is_a_line_not_the_total(
+    tmp_path: Path,
+) -> None:
+    columns = layout("lightning-source", "sales_comp").columns
+    rows = [
+        list(columns),
+        _lsi_row(
+            columns,
+            parent_isbn=A,
+            title="a",
+            list_price="1",
+            reporting_currency_code="USD",
+            PTD_net_quantity="2",
+            PTD_net_pub_comp="4.00",
+        ),
+        _lsi_row(
+            columns,
+            parent_isbn="",
+            title="lost",
+            list_price="1",
+            reporting_currency_code="USD",
+            PTD_net_quantity="1",
+            PTD_net_pub_comp="2.00",
+        ),
+        _lsi_row(
+            columns,
+            parent_isbn=B,
+            title="b",
+            list_price="1",
+            reporting_currency_code="USD",
+            PTD_net_quantity="3",
+            PTD_net_pub_comp="6.00",
+        ),
+        _lsi_row(columns, title="", PTD_net_quantity="6", PTD_net_pub_comp="12.00"),
+    ]
+    path = text_file(tmp_path / "lsi_sales_comp_2026-10.txt", rows, delimiter="\t")
+    report, lines, rejections = parse(path)
+    # the row without an ISBN is followed by a line: it is a line (rejected), not the total
+    assert [x.isbn13 for x in lines] == [A, B]
+    assert [(r.line, r.column, r.reason) for r in rejections] == [(3, "parent_isbn", "no ISBN")]
+    assert report.lines_read == 3
+    assert report.facts.stated_totals == {
+        "USD": {"quantity": Decimal(6), "value": Decimal("12.00")}
+    }
+    assert reconciled(report) is True

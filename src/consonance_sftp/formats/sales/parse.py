@@ -324,10 +324,16 @@ class _Reader:
         return self.layout.roles.get(role, role)
 
     def is_trailer(self, cells: list[str]) -> bool:
-        # called for every row: the cheap tests first
+        return self.starts_trailer(cells) or self.maybe_total(cells)
+
+    def starts_trailer(self, cells: list[str]) -> bool:
+        """A row whose first cell starts a trailer (``Total``, Apple's ``Total_Amount``)."""
         first = cells[0] if cells else ""
-        if first and self.prefixes and first.lstrip().casefold().startswith(self.prefixes):
-            return True
+        return bool(first and self.prefixes and first.lstrip().casefold().startswith(self.prefixes))
+
+    def maybe_total(self, cells: list[str]) -> bool:
+        """A row with figures and no ISBN, in a layout whose total row looks so (Lightning
+        Source): the total row if no line follows it, else a line without an ISBN."""
         if self.total_without_isbn:
             index = self.i_isbn
             if not 0 <= index < len(cells) or not cells[index].strip():
@@ -385,23 +391,48 @@ class _Reader:
         sales = self.layout.kind == "sales"
         dates_seen: list[dt.date] = []
         sales_line = self._make_sales_line()
-        is_trailer = self.is_trailer
+        starts_trailer = self.starts_trailer
+        maybe_total = self.maybe_total
         width = self.width
-        for line, cells in rows:
-            if not any(cells):
-                continue
-            if trailer or is_trailer(cells):
-                trailer = True
-                self.read_trailer(cells, facts)
-                continue
+        # A row with figures and no ISBN waits here: it is the total row if only trailer rows
+        # (or nothing) follow, else a line without an ISBN (rejected as such).
+        pending: list[tuple[int, list[str]]] = []
+
+        def line_items(line: int, cells: list[str]) -> Iterator[Item]:
             if len(cells) < width:
                 cells = cells + [""] * (width - len(cells))
             report.lines_read += 1
             if sales:
-                item = sales_line(line, cells, report, dates_seen)
-                yield item
+                yield sales_line(line, cells, report, dates_seen)
             else:
                 yield from self.usage_lines(line, cells, facts, dates_seen)
+
+        for line, cells in rows:
+            if not any(cells):
+                continue
+            if trailer or starts_trailer(cells):
+                trailer = True
+                for _, held in pending:
+                    self.read_trailer(held, facts)
+                pending.clear()
+                self.read_trailer(cells, facts)
+                continue
+            if maybe_total(cells):
+                pending.append((line, cells))
+                continue
+            if pending:
+                for held_line, held in pending:
+                    yield from line_items(held_line, held)
+                pending.clear()
+            if len(cells) < width:
+                cells = cells + [""] * (width - len(cells))
+            report.lines_read += 1
+            if sales:
+                yield sales_line(line, cells, report, dates_seen)
+            else:
+                yield from self.usage_lines(line, cells, facts, dates_seen)
+        for _, held in pending:
+            self.read_trailer(held, facts)
         self.finish(facts, dates_seen)
 
     def finish(self, facts: ReportFacts, dates_seen: list[dt.date]) -> None:
