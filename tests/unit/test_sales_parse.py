@@ -711,3 +711,24 @@ def test_lightning_source_line_without_isbn_mid_file_is_a_line_not_the_total(
         "USD": {"quantity": Decimal(6), "value": Decimal("12.00")}
     }
     assert reconciled(report) is True
+
+
+def test_lines_after_a_total_row_are_read_per_currency_block(tmp_path: Path) -> None:
+    columns = layout("coresource").columns
+    rows = [
+        list(columns),
+        ["10/01/2026", "Kobo", "Agency", "US", A, "T", "USD", "9.99", "2", "0", "2", "10.00"],
+        ["Total", "", "", "", "", "", "USD", "", "2", "0", "2", "10.00"],
+        ["10/02/2026", "Kobo", "Agency", "DE", B, "T", "EUR", "9.99", "1", "0", "1", "4.00"],
+        ["10/03/2026", "Kobo", "Agency", "DE", A, "T", "EUR", "9.99", "1", "0", "1", "4.00"],
+        ["Total", "", "", "", "", "", "EUR", "", "2", "0", "2", "8.00"],
+    ]
+    path = text_file(tmp_path / "CoreSource_Agency_2026-10.csv", rows)
+    report, lines, rejections = parse(path)
+    assert rejections == []
+    assert [(x.isbn13, x.currency) for x in lines] == [(A, "USD"), (B, "EUR"), (A, "EUR")]
+    assert report.facts.stated_totals == {
+        "USD": {"quantity": Decimal(2), "value": Decimal("10.00")},
+        "EUR": {"quantity": Decimal(2), "value": Decimal("8.00")},
+    }
+    assert reconciled(report) is True

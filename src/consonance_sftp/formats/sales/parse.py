@@ -407,9 +407,13 @@ class _Reader:
             else:
                 yield from self.usage_lines(line, cells, facts, dates_seen)
 
+        i_isbn = self.i_isbn
         for line, cells in rows:
             if not any(cells):
                 continue
+            if trailer and 0 <= i_isbn < len(cells) and cells[i_isbn].strip():
+                # lines again after a total row: per-currency or per-section blocks
+                trailer = starts_trailer(cells)
             if trailer or starts_trailer(cells):
                 trailer = True
                 for _, held in pending:
