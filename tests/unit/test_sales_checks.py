@@ -3,6 +3,7 @@ reports refused whole: a changed header with its difference, an unknown one, an 
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,12 @@ def test_every_line_is_validated_and_rejections_name_line_column_reason(tmp_path
             ["ISBN", C, "C1", "2026-10-31", "1", "2.00", "", ""],
         ],
     )
-    report, lines, rejections = parse(path, house_currency="GBP", known_isbns={A, C})
+    report, lines, rejections = parse(
+        path,
+        house_currency="GBP",
+        known_isbns={A, C},
+        period=(dt.date(2026, 10, 1), dt.date(2026, 10, 31)),  # the operator's
+    )
     assert [x.line for x in lines] == [2, 9]
     assert [(r.line, r.column) for r in rejections] == [
         (3, "Product ID"),
@@ -117,3 +123,25 @@ def test_header_without_lines_is_an_empty_report(tmp_path: Path) -> None:
     with pytest.raises(ReportRefused) as caught:
         parse(path)
     assert caught.value.reason_code == "empty-report"
+
+
+def test_file_name_month_is_cross_checked_not_used_to_reject_dated_lines(tmp_path: Path) -> None:
+    # named by the day it was made, the month after its sales
+    path = text_file(
+        tmp_path / "sales_2026-11-02.csv",
+        [
+            ["Product ID type", "Product ID", "Channel ID", "Sales date", "Sales value"],
+            ["ISBN", A, "C1", "2026-10-03", "1.00"],
+            ["ISBN", A, "C1", "2026-10-30", "1.00"],
+        ],
+    )
+    report, lines, rejections = parse(path, house_currency="GBP")
+    assert len(lines) == 2
+    assert rejections == []
+    assert (report.facts.period_from, report.facts.period_to) == (
+        dt.date(2026, 10, 1),
+        dt.date(2026, 10, 31),
+    )
+    assert "the file name names 2026-11, but its lines are dated 2026-10-01 to 2026-10-31" in (
+        report.notes
+    )

@@ -146,13 +146,15 @@ def parse_report(
             "empty-report",
             f"{file_name}: {found.title} with a header (line {header_line}) but no lines",
         )
-    report_period = (
-        reader.period_in_row(first[1])
-        or _period_in_preamble(preamble)
-        or period
-        or period_from_file_name(file_name)
-    )
-    if report_period is None and "date" not in found.roles and found.kind == "sales":
+    report_period = reader.period_in_row(first[1]) or _period_in_preamble(preamble) or period
+    named_period = period_from_file_name(file_name)
+    dated = "date" in found.roles or found.kind != "sales"
+    if report_period is None and not dated:
+        # No dates in the lines: the file name's month is all there is. Where lines have
+        # dates, the name is only cross-checked (partners often name a file by the day it
+        # was made, the month after its sales).
+        report_period = named_period
+    if report_period is None and not dated:
         raise ReportRefused(
             "no-period",
             f"{file_name}: {found.title} has no date column, and no period was given nor is "
@@ -170,6 +172,7 @@ def parse_report(
     )
     report = ParsedReport(layout=found, facts=facts, header_line=header_line, items=iter(()))
     report.notes.extend(table.notes)
+    reader.named_period = named_period if dated and report_period is None else None
     report.items = reader.items(report, chain([first], rows))
     return report
 
@@ -293,6 +296,7 @@ class _Reader:
         self.prefixes = tuple(p.casefold() for p in layout.trailer_prefixes)
         self.fixed_currency = layout.currency or house_currency or ""
         self.total_without_isbn = layout.total_row_without_isbn
+        self.named_period: tuple[dt.date, dt.date] | None = None  # cross-checked at the end
         self.channels: dict[tuple[str, str], str | None] = {}
         self.prices: dict[str, Decimal | None] = {}
         get = self.col.get
@@ -437,11 +441,26 @@ class _Reader:
                 yield from self.usage_lines(line, cells, facts, dates_seen)
         for _, held in pending:
             self.read_trailer(held, facts)
-        self.finish(facts, dates_seen)
+        self.finish(report, dates_seen)
 
-    def finish(self, facts: ReportFacts, dates_seen: list[dt.date]) -> None:
+    def finish(self, report: ParsedReport, dates_seen: list[dt.date]) -> None:
+        facts = report.facts
         if facts.period_from is None and dates_seen:
-            facts.period_from, facts.period_to = min(dates_seen), max(dates_seen)
+            first, last = min(dates_seen), max(dates_seen)
+            if facts.kind == "sales":
+                # the file states no period: the whole months its lines fall in
+                first, last = first.replace(day=1), month_end(last)
+            facts.period_from, facts.period_to = first, last
+            report.notes.append(
+                f"no period in the file: {first.isoformat()} to {last.isoformat()}, "
+                "from the lines' dates"
+            )
+            named = self.named_period
+            if named is not None and (first < named[0] or last > named[1]):
+                report.notes.append(
+                    f"the file name names {named[0]:%Y-%m}, but its lines are dated "
+                    f"{first.isoformat()} to {last.isoformat()}"
+                )
         unlabelled = facts.stated_totals.pop("", None)
         if unlabelled is not None:
             currency = next(iter(facts.currencies)) if len(facts.currencies) == 1 else ""
