@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -222,3 +223,30 @@ def test_xlsx_line_numbers_count_leading_empty_rows(tmp_path: Path) -> None:
     _table, rows = _rows(path)
     data = [(line, cells) for line, cells in rows if any(cells)]
     assert data == [(3, ["EAN13", "NetQty-m"]), (4, ["9780306406157", "2"])]
+
+
+def test_gzipped_xlsx_and_zipped_gzip(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.append(["EAN13", "NetQty-m"])
+    book.active.append(["9780306406157", 1])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    path = tmp_path / "report.xlsx.gz"
+    path.write_bytes(gzip.compress(buffer.getvalue()))
+    table, rows = _rows(path)
+    assert table.container == "gzip+xlsx"  # type: ignore[attr-defined]
+    assert rows[1] == (2, ["9780306406157", "1"])
+    zipped = tmp_path / "report.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("report.tsv.gz", gzip.compress(b"a\tb\n1\t2\n"))
+    table, rows = _rows(zipped)
+    assert table.container == "zip+gzip+text"  # type: ignore[attr-defined]
+    assert rows == [(1, ["a", "b"]), (2, ["1", "2"])]
+
+
+def test_utf16_without_bom(tmp_path: Path) -> None:
+    path = tmp_path / "report.tsv"
+    path.write_bytes("Qty\tPrimary ISBN\n1\t9780306406157\n".encode("utf-16-le"))
+    table, rows = _rows(path)
+    assert table.encoding == "utf-16-le"  # type: ignore[attr-defined]
+    assert rows[1] == (2, ["1", "9780306406157"])
