@@ -145,3 +145,35 @@ def test_file_name_month_is_cross_checked_not_used_to_reject_dated_lines(tmp_pat
     assert "the file name names 2026-11, but its lines are dated 2026-10-01 to 2026-10-31" in (
         report.notes
     )
+
+
+def _lsi(rows: list[dict[str, str]]) -> list[list[str]]:
+    columns = layout("lightning-source", "sales_comp").columns
+    return [list(columns), *[[row.get(c, "") for c in columns] for row in rows]]
+
+
+def test_first_line_without_isbn_is_a_line_and_header_with_total_only_is_empty(
+    tmp_path: Path,
+) -> None:
+    no_isbn = {"title": "x", "reporting_currency_code": "USD", "PTD_net_quantity": "1",
+               "PTD_net_pub_comp": "2.00"}  # fmt: skip
+    good = {**no_isbn, "parent_isbn": A}
+    path = text_file(tmp_path / "lsi_2026-10.txt", _lsi([no_isbn, good]), delimiter="\t")
+    report, lines, rejections = parse(path)
+    assert [x.line for x in lines] == [3]
+    assert [(r.line, r.reason) for r in rejections] == [(2, "no ISBN")]
+    assert report.lines_read == 2
+    total_only = text_file(tmp_path / "lsi_total_2026-10.txt", _lsi([no_isbn]), delimiter="\t")
+    with pytest.raises(ReportRefused) as caught:
+        parse(total_only)
+    assert caught.value.reason_code == "empty-report"
+
+
+def test_generic_mapping_that_is_wrong_is_refused_not_a_crash(tmp_path: Path) -> None:
+    from consonance_sftp.formats.sales.layouts import GenericLayout
+
+    path = text_file(tmp_path / "x.csv", [["EAN", "Units"], [A, "1"]])
+    with pytest.raises(ReportRefused) as caught:
+        parse(path, layout="generic", generic=GenericLayout(columns={"isbn": "EAN"}))
+    assert caught.value.reason_code == "unknown-layout"
+    assert "needs a column for 'quantity'" in str(caught.value)

@@ -140,13 +140,15 @@ def parse_report(
         channel_for=channel_for,
         house_currency=house_currency,
     )
-    first = _first_data_row(rows, reader)
-    if first is None:
+    lead = _lead_rows(rows, reader)
+    if lead is None:
         raise ReportRefused(
             "empty-report",
             f"{file_name}: {found.title} with a header (line {header_line}) but no lines",
         )
-    report_period = reader.period_in_row(first[1]) or _period_in_preamble(preamble) or period
+    first = lead[-1]  # the first line with an ISBN
+    stated = reader.period_in_row(first[1]) or _period_in_preamble(preamble)
+    report_period = stated or period
     named_period = period_from_file_name(file_name)
     dated = "date" in found.roles or found.kind != "sales"
     if report_period is None and not dated:
@@ -172,8 +174,13 @@ def parse_report(
     )
     report = ParsedReport(layout=found, facts=facts, header_line=header_line, items=iter(()))
     report.notes.extend(table.notes)
+    if stated is not None and period is not None and stated != period:
+        report.notes.append(
+            f"the file states its period ({stated[0].isoformat()} to {stated[1].isoformat()}); "
+            "the period given is not used"
+        )
     reader.named_period = named_period if dated and report_period is None else None
-    report.items = reader.items(report, chain([first], rows))
+    report.items = reader.items(report, chain(lead, rows))
     return report
 
 
@@ -188,14 +195,20 @@ def _business_model(reader: _Reader, cells: list[str], file_name: str) -> str:
 
 
 def _candidates(layout: str, generic: GenericLayout | None) -> list[Layout]:
+    mapped: list[Layout] = []
+    if generic is not None:
+        try:
+            mapped = [generic.layout()]
+        except ValueError as exc:  # config checks the mapping first; this is the backstop
+            raise ReportRefused("unknown-layout", f"the generic layout's mapping: {exc}") from exc
     if layout == "generic":
-        if generic is None:
+        if not mapped:
             raise ReportRefused(
                 "unknown-layout", "layout 'generic' needs a column mapping in the flow's config"
             )
-        return [generic.layout()]
+        return mapped
     if layout == "auto":
-        return [*LAYOUTS, *([generic.layout()] if generic is not None else [])]
+        return [*LAYOUTS, *mapped]
     named = [candidate for candidate in LAYOUTS if candidate.name == layout]
     if not named:
         raise ReportRefused(
@@ -245,15 +258,21 @@ def _find_header(
     )
 
 
-def _first_data_row(
+def _lead_rows(
     rows: Iterator[tuple[int, list[str]]], reader: _Reader
-) -> tuple[int, list[str]] | None:
+) -> list[tuple[int, list[str]]] | None:
+    """The rows up to the first line with an ISBN (its period and business model are the
+    report's when the file states them so), or None when there is no line: a header alone,
+    or a header and its total rows."""
+    lead: list[tuple[int, list[str]]] = []
     for line, cells in rows:
         if not any(c.strip() for c in cells):
             continue
-        if reader.is_trailer(cells):
+        if reader.starts_trailer(cells):
             return None
-        return line, cells
+        lead.append((line, cells))
+        if not reader.maybe_total(cells):
+            return lead
     return None
 
 
