@@ -162,3 +162,23 @@ def test_bookscan_market_data_is_kind_market(tmp_path: Path) -> None:
         )
     ]
     assert not any(isinstance(i, SalesLine) for i in items)
+
+
+def test_jstor_without_reporting_period_takes_its_month_columns(tmp_path: Path) -> None:
+    columns = ["Country Name", "Book Title", "Book ID (DOI)", "Authors", "ISBN", "eISBN",
+               "Copyright Year", "Disciplines", "Usage Type", "Sep-2026", "Oct-2026",
+               "Reporting Period Total"]  # fmt: skip
+    rows = [
+        ["Report_Name", "Book Usage by Country"],
+        columns,
+        ["France", "T", "d", "A", A, "", "2020", "History", "Chapter view", "3", "0", "3"],
+    ]
+    path = text_file(tmp_path / "jstor.tsv", rows, delimiter="\t")
+    with open_table(path) as table:
+        report = parse_report(table, file_name=path.name)
+        items = list(report.items)
+    assert len(items) == 1
+    assert (report.facts.period_from, report.facts.period_to) == (
+        dt.date(2026, 9, 1),
+        dt.date(2026, 10, 31),
+    )

@@ -719,6 +719,9 @@ class _Reader:
                         line, None, f"{self.header[index]} {cells[index]!r} is not a count"
                     )
                     return
+            if facts.period_from is None and not dates_seen:
+                # no Reporting_Period in the preamble: the month columns are the period
+                dates_seen.extend((self.months[0][1], month_end(self.months[-1][1])))
             for index, month in self.months:
                 count = quantity(cells[index]) or 0
                 if count:
