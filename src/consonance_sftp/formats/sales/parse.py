@@ -43,6 +43,7 @@ Item = SalesLine | UsageLine | Rejection
 _HEADER_SCAN = 40  # rows searched for the header (JSTOR puts a metadata preamble first)
 _CENT = Decimal("0.01")
 _ZERO = Decimal(0)
+_MEMO_LIMIT = 50_000  # distinct value cells memoised; past it, parsed each time (memory flat)
 
 
 @dataclass
@@ -519,6 +520,7 @@ class _Reader:
         channel_for = self.channel_for
         channels = self.channels
         prices = self.prices
+        amounts: dict[str, Decimal] = {}  # value cells repeat (price x units): parse each once
         fixed_currency = self.fixed_currency
         reject = self._reject
 
@@ -552,7 +554,11 @@ class _Reader:
                     line, "quantity", f"quantity {qty_text.strip()!r} is not a whole number"
                 )
             value_text = cells[at_value] if at_value >= 0 else ""
-            value = money(value_text)
+            value = amounts.get(value_text)
+            if value is None:
+                value = money(value_text)
+                if value is not None and len(amounts) < _MEMO_LIMIT:
+                    amounts[value_text] = value
             if value is None:
                 return reject(line, value_role, f"value {value_text.strip()!r} is not a number")
             ret_qty = 0
