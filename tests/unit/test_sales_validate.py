@@ -131,3 +131,15 @@ def test_currencies_are_iso_4217() -> None:
     assert {"USD", "EUR", "GBP", "AUD", "CAD", "JPY"} <= CURRENCIES
     assert "XYZ" not in CURRENCIES
     assert "usd" not in CURRENCIES
+
+
+def test_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validate, "MEMO_LIMIT", 3)
+    isbns = Isbns()
+    dates = Dates(("%Y-%m-%d",))
+    for day in range(1, 10):
+        isbns.check(f"97803064061{day:02d}")
+        assert dates.parse(f"2026-10-{day:02d}") == dt.date(2026, 10, day)
+    assert len(isbns._memo) == 3
+    assert len(dates._memo) == 3
+    assert dates.parse("2026-10-09") == dt.date(2026, 10, 9)  # past the bound: still right

@@ -25,6 +25,9 @@ from stdnum.exceptions import (
 CURRENCIES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
 """ISO 4217 alphabetic codes (pycountry's list of current currencies)."""
 
+MEMO_LIMIT = 100_000
+"""Distinct cells memoised per check (a catalogue has far fewer ISBNs; past it, checked anew)."""
+
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")  # 1,234.50
 _EXCEL_FLOAT = re.compile(r"\d(?:\.\d+)?[eE]\+?\d+|\d+\.0+")  # 9.78030640615E+12, …157.0
@@ -74,7 +77,9 @@ class Isbns:
     def check(self, cell: str) -> tuple[str | None, str | None]:
         found = self._memo.get(cell)
         if found is None:
-            found = self._memo[cell] = self._check(cell)
+            found = self._check(cell)
+            if len(self._memo) < MEMO_LIMIT:  # bounded: memory stays flat on any file
+                self._memo[cell] = found
         return found
 
     def _check(self, cell: str) -> tuple[str | None, str | None]:
@@ -132,7 +137,8 @@ class Dates:
         else:
             if len(text) > 10 and text[4:5] == "-" and text[10:11] in ("T", " "):
                 found = self.parse(text[:10])  # an ISO timestamp: its day
-        self._memo[cell] = found
+        if len(self._memo) < MEMO_LIMIT:
+            self._memo[cell] = found
         return found
 
 
