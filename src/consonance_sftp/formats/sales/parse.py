@@ -670,7 +670,9 @@ class _Reader:
                 if text:
                     list_price = prices.get(text)
                     if list_price is None:
-                        list_price = prices[text] = money(text)
+                        list_price = money(text)
+                        if len(prices) < _MEMO_LIMIT:
+                            prices[text] = list_price
                 if list_price is not None:
                     list_price_currency = currency
                     if i_list_price_currency >= 0:
