@@ -9,9 +9,10 @@ matches ``Payment Amount Currency``). When no version fits, ``header_diff`` name
 one and the columns added, missing or renamed, so a partner's change is an error, not a silent
 mis-parse.
 
-Column lists come from ``book-industry`` research notes (published columns, working parsers and
-public fixtures). Layouts marked *provisional* in their ``note`` had no public column list:
-check them against a pilot publisher's real file and add a version when it differs.
+Column lists come from published columns, working open-source parsers and public fixtures
+(each layout's source: ``docs/reference/sales-layouts.md``). Layouts marked *provisional* in
+their ``note`` had no public column list: check them against a pilot publisher's real file and
+add a version when it differs.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ CONSONANCE_COLUMNS = (
     "Sales quantity", "Sales value", "Return quantity", "Return value", "Country code",
     "Original currency", "Original sales value", "Original return value",
 )  # fmt: skip
-"""Consonance's sales-import template, in template order (book-industry §3.1)."""
+"""Consonance's sales-import template, in template order (consonance.app/docs/import-sales)."""
 
 _GOOGLE = (
     "Transaction Date", "Id", "Product", "Type", "Preorder", "Qty", "Primary ISBN",
