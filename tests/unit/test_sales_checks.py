@@ -177,3 +177,27 @@ def test_generic_mapping_that_is_wrong_is_refused_not_a_crash(tmp_path: Path) ->
         parse(path, layout="generic", generic=GenericLayout(columns={"isbn": "EAN"}))
     assert caught.value.reason_code == "unknown-layout"
     assert "needs a column for 'quantity'" in str(caught.value)
+
+
+def test_consonance_template_row_needs_a_value(tmp_path: Path) -> None:
+    path = text_file(
+        tmp_path / "import_2026-10.csv",
+        [
+            [
+                "Product ID type",
+                "Product ID",
+                "Channel ID",
+                "Sales date",
+                "Sales quantity",
+                "Sales value",
+                "Return value",
+            ],
+            ["ISBN", A, "C1", "2026-10-03", "2", "", ""],
+            ["ISBN", A, "C1", "2026-10-03", "", "", "3.00"],
+        ],
+    )
+    _report, lines, rejections = parse(path, house_currency="GBP")
+    assert [x.line for x in lines] == [3]
+    assert [(r.line, r.column, r.reason) for r in rejections] == [
+        (2, "Sales value", "no sales value and no return value")
+    ]

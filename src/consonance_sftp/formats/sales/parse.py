@@ -520,6 +520,7 @@ class _Reader:
         channel_for = self.channel_for
         channels = self.channels
         prices = self.prices
+        needs_value = layout.name == "consonance"
         amounts: dict[str, Decimal] = {}  # value cells repeat (price x units): parse each once
         fixed_currency = self.fixed_currency
         reject = self._reject
@@ -599,6 +600,13 @@ class _Reader:
                 value_text.strip() or qty_text.strip()
             ):
                 return reject(line, "value", "no quantity and no value")
+            if (
+                needs_value
+                and not value_text.strip()
+                and not (at_return_value >= 0 and cells[at_return_value].strip())
+            ):
+                # Consonance's importer refuses a row without a sales or return value
+                return reject(line, value_role, "no sales value and no return value")
             # the product
             if i_product_id_type >= 0:
                 kind = cells[i_product_id_type].strip()
