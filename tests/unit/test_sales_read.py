@@ -250,3 +250,18 @@ def test_utf16_without_bom(tmp_path: Path) -> None:
     table, rows = _rows(path)
     assert table.encoding == "utf-16-le"  # type: ignore[attr-defined]
     assert rows[1] == (2, ["1", "9780306406157"])
+
+
+def test_truncated_gzip_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    body = gzip.compress(("a,b\n" + "1,2\n" * 50000).encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(body[: len(body) // 2])
+    with pytest.raises(ReportRefused) as caught:
+        _rows(path)
+    assert caught.value.reason_code == "unreadable"
+    assert "cannot be read" in str(caught.value)
+    tiny = tmp_path / "tiny.csv.gz"
+    tiny.write_bytes(body[:20])
+    with pytest.raises(ReportRefused) as caught:
+        _rows(tiny)
+    assert caught.value.reason_code == "unreadable"

@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -36,6 +37,8 @@ _SAMPLE = 64 * 1024
 _DELIMITERS = ("\t", ",", ";", "|")
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _PREFERRED_SHEET = "details"  # Kobo's statements keep their lines on the sheet "Details"
+# A truncated gzip, a zip member failing its CRC, a disk error: the file is unreadable.
+_DAMAGED = (OSError, EOFError, zlib.error, zipfile.BadZipFile)
 # csv's default field limit (128 KiB) is too small for some partners' free-text cells
 csv.field_size_limit(16 * 1024 * 1024)
 
@@ -50,9 +53,10 @@ def open_table(path: Path, *, sheet: str | None = None) -> Iterator[Table]:
     with ExitStack() as stack:
         try:
             raw: IO[bytes] = stack.enter_context(path.open("rb"))
-        except OSError as exc:
-            raise ReportRefused("unreadable", f"{path.name}: cannot open: {exc}") from exc
-        yield _sniff(raw, path.name, stack, sheet=sheet, wrappers=[])
+            table = _sniff(raw, path.name, stack, sheet=sheet, wrappers=[])
+        except _DAMAGED as exc:
+            raise ReportRefused("unreadable", f"{path.name}: cannot be read: {exc}") from exc
+        yield table
 
 
 def _sniff(
@@ -176,6 +180,10 @@ def _text_rows(
         ) from exc
     except csv.Error as exc:
         raise ReportRefused("unreadable", f"{name}: line {line}: {exc}") from exc
+    except _DAMAGED as exc:
+        raise ReportRefused(
+            "unreadable", f"{name}: cannot be read after line {line - 1}: {exc}"
+        ) from exc
 
 
 # --- zip, xlsx, xls ------------------------------------------------------------------------
