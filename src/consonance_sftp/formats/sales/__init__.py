@@ -9,6 +9,8 @@ and write Consonance's sales-import file. Pure conversions: no I/O beyond the fi
   difference to the nearest layout when none fits.
 * ``parse``: a ``Table`` read through a layout into ``SalesLine``/``UsageLine`` records and
   ``Rejection``s, with the file's own totals for reconciliation.
+* ``validate``: the per-line checks (ISBN/EAN with python-stdnum, ISO 4217, numbers, dates,
+  periods), memoised per distinct cell so a million-line report checks each ISBN once.
 * ``lines``: those records.
 * ``consonance_import``: Consonance's sales-import template (xlsx) and the summary CSV.
 """
