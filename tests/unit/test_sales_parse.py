@@ -732,3 +732,24 @@ def test_lines_after_a_total_row_are_read_per_currency_block(tmp_path: Path) -> 
         "EUR": {"quantity": Decimal(2), "value": Decimal("8.00")},
     }
     assert reconciled(report) is True
+
+
+def test_generic_layout_with_decimal_comma(tmp_path: Path) -> None:
+    generic = GenericLayout(
+        columns={"isbn": "EAN", "quantity": "Menge", "value": "Umsatz"},
+        currency="EUR",
+        decimal_comma=True,
+    )
+    rows = [
+        ["EAN", "Menge", "Umsatz"],
+        [A, "1000", "1.234,50"],
+        [B, "-1", "-7,25"],
+        ["Summe", "", ""],
+        ["Total", "999", "1.227,25"],
+    ]
+    path = text_file(tmp_path / "verlag_2026-10.csv", rows, delimiter=";", encoding="cp1252")
+    report, lines, rejections = parse(path, layout="generic", generic=generic)
+    assert [r.line for r in rejections] == [4]  # "Summe" is no ISBN: a line, rejected
+    assert [x.value for x in lines] == [Decimal("1234.50"), Decimal(0)]
+    assert lines[1].return_value == Decimal("7.25")
+    assert reconciled(report) is True

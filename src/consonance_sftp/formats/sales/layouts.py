@@ -70,6 +70,7 @@ class Layout:
     isbn_length: int | None = None  # Apple's Vendor Identifier: the ISBN is its first 13
     preamble: bool = False  # metadata rows come before the header
     month_columns: bool = False  # JSTOR: one count column per month
+    decimal_comma: bool = False  # money written 1.234,50 (continental European files)
     file_name_hint: str = ""  # what the partner's file names contain, for people
     note: str = ""
 
@@ -110,6 +111,7 @@ class GenericLayout:
     channel: str = ""
     trailer_prefixes: tuple[str, ...] = ("total",)
     name: str = "generic"
+    decimal_comma: bool = False  # money written 1.234,50
 
     def layout(self) -> Layout:
         unknown = set(self.columns) - ROLES
@@ -133,6 +135,7 @@ class GenericLayout:
             channel=self.channel,
             trailer_prefixes=self.trailer_prefixes,
             total_row_without_isbn=True,
+            decimal_comma=self.decimal_comma,
         )
 
 

@@ -33,6 +33,7 @@ from consonance_sftp.formats.sales.validate import (
     Dates,
     Isbns,
     money,
+    money_decimal_comma,
     month_end,
     period_from_file_name,
     period_from_text,
@@ -315,6 +316,7 @@ class _Reader:
         self.dates = Dates(layout.date_formats)
         self.prefixes = tuple(p.casefold() for p in layout.trailer_prefixes)
         self.fixed_currency = layout.currency or house_currency or ""
+        self.money = money_decimal_comma if layout.decimal_comma else money
         self.total_without_isbn = layout.total_row_without_isbn
         self.named_period: tuple[dt.date, dt.date] | None = None  # cross-checked at the end
         self.channels: dict[tuple[str, str], str | None] = {}
@@ -386,7 +388,7 @@ class _Reader:
         first = cells[0].strip().casefold() if cells else ""
         target = self.trailer_values.get(first)
         if target is not None:
-            value = money(cells[1]) if len(cells) > 1 else None
+            value = self.money(cells[1]) if len(cells) > 1 else None
             if value is not None:
                 facts.stated_totals.setdefault("", {})[target] = value
             return
@@ -395,12 +397,12 @@ class _Reader:
         figures: dict[str, Decimal] = {}
         for key in ("quantity", "value"):
             text = self.cell(cells, key)
-            number = money(text) if text else None
+            number = self.money(text) if text else None
             if number is not None:
                 figures[key] = number
         for key, back in (("quantity", "return_quantity"), ("value", "return_value")):
             text = self.cell(cells, back)
-            number = money(text) if text else None
+            number = self.money(text) if text else None
             if number is not None and key in figures:
                 figures[key] -= abs(number)
         if figures:
@@ -521,6 +523,7 @@ class _Reader:
         channels = self.channels
         prices = self.prices
         needs_value = layout.name == "consonance"
+        to_money = self.money
         amounts: dict[str, Decimal] = {}  # value cells repeat (price x units): parse each once
         fixed_currency = self.fixed_currency
         reject = self._reject
@@ -557,7 +560,7 @@ class _Reader:
             value_text = cells[at_value] if at_value >= 0 else ""
             value = amounts.get(value_text)
             if value is None:
-                value = money(value_text)
+                value = to_money(value_text)
                 if value is not None and len(amounts) < _MEMO_LIMIT:
                     amounts[value_text] = value
             if value is None:
@@ -576,7 +579,7 @@ class _Reader:
                 ret_qty = abs(got)
             if at_return_value >= 0:
                 text = cells[at_return_value]
-                amount = money(text)
+                amount = to_money(text)
                 if amount is None:
                     return reject(
                         line, return_value_role, f"return value {text.strip()!r} is not a number"
@@ -678,7 +681,7 @@ class _Reader:
                 if text:
                     list_price = prices.get(text)
                     if list_price is None:
-                        list_price = money(text)
+                        list_price = to_money(text)
                         if len(prices) < _MEMO_LIMIT:
                             prices[text] = list_price
                 if list_price is not None:

@@ -49,6 +49,11 @@ def money(cell: str) -> Decimal | None:
     return None
 
 
+def money_decimal_comma(cell: str) -> Decimal | None:
+    """``money`` for files written with a decimal comma (``1.234,50``, ``-7,25``)."""
+    return money(cell.replace(".", "").replace(",", "."))
+
+
 def quantity(cell: str) -> int | None:
     """A count cell as ``int`` (``3``, ``-1``, ``2.0``), 0 for an empty cell, None when it is
     not a whole number."""
