@@ -128,6 +128,12 @@ def test_a_report_and_its_lines_read_back_as_loaded(store: SqlStore) -> None:
     assert store.get_sales_report(record.id) == record
     assert store.find_sales_report("amazon", "a" * 64) == record
     assert store.find_sales_report("google", "a" * 64) is None
+    # The key each line is stored under is the one ``line_key`` gives (the bench's bare side
+    # and any tool that looks a sale up rely on it).
+    prefix = sales_store.line_key_prefix("amazon", "kdp")
+    with store.engine.connect() as conn:
+        keys = conn.execute(sa.text("SELECT line_key FROM sales_lines ORDER BY seq")).scalars()
+        assert [bytes(k) for k in keys] == [sales_store.line_key(prefix, x) for x in lines]
 
 
 def test_the_same_bytes_under_another_name_load_nothing(store: SqlStore) -> None:

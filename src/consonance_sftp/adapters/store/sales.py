@@ -171,6 +171,39 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+# The columns of a line row, in table order (the rows below are tuples in this order).
+_LINE_COLUMNS = tuple(c.name for c in sales_lines.c if c.name != "import_id")
+_DUPLICATE_COLUMNS = (*_LINE_COLUMNS, "duplicate_of_report")
+_SEQ, _KEY, _OCCURRENCE = (_LINE_COLUMNS.index(n) for n in ("seq", "line_key", "occurrence"))
+
+
+class _Inserter:
+    """An executemany of positional rows through one compiled Core ``insert``.
+
+    On SQLite the compiled statement goes to the driver as it is (``exec_driver_sql``), the
+    rows already in the driver's types: SQLAlchemy's per-row parameter processing would cost
+    more than SQLite's own insert. Elsewhere the rows go through ``Connection.execute``.
+    """
+
+    def __init__(self, conn: Connection, stmt: sa.Insert, columns: tuple[str, ...]) -> None:
+        self.conn = conn
+        self.stmt = stmt
+        self.columns = columns
+        self.raw = conn.dialect.name == "sqlite"
+        if self.raw:
+            compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+            assert compiled.positiontup == list(columns), compiled.positiontup
+            self.sql = str(compiled)
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> int:
+        if self.raw:
+            result = self.conn.exec_driver_sql(self.sql, rows)
+        else:
+            named = [dict(zip(self.columns, row, strict=True)) for row in rows]
+            result = self.conn.execute(self.stmt, named)
+        return result.rowcount
+
+
 class _Loader:
     """The rows of one report on their way in, a chunk at a time."""
 
@@ -179,11 +212,21 @@ class _Loader:
         self.report_id = report_id
         self.prefix = line_key_prefix(head.partner, head.layout)
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        self.insert_new = dialect.insert(sales_lines).on_conflict_do_nothing(
-            index_elements=["line_key", "occurrence"]
+        self.insert_new = _Inserter(
+            conn,
+            dialect.insert(sales_lines).on_conflict_do_nothing(
+                index_elements=["line_key", "occurrence"]
+            ),
+            _LINE_COLUMNS,
+        )
+        self.insert_line = _Inserter(conn, sales_lines.insert(), _LINE_COLUMNS)
+        self.insert_duplicate = _Inserter(conn, sales_duplicate_lines.insert(), _DUPLICATE_COLUMNS)
+        # SQLite takes dates as ISO text (what SQLAlchemy's Date would have sent it).
+        self.day: Callable[[date], Any] = (
+            date.isoformat if conn.dialect.name == "sqlite" else _same_date
         )
         self.sane_rowcount = conn.dialect.supports_sane_multi_rowcount
-        self.sales: list[dict[str, Any]] = []
+        self.sales: list[tuple[Any, ...]] = []
         self.usage: list[dict[str, Any]] = []
         self.rejections: list[dict[str, Any]] = []
         self.accepted = 0
@@ -192,54 +235,75 @@ class _Loader:
         self.duplicates = 0
         self.first_duplicate_of: int | None = None
 
-    def add(self, item: SalesLine | UsageLine | Rejection) -> None:
-        if type(item) is SalesLine:
-            self._add_sale(item)
-        elif type(item) is Rejection:
-            self.rejections.append(
-                {
-                    "report_id": self.report_id,
-                    "seq": self.rejected,
-                    "line": item.line,
-                    "column": item.column,
-                    "reason": item.reason,
-                }
-            )
-            self.rejected += 1
-            if len(self.rejections) >= CHUNK:
-                self._flush_rejections()
-        elif type(item) is UsageLine:
-            self._add_usage(item)
-        else:
-            raise TypeError(f"not a report line: {item!r}")
+    def run(self, items: Iterable[SalesLine | UsageLine | Rejection]) -> None:
+        """Every item in, a chunk at a time. The sales lines' path is written out in this one
+        loop, names bound to locals: per line it is most of what a load costs beyond SQLite's
+        own insert."""
+        report_id, prefix, day = self.report_id, self.prefix, self.day
+        sales = self.sales
+        append = sales.append
+        seq = self.accepted
+        for item in items:
+            if type(item) is SalesLine:
+                key = prefix.copy()
+                key.update(_SEP.join(item.identity).encode())
+                # str(Decimal) is exact both ways (Decimal(str(d)) == d, exponent kept).
+                list_price = item.list_price
+                append(
+                    (
+                        report_id,
+                        seq,
+                        item.line,
+                        key.digest(),
+                        0,  # occurrence: the first of its key, unless the insert says not
+                        item.isbn13,
+                        day(item.sales_date),
+                        item.quantity,
+                        str(item.value),
+                        item.return_quantity,
+                        str(item.return_value),
+                        item.currency,
+                        None if list_price is None else str(list_price),
+                        item.list_price_currency,
+                        item.channel,
+                        item.territory,
+                        item.transaction_id,
+                        item.channel_id,
+                    )
+                )
+                seq += 1
+                if len(sales) >= CHUNK:
+                    self._flush_sales(sales)
+                    sales.clear()
+            elif type(item) is Rejection:
+                self._add_rejection(item)
+            elif type(item) is UsageLine:
+                self._add_usage(item)
+            else:
+                raise TypeError(f"not a report line: {item!r}")
+        if sales:
+            self._flush_sales(sales)
+            sales.clear()
+        self.accepted = seq
+        if self.usage:
+            self.conn.execute(usage_lines.insert(), self.usage)
+            self.usage = []
+        if self.rejections:
+            self._flush_rejections()
 
-    def _add_sale(self, item: SalesLine) -> None:
-        list_price = item.list_price
-        self.sales.append(
+    def _add_rejection(self, item: Rejection) -> None:
+        self.rejections.append(
             {
                 "report_id": self.report_id,
-                "seq": self.accepted,
+                "seq": self.rejected,
                 "line": item.line,
-                "line_key": line_key(self.prefix, item),
-                "occurrence": 0,  # the first of its key, unless the chunk's insert says not
-                "isbn13": item.isbn13,
-                "sales_date": item.sales_date,
-                "quantity": item.quantity,
-                "value": format(item.value, "f"),
-                "return_quantity": item.return_quantity,
-                "return_value": format(item.return_value, "f"),
-                "currency": item.currency,
-                "list_price": None if list_price is None else format(list_price, "f"),
-                "list_price_currency": item.list_price_currency,
-                "channel": item.channel,
-                "territory": item.territory,
-                "transaction_id": item.transaction_id,
-                "channel_id": item.channel_id,
+                "column": item.column,
+                "reason": item.reason,
             }
         )
-        self.accepted += 1
-        if len(self.sales) >= CHUNK:
-            self._flush_sales()
+        self.rejected += 1
+        if len(self.rejections) >= CHUNK:
+            self._flush_rejections()
 
     def _add_usage(self, item: UsageLine) -> None:
         self.usage.append(
@@ -262,36 +326,24 @@ class _Loader:
             self.conn.execute(usage_lines.insert(), self.usage)
             self.usage = []
 
-    def flush(self) -> None:
-        if self.sales:
-            self._flush_sales()
-        if self.usage:
-            self.conn.execute(usage_lines.insert(), self.usage)
-            self.usage = []
-        if self.rejections:
-            self._flush_rejections()
-
     def _flush_rejections(self) -> None:
         self.conn.execute(sales_rejections.insert(), self.rejections)
         self.rejections = []
 
-    def _flush_sales(self) -> None:
-        rows, self.sales = self.sales, []
-        result = self.conn.execute(self.insert_new, rows)
-        if self.sane_rowcount:
-            inserted = result.rowcount
-        else:
+    def _flush_sales(self, rows: list[tuple[Any, ...]]) -> None:
+        inserted = self.insert_new(rows)
+        if not self.sane_rowcount:
             c = sales_lines.c
             inserted = self.conn.execute(
                 sa.select(sa.func.count()).where(
                     c.report_id == self.report_id,
-                    c.seq.between(rows[0]["seq"], rows[-1]["seq"]),
+                    c.seq.between(rows[0][_SEQ], rows[-1][_SEQ]),
                 )
             ).scalar_one()
         if inserted != len(rows):
             self._resolve(rows)
 
-    def _resolve(self, rows: list[dict[str, Any]]) -> None:
+    def _resolve(self, rows: list[tuple[Any, ...]]) -> None:
         """The rows of a chunk whose key was taken: a later equal line of this report (next
         occurrence), or a line an earlier report loaded (a duplicate of that report)."""
         c, d = sales_lines.c, sales_duplicate_lines.c
@@ -299,12 +351,12 @@ class _Loader:
         taken = set(
             self.conn.scalars(
                 sa.select(c.seq).where(
-                    c.report_id == report_id, c.seq.between(rows[0]["seq"], rows[-1]["seq"])
+                    c.report_id == report_id, c.seq.between(rows[0][_SEQ], rows[-1][_SEQ])
                 )
             )
         )
-        missing = [row for row in rows if row["seq"] not in taken]
-        keys = list({row["line_key"] for row in missing})
+        missing = [row for row in rows if row[_SEQ] not in taken]
+        keys = list({row[_KEY] for row in missing})
         holders: dict[bytes, dict[int, int]] = defaultdict(dict)  # key -> occurrence -> report
         ours_duplicated: Counter[bytes] = Counter()  # key -> this report's duplicate lines
         for start in range(0, len(keys), _IN_BATCH):
@@ -319,27 +371,31 @@ class _Loader:
                 .group_by(d.line_key)
             ):
                 ours_duplicated[key] = count
-        new: list[dict[str, Any]] = []
-        duplicated: list[dict[str, Any]] = []
+        new: list[tuple[Any, ...]] = []
+        duplicated: list[tuple[Any, ...]] = []
         for row in missing:  # in file order: occurrences count up as the file does
-            key = row["line_key"]
+            key = row[_KEY]
             held = holders[key]
             occurrence = ours_duplicated[key] + sum(1 for r in held.values() if r == report_id)
-            row["occurrence"] = occurrence
+            placed = (*row[:_OCCURRENCE], occurrence, *row[_OCCURRENCE + 1 :])
             holder = held.get(occurrence)
             if holder is None:
                 held[occurrence] = report_id
-                new.append(row)
+                new.append(placed)
             else:
                 ours_duplicated[key] += 1
-                duplicated.append({**row, "duplicate_of_report": holder})
+                duplicated.append((*placed, holder))
                 if self.first_duplicate_of is None:
                     self.first_duplicate_of = holder
         if new:
-            self.conn.execute(sales_lines.insert(), new)
+            self.insert_line(new)
         if duplicated:
-            self.conn.execute(sales_duplicate_lines.insert(), duplicated)
+            self.insert_duplicate(duplicated)
             self.duplicates += len(duplicated)
+
+
+def _same_date(day: date) -> date:
+    return day
 
 
 class SalesLedgerTables(Tables):
@@ -483,10 +539,7 @@ class SalesLedgerTables(Tables):
             .returning(sales_reports.c.id)
         ).scalar_one()
         loader = _Loader(conn, report_id, head)
-        add = loader.add
-        for item in items:
-            add(item)
-        loader.flush()
+        loader.run(items)
         tail = finish()
         reason: str | None = None
         if head.kind != "sales":
