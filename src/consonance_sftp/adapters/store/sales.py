@@ -21,6 +21,8 @@ report.
 from __future__ import annotations
 
 import hashlib
+import operator
+import sqlite3
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -221,9 +223,10 @@ class _Loader:
         )
         self.insert_line = _Inserter(conn, sales_lines.insert(), _LINE_COLUMNS)
         self.insert_duplicate = _Inserter(conn, sales_duplicate_lines.insert(), _DUPLICATE_COLUMNS)
-        # SQLite takes dates as ISO text (what SQLAlchemy's Date would have sent it).
-        self.day: Callable[[date], Any] = (
-            date.isoformat if conn.dialect.name == "sqlite" else _same_date
+        # The line's fields as the driver takes them: on SQLite as they are (the adapters
+        # below turn Decimals and dates into text), elsewhere money as exact decimal text.
+        self.fields: Callable[[SalesLine], tuple[Any, ...]] = (
+            _FIELDS if conn.dialect.name == "sqlite" else _portable_fields
         )
         self.sane_rowcount = conn.dialect.supports_sane_multi_rowcount
         self.sales: list[tuple[Any, ...]] = []
@@ -237,9 +240,9 @@ class _Loader:
 
     def run(self, items: Iterable[SalesLine | UsageLine | Rejection]) -> None:
         """Every item in, a chunk at a time. The sales lines' path is written out in this one
-        loop, names bound to locals: per line it is most of what a load costs beyond SQLite's
-        own insert."""
-        report_id, prefix, day = self.report_id, self.prefix, self.day
+        loop, names bound to locals, the line's fields taken by one ``attrgetter``: per line
+        it is most of what a load costs beyond SQLite's own insert."""
+        report_id, prefix, fields = self.report_id, self.prefix, self.fields
         sales = self.sales
         append = sales.append
         seq = self.accepted
@@ -247,30 +250,8 @@ class _Loader:
             if type(item) is SalesLine:
                 key = prefix.copy()
                 key.update(_SEP.join(item.identity).encode())
-                # str(Decimal) is exact both ways (Decimal(str(d)) == d, exponent kept).
-                list_price = item.list_price
-                append(
-                    (
-                        report_id,
-                        seq,
-                        item.line,
-                        key.digest(),
-                        0,  # occurrence: the first of its key, unless the insert says not
-                        item.isbn13,
-                        day(item.sales_date),
-                        item.quantity,
-                        str(item.value),
-                        item.return_quantity,
-                        str(item.return_value),
-                        item.currency,
-                        None if list_price is None else str(list_price),
-                        item.list_price_currency,
-                        item.channel,
-                        item.territory,
-                        item.transaction_id,
-                        item.channel_id,
-                    )
-                )
+                # occurrence 0: the first of its key, unless the chunk's insert says not.
+                append((report_id, seq, key.digest(), 0, *fields(item)))
                 seq += 1
                 if len(sales) >= CHUNK:
                     self._flush_sales(sales)
@@ -394,8 +375,23 @@ class _Loader:
             self.duplicates += len(duplicated)
 
 
-def _same_date(day: date) -> date:
-    return day
+_FIELDS = operator.attrgetter(*_LINE_COLUMNS[4:])
+_MONEY = frozenset(("value", "return_value", "list_price"))
+
+
+def _portable_fields(line: SalesLine) -> tuple[Any, ...]:
+    return tuple(
+        (None if value is None else str(value)) if name in _MONEY else value
+        for name, value in zip(_LINE_COLUMNS[4:], _FIELDS(line), strict=True)
+    )
+
+
+# How sqlite3 binds a Decimal (a line's money): as its exact text, ``str(Decimal)``, which
+# ``Decimal()`` reads back digit for digit. Without an adapter sqlite3 refuses a Decimal, so
+# this changes nothing that worked before (SQLAlchemy's Numeric sends floats). Dates: the ISO
+# text SQLAlchemy's Date sends, without the default adapter deprecated in Python 3.12.
+sqlite3.register_adapter(Decimal, str)
+sqlite3.register_adapter(date, date.isoformat)
 
 
 class SalesLedgerTables(Tables):

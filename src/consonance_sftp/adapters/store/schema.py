@@ -336,11 +336,12 @@ def _line_columns() -> list[sa.Column[object]]:
     return [
         sa.Column("report_id", sa.Integer, sa.ForeignKey("sales_reports.id"), primary_key=True),
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),  # order in report
-        sa.Column("line", sa.Integer, nullable=False),  # line number in the file
         # The line's key: BLAKE2b-128 of (partner, layout, SalesLine.identity); with
         # ``occurrence`` (how many equal lines came before it in its report) it names one sale.
         sa.Column("line_key", sa.LargeBinary(16), nullable=False),
         sa.Column("occurrence", sa.Integer, nullable=False),
+        # The line, in SalesLine's field order (the loader binds them in this order).
+        sa.Column("line", sa.Integer, nullable=False),  # line number in the file
         sa.Column("isbn13", sa.String(13), nullable=False),
         sa.Column("sales_date", sa.Date, nullable=False),
         sa.Column("quantity", sa.Integer, nullable=False),

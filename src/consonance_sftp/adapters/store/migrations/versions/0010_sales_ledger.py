@@ -34,9 +34,9 @@ def _line_columns() -> list[sa.Column[object]]:
     return [
         sa.Column("report_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("line", sa.Integer(), nullable=False),
         sa.Column("line_key", sa.LargeBinary(length=16), nullable=False),
         sa.Column("occurrence", sa.Integer(), nullable=False),
+        sa.Column("line", sa.Integer(), nullable=False),
         sa.Column("isbn13", sa.String(length=13), nullable=False),
         sa.Column("sales_date", sa.Date(), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
