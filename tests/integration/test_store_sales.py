@@ -327,10 +327,10 @@ def _peak_while_loading(store: SqlStore, lines: int, sha: str, partner: str) -> 
 
 def test_memory_stays_flat_however_long_the_report(tmp_path: object) -> None:
     with open_store(f"sqlite:///{tmp_path}/flat.db") as store:
-        small = _peak_while_loading(store, 20_000, "a", "amazon")
-        large = _peak_while_loading(store, 80_000, "b", "google")
+        small = _peak_while_loading(store, 10_000, "a", "amazon")
+        large = _peak_while_loading(store, 40_000, "b", "google")
         # And an overlapping report (every line a duplicate, the slow path) likewise.
-        again = _peak_while_loading(store, 80_000, "c", "google")
+        again = _peak_while_loading(store, 40_000, "c", "google")
     assert large < small * 1.25, (small, large)
     assert again < small * 2.5, (small, again)
 
