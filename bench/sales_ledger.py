@@ -39,9 +39,9 @@ from consonance_sftp.formats.sales.lines import SalesLine  # noqa: E402
 from consonance_sftp.ports.sales import ReportHead, ReportTail  # noqa: E402
 
 COLUMNS = (
-    "report_id, seq, line_key, occurrence, line, isbn13, sales_date, quantity, value, "
-    "return_quantity, return_value, currency, list_price, list_price_currency, channel, "
-    "territory, transaction_id, channel_id"
+    "report_id, seq, line_key, occurrence, line, isbn13, quantity, return_quantity, currency, "
+    "list_price_currency, channel, territory, transaction_id, channel_id, sales_date, value, "
+    "return_value, list_price"
 )
 HEAD = ReportHead(
     flow="sales",
@@ -102,18 +102,18 @@ def bare_rows(lines: list[SalesLine]) -> list[tuple[Any, ...]]:
             0,
             s.line,
             s.isbn13,
-            s.sales_date.isoformat(),
             s.quantity,
-            format(s.value, "f"),
             s.return_quantity,
-            format(s.return_value, "f"),
             s.currency,
-            None if s.list_price is None else format(s.list_price, "f"),
             s.list_price_currency,
             s.channel,
             s.territory,
             s.transaction_id,
             s.channel_id,
+            s.sales_date.isoformat(),
+            str(s.value),
+            str(s.return_value),
+            None if s.list_price is None else str(s.list_price),
         )
         for seq, s in enumerate(lines)
     ]

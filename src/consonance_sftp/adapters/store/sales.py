@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import operator
-import sqlite3
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -223,10 +222,9 @@ class _Loader:
         )
         self.insert_line = _Inserter(conn, sales_lines.insert(), _LINE_COLUMNS)
         self.insert_duplicate = _Inserter(conn, sales_duplicate_lines.insert(), _DUPLICATE_COLUMNS)
-        # The line's fields as the driver takes them: on SQLite as they are (the adapters
-        # below turn Decimals and dates into text), elsewhere money as exact decimal text.
-        self.fields: Callable[[SalesLine], tuple[Any, ...]] = (
-            _FIELDS if conn.dialect.name == "sqlite" else _portable_fields
+        # SQLite takes dates as ISO text (what SQLAlchemy's Date would have sent it).
+        self.day: Callable[[date], Any] = (
+            date.isoformat if conn.dialect.name == "sqlite" else _same_date
         )
         self.sane_rowcount = conn.dialect.supports_sane_multi_rowcount
         self.sales: list[tuple[Any, ...]] = []
@@ -240,9 +238,9 @@ class _Loader:
 
     def run(self, items: Iterable[SalesLine | UsageLine | Rejection]) -> None:
         """Every item in, a chunk at a time. The sales lines' path is written out in this one
-        loop, names bound to locals, the line's fields taken by one ``attrgetter``: per line
-        it is most of what a load costs beyond SQLite's own insert."""
-        report_id, prefix, fields = self.report_id, self.prefix, self.fields
+        loop, names bound to locals, most of a line's fields taken by one ``attrgetter``: per
+        line it is most of what a load costs beyond SQLite's own insert."""
+        report_id, prefix, plain, day = self.report_id, self.prefix, _PLAIN_FIELDS, self.day
         sales = self.sales
         append = sales.append
         seq = self.accepted
@@ -250,8 +248,21 @@ class _Loader:
             if type(item) is SalesLine:
                 key = prefix.copy()
                 key.update(_SEP.join(item.identity).encode())
-                # occurrence 0: the first of its key, unless the chunk's insert says not.
-                append((report_id, seq, key.digest(), 0, *fields(item)))
+                list_price = item.list_price
+                append(
+                    (
+                        report_id,
+                        seq,
+                        key.digest(),
+                        0,  # occurrence: the first of its key, unless the insert says not
+                        *plain(item),
+                        day(item.sales_date),
+                        # str(Decimal) is exact both ways (Decimal(str(d)) == d).
+                        str(item.value),
+                        str(item.return_value),
+                        None if list_price is None else str(list_price),
+                    )
+                )
                 seq += 1
                 if len(sales) >= CHUNK:
                     self._flush_sales(sales)
@@ -375,23 +386,14 @@ class _Loader:
             self.duplicates += len(duplicated)
 
 
-_FIELDS = operator.attrgetter(*_LINE_COLUMNS[4:])
-_MONEY = frozenset(("value", "return_value", "list_price"))
+# The fields of a line bound as they are, taken in one C call (the columns after the key and
+# before the date and the money, in table order).
+_PLAIN_FIELDS = operator.attrgetter(*_LINE_COLUMNS[4 : _LINE_COLUMNS.index("sales_date")])
+assert _LINE_COLUMNS[-4:] == ("sales_date", "value", "return_value", "list_price")
 
 
-def _portable_fields(line: SalesLine) -> tuple[Any, ...]:
-    return tuple(
-        (None if value is None else str(value)) if name in _MONEY else value
-        for name, value in zip(_LINE_COLUMNS[4:], _FIELDS(line), strict=True)
-    )
-
-
-# How sqlite3 binds a Decimal (a line's money): as its exact text, ``str(Decimal)``, which
-# ``Decimal()`` reads back digit for digit. Without an adapter sqlite3 refuses a Decimal, so
-# this changes nothing that worked before (SQLAlchemy's Numeric sends floats). Dates: the ISO
-# text SQLAlchemy's Date sends, without the default adapter deprecated in Python 3.12.
-sqlite3.register_adapter(Decimal, str)
-sqlite3.register_adapter(date, date.isoformat)
+def _same_date(day: date) -> date:
+    return day
 
 
 class SalesLedgerTables(Tables):

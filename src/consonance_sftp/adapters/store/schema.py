@@ -340,21 +340,22 @@ def _line_columns() -> list[sa.Column[object]]:
         # ``occurrence`` (how many equal lines came before it in its report) it names one sale.
         sa.Column("line_key", sa.LargeBinary(16), nullable=False),
         sa.Column("occurrence", sa.Integer, nullable=False),
-        # The line, in SalesLine's field order (the loader binds them in this order).
+        # The line: first the fields the loader binds as they are, then the date and the money
+        # it converts (the loader builds its rows in this order).
         sa.Column("line", sa.Integer, nullable=False),  # line number in the file
         sa.Column("isbn13", sa.String(13), nullable=False),
-        sa.Column("sales_date", sa.Date, nullable=False),
         sa.Column("quantity", sa.Integer, nullable=False),
-        sa.Column("value", sa.String(40), nullable=False),  # decimal string, exact
         sa.Column("return_quantity", sa.Integer, nullable=False),
-        sa.Column("return_value", sa.String(40), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("list_price", sa.String(40), nullable=True),
         sa.Column("list_price_currency", sa.String(3), nullable=True),
         sa.Column("channel", sa.Text, nullable=False),
         sa.Column("territory", sa.String(16), nullable=False),
         sa.Column("transaction_id", sa.Text, nullable=False),
         sa.Column("channel_id", sa.String(100), nullable=False),
+        sa.Column("sales_date", sa.Date, nullable=False),
+        sa.Column("value", sa.String(40), nullable=False),  # str(Decimal): exact both ways
+        sa.Column("return_value", sa.String(40), nullable=False),
+        sa.Column("list_price", sa.String(40), nullable=True),
     ]
 
 

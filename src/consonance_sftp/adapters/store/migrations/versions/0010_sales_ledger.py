@@ -38,18 +38,18 @@ def _line_columns() -> list[sa.Column[object]]:
         sa.Column("occurrence", sa.Integer(), nullable=False),
         sa.Column("line", sa.Integer(), nullable=False),
         sa.Column("isbn13", sa.String(length=13), nullable=False),
-        sa.Column("sales_date", sa.Date(), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
-        sa.Column("value", sa.String(length=40), nullable=False),
         sa.Column("return_quantity", sa.Integer(), nullable=False),
-        sa.Column("return_value", sa.String(length=40), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("list_price", sa.String(length=40), nullable=True),
         sa.Column("list_price_currency", sa.String(length=3), nullable=True),
         sa.Column("channel", sa.Text(), nullable=False),
         sa.Column("territory", sa.String(length=16), nullable=False),
         sa.Column("transaction_id", sa.Text(), nullable=False),
         sa.Column("channel_id", sa.String(length=100), nullable=False),
+        sa.Column("sales_date", sa.Date(), nullable=False),
+        sa.Column("value", sa.String(length=40), nullable=False),
+        sa.Column("return_value", sa.String(length=40), nullable=False),
+        sa.Column("list_price", sa.String(length=40), nullable=True),
     ]
 
 
