@@ -6,8 +6,10 @@ upgrade from 0009."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import tracemalloc
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -104,7 +106,11 @@ def row_counts(store: SqlStore) -> dict[str, int]:
 
 
 def test_a_report_and_its_lines_read_back_as_loaded(store: SqlStore) -> None:
-    lines = [sale(0), sale(1), sale(2, transaction_id="T-2", return_quantity=1)]
+    lines = [
+        sale(0),
+        sale(1, value=Decimal("1E+2"), return_value=Decimal("0.000")),  # digits kept as given
+        sale(2, transaction_id="T-2", return_quantity=1, return_value=Decimal("-0.5")),
+    ]
     rejection = Rejection(3, "ISBN", "bad check digit")
     record = load(store, [lines[0], rejection, lines[1], lines[2]], lines_read=4)
 
@@ -123,6 +129,7 @@ def test_a_report_and_its_lines_read_back_as_loaded(store: SqlStore) -> None:
     assert record.created_at.tzinfo is not None
     stored = list(store.sales_report_lines(record.id))
     assert [s.line for s in stored] == lines  # every field, Decimals and dates exact
+    assert [str(s.line.value) for s in stored][1] == "1E+2"
     assert {(s.duplicate_of_report, s.import_id) for s in stored} == {(None, None)}
     assert store.sales_report_rejections(record.id) == [rejection]
     assert store.get_sales_report(record.id) == record
@@ -203,6 +210,29 @@ def test_equal_lines_in_a_report_are_separate_sales_and_duplicate_one_for_one(
         (second.id, 2),
         (third.id, 3),
     ]
+
+
+def test_overlapping_reports_loaded_at_once_still_add_each_sale_once(store_url: str) -> None:
+    """Two processes' stores loading overlapping reports of one partner at the same time."""
+    barrier = threading.Barrier(2)
+
+    def load_in_thread(first: int, sha: str) -> SalesReportRecord:
+        with open_store(store_url) as own:
+
+            def items() -> Iterator[SalesLine]:
+                barrier.wait()
+                yield from (sale(n) for n in range(first, first + 3000))
+
+            return load(own, items(), head(f"{sha}.csv", sha))
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(load_in_thread, [0, 2000], ["a", "b"])
+    assert sorted([a.duplicate_lines, b.duplicate_lines]) == [0, 1000]
+    with open_store(store_url) as store:
+        assert row_counts(store)["sales_lines"] == 5000  # 0..4999, each once
+        later = a if a.duplicate_lines else b
+        first = b if later is a else a
+        assert later.duplicate_of == first.id
 
 
 def test_an_interrupted_load_leaves_nothing(
