@@ -23,7 +23,7 @@ run shows it stays flat (100,000 and 1,000,000 lines by default).
     .venv/bin/python bench/sales.py                       # 1,000,000 lines (a few minutes)
     .venv/bin/python bench/sales.py --lines 100000        # quicker
     .venv/bin/python bench/sales.py --layout consonance
-    .venv/bin/python bench/sales.py --writers 100000      # xlsx writers, 100,000 rows each
+    .venv/bin/python bench/sales.py --writers 100000 --reps 3   # xlsx writers, 100,000 rows
 
 The last line is one JSON object with ``seconds`` (ours), ``bare_seconds``, ``ratio_to_bare``
 (ours / bare; lower is better; the issue's target is <= 1.5) and ``peak_rss_mb`` (ours), plus
@@ -446,24 +446,43 @@ WRITERS = {
 }
 
 
-def compare_writers(count: int, work: Path) -> dict[str, Any]:
+def compare_writers(count: int, work: Path, reps: int) -> dict[str, Any]:
+    """Each installed writer in its own process, ``reps`` rounds, the order rotated each round
+    so that load on a shared machine hits all alike; medians (and the range) reported."""
     import importlib.util
+    import statistics
 
-    figures: dict[str, Any] = {"rows": count}
+    names = []
     for name, module in WRITERS.items():
         if module and importlib.util.find_spec(module) is None:
             print(f"{name:>18}: not installed (pip install {name} to include it)", flush=True)
-            continue
-        out = work / f"{name}.xlsx"
-        run = child(["--one-writer", name, "--lines", str(count), "--out", str(out)])
-        out.unlink(missing_ok=True)
-        out.with_suffix(".csv").unlink(missing_ok=True)
+        else:
+            names.append(name)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(reps):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            out = work / f"{name}.xlsx"
+            args = ["--one-writer", name, "--lines", str(count), "--out", str(out)]
+            runs[name].append(child(args))
+            out.unlink(missing_ok=True)
+            out.with_suffix(".csv").unlink(missing_ok=True)
+    figures: dict[str, Any] = {"rows": count, "reps": reps}
+    for name in names:
+        seconds = [r["seconds"] for r in runs[name]]
+        figure = {
+            "seconds": round(statistics.median(seconds), 2),
+            "seconds_min": min(seconds),
+            "seconds_max": max(seconds),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[name]),
+            "bytes": runs[name][-1]["bytes"],
+        }
+        spread = f" [{min(seconds)}-{max(seconds)}]" if reps > 1 else ""
         print(
-            f"{name:>18}: {run['seconds']:>7} s, peak RSS {run['peak_rss_mb']:>6} MB, "
-            f"{run['bytes'] / 1e6:.1f} MB written",
+            f"{name:>18}: {figure['seconds']:>7} s{spread}, "
+            f"peak RSS {figure['peak_rss_mb']:>6} MB, {figure['bytes'] / 1e6:.1f} MB written",
             flush=True,
         )
-        figures[name] = run
+        figures[name] = figure
     return figures
 
 
@@ -488,6 +507,7 @@ def main() -> None:
     parser.add_argument("--rss-every", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="keep the report and outputs here")
     parser.add_argument("--writers", type=int, metavar="ROWS", help="compare the xlsx writers")
+    parser.add_argument("--reps", type=int, default=1, help="rounds of --writers (medians)")
     parser.add_argument("--one-writer", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("bare", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
@@ -509,7 +529,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if args.writers:
-            print(json.dumps(compare_writers(args.writers, work)))
+            print(json.dumps(compare_writers(args.writers, work, args.reps)))
             return
         suffix = ".xls" if layout == "lightning-source" else ".csv"
         report = work / f"sales_comp_{args.lines}_202610US{suffix}"
