@@ -96,3 +96,11 @@ def test_generic_layout_checks_its_mapping() -> None:
         GenericLayout(
             columns={"isbn": "EAN", "quantity": "U", "value": "N", "colour": "C"}, currency="EUR"
         ).layout()
+
+
+def test_the_layouts_reference_lists_every_layout_version() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs/reference/sales-layouts.md").read_text()
+    for layout in LAYOUTS:
+        assert f"| `{layout.name}` | `{layout.version}` | {layout.kind} |" in doc, layout.key

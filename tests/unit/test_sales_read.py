@@ -208,3 +208,17 @@ def test_empty_file_has_no_rows(tmp_path: Path) -> None:
     path.write_bytes(b"")
     _table, rows = _rows(path)
     assert rows == []
+
+
+def test_xlsx_line_numbers_count_leading_empty_rows(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet["B3"] = "EAN13"
+    sheet["C3"] = "NetQty-m"
+    sheet["B4"] = "9780306406157"
+    sheet["C4"] = 2
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    _table, rows = _rows(path)
+    data = [(line, cells) for line, cells in rows if any(cells)]
+    assert data == [(3, ["EAN13", "NetQty-m"]), (4, ["9780306406157", "2"])]

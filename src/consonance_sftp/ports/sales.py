@@ -90,6 +90,9 @@ class SalesReportRecord:
     reconciled: bool | None
     created_at: datetime
     details: dict[str, Any] = field(default_factory=dict)
+    # Who released a held report, and when (None: never held, or not released yet).
+    released_at: datetime | None = None
+    released_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

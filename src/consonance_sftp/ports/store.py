@@ -26,6 +26,7 @@ from consonance_sftp.models import (
     Verification,
 )
 from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.sales import SalesLedger
 from consonance_sftp.ports.snapshots import SnapshotStore
 
 JsonValue = Any
@@ -206,8 +207,10 @@ class HoldRecord:
     workflow_id: str | None = None  # what the release enqueued
 
 
-class Store(SnapshotStore, Protocol):
-    """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``."""
+class Store(SnapshotStore, SalesLedger, Protocol):
+    """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``.
+
+    The sales ledger's methods (``ports.sales.SalesLedger``) are part of it."""
 
     # --- delivery ledger -------------------------------------------------------------------
 

@@ -276,3 +276,139 @@ publication_due_marks = sa.Table(
     sa.Column("publication_date", sa.String(32), nullable=False),
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# --- the sales ledger (migration 0010): sales and usage reports taken in, exactly once ------
+
+# One row per report file taken in (a report re-sent with the same bytes is a row too, status
+# ``duplicate``, pointing at the first). Lists and totals are JSON; money as decimal strings.
+sales_reports = sa.Table(
+    "sales_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("partner", sa.String(100), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("original_path", sa.Text, nullable=False),
+    sa.Column("intake_id", sa.Integer, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("layout", sa.String(100), nullable=False),
+    sa.Column("layout_version", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("period_from", sa.Date, nullable=True),
+    sa.Column("period_to", sa.Date, nullable=True),
+    sa.Column("business_model", sa.String(100), nullable=False),
+    sa.Column("currencies", sa.String(200), nullable=False),  # ISO 4217 codes, comma-separated
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("lines_read", sa.Integer, nullable=False),
+    sa.Column("accepted", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    sa.Column("duplicate_lines", sa.Integer, nullable=False),
+    sa.Column("duplicate_of", sa.Integer, sa.ForeignKey("sales_reports.id"), nullable=True),
+    sa.Column("totals", sa.JSON, nullable=False),
+    sa.Column("stated_totals", sa.JSON, nullable=False),
+    sa.Column("reconciled", sa.Boolean, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("released_at", TS, nullable=True),
+    sa.Column("released_by", sa.String(200), nullable=True),
+    sa.Column("details", sa.JSON, nullable=False),
+    # An intake row is loaded as one report at most: a replayed hand-off finds it.
+    sa.UniqueConstraint("intake_id"),
+    sa.Index("ix_sales_reports_partner_sha256", "partner", "sha256"),
+)
+
+# One row per Consonance sales-import file made (or to be made) from the ledger's lines.
+sales_imports = sa.Table(
+    "sales_imports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("scope", sa.String(64), nullable=False),  # "report:<id>" or "period:YYYY-MM"
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("path", sa.Text, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+
+def _line_columns() -> list[sa.Column[object]]:
+    """The columns of an accepted sales line, shared by the new and the duplicate lines."""
+    return [
+        sa.Column("report_id", sa.Integer, sa.ForeignKey("sales_reports.id"), primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),  # order in report
+        sa.Column("line", sa.Integer, nullable=False),  # line number in the file
+        # The line's key: BLAKE2b-128 of (partner, layout, SalesLine.identity); with
+        # ``occurrence`` (how many equal lines came before it in its report) it names one sale.
+        sa.Column("line_key", sa.LargeBinary(16), nullable=False),
+        sa.Column("occurrence", sa.Integer, nullable=False),
+        sa.Column("isbn13", sa.String(13), nullable=False),
+        sa.Column("sales_date", sa.Date, nullable=False),
+        sa.Column("quantity", sa.Integer, nullable=False),
+        sa.Column("value", sa.String(40), nullable=False),  # decimal string, exact
+        sa.Column("return_quantity", sa.Integer, nullable=False),
+        sa.Column("return_value", sa.String(40), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("list_price", sa.String(40), nullable=True),
+        sa.Column("list_price_currency", sa.String(3), nullable=True),
+        sa.Column("channel", sa.Text, nullable=False),
+        sa.Column("territory", sa.String(16), nullable=False),
+        sa.Column("transaction_id", sa.Text, nullable=False),
+        sa.Column("channel_id", sa.String(100), nullable=False),
+    ]
+
+
+# Every accepted line that no earlier report had: each (line_key, occurrence) once, ever, so a
+# sale cannot be loaded twice. ``import_id``: the import file it went into (each line once).
+sales_lines = sa.Table(
+    "sales_lines",
+    metadata,
+    *_line_columns(),
+    sa.Column("import_id", sa.Integer, sa.ForeignKey("sales_imports.id"), nullable=True),
+    sa.UniqueConstraint("line_key", "occurrence"),
+    # Partial: lines not yet in an import (all of them at load time) cost the index nothing.
+    sa.Index(
+        "ix_sales_lines_import_id_report_id_seq",
+        "import_id",
+        "report_id",
+        "seq",
+        sqlite_where=sa.text("import_id IS NOT NULL"),
+        postgresql_where=sa.text("import_id IS NOT NULL"),
+    ),
+)
+
+# Accepted lines an earlier report had already loaded: kept (to show which report duplicated
+# which), never put into an import file.
+sales_duplicate_lines = sa.Table(
+    "sales_duplicate_lines",
+    metadata,
+    *_line_columns(),
+    sa.Column("duplicate_of_report", sa.Integer, sa.ForeignKey("sales_reports.id"), nullable=False),
+    sa.Index("ix_sales_duplicate_lines_report_id_line_key", "report_id", "line_key"),
+)
+
+sales_rejections = sa.Table(
+    "sales_rejections",
+    metadata,
+    sa.Column("report_id", sa.Integer, sa.ForeignKey("sales_reports.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("column", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+# Usage reports (COUNTER/IRUS, JSTOR, MUSE): counts, never money, never in an import file.
+usage_lines = sa.Table(
+    "usage_lines",
+    metadata,
+    sa.Column("report_id", sa.Integer, sa.ForeignKey("sales_reports.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("isbn13", sa.String(13), nullable=False),
+    sa.Column("period_from", sa.Date, nullable=False),
+    sa.Column("period_to", sa.Date, nullable=False),
+    sa.Column("metric", sa.String(100), nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("country", sa.String(16), nullable=False),
+    sa.Column("institution", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+)

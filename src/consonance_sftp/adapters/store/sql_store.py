@@ -31,6 +31,7 @@ from consonance_sftp.adapters.store.base import (
 )
 from consonance_sftp.adapters.store.ledgers import Ledgers
 from consonance_sftp.adapters.store.operations import Operations
+from consonance_sftp.adapters.store.sales import SalesLedgerTables
 from consonance_sftp.adapters.store.schema import (
     alerts,
     asset_versions,
@@ -151,10 +152,11 @@ def _scope_key(version: AssetVersion) -> int:
     return digest - (1 << 32) if digest >= (1 << 31) else digest
 
 
-class SqlStore(Ledgers, Operations, Tables):
+class SqlStore(Ledgers, Operations, SalesLedgerTables, Tables):
     """Asset versions, audit trail, alerts and poll snapshots; the delivery and intake ledgers
     come from ``Ledgers`` (adapters/store/ledgers.py), pauses, holds and marks from
-    ``Operations`` (adapters/store/operations.py)."""
+    ``Operations`` (adapters/store/operations.py), the sales ledger from
+    ``SalesLedgerTables`` (adapters/store/sales.py)."""
 
     def __init__(
         self,

@@ -687,7 +687,7 @@ def header_diff(header: list[str], layout: Layout) -> HeaderDiff:
         if best is None:
             continue
         ratio = difflib.SequenceMatcher(None, _squash(expected), _squash(best)).ratio()
-        if ratio >= 0.75:
+        if ratio >= 0.65:  # 'Net Units' -> 'Net Unit Count' is 0.7
             renamed.append((expected, best))
             missing.remove(expected)
             added.remove(best)

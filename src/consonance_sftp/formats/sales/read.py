@@ -8,8 +8,8 @@ container is decided by the bytes (magic numbers, BOMs), never by the file name:
 * gzip (``1f 8b``) and zip (``PK``, not an xlsx) wrappers are opened and their one member
   sniffed in turn;
 * xlsx (zip with ``xl/workbook.xml``) and legacy xls (OLE2 ``d0 cf 11 e0``) are read with
-  python-calamine: measured against openpyxl (xlsx) and xlrd (xls), it reads both 5 to 10
-  times faster (see ``docs/reference/sales-in.md``);
+  python-calamine: measured on 60,000 rows it read xls 10x faster than xlrd and xlsx 20x
+  faster than openpyxl's read-only mode (``docs/reference/sales-layouts.md``);
 * a JSON object is a COUNTER-5 report (IRUS-UK): flattened into one row per count;
 * XML is an EDItX / BISG sales report: flattened into one row per line item;
 * anything else is text: the encoding from the BOM (UTF-8, UTF-16), else UTF-8 if the first
@@ -255,7 +255,9 @@ def _spreadsheet(
         chosen = next((n for n in names if n.strip().lower() == _PREFERRED_SHEET), names[0])
     try:
         grid = book.get_sheet_by_name(chosen)
-        rows = grid.to_python(skip_empty_area=False)
+        # iter_rows numbers rows from the sheet's first row (empty leading rows included),
+        # so line numbers are the row numbers a person sees in Excel
+        rows = grid.iter_rows()
     except (CalamineError, ValueError) as exc:
         raise _unreadable(name, f"sheet {chosen!r} cannot be read ({exc})", data) from exc
     notes = [f"{kind} workbook, sheet {chosen!r} of {len(names)} ({', '.join(names)})"]

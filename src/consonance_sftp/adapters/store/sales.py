@@ -1,0 +1,727 @@
+"""The sales ledger of ``SqlStore`` (``ports.sales.SalesLedger``): sales and usage reports taken
+in, their lines exactly once, and the Consonance import files made from them.
+
+Mixed into ``SqlStore`` (adapters/store/sql_store.py).
+
+How a line is loaded once: each accepted line gets a key, BLAKE2b-128 of (partner, layout,
+``SalesLine.identity``), and an ``occurrence`` (how many equal lines came before it in its
+report). ``sales_lines`` is unique on (key, occurrence): the same sale in a report re-sent under
+another name, or in a later report that overlaps an earlier one, finds its key taken and is
+kept in ``sales_duplicate_lines`` with the report that has it. Two equal lines in one report
+are two sales (occurrences 0 and 1), and a later report with the same two lines duplicates
+both.
+
+Speed: a report is loaded in one transaction, its lines inserted in chunks (Core ``insert``
+executemany, ``ON CONFLICT DO NOTHING`` on the key). A chunk whose every row went in (the
+common case: the insert's row count says so) costs nothing more; only a chunk with a taken
+key is looked at again, and only its missing rows. Memory holds one chunk, however long the
+report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from consonance_sftp.adapters.store.base import (
+    Tables,
+    from_db_time,
+    from_db_time_required,
+    not_found,
+    to_db_time,
+    translate_errors,
+)
+from consonance_sftp.adapters.store.schema import (
+    sales_duplicate_lines,
+    sales_imports,
+    sales_lines,
+    sales_rejections,
+    sales_reports,
+    usage_lines,
+)
+from consonance_sftp.errors import StoreError
+from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
+from consonance_sftp.ports.clock import Clock
+from consonance_sftp.ports.sales import (
+    ReportHead,
+    ReportTail,
+    SalesImportRecord,
+    SalesReportRecord,
+    StoredSalesLine,
+)
+
+CHUNK = 5000  # rows per executemany: large enough to amortise a round trip, small in memory
+_PAGE = 5000  # rows per read of a streamed listing
+_IN_BATCH = 500  # keys per ``IN (...)``: under SQLite's and PostgreSQL's parameter limits
+_LOCK_NAMESPACE = 0x53414C45  # "SALE": first key of the advisory lock per partner (PostgreSQL)
+_SEP = "\x1f"  # between the identity's fields: a unit separator no report's text holds
+
+
+def line_key_prefix(partner: str, layout: str) -> Any:
+    """The hash state every line key of (partner, layout) starts from (``.copy()`` it)."""
+    return hashlib.blake2b(f"{partner}\x1e{layout}\x1e".encode(), digest_size=16)
+
+
+def line_key(prefix: Any, line: SalesLine) -> bytes:
+    """A line's key: its ``identity`` under the (partner, layout) ``prefix``."""
+    h = prefix.copy()
+    h.update(_SEP.join(line.identity).encode())
+    digest: bytes = h.digest()
+    return digest
+
+
+def _report(row: sa.Row[Any]) -> SalesReportRecord:
+    m = row._mapping
+    currencies = m["currencies"]
+    return SalesReportRecord(
+        id=m["id"],
+        flow=m["flow"],
+        partner=m["partner"],
+        name=m["name"],
+        original_path=m["original_path"],
+        intake_id=m["intake_id"],
+        sha256=m["sha256"],
+        layout=m["layout"],
+        layout_version=m["layout_version"],
+        kind=m["kind"],
+        period_from=m["period_from"],
+        period_to=m["period_to"],
+        business_model=m["business_model"],
+        currencies=tuple(currencies.split(",")) if currencies else (),
+        status=m["status"],
+        reason=m["reason"],
+        lines_read=m["lines_read"],
+        accepted=m["accepted"],
+        rejected=m["rejected"],
+        duplicate_lines=m["duplicate_lines"],
+        duplicate_of=m["duplicate_of"],
+        totals=m["totals"] or {},
+        stated_totals=m["stated_totals"] or {},
+        reconciled=m["reconciled"],
+        created_at=from_db_time_required(m["created_at"]),
+        details=m["details"] or {},
+        released_at=from_db_time(m["released_at"]),
+        released_by=m["released_by"],
+    )
+
+
+def _import(row: sa.Row[Any]) -> SalesImportRecord:
+    m = row._mapping
+    return SalesImportRecord(
+        id=m["id"],
+        flow=m["flow"],
+        scope=m["scope"],
+        lines=m["lines"],
+        path=m["path"],
+        sha256=m["sha256"],
+        created_at=from_db_time_required(m["created_at"]),
+    )
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _sales_line(m: Any) -> SalesLine:
+    return SalesLine(
+        line=m["line"],
+        isbn13=m["isbn13"],
+        sales_date=m["sales_date"],
+        quantity=m["quantity"],
+        value=Decimal(m["value"]),
+        return_quantity=m["return_quantity"],
+        return_value=Decimal(m["return_value"]),
+        currency=m["currency"],
+        list_price=_decimal(m["list_price"]),
+        list_price_currency=m["list_price_currency"],
+        channel=m["channel"],
+        territory=m["territory"],
+        transaction_id=m["transaction_id"],
+        channel_id=m["channel_id"],
+    )
+
+
+def _month(period: str) -> tuple[date, date]:
+    """``YYYY-MM`` as its first and last day."""
+    try:
+        year, month = (int(part) for part in period.split("-"))
+        first = date(year, month, 1)
+    except ValueError as exc:
+        raise StoreError(f"not a month: {period!r}", hint="Give the period as YYYY-MM.") from exc
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return first, date.fromordinal(following.toordinal() - 1)
+
+
+def _overlaps(period: str) -> sa.ColumnElement[bool]:
+    first, last = _month(period)
+    c = sales_reports.c
+    return sa.and_(c.period_from <= last, c.period_to >= first)
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+class _Loader:
+    """The rows of one report on their way in, a chunk at a time."""
+
+    def __init__(self, conn: Connection, report_id: int, head: ReportHead) -> None:
+        self.conn = conn
+        self.report_id = report_id
+        self.prefix = line_key_prefix(head.partner, head.layout)
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        self.insert_new = dialect.insert(sales_lines).on_conflict_do_nothing(
+            index_elements=["line_key", "occurrence"]
+        )
+        self.sane_rowcount = conn.dialect.supports_sane_multi_rowcount
+        self.sales: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.rejections: list[dict[str, Any]] = []
+        self.accepted = 0
+        self.rejected = 0
+        self.usage_count = 0
+        self.duplicates = 0
+        self.first_duplicate_of: int | None = None
+
+    def add(self, item: SalesLine | UsageLine | Rejection) -> None:
+        if type(item) is SalesLine:
+            self._add_sale(item)
+        elif type(item) is Rejection:
+            self.rejections.append(
+                {
+                    "report_id": self.report_id,
+                    "seq": self.rejected,
+                    "line": item.line,
+                    "column": item.column,
+                    "reason": item.reason,
+                }
+            )
+            self.rejected += 1
+            if len(self.rejections) >= CHUNK:
+                self._flush_rejections()
+        elif type(item) is UsageLine:
+            self._add_usage(item)
+        else:
+            raise TypeError(f"not a report line: {item!r}")
+
+    def _add_sale(self, item: SalesLine) -> None:
+        list_price = item.list_price
+        self.sales.append(
+            {
+                "report_id": self.report_id,
+                "seq": self.accepted,
+                "line": item.line,
+                "line_key": line_key(self.prefix, item),
+                "occurrence": 0,  # the first of its key, unless the chunk's insert says not
+                "isbn13": item.isbn13,
+                "sales_date": item.sales_date,
+                "quantity": item.quantity,
+                "value": format(item.value, "f"),
+                "return_quantity": item.return_quantity,
+                "return_value": format(item.return_value, "f"),
+                "currency": item.currency,
+                "list_price": None if list_price is None else format(list_price, "f"),
+                "list_price_currency": item.list_price_currency,
+                "channel": item.channel,
+                "territory": item.territory,
+                "transaction_id": item.transaction_id,
+                "channel_id": item.channel_id,
+            }
+        )
+        self.accepted += 1
+        if len(self.sales) >= CHUNK:
+            self._flush_sales()
+
+    def _add_usage(self, item: UsageLine) -> None:
+        self.usage.append(
+            {
+                "report_id": self.report_id,
+                "seq": self.usage_count,
+                "line": item.line,
+                "isbn13": item.isbn13,
+                "period_from": item.period_from,
+                "period_to": item.period_to,
+                "metric": item.metric,
+                "count": item.count,
+                "country": item.country,
+                "institution": item.institution,
+                "title": item.title,
+            }
+        )
+        self.usage_count += 1
+        if len(self.usage) >= CHUNK:
+            self.conn.execute(usage_lines.insert(), self.usage)
+            self.usage = []
+
+    def flush(self) -> None:
+        if self.sales:
+            self._flush_sales()
+        if self.usage:
+            self.conn.execute(usage_lines.insert(), self.usage)
+            self.usage = []
+        if self.rejections:
+            self._flush_rejections()
+
+    def _flush_rejections(self) -> None:
+        self.conn.execute(sales_rejections.insert(), self.rejections)
+        self.rejections = []
+
+    def _flush_sales(self) -> None:
+        rows, self.sales = self.sales, []
+        result = self.conn.execute(self.insert_new, rows)
+        if self.sane_rowcount:
+            inserted = result.rowcount
+        else:
+            c = sales_lines.c
+            inserted = self.conn.execute(
+                sa.select(sa.func.count()).where(
+                    c.report_id == self.report_id,
+                    c.seq.between(rows[0]["seq"], rows[-1]["seq"]),
+                )
+            ).scalar_one()
+        if inserted != len(rows):
+            self._resolve(rows)
+
+    def _resolve(self, rows: list[dict[str, Any]]) -> None:
+        """The rows of a chunk whose key was taken: a later equal line of this report (next
+        occurrence), or a line an earlier report loaded (a duplicate of that report)."""
+        c, d = sales_lines.c, sales_duplicate_lines.c
+        report_id = self.report_id
+        taken = set(
+            self.conn.scalars(
+                sa.select(c.seq).where(
+                    c.report_id == report_id, c.seq.between(rows[0]["seq"], rows[-1]["seq"])
+                )
+            )
+        )
+        missing = [row for row in rows if row["seq"] not in taken]
+        keys = list({row["line_key"] for row in missing})
+        holders: dict[bytes, dict[int, int]] = defaultdict(dict)  # key -> occurrence -> report
+        ours_duplicated: Counter[bytes] = Counter()  # key -> this report's duplicate lines
+        for start in range(0, len(keys), _IN_BATCH):
+            batch = keys[start : start + _IN_BATCH]
+            for key, occurrence, holder in self.conn.execute(
+                sa.select(c.line_key, c.occurrence, c.report_id).where(c.line_key.in_(batch))
+            ):
+                holders[key][occurrence] = holder
+            for key, count in self.conn.execute(
+                sa.select(d.line_key, sa.func.count())
+                .where(d.report_id == report_id, d.line_key.in_(batch))
+                .group_by(d.line_key)
+            ):
+                ours_duplicated[key] = count
+        new: list[dict[str, Any]] = []
+        duplicated: list[dict[str, Any]] = []
+        for row in missing:  # in file order: occurrences count up as the file does
+            key = row["line_key"]
+            held = holders[key]
+            occurrence = ours_duplicated[key] + sum(1 for r in held.values() if r == report_id)
+            row["occurrence"] = occurrence
+            holder = held.get(occurrence)
+            if holder is None:
+                held[occurrence] = report_id
+                new.append(row)
+            else:
+                ours_duplicated[key] += 1
+                duplicated.append({**row, "duplicate_of_report": holder})
+                if self.first_duplicate_of is None:
+                    self.first_duplicate_of = holder
+        if new:
+            self.conn.execute(sales_lines.insert(), new)
+        if duplicated:
+            self.conn.execute(sales_duplicate_lines.insert(), duplicated)
+            self.duplicates += len(duplicated)
+
+
+class SalesLedgerTables(Tables):
+    """The sales ledger (``ports.sales.SalesLedger``)."""
+
+    clock: Clock
+
+    def _sales_now(self) -> datetime:
+        now = to_db_time(self.clock.now())
+        assert now is not None
+        return now
+
+    def _one_report(
+        self, conn: Connection, where: sa.ColumnElement[bool]
+    ) -> SalesReportRecord | None:
+        row = conn.execute(
+            sa.select(sales_reports).where(where).order_by(sales_reports.c.id).limit(1)
+        ).first()
+        return None if row is None else _report(row)
+
+    # --- reports ---------------------------------------------------------------------------
+
+    @translate_errors("finding a sales report")
+    def find_sales_report(self, partner: str, sha256: str) -> SalesReportRecord | None:
+        c = sales_reports.c
+        with self.read() as conn:
+            return self._one_report(
+                conn, sa.and_(c.partner == partner, c.sha256 == sha256, c.status != "duplicate")
+            )
+
+    @translate_errors("finding the sales report of an intake file")
+    def find_sales_report_for_intake(self, intake_id: int) -> SalesReportRecord | None:
+        with self.read() as conn:
+            return self._one_report(conn, sales_reports.c.intake_id == intake_id)
+
+    @translate_errors("reading a sales report")
+    def get_sales_report(self, report_id: int) -> SalesReportRecord | None:
+        with self.read() as conn:
+            return self._one_report(conn, sales_reports.c.id == report_id)
+
+    @translate_errors("listing sales reports")
+    def list_sales_reports(
+        self, *, partner: str | None = None, period: str | None = None, limit: int = 200
+    ) -> list[SalesReportRecord]:
+        c = sales_reports.c
+        query = sa.select(sales_reports).order_by(c.id.desc()).limit(limit)
+        if partner is not None:
+            query = query.where(c.partner == partner)
+        if period is not None:
+            query = query.where(_overlaps(period))
+        with self.read() as conn:
+            return [_report(row) for row in conn.execute(query)]
+
+    @translate_errors("loading a sales report")
+    def load_sales_report(
+        self,
+        head: ReportHead,
+        items: Iterable[SalesLine | UsageLine | Rejection],
+        finish: Callable[[], ReportTail],
+    ) -> SalesReportRecord:
+        c = sales_reports.c
+        with self.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # One load per partner at a time: line keys and "the first report of these
+                # bytes" are decided against what earlier loads committed (SQLite's BEGIN
+                # IMMEDIATE serialises every writer already).
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                    {"ns": _LOCK_NAMESPACE, "key": _signed32(zlib.crc32(head.partner.encode()))},
+                )
+            if head.intake_id is not None:
+                done = self._one_report(conn, c.intake_id == head.intake_id)
+                if done is not None:
+                    return done  # a replayed hand-off: the work is done
+            values: dict[str, Any] = {
+                "flow": head.flow,
+                "partner": head.partner,
+                "name": head.name,
+                "original_path": head.original_path,
+                "intake_id": head.intake_id,
+                "sha256": head.sha256,
+                "layout": head.layout,
+                "layout_version": head.layout_version,
+                "kind": head.kind,
+                "business_model": "",
+                "currencies": "",
+                "lines_read": 0,
+                "accepted": 0,
+                "rejected": 0,
+                "duplicate_lines": 0,
+                "totals": {},
+                "stated_totals": {},
+                "created_at": self._sales_now(),
+                "details": {},
+            }
+            first = self._one_report(
+                conn,
+                sa.and_(
+                    c.partner == head.partner, c.sha256 == head.sha256, c.status != "duplicate"
+                ),
+            )
+            if first is not None:
+                report_id = self._insert_duplicate(conn, values, first)
+            else:
+                report_id = self._load(conn, head, values, items, finish)
+            record = self._one_report(conn, c.id == report_id)
+        assert record is not None
+        return record
+
+    def _insert_duplicate(
+        self, conn: Connection, values: dict[str, Any], first: SalesReportRecord
+    ) -> int:
+        """The same bytes again: a row that says whose copy it is, and no lines."""
+        values.update(
+            status="duplicate",
+            duplicate_of=first.id,
+            reason=f"the same bytes as report {first.id} ({first.name})",
+            period_from=first.period_from,
+            period_to=first.period_to,
+            business_model=first.business_model,
+            currencies=",".join(first.currencies),
+        )
+        new_id: int = conn.execute(
+            sales_reports.insert().values(**values).returning(sales_reports.c.id)
+        ).scalar_one()
+        return new_id
+
+    def _load(
+        self,
+        conn: Connection,
+        head: ReportHead,
+        values: dict[str, Any],
+        items: Iterable[SalesLine | UsageLine | Rejection],
+        finish: Callable[[], ReportTail],
+    ) -> int:
+        # The row goes in first (the lines refer to it); the rest once the file is read. All
+        # in the caller's transaction: an error from ``items`` leaves nothing.
+        report_id: int = conn.execute(
+            sales_reports.insert()
+            .values(**values, status="held", reason="loading")
+            .returning(sales_reports.c.id)
+        ).scalar_one()
+        loader = _Loader(conn, report_id, head)
+        add = loader.add
+        for item in items:
+            add(item)
+        loader.flush()
+        tail = finish()
+        reason: str | None = None
+        if head.kind != "sales":
+            status = "usage"
+        elif tail.hold_reason is not None:
+            status, reason = "held", tail.hold_reason
+        else:
+            status = "loaded"
+        if loader.duplicates and reason is None:
+            reason = (
+                f"{loader.duplicates} of {loader.accepted} lines were already loaded "
+                f"(first by report {loader.first_duplicate_of})"
+            )
+        conn.execute(
+            sales_reports.update()
+            .where(sales_reports.c.id == report_id)
+            .values(
+                status=status,
+                reason=reason,
+                period_from=tail.period_from,
+                period_to=tail.period_to,
+                business_model=tail.business_model,
+                currencies=",".join(tail.currencies),
+                lines_read=tail.lines_read,
+                accepted=loader.accepted + loader.usage_count,
+                rejected=loader.rejected,
+                duplicate_lines=loader.duplicates,
+                duplicate_of=loader.first_duplicate_of,
+                totals=tail.totals,
+                stated_totals=tail.stated_totals,
+                reconciled=tail.reconciled,
+            )
+        )
+        return report_id
+
+    @translate_errors("reading a sales report's lines")
+    def sales_report_lines(
+        self, report_id: int, *, include_duplicates: bool = True
+    ) -> Iterator[StoredSalesLine]:
+        c, d = sales_lines.c, sales_duplicate_lines.c
+        start = 0
+        while True:
+            # A window of ``seq`` at a time from both tables, each read short: memory stays
+            # flat and no read transaction is held while the caller works.
+            end = start + _PAGE
+            with self.read() as conn:
+                total = conn.execute(
+                    sa.select(sales_reports.c.accepted).where(sales_reports.c.id == report_id)
+                ).scalar()
+                if total is None:
+                    raise not_found("sales report", report_id)
+                page: list[tuple[int, StoredSalesLine]] = [
+                    (
+                        row.seq,
+                        StoredSalesLine(
+                            report_id=report_id,
+                            line=_sales_line(row._mapping),
+                            duplicate_of_report=None,
+                            import_id=row.import_id,
+                        ),
+                    )
+                    for row in conn.execute(
+                        sa.select(sales_lines).where(
+                            c.report_id == report_id, c.seq >= start, c.seq < end
+                        )
+                    )
+                ]
+                if include_duplicates:
+                    page.extend(
+                        (
+                            row.seq,
+                            StoredSalesLine(
+                                report_id=report_id,
+                                line=_sales_line(row._mapping),
+                                duplicate_of_report=row.duplicate_of_report,
+                                import_id=None,
+                            ),
+                        )
+                        for row in conn.execute(
+                            sa.select(sales_duplicate_lines).where(
+                                d.report_id == report_id, d.seq >= start, d.seq < end
+                            )
+                        )
+                    )
+            page.sort(key=lambda pair: pair[0])
+            for _, stored in page:
+                yield stored
+            start = end
+            if start >= total:
+                return
+
+    @translate_errors("reading a sales report's rejected lines")
+    def sales_report_rejections(self, report_id: int) -> list[Rejection]:
+        c = sales_rejections.c
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(c.line, c.column, c.reason)
+                .where(c.report_id == report_id)
+                .order_by(c.seq)
+            )
+            return [Rejection(row.line, row.column, row.reason) for row in rows]
+
+    @translate_errors("reading a usage report's lines")
+    def usage_lines(self, report_id: int) -> Iterator[UsageLine]:
+        c = usage_lines.c
+        last = -1
+        while True:
+            with self.read() as conn:
+                rows = conn.execute(
+                    sa.select(usage_lines)
+                    .where(c.report_id == report_id, c.seq > last)
+                    .order_by(c.seq)
+                    .limit(_PAGE)
+                ).all()
+            for row in rows:
+                m = row._mapping
+                yield UsageLine(
+                    line=m["line"],
+                    isbn13=m["isbn13"],
+                    period_from=m["period_from"],
+                    period_to=m["period_to"],
+                    metric=m["metric"],
+                    count=m["count"],
+                    country=m["country"],
+                    institution=m["institution"],
+                    title=m["title"],
+                )
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1].seq
+
+    @translate_errors("releasing a sales report")
+    def release_sales_report(self, report_id: int, by: str) -> SalesReportRecord:
+        c = sales_reports.c
+        with self.write() as conn:
+            record = self._one_report(conn, c.id == report_id)
+            if record is None:
+                raise not_found("sales report", report_id)
+            if record.status == "loaded" and record.released_at is not None:
+                return record  # released already (a replayed command)
+            if record.status != "held":
+                raise StoreError(
+                    f"sales report {report_id} ({record.name}) is {record.status}, not held: "
+                    "there is nothing to release"
+                )
+            conn.execute(
+                sales_reports.update()
+                .where(c.id == report_id)
+                .values(status="loaded", released_at=self._sales_now(), released_by=by)
+            )
+            released = self._one_report(conn, c.id == report_id)
+        assert released is not None
+        return released
+
+    # --- import files ----------------------------------------------------------------------
+
+    @translate_errors("creating a sales import")
+    def create_sales_import(
+        self, *, flow: str, report_id: int | None = None, period: str | None = None
+    ) -> SalesImportRecord:
+        if (report_id is None) == (period is None):
+            raise StoreError("a sales import is of one report or of one period, not both/none")
+        r, lines = sales_reports.c, sales_lines.c
+        with self.write() as conn:
+            if report_id is not None:
+                if self._one_report(conn, r.id == report_id) is None:
+                    raise not_found("sales report", report_id)
+                scope = f"report:{report_id}"
+                where = sa.and_(r.id == report_id, r.status == "loaded")
+            else:
+                assert period is not None
+                scope = f"period:{period}"
+                where = sa.and_(r.status == "loaded", _overlaps(period))
+            reports = list(conn.scalars(sa.select(r.id).where(where).order_by(r.id)))
+            import_id: int = conn.execute(
+                sales_imports.insert()
+                .values(flow=flow, scope=scope, lines=0, created_at=self._sales_now())
+                .returning(sales_imports.c.id)
+            ).scalar_one()
+            count = 0
+            for rid in reports:
+                # ``import_id IS NULL``: a line goes into one import, ever (PostgreSQL re-checks
+                # the condition after waiting on a concurrent claim of the same rows).
+                count += conn.execute(
+                    sales_lines.update()
+                    .where(lines.report_id == rid, lines.import_id.is_(None))
+                    .values(import_id=import_id)
+                ).rowcount
+            conn.execute(
+                sales_imports.update().where(sales_imports.c.id == import_id).values(lines=count)
+            )
+            row = conn.execute(
+                sa.select(sales_imports).where(sales_imports.c.id == import_id)
+            ).one()
+        return _import(row)
+
+    @translate_errors("reading a sales import's lines")
+    def sales_import_lines(self, import_id: int) -> Iterator[SalesLine]:
+        c = sales_lines.c
+        after = (-1, -1)
+        while True:
+            with self.read() as conn:
+                rows = conn.execute(
+                    sa.select(sales_lines)
+                    .where(c.import_id == import_id, sa.tuple_(c.report_id, c.seq) > after)
+                    .order_by(c.report_id, c.seq)
+                    .limit(_PAGE)
+                ).all()
+            for row in rows:
+                yield _sales_line(row._mapping)
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1].report_id, rows[-1].seq)
+
+    @translate_errors("recording a sales import's file")
+    def set_sales_import_file(self, import_id: int, path: str, sha256: str) -> None:
+        with self.write() as conn:
+            updated = conn.execute(
+                sales_imports.update()
+                .where(sales_imports.c.id == import_id)
+                .values(path=path, sha256=sha256)
+            ).rowcount
+        if not updated:
+            raise not_found("sales import", import_id)
+
+    @translate_errors("listing sales imports")
+    def list_sales_imports(self, *, report_id: int | None = None) -> list[SalesImportRecord]:
+        i = sales_imports.c
+        query = sa.select(sales_imports).order_by(i.id.desc())
+        if report_id is not None:
+            holding = (
+                sa.select(sales_lines.c.import_id)
+                .where(sales_lines.c.report_id == report_id, sales_lines.c.import_id.is_not(None))
+                .distinct()
+            )
+            query = query.where(sa.or_(i.scope == f"report:{report_id}", i.id.in_(holding)))
+        with self.read() as conn:
+            return [_import(row) for row in conn.execute(query)]
