@@ -251,10 +251,9 @@ def sha256_of(path: Path) -> str:
 
 
 def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> dict[str, Any]:
-    from consonance_sftp.formats.sales.parse import parse_report
-
     from consonance_sftp.adapters.store import open_store
     from consonance_sftp.formats.sales.consonance_import import write_import_file
+    from consonance_sftp.formats.sales.parse import parse_report
     from consonance_sftp.formats.sales.read import open_table
     from consonance_sftp.ports.sales import ReportHead, ReportTail, decimal_str
 
@@ -272,6 +271,7 @@ def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> di
             known_isbns=known,
             channel_for=lambda _channel, _territory: CHANNEL_ID,
             period=PERIOD,
+            house_currency=CURRENCY,
         )
         head = ReportHead(
             flow="sales",
