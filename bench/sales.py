@@ -8,8 +8,9 @@ sales-import template as CSV (``--layout consonance``). Each side runs in a proc
 so each peak RSS is its own:
 
 * **bare**: stdlib ``csv`` parse of the same file, an ISBN-13 check-digit test of every line
-  (plain Python), and a SQLite insert of every line (``executemany``, one transaction, WAL,
-  ``synchronous=NORMAL`` as the store sets it);
+  (plain Python arithmetic; ``--bare-isbn stdnum``: python-stdnum's ``isbn.is_valid``, as a
+  first version would call it), and a SQLite insert of every line (``executemany``, one
+  transaction, WAL, ``synchronous=NORMAL`` as the store sets it);
 * **ours**: what the ``sales_in`` flow does with a report: SHA-256 of the bytes (the report's
   identity), sniffed (``read.open_table``), parsed and validated line by line against the
   catalogue (``parse.parse_report``), loaded into the sales ledger in one transaction with
@@ -172,7 +173,12 @@ def check_digit_ok(code: str) -> bool:
     return (10 - total % 10) % 10 == int(code[12])
 
 
-def bare(path: Path, db: Path, layout: str) -> dict[str, Any]:
+def bare(path: Path, db: Path, layout: str, isbn_check: str) -> dict[str, Any]:
+    valid = check_digit_ok
+    if isbn_check == "stdnum":
+        from stdnum import isbn
+
+        valid = isbn.is_valid
     started = time.perf_counter()
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -196,7 +202,7 @@ def bare(path: Path, db: Path, layout: str) -> dict[str, Any]:
             else:
                 isbn, currency, market = row[1], CURRENCY, row[10]
                 qty, amount = (row[6], row[7]) if row[6] else ("-" + row[8], "-" + row[9])
-            if not check_digit_ok(isbn):
+            if not valid(isbn):
                 rejected += 1
                 continue
             batch.append((number, isbn, int(qty), amount, currency, market))
@@ -506,6 +512,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--rss-every", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="keep the report and outputs here")
+    parser.add_argument(
+        "--bare-isbn",
+        choices=("digit", "stdnum"),
+        default="digit",
+        help="the bare side's ISBN check: plain check-digit arithmetic (default, the cheapest) "
+        "or python-stdnum's isbn.is_valid per line",
+    )
     parser.add_argument("--writers", type=int, metavar="ROWS", help="compare the xlsx writers")
     parser.add_argument("--reps", type=int, default=1, help="rounds of --writers (medians)")
     parser.add_argument("--one-writer", help=argparse.SUPPRESS)
@@ -519,7 +532,7 @@ def main() -> None:
         print(json.dumps(one_writer(args.one_writer, args.lines, args.out)))
         return
     if args.side == "bare":
-        print(json.dumps(bare(args.path, args.out, layout)))
+        print(json.dumps(bare(args.path, args.out, layout, args.bare_isbn)))
         return
     if args.side == "ours":
         print(json.dumps(ours(args.path, args.out, layout, args.titles, args.rss_every)))
@@ -545,9 +558,10 @@ def main() -> None:
         for folder in (bare_dir, ours_dir):
             folder.mkdir(exist_ok=True)
         common = ["--layout", layout, "--path", str(report)]
-        theirs = child(["--side", "bare", *common, "--out", str(bare_dir / "bare.db")])
+        bare_args = ["--bare-isbn", args.bare_isbn, "--out", str(bare_dir / "bare.db")]
+        theirs = child(["--side", "bare", *common, *bare_args])
         print(
-            f"bare (csv + check digit + sqlite3): {theirs['seconds']} s, "
+            f"bare (csv + {args.bare_isbn} ISBN check + sqlite3): {theirs['seconds']} s, "
             f"{theirs['loaded']:,} lines loaded, peak RSS {theirs['peak_rss_mb']} MB",
             flush=True,
         )
@@ -587,6 +601,7 @@ def main() -> None:
             "ratio_to_bare": round(ratio, 2),
             "peak_rss_mb": mine["peak_rss_mb"],
             "bare_peak_rss_mb": theirs["peak_rss_mb"],
+            "bare_isbn_check": args.bare_isbn,
             "rss_mb_at": mine["rss_mb_at"],
             "steps": mine["steps"],
             "import_rows": mine["import_rows"],
