@@ -267,3 +267,15 @@ def test_memory_stays_flat_in_the_number_of_lines(tmp_path: Path) -> None:
     # Ten times the lines: a writer that kept rows would need about ten times the memory.
     assert large < small * 1.5, (small, large)
     assert len(_sheet_rows(tmp_path / "large.xlsx")) == 20_001
+
+
+def test_no_lines_gives_the_headers_alone(tmp_path: Path) -> None:
+    out = tmp_path / "empty.xlsx"
+    result = write_import_file(
+        iter(()), out, house_currency="GBP", source="X", summary_path=tmp_path / "s.csv"
+    )
+    assert result.rows == 0 and result.totals == {}
+    assert [list(r) for r in _sheet_rows(out)] == [TEMPLATE_ORDER]
+    assert (tmp_path / "s.csv").read_text(encoding="utf-8").splitlines() == [
+        ",".join(SUMMARY_HEADERS)
+    ]
