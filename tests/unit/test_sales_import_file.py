@@ -165,6 +165,10 @@ def test_template_headers_and_rows_read_back(tmp_path: Path) -> None:
     assert sorted(result.totals) == ["EUR", "GBP", "USD"]
     assert result.size == out.stat().st_size
     assert [p.name for p in out.parent.iterdir()] == ["import.xlsx"]
+    # The file finance picks up has the folder's usual permissions, not a private temp file's.
+    plain = tmp_path / "plain"
+    plain.touch()
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_summary_per_title_and_channel(tmp_path: Path) -> None:

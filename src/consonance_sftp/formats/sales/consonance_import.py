@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -207,7 +207,7 @@ def write_import_file(
         os.replace(partial, path)
     _sync_dir(path.parent)
     if summary_path is not None:
-        write_summary_csv(summary, summary_path)
+        _write_summary_csv(summary, summary_path)
     size, digest = sha256_file(path)
     totals: dict[str, _Sums] = {}
     for (_isbn, _channel, currency), sums in summary.items():
@@ -222,7 +222,7 @@ def write_import_file(
     )
 
 
-def write_summary_csv(summary: dict[tuple[str, str, str], _Sums], path: Path) -> None:
+def _write_summary_csv(summary: dict[tuple[str, str, str], _Sums], path: Path) -> None:
     """The summary CSV: one row per (ISBN, channel ID, currency), then each channel's total over
     all titles, then each currency's total; net = sales − returns. Written atomically."""
     by_channel: dict[tuple[str, str], _Sums] = {}
@@ -249,11 +249,11 @@ def write_summary_csv(summary: dict[tuple[str, str, str], _Sums], path: Path) ->
                         currency,
                         s.lines,
                         s.quantity,
-                        s.value,
+                        format(s.value, "f"),
                         s.return_quantity,
-                        s.return_value,
+                        format(s.return_value, "f"),
                         s.quantity - s.return_quantity,
-                        s.value - s.return_value,
+                        format(s.value - s.return_value, "f"),
                     ]
                 )
             out.flush()
@@ -326,10 +326,9 @@ def _check_headers(path: Path) -> None:
 
 @contextlib.contextmanager
 def _partial(path: Path) -> Iterator[Path]:
-    """A temporary name next to ``path``, removed unless the caller renamed it into place."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    partial = Path(name)
+    """A temporary name next to ``path`` (not created here, so the file gets the usual
+    permissions), removed unless the caller renamed it into place."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     try:
         yield partial
     finally:
