@@ -53,7 +53,7 @@ def test_layout_per_partner_and_generic_mapping() -> None:
         ({"on_rejected": "drop"}, "'hold' or 'load_valid'"),
         (
             {"generic": {"columns": {"isbn": "EAN", "quantity": "Q"}, "currency": "GBP"}},
-            "map the required roles too: sales_date, value",
+            "map the required roles too: value",
         ),
         (
             {

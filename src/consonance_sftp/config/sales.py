@@ -30,10 +30,10 @@ ROLES = (
     "territory",
     "transaction_id",
 )
-"""Column roles a generic layout may map (``isbn``, ``sales_date``, ``quantity`` and ``value``
-are required)."""
+"""Column roles a generic layout may map (``isbn``, ``quantity`` and ``value`` are required; a
+report without ``sales_date`` takes its period from the file name)."""
 
-REQUIRED_ROLES = ("isbn", "sales_date", "quantity", "value")
+REQUIRED_ROLES = ("isbn", "quantity", "value")
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -50,7 +50,7 @@ class GenericMapping(StrictModel):
     columns: dict[str, str] = Field(
         description='Role -> the partner\'s header, e.g. `{ isbn = "EAN", sales_date = '
         '"Date", quantity = "Units", value = "Net" }`. Roles: ' + ", ".join(ROLES) + "; "
-        "`isbn`, `sales_date`, `quantity` and `value` are required."
+        "`isbn`, `quantity` and `value` are required."
     )
     date_format: str = Field(
         default="%Y-%m-%d",
