@@ -1,0 +1,266 @@
+"""The sales_in flow end to end: reports dropped on a real OpenSSH partner, taken in by a real
+engine (SQLite), read, validated, loaded into the sales ledger and written as Consonance
+import files; what the CLI says about them.
+
+* the same report dropped twice under two names, and a second report overlapping the first:
+  every line goes into exactly one import file, and ``sales list``/``sales show`` say which
+  report duplicated which;
+* a report no layout fits goes to quarantine with the reason and the header it saw;
+* ``sales check --json`` prints the stable keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import tomlkit
+from openpyxl import load_workbook
+
+from consonance_sftp.app import App
+from consonance_sftp.app.intake import poll_inbox
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.config.flows import SalesInFlow
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.snapshots import Snapshot
+from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.cli import CLI
+from tests.sales_reports import Row, aged, isbn13, write_vendor_report
+from tests.settings import offline_settings, openssh_partner
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+UNKNOWN_ISBN = isbn13(5000)  # a valid checksum, but no product in the snapshots
+
+
+@dataclass
+class World:
+    app: App
+    runner: DeliveryRunner
+    inbox: Path
+    outbox: Path
+    config: Path
+
+    async def take(self) -> dict[str, dict[str, Any]]:
+        """One poll of the flow; each file taken, by name, with its workflow's result."""
+        flow = self.app.settings.flows["sales"]
+        assert isinstance(flow, SalesInFlow)
+        report = await poll_inbox(self.app, self.runner, "sales", flow, trigger="test")
+        out = {}
+        for f in report.taken:
+            out[Path(f.path).name] = await self.runner.wait(f.workflow_id or "", timeout_s=120)
+        return out
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "--config", str(self.config), "sales", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "250"},  # a table row on one line
+        )
+
+    def cli_json(self, *args: str) -> Any:
+        done = self.cli(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(
+    openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    root = tmp_path_factory.mktemp("sales")
+    inbox = root / "sftp" / "amazon"
+    inbox.mkdir(parents=True)
+    outbox = root / "finance"
+    raw = offline_settings(
+        root,
+        partners={
+            "amazon": openssh_partner(
+                openssh, {"receive": str(inbox)}, transfer={"stable_interval": 0.2}
+            )
+        },
+        flows={
+            "sales": {
+                "kind": "sales_in",
+                "partners": ["amazon"],
+                "patterns": ["*.csv"],
+                "outbox": str(outbox),
+                "house_currency": "GBP",
+                "on_rejected": "load_valid",
+                "channels": {"map": {"Amazon": "AMZ"}},
+            }
+        },
+    )
+    config = root / "consonance-sftp.toml"
+    config.write_text(tomlkit.dumps(raw))
+    app = App(Settings.model_validate(raw), config)
+    # The change detector's snapshots: every synthetic title is a known product but one.
+    known = {n: isbn13(n) for n in range(997)}
+    app.store.save_snapshots(
+        "product",
+        {n: Snapshot(content_hash=str(n), fields={"isbn": isbn}) for n, isbn in known.items()},
+    )
+    runner = DeliveryRunner(app, executor=True, quiet=True)
+    await runner.__aenter__()
+    try:
+        yield World(app, runner, inbox, outbox, config)
+    finally:
+        await runner.__aexit__(None, None, None)
+        app.store.close()
+
+
+def _rows_of(path: str) -> list[tuple[Any, ...]]:
+    """The data rows of an import file (headers checked), as Consonance would read them."""
+    book = load_workbook(path, read_only=True)
+    sheet = book.worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    book.close()
+    header, *data = rows
+    assert header[:4] == ("Product ID type", "Product ID", "Channel ID", "Sales date")
+    return [tuple(r) for r in data]
+
+
+def _key(row: tuple[Any, ...]) -> tuple[str, str, int]:
+    """A row's (ISBN, date, quantity): what makes each synthetic sale distinct."""
+    return (str(row[1]), str(row[3]), int(row[6]))
+
+
+def _expected(rows: list[Row]) -> Counter[tuple[str, str, int]]:
+    return Counter((r.isbn, f"2026-10-{r.day:02d}", r.units) for r in rows)
+
+
+async def test_a_report_twice_under_two_names_and_an_overlapping_one_emit_each_line_once(
+    world: World,
+) -> None:
+    first = [Row(n) for n in range(0, 60)]
+    second = [Row(n) for n in range(40, 100)]  # 20 lines overlap the first report
+    data = write_vendor_report(world.inbox / "vendor-2026-10.csv", first).read_bytes()
+    (world.inbox / "vendor-2026-10-resent.csv").write_bytes(data)  # the same bytes, renamed
+    aged(world.inbox / "vendor-2026-10-resent.csv")
+
+    taken = await world.take()
+    assert sorted(taken) == ["vendor-2026-10-resent.csv", "vendor-2026-10.csv"]
+    assert {r["outcome"] for r in taken.values()} == {"stored"}, taken
+    reports = {r.name: r for r in world.app.store.list_sales_reports(partner="amazon")}
+    one, two = sorted(reports.values(), key=lambda r: r.id)  # whichever was loaded first
+    assert (one.status, one.accepted, one.rejected, one.duplicate_lines) == ("loaded", 60, 0, 0)
+    assert (two.status, two.duplicate_of) == ("duplicate", one.id)
+
+    write_vendor_report(world.inbox / "vendor-2026-10-b.csv", second)
+    taken = await world.take()
+    assert list(taken) == ["vendor-2026-10-b.csv"]
+    [three] = [
+        r for r in world.app.store.list_sales_reports(partner="amazon") if r.name.endswith("-b.csv")
+    ]
+    assert (three.status, three.accepted, three.duplicate_lines, three.duplicate_of) == (
+        "loaded",
+        60,
+        20,
+        one.id,
+    )
+
+    # Each line in exactly one import file: the first report's 60, the second's 40 new ones.
+    imports = {r.id: world.app.store.list_sales_imports(report_id=r.id) for r in (one, two, three)}
+    assert imports[two.id] == []  # a duplicate file makes no import
+    [imp_one], [imp_three] = imports[one.id], imports[three.id]
+    assert (imp_one.lines, imp_three.lines) == (60, 40)
+    assert imp_one.path is not None and imp_three.path is not None
+    assert Path(imp_one.path).is_relative_to(world.outbox)
+    emitted = [_key(r) for p in (imp_one.path, imp_three.path) for r in _rows_of(p)]
+    assert Counter(emitted) == _expected([Row(n) for n in range(100)])  # each once, none lost
+    assert Path(imp_one.path.removesuffix(".xlsx") + ".summary.csv").exists()
+
+    # The CLI says which report duplicated which.
+    listed = {r["id"]: r for r in world.cli_json("list", "--partner", "amazon")}
+    assert listed[two.id]["status"] == "duplicate" and listed[two.id]["duplicate_of"] == one.id
+    assert listed[three.id]["duplicate_lines"] == 20
+    assert listed[three.id]["duplicate_of"] == one.id
+    table = world.cli("list", "--period", "2026-10")
+    assert table.returncode == 0, table.stderr
+    assert f"the same file as report {one.id}" in table.stdout
+    assert f"20 lines already loaded by report {one.id}" in table.stdout
+    [shown] = world.cli_json("show", str(three.id), "--lines", "100")
+    assert shown["duplicated"] == f"20 lines already loaded by report {one.id}"
+    marked = [ln["line"] for ln in shown["lines_shown"] if ln["duplicate_of_report"] == one.id]
+    assert marked == list(range(2, 22))  # file lines 2..21: the overlapping rows
+    assert [i["id"] for i in shown["imports"]] == [imp_three.id]
+
+    # A period's export finds nothing left to emit: every line is in an import already.
+    [exported] = world.cli_json("export", "--period", "2026-10")
+    assert exported["lines"] == 0 and exported["path"] is None
+
+
+async def test_a_report_with_an_unknown_product_is_loaded_with_the_line_rejected(
+    world: World,
+) -> None:
+    rows = [Row(n) for n in range(200, 205)]
+    path = write_vendor_report(world.inbox / "vendor-2026-10-c.csv", rows)
+    path.write_text(path.read_text().replace(rows[2].isbn, UNKNOWN_ISBN))
+    aged(path)
+    await world.take()
+    [report] = [
+        r for r in world.app.store.list_sales_reports(partner="amazon") if r.name.endswith("-c.csv")
+    ]
+    assert (report.status, report.accepted, report.rejected) == ("loaded", 4, 1)
+    [rejection] = world.app.store.sales_report_rejections(report.id)
+    assert rejection.line == 4 and UNKNOWN_ISBN in rejection.reason
+
+
+async def test_a_report_no_layout_fits_is_quarantined_with_the_header_seen(world: World) -> None:
+    bad = world.inbox / "vendor-statement.csv"
+    header = "Book Number,When,How Many,Money"
+    bad.write_text(header + "\n9781000000002,2026-10-01,1,2.00\n")
+    aged(bad)
+    taken = await world.take()
+    assert taken["vendor-statement.csv"]["outcome"] == "quarantined", taken
+    [row] = [r for r in world.app.store.list_intakes(partner="amazon") if r.remote_path == str(bad)]
+    assert row.outcome is IntakeOutcome.QUARANTINED
+    assert row.reason is not None and row.reason.startswith("unknown-layout")
+    assert "Book Number" in row.reason and "Money" in row.reason
+    assert not [r for r in world.app.store.list_sales_reports() if r.name == bad.name]
+    listed = subprocess.run(
+        [*CLI, "--config", str(world.config), "quarantine", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "vendor-statement.csv" in listed.stdout and "unknown-layout" in listed.stdout
+
+
+def test_sales_check_json_has_the_stable_keys(tmp_path: Path) -> None:
+    rows = [Row(n) for n in range(10)]
+    path = write_vendor_report(tmp_path / "check.csv", rows)
+    done = subprocess.run(
+        [*CLI, "sales", "check", str(path), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for key in (
+        "layout",
+        "period_from",
+        "period_to",
+        "currency",
+        "lines",
+        "accepted",
+        "rejected",
+        "rejections",
+        "totals",
+        "reconciled",
+    ):
+        assert key in result, key
+    assert result["layout"] == "amazon-vendor"
+    assert (result["lines"], result["accepted"], result["rejected"]) == (10, 10, 0)
+    assert result["currency"] == "USD"
+    assert result["totals"]["USD"]["value"] == str(sum(r.amount for r in rows))
+    assert not list(tmp_path.glob("*.xlsx"))  # wrote nothing
