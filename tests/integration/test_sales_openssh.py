@@ -17,6 +17,7 @@ import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from openpyxl import load_workbook
 from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.app.sales_handler import check_calendar
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.models import IntakeOutcome
@@ -49,12 +51,13 @@ class World:
     inbox: Path
     outbox: Path
     config: Path
+    monthly_inbox: Path
 
-    async def take(self) -> dict[str, dict[str, Any]]:
-        """One poll of the flow; each file taken, by name, with its workflow's result."""
-        flow = self.app.settings.flows["sales"]
+    async def take(self, name: str = "sales") -> dict[str, dict[str, Any]]:
+        """One poll of a flow; each file taken, by name, with its workflow's result."""
+        flow = self.app.settings.flows[name]
         assert isinstance(flow, SalesInFlow)
-        report = await poll_inbox(self.app, self.runner, "sales", flow, trigger="test")
+        report = await poll_inbox(self.app, self.runner, name, flow, trigger="test")
         out = {}
         for f in report.taken:
             out[Path(f.path).name] = await self.runner.wait(f.workflow_id or "", timeout_s=120)
@@ -82,13 +85,18 @@ async def world(
     root = tmp_path_factory.mktemp("sales")
     inbox = root / "sftp" / "amazon"
     inbox.mkdir(parents=True)
+    monthly_inbox = root / "sftp" / "vendor"
+    monthly_inbox.mkdir(parents=True)
     outbox = root / "finance"
     raw = offline_settings(
         root,
         partners={
             "amazon": openssh_partner(
                 openssh, {"receive": str(inbox)}, transfer={"stable_interval": 0.2}
-            )
+            ),
+            "vendor": openssh_partner(
+                openssh, {"receive": str(monthly_inbox)}, transfer={"stable_interval": 0.2}
+            ),
         },
         flows={
             "sales": {
@@ -99,7 +107,16 @@ async def world(
                 "house_currency": "GBP",
                 "on_rejected": "load_valid",
                 "channels": {"map": {"Amazon": "AMZ"}},
-            }
+            },
+            # Held on a rejected line; import files only per month, on request; a calendar.
+            "monthly": {
+                "kind": "sales_in",
+                "partners": ["vendor"],
+                "outbox": str(outbox),
+                "import_per_report": False,
+                "channels": {"default": "AMZ"},
+                "calendar": [{"partner": "vendor", "layout": "amazon-vendor", "due_day": 10}],
+            },
         },
     )
     config = root / "consonance-sftp.toml"
@@ -114,7 +131,7 @@ async def world(
     runner = DeliveryRunner(app, executor=True, quiet=True)
     await runner.__aenter__()
     try:
-        yield World(app, runner, inbox, outbox, config)
+        yield World(app, runner, inbox, outbox, config, monthly_inbox)
     finally:
         await runner.__aexit__(None, None, None)
         app.store.close()
@@ -197,7 +214,7 @@ async def test_a_report_twice_under_two_names_and_an_overlapping_one_emit_each_l
     assert [i["id"] for i in shown["imports"]] == [imp_three.id]
 
     # A period's export finds nothing left to emit: every line is in an import already.
-    [exported] = world.cli_json("export", "--period", "2026-10")
+    [exported] = world.cli_json("export", "--period", "2026-10", "--flow", "sales")
     assert exported["lines"] == 0 and exported["path"] is None
 
 
@@ -264,3 +281,53 @@ def test_sales_check_json_has_the_stable_keys(tmp_path: Path) -> None:
     assert result["currency"] == "USD"
     assert result["totals"]["USD"]["value"] == str(sum(r.amount for r in rows))
     assert not list(tmp_path.glob("*.xlsx"))  # wrote nothing
+
+
+async def test_a_held_report_is_released_and_a_month_exported_once(world: World) -> None:
+    rows = [Row(n) for n in range(300, 310)]
+    path = write_vendor_report(world.monthly_inbox / "vendor-2026-10-a.csv", rows)
+    bad_isbn = rows[3].isbn[:-1] + str((int(rows[3].isbn[-1]) + 1) % 10)  # checksum broken
+    path.write_text(path.read_text().replace(rows[3].isbn, bad_isbn))
+    aged(path)
+    write_vendor_report(
+        world.monthly_inbox / "vendor-2026-10-b.csv", [Row(n) for n in range(310, 315)]
+    )
+    taken = await world.take("monthly")
+    assert {r["outcome"] for r in taken.values()} == {"stored"}, taken
+    store = world.app.store
+    by_name = {r.name: r for r in store.list_sales_reports(partner="vendor")}
+    held, fine = by_name["vendor-2026-10-a.csv"], by_name["vendor-2026-10-b.csv"]
+    assert (held.status, held.accepted, held.rejected) == ("held", 9, 1)
+    assert held.reason is not None and "1 line rejected" in held.reason
+    assert fine.status == "loaded"
+    assert store.list_sales_imports(report_id=fine.id) == []  # waits for the month's export
+    [rejection] = store.sales_report_rejections(held.id)
+    assert rejection.line == 5 and bad_isbn in rejection.reason
+
+    # The month's export takes the loaded report's lines, not the held one's.
+    [first] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
+    assert first["lines"] == 5
+    # Released: its 9 valid lines wait for the next export, which has only them.
+    released = world.cli("release", str(held.id), "--by", "finance")
+    assert released.returncode == 0, released.stderr
+    assert f"report {held.id} released by finance: loaded" in released.stdout
+    [second] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
+    assert second["lines"] == 9
+    [third] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
+    assert third["lines"] == 0 and third["path"] is None  # nothing twice
+    emitted = [_key(r) for e in (first, second) for r in _rows_of(e["path"])]
+    assert Counter(emitted) == _expected(
+        [r for r in rows if r.n != 303] + [Row(n) for n in range(310, 315)]
+    )
+
+
+async def test_a_missing_report_raises_one_expected_report_missing_alert(world: World) -> None:
+    store = world.app.store
+    # October's report from vendor is in (the test above); November's is missing from Dec 11.
+    assert check_calendar(world.app, "monthly", datetime(2026, 11, 11, tzinfo=UTC)) == []
+    assert check_calendar(world.app, "monthly", datetime(2026, 12, 10, tzinfo=UTC)) == []
+    [message] = check_calendar(world.app, "monthly", datetime(2026, 12, 11, tzinfo=UTC))
+    assert "no amazon-vendor report from partner 'vendor' for 2026-11" in message
+    assert check_calendar(world.app, "monthly", datetime(2026, 12, 12, tzinfo=UTC)) == []
+    [alert] = store.list_alerts(kind="expected_report_missing")
+    assert (alert.partner, alert.flow, alert.details["period"]) == ("vendor", "monthly", "2026-11")

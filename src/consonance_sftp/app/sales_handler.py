@@ -125,6 +125,8 @@ def release(
     """A held report released: loaded, and its import file written."""
     report = app.store.release_sales_report(report_id, by)
     s = settings_for(app, report.flow, report.partner)
+    if s is not None and not s.per_report:
+        return report, None  # its lines wait for the period's export
     outbox = s.outbox if s is not None else default_outbox(app)
     currency = s.house_currency if s is not None else "GBP"
     return report, sales_in.emit_report_import(app.store, report, outbox, currency)

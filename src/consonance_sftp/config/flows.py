@@ -736,6 +736,11 @@ class SalesInFlow(IntakeFlowBase):
         description="Folder the import files and summaries are written to (unset: "
         "`sales/outbox` under `state_dir`).",
     )
+    import_per_report: bool = Field(
+        default=True,
+        description="Write each loaded report's import file at once; false: its lines wait "
+        "for `consonance-sftp sales export --period YYYY-MM` (one file per month).",
+    )
     house_currency: str = Field(
         default="GBP",
         description="The Consonance account's default currency (ISO 4217): lines in another "

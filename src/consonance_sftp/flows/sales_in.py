@@ -122,6 +122,7 @@ class SalesSettings:
     outbox: Path
     house_currency: str
     known_isbns: Container[str] | None
+    per_report: bool = True  # write each report's import file at once
 
 
 def settings_of(
@@ -147,6 +148,7 @@ def settings_of(
         outbox=flow.outbox or default_outbox,
         house_currency=flow.house_currency,
         known_isbns=isbns() if flow.check_products else None,
+        per_report=flow.import_per_report,
     )
 
 
@@ -297,7 +299,11 @@ class SalesProcessor:
                     outcome=IntakeOutcome.QUARANTINED,
                     reason=f"{refused.reason_code}: {refused.message}",
                 )
-        made = emit_report_import(self.ledger, report, s.outbox, s.house_currency)
+        made = (
+            emit_report_import(self.ledger, report, s.outbox, s.house_currency)
+            if s.per_report
+            else None
+        )
         summary = describe(report, made)
         log.info("sales report %s from %s: %s", request.remote_path, request.partner, summary)
         return HandOffResult(outcome=IntakeOutcome.STORED, reason=summary)
