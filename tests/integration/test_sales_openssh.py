@@ -30,6 +30,7 @@ from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.sales_handler import check_calendar
+from consonance_sftp.app.serving import run_tick
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.models import IntakeOutcome
@@ -52,6 +53,7 @@ class World:
     outbox: Path
     config: Path
     monthly_inbox: Path
+    finance: Path
 
     async def take(self, name: str = "sales") -> dict[str, dict[str, Any]]:
         """One poll of a flow; each file taken, by name, with its workflow's result."""
@@ -87,6 +89,8 @@ async def world(
     inbox.mkdir(parents=True)
     monthly_inbox = root / "sftp" / "vendor"
     monthly_inbox.mkdir(parents=True)
+    finance = root / "sftp" / "finance"
+    finance.mkdir(parents=True)
     outbox = root / "finance"
     raw = offline_settings(
         root,
@@ -97,6 +101,7 @@ async def world(
             "vendor": openssh_partner(
                 openssh, {"receive": str(monthly_inbox)}, transfer={"stable_interval": 0.2}
             ),
+            "finance": openssh_partner(openssh, {"imports": str(finance)}),
         },
         flows={
             "sales": {
@@ -107,6 +112,8 @@ async def world(
                 "house_currency": "GBP",
                 "on_rejected": "load_valid",
                 "channels": {"map": {"Amazon": "AMZ"}},
+                "deliver_to": "finance",
+                "deliver_folder": "imports",
             },
             # Held on a rejected line; import files only per month, on request; a calendar.
             "monthly": {
@@ -131,7 +138,7 @@ async def world(
     runner = DeliveryRunner(app, executor=True, quiet=True)
     await runner.__aenter__()
     try:
-        yield World(app, runner, inbox, outbox, config, monthly_inbox)
+        yield World(app, runner, inbox, outbox, config, monthly_inbox, finance)
     finally:
         await runner.__aexit__(None, None, None)
         app.store.close()
@@ -331,3 +338,23 @@ async def test_a_missing_report_raises_one_expected_report_missing_alert(world: 
     assert check_calendar(world.app, "monthly", datetime(2026, 12, 12, tzinfo=UTC)) == []
     [alert] = store.list_alerts(kind="expected_report_missing")
     assert (alert.partner, alert.flow, alert.details["period"]) == ("vendor", "monthly", "2026-11")
+
+
+async def test_import_files_are_delivered_to_the_finance_partner_once(world: World) -> None:
+    write_vendor_report(world.inbox / "vendor-2026-11.csv", [Row(n) for n in range(400, 410)])
+    assert list(await world.take()) == ["vendor-2026-11.csv"]
+    done = await run_tick(world.app, "sales", datetime.now(UTC), runner=world.runner)
+    sent = done["import_deliveries"]
+    results = [await world.runner.wait(wid) for wid in sent]
+    assert all("error" not in r for r in results), results
+    written = [i for i in world.app.store.list_sales_imports() if i.flow == "sales" and i.path]
+    assert len(written) == len(sent) >= 3  # every import file of the flow, the new one too
+    for imp in written:
+        assert imp.path is not None
+        local = Path(imp.path)
+        summary = local.with_name(local.name.removesuffix(".xlsx") + ".summary.csv")
+        assert (world.finance / local.name).read_bytes() == local.read_bytes()
+        assert (world.finance / summary.name).read_bytes() == summary.read_bytes()
+    # The next tick sends nothing again.
+    again = await run_tick(world.app, "sales", datetime.now(UTC), runner=world.runner)
+    assert "import_deliveries" not in again, again

@@ -70,3 +70,24 @@ def test_bad_sales_settings_are_refused_with_a_reason(extra: dict[str, Any], wor
     with pytest.raises(ValidationError) as caught:
         _flow(**extra)
     assert words in str(caught.value)
+
+
+def test_deliver_to_names_a_known_partner_and_its_folder() -> None:
+    from consonance_sftp.config.loader import cross_check
+
+    partners = {"lsi": {"folders": {"receive": "/out"}}, "finance": {"folders": {"send": "/in"}}}
+    flow = {"kind": "sales_in", "partners": ["lsi"]}
+    ok = {"partners": partners, "flows": {"sales": {**flow, "deliver_to": "finance"}}}
+    assert cross_check(ok) == []
+    unknown = {"partners": partners, "flows": {"sales": {**flow, "deliver_to": "nobody"}}}
+    [problem] = cross_check(unknown)
+    assert (
+        problem.path == "flows.sales.deliver_to" and "unknown partner 'nobody'" in problem.message
+    )
+    folder = {
+        "partners": partners,
+        "flows": {"sales": {**flow, "deliver_to": "finance", "deliver_folder": "royalties"}},
+    }
+    [problem] = cross_check(folder)
+    assert problem.path == "flows.sales.deliver_folder"
+    assert "partner 'finance' has no folder 'royalties'" in problem.message

@@ -8,6 +8,7 @@ commands use the helpers below (the outbox, release, a period's export).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Container
 from datetime import datetime
 from pathlib import Path
@@ -17,13 +18,17 @@ from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import sales_calendar as calendar
 from consonance_sftp.flows import sales_in
+from consonance_sftp.formats.packaging import join_remote, sha256_file
 from consonance_sftp.formats.sales.table import ReportRefused
+from consonance_sftp.models import DeliveryKey, DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 from consonance_sftp.ports.intake import IntakeRequest
 from consonance_sftp.ports.sales import SalesImportRecord as SalesImportRecord  # for the CLI
 from consonance_sftp.ports.sales import SalesReportRecord as SalesReportRecord
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
+    from consonance_sftp.app.runner import DeliveryRunner
 
 
 def default_outbox(app: App) -> Path:
@@ -170,3 +175,66 @@ def check_calendar(app: App, name: str, now: datetime) -> list[str]:
     for alert in raised:
         store.raise_alert(alert)
     return [a.message for a in raised]
+
+
+def import_delivery(
+    flow: str, partner: str, folder: str, imp: SalesImportRecord
+) -> DeliveryRequest | None:
+    """The engine's request delivering an import file and its summary to the finance
+    partner's folder (None: the file is not written)."""
+    if imp.path is None or imp.sha256 is None:
+        return None
+    files = []
+    for local in (Path(imp.path), sales_in.summary_path(Path(imp.path))):
+        if local == Path(imp.path):
+            size, digest = local.stat().st_size, imp.sha256
+        else:
+            size, digest = sha256_file(local)
+        files.append(
+            FileToSend(
+                source=str(local),
+                remote_path=join_remote(folder, local.name),
+                sha256=digest,
+                size=size,
+            )
+        )
+    return DeliveryRequest(
+        flow=flow,
+        partner=partner,
+        package=f"sales import {imp.id} ({imp.scope})",
+        files=tuple(files),
+        trigger=f"sales-import:{imp.id}",
+    )
+
+
+async def deliver_imports(app: App, runner: DeliveryRunner, name: str) -> list[str]:
+    """Each written import file of the flow not yet delivered to its ``deliver_to`` partner,
+    submitted to the engine (held like any delivery by a pause or a closed window); returns
+    the workflow IDs. Run at each of the flow's ticks: the delivery ledger keeps each file
+    to one delivery, and an import already sent is not submitted again."""
+    from consonance_sftp.app.runner import Enqueued  # the runner builds on App
+
+    flow = app.settings.flows.get(name)
+    if not isinstance(flow, SalesInFlow) or flow.deliver_to is None:
+        return []
+    folder = app.partner_config(flow.deliver_to).folders[flow.deliver_folder]
+    imports = await asyncio.to_thread(app.store.list_sales_imports)
+    submitted: list[str] = []
+    for imp in sorted(imports, key=lambda i: i.id):
+        if imp.flow != name or imp.path is None or imp.sha256 is None:
+            continue
+        key = DeliveryKey(
+            partner=flow.deliver_to,
+            remote_path=join_remote(folder, Path(imp.path).name),
+            sha256=imp.sha256,
+        )
+        done = await asyncio.to_thread(app.store.find_delivery, key)
+        if done is not None and done.outcome in (DeliveryOutcome.SENT, DeliveryOutcome.SKIPPED):
+            continue
+        request = await asyncio.to_thread(import_delivery, name, flow.deliver_to, folder, imp)
+        if request is None:
+            continue
+        result = await runner.submit(request)
+        if isinstance(result, Enqueued):
+            submitted.append(result.workflow_id)
+    return submitted

@@ -686,15 +686,11 @@ class SalesInFlow(IntakeFlowBase):
     lines an earlier report already brought (the same report under another name, an
     overlapping one) are kept as duplicates and never emitted again. Each loaded report gets
     a Consonance sales-import file (and a summary CSV) in `outbox`. A report no layout fits
-    goes to quarantine with the header seen. Delivering import files to a finance partner
-    is not built yet. See docs/reference/sales-in.md."""
+    goes to quarantine with the header seen; with `deliver_to`, each import file goes to a
+    finance partner too. See docs/reference/sales-in.md."""
 
     kind: Literal["sales_in"] = Field(description="`sales_in`.")
-    today: ClassVar[str] = (
-        "reads, validates and loads each report into the sales ledger and writes its "
-        "Consonance sales-import file to `outbox`; delivering import files to a finance "
-        "partner is not built yet"
-    )
+    today: ClassVar[str] = ""
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for reports."
     )
@@ -740,6 +736,15 @@ class SalesInFlow(IntakeFlowBase):
         default=True,
         description="Write each loaded report's import file at once; false: its lines wait "
         "for `consonance-sftp sales export --period YYYY-MM` (one file per month).",
+    )
+    deliver_to: str | None = Field(
+        default=None,
+        description="A finance partner (a key of `[partners]`) that each import file and its "
+        "summary are also delivered to, at the flow's next tick, through the engine (on the "
+        "delivery ledger: each file once).",
+    )
+    deliver_folder: str = Field(
+        default="send", description="Which of `deliver_to`'s `folders` receives them."
     )
     house_currency: str = Field(
         default="GBP",

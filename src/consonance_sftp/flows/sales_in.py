@@ -396,6 +396,12 @@ def period_import_path(outbox: Path, flow: str, period: str, imp: SalesImportRec
     return outbox / flow / f"period-{period}.import-{imp.id}.xlsx"
 
 
+def summary_path(path: Path) -> Path:
+    """The summary CSV beside an import file (``x.import-4.xlsx`` ->
+    ``x.import-4.summary.csv``)."""
+    return path.with_name(path.name.removesuffix(".xlsx") + ".summary.csv")
+
+
 def write_import(
     ledger: SalesLedger,
     imp: SalesImportRecord,
@@ -412,7 +418,7 @@ def write_import(
         path,
         house_currency=house_currency,
         source=source,
-        summary_path=path.with_name(path.name.removesuffix(".xlsx") + ".summary.csv"),
+        summary_path=summary_path(path),
     )
     ledger.set_sales_import_file(imp.id, str(path), written.sha256)
     return replace(imp, path=str(path), sha256=written.sha256)
