@@ -11,6 +11,7 @@ import files; what the CLI says about them.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -358,3 +359,28 @@ async def test_import_files_are_delivered_to_the_finance_partner_once(world: Wor
     # The next tick sends nothing again.
     again = await run_tick(world.app, "sales", datetime.now(UTC), runner=world.runner)
     assert "import_deliveries" not in again, again
+
+
+async def test_a_usage_report_goes_to_the_usage_ledger_and_a_csv_never_an_import(
+    world: World,
+) -> None:
+    header = "book_id,isbn,title,year,month,type,usage,country_id,country"
+    lines = [
+        f"{i},{isbn13(i)},Title {i},2026,10,Chapter,{i + 3},GB,United Kingdom" for i in range(5)
+    ]
+    path = world.inbox / "muse-usage-2026-10.csv"
+    path.write_text("\n".join([header, *lines]) + "\n")
+    aged(path)
+    taken = await world.take()
+    assert taken["muse-usage-2026-10.csv"]["outcome"] == "stored", taken
+    [report] = [r for r in world.app.store.list_sales_reports() if r.name == path.name]
+    assert (report.kind, report.status) == ("usage", "usage")
+    assert world.app.store.list_sales_imports(report_id=report.id) == []
+    usage = [(u.isbn13, u.count) for u in world.app.store.usage_lines(report.id)]
+    assert usage == [(isbn13(i), i + 3) for i in range(5)]
+    written = world.outbox / "sales" / "amazon" / f"muse-usage-2026-10.usage-{report.id}.csv"
+    with written.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["ISBN"], int(r["Count"]), r["Country"]) for r in rows] == [
+        (isbn13(i), i + 3, "GB") for i in range(5)
+    ]

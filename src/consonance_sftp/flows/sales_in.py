@@ -26,6 +26,8 @@ file written again (identically) if it was lost before it was recorded.
 from __future__ import annotations
 
 import asyncio
+import csv
+import os
 import posixpath
 import re
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -305,6 +307,8 @@ class SalesProcessor:
             else None
         )
         summary = describe(report, made)
+        if report.status == "usage":
+            summary += f"; usage lines in {write_usage_csv(self.ledger, report, s.outbox)}"
         log.info("sales report %s from %s: %s", request.remote_path, request.partner, summary)
         return HandOffResult(outcome=IntakeOutcome.STORED, reason=summary)
 
@@ -438,6 +442,52 @@ def emit_report_import(
         path = import_path(outbox, report, imp)
         imp = write_import(ledger, imp, path, house_currency=house_currency, source=report.partner)
     return imp
+
+
+USAGE_HEADERS = (
+    "ISBN",
+    "Period from",
+    "Period to",
+    "Metric",
+    "Count",
+    "Country",
+    "Institution",
+    "Title",
+    "Line",
+)
+
+
+def write_usage_csv(ledger: SalesLedger, report: SalesReportRecord, outbox: Path) -> Path:
+    """A usage (or market-data) report's lines as a CSV beside the import files (never an
+    import file): ``<outbox>/<flow>/<partner>/<stem>.usage-<report id>.csv``, written
+    atomically once (a re-run finds it there)."""
+    stem = Path(report.name).name.split(".", 1)[0] or "report"
+    path = outbox / report.flow / report.partner / f"{stem}.usage-{report.id}.csv"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(USAGE_HEADERS)
+        for u in ledger.usage_lines(report.id):
+            writer.writerow(
+                [
+                    u.isbn13,
+                    u.period_from.isoformat(),
+                    u.period_to.isoformat(),
+                    u.metric,
+                    u.count,
+                    u.country,
+                    u.institution,
+                    u.title,
+                    u.line,
+                ]
+            )
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    return path
 
 
 def export_period(
