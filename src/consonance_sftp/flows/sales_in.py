@@ -297,9 +297,10 @@ class SalesProcessor:
                     request.partner,
                     refused.message,
                 )
+                hint = f" ({refused.hint})" if refused.hint else ""
                 return HandOffResult(
                     outcome=IntakeOutcome.QUARANTINED,
-                    reason=f"{refused.reason_code}: {refused.message}",
+                    reason=f"{refused.reason_code}: {refused.message}{hint}",
                 )
         made = (
             emit_report_import(self.ledger, report, s.outbox, s.house_currency)
