@@ -288,7 +288,28 @@ def test_sales_check_json_has_the_stable_keys(tmp_path: Path) -> None:
     assert (result["lines"], result["accepted"], result["rejected"]) == (10, 10, 0)
     assert result["currency"] == "USD"
     assert result["totals"]["USD"]["value"] == str(sum(r.amount for r in rows))
-    assert not list(tmp_path.glob("*.xlsx"))  # wrote nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["check.csv"]  # wrote nothing
+    # For people: the same facts in lines; a file no layout fits is one error line, exit 1.
+    text = subprocess.run(
+        [*CLI, "sales", "check", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert text.returncode == 0, text.stderr
+    assert "(amazon-vendor digital-payment)" in text.stdout
+    assert "lines: 10, accepted 10, rejected 0" in text.stdout
+    assert "reconciled: the file states no totals" in text.stdout
+    odd = tmp_path / "odd.csv"
+    odd.write_text("Book Number,Money\n9781000000002,2.00\n")
+    refused = subprocess.run(
+        [*CLI, "sales", "check", str(odd)], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert "odd.csv" in refused.stderr and "Book Number" in refused.stderr
+    as_json = subprocess.run(
+        [*CLI, "sales", "check", str(odd), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["refused"] == "unknown-layout"
 
 
 async def test_a_held_report_is_released_and_a_month_exported_once(world: World) -> None:
