@@ -60,13 +60,19 @@ def test_settings_per_partner(tmp_path: Path) -> None:
         return {ISBN}
 
     s = sales_in.settings_of("sales", flow, "lsi", default_outbox=tmp_path, isbns=isbns)
-    assert (s.layout, s.outbox, s.known_isbns, s.on_rejected) == (
+    assert (s.layout, s.outbox, s.isbns, s.on_rejected) == (
         "lightning_source",
         tmp_path,
         None,
         "hold",
     )
     assert s.channel_for is not None and s.channel_for("", "GB") == "UK"
-    assert not asked  # products not checked: the snapshots are not even read
-    k = sales_in.settings_of("sales", flow, "kobo", default_outbox=tmp_path, isbns=isbns)
-    assert k.layout == "auto"
+    k = sales_in.settings_of(
+        "sales",
+        flow.model_copy(update={"check_products": True}),
+        "kobo",
+        default_outbox=tmp_path,
+        isbns=isbns,
+    )
+    assert k.layout == "auto" and k.isbns is isbns
+    assert not asked  # read when a report is, not when settings are looked up

@@ -123,7 +123,9 @@ class SalesSettings:
     on_rejected: str
     outbox: Path
     house_currency: str
-    known_isbns: Container[str] | None
+    # The known products, read when a report is (not when the engine asks ``applies``);
+    # None: products are not checked.
+    isbns: Callable[[], Container[str] | None] | None
     per_report: bool = True  # write each report's import file at once
 
 
@@ -138,18 +140,20 @@ def settings_of(
     """The settings a report from ``partner`` by flow ``name`` is read with (``isbns``: the
     known products, read only when the flow checks them)."""
     channels = flow.channels_for(partner)
+    layout = flow.layout_for(partner)
     return SalesSettings(
         flow=name,
-        layout=flow.layout_for(partner),
+        layout=layout,
         generic=None if flow.generic is None else generic_layout(flow.generic),
-        sheet=None if flow.generic is None else flow.generic.sheet,
+        # The mapping's sheet only for the mapped layout (Kobo's `Details` is found by name).
+        sheet=flow.generic.sheet if flow.generic is not None and layout == "generic" else None,
         # Every import row needs a Consonance channel ID: a line the map leaves without one
         # is rejected (with its channel and territory), not written without it.
         channel_for=channels.channel_for,
         on_rejected=flow.on_rejected,
         outbox=flow.outbox or default_outbox,
         house_currency=flow.house_currency,
-        known_isbns=isbns() if flow.check_products else None,
+        isbns=isbns if flow.check_products else None,
         per_report=flow.import_per_report,
     )
 
@@ -325,7 +329,7 @@ class SalesProcessor:
                 file_name=name,
                 layout=s.layout,
                 generic=s.generic,
-                known_isbns=s.known_isbns,
+                known_isbns=None if s.isbns is None else s.isbns(),
                 channel_for=s.channel_for,
                 house_currency=s.house_currency,
             )
