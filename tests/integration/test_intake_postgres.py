@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from consonance_sftp.engine import EngineClient
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.fixtures.postgres import PostgresCluster
+from tests.sales_reports import Row, write_vendor_report
 from tests.settings import offline_settings, openssh_partner
 
 pytestmark = pytest.mark.postgres
@@ -31,10 +30,11 @@ async def test_two_processes_polling_at_once_take_the_file_once(
 ) -> None:
     inbox = tmp_path / "sftp"
     inbox.mkdir()
-    data = os.urandom(200_000)
-    (inbox / "royalties-q3.csv").write_bytes(data)
-    then = time.time() - 60
-    os.utime(inbox / "royalties-q3.csv", (then, then))
+    # A real report (the flow reads it: random bytes would be quarantined as unreadable).
+    report = write_vendor_report(
+        inbox / "royalties-q3.csv", (Row(n) for n in range(3000)), age_s=60
+    )
+    data = report.read_bytes()
     store_db = postgres_cluster.create_database()
     system_db = postgres_cluster.create_database()
     raw = offline_settings(

@@ -26,6 +26,7 @@ from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.app.intake_handler import intake_processor, manifest_companions
+from consonance_sftp.app.sales_handler import sales_processor
 from consonance_sftp.app.screening import intake_screen
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
 from consonance_sftp.engine import (
@@ -142,7 +143,8 @@ class App:
         """The executor of this process: deliveries (and withdrawals) go through the SFTP
         adapter, outcomes into the store's ledger, alerts into the store; inbox files are
         taken in through the SFTP adapter into ``state_dir/inbox`` (or ``quarantine``) and the
-        intake ledger, then handed to the intake flow's processor (match, version, attach).
+        intake ledger, then handed to the intake flow's processor (match, version, attach) or
+        the sales_in flow's (validate, load into the sales ledger, write the import file).
         On PostgreSQL the partners' connection caps hold across every process through the
         engine's budget."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,7 @@ class App:
             intake_transport=intake_transport,
             intake_ledger=StoreIntakeLedger(self.store),
             intake_screen=intake_screen(self),
-            intake_handlers={"intake": intake_processor(self)},
+            intake_handlers={"intake": intake_processor(self), "sales_in": sales_processor(self)},
             withdrawals=StoreLedger(self.store),
         )
         shared = engine.connection_budget()

@@ -32,6 +32,7 @@ from consonance_sftp.app.dispatch import run_flow, trigger_of
 from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.poller_health import record_poll_failure, record_poll_success
 from consonance_sftp.app.runner import Controls, DeliveryRunner
+from consonance_sftp.app.sales_handler import check_calendar, deliver_imports
 from consonance_sftp.engine import FlowSchedule
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import registry, triggers
@@ -311,7 +312,14 @@ async def _tick(
     intake = registry.intake_flow(flow)
     if intake is not None:
         report = await poll_inbox(app, runner, name, intake, trigger=trigger)
-        return {**summary, "inbox": report.summary()}
+        done = {**summary, "inbox": report.summary()}
+        # A sales_in flow's expected-report calendar is checked at each of its ticks.
+        if missing := await asyncio.to_thread(check_calendar, app, name, tick):
+            done["missing_reports"] = missing
+        # ...and its import files go to its finance partner (deliver_to), each once.
+        if sent := await deliver_imports(app, runner, name):
+            done["import_deliveries"] = sent
+        return done
     outcome = await run_flow(app, name, trigger=trigger, runner=runner, wait=True, now=tick)
     return {
         **summary,

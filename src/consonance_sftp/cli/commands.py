@@ -14,11 +14,23 @@ def register(app: typer.Typer) -> None:
         partner,
         quarantine,
         records,
+        sales,
         sandbox,
         service,
     )
 
-    for module in (config_cmd, demo, audit, partner, sandbox, service, records, assets, quarantine):
+    for module in (
+        config_cmd,
+        demo,
+        audit,
+        partner,
+        sandbox,
+        service,
+        records,
+        assets,
+        quarantine,
+        sales,
+    ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich
     # markup (see ``main.app``): the whole CLI prints plain help.

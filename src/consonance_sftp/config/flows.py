@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from consonance_sftp.config.profiles import DeliveryProfile
 from consonance_sftp.config.profiles import StrictModel as StrictModel  # re-exported
+from consonance_sftp.config.sales import ChannelMap, ExpectedReport, GenericMapping, check_currency
 from consonance_sftp.config.secrets import resolve_path
 from consonance_sftp.models import FlowKind
 
@@ -678,15 +679,18 @@ class FinanceOutFlow(FlowBase):
 
 
 class SalesInFlow(IntakeFlowBase):
-    """Distributor sales and usage reports. Today each new, finished report is taken in
-    exactly once and stored durably (checksummed, on the record); validating it into a sales
-    ledger and writing the Consonance sales-import file are not built yet."""
+    """Distributor sales and usage reports. Each new, finished report is taken in exactly once
+    and stored durably, then read (its layout named or recognised), every line validated
+    (ISBN checksum, product known in Consonance, currency, dates, numbers), its totals
+    reconciled with the file's own, and loaded into the sales ledger in one transaction:
+    lines an earlier report already brought (the same report under another name, an
+    overlapping one) are kept as duplicates and never emitted again. Each loaded report gets
+    a Consonance sales-import file (and a summary CSV) in `outbox`. A report no layout fits
+    goes to quarantine with the header seen; with `deliver_to`, each import file goes to a
+    finance partner too. See docs/reference/sales-in.md."""
 
     kind: Literal["sales_in"] = Field(description="`sales_in`.")
-    today: ClassVar[str] = (
-        "polls and stores each new report durably (state_dir/inbox, checksummed, in the intake "
-        "ledger); sales validation and the Consonance sales-import file are not built yet"
-    )
+    today: ClassVar[str] = ""
     folder: str = Field(
         default="receive", description="Which of each partner's `folders` is polled for reports."
     )
@@ -698,6 +702,91 @@ class SalesInFlow(IntakeFlowBase):
         "under a minute it must divide 60, under an hour be whole minutes dividing 60, "
         "otherwise whole hours dividing 24.",
     )
+    layout: str = Field(
+        default="auto",
+        description="The reports' layout (`consonance-sftp sales check FILE` names it), "
+        "`auto` (recognised by its header) or `generic` (read through `generic`).",
+    )
+    partner_layouts: dict[str, str] = Field(
+        default_factory=dict, description="Per-partner layout instead of `layout`."
+    )
+    generic: GenericMapping | None = Field(
+        default=None,
+        description="The column mapping of a `generic` layout (a partner's own CSV/XLSX).",
+    )
+    channels: ChannelMap = Field(
+        default_factory=ChannelMap,
+        description="The partner's channels/territories -> Consonance channel IDs.",
+    )
+    partner_channels: dict[str, ChannelMap] = Field(
+        default_factory=dict, description="Per-partner channel map instead of `channels`."
+    )
+    on_rejected: Literal["hold", "load_valid"] = Field(
+        default="hold",
+        description="A report with rejected lines: `hold` it (nothing goes into an import "
+        "file until `sales release`), or `load_valid` (its valid lines go; the rejected are "
+        "listed).",
+    )
+    outbox: ConfigPath | None = Field(
+        default=None,
+        description="Folder the import files and summaries are written to (unset: "
+        "`sales/outbox` under `state_dir`).",
+    )
+    import_per_report: bool = Field(
+        default=True,
+        description="Write each loaded report's import file at once; false: its lines wait "
+        "for `consonance-sftp sales export --period YYYY-MM` (one file per month).",
+    )
+    deliver_to: str | None = Field(
+        default=None,
+        description="A finance partner (a key of `[partners]`) that each import file and its "
+        "summary are also delivered to, at the flow's next tick, through the engine (on the "
+        "delivery ledger: each file once).",
+    )
+    deliver_folder: str = Field(
+        default="send", description="Which of `deliver_to`'s `folders` receives them."
+    )
+    house_currency: str = Field(
+        default="GBP",
+        description="The Consonance account's default currency (ISO 4217): lines in another "
+        "currency fill the import's `Original currency` columns.",
+    )
+    check_products: bool = Field(
+        default=True,
+        description="Reject lines whose ISBN is no product in Consonance (read from the "
+        "change detector's snapshots; never checked before a first poll).",
+    )
+    calendar: list[ExpectedReport] = Field(
+        default_factory=list,
+        description="When each partner's report is due; a missing one raises an "
+        "`expected_report_missing` alert.",
+    )
+
+    @field_validator("house_currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        return check_currency(value)
+
+    @model_validator(mode="after")
+    def _sales_partners(self) -> SalesInFlow:
+        for what, names in (
+            ("partner_layouts", set(self.partner_layouts)),
+            ("partner_channels", set(self.partner_channels)),
+            ("calendar", {e.partner for e in self.calendar}),
+        ):
+            if unknown := sorted(names - set(self.partners)):
+                raise ValueError(f"{what} names partners not in `partners`: {', '.join(unknown)}")
+        if self.generic is None and "generic" in (self.layout, *self.partner_layouts.values()):
+            raise ValueError('layout "generic" needs a `generic` column mapping')
+        return self
+
+    def layout_for(self, partner: str) -> str:
+        """The layout name that applies to ``partner``."""
+        return self.partner_layouts.get(partner, self.layout)
+
+    def channels_for(self, partner: str) -> ChannelMap:
+        """The channel map that applies to ``partner``."""
+        return self.partner_channels.get(partner, self.channels)
 
 
 class MarketingFlow(PackageFlow):

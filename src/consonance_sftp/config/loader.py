@@ -303,6 +303,7 @@ def cross_check(data: Mapping[str, Any]) -> list[ConfigProblem]:
                         f"{', '.join(known) or 'none'}",
                     )
                 )
+        problems += _delivery_target(where, flow, partners, known)
         folder = flow.get("folder", _default_folder(flow.get("kind")))
         if not isinstance(folder, str):
             continue
@@ -320,6 +321,34 @@ def cross_check(data: Mapping[str, Any]) -> list[ConfigProblem]:
                     )
                 )
     return problems
+
+
+def _delivery_target(
+    where: str, flow: Mapping[str, Any], partners: Mapping[str, Any], known: list[str]
+) -> list[ConfigProblem]:
+    """A sales_in flow's ``deliver_to``: a known partner, with its ``deliver_folder``."""
+    name = flow.get("deliver_to")
+    if not isinstance(name, str):
+        return []
+    partner = partners.get(name)
+    if not isinstance(partner, Mapping):
+        return [
+            ConfigProblem(
+                f"{where}.deliver_to",
+                f"unknown partner {name!r}; known partners: {', '.join(known) or 'none'}",
+            )
+        ]
+    folder = flow.get("deliver_folder", "send")
+    folders = partner.get("folders", {})
+    if isinstance(folder, str) and isinstance(folders, Mapping) and folder not in folders:
+        return [
+            ConfigProblem(
+                f"{where}.deliver_folder",
+                f"partner {name!r} has no folder {folder!r}; add it to "
+                f"{_join(['partners', name, 'folders'])} or set deliver_folder",
+            )
+        ]
+    return []
 
 
 def _default_folder(kind: Any) -> str | None:

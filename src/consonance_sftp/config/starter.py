@@ -250,6 +250,10 @@ todo_action = "complete"
 [flows.sales-reports]
 kind = "sales_in"
 partners = ["distributor"]
+# Every line of the Consonance sales import needs a channel ID: map the partner's channels
+# or territories to yours (map = {{ "Amazon" = "AMZ" }}), with a default for the rest.
+# `consonance-sftp sales check FILE` shows what the service makes of a report.
+channels = {{ default = "RETAIL" }}
 
 [flows.marketing-release]
 kind = "marketing"

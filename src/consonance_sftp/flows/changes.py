@@ -88,6 +88,8 @@ def product_snapshot(product: Product) -> Snapshot:
         "work": str(product.work_id),
         "status": product.publishing_status,
         "pubdate": product.publication_date.isoformat() if product.publication_date else None,
+        # The sales_in flow checks each report line's ISBN against these (no API call a line).
+        "isbn": product.isbn13,
     }
     for price in product.prices:
         fields[f"price.{price.slot}"] = str(price.amount)
@@ -244,6 +246,9 @@ class _Pass:
             if pold is None or pold.content_hash != psnap.content_hash:
                 if self.emit:
                     self.events.extend(product_events(work.id, product.id, pold, psnap, self.at))
+                self.new_products[product.id] = psnap
+            elif pold.fields.get("isbn") != psnap.fields.get("isbn"):
+                # A snapshot saved before it carried the ISBN: saved again, no event.
                 self.new_products[product.id] = psnap
 
 

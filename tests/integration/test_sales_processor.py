@@ -1,0 +1,155 @@
+"""The sales_in hand-off (``SalesProcessor``) on a real SQLite store, without SFTP: a report
+whose totals do not match its own trailer is held with the difference; one that matches is
+loaded; a rejected line holds or not as ``on_rejected`` says; a layout name the service does
+not know quarantines the report naming the known ones; a hand-off run again (the engine's
+step is at-least-once) finds its report and import, and adds nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consonance_sftp.adapters.store import SqlStore, open_store
+from consonance_sftp.config.flows import SalesInFlow
+from consonance_sftp.flows import sales_in
+from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
+from consonance_sftp.ports.store import IntakeRecord
+from tests.sales_reports import isbn13
+
+HEADER = "EAN,Date,Units,Net"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.close()
+
+
+def _flow(**extra: Any) -> SalesInFlow:
+    return SalesInFlow.model_validate(
+        {
+            "kind": "sales_in",
+            "partners": ["shop"],
+            "layout": "generic",
+            "generic": {
+                "columns": {
+                    "isbn": "EAN",
+                    "sales_date": "Date",
+                    "quantity": "Units",
+                    "value": "Net",
+                },
+                "currency": "EUR",
+            },
+            "channels": {"default": "SHOP"},
+            **extra,
+        }
+    )
+
+
+def _processor(store: SqlStore, flow: SalesInFlow, outbox: Path) -> sales_in.SalesProcessor:
+    def settings(request: IntakeRequest) -> sales_in.SalesSettings:
+        return sales_in.settings_of(
+            "sales", flow, request.partner, default_outbox=outbox, isbns=lambda: None
+        )
+
+    def intake_id(request: IntakeRequest) -> int | None:
+        row = store.find_intake(request.partner, request.remote_path, request.size, request.mtime)
+        return None if row is None else row.id
+
+    return sales_in.SalesProcessor(ledger=store, settings=settings, intake_id=intake_id)
+
+
+def _drop(
+    store: SqlStore, tmp_path: Path, name: str, text: str
+) -> tuple[IntakeRequest, FetchedFile]:
+    """A report as the intake workflow leaves it: stored locally, one intake row."""
+    local = tmp_path / "inbox" / name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(text)
+    data = local.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    request = IntakeRequest(
+        flow="sales", kind="sales_in", partner="shop", remote_path=f"/out/{name}",
+        size=len(data), mtime=1.0,
+    )  # fmt: skip
+    store.record_intake(
+        IntakeRecord(
+            partner="shop", remote_path=request.remote_path, size=len(data), remote_mtime=1.0,
+            flow="sales", sha256=sha, local_path=str(local),
+        )
+    )  # fmt: skip
+    return request, FetchedFile(local_path=str(local), size=len(data), sha256=sha)
+
+
+def _report(lines: list[tuple[int, str]], total: str | None) -> str:
+    body = [HEADER] + [f"{isbn13(n)},2026-10-{n % 28 + 1:02d},1,{value}" for n, value in lines]
+    if total is not None:
+        body.append(f"Total,,{len(lines)},{total}")
+    return "\n".join(body) + "\n"
+
+
+def test_totals_that_do_not_match_the_trailer_hold_the_report(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    processor = _processor(store, _flow(), tmp_path / "outbox")
+    lines = [(1, "2.50"), (2, "3.10")]
+    bad = processor.process(*_drop(store, tmp_path, "shop_2026-10_a.csv", _report(lines, "5.61")))
+    good = processor.process(
+        *_drop(store, tmp_path, "shop_2026-10_b.csv", _report([(3, "1.00")], "1.00"))
+    )
+    assert bad.outcome is IntakeOutcome.STORED and good.outcome is IntakeOutcome.STORED
+    held, loaded = sorted(store.list_sales_reports(), key=lambda r: r.id)
+    assert (held.status, held.reconciled) == ("held", False)
+    assert held.reason is not None and "EUR net value" in held.reason and "5.61" in held.reason
+    assert store.list_sales_imports(report_id=held.id) == []
+    assert (loaded.status, loaded.reconciled) == ("loaded", True)
+    [imp] = store.list_sales_imports(report_id=loaded.id)
+    assert imp.lines == 1 and imp.path is not None and Path(imp.path).exists()
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "import_lines"), [("hold", "held", None), ("load_valid", "loaded", 1)]
+)
+def test_a_rejected_line_holds_or_not_as_on_rejected_says(
+    store: SqlStore, tmp_path: Path, policy: str, status: str, import_lines: int | None
+) -> None:
+    processor = _processor(store, _flow(on_rejected=policy), tmp_path / "outbox")
+    text = _report([(1, "2.50"), (2, "3.10")], None).replace(isbn13(2), "9781000000000")
+    result = processor.process(*_drop(store, tmp_path, "shop_2026-10.csv", text))
+    [report] = store.list_sales_reports()
+    assert (report.status, report.accepted, report.rejected) == (status, 1, 1)
+    assert result.reason is not None and f"{status}" in result.reason
+    made = store.list_sales_imports(report_id=report.id)
+    assert [i.lines for i in made] == ([] if import_lines is None else [import_lines])
+
+
+def test_a_layout_the_service_does_not_know_quarantines_the_report(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    processor = _processor(store, _flow(layout="amazon-vendr"), tmp_path / "outbox")
+    result = processor.process(*_drop(store, tmp_path, "x_2026-10.csv", _report([(1, "1")], None)))
+    assert result.outcome is IntakeOutcome.QUARANTINED
+    assert result.reason is not None and result.reason.startswith("unknown-layout")
+    assert "amazon-vendr" in result.reason
+    assert store.list_sales_reports() == []
+
+
+def test_a_hand_off_run_again_finds_its_report_and_import(store: SqlStore, tmp_path: Path) -> None:
+    processor = _processor(store, _flow(), tmp_path / "outbox")
+    dropped = _drop(store, tmp_path, "shop_2026-10.csv", _report([(1, "2.50"), (2, "1")], "3.50"))
+    first = processor.process(*dropped)
+    [imp] = store.list_sales_imports()
+    assert imp.path is not None
+    Path(imp.path).unlink()  # the file lost (a crash before it was durable, a person)
+    again = processor.process(*dropped)
+    assert again.reason == first.reason
+    assert len(store.list_sales_reports()) == 1
+    assert [i.id for i in store.list_sales_imports()] == [imp.id]  # no second import
+    assert Path(imp.path).exists()  # written again, from the same lines
+    assert sum(1 for _ in store.sales_import_lines(imp.id)) == 2
