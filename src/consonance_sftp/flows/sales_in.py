@@ -242,7 +242,7 @@ def check_report(
             "encoding": table.encoding,
             "delimiter": table.delimiter,
             "sheet": table.sheet,
-            "notes": list(table.notes),
+            "notes": list(parsed.notes),
             "header_line": parsed.header_line,
             "period_from": _iso(facts.period_from),
             "period_to": _iso(facts.period_to),
