@@ -454,6 +454,7 @@ class _Reader:
                 for held_line, held in pending:
                     yield from line_items(held_line, held)
                 pending.clear()
+            # line_items inlined: this is the per-line path of a million-line report
             if len(cells) < width:
                 cells = cells + [""] * (width - len(cells))
             report.lines_read += 1
