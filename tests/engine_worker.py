@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbos import DBOS
+from dbos import DBOS, DBOSClient
 
 from consonance_sftp.engine import (
     Engine,
@@ -71,6 +71,8 @@ except ImportError:  # bench/engine.py --against a commit whose stage returned t
 if TYPE_CHECKING:  # for annotations only
     from collections.abc import Callable
     from subprocess import Popen
+
+    from dbos import WorkflowStatus
 
 
 class EventLog:
@@ -362,6 +364,24 @@ class Worker:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+async def wait_for_workflow(
+    system_url: str, workflow_id: str, timeout: float, tail: Callable[[], str]
+) -> WorkflowStatus:
+    """Ask DBOS until the workflow has ended (SUCCESS or ERROR) and return its status; ``tail``
+    (a worker's log) is what a time-out prints."""
+    client = DBOSClient(system_database_url=system_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            [status] = await asyncio.to_thread(client.list_workflows, workflow_ids=[workflow_id])
+            if status.status in ("SUCCESS", "ERROR"):
+                return status
+            assert time.monotonic() < deadline, tail()
+            await asyncio.sleep(0.2)
+    finally:
+        client.destroy()
 
 
 def make_source(path: Path, size: int, seed: int = 0) -> FileToSend:

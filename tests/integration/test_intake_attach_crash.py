@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dbos import DBOSClient
 
 from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
@@ -29,7 +28,7 @@ from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.consonance.files import make_pdf
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import ScriptWorker
+from tests.engine_worker import ScriptWorker, wait_for_workflow
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.settings import openssh_partner
 
@@ -117,17 +116,9 @@ async def test_kill9_between_attaching_and_recording_attaches_once(
     second = Worker(settings_path, "attach-1", marker, log)  # same ID: DBOS recovers it
     workers.append(second)
     second.wait_ready()
-    client = DBOSClient(system_database_url=app.settings.database.dbos_system_url)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            [status] = await asyncio.to_thread(client.list_workflows, workflow_ids=[workflow_id])
-            if status.status in ("SUCCESS", "ERROR"):
-                break
-            assert time.monotonic() < deadline, second.tail()
-            await asyncio.sleep(0.2)
-    finally:
-        client.destroy()
+    status = await wait_for_workflow(
+        app.settings.database.dbos_system_url, workflow_id, 60, second.tail
+    )
     assert status.status == "SUCCESS", status.error
     assert status.output["outcome"] == "attached"
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from dbos import DBOSClient
 
 from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
@@ -26,7 +25,7 @@ from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import IntakeFlow
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import ScriptWorker
+from tests.engine_worker import ScriptWorker, wait_for_workflow
 from tests.settings import offline_settings, openssh_partner
 
 WORKER = Path(__file__).resolve().parents[1] / "intake_worker.py"
@@ -104,17 +103,9 @@ async def test_kill9_mid_download_resumes_and_takes_the_file_once(
     second = Worker(settings_path, "inbox-1", progress, log)  # same ID: DBOS recovers it
     workers.append(second)
     second.wait_ready()
-    client = DBOSClient(system_database_url=app.settings.database.dbos_system_url)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            [status] = await asyncio.to_thread(client.list_workflows, workflow_ids=[workflow_id])
-            if status.status in ("SUCCESS", "ERROR"):
-                break
-            assert time.monotonic() < deadline, second.tail()
-            await asyncio.sleep(0.2)
-    finally:
-        client.destroy()
+    status = await wait_for_workflow(
+        app.settings.database.dbos_system_url, workflow_id, 60, second.tail
+    )
     assert status.status == "SUCCESS", status.error
     result = status.output
     assert result["resumed_from"] > 0  # resumed from the journal, not from zero

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from dbos import DBOSClient
 
 from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
@@ -27,7 +26,7 @@ from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.sandbox.openssh import OpenSshServer
-from tests.engine_worker import ScriptWorker
+from tests.engine_worker import ScriptWorker, wait_for_workflow
 from tests.sales_reports import Row, write_vendor_report
 from tests.settings import offline_settings, openssh_partner
 
@@ -107,17 +106,9 @@ async def test_kill9_during_the_load_of_a_200k_line_report_loads_it_once_after_r
     second = Worker(settings_path, "sales-1", progress, log)  # same ID: DBOS recovers it
     workers.append(second)
     second.wait_ready()
-    client = DBOSClient(system_database_url=app.settings.database.dbos_system_url)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            [status] = await asyncio.to_thread(client.list_workflows, workflow_ids=[workflow_id])
-            if status.status in ("SUCCESS", "ERROR"):
-                break
-            assert time.monotonic() < deadline, second.tail()
-            await asyncio.sleep(0.2)
-    finally:
-        client.destroy()
+    status = await wait_for_workflow(
+        app.settings.database.dbos_system_url, workflow_id, 240, second.tail
+    )
     assert status.status == "SUCCESS", status.error
 
     [row] = app.store.list_intakes(partner="amazon")
