@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from consonance_sftp.formats.sales.lines import ReportKind
+from consonance_sftp.formats.sales.read import COUNTER_HEADER
 
 Returns = Literal["negative", "columns", "type"]
 """How a layout tells a return: ``negative`` quantities/values in the net columns,
@@ -242,6 +243,7 @@ _CORESOURCE = (
     "List Price", "Units Sold", "Units Returned", "Net Units", "Publisher Compensation",
 )  # fmt: skip
 
+_JSTOR_ROLES = {"title": "Book Title", "isbn": "eISBN", "metric": "Usage Type"}
 _JSTOR = (
     "Book Title", "Book ID (DOI)", "Authors", "ISBN", "eISBN", "Copyright Year",
     "Disciplines", "Usage Type", "Reporting Period Total",
@@ -249,17 +251,7 @@ _JSTOR = (
 
 _MUSE = ("book_id", "isbn", "title", "year", "month", "type", "usage")
 
-_COUNTER = (
-    "Report_ID",
-    "Item",
-    "ISBN",
-    "Country",
-    "Institution",
-    "Begin_Date",
-    "End_Date",
-    "Metric_Type",
-    "Count",
-)  # fmt: skip  (read.COUNTER_HEADER: the flattened JSON)
+_COUNTER = tuple(COUNTER_HEADER)  # the flattened COUNTER-5 JSON, as read.py makes it
 
 _BOOKSCAN = (
     "ISBN", "Title", "Author", "Publisher", "Binding", "RRP", "Week Ending", "Volume", "Value",
@@ -540,12 +532,7 @@ LAYOUTS: tuple[Layout, ...] = (
         title="JSTOR book usage by country (COUNTER-like TSV)",
         kind="usage",
         columns=("Country Name", *_JSTOR),
-        roles={
-            "country": "Country Name",
-            "title": "Book Title",
-            "isbn": "eISBN",
-            "metric": "Usage Type",
-        },
+        roles={"country": "Country Name", **_JSTOR_ROLES},
         month_columns=True,
         preamble=True,
     ),
@@ -555,12 +542,7 @@ LAYOUTS: tuple[Layout, ...] = (
         title="JSTOR book usage by institution (COUNTER-like TSV)",
         kind="usage",
         columns=("Institution", *_JSTOR),
-        roles={
-            "institution": "Institution",
-            "title": "Book Title",
-            "isbn": "eISBN",
-            "metric": "Usage Type",
-        },
+        roles={"institution": "Institution", **_JSTOR_ROLES},
         month_columns=True,
         preamble=True,
         note="provisional: the institution report's first column was not recorded",
