@@ -291,8 +291,7 @@ def test_no_lines_gives_the_headers_alone(tmp_path: Path) -> None:
 
 
 def _openpyxl_rows(path: Path) -> list[list[object]]:
-    # Not read-only: the sheet has no <dimension> (it is streamed), and read-only mode would
-    # cut each row after its last filled cell.
+    # Not read-only: the workbook as openpyxl builds it in full, a second way of reading it.
     book = load_workbook(path)
     try:
         return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
@@ -364,6 +363,20 @@ def test_every_cell_reads_back_the_same_in_openpyxl_and_calamine(tmp_path: Path)
                 assert isinstance(g, str) == isinstance(w, str)
     # Money reads back as the double nearest the Decimal as given (what float() makes of it).
     assert _openpyxl_rows(out)[len(AWKWARD_TEXTS) + 2][7] == float(Decimal("12345678901.23"))
+
+
+def test_sheet_states_its_size(tmp_path: Path) -> None:
+    # Readers size the sheet by its <dimension> (openpyxl's read-only mode reads the whole
+    # sheet without it, and cuts each row after its last filled cell).
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(n) for n in range(2, 9)], out, house_currency="GBP", source="X")
+    book = load_workbook(out, read_only=True)
+    try:
+        sheet = book.worksheets[0]
+        assert sheet.calculate_dimension() == "A1:N8"
+        assert all(len(row) == 14 for row in sheet.iter_rows(values_only=True))
+    finally:
+        book.close()
 
 
 def test_a_literal_escape_sequence_is_kept_literal(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ import csv
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -280,31 +282,43 @@ def _write_xlsx(
     source: str,
     summary: dict[tuple[str, str, str], _Sums],
 ) -> int:
-    """The workbook: its fixed parts, then the sheet streamed row by row into the zip."""
-    with zipfile.ZipFile(
-        partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
-    ) as book:
-        for name, xml in _fixed_parts():
-            # A ZipInfo's own date is fixed (1980-01-01): the same lines give the same bytes.
-            book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
-        # force_zip64: the sheet's size is not known before it is written (a full sheet of
-        # long cells could pass 2 GiB); readers take the zip64 fields.
-        with book.open(_SHEET_PART, "w", force_zip64=True) as sheet:
-            return _write_sheet(lines, sheet, house_currency, source, summary)
+    """The workbook: the sheet's rows streamed to an anonymous temporary file next to it
+    (memory stays flat), then its fixed parts and the sheet deflated into the zip.
+
+    The rows go through a temporary file because the sheet starts with its ``<dimension>``
+    (how many rows it has), known only once every line is read; readers that size a sheet by
+    it (openpyxl's read-only mode: 0.03 s instead of 14 s to read the header row of 100,000
+    rows) would otherwise read the whole sheet to find its size. XlsxWriter's
+    ``constant_memory`` mode does the same."""
+    with tempfile.TemporaryFile(dir=partial.parent) as rows_file:
+        count = _write_rows(lines, rows_file, house_currency, source, summary)
+        rows_file.seek(0)
+        with zipfile.ZipFile(
+            partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
+        ) as book:
+            for name, xml in _fixed_parts():
+                # A ZipInfo's own date is fixed (1980-01-01): the same lines, the same bytes.
+                book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
+            # force_zip64: the sheet's size is not known before it is written (a full sheet
+            # of long cells could pass 2 GiB); readers take the zip64 fields.
+            with book.open(_SHEET_PART, "w", force_zip64=True) as sheet:
+                sheet.write(_sheet_start(count + 1))
+                shutil.copyfileobj(rows_file, sheet, _COPY_BLOCK)
+                sheet.write(_SHEET_END)
+    return count
 
 
-def _write_sheet(
+def _write_rows(
     lines: Iterable[SalesLine],
     out: IO[bytes],
     house_currency: str,
     source: str,
     summary: dict[tuple[str, str, str], _Sums],
 ) -> int:
-    """sheet1.xml: the header row, then one ``<row>`` per line, cell by cell what
+    """The sheet's rows after the header, one ``<row>`` per line, cell by cell what
     ``import_row`` gives (this is that function unrolled for speed; a test holds them equal).
     Text is inline (``t="inlineStr"``), numbers are ``<v>`` values, empty cells are left out.
     Rows are joined and written in chunks; the zip deflates and checksums each chunk."""
-    out.write(_SHEET_START)
     texts: dict[str, str] = {}  # text -> its escaped ``<is>`` element, for repeated values
     dates: dict[date, str] = {}
     source_xml = _is(source, texts, 0, "Source") if source else ""
@@ -377,7 +391,6 @@ def _write_sheet(
         if sums is None:
             sums = summary[key] = _Sums()
         sums.add(line)
-    chunk.append(_SHEET_END)
     out.write("".join(chunk).encode())
     return count
 
@@ -440,19 +453,30 @@ _XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
-_SHEET_START = (
-    f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
-    '<sheetViews><sheetView tabSelected="1" workbookViewId="0"/></sheetViews>'
-    '<sheetFormatPr defaultRowHeight="15"/><sheetData><row r="1">'
+_HEADER_ROW = (
+    '<row r="1">'
     + "".join(
         f'<c r="{chr(ord("A") + column)}1" t="inlineStr"><is><t>{header}</t></is></c>'
         for column, header in enumerate(IMPORT_HEADERS)
     )
     + "</row>"
-).encode()
+)
+
+
+def _sheet_start(rows: int) -> bytes:
+    last_column = chr(ord("A") + len(IMPORT_HEADERS) - 1)
+    return (
+        f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
+        f'<dimension ref="A1:{last_column}{rows}"/>'
+        '<sheetViews><sheetView tabSelected="1" workbookViewId="0"/></sheetViews>'
+        f'<sheetFormatPr defaultRowHeight="15"/><sheetData>{_HEADER_ROW}'
+    ).encode()
+
+
+_COPY_BLOCK = 1 << 20
 _SHEET_END = (
-    '</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-    'footer="0.3"/></worksheet>'
+    b'</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+    b'footer="0.3"/></worksheet>'
 )
 
 
