@@ -4,13 +4,16 @@ as the importer would see it (first sheet, headers, cells), written atomically, 
 from __future__ import annotations
 
 import csv
+import struct
 import tracemalloc
+import zipfile
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
@@ -377,6 +380,33 @@ def test_sheet_states_its_size(tmp_path: Path) -> None:
         assert all(len(row) == 14 for row in sheet.iter_rows(values_only=True))
     finally:
         book.close()
+
+
+def test_the_zip_is_plain_and_every_part_well_formed(tmp_path: Path) -> None:
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(n) for n in range(2, 9)], out, house_currency="GBP", source="X")
+    with zipfile.ZipFile(out) as book:
+        assert book.testzip() is None
+        names = book.namelist()
+        assert "xl/worksheets/sheet1.xml" in names and "[Content_Types].xml" in names
+        types = etree.fromstring(book.read("[Content_Types].xml"))
+        overrides = {e.get("PartName") for e in types if e.tag.endswith("Override")}
+        for name in names:
+            etree.fromstring(book.read(name))  # raises if not well-formed
+            if name.startswith("xl/") and not name.endswith(".rels"):
+                assert "/" + name in overrides, name
+        sheet = book.getinfo("xl/worksheets/sheet1.xml")
+        assert sheet.compress_type == zipfile.ZIP_DEFLATED
+    # No zip64 extra field (id 1) in the sheet's local header: a small file is a plain zip.
+    raw = out.read_bytes()[sheet.header_offset :]
+    name_length, extra_length = struct.unpack("<HH", raw[26:30])
+    extra = raw[30 + name_length : 30 + name_length + extra_length]
+    ids = []
+    while extra:
+        field_id, length = struct.unpack("<HH", extra[:4])
+        ids.append(field_id)
+        extra = extra[4 + length :]
+    assert 1 not in ids
 
 
 def test_a_literal_escape_sequence_is_kept_literal(tmp_path: Path) -> None:

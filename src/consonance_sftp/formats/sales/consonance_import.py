@@ -294,17 +294,19 @@ def _write_xlsx(
     ``constant_memory`` mode does the same; it costs about 0.1-0.4 µs a row."""
     with tempfile.TemporaryFile(dir=partial.parent) as rows_file:
         count = _write_rows(lines, rows_file, house_currency, source, summary)
-        rows_file.seek(0)
         with zipfile.ZipFile(
             partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
         ) as book:
             for name, xml in _fixed_parts():
                 # A ZipInfo's own date is fixed (1980-01-01): the same lines, the same bytes.
                 book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
-            # force_zip64: the sheet's size is not known before it is written (a full sheet
-            # of long cells could pass 2 GiB); readers take the zip64 fields.
-            with book.open(_SHEET_PART, "w", force_zip64=True) as sheet:
-                sheet.write(_sheet_start(count + 1))
+            start = _sheet_start(count + 1)
+            size = len(start) + rows_file.seek(0, os.SEEK_END) + len(_SHEET_END)
+            rows_file.seek(0)
+            # Zip64 fields only for a sheet that needs them (past 2 GiB, as zipfile counts):
+            # a plain zip entry otherwise, as XlsxWriter wrote, for every reader.
+            with book.open(_SHEET_PART, "w", force_zip64=size * 1.05 > _ZIP64_LIMIT) as sheet:
+                sheet.write(start)
                 shutil.copyfileobj(rows_file, sheet, _COPY_BLOCK)
                 sheet.write(_SHEET_END)
     return count
@@ -476,6 +478,7 @@ def _sheet_start(rows: int) -> bytes:
 
 
 _COPY_BLOCK = 1 << 20
+_ZIP64_LIMIT = (1 << 31) - 1  # zipfile's own threshold (``zipfile.ZIP64_LIMIT``)
 _SHEET_END = (
     b'</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
     b'footer="0.3"/></worksheet>'
