@@ -29,8 +29,10 @@ run shows it stays flat (100,000 and 1,000,000 lines by default).
 The last line is one JSON object with ``seconds`` (ours), ``bare_seconds``, ``ratio_to_bare``
 (ours / bare; lower is better; the issue's target is <= 1.5) and ``peak_rss_mb`` (ours), plus
 each side's figures. ``--writers N`` instead writes N import rows with every xlsx writer
-installed (openpyxl write-only, XlsxWriter ``constant_memory``, PyExcelerate,
-rustpy-xlsxwriter), each in its own process, and prints seconds and peak RSS of each.
+installed (``ours``: the module's own streamed writer; openpyxl write-only, XlsxWriter
+``constant_memory``, PyExcelerate, rustpy-xlsxwriter), each in its own process, and prints
+seconds and peak RSS of each; ``shipped`` is ``write_import_file`` whole (summary, read-back,
+fsync, SHA-256 included).
 """
 
 from __future__ import annotations
@@ -400,6 +402,11 @@ def one_writer(name: str, count: int, out: Path) -> dict[str, Any]:
             source="Lightning Source",
             summary_path=out.with_suffix(".csv"),
         )
+    elif name == "ours":  # the module's own streamed writer alone (no summary, no read-back)
+        from consonance_sftp.formats.sales import consonance_import
+
+        write_sheet = consonance_import._write_xlsx
+        write_sheet(sales_lines(count), out, "GBP", "Lightning Source", {})
     elif name == "openpyxl":
         from openpyxl import Workbook
 
@@ -445,6 +452,7 @@ def one_writer(name: str, count: int, out: Path) -> dict[str, Any]:
 WRITERS = {
     "rows-only": None,
     "shipped": None,
+    "ours": None,
     "openpyxl": "openpyxl",
     "xlsxwriter": "xlsxwriter",
     "pyexcelerate": "pyexcelerate",

@@ -4,14 +4,18 @@ as the importer would see it (first sheet, headers, cells), written atomically, 
 from __future__ import annotations
 
 import csv
+import struct
 import tracemalloc
+import zipfile
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from openpyxl import load_workbook
+from python_calamine import CalamineWorkbook
 
 from consonance_sftp.formats.sales import consonance_import
 from consonance_sftp.formats.sales.consonance_import import (
@@ -20,6 +24,7 @@ from consonance_sftp.formats.sales.consonance_import import (
     IMPORT_HEADERS,
     SUMMARY_HEADERS,
     ImportFileError,
+    import_row,
     write_import_file,
 )
 from consonance_sftp.formats.sales.lines import SalesLine
@@ -283,3 +288,162 @@ def test_no_lines_gives_the_headers_alone(tmp_path: Path) -> None:
     assert (tmp_path / "s.csv").read_text(encoding="utf-8").splitlines() == [
         ",".join(SUMMARY_HEADERS)
     ]
+
+
+# --- the file read back by two readers, cell by cell ---------------------------------------
+
+
+def _openpyxl_rows(path: Path) -> list[list[object]]:
+    # Not read-only: the workbook as openpyxl builds it in full, a second way of reading it.
+    book = load_workbook(path)
+    try:
+        return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+
+
+def _calamine_rows(path: Path) -> list[list[object]]:
+    book = CalamineWorkbook.from_path(str(path))
+    # calamine gives an empty cell as "" and every number as a float.
+    return [[None if v == "" else v for v in row] for row in book.get_sheet_by_index(0).to_python()]
+
+
+def _expected(lines: list[SalesLine], house: str, source: str) -> list[list[object]]:
+    return [list(IMPORT_HEADERS)] + [
+        import_row(x, house_currency=house, source=source) for x in lines
+    ]
+
+
+AWKWARD_TEXTS = [
+    "R&D <Retail> \"quoted\" 'single' >",
+    "Café crème, Zürich, Ærø, Łódź",
+    "書店 📚😀",
+    " padded ",
+    "tab\tand\nnewline and\rcarriage return",
+    "]]> <![CDATA[ &amp; literal",
+]
+
+
+def test_every_cell_reads_back_the_same_in_openpyxl_and_calamine(tmp_path: Path) -> None:
+    lines = [
+        _line(2, list_price=Decimal("9.99"), list_price_currency="GBP"),
+        # Text that needs escaping, in every text column that takes the line's words.
+        *(
+            _line(3 + i, channel_id=text, territory=text[::-1])
+            for i, text in enumerate(AWKWARD_TEXTS)
+        ),
+        # Money: large, many decimals, negative (a correction), zero, integral Decimals.
+        _line(20, value=Decimal("12345678901.23"), quantity=999_999),
+        _line(21, value=Decimal("0.0000001"), list_price=Decimal("1E+2")),
+        _line(22, value=Decimal("-45.10"), quantity=-3),
+        _line(23, value=Decimal("1000"), list_price=Decimal("19.990")),
+        _line(
+            24,
+            currency="USD",
+            value=Decimal("98765.4321"),
+            return_value=Decimal("0.01"),
+            return_quantity=1,
+            territory="",
+        ),
+        _line(25, quantity=0, value=Decimal(0), return_quantity=2, return_value=Decimal("-7")),
+        # Empty cells: no territory, no list price, list price in another currency.
+        _line(26, territory="", list_price=Decimal("5"), list_price_currency="EUR"),
+        _line(27, sales_date=date(1999, 1, 2)),
+    ]
+    source = "Gardners & Sons <UK> 😀"
+    out = tmp_path / "import.xlsx"
+    write_import_file(lines, out, house_currency="GBP", source=source)
+
+    expected = _expected(lines, "GBP", source)
+    for reader in (_openpyxl_rows, _calamine_rows):
+        rows = reader(out)
+        assert len(rows) == len(expected), reader
+        for got, want in zip(rows, expected, strict=True):
+            assert len(got) == len(want) == 14
+            for column, (g, w) in enumerate(zip(got, want, strict=True)):
+                assert g == w, (reader.__name__, IMPORT_HEADERS[column], g, w)
+                # Text stays text, numbers stay numbers (an ISBN must not become a number).
+                assert isinstance(g, str) == isinstance(w, str)
+    # Money reads back as the double nearest the Decimal as given (what float() makes of it).
+    assert _openpyxl_rows(out)[len(AWKWARD_TEXTS) + 2][7] == float(Decimal("12345678901.23"))
+
+
+def test_sheet_states_its_size(tmp_path: Path) -> None:
+    # Readers size the sheet by its <dimension> (openpyxl's read-only mode reads the whole
+    # sheet without it, and cuts each row after its last filled cell).
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(n) for n in range(2, 9)], out, house_currency="GBP", source="X")
+    book = load_workbook(out, read_only=True)
+    try:
+        sheet = book.worksheets[0]
+        assert sheet.calculate_dimension() == "A1:N8"
+        assert all(len(row) == 14 for row in sheet.iter_rows(values_only=True))
+    finally:
+        book.close()
+
+
+def test_the_zip_is_plain_and_every_part_well_formed(tmp_path: Path) -> None:
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(n) for n in range(2, 9)], out, house_currency="GBP", source="X")
+    with zipfile.ZipFile(out) as book:
+        assert book.testzip() is None
+        names = book.namelist()
+        assert "xl/worksheets/sheet1.xml" in names and "[Content_Types].xml" in names
+        types = etree.fromstring(book.read("[Content_Types].xml"))
+        overrides = {e.get("PartName") for e in types if e.tag.endswith("Override")}
+        for name in names:
+            etree.fromstring(book.read(name))  # raises if not well-formed
+            if name.startswith("xl/") and not name.endswith(".rels"):
+                assert "/" + name in overrides, name
+        sheet = book.getinfo("xl/worksheets/sheet1.xml")
+        assert sheet.compress_type == zipfile.ZIP_DEFLATED
+    # No zip64 extra field (id 1) in the sheet's local header: a small file is a plain zip.
+    raw = out.read_bytes()[sheet.header_offset :]
+    name_length, extra_length = struct.unpack("<HH", raw[26:30])
+    extra = raw[30 + name_length : 30 + name_length + extra_length]
+    ids = []
+    while extra:
+        field_id, length = struct.unpack("<HH", extra[:4])
+        ids.append(field_id)
+        extra = extra[4 + length :]
+    assert 1 not in ids
+
+
+def test_a_literal_escape_sequence_is_kept_literal(tmp_path: Path) -> None:
+    # "_x0041_" is OOXML's escape for "A"; written literally, Excel and calamine would read "A".
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(2, channel_id="_x0041_")], out, house_currency="GBP", source="X")
+    assert _calamine_rows(out)[1][2] == "_x0041_"
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x01", "\x0b", "\x1f", "\ufffe"])
+def test_text_xml_cannot_hold_is_refused_by_line(tmp_path: Path, bad: str) -> None:
+    out = tmp_path / "import.xlsx"
+    with pytest.raises(ImportFileError, match=r"line 3, column 'Country code'") as caught:
+        write_import_file(
+            [_line(2), _line(3, territory=f"G{bad}B")], out, house_currency="GBP", source="X"
+        )
+    assert caught.value.hint
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "1E+400"])
+def test_amount_a_sheet_cannot_hold_is_refused(tmp_path: Path, amount: str) -> None:
+    out = tmp_path / "import.xlsx"
+    with pytest.raises(ImportFileError, match="line 2"):
+        write_import_file([_line(2, value=Decimal(amount))], out, house_currency="GBP", source="")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_lines_give_the_same_bytes(tmp_path: Path) -> None:
+    lines = [_line(n, quantity=n) for n in range(2, 50)]
+    a = write_import_file(lines, tmp_path / "a.xlsx", house_currency="GBP", source="X")
+    b = write_import_file(lines, tmp_path / "b.xlsx", house_currency="GBP", source="X")
+    assert a.sha256 == b.sha256
+
+
+def test_empty_source_leaves_its_column_empty(tmp_path: Path) -> None:
+    out = tmp_path / "import.xlsx"
+    write_import_file([_line(2)], out, house_currency="GBP", source="")
+    for reader in (_openpyxl_rows, _calamine_rows):
+        assert reader(out)[1][5] is None

@@ -14,11 +14,14 @@ Both files are written under a temporary name in the destination folder, flushed
 renamed: a reader never sees half a file under its final name. Lines are streamed: memory stays
 flat however many there are (the summary keeps one entry per title, channel and currency).
 
-Writer choice, measured (1,000,000 rows, 2-core shared machine; figures and command in
-``docs/reference/performance.md``, "Sales reports"): XlsxWriter in ``constant_memory`` mode,
-one typed call per non-empty cell. openpyxl's write-only mode took about twice as long at
-the same flat memory; PyExcelerate keeps the whole sheet in memory (84 MB at 100,000 rows);
-the young Rust bindings were faster but are single-maintainer 0.x packages.
+Writer: the xlsx is written here (``_write_xlsx``): a zip of the few fixed parts a workbook
+needs and the sheet's XML, its rows built one by one with f-strings as the lines come, put in a
+temporary file, then deflated (level 1) into the zip behind the sheet's header once their
+number is known, so memory stays flat. Cells are what XlsxWriter wrote before (inline strings,
+numbers as ``<v>`` values, no styles on cells). Measured about 8 times faster than
+XlsxWriter's ``constant_memory`` mode, the fastest well-kept Python writer that streams (about
+6 µs a row against 47, summary and read-back included; figures and command in
+``docs/reference/performance.md``, "The import file's writer").
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import secrets
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import IO
 
-import xlsxwriter
 from openpyxl import load_workbook
 
 from consonance_sftp.errors import ConsonanceSftpError
@@ -142,11 +150,7 @@ def import_row(
     """One line as a template row, cell by cell in ``IMPORT_HEADERS`` order (``None``: the cell
     stays empty). Raises ``ImportFileError`` for a line without a Consonance channel ID."""
     if not line.channel_id:
-        raise ImportFileError(
-            f"line {line.line} ({line.isbn13}) has no Consonance channel ID",
-            hint="Map the partner's channel or territory to a Consonance channel in the flow's "
-            "channel map (or give it a default).",
-        )
+        raise _no_channel_id(line)
     in_house = line.currency == house_currency
     has_returns = bool(line.return_quantity or line.return_value)
     # A row with no sale and no return still needs one value cell filled (the importer's rule);
@@ -181,6 +185,14 @@ def import_row(
         if has_returns:
             row[_ORIG_RET_VALUE] = float(line.return_value)
     return row
+
+
+def _no_channel_id(line: SalesLine) -> ImportFileError:
+    return ImportFileError(
+        f"line {line.line} ({line.isbn13}) has no Consonance channel ID",
+        hint="Map the partner's channel or territory to a Consonance channel in the flow's "
+        "channel map (or give it a default).",
+    )
 
 
 def write_import_file(
@@ -272,41 +284,266 @@ def _write_xlsx(
     source: str,
     summary: dict[tuple[str, str, str], _Sums],
 ) -> int:
-    # constant_memory: each row goes to a temporary file as soon as the next one starts, so
-    # memory is flat; its temporary files go next to the output (same disk, same permissions).
-    workbook = xlsxwriter.Workbook(
-        str(partial), {"constant_memory": True, "tmpdir": str(partial.parent)}
-    )
-    try:
-        sheet = workbook.add_worksheet(SHEET_NAME)
-        sheet.write_row(0, 0, IMPORT_HEADERS)
-        # One typed call per non-empty cell: measured ~20 % faster than write_row's dispatch.
-        write_string, write_number = sheet.write_string, sheet.write_number
-        count = 0
-        for line in lines:
-            count += 1
-            if count > MAX_LINES:
-                raise ImportFileError(
-                    f"more than {MAX_LINES:,} lines for one import file "
-                    f"(an xlsx sheet holds {MAX_LINES + 1:,} rows and Consonance reads one sheet)",
-                    hint="Make one import file per report instead of one per period.",
-                )
-            cells = import_row(line, house_currency=house_currency, source=source)
-            for column, cell in enumerate(cells):
-                if cell is None:
-                    continue
-                if type(cell) is str:
-                    write_string(count, column, cell)
-                else:
-                    write_number(count, column, cell)
-            key = (line.isbn13, line.channel_id, line.currency)
-            sums = summary.get(key)
-            if sums is None:
-                sums = summary[key] = _Sums()
-            sums.add(line)
-    finally:
-        workbook.close()
+    """The workbook: the sheet's rows streamed to an anonymous temporary file next to it
+    (memory stays flat), then its fixed parts and the sheet deflated into the zip.
+
+    The rows go through a temporary file because the sheet starts with its ``<dimension>``
+    (how many rows it has), known only once every line is read; readers that size a sheet by
+    it would otherwise read the whole sheet to find its size (openpyxl's read-only mode, as
+    ``_check_headers`` uses it: about 3 s more for 100,000 rows) or cut rows short. XlsxWriter's
+    ``constant_memory`` mode does the same; it costs about 0.1-0.4 µs a row."""
+    with tempfile.TemporaryFile(dir=partial.parent) as rows_file:
+        count = _write_rows(lines, rows_file, house_currency, source, summary)
+        with zipfile.ZipFile(
+            partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
+        ) as book:
+            for name, xml in _fixed_parts():
+                # A ZipInfo's own date is fixed (1980-01-01): the same lines, the same bytes.
+                book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
+            start = _sheet_start(count + 1)
+            size = len(start) + rows_file.seek(0, os.SEEK_END) + len(_SHEET_END)
+            rows_file.seek(0)
+            # Zip64 fields only for a sheet that needs them (past 2 GiB, as zipfile counts):
+            # a plain zip entry otherwise, as XlsxWriter wrote, for every reader.
+            with book.open(_SHEET_PART, "w", force_zip64=size * 1.05 > _ZIP64_LIMIT) as sheet:
+                sheet.write(start)
+                shutil.copyfileobj(rows_file, sheet, _COPY_BLOCK)
+                sheet.write(_SHEET_END)
     return count
+
+
+def _write_rows(
+    lines: Iterable[SalesLine],
+    out: IO[bytes],
+    house_currency: str,
+    source: str,
+    summary: dict[tuple[str, str, str], _Sums],
+) -> int:
+    """The sheet's rows after the header, one ``<row>`` per line, cell by cell what
+    ``import_row`` gives (this is that function unrolled for speed; a test holds them equal).
+    Text is inline (``t="inlineStr"``), numbers are ``<v>`` values, empty cells are left out.
+    Rows are joined and written in chunks; the zip deflates and checksums each chunk."""
+    texts: dict[str, str] = {}  # text -> its escaped ``<is>`` element, for repeated values
+    dates: dict[date, str] = {}
+    source_xml = _is(source, texts, 0, "Source") if source else ""
+    text = texts.get
+    chunk: list[str] = []
+    count = 0
+    row = 1
+    for line in lines:
+        count += 1
+        if count > MAX_LINES:
+            raise ImportFileError(
+                f"more than {MAX_LINES:,} lines for one import file "
+                f"(an xlsx sheet holds {MAX_LINES + 1:,} rows and Consonance reads one sheet)",
+                hint="Make one import file per report instead of one per period.",
+            )
+        row += 1
+        isbn, channel_id, currency = line.isbn13, line.channel_id, line.currency
+        if not channel_id:
+            raise _no_channel_id(line)
+        quantity, value = line.quantity, line.value
+        return_quantity, return_value = line.return_quantity, line.return_value
+        has_returns = bool(return_quantity or return_value)
+        has_sales = bool(quantity or value) or not has_returns
+        day = dates.get(line.sales_date)
+        if day is None:
+            day = dates[line.sales_date] = _is(line.sales_date.isoformat(), texts, 0, "")
+        n = line.line
+        isbn_xml = text(isbn) or _is(isbn, texts, n, "Product ID")
+        channel_xml = text(channel_id) or _is(channel_id, texts, n, "Channel ID")
+        territory = line.territory
+        country = ""
+        if territory:
+            country_xml = text(territory) or _is(territory, texts, n, "Country code")
+            country = f'<c r="K{row}" t="inlineStr">{country_xml}</c>'
+        source_cell = f'<c r="F{row}" t="inlineStr">{source_xml}</c>' if source_xml else ""
+        price = ""
+        list_price = line.list_price
+        if list_price is not None and (line.list_price_currency or currency) == house_currency:
+            price = f'<c r="E{row}"><v>{_number(list_price, n)}</v></c>'
+        sold = f'<c r="G{row}"><v>{_number(quantity, n)}</v></c>' if has_sales else ""
+        returned = ""
+        if has_returns:
+            returned = f'<c r="I{row}"><v>{_number(return_quantity, n)}</v></c>'
+        if currency == house_currency:
+            sold_value = f'<c r="H{row}"><v>{_number(value, n)}</v></c>' if has_sales else ""
+            returned_value = ""
+            if has_returns:
+                returned_value = f'<c r="J{row}"><v>{_number(return_value, n)}</v></c>'
+            original = ""
+        else:
+            sold_value = returned_value = ""
+            currency_xml = text(currency) or _is(currency, texts, n, "Original currency")
+            original = f'<c r="L{row}" t="inlineStr">{currency_xml}</c>'
+            if has_sales:
+                original += f'<c r="M{row}"><v>{_number(value, n)}</v></c>'
+            if has_returns:
+                original += f'<c r="N{row}"><v>{_number(return_value, n)}</v></c>'
+        chunk.append(
+            f'<row r="{row}"><c r="A{row}" t="inlineStr"><is><t>ISBN</t></is></c>'
+            f'<c r="B{row}" t="inlineStr">{isbn_xml}</c>'
+            f'<c r="C{row}" t="inlineStr">{channel_xml}</c>'
+            f'<c r="D{row}" t="inlineStr">{day}</c>{price}{source_cell}'
+            f"{sold}{sold_value}{returned}{returned_value}{country}{original}</row>"
+        )
+        if len(chunk) == _CHUNK_ROWS:
+            out.write("".join(chunk).encode())
+            chunk.clear()
+        key = (isbn, channel_id, currency)
+        sums = summary.get(key)
+        if sums is None:
+            sums = summary[key] = _Sums()
+        sums.add(line)
+    out.write("".join(chunk).encode())
+    return count
+
+
+_CHUNK_ROWS = 2000
+"""Rows joined per write into the zip: large enough that deflate and CRC run on big blocks,
+small enough to keep memory flat (about 1 MB)."""
+
+_TEXT_CACHE_MAX = 16_384
+"""Distinct texts kept escaped (titles, channels, countries, dates): beyond it, escaped anew."""
+
+# XML 1.0 cannot hold these at all (C0 controls other than tab, LF, CR; U+FFFE, U+FFFF; lone
+# surrogates): a cell holding one is refused, not silently changed.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# What needs escaping in element text; ``_xHHHH_`` is an escape in OOXML strings (Excel and
+# calamine decode it), so a literal one has its underscore escaped, as XlsxWriter does; a CR
+# would become a LF when parsed, so it is a character reference.
+_SPECIAL = re.compile("[&<>\r]|_(?=x[0-9A-Fa-f]{4}_)")
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", "_": "_x005F_"}
+
+
+def _is(text: str, cache: dict[str, str], line: int, column: str) -> str:
+    """``text`` as an inline string's ``<is>`` element, escaped; kept in ``cache``. Refuses
+    characters XML cannot hold, naming the line and column."""
+    bad = _NOT_XML.search(text)
+    if bad:
+        where = f"line {line}, column {column!r}" if line else "the import file"
+        raise ImportFileError(
+            f"{where}: the text {text!r} holds the control character "
+            f"U+{ord(bad.group()):04X}, which an xlsx file cannot hold",
+            hint="Correct the text at its source (the report, or the flow's config).",
+        )
+    escaped = _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text)
+    # Excel drops leading and trailing spaces of a text unless told to keep them.
+    space = ' xml:space="preserve"' if text[:1].isspace() or text[-1:].isspace() else ""
+    xml = f"<is><t{space}>{escaped}</t></is>"
+    if len(cache) < _TEXT_CACHE_MAX:
+        cache[text] = xml
+    return xml
+
+
+def _number(number: int | Decimal, line: int) -> str:
+    """A quantity or an amount as a ``<v>`` value: its own digits (a ``Decimal``'s as given, so
+    a reader gets the double nearest the exact amount). Refuses what a double cannot hold (NaN,
+    infinities, beyond 1E+308)."""
+    if isinstance(number, int):
+        if -_DOUBLE_MAX < number < _DOUBLE_MAX:
+            return str(number)
+    elif number.is_finite() and number.adjusted() < _DOUBLE_DIGITS:
+        return str(number)
+    raise ImportFileError(f"line {line}: the amount {number} cannot be written in an xlsx file")
+
+
+_DOUBLE_DIGITS = 308
+_DOUBLE_MAX = 10**_DOUBLE_DIGITS
+
+
+_SHEET_PART = "xl/worksheets/sheet1.xml"
+_XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_HEADER_ROW = (
+    '<row r="1">'
+    + "".join(
+        f'<c r="{chr(ord("A") + column)}1" t="inlineStr"><is><t>{header}</t></is></c>'
+        for column, header in enumerate(IMPORT_HEADERS)
+    )
+    + "</row>"
+)
+
+
+def _sheet_start(rows: int) -> bytes:
+    last_column = chr(ord("A") + len(IMPORT_HEADERS) - 1)
+    return (
+        f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
+        f'<dimension ref="A1:{last_column}{rows}"/>'
+        '<sheetViews><sheetView tabSelected="1" workbookViewId="0"/></sheetViews>'
+        f'<sheetFormatPr defaultRowHeight="15"/><sheetData>{_HEADER_ROW}'
+    ).encode()
+
+
+_COPY_BLOCK = 1 << 20
+_ZIP64_LIMIT = (1 << 31) - 1  # zipfile's own threshold (``zipfile.ZIP64_LIMIT``)
+_SHEET_END = (
+    b'</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+    b'footer="0.3"/></worksheet>'
+)
+
+
+def _fixed_parts() -> list[tuple[str, str]]:
+    """The workbook's parts other than the sheet, as XlsxWriter wrote them (less its theme and
+    document properties, which no reader needs): one sheet named ``SHEET_NAME``, one style."""
+    office = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    types = (
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" '
+        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{office}.sheet.main+xml"/>'
+        f'<Override PartName="/{_SHEET_PART}" ContentType="{office}.worksheet+xml"/>'
+        f'<Override PartName="/xl/styles.xml" ContentType="{office}.styles+xml"/>'
+        "</Types>"
+    )
+    package_rels = (
+        f'<Relationships xmlns="{_PKG_REL_NS}"><Relationship Id="rId1" '
+        f'Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
+    )
+    workbook = (
+        f'<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
+        "<bookViews><workbookView/></bookViews>"
+        f'<sheets><sheet name="{_xml_attr(SHEET_NAME)}" sheetId="1" r:id="rId1"/></sheets>'
+        "</workbook>"
+    )
+    workbook_rels = (
+        f'<Relationships xmlns="{_PKG_REL_NS}">'
+        f'<Relationship Id="rId1" Type="{_REL_NS}/worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{_REL_NS}/styles" Target="styles.xml"/>'
+        "</Relationships>"
+    )
+    styles = (
+        f'<styleSheet xmlns="{_MAIN_NS}">'
+        '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
+        '</fonts><fills count="2"><fill><patternFill patternType="none"/></fill>'
+        '<fill><patternFill patternType="gray125"/></fill></fills>'
+        '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>'
+        '</cellStyleXfs><cellXfs count="1">'
+        '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs>'
+        '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+        "</styleSheet>"
+    )
+    parts = [
+        ("[Content_Types].xml", types),
+        ("_rels/.rels", package_rels),
+        ("xl/workbook.xml", workbook),
+        ("xl/_rels/workbook.xml.rels", workbook_rels),
+        ("xl/styles.xml", styles),
+    ]
+    return [(name, _XML_DECL + xml) for name, xml in parts]
+
+
+def _xml_attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+
+
+_DEFLATE_LEVEL = 1
+"""Measured: level 1 deflates the sheet in about 1.3 µs a row, the default 6 in 4.3 µs, for a
+file about 22 % larger (5.3 MB against 4.4 MB for 100,000 rows)."""
 
 
 def _check_headers(path: Path) -> None:
