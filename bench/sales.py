@@ -260,10 +260,11 @@ def sha256_of(path: Path) -> str:
 
 def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> dict[str, Any]:
     from consonance_sftp.adapters.store import open_store
+    from consonance_sftp.flows.sales_in import Counts, report_tail
     from consonance_sftp.formats.sales.consonance_import import write_import_file
     from consonance_sftp.formats.sales.parse import parse_report
     from consonance_sftp.formats.sales.read import open_table
-    from consonance_sftp.ports.sales import ReportHead, ReportTail, decimal_str
+    from consonance_sftp.ports.sales import ReportHead, ReportTail
 
     known = frozenset(catalogue(titles))
     store = open_store(f"sqlite:///{work / 'ledger.db'}")  # migrated outside the clock
@@ -293,28 +294,14 @@ def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> di
             kind=parsed.layout.kind,
         )
 
-        def finish() -> ReportTail:
-            reconciled, mismatches = parsed.reconciliation()
-            facts = parsed.facts
-            return ReportTail(
-                period_from=facts.period_from,
-                period_to=facts.period_to,
-                business_model=facts.business_model,
-                currencies=tuple(sorted(facts.currencies)),
-                lines_read=parsed.lines_read,
-                totals={
-                    cur: {k: decimal_str(v) for k, v in sums.items()}
-                    for cur, sums in parsed.totals().items()
-                },
-                stated_totals={
-                    cur: {k: decimal_str(v) for k, v in sums.items()}
-                    for cur, sums in facts.stated_totals.items()
-                },
-                reconciled=reconciled,
-                hold_reason="; ".join(mismatches) if reconciled is False else None,
-            )
+        counts = Counts()
 
-        record = store.load_sales_report(head, sampled(parsed.items, rss_every, samples), finish)
+        def finish() -> ReportTail:  # what the flow decides once the whole file is read
+            return report_tail(parsed, counts, "hold")
+
+        record = store.load_sales_report(
+            head, counts.wrap(sampled(parsed.items, rss_every, samples)), finish
+        )
     steps["sniff_parse_validate_load"] = time.perf_counter() - started
     mark = time.perf_counter()
     made = store.create_sales_import(flow="sales", report_id=record.id)
