@@ -101,19 +101,30 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str
 
 
 def _read_until(stream: object, text: str, timeout: float) -> str:
-    """Lines of a child's pipe until one holds ``text`` (AssertionError after ``timeout``)."""
-    assert hasattr(stream, "readline") and hasattr(stream, "fileno")
-    seen = []
+    """Lines of a child's pipe until one holds ``text`` (AssertionError after ``timeout``).
+
+    Reads the pipe's file descriptor, not the text wrapper: a wrapper's ``readline`` may pull
+    several lines into its buffer at once, and ``select`` on the pipe would then wait for more
+    while the line looked for sits in that buffer (a flaky miss under load)."""
+    assert hasattr(stream, "fileno")
+    fd = stream.fileno()
+    pending = b""
+    seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.2)
-        if ready:
-            line = stream.readline()
-            if not line:
-                break
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace") + "\n"
             seen.append(line)
             if text in line:
-                return str(line)
+                return line
     raise AssertionError(f"no {text!r} within {timeout} s: {''.join(seen)}")
 
 
