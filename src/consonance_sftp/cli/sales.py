@@ -98,7 +98,10 @@ def _print_check(file: Path, r: dict[str, Any]) -> None:
     for note in r["notes"]:
         console.print(f"  note: {note}")
     console.print(f"  kind: {r['kind']}")
-    console.print(f"  period: {r['period_from'] or '?'} to {r['period_to'] or '?'}")
+    if r["period_from"] or r["period_to"]:
+        console.print(f"  period: {r['period_from'] or '?'} to {r['period_to'] or '?'}")
+    else:
+        console.print("  period: not known (no dates in the file or its name: --period YYYY-MM)")
     console.print(f"  currency: {r['currency'] or '?'}")
     console.print(
         f"  lines: {r['lines']:,}, accepted {r['accepted']:,}, rejected {r['rejected']:,}"

@@ -146,7 +146,7 @@ def _text(raw: IO[bytes], sample: str, name: str, codec: str, wrappers: list[str
         encoding=codec,
         newline="",  # universal newlines for splitting (LSI's lone "\r"), cells untranslated
     )
-    notes = [f"text, {codec}, delimiter {delimiter!r}"]
+    notes: list[str] = []  # the codec and delimiter are the table's own fields
     if "\r" in sample and "\n" not in sample:
         notes.append("line ends are a lone carriage return (old Mac / Excel export)")
     if codec == "cp1252":
