@@ -11,8 +11,8 @@ kept in ``sales_duplicate_lines`` with the report that has it. Two equal lines i
 are two sales (occurrences 0 and 1), and a later report with the same two lines duplicates
 both.
 
-Speed: a report is loaded in one transaction, its lines inserted in chunks (Core ``insert``
-executemany, ``ON CONFLICT DO NOTHING`` on the key). A chunk whose every row went in (the
+Speed: a report is loaded in one transaction, its lines inserted in chunks sorted by key (Core
+``insert`` executemany, ``ON CONFLICT DO NOTHING`` on the key). A chunk whose every row went in (the
 common case: the insert's row count says so) costs nothing more; only a chunk with a taken
 key is looked at again, and only its missing rows. Memory holds one chunk, however long the
 report.
@@ -60,7 +60,11 @@ from consonance_sftp.ports.sales import (
     StoredSalesLine,
 )
 
-CHUNK = 5000  # rows per executemany: large enough to amortise a round trip, small in memory
+# Rows per executemany. Each chunk goes in sorted by line key: the unique index on the random
+# keys is the insert's main cost, and sorted keys land on neighbouring index pages (1,000,000
+# rows into SQLite: 7.6 s CPU in unsorted 5,000-row chunks, 6.2 s in sorted 10,000-row ones,
+# 5.2 s in sorted 50,000-row ones). Not larger: a chunk costs about 0.6 KB of memory a row.
+CHUNK = 10_000
 _PAGE = 5000  # rows per read of a streamed listing
 _IN_BATCH = 500  # keys per ``IN (...)``: under SQLite's and PostgreSQL's parameter limits
 _LOCK_NAMESPACE = 0x53414C45  # "SALE": first key of the advisory lock per partner (PostgreSQL)
@@ -176,6 +180,7 @@ def _signed32(value: int) -> int:
 _LINE_COLUMNS = tuple(c.name for c in sales_lines.c if c.name != "import_id")
 _DUPLICATE_COLUMNS = (*_LINE_COLUMNS, "duplicate_of_report")
 _SEQ, _KEY, _OCCURRENCE = (_LINE_COLUMNS.index(n) for n in ("seq", "line_key", "occurrence"))
+_BY_KEY = operator.itemgetter(_KEY)
 
 
 class _Inserter:
@@ -227,6 +232,19 @@ class _Loader:
             date.isoformat if conn.dialect.name == "sqlite" else _same_date
         )
         self.sane_rowcount = conn.dialect.supports_sane_multi_rowcount
+        self.raw_taken: str | None = None
+        if conn.dialect.name == "sqlite":
+            c = sales_lines.c
+            compiled = (
+                sa.select(c.seq)
+                .where(
+                    c.report_id == sa.bindparam("r"),
+                    c.seq.between(sa.bindparam("a"), sa.bindparam("b")),
+                )
+                .compile(dialect=conn.dialect)
+            )
+            assert compiled.positiontup == ["r", "a", "b"], compiled.positiontup
+            self.raw_taken = str(compiled)
         self.sales: list[tuple[Any, ...]] = []
         self.usage: list[dict[str, Any]] = []
         self.rejections: list[dict[str, Any]] = []
@@ -323,7 +341,8 @@ class _Loader:
         self.rejections = []
 
     def _flush_sales(self, rows: list[tuple[Any, ...]]) -> None:
-        inserted = self.insert_new(rows)
+        # Sorted by key (stable: equal lines keep file order, the first takes occurrence 0).
+        inserted = self.insert_new(sorted(rows, key=_BY_KEY))
         if not self.sane_rowcount:
             c = sales_lines.c
             inserted = self.conn.execute(
@@ -335,18 +354,29 @@ class _Loader:
         if inserted != len(rows):
             self._resolve(rows)
 
+    def _taken(self, first: int, last: int) -> set[int]:
+        """The ``seq`` of this report's lines in [first, last] that went in. On SQLite read
+        straight from the driver: a chunk's worth of rows through SQLAlchemy's result
+        processing costs more than the query."""
+        if self.raw_taken is None:
+            c = sales_lines.c
+            return set(
+                self.conn.scalars(
+                    sa.select(c.seq).where(
+                        c.report_id == self.report_id, c.seq.between(first, last)
+                    )
+                )
+            )
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        return {seq for (seq,) in driver.execute(self.raw_taken, (self.report_id, first, last))}
+
     def _resolve(self, rows: list[tuple[Any, ...]]) -> None:
         """The rows of a chunk whose key was taken: a later equal line of this report (next
         occurrence), or a line an earlier report loaded (a duplicate of that report)."""
         c, d = sales_lines.c, sales_duplicate_lines.c
         report_id = self.report_id
-        taken = set(
-            self.conn.scalars(
-                sa.select(c.seq).where(
-                    c.report_id == report_id, c.seq.between(rows[0][_SEQ], rows[-1][_SEQ])
-                )
-            )
-        )
+        taken = self._taken(rows[0][_SEQ], rows[-1][_SEQ])
         missing = [row for row in rows if row[_SEQ] not in taken]
         keys = list({row[_KEY] for row in missing})
         holders: dict[bytes, dict[int, int]] = defaultdict(dict)  # key -> occurrence -> report

@@ -13,7 +13,9 @@ ReportKind = Literal["sales", "usage", "market"]
 ``market`` (BookScan-style point-of-sale panels) never do."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, about a quarter
+# of parsing a line (bench/sales.py). Nothing hashes a SalesLine or changes one once made.
+@dataclass(slots=True, kw_only=True)
 class SalesLine:
     """One accepted line of a sales report, in Consonance's terms (its sales-import columns).
 
