@@ -361,6 +361,8 @@ class Product:
     typename: str  # PhysicalBookProduct, ElectronicBookProduct, ElectronicAudioProduct, ...
     isbn13: str | None
     title: str
+    # Amazon's id of the product (``B0...`` for a Kindle ebook): KDP reports name ebooks by it.
+    asin: str | None = None
     subtitle: str | None = None
     product_form: str | None = None  # ONIX 2.1 list 7 as Consonance exposes it (BB, BC, DG, ...)
     publishing_status: str | None = None  # ONIX list 64

@@ -68,6 +68,18 @@ async def test_works_come_with_their_products_mapped(sandbox: SandboxHandle):
     assert {s.code for s in work.subjects} == {s.code for s in expected.subjects}
 
 
+async def test_an_ebooks_asin_comes_through_the_client(sandbox: SandboxHandle):
+    products = sandbox.catalogue.products.values()
+    ebook = next(p for p in products if p.asin)
+    print_book = next(p for p in products if p.typename == "PhysicalBookProduct")
+    assert ebook.typename == "ElectronicBookProduct" and re.fullmatch(r"B0[0-9A-F]{8}", ebook.asin)
+    async with sandbox.client() as api:
+        got = await api.get_product_by_isbn(ebook.isbn13 or "")
+        other = await api.get_product_by_isbn(print_book.isbn13 or "")
+    assert got is not None and got.asin == ebook.asin
+    assert other is not None and other.asin is None
+
+
 async def test_changed_since_returns_only_recent_changes(sandbox: SandboxHandle):
     work_id = sandbox.catalogue.work_ids[10]
     product = sandbox.catalogue.works[work_id].products[0]

@@ -16,7 +16,9 @@ import pytest
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.flows import sales_in
-from consonance_sftp.models import IntakeOutcome
+from consonance_sftp.flows.changes import product_snapshot
+from consonance_sftp.formats.sales.layouts import LAYOUTS
+from consonance_sftp.models import IntakeOutcome, Product
 from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
 from consonance_sftp.ports.store import IntakeRecord
 from tests.sales_reports import isbn13
@@ -153,3 +155,53 @@ def test_a_hand_off_run_again_finds_its_report_and_import(store: SqlStore, tmp_p
     assert [i.id for i in store.list_sales_imports()] == [imp.id]  # no second import
     assert Path(imp.path).exists()  # written again, from the same lines
     assert sum(1 for _ in store.sales_import_lines(imp.id)) == 2
+
+
+def test_a_kdp_ebook_named_by_its_asin_is_loaded_as_the_products_isbn(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    # The change detector's product snapshots, as a poll saves them (one ebook with an ASIN).
+    ebook = Product(
+        id=5, work_id=1, typename="ElectronicBookProduct", isbn13=isbn13(5), title="T",
+        asin="B0ABCDE123",
+    )  # fmt: skip
+    store.save_snapshots("product", {5: product_snapshot(ebook)})
+    flow = SalesInFlow.model_validate(
+        {
+            "kind": "sales_in",
+            "partners": ["shop"],
+            "layout": "amazon-kdp",
+            "channels": {"default": "KDP"},
+            "check_products": True,
+            "on_rejected": "load_valid",
+        }
+    )
+
+    def settings(request: IntakeRequest) -> sales_in.SalesSettings:
+        return sales_in.settings_of(
+            "sales",
+            flow,
+            request.partner,
+            default_outbox=tmp_path / "outbox",
+            isbns=lambda: sales_in.known_isbns(store.load_snapshots("product")),
+            asins=lambda: sales_in.known_asins(store.load_snapshots("product")),
+        )
+
+    processor = sales_in.SalesProcessor(ledger=store, settings=settings, intake_id=lambda _: None)
+    kdp = next(x for x in LAYOUTS if x.name == "amazon-kdp")
+    rows = []
+    for asin in ("B0ABCDE123", "B0ZZZZZZZZ"):
+        row = dict.fromkeys(kdp.columns, "")
+        row.update(
+            {"Royalty Date": "2026-10-31", "ASIN": asin, "Marketplace": "Amazon.com",
+             "Units Sold": "1", "Units Refunded": "0", "Royalty": "2.10", "Currency": "USD"}
+        )  # fmt: skip
+        rows.append(",".join(row[c] for c in kdp.columns))
+    text = "\n".join([",".join(kdp.columns), *rows]) + "\n"
+    result = processor.process(*_drop(store, tmp_path, "kdp_2026-10.csv", text))
+    assert result.outcome is IntakeOutcome.STORED
+    [report] = store.list_sales_reports()
+    assert (report.status, report.accepted, report.rejected) == ("loaded", 1, 1)
+    assert [x.line.isbn13 for x in store.sales_report_lines(report.id)] == [isbn13(5)]
+    [rejected] = store.sales_report_rejections(report.id)
+    assert rejected.reason == "ASIN B0ZZZZZZZZ is no product in Consonance (its asin field)"

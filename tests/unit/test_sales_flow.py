@@ -9,6 +9,7 @@ from pathlib import Path
 from consonance_sftp.config.flows import SalesInFlow
 from consonance_sftp.flows import sales_in
 from consonance_sftp.flows.changes import _Pass, product_snapshot
+from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.models import Product, Work
 from consonance_sftp.ports.snapshots import Snapshot
 
@@ -76,3 +77,19 @@ def test_settings_per_partner(tmp_path: Path) -> None:
     )
     assert k.layout == "auto" and k.isbns is isbns
     assert not asked  # read when a report is, not when settings are looked up
+
+
+def test_known_asins_map_each_asin_to_its_product_and_isbn_and_none_before_any_poll() -> None:
+    kind = "ElectronicBookProduct"
+    ebook = Product(id=21, work_id=1, typename=kind, isbn13=ISBN, title="T", asin="B0ABC12345")
+    no_isbn = Product(id=22, work_id=1, typename=kind, isbn13=None, title="T", asin="B0XYZ")
+    snaps = {p.id: product_snapshot(p) for p in (ebook, no_isbn, _work(ISBN).products[0])}
+    assert snaps[21].fields["asin"] == "B0ABC12345"
+    assert snaps[11].fields["asin"] is None
+    assert sales_in.known_asins(snaps) == {
+        "B0ABC12345": KnownAsin(21, ISBN),
+        "B0XYZ": KnownAsin(22, None),
+    }
+    # products known, none with an ASIN: every ASIN line is unknown (not unchecked)
+    assert sales_in.known_asins({11: snaps[11]}) == {}
+    assert sales_in.known_asins({}) is None

@@ -16,6 +16,7 @@ import xlwt
 
 from consonance_sftp.formats.sales.layouts import GenericLayout
 from consonance_sftp.formats.sales.lines import Rejection
+from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.formats.sales.table import ReportRefused
 from tests.samples import SALES_SAMPLES
 from tests.unit.sales_files import (
@@ -206,6 +207,39 @@ def test_amazon_kdp_with_padded_header_and_isbn10(tmp_path: Path) -> None:
     assert lines[0].channel == "Amazon.co.uk"
     assert rejections[0].line == 3
     assert "ASIN" in rejections[0].reason
+
+
+def test_amazon_kdp_ebook_asin_read_as_the_known_products_isbn(tmp_path: Path) -> None:
+    kdp = layout("amazon-kdp")
+    row = dict.fromkeys(kdp.columns, "")
+    row.update(
+        {
+            "Royalty Date": "2026-10-31",
+            "Title": "T",
+            "Marketplace": "Amazon.com",
+            "Currency": "USD",
+            "Units Sold": "2",
+            "Units Refunded": "0",
+            "Net Units Sold": "2",
+            "Royalty": "4.20",
+        }
+    )
+    asins = ("b0000000aa", "B0NOTKNOWN", "B0000000BB", "B0000000AA")  # known, unknown, no ISBN
+    path = text_file(
+        tmp_path / "kdp.csv",
+        [list(kdp.columns), *[[{**row, "ASIN": a}[c] for c in kdp.columns] for a in asins]],
+    )
+    known = {"B0000000AA": KnownAsin(7, A), "B0000000BB": KnownAsin(8, None)}
+    report, lines, rejections = parse(path, known_isbns={A}, known_asins=known)
+    assert [(x.line, x.isbn13, x.quantity) for x in lines] == [(2, A, 2), (5, A, 2)]
+    assert [(r.line, r.column) for r in rejections] == [(3, "ASIN"), (4, "ASIN")]
+    assert rejections[0].reason == "ASIN B0NOTKNOWN is no product in Consonance (its asin field)"
+    assert rejections[1].reason.startswith("ASIN B0000000BB is product 8's, which has no ISBN-13")
+    assert report.totals()["USD"]["quantity"] == 4
+    # without the products' ASINs, an ASIN line is rejected as before
+    _, lines, rejections = parse(path, known_isbns={A})
+    assert lines == []
+    assert all("is an ASIN, not an ISBN" in r.reason for r in rejections)
 
 
 def test_amazon_vendor_legacy_xls_with_excel_float_isbn(tmp_path: Path) -> None:

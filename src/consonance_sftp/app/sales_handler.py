@@ -9,7 +9,7 @@ commands use the helpers below (the outbox, release, a period's export).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import sales_calendar as calendar
 from consonance_sftp.flows import sales_in
 from consonance_sftp.formats.packaging import join_remote, sha256_file
+from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.formats.sales.table import ReportRefused
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
@@ -103,8 +104,16 @@ def settings_for(app: App, flow_name: str, partner: str) -> sales_in.SalesSettin
     def isbns() -> Container[str] | None:
         return sales_in.known_isbns(app.store.load_snapshots("product"))
 
+    def asins() -> Mapping[str, KnownAsin] | None:
+        return sales_in.known_asins(app.store.load_snapshots("product"))
+
     return sales_in.settings_of(
-        flow_name, flow, partner, default_outbox=default_outbox(app), isbns=isbns
+        flow_name,
+        flow,
+        partner,
+        default_outbox=default_outbox(app),
+        isbns=isbns,
+        asins=asins,
     )
 
 

@@ -90,6 +90,8 @@ def product_snapshot(product: Product) -> Snapshot:
         "pubdate": product.publication_date.isoformat() if product.publication_date else None,
         # The sales_in flow checks each report line's ISBN against these (no API call a line).
         "isbn": product.isbn13,
+        # ... and a KDP line's ASIN (``B0...``, a Kindle ebook's) against these.
+        "asin": product.asin,
     }
     for price in product.prices:
         fields[f"price.{price.slot}"] = str(price.amount)

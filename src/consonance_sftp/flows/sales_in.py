@@ -44,7 +44,7 @@ from consonance_sftp.flows.inbox import Taking
 from consonance_sftp.formats.sales import consonance_import
 from consonance_sftp.formats.sales.layouts import GenericLayout
 from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
-from consonance_sftp.formats.sales.parse import ParsedReport, parse_report
+from consonance_sftp.formats.sales.parse import KnownAsin, ParsedReport, parse_report
 from consonance_sftp.formats.sales.read import open_table
 from consonance_sftp.formats.sales.table import ReportRefused
 from consonance_sftp.formats.wording import counted
@@ -111,6 +111,21 @@ def known_isbns(snapshots: Mapping[int, Snapshot]) -> set[str] | None:
     return {i for i in found if i is not None} or None
 
 
+def known_asins(snapshots: Mapping[int, Snapshot]) -> dict[str, KnownAsin] | None:
+    """The ASINs of the products the change detector has seen (their snapshots' ``asin``
+    field; Amazon KDP names a Kindle ebook by its ``B0...`` ASIN), each with its product's id
+    and ISBN-13 (None when it has none). None before any poll, like ``known_isbns``; an empty
+    map when products are known but none has an ASIN."""
+    if not snapshots:
+        return None
+    found: dict[str, KnownAsin] = {}
+    for product_id, snap in snapshots.items():
+        asin = (snap.fields.get("asin") or "").strip().upper()
+        if asin:
+            found[asin] = KnownAsin(product_id, snap.fields.get("isbn") or None)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class SalesSettings:
     """What the processor needs from a report's flow, for one partner."""
@@ -127,6 +142,8 @@ class SalesSettings:
     # None: products are not checked.
     isbns: Callable[[], Container[str] | None] | None
     per_report: bool = True  # write each report's import file at once
+    # The known products' ASINs (KDP's ebook lines), read with ``isbns``; None: not matched.
+    asins: Callable[[], Mapping[str, KnownAsin] | None] | None = None
 
 
 def settings_of(
@@ -136,6 +153,7 @@ def settings_of(
     *,
     default_outbox: Path,
     isbns: Callable[[], Container[str] | None],
+    asins: Callable[[], Mapping[str, KnownAsin] | None] | None = None,
 ) -> SalesSettings:
     """The settings a report from ``partner`` by flow ``name`` is read with (``isbns``: the
     known products, read only when the flow checks them)."""
@@ -155,6 +173,7 @@ def settings_of(
         house_currency=flow.house_currency,
         isbns=isbns if flow.check_products else None,
         per_report=flow.import_per_report,
+        asins=asins if flow.check_products else None,
     )
 
 
@@ -330,6 +349,7 @@ class SalesProcessor:
                 layout=s.layout,
                 generic=s.generic,
                 known_isbns=None if s.isbns is None else s.isbns(),
+                known_asins=None if s.asins is None else s.asins(),
                 channel_for=s.channel_for,
                 house_currency=s.house_currency,
             )

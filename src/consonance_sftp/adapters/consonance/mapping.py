@@ -115,6 +115,7 @@ def product(raw: Json, work_id: int | None = None) -> Product:
             work_id=int(r.get("workId") or work_id or 0),
             typename=r["__typename"],
             isbn13=(r.get("isbn") or {}).get("isbn13"),
+            asin=r.get("asin") or None,
             title=r.get("fullTitle") or "",
             subtitle=r.get("subtitle"),
             product_form=r.get("onix21ProductFormCode"),

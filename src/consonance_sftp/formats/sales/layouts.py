@@ -332,8 +332,8 @@ LAYOUTS: tuple[Layout, ...] = (
         date_formats=("%Y-%m-%d", "%m/%d/%Y", "%Y-%m"),
         returns="columns",
         channel="Amazon KDP",
-        note="ASIN: a print ASIN is the ISBN-10; an ebook ASIN (B0...) has no ISBN and is "
-        "rejected by line",
+        note="ASIN: a print ASIN is the ISBN-10; an ebook ASIN (B0...) is read as the ISBN-13 "
+        "of the Consonance product with that asin (else the line is rejected, naming it)",
     ),
     Layout(
         name="amazon-vendor",

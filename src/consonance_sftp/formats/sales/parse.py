@@ -12,10 +12,11 @@ stated totals) are complete once ``items`` is exhausted.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import chain
+from typing import NamedTuple
 
 from consonance_sftp.formats.sales.layouts import (
     LAYOUTS,
@@ -32,6 +33,7 @@ from consonance_sftp.formats.sales.validate import (
     CURRENCIES,
     Dates,
     Isbns,
+    asin_of,
     money,
     money_decimal_comma,
     month_end,
@@ -45,6 +47,13 @@ _HEADER_SCAN = 40  # rows searched for the header (JSTOR puts a metadata preambl
 _CENT = Decimal("0.01")
 _ZERO = Decimal(0)
 _MEMO_LIMIT = 50_000  # distinct value cells memoised; past it, parsed each time (memory flat)
+
+
+class KnownAsin(NamedTuple):
+    """A product Consonance knows by its ASIN: its id and its ISBN-13 (None: it has none)."""
+
+    product_id: int
+    isbn13: str | None
 
 
 @dataclass
@@ -119,12 +128,15 @@ def parse_report(
     channel_for: Callable[[str, str], str | None] | None = None,
     period: tuple[dt.date, dt.date] | None = None,
     house_currency: str | None = None,
+    known_asins: Mapping[str, KnownAsin] | None = None,
 ) -> ParsedReport:
     """Recognise ``table``'s layout and return its lines as a stream.
 
     ``layout``: a name from ``layout_names()`` (``auto`` tries every built-in one, and the
     ``generic`` mapping when given). ``known_isbns``: the products Consonance knows (None: not
-    checked). ``channel_for(channel, territory)``: the Consonance channel ID for a line (a None
+    checked). ``known_asins``: the known products by ASIN (a line naming a Kindle ebook by its
+    ``B0...`` ASIN, as Amazon KDP's do, is read as the product's ISBN-13; None: an ASIN line is
+    rejected). ``channel_for(channel, territory)``: the Consonance channel ID for a line (a None
     result rejects the line). ``period``: the report's period when the file states none (else
     the file name's month is used). ``house_currency``: the currency of Consonance-template
     values that carry no original currency.
@@ -141,6 +153,7 @@ def parse_report(
         known_isbns=known_isbns,
         channel_for=channel_for,
         house_currency=house_currency,
+        known_asins=known_asins,
     )
     lead = _lead_rows(rows, reader)
     if lead is None:
@@ -297,6 +310,7 @@ class _Reader:
         known_isbns: Container[str] | None,
         channel_for: Callable[[str, str], str | None] | None,
         house_currency: str | None,
+        known_asins: Mapping[str, KnownAsin] | None = None,
     ) -> None:
         self.layout = layout
         self.header = header
@@ -310,6 +324,7 @@ class _Reader:
                     self.months.append((i, dt.datetime.strptime(name, "%b-%Y").date()))
         self.file_name = file_name
         self.known = known_isbns
+        self.known_asins = known_asins
         self.channel_for = channel_for
         self.house_currency = house_currency
         self.isbns = Isbns(truncate=layout.isbn_length)
@@ -341,6 +356,22 @@ class _Reader:
         self.i_original_value = get("original_value", -1)
         self.i_original_return_value = get("original_return_value", -1)
         self.trailer_values = {k.casefold(): v for k, v in layout.trailer_values.items()}
+
+    def product_of_asin(self, cell: str) -> tuple[str | None, str | None] | None:
+        """For a cell holding an ASIN, when the known products' ASINs are given: the product's
+        ISBN-13, or None and why the line is rejected. None for any other cell."""
+        asin = asin_of(cell) if self.known_asins is not None else None
+        if asin is None or self.known_asins is None:
+            return None
+        product = self.known_asins.get(asin)
+        if product is None:
+            return None, f"ASIN {asin} is no product in Consonance (its asin field)"
+        if product.isbn13 is None:
+            return None, (
+                f"ASIN {asin} is product {product.product_id}'s, which has no ISBN-13; the "
+                "import file names products by ISBN (give the product one in Consonance)"
+            )
+        return product.isbn13, None
 
     def cell(self, cells: list[str], role: str) -> str:
         index = self.col.get(role)
@@ -518,6 +549,8 @@ class _Reader:
         i_list_price_currency = self.i_list_price_currency
         i_transaction_id = self.i_transaction_id
         isbn_check = self.isbns.check
+        by_asin = self.product_of_asin if self.known_asins is not None else None
+        asin_products: dict[str, tuple[str | None, str | None]] = {}
         parse_date = self.dates.parse
         known = self.known
         channel_for = self.channel_for
@@ -619,6 +652,14 @@ class _Reader:
                         line, "product_id_type", f"product ID type {kind!r}: only ISBNs are matched"
                     )
             isbn, why = isbn_check(cells[i_isbn])
+            if isbn is None and by_asin is not None:
+                # a Kindle ebook named by its ASIN (KDP): the product's ISBN-13, memoised
+                found = asin_products.get(cells[i_isbn])
+                if found is None:
+                    found = by_asin(cells[i_isbn]) or (None, why)
+                    if len(asin_products) < _MEMO_LIMIT:
+                        asin_products[cells[i_isbn]] = found
+                isbn, why = found
             if isbn is None:
                 return reject(line, "isbn", why or "no ISBN")
             if known is not None and isbn not in known:

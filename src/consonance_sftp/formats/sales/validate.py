@@ -97,7 +97,7 @@ class Isbns:
                 text = str(int(number))  # the float Excel made of a 13-digit ISBN
         if self._truncate is not None:
             text = text[: self._truncate]  # Apple's Vendor Identifier: ISBN + suffix
-        if text[:1].upper() == "B" and len(text) == 10:
+        if asin_of(text) is not None:
             return None, f"{cell.strip()!r} is an ASIN, not an ISBN"
         try:
             stdnum_isbn.validate(text)
@@ -112,6 +112,15 @@ class Isbns:
         except ValidationError as exc:
             return None, f"{cell.strip()!r} is not an ISBN ({exc})"
         return stdnum_isbn.to_isbn13(stdnum_isbn.compact(text)), None
+
+
+def asin_of(cell: str) -> str | None:
+    """The Amazon ASIN a cell holds (``B0...``: ``B`` and 9 letters or digits, upper-cased),
+    or None. A print book's ASIN is its ISBN-10 and is read as an ISBN instead."""
+    text = cell.strip().upper()
+    if len(text) == 10 and text[0] == "B" and text.isascii() and text.isalnum():
+        return text
+    return None
 
 
 _MONTH_ONLY = frozenset({"%Y-%m", "%b %Y", "%B %Y", "%m/%Y", "%b-%y", "%b-%Y", "%Y%m"})

@@ -34,7 +34,9 @@ from consonance_sftp.models import (
     Work,
 )
 
-FORMAT_VERSION = 1
+# 2: products carry ``asin`` (a slots dataclass pickles its fields by position, so a
+# catalogue saved before is refused with "seed it again", not read into the wrong fields).
+FORMAT_VERSION = 2
 STATE_FILE = "catalogue.pickle"
 UPLOADS_DIR = "uploads"
 

@@ -224,6 +224,12 @@ PATTERNS = (
 )
 
 
+def asin(n: int) -> str:
+    """A Kindle-style ASIN for product ``n`` (``B0`` and 8 characters), deterministic and
+    unique per id; half the generated ebooks (the even ids) have one, drawing nothing random."""
+    return f"B0{n:08X}"
+
+
 def isbn13(n: int) -> str:
     """A valid ISBN-13 in the 978-1-9 range, one per ``n``."""
     body = f"97819{n % 10_000_000:07d}"
@@ -528,6 +534,7 @@ def _product(
         work_id=work_id,
         typename=fmt.typename,
         isbn13=isbn13(product_id),
+        asin=asin(product_id) if fmt is EBOOK and product_id % 2 == 0 else None,
         title=title,
         subtitle=subtitle,
         product_form=fmt.product_form,
