@@ -405,3 +405,29 @@ async def test_a_usage_report_goes_to_the_usage_ledger_and_a_csv_never_an_import
     assert [(r["ISBN"], int(r["Count"]), r["Country"]) for r in rows] == [
         (isbn13(i), i + 3, "GB") for i in range(5)
     ]
+
+
+def test_sales_check_refusals_name_the_file_once_and_the_fix(tmp_path: Path) -> None:
+    """A file no layout fits, a wrong layout name, `generic` without a config: one error
+        naming the file once, and a hint in `sales check`'s own options (`generic` reads the config,
+    and says when there is none)."""
+    odd = tmp_path / "odd.csv"
+    odd.write_text("Book Number,Money\n9781000000002,2.00\n")
+
+    def refused(*args: str) -> str:
+        done = subprocess.run(
+            [*CLI, "sales", "check", str(odd), *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode in (1, 2), done.stdout
+        assert "Traceback" not in done.stderr
+        return done.stderr
+
+    unknown = refused()
+    assert unknown.count("odd.csv") == 1, unknown
+    assert "--layout NAME (one of: consonance, google-play" in unknown
+    assert "flows.NAME.generic" in unknown and "--layout generic --flow NAME" in unknown
+    misnamed = refused("--layout", "lsi")
+    assert "no layout named 'lsi'" in misnamed
+    assert "--layout NAME, one of: auto, generic, consonance" in misnamed
+    no_config = refused("--layout", "generic")  # the mapping is in a config: none here
+    assert "consonance-sftp.toml not found" in no_config and "init" in no_config
