@@ -340,6 +340,14 @@ async def test_a_held_report_is_released_and_a_month_exported_once(world: World)
     released = world.cli("release", str(held.id), "--by", "finance")
     assert released.returncode == 0, released.stderr
     assert f"report {held.id} released by finance: loaded" in released.stdout
+    # Released again (a replayed command): said so, with who and when, not a second release.
+    again = world.cli("release", str(held.id), "--by", "someone-else")
+    assert again.returncode == 0, again.stderr
+    assert f"report {held.id} was released already, by finance at " in again.stdout
+    assert "someone-else" not in again.stdout
+    shown = world.cli("show", str(held.id), "--lines", "0")
+    assert "released: by finance at " in shown.stdout
+    assert "reconciled: the file states no totals" in shown.stdout  # words, not None
     [second] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
     assert second["lines"] == 9
     [third] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
