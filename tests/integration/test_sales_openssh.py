@@ -340,6 +340,9 @@ async def test_a_held_report_is_released_and_a_month_exported_once(world: World)
     released = world.cli("release", str(held.id), "--by", "finance")
     assert released.returncode == 0, released.stderr
     assert f"report {held.id} released by finance: loaded" in released.stdout
+    assert "its lines wait for the month's export: sales export --period 2026-10" in (
+        released.stdout
+    )
     # Released again (a replayed command): said so, with who and when, not a second release.
     again = world.cli("release", str(held.id), "--by", "someone-else")
     assert again.returncode == 0, again.stderr

@@ -382,5 +382,10 @@ def release_cmd(
         console.print(f"report {r.id} was released already, by {before.released_by} at {when}")
     else:
         console.print(f"report {r.id} released by {who}: {r.status}")
-    if made is not None and made.path:
+    if made is None:
+        period = r.period_from.strftime("%Y-%m") if r.period_from else "YYYY-MM"
+        console.print(f"its lines wait for the month's export: sales export --period {period}")
+    elif made.path:
         console.print(f"import {made.id}: {made.lines:,} lines written to {made.path}")
+    else:
+        console.print("no import file: none of its lines is new (none accepted, or all loaded)")
