@@ -442,3 +442,27 @@ def test_sales_check_refusals_name_the_file_once_and_the_fix(tmp_path: Path) -> 
     assert "--layout NAME, one of: auto, generic, consonance" in misnamed
     no_config = refused("--layout", "generic")  # the mapping is in a config: none here
     assert "consonance-sftp.toml not found" in no_config and "init" in no_config
+
+
+def test_sales_check_of_a_consonance_template_without_currency_says_how_to_give_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "template.csv"
+    path.write_text(
+        "Product ID type,Product ID,Channel ID,Sales date,Sales quantity,Sales value\n"
+        f"ISBN,{isbn13(1)},RETAIL,2026-10-05,2,15.00\n"
+    )
+
+    def check(*args: str) -> str:
+        done = subprocess.run(
+            [*CLI, "sales", "check", str(path), *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    without = check()
+    assert "rejected line 2 (currency): no currency" in without
+    assert "hint: the template's values are in the house currency" in without
+    assert "--currency GBP" in without
+    given = check("--currency", "GBP")
+    assert "accepted 1, rejected 0" in given and "hint:" not in given

@@ -78,10 +78,19 @@ def check_cmd(
         _emit(result)
     elif result["layout"] is not None:
         _print_check(file, result)
+        if result["layout"] == "consonance" and currency is None and _no_currency(result):
+            console.print(
+                "  hint: the template's values are in the house currency: give it, e.g. "
+                "--currency GBP (a flow uses its house_currency)"
+            )
     if result["layout"] is None:
         if not as_json:
             raise ConsonanceSftpError(_refusal_words(file, result), hint=_refusal_hint(result))
         raise typer.Exit(1)
+
+
+def _no_currency(result: dict[str, Any]) -> bool:
+    return any(rej["column"] == "currency" for rej in result["rejections"])
 
 
 def _refusal_words(file: Path, result: dict[str, Any]) -> str:
