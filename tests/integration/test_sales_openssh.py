@@ -340,6 +340,17 @@ async def test_a_held_report_is_released_and_a_month_exported_once(world: World)
     released = world.cli("release", str(held.id), "--by", "finance")
     assert released.returncode == 0, released.stderr
     assert f"report {held.id} released by finance: loaded" in released.stdout
+    assert "its lines wait for the month's export: sales export --period 2026-10" in (
+        released.stdout
+    )
+    # Released again (a replayed command): said so, with who and when, not a second release.
+    again = world.cli("release", str(held.id), "--by", "someone-else")
+    assert again.returncode == 0, again.stderr
+    assert f"report {held.id} was released already, by finance at " in again.stdout
+    assert "someone-else" not in again.stdout
+    shown = world.cli("show", str(held.id), "--lines", "0")
+    assert "released: by finance at " in shown.stdout
+    assert "reconciled: the file states no totals" in shown.stdout  # words, not None
     [second] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
     assert second["lines"] == 9
     [third] = world.cli_json("export", "--period", "2026-10", "--flow", "monthly")
@@ -405,3 +416,53 @@ async def test_a_usage_report_goes_to_the_usage_ledger_and_a_csv_never_an_import
     assert [(r["ISBN"], int(r["Count"]), r["Country"]) for r in rows] == [
         (isbn13(i), i + 3, "GB") for i in range(5)
     ]
+
+
+def test_sales_check_refusals_name_the_file_once_and_the_fix(tmp_path: Path) -> None:
+    """A file no layout fits, a wrong layout name, `generic` without a config: one error
+        naming the file once, and a hint in `sales check`'s own options (`generic` reads the config,
+    and says when there is none)."""
+    odd = tmp_path / "odd.csv"
+    odd.write_text("Book Number,Money\n9781000000002,2.00\n")
+
+    def refused(*args: str) -> str:
+        done = subprocess.run(
+            [*CLI, "sales", "check", str(odd), *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode in (1, 2), done.stdout
+        assert "Traceback" not in done.stderr
+        return done.stderr
+
+    unknown = refused()
+    assert unknown.count("odd.csv") == 1, unknown
+    assert "--layout NAME (one of: consonance, google-play" in unknown
+    assert "flows.NAME.generic" in unknown and "--layout generic --flow NAME" in unknown
+    misnamed = refused("--layout", "lsi")
+    assert "no layout named 'lsi'" in misnamed
+    assert "--layout NAME, one of: auto, generic, consonance" in misnamed
+    no_config = refused("--layout", "generic")  # the mapping is in a config: none here
+    assert "consonance-sftp.toml not found" in no_config and "init" in no_config
+
+
+def test_sales_check_of_a_consonance_template_without_currency_says_how_to_give_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "template.csv"
+    path.write_text(
+        "Product ID type,Product ID,Channel ID,Sales date,Sales quantity,Sales value\n"
+        f"ISBN,{isbn13(1)},RETAIL,2026-10-05,2,15.00\n"
+    )
+
+    def check(*args: str) -> str:
+        done = subprocess.run(
+            [*CLI, "sales", "check", str(path), *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    without = check()
+    assert "rejected line 2 (currency): no currency" in without
+    assert "hint: the template's values are in the house currency" in without
+    assert "--currency GBP" in without
+    given = check("--currency", "GBP")
+    assert "accepted 1, rejected 0" in given and "hint:" not in given

@@ -19,6 +19,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import sales_calendar as calendar
 from consonance_sftp.flows import sales_in
 from consonance_sftp.formats.packaging import join_remote, sha256_file
+from consonance_sftp.formats.sales.layouts import layout_names as layout_names  # for the CLI
 from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.formats.sales.table import ReportRefused
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome

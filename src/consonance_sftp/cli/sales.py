@@ -5,8 +5,8 @@ or act on the ledger through the App (``app.sales_handler``).
 
 from __future__ import annotations
 
+import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -78,11 +78,46 @@ def check_cmd(
         _emit(result)
     elif result["layout"] is not None:
         _print_check(file, result)
+        if result["layout"] == "consonance" and currency is None and _no_currency(result):
+            console.print(
+                "  hint: the template's values are in the house currency: give it, e.g. "
+                "--currency GBP (a flow uses its house_currency)"
+            )
     if result["layout"] is None:
         if not as_json:
-            hint = f" (hint: {result['hint']})" if result.get("hint") else ""
-            raise ConsonanceSftpError(f"{file.name}: {result['reason']}{hint}")
+            raise ConsonanceSftpError(_refusal_words(file, result), hint=_refusal_hint(result))
         raise typer.Exit(1)
+
+
+def _no_currency(result: dict[str, Any]) -> bool:
+    return any(rej["column"] == "currency" for rej in result["rejections"])
+
+
+def _refusal_words(file: Path, result: dict[str, Any]) -> str:
+    """The refusal, naming the file once (the reason often starts with its name)."""
+    reason = str(result["reason"])
+    return reason if reason.startswith(f"{file.name}:") else f"{file.name}: {reason}"
+
+
+def _refusal_hint(result: dict[str, Any]) -> str | None:
+    """What to do next, in ``sales check``'s own options: a file no layout fits can be read
+    as a named layout (the names listed) or through a flow's generic column mapping."""
+    from consonance_sftp.app.sales_handler import layout_names
+
+    hint = result.get("hint")
+    if result.get("refused") not in ("unknown-layout", "header-changed"):
+        return hint
+    reason = str(result["reason"])
+    generic = (
+        "map the partner's columns in the config (flows.NAME.generic), "
+        "then --layout generic --flow NAME"
+    )
+    if reason.startswith("no layout named"):
+        return f"--layout NAME, {hint}" if hint else None  # hint: "one of: ..." (the names)
+    if "'generic' needs a column mapping" in reason:
+        return generic
+    names = ", ".join(n for n in layout_names() if n not in ("auto", "generic"))
+    return f"read it as a given layout: --layout NAME (one of: {names}); or {generic}"
 
 
 def _print_check(file: Path, r: dict[str, Any]) -> None:
@@ -109,18 +144,30 @@ def _print_check(file: Path, r: dict[str, Any]) -> None:
     for cur, sums in sorted(r["totals"].items()):
         shown = ", ".join(f"{k} {v}" for k, v in sums.items())
         console.print(f"  totals {cur}: {shown}")
-    match r["reconciled"]:
-        case None:
-            console.print("  reconciled: the file states no totals")
-        case True:
-            console.print("  reconciled: [green]yes[/green], to the cent")
-        case _:
-            console.print("  reconciled: [red]no[/red]: " + "; ".join(r["mismatches"]))
+    console.print("  reconciled: " + reconciled_words(r["reconciled"], r["mismatches"]))
     for rej in r["rejections"][:200]:
         column = f" ({rej['column']})" if rej["column"] else ""
         console.print(f"  rejected line {rej['line']}{column}: {rej['reason']}")
     if len(r["rejections"]) > 200:
         console.print(f"  ... and {len(r['rejections']) - 200:,} more (--json lists them all)")
+
+
+def reconciled_words(reconciled: bool | None, mismatches: list[str] | None = None) -> str:
+    """Whether a report's totals matched the file's own, in words (``check``/``show``)."""
+    match reconciled:
+        case None:
+            return "the file states no totals"
+        case True:
+            return "[green]yes[/green], to the cent"
+        case _:
+            return "[red]no[/red]" + (": " + "; ".join(mismatches) if mismatches else "")
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return "unknown"
 
 
 def _report_dict(r: SalesReportRecord) -> dict[str, Any]:
@@ -194,7 +241,7 @@ def list_cmd(
         return
     table = Table(box=None)
     for column in ("id", "partner", "file", "layout", "period", "status", "lines", "note"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps, never cuts
     for r in reports:
         when = f"{r.period_from or '?'}..{r.period_to or '?'}"
         note = duplicated_words(r) or (r.reason or "")
@@ -258,6 +305,9 @@ def show_cmd(
     console.print(f"  layout: {r.layout} {r.layout_version} ({r.kind})")
     console.print(f"  period: {r.period_from or '?'} to {r.period_to or '?'}")
     console.print(f"  status: {r.status}" + (f": {r.reason}" if r.reason else ""))
+    if r.released_at is not None:
+        when = r.released_at.isoformat(timespec="seconds")
+        console.print(f"  released: by {r.released_by} at {when}")
     if words := duplicated_words(r):
         console.print(f"  duplicated: {words}")
     console.print(
@@ -266,7 +316,7 @@ def show_cmd(
     )
     for cur, sums in sorted(r.totals.items()):
         console.print(f"  totals {cur}: " + ", ".join(f"{k} {v}" for k, v in sums.items()))
-    console.print(f"  reconciled: {r.reconciled}")
+    console.print(f"  reconciled: {reconciled_words(r.reconciled)}")
     console.print(f"  original: {r.original_path} (sha256 {r.sha256})")
     for i in imports:
         console.print(f"  import {i['id']}: {i['lines']:,} lines, {i['path'] or 'not written'}")
@@ -328,8 +378,23 @@ def release_cmd(
     """Release a held report: its new lines go into its import file, written now."""
     from consonance_sftp.app.sales_handler import release
 
-    who = by or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
-    r, made = release(_app(), report, who)
-    console.print(f"report {r.id} released by {who}: {r.status}")
-    if made is not None and made.path:
+    who = by or _login_name()
+    app = _app()
+    before = app.store.get_sales_report(report)
+    if before is None:
+        raise ConsonanceSftpError(
+            f"no sales report {report}", hint="'consonance-sftp sales list' shows their ids"
+        )
+    r, made = release(app, report, who)
+    if before.released_at is not None:
+        when = before.released_at.isoformat(timespec="seconds")
+        console.print(f"report {r.id} was released already, by {before.released_by} at {when}")
+    else:
+        console.print(f"report {r.id} released by {who}: {r.status}")
+    if made is None:
+        period = r.period_from.strftime("%Y-%m") if r.period_from else "YYYY-MM"
+        console.print(f"its lines wait for the month's export: sales export --period {period}")
+    elif made.path:
         console.print(f"import {made.id}: {made.lines:,} lines written to {made.path}")
+    else:
+        console.print("no import file: none of its lines is new (none accepted, or all loaded)")
