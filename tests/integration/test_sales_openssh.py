@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import tomlkit
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 
 from consonance_sftp.app import App
 from consonance_sftp.app.intake import poll_inbox
@@ -40,6 +40,7 @@ from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.cli import CLI
 from tests.sales_reports import Row, aged, isbn13, write_vendor_report
 from tests.settings import offline_settings, openssh_partner
+from tests.unit.sales_files import layout
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -466,3 +467,39 @@ def test_sales_check_of_a_consonance_template_without_currency_says_how_to_give_
     assert "--currency GBP" in without
     given = check("--currency", "GBP")
     assert "accepted 1, rejected 0" in given and "hint:" not in given
+
+
+async def test_an_xlsx_report_is_taken_in_and_loaded_not_quarantined(world: World) -> None:
+    """A real xlsx (every one holds ``_rels/.rels``) passes the intake's screening as one
+    document and is loaded (Amazon KDP's report, as the reader's own KDP test builds it)."""
+    kdp = layout("amazon-kdp")
+    row = dict.fromkeys(kdp.columns, "")
+    row.update(
+        {
+            "Royalty Date": "2026-10-31",
+            "Title": "T",
+            "Marketplace": "Amazon.co.uk",
+            "Currency": "GBP",
+            "ASIN": isbn13(320),
+            "Units Sold": "2",
+            "Units Refunded": "0",
+            "Net Units Sold": "2",
+            "Royalty": "4.20",
+        }
+    )
+    book = Workbook()  # one sheet, as KDP's download has
+    book.active.append(list(kdp.columns))
+    book.active.append([row[c] for c in kdp.columns])
+    path = world.monthly_inbox / "KDP_Royalties_2026-10.xlsx"
+    book.save(path)
+    aged(path)
+    taken = await world.take("monthly")
+    assert taken["KDP_Royalties_2026-10.xlsx"]["outcome"] == "stored", taken
+    reports = world.app.store.list_sales_reports(partner="vendor")
+    [report] = [r for r in reports if r.name == path.name]
+    assert (report.layout, report.status, report.accepted, report.rejected) == (
+        "amazon-kdp",
+        "loaded",
+        1,
+        0,
+    )

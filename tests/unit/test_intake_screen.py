@@ -217,6 +217,27 @@ def test_a_zip_is_refused_unless_the_flow_accepts_archives(tmp_path: Path) -> No
     assert archive_format(b"%PDF-1.7", "x.zip") is None
 
 
+def test_real_office_documents_pass_though_their_parts_have_hidden_names(tmp_path: Path) -> None:
+    """Every XLSX and DOCX holds ``_rels/.rels``: a document's parts are never unpacked, so
+    the hidden-name rule is not theirs (a sales report in xlsx was quarantined for it)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["ISBN", "Units"])
+    xlsx = tmp_path / "KDP_Royalties_2026-10.xlsx"
+    book.save(xlsx)
+    assert "_rels/.rels" in zipfile.ZipFile(xlsx).namelist()
+    assert _screen(xlsx) is None
+    docx = _zip(tmp_path / "copy.docx", [("_rels/.rels", b"<R/>"), ("word/document.xml", b"<w/>")])
+    assert _screen(docx) is None
+    # The same part in a zip archive to unpack is still a hidden file, and refused.
+    archive = _zip(tmp_path / "files.zip", [("_rels/.rels", b"<R/>")])
+    assert _screen(archive, allow_archives=True) == "archive-entry-name"
+    # And a document's part that would escape its folder is refused all the same.
+    slip = _zip(tmp_path / "evil.xlsx", [("_rels/.rels", b"<R/>"), ("../../x.xml", b"<x/>")])
+    assert _screen(slip) == "zip-slip"
+
+
 def test_limits_on_total_size_and_ratio_are_the_flows(tmp_path: Path) -> None:
     import os
 

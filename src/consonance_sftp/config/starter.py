@@ -226,8 +226,9 @@ recipient = {{ onix_version = "3.0", mode = "delta", compression = "none" }}
 # Consonance as the next version of its kind (awaiting approval there), and ticks off the
 # title's to-do. A file it cannot match waits in quarantine with the reason, never dropped:
 # `consonance-sftp quarantine list`. Two intake flows must not poll one folder with
-# overlapping patterns: `config check` reports it. Sales reports are stored only (sales
-# validation is not built yet). Rules and reasons: docs/reference/intake-matching.md.
+# overlapping patterns: `config check` reports it. Sales reports have a flow kind of their
+# own (`sales_in`: docs/how-to/sales-reports.md). Rules and reasons:
+# docs/reference/intake-matching.md.
 [flows.design-intake]
 kind = "intake"
 partners = ["designer"]

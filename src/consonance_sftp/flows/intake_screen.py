@@ -115,8 +115,11 @@ def archive_format(head: bytes, name: str) -> str | None:
     return None
 
 
-def _entry_refusal(info: zipfile.ZipInfo) -> Refusal | None:
-    """Why one central-directory entry makes the whole archive unacceptable (None: fine)."""
+def _entry_refusal(info: zipfile.ZipInfo, *, document: bool = False) -> Refusal | None:
+    """Why one central-directory entry makes the whole archive unacceptable (None: fine).
+    ``document``: the zip is one document (XLSX, DOCX, EPUB...), never unpacked here, so the
+    name rules for files that land in a folder do not apply to its parts (every XLSX and DOCX
+    holds ``_rels/.rels``); escaping paths, links and encryption still do."""
     name = info.filename
     shown = repr(name)
     parts = name.rstrip("/").split("/")
@@ -136,7 +139,7 @@ def _entry_refusal(info: zipfile.ZipInfo) -> Refusal | None:
             "archive-encrypted",
             f"the archive entry {shown} is encrypted (it cannot be checked)",
         )
-    for part in parts:
+    for part in () if document else parts:
         problem = name_refusal(part)
         if problem is not None:
             return Refusal(
@@ -147,9 +150,12 @@ def _entry_refusal(info: zipfile.ZipInfo) -> Refusal | None:
     return None
 
 
-def check_archive(path: Path, settings: IntakeScreening) -> Refusal | None:
+def check_archive(
+    path: Path, settings: IntakeScreening, *, document: bool = False
+) -> Refusal | None:
     """The central directory of a zip against the flow's limits and the entry rules (None:
-    it may be unpacked). Reads the directory only, never an entry's bytes."""
+    it may be unpacked). Reads the directory only, never an entry's bytes. ``document``: a
+    zip-based document (see ``_entry_refusal``)."""
     archive_size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as zf:
@@ -165,7 +171,7 @@ def check_archive(path: Path, settings: IntakeScreening) -> Refusal | None:
     seen: set[str] = set()
     total = 0
     for info in infos:
-        refusal = _entry_refusal(info)
+        refusal = _entry_refusal(info, document=document)
         if refusal is not None:
             return refusal
         if info.filename in seen:
@@ -228,7 +234,7 @@ def _archive_refusal(path: Path, name: str, settings: IntakeScreening) -> Refusa
             "the file is a zip archive, and this flow does not accept archives "
             "(screening.allow_archives)",
         )
-    return check_archive(path, settings)
+    return check_archive(path, settings, document=kind == "zip-document")
 
 
 # --- unpacking -----------------------------------------------------------------------------
