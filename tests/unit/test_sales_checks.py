@@ -84,6 +84,8 @@ def test_channel_map_miss_rejects_the_line(tmp_path: Path) -> None:
     assert rejections[0].line == 3
     assert rejections[0].column == "Retailer"
     assert "'Nook'" in rejections[0].reason
+    assert "territory 'US'" in rejections[0].reason
+    assert "map it under the flow's channels, or set channels.default" in rejections[0].reason
 
 
 # --- refusals ------------------------------------------------------------------------------

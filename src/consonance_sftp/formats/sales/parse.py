@@ -709,9 +709,10 @@ class _Reader:
                 if mapped is None:
                     return reject(
                         line,
-                        "channel" if i_channel >= 0 else "territory",
-                        f"no Consonance channel is mapped for channel {channel!r}, territory "
-                        f"{territory!r}",
+                        "channel" if i_channel >= 0 or i_territory < 0 else "territory",
+                        f"no Consonance channel is mapped for channel {channel!r}"
+                        + (f", territory {territory!r}" if territory else "")
+                        + " (map it under the flow's channels, or set channels.default)",
                     )
                 channel_id = mapped
             else:
