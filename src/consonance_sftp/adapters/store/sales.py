@@ -20,6 +20,7 @@ report.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import operator
 import zlib
@@ -136,23 +137,9 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-_READ_COLUMNS = (
-    "line",
-    "isbn13",
-    "sales_date",
-    "quantity",
-    "value",
-    "return_quantity",
-    "return_value",
-    "currency",
-    "list_price",
-    "list_price_currency",
-    "channel",
-    "territory",
-    "transaction_id",
-    "channel_id",
-)  # fmt: skip  (SalesLine's fields, in the order sales_import_lines unpacks them)
-# built from the constant column names above
+# SalesLine's fields, in the order sales_import_lines unpacks them; the query is built from
+# these constant names
+_READ_COLUMNS = tuple(f.name for f in dataclasses.fields(SalesLine))
 _RAW_IMPORT_PAGE = (
     f"SELECT report_id, seq, {', '.join(_READ_COLUMNS)} FROM sales_lines"  # noqa: S608
     " WHERE import_id = ? AND (report_id, seq) > (?, ?) ORDER BY report_id, seq LIMIT ?"
