@@ -503,3 +503,42 @@ async def test_an_xlsx_report_is_taken_in_and_loaded_not_quarantined(world: Worl
         1,
         0,
     )
+
+
+async def test_a_held_report_is_read_again_after_its_product_is_added(world: World) -> None:
+    """Held for a product Consonance did not have; the product added, ``sales reread`` loads
+    the kept original again as a new report (the held one withdrawn), and the same file
+    dropped again is still a duplicate, never a second load."""
+    rows = [Row(n) for n in range(400, 404)]
+    path = write_vendor_report(world.monthly_inbox / "vendor-2026-09.csv", rows)
+    path.write_text(path.read_text().replace(rows[1].isbn, UNKNOWN_ISBN))
+    aged(path)
+    await world.take("monthly")
+    store = world.app.store
+    [held] = [r for r in store.list_sales_reports(partner="vendor") if r.name == path.name]
+    assert (held.status, held.accepted, held.rejected) == ("held", 3, 1)
+
+    store.save_snapshots(
+        "product", {5000: Snapshot(content_hash="5000", fields={"isbn": UNKNOWN_ISBN})}
+    )
+    done = world.cli("reread", str(held.id), "--by", "finance")
+    assert done.returncode == 0, done.stderr
+    [again] = [
+        r
+        for r in store.list_sales_reports(partner="vendor")
+        if r.name == path.name and r.status != "withdrawn"
+    ]
+    assert f"report {held.id} read again by finance as report {again.id}: loaded" in done.stdout
+    assert (again.status, again.accepted, again.rejected) == ("loaded", 4, 0)
+    assert "its lines wait for the month's export: sales export --period 2026-10" in done.stdout
+    old = store.get_sales_report(held.id)
+    assert old is not None and old.status == "withdrawn"
+    assert old.reason == f"read again by finance as report {again.id}"
+    refused = world.cli("reread", str(held.id))
+    assert refused.returncode != 0 and "only a held report can be read again" in refused.stderr
+    copy = world.monthly_inbox / "vendor-2026-09-copy.csv"
+    copy.write_bytes(path.read_bytes())
+    aged(copy)
+    await world.take("monthly")
+    [dup] = [r for r in store.list_sales_reports(partner="vendor") if r.name == copy.name]
+    assert (dup.status, dup.duplicate_of) == ("duplicate", again.id)

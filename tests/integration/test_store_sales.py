@@ -269,6 +269,53 @@ def test_a_replayed_hand_off_returns_the_report_it_made(store: SqlStore) -> None
     assert row_counts(store)["sales_reports"] == 1
 
 
+def test_a_held_report_read_again_is_replaced_in_one_transaction(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sales reread``'s ledger side: the held report's lines go and it is withdrawn, in the
+    transaction that loads the new read (which takes its intake row); a failed read changes
+    nothing; only a held report, and not one whose lines another report counted on."""
+    held = load(
+        store,
+        [sale(0), Rejection(3, "Channel", "unmapped")],
+        head(intake_id=7),
+        hold_reason="1 line rejected",
+    )
+    monkeypatch.setattr(sales_store, "CHUNK", 1)
+
+    def broken() -> Iterator[SalesLine]:
+        yield sale(0)
+        yield sale(1)
+        raise OSError("the file went away mid-read")
+
+    with pytest.raises(OSError, match="went away"):
+        store.load_sales_report(head(intake_id=7), broken(), tail, replaces=held.id, by="ann")
+    assert store.get_sales_report(held.id) == held  # still held, as it was
+    assert [s.line for s in store.sales_report_lines(held.id)] == [sale(0)]
+
+    again = store.load_sales_report(
+        head(intake_id=7), [sale(0), sale(1)], tail, replaces=held.id, by="ann"
+    )
+    assert (again.status, again.accepted, again.duplicate_lines) == ("loaded", 2, 0)
+    assert store.find_sales_report_for_intake(7) == again
+    old = store.get_sales_report(held.id)
+    assert old is not None and old.status == "withdrawn"
+    assert old.reason == f"read again by ann as report {again.id}"
+    assert list(store.sales_report_lines(held.id)) == []
+    assert store.sales_report_rejections(held.id) == []
+    # The same bytes from the partner again are the new report's duplicate, not the old one's.
+    assert store.find_sales_report("amazon", "a" * 64) == again
+    with pytest.raises(StoreError, match="only a held report can be read again"):
+        store.load_sales_report(head(), [sale(0)], tail, replaces=again.id, by="ann")
+
+    # A held report whose lines a later report counted as duplicates stays as it is.
+    first = load(store, [sale(10)], head("b.csv", "b"), hold_reason="held")
+    load(store, [sale(10), sale(11)], head("c.csv", "c"))
+    with pytest.raises(StoreError, match="has lines it counted as duplicates"):
+        store.load_sales_report(head("b.csv", "b"), [sale(10)], tail, replaces=first.id)
+    assert store.get_sales_report(first.id) == first
+
+
 def test_a_held_report_goes_into_no_import_until_released(store: SqlStore) -> None:
     held = load(store, [sale(0), sale(1)], hold_reason="totals do not reconcile: GBP 1.00 != 2.00")
     assert (held.status, held.reason) == ("held", "totals do not reconcile: GBP 1.00 != 2.00")

@@ -24,7 +24,7 @@ from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.formats.sales.table import ReportRefused
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
-from consonance_sftp.ports.intake import IntakeRequest
+from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
 from consonance_sftp.ports.sales import SalesImportRecord as SalesImportRecord  # for the CLI
 from consonance_sftp.ports.sales import SalesReportRecord as SalesReportRecord
 
@@ -145,6 +145,49 @@ def release(
     outbox = s.outbox if s is not None else default_outbox(app)
     currency = s.house_currency if s is not None else "GBP"
     return report, sales_in.emit_report_import(app.store, report, outbox, currency)
+
+
+def reread(app: App, report_id: int, by: str) -> tuple[SalesReportRecord, SalesImportRecord | None]:
+    """A held report read again from its kept original with the flow's settings as they are
+    now (a channel map or a product fixed since): the new report takes its intake row, the
+    old one is withdrawn, both in one transaction (a failed read leaves it held as it was);
+    then the new one's import file, as for any report."""
+    old = app.store.get_sales_report(report_id)
+    if old is None:
+        raise ConsonanceSftpError(
+            f"no sales report {report_id}", hint="'consonance-sftp sales list' shows their ids"
+        )
+    s = settings_for(app, old.flow, old.partner)
+    if s is None:
+        raise ConsonanceSftpError(
+            f"report {report_id} came from partner {old.partner!r} through flow {old.flow!r}, "
+            "which no longer takes its reports",
+            hint="Put the partner back in the flow's partners to read it again.",
+        )
+    original = Path(old.original_path)
+    if not original.is_file():
+        raise ConsonanceSftpError(f"report {report_id}'s original {original} is gone")
+    size, sha256 = sha256_file(original)
+    request = IntakeRequest(
+        flow=old.flow,
+        kind="sales_in",
+        partner=old.partner,
+        remote_path=old.name,
+        size=size,
+        mtime=0,
+    )
+    fetched = FetchedFile(local_path=str(original), size=size, sha256=sha256)
+    try:
+        report = sales_processor(app).load(
+            request, fetched, s, old.intake_id, replaces=report_id, by=by
+        )
+    except ReportRefused as refused:
+        raise ConsonanceSftpError(
+            f"report {report_id} read again: {refused.message}", hint=refused.hint
+        ) from None
+    if not s.per_report:
+        return report, None
+    return report, sales_in.emit_report_import(app.store, report, s.outbox, s.house_currency)
 
 
 def export(app: App, flow_name: str | None, period: str) -> SalesImportRecord:

@@ -398,3 +398,28 @@ def release_cmd(
         console.print(f"import {made.id}: {made.lines:,} lines written to {made.path}")
     else:
         console.print("no import file: none of its lines is new (none accepted, or all loaded)")
+
+
+@sales_app.command("reread")
+def reread_cmd(
+    report: Annotated[int, typer.Argument(help="The held report's id.")],
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who reads it again (default: the login name).")
+    ] = None,
+) -> None:
+    """Read a held report again from its kept original, with the config as it is now (after
+    fixing a channel map or adding a product): a new report takes its place; the held one is
+    withdrawn. Only a held report: its lines went into no import file."""
+    from consonance_sftp.app.sales_handler import reread
+
+    who = by or _login_name()
+    r, made = reread(_app(), report, who)
+    console.print(
+        f"report {report} read again by {who} as report {r.id}: {r.status}, "
+        f"{r.accepted:,} accepted, {r.rejected:,} rejected" + (f" ({r.reason})" if r.reason else "")
+    )
+    if made is not None and made.path:
+        console.print(f"import {made.id}: {made.lines:,} lines written to {made.path}")
+    elif r.status == "loaded" and made is None:
+        period = r.period_from.strftime("%Y-%m") if r.period_from else "YYYY-MM"
+        console.print(f"its lines wait for the month's export: sales export --period {period}")

@@ -337,9 +337,17 @@ class SalesProcessor:
         return HandOffResult(outcome=IntakeOutcome.STORED, reason=summary)
 
     def load(
-        self, request: IntakeRequest, file: FetchedFile, s: SalesSettings, intake_id: int | None
+        self,
+        request: IntakeRequest,
+        file: FetchedFile,
+        s: SalesSettings,
+        intake_id: int | None,
+        *,
+        replaces: int | None = None,
+        by: str = "",
     ) -> SalesReportRecord:
-        """Parse and load the report in one ledger transaction."""
+        """Parse and load the report in one ledger transaction (``replaces``: the held report
+        it is read again for, withdrawn in that transaction)."""
         name = posixpath.basename(request.remote_path)
         counts = Counts()
         with open_table(Path(file.local_path), sheet=s.sheet) as table:
@@ -368,7 +376,9 @@ class SalesProcessor:
             def finish() -> ReportTail:
                 return report_tail(parsed, counts, s.on_rejected)
 
-            return self.ledger.load_sales_report(head, counts.wrap(parsed.items), finish)
+            return self.ledger.load_sales_report(
+                head, counts.wrap(parsed.items), finish, replaces=replaces, by=by
+            )
 
 
 def report_tail(parsed: ParsedReport, counts: Counts, on_rejected: str) -> ReportTail:

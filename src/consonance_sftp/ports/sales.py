@@ -20,12 +20,13 @@ from typing import Any, Literal, Protocol
 
 from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
 
-ReportStatus = Literal["loaded", "held", "duplicate", "usage"]
+ReportStatus = Literal["loaded", "held", "duplicate", "usage", "withdrawn"]
 """``loaded``: its new lines may go into import files. ``held``: kept out of import files until
 a person releases it (rejected lines under ``on_rejected = "hold"``, totals that do not
 reconcile). ``duplicate``: the same bytes as an earlier report (``duplicate_of``); nothing
 loaded. ``usage``: a usage or market-data report: its lines are in the usage ledger, never in
-an import file."""
+an import file. ``withdrawn``: a held report read again (``sales reread``) as a new report,
+which took its intake row; its lines are gone."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +137,9 @@ class SalesLedger(Protocol):
         head: ReportHead,
         items: Iterable[SalesLine | UsageLine | Rejection],
         finish: Callable[[], ReportTail],
+        *,
+        replaces: int | None = None,
+        by: str = "",
     ) -> SalesReportRecord:
         """Record the report and all its lines in **one transaction** (a crash leaves nothing
         of it): ``items`` is streamed (memory stays flat however long the report), then
@@ -143,7 +147,8 @@ class SalesLedger(Protocol):
         from the same partner as an earlier report: recorded as a ``duplicate`` of it,
         ``items`` not read. Each accepted line whose key an earlier report holds is kept as a
         duplicate of that report's line. An intake row already loaded returns that report
-        unchanged (a replayed step)."""
+        unchanged (a replayed step). ``replaces``: a held report this one is read again for
+        (``by`` whom): in the same transaction its lines go and it becomes ``withdrawn``."""
         ...
 
     def sales_report_lines(

@@ -137,6 +137,8 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+_NOT_A_COPY = ("duplicate", "withdrawn")  # reports whose bytes another report may have
+
 # SalesLine's fields, in the order sales_import_lines unpacks them; the query is built from
 # these constant names
 _READ_COLUMNS = tuple(f.name for f in dataclasses.fields(SalesLine))
@@ -461,7 +463,8 @@ class SalesLedgerTables(Tables):
         c = sales_reports.c
         with self.read() as conn:
             return self._one_report(
-                conn, sa.and_(c.partner == partner, c.sha256 == sha256, c.status != "duplicate")
+                conn,
+                sa.and_(c.partner == partner, c.sha256 == sha256, c.status.not_in(_NOT_A_COPY)),
             )
 
     @translate_errors("finding the sales report of an intake file")
@@ -493,6 +496,9 @@ class SalesLedgerTables(Tables):
         head: ReportHead,
         items: Iterable[SalesLine | UsageLine | Rejection],
         finish: Callable[[], ReportTail],
+        *,
+        replaces: int | None = None,
+        by: str = "",
     ) -> SalesReportRecord:
         c = sales_reports.c
         with self.write() as conn:
@@ -504,6 +510,8 @@ class SalesLedgerTables(Tables):
                     sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
                     {"ns": _LOCK_NAMESPACE, "key": _signed32(zlib.crc32(head.partner.encode()))},
                 )
+            if replaces is not None:
+                self._withdraw(conn, replaces, by)
             if head.intake_id is not None:
                 done = self._one_report(conn, c.intake_id == head.intake_id)
                 if done is not None:
@@ -532,16 +540,59 @@ class SalesLedgerTables(Tables):
             first = self._one_report(
                 conn,
                 sa.and_(
-                    c.partner == head.partner, c.sha256 == head.sha256, c.status != "duplicate"
+                    c.partner == head.partner,
+                    c.sha256 == head.sha256,
+                    c.status.not_in(_NOT_A_COPY),
                 ),
             )
             if first is not None:
                 report_id = self._insert_duplicate(conn, values, first)
             else:
                 report_id = self._load(conn, head, values, items, finish)
+            if replaces is not None:
+                conn.execute(
+                    sales_reports.update()
+                    .where(c.id == replaces)
+                    .values(reason=f"read again by {by or 'unknown'} as report {report_id}")
+                )
             record = self._one_report(conn, c.id == report_id)
         assert record is not None
         return record
+
+    def _withdraw(self, conn: Connection, report_id: int, by: str) -> None:
+        """A held report's lines, duplicates and rejections removed and the report marked
+        ``withdrawn`` (its intake row freed for the report read again in its place), in the
+        caller's transaction: if the new read fails, the held report is back as it was."""
+        c = sales_reports.c
+        old = self._one_report(conn, c.id == report_id)
+        if old is None:
+            raise not_found("sales report", report_id)
+        if old.status != "held":
+            raise StoreError(
+                f"sales report {report_id} ({old.name}) is {old.status}: only a held report "
+                "can be read again (its lines went into no import file)"
+            )
+        d = sales_duplicate_lines.c
+        relied_on = conn.execute(
+            sa.select(d.report_id).where(d.duplicate_of_report == report_id).limit(1)
+        ).scalar()
+        if relied_on is not None:
+            raise StoreError(
+                f"sales report {report_id} ({old.name}) cannot be read again: report "
+                f"{relied_on} has lines it counted as duplicates of this one's"
+            )
+        for table in (sales_lines, sales_duplicate_lines, sales_rejections, usage_lines):
+            conn.execute(table.delete().where(table.c.report_id == report_id))
+        conn.execute(
+            sales_reports.update()
+            .where(c.id == report_id)
+            .values(
+                status="withdrawn",
+                intake_id=None,
+                reason=f"read again by {by or 'unknown'}",
+                details={**old.details, "intake_id": old.intake_id, "withdrawn_by": by},
+            )
+        )
 
     def _insert_duplicate(
         self, conn: Connection, values: dict[str, Any], first: SalesReportRecord
