@@ -107,6 +107,7 @@ def test_xlsx_reads_the_details_sheet_and_numbers_as_people_read_them(tmp_path: 
     table, rows = _rows(path)
     assert table.container == "xlsx"  # type: ignore[attr-defined]
     assert table.sheet == "Details"  # type: ignore[attr-defined]
+    assert table.notes == ["other sheets, not read: Summary"]  # type: ignore[attr-defined]
     assert rows[1] == (2, ["2026-10-03", "9780306406157", "2", "12.5"])
     assert rows[2] == (3, ["2026-10-04", "9780306406157", "-1", "-6.25"])
     # a named sheet is read when asked for

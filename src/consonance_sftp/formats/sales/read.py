@@ -268,7 +268,8 @@ def _spreadsheet(
         rows = grid.iter_rows()
     except (CalamineError, ValueError) as exc:
         raise _unreadable(name, f"sheet {chosen!r} cannot be read ({exc})", data) from exc
-    notes = [f"{kind} workbook, sheet {chosen!r} of {len(names)} ({', '.join(names)})"]
+    others = [n for n in names if n != chosen]  # the sheet read is the table's own field
+    notes = [f"other sheets, not read: {', '.join(others)}"] if others else []
     return Table(
         container=_container(wrappers, kind),
         encoding=None,
