@@ -845,12 +845,12 @@ class SalesLedgerTables(Tables):
         iso, decimal = date.fromisoformat, Decimal
         while True:
             with self.read() as conn:
-                params = {"import_id": import_id, "r": after[0], "s": after[1]}
                 if conn.dialect.name == "sqlite":
                     driver = conn.connection.driver_connection
                     assert driver is not None
                     rows = driver.execute(_RAW_IMPORT_PAGE, (import_id, *after, _PAGE)).fetchall()
                 else:
+                    params = {"import_id": import_id, "r": after[0], "s": after[1]}
                     rows = [tuple(row) for row in conn.execute(query, params)]
             for row in rows:
                 (_, _, line, isbn13, sales_date, quantity, value, return_quantity) = row[:8]
