@@ -133,37 +133,51 @@ def _import(row: sa.Row[Any]) -> SalesImportRecord:
     )
 
 
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
 _NOT_A_COPY = ("duplicate", "withdrawn")  # reports whose bytes another report may have
 
-# SalesLine's fields, in the order sales_import_lines unpacks them; the query is built from
-# these constant names
+# SalesLine's fields: the columns a line is read back from, in this order
 _READ_COLUMNS = tuple(f.name for f in dataclasses.fields(SalesLine))
+_READ_VALUES = operator.attrgetter(*_READ_COLUMNS)  # a result row's, in that order
 _RAW_IMPORT_PAGE = (
-    f"SELECT report_id, seq, {', '.join(_READ_COLUMNS)} FROM sales_lines"  # noqa: S608
+    f"SELECT {', '.join(_READ_COLUMNS)}, report_id, seq FROM sales_lines"  # noqa: S608
     " WHERE import_id = ? AND (report_id, seq) > (?, ?) ORDER BY report_id, seq LIMIT ?"
 )
 
 
-def _sales_line(m: Any) -> SalesLine:
+def _sales_line(
+    line: int,
+    isbn13: str,
+    sales_date: date | str,
+    quantity: int,
+    value: str,
+    return_quantity: int,
+    return_value: str,
+    currency: str,
+    list_price: str | None,
+    list_price_currency: str | None,
+    channel: str,
+    territory: str,
+    transaction_id: str,
+    channel_id: str,
+    *_: Any,
+) -> SalesLine:
+    """A line from its columns in ``_READ_COLUMNS`` order (any after them ignored): money as
+    decimal text, the date as a date (SQLAlchemy) or ISO text (SQLite's own cursor)."""
     return SalesLine(
-        line=m["line"],
-        isbn13=m["isbn13"],
-        sales_date=m["sales_date"],
-        quantity=m["quantity"],
-        value=Decimal(m["value"]),
-        return_quantity=m["return_quantity"],
-        return_value=Decimal(m["return_value"]),
-        currency=m["currency"],
-        list_price=_decimal(m["list_price"]),
-        list_price_currency=m["list_price_currency"],
-        channel=m["channel"],
-        territory=m["territory"],
-        transaction_id=m["transaction_id"],
-        channel_id=m["channel_id"],
+        line=line,
+        isbn13=isbn13,
+        sales_date=date.fromisoformat(sales_date) if isinstance(sales_date, str) else sales_date,
+        quantity=quantity,
+        value=Decimal(value),
+        return_quantity=return_quantity,
+        return_value=Decimal(return_value),
+        currency=currency,
+        list_price=None if list_price is None else Decimal(list_price),
+        list_price_currency=list_price_currency,
+        channel=channel,
+        territory=territory,
+        transaction_id=transaction_id,
+        channel_id=channel_id,
     )
 
 
@@ -685,7 +699,7 @@ class SalesLedgerTables(Tables):
                         row.seq,
                         StoredSalesLine(
                             report_id=report_id,
-                            line=_sales_line(row._mapping),
+                            line=_sales_line(*_READ_VALUES(row)),
                             duplicate_of_report=None,
                             import_id=row.import_id,
                         ),
@@ -702,7 +716,7 @@ class SalesLedgerTables(Tables):
                             row.seq,
                             StoredSalesLine(
                                 report_id=report_id,
-                                line=_sales_line(row._mapping),
+                                line=_sales_line(*_READ_VALUES(row)),
                                 duplicate_of_report=row.duplicate_of_report,
                                 import_id=None,
                             ),
@@ -829,11 +843,11 @@ class SalesLedgerTables(Tables):
     def sales_import_lines(self, import_id: int) -> Iterator[SalesLine]:
         # A million-line import is read here for its file: the columns a SalesLine needs, and
         # on SQLite the page straight from the driver (SQLAlchemy's per-row result processing
-        # cost more than the query), dates and money turned back in the loop.
+        # cost more than the query).
         c = sales_lines.c
         columns = [getattr(c, name) for name in _READ_COLUMNS]
         query = (
-            sa.select(c.report_id, c.seq, *columns)
+            sa.select(*columns, c.report_id, c.seq)
             .where(
                 c.import_id == sa.bindparam("import_id"),
                 sa.tuple_(c.report_id, c.seq) > sa.tuple_(sa.bindparam("r"), sa.bindparam("s")),
@@ -842,7 +856,6 @@ class SalesLedgerTables(Tables):
             .limit(_PAGE)
         )
         after = (-1, -1)
-        iso, decimal = date.fromisoformat, Decimal
         while True:
             with self.read() as conn:
                 if conn.dialect.name == "sqlite":
@@ -853,28 +866,10 @@ class SalesLedgerTables(Tables):
                     params = {"import_id": import_id, "r": after[0], "s": after[1]}
                     rows = [tuple(row) for row in conn.execute(query, params)]
             for row in rows:
-                (_, _, line, isbn13, sales_date, quantity, value, return_quantity) = row[:8]
-                (return_value, currency, list_price, list_price_currency) = row[8:12]
-                (channel, territory, transaction_id, channel_id) = row[12:]
-                yield SalesLine(
-                    line=line,
-                    isbn13=isbn13,
-                    sales_date=iso(sales_date) if isinstance(sales_date, str) else sales_date,
-                    quantity=quantity,
-                    value=decimal(value),
-                    return_quantity=return_quantity,
-                    return_value=decimal(return_value),
-                    currency=currency,
-                    list_price=None if list_price is None else decimal(list_price),
-                    list_price_currency=list_price_currency,
-                    channel=channel,
-                    territory=territory,
-                    transaction_id=transaction_id,
-                    channel_id=channel_id,
-                )
+                yield _sales_line(*row)
             if len(rows) < _PAGE:
                 return
-            after = (rows[-1][0], rows[-1][1])
+            after = (rows[-1][-2], rows[-1][-1])
 
     @translate_errors("recording a sales import's file")
     def set_sales_import_file(self, import_id: int, path: str, sha256: str) -> None:
