@@ -9,6 +9,7 @@ commands use the helpers below (the outbox, release, a period's export).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Container, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from consonance_sftp.ports.sales import SalesReportRecord as SalesReportRecord
 if TYPE_CHECKING:
     from consonance_sftp.app import App
     from consonance_sftp.app.runner import DeliveryRunner
+    from consonance_sftp.ports.snapshots import Snapshot
 
 
 def default_outbox(app: App) -> Path:
@@ -102,11 +104,16 @@ def settings_for(app: App, flow_name: str, partner: str) -> sales_in.SalesSettin
     if not isinstance(flow, SalesInFlow):
         return None
 
+    # Read when a report is, once for both (the processor asks for ISBNs, then ASINs).
+    @functools.cache
+    def products() -> dict[int, Snapshot]:
+        return app.store.load_snapshots("product")
+
     def isbns() -> Container[str] | None:
-        return sales_in.known_isbns(app.store.load_snapshots("product"))
+        return sales_in.known_isbns(products())
 
     def asins() -> Mapping[str, KnownAsin] | None:
-        return sales_in.known_asins(app.store.load_snapshots("product"))
+        return sales_in.known_asins(products())
 
     return sales_in.settings_of(
         flow_name,
