@@ -23,6 +23,7 @@ from consonance_sftp.formats.packaging import join_remote, sha256_file
 from consonance_sftp.formats.sales.layouts import layout_names as layout_names  # for the CLI
 from consonance_sftp.formats.sales.parse import KnownAsin
 from consonance_sftp.formats.sales.table import ReportRefused
+from consonance_sftp.formats.sales.validate import month_period
 from consonance_sftp.models import DeliveryKey, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRequest, FileToSend
 from consonance_sftp.ports.intake import FetchedFile, IntakeRequest
@@ -78,7 +79,7 @@ def check_file(
             generic = sales_in.generic_layout(config.generic)
             sheet = config.generic.sheet
     try:
-        months = None if period is None else sales_in.month_period(period)
+        months = None if period is None else month_period(period)
     except ValueError as exc:
         raise ConsonanceSftpError(str(exc), hint="e.g. --period 2026-10") from None
     try:
@@ -201,7 +202,7 @@ def export(app: App, flow_name: str | None, period: str) -> SalesImportRecord:
     """One import file for a period's loaded reports (lines in no import file yet)."""
     name, flow = sales_flow(app, flow_name)
     try:
-        sales_in.month_period(period)
+        month_period(period)
     except ValueError as exc:
         raise ConsonanceSftpError(str(exc), hint="e.g. --period 2026-10") from None
     return sales_in.export_period(

@@ -29,10 +29,9 @@ import asyncio
 import csv
 import os
 import posixpath
-import re
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
 from consonance_sftp.formats.sales.parse import KnownAsin, ParsedReport, parse_report
 from consonance_sftp.formats.sales.read import open_table
 from consonance_sftp.formats.sales.table import ReportRefused
+from consonance_sftp.formats.sales.validate import month_period
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import IntakeOutcome
@@ -63,18 +63,6 @@ from consonance_sftp.ports.sales import (
 from consonance_sftp.ports.snapshots import Snapshot
 
 log = get_logger(__name__)
-
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-def month_period(text: str) -> tuple[date, date]:
-    """``YYYY-MM`` as its first and last day; ValueError naming the text otherwise."""
-    found = PERIOD.match(text)
-    if found is None:
-        raise ValueError(f"period {text!r} is not YYYY-MM")
-    year, month = int(found[1]), int(found[2])
-    after = date(year + month // 12, month % 12 + 1, 1)
-    return date(year, month, 1), after - timedelta(days=1)
 
 
 def take(

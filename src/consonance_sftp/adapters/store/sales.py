@@ -52,6 +52,7 @@ from consonance_sftp.adapters.store.schema import (
 )
 from consonance_sftp.errors import StoreError
 from consonance_sftp.formats.sales.lines import Rejection, SalesLine, UsageLine
+from consonance_sftp.formats.sales.validate import month_period
 from consonance_sftp.ports.clock import Clock
 from consonance_sftp.ports.sales import (
     ReportHead,
@@ -181,19 +182,11 @@ def _sales_line(
     )
 
 
-def _month(period: str) -> tuple[date, date]:
-    """``YYYY-MM`` as its first and last day."""
+def _overlaps(period: str) -> sa.ColumnElement[bool]:
     try:
-        year, month = (int(part) for part in period.split("-"))
-        first = date(year, month, 1)
+        first, last = month_period(period)
     except ValueError as exc:
         raise StoreError(f"not a month: {period!r}", hint="Give the period as YYYY-MM.") from exc
-    following = date(year + month // 12, month % 12 + 1, 1)
-    return first, date.fromordinal(following.toordinal() - 1)
-
-
-def _overlaps(period: str) -> sa.ColumnElement[bool]:
-    first, last = _month(period)
     c = sales_reports.c
     return sa.and_(c.period_from <= last, c.period_to >= first)
 

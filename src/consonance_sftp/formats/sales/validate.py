@@ -161,6 +161,18 @@ def month_end(day: dt.date) -> dt.date:
     return following - dt.timedelta(days=1)
 
 
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def month_period(text: str) -> tuple[dt.date, dt.date]:
+    """``YYYY-MM`` as its first and last day; ValueError naming the text otherwise."""
+    found = _MONTH.match(text)
+    if found is None:
+        raise ValueError(f"period {text!r} is not YYYY-MM")
+    first = dt.date(int(found[1]), int(found[2]), 1)
+    return first, month_end(first)
+
+
 _FILE_MONTH = re.compile(
     r"(?<!\d)((?:19|20)\d{2})[-_.]?(0[1-9]|1[0-2])(?:[-_.]?(?:0[1-9]|[12]\d|3[01]))?(?!\d)"
 )
