@@ -249,6 +249,14 @@ _JSTOR = (
     "Disciplines", "Usage Type", "Reporting Period Total",
 )  # fmt: skip
 
+_MUSE_ROLES = {
+    "isbn": "isbn",
+    "title": "title",
+    "year": "year",
+    "month": "month",
+    "metric": "type",
+    "count": "usage",
+}
 _MUSE = ("book_id", "isbn", "title", "year", "month", "type", "usage")
 
 _COUNTER = tuple(COUNTER_HEADER)  # the flattened COUNTER-5 JSON, as read.py makes it
@@ -553,15 +561,7 @@ LAYOUTS: tuple[Layout, ...] = (
         title="Project MUSE usage by country",
         kind="usage",
         columns=(*_MUSE, "country_id", "country"),
-        roles={
-            "isbn": "isbn",
-            "title": "title",
-            "year": "year",
-            "month": "month",
-            "metric": "type",
-            "count": "usage",
-            "country": "country_id",
-        },
+        roles={**_MUSE_ROLES, "country": "country_id"},
     ),
     Layout(
         name="muse",
@@ -569,15 +569,7 @@ LAYOUTS: tuple[Layout, ...] = (
         title="Project MUSE usage by institution",
         kind="usage",
         columns=(*_MUSE, "institution_ids", "institution"),
-        roles={
-            "isbn": "isbn",
-            "title": "title",
-            "year": "year",
-            "month": "month",
-            "metric": "type",
-            "count": "usage",
-            "institution": "institution",
-        },
+        roles={**_MUSE_ROLES, "institution": "institution"},
     ),
     Layout(
         name="irus-counter",
