@@ -70,22 +70,6 @@ LSI_COLUMNS = (
     "PTD_net_pub_comp",
     "market",
 )
-CONSONANCE_COLUMNS = (
-    "Product ID type",
-    "Product ID",
-    "Channel ID",
-    "Sales date",
-    "List price",
-    "Source",
-    "Sales quantity",
-    "Sales value",
-    "Return quantity",
-    "Return value",
-    "Country code",
-    "Original currency",
-    "Original sales value",
-    "Original return value",
-)
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -114,9 +98,11 @@ def generate(path: Path, lines: int, *, layout: str, titles: int, seed: int) -> 
         writer = csv.writer(out, delimiter="\t", lineterminator="\r")
         writer.writerow(LSI_COLUMNS)
     else:
+        from consonance_sftp.formats.sales.consonance_import import IMPORT_HEADERS
+
         out = path.open("w", encoding="utf-8", newline="")
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(CONSONANCE_COLUMNS)
+        writer.writerow(IMPORT_HEADERS)
     with out:
         for n in range(lines):
             t = rnd.randrange(titles)
