@@ -430,12 +430,41 @@ class Work:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LicensedRight:
+    """A head right the publisher holds under a contract (Consonance ``LicensedRight``)."""
+
+    id: int
+    right_type: str | None = None  # e.g. "Translation", "Audio", "World English"
+    author_cut: float | None = None  # the author's share of this right's income, percent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Contract:
+    """A publication agreement between the client and a rights holder (Consonance
+    ``Contract``): its dates, term, money terms and licensed rights, as the API exposes
+    them. Royalty rates, payees and their splits are not in the API."""
+
     id: int
     contract_name: str
     work_id: int | None = None
+    description: str | None = None
     signed_date: date | None = None
-    licensed_rights: tuple[str, ...] = ()
+    ms_delivery_date: date | None = None  # planned manuscript delivery
+    revised_ms_delivery_date: date | None = None
+    actual_ms_delivery_date: date | None = None
+    ms_proofs_date: date | None = None
+    pub_before_date: date | None = None
+    review_date: date | None = None
+    terminated_date: date | None = None
+    termination_reason: str | None = None
+    term: str | None = None  # months, as Consonance stores it (a string)
+    copyright_year: str | None = None
+    flat_fee_value: float | None = None
+    guaranteed_royalty_value: float | None = None  # the guaranteed sum (advance)
+    author_discount: str | None = None
+    remainder_rate: str | None = None
+    remainder_rate_over_cost: float | None = None
+    licensed_rights: tuple[LicensedRight, ...] = ()
 
 
 # --- exchange records --------------------------------------------------------------------

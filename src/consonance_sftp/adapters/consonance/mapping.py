@@ -18,6 +18,7 @@ from consonance_sftp.models import (
     Contract,
     Contribution,
     Imprint,
+    LicensedRight,
     MarketingText,
     Price,
     Product,
@@ -264,5 +265,10 @@ def contract(raw: Json) -> Contract:
         contract_name=raw.get("contractName") or "",
         work_id=(raw.get("work") or {}).get("id"),
         signed_date=_date(raw.get("signedDate")),
-        licensed_rights=tuple(r["rightType"] for r in _list(raw, "licensedRights")),
+        licensed_rights=tuple(
+            LicensedRight(
+                id=int(r["id"]), right_type=r.get("rightType"), author_cut=r.get("authorCut")
+            )
+            for r in _list(raw, "licensedRights")
+        ),
     )

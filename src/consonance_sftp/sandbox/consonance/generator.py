@@ -22,6 +22,7 @@ from consonance_sftp.models import (
     Contract,
     Contribution,
     Imprint,
+    LicensedRight,
     MarketingText,
     Price,
     Product,
@@ -424,7 +425,15 @@ def _work(
         contract_name=f"{names or 'Author'}: {title}",
         work_id=work_id,
         signed_date=pub - timedelta(days=rng.randint(400, 900)),
-        licensed_rights=("World English", "Audio") if rng.random() < 0.5 else ("World English",),
+        ms_delivery_date=pub - timedelta(days=300),
+        licensed_rights=tuple(
+            LicensedRight(id=ids("licensed_right", 7001), right_type=right, author_cut=cut)
+            for right, cut in (
+                (("World English", 50.0), ("Audio", 50.0))
+                if rng.random() < 0.5
+                else (("World English", 50.0),)
+            )
+        ),
     )
     work = Work(
         id=work_id,

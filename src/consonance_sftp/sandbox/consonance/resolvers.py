@@ -686,10 +686,9 @@ CONTACT_FIELDS: dict[str, Resolver] = {
 }
 
 CONTRACT_FIELDS: dict[str, Resolver] = {
-    "msDeliveryDate": lambda c, _: c.signed_date,
     "licensedRights": lambda c, _: [
-        {"id": c.id * 10 + i, "rightType": r, "authorCut": 0.5}
-        for i, r in enumerate(c.licensed_rights)
+        {"id": r.id, "rightType": r.right_type, "authorCut": r.author_cut}
+        for r in c.licensed_rights
     ],
     "work": lambda c, i: _ctx(i).catalogue.works.get(c.work_id) if c.work_id else None,
 }
