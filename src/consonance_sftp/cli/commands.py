@@ -11,6 +11,7 @@ def register(app: typer.Typer) -> None:
         audit,
         config_cmd,
         demo,
+        finance,
         partner,
         quarantine,
         records,
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
         assets,
         quarantine,
         sales,
+        finance,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

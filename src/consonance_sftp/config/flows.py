@@ -20,6 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from consonance_sftp.config.finance import (
+    AgentRoute,
+    FinanceCopy,
+    PayeeRoute,
+    ReportFormat,
+    ReportKind,
+    contact_key,
+)
 from consonance_sftp.config.profiles import DeliveryProfile
 from consonance_sftp.config.profiles import StrictModel as StrictModel  # re-exported
 from consonance_sftp.config.sales import ChannelMap, ExpectedReport, GenericMapping, check_currency
@@ -671,11 +679,113 @@ class IntakeFlow(IntakeFlowBase):
 
 
 class FinanceOutFlow(FlowBase):
-    """Royalty statements, rights reports and contract data, each payee only its own. Not
-    built yet: `run` refuses this kind and `serve` skips it."""
+    """Royalty statements, rights reports and contract data, each payee only its own.
+
+    Statements: finance drops each batch exported from Consonance (a folder or a zip of PDFs,
+    one per payee) into `statements`; at each tick the flow takes in new batches, keeps the
+    originals, and resolves every statement to exactly one payee (file name **and** text) and
+    its destinations. Nothing leaves before `consonance-sftp finance approve BATCH` and
+    `finance send BATCH`. Reports: with `reports`, each run renders the rights report and/or
+    the contract export from Consonance's contracts and delivers them to `partners`.
+    See docs/how-to/finance-statements.md."""
 
     kind: Literal["finance_out"] = Field(description="`finance_out`.")
-    runs_today: ClassVar[bool] = False
+    requires_partners: ClassVar[bool] = False
+    partners: list[str] = Field(
+        default_factory=list,
+        description="Rights partners and finance teams that receive the scheduled `reports` "
+        "(statements go where `payees`, `agents` and `finance_copy` say).",
+    )
+    statements: ConfigPath | None = Field(
+        default=None,
+        description="The folder finance drops statement batches into (a sub-folder or a "
+        "`.zip` per batch; unset: `finance/statements` under `state_dir`).",
+    )
+    statement_pattern: str = Field(
+        default="*_{contact}.pdf",
+        description="Statement file names: a glob with one `{contact}` standing for the "
+        "payee's Consonance contact ID, e.g. `statement_*_{contact}.pdf`.",
+    )
+    settle_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="A batch folder is taken once no file in it changed for this long (a "
+        "zip once it opens whole).",
+    )
+    payees: dict[str, PayeeRoute] = Field(
+        default_factory=dict,
+        description="Contact ID -> that payee's own destination (partner, folder, "
+        "encryption), or held for e-mail.",
+    )
+    agents: dict[str, AgentRoute] = Field(
+        default_factory=dict,
+        description="Agency name -> its partner and the contact IDs it represents; each "
+        "payee's statements go into its own sub-folder there.",
+    )
+    finance_copy: FinanceCopy | None = Field(
+        default=None, description="A copy of every statement sent, for finance."
+    )
+    companions: bool = Field(
+        default=True,
+        description="Send a CSV and a JSON companion beside each statement PDF (BISG royalty "
+        "statement fields: statement date, period, payee, contracts, ISBNs).",
+    )
+    publisher: str | None = Field(
+        default=None,
+        description="The publisher's name on reports and companions (the licensor), e.g. "
+        "`Sandbox Books`.",
+    )
+    reports: list[ReportKind] = Field(
+        default_factory=list,
+        description="Reports rendered at each run for `partners`: `rights` (rights held per "
+        "work, from contracts' licensed rights) and/or `contracts` (contract data export).",
+    )
+    report_formats: list[ReportFormat] = Field(
+        default_factory=lambda: list[ReportFormat](("pdf", "csv")),
+        description="The formats of each report: `pdf`, `csv`, `xlsx`.",
+    )
+
+    @field_validator("payees")
+    @classmethod
+    def _payee_keys(cls, value: dict[str, PayeeRoute]) -> dict[str, PayeeRoute]:
+        for key in value:
+            contact_key(key)
+        return value
+
+    @field_validator("statement_pattern")
+    @classmethod
+    def _one_contact(cls, value: str) -> str:
+        if value.count("{contact}") != 1 or "/" in value:
+            raise ValueError(
+                "a file name (no folder) with exactly one {contact}, e.g. "
+                "'statement_*_{contact}.pdf'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_route_each(self) -> FinanceOutFlow:
+        seen = {int(k): f"payees.{k}" for k in self.payees}
+        for name, agent in self.agents.items():
+            for contact in agent.payees:
+                if contact in seen:
+                    raise ValueError(
+                        f"contact {contact} is routed twice ({seen[contact]} and agents.{name})"
+                        ": a statement goes to one destination (plus the finance copy)"
+                    )
+                seen[contact] = f"agents.{name}"
+        if self.reports and not self.partners:
+            raise ValueError("reports need partners to receive them")
+        return self
+
+    def route_of(self, contact: int) -> tuple[str, PayeeRoute | AgentRoute] | None:
+        """The payee's route: ``("payee", route)`` or ``("agent:<name>", route)``."""
+        if (own := self.payees.get(str(contact))) is not None:
+            return "payee", own
+        for name, agent in self.agents.items():
+            if contact in agent.payees:
+                return f"agent:{name}", agent
+        return None
 
 
 class SalesInFlow(IntakeFlowBase):

@@ -326,29 +326,46 @@ def cross_check(data: Mapping[str, Any]) -> list[ConfigProblem]:
 def _delivery_target(
     where: str, flow: Mapping[str, Any], partners: Mapping[str, Any], known: list[str]
 ) -> list[ConfigProblem]:
-    """A sales_in flow's ``deliver_to``: a known partner, with its ``deliver_folder``."""
-    name = flow.get("deliver_to")
-    if not isinstance(name, str):
-        return []
-    partner = partners.get(name)
-    if not isinstance(partner, Mapping):
-        return [
-            ConfigProblem(
-                f"{where}.deliver_to",
-                f"unknown partner {name!r}; known partners: {', '.join(known) or 'none'}",
+    """Partners a flow sends to besides ``partners``, each a known partner with the folder
+    named: a sales_in flow's ``deliver_to`` (``deliver_folder``); a finance_out flow's
+    payees, agents and finance copy (each ``partner`` and ``folder``)."""
+    targets: list[tuple[str, Any, Any, str]] = []  # (where, partner, folder, folder key)
+    if "deliver_to" in flow:
+        targets.append((where, flow["deliver_to"], flow.get("deliver_folder", "send"), "deliver"))
+    for table in ("payees", "agents"):
+        routes = flow.get(table)
+        for key, route in routes.items() if isinstance(routes, Mapping) else ():
+            if isinstance(route, Mapping) and route.get("partner") is not None:
+                at = _join(["flows", where.split(".", 1)[1], table, str(key)])
+                targets.append((at, route["partner"], route.get("folder", "send"), ""))
+    copy = flow.get("finance_copy")
+    if isinstance(copy, Mapping) and "partner" in copy:
+        at = f"{where}.finance_copy"
+        targets.append((at, copy["partner"], copy.get("folder", "send"), ""))
+    problems: list[ConfigProblem] = []
+    for at, name, folder, prefix in targets:
+        if not isinstance(name, str):
+            continue
+        partner = partners.get(name)
+        if not isinstance(partner, Mapping):
+            problems.append(
+                ConfigProblem(
+                    f"{at}.{prefix}_to" if prefix else f"{at}.partner",
+                    f"unknown partner {name!r}; known partners: {', '.join(known) or 'none'}",
+                )
             )
-        ]
-    folder = flow.get("deliver_folder", "send")
-    folders = partner.get("folders", {})
-    if isinstance(folder, str) and isinstance(folders, Mapping) and folder not in folders:
-        return [
-            ConfigProblem(
-                f"{where}.deliver_folder",
-                f"partner {name!r} has no folder {folder!r}; add it to "
-                f"{_join(['partners', name, 'folders'])} or set deliver_folder",
+            continue
+        folders = partner.get("folders", {})
+        if isinstance(folder, str) and isinstance(folders, Mapping) and folder not in folders:
+            setting = f"{prefix}_folder" if prefix else "folder"
+            problems.append(
+                ConfigProblem(
+                    f"{at}.{setting}",
+                    f"partner {name!r} has no folder {folder!r}; add it to "
+                    f"{_join(['partners', name, 'folders'])} or set {setting}",
+                )
             )
-        ]
-    return []
+    return problems
 
 
 def _default_folder(kind: Any) -> str | None:

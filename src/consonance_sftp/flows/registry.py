@@ -24,6 +24,7 @@ from consonance_sftp.config.flows import (
     SalesInFlow,
 )
 from consonance_sftp.flows import (
+    finance_out,
     format_packages,
     intake,
     marketing,
@@ -95,7 +96,13 @@ REGISTRY: dict[str, FlowEntry] = {
         ),
         FlowEntry(FlowKind.INTAKE, IntakeFlow, _INBOX, "flows/intake.py", take=intake.take),
         FlowEntry(FlowKind.SALES_IN, SalesInFlow, _INBOX, "flows/sales_in.py", take=sales_in.take),
-        FlowEntry(FlowKind.FINANCE_OUT, FinanceOutFlow, _CRON, "flows/finance_out.py"),
+        FlowEntry(
+            FlowKind.FINANCE_OUT,
+            FinanceOutFlow,
+            _CRON,
+            "flows/finance_out.py",
+            finance_out.plan,
+        ),
         FlowEntry(
             FlowKind.MARKETING, MarketingFlow, _EVENT_OR_CRON, "flows/marketing.py", marketing.plan
         ),

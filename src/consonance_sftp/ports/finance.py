@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-StatementState = Literal["received", "resolved", "held", "quarantined", "approved", "sent", "failed"]
+StatementState = Literal[
+    "received", "resolved", "held", "quarantined", "approved", "sent", "failed"
+]
 """``received``: taken in, not read yet. ``resolved``: matched to exactly one payee with a
 destination. ``held``: matched, but the payee has no destination configured (nothing is
 guessed; it waits for the config or for e-mail by hand). ``quarantined``: no payee, or the

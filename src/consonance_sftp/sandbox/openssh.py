@@ -108,6 +108,8 @@ class OpenSshServer:
     chroot_user: str | None = None
     chroot_dir: Path | None = None  # the chroot; the user writes into chroot_dir / "upload"
     host_keys: dict[str, asyncssh.SSHKey] = field(default_factory=dict)  # key type -> key
+    # Each extra chrooted account (``chroot_users``) -> its chroot (it writes into "upload").
+    chroots: dict[str, Path] = field(default_factory=dict)
     _cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -166,8 +168,11 @@ def start_openssh(
     sftp_options: str = "",
     extra_config: str = "",
     timeout: float = 10.0,
+    chroot_users: Sequence[str] = (),
 ) -> OpenSshServer:
-    """Start a private sshd; ``chroot=None`` adds the chroot account when running as root."""
+    """Start a private sshd; ``chroot=None`` adds the chroot account when running as root.
+    ``chroot_users``: more SFTP-only accounts (root only), each chrooted in its own folder,
+    as a server with one account per partner is (created with ``useradd`` when missing)."""
     if not SSHD.exists():
         raise OpenSshUnavailable(f"{SSHD} is missing (install openssh-server)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +198,7 @@ def start_openssh(
     chroot = is_root if chroot is None else chroot
     chroot_user = chroot_dir = None
     cleanup: list[Path] = []
-    if chroot:
+    if chroot or chroot_users:
         # sshd reads a user's authorized keys as that user: the chroot user must be able to
         # reach the folder, which a private tmp folder (0700) does not allow.
         auth_dir = Path(tempfile.mkdtemp(prefix="consonance-sftp-keys-", dir=_chroot_base()))
@@ -204,24 +209,31 @@ def start_openssh(
     shell_user = getpass.getuser()
     (auth_dir / shell_user).write_text(public)
     match_block = ""
-    if chroot:
-        chroot_user = ensure_chroot_user()
-        chroot_dir = Path(tempfile.mkdtemp(prefix="consonance-sftp-chroot-", dir=_chroot_base()))
-        os.chmod(chroot_dir, 0o755)  # noqa: S103 (sshd requires it)
-        cleanup.append(chroot_dir)
-        upload = chroot_dir / "upload"
+    chroots: dict[str, Path] = {}
+    if chroot_users and not is_root:
+        raise OpenSshUnavailable("chrooted accounts need root")
+    for user in ([CHROOT_USER] if chroot else []) + list(chroot_users):
+        ensure_chroot_user(user)
+        jail = Path(tempfile.mkdtemp(prefix="consonance-sftp-chroot-", dir=_chroot_base()))
+        os.chmod(jail, 0o755)  # noqa: S103 (sshd requires it)
+        cleanup.append(jail)
+        upload = jail / "upload"
         upload.mkdir()
-        entry = pwd.getpwnam(chroot_user)
+        entry = pwd.getpwnam(user)
         os.chown(upload, entry.pw_uid, entry.pw_gid)
-        (auth_dir / chroot_user).write_text(public)
-        match_block = (
-            f"Match User {chroot_user}\n"
-            f"    ChrootDirectory {chroot_dir}\n"
+        (auth_dir / user).write_text(public)
+        match_block += (
+            f"Match User {user}\n"
+            f"    ChrootDirectory {jail}\n"
             f"    ForceCommand internal-sftp -d /upload {sftp_options}\n"
             "    AllowTcpForwarding no\n"
             "    X11Forwarding no\n"
             "    PermitTTY no\n"
         )
+        if user == CHROOT_USER and chroot:
+            chroot_user, chroot_dir = user, jail
+        else:
+            chroots[user] = jail
     # public keys only; readable by the users sshd checks them as
     os.chmod(auth_dir, 0o755)  # noqa: S103
     for f in auth_dir.iterdir():
@@ -270,6 +282,7 @@ def start_openssh(
         shell_user=shell_user,
         chroot_user=chroot_user,
         chroot_dir=chroot_dir,
+        chroots=chroots,
         _cleanup=cleanup,
     )
     deadline = time.monotonic() + timeout

@@ -1,0 +1,265 @@
+"""The ``finance_out`` flow's statement batches, wired to this App: list and show them,
+approve, send, send the unsent, resend one (``consonance-sftp finance ...``).
+
+Taking batches in and resolving their payees happens at each run of the flow
+(``flows.finance_out.plan``); here is only what a person does: nothing of a batch leaves
+before ``approve``, and every act is on the audit trail with who did it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from consonance_sftp.app.dispatch import folder_of
+from consonance_sftp.config.flows import FinanceOutFlow
+from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.flows import finance_out
+from consonance_sftp.models import Contract
+from consonance_sftp.ports.finance import BatchRecord as BatchRecord  # for the CLI
+from consonance_sftp.ports.finance import StatementRecord as StatementRecord
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
+    from consonance_sftp.app.runner import DeliveryRunner
+
+ACTOR_PREFIX = "user:"
+
+
+def finance_flow(app: App, name: str | None) -> tuple[str, FinanceOutFlow]:
+    """The named ``finance_out`` flow, or the only one."""
+    flows = {n: f for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow)}
+    if name is not None:
+        if name not in flows:
+            raise ConsonanceSftpError(
+                f"no finance_out flow named {name!r} in the config",
+                hint="finance_out flows: " + (", ".join(sorted(flows)) or "none"),
+            )
+        return name, flows[name]
+    if len(flows) != 1:
+        raise ConsonanceSftpError(
+            f"the config has {len(flows)} finance_out flows: name one with --flow",
+            hint="finance_out flows: " + (", ".join(sorted(flows)) or "none"),
+        )
+    return next(iter(flows.items()))
+
+
+def find_batch(app: App, ref: str, flow: str | None = None) -> BatchRecord:
+    """A batch by its ID or its name."""
+    store = app.store
+    batch = store.get_finance_batch(int(ref)) if ref.isdigit() else None
+    if batch is None:
+        names = (
+            [flow]
+            if flow
+            else sorted(n for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow))
+        )
+        batch = next(
+            (b for n in names if (b := store.find_finance_batch(n, ref)) is not None), None
+        )
+    if batch is None:
+        raise ConsonanceSftpError(
+            f"no statement batch {ref!r}", hint="consonance-sftp finance batches lists them."
+        )
+    return batch
+
+
+def approve(app: App, ref: str, *, by: str) -> BatchRecord:
+    """Let the batch's resolved statements leave (recorded with who)."""
+    batch = find_batch(app, ref)
+    pending = app.store.list_statements(batch.id, states=("received",))
+    if pending:
+        raise ConsonanceSftpError(
+            f"batch {batch.name!r} has {len(pending)} statement(s) not resolved yet",
+            hint=f"Run the flow first: consonance-sftp run {batch.flow}",
+        )
+    return app.store.approve_finance_batch(batch.id, by=by)
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    """What ``send`` and ``resend`` did, per statement."""
+
+    sent: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+async def _contracts(app: App) -> list[Contract]:
+    async with app.consonance() as api:
+        return [c async for c in api.iter_contracts()]
+
+
+async def send(app: App, runner: DeliveryRunner, ref: str, *, unsent: bool, by: str) -> SendOutcome:
+    """Send the approved statements of a batch, each to its destinations, and wait for each
+    delivery's outcome. ``unsent``: after a partial failure, only those not sent yet (approved
+    or failed); without it, a batch with a statement already sent or failed is refused."""
+    batch = find_batch(app, ref)
+    _, cfg = finance_flow(app, batch.flow)
+    store = app.store
+    statements = await asyncio.to_thread(store.list_statements, batch.id)
+    started = [s for s in statements if s.state in ("sent", "failed")]
+    if started and not unsent:
+        raise ConsonanceSftpError(
+            f"batch {batch.name!r} was sent before ({len(started)} statement(s) sent or failed)",
+            hint=f"consonance-sftp finance send {batch.name} --unsent sends only the rest; "
+            "finance resend STATEMENT --reason ... sends one again.",
+        )
+    todo = [
+        s for s in statements if s.state in (("approved", "failed") if unsent else ("approved",))
+    ]
+    if not todo:
+        waiting = [s for s in statements if s.state == "resolved"]
+        raise ConsonanceSftpError(
+            f"batch {batch.name!r} has nothing approved to send",
+            hint=f"consonance-sftp finance approve {batch.name}" if waiting else None,
+        )
+    contracts = await _contracts(app)
+    out = SendOutcome()
+    for statement in todo:
+        await _send_one(app, runner, cfg, batch, statement, contracts, out, by=by)
+    return out
+
+
+async def _send_one(
+    app: App,
+    runner: DeliveryRunner,
+    cfg: FinanceOutFlow,
+    batch: BatchRecord,
+    statement: StatementRecord,
+    contracts: list[Contract],
+    out: SendOutcome,
+    *,
+    by: str,
+    reason: str | None = None,
+) -> None:
+    """Send one statement to each of its destinations and record the outcome. With a
+    ``reason`` it is a resend: each package one generation above the ledger's newest,
+    marked so the partner gets it again even where it holds the same bytes."""
+    from consonance_sftp.app.runner import Enqueued, mark_resend
+
+    now = datetime.now(UTC)
+    publisher = cfg.publisher or "(publisher not configured)"
+    workflows: dict[str, str] = {}
+    generation = 0
+    errors: list[str] = []
+    held: list[str] = []
+    for destination in statement.destinations:
+        files = await asyncio.to_thread(
+            finance_out.prepare,
+            cfg,
+            batch,
+            statement,
+            destination,
+            state_dir=app.state_dir,
+            contracts=contracts,
+            publisher=publisher,
+            now=now,
+        )
+        request = finance_out.statement_request(
+            batch.flow,
+            batch,
+            statement,
+            destination,
+            files,
+            trigger=f"finance:{batch.name}:{by}",
+        )
+        if reason is not None:
+            keys = request.keys()
+            rows = [app.store.find_delivery(k) for k in keys]
+            newest = max((r.generation for r in rows if r is not None), default=0)
+            request = dataclasses.replace(request, generation=newest + 1)
+            await asyncio.to_thread(mark_resend, app.store, request)
+        generation = max(generation, request.generation)
+        submitted = await runner.submit(request)
+        if not isinstance(submitted, Enqueued):
+            held.append(f"{destination.partner}: {submitted.reason}")
+            continue
+        workflows[destination.partner] = submitted.workflow_id
+        result = await runner.wait(submitted.workflow_id)
+        if "error" in result:
+            errors.append(f"{destination.partner}: {result['error']}")
+    details: dict[str, Any] = {"by": by, "generation": generation}
+    if reason is not None:
+        details["reason"] = reason
+    actor = ACTOR_PREFIX + by
+    if errors:
+        await asyncio.to_thread(
+            app.store.set_statement,
+            statement.id,
+            "failed",
+            actor=actor,
+            reason="; ".join(errors),
+            deliveries=workflows,
+            details=details,
+        )
+        out.failed[statement.file_name] = "; ".join(errors)
+    elif held:
+        await asyncio.to_thread(
+            app.store.set_statement,
+            statement.id,
+            "approved",
+            actor=actor,
+            reason="held: " + "; ".join(held),
+            deliveries=workflows,
+            details=details,
+        )
+        out.held[statement.file_name] = "; ".join(held)
+    else:
+        await asyncio.to_thread(
+            app.store.set_statement,
+            statement.id,
+            "sent",
+            actor=actor,
+            reason=None,
+            deliveries=workflows,
+            details=details,
+        )
+        out.sent.append(statement.file_name)
+
+
+async def resend(
+    app: App, runner: DeliveryRunner, statement_id: int, *, by: str, reason: str
+) -> SendOutcome:
+    """Send one statement again to every destination, one generation up (the partner gets
+    it even where it holds the same bytes); recorded with who and why."""
+    if not reason.strip():
+        raise ConsonanceSftpError("a resend needs a reason", hint="Pass --reason '...'.")
+    store = app.store
+    statement = await asyncio.to_thread(store.get_statement, statement_id)
+    if statement is None:
+        raise ConsonanceSftpError(
+            f"no statement {statement_id}", hint="consonance-sftp finance show BATCH lists them."
+        )
+    if statement.state not in ("sent", "failed"):
+        raise ConsonanceSftpError(
+            f"statement {statement_id} ({statement.file_name}) is {statement.state}: only a "
+            "statement sent (or failed) can be sent again",
+            hint="consonance-sftp finance send BATCH sends an approved batch.",
+        )
+    batch = await asyncio.to_thread(store.get_finance_batch, statement.batch_id)
+    assert batch is not None
+    _, cfg = finance_flow(app, batch.flow)
+    contracts = await _contracts(app)
+    out = SendOutcome()
+    await _send_one(
+        app,
+        runner,
+        cfg,
+        batch,
+        statement,
+        contracts,
+        out,
+        by=by,
+        reason=reason,
+    )
+    return out
+
+
+def partner_folder(app: App, cfg: FinanceOutFlow, partner: str, key: str) -> str:
+    """A partner's folder by its key (what the flow's routes name)."""
+    return folder_of(app, cfg.model_copy(update={"folder": key}), partner)
