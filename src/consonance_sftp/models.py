@@ -140,6 +140,17 @@ class AuditAction(enum.StrEnum):
     ONIX_TEST_FEED_SENT = "onix.test_feed.sent"
     ONIX_SPREADSHEET_PREPARED = "onix.spreadsheet.prepared"
     ONIX_SPREADSHEET_SENT = "onix.spreadsheet.sent"
+    # Royalty statements (the finance ledger): a batch taken in, a statement moved to a state
+    # (``finance.statement_<state>``), a batch approved.
+    FINANCE_BATCH_RECEIVED = "finance.batch_received"
+    FINANCE_STATEMENT_RECEIVED = "finance.statement_received"
+    FINANCE_STATEMENT_RESOLVED = "finance.statement_resolved"
+    FINANCE_STATEMENT_HELD = "finance.statement_held"
+    FINANCE_STATEMENT_QUARANTINED = "finance.statement_quarantined"
+    FINANCE_STATEMENT_APPROVED = "finance.statement_approved"
+    FINANCE_STATEMENT_SENT = "finance.statement_sent"
+    FINANCE_STATEMENT_FAILED = "finance.statement_failed"
+    FINANCE_BATCH_APPROVED = "finance.batch_approved"
 
 
 class IntakeOutcome(enum.StrEnum):

@@ -26,6 +26,7 @@ from consonance_sftp.models import (
     Verification,
 )
 from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.finance import FinanceLedger
 from consonance_sftp.ports.sales import SalesLedger
 from consonance_sftp.ports.snapshots import SnapshotStore
 
@@ -207,10 +208,11 @@ class HoldRecord:
     workflow_id: str | None = None  # what the release enqueued
 
 
-class Store(SnapshotStore, SalesLedger, Protocol):
+class Store(SnapshotStore, SalesLedger, FinanceLedger, Protocol):
     """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``.
 
-    The sales ledger's methods (``ports.sales.SalesLedger``) are part of it."""
+    The sales ledger's methods (``ports.sales.SalesLedger``) and the finance ledger's
+    (``ports.finance.FinanceLedger``) are part of it."""
 
     # --- delivery ledger -------------------------------------------------------------------
 

@@ -414,3 +414,44 @@ usage_lines = sa.Table(
     sa.Column("institution", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
 )
+
+# --- the finance ledger (migration 0011): royalty-statement batches and their statements ----
+
+# One row per statement batch finance dropped (a folder or a zip of PDFs): a replayed tick finds
+# its (flow, name) and takes nothing twice.
+finance_batches = sa.Table(
+    "finance_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("period", sa.String(32), nullable=True),  # "YYYY-MM..YYYY-MM" when known
+    sa.Column("received_at", TS, nullable=False),
+    sa.Column("approved_at", TS, nullable=True),
+    sa.Column("approved_by", sa.String(200), nullable=True),
+    sa.UniqueConstraint("flow", "name"),
+)
+
+# One row per statement of a batch: its payee, where its copies go, its state. Every change of
+# state is also an audit event (``finance.statement_<state>``), in the same transaction.
+finance_statements = sa.Table(
+    "finance_statements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.Integer, sa.ForeignKey("finance_batches.id"), nullable=False),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("original_path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("payee_id", sa.BigInteger, nullable=True),  # the Consonance contact ID
+    sa.Column("payee_name", sa.Text, nullable=True),
+    # [{"partner": ..., "folder": ..., "role": ...}, ...]
+    sa.Column("destinations", sa.JSON, nullable=False),
+    sa.Column("deliveries", sa.JSON, nullable=False),  # {partner: workflow id}
+    sa.Column("updated_at", TS, nullable=False),
+    # A batch's statements by file name, each name once (also what lists them in order).
+    sa.UniqueConstraint("batch_id", "file_name"),
+)

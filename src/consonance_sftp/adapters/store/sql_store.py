@@ -29,6 +29,7 @@ from consonance_sftp.adapters.store.base import (
     to_db_time,
     translate_errors,
 )
+from consonance_sftp.adapters.store.finance import FinanceLedgerTables
 from consonance_sftp.adapters.store.ledgers import Ledgers
 from consonance_sftp.adapters.store.operations import Operations
 from consonance_sftp.adapters.store.sales import SalesLedgerTables
@@ -152,11 +153,12 @@ def _scope_key(version: AssetVersion) -> int:
     return digest - (1 << 32) if digest >= (1 << 31) else digest
 
 
-class SqlStore(Ledgers, Operations, SalesLedgerTables, Tables):
+class SqlStore(Ledgers, Operations, SalesLedgerTables, FinanceLedgerTables, Tables):
     """Asset versions, audit trail, alerts and poll snapshots; the delivery and intake ledgers
     come from ``Ledgers`` (adapters/store/ledgers.py), pauses, holds and marks from
     ``Operations`` (adapters/store/operations.py), the sales ledger from
-    ``SalesLedgerTables`` (adapters/store/sales.py)."""
+    ``SalesLedgerTables`` (adapters/store/sales.py), the finance ledger from
+    ``FinanceLedgerTables`` (adapters/store/finance.py)."""
 
     def __init__(
         self,
