@@ -215,7 +215,7 @@ async def _send_one(
             statement.id,
             "sent",
             actor=actor,
-            reason=None,
+            reason="",
             deliveries=workflows,
             details=details,
         )

@@ -320,7 +320,7 @@ def resolve_statements(
                 statement.id,
                 "resolved",
                 actor=ACTOR,
-                reason=None,
+                reason="",  # clears a hold's reason
                 payee_id=payee.contact_id,
                 payee_name=payee.name,
                 destinations=where,

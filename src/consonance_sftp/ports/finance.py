@@ -134,8 +134,8 @@ class FinanceLedger(Protocol):
         deliveries: dict[str, str] | None = None,
         details: dict[str, Any] | None = None,
     ) -> StatementRecord:
-        """Move a statement to ``state`` (fields given replace the stored ones; ``deliveries``
-        is merged in), with a ``finance.statement_<state>`` audit event by ``actor`` on
+        """Move a statement to ``state`` (fields given replace the stored ones, ``reason=""``
+        clears the reason; ``deliveries`` is merged in), with a ``finance.statement_<state>`` audit event by ``actor`` on
         subject ``statement:<id>`` carrying the batch, file, payee, reason and ``details``, in
         the same transaction."""
         ...
