@@ -324,3 +324,19 @@ def test_pdf_text_reads_a_pdf_with_only_an_owner_password(tmp_path: Path) -> Non
     writer.encrypt(user_password="", owner_password="owner", algorithm="AES-256")
     writer.write(tmp_path / "restricted.pdf")
     assert "Jane Doe" in pdf_text(tmp_path / "restricted.pdf")
+
+
+def test_wrapped_lines_in_a_real_pdf(tmp_path: Path) -> None:
+    # A narrow column wraps the names and the co-authored contract name over several lines,
+    # as a statement layout does; pypdf gives the line breaks back inside them.
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=11)
+    pdf.add_page()
+    pdf.multi_cell(
+        28, 6, "Payee: Jane Doe. Contract: Jane Doe & Richard Roe: The Shared Garden. Due 10.00"
+    )
+    pdf.output(str(tmp_path / "s.pdf"))
+    text = pdf_text(tmp_path / "s.pdf")
+    assert "Richard\nRoe" in text or "Shared\nGarden" in text  # really wrapped
+    assert run("statement_2024_501.pdf", text).kind == "resolved"
+    assert run("statement_2024_502.pdf", text).kind == "two_payees"  # Jane Doe, outside

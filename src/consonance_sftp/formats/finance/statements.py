@@ -23,6 +23,7 @@ other payee. Everywhere else they do.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
@@ -73,6 +74,7 @@ class Resolution:
 # --- the file name ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """The regular expression for a file-name pattern: a glob (``*`` any run of characters,
     ``?`` one character, everything else literal, case-insensitive) with exactly one
