@@ -18,7 +18,6 @@ from consonance_sftp.app.dispatch import folder_of
 from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import finance_out
-from consonance_sftp.models import Contract
 from consonance_sftp.ports.finance import BatchRecord as BatchRecord  # for the CLI
 from consonance_sftp.ports.finance import StatementRecord as StatementRecord
 
@@ -89,9 +88,9 @@ class SendOutcome:
     skipped: list[str] = field(default_factory=list)
 
 
-async def _contracts(app: App) -> list[Contract]:
+async def _contracts(app: App) -> dict[int, list[finance_out.PayeeContract]]:
     async with app.consonance() as api:
-        return [c async for c in api.iter_contracts()]
+        return await finance_out.contracts_by_payee(api)
 
 
 async def send(app: App, runner: DeliveryRunner, ref: str, *, unsent: bool, by: str) -> SendOutcome:
@@ -131,7 +130,7 @@ async def _send_one(
     cfg: FinanceOutFlow,
     batch: BatchRecord,
     statement: StatementRecord,
-    contracts: list[Contract],
+    contracts: dict[int, list[finance_out.PayeeContract]],
     out: SendOutcome,
     *,
     by: str,
@@ -156,7 +155,7 @@ async def _send_one(
             statement,
             destination,
             state_dir=app.state_dir,
-            contracts=contracts,
+            contracts=contracts.get(statement.payee_id or -1, []),
             publisher=publisher,
             now=now,
         )

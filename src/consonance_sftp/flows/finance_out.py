@@ -22,13 +22,14 @@ like any package (``plan``).
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -95,6 +96,26 @@ def period_of(name: str) -> str | None:
     if part is None:
         return year
     return f"{year}-{part}" if part.isdigit() else f"{year}{part.upper()}"
+
+
+def period_dates(period: str | None) -> tuple[date | None, date | None]:
+    """First and last day of a ``period_of`` period (None, None: unknown)."""
+    if period is None:
+        return None, None
+    year = int(period[:4])
+    part = period[4:].lstrip("-").upper()
+    if not part:
+        first, last = 1, 12
+    elif part[0] == "H":
+        first = 1 + 6 * (int(part[1]) - 1)
+        last = first + 5
+    elif part[0] == "Q":
+        first = 1 + 3 * (int(part[1]) - 1)
+        last = first + 2
+    else:
+        first = last = int(part)
+    end = date(year, last, calendar.monthrange(year, last)[1])
+    return date(year, first, 1), end
 
 
 def settled_batches(folder: Path, settle_s: int, now: float) -> list[Path]:
@@ -201,23 +222,44 @@ def take_batch(store: Store, flow: str, source: Path, state_dir: Path) -> BatchR
 # --- resolving each statement ---------------------------------------------------------------
 
 
-async def payees_known(api: ConsonanceAPI) -> dict[int, Payee]:
-    """Every Consonance contact as a possible payee, with its contract references: the names
-    and IDs of the contracts of the works it contributed to."""
-    contributors: dict[int, set[int]] = {}  # work id -> contact ids
+@dataclass(frozen=True, slots=True)
+class PayeeContract:
+    """A contract of a work the payee contributed to, with the work's title."""
+
+    contract: Contract
+    title: str
+
+
+async def contracts_by_payee(api: ConsonanceAPI) -> dict[int, list[PayeeContract]]:
+    """Each contact's contracts: those of the works it contributed to (a contract's payees
+    are not in Consonance's API; a work's contributors are)."""
+    works: dict[int, Work] = {}
     async for work in api.iter_works():
-        contributors[work.id] = {c.contributor.id for c in work.contributions}
-    refs: dict[int, list[str]] = {}
+        works[work.id] = work
+    out: dict[int, list[PayeeContract]] = {}
     async for contract in api.iter_contracts():
-        for contact in contributors.get(contract.work_id or -1, ()):
-            refs.setdefault(contact, []).extend(
-                r for r in (contract.contract_name, f"contract {contract.id}") if r
-            )
+        on = works.get(contract.work_id or -1)
+        if on is None:
+            continue
+        for contact in sorted({c.contributor.id for c in on.contributions}):
+            out.setdefault(contact, []).append(PayeeContract(contract, on.title))
+    return out
+
+
+async def payees_known(
+    api: ConsonanceAPI, contracts: dict[int, list[PayeeContract]]
+) -> dict[int, Payee]:
+    """Every Consonance contact as a possible payee, with its contract references (the names
+    and IDs of its contracts)."""
     out: dict[int, Payee] = {}
     async for contact in api.iter_contacts():
-        out[contact.id] = Payee(
-            contact_id=contact.id, name=contact.name, contract_refs=tuple(refs.get(contact.id, ()))
-        )
+        refs = [
+            ref
+            for c in contracts.get(contact.id, ())
+            for ref in (c.contract.contract_name, f"contract {c.contract.id}")
+            if ref
+        ]
+        out[contact.id] = Payee(contact_id=contact.id, name=contact.name, contract_refs=tuple(refs))
     return out
 
 
@@ -365,7 +407,7 @@ def prepare(
     destination: Destination,
     *,
     state_dir: Path,
-    contracts: Sequence[Contract],
+    contracts: Sequence[PayeeContract],
     publisher: str,
     now: datetime,
 ) -> list[Prepared]:
@@ -386,18 +428,21 @@ def prepare(
         plain: list[Path] = [where / original.name]
         shutil.copyfile(original, plain[0])
         if cfg.companions and mode != "pdf_password":
-            facts = companion.facts_for(
-                text=pdf_text(original),
+            start, end = period_dates(batch.period)
+            facts = companion.StatementFacts(
                 file_name=original.name,
                 sha256=statement.sha256,
-                payee_id=statement.payee_id,
+                payee_contact_id=statement.payee_id,
                 payee_name=statement.payee_name,
-                period=batch.period,
+                licensor=publisher,
                 statement_date=now.date(),
-                publisher=publisher,
-                contracts=contracts,
+                period_start=start,
+                period_end=end,
+                contracts=tuple(c.contract for c in contracts),
+                titles={c.contract.id: c.title for c in contracts},
+                isbns=companion.isbns_in_text(pdf_text(original)),
             )
-            csv_bytes, json_bytes = companion.render(facts)
+            csv_bytes, json_bytes = companion.companion_csv(facts), companion.companion_json(facts)
             for suffix, data in ((".csv", csv_bytes), (".json", json_bytes)):
                 (where / f"{stem}{suffix}").write_bytes(data)
                 plain.append(where / f"{stem}{suffix}")
@@ -544,7 +589,7 @@ async def resolve_batch(
     pending = ctx.store.list_statements(batch.id, states=("received", "held"))
     if not pending:
         return []
-    contacts = await payees_known(ctx.api)
+    contacts = await payees_known(ctx.api, await contracts_by_payee(ctx.api))
     everyone = ctx.store.list_statements(batch.id)
 
     def folder_of(partner: str, key: str) -> str:

@@ -135,9 +135,9 @@ class FinanceLedger(Protocol):
         details: dict[str, Any] | None = None,
     ) -> StatementRecord:
         """Move a statement to ``state`` (fields given replace the stored ones, ``reason=""``
-        clears the reason; ``deliveries`` is merged in), with a ``finance.statement_<state>`` audit event by ``actor`` on
-        subject ``statement:<id>`` carrying the batch, file, payee, reason and ``details``, in
-        the same transaction."""
+        clears the reason; ``deliveries`` is merged in), with a ``finance.statement_<state>``
+        audit event by ``actor`` on subject ``statement:<id>`` carrying the batch, file,
+        payee, reason and ``details``, in the same transaction."""
         ...
 
     def approve_finance_batch(self, batch_id: int, *, by: str) -> BatchRecord:
