@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from consonance_sftp.errors import ConsonanceQueryError
 from consonance_sftp.models import Contract
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+from consonance_sftp.sandbox.consonance.statements import statement_catalogue, write_statements
 from tests.fixtures.consonance_sandbox import SandboxHandle
 
 Factory = Callable[..., SandboxHandle]
+TODAY = date(2026, 11, 24)
 
 
 @pytest.fixture
@@ -93,3 +99,21 @@ async def test_iter_contacts_pages_through_persons_and_organisations(small: Sand
     assert contacts == [cat.contacts[cid] for cid in sorted(cat.contacts)]
     assert {c.is_organisation for c in contacts} == {True, False}
     assert small.stats()["operations"] == {"Contacts": -(-len(cat.contacts) // 7) + 1}
+
+
+async def test_a_statement_batch_names_contacts_and_contracts_the_client_reads(
+    consonance_sandbox_factory: Factory, tmp_path: Path
+):
+    catalogue = statement_catalogue(30, seed=8, today=TODAY)
+    written = write_statements(catalogue, tmp_path, payees=30)
+    sandbox = consonance_sandbox_factory(catalogue, page_size=9)
+    async with sandbox.client() as api:
+        contacts = {c.id: c async for c in api.iter_contacts()}
+        contracts = {c.id: c async for c in api.iter_contracts()}
+    for name, payee in written.items():
+        assert contacts[payee.contact_id].name == payee.name
+        body = "\n".join(p.extract_text() for p in PdfReader(tmp_path / name).pages)
+        named = re.findall(r"Contract ID: (\d+)", body)
+        assert named and all(int(cid) in contracts for cid in named)
+    co = [c for c in contracts.values() if " & " in c.contract_name]
+    assert len(co) == 1 and co[0] == catalogue.contracts[co[0].id]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -316,13 +317,15 @@ TERMINATION_REASONS = (
 )
 
 
-def contract_terms(contract: Contract, ids: _Ids, *, seed: int, pub: date, today: date) -> Contract:
+def contract_terms(
+    contract: Contract, right_id: Callable[[], int], *, seed: int, pub: date, today: date
+) -> Contract:
     """A contract with realistic dates, term, money terms and sub-rights.
 
     Its draws come from a generator of its own, seeded with the catalogue's seed and the
     contract id, so the catalogue's main generator draws exactly what it drew before these
     fields existed (every seed keeps its works, products and ids); the extra rights take ids
-    from their own range for the same reason.
+    from ``right_id`` (the generator's own range, for the same reason).
     """
     r = random.Random(f"contract-terms-{seed}-{contract.id}")
     signed = contract.signed_date or pub - timedelta(days=r.randint(400, 900))
@@ -334,7 +337,7 @@ def contract_terms(contract: Contract, ids: _Ids, *, seed: int, pub: date, today
     flat_fee = r.random() < 0.1  # a flat fee instead of an advance against royalties
     terminated = signed + timedelta(days=r.randint(700, 1400)) if r.random() < 0.05 else None
     extras = tuple(
-        LicensedRight(id=ids("extra_right", 7_000_001), right_type=name, author_cut=r.choice(cuts))
+        LicensedRight(id=right_id(), right_type=name, author_cut=r.choice(cuts))
         for name, cuts in EXTRA_RIGHTS
         if r.random() < 0.4
     )
@@ -507,7 +510,9 @@ def _work(
             )
         ),
     )
-    contract = contract_terms(contract, ids, seed=seed, pub=pub, today=today)
+    contract = contract_terms(
+        contract, lambda: ids("extra_right", 7_000_001), seed=seed, pub=pub, today=today
+    )
     work = Work(
         id=work_id,
         title=title,
