@@ -68,3 +68,46 @@ def test_seed_serve_control_and_persist(tmp_path: Path):
     again = Catalogue.load(data / "consonance")
     assert again.works[work_id].project_stage == "Printing"
     assert next(t for t in again.works[work_id].todos if t.id == todo_id).completed
+
+
+def test_statements_for_the_sandboxs_catalogue(tmp_path: Path):
+    data, out = tmp_path / "sandbox", tmp_path / "statements"
+    run("sandbox", "seed", "--works", "6", "--seed", "3", "--data-dir", str(data), cwd=tmp_path)
+    said = run(
+        "sandbox",
+        "statements",
+        "--out",
+        str(out),
+        "--payees",
+        "20",
+        "--period",
+        "2026H2",
+        "--data-dir",
+        str(data),
+        "--bad",
+        cwd=tmp_path,
+    )
+    assert "wrote 20 statements for 2026H2" in said
+    assert "added " in said  # six works have fewer than 20 authors
+    saved = Catalogue.load(data / "consonance")
+    names = sorted(p.name for p in out.glob("*.pdf"))
+    assert len(names) == 20
+    ids = [int(n.removeprefix("statement_2026H2_").removesuffix(".pdf")) for n in names]
+    assert all(i in saved.contacts for i in ids)  # the sandbox serves every payee
+    assert len(list((out / "bad").glob("*.pdf"))) == 3
+    again = run(
+        "sandbox",
+        "statements",
+        "--out",
+        str(tmp_path / "again"),
+        "--payees",
+        "20",
+        "--period",
+        "2026H2",
+        "--data-dir",
+        str(data),
+        cwd=tmp_path,
+    )
+    assert "added" not in again  # the saved catalogue has them now
+    for name in names:
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()

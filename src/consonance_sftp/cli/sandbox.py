@@ -1,7 +1,8 @@
 """CLI commands: ``sandbox`` (serve the local Consonance stand-in) and its control commands.
 
 ``consonance-sftp sandbox`` (or ``sandbox serve``) serves the Consonance-compatible GraphQL API;
-``sandbox seed`` builds its catalogue (generated, or from an ONIX file); ``sandbox stage``,
+``sandbox seed`` builds its catalogue (generated, or from an ONIX file); ``sandbox statements``
+writes a royalty-statement batch for it (one PDF per payee); ``sandbox stage``,
 ``todo``, ``product`` and ``fault`` change a running sandbox the way a Consonance user (or a
 flaky network) would, for the demo and for trying triggers by hand.
 """
@@ -176,6 +177,67 @@ def seed_cmd(
         f"{counted(len(catalogue.products), 'product')} "
         f"into {catalogue_dir(data_dir)}"
     )
+
+
+@sandbox_app.command("statements")
+def statements_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the statement PDFs into.")],
+    payees: Annotated[
+        int | None, typer.Option(help="How many payees (default: every payee there is).")
+    ] = None,
+    period: Annotated[str, typer.Option(help="Statement period: 2026H1, 2026Q3 or 2026.")] = (
+        "2026H1"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the figures (same seed, same files).")] = 1,
+    bad: Annotated[
+        bool,
+        typer.Option(
+            "--bad", help="Also write the three bad files (two payees, unknown, scan) to OUT/bad."
+        ),
+    ] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Write a royalty-statement batch (one PDF per payee) for the sandbox's catalogue.
+
+    Payees are the authors of works with a contract. If there are fewer than --payees, or no
+    co-authored contract naming both authors, authors with a work and a contract are added to
+    the saved catalogue (restart a running sandbox to serve them).
+    """
+    from consonance_sftp.formats.wording import counted
+    from consonance_sftp.sandbox.consonance.seed import catalogue_dir, load_or_seed
+    from consonance_sftp.sandbox.consonance.statements import (
+        ensure_payees,
+        no_text_layer,
+        period_dates,
+        two_payees,
+        unknown_payee,
+        write_statements,
+    )
+
+    try:
+        period_dates(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--period") from None
+    catalogue = load_or_seed(data_dir)
+    works_before = len(catalogue.works)
+    added = ensure_payees(catalogue, payees or 0, seed=seed)
+    if len(catalogue.works) != works_before:
+        catalogue.save(catalogue_dir(data_dir))
+        typer.echo(
+            f"added {counted(len(added), 'payee')} and "
+            f"{counted(len(catalogue.works) - works_before, 'work')} with their contracts "
+            f"to {catalogue_dir(data_dir)}; restart a running sandbox to serve them"
+        )
+    written = write_statements(catalogue, out, payees=payees, period=period, seed=seed)
+    typer.echo(f"wrote {counted(len(written), 'statement')} for {period} into {out}")
+    if bad:
+        folder = out / "bad"
+        made = {
+            **two_payees(catalogue, folder, period=period, seed=seed),
+            **unknown_payee(catalogue, folder, period=period, seed=seed),
+            **no_text_layer(catalogue, folder, period=period, seed=seed),
+        }
+        typer.echo(f"wrote {counted(len(made), 'bad file')} into {folder}: {', '.join(made)}")
 
 
 def _control_url(url: str) -> str:

@@ -8,7 +8,15 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from consonance_sftp.models import Product, ProductionFile, SupportingResource, Todo, Work
+from consonance_sftp.models import (
+    Contact,
+    Contract,
+    Product,
+    ProductionFile,
+    SupportingResource,
+    Todo,
+    Work,
+)
 
 
 class AttachTarget(enum.StrEnum):
@@ -33,6 +41,19 @@ class ConsonanceAPI(Protocol):
     async def get_work(self, work_id: int) -> Work | None: ...
 
     async def get_product_by_isbn(self, isbn13: str) -> Product | None: ...
+
+    async def contract(self, contract_id: int) -> Contract | None:
+        """One contract with its dates, term, money terms and licensed rights; None if
+        there is none with that id."""
+        ...
+
+    def iter_contracts(self) -> AsyncIterator[Contract]:
+        """Every contract of every work, each once (works in ascending id order)."""
+        ...
+
+    def iter_contacts(self) -> AsyncIterator[Contact]:
+        """Every contact, persons and organisations, in ascending id order."""
+        ...
 
     async def attach_file(
         self,

@@ -3,7 +3,9 @@
 Lists page by keyset: ask again with ``after: <last id>`` until a page comes back empty (the
 page size is the server's; none is documented). ``changed_since`` asks for one day earlier than
 given, because Consonance's filter is a date and may miss a change made late on the day of the
-last poll; records are de-duplicated by id across pages.
+last poll; records are de-duplicated by id across pages. Contracts have no documented list
+query: ``iter_contracts`` pages through the works' contract ids and reads each contract with
+the documented ``contract(contractSearch: {idEq})``, a few at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import hashlib
 import mimetypes
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -33,11 +36,22 @@ from consonance_sftp.errors import (
     ConsonanceUnavailable,
     LocalDiskFull,
 )
-from consonance_sftp.models import Product, ProductionFile, SupportingResource, Todo, Work
+from consonance_sftp.models import (
+    Contact,
+    Contract,
+    Product,
+    ProductionFile,
+    SupportingResource,
+    Todo,
+    Work,
+)
 from consonance_sftp.ports.consonance import AttachTarget, ConsonanceAPI
 
 T = TypeVar("T")
 OVERLAP = timedelta(days=1)
+CONTRACT_READS = 4
+"""Contracts read at once by ``iter_contracts`` (one request each; none is documented to
+list them): enough to hide the round trip, few enough not to look like a flood."""
 
 
 class ConsonanceClient:
@@ -139,6 +153,64 @@ class ConsonanceClient:
         )
         raw = data.get("product")
         return mapping.product(raw) if raw else None
+
+    async def contract(self, contract_id: int) -> Contract | None:
+        data = await self._transport.execute(
+            "Contract", load("contract.graphql"), {"id": contract_id}
+        )
+        raw = data.get("contract")
+        return mapping.contract(raw) if raw else None
+
+    async def _contract_ids(self) -> AsyncIterator[int]:
+        """Every work's contract ids, in work order, each once."""
+        seen: set[int] = set()
+        pages = self._pages(
+            "WorkContracts",
+            load("work_contracts.graphql"),
+            "works",
+            "workSearch",
+            {},
+            lambda row: [int(c["id"]) for c in row.get("contracts") or ()],
+        )
+        async for ids in pages:
+            for contract_id in ids:
+                if contract_id not in seen:
+                    seen.add(contract_id)
+                    yield contract_id
+
+    async def _contracts(self, concurrency: int) -> AsyncIterator[Contract]:
+        window: deque[asyncio.Task[Contract | None]] = deque()
+        try:
+            async for contract_id in self._contract_ids():
+                window.append(asyncio.create_task(self.contract(contract_id)))
+                if len(window) >= concurrency:
+                    found = await window.popleft()
+                    if found is not None:
+                        yield found
+            while window:
+                found = await window.popleft()
+                if found is not None:
+                    yield found
+        finally:
+            for task in window:  # the caller stopped early, or one read failed
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+
+    def iter_contracts(self, *, concurrency: int = CONTRACT_READS) -> AsyncIterator[Contract]:
+        """Every contract of every work, in the works' order, each once; up to
+        ``concurrency`` contracts are read at a time. A contract removed between the two
+        reads is left out."""
+        return self._contracts(max(1, concurrency))
+
+    def iter_contacts(self) -> AsyncIterator[Contact]:
+        return self._pages(
+            "Contacts",
+            load("contacts.graphql"),
+            "contacts",
+            "contactSearch",
+            {},
+            mapping.contact_record,
+        )
 
     async def execute(
         self, operation: str, document: str, variables: dict[str, Any] | None = None

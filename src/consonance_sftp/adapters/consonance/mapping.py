@@ -142,6 +142,7 @@ def product(raw: Json, work_id: int | None = None) -> Product:
 
 
 def contact(raw: Json) -> Contact:
+    """A ``Person`` or an ``Organisation`` (told apart by ``__typename``)."""
     return Contact(
         id=int(raw["id"]),
         name=raw.get("name") or "",
@@ -151,6 +152,11 @@ def contact(raw: Json) -> Contact:
         biographical_note=raw.get("biographicalNote"),
         emails=tuple(e["email"] for e in _list(raw, "emails")),
     )
+
+
+def contact_record(raw: Json) -> Contact:
+    """A contact read on its own (``contacts``): a malformed one names itself."""
+    return _guard("contact", raw, contact)
 
 
 def resource(raw: Json) -> SupportingResource:
@@ -259,16 +265,43 @@ def work(raw: Json) -> Work:
     return _guard("work", raw, build)
 
 
-def contract(raw: Json) -> Contract:
-    return Contract(
-        id=int(raw["id"]),
-        contract_name=raw.get("contractName") or "",
-        work_id=(raw.get("work") or {}).get("id"),
-        signed_date=_date(raw.get("signedDate")),
-        licensed_rights=tuple(
-            LicensedRight(
-                id=int(r["id"]), right_type=r.get("rightType"), author_cut=r.get("authorCut")
-            )
-            for r in _list(raw, "licensedRights")
-        ),
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _licensed_right(raw: Json) -> LicensedRight:
+    return LicensedRight(
+        id=int(raw["id"]), right_type=raw.get("rightType"), author_cut=_float(raw.get("authorCut"))
     )
+
+
+def contract(raw: Json) -> Contract:
+    def build(r: Json) -> Contract:
+        work_ref = r.get("work")
+        return Contract(
+            id=int(r["id"]),
+            contract_name=r.get("contractName") or "",
+            work_id=int(work_ref["id"]) if work_ref else None,
+            description=r.get("description"),
+            signed_date=_date(r.get("signedDate")),
+            ms_delivery_date=_date(r.get("msDeliveryDate")),
+            revised_ms_delivery_date=_date(r.get("revisedMsDeliveryDate")),
+            actual_ms_delivery_date=_date(r.get("actualMsDeliveryDate")),
+            ms_proofs_date=_date(r.get("msProofsDate")),
+            pub_before_date=_date(r.get("pubBeforeDate")),
+            review_date=_date(r.get("reviewDate")),
+            terminated_date=_date(r.get("terminatedDate")),
+            termination_reason=r.get("terminationReason"),
+            term=None if r.get("term") is None else str(r["term"]),
+            copyright_year=None if r.get("copyrightYear") is None else str(r["copyrightYear"]),
+            flat_fee_value=_float(r.get("flatFeeValue")),
+            guaranteed_royalty_value=_float(r.get("guaranteedRoyaltyValue")),
+            author_discount=r.get("authorDiscount"),
+            remainder_rate=r.get("remainderRate"),
+            remainder_rate_over_cost=_float(r.get("remainderRateOverCost")),
+            licensed_rights=tuple(
+                _guard("licensed right", x, _licensed_right) for x in _list(r, "licensedRights")
+            ),
+        )
+
+    return _guard("contract", raw, build)

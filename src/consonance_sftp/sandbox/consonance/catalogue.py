@@ -192,6 +192,23 @@ class Catalogue:
         self._put_work(dataclasses.replace(work, products=products), now)
         return product
 
+    def add_records(
+        self,
+        *,
+        works: Iterable[Work] = (),
+        contacts: Iterable[Contact] = (),
+        contracts: Iterable[Contract] = (),
+    ) -> None:
+        """Add (or replace) whole records, keeping each work's ``updated_at`` if it has one."""
+        with self.lock:
+            for contact in contacts:
+                self.contacts[contact.id] = contact
+            for contract in contracts:
+                self.contracts[contract.id] = contract
+            for work in works:
+                self._put_work(work, work.updated_at)
+            self.next_id = max(self.next_id, self._max_id() + 1)
+
     def update_work(self, work_id: int, **changes: Any) -> Work:
         return self._put_work(dataclasses.replace(self.get_work(work_id), **changes))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -286,11 +287,83 @@ def generate_catalogue(
         formats: tuple[_Format, ...] = rng.choices(patterns, weights)[0]
         if works is None:
             formats = formats[: products - made]
-        work, contract = _work(rng, ids, formats, contacts, today)
+        work, contract = _work(rng, ids, formats, contacts, today, seed=seed)
         works_out.append(work)
         contracts.append(contract)
         made += len(work.products)
     return Catalogue.from_records(works_out, contacts, contracts)
+
+
+# Sub-rights the publisher may also hold, with the author's usual share of their income.
+EXTRA_RIGHTS = (
+    ("Translation", (75.0, 80.0)),
+    ("Serial", (80.0, 90.0)),
+    ("US & Canada", (80.0, 85.0)),
+    ("Large Print", (50.0, 60.0)),
+    ("Dramatic", (85.0, 90.0)),
+)
+ADVANCES = (1500.0, 2500.0, 4000.0, 5000.0, 7500.0, 10000.0, 15000.0, 25000.0)
+TERMS = ("60", "84", "120", "180", "240")  # months, as Consonance stores them (a string)
+DESCRIPTIONS = (
+    "Volume rights, world English language",
+    "One-book deal, world rights",
+    "Two-book deal; this is the first",
+    "Licence for the term, renewable by agreement",
+)
+TERMINATION_REASONS = (
+    "Rights reverted: out of print",
+    "Terminated by mutual agreement",
+    "Manuscript not delivered",
+)
+
+
+def contract_terms(
+    contract: Contract, right_id: Callable[[], int], *, seed: int, pub: date, today: date
+) -> Contract:
+    """A contract with realistic dates, term, money terms and sub-rights.
+
+    Its draws come from a generator of its own, seeded with the catalogue's seed and the
+    contract id, so the catalogue's main generator draws exactly what it drew before these
+    fields existed (every seed keeps its works, products and ids); the extra rights take ids
+    from ``right_id`` (the generator's own range, for the same reason).
+    """
+    r = random.Random(f"contract-terms-{seed}-{contract.id}")
+    signed = contract.signed_date or pub - timedelta(days=r.randint(400, 900))
+    planned = contract.ms_delivery_date or pub - timedelta(days=300)
+    revised = planned + timedelta(days=r.randint(30, 120)) if r.random() < 0.3 else None
+    due = revised or planned
+    actual = due + timedelta(days=r.randint(-14, 45)) if due < today else None
+    term = r.choice(TERMS)
+    flat_fee = r.random() < 0.1  # a flat fee instead of an advance against royalties
+    terminated = signed + timedelta(days=r.randint(700, 1400)) if r.random() < 0.05 else None
+    extras = tuple(
+        LicensedRight(id=right_id(), right_type=name, author_cut=r.choice(cuts))
+        for name, cuts in EXTRA_RIGHTS
+        if r.random() < 0.4
+    )
+    return dataclasses.replace(
+        contract,
+        description=r.choice(DESCRIPTIONS),
+        signed_date=signed,
+        ms_delivery_date=planned,
+        revised_ms_delivery_date=revised,
+        actual_ms_delivery_date=actual,
+        ms_proofs_date=pub - timedelta(days=r.randint(90, 150)),
+        pub_before_date=signed + timedelta(days=r.choice((540, 730, 913))),
+        review_date=signed + timedelta(days=int(term) * 30),
+        terminated_date=terminated if terminated is not None and terminated < today else None,
+        termination_reason=(
+            r.choice(TERMINATION_REASONS) if terminated is not None and terminated < today else None
+        ),
+        term=term,
+        copyright_year=str(pub.year),
+        flat_fee_value=float(r.choice((750, 1000, 1500, 2000))) if flat_fee else None,
+        guaranteed_royalty_value=None if flat_fee else r.choice(ADVANCES),
+        author_discount=r.choice(("35%", "40%", "50%")),
+        remainder_rate=r.choice(("10% of net receipts", "5% of net receipts")),
+        remainder_rate_over_cost=r.choice((10.0, 15.0, 20.0)),
+        licensed_rights=contract.licensed_rights + extras,
+    )
 
 
 def _stamp(day: date) -> datetime:
@@ -303,6 +376,8 @@ def _work(
     formats: tuple[_Format, ...],
     contacts: list[Contact],
     today: date,
+    *,
+    seed: int = 1,
 ) -> tuple[Work, Contract]:
     work_id = ids("work", 1001)
     title = " ".join(rng.sample(WORDS, rng.randint(1, 3)))
@@ -434,6 +509,9 @@ def _work(
                 else (("World English", 50.0),)
             )
         ),
+    )
+    contract = contract_terms(
+        contract, lambda: ids("extra_right", 7_000_001), seed=seed, pub=pub, today=today
     )
     work = Work(
         id=work_id,
