@@ -26,6 +26,7 @@ import calendar
 import hashlib
 import re
 import shutil
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -264,8 +265,10 @@ async def payees_known(
 
 
 def _safe(text: str) -> str:
-    """A name made safe for one path segment."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    """A name made safe for one path segment, in ASCII (some servers mangle the rest):
+    ``Zoë O'Brien`` -> ``Zoe-O-Brien``."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).strip("-.")
     return cleaned or "payee"
 
 
