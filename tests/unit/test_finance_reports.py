@@ -337,6 +337,13 @@ def test_formula_like_text_is_defused_in_csv_and_xlsx() -> None:
     assert sheet.cell(row=2, column=2).value == '\'=HYPERLINK("http://x")'
 
 
+def test_xlsx_drops_control_characters_xml_cannot_hold() -> None:
+    rows = rights_rows([FULL], [Work(id=7, title="Bell\x07 and\x0b tab")], as_of=AS_OF)
+    sheet = load_workbook(io.BytesIO(rights_xlsx(rows, publisher="P", as_of=AS_OF))).active
+    assert sheet.cell(row=2, column=2).value == "Bell and tab"
+    assert "Bell\x07 and\x0b tab" in rights_csv(rows).decode("utf-8-sig")
+
+
 def test_xlsx_is_the_same_bytes_for_the_same_rows() -> None:
     _, contracts = _all_rows()
     first = contracts_xlsx(contracts, publisher=PUBLISHER, as_of=AS_OF)

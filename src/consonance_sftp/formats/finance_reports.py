@@ -42,7 +42,7 @@ import calendar
 import csv
 import io
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -52,6 +52,7 @@ from typing import Literal
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.writer.excel import ExcelWriter
@@ -194,16 +195,29 @@ CONTRACT_COLUMNS: tuple[tuple[str, str], ...] = (
 _MONEY_FIELDS = frozenset({"flat_fee_value", "guaranteed_royalty_value"})
 
 
-def _work_for(contract: Contract, works: Sequence[Work]) -> Work | None:
-    """The contract's work: by ``contract.work_id``, else the work listing the contract."""
+def _paired(
+    contracts: Iterable[Contract], works: Iterable[Work]
+) -> list[tuple[Contract, Work | None]]:
+    """Each contract with its work (by ``contract.work_id``, else the work whose
+    ``contract_ids`` lists it; ``None`` when not given), ordered by work ID then contract ID
+    (contracts with no work last)."""
+    by_id: dict[int, Work] = {}
+    by_contract: dict[int, Work] = {}
     for work in works:
-        if contract.work_id is not None and work.id == contract.work_id:
-            return work
-    if contract.work_id is None:
-        for work in works:
-            if contract.id in work.contract_ids:
-                return work
-    return None
+        by_id.setdefault(work.id, work)
+        for contract_id in work.contract_ids:
+            by_contract.setdefault(contract_id, work)
+    pairs = [
+        (c, by_id.get(c.work_id) if c.work_id is not None else by_contract.get(c.id))
+        for c in contracts
+    ]
+
+    def order(pair: tuple[Contract, Work | None]) -> tuple[bool, int, int]:
+        contract, work = pair
+        work_id = work.id if work else contract.work_id
+        return (work_id is None, work_id or 0, contract.id)
+
+    return sorted(pairs, key=order)
 
 
 def _isbns(work: Work | None) -> tuple[str, ...]:
@@ -227,8 +241,7 @@ def _contributors(work: Work | None) -> tuple[str, ...]:
 
 def _number(value: float) -> str:
     """``1500.0`` -> ``"1500"``, ``12.5`` -> ``"12.5"``: exact (it reads back to the same float)."""
-    text = format(Decimal(repr(value)).normalize(), "f")
-    return text
+    return format(Decimal(repr(value)).normalize(), "f")
 
 
 def _rights_summary(contract: Contract) -> tuple[str, ...]:
@@ -283,10 +296,8 @@ def rights_rows(
 ) -> list[RightsRow]:
     """One row per licensed right of each contract (a contract with no licensed rights has no
     row: it holds nothing), ordered by work ID, contract ID, then the rights' own order."""
-    all_works = list(works)
     rows: list[RightsRow] = []
-    for contract in sorted(contracts, key=_contract_order(all_works)):
-        work = _work_for(contract, all_works)
+    for contract, work in _paired(contracts, works):
         status = right_status(contract, as_of=as_of)
         expires = contract_expiry(contract)
         for right in contract.licensed_rights:
@@ -312,24 +323,13 @@ def rights_rows(
     return rows
 
 
-def _contract_order(works: Sequence[Work]) -> Callable[[Contract], tuple[bool, int, int]]:
-    def key(contract: Contract) -> tuple[bool, int, int]:
-        work = _work_for(contract, works)
-        work_id = work.id if work else contract.work_id
-        return (work_id is None, work_id or 0, contract.id)
-
-    return key
-
-
 def contract_rows(
     contracts: Iterable[Contract], works: Iterable[Work], *, publisher: str
 ) -> list[ContractRow]:
     """One row per contract, ordered by work ID then contract ID. ``publisher`` is the client
     (the publisher's name): the contract's one party the API does not name."""
-    all_works = list(works)
     rows: list[ContractRow] = []
-    for contract in sorted(contracts, key=_contract_order(all_works)):
-        work = _work_for(contract, all_works)
+    for contract, work in _paired(contracts, works):
         rows.append(
             ContractRow(
                 contract_id=contract.id,
@@ -370,6 +370,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def _safe(text: str) -> str:
     """A leading apostrophe on text a spreadsheet would run as a formula."""
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _xlsx_text(text: str) -> str:
+    """``_safe`` text without the control characters XML 1.0 cannot hold (openpyxl refuses
+    them; CSV and PDF keep the text as it is)."""
+    return str(ILLEGAL_CHARACTERS_RE.sub("", _safe(text)))
 
 
 def _cells(row: RightsRow | ContractRow, columns: Sequence[tuple[str, str]]) -> list[Cell]:
@@ -439,9 +445,9 @@ def _xlsx(
         values: list[object] = []
         for value in _cells(row, columns):
             if isinstance(value, tuple):
-                values.append(_safe("; ".join(value)) if value else None)
+                values.append(_xlsx_text("; ".join(value)) if value else None)
             elif isinstance(value, str):
-                values.append(_safe(value))
+                values.append(_xlsx_text(value))
             else:
                 values.append(value)  # dates stay dates, numbers stay numbers
         sheet.append(values)
