@@ -326,6 +326,9 @@ def test_xlsx_reads_back_to_the_rows_with_real_dates_and_numbers() -> None:
     assert signed.is_date and signed.number_format == "yyyy-mm-dd"
     assert fee.data_type == "n" and fee.value == 1500 and fee.number_format == "#,##0.00"
     assert sheet.cell(row=2, column=labels.index("Title") + 1).value == TITLE
+    assert sheet.cell(row=1, column=1).font.b  # a bold heading row, frozen, with filters
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == f"A1:Y{len(contracts) + 1}"
 
 
 def test_formula_like_text_is_defused_in_csv_and_xlsx() -> None:

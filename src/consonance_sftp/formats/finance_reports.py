@@ -52,6 +52,7 @@ from typing import Literal
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
@@ -435,33 +436,41 @@ def _xlsx(
     title: str,
     generated_at: datetime,
 ) -> bytes:
-    workbook = Workbook()
-    sheet = workbook.active
-    sheet.title = sheet_name
-    sheet.append([label for _, label in columns])
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
+    # Write-only (streaming) mode, as formats.spreadsheet: cells are not kept as objects, so
+    # memory follows the rows, not the cells.
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title=sheet_name)
+    for index, (name, label) in enumerate(columns, start=1):
+        widest = max([len(label)] + [len(_text(getattr(r, name))) for r in rows])
+        sheet.column_dimensions[get_column_letter(index)].width = min(max(widest + 2, 10), 60)
+    sheet.freeze_panes = "A2"
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"
+    bold = Font(bold=True)
+    heading = []
+    for _, label in columns:
+        cell = WriteOnlyCell(sheet, value=label)
+        cell.font = bold
+        heading.append(cell)
+    sheet.append(heading)
     for row in rows:
         values: list[object] = []
-        for value in _cells(row, columns):
+        for name, _ in columns:
+            value = getattr(row, name)
             if isinstance(value, tuple):
                 values.append(_xlsx_text("; ".join(value)) if value else None)
             elif isinstance(value, str):
                 values.append(_xlsx_text(value))
-            else:
-                values.append(value)  # dates stay dates, numbers stay numbers
-        sheet.append(values)
-    for index, (name, label) in enumerate(columns, start=1):
-        letter = get_column_letter(index)
-        widest = max([len(label)] + [len(_text(getattr(r, name))) for r in rows])
-        sheet.column_dimensions[letter].width = min(max(widest + 2, 10), 60)
-        for (cell,) in sheet.iter_rows(min_row=2, min_col=index, max_col=index):
-            if isinstance(cell.value, date):
+            elif isinstance(value, date):  # a real date, shown as ISO
+                cell = WriteOnlyCell(sheet, value=value)
                 cell.number_format = "yyyy-mm-dd"
-            elif name in _MONEY_FIELDS and cell.value is not None:
+                values.append(cell)
+            elif name in _MONEY_FIELDS and value is not None:  # a number, shown with cents
+                cell = WriteOnlyCell(sheet, value=value)
                 cell.number_format = "#,##0.00"
-    sheet.freeze_panes = "A2"
-    sheet.auto_filter.ref = sheet.dimensions
+                values.append(cell)
+            else:
+                values.append(value)
+        sheet.append(values)
     stamp = generated_at.astimezone(UTC).replace(tzinfo=None)
     workbook.properties.creator = "consonance-sftp"
     workbook.properties.title = title
