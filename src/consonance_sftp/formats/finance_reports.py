@@ -2,7 +2,8 @@
 
 Pure renderers: they take ``models.Contract`` and ``models.Work`` values (as the Consonance
 client returns them) and the publisher's name, and return rows or bytes. Nothing here reads the
-API, the config or the disk (except the PDF font file, see below).
+API or the config; the only files touched are the PDF font (see below) and the temporary file
+openpyxl's write-only mode spools an XLSX sheet to.
 
 What the API can show, and what it cannot:
 
