@@ -15,6 +15,8 @@ command -v rclone >/dev/null 2>&1 || need+=(rclone)
 # clamd for the malware-scan tests. They need no signature download (freshclam, the internet):
 # the fixture writes its own signature file (an MD5 signature of the EICAR test string).
 [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
+# DejaVu Sans: the rights and contract PDF reports print any script with it (else Latin-1 only).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
 for lib in "${PROFTPD_LIBS[@]}"; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")

@@ -17,6 +17,7 @@ from consonance_sftp.config import load_settings
 from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConfigError
 from consonance_sftp.flows import finance_out
+from consonance_sftp.formats.finance.periods import period_dates, period_of
 from consonance_sftp.formats.finance.statements import Payee
 from consonance_sftp.ports.finance import Destination
 from tests.unit.test_config import MINIMAL, secrets_env, write  # noqa: F401 (fixture)
@@ -58,7 +59,8 @@ def test_encryption_needs_its_key_and_refuses_a_malformed_one() -> None:
         _flow(payees={"501": {"partner": "printer", "age_recipients": ["age1short"]}})
     with pytest.raises(ValueError, match="needs pdf_password"):
         _flow(payees={"501": {"partner": "printer", "encrypt": "pdf_password"}})
-    ok = _flow(payees={"501": {"partner": "printer", "encrypt": "age", "age_recipients": [AGE_KEY]}})
+    route = {"partner": "printer", "encrypt": "age", "age_recipients": [AGE_KEY]}
+    ok = _flow(payees={"501": route})
     assert ok.route_of(501) is not None and ok.route_of(502) is None
 
 
@@ -103,14 +105,23 @@ kind = "finance_out"
         ("statements-2026-02", "2026-02", date(2026, 2, 1), date(2026, 2, 28)),
         ("Q3 2024", "2024", date(2024, 1, 1), date(2024, 12, 31)),
         ("2024Q3", "2024Q3", date(2024, 7, 1), date(2024, 9, 30)),
+        ("2025q4", "2025Q4", date(2025, 10, 1), date(2025, 12, 31)),
+        ("2024-02 statements", "2024-02", date(2024, 2, 1), date(2024, 2, 29)),
         ("batch 12345", None, None, None),
     ],
 )
 def test_a_batch_name_gives_its_period(
     name: str, period: str | None, first: date | None, last: date | None
 ) -> None:
-    assert finance_out.period_of(name) == period
-    assert finance_out.period_dates(period) == (first, last)
+    assert period_of(name) == period
+    if period is not None:
+        assert period_dates(period) == (first, last)
+
+
+@pytest.mark.parametrize("period", ["2026H3", "2026Q5", "2026-13", "26H1"])
+def test_a_malformed_period_is_refused(period: str) -> None:
+    with pytest.raises(ValueError, match="period"):
+        period_dates(period)
 
 
 def test_only_settled_batches_and_whole_zips_are_taken(tmp_path: Path) -> None:

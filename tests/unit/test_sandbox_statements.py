@@ -15,7 +15,6 @@ from consonance_sftp.sandbox.consonance.statements import (
     Payee,
     ensure_payees,
     no_text_layer,
-    period_dates,
     statement_catalogue,
     statement_payees,
     two_payees,
@@ -172,22 +171,3 @@ def test_a_catalogue_for_n_payees_is_deterministic():
     b = statement_catalogue(20, seed=4, today=TODAY)
     assert repr(a.works) == repr(b.works) and repr(a.contracts) == repr(b.contracts)
     assert len(statement_payees(a)) >= 20
-
-
-@pytest.mark.parametrize(
-    ("period", "start", "end"),
-    [
-        ("2026H1", date(2026, 1, 1), date(2026, 6, 30)),
-        ("2026H2", date(2026, 7, 1), date(2026, 12, 31)),
-        ("2025Q1", date(2025, 1, 1), date(2025, 3, 31)),
-        ("2025Q4", date(2025, 10, 1), date(2025, 12, 31)),
-        ("2024", date(2024, 1, 1), date(2024, 12, 31)),
-    ],
-)
-def test_periods(period: str, start: date, end: date):
-    assert period_dates(period) == (start, end)
-
-
-def test_a_bad_period_is_refused():
-    with pytest.raises(ValueError, match="period"):
-        period_dates("2026-06")

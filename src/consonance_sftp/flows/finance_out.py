@@ -22,7 +22,6 @@ like any package (``plan``).
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import re
 import shutil
@@ -30,7 +29,7 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -40,6 +39,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.formats import finance_reports
 from consonance_sftp.formats.finance import companion, protect
+from consonance_sftp.formats.finance.periods import period_dates, period_of
 from consonance_sftp.formats.finance.statements import (
     Payee,
     StatementUnreadable,
@@ -84,39 +84,6 @@ def prepared_dir(state_dir: Path, flow: str) -> Path:
 
 
 # --- taking batches in ----------------------------------------------------------------------
-
-_PERIOD = re.compile(r"(?<!\d)(\d{4})(?:[-_]?(H[12]|Q[1-4]|\d{2}))?(?!\d)", re.IGNORECASE)
-
-
-def period_of(name: str) -> str | None:
-    """The statement period a batch's name carries (``2026H1``, ``2026-06``, ``2026Q2``)."""
-    found = _PERIOD.search(name)
-    if found is None or not 1990 <= int(found.group(1)) <= 2100:
-        return None
-    year, part = found.group(1), found.group(2)
-    if part is None:
-        return year
-    return f"{year}-{part}" if part.isdigit() else f"{year}{part.upper()}"
-
-
-def period_dates(period: str | None) -> tuple[date | None, date | None]:
-    """First and last day of a ``period_of`` period (None, None: unknown)."""
-    if period is None:
-        return None, None
-    year = int(period[:4])
-    part = period[4:].lstrip("-").upper()
-    if not part:
-        first, last = 1, 12
-    elif part[0] == "H":
-        first = 1 + 6 * (int(part[1]) - 1)
-        last = first + 5
-    elif part[0] == "Q":
-        first = 1 + 3 * (int(part[1]) - 1)
-        last = first + 2
-    else:
-        first = last = int(part)
-    end = date(year, last, calendar.monthrange(year, last)[1])
-    return date(year, first, 1), end
 
 
 def settled_batches(folder: Path, settle_s: int, now: float) -> list[Path]:
@@ -431,7 +398,7 @@ def prepare(
         plain: list[Path] = [where / original.name]
         shutil.copyfile(original, plain[0])
         if cfg.companions and mode != "pdf_password":
-            start, end = period_dates(batch.period)
+            start, end = period_dates(batch.period) if batch.period else (None, None)
             facts = companion.StatementFacts(
                 file_name=original.name,
                 sha256=statement.sha256,
@@ -531,16 +498,21 @@ def render_reports(
 ) -> list[Path]:
     """The configured reports in the configured formats, written into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    stamp = now.strftime("%Y%m%d")
     written: list[Path] = []
     for kind in cfg.reports:
-        if kind == "rights":
-            rows: Sequence[object] = finance_reports.rights_rows(contracts, works, as_of=now.date())
-        else:
-            rows = finance_reports.contract_rows(contracts, works)
         for fmt in cfg.report_formats:
-            path = out / f"{kind}_{stamp}.{fmt}"
-            finance_reports.write(kind, fmt, rows, path, publisher=publisher, as_of=now.date())
+            path = out / f"{kind}_{now:%Y%m%d}.{fmt}"
+            path.write_bytes(
+                finance_reports.render(
+                    kind,
+                    fmt,
+                    contracts,
+                    works,
+                    publisher=publisher,
+                    as_of=now.date(),
+                    generated_at=now,
+                )
+            )
             written.append(path)
     return written
 

@@ -683,3 +683,27 @@ def contracts_pdf(
     if not rows:
         _note(pdf, "No contracts.")
     return bytes(pdf.output())
+
+
+def render(
+    kind: Literal["rights", "contracts"],
+    fmt: Literal["csv", "xlsx", "pdf"],
+    contracts: Sequence[Contract],
+    works: Sequence[Work],
+    *,
+    publisher: str,
+    as_of: date,
+    generated_at: datetime = EPOCH,
+) -> bytes:
+    """One report (``rights`` or ``contracts``) in one format, as bytes."""
+    if kind == "rights":
+        rights = rights_rows(contracts, works, as_of=as_of)
+        if fmt == "csv":
+            return rights_csv(rights)
+        writer = rights_xlsx if fmt == "xlsx" else rights_pdf
+        return writer(rights, publisher=publisher, as_of=as_of, generated_at=generated_at)
+    terms = contract_rows(contracts, works, publisher=publisher)
+    if fmt == "csv":
+        return contracts_csv(terms)
+    write = contracts_xlsx if fmt == "xlsx" else contracts_pdf
+    return write(terms, publisher=publisher, as_of=as_of, generated_at=generated_at)

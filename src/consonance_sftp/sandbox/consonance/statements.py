@@ -34,6 +34,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from PIL import Image, ImageDraw, ImageFont
 
+from consonance_sftp.formats.finance.periods import period_dates as period_dates
 from consonance_sftp.models import (
     Contact,
     Contract,
@@ -57,7 +58,6 @@ from consonance_sftp.sandbox.consonance.generator import (
 DEFAULT_PERIOD = "2026H1"
 FILE_NAME = "statement_{period}_{contact_id}.pdf"
 PUBLISHER_ADDRESS = "120 Harbour Road, London E14 9XX"
-_PERIOD = re.compile(r"(\d{4})(?:H([12])|Q([1-4]))?")
 _PENNY = Decimal("0.01")
 
 
@@ -69,24 +69,6 @@ class Payee(NamedTuple):
 
 
 # --- periods ----------------------------------------------------------------------------------
-
-
-def period_dates(period: str) -> tuple[date, date]:
-    """First and last day of ``2026H1``, ``2026H2``, ``2026Q3`` or ``2026``."""
-    match = _PERIOD.fullmatch(period)
-    if match is None:
-        raise ValueError(f"period {period!r} is not YYYY, YYYYH1/H2 or YYYYQ1..Q4")
-    year = int(match.group(1))
-    if match.group(2):
-        first_month, months = (1, 6) if match.group(2) == "1" else (7, 6)
-    elif match.group(3):
-        first_month, months = 3 * int(match.group(3)) - 2, 3
-    else:
-        first_month, months = 1, 12
-    start = date(year, first_month, 1)
-    after = first_month + months
-    end = (date(year + 1, 1, 1) if after > 12 else date(year, after, 1)) - timedelta(days=1)
-    return start, end
 
 
 def _long(day: date) -> str:
