@@ -20,6 +20,7 @@ from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import finance_out
 from consonance_sftp.ports.finance import BatchRecord as BatchRecord  # for the CLI
 from consonance_sftp.ports.finance import StatementRecord as StatementRecord
+from consonance_sftp.ports.finance import StatementState
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -108,45 +109,88 @@ async def send(app: App, runner: DeliveryRunner, ref: str, *, unsent: bool, by: 
             hint=f"consonance-sftp finance send {batch.name} --unsent sends only the rest; "
             "finance resend STATEMENT --reason ... sends one again.",
         )
-    todo = [
-        s for s in statements if s.state in (("approved", "failed") if unsent else ("approved",))
-    ]
+    sendable = ("approved", "failed") if unsent else ("approved",)
+    todo = [s for s in statements if s.state in sendable]
     if not todo:
         waiting = [s for s in statements if s.state == "resolved"]
         raise ConsonanceSftpError(
             f"batch {batch.name!r} has nothing approved to send",
             hint=f"consonance-sftp finance approve {batch.name}" if waiting else None,
         )
+    return await _deliver(app, runner, cfg, batch, todo, by=by)
+
+
+async def _deliver(
+    app: App,
+    runner: DeliveryRunner,
+    cfg: FinanceOutFlow,
+    batch: BatchRecord,
+    statements: list[StatementRecord],
+    *,
+    by: str,
+    reason: str | None = None,
+) -> SendOutcome:
+    """Submit every destination's package of every statement to the engine (which runs them
+    side by side, each partner within its connection budget), then record each statement's
+    outcome as its deliveries end. With a ``reason`` it is a resend: each package one
+    generation above the ledger's newest, marked so the partner gets it again even where it
+    holds the same bytes."""
     contracts = await _contracts(app)
+    now = datetime.now(UTC)
+    submitted = [
+        await _submit(app, runner, cfg, batch, s, contracts, now=now, by=by, reason=reason)
+        for s in statements
+    ]
     out = SendOutcome()
-    for statement in todo:
-        await _send_one(app, runner, cfg, batch, statement, contracts, out, by=by)
+    details: dict[str, Any] = {"by": by} | ({"reason": reason} if reason is not None else {})
+    for statement, (workflows, held, generation) in zip(statements, submitted, strict=True):
+        state: StatementState
+        results = [await runner.wait(w) for w in workflows.values()]
+        errors = [
+            f"{partner}: {r['error']}"
+            for partner, r in zip(workflows, results, strict=True)
+            if "error" in r
+        ]
+        if errors:
+            state, why = "failed", "; ".join(errors)
+            out.failed[statement.file_name] = why
+        elif held:
+            state, why = "approved", "held: " + "; ".join(held)
+            out.held[statement.file_name] = "; ".join(held)
+        else:
+            state, why = "sent", ""
+            out.sent.append(statement.file_name)
+        await asyncio.to_thread(
+            app.store.set_statement,
+            statement.id,
+            state,
+            actor=ACTOR_PREFIX + by,
+            reason=why,
+            deliveries=workflows,
+            details={**details, "generation": generation},
+        )
     return out
 
 
-async def _send_one(
+async def _submit(
     app: App,
     runner: DeliveryRunner,
     cfg: FinanceOutFlow,
     batch: BatchRecord,
     statement: StatementRecord,
     contracts: dict[int, list[finance_out.PayeeContract]],
-    out: SendOutcome,
     *,
+    now: datetime,
     by: str,
-    reason: str | None = None,
-) -> None:
-    """Send one statement to each of its destinations and record the outcome. With a
-    ``reason`` it is a resend: each package one generation above the ledger's newest,
-    marked so the partner gets it again even where it holds the same bytes."""
+    reason: str | None,
+) -> tuple[dict[str, str], list[str], int]:
+    """One statement's packages handed to the engine: (partner -> workflow ID, held
+    reasons, the generation sent)."""
     from consonance_sftp.app.runner import Enqueued, mark_resend
 
-    now = datetime.now(UTC)
-    publisher = cfg.publisher or "(publisher not configured)"
     workflows: dict[str, str] = {}
-    generation = 0
-    errors: list[str] = []
     held: list[str] = []
+    generation = 0
     for destination in statement.destinations:
         files = await asyncio.to_thread(
             finance_out.prepare,
@@ -156,16 +200,11 @@ async def _send_one(
             destination,
             state_dir=app.state_dir,
             contracts=contracts.get(statement.payee_id or -1, []),
-            publisher=publisher,
+            publisher=cfg.publisher or "(publisher not configured)",
             now=now,
         )
         request = finance_out.statement_request(
-            batch.flow,
-            batch,
-            statement,
-            destination,
-            files,
-            trigger=f"finance:{batch.name}:{by}",
+            batch.flow, batch, statement, destination, files, trigger=f"finance:{batch.name}:{by}"
         )
         if reason is not None:
             keys = request.keys()
@@ -175,50 +214,13 @@ async def _send_one(
             await asyncio.to_thread(mark_resend, app.store, request)
         generation = max(generation, request.generation)
         submitted = await runner.submit(request)
-        if not isinstance(submitted, Enqueued):
+        if isinstance(submitted, Enqueued):
+            workflows[destination.partner] = submitted.workflow_id
+            # A package that failed before (send --unsent) runs again from its failed step.
+            await asyncio.to_thread(runner.resume_failed, submitted.workflow_id)
+        else:
             held.append(f"{destination.partner}: {submitted.reason}")
-            continue
-        workflows[destination.partner] = submitted.workflow_id
-        result = await runner.wait(submitted.workflow_id)
-        if "error" in result:
-            errors.append(f"{destination.partner}: {result['error']}")
-    details: dict[str, Any] = {"by": by, "generation": generation}
-    if reason is not None:
-        details["reason"] = reason
-    actor = ACTOR_PREFIX + by
-    if errors:
-        await asyncio.to_thread(
-            app.store.set_statement,
-            statement.id,
-            "failed",
-            actor=actor,
-            reason="; ".join(errors),
-            deliveries=workflows,
-            details=details,
-        )
-        out.failed[statement.file_name] = "; ".join(errors)
-    elif held:
-        await asyncio.to_thread(
-            app.store.set_statement,
-            statement.id,
-            "approved",
-            actor=actor,
-            reason="held: " + "; ".join(held),
-            deliveries=workflows,
-            details=details,
-        )
-        out.held[statement.file_name] = "; ".join(held)
-    else:
-        await asyncio.to_thread(
-            app.store.set_statement,
-            statement.id,
-            "sent",
-            actor=actor,
-            reason="",
-            deliveries=workflows,
-            details=details,
-        )
-        out.sent.append(statement.file_name)
+    return workflows, held, generation
 
 
 async def resend(
@@ -243,20 +245,7 @@ async def resend(
     batch = await asyncio.to_thread(store.get_finance_batch, statement.batch_id)
     assert batch is not None
     _, cfg = finance_flow(app, batch.flow)
-    contracts = await _contracts(app)
-    out = SendOutcome()
-    await _send_one(
-        app,
-        runner,
-        cfg,
-        batch,
-        statement,
-        contracts,
-        out,
-        by=by,
-        reason=reason,
-    )
-    return out
+    return await _deliver(app, runner, cfg, batch, [statement], by=by, reason=reason)
 
 
 def partner_folder(app: App, cfg: FinanceOutFlow, partner: str, key: str) -> str:

@@ -481,7 +481,7 @@ class DeliveryRunner:
                 continue  # still held (and not recorded as held again)
             outcome = await self.submit(item.request)
             if isinstance(outcome, Enqueued):
-                resumed = await asyncio.to_thread(self._resume_failed, outcome.workflow_id)
+                resumed = await asyncio.to_thread(self.resume_failed, outcome.workflow_id)
                 # The hold closes with its ``delivery.released`` audit event.
                 await asyncio.to_thread(
                     functools.partial(
@@ -503,11 +503,13 @@ class DeliveryRunner:
                 released.append(outcome)
         return released
 
-    def _resume_failed(self, workflow_id: str) -> bool:
-        """A held delivery has the same workflow ID as the same files sent before; when that
-        delivery ended failed (the changed host key that paused the partner, say), enqueuing
-        only attaches to the failure and nothing is sent. Released work must go: run the
-        failed workflow again from its first failed step, as ``retry`` does. Blocking."""
+    def resume_failed(self, workflow_id: str) -> bool:
+        """A delivery submitted again has the same workflow ID as the same files sent before;
+        when that delivery ended failed (the changed host key that paused the partner, a
+        partner that refused a write), enqueuing only attaches to the failure and nothing is
+        sent. Work released from a hold, or sent again on purpose (``finance send --unsent``),
+        must go: run the failed workflow again from its first failed step, as ``retry``
+        does. True when it did. Blocking."""
         if self.client is None and self._reader is None:
             self._reader = EngineClient(self.app.engine_settings())
         client = self.client or self._reader

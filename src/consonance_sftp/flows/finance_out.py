@@ -298,7 +298,7 @@ def resolve_statements(
             )
             continue
         found = resolve(statement.file_name, text, cfg.statement_pattern, contacts, batch_ids)
-        if found.payee is None:
+        if not found.resolved or found.payee is None:  # a quarantined one may name a payee
             done.append(
                 store.set_statement(
                     statement.id,
