@@ -158,7 +158,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                         else {}
                     )
                     for i in OWN
-                },
+                }
+                # One payee without a server: held for e-mail, never guessed.
+                | {str(payees[HELD[0]].id): {"email": "rob@example.org"}},
                 "finance_copy": {"partner": "finance"},
             }
         },
@@ -198,15 +200,18 @@ async def test_a_batch_is_resolved_and_the_bad_files_quarantined_with_their_reas
     assert blank["state"] == "quarantined" and "no text layer" in blank["reason"]
     unknown = [s for s in shown["statements"] if "no Consonance contact" in (s["reason"] or "")]
     assert len(unknown) == 1 and unknown[0]["state"] == "quarantined"
-    for i in HELD:
-        held = states[f"statement_{BATCH}_{p[i].id}.pdf"]
-        assert held["state"] == "held" and "no destination" in held["reason"]
+    by_mail, unrouted = (states[f"statement_{BATCH}_{p[i].id}.pdf"] for i in HELD)
+    assert by_mail["state"] == "held" and "e-mail to rob@example.org" in by_mail["reason"]
+    assert unrouted["state"] == "held" and "no destination" in unrouted["reason"]
     resolved = [s for s in shown["statements"] if s["state"] == "resolved"]
     assert len(resolved) == 50 - 2 - 2  # two quarantined payees, two held
     for s in resolved:
         roles = sorted(d["role"] for d in s["destinations"])
         assert roles[-1] == "payee" or roles[0].startswith("agent:")
         assert "finance" in roles
+    listed = world.cli("batches")
+    assert listed.returncode == 0, listed.stderr
+    assert BATCH in listed.stdout and "46 resolved" in listed.stdout
     # Taking the same batch again takes nothing twice.
     await run_flow(world.app, "royalties", trigger="test", runner=world.runner)
     assert len(world.app.store.list_finance_batches(flow="royalties")) == 1

@@ -17,6 +17,7 @@ from consonance_sftp.config import (
     fingerprint_of,
     load_settings,
 )
+from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.config.starter import starter_config
 from consonance_sftp.errors import ConfigError
 from consonance_sftp.logs import JsonFormatter
@@ -316,14 +317,17 @@ def test_starter_commented_examples_are_valid_when_uncommented(
     assert uncommented >= 25
     found = problems_of(write(tmp_path, "\n".join(lines)))
     # The finance example names a partner the reader is meant to add; nothing else is wrong.
-    assert list(found) == ["flows.royalty-statements.partners"]
-    assert "unknown partner 'acme-agency'" in found["flows.royalty-statements.partners"]
+    where = "flows.royalty-statements.agents.acme-agency.partner"
+    assert list(found) == [where]
+    assert "unknown partner 'acme-agency'" in found[where]
     fixed = "\n".join(lines).replace('"acme-agency"', '"acme-print"')
     settings = load_settings(write(tmp_path, fixed))
     acme = settings.partners["acme-print"]
     assert acme.auth.method == "password"
     assert acme.host_key_fingerprints == {"SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"}
     assert [t.type for t in settings.notifications] == ["log", "email", "webhook"]
+    royalties = settings.flows["royalty-statements"]
+    assert isinstance(royalties, FinanceOutFlow) and royalties.route_of(502) is not None
 
 
 def test_schedule_next_run_is_in_its_time_zone() -> None:

@@ -283,11 +283,20 @@ kind = "archive"
 enabled = false
 schedule = {{ cron = "30 2 * * *", timezone = "UTC" }}
 
-# Royalty statements to agents, each receiving only its own:
+# Royalty statements, each payee (or its agency) receiving only its own: finance drops each
+# batch exported from Consonance into var/finance/statements; nothing leaves before
+# `consonance-sftp finance approve` and `finance send` (docs/how-to/finance-statements.md).
+# `consonance-sftp sandbox statements --out var/finance/statements/2026H1` makes a batch.
 # [flows.royalty-statements]
 # kind = "finance_out"
-# partners = ["acme-agency"]
-# schedule = {{ cron = "0 7 1 */3 *", timezone = "Europe/London" }}
+# statement_pattern = "statement_*_{{contact}}.pdf"
+# publisher = "Sandbox Books"
+# schedule = {{ cron = "*/15 * * * *", timezone = "UTC" }}
+# [flows.royalty-statements.agents.acme-agency]
+# partner = "acme-agency"
+# payees = [501, 502, 503]
+# [flows.royalty-statements.payees]
+# "504" = {{ partner = "acme-author", encrypt = "age", age_recipients = ["age1..."] }}
 
 # --- notifications ---------------------------------------------------------------------------
 # Alerts are always recorded in the database; these targets also receive them.

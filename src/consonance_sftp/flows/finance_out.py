@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from consonance_sftp.config.finance import Protection
+from consonance_sftp.config.finance import PayeeRoute, Protection
 from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows.base import FlowContext, PlannedRun
@@ -312,9 +312,14 @@ def resolve_statements(
         payee = found.payee
         where = destinations(cfg, payee, batch.name, folder_of)
         if where is None:
+            route = cfg.route_of(payee.contact_id)
+            email = route[1].email if route and isinstance(route[1], PayeeRoute) else None
             reason = (
-                f"no destination for payee {payee.name} (contact {payee.contact_id}): add "
-                f"it to [flows.<flow>.payees] or to an agent's payees; nothing is guessed"
+                f"held for e-mail to {email}: payee {payee.name} (contact {payee.contact_id}) "
+                "has no partner (send it by hand; this release sends no e-mail)"
+                if email
+                else f"no destination for payee {payee.name} (contact {payee.contact_id}): "
+                "add it to the flow's payees or to an agency's payees; nothing is guessed"
             )
             done.append(
                 store.set_statement(
