@@ -4,22 +4,26 @@ member names flattened, never climbing out)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zipfile
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConfigError
 from consonance_sftp.flows import finance_out
+from consonance_sftp.flows.finance_out import PayeeContract
 from consonance_sftp.formats.finance.periods import period_dates, period_of
 from consonance_sftp.formats.finance.statements import Payee
-from consonance_sftp.ports.finance import Destination
+from consonance_sftp.models import Contract
+from consonance_sftp.ports.finance import BatchRecord, Destination, StatementRecord
 from tests.unit.test_config import MINIMAL, secrets_env, write  # noqa: F401 (fixture)
 
 AGE_KEY = "age1" + "q" * 58
@@ -180,3 +184,102 @@ def test_an_agent_gets_each_payee_in_its_own_folder_and_finance_a_copy() -> None
         partner="jane", folder="/jane/send", role="payee"
     )
     assert finance_out.destinations(cfg, Payee(502, "Rob Roe"), "2026H1", folder_of) is None
+
+
+def _statement_pdf(path: Path, text: str) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    for line in text.splitlines():
+        pdf.cell(0, 6, line, new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(path))
+
+
+def _records(tmp_path: Path) -> tuple[BatchRecord, StatementRecord, Destination]:
+    original = tmp_path / "statement_2026H1_501.pdf"
+    _statement_pdf(original, "Payee: Jane Doe\nContact ID: 501\nISBN 9781900200011 Home 12 units")
+    batch = BatchRecord(
+        id=1,
+        flow="royalties",
+        name="2026H1",
+        source=str(tmp_path),
+        period="2026H1",
+        received_at=datetime(2026, 7, 3, tzinfo=UTC),
+    )
+    statement = StatementRecord(
+        id=7,
+        batch_id=1,
+        file_name=original.name,
+        original_path=str(original),
+        sha256="0" * 64,
+        size=original.stat().st_size,
+        state="approved",
+        reason=None,
+        payee_id=501,
+        payee_name="Jane Doe",
+        destinations=(),
+    )
+    return batch, statement, Destination(partner="jane", folder="/in", role="payee")
+
+
+def test_a_destination_gets_the_pdf_and_its_companions_made_once(tmp_path: Path) -> None:
+    batch, statement, where = _records(tmp_path)
+    cfg = _flow(payees={"501": {"partner": "jane"}}, publisher="Meridian Press")
+    contract = PayeeContract(Contract(id=3001, contract_name="Doe: Ash", work_id=9), "Ash")
+    now = datetime(2026, 7, 31, tzinfo=UTC)
+
+    def made() -> list[finance_out.Prepared]:
+        return finance_out.prepare(
+            cfg,
+            batch,
+            statement,
+            where,
+            state_dir=tmp_path / "var",
+            contracts=[contract],
+            publisher="Meridian Press",
+            now=now,
+        )
+
+    files = made()
+    assert [f.name for f in files] == [
+        "statement_2026H1_501.csv",
+        "statement_2026H1_501.json",
+        "statement_2026H1_501.pdf",
+    ]
+    facts = json.loads(files[1].local.read_bytes())
+    flat = json.dumps(facts)
+    assert "9781900200011" in flat and "Doe: Ash" in flat and "Meridian Press" in flat
+    assert "2026-01-01" in flat and "2026-06-30" in flat
+    assert files[2].local.read_bytes() == Path(statement.original_path).read_bytes()
+    assert made() == files  # the same bytes at every attempt
+
+
+def test_a_password_destination_gets_a_protected_pdf_and_no_companion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JANE_PDF_PASSWORD", "correct horse")
+    batch, statement, where = _records(tmp_path)
+    route = {
+        "partner": "jane",
+        "encrypt": "pdf_password",
+        "pdf_password": {"env": "JANE_PDF_PASSWORD"},
+    }
+    cfg = _flow(payees={"501": route})
+    files = finance_out.prepare(
+        cfg,
+        batch,
+        statement,
+        where,
+        state_dir=tmp_path / "var",
+        contracts=[],
+        publisher="Meridian Press",
+        now=datetime(2026, 7, 31, tzinfo=UTC),
+    )
+    assert [f.name for f in files] == ["statement_2026H1_501.pdf"]
+    reader = PdfReader(files[0].local)
+    assert reader.is_encrypted
+    assert reader.decrypt("wrong") == 0
+    assert reader.decrypt("correct horse") != 0
+    assert "Contact ID: 501" in reader.pages[0].extract_text()
