@@ -8,7 +8,7 @@ import pytest
 
 from consonance_sftp.config import FLOW_MODELS
 from consonance_sftp.config.flows import FlowBase
-from consonance_sftp.flows import intake, onix_feed, registry, sales_in, triggers
+from consonance_sftp.flows import finance_out, intake, onix_feed, registry, sales_in, triggers
 from consonance_sftp.flows.base import FlowNotAvailable
 from consonance_sftp.models import ChangeEvent, ChangeKind, FlowKind
 
@@ -35,7 +35,9 @@ def test_how_each_runnable_kind_fires() -> None:
         "onix_feed": {registry.Fires.SCHEDULE},
         "intake": {registry.Fires.INBOX},
         "sales_in": {registry.Fires.INBOX},
+        "finance_out": {registry.Fires.SCHEDULE},
     }
+    assert registry.REGISTRY["finance_out"].plan is finance_out.plan
     assert registry.REGISTRY["onix_feed"].after_delivery is onix_feed.after_delivery
     assert registry.REGISTRY["intake"].take is intake.take
     assert registry.REGISTRY["sales_in"].take is sales_in.take
@@ -62,8 +64,8 @@ def test_the_hook_the_ledger_runs_after_delivery_is_the_kinds_own() -> None:
 
 def test_a_kind_this_release_cannot_run_names_where_it_will_live() -> None:
     with pytest.raises(FlowNotAvailable) as caught:
-        registry.plan_for("royalties", config("finance_out"))
-    assert "flows/finance_out.py" in (caught.value.hint or "")
+        registry.plan_for("nightly", config("archive"))
+    assert "flows/archive.py" in (caught.value.hint or "")
     assert "onix_feed" in (caught.value.hint or "")
 
 
