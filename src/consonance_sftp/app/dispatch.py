@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.delivery import ProgressSink
+from consonance_sftp.app.finance_handler import fetch_batches
 from consonance_sftp.app.runner import DeliveryRunner, Enqueued, Held, flow_lock
+from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows import registry
 from consonance_sftp.flows.base import FlowContext, Outbound, PlannedRun, Withdrawal
@@ -361,6 +363,10 @@ async def run_flow(
     # A dry run sends nothing, so it need not wait for a run that does.
     lock = contextlib.nullcontext() if dry_run else flow_lock(app, name)
     async with lock:
+        config = app.settings.flows.get(name)
+        if isinstance(config, FinanceOutFlow) and not dry_run:
+            # Statement batches finance put on an SFTP inbox come down before the plan.
+            await fetch_batches(app, name, config)
         planned = await plan(
             app, name, isbns=isbns, force_full=force_full, test=test, dry_run=dry_run, now=now
         )

@@ -12,12 +12,13 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consonance_sftp.app.dispatch import folder_of
 from consonance_sftp.config.flows import FinanceOutFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows import finance_out
+from consonance_sftp.logs import get_logger
 from consonance_sftp.ports.finance import BatchRecord as BatchRecord  # for the CLI
 from consonance_sftp.ports.finance import StatementRecord as StatementRecord
 from consonance_sftp.ports.finance import StatementState
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app.runner import DeliveryRunner
 
 ACTOR_PREFIX = "user:"
+log = get_logger(__name__)
 
 
 def finance_flow(app: App, name: str | None) -> tuple[str, FinanceOutFlow]:
@@ -248,6 +250,38 @@ async def resend(
     return await _deliver(app, runner, cfg, batch, [statement], by=by, reason=reason)
 
 
-def partner_folder(app: App, cfg: FinanceOutFlow, partner: str, key: str) -> str:
-    """A partner's folder by its key (what the flow's routes name)."""
-    return folder_of(app, cfg.model_copy(update={"folder": key}), partner)
+async def fetch_batches(app: App, name: str, cfg: FinanceOutFlow) -> list[str]:
+    """A flow with ``statements_from``: each zip in the finance inbox that no batch of the
+    flow has taken yet, once the partner has finished writing it (two looks agree), is
+    downloaded (resumable, its size checked) into the statements folder, where the run takes
+    it like a dropped one. The remote file stays: the batch's name keeps it to one batch.
+    Nothing is fetched while the partner is paused. Returns the names fetched."""
+    from consonance_sftp.app.runner import Controls
+
+    source = cfg.statements_from
+    if source is None or await asyncio.to_thread(
+        Controls(app).is_paused, "partner", source.partner
+    ):
+        return []
+    folder = app.partner_config(source.partner).folders[source.folder]
+    target = finance_out.statements_dir(cfg, app.state_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    fetched: list[str] = []
+    async with app.remote_fs(source.partner) as fs:
+        waiting = [
+            entry
+            async for entry in fs.list(folder, pattern="*.zip")
+            if not (target / entry.name).exists()
+            and app.store.find_finance_batch(name, finance_out.batch_name(Path(entry.name))) is None
+        ]
+        for entry in waiting:
+            stable = await fs.wait_stable(entry)
+            if stable is None:
+                continue  # still being written: the next run looks again
+            part = target / f".{entry.name}.part"
+            await fs.download(str(entry.path), part, expected_size=stable.size)
+            part.replace(target / entry.name)
+            fetched.append(entry.name)
+    if fetched:
+        log.info("flow %s: fetched statement batch(es) %s", name, ", ".join(fetched))
+    return fetched

@@ -117,6 +117,13 @@ class FinanceCopy(StrictModel):
     )
 
 
+class StatementsInbox(StrictModel):
+    """An SFTP inbox finance uploads statement batches to (one zip per batch)."""
+
+    partner: str = Field(description="The partner (a key of `[partners]`) holding the inbox.")
+    folder: str = Field(default="receive", description="Which of the partner's `folders`.")
+
+
 ReportKind = Literal["rights", "contracts"]
 ReportFormat = Literal["pdf", "csv", "xlsx"]
 

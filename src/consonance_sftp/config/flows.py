@@ -26,6 +26,7 @@ from consonance_sftp.config.finance import (
     PayeeRoute,
     ReportFormat,
     ReportKind,
+    StatementsInbox,
     contact_key,
 )
 from consonance_sftp.config.profiles import DeliveryProfile
@@ -700,6 +701,11 @@ class FinanceOutFlow(FlowBase):
         default=None,
         description="The folder finance drops statement batches into (a sub-folder or a "
         "`.zip` per batch; unset: `finance/statements` under `state_dir`).",
+    )
+    statements_from: StatementsInbox | None = Field(
+        default=None,
+        description="An SFTP inbox finance uploads batches to (a zip per batch): each new one "
+        "is fetched into `statements` at the flow's run.",
     )
     statement_pattern: str = Field(
         default="*_{contact}.pdf",

@@ -328,7 +328,7 @@ def _delivery_target(
 ) -> list[ConfigProblem]:
     """Partners a flow sends to besides ``partners``, each a known partner with the folder
     named: a sales_in flow's ``deliver_to`` (``deliver_folder``); a finance_out flow's
-    payees, agents and finance copy (each ``partner`` and ``folder``)."""
+    payees, agents, finance copy and statements inbox (each ``partner`` and ``folder``)."""
     targets: list[tuple[str, Any, Any, str]] = []  # (where, partner, folder, folder key)
     if "deliver_to" in flow:
         targets.append((where, flow["deliver_to"], flow.get("deliver_folder", "send"), "deliver"))
@@ -338,10 +338,10 @@ def _delivery_target(
             if isinstance(route, Mapping) and route.get("partner") is not None:
                 at = _join(["flows", where.split(".", 1)[1], table, str(key)])
                 targets.append((at, route["partner"], route.get("folder", "send"), ""))
-    copy = flow.get("finance_copy")
-    if isinstance(copy, Mapping) and "partner" in copy:
-        at = f"{where}.finance_copy"
-        targets.append((at, copy["partner"], copy.get("folder", "send"), ""))
+    for table, default in (("finance_copy", "send"), ("statements_from", "receive")):
+        entry = flow.get(table)
+        if isinstance(entry, Mapping) and "partner" in entry:
+            targets.append((f"{where}.{table}", entry["partner"], entry.get("folder", default), ""))
     problems: list[ConfigProblem] = []
     for at, name, folder, prefix in targets:
         if not isinstance(name, str):
