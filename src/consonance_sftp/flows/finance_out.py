@@ -535,11 +535,11 @@ async def plan(
     run = PlannedRun(flow=name, kind="finance_out")
     if not ctx.dry_run:
         source = statements_dir(config, ctx.state_dir)
-        ready = settled_batches(source, config.settle_seconds, ctx.now.timestamp())
-        for path in ready:
+        for path in settled_batches(source, config.settle_seconds, ctx.now.timestamp()):
+            new = ctx.store.find_finance_batch(name, batch_name(path)) is None
             batch = take_batch(ctx.store, name, path, ctx.state_dir)
-            await resolve_batch(ctx, name, config, batch)
-        run.notes.append(f"{len(ready)} statement batch(es) ready in {source}")
+            if await resolve_batch(ctx, name, config, batch) or new:
+                run.notes.append(_batch_note(ctx.store, batch))
     if not config.reports:
         return run
     contracts, works = await _contracts_and_works(ctx.api)
@@ -560,6 +560,16 @@ async def plan(
             )
         )
     return run
+
+
+def _batch_note(store: Store, batch: BatchRecord) -> str:
+    counts = (store.get_finance_batch(batch.id) or batch).counts
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
+    return (
+        f"statement batch {batch.name}: {states or 'no statements'}; nothing is sent before "
+        f"`consonance-sftp finance approve {batch.name}` and `finance send {batch.name}` "
+        f"(`finance show {batch.name}` lists each one)"
+    )
 
 
 async def resolve_batch(
