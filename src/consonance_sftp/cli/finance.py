@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import acting_user, state
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -41,10 +40,6 @@ def _app() -> App:
     from consonance_sftp.app import App  # the App loads when a command runs
 
     return App.from_config(state.config_path)
-
-
-def _who(by: str | None) -> str:
-    return by or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 def _emit(data: Any) -> None:
@@ -146,7 +141,7 @@ def approve_cmd(batch: BatchArg, by: By = None) -> None:
     from consonance_sftp.app.finance_handler import approve
 
     app = _app()
-    done = approve(app, batch, by=_who(by))
+    done = approve(app, batch, by=acting_user(by))
     console.print(
         f"batch {done.name} approved by {done.approved_by}: {_counts(done.counts)}", markup=False
     )
@@ -184,7 +179,7 @@ def send_cmd(
 
     async def go() -> SendOutcome:
         async with DeliveryRunner(app, quiet=True) as runner:
-            return await send(app, runner, batch, unsent=unsent, by=_who(by))
+            return await send(app, runner, batch, unsent=unsent, by=acting_user(by))
 
     _report(asyncio.run(go()))
 
@@ -203,6 +198,6 @@ def resend_cmd(
 
     async def go() -> SendOutcome:
         async with DeliveryRunner(app, quiet=True) as runner:
-            return await resend(app, runner, statement, by=_who(by), reason=reason)
+            return await resend(app, runner, statement, by=acting_user(by), reason=reason)
 
     _report(asyncio.run(go()))

@@ -6,6 +6,7 @@ A user sees one clear line and a hint for every error we raise on purpose, never
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -38,6 +39,12 @@ class State:
 
 
 state = State()
+
+
+def acting_user(by: str | None = None) -> str:
+    """Who acts, for the record: ``--by``, else the login name (``$USER``), else ``unknown``
+    (a bare container has neither)."""
+    return by or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 def _version(value: bool) -> None:

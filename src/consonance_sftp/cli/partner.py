@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import acting_user, state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
@@ -176,7 +175,7 @@ def trust(
     from consonance_sftp.app.operations import Operations
 
     ops = Operations(App.from_config(state.config_path))
-    by = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    by = acting_user()
     trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
     check = asyncio.run(trusting)
     for key in check.presented:

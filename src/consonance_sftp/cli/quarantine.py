@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import acting_user, state
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -35,10 +34,6 @@ By = Annotated[
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.add_typer(quarantine_app, name="quarantine")
-
-
-def _who(by: str | None) -> str:
-    return by or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 def _app() -> App:
@@ -132,7 +127,7 @@ def assign_cmd(
     """Match a quarantined file to a title and process it as if a rule had matched it."""
     from consonance_sftp.app import quarantine as q
 
-    who = _who(by)
+    who = acting_user(by)
     result = asyncio.run(q.assign(_app(), intake_id, isbn=isbn, kind=kind, by=who))
     console.print(f"intake #{intake_id}: {result.outcome.value}: {result.reason or ''}")
     if result.outcome.value in ("quarantined", "failed"):
@@ -148,5 +143,5 @@ def reject_cmd(
     """Close a quarantined file for good (its bytes are kept)."""
     from consonance_sftp.app import quarantine as q
 
-    row = q.reject(_app(), intake_id, reason=reason, by=_who(by))
+    row = q.reject(_app(), intake_id, reason=reason, by=acting_user(by))
     console.print(f"intake #{intake_id}: {row.outcome.value}: {row.reason}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import acting_user, state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
@@ -86,10 +85,6 @@ def _ops(app: App | None = None) -> Operations:
     from consonance_sftp.app.operations import Operations
 
     return Operations(app or _app())
-
-
-def _user() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -328,7 +323,7 @@ def retry(
     """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
     (same ID)."""
     app = _app()
-    _ops(app).retry(workflow_id, by=by or _user())
+    _ops(app).retry(workflow_id, by=acting_user(by))
     console.print(f"retrying {workflow_id}")
     if wait:
         result = asyncio.run(_wait_for(app, workflow_id))
@@ -402,7 +397,7 @@ def resend(
 
     app = _app()
     ops = _ops(app)
-    who = by or _user()
+    who = acting_user(by)
     if not reason.strip():
         raise typer.BadParameter("give a reason", param_hint="--reason")
     if workflow_id is None:
@@ -436,7 +431,7 @@ def resend(
 
 
 def _control(scope: str, name: str, paused: bool, by: str | None, reason: str | None) -> None:
-    change = _ops().set_paused(scope, name, paused=paused, by=by or _user(), reason=reason or "")
+    change = _ops().set_paused(scope, name, paused=paused, by=acting_user(by), reason=reason or "")
     p = change.pause
     verb = "paused" if p.paused else "resumed"
     console.print(f"{scope} {name} {verb} by {p.by}" + (f": {p.reason}" if p.reason else ""))

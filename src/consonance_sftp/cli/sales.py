@@ -5,7 +5,6 @@ or act on the ledger through the App (``app.sales_handler``).
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import acting_user, state
 from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
@@ -161,13 +160,6 @@ def reconciled_words(reconciled: bool | None, mismatches: list[str] | None = Non
             return "[green]yes[/green], to the cent"
         case _:
             return "[red]no[/red]" + (": " + "; ".join(mismatches) if mismatches else "")
-
-
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
-        return "unknown"
 
 
 def _report_dict(r: SalesReportRecord) -> dict[str, Any]:
@@ -378,7 +370,7 @@ def release_cmd(
     """Release a held report: its new lines go into its import file, written now."""
     from consonance_sftp.app.sales_handler import release
 
-    who = by or _login_name()
+    who = acting_user(by)
     app = _app()
     before = app.store.get_sales_report(report)
     if before is None:
@@ -412,7 +404,7 @@ def reread_cmd(
     withdrawn. Only a held report: its lines went into no import file."""
     from consonance_sftp.app.sales_handler import reread
 
-    who = by or _login_name()
+    who = acting_user(by)
     r, made = reread(_app(), report, who)
     console.print(
         f"report {report} read again by {who} as report {r.id}: {r.status}, "
