@@ -5,8 +5,9 @@ import files; what the CLI says about them.
 * the same report dropped twice under two names, and a second report overlapping the first:
   every line goes into exactly one import file, and ``sales list``/``sales show`` say which
   report duplicated which;
-* a report no layout fits goes to quarantine with the reason and the header it saw;
-* ``sales check --json`` prints the stable keys.
+* a report no layout fits goes to quarantine with the reason and the header it saw.
+
+``sales check`` by hand (no server) is ``test_sales_check_cli.py``.
 """
 
 from __future__ import annotations
