@@ -77,3 +77,48 @@ async def test_a_zip_on_the_finance_inbox_is_fetched_and_taken_once(
         app.store.close()
     finally:
         sandbox.stop()
+
+
+async def test_a_held_statement_is_resolved_once_the_config_routes_its_payee(
+    openssh: OpenSshServer, tmp_path: Path
+) -> None:
+    catalogue = statement_catalogue(3, seed=4)
+    payees = statement_payees(catalogue, 3)
+    sandbox = start_sandbox(catalogue)
+    try:
+        write_statements(catalogue, tmp_path / "statements" / "2026H1", payees=3, period="2026H1")
+        token = tmp_path / "token"
+        token.write_text(sandbox.token)
+        agency = tmp_path / "agency"
+        agency.mkdir()
+        flow: dict[str, Any] = {
+            "kind": "finance_out",
+            "statements": str(tmp_path / "statements"),
+            "statement_pattern": "statement_*_{contact}.pdf",
+            "settle_seconds": 0,
+            "agents": {"a": {"partner": "agency", "payees": [payees[0].id]}},
+        }
+        raw: dict[str, Any] = {
+            "state_dir": str(tmp_path / "var"),
+            "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
+            "partners": {"agency": openssh_partner(openssh, {"send": str(agency)})},
+            "flows": {"royalties": flow},
+        }
+
+        async def run() -> dict[int | None, str]:
+            app = App(Settings.model_validate(raw), tmp_path / "consonance-sftp.toml")
+            async with DeliveryRunner(app, executor=True, quiet=True) as runner:
+                await run_flow(app, "royalties", trigger="test", runner=runner)
+            (batch,) = app.store.list_finance_batches()
+            states = {s.payee_id: s.state for s in app.store.list_statements(batch.id)}
+            app.store.close()
+            return states
+
+        first = await run()
+        assert first == {payees[0].id: "resolved", payees[1].id: "held", payees[2].id: "held"}
+        # The agency now represents a second payee: the next run resolves that one only.
+        flow["agents"]["a"]["payees"].append(payees[1].id)
+        second = await run()
+        assert second == {payees[0].id: "resolved", payees[1].id: "resolved", payees[2].id: "held"}
+    finally:
+        sandbox.stop()

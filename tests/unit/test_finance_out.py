@@ -17,7 +17,7 @@ from pypdf import PdfReader
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.flows import FinanceOutFlow
-from consonance_sftp.errors import ConfigError
+from consonance_sftp.errors import ConfigError, ConsonanceSftpError
 from consonance_sftp.flows import finance_out
 from consonance_sftp.flows.finance_out import PayeeContract
 from consonance_sftp.formats.finance.periods import period_dates, period_of
@@ -146,20 +146,39 @@ def test_only_settled_batches_and_whole_zips_are_taken(tmp_path: Path) -> None:
     assert [p.name for p in ready] == ["2025H2.zip", "2026H1"]
 
 
-def test_a_zip_batch_is_flattened_and_cannot_climb_out(tmp_path: Path) -> None:
+def test_a_zip_batch_is_flattened_and_taken_once(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     source = tmp_path / "2026H1.zip"
     with zipfile.ZipFile(source, "w") as z:
         z.writestr("statements/statement_2026H1_501.pdf", b"%PDF-1 one")
-        z.writestr("../../evil_502.pdf", b"%PDF-1 two")
-        z.writestr("__MACOSX/.hidden", b"x")
+        z.writestr("statements/statement_2026H1_502.pdf", b"%PDF-1 two")
+        z.writestr("__MACOSX/statements/._statement_2026H1_501.pdf", b"x")  # a Mac's zip
     batch = finance_out.take_batch(store, "royalties", source, tmp_path / "var")
     kept = sorted(p.name for p in Path(batch.source).iterdir())
-    assert kept == ["evil_502.pdf", "statement_2026H1_501.pdf"]
+    assert kept == ["statement_2026H1_501.pdf", "statement_2026H1_502.pdf"]
     assert Path(batch.source).is_relative_to(tmp_path / "var")
     assert batch.period == "2026H1"
     again = finance_out.take_batch(store, "royalties", source, tmp_path / "var")
     assert again.id == batch.id  # taken once
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("member", "says"),
+    [("../../evil_502.pdf", "outside"), ("/etc/statement_502.pdf", "absolute")],
+)
+def test_a_zip_that_climbs_out_is_refused_and_nothing_recorded(
+    tmp_path: Path, member: str, says: str
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    source = tmp_path / "2026H1.zip"
+    with zipfile.ZipFile(source, "w") as z:
+        z.writestr("statement_2026H1_501.pdf", b"%PDF-1 one")
+        z.writestr(member, b"%PDF-1 two")
+    with pytest.raises(ConsonanceSftpError, match=r"2026H1\.zip is refused") as refused:
+        finance_out.take_batch(store, "royalties", source, tmp_path / "var")
+    assert says in str(refused.value)
+    assert store.list_finance_batches() == []
     store.close()
 
 

@@ -5,7 +5,7 @@ Statements. Consonance computes royalties and makes statement batches inside its
 has none of it. Finance exports a batch (a folder or a zip of PDFs, one per payee) into the
 flow's ``statements`` folder. Each run of the flow:
 
-1. takes in every new batch that has settled (``take_batches``): the PDFs are copied into
+1. takes in every new batch that has settled (``take_batch``): the PDFs are copied into
    the flow's store of originals and recorded, ``received``;
 2. resolves each statement (``resolve_batch``) to exactly one Consonance contact by its file
    name **and** its text (``formats.finance.statements.resolve``): the text must name that
@@ -34,18 +34,21 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from consonance_sftp.config.finance import PayeeRoute, Protection
-from consonance_sftp.config.flows import FinanceOutFlow
+from consonance_sftp.config.flows import FinanceOutFlow, IntakeScreening
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.flows.base import FlowContext, PlannedRun
+from consonance_sftp.flows.base import FlowContext, PlannedRun, SkippedItem
+from consonance_sftp.flows.intake_screen import check_archive
 from consonance_sftp.formats import finance_reports
 from consonance_sftp.formats.finance import companion, protect
 from consonance_sftp.formats.finance.periods import period_dates, period_of
 from consonance_sftp.formats.finance.statements import (
     Payee,
     StatementUnreadable,
+    contact_in_name,
     pdf_text,
     resolve,
 )
+from consonance_sftp.formats.names import name_refusal
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, Contract, Work
@@ -86,14 +89,17 @@ def prepared_dir(state_dir: Path, flow: str) -> Path:
 # --- taking batches in ----------------------------------------------------------------------
 
 
-def settled_batches(folder: Path, settle_s: int, now: float) -> list[Path]:
+def settled_batches(
+    folder: Path, settle_s: int, now: float, taken: Callable[[str], bool] = lambda _: False
+) -> list[Path]:
     """The batches in ``folder`` ready to take: sub-folders in which nothing changed for
-    ``settle_s`` seconds, and zips that open whole. Hidden names are ignored."""
+    ``settle_s`` seconds, and zips that open whole. Hidden names, and batches ``taken``
+    already (by name), are passed over without reading them."""
     if not folder.is_dir():
         return []
     ready: list[Path] = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or taken(batch_name(entry)):
             continue
         if entry.is_dir():
             stamps = [entry.stat().st_mtime] + [
@@ -129,8 +135,9 @@ def _copy_out(read: Iterable[bytes], target: Path) -> tuple[str, int]:
 
 def _members(source: Path) -> Iterable[tuple[str, Callable[[], Iterable[bytes]]]]:
     """(file name, its bytes) of each statement file of a batch, flattened: a batch is a
-    flat set of statements; a name inside sub-folders keeps only its last part, and a name
-    with a path that climbs out (``../``) or is absolute is refused by taking its last part."""
+    flat set of statements, so a name inside sub-folders keeps only its last part (a zip's
+    paths were checked by ``check_archive`` first). Hidden files (``.DS_Store``, macOS's
+    ``__MACOSX/._*``) are not statements and are passed over."""
 
     def chunks_of(path: Path) -> Callable[[], Iterable[bytes]]:
         def read() -> Iterable[bytes]:
@@ -165,17 +172,30 @@ def take_batch(store: Store, flow: str, source: Path, state_dir: Path) -> BatchR
     name = batch_name(source)
     if (known := store.find_finance_batch(flow, name)) is not None:
         return known
+    refusal = check_archive(source, IntakeScreening(), document=True) if source.is_file() else None
+    if refusal is not None:
+        raise ConsonanceSftpError(
+            f"statement batch {source.name} is refused: {refusal.detail}",
+            hint="Export the batch again from Consonance as a plain zip of PDFs.",
+        )
+    members = list(_members(source))
+    names = [file_name for file_name, _ in members]
+    for file_name in names:
+        if (problem := name_refusal(file_name)) is not None:
+            raise ConsonanceSftpError(
+                f"statement batch {source.name} is refused: its file {file_name!r} has a "
+                f"dangerous name ({problem.code}): {problem.detail}",
+                hint="Export the batch again from Consonance.",
+            )
+        if names.count(file_name) > 1:
+            raise ConsonanceSftpError(
+                f"statement batch {source.name} holds two files named {file_name!r}",
+                hint="Each statement needs its own file name; export the batch again.",
+            )
     keep = originals_dir(state_dir, flow) / name
     keep.mkdir(parents=True, exist_ok=True)
     statements: list[NewStatement] = []
-    seen: set[str] = set()
-    for file_name, read in _members(source):
-        if file_name in seen:
-            raise ConsonanceSftpError(
-                f"batch {name!r} holds two files named {file_name!r}",
-                hint="Each statement needs its own file name; export the batch again.",
-            )
-        seen.add(file_name)
+    for file_name, read in members:
         digest, size = _copy_out(read(), keep / file_name)
         statements.append(
             NewStatement(
@@ -272,24 +292,21 @@ def _join(base: str, sub: str) -> str:
 def resolve_statements(
     cfg: FinanceOutFlow,
     batch: BatchRecord,
-    statements: Sequence[StatementRecord],
+    pending: Sequence[StatementRecord],
+    everyone: Sequence[StatementRecord],
     contacts: dict[int, Payee],
     folder_of: FolderOf,
     store: Store,
 ) -> list[StatementRecord]:
-    """Resolve each ``received`` (or ``held``: the config may name its destination now)
-    statement of a batch; returns them as recorded."""
-    from consonance_sftp.formats.finance.statements import contact_in_name
-
+    """Resolve the ``pending`` statements of a batch (``everyone``: all its statements, whose
+    payees no statement may name but its own); returns them as recorded."""
     batch_ids = {
         c
-        for s in statements
+        for s in everyone
         if (c := contact_in_name(cfg.statement_pattern, s.file_name)) is not None
     }
     done: list[StatementRecord] = []
-    for statement in statements:
-        if statement.state not in ("received", "held"):
-            continue
+    for statement in pending:
         try:
             text = pdf_text(Path(statement.original_path))
         except StatementUnreadable as exc:
@@ -535,10 +552,19 @@ async def plan(
     run = PlannedRun(flow=name, kind="finance_out")
     if not ctx.dry_run:
         source = statements_dir(config, ctx.state_dir)
-        for path in settled_batches(source, config.settle_seconds, ctx.now.timestamp()):
-            new = ctx.store.find_finance_batch(name, batch_name(path)) is None
-            batch = take_batch(ctx.store, name, path, ctx.state_dir)
-            if await resolve_batch(ctx, name, config, batch) or new:
+
+        def taken(batch: str) -> bool:
+            return ctx.store.find_finance_batch(name, batch) is not None
+
+        for path in settled_batches(source, config.settle_seconds, ctx.now.timestamp(), taken):
+            try:
+                take_batch(ctx.store, name, path, ctx.state_dir)
+            except ConsonanceSftpError as exc:
+                run.skipped.append(SkippedItem(f"statement batch {path.name}", str(exc)))
+        # New batches, and statements held for a destination the config may name by now.
+        for batch in ctx.store.list_finance_batches(flow=name):
+            waiting = batch.counts.get("received") or batch.counts.get("held")
+            if waiting and await resolve_batch(ctx, name, config, batch):
                 run.notes.append(_batch_note(ctx.store, batch))
     if not config.reports:
         return run
@@ -575,14 +601,26 @@ def _batch_note(store: Store, batch: BatchRecord) -> str:
 async def resolve_batch(
     ctx: FlowContext, name: str, config: FinanceOutFlow, batch: BatchRecord
 ) -> list[StatementRecord]:
-    """Resolve the batch's statements still to resolve (``received``, ``held``)."""
-    pending = ctx.store.list_statements(batch.id, states=("received", "held"))
+    """Resolve the batch's statements still to resolve: those ``received``, and those
+    ``held`` whose payee the config now routes (the others stay held without a look, so a
+    held statement costs no Consonance read at each run)."""
+    everyone = ctx.store.list_statements(batch.id)
+    pending = [
+        s
+        for s in everyone
+        if s.state == "received"
+        or (
+            s.state == "held"
+            and s.payee_id is not None
+            and (route := config.route_of(s.payee_id)) is not None
+            and route[1].partner is not None
+        )
+    ]
     if not pending:
         return []
     contacts = await payees_known(ctx.api, await contracts_by_payee(ctx.api))
-    everyone = ctx.store.list_statements(batch.id)
 
     def folder_of(partner: str, key: str) -> str:
         return ctx.folder(config.model_copy(update={"folder": key}), partner)
 
-    return resolve_statements(config, batch, everyone, contacts, folder_of, ctx.store)
+    return resolve_statements(config, batch, pending, everyone, contacts, folder_of, ctx.store)
