@@ -31,37 +31,25 @@ ACTOR_PREFIX = "user:"
 log = get_logger(__name__)
 
 
-def finance_flow(app: App, name: str | None) -> tuple[str, FinanceOutFlow]:
-    """The named ``finance_out`` flow, or the only one."""
-    flows = {n: f for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow)}
-    if name is not None:
-        if name not in flows:
-            raise ConsonanceSftpError(
-                f"no finance_out flow named {name!r} in the config",
-                hint="finance_out flows: " + (", ".join(sorted(flows)) or "none"),
-            )
-        return name, flows[name]
-    if len(flows) != 1:
+def finance_flow(app: App, name: str) -> FinanceOutFlow:
+    """The ``finance_out`` flow a batch came in by."""
+    flow = app.settings.flows.get(name)
+    if not isinstance(flow, FinanceOutFlow):
+        flows = sorted(n for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow))
         raise ConsonanceSftpError(
-            f"the config has {len(flows)} finance_out flows: name one with --flow",
-            hint="finance_out flows: " + (", ".join(sorted(flows)) or "none"),
+            f"no finance_out flow named {name!r} in the config (the batch came in by it)",
+            hint="finance_out flows: " + (", ".join(flows) or "none"),
         )
-    return next(iter(flows.items()))
+    return flow
 
 
-def find_batch(app: App, ref: str, flow: str | None = None) -> BatchRecord:
-    """A batch by its ID or its name."""
+def find_batch(app: App, ref: str) -> BatchRecord:
+    """A batch by its ID or its name (in any finance_out flow)."""
     store = app.store
     batch = store.get_finance_batch(int(ref)) if ref.isdigit() else None
-    if batch is None:
-        names = (
-            [flow]
-            if flow
-            else sorted(n for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow))
-        )
-        batch = next(
-            (b for n in names if (b := store.find_finance_batch(n, ref)) is not None), None
-        )
+    names = sorted(n for n, f in app.settings.flows.items() if isinstance(f, FinanceOutFlow))
+    for name in names if batch is None else ():
+        batch = batch or store.find_finance_batch(name, ref)
     if batch is None:
         raise ConsonanceSftpError(
             f"no statement batch {ref!r}", hint="consonance-sftp finance batches lists them."
@@ -70,15 +58,9 @@ def find_batch(app: App, ref: str, flow: str | None = None) -> BatchRecord:
 
 
 def approve(app: App, ref: str, *, by: str) -> BatchRecord:
-    """Let the batch's resolved statements leave (recorded with who)."""
-    batch = find_batch(app, ref)
-    pending = app.store.list_statements(batch.id, states=("received",))
-    if pending:
-        raise ConsonanceSftpError(
-            f"batch {batch.name!r} has {len(pending)} statement(s) not resolved yet",
-            hint=f"Run the flow first: consonance-sftp run {batch.flow}",
-        )
-    return app.store.approve_finance_batch(batch.id, by=by)
+    """Let the batch's resolved statements leave (recorded with who); refused while a
+    statement is not read yet."""
+    return app.store.approve_finance_batch(find_batch(app, ref).id, by=by)
 
 
 @dataclass(slots=True)
@@ -88,7 +70,6 @@ class SendOutcome:
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
 
 
 async def _contracts(app: App) -> dict[int, list[finance_out.PayeeContract]]:
@@ -101,7 +82,7 @@ async def send(app: App, runner: DeliveryRunner, ref: str, *, unsent: bool, by: 
     delivery's outcome. ``unsent``: after a partial failure, only those not sent yet (approved
     or failed); without it, a batch with a statement already sent or failed is refused."""
     batch = find_batch(app, ref)
-    _, cfg = finance_flow(app, batch.flow)
+    cfg = finance_flow(app, batch.flow)
     store = app.store
     statements = await asyncio.to_thread(store.list_statements, batch.id)
     started = [s for s in statements if s.state in ("sent", "failed")]
@@ -149,8 +130,8 @@ async def _deliver(
         state: StatementState
         results = [await runner.wait(w) for w in workflows.values()]
         errors = [
-            f"{partner}: {r['error']}"
-            for partner, r in zip(workflows, results, strict=True)
+            f"{where}: {r['error']}"
+            for where, r in zip(workflows, results, strict=True)
             if "error" in r
         ]
         if errors:
@@ -186,8 +167,8 @@ async def _submit(
     by: str,
     reason: str | None,
 ) -> tuple[dict[str, str], list[str], int]:
-    """One statement's packages handed to the engine: (partner -> workflow ID, held
-    reasons, the generation sent)."""
+    """One statement's packages handed to the engine: (``partner:role`` -> workflow ID,
+    held reasons, the generation sent)."""
     from consonance_sftp.app.runner import Enqueued, mark_resend
 
     workflows: dict[str, str] = {}
@@ -217,7 +198,7 @@ async def _submit(
         generation = max(generation, request.generation)
         submitted = await runner.submit(request)
         if isinstance(submitted, Enqueued):
-            workflows[destination.partner] = submitted.workflow_id
+            workflows[f"{destination.partner}:{destination.role}"] = submitted.workflow_id
             # A package that failed before (send --unsent) runs again from its failed step.
             await asyncio.to_thread(runner.resume_failed, submitted.workflow_id)
         else:
@@ -246,7 +227,7 @@ async def resend(
         )
     batch = await asyncio.to_thread(store.get_finance_batch, statement.batch_id)
     assert batch is not None
-    _, cfg = finance_flow(app, batch.flow)
+    cfg = finance_flow(app, batch.flow)
     return await _deliver(app, runner, cfg, batch, [statement], by=by, reason=reason)
 
 

@@ -70,7 +70,7 @@ class StatementRecord:
     payee_id: int | None  # the Consonance contact ID it resolved to
     payee_name: str | None
     destinations: tuple[Destination, ...]
-    # Per destination partner, the delivery workflow that sent (or is sending) it.
+    # Per destination (``partner:role``), the delivery workflow that sent (or is sending) it.
     deliveries: dict[str, str] = field(default_factory=dict)
     updated_at: datetime | None = None
 
