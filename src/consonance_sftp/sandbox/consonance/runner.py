@@ -24,7 +24,11 @@ from consonance_sftp.sandbox.consonance.server import DEFAULT_TOKEN, SandboxSett
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+    # it can tell are TCP, and an accepted connection inherits the listener's protocol. With
+    # Nagle on, a response written in two pieces waited for the client's delayed ACK: every
+    # request took about 44 ms instead of about 1.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
