@@ -99,6 +99,7 @@ kind = "finance_out"
     settings = load_settings(write(tmp_path, MINIMAL + flow))
     royalties = settings.flows["royalties"]
     assert isinstance(royalties, FinanceOutFlow) and royalties.partners == []
+    assert royalties.exchanges_with() == ["printer"]  # what `config check` lists
 
 
 @pytest.mark.parametrize(

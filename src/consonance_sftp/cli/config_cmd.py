@@ -72,7 +72,7 @@ def summary(settings: Settings) -> list[str]:
     lines.append(f"  flows:      {len(settings.flows)}")
     for name, flow in settings.flows.items():
         state_word = "" if flow.enabled else " (disabled)"
-        who = ", ".join(flow.partners) or "local"
+        who = ", ".join(flow.exchanges_with()) or "local"
         lines.append(f"    {name}: {flow.kind} -> {who}{state_word}")
     if settings.notifications:
         kinds = ", ".join(target.type for target in settings.notifications)

@@ -147,6 +147,10 @@ class FlowBase(StrictModel):
     today: ClassVar[str] = ""
     """What the kind does in this release where it falls short of its purpose (a note)."""
 
+    def exchanges_with(self) -> list[str]:
+        """Every partner the flow sends to or takes from, ``partners`` first."""
+        return list(self.partners)
+
     @field_validator("partners")
     @classmethod
     def _needs_partners(cls, value: list[str]) -> list[str]:
@@ -784,6 +788,12 @@ class FinanceOutFlow(FlowBase):
             raise ValueError("reports need partners to receive them")
         return self
 
+    def exchanges_with(self) -> list[str]:
+        routed = [r.partner for r in self.payees.values() if r.partner]
+        routed += [a.partner for a in self.agents.values()]
+        extra = [x.partner for x in (self.finance_copy, self.statements_from) if x is not None]
+        return list(dict.fromkeys([*self.partners, *routed, *extra]))
+
     def route_of(self, contact: int) -> tuple[str, PayeeRoute | AgentRoute] | None:
         """The payee's route: ``("payee", route)`` or ``("agent:<name>", route)``."""
         if (own := self.payees.get(str(contact))) is not None:
@@ -862,6 +872,9 @@ class SalesInFlow(IntakeFlowBase):
     deliver_folder: str = Field(
         default="send", description="Which of `deliver_to`'s `folders` receives them."
     )
+
+    def exchanges_with(self) -> list[str]:
+        return list(dict.fromkeys([*self.partners, *filter(None, [self.deliver_to])]))
     house_currency: str = Field(
         default="GBP",
         description="The Consonance account's default currency (ISO 4217): lines in another "
