@@ -47,6 +47,11 @@ def test_a_payee_is_routed_once() -> None:
         )
 
 
+def test_the_currency_is_an_iso_code() -> None:
+    with pytest.raises(ValueError, match="ISO 4217"):
+        _flow(currency="pounds")
+
+
 def test_payees_are_keyed_by_contact_id_and_the_pattern_names_one_contact() -> None:
     with pytest.raises(ValueError, match="contact ID"):
         _flow(payees={"Jane Doe": {"partner": "printer"}})
@@ -246,8 +251,11 @@ def _records(tmp_path: Path) -> tuple[BatchRecord, StatementRecord, Destination]
 
 def test_a_destination_gets_the_pdf_and_its_companions_made_once(tmp_path: Path) -> None:
     batch, statement, where = _records(tmp_path)
-    cfg = _flow(payees={"501": {"partner": "jane"}}, publisher="Meridian Press")
-    contract = PayeeContract(Contract(id=3001, contract_name="Doe: Ash", work_id=9), "Ash")
+    cfg = _flow(payees={"501": {"partner": "jane"}}, publisher="Meridian Press", currency="GBP")
+    contract = PayeeContract(
+        Contract(id=3001, contract_name="Doe: Ash", work_id=9, guaranteed_royalty_value=5000.0),
+        "Ash",
+    )
     now = datetime(2026, 7, 31, tzinfo=UTC)
 
     def made() -> list[finance_out.Prepared]:
@@ -272,6 +280,7 @@ def test_a_destination_gets_the_pdf_and_its_companions_made_once(tmp_path: Path)
     flat = json.dumps(facts)
     assert "9781900200011" in flat and "Doe: Ash" in flat and "Meridian Press" in flat
     assert "2026-01-01" in flat and "2026-06-30" in flat
+    assert "GBP" in flat and "5000" in flat  # the advance, in the account's currency
     assert files[2].local.read_bytes() == Path(statement.original_path).read_bytes()
     assert made() == files  # the same bytes at every attempt
 

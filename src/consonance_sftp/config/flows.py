@@ -746,6 +746,11 @@ class FinanceOutFlow(FlowBase):
         description="The publisher's name on reports and companions (the licensor), e.g. "
         "`Sandbox Books`.",
     )
+    currency: str | None = Field(
+        default=None,
+        description="The Consonance account's currency (ISO 4217, e.g. `GBP`): the companions "
+        "state advances in it (Consonance stores amounts without one).",
+    )
     reports: list[ReportKind] = Field(
         default_factory=list,
         description="Reports rendered at each run for `partners`: `rights` (rights held per "
@@ -787,6 +792,11 @@ class FinanceOutFlow(FlowBase):
         if self.reports and not self.partners:
             raise ValueError("reports need partners to receive them")
         return self
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str | None) -> str | None:
+        return None if value is None else check_currency(value)
 
     def exchanges_with(self) -> list[str]:
         routed = [r.partner for r in self.payees.values() if r.partner]
@@ -875,6 +885,7 @@ class SalesInFlow(IntakeFlowBase):
 
     def exchanges_with(self) -> list[str]:
         return list(dict.fromkeys([*self.partners, *filter(None, [self.deliver_to])]))
+
     house_currency: str = Field(
         default="GBP",
         description="The Consonance account's default currency (ISO 4217): lines in another "

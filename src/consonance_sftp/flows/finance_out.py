@@ -432,6 +432,7 @@ def prepare(
                 period_end=end,
                 contracts=tuple(c.contract for c in contracts),
                 titles={c.contract.id: c.title for c in contracts},
+                currency=cfg.currency,
                 isbns=companion.isbns_in_text(pdf_text(original)),
             )
             csv_bytes, json_bytes = companion.companion_csv(facts), companion.companion_json(facts)
