@@ -156,6 +156,9 @@ def test_round_trip_verifies_and_restores_byte_identical(tmp_path: Path, compres
         b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
     )
     assert not (dest / ".bag-unverified").exists()
+    if shutil.which("sha256sum"):  # the restored folder is a bag the standard tool checks
+        checked = sh(["sha256sum", "-c", "manifest-sha256.txt"], dest)
+        assert checked.stdout.count(": OK") == len(files)
 
 
 def test_summary_matches_what_was_written(tmp_path: Path) -> None:
@@ -392,6 +395,25 @@ def test_restore_refuses_members_that_climb_out_links_and_devices(
     report = extract_bag(io.BytesIO(_tar_with(member, b"evil")), dest)
     assert problem in {p.kind for p in report.problems}
     assert not [p for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()]
+
+
+def test_a_failing_stream_is_raised_not_reported_as_damage(tmp_path: Path) -> None:
+    data = write_bag(tmp_path)
+
+    class Dropping(io.RawIOBase):
+        def __init__(self) -> None:
+            self.inner = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            if self.inner.tell() > len(data) // 2:
+                raise ConnectionResetError("the partner went away")
+            return self.inner.read(size)
+
+    with pytest.raises(ConnectionResetError):
+        verify_bag(Dropping())  # type: ignore[arg-type]
 
 
 def test_restore_needs_an_empty_destination(tmp_path: Path) -> None:

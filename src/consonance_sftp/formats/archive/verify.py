@@ -360,7 +360,8 @@ class _Scan:
                     self.problem("truncated", "", "the zstd stream ends before its frame does")
                 elif raw.drain():
                     self.problem("unexpected", "", "data follows the end of the zstd frame")
-        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
+        except (tarfile.TarError, EOFError, zstandard.ZstdError) as exc:  # not OSError: a failing
+            # stream or a full disk is raised to the caller, not reported as a damaged archive
             self._broken(exc)
 
     def _broken(self, exc: BaseException) -> None:
