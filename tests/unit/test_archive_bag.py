@@ -273,6 +273,16 @@ def test_a_truncated_archive_is_reported_wherever_it_is_cut(
         assert any(p.kind in ("truncated", "missing", "unreadable") for p in report.problems)
 
 
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+@pytest.mark.parametrize("junk", [b"junk", b"A" * 3_000_000])
+def test_data_after_the_end_is_reported(tmp_path: Path, compression: str, junk: bytes) -> None:
+    data = write_bag(tmp_path, compression=compression) + junk
+    report = verify_bag(io.BytesIO(data))
+    assert kinds(report) == {("unexpected", "")}
+    assert report.files_verified == len(payload(tmp_path))
+    assert report.archive_bytes == len(data)
+
+
 def test_a_cut_inside_a_payload_file_names_it_and_restores_nothing_half(tmp_path: Path) -> None:
     data = write_bag(tmp_path)
     original = (tmp_path / "interior.pdf").read_bytes()

@@ -188,10 +188,16 @@ class _ZstdFrames:
         self._needed = 4
         self._checksum = False
         self.at_boundary = True  # True between frames
+        self.frames = 0  # frames read to their end
+        self.trailing = 0  # bytes after the last frame that start no frame
+        self._broken = False
 
     def feed(self, data: bytes) -> None:
+        if self.trailing or self._broken:
+            self.trailing += len(data) if self.trailing else 0
+            return
         view = memoryview(data)
-        while view:
+        while view and not self.trailing:
             if self._skip:
                 step = min(self._skip, len(view))
                 self._skip -= step
@@ -204,6 +210,8 @@ class _ZstdFrames:
             view = view[step:]
             if len(self._pending) == self._needed:
                 self._advance(bytes(self._pending))
+        if self.trailing:
+            self.trailing += len(view)
 
     def _advance(self, header: bytes) -> None:
         self._pending.clear()
@@ -214,7 +222,10 @@ class _ZstdFrames:
                 self._state, self._needed = "skippable", 4
             elif header == _ZSTD_MAGIC:
                 self._state, self._needed = "descriptor", 1
+            elif self.frames:  # junk after a whole frame: the decoder stops at the frame's end
+                self.trailing, self.at_boundary = len(header), True
             else:
+                self._broken = True
                 raise zstandard.ZstdError("not a zstd frame")
         elif self._state == "skippable":
             self._state, self._needed = "magic", 4
@@ -234,6 +245,7 @@ class _ZstdFrames:
             if last:
                 self._skip += 4 if self._checksum else 0
                 self._state, self._needed = "magic", 4
+                self.frames += 1
                 if not self._skip:
                     self.at_boundary = True
 
@@ -356,9 +368,10 @@ class _Scan:
                 self._check_end(tar)
             if isinstance(source, _ZstdReader):
                 source.read()  # to the frame's end
+                drained = raw.drain()
                 if not source.complete:
                     self.problem("truncated", "", "the zstd stream ends before its frame does")
-                elif raw.drain():
+                elif drained or (raw.frames is not None and raw.frames.trailing):
                     self.problem("unexpected", "", "data follows the end of the zstd frame")
         except (tarfile.TarError, EOFError, zstandard.ZstdError) as exc:  # not OSError: a failing
             # stream or a full disk is raised to the caller, not reported as a damaged archive
