@@ -15,6 +15,9 @@ command -v rclone >/dev/null 2>&1 || need+=(rclone)
 # clamd for the malware-scan tests. They need no signature download (freshclam, the internet):
 # the fixture writes its own signature file (an MD5 signature of the EICAR test string).
 [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
+# age and zstd: an archive is restored by hand in the tests (age -d, tar --zstd, sha256sum -c).
+command -v age >/dev/null 2>&1 || need+=(age)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 # DejaVu Sans: the rights and contract PDF reports print any script with it (else Latin-1 only).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)

@@ -582,3 +582,34 @@ def test_writing_through_age_then_decrypting_gives_the_same_tar(tmp_path: Path) 
         pyrage.decrypt_io(source, decrypted, [identity])
     assert decrypted.getvalue() == plain
     assert verify_bag(io.BytesIO(decrypted.getvalue())).ok
+
+
+def test_an_age_encrypted_archive_is_restored_by_hand_with_age_tar_and_sha256sum(
+    tmp_path: Path,
+) -> None:
+    """Twenty years on, without this service: ``age -d``, ``tar``, ``sha256sum -c``."""
+    _tools("age", "age-keygen", "tar", "zstd", "sha256sum")
+    key = tmp_path / "publisher.key"
+    sh(["age-keygen", "-o", str(key)], tmp_path)
+    recipient = sh(["age-keygen", "-y", str(key)], tmp_path).stdout.strip()
+    archive = tmp_path / f"{NAME}.tar.zst.age"
+    with archive.open("wb") as out:
+        hashing = HashingWriter(out)
+        plain = io.BytesIO(write_bag(tmp_path, compression="zstd"))
+        pyrage.encrypt_io(plain, hashing, [x25519.Recipient.from_str(recipient)])
+    (tmp_path / f"{archive.name}.sha256").write_text(
+        sidecar_line(hashing.hexdigest(), archive.name)
+    )
+
+    sh(["sha256sum", "-c", f"{archive.name}.sha256"], tmp_path)
+    sh(["age", "-d", "-i", str(key), "-o", "archive.tar.zst", archive.name], tmp_path)
+    out = tmp_path / "restored"
+    out.mkdir()
+    sh(["tar", "--zstd", "-xf", str(tmp_path / "archive.tar.zst"), "-C", str(out)], tmp_path)
+    checked = sh(["sha256sum", "-c", "manifest-sha256.txt"], out / NAME)
+    assert checked.stdout.count(": OK") == len(payload(tmp_path))
+
+    other = tmp_path / "someone-else.key"
+    sh(["age-keygen", "-o", str(other)], tmp_path)
+    refused = sh(["age", "-d", "-i", str(other), archive.name], tmp_path, check=False)
+    assert refused.returncode != 0 and "no identity matched" in refused.stderr
