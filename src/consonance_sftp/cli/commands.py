@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     from consonance_sftp.cli import (
+        archive,
         assets,
         audit,
         config_cmd,
@@ -32,6 +33,7 @@ def register(app: typer.Typer) -> None:
         quarantine,
         sales,
         finance,
+        archive,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

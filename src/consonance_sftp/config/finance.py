@@ -21,6 +21,19 @@ _AGE_KEY = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$")
 
 
+def check_age_recipients(value: list[str]) -> list[str]:
+    """age recipients: age X25519 public keys or SSH public keys (a ValueError names the
+    first that is neither)."""
+    for key in value:
+        if not (_AGE_KEY.match(key.strip()) or _SSH_KEY.match(key.strip())):
+            shown = key if len(key) < 40 else key[:37] + "..."
+            raise ValueError(
+                f"{shown!r} is not an age public key (age1...) or an SSH public key "
+                "(ssh-ed25519 ... / ssh-rsa ...)"
+            )
+    return [k.strip() for k in value]
+
+
 class Protection(StrictModel):
     """How the statements sent to one destination are protected on the way and at rest."""
 
@@ -45,14 +58,7 @@ class Protection(StrictModel):
     @field_validator("age_recipients")
     @classmethod
     def _recipients(cls, value: list[str]) -> list[str]:
-        for key in value:
-            if not (_AGE_KEY.match(key.strip()) or _SSH_KEY.match(key.strip())):
-                shown = key if len(key) < 40 else key[:37] + "..."
-                raise ValueError(
-                    f"{shown!r} is not an age public key (age1...) or an SSH public key "
-                    "(ssh-ed25519 ... / ssh-rsa ...)"
-                )
-        return [k.strip() for k in value]
+        return check_age_recipients(value)
 
     @model_validator(mode="after")
     def _complete(self) -> Protection:

@@ -27,6 +27,7 @@ from consonance_sftp.config.finance import (
     ReportFormat,
     ReportKind,
     StatementsInbox,
+    check_age_recipients,
     contact_key,
 )
 from consonance_sftp.config.profiles import DeliveryProfile
@@ -979,18 +980,45 @@ class FormatsFlow(PackageFlow):
 
 
 class ArchiveFlow(FlowBase):
-    """A dated, checksummed archive of metadata, workflow history and final assets. Not built
-    yet: `run` refuses this kind and `serve` skips it."""
+    """A dated, checksummed archive of metadata, workflow history and final assets: one
+    BagIt bag per run, as a tar (zstd by default, age-encrypted to `age_recipients` when set),
+    with a `sha256sum` sidecar, written into `local_dir` and delivered to `partners`. Readable
+    without this tool (`tar`, `sha256sum -c`, `age -d`). See docs/how-to/archive.md."""
 
     kind: Literal["archive"] = Field(description="`archive`.")
+    today: ClassVar[str] = (
+        "writes and delivers each run's archive; `archive verify` and `archive restore` read "
+        "one back; the archive list, restore drills, retention and incremental runs are not "
+        "built yet"
+    )
     local_dir: ConfigPath | None = Field(
         default=None,
-        description="Folder the archive is to be written to (unset: `archive` under "
-        "`state_dir`), listed `partners` receiving a copy; unused until the kind is built.",
+        description="Folder each archive is written to (unset: `archive/<flow>` under "
+        "`state_dir`); listed `partners` receive a copy.",
+    )
+    organisation: str | None = Field(
+        default=None,
+        description="The publisher's name, as the bag's `Source-Organization`.",
+    )
+    compression: Literal["none", "zstd"] = Field(
+        default="zstd", description="`zstd` (read with `tar --zstd -xf`) or `none`."
+    )
+    age_recipients: list[str] = Field(
+        default_factory=list,
+        description="Encrypt each archive to these age public keys (`age1...`) or SSH public "
+        "keys; keep the private key somewhere other than this machine.",
+    )
+    include_assets: bool = Field(
+        default=True,
+        description="Archive the current version of every asset the store holds a file for.",
     )
 
     requires_partners: ClassVar[bool] = False
-    runs_today: ClassVar[bool] = False
+
+    @field_validator("age_recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return check_age_recipients(value)
 
 
 FlowConfig = Annotated[

@@ -276,11 +276,13 @@ partners = ["audio-vendor"]
 file_variants = ["AUDIO"]
 when = {{ days_before_publication = 56 }}
 
-# Not built yet, so off: enabled, `config check` would warn, `serve` skip it and `run`
-# refuse it. It shows the shape.
+# A nightly archive (one BagIt bag: metadata, ONIX, history, assets) into var/archive;
+# off until you choose where copies go (`partners`) and who can decrypt (`age_recipients`).
+# docs/how-to/archive.md
 [flows.nightly-archive]
 kind = "archive"
 enabled = false
+organisation = "Sandbox Books"
 schedule = {{ cron = "30 2 * * *", timezone = "UTC" }}
 
 # Royalty statements, each payee (or its agency) receiving only its own: finance drops each

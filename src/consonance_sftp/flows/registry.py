@@ -24,6 +24,7 @@ from consonance_sftp.config.flows import (
     SalesInFlow,
 )
 from consonance_sftp.flows import (
+    archive,
     finance_out,
     format_packages,
     intake,
@@ -113,7 +114,7 @@ REGISTRY: dict[str, FlowEntry] = {
             "flows/format_packages.py",
             format_packages.plan,
         ),
-        FlowEntry(FlowKind.ARCHIVE, ArchiveFlow, _CRON, "flows/archive.py"),
+        FlowEntry(FlowKind.ARCHIVE, ArchiveFlow, _CRON, "flows/archive.py", archive.plan),
     )
 }
 """Every flow kind, by its ``kind`` value."""

@@ -1,0 +1,138 @@
+"""Reading an archive back (``consonance-sftp archive verify|restore``): its sidecar checked,
+decrypted when it is age-encrypted (with the identity file given), and every file re-hashed
+against the bag's manifest (``formats.archive``). Nothing in the archive is trusted before it
+is hashed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import pyrage
+
+from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
+
+AGE_MAGIC = b"age-encryption.org/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveCheck:
+    """What reading an archive found: the sidecar's verdict and the bag's report."""
+
+    path: Path
+    sidecar: str  # "ok", "mismatch: ...", or "none" when there is no sidecar
+    report: BagReport
+    problems: list[str] = field(default_factory=list)  # the sidecar's, before the bag's
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.report.ok
+
+
+def _identities(path: Path) -> list[Any]:
+    """The private keys in an age identity file (``age-keygen``'s) or an SSH private key."""
+    text = path.read_bytes()
+    if b"AGE-SECRET-KEY-" in text:
+        return [
+            pyrage.x25519.Identity.from_str(line.strip())
+            for line in text.decode().splitlines()
+            if line.strip().startswith("AGE-SECRET-KEY-")
+        ]
+    try:
+        return [pyrage.ssh.Identity.from_buffer(text)]
+    except pyrage.IdentityError as exc:
+        raise ConsonanceSftpError(
+            f"{path} holds no age identity (AGE-SECRET-KEY-...) or SSH private key: {exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _plain(path: Path, identity: Path | None) -> Iterator[BinaryIO]:
+    """The archive's tar stream: the file itself, or its decryption through a pipe (no
+    decrypted copy on disk)."""
+    with path.open("rb") as head:
+        encrypted = head.read(len(AGE_MAGIC)) == AGE_MAGIC
+    if not encrypted:
+        with path.open("rb") as stream:
+            yield stream
+        return
+    if identity is None:
+        raise ConsonanceSftpError(
+            f"{path.name} is age-encrypted", hint="Pass --identity KEY_FILE (the private key)."
+        )
+    keys = _identities(identity)
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+
+    def decrypt() -> None:
+        try:
+            with path.open("rb") as source, os.fdopen(write_fd, "wb") as pipe:
+                pyrage.decrypt_io(source, cast(Any, pipe), keys)
+        except BaseException as exc:  # raised below, in the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=decrypt, name="archive-decrypt", daemon=True)
+    worker.start()
+    with os.fdopen(read_fd, "rb") as stream:
+        yield stream
+        while stream.read(1 << 20):  # let the decryption finish whatever was not read
+            pass
+    worker.join()
+    if failed:
+        raise ConsonanceSftpError(f"{path.name} cannot be decrypted: {failed[0]}") from None
+
+
+def _sidecar(path: Path) -> tuple[str, list[str]]:
+    side = path.with_name(path.name + ".sha256")
+    if not side.exists():
+        return "none", []
+    expected = side.read_text().split()[0] if side.read_text().strip() else ""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() == expected:
+        return "ok", []
+    why = f"{path.name}: SHA-256 {digest.hexdigest()} is not its sidecar's {expected}"
+    return f"mismatch: {why}", [why]
+
+
+@contextlib.contextmanager
+def _damaged(problems: list[str]) -> Iterator[None]:
+    """An archive that cannot be decrypted: say first what its sidecar already found."""
+    try:
+        yield
+    except ConsonanceSftpError as exc:
+        if not problems:
+            raise
+        raise ConsonanceSftpError(f"{problems[0]}; {exc}", hint=exc.hint) from None
+
+
+def verify(path: Path, *, identity: Path | None = None, sample: float = 1.0) -> ArchiveCheck:
+    """Re-read an archive: its sidecar (when beside it), then every file of the bag (or a
+    random ``sample`` share of them) against the manifest."""
+    if not path.is_file():
+        raise ConsonanceSftpError(f"no archive file {path}")
+    verdict, problems = _sidecar(path)
+    with _damaged(problems), _plain(path, identity) as stream:
+        report = verify_bag(stream, sample=sample)
+    return ArchiveCheck(path, verdict, report, problems)
+
+
+def restore(path: Path, dest: Path, *, identity: Path | None = None) -> ArchiveCheck:
+    """Unpack an archive into ``dest`` (missing or empty), keeping only files whose hash
+    matches the manifest."""
+    if not path.is_file():
+        raise ConsonanceSftpError(f"no archive file {path}")
+    verdict, problems = _sidecar(path)
+    with _damaged(problems), _plain(path, identity) as stream:
+        report = extract_bag(stream, dest)
+    return ArchiveCheck(path, verdict, report, problems)

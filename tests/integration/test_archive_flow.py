@@ -1,0 +1,158 @@
+"""The archive flow end to end: a run reads the Consonance sandbox over HTTP and the store, writes
+one BagIt bag (zstd, age-encrypted) with its sidecar, and delivers both through the engine to a
+partner on a real OpenSSH server. The partner's copy is then verified and restored with the
+CLI, and damage to it (a flipped byte, a truncation) is named with exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+import pytest_asyncio
+
+from consonance_sftp.app import App
+from consonance_sftp.app.dispatch import run_flow
+from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.config import Settings
+from consonance_sftp.ports.store import AssetVersion
+from consonance_sftp.sandbox.consonance.generator import generate_catalogue
+from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.cli import CLI
+from tests.fixtures.consonance_sandbox import SandboxHandle, start_sandbox
+from tests.settings import openssh_partner
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.sshd]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "archive", *args], capture_output=True, text=True, timeout=120, env=os.environ
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def archived(
+    openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Path, Path, SandboxHandle, bytes]]:
+    root = tmp_path_factory.mktemp("archive")
+    sandbox = start_sandbox(generate_catalogue(60, seed=9))
+    token = root / "token"
+    token.write_text(sandbox.token)
+    partner = root / "archive-partner"
+    partner.mkdir()
+    identity = pyrage.x25519.Identity.generate()
+    key = root / "publisher.key"
+    key.write_text(str(identity) + "\n")
+    raw: dict[str, Any] = {
+        "state_dir": str(root / "var"),
+        "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
+        "partners": {"vault": openssh_partner(openssh, {"send": str(partner)})},
+        "flows": {
+            "nightly": {
+                "kind": "archive",
+                "partners": ["vault"],
+                "organisation": "Meridian Press",
+                "age_recipients": [str(identity.to_public())],
+            }
+        },
+    }
+    app = App(Settings.model_validate(raw), root / "consonance-sftp.toml")
+    work = sandbox.catalogue.works[min(sandbox.catalogue.works)]
+    interior = root / "interior.pdf"
+    asset = os.urandom(300_000)
+    interior.write_bytes(asset)
+    app.store.add_asset_version(
+        AssetVersion(
+            work_id=work.id,
+            product_id=work.products[0].id,
+            kind="INTERIOR",
+            sha256="0" * 64,
+            size=len(asset),
+            local_path=str(interior),
+        )
+    )
+    async with DeliveryRunner(app, executor=True, quiet=True) as runner:
+        outcome = await run_flow(app, "nightly", trigger="test", runner=runner)
+    assert outcome.results and not [r for r in outcome.results.values() if "error" in r]
+    app.store.close()
+    try:
+        yield partner, key, sandbox, asset
+    finally:
+        sandbox.stop()
+
+
+def _copy(partner: Path) -> Path:
+    (archive,) = sorted(partner.glob("nightly-*.tar.zst.age"))
+    assert (partner / f"{archive.name}.sha256").exists()
+    return archive
+
+
+async def test_the_partners_copy_verifies_and_restores_to_the_catalogue(
+    archived: tuple[Path, Path, SandboxHandle, bytes], tmp_path: Path
+) -> None:
+    partner, key, sandbox, asset = archived
+    archive = _copy(partner)
+    refused = _cli("verify", str(archive))
+    assert refused.returncode != 0 and "--identity" in refused.stderr
+    done = _cli("verify", str(archive), "--identity", str(key), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["sidecar"] == "ok" and report["files_verified"] >= 9
+
+    restored = tmp_path / "restored"
+    done = _cli("restore", str(archive), "--to", str(restored), "--identity", str(key))
+    assert done.returncode == 0, done.stdout + done.stderr
+    works = json.loads((restored / "data/metadata/works.json").read_text())
+    async with sandbox.client() as api:
+        read = [w async for w in api.iter_works()]
+    assert [(w["id"], w["title"]) for w in works] == [(w.id, w.title) for w in read]
+    assert sum(len(w["products"]) for w in works) == 60
+    isbns = {p["isbn13"] for w in works for p in w["products"] if p["isbn13"]}
+    onix = (restored / "data/metadata/onix.xml").read_text()
+    assert all(isbn in onix for isbn in isbns)
+    (kept,) = (restored / "data/assets").rglob("*.pdf")
+    assert kept.read_bytes() == asset
+    info = (restored / "bag-info.txt").read_text()
+    assert "Source-Organization: Meridian Press" in info and "Consonance-Products: 60" in info
+    for name in ("deliveries", "intakes", "asset_versions", "sales_reports", "audit"):
+        assert (restored / f"data/history/{name}.jsonl").exists()
+    versions = (restored / "data/history/asset_versions.jsonl").read_text().splitlines()
+    assert [json.loads(v)["kind"] for v in versions] == ["INTERIOR"]
+
+
+async def test_damage_on_the_partner_is_named_and_exits_non_zero(
+    archived: tuple[Path, Path, SandboxHandle, bytes], tmp_path: Path
+) -> None:
+    partner, key, _, _ = archived
+    archive = _copy(partner)
+    plain = tmp_path / "plain.tar.zst"
+    with archive.open("rb") as source, plain.open("wb") as out:
+        pyrage.decrypt_io(source, out, [pyrage.x25519.Identity.from_str(key.read_text().strip())])
+    data = bytearray(plain.read_bytes())
+    flipped = tmp_path / "flipped.tar.zst"
+    data[len(data) // 3] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    done = _cli("verify", str(flipped))
+    assert done.returncode == 1
+    assert "PROBLEMS FOUND" in done.stdout
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(plain.read_bytes()[: len(data) // 2])
+    done = _cli("verify", str(cut), "--json")
+    assert done.returncode == 1
+    problems = json.loads(done.stdout)["problems"]
+    assert any(p["kind"] == "truncated" for p in problems), problems
+    # The partner's copy itself, one byte changed: the sidecar says so before anything else.
+    damaged = tmp_path / archive.name
+    damaged.write_bytes(archive.read_bytes()[:-1] + b"\x00")
+    (tmp_path / f"{archive.name}.sha256").write_bytes(
+        (partner / f"{archive.name}.sha256").read_bytes()
+    )
+    done = await asyncio.to_thread(_cli, "verify", str(damaged), "--identity", str(key))
+    assert done.returncode == 1 and "is not its sidecar's" in done.stdout + done.stderr
