@@ -105,7 +105,7 @@ def test_check_reports_what_would_fail_later(tmp_path: Path) -> None:
     """A config that validates but would fail or surprise: each finding with its TOML path."""
     assert run("init", "--dir", str(tmp_path)).returncode == 0
     config = tmp_path / "consonance-sftp.toml"
-    # The starter's archive flow (a kind not built yet) switched on.
+    # The starter's archive flow switched on: it runs, with a shortfall `config check` notes.
     text = config.read_text().replace('kind = "archive"\nenabled = false\n', 'kind = "archive"\n')
     key = tmp_path / "keys" / "client_ed25519"
     token = tmp_path / "keys" / "consonance-sandbox-token"
@@ -125,7 +125,7 @@ def test_check_reports_what_would_fail_later(tmp_path: Path) -> None:
     # Warnings and notes come with the errors, on stdout.
     assert f"warning: consonance.token: secret file {token} is open to its group and others" in flat
     assert f"(mode 0644); only the service's user should read it: chmod 600 {token}" in flat
-    assert "warning: flows.nightly-archive.kind: archive flows cannot run in this release" in flat
+    assert "note: flows.nightly-archive.kind: archive: writes and delivers each run's" in flat
     assert "note: flows.design-intake.kind: intake: polls and stores" in flat
 
     key.unlink()

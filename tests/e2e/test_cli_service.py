@@ -146,10 +146,11 @@ def test_run_dry_run_prints_the_plan_and_sends_nothing(project: Project) -> None
     assert project.rows("SELECT count(*) FROM delivery_ledger") == [(0,)]
 
 
-def test_unimplemented_flow_kind_says_so(project: Project) -> None:
-    done = project.cli("run", "nightly-archive", "--dry-run", check=False)
+def test_a_disabled_flow_says_so_and_how_to_enable_it(project: Project) -> None:
+    done = project.cli("run", "nightly-archive", "--dry-run", check=False)  # off in the starter
     assert done.returncode == 1
-    assert "cannot run yet" in done.stderr and "hint" in done.stderr
+    assert "is disabled in the config" in done.stderr
+    assert "Set enabled = true in the flows.nightly-archive table" in done.stderr
 
 
 def test_run_of_an_intake_flow_takes_a_partner_upload_in_once(project: Project) -> None:

@@ -6,6 +6,7 @@ runs once, and a kind without an implementation is refused with a hint."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from consonance_sftp.app.serving import ServeLoop, run_tick
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.engine import EngineClient, FlowSchedule
+from consonance_sftp.flows import registry
 from consonance_sftp.flows.base import FlowNotAvailable
 from consonance_sftp.sandbox.services import sandbox_services
 from tests.cli import free_port
@@ -32,8 +34,8 @@ EVERY_2_S = "*/2 * * * * *"  # DBOS cron: six fields, seconds first
 def app(tmp_path: Path) -> App:
     init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
     config = tmp_path / CONFIG_NAME
-    # The starter's archive flow is off (not built yet); on, its ticks fail, which the
-    # retention test needs.
+    # The starter's archive flow is off; on, with its plan taken out of the registry (a kind
+    # this release could not run), its ticks fail, which the retention test needs.
     text = config.read_text()
     config.write_text(text.replace('kind = "archive"\nenabled = false\n', 'kind = "archive"\n'))
     return App(load_settings(config))
@@ -81,7 +83,16 @@ async def test_schedule_ticks_once_each_and_onix_is_sent_once(app: App) -> None:
     assert ran_after_pause == []
 
 
-async def test_kind_without_implementation_is_refused_with_a_hint(app: App) -> None:
+def _unwired(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The registry as a release that has the kind's config but not its plan."""
+    entry = dataclasses.replace(registry.REGISTRY[kind], plan=None)
+    monkeypatch.setitem(registry.REGISTRY, kind, entry)
+
+
+async def test_kind_without_implementation_is_refused_with_a_hint(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unwired(monkeypatch, "archive")
     with pytest.raises(FlowNotAvailable) as caught:
         await plan(app, "nightly-archive")
     assert "archive" in str(caught.value)
@@ -144,7 +155,9 @@ async def test_removed_flow_stops_ticking(app: App) -> None:
         assert await asyncio.to_thread(engine.ensure_flow_schedules, {ONIX: every_day}) == []
 
 
-async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(app: App) -> None:
+async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Retention: finished workflows leave DBOS's history after the retention period; a failed
     one stays (with its reason) for an operator to act on; our own records are untouched."""
     from consonance_sftp.app.runner import DeliveryRunner
@@ -153,6 +166,7 @@ async def test_finished_ticks_are_pruned_from_engine_history_failed_ones_kept(ap
     await asyncio.to_thread(
         Controls(app).set, "flow", ONIX, paused=True, by="tester", reason="no send needed"
     )
+    _unwired(monkeypatch, "archive")
     archive = "nightly-archive"  # a kind this release cannot run: its tick fails
     async with DeliveryRunner(app, executor=True) as runner:
         engine = runner.engine

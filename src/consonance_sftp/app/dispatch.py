@@ -293,7 +293,7 @@ async def plan(
     if not flow.enabled:
         raise ConsonanceSftpError(
             f"flow {name!r} is disabled in the config",
-            hint=f"Set enabled = true under [flows.{name}].",
+            hint=f"Set enabled = true in the flows.{name} table of the config.",
         )
     now = now or datetime.now(UTC)
     options = {"force_full": force_full, "test": test, "dry_run": dry_run}

@@ -22,6 +22,7 @@ that is missing or damaged.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -87,7 +88,7 @@ def _lines(records: Iterable[Any]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Catalogue:
+class CatalogueRead:
     """What the run read from Consonance."""
 
     works: list[Work]
@@ -105,7 +106,7 @@ def _history(store: Store, works: Sequence[Work]) -> list[tuple[str, bytes]]:
         ("history/deliveries.jsonl", _lines(store.list_deliveries(limit=None))),
         ("history/intakes.jsonl", _lines(store.list_intakes(limit=None))),
         ("history/asset_versions.jsonl", _lines(versions)),
-        ("history/sales_reports.jsonl", _lines(store.list_sales_reports(limit=1_000_000))),
+        ("history/sales_reports.jsonl", _lines(store.list_sales_reports(limit=10**9))),
         ("history/audit.jsonl", _lines(reversed(store.list_audit(limit=None)))),
     ]
 
@@ -143,7 +144,7 @@ def write_bag(
     *,
     name: str,
     config: ArchiveFlow,
-    catalogue: Catalogue,
+    catalogue: CatalogueRead,
     store: Store,
     now: datetime,
 ) -> BagSummary:
@@ -189,7 +190,7 @@ def write_archive(
     *,
     name: str,
     config: ArchiveFlow,
-    catalogue: Catalogue,
+    catalogue: CatalogueRead,
     store: Store,
     now: datetime,
 ) -> Written:
@@ -224,7 +225,7 @@ def _encrypted(
     config: ArchiveFlow,
     *,
     name: str,
-    catalogue: Catalogue,
+    catalogue: CatalogueRead,
     store: Store,
     now: datetime,
 ) -> BagSummary:
@@ -278,11 +279,11 @@ class ArchivePackage:
         return None
 
 
-async def read_catalogue(ctx: FlowContext) -> Catalogue:
+async def read_catalogue(ctx: FlowContext) -> CatalogueRead:
     works = [w async for w in ctx.api.iter_works()]
     contacts = [c async for c in ctx.api.iter_contacts()]
     contracts = [c async for c in ctx.api.iter_contracts()]
-    return Catalogue(works, contacts, contracts)
+    return CatalogueRead(works, contacts, contracts)
 
 
 async def plan(
@@ -294,8 +295,6 @@ async def plan(
 ) -> PlannedRun:
     """Read the catalogue, write this run's archive (not in a dry run) and plan its copy to
     each partner."""
-    import asyncio
-
     run = PlannedRun(flow=name, kind="archive")
     catalogue = await read_catalogue(ctx)
     bag_name = f"{name}-{ctx.now:%Y%m%dT%H%M%SZ}"

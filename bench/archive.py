@@ -1,0 +1,234 @@
+"""The archive path against the standard tools, in the same run (issue 17).
+
+Makes a set of asset files (random bytes: incompressible, like PDFs, EPUBs and audio) and a
+metadata file, then measures, alternating who goes first, each repetition:
+
+* **ours**: the flow's path: the bag written as a tar (``formats.archive.BagWriter``, each
+  file hashed as it streams), encrypted by age through a pipe (``flows.archive``), hashed for
+  its sidecar, then uploaded to a loopback OpenSSH ``sshd`` by the service's SFTP transport
+  (temporary name, verify, rename);
+* **peer**: ``tar -cf - DIR | age -r KEY > FILE`` then ``sftp -b`` ``put FILE`` to the same
+  server (``sha256sum`` of the upload as a sidecar: the same guarantees ours gives).
+
+Each copy on the server is decrypted and its tar checked. The last line is one JSON object:
+``{"mib_per_s": ours, "peer_mib_per_s": peer, "ratio": ours / peer, ...}`` (MiB of payload a
+second, end to end; higher is better).
+
+    .venv/bin/python bench/archive.py                 # 2 GiB of assets, 3 repetitions
+    .venv/bin/python bench/archive.py --size 256M --reps 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pyrage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.servers import Served, start_served  # noqa: E402
+from bench.transfer import human, parse_size, say  # noqa: E402
+
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS  # noqa: E402
+from consonance_sftp.config.transfer import TransferSettings  # noqa: E402
+from consonance_sftp.formats.archive import BagWriter, HashingWriter  # noqa: E402
+
+FILE_SIZE = 64 << 20  # each asset: a large print PDF or audio master
+
+
+def make_assets(folder: Path, total: int) -> int:
+    """Random files totalling ``total`` bytes (cached between runs by size)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made, i = 0, 0
+    while made < total:
+        size = min(FILE_SIZE, total - made)
+        path = folder / f"asset-{i:04d}.bin"
+        if not path.exists() or path.stat().st_size != size:
+            with path.open("wb") as f:
+                left = size
+                while left:
+                    chunk = os.urandom(min(left, 8 << 20))
+                    f.write(chunk)
+                    left -= len(chunk)
+        made += size
+        i += 1
+    (folder / "metadata.json").write_text(json.dumps({"works": list(range(2000))}))
+    return made
+
+
+def ours(assets: Path, out: Path, recipient: pyrage.x25519.Recipient, served: Served) -> str:
+    """Bag -> tar -> age (pipe) -> file + sidecar hash -> our SFTP upload."""
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with (
+                os.fdopen(write_fd, "wb") as pipe,
+                BagWriter(pipe, name=out.stem, info={"Source-Organization": "bench"}) as bag,
+            ):
+                for path in sorted(assets.iterdir()):
+                    bag.add_file(f"assets/{path.name}", path)
+        except BaseException as exc:
+            failed.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    with out.open("wb") as raw, os.fdopen(read_fd, "rb") as pipe:
+        hashing = HashingWriter(raw)
+        pyrage.encrypt_io(pipe, hashing, [recipient])  # type: ignore[arg-type]
+    producer.join()
+    if failed:
+        raise failed[0]
+    digest = hashing.hexdigest()
+
+    async def upload() -> None:
+        settings = TransferSettings()
+        fs = SftpRemoteFS(served.endpoint(settings, max_connections=4), state_dir=out.parent)
+        async with fs:
+            await fs.upload(out, served.remote(out.name), sha256=digest)
+
+    asyncio.run(upload())
+    return digest
+
+
+def peer(assets: Path, out: Path, recipient: str, served: Served, known_hosts: Path) -> str:
+    """``tar | age > file``, ``sha256sum``, ``sftp -b put``."""
+    with out.open("wb") as f:
+        tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(assets), "."], stdout=subprocess.PIPE)
+        age = subprocess.run(["age", "-r", recipient], stdin=tar.stdout, stdout=f, check=True)
+        tar.wait()
+        assert age.returncode == 0 and tar.returncode == 0
+    digest = subprocess.run(
+        ["sha256sum", str(out)], check=True, capture_output=True, text=True
+    ).stdout.split()[0]
+    batch = out.with_suffix(".batch")
+    batch.write_text(f"put {out} {served.remote(out.name)}\n")
+    subprocess.run(
+        [
+            "sftp",
+            "-q",
+            "-F",
+            "/dev/null",
+            "-b",
+            str(batch),
+            "-i",
+            str(served.client_key_path),
+            "-P",
+            str(served.port),
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"{served.user}@127.0.0.1",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="2G", help="assets in total (default 2G)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-archive"
+    )
+    args = parser.parse_args(argv)
+    for tool in ("tar", "age", "sftp", "sha256sum"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing (make system-deps)")
+    total = parse_size(args.size)
+    assets = args.workdir / f"assets-{total}"
+    say(f"making {human(total)} of assets in {assets} (kept between runs)")
+    payload = make_assets(assets, total)
+    mib = payload / (1 << 20)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
+    served = start_served("openssh", run_dir)
+    known_hosts = run_dir / "known_hosts"
+    known_hosts.write_text(served.known_hosts_line() + "\n")
+    identity = pyrage.x25519.Identity.generate()
+    recipient = identity.to_public()
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    try:
+        for rep in range(args.reps):
+            order = ["ours", "peer"] if rep % 2 == 0 else ["peer", "ours"]
+            for who in order:
+                out = run_dir / f"{who}-{rep}.tar.age"
+                os.sync()
+                started = time.perf_counter()
+                if who == "ours":
+                    digest = ours(assets, out, recipient, served)
+                else:
+                    digest = peer(assets, out, str(recipient), served, known_hosts)
+                seconds = time.perf_counter() - started
+                landed = served.folder / out.name
+                check_copy(landed, digest, identity, payload)
+                times[who].append(seconds)
+                rate = mib / seconds
+                say(f"  rep {rep + 1}/{args.reps} {who:5s} {seconds:7.2f} s {rate:8.1f} MiB/s")
+                out.unlink()
+                landed.unlink()
+    finally:
+        served.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    ours_rate = mib / statistics.median(times["ours"])
+    peer_rate = mib / statistics.median(times["peer"])
+    print(
+        json.dumps(
+            {
+                "mib_per_s": round(ours_rate, 1),
+                "peer_mib_per_s": round(peer_rate, 1),
+                "ratio": round(ours_rate / peer_rate, 2),
+                "payload_mib": round(mib, 1),
+                "reps": args.reps,
+            }
+        )
+    )
+    return 0
+
+
+def check_copy(landed: Path, digest: str, identity: pyrage.x25519.Identity, payload: int) -> None:
+    """The server's copy: its SHA-256 against the sidecar's, then decrypted (streamed), a tar
+    whose asset files add up to the payload."""
+    sha = hashlib.sha256()
+    with landed.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            sha.update(chunk)
+    if sha.hexdigest() != digest:
+        raise SystemExit(f"SHA-256 mismatch for {landed}")
+    read_fd, write_fd = os.pipe()
+
+    def decrypt() -> None:
+        with landed.open("rb") as f, os.fdopen(write_fd, "wb") as pipe:
+            pyrage.decrypt_io(f, pipe, [identity])  # type: ignore[arg-type]
+
+    worker = threading.Thread(target=decrypt)
+    worker.start()
+    with os.fdopen(read_fd, "rb") as pipe, tarfile.open(fileobj=pipe, mode="r|") as tar:
+        sizes = sum(m.size for m in tar if m.isfile() and "asset-" in m.name)
+    worker.join()
+    if sizes != payload:
+        raise SystemExit(f"{landed}: the tar holds {sizes} bytes of assets, not {payload}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
