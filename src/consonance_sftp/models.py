@@ -151,6 +151,9 @@ class AuditAction(enum.StrEnum):
     FINANCE_STATEMENT_SENT = "finance.statement_sent"
     FINANCE_STATEMENT_FAILED = "finance.statement_failed"
     FINANCE_BATCH_APPROVED = "finance.batch_approved"
+    # Archives: one written by a run of an archive flow; one read back by `archive verify`.
+    ARCHIVE_WRITTEN = "archive.written"
+    ARCHIVE_VERIFIED = "archive.verified"
 
 
 class IntakeOutcome(enum.StrEnum):

@@ -16,6 +16,7 @@ from typing import Any
 import pyrage
 import pytest
 import pytest_asyncio
+import tomlkit
 
 from consonance_sftp.app import App
 from consonance_sftp.app.dispatch import run_flow
@@ -40,7 +41,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def archived(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[Path, Path, SandboxHandle, bytes]]:
+) -> AsyncIterator[tuple[Path, Path, SandboxHandle, bytes, Path]]:
     root = tmp_path_factory.mktemp("archive")
     sandbox = start_sandbox(generate_catalogue(60, seed=9))
     token = root / "token"
@@ -63,7 +64,9 @@ async def archived(
             }
         },
     }
-    app = App(Settings.model_validate(raw), root / "consonance-sftp.toml")
+    config = root / "consonance-sftp.toml"
+    config.write_text(tomlkit.dumps(raw))
+    app = App(Settings.model_validate(raw), config)
     work = sandbox.catalogue.works[min(sandbox.catalogue.works)]
     interior = root / "interior.pdf"
     asset = os.urandom(300_000)
@@ -83,7 +86,7 @@ async def archived(
     assert outcome.results and not [r for r in outcome.results.values() if "error" in r]
     app.store.close()
     try:
-        yield partner, key, sandbox, asset
+        yield partner, key, sandbox, asset, config
     finally:
         sandbox.stop()
 
@@ -95,9 +98,9 @@ def _copy(partner: Path) -> Path:
 
 
 async def test_the_partners_copy_verifies_and_restores_to_the_catalogue(
-    archived: tuple[Path, Path, SandboxHandle, bytes], tmp_path: Path
+    archived: tuple[Path, Path, SandboxHandle, bytes, Path], tmp_path: Path
 ) -> None:
-    partner, key, sandbox, asset = archived
+    partner, key, sandbox, asset, _ = archived
     archive = _copy(partner)
     refused = _cli("verify", str(archive))
     assert refused.returncode != 0 and "--identity" in refused.stderr
@@ -128,9 +131,9 @@ async def test_the_partners_copy_verifies_and_restores_to_the_catalogue(
 
 
 async def test_damage_on_the_partner_is_named_and_exits_non_zero(
-    archived: tuple[Path, Path, SandboxHandle, bytes], tmp_path: Path
+    archived: tuple[Path, Path, SandboxHandle, bytes, Path], tmp_path: Path
 ) -> None:
-    partner, key, _, _ = archived
+    partner, key, _, _, _ = archived
     archive = _copy(partner)
     plain = tmp_path / "plain.tar.zst"
     with archive.open("rb") as source, plain.open("wb") as out:
@@ -156,3 +159,29 @@ async def test_damage_on_the_partner_is_named_and_exits_non_zero(
     )
     done = await asyncio.to_thread(_cli, "verify", str(damaged), "--identity", str(key))
     assert done.returncode == 1 and "is not its sidecar's" in done.stdout + done.stderr
+
+
+async def test_archive_list_shows_each_archive_and_its_last_verification(
+    archived: tuple[Path, Path, SandboxHandle, bytes, Path],
+) -> None:
+    partner, key, _, _, config = archived
+    (listed,) = json.loads(_cli_with(config, "list", "--json").stdout)
+    assert listed["flow"] == "nightly" and listed["verified_at"] is None
+    assert listed["path"].endswith(_copy(partner).name) and listed["size"] > 0
+    done = _cli_with(config, "verify", str(_copy(partner)), "--identity", str(key), "--by", "eve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (listed,) = json.loads(_cli_with(config, "list", "--json").stdout)
+    assert listed["verified_by"] == "user:eve" and listed["verified_ok"] is True
+    table = _cli_with(config, "list")
+    assert "by user:eve: ok" in " ".join(table.stdout.split())
+
+
+def _cli_with(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run(
+        [*CLI, "--config", str(config), "archive", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )

@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -19,6 +20,8 @@ import pyrage
 
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
+from consonance_sftp.models import AuditAction
+from consonance_sftp.ports.store import AuditEvent, Store
 
 AGE_MAGIC = b"age-encryption.org/v1"
 
@@ -136,3 +139,66 @@ def restore(path: Path, dest: Path, *, identity: Path | None = None) -> ArchiveC
     with _damaged(problems), _plain(path, identity) as stream:
         report = extract_bag(stream, dest)
     return ArchiveCheck(path, verdict, report, problems)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """An archive a flow wrote, and its last verification (from the audit trail)."""
+
+    name: str
+    flow: str
+    path: str
+    sha256: str
+    size: int
+    files: int
+    written_at: datetime
+    verified_at: datetime | None = None
+    verified_by: str | None = None
+    verified_ok: bool | None = None
+
+
+def record_verification(store: Store, check: ArchiveCheck, *, by: str, sample: float) -> None:
+    """``archive.verified`` on the audit trail: what was read back and what was found."""
+    r = check.report
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.ARCHIVE_VERIFIED,
+        f"archive:{check.path.name}",
+        {
+            "path": str(check.path),
+            "sha256": r.archive_sha256,
+            "ok": check.ok,
+            "files_verified": r.files_verified,
+            "bytes_verified": r.bytes_verified,
+            "sample": sample,
+            "problems": check.problems + [f"{p.kind}: {p.path}: {p.message}" for p in r.problems],
+        },
+    )
+
+
+def list_archives(store: Store, *, flow: str | None = None) -> list[ArchiveEntry]:
+    """Every archive the flows wrote, newest first, each with its latest verification."""
+    verified: dict[str, AuditEvent] = {}
+    for event in store.list_audit(action=AuditAction.ARCHIVE_VERIFIED, limit=None):
+        verified.setdefault(event.subject, event)  # newest first: the first is the latest
+    out: list[ArchiveEntry] = []
+    for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
+        d = event.details
+        if flow is not None and d.get("flow") != flow:
+            continue
+        last = verified.get(event.subject)
+        out.append(
+            ArchiveEntry(
+                name=event.subject.removeprefix("archive:"),
+                flow=str(d.get("flow", "")),
+                path=str(d.get("path", "")),
+                sha256=str(d.get("sha256", "")),
+                size=int(d.get("size", 0)),
+                files=int(d.get("files", 0)),
+                written_at=event.ts,
+                verified_at=last.ts if last else None,
+                verified_by=last.actor if last else None,
+                verified_ok=bool(last.details.get("ok")) if last else None,
+            )
+        )
+    return out

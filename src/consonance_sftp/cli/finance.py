@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from consonance_sftp.cli.main import acting_user, state
@@ -100,8 +101,8 @@ def batches_cmd(
         approved = f"{b.approved_at:%Y-%m-%d %H:%M} by {b.approved_by}" if b.approved_at else "-"
         table.add_row(
             str(b.id),
-            b.flow,
-            b.name,
+            escape(b.flow),
+            escape(b.name),
             b.period or "-",
             f"{b.received_at:%Y-%m-%d %H:%M}",
             approved,
@@ -131,7 +132,8 @@ def show_cmd(batch: BatchArg, as_json: AsJson = False) -> None:
     for s in statements:
         payee = f"{s.payee_name} ({s.payee_id})" if s.payee_id is not None else "-"
         where = "\n".join(f"{d.partner}:{d.folder}" for d in s.destinations) or "-"
-        table.add_row(str(s.id), s.file_name, payee, where, s.state, s.reason or "")
+        cells = (s.file_name, payee, where, s.state, s.reason or "")
+        table.add_row(str(s.id), *(escape(c) for c in cells))
     console.print(table)
 
 

@@ -987,9 +987,9 @@ class ArchiveFlow(FlowBase):
 
     kind: Literal["archive"] = Field(description="`archive`.")
     today: ClassVar[str] = (
-        "writes and delivers each run's archive; `archive verify` and `archive restore` read "
-        "one back; the archive list, restore drills, retention and incremental runs are not "
-        "built yet"
+        "writes and delivers each run's archive; `archive list`, `archive verify` and "
+        "`archive restore` show and read them back; restore drills, retention and "
+        "incremental runs are not built yet"
     )
     local_dir: ConfigPath | None = Field(
         default=None,

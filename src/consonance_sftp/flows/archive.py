@@ -46,7 +46,7 @@ from consonance_sftp.formats.onix.feed import write_feed
 from consonance_sftp.formats.onix.rules import RecipientRules
 from consonance_sftp.formats.onix.writer import MessageHeader
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, sha256_file
-from consonance_sftp.models import ChangeEvent, Work
+from consonance_sftp.models import AuditAction, ChangeEvent, Work
 from consonance_sftp.ports.store import Store
 
 ACTOR = "flow:archive"
@@ -316,7 +316,7 @@ async def plan(
     )
     ctx.store.append_audit(
         ACTOR,
-        "archive.written",
+        AuditAction.ARCHIVE_WRITTEN,
         f"archive:{written.path.name}",
         {
             "flow": name,
