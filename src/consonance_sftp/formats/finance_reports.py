@@ -60,6 +60,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.writer.excel import ExcelWriter
 
 from ..models import Contract, Work
+from .spreadsheet import formula_safe
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """The fixed creation date of every XLSX and PDF unless the caller passes another."""
@@ -366,18 +367,11 @@ def contract_rows(
 
 # --- cells -----------------------------------------------------------------------------------
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _safe(text: str) -> str:
-    """A leading apostrophe on text a spreadsheet would run as a formula."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
 
 def _xlsx_text(text: str) -> str:
-    """``_safe`` text without the control characters XML 1.0 cannot hold (openpyxl refuses
-    them; CSV and PDF keep the text as it is)."""
-    return str(ILLEGAL_CHARACTERS_RE.sub("", _safe(text)))
+    """Formula-safe text (``formats.spreadsheet.formula_safe``) without the control
+    characters XML 1.0 cannot hold (openpyxl refuses them; CSV and PDF keep the text)."""
+    return str(ILLEGAL_CHARACTERS_RE.sub("", str(formula_safe(text))))
 
 
 def _cells(row: RightsRow | ContractRow, columns: Sequence[tuple[str, str]]) -> list[Cell]:
@@ -407,7 +401,7 @@ def _csv(rows: Sequence[RightsRow | ContractRow], columns: Sequence[tuple[str, s
     for row in rows:
         writer.writerow(
             [
-                _safe(_text(v)) if isinstance(v, str | tuple) else _text(v)
+                str(formula_safe(_text(v))) if isinstance(v, str | tuple) else _text(v)
                 for v in _cells(row, columns)
             ]
         )

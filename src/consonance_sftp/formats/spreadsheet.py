@@ -182,7 +182,9 @@ def rows(
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _safe(value: Cell) -> Cell:
+def formula_safe(value: Cell) -> Cell:
+    """Text a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) gets a
+    leading apostrophe; anything else is returned as is."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
@@ -201,7 +203,10 @@ def export_csv(
     count = -1
     for row in rows(works, columns, rules=rules):
         writer.writerow(
-            ["" if v is None else v.isoformat() if isinstance(v, date) else _safe(v) for v in row]
+            [
+                "" if v is None else v.isoformat() if isinstance(v, date) else formula_safe(v)
+                for v in row
+            ]
         )
         count += 1
     return count
@@ -221,7 +226,7 @@ def export_xlsx(
     count = -1
     for row in rows(works, columns, rules=rules):
         # Dates stay dates and amounts stay numbers: partners sort and sum them.
-        sheet.append([_safe(v) if not isinstance(v, datetime) else v.date() for v in row])
+        sheet.append([formula_safe(v) if not isinstance(v, datetime) else v.date() for v in row])
         count += 1
     workbook.save(target)
     return count
