@@ -7,7 +7,6 @@ is hashed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pyrage
 
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
+from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.store import AuditEvent, Store
 
@@ -97,14 +97,12 @@ def _sidecar(path: Path) -> tuple[str, list[str]]:
     side = path.with_name(path.name + ".sha256")
     if not side.exists():
         return "none", []
-    expected = side.read_text().split()[0] if side.read_text().strip() else ""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() == expected:
+    words = side.read_text().split()
+    expected = words[0] if words else ""
+    _, digest = sha256_file(path)
+    if digest == expected:
         return "ok", []
-    why = f"{path.name}: SHA-256 {digest.hexdigest()} is not its sidecar's {expected}"
+    why = f"{path.name}: SHA-256 {digest} is not its sidecar's {expected}"
     return f"mismatch: {why}", [why]
 
 

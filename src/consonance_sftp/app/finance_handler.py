@@ -183,7 +183,7 @@ async def _submit(
             destination,
             state_dir=app.state_dir,
             contracts=contracts.get(statement.payee_id or -1, []),
-            publisher=cfg.publisher or "(publisher not configured)",
+            publisher=cfg.publisher_name,
             now=now,
         )
         request = finance_out.statement_request(

@@ -799,6 +799,11 @@ class FinanceOutFlow(FlowBase):
     def _iso_currency(cls, value: str | None) -> str | None:
         return None if value is None else check_currency(value)
 
+    @property
+    def publisher_name(self) -> str:
+        """The licensor shown on reports and companions."""
+        return self.publisher or "(publisher not configured)"
+
     def exchanges_with(self) -> list[str]:
         routed = [r.partner for r in self.payees.values() if r.partner]
         routed += [a.partner for a in self.agents.values()]

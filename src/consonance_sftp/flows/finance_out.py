@@ -49,7 +49,7 @@ from consonance_sftp.formats.finance.statements import (
     resolve,
 )
 from consonance_sftp.formats.names import name_refusal
-from consonance_sftp.formats.packaging import PackagePlan, PlannedFile
+from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, sha256_file
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import ChangeEvent, Contract, Work
 from consonance_sftp.ports.consonance import ConsonanceAPI
@@ -383,15 +383,6 @@ def _route_for(cfg: FinanceOutFlow, destination: Destination, payee: int) -> Pro
     return found[1] if found is not None else None
 
 
-def _sha(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def prepare(
     cfg: FinanceOutFlow,
     batch: BatchRecord,
@@ -451,7 +442,8 @@ def prepare(
             protected.replace(plain[0])
         done.write_text(mode + "\n")
     files = sorted(p for p in where.iterdir() if not p.name.startswith("."))
-    return [Prepared(p, p.name, *_sha(p)) for p in files]
+    made = [(p, *sha256_file(p)) for p in files]
+    return [Prepared(p, p.name, digest, size) for p, size, digest in made]
 
 
 def statement_request(
@@ -570,13 +562,13 @@ async def plan(
     if not config.reports:
         return run
     contracts, works = await _contracts_and_works(ctx.api)
-    publisher = config.publisher or "Publisher"
+    publisher = config.publisher_name
     out = ctx.state_dir / "finance" / "reports" / name / ctx.now.strftime("%Y%m%dT%H%M%S")
     paths = render_reports(config, contracts, works, publisher=publisher, out=out, now=ctx.now)
     files = tuple(
         PlannedFile(role="asset", remote_path=p.name, source=p, sha256=d, size=s)
         for p in paths
-        for d, s in (_sha(p),)
+        for s, d in (sha256_file(p),)
     )
     for partner in config.partners:
         run.outbounds.append(
