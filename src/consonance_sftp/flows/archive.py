@@ -47,7 +47,7 @@ from consonance_sftp.formats.onix.rules import RecipientRules
 from consonance_sftp.formats.onix.writer import MessageHeader
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, sha256_file
 from consonance_sftp.models import AuditAction, ChangeEvent, Work
-from consonance_sftp.ports.store import Store
+from consonance_sftp.ports.store import AssetVersion, Store
 
 ACTOR = "flow:archive"
 
@@ -100,8 +100,7 @@ class CatalogueRead:
         return sum(len(w.products) for w in self.works)
 
 
-def _history(store: Store, works: Sequence[Work]) -> list[tuple[str, bytes]]:
-    versions = [v for w in works for v in store.list_asset_versions(w.id)]
+def _history(store: Store, versions: Sequence[AssetVersion]) -> list[tuple[str, bytes]]:
     return [
         ("history/deliveries.jsonl", _lines(store.list_deliveries(limit=None))),
         ("history/intakes.jsonl", _lines(store.list_intakes(limit=None))),
@@ -111,17 +110,16 @@ def _history(store: Store, works: Sequence[Work]) -> list[tuple[str, bytes]]:
     ]
 
 
-def _assets(store: Store, works: Sequence[Work]) -> list[tuple[str, Path]]:
+def _assets(versions: Sequence[AssetVersion]) -> list[tuple[str, Path]]:
     """The current version of each asset the store holds a file for."""
     out: list[tuple[str, Path]] = []
-    for work in works:
-        for v in store.list_asset_versions(work.id):
-            if v.superseded_by is not None or not v.local_path:
-                continue
-            local = Path(v.local_path)
-            if local.is_file():
-                where = v.product_id if v.product_id is not None else "work"
-                out.append((f"assets/{work.id}/{where}/{v.kind}/v{v.version}-{local.name}", local))
+    for v in versions:
+        if v.superseded_by is not None or not v.local_path:
+            continue
+        local = Path(v.local_path)
+        if local.is_file():
+            where = v.product_id if v.product_id is not None else "work"
+            out.append((f"assets/{v.work_id}/{where}/{v.kind}/v{v.version}-{local.name}", local))
     return out
 
 
@@ -149,7 +147,8 @@ def write_bag(
     now: datetime,
 ) -> BagSummary:
     """The bag of one run, streamed into ``out``."""
-    assets = _assets(store, catalogue.works) if config.include_assets else []
+    versions = [v for w in catalogue.works for v in store.list_asset_versions(w.id)]
+    assets = _assets(versions) if config.include_assets else []
     info = {
         "Source-Organization": config.organisation or "(not configured)",
         "External-Identifier": name,
@@ -167,7 +166,7 @@ def write_bag(
         bag.add_bytes("metadata/contacts.json", _json(catalogue.contacts))
         bag.add_bytes("metadata/contracts.json", _json(catalogue.contracts))
         bag.add_bytes("metadata/onix.xml", _onix(catalogue.works, sender, now))
-        for path, data in _history(store, catalogue.works):
+        for path, data in _history(store, versions):
             bag.add_bytes(path, data)
         for path, local in assets:
             bag.add_file(path, local)
