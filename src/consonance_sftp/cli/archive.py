@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, load_app, state
 
 if TYPE_CHECKING:
     from consonance_sftp.app.archive_handler import ArchiveCheck
@@ -80,10 +80,9 @@ def list_cmd(
 ) -> None:
     """Every archive the flows wrote, newest first: where it is, its size and files, and when
     it was last verified, by whom, and with what outcome."""
-    from consonance_sftp.app import App
     from consonance_sftp.app.archive_handler import list_archives
 
-    found = list_archives(App.from_config(state.config_path).store, flow=flow)
+    found = list_archives(load_app().store, flow=flow)
     if as_json:
         sys.stdout.write(json.dumps([asdict(a) for a in found], default=str) + "\n")
         return
@@ -128,9 +127,7 @@ def verify_cmd(
         raise typer.BadParameter("a percentage above 0, at most 100", param_hint="--sample")
     check = verify(archive, identity=identity, sample=sample / 100)
     if state.config_path.exists():
-        from consonance_sftp.app import App
-
-        store = App.from_config(state.config_path).store
+        store = load_app().store
         record_verification(store, check, by=acting_user(by), sample=sample / 100)
     _show(check, "verified", as_json)
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import load_app
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
@@ -53,10 +53,9 @@ def assets(
     product and its work (the versions of flows that record no ISBN are found that way);
     --offline never asks Consonance.
     """
-    from consonance_sftp.app import App
     from consonance_sftp.app.assets import asset_history
 
-    app = App.from_config(state.config_path)
+    app = load_app()
     try:
         found = asyncio.run(asset_history(app, isbn, offline=offline))
     finally:

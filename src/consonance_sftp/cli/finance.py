@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,10 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, emit_json, load_app
 
 if TYPE_CHECKING:
-    from consonance_sftp.app import App
     from consonance_sftp.app.finance_handler import BatchRecord, SendOutcome, StatementRecord
 
 finance_app = typer.Typer(
@@ -35,16 +32,6 @@ BatchArg = Annotated[str, typer.Argument(help="The batch's ID or name.")]
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.add_typer(finance_app, name="finance")
-
-
-def _app() -> App:
-    from consonance_sftp.app import App  # the App loads when a command runs
-
-    return App.from_config(state.config_path)
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
 def _batch_dict(b: BatchRecord) -> dict[str, Any]:
@@ -88,10 +75,10 @@ def batches_cmd(
     as_json: AsJson = False,
 ) -> None:
     """Every statement batch taken in, newest first, with its statements per state."""
-    app = _app()
+    app = load_app()
     found = app.store.list_finance_batches(flow=flow)
     if as_json:
-        _emit([_batch_dict(b) for b in found])
+        emit_json([_batch_dict(b) for b in found])
         return
     if not found:
         console.print("no statement batches yet (drop one into the flow's statements folder)")
@@ -116,11 +103,11 @@ def show_cmd(batch: BatchArg, as_json: AsJson = False) -> None:
     """Every statement of a batch: its resolved payee, destinations, state and reason."""
     from consonance_sftp.app.finance_handler import find_batch
 
-    app = _app()
+    app = load_app()
     found = find_batch(app, batch)
     statements = app.store.list_statements(found.id)
     if as_json:
-        _emit({**_batch_dict(found), "statements": [_statement_dict(s) for s in statements]})
+        emit_json({**_batch_dict(found), "statements": [_statement_dict(s) for s in statements]})
         return
     approved = f", approved by {found.approved_by}" if found.approved_by else ", not approved"
     console.print(
@@ -142,7 +129,7 @@ def approve_cmd(batch: BatchArg, by: By = None) -> None:
     """Let the batch's resolved statements leave (quarantined and held ones stay)."""
     from consonance_sftp.app.finance_handler import approve
 
-    app = _app()
+    app = load_app()
     done = approve(app, batch, by=acting_user(by))
     console.print(
         f"batch {done.name} approved by {done.approved_by}: {_counts(done.counts)}", markup=False
@@ -177,7 +164,7 @@ def send_cmd(
     from consonance_sftp.app.finance_handler import send
     from consonance_sftp.app.runner import DeliveryRunner
 
-    app = _app()
+    app = load_app()
 
     async def go() -> SendOutcome:
         async with DeliveryRunner(app, quiet=True) as runner:
@@ -196,7 +183,7 @@ def resend_cmd(
     from consonance_sftp.app.finance_handler import resend
     from consonance_sftp.app.runner import DeliveryRunner
 
-    app = _app()
+    app = load_app()
 
     async def go() -> SendOutcome:
         async with DeliveryRunner(app, quiet=True) as runner:

@@ -6,10 +6,11 @@ A user sees one clear line and a hint for every error we raise on purpose, never
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.console import Console
 from consonance_sftp import __version__
 from consonance_sftp.errors import ConfigError, ConsonanceSftpError
 from consonance_sftp.logs import setup_logging
+
+if TYPE_CHECKING:
+    from consonance_sftp.app import App
 
 DEFAULT_CONFIG = Path("consonance-sftp.toml")
 CONFIG_ENV = "CONSONANCE_SFTP_CONFIG"
@@ -39,6 +43,19 @@ class State:
 
 
 state = State()
+
+
+def load_app() -> App:
+    """The App of the config this command was given (loaded when a command runs, not when
+    the CLI starts)."""
+    from consonance_sftp.app import App
+
+    return App.from_config(state.config_path)
+
+
+def emit_json(data: Any) -> None:
+    """One JSON value on its own line on stdout (``--json``)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
 def acting_user(by: str | None = None) -> str:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, load_app, state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
@@ -96,10 +96,9 @@ def probe(
     ] = False,
 ) -> None:
     """Connect with the configured credentials and report what the server really supports."""
-    from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations, apply_recommendations
 
-    report, stored = asyncio.run(Operations(App.from_config(state.config_path)).probe(name))
+    report, stored = asyncio.run(Operations(load_app()).probe(name))
     console.print(render_report(report))
     for note in report.notes:
         console.print(f"  note: {note}", markup=False)
@@ -129,10 +128,9 @@ def send_test(
     ] = None,
 ) -> None:
     """Send a small file through the full upload protocol, then remove it."""
-    from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
 
-    sent = asyncio.run(Operations(App.from_config(state.config_path)).send_test(name, folder))
+    sent = asyncio.run(Operations(load_app()).send_test(name, folder))
     result = sent.upload
     delivered = (
         f"sent {result.remote_path} ({result.size} bytes, sha256 {result.sha256[:16]}..., "
@@ -171,10 +169,9 @@ def trust(
     key exchange. Never trusts on first use: a key is pinned, with its type, only when
     --fingerprint, obtained from the partner by another channel, is one of them.
     """
-    from consonance_sftp.app import App
     from consonance_sftp.app.operations import Operations
 
-    ops = Operations(App.from_config(state.config_path))
+    ops = Operations(load_app())
     by = acting_user()
     trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
     check = asyncio.run(trusting)

@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, load_app
 
 if TYPE_CHECKING:
-    from consonance_sftp.app import App
+    pass
 
 quarantine_app = typer.Typer(
     help="Files an intake flow could not match: list, show, assign to a title, reject.",
@@ -36,12 +36,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(quarantine_app, name="quarantine")
 
 
-def _app() -> App:
-    from consonance_sftp.app import App  # the App loads when a command runs
-
-    return App.from_config(state.config_path)
-
-
 @quarantine_app.command("list")
 def list_cmd(
     partner: Annotated[str | None, typer.Option(help="Only this partner's files.")] = None,
@@ -50,7 +44,7 @@ def list_cmd(
     """The files waiting in quarantine, newest first, with why."""
     from consonance_sftp.app import quarantine as q
 
-    rows = q.quarantined(_app(), partner=partner)
+    rows = q.quarantined(load_app(), partner=partner)
     if as_json:
         for row in rows:
             console.print_json(
@@ -83,7 +77,7 @@ def show_cmd(
     """Why a file is in quarantine, its SHA-256, original name, partner and history."""
     from consonance_sftp.app import quarantine as q
 
-    found = q.show(_app(), intake_id)
+    found = q.show(load_app(), intake_id)
     data = found.to_dict()
     if as_json:
         data["events"] = [
@@ -128,7 +122,7 @@ def assign_cmd(
     from consonance_sftp.app import quarantine as q
 
     who = acting_user(by)
-    result = asyncio.run(q.assign(_app(), intake_id, isbn=isbn, kind=kind, by=who))
+    result = asyncio.run(q.assign(load_app(), intake_id, isbn=isbn, kind=kind, by=who))
     console.print(f"intake #{intake_id}: {result.outcome.value}: {result.reason or ''}")
     if result.outcome.value in ("quarantined", "failed"):
         raise typer.Exit(1)
@@ -143,5 +137,5 @@ def reject_cmd(
     """Close a quarantined file for good (its bytes are kept)."""
     from consonance_sftp.app import quarantine as q
 
-    row = q.reject(_app(), intake_id, reason=reason, by=acting_user(by))
+    row = q.reject(load_app(), intake_id, reason=reason, by=acting_user(by))
     console.print(f"intake #{intake_id}: {row.outcome.value}: {row.reason}")

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, load_app
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:
@@ -75,16 +75,10 @@ CSV_COLUMNS = (
 )
 
 
-def _app() -> App:
-    from consonance_sftp.app import App
-
-    return App.from_config(state.config_path)
-
-
 def _ops(app: App | None = None) -> Operations:
     from consonance_sftp.app.operations import Operations
 
-    return Operations(app or _app())
+    return Operations(app or load_app())
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -322,7 +316,7 @@ def retry(
 ) -> None:
     """Re-run a failed delivery, intake, flow tick or flow event from its first failed step
     (same ID)."""
-    app = _app()
+    app = load_app()
     _ops(app).retry(workflow_id, by=acting_user(by))
     console.print(f"retrying {workflow_id}")
     if wait:
@@ -395,7 +389,7 @@ def resend(
     from consonance_sftp.app.runner import DeliveryRunner
     from consonance_sftp.cli.follow import follow, following
 
-    app = _app()
+    app = load_app()
     ops = _ops(app)
     who = acting_user(by)
     if not reason.strip():

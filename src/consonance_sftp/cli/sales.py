@@ -5,8 +5,6 @@ or act on the ledger through the App (``app.sales_handler``).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,11 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consonance_sftp.cli.main import acting_user, state
+from consonance_sftp.cli.main import acting_user, emit_json, load_app
 from consonance_sftp.errors import ConsonanceSftpError
 
 if TYPE_CHECKING:
-    from consonance_sftp.app import App
     from consonance_sftp.app.sales_handler import SalesImportRecord, SalesReportRecord
 
 sales_app = typer.Typer(
@@ -33,16 +30,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.add_typer(sales_app, name="sales")
-
-
-def _app() -> App:
-    from consonance_sftp.app import App  # the App loads when a command runs
-
-    return App.from_config(state.config_path)
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
 @sales_app.command("check")
@@ -69,12 +56,12 @@ def check_cmd(
     (and whether they match the file's own), lines accepted and rejected. Writes nothing."""
     from consonance_sftp.app.sales_handler import check_file
 
-    app = _app() if layout == "generic" or flow is not None else None
+    app = load_app() if layout == "generic" or flow is not None else None
     result = check_file(
         file, layout=layout, period=period, house_currency=currency, app=app, flow=flow
     )
     if as_json:
-        _emit(result)
+        emit_json(result)
     elif result["layout"] is not None:
         _print_check(file, result)
         if result["layout"] == "consonance" and currency is None and _no_currency(result):
@@ -223,10 +210,10 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one per report.")] = False,
 ) -> None:
     """The sales reports taken in, newest first: status, lines, and what each duplicated."""
-    reports = _app().store.list_sales_reports(partner=partner, period=period, limit=limit)
+    reports = load_app().store.list_sales_reports(partner=partner, period=period, limit=limit)
     if as_json:
         for r in reports:
-            _emit(_report_dict(r))
+            emit_json(_report_dict(r))
         return
     if not reports:
         console.print("no sales reports")
@@ -250,7 +237,7 @@ def show_cmd(
 ) -> None:
     """One report: its facts, totals, lines (each marked when an earlier report brought it),
     rejections, and the import files made from it."""
-    app = _app()
+    app = load_app()
     store = app.store
     r = store.get_sales_report(report)
     if r is None:
@@ -283,7 +270,7 @@ def show_cmd(
     ]
     imports = [_import_dict(i) for i in store.list_sales_imports(report_id=report)]
     if as_json:
-        _emit(
+        emit_json(
             {
                 **_report_dict(r),
                 "duplicated": duplicated_words(r),
@@ -351,9 +338,9 @@ def export_cmd(
     """One import file for every loaded report of a month: the lines in no import file yet."""
     from consonance_sftp.app.sales_handler import export
 
-    made = export(_app(), flow, period)
+    made = export(load_app(), flow, period)
     if as_json:
-        _emit(_import_dict(made))
+        emit_json(_import_dict(made))
     elif made.lines:
         console.print(f"import {made.id}: {made.lines:,} lines written to {made.path}")
     else:
@@ -371,7 +358,7 @@ def release_cmd(
     from consonance_sftp.app.sales_handler import release
 
     who = acting_user(by)
-    app = _app()
+    app = load_app()
     before = app.store.get_sales_report(report)
     if before is None:
         raise ConsonanceSftpError(
@@ -405,7 +392,7 @@ def reread_cmd(
     from consonance_sftp.app.sales_handler import reread
 
     who = acting_user(by)
-    r, made = reread(_app(), report, who)
+    r, made = reread(load_app(), report, who)
     console.print(
         f"report {report} read again by {who} as report {r.id}: {r.status}, "
         f"{r.accepted:,} accepted, {r.rejected:,} rejected" + (f" ({r.reason})" if r.reason else "")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from consonance_sftp.cli.main import state
+from consonance_sftp.cli.main import load_app, state
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
 from consonance_sftp.logs import setup_logging
@@ -32,12 +32,6 @@ if TYPE_CHECKING:
     from consonance_sftp.app.serving import ServeLoop
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-
-
-def _app() -> App:
-    from consonance_sftp.app import App
-
-    return App.from_config(state.config_path)
 
 
 def _print_plan(app: App, outcome: RunOutcome) -> None:
@@ -107,7 +101,7 @@ def run(
     from consonance_sftp.app.dispatch import is_intake, run_flow
     from consonance_sftp.app.operations import Operations
 
-    app = _app()
+    app = load_app()
     isbns = tuple(isbn or ())
     if is_intake(app, flow):
         if dry_run or isbns or full or test:
@@ -253,7 +247,7 @@ def serve(
     file is logged with its problems and the config in force is kept."""
     from consonance_sftp.app.serving import ServeLoop
 
-    app = _app()
+    app = load_app()
     _service_logging(app)
     loop = ServeLoop(app)
 
@@ -314,7 +308,7 @@ def worker(
     ] = None,
 ) -> None:
     """An executor for scale-out on PostgreSQL: runs queued deliveries until SIGTERM."""
-    app = _app()
+    app = load_app()
     _service_logging(app)
     settings = app.engine_settings(executor_id)
     if not settings.is_postgres:
