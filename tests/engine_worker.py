@@ -166,6 +166,9 @@ class FolderTransport:
                 dst.seek(offset)
                 while True:
                     fence.check()
+                    # When the write was allowed: a process stopped between the check and the
+                    # event below logs that chunk late, though the fence passed before the stop.
+                    checked_at = time.time()
                     block = src.read(self.chunk)
                     if not block:
                         break
@@ -173,7 +176,11 @@ class FolderTransport:
                     dst.flush()
                     sent += len(block)
                     self.events.write(
-                        "chunk", partner=partner, path=f.remote_path, end=offset + sent
+                        "chunk",
+                        partner=partner,
+                        path=f.remote_path,
+                        end=offset + sent,
+                        checked_at=checked_at,
                     )
                     if self.delay:
                         await asyncio.sleep(self.delay)

@@ -311,6 +311,25 @@ async def test_bandwidth_limit(
     assert elapsed >= 0.45
 
 
+async def test_bandwidth_limit_on_a_segmented_upload(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    """Large files go in parallel segments, each file handle opened, written and closed
+    through the throttle (a limit once made every segmented upload fail on close)."""
+    local = tmp_path / "big.bin"
+    _file(local, 4 * MIB)
+    endpoint = fault_endpoint(
+        bandwidth_limit=8 * MIB, segment_size=MIB, segmented_threshold=2 * MIB
+    )
+    async with SftpRemoteFS(endpoint, state_dir=tmp_path / "s") as fs:
+        started = time.monotonic()
+        await fs.upload(local, "big.bin")
+        elapsed = time.monotonic() - started
+    assert (fault_server.home("partner") / "big.bin").read_bytes() == local.read_bytes()
+    # 2 MiB may go at once (the burst); the other 2 MiB take 0.25 s at 8 MiB/s
+    assert elapsed >= 0.2
+
+
 async def test_checksum_read_back(
     fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
 ) -> None:

@@ -55,8 +55,13 @@ async def test_a_delivery_whose_server_is_killed_mid_upload_records_one_row_for_
     kill_at = random.randrange(size // 5, size * 4 // 5)
 
     def make_fs(partner: str) -> SftpRemoteFS:
+        # Paced so the upload lasts a few seconds on any machine: on a fast loopback it could
+        # finish between two looks of the killer below, and the test would prove nothing.
         endpoint = dataclasses.replace(
-            server.endpoint(**interop_size.transfer, connect_timeout=5), partner=partner
+            server.endpoint(
+                **interop_size.transfer, connect_timeout=5, bandwidth_limit=max(MIB, size // 4)
+            ),
+            partner=partner,
         )
         return SftpRemoteFS(endpoint, state_dir=tmp_path / "state")
 

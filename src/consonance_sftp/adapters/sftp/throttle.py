@@ -58,6 +58,10 @@ class _ThrottledFile:
         data: bytes = await self._inner.read(size, offset)
         return data
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything that moves no payload (close, fsync, truncate...) goes straight through.
+        return getattr(self._inner, name)
+
 
 class ThrottledSFTP:
     """Wraps an SFTP session so that file reads and writes respect a shared ``TokenBucket``."""
