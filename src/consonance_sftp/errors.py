@@ -83,6 +83,10 @@ class StoreError(ConsonanceSftpError):
     """The database behind the ledger and audit trail failed."""
 
 
+class RecordNotFound(StoreError):
+    """A record asked for by its id is not in the store."""
+
+
 class AuditTamperError(StoreError):
     """The audit trail's hash chain does not verify: a row was edited, removed or inserted."""
 

@@ -105,6 +105,7 @@ class AuditAction(enum.StrEnum):
     FLOW_PAUSED = "flow.paused"
     FLOW_RESUMED = "flow.resumed"
     FLOW_TICK = "flow.tick"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged"
     # An intake ledger row written (``intake.<outcome>``), and what happens around it.
     INTAKE_STORED = "intake.stored"
     INTAKE_ATTACHED = "intake.attached"

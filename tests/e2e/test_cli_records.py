@@ -65,6 +65,20 @@ def test_failed_delivery_shows_in_status_and_history_and_retry_finishes_it(confi
 
     status = cli(config, "status").stdout
     assert workflow_id in status and "failed" in status
+    # The final failure raised an alert: status shows it open, and acknowledging it is recorded.
+    assert "open alerts" in status and "delivery_failed" in status
+    (alert,) = json.loads(
+        cli(config, "alerts", "list", "--json", "--kind", "delivery_failed").stdout
+    )
+    assert alert["partner"] == "printer" and alert["acknowledged_at"] is None
+    acked = cli(config, "alerts", "ack", str(alert["id"]), "--by", "dana", "--reason", "fixing it")
+    assert acked.returncode == 0 and f"alert {alert['id']} acknowledged" in acked.stdout
+    assert "no open alerts" in cli(config, "alerts", "list").stdout
+    assert "alerts: none open" in cli(config, "status").stdout
+    seen = json.loads(cli(config, "alerts", "list", "--all", "--json").stdout)
+    assert [a["acknowledged_by"] for a in seen if a["id"] == alert["id"]] == ["dana"]
+    unknown = cli(config, "alerts", "ack", "987654")
+    assert unknown.returncode == 1 and "no alert 987654" in unknown.stdout
 
     rows = list(csv.DictReader(io.StringIO(cli(config, "history", "--csv").stdout)))
     assert rows and {r["outcome"] for r in rows} == {"failed"}
@@ -84,9 +98,13 @@ def test_failed_delivery_shows_in_status_and_history_and_retry_finishes_it(confi
         actors = db.execute(
             "SELECT actor FROM audit_events WHERE action = 'delivery.retry'"
         ).fetchall()
+        acks = db.execute(
+            "SELECT actor, subject FROM audit_events WHERE action = 'alert.acknowledged'"
+        ).fetchall()
     assert len(ledger) == len(rows), "retry made new ledger rows instead of moving the old"
     assert {o for o, _ in ledger} == {"sent"} and {w for _, w in ledger} == {workflow_id}
     assert actors == [("user:carol",)]
+    assert acks == [("user:dana", f"alert:{alert['id']}")]
 
     # history says how each file sent was verified: the sandbox's server offers no check-file
     # and the starter config no shell, so every file was read back (never a size check by

@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     from consonance_sftp.cli import (
+        alerts,
         archive,
         assets,
         audit,
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
         sales,
         finance,
         archive,
+        alerts,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

@@ -211,7 +211,8 @@ def _csv_row(r: DeliveryRecord) -> list[str]:
 
 def status() -> None:
     """What is running, queued and failed; paused partners and flows; next schedule ticks."""
-    st = _ops().status()
+    app = load_app()
+    st = _ops(app).status()
     console.print(
         f"engine: {'an executor is running' if st.executor_running else 'no executor running'} "
         f"({st.backend})"
@@ -221,7 +222,27 @@ def status() -> None:
     else:
         _work_tables(st.work)
     _poller_health(st.poller)
+    _open_alerts(app)
     _controls_and_schedules(st)
+
+
+def _open_alerts(app: App) -> None:
+    """The newest alerts nobody has acknowledged (``alerts list`` shows them all)."""
+    from consonance_sftp.app.alerts import open_alerts
+    from consonance_sftp.cli.alerts import alerts_table
+
+    shown = 5
+    rows = open_alerts(app.store, limit=shown + 1)
+    if not rows:
+        console.print("alerts: none open")
+        return
+    console.print(alerts_table(rows[:shown], title="open alerts"))
+    more = "more than " if len(rows) > shown else ""
+    console.print(
+        f"alerts: {more}{counted(min(len(rows), shown), 'open alert')}; "
+        "'consonance-sftp alerts list' shows them all, 'alerts ack ID' marks one handled",
+        markup=False,
+    )
 
 
 def _poller_health(health: PollerHealth | None) -> None:

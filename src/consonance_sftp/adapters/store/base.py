@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from consonance_sftp.adapters.store.database import READ_ONLY
-from consonance_sftp.errors import StoreError
+from consonance_sftp.errors import RecordNotFound, StoreError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,9 +42,9 @@ def from_db_time_required(ts: datetime) -> datetime:
     return out
 
 
-def not_found(what: str, ident: int) -> StoreError:
+def not_found(what: str, ident: int) -> RecordNotFound:
     """A record asked for by its id is not in the store."""
-    return StoreError(f"no {what} with id {ident}")
+    return RecordNotFound(f"no {what} with id {ident}")
 
 
 def _describe(exc: sa.exc.SQLAlchemyError) -> str:
