@@ -106,6 +106,8 @@ class AuditAction(enum.StrEnum):
     FLOW_RESUMED = "flow.resumed"
     FLOW_TICK = "flow.tick"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    ALERT_NOTIFIED = "alert.notified"
+    ALERT_NOTIFY_FAILED = "alert.notify_failed"
     # An intake ledger row written (``intake.<outcome>``), and what happens around it.
     INTAKE_STORED = "intake.stored"
     INTAKE_ATTACHED = "intake.attached"

@@ -11,8 +11,9 @@
 * **the schedules**: each flow's cron (intake flows: every ``poll_interval``) is declared to
   the engine (``flow_schedules``); each tick runs ``run_tick``: an intake flow looks into its
   partners' inboxes (``app.intake``), an outbound flow runs (``app.dispatch.run_flow``).
-* **the release of held deliveries** (``releaser``), and **a reloaded config** put in force
-  (``switch_config``; the file is watched by ``app.reload``).
+* **the release of held deliveries** (``releaser``), **alerts sent** to the e-mail and
+  webhook targets (``app.notify``), and **a reloaded config** put in force (``switch_config``;
+  the file is watched by ``app.reload``).
 
 ``serve(triggers=False)`` is a scale-out ``worker``: it runs queued work and polls nothing.
 The demo narrates the same steps one at a time: ``change_detector`` and ``fired_flows``.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.dispatch import run_flow, trigger_of
 from consonance_sftp.app.intake import poll_inbox
+from consonance_sftp.app.notify import notifier_loop
 from consonance_sftp.app.poller_health import record_poll_failure, record_poll_success
 from consonance_sftp.app.runner import Controls, DeliveryRunner
 from consonance_sftp.app.sales_handler import check_calendar, deliver_imports
@@ -234,6 +236,8 @@ class ServeLoop:
                         poller(self, stop, runner, poll_interval_s, reconcile_every, poll_progress)
                     ),
                     asyncio.create_task(releaser(stop, runner)),
+                    # Alerts to e-mail and webhooks: only 'serve' sends (never a worker).
+                    asyncio.create_task(notifier_loop(stop, app)),
                 ]
             if app.config_path is not None:
                 from consonance_sftp.app.reload import ConfigWatcher

@@ -121,3 +121,48 @@ def ack_cmd(
             markup=False,
         )
         raise typer.Exit(1)
+
+
+@alerts_app.command("notify")
+def notify_cmd(
+    test: Annotated[
+        bool, typer.Option("--test", help="Send a test notification instead of the alerts.")
+    ] = False,
+    target: Annotated[
+        str | None, typer.Option(help="Only this notification target (its name).")
+    ] = None,
+) -> None:
+    """Send open alerts that no target has been told about yet (``serve`` does this by
+    itself every few seconds), or, with --test, a test notification to each target. Exit 1
+    when a send failed."""
+    import asyncio
+
+    from consonance_sftp.app.notify import Notifier
+
+    app = load_app()
+    targets = app.settings.sent_targets()
+    if target is not None:
+        targets = [(n, t) for n, t in targets if n == target]
+        if not targets:
+            known = ", ".join(n for n, _ in app.settings.sent_targets()) or "none"
+            console.print(f"no notification target named {target} (targets: {known})")
+            raise typer.Exit(1)
+    if not targets:
+        console.print(
+            "no e-mail or webhook notification targets in the config "
+            "(see docs/how-to/operate.md, 'Alerts by e-mail and webhook')",
+            markup=False,
+        )
+        return
+    notifier = Notifier(app.store, targets)
+    sent = asyncio.run(notifier.send_test() if test else notifier.send_due())
+    if not sent:
+        console.print("nothing to send: every open alert was sent to its targets")
+    for s in sent:
+        what = "test notification" if s.subject == "test" else s.subject.replace(":", " ")
+        console.print(
+            f"{s.target}: {what} sent" if s.ok else f"{s.target}: {what} FAILED: {s.error}",
+            markup=False,
+        )
+    if any(not s.ok for s in sent):
+        raise typer.Exit(1)

@@ -226,12 +226,25 @@ def status() -> None:
     _controls_and_schedules(st)
 
 
+def _failing_notifications(app: App) -> None:
+    """Notification targets whose latest send failed: nobody hears of alerts through them."""
+    from consonance_sftp.app.notify import Notifier
+
+    for f in Notifier(app.store, app.settings.sent_targets()).failing():
+        console.print(
+            f"[red]notifications: {escape(f.target)} failing since "
+            f"{f.since.astimezone(UTC):%Y-%m-%d %H:%M} ({counted(f.failures, 'failed send')}): "
+            f"{escape(f.error)}[/red]"
+        )
+
+
 def _open_alerts(app: App) -> None:
     """The newest alerts nobody has acknowledged (``alerts list`` shows them all)."""
     from consonance_sftp.app.alerts import open_alerts
     from consonance_sftp.cli.alerts import alerts_table
 
     shown = 5
+    _failing_notifications(app)
     rows = open_alerts(app.store, limit=shown + 1)
     if not rows:
         console.print("alerts: none open")

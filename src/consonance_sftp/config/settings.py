@@ -303,22 +303,40 @@ class PartnerConfig(StrictModel):
         return frozenset(fingerprint_of(k) for k in self.host_keys)
 
 
+Severity = Literal["info", "warning", "critical"]
+
+
 class LogTarget(StrictModel):
     """Alerts go to the service log (always on; listing it sets the minimum severity)."""
 
     type: Literal["log"] = Field(description="`log`.")
-    min_severity: Literal["info", "warning", "critical"] = Field(
+    min_severity: Severity = Field(
         default="warning", description="Least severe alert sent to this target."
     )
 
 
-class EmailTarget(StrictModel):
-    """Alerts by e-mail over SMTP."""
+class _SentTarget(StrictModel):
+    """What every target that reaches a person has: a name, and which alerts it gets."""
+
+    name: str | None = Field(
+        default=None,
+        description="Name in `alerts notify --target`, `status` and the audit trail "
+        "(default: `<type>-<position>`, e.g. `email-1`).",
+    )
+    min_severity: Severity = Field(
+        default="warning", description="Least severe alert sent to this target."
+    )
+    kinds: list[str] = Field(
+        default_factory=list,
+        description='Only alerts of these kinds, e.g. `["delivery_failed", '
+        '"host_key_mismatch"]` (`alerts list` shows each alert\'s kind); empty: every kind.',
+    )
+
+
+class EmailTarget(_SentTarget):
+    """Alerts by e-mail over SMTP: one message per alert, sent by `serve` (or `alerts notify`)."""
 
     type: Literal["email"] = Field(description="`email`.")
-    min_severity: Literal["info", "warning", "critical"] = Field(
-        default="warning", description="Least severe alert sent to this target."
-    )
     smtp_host: str = Field(min_length=1, description="SMTP server host name.")
     smtp_port: Port = Field(default=587, description="SMTP server port.")
     starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
@@ -330,14 +348,22 @@ class EmailTarget(StrictModel):
     recipients: list[str] = Field(min_length=1, description="To addresses.")
 
 
-class WebhookTarget(StrictModel):
-    """Alerts as JSON POSTed to a URL (chat tools, incident systems)."""
+class WebhookTarget(_SentTarget):
+    """Alerts as JSON POSTed to a URL (chat tools, incident systems), signed when `secret`
+    is set: see docs/how-to/operate.md for checking the signature."""
 
     type: Literal["webhook"] = Field(description="`webhook`.")
-    min_severity: Literal["info", "warning", "critical"] = Field(
-        default="warning", description="Least severe alert sent to this target."
-    )
     url: str = Field(description="URL the alert is POSTed to.")
+    format: Literal["json", "slack"] = Field(
+        default="json",
+        description='`json`: the alert\'s fields; `slack`: `{"text": ...}`, which Slack, '
+        "Mattermost and Rocket.Chat incoming webhooks take.",
+    )
+    secret: OptionalSecret = Field(
+        default=None,
+        description="Key that signs each POST (HMAC-SHA256 of `<timestamp>.<body>` in the "
+        "`X-Consonance-Sftp-Signature` header), as a secret reference.",
+    )
     header_name: str = Field(
         default="Authorization", description="Name of the header that carries `header_value`."
     )
@@ -349,6 +375,12 @@ class WebhookTarget(StrictModel):
     @classmethod
     def _valid_url(cls, value: str) -> str:
         return _http_url(value)
+
+
+def target_name(target: LogTarget | EmailTarget | WebhookTarget, index: int) -> str:
+    """A target's name: its own, or ``<type>-<position in the list, from 1>``."""
+    own = getattr(target, "name", None)
+    return own or f"{target.type}-{index + 1}"
 
 
 NotificationTarget = Annotated[LogTarget | EmailTarget | WebhookTarget, Field(discriminator="type")]
@@ -500,6 +532,23 @@ class Settings(StrictModel):
 
     # The file these settings came from (set by the loader), for messages that name it.
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("notifications")
+    @classmethod
+    def _target_names(cls, value: list[NotificationTarget]) -> list[NotificationTarget]:
+        names = [target_name(t, i) for i, t in enumerate(value) if not isinstance(t, LogTarget)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two notification targets are named {', '.join(twice)}")
+        return value
+
+    def sent_targets(self) -> list[tuple[str, EmailTarget | WebhookTarget]]:
+        """The notification targets that reach a person, each with its name."""
+        return [
+            (target_name(t, i), t)
+            for i, t in enumerate(self.notifications)
+            if not isinstance(t, LogTarget)
+        ]
 
     @property
     def source(self) -> Path | None:
