@@ -46,9 +46,10 @@ def seed_sandbox_from(bag: Path, *, as_json: bool = False) -> None:
             markup=False,
         )
         for kind, c in check.kinds.items():
+            fields = counted(c.fields, "field", sep=True)
             console.print(
                 f"  {kind}: {c.archived} archived, {c.read_back} read back, "
-                f"{c.matched} identical in every field ({counted(c.fields, 'field')} compared)",
+                f"{c.matched} identical in every field ({fields} compared)",
                 markup=False,
             )
         for d in check.differences[:SHOWN]:

@@ -137,10 +137,11 @@ def _verify_archive(archive: Path, db: str | None, key_file: Path | None) -> Aud
     key = None if key_file is None else _read_key(key_file)
     with archived_store(archive, key=key) as (store, where):
         report = store.verify_audit()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for problem in report.problems:
         line = where.get((problem.chain_id, problem.seq or 0))
         if problem.table == "audit_events" and line is not None:
-            console.print(
+            err.print(
                 f"{EVENTS} line {line.line}: {line.action} {line.subject} "
                 f"(chain {problem.chain_id} seq {problem.seq}): {problem.kind}",
                 markup=False,
