@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
@@ -163,8 +164,8 @@ def _print_problems(report: AuditReport) -> None:
             "-" if problem.row is None else str(problem.row),
             problem.chain_id or "-",
             "-" if problem.seq is None else str(problem.seq),
-            problem.kind,
-            problem.message,
+            escape(problem.kind),
+            escape(problem.message),
         )
     err = Console(stderr=True, highlight=False, width=max(console.width, 160))
     err.print(table)
