@@ -24,12 +24,16 @@ import pytest
 import tomlkit
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.adapters.store.sql_store import open_store
 from consonance_sftp.app import App
+from consonance_sftp.app.archive_history import archived_store, restore_history
 from consonance_sftp.app.archive_seed import compare, read_back
 from consonance_sftp.app.dispatch import run_flow
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
-from consonance_sftp.ports.store import AssetVersion
+from consonance_sftp.flows.archive import _history
+from consonance_sftp.models import DeliveryOutcome
+from consonance_sftp.ports.store import AssetVersion, DeliveryRecord, IntakeRecord
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.consonance.runner import SandboxThread
@@ -308,3 +312,66 @@ def test_compare_names_each_difference_by_record_and_path() -> None:
     ]
     assert check.kinds["works"].matched == 0 and not check.ok
     assert compare(archived, json.loads(json.dumps(archived))).ok
+
+
+def test_the_archived_trail_of_either_database_verifies_on_its_copy(
+    store_url: str, tmp_path: Path
+) -> None:
+    """What the archive writes (``_history``) loads into a new SQLite database where the
+    store's own verify passes with the same counts; a ledger row changed in the copy is named."""
+    source = open_store(store_url)
+    other = open_store(store_url)  # a second writer: a second chain
+    try:
+        first = source.add_asset_version(
+            AssetVersion(work_id=1, product_id=2, kind="EPUB", sha256="a" * 64, size=5)
+        )
+        second = other.add_asset_version(
+            AssetVersion(work_id=1, product_id=2, kind="EPUB", sha256="b" * 64, size=6)
+        )
+        sent = source.record_delivery(
+            DeliveryRecord(
+                flow="f",
+                partner="p",
+                remote_path="x.epub",
+                sha256="b" * 64,
+                size=6,
+                asset_version_id=second.id,
+            )
+        )
+        source.update_delivery(sent.id, outcome=DeliveryOutcome.SENT, attempts=1)
+        other.record_intake(
+            IntakeRecord(partner="p", remote_path="in/é.csv", size=9, remote_mtime=1.25e9 + 0.5)
+        )
+        source.append_audit("user:ann", "test.note", "work:1", {"x": 1.5, "s": "ü", "n": None})
+        versions = source.list_asset_versions(1)
+        assert {v.id for v in versions} == {first.id, second.id}
+        files = _history(source, versions)
+        expected = source.verify_audit()
+    finally:
+        source.close()
+        other.close()
+    assert expected.ok and expected.chains == 2 and expected.ledger_rows == 2
+    bag = tmp_path / "bag"
+    for path, data in files:
+        (bag / "data" / path).parent.mkdir(parents=True, exist_ok=True)
+        (bag / "data" / path).write_bytes(data)
+    counts = restore_history(bag, tmp_path / "copy.db")
+    assert counts["audit_events"] == expected.events and counts["asset_versions"] == 2
+    copy = open_store(f"sqlite:///{tmp_path / 'copy.db'}", migrate=False)
+    try:
+        report = copy.verify_audit()
+    finally:
+        copy.close()
+    assert report.ok, report.problems
+    assert (report.events, report.chains, report.ledger_rows) == (
+        expected.events,
+        expected.chains,
+        expected.ledger_rows,
+    )
+    ledger = bag / "data" / "history" / "tables" / "delivery_ledger.jsonl"
+    row = json.loads(ledger.read_text())
+    row["sha256"] = "c" * 64
+    ledger.write_text(json.dumps(row) + "\n")
+    with archived_store(bag) as (store, _):
+        problems = store.verify_audit().problems
+    assert [(p.table, p.row, p.kind) for p in problems] == [("delivery_ledger", sent.id, "edited")]

@@ -65,6 +65,11 @@ Rows = dict[str, list[dict[str, Any]]]
 def read_history(bag: Path) -> tuple[Rows, dict[tuple[str, int], EventLine]]:
     """The raw rows by table, and where each event (chain, seq) is in ``audit.jsonl``."""
     data = _payload(bag)
+    if not (data / TABLES_DIR).is_dir():
+        raise ConsonanceSftpError(
+            f"{bag} holds the audit events but not {TABLES_DIR}/ (chain heads, chain of chains, "
+            "ledgers): it was archived before the whole trail was, and cannot be verified",
+        )
     rows: Rows = {"audit_events": []}
     where: dict[tuple[str, int], EventLine] = {}
     for number, row in _read_lines(data / EVENTS):
