@@ -104,7 +104,7 @@ def verify(
     """Check the audit trail; exit 1 and name every problem found.
 
     The chains, the chain of chains, and every delivery and intake ledger row against the
-    event that last recorded it. ``--archive DIR``: the trail of a restored archive instead
+    event that last recorded it. With --archive DIR: the trail of a restored archive instead
     (its history/audit.jsonl and history/tables/), each problem traced to its line.
     """
     if archive is not None:
