@@ -138,9 +138,21 @@ def restore_cmd(
     to: Annotated[Path, typer.Option("--to", help="A new or empty folder.", file_okay=False)],
     identity: Identity = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seed_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--seed-sandbox",
+            help="Then load the metadata into a fresh Consonance sandbox under DIR/sandbox, read "
+            "it back through the client and compare field by field (with --json: a second line).",
+        ),
+    ] = False,
 ) -> None:
     """Unpack an archive into a folder, re-hashing every file: only files that match the
     manifest are kept. Exit 1 on any problem."""
     from consonance_sftp.app.archive_handler import restore
 
     _show(restore(archive, to, identity=identity), "restored", as_json)
+    if seed_sandbox:
+        from consonance_sftp.cli.archive_seed import seed_sandbox_from
+
+        seed_sandbox_from(to, as_json=as_json)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from consonance_sftp.cli.main import state
@@ -89,17 +90,31 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive",
+            help="A restored archive (the folder 'archive restore --to' wrote): verify the "
+            "audit trail it holds instead of a database.",
+            show_default=False,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Check the audit trail; exit 1 and name every problem found.
 
     The chains, the chain of chains, and every delivery and intake ledger row against the
-    event that last recorded it.
+    event that last recorded it. With --archive DIR: the trail of a restored archive instead
+    (its history/audit.jsonl and history/tables/), each problem traced to its line.
     """
-    store = _open_store(db, key_file)
-    try:
-        report = store.verify_audit()
-    finally:
-        store.close()
+    if archive is not None:
+        report = _verify_archive(archive, db, key_file)
+    else:
+        store = _open_store(db, key_file)
+        try:
+            report = store.verify_audit()
+        finally:
+            store.close()
     if heads:
         _print_heads(report)
     if report.ok:
@@ -112,6 +127,27 @@ def verify(
         return
     _print_problems(report)
     raise typer.Exit(code=1)
+
+
+def _verify_archive(archive: Path, db: str | None, key_file: Path | None) -> AuditReport:
+    """The restored archive's trail, loaded into a temporary database and verified there."""
+    from consonance_sftp.app.archive_history import EVENTS, archived_store
+
+    if db is not None:
+        raise typer.BadParameter("give --db or --archive, not both", param_hint="--archive")
+    key = None if key_file is None else _read_key(key_file)
+    with archived_store(archive, key=key) as (store, where):
+        report = store.verify_audit()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for problem in report.problems:
+        line = where.get((problem.chain_id, problem.seq or 0))
+        if problem.table == "audit_events" and line is not None:
+            err.print(
+                f"{EVENTS} line {line.line}: {line.action} {line.subject} "
+                f"(chain {problem.chain_id} seq {problem.seq}): {problem.kind}",
+                markup=False,
+            )
+    return report
 
 
 def _print_problems(report: AuditReport) -> None:
@@ -128,8 +164,8 @@ def _print_problems(report: AuditReport) -> None:
             "-" if problem.row is None else str(problem.row),
             problem.chain_id or "-",
             "-" if problem.seq is None else str(problem.seq),
-            problem.kind,
-            problem.message,
+            escape(problem.kind),
+            escape(problem.message),
         )
     err = Console(stderr=True, highlight=False, width=max(console.width, 160))
     err.print(table)

@@ -100,13 +100,23 @@ class CatalogueRead:
         return sum(len(w.products) for w in self.works)
 
 
+def _rows(rows: Iterable[Any]) -> bytes:
+    return b"".join(
+        json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n" for r in rows
+    )
+
+
 def _history(store: Store, versions: Sequence[AssetVersion]) -> list[tuple[str, bytes]]:
+    """The records as JSON lines; ``audit.jsonl`` and ``tables/`` are the raw rows of the audit
+    trail and of what it covers, so ``audit verify --archive`` can check the copy."""
+    raw = store.export_audit()
     return [
         ("history/deliveries.jsonl", _lines(store.list_deliveries(limit=None))),
         ("history/intakes.jsonl", _lines(store.list_intakes(limit=None))),
         ("history/asset_versions.jsonl", _lines(versions)),
         ("history/sales_reports.jsonl", _lines(store.list_sales_reports(limit=10**9))),
-        ("history/audit.jsonl", _lines(reversed(store.list_audit(limit=None)))),
+        ("history/audit.jsonl", _rows(raw.pop("audit_events", []))),
+        *((f"history/tables/{table}.jsonl", _rows(rows)) for table, rows in sorted(raw.items())),
     ]
 
 

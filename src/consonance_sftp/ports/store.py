@@ -359,6 +359,12 @@ class Store(SnapshotStore, SalesLedger, FinanceLedger, Protocol):
         """Like ``verify_audit``, but raise ``errors.AuditTamperError`` on any problem."""
         ...
 
+    def export_audit(self) -> dict[str, list[dict[str, JsonValue]]]:
+        """The raw rows ``verify_audit`` reads (events, chain heads, the chain of chains, the
+        ledgers it covers and the asset versions they refer to), table by table, as JSON
+        values: what an archive keeps so the trail can be verified on its copy."""
+        ...
+
     # --- alerts ----------------------------------------------------------------------------
 
     def raise_alert(self, alert: Alert) -> AlertRecord:

@@ -20,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from consonance_sftp.adapters.store import database
+from consonance_sftp.adapters.store.audit_export import TABLES as AUDIT_TABLES
+from consonance_sftp.adapters.store.audit_export import export_rows
 from consonance_sftp.adapters.store.audit_trail import AuditTrail
 from consonance_sftp.adapters.store.base import (
     Tables,
@@ -345,6 +347,11 @@ class SqlStore(Ledgers, Operations, SalesLedgerTables, FinanceLedgerTables, Tabl
 
     def verify_audit_or_raise(self) -> AuditReport:
         return self.audit.verify_or_raise()
+
+    @translate_errors("exporting the audit trail")
+    def export_audit(self) -> dict[str, list[dict[str, JsonValue]]]:
+        with self.read(snapshot=True) as conn:
+            return {name: list(export_rows(conn, name)) for name in AUDIT_TABLES}
 
     # --- alerts ----------------------------------------------------------------------------
 
