@@ -344,6 +344,7 @@ async def test_a_drill_reads_the_partners_copy_and_is_recorded(archived: Archive
     (copy,) = report["copies"]
     assert copy["source"] == "partner:vault" and copy["mode"] == "full"
     assert report["bytes_verified"] >= len(a.asset) and report["seconds"] > 0
+    assert report["archive_bytes"] == a.archive.stat().st_size
     app = a.app()
     try:
         (event,) = drills(app.store, "nightly")
@@ -351,6 +352,7 @@ async def test_a_drill_reads_the_partners_copy_and_is_recorded(archived: Archive
         assert event.details["outcome"] == "ok" and event.details["ok"] is True
         assert event.details["bytes_verified"] == report["bytes_verified"]
         assert event.details["seconds"] == report["seconds"]
+        assert event.details["archive_bytes"] == report["archive_bytes"]
         assert event.details["archives"] == [a.archive.name]
         assert not app.store.list_alerts(kind=ALERT_FAILED)
     finally:

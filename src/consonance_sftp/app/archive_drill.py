@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING
 from consonance_sftp.app.archive_handler import (
     ArchiveCheck,
     ArchiveEntry,
-    expected_of,
     fetch,
     list_archives,
     problems_of,
     record_verification,
     staged,
     verify,
-    written,
 )
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.errors import ConsonanceSftpError
@@ -71,6 +69,7 @@ class CopyRead:
     mode: str  # "full", "sample", "sidecar only", or "not read"
     files_verified: int = 0
     bytes_verified: int = 0  # payload bytes re-hashed (the archive file's when sidecar only)
+    archive_bytes: int = 0  # the archive file read (downloaded, for a partner's copy)
     problems: list[str] = field(default_factory=list)
     note: str = ""
 
@@ -95,6 +94,10 @@ class DrillReport:
         return sum(c.bytes_verified for c in self.copies)
 
     @property
+    def archive_bytes(self) -> int:
+        return sum(c.archive_bytes for c in self.copies)
+
+    @property
     def problems(self) -> list[str]:
         return [f"{c.archive} ({c.source}): {p}" for c in self.copies for p in c.problems]
 
@@ -117,6 +120,7 @@ class DrillReport:
             "outcome": self.outcome,
             "archives": self.archives,
             "bytes_verified": self.bytes_verified,
+            "archive_bytes": self.archive_bytes,
             "copies": [
                 {
                     "archive": c.archive,
@@ -125,6 +129,7 @@ class DrillReport:
                     "mode": c.mode,
                     "files_verified": c.files_verified,
                     "bytes_verified": c.bytes_verified,
+                    "archive_bytes": c.archive_bytes,
                     "problems": c.problems,
                     "note": c.note,
                 }
@@ -164,6 +169,7 @@ def _copy_of(check: ArchiveCheck, name: str, source: str) -> CopyRead:
         mode=check.mode,
         files_verified=r.files_verified,
         bytes_verified=check.path.stat().st_size if sidecar_only else r.bytes_verified,
+        archive_bytes=check.path.stat().st_size,
         problems=problems_of(check),
         note=SIDECAR_ONLY if sidecar_only else "",
     )
@@ -174,7 +180,7 @@ def _read(
 ) -> CopyRead:
     """Read one copy on disk (the local one, or one just fetched) and record it."""
     sample = config.drill.sample_percent / 100
-    expected = expected_of(written(app.store, entry.name))
+    expected = (entry.sha256, entry.size) if entry.sha256 else None
     try:
         check = verify(
             path,
@@ -269,6 +275,7 @@ def record(store: Store, report: DrillReport) -> None:
             "archives": report.archives,
             "sources": sorted({c.source for c in report.copies}),
             "bytes_verified": report.bytes_verified,
+            "archive_bytes": report.archive_bytes,
             "outcome": report.outcome,
             "ok": report.ok,
             "problems": report.problems,
