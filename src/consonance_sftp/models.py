@@ -157,6 +157,8 @@ class AuditAction(enum.StrEnum):
     # Archives: one written by a run of an archive flow; one read back by `archive verify`.
     ARCHIVE_WRITTEN = "archive.written"
     ARCHIVE_VERIFIED = "archive.verified"
+    # A restore drill (``app.archive_drill``): archives read back, by schedule or on demand.
+    ARCHIVE_DRILL = "archive.drill"
 
 
 class IntakeOutcome(enum.StrEnum):

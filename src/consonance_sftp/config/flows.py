@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from consonance_sftp.config.archive import ArchiveDrill
 from consonance_sftp.config.finance import (
     AgentRoute,
     FinanceCopy,
@@ -993,8 +994,8 @@ class ArchiveFlow(FlowBase):
     kind: Literal["archive"] = Field(description="`archive`.")
     today: ClassVar[str] = (
         "writes and delivers each run's archive; `archive list`, `archive verify` and "
-        "`archive restore` show and read them back; restore drills, retention and "
-        "incremental runs are not built yet"
+        "`archive restore` show and read them back (locally or from a partner); restore "
+        "drills run when due; retention and incremental runs are not built yet"
     )
     local_dir: ConfigPath | None = Field(
         default=None,
@@ -1016,6 +1017,10 @@ class ArchiveFlow(FlowBase):
     include_assets: bool = Field(
         default=True,
         description="Archive the current version of every asset the store holds a file for.",
+    )
+    drill: ArchiveDrill = Field(
+        default_factory=ArchiveDrill,
+        description="Restore drills: archives read back on a schedule (`[flows.<name>.drill]`).",
     )
 
     requires_partners: ClassVar[bool] = False
