@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import pyrage
 
+from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
 from consonance_sftp.formats.packaging import join_remote, sha256_file
@@ -241,7 +242,12 @@ def remote_path_of(app: App, name: str, partner: str) -> str:
         if PurePosixPath(row.remote_path).name == name and row.outcome in HELD:
             return row.remote_path
     event = written(app.store, name)
-    flow = app.settings.flows.get(str(event.details.get("flow", ""))) if event else None
+    if event is not None:
+        flow = app.settings.flows.get(str(event.details.get("flow", "")))
+    else:
+        # No record of it here (the local state lost, a restore elsewhere): the archive flow
+        # that names its archives ``<flow>-<time>`` and delivers to this partner.
+        flow = _writer_of(app, name, partner)
     folders = app.partner_config(partner).folders
     if flow is not None and flow.folder in folders:
         return join_remote(folders[flow.folder], name)
@@ -249,6 +255,19 @@ def remote_path_of(app: App, name: str, partner: str) -> str:
         f"archive {name} was never delivered to partner {partner!r} (not in the delivery ledger)",
         hint="'consonance-sftp archive list' shows which partners hold each archive.",
     )
+
+
+def _writer_of(app: App, name: str, partner: str) -> ArchiveFlow | None:
+    """The archive flow of the config whose archives are named like ``name`` (``<flow>-...``,
+    the longest such flow name) and delivered to ``partner``."""
+    candidates = [
+        (flow_name, flow)
+        for flow_name, flow in app.settings.flows.items()
+        if isinstance(flow, ArchiveFlow)
+        and partner in flow.partners
+        and name.startswith(f"{flow_name}-")
+    ]
+    return max(candidates, key=lambda c: len(c[0]))[1] if candidates else None
 
 
 async def fetch(app: App, name: str, partner: str, into: Path) -> Path:
