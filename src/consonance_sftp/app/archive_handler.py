@@ -381,20 +381,41 @@ def holders(store: Store, flow: str) -> dict[str, list[str]]:
     return {name: sorted(partners) for name, partners in out.items()}
 
 
+def deleted_archives(store: Store) -> set[str]:
+    """The subjects (``archive:<file name>``) of the archives retention removed: those with
+    an ``archive.deleted`` event on the audit trail."""
+    return {e.subject for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)}
+
+
+def is_deleted(subject: str, deleted: set[str]) -> bool:
+    """Did retention remove the archive of that subject (``archive:<file name>``)? ``deleted``
+    is ``deleted_archives(store)``, read once per listing. The one place that says what
+    "removed" means: an ``archive.deleted`` event for the archive's subject."""
+    return subject in deleted
+
+
 def list_archives(
-    store: Store, *, flow: str | None = None, partner: str | None = None
+    store: Store,
+    *,
+    flow: str | None = None,
+    partner: str | None = None,
+    include_deleted: bool = False,
 ) -> list[ArchiveEntry]:
     """Every archive the flows wrote, newest first, each with the partners holding a copy and
-    its latest verification. ``partner``: only the archives that partner holds."""
+    its latest verification. ``partner``: only the archives that partner holds. An archive
+    retention removed (``is_deleted``) is left out unless ``include_deleted``."""
     verified: dict[str, AuditEvent] = {}
     for event in store.list_audit(action=AuditAction.ARCHIVE_VERIFIED, limit=None):
         verified.setdefault(event.subject, event)  # newest first: the first is the latest
+    deleted = set() if include_deleted else deleted_archives(store)
     held: dict[str, dict[str, list[str]]] = {}
     out: list[ArchiveEntry] = []
     for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
         d = event.details
         owner = str(d.get("flow", ""))
         if flow is not None and owner != flow:
+            continue
+        if is_deleted(event.subject, deleted):
             continue
         name = event.subject.removeprefix("archive:")
         if owner not in held:
