@@ -44,6 +44,7 @@ from consonance_sftp.app.archive_drill import (
 from consonance_sftp.app.archive_handler import list_archives, readback_dir
 from consonance_sftp.app.dispatch import run_flow
 from consonance_sftp.app.runner import DeliveryRunner, flow_lock
+from consonance_sftp.app.serving import ServeLoop
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.formats.archive import sidecar_line
@@ -505,6 +506,33 @@ async def test_a_due_drill_is_run_by_the_periodic_check_never_beside_a_run(
         # Not due again at once.
         (again,) = await check_all(app)
         assert again.report is None and len(drills(app.store, "nightly")) == before + 1
+    finally:
+        app.store.close()
+
+
+async def test_serve_runs_a_due_drill_with_no_run_of_the_flow(archived: Archived) -> None:
+    """The whole service: the flow has no schedule (nothing runs it); serve's check drills."""
+    a = archived
+    app = a.app(every="1s")
+    try:
+        runs = len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None))
+        before = len(drills(app.store, "nightly"))
+        time.sleep(1.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ServeLoop(app).serve(stop=stop, poll_interval_s=3600))
+        try:
+            deadline = time.monotonic() + 60
+            while len(drills(app.store, "nightly")) == before:
+                assert time.monotonic() < deadline, "serve ran no drill"
+                assert not task.done(), task
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        ran = drills(app.store, "nightly")
+        assert len(ran) == before + 1 and ran[0].details["trigger"] == "schedule"
+        assert ran[0].details["outcome"] == "ok", ran[0].details
+        assert len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None)) == runs
     finally:
         app.store.close()
 
