@@ -418,7 +418,7 @@ async def check_flow(
     when one is due (``drill``, and the flow enabled and not paused), taken only with the
     flow's run lock (the lock its runs hold, ``engine.FlowLock``), so it never overlaps a run
     of the flow (a run that holds it drills at its end when due); then the overdue check (one
-    alert while it stands unacknowledged). Reads the audit trail only when nothing is due."""
+    alert while it stands unacknowledged). Cheap when nothing is due: the audit trail read."""
     now = now or datetime.now(UTC)
     done = Checked(flow)
     if (
