@@ -159,6 +159,9 @@ class AuditAction(enum.StrEnum):
     ARCHIVE_VERIFIED = "archive.verified"
     # A restore drill (``app.archive_drill``): archives read back, by schedule or on demand.
     ARCHIVE_DRILL = "archive.drill"
+    # An archive retention removed (subject ``archive:<file name>``): ``archive list`` and the
+    # drills no longer offer it (``app.archive_handler.is_deleted``).
+    ARCHIVE_DELETED = "archive.deleted"
 
 
 class IntakeOutcome(enum.StrEnum):

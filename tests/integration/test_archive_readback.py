@@ -34,15 +34,21 @@ from consonance_sftp.app import App
 from consonance_sftp.app.archive_drill import (
     ALERT_FAILED,
     ALERT_OVERDUE,
+    check_all,
+    check_flow,
+    drill_loop,
     drills,
     overdue_alert,
+    run_drill,
 )
-from consonance_sftp.app.archive_handler import readback_dir
+from consonance_sftp.app.archive_handler import list_archives, readback_dir
 from consonance_sftp.app.dispatch import run_flow
-from consonance_sftp.app.runner import DeliveryRunner
+from consonance_sftp.app.runner import DeliveryRunner, flow_lock
+from consonance_sftp.app.serving import ServeLoop
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.formats.archive import sidecar_line
+from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.store import AssetVersion
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
@@ -389,8 +395,6 @@ async def test_an_encrypted_archive_without_identity_is_checked_by_sidecar_only(
 ) -> None:
     app = archived.app(identity_file=None)
     try:
-        from consonance_sftp.app.archive_drill import run_drill
-
         report = await run_drill(app, "nightly", trigger="test")
         assert report.ok and [c.mode for c in report.copies] == ["sidecar only"]
         assert any("identity_file" in n for n in report.notes)
@@ -430,3 +434,144 @@ async def test_the_flows_run_drills_when_due_and_an_overdue_drill_alerts(
         assert len(app.store.list_alerts(kind=ALERT_OVERDUE)) == 1
     finally:
         app.store.close()
+
+
+# --- the periodic check (serve's drill_loop): no run of the flow needed -------------------------
+
+
+async def test_serves_periodic_check_alerts_an_overdue_drill_without_any_archive_run(
+    archived: Archived,
+) -> None:
+    a = archived
+    # Drills not due for a week, but overdue after a second without a success: the flow's
+    # schedule is stopped (nothing runs it), serve's check alone must notice.
+    app = a.app(every="7d", overdue_after="1s")
+    try:
+        for old in app.store.list_alerts(kind=ALERT_OVERDUE, unacknowledged=True):
+            app.store.acknowledge_alert(old.id, "test")
+        runs = len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None))
+        ran = len(drills(app.store, "nightly"))
+        time.sleep(1.1)  # the last successful drill is now older than `overdue_after`
+        stop = asyncio.Event()
+        loop = asyncio.create_task(drill_loop(stop, app, interval_s=0.05))
+        try:
+            deadline = time.monotonic() + 20
+            while not app.store.list_alerts(kind=ALERT_OVERDUE, unacknowledged=True):
+                assert time.monotonic() < deadline, "no overdue alert from the periodic check"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # several more rounds: the alert is not raised again
+        finally:
+            stop.set()
+            await loop
+        (alert,) = app.store.list_alerts(kind=ALERT_OVERDUE, unacknowledged=True)
+        assert alert.flow == "nightly" and "overdue" in alert.message
+        # Only the check ran: no archive run, no drill (none was due).
+        assert len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None)) == runs
+        assert len(drills(app.store, "nightly")) == ran
+        app.store.acknowledge_alert(alert.id, "test")
+    finally:
+        app.store.close()
+
+
+async def test_a_due_drill_is_run_by_the_periodic_check_never_beside_a_run(
+    archived: Archived,
+) -> None:
+    a = archived
+    app = a.app(every="1s")
+    config = app.settings.flow("nightly")
+    assert isinstance(config, ArchiveFlow)
+    try:
+        runs = len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None))
+        before = len(drills(app.store, "nightly"))
+        time.sleep(1.1)  # a drill is due: the last one is older than `every`
+        # A run of the flow holds its lock (as run_flow does): the check leaves the drill to it.
+        async with flow_lock(app, "nightly"):
+            busy = await check_flow(app, "nightly", config)
+        assert busy.report is None and f"pid {os.getpid()}" in busy.busy, busy
+        assert len(drills(app.store, "nightly")) == before
+        # The lock free: the check runs the drill itself, from where the archive lives.
+        (checked,) = await check_all(app)
+        assert checked.flow == "nightly" and not checked.busy
+        report = checked.report
+        assert report is not None and report.outcome == "ok", report and report.as_json()
+        assert [c.source for c in report.copies] == ["partner:vault"]
+        ran = drills(app.store, "nightly")
+        assert len(ran) == before + 1 and ran[0].details["trigger"] == "schedule"
+        # One archive (drill.sample_archives) of those on the partner (the flow ran twice).
+        on_partner = {p.name for p in a.partner.glob("nightly-*.tar.zst.age")}
+        (picked,) = ran[0].details["archives"]
+        assert picked in on_partner and len(on_partner) == 2
+        # ...and no archive run happened for it.
+        assert len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None)) == runs
+        # Not due again at once.
+        (again,) = await check_all(app)
+        assert again.report is None and len(drills(app.store, "nightly")) == before + 1
+    finally:
+        app.store.close()
+
+
+async def test_serve_runs_a_due_drill_with_no_run_of_the_flow(archived: Archived) -> None:
+    """The whole service: the flow has no schedule (nothing runs it); serve's check drills."""
+    a = archived
+    app = a.app(every="1s")
+    try:
+        runs = len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None))
+        before = len(drills(app.store, "nightly"))
+        time.sleep(1.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ServeLoop(app).serve(stop=stop, poll_interval_s=3600))
+        try:
+            deadline = time.monotonic() + 60
+            while len(drills(app.store, "nightly")) == before:
+                assert time.monotonic() < deadline, "serve ran no drill"
+                assert not task.done(), task
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        ran = drills(app.store, "nightly")
+        assert len(ran) == before + 1 and ran[0].details["trigger"] == "schedule"
+        assert ran[0].details["outcome"] == "ok", ran[0].details
+        assert len(app.store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None)) == runs
+    finally:
+        app.store.close()
+
+
+# --- archives retention removed (last: it removes the module's archive from the listing) -------
+
+
+async def test_an_archive_retention_deleted_is_neither_listed_nor_drilled(
+    archived: Archived,
+) -> None:
+    a = archived
+    listed = json.loads(_cli(a.config, "list", "--json").stdout)
+    assert len(listed) == 2  # the flow ran twice in this module
+    newest, oldest = (entry["name"] for entry in listed)
+    app = a.app(sample_archives=2)
+    try:
+        app.store.append_audit(
+            "retention:nightly",
+            AuditAction.ARCHIVE_DELETED,
+            f"archive:{oldest}",
+            {"flow": "nightly"},
+        )
+        assert [e.name for e in list_archives(app.store, flow="nightly")] == [newest]
+        kept = list_archives(app.store, flow="nightly", include_deleted=True)
+        assert [e.name for e in kept] == [newest, oldest]
+        # Two archives asked for, one left to offer: only it is read back.
+        report = await run_drill(app, "nightly", trigger="test")
+        assert report.ok and report.archives == [newest], report.as_json()
+        (only,) = json.loads(_cli(a.config, "list", "--json").stdout)
+        assert only["name"] == newest
+        app.store.append_audit(
+            "retention:nightly",
+            AuditAction.ARCHIVE_DELETED,
+            f"archive:{newest}",
+            {"flow": "nightly"},
+        )
+        report = await run_drill(app, "nightly", trigger="test")
+        assert report.copies == [] and report.outcome == "nothing to drill", report.as_json()
+    finally:
+        app.store.close()
+    assert json.loads(_cli(a.config, "list", "--json").stdout) == []
+    assert "no archives yet" in _cli(a.config, "list").stdout

@@ -1,7 +1,8 @@
 """Issue 17's round trip: a 200-title sandbox catalogue with its production files is archived
 (zstd, age) to a real OpenSSH partner; the local state is wiped (state dir, database, local
-archive copy, the assets themselves); the archive is fetched back over SFTP and restored with
-``--seed-sandbox`` into a fresh sandbox. Then everything is compared with what was kept before
+archive copy, the assets themselves); the archive is restored from the partner by
+``consonance-sftp archive restore NAME --partner vault --seed-sandbox`` (downloaded over SFTP)
+into a fresh sandbox. Then everything is compared with what was kept before
 the wipe: the works and products read through the client, every asset byte for byte (by
 SHA-256), the keyed audit chain verifying on the restored copy (and failing, naming the event,
 once one line of it is changed). The same archive is also read by hand with ``sha256sum``,
@@ -154,34 +155,37 @@ async def test_archive_wipe_fetch_restore_into_a_fresh_sandbox(
     shutil.rmtree(state)
     assert not state.exists()
 
-    # --- fetched back from the partner over SFTP --------------------------------------------
-    fetched = tmp_path / "fetched"
-    fetched.mkdir()
+    # --- what the partner holds (listed over SFTP) ----------------------------------------
     async with SftpRemoteFS(shell_endpoint(openssh), state_dir=tmp_path / "sftp-state") as fs:
         names = sorted([e.name async for e in fs.list(str(partner), pattern="nightly-*")])
-        archives = [n for n in names if n.endswith(".tar.zst.age")]
-        assert len(archives) == 2 and f"{archives[-1]}.sha256" in names
-        for name in (archives[-1], f"{archives[-1]}.sha256"):
-            await fs.download(f"{partner}/{name}", fetched / name)
-    archive = fetched / archives[-1]
+    archives = [n for n in names if n.endswith(".tar.zst.age")]
+    assert len(archives) == 2 and f"{archives[-1]}.sha256" in names
 
-    # --- restored, proven through a fresh sandbox and the client ----------------------------
+    # --- restored from the partner by the tool, proven through a fresh sandbox --------------
+    # `archive restore --partner`, with nothing but the config: no ledger, no audit trail,
+    # no local copy. The archive is downloaded through the partner's pinned SFTP connection.
     restored = tmp_path / "restored"
     done = await asyncio.to_thread(
         _cli,
         "archive",
         "restore",
-        str(archive),
+        archives[-1],
+        "--partner",
+        "vault",
         "--to",
         str(restored),
         "--identity",
         str(key),
         "--seed-sandbox",
         "--json",
+        config=config,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     bag_line, seed_line = (json.loads(line) for line in done.stdout.splitlines())
     assert bag_line["ok"] and bag_line["sidecar"] == "ok"
+    assert bag_line["source"] == "partner:vault" and bag_line["archive"] == archives[-1]
+    # The downloaded copy is gone once restored.
+    assert list((state / "archive-readback").iterdir()) == []
     seeded = seed_line["seed_sandbox"]
     assert seeded["ok"] and seeded["differences"] == []
     assert seeded["kinds"]["works"]["matched"] == WORKS
@@ -226,8 +230,9 @@ async def test_archive_wipe_fetch_restore_into_a_fresh_sandbox(
     assert f"history/audit.jsonl line {at + 1}: archive.written {event['subject']}" in out
     assert f"seq {event['seq']}: edited" in out
 
-    # --- the same archive by hand: sha256sum, age, tar ---------------------------------------
-    _run("sha256sum", "-c", f"{archive.name}.sha256", cwd=fetched)
+    # --- the same archive by hand: sha256sum, age, tar (the partner's copy, on its disk) --
+    archive = partner / archives[-1]
+    _run("sha256sum", "-c", f"{archive.name}.sha256", cwd=partner)
     plain = tmp_path / "by-hand.tar.zst"
     _run("age", "-d", "-i", str(key), "-o", str(plain), str(archive))
     by_hand = tmp_path / "by-hand"

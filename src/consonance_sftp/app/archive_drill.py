@@ -15,12 +15,16 @@ archives, bytes verified, outcome, problems). A failed drill raises an
 ``every`` by default) raises ``archive_drill_overdue`` (``overdue_alert``).
 
 ``run_due`` is the hook of the archive flow's run (``app.dispatch.run_flow``): a drill when
-one is due, then the overdue check. ``consonance-sftp archive drill`` runs one on demand.
+one is due, then the overdue check. ``drill_loop`` (``serve``, every ``CHECK_INTERVAL_S``)
+does the same without a run, so drills happen and overdue ones alert even when the flow's
+schedule has stopped; it takes the flow's run lock for a drill, never overlapping a run.
+``consonance-sftp archive drill`` runs one on demand, then the overdue check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,7 +42,9 @@ from consonance_sftp.app.archive_handler import (
     staged,
     verify,
 )
+from consonance_sftp.app.runner import Controls
 from consonance_sftp.config.flows import ArchiveFlow
+from consonance_sftp.engine import SERVICE, FlowLock
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.logs import get_logger
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction
@@ -145,6 +151,13 @@ def drills(store: Store, flow: str) -> list[AuditEvent]:
     return store.list_audit(subject=f"flow:{flow}", action=AuditAction.ARCHIVE_DRILL, limit=None)
 
 
+def first_archive_at(store: Store, flow: str) -> datetime | None:
+    """When the flow wrote its first archive (one retention removed since included), or None
+    when it wrote none."""
+    archives = list_archives(store, flow=flow, include_deleted=True)
+    return min((a.written_at for a in archives), default=None)
+
+
 def is_due(store: Store, flow: str, config: ArchiveFlow, now: datetime) -> bool:
     """Is a drill of the flow due: drills are on and none ran within ``every``, counted from
     the last drill, or from the flow's first archive when none ran yet (a flow that wrote
@@ -155,8 +168,8 @@ def is_due(store: Store, flow: str, config: ArchiveFlow, now: datetime) -> bool:
     last = drills(store, flow)
     if last:
         return now - last[0].ts >= interval
-    archives = list_archives(store, flow=flow)
-    return bool(archives) and now - min(a.written_at for a in archives) >= interval
+    first = first_archive_at(store, flow)
+    return first is not None and now - first >= interval
 
 
 def _copy_of(check: ArchiveCheck, name: str, source: str) -> CopyRead:
@@ -319,10 +332,10 @@ def overdue_alert(store: Store, flow: str, config: ArchiveFlow, now: datetime) -
     if good:
         since = good[0].ts
     else:
-        archives = list_archives(store, flow=flow)
-        if not archives:
+        first = first_archive_at(store, flow)
+        if first is None:
             return None  # nothing to drill yet
-        since = min(a.written_at for a in archives)
+        since = first
     if now - since < limit:
         return None
     standing = [
@@ -349,22 +362,105 @@ def overdue_alert(store: Store, flow: str, config: ArchiveFlow, now: datetime) -
     return alert
 
 
+async def _drill_now(app: App, flow: str, now: datetime, trigger: str) -> DrillReport:
+    """A drill that cannot run at all is recorded as failed (with its alert), never raised."""
+    try:
+        return await run_drill(app, flow, trigger=trigger)
+    except Exception as exc:
+        log.exception("restore drill of flow %s could not run", flow)
+        report = DrillReport(flow, now, notes=[f"the drill could not run: {exc}"], trigger=trigger)
+        report.copies.append(
+            CopyRead("(drill)", "-", ok=False, mode="not read", problems=[str(exc)])
+        )
+        record(app.store, report)
+        return report
+
+
 async def run_due(
     app: App, flow: str, config: ArchiveFlow, *, now: datetime | None = None
 ) -> DrillReport | None:
-    """The archive flow's run hook: a drill when one is due, then the overdue check. A drill
-    that cannot run is recorded as failed (with its alert); it never fails the run."""
+    """The archive flow's run hook (the run holds the flow's lock): a drill when one is due,
+    then the overdue check. A drill that cannot run is recorded as failed (with its alert);
+    it never fails the run."""
     now = now or datetime.now(UTC)
     report: DrillReport | None = None
     if is_due(app.store, flow, config, now):
-        try:
-            report = await run_drill(app, flow)
-        except Exception as exc:  # the run's archive is written and delivered: keep it so
-            log.exception("restore drill of flow %s could not run", flow)
-            report = DrillReport(flow, now, notes=[f"the drill could not run: {exc}"])
-            report.copies.append(
-                CopyRead("(drill)", "-", ok=False, mode="not read", problems=[str(exc)])
-            )
-            record(app.store, report)
+        report = await _drill_now(app, flow, now, "schedule")
     overdue_alert(app.store, flow, config, now)
     return report
+
+
+# --- the periodic check: drills and their alerts without a run of the flow -------------------
+
+CHECK_INTERVAL_S = 600.0
+"""How often ``serve`` looks for drills that are due or overdue (``drill_loop``)."""
+
+
+@dataclass(slots=True)
+class Checked:
+    """What one periodic check did for one archive flow."""
+
+    flow: str
+    report: DrillReport | None = None  # the drill it ran (None: none was due, or it waited)
+    busy: str = ""  # who held the flow's lock when a drill was due (a run: it drills itself)
+    overdue: Alert | None = None  # the overdue alert it raised
+
+
+async def check_flow(
+    app: App,
+    flow: str,
+    config: ArchiveFlow,
+    *,
+    now: datetime | None = None,
+    drill: bool = True,
+) -> Checked:
+    """One archive flow's periodic check, whether or not its schedule still runs: a drill
+    when one is due (``drill``, and the flow enabled and not paused), taken only with the
+    flow's run lock (the lock its runs hold, ``engine.FlowLock``), so it never overlaps a run
+    of the flow (a run that holds it drills at its end when due); then the overdue check (one
+    alert while it stands unacknowledged). Cheap when nothing is due: the audit trail read."""
+    now = now or datetime.now(UTC)
+    done = Checked(flow)
+    if (
+        drill
+        and config.enabled
+        and await asyncio.to_thread(is_due, app.store, flow, config, now)
+        and not await asyncio.to_thread(Controls(app).is_paused, "flow", flow)
+    ):
+        lock = FlowLock(app.engine_settings(), flow, SERVICE)
+        holder = await asyncio.to_thread(lock.try_acquire)
+        if holder is not None:
+            done.busy = holder.describe()
+            log.info(
+                "restore drill of flow %s is due; the flow's lock is held by %s: left to it",
+                flow,
+                done.busy,
+            )
+        else:
+            try:
+                done.report = await _drill_now(app, flow, now, "schedule")
+            finally:
+                await asyncio.to_thread(lock.release)
+    done.overdue = await asyncio.to_thread(overdue_alert, app.store, flow, config, now)
+    return done
+
+
+async def check_all(app: App, *, now: datetime | None = None, drill: bool = True) -> list[Checked]:
+    """``check_flow`` for every archive flow of the config in force."""
+    return [
+        await check_flow(app, name, flow, now=now, drill=drill)
+        for name, flow in list(app.settings.flows.items())
+        if isinstance(flow, ArchiveFlow)
+    ]
+
+
+async def drill_loop(stop: asyncio.Event, app: App, interval_s: float = CHECK_INTERVAL_S) -> None:
+    """``serve``'s drill check: every ``interval_s`` (the first at once), ``check_all`` with
+    the config in force; a failure is logged and never stops the service."""
+    while not stop.is_set():
+        try:
+            await check_all(app)
+        except Exception:  # the store or a bug: logged, tried again next round
+            log.exception("checking the restore drills failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

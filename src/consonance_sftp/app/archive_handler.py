@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import pyrage
 
+from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
 from consonance_sftp.formats.packaging import join_remote, sha256_file
@@ -241,7 +242,12 @@ def remote_path_of(app: App, name: str, partner: str) -> str:
         if PurePosixPath(row.remote_path).name == name and row.outcome in HELD:
             return row.remote_path
     event = written(app.store, name)
-    flow = app.settings.flows.get(str(event.details.get("flow", ""))) if event else None
+    if event is not None:
+        flow = app.settings.flows.get(str(event.details.get("flow", "")))
+    else:
+        # No record of it here (the local state lost, a restore elsewhere): the archive flow
+        # that names its archives ``<flow>-<time>`` and delivers to this partner.
+        flow = _writer_of(app, name, partner)
     folders = app.partner_config(partner).folders
     if flow is not None and flow.folder in folders:
         return join_remote(folders[flow.folder], name)
@@ -249,6 +255,19 @@ def remote_path_of(app: App, name: str, partner: str) -> str:
         f"archive {name} was never delivered to partner {partner!r} (not in the delivery ledger)",
         hint="'consonance-sftp archive list' shows which partners hold each archive.",
     )
+
+
+def _writer_of(app: App, name: str, partner: str) -> ArchiveFlow | None:
+    """The archive flow of the config whose archives are named like ``name`` (``<flow>-...``,
+    the longest such flow name) and delivered to ``partner``."""
+    candidates = [
+        (flow_name, flow)
+        for flow_name, flow in app.settings.flows.items()
+        if isinstance(flow, ArchiveFlow)
+        and partner in flow.partners
+        and name.startswith(f"{flow_name}-")
+    ]
+    return max(candidates, key=lambda c: len(c[0]))[1] if candidates else None
 
 
 async def fetch(app: App, name: str, partner: str, into: Path) -> Path:
@@ -362,20 +381,41 @@ def holders(store: Store, flow: str) -> dict[str, list[str]]:
     return {name: sorted(partners) for name, partners in out.items()}
 
 
+def deleted_archives(store: Store) -> set[str]:
+    """The subjects (``archive:<file name>``) of the archives retention removed: those with
+    an ``archive.deleted`` event on the audit trail."""
+    return {e.subject for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)}
+
+
+def is_deleted(subject: str, deleted: set[str]) -> bool:
+    """Did retention remove the archive of that subject (``archive:<file name>``)? ``deleted``
+    is ``deleted_archives(store)``, read once per listing. The one place that says what
+    "removed" means: an ``archive.deleted`` event for the archive's subject."""
+    return subject in deleted
+
+
 def list_archives(
-    store: Store, *, flow: str | None = None, partner: str | None = None
+    store: Store,
+    *,
+    flow: str | None = None,
+    partner: str | None = None,
+    include_deleted: bool = False,
 ) -> list[ArchiveEntry]:
     """Every archive the flows wrote, newest first, each with the partners holding a copy and
-    its latest verification. ``partner``: only the archives that partner holds."""
+    its latest verification. ``partner``: only the archives that partner holds. An archive
+    retention removed (``is_deleted``) is left out unless ``include_deleted``."""
     verified: dict[str, AuditEvent] = {}
     for event in store.list_audit(action=AuditAction.ARCHIVE_VERIFIED, limit=None):
         verified.setdefault(event.subject, event)  # newest first: the first is the latest
+    deleted = set() if include_deleted else deleted_archives(store)
     held: dict[str, dict[str, list[str]]] = {}
     out: list[ArchiveEntry] = []
     for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
         d = event.details
         owner = str(d.get("flow", ""))
         if flow is not None and owner != flow:
+            continue
+        if is_deleted(event.subject, deleted):
             continue
         name = event.subject.removeprefix("archive:")
         if owner not in held:

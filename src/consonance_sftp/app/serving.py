@@ -12,7 +12,9 @@
   the engine (``flow_schedules``); each tick runs ``run_tick``: an intake flow looks into its
   partners' inboxes (``app.intake``), an outbound flow runs (``app.dispatch.run_flow``).
 * **the release of held deliveries** (``releaser``), **alerts sent** to the e-mail and
-  webhook targets (``app.notify``), and **a reloaded config** put in force (``switch_config``;
+  webhook targets (``app.notify``), **restore drills** of archive flows run when due and
+  overdue ones alerted even when no run of the flow happens (``app.archive_drill.drill_loop``),
+  and **a reloaded config** put in force (``switch_config``;
   the file is watched by ``app.reload``).
 
 ``serve(triggers=False)`` is a scale-out ``worker``: it runs queued work and polls nothing.
@@ -29,6 +31,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from consonance_sftp.app.archive_drill import drill_loop
 from consonance_sftp.app.dispatch import run_flow, trigger_of
 from consonance_sftp.app.intake import poll_inbox
 from consonance_sftp.app.notify import notifier_loop
@@ -238,6 +241,8 @@ class ServeLoop:
                     asyncio.create_task(releaser(stop, runner)),
                     # Alerts to e-mail and webhooks: only 'serve' sends (never a worker).
                     asyncio.create_task(notifier_loop(stop, app)),
+                    # Restore drills due, and overdue ones alerted, with or without a run.
+                    asyncio.create_task(drill_loop(stop, app)),
                 ]
             if app.config_path is not None:
                 from consonance_sftp.app.reload import ConfigWatcher

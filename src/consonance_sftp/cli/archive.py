@@ -232,8 +232,9 @@ def drill_cmd(
     """A restore drill now: a random sample of each archive flow's archives (its drill
     settings) fetched from every partner holding a copy (else the local copy), decrypted,
     unpacked, re-hashed and compared with the ledger; recorded on the audit trail
-    (archive.drill), an alert when it fails. Exit 1 when a drill fails."""
-    from consonance_sftp.app.archive_drill import run_drill
+    (archive.drill), an alert when it fails. Then each archive flow's overdue check (an
+    alert when no drill succeeded within its overdue_after). Exit 1 when a drill fails."""
+    from consonance_sftp.app.archive_drill import check_all, run_drill
     from consonance_sftp.config.flows import ArchiveFlow
 
     app = load_app()
@@ -246,6 +247,8 @@ def drill_cmd(
         raise typer.BadParameter("the config has no archive flow", param_hint="--flow")
     trigger = f"manual:{acting_user(by)}"
     reports = [asyncio.run(run_drill(app, name, trigger=trigger)) for name in names]
+    # Then every archive flow's overdue check (the drills just run count), as serve makes it.
+    overdue = [c.overdue for c in asyncio.run(check_all(app, drill=False)) if c.overdue]
     if as_json:
         sys.stdout.write(json.dumps([r.as_json() for r in reports]) + "\n")
     else:
@@ -262,5 +265,7 @@ def drill_cmd(
                     console.print(f"    {p}", markup=False)
             for note in r.notes:
                 console.print(f"  note: {note}", markup=False)
+        for alert in overdue:
+            console.print(f"alert raised: {alert.message}", markup=False)
     if any(r.copies and not r.ok for r in reports):
         raise typer.Exit(1)

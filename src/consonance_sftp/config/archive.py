@@ -43,8 +43,9 @@ def _duration(value: str) -> str:
 
 
 class ArchiveDrill(StrictModel):
-    """Restore drills: on each run of the archive flow that finds one due (and on demand with
-    `consonance-sftp archive drill`), a random sample of the flow's archives is fetched from
+    """Restore drills: whenever one is due (checked by each run of the archive flow, and by
+    `serve` every 10 minutes even when the flow does not run) and on demand with
+    `consonance-sftp archive drill`, a random sample of the flow's archives is fetched from
     each partner that holds a copy (else the local copy), decrypted with `identity_file`,
     unpacked and re-hashed against its manifest, and compared with the ledger (the SHA-256
     and size recorded when it was written). Each drill is on the audit trail
