@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from consonance_sftp.errors import ConsonanceQueryError
+from consonance_sftp.formats.onix import codes
 from consonance_sftp.models import (
     Contact,
     Contract,
@@ -109,8 +110,18 @@ def production_file(raw: Json) -> ProductionFile:
     )
 
 
+def _form_30(r: Json) -> tuple[str | None, tuple[str, ...]]:
+    """The ONIX 3.0 form and details an ebook's e-publication type says (None: from the 2.1
+    code). Consonance gives every ebook the 2.1 form DG; the file format is in the type."""
+    if (r.get("onix21ProductFormCode") or "DG") != "DG":
+        return None, ()
+    found = codes.form_of_epub_type(r.get("epubTypeDescription"))
+    return found if found is not None else (None, ())
+
+
 def product(raw: Json, work_id: int | None = None) -> Product:
     def build(r: Json) -> Product:
+        form_30, form_details = _form_30(r)
         return Product(
             id=int(r["id"]),
             work_id=int(r.get("workId") or work_id or 0),
@@ -136,6 +147,8 @@ def product(raw: Json, work_id: int | None = None) -> Product:
                 _guard("production file", f, production_file) for f in _list(r, "productionFiles")
             ),
             updated_at=_datetime(r.get("updatedAt")),
+            onix_product_form=form_30,
+            product_form_details=form_details,
         )
 
     return _guard("product", raw, build)

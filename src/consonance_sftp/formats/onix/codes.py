@@ -42,6 +42,50 @@ def product_form_30(product: Product) -> tuple[str, tuple[str, ...]]:
     return fallback.get(product.typename, ("00", ()))
 
 
+# Consonance's e-publication type (``epubTypeDescription``, an ONIX 2.1 notion) as words ->
+# the ONIX 3.0 form and list 175 detail it stands for. Matched on the lower-cased words, the
+# first entry that matches wins (so "Mobipocket" is not read as "pdf" or "epub").
+_EPUB_TYPES: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
+    (("multiple formats", "content package", "multi-format", "multiformat"), "EA", ()),
+    (("mobipocket", "mobi"), "ED", ("E127",)),
+    (("kindle", "kf8", "azw"), "ED", ("E116",)),
+    (("pdf",), "ED", ("E107",)),
+    (("epub",), "ED", ("E101",)),
+    (("xhtml",), "ED", ("E113",)),
+    (("html",), "ED", ("E105",)),
+)
+# What the sandbox answers as ``epubTypeDescription`` for a 3.0 form and details.
+EPUB_TYPE_DESCRIPTIONS: dict[str, str] = {
+    "E101": "EPUB",
+    "E105": "HTML",
+    "E107": "PDF",
+    "E113": "XHTML",
+    "E116": "Amazon Kindle",
+    "E127": "Mobipocket",
+}
+
+
+def form_of_epub_type(description: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """The ONIX 3.0 form and details for Consonance's e-publication type, None if unknown."""
+    words = (description or "").strip().lower()
+    if not words:
+        return None
+    for keys, form, details in _EPUB_TYPES:
+        if any(key in words for key in keys):
+            return form, details
+    return None
+
+
+def epub_type_description(form: str | None, details: tuple[str, ...]) -> str | None:
+    """The e-publication type, in words, of an ONIX 3.0 digital form (what Consonance holds)."""
+    if form == "EA" and not details:
+        return "Multiple formats"
+    for detail in details:
+        if detail in EPUB_TYPE_DESCRIPTIONS:
+            return EPUB_TYPE_DESCRIPTIONS[detail]
+    return None
+
+
 def product_form_21(form: str, details: tuple[str, ...]) -> str:
     """The ONIX 2.1 list 7 code for a 3.0 form and details (what Consonance would hold)."""
     if form in {"EA", "EB", "ED"} and (not details or _EBOOK_DETAILS & set(details)):

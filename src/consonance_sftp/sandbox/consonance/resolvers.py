@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 
 from graphql import GraphQLResolveInfo, GraphQLSchema, build_schema
 
+from consonance_sftp.formats.onix import codes as onix_codes
 from consonance_sftp.models import (
     Contact,
     Contribution,
@@ -643,6 +644,12 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "totalNumberedPages": lambda p, _: p.page_count,
     "contentPageCount": lambda p, _: p.page_count,
     "wordCount": lambda p, _: p.page_count * 300 if p.page_count else None,
+    "epubTypeDescription": lambda p, _: onix_codes.epub_type_description(
+        p.onix_product_form, p.product_form_details
+    ),
+    "epubTypeVersion": lambda p, _: None,
+    "epubTypeNote": lambda p, _: None,
+    "productFormDescription": lambda p, _: None,
 }
 
 WORK_FIELDS: dict[str, Resolver] = {
