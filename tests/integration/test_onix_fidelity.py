@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from consonance_sftp.formats.onix import MessageHeader, OnixWriter, validate_file
+from consonance_sftp.formats.onix import (
+    MessageHeader,
+    OnixWriter,
+    RecipientRules,
+    validate_file,
+    write_feed,
+)
 from consonance_sftp.models import Work
 from consonance_sftp.sandbox.consonance.seed import catalogue_from_onix
 from tests.fixtures.consonance_sandbox import SandboxHandle
@@ -117,3 +123,81 @@ async def test_ebook_file_formats_survive_consonance(
     assert (texts(out[mobi], form), texts(out[mobi], detail)) == (["ED"], ["E127"])
     assert (texts(out[multi], form), texts(out[multi], detail)) == (["EA"], [])
     assert (texts(out[epub], form), texts(out[epub], detail)) == (["ED"], ["E101"])
+
+
+def rights(*pairs: tuple[str, str]) -> str:
+    """``SalesRights`` elements: (type, territory XML) pairs."""
+    return "".join(
+        f"<SalesRights><SalesRightsType>{kind}</SalesRightsType><Territory>{territory}"
+        "</Territory></SalesRights>"
+        for kind, territory in pairs
+    )
+
+
+def status(code: str, *extra: str) -> str:
+    return f"<PublishingStatus>{code}</PublishingStatus>" + "".join(extra)
+
+
+def market(product: etree._Element) -> list[tuple[str, str]]:
+    territory = product.find(f"{{{NS}}}ProductSupply/{{{NS}}}Market/{{{NS}}}Territory")
+    return (
+        [] if territory is None else [(etree.QName(t).localname, t.text or "") for t in territory]
+    )
+
+
+async def test_not_for_sale_and_inactive_products_are_not_sold_to_the_world(
+    consonance_sandbox_factory: Callable[..., SandboxHandle], tmp_path
+):
+    gb_only, inactive, gone, barred = (
+        "9780000000040",
+        "9780000000057",
+        "9780000000064",
+        "9780000000071",
+    )
+    gb = "<CountriesIncluded>GB</CountriesIncluded>"
+    aunz = "<CountriesIncluded>AU NZ</CountriesIncluded>"
+    onix = message(
+        product_xml(gb_only, publishing=status("04", rights(("01", gb), ("03", aunz)))),
+        product_xml(inactive, publishing=status("08", rights(("01", gb)))),
+        product_xml(gone, publishing=status("05", rights(("01", gb)))),
+        product_xml(barred, publishing=status("04", rights(("03", aunz)))),
+    )
+    out = write(await through_consonance(consonance_sandbox_factory, onix), tmp_path)
+    availability = "o:ProductSupply/o:SupplyDetail/o:ProductAvailability"
+    assert market(out[gb_only]) == [("CountriesIncluded", "GB")]
+    assert texts(out[gb_only], availability) == ["20"]
+    assert texts(out[inactive], availability) == ["40"]  # inactive: not available
+    assert texts(out[gone], availability) == ["43"]  # no longer our product
+    # Held only as "not for sale in AU and NZ": the world but those two, said both ways.
+    assert market(out[barred]) == [("RegionsIncluded", "WORLD"), ("CountriesExcluded", "AU NZ")]
+    assert texts(
+        out[barred],
+        "o:PublishingDetail/o:SalesRights[o:SalesRightsType='03']/o:Territory/o:CountriesIncluded",
+    ) == ["AU NZ"]
+
+
+async def test_a_product_whose_status_says_nothing_is_refused_by_name(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    fine, unknown = "9780000000088", "9780000000095"
+    gb = "<CountriesIncluded>GB</CountriesIncluded>"
+    onix = message(
+        product_xml(fine, publishing=status("04", rights(("01", gb)))),
+        product_xml(unknown, publishing=status("09", rights(("01", gb)))),
+    )
+    works = await through_consonance(consonance_sandbox_factory, onix)
+    result = write_feed(
+        works,
+        io.BytesIO(),
+        rules=RecipientRules(),
+        header=MessageHeader(sender_name="Test", sent_at=NOW),
+        kind="full",
+        validate="inline",
+    )
+    assert not result.report.ok  # the message is not sent
+    [problem] = result.report.problems
+    assert (problem.isbn13, problem.element) == (unknown, "ProductAvailability")
+    assert "'09'" in problem.reason and "available" not in problem.reason.replace(
+        "availability", ""
+    )
+    assert unknown not in result.sent and fine in result.sent  # Consonance keys them by ISBN

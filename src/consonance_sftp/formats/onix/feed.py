@@ -27,8 +27,15 @@ from ...models import Work
 from .delta import Decision, DeltaTracker
 from .rules import Compression, RecipientRules
 from .tags import OnixVersion
-from .validate import Fanout, StreamValidator, ValidationReport, ValidatorProcess
-from .writer import ByteSink, MessageHeader, OnixWriter, notification_type_for, record_reference
+from .validate import Fanout, Problem, StreamValidator, ValidationReport, ValidatorProcess
+from .writer import (
+    ByteSink,
+    MessageHeader,
+    OnixWriter,
+    ProductRefused,
+    notification_type_for,
+    record_reference,
+)
 from .writer21 import Onix21Writer
 
 FeedKind = Literal["full", "delta", "test"]
@@ -47,6 +54,7 @@ class FeedResult:
     bytes: int = 0
     report: ValidationReport = field(default_factory=ValidationReport)
     send_empty: bool = False
+    refused: list[Problem] = field(default_factory=list)  # products the writer would not write
 
     @property
     def products(self) -> int:
@@ -144,7 +152,19 @@ def _write_feed(
                     notification = _notification(
                         rules.notification_types, notification_type_for(trimmed, today)
                     )
-                    data = writer.product_bytes(work, trimmed, notification)
+                    try:
+                        data = writer.product_bytes(work, trimmed, notification)
+                    except ProductRefused as refused:
+                        result.refused.append(
+                            Problem(
+                                record_reference=refused.record_reference,
+                                isbn13=refused.isbn13,
+                                element=refused.element,
+                                reason=refused.reason,
+                                check="rules",
+                            )
+                        )
+                        continue
                     decision = tracker.decide(reference, writer.content_hash(data))
                     if decision is Decision.UNCHANGED and kind == "delta":
                         result.unchanged += 1
@@ -171,6 +191,8 @@ def _write_feed(
     elif buffer is not None:
         buffer.seek(0)
         result.report = StreamValidator(rules).validate(buffer)
+    # Products the writer refused are problems of the message: it is not sent without them.
+    result.report.problems[:0] = result.refused
     return result
 
 

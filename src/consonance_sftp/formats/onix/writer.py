@@ -36,8 +36,27 @@ from .tags import OnixVersion, TagStyle, namespace, short_tags
 _Element = etree._Element
 _SubElement = etree.SubElement
 
-# Availability (list 65) implied by a publishing status (list 64) when none is given.
-_AVAILABILITY = {"01": "01", "02": "10", "03": "10", "04": "20", "06": "40", "07": "51", "11": "46"}
+# Availability (list 65) implied by a publishing status (list 64) when none is given. There is
+# no default: a status that says nothing (00 unspecified, 09 unknown, none, or a code not in
+# the list) refuses the product rather than call it available (``availability_of``).
+_AVAILABILITY = {
+    "01": "01",  # cancelled
+    "02": "10",  # forthcoming: not yet available
+    "03": "09",  # postponed indefinitely
+    "04": "20",  # active: available
+    "05": "43",  # no longer our product: no longer supplied by us
+    "06": "40",  # out of stock indefinitely: not available (reason unspecified)
+    "07": "51",  # out of print
+    "08": "40",  # inactive: not available (reason unspecified)
+    "10": "47",  # remaindered
+    "11": "46",  # withdrawn from sale
+    "12": "49",  # recalled
+    "13": "45",  # active, but not sold separately
+    "15": "49",  # recalled
+    "16": "34",  # temporarily withdrawn from sale
+    "17": "46",  # permanently withdrawn from sale
+    "18": "50",  # active, but not sold as set
+}
 _MARKUP = re.compile(r"<[A-Za-z][^>]*>")
 
 
@@ -65,6 +84,36 @@ class WrittenProduct:
     notification_type: str
     sha256: str
     size: int
+
+
+class ProductRefused(Exception):
+    """The writer will not put this product in a message: the feed reports the product, the
+    element and the reason as a problem, and the message is not sent."""
+
+    def __init__(self, product: Product, element: str, reason: str) -> None:
+        self.record_reference = record_reference(product)
+        self.isbn13 = product.isbn13
+        self.element = element
+        self.reason = reason
+        super().__init__(f"product {self.record_reference}: {element}: {reason}")
+
+
+def availability_of(product: Product) -> str:
+    """``ProductAvailability`` (list 65): as held, else implied by the publishing status.
+
+    Raises ``ProductRefused`` for a status that implies nothing: never "available" by default.
+    """
+    if product.availability:
+        return product.availability
+    status = product.publishing_status
+    if status in _AVAILABILITY:
+        return _AVAILABILITY[status]
+    said = "no publishing status" if not status else f"publishing status {status!r}"
+    raise ProductRefused(
+        product,
+        "ProductAvailability",
+        f"{said} says nothing about availability; set the publishing status in Consonance",
+    )
 
 
 def record_reference(product: Product) -> str:
@@ -124,6 +173,8 @@ def sales_rights_of(product: Product) -> list[tuple[str, Territory]]:
                 ),
             )
         )
+        if product.not_for_sale_countries:
+            rights.append(("03", Territory(countries_included=product.not_for_sale_countries)))
         return rights
     if product.for_sale_countries:
         rights.append(("01", Territory(countries_included=product.for_sale_countries)))
@@ -132,12 +183,41 @@ def sales_rights_of(product: Product) -> list[tuple[str, Territory]]:
     return rights
 
 
-def market_of(product: Product) -> Territory:
-    """The ``Market`` territory of the product's supply: where it is for sale, else the world."""
-    for rights_type, territory in sales_rights_of(product):
-        if rights_type in ("01", "02") and _territory_parts(territory):
-            return territory
-    return Territory(regions_included=("WORLD",))
+def market_of(product: Product) -> Territory | None:
+    """The ``Market`` of the product's supply: where its sales rights say it is for sale.
+
+    Every for-sale (01, 02) territory counts; not-for-sale (03) countries are taken out of a
+    worldwide market; a product held only as "not for sale in X" is for sale in the world
+    but X. None (no ``Market``) when nothing says where it is for sale: never the whole world
+    by default.
+    """
+    rights = sales_rights_of(product)
+    selling = [t for kind, t in rights if kind in ("01", "02") and _territory_parts(t)]
+    barred = tuple(
+        dict.fromkeys(c for kind, t in rights if kind == "03" for c in t.countries_included)
+    )
+    if not selling:
+        if barred:
+            return Territory(regions_included=("WORLD",), countries_excluded=barred)
+        return None
+    if len(selling) == 1 and not barred:
+        return selling[0]
+    countries = tuple(dict.fromkeys(c for t in selling for c in t.countries_included))
+    regions = tuple(dict.fromkeys(r for t in selling for r in t.regions_included))
+    if "WORLD" in regions:
+        excluded = tuple(
+            dict.fromkeys(
+                c
+                for c in (*(c for t in selling for c in t.countries_excluded), *barred)
+                if c not in countries
+            )
+        )
+        return Territory(regions_included=("WORLD",), countries_excluded=excluded)
+    return Territory(
+        countries_included=tuple(c for c in countries if c not in barred),
+        regions_included=regions,
+        regions_excluded=tuple(dict.fromkeys(r for t in selling for r in t.regions_excluded)),
+    )
 
 
 class ByteSink(Protocol):
@@ -592,7 +672,8 @@ class OnixWriter:
     def _supply(self, p: _Element, work: Work, product: Product) -> None:
         el = self._el
         ps = el(p, "ProductSupply")
-        parts = _territory_parts(market_of(product))
+        market = market_of(product)
+        parts = _territory_parts(market) if market is not None else []
         if parts:
             t = el(el(ps, "Market"), "Territory")
             for name, value in parts:
@@ -601,10 +682,7 @@ class OnixWriter:
         supplier = el(sd, "Supplier")
         el(supplier, "SupplierRole", product.supplier_role or "01")
         el(supplier, "SupplierName", product.supplier_name or self.publisher_name)
-        availability = product.availability or _AVAILABILITY.get(
-            product.publishing_status or "", "20"
-        )
-        el(sd, "ProductAvailability", availability)
+        el(sd, "ProductAvailability", availability_of(product))
         if not product.prices:
             el(sd, "UnpricedItemType", "02")  # price to be announced
             return

@@ -14,12 +14,12 @@ from lxml import etree
 from ...models import Product, SubjectScheme, Work
 from . import codes
 from .writer import (
-    _AVAILABILITY,
     _MARKUP,
     OnixWriter,
     _applies,
     _Element,
     _num,
+    availability_of,
     record_reference,
     sales_rights_of,
 )
@@ -191,7 +191,7 @@ class Onix21Writer(OnixWriter):
         el(
             sd,
             "ProductAvailability",
-            product.availability or _AVAILABILITY.get(product.publishing_status or "", "20"),
+            availability_of(product),
         )
         if not product.prices:
             el(sd, "UnpricedItemType", "02")  # price to be announced
