@@ -12,12 +12,16 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from lxml import etree
 
+from consonance_sftp.config.flows import OnixRecipient
+from consonance_sftp.flows.onix_feed import recipient_rules
 from consonance_sftp.formats.onix import (
     MessageHeader,
     OnixWriter,
     RecipientRules,
+    read_onix_works,
     validate_file,
     write_feed,
 )
@@ -27,6 +31,7 @@ from tests.fixtures.consonance_sandbox import SandboxHandle
 
 NS = "http://ns.editeur.org/onix/3.0/reference"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+WORLD = "<RegionsIncluded>WORLD</RegionsIncluded>"
 
 
 def product_xml(
@@ -43,7 +48,6 @@ def product_xml(
         "<Price><PriceType>02</PriceType><PriceAmount>9.99</PriceAmount>"
         "<CurrencyCode>GBP</CurrencyCode></Price></SupplyDetail>"
     ),
-    market: str = "",
     identifiers: str | None = None,
 ) -> str:
     idents = identifiers or (
@@ -61,7 +65,7 @@ def product_xml(
         "</DescriptiveDetail>"
         "<PublishingDetail><Publisher><PublishingRole>01</PublishingRole>"
         f"<PublisherName>Pub</PublisherName></Publisher>{publishing}</PublishingDetail>"
-        f"<ProductSupply>{market}{supply}</ProductSupply></Product>"
+        f"<ProductSupply>{supply}</ProductSupply></Product>"
     )
 
 
@@ -201,3 +205,124 @@ async def test_a_product_whose_status_says_nothing_is_refused_by_name(
         "availability", ""
     )
     assert unknown not in result.sent and fine in result.sent  # Consonance keys them by ISBN
+
+
+def feed(works: list[Work], rules: RecipientRules) -> dict[str, etree._Element]:
+    """Write the works through ``write_feed`` for one recipient; products by ISBN."""
+    sink = io.BytesIO()
+    result = write_feed(
+        works,
+        sink,
+        rules=rules,
+        header=MessageHeader(sender_name="Test", sent_at=NOW),
+        kind="full",
+        validate="inline",
+    )
+    assert result.report.ok, [str(p) for p in result.report.problems]
+    root = etree.fromstring(sink.getvalue())
+    return {
+        (p.findtext(f"{{{NS}}}RecordReference") or "").removeprefix("ref-"): p
+        for p in root.iter(f"{{{NS}}}Product")
+    }
+
+
+def supply(currency: str, amount: str, country: str) -> str:
+    return (
+        f"<Market><Territory><CountriesIncluded>{country}</CountriesIncluded></Territory>"
+        "</Market><SupplyDetail><Supplier><SupplierRole>01</SupplierRole><SupplierName>Pub"
+        "</SupplierName></Supplier><ProductAvailability>20</ProductAvailability><Price>"
+        f"<PriceType>02</PriceType><PriceAmount>{amount}</PriceAmount>"
+        f"<CurrencyCode>{currency}</CurrencyCode></Price></SupplyDetail>"
+    )
+
+
+def two_markets(isbn: str) -> str:
+    """An Australian publisher's record: one ProductSupply per market, prices without a
+    Territory of their own (the market says where they apply)."""
+    record = product_xml(
+        isbn,
+        form="BC",
+        publishing=status("04", rights(("01", "<CountriesIncluded>AU NZ</CountriesIncluded>"))),
+        supply=supply("AUD", "32.99", "AU"),
+    )
+    second = "<ProductSupply>" + supply("NZD", "37.99", "NZ") + "</ProductSupply>"
+    return record.replace("</ProductSupply>", "</ProductSupply>" + second, 1)
+
+
+async def test_per_market_prices_keep_their_territory_through_consonance(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000002"
+    works = await through_consonance(consonance_sandbox_factory, message(two_markets(isbn)))
+    out = feed(works, RecipientRules())[isbn]
+    prices = {
+        price.findtext(f"{{{NS}}}CurrencyCode"): texts(price, "o:Territory/o:CountriesIncluded")
+        for price in out.iter(f"{{{NS}}}Price")
+    }
+    assert prices == {"AUD": ["AU"], "NZD": ["NZ"]}
+    assert market(out) == [("CountriesIncluded", "AU NZ")]
+
+
+async def test_non_exclusive_rights_stay_non_exclusive(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000019"
+    record = product_xml(
+        isbn,
+        publishing=status("04", rights(("02", "<CountriesIncluded>GB IE</CountriesIncluded>"))),
+    )
+    rights_type = "o:PublishingDetail/o:SalesRights/o:SalesRightsType"
+    # Read from ONIX and written again: held as 02, sent as 02.
+    direct = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())
+    assert texts(direct[isbn], rights_type) == ["02"]
+    # Consonance's API holds only the for-sale countries: the recipient's config says 02.
+    works = await through_consonance(consonance_sandbox_factory, message(record))
+    assert texts(feed(works, RecipientRules(sales_rights_type="02"))[isbn], rights_type) == ["02"]
+    assert texts(feed(works, RecipientRules())[isbn], rights_type) == ["01"]
+
+
+async def test_publisher_co_publisher_and_distributor_come_from_the_recipient_config(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000026"
+    works = await through_consonance(
+        consonance_sandbox_factory,
+        message(
+            product_xml(
+                isbn,
+                publishing=status("04", rights(("01", "<RegionsIncluded>WORLD</RegionsIncluded>"))),
+            )
+        ),
+    )
+    config = OnixRecipient.model_validate(
+        {
+            "publisher": {"name": "Real Press Ltd", "gln": "5012345678900", "san": "0000019"},
+            "co_publishers": [{"name": "Partner Press"}],
+            "supplier": {"name": "Big Distributor", "role": "02", "gln": "5012345678900"},
+        }
+    )
+    out = feed(works, recipient_rules(config))[isbn]
+    publishers = [
+        (
+            texts(p, "o:PublishingRole"),
+            texts(p, "o:PublisherIdentifier/o:PublisherIDType"),
+            texts(p, "o:PublisherIdentifier/o:IDValue"),
+            texts(p, "o:PublisherName"),
+        )
+        for p in out.iter(f"{{{NS}}}Publisher")
+    ]
+    assert publishers == [
+        (["01"], ["06", "07"], ["5012345678900", "0000019"], ["Real Press Ltd"]),
+        (["02"], [], [], ["Partner Press"]),
+    ]
+    supplier = "o:ProductSupply/o:SupplyDetail/o:Supplier"
+    assert texts(out, f"{supplier}/o:SupplierRole") == ["02"]
+    assert texts(out, f"{supplier}/o:SupplierIdentifier/o:SupplierIDType") == ["06"]
+    assert texts(out, f"{supplier}/o:SupplierName") == ["Big Distributor"]
+
+
+def test_a_wrong_gln_or_san_in_the_config_is_refused():
+    with pytest.raises(ValueError, match="GLN '5012345678901'"):
+        OnixRecipient.model_validate({"publisher": {"name": "P", "gln": "5012345678901"}})
+    with pytest.raises(ValueError, match="SAN '0000018'"):
+        OnixRecipient.model_validate({"supplier": {"name": "D", "san": "0000018"}})

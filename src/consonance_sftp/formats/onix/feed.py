@@ -134,6 +134,10 @@ def _write_feed(
             style=rules.tag_style,
             publisher_name=publisher_name,
             today=today,
+            publisher=rules.publisher,
+            co_publishers=rules.co_publishers,
+            supplier=rules.supplier,
+            sales_rights_type=rules.sales_rights_type,
         ) as writer:
             for work in works:
                 for product in work.products:

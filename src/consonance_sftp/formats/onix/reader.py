@@ -10,6 +10,7 @@ numbered 1, 2, 3... in document order, so the same file always yields the same r
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -211,6 +212,27 @@ def _price(el: _Element, default_currency: str | None, ids: _Ids) -> Price | Non
         effective_to=effective_to,
         tax_rate_code=_text(tax, "TaxRateCode"),
         tax_rate_percent=_decimal(_text(tax, "TaxRatePercent")),
+    )
+
+
+def _market(supply: _Element) -> Territory | None:
+    """The one ``Market`` territory of a ``ProductSupply``, None if it has none or several."""
+    markets = supply.findall("Market")
+    if len(markets) != 1:
+        return None
+    territory = _territory(markets[0].find("Territory"))
+    return territory if territory != Territory() else None
+
+
+def _in_market(price: Price, market: Territory | None) -> Price:
+    """A price without a territory of its own takes its supply's ``Market``."""
+    if market is None or price.territories or price.regions or price.excluded_territories:
+        return price
+    return dataclasses.replace(
+        price,
+        territories=market.countries_included,
+        regions=market.regions_included,
+        excluded_territories=market.countries_excluded,
     )
 
 
@@ -421,6 +443,9 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     prices: list[Price] = []
     availability = supplier_name = supplier_role = None
     for supply in el.findall("ProductSupply"):
+        # A price with no Territory of its own applies where its supply's Market is: keep
+        # that, or an AUD price for AU and an NZD price for NZ would read as worldwide.
+        market = _market(supply)
         for supply_detail in supply.findall("SupplyDetail"):
             supplier = supply_detail.find("Supplier")
             supplier_name = supplier_name or _text(supplier, "SupplierName")
@@ -429,7 +454,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             for price_el in supply_detail.findall("Price"):
                 price = _price(price_el, default_currency, ids)
                 if price is not None:
-                    prices.append(price)
+                    prices.append(_in_market(price, market))
 
     product = Product(
         id=product_id,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...models import Product, Work
 from . import codes
+from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle
 
 
@@ -62,6 +63,12 @@ class RecipientRules(BaseModel):
     )
     compression: Compression = Compression.NONE
     addressee_name: str | None = None
+    # who publishes and supplies, and how the publisher holds its rights (not in Consonance's
+    # public API: per recipient)
+    publisher: Party | None = None  # None: the work's publisher as held, else the sender
+    co_publishers: tuple[Party, ...] = ()  # PublishingRole 02
+    supplier: SupplierParty | None = None  # None: the product's, else the publisher with 01
+    sales_rights_type: Literal["01", "02"] = "01"  # for rights derived from for-sale fields
     test_sample_size: int = Field(default=10, ge=1)
 
     @classmethod

@@ -31,6 +31,7 @@ from lxml import etree
 
 from ...models import Contact, Price, Product, SubjectScheme, Territory, Work
 from . import codes
+from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle, namespace, short_tags
 
 _Element = etree._Element
@@ -159,15 +160,16 @@ def _territory_parts(territory: Territory) -> list[tuple[str, str]]:
     return []
 
 
-def sales_rights_of(product: Product) -> list[tuple[str, Territory]]:
-    """Explicit sales rights, else derived from Consonance's for-sale fields."""
+def sales_rights_of(product: Product, selling: str = "01") -> list[tuple[str, Territory]]:
+    """Explicit sales rights, else derived from Consonance's for-sale fields, for sale with
+    rights of type ``selling`` (01 exclusive, 02 non-exclusive: Consonance does not say)."""
     if product.sales_rights:
         return [(r.rights_type, r.territory) for r in product.sales_rights]
     rights: list[tuple[str, Territory]] = []
     if product.for_sale_worldwide:
         rights.append(
             (
-                "01",
+                selling,
                 Territory(
                     regions_included=("WORLD",), countries_excluded=product.not_for_sale_countries
                 ),
@@ -177,7 +179,7 @@ def sales_rights_of(product: Product) -> list[tuple[str, Territory]]:
             rights.append(("03", Territory(countries_included=product.not_for_sale_countries)))
         return rights
     if product.for_sale_countries:
-        rights.append(("01", Territory(countries_included=product.for_sale_countries)))
+        rights.append((selling, Territory(countries_included=product.for_sale_countries)))
     if product.not_for_sale_countries:
         rights.append(("03", Territory(countries_included=product.not_for_sale_countries)))
     return rights
@@ -192,23 +194,23 @@ def market_of(product: Product) -> Territory | None:
     by default.
     """
     rights = sales_rights_of(product)
-    selling = [t for kind, t in rights if kind in ("01", "02") and _territory_parts(t)]
+    for_sale = [t for kind, t in rights if kind in ("01", "02") and _territory_parts(t)]
     barred = tuple(
         dict.fromkeys(c for kind, t in rights if kind == "03" for c in t.countries_included)
     )
-    if not selling:
+    if not for_sale:
         if barred:
             return Territory(regions_included=("WORLD",), countries_excluded=barred)
         return None
-    if len(selling) == 1 and not barred:
-        return selling[0]
-    countries = tuple(dict.fromkeys(c for t in selling for c in t.countries_included))
-    regions = tuple(dict.fromkeys(r for t in selling for r in t.regions_included))
+    if len(for_sale) == 1 and not barred:
+        return for_sale[0]
+    countries = tuple(dict.fromkeys(c for t in for_sale for c in t.countries_included))
+    regions = tuple(dict.fromkeys(r for t in for_sale for r in t.regions_included))
     if "WORLD" in regions:
         excluded = tuple(
             dict.fromkeys(
                 c
-                for c in (*(c for t in selling for c in t.countries_excluded), *barred)
+                for c in (*(c for t in for_sale for c in t.countries_excluded), *barred)
                 if c not in countries
             )
         )
@@ -216,7 +218,7 @@ def market_of(product: Product) -> Territory | None:
     return Territory(
         countries_included=tuple(c for c in countries if c not in barred),
         regions_included=regions,
-        regions_excluded=tuple(dict.fromkeys(r for t in selling for r in t.regions_excluded)),
+        regions_excluded=tuple(dict.fromkeys(r for t in for_sale for r in t.regions_excluded)),
     )
 
 
@@ -261,6 +263,10 @@ class OnixWriter:
         style: TagStyle = TagStyle.REFERENCE,
         publisher_name: str | None = None,
         today: date | None = None,
+        publisher: Party | None = None,
+        co_publishers: tuple[Party, ...] = (),
+        supplier: SupplierParty | None = None,
+        sales_rights_type: str = "01",
     ) -> None:
         if version is OnixVersion.V21 and type(self) is OnixWriter:
             raise ValueError("ONIX 2.1 has its own writer: formats.onix.writer21.Onix21Writer")
@@ -268,6 +274,10 @@ class OnixWriter:
         self.version = version
         self.style = style
         self.publisher_name = publisher_name or header.sender_name
+        self.publisher = publisher
+        self.co_publishers = co_publishers
+        self.supplier = supplier
+        self.sales_rights_type = sales_rights_type
         self.today = today or header.sent_at.date()
         self._tee = _Tee(sink)
         # Products are built with reference names and renamed once when short tags are wanted:
@@ -626,16 +636,22 @@ class OnixWriter:
         pd = el(p, "PublishingDetail")
         if work.imprint:
             el(el(pd, "Imprint"), "ImprintName", work.imprint.name)
-        pub = el(pd, "Publisher")
-        el(pub, "PublishingRole", "01")
-        el(pub, "PublisherName", work.publisher_name or self.publisher_name)
+        publisher = self.publisher or Party(name=work.publisher_name or self.publisher_name)
+        for role, party in (("01", publisher), *(("02", p) for p in self.co_publishers)):
+            pub = el(pd, "Publisher")
+            el(pub, "PublishingRole", role)
+            for id_type, value in party.identifiers():
+                ident = el(pub, "PublisherIdentifier")
+                el(ident, "PublisherIDType", id_type)
+                el(ident, "IDValue", value)
+            el(pub, "PublisherName", party.name)
         if product.publishing_status:
             el(pd, "PublishingStatus", product.publishing_status)
         if product.publication_date:
             d = el(pd, "PublishingDate")
             el(d, "PublishingDateRole", "01")
             el(d, "Date", product.publication_date.strftime("%Y%m%d"))
-        for rights_type, territory in sales_rights_of(product):
+        for rights_type, territory in sales_rights_of(product, self.sales_rights_type):
             parts = _territory_parts(territory)
             if not parts:
                 continue
@@ -679,9 +695,16 @@ class OnixWriter:
             for name, value in parts:
                 el(t, name, value)
         sd = el(ps, "SupplyDetail")
+        party = self.supplier or SupplierParty(
+            name=product.supplier_name or self.publisher_name, role=product.supplier_role or "01"
+        )
         supplier = el(sd, "Supplier")
-        el(supplier, "SupplierRole", product.supplier_role or "01")
-        el(supplier, "SupplierName", product.supplier_name or self.publisher_name)
+        el(supplier, "SupplierRole", party.role)
+        for id_type, value in party.identifiers():
+            ident = el(supplier, "SupplierIdentifier")
+            el(ident, "SupplierIDType", id_type)
+            el(ident, "IDValue", value)
+        el(supplier, "SupplierName", party.name)
         el(sd, "ProductAvailability", availability_of(product))
         if not product.prices:
             el(sd, "UnpricedItemType", "02")  # price to be announced

@@ -157,14 +157,19 @@ class Onix21Writer(OnixWriter):
             el(mf, "MediaFileLink", resource.url)
         if work.imprint:
             el(el(p, "Imprint"), "ImprintName", work.imprint.name)
-        publisher = el(p, "Publisher")
-        el(publisher, "PublishingRole", "01")
-        el(publisher, "PublisherName", work.publisher_name or self.publisher_name)
+        name = self.publisher.name if self.publisher else None
+        for role, publisher_name in (
+            ("01", name or work.publisher_name or self.publisher_name),
+            *(("02", co.name) for co in self.co_publishers),
+        ):
+            publisher = el(p, "Publisher")
+            el(publisher, "PublishingRole", role)
+            el(publisher, "PublisherName", publisher_name)
         if product.publishing_status:
             el(p, "PublishingStatus", product.publishing_status)
         if product.publication_date:
             el(p, "PublicationDate", product.publication_date.strftime("%Y%m%d"))
-        for rights_type, territory in sales_rights_of(product)[:3]:
+        for rights_type, territory in sales_rights_of(product, self.sales_rights_type)[:3]:
             if territory.countries_included:
                 sr = el(p, "SalesRights")
                 el(sr, "SalesRightsType", rights_type)
@@ -186,8 +191,12 @@ class Onix21Writer(OnixWriter):
                 el(ident, "ProductIDType", "15")
                 el(ident, "IDValue", related.isbn13)
         sd = el(p, "SupplyDetail")
-        el(sd, "SupplierName", product.supplier_name or self.publisher_name)
-        el(sd, "SupplierRole", product.supplier_role or "01")
+        if self.supplier is not None:
+            el(sd, "SupplierName", self.supplier.name)
+            el(sd, "SupplierRole", self.supplier.role)
+        else:
+            el(sd, "SupplierName", product.supplier_name or self.publisher_name)
+            el(sd, "SupplierRole", product.supplier_role or "01")
         el(
             sd,
             "ProductAvailability",
