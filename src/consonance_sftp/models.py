@@ -407,6 +407,8 @@ class Product:
     availability: str | None = None  # ONIX list 65, e.g. "20" available
     supplier_name: str | None = None
     supplier_role: str | None = None  # ONIX list 93
+    # A GTIN (ProductIDType 03) for an item with no ISBN (Consonance's documented ``gtin``).
+    gtin: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

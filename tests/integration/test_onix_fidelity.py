@@ -326,3 +326,47 @@ def test_a_wrong_gln_or_san_in_the_config_is_refused():
         OnixRecipient.model_validate({"publisher": {"name": "P", "gln": "5012345678901"}})
     with pytest.raises(ValueError, match="SAN '0000018'"):
         OnixRecipient.model_validate({"supplier": {"name": "D", "san": "0000018"}})
+
+
+async def test_a_gtin_only_product_is_identified_by_its_gtin(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    gtin = "5012345678900"  # a GTIN-13 outside the ISBN prefixes (a boxed set, a game)
+    ident = (
+        f"<ProductIdentifier><ProductIDType>03</ProductIDType><IDValue>{gtin}</IDValue>"
+        "</ProductIdentifier>"
+    )
+    record = product_xml(
+        gtin, form="ZZ", identifiers=ident, publishing=status("04", rights(("01", WORLD)))
+    )
+    works = await through_consonance(consonance_sandbox_factory, message(record))
+    [product] = [p for w in works for p in w.products]
+    assert (product.isbn13, product.gtin) == (None, gtin)
+    out = feed(works, RecipientRules())[gtin]  # its record reference is the GTIN
+    assert texts(out, "o:ProductIdentifier/o:ProductIDType") == ["03"]
+    assert texts(out, "o:ProductIdentifier/o:IDValue") == [gtin]
+
+
+async def test_an_isbn_with_a_wrong_check_digit_is_refused_by_name(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    good, bad = "9780000000002", "9780000000003"
+    onix = message(
+        product_xml(good, publishing=status("04", rights(("01", WORLD)))),
+        product_xml(bad, publishing=status("04", rights(("01", WORLD)))),
+    )
+    works = await through_consonance(consonance_sandbox_factory, onix)
+    result = write_feed(
+        works,
+        io.BytesIO(),
+        rules=RecipientRules(),
+        header=MessageHeader(sender_name="Test", sent_at=NOW),
+        kind="full",
+        validate="inline",
+    )
+    assert not result.report.ok  # nothing is sent
+    [problem] = result.report.problems
+    assert (problem.isbn13, problem.element) == (bad, "ProductIdentifier")
+    assert f"ISBN '{bad}' is not a valid ISBN" in problem.reason
+    assert f"product {bad}" in str(problem)
+    assert list(result.sent) == [good]

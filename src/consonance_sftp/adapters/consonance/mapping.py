@@ -128,6 +128,7 @@ def product(raw: Json, work_id: int | None = None) -> Product:
             typename=r["__typename"],
             isbn13=(r.get("isbn") or {}).get("isbn13"),
             asin=r.get("asin") or None,
+            gtin=r.get("gtin") or None,
             title=r.get("fullTitle") or "",
             subtitle=r.get("subtitle"),
             product_form=r.get("onix21ProductFormCode"),

@@ -272,6 +272,8 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             doi = value
     if isbn13 is None and gtin and gtin.startswith(("978", "979")):
         isbn13 = gtin
+    if gtin == isbn13:
+        gtin = None  # the ISBN as a GTIN-13: nothing more than the ISBN
 
     detail = el.find("DescriptiveDetail")
     form = _text(detail, "ProductForm") or "00"
@@ -489,6 +491,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         availability=availability,
         supplier_name=supplier_name,
         supplier_role=supplier_role,
+        gtin=gtin,
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",

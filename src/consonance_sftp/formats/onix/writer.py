@@ -28,6 +28,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from lxml import etree
+from stdnum import ean as stdnum_ean
+from stdnum import isbn as stdnum_isbn
+from stdnum.exceptions import ValidationError as StdnumError
 
 from ...models import Contact, Price, Product, SubjectScheme, Territory, Work
 from . import codes
@@ -118,8 +121,44 @@ def availability_of(product: Product) -> str:
 
 
 def record_reference(product: Product) -> str:
-    """The product's permanent ``RecordReference``: given, else its ISBN-13, else its id."""
-    return product.record_reference or product.isbn13 or f"consonance.product.{product.id}"
+    """The product's permanent ``RecordReference``: given, else its ISBN-13, else its GTIN,
+    else its id."""
+    return (
+        product.record_reference
+        or product.isbn13
+        or product.gtin
+        or f"consonance.product.{product.id}"
+    )
+
+
+def check_identifiers(product: Product) -> None:
+    """Refuse a product whose ISBN-13 or GTIN fails its check digit (python-stdnum), before
+    a recipient files it under a number that does not exist."""
+    for name, value, validate in (
+        ("ISBN", product.isbn13, _valid_isbn13),
+        ("GTIN", product.gtin, _valid_gtin),
+    ):
+        if value is not None and not validate(value):
+            raise ProductRefused(
+                product,
+                "ProductIdentifier",
+                f"{name} {value!r} is not a valid {name} (wrong length or check digit); "
+                "correct it in Consonance",
+            )
+
+
+def _valid_isbn13(value: str) -> bool:
+    try:
+        return len(value) == 13 and stdnum_isbn.validate(value) == value
+    except StdnumError:
+        return False
+
+
+def _valid_gtin(value: str) -> bool:
+    try:
+        return len(value) in (8, 12, 13, 14) and stdnum_ean.validate(value) == value
+    except StdnumError:
+        return False
 
 
 def onix_datetime(moment: datetime) -> str:
@@ -444,6 +483,8 @@ class OnixWriter:
         p = etree.Element("Product")
         el(p, "RecordReference", record_reference(product))
         el(p, "NotificationType", notification_type)
+        if notification_type != "05":
+            check_identifiers(product)
         self._identifiers(p, product)
         if notification_type != "05":
             self._descriptive(p, work, product)
@@ -460,6 +501,10 @@ class OnixWriter:
                 ident = el(p, "ProductIdentifier")
                 el(ident, "ProductIDType", kind)
                 el(ident, "IDValue", product.isbn13)
+        elif product.gtin:
+            ident = el(p, "ProductIdentifier")
+            el(ident, "ProductIDType", "03")
+            el(ident, "IDValue", product.gtin)
         else:
             ident = el(p, "ProductIdentifier")
             el(ident, "ProductIDType", "01")

@@ -20,6 +20,7 @@ from .writer import (
     _Element,
     _num,
     availability_of,
+    check_identifiers,
     record_reference,
     sales_rights_of,
 )
@@ -66,6 +67,8 @@ class Onix21Writer(OnixWriter):
         p = etree.Element("Product")
         el(p, "RecordReference", record_reference(product))
         el(p, "NotificationType", notification_type)
+        if notification_type != "05":
+            check_identifiers(product)
         self._identifiers(p, product)
         if notification_type == "05":
             return self._shorten(p)
