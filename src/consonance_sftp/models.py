@@ -409,6 +409,9 @@ class Product:
     supplier_role: str | None = None  # ONIX list 93
     # A GTIN (ProductIDType 03) for an item with no ISBN (Consonance's documented ``gtin``).
     gtin: str | None = None
+    # ONIX list 57 for a product with no price, as held (e.g. 01 free of charge); None: 02
+    # (price to be announced), or 01 when every price is zero.
+    unpriced_item_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -370,3 +370,39 @@ async def test_an_isbn_with_a_wrong_check_digit_is_refused_by_name(
     assert f"ISBN '{bad}' is not a valid ISBN" in problem.reason
     assert f"product {bad}" in str(problem)
     assert list(result.sent) == [good]
+
+
+def unpriced_supply(code: str) -> str:
+    return (
+        "<SupplyDetail><Supplier><SupplierRole>01</SupplierRole><SupplierName>Pub"
+        "</SupplierName></Supplier><ProductAvailability>20</ProductAvailability>"
+        f"<UnpricedItemType>{code}</UnpricedItemType></SupplyDetail>"
+    )
+
+
+async def test_a_free_open_access_book_stays_free(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    free, contact, zero = "9780000000002", "9780000000019", "9780000000026"
+    sold = status("04", rights(("01", WORLD)))
+    zero_price = (
+        "<SupplyDetail><Supplier><SupplierRole>01</SupplierRole><SupplierName>Pub"
+        "</SupplierName></Supplier><ProductAvailability>20</ProductAvailability><Price>"
+        "<PriceType>02</PriceType><PriceAmount>0.00</PriceAmount><CurrencyCode>GBP"
+        "</CurrencyCode></Price></SupplyDetail>"
+    )
+    onix = message(
+        product_xml(free, publishing=sold, supply=unpriced_supply("01")),
+        product_xml(contact, publishing=sold, supply=unpriced_supply("04")),
+        product_xml(zero, publishing=sold, supply=zero_price),
+    )
+    unpriced = "o:ProductSupply/o:SupplyDetail/o:UnpricedItemType"
+    # Read from ONIX and written again: each as held.
+    direct = feed(read_onix_works(io.BytesIO(onix)), RecipientRules())
+    assert texts(direct[free], unpriced) == ["01"]
+    assert texts(direct[contact], unpriced) == ["04"]
+    # Through Consonance, where a free book is held as a zero price: free of charge, not
+    # "price to be announced", and no price of 0.00 either.
+    out = feed(await through_consonance(consonance_sandbox_factory, onix), RecipientRules())
+    assert texts(out[zero], unpriced) == ["01"]
+    assert texts(out[zero], "o:ProductSupply/o:SupplyDetail/o:Price/o:PriceAmount") == []

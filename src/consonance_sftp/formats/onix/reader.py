@@ -443,7 +443,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             )
 
     prices: list[Price] = []
-    availability = supplier_name = supplier_role = None
+    availability = supplier_name = supplier_role = unpriced = None
     for supply in el.findall("ProductSupply"):
         # A price with no Territory of its own applies where its supply's Market is: keep
         # that, or an AUD price for AU and an NZD price for NZ would read as worldwide.
@@ -453,6 +453,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             supplier_name = supplier_name or _text(supplier, "SupplierName")
             supplier_role = supplier_role or _text(supplier, "SupplierRole")
             availability = availability or _text(supply_detail, "ProductAvailability")
+            unpriced = unpriced or _text(supply_detail, "UnpricedItemType")
             for price_el in supply_detail.findall("Price"):
                 price = _price(price_el, default_currency, ids)
                 if price is not None:
@@ -492,6 +493,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         supplier_name=supplier_name,
         supplier_role=supplier_role,
         gtin=gtin,
+        unpriced_item_type=unpriced,
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",

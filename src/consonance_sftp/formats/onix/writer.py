@@ -261,6 +261,20 @@ def market_of(product: Product) -> Territory | None:
     )
 
 
+def unpriced_item_type(product: Product) -> str | None:
+    """``UnpricedItemType`` (list 57) for a product without a price to state, else None.
+
+    As held (an open-access book read from ONIX keeps its 01 "free of charge"); a product
+    whose every price is zero is free of charge (01), not "price to be announced"; a product
+    with no price at all is 02 (price to be announced).
+    """
+    if product.prices and all(p.amount == 0 for p in product.prices):
+        return product.unpriced_item_type or "01"
+    if product.prices:
+        return None
+    return product.unpriced_item_type or "02"
+
+
 class ByteSink(Protocol):
     """Where a message goes: a binary file, a pipe, or several at once (``Fanout``)."""
 
@@ -751,8 +765,9 @@ class OnixWriter:
             el(ident, "IDValue", value)
         el(supplier, "SupplierName", party.name)
         el(sd, "ProductAvailability", availability_of(product))
-        if not product.prices:
-            el(sd, "UnpricedItemType", "02")  # price to be announced
+        unpriced = unpriced_item_type(product)
+        if unpriced is not None:
+            el(sd, "UnpricedItemType", unpriced)
             return
         for price in product.prices:
             self._price(sd, price)

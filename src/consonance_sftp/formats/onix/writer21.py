@@ -23,6 +23,7 @@ from .writer import (
     check_identifiers,
     record_reference,
     sales_rights_of,
+    unpriced_item_type,
 )
 
 # 3.0 list 153 text types -> 2.1 list 33 text type codes.
@@ -205,9 +206,10 @@ class Onix21Writer(OnixWriter):
             "ProductAvailability",
             availability_of(product),
         )
-        if not product.prices:
-            el(sd, "UnpricedItemType", "02")  # price to be announced
-        for price in product.prices:
+        unpriced = unpriced_item_type(product)
+        if unpriced is not None:
+            el(sd, "UnpricedItemType", unpriced)
+        for price in product.prices if unpriced is None else ():
             pr = el(sd, "Price")
             el(pr, "PriceTypeCode", price.price_type)
             if price.qualifier:
