@@ -312,6 +312,7 @@ class MarketingText:
     product_ids: tuple[int, ...] = ()
     embargo_from: date | None = None
     text_format: str | None = None  # ONIX list 34, e.g. "05" XHTML; None: plain text
+    audiences: tuple[str, ...] = ()  # ONIX list 154 ContentAudience; empty: 00 unrestricted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +331,7 @@ class SupportingResource:
     product_ids: tuple[int, ...] = ()
     created_at: datetime | None = None
     caption: str | None = None
+    audiences: tuple[str, ...] = ()  # ONIX list 154 ContentAudience; empty: 00 unrestricted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

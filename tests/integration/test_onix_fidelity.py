@@ -406,3 +406,49 @@ async def test_a_free_open_access_book_stays_free(
     out = feed(await through_consonance(consonance_sandbox_factory, onix), RecipientRules())
     assert texts(out[zero], unpriced) == ["01"]
     assert texts(out[zero], "o:ProductSupply/o:SupplyDetail/o:Price/o:PriceAmount") == []
+
+
+def resource(kind: str, audience: str, mode: str, link: str, form: str = "02") -> str:
+    return (
+        f"<SupportingResource><ResourceContentType>{kind}</ResourceContentType>"
+        f"<ContentAudience>{audience}</ContentAudience><ResourceMode>{mode}</ResourceMode>"
+        f"<ResourceVersion><ResourceForm>{form}</ResourceForm>"
+        f"<ResourceLink>{link}</ResourceLink></ResourceVersion></SupportingResource>"
+    )
+
+
+async def test_resource_audience_and_mode_survive_consonance(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000002"
+    collateral = (
+        "<CollateralDetail><TextContent><TextType>03</TextType><ContentAudience>02"
+        "</ContentAudience><Text>For the trade only.</Text></TextContent>"
+        + resource("01", "01", "03", "https://example.org/covers/cover.jpg")
+        + resource("15", "00", "04", "https://example.org/samples/sample.epub")
+        + resource("15", "00", "04", "https://example.org/samples/sample.pdf")
+        + resource("17", "00", "04", "https://example.org/reviews/the-book", form="01")
+        + "</CollateralDetail>"
+    )
+    record = product_xml(isbn, publishing=status("04", rights(("01", WORLD)))).replace(
+        "</DescriptiveDetail>", "</DescriptiveDetail>" + collateral, 1
+    )
+    works = await through_consonance(consonance_sandbox_factory, message(record))
+    out = feed(works, RecipientRules())[isbn]
+    assert texts(out, "o:CollateralDetail/o:TextContent/o:ContentAudience") == ["02"]
+    found = {
+        (
+            r.findtext(f"{{{NS}}}ResourceVersion/{{{NS}}}ResourceLink", "").rsplit("/", 1)[-1],
+            r.findtext(f"{{{NS}}}ContentAudience"),
+            r.findtext(f"{{{NS}}}ResourceMode"),
+            r.findtext(f"{{{NS}}}ResourceVersion/{{{NS}}}ResourceForm"),
+        )
+        for r in out.iter(f"{{{NS}}}SupportingResource")
+    }
+    cover = next(name for name, *_ in found if name.endswith(".jpg"))  # served by the sandbox
+    assert found == {
+        (cover, "01", "03", "02"),  # restricted stays restricted
+        ("sample.epub", "00", "04", "02"),  # an EPUB is text, not an image
+        ("sample.pdf", "00", "04", "02"),
+        ("the-book", "00", "04", "01"),  # a web page: text, linkable
+    }

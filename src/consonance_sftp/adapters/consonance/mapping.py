@@ -187,6 +187,9 @@ def resource(raw: Json) -> SupportingResource:
         product_ids=_ints(raw.get("productIds")),
         created_at=_datetime(raw.get("createdAt")),
         caption=raw.get("caption"),
+        audiences=tuple(
+            a for a in (onix_code(raw.get("onixContentAudienceCode")),) if a is not None
+        ),
     )
 
 
@@ -261,6 +264,11 @@ def work(raw: Json) -> Work:
                     approval_status=t.get("approvalStatus"),
                     product_ids=_ints(t.get("productIds")),
                     embargo_from=_date(t.get("fromDate")),
+                    audiences=tuple(
+                        a
+                        for a in (onix_code(x) for x in t.get("onixContentAudienceCodes") or ())
+                        if a is not None
+                    ),
                 )
                 for t in _list(r, "marketingTexts")
             ),

@@ -210,8 +210,29 @@ IMAGE_FORMATS: dict[str, str] = {
     "image/png": "D503",
     "image/tiff": "D504",
     "application/pdf": "E107",
+    "application/epub+zip": "E101",
+    "text/html": "E105",
 }
 IMAGE_MIME: dict[str, str] = {code: mime for mime, code in IMAGE_FORMATS.items()}
+
+
+# ResourceMode (list 159) by the first part of a MIME type, and for the text-like others.
+_MODES = {"image": "03", "audio": "02", "video": "05", "text": "04"}
+_TEXT_MIME = frozenset({"application/pdf", "application/epub+zip", "application/xhtml+xml"})
+# Resource content types (list 158) that are images by nature: covers, pictures, logos.
+_IMAGE_RESOURCES = frozenset({"01", "02", "03", "04", "05", "06", "07", "08", "09", "10"})
+
+
+def resource_mode(content_type: str | None, kind: str) -> str:
+    """``ResourceMode`` (list 159) of a supporting resource: from its MIME type (an EPUB, a
+    PDF or a web page is text, 04), else from what it is (a cover is an image, 03), else
+    multi-mode (06) rather than claim an image."""
+    mime = (content_type or "").lower().split(";", 1)[0].strip()
+    if mime in _TEXT_MIME:
+        return "04"
+    if mime:
+        return _MODES.get(mime.split("/", 1)[0], "01")  # application/*: an application
+    return "03" if kind in _IMAGE_RESOURCES else "06"
 
 
 def form_30_of_code(code: str) -> str:

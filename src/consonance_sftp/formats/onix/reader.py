@@ -11,6 +11,7 @@ numbered 1, 2, 3... in document order, so the same file always yields the same r
 from __future__ import annotations
 
 import dataclasses
+import mimetypes
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,8 @@ class OnixRecord:
     contributors: list[tuple[Contact, str, int]] = field(default_factory=list)
     subjects: list[Subject] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
-    texts: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # (variant, text, text format, content audiences)
+    texts: list[tuple[str, str, str | None, tuple[str, ...]]] = field(default_factory=list)
     resources: list[SupportingResource] = field(default_factory=list)
     work_identifier: Identifier | None = None
 
@@ -236,6 +238,12 @@ def _in_market(price: Price, market: Territory | None) -> Price:
     )
 
 
+def _audiences(el: _Element) -> tuple[str, ...]:
+    """``ContentAudience`` codes (list 154); only 00 (unrestricted) reads as none."""
+    found = tuple(_all(el, "ContentAudience"))
+    return () if found in ((), ("00",)) else found
+
+
 def _title(detail: _Element | None) -> tuple[str, str | None]:
     if detail is None:
         return "", None
@@ -347,7 +355,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     )
 
     collateral = el.find("CollateralDetail")
-    texts: list[tuple[str, str, str | None]] = []
+    texts: list[tuple[str, str, str | None, tuple[str, ...]]] = []
     resources: list[SupportingResource] = []
     for content in collateral.findall("TextContent") if collateral is not None else ():
         text_el = content.find("Text")
@@ -358,6 +366,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
                 codes.text_variant(_text(content, "TextType") or "03"),
                 _inner_xml(text_el),
                 text_el.get("textformat"),
+                _audiences(content),
             )
         )
     for resource in collateral.findall("SupportingResource") if collateral is not None else ():
@@ -376,10 +385,18 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
                 variant=codes.resource_variant(_text(resource, "ResourceContentType") or "01"),
                 filename=url.rstrip("/").rsplit("/", 1)[-1],
                 url=url,
-                content_type=codes.IMAGE_MIME.get(features.get("01") or ""),
+                content_type=codes.IMAGE_MIME.get(features.get("01") or "")
+                or mimetypes.guess_type(url.split("?", 1)[0])[0]
+                or (
+                    "text/html"
+                    if _text(version, "ResourceForm") == "01"
+                    and _text(resource, "ResourceMode") == "04"
+                    else None
+                ),
                 height=int(height) if height and height.isdigit() else None,
                 width=int(width) if width and width.isdigit() else None,
                 product_ids=(product_id,),
+                audiences=_audiences(resource),
             )
         )
 
@@ -596,14 +613,16 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
             entry[2].add(record.product.id)
     subjects: dict[tuple[SubjectScheme, str], Subject] = {}
     keywords: dict[str, None] = {}
-    texts: dict[tuple[str, str], tuple[str | None, set[int]]] = {}
+    texts: dict[tuple[str, str], tuple[str | None, tuple[str, ...], set[int]]] = {}
     resources: list[SupportingResource] = []
     for record in records:
         for subject in record.subjects:
             subjects.setdefault((subject.scheme, subject.code), subject)
         keywords.update(dict.fromkeys(record.keywords))
-        for variant, text, text_format in record.texts:
-            texts.setdefault((variant, text), (text_format, set()))[1].add(record.product.id)
+        for variant, text, text_format, audiences in record.texts:
+            texts.setdefault((variant, text), (text_format, audiences, set()))[2].add(
+                record.product.id
+            )
         resources.extend(record.resources)
     imprint_name = next((r.imprint_name for r in records if r.imprint_name), None)
     return Work(
@@ -632,8 +651,9 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
                 text=text,
                 text_format=text_format,
                 product_ids=applies(found),
+                audiences=audiences,
             )
-            for (variant, text), (text_format, found) in texts.items()
+            for (variant, text), (text_format, audiences, found) in texts.items()
         ),
         supporting_resources=tuple(resources),
         products=products,

@@ -668,16 +668,18 @@ class OnixWriter:
         for kind, text in texts:
             tc = el(cd, "TextContent")
             el(tc, "TextType", kind)
-            el(tc, "ContentAudience", "00")
+            for audience in text.audiences or ("00",):
+                el(tc, "ContentAudience", audience)
             self._text_el(tc, "Text", text.text, text.text_format)
         for kind, resource in resources:
             sr = el(cd, "SupportingResource")
             el(sr, "ResourceContentType", kind)
-            el(sr, "ContentAudience", "00")
-            is_image = (resource.content_type or "image/").startswith("image/")
-            el(sr, "ResourceMode", "03" if is_image else "01")
+            for audience in resource.audiences or ("00",):
+                el(sr, "ContentAudience", audience)
+            el(sr, "ResourceMode", codes.resource_mode(resource.content_type, kind))
             rv = el(sr, "ResourceVersion")
-            el(rv, "ResourceForm", "02")
+            web_page = (resource.content_type or "").startswith("text/html")
+            el(rv, "ResourceForm", "01" if web_page else "02")  # linkable, else downloadable
             features = [
                 ("01", codes.IMAGE_FORMATS.get(resource.content_type or "")),
                 ("02", str(resource.height) if resource.height else None),

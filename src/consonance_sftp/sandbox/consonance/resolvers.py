@@ -500,6 +500,7 @@ def resource_dict(r: SupportingResource, info: Info) -> dict[str, Any]:
         "resourceVariant": r.variant,
         "status": r.status,
         "url": _abs(info, r.url),
+        "onixContentAudienceCode": to_enum(r.audiences[0]) if r.audiences else None,
     }
 
 
@@ -679,6 +680,7 @@ MARKETING_TEXT_FIELDS: dict[str, Resolver] = {
     ),
     "externalTextMarkdown": lambda t, _: re.sub(r"<[^>]+>", "", t.text),
     "fromDate": lambda t, _: t.embargo_from,
+    "onixContentAudienceCodes": lambda t, _: [to_enum(a) for a in t.audiences],
     "productIds": lambda t, _: list(t.product_ids),
 }
 
