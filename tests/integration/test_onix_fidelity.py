@@ -452,3 +452,30 @@ async def test_resource_audience_and_mode_survive_consonance(
         ("sample.pdf", "00", "04", "02"),
         ("the-book", "00", "04", "01"),  # a web page: text, linkable
     }
+
+
+async def test_doi_and_isni_survive_consonance(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn, doi, isni = "9780000000002", "10.1234/example.5678", "0000000121032683"
+    idents = (
+        f"<ProductIdentifier><ProductIDType>15</ProductIDType><IDValue>{isbn}</IDValue>"
+        f"</ProductIdentifier><ProductIdentifier><ProductIDType>06</ProductIDType><IDValue>{doi}"
+        "</IDValue></ProductIdentifier>"
+    )
+    contributor = (
+        "<Contributor><SequenceNumber>1</SequenceNumber><ContributorRole>A01</ContributorRole>"
+        f"<NameIdentifier><NameIDType>16</NameIDType><IDValue>{isni}</IDValue></NameIdentifier>"
+        "<PersonName>Ann Author</PersonName><NamesBeforeKey>Ann</NamesBeforeKey>"
+        "<KeyNames>Author</KeyNames></Contributor>"
+    )
+    record = product_xml(
+        isbn, identifiers=idents, publishing=status("04", rights(("01", WORLD)))
+    ).replace("</TitleDetail>", "</TitleDetail>" + contributor, 1)
+    out = feed(
+        await through_consonance(consonance_sandbox_factory, message(record)), RecipientRules()
+    )[isbn]
+    assert texts(out, "o:ProductIdentifier[o:ProductIDType='06']/o:IDValue") == [doi]
+    name_id = "o:DescriptiveDetail/o:Contributor/o:NameIdentifier"
+    assert texts(out, f"{name_id}/o:NameIDType") == ["16"]
+    assert texts(out, f"{name_id}/o:IDValue") == [isni]

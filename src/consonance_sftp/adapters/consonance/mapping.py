@@ -18,6 +18,7 @@ from consonance_sftp.models import (
     Contact,
     Contract,
     Contribution,
+    Identifier,
     Imprint,
     LicensedRight,
     MarketingText,
@@ -129,6 +130,7 @@ def product(raw: Json, work_id: int | None = None) -> Product:
             isbn13=(r.get("isbn") or {}).get("isbn13"),
             asin=r.get("asin") or None,
             gtin=r.get("gtin") or None,
+            doi=r.get("productIdentifyingDoi") or None,
             title=r.get("fullTitle") or "",
             subtitle=r.get("subtitle"),
             product_form=r.get("onix21ProductFormCode"),
@@ -165,6 +167,7 @@ def contact(raw: Json) -> Contact:
         is_organisation=raw.get("__typename") == "Organisation",
         biographical_note=raw.get("biographicalNote"),
         emails=tuple(e["email"] for e in _list(raw, "emails")),
+        identifiers=(Identifier(id_type="16", value=raw["isni"]),) if raw.get("isni") else (),
     )
 
 

@@ -645,6 +645,7 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "totalNumberedPages": lambda p, _: p.page_count,
     "contentPageCount": lambda p, _: p.page_count,
     "wordCount": lambda p, _: p.page_count * 300 if p.page_count else None,
+    "productIdentifyingDoi": lambda p, _: p.doi,
     "epubTypeDescription": lambda p, _: onix_codes.epub_type_description(
         p.onix_product_form, p.product_form_details
     ),
@@ -692,6 +693,7 @@ CONTACT_FIELDS: dict[str, Resolver] = {
         f"{c.key_names}, {c.names_before_key}" if c.key_names and c.names_before_key else c.name
     ),
     "organisationName": lambda c, _: c.name,
+    "isni": lambda c, _: next((i.value for i in c.identifiers if i.id_type == "16"), None),
 }
 
 CONTRACT_FIELDS: dict[str, Resolver] = {
