@@ -427,6 +427,18 @@ class Todo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesMembership:
+    """A work's place in a series (Consonance ``seriesMemberships``; ONIX ``Collection`` 10)."""
+
+    id: int
+    name: str
+    part_number: str | None = None
+    subtitle: str | None = None
+    print_issn: str | None = None
+    online_issn: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Work:
     """A unique item of intellectual property on which products are based."""
 
@@ -448,6 +460,7 @@ class Work:
     updated_at: datetime | None = None
     publisher_name: str | None = None
     identifiers: tuple[Identifier, ...] = ()  # ONIX work identifiers (list 16)
+    series: tuple[SeriesMembership, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -479,3 +479,37 @@ async def test_doi_and_isni_survive_consonance(
     name_id = "o:DescriptiveDetail/o:Contributor/o:NameIdentifier"
     assert texts(out, f"{name_id}/o:NameIDType") == ["16"]
     assert texts(out, f"{name_id}/o:IDValue") == [isni]
+
+
+async def test_series_and_audience_survive_consonance(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000002"
+    collection = (
+        "<Collection><CollectionType>10</CollectionType><CollectionIdentifier>"
+        "<CollectionIDType>02</CollectionIDType><IDValue>12345679</IDValue>"
+        "</CollectionIdentifier><TitleDetail><TitleType>01</TitleType><TitleElement>"
+        "<TitleElementLevel>02</TitleElementLevel><PartNumber>3</PartNumber>"
+        "<TitleText>Studies in Fidelity</TitleText></TitleElement></TitleDetail></Collection>"
+    )
+    audience = (
+        "<Audience><AudienceCodeType>01</AudienceCodeType><AudienceCodeValue>06"
+        "</AudienceCodeValue></Audience>"
+    )
+    record = (
+        product_xml(isbn, publishing=status("04", rights(("01", WORLD))))
+        .replace("<TitleDetail>", collection + "<TitleDetail>", 1)
+        .replace("</DescriptiveDetail>", audience + "</DescriptiveDetail>", 1)
+    )
+    works = await through_consonance(consonance_sandbox_factory, message(record))
+    out = feed(works, RecipientRules())[isbn]
+    c = "o:DescriptiveDetail/o:Collection"
+    assert texts(out, f"{c}/o:CollectionType") == ["10"]
+    assert texts(out, f"{c}/o:CollectionIdentifier/o:IDValue") == ["12345679"]
+    assert texts(out, f"{c}/o:TitleDetail/o:TitleElement/o:PartNumber") == ["3"]
+    assert texts(out, f"{c}/o:TitleDetail/o:TitleElement/o:TitleText") == ["Studies in Fidelity"]
+    a = "o:DescriptiveDetail/o:Audience"
+    assert (texts(out, f"{a}/o:AudienceCodeType"), texts(out, f"{a}/o:AudienceCodeValue")) == (
+        ["01"],
+        ["06"],
+    )

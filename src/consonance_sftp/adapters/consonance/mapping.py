@@ -7,6 +7,7 @@ A missing or malformed field raises ``ConsonanceQueryError`` naming the record a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from consonance_sftp.errors import ConsonanceQueryError
 from consonance_sftp.formats.onix import codes
 from consonance_sftp.models import (
+    Audience,
     Contact,
     Contract,
     Contribution,
@@ -26,6 +28,7 @@ from consonance_sftp.models import (
     Product,
     ProductionFile,
     ProductionRun,
+    SeriesMembership,
     Subject,
     SubjectScheme,
     SupportingResource,
@@ -235,11 +238,34 @@ def _subject(raw: Json) -> Subject | None:
     )
 
 
+def _series(raw: Json) -> SeriesMembership:
+    series = raw["series"]
+    return SeriesMembership(
+        id=int(raw["id"]),
+        name=series["name"],
+        part_number=None if raw.get("partNumber") is None else str(raw["partNumber"]),
+        subtitle=series.get("subtitle"),
+        print_issn=series.get("printIssn"),
+        online_issn=series.get("onlineIssn"),
+    )
+
+
+def _with_audiences(p: Product, audiences: tuple[Audience, ...]) -> Product:
+    """Consonance holds the audience on the work (ONIX audience codes, list 28): every
+    product of the work is for it."""
+    return dataclasses.replace(p, audiences=audiences) if audiences and not p.audiences else p
+
+
 def work(raw: Json) -> Work:
     def build(r: Json) -> Work:
         work_id = int(r["id"])
         imprint = r.get("imprint")
         subjects = [s for s in (_guard("subject", x, _subject) for x in _list(r, "subjectCodes"))]
+        audiences = tuple(
+            Audience(code_type="01", value=onix_code(a["code"]) or "")
+            for a in _list(r.get("audience") or {}, "onixAudiences")
+            if a.get("code")
+        )
         return Work(
             id=work_id,
             title=r["title"],
@@ -281,9 +307,14 @@ def work(raw: Json) -> Work:
             production_runs=tuple(
                 _guard("production run", x, _run) for x in _list(r, "productionRuns")
             ),
-            products=tuple(product(p, work_id) for p in _list(r, "products")),
+            products=tuple(
+                _with_audiences(product(p, work_id), audiences) for p in _list(r, "products")
+            ),
             todos=tuple(_guard("to-do", t, todo) for t in _list(r, "todos")),
             contract_ids=tuple(int(c["id"]) for c in _list(r, "contracts")),
+            series=tuple(
+                _guard("series membership", s, _series) for s in _list(r, "seriesMemberships")
+            ),
             updated_at=_datetime(r.get("updatedAt")),
         )
 

@@ -36,6 +36,7 @@ from ...models import (
     Product,
     RelatedProduct,
     SalesRights,
+    SeriesMembership,
     Subject,
     SubjectScheme,
     SupportingResource,
@@ -67,6 +68,7 @@ class OnixRecord:
     texts: list[tuple[str, str, str | None, tuple[str, ...]]] = field(default_factory=list)
     resources: list[SupportingResource] = field(default_factory=list)
     work_identifier: Identifier | None = None
+    series: list[SeriesMembership] = field(default_factory=list)
 
 
 # --- small element helpers ------------------------------------------------------------------
@@ -236,6 +238,44 @@ def _in_market(price: Price, market: Territory | None) -> Price:
         regions=market.regions_included,
         excluded_territories=market.countries_excluded,
     )
+
+
+def _series(detail: _Element | None, ids: _Ids) -> list[SeriesMembership]:
+    """Publisher collections (``CollectionType`` 10) as series memberships."""
+    out: list[SeriesMembership] = []
+    for collection in detail.findall("Collection") if detail is not None else ():
+        if _text(collection, "CollectionType") not in (None, "10"):
+            continue
+        element = next(
+            (
+                e
+                for e in collection.findall("TitleDetail/TitleElement")
+                if _text(e, "TitleElementLevel") in (None, "02")
+            ),
+            None,
+        )
+        name = _text(element, "TitleText") or " ".join(
+            x for x in (_text(element, "TitlePrefix"), _text(element, "TitleWithoutPrefix")) if x
+        )
+        if not name:
+            continue
+        issn = {
+            _text(i, "CollectionIDType"): _text(i, "IDValue")
+            for i in collection.findall("CollectionIdentifier")
+        }
+        part = _text(element, "PartNumber") or _text(
+            collection, "CollectionSequence/CollectionSequenceNumber"
+        )
+        out.append(
+            SeriesMembership(
+                id=ids.named("series", name),
+                name=name,
+                part_number=part,
+                subtitle=_text(element, "Subtitle"),
+                print_issn=issn.get("02"),
+            )
+        )
+    return out
 
 
 def _audiences(el: _Element) -> tuple[str, ...]:
@@ -519,6 +559,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         title=title,
         subtitle=subtitle,
         imprint_name=_text(publishing, "Imprint/ImprintName"),
+        series=_series(detail, ids),
         publisher_name=publisher_name,
         contributors=contributors,
         subjects=subjects,
@@ -658,6 +699,7 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
         supporting_resources=tuple(resources),
         products=products,
         publisher_name=next((r.publisher_name for r in records if r.publisher_name), None),
+        series=tuple({s.name: s for r in records for s in r.series}.values()),
         identifiers=(first.work_identifier,) if first.work_identifier else (),
     )
 

@@ -32,7 +32,15 @@ from stdnum import ean as stdnum_ean
 from stdnum import isbn as stdnum_isbn
 from stdnum.exceptions import ValidationError as StdnumError
 
-from ...models import Contact, Price, Product, SubjectScheme, Territory, Work
+from ...models import (
+    Contact,
+    Price,
+    Product,
+    SeriesMembership,
+    SubjectScheme,
+    Territory,
+    Work,
+)
 from . import codes
 from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle, namespace, short_tags
@@ -562,6 +570,8 @@ class OnixWriter:
             el(m, "MeasureType", kind)
             el(m, "Measurement", _num(value))
             el(m, "MeasureUnitCode", "mm")
+        for series in work.series:
+            self._collection(d, series)
         title = el(d, "TitleDetail")
         el(title, "TitleType", "01")
         te = el(title, "TitleElement")
@@ -618,6 +628,26 @@ class OnixWriter:
             a = el(d, "Audience")
             el(a, "AudienceCodeType", audience.code_type)
             el(a, "AudienceCodeValue", audience.value)
+
+    def _collection(self, d: _Element, series: SeriesMembership) -> None:
+        """A series as a publisher ``Collection`` (10): ISSN, title, part number."""
+        el = self._el
+        c = el(d, "Collection")
+        el(c, "CollectionType", "10")
+        for issn in (series.print_issn, series.online_issn):
+            if issn:
+                ident = el(c, "CollectionIdentifier")
+                el(ident, "CollectionIDType", "02")
+                el(ident, "IDValue", issn)
+        title = el(c, "TitleDetail")
+        el(title, "TitleType", "01")
+        te = el(title, "TitleElement")
+        el(te, "TitleElementLevel", "02")
+        if series.part_number:
+            el(te, "PartNumber", series.part_number)
+        el(te, "TitleText", series.name)
+        if series.subtitle:
+            el(te, "Subtitle", series.subtitle)
 
     def _extent(self, d: _Element, kind: str, value: str, unit: str) -> None:
         x = self._el(d, "Extent")

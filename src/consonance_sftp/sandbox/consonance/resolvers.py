@@ -660,7 +660,31 @@ WORK_FIELDS: dict[str, Resolver] = {
     "contributorPrettyList": lambda w, _: _authorship(w),
     "products": _work_products,
     "contributions": lambda w, _: [_contribution(c, w.id) for c in w.contributions],
-    "seriesMemberships": lambda w, _: [],
+    "audience": lambda w, _: {
+        "description": None,
+        "onixAudiences": [
+            _onix_code(code, "28")
+            for code in dict.fromkeys(
+                a.value for p in w.products for a in p.audiences if a.code_type == "01"
+            )
+        ],
+    },
+    "seriesMemberships": lambda w, _: [
+        {
+            "id": s.id,
+            "partNumber": s.part_number,
+            "yearOfAnnual": None,
+            "series": {
+                "id": s.id,
+                "name": s.name,
+                "subtitle": s.subtitle,
+                "titleWithSubtitle": f"{s.name}: {s.subtitle}" if s.subtitle else s.name,
+                "printIssn": s.print_issn,
+                "onlineIssn": s.online_issn,
+            },
+        }
+        for s in w.series
+    ],
     "subjectCodes": _subject_codes,
     "mainThemaCode": _main_code(SubjectScheme.THEMA),
     "mainBisacCode": _main_code(SubjectScheme.BISAC),
