@@ -246,6 +246,16 @@ class RelatedProduct:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PublishingDate:
+    """A ``PublishingDate`` as ONIX held it: role (list 163, e.g. 02 sales embargo), the date as
+    written (``YYYYMMDD``, ``YYYYMM``, ``YYYY``...) and its ``dateformat`` (list 55) if given."""
+
+    role: str
+    value: str
+    dateformat: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Imprint:
     id: int
     name: str
@@ -414,6 +424,9 @@ class Product:
     # ONIX list 57 for a product with no price, as held (e.g. 01 free of charge); None: 02
     # (price to be announced), or 01 when every price is zero.
     unpriced_item_type: str | None = None
+    # Every PublishingDate read from ONIX (any role, any precision); role 01 is written from
+    # ``publication_date`` when that is set.
+    publishing_dates: tuple[PublishingDate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -513,3 +513,31 @@ async def test_series_and_audience_survive_consonance(
         ["01"],
         ["06"],
     )
+
+
+def test_every_publishing_date_role_and_precision_is_kept():
+    embargoed, year_only = "9780000000002", "9780000000019"
+    dates = (
+        "<PublishingDate><PublishingDateRole>01</PublishingDateRole><Date>20270115</Date>"
+        "</PublishingDate><PublishingDate><PublishingDateRole>02</PublishingDateRole>"
+        "<Date>20270201</Date></PublishingDate>"
+    )
+    year = (
+        '<PublishingDate><PublishingDateRole>01</PublishingDateRole><Date dateformat="05">'
+        "2019</Date></PublishingDate>"
+    )
+    onix = message(
+        product_xml(embargoed, publishing=status("02", dates, rights(("01", WORLD)))),
+        product_xml(year_only, publishing=status("04", year, rights(("01", WORLD)))),
+    )
+    out = feed(read_onix_works(io.BytesIO(onix)), RecipientRules())
+    role_date = "o:PublishingDetail/o:PublishingDate"
+    assert list(
+        zip(
+            texts(out[embargoed], f"{role_date}/o:PublishingDateRole"),
+            texts(out[embargoed], f"{role_date}/o:Date"),
+            strict=True,
+        )
+    ) == [("01", "20270115"), ("02", "20270201")]  # the embargo is not lost
+    assert texts(out[year_only], f"{role_date}/o:Date") == ["2019"]
+    assert out[year_only].xpath(f"{role_date}/o:Date/@dateformat", namespaces={"o": NS}) == ["05"]

@@ -34,6 +34,7 @@ from ...models import (
     MarketingText,
     Price,
     Product,
+    PublishingDate,
     RelatedProduct,
     SalesRights,
     SeriesMembership,
@@ -447,9 +448,20 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             publisher_name = _text(publisher, "PublisherName")
             break
     publication_date = None
+    publishing_dates: list[PublishingDate] = []
     for pub_date in publishing.findall("PublishingDate") if publishing is not None else ():
-        if _text(pub_date, "PublishingDateRole") == "01":
-            publication_date = _onix_date(pub_date.find("Date"))
+        role = _text(pub_date, "PublishingDateRole")
+        date_el = pub_date.find("Date")
+        if role == "01":
+            publication_date = _onix_date(date_el)
+        if role and date_el is not None and date_el.text and date_el.text.strip():
+            publishing_dates.append(
+                PublishingDate(
+                    role=role,
+                    value=date_el.text.strip(),
+                    dateformat=date_el.get("dateformat") or pub_date.findtext("DateFormat"),
+                )
+            )
     sales_rights = tuple(
         SalesRights(
             rights_type=_text(r, "SalesRightsType") or "01",
@@ -551,6 +563,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         supplier_role=supplier_role,
         gtin=gtin,
         unpriced_item_type=unpriced,
+        publishing_dates=tuple(publishing_dates),
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",

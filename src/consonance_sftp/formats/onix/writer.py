@@ -269,6 +269,21 @@ def market_of(product: Product) -> Territory | None:
     )
 
 
+def publishing_dates_of(product: Product) -> list[tuple[str, str, str | None]]:
+    """(role, date as written, dateformat) for every ``PublishingDate``: role 01 from the
+    publication date when there is one (else as held: a year alone stays a year), then every
+    other role as held (a sales embargo 02, a preorder embargo 27...)."""
+    out: list[tuple[str, str, str | None]] = []
+    day = product.publication_date.strftime("%Y%m%d") if product.publication_date else None
+    held_01 = next((d for d in product.publishing_dates if d.role == "01"), None)
+    if day is not None and (held_01 is None or held_01.value != day):
+        out.append(("01", day, None))  # the publication date as it is now
+    for held in product.publishing_dates:
+        if held.role != "01" or (held is held_01 and (day is None or held.value == day)):
+            out.append((held.role, held.value, held.dateformat))
+    return out
+
+
 def unpriced_item_type(product: Product) -> str | None:
     """``UnpricedItemType`` (list 57) for a product without a price to state, else None.
 
@@ -738,10 +753,12 @@ class OnixWriter:
             el(pub, "PublisherName", party.name)
         if product.publishing_status:
             el(pd, "PublishingStatus", product.publishing_status)
-        if product.publication_date:
+        for role, value, dateformat in publishing_dates_of(product):
             d = el(pd, "PublishingDate")
-            el(d, "PublishingDateRole", "01")
-            el(d, "Date", product.publication_date.strftime("%Y%m%d"))
+            el(d, "PublishingDateRole", role)
+            day = el(d, "Date", value)
+            if dateformat:
+                day.set("dateformat", dateformat)
         for rights_type, territory in sales_rights_of(product, self.sales_rights_type):
             parts = _territory_parts(territory)
             if not parts:
