@@ -541,3 +541,21 @@ def test_every_publishing_date_role_and_precision_is_kept():
     ) == [("01", "20270115"), ("02", "20270201")]  # the embargo is not lost
     assert texts(out[year_only], f"{role_date}/o:Date") == ["2019"]
     assert out[year_only].xpath(f"{role_date}/o:Date/@dateformat", namespaces={"o": NS}) == ["05"]
+
+
+async def test_an_audiobook_running_time_survives_consonance(
+    consonance_sandbox_factory: Callable[..., SandboxHandle],
+):
+    isbn = "9780000000002"
+    extent = (
+        "<Extent><ExtentType>09</ExtentType><ExtentValue>612</ExtentValue>"
+        "<ExtentUnit>05</ExtentUnit></Extent>"
+    )  # 612 minutes: 10 h 12 min
+    record = product_xml(isbn, form="AJ", publishing=status("04", rights(("01", WORLD)))).replace(
+        "</TitleDetail>", "</TitleDetail>" + extent, 1
+    )
+    works = await through_consonance(consonance_sandbox_factory, message(record))
+    out = feed(works, RecipientRules())[isbn]
+    duration = "o:DescriptiveDetail/o:Extent[o:ExtentType='09']"
+    assert texts(out, f"{duration}/o:ExtentValue") == ["0101200"]
+    assert texts(out, f"{duration}/o:ExtentUnit") == ["16"]  # HHHMMSS: the same 10:12:00

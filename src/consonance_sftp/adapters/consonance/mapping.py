@@ -153,6 +153,9 @@ def product(raw: Json, work_id: int | None = None) -> Product:
                 _guard("production file", f, production_file) for f in _list(r, "productionFiles")
             ),
             updated_at=_datetime(r.get("updatedAt")),
+            extents=(codes.duration_extent(int(r["durationSeconds"])),)
+            if r.get("durationSeconds")
+            else (),
             onix_product_form=form_30,
             product_form_details=form_details,
         )

@@ -7,9 +7,10 @@ electronic ones are not (``DG`` "electronic book text" became ``ED`` + ``E101`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
-from ...models import Product, SubjectScheme
+from ...models import Extent, Product, SubjectScheme
 
 # ONIX 2.1 list 7 codes that list 150 dropped -> (3.0 ProductForm, ProductFormDetail defaults).
 _FORM_21_TO_30: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -238,6 +239,37 @@ def resource_mode(content_type: str | None, kind: str) -> str:
 def form_30_of_code(code: str) -> str:
     """The ONIX 3.0 ``ProductForm`` for a bare 2.1 or 3.0 form code."""
     return _FORM_21_TO_30.get(code.upper(), (code.upper(), ()))[0]
+
+
+# Extent units (list 24) of a duration (extent type 09) in seconds per unit.
+_SECONDS_PER = {"04": 3600, "05": 60, "06": 1}
+
+
+def duration_seconds(extents: Iterable[Extent]) -> int | None:
+    """A running time (extent 09) in seconds, from any duration unit ONIX allows."""
+    for extent in extents:
+        if extent.extent_type != "09":
+            continue
+        value = extent.value.strip()
+        try:
+            if extent.unit in _SECONDS_PER:
+                return int(Decimal(value) * _SECONDS_PER[extent.unit])
+            if extent.unit == "14" and value.isdigit():  # HHH
+                return int(value) * 3600
+            if extent.unit == "15" and value.isdigit():  # HHHMM
+                return int(value[:-2] or 0) * 3600 + int(value[-2:]) * 60
+            if extent.unit == "16" and value.isdigit():  # HHHMMSS
+                return int(value[:-4] or 0) * 3600 + int(value[-4:-2]) * 60 + int(value[-2:])
+        except ArithmeticError:
+            continue
+    return None
+
+
+def duration_extent(seconds: int) -> Extent:
+    """A running time as extent 09 in HHHMMSS (list 24 code 16): exact to the second."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return Extent(extent_type="09", value=f"{hours:03d}{minutes:02d}{secs:02d}", unit="16")
 
 
 def measures(product: Product) -> list[tuple[str, Decimal]]:

@@ -646,6 +646,7 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "contentPageCount": lambda p, _: p.page_count,
     "wordCount": lambda p, _: p.page_count * 300 if p.page_count else None,
     "productIdentifyingDoi": lambda p, _: p.doi,
+    "durationSeconds": lambda p, _: onix_codes.duration_seconds(p.extents),
     "epubTypeDescription": lambda p, _: onix_codes.epub_type_description(
         p.onix_product_form, p.product_form_details
     ),
