@@ -427,6 +427,9 @@ class Product:
     # Every PublishingDate read from ONIX (any role, any precision); role 01 is written from
     # ``publication_date`` when that is set.
     publishing_dates: tuple[PublishingDate, ...] = ()
+    # ONIX list 144 EpubTechnicalProtection of a digital product (00 none, 01 DRM, 02 digital
+    # watermarking, 03 Adobe DRM...), as read from ONIX; not in Consonance's public API.
+    technical_protection: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

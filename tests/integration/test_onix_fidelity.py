@@ -559,3 +559,14 @@ async def test_an_audiobook_running_time_survives_consonance(
     duration = "o:DescriptiveDetail/o:Extent[o:ExtentType='09']"
     assert texts(out, f"{duration}/o:ExtentValue") == ["0101200"]
     assert texts(out, f"{duration}/o:ExtentUnit") == ["16"]  # HHHMMSS: the same 10:12:00
+
+
+def test_ebook_technical_protection_is_kept():
+    isbn = "9780000000002"
+    record = product_xml(
+        isbn, details=("E101",), publishing=status("04", rights(("01", WORLD)))
+    ).replace(
+        "<TitleDetail>", "<EpubTechnicalProtection>02</EpubTechnicalProtection><TitleDetail>", 1
+    )
+    out = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())[isbn]
+    assert texts(out, "o:DescriptiveDetail/o:EpubTechnicalProtection") == ["02"]

@@ -564,6 +564,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         gtin=gtin,
         unpriced_item_type=unpriced,
         publishing_dates=tuple(publishing_dates),
+        technical_protection=tuple(_all(detail, "EpubTechnicalProtection")),
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",

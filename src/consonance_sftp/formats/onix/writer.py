@@ -585,6 +585,8 @@ class OnixWriter:
             el(m, "MeasureType", kind)
             el(m, "Measurement", _num(value))
             el(m, "MeasureUnitCode", "mm")
+        for protection in product.technical_protection:
+            el(d, "EpubTechnicalProtection", protection)
         for series in work.series:
             self._collection(d, series)
         title = el(d, "TitleDetail")
