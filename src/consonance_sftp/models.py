@@ -246,6 +246,17 @@ class RelatedProduct:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProductPart:
+    """One component of a multi-part product (Consonance ``ProductPart``; ONIX ``ProductPart``)."""
+
+    form: str  # ONIX list 150
+    form_details: tuple[str, ...] = ()  # ONIX list 175
+    isbn13: str | None = None  # the part as a product of its own, if it is one
+    number_of_copies: int = 1
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PublishingDate:
     """A ``PublishingDate`` as ONIX held it: role (list 163, e.g. 02 sales embargo), the date as
     written (``YYYYMMDD``, ``YYYYMM``, ``YYYY``...) and its ``dateformat`` (list 55) if given."""
@@ -430,6 +441,10 @@ class Product:
     # ONIX list 144 EpubTechnicalProtection of a digital product (00 none, 01 DRM, 02 digital
     # watermarking, 03 Adobe DRM...), as read from ONIX; not in Consonance's public API.
     technical_protection: tuple[str, ...] = ()
+    # ONIX list 2 ProductComposition (00 single-component, 10 multiple-component...), as read
+    # from ONIX; None: 10 when there are parts, else 00.
+    composition: str | None = None
+    parts: tuple[ProductPart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -570,3 +570,30 @@ def test_ebook_technical_protection_is_kept():
     )
     out = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())[isbn]
     assert texts(out, "o:DescriptiveDetail/o:EpubTechnicalProtection") == ["02"]
+
+
+def test_a_multi_part_product_keeps_its_composition_and_parts():
+    box, volume = "9780000000002", "9780000000019"
+    parts = (
+        "<ProductPart><PrimaryPart/><ProductIdentifier><ProductIDType>15</ProductIDType>"
+        f"<IDValue>{volume}</IDValue></ProductIdentifier><ProductForm>BB</ProductForm>"
+        "<NumberOfCopies>2</NumberOfCopies></ProductPart>"
+        "<ProductPart><ProductForm>AC</ProductForm><NumberOfCopies>1</NumberOfCopies>"
+        "</ProductPart>"
+    )
+    record = (
+        product_xml(box, form="SA", publishing=status("04", rights(("01", WORLD))))
+        .replace(
+            "<ProductComposition>00</ProductComposition>",
+            "<ProductComposition>10</ProductComposition>",
+            1,
+        )
+        .replace("<TitleDetail>", parts + "<TitleDetail>", 1)
+    )
+    out = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())[box]
+    assert texts(out, "o:DescriptiveDetail/o:ProductComposition") == ["10"]
+    part = "o:DescriptiveDetail/o:ProductPart"
+    assert texts(out, f"{part}/o:ProductForm") == ["BB", "AC"]
+    assert texts(out, f"{part}/o:NumberOfCopies") == ["2", "1"]
+    assert texts(out, f"{part}/o:ProductIdentifier/o:IDValue") == [volume]
+    assert len(out.xpath(f"{part}/o:PrimaryPart", namespaces={"o": NS})) == 1

@@ -34,6 +34,7 @@ from ...models import (
     MarketingText,
     Price,
     Product,
+    ProductPart,
     PublishingDate,
     RelatedProduct,
     SalesRights,
@@ -277,6 +278,21 @@ def _series(detail: _Element | None, ids: _Ids) -> list[SeriesMembership]:
             )
         )
     return out
+
+
+def _part(el: _Element) -> ProductPart:
+    """A ``ProductPart``: its form, its ISBN if it is a product of its own, its copies."""
+    idents = {
+        _text(i, "ProductIDType"): _text(i, "IDValue") for i in el.findall("ProductIdentifier")
+    }
+    copies = _text(el, "NumberOfCopies") or _text(el, "NumberOfItemsOfThisForm") or "1"
+    return ProductPart(
+        form=_text(el, "ProductForm") or "00",
+        form_details=tuple(_all(el, "ProductFormDetail")),
+        isbn13=idents.get("15") or idents.get("03"),
+        number_of_copies=int(copies) if copies.isdigit() else 1,
+        primary=el.find("PrimaryPart") is not None,
+    )
 
 
 def _audiences(el: _Element) -> tuple[str, ...]:
@@ -565,6 +581,10 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         unpriced_item_type=unpriced,
         publishing_dates=tuple(publishing_dates),
         technical_protection=tuple(_all(detail, "EpubTechnicalProtection")),
+        composition=_text(detail, "ProductComposition"),
+        parts=tuple(
+            _part(x) for x in (detail.findall("ProductPart") if detail is not None else ())
+        ),
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",

@@ -575,7 +575,7 @@ class OnixWriter:
     def _descriptive(self, p: _Element, work: Work, product: Product) -> None:
         el = self._el
         d = el(p, "DescriptiveDetail")
-        el(d, "ProductComposition", "00")
+        el(d, "ProductComposition", product.composition or ("10" if product.parts else "00"))
         form, details = codes.product_form_30(product)
         el(d, "ProductForm", form)
         for detail in details:
@@ -587,6 +587,18 @@ class OnixWriter:
             el(m, "MeasureUnitCode", "mm")
         for protection in product.technical_protection:
             el(d, "EpubTechnicalProtection", protection)
+        for part in product.parts:
+            pp = el(d, "ProductPart")
+            if part.primary:
+                el(pp, "PrimaryPart")
+            if part.isbn13:
+                ident = el(pp, "ProductIdentifier")
+                el(ident, "ProductIDType", "15" if part.isbn13.startswith("97") else "03")
+                el(ident, "IDValue", part.isbn13)
+            el(pp, "ProductForm", part.form)
+            for detail in part.form_details:
+                el(pp, "ProductFormDetail", detail)
+            el(pp, "NumberOfCopies", str(part.number_of_copies))
         for series in work.series:
             self._collection(d, series)
         title = el(d, "TitleDetail")
