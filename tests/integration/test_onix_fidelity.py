@@ -597,3 +597,40 @@ def test_a_multi_part_product_keeps_its_composition_and_parts():
     assert texts(out, f"{part}/o:NumberOfCopies") == ["2", "1"]
     assert texts(out, f"{part}/o:ProductIdentifier/o:IDValue") == [volume]
     assert len(out.xpath(f"{part}/o:PrimaryPart", namespaces={"o": NS})) == 1
+
+
+def test_the_sender_identifiers_go_in_the_header_of_both_versions():
+    works = read_onix_works(
+        io.BytesIO(message(product_xml("9780000000002", publishing=status("04"))))
+    )
+    config = OnixRecipient.model_validate({"sender_gln": "5012345678900", "sender_san": "0000019"})
+    for version, names in (
+        ("3.0", ("SenderIDType", "IDValue")),
+        ("2.1", ("FromEANNumber", "FromSAN")),
+    ):
+        rules = recipient_rules(config.model_copy(update={"onix_version": version}))
+        sink = io.BytesIO()
+        result = write_feed(
+            works,
+            sink,
+            rules=rules,
+            header=MessageHeader(sender_name="Test", sent_at=NOW),
+            kind="full",
+            validate="inline",
+        )
+        assert result.report.ok, [str(p) for p in result.report.problems]
+        header = etree.fromstring(sink.getvalue()).xpath("*[local-name()='Header']")[0]
+        found = [
+            (etree.QName(e).localname, e.text)
+            for e in header.iter()
+            if etree.QName(e).localname in names
+        ]
+        if version == "3.0":
+            assert found == [
+                ("SenderIDType", "06"),
+                ("IDValue", "5012345678900"),
+                ("SenderIDType", "07"),
+                ("IDValue", "0000019"),
+            ]
+        else:
+            assert found == [("FromEANNumber", "5012345678900"), ("FromSAN", "0000019")]

@@ -344,6 +344,14 @@ class OnixRecipient(StrictModel):
         description="The `Supplier` of every `SupplyDetail` (name, SAN, GLN, list 93 `role`), "
         "e.g. a distributor with role `02`; unset: the publisher, role 01.",
     )
+    sender_gln: Annotated[str | None, AfterValidator(_check_gln)] = Field(
+        default=None,
+        description="The sender's GLN in each message header (`SenderIdentifier` 06).",
+    )
+    sender_san: Annotated[str | None, AfterValidator(_check_san)] = Field(
+        default=None,
+        description="The sender's SAN in each message header (`SenderIdentifier` 07).",
+    )
     sales_rights_type: Literal["01", "02"] = Field(
         default="01",
         description="`SalesRightsType` for rights derived from Consonance's for-sale "

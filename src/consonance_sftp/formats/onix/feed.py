@@ -14,6 +14,7 @@ successful send (never for test feeds), and scheduling.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import shutil
 import tempfile
@@ -120,6 +121,8 @@ def _write_feed(
     buffer: IO[bytes] | None,
 ) -> FeedResult:
     writer_class = Onix21Writer if rules.onix_version is OnixVersion.V21 else OnixWriter
+    if rules.sender_identifiers() and not header.sender_identifiers:
+        header = dataclasses.replace(header, sender_identifiers=rules.sender_identifiers())
     previous = previous or {}
     result = FeedResult(kind=kind, send_empty=rules.send_empty)
     tracker = DeltaTracker(previous, full=kind != "delta")

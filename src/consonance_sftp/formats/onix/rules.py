@@ -13,7 +13,7 @@ import enum
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...models import Product, Work
 from . import codes
@@ -69,6 +69,23 @@ class RecipientRules(BaseModel):
     co_publishers: tuple[Party, ...] = ()  # PublishingRole 02
     supplier: SupplierParty | None = None  # None: the product's, else the publisher with 01
     sales_rights_type: Literal["01", "02"] = "01"  # for rights derived from for-sale fields
+    sender_gln: str | None = None  # the header's SenderIdentifier (06 GLN)
+    sender_san: str | None = None  # the header's SenderIdentifier (07 SAN)
+
+    @field_validator("sender_gln")
+    @classmethod
+    def _gln(cls, value: str | None) -> str | None:
+        return None if value is None else Party(name="sender", gln=value).gln
+
+    @field_validator("sender_san")
+    @classmethod
+    def _san(cls, value: str | None) -> str | None:
+        return None if value is None else Party(name="sender", san=value).san
+
+    def sender_identifiers(self) -> tuple[tuple[str, str], ...]:
+        """The header's ``SenderIdentifier``s: (list 44 type, value)."""
+        return tuple(Party(name="sender", gln=self.sender_gln, san=self.sender_san).identifiers())
+
     test_sample_size: int = Field(default=10, ge=1)
 
     @classmethod

@@ -85,6 +85,7 @@ class MessageHeader:
     message_note: str | None = None
     default_language: str | None = None  # ISO 639-2/B, e.g. "eng"
     default_currency: str | None = None  # ISO 4217
+    sender_identifiers: tuple[tuple[str, str], ...] = ()  # (list 44 type, value): 06 GLN, 07 SAN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -427,6 +428,10 @@ class OnixWriter:
         el = self._el
         header = etree.Element("Header")
         sender = el(header, "Sender")
+        for id_type, value in h.sender_identifiers:
+            ident = el(sender, "SenderIdentifier")
+            el(ident, "SenderIDType", id_type)
+            el(ident, "IDValue", value)
         el(sender, "SenderName", h.sender_name)
         if h.contact_name:
             el(sender, "ContactName", h.contact_name)

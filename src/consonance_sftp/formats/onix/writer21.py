@@ -41,6 +41,11 @@ class Onix21Writer(OnixWriter):
         h = self.header
         el = self._el
         header = etree.Element("Header")
+        ids = dict(h.sender_identifiers)
+        if "06" in ids:
+            el(header, "FromEANNumber", ids["06"])
+        if "07" in ids:
+            el(header, "FromSAN", ids["07"])
         el(header, "FromCompany", h.sender_name)
         if h.contact_name:
             el(header, "FromPerson", h.contact_name)
