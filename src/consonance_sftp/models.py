@@ -458,6 +458,19 @@ class Todo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OnixSubject:
+    """A subject in a scheme Consonance does not hold (ONIX list 27 other than BIC, BISAC,
+    Thema and keywords: Dewey 01, CLIL 29, WGS 26, a publisher's own 23...), as read."""
+
+    scheme_id: str
+    code: str | None = None
+    heading: str | None = None
+    scheme_name: str | None = None
+    scheme_version: str | None = None
+    main: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SeriesMembership:
     """A work's place in a series (Consonance ``seriesMemberships``; ONIX ``Collection`` 10)."""
 
@@ -492,6 +505,7 @@ class Work:
     publisher_name: str | None = None
     identifiers: tuple[Identifier, ...] = ()  # ONIX work identifiers (list 16)
     series: tuple[SeriesMembership, ...] = ()
+    other_subjects: tuple[OnixSubject, ...] = ()  # read from ONIX; not in Consonance's API
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -634,3 +634,29 @@ def test_the_sender_identifiers_go_in_the_header_of_both_versions():
             ]
         else:
             assert found == [("FromEANNumber", "5012345678900"), ("FromSAN", "0000019")]
+
+
+def test_subjects_in_other_schemes_are_kept():
+    isbn = "9780000000002"
+    subjects = (
+        "<Subject><SubjectSchemeIdentifier>01</SubjectSchemeIdentifier><SubjectSchemeVersion>23"
+        "</SubjectSchemeVersion><SubjectCode>823.92</SubjectCode></Subject>"
+        "<Subject><MainSubject/><SubjectSchemeIdentifier>29</SubjectSchemeIdentifier>"
+        "<SubjectCode>3435</SubjectCode></Subject>"
+    )
+    record = product_xml(isbn, publishing=status("04", rights(("01", WORLD)))).replace(
+        "</DescriptiveDetail>", subjects + "</DescriptiveDetail>", 1
+    )
+    out = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())[isbn]
+    subject = "o:DescriptiveDetail/o:Subject"
+    assert texts(out, f"{subject}/o:SubjectSchemeIdentifier") == ["01", "29"]
+    assert texts(out, f"{subject}/o:SubjectCode") == ["823.92", "3435"]
+    assert texts(out, f"{subject}/o:SubjectSchemeVersion") == ["23"]
+    assert (
+        len(
+            out.xpath(
+                f"{subject}[o:SubjectSchemeIdentifier='29']/o:MainSubject", namespaces={"o": NS}
+            )
+        )
+        == 1
+    )

@@ -32,6 +32,7 @@ from ...models import (
     Identifier,
     Imprint,
     MarketingText,
+    OnixSubject,
     Price,
     Product,
     ProductPart,
@@ -71,6 +72,7 @@ class OnixRecord:
     resources: list[SupportingResource] = field(default_factory=list)
     work_identifier: Identifier | None = None
     series: list[SeriesMembership] = field(default_factory=list)
+    other_subjects: list[OnixSubject] = field(default_factory=list)
 
 
 # --- small element helpers ------------------------------------------------------------------
@@ -384,6 +386,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             measures[kind] = amount * factor
 
     subjects: list[Subject] = []
+    other_subjects: list[OnixSubject] = []
     keywords: list[str] = []
     for subject in detail.findall("Subject") if detail is not None else ():
         scheme_id = _text(subject, "SubjectSchemeIdentifier") or ""
@@ -393,6 +396,18 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             keywords.extend(k.strip() for k in heading.split(";") if k.strip())
             continue
         code = _text(subject, "SubjectCode")
+        if scheme is None and scheme_id:
+            other_subjects.append(
+                OnixSubject(
+                    scheme_id=scheme_id,
+                    code=code,
+                    heading=_text(subject, "SubjectHeadingText"),
+                    scheme_name=_text(subject, "SubjectSchemeName"),
+                    scheme_version=_text(subject, "SubjectSchemeVersion"),
+                    main=subject.find("MainSubject") is not None,
+                )
+            )
+            continue
         if scheme is None or code is None:
             continue
         subjects.append(
@@ -597,6 +612,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         publisher_name=publisher_name,
         contributors=contributors,
         subjects=subjects,
+        other_subjects=other_subjects,
         keywords=keywords,
         texts=texts,
         resources=resources,
@@ -734,6 +750,7 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
         products=products,
         publisher_name=next((r.publisher_name for r in records if r.publisher_name), None),
         series=tuple({s.name: s for r in records for s in r.series}.values()),
+        other_subjects=tuple(dict.fromkeys(s for r in records for s in r.other_subjects)),
         identifiers=(first.work_identifier,) if first.work_identifier else (),
     )
 

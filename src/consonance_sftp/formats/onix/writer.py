@@ -651,6 +651,19 @@ class OnixWriter:
             el(s, "SubjectCode", subject.code)
             if subject.description:
                 el(s, "SubjectHeadingText", subject.description)
+        for other in work.other_subjects:
+            s = el(d, "Subject")
+            if other.main:
+                el(s, "MainSubject")
+            el(s, "SubjectSchemeIdentifier", other.scheme_id)
+            if other.scheme_name:
+                el(s, "SubjectSchemeName", other.scheme_name)
+            if other.scheme_version:
+                el(s, "SubjectSchemeVersion", other.scheme_version)
+            if other.code:
+                el(s, "SubjectCode", other.code)
+            if other.heading:
+                el(s, "SubjectHeadingText", other.heading)
         keywords = list(work.keywords) + [
             s.code for s in work.subjects if s.scheme is SubjectScheme.KEYWORD
         ]
