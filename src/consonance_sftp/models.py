@@ -445,6 +445,7 @@ class Product:
     # from ONIX; None: 10 when there are parts, else 00.
     composition: str | None = None
     parts: tuple[ProductPart, ...] = ()
+    weight_g: Decimal | None = None  # unit weight in grams (ONIX Measure 08), as read from ONIX
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

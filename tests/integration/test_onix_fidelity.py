@@ -660,3 +660,17 @@ def test_subjects_in_other_schemes_are_kept():
         )
         == 1
     )
+
+
+def test_a_weight_is_kept():
+    isbn = "9780000000002"
+    weight = (
+        "<Measure><MeasureType>08</MeasureType><Measurement>12</Measurement>"
+        "<MeasureUnitCode>oz</MeasureUnitCode></Measure>"
+    )
+    record = product_xml(isbn, form="BB", publishing=status("04", rights(("01", WORLD))))
+    record = record.replace("<TitleDetail>", weight + "<TitleDetail>", 1)
+    out = feed(read_onix_works(io.BytesIO(message(record))), RecipientRules())[isbn]
+    measure = "o:DescriptiveDetail/o:Measure[o:MeasureType='08']"
+    assert texts(out, f"{measure}/o:Measurement") == ["340.19"]  # 12 oz in grams
+    assert texts(out, f"{measure}/o:MeasureUnitCode") == ["gr"]

@@ -141,6 +141,13 @@ def _territory(el: _Element | None) -> Territory:
 
 
 _MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "in": Decimal("25.4")}
+# Weights (MeasureType 08) to grams, by list 50 unit.
+_G_PER_UNIT = {
+    "gr": Decimal(1),
+    "kg": Decimal(1000),
+    "oz": Decimal("28.349523125"),
+    "lb": Decimal("453.59237"),
+}
 
 
 # --- one product ------------------------------------------------------------------------------
@@ -380,8 +387,9 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     measures: dict[str, Decimal] = {}
     for measure in detail.findall("Measure") if detail is not None else ():
         amount = _decimal(_text(measure, "Measurement"))
-        factor = _MM_PER_UNIT.get(_text(measure, "MeasureUnitCode") or "")
         kind = _text(measure, "MeasureType")
+        units = _G_PER_UNIT if kind == "08" else _MM_PER_UNIT
+        factor = units.get(_text(measure, "MeasureUnitCode") or "")
         if amount is not None and factor is not None and kind and kind not in measures:
             measures[kind] = amount * factor
 
@@ -576,6 +584,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         height_mm=measures.get("01"),
         width_mm=measures.get("02"),
         thickness_mm=measures.get("03"),
+        weight_g=measures.get("08"),
         page_count=page_count,
         edition_number=int(n) if (n := _text(detail, "EditionNumber")) and n.isdigit() else None,
         language=language,

@@ -590,6 +590,11 @@ class OnixWriter:
             el(m, "MeasureType", kind)
             el(m, "Measurement", _num(value))
             el(m, "MeasureUnitCode", "mm")
+        if product.weight_g is not None:
+            m = el(d, "Measure")
+            el(m, "MeasureType", "08")
+            el(m, "Measurement", _num(product.weight_g.quantize(Decimal("0.01")).normalize()))
+            el(m, "MeasureUnitCode", "gr")
         for protection in product.technical_protection:
             el(d, "EpubTechnicalProtection", protection)
         for part in product.parts:
