@@ -674,3 +674,14 @@ def test_a_weight_is_kept():
     measure = "o:DescriptiveDetail/o:Measure[o:MeasureType='08']"
     assert texts(out, f"{measure}/o:Measurement") == ["340.19"]  # 12 oz in grams
     assert texts(out, f"{measure}/o:MeasureUnitCode") == ["gr"]
+
+
+def test_a_forthcoming_title_with_no_date_is_an_early_notice():
+    forthcoming, active = "9780000000002", "9780000000019"
+    onix = message(
+        product_xml(forthcoming, publishing=status("02", rights(("01", WORLD)))),
+        product_xml(active, publishing=status("04", rights(("01", WORLD)))),
+    )
+    out = feed(read_onix_works(io.BytesIO(onix)), RecipientRules())
+    assert texts(out[forthcoming], "o:NotificationType") == ["01"]  # was 03
+    assert texts(out[active], "o:NotificationType") == ["03"]

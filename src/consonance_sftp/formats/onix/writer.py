@@ -178,9 +178,13 @@ def onix_datetime(moment: datetime) -> str:
 
 
 def notification_type_for(product: Product, today: date) -> str:
-    """01 early, 02 advance, 03 confirmed on publication (list 1), from the publication date."""
+    """01 early, 02 advance, 03 confirmed on publication (list 1), from the publication date;
+    a title not yet published (status 02 forthcoming, 03 postponed) with no date is an early
+    notice (01), not a record confirmed on publication."""
     published = product.publication_date
-    if published is None or published <= today:
+    if published is None:
+        return "01" if product.publishing_status in ("02", "03") else "03"
+    if published <= today:
         return "03"
     return "01" if (published - today).days > 183 else "02"
 
