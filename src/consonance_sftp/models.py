@@ -254,6 +254,27 @@ class RelatedProduct:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProductPart:
+    """One component of a multi-part product (Consonance ``ProductPart``; ONIX ``ProductPart``)."""
+
+    form: str  # ONIX list 150
+    form_details: tuple[str, ...] = ()  # ONIX list 175
+    isbn13: str | None = None  # the part as a product of its own, if it is one
+    number_of_copies: int = 1
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishingDate:
+    """A ``PublishingDate`` as ONIX held it: role (list 163, e.g. 02 sales embargo), the date as
+    written (``YYYYMMDD``, ``YYYYMM``, ``YYYY``...) and its ``dateformat`` (list 55) if given."""
+
+    role: str
+    value: str
+    dateformat: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Imprint:
     id: int
     name: str
@@ -320,6 +341,7 @@ class MarketingText:
     product_ids: tuple[int, ...] = ()
     embargo_from: date | None = None
     text_format: str | None = None  # ONIX list 34, e.g. "05" XHTML; None: plain text
+    audiences: tuple[str, ...] = ()  # ONIX list 154 ContentAudience; empty: 00 unrestricted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,6 +360,7 @@ class SupportingResource:
     product_ids: tuple[int, ...] = ()
     created_at: datetime | None = None
     caption: str | None = None
+    audiences: tuple[str, ...] = ()  # ONIX list 154 ContentAudience; empty: 00 unrestricted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -415,6 +438,22 @@ class Product:
     availability: str | None = None  # ONIX list 65, e.g. "20" available
     supplier_name: str | None = None
     supplier_role: str | None = None  # ONIX list 93
+    # A GTIN (ProductIDType 03) for an item with no ISBN (Consonance's documented ``gtin``).
+    gtin: str | None = None
+    # ONIX list 57 for a product with no price, as held (e.g. 01 free of charge); None: 02
+    # (price to be announced), or 01 when every price is zero.
+    unpriced_item_type: str | None = None
+    # Every PublishingDate read from ONIX (any role, any precision); role 01 is written from
+    # ``publication_date`` when that is set.
+    publishing_dates: tuple[PublishingDate, ...] = ()
+    # ONIX list 144 EpubTechnicalProtection of a digital product (00 none, 01 DRM, 02 digital
+    # watermarking, 03 Adobe DRM...), as read from ONIX; not in Consonance's public API.
+    technical_protection: tuple[str, ...] = ()
+    # ONIX list 2 ProductComposition (00 single-component, 10 multiple-component...), as read
+    # from ONIX; None: 10 when there are parts, else 00.
+    composition: str | None = None
+    parts: tuple[ProductPart, ...] = ()
+    weight_g: Decimal | None = None  # unit weight in grams (ONIX Measure 08), as read from ONIX
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -425,6 +464,31 @@ class Todo:
     name: str
     completed: bool = False
     due_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnixSubject:
+    """A subject in a scheme Consonance does not hold (ONIX list 27 other than BIC, BISAC,
+    Thema and keywords: Dewey 01, CLIL 29, WGS 26, a publisher's own 23...), as read."""
+
+    scheme_id: str
+    code: str | None = None
+    heading: str | None = None
+    scheme_name: str | None = None
+    scheme_version: str | None = None
+    main: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesMembership:
+    """A work's place in a series (Consonance ``seriesMemberships``; ONIX ``Collection`` 10)."""
+
+    id: int
+    name: str
+    part_number: str | None = None
+    subtitle: str | None = None
+    print_issn: str | None = None
+    online_issn: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -449,6 +513,8 @@ class Work:
     updated_at: datetime | None = None
     publisher_name: str | None = None
     identifiers: tuple[Identifier, ...] = ()  # ONIX work identifiers (list 16)
+    series: tuple[SeriesMembership, ...] = ()
+    other_subjects: tuple[OnixSubject, ...] = ()  # read from ONIX; not in Consonance's API
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from stdnum import ean
 
 from consonance_sftp.config.archive import ArchiveDrill
 from consonance_sftp.config.finance import (
@@ -199,6 +200,49 @@ class ProductionFlow(PackageFlow):
     )
 
 
+def _check_gln(value: str | None) -> str | None:
+    if value is not None and (len(value) != 13 or not ean.is_valid(value)):
+        raise ValueError(f"GLN {value!r} is not 13 digits with a valid check digit")
+    return value
+
+
+def _check_san(value: str | None) -> str | None:
+    """A SAN: 6 digits and a modulus-11 check character (weights 7..2, X for 10)."""
+    if value is None:
+        return None
+    san = value.replace("-", "").upper()
+    ok = len(san) == 7 and san[:6].isdigit()
+    if ok:
+        total = sum(int(d) * w for d, w in zip(san[:6], range(7, 1, -1), strict=True))
+        check = (11 - total % 11) % 11
+        ok = san[6] == ("X" if check == 10 else str(check))
+    if not ok:
+        raise ValueError(f"SAN {value!r} is not 7 characters with a valid check digit")
+    return san
+
+
+class OnixParty(StrictModel):
+    """A publisher or co-publisher named in the ONIX: name, SAN, GLN."""
+
+    name: str = Field(min_length=1, description="The name the recipient sees.")
+    san: Annotated[str | None, AfterValidator(_check_san)] = Field(
+        default=None, description="Standard Address Number (7 characters, check digit checked)."
+    )
+    gln: Annotated[str | None, AfterValidator(_check_gln)] = Field(
+        default=None, description="GS1 Global Location Number (13 digits, check digit checked)."
+    )
+
+
+class OnixSupplier(OnixParty):
+    """The supplier named in every `SupplyDetail`."""
+
+    role: Literal["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"] = Field(
+        default="01",
+        description="ONIX list 93: `01` publisher to retailers, `02` exclusive distributor, "
+        "`03` non-exclusive distributor, `04` wholesaler...",
+    )
+
+
 class OnixRecipient(StrictModel):
     """What one ONIX recipient wants. The same fields as ``formats.onix.RecipientRules``
     (converted with ``RecipientRules.model_validate(...)`` by the flow); a filter left unset
@@ -286,6 +330,33 @@ class OnixRecipient(StrictModel):
     )
     test_sample_size: int = Field(
         default=10, ge=1, description="Products in a test feed (`run FLOW --test`)."
+    )
+    publisher: OnixParty | None = Field(
+        default=None,
+        description='The `Publisher` (role 01) with its SAN/GLN, e.g. `{name = "Snowbooks '
+        'Ltd", gln = "5012345678900"}`; unset: the work\'s publisher as held, else the '
+        "flow's `sender_name`. Consonance's API does not say who publishes a product.",
+    )
+    co_publishers: list[OnixParty] = Field(
+        default_factory=list, description="Co-publishers, each a `Publisher` with role 02."
+    )
+    supplier: OnixSupplier | None = Field(
+        default=None,
+        description="The `Supplier` of every `SupplyDetail` (name, SAN, GLN, list 93 `role`), "
+        "e.g. a distributor with role `02`; unset: the publisher, role 01.",
+    )
+    sender_gln: Annotated[str | None, AfterValidator(_check_gln)] = Field(
+        default=None,
+        description="The sender's GLN in each message header (`SenderIdentifier` 06).",
+    )
+    sender_san: Annotated[str | None, AfterValidator(_check_san)] = Field(
+        default=None,
+        description="The sender's SAN in each message header (`SenderIdentifier` 07).",
+    )
+    sales_rights_type: Literal["01", "02"] = Field(
+        default="01",
+        description="`SalesRightsType` for rights derived from Consonance's for-sale "
+        "countries: `01` exclusive, `02` non-exclusive (Consonance's API does not say).",
     )
 
     @field_validator("file_name")

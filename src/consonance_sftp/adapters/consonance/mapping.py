@@ -7,16 +7,20 @@ A missing or malformed field raises ``ConsonanceQueryError`` naming the record a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from consonance_sftp.errors import ConsonanceQueryError
+from consonance_sftp.formats.onix import codes
 from consonance_sftp.models import (
+    Audience,
     Contact,
     Contract,
     Contribution,
+    Identifier,
     Imprint,
     LicensedRight,
     MarketingText,
@@ -24,6 +28,7 @@ from consonance_sftp.models import (
     Product,
     ProductionFile,
     ProductionRun,
+    SeriesMembership,
     Subject,
     SubjectScheme,
     SupportingResource,
@@ -109,14 +114,26 @@ def production_file(raw: Json) -> ProductionFile:
     )
 
 
+def _form_30(r: Json) -> tuple[str | None, tuple[str, ...]]:
+    """The ONIX 3.0 form and details an ebook's e-publication type says (None: from the 2.1
+    code). Consonance gives every ebook the 2.1 form DG; the file format is in the type."""
+    if (r.get("onix21ProductFormCode") or "DG") != "DG":
+        return None, ()
+    found = codes.form_of_epub_type(r.get("epubTypeDescription"))
+    return found if found is not None else (None, ())
+
+
 def product(raw: Json, work_id: int | None = None) -> Product:
     def build(r: Json) -> Product:
+        form_30, form_details = _form_30(r)
         return Product(
             id=int(r["id"]),
             work_id=int(r.get("workId") or work_id or 0),
             typename=r["__typename"],
             isbn13=(r.get("isbn") or {}).get("isbn13"),
             asin=r.get("asin") or None,
+            gtin=r.get("gtin") or None,
+            doi=r.get("productIdentifyingDoi") or None,
             title=r.get("fullTitle") or "",
             subtitle=r.get("subtitle"),
             product_form=r.get("onix21ProductFormCode"),
@@ -136,6 +153,11 @@ def product(raw: Json, work_id: int | None = None) -> Product:
                 _guard("production file", f, production_file) for f in _list(r, "productionFiles")
             ),
             updated_at=_datetime(r.get("updatedAt")),
+            extents=(codes.duration_extent(int(r["durationSeconds"])),)
+            if r.get("durationSeconds")
+            else (),
+            onix_product_form=form_30,
+            product_form_details=form_details,
         )
 
     return _guard("product", raw, build)
@@ -151,6 +173,7 @@ def contact(raw: Json) -> Contact:
         is_organisation=raw.get("__typename") == "Organisation",
         biographical_note=raw.get("biographicalNote"),
         emails=tuple(e["email"] for e in _list(raw, "emails")),
+        identifiers=(Identifier(id_type="16", value=raw["isni"]),) if raw.get("isni") else (),
     )
 
 
@@ -173,6 +196,9 @@ def resource(raw: Json) -> SupportingResource:
         product_ids=_ints(raw.get("productIds")),
         created_at=_datetime(raw.get("createdAt")),
         caption=raw.get("caption"),
+        audiences=tuple(
+            a for a in (onix_code(raw.get("onixContentAudienceCode")),) if a is not None
+        ),
     )
 
 
@@ -215,11 +241,34 @@ def _subject(raw: Json) -> Subject | None:
     )
 
 
+def _series(raw: Json) -> SeriesMembership:
+    series = raw["series"]
+    return SeriesMembership(
+        id=int(raw["id"]),
+        name=series["name"],
+        part_number=None if raw.get("partNumber") is None else str(raw["partNumber"]),
+        subtitle=series.get("subtitle"),
+        print_issn=series.get("printIssn"),
+        online_issn=series.get("onlineIssn"),
+    )
+
+
+def _with_audiences(p: Product, audiences: tuple[Audience, ...]) -> Product:
+    """Consonance holds the audience on the work (ONIX audience codes, list 28): every
+    product of the work is for it."""
+    return dataclasses.replace(p, audiences=audiences) if audiences and not p.audiences else p
+
+
 def work(raw: Json) -> Work:
     def build(r: Json) -> Work:
         work_id = int(r["id"])
         imprint = r.get("imprint")
         subjects = [s for s in (_guard("subject", x, _subject) for x in _list(r, "subjectCodes"))]
+        audiences = tuple(
+            Audience(code_type="01", value=onix_code(a["code"]) or "")
+            for a in _list(r.get("audience") or {}, "onixAudiences")
+            if a.get("code")
+        )
         return Work(
             id=work_id,
             title=r["title"],
@@ -247,6 +296,11 @@ def work(raw: Json) -> Work:
                     approval_status=t.get("approvalStatus"),
                     product_ids=_ints(t.get("productIds")),
                     embargo_from=_date(t.get("fromDate")),
+                    audiences=tuple(
+                        a
+                        for a in (onix_code(x) for x in t.get("onixContentAudienceCodes") or ())
+                        if a is not None
+                    ),
                 )
                 for t in _list(r, "marketingTexts")
             ),
@@ -256,9 +310,14 @@ def work(raw: Json) -> Work:
             production_runs=tuple(
                 _guard("production run", x, _run) for x in _list(r, "productionRuns")
             ),
-            products=tuple(product(p, work_id) for p in _list(r, "products")),
+            products=tuple(
+                _with_audiences(product(p, work_id), audiences) for p in _list(r, "products")
+            ),
             todos=tuple(_guard("to-do", t, todo) for t in _list(r, "todos")),
             contract_ids=tuple(int(c["id"]) for c in _list(r, "contracts")),
+            series=tuple(
+                _guard("series membership", s, _series) for s in _list(r, "seriesMemberships")
+            ),
             updated_at=_datetime(r.get("updatedAt")),
         )
 

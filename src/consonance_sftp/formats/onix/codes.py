@@ -7,9 +7,10 @@ electronic ones are not (``DG`` "electronic book text" became ``ED`` + ``E101`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
-from ...models import Product, SubjectScheme
+from ...models import Extent, Product, SubjectScheme
 
 # ONIX 2.1 list 7 codes that list 150 dropped -> (3.0 ProductForm, ProductFormDetail defaults).
 _FORM_21_TO_30: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -40,6 +41,50 @@ def product_form_30(product: Product) -> tuple[str, tuple[str, ...]]:
         "PhysicalBookProduct": ("BA", ()),
     }
     return fallback.get(product.typename, ("00", ()))
+
+
+# Consonance's e-publication type (``epubTypeDescription``, an ONIX 2.1 notion) as words ->
+# the ONIX 3.0 form and list 175 detail it stands for. Matched on the lower-cased words, the
+# first entry that matches wins (so "Mobipocket" is not read as "pdf" or "epub").
+_EPUB_TYPES: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
+    (("multiple formats", "content package", "multi-format", "multiformat"), "EA", ()),
+    (("mobipocket", "mobi"), "ED", ("E127",)),
+    (("kindle", "kf8", "azw"), "ED", ("E116",)),
+    (("pdf",), "ED", ("E107",)),
+    (("epub",), "ED", ("E101",)),
+    (("xhtml",), "ED", ("E113",)),
+    (("html",), "ED", ("E105",)),
+)
+# What the sandbox answers as ``epubTypeDescription`` for a 3.0 form and details.
+EPUB_TYPE_DESCRIPTIONS: dict[str, str] = {
+    "E101": "EPUB",
+    "E105": "HTML",
+    "E107": "PDF",
+    "E113": "XHTML",
+    "E116": "Amazon Kindle",
+    "E127": "Mobipocket",
+}
+
+
+def form_of_epub_type(description: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """The ONIX 3.0 form and details for Consonance's e-publication type, None if unknown."""
+    words = (description or "").strip().lower()
+    if not words:
+        return None
+    for keys, form, details in _EPUB_TYPES:
+        if any(key in words for key in keys):
+            return form, details
+    return None
+
+
+def epub_type_description(form: str | None, details: tuple[str, ...]) -> str | None:
+    """The e-publication type, in words, of an ONIX 3.0 digital form (what Consonance holds)."""
+    if form == "EA" and not details:
+        return "Multiple formats"
+    for detail in details:
+        if detail in EPUB_TYPE_DESCRIPTIONS:
+            return EPUB_TYPE_DESCRIPTIONS[detail]
+    return None
 
 
 def product_form_21(form: str, details: tuple[str, ...]) -> str:
@@ -166,13 +211,65 @@ IMAGE_FORMATS: dict[str, str] = {
     "image/png": "D503",
     "image/tiff": "D504",
     "application/pdf": "E107",
+    "application/epub+zip": "E101",
+    "text/html": "E105",
 }
 IMAGE_MIME: dict[str, str] = {code: mime for mime, code in IMAGE_FORMATS.items()}
+
+
+# ResourceMode (list 159) by the first part of a MIME type, and for the text-like others.
+_MODES = {"image": "03", "audio": "02", "video": "05", "text": "04"}
+_TEXT_MIME = frozenset({"application/pdf", "application/epub+zip", "application/xhtml+xml"})
+# Resource content types (list 158) that are images by nature: covers, pictures, logos.
+_IMAGE_RESOURCES = frozenset({"01", "02", "03", "04", "05", "06", "07", "08", "09", "10"})
+
+
+def resource_mode(content_type: str | None, kind: str) -> str:
+    """``ResourceMode`` (list 159) of a supporting resource: from its MIME type (an EPUB, a
+    PDF or a web page is text, 04), else from what it is (a cover is an image, 03), else
+    multi-mode (06) rather than claim an image."""
+    mime = (content_type or "").lower().split(";", 1)[0].strip()
+    if mime in _TEXT_MIME:
+        return "04"
+    if mime:
+        return _MODES.get(mime.split("/", 1)[0], "01")  # application/*: an application
+    return "03" if kind in _IMAGE_RESOURCES else "06"
 
 
 def form_30_of_code(code: str) -> str:
     """The ONIX 3.0 ``ProductForm`` for a bare 2.1 or 3.0 form code."""
     return _FORM_21_TO_30.get(code.upper(), (code.upper(), ()))[0]
+
+
+# Extent units (list 24) of a duration (extent type 09) in seconds per unit.
+_SECONDS_PER = {"04": 3600, "05": 60, "06": 1}
+
+
+def duration_seconds(extents: Iterable[Extent]) -> int | None:
+    """A running time (extent 09) in seconds, from any duration unit ONIX allows."""
+    for extent in extents:
+        if extent.extent_type != "09":
+            continue
+        value = extent.value.strip()
+        try:
+            if extent.unit in _SECONDS_PER:
+                return int(Decimal(value) * _SECONDS_PER[extent.unit])
+            if extent.unit == "14" and value.isdigit():  # HHH
+                return int(value) * 3600
+            if extent.unit == "15" and value.isdigit():  # HHHMM
+                return int(value[:-2] or 0) * 3600 + int(value[-2:]) * 60
+            if extent.unit == "16" and value.isdigit():  # HHHMMSS
+                return int(value[:-4] or 0) * 3600 + int(value[-4:-2]) * 60 + int(value[-2:])
+        except ArithmeticError:
+            continue
+    return None
+
+
+def duration_extent(seconds: int) -> Extent:
+    """A running time as extent 09 in HHHMMSS (list 24 code 16): exact to the second."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return Extent(extent_type="09", value=f"{hours:03d}{minutes:02d}{secs:02d}", unit="16")
 
 
 def measures(product: Product) -> list[tuple[str, Decimal]]:

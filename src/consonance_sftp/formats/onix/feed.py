@@ -14,6 +14,7 @@ successful send (never for test feeds), and scheduling.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import shutil
 import tempfile
@@ -27,8 +28,15 @@ from ...models import Work
 from .delta import Decision, DeltaTracker
 from .rules import Compression, RecipientRules
 from .tags import OnixVersion
-from .validate import Fanout, StreamValidator, ValidationReport, ValidatorProcess
-from .writer import ByteSink, MessageHeader, OnixWriter, notification_type_for, record_reference
+from .validate import Fanout, Problem, StreamValidator, ValidationReport, ValidatorProcess
+from .writer import (
+    ByteSink,
+    MessageHeader,
+    OnixWriter,
+    ProductRefused,
+    notification_type_for,
+    record_reference,
+)
 from .writer21 import Onix21Writer
 
 FeedKind = Literal["full", "delta", "test"]
@@ -47,6 +55,7 @@ class FeedResult:
     bytes: int = 0
     report: ValidationReport = field(default_factory=ValidationReport)
     send_empty: bool = False
+    refused: list[Problem] = field(default_factory=list)  # products the writer would not write
 
     @property
     def products(self) -> int:
@@ -112,6 +121,8 @@ def _write_feed(
     buffer: IO[bytes] | None,
 ) -> FeedResult:
     writer_class = Onix21Writer if rules.onix_version is OnixVersion.V21 else OnixWriter
+    if rules.sender_identifiers() and not header.sender_identifiers:
+        header = dataclasses.replace(header, sender_identifiers=rules.sender_identifiers())
     previous = previous or {}
     result = FeedResult(kind=kind, send_empty=rules.send_empty)
     tracker = DeltaTracker(previous, full=kind != "delta")
@@ -126,6 +137,10 @@ def _write_feed(
             style=rules.tag_style,
             publisher_name=publisher_name,
             today=today,
+            publisher=rules.publisher,
+            co_publishers=rules.co_publishers,
+            supplier=rules.supplier,
+            sales_rights_type=rules.sales_rights_type,
         ) as writer:
             for work in works:
                 for product in work.products:
@@ -144,7 +159,19 @@ def _write_feed(
                     notification = _notification(
                         rules.notification_types, notification_type_for(trimmed, today)
                     )
-                    data = writer.product_bytes(work, trimmed, notification)
+                    try:
+                        data = writer.product_bytes(work, trimmed, notification)
+                    except ProductRefused as refused:
+                        result.refused.append(
+                            Problem(
+                                record_reference=refused.record_reference,
+                                isbn13=refused.isbn13,
+                                element=refused.element,
+                                reason=refused.reason,
+                                check="rules",
+                            )
+                        )
+                        continue
                     decision = tracker.decide(reference, writer.content_hash(data))
                     if decision is Decision.UNCHANGED and kind == "delta":
                         result.unchanged += 1
@@ -171,6 +198,8 @@ def _write_feed(
     elif buffer is not None:
         buffer.seek(0)
         result.report = StreamValidator(rules).validate(buffer)
+    # Products the writer refused are problems of the message: it is not sent without them.
+    result.report.problems[:0] = result.refused
     return result
 
 

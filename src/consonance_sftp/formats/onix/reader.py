@@ -10,6 +10,8 @@ numbered 1, 2, 3... in document order, so the same file always yields the same r
 
 from __future__ import annotations
 
+import dataclasses
+import mimetypes
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -30,10 +32,14 @@ from ...models import (
     Identifier,
     Imprint,
     MarketingText,
+    OnixSubject,
     Price,
     Product,
+    ProductPart,
+    PublishingDate,
     RelatedProduct,
     SalesRights,
+    SeriesMembership,
     Subject,
     SubjectScheme,
     SupportingResource,
@@ -61,9 +67,12 @@ class OnixRecord:
     contributors: list[tuple[Contact, str, int]] = field(default_factory=list)
     subjects: list[Subject] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
-    texts: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # (variant, text, text format, content audiences)
+    texts: list[tuple[str, str, str | None, tuple[str, ...]]] = field(default_factory=list)
     resources: list[SupportingResource] = field(default_factory=list)
     work_identifier: Identifier | None = None
+    series: list[SeriesMembership] = field(default_factory=list)
+    other_subjects: list[OnixSubject] = field(default_factory=list)
 
 
 # --- small element helpers ------------------------------------------------------------------
@@ -132,6 +141,13 @@ def _territory(el: _Element | None) -> Territory:
 
 
 _MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "in": Decimal("25.4")}
+# Weights (MeasureType 08) to grams, by list 50 unit.
+_G_PER_UNIT = {
+    "gr": Decimal(1),
+    "kg": Decimal(1000),
+    "oz": Decimal("28.349523125"),
+    "lb": Decimal("453.59237"),
+}
 
 
 # --- one product ------------------------------------------------------------------------------
@@ -214,6 +230,86 @@ def _price(el: _Element, default_currency: str | None, ids: _Ids) -> Price | Non
     )
 
 
+def _market(supply: _Element) -> Territory | None:
+    """The one ``Market`` territory of a ``ProductSupply``, None if it has none or several."""
+    markets = supply.findall("Market")
+    if len(markets) != 1:
+        return None
+    territory = _territory(markets[0].find("Territory"))
+    return territory if territory != Territory() else None
+
+
+def _in_market(price: Price, market: Territory | None) -> Price:
+    """A price without a territory of its own takes its supply's ``Market``."""
+    if market is None or price.territories or price.regions or price.excluded_territories:
+        return price
+    return dataclasses.replace(
+        price,
+        territories=market.countries_included,
+        regions=market.regions_included,
+        excluded_territories=market.countries_excluded,
+    )
+
+
+def _series(detail: _Element | None, ids: _Ids) -> list[SeriesMembership]:
+    """Publisher collections (``CollectionType`` 10) as series memberships."""
+    out: list[SeriesMembership] = []
+    for collection in detail.findall("Collection") if detail is not None else ():
+        if _text(collection, "CollectionType") not in (None, "10"):
+            continue
+        element = next(
+            (
+                e
+                for e in collection.findall("TitleDetail/TitleElement")
+                if _text(e, "TitleElementLevel") in (None, "02")
+            ),
+            None,
+        )
+        name = _text(element, "TitleText") or " ".join(
+            x for x in (_text(element, "TitlePrefix"), _text(element, "TitleWithoutPrefix")) if x
+        )
+        if not name:
+            continue
+        issn = {
+            _text(i, "CollectionIDType"): _text(i, "IDValue")
+            for i in collection.findall("CollectionIdentifier")
+        }
+        part = _text(element, "PartNumber") or _text(
+            collection, "CollectionSequence/CollectionSequenceNumber"
+        )
+        out.append(
+            SeriesMembership(
+                id=ids.named("series", name),
+                name=name,
+                part_number=part,
+                subtitle=_text(element, "Subtitle"),
+                print_issn=issn.get("02"),
+            )
+        )
+    return out
+
+
+def _part(el: _Element) -> ProductPart:
+    """A ``ProductPart``: its form, its ISBN if it is a product of its own, its copies."""
+    idents = {
+        _text(i, "ProductIDType"): _text(i, "IDValue") for i in el.findall("ProductIdentifier")
+    }
+    copies = _text(el, "NumberOfCopies") or _text(el, "NumberOfItemsOfThisForm") or "1"
+    return ProductPart(
+        form=_text(el, "ProductForm") or "00",
+        form_details=tuple(_all(el, "ProductFormDetail")),
+        isbn13=idents.get("15") or idents.get("03"),
+        number_of_copies=int(copies) if copies.isdigit() else 1,
+        primary=el.find("PrimaryPart") is not None,
+    )
+
+
+def _audiences(el: _Element) -> tuple[str, ...]:
+    """``ContentAudience`` codes (list 154); only 00 (unrestricted) reads as none."""
+    found = tuple(_all(el, "ContentAudience"))
+    return () if found in ((), ("00",)) else found
+
+
 def _title(detail: _Element | None) -> tuple[str, str | None]:
     if detail is None:
         return "", None
@@ -250,6 +346,8 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             doi = value
     if isbn13 is None and gtin and gtin.startswith(("978", "979")):
         isbn13 = gtin
+    if gtin == isbn13:
+        gtin = None  # the ISBN as a GTIN-13: nothing more than the ISBN
 
     detail = el.find("DescriptiveDetail")
     form = _text(detail, "ProductForm") or "00"
@@ -289,12 +387,14 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     measures: dict[str, Decimal] = {}
     for measure in detail.findall("Measure") if detail is not None else ():
         amount = _decimal(_text(measure, "Measurement"))
-        factor = _MM_PER_UNIT.get(_text(measure, "MeasureUnitCode") or "")
         kind = _text(measure, "MeasureType")
+        units = _G_PER_UNIT if kind == "08" else _MM_PER_UNIT
+        factor = units.get(_text(measure, "MeasureUnitCode") or "")
         if amount is not None and factor is not None and kind and kind not in measures:
             measures[kind] = amount * factor
 
     subjects: list[Subject] = []
+    other_subjects: list[OnixSubject] = []
     keywords: list[str] = []
     for subject in detail.findall("Subject") if detail is not None else ():
         scheme_id = _text(subject, "SubjectSchemeIdentifier") or ""
@@ -304,6 +404,18 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             keywords.extend(k.strip() for k in heading.split(";") if k.strip())
             continue
         code = _text(subject, "SubjectCode")
+        if scheme is None and scheme_id:
+            other_subjects.append(
+                OnixSubject(
+                    scheme_id=scheme_id,
+                    code=code,
+                    heading=_text(subject, "SubjectHeadingText"),
+                    scheme_name=_text(subject, "SubjectSchemeName"),
+                    scheme_version=_text(subject, "SubjectSchemeVersion"),
+                    main=subject.find("MainSubject") is not None,
+                )
+            )
+            continue
         if scheme is None or code is None:
             continue
         subjects.append(
@@ -323,7 +435,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     )
 
     collateral = el.find("CollateralDetail")
-    texts: list[tuple[str, str, str | None]] = []
+    texts: list[tuple[str, str, str | None, tuple[str, ...]]] = []
     resources: list[SupportingResource] = []
     for content in collateral.findall("TextContent") if collateral is not None else ():
         text_el = content.find("Text")
@@ -334,6 +446,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
                 codes.text_variant(_text(content, "TextType") or "03"),
                 _inner_xml(text_el),
                 text_el.get("textformat"),
+                _audiences(content),
             )
         )
     for resource in collateral.findall("SupportingResource") if collateral is not None else ():
@@ -352,10 +465,18 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
                 variant=codes.resource_variant(_text(resource, "ResourceContentType") or "01"),
                 filename=url.rstrip("/").rsplit("/", 1)[-1],
                 url=url,
-                content_type=codes.IMAGE_MIME.get(features.get("01") or ""),
+                content_type=codes.IMAGE_MIME.get(features.get("01") or "")
+                or mimetypes.guess_type(url.split("?", 1)[0])[0]
+                or (
+                    "text/html"
+                    if _text(version, "ResourceForm") == "01"
+                    and _text(resource, "ResourceMode") == "04"
+                    else None
+                ),
                 height=int(height) if height and height.isdigit() else None,
                 width=int(width) if width and width.isdigit() else None,
                 product_ids=(product_id,),
+                audiences=_audiences(resource),
             )
         )
 
@@ -366,9 +487,20 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             publisher_name = _text(publisher, "PublisherName")
             break
     publication_date = None
+    publishing_dates: list[PublishingDate] = []
     for pub_date in publishing.findall("PublishingDate") if publishing is not None else ():
-        if _text(pub_date, "PublishingDateRole") == "01":
-            publication_date = _onix_date(pub_date.find("Date"))
+        role = _text(pub_date, "PublishingDateRole")
+        date_el = pub_date.find("Date")
+        if role == "01":
+            publication_date = _onix_date(date_el)
+        if role and date_el is not None and date_el.text and date_el.text.strip():
+            publishing_dates.append(
+                PublishingDate(
+                    role=role,
+                    value=date_el.text.strip(),
+                    dateformat=date_el.get("dateformat") or pub_date.findtext("DateFormat"),
+                )
+            )
     sales_rights = tuple(
         SalesRights(
             rights_type=_text(r, "SalesRightsType") or "01",
@@ -419,17 +551,21 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             )
 
     prices: list[Price] = []
-    availability = supplier_name = supplier_role = None
+    availability = supplier_name = supplier_role = unpriced = None
     for supply in el.findall("ProductSupply"):
+        # A price with no Territory of its own applies where its supply's Market is: keep
+        # that, or an AUD price for AU and an NZD price for NZ would read as worldwide.
+        market = _market(supply)
         for supply_detail in supply.findall("SupplyDetail"):
             supplier = supply_detail.find("Supplier")
             supplier_name = supplier_name or _text(supplier, "SupplierName")
             supplier_role = supplier_role or _text(supplier, "SupplierRole")
             availability = availability or _text(supply_detail, "ProductAvailability")
+            unpriced = unpriced or _text(supply_detail, "UnpricedItemType")
             for price_el in supply_detail.findall("Price"):
                 price = _price(price_el, default_currency, ids)
                 if price is not None:
-                    prices.append(price)
+                    prices.append(_in_market(price, market))
 
     product = Product(
         id=product_id,
@@ -448,6 +584,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         height_mm=measures.get("01"),
         width_mm=measures.get("02"),
         thickness_mm=measures.get("03"),
+        weight_g=measures.get("08"),
         page_count=page_count,
         edition_number=int(n) if (n := _text(detail, "EditionNumber")) and n.isdigit() else None,
         language=language,
@@ -464,6 +601,14 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         availability=availability,
         supplier_name=supplier_name,
         supplier_role=supplier_role,
+        gtin=gtin,
+        unpriced_item_type=unpriced,
+        publishing_dates=tuple(publishing_dates),
+        technical_protection=tuple(_all(detail, "EpubTechnicalProtection")),
+        composition=_text(detail, "ProductComposition"),
+        parts=tuple(
+            _part(x) for x in (detail.findall("ProductPart") if detail is not None else ())
+        ),
     )
     return OnixRecord(
         notification_type=_text(el, "NotificationType") or "03",
@@ -472,9 +617,11 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         title=title,
         subtitle=subtitle,
         imprint_name=_text(publishing, "Imprint/ImprintName"),
+        series=_series(detail, ids),
         publisher_name=publisher_name,
         contributors=contributors,
         subjects=subjects,
+        other_subjects=other_subjects,
         keywords=keywords,
         texts=texts,
         resources=resources,
@@ -566,14 +713,16 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
             entry[2].add(record.product.id)
     subjects: dict[tuple[SubjectScheme, str], Subject] = {}
     keywords: dict[str, None] = {}
-    texts: dict[tuple[str, str], tuple[str | None, set[int]]] = {}
+    texts: dict[tuple[str, str], tuple[str | None, tuple[str, ...], set[int]]] = {}
     resources: list[SupportingResource] = []
     for record in records:
         for subject in record.subjects:
             subjects.setdefault((subject.scheme, subject.code), subject)
         keywords.update(dict.fromkeys(record.keywords))
-        for variant, text, text_format in record.texts:
-            texts.setdefault((variant, text), (text_format, set()))[1].add(record.product.id)
+        for variant, text, text_format, audiences in record.texts:
+            texts.setdefault((variant, text), (text_format, audiences, set()))[2].add(
+                record.product.id
+            )
         resources.extend(record.resources)
     imprint_name = next((r.imprint_name for r in records if r.imprint_name), None)
     return Work(
@@ -602,12 +751,15 @@ def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:
                 text=text,
                 text_format=text_format,
                 product_ids=applies(found),
+                audiences=audiences,
             )
-            for (variant, text), (text_format, found) in texts.items()
+            for (variant, text), (text_format, audiences, found) in texts.items()
         ),
         supporting_resources=tuple(resources),
         products=products,
         publisher_name=next((r.publisher_name for r in records if r.publisher_name), None),
+        series=tuple({s.name: s for r in records for s in r.series}.values()),
+        other_subjects=tuple(dict.fromkeys(s for r in records for s in r.other_subjects)),
         identifiers=(first.work_identifier,) if first.work_identifier else (),
     )
 

@@ -13,10 +13,11 @@ import enum
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...models import Product, Work
 from . import codes
+from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle
 
 
@@ -62,6 +63,29 @@ class RecipientRules(BaseModel):
     )
     compression: Compression = Compression.NONE
     addressee_name: str | None = None
+    # who publishes and supplies, and how the publisher holds its rights (not in Consonance's
+    # public API: per recipient)
+    publisher: Party | None = None  # None: the work's publisher as held, else the sender
+    co_publishers: tuple[Party, ...] = ()  # PublishingRole 02
+    supplier: SupplierParty | None = None  # None: the product's, else the publisher with 01
+    sales_rights_type: Literal["01", "02"] = "01"  # for rights derived from for-sale fields
+    sender_gln: str | None = None  # the header's SenderIdentifier (06 GLN)
+    sender_san: str | None = None  # the header's SenderIdentifier (07 SAN)
+
+    @field_validator("sender_gln")
+    @classmethod
+    def _gln(cls, value: str | None) -> str | None:
+        return None if value is None else Party(name="sender", gln=value).gln
+
+    @field_validator("sender_san")
+    @classmethod
+    def _san(cls, value: str | None) -> str | None:
+        return None if value is None else Party(name="sender", san=value).san
+
+    def sender_identifiers(self) -> tuple[tuple[str, str], ...]:
+        """The header's ``SenderIdentifier``s: (list 44 type, value)."""
+        return tuple(Party(name="sender", gln=self.sender_gln, san=self.sender_san).identifiers())
+
     test_sample_size: int = Field(default=10, ge=1)
 
     @classmethod

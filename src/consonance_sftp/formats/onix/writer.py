@@ -28,16 +28,47 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from lxml import etree
+from stdnum import ean as stdnum_ean
+from stdnum import isbn as stdnum_isbn
+from stdnum.exceptions import ValidationError as StdnumError
 
-from ...models import Contact, Price, Product, SubjectScheme, Territory, Work
+from ...models import (
+    Contact,
+    Price,
+    Product,
+    SeriesMembership,
+    SubjectScheme,
+    Territory,
+    Work,
+)
 from . import codes
+from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle, namespace, short_tags
 
 _Element = etree._Element
 _SubElement = etree.SubElement
 
-# Availability (list 65) implied by a publishing status (list 64) when none is given.
-_AVAILABILITY = {"01": "01", "02": "10", "03": "10", "04": "20", "06": "40", "07": "51", "11": "46"}
+# Availability (list 65) implied by a publishing status (list 64) when none is given. There is
+# no default: a status that says nothing (00 unspecified, 09 unknown, none, or a code not in
+# the list) refuses the product rather than call it available (``availability_of``).
+_AVAILABILITY = {
+    "01": "01",  # cancelled
+    "02": "10",  # forthcoming: not yet available
+    "03": "09",  # postponed indefinitely
+    "04": "20",  # active: available
+    "05": "43",  # no longer our product: no longer supplied by us
+    "06": "40",  # out of stock indefinitely: not available (reason unspecified)
+    "07": "51",  # out of print
+    "08": "40",  # inactive: not available (reason unspecified)
+    "10": "47",  # remaindered
+    "11": "46",  # withdrawn from sale
+    "12": "49",  # recalled
+    "13": "45",  # active, but not sold separately
+    "15": "49",  # recalled
+    "16": "34",  # temporarily withdrawn from sale
+    "17": "46",  # permanently withdrawn from sale
+    "18": "50",  # active, but not sold as set
+}
 _MARKUP = re.compile(r"<[A-Za-z][^>]*>")
 
 
@@ -54,6 +85,7 @@ class MessageHeader:
     message_note: str | None = None
     default_language: str | None = None  # ISO 639-2/B, e.g. "eng"
     default_currency: str | None = None  # ISO 4217
+    sender_identifiers: tuple[tuple[str, str], ...] = ()  # (list 44 type, value): 06 GLN, 07 SAN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,9 +99,75 @@ class WrittenProduct:
     size: int
 
 
+class ProductRefused(Exception):
+    """The writer will not put this product in a message: the feed reports the product, the
+    element and the reason as a problem, and the message is not sent."""
+
+    def __init__(self, product: Product, element: str, reason: str) -> None:
+        self.record_reference = record_reference(product)
+        self.isbn13 = product.isbn13
+        self.element = element
+        self.reason = reason
+        super().__init__(f"product {self.record_reference}: {element}: {reason}")
+
+
+def availability_of(product: Product) -> str:
+    """``ProductAvailability`` (list 65): as held, else implied by the publishing status.
+
+    Raises ``ProductRefused`` for a status that implies nothing: never "available" by default.
+    """
+    if product.availability:
+        return product.availability
+    status = product.publishing_status
+    if status in _AVAILABILITY:
+        return _AVAILABILITY[status]
+    said = "no publishing status" if not status else f"publishing status {status!r}"
+    raise ProductRefused(
+        product,
+        "ProductAvailability",
+        f"{said} says nothing about availability; set the publishing status in Consonance",
+    )
+
+
 def record_reference(product: Product) -> str:
-    """The product's permanent ``RecordReference``: given, else its ISBN-13, else its id."""
-    return product.record_reference or product.isbn13 or f"consonance.product.{product.id}"
+    """The product's permanent ``RecordReference``: given, else its ISBN-13, else its GTIN,
+    else its id."""
+    return (
+        product.record_reference
+        or product.isbn13
+        or product.gtin
+        or f"consonance.product.{product.id}"
+    )
+
+
+def check_identifiers(product: Product) -> None:
+    """Refuse a product whose ISBN-13 or GTIN fails its check digit (python-stdnum), before
+    a recipient files it under a number that does not exist."""
+    for name, value, validate in (
+        ("ISBN", product.isbn13, _valid_isbn13),
+        ("GTIN", product.gtin, _valid_gtin),
+    ):
+        if value is not None and not validate(value):
+            raise ProductRefused(
+                product,
+                "ProductIdentifier",
+                f"{name} {value!r} is not a valid {name} (wrong length or check digit); "
+                "correct it in Consonance",
+            )
+
+
+def _valid_isbn13(value: str) -> bool:
+    try:
+        return len(value) == 13 and stdnum_isbn.validate(value) == value
+    except StdnumError:
+        return False
+
+
+def _valid_gtin(value: str) -> bool:
+    try:
+        return len(value) in (8, 12, 13, 14) and stdnum_ean.validate(value) == value
+    except StdnumError:
+        return False
 
 
 def onix_datetime(moment: datetime) -> str:
@@ -80,9 +178,13 @@ def onix_datetime(moment: datetime) -> str:
 
 
 def notification_type_for(product: Product, today: date) -> str:
-    """01 early, 02 advance, 03 confirmed on publication (list 1), from the publication date."""
+    """01 early, 02 advance, 03 confirmed on publication (list 1), from the publication date;
+    a title not yet published (status 02 forthcoming, 03 postponed) with no date is an early
+    notice (01), not a record confirmed on publication."""
     published = product.publication_date
-    if published is None or published <= today:
+    if published is None:
+        return "01" if product.publishing_status in ("02", "03") else "03"
+    if published <= today:
         return "03"
     return "01" if (published - today).days > 183 else "02"
 
@@ -110,34 +212,95 @@ def _territory_parts(territory: Territory) -> list[tuple[str, str]]:
     return []
 
 
-def sales_rights_of(product: Product) -> list[tuple[str, Territory]]:
-    """Explicit sales rights, else derived from Consonance's for-sale fields."""
+def sales_rights_of(product: Product, selling: str = "01") -> list[tuple[str, Territory]]:
+    """Explicit sales rights, else derived from Consonance's for-sale fields, for sale with
+    rights of type ``selling`` (01 exclusive, 02 non-exclusive: Consonance does not say)."""
     if product.sales_rights:
         return [(r.rights_type, r.territory) for r in product.sales_rights]
     rights: list[tuple[str, Territory]] = []
     if product.for_sale_worldwide:
         rights.append(
             (
-                "01",
+                selling,
                 Territory(
                     regions_included=("WORLD",), countries_excluded=product.not_for_sale_countries
                 ),
             )
         )
+        if product.not_for_sale_countries:
+            rights.append(("03", Territory(countries_included=product.not_for_sale_countries)))
         return rights
     if product.for_sale_countries:
-        rights.append(("01", Territory(countries_included=product.for_sale_countries)))
+        rights.append((selling, Territory(countries_included=product.for_sale_countries)))
     if product.not_for_sale_countries:
         rights.append(("03", Territory(countries_included=product.not_for_sale_countries)))
     return rights
 
 
-def market_of(product: Product) -> Territory:
-    """The ``Market`` territory of the product's supply: where it is for sale, else the world."""
-    for rights_type, territory in sales_rights_of(product):
-        if rights_type in ("01", "02") and _territory_parts(territory):
-            return territory
-    return Territory(regions_included=("WORLD",))
+def market_of(product: Product) -> Territory | None:
+    """The ``Market`` of the product's supply: where its sales rights say it is for sale.
+
+    Every for-sale (01, 02) territory counts; not-for-sale (03) countries are taken out of a
+    worldwide market; a product held only as "not for sale in X" is for sale in the world
+    but X. None (no ``Market``) when nothing says where it is for sale: never the whole world
+    by default.
+    """
+    rights = sales_rights_of(product)
+    for_sale = [t for kind, t in rights if kind in ("01", "02") and _territory_parts(t)]
+    barred = tuple(
+        dict.fromkeys(c for kind, t in rights if kind == "03" for c in t.countries_included)
+    )
+    if not for_sale:
+        if barred:
+            return Territory(regions_included=("WORLD",), countries_excluded=barred)
+        return None
+    if len(for_sale) == 1 and not barred:
+        return for_sale[0]
+    countries = tuple(dict.fromkeys(c for t in for_sale for c in t.countries_included))
+    regions = tuple(dict.fromkeys(r for t in for_sale for r in t.regions_included))
+    if "WORLD" in regions:
+        excluded = tuple(
+            dict.fromkeys(
+                c
+                for c in (*(c for t in for_sale for c in t.countries_excluded), *barred)
+                if c not in countries
+            )
+        )
+        return Territory(regions_included=("WORLD",), countries_excluded=excluded)
+    return Territory(
+        countries_included=tuple(c for c in countries if c not in barred),
+        regions_included=regions,
+        regions_excluded=tuple(dict.fromkeys(r for t in for_sale for r in t.regions_excluded)),
+    )
+
+
+def publishing_dates_of(product: Product) -> list[tuple[str, str, str | None]]:
+    """(role, date as written, dateformat) for every ``PublishingDate``: role 01 from the
+    publication date when there is one (else as held: a year alone stays a year), then every
+    other role as held (a sales embargo 02, a preorder embargo 27...)."""
+    out: list[tuple[str, str, str | None]] = []
+    day = product.publication_date.strftime("%Y%m%d") if product.publication_date else None
+    held_01 = next((d for d in product.publishing_dates if d.role == "01"), None)
+    if day is not None and (held_01 is None or held_01.value != day):
+        out.append(("01", day, None))  # the publication date as it is now
+    for held in product.publishing_dates:
+        if held.role != "01" or (held is held_01 and (day is None or held.value == day)):
+            out.append((held.role, held.value, held.dateformat))
+    return out
+
+
+def unpriced_item_type(product: Product) -> str | None:
+    """``UnpricedItemType`` (list 57) for a product without a price to state, else None.
+
+    As held (an open-access book read from ONIX keeps its 01 "free of charge"); a product
+    whose every price is zero is free of charge (01), not "price to be announced"; a product
+    with no price at all is 02 (price to be announced).
+    """
+    if product.prices and all(p.amount == 0 for p in product.prices):
+        return product.unpriced_item_type or "01"
+    if product.prices:
+        return None
+    return product.unpriced_item_type or "02"
 
 
 class ByteSink(Protocol):
@@ -181,6 +344,10 @@ class OnixWriter:
         style: TagStyle = TagStyle.REFERENCE,
         publisher_name: str | None = None,
         today: date | None = None,
+        publisher: Party | None = None,
+        co_publishers: tuple[Party, ...] = (),
+        supplier: SupplierParty | None = None,
+        sales_rights_type: str = "01",
     ) -> None:
         if version is OnixVersion.V21 and type(self) is OnixWriter:
             raise ValueError("ONIX 2.1 has its own writer: formats.onix.writer21.Onix21Writer")
@@ -188,6 +355,10 @@ class OnixWriter:
         self.version = version
         self.style = style
         self.publisher_name = publisher_name or header.sender_name
+        self.publisher = publisher
+        self.co_publishers = co_publishers
+        self.supplier = supplier
+        self.sales_rights_type = sales_rights_type
         self.today = today or header.sent_at.date()
         self._tee = _Tee(sink)
         # Products are built with reference names and renamed once when short tags are wanted:
@@ -261,6 +432,10 @@ class OnixWriter:
         el = self._el
         header = etree.Element("Header")
         sender = el(header, "Sender")
+        for id_type, value in h.sender_identifiers:
+            ident = el(sender, "SenderIdentifier")
+            el(ident, "SenderIDType", id_type)
+            el(ident, "IDValue", value)
         el(sender, "SenderName", h.sender_name)
         if h.contact_name:
             el(sender, "ContactName", h.contact_name)
@@ -354,6 +529,8 @@ class OnixWriter:
         p = etree.Element("Product")
         el(p, "RecordReference", record_reference(product))
         el(p, "NotificationType", notification_type)
+        if notification_type != "05":
+            check_identifiers(product)
         self._identifiers(p, product)
         if notification_type != "05":
             self._descriptive(p, work, product)
@@ -370,6 +547,10 @@ class OnixWriter:
                 ident = el(p, "ProductIdentifier")
                 el(ident, "ProductIDType", kind)
                 el(ident, "IDValue", product.isbn13)
+        elif product.gtin:
+            ident = el(p, "ProductIdentifier")
+            el(ident, "ProductIDType", "03")
+            el(ident, "IDValue", product.gtin)
         else:
             ident = el(p, "ProductIdentifier")
             el(ident, "ProductIDType", "01")
@@ -403,7 +584,7 @@ class OnixWriter:
     def _descriptive(self, p: _Element, work: Work, product: Product) -> None:
         el = self._el
         d = el(p, "DescriptiveDetail")
-        el(d, "ProductComposition", "00")
+        el(d, "ProductComposition", product.composition or ("10" if product.parts else "00"))
         form, details = codes.product_form_30(product)
         el(d, "ProductForm", form)
         for detail in details:
@@ -413,6 +594,27 @@ class OnixWriter:
             el(m, "MeasureType", kind)
             el(m, "Measurement", _num(value))
             el(m, "MeasureUnitCode", "mm")
+        if product.weight_g is not None:
+            m = el(d, "Measure")
+            el(m, "MeasureType", "08")
+            el(m, "Measurement", _num(product.weight_g.quantize(Decimal("0.01")).normalize()))
+            el(m, "MeasureUnitCode", "gr")
+        for protection in product.technical_protection:
+            el(d, "EpubTechnicalProtection", protection)
+        for part in product.parts:
+            pp = el(d, "ProductPart")
+            if part.primary:
+                el(pp, "PrimaryPart")
+            if part.isbn13:
+                ident = el(pp, "ProductIdentifier")
+                el(ident, "ProductIDType", "15" if part.isbn13.startswith("97") else "03")
+                el(ident, "IDValue", part.isbn13)
+            el(pp, "ProductForm", part.form)
+            for detail in part.form_details:
+                el(pp, "ProductFormDetail", detail)
+            el(pp, "NumberOfCopies", str(part.number_of_copies))
+        for series in work.series:
+            self._collection(d, series)
         title = el(d, "TitleDetail")
         el(title, "TitleType", "01")
         te = el(title, "TitleElement")
@@ -458,6 +660,19 @@ class OnixWriter:
             el(s, "SubjectCode", subject.code)
             if subject.description:
                 el(s, "SubjectHeadingText", subject.description)
+        for other in work.other_subjects:
+            s = el(d, "Subject")
+            if other.main:
+                el(s, "MainSubject")
+            el(s, "SubjectSchemeIdentifier", other.scheme_id)
+            if other.scheme_name:
+                el(s, "SubjectSchemeName", other.scheme_name)
+            if other.scheme_version:
+                el(s, "SubjectSchemeVersion", other.scheme_version)
+            if other.code:
+                el(s, "SubjectCode", other.code)
+            if other.heading:
+                el(s, "SubjectHeadingText", other.heading)
         keywords = list(work.keywords) + [
             s.code for s in work.subjects if s.scheme is SubjectScheme.KEYWORD
         ]
@@ -469,6 +684,26 @@ class OnixWriter:
             a = el(d, "Audience")
             el(a, "AudienceCodeType", audience.code_type)
             el(a, "AudienceCodeValue", audience.value)
+
+    def _collection(self, d: _Element, series: SeriesMembership) -> None:
+        """A series as a publisher ``Collection`` (10): ISSN, title, part number."""
+        el = self._el
+        c = el(d, "Collection")
+        el(c, "CollectionType", "10")
+        for issn in (series.print_issn, series.online_issn):
+            if issn:
+                ident = el(c, "CollectionIdentifier")
+                el(ident, "CollectionIDType", "02")
+                el(ident, "IDValue", issn)
+        title = el(c, "TitleDetail")
+        el(title, "TitleType", "01")
+        te = el(title, "TitleElement")
+        el(te, "TitleElementLevel", "02")
+        if series.part_number:
+            el(te, "PartNumber", series.part_number)
+        el(te, "TitleText", series.name)
+        if series.subtitle:
+            el(te, "Subtitle", series.subtitle)
 
     def _extent(self, d: _Element, kind: str, value: str, unit: str) -> None:
         x = self._el(d, "Extent")
@@ -519,16 +754,18 @@ class OnixWriter:
         for kind, text in texts:
             tc = el(cd, "TextContent")
             el(tc, "TextType", kind)
-            el(tc, "ContentAudience", "00")
+            for audience in text.audiences or ("00",):
+                el(tc, "ContentAudience", audience)
             self._text_el(tc, "Text", text.text, text.text_format)
         for kind, resource in resources:
             sr = el(cd, "SupportingResource")
             el(sr, "ResourceContentType", kind)
-            el(sr, "ContentAudience", "00")
-            is_image = (resource.content_type or "image/").startswith("image/")
-            el(sr, "ResourceMode", "03" if is_image else "01")
+            for audience in resource.audiences or ("00",):
+                el(sr, "ContentAudience", audience)
+            el(sr, "ResourceMode", codes.resource_mode(resource.content_type, kind))
             rv = el(sr, "ResourceVersion")
-            el(rv, "ResourceForm", "02")
+            web_page = (resource.content_type or "").startswith("text/html")
+            el(rv, "ResourceForm", "01" if web_page else "02")  # linkable, else downloadable
             features = [
                 ("01", codes.IMAGE_FORMATS.get(resource.content_type or "")),
                 ("02", str(resource.height) if resource.height else None),
@@ -546,16 +783,24 @@ class OnixWriter:
         pd = el(p, "PublishingDetail")
         if work.imprint:
             el(el(pd, "Imprint"), "ImprintName", work.imprint.name)
-        pub = el(pd, "Publisher")
-        el(pub, "PublishingRole", "01")
-        el(pub, "PublisherName", work.publisher_name or self.publisher_name)
+        publisher = self.publisher or Party(name=work.publisher_name or self.publisher_name)
+        for role, party in (("01", publisher), *(("02", p) for p in self.co_publishers)):
+            pub = el(pd, "Publisher")
+            el(pub, "PublishingRole", role)
+            for id_type, value in party.identifiers():
+                ident = el(pub, "PublisherIdentifier")
+                el(ident, "PublisherIDType", id_type)
+                el(ident, "IDValue", value)
+            el(pub, "PublisherName", party.name)
         if product.publishing_status:
             el(pd, "PublishingStatus", product.publishing_status)
-        if product.publication_date:
+        for role, value, dateformat in publishing_dates_of(product):
             d = el(pd, "PublishingDate")
-            el(d, "PublishingDateRole", "01")
-            el(d, "Date", product.publication_date.strftime("%Y%m%d"))
-        for rights_type, territory in sales_rights_of(product):
+            el(d, "PublishingDateRole", role)
+            day = el(d, "Date", value)
+            if dateformat:
+                day.set("dateformat", dateformat)
+        for rights_type, territory in sales_rights_of(product, self.sales_rights_type):
             parts = _territory_parts(territory)
             if not parts:
                 continue
@@ -592,21 +837,27 @@ class OnixWriter:
     def _supply(self, p: _Element, work: Work, product: Product) -> None:
         el = self._el
         ps = el(p, "ProductSupply")
-        parts = _territory_parts(market_of(product))
+        market = market_of(product)
+        parts = _territory_parts(market) if market is not None else []
         if parts:
             t = el(el(ps, "Market"), "Territory")
             for name, value in parts:
                 el(t, name, value)
         sd = el(ps, "SupplyDetail")
-        supplier = el(sd, "Supplier")
-        el(supplier, "SupplierRole", product.supplier_role or "01")
-        el(supplier, "SupplierName", product.supplier_name or self.publisher_name)
-        availability = product.availability or _AVAILABILITY.get(
-            product.publishing_status or "", "20"
+        party = self.supplier or SupplierParty(
+            name=product.supplier_name or self.publisher_name, role=product.supplier_role or "01"
         )
-        el(sd, "ProductAvailability", availability)
-        if not product.prices:
-            el(sd, "UnpricedItemType", "02")  # price to be announced
+        supplier = el(sd, "Supplier")
+        el(supplier, "SupplierRole", party.role)
+        for id_type, value in party.identifiers():
+            ident = el(supplier, "SupplierIdentifier")
+            el(ident, "SupplierIDType", id_type)
+            el(ident, "IDValue", value)
+        el(supplier, "SupplierName", party.name)
+        el(sd, "ProductAvailability", availability_of(product))
+        unpriced = unpriced_item_type(product)
+        if unpriced is not None:
+            el(sd, "UnpricedItemType", unpriced)
             return
         for price in product.prices:
             self._price(sd, price)

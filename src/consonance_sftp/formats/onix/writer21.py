@@ -14,14 +14,16 @@ from lxml import etree
 from ...models import Product, SubjectScheme, Work
 from . import codes
 from .writer import (
-    _AVAILABILITY,
     _MARKUP,
     OnixWriter,
     _applies,
     _Element,
     _num,
+    availability_of,
+    check_identifiers,
     record_reference,
     sales_rights_of,
+    unpriced_item_type,
 )
 
 # 3.0 list 153 text types -> 2.1 list 33 text type codes.
@@ -39,6 +41,11 @@ class Onix21Writer(OnixWriter):
         h = self.header
         el = self._el
         header = etree.Element("Header")
+        ids = dict(h.sender_identifiers)
+        if "06" in ids:
+            el(header, "FromEANNumber", ids["06"])
+        if "07" in ids:
+            el(header, "FromSAN", ids["07"])
         el(header, "FromCompany", h.sender_name)
         if h.contact_name:
             el(header, "FromPerson", h.contact_name)
@@ -66,6 +73,8 @@ class Onix21Writer(OnixWriter):
         p = etree.Element("Product")
         el(p, "RecordReference", record_reference(product))
         el(p, "NotificationType", notification_type)
+        if notification_type != "05":
+            check_identifiers(product)
         self._identifiers(p, product)
         if notification_type == "05":
             return self._shorten(p)
@@ -157,14 +166,19 @@ class Onix21Writer(OnixWriter):
             el(mf, "MediaFileLink", resource.url)
         if work.imprint:
             el(el(p, "Imprint"), "ImprintName", work.imprint.name)
-        publisher = el(p, "Publisher")
-        el(publisher, "PublishingRole", "01")
-        el(publisher, "PublisherName", work.publisher_name or self.publisher_name)
+        name = self.publisher.name if self.publisher else None
+        for role, publisher_name in (
+            ("01", name or work.publisher_name or self.publisher_name),
+            *(("02", co.name) for co in self.co_publishers),
+        ):
+            publisher = el(p, "Publisher")
+            el(publisher, "PublishingRole", role)
+            el(publisher, "PublisherName", publisher_name)
         if product.publishing_status:
             el(p, "PublishingStatus", product.publishing_status)
         if product.publication_date:
             el(p, "PublicationDate", product.publication_date.strftime("%Y%m%d"))
-        for rights_type, territory in sales_rights_of(product)[:3]:
+        for rights_type, territory in sales_rights_of(product, self.sales_rights_type)[:3]:
             if territory.countries_included:
                 sr = el(p, "SalesRights")
                 el(sr, "SalesRightsType", rights_type)
@@ -186,16 +200,21 @@ class Onix21Writer(OnixWriter):
                 el(ident, "ProductIDType", "15")
                 el(ident, "IDValue", related.isbn13)
         sd = el(p, "SupplyDetail")
-        el(sd, "SupplierName", product.supplier_name or self.publisher_name)
-        el(sd, "SupplierRole", product.supplier_role or "01")
+        if self.supplier is not None:
+            el(sd, "SupplierName", self.supplier.name)
+            el(sd, "SupplierRole", self.supplier.role)
+        else:
+            el(sd, "SupplierName", product.supplier_name or self.publisher_name)
+            el(sd, "SupplierRole", product.supplier_role or "01")
         el(
             sd,
             "ProductAvailability",
-            product.availability or _AVAILABILITY.get(product.publishing_status or "", "20"),
+            availability_of(product),
         )
-        if not product.prices:
-            el(sd, "UnpricedItemType", "02")  # price to be announced
-        for price in product.prices:
+        unpriced = unpriced_item_type(product)
+        if unpriced is not None:
+            el(sd, "UnpricedItemType", unpriced)
+        for price in product.prices if unpriced is None else ():
             pr = el(sd, "Price")
             el(pr, "PriceTypeCode", price.price_type)
             if price.qualifier:

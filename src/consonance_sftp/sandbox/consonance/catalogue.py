@@ -36,7 +36,9 @@ from consonance_sftp.models import (
 
 # 2: products carry ``asin`` (a slots dataclass pickles its fields by position, so a
 # catalogue saved before is refused with "seed it again", not read into the wrong fields).
-FORMAT_VERSION = 2
+# 3: products carry ``gtin``, ``unpriced_item_type``, dates, parts...; works ``series`` and
+# ``other_subjects``; texts and resources ``audiences`` (issue 18).
+FORMAT_VERSION = 3
 STATE_FILE = "catalogue.pickle"
 UPLOADS_DIR = "uploads"
 

@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 
 from graphql import GraphQLResolveInfo, GraphQLSchema, build_schema
 
+from consonance_sftp.formats.onix import codes as onix_codes
 from consonance_sftp.models import (
     Contact,
     Contribution,
@@ -499,6 +500,7 @@ def resource_dict(r: SupportingResource, info: Info) -> dict[str, Any]:
         "resourceVariant": r.variant,
         "status": r.status,
         "url": _abs(info, r.url),
+        "onixContentAudienceCode": to_enum(r.audiences[0]) if r.audiences else None,
     }
 
 
@@ -643,6 +645,14 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "totalNumberedPages": lambda p, _: p.page_count,
     "contentPageCount": lambda p, _: p.page_count,
     "wordCount": lambda p, _: p.page_count * 300 if p.page_count else None,
+    "productIdentifyingDoi": lambda p, _: p.doi,
+    "durationSeconds": lambda p, _: onix_codes.duration_seconds(p.extents),
+    "epubTypeDescription": lambda p, _: onix_codes.epub_type_description(
+        p.onix_product_form, p.product_form_details
+    ),
+    "epubTypeVersion": lambda p, _: None,
+    "epubTypeNote": lambda p, _: None,
+    "productFormDescription": lambda p, _: None,
 }
 
 WORK_FIELDS: dict[str, Resolver] = {
@@ -651,7 +661,31 @@ WORK_FIELDS: dict[str, Resolver] = {
     "contributorPrettyList": lambda w, _: _authorship(w),
     "products": _work_products,
     "contributions": lambda w, _: [_contribution(c, w.id) for c in w.contributions],
-    "seriesMemberships": lambda w, _: [],
+    "audience": lambda w, _: {
+        "description": None,
+        "onixAudiences": [
+            _onix_code(code, "28")
+            for code in dict.fromkeys(
+                a.value for p in w.products for a in p.audiences if a.code_type == "01"
+            )
+        ],
+    },
+    "seriesMemberships": lambda w, _: [
+        {
+            "id": s.id,
+            "partNumber": s.part_number,
+            "yearOfAnnual": None,
+            "series": {
+                "id": s.id,
+                "name": s.name,
+                "subtitle": s.subtitle,
+                "titleWithSubtitle": f"{s.name}: {s.subtitle}" if s.subtitle else s.name,
+                "printIssn": s.print_issn,
+                "onlineIssn": s.online_issn,
+            },
+        }
+        for s in w.series
+    ],
     "subjectCodes": _subject_codes,
     "mainThemaCode": _main_code(SubjectScheme.THEMA),
     "mainBisacCode": _main_code(SubjectScheme.BISAC),
@@ -672,6 +706,7 @@ MARKETING_TEXT_FIELDS: dict[str, Resolver] = {
     ),
     "externalTextMarkdown": lambda t, _: re.sub(r"<[^>]+>", "", t.text),
     "fromDate": lambda t, _: t.embargo_from,
+    "onixContentAudienceCodes": lambda t, _: [to_enum(a) for a in t.audiences],
     "productIds": lambda t, _: list(t.product_ids),
 }
 
@@ -683,6 +718,7 @@ CONTACT_FIELDS: dict[str, Resolver] = {
         f"{c.key_names}, {c.names_before_key}" if c.key_names and c.names_before_key else c.name
     ),
     "organisationName": lambda c, _: c.name,
+    "isni": lambda c, _: next((i.value for i in c.identifiers if i.id_type == "16"), None),
 }
 
 CONTRACT_FIELDS: dict[str, Resolver] = {
