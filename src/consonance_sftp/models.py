@@ -154,6 +154,7 @@ class AuditAction(enum.StrEnum):
     # Archives: one written by a run of an archive flow; one read back by `archive verify`.
     ARCHIVE_WRITTEN = "archive.written"
     ARCHIVE_VERIFIED = "archive.verified"
+    ARCHIVE_DELETED = "archive.deleted"
 
 
 class IntakeOutcome(enum.StrEnum):

@@ -7,6 +7,7 @@ is hashed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO, cast
 import pyrage
 
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
+from consonance_sftp.formats.archive import BagReport, OpenBag, extract_bag, verify_bag
 from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.store import AuditEvent, Store
@@ -130,13 +131,36 @@ def verify(path: Path, *, identity: Path | None = None, sample: float = 1.0) -> 
 
 def restore(path: Path, dest: Path, *, identity: Path | None = None) -> ArchiveCheck:
     """Unpack an archive into ``dest`` (missing or empty), keeping only files whose hash
-    matches the manifest."""
+    matches the manifest. An incremental archive's referenced files are fetched from the
+    archives its fetch.txt names, found beside it (``sibling_bags``)."""
     if not path.is_file():
         raise ConsonanceSftpError(f"no archive file {path}")
     verdict, problems = _sidecar(path)
     with _damaged(problems), _plain(path, identity) as stream:
-        report = extract_bag(stream, dest)
+        report = extract_bag(stream, dest, open_bag=sibling_bags(path, identity))
     return ArchiveCheck(path, verdict, report, problems)
+
+
+def sibling_bags(path: Path, identity: Path | None) -> OpenBag:
+    """Opens the archive of a named bag in ``path``'s folder (``<bag>.tar[.zst][.age]``),
+    its sidecar checked first, decrypted with ``identity`` when it is encrypted."""
+
+    @contextlib.contextmanager
+    def open_bag(bag: str) -> Iterator[BinaryIO]:
+        found = sorted(
+            p
+            for p in path.parent.glob(f"{glob.escape(bag)}.tar*")
+            if p.is_file() and not p.name.endswith(".sha256")
+        )
+        if not found:
+            raise FileNotFoundError(f"no archive {bag}.tar... beside {path.name}")
+        _, problems = _sidecar(found[0])
+        if problems:
+            raise ValueError(problems[0])
+        with _plain(found[0], identity) as stream:
+            yield stream
+
+    return open_bag
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +199,20 @@ def record_verification(store: Store, check: ArchiveCheck, *, by: str, sample: f
 
 
 def list_archives(store: Store, *, flow: str | None = None) -> list[ArchiveEntry]:
-    """Every archive the flows wrote, newest first, each with its latest verification."""
+    """Every archive the flows wrote and the retention did not remove (``archive.deleted``),
+    newest first, each with its latest verification."""
+    removed = {
+        e.subject
+        for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)
+        if e.details.get("complete", True)
+    }
     verified: dict[str, AuditEvent] = {}
     for event in store.list_audit(action=AuditAction.ARCHIVE_VERIFIED, limit=None):
         verified.setdefault(event.subject, event)  # newest first: the first is the latest
     out: list[ArchiveEntry] = []
     for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
         d = event.details
-        if flow is not None and d.get("flow") != flow:
+        if (flow is not None and d.get("flow") != flow) or event.subject in removed:
             continue
         last = verified.get(event.subject)
         out.append(
