@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from consonance_sftp.app.archive_retention import apply_retention
 from consonance_sftp.app.delivery import ProgressSink
 from consonance_sftp.app.finance_handler import fetch_batches
 from consonance_sftp.app.runner import DeliveryRunner, Enqueued, Held, flow_lock
-from consonance_sftp.config.flows import FinanceOutFlow
+from consonance_sftp.config.flows import ArchiveFlow, FinanceOutFlow
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.flows import registry
 from consonance_sftp.flows.base import FlowContext, Outbound, PlannedRun, Withdrawal
@@ -379,6 +380,10 @@ async def run_flow(
             async with DeliveryRunner(app, progress=progress, quiet=True) as own:
                 trigger = trigger or manual_trigger()
                 await submit_all(app, own, outcome, trigger=trigger, wait=wait)
+        if isinstance(config, ArchiveFlow):  # the archives its retention no longer keeps
+            await apply_retention(
+                app, name, config, folder=lambda p: folder_of(app, config, p), now=now
+            )
     log.info("run of flow %s (%s): %s", name, trigger or "manual", outcome.summary())
     return outcome
 
