@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import io
 import random
+import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -213,3 +215,38 @@ def _rebuild(inside: dict[str, bytes], **tags: str) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+# The loop docs/how-to/archive.md gives for completing an incremental bag by hand.
+BY_HAND = """
+while read -r url length path; do
+  member=${url#bag://}
+  mkdir -p "$(dirname "$path")"
+  cp "../$member" "$path"
+done < fetch.txt
+sha256sum -c manifest-sha256.txt
+"""
+
+
+def test_an_incremental_bag_is_completed_by_hand_with_tar_and_sha256sum(tmp_path: Path) -> None:
+    for tool in ("tar", "zstd", "sha256sum", "bash"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    (tmp_path / "nightly-1.tar.zst").write_bytes(base_bag())
+    (tmp_path / "nightly-2.tar.zst").write_bytes(incremental_bag())
+    for name in ("nightly-1", "nightly-2"):
+        subprocess.run(["tar", "--zstd", "-xf", f"{name}.tar.zst"], cwd=tmp_path, check=True)
+    bag = tmp_path / "nightly-2"
+    assert not (bag / "data/assets/1/cover.jpg").exists()
+
+    done = subprocess.run(["bash", "-c", BY_HAND], cwd=bag, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "data/assets/1/interior-v2.pdf: OK" in done.stdout
+    assert (bag / "data/assets/1/cover.jpg").read_bytes() == COVER
+    # and a damaged base is caught by sha256sum, not trusted
+    (tmp_path / "nightly-1/data/assets/1/cover.jpg").write_bytes(b"damaged")
+    for path in ("data/assets/1/cover.jpg", "data/assets/1/interior-v2.pdf"):
+        (bag / path).unlink()
+    done = subprocess.run(["bash", "-c", BY_HAND], cwd=bag, capture_output=True, text=True)
+    assert done.returncode != 0 and "data/assets/1/cover.jpg: FAILED" in done.stdout
