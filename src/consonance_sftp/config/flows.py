@@ -995,7 +995,8 @@ class ArchiveFlow(FlowBase):
         "writes and delivers each run's archive, full or incremental (an asset already "
         "archived is referenced through the bag's fetch.txt, not sent again); applies the "
         "retention policy after each run (archive and partner copies, on the audit trail); "
-        "`archive list`, `archive verify` and `archive restore` show and read them back"
+        "`archive list`, `archive verify` and `archive restore` show and read them back; "
+        "restore drills are not built yet"
     )
     local_dir: ConfigPath | None = Field(
         default=None,
