@@ -375,3 +375,41 @@ def test_plan_properties(
     # The order of the list does not matter.
     shuffled = plan_retention(list(reversed(archives)), policy, tz=tz, now=now)
     assert shuffled == decision
+
+
+def test_the_bases_of_a_kept_incremental_archive_are_kept() -> None:
+    # Sunday full archives, incrementals on the other days referring to that week's full one
+    # (and Wednesday's to Tuesday's, which carried a new asset). keep_daily 2 keeps Friday and
+    # Saturday, whose base is Sunday the 1st: kept with the reason, and nothing else.
+    full = ref(at(2026, 3, 1), name="full-01")
+    tue = ArchiveRef("inc-03", at(2026, 3, 3), False, ("full-01",))
+    wed = ArchiveRef("inc-04", at(2026, 3, 4), False, ("full-01", "inc-03"))
+    fri = ArchiveRef("inc-06", at(2026, 3, 6), True, ("full-01", "inc-04"))
+    sat = ArchiveRef("inc-07", at(2026, 3, 7), False, ("full-01",))
+
+    decision = plan_retention([full, tue, wed, fri, sat], Policy(keep_daily=2), now=NOW)
+
+    assert kept_ids(decision) == ["inc-07", "inc-06", "inc-04", "inc-03", "full-01"]
+    assert decision.remove == []
+    assert reasons_of(decision, "inc-04") == ["base of inc-06"]
+    # A base's own base is kept too (inc-04 refers to inc-03).
+    assert reasons_of(decision, "inc-03") == ["base of inc-04"]
+    assert sorted(reasons_of(decision, "full-01")) == [
+        "base of inc-03",
+        "base of inc-04",
+        "base of inc-06",
+        "base of inc-07",
+    ]
+
+
+def test_an_archive_no_kept_archive_refers_to_is_still_removed() -> None:
+    old_full = ref(at(2026, 2, 22), name="full-22")
+    old_inc = ArchiveRef("inc-23", at(2026, 2, 23), False, ("full-22",))
+    full = ref(at(2026, 3, 1), verified=True, name="full-01")
+    inc = ArchiveRef("inc-02", at(2026, 3, 2), False, ("full-01",))
+
+    decision = plan_retention([old_full, old_inc, full, inc], Policy(keep_last=1), now=NOW)
+
+    assert kept_ids(decision) == ["inc-02", "full-01"]
+    assert [a.id for a in decision.remove] == ["inc-23", "full-22"]
+    assert reasons_of(decision, "full-01") == ["last verified", "base of inc-02"]

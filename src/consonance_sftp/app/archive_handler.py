@@ -13,6 +13,7 @@ a local file, then removed. The delivery ledger says where each copy is (``holde
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ import pyrage
 
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.formats.archive import BagReport, extract_bag, verify_bag
+from consonance_sftp.formats.archive import BagReport, OpenBag, extract_bag, verify_bag
 from consonance_sftp.formats.packaging import join_remote, sha256_file
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.store import AuditEvent, Store
@@ -199,13 +200,36 @@ def restore(
     expected: tuple[str, int] | None = None,
 ) -> ArchiveCheck:
     """Unpack an archive into ``dest`` (missing or empty), keeping only files whose hash
-    matches the manifest."""
+    matches the manifest. An incremental archive's referenced files are fetched from the
+    archives its fetch.txt names, found beside it (``sibling_bags``)."""
     if not path.is_file():
         raise ConsonanceSftpError(f"no archive file {path}")
     verdict, problems = _file_checks(path, expected)
     with _damaged(problems), _plain(path, identity) as stream:
-        report = extract_bag(stream, dest)
+        report = extract_bag(stream, dest, open_bag=sibling_bags(path, identity))
     return ArchiveCheck(path, verdict, report, problems)
+
+
+def sibling_bags(path: Path, identity: Path | None) -> OpenBag:
+    """Opens the archive of a named bag in ``path``'s folder (``<bag>.tar[.zst][.age]``),
+    its sidecar checked first, decrypted with ``identity`` when it is encrypted."""
+
+    @contextlib.contextmanager
+    def open_bag(bag: str) -> Iterator[BinaryIO]:
+        found = sorted(
+            p
+            for p in path.parent.glob(f"{glob.escape(bag)}.tar*")
+            if p.is_file() and not p.name.endswith(".sha256")
+        )
+        if not found:
+            raise FileNotFoundError(f"no archive {bag}.tar... beside {path.name}")
+        _, problems = _file_checks(found[0], None)
+        if problems:
+            raise ValueError(problems[0])
+        with _plain(found[0], identity) as stream:
+            yield stream
+
+    return open_bag
 
 
 # --- copies on partners ------------------------------------------------------------------
@@ -384,7 +408,11 @@ def holders(store: Store, flow: str) -> dict[str, list[str]]:
 def deleted_archives(store: Store) -> set[str]:
     """The subjects (``archive:<file name>``) of the archives retention removed: those with
     an ``archive.deleted`` event on the audit trail."""
-    return {e.subject for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)}
+    return {
+        e.subject
+        for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)
+        if e.details.get("complete", True)  # a copy left on a partner: tried again next run
+    }
 
 
 def is_deleted(subject: str, deleted: set[str]) -> bool:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consonance_sftp.app.archive_drill import run_due as run_due_drill
+from consonance_sftp.app.archive_retention import apply_retention
 from consonance_sftp.app.delivery import ProgressSink
 from consonance_sftp.app.finance_handler import fetch_batches
 from consonance_sftp.app.runner import DeliveryRunner, Enqueued, Held, flow_lock
@@ -383,6 +384,10 @@ async def run_flow(
         if isinstance(config, ArchiveFlow):
             # A restore drill when one is due (archives read back from where they live).
             await run_due_drill(app, name, config)
+            # Then the archives its retention no longer keeps (a fresh drill counts).
+            await apply_retention(
+                app, name, config, folder=lambda p: folder_of(app, config, p), now=now
+            )
     log.info("run of flow %s (%s): %s", name, trigger or "manual", outcome.summary())
     return outcome
 

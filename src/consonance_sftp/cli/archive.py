@@ -68,6 +68,8 @@ def _show(check: ArchiveCheck, verb: str, as_json: bool, source: str = "local") 
             "files_verified": r.files_verified,
             "files_skipped": r.files_skipped,
             "bytes_verified": r.bytes_verified,
+            "referenced": len(r.referenced),
+            "files_fetched": r.files_fetched,
             "problems": [{"kind": "sidecar", "path": "", "message": m} for m in check.problems]
             + problems,
         }
@@ -77,7 +79,12 @@ def _show(check: ArchiveCheck, verb: str, as_json: bool, source: str = "local") 
         console.print(
             f"{check.path.name}{where}: bag {r.name or '?'}, sidecar {check.sidecar}, "
             f"{r.files_verified} file(s) {verb} ({r.bytes_verified:,} bytes)"
-            + (f", {r.files_skipped} not sampled" if r.files_skipped else ""),
+            + (f", {r.files_skipped} not sampled" if r.files_skipped else "")
+            + (
+                f", {len(r.referenced)} referenced in fetch.txt ({r.files_fetched} fetched)"
+                if r.referenced
+                else ""
+            ),
             markup=False,
         )
         for message in check.problems:

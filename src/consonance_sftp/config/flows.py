@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -1064,9 +1064,11 @@ class ArchiveFlow(FlowBase):
 
     kind: Literal["archive"] = Field(description="`archive`.")
     today: ClassVar[str] = (
-        "writes and delivers each run's archive; `archive list`, `archive verify` and "
-        "`archive restore` show and read them back (locally or from a partner); restore "
-        "drills run when due; retention and incremental runs are not built yet"
+        "writes and delivers each run's archive, full or incremental (an asset already "
+        "archived is referenced through the bag's fetch.txt, not sent again); applies the "
+        "retention policy after each run (archive and partner copies, on the audit trail); "
+        "`archive list`, `archive verify` and `archive restore` show and read them back "
+        "(locally or from a partner); restore drills run when due"
     )
     local_dir: ConfigPath | None = Field(
         default=None,
@@ -1089,6 +1091,45 @@ class ArchiveFlow(FlowBase):
         default=True,
         description="Archive the current version of every asset the store holds a file for.",
     )
+    mode: Literal["full", "incremental"] = Field(
+        default="full",
+        description="`full`: every archive carries every asset. `incremental`: an asset whose "
+        "SHA-256 an earlier archive of this flow still holds (since the last full one) is "
+        "listed in the manifest and referenced in the bag's `fetch.txt`, not sent again; "
+        "metadata and history are always carried.",
+    )
+    full_every: int = Field(
+        default=7,
+        ge=1,
+        description="With `mode = incremental`: every Nth run is full (a self-contained "
+        "archive), counted in runs since the last full one; a run is also full when the last "
+        "full archive is gone or failed its verification. `1`: always full.",
+    )
+    keep_last: int = Field(default=0, ge=0, description="Retention: keep the N newest archives.")
+    keep_daily: int = Field(
+        default=0, ge=0, description="Retention: keep the newest archive of each of N days."
+    )
+    keep_weekly: int = Field(
+        default=0, ge=0, description="Retention: keep the newest archive of each of N ISO weeks."
+    )
+    keep_monthly: int = Field(
+        default=0, ge=0, description="Retention: keep the newest archive of each of N months."
+    )
+    keep_yearly: int = Field(
+        default=0, ge=0, description="Retention: keep the newest archive of each of N years."
+    )
+    keep_within: str | None = Field(
+        default=None,
+        description="Retention: keep every archive made within this span of the newest one, "
+        "as `30d`, `2w`, `12h` or `1w3d`.",
+    )
+    retention_timezone: str = Field(
+        default="UTC",
+        description="The IANA time zone whose calendar makes the retention's days, weeks, "
+        "months and years. With no `keep_*` set, no archive is ever removed (restic's "
+        "`forget` semantics; the last verified archive and the bases of kept incremental "
+        "archives are always kept; nothing is removed while no archive is verified).",
+    )
     drill: ArchiveDrill = Field(
         default_factory=ArchiveDrill,
         description="Restore drills: archives read back on a schedule (`[flows.<name>.drill]`).",
@@ -1100,6 +1141,45 @@ class ArchiveFlow(FlowBase):
     @classmethod
     def _recipients(cls, value: list[str]) -> list[str]:
         return check_age_recipients(value)
+
+    @field_validator("keep_within")
+    @classmethod
+    def _within(cls, value: str | None) -> str | None:
+        if value is not None:
+            span_of(value)
+        return value
+
+    @field_validator("retention_timezone")
+    @classmethod
+    def _retention_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name such as Europe/London)"
+            ) from None
+        return value
+
+    @property
+    def retains(self) -> bool:
+        """Is any retention configured (else every archive is kept)?"""
+        counts = (self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+        return self.keep_within is not None or any(counts) or self.keep_yearly > 0
+
+
+_SPAN = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+
+
+def span_of(text: str) -> timedelta:
+    """``30d``, ``2w``, ``12h``, ``1w3d``, ``90m`` as a duration (longer than zero)."""
+    match = _SPAN.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a span such as 30d, 2w, 12h or 1w3d")
+    weeks, days, hours, minutes = (int(g or 0) for g in match.groups())
+    span = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes)
+    if span <= timedelta(0):
+        raise ValueError(f"{text!r} must be longer than zero")
+    return span
 
 
 FlowConfig = Annotated[

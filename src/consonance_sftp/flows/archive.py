@@ -14,6 +14,16 @@ by default, age-encrypted when the flow names recipients, into ``local_dir``, wi
 * ``assets/``: the current version of every asset the store holds a file for (approved
   interiors, covers, EPUBs, audio masters...), under ``<work>/<product>/<kind>/``.
 
+Incremental runs (``mode = "incremental"``): an asset whose SHA-256 an earlier archive of the
+flow still holds (the last full one, or an incremental one since) is not carried again. The
+bag lists it in its manifest as usual, and its ``fetch.txt`` (RFC 8493 §2.2.3) names where it
+is: ``bag://<earlier bag>/data/assets/...``, the member of the archive ``<earlier bag>.tar...``
+beside it; ``Consonance-Base-Archives`` in bag-info.txt names those archives. Each reference
+points at the archive that carries the bytes (never at another reference), so a restore needs
+that archive and the bases it names, nothing more. Every ``full_every``-th run is full
+(self-contained), and so is a run whose last full archive is gone or failed its verification.
+Which asset hashes each archive carries is recorded in its ``archive.written`` audit event.
+
 Read it back by hand: ``sha256sum -c NAME.sha256``, ``age -d -i KEY NAME.age > NAME`` when
 encrypted, ``tar --zstd -xf NAME``, then ``sha256sum -c manifest-sha256.txt`` in the bag.
 ``consonance-sftp archive verify`` and ``archive restore`` do the same and name every file
@@ -28,7 +38,7 @@ import io
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,6 +51,7 @@ import pyrage
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.formats.archive import BagSummary, BagWriter, HashingWriter, sidecar_line
+from consonance_sftp.formats.archive.rfc8493 import FetchEntry, bag_url
 from consonance_sftp.formats.finance.protect import age_recipient
 from consonance_sftp.formats.onix.feed import write_feed
 from consonance_sftp.formats.onix.rules import RecipientRules
@@ -94,6 +105,7 @@ class CatalogueRead:
     works: list[Work]
     contacts: list[Any]
     contracts: list[Any]
+    base: IncrementalBase | None = None  # an incremental run: what earlier archives hold
 
     @property
     def products(self) -> int:
@@ -133,6 +145,83 @@ def _assets(versions: Sequence[AssetVersion]) -> list[tuple[str, Path]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class IncrementalBase:
+    """What an incremental run may refer to instead of carrying: per asset SHA-256, the bag
+    that carries it and its path there (``data/assets/...``)."""
+
+    held: dict[str, tuple[str, str]]
+    full: str  # the bag name of the full archive the chain starts from
+
+
+def bag_name_of(details: Mapping[str, Any], subject: str) -> str:
+    """The bag (folder in the tar) of an ``archive.written`` event."""
+    bag = details.get("bag")
+    if isinstance(bag, str) and bag:
+        return bag
+    return subject.removeprefix("archive:").split(".tar", 1)[0]
+
+
+def removed_archives(store: Store) -> set[str]:
+    """The subjects (``archive:<file>``) of archives the retention removed."""
+    return {e.subject for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)}
+
+
+def incremental_base(store: Store, flow: str, config: ArchiveFlow) -> IncrementalBase | None:
+    """The chain an incremental run of ``flow`` refers to, or None when this run must be
+    full: no full archive yet, the last full one removed, missing from ``local_dir`` or
+    failed its last verification, or ``full_every`` runs reached. Incremental archives since
+    that full one add what they carry, when they too are still there and not failed."""
+    if config.mode != "incremental" or config.full_every <= 1:
+        return None
+    removed = removed_archives(store)
+    failed: set[str] = set()
+    checked: set[str] = set()
+    for event in store.list_audit(action=AuditAction.ARCHIVE_VERIFIED, limit=None):
+        if event.subject not in checked:  # newest first: the first is the latest
+            checked.add(event.subject)
+            if not event.details.get("ok"):
+                failed.add(event.subject)
+    chain = []
+    since_full = 0
+    for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
+        d = event.details
+        if d.get("flow") != flow:
+            continue
+        usable = (
+            event.subject not in removed
+            and event.subject not in failed
+            and Path(str(d.get("path", ""))).is_file()
+        )
+        if d.get("mode", "full") == "full":
+            if not usable:
+                return None
+            chain.append(event)
+            break
+        since_full += 1
+        if usable:
+            chain.append(event)
+    else:
+        return None  # no full archive yet
+    if since_full + 1 >= config.full_every:
+        return None  # this is the full_every-th run since the last full one
+    held: dict[str, tuple[str, str]] = {}
+    for event in reversed(chain):  # oldest first: the full archive's copy is preferred
+        assets = event.details.get("assets")
+        if not isinstance(assets, dict):
+            continue
+        bag = bag_name_of(event.details, event.subject)
+        for sha, path in assets.items():
+            held.setdefault(str(sha), (bag, str(path)))
+    return IncrementalBase(held=held, full=bag_name_of(chain[-1].details, chain[-1].subject))
+
+
+def bases_of(summary: BagSummary) -> list[str]:
+    """The bags an archive's fetch.txt refers to."""
+    members = (FetchEntry(r.url, r.size, r.path).bag_member for r in summary.referenced)
+    return sorted({member[0] for member in members if member is not None})
+
+
 def _onix(works: Sequence[Work], sender: str, now: datetime) -> bytes:
     sink = io.BytesIO()
     write_feed(
@@ -156,9 +245,19 @@ def write_bag(
     store: Store,
     now: datetime,
 ) -> BagSummary:
-    """The bag of one run, streamed into ``out``."""
+    """The bag of one run, streamed into ``out``. With ``catalogue.base`` (an incremental
+    run), an asset whose SHA-256 the base holds is referenced (fetch.txt), not carried."""
     versions = [v for w in catalogue.works for v in store.list_asset_versions(w.id)]
     assets = _assets(versions) if config.include_assets else []
+    references: dict[str, tuple[str, int, str]] = {}  # path: sha256, size, url
+    bases: set[str] = set()
+    if catalogue.base is not None:
+        for path, local in assets:
+            size, sha = sha256_file(local)
+            if sha in catalogue.base.held:
+                bag_of, member = catalogue.base.held[sha]
+                references[path] = (sha, size, bag_url(bag_of, member))
+                bases.add(bag_of)
     info = {
         "Source-Organization": config.organisation or "(not configured)",
         "External-Identifier": name,
@@ -170,6 +269,11 @@ def write_bag(
         "Consonance-Contracts": str(len(catalogue.contracts)),
         "Archived-Assets": str(len(assets)),
     }
+    if catalogue.base is not None:
+        info["Consonance-Archive-Mode"] = "incremental"
+        info["Referenced-Assets"] = str(len(references))
+        if bases:  # bag names hold no space
+            info["Consonance-Base-Archives"] = " ".join(sorted(bases))
     sender = config.organisation or "consonance-sftp archive"
     with BagWriter(out, name=name, info=info, compression=config.compression, created=now) as bag:
         bag.add_bytes("metadata/works.json", _json(catalogue.works))
@@ -179,7 +283,11 @@ def write_bag(
         for path, data in _history(store, versions):
             bag.add_bytes(path, data)
         for path, local in assets:
-            bag.add_file(path, local)
+            if path in references:
+                sha, size, url = references[path]
+                bag.add_reference(path, sha256=sha, size=size, url=url)
+            else:
+                bag.add_file(path, local)
     return bag.summary
 
 
@@ -314,6 +422,14 @@ async def plan(
         )
         return run
     folder = archive_dir(config, ctx.state_dir, name)
+    base = await asyncio.to_thread(incremental_base, ctx.store, name, config)
+    if config.mode == "incremental":
+        catalogue = dataclasses.replace(catalogue, base=base)
+        run.notes.append(
+            f"incremental run on {base.full} and its chain ({len(base.held)} assets held)"
+            if base is not None
+            else "full run (incremental flow: no usable full archive, or full_every reached)"
+        )
     written = await asyncio.to_thread(
         write_archive,
         folder,
@@ -334,6 +450,16 @@ async def plan(
             "size": written.size,
             "files": len(written.summary.files),
             "payload_bytes": written.summary.payload_bytes,
+            "bag": bag_name,
+            "created": ctx.now.isoformat(),
+            "mode": "full" if catalogue.base is None else "incremental",
+            # what this archive carries, for the next incremental run to refer to
+            "assets": {
+                f.sha256: f.path for f in written.summary.files if f.path.startswith("data/assets/")
+            },
+            "referenced": len(written.summary.referenced),
+            "referenced_bytes": sum(r.size for r in written.summary.referenced),
+            "bases": bases_of(written.summary),
         },
     )
     run.notes.append(

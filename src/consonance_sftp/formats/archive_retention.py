@@ -25,6 +25,9 @@ This project adds two rules on top:
 
 * The last verified archive (the newest one whose verification passed) is never removed, even
   when no rule keeps it: its reasons end with ``"last verified"``.
+* An archive a kept incremental archive refers to (its ``bases``: fetch.txt points into it) is
+  kept too, with the reason ``"base of <id>"``, and so, in turn, are that base's own bases:
+  removing it would leave the kept archive impossible to restore whole.
 * While no archive has been verified, nothing is removed: a backup nobody has restored may not
   be the one to delete the others for. The plan keeps them all and says why in ``note``.
 
@@ -80,12 +83,14 @@ class Policy:
 
 @dataclass(frozen=True)
 class ArchiveRef:
-    """One archive as retention sees it: its id, when it was created (time-zone aware) and
-    whether its last verification passed."""
+    """One archive as retention sees it: its id, when it was created (time-zone aware),
+    whether its last verification passed, and the ids of the archives it refers to (an
+    incremental archive's bases)."""
 
     id: str
     created: datetime
     verified: bool
+    bases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,30 @@ def plan_retention(
         ]
         return Decision(keep=held, remove=[], note=_nothing_verified(would_remove))
     reasons[verified].append(LAST_VERIFIED)
+    _keep_bases(ordered, reasons)
     keep = [(archive, why) for archive, why in zip(ordered, reasons, strict=True) if why]
     remove = [archive for archive, why in zip(ordered, reasons, strict=True) if not why]
     return Decision(keep=keep, remove=remove, note=None)
+
+
+def base_of(archive_id: str) -> str:
+    """The reason an archive is kept because a kept incremental archive refers to it."""
+    return f"base of {archive_id}"
+
+
+def _keep_bases(ordered: list[ArchiveRef], reasons: list[list[str]]) -> None:
+    """Keep every base of a kept archive, and their bases in turn."""
+    rank = {archive.id: n for n, archive in enumerate(ordered)}
+    pending = [n for n, why in enumerate(reasons) if why]
+    while pending:
+        kept = ordered[pending.pop()]
+        for base in kept.bases:
+            n = rank.get(base)
+            if n is None or base_of(kept.id) in reasons[n]:
+                continue
+            if not reasons[n]:
+                pending.append(n)
+            reasons[n].append(base_of(kept.id))
 
 
 def _keep_within(

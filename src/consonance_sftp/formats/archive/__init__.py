@@ -5,7 +5,8 @@ optionally zstd-compressed, that standard tools read without this service (``tar
 
 - ``bag``: the streaming writer (``BagWriter``), its ``BagSummary`` and the checksum sidecar.
 - ``verify``: the streaming validator (``verify_bag``) and the restore (``extract_bag``), which
-  re-hash every file and never trust the archive.
+  re-hash every file and never trust the archive; ``complete_bag`` fetches an incremental bag's
+  referenced files (fetch.txt) from the archives that carry them.
 
 Pure: no network, no store; only the streams and paths handed in.
 """
@@ -15,11 +16,15 @@ from consonance_sftp.formats.archive.bag import (
     BagWriter,
     HashingWriter,
     PayloadFile,
+    ReferencedFile,
     sidecar_line,
 )
 from consonance_sftp.formats.archive.verify import (
     BagProblem,
     BagReport,
+    OpenBag,
+    Referenced,
+    complete_bag,
     extract_bag,
     verify_bag,
 )
@@ -30,7 +35,11 @@ __all__ = [
     "BagSummary",
     "BagWriter",
     "HashingWriter",
+    "OpenBag",
     "PayloadFile",
+    "Referenced",
+    "ReferencedFile",
+    "complete_bag",
     "extract_bag",
     "sidecar_line",
     "verify_bag",

@@ -9,6 +9,10 @@ Layout of the tar (POSIX pax format), every member under the bag's folder ``NAME
     NAME/bag-info.txt             } staged on disk to write them first. A reader must read the
     NAME/tagmanifest-sha256.txt   } tar to its end before it can check anything.
 
+An incremental bag also lists files it does not carry (``add_reference``): they are in the
+manifest and ``Payload-Oxum`` like any payload file, and ``NAME/fetch.txt`` (RFC 8493 §2.2.3,
+written with the other tag files, listed in the tag manifest) says where each one is.
+
 Each payload file goes straight from its source into the tar stream while it is hashed (one read,
 no second copy on disk). The output is any writable binary stream (a file, a pipe, an encrypting
 or uploading wrapper); it is never seeked. With ``compression="zstd"`` the tar is compressed on
@@ -44,9 +48,11 @@ from consonance_sftp.formats.archive.rfc8493 import (
     BAGIT,
     BAGIT_TXT,
     COMPUTED_LABELS,
+    FETCH,
     MANIFEST,
     TAG_MANIFEST,
     encode_path,
+    fetch_line,
     format_bag_size,
     path_problem,
 )
@@ -152,11 +158,25 @@ class BagSummary:
     tar_bytes: int
     archive_bytes: int
     archive_sha256: str
+    referenced: tuple[ReferencedFile, ...] = ()  # in the manifest and fetch.txt, not the tar
 
     @property
     def payload_oxum(self) -> str:
-        """RFC 8493's ``Payload-Oxum``: ``<octets>.<file count>``."""
-        return f"{self.payload_bytes}.{len(self.files)}"
+        """RFC 8493's ``Payload-Oxum``: ``<octets>.<file count>`` of the complete payload
+        (the files carried and those fetch.txt refers to)."""
+        octets = self.payload_bytes + sum(r.size for r in self.referenced)
+        return f"{octets}.{len(self.files) + len(self.referenced)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencedFile:
+    """A payload file the bag lists (manifest, Payload-Oxum) but does not carry: fetch.txt
+    says where it is (``url``, e.g. ``bag://<earlier bag>/data/...``)."""
+
+    path: str
+    size: int
+    sha256: str
+    url: str
 
 
 def sidecar_line(sha256: str, file_name: str) -> str:
@@ -223,6 +243,7 @@ class BagWriter:
         )
         self._tar.copybufsize = _COPY_BUFFER  # type: ignore[attr-defined]
         self._files: list[PayloadFile] = []
+        self._referenced: list[ReferencedFile] = []
         self._paths: set[str] = set()
         self._dirs: set[str] = set()
         self._started = False
@@ -266,6 +287,21 @@ class BagWriter:
         self._files.append(entry)
         return entry
 
+    def add_reference(self, rel_path: str, *, sha256: str, size: int, url: str) -> ReferencedFile:
+        """List ``data/<rel_path>`` (its ``sha256`` and ``size``) in the manifest without
+        carrying it: fetch.txt (RFC 8493 §2.2.3) gives ``url``, where it can be fetched (an
+        earlier archive: ``rfc8493.bag_url``). The bag is valid, and complete once fetched."""
+        self._check_open()
+        if not _HEX64.fullmatch(sha256):
+            raise ValueError(f"not a lower-case SHA-256 hex digest: {sha256!r}")
+        if size < 0:
+            raise ValueError(f"size must be 0 or more, not {size}")
+        path = self._claim(rel_path)
+        fetch_line(url, size, path)  # refuses a URL fetch.txt cannot hold
+        entry = ReferencedFile(path=path, size=size, sha256=sha256, url=url)
+        self._referenced.append(entry)
+        return entry
+
     # --- closing --------------------------------------------------------------------------
 
     def close(self) -> BagSummary:
@@ -275,17 +311,22 @@ class BagWriter:
         self._check_open()
         self._start()
         payload_bytes = sum(f.size for f in self._files)
-        manifest = "".join(f"{f.sha256}  {encode_path(f.path)}\n" for f in self._files).encode()
+        listed: list[PayloadFile | ReferencedFile] = [*self._files, *self._referenced]
+        oxum_bytes = sum(f.size for f in listed)
+        manifest = "".join(f"{f.sha256}  {encode_path(f.path)}\n" for f in listed).encode()
         bag_info = "".join(
             f"{label}: {value}\n"
             for label, value in [
                 *self._info,
                 ("Bagging-Date", self.created.astimezone(UTC).date().isoformat()),
-                ("Bag-Size", format_bag_size(payload_bytes)),
-                ("Payload-Oxum", f"{payload_bytes}.{len(self._files)}"),
+                ("Bag-Size", format_bag_size(oxum_bytes)),
+                ("Payload-Oxum", f"{oxum_bytes}.{len(listed)}"),
             ]
         ).encode()
         tag_files = [(BAGIT, BAGIT_TXT), (MANIFEST, manifest), (BAG_INFO, bag_info)]
+        if self._referenced:
+            fetch = "".join(fetch_line(r.url, r.size, r.path) for r in self._referenced)
+            tag_files.append((FETCH, fetch.encode()))
         tag_manifest = "".join(
             f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in tag_files
         ).encode()
@@ -308,6 +349,7 @@ class BagWriter:
             tar_bytes=self._tar_count.bytes_written,
             archive_bytes=self._hashing.bytes_written,
             archive_sha256=self._hashing.hexdigest(),
+            referenced=tuple(self._referenced),
         )
         return self._summary
 

@@ -13,12 +13,16 @@
   nothing else is. A payload manifest names only files under ``data/``.
 - Paths (§7.2 "Security Considerations"): relative, no ``..``, ``.`` or empty component, no
   backslash (a separator elsewhere), no NUL.
+- ``fetch.txt`` (§2.2.3): ``URL LENGTH FILEPATH`` per line, the URL absolute, LENGTH octets or
+  ``-``; every file it lists is in the payload manifest, and it lists no tag file. A bag whose
+  fetch.txt files are absent is not yet complete (§3), and is otherwise a valid bag.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 BAGIT_VERSION = "1.0"
@@ -181,3 +185,76 @@ def format_bag_size(octets: int) -> str:
         if value < 1000 or unit == "PB":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+# --- fetch.txt (§2.2.3): payload files the bag lists but does not carry -------------------
+
+FETCH = "fetch.txt"
+FETCH_SCHEME = "bag"
+"""The URI scheme of this project's fetch.txt locators: ``bag://<bag name>/<path in that bag>``
+(the bag name as the authority, so readers that want one, such as the ``bagit`` library, find
+it), percent-encoded as RFC 3986 asks. The file is the member ``<bag name>/<path>`` of the
+archive ``<bag name>.tar[.zst][.age]``, normally beside the bag that refers to it."""
+
+_FETCH_LINE = re.compile(r"(\S+)[ \t]+(\d+|-)[ \t]+(.+)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchEntry:
+    """One line of fetch.txt: where to get a payload file, its length (None for ``-``) and
+    its path in this bag (decoded, ``data/...``)."""
+
+    url: str
+    size: int | None
+    path: str
+
+    @property
+    def bag_member(self) -> tuple[str, str] | None:
+        """For a ``bag://`` locator, (bag name, path in that bag); None for another scheme."""
+        if not self.url.startswith(f"{FETCH_SCHEME}://"):
+            return None
+        bag, _, rel = self.url.removeprefix(f"{FETCH_SCHEME}://").partition("/")
+        bag, rel = unquote(bag), unquote(rel)
+        if not bag or path_problem(bag) is not None or path_problem(rel) is not None:
+            return None
+        return bag, rel
+
+
+def bag_url(bag_name: str, path: str) -> str:
+    """The ``bag://`` locator of ``path`` (``data/...``) in the bag ``bag_name``."""
+    return f"{FETCH_SCHEME}://{quote(bag_name, safe='')}/{quote(path, safe='/')}"
+
+
+def fetch_line(url: str, size: int | None, path: str) -> str:
+    """One fetch.txt line (``URL LENGTH FILEPATH``, §2.2.3)."""
+    if not _SCHEME.match(url) or any(c.isspace() for c in url):
+        raise ValueError(f"fetch.txt needs an absolute URL without whitespace, not {url!r}")
+    return f"{url} {'-' if size is None else size} {encode_path(path)}\n"
+
+
+def parse_fetch(text: str) -> tuple[list[FetchEntry], list[str]]:
+    """The entries of a fetch.txt and what is wrong with it (each naming the line)."""
+    lines, terminated = split_lines(text)
+    problems: list[str] = []
+    if not terminated:
+        problems.append(f"{FETCH}'s last line has no line break")
+    entries: list[FetchEntry] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        match = _FETCH_LINE.fullmatch(line)
+        if match is None or not _SCHEME.match(match.group(1)):
+            problems.append(f"{FETCH} line {number} is not '<absolute URL> <length> <path>'")
+            continue
+        path = decode_path(match.group(3))
+        unsafe = path_problem(path)
+        if unsafe is not None or not path.startswith("data/"):
+            problems.append(f"{FETCH} line {number} names {path!r}: {unsafe or 'outside data/'}")
+            continue
+        if path in seen:
+            problems.append(f"{FETCH} lists {path!r} more than once")
+            continue
+        seen.add(path)
+        size = None if match.group(2) == "-" else int(match.group(2))
+        entries.append(FetchEntry(url=match.group(1), size=size, path=path))
+    return entries, problems

@@ -7,6 +7,12 @@ in the archive is trusted: every problem is reported with the path it concerns (
 bag's folder: ``data/...``, ``bag-info.txt``; ``""`` for the archive as a whole), and a restore
 only leaves on disk the files whose hash matched the manifest.
 
+An incremental bag (``fetch.txt``, RFC 8493 §2.2.3) lists in its manifest files it does not
+carry: each one that fetch.txt names is reported as ``referenced`` (not missing; the bag is
+valid, not yet complete); a manifest file absent from both the tar and fetch.txt is missing.
+``extract_bag`` with ``open_bag`` completes the restore from the archives fetch.txt names
+(``bag://<bag name>/<path>``), re-hashing each fetched file against THIS bag's manifest.
+
 A cut archive loses its tag files (they come last), so the report names the file it was cut
 inside, or the last one read whole, and says the manifest is missing; it cannot name the payload
 files that came after the cut. The caller that kept the writer's ``BagSummary`` knows them.
@@ -19,8 +25,9 @@ import os
 import random
 import shutil
 import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -29,10 +36,13 @@ import zstandard
 from consonance_sftp.formats.archive.rfc8493 import (
     BAG_INFO,
     BAGIT,
+    FETCH,
     MANIFEST,
     TAG_MANIFEST,
+    FetchEntry,
     bagit_txt_problems,
     parse_bag_info,
+    parse_fetch,
     parse_manifest,
     path_problem,
 )
@@ -53,7 +63,7 @@ _CHUNK = 1024 * 1024
 _TAG_FILE_LIMIT = 256 * 1024 * 1024  # a known tag file larger than this is not read into memory
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _AGE_MAGIC = b"age-encryption.org/"
-_KNOWN_TAG_FILES = (BAGIT, BAG_INFO, MANIFEST, TAG_MANIFEST)
+_KNOWN_TAG_FILES = (BAGIT, BAG_INFO, MANIFEST, TAG_MANIFEST, FETCH)
 _STAGING = ".bag-unverified"
 
 
@@ -69,6 +79,22 @@ class BagProblem:
         where = self.path or "(archive)"
         extra = f" (expected {self.expected}, got {self.got})" if self.expected else ""
         return f"{where}: {self.message}{extra}"
+
+
+@dataclass(frozen=True, slots=True)
+class Referenced:
+    """A payload file of the manifest that the archive does not carry: fetch.txt says where
+    it is (``url``); ``sha256`` is this bag's manifest's, ``size`` fetch.txt's (None: ``-``)."""
+
+    path: str
+    sha256: str
+    size: int | None
+    url: str
+
+
+OpenBag = Callable[[str], AbstractContextManager[BinaryIO]]
+"""Given a bag's name (``nightly-20270101T023000Z``), its archive's plain tar stream
+(decompressed or not, decrypted); raises ``OSError`` (or any ``Exception``) when it cannot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +115,17 @@ class BagReport:
     info: tuple[tuple[str, str], ...]
     archive_bytes: int
     archive_sha256: str
+    referenced: tuple[Referenced, ...] = ()  # listed in fetch.txt, not carried
+    files_fetched: int = 0  # referenced files fetched and matched (extract_bag with open_bag)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        """Valid, and every referenced file was fetched (or there was none)."""
+        return self.ok and self.files_fetched == len(self.referenced)
 
 
 def verify_bag(
@@ -110,12 +143,23 @@ def verify_bag(
     return _Scan(stream, compression, sample, seed, staging=None).run()
 
 
-def extract_bag(stream: BinaryIO, dest: Path, *, compression: Compression = "auto") -> BagReport:
+def extract_bag(
+    stream: BinaryIO,
+    dest: Path,
+    *,
+    compression: Compression = "auto",
+    open_bag: OpenBag | None = None,
+) -> BagReport:
     """Restore the archive read from ``stream`` into ``dest``, which becomes the bag's folder
     (``dest/bagit.txt``, ``dest/data/...``; it must be missing or empty). Every file is
     written under ``dest/.bag-unverified/`` while it is hashed, and moved to its place only once
     the manifest at the end of the archive confirms it: a file that is corrupted, unlisted, cut
-    or unsafe is reported and never left in ``dest``."""
+    or unsafe is reported and never left in ``dest``.
+
+    An incremental bag's referenced files (fetch.txt) are then fetched with ``open_bag`` when
+    given (``complete_bag``): the restored tree is the full one, each fetched file re-hashed
+    against this bag's manifest. Without ``open_bag`` they are left out, and listed in the
+    report's ``referenced``."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} exists and is not an empty folder")
     dest.mkdir(parents=True, exist_ok=True)
@@ -125,7 +169,113 @@ def extract_bag(stream: BinaryIO, dest: Path, *, compression: Compression = "aut
         report = _Scan(stream, compression, 1.0, None, staging=staging, dest=dest).run()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if open_bag is not None and report.referenced and not _manifest_unusable(report):
+        report = complete_bag(dest, report, open_bag)
     return report
+
+
+def _manifest_unusable(report: BagReport) -> bool:
+    """The manifest or fetch.txt did not check out: nothing should be fetched on its word."""
+    return any(p.path in (MANIFEST, FETCH, TAG_MANIFEST) for p in report.problems)
+
+
+def complete_bag(dest: Path, report: BagReport, open_bag: OpenBag) -> BagReport:
+    """Fetch the files ``report.referenced`` lists into the restored bag ``dest``: each one
+    from the archive its ``bag://`` locator names (``open_bag`` gives that archive's tar stream,
+    read once, front to back), staged while it is hashed and moved into place only when its
+    SHA-256 is the one in THIS bag's manifest. Returns ``report`` with ``files_fetched``,
+    ``files_verified``/``bytes_verified`` counting the fetched files and every file that could
+    not be fetched (or did not match) as a problem."""
+    problems: list[BagProblem] = []
+    by_bag: dict[str, dict[str, list[Referenced]]] = {}
+    for ref in report.referenced:
+        member = FetchEntry(ref.url, ref.size, ref.path).bag_member
+        if member is None:
+            problems.append(
+                BagProblem("missing", ref.path, f"cannot fetch {ref.url}: not a bag:// locator")
+            )
+            continue
+        bag, rel = member
+        by_bag.setdefault(bag, {}).setdefault(f"{bag}/{rel}", []).append(ref)
+    staging = dest / _STAGING
+    staging.mkdir(exist_ok=True)
+    fetched: list[Referenced] = []
+    try:
+        for bag, wanted in sorted(by_bag.items()):
+            try:
+                with open_bag(bag) as stream:
+                    _fetch_from(stream, wanted, dest, staging, fetched, problems)
+            except Exception as exc:  # any reason the base cannot be read: named, per file
+                problems.append(BagProblem("unreadable", "", f"archive {bag}: {exc}"))
+            for refs in wanted.values():
+                for ref in refs:
+                    if ref not in fetched and not any(p.path == ref.path for p in problems):
+                        problems.append(BagProblem("missing", ref.path, f"not found in {ref.url}"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return replace(
+        report,
+        problems=report.problems + tuple(problems),
+        files_fetched=len(fetched),
+        files_verified=report.files_verified + len(fetched),
+        bytes_verified=report.bytes_verified + sum(r.size or 0 for r in fetched),
+    )
+
+
+def _fetch_from(
+    stream: BinaryIO,
+    wanted: dict[str, list[Referenced]],
+    dest: Path,
+    staging: Path,
+    fetched: list[Referenced],
+    problems: list[BagProblem],
+) -> None:
+    """One pass over a referenced archive's tar: the wanted members, hashed and placed."""
+    raw = _RawReader(stream)
+    head = raw.peek(len(_AGE_MAGIC))
+    if head.startswith(_AGE_MAGIC):
+        raise ValueError("age-encrypted: open_bag must give the decrypted stream")
+    source: _RawReader | _ZstdReader = _ZstdReader(raw) if head.startswith(_ZSTD_MAGIC) else raw
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:  # type: ignore[call-overload]
+            while (member := tar.next()) is not None:
+                refs = wanted.get(member.name)
+                if not refs or not member.isreg():
+                    continue
+                handle = tar.extractfile(member)
+                assert handle is not None
+                staged = staging / "fetching"
+                digest = hashlib.sha256()
+                with staged.open("wb") as out:
+                    while data := handle.read(_CHUNK):
+                        digest.update(data)
+                        out.write(data)
+                got = digest.hexdigest()
+                for n, ref in enumerate(refs):
+                    if got != ref.sha256:
+                        problems.append(
+                            BagProblem(
+                                "corrupted",
+                                ref.path,
+                                f"fetched from {ref.url}, its SHA-256 differs from the manifest's",
+                                expected=ref.sha256,
+                                got=got,
+                            )
+                        )
+                        continue
+                    target = dest.joinpath(*ref.path.split("/"))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if target.exists() or target.is_symlink():
+                        problems.append(BagProblem("duplicate", ref.path, "already restored"))
+                        continue
+                    if n == len(refs) - 1:
+                        os.replace(staged, target)
+                    else:
+                        shutil.copyfile(staged, target)
+                    fetched.append(ref)
+                staged.unlink(missing_ok=True)
+    except (tarfile.TarError, EOFError, zstandard.ZstdError) as exc:
+        raise ValueError(f"the archive is damaged or cut: {exc}") from exc
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -313,6 +463,8 @@ class _Scan:
     good_payload: set[str] = field(default_factory=set)
     bad_tags: set[str] = field(default_factory=set)
     info: list[tuple[str, str]] = field(default_factory=list)
+    fetch: dict[str, FetchEntry] = field(default_factory=dict)
+    referenced: list[Referenced] = field(default_factory=list)
     dest: Path | None = None
     last_member: str = ""
     staged_count: int = 0
@@ -516,6 +668,7 @@ class _Scan:
         elif bagit.data is not None:
             for message in bagit_txt_problems(bagit.data):
                 self.problem("bad_tag_file", BAGIT, message)
+        self._check_fetch()
         self._check_bag_info()
         listed = self._check_manifest()
         self._check_tag_manifest()
@@ -535,7 +688,20 @@ class _Scan:
             info=tuple(self.info),
             archive_bytes=raw.count,
             archive_sha256=raw.hash.hexdigest(),
+            referenced=tuple(self.referenced),
         )
+
+    def _check_fetch(self) -> None:
+        """fetch.txt, when there is one: its entries (checked against the manifest later)."""
+        if FETCH not in self.tags:
+            return
+        text = self._text(FETCH)
+        if text is None:
+            return
+        entries, problems = parse_fetch(text)
+        for message in problems:
+            self.problem("bad_tag_file", FETCH, message)
+        self.fetch = {e.path: e for e in entries}
 
     def _check_bag_info(self) -> None:
         text = self._text(BAG_INFO)
@@ -545,7 +711,10 @@ class _Scan:
         for message in problems:
             self.problem("bad_tag_file", BAG_INFO, message)
         oxums = [value for label, value in self.info if label.lower() == "payload-oxum"]
-        got = f"{sum(s.size for s in self.payload.values())}.{len(self.payload)}"
+        # The complete payload: what the archive carries and what fetch.txt refers to.
+        absent = [e for p, e in self.fetch.items() if p not in self.payload]
+        octets = sum(s.size for s in self.payload.values()) + sum(e.size or 0 for e in absent)
+        got = f"{octets}.{len(self.payload) + len(absent)}"
         if len(oxums) != 1:
             self.problem("bad_tag_file", BAG_INFO, f"{len(oxums)} Payload-Oxum elements, not 1")
         elif oxums[0].strip() != got:
@@ -577,7 +746,10 @@ class _Scan:
                 continue
             listed.append(entry.path)
             seen = self.payload.get(entry.path)
-            if seen is None:
+            if seen is None and entry.path in self.fetch:
+                fetch = self.fetch[entry.path]
+                self.referenced.append(Referenced(entry.path, entry.sha256, fetch.size, fetch.url))
+            elif seen is None:
                 self.problem("missing", entry.path, f"listed in {MANIFEST}, not in the archive")
             elif seen.sha256 is None:
                 continue  # left out by sampling
@@ -593,6 +765,9 @@ class _Scan:
             else:
                 self.good_payload.add(entry.path)
         names = set(listed)
+        for path in self.fetch:
+            if path not in names:
+                self.problem("bad_tag_file", FETCH, f"lists {path!r}, which {MANIFEST} does not")
         for path in self.payload:
             if path not in names:
                 self.problem("unexpected", path, f"a payload file not listed in {MANIFEST}")
