@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from consonance_sftp.app.archive_handler import deleted_archives
 from consonance_sftp.config.flows import ArchiveFlow, span_of
 from consonance_sftp.errors import RemotePathNotFound, TransportError
 from consonance_sftp.formats.archive_retention import (
@@ -91,18 +92,9 @@ def _created(event: AuditEvent) -> datetime:
     return event.ts if event.ts.tzinfo is not None else event.ts.replace(tzinfo=UTC)
 
 
-def removed_subjects(store: Store) -> set[str]:
-    """Archives whose removal is complete (here and on every partner)."""
-    return {
-        e.subject
-        for e in store.list_audit(action=AuditAction.ARCHIVE_DELETED, limit=None)
-        if e.details.get("complete", True)
-    }
-
-
 def stored_archives(store: Store, flow: str) -> list[StoredArchive]:
     """The flow's archives not removed yet, newest first."""
-    removed = removed_subjects(store)
+    removed = deleted_archives(store)
     out: list[StoredArchive] = []
     seen: set[str] = set()
     for event in store.list_audit(action=AuditAction.ARCHIVE_WRITTEN, limit=None):
