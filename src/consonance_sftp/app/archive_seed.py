@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
 from consonance_sftp.errors import ConsonanceSftpError
-from consonance_sftp.flows.archive import _json as archived_json
+from consonance_sftp.flows.archive import records_json
 from consonance_sftp.models import Contact, Contract, Work
 
 KINDS = ("works", "contacts", "contracts")
@@ -85,9 +85,9 @@ async def read_back(url: str, token: str) -> dict[str, list[dict[str, Any]]]:
         contacts = [c async for c in api.iter_contacts()]
         contracts = [c async for c in api.iter_contracts()]
     return {
-        "works": json.loads(archived_json(works)),
-        "contacts": json.loads(archived_json(contacts)),
-        "contracts": json.loads(archived_json(contracts)),
+        "works": json.loads(records_json(works)),
+        "contacts": json.loads(records_json(contacts)),
+        "contracts": json.loads(records_json(contracts)),
     }
 
 

@@ -83,7 +83,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _json(records: Iterable[Any]) -> bytes:
+def records_json(records: Iterable[Any]) -> bytes:
     rows = [dataclasses.asdict(r) for r in records]
     return json.dumps(rows, default=_plain, sort_keys=True, indent=1, ensure_ascii=False).encode()
 
@@ -276,9 +276,9 @@ def write_bag(
             info["Consonance-Base-Archives"] = " ".join(sorted(bases))
     sender = config.organisation or "consonance-sftp archive"
     with BagWriter(out, name=name, info=info, compression=config.compression, created=now) as bag:
-        bag.add_bytes("metadata/works.json", _json(catalogue.works))
-        bag.add_bytes("metadata/contacts.json", _json(catalogue.contacts))
-        bag.add_bytes("metadata/contracts.json", _json(catalogue.contracts))
+        bag.add_bytes("metadata/works.json", records_json(catalogue.works))
+        bag.add_bytes("metadata/contacts.json", records_json(catalogue.contacts))
+        bag.add_bytes("metadata/contracts.json", records_json(catalogue.contracts))
         bag.add_bytes("metadata/onix.xml", _onix(catalogue.works, sender, now))
         for path, data in _history(store, versions):
             bag.add_bytes(path, data)
