@@ -84,6 +84,7 @@ def _plain(value: Any) -> Any:
 
 
 def records_json(records: Iterable[Any]) -> bytes:
+    """Records as the bag's metadata JSON (also how a restore's read-back is encoded)."""
     rows = [dataclasses.asdict(r) for r in records]
     return json.dumps(rows, default=_plain, sort_keys=True, indent=1, ensure_ascii=False).encode()
 
