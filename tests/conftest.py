@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.consonance_sandbox",
     "tests.fixtures.interop_servers",
     "tests.fixtures.clamd",
+    "tests.fixtures.ftp_servers",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -220,15 +220,64 @@ class IntakeAck(StrictModel):
         return value
 
 
-class PartnerConfig(StrictModel):
-    """One partner's SFTP server."""
+Protocol = Literal["sftp", "ftps", "ftps-implicit", "ftp"]
+# The port a partner's server listens on when the config does not say.
+DEFAULT_PORTS: dict[str, int] = {"sftp": 22, "ftps": 21, "ftps-implicit": 990, "ftp": 21}
+_TLS_PREFIX = re.compile(r"^(?:sha-?256\s*fingerprint\s*=|sha-?256:)\s*", re.IGNORECASE)
 
-    host: str = Field(min_length=1, description="Host name or IP address of the SFTP server.")
-    port: Port = Field(default=22, description="TCP port of the SFTP server.")
+
+def tls_fingerprint(value: str) -> str:
+    """``SHA256:AB:CD:...`` (32 bytes in upper-case hex, colons) from any usual spelling: with
+    or without ``SHA256:`` and colons, or as ``openssl x509 -noout -fingerprint -sha256``
+    prints it (``sha256 Fingerprint=AB:CD:...``); raises ValueError otherwise."""
+    digits = _TLS_PREFIX.sub("", value.strip()).replace(":", "").upper()
+    if len(digits) != 64 or any(c not in "0123456789ABCDEF" for c in digits):
+        raise ValueError(
+            f"{value!r} is not a SHA-256 certificate fingerprint (64 hex digits, e.g. as "
+            "'openssl x509 -noout -fingerprint -sha256' prints it)"
+        )
+    return "SHA256:" + ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
+class PartnerConfig(StrictModel):
+    """One partner's server: SFTP (the default), FTPS, or plain FTP where a partner insists."""
+
+    protocol: Protocol = Field(
+        default="sftp",
+        description="`sftp` (SSH; pinned `host_keys`), `ftps` (FTP with explicit TLS: AUTH "
+        "TLS on port 21), `ftps-implicit` (TLS from the first byte, port 990) or `ftp` (plain "
+        "FTP: password and files in clear text, refused unless `insecure_plaintext = true`). "
+        "FTP and FTPS partners log in with a password and pin `tls_fingerprints` (or trust "
+        "`tls_system_ca`) instead of `host_keys`.",
+    )
+    host: str = Field(min_length=1, description="Host name or IP address of the server.")
+    port: Port = Field(
+        default=22,
+        description="TCP port of the server; unset: 22 for sftp, 21 for ftps and ftp, 990 for "
+        "ftps-implicit.",
+    )
     user: str = Field(min_length=1, description="User name to log in as.")
+    tls_fingerprints: list[str] = Field(
+        default_factory=list,
+        description="FTPS: pinned SHA-256 fingerprints of the server's TLS certificate "
+        "(`SHA256:AB:CD:...`, or as `openssl x509 -noout -fingerprint -sha256` prints it); no "
+        "login and no byte sent without a match. Several entries allow a certificate renewal.",
+    )
+    tls_system_ca: bool = Field(
+        default=False,
+        description="FTPS: also (or, without `tls_fingerprints`, only) accept a certificate "
+        "that the system's certificate authorities sign for `host` (chain and host name "
+        "checked). An FTPS partner needs a pin or this.",
+    )
+    insecure_plaintext: bool = Field(
+        default=False,
+        description='`protocol = "ftp"` only: accept that the password and every file cross '
+        "the network unencrypted (`config check` warns about it).",
+    )
     host_keys: list[str] = Field(
-        min_length=1,
-        description="Pinned host keys; no connection without a match. Each is a known_hosts "
+        default_factory=list,
+        description="SFTP: pinned host keys (at least one); no connection without a match. Each "
+        "is a known_hosts "
         "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints), a fingerprint with "
         "its key type (`ssh-ed25519 SHA256:...`, as `partner trust` writes it) or a bare "
         "fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints). The server is asked for the "
@@ -261,6 +310,78 @@ class PartnerConfig(StrictModel):
         description="Acknowledge each file taken in from this partner with a small file on "
         "its server; unset: no acknowledgements. See `[partners.<name>.intake_ack]`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        if isinstance(data, dict) and "port" not in data:
+            protocol = data.get("protocol", "sftp")
+            if isinstance(protocol, str) and protocol in DEFAULT_PORTS:
+                return {**data, "port": DEFAULT_PORTS[protocol]}
+        return data
+
+    @field_validator("tls_fingerprints")
+    @classmethod
+    def _valid_fingerprints(cls, values: list[str]) -> list[str]:
+        return [tls_fingerprint(v) for v in values]
+
+    @model_validator(mode="after")
+    def _protocol_fields(self) -> PartnerConfig:
+        """Each protocol's own fields, and none of another's."""
+        p = self.protocol
+        if p == "sftp":
+            if not self.host_keys:
+                raise ValueError(
+                    "host_keys: an SFTP partner needs at least one pinned host key "
+                    "('partner trust NAME' shows the server's keys)"
+                )
+            tls = [
+                name
+                for name in ("tls_fingerprints", "tls_system_ca", "insecure_plaintext")
+                if getattr(self, name)
+            ]
+            if tls:
+                raise ValueError(
+                    f"{', '.join(tls)}: only for FTP/FTPS partners; this one has protocol "
+                    "'sftp' (set protocol = 'ftps' if the server speaks FTPS)"
+                )
+            return self
+        if self.host_keys:
+            raise ValueError(
+                f"host_keys: SSH host keys do not apply to protocol {p!r}; an FTPS server "
+                "is pinned by tls_fingerprints (its certificate's SHA-256)"
+            )
+        if self.auth.method != "password":
+            raise ValueError(
+                f"auth: an FTP/FTPS partner logs in with a password (auth.password), not "
+                f"with {self.auth.method.replace('_', '-')}"
+            )
+        if p == "ftp":
+            if not self.insecure_plaintext:
+                raise ValueError(
+                    "protocol 'ftp' sends the password and every file unencrypted: use "
+                    "'ftps' if the server offers TLS, or set insecure_plaintext = true to "
+                    "accept it for this partner"
+                )
+            if self.tls_fingerprints or self.tls_system_ca:
+                raise ValueError(
+                    "tls_fingerprints/tls_system_ca: plain 'ftp' has no TLS certificate "
+                    "(use protocol 'ftps')"
+                )
+            return self
+        if self.insecure_plaintext:
+            raise ValueError(f"insecure_plaintext: only for protocol 'ftp', not {p!r}")
+        if not self.tls_fingerprints and not self.tls_system_ca:
+            raise ValueError(
+                f"tls_fingerprints: an {p!r} partner needs its certificate pinned "
+                "(tls_fingerprints = ['SHA256:AB:CD:...']) or tls_system_ca = true"
+            )
+        return self
+
+    @property
+    def is_ftp(self) -> bool:
+        """Reached over FTP or FTPS (the FTP adapter), not SFTP."""
+        return self.protocol != "sftp"
 
     @field_validator("host_keys")
     @classmethod
