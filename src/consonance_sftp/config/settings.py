@@ -257,25 +257,28 @@ class PartnerConfig(StrictModel):
         "ftps-implicit.",
     )
     user: str = Field(min_length=1, description="User name to log in as.")
+    tls_system_ca: bool = Field(
+        default=False,
+        description="FTPS: the certificate must be signed for `host` by one of the system's "
+        "certificate authorities (chain and host name checked); with `tls_fingerprints` too, "
+        "it must also be pinned. An FTPS partner needs a pin or this.",
+    )
     tls_fingerprints: list[str] = Field(
         default_factory=list,
+        validate_default=True,
         description="FTPS: pinned SHA-256 fingerprints of the server's TLS certificate "
         "(`SHA256:AB:CD:...`, or as `openssl x509 -noout -fingerprint -sha256` prints it); no "
         "login and no byte sent without a match. Several entries allow a certificate renewal.",
     )
-    tls_system_ca: bool = Field(
-        default=False,
-        description="FTPS: also (or, without `tls_fingerprints`, only) accept a certificate "
-        "that the system's certificate authorities sign for `host` (chain and host name "
-        "checked). An FTPS partner needs a pin or this.",
-    )
     insecure_plaintext: bool = Field(
         default=False,
+        validate_default=True,
         description='`protocol = "ftp"` only: accept that the password and every file cross '
         "the network unencrypted (`config check` warns about it).",
     )
     host_keys: list[str] = Field(
         default_factory=list,
+        validate_default=True,
         description="SFTP: pinned host keys (at least one); no connection without a match. Each "
         "is a known_hosts "
         "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints), a fingerprint with "
@@ -320,63 +323,59 @@ class PartnerConfig(StrictModel):
                 return {**data, "port": DEFAULT_PORTS[protocol]}
         return data
 
+    @field_validator("tls_system_ca")
+    @classmethod
+    def _tls_only_for_ftps(cls, value: bool, info: ValidationInfo) -> bool:
+        protocol = info.data.get("protocol")
+        if value and protocol in ("sftp", "ftp"):
+            raise ValueError(f"only for protocol 'ftps' or 'ftps-implicit', not {protocol!r}")
+        return value
+
     @field_validator("tls_fingerprints")
     @classmethod
-    def _valid_fingerprints(cls, values: list[str]) -> list[str]:
+    def _valid_fingerprints(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        protocol = info.data.get("protocol")
+        if values and protocol in ("sftp", "ftp"):
+            raise ValueError(
+                f"only for protocol 'ftps' or 'ftps-implicit', not {protocol!r}"
+                + (" (an SFTP server is pinned by host_keys)" if protocol == "sftp" else "")
+            )
+        if (
+            not values
+            and protocol in ("ftps", "ftps-implicit")
+            and not info.data.get("tls_system_ca")
+        ):
+            raise ValueError(
+                f"required for protocol {protocol!r}: pin the server's certificate "
+                "(tls_fingerprints = ['SHA256:AB:CD:...'], as 'openssl x509 -noout "
+                "-fingerprint -sha256' prints it), or set tls_system_ca = true"
+            )
         return [tls_fingerprint(v) for v in values]
 
-    @model_validator(mode="after")
-    def _protocol_fields(self) -> PartnerConfig:
-        """Each protocol's own fields, and none of another's."""
-        p = self.protocol
-        if p == "sftp":
-            if not self.host_keys:
-                raise ValueError(
-                    "host_keys: an SFTP partner needs at least one pinned host key "
-                    "('partner trust NAME' shows the server's keys)"
-                )
-            tls = [
-                name
-                for name in ("tls_fingerprints", "tls_system_ca", "insecure_plaintext")
-                if getattr(self, name)
-            ]
-            if tls:
-                raise ValueError(
-                    f"{', '.join(tls)}: only for FTP/FTPS partners; this one has protocol "
-                    "'sftp' (set protocol = 'ftps' if the server speaks FTPS)"
-                )
-            return self
-        if self.host_keys:
+    @field_validator("insecure_plaintext")
+    @classmethod
+    def _plaintext_said(cls, value: bool, info: ValidationInfo) -> bool:
+        protocol = info.data.get("protocol")
+        if protocol == "ftp" and not value:
             raise ValueError(
-                f"host_keys: SSH host keys do not apply to protocol {p!r}; an FTPS server "
-                "is pinned by tls_fingerprints (its certificate's SHA-256)"
+                "protocol 'ftp' sends the password and every file unencrypted: use 'ftps' "
+                "if the server offers TLS, or set insecure_plaintext = true to accept it for "
+                "this partner"
             )
-        if self.auth.method != "password":
+        if value and protocol not in (None, "ftp"):
+            raise ValueError(f"only for protocol 'ftp', not {protocol!r}")
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _ftp_logs_in_with_a_password(cls, auth: PartnerAuth, info: ValidationInfo) -> PartnerAuth:
+        protocol = info.data.get("protocol")
+        if protocol not in (None, "sftp") and auth.method != "password":
             raise ValueError(
-                f"auth: an FTP/FTPS partner logs in with a password (auth.password), not "
-                f"with {self.auth.method.replace('_', '-')}"
+                f"an FTP/FTPS partner logs in with a password (auth.password), not with "
+                f"{auth.method.replace('_', '-')}"
             )
-        if p == "ftp":
-            if not self.insecure_plaintext:
-                raise ValueError(
-                    "protocol 'ftp' sends the password and every file unencrypted: use "
-                    "'ftps' if the server offers TLS, or set insecure_plaintext = true to "
-                    "accept it for this partner"
-                )
-            if self.tls_fingerprints or self.tls_system_ca:
-                raise ValueError(
-                    "tls_fingerprints/tls_system_ca: plain 'ftp' has no TLS certificate "
-                    "(use protocol 'ftps')"
-                )
-            return self
-        if self.insecure_plaintext:
-            raise ValueError(f"insecure_plaintext: only for protocol 'ftp', not {p!r}")
-        if not self.tls_fingerprints and not self.tls_system_ca:
-            raise ValueError(
-                f"tls_fingerprints: an {p!r} partner needs its certificate pinned "
-                "(tls_fingerprints = ['SHA256:AB:CD:...']) or tls_system_ca = true"
-            )
-        return self
+        return auth
 
     @property
     def is_ftp(self) -> bool:
@@ -386,6 +385,17 @@ class PartnerConfig(StrictModel):
     @field_validator("host_keys")
     @classmethod
     def _valid_keys(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        protocol = info.data.get("protocol")
+        if protocol == "sftp" and not values:
+            raise ValueError(
+                "required: pin at least one host key (a known_hosts line or a SHA256:... "
+                "fingerprint)"
+            )
+        if protocol not in (None, "sftp") and values:
+            raise ValueError(
+                f"SSH host keys do not apply to protocol {protocol!r}; an FTPS server is "
+                "pinned by tls_fingerprints (its certificate's SHA-256)"
+            )
         out: list[str] = []
         problems: list[str] = []
         # host and port are declared first, so they are validated (or failed) by now.
