@@ -99,3 +99,52 @@ async def test_an_onix_feed_reaches_an_ftps_partner_through_the_engine(
     # pyftpdlib offers no server-side hash: the engine's record says the file was read back.
     assert row.verified_by is Verification.READ_BACK
     app.store.close()
+
+
+class _OpenFence:
+    def check(self) -> None:
+        return None
+
+
+async def test_a_changed_certificate_alerts_pauses_and_sends_nothing(
+    tmp_path: Path, pyftpd_tls: FtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The App's delivery transport over an FTPS partner whose certificate is not the pinned
+    one: the same security event as a changed SSH host key."""
+    from consonance_sftp.app.delivery import SftpDeliveryTransport
+    from consonance_sftp.app.runner import Controls
+    from consonance_sftp.errors import TlsCertificateMismatch
+    from consonance_sftp.ports.delivery import FileToSend
+
+    monkeypatch.setenv("CSFTP_TEST_FTPS_PASSWORD", pyftpd_tls.password)
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
+    config = tmp_path / CONFIG_NAME
+    _make_ftps_partner(config, pyftpd_tls)
+    doc = tomlkit.parse(config.read_text())
+    doc["partners"]["distributor"]["tls_fingerprints"] = ["SHA256:" + "00" * 32]  # type: ignore[index]
+    config.write_text(tomlkit.dumps(doc))
+    app = App(load_settings(config))
+    local = tmp_path / "feed.xml"
+    local.write_bytes(b"<ONIXMessage/>")
+    file = FileToSend(
+        source=str(local),
+        remote_path="/in/feed.xml",
+        sha256=hashlib.sha256(local.read_bytes()).hexdigest(),
+        size=local.stat().st_size,
+    )
+    transport = SftpDeliveryTransport(app.remote_fs, None, app.host_key_changed)
+    try:
+        with pytest.raises(TlsCertificateMismatch):
+            await transport.remote_state("distributor", file)
+        with pytest.raises(TlsCertificateMismatch):
+            await transport.stage("distributor", file, _OpenFence())
+    finally:
+        await transport.close()
+    alerts = app.store.list_alerts()
+    assert {(a.kind, a.severity, a.partner) for a in alerts} == {
+        ("host_key_mismatch", "critical", "distributor")
+    }
+    assert Controls(app).is_paused("partner", "distributor")
+    assert "PASS" not in pyftpd_tls.faults.commands and "STOR" not in pyftpd_tls.faults.commands
+    assert list((pyftpd_tls.root / "in").iterdir()) == []
+    app.store.close()

@@ -232,6 +232,23 @@ async def test_growing_file_is_not_stable(pyftpd_tls: FtpServer, tmp_path: Path)
         await grower
 
 
+async def test_passive_mode_uses_the_control_address(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
+    """A server behind NAT announces an address the client cannot reach in its PASV reply:
+    the data connection goes to the control connection's address instead."""
+    assert pyftpd_tls.handler is not None
+    pyftpd_tls.handler.masquerade_address = "10.255.255.1"  # a private, unreachable address
+    local = tmp_path / "e.xml"
+    sha = _random_file(local, 50_000)
+    async with FtpRemoteFS(
+        pyftpd_tls.endpoint(connect_timeout=5.0, operation_timeout=5.0),
+        state_dir=tmp_path / "state",
+    ) as fs:
+        await fs.upload(local, "/in/e.xml")
+        listed = [e.name async for e in fs.list("/in")]
+    assert listed == ["e.xml"]
+    assert _sha(pyftpd_tls.local("/in/e.xml")) == sha
+
+
 async def test_plain_ftp_round_trip(pyftpd_plain: FtpServer, tmp_path: Path) -> None:
     local = tmp_path / "d.xml"
     sha = _random_file(local, 70_000)

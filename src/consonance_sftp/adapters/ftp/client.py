@@ -30,8 +30,18 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint, FtpMode
 
 
+class PlainFTP(ftplib.FTP):
+    """Plain FTP (``insecure_plaintext`` partners only)."""
+
+    # A PASV reply's address is ignored: the data connection goes to the control
+    # connection's peer (stdlib default since 3.10; said here so it cannot silently change).
+    trust_server_pasv_ipv4_address = False
+
+
 class ReusingFTPS(ftplib.FTP_TLS):
     """``FTP_TLS`` whose data connections resume the control connection's TLS session."""
+
+    trust_server_pasv_ipv4_address = False  # see PlainFTP
 
     def ntransfercmd(
         self, cmd: str, rest: int | str | None = None
@@ -150,7 +160,7 @@ def open_ftp(endpoint: FtpEndpoint) -> tuple[ftplib.FTP, Features]:
     ftp: ftplib.FTP
     try:
         if endpoint.mode is FtpMode.PLAIN:
-            ftp = ftplib.FTP(timeout=timeout, encoding="utf-8")
+            ftp = PlainFTP(timeout=timeout, encoding="utf-8")
             ftp.connect(endpoint.host, endpoint.port)
         elif endpoint.mode is FtpMode.IMPLICIT:
             implicit = ImplicitFTPS(context=tls_context(endpoint), timeout=timeout)
