@@ -100,6 +100,23 @@ async def test_drop_at_random_offset_resumes_and_hash_matches(
     assert _leftovers(pyftpd_tls) == []
 
 
+async def test_frozen_server_times_out_and_the_upload_resumes(
+    pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    size = 24 * 1024 * 1024
+    local = tmp_path / "audio.wav"
+    sha = _random_file(local, size, 4)
+    pyftpd_tls.faults.freeze_after = 2 * 1024 * 1024
+    endpoint = pyftpd_tls.endpoint(operation_timeout=2.0)
+    async with FtpRemoteFS(endpoint, state_dir=tmp_path / "state") as fs:
+        result = await fs.upload(local, "/in/audio.wav")
+    assert pyftpd_tls.faults.freezes == 1
+    assert result.resumed_from >= 2 * 1024 * 1024  # continued, not restarted
+    assert result.verified_by.by_hash
+    assert _sha(pyftpd_tls.local("/in/audio.wav")) == sha
+    assert _leftovers(pyftpd_tls) == []
+
+
 async def test_corrupted_partial_is_not_trusted(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
     """Bytes left on the server that do not match the local file are never resumed from."""
     size = 2 * 1024 * 1024
@@ -156,6 +173,21 @@ async def test_rename_refused_is_said_and_direct_strategy_works(
     assert result.strategy == "direct"
     assert _sha(pyftpd_tls.local("/in/b.xml")) == sha
     assert pyftpd_tls.local("/in/b.xml.done").read_text() == f"{sha}  b.xml\n"
+
+
+async def test_rename_over_an_existing_file_refused_deletes_first_when_replacing(
+    pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    pyftpd_tls.faults.deny_rename_over_existing = True
+    local = tmp_path / "g.xml"
+    _random_file(local, 3000)
+    endpoint = pyftpd_tls.endpoint(overwrite="replace")
+    async with FtpRemoteFS(endpoint, state_dir=tmp_path / "state") as fs:
+        assert (await fs.upload(local, "/in/g.xml")).strategy == "rename"
+        sha2 = _random_file(local, 3000, seed=2)
+        assert (await fs.upload(local, "/in/g.xml")).strategy == "delete_rename"
+    assert _sha(pyftpd_tls.local("/in/g.xml")) == sha2
+    assert _leftovers(pyftpd_tls) == []
 
 
 async def test_overwrite_policies(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
