@@ -363,3 +363,31 @@ async def test_vsftpd_changed_certificate_refused(vsftpd: FtpServer, tmp_path: P
         with pytest.raises(errors.TlsCertificateMismatch):
             await fs.upload(local, "/in/x.xml")
     assert os.listdir(vsftpd.root / "in") == []
+
+
+async def test_vsftpd_interrupted_download_resumes(vsftpd: FtpServer, tmp_path: Path) -> None:
+    """A download cut off mid-file continues with REST from the staged bytes; the local copy
+    appears under its name only once whole, and matches the server's file."""
+    size = 24 * 1024 * 1024
+    remote = vsftpd.local("/out/report.zip")
+    sha = _random_file(remote, size, 8)
+    target = tmp_path / "inbox" / "report.zip"
+    target.parent.mkdir()
+    staging = target.with_name(".report.zip.partial")
+    endpoint = vsftpd.endpoint()
+    fs = FtpRemoteFS(endpoint, state_dir=tmp_path / "state", retries=0)
+    task = asyncio.create_task(fs.download("/out/report.zip", target, expected_size=size))
+    while not (staging.exists() and staging.stat().st_size > size // 4):
+        await asyncio.sleep(0.005)
+        assert not task.done(), "the download finished before it could be interrupted"
+    assert vsftpd.drop_sessions() > 0
+    with pytest.raises(errors.TransportError):
+        await task
+    await fs.close()
+    assert not target.exists()  # never a partial file under the final name
+    assert 0 < staging.stat().st_size < size
+    async with FtpRemoteFS(endpoint, state_dir=tmp_path / "state") as fs:
+        result = await fs.download("/out/report.zip", target, expected_size=size)
+    assert result.resumed_from > 0
+    assert result.sha256 == sha == _sha(target)
+    assert not staging.exists()
