@@ -775,27 +775,21 @@ class FtpRemoteFS:
         async with self.pool.lease() as conn:
             await self._run(conn, ops.makedirs, conn.ftp, remote_path, conn.home, path=remote_path)
 
-    # --- partner doctor (a first cut; the full FTP probe is a later slice) ----------------
+    # --- partner doctor ----------------------------------------------------------------
+
+    async def features(self) -> tuple[str, ...]:
+        """The server's FEAT lines, as this adapter read them on connecting."""
+        async with self.pool.lease() as conn:
+            return conn.features.lines
 
     async def probe(self) -> ProbeReport:
-        """What FEAT says the server supports."""
-        async with self.pool.lease() as conn:
-            welcome = conn.ftp.welcome or ""
-            features = conn.features
-        notes = []
-        if not features.has("MLST"):
-            notes.append("no MLSD: listings are parsed from LIST (times to the minute)")
-        if features.sha256_command is None:
-            notes.append("no HASH/XSHA256: uploads are verified by reading them back")
-        if not features.has("REST"):
-            notes.append("no REST STREAM: interrupted transfers start again")
-        return ProbeReport(
+        """Not built for FTP yet: ``partner probe`` reports SFTP facts (versions, extensions,
+        write model) that an FTP server has none of, so it says so instead of misleading."""
+        raise errors.UnsupportedOperation(
+            "'partner probe' does not support FTP/FTPS partners yet",
             partner=self.partner,
-            server_version=welcome.removeprefix("220").strip(" -"),
-            extensions=features.lines,
-            rename=True,
-            check_file=features.sha256_command is not None,
-            notes=tuple(notes),
+            hint="'partner test NAME' sends a test file through the full upload protocol; "
+            "docs/how-to/ftp-partners.md says what the transport does on the wire.",
         )
 
     async def send_test_file(self, folder: str | None = None) -> SentTestFile:
