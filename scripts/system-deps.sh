@@ -21,7 +21,9 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 # DejaVu Sans: the rights and contract PDF reports print any script with it (else Latin-1 only).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
-for lib in "${PROFTPD_LIBS[@]}"; do
+# vsftpd (the FTPS tests' strict real server) is unpacked like ProFTPD; these are its libraries.
+VSFTPD_LIBS=(libwrap0 libpam0g libcap2 libssl3)
+for lib in "${PROFTPD_LIBS[@]}" "${VSFTPD_LIBS[@]}"; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")
 done
 
@@ -32,13 +34,19 @@ INTEROP_DIR="${CONSONANCE_INTEROP_DIR:-$HOME/.cache/consonance-sftp/interop}"
 PROFTPD_ROOT="$INTEROP_DIR/proftpd"
 need_proftpd=0
 [ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] && [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_sftp.so" ] || need_proftpd=1
+# vsftpd for the FTPS tests (explicit and implicit TLS, session reuse required): unpacked, never
+# installed, so no system daemon starts on 0.0.0.0:21 and no other FTP server is blocked.
+VSFTPD_ROOT="$INTEROP_DIR/vsftpd"
+need_vsftpd=0
+[ -x "$VSFTPD_ROOT/usr/sbin/vsftpd" ] || need_vsftpd=1
 
-if [ ${#need[@]} -eq 0 ] && [ $need_proftpd -eq 0 ]; then
+if [ ${#need[@]} -eq 0 ] && [ $need_proftpd -eq 0 ] && [ $need_vsftpd -eq 0 ]; then
   exit 0
 fi
 
 [ ${#need[@]} -gt 0 ] && echo "Installing missing system packages: ${need[*]}"
 [ $need_proftpd -eq 1 ] && echo "Unpacking ProFTPD (mod_sftp) into $PROFTPD_ROOT"
+[ $need_vsftpd -eq 1 ] && echo "Unpacking vsftpd into $VSFTPD_ROOT"
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && [ ${#need[@]} -gt 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
@@ -62,6 +70,16 @@ if [ $need_proftpd -eq 1 ]; then
   rm -rf "$PROFTPD_ROOT" && mv "$PROFTPD_ROOT.new" "$PROFTPD_ROOT"
   rm -rf "$debs"
   "$PROFTPD_ROOT/usr/sbin/proftpd" --version
+fi
+if [ $need_vsftpd -eq 1 ]; then
+  debs="$(mktemp -d)"
+  chmod 0777 "$debs"
+  (cd "$debs" && apt-get download -qq vsftpd 2>/dev/null)
+  rm -rf "$VSFTPD_ROOT.new" && mkdir -p "$VSFTPD_ROOT.new"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$VSFTPD_ROOT.new"; done
+  rm -rf "$VSFTPD_ROOT" && mv "$VSFTPD_ROOT.new" "$VSFTPD_ROOT"
+  rm -rf "$debs"
+  [ -x "$VSFTPD_ROOT/usr/sbin/vsftpd" ] || { echo "error: vsftpd did not unpack" >&2; exit 1; }
 fi
 # The Debian packages start system services we do not use; tests start their own on 127.0.0.1.
 $SUDO service ssh stop >/dev/null 2>&1 || true

@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.interop_servers",
     "tests.fixtures.clamd",
     "tests.fixtures.notify_sinks",
+    "tests.fixtures.ftp_servers",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -143,6 +143,17 @@ class HostKeyMismatch(TransportError):
     )
 
 
+class TlsCertificateMismatch(HostKeyMismatch):
+    """An FTPS server presented a TLS certificate that is not pinned (or that the system's
+    certificate authorities do not vouch for): the same security event as a changed host key."""
+
+    default_hint = (
+        "Nothing was sent and no password either. If the partner really renewed its "
+        "certificate, confirm the new SHA-256 fingerprint with them and add it to the "
+        "partner's tls_fingerprints."
+    )
+
+
 class RemotePermissionDenied(TransportError):
     default_hint = (
         "Ask the partner to grant write access there, or change the flow's folder or "

@@ -50,6 +50,7 @@ class Verification(enum.StrEnum):
     SHELL_SHA1 = "shell-sha1"  # a ``sha1sum`` command, compared with the local file's SHA-1
     SHELL_MD5 = "shell-md5"  # an ``md5sum`` command, compared with the local file's MD5
     READ_BACK = "read_back"  # the file downloaded again and hashed here
+    SERVER_HASH = "server_hash"  # an FTP server's HASH / XSHA256 command (SHA-256)
     SIZE = "size"  # the size only: never a default, only ``checksum = "size"`` configured
 
     @property

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 
 from consonance_sftp.adapters.consonance import ConsonanceClient
 from consonance_sftp.adapters.sftp.connection import InProcessConnectionBudget
-from consonance_sftp.adapters.sftp.endpoint import AuthMethod, SftpEndpoint
-from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.app.delivery import ProgressSink, SftpDeliveryTransport
 from consonance_sftp.app.intake import SftpIntakeTransport
 from consonance_sftp.app.intake_handler import intake_processor, manifest_companions
+from consonance_sftp.app.partner_fs import PartnerFS, partner_fs
 from consonance_sftp.app.sales_handler import sales_processor
 from consonance_sftp.app.screening import intake_screen
 from consonance_sftp.config import PartnerConfig, Settings, load_settings
@@ -47,26 +46,6 @@ if TYPE_CHECKING:
     from consonance_sftp.app.runner import DeliveryRunner
 
 log = get_logger("consonance_sftp.activity")
-
-
-def sftp_endpoint(name: str, partner: PartnerConfig) -> SftpEndpoint:
-    """The SFTP adapter's view of one configured partner (secrets resolved)."""
-    auth = partner.auth
-    secret = auth.password or auth.keyboard_interactive
-    return SftpEndpoint(
-        partner=name,
-        host=partner.host,
-        port=partner.port,
-        user=partner.user,
-        host_keys=tuple(partner.host_keys),
-        auth=AuthMethod(auth.method),
-        key_path=auth.key,
-        key_passphrase=auth.passphrase.get_secret_value() if auth.passphrase else None,
-        password=secret.get_secret_value() if secret else None,
-        max_connections=partner.max_connections,
-        folders=tuple(partner.folders.values()),
-        transfer=partner.transfer,
-    )
 
 
 class App:
@@ -112,10 +91,15 @@ class App:
     def partner_config(self, name: str) -> PartnerConfig:
         return self.settings.partner(name)  # a typo is answered with the closest name
 
-    def remote_fs(self, name: str) -> SftpRemoteFS:
-        """An SFTP session pool for one partner; use it as an async context manager."""
-        endpoint = sftp_endpoint(name, self.partner_config(name))
-        return SftpRemoteFS(endpoint, state_dir=self.state_dir / "transfers", budget=self._budget)
+    def remote_fs(self, name: str) -> PartnerFS:
+        """A connection pool for one partner, SFTP or FTP/FTPS as its ``protocol`` says; use
+        it as an async context manager."""
+        return partner_fs(
+            name,
+            self.partner_config(name),
+            state_dir=self.state_dir / "transfers",
+            budget=self._budget,
+        )
 
     def engine_settings(self, executor_id: str | None = None) -> EngineSettings:
         e = self.settings.engine

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+from consonance_sftp.app.partner_fs import PartnerFS
 from consonance_sftp.errors import HostKeyMismatch, IntegrityError, RemotePathNotFound
 from consonance_sftp.models import Verification
 from consonance_sftp.ports.delivery import Fence, FileToSend, RemoteFileState, StageResult
@@ -71,12 +71,12 @@ class SftpDeliveryTransport:
 
     def __init__(
         self,
-        make_fs: Callable[[str], SftpRemoteFS],
+        make_fs: Callable[[str], PartnerFS],
         progress: ProgressSink | None = None,
         on_host_key_changed: SecuritySink | None = None,
     ) -> None:
         self._make_fs = make_fs
-        self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
+        self._fs: dict[tuple[str, int], PartnerFS] = {}
         self.progress = progress
         self.on_host_key_changed = on_host_key_changed
         # Found absent by remote_state and not tried since: the upload need not look again.
@@ -86,7 +86,7 @@ class SftpDeliveryTransport:
         self._staged: OrderedDict[_FileKey, bool] = OrderedDict()
         self._folders: set[tuple[str, int, str]] = set()
         # Pools of partners whose config changed, to close on the loop that opened them.
-        self._stale: dict[int, list[SftpRemoteFS]] = {}
+        self._stale: dict[int, list[PartnerFS]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def forget(self, partner: str) -> None:
@@ -110,7 +110,7 @@ class SftpDeliveryTransport:
     async def _reporting(self, partner: str, work: Awaitable[T]) -> T:
         return await reporting_host_key(self.on_host_key_changed, partner, work)
 
-    def _for(self, partner: str) -> SftpRemoteFS:
+    def _for(self, partner: str) -> PartnerFS:
         loop = asyncio.get_running_loop()
         for old in self._stale.pop(id(loop), []):
             task = loop.create_task(old.close())

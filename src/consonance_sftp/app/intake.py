@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from consonance_sftp.adapters.sftp.checksums import sha256_file
-from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.app.delivery import ProgressSink, SecuritySink, reporting_host_key
+from consonance_sftp.app.partner_fs import PartnerFS
 from consonance_sftp.config.flows import IntakeFlow, SalesInFlow
 from consonance_sftp.config.settings import IntakeAck
 from consonance_sftp.config.transfer import PostAction, TransferSettings
@@ -109,7 +109,7 @@ class SftpIntakeTransport:
 
     def __init__(
         self,
-        make_fs: Callable[[str], SftpRemoteFS],
+        make_fs: Callable[[str], PartnerFS],
         root: Path,
         on_host_key_changed: SecuritySink | None = None,
         progress: ProgressSink | None = None,
@@ -124,14 +124,14 @@ class SftpIntakeTransport:
         self.on_host_key_changed = on_host_key_changed
         self.progress = progress
         self._ack_of = ack_of or (lambda _partner: None)
-        self._fs: dict[tuple[str, int], SftpRemoteFS] = {}
-        self._users: dict[SftpRemoteFS, int] = {}
-        self._closers: dict[SftpRemoteFS, asyncio.TimerHandle] = {}
+        self._fs: dict[tuple[str, int], PartnerFS] = {}
+        self._users: dict[PartnerFS, int] = {}
+        self._closers: dict[PartnerFS, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.linger = LINGER_S
 
     @contextlib.asynccontextmanager
-    async def _using(self, partner: str) -> AsyncIterator[SftpRemoteFS]:
+    async def _using(self, partner: str) -> AsyncIterator[PartnerFS]:
         """The partner's session pool on this loop for one operation. ``linger`` seconds after
         the last operation on it ends (unless another one starts meanwhile), the pool is
         closed: an idle pooled connection keeps its slot of the partner's connection cap for
@@ -159,12 +159,12 @@ class SftpIntakeTransport:
                     self._drop(key, fs)
                     await fs.close()
 
-    def _drop(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+    def _drop(self, key: tuple[str, int], fs: PartnerFS) -> None:
         del self._users[fs]
         if self._fs.get(key) is fs:
             del self._fs[key]
 
-    def _close_idle(self, key: tuple[str, int], fs: SftpRemoteFS) -> None:
+    def _close_idle(self, key: tuple[str, int], fs: PartnerFS) -> None:
         """The linger ran out with nothing using the pool: close it (on its own loop)."""
         self._closers.pop(fs, None)
         if self._users.get(fs) == 0:
@@ -200,7 +200,7 @@ class SftpIntakeTransport:
             return await self._download(fs, request, local, fence)
 
     async def _download(
-        self, fs: SftpRemoteFS, request: IntakeRequest, local: Path, fence: Fence
+        self, fs: PartnerFS, request: IntakeRequest, local: Path, fence: Fence
     ) -> FetchedFile:
         entry = await fs.stat(request.remote_path)
         if entry is None:
@@ -241,7 +241,7 @@ class SftpIntakeTransport:
         async with self._using(request.partner) as fs:
             return await self._apply(fs, request, fence)
 
-    async def _apply(self, fs: SftpRemoteFS, request: IntakeRequest, fence: Fence) -> str:
+    async def _apply(self, fs: PartnerFS, request: IntakeRequest, fence: Fence) -> str:
         action = fs.settings.post_action
         if action is PostAction.LEAVE:
             return action.value
@@ -259,7 +259,7 @@ class SftpIntakeTransport:
         return f"{action.value}:{moved_to}" if moved_to else action.value
 
     async def _marker_too(
-        self, fs: SftpRemoteFS, request: IntakeRequest, action: PostAction, fence: Fence
+        self, fs: PartnerFS, request: IntakeRequest, action: PostAction, fence: Fence
     ) -> None:
         """The file's done-marker and its manifest follow it (moved or deleted too), so they
         do not pile up in the partner's folder."""
@@ -377,7 +377,7 @@ MAX_DEPTH = 4
 
 
 async def _list_kinds(
-    fs: SftpRemoteFS, folder: str, ts: TransferSettings, subfolders: bool
+    fs: PartnerFS, folder: str, ts: TransferSettings, subfolders: bool
 ) -> list[tuple[RemoteEntry, str]]:
     """The folder's entries with their kinds; with ``subfolders``, the entries of its
     sub-folders too (breadth first, ``MAX_DEPTH`` levels), the folders entered left out. A
@@ -531,7 +531,7 @@ async def _poll_partner(
 
 async def _candidates(
     app: App,
-    fs: SftpRemoteFS,
+    fs: PartnerFS,
     flow: AnyIntakeFlow,
     partner: str,
     folder: str,
@@ -587,7 +587,7 @@ def _not_yet(report: InboxReport, partner: str, entry: RemoteEntry, reason: str)
 
 
 async def _stable(
-    fs: SftpRemoteFS,
+    fs: PartnerFS,
     candidates: list[RemoteEntry],
     ts: TransferSettings,
     partner: str,

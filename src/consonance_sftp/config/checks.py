@@ -74,6 +74,7 @@ def check_settings(settings: Settings, data: Mapping[str, Any], base_dir: Path) 
     findings = [
         *_key_files(settings),
         *_host_key_pins(settings),
+        *_plaintext_partners(settings),
         *_secret_files(data, base_dir),
         *_inbox_overlaps(settings),
         *_flow_kinds(settings),
@@ -114,6 +115,18 @@ def _host_key_pins(settings: Settings) -> Iterator[Finding]:
                 "for each key type in turn (ed25519, ECDSA, RSA) until it shows the pinned key; "
                 "write it as 'ssh-ed25519 SHA256:...' (as 'partner trust' does) to ask for "
                 "that type first",
+            )
+
+
+def _plaintext_partners(settings: Settings) -> Iterator[Finding]:
+    for name, partner in settings.partners.items():
+        if partner.protocol == "ftp" and partner.insecure_plaintext:
+            yield Finding(
+                "warning",
+                toml_path(["partners", name, "protocol"]),
+                "plain FTP: the password and every file cross the network unencrypted and "
+                "the server is not authenticated (insecure_plaintext = true); ask the partner "
+                "for FTPS or SFTP",
             )
 
 

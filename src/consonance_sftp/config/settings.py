@@ -220,15 +220,67 @@ class IntakeAck(StrictModel):
         return value
 
 
-class PartnerConfig(StrictModel):
-    """One partner's SFTP server."""
+Protocol = Literal["sftp", "ftps", "ftps-implicit", "ftp"]
+# The port a partner's server listens on when the config does not say.
+DEFAULT_PORTS: dict[str, int] = {"sftp": 22, "ftps": 21, "ftps-implicit": 990, "ftp": 21}
+_TLS_PREFIX = re.compile(r"^(?:sha-?256\s*fingerprint\s*=|sha-?256:)\s*", re.IGNORECASE)
 
-    host: str = Field(min_length=1, description="Host name or IP address of the SFTP server.")
-    port: Port = Field(default=22, description="TCP port of the SFTP server.")
+
+def tls_fingerprint(value: str) -> str:
+    """``SHA256:AB:CD:...`` (32 bytes in upper-case hex, colons) from any usual spelling: with
+    or without ``SHA256:`` and colons, or as ``openssl x509 -noout -fingerprint -sha256``
+    prints it (``sha256 Fingerprint=AB:CD:...``); raises ValueError otherwise."""
+    digits = _TLS_PREFIX.sub("", value.strip()).replace(":", "").upper()
+    if len(digits) != 64 or any(c not in "0123456789ABCDEF" for c in digits):
+        raise ValueError(
+            f"{value!r} is not a SHA-256 certificate fingerprint (64 hex digits, e.g. as "
+            "'openssl x509 -noout -fingerprint -sha256' prints it)"
+        )
+    return "SHA256:" + ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
+class PartnerConfig(StrictModel):
+    """One partner's server: SFTP (the default), FTPS, or plain FTP where a partner insists."""
+
+    protocol: Protocol = Field(
+        default="sftp",
+        description="`sftp` (SSH; pinned `host_keys`), `ftps` (FTP with explicit TLS: AUTH "
+        "TLS on port 21), `ftps-implicit` (TLS from the first byte, port 990) or `ftp` (plain "
+        "FTP: password and files in clear text, refused unless `insecure_plaintext = true`). "
+        "FTP and FTPS partners log in with a password and pin `tls_fingerprints` (or trust "
+        "`tls_system_ca`) instead of `host_keys`.",
+    )
+    host: str = Field(min_length=1, description="Host name or IP address of the server.")
+    port: Port = Field(
+        default=22,
+        description="TCP port of the server; unset: 22 for sftp, 21 for ftps and ftp, 990 for "
+        "ftps-implicit.",
+    )
     user: str = Field(min_length=1, description="User name to log in as.")
+    tls_system_ca: bool = Field(
+        default=False,
+        description="FTPS: the certificate must be signed for `host` by one of the system's "
+        "certificate authorities (chain and host name checked); with `tls_fingerprints` too, "
+        "it must also be pinned. An FTPS partner needs a pin or this.",
+    )
+    tls_fingerprints: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="FTPS: pinned SHA-256 fingerprints of the server's TLS certificate "
+        "(`SHA256:AB:CD:...`, or as `openssl x509 -noout -fingerprint -sha256` prints it); no "
+        "login and no byte sent without a match. Several entries allow a certificate renewal.",
+    )
+    insecure_plaintext: bool = Field(
+        default=False,
+        validate_default=True,
+        description='`protocol = "ftp"` only: accept that the password and every file cross '
+        "the network unencrypted (`config check` warns about it).",
+    )
     host_keys: list[str] = Field(
-        min_length=1,
-        description="Pinned host keys; no connection without a match. Each is a known_hosts "
+        default_factory=list,
+        validate_default=True,
+        description="SFTP: pinned host keys (at least one); no connection without a match. Each "
+        "is a known_hosts "
         "line (`[host]:port ssh-ed25519 AAAA...`, as `ssh-keyscan` prints), a fingerprint with "
         "its key type (`ssh-ed25519 SHA256:...`, as `partner trust` writes it) or a bare "
         "fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints). The server is asked for the "
@@ -262,9 +314,88 @@ class PartnerConfig(StrictModel):
         "its server; unset: no acknowledgements. See `[partners.<name>.intake_ack]`.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        if isinstance(data, dict) and "port" not in data:
+            protocol = data.get("protocol", "sftp")
+            if isinstance(protocol, str) and protocol in DEFAULT_PORTS:
+                return {**data, "port": DEFAULT_PORTS[protocol]}
+        return data
+
+    @field_validator("tls_system_ca")
+    @classmethod
+    def _tls_only_for_ftps(cls, value: bool, info: ValidationInfo) -> bool:
+        protocol = info.data.get("protocol")
+        if value and protocol in ("sftp", "ftp"):
+            raise ValueError(f"only for protocol 'ftps' or 'ftps-implicit', not {protocol!r}")
+        return value
+
+    @field_validator("tls_fingerprints")
+    @classmethod
+    def _valid_fingerprints(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        protocol = info.data.get("protocol")
+        if values and protocol in ("sftp", "ftp"):
+            raise ValueError(
+                f"only for protocol 'ftps' or 'ftps-implicit', not {protocol!r}"
+                + (" (an SFTP server is pinned by host_keys)" if protocol == "sftp" else "")
+            )
+        if (
+            not values
+            and protocol in ("ftps", "ftps-implicit")
+            and not info.data.get("tls_system_ca")
+        ):
+            raise ValueError(
+                f"required for protocol {protocol!r}: pin the server's certificate "
+                "(tls_fingerprints = ['SHA256:AB:CD:...'], as 'openssl x509 -noout "
+                "-fingerprint -sha256' prints it), or set tls_system_ca = true"
+            )
+        return [tls_fingerprint(v) for v in values]
+
+    @field_validator("insecure_plaintext")
+    @classmethod
+    def _plaintext_said(cls, value: bool, info: ValidationInfo) -> bool:
+        protocol = info.data.get("protocol")
+        if protocol == "ftp" and not value:
+            raise ValueError(
+                "protocol 'ftp' sends the password and every file unencrypted: use 'ftps' "
+                "if the server offers TLS, or set insecure_plaintext = true to accept it for "
+                "this partner"
+            )
+        if value and protocol not in (None, "ftp"):
+            raise ValueError(f"only for protocol 'ftp', not {protocol!r}")
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _ftp_logs_in_with_a_password(cls, auth: PartnerAuth, info: ValidationInfo) -> PartnerAuth:
+        protocol = info.data.get("protocol")
+        if protocol not in (None, "sftp") and auth.method != "password":
+            raise ValueError(
+                f"an FTP/FTPS partner logs in with a password (auth.password), not with "
+                f"{auth.method.replace('_', '-')}"
+            )
+        return auth
+
+    @property
+    def is_ftp(self) -> bool:
+        """Reached over FTP or FTPS (the FTP adapter), not SFTP."""
+        return self.protocol != "sftp"
+
     @field_validator("host_keys")
     @classmethod
     def _valid_keys(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        protocol = info.data.get("protocol")
+        if protocol == "sftp" and not values:
+            raise ValueError(
+                "required: pin at least one host key (a known_hosts line or a SHA256:... "
+                "fingerprint)"
+            )
+        if protocol not in (None, "sftp") and values:
+            raise ValueError(
+                f"SSH host keys do not apply to protocol {protocol!r}; an FTPS server is "
+                "pinned by tls_fingerprints (its certificate's SHA-256)"
+            )
         out: list[str] = []
         problems: list[str] = []
         # host and port are declared first, so they are validated (or failed) by now.
