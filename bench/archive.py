@@ -34,8 +34,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pyrage
+import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -47,6 +49,8 @@ from bench.transfer import human, parse_size, say  # noqa: E402
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS  # noqa: E402
 from consonance_sftp.config.transfer import TransferSettings  # noqa: E402
 from consonance_sftp.formats.archive import BagWriter, HashingWriter  # noqa: E402
+from consonance_sftp.formats.archive.bag import Compression  # noqa: E402
+from consonance_sftp.formats.archive.encrypt import encrypt_produced  # noqa: E402
 
 FILE_SIZE = 64 << 20  # each asset: a large print PDF or audio master
 
@@ -71,34 +75,42 @@ def make_assets(folder: Path, total: int) -> int:
     return made
 
 
-def ours(assets: Path, out: Path, recipient: pyrage.x25519.Recipient, served: Served) -> str:
-    """Bag -> tar -> age (pipe) -> file + sidecar hash -> our SFTP upload."""
-    read_fd, write_fd = os.pipe()
-    failed: list[BaseException] = []
+VERIFY = {
+    # how the server's copy is proven before it counts as delivered (TransferSettings)
+    "openssl": {"allow_shell": True, "shell_hash_command": "openssl dgst -sha256 -r"},
+    "sha256sum": {"allow_shell": True, "shell_hash_command": "sha256sum"},
+    "read_back": {"allow_shell": False},
+}
 
-    def produce() -> None:
-        try:
-            with (
-                os.fdopen(write_fd, "wb") as pipe,
-                BagWriter(pipe, name=out.stem, info={"Source-Organization": "bench"}) as bag,
-            ):
-                for path in sorted(assets.iterdir()):
-                    bag.add_file(f"assets/{path.name}", path)
-        except BaseException as exc:
-            failed.append(exc)
 
-    producer = threading.Thread(target=produce)
-    producer.start()
-    with out.open("wb") as raw, os.fdopen(read_fd, "rb") as pipe:
+def ours(
+    assets: Path,
+    out: Path,
+    recipient: pyrage.x25519.Recipient,
+    served: Served,
+    *,
+    compression: Compression,
+    verify: str,
+) -> str:
+    """Bag -> tar (-> zstd) -> age (pipe) -> file + sidecar hash -> our SFTP upload: the
+    pieces ``flows.archive.write_archive`` puts together, then the upload the engine's
+    delivery runs (stage: temporary name, verify; publish: rename)."""
+
+    def produce(sink: BinaryIO) -> None:
+        info = {"Source-Organization": "bench"}
+        with BagWriter(
+            sink, name=out.name.split(".")[0], info=info, compression=compression
+        ) as bag:
+            for path in sorted(assets.iterdir()):
+                bag.add_file(f"assets/{path.name}", path)
+
+    with out.open("wb") as raw:
         hashing = HashingWriter(raw)
-        pyrage.encrypt_io(pipe, hashing, [recipient])  # type: ignore[arg-type]
-    producer.join()
-    if failed:
-        raise failed[0]
+        encrypt_produced(produce, cast(BinaryIO, hashing), [recipient])
     digest = hashing.hexdigest()
 
     async def upload() -> None:
-        settings = TransferSettings()
+        settings = TransferSettings(**VERIFY[verify])  # type: ignore[arg-type]
         fs = SftpRemoteFS(served.endpoint(settings, max_connections=4), state_dir=out.parent)
         async with fs:
             await fs.upload(out, served.remote(out.name), sha256=digest)
@@ -150,6 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="2G", help="assets in total (default 2G)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
+        "--compression",
+        choices=("zstd", "none"),
+        default="zstd",
+        help="the bag's compression (default zstd, the archive flow's default)",
+    )
+    parser.add_argument(
+        "--verify",
+        choices=tuple(VERIFY),
+        default="openssl",
+        help="how our upload proves the server's copy: the partner's hash command over SSH "
+        "(default 'openssl dgst -sha256 -r'; or sha256sum), or read_back (no shell)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-archive"
     )
     args = parser.parse_args(argv)
@@ -176,12 +201,25 @@ def main(argv: list[str] | None = None) -> int:
                 os.sync()
                 started = time.perf_counter()
                 if who == "ours":
-                    digest = ours(assets, out, recipient, served)
+                    digest = ours(
+                        assets,
+                        out,
+                        recipient,
+                        served,
+                        compression=args.compression,
+                        verify=args.verify,
+                    )
                 else:
                     digest = peer(assets, out, str(recipient), served, known_hosts)
                 seconds = time.perf_counter() - started
                 landed = served.folder / out.name
-                check_copy(landed, digest, identity, payload)
+                check_copy(
+                    landed,
+                    digest,
+                    identity,
+                    payload,
+                    zstd=who == "ours" and args.compression == "zstd",
+                )
                 times[who].append(seconds)
                 rate = mib / seconds
                 say(f"  rep {rep + 1}/{args.reps} {who:5s} {seconds:7.2f} s {rate:8.1f} MiB/s")
@@ -200,13 +238,18 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": round(ours_rate / peer_rate, 2),
                 "payload_mib": round(mib, 1),
                 "reps": args.reps,
+                "compression": args.compression,
+                "verify": args.verify,
+                "loadavg": Path("/proc/loadavg").read_text().split()[:3],
             }
         )
     )
     return 0
 
 
-def check_copy(landed: Path, digest: str, identity: pyrage.x25519.Identity, payload: int) -> None:
+def check_copy(
+    landed: Path, digest: str, identity: pyrage.x25519.Identity, payload: int, *, zstd: bool
+) -> None:
     """The server's copy: its SHA-256 against the sidecar's, then decrypted (streamed), a tar
     whose asset files add up to the payload."""
     sha = hashlib.sha256()
@@ -223,8 +266,10 @@ def check_copy(landed: Path, digest: str, identity: pyrage.x25519.Identity, payl
 
     worker = threading.Thread(target=decrypt)
     worker.start()
-    with os.fdopen(read_fd, "rb") as pipe, tarfile.open(fileobj=pipe, mode="r|") as tar:
-        sizes = sum(m.size for m in tar if m.isfile() and "asset-" in m.name)
+    with os.fdopen(read_fd, "rb") as pipe:
+        plain = zstandard.ZstdDecompressor().stream_reader(pipe) if zstd else pipe
+        with tarfile.open(fileobj=plain, mode="r|") as tar:
+            sizes = sum(m.size for m in tar if m.isfile() and "asset-" in m.name)
     worker.join()
     if sizes != payload:
         raise SystemExit(f"{landed}: the tar holds {sizes} bytes of assets, not {payload}")

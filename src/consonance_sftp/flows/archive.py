@@ -27,7 +27,6 @@ import dataclasses
 import io
 import json
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,11 +35,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import pyrage
-
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.formats.archive import BagSummary, BagWriter, HashingWriter, sidecar_line
+from consonance_sftp.formats.archive.encrypt import encrypt_produced
 from consonance_sftp.formats.finance.protect import age_recipient
 from consonance_sftp.formats.onix.feed import write_feed
 from consonance_sftp.formats.onix.rules import RecipientRules
@@ -229,36 +227,15 @@ def _encrypted(
     now: datetime,
 ) -> BagSummary:
     """The bag written in a thread into a pipe that age encrypts into ``out``: no plain copy
-    is ever on disk."""
+    is ever on disk (``formats.archive.encrypt``)."""
     recipients = [age_recipient(r) for r in config.age_recipients]
-    read_fd, write_fd = os.pipe()
-    made: list[BagSummary] = []
-    failed: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as pipe:
-                made.append(
-                    write_bag(
-                        pipe,
-                        name=name,
-                        config=config,
-                        catalogue=catalogue,
-                        store=store,
-                        now=now,
-                    )
-                )
-        except BaseException as exc:  # raised below, in the caller's thread
-            failed.append(exc)
-
-    producer = threading.Thread(target=produce, name="archive-bag", daemon=True)
-    producer.start()
-    with os.fdopen(read_fd, "rb") as pipe:
-        pyrage.encrypt_io(pipe, cast(Any, out), recipients)
-    producer.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return encrypt_produced(
+        lambda pipe: write_bag(
+            pipe, name=name, config=config, catalogue=catalogue, store=store, now=now
+        ),
+        out,
+        recipients,
+    )
 
 
 @dataclass(frozen=True, slots=True)
