@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from consonance_sftp.config.flows import ArchiveFlow
+from consonance_sftp.flows.archive_resume import undelivered_archive
 from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.formats.archive import BagSummary, BagWriter, HashingWriter, sidecar_line
 from consonance_sftp.formats.archive.encrypt import encrypt_produced
@@ -281,51 +282,63 @@ async def plan(
         )
         return run
     folder = archive_dir(config, ctx.state_dir, name)
-    written = await asyncio.to_thread(
-        write_archive,
-        folder,
-        name=bag_name,
-        config=config,
-        catalogue=catalogue,
-        store=ctx.store,
-        now=ctx.now,
-    )
-    ctx.store.append_audit(
-        ACTOR,
-        AuditAction.ARCHIVE_WRITTEN,
-        f"archive:{written.path.name}",
-        {
-            "flow": name,
-            "path": str(written.path),
-            "sha256": written.sha256,
-            "size": written.size,
-            "files": len(written.summary.files),
-            "payload_bytes": written.summary.payload_bytes,
-        },
-    )
-    run.notes.append(
-        f"archive {written.path} ({written.size:,} bytes, {len(written.summary.files)} files, "
-        f"sha256 {written.sha256[:12]}...)"
-    )
-    side_size, side_sha = sha256_file(written.sidecar)
+    # An archive an interrupted run wrote whole and did not finish delivering is delivered,
+    # not written again (flows.archive_resume): the same files, the same delivery workflow.
+    pending = await asyncio.to_thread(undelivered_archive, ctx.store, name, list(config.partners))
+    if pending is not None:
+        path, sidecar, sha, size = pending.path, pending.sidecar, pending.sha256, pending.size
+        run.notes.append(
+            f"archive {path} ({size:,} bytes, {pending.files} files, written "
+            f"{pending.written_at:%Y-%m-%d %H:%M:%S} UTC by an earlier run, not yet delivered "
+            f"to {', '.join(pending.partners)}): delivered now, not written again"
+        )
+    else:
+        written = await asyncio.to_thread(
+            write_archive,
+            folder,
+            name=bag_name,
+            config=config,
+            catalogue=catalogue,
+            store=ctx.store,
+            now=ctx.now,
+        )
+        ctx.store.append_audit(
+            ACTOR,
+            AuditAction.ARCHIVE_WRITTEN,
+            f"archive:{written.path.name}",
+            {
+                "flow": name,
+                "path": str(written.path),
+                "sha256": written.sha256,
+                "size": written.size,
+                "files": len(written.summary.files),
+                "payload_bytes": written.summary.payload_bytes,
+            },
+        )
+        run.notes.append(
+            f"archive {written.path} ({written.size:,} bytes, {len(written.summary.files)} files, "
+            f"sha256 {written.sha256[:12]}...)"
+        )
+        path, sidecar, sha, size = written.path, written.sidecar, written.sha256, written.size
+    side_size, side_sha = sha256_file(sidecar)
     files = (
         PlannedFile(
             role="asset",
-            remote_path=written.path.name,
-            source=written.path,
-            sha256=written.sha256,
-            size=written.size,
+            remote_path=path.name,
+            source=path,
+            sha256=sha,
+            size=size,
         ),
         PlannedFile(
             role="asset",
-            remote_path=written.sidecar.name,
-            source=written.sidecar,
+            remote_path=sidecar.name,
+            source=sidecar,
             sha256=side_sha,
             size=side_size,
         ),
     )
     for partner in config.partners:
         run.outbounds.append(
-            ArchivePackage(partner, PackagePlan(files=files, planned_at=ctx.now), written.path.name)
+            ArchivePackage(partner, PackagePlan(files=files, planned_at=ctx.now), path.name)
         )
     return run
