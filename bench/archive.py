@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,13 +60,24 @@ from consonance_sftp.formats.archive.bag import Compression  # noqa: E402
 from consonance_sftp.formats.archive.encrypt import encrypt_produced  # noqa: E402
 
 FILE_SIZE = 64 << 20  # each asset: a large print PDF or audio master
-STAGES: dict[str, float] = {}  # seconds of each stage of the last copy made
+STAGES: dict[str, str] = {}  # each stage of the last copy made: its seconds, its CPU seconds
+_CPU_MARK: list[float] = [0.0]
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and its finished children: on a shared
+    machine the wall clock says how busy the others were, this says what the work cost (the
+    server's side, sshd, is not counted, for either copy)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def lap(name: str, since: float) -> float:
-    """Note ``name``'s seconds since ``since``; returns now."""
-    now = time.perf_counter()
-    STAGES[name] = round(now - since, 2)
+    """Note ``name``'s seconds since ``since`` (and CPU since the last lap); returns now."""
+    now, cpu = time.perf_counter(), _cpu()
+    STAGES[name] = f"{now - since:.2f} s (cpu {cpu - _CPU_MARK[0]:.2f})"
+    _CPU_MARK[0] = cpu
     return now
 
 
@@ -105,6 +117,7 @@ def ours(
     *,
     compression: Compression,
     verify: str,
+    connections: int = 4,
 ) -> str:
     """Bag -> tar (-> zstd) -> age (pipe) -> file + sidecar hash -> our SFTP upload: the
     pieces ``flows.archive.write_archive`` puts together, then the upload the engine's
@@ -118,7 +131,7 @@ def ours(
             for path in sorted(assets.iterdir()):
                 bag.add_file(f"assets/{path.name}", path)
 
-    t = time.perf_counter()
+    t, _CPU_MARK[0] = time.perf_counter(), _cpu()
     with out.open("wb") as raw:
         hashing = HashingWriter(raw)
         encrypt_produced(produce, cast(BinaryIO, hashing), [recipient])
@@ -127,7 +140,8 @@ def ours(
 
     async def upload() -> None:
         settings = TransferSettings(**VERIFY[verify])  # type: ignore[arg-type]
-        fs = SftpRemoteFS(served.endpoint(settings, max_connections=4), state_dir=out.parent)
+        endpoint = served.endpoint(settings, max_connections=connections)
+        fs = SftpRemoteFS(endpoint, state_dir=out.parent)
         async with fs:
             await fs.upload(out, served.remote(out.name), sha256=digest)
 
@@ -138,7 +152,7 @@ def ours(
 
 def peer(assets: Path, out: Path, recipient: str, served: Served, known_hosts: Path) -> str:
     """``tar | age > file``, ``sha256sum``, ``sftp -b put``."""
-    t = time.perf_counter()
+    t, _CPU_MARK[0] = time.perf_counter(), _cpu()
     with out.open("wb") as f:
         tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(assets), "."], stdout=subprocess.PIPE)
         age = subprocess.run(["age", "-r", recipient], stdin=tar.stdout, stdout=f, check=True)
@@ -198,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-archive"
     )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="the partner's max_connections for our upload (default 4: segments in parallel)",
+    )
     args = parser.parse_args(argv)
     for tool in ("tar", "age", "sftp", "sha256sum"):
         if shutil.which(tool) is None:
@@ -229,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                         served,
                         compression=args.compression,
                         verify=args.verify,
+                        connections=args.connections,
                     )
                 else:
                     digest = peer(assets, out, str(recipient), served, known_hosts)
@@ -243,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 times[who].append(seconds)
                 rate = mib / seconds
-                stages = ", ".join(f"{k} {v:.2f} s" for k, v in STAGES.items())
+                stages = ", ".join(f"{k} {v}" for k, v in STAGES.items())
                 STAGES.clear()
                 say(
                     f"  rep {rep + 1}/{args.reps} {who:5s} {seconds:7.2f} s {rate:8.1f} MiB/s"
@@ -272,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 "reps": args.reps,
                 "compression": args.compression,
                 "verify": args.verify,
+                "connections": args.connections,
                 "loadavg": Path("/proc/loadavg").read_text().split()[:3],
             }
         )
