@@ -135,7 +135,10 @@ class PayloadFile:
 class BagSummary:
     """What one ``BagWriter`` wrote. ``archive_bytes``/``archive_sha256`` are of the bytes
     handed to ``out`` (after zstd when compressed; before any encryption that ``out`` does);
-    ``tar_bytes`` is the length of the tar itself."""
+    ``tar_bytes`` is the length of the tar itself. When ``out`` is a ``HashingWriter`` they are
+    its count and hash (of all it was given), and ``archive_sha256`` is ``""`` when it only
+    counts (``formats.archive.encrypt`` hands the bag such a writer: the plain stream's hash
+    is of no use once it is encrypted)."""
 
     name: str
     created: datetime
@@ -207,8 +210,9 @@ class BagWriter:
         # An output that hashes already is used as it is: the same bytes are hashed once.
         self._hashing = out if isinstance(out, HashingWriter) else HashingWriter(out)
         self._zstd: zstandard.ZstdCompressionWriter | None = None
-        # the tar's length: the output's, unless compressed
-        self._tar_count = self._hashing
+        # The tar's own length, counted from 0 (a reused output may hold bytes before the bag;
+        # tarfile's record padding counts from the position it starts at).
+        self._tar_count = HashingWriter(self._hashing, sha256=False)
         if compression == "zstd":
             compressor = zstandard.ZstdCompressor(
                 level=zstd_level, write_checksum=True, threads=zstd_threads
