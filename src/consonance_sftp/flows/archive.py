@@ -37,7 +37,6 @@ import dataclasses
 import io
 import json
 import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -46,11 +45,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import pyrage
-
 from consonance_sftp.config.flows import ArchiveFlow
+from consonance_sftp.flows.archive_resume import undelivered_archive
 from consonance_sftp.flows.base import FlowContext, PlannedRun
 from consonance_sftp.formats.archive import BagSummary, BagWriter, HashingWriter, sidecar_line
+from consonance_sftp.formats.archive.encrypt import encrypt_produced
 from consonance_sftp.formats.archive.rfc8493 import FetchEntry, bag_url
 from consonance_sftp.formats.finance.protect import age_recipient
 from consonance_sftp.formats.onix.feed import write_feed
@@ -348,36 +347,15 @@ def _encrypted(
     now: datetime,
 ) -> BagSummary:
     """The bag written in a thread into a pipe that age encrypts into ``out``: no plain copy
-    is ever on disk."""
+    is ever on disk (``formats.archive.encrypt``)."""
     recipients = [age_recipient(r) for r in config.age_recipients]
-    read_fd, write_fd = os.pipe()
-    made: list[BagSummary] = []
-    failed: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as pipe:
-                made.append(
-                    write_bag(
-                        pipe,
-                        name=name,
-                        config=config,
-                        catalogue=catalogue,
-                        store=store,
-                        now=now,
-                    )
-                )
-        except BaseException as exc:  # raised below, in the caller's thread
-            failed.append(exc)
-
-    producer = threading.Thread(target=produce, name="archive-bag", daemon=True)
-    producer.start()
-    with os.fdopen(read_fd, "rb") as pipe:
-        pyrage.encrypt_io(pipe, cast(Any, out), recipients)
-    producer.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return encrypt_produced(
+        lambda pipe: write_bag(
+            pipe, name=name, config=config, catalogue=catalogue, store=store, now=now
+        ),
+        out,
+        recipients,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,69 +401,83 @@ async def plan(
         )
         return run
     folder = archive_dir(config, ctx.state_dir, name)
-    base = await asyncio.to_thread(incremental_base, ctx.store, name, config)
-    if config.mode == "incremental":
-        catalogue = dataclasses.replace(catalogue, base=base)
+    # An archive an interrupted run wrote whole and did not finish delivering is delivered,
+    # not written again (flows.archive_resume): the same files, the same delivery workflow.
+    pending = await asyncio.to_thread(undelivered_archive, ctx.store, name, list(config.partners))
+    if pending is not None:
+        path, sidecar, sha, size = pending.path, pending.sidecar, pending.sha256, pending.size
         run.notes.append(
-            f"incremental run on {base.full} and its chain ({len(base.held)} assets held)"
-            if base is not None
-            else "full run (incremental flow: no usable full archive, or full_every reached)"
+            f"archive {path} ({size:,} bytes, {pending.files} files, written "
+            f"{pending.written_at:%Y-%m-%d %H:%M:%S} UTC by an earlier run, not yet delivered "
+            f"to {', '.join(pending.partners)}): delivered now, not written again"
         )
-    written = await asyncio.to_thread(
-        write_archive,
-        folder,
-        name=bag_name,
-        config=config,
-        catalogue=catalogue,
-        store=ctx.store,
-        now=ctx.now,
-    )
-    ctx.store.append_audit(
-        ACTOR,
-        AuditAction.ARCHIVE_WRITTEN,
-        f"archive:{written.path.name}",
-        {
-            "flow": name,
-            "path": str(written.path),
-            "sha256": written.sha256,
-            "size": written.size,
-            "files": len(written.summary.files),
-            "payload_bytes": written.summary.payload_bytes,
-            "bag": bag_name,
-            "created": ctx.now.isoformat(),
-            "mode": "full" if catalogue.base is None else "incremental",
-            # what this archive carries, for the next incremental run to refer to
-            "assets": {
-                f.sha256: f.path for f in written.summary.files if f.path.startswith("data/assets/")
+    else:
+        base = await asyncio.to_thread(incremental_base, ctx.store, name, config)
+        if config.mode == "incremental":
+            catalogue = dataclasses.replace(catalogue, base=base)
+            run.notes.append(
+                f"incremental run on {base.full} and its chain ({len(base.held)} assets held)"
+                if base is not None
+                else "full run (incremental flow: no usable full archive, or full_every reached)"
+            )
+        written = await asyncio.to_thread(
+            write_archive,
+            folder,
+            name=bag_name,
+            config=config,
+            catalogue=catalogue,
+            store=ctx.store,
+            now=ctx.now,
+        )
+        ctx.store.append_audit(
+            ACTOR,
+            AuditAction.ARCHIVE_WRITTEN,
+            f"archive:{written.path.name}",
+            {
+                "flow": name,
+                "path": str(written.path),
+                "sha256": written.sha256,
+                "size": written.size,
+                "files": len(written.summary.files),
+                "payload_bytes": written.summary.payload_bytes,
+                "bag": bag_name,
+                "created": ctx.now.isoformat(),
+                "mode": "full" if catalogue.base is None else "incremental",
+                # what this archive carries, for the next incremental run to refer to
+                "assets": {
+                    f.sha256: f.path
+                    for f in written.summary.files
+                    if f.path.startswith("data/assets/")
+                },
+                "referenced": len(written.summary.referenced),
+                "referenced_bytes": sum(r.size for r in written.summary.referenced),
+                "bases": bases_of(written.summary),
             },
-            "referenced": len(written.summary.referenced),
-            "referenced_bytes": sum(r.size for r in written.summary.referenced),
-            "bases": bases_of(written.summary),
-        },
-    )
-    run.notes.append(
-        f"archive {written.path} ({written.size:,} bytes, {len(written.summary.files)} files, "
-        f"sha256 {written.sha256[:12]}...)"
-    )
-    side_size, side_sha = sha256_file(written.sidecar)
+        )
+        run.notes.append(
+            f"archive {written.path} ({written.size:,} bytes, {len(written.summary.files)} files, "
+            f"sha256 {written.sha256[:12]}...)"
+        )
+        path, sidecar, sha, size = written.path, written.sidecar, written.sha256, written.size
+    side_size, side_sha = sha256_file(sidecar)
     files = (
         PlannedFile(
             role="asset",
-            remote_path=written.path.name,
-            source=written.path,
-            sha256=written.sha256,
-            size=written.size,
+            remote_path=path.name,
+            source=path,
+            sha256=sha,
+            size=size,
         ),
         PlannedFile(
             role="asset",
-            remote_path=written.sidecar.name,
-            source=written.sidecar,
+            remote_path=sidecar.name,
+            source=sidecar,
             sha256=side_sha,
             size=side_size,
         ),
     )
     for partner in config.partners:
         run.outbounds.append(
-            ArchivePackage(partner, PackagePlan(files=files, planned_at=ctx.now), written.path.name)
+            ArchivePackage(partner, PackagePlan(files=files, planned_at=ctx.now), path.name)
         )
     return run

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, cast
 
 import zstandard
 
@@ -64,34 +64,44 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Writable(Protocol):
-    def write(self, data: bytes, /) -> int | None: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None: ...
 
 
 class HashingWriter(io.RawIOBase):
     """Passes every byte written on to ``out`` while counting and hashing (SHA-256) them. Wrap
     the archive file with it, outside any encryption, to get the sidecar's hash of the file as
-    stored without reading it again."""
+    stored without reading it again. ``sha256=False`` only counts (``hexdigest`` is then
+    ``""``): for a stream whose hash nobody needs, such as the plain bag on its way into an
+    encrypting pipe. ``tell()`` is the count, so ``tarfile`` writes into it directly.
 
-    def __init__(self, out: _Writable) -> None:
+    A ``BagWriter`` given a ``HashingWriter`` as its output uses it as it is: the bytes are
+    hashed once, not once per wrapper."""
+
+    def __init__(self, out: _Writable, *, sha256: bool = True) -> None:
         super().__init__()
         self._out = out
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if sha256 else None
         self.bytes_written = 0
 
     def writable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.bytes_written
+
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        chunk = data if isinstance(data, bytes) else bytes(data)
-        size = len(chunk)
-        self._hash.update(chunk)
+        size = len(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.bytes_written += size
-        taken = self._out.write(chunk)
-        while taken is not None and taken < len(chunk):  # a raw stream took only part of it
-            if taken <= 0:
-                raise OSError("the archive's output stream accepted no bytes")
-            chunk = chunk[taken:]
-            taken = self._out.write(chunk)
+        taken = self._out.write(data)
+        if taken is not None and taken < size:  # a raw stream took only part of it
+            chunk = memoryview(data)
+            while taken is not None and taken < len(chunk):
+                if taken <= 0:
+                    raise OSError("the archive's output stream accepted no bytes")
+                chunk = chunk[taken:]
+                taken = self._out.write(chunk)
         return size
 
     def flush(self) -> None:
@@ -100,24 +110,7 @@ class HashingWriter(io.RawIOBase):
             flush()
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-class _CountingWriter(io.RawIOBase):
-    """Counts the bytes written on to ``out`` (the tar's length before zstd)."""
-
-    def __init__(self, out: _Writable) -> None:
-        super().__init__()
-        self._out = out
-        self.bytes_written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._out.write(data if isinstance(data, bytes) else bytes(data))
-        self.bytes_written += len(data)
-        return len(data)
+        return "" if self._hash is None else self._hash.hexdigest()
 
 
 class _HashingReader:
@@ -148,7 +141,10 @@ class PayloadFile:
 class BagSummary:
     """What one ``BagWriter`` wrote. ``archive_bytes``/``archive_sha256`` are of the bytes
     handed to ``out`` (after zstd when compressed; before any encryption that ``out`` does);
-    ``tar_bytes`` is the length of the tar itself."""
+    ``tar_bytes`` is the length of the tar itself. When ``out`` is a ``HashingWriter`` they are
+    its count and hash (of all it was given), and ``archive_sha256`` is ``""`` when it only
+    counts (``formats.archive.encrypt`` hands the bag such a writer: the plain stream's hash
+    is of no use once it is encrypted)."""
 
     name: str
     created: datetime
@@ -212,6 +208,7 @@ class BagWriter:
         compression: Compression = "none",
         created: datetime | None = None,
         zstd_level: int = 3,
+        zstd_threads: int = 0,
     ) -> None:
         if (
             not name
@@ -230,16 +227,26 @@ class BagWriter:
         self.created = created
         self.compression: Compression = compression
         self._mtime = int(created.timestamp())
-        self._hashing = HashingWriter(out)
+        # An output that hashes already is used as it is: the same bytes are hashed once.
+        self._hashing = out if isinstance(out, HashingWriter) else HashingWriter(out)
         self._zstd: zstandard.ZstdCompressionWriter | None = None
-        # the tar's length: the output's, unless compressed
-        self._tar_count: HashingWriter | _CountingWriter = self._hashing
+        # The tar's own length, counted from 0 (a reused output may hold bytes before the bag;
+        # tarfile's record padding counts from the position it starts at).
+        self._tar_count = HashingWriter(self._hashing, sha256=False)
         if compression == "zstd":
-            compressor = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True)
-            self._zstd = compressor.stream_writer(self._hashing, closefd=False)  # type: ignore[arg-type]
-            self._tar_count = _CountingWriter(self._zstd)
+            compressor = zstandard.ZstdCompressor(
+                level=zstd_level, write_checksum=True, threads=zstd_threads
+            )
+            self._zstd = compressor.stream_writer(
+                cast(BinaryIO, self._hashing), closefd=False, write_size=_COPY_BUFFER
+            )
+            self._tar_count = HashingWriter(self._zstd, sha256=False)
+        # Not tarfile's stream mode ("w|"): it slices every write into 10 KiB records through
+        # a growing buffer (a copy of the rest at each slice), which cost more than hashing.
+        # Plain "w" writes the same bytes (headers, data, padding, the end blocks and the
+        # record padding) straight to the output; it only asks its position (``tell``).
         self._tar = tarfile.open(  # noqa: SIM115 - closed in close()
-            fileobj=self._tar_count, mode="w|", format=tarfile.PAX_FORMAT
+            fileobj=self._tar_count, mode="w", format=tarfile.PAX_FORMAT
         )
         self._tar.copybufsize = _COPY_BUFFER  # type: ignore[attr-defined]
         self._files: list[PayloadFile] = []
