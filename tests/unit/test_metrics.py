@@ -15,6 +15,9 @@ import asyncssh
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from consonance_sftp.app import App
@@ -251,7 +254,15 @@ def test_the_route_serves_the_text_format(app: App) -> None:
     web.include_router(router(MetricsSource(app, ttl=0)))
     with TestClient(web) as client:
         response = client.get("/metrics")
+        negotiated = client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     got = _samples(response.text)
     assert _by(got["consonance_sftp_deliveries_total"], "outcome")[("sent",)] == 3.0
+    # A Prometheus server asking for OpenMetrics gets it (and the same numbers).
+    assert negotiated.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in openmetrics_families(negotiated.text)}
+    samples = families["consonance_sftp_deliveries"].samples
+    assert [s.value for s in samples if s.labels["outcome"] == "sent"] == [3.0]

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request, Response
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from consonance_sftp.app.metrics import (
@@ -233,9 +234,11 @@ def router(source: MetricsSource) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         # A plain (sync) route: FastAPI runs it in a worker thread, so the database queries
-        # never block the event loop.
-        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        # never block the event loop. The format follows the scraper's Accept header
+        # (OpenMetrics for a Prometheus server that asks for it, else text format 0.0.4).
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(reg), headers={"Content-Type": content_type})
 
     return routes
