@@ -7,11 +7,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -22,21 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consonance_sftp.app import App
 from consonance_sftp.app.metrics import MetricsSource
-from consonance_sftp.config import Settings
 from consonance_sftp.engine import StoreLedger
-from consonance_sftp.models import (
-    Alert,
-    AlertSeverity,
-    AuditAction,
-    DeliveryOutcome,
-    IntakeOutcome,
-)
-from consonance_sftp.ports.delivery import DeliveryRecord
-from consonance_sftp.ports.store import IntakeRecord
+from consonance_sftp.models import DeliveryOutcome
 from consonance_sftp.web.metrics import render, router
+from tests.metrics_store import ISBN, OTHER_ISBN, file_record, fill, settings
 
-ISBN = "9781900200011"
-OTHER_ISBN = "9781900200028"
 ALLOWED_LABELS = {"flow", "partner", "outcome", "direction", "kind", "state", "severity", "le"}
 
 
@@ -48,106 +36,13 @@ class Clock:
         return self.now
 
 
-def _settings(root: Path) -> Settings:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    line = "sftp.example " + key.export_public_key("openssh").decode().strip()
-    (root / "token").write_text("unused")
-
-    def partner() -> dict[str, Any]:
-        return {
-            "host": "sftp.example",
-            "user": "pub",
-            "host_keys": [line],
-            "auth": {"password": {"file": str(root / "token")}},
-            "folders": {"send": "/in", "inbox": "/out"},
-        }
-
-    calendar = [{"partner": "vendor", "layout": "amazon-vendor", "due_day": 10}]
-    token = {"file": str(root / "token")}
-    return Settings.model_validate(
-        {
-            "state_dir": str(root / "var"),
-            "consonance": {"base_url": "http://127.0.0.1:9", "token": token},
-            "partners": {"printer": partner(), "vendor": partner(), "designer": partner()},
-            "flows": {
-                "print": {
-                    "kind": "production",
-                    "partners": ["printer"],
-                    "when": {"project_stage": "Approved"},
-                },
-                "sales": {
-                    "kind": "sales_in",
-                    "partners": ["vendor"],
-                    "outbox": str(root / "outbox"),
-                    "channels": {"default": "AMZ"},
-                    "calendar": calendar,
-                },
-                "vault": {"kind": "archive"},
-            },
-        }
-    )
-
-
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    app = App(_settings(tmp_path))
+    app = App(settings(tmp_path))
     try:
         yield app
     finally:
         app.store.close()
-
-
-def _file(
-    name: str, outcome: DeliveryOutcome, *, size: int = 1000, isbn: str = ISBN, took: float = 3.0
-) -> DeliveryRecord:
-    start = datetime.now(UTC) - timedelta(seconds=took)
-    return DeliveryRecord(
-        flow="print",
-        partner="printer",
-        remote_path=f"/in/{isbn}/{name}",
-        sha256=(name.encode().hex() * 64)[:64],
-        size=size,
-        isbn=isbn,
-        package=f"{isbn} production",
-        workflow_id=f"dlv-printer-{isbn}",
-        executor_id="w-a",
-        started_at=start,
-        finished_at=start + timedelta(seconds=took),
-        outcome=outcome,
-        error="refused" if outcome is DeliveryOutcome.FAILED else None,
-    )
-
-
-def _fill(app: App) -> None:
-    ledger = StoreLedger(app.store)
-    ledger.record(_file(f"{ISBN}_interior.pdf", DeliveryOutcome.SENT, size=4000, took=2.0))
-    ledger.record(_file(f"{ISBN}_cover.pdf", DeliveryOutcome.SENT, size=1500, took=40.0))
-    # Failed, then sent by a retry: the row moves to sent, both events stay.
-    ledger.record(_file(f"{OTHER_ISBN}_interior.pdf", DeliveryOutcome.FAILED, isbn=OTHER_ISBN))
-    ledger.record(_file(f"{OTHER_ISBN}_interior.pdf", DeliveryOutcome.SENT, isbn=OTHER_ISBN))
-    app.store.record_intake(
-        IntakeRecord(
-            partner="designer",
-            remote_path=f"/out/{ISBN}_cover_v2.pdf",
-            size=321,
-            remote_mtime=1.0,
-            flow="design",
-            outcome=IntakeOutcome.QUARANTINED,
-            reason="unmatched",
-        )
-    )
-    app.store.raise_alert(
-        Alert(
-            severity=AlertSeverity.WARNING,
-            kind="delivery_failed",
-            message=f"{OTHER_ISBN}_interior.pdf refused",
-            partner="printer",
-            flow="print",
-        )
-    )
-    app.store.append_audit(
-        "drill:vault", AuditAction.ARCHIVE_DRILL, "flow:vault", {"ok": True, "outcome": "ok"}
-    )
 
 
 def _samples(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -165,7 +60,7 @@ def _by(samples: dict[tuple[tuple[str, str], ...], float], *names: str) -> dict[
 
 def test_metrics_are_the_store_s_numbers(app: App) -> None:
     before = time.time()
-    _fill(app)
+    fill(app)
     text = render(MetricsSource(app, ttl=0)).decode()
     got = _samples(text)
 
@@ -209,7 +104,7 @@ def test_metrics_are_the_store_s_numbers(app: App) -> None:
 
 
 def test_no_label_carries_an_isbn_or_a_file_name(app: App) -> None:
-    _fill(app)
+    fill(app)
     text = render(MetricsSource(app, ttl=0)).decode()
     names = {
         *(r.remote_path for r in app.store.list_deliveries(limit=100)),
@@ -229,11 +124,11 @@ def test_no_label_carries_an_isbn_or_a_file_name(app: App) -> None:
 
 
 def test_counters_read_incrementally_never_twice_and_the_reading_is_cached(app: App) -> None:
-    _fill(app)
+    fill(app)
     clock = Clock(1000.0)
     source = MetricsSource(app, ttl=10, clock=clock)
     first = source.snapshot()
-    StoreLedger(app.store).record(_file("extra.pdf", DeliveryOutcome.SENT, size=7))
+    StoreLedger(app.store).record(file_record("extra.pdf", DeliveryOutcome.SENT, size=7))
     assert source.snapshot() is first  # within the cache's 10 s: the same reading
     clock.now += 11
     second = source.snapshot()
@@ -249,7 +144,7 @@ def test_counters_read_incrementally_never_twice_and_the_reading_is_cached(app: 
 
 
 def test_the_route_serves_the_text_format(app: App) -> None:
-    _fill(app)
+    fill(app)
     web = FastAPI()
     web.include_router(router(MetricsSource(app, ttl=0)))
     with TestClient(web) as client:
