@@ -110,7 +110,10 @@ def test_metrics_after_deliveries_on_two_workers(
     text = config.read_text()
     assert STORE_LINE in text and SYSTEM_LINE in text
     text = text.replace(STORE_LINE, f'url = "{store_url}"')
-    config.write_text(text.replace(SYSTEM_LINE, f'dbos_system_url = "{pg_url}"'))
+    text = text.replace(SYSTEM_LINE, f'dbos_system_url = "{pg_url}"')
+    # One delivery at a time per worker: with four titles queued at once, both workers take
+    # some (with the default 32, the first worker to poll may take them all).
+    config.write_text(text + "\n[engine]\nworker_concurrency = 1\n")
     base = [*CLI, "--config", str(config)]
     port = free_port()
 
