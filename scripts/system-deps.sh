@@ -20,6 +20,8 @@ command -v age >/dev/null 2>&1 || need+=(age)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 # DejaVu Sans: the rights and contract PDF reports print any script with it (else Latin-1 only).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# promtool (Debian's prometheus package) lints the /metrics output in the metrics tests.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
 # vsftpd (the FTPS tests' strict real server) is unpacked like ProFTPD; these are its libraries.
 VSFTPD_LIBS=(libwrap0 libpam0g libcap2 libssl3)
@@ -86,3 +88,4 @@ $SUDO service ssh stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true
 $SUDO service clamav-daemon stop >/dev/null 2>&1 || true
 $SUDO service clamav-freshclam stop >/dev/null 2>&1 || true
+$SUDO service prometheus stop >/dev/null 2>&1 || true

@@ -486,6 +486,26 @@ class EngineClient:
         """Every workflow whose ID starts with ``prefix``, with its ``WorkState``."""
         return {wid: work_state(status) for wid, status in self.statuses(prefix).items()}
 
+    def not_done(self, prefix: str) -> list[tuple[str, WorkState, float | None]]:
+        """Every workflow whose ID starts with ``prefix`` that has not succeeded (queued,
+        delayed, running, failed...), with its ``WorkState`` and when it was created (Unix
+        seconds; None when the engine did not say): the metrics' queue depth and oldest
+        pending work, without loading the finished history."""
+        found = self._client.list_workflows(
+            workflow_id_prefix=prefix,
+            status=[s for s, state in _WORK_STATES.items() if state is not WorkState.DONE],
+            load_input=False,
+            load_output=False,
+        )
+        return [
+            (
+                w.workflow_id,
+                work_state(str(w.status)),
+                None if w.created_at is None else w.created_at / 1000.0,
+            )
+            for w in found
+        ]
+
     def error(self, workflow_id: str) -> str | None:
         found = self._client.list_workflows(workflow_ids=[workflow_id])
         if not found or found[0].error is None:
