@@ -20,6 +20,9 @@ command -v age >/dev/null 2>&1 || need+=(age)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 # DejaVu Sans: the rights and contract PDF reports print any script with it (else Latin-1 only).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# Chromium for the web console's real-browser tests (Playwright drives it: its own browser
+# download is not reachable, so tests/web points Playwright at /usr/bin/chromium).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
 for lib in "${PROFTPD_LIBS[@]}"; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need+=("$lib")

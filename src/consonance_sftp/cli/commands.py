@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         sales,
         sandbox,
         service,
+        users,
+        web,
     )
 
     for module in (
@@ -36,6 +38,8 @@ def register(app: typer.Typer) -> None:
         finance,
         archive,
         alerts,
+        users,
+        web,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

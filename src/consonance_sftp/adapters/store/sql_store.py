@@ -35,7 +35,6 @@ from consonance_sftp.adapters.store.finance import FinanceLedgerTables
 from consonance_sftp.adapters.store.ledgers import Ledgers
 from consonance_sftp.adapters.store.operations import Operations
 from consonance_sftp.adapters.store.sales import SalesLedgerTables
-from consonance_sftp.adapters.store.users import ConsoleUserTables
 from consonance_sftp.adapters.store.schema import (
     alerts,
     asset_versions,
@@ -43,6 +42,7 @@ from consonance_sftp.adapters.store.schema import (
     onix_feed_hashes,
     watermarks,
 )
+from consonance_sftp.adapters.store.users import ConsoleUserTables
 from consonance_sftp.errors import StoreError
 from consonance_sftp.models import (
     Alert,

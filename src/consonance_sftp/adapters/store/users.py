@@ -91,9 +91,7 @@ class ConsoleUserTables(Tables):
     @translate_errors("reading a console user")
     def get_console_user(self, name: str) -> ConsoleUser | None:
         with self.read() as conn:
-            row = conn.execute(
-                sa.select(console_users).where(console_users.c.name == name)
-            ).first()
+            row = conn.execute(sa.select(console_users).where(console_users.c.name == name)).first()
         return None if row is None else _user(row)
 
     @translate_errors("listing console users")
@@ -107,9 +105,7 @@ class ConsoleUserTables(Tables):
         with self.write() as conn:
             # Expired sessions go when a new one comes: the table never grows without bound.
             conn.execute(
-                console_sessions.delete().where(
-                    console_sessions.c.expires_at < self._users_now()
-                )
+                console_sessions.delete().where(console_sessions.c.expires_at < self._users_now())
             )
             conn.execute(
                 console_sessions.insert().values(
@@ -135,4 +131,6 @@ class ConsoleUserTables(Tables):
     @translate_errors("closing a console session")
     def delete_console_session(self, token_hash: str) -> None:
         with self.write() as conn:
-            conn.execute(console_sessions.delete().where(console_sessions.c.token_hash == token_hash))
+            conn.execute(
+                console_sessions.delete().where(console_sessions.c.token_hash == token_hash)
+            )

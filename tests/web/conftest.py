@@ -1,0 +1,136 @@
+"""The console against a real project: ``consonance-sftp init``'s starter config (keys made at
+run time) on a real SQLite store, with users added through ``users add`` and ledger rows and
+alerts written through the store's own methods (one carrying an XSS payload in its file name,
+its ISBN's title and its message)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from consonance_sftp.app import App
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.web.app import create_app
+from consonance_sftp.web.auth import LoginThrottle
+from tests.cli import CLI
+
+ISBN = "9781900200011"
+OTHER_ISBN = "9781900200028"
+XSS = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+PASSWORDS = {"vera": "viewer-password-1", "otto": "operator-password-1"}
+
+
+@dataclass
+class Project:
+    root: Path
+    config: Path
+    app: App
+    alert_id: int
+
+
+def _cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "--config", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        timeout=120,
+        check=False,
+    )
+
+
+def _row(
+    flow: str, partner: str, isbn: str, path: str, outcome: DeliveryOutcome, **kw: object
+) -> DeliveryRecord:
+    now = datetime.now(UTC)
+    return DeliveryRecord(
+        flow=flow,
+        partner=partner,
+        remote_path=path,
+        sha256=hashlib.sha256(path.encode()).hexdigest(),
+        size=1234,
+        isbn=isbn,
+        package=f"{isbn} production",
+        workflow_id=f"dlv-{partner}-{isbn}",
+        started_at=now - timedelta(minutes=5),
+        finished_at=now,
+        attempts=1,
+        outcome=outcome,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("console")
+    subprocess.run([*CLI, "init"], cwd=root, check=True, capture_output=True, timeout=120)
+    config = root / "consonance-sftp.toml"
+    for name, role in (("vera", "viewer"), ("otto", "operator")):
+        done = _cli(config, "users", "add", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+        assert done.returncode == 0, done.stdout + done.stderr
+    app = App.from_config(config)
+    store = app.store
+    store.record_delivery(
+        _row("print-files", "printer", ISBN, f"/in/{ISBN}_interior.pdf", DeliveryOutcome.SENT)
+    )
+    store.record_delivery(
+        _row("print-files", "distributor", ISBN, f"/in/{ISBN}_cover.pdf", DeliveryOutcome.SENT)
+    )
+    store.record_delivery(
+        _row(
+            "print-files",
+            "printer",
+            OTHER_ISBN,
+            f"/in/{XSS}.pdf",
+            DeliveryOutcome.FAILED,
+            error=f"refused: {XSS}",
+        )
+    )
+    alert = store.raise_alert(
+        Alert(
+            severity=AlertSeverity.WARNING,
+            kind="delivery_failed",
+            message=f"failed {XSS}",
+            partner="printer",
+        )
+    )
+    assert alert.id is not None
+    yield Project(root, config, app, alert.id)
+    store.close()
+
+
+@pytest.fixture
+def client(project: Project) -> Iterator[TestClient]:
+    """A client of a fresh console (its own login throttle), cookies not Secure: the test
+    client speaks plain http."""
+    web = create_app(project.app, secure_cookies=False, throttle=LoginThrottle())
+    with TestClient(web, base_url="http://testserver", follow_redirects=False) as c:
+        yield c
+
+
+def login(client: TestClient, name: str, password: str | None = None) -> str:
+    """Log in through the form; returns the session's CSRF token (read from a page's form)."""
+    form = client.get("/login")
+    csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    done = client.post(
+        "/login",
+        data={"username": name, "password": password or PASSWORDS[name], "csrf_token": csrf},
+    )
+    assert done.status_code == 303, done.text
+    page = client.get("/alerts")
+    assert page.status_code == 200
+    return page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def chromium_path() -> str:
+    return os.environ.get("CONSONANCE_SFTP_CHROMIUM", "/usr/bin/chromium")

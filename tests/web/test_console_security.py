@@ -1,0 +1,185 @@
+"""The console's access rules against the real app on a real SQLite store: nothing readable or
+doable without a login, a viewer cannot act, a form without its CSRF token is refused, the
+session cookie's flags, login throttling, and hostile text shown escaped."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from consonance_sftp.web.app import create_app
+from consonance_sftp.web.auth import LoginThrottle
+from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, Project, login
+
+PAGES = ["/", "/deliveries", f"/deliveries?isbn={ISBN}", f"/titles/{ISBN}", "/failures", "/alerts"]
+ACTIONS = {
+    "/failures/retry": {"workflow_id": "dlv-printer-x"},
+    "/failures/resend": {"workflow_id": "dlv-printer-x", "reason": "lost"},
+    "/alerts/ack": {"alert_id": "1"},
+    "/logout": {},
+}
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_refuses_an_anonymous_request(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login?next=")
+    assert ISBN not in response.text
+
+
+@pytest.mark.parametrize("path", sorted(ACTIONS))
+def test_every_action_refuses_an_anonymous_request(client: TestClient, path: str) -> None:
+    response = client.post(path, data={**ACTIONS[path], "csrf_token": "guess"})
+    assert response.status_code == 401
+
+
+def test_a_forged_session_cookie_is_no_login(client: TestClient) -> None:
+    client.cookies.set("consonance-session", "made-up-token")
+    assert client.get("/").status_code == 303
+
+
+def test_pages_after_login_show_the_ledger(client: TestClient) -> None:
+    login(client, "vera")
+    for path in PAGES:
+        response = client.get(path)
+        assert response.status_code == 200, path
+    found = client.get(f"/deliveries?isbn={ISBN}")
+    assert f"/in/{ISBN}_interior.pdf" in found.text
+    assert OTHER_ISBN not in found.text  # the search filters
+    timeline = client.get(f"/titles/{ISBN}").text
+    assert "printer" in timeline and "distributor" in timeline
+
+
+def test_a_viewer_cannot_act(project: Project, client: TestClient) -> None:
+    csrf = login(client, "vera")
+    before = project.app.store.list_alerts(unacknowledged=True)
+    response = client.post(
+        "/alerts/ack", data={"alert_id": str(project.alert_id), "csrf_token": csrf}
+    )
+    assert response.status_code == 403
+    assert "operator role" in response.text
+    assert project.app.store.list_alerts(unacknowledged=True) == before
+    for path in ("/failures/retry", "/failures/resend"):
+        assert client.post(path, data={**ACTIONS[path], "csrf_token": csrf}).status_code == 403
+    # and the viewer's pages offer no buttons to act with
+    assert "Acknowledge <span" not in client.get("/alerts").text
+
+
+def test_a_form_without_its_csrf_token_is_refused(project: Project, client: TestClient) -> None:
+    csrf = login(client, "otto")
+    for token in (None, "", csrf[:-1] + ("A" if csrf[-1] != "A" else "B")):
+        data = {"alert_id": str(project.alert_id)}
+        if token is not None:
+            data["csrf_token"] = token
+        assert client.post("/alerts/ack", data=data).status_code == 403
+    assert any(a.id == project.alert_id for a in project.app.store.list_alerts(unacknowledged=True))
+    # the login form has a token of its own, paired with a cookie
+    fresh = TestClient(client.app, follow_redirects=False)
+    refused = fresh.post("/login", data={"username": "otto", "password": PASSWORDS["otto"]})
+    assert refused.status_code == 403
+
+
+def test_an_operator_acknowledges_an_alert_on_the_audit_trail(
+    project: Project, client: TestClient
+) -> None:
+    store = project.app.store
+    alert = store.raise_alert(
+        __import__("consonance_sftp.models", fromlist=["Alert"]).Alert(
+            severity=__import__(
+                "consonance_sftp.models", fromlist=["AlertSeverity"]
+            ).AlertSeverity.INFO,
+            kind="test_ack",
+            message="to acknowledge",
+        )
+    )
+    csrf = login(client, "otto")
+    response = client.post(
+        "/alerts/ack", data={"alert_id": str(alert.id), "note": "seen", "csrf_token": csrf}
+    )
+    assert response.status_code == 200
+    assert f"Alert {alert.id} acknowledged" in response.text
+    acked = next(a for a in store.list_alerts() if a.id == alert.id)
+    assert acked.acknowledged_by == "otto"
+    events = [e for e in store.list_audit() if e.subject == f"alert:{alert.id}"]
+    assert [(e.actor, e.action) for e in events] == [("user:otto", "alert.acknowledged")]
+
+
+def test_a_resend_needs_a_reason(client: TestClient) -> None:
+    csrf = login(client, "otto")
+    response = client.post(
+        "/failures/resend",
+        data={"workflow_id": f"dlv-printer-{OTHER_ISBN}", "reason": "  ", "csrf_token": csrf},
+    )
+    assert response.status_code == 400
+    assert "needs a reason" in response.text
+
+
+def test_session_cookie_flags(project: Project) -> None:
+    web = create_app(project.app, secure_cookies=True, throttle=LoginThrottle())
+    with TestClient(web, base_url="https://testserver", follow_redirects=False) as c:
+        form = c.get("/login")
+        csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        login_cookie = form.headers["set-cookie"]
+        done = c.post(
+            "/login", data={"username": "vera", "password": PASSWORDS["vera"], "csrf_token": csrf}
+        )
+    assert done.status_code == 303
+    session = [
+        h for h in done.headers.get_list("set-cookie") if h.startswith("__Host-consonance-session=")
+    ]
+    assert len(session) == 1
+    flags = {part.strip().lower() for part in session[0].split(";")}
+    assert {"httponly", "secure", "samesite=strict", "path=/"} <= flags
+    assert not any(f.startswith("domain=") for f in flags)
+    assert "httponly" in login_cookie.lower() and "samesite=strict" in login_cookie.lower()
+
+
+def test_login_throttling_per_user_and_per_client(project: Project) -> None:
+    web = create_app(
+        project.app, secure_cookies=False, throttle=LoginThrottle(per_user=3, per_client=5)
+    )
+    with TestClient(web, follow_redirects=False) as c:
+
+        def attempt(name: str, password: str) -> int:
+            form = c.get("/login")
+            csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            return c.post(
+                "/login", data={"username": name, "password": password, "csrf_token": csrf}
+            ).status_code
+
+        assert [attempt("otto", "wrong-password-x") for _ in range(3)] == [401, 401, 401]
+        # the right password no longer helps: throttled, without a password check
+        assert attempt("otto", PASSWORDS["otto"]) == 429
+        # another user from the same client still gets in...
+        assert attempt("vera", PASSWORDS["vera"]) == 303
+        # ...until the client itself has failed too often (5 in all, whatever the names)
+        assert [attempt(f"nobody{i}", "wrong-password-x") for i in range(2)] == [401, 401]
+        assert attempt("vera", PASSWORDS["vera"]) == 429
+    refused = [e for e in project.app.store.list_audit() if e.action == "user.login_refused"]
+    assert any(e.details.get("why") == "throttled" for e in refused)
+    assert all(
+        "password" not in str(e.details).lower() or "wrong name" in str(e.details) for e in refused
+    )
+
+
+def test_hostile_text_is_shown_escaped(project: Project, client: TestClient) -> None:
+    login(client, "otto")
+    for path in (
+        f"/deliveries?isbn={OTHER_ISBN}",
+        "/failures",
+        "/alerts",
+        f"/titles/{OTHER_ISBN}",
+        "/",
+    ):
+        text = client.get(path).text
+        assert "<script>alert(" not in text, path
+        assert "<img src=x" not in text, path
+    assert "&lt;script&gt;" in client.get("/failures").text
+    assert "&lt;script&gt;" in client.get("/alerts").text
+
+
+def test_security_headers_and_no_open_redirect(client: TestClient) -> None:
+    response = client.get("/login?next=//evil.example/")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert 'name="next" value="/"' in response.text
