@@ -1,0 +1,143 @@
+"""The console in a real browser: Playwright for Python driving Debian's Chromium (Playwright's
+own browser download is not reachable here; ``executable_path`` points at /usr/bin/chromium,
+installed by scripts/system-deps.sh) against ``consonance-sftp web`` run as a real server, with
+its default Secure cookies on http://127.0.0.1. Screenshots go to each test's temp folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from consonance_sftp.models import Alert, AlertSeverity
+from tests.cli import CLI, free_port
+from tests.web.conftest import ISBN, PASSWORDS, Project, chromium_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def console_url(project: Project) -> Iterator[str]:
+    """``consonance-sftp web`` on a free port, serving the test project until the module ends."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*CLI, "--config", str(project.config), "web", "--port", str(port)],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                out = server.stdout.read() if server.stdout else ""
+                pytest.fail(f"the console did not start:\n{out}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    path = chromium_path()
+    if shutil.which(path) is None:
+        pytest.skip(f"no Chromium at {path} (scripts/system-deps.sh installs Debian's)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        print(f"Chromium {b.version}")
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    p = context.new_page()
+    dialogs: list[str] = []
+    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    yield p
+    p.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+    context.close()
+    assert dialogs == [], f"a script ran in the page: {dialogs}"  # no XSS payload executed
+
+
+def log_in(page: Page, url: str, name: str) -> None:
+    page.goto(url + "/")
+    expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
+
+
+def test_log_in_search_by_isbn_and_see_the_timeline(
+    console_url: str, page: Page, tmp_path: Path
+) -> None:
+    log_in(page, console_url, "vera")
+    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+    page.get_by_role("navigation").get_by_role("link", name="Deliveries").click()
+    assert page.evaluate("typeof htmx") == "object"  # served from the package, allowed by the CSP
+    page.get_by_label("ISBN").fill(ISBN)
+    page.get_by_role("button", name="Search").click()
+    # htmx swaps the results in and pushes the search into the address bar
+    expect(page).to_have_url(re.compile(rf"isbn={ISBN}"))
+    results = page.locator("#results")
+    expect(results.get_by_text(f"/in/{ISBN}_interior.pdf")).to_be_visible()
+    expect(results.get_by_text("2 ledger rows")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "deliveries.png"), full_page=True)
+    results.get_by_role("link", name=f"Timeline of {ISBN}").click()
+    expect(page.get_by_role("heading", level=1, name=f"Title {ISBN}")).to_be_visible()
+    sent = page.locator("ol.timeline").first
+    expect(sent.get_by_text("printer")).to_be_visible()
+    expect(sent.get_by_text("distributor")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
+    assert (tmp_path / "timeline.png").stat().st_size > 1000
+
+
+def test_an_operator_acknowledges_an_alert(
+    project: Project, console_url: str, page: Page, tmp_path: Path
+) -> None:
+    alert = project.app.store.raise_alert(
+        Alert(severity=AlertSeverity.CRITICAL, kind="browser_test", message="host key changed")
+    )
+    log_in(page, console_url, "otto")
+    page.get_by_role("navigation").get_by_role("link", name="Alerts").click()
+    row = page.locator(f"#alert-{alert.id}")
+    expect(row.get_by_text("host key changed")).to_be_visible()
+    row.get_by_label("Note").fill("new key confirmed by phone")
+    row.get_by_role("button", name=re.compile("Acknowledge")).click()
+    expect(page.get_by_role("status")).to_have_text(
+        f"Alert {alert.id} acknowledged (browser_test)."
+    )
+    expect(page.locator(f"#alert-{alert.id}")).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "alerts.png"), full_page=True)
+    acked = next(a for a in project.app.store.list_alerts() if a.id == alert.id)
+    assert acked.acknowledged_by == "otto"
+
+
+def test_a_viewer_sees_no_buttons_and_hostile_names_stay_text(
+    console_url: str, page: Page, tmp_path: Path
+) -> None:
+    log_in(page, console_url, "vera")
+    page.goto(console_url + "/failures")
+    expect(page.get_by_role("heading", level=1, name="Failures")).to_be_visible()
+    expect(page.get_by_text("<script>alert('x')</script>", exact=False).first).to_be_visible()
+    expect(page.get_by_role("button", name="Resend")).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "failures.png"), full_page=True)
