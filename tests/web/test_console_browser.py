@@ -93,6 +93,8 @@ def test_log_in_search_by_isbn_and_see_the_timeline(
     log_in(page, console_url, "vera")
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
     page.get_by_role("navigation").get_by_role("link", name="Deliveries").click()
+    expect(page.get_by_role("heading", level=1, name="Deliveries")).to_be_visible()
+    page.wait_for_load_state()
     assert page.evaluate("typeof htmx") == "object"  # served from the package, allowed by the CSP
     page.get_by_label("ISBN").fill(ISBN)
     page.get_by_role("button", name="Search").click()
