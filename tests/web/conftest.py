@@ -37,7 +37,7 @@ class Project:
     alert_id: int
 
 
-def _cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "--config", str(config), *args],
         input=stdin,
@@ -76,7 +76,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     subprocess.run([*CLI, "init"], cwd=root, check=True, capture_output=True, timeout=120)
     config = root / "consonance-sftp.toml"
     for name, role in (("vera", "viewer"), ("otto", "operator")):
-        done = _cli(config, "users", "add", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+        done = run_cli(config, "users", "add", name, "--role", role, stdin=PASSWORDS[name] + "\n")
         assert done.returncode == 0, done.stdout + done.stderr
     app = App.from_config(config)
     store = app.store

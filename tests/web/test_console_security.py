@@ -4,12 +4,14 @@ session cookie's flags, login throttling, and hostile text shown escaped."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
 from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
-from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, Project, login
+from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, Project, login, run_cli
 
 PAGES = ["/", "/deliveries", f"/deliveries?isbn={ISBN}", f"/titles/{ISBN}", "/failures", "/alerts"]
 ACTIONS = {
@@ -183,3 +185,17 @@ def test_security_headers_and_no_open_redirect(client: TestClient) -> None:
     response = client.get("/login?next=//evil.example/")
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert 'name="next" value="/"' in response.text
+
+
+def test_users_list_shows_names_and_roles_never_hashes(project: Project) -> None:
+    done = run_cli(project.config, "users", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    users = {u["name"]: u["role"] for u in json.loads(done.stdout)}
+    assert users == {"vera": "viewer", "otto": "operator"}
+    assert "$2b$" not in done.stdout
+    stored = project.app.store.get_console_user("otto")
+    assert stored is not None and stored.password_hash.startswith("$2b$")
+    assert PASSWORDS["otto"] not in stored.password_hash
+    again = run_cli(project.config, "users", "add", "otto", "--role", "admin", stdin="short\n")
+    assert again.returncode == 1
+    assert "exists already" in again.stdout or "at least 10" in again.stdout
