@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -143,3 +144,34 @@ def test_a_viewer_sees_no_buttons_and_hostile_names_stay_text(
     expect(page.get_by_text("<script>alert('x')</script>", exact=False).first).to_be_visible()
     expect(page.get_by_role("button", name="Resend")).to_have_count(0)
     page.screenshot(path=str(tmp_path / "failures.png"), full_page=True)
+
+
+def test_serve_web_serves_the_console_beside_the_service(project: Project) -> None:
+    """``serve --web``: the service and the console in one process; SIGTERM stops both."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [*CLI, "--config", str(project.config), "serve", "--web", "--web-port", str(port)],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
+                assert time.monotonic() < deadline, "the console did not start"
+                time.sleep(0.2)
+        login = httpx.get(f"http://127.0.0.1:{port}/login", timeout=10)
+        assert login.status_code == 200
+        assert "Log in" in login.text
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 303
+    finally:
+        serve.terminate()
+        out, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0, out
+    assert f"console on http://127.0.0.1:{port}/" in out

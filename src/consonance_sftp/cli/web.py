@@ -6,12 +6,22 @@ docs/how-to/console.md); users come from ``consonance-sftp users add``.
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from consonance_sftp.cli.main import load_app
+from consonance_sftp.cli.main import CONFIG_ENV, load_app, state
+
+if TYPE_CHECKING:
+    import uvicorn
+
+# uvicorn imports the console by name: the CLI and the web layer never import each other.
+FACTORY = "consonance_sftp.web.app:from_environment"
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -44,11 +54,7 @@ def web(
 ) -> None:
     """Serve the operator console until Ctrl-C: overview, deliveries and title timelines,
     failures (retry, resend), alerts (acknowledge). Every page needs a login."""
-    import os
-
     import uvicorn
-
-    from consonance_sftp.cli.main import CONFIG_ENV, state
 
     app = load_app()
     users = app.store.list_console_users()
@@ -58,15 +64,39 @@ def web(
             markup=False,
         )
     console.print(f"console on http://{host}:{port}/ (Ctrl-C stops it)", markup=False)
-    # uvicorn imports the console by name: the CLI and the web layer never import each other.
+    uvicorn.Server(_config(host, port, secure_cookies, forwarded_allow_ips, "info")).run()
+
+
+def _config(
+    host: str, port: int, secure_cookies: bool, forwarded_allow_ips: str, log_level: str
+) -> uvicorn.Config:
+    import uvicorn
+
     os.environ[CONFIG_ENV] = str(state.config_path.resolve())
     os.environ["CONSONANCE_SFTP_WEB_INSECURE_COOKIES"] = "0" if secure_cookies else "1"
-    uvicorn.run(
-        "consonance_sftp.web.app:from_environment",
+    return uvicorn.Config(
+        FACTORY,
         factory=True,
         host=host,
         port=port,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
-        log_level="info",
+        log_level=log_level,
     )
+
+
+@contextmanager
+def console_beside(host: str, port: int, *, secure_cookies: bool = True) -> Iterator[None]:
+    """The console served from a thread of this process for the length of the block
+    (``serve --web``); stopped on the way out."""
+    import uvicorn
+
+    server = uvicorn.Server(_config(host, port, secure_cookies, "127.0.0.1", "warning"))
+    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread.start()
+    console.print(f"console on http://{host}:{port}/", markup=False)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
