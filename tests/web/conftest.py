@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from consonance_sftp.app import App
 from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
@@ -134,3 +137,36 @@ def login(client: TestClient, name: str, password: str | None = None) -> str:
 
 def chromium_path() -> str:
     return os.environ.get("CONSONANCE_SFTP_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    path = chromium_path()
+    if shutil.which(path) is None:
+        pytest.skip(f"no Chromium at {path} (scripts/system-deps.sh installs Debian's)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        print(f"Chromium {b.version}")
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    p = context.new_page()
+    dialogs: list[str] = []
+    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    yield p
+    p.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+    context.close()
+    assert dialogs == [], f"a script ran in the page: {dialogs}"  # no XSS payload executed
+
+
+def log_in(page: Page, url: str, name: str) -> None:
+    page.goto(url + "/")
+    expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()

@@ -6,7 +6,6 @@ its default Secure cookies on http://127.0.0.1. Screenshots go to each test's te
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from consonance_sftp.models import Alert, AlertSeverity
 from tests.cli import CLI, free_port
-from tests.web.conftest import ISBN, PASSWORDS, Project, chromium_path
+from tests.web.conftest import ISBN, Project, log_in
 
 pytestmark = pytest.mark.slow
 
@@ -53,39 +52,6 @@ def console_url(project: Project) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = chromium_path()
-    if shutil.which(path) is None:
-        pytest.skip(f"no Chromium at {path} (scripts/system-deps.sh installs Debian's)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        print(f"Chromium {b.version}")
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
-    p = context.new_page()
-    dialogs: list[str] = []
-    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    yield p
-    p.screenshot(path=str(tmp_path / "last.png"), full_page=True)
-    context.close()
-    assert dialogs == [], f"a script ran in the page: {dialogs}"  # no XSS payload executed
-
-
-def log_in(page: Page, url: str, name: str) -> None:
-    page.goto(url + "/")
-    expect(page).to_have_url(re.compile(r"/login\?next=/$"))
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORDS[name])
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
 
 
 def test_log_in_search_by_isbn_and_see_the_timeline(
