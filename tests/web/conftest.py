@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from consonance_sftp.app import App
-from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome
+from consonance_sftp.models import Alert, AlertSeverity, DeliveryOutcome, IntakeOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
+from consonance_sftp.ports.store import IntakeRecord
 from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
 from tests.cli import CLI
@@ -108,6 +109,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         )
     )
     assert alert.id is not None
+    for n in (1, 2):
+        store.record_intake(
+            IntakeRecord(
+                partner="designer",
+                remote_path=f"/out/{XSS}-{n}.pdf",
+                size=100 + n,
+                remote_mtime=1_700_000_000.0 + n,
+                flow="design-intake",
+                outcome=IntakeOutcome.QUARANTINED,
+                reason=f"no rule matched: {XSS}",
+            )
+        )
     yield Project(root, config, app, alert.id)
     store.close()
 

@@ -141,3 +141,27 @@ def test_serve_web_serves_the_console_beside_the_service(project: Project) -> No
         out, _ = serve.communicate(timeout=60)
     assert serve.returncode == 0, out
     assert f"console on http://127.0.0.1:{port}/" in out
+
+
+def test_an_operator_pauses_a_partner_and_verifies_the_audit_trail(
+    project: Project, console_url: str, page: Page, tmp_path: Path
+) -> None:
+    log_in(page, console_url, "otto")
+    page.get_by_role("navigation").get_by_role("link", name="Partners").click()
+    card = page.locator("#partner-distributor")
+    card.get_by_label("Reason").fill("their server is moving")
+    card.get_by_role("button", name=re.compile("^Pause")).click()
+    expect(page.get_by_role("status")).to_have_text("Partner distributor paused.")
+    card = page.locator("#partner-distributor")
+    expect(card.get_by_text("their server is moving")).to_be_visible()
+    expect(card.get_by_role("button", name=re.compile("^Resume"))).to_be_visible()
+    page.screenshot(path=str(tmp_path / "partners.png"), full_page=True)
+    page.get_by_role("navigation").get_by_role("link", name="Audit").click()
+    page.get_by_label("Action").select_option("partner.paused")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("cell", name="user:otto").first).to_be_visible()
+    page.get_by_role("button", name="Verify the trail now").click()
+    expect(page.get_by_role("heading", name="Verified: intact")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
+    paused = [p for p in project.app.store.list_pauses() if p.name == "distributor"]
+    assert paused and paused[0].paused and paused[0].by == "otto"

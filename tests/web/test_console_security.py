@@ -9,15 +9,32 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
 from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, Project, login, run_cli
 
-PAGES = ["/", "/deliveries", f"/deliveries?isbn={ISBN}", f"/titles/{ISBN}", "/failures", "/alerts"]
+PAGES = [
+    "/",
+    "/deliveries",
+    f"/deliveries?isbn={ISBN}",
+    f"/titles/{ISBN}",
+    "/failures",
+    "/alerts",
+    "/quarantine",
+    "/partners",
+    "/audit",
+    "/audit?action=alert.acknowledged",
+]
 ACTIONS = {
     "/failures/retry": {"workflow_id": "dlv-printer-x"},
     "/failures/resend": {"workflow_id": "dlv-printer-x", "reason": "lost"},
     "/alerts/ack": {"alert_id": "1"},
+    "/partners/pause": {"partner": "printer", "action": "pause"},
+    "/partners/probe": {"partner": "printer"},
+    "/quarantine/reject": {"intake_id": "1", "reason": "junk"},
+    "/quarantine/assign": {"intake_id": "1", "isbn": ISBN, "kind": "cover"},
+    "/audit/verify": {},
     "/logout": {},
 }
 
@@ -62,8 +79,14 @@ def test_a_viewer_cannot_act(project: Project, client: TestClient) -> None:
     assert response.status_code == 403
     assert "operator role" in response.text
     assert project.app.store.list_alerts(unacknowledged=True) == before
-    for path in ("/failures/retry", "/failures/resend"):
-        assert client.post(path, data={**ACTIONS[path], "csrf_token": csrf}).status_code == 403
+    operator_only = ACTIONS.keys() - {"/logout", "/audit/verify", "/alerts/ack"}
+    for path in sorted(operator_only):
+        assert client.post(path, data={**ACTIONS[path], "csrf_token": csrf}).status_code == 403, (
+            path
+        )
+    assert project.app.store.list_pauses() == [] or not any(
+        p.paused for p in project.app.store.list_pauses()
+    )
     # and the viewer's pages offer no buttons to act with
     assert "Acknowledge <span" not in client.get("/alerts").text
 
@@ -173,12 +196,15 @@ def test_hostile_text_is_shown_escaped(project: Project, client: TestClient) -> 
         "/alerts",
         f"/titles/{OTHER_ISBN}",
         "/",
+        "/quarantine",
+        "/audit",
     ):
         text = client.get(path).text
         assert "<script>alert(" not in text, path
         assert "<img src=x" not in text, path
     assert "&lt;script&gt;" in client.get("/failures").text
     assert "&lt;script&gt;" in client.get("/alerts").text
+    assert "&lt;script&gt;" in client.get("/quarantine").text
 
 
 def test_security_headers_and_no_open_redirect(client: TestClient) -> None:
@@ -199,3 +225,63 @@ def test_users_list_shows_names_and_roles_never_hashes(project: Project) -> None
     again = run_cli(project.config, "users", "add", "otto", "--role", "admin", stdin="short\n")
     assert again.returncode == 1
     assert "exists already" in again.stdout or "at least 10" in again.stdout
+
+
+def test_an_operator_pauses_and_resumes_a_partner_on_the_audit_trail(
+    project: Project, client: TestClient
+) -> None:
+    csrf = login(client, "otto")
+    paused = client.post(
+        "/partners/pause",
+        data={"partner": "printer", "action": "pause", "reason": "maintenance", "csrf_token": csrf},
+    )
+    assert paused.status_code == 200
+    assert "Partner printer paused." in paused.text
+    assert "maintenance" in client.get("/partners").text
+    assert "1</strong> paused partners" in client.get("/").text
+    resumed = client.post(
+        "/partners/pause", data={"partner": "printer", "action": "resume", "csrf_token": csrf}
+    )
+    assert "Partner printer resumed." in resumed.text
+    events = [
+        (e.actor, e.action)
+        for e in project.app.store.list_audit(subject="partner:printer")
+        if e.action.startswith("partner.")
+    ]
+    assert events[:2] == [("user:otto", "partner.resumed"), ("user:otto", "partner.paused")]
+    unknown = client.post(
+        "/partners/pause", data={"partner": "nobody", "action": "pause", "csrf_token": csrf}
+    )
+    assert unknown.status_code == 404
+
+
+def test_an_operator_rejects_a_quarantined_file(project: Project, client: TestClient) -> None:
+    csrf = login(client, "otto")
+    rows = project.app.store.list_intakes(outcome=IntakeOutcome.QUARANTINED)
+    target = rows[0]
+    page = client.get("/quarantine").text
+    assert f'id="intake-{target.id}"' in page
+    no_reason = client.post(
+        "/quarantine/reject", data={"intake_id": str(target.id), "reason": " ", "csrf_token": csrf}
+    )
+    assert no_reason.status_code == 409
+    done = client.post(
+        "/quarantine/reject",
+        data={"intake_id": str(target.id), "reason": "not ours", "csrf_token": csrf},
+    )
+    assert done.status_code == 200
+    assert f"File #{target.id} rejected." in done.text
+    assert f'id="intake-{target.id}"' not in done.text
+    after = project.app.store.list_intakes(outcome=IntakeOutcome.REJECTED)
+    assert [r.id for r in after] == [target.id]
+    assert "rejected by otto: not ours" in (after[0].reason or "")
+
+
+def test_anyone_logged_in_verifies_the_audit_trail(client: TestClient) -> None:
+    csrf = login(client, "vera")
+    report = client.post("/audit/verify", data={"csrf_token": csrf})
+    assert report.status_code == 200
+    assert "Verified: intact" in report.text
+    filtered = client.get("/audit?action=user.added").text
+    assert "user:vera" in filtered or "user:otto" in filtered
+    assert "alert.acknowledged</td>" not in filtered

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -22,30 +23,37 @@ import bcrypt
 
 from consonance_sftp.app.alerts import AlertRecord, open_alerts
 from consonance_sftp.app.operations import Operations, Schedule, Status, WorkItem
-from consonance_sftp.app.quarantine import quarantined
+from consonance_sftp.app.quarantine import label_of, quarantined
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.runner import executor_running as _executor_running
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
-from consonance_sftp.ports.store import AssetVersion, Store
+from consonance_sftp.ports.store import AssetVersion, AuditEvent, IntakeRecord, Store
 from consonance_sftp.ports.users import ROLES, ConsoleSession, ConsoleUser
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
 
 __all__ = [
+    "INTAKE_KINDS",
     "OUTCOMES",
     "ROLES",
+    "AuditEvent",
     "ConsoleSession",
     "ConsoleUser",
     "DeliveryRecord",
     "Failures",
     "FlowRow",
     "Hint",
+    "IntakeRecord",
     "Overview",
+    "PartnerRow",
     "Timeline",
     "add_user",
+    "audit_actions",
+    "audit_events",
     "authenticate",
     "can",
     "close_session",
@@ -56,6 +64,8 @@ __all__ = [
     "new_token",
     "open_session",
     "overview",
+    "partners",
+    "quarantine_rows",
     "resend",
     "session_of",
     "timeline",
@@ -363,3 +373,96 @@ async def resend(app: App, workflow_id: str, *, by: str, reason: str) -> str:
         return await ops.submit_resend(
             runner, request, from_workflow=workflow_id, by=by, reason=reason
         )
+
+
+# --- partners, quarantine, audit -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerRow:
+    """One partner's health as the partners page shows it."""
+
+    name: str
+    address: str  # user@host:port
+    host_keys: list[str]  # the pinned keys (type and fingerprint, or the whole line)
+    pinned_at: datetime | None  # the latest ``partner trust`` on the audit trail
+    window: str  # "22:00-06:00 Europe/London", or "" for any time
+    paused: bool
+    paused_by: str
+    paused_reason: str
+    last_sent: DeliveryRecord | None
+    last_failed: DeliveryRecord | None
+    probed_at: str | None  # when ``partner probe`` last ran (its stored report)
+    probe_summary: str
+
+
+def _probe_of(app: App, name: str) -> tuple[str | None, str]:
+    stored = app.state_dir / "probes" / f"{name}.json"
+    try:
+        data = json.loads(stored.read_text())
+    except (OSError, ValueError):
+        return None, ""
+    parts = [str(data.get("server_version") or "server version unknown")]
+    parts.append(f"SFTP v{data.get('sftp_version', 3)}")
+    parts.append("atomic rename" if data.get("posix_rename") else "no atomic rename")
+    parts.append("server-side hashes" if data.get("check_file") else "no server-side hashes")
+    if data.get("notes"):
+        parts.append(f"{len(data['notes'])} notes")
+    return data.get("probed_at"), ", ".join(parts)
+
+
+def partners(app: App) -> list[PartnerRow]:
+    ops = Operations(app)
+    pauses = {p.name: p for p in ops.controls.paused() if p.scope == "partner"}
+    trusted: dict[str, datetime] = {}
+    for event in app.store.list_audit(action=AuditAction.PARTNER_TRUST.value, limit=500):
+        trusted.setdefault(event.subject.removeprefix("partner:"), event.ts)
+    rows = []
+    for name, p in sorted(app.settings.partners.items()):
+        sent = app.store.list_deliveries(partner=name, outcome=DeliveryOutcome.SENT, limit=1)
+        bad = app.store.list_deliveries(partner=name, outcome=DeliveryOutcome.FAILED, limit=1)
+        w = p.delivery_window
+        window = f"{w.start:%H:%M}-{w.end:%H:%M} {w.timezone}" if w else ""
+        pause = pauses.get(name)
+        probed_at, summary = _probe_of(app, name)
+        rows.append(
+            PartnerRow(
+                name=name,
+                address=f"{p.user}@{p.host}:{p.port}",
+                host_keys=list(p.host_keys),
+                pinned_at=trusted.get(name),
+                window=window,
+                paused=pause is not None,
+                paused_by=pause.by if pause else "",
+                paused_reason=pause.reason if pause else "",
+                last_sent=sent[0] if sent else None,
+                last_failed=bad[0] if bad else None,
+                probed_at=probed_at,
+                probe_summary=summary,
+            )
+        )
+    return rows
+
+
+def audit_events(
+    app: App,
+    *,
+    subject: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 200,
+) -> list[AuditEvent]:
+    """The audit trail, newest first, filtered."""
+    return app.store.list_audit(subject=subject, action=action, since=since, limit=limit)
+
+
+def audit_actions() -> list[str]:
+    return sorted(a.value for a in AuditAction)
+
+
+def quarantine_rows(app: App) -> list[tuple[IntakeRecord, str]]:
+    """The files waiting in quarantine, newest first, each with its reason's label."""
+    return [(row, label_of(row.reason)) for row in quarantined(app)]
+
+
+INTAKE_KINDS = KINDS

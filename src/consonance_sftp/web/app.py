@@ -28,6 +28,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consonance_sftp.app import App, console
+from consonance_sftp.app import quarantine as quarantine_ops
 from consonance_sftp.app.alerts import acknowledge
 from consonance_sftp.app.operations import Operations
 from consonance_sftp.errors import ConsonanceSftpError
@@ -320,6 +321,155 @@ def create_app(
             return page(request, "alerts.html", who, 404, rows=rows, error=f"no alert {alert_id}")
         notice = f"Alert {alert_id} acknowledged ({done[0].kind})."
         return page(request, "alerts.html", who, rows=rows, show_all=False, notice=notice)
+
+    # --- partners ------------------------------------------------------------------------------
+
+    @pages.get("/partners", response_class=HTMLResponse)
+    def partners(request: Request, who: Who) -> HTMLResponse:
+        return page(request, "partners.html", who, rows=console.partners(app))
+
+    @pages.post("/partners/pause", response_class=HTMLResponse)
+    def pause(
+        request: Request,
+        who: Who,
+        partner: Annotated[str, Form(max_length=100)],
+        action: Annotated[str, Form(pattern="^(pause|resume)$")],
+        reason: Annotated[str, Form(max_length=1000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if partner not in app.settings.partners:
+            raise HTTPException(404, f"no partner {partner!r} in the config")
+        change = Operations(app).set_paused(
+            "partner", partner, paused=action == "pause", by=who.name, reason=reason
+        )
+        notice = f"Partner {partner} {'paused' if change.pause.paused else 'resumed'}."
+        if not change.pause.paused and (change.released or change.still_held):
+            notice += (
+                f" {change.released} held deliveries may go now, {change.still_held} still held."
+            )
+        return page(request, "partners.html", who, rows=console.partners(app), notice=notice)
+
+    @pages.post("/partners/probe", response_class=HTMLResponse)
+    async def probe(
+        request: Request,
+        who: Who,
+        partner: Annotated[str, Form(max_length=100)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if partner not in app.settings.partners:
+            raise HTTPException(404, f"no partner {partner!r} in the config")
+        extra: dict[str, Any] = {}
+        try:
+            await Operations(app).probe(partner)
+            extra["notice"] = f"Partner {partner} probed."
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"probe of {partner} failed: {exc}"
+        rows = await asyncio.to_thread(console.partners, app)
+        return page(request, "partners.html", who, rows=rows, **extra)
+
+    # --- quarantine ----------------------------------------------------------------------------
+
+    def quarantine_page(
+        request: Request, who: Viewer, status: int = 200, **extra: Any
+    ) -> HTMLResponse:
+        return page(
+            request,
+            "quarantine.html",
+            who,
+            status,
+            rows=console.quarantine_rows(app),
+            kinds=console.INTAKE_KINDS,
+            **extra,
+        )
+
+    @pages.get("/quarantine", response_class=HTMLResponse)
+    def quarantine(request: Request, who: Who) -> HTMLResponse:
+        return quarantine_page(request, who)
+
+    @pages.post("/quarantine/reject", response_class=HTMLResponse)
+    def reject(
+        request: Request,
+        who: Who,
+        intake_id: Annotated[int, Form()],
+        reason: Annotated[str, Form(max_length=1000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        try:
+            quarantine_ops.reject(app, intake_id, reason=reason, by=who.name)
+        except ConsonanceSftpError as exc:
+            return quarantine_page(request, who, 409, error=str(exc))
+        return quarantine_page(request, who, notice=f"File #{intake_id} rejected.")
+
+    @pages.post("/quarantine/assign", response_class=HTMLResponse)
+    async def assign(
+        request: Request,
+        who: Who,
+        intake_id: Annotated[int, Form()],
+        isbn: Annotated[str, Form(max_length=20)],
+        kind: Annotated[str, Form(max_length=40)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        extra: dict[str, Any] = {}
+        try:
+            result = await quarantine_ops.assign(app, intake_id, isbn=isbn, kind=kind, by=who.name)
+            extra["notice"] = (
+                f"File #{intake_id} assigned to {isbn} as {kind}: {result.outcome.value}."
+            )
+        except ConsonanceSftpError as exc:
+            extra["error"] = str(exc)
+        return await asyncio.to_thread(
+            quarantine_page, request, who, 200 if "notice" in extra else 409, **extra
+        )
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    def audit_page(
+        request: Request,
+        who: Viewer,
+        subject: str | None,
+        action: str | None,
+        since: str | None,
+        **extra: Any,
+    ) -> HTMLResponse:
+        events = console.audit_events(
+            app, subject=subject or None, action=action or None, since=_day(since)
+        )
+        q = {"subject": subject or "", "action": action or "", "since": since or ""}
+        return page(
+            request,
+            "audit.html",
+            who,
+            events=events,
+            q=q,
+            actions=console.audit_actions(),
+            **extra,
+        )
+
+    @pages.get("/audit", response_class=HTMLResponse)
+    def audit(
+        request: Request,
+        who: Who,
+        subject: Annotated[str | None, Query(max_length=300)] = None,
+        action: Annotated[str | None, Query(max_length=100)] = None,
+        since: Annotated[str | None, Query(max_length=10)] = None,
+    ) -> HTMLResponse:
+        return audit_page(request, who, subject, action, since)
+
+    @pages.post("/audit/verify", response_class=HTMLResponse)
+    def verify(
+        request: Request, who: Who, csrf_token: Annotated[str | None, Form()] = None
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)  # reading only: every role may verify
+        report = Operations(app).verify_audit()
+        return audit_page(request, who, None, None, None, report=report)
 
     web.include_router(pages)
     # Prometheus /metrics (web/metrics.py) is included here: web.include_router(metrics_router(...))
