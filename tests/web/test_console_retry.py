@@ -97,6 +97,28 @@ def serving(failed: tuple[Path, str, str]) -> Iterator[str]:
     print(out[-3000:])
 
 
+def test_a_dry_run_shows_the_exact_files_each_partner_would_receive(
+    failed: tuple[Path, str, str], serving: str, page: Page, tmp_path: Path
+) -> None:
+    _config, isbn, _workflow_id = failed
+    log_in(page, serving, "otto")
+    page.get_by_role("navigation").get_by_role("link", name="Flows").click()
+    card = page.locator("#flow-print-files")
+    card.get_by_label("ISBNs (optional)").fill(isbn)
+    card.get_by_role("button", name=re.compile("^Dry run")).click()
+    plan = page.locator("#dry-run")
+    expect(
+        plan.get_by_role("heading", name="Dry run of print-files: nothing was sent")
+    ).to_be_visible()
+    expect(plan.get_by_text("To partner printer")).to_be_visible()
+    paths = plan.locator("tbody td:first-child code").all_inner_texts()
+    assert paths and all(p.startswith("/in/") for p in paths), paths
+    assert any(isbn in p for p in paths), paths
+    shas = plan.locator("tbody td:nth-child(3) code").all_inner_texts()
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in shas), shas
+    page.screenshot(path=str(tmp_path / "dry-run.png"), full_page=True)
+
+
 def test_retry_a_failed_delivery_and_see_it_sent(
     failed: tuple[Path, str, str], serving: str, page: Page, tmp_path: Path
 ) -> None:

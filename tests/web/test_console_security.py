@@ -23,6 +23,7 @@ PAGES = [
     "/alerts",
     "/quarantine",
     "/partners",
+    "/flows",
     "/audit",
     "/audit?action=alert.acknowledged",
 ]
@@ -35,6 +36,8 @@ ACTIONS = {
     "/quarantine/reject": {"intake_id": "1", "reason": "junk"},
     "/quarantine/assign": {"intake_id": "1", "isbn": ISBN, "kind": "cover"},
     "/audit/verify": {},
+    "/flows/pause": {"flow": "print-files", "action": "pause"},
+    "/flows/dry-run": {"flow": "print-files"},
     "/logout": {},
 }
 

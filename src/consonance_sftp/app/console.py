@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import bcrypt
 
 from consonance_sftp.app.alerts import AlertRecord, open_alerts
+from consonance_sftp.app.dispatch import is_intake, remote_files, run_flow
 from consonance_sftp.app.operations import Operations, Schedule, Status, WorkItem
 from consonance_sftp.app.quarantine import label_of, quarantined
 from consonance_sftp.app.runner import DeliveryRunner
@@ -44,6 +46,7 @@ __all__ = [
     "ConsoleSession",
     "ConsoleUser",
     "DeliveryRecord",
+    "DryRun",
     "Failures",
     "FlowRow",
     "Hint",
@@ -58,6 +61,7 @@ __all__ = [
     "can",
     "close_session",
     "deliveries",
+    "dry_run",
     "executor_running",
     "failures",
     "login_refused",
@@ -466,3 +470,51 @@ def quarantine_rows(app: App) -> list[tuple[IntakeRecord, str]]:
 
 
 INTAKE_KINDS = KINDS
+
+
+# --- flows: the dry run ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPackage:
+    """One package a dry run would send: to which partner, and the exact files."""
+
+    partner: str
+    label: str
+    files: list[tuple[str, int, str]]  # (remote path, bytes, SHA-256)
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    flow: str
+    packages: list[PlannedPackage]
+    withdrawals: list[tuple[str, str, list[str]]]  # (partner, label, remote paths)
+    skipped: list[tuple[str, str]]  # (what, why)
+    notes: list[str]
+
+
+async def dry_run(app: App, flow: str, isbns: Sequence[str] = ()) -> DryRun:
+    """What a run of ``flow`` would send now (``run FLOW --dry-run``): nothing is sent."""
+    if is_intake(app, flow):
+        raise ConsonanceSftpError(
+            f"flow {flow!r} takes files in: a dry run shows what goes out",
+        )
+    outcome = await run_flow(app, flow, dry_run=True, isbns=isbns)
+    planned = outcome.planned
+    config = app.settings.flows[planned.flow]
+    return DryRun(
+        flow=planned.flow,
+        packages=[
+            PlannedPackage(
+                o.partner,
+                o.label,
+                [(f.remote_path, f.size, f.sha256) for f in remote_files(app, config, o)],
+            )
+            for o in planned.outbounds
+        ],
+        withdrawals=[
+            (w.partner, w.label, [f.remote_path for f in w.files]) for w in planned.withdrawals
+        ],
+        skipped=[(s.what, s.reason) for s in planned.skipped],
+        notes=list(planned.notes),
+    )

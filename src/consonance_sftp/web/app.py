@@ -322,6 +322,57 @@ def create_app(
         notice = f"Alert {alert_id} acknowledged ({done[0].kind})."
         return page(request, "alerts.html", who, rows=rows, show_all=False, notice=notice)
 
+    # --- flows ---------------------------------------------------------------------------------
+
+    def flows_page(request: Request, who: Viewer, status: int = 200, **extra: Any) -> HTMLResponse:
+        view = console.overview(app)
+        crons = {s.flow: f"{s.cron} ({s.timezone})" for s in view.status.schedules}
+        return page(request, "flows.html", who, status, rows=view.flows, crons=crons, **extra)
+
+    @pages.get("/flows", response_class=HTMLResponse)
+    def flows(request: Request, who: Who) -> HTMLResponse:
+        return flows_page(request, who)
+
+    @pages.post("/flows/pause", response_class=HTMLResponse)
+    def pause_flow(
+        request: Request,
+        who: Who,
+        flow: Annotated[str, Form(max_length=100)],
+        action: Annotated[str, Form(pattern="^(pause|resume)$")],
+        reason: Annotated[str, Form(max_length=1000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if flow not in app.settings.flows:
+            raise HTTPException(404, f"no flow {flow!r} in the config")
+        change = Operations(app).set_paused(
+            "flow", flow, paused=action == "pause", by=who.name, reason=reason
+        )
+        notice = f"Flow {flow} {'paused' if change.pause.paused else 'resumed'}."
+        return flows_page(request, who, notice=notice)
+
+    @pages.post("/flows/dry-run", response_class=HTMLResponse)
+    async def dry_run(
+        request: Request,
+        who: Who,
+        flow: Annotated[str, Form(max_length=100)],
+        isbns: Annotated[str, Form(max_length=2000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")  # it reads Consonance and packages files: not for every viewer
+        if flow not in app.settings.flows:
+            raise HTTPException(404, f"no flow {flow!r} in the config")
+        wanted = [i.replace("-", "") for i in isbns.replace(",", " ").split() if i]
+        extra: dict[str, Any] = {}
+        try:
+            extra["plan"] = await console.dry_run(app, flow, wanted)
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"dry run of {flow} failed: {exc}"
+        status = 200 if "plan" in extra else 409
+        return await asyncio.to_thread(flows_page, request, who, status, **extra)
+
     # --- partners ------------------------------------------------------------------------------
 
     @pages.get("/partners", response_class=HTMLResponse)
