@@ -240,8 +240,12 @@ def test_an_operator_pauses_and_resumes_a_partner_on_the_audit_trail(
     )
     assert paused.status_code == 200
     assert "Partner printer paused." in paused.text
-    assert "maintenance" in client.get("/partners").text
-    assert "1</strong> paused partners" in client.get("/").text
+    partners = client.get("/partners").text
+    assert "maintenance" in partners
+    assert "ssh-ed25519 SHA256:" in partners  # pinned keys shown as fingerprints
+    overview = client.get("/").text
+    assert "1</strong> paused partners" in overview
+    assert 'href="/partners#partner-printer"' in overview  # a hint links to its fix
     resumed = client.post(
         "/partners/pause", data={"partner": "printer", "action": "resume", "csrf_token": csrf}
     )

@@ -28,6 +28,8 @@ from consonance_sftp.app.operations import Operations, Schedule, Status, WorkIte
 from consonance_sftp.app.quarantine import label_of, quarantined
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.runner import executor_running as _executor_running
+from consonance_sftp.app.serving import event_flows
+from consonance_sftp.config.hostkeys import fingerprint_of
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
@@ -185,13 +187,14 @@ class Hint:
 
     text: str
     fix: str  # a command or a doc path
+    link: str = ""  # the console page where it is fixed, if there is one
 
 
 @dataclass(frozen=True, slots=True)
 class FlowRow:
     name: str
     kind: str
-    state: str  # enabled, paused, disabled, unscheduled
+    state: str  # scheduled, on events, paused, disabled, unscheduled (can never fire by itself)
     partners: list[str]
     last_run: datetime | None  # the latest ledger row of the flow
     last_outcome: str | None
@@ -224,6 +227,7 @@ def overview(app: App) -> Overview:
         status = Status(False, "", False, [], None, ops.held(), ops.controls.paused(), [])
     paused = {(p.scope, p.name) for p in status.paused}
     nexts: dict[str, Schedule] = {s.flow: s for s in status.schedules}
+    on_events = set(event_flows(app))
     flows = []
     for name, flow in app.settings.flows.items():
         last = _last_row(app, name)
@@ -232,8 +236,10 @@ def overview(app: App) -> Overview:
             if not flow.enabled
             else "paused"
             if ("flow", name) in paused
-            else "enabled"
+            else "scheduled"
             if name in nexts
+            else "on events"
+            if name in on_events
             else "unscheduled"
         )
         flows.append(
@@ -269,6 +275,7 @@ def hints(app: App, flows: list[FlowRow]) -> list[Hint]:
                 Hint(
                     f"partner {name} has no pinned host key: nothing is sent to it",
                     f"consonance-sftp partner trust {name}",
+                    f"/partners#partner-{name}",
                 )
             )
         if not (probes / f"{name}.json").exists():
@@ -276,15 +283,21 @@ def hints(app: App, flows: list[FlowRow]) -> list[Hint]:
                 Hint(
                     f"partner {name} was never probed: its transfer settings are defaults",
                     f"consonance-sftp partner probe {name}",
+                    f"/partners#partner-{name}",
                 )
             )
     used = {p for f in app.settings.flows.values() for p in f.partners}
     for name in sorted(set(app.settings.partners) - used):
         out.append(Hint(f"partner {name} is in no flow", "docs/reference/config.md"))
     for row in flows:
-        if row.state == "unscheduled" and not row.partners:
+        if row.state == "unscheduled":
             out.append(
-                Hint(f"flow {row.name} has no schedule and no partner", "docs/reference/config.md")
+                Hint(
+                    f"flow {row.name} has no schedule and no Consonance event fires it: it runs "
+                    "only by hand",
+                    f"consonance-sftp run {row.name}, or a schedule (docs/reference/config.md)",
+                    f"/flows#flow-{row.name}",
+                )
             )
     return out
 
@@ -388,7 +401,7 @@ class PartnerRow:
 
     name: str
     address: str  # user@host:port
-    host_keys: list[str]  # the pinned keys (type and fingerprint, or the whole line)
+    host_keys: list[str]  # the pinned keys: type and SHA-256 fingerprint
     pinned_at: datetime | None  # the latest ``partner trust`` on the audit trail
     window: str  # "22:00-06:00 Europe/London", or "" for any time
     paused: bool
@@ -415,6 +428,16 @@ def _probe_of(app: App, name: str) -> tuple[str | None, str]:
     return data.get("probed_at"), ", ".join(parts)
 
 
+def _shown_key(pin: str) -> str:
+    """A pinned key as people compare it: its type and SHA-256 fingerprint."""
+    try:
+        fingerprint = fingerprint_of(pin)
+    except ValueError:
+        return pin
+    kinds = [w for w in pin.split() if w.startswith(("ssh-", "ecdsa-", "rsa-"))]
+    return f"{kinds[0]} {fingerprint}" if kinds else fingerprint
+
+
 def partners(app: App) -> list[PartnerRow]:
     ops = Operations(app)
     pauses = {p.name: p for p in ops.controls.paused() if p.scope == "partner"}
@@ -433,7 +456,7 @@ def partners(app: App) -> list[PartnerRow]:
             PartnerRow(
                 name=name,
                 address=f"{p.user}@{p.host}:{p.port}",
-                host_keys=list(p.host_keys),
+                host_keys=[_shown_key(k) for k in p.host_keys],
                 pinned_at=trusted.get(name),
                 window=window,
                 paused=pause is not None,
