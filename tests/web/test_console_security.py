@@ -292,3 +292,19 @@ def test_anyone_logged_in_verifies_the_audit_trail(client: TestClient) -> None:
     filtered = client.get("/audit?action=user.added").text
     assert "user:vera" in filtered or "user:otto" in filtered
     assert "alert.acknowledged</td>" not in filtered
+
+
+def test_acting_on_work_that_is_not_there_is_a_clear_refusal(client: TestClient) -> None:
+    csrf = login(client, "otto")
+    retried = client.post(
+        "/failures/retry", data={"workflow_id": "dlv-printer-nothing", "csrf_token": csrf}
+    )
+    assert retried.status_code == 409, retried.text
+    assert "dlv-printer-nothing" in retried.text
+    resent = client.post(
+        "/failures/resend",
+        data={"workflow_id": f"dlv-printer-{OTHER_ISBN}", "reason": "asked", "csrf_token": csrf},
+    )
+    # no serve runs on this SQLite project: the console says so rather than becoming one
+    assert resent.status_code == 409
+    assert "no service is running" in resent.text

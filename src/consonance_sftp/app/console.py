@@ -73,6 +73,7 @@ __all__ = [
     "partners",
     "quarantine_rows",
     "resend",
+    "retry",
     "session_of",
     "timeline",
 ]
@@ -541,3 +542,15 @@ async def dry_run(app: App, flow: str, isbns: Sequence[str] = ()) -> DryRun:
         skipped=[(s.what, s.reason) for s in planned.skipped],
         notes=list(planned.notes),
     )
+
+
+def retry(app: App, workflow_id: str, *, by: str) -> str:
+    """``retry ID`` from the console: failed work run again from its first failed step (same
+    ID), recorded with who. On a config whose engine never ran there is nothing to retry (and
+    its engine database is not created by asking)."""
+    ops = Operations(app)
+    if not ops.engine_started():
+        raise ConsonanceSftpError(
+            f"no workflow {workflow_id!r}: the engine has not run on this config yet"
+        )
+    return ops.retry(workflow_id, by=by)

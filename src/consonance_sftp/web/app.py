@@ -267,9 +267,8 @@ def create_app(
     ) -> HTMLResponse:
         check_csrf(who, csrf_token)
         require(who, "operator")
-        ops = Operations(app)
         try:
-            ops.retry(workflow_id, by=who.name)
+            console.retry(app, workflow_id, by=who.name)
         except ConsonanceSftpError as exc:
             return page(request, "failures.html", who, 409, f=console.failures(app), error=str(exc))
         notice = f"Retrying {workflow_id}."
