@@ -522,7 +522,8 @@ def create_app(
         return audit_page(request, who, None, None, None, report=report)
 
     web.include_router(pages)
-    # Prometheus /metrics (web/metrics.py) is included here: web.include_router(metrics_router(...))
+    # Prometheus /metrics (web/metrics.py, built beside this) goes here, before the static mount:
+    # web.include_router(metrics_router(...))
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return web
 
