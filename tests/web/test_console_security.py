@@ -184,8 +184,11 @@ def test_login_throttling_per_user_and_per_client(project: Project) -> None:
         # ...until the client itself has failed too often (5 in all, whatever the names)
         assert [attempt(f"nobody{i}", "wrong-password-x") for i in range(2)] == [401, 401]
         assert attempt("vera", PASSWORDS["vera"]) == 429
+        assert attempt("vera", PASSWORDS["vera"]) == 429
     refused = [e for e in project.app.store.list_audit() if e.action == "user.login_refused"]
-    assert any(e.details.get("why") == "throttled" for e in refused)
+    throttled = [e.subject for e in refused if e.details.get("why") == "throttled"]
+    # each (user, client) throttled once on the trail, however often it tried
+    assert sorted(throttled) == ["user:otto", "user:vera"]
     assert all(
         "password" not in str(e.details).lower() or "wrong name" in str(e.details) for e in refused
     )

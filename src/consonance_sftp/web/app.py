@@ -167,7 +167,8 @@ def create_app(
         client = client_of(request)
         target = safe_next(next)
         if limits.blocked(username, client):
-            console.login_refused(app.store, username, client, "throttled")
+            if limits.first_refusal(username, client):
+                console.login_refused(app.store, username, client, "throttled")
             return login_form(
                 request, 429, "Too many failed logins: wait 15 minutes and try again.", target
             )

@@ -47,6 +47,7 @@ class LoginThrottle:
         self.per_client = per_client
         self.window_s = window_s
         self._fails: dict[str, deque[float]] = {}
+        self._told: dict[tuple[str, str], float] = {}  # throttled logins already on the trail
         self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
@@ -62,6 +63,17 @@ class LoginThrottle:
                 len(self._recent(f"u:{user}", now)) >= self.per_user
                 or len(self._recent(f"c:{client}", now)) >= self.per_client
             )
+
+    def first_refusal(self, user: str, client: str) -> bool:
+        """Is this the first throttled login of (user, client) in the window? Only that one
+        goes on the audit trail: a flood of tries cannot flood the trail."""
+        now = time.monotonic()
+        with self._lock:
+            told = self._told.get((user, client))
+            if told is not None and told > now - self.window_s:
+                return False
+            self._told[(user, client)] = now
+            return True
 
     def failed(self, user: str, client: str) -> None:
         now = time.monotonic()
