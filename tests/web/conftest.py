@@ -30,6 +30,11 @@ from tests.cli import CLI
 ISBN = "9781900200011"
 OTHER_ISBN = "9781900200028"
 XSS = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+# A 1x1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 PASSWORDS = {"vera": "viewer-password-1", "otto": "operator-password-1"}
 
 
@@ -119,6 +124,28 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
                 flow="design-intake",
                 outcome=IntakeOutcome.QUARANTINED,
                 reason=f"no rule matched: {XSS}",
+            )
+        )
+    inbox = app.state_dir / "inbox" / "designer"
+    inbox.mkdir(parents=True, exist_ok=True)
+    previews = {
+        "cover.png": PNG,
+        "proof.pdf": b"%PDF-1.4\n%fake but typed\n",
+        "notes.html": b"<html><script>alert(1)</script></html>",
+    }
+    for n, (name, data) in enumerate(previews.items(), start=10):
+        (inbox / name).write_bytes(data)
+        store.record_intake(
+            IntakeRecord(
+                partner="designer",
+                remote_path=f"/out/{name}",
+                size=len(data),
+                remote_mtime=1_700_000_000.0 + n,
+                flow="design-intake",
+                local_path=str(inbox / name),
+                sha256=hashlib.sha256(data).hexdigest(),
+                outcome=IntakeOutcome.QUARANTINED,
+                reason="no rule matched: kept for a person",
             )
         )
     yield Project(root, config, app, alert.id)

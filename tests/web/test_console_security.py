@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from consonance_sftp.models import IntakeOutcome
 from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
-from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, Project, login, run_cli
+from tests.web.conftest import ISBN, OTHER_ISBN, PASSWORDS, PNG, Project, login, run_cli
 
 PAGES = [
     "/",
@@ -285,6 +285,39 @@ def test_an_operator_rejects_a_quarantined_file(project: Project, client: TestCl
     after = project.app.store.list_intakes(outcome=IntakeOutcome.REJECTED)
     assert [r.id for r in after] == [target.id]
     assert "rejected by otto: not ours" in (after[0].reason or "")
+
+
+def _intake_id(project: Project, remote_path: str) -> int:
+    (row,) = [r for r in project.app.store.list_intakes() if r.remote_path == remote_path]
+    assert row.id is not None
+    return row.id
+
+
+def test_quarantine_previews_what_a_browser_can_show_and_nothing_else(
+    project: Project, client: TestClient
+) -> None:
+    png = _intake_id(project, "/out/cover.png")
+    pdf = _intake_id(project, "/out/proof.pdf")
+    html = _intake_id(project, "/out/notes.html")
+    assert client.get(f"/quarantine/{png}/preview").status_code == 303  # no login, no bytes
+    login(client, "vera")
+    assert f'href="/quarantine/{png}/preview"' in client.get("/quarantine").text
+    shown = client.get(f"/quarantine/{png}/preview")
+    assert shown.status_code == 200
+    assert shown.headers["content-type"] == "image/png"
+    assert shown.content == PNG
+    assert shown.headers["content-security-policy"].startswith("sandbox;")
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    assert shown.headers["content-disposition"].startswith("inline")
+    as_pdf = client.get(f"/quarantine/{pdf}/preview")
+    assert as_pdf.headers["content-type"] == "application/pdf"
+    assert "frame-ancestors 'none'" in as_pdf.headers["content-security-policy"]
+    # a file named and typed by a partner as anything else is never served to the browser
+    refused = client.get(f"/quarantine/{html}/preview")
+    assert refused.status_code == 404
+    assert "no preview for this kind of file" in refused.text
+    assert "<script>alert(1)" not in refused.text
+    assert client.get("/quarantine/999999/preview").status_code == 404
 
 
 def test_anyone_logged_in_verifies_the_audit_trail(client: TestClient) -> None:

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bcrypt
@@ -25,12 +26,12 @@ import bcrypt
 from consonance_sftp.app.alerts import AlertRecord, open_alerts
 from consonance_sftp.app.dispatch import is_intake, remote_files, run_flow
 from consonance_sftp.app.operations import Operations, Schedule, Status, WorkItem
-from consonance_sftp.app.quarantine import label_of, quarantined
+from consonance_sftp.app.quarantine import label_of, quarantined, show
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.runner import executor_running as _executor_running
 from consonance_sftp.app.serving import event_flows
 from consonance_sftp.config.hostkeys import fingerprint_of
-from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.errors import ConsonanceSftpError, ValidationFailed
 from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
@@ -55,6 +56,7 @@ __all__ = [
     "IntakeRecord",
     "Overview",
     "PartnerRow",
+    "Preview",
     "Timeline",
     "add_user",
     "audit_actions",
@@ -71,6 +73,7 @@ __all__ = [
     "open_session",
     "overview",
     "partners",
+    "preview",
     "quarantine_rows",
     "resend",
     "retry",
@@ -554,3 +557,42 @@ def retry(app: App, workflow_id: str, *, by: str) -> str:
             f"no workflow {workflow_id!r}: the engine has not run on this config yet"
         )
     return ops.retry(workflow_id, by=by)
+
+
+# --- quarantine previews ---------------------------------------------------------------------
+
+# What a browser may be shown of a quarantined file, told by its first bytes (never by its
+# name, which a partner chose): PDF and the common images. Anything else has no preview.
+_PREVIEWS = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+PREVIEW_MAX_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    path: Path
+    media_type: str
+
+
+def preview(app: App, intake_id: int) -> Preview:
+    """The stored copy of a file taken in, when a browser can show it (PDF, PNG, JPEG, GIF) and
+    it lies under the state folder; else ``ValidationFailed`` saying why."""
+    row = show(app, intake_id).row
+    if not row.local_path:
+        raise ValidationFailed(f"intake #{intake_id} has no stored copy")
+    path = Path(row.local_path).resolve()
+    if not path.is_relative_to(app.state_dir.resolve()) or not path.is_file():
+        raise ValidationFailed(f"intake #{intake_id}: its stored copy is missing")
+    if path.stat().st_size > PREVIEW_MAX_BYTES:
+        raise ValidationFailed(f"intake #{intake_id} is too large to preview")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    for magic, media_type in _PREVIEWS:
+        if head.startswith(magic):
+            return Preview(path, media_type)
+    raise ValidationFailed(f"intake #{intake_id}: no preview for this kind of file")

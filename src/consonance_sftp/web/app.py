@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,6 +54,15 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+PREVIEW_CSP = (
+    # A partner's image, shown alone: sandboxed (no script, no form, an origin of its own).
+    "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'none'",
+    # A PDF: the browser's PDF viewer runs it (a sandbox would keep the viewer out); nothing
+    # else may load, and no page may frame it.
+    "default-src 'none'; frame-ancestors 'none'",
+)
 
 
 def _when(value: datetime | None) -> str:
@@ -440,6 +449,20 @@ def create_app(
     @pages.get("/quarantine", response_class=HTMLResponse)
     def quarantine(request: Request, who: Who) -> HTMLResponse:
         return quarantine_page(request, who)
+
+    @pages.get("/quarantine/{intake_id}/preview")
+    def preview(who: Who, intake_id: int) -> Response:
+        try:
+            found = console.preview(app, intake_id)
+        except ConsonanceSftpError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return FileResponse(
+            found.path,
+            media_type=found.media_type,
+            content_disposition_type="inline",
+            filename=f"intake-{intake_id}",
+            headers={"Content-Security-Policy": PREVIEW_CSP[found.media_type == "application/pdf"]},
+        )
 
     @pages.post("/quarantine/reject", response_class=HTMLResponse)
     def reject(
