@@ -56,13 +56,9 @@ SECURITY_HEADERS = {
 }
 
 
-PREVIEW_CSP = (
-    # A partner's image, shown alone: sandboxed (no script, no form, an origin of its own).
-    "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'none'",
-    # A PDF: the browser's PDF viewer runs it (a sandbox would keep the viewer out); nothing
-    # else may load, and no page may frame it.
-    "default-src 'none'; frame-ancestors 'none'",
-)
+# A partner's file shown alone: sandboxed (no script, no form, an origin of its own), nothing
+# else loaded, never framed. Chromium's PDF viewer still shows a PDF under it.
+PREVIEW_CSP = "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'none'"
 
 
 def _when(value: datetime | None) -> str:
@@ -461,7 +457,7 @@ def create_app(
             media_type=found.media_type,
             content_disposition_type="inline",
             filename=f"intake-{intake_id}",
-            headers={"Content-Security-Policy": PREVIEW_CSP[found.media_type == "application/pdf"]},
+            headers={"Content-Security-Policy": PREVIEW_CSP},
         )
 
     @pages.post("/quarantine/reject", response_class=HTMLResponse)
