@@ -19,6 +19,7 @@ from playwright.sync_api import Page, expect
 
 from consonance_sftp.app import App
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
+from consonance_sftp.sandbox.consonance.files import make_pdf
 from tests.cli import CLI, free_port, running_sandbox
 from tests.e2e.test_cli_failures import _point_printer_at
 from tests.e2e.test_cli_service import _printable_titles
@@ -152,3 +153,43 @@ def test_retry_a_failed_delivery_and_see_it_sent(
     finally:
         store.close()
     assert [(e.actor, e.subject) for e in retries] == [("user:otto", workflow_id)]
+
+
+@pytest.fixture
+def quarantined(failed: tuple[Path, str, str]) -> str:
+    """A misnamed PDF the designer uploaded, taken in by ``run design-intake`` and
+    quarantined (no rule matched its name); returns its name."""
+    config = failed[0]
+    name = "final artwork.pdf"
+    inbox = config.parent / "var" / "sandbox" / "sftp" / "designer" / "out"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / name).write_bytes(make_pdf("artwork without an ISBN", 1))
+    done = _cli(config, "run", "design-intake")
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = _cli(config, "quarantine", "list", "--json")
+    assert f"/out/{name}" in listed.stdout, listed.stdout
+    return name
+
+
+def test_an_operator_assigns_a_quarantined_file_to_a_title(
+    failed: tuple[Path, str, str], quarantined: str, serving: str, page: Page, tmp_path: Path
+) -> None:
+    config, isbn, _workflow_id = failed
+    log_in(page, serving, "otto")
+    page.get_by_role("navigation").get_by_role("link", name="Quarantine").click()
+    row = page.get_by_role("row").filter(has_text=quarantined)
+    expect(row).to_have_count(1)
+    expect(row.get_by_role("link", name=re.compile("^Preview"))).to_be_visible()
+    page.screenshot(path=str(tmp_path / "quarantine.png"), full_page=True)
+    row.get_by_label("ISBN").fill(isbn)
+    row.get_by_label("Kind").select_option("cover")
+    row.get_by_role("button", name=re.compile("^Assign")).click()
+    expect(page.get_by_role("status")).to_contain_text(f"assigned to {isbn} as cover")
+    expect(page.get_by_role("row").filter(has_text=quarantined)).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "assigned.png"), full_page=True)
+    store = App.from_config(config).store
+    try:
+        events = [e for e in store.list_audit() if e.action == "intake.assigned"]
+    finally:
+        store.close()
+    assert len(events) == 1 and events[0].actor == "user:otto"
