@@ -109,6 +109,9 @@ class AuditAction(enum.StrEnum):
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     ALERT_NOTIFIED = "alert.notified"
     ALERT_NOTIFY_FAILED = "alert.notify_failed"
+    # The web console's users (``users add``) and refused logins.
+    USER_ADDED = "user.added"
+    USER_LOGIN_REFUSED = "user.login_refused"
     # An intake ledger row written (``intake.<outcome>``), and what happens around it.
     INTAKE_STORED = "intake.stored"
     INTAKE_ATTACHED = "intake.attached"

@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         sales,
         sandbox,
         service,
+        users,
+        web,
     )
 
     for module in (
@@ -38,6 +40,8 @@ def register(app: typer.Typer) -> None:
         archive,
         alerts,
         metrics,
+        users,
+        web,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

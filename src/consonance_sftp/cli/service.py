@@ -10,6 +10,7 @@ it holds the engine file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -240,6 +241,11 @@ def serve(
             "on SIGHUP)."
         ),
     ] = 5.0,
+    web: Annotated[
+        bool, typer.Option("--web", help="Also serve the operator console (see 'web').")
+    ] = False,
+    web_host: Annotated[str, typer.Option(help="The console's address (--web).")] = "127.0.0.1",
+    web_port: Annotated[int, typer.Option(help="The console's port (--web).")] = 8080,
 ) -> None:
     """Run everything in one process (engine, poller, schedules) until SIGTERM/SIGINT.
 
@@ -258,7 +264,10 @@ def serve(
             soft_wrap=True,
         )
 
-    with _CatalogueStatus() as shown:
+    from consonance_sftp.cli.web import console_beside
+
+    beside = console_beside(web_host, web_port) if web else contextlib.nullcontext()
+    with beside, _CatalogueStatus() as shown:
         _until_signal(
             loop,
             poll_interval_s=poll_interval,

@@ -29,6 +29,7 @@ from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.finance import FinanceLedger
 from consonance_sftp.ports.sales import SalesLedger
 from consonance_sftp.ports.snapshots import SnapshotStore
+from consonance_sftp.ports.users import ConsoleUsers
 
 JsonValue = Any
 """What audit details and alert details may hold: str, int, float, bool, None, lists, dicts."""
@@ -208,11 +209,12 @@ class HoldRecord:
     workflow_id: str | None = None  # what the release enqueued
 
 
-class Store(SnapshotStore, SalesLedger, FinanceLedger, Protocol):
+class Store(SnapshotStore, SalesLedger, FinanceLedger, ConsoleUsers, Protocol):
     """Everything the engine and the flows record. Implemented by ``adapters.store.SqlStore``.
 
     The sales ledger's methods (``ports.sales.SalesLedger``) and the finance ledger's
-    (``ports.finance.FinanceLedger``) are part of it."""
+    (``ports.finance.FinanceLedger``) are part of it, and so are the web console's users and
+    sessions (``ports.users.ConsoleUsers``)."""
 
     # --- delivery ledger -------------------------------------------------------------------
 

@@ -455,3 +455,30 @@ finance_statements = sa.Table(
     # A batch's statements by file name, each name once (also what lists them in order).
     sa.UniqueConstraint("batch_id", "file_name"),
 )
+
+# Migration 0012: the web console's local users and their login sessions (ports.users).
+console_users = sa.Table(
+    "console_users",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_name",
+        sa.String(100),
+        sa.ForeignKey("console_users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Index("ix_console_sessions_expires_at", "expires_at"),
+)

@@ -42,6 +42,7 @@ from consonance_sftp.adapters.store.schema import (
     onix_feed_hashes,
     watermarks,
 )
+from consonance_sftp.adapters.store.users import ConsoleUserTables
 from consonance_sftp.errors import StoreError
 from consonance_sftp.models import (
     Alert,
@@ -155,12 +156,15 @@ def _scope_key(version: AssetVersion) -> int:
     return digest - (1 << 32) if digest >= (1 << 31) else digest
 
 
-class SqlStore(Ledgers, Operations, SalesLedgerTables, FinanceLedgerTables, Tables):
+class SqlStore(
+    Ledgers, Operations, SalesLedgerTables, FinanceLedgerTables, ConsoleUserTables, Tables
+):
     """Asset versions, audit trail, alerts and poll snapshots; the delivery and intake ledgers
     come from ``Ledgers`` (adapters/store/ledgers.py), pauses, holds and marks from
     ``Operations`` (adapters/store/operations.py), the sales ledger from
     ``SalesLedgerTables`` (adapters/store/sales.py), the finance ledger from
-    ``FinanceLedgerTables`` (adapters/store/finance.py)."""
+    ``FinanceLedgerTables`` (adapters/store/finance.py), the web console's users and sessions
+    from ``ConsoleUserTables`` (adapters/store/users.py)."""
 
     def __init__(
         self,
