@@ -182,3 +182,19 @@ def test_under_serve_a_failed_delivery_is_one_alert_and_lines_not_tracebacks(
     assert "attempt 1 of 5 failed" in out and "connection refused" in out
     rows = project.rows("SELECT DISTINCT outcome FROM delivery_ledger WHERE isbn = ?", isbn)
     assert rows == [("failed",)]
+
+
+def test_retry_before_anything_ran_says_so_and_creates_no_engine_database(
+    tmp_path: Path,
+) -> None:
+    init_project(tmp_path, sftp_port=free_port(), api_port=free_port())
+    done = subprocess.run(
+        [*CLI, "--config", str(tmp_path / CONFIG_NAME), "retry", "dlv-nothing"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in out
+    assert "no workflow 'dlv-nothing': nothing has run on this config yet" in out
+    assert not list(tmp_path.rglob("dbos-system.db"))

@@ -284,6 +284,11 @@ class Operations:
     def retry(self, workflow_id: str, *, by: str) -> str:
         """Run failed work again from its first failed step (same ID); recorded. Returns
         what owns it (its partner or flow)."""
+        if not self.engine_started():  # and opening the engine's database would create it
+            raise ConsonanceSftpError(
+                f"no workflow {workflow_id!r}: nothing has run on this config yet",
+                hint="'consonance-sftp status' lists failed work once something has run.",
+            )
         client = EngineClient(self.app.engine_settings())
         try:
             client.retry(workflow_id)
