@@ -11,23 +11,17 @@ import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pyrage
 import pytest
 import pytest_asyncio
-import tomlkit
 
-from consonance_sftp.app import App
 from consonance_sftp.app.dispatch import run_flow
 from consonance_sftp.app.runner import DeliveryRunner
-from consonance_sftp.config import Settings
-from consonance_sftp.ports.store import AssetVersion
-from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.archive_project import add_interior, archive_project
 from tests.cli import CLI
-from tests.fixtures.consonance_sandbox import SandboxHandle, start_sandbox
-from tests.settings import openssh_partner
+from tests.fixtures.consonance_sandbox import SandboxHandle
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.sshd]
 
@@ -42,45 +36,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def archived(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Path, Path, SandboxHandle, bytes, Path]]:
-    root = tmp_path_factory.mktemp("archive")
-    sandbox = start_sandbox(generate_catalogue(60, seed=9))
-    token = root / "token"
-    token.write_text(sandbox.token)
-    partner = root / "archive-partner"
-    partner.mkdir()
-    identity = pyrage.x25519.Identity.generate()
-    key = root / "publisher.key"
-    key.write_text(str(identity) + "\n")
-    raw: dict[str, Any] = {
-        "state_dir": str(root / "var"),
-        "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
-        "partners": {"vault": openssh_partner(openssh, {"send": str(partner)})},
-        "flows": {
-            "nightly": {
-                "kind": "archive",
-                "partners": ["vault"],
-                "organisation": "Meridian Press",
-                "age_recipients": [str(identity.to_public())],
-            }
-        },
-    }
-    config = root / "consonance-sftp.toml"
-    config.write_text(tomlkit.dumps(raw))
-    app = App(Settings.model_validate(raw), config)
-    work = sandbox.catalogue.works[min(sandbox.catalogue.works)]
-    interior = root / "interior.pdf"
-    asset = os.urandom(300_000)
-    interior.write_bytes(asset)
-    app.store.add_asset_version(
-        AssetVersion(
-            work_id=work.id,
-            product_id=work.products[0].id,
-            kind="INTERIOR",
-            sha256="0" * 64,
-            size=len(asset),
-            local_path=str(interior),
-        )
-    )
+    project = archive_project(tmp_path_factory.mktemp("archive"), openssh, titles=60, seed=9)
+    sandbox, partner, key, config = project.sandbox, project.partner, project.key, project.config
+    app = project.app()
+    asset = add_interior(app, project, 300_000)
     async with DeliveryRunner(app, executor=True, quiet=True) as runner:
         outcome = await run_flow(app, "nightly", trigger="test", runner=runner)
     assert outcome.results and not [r for r in outcome.results.values() if "error" in r]

@@ -20,22 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyrage
 import pytest
 import pytest_asyncio
-import tomlkit
 
 from consonance_sftp.app import App
 from consonance_sftp.app.dispatch import run_flow
 from consonance_sftp.app.runner import DeliveryRunner
-from consonance_sftp.config import Settings
 from consonance_sftp.models import AuditAction
 from consonance_sftp.ports.store import AssetVersion
-from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.archive_project import archive_project
 from tests.cli import CLI
-from tests.fixtures.consonance_sandbox import start_sandbox
-from tests.settings import openssh_partner
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.sshd, pytest.mark.slow]
 
@@ -90,33 +85,22 @@ def _add_asset(app: App, root: Path, work_id: int, product_id: int, n: int, size
 async def runs(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Runs]:
-    root = tmp_path_factory.mktemp("incremental")
-    sandbox = start_sandbox(generate_catalogue(60, seed=21))
-    token = root / "token"
-    token.write_text(sandbox.token)
-    partner = root / "vault"
-    partner.mkdir()
-    identity = pyrage.x25519.Identity.generate()
-    key = root / "publisher.key"
-    key.write_text(str(identity) + "\n")
-    raw: dict[str, Any] = {
-        "state_dir": str(root / "var"),
-        "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
-        "partners": {"vault": openssh_partner(openssh, {"send": str(partner)})},
-        "flows": {
-            "nightly": {
-                "kind": "archive",
-                "partners": ["vault"],
-                "organisation": "Meridian Press",
-                "age_recipients": [str(identity.to_public())],
-                "mode": "incremental",
-                "full_every": 3,
-            }
-        },
-    }
-    config = root / "consonance-sftp.toml"
-    config.write_text(tomlkit.dumps(raw))
-    app = App(Settings.model_validate(raw), config)
+    project = archive_project(
+        tmp_path_factory.mktemp("incremental"),
+        openssh,
+        titles=60,
+        seed=21,
+        mode="incremental",
+        full_every=3,
+    )
+    root, sandbox, partner, key, config = (
+        project.root,
+        project.sandbox,
+        project.partner,
+        project.key,
+        project.config,
+    )
+    app = project.app()
     works = [sandbox.catalogue.works[k] for k in sorted(sandbox.catalogue.works)]
     assets: dict[str, bytes] = {}
     sizes = [1 << 20, 2 << 20, 3 << 20, 4 << 20]

@@ -27,7 +27,6 @@ from typing import Any
 import pyrage
 import pytest
 import pytest_asyncio
-import tomlkit
 import zstandard
 
 from consonance_sftp.app import App
@@ -49,12 +48,9 @@ from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.formats.archive import sidecar_line
 from consonance_sftp.models import AuditAction
-from consonance_sftp.ports.store import AssetVersion
-from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
+from tests.archive_project import add_interior, archive_project
 from tests.cli import CLI
-from tests.fixtures.consonance_sandbox import start_sandbox
-from tests.settings import openssh_partner
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.sshd, pytest.mark.slow]
 
@@ -97,46 +93,18 @@ async def archived(
     openssh: OpenSshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Archived]:
     root = tmp_path_factory.mktemp("readback")
-    sandbox = start_sandbox(generate_catalogue(30, seed=17))
-    token = root / "token"
-    token.write_text(sandbox.token)
-    partner = root / "vault"
-    partner.mkdir()
-    identity = pyrage.x25519.Identity.generate()
-    key = root / "publisher.key"
-    key.write_text(str(identity) + "\n")
-    recipient = str(identity.to_public())
-    raw: dict[str, Any] = {
-        "state_dir": str(root / "var"),
-        "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
-        "partners": {"vault": openssh_partner(openssh, {"send": str(partner)})},
-        "flows": {
-            "nightly": {
-                "kind": "archive",
-                "partners": ["vault"],
-                "organisation": "Meridian Press",
-                "age_recipients": [recipient],
-                "drill": {"every": "7d", "identity_file": str(key)},
-            }
-        },
-    }
-    config = root / "consonance-sftp.toml"
-    config.write_text(tomlkit.dumps(raw))
-    app = App(Settings.model_validate(raw), config)
-    work = sandbox.catalogue.works[min(sandbox.catalogue.works)]
-    interior = root / "interior.pdf"
-    asset = os.urandom(200_000)
-    interior.write_bytes(asset)
-    app.store.add_asset_version(
-        AssetVersion(
-            work_id=work.id,
-            product_id=work.products[0].id,
-            kind="INTERIOR",
-            sha256="0" * 64,
-            size=len(asset),
-            local_path=str(interior),
-        )
+    project = archive_project(
+        root,
+        openssh,
+        titles=30,
+        seed=17,
+        drill={"every": "7d", "identity_file": str(root / "publisher.key")},
     )
+    assert project.key == root / "publisher.key"
+    partner, key, recipient = project.partner, project.key, project.recipient
+    sandbox, config, raw = project.sandbox, project.config, project.raw
+    app = project.app()
+    asset = add_interior(app, project, 200_000)
     async with DeliveryRunner(app, executor=True, quiet=True) as runner:
         outcome = await run_flow(app, "nightly", trigger="test", runner=runner)
     assert outcome.results and not [r for r in outcome.results.values() if "error" in r]
