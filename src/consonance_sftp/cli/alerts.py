@@ -157,7 +157,7 @@ def notify_cmd(
             raise typer.Exit(1)
     if not targets:
         console.print(
-            "no e-mail or webhook notification targets in the config "
+            "no e-mail, webhook or Apprise notification targets in the config "
             "(see docs/how-to/operate.md, 'Alerts by e-mail and webhook')",
             markup=False,
         )
