@@ -18,10 +18,15 @@ from pydantic import ValidationError
 from consonance_sftp.adapters.store import open_store
 from consonance_sftp.adapters.store.sql_store import SqlStore
 from consonance_sftp.app.notify import Notifier
-from consonance_sftp.config.settings import AppriseTarget, EmailTarget, target_name
+from consonance_sftp.config.settings import (
+    AppriseTarget,
+    EmailTarget,
+    WebhookTarget,
+    target_name,
+)
 from consonance_sftp.models import Alert, AlertSeverity, AuditAction
 from tests.fixtures.consonance_sandbox import ManualClock
-from tests.fixtures.notify_sinks import SmtpSink, WebhookSink
+from tests.fixtures.notify_sinks import SECRET, SmtpSink, WebhookSink
 
 # Thursday 3 December 2026, 06:00 in London (UTC+0 in winter); the digest goes out at 08:00.
 START = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
@@ -270,3 +275,33 @@ def test_apprise_urls_must_be_secret_references_and_zones_known() -> None:
         )
     target = AppriseTarget.model_validate({"type": "apprise", "urls": [{"env": "HOOK_URL"}]})
     assert target_name(target, 0) == "apprise-1"
+
+
+async def test_a_webhook_digest_is_json_with_counts_and_signed(
+    store: SqlStore, clock: ManualClock, webhook_sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    hook = WebhookTarget.model_validate(
+        {
+            "type": "webhook",
+            "url": webhook_sink.url,
+            "secret": {"env": "HOOK_SECRET"},
+            "digest": "daily",
+            "digest_at": "07:30",
+        }
+    )
+    ids = [raise_(store, AlertSeverity.WARNING, "delivery_failed") for _ in range(2)]
+    key = raise_(store, AlertSeverity.CRITICAL, "host_key_mismatch")
+    clock.current = START + timedelta(hours=1, minutes=31)
+    (sent,) = await round_(store, clock, [("hook", hook)])
+    assert sent.ok and sent.alerts == 3
+    (post,) = webhook_sink.posts
+    assert post.signature_ok()
+    data = post.json
+    assert data["digest"] is True and data["count"] == 3 and data["severity"] == "critical"
+    assert data["counts"] == [
+        {"severity": "critical", "kind": "host_key_mismatch", "count": 1},
+        {"severity": "warning", "kind": "delivery_failed", "count": 2},
+    ]
+    assert [a["id"] for a in data["alerts"]] == [key, *ids]
+    assert data["until"] == "2026-12-03T07:30:00+00:00"

@@ -171,7 +171,7 @@ def _digest_payload(digest: Digest, zone: str) -> dict[str, Any]:
                 "acknowledged_by": a.acknowledged_by if a.acknowledged_at else None,
             }
             for a in sorted(
-                digest.alerts, key=lambda a: (-SEVERITY_RANK[a.severity.value], a.kind, a.ts)
+                digest.alerts, key=lambda a: (-SEVERITY_RANK[a.severity.value], a.kind, a.ts, a.id)
             )
         ],
     }
