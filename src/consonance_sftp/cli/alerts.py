@@ -131,10 +131,18 @@ def notify_cmd(
     target: Annotated[
         str | None, typer.Option(help="Only this notification target (its name).")
     ] = None,
+    digest: Annotated[
+        bool,
+        typer.Option(
+            "--digest",
+            help="Send each daily-digest target its digest now: the alerts since its last one.",
+        ),
+    ] = False,
 ) -> None:
-    """Send open alerts that no target has been told about yet (``serve`` does this by
-    itself every few seconds), or, with --test, a test notification to each target. Exit 1
-    when a send failed."""
+    """Send open alerts that no target has been told about yet, and daily digests whose hour
+    has come (``serve`` does this by itself every few seconds); with --digest, each digest
+    target's digest at once; with --test, a test notification to each target. Exit 1 when a
+    send failed."""
     import asyncio
 
     from consonance_sftp.app.notify import Notifier
@@ -149,17 +157,34 @@ def notify_cmd(
             raise typer.Exit(1)
     if not targets:
         console.print(
-            "no e-mail or webhook notification targets in the config "
+            "no e-mail, webhook or Apprise notification targets in the config "
             "(see docs/how-to/operate.md, 'Alerts by e-mail and webhook')",
             markup=False,
         )
         return
     notifier = Notifier(app.store, targets)
-    sent = asyncio.run(notifier.send_test() if test else notifier.send_due())
+    if digest and not any(t.digest != "off" for _, t in targets):
+        console.print('no notification target with digest = "daily" in the config', markup=False)
+        raise typer.Exit(1)
+    if test:
+        sent = asyncio.run(notifier.send_test())
+    elif digest:
+        sent = asyncio.run(notifier.send_digests(now=True))
+    else:
+        sent = asyncio.run(notifier.send_due())
     if not sent:
-        console.print("nothing to send: every open alert was sent to its targets")
+        console.print(
+            "nothing to send: no alert since the last digest"
+            if digest
+            else "nothing to send: every open alert was sent to its targets"
+        )
     for s in sent:
-        what = "test notification" if s.subject == "test" else s.subject.replace(":", " ")
+        if s.subject == "test":
+            what = "test notification"
+        elif s.subject.startswith("digest:"):
+            what = f"digest of {counted(s.alerts, 'alert')}"
+        else:
+            what = s.subject.replace(":", " ")
         console.print(
             f"{s.target}: {what} sent" if s.ok else f"{s.target}: {what} FAILED: {s.error}",
             markup=False,

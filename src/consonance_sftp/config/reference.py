@@ -6,6 +6,7 @@ committed file differs, so the reference cannot drift from the code.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import types
 from collections.abc import Iterator
@@ -160,6 +161,8 @@ def _default(field: FieldInfo) -> str:
         return f'`"{value.value}"`'
     if isinstance(value, Path):
         return f'`"{value.as_posix()}"`'
+    if isinstance(value, datetime.time):
+        return f'`"{value:%H:%M}"`'
     if isinstance(value, str):
         return f'`"{value}"`'
     return f"`{value!r}`"

@@ -462,10 +462,32 @@ class _SentTarget(StrictModel):
         description='Only alerts of these kinds, e.g. `["delivery_failed", '
         '"host_key_mismatch"]` (`alerts list` shows each alert\'s kind); empty: every kind.',
     )
+    digest: Literal["off", "daily"] = Field(
+        default="off",
+        description="`off`: one message per alert, as soon as it is raised; `daily`: instead, "
+        "one message a day at `digest_at` listing the alerts raised since the last digest "
+        "(open and acknowledged, counted by severity and kind), none on a day without alerts.",
+    )
+    digest_at: time = Field(
+        default=time(8, 0), description="Local time the daily digest goes out, `HH:MM`."
+    )
+    digest_timezone: str = Field(
+        default="UTC", description="IANA time zone of `digest_at`, e.g. `Europe/London`."
+    )
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _known_digest_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
 
 
 class EmailTarget(_SentTarget):
-    """Alerts by e-mail over SMTP: one message per alert, sent by `serve` (or `alerts notify`)."""
+    """Alerts by e-mail over SMTP: one message per alert (or a daily digest), sent by `serve`
+    (or `alerts notify`)."""
 
     type: Literal["email"] = Field(description="`email`.")
     smtp_host: str = Field(min_length=1, description="SMTP server host name.")
@@ -508,13 +530,32 @@ class WebhookTarget(_SentTarget):
         return _http_url(value)
 
 
-def target_name(target: LogTarget | EmailTarget | WebhookTarget, index: int) -> str:
+class AppriseTarget(_SentTarget):
+    """Alerts through Apprise (https://appriseit.com), one URL per service: Microsoft Teams
+    (`workflows://`), Discord, Telegram, Pushover, ntfy, PagerDuty, Opsgenie... Apprise keeps
+    up with the vendors' changes; see docs/how-to/operate.md."""
+
+    type: Literal["apprise"] = Field(description="`apprise`.")
+    urls: list[Secret] = Field(
+        min_length=1,
+        description="Apprise URLs (e.g. `discord://webhook_id/token`), each as a secret "
+        'reference (`{env = "NAME"}` or `{file = "path"}`), since they carry tokens. Every '
+        "URL gets each message; the send fails when one of them fails.",
+    )
+
+
+SentTarget = EmailTarget | WebhookTarget | AppriseTarget
+
+
+def target_name(target: LogTarget | SentTarget, index: int) -> str:
     """A target's name: its own, or ``<type>-<position in the list, from 1>``."""
     own = getattr(target, "name", None)
     return own or f"{target.type}-{index + 1}"
 
 
-NotificationTarget = Annotated[LogTarget | EmailTarget | WebhookTarget, Field(discriminator="type")]
+NotificationTarget = Annotated[
+    LogTarget | EmailTarget | WebhookTarget | AppriseTarget, Field(discriminator="type")
+]
 
 
 class SandboxSettings(StrictModel):
@@ -673,7 +714,7 @@ class Settings(StrictModel):
             raise ValueError(f"two notification targets are named {', '.join(twice)}")
         return value
 
-    def sent_targets(self) -> list[tuple[str, EmailTarget | WebhookTarget]]:
+    def sent_targets(self) -> list[tuple[str, SentTarget]]:
         """The notification targets that reach a person, each with its name."""
         return [
             (target_name(t, i), t)
