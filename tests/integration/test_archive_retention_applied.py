@@ -27,7 +27,8 @@ from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.config import Settings
 from consonance_sftp.config.flows import ArchiveFlow
 from consonance_sftp.formats.archive import sidecar_line
-from consonance_sftp.models import AuditAction
+from consonance_sftp.models import AuditAction, DeliveryOutcome
+from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.sandbox.consonance.generator import generate_catalogue
 from consonance_sftp.sandbox.openssh import OpenSshServer
 from tests.fixtures.consonance_sandbox import SandboxHandle, start_sandbox
@@ -111,6 +112,17 @@ def year(openssh: OpenSshServer, tmp_path: Path) -> Iterator[Year]:
                 "referenced_bytes": 0 if full else 300,
                 "bases": [] if full else [bag(day.replace(day=1))],
             },
+        )
+        app.store.record_delivery(  # and delivered that night, as the ledger says
+            DeliveryRecord(
+                flow="nightly",
+                partner="vault",
+                remote_path=name,
+                sha256=sha,
+                size=len(data),
+                package=f"archive {name}",
+                outcome=DeliveryOutcome.SENT,
+            )
         )
     try:
         yield Year(app, config, local, partner, sandbox)
