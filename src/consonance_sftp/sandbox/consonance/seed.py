@@ -14,10 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from consonance_sftp.formats.onix.reader import read_onix_works
-from consonance_sftp.models import Contract, SupportingResource, Todo, Work
+from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.formats.onix.reader import ReadReport, read_onix_works
+from consonance_sftp.models import Contract, Product, SupportingResource, Todo, Work
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import TODO_NAMES, generate_catalogue
+from consonance_sftp.sandbox.consonance.resolvers import enum_values, to_enum
+
+__all__ = ["ReadReport", "catalogue_dir", "catalogue_from_onix", "load_or_seed", "seed"]
 
 CATALOGUE_DIR = "consonance"
 
@@ -44,15 +48,95 @@ def _placeholder(resource: SupportingResource) -> SupportingResource:
     )
 
 
+def _name(product: Product) -> str:
+    ident = product.isbn13 or product.gtin or "no ISBN"
+    ref = f", record {product.record_reference}" if product.record_reference else ""
+    return f"{ident}{ref}"
+
+
+def _unrepresentable(work: Work) -> list[str]:
+    """Why each product of ``work`` could not be served by the sandbox's GraphQL API.
+
+    A GraphQL enum refuses a value it does not list, and one such value in a catalogue breaks
+    every query that meets it; the product is refused by name at seeding instead.
+    """
+    enums = enum_values()
+    problems: list[str] = []
+
+    def check(product: Product | None, enum: str, element: str, value: str | None) -> None:
+        if value is not None and to_enum(value) not in enums[enum]:
+            who = _name(product) if product else f"work '{work.title}'"
+            problems.append(f"{who}: {element} {value} is not a Consonance {enum} value")
+
+    for product in work.products:
+        check(product, "ProductTypename", "product type", product.typename)
+        check(product, "ONIX21ProductFormCode", "ProductForm", product.product_form)
+        check(product, "ONIXPublishingStatusCode", "PublishingStatus", product.publishing_status)
+        for price in product.prices:
+            check(product, "CurrencyCode", "CurrencyCode", price.currency)
+            check(product, "ONIXPriceTypeCode", "PriceType", price.price_type)
+            check(product, "ONIXPriceTypeQualifierCode", "PriceQualifier", price.qualifier)
+    first = work.products[0] if len(work.products) == 1 else None
+    for contribution in work.contributions:
+        check(first, "ONIXContributorRoleCode", "ContributorRole", contribution.role)
+    for text in work.marketing_texts:
+        check(first, "MarketingTextVariant", "TextType", text.variant)
+        for audience in text.audiences:
+            check(first, "ONIXContentAudienceCode", "ContentAudience", audience)
+    for resource in work.supporting_resources:
+        check(first, "SupportingResourceVariant", "ResourceContentType", resource.variant)
+        for audience in resource.audiences:
+            check(first, "ONIXContentAudienceCode", "ContentAudience", audience)
+    return problems
+
+
+def _duplicates(works: list[Work]) -> list[str]:
+    """Record references and ISBNs that more than one product of the message carries."""
+    seen: dict[tuple[str, str], int] = {}
+    for work in works:
+        for product in work.products:
+            for kind, value in (
+                ("RecordReference", product.record_reference),
+                ("ISBN", product.isbn13),
+                ("GTIN", product.gtin),
+            ):
+                if value:
+                    seen[(kind, value)] = seen.get((kind, value), 0) + 1
+    return [f"{kind} {value} is on {n} products" for (kind, value), n in seen.items() if n > 1]
+
+
 def catalogue_from_onix(
     source: Path | BinaryIO,
     *,
     with_workflow: bool = True,
     keep_resource_urls: bool = False,
     now: datetime | None = None,
+    allow_empty: bool = False,
+    report: ReadReport | None = None,
 ) -> Catalogue:
+    """A catalogue of everything ``source`` holds, or ValidationFailed naming what it cannot.
+
+    Refused: a message with no product (unless ``allow_empty``: seeding it would replace the
+    catalogue with nothing), one where two products share a record reference or ISBN, and a
+    product with a code the sandbox API cannot serve. ``report`` collects what was not carried.
+    """
     stamp = now or datetime.now(UTC)
-    works = read_onix_works(source)
+    report = report if report is not None else ReadReport()
+    works = read_onix_works(source, report)
+    where = str(source) if isinstance(source, Path) else getattr(source, "name", "stream")
+    if not works and not allow_empty:
+        raise ValidationFailed(
+            f"{where}: the message has no Product; seeding it would leave an empty catalogue",
+            hint="pass --allow-empty to seed an empty catalogue on purpose",
+        )
+    duplicates = _duplicates(works)
+    if duplicates:
+        raise ValidationFailed(f"{where}: products are not told apart", duplicates)
+    problems = [p for work in works for p in _unrepresentable(work)]
+    if problems:
+        raise ValidationFailed(
+            f"{where}: {len(problems)} value(s) the sandbox API could not serve", problems
+        )
     cat = Catalogue.from_records(works)
     out: list[Work] = []
     contracts: list[Contract] = []
@@ -99,10 +183,17 @@ def seed(
     seed_value: int = 1,
     onix: Path | None = None,
     keep_resource_urls: bool = False,
+    allow_empty: bool = False,
+    report: ReadReport | None = None,
 ) -> Catalogue:
-    """Build a catalogue and save it under ``data_dir``; returns it."""
+    """Build a catalogue and save it under ``data_dir``; returns it.
+
+    From ``onix``, ``report`` (when given) says what the file held that was not carried.
+    """
     if onix is not None:
-        catalogue = catalogue_from_onix(onix, keep_resource_urls=keep_resource_urls)
+        catalogue = catalogue_from_onix(
+            onix, keep_resource_urls=keep_resource_urls, allow_empty=allow_empty, report=report
+        )
     elif works is not None:
         catalogue = generate_catalogue(seed=seed_value, works=works)
     else:
