@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
         config_cmd,
         demo,
         finance,
+        onix,
         partner,
         quarantine,
         records,
@@ -36,6 +37,7 @@ def register(app: typer.Typer) -> None:
         finance,
         archive,
         alerts,
+        onix,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

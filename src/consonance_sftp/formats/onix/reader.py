@@ -75,6 +75,14 @@ class OnixRecord:
     work_identifier: Identifier | None = None
     series: list[SeriesMembership] = field(default_factory=list)
     other_subjects: list[OnixSubject] = field(default_factory=list)
+    # As written, for ``onix compare``: each ProductSupply's Market territories; each
+    # SupplyDetail's (supplier name, supplier role, availability); each SupportingResource's
+    # (ResourceContentType, ResourceMode, ResourceForm, content audiences, link's file name).
+    markets: list[Territory] = field(default_factory=list)
+    supplies: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
+    resource_facts: list[tuple[str | None, str | None, str | None, tuple[str, ...], str]] = field(
+        default_factory=list
+    )
 
 
 # --- small element helpers ------------------------------------------------------------------
@@ -447,6 +455,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     collateral = el.find("CollateralDetail")
     texts: list[tuple[str, str, str | None, tuple[str, ...]]] = []
     resources: list[SupportingResource] = []
+    resource_facts: list[tuple[str | None, str | None, str | None, tuple[str, ...], str]] = []
     for content in collateral.findall("TextContent") if collateral is not None else ():
         text_el = content.find("Text")
         if text_el is None:
@@ -469,6 +478,15 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             for f in version.findall("ResourceVersionFeature")
         }
         height, width = features.get("02"), features.get("03")
+        resource_facts.append(
+            (
+                _text(resource, "ResourceContentType"),
+                _text(resource, "ResourceMode"),
+                _text(version, "ResourceForm"),
+                _audiences(resource),
+                url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1],
+            )
+        )
         resources.append(
             SupportingResource(
                 id=ids.new("resource"),
@@ -562,12 +580,22 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
 
     prices: list[Price] = []
     availability = supplier_name = supplier_role = unpriced = None
+    markets: list[Territory] = []
+    supplies: list[tuple[str | None, str | None, str | None]] = []
     for supply in el.findall("ProductSupply"):
+        markets.extend(_territory(m.find("Territory")) for m in supply.findall("Market"))
         # A price with no Territory of its own applies where its supply's Market is: keep
         # that, or an AUD price for AU and an NZD price for NZ would read as worldwide.
         market = _market(supply)
         for supply_detail in supply.findall("SupplyDetail"):
             supplier = supply_detail.find("Supplier")
+            supplies.append(
+                (
+                    _text(supplier, "SupplierName"),
+                    _text(supplier, "SupplierRole"),
+                    _text(supply_detail, "ProductAvailability"),
+                )
+            )
             supplier_name = supplier_name or _text(supplier, "SupplierName")
             supplier_role = supplier_role or _text(supplier, "SupplierRole")
             availability = availability or _text(supply_detail, "ProductAvailability")
@@ -636,6 +664,9 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         texts=texts,
         resources=resources,
         work_identifier=work_identifier,
+        markets=markets,
+        supplies=supplies,
+        resource_facts=resource_facts,
     )
 
 
