@@ -68,11 +68,16 @@ def _price(p: Price) -> str:
     text = f"Price {p.price_type} {_amount(p.amount)} {p.currency} in {where}"
     if p.qualifier:
         text += f", qualifier {p.qualifier}"
-    if p.tax_rate_code or p.tax_rate_percent is not None:
-        text += f", tax {p.tax_rate_code or '-'} {_amount(p.tax_rate_percent)}"
     if p.effective_from or p.effective_to:
         text += f", from {p.effective_from or '-'} until {p.effective_to or '-'}"
     return text
+
+
+def _tax(p: Price) -> str | None:
+    """A price's tax as an item of its own: a feed can lose the tax and keep the price."""
+    if not p.tax_rate_code and p.tax_rate_percent is None:
+        return None
+    return f"Tax on {_price(p)}: {p.tax_rate_code or '-'} {_amount(p.tax_rate_percent)}"
 
 
 def facets_of(record: OnixRecord) -> dict[str, frozenset[str]]:
@@ -148,10 +153,18 @@ def facets_of(record: OnixRecord) -> dict[str, frozenset[str]]:
     if p.publishing_status:
         rights.add(f"PublishingStatus {p.publishing_status}")
 
-    out["markets"].update(f"Market {_where(t)}" for t in record.markets)
+    # Where the product is supplied: every territory of every Market, however the file groups
+    # them into ProductSupply blocks (which price applies where is the prices facet's).
+    markets = out["markets"]
+    for t in record.markets:
+        markets.update(f"Market country {c}" for c in t.countries_included)
+        markets.update(f"Market region {r}" for r in t.regions_included)
+        markets.update(f"Market excluding country {c}" for c in t.countries_excluded)
+        markets.update(f"Market excluding region {r}" for r in t.regions_excluded)
 
     prices = out["prices"]
     prices.update(_price(x) for x in p.prices)
+    prices.update(tax for x in p.prices if (tax := _tax(x)))
     if p.unpriced_item_type:
         prices.add(f"UnpricedItemType {p.unpriced_item_type}")
 

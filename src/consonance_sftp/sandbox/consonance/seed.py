@@ -10,13 +10,15 @@ keeps them).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
 from consonance_sftp.errors import ValidationFailed
 from consonance_sftp.formats.onix.reader import ReadReport, read_onix_works
-from consonance_sftp.models import Contract, Product, SupportingResource, Todo, Work
+from consonance_sftp.models import Contract, Price, Product, SupportingResource, Todo, Work
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import TODO_NAMES, generate_catalogue
 from consonance_sftp.sandbox.consonance.resolvers import enum_values, to_enum
@@ -90,6 +92,22 @@ def _unrepresentable(work: Work) -> list[str]:
     return problems
 
 
+def _commonest_currency(works: list[Work]) -> str:
+    found = Counter(price.currency for w in works for p in w.products for price in p.prices)
+    return found.most_common(1)[0][0] if found else "GBP"
+
+
+def _free_as_zero(product: Product, currency: str, cat: Catalogue) -> tuple[Price, ...]:
+    """A free product (UnpricedItemType 01, no price) held as Consonance holds a free book.
+
+    Consonance has no "free of charge" field: a free book is a 0.00 price. Without it the
+    sandbox would answer "no price", and a feed would say "price to be announced" (02).
+    """
+    if product.prices or product.unpriced_item_type != "01":
+        return product.prices
+    return (Price(id=cat.new_id(), amount=Decimal("0.00"), currency=currency, price_type="02"),)
+
+
 def _duplicates(works: list[Work]) -> list[str]:
     """Record references and ISBNs that more than one product of the message carries."""
     seen: dict[tuple[str, str], int] = {}
@@ -140,8 +158,12 @@ def catalogue_from_onix(
     cat = Catalogue.from_records(works)
     out: list[Work] = []
     contracts: list[Contract] = []
+    currency = _commonest_currency(works)
     for work in works:
-        products = tuple(dataclasses.replace(p, updated_at=stamp) for p in work.products)
+        products = tuple(
+            dataclasses.replace(p, updated_at=stamp, prices=_free_as_zero(p, currency, cat))
+            for p in work.products
+        )
         resources = tuple(
             r if r.created_at else dataclasses.replace(r, created_at=stamp)
             for r in work.supporting_resources
