@@ -226,3 +226,27 @@ def test_onix_21_and_other_xml_are_refused_with_their_own_reason():
         read_onix_works(io.BytesIO(onix_21))
     with pytest.raises(ValidationFailed, match=r"not an ONIX message \(root element <feed>"):
         read_onix_works(io.BytesIO(b"<feed><entry/></feed>"))
+
+
+def test_seed_lists_what_consonance_api_cannot_serve(tmp_path: Path):
+    # The round trip's rich message: what seeding says the API cannot serve is what
+    # ``onix compare`` finds dropped after the round trip (test_onix_round_trip_fidelity).
+    from tests.integration.test_onix_round_trip_fidelity import rich_message
+
+    onix = tmp_path / "rich.xml"
+    onix.write_bytes(rich_message())
+    done = seed_cli(tmp_path / "data", onix)
+    assert done.returncode == 0, done.stderr
+    block = done.stdout.split("held but not served", 1)[1].splitlines()[1:]
+    assert sorted(line.split(None, 1)[1] for line in block) == sorted(
+        [
+            "PublishingDetail/SalesRights (02: set sales_rights_type per recipient)",
+            "ProductSupply/SupplyDetail/Price/Tax",
+            "DescriptiveDetail/ProductPart",
+            "PublishingDetail/PublishingDate (role 02)",
+            "PublishingDetail/PublishingDate (role 19)",
+            "RelatedMaterial/RelatedProduct",
+        ]
+    )
+    assert "4  PublishingDetail/SalesRights" in done.stdout
+    assert "2  ProductSupply/SupplyDetail/Price/Tax" in done.stdout

@@ -170,7 +170,7 @@ def seed_cmd(
     catalogue cannot carry is listed, per element, with counts.
     """
     from consonance_sftp.formats.wording import counted
-    from consonance_sftp.sandbox.consonance.seed import ReadReport, catalogue_dir
+    from consonance_sftp.sandbox.consonance.seed import ReadReport, catalogue_dir, not_served
     from consonance_sftp.sandbox.consonance.seed import seed as do_seed
 
     report = ReadReport()
@@ -196,6 +196,15 @@ def seed_cmd(
             typer.echo(f"  {n:>6}  {what}")
     elif onix is not None:
         typer.echo("not carried: nothing (every element of the file was read)")
+    held = not_served(catalogue) if onix is not None else {}
+    if held:
+        total = sum(held.values())
+        typer.echo(
+            f"held but not served, as Consonance's API cannot carry them "
+            f"({counted(total, 'element')}, by element, with counts):"
+        )
+        for what, n in sorted(held.items(), key=lambda kv: (-kv[1], kv[0])):
+            typer.echo(f"  {n:>6}  {what}")
 
 
 @sandbox_app.command("statements")

@@ -23,7 +23,14 @@ from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import TODO_NAMES, generate_catalogue
 from consonance_sftp.sandbox.consonance.resolvers import enum_values, to_enum
 
-__all__ = ["ReadReport", "catalogue_dir", "catalogue_from_onix", "load_or_seed", "seed"]
+__all__ = [
+    "ReadReport",
+    "catalogue_dir",
+    "catalogue_from_onix",
+    "load_or_seed",
+    "not_served",
+    "seed",
+]
 
 CATALOGUE_DIR = "consonance"
 
@@ -106,6 +113,54 @@ def _free_as_zero(product: Product, currency: str, cat: Catalogue) -> tuple[Pric
     if product.prices or product.unpriced_item_type != "01":
         return product.prices
     return (Price(id=cat.new_id(), amount=Decimal("0.00"), currency=currency, price_type="02"),)
+
+
+def not_served(catalogue: Catalogue) -> dict[str, int]:
+    """What the catalogue holds that Consonance's public API (so the sandbox's) cannot serve.
+
+    Per ONIX element, with counts: the list in docs/reference/onix.md ("What comes back from
+    Consonance, and what cannot"), for the records of this catalogue. A feed made through the
+    API cannot send these; ``onix compare`` reports them as dropped.
+    """
+    found: Counter[str] = Counter()
+    for work in catalogue.works.values():
+        if work.other_subjects:
+            found["DescriptiveDetail/Subject (scheme other than BIC, BISAC, Thema)"] += len(
+                work.other_subjects
+            )
+        for contribution in work.contributions:
+            for ident in contribution.contributor.identifiers:
+                if ident.id_type != "16":
+                    found[f"Contributor/NameIdentifier (NameIDType {ident.id_type})"] += 1
+        for p in work.products:
+            for d in p.publishing_dates:
+                if d.role != "01":
+                    found[f"PublishingDetail/PublishingDate (role {d.role})"] += 1
+                elif len(d.value) < 8:
+                    found["PublishingDetail/PublishingDate (role 01, not a whole date)"] += 1
+            for r in p.sales_rights:
+                if r.rights_type == "02":
+                    found[
+                        "PublishingDetail/SalesRights (02: set sales_rights_type per recipient)"
+                    ] += 1
+            for price in p.prices:
+                if price.tax_rate_code or price.tax_rate_percent is not None:
+                    found["ProductSupply/SupplyDetail/Price/Tax"] += 1
+                if set(price.regions) - {"WORLD"} or price.excluded_territories:
+                    # WORLD alone comes back (from the for-sale fields); other regions and
+                    # exclusions do not.
+                    found["ProductSupply/SupplyDetail/Price/Territory (regions or exclusions)"] += 1
+            if p.unpriced_item_type not in (None, "01"):
+                found[f"ProductSupply/SupplyDetail/UnpricedItemType ({p.unpriced_item_type})"] += 1
+            if p.related_products:
+                found["RelatedMaterial/RelatedProduct"] += len(p.related_products)
+            if p.parts:
+                found["DescriptiveDetail/ProductPart"] += len(p.parts)
+            if p.technical_protection:
+                found["DescriptiveDetail/EpubTechnicalProtection"] += len(p.technical_protection)
+            if p.weight_g is not None:
+                found["DescriptiveDetail/Measure (weight)"] += 1
+    return dict(found)
 
 
 def _duplicates(works: list[Work]) -> list[str]:
