@@ -3,12 +3,13 @@ back through the client, written by the feed writer and compared with ``onix com
 
 The message is written here from the EDItEUR specification (ONIX 3.0 revision 8, checked
 against the bundled XSD before use): a PDF ebook with non-exclusive rights, a not-for-sale
-region, two markets with their own prices and tax, a series, audience, a related product, an
-embargo date and a year-only date, a restricted cover; a multi-part box set; a GTIN-only
-product; a free open-access ebook. Whatever Consonance's public API can carry must come back
-unchanged. What it cannot carry is documented (docs/reference/onix.md, "What comes back from
-Consonance, and what cannot"); the compare must report exactly that as dropped, no more (a
-silent loss) and no less (a claim the API does not support).
+region (Scotland, beside two countries), two markets with their own prices and tax, a series,
+audience, a related product, an embargo date and a year-only date, a restricted cover; a
+multi-part box set; a GTIN-only product; a free open-access ebook. Whatever Consonance's
+public API can carry must come back unchanged. What it cannot carry is documented
+(docs/reference/onix.md, "What comes back from Consonance, and what cannot"); the compare must
+report exactly that as dropped, no more (a silent loss) and no less (a claim the API does not
+support).
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ PDF_EBOOK = (
     + publishing(
         "04",
         ("02", "<CountriesIncluded>AU NZ</CountriesIncluded>"),
-        ("03", "<CountriesIncluded>US CA</CountriesIncluded>"),
+        (
+            "03",
+            "<CountriesIncluded>US CA</CountriesIncluded><RegionsIncluded>GB-SCT</RegionsIncluded>",
+        ),
         dates=(
             "<PublishingDate><PublishingDateRole>01</PublishingDateRole><Date>20270115</Date>"
             "</PublishingDate><PublishingDate><PublishingDateRole>02</PublishingDateRole>"
@@ -201,6 +205,7 @@ DOCUMENTED_DROPS = {
         ("prices", "Tax on Price 02 24.99 AUD in AU: S 10"),  # price tax
         ("prices", "Tax on Price 02 27.99 NZD in NZ: S 15"),
         ("related", f"RelatedProduct 13 {BOX}"),  # related products
+        ("rights", "SalesRights 03 region GB-SCT"),  # sales rights in regions (countries only)
     },
     f"ISBN {BOX}": {
         # product parts, and so the composition that announces them

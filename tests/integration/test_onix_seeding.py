@@ -246,6 +246,7 @@ def test_seed_lists_what_consonance_api_cannot_serve(tmp_path: Path):
             "PublishingDetail/PublishingDate (role 02)",
             "PublishingDetail/PublishingDate (role 19)",
             "RelatedMaterial/RelatedProduct",
+            "PublishingDetail/SalesRights/Territory (regions other than WORLD)",
         ]
     )
     assert "4  PublishingDetail/SalesRights" in done.stdout

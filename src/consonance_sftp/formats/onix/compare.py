@@ -57,6 +57,16 @@ def _where(t: Territory) -> str:
     return " ".join(parts) or "(no territory)"
 
 
+def _places(t: Territory) -> list[str]:
+    """A territory as one item per country or region it names."""
+    return [
+        *(f"country {c}" for c in t.countries_included),
+        *(f"region {r}" for r in t.regions_included),
+        *(f"excluding country {c}" for c in t.countries_excluded),
+        *(f"excluding region {r}" for r in t.regions_excluded),
+    ]
+
+
 def _price(p: Price) -> str:
     where = _where(
         Territory(
@@ -149,18 +159,16 @@ def facets_of(record: OnixRecord) -> dict[str, frozenset[str]]:
     )
 
     rights = out["rights"]
-    rights.update(f"SalesRights {r.rights_type} {_where(r.territory)}" for r in p.sales_rights)
+    # One item per country or region, however the file groups them into SalesRights blocks.
+    for r in p.sales_rights:
+        rights.update(f"SalesRights {r.rights_type} {item}" for item in _places(r.territory))
     if p.publishing_status:
         rights.add(f"PublishingStatus {p.publishing_status}")
 
     # Where the product is supplied: every territory of every Market, however the file groups
     # them into ProductSupply blocks (which price applies where is the prices facet's).
-    markets = out["markets"]
     for t in record.markets:
-        markets.update(f"Market country {c}" for c in t.countries_included)
-        markets.update(f"Market region {r}" for r in t.regions_included)
-        markets.update(f"Market excluding country {c}" for c in t.countries_excluded)
-        markets.update(f"Market excluding region {r}" for r in t.regions_excluded)
+        out["markets"].update(f"Market {item}" for item in _places(t))
 
     prices = out["prices"]
     prices.update(_price(x) for x in p.prices)

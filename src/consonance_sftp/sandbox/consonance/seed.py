@@ -139,6 +139,10 @@ def not_served(catalogue: Catalogue) -> dict[str, int]:
                 elif len(d.value) < 8:
                     found["PublishingDetail/PublishingDate (role 01, not a whole date)"] += 1
             for r in p.sales_rights:
+                t = r.territory
+                if set(t.regions_included) - {"WORLD"} or t.regions_excluded:
+                    # Consonance holds for-sale and not-for-sale countries, no regions.
+                    found["PublishingDetail/SalesRights/Territory (regions other than WORLD)"] += 1
                 if r.rights_type == "02":
                     found[
                         "PublishingDetail/SalesRights (02: set sales_rights_type per recipient)"
