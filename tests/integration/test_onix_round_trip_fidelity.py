@@ -22,7 +22,7 @@ from pathlib import Path
 from consonance_sftp.config.flows import OnixRecipient
 from consonance_sftp.flows.onix_feed import recipient_rules
 from consonance_sftp.formats.onix import MessageHeader, validate_file, write_feed
-from consonance_sftp.formats.onix.compare import compare_files
+from consonance_sftp.formats.onix.compare import FACETS, compare_files
 from consonance_sftp.sandbox.consonance.seed import catalogue_from_onix
 from tests.fixtures.consonance_sandbox import SandboxHandle
 
@@ -260,6 +260,10 @@ async def test_a_rich_record_round_trips_through_consonance_with_only_documented
         for p in comparison.products
     }
     assert {k: v for k, v in dropped.items() if v} == DOCUMENTED_DROPS
+    # Every facet was compared (read on both sides), not merely absent from both.
+    pdf = next(p for p in comparison.products if p.key == f"ISBN {PDF}")
+    assert [f.facet for f in pdf.facets] == list(FACETS)
+    assert all(f.matched > 0 for f in pdf.facets if f.facet != "related")
     # Everything else matched, facet by facet, for every product.
     assert {p.key for p in comparison.products} == {
         f"ISBN {PDF}",
