@@ -83,3 +83,12 @@ def test_changes_and_drops_are_named_by_product_and_facet(tmp_path: Path):
     assert text.returncode == 1
     assert "- PublishingDate 02 20270110" in text.stdout
     assert "2 products: 0 match, 1 changed, 1 dropped, 0 added" in text.stdout
+
+
+def test_two_products_with_one_isbn_are_refused_by_name(tmp_path: Path):
+    source, produced = tmp_path / "source.xml", tmp_path / "produced.xml"
+    source.write_bytes(message(product_xml(A)))
+    produced.write_bytes(message(product_xml(A), product_xml(A, title="Another")))
+    done = compare(source, produced)
+    assert done.returncode == 2  # neither "same" (0) nor "different" (1): cannot compare
+    assert f"ISBN {A} is on more than one product" in done.stdout + done.stderr

@@ -8,6 +8,7 @@ catalogue, the sandbox API (through the client) or the command's output.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 from collections.abc import Callable
 from decimal import Decimal
@@ -23,6 +24,7 @@ from consonance_sftp.sandbox.consonance.seed import catalogue_dir, catalogue_fro
 from tests.cli import CLI
 from tests.fixtures.consonance_sandbox import SandboxHandle
 from tests.integration.test_onix_fidelity import NS, message, product_xml
+from tests.samples import ONIX_SAMPLES
 
 A, B, C = "9780000000002", "9781234567897", "9780306406157"
 
@@ -206,6 +208,14 @@ def bare(record: str, namespace: str | None) -> bytes:
             .replace(b' release="3.0"', b"")
             .replace(f' xmlns="{NS}"'.encode(), b""),
             id="no-release-no-namespace",
+        ),
+        pytest.param(
+            re.sub(
+                rb' (release|xmlns)="[^"]*"',
+                b"",
+                (ONIX_SAMPLES / "editeur-sample-onix3-short.xml").read_bytes(),
+            ).replace(b"9780007232833", A.encode()),
+            id="short-tags-no-release-no-namespace",
         ),
         pytest.param(bare(product_xml(A), NS), id="bare-product"),
         pytest.param(bare(product_xml(A), None), id="bare-product-no-namespace"),

@@ -35,11 +35,19 @@ def compare_cmd(
     """Compare two ONIX 3.x files product by product (ISBN, else GTIN, else record reference)
     and facet by facet: identifiers, form, titles, contributors, subjects, dates by role,
     rights, markets, prices with territories, supply, collateral, series, audience, related
-    products. Exit 1 when anything changed, was added or was dropped."""
+    products. Exit 1 when anything changed, was added or was dropped; 2 when a file cannot be
+    compared (not ONIX 3.x, not well-formed, two products with one ISBN)."""
     from consonance_sftp.app.onix_compare import compare_files
+    from consonance_sftp.cli.main import report_error
+    from consonance_sftp.errors import ConsonanceSftpError
     from consonance_sftp.formats.wording import counted
 
-    comparison = compare_files(source, produced)
+    try:
+        comparison = compare_files(source, produced)
+    except ConsonanceSftpError as exc:
+        # Like diff(1): 1 says "different", so a file that cannot be compared is 2.
+        report_error(exc)
+        raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(comparison.as_json(), indent=2, ensure_ascii=False))
     else:

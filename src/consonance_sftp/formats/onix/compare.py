@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ...errors import ValidationFailed
 from ...models import Price, Territory
 from .reader import OnixRecord, iter_onix_records
 
@@ -303,15 +304,22 @@ def compare_facets(
     return tuple(results)
 
 
-def _by_key(records: Iterable[OnixRecord]) -> dict[str, OnixRecord]:
+def _by_key(records: Iterable[OnixRecord], which: str) -> dict[str, OnixRecord]:
+    """Records by key; two records with one key cannot be paired, and are refused by name."""
     found: dict[str, OnixRecord] = {}
+    twice: list[str] = []
     for record in records:
-        found.setdefault(key_of(record), record)
+        key = key_of(record)
+        if key in found:
+            twice.append(f"{key} is on more than one product")
+        found.setdefault(key, record)
+    if twice:
+        raise ValidationFailed(f"{which}: products cannot be paired", sorted(set(twice)))
     return found
 
 
 def compare_records(source: Iterable[OnixRecord], produced: Iterable[OnixRecord]) -> Comparison:
-    before, after = _by_key(source), _by_key(produced)
+    before, after = _by_key(source, "source"), _by_key(produced, "produced")
     comparison = Comparison()
     for key, record in before.items():
         other = after.get(key)
