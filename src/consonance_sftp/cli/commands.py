@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         demo,
         finance,
         metrics,
+        onix,
         partner,
         quarantine,
         records,
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         metrics,
         users,
         web,
+        onix,
     ):
         module.register(app)
     # Each sub-app is a Typer of its own whose help would otherwise be rendered with Rich

@@ -158,12 +158,22 @@ def seed_cmd(
     keep_resource_urls: Annotated[
         bool, typer.Option(help="Keep the ONIX cover links instead of sandbox JPEGs.")
     ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(help="Seed from an ONIX message with no product (an empty catalogue)."),
+    ] = False,
 ) -> None:
-    """Build the sandbox catalogue (replacing the one there). Restart a running sandbox after."""
+    """Build the sandbox catalogue (replacing the one there). Restart a running sandbox after.
+
+    From ONIX, a message with no product, two products with the same record reference or ISBN,
+    or a code the sandbox API cannot serve is refused by name; what the file holds that the
+    catalogue cannot carry is listed, per element, with counts.
+    """
     from consonance_sftp.formats.wording import counted
-    from consonance_sftp.sandbox.consonance.seed import catalogue_dir
+    from consonance_sftp.sandbox.consonance.seed import ReadReport, catalogue_dir, not_served
     from consonance_sftp.sandbox.consonance.seed import seed as do_seed
 
+    report = ReadReport()
     catalogue = do_seed(
         data_dir,
         products=products,
@@ -171,12 +181,30 @@ def seed_cmd(
         seed_value=seed,
         onix=onix,
         keep_resource_urls=keep_resource_urls,
+        allow_empty=allow_empty,
+        report=report,
     )
     typer.echo(
         f"seeded {counted(len(catalogue.works), 'work')}, "
         f"{counted(len(catalogue.products), 'product')} "
         f"into {catalogue_dir(data_dir)}"
     )
+    if onix is not None and report.not_carried:
+        total = sum(report.not_carried.values())
+        typer.echo(f"not carried ({counted(total, 'element')}, by element, with counts):")
+        for what, n in sorted(report.not_carried.items(), key=lambda kv: (-kv[1], kv[0])):
+            typer.echo(f"  {n:>6}  {what}")
+    elif onix is not None:
+        typer.echo("not carried: nothing (every element of the file was read)")
+    held = not_served(catalogue) if onix is not None else {}
+    if held:
+        total = sum(held.values())
+        typer.echo(
+            f"held but not served, as Consonance's API cannot carry them "
+            f"({counted(total, 'element')}, by element, with counts):"
+        )
+        for what, n in sorted(held.items(), key=lambda kv: (-kv[1], kv[0])):
+            typer.echo(f"  {n:>6}  {what}")
 
 
 @sandbox_app.command("statements")

@@ -11,6 +11,8 @@ numbered 1, 2, 3... in document order, so the same file always yields the same r
 from __future__ import annotations
 
 import dataclasses
+import html
+import html.entities
 import mimetypes
 import re
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -73,6 +75,14 @@ class OnixRecord:
     work_identifier: Identifier | None = None
     series: list[SeriesMembership] = field(default_factory=list)
     other_subjects: list[OnixSubject] = field(default_factory=list)
+    # As written, for ``onix compare``: each ProductSupply's Market territories; each
+    # SupplyDetail's (supplier name, supplier role, availability); each SupportingResource's
+    # (ResourceContentType, ResourceMode, ResourceForm, content audiences, link's file name).
+    markets: list[Territory] = field(default_factory=list)
+    supplies: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
+    resource_facts: list[tuple[str | None, str | None, str | None, tuple[str, ...], str]] = field(
+        default_factory=list
+    )
 
 
 # --- small element helpers ------------------------------------------------------------------
@@ -119,12 +129,20 @@ def _onix_date(el: _Element | None) -> date | None:
 
 
 def _decimal(value: str | None) -> Decimal | None:
+    """A decimal as publishers write it: ``30.80``, ``30,80``, ``1.234,50`` or ``1,234.50``."""
     if value is None:
         return None
+    raw = value.strip().replace(" ", "").replace("\u00a0", "")
+    if "," in raw:
+        if "." in raw and raw.rfind(",") < raw.rfind("."):
+            raw = raw.replace(",", "")  # 1,234.50: commas group thousands
+        else:
+            raw = raw.replace(".", "").replace(",", ".")  # 30,80 or 1.234,50: a decimal comma
     try:
-        return Decimal(value)
+        found = Decimal(raw)
     except InvalidOperation:
         return None
+    return found if found.is_finite() else None
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -437,6 +455,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
     collateral = el.find("CollateralDetail")
     texts: list[tuple[str, str, str | None, tuple[str, ...]]] = []
     resources: list[SupportingResource] = []
+    resource_facts: list[tuple[str | None, str | None, str | None, tuple[str, ...], str]] = []
     for content in collateral.findall("TextContent") if collateral is not None else ():
         text_el = content.find("Text")
         if text_el is None:
@@ -459,6 +478,15 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
             for f in version.findall("ResourceVersionFeature")
         }
         height, width = features.get("02"), features.get("03")
+        resource_facts.append(
+            (
+                _text(resource, "ResourceContentType"),
+                _text(resource, "ResourceMode"),
+                _text(version, "ResourceForm"),
+                _audiences(resource),
+                url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1],
+            )
+        )
         resources.append(
             SupportingResource(
                 id=ids.new("resource"),
@@ -552,12 +580,22 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
 
     prices: list[Price] = []
     availability = supplier_name = supplier_role = unpriced = None
+    markets: list[Territory] = []
+    supplies: list[tuple[str | None, str | None, str | None]] = []
     for supply in el.findall("ProductSupply"):
+        markets.extend(_territory(m.find("Territory")) for m in supply.findall("Market"))
         # A price with no Territory of its own applies where its supply's Market is: keep
         # that, or an AUD price for AU and an NZD price for NZ would read as worldwide.
         market = _market(supply)
         for supply_detail in supply.findall("SupplyDetail"):
             supplier = supply_detail.find("Supplier")
+            supplies.append(
+                (
+                    _text(supplier, "SupplierName"),
+                    _text(supplier, "SupplierRole"),
+                    _text(supply_detail, "ProductAvailability"),
+                )
+            )
             supplier_name = supplier_name or _text(supplier, "SupplierName")
             supplier_role = supplier_role or _text(supplier, "SupplierRole")
             availability = availability or _text(supply_detail, "ProductAvailability")
@@ -626,6 +664,9 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         texts=texts,
         resources=resources,
         work_identifier=work_identifier,
+        markets=markets,
+        supplies=supplies,
+        resource_facts=resource_facts,
     )
 
 
@@ -642,8 +683,293 @@ def _to_reference(el: _Element, names: dict[str, str] | None) -> None:
         node.tag = names.get(local, local) if names else local
 
 
-def iter_onix_records(source: Path | str | BinaryIO) -> Iterator[OnixRecord]:
-    """Yield each ``Product`` of an ONIX 3.x message, one at a time, in document order."""
+# Every element the reader takes something from (reference names). Anything else in a
+# ``Product`` is counted in ``ReadReport.not_carried`` by its path, so ``sandbox seed`` can say
+# what it could not carry instead of dropping it silently.
+READ_ELEMENTS = frozenset(
+    [
+        "Audience",
+        "AudienceCodeType",
+        "AudienceCodeValue",
+        "BiographicalNote",
+        "CollateralDetail",
+        "Collection",
+        "CollectionIDType",
+        "CollectionIdentifier",
+        "CollectionSequence",
+        "CollectionSequenceNumber",
+        "CollectionType",
+        "ContentAudience",
+        "Contributor",
+        "ContributorRole",
+        "CorporateName",
+        "CountriesExcluded",
+        "CountriesIncluded",
+        "CurrencyCode",
+        "Date",
+        "DateFormat",
+        "DescriptiveDetail",
+        "EditionNumber",
+        "EditionStatement",
+        "EditionType",
+        "EpubTechnicalProtection",
+        "Extent",
+        "ExtentType",
+        "ExtentUnit",
+        "ExtentValue",
+        "ExtentValueRoman",
+        "FeatureValue",
+        "IDTypeName",
+        "IDValue",
+        "Imprint",
+        "ImprintName",
+        "KeyNames",
+        "Language",
+        "LanguageCode",
+        "LanguageRole",
+        "MainSubject",
+        "Market",
+        "Measure",
+        "MeasureType",
+        "MeasureUnitCode",
+        "Measurement",
+        "NameIDType",
+        "NameIdentifier",
+        "NamesBeforeKey",
+        "NotificationType",
+        "NumberOfCopies",
+        "NumberOfItemsOfThisForm",
+        "PartNumber",
+        "PersonName",
+        "PrefixToKey",
+        "Price",
+        "PriceAmount",
+        "PriceDate",
+        "PriceDateRole",
+        "PriceQualifier",
+        "PriceType",
+        "PrimaryPart",
+        "ProductAvailability",
+        "ProductComposition",
+        "ProductForm",
+        "ProductFormDetail",
+        "ProductIDType",
+        "ProductIdentifier",
+        "ProductPart",
+        "ProductRelationCode",
+        "ProductSupply",
+        "Publisher",
+        "PublisherName",
+        "PublishingDate",
+        "PublishingDateRole",
+        "PublishingDetail",
+        "PublishingRole",
+        "PublishingStatus",
+        "RecordReference",
+        "RegionsExcluded",
+        "RegionsIncluded",
+        "RelatedMaterial",
+        "RelatedProduct",
+        "RelatedWork",
+        "ResourceContentType",
+        "ResourceForm",
+        "ResourceLink",
+        "ResourceMode",
+        "ResourceVersion",
+        "ResourceVersionFeature",
+        "ResourceVersionFeatureType",
+        "SalesRights",
+        "SalesRightsType",
+        "SequenceNumber",
+        "Subject",
+        "SubjectCode",
+        "SubjectHeadingText",
+        "SubjectSchemeIdentifier",
+        "SubjectSchemeName",
+        "SubjectSchemeVersion",
+        "Subtitle",
+        "Supplier",
+        "SupplierName",
+        "SupplierRole",
+        "SupplyDetail",
+        "SupportingResource",
+        "Tax",
+        "TaxRateCode",
+        "TaxRatePercent",
+        "Territory",
+        "Text",
+        "TextContent",
+        "TextType",
+        "TitleDetail",
+        "TitleElement",
+        "TitleElementLevel",
+        "TitlePrefix",
+        "TitleText",
+        "TitleType",
+        "TitleWithoutPrefix",
+        "UnpricedItemType",
+        "WorkIDType",
+        "WorkIdentifier",
+        "WorkRelationCode",
+    ]
+)
+# Kept with their XHTML markup: their children are part of the text, not elements of their own.
+_KEPT_WHOLE = frozenset({"Text", "BiographicalNote"})
+_PRODUCT = ("Product", "product")
+_MESSAGE = ("ONIXMessage", "ONIXmessage")
+# Children that only a 3.x product or header has (reference and short names).
+_V3_ONLY = frozenset(
+    [
+        "DescriptiveDetail",
+        "descriptivedetail",
+        "PublishingDetail",
+        "publishingdetail",
+        "ProductSupply",
+        "productsupply",
+        "CollateralDetail",
+        "collateraldetail",
+        "Sender",
+        "sender",
+        "SentDateTime",
+        "sentdatetime",
+    ]
+)
+
+
+@dataclass(slots=True)
+class ReadReport:
+    """What a read met but could not carry: element path -> how many times."""
+
+    not_carried: dict[str, int] = field(default_factory=dict)
+    products: int = 0
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.not_carried[what] = self.not_carried.get(what, 0) + n
+
+
+def _not_carried(el: _Element, report: ReadReport, prefix: str = "") -> None:
+    """Count the top-most elements of ``el`` that the reader takes nothing from."""
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue
+        path = f"{prefix}{child.tag}"
+        if child.tag in _KEPT_WHOLE:
+            continue
+        if child.tag in READ_ELEMENTS:
+            _not_carried(child, report, path + "/")
+        else:
+            report.count(path)
+    # Read elements whose content is only used in some cases.
+    if prefix:
+        return
+    for collection in el.iterfind("DescriptiveDetail/Collection"):
+        if _text(collection, "CollectionType") not in (None, "10"):
+            report.count("DescriptiveDetail/Collection (CollectionType other than 10)")
+    for related in el.iterfind("RelatedMaterial/RelatedProduct"):
+        kinds = {_text(i, "ProductIDType") for i in related.findall("ProductIdentifier")}
+        if not kinds & {"15", "03"}:
+            report.count("RelatedMaterial/RelatedProduct (no ISBN or GTIN)")
+    for related in el.iterfind("RelatedMaterial/RelatedWork"):
+        if _text(related, "WorkRelationCode") not in (None, "01"):
+            report.count("RelatedMaterial/RelatedWork (relation other than 01)")
+    for supply in el.iterfind("ProductSupply"):
+        extra = len(supply.findall("SupplyDetail")) - 1
+        if extra > 0:
+            report.count("ProductSupply/SupplyDetail (supplier after the first)", extra)
+        if len(supply.findall("Market")) > 1:
+            report.count("ProductSupply/Market (more than one per ProductSupply)")
+    for price in el.iterfind("ProductSupply/SupplyDetail/Price"):
+        if _decimal(_text(price, "PriceAmount")) is None and price.find("PriceAmount") is not None:
+            report.count("ProductSupply/SupplyDetail/Price/PriceAmount (not a number)")
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+_PREDEFINED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+_ENTITY_REF = re.compile(r"&([A-Za-z_][\w.-]*);")
+
+
+def _declared_entities(el: _Element, where: str) -> dict[str, str]:
+    """The document's own (internal subset) entities, refused as defusedxml would refuse them.
+
+    An external entity (``SYSTEM``/``PUBLIC``) is never fetched or read: the message is refused
+    by name. An entity whose text refers to another entity is refused too (that nesting is how
+    "billion laughs" expansions are built). Character references in a value are resolved.
+    """
+    dtd: Any = el.getroottree().docinfo.internalDTD  # the stubs lack iterentities()
+    found: dict[str, str] = {}
+    for entity in dtd.iterentities() if dtd is not None else ():
+        if entity.system_url is not None or entity.content is None:
+            raise ValidationFailed(
+                f"{where}: the DOCTYPE declares an external entity '{entity.name}'; "
+                "external entities are never read",
+            )
+        if any(name not in _PREDEFINED for name in _ENTITY_REF.findall(entity.content)):
+            raise ValidationFailed(
+                f"{where}: the DOCTYPE's entity '{entity.name}' refers to another entity; "
+                "nested entities are refused",
+            )
+        found[entity.name] = html.unescape(entity.content)
+    return found
+
+
+def _resolve_entities(el: _Element, declared: dict[str, str], where: str) -> None:
+    """Replace entity references left in ``el`` by their text, in place.
+
+    The parser does not expand entities itself (no network, no DTD loaded); a reference is
+    resolved from the document's own declarations, else from the HTML character entities the
+    ONIX DTDs declare (``&eacute;``, ``&nbsp;``...). An unknown one refuses the message.
+    """
+    for node in list(el.iter(etree.Entity)):
+        name = str(node.text or "")[1:-1]
+        text = declared.get(name)
+        if text is None:
+            text = html.entities.html5.get(name + ";")
+        if text is None:
+            raise ValidationFailed(f"{where}: unknown entity &{name}; (not declared in the file)")
+        parent = node.getparent()
+        if parent is None:
+            continue
+        joined = text + (node.tail or "")
+        previous = node.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + joined
+        else:
+            parent.text = (parent.text or "") + joined
+        node.tail = None
+        parent.remove(node)
+
+
+def _detected(root: _Element, where: str) -> tuple[OnixVersion | None, TagStyle]:
+    """Version and tag style from the root's namespace, ``release`` and name.
+
+    None when neither the namespace nor ``release`` says (decided from the first record's
+    content: a 3.x product has blocks such as ``DescriptiveDetail`` that 2.1 does not).
+    """
+    qname = etree.QName(root.tag)
+    if qname.localname not in (*_MESSAGE, *_PRODUCT):
+        raise ValidationFailed(
+            f"{where}: not an ONIX message (root element <{qname.localname}>, "
+            "expected ONIXMessage or Product)",
+        )
+    style = TagStyle.SHORT if qname.localname in ("ONIXmessage", "product") else TagStyle.REFERENCE
+    if root.get("release") or "editeur.org" in (qname.namespace or ""):
+        return version_of(root.tag, root.get("release"))[0], style
+    return None, style
+
+
+def _refuse_21(where: str) -> ValidationFailed:
+    return ValidationFailed(f"{where}: ONIX 2.1 is not read here; only ONIX 3.0 and 3.1")
+
+
+def iter_onix_records(
+    source: Path | str | BinaryIO, report: ReadReport | None = None
+) -> Iterator[OnixRecord]:
+    """Yield each ``Product`` of an ONIX 3.x message, one at a time, in document order.
+
+    The message may also be a bare ``Product`` (its root). The version comes from the
+    namespace or ``release``, else from the content (see ``_detected``); 2.1 is refused.
+    """
     ids = _Ids()
     names: dict[str, str] | None = None
     default_currency: str | None = None
@@ -652,32 +978,54 @@ def iter_onix_records(source: Path | str | BinaryIO) -> Iterator[OnixRecord]:
         str(source) if isinstance(source, Path) else source,
         events=("start", "end"),
         resolve_entities=False,
+        load_dtd=False,
         no_network=True,
         huge_tree=True,
         remove_comments=True,
     )
     depth = 0
+    record_depth = 1
+    version: OnixVersion | None = None
+    style = TagStyle.REFERENCE
+    declared: dict[str, str] = {}
     try:
         for event, el in context:
             if event == "start":
                 depth += 1
                 if depth == 1:
-                    version, style = version_of(el.tag, el.get("release"))
+                    version, style = _detected(el, where)
                     if version is OnixVersion.V21:
-                        raise ValidationFailed(
-                            f"{where}: ONIX 2.1 is not read here; only ONIX 3.0 and 3.1",
-                        )
-                    names = reference_names(version) if style is TagStyle.SHORT else None
+                        raise _refuse_21(where)
+                    declared = _declared_entities(el, where)
+                    # Undecided short tags are read with 3.0's names (3.1 only adds some).
+                    names = (
+                        reference_names(version or OnixVersion.V30)
+                        if style is TagStyle.SHORT
+                        else None
+                    )
+                    if etree.QName(el.tag).localname in _PRODUCT:
+                        record_depth = 0
                 continue
             depth -= 1
-            if depth != 1:
+            if depth != record_depth:
                 continue
             local = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
+            if local in ("Header", "header", *_PRODUCT) and version is None:
+                children = {c.tag.rsplit("}", 1)[-1] for c in el if isinstance(c.tag, str)}
+                if not children & _V3_ONLY:
+                    raise _refuse_21(where)
+                version = OnixVersion.V30
+            _resolve_entities(el, declared, where)
             _to_reference(el, names)
             if local in ("Header", "header"):
                 default_currency = _text(el, "DefaultCurrencyCode")
-            elif local in ("Product", "product"):
+            elif local in _PRODUCT:
+                if report is not None:
+                    report.products += 1
+                    _not_carried(el, report)
                 yield _record(el, default_currency, ids)
+            if record_depth == 0:
+                break
             el.clear()
             parent = el.getparent()
             if parent is not None:
@@ -688,11 +1036,14 @@ def iter_onix_records(source: Path | str | BinaryIO) -> Iterator[OnixRecord]:
         raise ValidationFailed(f"{where}: not well-formed XML", [str(exc)]) from exc
 
 
-def read_onix_works(source: Path | str | BinaryIO) -> list[Work]:
-    """Parse an ONIX 3.0/3.1 message (reference names or short tags) into works with products."""
+def read_onix_works(source: Path | str | BinaryIO, report: ReadReport | None = None) -> list[Work]:
+    """Parse an ONIX 3.0/3.1 message (reference names or short tags) into works with products.
+
+    ``report``, when given, counts what the file holds that the records cannot carry.
+    """
     ids = _Ids()
     groups: dict[str, list[OnixRecord]] = {}
-    for record in iter_onix_records(source):
+    for record in iter_onix_records(source, report):
         key = record.work_key or f"product:{record.product.id}"
         groups.setdefault(key, []).append(record)
     return [_work(ids.new("work"), records, ids) for records in groups.values()]

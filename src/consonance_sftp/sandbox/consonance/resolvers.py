@@ -16,8 +16,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, TypeAlias
+from urllib.parse import quote, urljoin
 
-from graphql import GraphQLResolveInfo, GraphQLSchema, build_schema
+from graphql import GraphQLEnumType, GraphQLResolveInfo, GraphQLSchema, build_schema
+from lxml import etree
 
 from consonance_sftp.formats.onix import codes as onix_codes
 from consonance_sftp.models import (
@@ -86,9 +88,14 @@ def _ctx(info: Info) -> Context:
 
 
 def _abs(info: Info, path: str | None) -> str | None:
+    """A URL as served: absolute links as they are, others joined to the sandbox's own base.
+
+    ``/files/x.jpg`` and a relative ``9780...epub`` (as some ONIX links are) both become
+    ``http://host:port/...``, never ``http://host:port9780...``.
+    """
     if path is None or "://" in path:
         return path
-    return _ctx(info).base_url.rstrip("/") + path
+    return urljoin(_ctx(info).base_url.rstrip("/") + "/", quote(path, safe="/:?=&%#+@,;~"))
 
 
 # --- ONIX code descriptions (small subsets; enough for readable answers) -------------------
@@ -206,7 +213,7 @@ def product_matches(product: Product, work: Work, search: dict[str, Any] | None)
         if bound is not None and (pub is None or not test(pub, bound)):
             return False
     forms = s.get("onix21ProductFormCodeIn")
-    if forms is not None and product.product_form not in forms:
+    if forms is not None and to_enum(product.product_form) not in forms:
         return False
     types = s.get("productTypes")
     if types and product.typename not in types:  # an empty list is ignored, as documented
@@ -595,7 +602,7 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "titleWithoutPrefix": _title_without_prefix,
     "authorshipDescription": lambda p, i: _authorship(_product_work(p, i)),
     "productAuthorshipDescription": lambda p, i: _authorship(_product_work(p, i), p.id),
-    "onix21ProductFormCode": lambda p, _: p.product_form,
+    "onix21ProductFormCode": lambda p, _: to_enum(p.product_form),
     "onix21ProductForm": lambda p, _: _onix_code(p.product_form, "7"),
     "onixPublishingStatusCode": lambda p, _: to_enum(p.publishing_status),
     "onixPublishingStatus": lambda p, _: _onix_code(p.publishing_status, "64"),
@@ -801,7 +808,10 @@ def _extensions(sdl: str) -> str:
         "ONIXPriceTypeCode": numeric,
         "ONIXPriceTypeQualifierCode": numeric,
         "ONIXPublishingStatusCode": numeric,
-        "ONIX21ProductFormCode": [a + b for a in _LETTERS for b in _LETTERS],
+        # 00 is list 7's "undefined", what the reader says of a product with no form.
+        "ONIX21ProductFormCode": ["_00", *(a + b for a in _LETTERS for b in _LETTERS)],
+        "ONIXContentAudienceCode": numeric,
+        "CurrencyCode": _iso_currencies(),
         "ONIXContributorRoleCode": [f"{a}{n:02d}" for a in "ABCDEFZ" for n in range(1, 100)],
         "MarketingTextVariant": [
             *codes.TEXT_TYPES,
@@ -829,9 +839,36 @@ def _extensions(sdl: str) -> str:
     return "\n".join(parts)
 
 
-def build_sandbox_schema(mutations: dict[str, Resolver]) -> GraphQLSchema:
+def _iso_currencies() -> list[str]:
+    """ONIX list 96 (ISO 4217 currencies), from the code lists onixcheck bundles."""
+    from consonance_sftp.formats.onix.tags import SCHEMA_DIR
+
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    root = etree.parse(str(SCHEMA_DIR / "xsd3.0" / "ONIX_BookProduct_CodeLists.xsd")).getroot()
+    found = root.find(f"{xs}simpleType[@name='List96']")
+    assert found is not None
+    return [str(e.get("value")) for e in found.iter(f"{xs}enumeration")]
+
+
+def sandbox_sdl() -> str:
+    """The sandbox's whole schema: the file plus the build-time widenings."""
     sdl = resources.files(__package__).joinpath("schema.graphql").read_text("utf-8")
-    schema = build_schema(sdl + "\n" + _extensions(sdl))
+    return sdl + "\n" + _extensions(sdl)
+
+
+@functools.cache
+def enum_values() -> dict[str, frozenset[str]]:
+    """Every enum of the sandbox schema with its values (what a seeded record may hold)."""
+    schema = build_schema(sandbox_sdl())
+    return {
+        name: frozenset(t.values)
+        for name, t in schema.type_map.items()
+        if isinstance(t, GraphQLEnumType) and not name.startswith("__")
+    }
+
+
+def build_sandbox_schema(mutations: dict[str, Resolver]) -> GraphQLSchema:
+    schema = build_schema(sandbox_sdl())
     bindings: dict[str, dict[str, Resolver]] = {
         "Query": ROOT_FIELDS,
         "Mutation": mutations,

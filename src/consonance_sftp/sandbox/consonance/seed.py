@@ -10,14 +10,27 @@ keeps them).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from consonance_sftp.formats.onix.reader import read_onix_works
-from consonance_sftp.models import Contract, SupportingResource, Todo, Work
+from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.formats.onix.reader import ReadReport, read_onix_works
+from consonance_sftp.models import Contract, Price, Product, SupportingResource, Todo, Work
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import TODO_NAMES, generate_catalogue
+from consonance_sftp.sandbox.consonance.resolvers import enum_values, to_enum
+
+__all__ = [
+    "ReadReport",
+    "catalogue_dir",
+    "catalogue_from_onix",
+    "load_or_seed",
+    "not_served",
+    "seed",
+]
 
 CATALOGUE_DIR = "consonance"
 
@@ -44,20 +57,172 @@ def _placeholder(resource: SupportingResource) -> SupportingResource:
     )
 
 
+def _name(product: Product) -> str:
+    ident = product.isbn13 or product.gtin or "no ISBN"
+    ref = f", record {product.record_reference}" if product.record_reference else ""
+    return f"{ident}{ref}"
+
+
+def _unrepresentable(work: Work) -> list[str]:
+    """Why each product of ``work`` could not be served by the sandbox's GraphQL API.
+
+    A GraphQL enum refuses a value it does not list, and one such value in a catalogue breaks
+    every query that meets it; the product is refused by name at seeding instead.
+    """
+    enums = enum_values()
+    problems: list[str] = []
+
+    def check(product: Product | None, enum: str, element: str, value: str | None) -> None:
+        if value is not None and to_enum(value) not in enums[enum]:
+            who = _name(product) if product else f"work '{work.title}'"
+            problems.append(f"{who}: {element} {value} is not a Consonance {enum} value")
+
+    for product in work.products:
+        check(product, "ProductTypename", "product type", product.typename)
+        check(product, "ONIX21ProductFormCode", "ProductForm", product.product_form)
+        check(product, "ONIXPublishingStatusCode", "PublishingStatus", product.publishing_status)
+        for price in product.prices:
+            check(product, "CurrencyCode", "CurrencyCode", price.currency)
+            check(product, "ONIXPriceTypeCode", "PriceType", price.price_type)
+            check(product, "ONIXPriceTypeQualifierCode", "PriceQualifier", price.qualifier)
+    first = work.products[0] if len(work.products) == 1 else None
+    for contribution in work.contributions:
+        check(first, "ONIXContributorRoleCode", "ContributorRole", contribution.role)
+    for text in work.marketing_texts:
+        check(first, "MarketingTextVariant", "TextType", text.variant)
+        for audience in text.audiences:
+            check(first, "ONIXContentAudienceCode", "ContentAudience", audience)
+    for resource in work.supporting_resources:
+        check(first, "SupportingResourceVariant", "ResourceContentType", resource.variant)
+        for audience in resource.audiences:
+            check(first, "ONIXContentAudienceCode", "ContentAudience", audience)
+    return problems
+
+
+def _commonest_currency(works: list[Work]) -> str:
+    found = Counter(price.currency for w in works for p in w.products for price in p.prices)
+    return found.most_common(1)[0][0] if found else "GBP"
+
+
+def _free_as_zero(product: Product, currency: str, cat: Catalogue) -> tuple[Price, ...]:
+    """A free product (UnpricedItemType 01, no price) held as Consonance holds a free book.
+
+    Consonance has no "free of charge" field: a free book is a 0.00 price. Without it the
+    sandbox would answer "no price", and a feed would say "price to be announced" (02).
+    """
+    if product.prices or product.unpriced_item_type != "01":
+        return product.prices
+    return (Price(id=cat.new_id(), amount=Decimal("0.00"), currency=currency, price_type="02"),)
+
+
+def not_served(catalogue: Catalogue) -> dict[str, int]:
+    """What the catalogue holds that Consonance's public API (so the sandbox's) cannot serve.
+
+    Per ONIX element, with counts: the list in docs/reference/onix.md ("What comes back from
+    Consonance, and what cannot"), for the records of this catalogue. A feed made through the
+    API cannot send these; ``onix compare`` reports them as dropped.
+    """
+    found: Counter[str] = Counter()
+    for work in catalogue.works.values():
+        if work.other_subjects:
+            found["DescriptiveDetail/Subject (scheme other than BIC, BISAC, Thema)"] += len(
+                work.other_subjects
+            )
+        for contribution in work.contributions:
+            for ident in contribution.contributor.identifiers:
+                if ident.id_type != "16":
+                    found[f"Contributor/NameIdentifier (NameIDType {ident.id_type})"] += 1
+        for p in work.products:
+            for d in p.publishing_dates:
+                if d.role != "01":
+                    found[f"PublishingDetail/PublishingDate (role {d.role})"] += 1
+                elif len(d.value) < 8:
+                    found["PublishingDetail/PublishingDate (role 01, not a whole date)"] += 1
+            for r in p.sales_rights:
+                t = r.territory
+                if set(t.regions_included) - {"WORLD"} or t.regions_excluded:
+                    # Consonance holds for-sale and not-for-sale countries, no regions.
+                    found["PublishingDetail/SalesRights/Territory (regions other than WORLD)"] += 1
+                if r.rights_type == "02":
+                    found[
+                        "PublishingDetail/SalesRights (02: set sales_rights_type per recipient)"
+                    ] += 1
+            for price in p.prices:
+                if price.tax_rate_code or price.tax_rate_percent is not None:
+                    found["ProductSupply/SupplyDetail/Price/Tax"] += 1
+                if set(price.regions) - {"WORLD"} or price.excluded_territories:
+                    # WORLD alone comes back (from the for-sale fields); other regions and
+                    # exclusions do not.
+                    found["ProductSupply/SupplyDetail/Price/Territory (regions or exclusions)"] += 1
+            if p.unpriced_item_type not in (None, "01"):
+                found[f"ProductSupply/SupplyDetail/UnpricedItemType ({p.unpriced_item_type})"] += 1
+            if p.related_products:
+                found["RelatedMaterial/RelatedProduct"] += len(p.related_products)
+            if p.parts:
+                found["DescriptiveDetail/ProductPart"] += len(p.parts)
+            if p.technical_protection:
+                found["DescriptiveDetail/EpubTechnicalProtection"] += len(p.technical_protection)
+            if p.weight_g is not None:
+                found["DescriptiveDetail/Measure (weight)"] += 1
+    return dict(found)
+
+
+def _duplicates(works: list[Work]) -> list[str]:
+    """Record references and ISBNs that more than one product of the message carries."""
+    seen: dict[tuple[str, str], int] = {}
+    for work in works:
+        for product in work.products:
+            for kind, value in (
+                ("RecordReference", product.record_reference),
+                ("ISBN", product.isbn13),
+                ("GTIN", product.gtin),
+            ):
+                if value:
+                    seen[(kind, value)] = seen.get((kind, value), 0) + 1
+    return [f"{kind} {value} is on {n} products" for (kind, value), n in seen.items() if n > 1]
+
+
 def catalogue_from_onix(
     source: Path | BinaryIO,
     *,
     with_workflow: bool = True,
     keep_resource_urls: bool = False,
     now: datetime | None = None,
+    allow_empty: bool = False,
+    report: ReadReport | None = None,
 ) -> Catalogue:
+    """A catalogue of everything ``source`` holds, or ValidationFailed naming what it cannot.
+
+    Refused: a message with no product (unless ``allow_empty``: seeding it would replace the
+    catalogue with nothing), one where two products share a record reference or ISBN, and a
+    product with a code the sandbox API cannot serve. ``report`` collects what was not carried.
+    """
     stamp = now or datetime.now(UTC)
-    works = read_onix_works(source)
+    report = report if report is not None else ReadReport()
+    works = read_onix_works(source, report)
+    where = str(source) if isinstance(source, Path) else getattr(source, "name", "stream")
+    if not works and not allow_empty:
+        raise ValidationFailed(
+            f"{where}: the message has no Product; seeding it would leave an empty catalogue",
+            hint="pass --allow-empty to seed an empty catalogue on purpose",
+        )
+    duplicates = _duplicates(works)
+    if duplicates:
+        raise ValidationFailed(f"{where}: products are not told apart", duplicates)
+    problems = [p for work in works for p in _unrepresentable(work)]
+    if problems:
+        raise ValidationFailed(
+            f"{where}: {len(problems)} value(s) the sandbox API could not serve", problems
+        )
     cat = Catalogue.from_records(works)
     out: list[Work] = []
     contracts: list[Contract] = []
+    currency = _commonest_currency(works)
     for work in works:
-        products = tuple(dataclasses.replace(p, updated_at=stamp) for p in work.products)
+        products = tuple(
+            dataclasses.replace(p, updated_at=stamp, prices=_free_as_zero(p, currency, cat))
+            for p in work.products
+        )
         resources = tuple(
             r if r.created_at else dataclasses.replace(r, created_at=stamp)
             for r in work.supporting_resources
@@ -99,10 +264,17 @@ def seed(
     seed_value: int = 1,
     onix: Path | None = None,
     keep_resource_urls: bool = False,
+    allow_empty: bool = False,
+    report: ReadReport | None = None,
 ) -> Catalogue:
-    """Build a catalogue and save it under ``data_dir``; returns it."""
+    """Build a catalogue and save it under ``data_dir``; returns it.
+
+    From ``onix``, ``report`` (when given) says what the file held that was not carried.
+    """
     if onix is not None:
-        catalogue = catalogue_from_onix(onix, keep_resource_urls=keep_resource_urls)
+        catalogue = catalogue_from_onix(
+            onix, keep_resource_urls=keep_resource_urls, allow_empty=allow_empty, report=report
+        )
     elif works is not None:
         catalogue = generate_catalogue(seed=seed_value, works=works)
     else:
