@@ -8,7 +8,7 @@ tags), ``synthetic`` (a generated catalogue for tests and the benchmark).
 """
 
 from .delta import DeltaPlan, DeltaTracker, compute_delta
-from .feed import FeedResult, compress, write_feed
+from .feed import FeedResult, compress, remove_skipped, write_feed
 from .reader import OnixRecord, iter_onix_records, read_onix_works
 from .rules import Compression, FeedMode, RecipientRules
 from .tags import OnixVersion, TagStyle
@@ -38,6 +38,7 @@ __all__ = [
     "iter_onix_records",
     "read_onix_works",
     "record_reference",
+    "remove_skipped",
     "validate_file",
     "write_feed",
 ]
