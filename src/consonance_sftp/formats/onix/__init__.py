@@ -2,9 +2,10 @@
 
 Modules: ``reader`` (ONIX -> works), ``writer``/``writer21`` (works -> ONIX, streaming),
 ``validate`` (bundled XSD per product + recipient rules, in a second process), ``rules``
-(what one recipient wants), ``delta`` (content hashes -> what to send), ``feed`` (all of it
-for one recipient), ``codes`` (code-list mappings), ``tags`` (versions, namespaces, short
-tags), ``synthetic`` (a generated catalogue for tests and the benchmark).
+(what one recipient wants), ``profile`` (onixcheck's recipient profiles, per product),
+``delta`` (content hashes -> what to send), ``feed`` (all of it for one recipient), ``codes``
+(code-list mappings), ``tags`` (versions, namespaces, short tags), ``synthetic`` (a generated
+catalogue for tests and the benchmark).
 """
 
 from .delta import DeltaPlan, DeltaTracker, compute_delta
