@@ -10,7 +10,11 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    (``OnixFeedPackage``, a ``flows.base.Outbound``: give each to
    ``app.dispatch.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
-   names product, element and reason, and an alert and an audit event are recorded.
+   names product, element and reason, and an alert and an audit event are recorded. With the
+   recipient's ``on_invalid_product = "skip"`` the invalid products are cut from the message
+   instead and the rest goes; each is named (ISBN, reason) in the report, an audit event and
+   one alert per feed. ``FeedReport.incomplete()`` (``PlannedRun.incomplete``) lists what was
+   blocked or skipped: ``run`` exits non-zero on it.
 2. The recipient's delta baseline, its last sent time and its MessageNumber advance only
    once the engine has delivered the message, whoever delivers it: ``prepare_onix_feed``
    keeps what the message will make them as a *pending* message, and the registry's

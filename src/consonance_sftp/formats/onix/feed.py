@@ -5,7 +5,10 @@ its prices trimmed, serialised once, hashed, compared with the hashes of the las
 send, and written only when the message should carry it. Deleted, withdrawn and filtered-out
 products the recipient holds go out as notification 05 when the recipient wants them. The
 same bytes are piped to a validator in a second process, so the message is validated while it
-is written; ``FeedResult.should_send`` is false unless every product passed.
+is written; ``FeedResult.should_send`` is false unless every product passed, or, with the
+recipient's ``on_invalid_product = "skip"``, the invalid products were set aside
+(``FeedResult.skipped``): their byte ranges (``FeedResult.cut``) are then cut from the written
+message with ``remove_skipped`` before it is sent.
 
 The engine owns the rest: where the bytes go, the ledger, storing ``FeedResult.state`` after a
 successful send (never for test feeds), and scheduling.
