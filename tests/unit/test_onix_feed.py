@@ -107,7 +107,11 @@ def test_google_rules_flag_the_google_sample_notification_04_and_missing_market(
     assert [(p.element, p.check) for p in with_rules.problems] == [
         ("NotificationType", "rules"),
         ("ProductSupply/Market", "rules"),
+        # ...and the same two from onixcheck's Google profile, checked on each product
+        ("NotificationType", "rules"),
+        ("ProductSupply", "rules"),
     ]
+    assert "onixcheck google profile" in str(with_rules.problems[2])
     assert all(p.record_reference == "myid.9789999999991" for p in with_rules.problems)
 
 

@@ -229,6 +229,8 @@ class RunOutcome:
             parts.append(f"{done} delivered, {failed} failed")
         if self.held:
             parts.append(f"{len(self.held)} held ({self.held[0].reason})")
+        if self.planned.incomplete:
+            parts.append(f"not sent in full: {'; '.join(self.planned.incomplete)}")
         if self.planned.skipped:
             first = self.planned.skipped[0]
             parts.append(f"{len(self.planned.skipped)} skipped ({first.what}: {first.reason})")

@@ -335,6 +335,8 @@ async def _tick(
         "deliveries": sorted(outcome.results),
         "held": [h.reason for h in outcome.held],
         "failed": {w: r["error"] for w, r in outcome.results.items() if "error" in r},
+        # an ONIX feed blocked by an invalid product, or products skipped (issue 18)
+        **({"incomplete": outcome.planned.incomplete} if outcome.planned.incomplete else {}),
     }
 
 

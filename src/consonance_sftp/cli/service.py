@@ -74,7 +74,7 @@ def _print_plan(app: App, outcome: RunOutcome) -> None:
     for s in planned.skipped if planned.outbounds else ():
         console.print(f"[yellow]skipped[/yellow] {escape(s.what)}: {escape(s.reason)}")
     for note in planned.notes:
-        console.print(note)
+        console.print(escape(note), soft_wrap=True)
 
 
 def run(
@@ -158,8 +158,13 @@ def run(
             )
         else:
             console.print(f"{e.workflow_id}: {result.get('status')}")
+    for line in outcome.planned.incomplete:
+        console.print(f"[red]not sent in full[/red] {escape(line)}", soft_wrap=True)
     if failed:
         _failure_hint(failed)
+        raise typer.Exit(1)
+    if outcome.planned.incomplete:
+        # A blocked feed or skipped products: cron and monitoring must see it.
         raise typer.Exit(1)
 
 

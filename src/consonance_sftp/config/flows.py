@@ -252,7 +252,9 @@ class OnixRecipient(StrictModel):
         default=None,
         description="Start from a known recipient's rules; keys set here override it. "
         "`google_play_books`: ebooks only (EA/EB/EC/ED, DG), notifications 01/02/03/05 "
-        "(never 04 block updates), `Market` on every supply.",
+        "(never 04 block updates), `Market` on every supply, only the subject schemes and "
+        "availability codes of onixcheck's Google profile, every product checked against "
+        "that profile.",
     )
     onix_version: Literal["3.0", "3.1", "2.1"] = Field(
         default="3.0", description="ONIX version written for this recipient."
@@ -357,6 +359,19 @@ class OnixRecipient(StrictModel):
         default="01",
         description="`SalesRightsType` for rights derived from Consonance's for-sale "
         "countries: `01` exclusive, `02` non-exclusive (Consonance's API does not say).",
+    )
+    on_invalid_product: Literal["block", "skip"] = Field(
+        default="block",
+        description="A product that fails validation (the XSD, the recipient's rules, the "
+        "preset's profile): `block` sends nothing and names it; `skip` sends the valid "
+        "products, leaves it out and names it (ISBN and reason) in the run's output, on the "
+        "audit trail and in one alert per feed. Either way `run` exits non-zero.",
+    )
+    subject_schemes: list[str] | None = Field(
+        default=None,
+        description="Only subjects in these schemes (ONIX list 27, e.g. `10` BISAC, `93` "
+        "Thema, `20` keywords); unset: all (the `google_play_books` preset: the schemes of "
+        "onixcheck's Google profile).",
     )
 
     @field_validator("file_name")

@@ -99,6 +99,9 @@ class PlannedRun:
     withdrawals: list[Withdrawal] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the run could not send in full, one line each (an ONIX feed blocked by an invalid
+    # product, products skipped): ``run`` exits non-zero and a tick's summary lists them.
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

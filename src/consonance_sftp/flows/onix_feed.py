@@ -10,7 +10,11 @@ The service calls two functions (``run FLOW``, ``serve`` schedules):
    (``OnixFeedPackage``, a ``flows.base.Outbound``: give each to
    ``app.dispatch.delivery_request``) and a ``FeedReport`` saying, per partner, what the message
    holds or why nothing goes: an invalid message is never returned as a package; the report
-   names product, element and reason, and an alert and an audit event are recorded.
+   names product, element and reason, and an alert and an audit event are recorded. With the
+   recipient's ``on_invalid_product = "skip"`` the invalid products are cut from the message
+   instead and the rest goes; each is named (ISBN, reason) in the report, an audit event and
+   one alert per feed. ``FeedReport.incomplete()`` (``PlannedRun.incomplete``) lists what was
+   blocked or skipped: ``run`` exits non-zero on it.
 2. The recipient's delta baseline, its last sent time and its MessageNumber advance only
    once the engine has delivered the message, whoever delivers it: ``prepare_onix_feed``
    keeps what the message will make them as a *pending* message, and the registry's
@@ -52,8 +56,10 @@ from consonance_sftp.formats.onix import (
     FeedResult,
     MessageHeader,
     OnixVersion,
+    Problem,
     RecipientRules,
     compress,
+    remove_skipped,
     write_feed,
 )
 from consonance_sftp.formats.packaging import PackagePlan, PlannedFile, join_remote, sha256_file
@@ -162,7 +168,7 @@ class RecipientOutcome:
 
     partner: str
     kind: FeedKind | Literal["spreadsheet"]
-    status: Literal["ready", "empty", "invalid", "failed"]
+    status: Literal["ready", "empty", "invalid", "failed", "skipped"]
     file_name: str | None = None
     products: int = 0
     new: int = 0
@@ -172,8 +178,33 @@ class RecipientOutcome:
     filtered_out: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    # products left out under ``on_invalid_product = "skip"``: "ISBN (record): reason"
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why this partner did not get everything (blocked, failed, products skipped), or
+        None: ``run`` exits non-zero when any partner has one."""
+        if self.status in ("invalid", "failed"):
+            what = "blocked" if self.status == "invalid" else "failed"
+            return f"{self.partner}: ONIX {self.kind} feed {what}: " + "; ".join(self.problems[:5])
+        if self.skipped:
+            return (
+                f"{self.partner}: {counted(len(self.skipped), 'invalid product')} skipped: "
+                + "; ".join(self.skipped[:20])
+                + (" ..." if len(self.skipped) > 20 else "")
+            )
+        return None
 
     def line(self) -> str:
+        text = self._line()
+        if self.skipped:
+            text += f"; {counted(len(self.skipped), 'invalid product')} skipped, not sent: " + (
+                "; ".join(self.skipped[:5])
+            )
+        return text
+
+    def _line(self) -> str:
         head = f"{self.partner}: {self.kind} {self.status}"
         if self.status == "failed":
             return f"{head}: {'; '.join(self.problems)}"
@@ -199,6 +230,8 @@ class RecipientOutcome:
             return f"{head}: {self.file_name}, {self.bytes:,} bytes, {counts}"
         if self.status == "empty":
             return f"{head}: nothing changed since the last send; nothing to send"
+        if self.status == "skipped":
+            return f"{head}: every product in the message was invalid; nothing to send"
         problems = counted(len(self.problems), "problem")
         return f"{head}: {problems}, not sent: " + "; ".join(self.problems[:5])
 
@@ -215,7 +248,11 @@ class FeedReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.status in ("ready", "empty") for r in self.recipients)
+        return all(r.incomplete is None for r in self.recipients)
+
+    def incomplete(self) -> list[str]:
+        """One line per partner whose feed was blocked, failed or left products out."""
+        return [line for r in self.recipients if (line := r.incomplete) is not None]
 
     def lines(self) -> list[str]:
         return [
@@ -489,6 +526,54 @@ def _outcome(job: _Job, result: FeedResult, status: str, file_name: str | None) 
         filtered_out=result.filtered_out,
         bytes=result.bytes,
         problems=[str(p) for p in result.report.problems],
+        skipped=[_skipped_text(p) for p in result.skipped],
+    )
+
+
+def _skipped_text(problem: Problem) -> str:
+    who = problem.isbn13 or problem.record_reference or "?"
+    if problem.isbn13 and problem.record_reference not in (None, problem.isbn13):
+        who = f"ISBN {problem.isbn13} ({problem.record_reference})"
+    elif problem.isbn13:
+        who = f"ISBN {problem.isbn13}"
+    return f"{who}: {problem.element}: {problem.reason}"
+
+
+def _skipped(store: Store, name: str, job: _Job, result: FeedResult) -> None:
+    """The feed policy ``skip`` left products out: on the audit trail, and one alert for the
+    feed naming every skipped product (ISBN and reason)."""
+    skipped = [_skipped_text(p) for p in result.skipped]
+    isbns = [p.isbn13 or p.record_reference or "?" for p in result.skipped]
+    store.append_audit(
+        ACTOR,
+        "onix.feed.skipped",
+        f"{job.partner}:{name}",
+        {
+            "kind": job.kind,
+            "skipped": [
+                {
+                    "isbn": p.isbn13,
+                    "record_reference": p.record_reference,
+                    "element": p.element,
+                    "reason": p.reason,
+                }
+                for p in result.skipped
+            ],
+        },
+    )
+    store.raise_alert(
+        Alert(
+            severity=AlertSeverity.WARNING,
+            kind="onix_skipped",
+            message=(
+                f"the ONIX {job.kind} feed for {job.partner} left out "
+                f"{counted(len(skipped), 'invalid product')}: {', '.join(isbns[:50])}"
+                + (" ..." if len(isbns) > 50 else "")
+            ),
+            partner=job.partner,
+            flow=name,
+            details={"skipped": "; ".join(skipped[:100])},
+        )
     )
 
 
@@ -510,8 +595,11 @@ def _finish(
         line = _outcome(job, result, "invalid", None)
         _blocked(store, name, job, result, line)
         return None, line
+    if result.skipped:
+        remove_skipped(job.xml_path, result)
+        _skipped(store, name, job, result)
     if not result.should_send:
-        line = _outcome(job, result, "empty", None)
+        line = _outcome(job, result, "skipped" if result.skipped else "empty", None)
         store.append_audit(
             ACTOR,
             "onix.feed.empty",
@@ -577,6 +665,10 @@ def _blocked(
     store: Store, name: str, job: _Job, result: FeedResult, line: RecipientOutcome
 ) -> None:
     problems = line.problems
+    # the blocking products by ISBN (record reference when there is none), each once
+    blocking = list(
+        dict.fromkeys(p.isbn13 or p.record_reference or "?" for p in result.report.first_problems)
+    )
     store.append_audit(
         ACTOR,
         "onix.feed.blocked",
@@ -596,6 +688,7 @@ def _blocked(
                 f"the ONIX {job.kind} feed for {job.partner} was not sent: "
                 f"{counted(len(problems), 'problem')} in "
                 f"{counted(len(result.report.invalid_products), 'product')}"
+                + (f" ({', '.join(blocking[:50])})" if blocking else "")
             ),
             partner=job.partner,
             flow=name,
@@ -725,7 +818,11 @@ async def plan(
         dry_run=ctx.dry_run,
     )
     return PlannedRun(
-        flow=name, kind=FlowKind.ONIX_FEED.value, outbounds=list(packages), notes=report.lines()
+        flow=name,
+        kind=FlowKind.ONIX_FEED.value,
+        outbounds=list(packages),
+        notes=report.lines(),
+        incomplete=report.incomplete(),
     )
 
 

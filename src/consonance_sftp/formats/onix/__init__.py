@@ -2,13 +2,14 @@
 
 Modules: ``reader`` (ONIX -> works), ``writer``/``writer21`` (works -> ONIX, streaming),
 ``validate`` (bundled XSD per product + recipient rules, in a second process), ``rules``
-(what one recipient wants), ``delta`` (content hashes -> what to send), ``feed`` (all of it
-for one recipient), ``codes`` (code-list mappings), ``tags`` (versions, namespaces, short
-tags), ``synthetic`` (a generated catalogue for tests and the benchmark).
+(what one recipient wants), ``profile`` (onixcheck's recipient profiles, per product),
+``delta`` (content hashes -> what to send), ``feed`` (all of it for one recipient), ``codes``
+(code-list mappings), ``tags`` (versions, namespaces, short tags), ``synthetic`` (a generated
+catalogue for tests and the benchmark).
 """
 
 from .delta import DeltaPlan, DeltaTracker, compute_delta
-from .feed import FeedResult, compress, write_feed
+from .feed import FeedResult, compress, remove_skipped, write_feed
 from .reader import OnixRecord, iter_onix_records, read_onix_works
 from .rules import Compression, FeedMode, RecipientRules
 from .tags import OnixVersion, TagStyle
@@ -38,6 +39,7 @@ __all__ = [
     "iter_onix_records",
     "read_onix_works",
     "record_reference",
+    "remove_skipped",
     "validate_file",
     "write_feed",
 ]

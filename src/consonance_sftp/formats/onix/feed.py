@@ -5,7 +5,10 @@ its prices trimmed, serialised once, hashed, compared with the hashes of the las
 send, and written only when the message should carry it. Deleted, withdrawn and filtered-out
 products the recipient holds go out as notification 05 when the recipient wants them. The
 same bytes are piped to a validator in a second process, so the message is validated while it
-is written; ``FeedResult.should_send`` is false unless every product passed.
+is written; ``FeedResult.should_send`` is false unless every product passed, or, with the
+recipient's ``on_invalid_product = "skip"``, the invalid products were set aside
+(``FeedResult.skipped``): their byte ranges (``FeedResult.cut``) are then cut from the written
+message with ``remove_skipped`` before it is sent.
 
 The engine owns the rest: where the bytes go, the ledger, storing ``FeedResult.state`` after a
 successful send (never for test feeds), and scheduling.
@@ -22,9 +25,10 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import IO, Literal
 
-from ...models import Work
+from ...models import Product, Work
 from .delta import Decision, DeltaTracker
 from .rules import Compression, RecipientRules
 from .tags import OnixVersion
@@ -34,6 +38,7 @@ from .writer import (
     MessageHeader,
     OnixWriter,
     ProductRefused,
+    availability_of,
     notification_type_for,
     record_reference,
 )
@@ -55,7 +60,14 @@ class FeedResult:
     bytes: int = 0
     report: ValidationReport = field(default_factory=ValidationReport)
     send_empty: bool = False
+    decisions: dict[str, Decision] = field(default_factory=dict)  # of the products sent
     refused: list[Problem] = field(default_factory=list)  # products the writer would not write
+    # byte range of each product written through ``write_bytes`` (record reference -> span)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # with ``on_invalid_product = "skip"``: the products left out, one Problem each (its
+    # first), and the byte ranges to cut from the written message (``remove_skipped``)
+    skipped: list[Problem] = field(default_factory=list)
+    cut: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def products(self) -> int:
@@ -67,7 +79,11 @@ class FeedResult:
 
     @property
     def should_send(self) -> bool:
-        """Valid, and either carries something or the recipient wants empty messages."""
+        """Valid, and either carries something or the recipient wants empty messages (a
+        message whose every product was skipped is not sent: it would need rewriting as
+        ``NoProduct``)."""
+        if self.skipped and self.empty:
+            return False
         return self.report.ok and (not self.empty or self.send_empty)
 
 
@@ -143,6 +159,7 @@ def _write_feed(
             sales_rights_type=rules.sales_rights_type,
         ) as writer:
             for work in works:
+                work = rules.trim_subjects(work)
                 for product in work.products:
                     if kind == "test" and len(result.sent) >= rules.test_sample_size:
                         break
@@ -156,12 +173,17 @@ def _write_feed(
                             result.deleted.append(reference)
                         continue
                     trimmed = rules.trim_prices(product)
+                    if rules.availability_map:
+                        trimmed = _map_availability(trimmed, rules.availability_map)
                     notification = _notification(
                         rules.notification_types, notification_type_for(trimmed, today)
                     )
                     try:
                         data = writer.product_bytes(work, trimmed, notification)
                     except ProductRefused as refused:
+                        tracker.seen.add(reference)  # never a 05 for a product still held
+                        if reference in previous:
+                            tracker.state[reference] = previous[reference]
                         result.refused.append(
                             Problem(
                                 record_reference=refused.record_reference,
@@ -181,6 +203,9 @@ def _write_feed(
                     elif decision is Decision.CHANGED:
                         result.changed += 1
                     writer.write_bytes(data)
+                    end = writer.bytes_written
+                    result.spans[reference] = (end - len(data) - 1, end)  # with its newline
+                    result.decisions[reference] = decision
                     result.sent[reference] = tracker.state[reference]
             if kind != "test" and rules.send_deletions:
                 for reference in tracker.gone():
@@ -200,7 +225,87 @@ def _write_feed(
         result.report = StreamValidator(rules).validate(buffer)
     # Products the writer refused are problems of the message: it is not sent without them.
     result.report.problems[:0] = result.refused
+    result.report.first_problems[:0] = result.refused
+    if rules.on_invalid_product == "skip":
+        _skip_invalid(result, previous)
     return result
+
+
+def _map_availability(product: Product, mapping: Mapping[str, str]) -> Product:
+    """The product with its availability written as the recipient's code for it."""
+    try:
+        code = availability_of(product)
+    except ProductRefused:
+        return product  # refused by the writer with its reason
+    if code not in mapping:
+        return product
+    return dataclasses.replace(product, availability=mapping[code])
+
+
+def _skip_invalid(result: FeedResult, previous: Mapping[str, str]) -> None:
+    """Leave the invalid products out of the message (the feed policy ``skip``): each is
+    reported in ``result.skipped``, its bytes are to be cut (``result.cut``), and the
+    recipient's state keeps what it held of it. Nothing is skipped when the message itself
+    is at fault (header, envelope, a failed validator) or a problem is not tied to a product
+    written in full (a deletion record): the message is blocked then."""
+    report = result.report
+    if report.ok:
+        return
+    refused = {p.record_reference for p in result.refused}
+    if report.message_invalid or any(p.record_reference is None for p in report.problems):
+        return
+    bad = {p.record_reference for p in report.first_problems}
+    if any(ref not in result.spans and ref not in refused for ref in bad):
+        return
+    for problem in report.first_problems:
+        ref = problem.record_reference
+        assert ref is not None
+        result.skipped.append(problem)
+        if ref in refused:
+            continue
+        result.cut.append(result.spans.pop(ref))
+        del result.sent[ref]
+        decision = result.decisions.pop(ref)
+        if decision is Decision.NEW:
+            result.new -= 1
+        elif decision is Decision.CHANGED:
+            result.changed -= 1
+        if result.state is not None:
+            if ref in previous:
+                result.state[ref] = previous[ref]  # the recipient keeps what it had
+            else:
+                result.state.pop(ref, None)
+    result.cut.sort()
+    result.bytes -= sum(end - start for start, end in result.cut)
+    report.problems.clear()
+    report.truncated = False
+
+
+def remove_skipped(path: Path, result: FeedResult) -> None:
+    """Cut the skipped products' bytes (``result.cut``) out of the message written at
+    ``path``, streaming: what is left is the message with the valid products only (each
+    product was validated on its own, so it stays valid)."""
+    if not result.cut:
+        return
+    kept = path.with_name(path.name + ".kept")
+    with path.open("rb") as source, kept.open("wb") as target:
+        at = 0
+        for start, end in result.cut:
+            _copy(source, target, start - at)
+            source.seek(end)
+            at = end
+        shutil.copyfileobj(source, target, 1 << 20)
+    kept.replace(path)
+    result.cut = []
+
+
+def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
+    while size > 0:
+        chunk = source.read(min(size, 1 << 20))
+        if not chunk:
+            return
+        target.write(chunk)
+        size -= len(chunk)
 
 
 def compress(

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...models import Product, Work
+from ...models import Product, Subject, SubjectScheme, Work
 from . import codes
 from .parties import Party, SupplierParty
 from .tags import OnixVersion, TagStyle
@@ -71,6 +71,16 @@ class RecipientRules(BaseModel):
     sales_rights_type: Literal["01", "02"] = "01"  # for rights derived from for-sale fields
     sender_gln: str | None = None  # the header's SenderIdentifier (06 GLN)
     sender_san: str | None = None  # the header's SenderIdentifier (07 SAN)
+    # feed policy: an invalid product blocks the whole message, or is left out (skipped) and
+    # reported while the valid ones go
+    on_invalid_product: Literal["block", "skip"] = "block"
+    # Subject schemes (ONIX list 27) the recipient takes; None: every scheme held
+    subject_schemes: frozenset[str] | None = None
+    # A recipient profile bundled with onixcheck every written product is checked against
+    # (``formats.onix.profile``): "google" for Google Play Books
+    profile: Literal["google"] | None = None
+    # ProductAvailability (list 65) codes written as another code this recipient takes
+    availability_map: dict[str, str] | None = None
 
     @field_validator("sender_gln")
     @classmethod
@@ -90,11 +100,29 @@ class RecipientRules(BaseModel):
 
     @classmethod
     def google_play_books(cls, **overrides: object) -> RecipientRules:
-        """Google Play Books: ebooks only, never block updates (04), Market on every supply."""
+        """Google Play Books: ebooks only, never block updates (04), Market on every supply,
+        only the subject schemes Google's profile lists, every product checked against the
+        Google profile bundled with onixcheck (``formats.onix.profile``)."""
+        from .profile import profile_subject_schemes
+
         values: dict[str, object] = {
             "product_forms": frozenset({"EA", "EB", "EC", "ED", "DG"}),
             "notification_types": frozenset({"01", "02", "03", "05"}),
             "require_market": True,
+            "subject_schemes": profile_subject_schemes("google"),
+            "profile": "google",
+            # List 65 codes newer than the profile's list, written as the nearest it takes:
+            # recalled, not currently available, OP, not in this market -> 40 (not available,
+            # reason unspecified); temporarily withdrawn -> 30 (temporarily unavailable);
+            # postponed indefinitely -> 10 (not yet available)
+            "availability_map": {
+                "49": "40",
+                "50": "40",
+                "51": "40",
+                "52": "40",
+                "34": "30",
+                "09": "10",
+            },
         }
         values.update(overrides)
         return cls.model_validate(values)
@@ -155,6 +183,24 @@ class RecipientRules(BaseModel):
             else dataclasses.replace(product, prices=kept)
         )
 
+    def trim_subjects(self, work: Work) -> Work:
+        """The work with only the subjects in schemes this recipient takes (keywords are 20)."""
+        keep = self.subject_schemes
+        if keep is None:
+            return work
+        subjects = tuple(s for s in work.subjects if _scheme_of(s) in keep)
+        keywords = work.keywords if "20" in keep else ()
+        others = tuple(o for o in work.other_subjects if o.scheme_id in keep)
+        if (
+            len(subjects) == len(work.subjects)
+            and len(keywords) == len(work.keywords)
+            and len(others) == len(work.other_subjects)
+        ):
+            return work
+        return dataclasses.replace(
+            work, subjects=subjects, keywords=keywords, other_subjects=others
+        )
+
     def allowed_forms_30(self) -> frozenset[str] | None:
         """The 3.0 ``ProductForm`` codes a written file may contain (forms mapped from 2.1)."""
         if self.product_forms is None:
@@ -172,6 +218,12 @@ class RecipientRules(BaseModel):
         )
         suffix = {Compression.NONE: "", Compression.ZIP: ".zip", Compression.GZIP: ".gz"}
         return name + suffix[self.compression]
+
+
+def _scheme_of(subject: Subject) -> str | None:
+    if subject.scheme is SubjectScheme.KEYWORD:
+        return "20"
+    return codes.subject_scheme_id(subject.scheme, subject.code)
 
 
 def _safe(value: str) -> str:

@@ -35,6 +35,7 @@ from lxml import etree
 from ...errors import ValidationFailed
 from ..wording import counted
 from . import codes
+from .profile import profile_problems
 from .rules import RecipientRules
 from .tags import OnixVersion, TagStyle, namespace, schema_path, short_tags, version_of
 
@@ -71,6 +72,11 @@ class ValidationReport:
     products: int = 0
     problems: list[Problem] = field(default_factory=list)
     truncated: bool = False  # more problems than ``max_problems``; the rest were not listed
+    # The first problem of every invalid product, however many (the feed policy's "skip"
+    # needs every one, not only the listed ``max_problems``), and whether any problem was the
+    # message's own (header, envelope: no product to leave out)
+    first_problems: list[Problem] = field(default_factory=list)
+    message_invalid: bool = False
     version: str | None = None
     style: str | None = None
     seconds: float = 0.0
@@ -109,7 +115,8 @@ class ValidationReport:
     def from_json(cls, text: str) -> ValidationReport:
         data = json.loads(text)
         problems = [Problem(**p) for p in data.pop("problems")]
-        return cls(problems=problems, **data)
+        first = [Problem(**p) for p in data.pop("first_problems", [])]
+        return cls(problems=problems, first_problems=first, **data)
 
 
 @lru_cache(maxsize=6)
@@ -199,6 +206,11 @@ def rule_problems(
                 problems.append(
                     ("Price/CurrencyCode", f"{currency!r} is not a currency this recipient takes")
                 )
+    if rules.profile is not None and not onix21:
+        problems += [
+            (element, f"{reason} (onixcheck {rules.profile} profile)")
+            for element, reason in profile_problems(product, rules.profile)
+        ]
     return problems
 
 
@@ -225,6 +237,13 @@ class StreamValidator:
         return report
 
     def _add(self, report: ValidationReport, problem: Problem) -> None:
+        if problem.record_reference is None:
+            report.message_invalid = True
+        elif not report.first_problems or report.first_problems[-1].record_reference != (
+            problem.record_reference
+        ):
+            # a product's problems are added together: one entry per product
+            report.first_problems.append(problem)
         if len(report.problems) >= self.max_problems:
             report.truncated = True
         else:
@@ -294,6 +313,10 @@ class StreamValidator:
                 # root of its own check, in place, so nothing is copied or moved.
                 for element, reason, line in _schema_errors(schema, el):
                     self._add(report, Problem(None, None, element, reason, "schema", line))
+                if self.rules is not None and self.rules.profile is not None:
+                    for element, reason in profile_problems(el, self.rules.profile):
+                        why = f"{reason} (onixcheck {self.rules.profile} profile)"
+                        self._add(report, Problem(None, None, element, why, "rules", el.sourceline))
                 continue
             if tag != outer("Product"):
                 no_product = no_product or tag == outer("NoProduct") or tag == outer("x507")
