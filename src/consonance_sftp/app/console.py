@@ -36,7 +36,7 @@ from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import AssetVersion, AuditEvent, IntakeRecord, Store
-from consonance_sftp.ports.users import ROLES, ConsoleSession, ConsoleUser
+from consonance_sftp.ports.users import ROLES, ApiToken, ConsoleSession, ConsoleUser
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -45,9 +45,11 @@ __all__ = [
     "INTAKE_KINDS",
     "OUTCOMES",
     "ROLES",
+    "ApiToken",
     "AuditEvent",
     "ConsoleSession",
     "ConsoleUser",
+    "DeliveryOutcome",
     "DeliveryRecord",
     "DryRun",
     "Failures",
@@ -58,6 +60,7 @@ __all__ = [
     "PartnerRow",
     "Preview",
     "Timeline",
+    "add_token",
     "add_user",
     "audit_actions",
     "audit_events",
@@ -77,8 +80,12 @@ __all__ = [
     "quarantine_rows",
     "resend",
     "retry",
+    "revoke_token",
+    "run_now",
+    "send_test_file",
     "session_of",
     "timeline",
+    "token_user",
 ]
 
 OUTCOMES = tuple(o.value for o in DeliveryOutcome)
@@ -180,6 +187,52 @@ def session_of(store: Store, token: str) -> tuple[ConsoleSession, ConsoleUser] |
 
 def close_session(store: Store, token: str) -> None:
     store.delete_console_session(_digest(token))
+
+
+# --- JSON API tokens ------------------------------------------------------------------------
+
+TOKEN_PREFIX = "csftp_"  # noqa: S105 (a prefix, not a secret)
+# The prefix says what a token is when one turns up in a log or a secret scan.
+
+
+def add_token(store: Store, user_name: str, *, by: str, label: str = "") -> tuple[str, ApiToken]:
+    """A new API token for a user: the token (shown once; only its SHA-256 is stored) and its
+    record; on the audit trail as ``user.token_added``."""
+    if store.get_console_user(user_name) is None:
+        raise ConsonanceSftpError(f"no console user named {user_name!r}")
+    token = TOKEN_PREFIX + new_token()
+    record = store.add_api_token(_digest(token), user_name, label[:200], by=by)
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.USER_TOKEN_ADDED,
+        f"user:{user_name}",
+        {"token_id": record.id, "label": record.label},
+    )
+    return token, record
+
+
+def revoke_token(store: Store, token_id: int, *, by: str) -> ApiToken:
+    """Revoke an API token (refused from then on); on the audit trail as
+    ``user.token_revoked``."""
+    record = store.revoke_api_token(token_id)
+    if record is None:
+        raise ConsonanceSftpError(f"no API token #{token_id}")
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.USER_TOKEN_REVOKED,
+        f"user:{record.user_name}",
+        {"token_id": record.id},
+    )
+    return record
+
+
+def token_user(store: Store, token: str) -> ConsoleUser | None:
+    """The user an API token (``Authorization: Bearer ...``) belongs to; None when the token is
+    unknown or revoked."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    record = store.get_api_token(_digest(token))
+    return None if record is None else store.get_console_user(record.user_name)
 
 
 # --- what the pages show -------------------------------------------------------------------
@@ -596,3 +649,90 @@ def preview(app: App, intake_id: int) -> Preview:
         if head.startswith(magic):
             return Preview(path, media_type)
     raise ValidationFailed(f"intake #{intake_id}: no preview for this kind of file")
+
+
+# --- acts the CLI has too: run a flow now, send a test file ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunNow:
+    """What a "run now" did: the workflows it started, with their outcome where known."""
+
+    flow: str
+    sent: list[str]  # workflow IDs done
+    failed: list[tuple[str, str]]  # (workflow ID, error)
+    queued: list[str]  # submitted, outcome not known yet
+    held: list[tuple[str, str, str]]  # (package, partner, why)
+    skipped: list[tuple[str, str]]  # (what, why)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.sent)} done",
+            f"{len(self.failed)} failed",
+            f"{len(self.held)} held",
+            f"{len(self.skipped)} skipped",
+        ]
+        if self.queued:
+            parts.append(f"{len(self.queued)} queued")
+        return ", ".join(parts)
+
+
+async def run_now(app: App, flow: str, *, by: str, isbns: Sequence[str] = ()) -> RunNow:
+    """``consonance-sftp run FLOW`` from the console: the same call (``dispatch.run_flow``),
+    its deliveries recorded with the trigger ``manual:<user>``."""
+    if flow not in app.settings.flows:
+        raise ValidationFailed(f"no flow {flow!r} in the config")
+    if is_intake(app, flow):
+        raise ConsonanceSftpError(
+            f"flow {flow!r} takes files in: run it with 'consonance-sftp run {flow}'"
+        )
+    outcome = await run_flow(app, flow, isbns=isbns, trigger=f"manual:{by}", wait=True)
+    sent: list[str] = []
+    failed: list[tuple[str, str]] = []
+    queued: list[str] = []
+    for e in outcome.enqueued:
+        result = outcome.results.get(e.workflow_id)
+        if result is None:
+            queued.append(e.workflow_id)
+        elif "error" in result:
+            failed.append((e.workflow_id, str(result["error"])))
+        else:
+            sent.append(e.workflow_id)
+    return RunNow(
+        flow=flow,
+        sent=sent,
+        failed=failed,
+        queued=queued,
+        held=[(h.request.package or "", h.request.partner, h.reason) for h in outcome.held],
+        skipped=[(s.what, s.reason) for s in outcome.planned.skipped],
+    )
+
+
+async def send_test_file(app: App, partner: str, *, by: str) -> str:
+    """``partner test NAME`` from the console: a small file through the full upload protocol,
+    then removed; on the audit trail (``partner.test_file``) with who, also when it failed.
+    Returns a line saying what happened."""
+    if partner not in app.settings.partners:
+        raise ValidationFailed(f"no partner {partner!r} in the config")
+    subject = f"partner:{partner}"
+    try:
+        sent = await Operations(app).send_test(partner, None)
+    except ConsonanceSftpError as exc:
+        await asyncio.to_thread(
+            app.store.append_audit,
+            f"user:{by}",
+            AuditAction.PARTNER_TEST_FILE,
+            subject,
+            {"error": str(exc)[:500]},
+        )
+        raise
+    result = sent.upload
+    await asyncio.to_thread(
+        app.store.append_audit,
+        f"user:{by}",
+        AuditAction.PARTNER_TEST_FILE,
+        subject,
+        {"remote_path": result.remote_path, "size": result.size, "removed": sent.removed},
+    )
+    line = f"sent {result.remote_path} ({result.size} bytes, verified by {result.verified_by})"
+    return line + (", then removed it" if sent.removed else "; the server kept it")

@@ -9,6 +9,7 @@ Pages (each needs a login; acting needs the operator role and the form's CSRF to
   timeline across partners and flows.
 * ``/failures``: failed work (retry) and failed deliveries (resend, with a reason).
 * ``/alerts``: open alerts, acknowledged with an optional note.
+* ``/api/...``: the JSON API for the same reads and acts (web/api.py), by token or session.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi import Path as PathParam
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +40,7 @@ from consonance_sftp.app import quarantine as quarantine_ops
 from consonance_sftp.app.alerts import acknowledge
 from consonance_sftp.app.operations import Operations
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.web import api
 from consonance_sftp.web.auth import (
     CookiePolicy,
     LoginRequired,
@@ -130,6 +139,8 @@ def create_app(
 
     @web.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(api.PREFIX + "/"):
+            return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
         return page(request, "error.html", None, exc.status_code, message=str(exc.detail))
 
     # --- login -------------------------------------------------------------------------------
@@ -314,7 +325,7 @@ def create_app(
     def ack(
         request: Request,
         who: Who,
-        alert_id: Annotated[int, Form()],
+        alert_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         note: Annotated[str, Form(max_length=1000)] = "",
         csrf_token: Annotated[str | None, Form()] = None,
     ) -> HTMLResponse:
@@ -447,7 +458,7 @@ def create_app(
         return quarantine_page(request, who)
 
     @pages.get("/quarantine/{intake_id}/preview")
-    def preview(who: Who, intake_id: int) -> Response:
+    def preview(who: Who, intake_id: Annotated[int, PathParam(ge=1, le=api.MAX_ID)]) -> Response:
         try:
             found = console.preview(app, intake_id)
         except ConsonanceSftpError as exc:
@@ -464,7 +475,7 @@ def create_app(
     def reject(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form()],
+        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         reason: Annotated[str, Form(max_length=1000)] = "",
         csrf_token: Annotated[str | None, Form()] = None,
     ) -> HTMLResponse:
@@ -480,7 +491,7 @@ def create_app(
     async def assign(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form()],
+        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         isbn: Annotated[str, Form(max_length=20)],
         kind: Annotated[str, Form(max_length=40)],
         csrf_token: Annotated[str | None, Form()] = None,
@@ -542,6 +553,7 @@ def create_app(
         return audit_page(request, who, None, None, None, report=report)
 
     web.include_router(pages)
+    api.install(web, app)  # the JSON API under /api (web/api.py)
     # Prometheus scrapes `consonance-sftp metrics` (web/metrics.py) on its own port: every route
     # here needs a login, which a scraper does not have.
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
