@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import bcrypt
 
 from consonance_sftp.app.alerts import AlertRecord, open_alerts
 from consonance_sftp.app.dispatch import is_intake, remote_files, run_flow
+from consonance_sftp.app.notify import FailingTarget, Notifier
 from consonance_sftp.app.operations import Operations, Schedule, Status, WorkItem
 from consonance_sftp.app.quarantine import label_of, quarantined, show
 from consonance_sftp.app.runner import DeliveryRunner
@@ -83,11 +85,13 @@ __all__ = [
     "revoke_token",
     "run_now",
     "send_test_file",
+    "send_test_notification",
     "session_of",
     "timeline",
     "token_user",
 ]
 
+log = logging.getLogger(__name__)
 OUTCOMES = tuple(o.value for o in DeliveryOutcome)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MIN_PASSWORD = 10
@@ -267,6 +271,8 @@ class Overview:
     alerts: list[AlertRecord]
     hints: list[Hint]
     problem: str | None = None  # the engine's records could not be read
+    notify_targets: list[str] = field(default_factory=list)  # configured notification targets
+    notify_failing: list[FailingTarget] = field(default_factory=list)  # whose last send failed
 
 
 def _last_row(app: App, flow: str) -> DeliveryRecord | None:
@@ -311,6 +317,11 @@ def overview(app: App) -> Overview:
             )
         )
     failed = [i for t in status.work for i in t.open if i.state.ended_failed]
+    targets = app.settings.sent_targets()
+    try:
+        failing = Notifier(app.store, targets).failing()
+    except ConsonanceSftpError as exc:  # never blocks the page: say so instead
+        failing = [FailingTarget("(notification records)", datetime.now(UTC), str(exc), 1)]
     return Overview(
         status=status,
         flows=flows,
@@ -319,6 +330,8 @@ def overview(app: App) -> Overview:
         alerts=open_alerts(app.store, limit=50),
         hints=hints(app, flows),
         problem=problem,
+        notify_targets=[name for name, _ in targets],
+        notify_failing=failing,
     )
 
 
@@ -679,14 +692,24 @@ class RunNow:
 
 async def run_now(app: App, flow: str, *, by: str, isbns: Sequence[str] = ()) -> RunNow:
     """``consonance-sftp run FLOW`` from the console: the same call (``dispatch.run_flow``),
-    its deliveries recorded with the trigger ``manual:<user>``."""
+    its deliveries recorded with the trigger ``manual:<user>``, handed to the running service
+    (not waited for). As for a resend, the console never becomes an executor itself: on SQLite
+    with no ``serve`` running it refuses and says so."""
     if flow not in app.settings.flows:
         raise ValidationFailed(f"no flow {flow!r} in the config")
     if is_intake(app, flow):
         raise ConsonanceSftpError(
             f"flow {flow!r} takes files in: run it with 'consonance-sftp run {flow}'"
         )
-    outcome = await run_flow(app, flow, isbns=isbns, trigger=f"manual:{by}", wait=True)
+    if not app.engine_settings().is_postgres and not _executor_running(app):
+        raise ConsonanceSftpError(
+            "no service is running to send it: start 'consonance-sftp serve', or run "
+            f"'consonance-sftp run {flow}' in a shell"
+        )
+    async with DeliveryRunner(app, quiet=True) as runner:
+        outcome = await run_flow(
+            app, flow, isbns=isbns, trigger=f"manual:{by}", runner=runner, wait=False
+        )
     sent: list[str] = []
     failed: list[tuple[str, str]] = []
     queued: list[str] = []
@@ -736,3 +759,19 @@ async def send_test_file(app: App, partner: str, *, by: str) -> str:
     )
     line = f"sent {result.remote_path} ({result.size} bytes, verified by {result.verified_by})"
     return line + (", then removed it" if sent.removed else "; the server kept it")
+
+
+async def send_test_notification(app: App, target: str, *, by: str) -> str:
+    """The overview's "send test notification" (``alerts notify --test``) to one target; its
+    attempt is on the audit trail as the notifier's (``alert.notified`` or
+    ``alert.notify_failed``, subject ``notification-test:<target>``); who asked is logged."""
+    targets = app.settings.sent_targets()
+    if target not in {name for name, _ in targets}:
+        raise ValidationFailed(f"no notification target {target!r} in the config")
+    log.info("test notification to %s asked by %s", target, by)
+    sent = await Notifier(app.store, targets).send_test(target)
+    if not sent:
+        raise ValidationFailed(f"no notification target {target!r} in the config")
+    if sent[0].ok:
+        return f"Test notification sent to {target}."
+    raise ConsonanceSftpError(f"test notification to {target} failed: {sent[0].error}")

@@ -156,6 +156,8 @@ def router(app: App) -> APIRouter:
                 "paused": s.paused,
                 "alerts": view.alerts,
                 "hints": view.hints,
+                "notify_targets": view.notify_targets,
+                "notify_failing": view.notify_failing,
             }
         )
 
@@ -345,6 +347,17 @@ def router(app: App) -> APIRouter:
         except ConsonanceSftpError as exc:
             raise ApiError(409, f"run of {flow} failed: {exc}") from None
         return {**_plain(done), "summary": done.summary()}
+
+    @api.post("/notify/{target}/test")
+    async def notify_test(who: Who, target: Annotated[str, Path(max_length=200)]) -> Done:
+        """Send a test notification to one configured target (admin)."""
+        require(who, "admin")
+        try:
+            line = await console.send_test_notification(app, target, by=who.name)
+        except ConsonanceSftpError as exc:
+            status = 404 if "no notification target" in str(exc) else 409
+            raise ApiError(status, str(exc)) from None
+        return Done(message=line)
 
     return api
 

@@ -224,6 +224,24 @@ def create_app(
     def overview(request: Request, who: Who) -> HTMLResponse:
         return page(request, "overview.html", who, view=console.overview(app))
 
+    @pages.post("/notify/test", response_class=HTMLResponse)
+    async def notify_test(
+        request: Request,
+        who: Who,
+        target: Annotated[str, Form(max_length=200)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "admin")
+        extra: dict[str, Any] = {}
+        try:
+            extra["notice"] = await console.send_test_notification(app, target, by=who.name)
+        except ConsonanceSftpError as exc:
+            extra["error"] = str(exc)
+        view = await asyncio.to_thread(console.overview, app)
+        status = 200 if "notice" in extra else 409
+        return page(request, "overview.html", who, status, view=view, **extra)
+
     @pages.get("/deliveries", response_class=HTMLResponse)
     def deliveries(
         request: Request,
@@ -389,6 +407,30 @@ def create_app(
         status = 200 if "plan" in extra else 409
         return await asyncio.to_thread(flows_page, request, who, status, **extra)
 
+    @pages.post("/flows/run", response_class=HTMLResponse)
+    async def run_now(
+        request: Request,
+        who: Who,
+        flow: Annotated[str, Form(max_length=100)],
+        isbns: Annotated[str, Form(max_length=2000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if flow not in app.settings.flows:
+            raise HTTPException(404, f"no flow {flow!r} in the config")
+        wanted = [i.replace("-", "") for i in isbns.replace(",", " ").split() if i]
+        extra: dict[str, Any] = {}
+        try:
+            done = await console.run_now(app, flow, by=who.name, isbns=wanted)
+            extra["notice"] = f"Ran {flow}: {done.summary()}."
+            if done.failed:
+                extra["error"] = "; ".join(f"{wf} failed: {why}" for wf, why in done.failed)
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"run of {flow} failed: {exc}"
+        status = 200 if "notice" in extra else 409
+        return await asyncio.to_thread(flows_page, request, who, status, **extra)
+
     # --- partners ------------------------------------------------------------------------------
 
     @pages.get("/partners", response_class=HTMLResponse)
@@ -435,6 +477,26 @@ def create_app(
             extra["notice"] = f"Partner {partner} probed."
         except ConsonanceSftpError as exc:
             extra["error"] = f"probe of {partner} failed: {exc}"
+        rows = await asyncio.to_thread(console.partners, app)
+        return page(request, "partners.html", who, rows=rows, **extra)
+
+    @pages.post("/partners/test", response_class=HTMLResponse)
+    async def send_test(
+        request: Request,
+        who: Who,
+        partner: Annotated[str, Form(max_length=100)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if partner not in app.settings.partners:
+            raise HTTPException(404, f"no partner {partner!r} in the config")
+        extra: dict[str, Any] = {}
+        try:
+            line = await console.send_test_file(app, partner, by=who.name)
+            extra["notice"] = f"Test file to {partner}: {line}."
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"test file to {partner} failed: {exc}"
         rows = await asyncio.to_thread(console.partners, app)
         return page(request, "partners.html", who, rows=rows, **extra)
 
