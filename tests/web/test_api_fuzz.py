@@ -15,7 +15,7 @@ from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
 from tests.web.conftest import Project, run_cli
 
-EXAMPLES = 10  # per operation and mode: about 20 operations, under a minute
+EXAMPLES = 10  # per operation and mode: about 500 requests in all, a few seconds
 
 
 @pytest.fixture(scope="module")
