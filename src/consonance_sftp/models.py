@@ -103,6 +103,7 @@ class AuditAction(enum.StrEnum):
     PARTNER_PAUSED = "partner.paused"
     PARTNER_RESUMED = "partner.resumed"
     PARTNER_TRUST = "partner.trust"
+    PARTNER_TEST_FILE = "partner.test_file"
     FLOW_PAUSED = "flow.paused"
     FLOW_RESUMED = "flow.resumed"
     FLOW_TICK = "flow.tick"
@@ -112,6 +113,8 @@ class AuditAction(enum.StrEnum):
     # The web console's users (``users add``) and refused logins.
     USER_ADDED = "user.added"
     USER_LOGIN_REFUSED = "user.login_refused"
+    USER_TOKEN_ADDED = "user.token_added"  # noqa: S105 (an action name)
+    USER_TOKEN_REVOKED = "user.token_revoked"  # noqa: S105 (an action name)
     # An intake ledger row written (``intake.<outcome>``), and what happens around it.
     INTAKE_STORED = "intake.stored"
     INTAKE_ATTACHED = "intake.attached"

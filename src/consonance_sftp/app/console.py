@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import bcrypt
 
 from consonance_sftp.app.alerts import AlertRecord, open_alerts
 from consonance_sftp.app.dispatch import is_intake, remote_files, run_flow
+from consonance_sftp.app.notify import FailingTarget, Notifier
 from consonance_sftp.app.operations import Operations, Schedule, Status, WorkItem
 from consonance_sftp.app.quarantine import label_of, quarantined, show
 from consonance_sftp.app.runner import DeliveryRunner
@@ -36,7 +38,7 @@ from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import AssetVersion, AuditEvent, IntakeRecord, Store
-from consonance_sftp.ports.users import ROLES, ConsoleSession, ConsoleUser
+from consonance_sftp.ports.users import ROLES, ApiToken, ConsoleSession, ConsoleUser
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -45,9 +47,11 @@ __all__ = [
     "INTAKE_KINDS",
     "OUTCOMES",
     "ROLES",
+    "ApiToken",
     "AuditEvent",
     "ConsoleSession",
     "ConsoleUser",
+    "DeliveryOutcome",
     "DeliveryRecord",
     "DryRun",
     "Failures",
@@ -58,6 +62,7 @@ __all__ = [
     "PartnerRow",
     "Preview",
     "Timeline",
+    "add_token",
     "add_user",
     "audit_actions",
     "audit_events",
@@ -77,10 +82,16 @@ __all__ = [
     "quarantine_rows",
     "resend",
     "retry",
+    "revoke_token",
+    "run_now",
+    "send_test_file",
+    "send_test_notification",
     "session_of",
     "timeline",
+    "token_user",
 ]
 
+log = logging.getLogger(__name__)
 OUTCOMES = tuple(o.value for o in DeliveryOutcome)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MIN_PASSWORD = 10
@@ -182,6 +193,52 @@ def close_session(store: Store, token: str) -> None:
     store.delete_console_session(_digest(token))
 
 
+# --- JSON API tokens ------------------------------------------------------------------------
+
+TOKEN_PREFIX = "csftp_"  # noqa: S105 (a prefix, not a secret)
+# The prefix says what a token is when one turns up in a log or a secret scan.
+
+
+def add_token(store: Store, user_name: str, *, by: str, label: str = "") -> tuple[str, ApiToken]:
+    """A new API token for a user: the token (shown once; only its SHA-256 is stored) and its
+    record; on the audit trail as ``user.token_added``."""
+    if store.get_console_user(user_name) is None:
+        raise ConsonanceSftpError(f"no console user named {user_name!r}")
+    token = TOKEN_PREFIX + new_token()
+    record = store.add_api_token(_digest(token), user_name, label[:200], by=by)
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.USER_TOKEN_ADDED,
+        f"user:{user_name}",
+        {"token_id": record.id, "label": record.label},
+    )
+    return token, record
+
+
+def revoke_token(store: Store, token_id: int, *, by: str) -> ApiToken:
+    """Revoke an API token (refused from then on); on the audit trail as
+    ``user.token_revoked``."""
+    record = store.revoke_api_token(token_id)
+    if record is None:
+        raise ConsonanceSftpError(f"no API token #{token_id}")
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.USER_TOKEN_REVOKED,
+        f"user:{record.user_name}",
+        {"token_id": record.id},
+    )
+    return record
+
+
+def token_user(store: Store, token: str) -> ConsoleUser | None:
+    """The user an API token (``Authorization: Bearer ...``) belongs to; None when the token is
+    unknown or revoked."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    record = store.get_api_token(_digest(token))
+    return None if record is None else store.get_console_user(record.user_name)
+
+
 # --- what the pages show -------------------------------------------------------------------
 
 
@@ -214,6 +271,8 @@ class Overview:
     alerts: list[AlertRecord]
     hints: list[Hint]
     problem: str | None = None  # the engine's records could not be read
+    notify_targets: list[str] = field(default_factory=list)  # configured notification targets
+    notify_failing: list[FailingTarget] = field(default_factory=list)  # whose last send failed
 
 
 def _last_row(app: App, flow: str) -> DeliveryRecord | None:
@@ -258,6 +317,11 @@ def overview(app: App) -> Overview:
             )
         )
     failed = [i for t in status.work for i in t.open if i.state.ended_failed]
+    targets = app.settings.sent_targets()
+    try:
+        failing = Notifier(app.store, targets).failing()
+    except ConsonanceSftpError as exc:  # never blocks the page: say so instead
+        failing = [FailingTarget("(notification records)", datetime.now(UTC), str(exc), 1)]
     return Overview(
         status=status,
         flows=flows,
@@ -266,6 +330,8 @@ def overview(app: App) -> Overview:
         alerts=open_alerts(app.store, limit=50),
         hints=hints(app, flows),
         problem=problem,
+        notify_targets=[name for name, _ in targets],
+        notify_failing=failing,
     )
 
 
@@ -596,3 +662,116 @@ def preview(app: App, intake_id: int) -> Preview:
         if head.startswith(magic):
             return Preview(path, media_type)
     raise ValidationFailed(f"intake #{intake_id}: no preview for this kind of file")
+
+
+# --- acts the CLI has too: run a flow now, send a test file ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunNow:
+    """What a "run now" did: the workflows it started, with their outcome where known."""
+
+    flow: str
+    sent: list[str]  # workflow IDs done
+    failed: list[tuple[str, str]]  # (workflow ID, error)
+    queued: list[str]  # submitted, outcome not known yet
+    held: list[tuple[str, str, str]]  # (package, partner, why)
+    skipped: list[tuple[str, str]]  # (what, why)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.sent)} done",
+            f"{len(self.failed)} failed",
+            f"{len(self.held)} held",
+            f"{len(self.skipped)} skipped",
+        ]
+        if self.queued:
+            parts.append(f"{len(self.queued)} queued")
+        return ", ".join(parts)
+
+
+async def run_now(app: App, flow: str, *, by: str, isbns: Sequence[str] = ()) -> RunNow:
+    """``consonance-sftp run FLOW`` from the console: the same call (``dispatch.run_flow``),
+    its deliveries recorded with the trigger ``manual:<user>``, handed to the running service
+    (not waited for). As for a resend, the console never becomes an executor itself: on SQLite
+    with no ``serve`` running it refuses and says so."""
+    if flow not in app.settings.flows:
+        raise ValidationFailed(f"no flow {flow!r} in the config")
+    if is_intake(app, flow):
+        raise ConsonanceSftpError(
+            f"flow {flow!r} takes files in: run it with 'consonance-sftp run {flow}'"
+        )
+    if not app.engine_settings().is_postgres and not _executor_running(app):
+        raise ConsonanceSftpError(
+            "no service is running to send it: start 'consonance-sftp serve', or run "
+            f"'consonance-sftp run {flow}' in a shell"
+        )
+    async with DeliveryRunner(app, quiet=True) as runner:
+        outcome = await run_flow(
+            app, flow, isbns=isbns, trigger=f"manual:{by}", runner=runner, wait=False
+        )
+    sent: list[str] = []
+    failed: list[tuple[str, str]] = []
+    queued: list[str] = []
+    for e in outcome.enqueued:
+        result = outcome.results.get(e.workflow_id)
+        if result is None:
+            queued.append(e.workflow_id)
+        elif "error" in result:
+            failed.append((e.workflow_id, str(result["error"])))
+        else:
+            sent.append(e.workflow_id)
+    return RunNow(
+        flow=flow,
+        sent=sent,
+        failed=failed,
+        queued=queued,
+        held=[(h.request.package or "", h.request.partner, h.reason) for h in outcome.held],
+        skipped=[(s.what, s.reason) for s in outcome.planned.skipped],
+    )
+
+
+async def send_test_file(app: App, partner: str, *, by: str) -> str:
+    """``partner test NAME`` from the console: a small file through the full upload protocol,
+    then removed; on the audit trail (``partner.test_file``) with who, also when it failed.
+    Returns a line saying what happened."""
+    if partner not in app.settings.partners:
+        raise ValidationFailed(f"no partner {partner!r} in the config")
+    subject = f"partner:{partner}"
+    try:
+        sent = await Operations(app).send_test(partner, None)
+    except ConsonanceSftpError as exc:
+        await asyncio.to_thread(
+            app.store.append_audit,
+            f"user:{by}",
+            AuditAction.PARTNER_TEST_FILE,
+            subject,
+            {"error": str(exc)[:500]},
+        )
+        raise
+    result = sent.upload
+    await asyncio.to_thread(
+        app.store.append_audit,
+        f"user:{by}",
+        AuditAction.PARTNER_TEST_FILE,
+        subject,
+        {"remote_path": result.remote_path, "size": result.size, "removed": sent.removed},
+    )
+    line = f"sent {result.remote_path} ({result.size} bytes, verified by {result.verified_by})"
+    return line + (", then removed it" if sent.removed else "; the server kept it")
+
+
+async def send_test_notification(app: App, target: str, *, by: str) -> str:
+    """The overview's "send test notification" (``alerts notify --test``) to one target; its
+    attempt is on the audit trail as the notifier's (``alert.notified`` or
+    ``alert.notify_failed``, subject ``notification-test:<target>``); who asked is logged."""
+    targets = app.settings.sent_targets()
+    if target not in {name for name, _ in targets}:
+        raise ValidationFailed(f"no notification target {target!r} in the config")
+    log.info("test notification to %s asked by %s", target, by)
+    sent = await Notifier(app.store, targets).send_test(target)
+    if not sent:
+        raise ValidationFailed(f"no notification target {target!r} in the config")
+    if sent[0].ok:
+        return f"Test notification sent to {target}."
+    raise ConsonanceSftpError(f"test notification to {target} failed: {sent[0].error}")

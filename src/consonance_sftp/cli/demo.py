@@ -228,6 +228,36 @@ def demo(
         console.print(f"wrote {w.path} ({w.what})")
     asyncio.run(_run(folder))
     console.print("[bold green]demo finished[/bold green]")
+    _console_login(folder)
+
+
+DEMO_USER = "demo"
+
+
+def _console_login(folder: Path) -> None:
+    """The last thing the demo prints: how to see its data in the web console, with a login
+    made for it now (an admin called ``demo``, its password generated and printed once)."""
+    import secrets
+
+    from consonance_sftp.app import App
+    from consonance_sftp.app import console as web_users
+    from consonance_sftp.config.starter import CONFIG_NAME
+
+    config = folder / CONFIG_NAME
+    password = secrets.token_urlsafe(15)
+    app = App.from_config(config)
+    try:
+        web_users.add_user(app.store, DEMO_USER, "admin", password, by="demo")
+    finally:
+        app.store.close()
+    console.rule("[bold]The web console", align="left")
+    console.print(
+        f"start it          consonance-sftp --config {config} web\n"
+        f"then open         http://127.0.0.1:8080/\n"
+        f"and log in as     {DEMO_USER}\n"
+        f"with password     {password}   (shown once: only its hash is kept)",
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -33,6 +33,19 @@ class ConsoleSession:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiToken:
+    """A JSON API token of a user: kept by its SHA-256; the token is shown once, when made."""
+
+    id: int
+    token_hash: str
+    user_name: str
+    label: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+
+
 class ConsoleUsers(Protocol):
     """Users and sessions of the web console (``adapters.store.users``)."""
 
@@ -54,3 +67,17 @@ class ConsoleUsers(Protocol):
         ...
 
     def delete_console_session(self, token_hash: str) -> None: ...
+
+    def add_api_token(self, token_hash: str, user_name: str, label: str, *, by: str) -> ApiToken:
+        """Store a new token (its hash) for an existing user."""
+        ...
+
+    def get_api_token(self, token_hash: str) -> ApiToken | None:
+        """The token, or None when unknown or revoked."""
+        ...
+
+    def list_api_tokens(self, user_name: str | None = None) -> list[ApiToken]: ...
+
+    def revoke_api_token(self, token_id: int) -> ApiToken | None:
+        """Revoke a token (from now on it is refused); None when there is no such token."""
+        ...

@@ -9,6 +9,7 @@ Pages (each needs a login; acting needs the operator role and the form's CSRF to
   timeline across partners and flows.
 * ``/failures``: failed work (retry) and failed deliveries (resend, with a reason).
 * ``/alerts``: open alerts, acknowledged with an optional note.
+* ``/api/...``: the JSON API for the same reads and acts (web/api.py), by token or session.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi import Path as PathParam
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +40,7 @@ from consonance_sftp.app import quarantine as quarantine_ops
 from consonance_sftp.app.alerts import acknowledge
 from consonance_sftp.app.operations import Operations
 from consonance_sftp.errors import ConsonanceSftpError
+from consonance_sftp.web import api
 from consonance_sftp.web.auth import (
     CookiePolicy,
     LoginRequired,
@@ -130,6 +139,8 @@ def create_app(
 
     @web.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(api.PREFIX + "/"):
+            return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
         return page(request, "error.html", None, exc.status_code, message=str(exc.detail))
 
     # --- login -------------------------------------------------------------------------------
@@ -212,6 +223,24 @@ def create_app(
     @pages.get("/", response_class=HTMLResponse)
     def overview(request: Request, who: Who) -> HTMLResponse:
         return page(request, "overview.html", who, view=console.overview(app))
+
+    @pages.post("/notify/test", response_class=HTMLResponse)
+    async def notify_test(
+        request: Request,
+        who: Who,
+        target: Annotated[str, Form(max_length=200)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "admin")
+        extra: dict[str, Any] = {}
+        try:
+            extra["notice"] = await console.send_test_notification(app, target, by=who.name)
+        except ConsonanceSftpError as exc:
+            extra["error"] = str(exc)
+        view = await asyncio.to_thread(console.overview, app)
+        status = 200 if "notice" in extra else 409
+        return page(request, "overview.html", who, status, view=view, **extra)
 
     @pages.get("/deliveries", response_class=HTMLResponse)
     def deliveries(
@@ -314,7 +343,7 @@ def create_app(
     def ack(
         request: Request,
         who: Who,
-        alert_id: Annotated[int, Form()],
+        alert_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         note: Annotated[str, Form(max_length=1000)] = "",
         csrf_token: Annotated[str | None, Form()] = None,
     ) -> HTMLResponse:
@@ -378,6 +407,30 @@ def create_app(
         status = 200 if "plan" in extra else 409
         return await asyncio.to_thread(flows_page, request, who, status, **extra)
 
+    @pages.post("/flows/run", response_class=HTMLResponse)
+    async def run_now(
+        request: Request,
+        who: Who,
+        flow: Annotated[str, Form(max_length=100)],
+        isbns: Annotated[str, Form(max_length=2000)] = "",
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if flow not in app.settings.flows:
+            raise HTTPException(404, f"no flow {flow!r} in the config")
+        wanted = [i.replace("-", "") for i in isbns.replace(",", " ").split() if i]
+        extra: dict[str, Any] = {}
+        try:
+            done = await console.run_now(app, flow, by=who.name, isbns=wanted)
+            extra["notice"] = f"Ran {flow}: {done.summary()}."
+            if done.failed:
+                extra["error"] = "; ".join(f"{wf} failed: {why}" for wf, why in done.failed)
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"run of {flow} failed: {exc}"
+        status = 200 if "notice" in extra else 409
+        return await asyncio.to_thread(flows_page, request, who, status, **extra)
+
     # --- partners ------------------------------------------------------------------------------
 
     @pages.get("/partners", response_class=HTMLResponse)
@@ -427,6 +480,26 @@ def create_app(
         rows = await asyncio.to_thread(console.partners, app)
         return page(request, "partners.html", who, rows=rows, **extra)
 
+    @pages.post("/partners/test", response_class=HTMLResponse)
+    async def send_test(
+        request: Request,
+        who: Who,
+        partner: Annotated[str, Form(max_length=100)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+        if partner not in app.settings.partners:
+            raise HTTPException(404, f"no partner {partner!r} in the config")
+        extra: dict[str, Any] = {}
+        try:
+            line = await console.send_test_file(app, partner, by=who.name)
+            extra["notice"] = f"Test file to {partner}: {line}."
+        except ConsonanceSftpError as exc:
+            extra["error"] = f"test file to {partner} failed: {exc}"
+        rows = await asyncio.to_thread(console.partners, app)
+        return page(request, "partners.html", who, rows=rows, **extra)
+
     # --- quarantine ----------------------------------------------------------------------------
 
     def quarantine_page(
@@ -447,7 +520,7 @@ def create_app(
         return quarantine_page(request, who)
 
     @pages.get("/quarantine/{intake_id}/preview")
-    def preview(who: Who, intake_id: int) -> Response:
+    def preview(who: Who, intake_id: Annotated[int, PathParam(ge=1, le=api.MAX_ID)]) -> Response:
         try:
             found = console.preview(app, intake_id)
         except ConsonanceSftpError as exc:
@@ -464,7 +537,7 @@ def create_app(
     def reject(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form()],
+        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         reason: Annotated[str, Form(max_length=1000)] = "",
         csrf_token: Annotated[str | None, Form()] = None,
     ) -> HTMLResponse:
@@ -480,7 +553,7 @@ def create_app(
     async def assign(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form()],
+        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
         isbn: Annotated[str, Form(max_length=20)],
         kind: Annotated[str, Form(max_length=40)],
         csrf_token: Annotated[str | None, Form()] = None,
@@ -542,6 +615,7 @@ def create_app(
         return audit_page(request, who, None, None, None, report=report)
 
     web.include_router(pages)
+    api.install(web, app)  # the JSON API under /api (web/api.py)
     # Prometheus scrapes `consonance-sftp metrics` (web/metrics.py) on its own port: every route
     # here needs a login, which a scraper does not have.
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

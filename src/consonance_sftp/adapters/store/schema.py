@@ -482,3 +482,21 @@ console_sessions = sa.Table(
     sa.Column("expires_at", TS, nullable=False),
     sa.Index("ix_console_sessions_expires_at", "expires_at"),
 )
+
+# Migration 0013: the console's JSON API tokens (ports.users), one row per token.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "user_name",
+        sa.String(100),
+        sa.ForeignKey("console_users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+)

@@ -17,10 +17,10 @@ from consonance_sftp.adapters.store.base import (
     to_db_time,
     translate_errors,
 )
-from consonance_sftp.adapters.store.schema import console_sessions, console_users
+from consonance_sftp.adapters.store.schema import api_tokens, console_sessions, console_users
 from consonance_sftp.errors import StoreError
 from consonance_sftp.ports.clock import Clock
-from consonance_sftp.ports.users import ConsoleSession, ConsoleUser
+from consonance_sftp.ports.users import ApiToken, ConsoleSession, ConsoleUser
 
 
 def _user(row: sa.Row[Any]) -> ConsoleUser:
@@ -42,6 +42,20 @@ def _session(row: sa.Row[Any]) -> ConsoleSession:
         csrf_token=m["csrf_token"],
         created_at=from_db_time_required(m["created_at"]),
         expires_at=from_db_time_required(m["expires_at"]),
+    )
+
+
+def _token(row: sa.Row[Any]) -> ApiToken:
+    m = row._mapping
+    revoked = m["revoked_at"]
+    return ApiToken(
+        id=m["id"],
+        token_hash=m["token_hash"],
+        user_name=m["user_name"],
+        label=m["label"],
+        created_at=from_db_time_required(m["created_at"]),
+        created_by=m["created_by"],
+        revoked_at=None if revoked is None else from_db_time_required(revoked),
     )
 
 
@@ -134,3 +148,55 @@ class ConsoleUserTables(Tables):
             conn.execute(
                 console_sessions.delete().where(console_sessions.c.token_hash == token_hash)
             )
+
+    @translate_errors("adding an API token")
+    def add_api_token(self, token_hash: str, user_name: str, label: str, *, by: str) -> ApiToken:
+        with self.write() as conn:
+            found = conn.execute(
+                sa.select(console_users.c.name).where(console_users.c.name == user_name)
+            ).first()
+            if found is None:
+                raise StoreError(f"no console user named {user_name!r}")
+            conn.execute(
+                api_tokens.insert().values(
+                    token_hash=token_hash,
+                    user_name=user_name,
+                    label=label,
+                    created_at=self._users_now(),
+                    created_by=by,
+                )
+            )
+            row = conn.execute(
+                sa.select(api_tokens).where(api_tokens.c.token_hash == token_hash)
+            ).one()
+        return _token(row)
+
+    @translate_errors("reading an API token")
+    def get_api_token(self, token_hash: str) -> ApiToken | None:
+        t = api_tokens.c
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(api_tokens).where(t.token_hash == token_hash, t.revoked_at.is_(None))
+            ).first()
+        return None if row is None else _token(row)
+
+    @translate_errors("listing API tokens")
+    def list_api_tokens(self, user_name: str | None = None) -> list[ApiToken]:
+        query = sa.select(api_tokens).order_by(api_tokens.c.id)
+        if user_name is not None:
+            query = query.where(api_tokens.c.user_name == user_name)
+        with self.read() as conn:
+            rows = conn.execute(query).all()
+        return [_token(r) for r in rows]
+
+    @translate_errors("revoking an API token")
+    def revoke_api_token(self, token_id: int) -> ApiToken | None:
+        t = api_tokens.c
+        with self.write() as conn:
+            conn.execute(
+                api_tokens.update()
+                .where(t.id == token_id, t.revoked_at.is_(None))
+                .values(revoked_at=self._users_now())
+            )
+            row = conn.execute(sa.select(api_tokens).where(t.id == token_id)).first()
+        return None if row is None else _token(row)
