@@ -144,6 +144,7 @@ class AuditAction(enum.StrEnum):
     ONIX_FEED_PREPARED = "onix.feed.prepared"
     ONIX_FEED_SENT = "onix.feed.sent"
     ONIX_FEED_BLOCKED = "onix.feed.blocked"
+    ONIX_FEED_SKIPPED = "onix.feed.skipped"
     ONIX_FEED_EMPTY = "onix.feed.empty"
     ONIX_FEED_FAILED = "onix.feed.failed"
     ONIX_TEST_FEED_PREPARED = "onix.test_feed.prepared"

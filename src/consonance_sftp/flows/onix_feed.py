@@ -546,7 +546,7 @@ def _skipped(store: Store, name: str, job: _Job, result: FeedResult) -> None:
     isbns = [p.isbn13 or p.record_reference or "?" for p in result.skipped]
     store.append_audit(
         ACTOR,
-        "onix.feed.skipped",
+        AuditAction.ONIX_FEED_SKIPPED,
         f"{job.partner}:{name}",
         {
             "kind": job.kind,
