@@ -69,6 +69,7 @@ from consonance_sftp.logs import get_logger
 from consonance_sftp.models import (
     Alert,
     AlertSeverity,
+    AuditAction,
     ChangeEvent,
     DeliveryKey,
     DeliveryOutcome,
