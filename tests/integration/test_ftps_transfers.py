@@ -281,14 +281,10 @@ async def test_passive_mode_uses_the_control_address(pyftpd_tls: FtpServer, tmp_
     assert _sha(pyftpd_tls.local("/in/e.xml")) == sha
 
 
-async def test_partner_test_file_and_no_misleading_probe(
-    pyftpd_tls: FtpServer, tmp_path: Path
-) -> None:
+async def test_partner_test_file(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
     async with FtpRemoteFS(pyftpd_tls.endpoint(), state_dir=tmp_path / "state") as fs:
         sent = await fs.send_test_file()
         assert "UTF8" in await fs.features()
-        with pytest.raises(errors.UnsupportedOperation):
-            await fs.probe()  # SFTP facts do not apply; the FTP probe is still to come
     assert sent.removed and sent.upload.remote_path.startswith("/in/")
     assert "STOR" in pyftpd_tls.faults.commands and "DELE" in pyftpd_tls.faults.commands
     assert os.listdir(pyftpd_tls.root / "in") == []

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, NoReturn, Self, TypeVar
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.ftp import ops
+from consonance_sftp.adapters.ftp import probe as ftp_probe
+from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch_certificate
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
 from consonance_sftp.config.transfer import (
@@ -783,14 +785,18 @@ class FtpRemoteFS:
             return conn.features.lines
 
     async def probe(self) -> ProbeReport:
-        """Not built for FTP yet: ``partner probe`` reports SFTP facts (versions, extensions,
-        write model) that an FTP server has none of, so it says so instead of misleading."""
-        raise errors.UnsupportedOperation(
-            "'partner probe' does not support FTP/FTPS partners yet",
-            partner=self.partner,
-            hint="'partner test NAME' sends a test file through the full upload protocol; "
-            "docs/how-to/ftp-partners.md says what the transport does on the wire.",
-        )
+        """What the server supports (FEAT, PROT P, TLS session reuse, rename, rename over an
+        existing file, DELE, its hash, the PASV address) and the settings that follow. The
+        connection it used is closed afterwards (PASV and a data connection without session
+        reuse leave it in an unknown state)."""
+        async with self.pool.lease() as conn:
+            try:
+                found = await self._run(
+                    conn, ftp_probe.run_checks, conn.ftp, conn.features, self.endpoint, conn.home
+                )
+                return ftp_probe.build_report(self.endpoint, conn.ftp, conn.features, found)
+            finally:
+                conn.broken = True
 
     async def send_test_file(self, folder: str | None = None) -> SentTestFile:
         """A small file through the full upload protocol, then removed where allowed."""
@@ -813,15 +819,18 @@ class FtpRemoteFS:
         return SentTestFile(upload=upload)
 
     async def presented_host_keys(self) -> NoReturn:
-        """SSH host keys do not apply; pinning a TLS certificate by ``partner trust`` is a
-        later slice."""
+        """SSH host keys do not apply: ``presented_certificate`` is the FTPS counterpart."""
         raise errors.UnsupportedOperation(
             "an FTP/FTPS server has no SSH host keys",
             partner=self.partner,
-            hint="Pin the server's TLS certificate in the partner's tls_fingerprints "
-            "('openssl s_client -starttls ftp -connect HOST:21 | openssl x509 -noout "
-            "-fingerprint -sha256' shows it; confirm it with the partner).",
+            hint="'partner trust NAME' shows and pins an FTPS server's TLS certificate.",
         )
+
+    async def presented_certificate(self) -> PresentedCertificate:
+        """The TLS certificate the server presents (``partner trust``): no login, nothing
+        sent but ``AUTH TLS``; never checked against the pins here (that is the point)."""
+        async with self.pool.budget.slot(self.partner, max(1, self.endpoint.max_connections)):
+            return await asyncio.to_thread(fetch_certificate, self.endpoint)
 
 
 def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
