@@ -211,3 +211,26 @@ async def test_cli_probe_test_and_trust_on_an_ftps_partner(
         assert code == 0 and "ok: sent" in out, out
     finally:
         server.stop()
+
+
+async def test_upload_only_drop_box_delivered_could_not_clean_up(
+    pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    """An account that may write but not delete: ``partner test`` still delivered (the file
+    stays, named), and the probe says DELE is refused and intake must leave files."""
+    from consonance_sftp.config.transfer import PostAction
+
+    assert pyftpd_tls.handler is not None
+    table = pyftpd_tls.handler.authorizer.user_table[pyftpd_tls.user]
+    table["perm"] = table["perm"].replace("d", "")  # no DELE
+    endpoint = pyftpd_tls.endpoint(post_action=PostAction.DELETE)
+    async with FtpRemoteFS(endpoint, state_dir=tmp_path / "state") as fs:
+        sent = await fs.send_test_file()
+        report = await fs.probe()
+    assert not sent.removed and sent.left_behind == (sent.upload.remote_path,)
+    assert sent.cleanup_error and "550" in sent.cleanup_error
+    assert (pyftpd_tls.root / sent.upload.remote_path.lstrip("/")).exists()
+    assert report.ftp is not None and report.ftp.remove is False
+    assert report.recommended.get("post_action") == "leave"
+    assert report.leftovers  # the probe's own file could not be removed either, and says so
+    assert all((pyftpd_tls.root / p.lstrip("/")).exists() for p in report.leftovers)
