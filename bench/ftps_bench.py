@@ -9,13 +9,15 @@ root and ``make system-deps``) and measures, in alternating order, several repet
   run; ``--size 1G`` for the issue's figure);
 * ``small_files_up``: 2,000 files of 50 KiB into a fresh folder.
 
-Every copy is checked by SHA-256 (uploads on the server's disk, downloads on ours). Our side is
-``FtpRemoteFS`` with its full upload protocol (temporary name, ``SIZE``, ``RNFR``/``RNTO``)
-and ``checksum = "size"`` by default, so both clients move each file once (vsftpd offers no
-server hash: ``auto`` would read every upload back, a second transfer; ``--verify auto``
-measures that). curl gets one process per scenario run, one connection, TLS session reuse (its
-default), ``-k`` (the certificate is the test's own). Times include connecting and logging
-in. Ratios are ours / curl throughput (higher is better); the last line is one JSON object:
+Every copy is checked by SHA-256 (uploads on the server's disk, downloads on ours). Our side
+is ``FtpRemoteFS`` with its full upload protocol (temporary name, ``SIZE``, ``RNFR``/``RNTO``;
+the large file's SHA-256 given, as the engine gives a planned file's, and checked on the
+bytes as they are sent; downloads hashed as they arrive) and ``checksum = "size"`` by
+default, so both clients move each file once (vsftpd offers no server hash: ``auto`` would
+read every upload back, a second transfer; ``--verify auto`` measures that). curl runs once
+per large-file run (one connection, TLS session reuse, ``-k``: the certificate is the test's
+own); lftp sends the small files (see ``Lftp``). Times include connecting and logging in.
+Ratios are ours / theirs in throughput (higher is better); the last line is one JSON object:
 
     {"protocol": "ftps", "server": "vsftpd", "size": N, "loopback_up": r, "loopback_down": r,
      "small_files_up": r, "ours_checksum": "size", ...}
@@ -124,10 +126,10 @@ class Ours:
     def _fs(self) -> FtpRemoteFS:
         return FtpRemoteFS(self.endpoint, state_dir=self.state)
 
-    def upload(self, local: Path, remote: str) -> None:
+    def upload(self, local: Path, remote: str, sha256: str | None = None) -> None:
         async def run() -> None:
             async with self._fs() as fs:
-                await fs.upload(local, remote)
+                await fs.upload(local, remote, sha256=sha256)
 
         asyncio.run(run())
 
@@ -244,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
             def up(rep: int, who: str, client: Client) -> None:
                 assert not isinstance(client, Lftp)
-                client.upload(big, f"/in/up-{rep}-{who}.bin")
+                if isinstance(client, Ours):  # as the engine does: the plan's SHA-256
+                    client.upload(big, f"/in/up-{rep}-{who}.bin", sha256=digest)
+                else:
+                    client.upload(big, f"/in/up-{rep}-{who}.bin")
 
             def up_check(rep: int, who: str) -> None:
                 stored = server.local(f"/in/up-{rep}-{who}.bin")

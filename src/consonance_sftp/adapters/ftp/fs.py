@@ -197,6 +197,16 @@ class FtpRemoteFS:
             ),
         )
 
+    async def _local_size(self, local_path: Path, remote_path: str) -> int:
+        try:
+            return (await asyncio.to_thread(local_path.stat)).st_size
+        except OSError as exc:
+            raise errors.TransportError(
+                f"cannot read the local file {local_path}: {exc.strerror}",
+                partner=self.partner,
+                path=remote_path,
+            ) from exc
+
     async def _local(
         self, local_path: Path, remote_path: str, known: str | None
     ) -> tuple[int, str]:
@@ -227,7 +237,12 @@ class FtpRemoteFS:
     ) -> StagedFile:
         started = time.monotonic()
         ts = self.settings
-        size, sha = await self._local(local_path, remote_path, known_sha)
+        if known_sha is not None:
+            # The caller hashed it (a planned file): it is hashed again while it is sent (one
+            # read, not two), and a file that changed meanwhile fails after the STOR.
+            size, sha = await self._local_size(local_path, remote_path), known_sha
+        else:
+            size, sha = await self._local(local_path, remote_path, known_sha)
         final = remote_path
         temp = self.staging_path(final, temp_path)
         direct = temp == final
@@ -248,16 +263,34 @@ class FtpRemoteFS:
                     offset = await self._verified_prefix(conn, local_path, temp, there.size)
             await asyncio.to_thread(self._write_journal, journal_path, wanted)
             interrupted = offset > 0 or temp in self._interrupted
+            if known_sha is not None and offset > 0:
+                await self._local(local_path, remote_path, known_sha)  # a resume: the whole
+            digest = hashlib.sha256() if known_sha is not None and offset == 0 else None
             if offset < size or size == 0:
                 report = self._reporter(size, progress)
                 try:
                     await self._run(
-                        conn, ops.put, conn.ftp, local_path, temp, offset, report, path=temp
+                        conn,
+                        ops.put,
+                        conn.ftp,
+                        local_path,
+                        temp,
+                        offset,
+                        report,
+                        digest,
+                        path=temp,
                     )
                 except errors.TransportError as exc:
                     if exc.retryable:
                         self._interrupted.add(temp)
                     raise
+            if digest is not None and digest.hexdigest() != sha:
+                await self._discard_staged(conn, journal_path, temp, direct)
+                raise errors.IntegrityError(
+                    f"the local file {local_path} changed since it was hashed",
+                    partner=self.partner,
+                    path=remote_path,
+                )
             after = await self._stat(conn, temp)
             if after is None or after.size != size:
                 await self._discard_staged(conn, journal_path, temp, direct)
@@ -630,9 +663,20 @@ class FtpRemoteFS:
                     offset = have
             await asyncio.to_thread(self._write_journal, journal_path, wanted)
             report = self._reporter(found.size, progress)
+            # From byte 0 the SHA-256 is taken as the bytes arrive (one pass); after a resume
+            # the staging file is hashed whole once it is complete.
+            digest = hashlib.sha256() if offset == 0 else None
             try:
                 await self._run(
-                    conn, ops.get, conn.ftp, remote_path, staging, offset, report, path=remote_path
+                    conn,
+                    ops.get,
+                    conn.ftp,
+                    remote_path,
+                    staging,
+                    offset,
+                    report,
+                    digest,
+                    path=remote_path,
                 )
             except OSError as exc:  # the local disk: the staging file stays for a resume
                 raise errors.LocalDiskFull.writing(exc, local_path, kept=True) from exc
@@ -645,7 +689,9 @@ class FtpRemoteFS:
                 partner=self.partner,
                 path=remote_path,
             )
-        got, sha = await asyncio.to_thread(_commit_local, staging, local_path)
+        got, sha = await asyncio.to_thread(
+            _commit_local, staging, local_path, digest.hexdigest() if digest else None
+        )
         await asyncio.to_thread(journal_path.unlink, missing_ok=True)
         if got != found.size:
             raise errors.IntegrityError(
@@ -833,9 +879,13 @@ class FtpRemoteFS:
             return await asyncio.to_thread(fetch_certificate, self.endpoint)
 
 
-def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
-    """Hash the fsynced staging file, rename it into place, fsync the folder."""
-    size, sha = sha256_file(staging)
+def _commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[int, str]:
+    """Hash the fsynced staging file (unless ``sha`` was taken as it was written), rename it
+    into place, fsync the folder."""
+    if sha is None:
+        size, sha = sha256_file(staging)
+    else:
+        size = staging.stat().st_size
     os.replace(staging, final)
     fd = os.open(final.parent, os.O_RDONLY)
     try:
