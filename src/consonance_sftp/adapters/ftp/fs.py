@@ -131,6 +131,9 @@ class FtpRemoteFS:
             conn, ops.stat_path, conn.ftp, conn.features, path, conn.home, path=path
         )
 
+    async def _size(self, conn: FtpConnection, path: str) -> int | None:
+        return await self._run(conn, ops.size_of, conn.ftp, conn.features, path, path=path)
+
     def _journal_path(self, direction: str, remote_path: str) -> Path:
         key = hashlib.sha256(f"{self.partner}\0{direction}\0{remote_path}".encode()).hexdigest()
         return self.state_dir / "journals" / f"ftp-{direction}-{key[:32]}.json"
@@ -291,12 +294,11 @@ class FtpRemoteFS:
                     partner=self.partner,
                     path=remote_path,
                 )
-            after = await self._stat(conn, temp)
-            if after is None or after.size != size:
+            after = await self._size(conn, temp)
+            if after != size:
                 await self._discard_staged(conn, journal_path, temp, direct)
                 raise errors.IntegrityError(
-                    f"remote size {None if after is None else after.size} after upload, "
-                    f"expected {size}",
+                    f"remote size {after} after upload, expected {size}",
                     partner=self.partner,
                     path=temp,
                 )
@@ -475,7 +477,7 @@ class FtpRemoteFS:
         self, conn: FtpConnection, temp: str, final: str, sha: str, replace: bool
     ) -> str:
         ts = self.settings
-        staged = await self._stat(conn, temp)
+        staged = await self._size(conn, temp)
         if staged is None:
             # Renamed already (the answer to an earlier RNTO was lost)? Only if the final
             # name holds exactly these bytes.
@@ -510,11 +512,10 @@ class FtpRemoteFS:
                 hint="This server forbids rename: set transfer.upload_strategy = 'direct' "
                 "and a transfer.done_marker so the partner knows when a file is complete.",
             ) from exc
-        after = await self._stat(conn, final)
-        if after is None or after.size != staged.size:
+        after = await self._size(conn, final)
+        if after != staged:
             raise errors.IntegrityError(
-                f"after the rename the final name holds {None if after is None else after.size}"
-                f" bytes, expected {staged.size}",
+                f"after the rename the final name holds {after} bytes, expected {staged}",
                 partner=self.partner,
                 path=final,
             )

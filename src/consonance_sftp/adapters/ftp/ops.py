@@ -161,6 +161,18 @@ def stat_path(ftp: ftplib.FTP, features: Features, path: str, home: str) -> Remo
     return entry(path, name, found, mtime, "file")
 
 
+def size_of(ftp: ftplib.FTP, features: Features, path: str) -> int | None:
+    """The size of the file at ``path``, or None (no such file): one command (MLST where
+    offered, else SIZE), for the upload's checks where the time is not needed."""
+    if features.has("MLST"):
+        found = stat_path(ftp, features, path, "/")
+        return found.size if found is not None and found.is_file else None
+    try:
+        return ftp.size(path)
+    except ftplib.error_perm:
+        return None
+
+
 def is_dir(ftp: ftplib.FTP, path: str, home: str) -> bool:
     try:
         ftp.cwd(path)
