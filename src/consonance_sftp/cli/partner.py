@@ -1,6 +1,7 @@
 """``partner probe NAME [--apply]`` and ``partner test NAME``: what a partner's server supports.
 
-The probing itself lives in the SFTP adapter, reached through ``app.operations`` (which stores
+The probing itself lives in the partner's adapter (SFTP, or FTP/FTPS: the same report with an
+``ftp`` part), reached through ``app.operations`` (which stores
 the report as JSON under ``<state_dir>/probes/`` and, with ``--apply``, writes the recommended
 settings into ``[partners.NAME.transfer]`` of the config file, keeping its comments and layout
 with tomlkit); this module formats the report. Nothing changes behaviour silently: without
