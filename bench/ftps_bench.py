@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("curl") is None:
         say("curl is not installed (apt-get install curl)")
         return 2
+    if "small_files_up" in wanted and shutil.which("lftp") is None:
+        say("lftp is not installed (apt-get install lftp), or leave out --only small_files_up")
+        return 2
 
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
