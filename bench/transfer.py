@@ -26,6 +26,7 @@ OpenSSH throughput, higher is better) are printed; the last line is one JSON obj
 Quick run:  .venv/bin/python bench/transfer.py --size 256M --reps 3 --wan-reps 1
 Full run:   .venv/bin/python bench/transfer.py          (about 15 minutes on 2 cores)
 Partner's:  .venv/bin/python bench/transfer.py --server proftpd --size 256M --reps 3
+FTPS:       .venv/bin/python bench/transfer.py --protocol ftps [--size 1G]   (bench/ftps_bench.py)
 """
 
 from __future__ import annotations
@@ -589,8 +590,22 @@ def machine_note() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--protocol", choices=("sftp", "ftps"), default="sftp")
+    known, _rest = pre.parse_known_args(argv)
+    if known.protocol == "ftps":  # our FTPS transport against curl, same vsftpd
+        import ftps_bench
+
+        return ftps_bench.main(argv)
     p = argparse.ArgumentParser(
         description="Our SFTP transport against OpenSSH sftp, loopback and a 100 ms link."
+    )
+    p.add_argument(
+        "--protocol",
+        choices=("sftp", "ftps"),
+        default="sftp",
+        help="ftps: our FTPS transport against curl on vsftpd (bench/ftps_bench.py, its own "
+        "options: --protocol ftps --help)",
     )
     p.add_argument(
         "--server",

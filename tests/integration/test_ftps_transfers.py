@@ -281,14 +281,10 @@ async def test_passive_mode_uses_the_control_address(pyftpd_tls: FtpServer, tmp_
     assert _sha(pyftpd_tls.local("/in/e.xml")) == sha
 
 
-async def test_partner_test_file_and_no_misleading_probe(
-    pyftpd_tls: FtpServer, tmp_path: Path
-) -> None:
+async def test_partner_test_file(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
     async with FtpRemoteFS(pyftpd_tls.endpoint(), state_dir=tmp_path / "state") as fs:
         sent = await fs.send_test_file()
         assert "UTF8" in await fs.features()
-        with pytest.raises(errors.UnsupportedOperation):
-            await fs.probe()  # SFTP facts do not apply; the FTP probe is still to come
     assert sent.removed and sent.upload.remote_path.startswith("/in/")
     assert "STOR" in pyftpd_tls.faults.commands and "DELE" in pyftpd_tls.faults.commands
     assert os.listdir(pyftpd_tls.root / "in") == []
@@ -404,3 +400,21 @@ async def test_vsftpd_interrupted_download_resumes(vsftpd: FtpServer, tmp_path: 
     assert result.resumed_from > 0
     assert result.sha256 == sha == _sha(target)
     assert not staging.exists()
+
+
+async def test_a_known_sha256_is_checked_while_sending(
+    pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    """A planned file's SHA-256 is checked on the bytes as they are sent (one read of the
+    file): a file that changed after it was hashed never gets its final name."""
+    local = tmp_path / "planned.bin"
+    sha = _random_file(local, 300_000)
+    async with FtpRemoteFS(pyftpd_tls.endpoint(), state_dir=tmp_path / "state") as fs:
+        result = await fs.upload(local, "/in/planned.bin", sha256=sha)
+        assert result.sha256 == sha and _sha(pyftpd_tls.local("/in/planned.bin")) == sha
+        local.write_bytes(os.urandom(300_000))  # changed since it was hashed
+        with pytest.raises(errors.IntegrityError, match="changed since it was hashed"):
+            await fs.upload(local, "/in/changed.bin", sha256=sha)
+        downloaded = await fs.download("/in/planned.bin", tmp_path / "back.bin")
+    assert downloaded.sha256 == sha  # taken as the bytes arrived
+    assert sorted(os.listdir(pyftpd_tls.root / "in")) == ["planned.bin"]

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import tomlkit
 
+from consonance_sftp.adapters.ftp.certificate import PresentedCertificate
+from consonance_sftp.adapters.ftp.fs import FtpRemoteFS
 from consonance_sftp.adapters.sftp.connection import PresentedKey
 from consonance_sftp.app.dispatch import resend_request, workflow_owner
 from consonance_sftp.app.poller_health import PollerHealth
@@ -36,6 +38,7 @@ from consonance_sftp.app.runner import (
 )
 from consonance_sftp.app.serving import flow_schedules
 from consonance_sftp.config.hostkeys import HostKeyFormatError, fingerprint_of
+from consonance_sftp.config.settings import tls_fingerprint
 from consonance_sftp.engine import EngineClient, delivery_workflow_id
 from consonance_sftp.errors import ConfigError, ConfigProblem, ConsonanceSftpError
 from consonance_sftp.formats.wording import counted
@@ -140,6 +143,17 @@ class HostKeyCheck:
     pinned: PresentedKey | None  # the key the confirmed fingerprint matched, now pinned
     executor_running: bool
     paused: bool  # the partner is still paused (its held work waits for a resume)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateCheck:
+    """An FTPS partner's TLS certificate against a confirmed fingerprint (``partner trust``)."""
+
+    presented: PresentedCertificate
+    pinned_before: list[str]
+    pinned: bool  # the confirmed fingerprint matched and is now pinned
+    executor_running: bool
+    paused: bool
 
 
 class Operations:
@@ -429,6 +443,69 @@ class Operations:
             executor_running=executor_running(self.app),
             paused=self.controls.is_paused("partner", partner),
         )
+
+    async def trust_certificate(
+        self,
+        config_path: Path,
+        partner: str,
+        fingerprint: str | None,
+        *,
+        replace: bool,
+        by: str,
+    ) -> CertificateCheck:
+        """Show the TLS certificate an FTPS partner's server presents; pin its SHA-256
+        fingerprint in ``tls_fingerprints`` when ``fingerprint`` (confirmed with the partner
+        by another channel) is the same. Never trusts on first use; a pin is recorded."""
+        try:
+            wanted = tls_fingerprint(fingerprint) if fingerprint else None
+        except ValueError as exc:
+            raise ConsonanceSftpError(f"--fingerprint: {exc}") from None
+        async with self.app.remote_fs(partner) as fs:
+            if not isinstance(fs, FtpRemoteFS):
+                raise ConsonanceSftpError(f"partner {partner} is not an FTPS partner")
+            presented = await fs.presented_certificate()
+        before = list(self.app.partner_config(partner).tls_fingerprints)
+        matched = wanted is not None and wanted == presented.fingerprint
+        if matched:
+            pin_tls_fingerprint(config_path, partner, presented.fingerprint, replace=replace)
+            await asyncio.to_thread(
+                self.app.store.append_audit,
+                actor=f"user:{by}",
+                action=AuditAction.PARTNER_TRUST,
+                subject=f"partner:{partner}",
+                details={
+                    "tls_fingerprint": presented.fingerprint,
+                    "subject": presented.subject,
+                    "not_after": presented.not_after,
+                    "replaced": before if replace else [],
+                },
+            )
+        return CertificateCheck(
+            presented=presented,
+            pinned_before=before,
+            pinned=matched,
+            executor_running=executor_running(self.app),
+            paused=self.controls.is_paused("partner", partner),
+        )
+
+
+def pin_tls_fingerprint(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
+    """Add (or with ``replace``, set as the only) pinned TLS certificate fingerprint of an
+    FTPS partner, keeping the file's layout."""
+    doc = tomlkit.parse(config_path.read_text())
+    partners = doc.get("partners")
+    if partners is None or partner not in partners:
+        raise ConfigError(
+            f"cannot pin: partner {partner!r} is not in {config_path}",
+            [ConfigProblem(f"partners.{partner}", "not found in the file")],
+        )
+    entry = partners[partner]
+    pins = entry.get("tls_fingerprints")
+    if replace or pins is None:
+        entry["tls_fingerprints"] = [pin]
+    elif pin not in [tls_fingerprint(str(p)) for p in pins]:
+        pins.append(pin)
+    config_path.write_text(tomlkit.dumps(doc))
 
 
 def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:

@@ -1,6 +1,7 @@
 """``partner probe NAME [--apply]`` and ``partner test NAME``: what a partner's server supports.
 
-The probing itself lives in the SFTP adapter, reached through ``app.operations`` (which stores
+The probing itself lives in the partner's adapter (SFTP, or FTP/FTPS: the same report with an
+``ftp`` part), reached through ``app.operations`` (which stores
 the report as JSON under ``<state_dir>/probes/`` and, with ``--apply``, writes the recommended
 settings into ``[partners.NAME.transfer]`` of the config file, keeping its comments and layout
 with tomlkit); this module formats the report. Nothing changes behaviour silently: without
@@ -15,15 +16,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from consonance_sftp.cli.main import acting_user, load_app, state
 from consonance_sftp.formats.wording import counted
 
 if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at start-up
-    from consonance_sftp.app.operations import ListingLag, ProbeReport
+    from consonance_sftp.app.operations import ListingLag, Operations, ProbeReport
 
-partner_app = typer.Typer(help="Partners' SFTP servers: probe and test.", no_args_is_help=True)
+partner_app = typer.Typer(
+    help="Partners' SFTP and FTP/FTPS servers: probe, test, trust.", no_args_is_help=True
+)
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -37,6 +41,8 @@ def _yes(value: bool) -> str:
 
 
 def render_report(report: ProbeReport) -> Table:
+    if report.ftp is not None:
+        return render_ftp_report(report)
     table = Table(title=f"partner {report.partner}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -65,6 +71,67 @@ def render_report(report: ProbeReport) -> Table:
         table.add_row("clock skew", f"{report.clock_skew_seconds:+.1f} s (server - local)")
     if report.listing_lag is not None:
         table.add_row("listing lag", _lag(report.listing_lag))
+    return table
+
+
+def _maybe(value: bool | None, unknown: str = "not measured") -> str:
+    return unknown if value is None else _yes(value)
+
+
+def render_ftp_report(report: ProbeReport) -> Table:
+    """The same report shape for an FTP/FTPS server: FEAT, TLS, rename, hash, PASV."""
+    facts = report.ftp
+    assert facts is not None
+    table = Table(title=f"partner {report.partner}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("server", f"{escape(report.server_version)} ({facts.mode})")
+    table.add_row("FEAT", escape(", ".join(facts.features)) or "none")
+    for label, value in (
+        ("MLSD", facts.mlsd),
+        ("SIZE", facts.size),
+        ("MDTM", facts.mdtm),
+        ("REST STREAM", facts.rest_stream),
+        ("UTF8", facts.utf8),
+    ):
+        table.add_row(label, _yes(value))
+    if facts.mode != "ftp":
+        tls = f"{facts.tls_version}, {facts.tls_cipher}"
+        table.add_row("PROT P (data encrypted)", _maybe(facts.prot_p) + f" ({escape(tls)})")
+        reuse = _maybe(facts.session_reuse_required)
+        if facts.session_reuse_required and facts.session_reuse_error:
+            reuse += f" (without it: {escape(facts.session_reuse_error)})"
+        table.add_row("TLS session reuse required", reuse)
+    hashing = facts.server_hash or "none"
+    if facts.server_hash is not None:
+        hashing += f", works: {_maybe(facts.server_hash_works)}"
+    table.add_row("server SHA-256 (HASH/XSHA256)", hashing)
+    table.add_row("rename", _yes(report.rename))
+    table.add_row("rename over an existing file", _yes(report.rename_over_existing))
+    table.add_row("remove (DELE)", _maybe(facts.remove))
+    if facts.pasv_address:
+        pasv = escape(facts.pasv_address)
+        if facts.pasv_matches_control:
+            pasv += ", the control address"
+        else:
+            pasv += " [yellow]private[/yellow]" if facts.pasv_private else ""
+            pasv += f", not the control address {escape(facts.control_address)}"
+            pasv += " (data goes to the control address)"
+        if facts.pasv_reachable is False:
+            pasv += " [red]unreachable[/red]"
+        elif facts.pasv_reachable:
+            pasv += ", reachable"
+        table.add_row("PASV address", pasv)
+    for folder, rights in report.folders.items():
+        table.add_row(
+            f"folder {escape(folder)}",
+            f"list {_yes(rights['list'])}, write {_yes(rights['write'])}",
+        )
+    if report.clock_skew_seconds is not None:
+        skew = f"{report.clock_skew_seconds:+.1f} s (server - local; MDTM to the second)"
+        table.add_row("clock skew", skew)
+    if report.leftovers:
+        table.add_row("left behind", escape(", ".join(report.leftovers)))
     return table
 
 
@@ -156,14 +223,15 @@ def trust(
         str | None,
         typer.Option(
             help="The SHA256 fingerprint the partner confirmed (e.g. by phone); any one of "
-            "the server's keys."
+            "the server's keys (FTPS: of its TLS certificate)."
         ),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop the previously pinned keys.")
     ] = False,
 ) -> None:
-    """Show every host key a partner's server holds; pin one once its fingerprint is confirmed.
+    """Show every host key a partner's server holds (an FTPS server: its TLS certificate);
+    pin one once its fingerprint is confirmed.
 
     A server usually holds several keys (ed25519, ECDSA, RSA): each is fetched over its own
     key exchange. Never trusts on first use: a key is pinned, with its type, only when
@@ -173,6 +241,9 @@ def trust(
 
     ops = Operations(load_app())
     by = acting_user()
+    if ops.app.partner_config(name).is_ftp:
+        _trust_certificate(ops, name, fingerprint, replace=replace, by=by)
+        return
     trusting = ops.trust_host_key(state.config_path, name, fingerprint, replace=replace, by=by)
     check = asyncio.run(trusting)
     for key in check.presented:
@@ -201,6 +272,55 @@ def trust(
     )
     # What comes next: a running ``serve`` reloads the file by itself; a paused partner
     # still needs ``partner resume``.
+    if check.executor_running:
+        console.print(
+            "the running service reloads the config within a few seconds (or at once on SIGHUP)",
+            markup=False,
+        )
+    if check.paused:
+        console.print(
+            f"{name} is still paused: 'consonance-sftp partner resume {name}' sends its held work",
+            markup=False,
+        )
+
+
+def _trust_certificate(
+    ops: Operations, name: str, fingerprint: str | None, *, replace: bool, by: str
+) -> None:
+    """``partner trust`` on an FTPS partner: the server's TLS certificate, pinned in
+    ``tls_fingerprints`` once the operator gives the fingerprint the partner confirmed."""
+    trusting = ops.trust_certificate(state.config_path, name, fingerprint, replace=replace, by=by)
+    check = asyncio.run(trusting)
+    cert = check.presented
+    console.print(f"{name} presents a TLS certificate: {cert.fingerprint}", markup=False)
+    console.print(f"  subject: {cert.subject}", markup=False)
+    console.print(
+        f"  issuer:  {cert.issuer}" + (" (self-signed)" if cert.self_signed else ""),
+        markup=False,
+    )
+    console.print(f"  valid:   {cert.not_before} to {cert.not_after}", markup=False)
+    trusted = "yes" if cert.system_ca_trusted else f"no ({cert.system_ca_error})"
+    console.print(f"  trusted by the system CAs for this host: {trusted}", markup=False)
+    console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
+    if fingerprint is None:
+        console.print(
+            "confirm this fingerprint with the partner, then run again with "
+            f"--fingerprint {cert.fingerprint}",
+            markup=False,
+        )
+        return
+    if not check.pinned:
+        console.print(
+            f"refused: {fingerprint} is not the certificate the server presents "
+            f"({cert.fingerprint}); nothing changed",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"pinned TLS certificate {cert.fingerprint} for {name} in {state.config_path}"
+        + (" (replacing the old fingerprints)" if replace else ""),
+        markup=False,
+    )
     if check.executor_running:
         console.print(
             "the running service reloads the config within a few seconds (or at once on SIGHUP)",

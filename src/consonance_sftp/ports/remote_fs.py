@@ -107,6 +107,33 @@ class ListingLag:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FtpProbeFacts:
+    """What ``partner probe`` measured on an FTP/FTPS server beyond the shared report fields
+    (issue 20). ``None``: not measured (plain FTP has no TLS to measure)."""
+
+    mode: str  # "ftps", "ftps-implicit" or "ftp"
+    features: tuple[str, ...] = ()  # FEAT lines as the server sent them
+    mlsd: bool = False
+    size: bool = False
+    mdtm: bool = False
+    rest_stream: bool = False
+    utf8: bool = False
+    server_hash: str | None = None  # "HASH" (SHA-256) or "XSHA256"
+    server_hash_works: bool | None = None  # its answer matched a file the probe wrote
+    prot_p: bool | None = None  # the data channel is protected (PROT P accepted)
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    session_reuse_required: bool | None = None  # a data connection without reuse refused
+    session_reuse_error: str | None = None  # the server's answer to one without reuse
+    remove: bool | None = None  # DELE allowed in a writable folder
+    control_address: str = ""
+    pasv_address: str = ""  # "host:port" from the PASV reply
+    pasv_private: bool = False  # a private/loopback/link-local address
+    pasv_matches_control: bool = True
+    pasv_reachable: bool | None = None  # a TCP connect to it succeeded (None: not tried)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeReport:
     """What a partner's server really supports, and the settings that follow from it."""
 
@@ -136,6 +163,9 @@ class ProbeReport:
     write_model: dict[str, object] = field(default_factory=dict)
     # Whether listings and stat lag behind what is written (None: not measured)
     listing_lag: ListingLag | None = None
+    # The partner's protocol, and the FTP/FTPS facts (None for SFTP partners)
+    protocol: str = "sftp"
+    ftp: FtpProbeFacts | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

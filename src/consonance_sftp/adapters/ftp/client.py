@@ -52,6 +52,36 @@ class ReusingFTPS(ftplib.FTP_TLS):
             conn = self.context.wrap_socket(conn, server_hostname=self.host, session=session)
         return conn, size
 
+    def storbinary(
+        self,
+        cmd: str,
+        fp: Any,
+        blocksize: int = 8192,
+        callback: Any = None,
+        rest: int | str | None = None,
+    ) -> str:
+        """``FTP.storbinary``, but the data connection's TLS layer is closed by sending our
+        close_notify without waiting for the server's: ``SSLSocket.unwrap`` waits, and
+        vsftpd answers ~40 ms later, which made every small file cost 40 ms (measured: 25.6
+        ms per 50 KiB STOR with ``unwrap``). The 226 reply, then SIZE, say the file arrived."""
+        self.voidcmd("TYPE I")
+        with self.transfercmd(cmd, rest) as conn:
+            while buf := fp.read(blocksize):
+                conn.sendall(buf)
+                if callback:
+                    callback(buf)
+            if isinstance(conn, ssl.SSLSocket):
+                send_close_notify(conn)
+        return self.voidresp()
+
+
+def send_close_notify(conn: ssl.SSLSocket) -> None:
+    """Send the TLS close_notify on ``conn`` and return at once (non-blocking: the second
+    half of ``unwrap``, reading the peer's close_notify, gives up with SSLWantReadError)."""
+    conn.setblocking(False)
+    with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLError, OSError):
+        conn.unwrap()
+
 
 class ImplicitFTPS(ReusingFTPS):
     """TLS from the first byte (``ftps-implicit``, usually port 990)."""

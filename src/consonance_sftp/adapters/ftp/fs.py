@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, NoReturn, Self, TypeVar
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.ftp import ops
+from consonance_sftp.adapters.ftp import probe as ftp_probe
+from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch_certificate
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
 from consonance_sftp.config.transfer import (
@@ -129,6 +131,9 @@ class FtpRemoteFS:
             conn, ops.stat_path, conn.ftp, conn.features, path, conn.home, path=path
         )
 
+    async def _size(self, conn: FtpConnection, path: str) -> int | None:
+        return await self._run(conn, ops.size_of, conn.ftp, conn.features, path, path=path)
+
     def _journal_path(self, direction: str, remote_path: str) -> Path:
         key = hashlib.sha256(f"{self.partner}\0{direction}\0{remote_path}".encode()).hexdigest()
         return self.state_dir / "journals" / f"ftp-{direction}-{key[:32]}.json"
@@ -195,6 +200,16 @@ class FtpRemoteFS:
             ),
         )
 
+    async def _local_size(self, local_path: Path, remote_path: str) -> int:
+        try:
+            return (await asyncio.to_thread(local_path.stat)).st_size
+        except OSError as exc:
+            raise errors.TransportError(
+                f"cannot read the local file {local_path}: {exc.strerror}",
+                partner=self.partner,
+                path=remote_path,
+            ) from exc
+
     async def _local(
         self, local_path: Path, remote_path: str, known: str | None
     ) -> tuple[int, str]:
@@ -225,7 +240,12 @@ class FtpRemoteFS:
     ) -> StagedFile:
         started = time.monotonic()
         ts = self.settings
-        size, sha = await self._local(local_path, remote_path, known_sha)
+        if known_sha is not None:
+            # The caller hashed it (a planned file): it is hashed again while it is sent (one
+            # read, not two), and a file that changed meanwhile fails after the STOR.
+            size, sha = await self._local_size(local_path, remote_path), known_sha
+        else:
+            size, sha = await self._local(local_path, remote_path, known_sha)
         final = remote_path
         temp = self.staging_path(final, temp_path)
         direct = temp == final
@@ -246,22 +266,39 @@ class FtpRemoteFS:
                     offset = await self._verified_prefix(conn, local_path, temp, there.size)
             await asyncio.to_thread(self._write_journal, journal_path, wanted)
             interrupted = offset > 0 or temp in self._interrupted
+            if known_sha is not None and offset > 0:
+                await self._local(local_path, remote_path, known_sha)  # a resume: the whole
+            digest = hashlib.sha256() if known_sha is not None and offset == 0 else None
             if offset < size or size == 0:
                 report = self._reporter(size, progress)
                 try:
                     await self._run(
-                        conn, ops.put, conn.ftp, local_path, temp, offset, report, path=temp
+                        conn,
+                        ops.put,
+                        conn.ftp,
+                        local_path,
+                        temp,
+                        offset,
+                        report,
+                        digest,
+                        path=temp,
                     )
                 except errors.TransportError as exc:
                     if exc.retryable:
                         self._interrupted.add(temp)
                     raise
-            after = await self._stat(conn, temp)
-            if after is None or after.size != size:
+            if digest is not None and digest.hexdigest() != sha:
                 await self._discard_staged(conn, journal_path, temp, direct)
                 raise errors.IntegrityError(
-                    f"remote size {None if after is None else after.size} after upload, "
-                    f"expected {size}",
+                    f"the local file {local_path} changed since it was hashed",
+                    partner=self.partner,
+                    path=remote_path,
+                )
+            after = await self._size(conn, temp)
+            if after != size:
+                await self._discard_staged(conn, journal_path, temp, direct)
+                raise errors.IntegrityError(
+                    f"remote size {after} after upload, expected {size}",
                     partner=self.partner,
                     path=temp,
                 )
@@ -440,7 +477,7 @@ class FtpRemoteFS:
         self, conn: FtpConnection, temp: str, final: str, sha: str, replace: bool
     ) -> str:
         ts = self.settings
-        staged = await self._stat(conn, temp)
+        staged = await self._size(conn, temp)
         if staged is None:
             # Renamed already (the answer to an earlier RNTO was lost)? Only if the final
             # name holds exactly these bytes.
@@ -475,11 +512,10 @@ class FtpRemoteFS:
                 hint="This server forbids rename: set transfer.upload_strategy = 'direct' "
                 "and a transfer.done_marker so the partner knows when a file is complete.",
             ) from exc
-        after = await self._stat(conn, final)
-        if after is None or after.size != staged.size:
+        after = await self._size(conn, final)
+        if after != staged:
             raise errors.IntegrityError(
-                f"after the rename the final name holds {None if after is None else after.size}"
-                f" bytes, expected {staged.size}",
+                f"after the rename the final name holds {after} bytes, expected {staged}",
                 partner=self.partner,
                 path=final,
             )
@@ -628,9 +664,20 @@ class FtpRemoteFS:
                     offset = have
             await asyncio.to_thread(self._write_journal, journal_path, wanted)
             report = self._reporter(found.size, progress)
+            # From byte 0 the SHA-256 is taken as the bytes arrive (one pass); after a resume
+            # the staging file is hashed whole once it is complete.
+            digest = hashlib.sha256() if offset == 0 else None
             try:
                 await self._run(
-                    conn, ops.get, conn.ftp, remote_path, staging, offset, report, path=remote_path
+                    conn,
+                    ops.get,
+                    conn.ftp,
+                    remote_path,
+                    staging,
+                    offset,
+                    report,
+                    digest,
+                    path=remote_path,
                 )
             except OSError as exc:  # the local disk: the staging file stays for a resume
                 raise errors.LocalDiskFull.writing(exc, local_path, kept=True) from exc
@@ -643,7 +690,9 @@ class FtpRemoteFS:
                 partner=self.partner,
                 path=remote_path,
             )
-        got, sha = await asyncio.to_thread(_commit_local, staging, local_path)
+        got, sha = await asyncio.to_thread(
+            _commit_local, staging, local_path, digest.hexdigest() if digest else None
+        )
         await asyncio.to_thread(journal_path.unlink, missing_ok=True)
         if got != found.size:
             raise errors.IntegrityError(
@@ -783,14 +832,18 @@ class FtpRemoteFS:
             return conn.features.lines
 
     async def probe(self) -> ProbeReport:
-        """Not built for FTP yet: ``partner probe`` reports SFTP facts (versions, extensions,
-        write model) that an FTP server has none of, so it says so instead of misleading."""
-        raise errors.UnsupportedOperation(
-            "'partner probe' does not support FTP/FTPS partners yet",
-            partner=self.partner,
-            hint="'partner test NAME' sends a test file through the full upload protocol; "
-            "docs/how-to/ftp-partners.md says what the transport does on the wire.",
-        )
+        """What the server supports (FEAT, PROT P, TLS session reuse, rename, rename over an
+        existing file, DELE, its hash, the PASV address) and the settings that follow. The
+        connection it used is closed afterwards (PASV and a data connection without session
+        reuse leave it in an unknown state)."""
+        async with self.pool.lease() as conn:
+            try:
+                found = await self._run(
+                    conn, ftp_probe.run_checks, conn.ftp, conn.features, self.endpoint, conn.home
+                )
+                return ftp_probe.build_report(self.endpoint, conn.ftp, conn.features, found)
+            finally:
+                conn.broken = True
 
     async def send_test_file(self, folder: str | None = None) -> SentTestFile:
         """A small file through the full upload protocol, then removed where allowed."""
@@ -813,20 +866,27 @@ class FtpRemoteFS:
         return SentTestFile(upload=upload)
 
     async def presented_host_keys(self) -> NoReturn:
-        """SSH host keys do not apply; pinning a TLS certificate by ``partner trust`` is a
-        later slice."""
+        """SSH host keys do not apply: ``presented_certificate`` is the FTPS counterpart."""
         raise errors.UnsupportedOperation(
             "an FTP/FTPS server has no SSH host keys",
             partner=self.partner,
-            hint="Pin the server's TLS certificate in the partner's tls_fingerprints "
-            "('openssl s_client -starttls ftp -connect HOST:21 | openssl x509 -noout "
-            "-fingerprint -sha256' shows it; confirm it with the partner).",
+            hint="'partner trust NAME' shows and pins an FTPS server's TLS certificate.",
         )
 
+    async def presented_certificate(self) -> PresentedCertificate:
+        """The TLS certificate the server presents (``partner trust``): no login, nothing
+        sent but ``AUTH TLS``; never checked against the pins here (that is the point)."""
+        async with self.pool.budget.slot(self.partner, max(1, self.endpoint.max_connections)):
+            return await asyncio.to_thread(fetch_certificate, self.endpoint)
 
-def _commit_local(staging: Path, final: Path) -> tuple[int, str]:
-    """Hash the fsynced staging file, rename it into place, fsync the folder."""
-    size, sha = sha256_file(staging)
+
+def _commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[int, str]:
+    """Hash the fsynced staging file (unless ``sha`` was taken as it was written), rename it
+    into place, fsync the folder."""
+    if sha is None:
+        size, sha = sha256_file(staging)
+    else:
+        size = staging.stat().st_size
     os.replace(staging, final)
     fd = os.open(final.parent, os.O_RDONLY)
     try:

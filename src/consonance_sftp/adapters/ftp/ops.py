@@ -13,6 +13,7 @@ import stat as statmod
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from consonance_sftp.adapters.ftp.client import Features
 from consonance_sftp.ports.remote_fs import RemoteEntry
@@ -160,6 +161,18 @@ def stat_path(ftp: ftplib.FTP, features: Features, path: str, home: str) -> Remo
     return entry(path, name, found, mtime, "file")
 
 
+def size_of(ftp: ftplib.FTP, features: Features, path: str) -> int | None:
+    """The size of the file at ``path``, or None (no such file): one command (MLST where
+    offered, else SIZE), for the upload's checks where the time is not needed."""
+    if features.has("MLST"):
+        found = stat_path(ftp, features, path, "/")
+        return found.size if found is not None and found.is_file else None
+    try:
+        return ftp.size(path)
+    except ftplib.error_perm:
+        return None
+
+
 def is_dir(ftp: ftplib.FTP, path: str, home: str) -> bool:
     try:
         ftp.cwd(path)
@@ -189,14 +202,18 @@ def put(
     remote: str,
     offset: int,
     report: Callable[[int], None],
+    digest: Any = None,
 ) -> None:
-    """STOR ``local_path`` from ``offset`` (REST first when not 0)."""
+    """STOR ``local_path`` from ``offset`` (REST first when not 0); ``digest`` (a hashlib
+    object) is fed every byte sent, so the file is read once."""
     with open(local_path, "rb") as fh:
         fh.seek(offset)
         done = offset
 
         def sent(chunk: bytes) -> None:
             nonlocal done
+            if digest is not None:
+                digest.update(chunk)
             done += len(chunk)
             report(done)
 
@@ -238,8 +255,10 @@ def get(
     staging: Path,
     offset: int,
     report: Callable[[int], None],
+    digest: Any = None,
 ) -> None:
-    """RETR ``remote`` into ``staging`` from ``offset`` (appending), then fsync."""
+    """RETR ``remote`` into ``staging`` from ``offset`` (appending), then fsync; ``digest``
+    (a hashlib object) is fed every byte received."""
     with open(staging, "r+b" if offset else "wb") as fh:
         fh.seek(offset)
         fh.truncate()
@@ -247,6 +266,8 @@ def get(
 
         def write(chunk: bytes) -> None:
             nonlocal done
+            if digest is not None:
+                digest.update(chunk)
             fh.write(chunk)
             done += len(chunk)
             report(done)
