@@ -25,6 +25,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Chromium for the web console's real-browser tests (Playwright drives it: its own browser
 # download is not reachable, so tests/web points Playwright at /usr/bin/chromium).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# lftp: the FTPS benchmark's peer for many small files (bench/transfer.py --protocol ftps).
+command -v lftp >/dev/null 2>&1 || need+=(lftp)
 PROFTPD_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libidn2-0 libpcre2-posix3 libcap2 libacl1)
 # vsftpd (the FTPS tests' strict real server) is unpacked like ProFTPD; these are its libraries.
 VSFTPD_LIBS=(libwrap0 libpam0g libcap2 libssl3)
