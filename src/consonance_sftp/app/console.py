@@ -490,9 +490,18 @@ def _probe_of(app: App, name: str) -> tuple[str | None, str]:
     except (OSError, ValueError):
         return None, ""
     parts = [str(data.get("server_version") or "server version unknown")]
-    parts.append(f"SFTP v{data.get('sftp_version', 3)}")
-    parts.append("atomic rename" if data.get("posix_rename") else "no atomic rename")
-    parts.append("server-side hashes" if data.get("check_file") else "no server-side hashes")
+    ftp = data.get("ftp")
+    if isinstance(ftp, dict):  # an FTP/FTPS server (issue 20)
+        parts.append(str(ftp.get("mode") or data.get("protocol") or "ftp").upper())
+        if ftp.get("tls_version"):
+            parts.append(str(ftp["tls_version"]))
+        parts.append("rename" if data.get("rename") else "no rename")
+        hashing = ftp.get("server_hash") if ftp.get("server_hash_works") else None
+        parts.append(f"server-side hashes ({hashing})" if hashing else "no server-side hashes")
+    else:
+        parts.append(f"SFTP v{data.get('sftp_version', 3)}")
+        parts.append("atomic rename" if data.get("posix_rename") else "no atomic rename")
+        parts.append("server-side hashes" if data.get("check_file") else "no server-side hashes")
     if data.get("notes"):
         parts.append(f"{len(data['notes'])} notes")
     return data.get("probed_at"), ", ".join(parts)
