@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,7 @@ from consonance_sftp.formats.wording import counted
 from consonance_sftp.models import AuditAction, WorkState
 from consonance_sftp.ports.delivery import DeliveryRecord, DeliveryRequest
 from consonance_sftp.ports.remote_fs import ListingLag, ProbeReport, SentTestFile
-from consonance_sftp.ports.store import AuditReport, Store
+from consonance_sftp.ports.store import AuditReport, JsonValue, Store
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
@@ -425,12 +426,10 @@ class Operations:
         if match is not None:
             pin = f"{match.key_type} {match.fingerprint}"
             pin_host_key(config_path, partner, pin, replace=replace)
-            await asyncio.to_thread(
-                self.app.store.append_audit,
-                actor=f"user:{by}",
-                action=AuditAction.PARTNER_TRUST,
-                subject=f"partner:{partner}",
-                details={
+            await self._trusted(
+                partner,
+                by,
+                {
                     "fingerprint": match.fingerprint,
                     "key_type": match.key_type,
                     "replaced": before if replace else [],
@@ -442,6 +441,16 @@ class Operations:
             pinned=match,
             executor_running=executor_running(self.app),
             paused=self.controls.is_paused("partner", partner),
+        )
+
+    async def _trusted(self, partner: str, by: str, details: dict[str, JsonValue]) -> None:
+        """``partner.trust`` on the audit trail: who pinned what."""
+        await asyncio.to_thread(
+            self.app.store.append_audit,
+            actor=f"user:{by}",
+            action=AuditAction.PARTNER_TRUST,
+            subject=f"partner:{partner}",
+            details=details,
         )
 
     async def trust_certificate(
@@ -468,12 +477,10 @@ class Operations:
         matched = wanted is not None and wanted == presented.fingerprint
         if matched:
             pin_tls_fingerprint(config_path, partner, presented.fingerprint, replace=replace)
-            await asyncio.to_thread(
-                self.app.store.append_audit,
-                actor=f"user:{by}",
-                action=AuditAction.PARTNER_TRUST,
-                subject=f"partner:{partner}",
-                details={
+            await self._trusted(
+                partner,
+                by,
+                {
                     "tls_fingerprint": presented.fingerprint,
                     "subject": presented.subject,
                     "not_after": presented.not_after,
@@ -492,24 +499,25 @@ class Operations:
 def pin_tls_fingerprint(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
     """Add (or with ``replace``, set as the only) pinned TLS certificate fingerprint of an
     FTPS partner, keeping the file's layout."""
-    doc = tomlkit.parse(config_path.read_text())
-    partners = doc.get("partners")
-    if partners is None or partner not in partners:
-        raise ConfigError(
-            f"cannot pin: partner {partner!r} is not in {config_path}",
-            [ConfigProblem(f"partners.{partner}", "not found in the file")],
-        )
-    entry = partners[partner]
-    pins = entry.get("tls_fingerprints")
-    if replace or pins is None:
-        entry["tls_fingerprints"] = [pin]
-    elif pin not in [tls_fingerprint(str(p)) for p in pins]:
-        pins.append(pin)
-    config_path.write_text(tomlkit.dumps(doc))
+    _pin(config_path, partner, "tls_fingerprints", pin, replace=replace, same=tls_fingerprint)
 
 
 def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) -> None:
     """Add (or with ``replace``, set as the only) pinned host key, keeping the file's layout."""
+    _pin(config_path, partner, "host_keys", pin, replace=replace, same=str)
+
+
+def _pin(
+    config_path: Path,
+    partner: str,
+    key: str,
+    pin: str,
+    *,
+    replace: bool,
+    same: Callable[[str], str],
+) -> None:
+    """Add ``pin`` to the partner's list ``key`` in the config file (unless a pin that is
+    ``same`` once normalised is there), or make it the only one; comments and layout kept."""
     doc = tomlkit.parse(config_path.read_text())
     partners = doc.get("partners")
     if partners is None or partner not in partners:
@@ -518,11 +526,11 @@ def pin_host_key(config_path: Path, partner: str, pin: str, *, replace: bool) ->
             [ConfigProblem(f"partners.{partner}", "not found in the file")],
         )
     entry = partners[partner]
-    keys = entry.get("host_keys")
-    if replace or keys is None:
-        entry["host_keys"] = [pin]
-    elif pin not in keys:
-        keys.append(pin)
+    pins = entry.get(key)
+    if replace or pins is None:
+        entry[key] = [pin]
+    elif pin not in [same(str(p)) for p in pins]:
+        pins.append(pin)
     config_path.write_text(tomlkit.dumps(doc))
 
 
