@@ -19,7 +19,7 @@ from pathlib import Path
 # uses it for a server it starts, or for a partner that must refuse the connection.
 from consonance_sftp.sandbox.openssh import free_port
 
-__all__ = ["CLI", "free_port", "running_sandbox", "store_only_intake"]
+__all__ = ["CLI", "cli", "free_port", "running_sandbox", "store_only_intake"]
 
 # The CLI as ``python -m``, with this interpreter: no reliance on the console script being on PATH.
 CLI = [sys.executable, "-m", "consonance_sftp"]
@@ -28,6 +28,15 @@ SANDBOX_READY = "stops the sandbox"  # the sandbox prints "Ctrl-C stops the sand
 
 
 @contextmanager
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``consonance-sftp --config CONFIG ARGS...``, its output captured; never a traceback."""
+    done = subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
 def running_sandbox(
     config: Path, cwd: Path, *, timeout: float = 60
 ) -> Iterator[subprocess.Popen[str]]:

@@ -4,7 +4,6 @@ once, to a real SMTP server and a real HTTP receiver."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,18 +12,10 @@ import pytest
 from consonance_sftp.app import App
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from consonance_sftp.models import Alert, AlertSeverity
-from tests.cli import CLI, free_port
+from tests.cli import cli, free_port
 from tests.fixtures.notify_sinks import SmtpSink, WebhookSink
 
 pytestmark = pytest.mark.slow
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
-    )
-    assert "Traceback" not in done.stdout + done.stderr
-    return done
 
 
 def test_alerts_notify_digest_sends_each_digest_once(

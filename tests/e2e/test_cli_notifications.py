@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.cli import CLI, free_port, running_sandbox
+from tests.cli import cli, free_port, running_sandbox
 from tests.e2e.test_cli_service import _printable_titles
 from tests.fixtures.notify_sinks import SECRET, SmtpSink, WebhookSink
 
 pytestmark = pytest.mark.slow
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
-    )
-    assert "Traceback" not in done.stdout + done.stderr
-    return done
 
 
 def test_a_final_delivery_failure_sends_one_email_and_one_signed_webhook(

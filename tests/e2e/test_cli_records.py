@@ -14,7 +14,6 @@ import io
 import json
 import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.cli import CLI, free_port, running_sandbox
+from tests.cli import cli, free_port, running_sandbox
 from tests.e2e.test_cli_service import _printable_titles
 
 pytestmark = pytest.mark.slow
@@ -37,14 +36,6 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         f.write("\n[engine]\nretry_max_attempts = 2\nretry_initial_interval_s = 0.2\n")
     with running_sandbox(path, folder):
         yield path
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
-    )
-    assert "Traceback" not in done.stdout + done.stderr
-    return done
 
 
 def test_failed_delivery_shows_in_status_and_history_and_retry_finishes_it(config: Path) -> None:
