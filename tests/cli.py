@@ -27,7 +27,6 @@ CLI = [sys.executable, "-m", "consonance_sftp"]
 SANDBOX_READY = "stops the sandbox"  # the sandbox prints "Ctrl-C stops the sandbox" once it serves
 
 
-@contextmanager
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``consonance-sftp --config CONFIG ARGS...``, its output captured; never a traceback."""
     done = subprocess.run(
@@ -37,6 +36,7 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+@contextmanager
 def running_sandbox(
     config: Path, cwd: Path, *, timeout: float = 60
 ) -> Iterator[subprocess.Popen[str]]:
