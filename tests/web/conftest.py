@@ -9,8 +9,11 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +28,7 @@ from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import IntakeRecord
 from consonance_sftp.web.app import create_app
 from consonance_sftp.web.auth import LoginThrottle
-from tests.cli import CLI
+from tests.cli import CLI, free_port
 
 ISBN = "9781900200011"
 OTHER_ISBN = "9781900200028"
@@ -210,3 +213,49 @@ def log_in(page: Page, url: str, name: str) -> None:
     page.get_by_label("Password").fill(PASSWORDS[name])
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
+
+
+@contextmanager
+def serving_web(config: Path) -> Iterator[str]:
+    """``serve --web`` for ``config`` on a free port, running while the block runs; yields its
+    base URL. Its output is printed when it stops (pytest shows it on failure)."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [*CLI, "--config", str(config), "serve", "--web", "--web-port", str(port)],
+        cwd=config.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if serve.poll() is not None or time.monotonic() > deadline:
+                serve.kill()
+                pytest.fail(f"serve --web did not start:\n{serve.communicate()[0]}")
+            time.sleep(0.2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.terminate()
+        try:
+            out, _ = serve.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            out, _ = serve.communicate()
+        print(out[-3000:])
+
+
+def wait_until_sent(page: Page, url: str, isbn: str, has_text: str, what: str) -> None:
+    """Reload the ledger of ``isbn``'s sent deliveries until a row shows ``has_text`` (two
+    minutes at the most; ``what`` names the delivery in the failure)."""
+    deadline = time.monotonic() + 120
+    while True:
+        page.goto(f"{url}/deliveries?isbn={isbn}&outcome=sent")
+        if page.locator("#results tbody tr").filter(has_text=has_text).count() >= 1:
+            return
+        assert time.monotonic() < deadline, f"{what} was not sent"
+        time.sleep(2)

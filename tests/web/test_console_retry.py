@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +21,7 @@ from consonance_sftp.sandbox.consonance.files import make_pdf
 from tests.cli import CLI, free_port, running_sandbox
 from tests.e2e.test_cli_failures import _point_printer_at
 from tests.e2e.test_cli_service import _printable_titles
-from tests.web.conftest import PASSWORDS, log_in
+from tests.web.conftest import PASSWORDS, log_in, serving_web, wait_until_sent
 
 pytestmark = pytest.mark.slow
 
@@ -70,32 +68,8 @@ def failed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
 @pytest.fixture
 def serving(failed: tuple[Path, str, str]) -> Iterator[str]:
     config = failed[0]
-    port = free_port()
-    serve = subprocess.Popen(
-        [*CLI, "--config", str(config), "serve", "--web", "--web-port", str(port)],
-        cwd=config.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if serve.poll() is not None or time.monotonic() > deadline:
-                serve.kill()
-                pytest.fail(f"serve --web did not start:\n{serve.communicate()[0]}")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    serve.terminate()
-    try:
-        out, _ = serve.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        serve.kill()
-        out, _ = serve.communicate()
-    print(out[-3000:])
+    with serving_web(config) as url:
+        yield url
 
 
 def test_a_dry_run_shows_the_exact_files_each_partner_would_receive(
@@ -132,13 +106,7 @@ def test_retry_a_failed_delivery_and_see_it_sent(
     row.get_by_role("button", name=re.compile("Retry")).click()
     expect(page.get_by_role("status")).to_contain_text(f"Retrying {workflow_id}.")
     # serve carries the retry out; the ledger then shows the title's files sent
-    deadline = time.monotonic() + 120
-    while True:
-        page.goto(f"{serving}/deliveries?isbn={isbn}&outcome=sent")
-        if page.locator("#results tbody tr").filter(has_text="sent").count() >= 1:
-            break
-        assert time.monotonic() < deadline, "the retried delivery was not sent"
-        time.sleep(2)
+    wait_until_sent(page, serving, isbn, "sent", "the retried delivery")
     page.goto(f"{serving}/titles/{isbn}")
     sent = page.locator("ol.timeline").first
     expect(sent.locator(".outcome-sent").first).to_be_visible()

@@ -5,9 +5,6 @@ the title's files then sent to the printer, recorded with the operator's name as
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +14,9 @@ from playwright.sync_api import Page, expect
 
 from consonance_sftp.app import App
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
-from tests.cli import CLI, free_port, running_sandbox
+from tests.cli import free_port, running_sandbox
 from tests.e2e.test_cli_service import _printable_titles
-from tests.web.conftest import PASSWORDS, log_in, run_cli
+from tests.web.conftest import PASSWORDS, log_in, run_cli, serving_web, wait_until_sent
 
 pytestmark = pytest.mark.slow
 
@@ -44,32 +41,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
 @pytest.fixture
 def serving(sandbox: tuple[Path, str]) -> Iterator[str]:
     config = sandbox[0]
-    port = free_port()
-    serve = subprocess.Popen(
-        [*CLI, "--config", str(config), "serve", "--web", "--web-port", str(port)],
-        cwd=config.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if serve.poll() is not None or time.monotonic() > deadline:
-                serve.kill()
-                pytest.fail(f"serve --web did not start:\n{serve.communicate()[0]}")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    serve.terminate()
-    try:
-        out, _ = serve.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        serve.kill()
-        out, _ = serve.communicate()
-    print(out[-3000:])
+    with serving_web(config) as url:
+        yield url
 
 
 def test_run_now_from_the_flows_page_sends_the_title(
@@ -83,13 +56,7 @@ def test_run_now_from_the_flows_page_sends_the_title(
     card.get_by_role("button", name=re.compile("^Run now")).click()
     expect(page.get_by_role("status")).to_contain_text("Ran print-files:")
     page.screenshot(path=str(tmp_path / "run-now.png"), full_page=True)
-    deadline = time.monotonic() + 120
-    while True:
-        page.goto(f"{serving}/deliveries?isbn={isbn}&outcome=sent")
-        if page.locator("#results tbody tr").filter(has_text="printer").count() >= 1:
-            break
-        assert time.monotonic() < deadline, "the run's delivery was not sent"
-        time.sleep(2)
+    wait_until_sent(page, serving, isbn, "printer", "the run's delivery")
     page.screenshot(path=str(tmp_path / "sent.png"), full_page=True)
     store = App.from_config(config).store
     try:

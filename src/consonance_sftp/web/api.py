@@ -124,6 +124,11 @@ class Done(BaseModel):
     message: str
 
 
+def _wanted(body: Titles | None) -> list[str]:
+    """The ISBNs a run or dry run asks for, without hyphens or blanks."""
+    return [i.replace("-", "").strip() for i in (body.isbns if body else []) if i.strip()]
+
+
 def router(app: App) -> APIRouter:
     """The ``/api`` routes for one app."""
     api = APIRouter(prefix=PREFIX, tags=["api"])
@@ -330,9 +335,8 @@ def router(app: App) -> APIRouter:
     async def dry_run(who: Operator, flow: str, body: Titles | None = None) -> dict[str, Any]:
         """The exact files each partner would receive from a run now; nothing is sent."""
         flow_known(flow)
-        wanted = [i.replace("-", "").strip() for i in (body.isbns if body else []) if i.strip()]
         try:
-            plan = await console.dry_run(app, flow, wanted)
+            plan = await console.dry_run(app, flow, _wanted(body))
         except ConsonanceSftpError as exc:
             raise ApiError(409, f"dry run of {flow} failed: {exc}") from None
         return _plain(plan)
@@ -341,9 +345,8 @@ def router(app: App) -> APIRouter:
     async def run_now(who: Operator, flow: str, body: Titles | None = None) -> dict[str, Any]:
         """Run a flow now (as ``consonance-sftp run``), recorded as ``manual:<user>``."""
         flow_known(flow)
-        wanted = [i.replace("-", "").strip() for i in (body.isbns if body else []) if i.strip()]
         try:
-            done = await console.run_now(app, flow, by=who.name, isbns=wanted)
+            done = await console.run_now(app, flow, by=who.name, isbns=_wanted(body))
         except ConsonanceSftpError as exc:
             raise ApiError(409, f"run of {flow} failed: {exc}") from None
         return {**_plain(done), "summary": done.summary()}

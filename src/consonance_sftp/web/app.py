@@ -19,7 +19,7 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
@@ -53,6 +53,7 @@ from consonance_sftp.web.auth import (
 )
 
 HERE = Path(__file__).parent
+T = TypeVar("T")
 CONFIG_ENV = "CONSONANCE_SFTP_CONFIG"  # the config file (as for the CLI's --config)
 INSECURE_ENV = "CONSONANCE_SFTP_WEB_INSECURE_COOKIES"  # "1": plain-http localhost only
 SECURITY_HEADERS = {
@@ -70,6 +71,15 @@ SECURITY_HEADERS = {
 PREVIEW_CSP = "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'none'"
 
 
+# The form fields the action forms share: one declaration each, the same limits everywhere.
+CsrfField = Annotated[str | None, Form()]  # the session's CSRF token, checked by check_csrf
+NameField = Annotated[str, Form(max_length=100)]  # a flow's or a partner's name
+NoteField = Annotated[str, Form(max_length=1000)]  # a reason or a note
+IdField = Annotated[int, Form(ge=1, le=api.MAX_ID)]  # an alert's or a quarantined file's ID
+IsbnsField = Annotated[str, Form(max_length=2000)]  # ISBNs split on commas and white space
+PauseField = Annotated[str, Form(pattern="^(pause|resume)$")]
+
+
 def _when(value: datetime | None) -> str:
     return "" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
@@ -83,6 +93,11 @@ def _day(value: str | None, *, end: bool = False) -> datetime | None:
     except ValueError:
         raise HTTPException(400, f"not a date (YYYY-MM-DD): {value!r}") from None
     return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
+
+
+def _isbns(field: str) -> list[str]:
+    """A form's ISBNs, split on commas and white space, without hyphens."""
+    return [i.replace("-", "") for i in field.replace(",", " ").split() if i]
 
 
 def current_viewer(request: Request) -> Viewer:
@@ -130,6 +145,37 @@ def create_app(
             request, name, {"who": who, **context}, status_code=status
         )
 
+    def operator_form(who: Viewer, csrf_token: str | None) -> None:
+        """An operator's form: its CSRF token checked first, then the role."""
+        check_csrf(who, csrf_token)
+        require(who, "operator")
+
+    def known(kind: str, name: str) -> None:
+        """404 unless the config has the flow (``kind='flow'``) or partner ``name``."""
+        if name not in (app.settings.flows if kind == "flow" else app.settings.partners):
+            raise HTTPException(404, f"no {kind} {name!r} in the config")
+
+    async def attempt(
+        work: Awaitable[T], notice: Callable[[T], str], failed: str = ""
+    ) -> dict[str, Any]:
+        """The act's flash: ``notice`` of what ``work`` returns, or ``failed`` + the reason."""
+        try:
+            return {"notice": notice(await work)}
+        except ConsonanceSftpError as exc:
+            return {"error": f"{failed}{exc}"}
+
+    async def after(
+        render: Callable[..., HTMLResponse],
+        request: Request,
+        who: Viewer,
+        extra: dict[str, Any],
+        ok: str = "notice",
+    ) -> HTMLResponse:
+        """The page an act returns to, 409 unless ``extra`` holds ``ok`` (rendered off the
+        event loop: it reads the store)."""
+        status = 200 if ok in extra else 409
+        return await asyncio.to_thread(render, request, who, status, **extra)
+
     @web.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
         if request.method == "GET":
@@ -175,7 +221,7 @@ def create_app(
         request: Request,
         username: Annotated[str, Form(max_length=100)],
         password: Annotated[str, Form(max_length=200)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        csrf_token: CsrfField = None,
         next: Annotated[str | None, Form()] = None,
     ) -> Response:
         if not same_token(csrf_token, request.cookies.get(cookies.login_csrf_name) or "\0"):
@@ -209,7 +255,7 @@ def create_app(
         return response
 
     @web.post("/logout")
-    def logout(who: Who, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    def logout(who: Who, csrf_token: CsrfField = None) -> Response:
         check_csrf(who, csrf_token)
         console.close_session(app.store, who.token)
         response = RedirectResponse("/login", status_code=303)
@@ -220,27 +266,26 @@ def create_app(
 
     pages = APIRouter()
 
+    def overview_page(
+        request: Request, who: Viewer, status: int = 200, **extra: Any
+    ) -> HTMLResponse:
+        return page(request, "overview.html", who, status, view=console.overview(app), **extra)
+
     @pages.get("/", response_class=HTMLResponse)
     def overview(request: Request, who: Who) -> HTMLResponse:
-        return page(request, "overview.html", who, view=console.overview(app))
+        return overview_page(request, who)
 
     @pages.post("/notify/test", response_class=HTMLResponse)
     async def notify_test(
         request: Request,
         who: Who,
         target: Annotated[str, Form(max_length=200)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
         check_csrf(who, csrf_token)
         require(who, "admin")
-        extra: dict[str, Any] = {}
-        try:
-            extra["notice"] = await console.send_test_notification(app, target, by=who.name)
-        except ConsonanceSftpError as exc:
-            extra["error"] = str(exc)
-        view = await asyncio.to_thread(console.overview, app)
-        status = 200 if "notice" in extra else 409
-        return page(request, "overview.html", who, status, view=view, **extra)
+        sent = console.send_test_notification(app, target, by=who.name)
+        return await after(overview_page, request, who, await attempt(sent, str))
 
     @pages.get("/deliveries", response_class=HTMLResponse)
     def deliveries(
@@ -298,10 +343,9 @@ def create_app(
         request: Request,
         who: Who,
         workflow_id: Annotated[str, Form(max_length=300)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
+        operator_form(who, csrf_token)
         try:
             console.retry(app, workflow_id, by=who.name)
         except ConsonanceSftpError as exc:
@@ -316,11 +360,10 @@ def create_app(
         request: Request,
         who: Who,
         workflow_id: Annotated[str, Form(max_length=300)],
-        reason: Annotated[str, Form(max_length=1000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        reason: NoteField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
+        operator_form(who, csrf_token)
 
         async def render(status: int = 200, **extra: Any) -> HTMLResponse:
             f = await asyncio.to_thread(console.failures, app)
@@ -343,12 +386,11 @@ def create_app(
     def ack(
         request: Request,
         who: Who,
-        alert_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
-        note: Annotated[str, Form(max_length=1000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        alert_id: IdField,
+        note: NoteField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
+        operator_form(who, csrf_token)
         done, missing = acknowledge(app.store, [alert_id], by=who.name, reason=note or None)
         rows = app.store.list_alerts(unacknowledged=True, limit=200)
         if missing:
@@ -363,6 +405,23 @@ def create_app(
         crons = {s.flow: f"{s.cron} ({s.timezone})" for s in view.status.schedules}
         return page(request, "flows.html", who, status, rows=view.flows, crons=crons, **extra)
 
+    def set_paused(scope: str, name: str, action: str, who: Viewer, reason: str) -> str:
+        """Pause or resume (``action``) a flow or partner; the notice that says so (for a
+        partner's resume, also what becomes of its held deliveries)."""
+        change = Operations(app).set_paused(
+            scope, name, paused=action == "pause", by=who.name, reason=reason
+        )
+        notice = f"{scope.capitalize()} {name} {'paused' if change.pause.paused else 'resumed'}."
+        if (
+            scope == "partner"
+            and not change.pause.paused
+            and (change.released or change.still_held)
+        ):
+            notice += (
+                f" {change.released} held deliveries may go now, {change.still_held} still held."
+            )
+        return notice
+
     @pages.get("/flows", response_class=HTMLResponse)
     def flows(request: Request, who: Who) -> HTMLResponse:
         return flows_page(request, who)
@@ -371,134 +430,109 @@ def create_app(
     def pause_flow(
         request: Request,
         who: Who,
-        flow: Annotated[str, Form(max_length=100)],
-        action: Annotated[str, Form(pattern="^(pause|resume)$")],
-        reason: Annotated[str, Form(max_length=1000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        flow: NameField,
+        action: PauseField,
+        reason: NoteField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        if flow not in app.settings.flows:
-            raise HTTPException(404, f"no flow {flow!r} in the config")
-        change = Operations(app).set_paused(
-            "flow", flow, paused=action == "pause", by=who.name, reason=reason
-        )
-        notice = f"Flow {flow} {'paused' if change.pause.paused else 'resumed'}."
-        return flows_page(request, who, notice=notice)
+        operator_form(who, csrf_token)
+        known("flow", flow)
+        return flows_page(request, who, notice=set_paused("flow", flow, action, who, reason))
 
     @pages.post("/flows/dry-run", response_class=HTMLResponse)
     async def dry_run(
         request: Request,
         who: Who,
-        flow: Annotated[str, Form(max_length=100)],
-        isbns: Annotated[str, Form(max_length=2000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        flow: NameField,
+        isbns: IsbnsField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")  # it reads Consonance and packages files: not for every viewer
-        if flow not in app.settings.flows:
-            raise HTTPException(404, f"no flow {flow!r} in the config")
-        wanted = [i.replace("-", "") for i in isbns.replace(",", " ").split() if i]
+        # operators only: it reads Consonance and packages files, not for every viewer
+        operator_form(who, csrf_token)
+        known("flow", flow)
         extra: dict[str, Any] = {}
         try:
-            extra["plan"] = await console.dry_run(app, flow, wanted)
+            extra["plan"] = await console.dry_run(app, flow, _isbns(isbns))
         except ConsonanceSftpError as exc:
             extra["error"] = f"dry run of {flow} failed: {exc}"
-        status = 200 if "plan" in extra else 409
-        return await asyncio.to_thread(flows_page, request, who, status, **extra)
+        return await after(flows_page, request, who, extra, ok="plan")
 
     @pages.post("/flows/run", response_class=HTMLResponse)
     async def run_now(
         request: Request,
         who: Who,
-        flow: Annotated[str, Form(max_length=100)],
-        isbns: Annotated[str, Form(max_length=2000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        flow: NameField,
+        isbns: IsbnsField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        if flow not in app.settings.flows:
-            raise HTTPException(404, f"no flow {flow!r} in the config")
-        wanted = [i.replace("-", "") for i in isbns.replace(",", " ").split() if i]
+        operator_form(who, csrf_token)
+        known("flow", flow)
         extra: dict[str, Any] = {}
         try:
-            done = await console.run_now(app, flow, by=who.name, isbns=wanted)
+            done = await console.run_now(app, flow, by=who.name, isbns=_isbns(isbns))
             extra["notice"] = f"Ran {flow}: {done.summary()}."
             if done.failed:
                 extra["error"] = "; ".join(f"{wf} failed: {why}" for wf, why in done.failed)
         except ConsonanceSftpError as exc:
             extra["error"] = f"run of {flow} failed: {exc}"
-        status = 200 if "notice" in extra else 409
-        return await asyncio.to_thread(flows_page, request, who, status, **extra)
+        return await after(flows_page, request, who, extra)
 
     # --- partners ------------------------------------------------------------------------------
 
+    def partners_page(
+        request: Request, who: Viewer, status: int = 200, **extra: Any
+    ) -> HTMLResponse:
+        return page(request, "partners.html", who, status, rows=console.partners(app), **extra)
+
     @pages.get("/partners", response_class=HTMLResponse)
     def partners(request: Request, who: Who) -> HTMLResponse:
-        return page(request, "partners.html", who, rows=console.partners(app))
+        return partners_page(request, who)
 
     @pages.post("/partners/pause", response_class=HTMLResponse)
     def pause(
         request: Request,
         who: Who,
-        partner: Annotated[str, Form(max_length=100)],
-        action: Annotated[str, Form(pattern="^(pause|resume)$")],
-        reason: Annotated[str, Form(max_length=1000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        partner: NameField,
+        action: PauseField,
+        reason: NoteField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        if partner not in app.settings.partners:
-            raise HTTPException(404, f"no partner {partner!r} in the config")
-        change = Operations(app).set_paused(
-            "partner", partner, paused=action == "pause", by=who.name, reason=reason
-        )
-        notice = f"Partner {partner} {'paused' if change.pause.paused else 'resumed'}."
-        if not change.pause.paused and (change.released or change.still_held):
-            notice += (
-                f" {change.released} held deliveries may go now, {change.still_held} still held."
-            )
-        return page(request, "partners.html", who, rows=console.partners(app), notice=notice)
+        operator_form(who, csrf_token)
+        known("partner", partner)
+        notice = set_paused("partner", partner, action, who, reason)
+        return partners_page(request, who, notice=notice)
 
     @pages.post("/partners/probe", response_class=HTMLResponse)
     async def probe(
         request: Request,
         who: Who,
-        partner: Annotated[str, Form(max_length=100)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        partner: NameField,
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        if partner not in app.settings.partners:
-            raise HTTPException(404, f"no partner {partner!r} in the config")
-        extra: dict[str, Any] = {}
-        try:
-            await Operations(app).probe(partner)
-            extra["notice"] = f"Partner {partner} probed."
-        except ConsonanceSftpError as exc:
-            extra["error"] = f"probe of {partner} failed: {exc}"
-        rows = await asyncio.to_thread(console.partners, app)
-        return page(request, "partners.html", who, rows=rows, **extra)
+        operator_form(who, csrf_token)
+        known("partner", partner)
+        extra = await attempt(
+            Operations(app).probe(partner),
+            lambda _: f"Partner {partner} probed.",
+            f"probe of {partner} failed: ",
+        )
+        return await asyncio.to_thread(partners_page, request, who, **extra)
 
     @pages.post("/partners/test", response_class=HTMLResponse)
     async def send_test(
         request: Request,
         who: Who,
-        partner: Annotated[str, Form(max_length=100)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        partner: NameField,
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        if partner not in app.settings.partners:
-            raise HTTPException(404, f"no partner {partner!r} in the config")
-        extra: dict[str, Any] = {}
-        try:
-            line = await console.send_test_file(app, partner, by=who.name)
-            extra["notice"] = f"Test file to {partner}: {line}."
-        except ConsonanceSftpError as exc:
-            extra["error"] = f"test file to {partner} failed: {exc}"
-        rows = await asyncio.to_thread(console.partners, app)
-        return page(request, "partners.html", who, rows=rows, **extra)
+        operator_form(who, csrf_token)
+        known("partner", partner)
+        extra = await attempt(
+            console.send_test_file(app, partner, by=who.name),
+            lambda line: f"Test file to {partner}: {line}.",
+            f"test file to {partner} failed: ",
+        )
+        return await asyncio.to_thread(partners_page, request, who, **extra)
 
     # --- quarantine ----------------------------------------------------------------------------
 
@@ -537,12 +571,11 @@ def create_app(
     def reject(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
-        reason: Annotated[str, Form(max_length=1000)] = "",
-        csrf_token: Annotated[str | None, Form()] = None,
+        intake_id: IdField,
+        reason: NoteField = "",
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
+        operator_form(who, csrf_token)
         try:
             quarantine_ops.reject(app, intake_id, reason=reason, by=who.name)
         except ConsonanceSftpError as exc:
@@ -553,24 +586,19 @@ def create_app(
     async def assign(
         request: Request,
         who: Who,
-        intake_id: Annotated[int, Form(ge=1, le=api.MAX_ID)],
+        intake_id: IdField,
         isbn: Annotated[str, Form(max_length=20)],
         kind: Annotated[str, Form(max_length=40)],
-        csrf_token: Annotated[str | None, Form()] = None,
+        csrf_token: CsrfField = None,
     ) -> HTMLResponse:
-        check_csrf(who, csrf_token)
-        require(who, "operator")
-        extra: dict[str, Any] = {}
-        try:
-            result = await quarantine_ops.assign(app, intake_id, isbn=isbn, kind=kind, by=who.name)
-            extra["notice"] = (
+        operator_form(who, csrf_token)
+        extra = await attempt(
+            quarantine_ops.assign(app, intake_id, isbn=isbn, kind=kind, by=who.name),
+            lambda result: (
                 f"File #{intake_id} assigned to {isbn} as {kind}: {result.outcome.value}."
-            )
-        except ConsonanceSftpError as exc:
-            extra["error"] = str(exc)
-        return await asyncio.to_thread(
-            quarantine_page, request, who, 200 if "notice" in extra else 409, **extra
+            ),
         )
+        return await after(quarantine_page, request, who, extra)
 
     # --- audit ---------------------------------------------------------------------------------
 
@@ -607,9 +635,7 @@ def create_app(
         return audit_page(request, who, subject, action, since)
 
     @pages.post("/audit/verify", response_class=HTMLResponse)
-    def verify(
-        request: Request, who: Who, csrf_token: Annotated[str | None, Form()] = None
-    ) -> HTMLResponse:
+    def verify(request: Request, who: Who, csrf_token: CsrfField = None) -> HTMLResponse:
         check_csrf(who, csrf_token)  # reading only: every role may verify
         report = Operations(app).verify_audit()
         return audit_page(request, who, None, None, None, report=report)
