@@ -41,6 +41,7 @@ from consonance_sftp.adapters.ftp import probe as ftp_probe
 from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch_certificate
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
+from consonance_sftp.adapters.transfer_common import done_marker, finish_download, retry_transient
 from consonance_sftp.config.transfer import (
     ChecksumMethod,
     OverwritePolicy,
@@ -65,7 +66,6 @@ from consonance_sftp.ports.remote_fs import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RETRY_BASE_DELAY = 0.5
 # Bytes of the partial temporary file compared with the local file before a resume.
 _TAIL_CHECK = 64 * 1024
 
@@ -104,22 +104,9 @@ class FtpRemoteFS:
     # --- plumbing -----------------------------------------------------------------------
 
     async def _retrying(self, what: str, path: str, attempt_fn: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return await attempt_fn()
-            except errors.TransportError as exc:
-                if not exc.retryable or attempt == self.retries:
-                    raise
-                delay = _RETRY_BASE_DELAY * 2**attempt
-                log.warning(
-                    "%s failed, retrying in %.1fs: %s",
-                    what,
-                    delay,
-                    exc,
-                    extra={"partner": self.partner, "path": path, "attempt": attempt + 1},
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await retry_transient(
+            what, path, attempt_fn, retries=self.retries, partner=self.partner, logger=log
+        )
 
     def _run(
         self, conn: FtpConnection, fn: Callable[..., T], *args: object, path: str | None = None
@@ -527,13 +514,7 @@ class FtpRemoteFS:
 
     async def _write_marker(self, conn: FtpConnection, final: str, sha: str) -> None:
         assert self.settings.done_marker is not None
-        folder, name = posixpath.split(final)
-        stem, dot, suffix = name.rpartition(".")
-        marker = self.settings.done_marker.format(
-            name=name, stem=stem if dot else name, suffix=suffix if dot else ""
-        )
-        path = posixpath.join(folder, marker) if folder else marker
-        body = f"{sha}  {name}\n".encode()
+        path, body = done_marker(self.settings.done_marker, final, sha)
         await self._run(conn, ops.put_bytes, conn.ftp, body, path, path=path)
 
     async def upload(
@@ -617,20 +598,9 @@ class FtpRemoteFS:
             remote_path,
             lambda: self._download_once(remote_path, local_path, expected_size, progress),
         )
-        if post_action is not None and post_action is not PostAction.LEAVE:
-            if before_post_action is not None:
-                await before_post_action(result)
-            moved_to = await self.apply_post_action(remote_path, post_action)
-            result = DownloadResult(
-                remote_path=result.remote_path,
-                local_path=result.local_path,
-                size=result.size,
-                sha256=result.sha256,
-                resumed_from=result.resumed_from,
-                seconds=result.seconds,
-                post_action=f"{post_action.value}:{moved_to}" if moved_to else post_action.value,
-            )
-        return result
+        return await finish_download(
+            result, remote_path, post_action, before_post_action, self.apply_post_action
+        )
 
     async def _download_once(
         self,

@@ -33,6 +33,7 @@ from consonance_sftp.adapters.sftp.segmented import (
     read_requests,
     segment_count,
 )
+from consonance_sftp.adapters.transfer_common import finish_download
 from consonance_sftp.config.transfer import (
     PostAction,
 )
@@ -70,20 +71,9 @@ class IntakeMixin(FSBase):
             remote_path,
             lambda: self._download_once(remote_path, local_path, expected_size, progress),
         )
-        if post_action is not None and post_action is not PostAction.LEAVE:
-            if before_post_action is not None:
-                await before_post_action(result)
-            moved_to = await self.apply_post_action(remote_path, post_action)
-            result = DownloadResult(
-                remote_path=result.remote_path,
-                local_path=result.local_path,
-                size=result.size,
-                sha256=result.sha256,
-                resumed_from=result.resumed_from,
-                seconds=result.seconds,
-                post_action=f"{post_action.value}:{moved_to}" if moved_to else post_action.value,
-            )
-        return result
+        return await finish_download(
+            result, remote_path, post_action, before_post_action, self.apply_post_action
+        )
 
     async def _download_once(
         self,
