@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import posixpath
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from consonance_sftp import errors
-from consonance_sftp.config.transfer import PostAction
+from consonance_sftp.config.transfer import PostAction, TransferSettings
+from consonance_sftp.formats.packaging import sha256_file
 from consonance_sftp.ports.remote_fs import DownloadResult
 
 T = TypeVar("T")
@@ -84,3 +87,29 @@ def done_marker(template: str, final: str, sha: str) -> tuple[str, bytes]:
     marker = template.format(name=name, stem=stem if dot else name, suffix=suffix if dot else "")
     path = posixpath.join(folder, marker) if folder else marker
     return path, f"{sha}  {name}\n".encode()
+
+
+def temp_name_for(settings: TransferSettings, final: str) -> str:
+    """Where ``final`` is written before it is renamed: the partner's temp prefix and suffix
+    around the name, in ``temp_folder`` when one is set, else beside ``final``."""
+    folder, name = posixpath.split(final)
+    temp = f"{settings.temp_prefix}{name}{settings.temp_suffix}"
+    if settings.temp_folder:
+        return posixpath.join(settings.temp_folder, temp)
+    return posixpath.join(folder, temp) if folder else temp
+
+
+def commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[int, str]:
+    """Hash the fsynced staging file (unless ``sha`` was taken as it was written), rename it
+    into place, fsync the folder; returns (size, sha256). Run it in a thread."""
+    if sha is None:
+        size, sha = sha256_file(staging)
+    else:
+        size = staging.stat().st_size
+    os.replace(staging, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size, sha

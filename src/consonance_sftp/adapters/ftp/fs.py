@@ -41,7 +41,13 @@ from consonance_sftp.adapters.ftp import probe as ftp_probe
 from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch_certificate
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
-from consonance_sftp.adapters.transfer_common import done_marker, finish_download, retry_transient
+from consonance_sftp.adapters.transfer_common import (
+    commit_local,
+    done_marker,
+    finish_download,
+    retry_transient,
+    temp_name_for,
+)
 from consonance_sftp.config.transfer import (
     ChecksumMethod,
     OverwritePolicy,
@@ -154,11 +160,7 @@ class FtpRemoteFS:
     # --- upload -------------------------------------------------------------------------
 
     def temp_name(self, final: str) -> str:
-        folder, name = posixpath.split(final)
-        temp = f"{self.settings.temp_prefix}{name}{self.settings.temp_suffix}"
-        if self.settings.temp_folder:
-            return posixpath.join(self.settings.temp_folder, temp)
-        return posixpath.join(folder, temp) if folder else temp
+        return temp_name_for(self.settings, final)
 
     def staging_path(self, final: str, temp_path: str | None = None) -> str:
         if temp_path is not None:
@@ -661,7 +663,7 @@ class FtpRemoteFS:
                 path=remote_path,
             )
         got, sha = await asyncio.to_thread(
-            _commit_local, staging, local_path, digest.hexdigest() if digest else None
+            commit_local, staging, local_path, digest.hexdigest() if digest else None
         )
         await asyncio.to_thread(journal_path.unlink, missing_ok=True)
         if got != found.size:
@@ -848,22 +850,6 @@ class FtpRemoteFS:
         sent but ``AUTH TLS``; never checked against the pins here (that is the point)."""
         async with self.pool.budget.slot(self.partner, max(1, self.endpoint.max_connections)):
             return await asyncio.to_thread(fetch_certificate, self.endpoint)
-
-
-def _commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[int, str]:
-    """Hash the fsynced staging file (unless ``sha`` was taken as it was written), rename it
-    into place, fsync the folder."""
-    if sha is None:
-        size, sha = sha256_file(staging)
-    else:
-        size = staging.stat().st_size
-    os.replace(staging, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size, sha
 
 
 if TYPE_CHECKING:
