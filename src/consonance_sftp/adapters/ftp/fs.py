@@ -41,6 +41,13 @@ from consonance_sftp.adapters.ftp import probe as ftp_probe
 from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch_certificate
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
+from consonance_sftp.adapters.transfer_common import (
+    commit_local,
+    done_marker,
+    finish_download,
+    retry_transient,
+    temp_name_for,
+)
 from consonance_sftp.config.transfer import (
     ChecksumMethod,
     OverwritePolicy,
@@ -65,7 +72,6 @@ from consonance_sftp.ports.remote_fs import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RETRY_BASE_DELAY = 0.5
 # Bytes of the partial temporary file compared with the local file before a resume.
 _TAIL_CHECK = 64 * 1024
 
@@ -104,22 +110,9 @@ class FtpRemoteFS:
     # --- plumbing -----------------------------------------------------------------------
 
     async def _retrying(self, what: str, path: str, attempt_fn: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return await attempt_fn()
-            except errors.TransportError as exc:
-                if not exc.retryable or attempt == self.retries:
-                    raise
-                delay = _RETRY_BASE_DELAY * 2**attempt
-                log.warning(
-                    "%s failed, retrying in %.1fs: %s",
-                    what,
-                    delay,
-                    exc,
-                    extra={"partner": self.partner, "path": path, "attempt": attempt + 1},
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await retry_transient(
+            what, path, attempt_fn, retries=self.retries, partner=self.partner, logger=log
+        )
 
     def _run(
         self, conn: FtpConnection, fn: Callable[..., T], *args: object, path: str | None = None
@@ -167,11 +160,7 @@ class FtpRemoteFS:
     # --- upload -------------------------------------------------------------------------
 
     def temp_name(self, final: str) -> str:
-        folder, name = posixpath.split(final)
-        temp = f"{self.settings.temp_prefix}{name}{self.settings.temp_suffix}"
-        if self.settings.temp_folder:
-            return posixpath.join(self.settings.temp_folder, temp)
-        return posixpath.join(folder, temp) if folder else temp
+        return temp_name_for(self.settings, final)
 
     def staging_path(self, final: str, temp_path: str | None = None) -> str:
         if temp_path is not None:
@@ -527,13 +516,7 @@ class FtpRemoteFS:
 
     async def _write_marker(self, conn: FtpConnection, final: str, sha: str) -> None:
         assert self.settings.done_marker is not None
-        folder, name = posixpath.split(final)
-        stem, dot, suffix = name.rpartition(".")
-        marker = self.settings.done_marker.format(
-            name=name, stem=stem if dot else name, suffix=suffix if dot else ""
-        )
-        path = posixpath.join(folder, marker) if folder else marker
-        body = f"{sha}  {name}\n".encode()
+        path, body = done_marker(self.settings.done_marker, final, sha)
         await self._run(conn, ops.put_bytes, conn.ftp, body, path, path=path)
 
     async def upload(
@@ -617,20 +600,9 @@ class FtpRemoteFS:
             remote_path,
             lambda: self._download_once(remote_path, local_path, expected_size, progress),
         )
-        if post_action is not None and post_action is not PostAction.LEAVE:
-            if before_post_action is not None:
-                await before_post_action(result)
-            moved_to = await self.apply_post_action(remote_path, post_action)
-            result = DownloadResult(
-                remote_path=result.remote_path,
-                local_path=result.local_path,
-                size=result.size,
-                sha256=result.sha256,
-                resumed_from=result.resumed_from,
-                seconds=result.seconds,
-                post_action=f"{post_action.value}:{moved_to}" if moved_to else post_action.value,
-            )
-        return result
+        return await finish_download(
+            result, remote_path, post_action, before_post_action, self.apply_post_action
+        )
 
     async def _download_once(
         self,
@@ -691,7 +663,7 @@ class FtpRemoteFS:
                 path=remote_path,
             )
         got, sha = await asyncio.to_thread(
-            _commit_local, staging, local_path, digest.hexdigest() if digest else None
+            commit_local, staging, local_path, digest.hexdigest() if digest else None
         )
         await asyncio.to_thread(journal_path.unlink, missing_ok=True)
         if got != found.size:
@@ -878,22 +850,6 @@ class FtpRemoteFS:
         sent but ``AUTH TLS``; never checked against the pins here (that is the point)."""
         async with self.pool.budget.slot(self.partner, max(1, self.endpoint.max_connections)):
             return await asyncio.to_thread(fetch_certificate, self.endpoint)
-
-
-def _commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[int, str]:
-    """Hash the fsynced staging file (unless ``sha`` was taken as it was written), rename it
-    into place, fsync the folder."""
-    if sha is None:
-        size, sha = sha256_file(staging)
-    else:
-        size = staging.stat().st_size
-    os.replace(staging, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size, sha
 
 
 if TYPE_CHECKING:

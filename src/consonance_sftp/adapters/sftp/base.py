@@ -24,6 +24,7 @@ from consonance_sftp.adapters.sftp.connection import (
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.throttle import ThrottledSFTP, TokenBucket
 from consonance_sftp.adapters.sftp.translate import translate
+from consonance_sftp.adapters.transfer_common import retry_transient
 from consonance_sftp.ports.remote_fs import (
     ConnectionBudget,
     ProgressCallback,
@@ -32,8 +33,6 @@ from consonance_sftp.ports.remote_fs import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_RETRY_BASE_DELAY = 0.5
 
 
 class FSBase:
@@ -85,22 +84,9 @@ class FSBase:
             raise translate(exc, partner=self.partner, path=path) from exc
 
     async def _retrying(self, what: str, path: str, attempt_fn: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return await attempt_fn()
-            except errors.TransportError as exc:
-                if not exc.retryable or attempt == self.retries:
-                    raise
-                delay = _RETRY_BASE_DELAY * 2**attempt
-                log.warning(
-                    "%s failed, retrying in %.1fs: %s",
-                    what,
-                    delay,
-                    exc,
-                    extra={"partner": self.partner, "path": path, "attempt": attempt + 1},
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await retry_transient(
+            what, path, attempt_fn, retries=self.retries, partner=self.partner, logger=log
+        )
 
     async def _stat(self, sftp: asyncssh.SFTPClient, path: str) -> asyncssh.SFTPAttrs | None:
         try:

@@ -25,7 +25,6 @@ from typing import TypeVar
 import asyncssh
 
 from consonance_sftp import errors
-from consonance_sftp.adapters.sftp import checksums
 from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
@@ -33,6 +32,7 @@ from consonance_sftp.adapters.sftp.segmented import (
     read_requests,
     segment_count,
 )
+from consonance_sftp.adapters.transfer_common import commit_local, finish_download
 from consonance_sftp.config.transfer import (
     PostAction,
 )
@@ -70,20 +70,9 @@ class IntakeMixin(FSBase):
             remote_path,
             lambda: self._download_once(remote_path, local_path, expected_size, progress),
         )
-        if post_action is not None and post_action is not PostAction.LEAVE:
-            if before_post_action is not None:
-                await before_post_action(result)
-            moved_to = await self.apply_post_action(remote_path, post_action)
-            result = DownloadResult(
-                remote_path=result.remote_path,
-                local_path=result.local_path,
-                size=result.size,
-                sha256=result.sha256,
-                resumed_from=result.resumed_from,
-                seconds=result.seconds,
-                post_action=f"{post_action.value}:{moved_to}" if moved_to else post_action.value,
-            )
-        return result
+        return await finish_download(
+            result, remote_path, post_action, before_post_action, self.apply_post_action
+        )
 
     async def _download_once(
         self,
@@ -197,7 +186,7 @@ class IntakeMixin(FSBase):
                 path=remote_path,
             )
         in_order = await hashing if hashing is not None else None
-        got, sha = await asyncio.to_thread(_commit_local, staging, local_path, in_order, size)
+        got, sha = await asyncio.to_thread(commit_local, staging, local_path, in_order)
         if got != size:
             raise errors.IntegrityError(
                 f"downloaded {got} bytes, expected {size}", partner=self.partner, path=remote_path
@@ -342,22 +331,6 @@ def _kind(entry: RemoteEntry, attrs: asyncssh.SFTPAttrs) -> str:
         else attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK
     )
     return "symbolic link" if link else "special file"
-
-
-def _commit_local(staging: Path, final: Path, sha: str | None, size: int) -> tuple[int, str]:
-    """Hash the fsynced staging file (unless hashed already), rename it into place, fsync the
-    folder."""
-    if sha is None:
-        size, sha = checksums.sha256_file(staging)
-    else:
-        size = staging.stat().st_size
-    os.replace(staging, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size, sha
 
 
 class HashingJournal(SegmentJournal):

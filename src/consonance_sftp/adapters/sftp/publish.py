@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import posixpath
 from pathlib import Path
 
 import asyncssh
@@ -16,6 +15,7 @@ import asyncssh
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.base import FSBase
 from consonance_sftp.adapters.sftp.connection import PooledConnection
+from consonance_sftp.adapters.transfer_common import done_marker
 from consonance_sftp.config.transfer import OverwritePolicy, UploadStrategy
 
 log = logging.getLogger(__name__)
@@ -167,13 +167,7 @@ class PublishMixin(FSBase):
 
     async def _write_marker(self, sftp: asyncssh.SFTPClient, final: str, sha: str) -> None:
         assert self.settings.done_marker is not None
-        folder, name = posixpath.split(final)
-        stem, dot, suffix = name.rpartition(".")
-        marker = self.settings.done_marker.format(
-            name=name, stem=stem if dot else name, suffix=suffix if dot else ""
-        )
-        path = posixpath.join(folder, marker) if folder else marker
-        body = f"{sha}  {name}\n".encode()
+        path, body = done_marker(self.settings.done_marker, final, sha)
 
         async def write() -> None:
             async with sftp.open(path, "wb") as fh:

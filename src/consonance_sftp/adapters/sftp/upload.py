@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import posixpath
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from consonance_sftp.adapters.sftp.segmented import (
     segment_count,
 )
 from consonance_sftp.adapters.sftp.verify import remote_sha256
+from consonance_sftp.adapters.transfer_common import temp_name_for
 from consonance_sftp.config.transfer import (
     OverwritePolicy,
     UploadStrategy,
@@ -144,11 +144,7 @@ class UploadMixin(PublishMixin):
 
     def temp_name(self, final: str) -> str:
         """Where ``final`` is written before it is renamed."""
-        folder, name = posixpath.split(final)
-        temp = f"{self.settings.temp_prefix}{name}{self.settings.temp_suffix}"
-        if self.settings.temp_folder:
-            return posixpath.join(self.settings.temp_folder, temp)
-        return posixpath.join(folder, temp) if folder else temp
+        return temp_name_for(self.settings, final)
 
     async def upload(
         self,
