@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -253,7 +254,9 @@ async def _post(target: WebhookTarget, data: dict[str, Any]) -> None:
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         response = await client.post(target.url, content=body, headers=headers)
     if response.status_code >= 300:
-        raise _Refused(f"HTTP {response.status_code} from {target.url}")
+        # The host only: a chat webhook's path is its credential (Slack, Teams), and this
+        # text goes to the log, the audit trail and status.
+        raise _Refused(f"HTTP {response.status_code} from {urlsplit(target.url).hostname}")
 
 
 APPRISE_TYPE = {"info": "info", "warning": "warning", "critical": "failure"}
