@@ -110,11 +110,16 @@ class AuditAction(enum.StrEnum):
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     ALERT_NOTIFIED = "alert.notified"
     ALERT_NOTIFY_FAILED = "alert.notify_failed"
-    # The web console's users (``users add``) and refused logins.
+    # The web console's users (``users add|passwd|disable|enable|remove``, ``users token``)
+    # and refused logins.
     USER_ADDED = "user.added"
     USER_LOGIN_REFUSED = "user.login_refused"
     USER_TOKEN_ADDED = "user.token_added"  # noqa: S105 (an action name)
     USER_TOKEN_REVOKED = "user.token_revoked"  # noqa: S105 (an action name)
+    USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
+    USER_DISABLED = "user.disabled"
+    USER_ENABLED = "user.enabled"
+    USER_REMOVED = "user.removed"
     # An intake ledger row written (``intake.<outcome>``), and what happens around it.
     INTAKE_STORED = "intake.stored"
     INTAKE_ATTACHED = "intake.attached"

@@ -17,7 +17,7 @@ DOC = ROOT / "docs" / "how-to" / "audit.md"
 SRC = ROOT / "src" / "consonance_sftp"
 # A quoted action literal: a known family, a dot, lower-case words.
 LITERAL = re.compile(
-    r"""["']((?:delivery|intake|package|onix|flow|partner|ledger|finance|archive)(?:\.[a-z_-]+)+)["']"""
+    r"""["']((?:delivery|intake|package|onix|flow|partner|ledger|finance|archive|alert|user)(?:\.[a-z_-]+)+)["']"""
 )
 
 

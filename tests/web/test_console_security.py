@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from consonance_sftp.models import IntakeOutcome
@@ -54,6 +55,37 @@ def test_every_page_refuses_an_anonymous_request(client: TestClient, path: str) 
 def test_every_action_refuses_an_anonymous_request(client: TestClient, path: str) -> None:
     response = client.post(path, data={**ACTIONS[path], "csrf_token": "guess"})
     assert response.status_code == 401
+
+
+def test_every_route_refuses_an_anonymous_request(project: Project, client: TestClient) -> None:
+    """Every route the console has (listed from the app, so a new one is covered): only the
+    login form and the static files answer an anonymous request; a page redirects to the login
+    form, an act, the JSON API and ``/metrics`` answer 401."""
+    web = create_app(project.app, secure_cookies=False)
+    seen = set()
+    for route in web.state.all_routes:
+        if not isinstance(route, APIRoute) or route.path == "/login":
+            continue
+        path = (
+            route.path.replace("{isbn}", ISBN)
+            .replace("{intake_id}", "1")
+            .replace("{alert_id}", "1")
+            .replace("{flow}", "print-files")
+            .replace("{partner}", "printer")
+            .replace("{target}", "ops")
+        )
+        for method in sorted(route.methods):
+            response = client.request(method, path, data={"csrf_token": "guess"})
+            if method == "GET" and not path.startswith(("/api/", "/metrics")):
+                assert response.status_code == 303, (method, path)
+                assert response.headers["location"].startswith("/login?next="), path
+            else:
+                assert response.status_code == 401, (method, path, response.text)
+            assert ISBN not in response.text and "consonance_sftp_" not in response.text, path
+            seen.add((method, route.path))
+    assert {("GET", "/metrics"), ("GET", "/"), ("GET", "/api/flows")} <= seen
+    metrics = client.get("/metrics")
+    assert metrics.headers["WWW-Authenticate"] == "Bearer"
 
 
 def test_a_forged_session_cookie_is_no_login(client: TestClient) -> None:

@@ -32,21 +32,24 @@ from consonance_sftp.app.quarantine import label_of, quarantined, show
 from consonance_sftp.app.runner import DeliveryRunner
 from consonance_sftp.app.runner import executor_running as _executor_running
 from consonance_sftp.app.serving import event_flows
+from consonance_sftp.config.archive import parse_duration
 from consonance_sftp.config.hostkeys import fingerprint_of
 from consonance_sftp.errors import ConsonanceSftpError, ValidationFailed
 from consonance_sftp.flows.intake_match import KINDS
 from consonance_sftp.models import AuditAction, DeliveryOutcome
 from consonance_sftp.ports.delivery import DeliveryRecord
 from consonance_sftp.ports.store import AssetVersion, AuditEvent, IntakeRecord, Store
-from consonance_sftp.ports.users import ROLES, ApiToken, ConsoleSession, ConsoleUser
+from consonance_sftp.ports.users import ROLES, AccessEnded, ApiToken, ConsoleSession, ConsoleUser
 
 if TYPE_CHECKING:
     from consonance_sftp.app import App
 
 __all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
     "INTAKE_KINDS",
     "OUTCOMES",
     "ROLES",
+    "AccessEnded",
     "ApiToken",
     "AuditEvent",
     "ConsoleSession",
@@ -61,25 +64,33 @@ __all__ = [
     "Overview",
     "PartnerRow",
     "Preview",
+    "Store",
     "Timeline",
+    "TokenExpired",
     "add_token",
     "add_user",
     "audit_actions",
     "audit_events",
     "authenticate",
     "can",
+    "change_password",
+    "check_login",
     "close_session",
     "deliveries",
+    "disable_user",
     "dry_run",
+    "enable_user",
     "executor_running",
     "failures",
     "login_refused",
     "new_token",
     "open_session",
     "overview",
+    "parse_lifetime",
     "partners",
     "preview",
     "quarantine_rows",
+    "remove_user",
     "resend",
     "retry",
     "revoke_token",
@@ -122,31 +133,115 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(raw, bcrypt.gensalt()).decode()
 
 
+def _ended(ended: AccessEnded) -> dict[str, object]:
+    """An audit event's details of ended access: the token IDs revoked, the sessions closed."""
+    return {"tokens_revoked": ended.token_ids, "sessions_closed": ended.sessions}
+
+
 def add_user(
     store: Store, name: str, role: str, password: str, *, by: str, replace: bool = False
 ) -> ConsoleUser:
-    """Add a console user (``replace``: or give one a new role and password, which ends its
-    sessions); recorded as ``user.added`` (the role, never the password)."""
+    """Add a console user (``replace``: or give one a new role and password, which revokes its
+    API tokens and ends its sessions); recorded as ``user.added`` (the role, never the
+    password; for a replaced user also what access it ended)."""
     if not NAME.match(name):
         raise ConsonanceSftpError(
             f"user name {name!r}: use letters, digits and . _ @ - (at most 100)"
         )
     if role not in ROLES:
         raise ConsonanceSftpError(f"role {role!r}: one of {', '.join(ROLES)}")
-    user = store.add_console_user(name, role, hash_password(password), by=by, replace=replace)
-    store.append_audit(
-        f"user:{by}", AuditAction.USER_ADDED, f"user:{name}", {"role": role, "replaced": replace}
+    hashed = hash_password(password)
+    details: dict[str, object] = {"role": role, "replaced": False}
+    changed = (
+        store.update_console_user(name, role=role, password_hash=hashed, why="password changed")
+        if replace
+        else None
     )
+    if changed is not None:
+        user, ended = changed
+        details = {"role": role, "replaced": True, **_ended(ended)}
+    else:
+        user = store.add_console_user(name, role, hashed, by=by)
+    store.append_audit(f"user:{by}", AuditAction.USER_ADDED, f"user:{name}", details)
     return user
 
 
-def authenticate(store: Store, name: str, password: str) -> ConsoleUser | None:
-    """The user when the password is theirs, else None (same work for an unknown name)."""
+def _known(store: Store, name: str) -> ConsoleUser:
+    user = store.get_console_user(name)
+    if user is None:
+        raise ConsonanceSftpError(f"no console user named {name!r}")
+    return user
+
+
+def change_password(store: Store, name: str, password: str, *, by: str) -> AccessEnded:
+    """A user's new password: every API token of the user is revoked and every session closed
+    (whoever held them must log in, or be given a token, again); on the audit trail as
+    ``user.password_changed`` with the token IDs revoked and the sessions closed."""
+    _known(store, name)
+    changed = store.update_console_user(
+        name, password_hash=hash_password(password), why="password changed"
+    )
+    if changed is None:
+        raise ConsonanceSftpError(f"no console user named {name!r}")
+    ended = changed[1]
+    store.append_audit(
+        f"user:{by}", AuditAction.USER_PASSWORD_CHANGED, f"user:{name}", _ended(ended)
+    )
+    return ended
+
+
+def disable_user(store: Store, name: str, *, by: str, reason: str = "") -> AccessEnded:
+    """Disable a user: no login, its API tokens revoked and its sessions closed (enabling it
+    again gives no token back); on the audit trail as ``user.disabled``."""
+    changed = store.update_console_user(name, disabled=True, why="user disabled")
+    if changed is None:
+        raise ConsonanceSftpError(f"no console user named {name!r}")
+    ended = changed[1]
+    store.append_audit(
+        f"user:{by}",
+        AuditAction.USER_DISABLED,
+        f"user:{name}",
+        {"reason": reason[:1000], **_ended(ended)},
+    )
+    return ended
+
+
+def enable_user(store: Store, name: str, *, by: str) -> ConsoleUser:
+    """Let a disabled user log in again (with the password it had); ``user.enabled``."""
+    changed = store.update_console_user(name, disabled=False, why="")
+    if changed is None:
+        raise ConsonanceSftpError(f"no console user named {name!r}")
+    store.append_audit(f"user:{by}", AuditAction.USER_ENABLED, f"user:{name}", {})
+    return changed[0]
+
+
+def remove_user(store: Store, name: str, *, by: str) -> AccessEnded:
+    """Remove a user with its sessions and API tokens; on the audit trail as ``user.removed``
+    (the trail keeps what the user did)."""
+    ended = store.remove_console_user(name)
+    if ended is None:
+        raise ConsonanceSftpError(f"no console user named {name!r}")
+    store.append_audit(f"user:{by}", AuditAction.USER_REMOVED, f"user:{name}", _ended(ended))
+    return ended
+
+
+def check_login(store: Store, name: str, password: str) -> tuple[ConsoleUser | None, str]:
+    """The user when the password is theirs and the user is not disabled, else None and why
+    (for the audit trail; the same work for an unknown name)."""
     user = store.get_console_user(name) if NAME.match(name) else None
     stored = user.password_hash if user is not None else _DUMMY_HASH
     raw = password.encode()[:MAX_PASSWORD_BYTES]
     ok = bcrypt.checkpw(raw, stored.encode())
-    return user if ok and user is not None else None
+    if not ok or user is None:
+        return None, "wrong name or password"
+    if user.disabled:
+        return None, "user disabled"
+    return user, ""
+
+
+def authenticate(store: Store, name: str, password: str) -> ConsoleUser | None:
+    """The user when the password is theirs (and the user not disabled), else None."""
+    return check_login(store, name, password)[0]
 
 
 def login_refused(store: Store, name: str, client: str, why: str) -> None:
@@ -181,12 +276,13 @@ def open_session(store: Store, user: ConsoleUser) -> tuple[str, ConsoleSession]:
 
 
 def session_of(store: Store, token: str) -> tuple[ConsoleSession, ConsoleUser] | None:
-    """The live session a cookie's token names, with its user; None when unknown or expired."""
+    """The live session a cookie's token names, with its user; None when unknown or expired,
+    or when its user is disabled."""
     session = store.get_console_session(_digest(token))
     if session is None:
         return None
     user = store.get_console_user(session.user_name)
-    return None if user is None else (session, user)
+    return None if user is None or user.disabled else (session, user)
 
 
 def close_session(store: Store, token: str) -> None:
@@ -197,20 +293,63 @@ def close_session(store: Store, token: str) -> None:
 
 TOKEN_PREFIX = "csftp_"  # noqa: S105 (a prefix, not a secret)
 # The prefix says what a token is when one turns up in a log or a secret scan.
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+MAX_TOKEN_LIFETIME = timedelta(days=5 * 366)  # longer than that: say "never", on purpose
 
 
-def add_token(store: Store, user_name: str, *, by: str, label: str = "") -> tuple[str, ApiToken]:
-    """A new API token for a user: the token (shown once; only its SHA-256 is stored) and its
-    record; on the audit trail as ``user.token_added``."""
-    if store.get_console_user(user_name) is None:
+class TokenExpired(ConsonanceSftpError):
+    """A known API token past its expiry: refused (401), saying so and what to do."""
+
+
+def parse_lifetime(text: str) -> timedelta | None:
+    """``--expires-in``: ``"90d"``, ``"12h"``, ``"2w"`` ..., or ``"never"`` (None); anything
+    else, or more than five years, a ``ConsonanceSftpError`` saying what is accepted."""
+    value = text.strip().lower()
+    if value == "never":
+        return None
+    if value in ("off", "none"):
+        raise ConsonanceSftpError(f"{text!r}: write 'never' for a token that never expires")
+    try:
+        lifetime = parse_duration(value)
+    except ValueError as exc:
+        raise ConsonanceSftpError(str(exc).replace("'off'", "'never'")) from None
+    if lifetime is None or lifetime > MAX_TOKEN_LIFETIME:
+        raise ConsonanceSftpError(
+            f"{text!r}: at most five years (or 'never', if it must never expire)"
+        )
+    return lifetime
+
+
+def add_token(
+    store: Store,
+    user_name: str,
+    *,
+    by: str,
+    label: str = "",
+    expires_in: timedelta | None = DEFAULT_TOKEN_LIFETIME,
+) -> tuple[str, ApiToken]:
+    """A new API token for a user, refused after ``expires_in`` (None: never): the token
+    (shown once; only its SHA-256 is stored) and its record; on the audit trail as
+    ``user.token_added`` with its expiry."""
+    user = store.get_console_user(user_name)
+    if user is None:
         raise ConsonanceSftpError(f"no console user named {user_name!r}")
+    if user.disabled:
+        raise ConsonanceSftpError(f"console user {user_name!r} is disabled: enable it first")
     token = TOKEN_PREFIX + new_token()
-    record = store.add_api_token(_digest(token), user_name, label[:200], by=by)
+    expires_at = None if expires_in is None else datetime.now(UTC) + expires_in
+    record = store.add_api_token(
+        _digest(token), user_name, label[:200], by=by, expires_at=expires_at
+    )
     store.append_audit(
         f"user:{by}",
         AuditAction.USER_TOKEN_ADDED,
         f"user:{user_name}",
-        {"token_id": record.id, "label": record.label},
+        {
+            "token_id": record.id,
+            "label": record.label,
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+        },
     )
     return token, record
 
@@ -232,11 +371,20 @@ def revoke_token(store: Store, token_id: int, *, by: str) -> ApiToken:
 
 def token_user(store: Store, token: str) -> ConsoleUser | None:
     """The user an API token (``Authorization: Bearer ...``) belongs to; None when the token is
-    unknown or revoked."""
+    unknown or revoked, or its user disabled. A known token past its expiry raises
+    ``TokenExpired`` (the console answers 401 with its message)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     record = store.get_api_token(_digest(token))
-    return None if record is None else store.get_console_user(record.user_name)
+    if record is None:
+        return None
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+        raise TokenExpired(
+            f"API token #{record.id} expired on {record.expires_at:%Y-%m-%d %H:%M} UTC: make a "
+            f"new one with 'consonance-sftp users token {record.user_name}'"
+        )
+    user = store.get_console_user(record.user_name)
+    return None if user is None or user.disabled else user
 
 
 # --- what the pages show -------------------------------------------------------------------

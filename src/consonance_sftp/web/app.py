@@ -10,6 +10,9 @@ Pages (each needs a login; acting needs the operator role and the form's CSRF to
 * ``/failures``: failed work (retry) and failed deliveries (resend, with a reason).
 * ``/alerts``: open alerts, acknowledged with an optional note.
 * ``/api/...``: the JSON API for the same reads and acts (web/api.py), by token or session.
+* ``/metrics``: the Prometheus metrics (web/metrics.py), for an API token
+  (``Authorization: Bearer ...``, what Prometheus's ``authorization`` setting sends) or a
+  logged-in user; an anonymous scrape is refused (401).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from fastapi.responses import (
     FileResponse,
     HTMLResponse,
     JSONResponse,
+    PlainTextResponse,
     RedirectResponse,
     Response,
 )
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,9 +43,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from consonance_sftp.app import App, console
 from consonance_sftp.app import quarantine as quarantine_ops
 from consonance_sftp.app.alerts import acknowledge
+from consonance_sftp.app.metrics import MetricsSource
 from consonance_sftp.app.operations import Operations
 from consonance_sftp.errors import ConsonanceSftpError
 from consonance_sftp.web import api
+from consonance_sftp.web import metrics as metrics_route
 from consonance_sftp.web.auth import (
     CookiePolicy,
     LoginRequired,
@@ -115,11 +122,40 @@ def current_viewer(request: Request) -> Viewer:
 Who = Annotated[Viewer, Depends(current_viewer)]
 
 
+class ScrapeRefused(Exception):
+    """``/metrics`` without a live API token or session: 401, saying what to send."""
+
+
+def scraper(request: Request) -> Viewer:
+    """Who scrapes ``/metrics``: an API token's user (``Authorization: Bearer ...``, checked by
+    ``console.token_user``: unknown, revoked, expired or disabled is refused), else a logged-in
+    user of the console; anyone else is refused (401)."""
+    app: App = request.app.state.app
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        user = console.token_user(app.store, credentials.strip())
+        if user is None:
+            raise ScrapeRefused("unknown or revoked API token")
+        return Viewer(user.name, user.role, "", "")
+    try:
+        return current_viewer(request)
+    except LoginRequired:
+        raise ScrapeRefused(
+            "send an API token: 'Authorization: Bearer <token>' (consonance-sftp users token)"
+        ) from None
+
+
 def create_app(
-    app: App, *, secure_cookies: bool = True, throttle: LoginThrottle | None = None
+    app: App,
+    *,
+    secure_cookies: bool = True,
+    throttle: LoginThrottle | None = None,
+    metrics_cache: float = 10.0,
 ) -> FastAPI:
     """The console for one config. ``secure_cookies=False`` only for plain http on localhost
-    (behind TLS, keep it on: the session cookie is then sent over HTTPS only)."""
+    (behind TLS, keep it on: the session cookie is then sent over HTTPS only). ``throttle``
+    sets the login limits (the counts are in the shared database); ``metrics_cache``: seconds a
+    reading of the database for ``/metrics`` is reused."""
     web = FastAPI(title="consonance-sftp console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["when"] = _when
@@ -183,6 +219,20 @@ def create_app(
             return RedirectResponse(f"/login?next={target}", status_code=303)
         return page(request, "error.html", None, 401, message="log in first")
 
+    def bearer_refusal(request: Request, detail: str) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"}
+        if request.url.path.startswith(api.PREFIX + "/"):
+            return JSONResponse({"detail": detail}, status_code=401, headers=headers)
+        return PlainTextResponse(detail + "\n", status_code=401, headers=headers)
+
+    @web.exception_handler(ScrapeRefused)
+    async def scrape_refused(request: Request, exc: ScrapeRefused) -> Response:
+        return bearer_refusal(request, str(exc))
+
+    @web.exception_handler(console.TokenExpired)
+    async def token_expired(request: Request, exc: console.TokenExpired) -> Response:
+        return bearer_refusal(request, str(exc))
+
     @web.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(api.PREFIX + "/"):
@@ -228,18 +278,23 @@ def create_app(
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
         client = client_of(request)
         target = safe_next(next)
-        if limits.blocked(username, client):
-            if limits.first_refusal(username, client):
+        if limits.blocked(app.store, username, client):
+            if limits.first_refusal(app.store, username, client):
                 console.login_refused(app.store, username, client, "throttled")
+            minutes = max(1, round(limits.window_s / 60))
             return login_form(
-                request, 429, "Too many failed logins: wait 15 minutes and try again.", target
+                request,
+                429,
+                f"Too many failed logins: wait {minutes} minutes and try again.",
+                target,
             )
-        user = console.authenticate(app.store, username, password)
+        user, why = console.check_login(app.store, username, password)
         if user is None:
-            limits.failed(username, client)
-            console.login_refused(app.store, username, client, "wrong name or password")
+            limits.failed(app.store, username, client)
+            console.login_refused(app.store, username, client, why)
+            # A disabled user is told no more than a wrong password (no hint that it exists).
             return login_form(request, 401, "Wrong user name or password.", target)
-        limits.succeeded(username)
+        limits.succeeded(app.store, username)
         token, _session = console.open_session(app.store, user)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
@@ -642,8 +697,18 @@ def create_app(
 
     web.include_router(pages)
     api.install(web, app)  # the JSON API under /api (web/api.py)
-    # Prometheus scrapes `consonance-sftp metrics` (web/metrics.py) on its own port: every route
-    # here needs a login, which a scraper does not have.
+    # Prometheus scrapes /metrics with an API token (or `consonance-sftp metrics` on its own
+    # port, on 127.0.0.1); here an anonymous scrape is refused like every other route.
+    source = MetricsSource(app, ttl=metrics_cache)
+    scrape = metrics_route.router(source, dependencies=[Depends(scraper)])
+    web.include_router(scrape)
+    # Every route of the console with a handler (what the security tests walk).
+    web.state.all_routes = [
+        *(r for r in web.router.routes if isinstance(r, APIRoute)),
+        *pages.routes,
+        *web.state.api_routes,
+        *scrape.routes,
+    ]
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return web
 

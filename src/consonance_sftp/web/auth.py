@@ -5,21 +5,21 @@
   prefix (no Domain, Path=/, so no other host or path can set it).
 * Every form carries the session's CSRF token (the login form a token of its own, paired with a
   cookie): a POST without the right one is refused (403).
-* Failed logins are counted per user name and per client address within a window; past the
-  limit the login is refused (429) without even checking the password.
+* Failed logins are counted per user name and per client address within a window, in the
+  shared database (every console process sees the same counts); past the limit the login is
+  refused (429) without even checking the password.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 from fastapi import HTTPException, Request
 
 from consonance_sftp.app import console
+from consonance_sftp.app.console import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,51 +39,36 @@ class LoginRequired(Exception):
     """No live session: a page redirects to the login form, an action is refused."""
 
 
+@dataclass(frozen=True, slots=True)
 class LoginThrottle:
-    """Failed logins per user name and per client address, within a sliding window."""
+    """Failed logins per user name and per client address, within a sliding window.
 
-    def __init__(self, *, per_user: int = 5, per_client: int = 20, window_s: float = 900.0) -> None:
-        self.per_user = per_user
-        self.per_client = per_client
-        self.window_s = window_s
-        self._fails: dict[str, deque[float]] = {}
-        self._told: dict[tuple[str, str], float] = {}  # throttled logins already on the trail
-        self._lock = threading.Lock()
+    The limits live here; the counts live in the shared database (``login_failures``), so every
+    console process on the same database (``web`` and ``serve --web`` side by side, several
+    behind one proxy) sees the same counts, and a restart clears none."""
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._fails.setdefault(key, deque())
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        return q
+    per_user: int = 5
+    per_client: int = 20
+    window_s: float = 900.0
 
-    def blocked(self, user: str, client: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return (
-                len(self._recent(f"u:{user}", now)) >= self.per_user
-                or len(self._recent(f"c:{client}", now)) >= self.per_client
-            )
+    @property
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.window_s)
 
-    def first_refusal(self, user: str, client: str) -> bool:
-        """Is this the first throttled login of (user, client) in the window? Only that one
-        goes on the audit trail: a flood of tries cannot flood the trail."""
-        now = time.monotonic()
-        with self._lock:
-            told = self._told.get((user, client))
-            if told is not None and told > now - self.window_s:
-                return False
-            self._told[(user, client)] = now
-            return True
+    def blocked(self, store: Store, user: str, client: str) -> bool:
+        by_user, by_client = store.count_login_failures(user, client, window=self.window)
+        return by_user >= self.per_user or by_client >= self.per_client
 
-    def failed(self, user: str, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(f"u:{user}", now).append(now)
-            self._recent(f"c:{client}", now).append(now)
+    def first_refusal(self, store: Store, user: str, client: str) -> bool:
+        """Is this the first throttled login of (user, client) in the window, in any process?
+        Only that one goes on the audit trail: a flood of tries cannot flood the trail."""
+        return store.note_login_refusal(user, client, window=self.window)
 
-    def succeeded(self, user: str) -> None:
-        with self._lock:
-            self._fails.pop(f"u:{user}", None)
+    def failed(self, store: Store, user: str, client: str) -> None:
+        store.add_login_failure(user, client, window=self.window)
+
+    def succeeded(self, store: Store, user: str) -> None:
+        store.clear_login_failures(user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 for the numbers, which reads them from the shared database and the engine's records (cached
 for a few seconds). Nothing here counts in the process, so every process serving ``/metrics``
 (the console, ``consonance-sftp metrics``) answers the same, however many workers deliver.
-``router(source)`` is the FastAPI route the console includes; ``render(source)`` the text.
+``router(source)`` is the FastAPI route (the console includes it behind a login or an API
+token; ``consonance-sftp metrics`` serves it on its own); ``render(source)`` the text.
 
 Labels are flow, partner, outcome, direction, kind, state and severity names only: never an
 ISBN, a file name, a path or a payee (unbounded, and not for a monitoring system to hold).
@@ -12,9 +13,9 @@ ISBN, a file name, a path or a payee (unbounded, and not for a monitoring system
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, params
 from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -228,10 +229,11 @@ def render(source: MetricsSource) -> bytes:
     return generate_latest(registry(source))
 
 
-def router(source: MetricsSource) -> APIRouter:
-    """``GET /metrics``, for the console's app factory to include."""
+def router(source: MetricsSource, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
+    """``GET /metrics``: ``consonance-sftp metrics`` serves it as it is (on 127.0.0.1), the
+    console with ``dependencies`` that refuse an anonymous scrape."""
     reg = registry(source)
-    routes = APIRouter()
+    routes = APIRouter(dependencies=list(dependencies))
 
     @routes.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

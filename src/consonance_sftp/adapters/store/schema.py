@@ -465,6 +465,7 @@ console_users = sa.Table(
     sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("disabled_at", TS, nullable=True),  # migration 0014
 )
 
 console_sessions = sa.Table(
@@ -499,4 +500,28 @@ api_tokens = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", TS, nullable=True),
+    sa.Column("expires_at", TS, nullable=True),  # migration 0014; null: never
+    sa.Column("revoked_why", sa.String(100), nullable=True),  # migration 0014
+)
+
+# Migration 0014: failed console logins counted in the shared database (web.auth.LoginThrottle),
+# one row per failure and scope ("user": the name tried, "client": the client's address).
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(8), nullable=False),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("failed_at", TS, nullable=False),
+    sa.Index("ix_login_failures_scope_name_failed_at", "scope", "name", "failed_at"),
+    sa.Index("ix_login_failures_failed_at", "failed_at"),
+)
+
+# Migration 0014: when a throttled login of (user name, client) last went on the audit trail.
+login_refusals_noted = sa.Table(
+    "login_refusals_noted",
+    metadata,
+    sa.Column("user_name", sa.String(100), primary_key=True),
+    sa.Column("client", sa.String(200), primary_key=True),
+    sa.Column("noted_at", TS, nullable=False),
 )

@@ -6,21 +6,28 @@ hashes them (bcrypt) and a session is kept by the SHA-256 of its cookie's token.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from consonance_sftp.adapters.store.base import (
     Tables,
+    from_db_time,
     from_db_time_required,
     to_db_time,
     translate_errors,
 )
-from consonance_sftp.adapters.store.schema import api_tokens, console_sessions, console_users
+from consonance_sftp.adapters.store.schema import (
+    api_tokens,
+    console_sessions,
+    console_users,
+    login_failures,
+    login_refusals_noted,
+)
 from consonance_sftp.errors import StoreError
 from consonance_sftp.ports.clock import Clock
-from consonance_sftp.ports.users import ApiToken, ConsoleSession, ConsoleUser
+from consonance_sftp.ports.users import AccessEnded, ApiToken, ConsoleSession, ConsoleUser
 
 
 def _user(row: sa.Row[Any]) -> ConsoleUser:
@@ -31,6 +38,7 @@ def _user(row: sa.Row[Any]) -> ConsoleUser:
         password_hash=m["password_hash"],
         created_at=from_db_time_required(m["created_at"]),
         created_by=m["created_by"],
+        disabled_at=from_db_time(m["disabled_at"]),
     )
 
 
@@ -56,6 +64,8 @@ def _token(row: sa.Row[Any]) -> ApiToken:
         created_at=from_db_time_required(m["created_at"]),
         created_by=m["created_by"],
         revoked_at=None if revoked is None else from_db_time_required(revoked),
+        expires_at=from_db_time(m["expires_at"]),
+        revoked_why=m["revoked_why"],
     )
 
 
@@ -87,8 +97,8 @@ class ConsoleUserTables(Tables):
                     .where(c.name == name)
                     .values(role=role, password_hash=password_hash)
                 )
-                # A new password ends every session of the old one.
-                conn.execute(console_sessions.delete().where(console_sessions.c.user_name == name))
+                # A new password ends every session and every API token of the old one.
+                self._end_access(conn, name, "password changed")
             else:
                 conn.execute(
                     console_users.insert().values(
@@ -101,6 +111,70 @@ class ConsoleUserTables(Tables):
                 )
             row = conn.execute(sa.select(console_users).where(c.name == name)).one()
         return _user(row)
+
+    def _end_access(self, conn: sa.Connection, name: str, why: str) -> AccessEnded:
+        """Revoke the user's live API tokens and close its sessions (inside ``conn``'s
+        transaction)."""
+        t = api_tokens.c
+        live = t.user_name == name, t.revoked_at.is_(None)
+        ids = [r[0] for r in conn.execute(sa.select(t.id).where(*live).order_by(t.id)).all()]
+        if ids:
+            conn.execute(
+                api_tokens.update()
+                .where(t.id.in_(ids))
+                .values(revoked_at=self._users_now(), revoked_why=why[:100])
+            )
+        closed = conn.execute(
+            console_sessions.delete().where(console_sessions.c.user_name == name)
+        ).rowcount
+        return AccessEnded(token_ids=ids, sessions=max(closed or 0, 0))
+
+    @translate_errors("changing a console user")
+    def update_console_user(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        why: str,
+    ) -> tuple[ConsoleUser, AccessEnded] | None:
+        c = console_users.c
+        values: dict[str, Any] = {}
+        if role is not None:
+            values["role"] = role
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if disabled is not None:
+            values["disabled_at"] = self._users_now() if disabled else None
+        with self.write() as conn:
+            found = conn.execute(sa.select(console_users).where(c.name == name)).first()
+            if found is None:
+                return None
+            if disabled and found._mapping["disabled_at"] is not None:
+                values.pop("disabled_at")  # disabled already: keep since when
+            if values:
+                conn.execute(console_users.update().where(c.name == name).values(**values))
+            ended = (
+                self._end_access(conn, name, why)
+                if password_hash is not None or disabled
+                else AccessEnded(token_ids=[], sessions=0)
+            )
+            row = conn.execute(sa.select(console_users).where(c.name == name)).one()
+        return _user(row), ended
+
+    @translate_errors("removing a console user")
+    def remove_console_user(self, name: str) -> AccessEnded | None:
+        with self.write() as conn:
+            found = conn.execute(
+                sa.select(console_users.c.name).where(console_users.c.name == name)
+            ).first()
+            if found is None:
+                return None
+            ended = self._end_access(conn, name, "user removed")
+            conn.execute(api_tokens.delete().where(api_tokens.c.user_name == name))
+            conn.execute(console_users.delete().where(console_users.c.name == name))
+        return ended
 
     @translate_errors("reading a console user")
     def get_console_user(self, name: str) -> ConsoleUser | None:
@@ -150,7 +224,15 @@ class ConsoleUserTables(Tables):
             )
 
     @translate_errors("adding an API token")
-    def add_api_token(self, token_hash: str, user_name: str, label: str, *, by: str) -> ApiToken:
+    def add_api_token(
+        self,
+        token_hash: str,
+        user_name: str,
+        label: str,
+        *,
+        by: str,
+        expires_at: datetime | None = None,
+    ) -> ApiToken:
         with self.write() as conn:
             found = conn.execute(
                 sa.select(console_users.c.name).where(console_users.c.name == user_name)
@@ -164,6 +246,7 @@ class ConsoleUserTables(Tables):
                     label=label,
                     created_at=self._users_now(),
                     created_by=by,
+                    expires_at=to_db_time(expires_at),
                 )
             )
             row = conn.execute(
@@ -196,7 +279,67 @@ class ConsoleUserTables(Tables):
             conn.execute(
                 api_tokens.update()
                 .where(t.id == token_id, t.revoked_at.is_(None))
-                .values(revoked_at=self._users_now())
+                .values(revoked_at=self._users_now(), revoked_why="revoked")
             )
             row = conn.execute(sa.select(api_tokens).where(t.id == token_id)).first()
         return None if row is None else _token(row)
+
+    # --- failed logins (web.auth.LoginThrottle) ---------------------------------------------
+
+    @translate_errors("counting a failed login")
+    def add_login_failure(self, user_name: str, client: str, *, window: timedelta) -> None:
+        now = self._users_now()
+        with self.write() as conn:
+            conn.execute(login_failures.delete().where(login_failures.c.failed_at <= now - window))
+            conn.execute(
+                login_failures.insert(),
+                [
+                    {"scope": "user", "name": user_name[:300], "failed_at": now},
+                    {"scope": "client", "name": client[:300], "failed_at": now},
+                ],
+            )
+
+    @translate_errors("counting failed logins")
+    def count_login_failures(
+        self, user_name: str, client: str, *, window: timedelta
+    ) -> tuple[int, int]:
+        f = login_failures.c
+        after = self._users_now() - window
+
+        def count(scope: str, name: str) -> sa.ScalarSelect[Any]:
+            return (
+                sa.select(sa.func.count())
+                .select_from(login_failures)
+                .where(f.scope == scope, f.name == name[:300], f.failed_at > after)
+                .scalar_subquery()
+            )
+
+        with self.read() as conn:
+            row = conn.execute(sa.select(count("user", user_name), count("client", client))).one()
+        return int(row[0]), int(row[1])
+
+    @translate_errors("clearing failed logins")
+    def clear_login_failures(self, user_name: str) -> None:
+        f = login_failures.c
+        with self.write() as conn:
+            conn.execute(
+                login_failures.delete().where(f.scope == "user", f.name == user_name[:300])
+            )
+
+    @translate_errors("noting a throttled login")
+    def note_login_refusal(self, user_name: str, client: str, *, window: timedelta) -> bool:
+        n = login_refusals_noted.c
+        now = self._users_now()
+        with self.write() as conn:
+            # Notes whose window is over go (for every pair: the table stays small).
+            conn.execute(login_refusals_noted.delete().where(n.noted_at <= now - window))
+        try:
+            with self.write() as conn:
+                conn.execute(
+                    login_refusals_noted.insert().values(
+                        user_name=user_name[:100], client=client[:200], noted_at=now
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False  # noted already in this window, by this process or another
+        return True
