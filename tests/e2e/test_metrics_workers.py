@@ -1,7 +1,8 @@
 """``/metrics`` after deliveries on two ``worker`` processes, everything on PostgreSQL (the
 store and the engine's system database): ``promtool check metrics`` finds nothing to say, and
 the counters equal the delivery ledger's rows, whichever process serves them (``metrics
---once`` and a ``metrics`` server scraped over HTTP, neither of which delivered anything)."""
+--once``, a ``metrics`` server scraped over HTTP, and the console's ``/metrics`` scraped with an
+API token after refusing an anonymous scrape; none of them delivered anything)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,33 @@ def test_metrics_after_deliveries_on_two_workers(
         assert once.returncode == 0, once.stderr
         with _process([*base, "metrics", "--port", str(port)], "metrics on http://"):
             response = _get(f"http://127.0.0.1:{port}/metrics")
+        # The console serves the same numbers, to an API token only.
+        added = subprocess.run(
+            [*base, "users", "add", "prometheus", "--role", "viewer"],
+            input="scrape-password-1\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        made = subprocess.run(
+            [*base, "users", "token", "prometheus", "--label", "scrape"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        token = made.stdout.strip().splitlines()[-1]
+        web_port = free_port()
+        with _process([*base, "web", "--port", str(web_port)], "console on http://"):
+            anonymous = _get(f"http://127.0.0.1:{web_port}/metrics")
+            console = httpx.get(
+                f"http://127.0.0.1:{web_port}/metrics",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+    assert anonymous.status_code == 401 and "consonance_sftp_" not in anonymous.text
+    assert console.status_code == 200, console.text
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
 
@@ -159,7 +187,7 @@ def test_metrics_after_deliveries_on_two_workers(
     assert sum(n for n, _ in ledger.values()) >= 5 * len(titles)
     assert {o for _f, _p, o in ledger} == {"sent"}
 
-    for text in (once.stdout, response.text):
+    for text in (once.stdout, response.text, console.text):
         lint = subprocess.run(
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True
         )

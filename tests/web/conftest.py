@@ -157,8 +157,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 @pytest.fixture
 def client(project: Project) -> Iterator[TestClient]:
-    """A client of a fresh console (its own login throttle), cookies not Secure: the test
-    client speaks plain http."""
+    """A client of a fresh console (its own login limits; the failed-login counts are in the
+    project's database, shared by every console on it), cookies not Secure: the test client
+    speaks plain http."""
     web = create_app(project.app, secure_cookies=False, throttle=LoginThrottle())
     with TestClient(web, base_url="http://testserver", follow_redirects=False) as c:
         yield c

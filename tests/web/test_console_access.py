@@ -194,14 +194,18 @@ def _attempt(client: TestClient, name: str, password: str) -> int:
     ).status_code
 
 
+def _limits() -> LoginThrottle:
+    """Each console its own throttle object, as each process has: only the database is shared."""
+    return LoginThrottle(per_user=4, per_client=1000)
+
+
 def test_two_consoles_on_one_database_share_the_login_throttle(project: Project) -> None:
     _add(project, "tess")
     other = App.from_config(project.config)  # a second process's own store and engine
-    limits = LoginThrottle(per_user=4, per_client=1000)
     try:
         with (
-            TestClient(create_app(project.app, secure_cookies=False, throttle=limits)) as one,
-            TestClient(create_app(other, secure_cookies=False, throttle=limits)) as two,
+            TestClient(create_app(project.app, secure_cookies=False, throttle=_limits())) as one,
+            TestClient(create_app(other, secure_cookies=False, throttle=_limits())) as two,
         ):
             one.follow_redirects = two.follow_redirects = False
             assert [_attempt(one, "tess", "wrong-password-x") for _ in range(2)] == [401, 401]

@@ -2,7 +2,9 @@
 
 The numbers come from the shared database and the engine's records (``web.metrics``), so one
 ``metrics`` process beside ``serve`` and any number of ``worker`` processes answers for all of
-them. The console (``web``) serves the same route.
+them. This exporter has no login: it binds 127.0.0.1 by default and must not be exposed beyond
+the machine without an authenticating proxy. The console (``web``) serves the same route to an
+API token (``Authorization: Bearer ...``) and refuses an anonymous scrape.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ def register(app: typer.Typer) -> None:
 
 def metrics(
     host: Annotated[
-        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
+        str,
+        typer.Option(
+            help="Address to listen on (127.0.0.1: this machine only). There is no login: "
+            "never expose it without an authenticating proxy (or scrape the console's "
+            "/metrics with an API token)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9464,
     once: Annotated[
@@ -34,7 +41,8 @@ def metrics(
     ] = 10.0,
 ) -> None:
     """Serve GET /metrics in the Prometheus text format (business numbers read from the
-    shared database at each scrape), or print them once with --once."""
+    shared database at each scrape), or print them once with --once. No login: keep it on
+    127.0.0.1 (the default) or behind an authenticating proxy."""
     from consonance_sftp.app.metrics import MetricsSource
     from consonance_sftp.web.metrics import render, router
 
