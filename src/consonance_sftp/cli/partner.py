@@ -299,9 +299,11 @@ def _trust_certificate(
         markup=False,
     )
     console.print(f"  valid:   {cert.not_before} to {cert.not_after}", markup=False)
+    console.print(f"  names:   {', '.join(cert.names) or 'none (no subjectAltName)'}", markup=False)
     trusted = "yes" if cert.system_ca_trusted else f"no ({cert.system_ca_error})"
     console.print(f"  trusted by the system CAs for this host: {trusted}", markup=False)
-    console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
+    pinned_now = ", ".join(check.pinned_before) or "nothing (nothing is sent until one is)"
+    console.print(f"pinned now: {pinned_now}", markup=False)
     if fingerprint is None:
         console.print(
             "confirm this fingerprint with the partner, then run again with "

@@ -128,7 +128,8 @@ def certificate_fingerprint(sock: ssl.SSLSocket) -> str:
 
 def check_certificate(endpoint: FtpEndpoint, sock: ssl.SSLSocket) -> None:
     """Raise ``TlsCertificateMismatch`` unless the certificate is pinned (the system CAs were
-    checked by the handshake itself when ``tls_system_ca``)."""
+    checked by the handshake itself when ``tls_system_ca``; with neither, ``open_ftp``
+    refused before connecting)."""
     if not endpoint.tls_fingerprints:
         return
     presented = certificate_fingerprint(sock)
@@ -184,8 +185,24 @@ class Features:
         return None
 
 
+def refuse_unpinned(endpoint: FtpEndpoint) -> None:
+    """Raise ``TlsCertificateMismatch`` for an FTPS endpoint nothing vouches for (no pinned
+    certificate, no system CAs), before any connection: ``partner trust`` comes first."""
+    if endpoint.mode is FtpMode.PLAIN or endpoint.tls_fingerprints or endpoint.tls_system_ca:
+        return
+    raise errors.TlsCertificateMismatch(
+        "no TLS certificate is pinned for this partner and tls_system_ca is off; refusing "
+        "to connect",
+        partner=endpoint.partner,
+        hint=f"Run 'consonance-sftp partner trust {endpoint.partner}' to see the server's "
+        "certificate, confirm its fingerprint with the partner, then pin it with "
+        "--fingerprint (or set tls_system_ca = true).",
+    )
+
+
 def open_ftp(endpoint: FtpEndpoint) -> tuple[ftplib.FTP, Features]:
     """Connect, check the certificate, log in, protect the data channel, binary mode; FEAT."""
+    refuse_unpinned(endpoint)
     timeout = endpoint.transfer.connect_timeout
     ftp: ftplib.FTP
     try:
