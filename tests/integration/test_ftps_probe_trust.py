@@ -244,7 +244,9 @@ def any_ftps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FtpServ
     """pyftpdlib's explicit FTPS, then vsftpd's explicit and implicit TLS."""
     if request.param == "pyftpdlib":
         server = start_pyftpd(
-            tmp_path / "ftp-root", tls=True, certificate=make_certificate(tmp_path / "tls")
+            tmp_path / "ftp-root",
+            tls=True,
+            certificate=make_certificate(tmp_path / "tls"),
         )
     else:
         server = start_vsftpd(implicit=request.param == "vsftpd-implicit")
