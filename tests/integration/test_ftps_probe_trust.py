@@ -104,6 +104,10 @@ async def test_vsftpd_probe_finds_session_reuse_required(vsftpd: FtpServer, tmp_
     assert report.rename and report.rename_over_existing
     assert facts.remove is True and facts.size and facts.mdtm and facts.rest_stream
     assert not facts.mlsd  # vsftpd lists with LIST only
+    # no server hash (no HASH, no XSHA256 in FEAT): each upload is read back, and said so
+    assert facts.server_hash is None and not report.check_file
+    assert not any(f.split()[0] in ("HASH", "XSHA256") for f in facts.features)
+    assert any("reading it back" in note for note in report.notes)
     assert facts.pasv_matches_control and facts.pasv_reachable
     assert os.listdir(vsftpd.root / "in") == []
 

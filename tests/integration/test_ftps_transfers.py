@@ -333,6 +333,7 @@ async def test_vsftpd_round_trip_with_session_reuse(vsftpd: FtpServer, tmp_path:
         back = await fs.download("/in/onix.xml", tmp_path / "back.xml")
     assert [(e.name, e.size) for e in entries] == [("onix.xml", local.stat().st_size)]
     assert result.sha256 == sha == back.sha256
+    assert result.verified_by is Verification.READ_BACK  # vsftpd has no HASH nor XSHA256
     assert _sha(vsftpd.local("/in/onix.xml")) == sha
     assert _leftovers(vsftpd) == []
 
