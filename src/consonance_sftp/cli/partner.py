@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at
 partner_app = typer.Typer(
     help="Partners' SFTP and FTP/FTPS servers: probe, test, trust.", no_args_is_help=True
 )
-console = Console(highlight=False, soft_wrap=True)
+# emoji=False: a fingerprint's ':CD:' or ':AB:' would print as an emoji code's picture.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def register(app: typer.Typer) -> None:
