@@ -273,7 +273,9 @@ async def test_unpinned_adapter_refuses_before_connecting(
         assert fs.pool.opened == 0
         assert pyftpd_tls.faults.commands == []  # not even AUTH TLS: no connection was made
         cert = await fs.presented_certificate()  # trust still sees the certificate
+    # the message itself says what to do (an alert or a log line carries no hint)
     assert "no TLS certificate is pinned" in str(caught.value)
+    assert "partner trust ftp-pyftpdlib-ftps" in str(caught.value)
     assert "partner trust" in (caught.value.hint or "")
     assert "USER" not in pyftpd_tls.faults.commands
     assert os.listdir(pyftpd_tls.root / "in") == []

@@ -206,7 +206,7 @@ def refuse_unpinned(endpoint: FtpEndpoint) -> None:
         return
     raise errors.TlsCertificateMismatch(
         "no TLS certificate is pinned for this partner and tls_system_ca is off; refusing "
-        "to connect",
+        f"to connect until 'consonance-sftp partner trust {endpoint.partner}' pins one",
         partner=endpoint.partner,
         hint=f"Run 'consonance-sftp partner trust {endpoint.partner}' to see the server's "
         "certificate, confirm its fingerprint with the partner, then pin it with "
