@@ -12,6 +12,8 @@ from typing import Any
 
 from consonance_sftp.adapters.transfer_common import TokenBucket
 
+__all__ = ["ThrottledSFTP", "TokenBucket"]  # TokenBucket: shared with the FTP adapter
+
 
 class _ThrottledFile:
     def __init__(self, inner: Any, bucket: TokenBucket) -> None:
