@@ -38,7 +38,7 @@ unit: setup
 integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
 
-## SFTP servers partners run (ProFTPD, rclone, paramiko); INTEROP_SIZE=1024 for 1 GiB files.
+## SFTP servers partners run (ProFTPD, rclone, paramiko), FTPS to ProFTPD; INTEROP_SIZE=1024 for 1 GiB files.
 INTEROP_SIZE ?= 128
 interop: setup system-deps
 	$(PY) -m pytest -q tests/interop --interop-size $(INTEROP_SIZE)

@@ -106,11 +106,13 @@ class _OpenFence:
         return None
 
 
+@pytest.mark.parametrize("pins", [["SHA256:" + "00" * 32], []], ids=["changed", "unpinned"])
 async def test_a_changed_certificate_alerts_pauses_and_sends_nothing(
-    tmp_path: Path, pyftpd_tls: FtpServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pyftpd_tls: FtpServer, monkeypatch: pytest.MonkeyPatch, pins: list[str]
 ) -> None:
     """The App's delivery transport over an FTPS partner whose certificate is not the pinned
-    one: the same security event as a changed SSH host key."""
+    one, or that has no pin yet (before ``partner trust``): the same security event as a
+    changed SSH host key; an unpinned partner is not even connected to."""
     from consonance_sftp.app.delivery import SftpDeliveryTransport
     from consonance_sftp.app.runner import Controls
     from consonance_sftp.errors import TlsCertificateMismatch
@@ -121,7 +123,10 @@ async def test_a_changed_certificate_alerts_pauses_and_sends_nothing(
     config = tmp_path / CONFIG_NAME
     _make_ftps_partner(config, pyftpd_tls)
     doc = tomlkit.parse(config.read_text())
-    doc["partners"]["distributor"]["tls_fingerprints"] = ["SHA256:" + "00" * 32]  # type: ignore[index]
+    if pins:
+        doc["partners"]["distributor"]["tls_fingerprints"] = pins  # type: ignore[index]
+    else:
+        del doc["partners"]["distributor"]["tls_fingerprints"]  # type: ignore[union-attr]
     config.write_text(tomlkit.dumps(doc))
     app = App(load_settings(config))
     local = tmp_path / "feed.xml"
@@ -146,5 +151,8 @@ async def test_a_changed_certificate_alerts_pauses_and_sends_nothing(
     }
     assert Controls(app).is_paused("partner", "distributor")
     assert "PASS" not in pyftpd_tls.faults.commands and "STOR" not in pyftpd_tls.faults.commands
+    if not pins:
+        assert pyftpd_tls.faults.commands == []  # no connection at all
+        assert "partner trust distributor" in alerts[0].message
     assert list((pyftpd_tls.root / "in").iterdir()) == []
     app.store.close()

@@ -9,16 +9,18 @@ import json
 import os
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tomlkit
 
+from consonance_sftp import errors
 from consonance_sftp.adapters.ftp.fs import FtpRemoteFS
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import CONFIG_NAME, init_project
 from tests.cli import free_port
-from tests.fixtures.ftp_servers import FtpServer, make_certificate, start_pyftpd
+from tests.fixtures.ftp_servers import FtpServer, make_certificate, start_pyftpd, start_vsftpd
 
 CLI = [sys.executable, "-m", "consonance_sftp"]
 
@@ -102,6 +104,10 @@ async def test_vsftpd_probe_finds_session_reuse_required(vsftpd: FtpServer, tmp_
     assert report.rename and report.rename_over_existing
     assert facts.remove is True and facts.size and facts.mdtm and facts.rest_stream
     assert not facts.mlsd  # vsftpd lists with LIST only
+    # no server hash (no HASH, no XSHA256 in FEAT): each upload is read back, and said so
+    assert facts.server_hash is None and not report.check_file
+    assert not any(f.split()[0] in ("HASH", "XSHA256") for f in facts.features)
+    assert any("reading it back" in note for note in report.notes)
     assert facts.pasv_matches_control and facts.pasv_reachable
     assert os.listdir(vsftpd.root / "in") == []
 
@@ -139,11 +145,12 @@ async def _cli(config: Path, *args: str) -> tuple[int, str]:
 def _ftps_partner(config: Path, server: FtpServer, pins: list[str]) -> None:
     doc = tomlkit.parse(config.read_text())
     partner = tomlkit.table()
-    partner["protocol"] = "ftps"
+    partner["protocol"] = server.mode.value
     partner["host"] = server.host
     partner["port"] = server.port
     partner["user"] = server.user
-    partner["tls_fingerprints"] = pins
+    if pins:
+        partner["tls_fingerprints"] = pins
     partner["auth"] = {"password": {"env": "CSFTP_TEST_FTPS_PASSWORD"}}
     partner["folders"] = {"send": "/in", "receive": "/out"}
     doc["partners"]["distributor"] = partner  # type: ignore[index]
@@ -234,3 +241,93 @@ async def test_upload_only_drop_box_delivered_could_not_clean_up(
     assert report.recommended.get("post_action") == "leave"
     assert report.leftovers  # the probe's own file could not be removed either, and says so
     assert all((pyftpd_tls.root / p.lstrip("/")).exists() for p in report.leftovers)
+
+
+@pytest.fixture(params=["pyftpdlib", "vsftpd-explicit", "vsftpd-implicit"])
+def any_ftps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FtpServer]:
+    """pyftpdlib's explicit FTPS, then vsftpd's explicit and implicit TLS."""
+    if request.param == "pyftpdlib":
+        server = start_pyftpd(
+            tmp_path / "ftp-root",
+            tls=True,
+            certificate=make_certificate(tmp_path / "tls"),
+        )
+    else:
+        server = start_vsftpd(implicit=request.param == "vsftpd-implicit")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_unpinned_adapter_refuses_before_connecting(
+    pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    local = tmp_path / "feed.xml"
+    local.write_bytes(b"<ONIXMessage/>")
+    async with FtpRemoteFS(
+        pyftpd_tls.endpoint(fingerprints=()), state_dir=tmp_path / "state"
+    ) as fs:
+        with pytest.raises(errors.TlsCertificateMismatch) as caught:
+            await fs.upload(local, "/in/feed.xml")
+        assert fs.pool.opened == 0
+        assert pyftpd_tls.faults.commands == []  # not even AUTH TLS: no connection was made
+        cert = await fs.presented_certificate()  # trust still sees the certificate
+    # the message itself says what to do (an alert or a log line carries no hint)
+    assert "no TLS certificate is pinned" in str(caught.value)
+    assert "partner trust ftp-pyftpdlib-ftps" in str(caught.value)
+    assert "partner trust" in (caught.value.hint or "")
+    assert "USER" not in pyftpd_tls.faults.commands
+    assert os.listdir(pyftpd_tls.root / "in") == []
+    assert pyftpd_tls.certificate is not None
+    assert cert.fingerprint == pyftpd_tls.certificate.fingerprint
+
+
+@pytest.mark.slow
+async def test_cli_trust_pins_a_partner_with_no_pin_yet(
+    any_ftps: FtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new FTPS partner with no pin: config check warns, nothing is sent; partner trust
+    shows the certificate (fingerprint, subject, issuer, validity, names) and pins it only
+    for the right --fingerprint; then the partner works."""
+    server = any_ftps
+    assert server.certificate is not None
+    monkeypatch.setenv("CSFTP_TEST_FTPS_PASSWORD", server.password)
+    init_project(tmp_path / "p", sftp_port=free_port(), api_port=free_port())
+    config = tmp_path / "p" / CONFIG_NAME
+    _ftps_partner(config, server, [])
+
+    code, out = await _cli(config, "config", "check")
+    assert code == 0, out  # a warning, not an error
+    assert "partners.distributor.tls_fingerprints" in out
+    assert "partner trust distributor" in out, out
+
+    code, out = await _cli(config, "partner", "test", "distributor")
+    assert code != 0, out
+    assert "no TLS certificate is pinned" in out and "partner trust distributor" in out, out
+    assert os.listdir(server.root / "in") == []
+    assert "USER" not in server.faults.commands  # (pyftpdlib logs every command it gets)
+
+    code, out = await _cli(config, "partner", "trust", "distributor")
+    assert code == 0, out
+    fingerprint = server.certificate.fingerprint
+    assert f"distributor presents a TLS certificate: {fingerprint}" in out
+    assert "subject: CN=127.0.0.1" in out and "issuer:  CN=127.0.0.1 (self-signed)" in out
+    assert "valid:   " in out and " to " in out
+    assert "names:   DNS:localhost, IP:127.0.0.1" in out
+    assert "pinned now: nothing" in out
+    assert f"run again with --fingerprint {fingerprint}" in out
+    assert load_settings(config).partners["distributor"].tls_unpinned  # nothing pinned yet
+
+    wrong = "SHA256:" + ":".join(["AB"] * 32)
+    code, out = await _cli(config, "partner", "trust", "distributor", "--fingerprint", wrong)
+    assert code == 1 and "refused" in out, out
+    assert load_settings(config).partners["distributor"].tls_fingerprints == []
+
+    code, out = await _cli(config, "partner", "trust", "distributor", "--fingerprint", fingerprint)
+    assert code == 0 and f"pinned TLS certificate {fingerprint}" in out, out
+    assert load_settings(config).partners["distributor"].tls_fingerprints == [fingerprint]
+    code, out = await _cli(config, "config", "check")
+    assert "partners.distributor.tls_fingerprints" not in out, out
+    code, out = await _cli(config, "partner", "test", "distributor")
+    assert code == 0 and "ok: sent /in/consonance-sftp-test-" in out, out

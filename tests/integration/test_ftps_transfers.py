@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from consonance_sftp import errors
 from consonance_sftp.adapters.ftp.fs import FtpRemoteFS
 from consonance_sftp.config.transfer import PostAction
 from consonance_sftp.models import Verification
-from tests.fixtures.ftp_servers import FtpServer
+from consonance_sftp.ports.remote_fs import UploadItem
+from tests.fixtures.ftp_servers import FtpServer, start_vsftpd
 
 
 def _random_file(path: Path, size: int, seed: int = 1) -> str:
@@ -331,6 +333,7 @@ async def test_vsftpd_round_trip_with_session_reuse(vsftpd: FtpServer, tmp_path:
         back = await fs.download("/in/onix.xml", tmp_path / "back.xml")
     assert [(e.name, e.size) for e in entries] == [("onix.xml", local.stat().st_size)]
     assert result.sha256 == sha == back.sha256
+    assert result.verified_by is Verification.READ_BACK  # vsftpd has no HASH nor XSHA256
     assert _sha(vsftpd.local("/in/onix.xml")) == sha
     assert _leftovers(vsftpd) == []
 
@@ -418,3 +421,73 @@ async def test_a_known_sha256_is_checked_while_sending(
         downloaded = await fs.download("/in/planned.bin", tmp_path / "back.bin")
     assert downloaded.sha256 == sha  # taken as the bytes arrived
     assert sorted(os.listdir(pyftpd_tls.root / "in")) == ["planned.bin"]
+
+
+# --- bandwidth_limit ---------------------------------------------------------------------------
+
+_RATE = 1024 * 1024  # bytes per second
+
+
+def _least_seconds(nbytes: int) -> float:
+    """What ``nbytes`` at ``_RATE`` must take at least: the bucket's quarter-second burst is
+    free, and 20 % is allowed for timer slack (a lower bound only: this machine is shared)."""
+    return 0.8 * (nbytes - _RATE / 4) / _RATE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["pyftpdlib", "vsftpd"])
+async def test_bandwidth_limit_holds_uploads_and_downloads(
+    kind: str, pyftpd_tls: FtpServer, tmp_path: Path
+) -> None:
+    """3 MiB at 1 MiB/s takes about 3 s each way (about 0.05 s unlimited here), and two files
+    at once share the partner's one limit; every byte arrives."""
+    server = pyftpd_tls if kind == "pyftpdlib" else start_vsftpd(implicit=False)
+    try:
+        endpoint = server.endpoint(bandwidth_limit=_RATE, checksum="size")
+        size = 3 * 1024 * 1024
+        local = tmp_path / "interior.pdf"
+        sha = _random_file(local, size, seed=5)
+        async with FtpRemoteFS(endpoint, state_dir=tmp_path / "state") as fs:
+            started = time.monotonic()
+            result = await fs.upload(local, "/in/interior.pdf")
+            up = time.monotonic() - started
+            started = time.monotonic()
+            back = await fs.download("/in/interior.pdf", tmp_path / "back.pdf")
+            down = time.monotonic() - started
+            halves = [tmp_path / "a.bin", tmp_path / "b.bin"]
+            for n, half in enumerate(halves):
+                _random_file(half, size // 2, seed=7 + n)
+            started = time.monotonic()
+            both = await fs.upload_many(
+                [
+                    UploadItem(local_path=h, remote_path=f"/in/{h.name}") for h in halves
+                ]  # two connections at once
+            )
+            together = time.monotonic() - started
+        assert result.sha256 == sha == _sha(server.local("/in/interior.pdf"))
+        assert back.sha256 == sha == _sha(tmp_path / "back.pdf")
+        for half, sent in zip(halves, both, strict=True):
+            assert not isinstance(sent, errors.TransportError), sent
+            assert _sha(server.local(f"/in/{half.name}")) == _sha(half)
+        least = _least_seconds(size)
+        print(f"{kind}: up {up:.2f} s, down {down:.2f} s, two at once {together:.2f} s")
+        assert up >= least, f"upload of {size} bytes took {up:.2f} s at {_RATE} B/s"
+        assert down >= least, f"download of {size} bytes took {down:.2f} s at {_RATE} B/s"
+        assert together >= least, f"two uploads at once took {together:.2f} s: not shared"
+    finally:
+        if server is not pyftpd_tls:
+            server.stop()
+
+
+async def test_unlimited_transfer_is_fast_here(pyftpd_tls: FtpServer, tmp_path: Path) -> None:
+    """The control for the test above: the same 3 MiB without a limit is far quicker than
+    the limited lower bound, so that bound measures the limit, not this machine."""
+    local = tmp_path / "interior.pdf"
+    _random_file(local, 3 * 1024 * 1024, seed=5)
+    async with FtpRemoteFS(
+        pyftpd_tls.endpoint(checksum="size"), state_dir=tmp_path / "state"
+    ) as fs:
+        started = time.monotonic()
+        await fs.upload(local, "/in/interior.pdf")
+        took = time.monotonic() - started
+    assert took < _least_seconds(3 * 1024 * 1024), f"unlimited upload took {took:.2f} s"

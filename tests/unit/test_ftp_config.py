@@ -89,9 +89,39 @@ def test_config_check_warns_about_plain_ftp(tmp_path: Path) -> None:
     assert not [f for f in found if f.path == "partners.nbni.protocol"]
 
 
-def test_ftps_needs_a_pin_or_the_system_cas(tmp_path: Path) -> None:
-    found = problems(tmp_path, 'protocol = "ftps"')
-    assert found["partners.nbni.tls_fingerprints"].startswith("required for protocol 'ftps'")
+@pytest.mark.parametrize("protocol", ["ftps", "ftps-implicit"])
+def test_ftps_without_a_pin_loads_with_a_warning(tmp_path: Path, protocol: str) -> None:
+    """Like a new partner before ``partner trust``: it loads (so that ``partner trust`` can
+    run), ``config check`` warns, and the adapter refuses to connect (integration tests)."""
+    path = tmp_path / "c.toml"
+    path.write_text(config(f'protocol = "{protocol}"'))
+    settings, found = check_file(path)
+    assert settings.partners["nbni"].tls_unpinned
+    warned = [f for f in found if f.path == "partners.nbni.tls_fingerprints"]
+    assert [f.severity for f in warned] == ["warning"]
+    assert "nothing is sent" in warned[0].message
+    assert "partner trust nbni" in warned[0].message
+    for pinned in (f'tls_fingerprints = ["{PIN}"]', "tls_system_ca = true"):
+        path.write_text(config(f'protocol = "{protocol}"\n{pinned}'))
+        settings, found = check_file(path)
+        assert not settings.partners["nbni"].tls_unpinned
+        assert not [f for f in found if f.path == "partners.nbni.tls_fingerprints"]
+
+
+def test_segment_settings_on_an_ftp_partner_are_named_as_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    segmented = "[partners.nbni.transfer]\nsegment_connections = 4\nsegment_size = 8388608\n"
+    path.write_text(config('protocol = "ftps"\ntls_system_ca = true\n' + segmented))
+    _settings, found = check_file(path)
+    ignored = {f.path: f for f in found if "ignored for an FTP/FTPS partner" in f.message}
+    assert set(ignored) == {
+        "partners.nbni.transfer.segment_connections",
+        "partners.nbni.transfer.segment_size",
+    }
+    assert {f.severity for f in ignored.values()} == {"warning"}
+    path.write_text(config('protocol = "ftps"\ntls_system_ca = true\n'))  # defaults: quiet
+    _settings, found = check_file(path)
+    assert not [f for f in found if "ignored for an FTP/FTPS partner" in f.message]
 
 
 def test_bad_fingerprint_is_named(tmp_path: Path) -> None:

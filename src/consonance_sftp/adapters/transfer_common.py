@@ -1,7 +1,9 @@
 """Protocol-neutral pieces the SFTP and FTP/FTPS adapters share.
 
 Nothing here speaks a wire protocol: the retry loop around one transfer attempt, the
-post-action step after a durable download and the done-marker's name and body. Each adapter
+post-action step after a durable download, the done-marker's name and body, and the
+per-partner bandwidth limit (``TokenBucket``; ``blocking_throttle`` for transfers that run in
+a thread, as ``ftplib``'s do). Each adapter
 keeps its own logger (passed in), so log records keep the name they had.
 """
 
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import os
 import posixpath
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -113,3 +116,39 @@ def commit_local(staging: Path, final: Path, sha: str | None = None) -> tuple[in
     finally:
         os.close(fd)
     return size, sha
+
+
+class TokenBucket:
+    """``rate`` bytes per second, with bursts of up to a quarter second's worth."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = float(rate)
+        self.burst = self.rate / 4
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def consume(self, nbytes: int) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= nbytes
+            if self._tokens < 0:
+                # Sleeping inside the lock keeps later blocks queued behind this one, in order.
+                await asyncio.sleep(-self._tokens / self.rate)
+
+
+def blocking_throttle(
+    bucket: TokenBucket | None, loop: asyncio.AbstractEventLoop
+) -> Callable[[int], None] | None:
+    """For a transfer running in a worker thread: a function that blocks that thread until
+    ``nbytes`` of ``bucket``'s tokens were granted on ``loop`` (the bucket is the partner's
+    one, shared with every other transfer to it). None without a limit."""
+    if bucket is None:
+        return None
+
+    def wait(nbytes: int) -> None:
+        asyncio.run_coroutine_threadsafe(bucket.consume(nbytes), loop).result()
+
+    return wait

@@ -34,7 +34,8 @@ app = typer.Typer(
     # help text as markup, so "a key of [flows]" lost its brackets.
     rich_markup_mode=None,
 )
-err_console = Console(stderr=True, soft_wrap=True)
+# emoji=False: an error naming a fingerprint ('SHA256:AB:CD:...') must print it as it is.
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 class State:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # the app and the SFTP stack load when a command runs, not at
 partner_app = typer.Typer(
     help="Partners' SFTP and FTP/FTPS servers: probe, test, trust.", no_args_is_help=True
 )
-console = Console(highlight=False, soft_wrap=True)
+# emoji=False: a fingerprint's ':CD:' or ':AB:' would print as an emoji code's picture.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -299,9 +300,11 @@ def _trust_certificate(
         markup=False,
     )
     console.print(f"  valid:   {cert.not_before} to {cert.not_after}", markup=False)
+    console.print(f"  names:   {', '.join(cert.names) or 'none (no subjectAltName)'}", markup=False)
     trusted = "yes" if cert.system_ca_trusted else f"no ({cert.system_ca_error})"
     console.print(f"  trusted by the system CAs for this host: {trusted}", markup=False)
-    console.print(f"pinned now: {', '.join(check.pinned_before) or 'nothing'}", markup=False)
+    pinned_now = ", ".join(check.pinned_before) or "nothing (nothing is sent until one is)"
+    console.print(f"pinned now: {pinned_now}", markup=False)
     if fingerprint is None:
         console.print(
             "confirm this fingerprint with the partner, then run again with "

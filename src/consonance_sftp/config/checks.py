@@ -75,6 +75,8 @@ def check_settings(settings: Settings, data: Mapping[str, Any], base_dir: Path) 
         *_key_files(settings),
         *_host_key_pins(settings),
         *_plaintext_partners(settings),
+        *_unpinned_certificates(settings),
+        *_ftp_segments(settings),
         *_secret_files(data, base_dir),
         *_inbox_overlaps(settings),
         *_flow_kinds(settings),
@@ -128,6 +130,38 @@ def _plaintext_partners(settings: Settings) -> Iterator[Finding]:
                 "the server is not authenticated (insecure_plaintext = true); ask the partner "
                 "for FTPS or SFTP",
             )
+
+
+def _unpinned_certificates(settings: Settings) -> Iterator[Finding]:
+    for name, partner in settings.partners.items():
+        if partner.tls_unpinned:
+            yield Finding(
+                "warning",
+                toml_path(["partners", name, "tls_fingerprints"]),
+                "no TLS certificate is pinned and tls_system_ca is off: nothing is sent to "
+                f"this partner (no connection, no password) until 'consonance-sftp partner "
+                f"trust {name}' shows the server's certificate and, with --fingerprint as the "
+                "partner confirmed it, pins it",
+            )
+
+
+# Transfer settings an FTP/FTPS partner does not use: one stream per file (ftp-partners.md).
+_SEGMENT_KEYS = ("segment_size", "segmented_threshold", "segment_connections")
+
+
+def _ftp_segments(settings: Settings) -> Iterator[Finding]:
+    for name, partner in settings.partners.items():
+        if not partner.is_ftp:
+            continue
+        for key in _SEGMENT_KEYS:
+            if key in partner.transfer.model_fields_set:
+                yield Finding(
+                    "warning",
+                    toml_path(["partners", name, "transfer", key]),
+                    "ignored for an FTP/FTPS partner: each file goes as one stream (servers "
+                    "differ on REST + STOR into the same file from several connections, "
+                    "so parallel segments are not done over FTP); remove it",
+                )
 
 
 def _private_key(

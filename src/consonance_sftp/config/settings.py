@@ -261,14 +261,16 @@ class PartnerConfig(StrictModel):
         default=False,
         description="FTPS: the certificate must be signed for `host` by one of the system's "
         "certificate authorities (chain and host name checked); with `tls_fingerprints` too, "
-        "it must also be pinned. An FTPS partner needs a pin or this.",
+        "it must also be pinned. An FTPS partner needs a pin or this before anything is sent.",
     )
     tls_fingerprints: list[str] = Field(
         default_factory=list,
         validate_default=True,
         description="FTPS: pinned SHA-256 fingerprints of the server's TLS certificate "
         "(`SHA256:AB:CD:...`, or as `openssl x509 -noout -fingerprint -sha256` prints it); no "
-        "login and no byte sent without a match. Several entries allow a certificate renewal.",
+        "login and no byte sent without a match. Several entries allow a certificate renewal. "
+        "With neither this nor `tls_system_ca` the partner loads, but nothing is sent to it "
+        "until `partner trust NAME` pins the certificate (`config check` warns).",
     )
     insecure_plaintext: bool = Field(
         default=False,
@@ -340,16 +342,8 @@ class PartnerConfig(StrictModel):
                 f"only for protocol 'ftps' or 'ftps-implicit', not {protocol!r}"
                 + (" (an SFTP server is pinned by host_keys)" if protocol == "sftp" else "")
             )
-        if (
-            not values
-            and protocol in ("ftps", "ftps-implicit")
-            and not info.data.get("tls_system_ca")
-        ):
-            raise ValueError(
-                f"required for protocol {protocol!r}: pin the server's certificate "
-                "(tls_fingerprints = ['SHA256:AB:CD:...'], as 'openssl x509 -noout "
-                "-fingerprint -sha256' prints it), or set tls_system_ca = true"
-            )
+        # An FTPS partner with neither a pin nor tls_system_ca loads (config check warns):
+        # nothing is sent to it until 'partner trust NAME' pins the server's certificate.
         return [tls_fingerprint(v) for v in values]
 
     @field_validator("insecure_plaintext")
@@ -381,6 +375,16 @@ class PartnerConfig(StrictModel):
     def is_ftp(self) -> bool:
         """Reached over FTP or FTPS (the FTP adapter), not SFTP."""
         return self.protocol != "sftp"
+
+    @property
+    def tls_unpinned(self) -> bool:
+        """An FTPS partner whose server nothing vouches for yet (no pinned certificate, no
+        system CAs): loaded, but refused before any connection until ``partner trust``."""
+        return (
+            self.protocol in ("ftps", "ftps-implicit")
+            and not self.tls_fingerprints
+            and not self.tls_system_ca
+        )
 
     @field_validator("host_keys")
     @classmethod

@@ -112,18 +112,19 @@ class TransferSettings(BaseModel):
     segment_size: int = Field(
         64 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Bytes per segment of a large file sent over several connections at once.",
+        description="Bytes per segment of a large file sent over several connections at once "
+        "(SFTP only; an FTP/FTPS file is one stream).",
     )
     segmented_threshold: int = Field(
         128 * 1024 * 1024,
         ge=0,
-        description="Files of at least this many bytes are sent in parallel segments.",
+        description="Files of at least this many bytes are sent in parallel segments (SFTP only).",
     )
     segment_connections: int = Field(
         4,
         ge=1,
         description="Connections one segmented transfer uses, within the partner's "
-        "max_connections.",
+        "max_connections (SFTP only).",
     )
     file_connections: int = Field(
         2,
@@ -146,7 +147,8 @@ class TransferSettings(BaseModel):
     bandwidth_limit: int | None = Field(
         None,
         gt=0,
-        description="Bytes per second for all transfers to this partner from this process.",
+        description="Bytes per second for all transfers to this partner from this process "
+        "(SFTP and FTP/FTPS; uploads, downloads and read-back checks).",
     )
     # --- upload protocol ----------------------------------------------------------------
     upload_strategy: UploadStrategy = Field(

@@ -38,9 +38,32 @@ class PresentedCertificate:
     self_signed: bool
     system_ca_trusted: bool  # the chain and the host name check out against the system CAs
     system_ca_error: str = ""
+    # The names it is issued for (subjectAltName): "DNS:ftp.example", "IP:192.0.2.7"...
+    names: tuple[str, ...] = ()
 
 
-def _describe(der: bytes) -> tuple[str, str, str, str, bool]:
+def _alt_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The subjectAltName entries as ``DNS:...``, ``IP:...``, ``email:...``, ``URI:...``."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    out: list[str] = []
+    for general in san:
+        if isinstance(general, x509.DNSName):
+            out.append(f"DNS:{general.value}")
+        elif isinstance(general, x509.IPAddress):
+            out.append(f"IP:{general.value}")
+        elif isinstance(general, x509.RFC822Name):
+            out.append(f"email:{general.value}")
+        elif isinstance(general, x509.UniformResourceIdentifier):
+            out.append(f"URI:{general.value}")
+        else:
+            out.append(f"{type(general).__name__}:{general.value}")
+    return tuple(out)
+
+
+def _describe(der: bytes) -> tuple[str, str, str, str, bool, tuple[str, ...]]:
     cert = x509.load_der_x509_certificate(der)
     subject, issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
     return (
@@ -49,6 +72,7 @@ def _describe(der: bytes) -> tuple[str, str, str, str, bool]:
         cert.not_valid_before_utc.isoformat(),
         cert.not_valid_after_utc.isoformat(),
         cert.subject == cert.issuer,
+        _alt_names(cert),
     )
 
 
@@ -101,7 +125,7 @@ def fetch_certificate(endpoint: FtpEndpoint) -> PresentedCertificate:
         trusted, why = False, str(exc.verify_message)
     except (OSError, EOFError, ftplib.Error) as exc:
         trusted, why = False, str(exc).strip() or type(exc).__name__
-    subject, issuer, not_before, not_after, self_signed = _describe(der)
+    subject, issuer, not_before, not_after, self_signed, names = _describe(der)
     return PresentedCertificate(
         fingerprint=fingerprint,
         subject=subject,
@@ -111,4 +135,5 @@ def fetch_certificate(endpoint: FtpEndpoint) -> PresentedCertificate:
         self_signed=self_signed,
         system_ca_trusted=trusted,
         system_ca_error=why,
+        names=names,
     )

@@ -63,16 +63,30 @@ class ReusingFTPS(ftplib.FTP_TLS):
         """``FTP.storbinary``, but the data connection's TLS layer is closed by sending our
         close_notify without waiting for the server's: ``SSLSocket.unwrap`` waits, and
         vsftpd answers ~40 ms later, which made every small file cost 40 ms (measured: 25.6
-        ms per 50 KiB STOR with ``unwrap``). The 226 reply, then SIZE, say the file arrived."""
+        ms per 50 KiB STOR with ``unwrap``). The 226 reply, then SIZE, say the file arrived.
+
+        The socket is closed only after that reply: the server's TLS 1.3 session tickets
+        sit unread in its receive buffer, and closing a socket with unread bytes sends a
+        reset, which made the server lose the last bytes it had not read yet (vsftpd:
+        ``426 Failure reading network stream``, every attempt of an upload under load;
+        pyftpdlib: a 226 for a short file). A FIN after the close_notify ends the stream."""
         self.voidcmd("TYPE I")
-        with self.transfercmd(cmd, rest) as conn:
+        conn = self.transfercmd(cmd, rest)
+        try:
             while buf := fp.read(blocksize):
                 conn.sendall(buf)
                 if callback:
                     callback(buf)
             if isinstance(conn, ssl.SSLSocket):
                 send_close_notify(conn)
-        return self.voidresp()
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(conn, socket.SHUT_WR)
+            else:
+                conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(self.timeout)
+            return self.voidresp()
+        finally:
+            conn.close()
 
 
 def send_close_notify(conn: ssl.SSLSocket) -> None:
@@ -128,7 +142,8 @@ def certificate_fingerprint(sock: ssl.SSLSocket) -> str:
 
 def check_certificate(endpoint: FtpEndpoint, sock: ssl.SSLSocket) -> None:
     """Raise ``TlsCertificateMismatch`` unless the certificate is pinned (the system CAs were
-    checked by the handshake itself when ``tls_system_ca``)."""
+    checked by the handshake itself when ``tls_system_ca``; with neither, ``open_ftp``
+    refused before connecting)."""
     if not endpoint.tls_fingerprints:
         return
     presented = certificate_fingerprint(sock)
@@ -184,8 +199,24 @@ class Features:
         return None
 
 
+def refuse_unpinned(endpoint: FtpEndpoint) -> None:
+    """Raise ``TlsCertificateMismatch`` for an FTPS endpoint nothing vouches for (no pinned
+    certificate, no system CAs), before any connection: ``partner trust`` comes first."""
+    if endpoint.mode is FtpMode.PLAIN or endpoint.tls_fingerprints or endpoint.tls_system_ca:
+        return
+    raise errors.TlsCertificateMismatch(
+        "no TLS certificate is pinned for this partner and tls_system_ca is off; refusing "
+        f"to connect until 'consonance-sftp partner trust {endpoint.partner}' pins one",
+        partner=endpoint.partner,
+        hint=f"Run 'consonance-sftp partner trust {endpoint.partner}' to see the server's "
+        "certificate, confirm its fingerprint with the partner, then pin it with "
+        "--fingerprint (or set tls_system_ca = true).",
+    )
+
+
 def open_ftp(endpoint: FtpEndpoint) -> tuple[ftplib.FTP, Features]:
     """Connect, check the certificate, log in, protect the data channel, binary mode; FEAT."""
+    refuse_unpinned(endpoint)
     timeout = endpoint.transfer.connect_timeout
     ftp: ftplib.FTP
     try:

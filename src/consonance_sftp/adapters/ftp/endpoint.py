@@ -31,7 +31,8 @@ class FtpEndpoint:
     port: int = 21
     mode: FtpMode = FtpMode.EXPLICIT
     # Pinned SHA-256 fingerprints of the server certificate ("SHA256:AB:CD:..."), and/or the
-    # system's certificate authorities with host-name checking. FTPS needs one of the two.
+    # system's certificate authorities with host-name checking. FTPS needs one of the two:
+    # with neither, nothing connects (``client.refuse_unpinned``) until ``partner trust``.
     tls_fingerprints: tuple[str, ...] = ()
     tls_system_ca: bool = False
     max_connections: int = 2

@@ -16,7 +16,11 @@ The same guarantees as the SFTP adapter, with FTP's commands:
 * nothing lost on intake: downloads go to a hidden staging file (resumed with ``REST``), are
   fsynced, size-checked against a second look at the remote file and renamed into place;
   the remote post-action runs only after the caller's ``before_post_action``;
-* one connection cap per partner (``ConnectionBudget``); ``ftplib`` calls run in threads.
+* one connection cap per partner (``ConnectionBudget``); ``ftplib`` calls run in threads;
+* ``bandwidth_limit``: the same ``TokenBucket`` as SFTP, one per partner, drawn on for every
+  block sent or received (uploads, downloads, read-back checks). Each file is one stream: no
+  parallel segments over FTP (servers differ on ``REST`` + ``STOR`` into one file from
+  several connections), and ``config check`` says segment settings are ignored here.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from consonance_sftp.adapters.ftp.certificate import PresentedCertificate, fetch
 from consonance_sftp.adapters.ftp.endpoint import FtpEndpoint
 from consonance_sftp.adapters.ftp.pool import FtpConnection, FtpPool
 from consonance_sftp.adapters.transfer_common import (
+    TokenBucket,
+    blocking_throttle,
     commit_local,
     done_marker,
     finish_download,
@@ -93,6 +99,11 @@ class FtpRemoteFS:
         self.state_dir = state_dir
         self.retries = retries
         self._interrupted: set[str] = set()  # temporary names whose STOR failed midway
+        # bandwidth_limit: one bucket for every connection to this partner (as for SFTP);
+        # each transfer's thread waits on it for every block (``ops.put``/``get``).
+        limit = self.settings.bandwidth_limit
+        self._bucket = TokenBucket(limit) if limit else None
+        self._block = ops.block_size(limit)
 
     @property
     def partner(self) -> str:
@@ -145,6 +156,10 @@ class FtpRemoteFS:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, sort_keys=True))
         os.replace(tmp, path)
+
+    def _throttle(self) -> ops.Throttle | None:
+        """The bandwidth limit, as a transfer thread waits on it (None: unlimited)."""
+        return blocking_throttle(self._bucket, asyncio.get_running_loop())
 
     def _reporter(self, total: int, progress: ProgressCallback | None) -> Callable[[int], None]:
         """A progress callback safe to call from the transfer's thread."""
@@ -270,6 +285,8 @@ class FtpRemoteFS:
                         offset,
                         report,
                         digest,
+                        self._throttle(),
+                        self._block,
                         path=temp,
                     )
                 except errors.TransportError as exc:
@@ -403,8 +420,20 @@ class FtpRemoteFS:
                     exc.detail,
                     extra={"partner": self.partner, "path": path},
                 )
-        _size, digest = await self._run(conn, ops.read_back_sha256, conn.ftp, path, path=path)
+        _size, digest = await self._read_back(conn, path)
         return digest, Verification.READ_BACK
+
+    async def _read_back(self, conn: FtpConnection, path: str) -> tuple[int, str]:
+        """Download ``path`` again and hash it (within the bandwidth limit)."""
+        return await self._run(
+            conn,
+            ops.read_back_sha256,
+            conn.ftp,
+            path,
+            self._throttle(),
+            self._block,
+            path=path,
+        )
 
     async def _hash_matches(self, conn: FtpConnection, path: str, sha: str) -> Verification | None:
         digest, how = await self._remote_sha256(conn, path)
@@ -418,7 +447,7 @@ class FtpRemoteFS:
         if self.settings.checksum is ChecksumMethod.SIZE and not force:
             return Verification.SIZE
         if self.settings.checksum is ChecksumMethod.READ_BACK:
-            _n, digest = await self._run(conn, ops.read_back_sha256, conn.ftp, path, path=path)
+            _n, digest = await self._read_back(conn, path)
             how = Verification.READ_BACK
         else:
             digest, how = await self._remote_sha256(conn, path)
@@ -649,6 +678,8 @@ class FtpRemoteFS:
                     offset,
                     report,
                     digest,
+                    self._throttle(),
+                    self._block,
                     path=remote_path,
                 )
             except OSError as exc:  # the local disk: the staging file stays for a resume

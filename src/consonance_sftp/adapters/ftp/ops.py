@@ -196,6 +196,32 @@ def makedirs(ftp: ftplib.FTP, path: str, home: str) -> None:
                 raise
 
 
+Throttle = Callable[[int], None]  # blocks until that many bytes may cross (bandwidth_limit)
+
+
+class _ThrottledReader:
+    """A file whose every ``read`` first waits for its bytes' worth of the partner's
+    bandwidth (``storbinary`` sends each block as soon as it is read)."""
+
+    def __init__(self, fh: Any, throttle: Throttle) -> None:
+        self._fh = fh
+        self._throttle = throttle
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._fh.read(size)
+        if data:
+            self._throttle(len(data))
+        return data
+
+
+def block_size(rate: int | None) -> int:
+    """Bytes per read and send: ``BLOCK``, or a quarter second's worth of a bandwidth limit
+    (at least 16 KiB), so a limited transfer moves steadily instead of in long pauses."""
+    if not rate:
+        return BLOCK
+    return max(16 * 1024, min(BLOCK, rate // 4))
+
+
 def put(
     ftp: ftplib.FTP,
     local_path: Path,
@@ -203,9 +229,12 @@ def put(
     offset: int,
     report: Callable[[int], None],
     digest: Any = None,
+    throttle: Throttle | None = None,
+    block: int = BLOCK,
 ) -> None:
     """STOR ``local_path`` from ``offset`` (REST first when not 0); ``digest`` (a hashlib
-    object) is fed every byte sent, so the file is read once."""
+    object) is fed every byte sent, so the file is read once; ``throttle`` is asked for
+    every block before it is sent."""
     with open(local_path, "rb") as fh:
         fh.seek(offset)
         done = offset
@@ -217,7 +246,8 @@ def put(
             done += len(chunk)
             report(done)
 
-        ftp.storbinary(f"STOR {remote}", fh, BLOCK, sent, rest=offset or None)
+        source = _ThrottledReader(fh, throttle) if throttle is not None else fh
+        ftp.storbinary(f"STOR {remote}", source, block, sent, rest=offset or None)
 
 
 def put_bytes(ftp: ftplib.FTP, data: bytes, remote: str) -> None:
@@ -256,9 +286,12 @@ def get(
     offset: int,
     report: Callable[[int], None],
     digest: Any = None,
+    throttle: Throttle | None = None,
+    block: int = BLOCK,
 ) -> None:
     """RETR ``remote`` into ``staging`` from ``offset`` (appending), then fsync; ``digest``
-    (a hashlib object) is fed every byte received."""
+    (a hashlib object) is fed every byte received; ``throttle`` is asked for every block
+    received (the socket buffers then fill and TCP slows the server down)."""
     with open(staging, "r+b" if offset else "wb") as fh:
         fh.seek(offset)
         fh.truncate()
@@ -271,14 +304,19 @@ def get(
             fh.write(chunk)
             done += len(chunk)
             report(done)
+            if throttle is not None:
+                throttle(len(chunk))
 
-        ftp.retrbinary(f"RETR {remote}", write, BLOCK, rest=offset or None)
+        ftp.retrbinary(f"RETR {remote}", write, block, rest=offset or None)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_back_sha256(ftp: ftplib.FTP, remote: str) -> tuple[int, str]:
-    """Download ``remote`` again and hash it: (bytes, SHA-256)."""
+def read_back_sha256(
+    ftp: ftplib.FTP, remote: str, throttle: Throttle | None = None, block: int = BLOCK
+) -> tuple[int, str]:
+    """Download ``remote`` again and hash it: (bytes, SHA-256); within the bandwidth limit
+    (``throttle``), as any download."""
     digest = hashlib.sha256()
     size = 0
 
@@ -286,8 +324,10 @@ def read_back_sha256(ftp: ftplib.FTP, remote: str) -> tuple[int, str]:
         nonlocal size
         digest.update(chunk)
         size += len(chunk)
+        if throttle is not None:
+            throttle(len(chunk))
 
-    ftp.retrbinary(f"RETR {remote}", take, BLOCK)
+    ftp.retrbinary(f"RETR {remote}", take, block)
     return size, digest.hexdigest()
 
 

@@ -22,9 +22,9 @@ from consonance_sftp.adapters.sftp.connection import (
     PooledConnection,
 )
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
-from consonance_sftp.adapters.sftp.throttle import ThrottledSFTP, TokenBucket
+from consonance_sftp.adapters.sftp.throttle import ThrottledSFTP
 from consonance_sftp.adapters.sftp.translate import translate
-from consonance_sftp.adapters.transfer_common import retry_transient
+from consonance_sftp.adapters.transfer_common import TokenBucket, retry_transient
 from consonance_sftp.ports.remote_fs import (
     ConnectionBudget,
     ProgressCallback,

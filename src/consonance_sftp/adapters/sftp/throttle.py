@@ -1,4 +1,5 @@
-"""Per-partner bandwidth limit: a token bucket, and SFTP session wrappers that draw from it.
+"""Per-partner bandwidth limit: SFTP session wrappers that draw from a ``TokenBucket``
+(``adapters.transfer_common``, shared with the FTP adapter).
 
 The wrappers stand in for ``asyncssh.SFTPClient`` in the segmented transfer, which only opens
 files and reads or writes blocks: each block waits for its bytes' worth of tokens first, so all
@@ -7,30 +8,11 @@ connections of one partner share one budget of bytes per second.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
+from consonance_sftp.adapters.transfer_common import TokenBucket
 
-class TokenBucket:
-    """``rate`` bytes per second, with bursts of up to a quarter second's worth."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = float(rate)
-        self.burst = self.rate / 4
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def consume(self, nbytes: int) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= nbytes
-            if self._tokens < 0:
-                # Sleeping inside the lock keeps later blocks queued behind this one, in order.
-                await asyncio.sleep(-self._tokens / self.rate)
+__all__ = ["ThrottledSFTP", "TokenBucket"]  # TokenBucket: shared with the FTP adapter
 
 
 class _ThrottledFile:
