@@ -109,11 +109,11 @@ def facets_of(record: OnixRecord) -> dict[str, frozenset[str]]:
     if p.composition not in (None, "00") or p.parts:
         form.add(f"ProductComposition {p.composition or '00'}")
     for part in p.parts:
-        form.add(
-            f"ProductPart {part.form} {' '.join(part.form_details) or '-'}"
-            f" ISBN {part.isbn13 or '-'} x{part.number_of_copies}"
-            + (" primary" if part.primary else "")
-        )
+        details = " ".join(part.form_details) or "-"
+        named = f"ProductPart {part.form} {details} ISBN {part.isbn13 or '-'}"
+        form.add(f"{named} x{part.number_of_copies}")
+        if part.primary:  # an item of its own: a feed can lose the flag and keep the part
+            form.add(f"PrimaryPart: {named}")
     form.update(f"EpubTechnicalProtection {x}" for x in p.technical_protection)
     form.update(f"Extent {x.extent_type} {x.value} {x.unit}" for x in p.extents)
     for label, mm in (

@@ -307,7 +307,7 @@ def _series(detail: _Element | None, ids: _Ids) -> list[SeriesMembership]:
     return out
 
 
-def _part(el: _Element) -> ProductPart:
+def _part(el: _Element, ids: _Ids) -> ProductPart:
     """A ``ProductPart``: its form, its ISBN if it is a product of its own, its copies."""
     idents = {
         _text(i, "ProductIDType"): _text(i, "IDValue") for i in el.findall("ProductIdentifier")
@@ -319,6 +319,7 @@ def _part(el: _Element) -> ProductPart:
         isbn13=idents.get("15") or idents.get("03"),
         number_of_copies=int(copies) if copies.isdigit() else 1,
         primary=el.find("PrimaryPart") is not None,
+        id=ids.new("part"),
     )
 
 
@@ -645,7 +646,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         technical_protection=tuple(_all(detail, "EpubTechnicalProtection")),
         composition=_text(detail, "ProductComposition"),
         parts=tuple(
-            _part(x) for x in (detail.findall("ProductPart") if detail is not None else ())
+            _part(x, ids) for x in (detail.findall("ProductPart") if detail is not None else ())
         ),
     )
     return OnixRecord(
@@ -1036,17 +1037,59 @@ def iter_onix_records(
         raise ValidationFailed(f"{where}: not well-formed XML", [str(exc)]) from exc
 
 
-def read_onix_works(source: Path | str | BinaryIO, report: ReadReport | None = None) -> list[Work]:
+def read_onix_works(
+    source: Path | str | BinaryIO,
+    report: ReadReport | None = None,
+    *,
+    join_formats: bool = False,
+) -> list[Work]:
     """Parse an ONIX 3.0/3.1 message (reference names or short tags) into works with products.
 
     ``report``, when given, counts what the file holds that the records cannot carry.
+    ``join_formats``: products that a record relates as the same work in another form
+    (``RelatedProduct`` 06, 13, 27: ``codes.FORMAT_RELATIONS``) to another product of the
+    message go in one work, as Consonance holds them (seeding the sandbox).
     """
     ids = _Ids()
     groups: dict[str, list[OnixRecord]] = {}
     for record in iter_onix_records(source, report):
         key = record.work_key or f"product:{record.product.id}"
         groups.setdefault(key, []).append(record)
+    if join_formats:
+        groups = _joined(groups)
     return [_work(ids.new("work"), records, ids) for records in groups.values()]
+
+
+def _joined(groups: dict[str, list[OnixRecord]]) -> dict[str, list[OnixRecord]]:
+    """``groups`` with those linked by a format relation merged, in document order."""
+    order = {key: n for n, key in enumerate(groups)}
+    parent = {key: key for key in groups}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    owner = {
+        ident: key
+        for key, records in groups.items()
+        for r in records
+        for ident in (r.product.isbn13, r.product.gtin)
+        if ident
+    }
+    for key, records in groups.items():
+        for record in records:
+            for related in record.product.related_products:
+                other = owner.get(related.isbn13)
+                if other is None or not codes.FORMAT_RELATIONS & set(related.relation_codes):
+                    continue
+                a, b = sorted((root(key), root(other)), key=order.__getitem__)
+                parent[b] = a
+    merged: dict[str, list[OnixRecord]] = {}
+    for key, records in groups.items():
+        merged.setdefault(root(key), []).extend(records)
+    return merged
 
 
 def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:

@@ -831,7 +831,12 @@ class OnixWriter:
             for code in related.relation_codes or ("06",):
                 el(rp, "ProductRelationCode", code)
             ident_el = el(rp, "ProductIdentifier")
-            el(ident_el, "ProductIDType", "15")
+            # A related product with no ISBN (a GTIN-only sibling) is named by its GTIN.
+            el(
+                ident_el,
+                "ProductIDType",
+                "15" if related.isbn13.startswith(("978", "979")) else "03",
+            )
             el(ident_el, "IDValue", related.isbn13)
 
     def _supply(self, p: _Element, work: Work, product: Product) -> None:

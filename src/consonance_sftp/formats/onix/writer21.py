@@ -197,7 +197,11 @@ class Onix21Writer(OnixWriter):
                 rp = el(p, "RelatedProduct")
                 el(rp, "RelationCode", code)
                 ident = el(rp, "ProductIdentifier")
-                el(ident, "ProductIDType", "15")
+                el(
+                    ident,
+                    "ProductIDType",
+                    "15" if related.isbn13.startswith(("978", "979")) else "03",
+                )
                 el(ident, "IDValue", related.isbn13)
         sd = el(p, "SupplyDetail")
         if self.supplier is not None:
