@@ -412,6 +412,11 @@ class OnixWriter:
         """An empty 3.x message must say so: ``NoProduct`` instead of product records."""
         return self._shorten(etree.Element("NoProduct"))
 
+    def empty_marker_bytes(self) -> bytes | None:
+        """``_empty_marker`` as written in the message, with its newline (None: none)."""
+        marker = self._empty_marker()
+        return None if marker is None else etree.tostring(marker) + b"\n"
+
     @property
     def bytes_written(self) -> int:
         return self._tee.total
