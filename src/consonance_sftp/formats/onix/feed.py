@@ -16,6 +16,7 @@ successful send (never for test feeds), and scheduling.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import gzip
@@ -71,7 +72,7 @@ class FeedResult:
     # What an empty message of this version and tag style carries instead of products
     # (``<NoProduct/>``; None for ONIX 2.1, which has none): ``remove_skipped`` puts it where
     # the products were when every one of them was cut.
-    empty_marker: bytes | None = None
+    empty_marker: builtins.bytes | None = None  # ``bytes`` here is the field above
 
     @property
     def products(self) -> int:
