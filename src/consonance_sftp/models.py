@@ -270,7 +270,6 @@ class ProductPart:
     isbn13: str | None = None  # the part as a product of its own, if it is one
     number_of_copies: int = 1
     primary: bool = False  # ONIX PrimaryPart; Consonance's ProductPart has no such field
-    id: int = 0  # Consonance's ProductPart id (0: not held there)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

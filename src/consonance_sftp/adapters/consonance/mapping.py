@@ -129,7 +129,6 @@ def _part(raw: Json) -> ProductPart:
     contained = product(raw["contained"])
     form, details = codes.product_form_30(contained)
     return ProductPart(
-        id=int(raw["id"]),
         form=form,
         form_details=details,
         isbn13=contained.isbn13 or contained.gtin,

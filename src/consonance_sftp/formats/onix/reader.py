@@ -307,7 +307,7 @@ def _series(detail: _Element | None, ids: _Ids) -> list[SeriesMembership]:
     return out
 
 
-def _part(el: _Element, ids: _Ids) -> ProductPart:
+def _part(el: _Element) -> ProductPart:
     """A ``ProductPart``: its form, its ISBN if it is a product of its own, its copies."""
     idents = {
         _text(i, "ProductIDType"): _text(i, "IDValue") for i in el.findall("ProductIdentifier")
@@ -319,7 +319,6 @@ def _part(el: _Element, ids: _Ids) -> ProductPart:
         isbn13=idents.get("15") or idents.get("03"),
         number_of_copies=int(copies) if copies.isdigit() else 1,
         primary=el.find("PrimaryPart") is not None,
-        id=ids.new("part"),
     )
 
 
@@ -646,7 +645,7 @@ def _record(el: _Element, default_currency: str | None, ids: _Ids) -> OnixRecord
         technical_protection=tuple(_all(detail, "EpubTechnicalProtection")),
         composition=_text(detail, "ProductComposition"),
         parts=tuple(
-            _part(x, ids) for x in (detail.findall("ProductPart") if detail is not None else ())
+            _part(x) for x in (detail.findall("ProductPart") if detail is not None else ())
         ),
     )
     return OnixRecord(

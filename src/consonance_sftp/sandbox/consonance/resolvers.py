@@ -619,7 +619,8 @@ def _product_parts(product: Product, info: Info) -> list[dict[str, Any]]:
             continue
         out.append(
             {
-                "id": part.id or product.id * 100 + n,
+                # The catalogue keeps parts on their product, without ids of their own.
+                "id": product.id * 1000 + n,
                 "contained": contained,
                 "containedId": contained.id,
                 "container": product,
