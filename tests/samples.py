@@ -9,3 +9,5 @@ DATA = Path(__file__).resolve().parent / "data"
 ONIX_SAMPLES = DATA / "onix"
 SALES_SAMPLES = DATA / "sales"
 EDITEUR_REFERENCE = ONIX_SAMPLES / "editeur-sample-onix3-reference.xml"
+# Google's sample ONIX 2.1 feed (one ebook), as onixcheck bundles it.
+GOOGLE_ONIX21 = ONIX_SAMPLES / "google-sample-onix21.xml"

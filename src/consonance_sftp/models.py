@@ -274,7 +274,7 @@ class ProductPart:
     form_details: tuple[str, ...] = ()  # ONIX list 175
     isbn13: str | None = None  # the part as a product of its own, if it is one
     number_of_copies: int = 1
-    primary: bool = False
+    primary: bool = False  # ONIX PrimaryPart; Consonance's ProductPart has no such field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

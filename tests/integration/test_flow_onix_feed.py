@@ -504,3 +504,52 @@ async def test_a_feed_delivered_later_moves_the_baseline_once_and_an_older_one_n
         sandbox, store, flow, tmp_path, now=NOW + timedelta(5), force_full=True
     )
     assert full.message_number == 3
+
+
+async def test_a_feed_whose_every_product_is_skipped_is_an_incident_not_nothing_to_send(
+    sandbox: SandboxHandle, store: SqlStore, tmp_path: Path
+):
+    def flow(send_empty: bool) -> OnixFeedFlow:
+        return _flow(recipient={"on_invalid_product": "skip", "send_empty": send_empty})
+
+    first, _ = await _prepare(sandbox, store, flow(False), tmp_path)
+    _delivered(store, first[0])
+    # The one change since: a product that loses every title (invalid once written).
+    work, product = next(
+        (w, p)
+        for w, p in _all_products(sandbox)
+        if p.publishing_status not in {"01", "11"} and len(w.products) == 1
+    )
+    await asyncio.to_thread(sandbox.ctl.update_product, product.id, title="")
+    await asyncio.to_thread(sandbox.ctl.update_work, work.id, title="")
+    reference = record_reference(product)
+
+    later = NOW + timedelta(days=1)
+    packages, report = await _prepare(sandbox, store, flow(False), tmp_path, now=later)
+    assert packages == []
+    [line] = report.recipients
+    assert line.status == "skipped" and line.incomplete and reference in line.incomplete
+    assert "invalid and skipped; nothing sent" in line.line()
+    # Not "nothing changed": no onix.feed.empty, one alert as for a blocked feed.
+    assert store.list_audit(action="onix.feed.empty") == []
+    [event] = store.list_audit(action="onix.feed.skipped")
+    assert [s["record_reference"] for s in event.details["skipped"]] == [reference]
+    [alert] = store.list_alerts(kind="onix_invalid")
+    assert "carried no product" in alert.message and "nothing sent" in alert.message
+    assert store.list_alerts(kind="onix_skipped") == []
+
+    # A recipient that wants a message every run gets the empty one; the publisher still
+    # gets the incident, and the product goes once fixed (its baseline is unchanged).
+    packages, report = await _prepare(
+        sandbox, store, flow(True), tmp_path, now=later + timedelta(hours=1)
+    )
+    [empty] = packages
+    source = empty.plan.files[0].source
+    assert source is not None
+    assert b"<NoProduct/>" in source.read_bytes() and _records(empty) == []
+    [line] = report.recipients
+    assert line.status == "ready" and line.incomplete and reference in line.incomplete
+    alerts = store.list_alerts(kind="onix_invalid")
+    assert any("an empty message was sent" in a.message for a in alerts)
+    _delivered(store, empty)
+    assert baseline(store, "feed", "dist")[reference] == first[0].state[reference]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.cli import CLI
 from tests.integration.test_onix_fidelity import message, product_xml
-from tests.samples import EDITEUR_REFERENCE, ONIX_SAMPLES
+from tests.samples import EDITEUR_REFERENCE, GOOGLE_ONIX21, ONIX_SAMPLES
 
 EDITEUR_SHORT = ONIX_SAMPLES / "editeur-sample-onix3-short.xml"
 
@@ -92,3 +92,27 @@ def test_two_products_with_one_isbn_are_refused_by_name(tmp_path: Path):
     done = compare(source, produced)
     assert done.returncode == 2  # neither "same" (0) nor "different" (1): cannot compare
     assert f"ISBN {A} is on more than one product" in done.stdout + done.stderr
+
+
+def test_an_onix_21_feed_compares_with_a_30_one(tmp_path: Path):
+    # The publisher's 2.1 feed against the same record in 3.0 (the reader's view of it,
+    # written by the 3.0 writer): every facet is compared; only what 3.0 adds is named.
+    from datetime import UTC, datetime
+
+    from consonance_sftp.formats.onix import MessageHeader, OnixWriter, read_onix_works
+
+    ours = tmp_path / "ours.xml"
+    with (
+        ours.open("wb") as sink,
+        OnixWriter(sink, MessageHeader(sender_name="T", sent_at=datetime.now(UTC))) as writer,
+    ):
+        for work in read_onix_works(GOOGLE_ONIX21, accept_21=True):
+            for product in work.products:
+                writer.write(work, product)
+    same = compare(GOOGLE_ONIX21, GOOGLE_ONIX21)
+    assert same.returncode == 0, same.stdout + same.stderr
+    done = compare(GOOGLE_ONIX21, ours)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "CHANGED ISBN 9789999999991" in out and "+ Market region WORLD" in out, out
+    assert "- Supplier My Supplier Name role -" in out and "titles" not in out, out

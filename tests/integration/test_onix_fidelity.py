@@ -599,6 +599,111 @@ def test_a_multi_part_product_keeps_its_composition_and_parts():
     assert len(out.xpath(f"{part}/o:PrimaryPart", namespaces={"o": NS})) == 1
 
 
+def related_to(*relations: tuple[str, str]) -> str:
+    return (
+        "<RelatedMaterial>"
+        + "".join(
+            f"<RelatedProduct><ProductRelationCode>{code}</ProductRelationCode>"
+            f"<ProductIdentifier><ProductIDType>15</ProductIDType><IDValue>{isbn}</IDValue>"
+            "</ProductIdentifier></RelatedProduct>"
+            for code, isbn in relations
+        )
+        + "</RelatedMaterial>"
+    )
+
+
+def with_related(record: str, *relations: tuple[str, str]) -> str:
+    return record.replace("</PublishingDetail>", "</PublishingDetail>" + related_to(*relations), 1)
+
+
+def related_of(product: etree._Element) -> list[tuple[str, str]]:
+    return [
+        (str(r.findtext(f"{{{NS}}}ProductRelationCode")), str(r.findtext(f".//{{{NS}}}IDValue")))
+        for r in product.iterfind(f"{{{NS}}}RelatedMaterial/{{{NS}}}RelatedProduct")
+    ]
+
+
+async def test_related_products_come_back_as_the_works_other_products(
+    consonance_sandbox_factory: Callable[..., SandboxHandle], tmp_path
+):
+    # Consonance has no related-product field: its own ONIX relates a work's products (27 for
+    # the e-version). A record relating products as other formats puts them in one work.
+    paperback, ebook, audio, other = (
+        "9780000000026",
+        "9780000000033",
+        "9780000000040",
+        ("9780000000057"),
+    )
+    outside = "9780141036144"  # not in the catalogue: Consonance cannot hold the link
+    on_sale = status("04", rights(("01", WORLD)))
+    onix = message(
+        with_related(
+            product_xml(paperback, form="BC", publishing=on_sale), ("27", ebook), ("06", audio)
+        ),
+        with_related(product_xml(ebook, details=("E101",), publishing=on_sale), ("13", paperback)),
+        with_related(product_xml(audio, form="AJ", publishing=on_sale), ("06", paperback)),
+        with_related(product_xml(other, form="BB", publishing=on_sale), ("06", outside)),
+    )
+    works = await through_consonance(consonance_sandbox_factory, onix)
+    assert sorted(sorted(p.isbn13 or "" for p in w.products) for w in works) == [
+        sorted([paperback, ebook, audio]),
+        [other],
+    ]
+    out = write(works, tmp_path)
+    assert related_of(out[paperback]) == [("27", ebook), ("06", audio)]
+    assert related_of(out[ebook]) == [("13", paperback), ("06", audio)]
+    assert related_of(out[audio]) == [("06", paperback), ("06", ebook)]
+    assert related_of(out[other]) == []
+
+
+async def test_product_parts_come_back_when_each_part_is_a_product_of_the_catalogue(
+    consonance_sandbox_factory: Callable[..., SandboxHandle], tmp_path
+):
+    # Consonance's ProductPart is "a product contained by this product": a part that is a
+    # product of the catalogue comes back (its form, copies); a part that is not (the CD here,
+    # no identifier) cannot be held, nor can PrimaryPart. Seeding says so.
+    from consonance_sftp.sandbox.consonance.seed import not_served
+
+    box, volume = "9780000000002", "9780000000019"
+    on_sale = status("04", rights(("01", WORLD)))
+    parts = (
+        "<ProductPart><PrimaryPart/><ProductIdentifier><ProductIDType>15</ProductIDType>"
+        f"<IDValue>{volume}</IDValue></ProductIdentifier><ProductForm>BB</ProductForm>"
+        "<NumberOfCopies>2</NumberOfCopies></ProductPart>"
+        "<ProductPart><ProductForm>AC</ProductForm><NumberOfCopies>1</NumberOfCopies>"
+        "</ProductPart>"
+    )
+    record = (
+        product_xml(box, form="SA", publishing=on_sale)
+        .replace(
+            "<ProductComposition>00</ProductComposition>",
+            "<ProductComposition>10</ProductComposition>",
+            1,
+        )
+        .replace("<TitleDetail>", parts + "<TitleDetail>", 1)
+    )
+    onix = message(record, product_xml(volume, form="BB", publishing=on_sale))
+    assert not_served(catalogue_from_onix(io.BytesIO(onix))) == {
+        "DescriptiveDetail/ProductPart (not a product of the catalogue)": 1,
+        "DescriptiveDetail/ProductPart/PrimaryPart": 1,
+    }
+    works = await through_consonance(consonance_sandbox_factory, onix)
+    (held,) = [p for w in works for p in w.products if p.isbn13 == box]
+    assert [(x.isbn13, x.form, x.number_of_copies, x.primary) for x in held.parts] == [
+        (volume, "BB", 2, False)
+    ]
+    out = write(works, tmp_path)[box]
+    part = "o:DescriptiveDetail/o:ProductPart"
+    assert texts(out, "o:DescriptiveDetail/o:ProductComposition") == ["10"]
+    assert texts(out, f"{part}/o:ProductIdentifier/o:IDValue") == [volume]
+    assert texts(out, f"{part}/o:ProductForm") == ["BB"]
+    assert texts(out, f"{part}/o:NumberOfCopies") == ["2"]
+    # A product with no part keeps composition 00.
+    assert texts(write(works, tmp_path)[volume], "o:DescriptiveDetail/o:ProductComposition") == [
+        "00"
+    ]
+
+
 def test_the_sender_identifiers_go_in_the_header_of_both_versions():
     works = read_onix_works(
         io.BytesIO(message(product_xml("9780000000002", publishing=status("04"))))

@@ -4,12 +4,13 @@ back through the client, written by the feed writer and compared with ``onix com
 The message is written here from the EDItEUR specification (ONIX 3.0 revision 8, checked
 against the bundled XSD before use): a PDF ebook with non-exclusive rights, a not-for-sale
 region (Scotland, beside two countries), two markets with their own prices and tax, a series,
-audience, a related product, an embargo date and a year-only date, a restricted cover; a
-multi-part box set; a GTIN-only product; a free open-access ebook. Whatever Consonance's
-public API can carry must come back unchanged. What it cannot carry is documented
-(docs/reference/onix.md, "What comes back from Consonance, and what cannot"); the compare must
-report exactly that as dropped, no more (a silent loss) and no less (a claim the API does not
-support).
+audience, related products (its hardback, and a title outside the catalogue), an embargo date
+and a year-only date, a restricted cover; the hardback, related back to its ebook; a
+multi-part box set holding the hardback; a GTIN-only product; a free open-access ebook.
+Whatever Consonance's public API can carry must come back unchanged. What it cannot carry is
+documented (docs/reference/onix.md, "What comes back from Consonance, and what cannot"); the
+compare must report exactly that as dropped, no more (a silent loss) and no less (a claim the
+API does not support).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tests.fixtures.consonance_sandbox import SandboxHandle
 NS = "http://ns.editeur.org/onix/3.0/reference"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 PDF, BOX, GTIN, OA = "9780000000002", "9781234567897", "5012345678900", "9780306406157"
+HARDBACK = "9780000000019"  # the PDF's print edition, and the part of the box set
+ELSEWHERE = "9780141036144"  # a related product that is not in the publisher's catalogue
 
 
 def ident(kind: str, value: str) -> str:
@@ -93,11 +96,9 @@ def gst(percent: str) -> str:
 WORLD = "<RegionsIncluded>WORLD</RegionsIncluded>"
 WORLD_SUPPLY = f"<ProductSupply><Market><Territory>{WORLD}</Territory></Market>"
 
-PDF_EBOOK = (
-    f"<Product><RecordReference>ref-{PDF}</RecordReference><NotificationType>03"
-    f"</NotificationType>{ident('15', PDF)}{ident('06', '10.1234/example.5678')}"
-    "<DescriptiveDetail><ProductComposition>00</ProductComposition><ProductForm>ED"
-    "</ProductForm><ProductFormDetail>E107</ProductFormDetail>"
+# What the PDF ebook and its hardback share, as one work: series, title, author, language,
+# subjects, audience, description.
+WORK_DETAIL = (
     "<Collection><CollectionType>10</CollectionType><TitleDetail><TitleType>01</TitleType>"
     "<TitleElement><TitleElementLevel>02</TitleElementLevel><PartNumber>3</PartNumber>"
     "<TitleText>The Harbour Quartet</TitleText></TitleElement></TitleDetail></Collection>"
@@ -113,9 +114,35 @@ PDF_EBOOK = (
     "<SubjectCode>FIC000000</SubjectCode></Subject>"
     "<Audience><AudienceCodeType>01</AudienceCodeType><AudienceCodeValue>01"
     "</AudienceCodeValue></Audience></DescriptiveDetail>"
-    "<CollateralDetail><TextContent><TextType>03</TextType><ContentAudience>00"
+)
+DESCRIPTION = (
+    "<TextContent><TextType>03</TextType><ContentAudience>00"
     "</ContentAudience><Text>A novel of the sea.</Text></TextContent>"
-    "<SupportingResource><ResourceContentType>01</ResourceContentType><ContentAudience>01"
+)
+
+
+def related(*relations: tuple[str, str]) -> str:
+    return (
+        "<RelatedMaterial>"
+        + "".join(
+            f"<RelatedProduct><ProductRelationCode>{code}</ProductRelationCode>"
+            + ident("15", isbn)
+            + "</RelatedProduct>"
+            for code, isbn in relations
+        )
+        + "</RelatedMaterial>"
+    )
+
+
+PDF_EBOOK = (
+    f"<Product><RecordReference>ref-{PDF}</RecordReference><NotificationType>03"
+    f"</NotificationType>{ident('15', PDF)}{ident('06', '10.1234/example.5678')}"
+    "<DescriptiveDetail><ProductComposition>00</ProductComposition><ProductForm>ED"
+    "</ProductForm><ProductFormDetail>E107</ProductFormDetail>"
+    + WORK_DETAIL
+    + "<CollateralDetail>"
+    + DESCRIPTION
+    + "<SupportingResource><ResourceContentType>01</ResourceContentType><ContentAudience>01"
     "</ContentAudience><ResourceMode>03</ResourceMode><ResourceVersion><ResourceForm>02"
     "</ResourceForm><ResourceLink>https://example.org/covers/tides.jpg</ResourceLink>"
     "</ResourceVersion></SupportingResource></CollateralDetail>"
@@ -133,12 +160,26 @@ PDF_EBOOK = (
             '</PublishingDateRole><Date dateformat="05">2026</Date></PublishingDate>'
         ),
     )
-    + "<RelatedMaterial><RelatedProduct><ProductRelationCode>13</ProductRelationCode>"
-    + ident("15", BOX)
-    + "</RelatedProduct></RelatedMaterial>"
+    # The ebook is based on its hardback (13), and is another format of a title this
+    # publisher does not hold (06).
+    + related(("13", HARDBACK), ("06", ELSEWHERE))
     + market("AU", priced("24.99", "AUD", gst("10")))
     + market("NZ", priced("27.99", "NZD", gst("15")))
     + "</Product>"
+)
+
+HARDBACK_BOOK = (
+    f"<Product><RecordReference>ref-{HARDBACK}</RecordReference><NotificationType>03"
+    f"</NotificationType>{ident('15', HARDBACK)}"
+    "<DescriptiveDetail><ProductComposition>00</ProductComposition><ProductForm>BB"
+    "</ProductForm>"
+    + WORK_DETAIL
+    + f"<CollateralDetail>{DESCRIPTION}</CollateralDetail>"
+    + publishing("04", ("02", WORLD))
+    + related(("27", PDF))  # its electronic version
+    + WORLD_SUPPLY
+    + priced("20.00", "GBP")
+    + "</ProductSupply></Product>"
 )
 
 BOX_SET = (
@@ -146,7 +187,7 @@ BOX_SET = (
     f"</NotificationType>{ident('15', BOX)}"
     "<DescriptiveDetail><ProductComposition>10</ProductComposition><ProductForm>SA"
     "</ProductForm><ProductPart><PrimaryPart/>"
-    + ident("15", "9780000000019")
+    + ident("15", HARDBACK)
     + "<ProductForm>BB</ProductForm><NumberOfCopies>2</NumberOfCopies></ProductPart>"
     + title("The Harbour Quartet Box")
     + "</DescriptiveDetail>"
@@ -189,6 +230,7 @@ def rich_message() -> bytes:
         "<Header><Sender><SenderName>Pub</SenderName></Sender>"
         "<SentDateTime>20261101</SentDateTime></Header>"
         + PDF_EBOOK
+        + HARDBACK_BOOK
         + BOX_SET
         + GTIN_ONLY
         + OPEN_ACCESS
@@ -204,14 +246,12 @@ DOCUMENTED_DROPS = {
         ("dates", "PublishingDate 19 2026 (format 05)"),  # dates less precise than a day
         ("prices", "Tax on Price 02 24.99 AUD in AU: S 10"),  # price tax
         ("prices", "Tax on Price 02 27.99 NZD in NZ: S 15"),
-        ("related", f"RelatedProduct 13 {BOX}"),  # related products
+        # a related product outside the catalogue (the hardback, in it, comes back)
+        ("related", f"RelatedProduct 06 {ELSEWHERE}"),
         ("rights", "SalesRights 03 region GB-SCT"),  # sales rights in regions (countries only)
     },
-    f"ISBN {BOX}": {
-        # product parts, and so the composition that announces them
-        ("form", "ProductComposition 10"),
-        ("form", "ProductPart BB - ISBN 9780000000019 x2 primary"),
-    },
+    # Consonance's ProductPart has no "primary" flag (the part itself comes back).
+    f"ISBN {BOX}": {("form", f"PrimaryPart: ProductPart BB - ISBN {HARDBACK}")},
 }
 
 
@@ -249,7 +289,7 @@ async def test_a_rich_record_round_trips_through_consonance_with_only_documented
     }
     # The one thing the feed adds, as documented: each product's Consonance work id as its
     # RelatedWork 01 (the source had none). Nothing else the publisher did not hold.
-    assert len(added) == 4
+    assert len(added) == 5
     assert added == {
         (key, "identifiers", f"WorkIdentifier 01 {work.id}")
         for work in works
@@ -263,10 +303,22 @@ async def test_a_rich_record_round_trips_through_consonance_with_only_documented
     # Every facet was compared (read on both sides), not merely absent from both.
     pdf = next(p for p in comparison.products if p.key == f"ISBN {PDF}")
     assert [f.facet for f in pdf.facets] == list(FACETS)
-    assert all(f.matched > 0 for f in pdf.facets if f.facet != "related")
+    assert all(f.matched > 0 for f in pdf.facets)
+    # The ebook and its hardback are one work in Consonance, related as Consonance relates
+    # them; the box set holds the hardback as its part.
+    (tides,) = [w for w in works if len(w.products) == 2]
+    assert {p.isbn13 for p in tides.products} == {PDF, HARDBACK}
+    box = next(p for w in works for p in w.products if p.isbn13 == BOX)
+    assert [(x.isbn13, x.form, x.number_of_copies) for x in box.parts] == [(HARDBACK, "BB", 2)]
+    facets = {(p.key, f.facet): f for p in comparison.products for f in p.facets}
+    assert facets[(f"ISBN {HARDBACK}", "related")].matched == 1
+    assert facets[(f"ISBN {BOX}", "form")].dropped == (
+        f"PrimaryPart: ProductPart BB - ISBN {HARDBACK}",
+    )
     # Everything else matched, facet by facet, for every product.
     assert {p.key for p in comparison.products} == {
         f"ISBN {PDF}",
+        f"ISBN {HARDBACK}",
         f"ISBN {BOX}",
         f"GTIN {GTIN}",
         f"ISBN {OA}",

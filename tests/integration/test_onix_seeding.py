@@ -252,12 +252,13 @@ def test_seed_lists_what_consonance_api_cannot_serve(tmp_path: Path):
         [
             "PublishingDetail/SalesRights (02: set sales_rights_type per recipient)",
             "ProductSupply/SupplyDetail/Price/Tax",
-            "DescriptiveDetail/ProductPart",
+            "DescriptiveDetail/ProductPart/PrimaryPart",
             "PublishingDetail/PublishingDate (role 02)",
             "PublishingDetail/PublishingDate (role 19)",
-            "RelatedMaterial/RelatedProduct",
+            "RelatedMaterial/RelatedProduct (not another product of the work, or not the "
+            "relation Consonance writes for it)",
             "PublishingDetail/SalesRights/Territory (regions other than WORLD)",
         ]
     )
-    assert "4  PublishingDetail/SalesRights" in done.stdout
+    assert "5  PublishingDetail/SalesRights" in done.stdout
     assert "2  ProductSupply/SupplyDetail/Price/Tax" in done.stdout

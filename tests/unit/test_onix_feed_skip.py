@@ -7,6 +7,8 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from consonance_sftp.formats.onix import (
     FeedResult,
     MessageHeader,
@@ -17,6 +19,7 @@ from consonance_sftp.formats.onix import (
     write_feed,
 )
 from consonance_sftp.formats.onix.synthetic import synthetic_works
+from consonance_sftp.formats.onix.tags import TagStyle
 from consonance_sftp.formats.onix.validate import StreamValidator
 from consonance_sftp.models import Work
 
@@ -95,3 +98,54 @@ def test_every_invalid_product_is_found_beyond_the_listed_problems(tmp_path: Pat
     assert len(references) == report.products > 3
     assert len(set(references)) == len(references)
     assert not report.message_invalid
+
+
+def _untitled(works: list[Work]) -> list[Work]:
+    """Every product without any title: each fails the XSD (no ``TitleText``) once written."""
+    return [
+        dataclasses.replace(
+            w, title="", products=tuple(dataclasses.replace(p, title="") for p in w.products)
+        )
+        for w in works
+    ]
+
+
+@pytest.mark.parametrize("style", ["reference", "short"])
+def test_a_delta_whose_every_product_is_skipped_goes_as_an_empty_message_only_if_wanted(
+    tmp_path: Path, style: str
+) -> None:
+    works = list(synthetic_works(6, seed=2))
+    first = _write(works, tmp_path / "1.xml", None, kind="full")
+    assert first.state is not None and first.skipped == []
+    broken = _untitled(works)
+
+    for send_empty, kind, sent in (
+        (True, "delta", True),  # the recipient expects a message every run: an empty one
+        (False, "delta", False),
+        (True, "full", False),  # an empty full feed may read as "the catalogue is empty"
+    ):
+        path = tmp_path / f"{send_empty}-{kind}-{style}.xml"
+        rules = RecipientRules(
+            on_invalid_product="skip", send_empty=send_empty, tag_style=TagStyle(style)
+        )
+        with path.open("wb") as sink:
+            result = write_feed(
+                broken,
+                sink,
+                rules=rules,
+                header=MessageHeader(sender_name="Test", sent_at=NOW),
+                previous=first.state,
+                kind=kind,  # type: ignore[arg-type]
+                validate="inline",
+            )
+        remove_skipped(path, result)
+        assert result.all_skipped and len(result.skipped) == sum(len(w.products) for w in works)
+        assert result.should_send is sent, (send_empty, kind)
+        # Whatever is decided, what is left on disk is a valid message saying it is empty,
+        # and the recipient's baseline is what it held.
+        assert validate_file(path).ok, [str(p) for p in validate_file(path).problems]
+        body = path.read_bytes()
+        assert body.count(b"<NoProduct/>" if style == "reference" else b"<x507/>") == 1
+        assert list(iter_onix_records(path)) == []
+        assert result.bytes == len(body)
+        assert result.state == first.state

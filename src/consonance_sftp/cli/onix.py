@@ -21,22 +21,29 @@ _MARK = {"match": "=", "changed": "~", "dropped": "-", "added": "+"}
 @onix_app.command("compare")
 def compare_cmd(
     source: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="The ONIX 3.x file you send today.")
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="The ONIX file you send today (3.0, 3.1 or 2.1)."
+        ),
     ],
     produced: Annotated[
         Path,
-        typer.Argument(exists=True, dir_okay=False, help="The ONIX 3.x file to check against it."),
+        typer.Argument(
+            exists=True, dir_okay=False, help="The ONIX file to check against it (3.0, 3.1 or 2.1)."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_matches: Annotated[
         bool, typer.Option("--matches", help="Also list the facets that match.")
     ] = False,
 ) -> None:
-    """Compare two ONIX 3.x files product by product (ISBN, else GTIN, else record reference)
-    and facet by facet: identifiers, form, titles, contributors, subjects, dates by role,
-    rights, markets, prices with territories, supply, collateral, series, audience, related
-    products. Exit 1 when anything changed, was added or was dropped; 2 when a file cannot be
-    compared (not ONIX 3.x, not well-formed, two products with one ISBN)."""
+    """Compare two ONIX files (3.0, 3.1 or 2.1, any mix) product by product (ISBN, else GTIN,
+    else record reference) and facet by facet: identifiers, form, titles, contributors,
+    subjects, dates by role, rights, markets, prices with territories, supply, collateral,
+    series, audience, related products. Exit 1 when anything changed, was added or was
+    dropped; 2 when a file cannot be compared (not ONIX, not well-formed, two products with
+    one ISBN). A 2.1 product is read as the 3.0 product it maps to, so a 2.1 feed compares
+    with a 3.0 one facet by facet."""
     from consonance_sftp.app.onix_compare import compare_files
     from consonance_sftp.cli.main import report_error
     from consonance_sftp.errors import ConsonanceSftpError

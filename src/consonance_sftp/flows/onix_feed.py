@@ -232,7 +232,7 @@ class RecipientOutcome:
         if self.status == "empty":
             return f"{head}: nothing changed since the last send; nothing to send"
         if self.status == "skipped":
-            return f"{head}: every product in the message was invalid; nothing to send"
+            return f"{head}: every product in the message was invalid and skipped; nothing sent"
         problems = counted(len(self.problems), "problem")
         return f"{head}: {problems}, not sent: " + "; ".join(self.problems[:5])
 
@@ -545,6 +545,7 @@ def _skipped(store: Store, name: str, job: _Job, result: FeedResult) -> None:
     feed naming every skipped product (ISBN and reason)."""
     skipped = [_skipped_text(p) for p in result.skipped]
     isbns = [p.isbn13 or p.record_reference or "?" for p in result.skipped]
+    listed = ", ".join(isbns[:50]) + (" ..." if len(isbns) > 50 else "")
     store.append_audit(
         ACTOR,
         AuditAction.ONIX_FEED_SKIPPED,
@@ -562,15 +563,25 @@ def _skipped(store: Store, name: str, job: _Job, result: FeedResult) -> None:
             ],
         },
     )
+    if result.all_skipped:
+        # Nothing of what changed reaches the recipient: the same incident as a blocked feed.
+        kind = "onix_invalid"
+        message = (
+            f"the ONIX {job.kind} feed for {job.partner} carried no product: every one "
+            f"({counted(len(skipped), 'invalid product')}) was skipped: {listed}; "
+            + ("an empty message was sent (send_empty)" if result.should_send else "nothing sent")
+        )
+    else:
+        kind = "onix_skipped"
+        message = (
+            f"the ONIX {job.kind} feed for {job.partner} left out "
+            f"{counted(len(skipped), 'invalid product')}: {listed}"
+        )
     store.raise_alert(
         Alert(
             severity=AlertSeverity.WARNING,
-            kind="onix_skipped",
-            message=(
-                f"the ONIX {job.kind} feed for {job.partner} left out "
-                f"{counted(len(skipped), 'invalid product')}: {', '.join(isbns[:50])}"
-                + (" ..." if len(isbns) > 50 else "")
-            ),
+            kind=kind,
+            message=message,
             partner=job.partner,
             flow=name,
             details={"skipped": "; ".join(skipped[:100])},
@@ -600,7 +611,9 @@ def _finish(
         remove_skipped(job.xml_path, result)
         _skipped(store, name, job, result)
     if not result.should_send:
-        line = _outcome(job, result, "skipped" if result.skipped else "empty", None)
+        if result.skipped:  # every product was skipped: an incident (alerted), not "empty"
+            return None, _outcome(job, result, "skipped", None)
+        line = _outcome(job, result, "empty", None)
         store.append_audit(
             ACTOR,
             "onix.feed.empty",

@@ -28,6 +28,7 @@ from consonance_sftp.models import (
     Product,
     ProductionFile,
     ProductionRun,
+    ProductPart,
     SeriesMembership,
     Subject,
     SubjectScheme,
@@ -123,6 +124,23 @@ def _form_30(r: Json) -> tuple[str | None, tuple[str, ...]]:
     return found if found is not None else (None, ())
 
 
+def _part(raw: Json) -> ProductPart:
+    """A ``ProductPart``: the contained product's identifier and form, and its copies."""
+    contained = product(raw["contained"])
+    form, details = codes.product_form_30(contained)
+    return ProductPart(
+        form=form,
+        form_details=details,
+        isbn13=contained.isbn13 or contained.gtin,
+        number_of_copies=int(raw.get("numberOfCopies") or 1),
+    )
+
+
+def _parts(r: Json) -> tuple[ProductPart, ...]:
+    found = sorted(_list(r, "productParts"), key=lambda x: x.get("sequenceNumber") or 0)
+    return tuple(_guard("product part", x, _part) for x in found)
+
+
 def product(raw: Json, work_id: int | None = None) -> Product:
     def build(r: Json) -> Product:
         form_30, form_details = _form_30(r)
@@ -158,6 +176,7 @@ def product(raw: Json, work_id: int | None = None) -> Product:
             else (),
             onix_product_form=form_30,
             product_form_details=form_details,
+            parts=_parts(r),
         )
 
     return _guard("product", raw, build)
@@ -259,6 +278,16 @@ def _with_audiences(p: Product, audiences: tuple[Audience, ...]) -> Product:
     return dataclasses.replace(p, audiences=audiences) if audiences and not p.audiences else p
 
 
+def _with_siblings(products: tuple[Product, ...]) -> tuple[Product, ...]:
+    """Each product related to the other products of its work, as Consonance's own ONIX output
+    relates them (``codes.sibling_relations``: 27 print to ebook, 13 ebook to print, else 06).
+    Consonance's public API has no related-product field; the work's products are the record."""
+    return tuple(
+        dataclasses.replace(p, related_products=codes.sibling_relations(p, products))
+        for p in products
+    )
+
+
 def work(raw: Json) -> Work:
     def build(r: Json) -> Work:
         work_id = int(r["id"])
@@ -310,8 +339,8 @@ def work(raw: Json) -> Work:
             production_runs=tuple(
                 _guard("production run", x, _run) for x in _list(r, "productionRuns")
             ),
-            products=tuple(
-                _with_audiences(product(p, work_id), audiences) for p in _list(r, "products")
+            products=_with_siblings(
+                tuple(_with_audiences(product(p, work_id), audiences) for p in _list(r, "products"))
             ),
             todos=tuple(_guard("to-do", t, todo) for t in _list(r, "todos")),
             contract_ids=tuple(int(c["id"]) for c in _list(r, "contracts")),

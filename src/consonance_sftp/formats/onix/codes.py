@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from ...models import Extent, Product, SubjectScheme
+from ...models import Extent, Product, RelatedProduct, SubjectScheme
 
 # ONIX 2.1 list 7 codes that list 150 dropped -> (3.0 ProductForm, ProductFormDetail defaults).
 _FORM_21_TO_30: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -109,6 +109,50 @@ def typename_for(form: str, details: tuple[str, ...]) -> str:
     if form.startswith("B"):
         return "PhysicalBookProduct"
     return "GenericProduct"
+
+
+# --- related products -------------------------------------------------------------------
+
+# Relations between products of one work (list 51) that say "the same work in another form".
+# Consonance has no related-product field: its own ONIX output (the 2019 sample) writes them
+# from the work's other products (``RelatedProduct 27`` for the e-version), and so does the
+# client (``sibling_relations``). A record that relates products this way puts them in one
+# work when the sandbox is seeded.
+FORMAT_RELATIONS = frozenset({"06", "13", "27"})
+
+
+def _is_print_book(product: Product) -> bool:
+    return product.typename == "PhysicalBookProduct" or product_form_30(product)[0].startswith("B")
+
+
+def _is_ebook(product: Product) -> bool:
+    return product.typename == "ElectronicBookProduct"
+
+
+def sibling_relation(product: Product, other: Product) -> str:
+    """How ``product`` relates to ``other``, another product of its work (list 51).
+
+    A print book to its ebook 27 ("electronic version available as"), an ebook to its print
+    book 13 ("epublication based on"), any other pair 06 ("alternative format").
+    """
+    if _is_print_book(product) and _is_ebook(other):
+        return "27"
+    if _is_ebook(product) and _is_print_book(other):
+        return "13"
+    return "06"
+
+
+def sibling_relations(product: Product, siblings: Iterable[Product]) -> tuple[RelatedProduct, ...]:
+    """``product``'s related products: every other product of its work with an ISBN.
+
+    A sibling with only a GTIN is left out: Google's profile takes ISBNs alone in a
+    ``RelatedProduct`` (``ProductIDType`` 03 "must be an ISBN"), and one would block the feed.
+    """
+    return tuple(
+        RelatedProduct(relation_codes=(sibling_relation(product, other),), isbn13=other.isbn13)
+        for other in siblings
+        if other.id != product.id and other.isbn13
+    )
 
 
 # --- subjects -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Compare two ONIX 3.x messages product by product, facet by facet (``onix compare``).
+"""Compare two ONIX messages product by product, facet by facet (``onix compare``).
 
 It is how a publisher checks a feed against the one they send today: both files are read
-with the service's own reader (``reader.iter_onix_records``), products are paired by ISBN,
+with the service's own reader (``reader.iter_onix_records``; ONIX 3.0, 3.1, or 2.1 read as
+the 3.0 it maps to, so a 2.1 feed can be checked against a 3.0 one), products are paired by ISBN,
 else GTIN, else record reference, and each facet of a product becomes a set of plain-text
 items (``PublishingDate 02 20270115``, ``Price 02 12.99 AUD in AU, tax Z 0``...). An item of
 the source that the produced file lacks is *dropped*; an item only in the produced file is
@@ -109,11 +110,11 @@ def facets_of(record: OnixRecord) -> dict[str, frozenset[str]]:
     if p.composition not in (None, "00") or p.parts:
         form.add(f"ProductComposition {p.composition or '00'}")
     for part in p.parts:
-        form.add(
-            f"ProductPart {part.form} {' '.join(part.form_details) or '-'}"
-            f" ISBN {part.isbn13 or '-'} x{part.number_of_copies}"
-            + (" primary" if part.primary else "")
-        )
+        details = " ".join(part.form_details) or "-"
+        named = f"ProductPart {part.form} {details} ISBN {part.isbn13 or '-'}"
+        form.add(f"{named} x{part.number_of_copies}")
+        if part.primary:  # an item of its own: a feed can lose the flag and keep the part
+            form.add(f"PrimaryPart: {named}")
     form.update(f"EpubTechnicalProtection {x}" for x in p.technical_protection)
     form.update(f"Extent {x.extent_type} {x.value} {x.unit}" for x in p.extents)
     for label, mm in (
@@ -339,5 +340,9 @@ def compare_records(source: Iterable[OnixRecord], produced: Iterable[OnixRecord]
 
 
 def compare_files(source: Path | BinaryIO, produced: Path | BinaryIO) -> Comparison:
-    """Compare two ONIX 3.x files (reference names or short tags, any mix)."""
-    return compare_records(list(iter_onix_records(source)), list(iter_onix_records(produced)))
+    """Compare two ONIX files, 3.x or 2.1 (reference names or short tags, any mix): a 2.1
+    product is read as the 3.0 product it maps to (``reader21``), into the same facets."""
+    return compare_records(
+        list(iter_onix_records(source, accept_21=True)),
+        list(iter_onix_records(produced, accept_21=True)),
+    )

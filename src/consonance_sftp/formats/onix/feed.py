@@ -16,6 +16,7 @@ successful send (never for test feeds), and scheduling.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import gzip
@@ -68,6 +69,10 @@ class FeedResult:
     # first), and the byte ranges to cut from the written message (``remove_skipped``)
     skipped: list[Problem] = field(default_factory=list)
     cut: list[tuple[int, int]] = field(default_factory=list)
+    # What an empty message of this version and tag style carries instead of products
+    # (``<NoProduct/>``; None for ONIX 2.1, which has none): ``remove_skipped`` puts it where
+    # the products were when every one of them was cut.
+    empty_marker: builtins.bytes | None = None  # ``bytes`` here is the field above
 
     @property
     def products(self) -> int:
@@ -78,12 +83,27 @@ class FeedResult:
         return self.products == 0
 
     @property
+    def all_skipped(self) -> bool:
+        """Every product the message was to carry was invalid and left out (``skip``): an
+        incident for the publisher, not "nothing changed"."""
+        return bool(self.skipped) and self.empty
+
+    @property
     def should_send(self) -> bool:
-        """Valid, and either carries something or the recipient wants empty messages (a
-        message whose every product was skipped is not sent: it would need rewriting as
-        ``NoProduct``)."""
-        if self.skipped and self.empty:
-            return False
+        """Valid, and either carries something or the recipient wants empty messages.
+
+        A message whose every product was skipped goes only as the empty (``NoProduct``)
+        delta a recipient with ``send_empty`` expects on every run: its state is unchanged,
+        so "no change" is what it holds. Never as an empty full or test message (a recipient
+        may read an empty full feed as "the catalogue is now empty"), never in ONIX 2.1 (no
+        ``NoProduct``), and never without ``send_empty``."""
+        if self.all_skipped:
+            return (
+                self.report.ok
+                and self.send_empty
+                and self.kind == "delta"
+                and self.empty_marker is not None
+            )
         return self.report.ok and (not self.empty or self.send_empty)
 
 
@@ -212,6 +232,7 @@ def _write_feed(
                     writer.write_deletion(reference)
                     result.deleted.append(reference)
         result.bytes = writer.bytes_written
+        result.empty_marker = writer.empty_marker_bytes()
     except BaseException:
         if validator is not None:
             validator.kill()
@@ -284,14 +305,21 @@ def _skip_invalid(result: FeedResult, previous: Mapping[str, str]) -> None:
 def remove_skipped(path: Path, result: FeedResult) -> None:
     """Cut the skipped products' bytes (``result.cut``) out of the message written at
     ``path``, streaming: what is left is the message with the valid products only (each
-    product was validated on its own, so it stays valid)."""
+    product was validated on its own, so it stays valid). When no product is left, the
+    message says so as an empty one does (``result.empty_marker``, ``NoProduct``), where the
+    first product was, so it is still a valid message."""
     if not result.cut:
         return
+    marker = result.empty_marker if result.empty else None
     kept = path.with_name(path.name + ".kept")
     with path.open("rb") as source, kept.open("wb") as target:
         at = 0
         for start, end in result.cut:
             _copy(source, target, start - at)
+            if marker is not None:
+                target.write(marker)
+                result.bytes += len(marker)
+                marker = None
             source.seek(end)
             at = end
         shutil.copyfileobj(source, target, 1 << 20)

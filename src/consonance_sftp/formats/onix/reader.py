@@ -48,7 +48,7 @@ from ...models import (
     Territory,
     Work,
 )
-from . import codes
+from . import codes, reader21
 from .tags import OnixVersion, TagStyle, reference_names, version_of
 
 _Element = etree._Element
@@ -962,17 +962,29 @@ def _refuse_21(where: str) -> ValidationFailed:
     return ValidationFailed(f"{where}: ONIX 2.1 is not read here; only ONIX 3.0 and 3.1")
 
 
+def _not_carried_21(el: _Element, report: ReadReport) -> None:
+    for child in el:
+        if isinstance(child.tag, str) and child.tag not in reader21.ELEMENTS:
+            report.count(f"{child.tag} (ONIX 2.1)")
+
+
 def iter_onix_records(
-    source: Path | str | BinaryIO, report: ReadReport | None = None
+    source: Path | str | BinaryIO,
+    report: ReadReport | None = None,
+    *,
+    accept_21: bool = False,
 ) -> Iterator[OnixRecord]:
     """Yield each ``Product`` of an ONIX 3.x message, one at a time, in document order.
 
     The message may also be a bare ``Product`` (its root). The version comes from the
-    namespace or ``release``, else from the content (see ``_detected``); 2.1 is refused.
+    namespace or ``release``, else from the content (see ``_detected``); 2.1 is refused, or
+    with ``accept_21`` (``onix compare``) read as the 3.0 product it maps to
+    (``reader21.upgrade_product``).
     """
     ids = _Ids()
     names: dict[str, str] | None = None
     default_currency: str | None = None
+    default_price_type: str | None = None
     where = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     context = etree.iterparse(
         str(source) if isinstance(source, Path) else source,
@@ -994,7 +1006,7 @@ def iter_onix_records(
                 depth += 1
                 if depth == 1:
                     version, style = _detected(el, where)
-                    if version is OnixVersion.V21:
+                    if version is OnixVersion.V21 and not accept_21:
                         raise _refuse_21(where)
                     declared = _declared_entities(el, where)
                     # Undecided short tags are read with 3.0's names (3.1 only adds some).
@@ -1012,13 +1024,24 @@ def iter_onix_records(
             local = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
             if local in ("Header", "header", *_PRODUCT) and version is None:
                 children = {c.tag.rsplit("}", 1)[-1] for c in el if isinstance(c.tag, str)}
-                if not children & _V3_ONLY:
+                if children & _V3_ONLY:
+                    version = OnixVersion.V30
+                elif accept_21:
+                    version = OnixVersion.V21
+                    names = reference_names(version) if style is TagStyle.SHORT else None
+                else:
                     raise _refuse_21(where)
-                version = OnixVersion.V30
             _resolve_entities(el, declared, where)
             _to_reference(el, names)
             if local in ("Header", "header"):
                 default_currency = _text(el, "DefaultCurrencyCode")
+                default_price_type = _text(el, "DefaultPriceTypeCode")
+            elif local in _PRODUCT and version is OnixVersion.V21:
+                if report is not None:
+                    report.products += 1
+                    _not_carried_21(el, report)
+                upgraded = reader21.upgrade_product(el, default_price_type)
+                yield _record(upgraded, default_currency, ids)
             elif local in _PRODUCT:
                 if report is not None:
                     report.products += 1
@@ -1036,17 +1059,61 @@ def iter_onix_records(
         raise ValidationFailed(f"{where}: not well-formed XML", [str(exc)]) from exc
 
 
-def read_onix_works(source: Path | str | BinaryIO, report: ReadReport | None = None) -> list[Work]:
+def read_onix_works(
+    source: Path | str | BinaryIO,
+    report: ReadReport | None = None,
+    *,
+    join_formats: bool = False,
+    accept_21: bool = False,
+) -> list[Work]:
     """Parse an ONIX 3.0/3.1 message (reference names or short tags) into works with products.
 
     ``report``, when given, counts what the file holds that the records cannot carry.
+    ``join_formats``: products that a record relates as the same work in another form
+    (``RelatedProduct`` 06, 13, 27: ``codes.FORMAT_RELATIONS``) to another product of the
+    message go in one work, as Consonance holds them (seeding the sandbox). ``accept_21``:
+    read ONIX 2.1 too (as ``iter_onix_records`` does); seeding leaves it refused.
     """
     ids = _Ids()
     groups: dict[str, list[OnixRecord]] = {}
-    for record in iter_onix_records(source, report):
+    for record in iter_onix_records(source, report, accept_21=accept_21):
         key = record.work_key or f"product:{record.product.id}"
         groups.setdefault(key, []).append(record)
+    if join_formats:
+        groups = _joined(groups)
     return [_work(ids.new("work"), records, ids) for records in groups.values()]
+
+
+def _joined(groups: dict[str, list[OnixRecord]]) -> dict[str, list[OnixRecord]]:
+    """``groups`` with those linked by a format relation merged, in document order."""
+    order = {key: n for n, key in enumerate(groups)}
+    parent = {key: key for key in groups}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    owner = {
+        ident: key
+        for key, records in groups.items()
+        for r in records
+        for ident in (r.product.isbn13, r.product.gtin)
+        if ident
+    }
+    for key, records in groups.items():
+        for record in records:
+            for related in record.product.related_products:
+                other = owner.get(related.isbn13)
+                if other is None or not codes.FORMAT_RELATIONS & set(related.relation_codes):
+                    continue
+                a, b = sorted((root(key), root(other)), key=order.__getitem__)
+                parent[b] = a
+    merged: dict[str, list[OnixRecord]] = {}
+    for key, records in groups.items():
+        merged.setdefault(root(key), []).extend(records)
+    return merged
 
 
 def _work(work_id: int, records: list[OnixRecord], ids: _Ids) -> Work:

@@ -412,6 +412,11 @@ class OnixWriter:
         """An empty 3.x message must say so: ``NoProduct`` instead of product records."""
         return self._shorten(etree.Element("NoProduct"))
 
+    def empty_marker_bytes(self) -> bytes | None:
+        """``_empty_marker`` as written in the message, with its newline (None: none)."""
+        marker = self._empty_marker()
+        return None if marker is None else etree.tostring(marker) + b"\n"
+
     @property
     def bytes_written(self) -> int:
         return self._tee.total
@@ -831,7 +836,12 @@ class OnixWriter:
             for code in related.relation_codes or ("06",):
                 el(rp, "ProductRelationCode", code)
             ident_el = el(rp, "ProductIdentifier")
-            el(ident_el, "ProductIDType", "15")
+            # A related product with no ISBN (a GTIN-only sibling) is named by its GTIN.
+            el(
+                ident_el,
+                "ProductIDType",
+                "15" if related.isbn13.startswith(("978", "979")) else "03",
+            )
             el(ident_el, "IDValue", related.isbn13)
 
     def _supply(self, p: _Element, work: Work, product: Product) -> None:

@@ -31,7 +31,8 @@ _TEXT_21 = {"02": "02", "03": "01", "04": "04", "06": "08", "12": "13", "14": "2
 # 3.0 list 158 resource types -> 2.1 list 38 media file types.
 _MEDIA_21 = {"01": "04", "02": "05", "04": "08", "09": "17", "10": "18"}
 _MEDIA_FORMAT_21 = {"image/jpeg": "03", "image/gif": "02", "image/png": "05", "image/tiff": "06"}
-_EPUB_TYPE = {"E101": "029", "E107": "002", "E116": "022", "E127": "029"}
+# 3.0 list 175 ebook details -> 2.1 list 10 e-publication types (022 is Mobipocket, 031 Kindle).
+_EPUB_TYPE = {"E101": "029", "E105": "001", "E107": "002", "E116": "031", "E127": "022"}
 
 
 class Onix21Writer(OnixWriter):
@@ -197,7 +198,11 @@ class Onix21Writer(OnixWriter):
                 rp = el(p, "RelatedProduct")
                 el(rp, "RelationCode", code)
                 ident = el(rp, "ProductIdentifier")
-                el(ident, "ProductIDType", "15")
+                el(
+                    ident,
+                    "ProductIDType",
+                    "15" if related.isbn13.startswith(("978", "979")) else "03",
+                )
                 el(ident, "IDValue", related.isbn13)
         sd = el(p, "SupplyDetail")
         if self.supplier is not None:

@@ -595,6 +595,43 @@ def _product_work(product: Product, info: Info) -> Work:
     return _ctx(info).catalogue.work_of(product)
 
 
+def contained_product(catalogue: Catalogue, ident: str | None) -> Product | None:
+    """The catalogue's product a part names by ISBN or GTIN (None: not a product held)."""
+    if not ident:
+        return None
+    found = catalogue.isbn_index.get(ident)
+    if found is not None:
+        return catalogue.products.get(found)
+    return next((p for p in catalogue.products.values() if p.gtin == ident), None)
+
+
+def _product_parts(product: Product, info: Info) -> list[dict[str, Any]]:
+    """``Product.productParts`` (guess #28): each part that is a product of the catalogue.
+
+    ``ProductPart.contained`` is a ``Product!``: a part that is not a product held cannot be
+    answered (``seed.not_served`` counts it), nor can ONIX's ``PrimaryPart`` (no field).
+    """
+    catalogue = _ctx(info).catalogue
+    out = []
+    for n, part in enumerate(product.parts, 1):
+        contained = contained_product(catalogue, part.isbn13)
+        if contained is None:
+            continue
+        out.append(
+            {
+                # The catalogue keeps parts on their product, without ids of their own.
+                "id": product.id * 1000 + n,
+                "contained": contained,
+                "containedId": contained.id,
+                "container": product,
+                "containerId": product.id,
+                "numberOfCopies": part.number_of_copies,
+                "sequenceNumber": n,
+            }
+        )
+    return out
+
+
 PRODUCT_FIELDS: dict[str, Resolver] = {
     "isbn": _isbn,
     "fullTitle": lambda p, _: p.title,
@@ -660,6 +697,7 @@ PRODUCT_FIELDS: dict[str, Resolver] = {
     "epubTypeVersion": lambda p, _: None,
     "epubTypeNote": lambda p, _: None,
     "productFormDescription": lambda p, _: None,
+    "productParts": _product_parts,
 }
 
 WORK_FIELDS: dict[str, Resolver] = {

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from consonance_sftp.errors import ValidationFailed
+from consonance_sftp.formats.onix import codes
 from consonance_sftp.formats.onix.reader import ReadReport, read_onix_works
 from consonance_sftp.models import Contract, Price, Product, SupportingResource, Todo, Work
 from consonance_sftp.sandbox.consonance.catalogue import Catalogue
 from consonance_sftp.sandbox.consonance.generator import TODO_NAMES, generate_catalogue
-from consonance_sftp.sandbox.consonance.resolvers import enum_values, to_enum
+from consonance_sftp.sandbox.consonance.resolvers import contained_product, enum_values, to_enum
 
 __all__ = [
     "ReadReport",
@@ -156,10 +157,30 @@ def not_served(catalogue: Catalogue) -> dict[str, int]:
                     found["ProductSupply/SupplyDetail/Price/Territory (regions or exclusions)"] += 1
             if p.unpriced_item_type not in (None, "01"):
                 found[f"ProductSupply/SupplyDetail/UnpricedItemType ({p.unpriced_item_type})"] += 1
-            if p.related_products:
-                found["RelatedMaterial/RelatedProduct"] += len(p.related_products)
-            if p.parts:
-                found["DescriptiveDetail/ProductPart"] += len(p.parts)
+            # Related products come back as the work's other products (codes.sibling_relations).
+            derived = codes.sibling_relations(p, work.products)
+            lost = [r for r in p.related_products if r not in derived]
+            if lost:
+                found[
+                    "RelatedMaterial/RelatedProduct (not another product of the work, or not "
+                    "the relation Consonance writes for it)"
+                ] += len(lost)
+            held_parts = [x for x in p.parts if contained_product(catalogue, x.isbn13)]
+            if len(held_parts) < len(p.parts):
+                found["DescriptiveDetail/ProductPart (not a product of the catalogue)"] += len(
+                    p.parts
+                ) - len(held_parts)
+            for part in held_parts:
+                contained = contained_product(catalogue, part.isbn13)
+                assert contained is not None
+                if (part.form, part.form_details) != codes.product_form_30(contained):
+                    found["DescriptiveDetail/ProductPart/ProductForm (not the product's own)"] += 1
+            if any(x.primary for x in p.parts):
+                found["DescriptiveDetail/ProductPart/PrimaryPart"] += 1
+            if p.composition not in (None, "00", "10") or (
+                p.composition == "10" and not held_parts
+            ):
+                found[f"DescriptiveDetail/ProductComposition ({p.composition})"] += 1
             if p.technical_protection:
                 found["DescriptiveDetail/EpubTechnicalProtection"] += len(p.technical_protection)
             if p.weight_g is not None:
@@ -199,7 +220,8 @@ def catalogue_from_onix(
     """
     stamp = now or datetime.now(UTC)
     report = report if report is not None else ReadReport()
-    works = read_onix_works(source, report)
+    # Products the file relates as one work in other forms are one Consonance work.
+    works = read_onix_works(source, report, join_formats=True)
     where = str(source) if isinstance(source, Path) else getattr(source, "name", "stream")
     if not works and not allow_empty:
         raise ValidationFailed(
