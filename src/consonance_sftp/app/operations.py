@@ -392,7 +392,10 @@ class Operations:
         probes = self.app.state_dir / "probes"
         probes.mkdir(parents=True, exist_ok=True)
         stored = probes / f"{partner}.json"
-        data = {**dataclasses.asdict(report), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        data = {
+            **dataclasses.asdict(report),
+            "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         stored.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return report, stored
 
