@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 alerts_app = typer.Typer(
     help="Alerts raised for a person: list them, acknowledge them.", no_args_is_help=True
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": ""}
 

@@ -32,7 +32,7 @@ archive_app = typer.Typer(
     "restore drill.",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 ArchiveArg = Annotated[
     Path,

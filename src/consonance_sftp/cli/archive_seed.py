@@ -16,7 +16,7 @@ from rich.console import Console
 
 from consonance_sftp.formats.wording import counted
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 SANDBOX_DIR = "sandbox"
 SHOWN = 200  # differences printed one per line; the rest counted
 

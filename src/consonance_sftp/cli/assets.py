@@ -18,7 +18,7 @@ from consonance_sftp.formats.wording import counted
 if TYPE_CHECKING:
     from consonance_sftp.app.assets import AssetHistory
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 
 COLUMNS = (
     "kind",

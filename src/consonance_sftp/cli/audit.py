@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app.operations import AuditReport, Store
 
 audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_args_is_help=True)
-console = Console(highlight=False)
+console = Console(highlight=False, emoji=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -138,7 +138,7 @@ def _verify_archive(archive: Path, db: str | None, key_file: Path | None) -> Aud
     key = None if key_file is None else _read_key(key_file)
     with archived_store(archive, key=key) as (store, where):
         report = store.verify_audit()
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
     for problem in report.problems:
         line = where.get((problem.chain_id, problem.seq or 0))
         if problem.table == "audit_events" and line is not None:
@@ -167,7 +167,7 @@ def _print_problems(report: AuditReport) -> None:
             escape(problem.kind),
             escape(problem.message),
         )
-    err = Console(stderr=True, highlight=False, width=max(console.width, 160))
+    err = Console(stderr=True, highlight=False, emoji=False, width=max(console.width, 160))
     err.print(table)
     # One plain line per problem too, so logs and grep see it without the table's wrapping.
     for problem in report.problems:
@@ -190,4 +190,4 @@ def _print_heads(report: AuditReport) -> None:
             str(head.seq),
             head.hash,
         )
-    Console(highlight=False, width=max(console.width, 200)).print(table)
+    Console(highlight=False, emoji=False, width=max(console.width, 200)).print(table)

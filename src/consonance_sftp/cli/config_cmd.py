@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the config models (pydantic, asyncssh) load when a command 
 config_app = typer.Typer(help="Check and explain the config file.", no_args_is_help=True)
 docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
 # soft_wrap: long paths and key lines stay on one line, so they can be copied.
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 _URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the app loads when the demo runs, not at start-up
 MARKER = ".consonance-sftp-demo"
 STAGE = "Production approval"
 # Wide enough for a plan line (size, SHA-256, path) when the output is not a terminal.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 140)
 
 
 def _free_port() -> int:

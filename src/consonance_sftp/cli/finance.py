@@ -22,7 +22,7 @@ finance_app = typer.Typer(
     help="Royalty-statement batches: list, show, approve, send, send the unsent, resend one.",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 By = Annotated[str | None, typer.Option("--by", help="Who acts (default: $USER).")]

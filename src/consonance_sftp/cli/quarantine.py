@@ -23,7 +23,7 @@ quarantine_app = typer.Typer(
     help="Files an intake flow could not match: list, show, assign to a title, reject.",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 By = Annotated[
     str | None,

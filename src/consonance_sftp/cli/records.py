@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app.runner import DeliveryRunner
 
 # Not a terminal (a pipe, a log): 160 columns. Tables fold what does not fit, never cut it.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 flow_app = typer.Typer(help="Flows: pause and resume.", no_args_is_help=True)
 
 HISTORY_COLUMNS = (

@@ -22,7 +22,7 @@ sales_app = typer.Typer(
     help="Sales reports: check a file by hand; list, show, export and release what was loaded.",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 

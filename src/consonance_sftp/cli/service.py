@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from consonance_sftp.app.intake import InboxReport
     from consonance_sftp.app.serving import ServeLoop
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _print_plan(app: App, outcome: RunOutcome) -> None:

@@ -36,7 +36,7 @@ users_app = typer.Typer(
     help="The web console's users: add, list, passwd, disable, enable, remove, API tokens.",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

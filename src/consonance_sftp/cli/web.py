@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # uvicorn imports the console by name: the CLI and the web layer never import each other.
 FACTORY = "consonance_sftp.web.app:from_environment"
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
