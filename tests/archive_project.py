@@ -36,14 +36,26 @@ class ArchiveProject:
 
 
 def archive_project(
-    root: Path, openssh: OpenSshServer, *, titles: int, seed: int, **flow: Any
+    root: Path,
+    openssh: OpenSshServer | None,
+    *,
+    titles: int,
+    seed: int,
+    vault: tuple[dict[str, Any], Path] | None = None,
+    **flow: Any,
 ) -> ArchiveProject:
-    """The project; ``flow`` adds settings to the `nightly` flow. Stop ``sandbox`` after."""
+    """The project; ``flow`` adds settings to the `nightly` flow. Stop ``sandbox`` after.
+    The `vault` partner is a folder on ``openssh``, unless ``vault`` gives another partner's
+    config and the folder on disk its files land in."""
     sandbox = start_sandbox(generate_catalogue(titles, seed=seed))
     token = root / "token"
     token.write_text(sandbox.token)
-    partner = root / "vault"
-    partner.mkdir()
+    if vault is None:
+        assert openssh is not None
+        partner = root / "vault"
+        partner.mkdir()
+        vault = openssh_partner(openssh, {"send": str(partner)}), partner
+    vault_config, partner = vault
     identity = pyrage.x25519.Identity.generate()
     key = root / "publisher.key"
     key.write_text(str(identity) + "\n")
@@ -51,7 +63,7 @@ def archive_project(
     raw: dict[str, Any] = {
         "state_dir": str(root / "var"),
         "consonance": {"base_url": sandbox.url, "token": {"file": str(token)}},
-        "partners": {"vault": openssh_partner(openssh, {"send": str(partner)})},
+        "partners": {"vault": vault_config},
         "flows": {
             "nightly": {
                 "kind": "archive",
