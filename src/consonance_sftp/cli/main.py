@@ -6,8 +6,8 @@ A user sees one clear line and a hint for every error we raise on purpose, never
 
 from __future__ import annotations
 
+import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -60,9 +60,14 @@ def emit_json(data: Any) -> None:
 
 
 def acting_user(by: str | None = None) -> str:
-    """Who acts, for the record: ``--by``, else the login name (``$USER``), else ``unknown``
-    (a bare container has neither)."""
-    return by or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    """Who acts, for the record: ``--by``, else the login name (``$USER``, ``$LOGNAME``, else
+    the account's name, as in a bare container with no such variable), else ``unknown``."""
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no variable and a uid with no account
+        return "unknown"
 
 
 def _version(value: bool) -> None:
