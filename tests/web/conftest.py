@@ -183,8 +183,11 @@ def chromium_path() -> str:
     return os.environ.get("CONSONANCE_SFTP_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which an asyncio test run after it (in any order, or on the
+    # same xdist worker) would meet as "cannot be called from a running event loop".
     path = chromium_path()
     if shutil.which(path) is None:
         pytest.skip(f"no Chromium at {path} (scripts/system-deps.sh installs Debian's)")
