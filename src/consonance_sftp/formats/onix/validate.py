@@ -124,7 +124,7 @@ class ValidationReport:
 @lru_cache(maxsize=6)
 def load_schema(version: OnixVersion, style: TagStyle) -> etree.XMLSchema:
     """The bundled EDItEUR XSD, parsed once per process."""
-    return etree.XMLSchema(etree.parse(str(schema_path(version, style))))
+    return etree.XMLSchema(file=str(schema_path(version, style)))
 
 
 _XS = "{http://www.w3.org/2001/XMLSchema}"
@@ -200,6 +200,18 @@ class CodeListSchema:
         style: TagStyle,
         elements: frozenset[str] | None = None,
     ) -> None:
+        with tempfile.TemporaryDirectory(prefix="onix-xsd-") as tmp:
+            # the reduced XSD is written out, its trees freed, then compiled from the files
+            self.checks = self._reduce(version, style, elements, Path(tmp))
+            self.schema = etree.XMLSchema(file=str(Path(tmp) / schema_path(version, style).name))
+        self.tags = list(self.checks)
+
+    @staticmethod
+    def _reduce(
+        version: OnixVersion, style: TagStyle, elements: frozenset[str] | None, tmp: Path
+    ) -> dict[str, tuple[frozenset[str], bool]]:
+        """Write the XSD without the enumerations of ``elements`` into ``tmp``; return what
+        ``valid`` checks instead: tag -> (codes, whether a space-separated list of them)."""
         path = schema_path(version, style)
         wanted = _CODED if elements is None else elements
         if style is TagStyle.SHORT:
@@ -240,7 +252,7 @@ class CodeListSchema:
             if facets <= {"simpleType", "minLength", "maxLength", "length", "annotation"}:
                 list_types[name] = (str(item.get("itemType")), simple)
         ns = namespace(version, style)
-        self.checks: dict[str, tuple[frozenset[str], bool]] = {}
+        checks: dict[str, tuple[frozenset[str], bool]] = {}
         unchecked: set[str] = set()
         for element in main.getroot().iterchildren(f"{_XS}element"):
             extension = element.find(f"{_XS}complexType/{_XS}simpleContent/{_XS}extension")
@@ -249,9 +261,9 @@ class CodeListSchema:
                 continue
             base = extension.get("base") or ""
             if base in lists:
-                self.checks[f"{{{ns}}}{name}"] = (lists[base][0], False)
+                checks[f"{{{ns}}}{name}"] = (lists[base][0], False)
             elif base in list_types:
-                self.checks[f"{{{ns}}}{name}"] = (lists[list_types[base][0]][0], True)
+                checks[f"{{{ns}}}{name}"] = (lists[list_types[base][0]][0], True)
             else:
                 continue
             extension.set("base", f"{base}.unchecked")
@@ -274,12 +286,10 @@ class CodeListSchema:
                     restriction.remove(enum)
             copy_.set("name", f"{base}.unchecked")
             simple.addnext(copy_)
-        with tempfile.TemporaryDirectory(prefix="onix-xsd-") as tmp:
-            shutil.copytree(path.parent, tmp, dirs_exist_ok=True)
-            for location, doc in docs.items():
-                doc.write(str(Path(tmp) / location), encoding="utf-8", xml_declaration=True)
-            self.schema = etree.XMLSchema(etree.parse(str(Path(tmp) / path.name)))
-        self.tags = list(self.checks)
+        shutil.copytree(path.parent, tmp, dirs_exist_ok=True)
+        for location, doc in docs.items():
+            doc.write(str(tmp / location), encoding="utf-8", xml_declaration=True)
+        return checks
 
     def valid(self, product: _Element) -> bool:
         """True: the unmodified XSD accepts ``product``. False: not known (ask that XSD)."""
