@@ -1,9 +1,10 @@
 """Stream ONIX 3.0/3.1 messages from domain works and products, one product at a time.
 
 ``OnixWriter`` opens the message with lxml's incremental writer (``etree.xmlfile``) and writes
-the header; each ``Product`` is then built as a small lxml element tree, serialised once, and
-its bytes go into the stream between flushes of the incremental writer, so memory stays flat
-however many products go through. Product elements are built without a namespace: they sit
+the header; each 3.x ``Product`` is then written as text, element by element in document order
+(``_Out``: the bytes lxml would write for the same tree; ONIX 2.1 products are still lxml
+trees), and its bytes go into the stream between flushes of the incremental writer, so memory
+stays flat however many products go through. Product elements carry no namespace: they sit
 textually inside the root, which declares the ONIX namespace as the default, so they are ONIX
 elements without each one repeating ``xmlns``.
 
