@@ -1,0 +1,105 @@
+"""ONIX 3.x products are written as text, tag by tag, not built as lxml trees: the bytes must be
+exactly what lxml writes for the same content (escaping, empty elements, markup, short tags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from consonance_sftp.formats.onix import MessageHeader, OnixVersion, OnixWriter, TagStyle
+from consonance_sftp.formats.onix.synthetic import synthetic_works
+from consonance_sftp.models import Contact, Contribution, PublishingDate, Work
+
+HEADER = MessageHeader(sender_name="Text Books", sent_at=datetime(2026, 3, 1, tzinfo=UTC))
+TRICKY = "Café & <Co> \"quoted\" 'single' ]]> a\rb\nc\td \u2028 «»"
+
+
+def _tricky_work() -> Work:
+    work = next(iter(synthetic_works(3, seed=11)))
+    org = Contribution(
+        id=900,
+        contributor=Contact(
+            id=900, name=TRICKY, is_organisation=True, biographical_note="Bio\r\n&amp; <i>it</i>"
+        ),
+        role="B01",
+        sequence_number=3,
+    )
+    product = work.products[0]
+    product = dataclasses.replace(
+        product,
+        title=TRICKY,
+        subtitle="",
+        publishing_dates=(PublishingDate(role="02", value="2027", dateformat="05"),),
+        prices=tuple(
+            dataclasses.replace(
+                p,
+                effective_from=date(2026, 1, 1),
+                tax_rate_percent=Decimal("20"),
+                tax_rate_code="S",
+            )
+            for p in product.prices
+        ),
+    )
+    return dataclasses.replace(
+        work,
+        contributions=(*work.contributions, org),
+        marketing_texts=(
+            *work.marketing_texts,
+            dataclasses.replace(work.marketing_texts[0], text="<p>not <b>XHTML</p> & so escaped"),
+        ),
+        products=(product,),
+    )
+
+
+@pytest.mark.parametrize("style", [TagStyle.REFERENCE, TagStyle.SHORT])
+@pytest.mark.parametrize("version", [OnixVersion.V30, OnixVersion.V31])
+def test_each_product_is_byte_for_byte_what_lxml_writes(
+    version: OnixVersion, style: TagStyle
+) -> None:
+    works = [*synthetic_works(40, seed=5), _tricky_work()]
+    with OnixWriter(io.BytesIO(), HEADER, version=version, style=style) as writer:
+        for work in works:
+            for product in work.products:
+                data = writer.product_bytes(work, product, "03")
+                # lxml reads the text and writes it again: the same bytes, or the text path
+                # escaped or shaped something differently from lxml
+                assert etree.tostring(etree.fromstring(data), encoding="utf-8") == data
+                assert writer.product_bytes(work, product, "03") == data  # reused codes
+
+
+def test_tricky_text_reads_back_as_written() -> None:
+    work = _tricky_work()
+    with OnixWriter(io.BytesIO(), HEADER) as writer:
+        element = writer.product_element(work, work.products[0], "03")
+    assert element.findtext("DescriptiveDetail/TitleDetail/TitleElement/TitleText") == TRICKY
+    assert element.find("DescriptiveDetail/TitleDetail/TitleElement/Subtitle") is None
+    org = element.findall("DescriptiveDetail/Contributor")[-1]
+    assert org.findtext("CorporateName") == TRICKY
+    bio = org.find("BiographicalNote")
+    assert bio is not None and bio.get("textformat") == "05" and bio.find("i") is not None
+    texts = [t for t in element.iter("Text") if t.get("textformat") == "02"]
+    assert [t.text for t in texts] == ["<p>not <b>XHTML</p> & so escaped"]
+    dates = element.findall("PublishingDetail/PublishingDate/Date")
+    assert ("2027", "05") in [(d.text, d.get("dateformat")) for d in dates]
+    assert element.find("ProductSupply/SupplyDetail/Price/PriceDate/Date") is not None
+
+
+def test_control_characters_inside_markup_are_removed_before_it_is_read() -> None:
+    work = next(iter(synthetic_works(1, seed=2)))
+    work = dataclasses.replace(
+        work,
+        marketing_texts=(
+            dataclasses.replace(
+                work.marketing_texts[0], text="<p>a\x01b <em>c\x0bd</em></p>", text_format="05"
+            ),
+        ),
+    )
+    with OnixWriter(io.BytesIO(), HEADER) as writer:
+        data = writer.product_bytes(work, work.products[0], "03")
+    assert b'<Text textformat="05"><p>ab <em>cd</em></p></Text>' in data
+    assert b"\x01" not in data and b"\x0b" not in data
