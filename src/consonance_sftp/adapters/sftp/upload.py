@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
 from consonance_sftp import errors
-from consonance_sftp.adapters.sftp import checksums
+from consonance_sftp.adapters.sftp import checksums, verify
 from consonance_sftp.adapters.sftp.connection import (
     PooledConnection,
 )
@@ -44,11 +46,13 @@ from consonance_sftp.adapters.sftp.segmented import (
     file_source_id,
     put_segmented,
     put_stream,
+    read_sizes,
     segment_count,
 )
-from consonance_sftp.adapters.sftp.verify import remote_sha256
+from consonance_sftp.adapters.sftp.verify import reads_back, remote_sha256
 from consonance_sftp.adapters.transfer_common import temp_name_for
 from consonance_sftp.config.transfer import (
+    ChecksumMethod,
     OverwritePolicy,
     UploadStrategy,
 )
@@ -69,6 +73,9 @@ SMALL_FILE = 8 * 1024 * 1024
 
 class UploadMixin(PublishMixin):
     """``stage``, ``publish``, ``upload``, ``upload_many`` and their protocol."""
+
+    # The one look at whether the server answers check-file (``_learn_check_file``).
+    _check_file_asked: asyncio.Future[None] | None = None
 
     def staging_path(self, final: str, temp_path: str | None = None) -> str:
         """Where ``stage`` writes the bytes meant for ``final``: the delivery convention's
@@ -385,10 +392,21 @@ class UploadMixin(PublishMixin):
 
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
+        # A small file read back on its own handle: the SHA-256 of what the server returned.
+        read_back: list[str] = []
         if small:
             async with self._lease_many(shared, 1) as conns:
+                await self._learn_check_file(conns[0].sftp, temp)
                 await self._watch(
-                    self._put_small(conns[0].sftp, data or b"", temp, size, report),
+                    self._put_small(
+                        conns[0].sftp,
+                        data or b"",
+                        temp,
+                        size,
+                        report,
+                        read_back=read_back if reads_back(self, size) else None,
+                        sha=hashing.result()[1],  # a small file is hashed as it is read
+                    ),
                     temp,
                     ticks,
                     conns,
@@ -424,6 +442,8 @@ class UploadMixin(PublishMixin):
             remote_sha: str | None
             if all_checked:
                 remote_sha, verified_by = sha, checked_by
+            elif read_back:
+                remote_sha, verified_by = read_back[0], Verification.READ_BACK
             else:
                 remote_sha, verified_by = await remote_sha256(
                     self, pc, temp, size=size, force=interrupted, local=(local_path, sha)
@@ -644,6 +664,27 @@ class UploadMixin(PublishMixin):
             if exc.retryable:
                 raise
 
+    async def _learn_check_file(self, sftp: asyncssh.SFTPClient, path: str) -> None:
+        """With ``checksum = "auto"``, whether the server answers ``check-file`` decides how a
+        small file is verified (by the server, or read back on its own handle): asked once,
+        before the first file is written, so the files already in flight meanwhile wait for
+        the answer instead of each asking it. Any answer but "unsupported" (a digest, no
+        such file) leaves it to ``remote_sha256``, as before."""
+        if self.settings.checksum is not ChecksumMethod.AUTO or "check_file" in self._unsupported:
+            return
+        if self._check_file_asked is None:
+
+            async def ask() -> None:
+                try:
+                    await self._guard(checksums.check_file_sha256(sftp, path), path)
+                except errors.UnsupportedOperation:
+                    self._unsupported.add("check_file")
+                except errors.TransportError:
+                    pass  # a lost connection is met by the write that follows
+
+            self._check_file_asked = asyncio.ensure_future(ask())
+        await asyncio.shield(self._check_file_asked)
+
     async def _put_small(
         self,
         sftp: asyncssh.SFTPClient,
@@ -651,7 +692,15 @@ class UploadMixin(PublishMixin):
         temp: str,
         size: int,
         report: Callable[[int], None],
+        *,
+        read_back: list[str] | None = None,
+        sha: str = "",
     ) -> None:
+        """Write ``data`` (SHA-256 ``sha``) to ``temp`` on one handle. ``read_back``: the
+        file is also read back on that handle (opened for reading too) once every write is
+        acknowledged, and the SHA-256 of what the server returned is appended to the list:
+        the read-back verification without a second open and close (a server that refuses a
+        handle for both is noted, and gets the separate read-back)."""
         if len(data) != size:
             raise errors.IntegrityError(
                 f"the local file changed while it was sent ({len(data)} bytes, hashed {size})",
@@ -670,12 +719,74 @@ class UploadMixin(PublishMixin):
             done += len(chunk)
             report(done)
 
+        if read_back is not None:
+            try:
+                fh = await session.open(
+                    temp, flags | asyncssh.FXF_READ, encoding=None, block_size=0
+                )
+            except asyncssh.SFTPError as exc:
+                if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+                    raise
+                # Refused for reading and writing at once (rclone without a write cache):
+                # written on a write-only handle, read back on a handle of its own. A write-only
+                # open refused too is a refusal of the folder, said as such below.
+                fh = await session.open(temp, flags, encoding=None, block_size=0)
+                self._unsupported.add("read_write_open")
+                read_back = None
+                log.info(
+                    "the server refused a handle for reading and writing (%s): small files "
+                    "are read back on a handle of their own",
+                    exc.reason,
+                    extra={"partner": self.partner, "path": temp},
+                )
+        else:
+            fh = await session.open(temp, flags, encoding=None, block_size=0)
         # Every write is acknowledged by the server (SSH_FX_OK) and the writes cover
         # [0, size) of a truncated file: that is the size check, without an fstat round trip
         # per file (small files are latency-bound), and a partner that moves files away on
         # close cannot make it fail.
-        async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+        async with fh:
             await asyncio.gather(*(put(offset) for offset in range(0, size, block)))
+            if read_back is not None:
+                # Sent once every write is answered (a server may run requests on one handle
+                # in parallel); the reads and the close then share one round trip.
+                read_back.append(await self._read_back_handle(sftp, fh, temp, data, sha))
+
+    async def _read_back_handle(
+        self,
+        sftp: asyncssh.SFTPClient,
+        fh: asyncssh.SFTPClientFile,
+        path: str,
+        data: bytes,
+        sha: str,
+    ) -> str:
+        """SHA-256 of the ``len(data)`` bytes read back on ``fh`` (``sha`` when they are
+        ``data``, whose SHA-256 it is), reads pipelined, and the close
+        sent with them (one round trip for both). No read past the end: the acknowledged
+        writes over the truncated file are its size check (see ``_put_small``).
+
+        The close may follow the reads unanswered: a server runs the requests on one file in
+        order (the SFTP draft's rule; rclone's server, which runs reads and writes in
+        parallel, waits for a handle's reads before its close). Not with a bandwidth limit,
+        whose reads wait for tokens before they are sent. A short answer (a server that caps
+        its reads) has the file read back again on a handle of its own."""
+        size = len(data)
+        block = self.settings.read_block
+        offsets = range(0, size, block)
+        reads = [fh.read(min(block, size - at), at) for at in offsets]
+        if self._bucket is None:
+            *answers, _closed = await asyncio.gather(*reads, fh.close())
+        else:
+            answers = list(await asyncio.gather(*reads))
+        parts = cast(list[bytes], answers)  # opened with encoding=None
+        got = b"".join(parts)
+        if len(got) < size and any(
+            len(part) < min(block, size - at) for at, part in zip(offsets, parts, strict=True)
+        ):
+            _n, digest = await verify.read_back_sized(sftp, path, size, **read_sizes(self.settings))
+            return digest
+        # The same bytes as sent have the SHA-256 already taken of them: no second hash.
+        return sha if got == data else hashlib.sha256(got).hexdigest()
 
     @staticmethod
     async def _truncate(sftp: asyncssh.SFTPClient, path: str) -> None:
