@@ -117,16 +117,27 @@ async def test_a_small_file_whose_bytes_the_server_lost_never_gets_its_final_nam
     assert list(fault_server.home("partner").iterdir()) == []  # no final name, temps removed
 
 
+@pytest.mark.parametrize(
+    ("fault", "event"),
+    [
+        ("deny_read_write_open", "read_write_open_refused"),
+        ("deny_reads_on_write_handles", "read_refused"),
+    ],
+)
 async def test_a_server_refusing_a_read_write_handle_gets_the_separate_read_back(
-    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+    fault_endpoint: EndpointFactory,
+    fault_server: FaultServer,
+    tmp_path: Path,
+    fault: str,
+    event: str,
 ) -> None:
-    fault_server.faults.deny_read_write_open = True
+    setattr(fault_server.faults, fault, True)
     items = _files(tmp_path, 4, 20_000)
     async with SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s") as fs:
         for item in items:  # one after another: the first refusal is noted for the others
             result = await fs.upload(item.local_path, item.remote_path)
             assert result.verified_by == "read_back"
-    assert len(fault_server.recorder.ops("read_write_open_refused")) == 1
+    assert len(fault_server.recorder.ops(event)) == 1  # noted: asked of the first file only
     home = fault_server.home("partner")
     for item in items:
         assert (home / item.remote_path).read_bytes() == item.local_path.read_bytes()

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -712,45 +712,81 @@ class UploadMixin(PublishMixin):
         block = self.settings.block_size
         done = 0
 
-        async def put(offset: int) -> None:
-            nonlocal done
-            chunk = data[offset : offset + block]
-            await fh.write(chunk, offset)
-            done += len(chunk)
-            report(done)
-
-        if read_back is not None:
-            try:
-                fh = await session.open(
-                    temp, flags | asyncssh.FXF_READ, encoding=None, block_size=0
-                )
-            except asyncssh.SFTPError as exc:
-                if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
-                    raise
-                # Refused for reading and writing at once (rclone without a write cache):
-                # written on a write-only handle, read back on a handle of its own. A write-only
-                # open refused too is a refusal of the folder, said as such below.
-                fh = await session.open(temp, flags, encoding=None, block_size=0)
-                self._unsupported.add("read_write_open")
-                read_back = None
-                log.info(
-                    "the server refused a handle for reading and writing (%s): small files "
-                    "are read back on a handle of their own",
-                    exc.reason,
-                    extra={"partner": self.partner, "path": temp},
-                )
-        else:
-            fh = await session.open(temp, flags, encoding=None, block_size=0)
         # Every write is acknowledged by the server (SSH_FX_OK) and the writes cover
         # [0, size) of a truncated file: that is the size check, without an fstat round trip
         # per file (small files are latency-bound), and a partner that moves files away on
         # close cannot make it fail.
-        async with fh:
+        async def write_all(fh: asyncssh.SFTPClientFile) -> None:
+            async def put(offset: int) -> None:
+                nonlocal done
+                chunk = data[offset : offset + block]
+                await fh.write(chunk, offset)
+                done += len(chunk)
+                report(done)
+
             await asyncio.gather(*(put(offset) for offset in range(0, size, block)))
-            if read_back is not None:
-                # Sent once every write is answered (a server may run requests on one handle
-                # in parallel); the reads and the close then share one round trip.
+
+        if read_back is not None:
+            refused = await self._put_small_read_back(
+                sftp, session, flags, temp, data, sha, write_all, read_back
+            )
+            if refused is None:
+                return
+            # A handle for reading and writing refused, or its reads (rclone without a write
+            # cache takes the open, then answers reads "Illegal seek"): noted for this
+            # client's life; this file is written again on a write-only handle (on a new
+            # file: some servers refuse to reopen one) and read back on a handle of its own.
+            self._unsupported.add("read_write_open")
+            log.info(
+                "the server refused to read back on the handle written (%s): small files are "
+                "read back on a handle of their own",
+                refused,
+                extra={"partner": self.partner, "path": temp},
+            )
+            with contextlib.suppress(errors.TransportError):
+                await self._guard(sftp.remove(temp), temp)
+            done = 0
+        async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+            await write_all(fh)
+
+    async def _put_small_read_back(
+        self,
+        sftp: asyncssh.SFTPClient,
+        session: asyncssh.SFTPClient,
+        flags: int,
+        temp: str,
+        data: bytes,
+        sha: str,
+        write_all: Callable[[asyncssh.SFTPClientFile], Awaitable[None]],
+        read_back: list[str],
+    ) -> str | None:
+        """``write_all`` on a handle for reading and writing, then the read-back on it; None
+        when done, else why the server refused the handle or a read on it."""
+        try:
+            fh = await session.open(temp, flags | asyncssh.FXF_READ, encoding=None, block_size=0)
+        except asyncssh.SFTPError as exc:
+            if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+                raise
+            return str(exc.reason)
+        done = False
+        try:
+            await write_all(fh)
+            try:
+                # Sent once every write is answered (a server may run the requests on one
+                # handle in parallel); the reads and the close then share one round trip.
                 read_back.append(await self._read_back_handle(sftp, fh, temp, data, sha))
+            except asyncssh.SFTPError as exc:
+                if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+                    raise
+                return str(exc.reason)
+            done = True
+        finally:
+            if done:
+                await fh.close()  # a no-op when the close went with the reads
+            else:
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await fh.close()
+        return None
 
     async def _read_back_handle(
         self,
