@@ -160,3 +160,23 @@ async def test_a_read_back_of_known_size_asks_for_no_more_than_one_read_past_the
     past_end = [r for r in reads if r[0] >= len(data)]
     assert len(past_end) <= 1
     assert len(reads) <= math.ceil(len(data) / block) + 2
+
+
+async def test_with_fail_a_taken_final_name_keeps_its_bytes_and_leaves_no_temporary_file(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # The look at the final name goes out with the write of the temporary name: a name found
+    # taken must cost that temporary file, and nothing else.
+    items = _files(tmp_path, 6, 30_000)
+    home = fault_server.home("partner")
+    (home / "f003.dat").write_bytes(b"the partner's own file")
+    async with SftpRemoteFS(fault_endpoint(overwrite="fail"), state_dir=tmp_path / "s") as fs:
+        results = await fs.upload_many(items)
+    failed = [r for r in results if isinstance(r, errors.TransportError)]
+    assert len(failed) == 1 and isinstance(failed[0], errors.RemoteFileExists)
+    assert (home / "f003.dat").read_bytes() == b"the partner's own file"
+    assert fault_server.recorder.ops("remove") == [(".f003.dat.part", "")]
+    assert sorted(p.name for p in home.iterdir()) == [f"f{i:03d}.dat" for i in range(6)]
+    assert sorted(fault_server.recorder.ops("rename")) == [
+        (f".f{i:03d}.dat.part", f"f{i:03d}.dat") for i in range(6) if i != 3
+    ]

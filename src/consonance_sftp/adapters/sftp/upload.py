@@ -374,7 +374,21 @@ class UploadMixin(PublishMixin):
         # With ``direct`` the partial file under the final name is ours when its prefix
         # matches our journal: it is continued, not refused as somebody else's file.
         own_partial = direct and bool(kept)
-        if not own_partial:
+        # With 'fail' a small file's look at the final name goes out with the open of its
+        # temporary name (one round trip less per file); a final name found there then costs
+        # the temporary file, removed, and nothing else: the rename is still never tried.
+        looking: asyncio.Future[StagedFile | None] | None = None
+        if (
+            small
+            and not direct
+            and ts.overwrite is OverwritePolicy.FAIL
+            and not replace_identical
+            and not own_partial
+        ):
+            looking = asyncio.ensure_future(
+                self._apply_overwrite_policy(shared, final, size, hashing, local_path, started)
+            )
+        elif not own_partial:
             skipped = await self._apply_overwrite_policy(
                 shared, final, size, hashing, local_path, started, replace_identical
             )
@@ -395,22 +409,36 @@ class UploadMixin(PublishMixin):
         # A small file read back on its own handle: the SHA-256 of what the server returned.
         read_back: list[str] = []
         if small:
-            async with self._lease_many(shared, 1) as conns:
-                await self._learn_check_file(conns[0].sftp, temp)
-                await self._watch(
-                    self._put_small(
-                        conns[0].sftp,
-                        data or b"",
+            try:
+                async with self._lease_many(shared, 1) as conns:
+                    await self._learn_check_file(conns[0].sftp, temp)
+                    await self._watch(
+                        self._put_small(
+                            conns[0].sftp,
+                            data or b"",
+                            temp,
+                            size,
+                            report,
+                            read_back=read_back if reads_back(self, size) else None,
+                            sha=hashing.result()[1],  # a small file is hashed as it is read
+                        ),
                         temp,
-                        size,
-                        report,
-                        read_back=read_back if reads_back(self, size) else None,
-                        sha=hashing.result()[1],  # a small file is hashed as it is read
-                    ),
-                    temp,
-                    ticks,
-                    conns,
-                )
+                        ticks,
+                        conns,
+                    )
+            except BaseException:
+                if looking is not None:
+                    looking.cancel()
+                    await asyncio.wait({looking})  # settled; its own error is not ours
+                raise
+            if looking is not None:
+                try:
+                    await looking  # 'fail': returns nothing or raises
+                except errors.RemoteFileExists:
+                    async with self._lease(shared) as pc:
+                        with contextlib.suppress(errors.TransportError):
+                            await self._guard(pc.sftp.remove(temp), temp)
+                    raise
         else:
             resumed_from, restarted = await self._put_large(
                 local_path, temp, size, journal, kept, report, ticks, shared
