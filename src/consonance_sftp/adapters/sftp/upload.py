@@ -700,7 +700,10 @@ class UploadMixin(PublishMixin):
         such file) leaves it to ``remote_sha256``, as before."""
         if self.settings.checksum is not ChecksumMethod.AUTO or "check_file" in self._unsupported:
             return
-        if self._check_file_asked is None:
+        asked = self._check_file_asked
+        if asked is None or (
+            not asked.done() and asked.get_loop() is not asyncio.get_running_loop()
+        ):
 
             async def ask() -> None:
                 try:
@@ -710,8 +713,8 @@ class UploadMixin(PublishMixin):
                 except errors.TransportError:
                     pass  # a lost connection is met by the write that follows
 
-            self._check_file_asked = asyncio.ensure_future(ask())
-        await asyncio.shield(self._check_file_asked)
+            self._check_file_asked = asked = asyncio.ensure_future(ask())
+        await asyncio.shield(asked)
 
     async def _put_small(
         self,
@@ -761,20 +764,23 @@ class UploadMixin(PublishMixin):
             if refused is None:
                 return
             # A handle for reading and writing refused, or its reads (rclone without a write
-            # cache takes the open, then answers reads "Illegal seek"): noted for this
-            # client's life; this file is written again on a write-only handle (on a new
-            # file: some servers refuse to reopen one) and read back on a handle of its own.
-            self._unsupported.add("read_write_open")
-            log.info(
-                "the server refused to read back on the handle written (%s): small files are "
-                "read back on a handle of their own",
-                refused,
-                extra={"partner": self.partner, "path": temp},
-            )
+            # cache takes the open, then answers reads "Illegal seek"): this file is written
+            # again on a write-only handle (on a new file: some servers refuse to reopen one)
+            # and read back on a handle of its own.
             with contextlib.suppress(errors.TransportError):
                 await self._guard(sftp.remove(temp), temp)
             done = 0
         async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+            if read_back is not None:
+                # Taken write-only: a refusal of the handle for both, not of the folder.
+                # Noted for this client's life.
+                self._unsupported.add("read_write_open")
+                log.info(
+                    "the server refused to read back on the handle written (%s): small files "
+                    "are read back on a handle of their own",
+                    refused,
+                    extra={"partner": self.partner, "path": temp},
+                )
             await write_all(fh)
 
     async def _put_small_read_back(
