@@ -9,7 +9,9 @@ checked by SHA-256 (uploads on the server's own disk, downloads on ours):
 * loopback: a large file (1 GiB) up and down, and 2,000 files of 50 KiB up;
 * wan: the same large file up and down through ``bench/latency_relay.py``, a userspace relay
   that holds every chunk 50 ms each way (100 ms round trip: it emulates latency, not loss).
-  OpenSSH runs there with its best flags for such a link (``-R 256 -B 261120``).
+  OpenSSH runs there with its best flags for such a link (``-R 256 -B 261120``);
+* small_files_wan_up: the 2,000 small files up through the same relay (round trips decide:
+  OpenSSH's ``sftp`` sends one file at a time, about 10 minutes for 2,000).
 
 Both sides prefer aes128-gcm@openssh.com (our transport's order on AES-NI CPUs; the server
 picks the first it has). Against a server other than OpenSSH, our probe runs once first and
@@ -19,12 +21,12 @@ included), because a user waits for those too. Medians and ratios (ours /
 OpenSSH throughput, higher is better) are printed; the last line is one JSON object:
 
     {"server": "openssh", "loopback_up": r, "loopback_down": r, "small_files_up": r,
-     "wan_up": r, "wan_down": r}
+     "wan_up": r, "wan_down": r, "small_files_wan_up": r}
 
 (only the scenarios that ran; ``server`` names the ``--server``).
 
 Quick run:  .venv/bin/python bench/transfer.py --size 256M --reps 3 --wan-reps 1
-Full run:   .venv/bin/python bench/transfer.py          (about 15 minutes on 2 cores)
+Full run:   .venv/bin/python bench/transfer.py          (about 25 minutes on 2 cores)
 Partner's:  .venv/bin/python bench/transfer.py --server proftpd --size 256M --reps 3
 FTPS:       .venv/bin/python bench/transfer.py --protocol ftps [--size 1G]   (bench/ftps_bench.py)
 """
@@ -85,7 +87,14 @@ CIPHERS = (
     "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
     "aes128-ctr,aes256-ctr"
 )
-SCENARIOS = ("loopback_up", "loopback_down", "small_files_up", "wan_up", "wan_down")
+SCENARIOS = (
+    "loopback_up",
+    "loopback_down",
+    "small_files_up",
+    "wan_up",
+    "wan_down",
+    "small_files_wan_up",
+)
 
 
 def parse_size(text: str) -> int:
@@ -539,8 +548,9 @@ def bench_small(
     digests: dict[str, str],
     reps: int,
     ours: Ours,
+    scenario: str = "small_files_up",
 ) -> None:
-    scenario = "small_files_up"
+    """``put dir/*`` against ``upload_many``; through the relay when ``target.wan``."""
     results.amount[scenario] = len(digests)
     results.unit[scenario] = "files/s"
     served = target.server
@@ -628,11 +638,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wan-size", type=parse_size, default=None, help="default: --size")
     p.add_argument("--small-count", type=int, default=2000)
     p.add_argument("--small-size", type=parse_size, default=parse_size("50K"))
+    p.add_argument(
+        "--wan-small-count",
+        type=int,
+        default=None,
+        help="small files through the relay (small_files_wan_up; default: --small-count)",
+    )
+    p.add_argument(
+        "--wan-small-reps",
+        type=int,
+        default=1,
+        help="repetitions of small_files_wan_up (OpenSSH takes about 10 minutes for each)",
+    )
+    p.add_argument(
+        "--wan-small-connections",
+        type=int,
+        default=2,
+        help="connections for small files through the relay (the service's file_connections "
+        "default)",
+    )
     p.add_argument("--delay-ms", type=float, default=50.0, help="relay hold, each way")
     p.add_argument(
         "--only",
         default=None,
-        help="comma list of scenario groups to run (default: all on openssh; loopback and "
+        help="comma list of scenario groups to run (loopback, small_files_up, wan, "
+        "small_files_wan_up, or single scenarios; default: all on openssh, loopback and "
         "small_files_up on the other servers)",
     )
     p.add_argument("--loopback-connections", type=int, default=1)
@@ -685,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(parse_setting(item) for item in args.set)
     shims = frozenset() if args.shims == "none" else frozenset(args.shims.split(","))
     wanted = [s for s in SCENARIOS if s in only or s.rsplit("_", 1)[0] in only]
+    wan_small_count = args.wan_small_count or args.small_count
 
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -699,8 +730,14 @@ def main(argv: list[str] | None = None) -> int:
         if "small_files_up" in wanted
         else {}
     )
+    wan_small_dir = work / f"small-{wan_small_count}x{args.small_size}"
+    wan_small = (
+        make_small_files(wan_small_dir, wan_small_count, args.small_size)
+        if "small_files_wan_up" in wanted
+        else {}
+    )
     say(
-        f"test data ready ({human(args.size)} file, {len(small)} small files) in "
+        f"test data ready ({human(args.size)} file, {len(small) or len(wan_small)} small files) in "
         f"{time.perf_counter() - t:.1f} s"
     )
     wan_big, wan_digest = big, digest
@@ -721,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         kh = run_dir / "known_hosts"
         lines = [server.known_hosts_line()]
         target = Target(server, server.port, kh, wan=False)
-        if any(s.startswith("wan") for s in wanted):
+        if any("wan" in s for s in wanted):
             mib_s, rtt = measure_relay(args.delay_ms, 1 << 30)
             say(
                 f"latency relay: holds every chunk {args.delay_ms:g} ms each way, round trip "
@@ -807,24 +844,55 @@ def main(argv: list[str] | None = None) -> int:
                 recommended=recommended,
                 overrides=overrides,
             )
-            say(
-                f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
-                f"{human(wan_big.stat().st_size)}: OpenSSH sftp -R 256 -B {MAX_OPENSSH_BLOCK} vs "
-                f"ours ({wan_ours.connections} connections, segments of "
-                f"{human(wan_ours.segment_size)}, {wan_ours.max_requests} requests each"
-                + (f", window {human(wan_ours.window)})" if args.engine == "raw" else ")")
-            )
-            bench_large(
-                results,
-                "wan",
-                wan_target,
-                wan_big,
-                wan_digest,
-                out,
-                args.wan_reps,
-                wan_ours,
-                wan_source,
-            )
+            if "wan_up" in wanted or "wan_down" in wanted:
+                say(
+                    f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
+                    f"{human(wan_big.stat().st_size)}: OpenSSH sftp -R 256 -B "
+                    f"{MAX_OPENSSH_BLOCK} vs ours ({wan_ours.connections} connections, "
+                    f"segments of {human(wan_ours.segment_size)}, {wan_ours.max_requests} "
+                    "requests each"
+                    + (f", window {human(wan_ours.window)})" if args.engine == "raw" else ")")
+                )
+                bench_large(
+                    results,
+                    "wan",
+                    wan_target,
+                    wan_big,
+                    wan_digest,
+                    out,
+                    args.wan_reps,
+                    wan_ours,
+                    wan_source,
+                )
+            if "small_files_wan_up" in wanted:
+                wan_small_ours = Ours(
+                    connections=args.wan_small_connections,
+                    segment_size=args.segment_size,
+                    max_requests=args.max_requests,
+                    window=2 << 20,
+                    file_concurrency=args.file_concurrency,
+                    engine=args.engine,
+                    state_dir=state_dir,
+                    shims=shims,
+                    recommended=recommended,
+                    overrides=overrides,
+                )
+                say(
+                    f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
+                    f"{len(wan_small)} files of {human(args.small_size)} up: OpenSSH sftp -R "
+                    f"256 -B {MAX_OPENSSH_BLOCK} 'put dir/*' (one file at a time) vs ours "
+                    f"({wan_small_ours.connections} connection(s), "
+                    f"{wan_small_ours.file_concurrency} files in flight on each)"
+                )
+                bench_small(
+                    results,
+                    wan_target,
+                    wan_small_dir,
+                    wan_small,
+                    args.wan_small_reps,
+                    wan_small_ours,
+                    "small_files_wan_up",
+                )
     finally:
         if relay is not None:
             relay.stop()

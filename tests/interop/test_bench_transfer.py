@@ -59,3 +59,41 @@ def test_bench_transfer_against_paramiko_prints_upload_and_download_ratios(
     assert "paramiko's SFTPServer" in done.stdout
     # Every timed run was checked: 2 contenders x (up, down, small files).
     assert sum("(sha256 ok)" in line for line in lines) == 6
+
+
+def test_bench_transfer_small_files_through_the_relay_prints_their_ratio(tmp_path: Path) -> None:
+    if shutil.which("sftp") is None:
+        pytest.fail("OpenSSH's sftp client is missing: run scripts/system-deps.sh")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "transfer.py"),
+            "--only",
+            "small_files_wan_up",
+            "--size",
+            "1M",
+            "--wan-reps",
+            "1",
+            "--wan-small-count",
+            "8",
+            "--delay-ms",
+            "5",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    ratios = json.loads(lines[-1])
+    assert set(ratios) == {"server", "small_files_wan_up"}
+    assert ratios["server"] == "openssh" and ratios["small_files_wan_up"] > 0
+    assert any("8 files of 50.0 KiB up" in line and "10 ms round trip" in line for line in lines)
+    # Both contenders' runs went through the relay and were checked file by file.
+    assert (
+        sum("small_files_wan_up rep 1/1" in line and "(sha256 ok)" in line for line in lines) == 2
+    )

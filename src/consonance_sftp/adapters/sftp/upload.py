@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
 from consonance_sftp import errors
-from consonance_sftp.adapters.sftp import checksums
+from consonance_sftp.adapters.sftp import checksums, verify
 from consonance_sftp.adapters.sftp.connection import (
     PooledConnection,
 )
@@ -44,11 +46,13 @@ from consonance_sftp.adapters.sftp.segmented import (
     file_source_id,
     put_segmented,
     put_stream,
+    read_sizes,
     segment_count,
 )
-from consonance_sftp.adapters.sftp.verify import remote_sha256
+from consonance_sftp.adapters.sftp.verify import reads_back, remote_sha256
 from consonance_sftp.adapters.transfer_common import temp_name_for
 from consonance_sftp.config.transfer import (
+    ChecksumMethod,
     OverwritePolicy,
     UploadStrategy,
 )
@@ -69,6 +73,9 @@ SMALL_FILE = 8 * 1024 * 1024
 
 class UploadMixin(PublishMixin):
     """``stage``, ``publish``, ``upload``, ``upload_many`` and their protocol."""
+
+    # The one look at whether the server answers check-file (``_learn_check_file``).
+    _check_file_asked: asyncio.Future[None] | None = None
 
     def staging_path(self, final: str, temp_path: str | None = None) -> str:
         """Where ``stage`` writes the bytes meant for ``final``: the delivery convention's
@@ -367,7 +374,21 @@ class UploadMixin(PublishMixin):
         # With ``direct`` the partial file under the final name is ours when its prefix
         # matches our journal: it is continued, not refused as somebody else's file.
         own_partial = direct and bool(kept)
-        if not own_partial:
+        # With 'fail' a small file's look at the final name goes out with the open of its
+        # temporary name (one round trip less per file); a final name found there then costs
+        # the temporary file, removed, and nothing else: the rename is still never tried.
+        looking: asyncio.Future[StagedFile | None] | None = None
+        if (
+            small
+            and not direct
+            and ts.overwrite is OverwritePolicy.FAIL
+            and not replace_identical
+            and not own_partial
+        ):
+            looking = asyncio.ensure_future(
+                self._apply_overwrite_policy(shared, final, size, hashing, local_path, started)
+            )
+        elif not own_partial:
             skipped = await self._apply_overwrite_policy(
                 shared, final, size, hashing, local_path, started, replace_identical
             )
@@ -385,14 +406,39 @@ class UploadMixin(PublishMixin):
 
         ticks = [time.monotonic()]
         report = self._progress(size, progress, ticks)
+        # A small file read back on its own handle: the SHA-256 of what the server returned.
+        read_back: list[str] = []
         if small:
-            async with self._lease_many(shared, 1) as conns:
-                await self._watch(
-                    self._put_small(conns[0].sftp, data or b"", temp, size, report),
-                    temp,
-                    ticks,
-                    conns,
-                )
+            try:
+                async with self._lease_many(shared, 1) as conns:
+                    await self._learn_check_file(conns[0].sftp, temp)
+                    await self._watch(
+                        self._put_small(
+                            conns[0].sftp,
+                            data or b"",
+                            temp,
+                            size,
+                            report,
+                            read_back=read_back if reads_back(self, size) else None,
+                            sha=hashing.result()[1],  # a small file is hashed as it is read
+                        ),
+                        temp,
+                        ticks,
+                        conns,
+                    )
+            except BaseException:
+                if looking is not None:
+                    looking.cancel()
+                    await asyncio.wait({looking})  # settled; its own error is not ours
+                raise
+            if looking is not None:
+                try:
+                    await looking  # 'fail': returns nothing or raises
+                except errors.RemoteFileExists:
+                    async with self._lease(shared) as pc:
+                        with contextlib.suppress(errors.TransportError):
+                            await self._guard(pc.sftp.remove(temp), temp)
+                    raise
         else:
             resumed_from, restarted = await self._put_large(
                 local_path, temp, size, journal, kept, report, ticks, shared
@@ -424,6 +470,8 @@ class UploadMixin(PublishMixin):
             remote_sha: str | None
             if all_checked:
                 remote_sha, verified_by = sha, checked_by
+            elif read_back:
+                remote_sha, verified_by = read_back[0], Verification.READ_BACK
             else:
                 remote_sha, verified_by = await remote_sha256(
                     self, pc, temp, size=size, force=interrupted, local=(local_path, sha)
@@ -644,6 +692,30 @@ class UploadMixin(PublishMixin):
             if exc.retryable:
                 raise
 
+    async def _learn_check_file(self, sftp: asyncssh.SFTPClient, path: str) -> None:
+        """With ``checksum = "auto"``, whether the server answers ``check-file`` decides how a
+        small file is verified (by the server, or read back on its own handle): asked once,
+        before the first file is written, so the files already in flight meanwhile wait for
+        the answer instead of each asking it. Any answer but "unsupported" (a digest, no
+        such file) leaves it to ``remote_sha256``, as before."""
+        if self.settings.checksum is not ChecksumMethod.AUTO or "check_file" in self._unsupported:
+            return
+        asked = self._check_file_asked
+        if asked is None or (
+            not asked.done() and asked.get_loop() is not asyncio.get_running_loop()
+        ):
+
+            async def ask() -> None:
+                try:
+                    await self._guard(checksums.check_file_sha256(sftp, path), path)
+                except errors.UnsupportedOperation:
+                    self._unsupported.add("check_file")
+                except errors.TransportError:
+                    pass  # a lost connection is met by the write that follows
+
+            self._check_file_asked = asked = asyncio.ensure_future(ask())
+        await asyncio.shield(asked)
+
     async def _put_small(
         self,
         sftp: asyncssh.SFTPClient,
@@ -651,7 +723,15 @@ class UploadMixin(PublishMixin):
         temp: str,
         size: int,
         report: Callable[[int], None],
+        *,
+        read_back: list[str] | None = None,
+        sha: str = "",
     ) -> None:
+        """Write ``data`` (SHA-256 ``sha``) to ``temp`` on one handle. ``read_back``: the
+        file is also read back on that handle (opened for reading too) once every write is
+        acknowledged, and the SHA-256 of what the server returned is appended to the list:
+        the read-back verification without a second open and close (a server that refuses a
+        handle for both is noted, and gets the separate read-back)."""
         if len(data) != size:
             raise errors.IntegrityError(
                 f"the local file changed while it was sent ({len(data)} bytes, hashed {size})",
@@ -663,19 +743,120 @@ class UploadMixin(PublishMixin):
         block = self.settings.block_size
         done = 0
 
-        async def put(offset: int) -> None:
-            nonlocal done
-            chunk = data[offset : offset + block]
-            await fh.write(chunk, offset)
-            done += len(chunk)
-            report(done)
-
         # Every write is acknowledged by the server (SSH_FX_OK) and the writes cover
         # [0, size) of a truncated file: that is the size check, without an fstat round trip
         # per file (small files are latency-bound), and a partner that moves files away on
         # close cannot make it fail.
-        async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+        async def write_all(fh: asyncssh.SFTPClientFile) -> None:
+            async def put(offset: int) -> None:
+                nonlocal done
+                chunk = data[offset : offset + block]
+                await fh.write(chunk, offset)
+                done += len(chunk)
+                report(done)
+
             await asyncio.gather(*(put(offset) for offset in range(0, size, block)))
+
+        if read_back is not None:
+            refused = await self._put_small_read_back(
+                sftp, session, flags, temp, data, sha, write_all, read_back
+            )
+            if refused is None:
+                return
+            # A handle for reading and writing refused, or its reads (rclone without a write
+            # cache takes the open, then answers reads "Illegal seek"): this file is written
+            # again on a write-only handle (on a new file: some servers refuse to reopen one)
+            # and read back on a handle of its own.
+            with contextlib.suppress(errors.TransportError):
+                await self._guard(sftp.remove(temp), temp)
+            done = 0
+        async with await session.open(temp, flags, encoding=None, block_size=0) as fh:
+            if read_back is not None:
+                # Taken write-only: a refusal of the handle for both, not of the folder.
+                # Noted for this client's life.
+                self._unsupported.add("read_write_open")
+                log.info(
+                    "the server refused to read back on the handle written (%s): small files "
+                    "are read back on a handle of their own",
+                    refused,
+                    extra={"partner": self.partner, "path": temp},
+                )
+            await write_all(fh)
+
+    async def _put_small_read_back(
+        self,
+        sftp: asyncssh.SFTPClient,
+        session: asyncssh.SFTPClient,
+        flags: int,
+        temp: str,
+        data: bytes,
+        sha: str,
+        write_all: Callable[[asyncssh.SFTPClientFile], Awaitable[None]],
+        read_back: list[str],
+    ) -> str | None:
+        """``write_all`` on a handle for reading and writing, then the read-back on it; None
+        when done, else why the server refused the handle or a read on it."""
+        try:
+            fh = await session.open(temp, flags | asyncssh.FXF_READ, encoding=None, block_size=0)
+        except asyncssh.SFTPError as exc:
+            if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+                raise
+            return str(exc.reason)
+        done = False
+        try:
+            await write_all(fh)
+            try:
+                # Sent once every write is answered (a server may run the requests on one
+                # handle in parallel); the reads and the close then share one round trip.
+                read_back.append(await self._read_back_handle(sftp, fh, temp, data, sha))
+            except asyncssh.SFTPError as exc:
+                if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+                    raise
+                return str(exc.reason)
+            done = True
+        finally:
+            if done:
+                await fh.close()  # a no-op when the close went with the reads
+            else:
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await fh.close()
+        return None
+
+    async def _read_back_handle(
+        self,
+        sftp: asyncssh.SFTPClient,
+        fh: asyncssh.SFTPClientFile,
+        path: str,
+        data: bytes,
+        sha: str,
+    ) -> str:
+        """SHA-256 of the ``len(data)`` bytes read back on ``fh`` (``sha`` when they are
+        ``data``, whose SHA-256 it is), reads pipelined, and the close
+        sent with them (one round trip for both). No read past the end: the acknowledged
+        writes over the truncated file are its size check (see ``_put_small``).
+
+        The close may follow the reads unanswered: a server runs the requests on one file in
+        order (the SFTP draft's rule; rclone's server, which runs reads and writes in
+        parallel, waits for a handle's reads before its close). Not with a bandwidth limit,
+        whose reads wait for tokens before they are sent. A short answer (a server that caps
+        its reads) has the file read back again on a handle of its own."""
+        size = len(data)
+        block = self.settings.read_block
+        offsets = range(0, size, block)
+        reads = [fh.read(min(block, size - at), at) for at in offsets]
+        if self._bucket is None:
+            *answers, _closed = await asyncio.gather(*reads, fh.close())
+        else:
+            answers = list(await asyncio.gather(*reads))
+        parts = cast(list[bytes], answers)  # opened with encoding=None
+        got = b"".join(parts)
+        if len(got) < size and any(
+            len(part) < min(block, size - at) for at, part in zip(offsets, parts, strict=True)
+        ):
+            _n, digest = await verify.read_back_sized(sftp, path, size, **read_sizes(self.settings))
+            return digest
+        # The same bytes as sent have the SHA-256 already taken of them: no second hash.
+        return sha if got == data else hashlib.sha256(got).hexdigest()
 
     @staticmethod
     async def _truncate(sftp: asyncssh.SFTPClient, path: str) -> None:

@@ -11,8 +11,11 @@ verified by hash. What was used is a ``models.Verification``, the ledger's ``ver
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from pathlib import Path
+
+import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp import checksums
@@ -27,12 +30,30 @@ log = logging.getLogger(__name__)
 # With checksum 'auto', a hashing command runs for files from this size: an exec costs a new
 # SSH channel (tens of ms), more than reading a small file back.
 SHELL_HASH_MIN_SIZE = 1024 * 1024
+# Bytes asked for in one read call of a read-back (asyncssh splits it into pipelined requests).
+_READ_CALL = 8 * 1024 * 1024
 # What a hash command's digest is called in the ledger, by its algorithm.
 _BY_COMMAND = {
     "sha256": Verification.SHELL,
     "sha1": Verification.SHELL_SHA1,
     "md5": Verification.SHELL_MD5,
 }
+
+
+def reads_back(fs: FSBase, size: int) -> bool:
+    """Would ``remote_sha256`` read a file of ``size`` bytes back (no check-file known to
+    work, no hash command for it)? A small file is then read back on the handle it was
+    written through, before that is closed: no second open and close per file."""
+    ts = fs.settings
+    if "read_write_open" in fs._unsupported:
+        return False
+    if ts.checksum is ChecksumMethod.READ_BACK:
+        return True
+    return (
+        ts.checksum is ChecksumMethod.AUTO
+        and "check_file" in fs._unsupported
+        and not (ts.allow_shell and size >= SHELL_HASH_MIN_SIZE)
+    )
 
 
 async def remote_sha256(
@@ -105,8 +126,37 @@ async def remote_sha256(
         return None, Verification.SIZE
     # Nothing else proves the content ('auto' on a server without check-file or a shell, an
     # interrupted upload, or read_back configured): the file is downloaded again and hashed.
-    _size, digest = await fs._guard(
-        checksums.read_back_sha256(pc.sftp, path, **read_sizes(ts)),
-        path,
+    reading = (
+        read_back_sized(pc.sftp, path, size, **read_sizes(ts))
+        if size
+        else checksums.read_back_sha256(pc.sftp, path, **read_sizes(ts))
     )
+    _size, digest = await fs._guard(reading, path)
     return digest, Verification.READ_BACK
+
+
+async def read_back_sized(
+    sftp: asyncssh.SFTPClient, path: str, size: int, *, block_size: int, max_requests: int
+) -> tuple[int, str]:
+    """(bytes read, SHA-256) of a file expected to hold ``size`` bytes, read back pipelined:
+    reads cover ``[0, size)`` and one more byte, which must find the end of the file (a longer
+    file gives the digest of more than ``size`` bytes: no match). Reading in 8 MiB calls until
+    an empty answer, as ``checksums.read_back_sha256`` does without a size, sends a whole
+    call's worth of reads past the end: 65 requests to read a 50 KiB file back."""
+    digest = hashlib.sha256()
+    got = 0
+    async with sftp.open(
+        path, "rb", block_size=block_size, max_requests=max_requests, encoding=None
+    ) as fh:
+        while got <= size:
+            want = min(_READ_CALL, size + 1 - got)
+            chunk = await fh.read(want, got)
+            if not chunk:
+                break
+            assert isinstance(chunk, bytes)
+            digest.update(chunk)
+            got += len(chunk)
+            if len(chunk) < want:
+                break  # asyncssh asked again for a short answer's rest: this is the end
+            await asyncio.sleep(0)
+    return got, digest.hexdigest()
