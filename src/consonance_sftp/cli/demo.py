@@ -257,6 +257,7 @@ def _console_login(folder: Path) -> None:
         f"and log in as     {DEMO_USER}\n"
         f"with password     {password}   (shown once: only its hash is kept)",
         markup=False,
+        soft_wrap=True,  # a command to copy: never broken across lines, however long the path
     )
 
 
