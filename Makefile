@@ -29,8 +29,11 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 ## The whole suite: linters, unit, integration (real sshd, PostgreSQL, sandbox over HTTP), e2e.
+## Two workers (TEST_WORKERS=0 for one process), each taking whole test files, each with its
+## own servers: much of the suite waits on servers, retries and subprocesses, not the CPU.
+TEST_WORKERS ?= 2
 test: setup system-deps lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
