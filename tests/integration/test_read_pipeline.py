@@ -1,0 +1,81 @@
+"""``read_pipeline.read_blocks`` against a real OpenSSH server: the order and the batching of
+its requests, and the bytes it writes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from consonance_sftp.adapters.sftp import read_pipeline
+from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
+from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
+
+KiB = 1024
+BLOCK = 64 * KiB
+COUNT = 64
+
+
+@dataclass
+class Seg:
+    outstanding: int = 0
+
+
+async def test_requests_go_out_in_file_order_topped_up_by_the_quarter(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    local_dir, remote_dir = openssh_dir("shell")
+    data = os.urandom(BLOCK * COUNT)
+    (local_dir / "f.bin").write_bytes(data)
+    seg = Seg()
+    events: list[str] = []  # "R" a read sent, "A" an answer written
+    offsets: list[int] = []
+
+    def blocks() -> Iterator[tuple[Seg, int, int]]:
+        for i in range(COUNT):
+            yield seg, i * BLOCK, BLOCK
+
+    def done(s: Seg, nbytes: int) -> None:
+        assert nbytes == BLOCK
+        s.outstanding -= 1
+        events.append("A")
+
+    fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "state")
+    async with fs, fs.pool.lease() as pc:
+        handler: Any = pc.sftp._handler
+        send = handler._send_request
+
+        def recording(pkttype: int, args: Any, waiter: Any) -> None:
+            if pkttype == asyncssh.constants.FXP_READ:
+                events.append("R")
+                offsets.append(int.from_bytes(bytes(args[1]), "big"))
+            send(pkttype, args, waiter)
+
+        handler._send_request = recording
+        fd = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            async with await pc.sftp.open(
+                f"{remote_dir}/f.bin", "rb", encoding=None, block_size=0
+            ) as fh:
+                assert read_pipeline.fits(pc.sftp, fh)
+                await read_pipeline.read_blocks(
+                    pc.sftp, fh, fd, blocks(), 16, done, remote_path="f.bin", size=len(data)
+                )
+        finally:
+            handler._send_request = send
+            os.close(fd)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert seg.outstanding == 0
+    assert offsets == [i * BLOCK for i in range(COUNT)]  # strictly in file order
+    # 16 requests first, then 4 more each time 4 answers are in (not one per answer).
+    runs = "".join(events).split("A")
+    sent = [len(r) for r in runs if r]
+    assert sent[0] == 16
+    assert set(sent[1:]) == {4}, sent
+    assert len(sent) == 1 + (COUNT - 16) // 4
