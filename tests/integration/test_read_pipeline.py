@@ -3,6 +3,7 @@ its requests, and the bytes it writes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,3 +80,27 @@ async def test_requests_go_out_in_file_order_topped_up_by_the_quarter(
     assert sent[0] == 16
     assert set(sent[1:]) == {4}, sent
     assert len(sent) == 1 + (COUNT - 16) // 4
+
+
+async def test_a_download_over_three_sessions_hashes_what_it_wrote(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    # Segments arrive from three sessions at once: the in-order hash takes the first session's
+    # bytes from memory and reads the others' back from the staging file once they are next.
+    local_dir, remote_dir = openssh_dir("shell")
+    data = os.urandom(5 * 1024 * KiB + 777)
+    (local_dir / "f.bin").write_bytes(data)
+    ep = openssh_endpoint(
+        "shell",
+        segment_connections=3,
+        segment_size=1024 * KiB,
+        segmented_threshold=0,
+        block_size=64 * KiB,
+        max_requests=8,
+    )
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "state") as fs:
+        result = await fs.download(f"{remote_dir}/f.bin", tmp_path / "got.bin")
+    assert (tmp_path / "got.bin").read_bytes() == data
+    assert result.sha256 == hashlib.sha256(data).hexdigest()

@@ -74,12 +74,14 @@ async def read_blocks(
     *,
     remote_path: str,
     size: int,
+    written: Callable[[int, bytes | memoryview], None] | None = None,
 ) -> None:
     """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``.
 
     ``blocks`` is consumed lazily, in order, as requests go out (at most ``max_requests`` in
     flight); ``block_done(segment, nbytes)`` runs once per answered request, after its bytes
-    were written, and lowers ``segment.outstanding``, which each request raised. Raises
+    were written, and lowers ``segment.outstanding``, which each request raised;
+    ``written(offset, data)`` (when given) right after each write (the in-order hash). Raises
     the server's error, or ``IntegrityError`` when the file ends before ``size``.
     """
     loop = asyncio.get_running_loop()
@@ -126,6 +128,8 @@ async def read_blocks(
             if len(data) > length:
                 raise asyncssh.SFTPBadMessage(f"{len(data)} bytes answered a {length}-byte read")
             os.pwrite(fd, data, offset)
+            if written is not None:
+                written(offset, data)
             if len(data) < length:
                 # The server's own read cap: ask for the rest now rather than leave a hole.
                 issue(seg, offset + len(data), length - len(data))
