@@ -3,6 +3,8 @@ its requests, and the bytes it writes."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -104,3 +106,30 @@ async def test_a_download_over_three_sessions_hashes_what_it_wrote(
         result = await fs.download(f"{remote_dir}/f.bin", tmp_path / "got.bin")
     assert (tmp_path / "got.bin").read_bytes() == data
     assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_downloads_finish_when_every_default_executor_thread_is_taken(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    # The in-order hash waits for its download for as long as it lasts: in the loop's default
+    # executor, a few downloads at once would take every thread their own fsyncs need.
+    local_dir, remote_dir = openssh_dir("shell")
+    data = os.urandom(2 * 1024 * KiB + 99)
+    (local_dir / "f.bin").write_bytes(data)
+    loop = asyncio.get_running_loop()
+    narrow = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    loop.set_default_executor(narrow)
+    try:
+        async with SftpRemoteFS(
+            openssh_endpoint("shell", max_requests=8), state_dir=tmp_path / "state"
+        ) as fs:
+            names = [tmp_path / f"got{i}.bin" for i in range(3)]
+            downloads = (fs.download(f"{remote_dir}/f.bin", name) for name in names)
+            results = await asyncio.wait_for(asyncio.gather(*downloads), 20)
+    finally:
+        narrow.shutdown(wait=False)
+    for i, result in enumerate(results):
+        assert (tmp_path / f"got{i}.bin").read_bytes() == data
+        assert result.sha256 == hashlib.sha256(data).hexdigest()

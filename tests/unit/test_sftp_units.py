@@ -228,7 +228,7 @@ async def _in_order_digest(
             super().put(item, block, timeout)
 
     hasher._queue = Recording()
-    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.run))
+    hashing = hasher.start()
     fd = os.open(staging, os.O_WRONLY)
     try:
         for start, end in writes:
@@ -299,7 +299,7 @@ async def test_in_order_hash_starts_with_a_resumed_downloads_segments(tmp_path: 
     staging.write_bytes(data[:2000] + bytes(3000))  # an earlier attempt wrote 0..2000
     hasher = InOrderSha256(staging, len(data))
     hasher.on_disk(0, 2000)
-    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.run))
+    hashing = hasher.start()
     fd = os.open(staging, os.O_WRONLY)
     try:
         for start in (2000, 3000, 4000):
@@ -311,7 +311,7 @@ async def test_in_order_hash_starts_with_a_resumed_downloads_segments(tmp_path: 
     assert await asyncio.wait_for(hashing, 5) == hashlib.sha256(data).hexdigest()
 
     stopped = InOrderSha256(staging, len(data))
-    waiting = asyncio.ensure_future(asyncio.to_thread(stopped.run))
+    waiting = stopped.start()
     stopped.written(0, data[:1000])
     stopped.stop()
     assert await asyncio.wait_for(waiting, 5) is None

@@ -8,11 +8,13 @@ A chroot SFTP-only account (most managed partners) offers neither of the first t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import posixpath
 import queue
 import re
 import shlex
+import threading
 from pathlib import Path
 
 import asyncssh
@@ -227,6 +229,36 @@ class InOrderSha256:
     def stop(self) -> None:
         """End the thread without a digest (the download failed or was cancelled)."""
         self._queue.put(_STOP)
+
+    def start(self) -> asyncio.Future[str | None]:
+        """Run ``run`` in a thread of its own; its result as a future of the running loop.
+
+        Not in the loop's default executor: a hash waits for its download for as long as the
+        download lasts, and several at once must not take the threads that the downloads'
+        own fsyncs need.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(result: str | None, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        def body() -> None:
+            result, error = None, None
+            try:
+                result = self.run()
+            except BaseException as exc:  # handed to the awaiting download
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=body, name="download-sha256", daemon=True).start()
+        return future
 
     def run(self) -> str | None:
         """The hashing thread: hex SHA-256 of the file, or None (see the class)."""

@@ -129,7 +129,7 @@ class IntakeMixin(FSBase):
             for index in sorted(done):
                 start = index * ts.segment_size
                 hasher.on_disk(start, min(size, start + ts.segment_size))
-            hashing = asyncio.ensure_future(asyncio.to_thread(hasher.run))
+            hashing = hasher.start()
         try:
             return await self._fetch(
                 remote_path,
