@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pytest
 
-from consonance_sftp.adapters.sftp import read_pipeline
+from consonance_sftp.adapters.sftp import checksums, read_pipeline
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 
@@ -133,3 +134,31 @@ async def test_downloads_finish_when_every_default_executor_thread_is_taken(
     for i, result in enumerate(results):
         assert (tmp_path / f"got{i}.bin").read_bytes() == data
         assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_read_back_hashes_through_the_pipeline_whatever_the_size(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local_dir, remote_dir = openssh_dir("shell")
+    calls: list[int] = []
+    lean = read_pipeline.read_blocks
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        calls.append(kwargs["size"])
+        await lean(*args, **kwargs)
+
+    monkeypatch.setattr(read_pipeline, "read_blocks", counted)
+    sizes = [0, 1, BLOCK - 1, BLOCK, 7 * BLOCK + 5]
+    fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "state")
+    async with fs, fs.pool.lease() as pc:
+        for size in sizes:
+            data = os.urandom(size)
+            (local_dir / f"r{size}.bin").write_bytes(data)
+            got = await checksums.read_back_sha256(
+                pc.sftp, f"{remote_dir}/r{size}.bin", block_size=BLOCK, max_requests=4
+            )
+            assert got == (size, hashlib.sha256(data).hexdigest())
+    assert calls == sizes  # every one read through read_pipeline, to the size it had

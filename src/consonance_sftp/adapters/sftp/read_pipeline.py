@@ -67,7 +67,7 @@ def fits(sftp: object, fh: object) -> bool:
 async def read_blocks(
     sftp: asyncssh.SFTPClient,
     fh: asyncssh.SFTPClientFile,
-    fd: int,
+    fd: int | None,
     blocks: Iterator[tuple[S, int, int]],
     max_requests: int,
     block_done: Callable[[S, int], None],
@@ -76,7 +76,8 @@ async def read_blocks(
     size: int,
     written: Callable[[int, bytes | memoryview], None] | None = None,
 ) -> None:
-    """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``.
+    """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``
+    (None: into nothing, ``written`` takes the bytes: a read-back that only hashes).
 
     ``blocks`` is consumed lazily, in order, as requests go out (at most ``max_requests`` in
     flight); ``block_done(segment, nbytes)`` runs once per answered request, after its bytes
@@ -127,7 +128,8 @@ async def read_blocks(
                 )
             if len(data) > length:
                 raise asyncssh.SFTPBadMessage(f"{len(data)} bytes answered a {length}-byte read")
-            os.pwrite(fd, data, offset)
+            if fd is not None:
+                os.pwrite(fd, data, offset)
             if written is not None:
                 written(offset, data)
             if len(data) < length:
