@@ -13,8 +13,9 @@ children, from ``/proc``), and the load average. Every copy is checked by SHA-25
     .venv/bin/python bench/download_profile.py --set max_requests=32 --set read_block_size=65536
 
 ``--engine raw`` runs ``get_segmented`` alone on a bare connection (no staging, journal, hash,
-fsync or rename): the engine's own cost. ``--profile`` runs ours under cProfile (slower) and
-prints the top functions by internal time. ``--set KEY=VALUE`` forces a transfer setting.
+fsync or rename): the engine's own cost. ``--profile`` runs ours under cProfile, timed by the
+event loop thread's CPU time (slower), and prints the top functions by internal time.
+``--set KEY=VALUE`` forces a transfer setting.
 """
 
 from __future__ import annotations
