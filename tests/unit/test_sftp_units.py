@@ -207,26 +207,111 @@ def test_reference_documents_every_transfer_setting() -> None:
     assert missing == []
 
 
-async def test_hashing_journal_hashes_in_order_as_segments_land(tmp_path: Path) -> None:
+async def _in_order_digest(
+    tmp_path: Path, data: bytes, writes: list[tuple[int, int]], **kwargs: int
+) -> tuple[str | None, list[object]]:
+    """Write ``data`` to a file piece by piece as ``writes`` says, telling an InOrderSha256;
+    its digest, and what it handed its thread (bytes from memory or (start, end) ranges)."""
+    import os
+    import queue
+
+    from consonance_sftp.adapters.sftp.checksums import InOrderSha256
+
+    staging = tmp_path / "staging"
+    staging.write_bytes(b"")
+    hasher = InOrderSha256(staging, len(data), **kwargs)
+    handed: list[object] = []
+
+    class Recording(queue.SimpleQueue[object]):
+        def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+            handed.append(item)
+            super().put(item, block, timeout)
+
+    hasher._queue = Recording()
+    hashing = hasher.start()
+    fd = os.open(staging, os.O_WRONLY)
+    try:
+        for start, end in writes:
+            os.pwrite(fd, data[start:end], start)
+            hasher.written(start, memoryview(data)[start:end])
+    finally:
+        os.close(fd)
+    hasher.finish()
+    return await asyncio.wait_for(hashing, 5), handed
+
+
+async def test_in_order_hash_takes_bytes_in_order_from_memory(tmp_path: Path) -> None:
     import hashlib
     import os
 
-    from consonance_sftp.adapters.sftp.intake import HashingJournal
+    data = os.urandom(10_007)
+    pieces = [(i, min(i + 1000, len(data))) for i in range(0, len(data), 1000)]
+    digest, handed = await _in_order_digest(tmp_path, data, pieces)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert not any(isinstance(h, tuple) for h in handed)  # nothing read back from the file
 
-    data = os.urandom(5 * 1000 + 7)
+
+async def test_in_order_hash_reads_back_what_came_after_a_gap(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    data = os.urandom(6_000)
+    # Two sessions: 3000.. arrives before ..3000 is complete; a short piece splits a block.
+    writes = [(0, 1000), (3000, 4000), (4000, 4500), (1000, 2000), (4500, 6000), (2000, 3000)]
+    digest, handed = await _in_order_digest(tmp_path, data, writes)
+    assert digest == hashlib.sha256(data).hexdigest()
+    # 3000..6000 arrived out of order, merged into one range and read back from the file.
+    assert [h for h in handed if isinstance(h, tuple)] == [(3000, 6000)]
+
+
+async def test_in_order_hash_reads_back_past_its_memory_bound(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    data = os.urandom(8_000)
+    pieces = [(i, i + 1000) for i in range(0, len(data), 1000)]
+    digest, handed = await _in_order_digest(tmp_path, data, pieces, memory=0)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert not any(isinstance(h, bytes | memoryview) for h in handed)  # none from memory
+    assert [h for h in handed if isinstance(h, tuple)] == pieces  # each read back in turn
+
+
+async def test_in_order_hash_gives_none_for_a_hole_or_bytes_written_twice(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    data = os.urandom(3_000)
+    hole, _ = await _in_order_digest(tmp_path, data, [(0, 1000), (2000, 3000)])
+    assert hole is None
+    twice, _ = await _in_order_digest(tmp_path, data, [(0, 2000), (1000, 2000), (2000, 3000)])
+    assert twice is None
+
+
+async def test_in_order_hash_starts_with_a_resumed_downloads_segments(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from consonance_sftp.adapters.sftp.checksums import InOrderSha256
+
+    data = os.urandom(5_000)
     staging = tmp_path / "staging"
-    staging.write_bytes(data)
-    journal = HashingJournal(tmp_path / "j", len(data), 1000, "src", staging)
-    hashing = asyncio.ensure_future(asyncio.to_thread(journal.hash_in_order))
-    for index in (3, 1, 0, 5, 2):
-        await asyncio.to_thread(journal.mark, index)
-    await asyncio.sleep(0.05)
-    assert not hashing.done()  # segment 4 is still missing
-    await asyncio.to_thread(journal.mark, 4)
+    staging.write_bytes(data[:2000] + bytes(3000))  # an earlier attempt wrote 0..2000
+    hasher = InOrderSha256(staging, len(data))
+    hasher.on_disk(0, 2000)
+    hashing = hasher.start()
+    fd = os.open(staging, os.O_WRONLY)
+    try:
+        for start in (2000, 3000, 4000):
+            os.pwrite(fd, data[start : start + 1000], start)
+            hasher.written(start, data[start : start + 1000])
+    finally:
+        os.close(fd)
+    hasher.finish()
     assert await asyncio.wait_for(hashing, 5) == hashlib.sha256(data).hexdigest()
 
-    again = HashingJournal(tmp_path / "j2", len(data), 1000, "src", staging)
-    waiting = asyncio.ensure_future(asyncio.to_thread(again.hash_in_order))
-    await asyncio.to_thread(again.mark, 0)
-    again.stop()
+    stopped = InOrderSha256(staging, len(data))
+    waiting = stopped.start()
+    stopped.written(0, data[:1000])
+    stopped.stop()
     assert await asyncio.wait_for(waiting, 5) is None

@@ -29,6 +29,7 @@ from consonance_sftp.adapters.sftp.packets import (
     MAX_RECEIVE_PACKET,
     coalesce_writes,
     drop_ignore_packets,
+    frame_received_packets,
 )
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.config.hostkeys import (
@@ -540,6 +541,7 @@ class ConnectionPool:
                 # One send() per event-loop turn instead of one per SSH packet (see segmented).
                 coalesce_writes(conn)
                 drop_ignore_packets(conn)
+                frame_received_packets(conn)
                 # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
                 # back to the same bytes) instead of failing the whole listing.
                 sftp = await conn.start_sftp_client(path_errors="surrogateescape")

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import hashlib
 import logging
 import os
 import posixpath
 import re
 import stat
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ import asyncssh
 
 from consonance_sftp import errors
 from consonance_sftp.adapters.sftp.base import FSBase
+from consonance_sftp.adapters.sftp.checksums import InOrderSha256
 from consonance_sftp.adapters.sftp.segmented import (
     SegmentJournal,
     get_segmented,
@@ -94,31 +93,43 @@ class IntakeMixin(FSBase):
                 path=remote_path,
             )
         staging = local_path.with_name(f".{local_path.name}.partial")
-        journal: HashingJournal | None = None
+        journal: SegmentJournal | None = None
         resumed_from = 0
+        done: set[int] = set()
         if ts.resume and size > 0:
             # Keys of text files: a name that is not UTF-8 is written with \xNN escapes.
             shown = _printable(remote_path)
             journal_path = self._journal_path("down", f"{shown}\0{local_path}")
             source_id = f"{self.partner}:{shown}:{size}:{mtime}"
             journal = await asyncio.to_thread(
-                HashingJournal, journal_path, size, ts.segment_size, source_id, staging
+                SegmentJournal,
+                journal_path,
+                file_size=size,
+                segment_size=ts.segment_size,
+                source_id=source_id,
             )
             done = journal.done()
             if done and not staging.exists():
                 journal.remove()
                 journal = await asyncio.to_thread(
-                    HashingJournal, journal_path, size, ts.segment_size, source_id, staging
+                    SegmentJournal,
+                    journal_path,
+                    file_size=size,
+                    segment_size=ts.segment_size,
+                    source_id=source_id,
                 )
                 done = set()
             resumed_from = sum(min(ts.segment_size, size - i * ts.segment_size) for i in done)
-        # The hash follows the download segment by segment (from the page cache), instead of
-        # reading the whole file again at the end.
-        hashing = (
-            asyncio.ensure_future(asyncio.to_thread(journal.hash_in_order))
-            if journal is not None
-            else None
-        )
+        # The hash follows the download (checksums.InOrderSha256): the bytes that arrive in
+        # order from memory, the rest (an earlier attempt's segments, other sessions' ones)
+        # read back from the staging file, instead of reading the whole file again at the end.
+        hasher = InOrderSha256(staging, size) if size > 0 else None
+        hashing: asyncio.Future[str | None] | None = None
+        if hasher is not None:
+            for index in sorted(done):
+                start = index * ts.segment_size
+                hasher.on_disk(start, min(size, start + ts.segment_size))
+            hashing = hasher.start()
         try:
             return await self._fetch(
                 remote_path,
@@ -127,14 +138,15 @@ class IntakeMixin(FSBase):
                 size,
                 mtime,
                 journal,
+                hasher,
                 hashing,
                 resumed_from,
                 progress,
                 started,
             )
         finally:
-            if journal is not None:
-                journal.stop()
+            if hasher is not None:
+                hasher.stop()  # no-op once the digest was taken
             if hashing is not None:
                 with contextlib.suppress(BaseException):
                     await hashing
@@ -146,7 +158,8 @@ class IntakeMixin(FSBase):
         staging: Path,
         size: int,
         mtime: int,
-        journal: HashingJournal | None,
+        journal: SegmentJournal | None,
+        hasher: InOrderSha256 | None,
         hashing: asyncio.Future[str | None] | None,
         resumed_from: int,
         progress: ProgressCallback | None,
@@ -170,6 +183,7 @@ class IntakeMixin(FSBase):
                     max_requests=read_requests(ts.max_requests, ts.block_size, ts.read_block),
                     journal=journal,
                     progress=report,
+                    written=hasher.written if hasher is not None else None,
                 ),
                 remote_path,
                 ticks,
@@ -185,7 +199,10 @@ class IntakeMixin(FSBase):
                 partner=self.partner,
                 path=remote_path,
             )
-        in_order = await hashing if hashing is not None else None
+        in_order = None
+        if hasher is not None and hashing is not None:
+            hasher.finish()
+            in_order = await hashing
         got, sha = await asyncio.to_thread(commit_local, staging, local_path, in_order)
         if got != size:
             raise errors.IntegrityError(
@@ -331,60 +348,3 @@ def _kind(entry: RemoteEntry, attrs: asyncssh.SFTPAttrs) -> str:
         else attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK
     )
     return "symbolic link" if link else "special file"
-
-
-class HashingJournal(SegmentJournal):
-    """A download journal that also hashes the staging file in order as segments are marked.
-
-    ``get_segmented`` marks a segment (from a worker thread) once its bytes are fsynced;
-    ``hash_in_order`` (run in a thread) waits for segment 0, hashes it, waits for segment 1,
-    and so on, so the SHA-256 is ready almost as soon as the last segment lands. Segments
-    finished by an earlier attempt are hashed from the staging file first.
-    """
-
-    def __init__(
-        self, path: Path, size: int, segment_size: int, source_id: str, staging: Path
-    ) -> None:
-        self._cond = threading.Condition()
-        self._stopped = False
-        super().__init__(path, file_size=size, segment_size=segment_size, source_id=source_id)
-        self._ready = self.done()
-        self._staging = staging
-
-    def mark(self, index: int) -> None:
-        super().mark(index)
-        with self._cond:
-            self._ready.add(index)
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def hash_in_order(self) -> str | None:
-        """SHA-256 of the whole file, or None when stopped before every segment arrived."""
-        digest = hashlib.sha256()
-        fh = None
-        try:
-            for index in range(self.segment_count):
-                with self._cond:
-                    while index not in self._ready and not self._stopped:
-                        self._cond.wait()
-                    if index not in self._ready:
-                        return None
-                if fh is None:
-                    fh = open(self._staging, "rb")  # noqa: SIM115 (closed in finally)
-                offset = index * self.segment_size
-                remaining = min(self.segment_size, self.file_size - offset)
-                fh.seek(offset)
-                while remaining > 0:
-                    chunk = fh.read(min(remaining, 4 * 1024 * 1024))
-                    if not chunk:
-                        return None
-                    digest.update(chunk)
-                    remaining -= len(chunk)
-            return digest.hexdigest()
-        finally:
-            if fh is not None:
-                fh.close()

@@ -8,11 +8,18 @@ client's CPU, not the link or the server, set the pace (profiled: about a third 
 client's time per read went to the task and the logging around it).
 
 Here a read is one request sent from a callback and one future whose done-callback writes the
-bytes to the local file and sends the next request. Requests go out strictly in file order
-(each answer sends the next block after the last one asked), so a server that reads its file
-sequentially (rclone without a read cache: an out-of-order read makes it wait, then seek) sees
-a sequential reader. A short answer (the server's own read cap) is asked again for the rest at
-once; that is the only request out of order, and the probe's ``read_block_size`` avoids it.
+bytes to the local file (from a view of asyncssh's packet, not a copy) and, once a quarter of
+the requests in flight were answered, tops them up again. Requests go out strictly in file
+order (each top-up asks for the blocks after the last one asked), so a server that reads its
+file sequentially (rclone without a read cache: an out-of-order read makes it wait, then seek)
+sees a sequential reader. A short answer (the server's own read cap) is asked again for the
+rest at once; that is the only request out of order, and the probe's ``read_block_size``
+avoids it.
+
+Why top up by the quarter: a request sent after every answer is one socket write and one
+wake-up of the server per block; on loopback against OpenSSH that cost about 0.1-0.5 CPU-s
+per GiB in our client (figures in docs/reference/performance.md). On average 7/8 of
+``max_requests`` stay in flight.
 
 Only a plain ``asyncssh.SFTPClient`` file can be read this way (``fits``): the pipeline talks
 to its request handler directly (asyncssh 2.24, pinned, as ``packets.coalesce_writes``);
@@ -32,6 +39,9 @@ from asyncssh.constants import FXP_DATA, FXP_READ
 from asyncssh.packet import String, UInt32, UInt64
 
 from consonance_sftp.errors import IntegrityError
+
+# Requests are topped up once this share of them was answered (1/4), not after every answer.
+_REFILL_SHARE = 4
 
 
 class Block(Protocol):
@@ -57,19 +67,22 @@ def fits(sftp: object, fh: object) -> bool:
 async def read_blocks(
     sftp: asyncssh.SFTPClient,
     fh: asyncssh.SFTPClientFile,
-    fd: int,
+    fd: int | None,
     blocks: Iterator[tuple[S, int, int]],
     max_requests: int,
     block_done: Callable[[S, int], None],
     *,
     remote_path: str,
     size: int,
+    written: Callable[[int, bytes | memoryview], None] | None = None,
 ) -> None:
-    """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``.
+    """Read every ``(segment, offset, length)`` of ``blocks`` from ``fh`` into local ``fd``
+    (None: into nothing, ``written`` takes the bytes: a read-back that only hashes).
 
     ``blocks`` is consumed lazily, in order, as requests go out (at most ``max_requests`` in
     flight); ``block_done(segment, nbytes)`` runs once per answered request, after its bytes
-    were written, and lowers ``segment.outstanding``, which each request raised. Raises
+    were written, and lowers ``segment.outstanding``, which each request raised;
+    ``written(offset, data)`` (when given) right after each write (the in-order hash). Raises
     the server's error, or ``IntegrityError`` when the file ends before ``size``.
     """
     loop = asyncio.get_running_loop()
@@ -77,6 +90,9 @@ async def read_blocks(
     handle = String(fh._handle)  # type: ignore[arg-type]
     finished: asyncio.Future[None] = loop.create_future()
     in_flight = 0
+    # Top up once a quarter of the requests were answered: the requests of one top-up leave in
+    # one socket write (packets.coalesce_writes), and the server reads them in one wake-up.
+    low_water = max_requests - max(1, max_requests // _REFILL_SHARE)
 
     def fail(exc: BaseException) -> None:
         if not finished.done():
@@ -112,12 +128,16 @@ async def read_blocks(
                 )
             if len(data) > length:
                 raise asyncssh.SFTPBadMessage(f"{len(data)} bytes answered a {length}-byte read")
-            os.pwrite(fd, data, offset)
+            if fd is not None:
+                os.pwrite(fd, data, offset)
+            if written is not None:
+                written(offset, data)
             if len(data) < length:
                 # The server's own read cap: ask for the rest now rather than leave a hole.
                 issue(seg, offset + len(data), length - len(data))
             block_done(seg, len(data))
-            refill()
+            if in_flight <= low_water:
+                refill()
         except BaseException as exc:  # handed to the awaiting caller
             fail(exc)
 
@@ -131,14 +151,17 @@ async def read_blocks(
             finished.cancel()
 
 
-def _data(handler: Any, resptype: int, packet: Any) -> bytes:
+def _data(handler: Any, resptype: int, packet: Any) -> bytes | memoryview:
     """The bytes of a read's answer; an error status raises asyncssh's SFTPError for it
     (end of file: ``SFTPEOFError``, taken as no bytes)."""
     if resptype == FXP_DATA:
-        data: bytes = packet.get_string()
-        if handler.version < 6:
-            packet.check_end()
-        return data
+        # A view of the answer's bytes in asyncssh's packet, not a copy (get_string slices).
+        size = packet.get_uint32()
+        start = packet._idx
+        end = start + size
+        if end > packet._len or (handler.version < 6 and end != packet._len):
+            raise asyncssh.SFTPBadMessage("malformed data answer to a read")
+        return memoryview(packet._packet)[start:end]
     process = handler._packet_handlers.get(resptype)
     try:
         if process is not None:

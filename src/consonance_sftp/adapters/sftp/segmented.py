@@ -58,6 +58,7 @@ MAX_OPENSSH_BLOCK = 261_120
 _JOURNAL_VERSION = 1  # segment lines "INDEX" (old) or "INDEX SHA256" both read
 
 Progress = Callable[[int], None]
+Written = Callable[[int, bytes | memoryview], None]  # (offset, bytes) just written to the file
 
 
 class SegmentJournal:
@@ -612,12 +613,15 @@ async def get_segmented(
     max_requests: int,
     journal: SegmentJournal | None = None,
     progress: Progress | None = None,
+    written: Written | None = None,
 ) -> None:
     """Download ``size`` bytes of ``remote_path`` into ``local_path`` as segments over ``sftps``.
 
     ``local_path`` is the caller's staging name: it is created if missing, never truncated below
     data a journal records, and set to exactly ``size`` bytes. Before a segment is marked in
     ``journal`` the local file is fsynced, so a mark always means the bytes are on disk.
+    ``written(offset, data)`` (when given) is called with every piece of bytes right after it
+    was written (``checksums.InOrderSha256.written``).
     Raises ``IntegrityError`` if the remote file is shorter than ``size``.
     """
     _check_sizes(block_size, max_requests, segment_size)
@@ -642,6 +646,7 @@ async def get_segmented(
             progress,
             block_size,
             max_requests,
+            written,
         )
     except OSError as exc:
         # Our own disk, not the network: not retried as a network fault. The staging file and
@@ -662,6 +667,7 @@ async def _get_into(
     progress: Progress | None,
     block_size: int,
     max_requests: int,
+    written: Written | None,
 ) -> None:
     local_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(local_path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -676,7 +682,9 @@ async def _get_into(
                 tracker.group = tg
                 for sftp in sftps[: len(segments)]:
                     tg.create_task(
-                        _get_worker(sftp, fd, remote_path, size, block_size, max_requests, tracker)
+                        _get_worker(
+                            sftp, fd, remote_path, size, block_size, max_requests, tracker, written
+                        )
                     )
         await asyncio.to_thread(os.fsync, fd)
     finally:
@@ -692,6 +700,7 @@ async def _get_worker(
     block_size: int,
     max_requests: int,
     tracker: _Tracker,
+    written: Written | None,
 ) -> None:
     async with await sftp.open(remote_path, asyncssh.FXF_READ, encoding=None, block_size=0) as fh:
         if read_pipeline.fits(sftp, fh):
@@ -705,9 +714,10 @@ async def _get_worker(
                 tracker.block_done,
                 remote_path=remote_path,
                 size=size,
+                written=written,
             )
             return
-        await _get_blocks(fh, fd, remote_path, size, block_size, max_requests, tracker)
+        await _get_blocks(fh, fd, remote_path, size, block_size, max_requests, tracker, written)
 
 
 def _blocks(tracker: _Tracker, block_size: int) -> Iterator[tuple[_Segment, int, int]]:
@@ -729,6 +739,7 @@ async def _get_blocks(
     block_size: int,
     max_requests: int,
     tracker: _Tracker,
+    written: Written | None,
 ) -> None:
     """The generic reader (any file object with ``read(size, offset)``: the bandwidth
     limiter's wrapper): one task per block, ``max_requests`` of them at a time."""
@@ -752,6 +763,8 @@ async def _get_blocks(
                         path=remote_path,
                     )
                 os.pwrite(fd, data, offset + got)
+                if written is not None:
+                    written(offset + got, data)
                 got += len(data)
         finally:
             slots.release()
