@@ -139,10 +139,14 @@ async def read_back_sha256(
     ) as fh:
         digest = hashlib.sha256()
         size = 0
+        step = _READ_CHUNK
         if read_pipeline.fits(sftp, fh):
             size = await _read_back_lean(sftp, fh, path, digest, block_size, max_requests)
+            # What is left is the end of the file (one request), unless it grew meanwhile:
+            # an 8 MiB call would send a call's worth of requests past the end.
+            step = block_size
         while True:  # the rest (all of it on the generic path): until the server says EOF
-            chunk = await fh.read(_READ_CHUNK, size)
+            chunk = await fh.read(step, size)
             if not chunk:
                 break
             assert isinstance(chunk, bytes)

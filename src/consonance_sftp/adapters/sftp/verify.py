@@ -126,9 +126,11 @@ async def remote_sha256(
         return None, Verification.SIZE
     # Nothing else proves the content ('auto' on a server without check-file or a shell, an
     # interrupted upload, or read_back configured): the file is downloaded again and hashed.
+    # A small file of known size: its bytes and one more, in one call (no fstat); anything
+    # larger through the pipelined read-back (``checksums.read_back_sha256``).
     reading = (
         read_back_sized(pc.sftp, path, size, **read_sizes(ts))
-        if size
+        if 0 < size < _READ_CALL
         else checksums.read_back_sha256(pc.sftp, path, **read_sizes(ts))
     )
     _size, digest = await fs._guard(reading, path)
