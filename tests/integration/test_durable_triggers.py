@@ -122,8 +122,10 @@ async def test_a_plan_that_fails_once_is_retried_and_delivered(tmp_path: Path) -
                 assert await _poll(service, detector, runner) == []  # never seen again
                 await _until(lambda: len(_sent(app, isbn)) >= 2, f"{isbn} sent to the printer")
                 stats = await asyncio.to_thread(control.stats)
-                rows_before = len(app.store.list_deliveries(flow=FLOW))
                 wids = {r.workflow_id for r in app.store.list_deliveries(flow=FLOW)}
+                for wid in wids:  # the package's last files (its marker) recorded too
+                    assert "error" not in await runner.wait(wid)
+                rows_before = len(app.store.list_deliveries(flow=FLOW))
                 # The event's step run again (a recovery after a crash): the same plan, whose
                 # deliveries attach to the ones that ran instead of sending again.
                 again = await run_event(app, FLOW, event_to_json(event), runner=runner)
