@@ -800,6 +800,25 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
+        # What every scenario's side shares; each adds its connections, segments and window.
+        shared = {
+            "file_concurrency": args.file_concurrency,
+            "engine": args.engine,
+            "state_dir": state_dir,
+            "shims": shims,
+            "recommended": recommended,
+            "overrides": overrides,
+        }
+
+        def small_files_ours(connections: int) -> Ours:
+            return Ours(
+                connections=connections,
+                segment_size=args.segment_size,
+                max_requests=args.max_requests,
+                window=2 << 20,
+                **shared,  # type: ignore[arg-type]
+            )
+
         loop_ours = Ours(**loop_options, shims=shims, recommended=recommended, overrides=overrides)
         if "loopback_up" in wanted or "loopback_down" in wanted:
             ts = loop_ours.settings()
@@ -812,18 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             bench_large(results, "loopback", target, big, digest, out, args.reps, loop_ours, source)
         if "small_files_up" in wanted:
-            small_ours = Ours(
-                connections=args.small_connections,
-                segment_size=args.segment_size,
-                max_requests=args.max_requests,
-                window=2 << 20,
-                file_concurrency=args.file_concurrency,
-                engine=args.engine,
-                state_dir=state_dir,
-                shims=shims,
-                recommended=recommended,
-                overrides=overrides,
-            )
+            small_ours = small_files_ours(args.small_connections)
             say(
                 f"loopback, {len(small)} files of {human(args.small_size)} up: OpenSSH "
                 f"'put dir/*' vs ours ({small_ours.connections} connection(s), "
@@ -837,12 +845,7 @@ def main(argv: list[str] | None = None) -> int:
                 segment_size=args.wan_segment_size,
                 max_requests=args.wan_max_requests,
                 window=args.wan_window,
-                file_concurrency=args.file_concurrency,
-                engine=args.engine,
-                state_dir=state_dir,
-                shims=shims,
-                recommended=recommended,
-                overrides=overrides,
+                **shared,  # type: ignore[arg-type]
             )
             if "wan_up" in wanted or "wan_down" in wanted:
                 say(
@@ -865,18 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                     wan_source,
                 )
             if "small_files_wan_up" in wanted:
-                wan_small_ours = Ours(
-                    connections=args.wan_small_connections,
-                    segment_size=args.segment_size,
-                    max_requests=args.max_requests,
-                    window=2 << 20,
-                    file_concurrency=args.file_concurrency,
-                    engine=args.engine,
-                    state_dir=state_dir,
-                    shims=shims,
-                    recommended=recommended,
-                    overrides=overrides,
-                )
+                wan_small_ours = small_files_ours(args.wan_small_connections)
                 say(
                     f"long fat link ({2 * args.delay_ms:g} ms round trip through the relay), "
                     f"{len(wan_small)} files of {human(args.small_size)} up: OpenSSH sftp -R "
