@@ -123,3 +123,82 @@ def test_an_invalid_product_is_reported_the_same_with_or_without_the_shortcut(
     assert any("ZZ" in p.reason for p in with_shortcut.problems)
     assert with_shortcut.problems == without.problems
     assert with_shortcut.first_problems == without.first_problems
+
+
+def _with_sequence_number(node: etree._Element, value: str) -> None:
+    for child in node:
+        if etree.QName(child).localname in ("SequenceNumber", "b034"):
+            child.text = value
+
+
+@pytest.mark.parametrize("style", [TagStyle.REFERENCE, TagStyle.SHORT])
+@pytest.mark.parametrize("version", [OnixVersion.V30, OnixVersion.V31])
+def test_the_shortcut_never_accepts_a_duplicate_the_xsd_unique_constraints_refuse(
+    version: OnixVersion, style: TagStyle
+) -> None:
+    """The XSD's ``xs:unique`` constraints are taken out of the shortcut's XSD and checked in
+    Python: every child a constraint selects, repeated (as is, with its number written
+    another way, with a ``language`` attribute twice), is refused whenever the unmodified XSD
+    refuses it."""
+    full = load_schema(version, style)
+    fast = code_list_schema(version, style)
+    products = _products(style, version)
+    assert all(fast.valid(p) for p in products)
+    refused = 0
+    for product in products[:3]:
+        for index, node in enumerate(product.iter()):
+            held = fast.uniques.get(node.tag)
+            if held is None:
+                continue
+            for position, child in enumerate(node):
+                if child.tag not in held.by_tag:
+                    continue
+                for variant in ("same", "number", "language"):
+                    mutated = copy.deepcopy(product)
+                    owner = list(mutated.iter())[index]
+                    original = owner[position]
+                    twin = copy.deepcopy(original)
+                    if variant == "number":
+                        _with_sequence_number(original, "1")
+                        _with_sequence_number(twin, "01")
+                    elif variant == "language":
+                        original.set("language", "eng")
+                        twin.set("language", "eng")
+                    original.addnext(twin)
+                    if not full.validate(mutated):
+                        refused += 1
+                        assert not fast.valid(mutated), (etree.QName(child).localname, variant)
+    assert refused > 20  # the duplicates did reach the XSD's unique constraints
+
+
+def test_a_repeated_text_in_another_language_is_still_decided_by_the_shortcut() -> None:
+    fast = code_list_schema(OnixVersion.V30, TagStyle.REFERENCE)
+    full = load_schema(OnixVersion.V30, TagStyle.REFERENCE)
+    ns = namespace(OnixVersion.V30, TagStyle.REFERENCE)
+    product = _products(TagStyle.REFERENCE, OnixVersion.V30)[0]
+    text = product.find(f".//{{{ns}}}TextContent/{{{ns}}}Text")
+    assert text is not None
+    twin = copy.deepcopy(text)
+    text.set("language", "eng")
+    twin.set("language", "fre")
+    text.addnext(twin)
+    assert full.validate(product) and fast.valid(product)
+    twin.set("language", "eng")
+    assert not full.validate(product) and not fast.valid(product)
+    assert "Duplicate key-sequence" in str(full.error_log)
+
+
+def test_a_duplicate_is_reported_the_same_with_or_without_the_shortcut() -> None:
+    data = _message(TagStyle.REFERENCE, products=30)
+    # the fifth product's first Measure, twice
+    fifth = [i for i in range(len(data)) if data.startswith(b"<Product>", i)][4]
+    start = data.index(b"<Measure>", fifth)
+    end = data.index(b"</Measure>", start) + len(b"</Measure>")
+    data = data[:end] + data[start:end] + data[end:]
+
+    with_shortcut = StreamValidator(RecipientRules(), code_lists_after=0).validate(io.BytesIO(data))
+    without = StreamValidator(RecipientRules(), code_lists_after=10**9).validate(io.BytesIO(data))
+
+    assert len(with_shortcut.invalid_products) == 1
+    assert any("Duplicate key-sequence" in p.reason for p in with_shortcut.problems)
+    assert with_shortcut.problems == without.problems

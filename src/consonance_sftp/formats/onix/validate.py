@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -204,16 +205,41 @@ class CodeListSchema:
     ) -> None:
         with tempfile.TemporaryDirectory(prefix="onix-xsd-") as tmp:
             # the reduced XSD is written out, its trees freed, then compiled from the files
-            self.checks = self._reduce(version, style, elements, Path(tmp))
+            self.uniques: dict[str, _Uniques] = {}
+            self.checks = self._reduce(version, style, elements, Path(tmp), self.uniques)
             self.schema = etree.XMLSchema(file=str(Path(tmp) / schema_path(version, style).name))
-        self.tags = list(self.checks)
+        # What ``valid`` does at each tag, in one walk of the product: its code list, the
+        # unique constraints it holds when one has a field other than an attribute (checked
+        # for every such element), the attributes a unique constraint of its parent reads
+        # (only when one is present, the parent's constraints are checked: such attributes,
+        # ``language`` mostly, are rare, and walking the children of every holder is not).
+        self.plan: dict[
+            str, tuple[tuple[frozenset[str], bool] | None, _Uniques | None, tuple[str, ...]]
+        ] = {}
+        by_attribute: dict[str, set[str]] = {}
+        for holder in self.uniques.values():
+            for tag, attributes in holder.attributes.items():
+                by_attribute.setdefault(tag, set()).update(attributes)
+        for tag in dict.fromkeys([*self.checks, *self.uniques, *by_attribute]):
+            held = self.uniques.get(tag)
+            self.plan[tag] = (
+                self.checks.get(tag),
+                held if held is not None and held.always else None,
+                tuple(sorted(by_attribute.get(tag, ()))),
+            )
 
     @staticmethod
     def _reduce(
-        version: OnixVersion, style: TagStyle, elements: frozenset[str] | None, tmp: Path
+        version: OnixVersion,
+        style: TagStyle,
+        elements: frozenset[str] | None,
+        tmp: Path,
+        uniques: dict[str, _Uniques],
     ) -> dict[str, tuple[frozenset[str], bool]]:
-        """Write the XSD without the enumerations of ``elements`` into ``tmp``; return what
-        ``valid`` checks instead: tag -> (codes, whether a space-separated list of them)."""
+        """Write the XSD without the enumerations of ``elements`` and without the ``xs:unique``
+        constraints of global elements into ``tmp``; return what ``valid`` checks instead:
+        tag -> (codes, whether a space-separated list of them). The unique constraints taken
+        out are added to ``uniques`` (tag of the element that holds them -> constraints)."""
         path = schema_path(version, style)
         wanted = _CODED if elements is None else elements
         if style is TagStyle.SHORT:
@@ -288,6 +314,7 @@ class CodeListSchema:
                     restriction.remove(enum)
             copy_.set("name", f"{base}.unchecked")
             simple.addnext(copy_)
+        uniques.update(_take_uniques(main.getroot()))
         shutil.copytree(path.parent, tmp, dirs_exist_ok=True)
         for location, doc in docs.items():
             doc.write(str(tmp / location), encoding="utf-8", xml_declaration=True)
@@ -297,18 +324,174 @@ class CodeListSchema:
         """True: the unmodified XSD accepts ``product``. False: not known (ask that XSD)."""
         if not self.schema.validate(product):
             return False
-        checks = self.checks
-        for node in product.iter(self.tags):
-            codes_, is_list = checks[node.tag]
-            text = node.text
-            if text is None or len(node):
-                return False
-            if is_list:
-                if not all(code in codes_ for code in text.split(" ")):
+        plan = self.plan
+        uniques = self.uniques
+        # one walk of every node: cheaper than iter(tags), whose tag matcher is built per call
+        for node in product.iter():
+            step = plan.get(node.tag)
+            if step is None:
+                continue
+            check, held, attributes = step
+            if check is not None:
+                codes_, is_list = check
+                text = node.text
+                if text is None or len(node):
                     return False
-            elif text not in codes_:
+                if is_list:
+                    if not all(code in codes_ for code in text.split(" ")):
+                        return False
+                elif text not in codes_:
+                    return False
+            if held is not None and not held.hold(node):
                 return False
+            if attributes and any(node.get(name) is not None for name in attributes):
+                parent = node.getparent()
+                if parent is not None:
+                    parents = uniques.get(parent.tag)
+                    if parents is not None and not parents.hold(parent):
+                        return False
         return True
+
+
+_SIMPLE_NAME = re.compile(r"^(?:([A-Za-z_][\w.-]*):)?([A-Za-z_][\w.-]*)$")
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+
+
+def _key_value(text: str) -> object:
+    """A value that is equal for any two texts the XSD's typed values could find equal (and
+    perhaps for more: never fewer duplicates than libxml2 finds). Whitespace collapsed (what
+    token, code-list and URI types do; strings that differ only in whitespace then count as
+    equal, which is stricter), and numbers as numbers ("01" and "1" are one integer)."""
+    if text.isascii() and text.isdigit():
+        return int(text)  # equal to the Decimal of the same number, and so hashed
+    collapsed = " ".join(text.split())
+    return Decimal(collapsed) if _NUMBER.match(collapsed) else collapsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Unique:
+    """One ``xs:unique`` of the XSD: among the children ``selected`` of an element, no two may
+    have the same values of ``fields``. A field is ``("@", name)`` (an attribute), ``(".", "")``
+    (the child's own text) or ``("", tag)`` (a child element's text)."""
+
+    selected: tuple[str, ...]
+    fields: tuple[tuple[str, str], ...]
+
+
+class _Uniques:
+    """The ``xs:unique`` constraints of one element, checked in Python in one pass over its
+    children. A child missing a field is left out (XSD: it is not in the qualified node set)."""
+
+    __slots__ = ("always", "attributes", "by_tag")
+
+    def __init__(self, uniques: list[_Unique]) -> None:
+        # child tag -> (which constraint, its fields)
+        self.by_tag: dict[str, list[tuple[int, tuple[tuple[str, str], ...]]]] = {}
+        # child tag -> the attributes read by the constraints whose fields are all attributes
+        self.attributes: dict[str, set[str]] = {}
+        # whether a constraint reads anything but attributes (then it is checked every time)
+        self.always = False
+        for index, unique in enumerate(uniques):
+            only_attributes = all(kind == "@" for kind, _ in unique.fields)
+            self.always = self.always or not only_attributes
+            for tag in unique.selected:
+                self.by_tag.setdefault(tag, []).append((index, unique.fields))
+                if only_attributes:
+                    names = (name for _, name in unique.fields)
+                    self.attributes.setdefault(tag, set()).update(names)
+
+    def hold(self, element: _Element) -> bool:
+        """True: no two children break a constraint. False: a duplicate, or something not
+        decided here (a field that is not one plain value): the unmodified XSD decides."""
+        seen: set[tuple[object, ...]] | None = None
+        by_tag = self.by_tag
+        for child in element:  # cheaper than iterchildren(tags): no tag matcher to build
+            held = by_tag.get(child.tag)
+            if held is None:
+                continue
+            for index, fields in held:
+                key: list[object] = [index]
+                for kind, name in fields:
+                    if kind == "@":
+                        value = child.get(name)
+                        if value is None:
+                            break
+                    elif kind == ".":
+                        if len(child):
+                            return False
+                        value = child.text or ""
+                    else:
+                        value = None
+                        for grandchild in child:
+                            if grandchild.tag == name:
+                                if value is not None or len(grandchild):
+                                    return False
+                                value = grandchild.text or ""
+                        if value is None:
+                            break
+                    key.append(_key_value(value))
+                else:
+                    entry = tuple(key)
+                    if seen is None:
+                        seen = set()
+                    elif entry in seen:
+                        return False
+                    seen.add(entry)
+        return True
+
+
+def _take_uniques(schema: _Element) -> dict[str, _Uniques]:
+    """Remove from the XSD ``schema`` every ``xs:unique`` of a global element whose selector
+    names children and whose fields are an attribute, ``.`` or a child (all of ONIX 3's);
+    return them by the tag of the element that holds them. libxml2 walks its whole list of
+    identity constraints at the end of every element: about two thirds of its time per
+    product, for constraints a product rarely comes near."""
+    target = schema.get("targetNamespace")
+    found: dict[str, list[_Unique]] = {}
+    for element in schema.iterchildren(f"{_XS}element"):
+        name = element.get("name")
+        if name is None:
+            continue
+        for unique in element.findall(f"{_XS}unique"):
+            parsed = _parse_unique(unique, target)
+            if parsed is not None:
+                found.setdefault(f"{{{target}}}{name}" if target else name, []).append(parsed)
+                element.remove(unique)
+    return {tag: _Uniques(held) for tag, held in found.items()}
+
+
+def _parse_unique(unique: _Element, target: str | None) -> _Unique | None:
+    """The constraint as ``_Unique``, or None when its XPaths are not the simple ones."""
+    selector = unique.find(f"{_XS}selector")
+    fields = unique.findall(f"{_XS}field")
+    if selector is None or not fields:
+        return None
+
+    def tag(step: str) -> str | None:
+        match = _SIMPLE_NAME.match(step.strip())
+        if match is None:
+            return None
+        prefix, local = match.groups()
+        ns = unique.nsmap.get(prefix) if prefix else None
+        if ns != target:  # unqualified names, or another namespace: not ours
+            return None
+        return f"{{{ns}}}{local}" if ns else local
+
+    selected = tuple(tag(step) for step in (selector.get("xpath") or "").split("|"))
+    if any(t is None for t in selected):
+        return None
+    parsed: list[tuple[str, str]] = []
+    for field_ in fields:
+        xpath = (field_.get("xpath") or "").strip()
+        if xpath == ".":
+            parsed.append((".", ""))
+        elif xpath.startswith("@") and _SIMPLE_NAME.match(xpath[1:]) and ":" not in xpath:
+            parsed.append(("@", xpath[1:]))
+        elif (child := tag(xpath)) is not None:
+            parsed.append(("", child))
+        else:
+            return None
+    return _Unique(tuple(str(t) for t in selected), tuple(parsed))
 
 
 CODE_LISTS_AFTER = 1000
