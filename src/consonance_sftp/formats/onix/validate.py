@@ -540,6 +540,10 @@ def rule_problems(
         )
     if notification == "05":
         return problems
+    forms = rules.allowed_forms_30()
+    prices = rules.price_types is not None or rules.currencies is not None
+    if not (rules.require_market or forms is not None or prices or rules.profile is not None):
+        return problems  # nothing else to check (the default rules): no more lookups
     supplies = product.findall(n("ProductSupply"))
     onix21 = (
         product.find(n("DescriptiveDetail")) is None and product.find(n("ProductForm")) is not None
@@ -557,7 +561,6 @@ def rule_problems(
                         "missing: this recipient needs the Market of every ProductSupply",
                     )
                 )
-    forms = rules.allowed_forms_30()
     if forms is not None:
         form = _first_text(
             product, n("ProductForm") if onix21 else f"{n('DescriptiveDetail')}/{n('ProductForm')}"
@@ -571,7 +574,7 @@ def rule_problems(
                     f"({', '.join(sorted(forms))})",
                 )
             )
-    if rules.price_types is not None or rules.currencies is not None:
+    if prices:
         for price in product.iter(n("Price")):
             price_type = _first_text(price, n("PriceTypeCode" if onix21 else "PriceType"))
             currency = _first_text(price, n("CurrencyCode")) or default_currency
