@@ -103,3 +103,23 @@ def test_control_characters_inside_markup_are_removed_before_it_is_read() -> Non
         data = writer.product_bytes(work, work.products[0], "03")
     assert b'<Text textformat="05"><p>ab <em>cd</em></p></Text>' in data
     assert b"\x01" not in data and b"\x0b" not in data
+
+
+def test_the_byte_check_for_characters_xml_cannot_carry_agrees_with_the_text_check() -> None:
+    """``_not_xml_bytes`` (on the encoded product) finds exactly what ``_NOT_XML`` finds in
+    the text: every string of up to 4 characters from a set with each kind of neighbour."""
+    import itertools
+
+    from consonance_sftp.formats.onix.writer import _NOT_XML, _not_xml_bytes
+
+    alphabet = ["\x00", "\x08", "\t", "\n", "\x0b", "\r", "\x1f", " ", "a", "\x7f", "é"]
+    alphabet += ["\ufffd", "\ufffe", "\uffff", "\uefbf", "\u0fbf", "\U0001f600", "\U0010ffff"]
+    checked = found = 0
+    for size in range(5):
+        for chars in itertools.product(alphabet, repeat=size):
+            text = "".join(chars)
+            expected = _NOT_XML.search(text) is not None
+            assert _not_xml_bytes(text.encode()) == expected, repr(text)
+            checked += 1
+            found += expected
+    assert checked > 100_000 and 0 < found < checked
