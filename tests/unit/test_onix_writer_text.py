@@ -123,3 +123,51 @@ def test_the_byte_check_for_characters_xml_cannot_carry_agrees_with_the_text_che
             checked += 1
             found += expected
     assert checked > 100_000 and 0 < found < checked
+
+
+class _CountingSink(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes, /) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def _message_through(chunk: int, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, int]:
+    from consonance_sftp.formats.onix import writer as writer_module
+
+    monkeypatch.setattr(writer_module._Tee, "CHUNK", chunk)
+    sink = _CountingSink()
+    with OnixWriter(sink, HEADER) as writer:
+        for work in synthetic_works(120, seed=4):
+            for product in work.products:
+                writer.write(work, product)
+    written = writer.bytes_written
+    return sink.getvalue(), written, sink.writes
+
+
+def test_products_reach_the_sink_in_chunks_and_the_bytes_do_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    every, every_count, every_writes = _message_through(1, monkeypatch)  # one write each
+    chunked, chunked_count, chunked_writes = _message_through(256 << 10, monkeypatch)
+    assert chunked == every and chunked_count == every_count == len(every)
+    assert every_writes > 120
+    assert chunked_writes <= len(chunked) // (256 << 10) + 3  # chunks, the header, the end
+    etree.fromstring(chunked)  # one well-formed message
+
+
+def test_what_was_written_before_an_error_still_reaches_the_sink() -> None:
+    sink = io.BytesIO()
+    works = list(synthetic_works(3, seed=4))
+
+    def stopped() -> None:
+        with OnixWriter(sink, HEADER) as writer:
+            writer.write(works[0], works[0].products[0])
+            raise RuntimeError("the feed stopped")
+
+    with pytest.raises(RuntimeError):
+        stopped()
+    assert b"<RecordReference>" in sink.getvalue()

@@ -19,6 +19,7 @@ everything written here. Reference names by default, short tags on request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable
@@ -323,19 +324,38 @@ class ByteSink(Protocol):
 
 
 class _Tee:
-    """File-like sink that forwards writes and counts bytes."""
+    """File-like sink that counts bytes and forwards them in chunks of about 256 KiB: one
+    write to the sink (the file and the validator's pipe, through ``Fanout``) per some 50
+    products instead of one per product. With a file opened with Python's default 8 KiB
+    buffer, a 5 KB product cost a system call each: about a tenth of the writer's CPU."""
+
+    CHUNK = 256 << 10
 
     def __init__(self, sink: ByteSink) -> None:
         self.sink = sink
         self.total = 0
+        self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes) -> int:
         if data:
             self.total += len(data)
-            self.sink.write(data)
+            self._pending.append(data)
+            self._size += len(data)
+            if self._size >= self.CHUNK:
+                self.drain()
         return len(data)
 
+    def drain(self) -> None:
+        """Hand what is pending to the sink (without flushing it)."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            self.sink.write(data)
+
     def flush(self) -> None:
+        self.drain()
         self.sink.flush()
 
 
@@ -421,6 +441,9 @@ class OnixWriter:
         if exc_type is None:
             self._tee.write(b"\n")
             self._tee.flush()
+        else:
+            with contextlib.suppress(Exception):  # never hide the error being raised
+                self._tee.drain()  # what was written so far still reaches the sink
 
     def _empty_marker(self) -> _Element | None:
         """An empty 3.x message must say so: ``NoProduct`` instead of product records."""
@@ -518,7 +541,8 @@ class OnixWriter:
         if not self._flushed:
             self._xf.flush()  # the header is still in the incremental writer's buffer
             self._flushed = True
-        self._tee.write(data + b"\n")
+        self._tee.write(data)
+        self._tee.write(b"\n")
         self.products += 1
 
     def write(self, work: Work, product: Product, notification_type: str = "03") -> WrittenProduct:
