@@ -6,8 +6,9 @@ shell message (the real root and ``Header``) and validated there with the *unmod
 XSD that onixcheck bundles, loaded by lxml. Memory stays flat and every problem is tied to a
 product: its record reference, ISBN, the element and libxml2's reason. The one constraint that
 spans products in the XSD, unique record references, is checked with a set. In a long message
-the common code lists are checked with sets first (``CodeListSchema``); whatever that does not
-accept is validated with the unmodified XSD, which words every problem.
+the common code lists and the XSD's ``xs:unique`` constraints within a product are checked in
+Python first (``CodeListSchema``); whatever that does not accept is validated with the
+unmodified XSD, which words every problem.
 
 ``ValidatorProcess`` runs the same validator in a second process fed through a pipe, so a
 feed is validated while it is generated, on the other core. Run as a module it reads a message
