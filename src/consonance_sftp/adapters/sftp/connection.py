@@ -30,6 +30,7 @@ from consonance_sftp.adapters.sftp.packets import (
     coalesce_writes,
     drop_ignore_packets,
     frame_received_packets,
+    lean_channel_data,
 )
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.config.hostkeys import (
@@ -542,6 +543,7 @@ class ConnectionPool:
                 coalesce_writes(conn)
                 drop_ignore_packets(conn)
                 frame_received_packets(conn)
+                lean_channel_data(conn)
                 # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
                 # back to the same bytes) instead of failing the whole listing.
                 sftp = await conn.start_sftp_client(path_errors="surrogateescape")
