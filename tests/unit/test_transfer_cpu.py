@@ -1,8 +1,10 @@
 """The transfer's CPU savings change no byte: the lean SSH data packets are asyncssh's own
-packets, and one read of a file gives the same hashes as reading it per segment."""
+packets, one read of a file gives the same hashes as reading it per segment, and SFTP answers
+framed from the channel reach the requests asyncssh's reader would give them to."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -10,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncssh import SFTPBadMessage
 from asyncssh.connection import SSHConnection
 from asyncssh.encryption import get_encryption, get_encryption_params
 from asyncssh.packet import String, UInt32
 
-from consonance_sftp.adapters.sftp import packets
+from consonance_sftp.adapters.sftp import packets, sftp_frames
 from consonance_sftp.adapters.sftp.checksums import FileHasher, range_sha256
 
 
@@ -140,3 +143,74 @@ def test_a_failed_read_does_not_leave_a_segment_waiting(tmp_path: Path) -> None:
         hasher.run()
     with pytest.raises(FileNotFoundError):
         hasher.segment(0, 0, 1024)
+
+
+class _Session:
+    def __init__(self) -> None:
+        self._recv_buf: dict[object, list[bytes]] = {None: []}
+        self._recv_buf_len = 0
+        self.passed: list[tuple[bytes, object]] = []
+
+    def data_received(self, data: bytes, datatype: object) -> None:
+        self.passed.append((data, datatype))
+
+
+class _Handler:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reader = type("Reader", (), {"_session": _Session(), "_datatype": None})()
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self.cleaned: list[BaseException | None] = []
+        self.loop = loop
+
+    async def _cleanup(self, exc: BaseException | None) -> None:
+        self.cleaned.append(exc)
+
+    def log_received_packet(self, *args: object) -> None:
+        pass
+
+
+def _answer(pktid: int, body: bytes, pkttype: int = 103) -> bytes:
+    payload = bytes((pkttype,)) + pktid.to_bytes(4, "big") + body
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def test_answers_reach_their_requests_however_the_bytes_are_cut() -> None:
+    loop = asyncio.get_running_loop()
+    handler = _Handler(loop)
+    sftp = type("Sftp", (), {"_handler": handler})()
+    assert sftp_frames.lean_sftp_receive(sftp)  # type: ignore[arg-type]
+    session = handler._reader._session
+    bodies = {i: bytes([i]) * (i * 997 % 5000) for i in range(40)}
+    for i in bodies:
+        handler._requests[i] = loop.create_future()
+    waiters = dict(handler._requests)
+    wire = b"".join(_answer(i, body) for i, body in bodies.items())
+    cut = 0
+    for step in (1, 3, 4, 5, 4096, 7, 1 << 20):  # pieces inside a length, across answers
+        session.data_received(wire[cut : cut + step], None)
+        cut += step
+    assert cut >= len(wire)
+    for i, body in bodies.items():
+        pkttype, packet = waiters[i].result()
+        assert pkttype == 103
+        assert packet.get_remaining_payload() == body
+    assert not handler._requests and not handler.cleaned
+    session.data_received(b"err", 1)  # extended data is not SFTP's: passed on as before
+    assert session.passed == [(b"err", 1)]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [_answer(99, b"x"), (10 << 20).to_bytes(4, "big") + b"\0" * 8],
+    ids=["unknown request id", "over the length cap"],
+)
+async def test_an_answer_that_breaks_the_protocol_ends_the_session(wire: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    handler = _Handler(loop)
+    sftp = type("Sftp", (), {"_handler": handler})()
+    assert sftp_frames.lean_sftp_receive(sftp)  # type: ignore[arg-type]
+    handler._requests[1] = loop.create_future()
+    handler._reader._session.data_received(wire + _answer(1, b"late"), None)
+    await asyncio.sleep(0)
+    assert len(handler.cleaned) == 1 and isinstance(handler.cleaned[0], SFTPBadMessage)
+    assert not handler._requests[1].done()  # nothing after the broken answer is read

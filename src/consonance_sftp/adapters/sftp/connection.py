@@ -32,6 +32,7 @@ from consonance_sftp.adapters.sftp.packets import (
     frame_received_packets,
     lean_channel_data,
 )
+from consonance_sftp.adapters.sftp.sftp_frames import lean_sftp_receive
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.config.hostkeys import (
     KEY_TYPES,
@@ -547,6 +548,8 @@ class ConnectionPool:
                 # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
                 # back to the same bytes) instead of failing the whole listing.
                 sftp = await conn.start_sftp_client(path_errors="surrogateescape")
+                # Answers go to their requests as the channel delivers them (sftp_frames).
+                lean_sftp_receive(sftp)
             except BaseException:
                 conn.close()
                 raise

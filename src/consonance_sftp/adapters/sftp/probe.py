@@ -239,10 +239,6 @@ async def _probe_writes(
         if command is not None:
             found["shell_hash"] = True
             found["shell_hash_command"] = command
-    elif fs.settings.shell_hash_command == checksums.SHA256_COMMANDS[0]:
-        faster = await _faster_sha256_command(pc, name("speed"), fs.settings.shell_hash_command)
-        if faster is not None:
-            found["shell_hash_command"] = faster
 
     b = name("moved")
     found["posix_rename"] = flags["posix_rename"] and await _attempt(sftp.posix_rename(a, b))
@@ -256,6 +252,15 @@ async def _probe_writes(
     else:
         found["rename_over_existing"] = False
     found["write_model"] = await probe_write_model(sftp, name())  # the run's one name
+    if (
+        found["shell_hash"]
+        and "shell_hash_command" not in found
+        and fs.settings.shell_hash_command == checksums.SHA256_COMMANDS[0]
+    ):
+        # Written over the run's one name: an upload-only drop box keeps no more files.
+        faster = await _faster_sha256_command(pc, name(), fs.settings.shell_hash_command)
+        if faster is not None:
+            found["shell_hash_command"] = faster
     if flags["statvfs"]:
         try:
             vfs = await sftp.statvfs(folder)
