@@ -214,3 +214,28 @@ async def test_an_answer_that_breaks_the_protocol_ends_the_session(wire: bytes) 
     await asyncio.sleep(0)
     assert len(handler.cleaned) == 1 and isinstance(handler.cleaned[0], SFTPBadMessage)
     assert not handler._requests[1].done()  # nothing after the broken answer is read
+
+
+def test_asyncssh_debug_arguments_are_not_converted_unless_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from asyncssh.logging import logger as ssh_logger
+
+    packets._quiet_packet_logs()
+    converted: list[str] = []
+
+    class Arg:
+        def __str__(self) -> str:
+            converted.append("x")
+            return "arg"
+
+    log = ssh_logger.get_child("sftp")
+    with caplog.at_level(logging.INFO, logger="asyncssh"):
+        log.debug1("request %s", [Arg()])
+    assert converted == []  # the level is off: nothing formatted
+    with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        log.debug1("request %s", [Arg()])
+    assert converted == ["x"]
+    assert "request arg" in caplog.text  # an enabled level logs as before
