@@ -1,4 +1,4 @@
-"""Download CPU profile: our transport against OpenSSH ``sftp``, CPU-seconds per GiB.
+"""Transfer CPU profile: our transport against OpenSSH ``sftp``, CPU-seconds per GiB.
 
 Wall-clock ratios on a shared two-core machine move by 30-50 % with other people's load; CPU
 time per byte moves much less. This bench downloads one file from a private OpenSSH ``sshd``
@@ -11,6 +11,11 @@ children, from ``/proc``), and the load average. Every copy is checked by SHA-25
     .venv/bin/python bench/download_profile.py --size 256M --reps 3
     .venv/bin/python bench/download_profile.py --size 128M --reps 1 --only ours --profile
     .venv/bin/python bench/download_profile.py --set max_requests=32 --set read_block_size=65536
+    .venv/bin/python bench/download_profile.py --direction up --set checksum=size --reps 2
+
+``--direction up`` uploads instead (OpenSSH's ``put`` against our ``upload``, into a fresh name
+each run; ``--set checksum=size`` leaves out our read-back of the whole file, which OpenSSH's
+client does not do; ``--engine raw`` is ``put_segmented`` alone: no hash, journal or rename).
 
 ``--engine raw`` runs ``get_segmented`` alone on a bare connection (no staging, journal, hash,
 fsync or rename): the engine's own cost. ``--profile`` runs ours under cProfile, timed by the
@@ -37,7 +42,7 @@ import time
 from pathlib import Path
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
-from consonance_sftp.adapters.sftp.segmented import MAX_OPENSSH_BLOCK, get_segmented
+from consonance_sftp.adapters.sftp.segmented import MAX_OPENSSH_BLOCK, get_segmented, put_segmented
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
 from servers import parse_setting
@@ -63,6 +68,14 @@ def self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def self_sys() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def children_sys() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+
+
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -82,8 +95,12 @@ def settle_server(sshd: OpenSshServer, before: float) -> float:
 
 
 def openssh_get(sshd: OpenSshServer, kh: Path, remote: str, local: Path) -> None:
+    openssh_batch(sshd, kh, f"get {remote} {local}\n")
+
+
+def openssh_batch(sshd: OpenSshServer, kh: Path, commands: str) -> None:
     batch = kh.parent / "batch.txt"
-    batch.write_text(f"get {remote} {local}\n")
+    batch.write_text(commands)
     cmd = [
         "sftp",
         "-q",
@@ -108,6 +125,10 @@ def openssh_get(sshd: OpenSshServer, kh: Path, remote: str, local: Path) -> None
     done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if done.returncode:
         raise SystemExit(f"sftp failed: {done.stderr.decode(errors='replace')}")
+
+
+def openssh_put(sshd: OpenSshServer, kh: Path, local: Path, remote: str) -> None:
+    openssh_batch(sshd, kh, f"put {local} {remote}\n")
 
 
 def settings(overrides: dict[str, object]) -> TransferSettings:
@@ -178,6 +199,51 @@ def ours_get(
     asyncio.run(transport() if engine == "transport" else raw())
 
 
+def ours_put(
+    sshd: OpenSshServer,
+    state: Path,
+    local: Path,
+    remote: str,
+    ts: TransferSettings,
+    engine: str,
+) -> None:
+    from servers import Served
+    from transfer import Target
+
+    served = Served(
+        kind="openssh",
+        port=sshd.port,
+        user=sshd.shell_user,
+        host_key=sshd.host_key,
+        client_key_path=sshd.client_key_path,
+        folder=Path(remote).parent,
+        remote_folder=str(Path(remote).parent),
+        stop=sshd.stop,
+    )
+
+    async def transport() -> None:
+        async with SftpRemoteFS(served.endpoint(ts), state_dir=state) as fs:
+            await fs.upload(local, remote)
+
+    async def raw() -> None:
+        (conn,) = await connect(Target(served, sshd.port, Path("/dev/null"), False), 1, 2 << 20)
+        try:
+            sftp = await conn.start_sftp_client()
+            await put_segmented(
+                [sftp],
+                local,
+                remote,
+                segment_size=ts.segment_size,
+                block_size=ts.block_size,
+                max_requests=ts.max_requests,
+            )
+        finally:
+            conn.close()
+            await conn.wait_closed()
+
+    asyncio.run(transport() if engine == "transport" else raw())
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -192,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--only", choices=("both", "ours", "openssh"), default="both")
     p.add_argument("--engine", choices=("transport", "raw"), default="transport")
+    p.add_argument("--direction", choices=("down", "up"), default="down")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--profile", action="store_true", help="cProfile our runs (top 30 printed)")
     p.add_argument("--no-check", action="store_true", help="skip the SHA-256 of each copy")
@@ -215,10 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     gib = args.size / GIB
+    up = args.direction == "up"
+    inbox = run_dir / "inbox"
+    inbox.mkdir()
     say(
-        f"{args.size >> 20} MiB from a private sshd; ours: {args.engine}, "
-        f"{ts.max_requests} reads of {ts.read_block} in flight, resume {ts.resume}, "
-        f"segment {ts.segment_size >> 20} MiB"
+        f"{args.size >> 20} MiB {'to' if up else 'from'} a private sshd; ours: {args.engine}, "
+        + (
+            f"{ts.max_requests} writes of {ts.block_size} in flight, checksum {ts.checksum}, "
+            if up
+            else f"{ts.max_requests} reads of {ts.read_block} in flight, "
+        )
+        + f"resume {ts.resume}, segment {ts.segment_size >> 20} MiB"
     )
     results: dict[str, dict[str, list[float]]] = {}
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
@@ -227,23 +301,29 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.reps):
             order = who_runs if rep % 2 == 0 else list(reversed(who_runs))
             for who in order:
-                local = out / f"{who}-{rep}.bin"
+                local = (inbox if up else out) / f"{who}-{rep}.bin"
                 os.sync()
                 load = os.getloadavg()[0]
                 s0, c0, srv0 = self_cpu(), children_cpu(), server_cpu(sshd)
+                sys0 = children_sys() if who == "openssh" else self_sys()
                 m0 = time.thread_time()
                 t = time.perf_counter()
-                if who == "openssh":
-                    openssh_get(sshd, kh, str(big), local)
-                elif profiler is not None:
+                if profiler is not None and who == "ours":
                     profiler.enable()
-                    ours_get(sshd, state, str(big), local, args.size, ts, args.engine)
-                    profiler.disable()
+                if who == "openssh" and up:
+                    openssh_put(sshd, kh, big, str(local))
+                elif who == "openssh":
+                    openssh_get(sshd, kh, str(big), local)
+                elif up:
+                    ours_put(sshd, state, big, str(local), ts, args.engine)
                 else:
                     ours_get(sshd, state, str(big), local, args.size, ts, args.engine)
+                if profiler is not None and who == "ours":
+                    profiler.disable()
                 wall = time.perf_counter() - t
                 main_thread = time.thread_time() - m0
                 client = (children_cpu() - c0) if who == "openssh" else (self_cpu() - s0)
+                kernel = (children_sys() if who == "openssh" else self_sys()) - sys0
                 srv = settle_server(sshd, srv0)
                 if not args.no_check and sha256_file(local) != digest:
                     raise SystemExit(f"SHA-256 mismatch: {local}")
@@ -254,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["server"].append(srv / gib)
                 say(
                     f"  rep {rep + 1} {who:8s} {wall:6.2f} s {args.size / wall / (1 << 20):7.1f}"
-                    f" MiB/s  client {client / gib:5.2f} CPU-s/GiB  sshd {srv / gib:5.2f}"
+                    f" MiB/s  client {client / gib:5.2f} CPU-s/GiB (sys {kernel / gib:4.2f})"
+                    f"  sshd {srv / gib:5.2f}"
                     f" CPU-s/GiB  load {load:.2f}"
                     + (f"  (event loop {main_thread / gib:.2f})" if who == "ours" else "")
                 )

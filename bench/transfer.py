@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -452,6 +453,13 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t
 
 
+def client_cpu(who: str) -> float:
+    """CPU seconds so far of the client ``who``: ours runs in this process (every thread),
+    OpenSSH's ``sftp`` and its ``ssh`` are children reaped once each run ends."""
+    ru = resource.getrusage(resource.RUSAGE_SELF if who == "ours" else resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_pair(
     results: Results,
     scenario: str,
@@ -472,13 +480,23 @@ def run_pair(
     for who, fn in order:
         name = f"{scenario}-{rep}-{who}"
         prepare(name)
+        cpu = client_cpu(who)
         seconds = timed(lambda fn=fn, name=name: fn(name))  # type: ignore[misc]
+        cpu = client_cpu(who) - cpu
         check(name)
         results.add(scenario, who, seconds)
         rate = results.amount[scenario] / seconds
+        amount = results.amount[scenario]
+        # The client's CPU per unit of work: load moves it far less than the wall time.
+        per = (
+            f"{cpu * 1024 / amount:5.2f} CPU-s/GiB"
+            if results.unit[scenario] == "MiB/s"
+            else f"{cpu * 1000 / amount:5.2f} CPU-ms/file"
+        )
         say(
             f"  {scenario:15s} rep {rep + 1}/{reps} {who:8s} {seconds:7.2f} s "
-            f"{rate:8.1f} {results.unit[scenario]}  (sha256 ok)"
+            f"{rate:8.1f} {results.unit[scenario]}  client {per}  load "
+            f"{os.getloadavg()[0]:.2f}  (sha256 ok)"
         )
 
 

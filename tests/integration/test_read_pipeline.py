@@ -50,18 +50,28 @@ async def test_requests_go_out_in_file_order_topped_up_by_the_quarter(
         s.outstanding -= 1
         events.append("A")
 
+    writes: list[int] = []  # requests per write to the channel
     fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "state")
     async with fs, fs.pool.lease() as pc:
         handler: Any = pc.sftp._handler
-        send = handler._send_request
+        request, send = read_pipeline._read_request, read_pipeline._send
 
-        def recording(pkttype: int, args: Any, waiter: Any) -> None:
-            if pkttype == asyncssh.constants.FXP_READ:
-                events.append("R")
-                offsets.append(int.from_bytes(bytes(args[1]), "big"))
-            send(pkttype, args, waiter)
+        def recording(h: Any, handle: bytes, offset: int, length: int, waiter: Any) -> bytes:
+            events.append("R")
+            offsets.append(offset)
+            wire = request(h, handle, offset, length, waiter)
+            # What goes out is an SFTP read of that range, as asyncssh would frame it.
+            assert wire[4] == asyncssh.constants.FXP_READ
+            assert wire[-12:] == offset.to_bytes(8, "big") + length.to_bytes(4, "big")
+            assert int.from_bytes(wire[:4], "big") == len(wire) - 4
+            return wire
 
-        handler._send_request = recording
+        def batched(h: Any, wire: list[bytes]) -> None:
+            writes.append(len(wire))
+            send(h, wire)
+
+        read_pipeline._read_request = recording  # type: ignore[assignment]
+        read_pipeline._send = batched  # type: ignore[assignment]
         fd = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             async with await pc.sftp.open(
@@ -72,8 +82,10 @@ async def test_requests_go_out_in_file_order_topped_up_by_the_quarter(
                     pc.sftp, fh, fd, blocks(), 16, done, remote_path="f.bin", size=len(data)
                 )
         finally:
-            handler._send_request = send
+            read_pipeline._read_request = request  # type: ignore[assignment]
+            read_pipeline._send = send  # type: ignore[assignment]
             os.close(fd)
+        assert not handler._requests  # every request answered, none left registered
     assert (tmp_path / "out.bin").read_bytes() == data
     assert seg.outstanding == 0
     assert offsets == [i * BLOCK for i in range(COUNT)]  # strictly in file order
@@ -83,6 +95,8 @@ async def test_requests_go_out_in_file_order_topped_up_by_the_quarter(
     assert sent[0] == 16
     assert set(sent[1:]) == {4}, sent
     assert len(sent) == 1 + (COUNT - 16) // 4
+    # Each top-up's requests leave in one write to the channel (one SSH packet).
+    assert writes == sent
 
 
 async def test_a_download_over_three_sessions_hashes_what_it_wrote(

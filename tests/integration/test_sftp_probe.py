@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 
+from consonance_sftp.adapters.sftp import probe
+from consonance_sftp.adapters.sftp.checksums import SHA256_COMMANDS
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.config import load_settings
 from consonance_sftp.config.starter import init_project
@@ -98,7 +100,28 @@ async def test_probe_openssh(openssh_endpoint, openssh_dir, tmp_path: Path, acco
     if account == "shell":
         assert report.recommended["checksum"] == "shell"
         assert report.recommended["allow_shell"] is True
+        # The default sha256sum, or a SHA-256 command the probe found faster (and correct).
+        assert report.recommended.get("shell_hash_command", "sha256sum") in SHA256_COMMANDS
     assert report.folders[remote] == {"list": True, "write": True}
+
+
+@pytest.mark.sshd
+async def test_probe_keeps_a_faster_hash_command_only_when_it_is_right(
+    openssh_endpoint, openssh_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _local, remote = openssh_dir("shell")
+    # 20 ms per file named: the 63 extra names take over a second, openssl's hash of 63 MiB
+    # a tenth of that.
+    slow = 'f() { for x; do sleep 0.02; sha256sum "$x"; done; }; f'
+    wrong = "echo " + "0" * 64 + " #"  # fast, and wrong: never kept
+    fs = SftpRemoteFS(openssh_endpoint("shell"), state_dir=tmp_path / "s")
+    async with fs, fs.pool.lease() as pc:
+        got = await probe._faster_sha256_command(pc, f"{remote}/a", slow)
+        assert got == "openssl dgst -sha256 -r"
+        monkeypatch.setattr(probe.checksums, "SHA256_COMMANDS", (wrong,))
+        assert await probe._faster_sha256_command(pc, f"{remote}/b", slow) is None
+        # As fast as itself: nothing else to prefer.
+        assert await probe._faster_sha256_command(pc, f"{remote}/c", "sha256sum") is None
 
 
 async def _cli(config: Path, *args: str) -> tuple[int, str]:

@@ -59,6 +59,47 @@ def test_bench_transfer_against_paramiko_prints_upload_and_download_ratios(
     assert "paramiko's SFTPServer" in done.stdout
     # Every timed run was checked: 2 contenders x (up, down, small files).
     assert sum("(sha256 ok)" in line for line in lines) == 6
+    # Each run says its client's CPU per unit of work and the load beside the wall time.
+    timed = [line for line in lines if "(sha256 ok)" in line]
+    assert all(" client " in line and " load " in line for line in timed), timed
+    assert sum("CPU-s/GiB" in line for line in timed) == 4
+    assert sum("CPU-ms/file" in line for line in timed) == 2
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_download_profile_measures_both_clients_cpu_per_gib(tmp_path: Path, direction: str) -> None:
+    if shutil.which("sftp") is None:
+        pytest.fail("OpenSSH's sftp client is missing: run scripts/system-deps.sh")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "download_profile.py"),
+            "--direction",
+            direction,
+            "--set",
+            "checksum=size",
+            "--size",
+            "4M",
+            "--reps",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("4 MiB " + ("to" if direction == "up" else "from"))
+    rows = [line for line in lines if line.startswith("  rep 1 ")]
+    # One run each, checked by SHA-256 (a mismatch ends the bench with an error).
+    assert sorted(row.split()[2] for row in rows) == ["openssh", "ours"]
+    for row in rows:
+        assert "CPU-s/GiB (sys " in row and " load " in row
+    assert any(line.startswith("wall ratio ours/OpenSSH") for line in lines)
 
 
 def test_bench_transfer_small_files_through_the_relay_prints_their_ratio(tmp_path: Path) -> None:

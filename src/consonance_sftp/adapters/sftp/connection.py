@@ -30,7 +30,9 @@ from consonance_sftp.adapters.sftp.packets import (
     coalesce_writes,
     drop_ignore_packets,
     frame_received_packets,
+    lean_channel_data,
 )
+from consonance_sftp.adapters.sftp.sftp_frames import lean_sftp_receive
 from consonance_sftp.adapters.sftp.translate import translate, translate_connect
 from consonance_sftp.config.hostkeys import (
     KEY_TYPES,
@@ -542,9 +544,12 @@ class ConnectionPool:
                 coalesce_writes(conn)
                 drop_ignore_packets(conn)
                 frame_received_packets(conn)
+                lean_channel_data(conn)
                 # A partner's file name that is not UTF-8 decodes with surrogates (and encodes
                 # back to the same bytes) instead of failing the whole listing.
                 sftp = await conn.start_sftp_client(path_errors="surrogateescape")
+                # Answers go to their requests as the channel delivers them (sftp_frames).
+                lean_sftp_receive(sftp)
             except BaseException:
                 conn.close()
                 raise

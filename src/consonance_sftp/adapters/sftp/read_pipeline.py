@@ -87,7 +87,8 @@ async def read_blocks(
     """
     loop = asyncio.get_running_loop()
     handler: Any = sftp._handler  # private, see the module docstring
-    handle = String(fh._handle)  # type: ignore[arg-type]
+    raw_handle: bytes = fh._handle  # type: ignore[assignment]
+    handle = String(raw_handle)
     finished: asyncio.Future[None] = loop.create_future()
     in_flight = 0
     # Top up once a quarter of the requests were answered: the requests of one top-up leave in
@@ -107,11 +108,23 @@ async def read_blocks(
         waiter.add_done_callback(functools.partial(answered, seg, offset, length))
 
     def refill() -> None:
+        nonlocal in_flight
+        # The requests of one top-up go to the channel in one write, so they travel in one SSH
+        # packet, not one each (a packet is a frame, an encryption and a dispatch on both
+        # sides; the server reads SFTP requests from the stream whatever the packets).
+        wire: list[bytes] = []
         while in_flight < max_requests:
             nxt = next(blocks, None)
             if nxt is None:
                 break
-            issue(*nxt)
+            seg, offset, length = nxt
+            waiter: asyncio.Future[tuple[int, Any]] = loop.create_future()
+            wire.append(_read_request(handler, raw_handle, offset, length, waiter))
+            in_flight += 1
+            seg.outstanding += 1
+            waiter.add_done_callback(functools.partial(answered, seg, offset, length))
+        if wire:
+            _send(handler, wire)
         if in_flight == 0 and not finished.done():
             finished.set_result(None)
 
@@ -149,6 +162,41 @@ async def read_blocks(
         # closed by then).
         if not finished.done():
             finished.cancel()
+
+
+def _read_request(
+    handler: Any, handle: bytes, offset: int, length: int, waiter: asyncio.Future[Any]
+) -> bytes:
+    """One FXP_READ as asyncssh's ``_send_request`` frames it, registered for its answer."""
+    pktid = handler._next_pktid
+    handler._next_pktid = (pktid + 1) & 0xFFFFFFFF
+    handler._requests[pktid] = waiter
+    return b"".join(
+        (
+            (1 + 4 + 4 + len(handle) + 8 + 4).to_bytes(4, "big"),
+            _FXP_READ_BYTE,
+            pktid.to_bytes(4, "big"),
+            len(handle).to_bytes(4, "big"),
+            handle,
+            offset.to_bytes(8, "big"),
+            length.to_bytes(4, "big"),
+        )
+    )
+
+
+_FXP_READ_BYTE = bytes((FXP_READ,))
+
+
+def _send(handler: Any, wire: list[bytes]) -> None:
+    """The requests to the session's channel in one write (as asyncssh's ``send_packet``: an
+    SFTP session whose channel is closing sends nothing; its requests fail as the session
+    closes)."""
+    writer = handler._writer
+    if not writer:
+        raise asyncssh.SFTPNoConnection("Connection not open")
+    if writer.channel.is_closing():
+        return
+    writer.write(b"".join(wire))
 
 
 def _data(handler: Any, resptype: int, packet: Any) -> bytes | memoryview:

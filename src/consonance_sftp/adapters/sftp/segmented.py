@@ -42,11 +42,11 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
 
-from consonance_sftp.adapters.sftp import read_pipeline
+from consonance_sftp.adapters.sftp import read_pipeline, write_pipeline
 from consonance_sftp.adapters.sftp.translate import LOCAL_DISK_FULL, local_disk_full
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import IntegrityError
@@ -59,6 +59,8 @@ _JOURNAL_VERSION = 1  # segment lines "INDEX" (old) or "INDEX SHA256" both read
 
 Progress = Callable[[int], None]
 Written = Callable[[int, bytes | memoryview], None]  # (offset, bytes) just written to the file
+# (index, offset, length) -> SHA-256 of that segment of the local file (checksums.FileHasher)
+SegmentHash = Callable[[int, int, int], str]
 
 
 class SegmentJournal:
@@ -362,6 +364,7 @@ async def put_segmented(
     max_requests: int,
     journal: SegmentJournal | None = None,
     progress: Progress | None = None,
+    segment_hash: SegmentHash | None = None,
 ) -> None:
     """Upload ``local_path`` into ``remote_path`` as segments spread over ``sftps``.
 
@@ -384,7 +387,9 @@ async def put_segmented(
         if i < segment_count(size, segment_size)
     )
     fd = os.open(local_path, os.O_RDONLY)
-    tracker = _Tracker(segments, already, journal, progress, segment_hash=_hasher(fd))
+    tracker = _Tracker(
+        segments, already, journal, progress, segment_hash=_segment_hasher(fd, segment_hash)
+    )
     flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
     try:
         # Create the file once before the sessions race to open it. A fresh start (nothing
@@ -414,16 +419,24 @@ async def put_segmented(
         os.close(fd)
 
 
-def _hasher(fd: int) -> Callable[[_Segment], str]:
+def _segment_hasher(fd: int, given: SegmentHash | None) -> Callable[[_Segment], str]:
+    """The journal's hash of a finished segment: ``given`` (the caller's read of the whole
+    file, which hashes each segment on its way), else the segment read from ``fd`` again."""
+    if given is not None:
+        return lambda seg: given(seg.index, seg.offset, seg.length)
+
     def segment_sha256(seg: _Segment) -> str:
         digest = hashlib.sha256()
+        # One reused buffer: a fresh multi-MiB ``bytes`` per read is a fresh mapping to fault in.
+        buf = bytearray(min(1024 * 1024, max(1, seg.length)))
+        view = memoryview(buf)
         offset, end = seg.offset, seg.offset + seg.length
         while offset < end:
-            block = os.pread(fd, min(8 * 1024 * 1024, end - offset), offset)
-            if not block:
+            n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+            if not n:
                 break
-            digest.update(block)
-            offset += len(block)
+            digest.update(view[:n])
+            offset += n
         return digest.hexdigest()
 
     return segment_sha256
@@ -440,6 +453,7 @@ async def put_stream(
     start_segment: int = 0,
     journal: SegmentJournal | None = None,
     progress: Progress | None = None,
+    segment_hash: SegmentHash | None = None,
 ) -> None:
     """Upload ``local_path`` into ``remote_path`` with one open and writes strictly in order.
 
@@ -465,7 +479,9 @@ async def put_stream(
     if start_segment == 0:
         flags |= asyncssh.FXF_TRUNC
     fd = os.open(local_path, os.O_RDONLY)
-    tracker = _Tracker(segments, already, journal, progress, segment_hash=_hasher(fd))
+    tracker = _Tracker(
+        segments, already, journal, progress, segment_hash=_segment_hasher(fd, segment_hash)
+    )
     try:
         if size == 0 or not segments:
             async with await sftp.open(remote_path, flags, encoding=None, block_size=0):
@@ -532,6 +548,7 @@ async def _put_worker(
         return
     slots = asyncio.Semaphore(max_requests)
     in_flight: set[asyncio.Task[None]] = set()
+    lean = write_pipeline.fits(sftp, fh)
 
     async def write_block(seg: _Segment, data: bytes, offset: int) -> None:
         try:
@@ -542,6 +559,16 @@ async def _put_worker(
         finally:
             slots.release()
         tracker.block_done(seg, len(data))
+
+    async def wait_write(seg: _Segment, answer: asyncio.Future[tuple[int, Any]], n: int) -> None:
+        try:
+            write_pipeline.check(sftp, await answer)
+        except Exception as exc:
+            stop.fail(exc)
+            return
+        finally:
+            slots.release()
+        tracker.block_done(seg, n)
 
     try:
         while stop.error is None and (seg := tracker.next_segment()) is not None:
@@ -554,13 +581,24 @@ async def _put_worker(
                 want = min(block_size, end - offset)
                 # A page-cache read of 255 KiB takes tens of microseconds: cheaper inline
                 # than a hop to a thread.
+                if lean:
+                    try:
+                        answer = write_pipeline.send_write(sftp, fh, fd, offset, want)
+                    except write_pipeline.ShortRead:
+                        slots.release()
+                        raise _shrank(size, remote_path) from None
+                    except BaseException:
+                        slots.release()
+                        raise
+                    seg.outstanding += 1
+                    task = asyncio.create_task(wait_write(seg, answer, want))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    continue
                 data = os.pread(fd, want, offset)
                 if len(data) != want:
                     slots.release()
-                    raise IntegrityError(
-                        f"local file shrank while uploading (expected {size} bytes)",
-                        path=remote_path,
-                    )
+                    raise _shrank(size, remote_path)
                 seg.outstanding += 1
                 task = asyncio.create_task(write_block(seg, data, offset))
                 in_flight.add(task)
@@ -572,6 +610,12 @@ async def _put_worker(
         stop.fail(exc)
     finally:
         await _drain_and_close(fh, in_flight, stop)
+
+
+def _shrank(size: int, remote_path: str) -> IntegrityError:
+    return IntegrityError(
+        f"local file shrank while uploading (expected {size} bytes)", path=remote_path
+    )
 
 
 async def _drain_and_close(

@@ -42,6 +42,7 @@ from consonance_sftp.adapters.sftp.resume import (
     refused_by_write_model,
 )
 from consonance_sftp.adapters.sftp.segmented import (
+    SegmentHash,
     SegmentJournal,
     file_source_id,
     put_segmented,
@@ -273,6 +274,7 @@ class UploadMixin(PublishMixin):
                 path=remote_path,
             ) from exc
         data: bytes | None = None
+        hasher: checksums.FileHasher | None = None
         if size <= min(SMALL_FILE, self.settings.segment_size):
             # One trip to a thread reads and hashes a small file: it is sent from memory.
             content, sha = await asyncio.to_thread(checksums.read_and_sha256, local_path)
@@ -290,8 +292,15 @@ class UploadMixin(PublishMixin):
             hashing.set_result((size, known_sha))
         else:
             # Hash while the bytes travel: hashing first would add a full read of the file to
-            # every upload's time.
-            hashing = asyncio.ensure_future(asyncio.to_thread(checksums.sha256_file, local_path))
+            # every upload's time. The same read hashes each segment for the resume journal.
+            segment_size = self.settings.segment_size
+            if self.settings.resume and segment_count(size, segment_size) > 1:
+                hasher = checksums.FileHasher(local_path, segment_size)
+            hashing = asyncio.ensure_future(
+                asyncio.to_thread(hasher.run)
+                if hasher is not None
+                else asyncio.to_thread(checksums.sha256_file, local_path)
+            )
         try:
             return await self._stage_hashed(
                 local_path,
@@ -303,6 +312,7 @@ class UploadMixin(PublishMixin):
                 data,
                 temp_path,
                 replace_identical=replace_identical,
+                segment_hash=None if hasher is None else hasher.segment,
             )
         finally:
             if not hashing.done():
@@ -339,6 +349,7 @@ class UploadMixin(PublishMixin):
         temp_path: str | None = None,
         *,
         replace_identical: bool = False,
+        segment_hash: SegmentHash | None = None,
     ) -> StagedFile:
         started = time.monotonic()
         ts = self.settings
@@ -441,7 +452,7 @@ class UploadMixin(PublishMixin):
                     raise
         else:
             resumed_from, restarted = await self._put_large(
-                local_path, temp, size, journal, kept, report, ticks, shared
+                local_path, temp, size, journal, kept, report, ticks, shared, segment_hash
             )
             # A write the server refused mid-upload is an interruption too: a failed attempt's
             # writes may still land (rclone closes its handles in the background).
@@ -567,6 +578,7 @@ class UploadMixin(PublishMixin):
         report: Callable[[int], None],
         ticks: list[float],
         shared: PooledConnection | None,
+        segment_hash: SegmentHash | None = None,
     ) -> tuple[int, bool]:
         """Send a large file the way the server's write model allows; returns the bytes that
         were already there (verified) and not sent again, and whether a refused attempt made
@@ -603,6 +615,7 @@ class UploadMixin(PublishMixin):
                             max_requests=ts.max_requests,
                             journal=journal,
                             progress=report,
+                            segment_hash=segment_hash,
                         ),
                         temp,
                         ticks,
@@ -652,6 +665,7 @@ class UploadMixin(PublishMixin):
                             start_segment=attempt,
                             journal=journal,
                             progress=report,
+                            segment_hash=segment_hash,
                         ),
                         temp,
                         ticks,

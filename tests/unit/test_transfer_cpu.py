@@ -1,0 +1,241 @@
+"""The transfer's CPU savings change no byte: the lean SSH data packets are asyncssh's own
+packets, one read of a file gives the same hashes as reading it per segment, and SFTP answers
+framed from the channel reach the requests asyncssh's reader would give them to."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncssh import SFTPBadMessage
+from asyncssh.connection import SSHConnection
+from asyncssh.encryption import get_encryption, get_encryption_params
+from asyncssh.packet import String, UInt32
+
+from consonance_sftp.adapters.sftp import packets, sftp_frames
+from consonance_sftp.adapters.sftp.checksums import FileHasher, range_sha256
+
+
+class _Conn:
+    """The parts of an asyncssh connection that sending a packet reads and updates."""
+
+    def __init__(self, alg: bytes, mac: bytes, coalesced: bool) -> None:
+        keysize, ivsize, blocksize, mac_keysize, _hashsize, etm = get_encryption_params(alg, mac)
+        self._send_encryption = get_encryption(
+            alg, b"k" * keysize, b"i" * ivsize, mac, b"m" * mac_keysize, etm
+        )
+        self._send_enchdrlen = 1 if etm else 5
+        self._send_blocksize = max(8, blocksize)
+        self._send_seq = 7
+        self._auth_complete = self._kex_complete = True
+        self._rekey_bytes_sent, self._rekey_bytes = 0, 1 << 40
+        self._rekey_seconds, self._rekey_time = 0, 0.0
+        self._compressor = None
+        self._deferred_packets: list[Any] = []
+        self._consonance_coalesced = coalesced
+        self.out: list[bytes] = []
+
+    def _send(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def send_packet(self, *args: Any, **kwargs: Any) -> None:
+        if args[0] != 2:  # the ignore packet dropped (packets.drop_ignore_packets)
+            SSHConnection.send_packet(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def log_sent_packet(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("alg", "mac", "coalesced"),
+    [
+        (b"aes128-gcm@openssh.com", b"", True),
+        (b"aes256-gcm@openssh.com", b"", False),
+        (b"chacha20-poly1305@openssh.com", b"", True),
+        (b"aes128-ctr", b"hmac-sha2-256-etm@openssh.com", True),
+        (b"aes256-ctr", b"hmac-sha2-256", True),
+    ],
+)
+def test_lean_data_packets_are_asyncssh_packets(
+    alg: bytes, mac: bytes, coalesced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "urandom", lambda n: bytes(range(n)))  # the same padding in both
+    ours, theirs = _Conn(alg, mac, coalesced), _Conn(alg, mac, coalesced)
+    for size in (1, 15, 16, 17, 4096, 32768, 32768 - 9, 65536):
+        data = bytes((i * 7 + size) % 251 for i in range(size))
+        view = memoryview(bytearray(data))
+        packets._send_data(ours, 3, view)
+        SSHConnection.send_packet(
+            theirs,  # type: ignore[arg-type]
+            packets._MSG_CHANNEL_DATA,
+            UInt32(3) + String(data),
+            handler=theirs,  # type: ignore[arg-type]
+        )
+        assert b"".join(ours.out) == b"".join(theirs.out), (alg, size)
+        assert ours._send_seq == theirs._send_seq
+        assert ours._rekey_bytes_sent == theirs._rekey_bytes_sent
+    # One packet is one call (GCM hands over its clear header and its sealed body apart only
+    # into a coalescing connection, which joins them).
+    assert len(ours.out) == len(theirs.out) * (2 if coalesced and b"gcm" in alg else 1)
+
+
+def test_lean_path_steps_aside_when_a_rekey_is_due() -> None:
+    conn = _Conn(b"aes128-gcm@openssh.com", b"", True)
+    assert packets._plain_path(conn)
+    conn._rekey_bytes_sent = conn._rekey_bytes
+    assert not packets._plain_path(conn)
+    conn._rekey_bytes_sent = 0
+    conn._kex_complete = False
+    assert not packets._plain_path(conn)
+
+
+def _file(path: Path, size: int) -> bytes:
+    data = bytes((i * 31 + 7) % 256 for i in range(size))
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 << 20, (3 << 20) + 12345])
+def test_one_read_gives_the_file_and_segment_hashes(tmp_path: Path, size: int) -> None:
+    seg = 1 << 20
+    data = _file(tmp_path / "f", size)
+    hasher = FileHasher(tmp_path / "f", seg)
+    # Segments asked for before the read has reached them wait for it (another thread).
+    count = max(1, -(-size // seg))
+    answers: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = hasher.segment(i, i * seg, min(seg, size - i * seg))
+
+    askers = [threading.Thread(target=ask, args=(i,)) for i in reversed(range(count))]
+    for t in askers:
+        t.start()
+    assert hasher.run() == (size, hashlib.sha256(data).hexdigest())
+    for t in askers:
+        t.join(10)
+    assert answers == {
+        i: hashlib.sha256(data[i * seg : (i + 1) * seg]).hexdigest() for i in range(count)
+    }
+
+
+def test_a_range_the_read_did_not_hash_is_read_again(tmp_path: Path) -> None:
+    data = _file(tmp_path / "f", 5000)
+    hasher = FileHasher(tmp_path / "f", 2048)
+    hasher.run()
+    # Another length than the read saw (the file changed), another segment size: from the file.
+    assert hasher.segment(2, 4096, 100) == hashlib.sha256(data[4096:4196]).hexdigest()
+    assert hasher.segment(1, 1000, 1000) == hashlib.sha256(data[1000:2000]).hexdigest()
+    assert range_sha256(tmp_path / "f", 4000, 5000) == hashlib.sha256(data[4000:]).hexdigest()
+    # Without segments it is the file's hash alone, and a segment is read from the file.
+    plain = FileHasher(tmp_path / "f")
+    assert plain.run() == (5000, hashlib.sha256(data).hexdigest())
+    assert plain.segment(0, 0, 10) == hashlib.sha256(data[:10]).hexdigest()
+
+
+def test_a_failed_read_does_not_leave_a_segment_waiting(tmp_path: Path) -> None:
+    hasher = FileHasher(tmp_path / "missing", 1024)
+    with pytest.raises(FileNotFoundError):
+        hasher.run()
+    with pytest.raises(FileNotFoundError):
+        hasher.segment(0, 0, 1024)
+
+
+class _Session:
+    def __init__(self) -> None:
+        self._recv_buf: dict[object, list[bytes]] = {None: []}
+        self._recv_buf_len = 0
+        self.passed: list[tuple[bytes, object]] = []
+
+    def data_received(self, data: bytes, datatype: object) -> None:
+        self.passed.append((data, datatype))
+
+
+class _Handler:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reader = type("Reader", (), {"_session": _Session(), "_datatype": None})()
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self.cleaned: list[BaseException | None] = []
+        self.loop = loop
+
+    async def _cleanup(self, exc: BaseException | None) -> None:
+        self.cleaned.append(exc)
+
+    def log_received_packet(self, *args: object) -> None:
+        pass
+
+
+def _answer(pktid: int, body: bytes, pkttype: int = 103) -> bytes:
+    payload = bytes((pkttype,)) + pktid.to_bytes(4, "big") + body
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def test_answers_reach_their_requests_however_the_bytes_are_cut() -> None:
+    loop = asyncio.get_running_loop()
+    handler = _Handler(loop)
+    sftp = type("Sftp", (), {"_handler": handler})()
+    assert sftp_frames.lean_sftp_receive(sftp)  # type: ignore[arg-type]
+    session = handler._reader._session
+    bodies = {i: bytes([i]) * (i * 997 % 5000) for i in range(40)}
+    for i in bodies:
+        handler._requests[i] = loop.create_future()
+    waiters = dict(handler._requests)
+    wire = b"".join(_answer(i, body) for i, body in bodies.items())
+    cut = 0
+    for step in (1, 3, 4, 5, 4096, 7, 1 << 20):  # pieces inside a length, across answers
+        session.data_received(wire[cut : cut + step], None)
+        cut += step
+    assert cut >= len(wire)
+    for i, body in bodies.items():
+        pkttype, packet = waiters[i].result()
+        assert pkttype == 103
+        assert packet.get_remaining_payload() == body
+    assert not handler._requests and not handler.cleaned
+    session.data_received(b"err", 1)  # extended data is not SFTP's: passed on as before
+    assert session.passed == [(b"err", 1)]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [_answer(99, b"x"), (10 << 20).to_bytes(4, "big") + b"\0" * 8],
+    ids=["unknown request id", "over the length cap"],
+)
+async def test_an_answer_that_breaks_the_protocol_ends_the_session(wire: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    handler = _Handler(loop)
+    sftp = type("Sftp", (), {"_handler": handler})()
+    assert sftp_frames.lean_sftp_receive(sftp)  # type: ignore[arg-type]
+    handler._requests[1] = loop.create_future()
+    handler._reader._session.data_received(wire + _answer(1, b"late"), None)
+    await asyncio.sleep(0)
+    assert len(handler.cleaned) == 1 and isinstance(handler.cleaned[0], SFTPBadMessage)
+    assert not handler._requests[1].done()  # nothing after the broken answer is read
+
+
+def test_asyncssh_debug_arguments_are_not_converted_unless_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from asyncssh.logging import logger as ssh_logger
+
+    packets._quiet_packet_logs()
+    converted: list[str] = []
+
+    class Arg:
+        def __str__(self) -> str:
+            converted.append("x")
+            return "arg"
+
+    log = ssh_logger.get_child("sftp")
+    with caplog.at_level(logging.INFO, logger="asyncssh"):
+        log.debug1("request %s", [Arg()])
+    assert converted == []  # the level is off: nothing formatted
+    with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        log.debug1("request %s", [Arg()])
+    assert converted == ["x"]
+    assert "request arg" in caplog.text  # an enabled level logs as before
