@@ -67,10 +67,16 @@ from consonance_sftp.ports.sales import (
 # rows into SQLite: 7.6 s CPU in unsorted 5,000-row chunks, 6.2 s in sorted 10,000-row ones,
 # 5.2 s in sorted 50,000-row ones). Not larger: a chunk costs about 0.6 KB of memory a row.
 CHUNK = 10_000
+# SQLite's page cache while a report loads, in KiB (SQLite's default: 2,000). Measured on
+# 1,000,000 lines (bench/sales.py, docs/reference/performance.md): the load's CPU and the
+# pages written through the WAL fall with it; each MiB is a MiB more of peak RSS, which the
+# issue keeps under 150 MB, so 16 MiB.
+LOAD_CACHE_KIB = 16_384
 _PAGE = 5000  # rows per read of a streamed listing
 _IN_BATCH = 500  # keys per ``IN (...)``: under SQLite's and PostgreSQL's parameter limits
 _LOCK_NAMESPACE = 0x53414C45  # "SALE": first key of the advisory lock per partner (PostgreSQL)
 _SEP = "\x1f"  # between the identity's fields: a unit separator no report's text holds
+_MEMO_LIMIT = 10_000  # distinct values kept converted while loading or reading (memory flat)
 
 
 def line_key_prefix(partner: str, layout: str) -> Any:
@@ -182,6 +188,68 @@ def _sales_line(
     )
 
 
+def _line_maker() -> Callable[..., SalesLine]:
+    """``_sales_line`` for a long read: the money and dates a report repeats (prices, amounts,
+    its thirty days) converted once each (up to ``_MEMO_LIMIT`` distinct values of each)."""
+    money: dict[str, Decimal] = {}
+    days: dict[Any, date] = {}
+
+    def decimal(text: str) -> Decimal:
+        number = money.get(text)
+        if number is None:
+            number = Decimal(text)
+            if len(money) < _MEMO_LIMIT:
+                money[text] = number
+        return number
+
+    def make(
+        line: int,
+        isbn13: str,
+        sales_date: date | str,
+        quantity: int,
+        value: str,
+        return_quantity: int,
+        return_value: str,
+        currency: str,
+        list_price: str | None,
+        list_price_currency: str | None,
+        channel: str,
+        territory: str,
+        transaction_id: str,
+        channel_id: str,
+        *_: Any,
+    ) -> SalesLine:
+        day = days.get(sales_date)
+        if day is None:
+            day = date.fromisoformat(sales_date) if isinstance(sales_date, str) else sales_date
+            if len(days) < _MEMO_LIMIT:
+                days[sales_date] = day
+        amount = money.get(value)
+        if amount is None:
+            amount = decimal(value)
+        returned = money.get(return_value)
+        if returned is None:
+            returned = decimal(return_value)
+        return SalesLine(
+            line=line,
+            isbn13=isbn13,
+            sales_date=day,
+            quantity=quantity,
+            value=amount,
+            return_quantity=return_quantity,
+            return_value=returned,
+            currency=currency,
+            list_price=None if list_price is None else decimal(list_price),
+            list_price_currency=list_price_currency,
+            channel=channel,
+            territory=territory,
+            transaction_id=transaction_id,
+            channel_id=channel_id,
+        )
+
+    return make
+
+
 def _overlaps(period: str) -> sa.ColumnElement[bool]:
     try:
         first, last = month_period(period)
@@ -276,16 +344,36 @@ class _Loader:
     def run(self, items: Iterable[SalesLine | UsageLine | Rejection]) -> None:
         """Every item in, a chunk at a time. The sales lines' path is written out in this one
         loop, names bound to locals, most of a line's fields taken by one ``attrgetter``: per
-        line it is most of what a load costs beyond SQLite's own insert."""
-        report_id, prefix, plain, day = self.report_id, self.prefix, _PLAIN_FIELDS, self.day
+        line it is most of what a load costs beyond SQLite's own insert. The key's text is
+        ``SalesLine.identity`` joined, built here from the texts the row needs anyway (each
+        ``str(Decimal)`` and ISO date made once; a test holds it equal to ``line_key``)."""
+        report_id, prefix, plain = self.report_id, self.prefix, _PLAIN_FIELDS
+        iso_dates = self.day is date.isoformat  # SQLite: dates as ISO text, else as dates
+        isos: dict[date, str] = {}
         sales = self.sales
         append = sales.append
         seq = self.accepted
         for item in items:
             if type(item) is SalesLine:
-                key = prefix.copy()
-                key.update(_SEP.join(item.identity).encode())
+                sales_date = item.sales_date
+                iso = isos.get(sales_date)
+                if iso is None:
+                    iso = sales_date.isoformat()
+                    if len(isos) < _MEMO_LIMIT:
+                        isos[sales_date] = iso
+                # str(Decimal) is exact both ways (Decimal(str(d)) == d).
+                value, return_value = str(item.value), str(item.return_value)
                 list_price = item.list_price
+                price = None if list_price is None else str(list_price)
+                key = prefix.copy()
+                key.update(
+                    (
+                        item.transaction_id
+                        or f"{item.isbn13}{_SEP}{iso}{_SEP}{item.quantity}{_SEP}{value}{_SEP}"
+                        f"{item.return_quantity}{_SEP}{return_value}{_SEP}{item.currency}{_SEP}"
+                        f"{item.channel}{_SEP}{item.territory}{_SEP}{price or ''}"
+                    ).encode()
+                )
                 append(
                     (
                         report_id,
@@ -293,11 +381,10 @@ class _Loader:
                         key.digest(),
                         0,  # occurrence: the first of its key, unless the insert says not
                         *plain(item),
-                        day(item.sales_date),
-                        # str(Decimal) is exact both ways (Decimal(str(d)) == d).
-                        str(item.value),
-                        str(item.return_value),
-                        None if list_price is None else str(list_price),
+                        iso if iso_dates else sales_date,
+                        value,
+                        return_value,
+                        price,
                     )
                 )
                 seq += 1
@@ -635,7 +722,18 @@ class SalesLedgerTables(Tables):
             .returning(sales_reports.c.id)
         ).scalar_one()
         loader = _Loader(conn, report_id, head)
-        loader.run(items)
+        if conn.dialect.name == "sqlite":
+            # A larger page cache for the load: the unique index on the (random) line keys is
+            # touched all over by every chunk, and with SQLite's default 2 MB most of its pages
+            # are written out and read back again for each one (see LOAD_CACHE_KIB).
+            before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
+            try:
+                loader.run(items)
+            finally:
+                conn.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
+        else:
+            loader.run(items)
         tail = finish()
         reason: str | None = None
         if head.kind != "sales":
@@ -849,6 +947,7 @@ class SalesLedgerTables(Tables):
             .limit(_PAGE)
         )
         after = (-1, -1)
+        make = _line_maker()
         while True:
             with self.read() as conn:
                 if conn.dialect.name == "sqlite":
@@ -859,7 +958,7 @@ class SalesLedgerTables(Tables):
                     params = {"import_id": import_id, "r": after[0], "s": after[1]}
                     rows = [tuple(row) for row in conn.execute(query, params)]
             for row in rows:
-                yield _sales_line(*row)
+                yield make(*row)
             if len(rows) < _PAGE:
                 return
             after = (rows[-1][-2], rows[-1][-1])
