@@ -67,11 +67,6 @@ from consonance_sftp.ports.sales import (
 # rows into SQLite: 7.6 s CPU in unsorted 5,000-row chunks, 6.2 s in sorted 10,000-row ones,
 # 5.2 s in sorted 50,000-row ones). Not larger: a chunk costs about 0.6 KB of memory a row.
 CHUNK = 10_000
-# SQLite's page cache while a report loads, in KiB (SQLite's default: 2,000). Measured on
-# 1,000,000 lines (bench/sales.py, docs/reference/performance.md): the load's CPU and the
-# pages written through the WAL fall with it; each MiB is a MiB more of peak RSS, which the
-# issue keeps under 150 MB, so 16 MiB.
-LOAD_CACHE_KIB = 16_384
 _PAGE = 5000  # rows per read of a streamed listing
 _IN_BATCH = 500  # keys per ``IN (...)``: under SQLite's and PostgreSQL's parameter limits
 _LOCK_NAMESPACE = 0x53414C45  # "SALE": first key of the advisory lock per partner (PostgreSQL)
@@ -722,18 +717,7 @@ class SalesLedgerTables(Tables):
             .returning(sales_reports.c.id)
         ).scalar_one()
         loader = _Loader(conn, report_id, head)
-        if conn.dialect.name == "sqlite":
-            # A larger page cache for the load: the unique index on the (random) line keys is
-            # touched all over by every chunk, and with SQLite's default 2 MB most of its pages
-            # are written out and read back again for each one (see LOAD_CACHE_KIB).
-            before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
-            try:
-                loader.run(items)
-            finally:
-                conn.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
-        else:
-            loader.run(items)
+        loader.run(items)
         tail = finish()
         reason: str | None = None
         if head.kind != "sales":

@@ -46,7 +46,7 @@ Item = SalesLine | UsageLine | Rejection
 _HEADER_SCAN = 40  # rows searched for the header (JSTOR puts a metadata preamble first)
 _CENT = Decimal("0.01")
 _ZERO = Decimal(0)
-_MEMO_LIMIT = 50_000  # distinct value cells memoised; past it, parsed each time (memory flat)
+_MEMO_LIMIT = 16_384  # distinct value cells memoised; past it, parsed each time (memory flat)
 
 
 class KnownAsin(NamedTuple):
