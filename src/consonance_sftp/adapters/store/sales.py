@@ -184,18 +184,10 @@ def _sales_line(
 
 
 def _line_maker() -> Callable[..., SalesLine]:
-    """``_sales_line`` for a long read: the money and dates a report repeats (prices, amounts,
-    its thirty days) converted once each (up to ``_MEMO_LIMIT`` distinct values of each)."""
-    money: dict[str, Decimal] = {}
+    """``_sales_line`` for a long read: each distinct date converted once (a report has about
+    thirty; up to ``_MEMO_LIMIT``). Money is converted each time: a memo of amounts, which
+    hardly repeat, cost more than it saved (bench/sales.py, 1,000,000 lines)."""
     days: dict[Any, date] = {}
-
-    def decimal(text: str) -> Decimal:
-        number = money.get(text)
-        if number is None:
-            number = Decimal(text)
-            if len(money) < _MEMO_LIMIT:
-                money[text] = number
-        return number
 
     def make(
         line: int,
@@ -219,22 +211,16 @@ def _line_maker() -> Callable[..., SalesLine]:
             day = date.fromisoformat(sales_date) if isinstance(sales_date, str) else sales_date
             if len(days) < _MEMO_LIMIT:
                 days[sales_date] = day
-        amount = money.get(value)
-        if amount is None:
-            amount = decimal(value)
-        returned = money.get(return_value)
-        if returned is None:
-            returned = decimal(return_value)
         return SalesLine(
             line=line,
             isbn13=isbn13,
             sales_date=day,
             quantity=quantity,
-            value=amount,
+            value=Decimal(value),
             return_quantity=return_quantity,
-            return_value=returned,
+            return_value=Decimal(return_value),
             currency=currency,
-            list_price=None if list_price is None else decimal(list_price),
+            list_price=None if list_price is None else Decimal(list_price),
             list_price_currency=list_price_currency,
             channel=channel,
             territory=territory,
