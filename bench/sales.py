@@ -30,9 +30,10 @@ The last line is one JSON object with ``seconds`` (ours), ``bare_seconds``, ``ra
 (ours / bare; lower is better; the issue's target is <= 1.5) and ``peak_rss_mb`` (ours), plus
 each side's figures: ``cpu_seconds`` / ``bare_cpu_seconds`` / ``cpu_ratio_to_bare`` (process
 CPU time, which other work on a shared machine disturbs far less than wall time) and
-``steps`` / ``cpu_steps`` (ours, per step, wall and CPU). ``--writers N`` instead writes N import rows with every xlsx writer
-installed (``ours``: the module's own streamed writer; openpyxl write-only, XlsxWriter
-``constant_memory``, PyExcelerate, rustpy-xlsxwriter), each in its own process, and prints
+``steps`` / ``cpu_steps`` (ours, per step, wall and CPU). ``--writers N`` instead writes N
+import rows with every xlsx writer installed (``ours``: the module's own streamed writer;
+openpyxl write-only, XlsxWriter ``constant_memory``, PyExcelerate, rustpy-xlsxwriter), each
+in its own process, and prints
 seconds and peak RSS of each; ``shipped`` is ``write_import_file`` whole (summary, read-back,
 fsync, SHA-256 included).
 """
