@@ -398,6 +398,32 @@ def test_usage_lines_are_kept_apart_and_never_imported(store: SqlStore) -> None:
     assert store.list_sales_reports(partner="google") == []
 
 
+def test_foreign_keys_are_checked_again_after_a_load_and_a_claim(tmp_path: object) -> None:
+    """A load and an import's claim run without SQLite's per-row foreign-key checks (their
+    references hold by construction); the connection checks them again afterwards, also
+    after a load that failed."""
+
+    def failing() -> Iterator[SalesLine]:
+        yield sale(0)
+        raise RuntimeError("the report's disk went away")
+
+    with open_store(f"sqlite:///{tmp_path}/fk.db") as store:
+        with pytest.raises((RuntimeError, StoreError)):
+            load(store, failing(), head("broken.csv", "b"))
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        record = load(store, [sale(1), sale(2)])
+        made = store.create_sales_import(flow="sales", report_id=record.id)
+        assert (record.accepted, made.lines) == (2, 2)
+        assert row_counts(store)["sales_lines"] == 2  # nothing of the failed load
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            with pytest.raises(sa.exc.IntegrityError):  # a line of no report is refused
+                conn.exec_driver_sql(
+                    "UPDATE sales_lines SET report_id = 999 WHERE report_id = ?", (record.id,)
+                )
+
+
 def _peak_while_loading(store: SqlStore, lines: int, sha: str, partner: str) -> int:
     tracemalloc.start()
     try:

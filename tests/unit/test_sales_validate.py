@@ -140,6 +140,6 @@ def test_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for day in range(1, 10):
         isbns.check(f"97803064061{day:02d}")
         assert dates.parse(f"2026-10-{day:02d}") == dt.date(2026, 10, day)
-    assert len(isbns._memo) == 3
+    assert len(isbns.memo) == 3
     assert len(dates._memo) == 3
     assert dates.parse("2026-10-09") == dt.date(2026, 10, 9)  # past the bound: still right

@@ -26,6 +26,7 @@ import operator
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -71,6 +72,7 @@ _PAGE = 5000  # rows per read of a streamed listing
 _IN_BATCH = 500  # keys per ``IN (...)``: under SQLite's and PostgreSQL's parameter limits
 _LOCK_NAMESPACE = 0x53414C45  # "SALE": first key of the advisory lock per partner (PostgreSQL)
 _SEP = "\x1f"  # between the identity's fields: a unit separator no report's text holds
+_MEMO_LIMIT = 10_000  # distinct values kept converted while loading or reading (memory flat)
 
 
 def line_key_prefix(partner: str, layout: str) -> Any:
@@ -182,6 +184,54 @@ def _sales_line(
     )
 
 
+def _line_maker() -> Callable[..., SalesLine]:
+    """``_sales_line`` for a long read: each distinct date converted once (a report has about
+    thirty; up to ``_MEMO_LIMIT``). Money is converted each time: a memo of amounts, which
+    hardly repeat, cost more than it saved (bench/sales.py, 1,000,000 lines)."""
+    days: dict[Any, date] = {}
+
+    def make(
+        line: int,
+        isbn13: str,
+        sales_date: date | str,
+        quantity: int,
+        value: str,
+        return_quantity: int,
+        return_value: str,
+        currency: str,
+        list_price: str | None,
+        list_price_currency: str | None,
+        channel: str,
+        territory: str,
+        transaction_id: str,
+        channel_id: str,
+        *_: Any,
+    ) -> SalesLine:
+        day = days.get(sales_date)
+        if day is None:
+            day = date.fromisoformat(sales_date) if isinstance(sales_date, str) else sales_date
+            if len(days) < _MEMO_LIMIT:
+                days[sales_date] = day
+        return SalesLine(
+            line=line,
+            isbn13=isbn13,
+            sales_date=day,
+            quantity=quantity,
+            value=Decimal(value),
+            return_quantity=return_quantity,
+            return_value=Decimal(return_value),
+            currency=currency,
+            list_price=None if list_price is None else Decimal(list_price),
+            list_price_currency=list_price_currency,
+            channel=channel,
+            territory=territory,
+            transaction_id=transaction_id,
+            channel_id=channel_id,
+        )
+
+    return make
+
+
 def _overlaps(period: str) -> sa.ColumnElement[bool]:
     try:
         first, last = month_period(period)
@@ -276,16 +326,36 @@ class _Loader:
     def run(self, items: Iterable[SalesLine | UsageLine | Rejection]) -> None:
         """Every item in, a chunk at a time. The sales lines' path is written out in this one
         loop, names bound to locals, most of a line's fields taken by one ``attrgetter``: per
-        line it is most of what a load costs beyond SQLite's own insert."""
-        report_id, prefix, plain, day = self.report_id, self.prefix, _PLAIN_FIELDS, self.day
+        line it is most of what a load costs beyond SQLite's own insert. The key's text is
+        ``SalesLine.identity`` joined, built here from the texts the row needs anyway (each
+        ``str(Decimal)`` and ISO date made once; a test holds it equal to ``line_key``)."""
+        report_id, prefix, plain = self.report_id, self.prefix, _PLAIN_FIELDS
+        iso_dates = self.day is date.isoformat  # SQLite: dates as ISO text, else as dates
+        isos: dict[date, str] = {}
         sales = self.sales
         append = sales.append
         seq = self.accepted
         for item in items:
             if type(item) is SalesLine:
-                key = prefix.copy()
-                key.update(_SEP.join(item.identity).encode())
+                sales_date = item.sales_date
+                iso = isos.get(sales_date)
+                if iso is None:
+                    iso = sales_date.isoformat()
+                    if len(isos) < _MEMO_LIMIT:
+                        isos[sales_date] = iso
+                # str(Decimal) is exact both ways (Decimal(str(d)) == d).
+                value, return_value = str(item.value), str(item.return_value)
                 list_price = item.list_price
+                price = None if list_price is None else str(list_price)
+                key = prefix.copy()
+                key.update(
+                    (
+                        item.transaction_id
+                        or f"{item.isbn13}{_SEP}{iso}{_SEP}{item.quantity}{_SEP}{value}{_SEP}"
+                        f"{item.return_quantity}{_SEP}{return_value}{_SEP}{item.currency}{_SEP}"
+                        f"{item.channel}{_SEP}{item.territory}{_SEP}{price or ''}"
+                    ).encode()
+                )
                 append(
                     (
                         report_id,
@@ -293,11 +363,10 @@ class _Loader:
                         key.digest(),
                         0,  # occurrence: the first of its key, unless the insert says not
                         *plain(item),
-                        day(item.sales_date),
-                        # str(Decimal) is exact both ways (Decimal(str(d)) == d).
-                        str(item.value),
-                        str(item.return_value),
-                        None if list_price is None else str(list_price),
+                        iso if iso_dates else sales_date,
+                        value,
+                        return_value,
+                        price,
                     )
                 )
                 seq += 1
@@ -455,6 +524,31 @@ class SalesLedgerTables(Tables):
         assert now is not None
         return now
 
+    @contextmanager
+    def _write_unchecked(self) -> Iterator[Connection]:
+        """``write()``, but on SQLite with its foreign-key checks off for the transaction.
+
+        For the two writes of every line: a report's load (each line's ``report_id`` is the
+        report row this same transaction inserted first) and an import's claim of its lines
+        (each ``import_id`` the import row it inserted first), so the references hold by
+        construction; SQLite's check of each would cost about half of the claim's UPDATE
+        (bench/sales.py). SQLite takes the setting only outside a transaction: it is turned
+        off on the connection before ``BEGIN`` and back on after the transaction ends,
+        whatever its outcome. PostgreSQL keeps its checks."""
+        if self.engine.dialect.name != "sqlite":
+            with self.write() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
+
     def _one_report(
         self, conn: Connection, where: sa.ColumnElement[bool]
     ) -> SalesReportRecord | None:
@@ -508,7 +602,7 @@ class SalesLedgerTables(Tables):
         by: str = "",
     ) -> SalesReportRecord:
         c = sales_reports.c
-        with self.write() as conn:
+        with self._write_unchecked() as conn:
             if conn.dialect.name == "postgresql":
                 # One load per partner at a time: line keys and "the first report of these
                 # bytes" are decided against what earlier loads committed (SQLite's BEGIN
@@ -799,7 +893,7 @@ class SalesLedgerTables(Tables):
         if (report_id is None) == (period is None):
             raise StoreError("a sales import is of one report or of one period, not both/none")
         r, lines = sales_reports.c, sales_lines.c
-        with self.write() as conn:
+        with self._write_unchecked() as conn:
             if report_id is not None:
                 if self._one_report(conn, r.id == report_id) is None:
                     raise not_found("sales report", report_id)
@@ -849,6 +943,7 @@ class SalesLedgerTables(Tables):
             .limit(_PAGE)
         )
         after = (-1, -1)
+        make = _line_maker()
         while True:
             with self.read() as conn:
                 if conn.dialect.name == "sqlite":
@@ -859,7 +954,7 @@ class SalesLedgerTables(Tables):
                     params = {"import_id": import_id, "r": after[0], "s": after[1]}
                     rows = [tuple(row) for row in conn.execute(query, params)]
             for row in rows:
-                yield _sales_line(*row)
+                yield make(*row)
             if len(rows) < _PAGE:
                 return
             after = (rows[-1][-2], rows[-1][-1])

@@ -362,10 +362,23 @@ def _write_rows(
         list_price = line.list_price
         if list_price is not None and (line.list_price_currency or currency) == house_currency:
             price = f'<c r="E{row}"><v>{_number(list_price, n)}</v></c>'
-        sold = f'<c r="G{row}"><v>{_number(quantity, n)}</v></c>' if has_sales else ""
-        returned = ""
+        # counts are ints (the ledger's INTEGER columns): written as they are, checked by
+        # ``_number`` only when out of a double's range
+        sold = returned = ""
+        if has_sales:
+            sold_text = (
+                str(quantity)
+                if type(quantity) is int and -_DOUBLE_MAX < quantity < _DOUBLE_MAX
+                else _number(quantity, n)
+            )
+            sold = f'<c r="G{row}"><v>{sold_text}</v></c>'
         if has_returns:
-            returned = f'<c r="I{row}"><v>{_number(return_quantity, n)}</v></c>'
+            returned_text = (
+                str(return_quantity)
+                if type(return_quantity) is int and -_DOUBLE_MAX < return_quantity < _DOUBLE_MAX
+                else _number(return_quantity, n)
+            )
+            returned = f'<c r="I{row}"><v>{returned_text}</v></c>'
         if currency == house_currency:
             sold_value = f'<c r="H{row}"><v>{_number(value, n)}</v></c>' if has_sales else ""
             returned_value = ""
@@ -394,7 +407,12 @@ def _write_rows(
         sums = summary.get(key)
         if sums is None:
             sums = summary[key] = _Sums()
-        sums.add(line)
+        # _Sums.add, inlined (a call a row)
+        sums.lines += 1
+        sums.quantity += line.quantity
+        sums.value += value
+        sums.return_quantity += line.return_quantity
+        sums.return_value += return_value
     out.write("".join(chunk).encode())
     return count
 

@@ -46,7 +46,7 @@ Item = SalesLine | UsageLine | Rejection
 _HEADER_SCAN = 40  # rows searched for the header (JSTOR puts a metadata preamble first)
 _CENT = Decimal("0.01")
 _ZERO = Decimal(0)
-_MEMO_LIMIT = 50_000  # distinct value cells memoised; past it, parsed each time (memory flat)
+_MEMO_LIMIT = 16_384  # distinct value cells memoised; past it, parsed each time (memory flat)
 
 
 class KnownAsin(NamedTuple):
@@ -465,20 +465,31 @@ class _Reader:
                 yield from self.usage_lines(line, cells, facts, dates_seen)
 
         i_isbn = self.i_isbn
+        prefixes = self.prefixes
+        total_without_isbn = self.total_without_isbn
         for line, cells in rows:
             if not any(cells):
                 continue
             if trailer and 0 <= i_isbn < len(cells) and cells[i_isbn].strip():
                 # lines again after a total row: per-currency or per-section blocks
                 trailer = starts_trailer(cells)
-            if trailer or starts_trailer(cells):
+            # starts_trailer and maybe_total inlined for the common line (a first cell that
+            # starts no trailer, an ISBN present): each a method call a line otherwise
+            first_cell = cells[0]
+            if trailer or (
+                prefixes and first_cell and first_cell.lstrip().casefold().startswith(prefixes)
+            ):
                 trailer = True
                 for _, held in pending:
                     self.read_trailer(held, facts)
                 pending.clear()
                 self.read_trailer(cells, facts)
                 continue
-            if maybe_total(cells):
+            if (
+                total_without_isbn
+                and not (0 <= i_isbn < len(cells) and cells[i_isbn].strip())
+                and maybe_total(cells)
+            ):
                 pending.append((line, cells))
                 continue
             if pending:
@@ -549,6 +560,7 @@ class _Reader:
         i_list_price_currency = self.i_list_price_currency
         i_transaction_id = self.i_transaction_id
         isbn_check = self.isbns.check
+        isbn_memo = self.isbns.memo
         by_asin = self.product_of_asin if self.known_asins is not None else None
         asin_products: dict[str, tuple[str | None, str | None]] = {}
         parse_date = self.dates.parse
@@ -586,7 +598,8 @@ class _Reader:
                     return reject(line, currency_role, "no currency")
                 return reject(line, currency_role, f"{currency!r} is not an ISO 4217 currency")
             qty_text = cells[i_quantity] if i_quantity >= 0 else ""
-            qty = quantity(qty_text)
+            # a plain count (most lines) read here; signs, blanks and decimals by ``quantity``
+            qty = int(qty_text) if qty_text.isdigit() else quantity(qty_text)
             if qty is None:
                 return reject(
                     line, "quantity", f"quantity {qty_text.strip()!r} is not a whole number"
@@ -651,7 +664,8 @@ class _Reader:
                     return reject(
                         line, "product_id_type", f"product ID type {kind!r}: only ISBNs are matched"
                     )
-            isbn, why = isbn_check(cells[i_isbn])
+            checked = isbn_memo.get(cells[i_isbn])  # Isbns.check, its memo read here
+            isbn, why = checked if checked is not None else isbn_check(cells[i_isbn])
             if isbn is None and by_asin is not None:
                 # a Kindle ebook named by its ASIN (KDP): the product's ISBN-13, memoised
                 found = asin_products.get(cells[i_isbn])

@@ -76,15 +76,16 @@ class Isbns:
     ``9780306406157.0``) and hyphens are undone first."""
 
     def __init__(self, *, truncate: int | None = None) -> None:
-        self._memo: dict[str, tuple[str | None, str | None]] = {}
+        # cell -> check's answer; read directly by the parser's per-line path
+        self.memo: dict[str, tuple[str | None, str | None]] = {}
         self._truncate = truncate
 
     def check(self, cell: str) -> tuple[str | None, str | None]:
-        found = self._memo.get(cell)
+        found = self.memo.get(cell)
         if found is None:
             found = self._check(cell)
-            if len(self._memo) < MEMO_LIMIT:  # bounded: memory stays flat on any file
-                self._memo[cell] = found
+            if len(self.memo) < MEMO_LIMIT:  # bounded: memory stays flat on any file
+                self.memo[cell] = found
         return found
 
     def _check(self, cell: str) -> tuple[str | None, str | None]:
