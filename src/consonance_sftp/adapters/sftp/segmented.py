@@ -738,7 +738,7 @@ async def _get_into(
 
 async def _get_worker(
     sftp: asyncssh.SFTPClient,
-    fd: int,
+    fd: int | None,
     remote_path: str,
     size: int,
     block_size: int,
@@ -777,7 +777,7 @@ def _blocks(tracker: _Tracker, block_size: int) -> Iterator[tuple[_Segment, int,
 
 async def _get_blocks(
     fh: asyncssh.SFTPClientFile,
-    fd: int,
+    fd: int | None,
     remote_path: str,
     size: int,
     block_size: int,
@@ -786,7 +786,8 @@ async def _get_blocks(
     written: Written | None,
 ) -> None:
     """The generic reader (any file object with ``read(size, offset)``: the bandwidth
-    limiter's wrapper): one task per block, ``max_requests`` of them at a time."""
+    limiter's wrapper): one task per block, ``max_requests`` of them at a time. ``fd`` None:
+    the bytes go to ``written`` only (a read-back that hashes)."""
     slots = asyncio.Semaphore(max_requests)
 
     async def read_block(seg: _Segment, offset: int, length: int) -> None:
@@ -806,7 +807,8 @@ async def _get_blocks(
                         f"remote file ended at {offset + got} bytes, expected {size}",
                         path=remote_path,
                     )
-                os.pwrite(fd, data, offset + got)
+                if fd is not None:
+                    os.pwrite(fd, data, offset + got)
                 if written is not None:
                     written(offset + got, data)
                 got += len(data)
@@ -819,3 +821,86 @@ async def _get_blocks(
             await slots.acquire()
             seg.outstanding += 1
             tg.create_task(read_block(seg, offset, length))
+
+
+class _SegmentDigests:
+    """The SHA-256 of each segment of a file read back, from the answers as they come (each
+    segment hashed in order: an answer ahead of its segment's next offset waits here)."""
+
+    def __init__(self, segments: list[_Segment], segment_size: int) -> None:
+        self._segment_size = segment_size
+        self.digests = [hashlib.sha256() for _ in segments]
+        self._next = [seg.offset for seg in segments]
+        self._early: dict[int, bytes | memoryview] = {}
+
+    def written(self, offset: int, data: bytes | memoryview) -> None:
+        index = offset // self._segment_size
+        if offset != self._next[index]:
+            self._early[offset] = data
+            return
+        digest = self.digests[index]
+        while True:
+            digest.update(data)
+            self._next[index] += len(data)
+            more = self._early.pop(self._next[index], None)
+            if more is None:
+                return
+            data = more
+
+
+async def read_back_segments(
+    sftps: Sequence[asyncssh.SFTPClient],
+    remote_path: str,
+    *,
+    size: int,
+    segment_size: int,
+    block_size: int,
+    max_requests: int,
+) -> list[str] | None:
+    """The SHA-256 of each segment of ``remote_path`` (``segment_size`` bytes each, as
+    ``segment_count`` cuts ``size``), read back over ``sftps`` in parallel as
+    ``get_segmented`` reads a download, hashed as the answers arrive, stored nowhere.
+
+    None when the file does not hold exactly ``size`` bytes: it ends before (a read finds the
+    end), or one byte read at ``size`` is answered (a longer file).
+    """
+    _check_sizes(block_size, max_requests, segment_size)
+    if not sftps:
+        raise ValueError("read_back_segments needs at least one SFTP session")
+    segments = _segments(size, segment_size, set())
+    digests = _SegmentDigests(segments, segment_size)
+    tracker = _Tracker(segments, 0, None, None)
+
+    async def past_the_end() -> bool:
+        # The one byte after ``size``: the end of the file, or the file is longer.
+        async with await sftps[-1].open(
+            remote_path, asyncssh.FXF_READ, encoding=None, block_size=0
+        ) as fh:
+            extra: bytes | str
+            try:
+                extra = await fh.read(1, size)
+            except asyncssh.SFTPEOFError:
+                extra = b""
+        return not extra
+
+    try:
+        async with _first_error(), asyncio.TaskGroup() as tg:
+            ends = tg.create_task(past_the_end())
+            for sftp in sftps[: len(segments)]:
+                tg.create_task(
+                    _get_worker(
+                        sftp,
+                        None,
+                        remote_path,
+                        size,
+                        block_size,
+                        max_requests,
+                        tracker,
+                        digests.written,
+                    )
+                )
+    except IntegrityError:
+        return None  # ended before ``size``
+    if not ends.result():
+        return None
+    return [d.hexdigest() for d in digests.digests]

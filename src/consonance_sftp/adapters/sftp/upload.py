@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -419,6 +420,7 @@ class UploadMixin(PublishMixin):
         report = self._progress(size, progress, ticks)
         # A small file read back on its own handle: the SHA-256 of what the server returned.
         read_back: list[str] = []
+        segmented_over = 0  # connections a segmented upload used (none: one stream)
         if small:
             try:
                 async with self._lease_many(shared, 1) as conns:
@@ -451,7 +453,7 @@ class UploadMixin(PublishMixin):
                             await self._guard(pc.sftp.remove(temp), temp)
                     raise
         else:
-            resumed_from, restarted = await self._put_large(
+            resumed_from, restarted, segmented_over = await self._put_large(
                 local_path, temp, size, journal, kept, report, ticks, shared, segment_hash
             )
             # A write the server refused mid-upload is an interruption too: a failed attempt's
@@ -485,7 +487,25 @@ class UploadMixin(PublishMixin):
                 remote_sha, verified_by = read_back[0], Verification.READ_BACK
             else:
                 remote_sha, verified_by = await remote_sha256(
-                    self, pc, temp, size=size, force=interrupted, local=(local_path, sha)
+                    self,
+                    pc,
+                    temp,
+                    size=size,
+                    force=interrupted,
+                    local=(local_path, sha),
+                    by_segments=None
+                    if segmented_over < 2
+                    else functools.partial(
+                        self._read_back_segmented,
+                        pc,
+                        shared,
+                        segmented_over,
+                        temp,
+                        size,
+                        local_path,
+                        sha,
+                        segment_hash,
+                    ),
                 )
             if remote_sha is not None and remote_sha != sha:
                 if journal is not None:
@@ -579,10 +599,11 @@ class UploadMixin(PublishMixin):
         ticks: list[float],
         shared: PooledConnection | None,
         segment_hash: SegmentHash | None = None,
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, bool, int]:
         """Send a large file the way the server's write model allows; returns the bytes that
-        were already there (verified) and not sent again, and whether a refused attempt made
-        it start again (the file is then verified by hash, like after an interruption).
+        were already there (verified) and not sent again, whether a refused attempt made
+        it start again (the file is then verified by hash, like after an interruption), and
+        the connections a segmented upload went over (0: one stream, ``put_stream``).
 
         Parallel segments need a file that can be opened again for writing and written at any
         offset. A server that refuses either (ProFTPD's ``AllowOverwrite off``, rclone without
@@ -621,7 +642,8 @@ class UploadMixin(PublishMixin):
                         ticks,
                         conns,
                     )
-                return sum(min(segment_size, size - i * segment_size) for i in kept), False
+                    used = len(conns)
+                return sum(min(segment_size, size - i * segment_size) for i in kept), False, used
             except errors.TransportError as exc:
                 if not refused_by_write_model(exc):
                     raise
@@ -671,7 +693,7 @@ class UploadMixin(PublishMixin):
                         ticks,
                         conns,
                     )
-                return min(size, attempt * segment_size), restarted
+                return min(size, attempt * segment_size), restarted, 0
             except errors.TransportError as exc:
                 if attempt == 0 or not refused_by_write_model(exc):
                     raise
@@ -684,6 +706,34 @@ class UploadMixin(PublishMixin):
                     extra={"partner": self.partner, "path": temp},
                 )
         raise AssertionError("unreachable")
+
+    async def _read_back_segmented(
+        self,
+        pc: PooledConnection,
+        shared: PooledConnection | None,
+        n_conns: int,
+        temp: str,
+        size: int,
+        local_path: Path,
+        sha: str,
+        segment_hash: SegmentHash | None,
+    ) -> str:
+        """A segmented upload read back (``verify.read_back_by_segments``) over as many
+        connections as it was sent over: called only once every handle of the upload was
+        answered its close (``put_segmented`` returns then), so no write can land after.
+        ``pc``: the connection the verification holds already, one of them."""
+        async with self._lease_many(shared, n_conns - 1) as more:
+            conns = [pc, *(c for c in more if c is not pc)]
+            return await verify.read_back_by_segments(
+                self,
+                self._sessions(conns),
+                temp,
+                size=size,
+                segment_size=self.settings.segment_size,
+                local_path=local_path,
+                sha=sha,
+                segment_hash=segment_hash,
+            )
 
     async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
         """Clear a stale temporary file before a fresh start: truncate it, or remove it
