@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from consonance_sftp import errors
+from consonance_sftp.adapters.sftp import checksums, verify
 from consonance_sftp.adapters.sftp import upload as upload_module
-from consonance_sftp.adapters.sftp import verify
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from tests.fixtures.fault_server import FaultServer
 from tests.fixtures.sftp_servers import EndpointFactory
@@ -101,10 +101,21 @@ async def test_a_caller_given_hash_is_checked_against_the_segments_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sessions = _spy_segments(monkeypatch)
+    # One read of the local file per upload: the journal's segment hashes and the SHA-256 the
+    # segments are checked against come from the same pass (none again at the verification).
+    runs: list[Path] = []
+    real_run = checksums.FileHasher.run
+
+    def counted(self: checksums.FileHasher) -> tuple[int, str]:
+        runs.append(self.path)
+        return real_run(self)
+
+    monkeypatch.setattr(checksums.FileHasher, "run", counted)
     local = tmp_path / "big.bin"
     sha = _file(local, SIZE)
     async with SftpRemoteFS(_segmented(fault_endpoint), state_dir=tmp_path / "s", retries=0) as fs:
         assert (await fs.upload(local, "big.bin", sha256=sha)).verified_by == "read_back"
+        assert runs == [local]
         # a stale hash: the segments match the file, which is not the file hashed
         with pytest.raises(errors.IntegrityError, match="does not match"):
             await fs.upload(local, "big2.bin", sha256="0" * 64)

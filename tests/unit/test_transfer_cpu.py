@@ -143,6 +143,20 @@ def test_a_failed_read_does_not_leave_a_segment_waiting(tmp_path: Path) -> None:
         hasher.run()
     with pytest.raises(FileNotFoundError):
         hasher.segment(0, 0, 1024)
+    assert hasher.wait() is None  # ended, without a result
+
+
+def test_wait_gives_the_read_s_result_once_it_ended(tmp_path: Path) -> None:
+    data = _file(tmp_path / "f", (2 << 20) + 7)
+    hasher = FileHasher(tmp_path / "f", 1 << 20)
+    got: list[tuple[int, str] | None] = []
+    waiter = threading.Thread(target=lambda: got.append(hasher.wait()))
+    waiter.start()
+    waiter.join(0.05)
+    assert got == []  # the read has not run yet
+    hasher.run()
+    waiter.join(10)
+    assert got == [(len(data), hashlib.sha256(data).hexdigest())]
 
 
 class _Session:

@@ -75,12 +75,15 @@ class FileHasher:
         self.segment_size = segment_size
         self._segments: dict[int, tuple[int, str]] = {}  # index -> (bytes hashed, SHA-256)
         self._ended = False
+        self._result: tuple[int, str] | None = None
         self._cond = threading.Condition()
 
     def run(self) -> tuple[int, str]:
         """(size, hex SHA-256) of the file, noting each segment's hash on the way."""
         try:
-            return self._run()
+            result = self._run()
+            self._result = result
+            return result
         finally:
             with self._cond:
                 self._ended = True
@@ -111,6 +114,12 @@ class FileHasher:
         if part is not None and (part_len or index == 0):
             self._note(index, part_len, part.hexdigest())
         return size, whole.hexdigest()
+
+    def wait(self) -> tuple[int, str] | None:
+        """What ``run`` returned, once it has; None when it failed (blocks until it ended)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._ended)
+        return self._result
 
     def _note(self, index: int, length: int, sha: str) -> None:
         with self._cond:

@@ -73,6 +73,13 @@ log = logging.getLogger(__name__)
 SMALL_FILE = 8 * 1024 * 1024
 
 
+def _quiet(done: asyncio.Future[tuple[int, str]]) -> None:
+    """A local read nobody waits for: its failure is met by whoever needs its hashes (the
+    journal's segments, a verification by segments, each hashes the file itself then)."""
+    if not done.cancelled():
+        done.exception()
+
+
 class UploadMixin(PublishMixin):
     """``stage``, ``publish``, ``upload``, ``upload_many`` and their protocol."""
 
@@ -291,6 +298,14 @@ class UploadMixin(PublishMixin):
         elif known_sha is not None:
             hashing = asyncio.get_running_loop().create_future()
             hashing.set_result((size, known_sha))
+            segment_size = self.settings.segment_size
+            if self.settings.resume and segment_count(size, segment_size) > 1:
+                # The journal needs each segment's hash: one read while the bytes travel
+                # gives them and the file's SHA-256, which a verification by segments checks
+                # against the caller's (``verify.read_back_by_segments``).
+                hasher = checksums.FileHasher(local_path, segment_size)
+                reading = asyncio.ensure_future(asyncio.to_thread(hasher.run))
+                reading.add_done_callback(_quiet)
         else:
             # Hash while the bytes travel: hashing first would add a full read of the file to
             # every upload's time. The same read hashes each segment for the resume journal.
@@ -313,7 +328,7 @@ class UploadMixin(PublishMixin):
                 data,
                 temp_path,
                 replace_identical=replace_identical,
-                segment_hash=None if hasher is None else hasher.segment,
+                hasher=hasher,
             )
         finally:
             if not hashing.done():
@@ -350,9 +365,10 @@ class UploadMixin(PublishMixin):
         temp_path: str | None = None,
         *,
         replace_identical: bool = False,
-        segment_hash: SegmentHash | None = None,
+        hasher: checksums.FileHasher | None = None,
     ) -> StagedFile:
         started = time.monotonic()
+        segment_hash = None if hasher is None else hasher.segment
         ts = self.settings
         final = remote_path
         temp = self.staging_path(final, temp_path)
@@ -504,7 +520,7 @@ class UploadMixin(PublishMixin):
                         size,
                         local_path,
                         sha,
-                        segment_hash,
+                        hasher,
                     ),
                 )
             if remote_sha is not None and remote_sha != sha:
@@ -716,7 +732,7 @@ class UploadMixin(PublishMixin):
         size: int,
         local_path: Path,
         sha: str,
-        segment_hash: SegmentHash | None,
+        hasher: checksums.FileHasher | None,
     ) -> str:
         """A segmented upload read back (``verify.read_back_by_segments``) over as many
         connections as it was sent over: called only once every handle of the upload was
@@ -732,7 +748,7 @@ class UploadMixin(PublishMixin):
                 segment_size=self.settings.segment_size,
                 local_path=local_path,
                 sha=sha,
-                segment_hash=segment_hash,
+                hasher=hasher,
             )
 
     async def _discard(self, sftp: asyncssh.SFTPClient, temp: str, *, remove: bool = False) -> None:
