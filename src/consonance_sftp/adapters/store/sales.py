@@ -147,47 +147,12 @@ _RAW_IMPORT_PAGE = (
 )
 
 
-def _sales_line(
-    line: int,
-    isbn13: str,
-    sales_date: date | str,
-    quantity: int,
-    value: str,
-    return_quantity: int,
-    return_value: str,
-    currency: str,
-    list_price: str | None,
-    list_price_currency: str | None,
-    channel: str,
-    territory: str,
-    transaction_id: str,
-    channel_id: str,
-    *_: Any,
-) -> SalesLine:
-    """A line from its columns in ``_READ_COLUMNS`` order (any after them ignored): money as
-    decimal text, the date as a date (SQLAlchemy) or ISO text (SQLite's own cursor)."""
-    return SalesLine(
-        line=line,
-        isbn13=isbn13,
-        sales_date=date.fromisoformat(sales_date) if isinstance(sales_date, str) else sales_date,
-        quantity=quantity,
-        value=Decimal(value),
-        return_quantity=return_quantity,
-        return_value=Decimal(return_value),
-        currency=currency,
-        list_price=None if list_price is None else Decimal(list_price),
-        list_price_currency=list_price_currency,
-        channel=channel,
-        territory=territory,
-        transaction_id=transaction_id,
-        channel_id=channel_id,
-    )
-
-
 def _line_maker() -> Callable[..., SalesLine]:
-    """``_sales_line`` for a long read: each distinct date converted once (a report has about
-    thirty; up to ``_MEMO_LIMIT``). Money is converted each time: a memo of amounts, which
-    hardly repeat, cost more than it saved (bench/sales.py, 1,000,000 lines)."""
+    """A function making a line from its columns in ``_READ_COLUMNS`` order (any after them
+    ignored): money as decimal text, the date as a date (SQLAlchemy) or ISO text (SQLite's own
+    cursor). Each distinct date is converted once per maker (a report has about thirty; up to
+    ``_MEMO_LIMIT``). Money is converted each time: a memo of amounts, which hardly repeat,
+    cost more than it saved (bench/sales.py, 1,000,000 lines)."""
     days: dict[Any, date] = {}
 
     def make(
@@ -781,12 +746,13 @@ class SalesLedgerTables(Tables):
                 ).scalar()
                 if total is None:
                     raise not_found("sales report", report_id)
+                make = _line_maker()
                 page: list[tuple[int, StoredSalesLine]] = [
                     (
                         row.seq,
                         StoredSalesLine(
                             report_id=report_id,
-                            line=_sales_line(*_READ_VALUES(row)),
+                            line=make(*_READ_VALUES(row)),
                             duplicate_of_report=None,
                             import_id=row.import_id,
                         ),
@@ -803,7 +769,7 @@ class SalesLedgerTables(Tables):
                             row.seq,
                             StoredSalesLine(
                                 report_id=report_id,
-                                line=_sales_line(*_READ_VALUES(row)),
+                                line=make(*_READ_VALUES(row)),
                                 duplicate_of_report=row.duplicate_of_report,
                                 import_id=None,
                             ),
