@@ -45,7 +45,7 @@ from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import MAX_OPENSSH_BLOCK, get_segmented, put_segmented
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.sandbox.openssh import OpenSshServer, start_openssh
-from servers import parse_setting
+from servers import Served, parse_setting
 from transfer import CIPHERS, connect, make_file, parse_size
 
 GIB = float(1 << 30)
@@ -141,6 +141,20 @@ def settings(overrides: dict[str, object]) -> TransferSettings:
     return TransferSettings.model_validate({**base, **overrides})
 
 
+def _served(sshd: OpenSshServer, remote: str) -> Served:
+    """The private sshd as ``bench/servers.py`` describes a server, serving ``remote``'s folder."""
+    return Served(
+        kind="openssh",
+        port=sshd.port,
+        user=sshd.shell_user,
+        host_key=sshd.host_key,
+        client_key_path=sshd.client_key_path,
+        folder=Path(remote).parent,
+        remote_folder=str(Path(remote).parent),
+        stop=sshd.stop,
+    )
+
+
 def ours_get(
     sshd: OpenSshServer,
     state: Path,
@@ -150,36 +164,15 @@ def ours_get(
     ts: TransferSettings,
     engine: str,
 ) -> None:
-    async def transport() -> None:
-        from servers import Served
+    served = _served(sshd, remote)
 
-        served = Served(
-            kind="openssh",
-            port=sshd.port,
-            user=sshd.shell_user,
-            host_key=sshd.host_key,
-            client_key_path=sshd.client_key_path,
-            folder=Path(remote).parent,
-            remote_folder=str(Path(remote).parent),
-            stop=sshd.stop,
-        )
+    async def transport() -> None:
         async with SftpRemoteFS(served.endpoint(ts), state_dir=state) as fs:
             await fs.download(remote, local)
 
     async def raw() -> None:
-        from servers import Served
         from transfer import Target
 
-        served = Served(
-            kind="openssh",
-            port=sshd.port,
-            user=sshd.shell_user,
-            host_key=sshd.host_key,
-            client_key_path=sshd.client_key_path,
-            folder=Path(remote).parent,
-            remote_folder=str(Path(remote).parent),
-            stop=sshd.stop,
-        )
         (conn,) = await connect(Target(served, sshd.port, Path("/dev/null"), False), 1, 2 << 20)
         try:
             sftp = await conn.start_sftp_client()
@@ -207,19 +200,9 @@ def ours_put(
     ts: TransferSettings,
     engine: str,
 ) -> None:
-    from servers import Served
     from transfer import Target
 
-    served = Served(
-        kind="openssh",
-        port=sshd.port,
-        user=sshd.shell_user,
-        host_key=sshd.host_key,
-        client_key_path=sshd.client_key_path,
-        folder=Path(remote).parent,
-        remote_folder=str(Path(remote).parent),
-        stop=sshd.stop,
-    )
+    served = _served(sshd, remote)
 
     async def transport() -> None:
         async with SftpRemoteFS(served.endpoint(ts), state_dir=state) as fs:
