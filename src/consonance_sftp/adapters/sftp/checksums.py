@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import posixpath
 import queue
 import re
@@ -142,18 +143,26 @@ class FileHasher:
 
 def range_sha256(path: Path, offset: int, length: int) -> str:
     """Hex SHA-256 of ``length`` bytes of a local file from ``offset`` (fewer where it ends)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fd_range_sha256(fd, offset, length)
+    finally:
+        os.close(fd)
+
+
+def fd_range_sha256(fd: int, offset: int, length: int) -> str:
+    """``range_sha256`` of an open file: read into one reused buffer (a fresh multi-MiB
+    ``bytes`` per read is a fresh mapping for the kernel to fault in)."""
     digest = hashlib.sha256()
     buf = bytearray(min(_HASH_CHUNK, max(1, length)))
     view = memoryview(buf)
     end = offset + length
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(offset)
-        while offset < end:
-            n = fh.readinto(view[: min(len(buf), end - offset)])
-            if not n:
-                break
-            digest.update(view[:n])
-            offset += n
+    while offset < end:
+        n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+        if not n:
+            break
+        digest.update(view[:n])
+        offset += n
     return digest.hexdigest()
 
 

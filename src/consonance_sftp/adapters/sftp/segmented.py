@@ -47,6 +47,7 @@ from typing import Any, cast
 import asyncssh
 
 from consonance_sftp.adapters.sftp import read_pipeline, write_pipeline
+from consonance_sftp.adapters.sftp.checksums import fd_range_sha256
 from consonance_sftp.adapters.sftp.translate import LOCAL_DISK_FULL, local_disk_full
 from consonance_sftp.config.transfer import TransferSettings
 from consonance_sftp.errors import IntegrityError
@@ -426,18 +427,7 @@ def _segment_hasher(fd: int, given: SegmentHash | None) -> Callable[[_Segment], 
         return lambda seg: given(seg.index, seg.offset, seg.length)
 
     def segment_sha256(seg: _Segment) -> str:
-        digest = hashlib.sha256()
-        # One reused buffer: a fresh multi-MiB ``bytes`` per read is a fresh mapping to fault in.
-        buf = bytearray(min(1024 * 1024, max(1, seg.length)))
-        view = memoryview(buf)
-        offset, end = seg.offset, seg.offset + seg.length
-        while offset < end:
-            n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
-            if not n:
-                break
-            digest.update(view[:n])
-            offset += n
-        return digest.hexdigest()
+        return fd_range_sha256(fd, seg.offset, seg.length)
 
     return segment_sha256
 
