@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import hashlib
 import io
@@ -39,7 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import asyncssh
 
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.segmented import MAX_OPENSSH_BLOCK, get_segmented, put_segmented
@@ -155,6 +159,19 @@ def _served(sshd: OpenSshServer, remote: str) -> Served:
     )
 
 
+@contextlib.asynccontextmanager
+async def raw_sftp(served: Served, port: int) -> AsyncIterator[asyncssh.SFTPClient]:
+    """An SFTP session on a bare connection (``--engine raw``: no transport around it)."""
+    from transfer import Target
+
+    (conn,) = await connect(Target(served, port, Path("/dev/null"), False), 1, 2 << 20)
+    try:
+        yield await conn.start_sftp_client()
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
 def ours_get(
     sshd: OpenSshServer,
     state: Path,
@@ -171,11 +188,7 @@ def ours_get(
             await fs.download(remote, local)
 
     async def raw() -> None:
-        from transfer import Target
-
-        (conn,) = await connect(Target(served, sshd.port, Path("/dev/null"), False), 1, 2 << 20)
-        try:
-            sftp = await conn.start_sftp_client()
+        async with raw_sftp(served, sshd.port) as sftp:
             await get_segmented(
                 [sftp],
                 remote,
@@ -185,9 +198,6 @@ def ours_get(
                 block_size=ts.read_block,
                 max_requests=ts.max_requests,
             )
-        finally:
-            conn.close()
-            await conn.wait_closed()
 
     asyncio.run(transport() if engine == "transport" else raw())
 
@@ -200,8 +210,6 @@ def ours_put(
     ts: TransferSettings,
     engine: str,
 ) -> None:
-    from transfer import Target
-
     served = _served(sshd, remote)
 
     async def transport() -> None:
@@ -209,9 +217,7 @@ def ours_put(
             await fs.upload(local, remote)
 
     async def raw() -> None:
-        (conn,) = await connect(Target(served, sshd.port, Path("/dev/null"), False), 1, 2 << 20)
-        try:
-            sftp = await conn.start_sftp_client()
+        async with raw_sftp(served, sshd.port) as sftp:
             await put_segmented(
                 [sftp],
                 local,
@@ -220,9 +226,6 @@ def ours_put(
                 block_size=ts.block_size,
                 max_requests=ts.max_requests,
             )
-        finally:
-            conn.close()
-            await conn.wait_closed()
 
     asyncio.run(transport() if engine == "transport" else raw())
 
