@@ -94,6 +94,61 @@ def test_lean_path_steps_aside_when_a_rekey_is_due() -> None:
     assert not packets._plain_path(conn)
 
 
+class _Chan:
+    """The parts of an asyncssh client channel that flushing its send buffer uses."""
+
+    def __init__(self, conn: _Conn, window: int = 1 << 20) -> None:
+        self._conn = conn
+        self._send_chan = 3
+        self._send_buf: list[tuple[bytearray, None]] = []
+        self._send_buf_len = 0
+        self._send_window = window
+        self._send_pktsize = 32768
+        self._send_state = "open"
+
+    def queue(self, data: bytes) -> None:
+        self._send_buf.append((bytearray(data), None))
+        self._send_buf_len += len(data)
+
+    def _pause_resume_writing(self) -> None:
+        pass
+
+
+async def test_a_loop_turn_s_requests_leave_together_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[bytes] = []
+    monkeypatch.setattr(packets, "_send_data", lambda _c, _ch, data: sent.append(bytes(data)))
+    conn = _Conn(b"aes128-gcm@openssh.com", b"", True)
+    conn._consonance_lean = True  # type: ignore[attr-defined]
+    conn._loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+    chan = _Chan(conn)
+    packets._install_lean_flush()
+    from asyncssh.channel import SSHClientChannel
+
+    entries = [b"a" * 10, b"b" * 20, b"c" * 30, os.urandom(40_000), b"e" * 10]
+    for entry in entries:  # as SSHChannel.write queues each, then flushes
+        chan.queue(entry)
+        SSHClientChannel._flush_send_buf(chan)  # type: ignore[arg-type]
+    assert sent == []  # nothing leaves before the loop turn ends
+    await asyncio.sleep(0)
+    # The small requests share a packet, the large one fills packets, its tail takes the
+    # next request along: the same bytes, in the same order, in three packets, not six.
+    assert b"".join(sent) == b"".join(entries)
+    assert [len(p) for p in sent] == [60, 32768, 40_000 - 32768 + 10]
+    assert chan._send_buf == [] and chan._send_buf_len == 0
+    assert chan._send_window == (1 << 20) - sum(map(len, entries))
+
+    # A window smaller than the queue: no more than it allows, whole entries or not.
+    sent.clear()
+    small = _Chan(conn, window=25)
+    for entry in entries[:3]:
+        small.queue(entry)
+    packets._lean_flush(small, conn)
+    assert b"".join(sent) == (b"a" * 10 + b"b" * 20)[:25]
+    assert small._send_window == 0 and small._send_buf_len == 35
+
+
 def _file(path: Path, size: int) -> bytes:
     data = bytes((i * 31 + 7) % 256 for i in range(size))
     path.write_bytes(data)

@@ -7,7 +7,8 @@ Each of these works below the SFTP layer, on one connection, and is applied by
 * ``drop_ignore_packets``: no empty ``SSH_MSG_IGNORE`` before every packet (kept for CBC);
 * ``MAX_RECEIVE_PACKET``: the largest packet the server may send us;
 * ``frame_received_packets``: received bytes handed to asyncssh's parser one packet at a time;
-* ``lean_channel_data``: channel data framed and encrypted with one copy of each byte.
+* ``lean_channel_data``: channel data framed and encrypted with one copy of each byte, sent
+  once per event-loop turn, the small SFTP requests of that turn joined in one packet.
 
 They reach into asyncssh's internals (``_send``, ``send_packet``, the packet logger), which is
 why asyncssh is pinned (2.24); ``tests/integration/test_segmented_openssh.py`` checks them on
@@ -222,6 +223,12 @@ def lean_channel_data(conn: asyncssh.SSHClientConnection) -> None:
     compression, packet logging (debug level 3), or one that may still need the ``MSG_IGNORE``
     of CBC ciphers (``drop_ignore_packets`` not applied).
 
+    What a channel is given to send leaves at the end of the event-loop turn, not at once:
+    the requests of many files in flight (open, read, close, rename: tens of bytes each) then
+    share one packet, one encryption and one ``send()`` instead of one each (a batch of 50 KB
+    files: 7 packets a file before, 3 now). The end of a channel (EOF, close) still goes at
+    once, after what is queued.
+
     Call it once, right after ``drop_ignore_packets`` (asyncssh 2.24, pinned: it replaces
     ``SSHClientChannel._flush_send_buf`` for the connections it was called on).
     """
@@ -241,12 +248,28 @@ def _install_lean_flush() -> None:
         return
     original = SSHClientChannel._flush_send_buf
 
+    def lean(chan: Any) -> Any:
+        conn = chan._conn
+        if conn is None or chan._send_chan is None or not getattr(conn, "_consonance_lean", False):
+            return None
+        return conn
+
+    def due(chan: Any) -> None:
+        chan._consonance_flush_due = False
+        conn = lean(chan)
+        if conn is not None:
+            _lean_flush(chan, conn)
+
     def flush(self: Any) -> None:
-        conn = self._conn
-        if conn is None or self._send_chan is None or not getattr(conn, "_consonance_lean", False):
+        conn = lean(self)
+        if conn is None:
             original(self)
-            return
-        _lean_flush(self, conn)
+        elif self._send_state != "open":
+            _lean_flush(self, conn)  # the end of the channel goes after what is queued, now
+        elif not getattr(self, "_consonance_flush_due", False):
+            # Once per loop turn: the requests of many files go out in one packet.
+            self._consonance_flush_due = True
+            conn._loop.call_soon(due, self)
 
     SSHClientChannel._flush_send_buf = flush  # type: ignore[method-assign]
     setattr(SSHClientChannel, "_consonance_lean", True)  # noqa: B010 (not a declared attribute)
@@ -275,17 +298,26 @@ def _lean_flush(chan: Any, conn: Any) -> None:
         buf, datatype = send_buf[0]
         n = min(len(buf), pktsize)
         if datatype is None and _plain_path(conn):
-            view = memoryview(buf)
-            piece = view[:n]
-            try:
-                _send_data(conn, chan._send_chan, piece)
-            finally:
-                piece.release()
-                view.release()
-            if n == len(buf):
-                del send_buf[0]
+            whole = _whole_entries(send_buf, pktsize)
+            if whole > 1:
+                # Several queued requests that fit one packet go as one.
+                joined = b"".join(entry for entry, _ in send_buf[:whole])
+                n = len(joined)
+                with memoryview(joined) as piece:
+                    _send_data(conn, chan._send_chan, piece)
+                del send_buf[:whole]
             else:
-                del buf[:n]
+                view = memoryview(buf)
+                piece = view[:n]
+                try:
+                    _send_data(conn, chan._send_chan, piece)
+                finally:
+                    piece.release()
+                    view.release()
+                if n == len(buf):
+                    del send_buf[0]
+                else:
+                    del buf[:n]
         else:
             if len(buf) > n:
                 data = bytes(buf[:n])
@@ -313,6 +345,17 @@ def _lean_flush(chan: Any, conn: Any) -> None:
 
 
 _MSG_CHANNEL_EOF = 96  # RFC 4254
+
+
+def _whole_entries(send_buf: Any, room: int) -> int:
+    """How many queued entries from the front, whole and of plain data, fit in ``room``."""
+    count = total = 0
+    for entry, datatype in send_buf:
+        total += len(entry)
+        if datatype is not None or total > room:
+            break
+        count += 1
+    return count
 
 
 def _send_data(conn: Any, channel: int, data: memoryview) -> None:

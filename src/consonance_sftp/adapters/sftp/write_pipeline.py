@@ -49,8 +49,9 @@ def send_write(
     ``fh``; returns the future of its answer (give it to ``check``). Raises ``ShortRead``
     (nothing sent) when the file ends early, ``OSError`` when the channel is closed."""
     handler: Any = sftp._handler  # private, see the module docstring
-    chan: Any = handler._writer.channel
-    if chan._send_state != "open" or chan.is_closing():
+    writer = handler._writer  # None once the session is cleaned up (the connection lost)
+    chan: Any = None if writer is None else writer.channel
+    if chan is None or chan._send_state != "open" or chan.is_closing():
         raise BrokenPipeError("Channel not open for sending")
     handle: bytes = fh._handle  # type: ignore[assignment]
     pktid = handler._next_pktid
