@@ -197,3 +197,32 @@ async def test_host_key_mismatch_against_sshd(openssh_endpoint, tmp_path: Path) 
     async with SftpRemoteFS(ep, state_dir=tmp_path / "s") as fs:
         with pytest.raises(errors.HostKeyMismatch):
             await fs.stat("/")
+
+
+async def test_rename_keeps_existing_lets_openssh_refuse_a_taken_name(
+    openssh_endpoint, openssh_dir, tmp_path: Path
+) -> None:
+    # OpenSSH's plain rename links, then unlinks: it refuses an existing name. With
+    # rename_keeps_existing the small files send no look at their final names; the rename's
+    # refusal is the 'fail' policy's, the partner's file keeps its bytes, no temporary stays.
+    local, remote = openssh_dir("shell")
+    (local / "f2.dat").write_bytes(b"the partner's own file")
+    items = []
+    for i in range(5):
+        path = tmp_path / f"f{i}.dat"
+        path.write_bytes(os.urandom(20_000 + i))
+        items.append(UploadItem(local_path=path, remote_path=f"{remote}/f{i}.dat"))
+    endpoint = openssh_endpoint("shell", overwrite="fail", rename_keeps_existing=True)
+    async with SftpRemoteFS(endpoint, state_dir=tmp_path / "s") as fs:
+        results = await fs.upload_many(items)
+        failed = [r for r in results if isinstance(r, errors.TransportError)]
+        assert [type(r) for r in failed] == [errors.RemoteFileExists]
+        assert "overwrite policy is 'fail'" in str(failed[0]) and failed[0].path.endswith("f2.dat")
+        assert (local / "f2.dat").read_bytes() == b"the partner's own file"
+        for i in (0, 1, 3, 4):
+            assert (local / f"f{i}.dat").read_bytes() == items[i].local_path.read_bytes()
+        assert sorted(p.name for p in local.iterdir()) == [f"f{i}.dat" for i in range(5)]
+        # A package's file is still looked at before it is sent: refused, nothing written.
+        with pytest.raises(errors.RemoteFileExists):
+            await fs.stage(items[2].local_path, f"{remote}/f2.dat")
+    assert sorted(p.name for p in local.iterdir()) == [f"f{i}.dat" for i in range(5)]

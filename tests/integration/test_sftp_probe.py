@@ -96,9 +96,13 @@ async def test_probe_openssh(openssh_endpoint, openssh_dir, tmp_path: Path, acco
     assert report.posix_rename and report.setstat and report.statvfs
     assert report.limits["max_write_len"] == 261_120
     assert "block_size" not in report.recommended  # the default already matches
+    # OpenSSH's plain rename refuses an existing name: 'fail' needs no look before sending
+    assert report.rename_over_existing is False
+    assert report.recommended["rename_keeps_existing"] is True
     assert report.shell_hash is (account == "shell")
     if account == "shell":
-        assert report.recommended["checksum"] == "shell"
+        # 'auto' (already the default) with the shell: a command for large files only
+        assert "checksum" not in report.recommended
         assert report.recommended["allow_shell"] is True
         # The default sha256sum, or a SHA-256 command the probe found faster (and correct).
         assert report.recommended.get("shell_hash_command", "sha256sum") in SHA256_COMMANDS

@@ -70,6 +70,8 @@ def _files(folder: Path, n: int, size: int) -> list[UploadItem]:
         ("replace", {"FXP_OPEN", "FXP_WRITE", "FXP_READ", "FXP_CLOSE", "posix-rename@openssh.com"}),
         # a stat of the final name first (a server whose rename replaces would not refuse)
         ("fail", {"FXP_STAT", "FXP_OPEN", "FXP_WRITE", "FXP_READ", "FXP_CLOSE", "FXP_RENAME"}),
+        # the probe found the plain rename refusing an existing name: it is the look
+        ("fail-rename-keeps", {"FXP_OPEN", "FXP_WRITE", "FXP_READ", "FXP_CLOSE", "FXP_RENAME"}),
     ],
 )
 async def test_the_requests_a_small_file_costs(
@@ -82,7 +84,8 @@ async def test_the_requests_a_small_file_costs(
 ) -> None:
     n = 40
     items = _files(tmp_path, n, 50_000)
-    endpoint = fault_endpoint(overwrite=overwrite)
+    keeps = overwrite == "fail-rename-keeps"
+    endpoint = fault_endpoint(overwrite="fail" if keeps else overwrite, rename_keeps_existing=keeps)
     async with SftpRemoteFS(endpoint, state_dir=tmp_path / "s") as fs:
         await fs.makedirs(".")  # connected: what follows is the batch's own
         requests_sent.clear()
@@ -180,3 +183,29 @@ async def test_with_fail_a_taken_final_name_keeps_its_bytes_and_leaves_no_tempor
     assert sorted(fault_server.recorder.ops("rename")) == [
         (f".f{i:03d}.dat.part", f"f{i:03d}.dat") for i in range(6) if i != 3
     ]
+
+
+async def test_files_read_ahead_or_not_each_arrive_whole_or_fail_alone(
+    fault_endpoint: EndpointFactory, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # upload_many reads small files ahead in runs; a larger file, an empty one, and one that
+    # is gone are each read by their own upload, whose result is theirs alone.
+    sizes = [50_000] * 40 + [300 * 1024, 0, 70_000, 2 * MIB]
+    items = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"g{i:03d}.dat"
+        path.write_bytes(os.urandom(size))
+        items.append(UploadItem(local_path=path, remote_path=f"g{i:03d}.dat"))
+    items[5].local_path.unlink()
+    async with SftpRemoteFS(fault_endpoint(), state_dir=tmp_path / "s", retries=0) as fs:
+        results = await fs.upload_many(items)
+    failed = [i for i, r in enumerate(results) if isinstance(r, errors.TransportError)]
+    assert failed == [5]
+    assert "cannot read the local file" in str(results[5])
+    home = fault_server.home("partner")
+    for i, item in enumerate(items):
+        if i != 5:
+            data = item.local_path.read_bytes()
+            assert (home / item.remote_path).read_bytes() == data
+            assert results[i].sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[union-attr]
+    assert not (home / "g005.dat").exists()

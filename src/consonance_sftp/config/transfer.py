@@ -168,10 +168,20 @@ class TransferSettings(BaseModel):
         description="When the final name already exists: fail, replace, or "
         "skip_if_identical (same size and SHA-256).",
     )
+    rename_keeps_existing: bool = Field(
+        False,
+        description="The server's plain rename refuses to replace an existing file, as "
+        "OpenSSH's does ('partner probe' finds out, and recommends it). With overwrite = "
+        "'fail' and the plain rename, a small file sent on its own or in a batch then skips "
+        "the look at its final name before it is sent: the rename itself refuses an existing "
+        "name, with no moment between look and rename, and the temporary file is removed. "
+        "A package's files are still all looked at before any is sent.",
+    )
     checksum: ChecksumMethod = Field(
         ChecksumMethod.AUTO,
         description="How to verify the remote bytes after upload: auto (check_file where "
-        "offered, else the hash command where allow_shell, else read_back), check_file, shell, "
+        "offered, else the hash command where allow_shell for files from 1 MiB, else read_back), "
+        "check_file, shell, "
         "read_back (downloads the whole file again: a second transfer of its size), or size "
         "(size only, recorded as such in the ledger; 'none' is its older name). After an "
         "interrupted upload the file is verified by hash whatever this says.",

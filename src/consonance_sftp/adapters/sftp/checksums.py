@@ -16,7 +16,7 @@ import queue
 import re
 import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -362,6 +362,25 @@ def read_and_sha256(path: Path) -> tuple[bytes, str]:
     """A small local file's bytes and their SHA-256, in one read; run it in a thread."""
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
+
+
+def read_small_files(paths: Sequence[Path], largest: int) -> list[tuple[bytes, str] | None]:
+    """``read_and_sha256`` of each file of at most ``largest`` bytes, in one trip to a thread;
+    None for a larger file or one that cannot be read (its upload reads it again, and reports
+    the error in its own words)."""
+    out: list[tuple[bytes, str] | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size > largest:
+                    out.append(None)
+                    continue
+                data = fh.read(largest + 1)
+        except OSError:
+            out.append(None)
+            continue
+        out.append(None if len(data) > largest else (data, hashlib.sha256(data).hexdigest()))
+    return out
 
 
 _STOP = object()

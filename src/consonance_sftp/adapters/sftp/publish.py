@@ -144,6 +144,12 @@ class PublishMixin(FSBase):
                 if type(exc) in (errors.RemoteFileExists, errors.TransportError) and (
                     await self._stat(sftp, final) is not None
                 ):
+                    if self.settings.overwrite is OverwritePolicy.FAIL and not replace:
+                        # The server enforced 'fail' (``rename_keeps_existing``): the
+                        # temporary file is ours to remove, as after the look before sending.
+                        with contextlib.suppress(errors.TransportError):
+                            await self._guard(sftp.remove(temp), temp)
+                        raise self._exists_error(final) from exc
                     raise errors.RemoteFileExists(
                         "the server will not rename over the existing final name",
                         partner=self.partner,
@@ -164,6 +170,15 @@ class PublishMixin(FSBase):
                 "and a transfer.done_marker so the partner knows when a file is complete.",
             ) from exc
         return strategy.value
+
+    def _exists_error(self, final: str) -> errors.RemoteFileExists:
+        """The overwrite policy 'fail' met an existing final name."""
+        return errors.RemoteFileExists(
+            "the final name already exists and the overwrite policy is 'fail'",
+            partner=self.partner,
+            path=final,
+            hint="Set transfer.overwrite to 'replace' or 'skip_if_identical'.",
+        )
 
     async def _write_marker(self, sftp: asyncssh.SFTPClient, final: str, sha: str) -> None:
         assert self.settings.done_marker is not None
