@@ -175,7 +175,7 @@ class TransferSettings(BaseModel):
         "'fail' and the plain rename, a small file sent on its own or in a batch then skips "
         "the look at its final name before it is sent: the rename itself refuses an existing "
         "name, with no moment between look and rename, and the temporary file is removed. "
-        "A package's files are still all looked at before any is sent.",
+        "A package's files are still all looked at before any is sent (SFTP only).",
     )
     checksum: ChecksumMethod = Field(
         ChecksumMethod.AUTO,
