@@ -371,15 +371,10 @@ def read_small_files(paths: Sequence[Path], largest: int) -> list[tuple[bytes, s
     out: list[tuple[bytes, str] | None] = []
     for path in paths:
         try:
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size > largest:
-                    out.append(None)
-                    continue
-                data = fh.read(largest + 1)
+            got = None if os.stat(path).st_size > largest else read_and_sha256(path)
         except OSError:
-            out.append(None)
-            continue
-        out.append(None if len(data) > largest else (data, hashlib.sha256(data).hexdigest()))
+            got = None
+        out.append(None if got is None or len(got[0]) > largest else got)  # it may have grown
     return out
 
 

@@ -499,13 +499,11 @@ class UploadMixin(PublishMixin):
             and ts.rename_keeps_existing
             and ts.upload_strategy in (UploadStrategy.AUTO, UploadStrategy.RENAME)
         )
-        if fail_small and rename_refuses:
-            pass  # the rename's refusal is the look
-        elif fail_small:
+        if fail_small and not rename_refuses:
             looking = asyncio.ensure_future(
                 self._apply_overwrite_policy(shared, final, size, hashing, local_path, started)
             )
-        elif not own_partial:
+        elif not fail_small and not own_partial:
             skipped = await self._apply_overwrite_policy(
                 shared, final, size, hashing, local_path, started, replace_identical
             )
