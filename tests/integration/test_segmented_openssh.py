@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from consonance_sftp.adapters.sftp import packets
 from consonance_sftp.adapters.sftp.connection import open_connection
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
@@ -423,3 +424,36 @@ async def test_one_ssh_packet_per_sftp_request_without_ignore_packets(
             await pc.sftp.stat(remote_dir)
         sent = (pc.conn._send_seq - first) & 0xFFFFFFFF  # type: ignore[attr-defined]
     assert 50 <= sent < 60, sent
+
+
+async def test_received_packets_take_the_lean_path_and_the_rest_asyncssh_s(
+    openssh_endpoint: Callable[..., SftpEndpoint],
+    openssh_dir: Callable[[str], tuple[Path, str]],
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A download's data packets and an upload's window adjusts and answers are taken by
+    # ``packets._lean_receive``; what else sshd sends (a command's exit status, EOF, close)
+    # is left to asyncssh and arrives as before.
+    taken: list[int] = []
+    lean = packets._lean_receive
+
+    def counting(c: object, data: bytes, pos: int, end: int) -> int:
+        n = lean(c, data, pos, end)
+        taken.append(n)
+        return n
+
+    monkeypatch.setattr(packets, "_lean_receive", counting)
+    _local, remote_dir = openssh_dir("shell")
+    fs = SftpRemoteFS(openssh_endpoint("shell", checksum="size"), state_dir=tmp_path / "s")
+    async with fs:
+        await fs.upload(source, f"{remote_dir}/up.bin")
+        down = await fs.download(f"{remote_dir}/up.bin", tmp_path / "back.bin")
+        async with fs.pool.lease() as pc:
+            result = await pc.conn.run("printf 'made it'; exit 3", check=False)
+    assert down.sha256 == sha(source) == sha(tmp_path / "back.bin")
+    assert (result.stdout, result.exit_status) == ("made it", 3)
+    # At least one lean packet per 32 KiB downloaded, and packets left to asyncssh.
+    assert sum(1 for n in taken if n) > SIZE // (32 * KiB)
+    assert 0 in taken

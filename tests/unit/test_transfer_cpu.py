@@ -1,6 +1,7 @@
 """The transfer's CPU savings change no byte: the lean SSH data packets are asyncssh's own
-packets, one read of a file gives the same hashes as reading it per segment, and SFTP answers
-framed from the channel reach the requests asyncssh's reader would give them to."""
+packets, received ones reach the channel as asyncssh's parser would hand them, one read of a
+file gives the same hashes as reading it per segment, and SFTP answers framed from the channel
+reach the requests asyncssh's reader would give them to."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from asyncssh import SFTPBadMessage
+from asyncssh.channel import SSHClientChannel
 from asyncssh.connection import SSHConnection
 from asyncssh.encryption import get_encryption, get_encryption_params
 from asyncssh.packet import String, UInt32
@@ -147,6 +149,81 @@ async def test_a_loop_turn_s_requests_leave_together_in_order(
     packets._lean_flush(small, conn)
     assert b"".join(sent) == (b"a" * 10 + b"b" * 20)[:25]
     assert small._send_window == 0 and small._send_buf_len == 35
+
+
+class _Receiver:
+    """The parts of an asyncssh connection that receiving a packet reads and updates."""
+
+    def __init__(self, alg: bytes) -> None:
+        keysize, ivsize, *_ = get_encryption_params(alg, b"")
+        self._recv_encryption = get_encryption(alg, b"k" * keysize, b"i" * ivsize, b"", b"", True)
+        self._auth_complete = True
+        self._decompressor = None
+        self._max_recv_pktlen = 1 << 20
+        self._recv_seq = 7
+        self._channels: dict[int, Any] = {}
+
+
+def _client_channel(window: int) -> Any:
+    """A bare asyncssh client channel recording what ``_lean_receive`` hands it."""
+    chan: Any = SSHClientChannel.__new__(SSHClientChannel)
+    chan._recv_state = "open"
+    chan._recv_window = window
+    chan._send_window = 0
+    chan.got = []
+    chan._accept_data = chan.got.append
+    chan._flush_send_buf = lambda: chan.got.append("flushed")
+    return chan
+
+
+def test_lean_receive_takes_channel_data_and_window_adjusts_and_leaves_the_rest() -> None:
+    sender = _Conn(b"aes128-gcm@openssh.com", b"", False)
+    receiver = _Receiver(b"aes128-gcm@openssh.com")
+    chan = _client_channel(window=100_000)
+    receiver._channels[5] = chan
+
+    def wire(pkttype: int, *fields: bytes) -> bytes:
+        sender.out.clear()
+        SSHConnection.send_packet(sender, pkttype, *fields, handler=sender)  # type: ignore[arg-type]
+        return b"".join(sender.out)
+
+    body = os.urandom(40_000)
+    stream = (
+        wire(94, UInt32(5), String(body))
+        + wire(93, UInt32(5), UInt32(1234))
+        + wire(96, UInt32(5))  # EOF: asyncssh's
+    )
+    taken = packets._lean_receive(receiver, stream, 0, len(stream))
+    assert chan.got == [body] and receiver._recv_seq == 8
+    pos = taken
+    taken = packets._lean_receive(receiver, stream, pos, len(stream))
+    assert chan._send_window == 1234 and chan.got[-1] == "flushed" and receiver._recv_seq == 9
+    pos += taken
+    # The EOF is left to asyncssh, which decrypts it with the nonce still unused.
+    assert packets._lean_receive(receiver, stream, pos, len(stream)) == 0
+    assert receiver._recv_seq == 9
+    header, rest = stream[pos : pos + 16], stream[pos + 16 : -16]
+    enc = receiver._recv_encryption
+    assert enc.decrypt_packet(9, header, rest, 4, stream[-16:]) is not None
+
+    # A packet not all there yet, a bad tag, more than the window, or an unknown channel:
+    # asyncssh's own parser gets it (and refuses what it must).
+    fresh = _Receiver(b"aes128-gcm@openssh.com")
+    fresh._channels[5] = _client_channel(window=100_000)
+    sender._send_encryption = get_encryption(
+        b"aes128-gcm@openssh.com", b"k" * 16, b"i" * 12, b"", b"", True
+    )
+    data = wire(94, UInt32(5), String(b"x" * 100))
+    assert packets._lean_receive(fresh, data, 0, len(data) - 1) == 0
+    bad = data[:-1] + bytes([data[-1] ^ 1])
+    assert packets._lean_receive(fresh, bad, 0, len(bad)) == 0
+    fresh._channels[5]._recv_window = 99
+    assert packets._lean_receive(fresh, data, 0, len(data)) == 0
+    fresh._channels = {6: fresh._channels[5]}
+    assert packets._lean_receive(fresh, data, 0, len(data)) == 0
+    fresh._channels[5] = _client_channel(window=100)
+    assert packets._lean_receive(fresh, data, 0, len(data)) == len(data)
+    assert fresh._channels[5].got == [b"x" * 100]
 
 
 def _file(path: Path, size: int) -> bytes:

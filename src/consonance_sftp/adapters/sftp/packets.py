@@ -6,7 +6,8 @@ Each of these works below the SFTP layer, on one connection, and is applied by
 * ``coalesce_writes``: one socket ``send()`` per event-loop turn instead of one per packet;
 * ``drop_ignore_packets``: no empty ``SSH_MSG_IGNORE`` before every packet (kept for CBC);
 * ``MAX_RECEIVE_PACKET``: the largest packet the server may send us;
-* ``frame_received_packets``: received bytes handed to asyncssh's parser one packet at a time;
+* ``frame_received_packets``: received bytes handed to asyncssh's parser one packet at a time,
+  and AES-GCM channel data and window adjusts taken straight to their channel;
 * ``lean_channel_data``: channel data framed and encrypted with one copy of each byte, sent
   once per event-loop turn, the small SFTP requests of that turn joined in one packet.
 
@@ -24,8 +25,11 @@ import time
 from typing import Any, cast
 
 import asyncssh
+from asyncssh.channel import SSHClientChannel
 from asyncssh.encryption import GCMEncryption
+from asyncssh.logging import SSHLogger
 from asyncssh.misc import DisconnectError
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
@@ -120,8 +124,6 @@ def _quiet_packet_logs() -> None:
     cls = asyncssh.packet.SSHPacketLogger
     if getattr(cls, "_consonance_quiet", False):
         return
-    from asyncssh.logging import SSHLogger
-
     sent, received = cls.log_sent_packet, cls.log_received_packet
 
     def log_sent(self: object, *args: object, **kwargs: object) -> None:
@@ -163,6 +165,8 @@ def frame_received_packets(conn: asyncssh.SSHClientConnection) -> None:
     which handler, in what order, and what an error does are unchanged: the parser is
     asyncssh's own, only its input is chunked (when its state is anything else, e.g. a packet
     still being handled asynchronously, the rest goes through asyncssh's own loop as before).
+    A whole AES-GCM packet of channel data or a window adjust is taken by ``_lean_receive``
+    instead, before asyncssh's parser sees it.
 
     Call it once, right after the connection is established (asyncssh 2.24, pinned: it uses
     ``_recv_handler``, ``_recv_pkthdr``, ``_recv_packet`` and ``_inpbuf``).
@@ -178,6 +182,11 @@ def frame_received_packets(conn: asyncssh.SSHClientConnection) -> None:
             pos, end = 0, len(data)
             while pos < end:
                 handler = c._recv_handler
+                if handler == header and not c._inpbuf:
+                    taken = _lean_receive(c, data, pos, end)
+                    if taken:
+                        pos += taken
+                        continue
                 if handler == header:
                     need = c._recv_blocksize - len(c._inpbuf)
                 elif handler == body:
@@ -204,6 +213,69 @@ def frame_received_packets(conn: asyncssh.SSHClientConnection) -> None:
 
     c.data_received = data_received
     setattr(conn, "_consonance_framed", True)  # noqa: B010 (not a declared attribute)
+
+
+_MSG_CHANNEL_WINDOW_ADJUST = 93  # RFC 4254
+_GCM_TAG = 16
+
+
+def _lean_receive(c: Any, data: bytes, pos: int, end: int) -> int:
+    """Take the whole AES-GCM packet at ``data[pos:]`` if it is plain channel data or a window
+    adjust for an ordinary client channel; returns the bytes taken, 0 to leave the packet to
+    asyncssh's parser (anything else: another message, another cipher, a packet not all
+    there yet, a bad tag, a length or window asyncssh would refuse, debug logging).
+
+    asyncssh's ``_recv_packet`` builds each packet's plaintext through three concatenations
+    of its bytes, a fresh AESGCM object (a key schedule), an ``SSHPacket`` parsed field by
+    field, a handler lookup, its logging and the channel's own checks: for a download's 32 KiB
+    data packets and an upload's window adjusts (one per two or three 32 KiB packets sent),
+    most of the client's receive CPU. Here the ciphertext is decrypted from a view of the
+    socket's bytes, and the channel gets what ``_process_data`` or ``_process_window_adjust``
+    would give it, after the same checks; sequence number and nonce advance as asyncssh's
+    do. A packet this leaves is decrypted again by asyncssh with the same nonce."""
+    enc = c._recv_encryption
+    if type(enc) is not GCMEncryption or not c._auth_complete or c._decompressor is not None:
+        return 0
+    if end - pos < 4:
+        return 0
+    pktlen = int.from_bytes(data[pos : pos + 4], "big")
+    total = 4 + pktlen + _GCM_TAG
+    if pktlen > c._max_recv_pktlen or end - pos < total or pktlen < 10:
+        return 0
+    if SSHLogger._debug_level >= 2:
+        return 0  # asyncssh logs each packet or its data at debug levels 2 and 3
+    cipher = enc._cipher
+    aead = getattr(cipher, "_consonance_aead", None)
+    if aead is None:
+        aead = AESGCM(cipher._key)
+        setattr(cipher, "_consonance_aead", aead)  # noqa: B010 (not a declared attribute)
+    with memoryview(data) as view:
+        try:
+            plain = aead.decrypt(cipher._iv, view[pos + 4 : pos + total], view[pos : pos + 4])
+        except InvalidTag:
+            return 0  # asyncssh's own check fails it the same way and disconnects
+    padlen, pkttype = plain[0], plain[1]
+    if pkttype not in (_MSG_CHANNEL_DATA, _MSG_CHANNEL_WINDOW_ADJUST) or len(plain) < 10:
+        return 0
+    chan = c._channels.get(int.from_bytes(plain[2:6], "big"))
+    if type(chan) is not SSHClientChannel:
+        return 0
+    number = int.from_bytes(plain[6:10], "big")
+    if pkttype == _MSG_CHANNEL_DATA:
+        if 10 + number + padlen != len(plain) or chan._recv_state != "open":
+            return 0
+        if number > chan._recv_window:
+            return 0
+    elif 10 + padlen != len(plain) or chan._recv_state not in ("open", "eof_pending", "eof"):
+        return 0
+    cipher._update_iv()
+    c._recv_seq = (c._recv_seq + 1) & 0xFFFFFFFF
+    if pkttype == _MSG_CHANNEL_DATA:
+        chan._accept_data(plain[10 : 10 + number])
+    else:
+        chan._send_window += number
+        chan._flush_send_buf()
+    return total
 
 
 def lean_channel_data(conn: asyncssh.SSHClientConnection) -> None:
@@ -242,8 +314,6 @@ _MSG_CHANNEL_DATA = 94  # RFC 4254
 
 
 def _install_lean_flush() -> None:
-    from asyncssh.channel import SSHClientChannel
-
     if getattr(SSHClientChannel, "_consonance_lean", False):
         return
     original = SSHClientChannel._flush_send_buf
@@ -277,8 +347,6 @@ def _install_lean_flush() -> None:
 
 def _plain_path(conn: Any) -> bool:
     """May this packet skip asyncssh's ``send_packet``? (Nothing it would do differently.)"""
-    from asyncssh.logging import SSHLogger
-
     return bool(
         conn._kex_complete
         and conn._auth_complete
