@@ -226,3 +226,34 @@ async def test_rename_keeps_existing_lets_openssh_refuse_a_taken_name(
         with pytest.raises(errors.RemoteFileExists):
             await fs.stage(items[2].local_path, f"{remote}/f2.dat")
     assert sorted(p.name for p in local.iterdir()) == [f"f{i}.dat" for i in range(5)]
+
+
+@pytest.mark.parametrize("honest", [True, False])
+async def test_a_small_file_checked_by_sha1sum_passes_only_on_its_own_digest(
+    openssh_endpoint, openssh_dir, tmp_path: Path, honest: bool
+) -> None:
+    # Where the server answers only sha1sum (rclone), a small file's bytes, already in memory,
+    # give the local SHA-1 it is compared with; a digest that is not theirs fails the upload
+    # and leaves nothing under the final name.
+    local_dir, remote_dir = openssh_dir("shell")
+    tools, _ = openssh_dir("shell")
+    command = tools / "sha1sum"
+    answer = 'exec sha1sum "$@"' if honest else f'echo {"0" * 40} "$1"'
+    command.write_text(f"#!/bin/sh\n{answer}\n")
+    command.chmod(0o755)
+    source = tmp_path / "statement.csv"
+    data = os.urandom(30_000)
+    source.write_bytes(data)
+    ep = openssh_endpoint(
+        "shell", checksum="shell", allow_shell=True, shell_hash_command=str(command)
+    )
+    async with SftpRemoteFS(ep, state_dir=tmp_path / "s", retries=0) as fs:
+        if honest:
+            up = await fs.upload(source, f"{remote_dir}/statement.csv")
+            assert up.verified_by == "shell-sha1"
+            assert up.sha256 == hashlib.sha256(data).hexdigest()
+            assert (local_dir / "statement.csv").read_bytes() == data
+        else:
+            with pytest.raises(errors.IntegrityError, match="does not match"):
+                await fs.upload(source, f"{remote_dir}/statement.csv")
+            assert list(local_dir.iterdir()) == []

@@ -596,6 +596,7 @@ class UploadMixin(PublishMixin):
                     size=size,
                     force=interrupted,
                     local=(local_path, sha),
+                    data=data,
                     by_segments=None
                     if segmented_over < 2
                     else functools.partial(

@@ -69,13 +69,15 @@ async def remote_sha256(
     size: int = 0,
     force: bool = False,
     local: tuple[Path, str] | None = None,
+    data: bytes | None = None,
     by_segments: Callable[[], Awaitable[str]] | None = None,
 ) -> tuple[str | None, Verification]:
     """(SHA-256 or None, how it was checked). None only with ``checksum = "size"`` and
     without ``force`` (an interrupted upload, a look at a final name: always by hash).
     ``local`` (the local file and its SHA-256) lets a server's sha1sum or md5sum stand in for
     sha256sum: on a match the local SHA-256 is returned, else the server's digest prefixed by
-    its algorithm (which matches no SHA-256). ``by_segments``: how this file is read back
+    its algorithm (which matches no SHA-256); ``data``, a small file's bytes already read, gives
+    that digest without reading the file again. ``by_segments``: how this file is read back
     instead of in one stream (a segmented upload: ``read_back_by_segments``), when it is."""
     ts = fs.settings
     method = ts.checksum
@@ -104,8 +106,10 @@ async def remote_sha256(
             # sha1sum/md5sum (rclone): compared with the same digest of the local file (taken
             # while the server hashes); a match stands for the SHA-256 the ledger records.
             local_path, local_sha = local
-            local_hex = asyncio.ensure_future(
+            local_hex: asyncio.Future[str] = asyncio.ensure_future(
                 asyncio.to_thread(checksums.file_digest, local_path, algorithm)
+                if data is None
+                else _digest_of(data, algorithm)
             )
             try:
                 remote_hex = await fs._guard(
@@ -145,6 +149,10 @@ async def remote_sha256(
     )
     _size, digest = await fs._guard(reading, path)
     return digest, Verification.READ_BACK
+
+
+async def _digest_of(data: bytes, algorithm: str) -> str:
+    return hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
 
 
 async def read_back_sized(
