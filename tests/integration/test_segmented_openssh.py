@@ -426,34 +426,42 @@ async def test_one_ssh_packet_per_sftp_request_without_ignore_packets(
     assert 50 <= sent < 60, sent
 
 
+@pytest.mark.parametrize("read_size", [None, 7_919, 40_000], ids=["default", "7919", "40000"])
 async def test_received_packets_take_the_lean_path_and_the_rest_asyncssh_s(
     openssh_endpoint: Callable[..., SftpEndpoint],
     openssh_dir: Callable[[str], tuple[Path, str]],
     source: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    read_size: int | None,
 ) -> None:
     # A download's data packets and an upload's window adjusts and answers are taken by
-    # ``packets._lean_receive``; what else sshd sends (a command's exit status, EOF, close)
-    # is left to asyncssh and arrives as before.
-    taken: list[int] = []
+    # ``packets._lean_receive``, also when a packet is cut between socket reads (small reads:
+    # most are); what else sshd sends (a command's exit status, EOF, close) is left to
+    # asyncssh and arrives as before.
+    if read_size is not None:
+        monkeypatch.setattr(asyncio.selector_events._SelectorSocketTransport, "max_size", read_size)
+    taken: list[bool] = []
     lean = packets._lean_receive
 
-    def counting(c: object, data: bytes, pos: int, end: int) -> int:
-        n = lean(c, data, pos, end)
-        taken.append(n)
-        return n
+    def counting(c: object, data: bytes, pos: int, size: int) -> bool:
+        took = lean(c, data, pos, size)
+        taken.append(took)
+        return took
 
     monkeypatch.setattr(packets, "_lean_receive", counting)
     _local, remote_dir = openssh_dir("shell")
     fs = SftpRemoteFS(openssh_endpoint("shell", checksum="size"), state_dir=tmp_path / "s")
     async with fs:
         await fs.upload(source, f"{remote_dir}/up.bin")
+        assert True in taken  # window adjusts, answers
+        taken.clear()
         down = await fs.download(f"{remote_dir}/up.bin", tmp_path / "back.bin")
+        # At least one lean packet per 32 KiB downloaded (sshd sends 32 KiB packets).
+        assert taken.count(True) >= SIZE // (32 * KiB)
+        taken.clear()
         async with fs.pool.lease() as pc:
             result = await pc.conn.run("printf 'made it'; exit 3", check=False)
     assert down.sha256 == sha(source) == sha(tmp_path / "back.bin")
     assert (result.stdout, result.exit_status) == ("made it", 3)
-    # At least one lean packet per 32 KiB downloaded, and packets left to asyncssh.
-    assert sum(1 for n in taken if n) > SIZE // (32 * KiB)
-    assert 0 in taken
+    assert False in taken  # the command's exit status, EOF and close: asyncssh's

@@ -176,17 +176,39 @@ def frame_received_packets(conn: asyncssh.SSHClientConnection) -> None:
     c: Any = conn  # asyncssh's private parser state, see above
     header, body = c._recv_pkthdr, c._recv_packet
 
+    # The start of an AES-GCM packet whose rest comes in the next socket read: kept here, not
+    # in asyncssh's buffer, so that the packet too can be taken by ``_lean_receive``.
+    carry = bytearray()
+
     def data_received(data: bytes, datatype: object = None) -> None:
         c._reset_keepalive_timer()
         try:
             pos, end = 0, len(data)
+            if carry:
+                size = _lean_size(c, carry, 0, len(carry))
+                if size is not None and len(carry) + end < size:
+                    carry.extend(data)
+                    return
+                if size is None:  # no longer one to take (a debug level set): asyncssh's
+                    data, end = bytes(carry) + data, len(carry) + end
+                else:
+                    pos = size - len(carry)
+                    carry.extend(data[:pos])
+                    packet = bytes(carry)
+                    if not _lean_receive(c, packet, 0, size):
+                        data, end, pos = packet + data[pos:], size + end - pos, 0
+                carry.clear()
             while pos < end:
                 handler = c._recv_handler
                 if handler == header and not c._inpbuf:
-                    taken = _lean_receive(c, data, pos, end)
-                    if taken:
-                        pos += taken
-                        continue
+                    size = _lean_size(c, data, pos, end)
+                    if size is not None:
+                        if end - pos < size:
+                            carry.extend(data[pos:])
+                            return
+                        if _lean_receive(c, data, pos, size):
+                            pos += size
+                            continue
                 if handler == header:
                     need = c._recv_blocksize - len(c._inpbuf)
                 elif handler == body:
@@ -219,11 +241,26 @@ _MSG_CHANNEL_WINDOW_ADJUST = 93  # RFC 4254
 _GCM_TAG = 16
 
 
-def _lean_receive(c: Any, data: bytes, pos: int, end: int) -> int:
-    """Take the whole AES-GCM packet at ``data[pos:]`` if it is plain channel data or a window
-    adjust for an ordinary client channel; returns the bytes taken, 0 to leave the packet to
-    asyncssh's parser (anything else: another message, another cipher, a packet not all
-    there yet, a bad tag, a length or window asyncssh would refuse, debug logging).
+def _lean_size(c: Any, data: bytes | bytearray, pos: int, end: int) -> int | None:
+    """The length of the packet at ``data[pos:]`` (its first 4 bytes at least there) where
+    ``_lean_receive`` may take it: an AES-GCM connection past its authentication, with no
+    compression and no debug logging (asyncssh logs each packet or its data at its debug levels
+    2 and 3); else None, and asyncssh's parser takes the packet."""
+    enc = c._recv_encryption
+    if type(enc) is not GCMEncryption or not c._auth_complete or c._decompressor is not None:
+        return None
+    if end - pos < 4 or SSHLogger._debug_level >= 2:
+        return None
+    pktlen = int.from_bytes(data[pos : pos + 4], "big")
+    if pktlen > c._max_recv_pktlen or pktlen < 10:
+        return None
+    return 4 + pktlen + _GCM_TAG
+
+
+def _lean_receive(c: Any, data: bytes, pos: int, size: int) -> bool:
+    """Take the whole AES-GCM packet ``data[pos : pos + size]`` (``_lean_size``) if it is plain
+    channel data or a window adjust for an ordinary client channel; False leaves it to
+    asyncssh's parser (another message, a bad tag, a length or window asyncssh would refuse).
 
     asyncssh's ``_recv_packet`` builds each packet's plaintext through three concatenations
     of its bytes, a fresh AESGCM object (a key schedule), an ``SSHPacket`` parsed field by
@@ -234,16 +271,6 @@ def _lean_receive(c: Any, data: bytes, pos: int, end: int) -> int:
     would give it, after the same checks; sequence number and nonce advance as asyncssh's
     do. A packet this leaves is decrypted again by asyncssh with the same nonce."""
     enc = c._recv_encryption
-    if type(enc) is not GCMEncryption or not c._auth_complete or c._decompressor is not None:
-        return 0
-    if end - pos < 4:
-        return 0
-    pktlen = int.from_bytes(data[pos : pos + 4], "big")
-    total = 4 + pktlen + _GCM_TAG
-    if pktlen > c._max_recv_pktlen or end - pos < total or pktlen < 10:
-        return 0
-    if SSHLogger._debug_level >= 2:
-        return 0  # asyncssh logs each packet or its data at debug levels 2 and 3
     cipher = enc._cipher
     aead = getattr(cipher, "_consonance_aead", None)
     if aead is None:
@@ -251,23 +278,23 @@ def _lean_receive(c: Any, data: bytes, pos: int, end: int) -> int:
         setattr(cipher, "_consonance_aead", aead)  # noqa: B010 (not a declared attribute)
     with memoryview(data) as view:
         try:
-            plain = aead.decrypt(cipher._iv, view[pos + 4 : pos + total], view[pos : pos + 4])
+            plain = aead.decrypt(cipher._iv, view[pos + 4 : pos + size], view[pos : pos + 4])
         except InvalidTag:
-            return 0  # asyncssh's own check fails it the same way and disconnects
+            return False  # asyncssh's own check fails it the same way and disconnects
     padlen, pkttype = plain[0], plain[1]
     if pkttype not in (_MSG_CHANNEL_DATA, _MSG_CHANNEL_WINDOW_ADJUST) or len(plain) < 10:
-        return 0
+        return False
     chan = c._channels.get(int.from_bytes(plain[2:6], "big"))
     if type(chan) is not SSHClientChannel:
-        return 0
+        return False
     number = int.from_bytes(plain[6:10], "big")
     if pkttype == _MSG_CHANNEL_DATA:
         if 10 + number + padlen != len(plain) or chan._recv_state != "open":
-            return 0
+            return False
         if number > chan._recv_window:
-            return 0
+            return False
     elif 10 + padlen != len(plain) or chan._recv_state not in ("open", "eof_pending", "eof"):
-        return 0
+        return False
     cipher._update_iv()
     c._recv_seq = (c._recv_seq + 1) & 0xFFFFFFFF
     if pkttype == _MSG_CHANNEL_DATA:
@@ -275,7 +302,7 @@ def _lean_receive(c: Any, data: bytes, pos: int, end: int) -> int:
     else:
         chan._send_window += number
         chan._flush_send_buf()
-    return total
+    return True
 
 
 def lean_channel_data(conn: asyncssh.SSHClientConnection) -> None:
