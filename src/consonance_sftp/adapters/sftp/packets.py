@@ -238,6 +238,8 @@ def frame_received_packets(conn: asyncssh.SSHClientConnection) -> None:
 
 
 _MSG_CHANNEL_WINDOW_ADJUST = 93  # RFC 4254
+_MSG_CHANNEL_DATA = 94
+_MSG_CHANNEL_EOF = 96
 _GCM_TAG = 16
 
 
@@ -270,12 +272,8 @@ def _lean_receive(c: Any, data: bytes, pos: int, size: int) -> bool:
     socket's bytes, and the channel gets what ``_process_data`` or ``_process_window_adjust``
     would give it, after the same checks; sequence number and nonce advance as asyncssh's
     do. A packet this leaves is decrypted again by asyncssh with the same nonce."""
-    enc = c._recv_encryption
-    cipher = enc._cipher
-    aead = getattr(cipher, "_consonance_aead", None)
-    if aead is None:
-        aead = AESGCM(cipher._key)
-        setattr(cipher, "_consonance_aead", aead)  # noqa: B010 (not a declared attribute)
+    cipher = c._recv_encryption._cipher
+    aead = _aead(cipher)
     with memoryview(data) as view:
         try:
             plain = aead.decrypt(cipher._iv, view[pos + 4 : pos + size], view[pos : pos + 4])
@@ -335,9 +333,6 @@ def lean_channel_data(conn: asyncssh.SSHClientConnection) -> None:
         return
     _install_lean_flush()
     setattr(conn, "_consonance_lean", True)  # noqa: B010 (not a declared attribute)
-
-
-_MSG_CHANNEL_DATA = 94  # RFC 4254
 
 
 def _install_lean_flush() -> None:
@@ -439,9 +434,6 @@ def _lean_flush(chan: Any, conn: Any) -> None:
             chan._close_send()
 
 
-_MSG_CHANNEL_EOF = 96  # RFC 4254
-
-
 def _whole_entries(send_buf: Any, room: int) -> int:
     """How many queued entries from the front, whole and of plain data, fit in ``room``."""
     count = total = 0
@@ -477,11 +469,7 @@ def _send_data(conn: Any, channel: int, data: memoryview) -> None:
     if type(enc) is GCMEncryption:
         # The ciphertext with its tag is the packet's body and MAC, in wire order.
         cipher = enc._cipher
-        aead = getattr(cipher, "_consonance_aead", None)
-        if aead is None:
-            aead = AESGCM(cipher._key)  # as asyncssh's GCMCipher, once per key
-            setattr(cipher, "_consonance_aead", aead)  # noqa: B010 (not a declared attribute)
-        sealed = aead.encrypt(cipher._iv, plain, header)
+        sealed = _aead(cipher).encrypt(cipher._iv, plain, header)
         cipher._update_iv()
         if getattr(conn, "_consonance_coalesced", False):
             conn._send(header)
@@ -493,3 +481,13 @@ def _send_data(conn: Any, channel: int, data: memoryview) -> None:
         conn._send(packet + mac)
     conn._send_seq = (seq + 1) & 0xFFFFFFFF
     conn._rekey_bytes_sent += pktlen
+
+
+def _aead(cipher: Any) -> AESGCM:
+    """The AESGCM object of an asyncssh ``GCMCipher``, made once per key (asyncssh makes a new
+    one, a key schedule, for every packet)."""
+    aead = getattr(cipher, "_consonance_aead", None)
+    if aead is None:
+        aead = AESGCM(cipher._key)
+        setattr(cipher, "_consonance_aead", aead)  # noqa: B010 (not a declared attribute)
+    return cast(AESGCM, aead)
