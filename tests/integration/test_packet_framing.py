@@ -4,7 +4,8 @@ The service's connections hand asyncssh's parser one SSH packet at a time instea
 socket reads. These tests download through such a connection and check that the bytes are
 the same whatever the socket delivers in one read (down to single bytes, packets split
 anywhere), that a key re-exchange in the middle of a download passes through the framed
-parser, and that the parser's buffer really holds at most one packet.
+parser, and that the parser's buffer really holds at most one packet (the data packets, on
+AES-GCM, are taken past it by ``packets._lean_receive``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from consonance_sftp.adapters.sftp import packets
 from consonance_sftp.adapters.sftp.endpoint import SftpEndpoint
 from consonance_sftp.adapters.sftp.fs import SftpRemoteFS
 from consonance_sftp.adapters.sftp.packets import MAX_RECEIVE_PACKET
@@ -76,11 +80,28 @@ async def test_any_split_of_the_received_bytes_and_a_rekey_give_the_same_file(
         assert conn._recv_encryption is not keys_before
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "asyncssh-parser"])
 async def test_the_parser_buffer_holds_at_most_one_packet(
     openssh_endpoint: Callable[..., SftpEndpoint],
     openssh_dir: Callable[[str], tuple[Path, str]],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lean: bool,
 ) -> None:
+    # The data packets go past asyncssh's parser (``packets._lean_receive``) unless that is
+    # off; either way asyncssh's buffer never holds more than one packet.
+    taken = [0]
+    if lean:
+        take = packets._lean_receive
+
+        def counting(c: Any, data: bytes, pos: int, size: int) -> bool:
+            took = take(c, data, pos, size)
+            taken[0] += took
+            return took
+
+        monkeypatch.setattr(packets, "_lean_receive", counting)
+    else:
+        monkeypatch.setattr(packets, "_lean_size", lambda *_args: None)
     local_dir, remote_dir = openssh_dir("shell")
     data = os.urandom(SIZE)
     (local_dir / "f.bin").write_bytes(data)
@@ -108,5 +129,10 @@ async def test_the_parser_buffer_holds_at_most_one_packet(
             max_requests=16,
         )
         assert (tmp_path / "back.bin").read_bytes() == data
+    if lean:
+        # sshd's 32 KiB packets, all of them taken straight to the channel.
+        assert taken[0] >= SIZE // (32 * KiB)
+        assert largest[0] <= MAX_RECEIVE_PACKET + 64, largest[0]
+    else:
         # Without framing a socket read of up to 256 KiB sits in the buffer: several packets.
         assert 16 * KiB < largest[0] <= MAX_RECEIVE_PACKET + 64, largest[0]
