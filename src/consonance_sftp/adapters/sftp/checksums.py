@@ -358,9 +358,11 @@ async def read_back_range_sha256(
     return digest.hexdigest()
 
 
-def read_and_sha256(path: Path) -> tuple[bytes, str]:
-    """A small local file's bytes and their SHA-256, in one read; run it in a thread."""
-    data = path.read_bytes()
+def read_and_sha256(path: Path, limit: int | None = None) -> tuple[bytes, str]:
+    """A small local file's bytes and their SHA-256, in one read; run it in a thread. With
+    ``limit``, at most ``limit + 1`` bytes are read (more than ``limit``: the file grew)."""
+    with open(path, "rb") as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -371,7 +373,7 @@ def read_small_files(paths: Sequence[Path], largest: int) -> list[tuple[bytes, s
     out: list[tuple[bytes, str] | None] = []
     for path in paths:
         try:
-            got = None if os.stat(path).st_size > largest else read_and_sha256(path)
+            got = None if os.stat(path).st_size > largest else read_and_sha256(path, largest)
         except OSError:
             got = None
         out.append(None if got is None or len(got[0]) > largest else got)  # it may have grown
