@@ -14,9 +14,10 @@ so each peak RSS is its own:
 * **ours**: what the ``sales_in`` flow does with a report: SHA-256 of the bytes (the report's
   identity), sniffed (``read.open_table``), parsed and validated line by line against the
   catalogue (``parse.parse_report``), loaded into the sales ledger in one transaction with
-  its line keys (de-duplication; ``SqlStore.load_sales_report`` on SQLite), the import made
-  (``create_sales_import``) and written as Consonance's import file and summary CSV
-  (``consonance_import.write_import_file``), checked against the generator's totals.
+  its line keys (de-duplication; ``SqlStore.load_sales_report`` on SQLite) while the same
+  lines are made into the import file's rows (``consonance_import.ImportRows``), the import
+  made (``create_sales_import``) and written as Consonance's import file and summary CSV,
+  checked against the generator's totals.
 
 RSS of "ours" is sampled every ``--rss-every`` lines while the ledger reads the lines, so the
 run shows it stays flat (100,000 and 1,000,000 lines by default).
@@ -251,8 +252,8 @@ def sha256_of(path: Path) -> str:
 
 def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> dict[str, Any]:
     from consonance_sftp.adapters.store import open_store
-    from consonance_sftp.flows.sales_in import Counts, report_tail
-    from consonance_sftp.formats.sales.consonance_import import write_import_file
+    from consonance_sftp.flows.sales_in import Counts, into_rows, report_tail
+    from consonance_sftp.formats.sales.consonance_import import ImportRows
     from consonance_sftp.formats.sales.parse import parse_report
     from consonance_sftp.formats.sales.read import open_table
     from consonance_sftp.ports.sales import ReportHead, ReportTail
@@ -292,9 +293,10 @@ def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> di
         def finish() -> ReportTail:  # what the flow decides once the whole file is read
             return report_tail(parsed, counts, "hold")
 
-        record = store.load_sales_report(
-            head, counts.wrap(sampled(parsed.items, rss_every, samples)), finish
-        )
+        # As the flow does: the import file's rows made as the lines pass into the ledger.
+        rows = ImportRows(work / "outbox", house_currency=CURRENCY, source="Lightning Source")
+        items = counts.wrap(sampled(parsed.items, rss_every, samples))
+        record = store.load_sales_report(head, into_rows(rows, items), finish)
     steps["sniff_parse_validate_load"] = time.perf_counter() - started
     cpu["sniff_parse_validate_load"], cpu_mark = time.process_time() - cpu_mark, time.process_time()
     mark = time.perf_counter()
@@ -302,13 +304,12 @@ def ours(path: Path, work: Path, layout: str, titles: int, rss_every: int) -> di
     steps["create_import"] = time.perf_counter() - mark
     cpu["create_import"], cpu_mark = time.process_time() - cpu_mark, time.process_time()
     mark = time.perf_counter()
-    written = write_import_file(
-        store.sales_import_lines(made.id),
-        work / "outbox" / f"{path.stem}.xlsx",
-        house_currency=CURRENCY,
-        source="Lightning Source",
-        summary_path=work / "outbox" / f"{path.stem}.summary.csv",
-    )
+    with rows:  # the flow writes these rows when the import holds every one of them
+        assert made.lines == rows.count == record.accepted, (made.lines, rows.count)
+        written = rows.write(
+            work / "outbox" / f"{path.stem}.xlsx",
+            summary_path=work / "outbox" / f"{path.stem}.summary.csv",
+        )
     store.set_sales_import_file(made.id, str(written.path), written.sha256)
     steps["write_import_file"] = time.perf_counter() - mark
     cpu["write_import_file"] = time.process_time() - cpu_mark
@@ -391,8 +392,11 @@ def one_writer(name: str, count: int, out: Path) -> dict[str, Any]:
     elif name == "ours":  # the module's own streamed writer alone (no summary, no read-back)
         from consonance_sftp.formats.sales import consonance_import
 
-        write_sheet = consonance_import._write_xlsx
-        write_sheet(sales_lines(count), out, "GBP", "Lightning Source", {})
+        with consonance_import.ImportRows(
+            out.parent, house_currency="GBP", source="Lightning Source"
+        ) as rows:
+            rows.add(sales_lines(count))
+            rows._write_xlsx(out)
     elif name == "openpyxl":
         from openpyxl import Workbook
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openpyxl import load_workbook
 
 from consonance_sftp.adapters.store import SqlStore, open_store
 from consonance_sftp.config.flows import SalesInFlow
@@ -155,6 +157,56 @@ def test_a_hand_off_run_again_finds_its_report_and_import(store: SqlStore, tmp_p
     assert [i.id for i in store.list_sales_imports()] == [imp.id]  # no second import
     assert Path(imp.path).exists()  # written again, from the same lines
     assert sum(1 for _ in store.sales_import_lines(imp.id)) == 2
+
+
+def test_the_import_file_made_as_the_report_loads_is_the_one_the_ledger_gives(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new report's import file is made from its lines as they load, not read back from the
+    ledger; written again from the ledger, it is the same file, byte for byte. A report some
+    of whose lines an earlier one brought gets its file from the ledger, without those."""
+    flow = _flow()
+    processor = _processor(store, flow, tmp_path / "outbox")
+    read_back: list[int] = []
+    from_ledger = store.sales_import_lines
+
+    def counted(import_id: int) -> Iterator[Any]:
+        read_back.append(import_id)
+        return from_ledger(import_id)
+
+    monkeypatch.setattr(store, "sales_import_lines", counted)
+    lines = [(n, f"{n}.{n % 100:02d}") for n in range(1, 3001)]
+    total = str(sum(Decimal(v) for _, v in lines))
+    processor.process(*_drop(store, tmp_path, "shop_2026-10.csv", _report(lines, total)))
+    [report] = store.list_sales_reports()
+    [imp] = store.list_sales_imports(report_id=report.id)
+    assert (report.status, imp.lines, read_back) == ("loaded", 3000, [])
+    assert imp.path is not None
+    made = Path(imp.path)
+    made_bytes = made.read_bytes()
+    summary = sales_in.summary_path(made)
+    summary_bytes = summary.read_bytes()
+    assert imp.sha256 == hashlib.sha256(made_bytes).hexdigest()
+
+    made.unlink()
+    summary.unlink()
+    again = sales_in.emit_report_import(store, report, tmp_path / "outbox", flow.house_currency)
+    assert again is not None and again.path == imp.path and read_back == [imp.id]
+    assert made.read_bytes() == made_bytes and summary.read_bytes() == summary_bytes
+
+    overlapping = lines[2990:] + [(n, "1.00") for n in range(5001, 5006)]  # 10 already loaded
+    total = str(sum(Decimal(v) for _, v in overlapping))
+    text = _report(overlapping, total)
+    processor.process(*_drop(store, tmp_path, "shop_2026-10_late.csv", text))
+    second = max(store.list_sales_reports(), key=lambda r: r.id)
+    [imp2] = store.list_sales_imports(report_id=second.id)
+    assert (second.accepted, second.duplicate_lines, imp2.lines) == (15, 10, 5)
+    assert read_back == [imp.id, imp2.id]
+    assert imp2.path is not None
+    book = load_workbook(imp2.path, read_only=True)
+    isbns = [row[1] for row in book.worksheets[0].iter_rows(min_row=2, values_only=True)]
+    book.close()
+    assert isbns == [isbn13(n) for n in range(5001, 5006)]
 
 
 def test_a_kdp_ebook_named_by_its_asin_is_loaded_as_the_products_isbn(

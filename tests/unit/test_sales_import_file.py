@@ -442,6 +442,28 @@ def test_same_lines_give_the_same_bytes(tmp_path: Path) -> None:
     assert a.sha256 == b.sha256
 
 
+def test_rows_added_in_batches_give_the_file_written_at_once(tmp_path: Path) -> None:
+    """``ImportRows`` fed a batch at a time (as the flow feeds it while a report loads) makes
+    the same bytes as the lines written at once; a line it cannot write is kept as its error,
+    no later line is taken, and writing raises that error and leaves no file."""
+    lines = [_line(n, quantity=n, currency="EUR" if n % 3 else "GBP") for n in range(2, 5000)]
+    once = write_import_file(lines, tmp_path / "once.xlsx", house_currency="GBP", source="X")
+    with consonance_import.ImportRows(tmp_path, house_currency="GBP", source="X") as rows:
+        for start in range(0, len(lines), 700):
+            rows.add(lines[start : start + 700])
+        batched = rows.write(tmp_path / "batched.xlsx")
+    assert (batched.rows, batched.sha256) == (once.rows, once.sha256)
+    assert batched.totals == once.totals
+
+    with consonance_import.ImportRows(tmp_path, house_currency="GBP", source="X") as rows:
+        rows.add([_line(2), _line(7, channel_id="")])
+        rows.add([_line(8)])
+        assert rows.error is not None and "line 7" in str(rows.error)
+        with pytest.raises(ImportFileError, match=r"line 7 .*channel ID"):
+            rows.write(tmp_path / "refused.xlsx")
+    assert not (tmp_path / "refused.xlsx").exists()
+
+
 def test_empty_source_leaves_its_column_empty(tmp_path: Path) -> None:
     out = tmp_path / "import.xlsx"
     write_import_file([_line(2)], out, house_currency="GBP", source="")

@@ -15,7 +15,9 @@ Fired by its inbox: each partner's ``folder`` is polled every ``poll_interval``.
   a bad file leaves nothing of it). Held when lines are rejected (``on_rejected = "hold"``) or
   its totals do not reconcile with the file's own. Then the report's Consonance import file
   (and a summary CSV) is written to the flow's outbox, with only the lines no earlier report
-  brought. A report no layout fits goes to quarantine with the reason and the header seen.
+  brought: its rows are made as the lines load, and used when no earlier report had any of
+  them; otherwise the file is written from the ledger. A report no layout fits goes to
+  quarantine with the reason and the header seen.
 * ``check_report`` is ``consonance-sftp sales check``: the same reading, nothing written.
 
 Every step is safe to run again (the hand-off is at-least-once): a report already loaded for
@@ -26,6 +28,7 @@ file written again (identically) if it was lost before it was recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import posixpath
@@ -300,26 +303,28 @@ class SalesProcessor:
             return HandOffResult(outcome=IntakeOutcome.STORED)
         intake_id = self.intake_id(request)
         report = None if intake_id is None else self.ledger.find_sales_report_for_intake(intake_id)
-        if report is None:
-            try:
-                report = self.load(request, file, s, intake_id)
-            except ReportRefused as refused:
-                log.warning(
-                    "sales report %s from %s quarantined: %s",
-                    request.remote_path,
-                    request.partner,
-                    refused.message,
-                )
-                hint = f" ({refused.hint})" if refused.hint else ""
-                return HandOffResult(
-                    outcome=IntakeOutcome.QUARANTINED,
-                    reason=f"{refused.reason_code}: {refused.message}{hint}",
-                )
-        made = (
-            emit_report_import(self.ledger, report, s.outbox, s.house_currency)
-            if s.per_report
-            else None
-        )
+        rows = None if report is not None else import_rows(s, request.flow, request.partner)
+        with rows or contextlib.nullcontext():
+            if report is None:
+                try:
+                    report = self.load(request, file, s, intake_id, rows=rows)
+                except ReportRefused as refused:
+                    log.warning(
+                        "sales report %s from %s quarantined: %s",
+                        request.remote_path,
+                        request.partner,
+                        refused.message,
+                    )
+                    hint = f" ({refused.hint})" if refused.hint else ""
+                    return HandOffResult(
+                        outcome=IntakeOutcome.QUARANTINED,
+                        reason=f"{refused.reason_code}: {refused.message}{hint}",
+                    )
+            made = (
+                emit_report_import(self.ledger, report, s.outbox, s.house_currency, rows=rows)
+                if s.per_report
+                else None
+            )
         summary = describe(report, made)
         if report.status == "usage":
             summary += f"; usage lines in {write_usage_csv(self.ledger, report, s.outbox)}"
@@ -335,9 +340,11 @@ class SalesProcessor:
         *,
         replaces: int | None = None,
         by: str = "",
+        rows: consonance_import.ImportRows | None = None,
     ) -> SalesReportRecord:
         """Parse and load the report in one ledger transaction (``replaces``: the held report
-        it is read again for, withdrawn in that transaction)."""
+        it is read again for, withdrawn in that transaction; ``rows``: where its sales lines
+        are also made into import rows as they pass)."""
         name = posixpath.basename(request.remote_path)
         counts = Counts()
         with open_table(Path(file.local_path), sheet=s.sheet) as table:
@@ -366,9 +373,33 @@ class SalesProcessor:
             def finish() -> ReportTail:
                 return report_tail(parsed, counts, s.on_rejected)
 
+            items = counts.wrap(parsed.items)
             return self.ledger.load_sales_report(
-                head, counts.wrap(parsed.items), finish, replaces=replaces, by=by
+                head,
+                items if rows is None else into_rows(rows, items),
+                finish,
+                replaces=replaces,
+                by=by,
             )
+
+
+_ROWS_BATCH = 2000
+
+
+def into_rows(
+    rows: consonance_import.ImportRows, items: Iterable[SalesLine | UsageLine | Rejection]
+) -> Iterator[SalesLine | UsageLine | Rejection]:
+    """``items`` passed on as they come, their sales lines also made into ``rows`` (a batch at
+    a time: one call per line would cost more than the row)."""
+    batch: list[SalesLine] = []
+    for item in items:
+        if type(item) is SalesLine:
+            batch.append(item)
+            if len(batch) == _ROWS_BATCH:
+                rows.add(batch)
+                batch = []
+        yield item
+    rows.add(batch)
 
 
 def report_tail(parsed: ParsedReport, counts: Counts, on_rejected: str) -> ReportTail:
@@ -421,6 +452,21 @@ def import_path(outbox: Path, report: SalesReportRecord, imp: SalesImportRecord)
     return outbox / report.flow / report.partner / f"{stem}.import-{imp.id}.xlsx"
 
 
+def import_rows(s: SalesSettings, flow: str, partner: str) -> consonance_import.ImportRows | None:
+    """Where a report's import rows are made while it loads, in the folder its import file
+    will go to (``import_path``). None when its import file is made later (per period), or
+    that folder cannot be made: the file is then written from the ledger after the load (and
+    any error about the folder comes then, as for any import file)."""
+    if not s.per_report:
+        return None
+    try:
+        return consonance_import.ImportRows(
+            s.outbox / flow / partner, house_currency=s.house_currency, source=partner
+        )
+    except OSError:
+        return None
+
+
 def period_import_path(outbox: Path, flow: str, period: str, imp: SalesImportRecord) -> Path:
     return outbox / flow / f"period-{period}.import-{imp.id}.xlsx"
 
@@ -438,26 +484,41 @@ def write_import(
     *,
     house_currency: str,
     source: str,
+    rows: consonance_import.ImportRows | None = None,
 ) -> SalesImportRecord:
     """Write an import's file (and its summary CSV beside it) atomically from the ledger's
-    lines, and record where and what it hashes to. The ledger gives the same lines in the
-    same order whenever asked, so a file written again is the same file."""
-    written = consonance_import.write_import_file(
-        ledger.sales_import_lines(imp.id),
-        path,
-        house_currency=house_currency,
-        source=source,
-        summary_path=summary_path(path),
-    )
+    lines, or from ``rows`` already made of the same lines, and record where and what it
+    hashes to. The ledger gives the same lines in the same order whenever asked, so a file
+    written again is the same file."""
+    if rows is not None:
+        written = rows.write(path, summary_path=summary_path(path))
+    else:
+        written = consonance_import.write_import_file(
+            ledger.sales_import_lines(imp.id),
+            path,
+            house_currency=house_currency,
+            source=source,
+            summary_path=summary_path(path),
+        )
     ledger.set_sales_import_file(imp.id, str(path), written.sha256)
     return replace(imp, path=str(path), sha256=written.sha256)
 
 
 def emit_report_import(
-    ledger: SalesLedger, report: SalesReportRecord, outbox: Path, house_currency: str
+    ledger: SalesLedger,
+    report: SalesReportRecord,
+    outbox: Path,
+    house_currency: str,
+    *,
+    rows: consonance_import.ImportRows | None = None,
 ) -> SalesImportRecord | None:
     """The report's import (made once; its file written when it has lines and is not yet
-    written). None: the report is not loaded (held, a duplicate, usage or market data)."""
+    written). None: the report is not loaded (held, a duplicate, usage or market data).
+
+    ``rows``: the report's sales lines made into rows while it loaded. They are its import
+    file when the import holds every one of them (no earlier report had any): the same lines
+    in the same order as the ledger would give. Otherwise the file is written from the
+    ledger."""
     if report.status != "loaded" or report.kind != "sales":
         return None
     scope = f"report:{report.id}"
@@ -465,7 +526,17 @@ def emit_report_import(
     imp = made[0] if made else ledger.create_sales_import(flow=report.flow, report_id=report.id)
     if imp.lines and (imp.path is None or not Path(imp.path).exists()):
         path = import_path(outbox, report, imp)
-        imp = write_import(ledger, imp, path, house_currency=house_currency, source=report.partner)
+        # Every line of the report made a row; the import holds as many only when none of
+        # them was an earlier report's.
+        whole = rows is not None and rows.error is None and rows.count == imp.lines
+        imp = write_import(
+            ledger,
+            imp,
+            path,
+            house_currency=house_currency,
+            source=report.partner,
+            rows=rows if whole else None,
+        )
     return imp
 
 

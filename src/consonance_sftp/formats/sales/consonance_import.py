@@ -14,7 +14,7 @@ Both files are written under a temporary name in the destination folder, flushed
 renamed: a reader never sees half a file under its final name. Lines are streamed: memory stays
 flat however many there are (the summary keeps one entry per title, channel and currency).
 
-Writer: the xlsx is written here (``_write_xlsx``): a zip of the few fixed parts a workbook
+Writer: the xlsx is written here (``ImportRows``): a zip of the few fixed parts a workbook
 needs and the sheet's XML, its rows built one by one with f-strings as the lines come, put in a
 temporary file, then deflated (level 1) into the zip behind the sheet's header once their
 number is known, so memory stays flat. Cells are what XlsxWriter wrote before (inline strings,
@@ -210,28 +210,208 @@ def write_import_file(
     ``source`` fills the template's ``Source`` column (Consonance matches it to a company
     contact by organisation name: the partner's name). ``house_currency`` is the publisher's
     default currency in Consonance (ISO 4217)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    summary: dict[tuple[str, str, str], _Sums] = {}
-    with _partial(path) as partial:
-        rows = _write_xlsx(lines, partial, house_currency, source, summary)
-        _check_headers(partial)
-        _sync(partial)
-        os.replace(partial, path)
-    _sync_dir(path.parent)
-    if summary_path is not None:
-        _write_summary_csv(summary, summary_path)
-    size, digest = sha256_file(path)
-    totals: dict[str, _Sums] = {}
-    for (_isbn, _channel, currency), sums in summary.items():
-        totals.setdefault(currency, _Sums()).merge(sums)
-    return ImportFile(
-        path=path,
-        rows=rows,
-        size=size,
-        sha256=digest,
-        summary_path=summary_path,
-        totals={currency: totals[currency].as_dict() for currency in sorted(totals)},
-    )
+    with ImportRows(path.parent, house_currency=house_currency, source=source) as rows:
+        rows.add(lines)
+        if rows.error is not None:
+            raise rows.error
+        return rows.write(path, summary_path=summary_path)
+
+
+class ImportRows:
+    """An import file's rows, made as the lines come and kept in an anonymous temporary file
+    in ``folder`` (gone with the process, whatever ends it), until ``write`` makes them the
+    import file or ``close`` drops them. The sales flow fills one while a report loads, so the
+    file is not made again from the ledger afterwards.
+
+    The first line that cannot be written (no channel ID, a character an xlsx cannot hold, one
+    line too many) is kept in ``error`` and no more lines are taken; ``write`` raises it."""
+
+    def __init__(self, folder: Path, *, house_currency: str, source: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.house_currency = house_currency
+        self.count = 0
+        self.error: ImportFileError | None = None
+        self.summary: dict[tuple[str, str, str], _Sums] = {}
+        self._texts: dict[str, str] = {}  # text -> its escaped ``<is>`` element
+        self._dates: dict[date, str] = {}
+        self._source_xml = ""
+        if source:
+            try:
+                self._source_xml = _is(source, self._texts, 0, "Source")
+            except ImportFileError as refused:
+                self.error = refused
+        # closed by ``close`` (the owner's ``with``); unnamed, so nothing is left if not
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
+
+    def __enter__(self) -> ImportRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def add(self, lines: Iterable[SalesLine]) -> None:
+        """The rows of ``lines``, after those already added (none once ``error`` is set)."""
+        if self.error is None:
+            try:
+                self._add(lines)
+            except ImportFileError as refused:
+                self.error = refused
+
+    def write(self, path: Path, *, summary_path: Path | None = None) -> ImportFile:
+        """The import file at ``path`` (and the summary CSV at ``summary_path``), each under a
+        temporary name first, renamed once complete; the xlsx's headers read back."""
+        if self.error is not None:
+            raise self.error
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _partial(path) as partial:
+            self._write_xlsx(partial)
+            _check_headers(partial)
+            _sync(partial)
+            os.replace(partial, path)
+        _sync_dir(path.parent)
+        if summary_path is not None:
+            _write_summary_csv(self.summary, summary_path)
+        size, digest = sha256_file(path)
+        totals: dict[str, _Sums] = {}
+        for (_isbn, _channel, currency), sums in self.summary.items():
+            totals.setdefault(currency, _Sums()).merge(sums)
+        return ImportFile(
+            path=path,
+            rows=self.count,
+            size=size,
+            sha256=digest,
+            summary_path=summary_path,
+            totals={currency: totals[currency].as_dict() for currency in sorted(totals)},
+        )
+
+    def _write_xlsx(self, partial: Path) -> None:
+        """The workbook: its fixed parts, then the sheet deflated into the zip: its start
+        (which states how many rows it has), the rows from the temporary file, its end.
+
+        The rows wait in a temporary file because the sheet starts with its ``<dimension>``
+        (how many rows it has), known only once every line is read; readers that size a sheet
+        by it would otherwise read the whole sheet to find its size (openpyxl's read-only
+        mode, as ``_check_headers`` uses it: about 3 s more for 100,000 rows) or cut rows
+        short. XlsxWriter's ``constant_memory`` mode does the same; it costs about 0.1-0.4 µs
+        a row."""
+        rows_file = self._file
+        with zipfile.ZipFile(
+            partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
+        ) as book:
+            for name, xml in _fixed_parts():
+                # A ZipInfo's own date is fixed (1980-01-01): the same lines, the same bytes.
+                book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
+            start = _sheet_start(self.count + 1)
+            size = len(start) + rows_file.seek(0, os.SEEK_END) + len(_SHEET_END)
+            rows_file.seek(0)
+            # Zip64 fields only for a sheet that needs them (past 2 GiB, as zipfile counts):
+            # a plain zip entry otherwise, as XlsxWriter wrote, for every reader.
+            with book.open(_SHEET_PART, "w", force_zip64=size * 1.05 > _ZIP64_LIMIT) as sheet:
+                sheet.write(start)
+                shutil.copyfileobj(rows_file, sheet, _COPY_BLOCK)
+                sheet.write(_SHEET_END)
+            rows_file.seek(0, os.SEEK_END)  # more rows could still follow
+
+    def _add(self, lines: Iterable[SalesLine]) -> None:
+        """The sheet's rows for ``lines``, one ``<row>`` per line, cell by cell what
+        ``import_row`` gives (this is that function unrolled for speed; a test holds them
+        equal). Text is inline (``t="inlineStr"``), numbers are ``<v>`` values, empty cells are
+        left out. Rows are joined and written to the temporary file in chunks."""
+        texts, dates, summary = self._texts, self._dates, self.summary
+        house_currency, source_xml, out = self.house_currency, self._source_xml, self._file
+        text = texts.get
+        chunk: list[str] = []
+        count = self.count
+        row = count + 1
+        for line in lines:
+            count += 1
+            if count > MAX_LINES:
+                raise ImportFileError(
+                    f"more than {MAX_LINES:,} lines for one import file "
+                    f"(an xlsx sheet holds {MAX_LINES + 1:,} rows and Consonance reads one sheet)",
+                    hint="Make one import file per report instead of one per period.",
+                )
+            row += 1
+            isbn, channel_id, currency = line.isbn13, line.channel_id, line.currency
+            if not channel_id:
+                raise _no_channel_id(line)
+            quantity, value = line.quantity, line.value
+            return_quantity, return_value = line.return_quantity, line.return_value
+            has_returns = bool(return_quantity or return_value)
+            has_sales = bool(quantity or value) or not has_returns
+            day = dates.get(line.sales_date)
+            if day is None:
+                day = dates[line.sales_date] = _is(line.sales_date.isoformat(), texts, 0, "")
+            n = line.line
+            isbn_xml = text(isbn) or _is(isbn, texts, n, "Product ID")
+            channel_xml = text(channel_id) or _is(channel_id, texts, n, "Channel ID")
+            territory = line.territory
+            country = ""
+            if territory:
+                country_xml = text(territory) or _is(territory, texts, n, "Country code")
+                country = f'<c r="K{row}" t="inlineStr">{country_xml}</c>'
+            source_cell = f'<c r="F{row}" t="inlineStr">{source_xml}</c>' if source_xml else ""
+            price = ""
+            list_price = line.list_price
+            if list_price is not None and (line.list_price_currency or currency) == house_currency:
+                price = f'<c r="E{row}"><v>{_number(list_price, n)}</v></c>'
+            # counts are ints (the ledger's INTEGER columns): written as they are, checked by
+            # ``_number`` only when out of a double's range
+            sold = returned = ""
+            if has_sales:
+                sold_text = (
+                    str(quantity)
+                    if type(quantity) is int and -_DOUBLE_MAX < quantity < _DOUBLE_MAX
+                    else _number(quantity, n)
+                )
+                sold = f'<c r="G{row}"><v>{sold_text}</v></c>'
+            if has_returns:
+                returned_text = (
+                    str(return_quantity)
+                    if type(return_quantity) is int and -_DOUBLE_MAX < return_quantity < _DOUBLE_MAX
+                    else _number(return_quantity, n)
+                )
+                returned = f'<c r="I{row}"><v>{returned_text}</v></c>'
+            if currency == house_currency:
+                sold_value = f'<c r="H{row}"><v>{_number(value, n)}</v></c>' if has_sales else ""
+                returned_value = ""
+                if has_returns:
+                    returned_value = f'<c r="J{row}"><v>{_number(return_value, n)}</v></c>'
+                original = ""
+            else:
+                sold_value = returned_value = ""
+                currency_xml = text(currency) or _is(currency, texts, n, "Original currency")
+                original = f'<c r="L{row}" t="inlineStr">{currency_xml}</c>'
+                if has_sales:
+                    original += f'<c r="M{row}"><v>{_number(value, n)}</v></c>'
+                if has_returns:
+                    original += f'<c r="N{row}"><v>{_number(return_value, n)}</v></c>'
+            chunk.append(
+                f'<row r="{row}"><c r="A{row}" t="inlineStr"><is><t>ISBN</t></is></c>'
+                f'<c r="B{row}" t="inlineStr">{isbn_xml}</c>'
+                f'<c r="C{row}" t="inlineStr">{channel_xml}</c>'
+                f'<c r="D{row}" t="inlineStr">{day}</c>{price}{source_cell}'
+                f"{sold}{sold_value}{returned}{returned_value}{country}{original}</row>"
+            )
+            if len(chunk) == _CHUNK_ROWS:
+                out.write("".join(chunk).encode())
+                chunk.clear()
+            key = (isbn, channel_id, currency)
+            sums = summary.get(key)
+            if sums is None:
+                sums = summary[key] = _Sums()
+            # _Sums.add, inlined (a call a row)
+            sums.lines += 1
+            sums.quantity += line.quantity
+            sums.value += value
+            sums.return_quantity += line.return_quantity
+            sums.return_value += return_value
+        out.write("".join(chunk).encode())
+        self.count = count
 
 
 def _write_summary_csv(summary: dict[tuple[str, str, str], _Sums], path: Path) -> None:
@@ -275,146 +455,6 @@ def _write_summary_csv(summary: dict[tuple[str, str, str], _Sums], path: Path) -
 
 
 # --- internals -----------------------------------------------------------------------------
-
-
-def _write_xlsx(
-    lines: Iterable[SalesLine],
-    partial: Path,
-    house_currency: str,
-    source: str,
-    summary: dict[tuple[str, str, str], _Sums],
-) -> int:
-    """The workbook: the sheet's rows streamed to an anonymous temporary file next to it
-    (memory stays flat), then its fixed parts and the sheet deflated into the zip.
-
-    The rows go through a temporary file because the sheet starts with its ``<dimension>``
-    (how many rows it has), known only once every line is read; readers that size a sheet by
-    it would otherwise read the whole sheet to find its size (openpyxl's read-only mode, as
-    ``_check_headers`` uses it: about 3 s more for 100,000 rows) or cut rows short. XlsxWriter's
-    ``constant_memory`` mode does the same; it costs about 0.1-0.4 µs a row."""
-    with tempfile.TemporaryFile(dir=partial.parent) as rows_file:
-        count = _write_rows(lines, rows_file, house_currency, source, summary)
-        with zipfile.ZipFile(
-            partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_DEFLATE_LEVEL
-        ) as book:
-            for name, xml in _fixed_parts():
-                # A ZipInfo's own date is fixed (1980-01-01): the same lines, the same bytes.
-                book.writestr(zipfile.ZipInfo(name), xml, zipfile.ZIP_DEFLATED, _DEFLATE_LEVEL)
-            start = _sheet_start(count + 1)
-            size = len(start) + rows_file.seek(0, os.SEEK_END) + len(_SHEET_END)
-            rows_file.seek(0)
-            # Zip64 fields only for a sheet that needs them (past 2 GiB, as zipfile counts):
-            # a plain zip entry otherwise, as XlsxWriter wrote, for every reader.
-            with book.open(_SHEET_PART, "w", force_zip64=size * 1.05 > _ZIP64_LIMIT) as sheet:
-                sheet.write(start)
-                shutil.copyfileobj(rows_file, sheet, _COPY_BLOCK)
-                sheet.write(_SHEET_END)
-    return count
-
-
-def _write_rows(
-    lines: Iterable[SalesLine],
-    out: IO[bytes],
-    house_currency: str,
-    source: str,
-    summary: dict[tuple[str, str, str], _Sums],
-) -> int:
-    """The sheet's rows after the header, one ``<row>`` per line, cell by cell what
-    ``import_row`` gives (this is that function unrolled for speed; a test holds them equal).
-    Text is inline (``t="inlineStr"``), numbers are ``<v>`` values, empty cells are left out.
-    Rows are joined and written in chunks; the zip deflates and checksums each chunk."""
-    texts: dict[str, str] = {}  # text -> its escaped ``<is>`` element, for repeated values
-    dates: dict[date, str] = {}
-    source_xml = _is(source, texts, 0, "Source") if source else ""
-    text = texts.get
-    chunk: list[str] = []
-    count = 0
-    row = 1
-    for line in lines:
-        count += 1
-        if count > MAX_LINES:
-            raise ImportFileError(
-                f"more than {MAX_LINES:,} lines for one import file "
-                f"(an xlsx sheet holds {MAX_LINES + 1:,} rows and Consonance reads one sheet)",
-                hint="Make one import file per report instead of one per period.",
-            )
-        row += 1
-        isbn, channel_id, currency = line.isbn13, line.channel_id, line.currency
-        if not channel_id:
-            raise _no_channel_id(line)
-        quantity, value = line.quantity, line.value
-        return_quantity, return_value = line.return_quantity, line.return_value
-        has_returns = bool(return_quantity or return_value)
-        has_sales = bool(quantity or value) or not has_returns
-        day = dates.get(line.sales_date)
-        if day is None:
-            day = dates[line.sales_date] = _is(line.sales_date.isoformat(), texts, 0, "")
-        n = line.line
-        isbn_xml = text(isbn) or _is(isbn, texts, n, "Product ID")
-        channel_xml = text(channel_id) or _is(channel_id, texts, n, "Channel ID")
-        territory = line.territory
-        country = ""
-        if territory:
-            country_xml = text(territory) or _is(territory, texts, n, "Country code")
-            country = f'<c r="K{row}" t="inlineStr">{country_xml}</c>'
-        source_cell = f'<c r="F{row}" t="inlineStr">{source_xml}</c>' if source_xml else ""
-        price = ""
-        list_price = line.list_price
-        if list_price is not None and (line.list_price_currency or currency) == house_currency:
-            price = f'<c r="E{row}"><v>{_number(list_price, n)}</v></c>'
-        # counts are ints (the ledger's INTEGER columns): written as they are, checked by
-        # ``_number`` only when out of a double's range
-        sold = returned = ""
-        if has_sales:
-            sold_text = (
-                str(quantity)
-                if type(quantity) is int and -_DOUBLE_MAX < quantity < _DOUBLE_MAX
-                else _number(quantity, n)
-            )
-            sold = f'<c r="G{row}"><v>{sold_text}</v></c>'
-        if has_returns:
-            returned_text = (
-                str(return_quantity)
-                if type(return_quantity) is int and -_DOUBLE_MAX < return_quantity < _DOUBLE_MAX
-                else _number(return_quantity, n)
-            )
-            returned = f'<c r="I{row}"><v>{returned_text}</v></c>'
-        if currency == house_currency:
-            sold_value = f'<c r="H{row}"><v>{_number(value, n)}</v></c>' if has_sales else ""
-            returned_value = ""
-            if has_returns:
-                returned_value = f'<c r="J{row}"><v>{_number(return_value, n)}</v></c>'
-            original = ""
-        else:
-            sold_value = returned_value = ""
-            currency_xml = text(currency) or _is(currency, texts, n, "Original currency")
-            original = f'<c r="L{row}" t="inlineStr">{currency_xml}</c>'
-            if has_sales:
-                original += f'<c r="M{row}"><v>{_number(value, n)}</v></c>'
-            if has_returns:
-                original += f'<c r="N{row}"><v>{_number(return_value, n)}</v></c>'
-        chunk.append(
-            f'<row r="{row}"><c r="A{row}" t="inlineStr"><is><t>ISBN</t></is></c>'
-            f'<c r="B{row}" t="inlineStr">{isbn_xml}</c>'
-            f'<c r="C{row}" t="inlineStr">{channel_xml}</c>'
-            f'<c r="D{row}" t="inlineStr">{day}</c>{price}{source_cell}'
-            f"{sold}{sold_value}{returned}{returned_value}{country}{original}</row>"
-        )
-        if len(chunk) == _CHUNK_ROWS:
-            out.write("".join(chunk).encode())
-            chunk.clear()
-        key = (isbn, channel_id, currency)
-        sums = summary.get(key)
-        if sums is None:
-            sums = summary[key] = _Sums()
-        # _Sums.add, inlined (a call a row)
-        sums.lines += 1
-        sums.quantity += line.quantity
-        sums.value += value
-        sums.return_quantity += line.return_quantity
-        sums.return_value += return_value
-    out.write("".join(chunk).encode())
-    return count
 
 
 _CHUNK_ROWS = 2000
