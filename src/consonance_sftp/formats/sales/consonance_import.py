@@ -212,8 +212,6 @@ def write_import_file(
     default currency in Consonance (ISO 4217)."""
     with ImportRows(path.parent, house_currency=house_currency, source=source) as rows:
         rows.add(lines)
-        if rows.error is not None:
-            raise rows.error
         return rows.write(path, summary_path=summary_path)
 
 
@@ -228,7 +226,6 @@ class ImportRows:
 
     def __init__(self, folder: Path, *, house_currency: str, source: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
         self.house_currency = house_currency
         self.count = 0
         self.error: ImportFileError | None = None
