@@ -1,8 +1,10 @@
-"""Test-wide setup: fixture plugins, and CI's rule that a skipped real-server test is a failure."""
+"""Test-wide setup: fixture plugins, CI's rule that a skipped real-server test is a failure, and
+Ctrl-C for the programs tests start."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,19 @@ pytest_plugins = [
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the programs the tests start, however the suite itself was started.
+
+    Several tests stop a program with SIGINT, as a terminal's Ctrl-C would, and check that it
+    stops cleanly (the sandbox, ``serve``, ``bench/engine.py --against``). A suite started in
+    the background by a script (``make test &``, ``nohup ... &``) starts with SIGINT ignored,
+    as POSIX has a non-interactive shell do for background commands, and every program it
+    starts would inherit that and never see the Ctrl-C. Python's own handler is put back here
+    (in the main process and in each xdist worker), so the programs start with the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(hookwrapper=True)
