@@ -445,11 +445,21 @@ def describe(report: SalesReportRecord, made: SalesImportRecord | None) -> str:
 # --- import files --------------------------------------------------------------------------
 
 
+def partner_folder(outbox: Path, flow: str, partner: str) -> Path:
+    """Where the files made from a partner's reports go: ``<outbox>/<flow>/<partner>/``."""
+    return outbox / flow / partner
+
+
+def _stem(report: SalesReportRecord) -> str:
+    """The report's own file name without its extensions, which finance recognises."""
+    return Path(report.name).name.split(".", 1)[0] or "report"
+
+
 def import_path(outbox: Path, report: SalesReportRecord, imp: SalesImportRecord) -> Path:
-    """Where a report's import file goes: ``<outbox>/<flow>/<partner>/``, named after the
-    report's own file (which finance recognises) and the import's id (unique)."""
-    stem = Path(report.name).name.split(".", 1)[0] or "report"
-    return outbox / report.flow / report.partner / f"{stem}.import-{imp.id}.xlsx"
+    """Where a report's import file goes (``partner_folder``), named after the report's own
+    file (which finance recognises) and the import's id (unique)."""
+    folder = partner_folder(outbox, report.flow, report.partner)
+    return folder / f"{_stem(report)}.import-{imp.id}.xlsx"
 
 
 def import_rows(s: SalesSettings, flow: str, partner: str) -> consonance_import.ImportRows | None:
@@ -461,7 +471,9 @@ def import_rows(s: SalesSettings, flow: str, partner: str) -> consonance_import.
         return None
     try:
         return consonance_import.ImportRows(
-            s.outbox / flow / partner, house_currency=s.house_currency, source=partner
+            partner_folder(s.outbox, flow, partner),
+            house_currency=s.house_currency,
+            source=partner,
         )
     except OSError:
         return None
@@ -557,8 +569,8 @@ def write_usage_csv(ledger: SalesLedger, report: SalesReportRecord, outbox: Path
     """A usage (or market-data) report's lines as a CSV beside the import files (never an
     import file): ``<outbox>/<flow>/<partner>/<stem>.usage-<report id>.csv``, written
     atomically once (a re-run finds it there)."""
-    stem = Path(report.name).name.split(".", 1)[0] or "report"
-    path = outbox / report.flow / report.partner / f"{stem}.usage-{report.id}.csv"
+    folder = partner_folder(outbox, report.flow, report.partner)
+    path = folder / f"{_stem(report)}.usage-{report.id}.csv"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
