@@ -38,6 +38,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -309,17 +310,19 @@ def measure(args: argparse.Namespace) -> None:
     TUNING["queue_polling_interval_s"] = args.queue_polling_interval
     TUNING["worker_concurrency"] = args.worker_concurrency
     n = args.deliveries
-    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    load = os.getloadavg()
-    print(
-        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
-    )
-    print(
-        f"queue polling interval {args.queue_polling_interval:g} s, "
-        f"worker concurrency {args.worker_concurrency}"
-    )
+    work = _scratch("bench-engine-")
     results: dict[str, float | None] = {}
     try:
+        work.mkdir(mode=0o700)
+        load = os.getloadavg()
+        print(
+            f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+            f"on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"queue polling interval {args.queue_polling_interval:g} s, "
+            f"worker concurrency {args.worker_concurrency}"
+        )
         requests = make_requests(work / "src", n, args.partners)
         plains: list[float] = []
         sqlites: list[float] = []
@@ -485,15 +488,23 @@ def _stop_children(running: list[subprocess.Popen[str]]) -> None:
             proc.wait(10)
 
 
+def _scratch(prefix: str) -> Path:
+    """A new folder's name under the temporary directory, not yet made: the caller makes it
+    inside the ``try`` whose ``finally`` removes it, so a Ctrl-C that lands just after it is
+    made (as one with ``mkdtemp`` before the ``try`` could) cannot leave it behind."""
+    return Path(tempfile.gettempdir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def against_main(args: argparse.Namespace) -> None:
     commit = against.resolve(ROOT, args.against)
     title = f"REV {commit[:10]}" + ("" if commit.startswith(args.against) else f" ({args.against})")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-against-"))
+    tmp = _scratch("bench-engine-against-")
     running: list[subprocess.Popen[str]] = []
     cluster = None
     rev_runs: list[dict[str, float | None]] = []
     head_runs: list[dict[str, float | None]] = []
     try:
+        tmp.mkdir(mode=0o700)
         worker_files = ("tests/__init__.py", "tests/engine_worker.py")
         rev_src = against.export(ROOT, commit, tmp / "tree", worker_files)
         print(f"{title} exported to {tmp / 'tree'}", flush=True)
